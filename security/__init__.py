@@ -1,0 +1,1 @@
+"""Identities, certificates, signing, replay guard and access control."""

@@ -1,0 +1,136 @@
+"""The bus: signed envelopes over a transport, for the agents of one host.
+
+The bus seals outgoing bodies with the sending agent's key, routes them to
+the endpoint of the host running the addressee, and opens inbound frames
+with the :class:`~security.envelope.Opener`.  Whatever a peer sends, the
+bus never raises into the event loop: a rejected envelope is counted under
+its reason and logged (see :class:`RejectLog`), and only verified messages
+addressed to a local agent reach the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from agents.protocol.messages import Body, Message
+from security.crypto import SigningKey
+from security.envelope import Opener, Sealer
+from security.errors import Misdirected, Rejected
+
+from .transport import Transport
+
+log = logging.getLogger("autocell.bus")
+
+MessageHandler = Callable[[Message], None]
+
+
+@dataclass
+class BusStats:
+    """Counters a metrics exporter reads; plain ints, cheap on the hot path."""
+
+    sent: Counter[str] = field(default_factory=Counter)          # by message type
+    received: Counter[str] = field(default_factory=Counter)      # verified, by type
+    rejected: Counter[str] = field(default_factory=Counter)      # by reason
+    dropped: int = 0                                              # send-side HWM / no route
+    handler_errors: int = 0
+
+
+class RejectLog:
+    """Counts every rejection; logs each (reason, sender) pair once, then sparingly.
+
+    A forger can send thousands of envelopes a second; a line for each would
+    bury the log.  The first rejection of a (reason, claimed sender) pair is
+    logged with its full context, later ones when their count reaches a power
+    of two, with the running count.
+    """
+
+    def __init__(self, stats: BusStats, logger: logging.Logger = log) -> None:
+        self.stats = stats
+        self.log = logger
+        self._seen: Counter[tuple[str, str | None]] = Counter()
+
+    def record(self, exc: Rejected) -> None:
+        self.stats.rejected[exc.reason] += 1
+        key = (exc.reason, exc.sender)
+        self._seen[key] += 1
+        n = self._seen[key]
+        if n & (n - 1) == 0:
+            self.log.warning("rejected message", extra={"ctx": {**exc.context(), "count": n}})
+
+
+class Bus:
+    """Seal, route, send; receive, open, dispatch."""
+
+    def __init__(self, transport: Transport, opener: Opener, *, clock: Callable[[], float],
+                 random_bytes: Callable[[int], bytes]) -> None:
+        self.transport = transport
+        self.opener = opener
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.stats = BusStats()
+        self.rejects = RejectLog(self.stats)
+        self.routes: dict[str, str] = {}       # agent id -> endpoint
+        self._sealers: dict[str, Sealer] = {}
+        self._handler: MessageHandler | None = None
+
+    @property
+    def local_agents(self) -> set[str]:
+        return set(self._sealers)
+
+    def add_identity(self, agent: str, key: SigningKey, *, epoch: int) -> None:
+        """Let ``agent`` send from this host (and receive here)."""
+        self._sealers[agent] = Sealer(agent, key, epoch=epoch, random_bytes=self.random_bytes)
+
+    def set_route(self, agent: str, endpoint: str) -> None:
+        self.routes[agent] = endpoint
+
+    async def start(self, handler: MessageHandler) -> str:
+        self._handler = handler
+        endpoint = await self.transport.start(self._on_frames)
+        for agent in self._sealers:
+            self.routes.setdefault(agent, endpoint)
+        return endpoint
+
+    def send(self, sender: str, to: str, body: Body, conv: str = "") -> bool:
+        """Seal ``body`` as ``sender`` and send it to ``to``'s host; False if not sent."""
+        endpoint = self.routes.get(to)
+        if endpoint is None:
+            self.stats.dropped += 1
+            log.warning("no route to agent", extra={"ctx": {"to": to, "type": body.TYPE}})
+            return False
+        frames = self._sealers[sender].seal(to, body, self.clock(), conv)
+        if not self.transport.send(endpoint, frames):
+            self.stats.dropped += 1
+            return False
+        self.stats.sent[body.TYPE] += 1
+        return True
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        try:
+            msg = self.opener.open(frames, self.clock())
+            if msg.to not in self._sealers:
+                raise Misdirected(f"addressed to {msg.to!r}, not an agent of this host",
+                                  sender=msg.sender, msg_type=msg.type)
+        except Rejected as exc:
+            self.rejects.record(exc)
+            return
+        except Exception:   # a bug in our decoder; the host must survive it
+            self.stats.rejected["internal_error"] += 1
+            log.exception("envelope decoding failed unexpectedly")
+            return
+        self.stats.received[msg.type] += 1
+        assert self._handler is not None
+        try:
+            self._handler(msg)
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("message handler failed", extra={"ctx": {
+                "sender": msg.sender, "to": msg.to, "type": msg.type, "conv": msg.conv}})
+
+    async def close(self) -> None:
+        if self.opener.guard is not None:
+            self.opener.guard.flush()
+        await self.transport.close()

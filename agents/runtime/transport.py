@@ -1,0 +1,310 @@
+"""Transports: how frames get from one host to another.
+
+A transport moves opaque multipart frames between *endpoints* and knows
+nothing of signatures or agents; the :class:`~agents.runtime.bus.Bus` does
+the rest.  Two implementations pass the same conformance suite
+(``tests/test_transport_conformance.py``):
+
+* :class:`ZmqTransport` — one bound PULL socket per host for everything
+  inbound, and one PUSH socket per peer endpoint outbound.  Envelopes are
+  one-way signed datagrams (a reply is a new envelope to the sender's own
+  endpoint), so we need neither ROUTER routing-id frames nor REQ/REP
+  lock-step.  PUSH gives a per-peer high-water mark and a non-blocking send
+  that *fails* when the peer is saturated — we count that as a drop instead
+  of letting ZeroMQ discard silently.  Optional CurveZMQ encryption with a
+  ZAP authenticator fails closed (see :class:`CurveConfig`).
+* :class:`MemoryTransport` — the in-memory twin on a shared
+  :class:`MemoryNetwork`, same semantics, no sockets.
+
+The inbound socket is driven by the asyncio loop through ZeroMQ's edge-
+triggered file descriptor: on readiness we drain up to ``batch`` messages,
+then yield to the loop and continue, so a flood can't starve timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import zmq
+
+from security.errors import ConfigurationError
+
+log = logging.getLogger("autocell.transport")
+
+FrameHandler = Callable[[list[bytes]], None]
+
+
+class Transport(ABC):
+    """Moves multipart frames between endpoints.  Start, send, close."""
+
+    endpoint: str
+    dropped: int
+
+    @abstractmethod
+    async def start(self, on_frames: FrameHandler) -> str:
+        """Begin receiving; returns the bound endpoint (wildcards resolved)."""
+
+    @abstractmethod
+    def send(self, endpoint: str, frames: list[bytes]) -> bool:
+        """Queue ``frames`` to ``endpoint`` without blocking; False (and counted) if full."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop receiving, release sockets; idempotent."""
+
+
+# -- ZeroMQ ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """CurveZMQ settings: this host's key pair and the client keys it admits.
+
+    ``authorized_clients`` are Z85 public keys; a connecting peer whose key is
+    not listed is refused by the ZAP authenticator.  Fail closed: the server
+    socket refuses to bind unless the authenticator is running.
+    """
+
+    public_key: bytes
+    secret_key: bytes
+    authorized_clients: tuple[bytes, ...] = ()
+    server_keys: dict[str, bytes] = field(default_factory=dict)   # endpoint -> server public key
+
+    @staticmethod
+    def generate() -> tuple[bytes, bytes]:
+        return zmq.curve_keypair()
+
+
+class ZmqTransport(Transport):
+    """PULL inbound, PUSH per peer, driven by the asyncio loop."""
+
+    def __init__(self, bind: str = "tcp://127.0.0.1:*", *, hwm: int = 10_000,
+                 batch: int = 256, linger_ms: int = 200, curve: CurveConfig | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.bind = bind
+        self.endpoint = ""
+        self.hwm = hwm
+        self.batch = batch
+        self.linger_ms = linger_ms
+        self.curve = curve
+        self.dropped = 0
+        self._ctx = context or zmq.Context.instance()
+        self._pull: zmq.Socket | None = None
+        self._push: dict[str, zmq.Socket] = {}
+        self._auth = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_frames: FrameHandler | None = None
+        self._scheduled = False
+        self._closed = False
+
+    async def start(self, on_frames: FrameHandler) -> str:
+        self._loop = asyncio.get_running_loop()
+        self._on_frames = on_frames
+        pull = self._ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.RCVHWM, self.hwm)
+        pull.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self._start_authenticator()
+            pull.curve_secretkey = self.curve.secret_key
+            pull.curve_publickey = self.curve.public_key
+            pull.curve_server = True
+            pull.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            pull.zap_domain = b"autocell"
+        pull.bind(self.bind)
+        self.endpoint = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._pull = pull
+        self._loop.add_reader(pull.getsockopt(zmq.FD), self._on_readable)
+        self._on_readable()   # edge-triggered: anything already queued must be drained
+        return self.endpoint
+
+    def _start_authenticator(self) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        assert self.curve is not None
+        if not self.curve.authorized_clients:
+            raise ConfigurationError(
+                "CurveZMQ is on but no client keys are authorised; refusing to bind an "
+                "endpoint nobody could (or everybody would) connect to")
+        auth = ThreadAuthenticator(self._ctx)
+        auth.start()
+        if not auth.is_alive():
+            raise ConfigurationError("the ZAP authenticator did not start; refusing to bind")
+        auth.configure_curve_callback(domain="autocell", credentials_provider=_KeyList(
+            set(self.curve.authorized_clients)))
+        self._auth = auth
+
+    def _on_readable(self) -> None:
+        self._scheduled = False
+        pull = self._pull
+        if pull is None or self._closed:
+            return
+        handler = self._on_frames
+        assert handler is not None
+        recv = pull.recv_multipart
+        for _ in range(self.batch):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                if self._closed:
+                    return
+                log.error("receive failed on %s: %s", self.endpoint, exc)
+                return
+            handler(frames)
+        # Batch exhausted with data possibly left: continue after other callbacks run.
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._on_readable)
+
+    def _socket_for(self, endpoint: str) -> zmq.Socket:
+        sock = self._push.get(endpoint)
+        if sock is None:
+            sock = self._ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.SNDHWM, self.hwm)
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            if self.curve is not None:
+                server_key = self.curve.server_keys.get(endpoint)
+                if server_key is None:
+                    sock.close(0)
+                    raise ConfigurationError(
+                        f"CurveZMQ is on but no server key is known for {endpoint}")
+                sock.curve_secretkey = self.curve.secret_key
+                sock.curve_publickey = self.curve.public_key
+                sock.curve_serverkey = server_key
+            sock.connect(endpoint)
+            self._push[endpoint] = sock
+        return sock
+
+    def send(self, endpoint: str, frames: list[bytes]) -> bool:
+        if self._closed:
+            return False
+        try:
+            self._socket_for(endpoint).send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        return True
+
+    def disconnect(self, endpoint: str) -> None:
+        """Forget the outbound socket to ``endpoint`` (peer moved or died)."""
+        sock = self._push.pop(endpoint, None)
+        if sock is not None:
+            sock.close(0)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pull is not None:
+            if self._loop is not None:
+                try:
+                    self._loop.remove_reader(self._pull.getsockopt(zmq.FD))
+                except (ValueError, OSError, zmq.ZMQError):
+                    pass
+            self._pull.close(0)
+            self._pull = None
+        for sock in self._push.values():
+            sock.close(self.linger_ms)
+        self._push.clear()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+
+class _KeyList:
+    """ZAP credentials provider: admit exactly the listed client public keys."""
+
+    def __init__(self, keys: set[bytes]) -> None:
+        self.keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
+def load_curve_keys(path: Path) -> tuple[bytes, bytes]:
+    """Read a pyzmq-format CurveZMQ key pair file (``zmq.auth.load_certificate``)."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(str(path))
+    if secret is None:
+        raise ConfigurationError(f"{path} holds no CurveZMQ secret key")
+    return public, secret
+
+
+# -- in-memory twin ---------------------------------------------------------------------
+
+class MemoryNetwork:
+    """A registry of in-memory endpoints, shared by the transports of one test."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, MemoryTransport] = {}
+        self._next = 0
+
+    def allocate(self, bind: str) -> str:
+        if bind.endswith("*"):
+            self._next += 1
+            return bind[:-1] + str(self._next)
+        return bind
+
+
+class MemoryTransport(Transport):
+    """Same contract as :class:`ZmqTransport`, delivering via the event loop."""
+
+    def __init__(self, network: MemoryNetwork, bind: str = "mem://host-*", *,
+                 hwm: int = 10_000) -> None:
+        self.network = network
+        self.bind = bind
+        self.hwm = hwm
+        self.endpoint = ""
+        self.dropped = 0
+        self._queue: deque[list[bytes]] = deque()
+        self._on_frames: FrameHandler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._closed = False
+
+    async def start(self, on_frames: FrameHandler) -> str:
+        self._loop = asyncio.get_running_loop()
+        self._on_frames = on_frames
+        self.endpoint = self.network.allocate(self.bind)
+        if self.endpoint in self.network.endpoints:
+            raise OSError(f"address already in use: {self.endpoint}")
+        self.network.endpoints[self.endpoint] = self
+        return self.endpoint
+
+    def send(self, endpoint: str, frames: list[bytes]) -> bool:
+        if self._closed:
+            return False
+        dest = self.network.endpoints.get(endpoint)
+        if dest is None:   # like ZeroMQ: connecting to nobody queues nowhere visible
+            return True
+        if len(dest._queue) >= dest.hwm:
+            self.dropped += 1
+            return False
+        dest._queue.append([bytes(f) for f in frames])
+        dest._wake()
+        return True
+
+    def _wake(self) -> None:
+        if not self._scheduled and self._loop is not None and not self._closed:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        handler = self._on_frames
+        while self._queue and not self._closed and handler is not None:
+            handler(self._queue.popleft())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.network.endpoints.pop(self.endpoint, None)
+        self._queue.clear()

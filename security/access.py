@@ -1,0 +1,53 @@
+"""Who may say what: the access table of DESIGN §5, as data.
+
+``ACCESS`` maps a message type to the roles allowed to send it.
+``KIND_ACCESS`` refines types whose body names a ``kind``: only machines bid
+for operations, only robots for transports.  The codec calls
+:func:`check_access` after the signature and schema checks, so ``role`` is
+the certificate's role, never a claim made in the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import Forbidden
+
+RESOURCES = frozenset({"machine", "robot"})
+AGENTS = frozenset({"machine", "robot", "order"})
+EVERYONE = frozenset({"machine", "robot", "order", "console", "sim", "host"})
+
+ACCESS: dict[str, frozenset[str]] = {
+    "cfp": frozenset({"order"}),
+    "accept": frozenset({"order"}),
+    "reject": frozenset({"order"}),
+    "cancel": frozenset({"order"}),
+    "propose": RESOURCES,
+    "refuse": RESOURCES,
+    "confirm": RESOURCES,
+    "inform_done": RESOURCES,
+    "failure": RESOURCES,
+    "heartbeat": EVERYONE,
+    "escalate": AGENTS | {"host"},
+    "decision": frozenset({"console"}),
+    "plant_command": AGENTS | {"host"},
+    "plant_event": frozenset({"sim"}),
+}
+
+KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {
+    ("propose", "operation"): frozenset({"machine"}),
+    ("propose", "transport"): frozenset({"robot"}),
+}
+
+
+def check_access(role: str, msg_type: str, body: Any, sender: str) -> None:
+    """Raise :class:`Forbidden` unless ``role`` may send ``msg_type`` with this body."""
+    allowed = ACCESS.get(msg_type)
+    if allowed is None or role not in allowed:
+        raise Forbidden(f"role {role!r} may not send {msg_type!r}", sender=sender, msg_type=msg_type)
+    kind = getattr(body, "kind", None)
+    if kind is not None:
+        refined = KIND_ACCESS.get((msg_type, kind))
+        if refined is not None and role not in refined:
+            raise Forbidden(f"role {role!r} may not send {msg_type!r} for kind {kind!r}",
+                            sender=sender, msg_type=msg_type)

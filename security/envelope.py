@@ -1,0 +1,179 @@
+"""The envelope codec: seal (encode + sign) and open (verify + decode), sans I/O.
+
+Wire format v1 (docs/PROTOCOL.md has the normative text)::
+
+    frame 0  sender id, utf-8, 1..64 bytes
+    frame 1  msgpack map {v, id, to, type, conv, epoch, seq, ts, body}
+    frame 2  Ed25519 signature (64 bytes) over b"autocell/1" + frame0 + frame1
+
+:meth:`Opener.open` works cheapest-first and never unpacks a byte an
+unverified sender wrote: frame count and sizes → certificate lookup
+(unknown, revoked, expired) → signature → bounded msgpack unpack (size,
+depth, container lengths, no ext types, string keys) → header schema →
+typed body → role permissions → replay window and clock skew.  Every
+failure is one of the typed :class:`~security.errors.Rejected` errors; any
+other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgpack
+
+from agents.protocol.messages import Body, Message, body_from_wire
+
+from .access import check_access
+from .certs import TrustStore
+from .crypto import SigningKey
+from .errors import BadSignature, Malformed, Rejected
+from .replay import ReplayGuard
+
+SIGNING_TAG = b"autocell/1"
+VERSION = 1
+HEADER_KEYS = frozenset({"v", "id", "to", "type", "conv", "epoch", "seq", "ts", "body"})
+MSG_ID_BYTES = 16
+_PRIMITIVES = (str, int, float, bool, bytes, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard bounds on what a peer can make us unpack."""
+
+    max_body_bytes: int = 64 * 1024
+    max_depth: int = 8              # the header map is depth 1, ``body`` depth 2
+    max_container_len: int = 1024   # entries in any one map or array
+    max_str_bytes: int = 16 * 1024
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise Malformed(f"msgpack ext type {code} is not allowed")
+
+
+def check_tree(value: Any, limits: Limits, depth: int) -> None:
+    """Walk a container iteratively: depth, string keys, msgpack primitives only.
+
+    Bodies are checked field by field, so only ``map``/``array`` fields get here
+    (at depth 3: header map 1, body map 2).
+    """
+    stack = [(value, depth)]
+    while stack:
+        node, d = stack.pop()
+        if d > limits.max_depth:
+            raise Malformed(f"nesting deeper than {limits.max_depth}")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if type(k) is not str:
+                    raise Malformed(f"map key {k!r} is not a string")
+                if isinstance(v, (dict, list)):
+                    stack.append((v, d + 1))
+                elif not isinstance(v, _PRIMITIVES):
+                    raise Malformed(f"unsupported value type {type(v).__name__}")
+        elif isinstance(node, list):
+            for v in node:
+                if isinstance(v, (dict, list)):
+                    stack.append((v, d + 1))
+                elif not isinstance(v, _PRIMITIVES):
+                    raise Malformed(f"unsupported value type {type(v).__name__}")
+
+
+class Sealer:
+    """Stamps, encodes and signs outgoing bodies for one local agent identity."""
+
+    def __init__(self, agent: str, key: SigningKey, *, epoch: int,
+                 random_bytes: Callable[[int], bytes]) -> None:
+        self.agent = agent
+        self._agent_b = agent.encode()
+        if not 0 < len(self._agent_b) <= 64:
+            raise ValueError("agent id must be 1..64 utf-8 bytes")
+        self._key = key
+        self._prefix = SIGNING_TAG + self._agent_b
+        self.epoch = epoch
+        self.seq = 0
+        self._random_bytes = random_bytes
+
+    def seal(self, to: str, body: Body, now: float, conv: str = "") -> list[bytes]:
+        """The three frames of one envelope carrying ``body``."""
+        self.seq += 1
+        payload = msgpack.packb({
+            "v": VERSION, "id": self._random_bytes(MSG_ID_BYTES), "to": to, "type": body.TYPE,
+            "conv": conv, "epoch": self.epoch, "seq": self.seq, "ts": float(now),
+            "body": body.to_wire()}, use_bin_type=True)
+        return [self._agent_b, payload, self._key.sign(self._prefix + payload)]
+
+
+class Opener:
+    """Verifies and decodes inbound envelopes against a trust store."""
+
+    def __init__(self, trust: TrustStore, guard: ReplayGuard | None, *,
+                 limits: Limits = Limits()) -> None:
+        self.trust = trust
+        self.guard = guard
+        self.limits = limits
+
+    def open(self, frames: list[bytes], now: float) -> Message:
+        """A verified :class:`Message`, or a :class:`Rejected` subclass saying why not."""
+        lim = self.limits
+        if len(frames) != 3:
+            raise Malformed(f"expected 3 frames, got {len(frames)}")
+        sender_b, payload, signature = frames
+        if not 0 < len(sender_b) <= 64:
+            raise Malformed(f"sender frame must be 1..64 bytes, got {len(sender_b)}")
+        try:
+            sender = bytes(sender_b).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Malformed("sender id is not utf-8") from None
+        if len(payload) > lim.max_body_bytes:
+            raise Malformed(f"body of {len(payload)} bytes exceeds {lim.max_body_bytes}",
+                            sender=sender)
+        peer = self.trust.peer(sender, now)
+        if not peer.verifier.verify(SIGNING_TAG + sender_b + payload, signature):
+            raise BadSignature("signature does not verify with the sender's certificate key",
+                               sender=sender)
+        try:
+            doc = msgpack.unpackb(
+                payload, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext,
+                max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
+                max_array_len=lim.max_container_len, max_map_len=lim.max_container_len,
+                max_ext_len=0)
+        except Rejected as exc:
+            exc.sender = sender
+            raise
+        except Exception as exc:   # msgpack raises many types for bad input
+            raise Malformed(f"body is not valid bounded msgpack: {type(exc).__name__}: {exc}",
+                            sender=sender) from None
+        msg = self._decode(sender, doc)
+        check_access(peer.cert.role, msg.body.TYPE, msg.body, sender)
+        if self.guard is not None:
+            self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
+        return msg
+
+    def _decode(self, sender: str, doc: Any) -> Message:
+        if type(doc) is not dict or doc.keys() != HEADER_KEYS:
+            got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise Malformed(f"header must have exactly the keys {sorted(HEADER_KEYS)}, got {got}",
+                            sender=sender)
+        v, mid, to, typ, conv = doc["v"], doc["id"], doc["to"], doc["type"], doc["conv"]
+        epoch, seq, ts, body = doc["epoch"], doc["seq"], doc["ts"], doc["body"]
+        if v != VERSION or type(v) is not int:
+            raise Malformed(f"unsupported version {v!r}", sender=sender)
+        if type(mid) is not bytes or len(mid) != MSG_ID_BYTES:
+            raise Malformed("id must be 16 bytes of bin", sender=sender)
+        if type(to) is not str or type(typ) is not str or type(conv) is not str:
+            raise Malformed("to, type and conv must be strings", sender=sender)
+        if type(epoch) is not int or type(seq) is not int or epoch < 0 or seq < 0:
+            raise Malformed("epoch and seq must be non-negative integers", sender=sender)
+        if type(ts) is not float and type(ts) is not int:
+            raise Malformed("ts must be a number", sender=sender)
+        if type(body) is not dict:
+            raise Malformed("body must be a map", sender=sender, msg_type=typ)
+        try:
+            typed = body_from_wire(typ, body)
+            for value in body.values():
+                if value.__class__ is dict or value.__class__ is list:
+                    check_tree(value, self.limits, depth=3)
+        except Rejected as exc:
+            exc.sender, exc.msg_type = sender, typ
+            raise
+        return Message(sender, to, conv, mid, epoch, seq, float(ts), typed)
