@@ -1,0 +1,66 @@
+"""Cell configuration: the YAML file an automation engineer writes, as validated models.
+
+Entry points: :func:`load_cell` (a YAML file), :func:`load_cell_or_instance`
+(YAML or a job-shop benchmark instance), :func:`cell_from_dict` (data built
+by a program) and :func:`validate_command` (``autocell validate``).  All
+raise :class:`ConfigError` carrying every :class:`ConfigIssue` at once.
+"""
+
+from ops.config.loader import (
+    ConfigError,
+    ConfigIssue,
+    cell_from_dict,
+    format_path,
+    load_cell,
+    load_cell_or_instance,
+    validate_command,
+)
+from ops.config.model import (
+    CellConfig,
+    CountWindow,
+    Escalation,
+    Host,
+    Layout,
+    Location,
+    Machine,
+    Negotiation,
+    Network,
+    Operation,
+    Order,
+    PowerDraw,
+    Product,
+    Robot,
+    Security,
+    Sim,
+    Strategy,
+)
+from ops.config.schema import cell_schema, write_schema
+
+__all__ = [
+    "CellConfig",
+    "ConfigError",
+    "ConfigIssue",
+    "CountWindow",
+    "Escalation",
+    "Host",
+    "Layout",
+    "Location",
+    "Machine",
+    "Negotiation",
+    "Network",
+    "Operation",
+    "Order",
+    "PowerDraw",
+    "Product",
+    "Robot",
+    "Security",
+    "Sim",
+    "Strategy",
+    "cell_from_dict",
+    "cell_schema",
+    "format_path",
+    "load_cell",
+    "load_cell_or_instance",
+    "validate_command",
+    "write_schema",
+]

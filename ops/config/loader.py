@@ -1,0 +1,680 @@
+"""Loading cell files: YAML in, a validated :class:`CellConfig` or every problem out.
+
+Theory of operation
+-------------------
+An automation engineer fixes a cell file in an editor, so each problem is
+reported as ``FILE:LINE: path.to.field: message`` and *all* problems are
+reported at once, not one per run.  Loading has four steps:
+
+1. **Parse.** The YAML text is composed into a node tree (SafeLoader, so no
+   arbitrary objects) and constructed into plain data.  While the tree is at
+   hand we record the line of every mapping key and list item under its path
+   (``("machines", 2, "capabilities", "milling") -> 17``) and note duplicate
+   keys, which YAML itself silently resolves to the last one.
+2. **Validate fields.** Pydantic checks types, ranges and unknown keys.  Each
+   error's ``loc`` is matched against the data to drop pydantic's internal
+   steps (union members, ``[key]``) and then looked up in the line map,
+   falling back to the nearest parent that has a line (a missing key is
+   reported on the line of the mapping that lacks it).
+3. **Cross-check.** References between sections — locations, products,
+   capabilities, agent ids, hosts, the keys directory — are checked on the
+   *raw data*, not on the model, so they are found even when some field
+   elsewhere failed step 2.  These checks are defensive: anything of the
+   wrong shape is skipped because step 2 already reported it.
+4. **Report.** Issues are sorted by line and raised together in a
+   :class:`ConfigError`; or the model is returned, remembering its source
+   so relative paths (``security.keys_dir``) resolve against the file.
+
+Dicts built by programs (benchmark instances, experiment sweeps) enter at
+step 2 through :func:`cell_from_dict`; their issues carry no line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ops.config.model import PATTERN_HELP, CellConfig, Negotiation
+
+__all__ = [
+    "CELL_SUFFIXES",
+    "INSTANCE_SUFFIXES",
+    "ConfigError",
+    "ConfigIssue",
+    "cell_from_dict",
+    "format_path",
+    "load_cell",
+    "load_cell_or_instance",
+    "validate_command",
+]
+
+CELL_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
+INSTANCE_SUFFIXES: tuple[str, ...] = (".fjs", ".jsp")
+
+Loc = tuple[Any, ...]
+"""A path into the data: mapping keys and list indices, like pydantic's ``loc``."""
+
+_LineMap = dict[Loc, int]
+_Problems = list[tuple[Loc, str]]
+_Where = Callable[[Loc], str]
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a cell config, pointing at the file, line and field."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A cell config cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues: list[ConfigIssue] = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_cell(path: str | Path) -> CellConfig:
+    """Load and fully validate a cell YAML file; raise :class:`ConfigError` listing every issue."""
+    shown = str(path)
+    file_path = Path(path)
+    text = _read_text(file_path, shown)
+    data, lines, issues = _parse_yaml(text, shown)
+    return _build(data, source=shown, lines=lines, base_dir=file_path.parent, issues=issues)
+
+
+def load_cell_or_instance(path: str | Path) -> CellConfig:
+    """Load a cell YAML file, or turn a benchmark instance (``.fjs``/``.jsp``) into a cell."""
+    shown = str(path)
+    file_path = Path(path)
+    suffix = file_path.suffix.lower()
+    if suffix in CELL_SUFFIXES or file_path.is_dir():
+        return load_cell(path)  # a directory gets the directory message, not a suffix one
+    if suffix not in INSTANCE_SUFFIXES:
+        supported = ", ".join(CELL_SUFFIXES + INSTANCE_SUFFIXES)
+        raise _single(
+            shown,
+            f"unsupported file type {file_path.suffix or '(no extension)'!r}; supported: "
+            f"{supported} (a cell YAML file or a job-shop benchmark instance)",
+        )
+    _read_text(file_path, shown)  # same messages as YAML files for missing paths/directories
+    try:
+        from sim_bridge.instances import instance_to_cell_dict, load_instance
+    except ImportError as exc:
+        raise _single(shown, f"cannot read benchmark instances: {exc}") from exc
+    try:
+        data = instance_to_cell_dict(load_instance(file_path))
+    except ValueError as exc:  # InstanceError is a ValueError whose text starts "FILE:LINE: "
+        raise ConfigError([_issue_from_text(shown, str(exc))]) from exc
+    return cell_from_dict(data, source=shown, base_dir=file_path.parent)
+
+
+def cell_from_dict(
+    data: Mapping[str, Any], source: str = "<dict>", *, base_dir: str | Path | None = None
+) -> CellConfig:
+    """Validate a cell given as plain data, with the same cross-checks as :func:`load_cell`.
+
+    ``base_dir`` anchors relative paths (``security.keys_dir``); default: the
+    current directory.
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    plain = dict(data) if isinstance(data, Mapping) else data
+    return _build(plain, source=source, lines={}, base_dir=base, issues=[])
+
+
+def validate_command(path: str | Path) -> tuple[int, str]:
+    """``autocell validate PATH``: exit code 0 and a summary, or 2 and one issue per line."""
+    try:
+        config = load_cell_or_instance(path)
+    except ConfigError as exc:
+        return 2, "\n".join(str(issue) for issue in exc.issues)
+    counts = ", ".join(
+        _plural(len(items), noun)
+        for items, noun in (
+            (config.machines, "machine"),
+            (config.robots, "robot"),
+            (config.products, "product"),
+            (config.orders, "order"),
+        )
+    )
+    return 0, f"{path}: OK — cell {config.cell!r}: {counts}"
+
+
+def format_path(loc: Loc) -> str:
+    """``("machines", 2, "capabilities", "milling")`` -> ``machines[2].capabilities.milling``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{str(part)!r}]"
+    return out
+
+
+# --------------------------------------------------------------------------- steps 1 and 4
+
+
+def _read_text(path: Path, shown: str) -> str:
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in CELL_SUFFIXES)
+        hint = f" (it contains: {', '.join(found)})" if found else ""
+        raise _single(shown, f"is a directory, not a cell file; pass a .yaml file{hint}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _single(
+            shown, f"no such file (looked in {path.absolute().parent}); check the path"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise _single(shown, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise _single(shown, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _parse_yaml(text: str, shown: str) -> tuple[Any, _LineMap, list[ConfigIssue]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: _LineMap = {(): 1}
+        issues: list[ConfigIssue] = []
+        if node is None:
+            return None, lines, issues
+        # Index before constructing: construction flattens `<<` merge keys into
+        # the node tree, which would make every overridden merged key look duplicated.
+        _index(loader, node, (), lines, issues, shown, set())
+        return loader.construct_document(node), lines, issues
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or exc.context or "syntax error"
+        if exc.context and exc.problem and exc.context_mark is not None:
+            what += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
+        if "'\\t'" in what:
+            what += "; YAML indents with spaces, never tabs"
+        raise ConfigError([ConfigIssue(shown, line, "", f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise _single(shown, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _index(
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    loc: Loc,
+    lines: _LineMap,
+    issues: list[ConfigIssue],
+    shown: str,
+    active: set[int],
+) -> None:
+    """Record the line of every key and item below ``node``; flag duplicate keys."""
+    if id(node) in active:  # a recursive alias; the data has no finite path there
+        return
+    active.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = loader.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                issues.append(
+                    ConfigIssue(
+                        shown,
+                        line,
+                        format_path(loc + (key,)),
+                        f"duplicate key (first at line {seen[key]}); YAML keeps only the last "
+                        "one, so remove or rename one of them",
+                    )
+                )
+            seen[key] = line
+            lines[loc + (key,)] = line
+            _index(loader, value_node, loc + (key,), lines, issues, shown, active)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[loc + (index,)] = item.start_mark.line + 1
+            _index(loader, item, loc + (index,), lines, issues, shown, active)
+    active.discard(id(node))
+
+
+def _build(
+    data: Any, *, source: str, lines: _LineMap, base_dir: Path, issues: list[ConfigIssue]
+) -> CellConfig:
+    def line_of(loc: Loc) -> int | None:
+        return _line_of(loc, lines)
+
+    if not isinstance(data, dict):
+        got = "an empty document" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(
+            [
+                *issues,
+                ConfigIssue(
+                    source,
+                    line_of(()),
+                    "",
+                    f"the top level must be a mapping starting with `cell: <id>`, got {got}",
+                ),
+            ]
+        )
+
+    config: CellConfig | None = None
+    try:
+        config = CellConfig.model_validate(data)
+    except ValidationError as exc:
+        for loc, message in _field_problems(exc, data):
+            issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
+
+    def where(loc: Loc) -> str:
+        line = line_of(loc)
+        return format_path(loc) + (f" (line {line})" if line is not None and lines else "")
+
+    for loc, message in _cross_check(data, base_dir, where):
+        issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
+
+    if issues or config is None:
+        unique = list(dict.fromkeys(issues))
+        unique.sort(key=lambda issue: issue.line or 0)
+        raise ConfigError(unique)
+    config._source = source
+    config._base_dir = base_dir
+    return config
+
+
+def _line_of(loc: Loc, lines: _LineMap) -> int | None:
+    for end in range(len(loc), -1, -1):
+        line = lines.get(loc[:end])
+        if line is not None:
+            return line
+    return None
+
+
+def _single(source: str, message: str) -> ConfigError:
+    return ConfigError([ConfigIssue(source, None, "", message)])
+
+
+def _issue_from_text(source: str, text: str) -> ConfigIssue:
+    match = re.match(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", text, re.DOTALL)
+    if match is None:
+        return ConfigIssue(source, None, "", text)
+    line = int(match["line"]) or None
+    return ConfigIssue(match["file"], line, "", match["message"])
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# --------------------------------------------------------------------------- step 2
+
+
+def _field_problems(exc: ValidationError, data: dict[str, Any]) -> _Problems:
+    problems: _Problems = []
+    for error in exc.errors(include_url=False):
+        loc = _data_loc(error["loc"], data)
+        problems.append((loc, _describe(error, loc)))
+    return problems
+
+
+def _data_loc(error_loc: Loc, data: Any) -> Loc:
+    """Map pydantic's ``loc`` onto a path that exists in the data (plus a missing last key)."""
+    out: list[Any] = []
+    current = data
+    for position, part in enumerate(error_loc):
+        if isinstance(current, dict) and part in current:
+            out.append(part)
+            current = current[part]
+        elif (
+            isinstance(current, list)
+            and isinstance(part, int)
+            and not isinstance(part, bool)
+            and 0 <= part < len(current)
+        ):
+            out.append(part)
+            current = current[part]
+        elif isinstance(current, dict) and position == len(error_loc) - 1 and part != "[key]":
+            out.append(part)  # a missing key: reported on its parent's line
+        # anything else is a pydantic-internal step: a union member or "[key]"
+    return tuple(out)
+
+
+def _describe(error: Mapping[str, Any], loc: Loc) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else "?"
+        allowed = _allowed_keys(loc[:-1])
+        hint = _did_you_mean(key, allowed)
+        return f"unknown key {key!r}{hint}; allowed keys: {', '.join(allowed)}"
+    value = error.get("input")
+    if kind == "string_pattern_mismatch":
+        pattern = str(error.get("ctx", {}).get("pattern", ""))
+        help_text = PATTERN_HELP.get(pattern, f"it must match {pattern}")
+        return f"{value!r} is not allowed here: {help_text}"
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind != "value_error" and not isinstance(value, (dict, list)):
+        shown = repr(value)
+        message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    return message
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    """Field names of the model found at ``loc`` in the CellConfig tree, if any."""
+    annotation: Any = CellConfig
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return []
+            annotation = field.annotation
+        elif typing.get_origin(annotation) is list and isinstance(part, int):
+            annotation = typing.get_args(annotation)[0]
+        elif typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated[...]`` and ``X | None`` down to the core type."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _did_you_mean(value: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------- step 3
+
+
+def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> _Problems:
+    """Every problem that needs more than one section of the cell to see."""
+    problems: _Problems = []
+    locations = _check_layout(data, problems, where)
+    _check_unique(data, ("machines", "robots", "orders"), "agent", problems, where)
+    _check_unique(data, ("products",), "product", problems, where)
+    _check_resources(data, locations, problems)
+    _check_work(data, problems, where)
+    _check_hosts(data, problems, where)
+    _check_negotiation(data, problems)
+    if base_dir is not None:
+        _check_security(data, base_dir, problems)
+    return problems
+
+
+def _entries(data: Any, *keys: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(index, item)`` for the mapping items of the list at ``data[keys...]``."""
+    current = data
+    for key in keys:
+        current = current.get(key) if isinstance(current, dict) else None
+    if not isinstance(current, list):
+        return []
+    return [(i, item) for i, item in enumerate(current) if isinstance(item, dict)]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _unknown(
+    kind: str, value: str, known: Sequence[str], fix: str, lead: str = "unknown"
+) -> str:
+    known = list(dict.fromkeys(known))
+    listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "") if known else "none"
+    return f"{lead} {kind} {value!r}{_did_you_mean(value, known)}; {fix} (known: {listed})"
+
+
+def _check_layout(data: dict[str, Any], problems: _Problems, where: _Where) -> list[str]:
+    """Location ids must be unique; input and output must name one. Returns the ids."""
+    ids: list[str] = []
+    first: dict[str, Loc] = {}
+    for i, location in _entries(data, "layout", "locations"):
+        location_id = _text(location.get("id"))
+        if location_id is None:
+            continue
+        loc = ("layout", "locations", i, "id")
+        if location_id in first:
+            problems.append(
+                (loc, f"duplicate location id {location_id!r}, already used by "
+                      f"{where(first[location_id])}; rename one of them")
+            )
+            continue
+        first[location_id] = loc
+        ids.append(location_id)
+    layout = data.get("layout")
+    if isinstance(layout, dict):
+        for key in ("input", "output"):
+            value = _text(layout.get(key))
+            if value is not None and ids and value not in ids:
+                fix = "use one of the layout's location ids"
+                problems.append((("layout", key), _unknown("location", value, ids, fix)))
+    return ids
+
+
+def _check_unique(
+    data: dict[str, Any], sections: Sequence[str], kind: str, problems: _Problems, where: _Where
+) -> None:
+    """Ids must be unique across ``sections`` (machines, robots and orders share agent ids)."""
+    first: dict[str, Loc] = {}
+    scope = ", ".join(sections[:-1]) + " and " + sections[-1] if len(sections) > 1 else sections[0]
+    for section in sections:
+        for i, item in _entries(data, section):
+            item_id = _text(item.get("id"))
+            if item_id is None:
+                continue
+            loc = (section, i, "id")
+            if item_id in first:
+                why = f" ({scope} share one namespace of agent ids)" if len(sections) > 1 else ""
+                problems.append(
+                    (loc, f"duplicate {kind} id {item_id!r}, already used by "
+                          f"{where(first[item_id])}{why}; rename one of them")
+                )
+            else:
+                first[item_id] = loc
+
+
+def _check_resources(data: dict[str, Any], locations: list[str], problems: _Problems) -> None:
+    """Machines and robots must stand at known locations; failures need repairs."""
+    fix = "add it to layout.locations or use a known location"
+    for i, machine in _entries(data, "machines"):
+        location = _text(machine.get("location"))
+        if location is not None and locations and location not in locations:
+            problems.append(
+                (("machines", i, "location"), _unknown("location", location, locations, fix))
+            )
+        if machine.get("mtbf_s") is not None and machine.get("mttr_s") is None:
+            problems.append(
+                (("machines", i, "mtbf_s"),
+                 "mtbf_s is set but mttr_s is missing; add mttr_s (mean time to repair, "
+                 "seconds) or set mtbf_s: null for a machine that never breaks")
+            )
+    for i, robot in _entries(data, "robots"):
+        home = _text(robot.get("home"))
+        if home is not None and locations and home not in locations:
+            problems.append((("robots", i, "home"), _unknown("location", home, locations, fix)))
+        table = robot.get("transport_s")
+        if not isinstance(table, dict) or not locations:
+            continue
+        for origin, row in table.items():
+            loc = ("robots", i, "transport_s", origin)
+            if isinstance(origin, str) and origin not in locations:
+                problems.append((loc, _unknown("location", origin, locations, fix)))
+            for target in row if isinstance(row, dict) else ():
+                if isinstance(target, str) and target not in locations:
+                    problems.append((loc + (target,), _unknown("location", target, locations, fix)))
+
+
+def _check_work(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
+    """Routings need a capable machine; orders need a product and a due date after release."""
+    offered = sorted(
+        {str(c) for _, m in _entries(data, "machines") if isinstance(m.get("capabilities"), dict)
+         for c in m["capabilities"]}
+    )
+    machines_ok = bool(_entries(data, "machines"))
+    products: list[str] = []
+    for i, product in _entries(data, "products"):
+        product_id = _text(product.get("id"))
+        if product_id is not None:
+            products.append(product_id)
+        ops: dict[str, Loc] = {}
+        for j, step in _entries(product, "routing"):
+            loc = ("products", i, "routing", j)
+            capability = _text(step.get("capability"))
+            if capability is not None and machines_ok and capability not in offered:
+                fix = "add it to a machine's capabilities or fix the routing"
+                problems.append(
+                    (loc + ("capability",),
+                     _unknown("capability", capability, offered, fix, lead="no machine offers"))
+                )
+            op = _text(step.get("op"))
+            if op is not None and op in ops:
+                problems.append(
+                    (loc + ("op",),
+                     f"operation {op!r} appears twice in this routing (first at "
+                     f"{where(ops[op])}); operation names must be unique per product")
+                )
+            elif op is not None:
+                ops[op] = loc + ("op",)
+    for i, order in _entries(data, "orders"):
+        wanted = _text(order.get("product"))
+        if wanted is not None and wanted not in products:
+            fix = "add the product to `products` or fix the order"
+            problems.append((("orders", i, "product"), _unknown("product", wanted, products, fix)))
+        release_at = _number(order.get("release_at", 0))
+        due_at = _number(order.get("due_at"))
+        if release_at is not None and due_at is not None and due_at <= release_at:
+            problems.append(
+                (("orders", i, "due_at"),
+                 f"due_at ({due_at:g} s) is not after release_at ({release_at:g} s); "
+                 "an order must be due after it is released")
+            )
+
+
+def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
+    """Hosts list known agents, each agent on one host; names and endpoints are unique."""
+    agents = [
+        item_id
+        for section in ("machines", "robots", "orders")
+        for _, item in _entries(data, section)
+        if (item_id := _text(item.get("id"))) is not None
+    ]
+    placed: dict[str, Loc] = {}
+    names: dict[str, Loc] = {}
+    endpoints: dict[str, Loc] = {}
+    for i, host in _entries(data, "hosts"):
+        for key, seen in (("name", names), ("endpoint", endpoints)):
+            value = _text(host.get(key))
+            if value is None:
+                continue
+            if value in seen:
+                problems.append(
+                    (("hosts", i, key), f"duplicate host {key} {value!r}, already used by "
+                                        f"{where(seen[value])}; each host needs its own")
+                )
+            else:
+                seen[value] = ("hosts", i, key)
+        listed = host.get("agents")
+        for j, agent in enumerate(listed if isinstance(listed, list) else []):
+            if not isinstance(agent, str):
+                continue
+            loc = ("hosts", i, "agents", j)
+            if agent not in agents:
+                fix = "list machine, robot or order ids"
+                problems.append((loc, _unknown("agent", agent, agents, fix)))
+            elif agent in placed:
+                problems.append(
+                    (loc, f"agent {agent!r} is already placed by {where(placed[agent])}; "
+                          "an agent runs on exactly one host")
+                )
+            else:
+                placed[agent] = loc
+
+
+def _check_negotiation(data: dict[str, Any], problems: _Problems) -> None:
+    """A lease must outlive a heartbeat interval, or no heartbeat could ever renew it."""
+    negotiation = data.get("negotiation", {})
+    if not isinstance(negotiation, dict):
+        return
+    fields = Negotiation.model_fields
+    lease_s = _number(negotiation.get("lease_s", fields["lease_s"].default))
+    beat_default = fields["heartbeat_interval_s"].default
+    beat_s = _number(negotiation.get("heartbeat_interval_s", beat_default))
+    if lease_s is not None and beat_s is not None and 0 < lease_s <= beat_s:
+        loc = ("negotiation", "lease_s" if "lease_s" in negotiation else "heartbeat_interval_s")
+        problems.append(
+            (loc, f"lease_s ({lease_s:g} s) must be longer than heartbeat_interval_s "
+                  f"({beat_s:g} s), or leases expire before a heartbeat can renew them")
+        )
+
+
+def _check_security(data: dict[str, Any], base_dir: Path, problems: _Problems) -> None:
+    """A configured keys directory must exist: a typo must not silently mean 'fresh keys'."""
+    security = data.get("security")
+    keys_dir = security.get("keys_dir") if isinstance(security, dict) else None
+    if not isinstance(keys_dir, (str, os.PathLike)):
+        return
+    resolved = (base_dir / Path(keys_dir).expanduser()).resolve()
+    loc = ("security", "keys_dir")
+    if not resolved.exists():
+        problems.append(
+            (loc, f"keys directory {str(resolved)!r} does not exist; create it (e.g. with "
+                  "`autocell keys init`) or fix the path, which is relative to the config file")
+        )
+    elif not resolved.is_dir():
+        problems.append((loc, f"{str(resolved)!r} is not a directory; keys_dir names a directory"))

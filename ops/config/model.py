@@ -1,0 +1,466 @@
+"""The cell configuration as pydantic v2 models.
+
+A cell file describes *what exists* (locations, machines, robots), *what is
+made* (products and their routings), *what is ordered* (orders) and *how the
+agents behave* (negotiation, escalation, simulation).  These models check
+everything a single value or a single object can check on its own: types,
+ranges, identifier syntax, unknown keys.  Checks that need the whole cell —
+does any machine offer this capability, does this location exist, is this id
+used twice — live in :mod:`ops.config.loader`, which also knows the YAML line
+of every value.  Build configs with :func:`ops.config.load_cell` or
+:func:`ops.config.cell_from_dict`, not with ``CellConfig.model_validate``
+alone, or the cross-references go unchecked.
+
+Conventions: durations end in ``_s`` (seconds), absolute simulation times in
+``_at`` (seconds since the start of the run), distances are metres, power is
+kW, rates and probabilities are fractions in 0..1.  Every model forbids
+unknown keys so a typo is an error, not a silently ignored setting, and every
+model is frozen: a config is a value that the same seed must turn into the
+same run, so nobody may patch it in flight (use ``model_copy(update=...)``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
+
+__all__ = [
+    "AGENT_ID_MAX_BYTES",
+    "PATTERN_HELP",
+    "CellConfig",
+    "CountWindow",
+    "Escalation",
+    "Host",
+    "Layout",
+    "Location",
+    "Machine",
+    "Negotiation",
+    "Network",
+    "Operation",
+    "Order",
+    "PowerDraw",
+    "Product",
+    "Robot",
+    "Security",
+    "Sim",
+    "Strategy",
+]
+
+#: Agent ids travel in frame 0 of every envelope, which the wire format caps.
+AGENT_ID_MAX_BYTES = 64
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_CELL_PATTERN = r"^[a-z0-9_.-]+$"
+# A built-in strategy name ("earliest_finish") or an import path ("pkg.mod:Class").
+_STRATEGY_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*)$"
+_ENDPOINT_PATTERN = r"^(tcp|ipc|inproc)://\S+$"
+
+#: What each pattern means in words, for error messages (a regex is no help to a person).
+PATTERN_HELP: dict[str, str] = {
+    _NAME_PATTERN: "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+    _CELL_PATTERN: "use lower-case letters, digits, '_', '.' and '-'",
+    _STRATEGY_PATTERN: "use a built-in name like 'earliest_finish' or an import path "
+    "like 'my_pkg.strategies:MyStrategy'",
+    _ENDPOINT_PATTERN: "use a ZeroMQ endpoint such as 'tcp://127.0.0.1:5601' (tcp, ipc or inproc)",
+}
+
+Name = Annotated[
+    str, StringConstraints(pattern=_NAME_PATTERN, min_length=1, max_length=AGENT_ID_MAX_BYTES)
+]
+"""Identifier of a location, machine, robot, product, operation, order, capability or host."""
+
+CellId = Annotated[str, StringConstraints(pattern=_CELL_PATTERN, min_length=1, max_length=64)]
+StrategyRef = Annotated[str, StringConstraints(pattern=_STRATEGY_PATTERN)]
+Seconds = Annotated[float, Field(ge=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+class Location(_Model):
+    """A named point on the shop floor where parts wait and robots stop."""
+
+    id: Name = Field(description="Location id, unique among locations, e.g. `store` or `bay1`.")
+    x: float = Field(description="X coordinate in metres (robots travel the straight line).")
+    y: float = Field(description="Y coordinate in metres.")
+
+
+class Layout(_Model):
+    """Where things are, and where parts enter and leave the cell."""
+
+    locations: list[Location] = Field(
+        min_length=1, description="Every location of the cell, in metres; at least one."
+    )
+    input: Name | None = Field(
+        default=None,
+        description="Location where the raw parts of every order start. "
+        "Default: the first location.",
+    )
+    output: Name | None = Field(
+        default=None,
+        description="Location where finished parts are delivered. Default: the input location.",
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Layout:
+        # Resolve the documented defaults once, here, so every consumer reads
+        # a plain location id instead of re-implementing the fallback.
+        input_id = self.input if self.input is not None else self.locations[0].id
+        output_id = self.output if self.output is not None else input_id
+        if (input_id, output_id) == (self.input, self.output):
+            return self
+        return self.model_copy(update={"input": input_id, "output": output_id})
+
+
+# --------------------------------------------------------------------------- resources
+
+
+class PowerDraw(_Model):
+    """Electrical power of a machine by state, for the energy-per-unit KPI."""
+
+    idle: float = Field(default=0.0, ge=0, description="Power drawn while idle or setting up, kW.")
+    busy: float = Field(default=0.0, ge=0, description="Power drawn while processing, kW; >= idle.")
+
+    @model_validator(mode="after")
+    def _busy_at_least_idle(self) -> PowerDraw:
+        if self.busy < self.idle:
+            raise ValueError(
+                f"busy ({self.busy} kW) is below idle ({self.idle} kW); "
+                "a machine draws at least its idle power while processing"
+            )
+        return self
+
+
+class Machine(_Model):
+    """One machine: what it can do, how fast, how often it breaks."""
+
+    id: Name = Field(description="Machine id; also its agent id, unique among all agents.")
+    location: Name = Field(description="Location id where the machine stands.")
+    capabilities: dict[Name, PositiveSeconds] = Field(
+        description="Capability name -> processing time in seconds per unit (> 0)."
+    )
+    setup_s: Seconds = Field(
+        default=0.0, description="Changeover time in seconds when the capability changes (>= 0)."
+    )
+    power_kw: PowerDraw = Field(
+        default_factory=PowerDraw, description="Power draw in kW while idle and while busy."
+    )
+    mtbf_s: PositiveSeconds | None = Field(
+        default=None,
+        description="Mean time between failures in seconds; null = never breaks in the simulator.",
+    )
+    mttr_s: PositiveSeconds | None = Field(
+        default=None,
+        description="Mean time to repair in seconds; required when mtbf_s is set, "
+        "also used for repair ETAs.",
+    )
+    scrap_rate: Fraction = Field(
+        default=0.0, description="Probability that an operation fails quality (0..1)."
+    )
+
+
+class Robot(_Model):
+    """A transport robot (AGV, arm, conveyor segment) that moves parts between locations."""
+
+    id: Name = Field(description="Robot id; also its agent id, unique among all agents.")
+    home: Name = Field(description="Location id where the robot starts and parks.")
+    speed_m_per_s: float = Field(
+        default=1.0, gt=0, description="Travel speed in metres per second (> 0)."
+    )
+    load_s: Seconds = Field(
+        default=0.0, description="Handling time in seconds per move (loading plus unloading)."
+    )
+    transport_s: dict[Name, dict[Name, Seconds]] = Field(
+        default_factory=dict,
+        description="Optional travel times in seconds, from -> to -> seconds, overriding "
+        "distance / speed (looked up in both directions).",
+    )
+
+
+# --------------------------------------------------------------------------- work
+
+
+class Operation(_Model):
+    """One step of a routing: a named operation done by any machine with the capability."""
+
+    op: Name = Field(description="Operation name, unique within the routing, e.g. `cut`.")
+    capability: Name = Field(description="Capability a machine must offer to do this operation.")
+
+
+class Product(_Model):
+    """A part type and the ordered operations that make it."""
+
+    id: Name = Field(description="Product id, unique among products.")
+    routing: list[Operation] = Field(
+        min_length=1, description="Operations in the order they must be done; at least one."
+    )
+
+
+class Order(_Model):
+    """A production order: a quantity of one product, released at a time, due at a time."""
+
+    id: Name = Field(description="Order id; also its agent id, unique among all agents.")
+    product: Name = Field(description="Product id to make.")
+    quantity: int = Field(default=1, ge=1, description="Number of units, processed as one batch.")
+    release_at: Seconds = Field(
+        default=0.0, description="Simulation time in seconds when the order may start (>= 0)."
+    )
+    due_at: PositiveSeconds = Field(
+        description="Simulation time in seconds when the order should be finished; "
+        "after release_at."
+    )
+    priority: int = Field(
+        default=1,
+        ge=0,
+        description="Importance for strategies and escalations; higher is more urgent.",
+    )
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+class Strategy(_Model):
+    """Which decision rules the agents use; names of built-ins or import paths."""
+
+    order: StrategyRef = Field(
+        default="earliest_finish",
+        description="How order agents score proposals: a built-in name or `pkg.module:Class`.",
+    )
+    resource: StrategyRef = Field(
+        default="default",
+        description="How resource agents bid: a built-in name or `pkg.module:Class`.",
+    )
+
+
+class Negotiation(_Model):
+    """Timing of the contract net and of leases (DESIGN.md section 6)."""
+
+    reply_deadline_s: PositiveSeconds = Field(
+        default=0.2, description="How long an order waits for proposals after a call, seconds."
+    )
+    lease_s: PositiveSeconds = Field(
+        default=30.0, description="Lifetime of an award unless renewed by heartbeats, seconds."
+    )
+    heartbeat_interval_s: PositiveSeconds = Field(
+        default=5.0, description="Interval between heartbeats, seconds; shorter than lease_s."
+    )
+    missed_heartbeats: int = Field(
+        default=3, ge=1, description="Heartbeats missed in a row before a peer counts as gone."
+    )
+    strategy: Strategy = Field(
+        default_factory=Strategy, description="Decision rules for orders and resources."
+    )
+    interrupted_operation: Literal["restart_elsewhere", "wait_for_repair"] = Field(
+        default="restart_elsewhere",
+        description="What happens to an operation whose machine faults mid-way.",
+    )
+
+
+class Host(_Model):
+    """One OS process running a group of agents."""
+
+    name: Name = Field(description="Host name, unique among hosts.")
+    endpoint: str = Field(
+        pattern=_ENDPOINT_PATTERN,
+        description="ZeroMQ endpoint the host binds, e.g. `tcp://127.0.0.1:5601`.",
+    )
+    agents: list[Name] = Field(
+        default_factory=list,
+        description="Agent ids (machines, robots, orders) on this host; unlisted agents "
+        "run on the first host.",
+    )
+
+
+class Security(_Model):
+    """Where the cell's keys and certificates live."""
+
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Directory with the cell authority and agent keys, relative to the config "
+        "file; must exist. Absent: keys are created on the fly for the run.",
+    )
+
+
+class Network(_Model):
+    """The simulated network between agents in virtual time; off except a small latency."""
+
+    latency_s: Seconds = Field(default=0.001, description="One-way delivery delay, seconds.")
+    jitter_s: Seconds = Field(default=0.0, description="Random extra delay up to this, seconds.")
+    loss: Fraction = Field(default=0.0, description="Probability a message is dropped (0..1).")
+    duplication: Fraction = Field(
+        default=0.0, description="Probability a message is delivered twice (0..1)."
+    )
+    reorder: Fraction = Field(
+        default=0.0, description="Probability a message overtakes an earlier one (0..1)."
+    )
+
+
+class Sim(_Model):
+    """Settings of the embedded simulator; same config and seed give the same run."""
+
+    seed: int = Field(default=0, ge=0, description="Seed of every random choice in the run.")
+    network: Network = Field(default_factory=Network, description="Simulated network faults.")
+    sensor_interval_s: PositiveSeconds = Field(
+        default=60.0, description="Interval between simulated sensor readings, seconds."
+    )
+
+
+class CountWindow(_Model):
+    """A threshold of `count` events within a sliding window of `window_s` seconds."""
+
+    count: int = Field(ge=1, description="Number of events that trips the threshold.")
+    window_s: PositiveSeconds = Field(description="Sliding window length, seconds.")
+
+
+class Escalation(_Model):
+    """When agents hand a decision to a human supervisor (DESIGN.md section 7)."""
+
+    late_threshold_s: Seconds = Field(
+        default=300.0,
+        description="Escalate when the best re-route would finish more than this many seconds "
+        "after due_at.",
+    )
+    repeat_faults: CountWindow = Field(
+        default_factory=lambda: CountWindow(count=3, window_s=3600.0),
+        description="Escalate when one resource faults this often within the window.",
+    )
+    reject_burst: CountWindow = Field(
+        default_factory=lambda: CountWindow(count=20, window_s=60.0),
+        description="Escalate a security event when this many messages are rejected "
+        "(forged, replayed) within the window.",
+    )
+    quality_reject: bool = Field(
+        default=True, description="Escalate every failed quality result to a supervisor."
+    )
+
+
+# --------------------------------------------------------------------------- the cell
+
+
+class CellConfig(_Model):
+    """A whole cell: layout, resources, products, orders and agent behaviour."""
+
+    cell: CellId = Field(description="Cell id: lower-case letters, digits, `_`, `.`, `-`.")
+    description: str = Field(default="", description="Free text for people.")
+    layout: Layout = Field(description="Locations, and where parts enter and leave.")
+    machines: list[Machine] = Field(min_length=1, description="Machines; at least one.")
+    robots: list[Robot] = Field(default_factory=list, description="Transport robots.")
+    products: list[Product] = Field(
+        default_factory=list, description="Products and their routings."
+    )
+    orders: list[Order] = Field(default_factory=list, description="Production orders.")
+    negotiation: Negotiation = Field(
+        default_factory=Negotiation, description="Contract-net and lease timing."
+    )
+    hosts: list[Host] = Field(
+        default_factory=list, description="Process layout; empty: all agents in one host."
+    )
+    security: Security = Field(default_factory=Security, description="Keys and certificates.")
+    sim: Sim = Field(default_factory=Sim, description="Embedded simulator settings.")
+    escalation: Escalation = Field(
+        default_factory=Escalation, description="Thresholds for escalating to supervisors."
+    )
+
+    _source: str = PrivateAttr(default="<dict>")
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    # -- provenance
+
+    @property
+    def source(self) -> str:
+        """Where this config came from: the file path as given, or ``<dict>``."""
+        return self._source
+
+    def keys_dir_path(self) -> Path | None:
+        """``security.keys_dir`` as an absolute path, relative to the config file's directory."""
+        keys_dir = self.security.keys_dir
+        if keys_dir is None:
+            return None
+        base = self._base_dir if self._base_dir is not None else Path.cwd()
+        return (base / keys_dir.expanduser()).resolve()
+
+    # -- lookups (linear: cells are small, and a frozen model keeps no stale index)
+
+    def machine(self, machine_id: str) -> Machine:
+        """The machine with this id; ``KeyError`` naming the known ids otherwise."""
+        return _find(self.machines, machine_id, "machine")
+
+    def robot(self, robot_id: str) -> Robot:
+        """The robot with this id."""
+        return _find(self.robots, robot_id, "robot")
+
+    def product(self, product_id: str) -> Product:
+        """The product with this id."""
+        return _find(self.products, product_id, "product")
+
+    def order(self, order_id: str) -> Order:
+        """The order with this id."""
+        return _find(self.orders, order_id, "order")
+
+    def location(self, location_id: str) -> Location:
+        """The location with this id."""
+        return _find(self.layout.locations, location_id, "location")
+
+    def capable_machines(self, capability: str) -> list[str]:
+        """Ids of the machines offering ``capability``, in file order."""
+        return [m.id for m in self.machines if capability in m.capabilities]
+
+    def capabilities(self) -> set[str]:
+        """Every capability some machine offers."""
+        return {c for m in self.machines for c in m.capabilities}
+
+    def agent_ids(self) -> list[str]:
+        """Every agent id: machines, then robots, then orders, in file order."""
+        return [
+            *(m.id for m in self.machines),
+            *(r.id for r in self.robots),
+            *(o.id for o in self.orders),
+        ]
+
+    def host_of(self, agent_id: str) -> str | None:
+        """Name of the host running ``agent_id``; ``None`` when the cell has no hosts section."""
+        if not self.hosts:
+            return None
+        for host in self.hosts:
+            if agent_id in host.agents:
+                return host.name
+        return self.hosts[0].name
+
+    # -- geometry
+
+    def distance_m(self, from_id: str, to_id: str) -> float:
+        """Straight-line distance between two locations, metres."""
+        a, b = self.location(from_id), self.location(to_id)
+        return math.hypot(b.x - a.x, b.y - a.y)
+
+    def travel_s(self, robot_id: str, from_id: str, to_id: str) -> float:
+        """Travel time of a robot between two locations, seconds, without ``load_s``.
+
+        The robot's ``transport_s`` table wins (either direction), else distance / speed.
+        """
+        robot = self.robot(robot_id)
+        for a, b in ((from_id, to_id), (to_id, from_id)):
+            table_s = robot.transport_s.get(a, {}).get(b)
+            if table_s is not None:
+                return table_s
+        return self.distance_m(from_id, to_id) / robot.speed_m_per_s
+
+
+_T = TypeVar("_T", Machine, Robot, Product, Order, Location)
+
+
+def _find(items: list[_T], item_id: str, kind: str) -> _T:
+    for item in items:
+        if item.id == item_id:
+            return item
+    known = ", ".join(i.id for i in items) or "none"
+    raise KeyError(f"no {kind} {item_id!r} in this cell (known: {known})")
