@@ -7,8 +7,9 @@ Wire format v1 (docs/PROTOCOL.md has the normative text)::
     frame 2  Ed25519 signature (64 bytes) over b"autocell/1" + frame0 + frame1
 
 :meth:`Opener.open` works cheapest-first and never unpacks a byte an
-unverified sender wrote: frame count and sizes → certificate lookup
-(unknown, revoked, expired) → signature → bounded msgpack unpack (size,
+unverified sender wrote.  Stage 1, :meth:`Opener.authenticate`: frame
+count and sizes → certificate lookup (unknown, revoked, expired) →
+signature.  Stage 2, :meth:`Opener.decode`: bounded msgpack unpack (size,
 depth, container lengths, no ext types, string keys) → header schema →
 typed body → role permissions → replay window and clock skew.  Every
 failure is one of the typed :class:`~security.errors.Rejected` errors; any
@@ -18,7 +19,7 @@ other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import msgpack
 
@@ -78,6 +79,14 @@ def check_tree(value: Any, limits: Limits, depth: int) -> None:
                     raise Malformed(f"unsupported value type {type(v).__name__}")
 
 
+class Authenticated(NamedTuple):
+    """An envelope whose signature checked out but whose body is still bytes."""
+
+    sender: str
+    role: str
+    payload: bytes
+
+
 class Sealer:
     """Stamps, encodes and signs outgoing bodies for one local agent identity."""
 
@@ -114,7 +123,14 @@ class Opener:
 
     def open(self, frames: list[bytes], now: float) -> Message:
         """A verified :class:`Message`, or a :class:`Rejected` subclass saying why not."""
-        lim = self.limits
+        return self.decode(self.authenticate(frames, now), now)
+
+    def authenticate(self, frames: list[bytes], now: float) -> Authenticated:
+        """Stage 1: framing, certificate and signature — thread-safe, touches no state.
+
+        Runs on a transport's receive thread so that signature checks (which
+        release the GIL) overlap with stage 2 on the event loop.
+        """
         if len(frames) != 3:
             raise Malformed(f"expected 3 frames, got {len(frames)}")
         sender_b, payload, signature = frames
@@ -124,17 +140,23 @@ class Opener:
             sender = bytes(sender_b).decode("utf-8")
         except UnicodeDecodeError:
             raise Malformed("sender id is not utf-8") from None
-        if len(payload) > lim.max_body_bytes:
-            raise Malformed(f"body of {len(payload)} bytes exceeds {lim.max_body_bytes}",
+        if len(payload) > self.limits.max_body_bytes:
+            raise Malformed(f"body of {len(payload)} bytes exceeds {self.limits.max_body_bytes}",
                             sender=sender)
         peer = self.trust.peer(sender, now)
         if not peer.verifier.verify(SIGNING_TAG + sender_b + payload, signature):
             raise BadSignature("signature does not verify with the sender's certificate key",
                                sender=sender)
+        return Authenticated(sender, peer.cert.role, bytes(payload))
+
+    def decode(self, auth: Authenticated, now: float) -> Message:
+        """Stage 2: bounded unpack, schema, access rules, replay window (event loop only)."""
+        lim = self.limits
+        sender = auth.sender
         try:
             doc = msgpack.unpackb(
-                payload, raw=False, strict_map_key=True, use_list=True, ext_hook=_reject_ext,
-                max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
+                auth.payload, raw=False, strict_map_key=True, use_list=True,
+                ext_hook=_reject_ext, max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
                 max_array_len=lim.max_container_len, max_map_len=lim.max_container_len,
                 max_ext_len=0)
         except Rejected as exc:
@@ -144,7 +166,7 @@ class Opener:
             raise Malformed(f"body is not valid bounded msgpack: {type(exc).__name__}: {exc}",
                             sender=sender) from None
         msg = self._decode(sender, doc)
-        check_access(peer.cert.role, msg.body.TYPE, msg.body, sender)
+        check_access(auth.role, msg.body.TYPE, msg.body, sender)
         if self.guard is not None:
             self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
         return msg

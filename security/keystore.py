@@ -218,7 +218,8 @@ class KeyDir:
         if self.key_path(agent).exists() or self.cert_path(agent).exists():
             raise ConfigurationError(
                 f"agent {agent!r} already has a key in {self.root / 'agents'}; "
-                f"revoke it first (`autocell keys revoke {agent}`) or choose another id")
+                f"choose another id, or delete {self.key_path(agent)} and its .cert to re-issue "
+                f"(revoke the old one first if it was ever deployed: `autocell keys revoke {agent}`)")
         authority = load_private_key(self.authority_key_path)
         serial = 1 + max((c.serial for c in self.certificates()), default=0)
         key = SigningKey.generate()

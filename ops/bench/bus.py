@@ -1,0 +1,232 @@
+"""``autocell bench bus``: signed-message throughput against the crypto bound.
+
+One run measures, on this machine:
+
+1. the sign bound (1/t_sign) and verify bound (1/t_verify) of the Ed25519
+   library in use, on the same envelope bytes the bus carries;
+2. signed throughput from this process to a receiver *process* over tcp
+   loopback: seal (encode + sign) → ZeroMQ PUSH → PULL → the product's own
+   :class:`~agents.runtime.bus.Bus` (verify, bounded decode, access check,
+   replay guard) → handler.  The sender blocks on the high-water mark, so
+   the receiver runs saturated and nothing is dropped;
+3. the round trip of a signed request and a signed reply, one at a time,
+   both ends on the product's bus: p50 and p99.
+
+``ratio = signed_msgs_per_s / verify_bound_per_s``: the share of the raw
+verify speed the whole receive path keeps.  The receiver is the peer
+process ``python -m ops.bench.bus --peer SEED``, controlled over its stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from agents.protocol.messages import Award, Message, Proposal
+from agents.runtime.bus import Bus
+from agents.runtime.transport import ZmqTransport
+from security.crypto import LIBRARY
+from security.envelope import SIGNING_TAG, Opener, Sealer
+from security.keystore import ephemeral_cell
+from security.replay import ReplayGuard
+
+SENDER, RECEIVER = "bench-machine", "bench-order"
+ROLES = {SENDER: "machine", RECEIVER: "order"}
+
+
+def _proposal(i: int) -> Proposal:
+    return Proposal(task=f"o-{i % 1000:04d}/1", kind="operation", start_at=1000.0 + i,
+                    finish_at=1030.0 + i, hold_until_at=1001.0 + i,
+                    cost={"queue_s": 12.0, "setup_s": 4.0, "processing_s": 30.0,
+                          "transport_s": 0.0, "energy_kwh": 0.05})
+
+
+def crypto_bounds(seed: bytes, seconds: float) -> dict[str, float]:
+    """Sign and verify rates of the library in use, on real envelope bytes."""
+    cell = ephemeral_cell(ROLES, seed=seed)
+    sealer = Sealer(SENDER, cell.keys[SENDER], epoch=1, random_bytes=os.urandom)
+    frames = sealer.seal(RECEIVER, _proposal(0), time.time())
+    data = SIGNING_TAG + frames[0] + frames[1]
+    key, verifier = cell.keys[SENDER], cell.trust.peer(SENDER, time.time()).verifier
+
+    def rate(fn: Any) -> float:
+        n, t0 = 0, time.perf_counter()
+        deadline = t0 + seconds
+        while True:
+            for _ in range(200):
+                fn()
+            n += 200
+            t = time.perf_counter()
+            if t >= deadline:
+                return n / (t - t0)
+
+    return {"sign_bound_per_s": rate(lambda: key.sign(data)),
+            "verify_bound_per_s": rate(lambda: verifier.verify(data, frames[2])),
+            "envelope_bytes": float(sum(len(f) for f in frames))}
+
+
+# -- the receiver process ------------------------------------------------------------
+
+async def _peer_main(seed: bytes) -> None:
+    cell = ephemeral_cell(ROLES, seed=seed)
+    transport = ZmqTransport("tcp://127.0.0.1:*", hwm=1000)
+    bus = Bus(transport, Opener(cell.trust, ReplayGuard(flush_every=1 << 30)),
+              clock=time.time, random_bytes=os.urandom)
+    bus.add_identity(RECEIVER, cell.keys[RECEIVER], epoch=int(time.time()))
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def handler(msg: Message) -> None:
+        if msg.conv == "rtt":
+            bus.send(RECEIVER, msg.sender, Award(task=msg.body.task, award_epoch=1, lease_s=10.0),  # type: ignore[attr-defined]
+                     conv="rtt")
+            return
+        now = time.perf_counter()
+        if state["count"] == 0:
+            state["first"] = now
+        state["count"] += 1
+        state["last"] = now
+
+    endpoint = await bus.start(handler)
+    print(json.dumps({"endpoint": endpoint}), flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := (await reader.readline()).decode().strip():
+        cmd, _, arg = line.partition(" ")
+        if cmd == "route":
+            bus.set_route(SENDER, arg)
+        elif cmd == "reset":
+            state.update(count=0, first=0.0, last=0.0)
+            print(json.dumps({"reset": True}), flush=True)
+        elif cmd == "stats":
+            expected, give_up = int(arg), time.monotonic() + 10
+            while state["count"] < expected and time.monotonic() < give_up:
+                await asyncio.sleep(0.01)
+            print(json.dumps({**state, "rejected": dict(bus.stats.rejected)}), flush=True)
+    await bus.close()
+
+
+# -- the driver ----------------------------------------------------------------------
+
+class _Peer:
+    def __init__(self, seed: bytes) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops.bench.bus", "--peer", seed.hex()],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.endpoint = self.read()["endpoint"]
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("benchmark peer process exited early")
+        return json.loads(line)
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def throughput(peer: _Peer, seed: bytes, seconds: float) -> dict[str, float]:
+    """Saturate the peer for ``seconds``; the rate is measured at the receiver."""
+    cell = ephemeral_cell(ROLES, seed=seed)
+    sealer = Sealer(SENDER, cell.keys[SENDER], epoch=int(time.time()), random_bytes=os.urandom)
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 1000)
+    push.setsockopt(zmq.LINGER, 2000)
+    push.connect(peer.endpoint)
+    bodies = [_proposal(i) for i in range(1000)]
+    peer.tell("reset")
+    peer.read()
+    sent, t_end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        for body in bodies[:100]:
+            push.send_multipart(sealer.seal(RECEIVER, body, time.time()))
+        sent += 100
+    push.close()
+    peer.tell(f"stats {sent}")
+    stats = peer.read()
+    n = stats["count"]
+    span = stats["last"] - stats["first"]
+    rate = (n - 1) / span if n > 1 and span > 0 else 0.0
+    return {"signed_msgs_per_s": rate, "sent": float(sent), "received": float(n),
+            "rejected": float(sum(stats["rejected"].values()))}
+
+
+async def _round_trips(peer: _Peer, seed: bytes, count: int) -> list[float]:
+    cell = ephemeral_cell(ROLES, seed=seed)
+    bus = Bus(ZmqTransport("tcp://127.0.0.1:*"), Opener(cell.trust, ReplayGuard()),
+              clock=time.time, random_bytes=os.urandom)
+    bus.add_identity(SENDER, cell.keys[SENDER], epoch=int(time.time()) + 1)
+    bus.set_route(RECEIVER, peer.endpoint)
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[float] | None = None
+
+    def handler(msg: Message) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(time.perf_counter())
+
+    peer.tell(f"route {await bus.start(handler)}")
+    samples = []
+    for i in range(count + 50):            # the first 50 warm the connections up
+        waiter = loop.create_future()
+        t0 = time.perf_counter()
+        bus.send(SENDER, RECEIVER, _proposal(i), conv="rtt")
+        t1 = await asyncio.wait_for(waiter, 5.0)
+        if i >= 50:
+            samples.append(t1 - t0)
+    await bus.close()
+    return samples
+
+
+def _pct(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=1000, method="inclusive")[int(q * 10) - 1]
+
+
+def run(seconds: float = 3.0, rtt_count: int = 2000) -> dict[str, Any]:
+    """Every figure of the benchmark, from one run."""
+    seed = os.urandom(16)
+    bounds = crypto_bounds(seed, max(0.5, seconds / 2))
+    peer = _Peer(seed)
+    try:
+        tp = throughput(peer, seed, seconds)
+        rtts = asyncio.run(_round_trips(peer, seed, rtt_count))
+    finally:
+        peer.close()
+    return {
+        "library": LIBRARY,
+        "sign_bound_per_s": round(bounds["sign_bound_per_s"], 1),
+        "verify_bound_per_s": round(bounds["verify_bound_per_s"], 1),
+        "signed_msgs_per_s": round(tp["signed_msgs_per_s"], 1),
+        "ratio": round(tp["signed_msgs_per_s"] / bounds["verify_bound_per_s"], 3),
+        "rtt_p50_us": round(_pct(rtts, 50) * 1e6, 1),
+        "rtt_p99_us": round(_pct(rtts, 99) * 1e6, 1),
+        "envelope_bytes": int(bounds["envelope_bytes"]),
+        "messages_sent": int(tp["sent"]),
+        "messages_received": int(tp["received"]),
+        "messages_rejected": int(tp["rejected"]),
+        "seconds": seconds,
+        "rtt_samples": len(rtts),
+    }
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--peer":
+    asyncio.run(_peer_main(bytes.fromhex(sys.argv[2])))

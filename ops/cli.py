@@ -1,0 +1,212 @@
+"""The ``autocell`` command line: one entry point, one sub-command per job.
+
+Errors a person can fix (bad flags, files, roles) print one clear line on
+stderr and exit 2; a failed check (invariants, validation) exits 1 or 2 as
+each command documents; 0 is success.  Sub-command modules are imported
+lazily so ``autocell --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from security.errors import ConfigurationError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _keys_dir(args: argparse.Namespace):  # noqa: ANN202
+    from security.keystore import KeyDir
+
+    return KeyDir(Path(args.dir))
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    kd = _keys_dir(args)
+    path = kd.init(time.time())
+    print(f"created cell authority {path} (mode 0600) and {kd.authority_pub_path}")
+    print(f"created empty revocation list {kd.crl_path}")
+    return EXIT_OK
+
+
+def cmd_keys_issue(args: argparse.Namespace) -> int:
+    kd = _keys_dir(args)
+    key, cert = kd.issue(args.agent, args.role, time.time(), valid_s=args.valid_days * 86400.0)
+    c = kd.certificate(args.agent)
+    print(f"issued {args.role} certificate #{c.serial} for {args.agent!r}, valid "
+          f"{_iso(c.not_before_at)} .. {_iso(c.not_after_at)}")
+    print(f"  private key  {key} (mode 0600)")
+    print(f"  certificate  {cert}")
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    kd = _keys_dir(args)
+    crl = kd.revoke(args.agent, time.time())
+    print(f"revoked {args.agent!r}: {kd.crl_path} is now revision {crl.serial} "
+          f"({len(crl.revoked)} revoked); distribute it to every host")
+    return EXIT_OK
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    kd = _keys_dir(args)
+    kd.authority()   # exits 2 with a hint when there is none
+    crl = kd.revocations()
+    certs = kd.certificates()
+    if args.json:
+        print(json.dumps([{"agent": c.agent, "role": c.role, "serial": c.serial,
+                           "not_after_at": c.not_after_at,
+                           "revoked": crl.is_revoked(c.agent, c.serial)} for c in certs]))
+        return EXIT_OK
+    print(f"{kd.root}: {len(certs)} agent certificate(s)")
+    for c in certs:
+        state = "REVOKED" if crl.is_revoked(c.agent, c.serial) else (
+            "expired" if not c.valid_at(time.time()) else "valid")
+        print(f"  {c.agent:<24} {c.role:<8} #{c.serial:<4} until {_iso(c.not_after_at)}  {state}")
+    return EXIT_OK
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from security.crypto import fingerprint
+
+    kd = _keys_dir(args)
+    c = kd.certificate(args.agent)
+    ok = c.verify(kd.authority())
+    revoked = kd.revocations().is_revoked(c.agent, c.serial)
+    info = {"agent": c.agent, "role": c.role, "serial": c.serial,
+            "public_key_fingerprint": fingerprint(c.public_key),
+            "not_before": _iso(c.not_before_at), "not_after": _iso(c.not_after_at),
+            "signed_by_authority": ok, "revoked": revoked,
+            "certificate": str(kd.cert_path(c.agent)), "private_key": str(kd.key_path(c.agent))}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:<24} {v}")
+    return EXIT_OK
+
+
+def cmd_bench_bus(args: argparse.Namespace) -> int:
+    from ops.bench.bus import run
+
+    if args.seconds <= 0:
+        raise ConfigurationError("--seconds must be positive")
+    if not args.json:
+        print(f"measuring the bus for about {2 * args.seconds + 2:.0f} s ...", file=sys.stderr)
+    r = run(seconds=args.seconds)
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"autocell bench bus — {r['library']}, {r['envelope_bytes']}-byte envelopes")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for label, key, unit in [("sign bound (1/t_sign)", "sign_bound_per_s", "/s"),
+                             ("verify bound (1/t_verify)", "verify_bound_per_s", "/s"),
+                             ("signed throughput, process→process tcp", "signed_msgs_per_s", "/s"),
+                             ("ratio throughput / verify bound", "ratio", ""),
+                             ("round trip p50", "rtt_p50_us", " µs"),
+                             ("round trip p99", "rtt_p99_us", " µs")]:
+        t.add_row(label, f"{r[key]:,}{unit}")
+    t.add_row("messages sent / received / rejected",
+              f"{r['messages_sent']:,} / {r['messages_received']:,} / {r['messages_rejected']}")
+    Console().print(t)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ops.config import validate_command
+
+    code, text = validate_command(args.cell)
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ops.config.schema import schema_text
+
+    text = schema_text()
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="autocell",
+        description="Run a manufacturing cell as autonomous agents over signed ZeroMQ messages.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keys = sub.add_parser("keys", help="cell authority, agent certificates, revocation")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    def with_dir(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--dir", default="./keys", help="keys directory (default: ./keys)")
+        return sp
+
+    with_dir(ksub.add_parser("init", help="create the cell authority")).set_defaults(
+        func=cmd_keys_init)
+    from security.certs import ROLES
+
+    sp = with_dir(ksub.add_parser("issue", help="issue an agent key and certificate"))
+    sp.add_argument("agent", help="agent id, e.g. mill-1")
+    sp.add_argument("--role", required=True, help=f"one of: {', '.join(ROLES)}")
+    sp.add_argument("--valid-days", type=float, default=365.0, help="validity (default 365)")
+    sp.set_defaults(func=cmd_keys_issue)
+    sp = with_dir(ksub.add_parser("revoke", help="revoke an agent's certificate"))
+    sp.add_argument("agent")
+    sp.set_defaults(func=cmd_keys_revoke)
+    sp = with_dir(ksub.add_parser("list", help="list issued certificates"))
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_keys_list)
+    sp = with_dir(ksub.add_parser("show", help="show one certificate"))
+    sp.add_argument("agent")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_keys_show)
+
+    bench = sub.add_parser("bench", help="benchmarks (print figures, never assert)")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
+    sp = bsub.add_parser("bus", help="signed throughput vs the Ed25519 verify bound; round trip")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--seconds", type=float, default=3.0, help="sending time (default 3)")
+    sp.set_defaults(func=cmd_bench_bus)
+
+    sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
+    sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
+    sp.set_defaults(func=cmd_validate)
+    sp = sub.add_parser("schema", help="print the JSON Schema of cell files")
+    sp.add_argument("--out", help="write to this file instead of stdout")
+    sp.set_defaults(func=cmd_schema)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigurationError as exc:
+        print(f"autocell: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("autocell: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
