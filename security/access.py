@@ -22,6 +22,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "accept": frozenset({"order"}),
     "reject": frozenset({"order"}),
     "cancel": frozenset({"order"}),
+    "ready": frozenset({"order"}),
     "propose": RESOURCES,
     "refuse": RESOURCES,
     "confirm": RESOURCES,

@@ -138,6 +138,8 @@ class CallForProposals(Body):
     origin: str = ""          # location of the parts now
     destination: str = ""     # transport only: where the parts must go
     attempt: int = 0          # re-negotiation round of this task (0 = first)
+    priority: int = 1         # the order's priority (higher = more urgent)
+    work_remaining_s: float = 0.0   # the order's remaining processing, this op included
 
 
 @message("propose")
@@ -185,6 +187,14 @@ class Confirmation(Body):
     award_epoch: int
     ok: bool = True
     reason: str = ""
+
+
+@message("ready")
+class Ready(Body):
+    """The order tells the winner that the parts for the task are at its location."""
+
+    task: str
+    award_epoch: int
 
 
 @message("inform_done")

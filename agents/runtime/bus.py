@@ -17,7 +17,7 @@ from typing import Callable
 
 from agents.protocol.messages import Body, Message
 from security.crypto import SigningKey
-from security.envelope import Opener, Sealer
+from security.envelope import Authenticated, Opener, Sealer
 from security.errors import Misdirected, Rejected
 
 from .transport import Transport
@@ -89,7 +89,7 @@ class Bus:
 
     async def start(self, handler: MessageHandler) -> str:
         self._handler = handler
-        endpoint = await self.transport.start(self._on_frames)
+        endpoint = await self.transport.start(self._on_item, self._authenticate)
         for agent in self._sealers:
             self.routes.setdefault(agent, endpoint)
         return endpoint
@@ -108,9 +108,19 @@ class Bus:
         self.stats.sent[body.TYPE] += 1
         return True
 
-    def _on_frames(self, frames: list[bytes]) -> None:
+    def _authenticate(self, frames: list[bytes]) -> Authenticated | Exception:
+        """Stage 1, on the transport's receive thread: never raises."""
         try:
-            msg = self.opener.open(frames, self.clock())
+            return self.opener.authenticate(frames, self.clock())
+        except Exception as exc:   # Rejected, or a bug: both handled on the loop
+            return exc
+
+    def _on_item(self, item: Authenticated | Exception) -> None:
+        """Stage 2, on the event loop: decode, check, dispatch; never raises."""
+        try:
+            if isinstance(item, Exception):
+                raise item
+            msg = self.opener.decode(item, self.clock())
             if msg.to not in self._sealers:
                 raise Misdirected(f"addressed to {msg.to!r}, not an agent of this host",
                                   sender=msg.sender, msg_type=msg.type)

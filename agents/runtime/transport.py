@@ -18,7 +18,10 @@ the rest.  Two implementations pass the same conformance suite
 
 The inbound socket is driven by the asyncio loop through ZeroMQ's edge-
 triggered file descriptor: on readiness we drain up to ``batch`` messages,
-then yield to the loop and continue, so a flood can't starve timers.
+then yield to the loop and continue, so a flood can't starve timers.  (A
+receive thread verifying signatures off the loop was measured and lost:
+the GIL hand-off per message cost more than the overlap gained on 2 cores;
+see docs/decisions.md.)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import zmq
 
@@ -37,7 +40,14 @@ from security.errors import ConfigurationError
 
 log = logging.getLogger("autocell.transport")
 
-FrameHandler = Callable[[list[bytes]], None]
+Prepare = Callable[[list[bytes]], Any]
+"""Runs on the receive side, possibly on a transport thread: pure, thread-safe, never raises."""
+ItemHandler = Callable[[Any], None]
+"""Runs on the event loop with whatever ``prepare`` returned (the frames if none)."""
+
+
+def _identity(frames: list[bytes]) -> Any:
+    return frames
 
 
 class Transport(ABC):
@@ -47,8 +57,13 @@ class Transport(ABC):
     dropped: int
 
     @abstractmethod
-    async def start(self, on_frames: FrameHandler) -> str:
-        """Begin receiving; returns the bound endpoint (wildcards resolved)."""
+    async def start(self, on_item: ItemHandler, prepare: Prepare = _identity) -> str:
+        """Begin receiving; returns the bound endpoint (wildcards resolved).
+
+        Each inbound message is passed through ``prepare`` (off the loop where
+        the transport has a receive thread) and the result to ``on_item`` on
+        the loop, in arrival order.
+        """
 
     @abstractmethod
     def send(self, endpoint: str, frames: list[bytes]) -> bool:
@@ -96,15 +111,18 @@ class ZmqTransport(Transport):
         self._ctx = context or zmq.Context.instance()
         self._pull: zmq.Socket | None = None
         self._push: dict[str, zmq.Socket] = {}
-        self._auth = None
+        self._auth: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_frames: FrameHandler | None = None
+        self._on_item: ItemHandler | None = None
+        self._prepare: Prepare = _identity
+        self._fd: Any = None
         self._scheduled = False
         self._closed = False
 
-    async def start(self, on_frames: FrameHandler) -> str:
+    async def start(self, on_item: ItemHandler, prepare: Prepare = _identity) -> str:
         self._loop = asyncio.get_running_loop()
-        self._on_frames = on_frames
+        self._on_item = on_item
+        self._prepare = prepare
         pull = self._ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, self.hwm)
         pull.setsockopt(zmq.LINGER, 0)
@@ -115,10 +133,15 @@ class ZmqTransport(Transport):
             pull.curve_server = True
             pull.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             pull.zap_domain = b"autocell"
-        pull.bind(self.bind)
+        try:
+            pull.bind(self.bind)
+        except zmq.ZMQError as exc:
+            pull.close(0)
+            raise OSError(f"cannot bind {self.bind}: {exc}") from exc
         self.endpoint = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._pull = pull
-        self._loop.add_reader(pull.getsockopt(zmq.FD), self._on_readable)
+        self._fd = pull.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._on_readable)
         self._on_readable()   # edge-triggered: anything already queued must be drained
         return self.endpoint
 
@@ -139,11 +162,12 @@ class ZmqTransport(Transport):
         self._auth = auth
 
     def _on_readable(self) -> None:
+        """Drain up to ``batch`` messages, then let other callbacks run and continue."""
         self._scheduled = False
         pull = self._pull
         if pull is None or self._closed:
             return
-        handler = self._on_frames
+        handler, prepare = self._on_item, self._prepare
         assert handler is not None
         recv = pull.recv_multipart
         for _ in range(self.batch):
@@ -152,12 +176,10 @@ class ZmqTransport(Transport):
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
-                if self._closed:
-                    return
-                log.error("receive failed on %s: %s", self.endpoint, exc)
+                if not self._closed:
+                    log.error("receive failed on %s: %s", self.endpoint, exc)
                 return
-            handler(frames)
-        # Batch exhausted with data possibly left: continue after other callbacks run.
+            handler(prepare(frames))
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._on_readable)
@@ -202,10 +224,10 @@ class ZmqTransport(Transport):
             return
         self._closed = True
         if self._pull is not None:
-            if self._loop is not None:
+            if self._loop is not None and self._fd is not None:
                 try:
-                    self._loop.remove_reader(self._pull.getsockopt(zmq.FD))
-                except (ValueError, OSError, zmq.ZMQError):
+                    self._loop.remove_reader(self._fd)
+                except (ValueError, OSError):
                     pass
             self._pull.close(0)
             self._pull = None
@@ -264,14 +286,16 @@ class MemoryTransport(Transport):
         self.endpoint = ""
         self.dropped = 0
         self._queue: deque[list[bytes]] = deque()
-        self._on_frames: FrameHandler | None = None
+        self._on_item: ItemHandler | None = None
+        self._prepare: Prepare = _identity
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._closed = False
 
-    async def start(self, on_frames: FrameHandler) -> str:
+    async def start(self, on_item: ItemHandler, prepare: Prepare = _identity) -> str:
         self._loop = asyncio.get_running_loop()
-        self._on_frames = on_frames
+        self._on_item = on_item
+        self._prepare = prepare
         self.endpoint = self.network.allocate(self.bind)
         if self.endpoint in self.network.endpoints:
             raise OSError(f"address already in use: {self.endpoint}")
@@ -298,9 +322,9 @@ class MemoryTransport(Transport):
 
     def _drain(self) -> None:
         self._scheduled = False
-        handler = self._on_frames
+        handler, prepare = self._on_item, self._prepare
         while self._queue and not self._closed and handler is not None:
-            handler(self._queue.popleft())
+            handler(prepare(self._queue.popleft()))
 
     async def close(self) -> None:
         if self._closed:

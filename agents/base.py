@@ -1,0 +1,60 @@
+"""The sans-io agent: inputs in, actions out (DESIGN §3).
+
+An agent never reads a clock, sleeps, touches a socket or draws from a
+global RNG: ``now`` comes with every input, randomness from ``self.rng``
+(seeded by the driver), and everything it wants done is returned as
+:mod:`agents.protocol.actions`.  The same object runs under the
+virtual-time driver and the ZeroMQ host.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from agents.protocol.actions import Action
+from agents.protocol.messages import Message
+
+
+@dataclass(frozen=True, slots=True)
+class PlantEventIn:
+    """A plant event as an agent sees it."""
+
+    event: str          # operation_done | fault | repaired | arrived | reading | quality_result
+    resource: str
+    task: str = ""
+    data: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Negotiation timing from the cell config, in seconds."""
+
+    reply_deadline_s: float = 0.2
+    lease_s: float = 30.0
+    heartbeat_interval_s: float = 5.0
+    missed_heartbeats: int = 3
+    retry_s: float = 5.0
+
+
+class Agent:
+    """Base class: override the ``on_*`` inputs you need."""
+
+    role = "agent"
+
+    def __init__(self, agent_id: str, *, timing: Timing, rng: random.Random | None = None) -> None:
+        self.id = agent_id
+        self.timing = timing
+        self.rng = rng or random.Random(0)
+
+    def on_start(self, now: float) -> list[Action]:
+        return []
+
+    def on_message(self, msg: Message, now: float) -> list[Action]:
+        return []
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        return []
+
+    def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        return []

@@ -1,0 +1,70 @@
+"""Build the agents of a cell from its configuration — shared by every driver."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from agents.base import Agent, Timing
+from agents.machine import MachineAgent
+from agents.negotiation.strategies import order_strategy, resource_strategy
+from agents.order import OrderAgent
+from agents.robot import RobotAgent
+
+if TYPE_CHECKING:
+    from ops.config.model import CellConfig
+
+
+def timing_of(cfg: CellConfig) -> Timing:
+    n = cfg.negotiation
+    return Timing(reply_deadline_s=n.reply_deadline_s, lease_s=n.lease_s,
+                  heartbeat_interval_s=n.heartbeat_interval_s,
+                  missed_heartbeats=n.missed_heartbeats,
+                  retry_s=max(n.reply_deadline_s * 5, n.heartbeat_interval_s))
+
+
+def roles_of(cfg: CellConfig) -> dict[str, str]:
+    roles = {m.id: "machine" for m in cfg.machines}
+    roles.update({r.id: "robot" for r in cfg.robots})
+    roles.update({o.id: "order" for o in cfg.orders})
+    return roles
+
+
+def build_agents(cfg: CellConfig, seed: int, *,
+                 order_strategy_name: str | None = None,
+                 resource_strategy_name: str | None = None) -> dict[str, Agent]:
+    """One agent per machine, robot and order, each with its own seeded RNG."""
+    timing = timing_of(cfg)
+    ostrat = order_strategy(order_strategy_name or cfg.negotiation.strategy.order)
+    rstrat_name = resource_strategy_name or cfg.negotiation.strategy.resource
+    agents: dict[str, Agent] = {}
+
+    def rng(agent_id: str) -> random.Random:
+        return random.Random(f"{seed}/agent/{agent_id}")
+
+    for m in cfg.machines:
+        agents[m.id] = MachineAgent(
+            m.id, timing=timing, strategy=resource_strategy(rstrat_name), location=m.location,
+            capabilities=dict(m.capabilities), setup_s=m.setup_s,
+            power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy, rng=rng(m.id))
+    locations = [loc.id for loc in cfg.layout.locations]
+    for r in cfg.robots:
+        table = {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}
+        agents[r.id] = RobotAgent(r.id, timing=timing, strategy=resource_strategy(rstrat_name),
+                                  location=r.home, travel_s=table, load_s=r.load_s, rng=rng(r.id))
+    capable = {cap: sorted(cfg.capable_machines(cap)) for cap in sorted(cfg.capabilities())}
+    min_proc = {cap: min(cfg.machine(m).capabilities[cap] for m in ms)
+                for cap, ms in capable.items() if ms}
+    machine_location = {m.id: m.location for m in cfg.machines}
+    robots = [r.id for r in cfg.robots]
+    assert cfg.layout.input is not None and cfg.layout.output is not None
+    for o in cfg.orders:
+        product = cfg.product(o.product)
+        agents[o.id] = OrderAgent(
+            o.id, timing=timing, strategy=ostrat,
+            routing=[(op.op, op.capability) for op in product.routing], quantity=o.quantity,
+            release_at=o.release_at, due_at=o.due_at, priority=o.priority, capable=capable,
+            robots=robots, machine_location=machine_location,
+            input_location=cfg.layout.input, output_location=cfg.layout.output,
+            min_processing_s=min_proc, rng=rng(o.id))
+    return agents

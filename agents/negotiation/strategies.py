@@ -1,0 +1,143 @@
+"""Strategies: how a resource prices a bid, how an order chooses one.
+
+Both sides are plug-ins named in the cell config (``negotiation.strategy``)
+by a short name from :data:`ORDER_STRATEGIES` / :data:`RESOURCE_STRATEGIES`
+or by a dotted path ``package.module:Class``.  A strategy is pure: it sees
+the call, the candidate slot or the proposals, and returns a decision.
+
+Worked example — an energy-aware order strategy that accepts up to 10 %
+later finishes to save energy::
+
+    class EnergyAware(OrderStrategy):
+        name = "energy_aware"
+        def score(self, cfp, proposal):
+            slack = max(cfp.due_at - proposal.finish_at, 0.0)
+            energy = proposal.cost.get("energy_kwh", 0.0)
+            return proposal.finish_at - 0.1 * min(slack, proposal.finish_at) * (energy > 0) \\
+                + 100.0 * energy
+
+Put it in ``mylab/strategies.py`` and write
+``negotiation: {strategy: {order: "mylab.strategies:EnergyAware"}}``.
+docs/research.md walks through this end to end.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from agents.protocol.messages import CallForProposals, Proposal
+from security.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A resource's earliest feasible slot for a call, with its cost terms."""
+
+    start_at: float
+    finish_at: float
+    queue_s: float
+    setup_s: float
+    processing_s: float
+    transport_s: float
+    energy_kwh: float
+
+
+class OrderStrategy:
+    """Chooses among proposals.  Lower :meth:`score` wins; ties go to the lower sender id."""
+
+    name = "base"
+
+    def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
+        raise NotImplementedError
+
+    def choose(self, cfp: CallForProposals,
+               proposals: list[tuple[str, Proposal]]) -> tuple[str, Proposal] | None:
+        if not proposals:
+            return None
+        return min(proposals, key=lambda sp: (self.score(cfp, sp[1]), sp[1].finish_at, sp[0]))
+
+
+class EarliestFinish(OrderStrategy):
+    """The default: the proposal that finishes first."""
+
+    name = "earliest_finish"
+
+    def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
+        return proposal.finish_at
+
+
+class LowestCost(OrderStrategy):
+    """Cheapest by summed cost terms (seconds of queue+setup+processing+transport)."""
+
+    name = "lowest_cost"
+
+    def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
+        c = proposal.cost
+        return float(sum(float(c.get(k, 0.0)) for k in
+                         ("queue_s", "setup_s", "processing_s", "transport_s")))
+
+
+class ResourceStrategy:
+    """Decides whether and how a resource bids.
+
+    :meth:`rank` orders the calls collected in one bidding round (first
+    ranked gets the earliest slot); :meth:`price` turns a feasible slot into
+    the proposal's cost terms, or returns None to refuse.
+    """
+
+    name = "base"
+
+    def rank(self, cfp: CallForProposals) -> tuple[Any, ...]:
+        # Most work remaining first (MWKR), then priority, then a stable id.
+        return (-cfp.work_remaining_s, -cfp.priority, cfp.task)
+
+    def price(self, cfp: CallForProposals, slot: Slot) -> dict[str, float] | None:
+        return {"queue_s": slot.queue_s, "setup_s": slot.setup_s,
+                "processing_s": slot.processing_s, "transport_s": slot.transport_s,
+                "energy_kwh": slot.energy_kwh}
+
+
+class DefaultResource(ResourceStrategy):
+    name = "default"
+
+
+class FirstComeResource(ResourceStrategy):
+    """Serve calls in arrival order (no look-ahead) — a baseline for experiments."""
+
+    name = "first_come"
+
+    def rank(self, cfp: CallForProposals) -> tuple[Any, ...]:
+        return ()
+
+
+ORDER_STRATEGIES: dict[str, type[OrderStrategy]] = {
+    c.name: c for c in (EarliestFinish, LowestCost)}
+RESOURCE_STRATEGIES: dict[str, type[ResourceStrategy]] = {
+    c.name: c for c in (DefaultResource, FirstComeResource)}
+
+
+def _load(spec: str, registry: dict[str, Any], base: type) -> Any:
+    if spec in registry:
+        return registry[spec]()
+    if ":" not in spec:
+        raise ConfigurationError(
+            f"unknown strategy {spec!r}: use one of {', '.join(sorted(registry))} "
+            "or a dotted path 'package.module:Class'")
+    module, _, attr = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load strategy {spec!r}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigurationError(f"strategy {spec!r} is not a subclass of {base.__name__}")
+    return cls()
+
+
+def order_strategy(spec: str) -> OrderStrategy:
+    return _load(spec, ORDER_STRATEGIES, OrderStrategy)
+
+
+def resource_strategy(spec: str) -> ResourceStrategy:
+    return _load(spec, RESOURCE_STRATEGIES, ResourceStrategy)

@@ -1,0 +1,319 @@
+"""The order agent: the initiator side of the contract net for one production order.
+
+Theory of operation
+-------------------
+An order owns its routing.  From its release time it negotiates its
+operations **in routing order, planning ahead**: as soon as operation k is
+awarded, it calls for operation k+1 with ``earliest_start_at`` = k's
+promised finish, so the cell's schedule is built by negotiation before the
+parts get there.  Execution follows the material: when operation k-1 is
+done and k has a winner, the parts are moved there (a transport
+negotiated with the robots, if the cell has any and the locations differ)
+and the winner is told ``ready``.
+
+Every negotiation is one task with an idempotency key (``ORDER/k`` for
+operations, ``ORDER/k/mN`` for moves) and a growing **award epoch**; see
+:mod:`agents.negotiation.contract_net` for the state table.  The reply
+deadline is a timer: whoever has not answered by then is ignored.  A lease
+that is not renewed by heartbeats within ``lease_s`` expires, the winner
+gets ``cancel`` and the task is called again.  A ``failure`` (fault, abort)
+or a scrap result calls the operation again; with no proposal at all the
+order waits ``retry_s`` in a safe state and calls again, and records the
+case as non-routine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agents.base import Agent, Timing
+from agents.negotiation.contract_net import IGNORED, step
+from agents.negotiation.strategies import OrderStrategy
+from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
+from agents.protocol.messages import (
+    Award,
+    CallForProposals,
+    Cancel,
+    Confirmation,
+    Done,
+    Failure,
+    Heartbeat,
+    Message,
+    Proposal,
+    Ready,
+    Refusal,
+    Rejection,
+)
+
+
+@dataclass(slots=True)
+class Negotiation:
+    """The initiator's record of one task."""
+
+    task: str
+    kind: str                      # operation | transport
+    op_index: int
+    capability: str
+    op: str
+    recipients: list[str]
+    origin: str = ""
+    destination: str = ""
+    state: str = "idle"
+    epoch: int = 0
+    attempt: int = -1
+    winner: str = ""
+    promised_finish_at: float = 0.0
+    cfp: CallForProposals | None = None
+    proposals: list[tuple[str, Proposal]] = field(default_factory=list)
+    readied_epoch: int = -1
+    flagged: bool = False
+
+
+class OrderAgent(Agent):
+    role = "order"
+
+    def __init__(self, agent_id: str, *, timing: Timing, strategy: OrderStrategy,
+                 routing: list[tuple[str, str]], quantity: int, release_at: float, due_at: float,
+                 priority: int, capable: dict[str, list[str]], robots: list[str],
+                 machine_location: dict[str, str], input_location: str, output_location: str,
+                 min_processing_s: dict[str, float], **kw: object) -> None:
+        super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
+        self.strategy = strategy
+        self.quantity = quantity
+        self.release_at = release_at
+        self.due_at = due_at
+        self.priority = priority
+        self.robots = sorted(robots)
+        self.machine_location = machine_location
+        self.output_location = output_location
+        self.location = input_location
+        self.parts_busy = False          # being moved or processed
+        self.next_exec = 0               # the next operation to execute
+        self.released = False
+        self.completed_at: float | None = None
+        self.moves = 0
+        self.ops = [Negotiation(f"{agent_id}/{k}", "operation", k, cap, op,
+                                sorted(capable.get(cap, [])))
+                    for k, (op, cap) in enumerate(routing)]
+        self.work_s = [min_processing_s.get(cap, 0.0) * quantity for _, cap in routing]
+        self.move: Negotiation | None = None
+        self.ignored = 0
+
+    # -- inputs -----------------------------------------------------------------------------
+    def on_start(self, now: float) -> list[Action]:
+        return [SetTimer("release", max(now, self.release_at))]
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        if key == "release":
+            self.released = True
+            return [Log("order_released", {"order": self.id})] + self._advance(now)
+        kind, _, task = key.partition(":")
+        neg = self._find(task)
+        if neg is None:
+            return []
+        if kind == "deadline":
+            return self._deadline(neg, now)
+        if kind == "lease":
+            return self._lease_expired(neg, now)
+        if kind == "retry" and neg.state == "waiting":
+            return self._call(neg, now)
+        return []
+
+    def on_message(self, msg: Message, now: float) -> list[Action]:
+        body = msg.body
+        if isinstance(body, Heartbeat):
+            out: list[Action] = []
+            for entry in body.leases:
+                if not (isinstance(entry, list) and len(entry) == 2):
+                    continue
+                neg = self._find(str(entry[0]))
+                if (neg is not None and neg.winner == msg.sender and neg.epoch == entry[1]
+                        and neg.state in ("awarded", "leased")):
+                    out.append(SetTimer(f"lease:{neg.task}", now + self.timing.lease_s))
+            return out
+        neg = self._find(getattr(body, "task", ""))
+        if neg is None:
+            self.ignored += 1
+            return []
+        if isinstance(body, (Proposal, Refusal)):
+            event = "propose" if isinstance(body, Proposal) else "refuse"
+            if step("initiator", neg.state, event, neg.task) == IGNORED or \
+                    msg.conv != self._conv(neg):
+                self.ignored += 1            # late (after the deadline) or an old round
+                return []
+            if isinstance(body, Proposal) and body.kind == neg.kind:
+                neg.proposals.append((msg.sender, body))
+            return []   # the award waits for the deadline, whoever answered
+        if getattr(body, "award_epoch", None) != neg.epoch or msg.sender != neg.winner:
+            self.ignored += 1                # a stale winner or an old epoch: fenced
+            return []
+        if isinstance(body, Confirmation):
+            return self._confirmed(neg, body, now)
+        if isinstance(body, Done):
+            return self._done(neg, body, now)
+        if isinstance(body, Failure):
+            return self._failed(neg, body.reason, now)
+        self.ignored += 1
+        return []
+
+    # -- negotiation ----------------------------------------------------------------------------
+    def _conv(self, neg: Negotiation) -> str:
+        return f"{neg.task}#{neg.attempt}"
+
+    def _call(self, neg: Negotiation, now: float) -> list[Action]:
+        neg.state = step("initiator", neg.state, "call", neg.task)
+        neg.attempt += 1
+        neg.proposals = []
+        neg.winner = ""
+        earliest = max(now, self.release_at)
+        if neg.kind == "operation" and neg.op_index > 0:
+            prev = self.ops[neg.op_index - 1]
+            if prev.state != "done":
+                earliest = max(earliest, prev.promised_finish_at)
+        reply_by = now + self.timing.reply_deadline_s
+        work = sum(self.work_s[neg.op_index:]) if neg.kind == "operation" else 0.0
+        cfp = CallForProposals(
+            task=neg.task, order=self.id, kind=neg.kind, capability=neg.capability, op=neg.op,
+            quantity=self.quantity, earliest_start_at=earliest, due_at=self.due_at,
+            reply_by_at=reply_by, origin=neg.origin, destination=neg.destination,
+            attempt=neg.attempt, priority=self.priority, work_remaining_s=work)
+        neg.cfp = cfp
+        conv = self._conv(neg)
+        out: list[Action] = [Send(r, cfp, conv) for r in neg.recipients]
+        out.append(SetTimer(f"deadline:{neg.task}", reply_by))
+        return out
+
+    def _deadline(self, neg: Negotiation, now: float) -> list[Action]:
+        if neg.state != "calling":
+            return []
+        assert neg.cfp is not None
+        choice = self.strategy.choose(neg.cfp, neg.proposals)
+        conv = self._conv(neg)
+        if choice is None:
+            neg.state = step("initiator", neg.state, "deadline_none", neg.task)
+            out: list[Action] = [SetTimer(f"retry:{neg.task}", now + self.timing.retry_s),
+                                 Log("no_proposals", {"order": self.id, "task": neg.task,
+                                                      "attempt": neg.attempt})]
+            if not neg.flagged and neg.kind == "operation":
+                neg.flagged = True
+                out.append(Log("non_routine", {"order": self.id, "task": neg.task,
+                                               "cause": "no_capable_resource",
+                                               "capability": neg.capability}))
+            return out
+        winner, proposal = choice
+        neg.state = step("initiator", neg.state, "deadline_award", neg.task)
+        neg.epoch += 1
+        neg.winner = winner
+        neg.promised_finish_at = proposal.finish_at
+        out = [Send(winner, Award(neg.task, neg.epoch, self.timing.lease_s, proposal.start_at),
+                    conv)]
+        out += [Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals if s != winner]
+        out.append(SetTimer(f"lease:{neg.task}", now + self.timing.lease_s))
+        out.append(Log("award", {"order": self.id, "task": neg.task, "winner": winner,
+                                 "epoch": neg.epoch, "bids": len(neg.proposals),
+                                 "finish_at": proposal.finish_at}))
+        return out
+
+    def _confirmed(self, neg: Negotiation, body: Confirmation, now: float) -> list[Action]:
+        if not body.ok:
+            if step("initiator", neg.state, "decline", neg.task) == IGNORED:
+                return []
+            neg.state = "waiting"
+            return [CancelTimer(f"lease:{neg.task}")] + self._call(neg, now)
+        nxt = step("initiator", neg.state, "confirm", neg.task)
+        if nxt == IGNORED:
+            return []
+        neg.state = nxt
+        return self._advance(now)
+
+    def _lease_expired(self, neg: Negotiation, now: float) -> list[Action]:
+        if neg.state not in ("awarded", "leased"):
+            return []
+        neg.state = step("initiator", neg.state, "lease_expired", neg.task)
+        out: list[Action] = [Send(neg.winner, Cancel(neg.task, neg.epoch, "lease expired"),
+                                  self._conv(neg)),
+                             Log("lease_expired", {"order": self.id, "task": neg.task,
+                                                   "winner": neg.winner, "epoch": neg.epoch})]
+        if neg.readied_epoch == neg.epoch:
+            self.parts_busy = False      # whatever happened there, the parts are free again
+        return out + self._call(neg, now)
+
+    def _failed(self, neg: Negotiation, reason: str, now: float) -> list[Action]:
+        if step("initiator", neg.state, "failure", neg.task) == IGNORED:
+            return []
+        neg.state = "waiting"
+        if neg.readied_epoch == neg.epoch:
+            self.parts_busy = False
+            if neg.kind == "operation":
+                self.location = self.machine_location.get(neg.winner, self.location)
+        out: list[Action] = [CancelTimer(f"lease:{neg.task}"),
+                             Log("reroute", {"order": self.id, "task": neg.task,
+                                             "from": neg.winner, "reason": reason})]
+        return out + self._call(neg, now)
+
+    def _done(self, neg: Negotiation, body: Done, now: float) -> list[Action]:
+        if step("initiator", neg.state, "done", neg.task) == IGNORED:
+            return []
+        out: list[Action] = [CancelTimer(f"lease:{neg.task}")]
+        self.parts_busy = False
+        if body.location:
+            self.location = body.location
+        if neg.kind == "transport":
+            neg.state = "done"
+            self.move = None
+            return out + self._advance(now)
+        if body.quality != "ok":
+            neg.state = "waiting"
+            out.append(Log("scrap", {"order": self.id, "task": neg.task, "machine": neg.winner}))
+            return out + self._call(neg, now)
+        neg.state = "done"
+        self.next_exec = neg.op_index + 1
+        return out + self._advance(now)
+
+    # -- the material flow ------------------------------------------------------------------------
+    def _advance(self, now: float) -> list[Action]:
+        if not self.released or self.completed_at is not None:
+            return []
+        out: list[Action] = []
+        # plan ahead: call the next operation once its predecessor is awarded
+        for k, neg in enumerate(self.ops):
+            if neg.state == "idle":
+                if k == 0 or self.ops[k - 1].state in ("leased", "done"):
+                    out += self._call(neg, now)
+                break
+        if self.parts_busy or self.move is not None:
+            return out
+        if self.next_exec == len(self.ops):
+            if self.robots and self.location != self.output_location:
+                return out + self._start_move(self.output_location, len(self.ops), now)
+            self.completed_at = now
+            return out + [Log("order_completed", {
+                "order": self.id, "due_at": self.due_at, "release_at": self.release_at,
+                "tardiness_s": max(0.0, now - self.due_at)})]
+        neg = self.ops[self.next_exec]
+        if neg.state != "leased" or neg.readied_epoch == neg.epoch:
+            return out
+        dest = self.machine_location.get(neg.winner, self.location)
+        if dest != self.location:
+            if self.robots:
+                return out + self._start_move(dest, neg.op_index, now)
+            self.location = dest             # no robots: transfers are instantaneous
+        neg.readied_epoch = neg.epoch
+        self.parts_busy = True
+        return out + [Send(neg.winner, Ready(neg.task, neg.epoch), self._conv(neg))]
+
+    def _start_move(self, dest: str, k: int, now: float) -> list[Action]:
+        self.moves += 1
+        move = Negotiation(f"{self.id}/{k}/m{self.moves}", "transport", k, "transport",
+                           "move", self.robots, origin=self.location, destination=dest)
+        self.move = move
+        self.parts_busy = True   # committed to the move until the robot delivers
+        return self._call(move, now)
+
+    def _find(self, task: str) -> Negotiation | None:
+        if self.move is not None and self.move.task == task:
+            return self.move
+        prefix, _, rest = task.rpartition("/")
+        if prefix == self.id and rest.isdigit() and int(rest) < len(self.ops):
+            return self.ops[int(rest)]
+        return None

@@ -1,0 +1,354 @@
+"""What machine and robot agents share: the participant side of the contract net.
+
+Theory of operation
+-------------------
+Calls for proposals are collected for a short **bidding round** (a quarter
+of the reply deadline) and answered together, ranked by the resource
+strategy (default: most work remaining first), so the order that needs the
+machine most gets the earliest slot.  Each proposal **holds** its slot in
+the resource's timeline until ``hold_until_at``; overlapping calls see
+each other's holds and never get the same slot.
+
+An award (``accept``) turns the hold into a **commitment**, confirmed with
+``confirm``; while it holds commitments the resource sends each order a
+``heartbeat`` listing its leases every ``heartbeat_interval_s``.  Work
+starts when the order says the parts are there (``ready``) and the
+resource is idle and up; it runs in planned order, but a ready task may
+jump ahead if it finishes before the planned start of every earlier one.
+
+A ``fault`` hands every task back (``failure``) and stops bidding until
+``repaired``.  Messages carrying an old award epoch are ignored, which
+fences stale winners.  Subclasses supply :meth:`can_do`,
+:meth:`quote` (the earliest feasible slot) and :meth:`start_command`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agents.base import Agent, PlantEventIn, Timing
+from agents.negotiation.contract_net import IGNORED, step
+from agents.negotiation.strategies import ResourceStrategy, Slot
+from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.messages import (
+    Award,
+    CallForProposals,
+    Cancel,
+    Confirmation,
+    Done,
+    Failure,
+    Heartbeat,
+    Message,
+    Proposal,
+    Ready,
+    Refusal,
+    Rejection,
+)
+
+
+@dataclass(slots=True)
+class Task:
+    """The resource's view of one task it bid for."""
+
+    cfp: CallForProposals
+    order: str
+    conv: str
+    state: str = "new"
+    start_at: float = 0.0
+    finish_at: float = 0.0
+    hold_until_at: float = 0.0
+    award_epoch: int = -1
+    ready: bool = False
+    started_at: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+class ResourceAgent(Agent):
+    """Participant side of the contract net for one machine or robot."""
+
+    kind = "operation"
+    ready_on_award = False     # robots: the parts wait at the origin once a move is awarded
+
+    def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
+                 location: str, **kw: object) -> None:
+        super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
+        self.strategy = strategy
+        self.location = location
+        self.up = True
+        self.tasks: dict[str, Task] = {}
+        self.running: str | None = None
+        self.busy_until_at = 0.0
+        self._round: list[tuple[Message, CallForProposals]] = []
+        self._hb_armed = False
+        self.ignored = 0
+
+    # -- subclass hooks ------------------------------------------------------------------
+    def can_do(self, cfp: CallForProposals) -> bool:
+        raise NotImplementedError
+
+    def quote(self, cfp: CallForProposals, now: float) -> Slot:
+        raise NotImplementedError
+
+    def start_command(self, task_id: str, task: Task, now: float) -> Command:
+        raise NotImplementedError
+
+    def on_finished(self, task: Task, now: float) -> None:
+        """Update resource state (location, last capability) when a task ends."""
+
+    # -- timeline --------------------------------------------------------------------------
+    def busy_intervals(self, now: float) -> list[tuple[float, float, str]]:
+        """Held, committed and running tasks as (start, end, task), sorted."""
+        out = []
+        for tid, t in self.tasks.items():
+            if t.state in ("committed", "running") or (t.state == "held" and t.hold_until_at >= now):
+                end = t.finish_at
+                if t.state == "running":
+                    end = max(end, now)
+                out.append((t.start_at, end, tid))
+        out.sort()
+        return out
+
+    def earliest_gap(self, earliest_at: float, duration_s: float, now: float) -> float:
+        """Earliest start ≥ ``earliest_at`` where ``duration_s`` fits between busy intervals."""
+        start = max(earliest_at, now, self.busy_until_at if self.running else now)
+        for s, e, _ in self.busy_intervals(now):
+            if start + duration_s <= s + 1e-9:
+                break
+            start = max(start, e)
+        return start
+
+    # -- inputs -------------------------------------------------------------------------------
+    def on_message(self, msg: Message, now: float) -> list[Action]:
+        body = msg.body
+        if isinstance(body, CallForProposals):
+            return self._on_cfp(msg, body, now)
+        task = self.tasks.get(getattr(body, "task", ""))
+        if task is None:
+            if isinstance(body, Award):   # award for a task we never bid on
+                return [Send(msg.sender, Confirmation(body.task, body.award_epoch, False,
+                                                      "unknown task"), msg.conv)]
+            self.ignored += 1
+            return []
+        if isinstance(body, Award):
+            return self._on_award(msg, body, task, now)
+        epoch = getattr(body, "award_epoch", None)
+        if epoch is not None and epoch != task.award_epoch:
+            self.ignored += 1             # a stale epoch: fenced
+            return [Log("stale_epoch", {"agent": self.id, "task": body.task, "type": msg.type})]
+        if isinstance(body, Rejection):
+            return self._transition(task, "reject", body.task, now)
+        if isinstance(body, Ready):
+            if self._event(task, "ready", body.task) == IGNORED:
+                return []
+            task.ready = True
+            return self._try_start(now)
+        if isinstance(body, Cancel):
+            return self._on_cancel(body.task, task, body.reason, now)
+        self.ignored += 1
+        return []
+
+    def _on_cfp(self, msg: Message, cfp: CallForProposals, now: float) -> list[Action]:
+        if not self.up or not self.can_do(cfp):
+            reason = "down" if not self.up else "incapable"
+            return [Send(msg.sender, Refusal(cfp.task, reason), msg.conv)]
+        out: list[Action] = []
+        if not self._round:
+            out.append(SetTimer("round", now + self.timing.reply_deadline_s / 4))
+        self._round.append((msg, cfp))
+        return out
+
+    def _bid_round(self, now: float) -> list[Action]:
+        calls, self._round = self._round, []
+        calls.sort(key=lambda mc: self.strategy.rank(mc[1]))
+        out: list[Action] = []
+        for msg, cfp in calls:
+            old = self.tasks.get(cfp.task)
+            if old is not None and old.state in ("held", "committed", "running"):
+                if old.state == "held":
+                    del self.tasks[cfp.task]   # a new round of the same task replaces the hold
+                else:
+                    out.append(Send(msg.sender, Refusal(cfp.task, "already committed"), msg.conv))
+                    continue
+            if not self.up or now > cfp.reply_by_at:
+                out.append(Send(msg.sender, Refusal(cfp.task, "down" if not self.up else "late"),
+                                msg.conv))
+                continue
+            slot = self.quote(cfp, now)
+            cost = self.strategy.price(cfp, slot)
+            if cost is None:
+                out.append(Send(msg.sender, Refusal(cfp.task, "strategy declined"), msg.conv))
+                continue
+            hold = cfp.reply_by_at + self.timing.reply_deadline_s
+            task = Task(cfp, msg.sender, msg.conv, start_at=slot.start_at,
+                        finish_at=slot.finish_at, hold_until_at=hold,
+                        info={"setup_s": slot.setup_s, "processing_s": slot.processing_s})
+            step("participant", "new", "propose", cfp.task)
+            task.state = "held"
+            self.tasks[cfp.task] = task
+            out.append(Send(msg.sender, Proposal(cfp.task, self.kind, slot.start_at, slot.finish_at,
+                                                 hold, cost), msg.conv))
+            out.append(SetTimer(f"hold:{cfp.task}", hold))
+        return out
+
+    def _on_award(self, msg: Message, award: Award, task: Task, now: float) -> list[Action]:
+        if award.award_epoch <= task.award_epoch:
+            self.ignored += 1
+            return []
+        if not self.up or task.state not in ("held", "released"):
+            reason = "down" if not self.up else f"task is {task.state}"
+            return [Send(msg.sender, Confirmation(award.task, award.award_epoch, False, reason),
+                         msg.conv)]
+        if task.state == "released":       # hold lapsed: take it only if the slot is still free
+            dur = task.finish_at - task.start_at
+            start = self.earliest_gap(task.cfp.earliest_start_at, dur, now)
+            task.start_at, task.finish_at = start, start + dur
+        step("participant", task.state, "accept", award.task)
+        task.state = "committed"
+        task.award_epoch = award.award_epoch
+        out: list[Action] = [CancelTimer(f"hold:{award.task}"),
+                             Send(msg.sender, Confirmation(award.task, award.award_epoch), msg.conv),
+                             Log("awarded", {"agent": self.id, "task": award.task,
+                                             "epoch": award.award_epoch, "start_at": task.start_at,
+                                             "finish_at": task.finish_at})]
+        if not self._hb_armed:
+            self._hb_armed = True
+            out.append(SetTimer("heartbeat", now + self.timing.heartbeat_interval_s))
+        if self.ready_on_award:
+            task.ready = True
+            out.extend(self._try_start(now))
+        return out
+
+    def _on_cancel(self, task_id: str, task: Task, reason: str, now: float) -> list[Action]:
+        was_running = task.state == "running"
+        if self._event(task, "cancel", task_id) == IGNORED:
+            return []
+        task.state = "released"
+        out: list[Action] = [Log("cancelled", {"agent": self.id, "task": task_id, "reason": reason})]
+        if was_running:
+            self.running = None
+            out.append(Command("abort_operation", self.id, task_id))
+        return out + self._try_start(now)
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        if key == "round":
+            return self._bid_round(now)
+        if key == "heartbeat":
+            return self._heartbeat(now)
+        if key.startswith("hold:"):
+            task = self.tasks.get(key[5:])
+            if task is not None and task.state == "held":
+                self._event(task, "hold_lapsed", key[5:])
+                task.state = "released"
+            return []
+        return []
+
+    def _heartbeat(self, now: float) -> list[Action]:
+        per_order: dict[str, list[list[object]]] = {}
+        convs: dict[str, str] = {}
+        for tid, t in sorted(self.tasks.items()):
+            if t.state in ("committed", "running"):
+                per_order.setdefault(t.order, []).append([tid, t.award_epoch])
+                convs[t.order] = t.conv
+        if not per_order:
+            self._hb_armed = False
+            return []
+        state = "down" if not self.up else ("busy" if self.running else "up")
+        out: list[Action] = [Send(o, Heartbeat(state, leases), convs[o])
+                             for o, leases in per_order.items()]
+        out.append(SetTimer("heartbeat", now + self.timing.heartbeat_interval_s))
+        return out
+
+    # -- execution ----------------------------------------------------------------------------
+    def _try_start(self, now: float) -> list[Action]:
+        if not self.up or self.running is not None:
+            return []
+        pending = sorted((t.start_at, tid) for tid, t in self.tasks.items() if t.state == "committed")
+        if not pending:
+            return []
+        choice = None
+        first_start = pending[0][0]
+        for planned, tid in pending:
+            t = self.tasks[tid]
+            if not t.ready:
+                continue
+            dur = t.finish_at - t.start_at
+            if tid == pending[0][1] or now + dur <= first_start + 1e-9:
+                choice = tid
+                break
+            if planned == first_start:   # same planned start: order within ties is free
+                choice = tid
+                break
+        if choice is None:
+            return []
+        task = self.tasks[choice]
+        self._event(task, "start", choice)
+        task.state = "running"
+        task.started_at = now
+        self.running = choice
+        cmd = self.start_command(choice, task, now)
+        dur = float(cmd.args.get("duration_s", task.finish_at - task.start_at))
+        self.busy_until_at = now + dur
+        shift = now - task.start_at
+        task.start_at, task.finish_at = now, now + dur
+        return [cmd, Log("started", {"agent": self.id, "task": choice, "order": task.order,
+                                     "epoch": task.award_epoch, "duration_s": dur,
+                                     "late_by_s": shift})]
+
+    def finish(self, task_id: str, now: float, quality: str, location: str) -> list[Action]:
+        task = self.tasks.get(task_id)
+        if task is None or task.state != "running":
+            self.ignored += 1
+            return []
+        self._event(task, "finish", task_id)
+        task.state = "done"
+        self.running = None
+        self.on_finished(task, now)
+        out: list[Action] = [
+            Send(task.order, Done(task_id, task.award_epoch, task.started_at, now, quality,
+                                  location), task.conv),
+            Log("finished", {"agent": self.id, "task": task_id, "order": task.order,
+                             "epoch": task.award_epoch, "started_at": task.started_at,
+                             "quality": quality})]
+        del self.tasks[task_id]
+        return out + self._try_start(now)
+
+    def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        if ev.event == "fault":
+            return self._fault(now, (ev.data or {}).get("reason", "breakdown"))
+        if ev.event == "repaired":
+            self.up = True
+            return [Log("repaired", {"agent": self.id})] + self._try_start(now)
+        return []
+
+    def _fault(self, now: float, reason: str) -> list[Action]:
+        """Stop bidding and hand every task back to its order."""
+        self.up = False
+        out: list[Action] = [Log("fault", {"agent": self.id, "reason": reason,
+                                           "running": self.running or ""})]
+        if self.running is not None:
+            out.append(Command("abort_operation", self.id, self.running))
+        self.running = None
+        for tid, t in sorted(self.tasks.items()):
+            if t.state in ("committed", "running"):
+                self._event(t, "fault", tid)
+                out.append(Send(t.order, Failure(tid, t.award_epoch, f"{self.id} {reason}"), t.conv))
+                out.append(Log("handed_back", {"agent": self.id, "task": tid, "order": t.order}))
+            t.state = "released"
+        self.tasks = {}
+        return out
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _event(self, task: Task, event: str, task_id: str) -> str:
+        nxt = step("participant", task.state, event, task_id)
+        if nxt == IGNORED:
+            self.ignored += 1
+        return nxt
+
+    def _transition(self, task: Task, event: str, task_id: str, now: float) -> list[Action]:
+        nxt = self._event(task, event, task_id)
+        if nxt != IGNORED:
+            task.state = nxt
+            if nxt == "released":
+                del self.tasks[task_id]
+                return [CancelTimer(f"hold:{task_id}")]
+        return []

@@ -1,0 +1,215 @@
+"""The embedded plant: a discrete-event simulation of the cell on SimPy.
+
+It implements the plant interface of DESIGN §3 — commands
+``start_operation``, ``abort_operation``, ``move``, ``set_state``; events
+``operation_done``, ``fault``, ``repaired``, ``arrived``, ``reading``,
+``quality_result`` — and knows nothing of agents or messages: commands come
+in through :meth:`EmbeddedPlant.command`, events go out through ``emit``.
+
+Randomness (breakdowns, repairs, scrap, sensor noise) comes from one
+seeded :class:`random.Random` per concern, derived from the run seed, so
+adding a sensor does not shift the breakdown times.
+
+The plant is also the last line of defence for "nothing twice": it refuses
+to start an operation task that it has already completed successfully, or
+a second operation on a busy machine, and records the refusal.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import simpy
+
+from agents.base import PlantEventIn
+from agents.protocol.actions import Command
+
+Emit = Callable[[PlantEventIn], None]
+Record = Callable[..., None]
+
+
+@dataclass
+class MachineSpec:
+    id: str
+    mtbf_s: float | None = None
+    mttr_s: float | None = None
+    scrap_rate: float = 0.0
+    power_idle_kw: float = 0.0
+    power_busy_kw: float = 0.0
+
+
+@dataclass
+class _MachineState:
+    spec: MachineSpec
+    up: bool = True
+    task: str = ""
+    proc: Any = None
+    busy_s: float = 0.0
+    down_s: float = 0.0
+    down_since: float = 0.0
+    faults: int = 0
+
+
+@dataclass
+class PlantStats:
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EmbeddedPlant:
+    """SimPy model of machines and robots, driven by agent commands."""
+
+    def __init__(self, env: simpy.Environment, machines: list[MachineSpec], robots: list[str], *,
+                 seed: int, emit: Emit, record: Record, sensor_interval_s: float = 60.0,
+                 breakdowns: bool = True) -> None:
+        self.env = env
+        self.emit = emit
+        self.record = record
+        self.machines = {m.id: _MachineState(m) for m in machines}
+        self.robots = {r: {"proc": None, "task": ""} for r in robots}
+        self.completed_ok: set[str] = set()
+        self.stats = PlantStats()
+        self._rng_fail = random.Random(f"{seed}/breakdowns")
+        self._rng_quality = random.Random(f"{seed}/quality")
+        self._rng_sensor = random.Random(f"{seed}/sensors")
+        self.sensor_interval_s = sensor_interval_s
+        for m in self.machines.values():
+            if breakdowns and m.spec.mtbf_s and m.spec.mttr_s:
+                env.process(self._breakdowns(m))
+            if sensor_interval_s > 0:
+                env.process(self._sensor(m))
+
+    # -- commands ---------------------------------------------------------------------------
+    def command(self, cmd: Command) -> None:
+        handler = {"start_operation": self._start, "abort_operation": self._abort,
+                   "move": self._move, "set_state": self._set_state}.get(cmd.command)
+        if handler is None:
+            self._refuse(cmd, "unknown command")
+            return
+        handler(cmd)
+
+    def _refuse(self, cmd: Command, why: str) -> None:
+        entry = {"command": cmd.command, "resource": cmd.resource, "task": cmd.task, "why": why}
+        self.stats.refused.append(entry)
+        self.record("plant_refused", **entry)
+
+    def _start(self, cmd: Command) -> None:
+        m = self.machines.get(cmd.resource)
+        if m is None:
+            return self._refuse(cmd, "unknown machine")
+        if cmd.task in self.completed_ok:
+            return self._refuse(cmd, "task already completed (idempotency key)")
+        if m.task:
+            return self._refuse(cmd, f"machine busy with {m.task}")
+        if not m.up:
+            self._refuse(cmd, "machine down")
+            self.emit(PlantEventIn("fault", m.spec.id, cmd.task, {"reason": "down at start"}))
+            return None
+        m.task = cmd.task
+        self.record("op_start", machine=m.spec.id, task=cmd.task, order=cmd.args.get("order", ""),
+                    epoch=cmd.args.get("award_epoch", 0), setup_s=cmd.args.get("setup_s", 0.0))
+        m.proc = self.env.process(self._operate(m, cmd))
+        return None
+
+    def _operate(self, m: _MachineState, cmd: Command):  # noqa: ANN202 - SimPy process
+        duration = float(cmd.args.get("duration_s", 0.0))
+        started = self.env.now
+        try:
+            yield self.env.timeout(duration)
+        except simpy.Interrupt as why:
+            m.busy_s += self.env.now - started
+            self.record("op_abort", machine=m.spec.id, task=cmd.task, why=str(why.cause))
+            m.task, m.proc = "", None
+            return
+        m.busy_s += duration
+        scrap = self._rng_quality.random() < m.spec.scrap_rate
+        quality = "scrap" if scrap else "ok"
+        if not scrap:
+            self.completed_ok.add(cmd.task)
+        self.record("op_done", machine=m.spec.id, task=cmd.task, order=cmd.args.get("order", ""),
+                    quality=quality)
+        m.task, m.proc = "", None
+        self.emit(PlantEventIn("quality_result", m.spec.id, cmd.task, {"quality": quality}))
+        self.emit(PlantEventIn("operation_done", m.spec.id, cmd.task, {"quality": quality}))
+
+    def _abort(self, cmd: Command) -> None:
+        m = self.machines.get(cmd.resource)
+        if m is not None and m.proc is not None and m.task == cmd.task:
+            m.proc.interrupt("aborted")
+
+    def _move(self, cmd: Command) -> None:
+        r = self.robots.get(cmd.resource)
+        if r is None:
+            return self._refuse(cmd, "unknown robot")
+        if r["task"]:
+            return self._refuse(cmd, f"robot busy with {r['task']}")
+        r["task"] = cmd.task
+        self.record("move_start", robot=cmd.resource, task=cmd.task,
+                    origin=cmd.args.get("origin", ""), destination=cmd.args.get("destination", ""))
+        r["proc"] = self.env.process(self._drive(cmd.resource, r, cmd))
+        return None
+
+    def _drive(self, robot: str, r: dict[str, Any], cmd: Command):  # noqa: ANN202
+        yield self.env.timeout(float(cmd.args.get("duration_s", 0.0)))
+        r["task"], r["proc"] = "", None
+        self.record("arrived", robot=robot, task=cmd.task, at=cmd.args.get("destination", ""))
+        self.emit(PlantEventIn("arrived", robot, cmd.task, {"at": cmd.args.get("destination", "")}))
+
+    def _set_state(self, cmd: Command) -> None:
+        m = self.machines.get(cmd.resource)
+        if m is None:
+            return self._refuse(cmd, "unknown machine")
+        if cmd.args.get("state") == "down" and m.up:
+            self._go_down(m, "set_state")
+        elif cmd.args.get("state") == "up" and not m.up:
+            self._go_up(m)
+        return None
+
+    # -- failures and sensors ------------------------------------------------------------------
+    def _go_down(self, m: _MachineState, reason: str) -> None:
+        m.up = False
+        m.faults += 1
+        m.down_since = self.env.now
+        if m.proc is not None:
+            m.proc.interrupt("fault")
+        self.record("fault", machine=m.spec.id, reason=reason)
+        self.emit(PlantEventIn("fault", m.spec.id, "", {"reason": reason}))
+
+    def _go_up(self, m: _MachineState) -> None:
+        m.up = True
+        m.down_s += self.env.now - m.down_since
+        self.record("repaired", machine=m.spec.id)
+        self.emit(PlantEventIn("repaired", m.spec.id))
+
+    def fail(self, machine: str, repair_after_s: float | None) -> None:
+        """Inject a breakdown now (fault scenarios); repaired after ``repair_after_s``."""
+        m = self.machines[machine]
+        if not m.up:
+            return
+        self._go_down(m, "injected")
+        if repair_after_s is not None:
+            def repair(_: Any) -> None:
+                if not m.up:
+                    self._go_up(m)
+            self.env.timeout(repair_after_s).callbacks.append(repair)
+
+    def _breakdowns(self, m: _MachineState):  # noqa: ANN202 - SimPy process
+        assert m.spec.mtbf_s and m.spec.mttr_s
+        while True:
+            yield self.env.timeout(self._rng_fail.expovariate(1.0 / m.spec.mtbf_s))
+            if not m.up:
+                continue
+            self._go_down(m, "breakdown")
+            yield self.env.timeout(self._rng_fail.expovariate(1.0 / m.spec.mttr_s))
+            if not m.up:
+                self._go_up(m)
+
+    def _sensor(self, m: _MachineState):  # noqa: ANN202 - SimPy process
+        while True:
+            yield self.env.timeout(self.sensor_interval_s)
+            base = 55.0 if m.task else 30.0
+            temp = round(base + self._rng_sensor.gauss(0.0, 1.5), 2)
+            vib = round((2.0 if m.task else 0.3) + abs(self._rng_sensor.gauss(0.0, 0.2)), 3)
+            self.emit(PlantEventIn("reading", m.spec.id, "", {"temperature_c": temp,
+                                                               "vibration_mm_s": vib}))
