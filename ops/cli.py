@@ -121,6 +121,14 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from ops.run import execute
+
+    if not Path(args.cell).exists():
+        raise ConfigurationError(f"{args.cell}: no such file")
+    return execute(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from ops.config import validate_command
 
@@ -184,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--seconds", type=float, default=3.0, help="sending time (default 3)")
     sp.set_defaults(func=cmd_bench_bus)
+
+    sp = sub.add_parser("run", help="run a cell (or an .fjs/.jsp instance) in virtual time")
+    sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
+    sp.add_argument("--seed", type=int, default=None, help="run seed (default: the cell's sim.seed)")
+    sp.add_argument("--until", type=float, default=None, help="stop at this simulated time (s)")
+    sp.add_argument("--report", metavar="FILE.json", help="write the run report as JSON")
+    sp.add_argument("--events", metavar="FILE.jsonl", help="write the event log, one JSON a line")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")

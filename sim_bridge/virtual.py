@@ -35,8 +35,8 @@ from agents.factory import build_agents, roles_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from security.envelope import Opener, Sealer
-from security.errors import Rejected
-from security.keystore import ephemeral_cell
+from security.errors import ConfigurationError, Rejected
+from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard
 
 from .plant import EmbeddedPlant, MachineSpec
@@ -84,7 +84,8 @@ class VirtualCell:
 
     def __init__(self, cfg: CellConfig, *, seed: int | None = None,
                  order_strategy: str | None = None, resource_strategy: str | None = None,
-                 network: NetworkModel | None = None, breakdowns: bool = True) -> None:
+                 network: NetworkModel | None = None, breakdowns: bool = True,
+                 keys: EphemeralCell | None = None, clock_base_at: float = 0.0) -> None:
         self.cfg = cfg
         self.seed = cfg.sim.seed if seed is None else seed
         self.env = simpy.Environment()
@@ -98,7 +99,17 @@ class VirtualCell:
         self.agents: dict[str, Agent] = build_agents(cfg, self.seed,
                                                      order_strategy_name=order_strategy,
                                                      resource_strategy_name=resource_strategy)
-        keys = ephemeral_cell(roles_of(cfg), seed=f"autocell/{cfg.cell}/{self.seed}".encode())
+        if keys is None:
+            keys = ephemeral_cell(roles_of(cfg), seed=f"autocell/{cfg.cell}/{self.seed}".encode())
+        missing = sorted(set(self.agents) - set(keys.keys))
+        if missing:
+            raise ConfigurationError(
+                f"no key for agent(s) {', '.join(missing[:10])}; issue them with "
+                "`autocell keys issue AGENT --role ROLE`")
+        # Certificates from a keys directory carry wall-clock validity windows:
+        # envelopes are stamped base + simulated time.  The event log uses
+        # simulated time only, so it stays byte-identical across runs.
+        self.clock_base_at = clock_base_at
         self.opener = Opener(keys.trust, ReplayGuard(skew_s=60.0))
         self.sealers = {a: Sealer(a, keys.keys[a], epoch=1, random_bytes=self._random_bytes)
                         for a in self.agents}
@@ -151,7 +162,7 @@ class VirtualCell:
                         self._all_done.succeed()
 
     def _send(self, sender: str, act: Send, now: float) -> None:
-        frames = self.sealers[sender].seal(act.to, act.body, now, act.conv)
+        frames = self.sealers[sender].seal(act.to, act.body, now + self.clock_base_at, act.conv)
         self.stats.messages_sent += 1
         self.stats.sent_by_type[act.body.TYPE] += 1
         delays = self.network.deliveries(self._rng_net)
@@ -164,7 +175,7 @@ class VirtualCell:
     def _deliver(self, frames: list[bytes]) -> None:
         now = self.env.now
         try:
-            msg = self.opener.open(frames, now)
+            msg = self.opener.open(frames, now + self.clock_base_at)
         except Rejected as exc:
             self.stats.rejected[exc.reason] += 1
             self.record("rejected", reason=exc.reason, sender=exc.sender or "")
