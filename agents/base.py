@@ -35,6 +35,7 @@ class Timing:
     heartbeat_interval_s: float = 5.0
     missed_heartbeats: int = 3
     retry_s: float = 5.0
+    plan_ahead_ops: int = 0
 
 
 class Agent:

@@ -20,7 +20,8 @@ def timing_of(cfg: CellConfig) -> Timing:
     return Timing(reply_deadline_s=n.reply_deadline_s, lease_s=n.lease_s,
                   heartbeat_interval_s=n.heartbeat_interval_s,
                   missed_heartbeats=n.missed_heartbeats,
-                  retry_s=max(n.reply_deadline_s * 5, n.heartbeat_interval_s))
+                  retry_s=max(n.reply_deadline_s * 5, n.heartbeat_interval_s),
+                  plan_ahead_ops=n.plan_ahead_ops)
 
 
 def roles_of(cfg: CellConfig) -> dict[str, str]:

@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 An order owns its routing.  From its release time it negotiates its
-operations **in routing order, planning ahead**: as soon as operation k is
-awarded, it calls for operation k+1 with ``earliest_start_at`` = k's
-promised finish, so the cell's schedule is built by negotiation before the
-parts get there.  Execution follows the material: when operation k-1 is
+operations in routing order: operation k+1 when k is done, or — with
+``plan_ahead_ops`` > 0 — as soon as k is awarded, with
+``earliest_start_at`` = k's promised finish, so part of the schedule is
+built by negotiation before the parts get there.  (Negotiating each
+operation when it becomes ready measured better on the FJSP benchmarks:
+16.2 % mean gap against 26.9 % for full look-ahead.)  Execution follows the material: when operation k-1 is
 done and k has a winner, the parts are moved there (a transport
 negotiated with the robots, if the cell has any and the locations differ)
 and the winner is told ``ready``.
@@ -275,10 +277,13 @@ class OrderAgent(Agent):
         if not self.released or self.completed_at is not None:
             return []
         out: list[Action] = []
-        # plan ahead: call the next operation once its predecessor is awarded
+        # call the next operation when its predecessor is done — or, planning
+        # ahead up to ``plan_ahead_ops`` operations, once the predecessor is leased
         for k, neg in enumerate(self.ops):
             if neg.state == "idle":
-                if k == 0 or self.ops[k - 1].state in ("leased", "done"):
+                prev = self.ops[k - 1].state if k else "done"
+                ahead = k - self.next_exec <= self.timing.plan_ahead_ops
+                if prev == "done" or (ahead and prev == "leased"):
                     out += self._call(neg, now)
                 break
         if self.parts_busy or self.move is not None:

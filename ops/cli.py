@@ -129,6 +129,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute(args)
 
 
+def cmd_bench_fjsp(args: argparse.Namespace) -> int:
+    from ops.bench.fjsp import RULE_NAMES, run
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise ConfigurationError(f"{directory}: not a directory (expected one holding bks.csv)")
+    from rich.console import Console
+    from rich.table import Table
+
+    err = Console(stderr=True)
+    methods = ("agents",) + RULE_NAMES
+
+    def progress(e: dict) -> None:
+        if not args.json:
+            err.print(f"  {e['instance']}: " + ", ".join(
+                f"{m} {e[m]['makespan']:g}" for m in methods) + f" (BKS {e['bks']})")
+
+    r = run(directory, on_instance=progress)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        t = Table(title="autocell bench fjsp — makespan (gap % to best known)")
+        t.add_column("instance")
+        t.add_column("BKS", justify="right")
+        for m in methods:
+            t.add_column(m, justify="right")
+        for e in r["instances"]:
+            t.add_row(e["instance"], str(e["bks"]), *(
+                f"{e[m]['makespan']:g} ({e[m]['gap_pct']:.1f}%)" + ("" if e[m]["valid"] else " INVALID")
+                for m in methods))
+        t.add_row("mean gap", "", *(f"{r['mean_gap_pct'][m]:.2f}%" for m in methods))
+        Console().print(t)
+    return EXIT_OK if r["all_valid"] else EXIT_FAILED
+
+
+def cmd_bench_sim(args: argparse.Namespace) -> int:
+    from ops.bench.sim import DEMO, run
+
+    r = run(Path(args.cell) if args.cell else DEMO, seeds=args.seeds)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['cell']}: {r['sim_s']:.0f} simulated s in {r['wall_s']:.2f} wall s over "
+              f"{r['runs']} seeds = {r['sim_speedup']:,.0f}× real time, signing on "
+              f"({r['messages']:,} signed messages, {r['signed_msgs_per_wall_s']:,.0f}/s)")
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from ops.config import validate_command
 
@@ -192,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--seconds", type=float, default=3.0, help="sending time (default 3)")
     sp.set_defaults(func=cmd_bench_bus)
+    sp = bsub.add_parser("fjsp", help="agents vs SPT/MWKR/FIFO on FJSP/JSSP instances (DIR/bks.csv)")
+    sp.add_argument("dir", help="directory holding bks.csv and the instance files")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_fjsp)
+    sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
+    sp.add_argument("--cell", help="another cell file (default: the demo cell)")
+    sp.add_argument("--seeds", type=int, default=3, help="runs to average (default 3)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_sim)
 
     sp = sub.add_parser("run", help="run a cell (or an .fjs/.jsp instance) in virtual time")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")

@@ -48,12 +48,12 @@ def makespan(ops: Iterable[ScheduledOp]) -> float:
     return float(max((op.end for op in ops), default=0))
 
 
-def check_schedule(inst: Instance, ops: Iterable[ScheduledOp]) -> list[str]:
+def check_schedule(inst: Instance, ops: Iterable[ScheduledOp], tol: float = 1e-6) -> list[str]:
     """Every way ``ops`` is infeasible for ``inst``; an empty list means valid.
 
     Checks: each operation scheduled exactly once and nothing unknown; the
     machine is eligible; ``end - start`` equals the processing time on that
-    machine; ``start >= 0``; job precedence; no overlap on a machine.
+    machine (within ``tol``, for float times from a simulation); ``start >= 0``; job precedence; no overlap on a machine.
     """
     ops = list(ops)
     problems: list[str] = []
@@ -69,17 +69,17 @@ def check_schedule(inst: Instance, ops: Iterable[ScheduledOp]) -> list[str]:
             )
             continue
         placed[key] = op
-        problems.extend(_op_problems(inst, op))
+        problems.extend(_op_problems(inst, op, tol))
     for job, job_ops in enumerate(inst.jobs):
         for index in range(len(job_ops)):
             if (job, index) not in placed:
                 problems.append(f"job {job} op {index}: not scheduled")
-    problems.extend(_precedence_problems(inst, placed))
-    problems.extend(_overlap_problems(placed.values()))
+    problems.extend(_precedence_problems(inst, placed, tol))
+    problems.extend(_overlap_problems(placed.values(), tol))
     return problems
 
 
-def _op_problems(inst: Instance, op: ScheduledOp) -> list[str]:
+def _op_problems(inst: Instance, op: ScheduledOp, tol: float) -> list[str]:
     problems: list[str] = []
     if op.start < 0:
         problems.append(f"{op}: starts before time 0")
@@ -90,7 +90,7 @@ def _op_problems(inst: Instance, op: ScheduledOp) -> list[str]:
             f"{op}: machine {op.machine} is not eligible "
             f"(eligible: {', '.join(map(str, operation.machines))})"
         )
-    elif op.end - op.start != time:
+    elif abs(op.end - op.start - time) > tol:
         problems.append(
             f"{op}: lasts {op.end - op.start:g} but takes {time} on machine "
             f"{op.machine}"
@@ -99,21 +99,21 @@ def _op_problems(inst: Instance, op: ScheduledOp) -> list[str]:
 
 
 def _precedence_problems(
-    inst: Instance, placed: dict[tuple[int, int], ScheduledOp]
+    inst: Instance, placed: dict[tuple[int, int], ScheduledOp], tol: float
 ) -> list[str]:
     problems: list[str] = []
     for job, job_ops in enumerate(inst.jobs):
         for index in range(1, len(job_ops)):
             before = placed.get((job, index - 1))
             after = placed.get((job, index))
-            if before is not None and after is not None and after.start < before.end:
+            if before is not None and after is not None and after.start < before.end - tol:
                 problems.append(
                     f"{after}: starts before its predecessor ends ({before})"
                 )
     return problems
 
 
-def _overlap_problems(ops: Iterable[ScheduledOp]) -> list[str]:
+def _overlap_problems(ops: Iterable[ScheduledOp], tol: float) -> list[str]:
     by_machine: dict[int, list[ScheduledOp]] = defaultdict(list)
     for op in ops:
         by_machine[op.machine].append(op)
@@ -124,9 +124,9 @@ def _overlap_problems(ops: Iterable[ScheduledOp]) -> list[str]:
         # overlapping pair is reported, not just neighbours.
         running: list[ScheduledOp] = []
         for op in timeline:
-            running = [r for r in running if r.end > op.start]
+            running = [r for r in running if r.end > op.start + tol]
             for earlier in running:
-                if op.start < earlier.end and earlier.start < op.end:
+                if op.start < earlier.end - tol and earlier.start < op.end - tol:
                     problems.append(f"{op}: overlaps {earlier} on machine {machine}")
             running.append(op)
     return problems

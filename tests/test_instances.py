@@ -226,8 +226,10 @@ def test_cell_dict_shape(row: BksRow) -> None:
     assert cell["layout"] == {
         "locations": [{"id": "floor", "x": 0, "y": 0}], "input": None, "output": None
     }
-    assert cell["robots"] == [] and cell["negotiation"] == {}
-    assert cell["sim"] == {"seed": 0}
+    assert cell["robots"] == []
+    # negotiation runs in hundredths of a benchmark time unit
+    assert cell["negotiation"]["reply_deadline_s"] <= 0.01
+    assert cell["sim"]["seed"] == 0 and cell["sim"]["network"]["latency_s"] <= 0.001
 
     machines = cell["machines"]
     assert len(machines) == inst.n_machines

@@ -259,6 +259,11 @@ class Negotiation(_Model):
     strategy: Strategy = Field(
         default_factory=Strategy, description="Decision rules for orders and resources."
     )
+    plan_ahead_ops: int = Field(
+        0, ge=0,
+        description="How many operations beyond the next one an order negotiates before the "
+                    "parts get there (0 = negotiate each operation when its predecessor is done; "
+                    "measured best on the FJSP benchmarks).")
     interrupted_operation: Literal["restart_elsewhere", "wait_for_repair"] = Field(
         default="restart_elsewhere",
         description="What happens to an operation whose machine faults mid-way.",
