@@ -173,7 +173,7 @@ class Opener:
 
     def _decode(self, sender: str, doc: Any) -> Message:
         if type(doc) is not dict or doc.keys() != HEADER_KEYS:
-            got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+            got = sorted(map(repr, doc)) if isinstance(doc, dict) else type(doc).__name__
             raise Malformed(f"header must have exactly the keys {sorted(HEADER_KEYS)}, got {got}",
                             sender=sender)
         v, mid, to, typ, conv = doc["v"], doc["id"], doc["to"], doc["type"], doc["conv"]
@@ -191,6 +191,9 @@ class Opener:
         if type(body) is not dict:
             raise Malformed("body must be a map", sender=sender, msg_type=typ)
         try:
+            for key in body:
+                if key.__class__ is not str:
+                    raise Malformed(f"body map key {key!r} is not a string")
             typed = body_from_wire(typ, body)
             for value in body.values():
                 if value.__class__ is dict or value.__class__ is list:

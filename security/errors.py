@@ -59,9 +59,13 @@ class Rejected(AutocellError):
         self.sender = sender
         self.msg_type = msg_type
         self.extra = extra
-        who = f" from {sender!r}" if sender is not None else ""
-        what = f" ({msg_type})" if msg_type else ""
-        super().__init__(f"{self.reason}: message{who}{what}: {detail}")
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        # Built on demand: the codec fills in sender and type as it learns them.
+        who = f" from {self.sender!r}" if self.sender is not None else ""
+        what = f" ({self.msg_type})" if self.msg_type else ""
+        return f"{self.reason}: message{who}{what}: {self.detail}"
 
     def context(self) -> dict[str, Any]:
         """A flat dict for one structured log line."""

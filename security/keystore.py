@@ -221,7 +221,9 @@ class KeyDir:
                 f"choose another id, or delete {self.key_path(agent)} and its .cert to re-issue "
                 f"(revoke the old one first if it was ever deployed: `autocell keys revoke {agent}`)")
         authority = load_private_key(self.authority_key_path)
-        serial = 1 + max((c.serial for c in self.certificates()), default=0)
+        # Serials never repeat, even after a revoked agent's files were deleted.
+        serial = 1 + max([c.serial for c in self.certificates()]
+                         + [s for _, s in self.revocations().revoked], default=0)
         key = SigningKey.generate()
         cert = Certificate.issue(authority, agent, role, key.public_key, now, now + valid_s, serial)
         write_private_key(self.key_path(agent), key)
@@ -229,15 +231,20 @@ class KeyDir:
         return self.key_path(agent), self.cert_path(agent)
 
     def revoke(self, agent: str, now: float) -> RevocationList:
-        """Add every certificate of ``agent`` to the signed revocation list."""
+        """Add ``agent``'s current certificate (by serial) to the signed revocation list.
+
+        Revoking by serial lets the agent id be re-issued a new certificate later.
+        """
         self._require_authority()
         if not self.cert_path(agent).exists():
             raise ConfigurationError(f"no certificate for agent {agent!r} in {self.root}")
+        cert = self.certificate(agent)
         authority = load_private_key(self.authority_key_path)
         old = self.revocations()
-        if old.is_revoked(agent, 0):
-            raise ConfigurationError(f"agent {agent!r} is already revoked")
-        crl = RevocationList(old.serial + 1, now, old.revoked + ((agent, 0),)).signed(authority)
+        if old.is_revoked(agent, cert.serial):
+            raise ConfigurationError(f"agent {agent!r} (certificate #{cert.serial}) is already revoked")
+        crl = RevocationList(old.serial + 1, now,
+                             old.revoked + ((agent, cert.serial),)).signed(authority)
         _write_json(self.crl_path, crl_to_json(crl))
         return crl
 

@@ -85,7 +85,7 @@ class ReplayGuard:
 
     def check(self, sender: str, epoch: int, seq: int, ts: float, now: float) -> None:
         """Accept (and remember) the triple, or raise :class:`Replayed`/:class:`ClockSkew`."""
-        if abs(ts - now) > self.skew_s:
+        if not abs(ts - now) <= self.skew_s:   # also refuses NaN
             raise ClockSkew(f"timestamp {ts:.3f} is {ts - now:+.3f} s from receiver clock "
                             f"{now:.3f} (allowed ±{self.skew_s} s)", sender=sender)
         st = self._senders.get(sender)

@@ -65,7 +65,7 @@ def _compile_from_wire(cls: type[Body]):  # noqa: ANN202
                           "ALLOWED": frozenset(n for n, _, _ in cls._spec)}
     lines = ["def from_wire(cls_, data):",
              "    if len(data) > %d or not data.keys() <= ALLOWED:" % len(cls._spec),
-             "        extra = sorted(set(data) - ALLOWED)",
+             "        extra = sorted(map(repr, set(data) - ALLOWED))",
              "        raise Malformed(f'unknown body field(s) {extra}', msg_type=cls.TYPE)"]
     args = []
     for i, (name, types, default) in enumerate(cls._spec):
