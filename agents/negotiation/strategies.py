@@ -18,7 +18,7 @@ later finishes to save energy::
 
 Put it in ``mylab/strategies.py`` and write
 ``negotiation: {strategy: {order: "mylab.strategies:EnergyAware"}}``.
-docs/research.md walks through this end to end.
+docs/strategies.md walks through a worked example that the tests run.
 """
 
 from __future__ import annotations
