@@ -40,15 +40,20 @@ KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {
     ("propose", "transport"): frozenset({"robot"}),
 }
 
+KINDED_TYPES = frozenset(t for t, _ in KIND_ACCESS)
+
 
 def check_access(role: str, msg_type: str, body: Any, sender: str) -> None:
     """Raise :class:`Forbidden` unless ``role`` may send ``msg_type`` with this body."""
     allowed = ACCESS.get(msg_type)
     if allowed is None or role not in allowed:
         raise Forbidden(f"role {role!r} may not send {msg_type!r}", sender=sender, msg_type=msg_type)
-    kind = getattr(body, "kind", None)
-    if kind is not None:
-        refined = KIND_ACCESS.get((msg_type, kind))
-        if refined is not None and role not in refined:
+    if msg_type in KINDED_TYPES:
+        kind = getattr(body, "kind", None)
+        refined = KIND_ACCESS.get((msg_type, kind))  # type: ignore[arg-type]
+        if refined is None:
+            raise Forbidden(f"{msg_type!r} with unknown kind {kind!r}", sender=sender,
+                            msg_type=msg_type)
+        if role not in refined:
             raise Forbidden(f"role {role!r} may not send {msg_type!r} for kind {kind!r}",
                             sender=sender, msg_type=msg_type)

@@ -18,6 +18,7 @@ other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -52,6 +53,15 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise Malformed(f"msgpack ext type {code} is not allowed")
 
 
+def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """Build a map, refusing duplicate keys: two verifiers must never read one
+    signed byte string as two different messages (first-wins vs last-wins)."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise Malformed("duplicate key in a msgpack map")
+    return d
+
+
 def check_tree(value: Any, limits: Limits, depth: int) -> None:
     """Walk a container iteratively: depth, string keys, msgpack primitives only.
 
@@ -71,12 +81,16 @@ def check_tree(value: Any, limits: Limits, depth: int) -> None:
                     stack.append((v, d + 1))
                 elif not isinstance(v, _PRIMITIVES):
                     raise Malformed(f"unsupported value type {type(v).__name__}")
+                elif v.__class__ is float and not math.isfinite(v):
+                    raise Malformed("non-finite float")
         elif isinstance(node, list):
             for v in node:
                 if isinstance(v, (dict, list)):
                     stack.append((v, d + 1))
                 elif not isinstance(v, _PRIMITIVES):
                     raise Malformed(f"unsupported value type {type(v).__name__}")
+                elif v.__class__ is float and not math.isfinite(v):
+                    raise Malformed("non-finite float")
 
 
 class Authenticated(NamedTuple):
@@ -126,10 +140,11 @@ class Opener:
         return self.decode(self.authenticate(frames, now), now)
 
     def authenticate(self, frames: list[bytes], now: float) -> Authenticated:
-        """Stage 1: framing, certificate and signature — thread-safe, touches no state.
+        """Stage 1: framing, certificate and signature — touches no mutable state.
 
-        Runs on a transport's receive thread so that signature checks (which
-        release the GIL) overlap with stage 2 on the event loop.
+        Kept separate (and thread-safe) so a transport may run it off the event
+        loop; the ZeroMQ transport currently runs both stages on the loop
+        (see docs/decisions.md).
         """
         if len(frames) != 3:
             raise Malformed(f"expected 3 frames, got {len(frames)}")
@@ -156,7 +171,7 @@ class Opener:
         try:
             doc = msgpack.unpackb(
                 auth.payload, raw=False, strict_map_key=True, use_list=True,
-                ext_hook=_reject_ext, max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
+                ext_hook=_reject_ext, object_pairs_hook=_unique_pairs, max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
                 max_array_len=lim.max_container_len, max_map_len=lim.max_container_len,
                 max_ext_len=0)
         except Rejected as exc:
@@ -186,8 +201,8 @@ class Opener:
             raise Malformed("to, type and conv must be strings", sender=sender)
         if type(epoch) is not int or type(seq) is not int or epoch < 0 or seq < 0:
             raise Malformed("epoch and seq must be non-negative integers", sender=sender)
-        if type(ts) is not float and type(ts) is not int:
-            raise Malformed("ts must be a number", sender=sender)
+        if (type(ts) is not float and type(ts) is not int) or not math.isfinite(ts):
+            raise Malformed("ts must be a finite number", sender=sender)
         if type(body) is not dict:
             raise Malformed("body must be a map", sender=sender, msg_type=typ)
         try:

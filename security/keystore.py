@@ -136,12 +136,16 @@ def crl_from_json(data: dict[str, object], path: Path) -> RevocationList:
     if not isinstance(data, dict) or data.get("format") != CRL_FORMAT:
         raise ConfigurationError(f"{path}: not an {CRL_FORMAT} revocation list")
     entries = data.get("revoked", [])
-    assert isinstance(entries, list)
-    return RevocationList(
-        serial=int(data["serial"]),  # type: ignore[call-overload]
-        issued_at=float(data["issued_at"]),  # type: ignore[arg-type]
-        revoked=tuple((str(e["agent"]), int(e["serial"])) for e in entries),
-        signature=_unb64(str(data["signature"]), "signature", path))
+    try:
+        if not isinstance(entries, list):
+            raise TypeError("'revoked' must be a list")
+        return RevocationList(
+            serial=int(data["serial"]),  # type: ignore[call-overload]
+            issued_at=float(data["issued_at"]),  # type: ignore[arg-type]
+            revoked=tuple((str(e["agent"]), int(e["serial"])) for e in entries),
+            signature=_unb64(str(data["signature"]), "signature", path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: malformed revocation list: {exc!r}") from None
 
 
 def _read_json(path: Path) -> dict[str, object]:

@@ -9,8 +9,9 @@ the header's ``type``.  Agents build only bodies; the runtime adds the
 header (sender, epoch, seq, ts, id) when it seals the envelope.
 
 Each body class lists its wire fields in declaration order; ``from_wire``
-checks presence and primitive type of each field and ignores keys it does
-not know (forward-compatible additions within v1).  Generic ``dict`` /
+(generated per class) checks presence, primitive type and finiteness of
+each field and rejects keys it does not know — a v1 peer sends exactly the
+documented fields, optional ones may be omitted.  Generic ``dict`` /
 ``list`` fields may only contain msgpack primitives — the codec enforces
 depth, container sizes and string-only map keys before we get here.
 
@@ -21,6 +22,7 @@ docs/PROTOCOL.md is generated from the same field tables
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_type_hints
 
@@ -62,6 +64,7 @@ def _compile_from_wire(cls: type[Body]):  # noqa: ANN202
     (optional ones may be omitted).
     """
     ns: dict[str, Any] = {"cls": cls, "Malformed": Malformed, "MISSING": _MISSING,
+                          "isfinite": math.isfinite,
                           "ALLOWED": frozenset(n for n, _, _ in cls._spec)}
     lines = ["def from_wire(cls_, data):",
              "    if len(data) > %d or not data.keys() <= ALLOWED:" % len(cls._spec),
@@ -83,6 +86,8 @@ def _compile_from_wire(cls: type[Body]):  # noqa: ANN202
             lines.append(f"        {var} = D{i}")
         bool_ok = bool in types
         check = f"not isinstance({var}, T{i})" + ("" if bool_ok else f" or {var}.__class__ is bool")
+        if float in types:   # NaN and infinities are never meaningful times or costs
+            check += f" or ({var}.__class__ is float and not isfinite({var}))"
         want = "/".join(t.__name__ for t in types)
         lines.append(f"    elif {check}:")
         lines.append(f"        raise Malformed(f\"body field '{name}' must be {want}, "

@@ -109,7 +109,7 @@ class Bus:
         return True
 
     def _authenticate(self, frames: list[bytes]) -> Authenticated | Exception:
-        """Stage 1, on the transport's receive thread: never raises."""
+        """Stage 1 (the transport's ``prepare`` hook): never raises."""
         try:
             return self.opener.authenticate(frames, self.clock())
         except Exception as exc:   # Rejected, or a bug: both handled on the loop

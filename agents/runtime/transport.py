@@ -108,7 +108,10 @@ class ZmqTransport(Transport):
         self.linger_ms = linger_ms
         self.curve = curve
         self.dropped = 0
-        self._ctx = context or zmq.Context.instance()
+        # CurveZMQ needs a ZAP authenticator, and ZeroMQ allows one per context:
+        # an encrypted transport gets a context of its own.
+        self._own_ctx = curve is not None and context is None
+        self._ctx = zmq.Context() if self._own_ctx else (context or zmq.Context.instance())
         self._pull: zmq.Socket | None = None
         self._push: dict[str, zmq.Socket] = {}
         self._auth: Any = None
@@ -127,7 +130,11 @@ class ZmqTransport(Transport):
         pull.setsockopt(zmq.RCVHWM, self.hwm)
         pull.setsockopt(zmq.LINGER, 0)
         if self.curve is not None:
-            self._start_authenticator()
+            try:
+                self._start_authenticator()
+            except BaseException:
+                pull.close(0)
+                raise
             pull.curve_secretkey = self.curve.secret_key
             pull.curve_publickey = self.curve.public_key
             pull.curve_server = True
@@ -237,6 +244,8 @@ class ZmqTransport(Transport):
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        if self._own_ctx:
+            self._ctx.term()
 
 
 class _KeyList:
