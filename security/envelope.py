@@ -74,23 +74,19 @@ def check_tree(value: Any, limits: Limits, depth: int) -> None:
         if d > limits.max_depth:
             raise Malformed(f"nesting deeper than {limits.max_depth}")
         if isinstance(node, dict):
-            for k, v in node.items():
+            for k in node:
                 if type(k) is not str:
                     raise Malformed(f"map key {k!r} is not a string")
-                if isinstance(v, (dict, list)):
-                    stack.append((v, d + 1))
-                elif not isinstance(v, _PRIMITIVES):
-                    raise Malformed(f"unsupported value type {type(v).__name__}")
-                elif v.__class__ is float and not math.isfinite(v):
-                    raise Malformed("non-finite float")
-        elif isinstance(node, list):
-            for v in node:
-                if isinstance(v, (dict, list)):
-                    stack.append((v, d + 1))
-                elif not isinstance(v, _PRIMITIVES):
-                    raise Malformed(f"unsupported value type {type(v).__name__}")
-                elif v.__class__ is float and not math.isfinite(v):
-                    raise Malformed("non-finite float")
+            values = node.values()
+        else:
+            values = node
+        for v in values:
+            if isinstance(v, (dict, list)):
+                stack.append((v, d + 1))
+            elif not isinstance(v, _PRIMITIVES):
+                raise Malformed(f"unsupported value type {type(v).__name__}")
+            elif v.__class__ is float and not math.isfinite(v):
+                raise Malformed("non-finite float")
 
 
 class Authenticated(NamedTuple):
