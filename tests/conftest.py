@@ -1,0 +1,84 @@
+"""Shared fixtures: an in-memory cell authority with a few agents of every role.
+
+Unlike :func:`security.keystore.ephemeral_cell`, :class:`TestCell` keeps the
+authority key, so tests can issue certificates with any validity window,
+revoke agents, and sign arbitrary payloads with a *valid* key (to push
+garbage past the signature check into the unpacker and schema).
+"""
+
+from __future__ import annotations
+
+import os
+import pytest
+
+from security.certs import Certificate, RevocationList, TrustStore
+from security.crypto import SigningKey
+from security.envelope import SIGNING_TAG, Limits, Opener, Sealer
+from security.replay import ReplayGuard
+
+AGENTS: dict[str, str] = {
+    "m1": "machine", "m2": "machine", "r1": "robot", "o1": "order",
+    "c1": "console", "s1": "sim", "h1": "host",
+}
+
+
+class TestCell:
+    """An authority, a trust store and one key per agent — all in memory."""
+
+    __test__ = False   # not a test class, despite the name
+
+    def __init__(self) -> None:
+        self.authority = SigningKey.generate()
+        self.trust = TrustStore(self.authority.verifier())
+        self.keys: dict[str, SigningKey] = {}
+        self.certs: dict[str, Certificate] = {}
+        self._crl = RevocationList(1, 0.0)
+
+    def __repr__(self) -> str:   # short: Hypothesis prints fixtures in falsifying examples
+        return f"TestCell({sorted(self.keys)})"
+
+    def add(self, agent: str, role: str, *, not_before_at: float = 0.0,
+            not_after_at: float = 1e12) -> SigningKey:
+        key = SigningKey.generate()
+        cert = Certificate.issue(self.authority, agent, role, key.public_key, not_before_at,
+                                 not_after_at, serial=len(self.certs) + 1)
+        self.trust.add(cert)
+        self.keys[agent], self.certs[agent] = key, cert
+        return key
+
+    def revoke(self, agent: str) -> None:
+        self._crl = RevocationList(self._crl.serial + 1, 0.0,
+                                   self._crl.revoked + ((agent, 0),)).signed(self.authority)
+        self.trust.set_revocations(self._crl)
+
+    def sealer(self, agent: str, *, epoch: int = 1, key_of: str | None = None) -> Sealer:
+        """A sealer stamping ``agent`` as sender; ``key_of`` signs with another agent's key."""
+        return Sealer(agent, self.keys[key_of or agent], epoch=epoch, random_bytes=os.urandom)
+
+    def sign(self, sender: str | bytes, payload: bytes, *, key_of: str | None = None) -> list[bytes]:
+        """Frames carrying an arbitrary ``payload`` with a valid signature."""
+        sender_b = sender.encode() if isinstance(sender, str) else sender
+        key = self.keys[key_of or sender_b.decode()]
+        return [sender_b, payload, key.sign(SIGNING_TAG + sender_b + payload)]
+
+    def opener(self, guard: ReplayGuard | None = None, limits: Limits = Limits()) -> Opener:
+        return Opener(self.trust, guard, limits=limits)
+
+
+def make_cell(agents: dict[str, str] = AGENTS) -> TestCell:
+    cell = TestCell()
+    for agent, role in agents.items():
+        cell.add(agent, role)
+    return cell
+
+
+@pytest.fixture
+def cell() -> TestCell:
+    """A fresh cell with one agent per role (plus a second machine, ``m2``)."""
+    return make_cell()
+
+
+@pytest.fixture(scope="module")
+def module_cell() -> TestCell:
+    """Like :func:`cell`, shared by a module (for Hypothesis tests, which reuse fixtures)."""
+    return make_cell()

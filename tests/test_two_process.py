@@ -1,0 +1,135 @@
+"""A real exchange between OS processes over ZeroMQ TCP, with signing on.
+
+Keys come from the real ``autocell keys`` CLI.  A receiver process hosts
+order ``rx``; an honest machine ``honest`` sends proposals; a forger holding
+a valid key and certificate for its *own* id ``forger`` (role machine)
+signs envelopes that claim to come from ``honest``, and also sends, as
+itself, ``cfp`` messages that only orders may send.  The receiver must
+deliver every honest message, none of the forger's, and count the rejects
+by reason.  All waits are bounded; children are killed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HELPER = Path(__file__).parent / "helpers" / "peer.py"
+HONEST, FORGED_AS_HONEST, FORBIDDEN = 300, 60, 15
+
+
+def autocell() -> str:
+    exe = Path(sys.executable).with_name("autocell")
+    assert exe.exists(), "the autocell console script is not installed (pip install -e .)"
+    return str(exe)
+
+
+class Child:
+    """A child process whose stdout lines are read by a thread (so waits can be bounded)."""
+
+    def __init__(self, *argv: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(HELPER), *argv], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def read(self, timeout_s: float = 20.0) -> dict[str, Any]:
+        try:
+            return json.loads(self.lines.get(timeout=timeout_s))
+        except queue.Empty:
+            raise AssertionError(f"no answer from {self.proc.args}; stderr: {self.stderr()}") from None
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        assert code == 0, f"{self.proc.args} exited {code}: {self.stderr()}"
+        return code
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return "(still running)"
+        return self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    d = tmp_path / "keys"
+    for argv in (["init"], ["issue", "rx", "--role", "order"],
+                 ["issue", "honest", "--role", "machine"], ["issue", "forger", "--role", "machine"]):
+        r = subprocess.run([autocell(), "keys", *argv, "--dir", str(d)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    return d
+
+
+@pytest.mark.timeout(120)
+def test_two_process_exchange_rejects_the_forger(keys: Path) -> None:
+    children: list[Child] = []
+    try:
+        rx = Child("receive", "--keys", str(keys), "--agent", "rx")
+        children.append(rx)
+        endpoint = rx.read()["endpoint"]
+        assert endpoint.startswith("tcp://127.0.0.1:")
+
+        def sender(key_of: str, claim: str, count: int, body: str, tag: str) -> Child:
+            child = Child("send", "--keys", str(keys), "--key-of", key_of, "--claim", claim,
+                          "--to", "rx", "--endpoint", endpoint, "--count", str(count),
+                          "--body", body, "--tag", tag)
+            children.append(child)
+            return child
+
+        senders = [
+            sender("honest", "honest", HONEST, "proposal", "honest"),
+            sender("forger", "honest", FORGED_AS_HONEST, "proposal", "forged"),
+            sender("forger", "forger", FORBIDDEN, "cfp", "forbidden"),
+        ]
+        for child in senders:
+            child.wait()
+
+        want_rejects = {"bad_signature": FORGED_AS_HONEST, "forbidden": FORBIDDEN}
+        deadline = time.monotonic() + 30
+        while True:
+            rx.tell("stats")
+            stats = rx.read()
+            done = len(stats["received"]) >= HONEST and stats["rejected"] == want_rejects
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+
+        received = stats["received"]
+        assert stats["rejected"] == want_rejects
+        assert Counter((s, t) for s, t, _, _ in received) == Counter({("honest", "propose"): HONEST})
+        assert sorted(task for _, _, task, _ in received) == sorted(f"honest/{i}" for i in range(HONEST))
+        assert not [r for r in received if not r[2].startswith("honest/")]   # nothing forged got in
+        assert stats["handler_errors"] == 0
+        rx.tell("quit")
+        rx.wait()
+    finally:
+        for child in children:
+            child.kill()
