@@ -72,12 +72,15 @@ class ReplayGuard:
     """Per-sender sliding-window replay protection with a clock-skew check."""
 
     def __init__(self, store: ReplayStore | None = None, *, window: int = 1024,
-                 skew_s: float = 30.0, flush_every: int = 256, now: float = 0.0) -> None:
+                 skew_s: float = 30.0, flush_every: int = 256, now: float | None = None) -> None:
+        if store is not None and now is None:
+            raise ValueError("a ReplayGuard with a persistent store needs `now` (the restart "
+                             "time) to judge messages that may predate the restart")
         self.window = window
         self.skew_s = skew_s
         self.flush_every = flush_every
         self.store = store if store is not None else MemoryReplayStore()
-        self.restarted_at = now
+        self.restarted_at = 0.0 if now is None else now
         self._senders: dict[str, _Sender] = {}
         for sender, (epoch, hw) in self.store.load().items():
             self._senders[sender] = _Sender(epoch, hw, 0, hw, hw, epoch)

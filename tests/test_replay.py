@@ -149,7 +149,7 @@ def test_sqlite_store_round_trip_in_wal_mode(tmp_path: Path) -> None:
 
 def test_guard_writes_every_flush_every_and_on_flush() -> None:
     store = MemoryReplayStore()
-    guard = ReplayGuard(store, flush_every=4)
+    guard = ReplayGuard(store, flush_every=4, now=T0)
     for seq in range(1, 11):
         accept(guard, seq)
     assert store.data == {"m1": (1, 9)}     # first contact (1), then 5 and 9

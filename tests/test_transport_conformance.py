@@ -292,7 +292,7 @@ class Pair:
         self.handler = handler or self.got.append
         self.a = Bus(kit.transport(), cell.opener(ReplayGuard()), clock=time.time,
                      random_bytes=os.urandom)
-        self.b = Bus(kit.transport(), cell.opener(ReplayGuard(store, flush_every=1 << 20)),
+        self.b = Bus(kit.transport(), cell.opener(ReplayGuard(store, flush_every=1 << 20, now=time.time())),
                      clock=time.time, random_bytes=os.urandom)
         self.a.add_identity("m1", cell.keys["m1"], epoch=1)
         self.b.add_identity("o1", cell.keys["o1"], epoch=1)
