@@ -103,6 +103,7 @@ async def _peer_main(seed: bytes) -> None:
         cmd, _, arg = line.partition(" ")
         if cmd == "route":
             bus.set_route(SENDER, arg)
+            print(json.dumps({"route": arg}), flush=True)
         elif cmd == "reset":
             state.update(count=0, first=0.0, last=0.0)
             print(json.dumps({"reset": True}), flush=True)
@@ -185,6 +186,7 @@ async def _round_trips(peer: _Peer, seed: bytes, count: int) -> list[float]:
             waiter.set_result(time.perf_counter())
 
     peer.tell(f"route {await bus.start(handler)}")
+    peer.read()   # the peer knows where to reply before the first request
     samples = []
     for i in range(count + 50):            # the first 50 warm the connections up
         waiter = loop.create_future()
