@@ -203,28 +203,43 @@ def _pct(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=1000, method="inclusive")[int(q * 10) - 1]
 
 
-def run(seconds: float = 3.0, rtt_count: int = 2000) -> dict[str, Any]:
-    """Every figure of the benchmark, from one run."""
+def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3) -> dict[str, Any]:
+    """Every figure of the benchmark, from one run.
+
+    Shared machines are noisy (the verify rate alone varies by ±30 % between
+    seconds here), so bound and throughput are measured in ``rounds``
+    interleaved rounds and each figure is the best of its rounds: the ratio
+    compares the fastest verify seen with the fastest receive path seen.
+    """
     seed = os.urandom(16)
-    bounds = crypto_bounds(seed, max(0.5, seconds / 2))
+    per_round = seconds / rounds
     peer = _Peer(seed)
+    bounds, tps = [], []
     try:
-        tp = throughput(peer, seed, seconds)
+        for _ in range(rounds):
+            bounds.append(crypto_bounds(seed, max(0.3, per_round / 2)))
+            tps.append(throughput(peer, seed, per_round))
         rtts = asyncio.run(_round_trips(peer, seed, rtt_count))
     finally:
         peer.close()
+    sign = max(b["sign_bound_per_s"] for b in bounds)
+    verify = max(b["verify_bound_per_s"] for b in bounds)
+    signed = max(t["signed_msgs_per_s"] for t in tps)
     return {
         "library": LIBRARY,
-        "sign_bound_per_s": round(bounds["sign_bound_per_s"], 1),
-        "verify_bound_per_s": round(bounds["verify_bound_per_s"], 1),
-        "signed_msgs_per_s": round(tp["signed_msgs_per_s"], 1),
-        "ratio": round(tp["signed_msgs_per_s"] / bounds["verify_bound_per_s"], 3),
+        "sign_bound_per_s": round(sign, 1),
+        "verify_bound_per_s": round(verify, 1),
+        "signed_msgs_per_s": round(signed, 1),
+        "ratio": round(signed / verify, 3),
         "rtt_p50_us": round(_pct(rtts, 50) * 1e6, 1),
         "rtt_p99_us": round(_pct(rtts, 99) * 1e6, 1),
-        "envelope_bytes": int(bounds["envelope_bytes"]),
-        "messages_sent": int(tp["sent"]),
-        "messages_received": int(tp["received"]),
-        "messages_rejected": int(tp["rejected"]),
+        "envelope_bytes": int(bounds[0]["envelope_bytes"]),
+        "messages_sent": int(sum(t["sent"] for t in tps)),
+        "messages_received": int(sum(t["received"] for t in tps)),
+        "messages_rejected": int(sum(t["rejected"] for t in tps)),
+        "rounds": [{"verify_bound_per_s": round(b["verify_bound_per_s"], 1),
+                    "signed_msgs_per_s": round(t["signed_msgs_per_s"], 1)}
+                   for b, t in zip(bounds, tps)],
         "seconds": seconds,
         "rtt_samples": len(rtts),
     }
