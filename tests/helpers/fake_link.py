@@ -1,0 +1,276 @@
+"""A fake link and a manual clock for driving sans-io agents in tests.
+
+Theory of operation
+-------------------
+:class:`FakeLink` is the smallest driver that can run agents: it carries out
+their actions the way the virtual-time driver does, minus the envelope codec
+and SimPy.
+
+* ``Send`` becomes a :class:`~agents.protocol.messages.Message` (header
+  filled in: sender, conv, epoch 1, a per-sender ``seq``, ``ts`` = now) and
+  joins the in-flight list.  *The test* decides what happens to it next:
+  :meth:`deliver` (any index, so reordering is free), :meth:`drop`, or leave
+  it.  Agents in :attr:`silent` neither send nor receive: their messages are
+  dropped (a partitioned agent: cut off the network, still running and
+  still hearing its plant), and so is every message the ``lose`` predicate
+  picks at send time.
+* ``SetTimer`` / ``CancelTimer`` edit an agenda keyed by ``(agent, key)``;
+  the clock never moves by itself — :meth:`advance` moves it and fires
+  whatever falls due, in time order (ties in the order they were set).
+* ``Command`` goes to a tiny fake plant that answers ``start_operation``
+  with ``operation_done`` after ``duration_s`` and ``move`` with ``arrived``
+  (both on the same agenda); ``abort_operation`` removes the pending answer.
+  :attr:`quality` decides ok/scrap per finished operation.
+* ``Log`` is kept in :attr:`logs`.
+
+Everything observable is recorded: :attr:`log` is the readable sequence
+(``"o1>m1 cfp"`` per sent message, ``" (lost)"`` when it was dropped at
+send time, and the names of selected ``Log`` events), :attr:`trace` keeps
+every input with the actions it produced, so tests can assert on causes
+("this ``accept`` was produced by the deadline timer"); :attr:`observers`
+see each such step right after its actions were carried out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.base import Agent, PlantEventIn
+from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.messages import Message
+
+LOGGED_EVENTS = frozenset({"order_completed", "no_proposals", "non_routine", "lease_expired",
+                           "reroute", "scrap"})
+
+
+@dataclass
+class Sent:
+    """One ``Send`` as carried out: when, by whom, in reaction to what, and its fate."""
+
+    at: float
+    msg: Message
+    cause: tuple[str, str]   # ("timer", key) | ("message", type) | ("plant", event) | ("start", "")
+    fate: str = "in_flight"         # in_flight | delivered | dropped
+    delivered_at: float | None = None
+
+
+@dataclass
+class Step:
+    """One input to one agent and the actions it returned."""
+
+    at: float
+    agent: str
+    cause: tuple[str, str]
+    actions: list[Action]
+    input: Any = None
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    seq: int
+    kind: str = field(compare=False)          # "timer" | "plant"
+    agent: str = field(compare=False)
+    key: str = field(compare=False)
+    event: PlantEventIn | None = field(compare=False, default=None)
+
+
+class FakeLink:
+    """Routes the actions of a few sans-io agents; the test holds the clock and the wire."""
+
+    def __init__(self, agents: Iterable[Agent], *, now: float = 0.0,
+                 quality: Callable[[str, str], str] | None = None,
+                 logged_events: Iterable[str] = LOGGED_EVENTS,
+                 log_heartbeats: bool = False,
+                 lose: Callable[[Message], bool] | None = None) -> None:
+        self.agents: dict[str, Agent] = {a.id: a for a in agents}
+        self.now = now
+        self.quality = quality or (lambda resource, task: "ok")
+        self.logged_events = frozenset(logged_events)
+        self.log_heartbeats = log_heartbeats
+        self.lose = lose or (lambda msg: False)
+        self.in_flight: list[Sent] = []
+        self.sent: list[Sent] = []
+        self.trace: list[Step] = []
+        self.log: list[str] = []
+        self.logs: list[tuple[float, str, Log]] = []
+        self.commands: list[tuple[float, Command]] = []
+        self.silent: set[str] = set()
+        self.observers: list[Callable[[Step], None]] = []   # called after each input's actions
+        self._agenda: dict[tuple[str, str, str], _Due] = {}
+        self._seq = itertools.count()
+        self._msg_seq: dict[str, itertools.count[int]] = {}
+
+    # -- running agents -------------------------------------------------------------------
+    def start(self) -> FakeLink:
+        for agent in list(self.agents.values()):
+            self._run(agent.id, ("start", ""), agent.on_start(self.now))
+        return self
+
+    def _run(self, agent_id: str, cause: tuple[str, str], actions: list[Action],
+             input: Any = None) -> list[Action]:
+        step = Step(self.now, agent_id, cause, list(actions), input)
+        self.trace.append(step)
+        for act in actions:
+            if isinstance(act, Send):
+                self._send(agent_id, act, cause)
+            elif isinstance(act, SetTimer):
+                self._schedule("timer", agent_id, act.key, act.at)
+            elif isinstance(act, CancelTimer):
+                self._agenda.pop(("timer", agent_id, act.key), None)
+            elif isinstance(act, Command):
+                self._command(act)
+            elif isinstance(act, Log):
+                self.logs.append((self.now, agent_id, act))
+                if act.event in self.logged_events:
+                    self.log.append(act.event)
+        for observe in self.observers:
+            observe(step)
+        return actions
+
+    def _send(self, sender: str, act: Send, cause: tuple[str, str]) -> None:
+        seq = next(self._msg_seq.setdefault(sender, itertools.count(1)))
+        n = next(self._seq)
+        msg = Message(sender=sender, to=act.to, conv=act.conv, id=n.to_bytes(16, "big"),
+                      epoch=1, seq=seq, ts=self.now, body=act.body)
+        sent = Sent(self.now, msg, cause)
+        self.sent.append(sent)
+        lost = sender in self.silent or act.to in self.silent or self.lose(msg)
+        if msg.type != "heartbeat" or self.log_heartbeats:
+            self.log.append(f"{sender}>{act.to} {msg.type}" + (" (lost)" if lost else ""))
+        if lost:
+            sent.fate = "dropped"
+        else:
+            self.in_flight.append(sent)
+
+    def _schedule(self, kind: str, agent: str, key: str, at: float,
+                  event: PlantEventIn | None = None) -> None:
+        self._agenda[(kind, agent, key)] = _Due(max(at, self.now), next(self._seq), kind, agent,
+                                                key, event)
+
+    # -- the fake plant -----------------------------------------------------------------------
+    def _command(self, cmd: Command) -> None:
+        self.commands.append((self.now, cmd))
+        duration = float(cmd.args.get("duration_s", 0.0))
+        if cmd.command == "start_operation":
+            ev = PlantEventIn("operation_done", cmd.resource, cmd.task,
+                              {"quality": self.quality(cmd.resource, cmd.task)})
+            self._schedule("plant", cmd.resource, cmd.task, self.now + duration, ev)
+        elif cmd.command == "move":
+            ev = PlantEventIn("arrived", cmd.resource, cmd.task,
+                              {"at": cmd.args.get("destination", "")})
+            self._schedule("plant", cmd.resource, cmd.task, self.now + duration, ev)
+        elif cmd.command == "abort_operation":
+            self._agenda.pop(("plant", cmd.resource, cmd.task), None)
+
+    def plant_event(self, resource: str, event: str, task: str = "",
+                    data: dict[str, Any] | None = None) -> list[Action]:
+        """Inject a plant event (``fault``, ``repaired`` …) now."""
+        ev = PlantEventIn(event, resource, task, data)
+        agent = self.agents[resource]
+        return self._run(resource, ("plant", event), agent.on_plant_event(ev, self.now), ev)
+
+    # -- the wire -------------------------------------------------------------------------------
+    def deliver(self, i: int = 0) -> list[Action]:
+        """Deliver in-flight message ``i`` (0 = the oldest) now."""
+        sent = self.in_flight.pop(i)
+        sent.fate, sent.delivered_at = "delivered", self.now
+        msg = sent.msg
+        if msg.to in self.silent:           # went silent while this was in flight
+            sent.fate = "dropped"
+            return []
+        agent = self.agents[msg.to]
+        return self._run(msg.to, ("message", msg.type), agent.on_message(msg, self.now), msg)
+
+    def drop(self, i: int = 0) -> Sent:
+        sent = self.in_flight.pop(i)
+        sent.fate = "dropped"
+        return sent
+
+    def deliver_all(self, *, limit: int = 10_000) -> None:
+        """Deliver until nothing is in flight (FIFO), without moving the clock."""
+        for _ in range(limit):
+            if not self.in_flight:
+                return
+            self.deliver(0)
+        raise AssertionError(f"still {len(self.in_flight)} messages in flight after {limit}")
+
+    def silence(self, agent: str) -> None:
+        """From now on ``agent`` neither sends nor receives (a network partition)."""
+        self.silent.add(agent)
+
+    def heal(self, agent: str) -> None:
+        self.silent.discard(agent)
+
+    def crash(self, agent: str) -> None:
+        """``agent`` dies: silent for good, its timers gone, its plant work stopped."""
+        self.silence(agent)
+        for key in [k for k in self._agenda if k[1] == agent]:
+            del self._agenda[key]
+
+    # -- the clock ------------------------------------------------------------------------------
+    def next_due_at(self) -> float | None:
+        return min(self._agenda.values()).at if self._agenda else None
+
+    def timer_at(self, agent: str, key: str) -> float | None:
+        due = self._agenda.get(("timer", agent, key))
+        return None if due is None else due.at
+
+    def fire_next(self) -> list[Action]:
+        """Move the clock to the earliest agenda entry and fire it."""
+        due = min(self._agenda.values())
+        del self._agenda[(due.kind, due.agent, due.key)]
+        self.now = max(self.now, due.at)
+        agent = self.agents[due.agent]
+        if due.kind == "timer":
+            return self._run(due.agent, ("timer", due.key), agent.on_timer(due.key, self.now))
+        assert due.event is not None       # a silent agent still hears its own plant
+        return self._run(due.agent, ("plant", due.event.event),
+                         agent.on_plant_event(due.event, self.now), due.event)
+
+    def advance(self, dt: float) -> None:
+        """Move the clock ``dt`` seconds, firing what falls due (messages stay in flight)."""
+        target = self.now + dt
+        while self._agenda and self.next_due_at() <= target:  # type: ignore[operator]
+            self.fire_next()
+        self.now = target
+
+    def run(self, until: float, *, max_steps: int = 100_000) -> None:
+        """Zero-latency FIFO delivery, timers in time order, until the clock reaches ``until``."""
+        for _ in range(max_steps):
+            if self.in_flight:
+                self.deliver(0)
+                continue
+            nxt = self.next_due_at()
+            if nxt is None or nxt > until:
+                self.now = max(self.now, until)
+                return
+            self.fire_next()
+        raise AssertionError(f"no quiescence after {max_steps} steps (t={self.now})")
+
+    def run_until(self, predicate: Callable[[], bool], *, limit_at: float,
+                  max_steps: int = 100_000) -> None:
+        """Like :meth:`run`, but stop as soon as ``predicate()`` holds."""
+        for _ in range(max_steps):
+            if predicate():
+                return
+            if self.in_flight:
+                self.deliver(0)
+                continue
+            nxt = self.next_due_at()
+            if nxt is None or nxt > limit_at:
+                raise AssertionError(f"condition not reached by t={limit_at}")
+            self.fire_next()
+        raise AssertionError(f"condition not reached after {max_steps} steps")
+
+    # -- queries ---------------------------------------------------------------------------------
+    def sent_of(self, type_: str, *, sender: str | None = None,
+                to: str | None = None) -> list[Sent]:
+        return [s for s in self.sent if s.msg.type == type_
+                and (sender is None or s.msg.sender == sender) and (to is None or s.msg.to == to)]
+
+    def log_events(self, event: str) -> list[tuple[float, Log]]:
+        return [(t, lg) for t, _, lg in self.logs if lg.event == event]
