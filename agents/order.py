@@ -69,6 +69,7 @@ class Negotiation:
     proposals: list[tuple[str, Proposal]] = field(default_factory=list)
     readied_epoch: int = -1
     flagged: bool = False
+    past_awards: set[tuple[str, int]] = field(default_factory=set)   # (winner, epoch)
 
 
 class OrderAgent(Agent):
@@ -124,19 +125,18 @@ class OrderAgent(Agent):
     def on_message(self, msg: Message, now: float) -> list[Action]:
         body = msg.body
         if isinstance(body, Heartbeat):
-            out: list[Action] = []
-            for entry in body.leases:
-                if not (isinstance(entry, list) and len(entry) == 2):
-                    continue
-                neg = self._find(str(entry[0]))
-                if (neg is not None and neg.winner == msg.sender and neg.epoch == entry[1]
-                        and neg.state in ("awarded", "leased")):
-                    out.append(SetTimer(f"lease:{neg.task}", now + self.timing.lease_s))
-            return out
+            return self._on_heartbeat(msg.sender, body, now)
         neg = self._find(getattr(body, "task", ""))
-        if neg is None:
+        if neg is None or neg.state == "idle":   # unknown, or a bid for a call not yet made
             self.ignored += 1
             return []
+        current = (msg.sender == neg.winner and getattr(body, "award_epoch", None) == neg.epoch
+                   and neg.state in ("awarded", "leased"))
+        if isinstance(body, Done) and not current and neg.state != "done" \
+                and (msg.sender, body.award_epoch) in neg.past_awards:
+            # A finished task reported late (its inform_done was lost and the lease
+            # expired): the work is done; take it, whatever round we are in now.
+            return self._late_done(neg, body, now)
         if isinstance(body, (Proposal, Refusal)):
             event = "propose" if isinstance(body, Proposal) else "refuse"
             if step("initiator", neg.state, event, neg.task) == IGNORED or \
@@ -157,6 +157,37 @@ class OrderAgent(Agent):
             return self._failed(neg, body.reason, now)
         self.ignored += 1
         return []
+
+    def _on_heartbeat(self, sender: str, body: Heartbeat, now: float) -> list[Action]:
+        """Renew leases; a heartbeat listing the lease also stands for a lost ``confirm``,
+        and a lease whose parts were readied gets ``ready`` again (it may have been lost)."""
+        out: list[Action] = []
+        for entry in body.leases:
+            if not (isinstance(entry, list) and len(entry) in (2, 3)):
+                continue
+            neg = self._find(str(entry[0]))
+            if (neg is None or neg.winner != sender or neg.epoch != entry[1]
+                    or neg.state not in ("awarded", "leased")):
+                continue
+            out.append(SetTimer(f"lease:{neg.task}", now + self.timing.lease_s))
+            if neg.state == "awarded":
+                neg.state = step("initiator", neg.state, "confirm", neg.task)
+                out += self._advance(now)
+            elif (neg.readied_epoch == neg.epoch and neg.kind == "operation"
+                  and len(entry) == 3 and entry[2] is False):
+                out.append(Send(sender, Ready(neg.task, neg.epoch), self._conv(neg)))
+        return out
+
+    def _late_done(self, neg: Negotiation, body: Done, now: float) -> list[Action]:
+        out: list[Action] = [CancelTimer(f"deadline:{neg.task}"), CancelTimer(f"retry:{neg.task}"),
+                             CancelTimer(f"lease:{neg.task}")]
+        if neg.winner and neg.state in ("awarded", "leased"):
+            out.append(Send(neg.winner, Cancel(neg.task, neg.epoch, "already done"),
+                            self._conv(neg)))
+        out.append(Log("late_done", {"order": self.id, "task": neg.task,
+                                     "epoch": body.award_epoch}))
+        neg.state = "leased"   # the table's route to done; epochs never go backwards
+        return out + self._done(neg, body, now)
 
     # -- negotiation ----------------------------------------------------------------------------
     def _conv(self, neg: Negotiation) -> str:
@@ -206,6 +237,7 @@ class OrderAgent(Agent):
         neg.state = step("initiator", neg.state, "deadline_award", neg.task)
         neg.epoch += 1
         neg.winner = winner
+        neg.past_awards.add((winner, neg.epoch))
         neg.promised_finish_at = proposal.finish_at
         out = [Send(winner, Award(neg.task, neg.epoch, self.timing.lease_s, proposal.start_at),
                     conv)]

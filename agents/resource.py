@@ -79,6 +79,7 @@ class ResourceAgent(Agent):
         self.running: str | None = None
         self.busy_until_at = 0.0
         self._round: list[tuple[Message, CallForProposals]] = []
+        self.completed: dict[str, Done] = {}   # task -> our report, re-sent if it was lost
         self._hb_armed = False
         self.ignored = 0
 
@@ -148,6 +149,9 @@ class ResourceAgent(Agent):
         return []
 
     def _on_cfp(self, msg: Message, cfp: CallForProposals, now: float) -> list[Action]:
+        done = self.completed.get(cfp.task)
+        if done is not None:   # we finished it; our report must have been lost
+            return [Send(msg.sender, done, msg.conv)]
         if not self.up or not self.can_do(cfp):
             reason = "down" if not self.up else "incapable"
             return [Send(msg.sender, Refusal(cfp.task, reason), msg.conv)]
@@ -247,7 +251,7 @@ class ResourceAgent(Agent):
         convs: dict[str, str] = {}
         for tid, t in sorted(self.tasks.items()):
             if t.state in ("committed", "running"):
-                per_order.setdefault(t.order, []).append([tid, t.award_epoch])
+                per_order.setdefault(t.order, []).append([tid, t.award_epoch, t.ready])
                 convs[t.order] = t.conv
         if not per_order:
             self._hb_armed = False
@@ -275,7 +279,9 @@ class ResourceAgent(Agent):
             if tid == pending[0][1] or now + dur <= first_start + 1e-9:
                 choice = tid
                 break
-            if planned == first_start:   # same planned start: order within ties is free
+            if planned == first_start or now > first_start + 1e-9:
+                # same planned start, or the plan is stale (the earliest task's
+                # parts are late): don't idle the machine waiting for them
                 choice = tid
                 break
         if choice is None:
@@ -303,9 +309,11 @@ class ResourceAgent(Agent):
         task.state = "done"
         self.running = None
         self.on_finished(task, now)
+        report = Done(task_id, task.award_epoch, task.started_at, now, quality, location)
+        if quality == "ok":
+            self.completed[task_id] = report
         out: list[Action] = [
-            Send(task.order, Done(task_id, task.award_epoch, task.started_at, now, quality,
-                                  location), task.conv),
+            Send(task.order, report, task.conv),
             Log("finished", {"agent": self.id, "task": task_id, "order": task.order,
                              "epoch": task.award_epoch, "started_at": task.started_at,
                              "quality": quality})]
@@ -313,6 +321,8 @@ class ResourceAgent(Agent):
         return out + self._try_start(now)
 
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        if ev.event == "command_refused":
+            return self._refused(ev.task, str((ev.data or {}).get("why", "")), now)
         if ev.event == "fault":
             return self._fault(now, (ev.data or {}).get("reason", "breakdown"))
         if ev.event == "repaired":
@@ -336,6 +346,19 @@ class ResourceAgent(Agent):
             t.state = "released"
         self.tasks = {}
         return out
+
+    def _refused(self, task_id: str, why: str, now: float) -> list[Action]:
+        """The plant would not run the task: hand it back so the order decides."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state != "running":
+            return []
+        self.running = None
+        self._event(task, "fault", task_id)
+        del self.tasks[task_id]
+        return [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}"),
+                     task.conv),
+                Log("plant_refused_task", {"agent": self.id, "task": task_id, "why": why})
+                ] + self._try_start(now)
 
     # -- helpers ------------------------------------------------------------------------------
     def _event(self, task: Task, event: str, task_id: str) -> str:

@@ -93,6 +93,8 @@ class EmbeddedPlant:
         entry = {"command": cmd.command, "resource": cmd.resource, "task": cmd.task, "why": why}
         self.stats.refused.append(entry)
         self.record("plant_refused", **entry)
+        if cmd.command in ("start_operation", "move") and why != "machine down":
+            self.emit(PlantEventIn("command_refused", cmd.resource, cmd.task, {"why": why}))
 
     def _start(self, cmd: Command) -> None:
         m = self.machines.get(cmd.resource)

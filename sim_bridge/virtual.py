@@ -21,6 +21,7 @@ the same config and seed (tests hold us to it).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -114,6 +115,7 @@ class VirtualCell:
         self.sealers = {a: Sealer(a, keys.keys[a], epoch=1, random_bytes=self._random_bytes)
                         for a in self.agents}
         self._timers: dict[tuple[str, str], int] = {}
+        self._timer_gen = itertools.count(1)
         self.orders = [a for a in self.agents.values() if isinstance(a, OrderAgent)]
         self.completed = 0
         self._all_done = self.env.event()
@@ -190,7 +192,7 @@ class VirtualCell:
 
     def _set_timer(self, agent: Agent, key: str, at: float) -> None:
         k = (agent.id, key)
-        gen = self._timers.get(k, 0) + 1
+        gen = next(self._timer_gen)   # never reused: a cancelled timeout can't match a new timer
         self._timers[k] = gen
 
         def fire(_e: Any) -> None:
@@ -214,17 +216,23 @@ class VirtualCell:
             progress: Callable[[float, int, int], None] | None = None) -> None:
         """Run until every order is completed, or until simulated time ``until``.
 
-        Without ``until`` the run stops at 20× the latest due date, so a cell
-        that cannot finish (every capable machine gone for good) still ends.
+        Without ``until`` the run stops at a safety horizon — 20× the larger of
+        the latest due date and the cell's total processing work — so a cell
+        that cannot finish still ends; orders unfinished then count as lost.
         """
         t0 = time.perf_counter()  # wall time is reported, never used by the simulation
         self.start()
         horizon = max((o.due_at for o in self.cfg.orders), default=1.0)
-        limit = until if until is not None else 20.0 * horizon
+        work = sum(min(m.capabilities.get(op.capability, 0.0) or float("inf")
+                       for m in self.cfg.machines) * o.quantity
+                   for o in self.cfg.orders for op in self.cfg.product(o.product).routing
+                   if any(op.capability in m.capabilities for m in self.cfg.machines))
+        limit = until if until is not None else 20.0 * max(horizon, work)
         if progress is not None:
             self.env.process(self._ticker(horizon / 200.0, progress))
         self.env.run(until=simpy.AnyOf(self.env, [self._all_done, self.env.timeout(limit)]))
-        self.ended_by = "completed" if self._all_done.triggered else "until"
+        self.ended_by = ("completed" if self._all_done.triggered
+                         else "until" if until is not None else "horizon")
         if progress is not None:
             progress(self.env.now, self.completed, len(self.orders))
         self.wall_s = time.perf_counter() - t0

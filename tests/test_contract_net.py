@@ -105,6 +105,7 @@ PARTICIPANT_EXPECTED: dict[tuple[str, str], str] = {
     ("running", "fault"): "released",
     # duplicates and late messages
     ("committed", "accept"): IGNORED,
+    ("committed", "reject"): IGNORED, ("running", "reject"): IGNORED,
     ("held", "ready"): IGNORED, ("running", "ready"): IGNORED,
     ("released", "ready"): IGNORED, ("done", "ready"): IGNORED,
     ("released", "cancel"): IGNORED, ("released", "reject"): IGNORED,
@@ -405,8 +406,8 @@ def test_replay_late_reject_after_reaward() -> None:
 
     m1 wins o1/0 and m2's ``reject`` is slow; m1 breaks down, the order calls
     again and awards m2 (epoch 2); then the old ``reject`` arrives.  It is a
-    late message like any other and must be ignored — the participant table
-    has no (committed|running, reject) entry, so :func:`step` raises.
+    late message like any other and must be ignored (the participant table
+    lists (committed|running, reject) as ignored).
     """
     state = ContractNetMachine()
     state.setup(n=2, speeds=[1.0] * 8, quantity=1)

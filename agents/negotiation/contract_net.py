@@ -90,6 +90,8 @@ PARTICIPANT: dict[tuple[str, str], str] = {
     ("done", "cancel"): IGNORED,
     ("done", "reject"): IGNORED,
     ("committed", "accept"): IGNORED,     # duplicate award
+    ("committed", "reject"): IGNORED,     # a reject from an earlier round, after we won a later one
+    ("running", "reject"): IGNORED,
     ("running", "ready"): IGNORED,
     ("done", "ready"): IGNORED,
     ("done", "accept"): IGNORED,

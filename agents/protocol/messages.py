@@ -234,7 +234,11 @@ class Cancel(Body):
 
 @message("heartbeat")
 class Heartbeat(Body):
-    """Liveness, and lease renewal for the tasks listed as [task, award_epoch]."""
+    """Liveness, and lease renewal for the tasks listed as [task, award_epoch, ready].
+
+    ``ready`` (bool, optional) says whether the resource has received ``ready``
+    for that task, so an order can resend one that was lost.
+    """
 
     state: str = "up"         # "up" | "busy" | "down"
     leases: list = field(default_factory=list)
