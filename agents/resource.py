@@ -238,6 +238,8 @@ class ResourceAgent(Agent):
             return self._bid_round(now)
         if key == "heartbeat":
             return self._heartbeat(now)
+        if key == "start_check":
+            return self._try_start(now)
         if key.startswith("hold:"):
             task = self.tasks.get(key[5:])
             if task is not None and task.state == "held":
@@ -279,12 +281,17 @@ class ResourceAgent(Agent):
             if tid == pending[0][1] or now + dur <= first_start + 1e-9:
                 choice = tid
                 break
-            if planned == first_start or now > first_start + 1e-9:
+            if planned == first_start or now > first_start + self.timing.heartbeat_interval_s:
                 # same planned start, or the plan is stale (the earliest task's
                 # parts are late): don't idle the machine waiting for them
                 choice = tid
                 break
         if choice is None:
+            if any(self.tasks[tid].ready for _, tid in pending):
+                # a ready task waits for an earlier planned one: look again once the
+                # plan counts as stale, so a lost ``ready`` can't idle the machine
+                return [SetTimer("start_check", first_start + self.timing.heartbeat_interval_s
+                                 + 1e-6)]
             return []
         task = self.tasks[choice]
         self._event(task, "start", choice)
