@@ -20,9 +20,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     tardiness = sum(e["tardiness_s"] for e in completed.values())
     in_progress = [o for o in orders if o not in completed and o not in flagged]
     lost = [] if cell.ended_by == "until" else in_progress
-    busy: dict[str, float] = {m.id: 0.0 for m in cfg.machines}
-    for m_id, st in cell.plant.machines.items():
-        busy[m_id] = st.busy_s
+    busy = {m_id: st.busy_s for m_id, st in cell.plant.machines.items()}
     violations = check_all(cell.events, list(orders), cell.ended_by,
                            cell.stats.verified, cell.stats.messages_delivered)
     sim_s = cell.env.now

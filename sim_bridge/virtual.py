@@ -223,10 +223,11 @@ class VirtualCell:
         t0 = time.perf_counter()  # wall time is reported, never used by the simulation
         self.start()
         horizon = max((o.due_at for o in self.cfg.orders), default=1.0)
-        work = sum(min(m.capabilities.get(op.capability, 0.0) or float("inf")
-                       for m in self.cfg.machines) * o.quantity
-                   for o in self.cfg.orders for op in self.cfg.product(o.product).routing
-                   if any(op.capability in m.capabilities for m in self.cfg.machines))
+        fastest = {cap: min(self.cfg.machine(m).capabilities[cap]
+                            for m in self.cfg.capable_machines(cap))
+                   for cap in self.cfg.capabilities() if self.cfg.capable_machines(cap)}
+        work = sum(fastest.get(op.capability, 0.0) * o.quantity
+                   for o in self.cfg.orders for op in self.cfg.product(o.product).routing)
         limit = until if until is not None else 20.0 * max(horizon, work)
         if progress is not None:
             self.env.process(self._ticker(horizon / 200.0, progress))

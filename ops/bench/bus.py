@@ -239,7 +239,7 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3) -> dict[st
         "messages_rejected": int(sum(t["rejected"] for t in tps)),
         "rounds": [{"verify_bound_per_s": round(b["verify_bound_per_s"], 1),
                     "signed_msgs_per_s": round(t["signed_msgs_per_s"], 1)}
-                   for b, t in zip(bounds, tps)],
+                   for b, t in zip(bounds, tps, strict=True)],
         "seconds": seconds,
         "rtt_samples": len(rtts),
     }
