@@ -10,9 +10,17 @@ Randomness (breakdowns, repairs, scrap, sensor noise) comes from one
 seeded :class:`random.Random` per concern, derived from the run seed, so
 adding a sensor does not shift the breakdown times.
 
-The plant is also the last line of defence for "nothing twice": it refuses
-to start an operation task that it has already completed successfully, or
-a second operation on a busy machine, and records the refusal.
+The plant is also the last line of defence for "nothing twice" (DESIGN §8):
+it refuses to start an operation task that it has already completed
+successfully, a task that is in progress on another machine (the parts are
+there), a start carrying an award epoch older than one already started for
+that task (a stale winner, fenced), and a second operation on a busy
+machine.  Each refusal is recorded and reported as ``command_refused``.
+
+``query_state`` lets an agent that restarted from its journal catch up:
+the plant answers with ``fault`` if the resource is down and re-sends the
+end of the queried task (``operation_done`` or ``arrived``) if it already
+ended while the agent was away.
 """
 
 from __future__ import annotations
@@ -53,6 +61,17 @@ class _MachineState:
 
 
 @dataclass
+class _RobotState:
+    id: str
+    up: bool = True
+    task: str = ""
+    proc: Any = None
+    down_since: float = 0.0
+    faults: int = 0
+    arrived: dict[str, str] = field(default_factory=dict)   # task -> destination
+
+
+@dataclass
 class PlantStats:
     refused: list[dict[str, Any]] = field(default_factory=list)
 
@@ -67,8 +86,11 @@ class EmbeddedPlant:
         self.emit = emit
         self.record = record
         self.machines = {m.id: _MachineState(m) for m in machines}
-        self.robots = {r: {"proc": None, "task": ""} for r in robots}
+        self.robots = {r: _RobotState(r) for r in robots}
         self.completed_ok: set[str] = set()
+        self.in_progress: dict[str, str] = {}      # task -> machine running it
+        self.started_epoch: dict[str, int] = {}    # task -> highest award epoch started
+        self.last_quality: dict[str, str] = {}     # task -> quality of its last run
         self.stats = PlantStats()
         self._rng_fail = random.Random(f"{seed}/breakdowns")
         self._rng_quality = random.Random(f"{seed}/quality")
@@ -83,7 +105,8 @@ class EmbeddedPlant:
     # -- commands ---------------------------------------------------------------------------
     def command(self, cmd: Command) -> None:
         handler = {"start_operation": self._start, "abort_operation": self._abort,
-                   "move": self._move, "set_state": self._set_state}.get(cmd.command)
+                   "move": self._move, "set_state": self._set_state,
+                   "query_state": self._query_state}.get(cmd.command)
         if handler is None:
             self._refuse(cmd, "unknown command")
             return
@@ -93,7 +116,8 @@ class EmbeddedPlant:
         entry = {"command": cmd.command, "resource": cmd.resource, "task": cmd.task, "why": why}
         self.stats.refused.append(entry)
         self.record("plant_refused", **entry)
-        if cmd.command in ("start_operation", "move") and why != "machine down":
+        if cmd.command in ("start_operation", "move") and why not in ("machine down",
+                                                                       "robot down"):
             self.emit(PlantEventIn("command_refused", cmd.resource, cmd.task, {"why": why}))
 
     def _start(self, cmd: Command) -> None:
@@ -102,6 +126,13 @@ class EmbeddedPlant:
             return self._refuse(cmd, "unknown machine")
         if cmd.task in self.completed_ok:
             return self._refuse(cmd, "task already completed (idempotency key)")
+        elsewhere = self.in_progress.get(cmd.task)
+        if elsewhere is not None:
+            return self._refuse(cmd, f"task in progress on {elsewhere}")
+        epoch = int(cmd.args.get("award_epoch", 0))
+        if epoch < self.started_epoch.get(cmd.task, 0):
+            return self._refuse(cmd, f"stale award epoch {epoch} (epoch "
+                                     f"{self.started_epoch[cmd.task]} already started)")
         if m.task:
             return self._refuse(cmd, f"machine busy with {m.task}")
         if not m.up:
@@ -109,6 +140,8 @@ class EmbeddedPlant:
             self.emit(PlantEventIn("fault", m.spec.id, cmd.task, {"reason": "down at start"}))
             return None
         m.task = cmd.task
+        self.in_progress[cmd.task] = m.spec.id
+        self.started_epoch[cmd.task] = epoch
         self.record("op_start", machine=m.spec.id, task=cmd.task, order=cmd.args.get("order", ""),
                     epoch=cmd.args.get("award_epoch", 0), setup_s=cmd.args.get("setup_s", 0.0))
         m.proc = self.env.process(self._operate(m, cmd))
@@ -123,6 +156,7 @@ class EmbeddedPlant:
             m.busy_s += self.env.now - started
             self.record("op_abort", machine=m.spec.id, task=cmd.task, why=str(why.cause))
             m.task, m.proc = "", None
+            self.in_progress.pop(cmd.task, None)
             return
         m.busy_s += duration
         scrap = self._rng_quality.random() < m.spec.scrap_rate
@@ -132,31 +166,64 @@ class EmbeddedPlant:
         self.record("op_done", machine=m.spec.id, task=cmd.task, order=cmd.args.get("order", ""),
                     quality=quality)
         m.task, m.proc = "", None
+        self.in_progress.pop(cmd.task, None)
+        self.last_quality[cmd.task] = quality
         self.emit(PlantEventIn("quality_result", m.spec.id, cmd.task, {"quality": quality}))
         self.emit(PlantEventIn("operation_done", m.spec.id, cmd.task, {"quality": quality}))
 
     def _abort(self, cmd: Command) -> None:
-        m = self.machines.get(cmd.resource)
-        if m is not None and m.proc is not None and m.task == cmd.task:
-            m.proc.interrupt("aborted")
+        unit: _MachineState | _RobotState | None = (self.machines.get(cmd.resource)
+                                                   or self.robots.get(cmd.resource))
+        if unit is not None and unit.proc is not None and unit.task == cmd.task:
+            unit.proc.interrupt("aborted")
 
     def _move(self, cmd: Command) -> None:
         r = self.robots.get(cmd.resource)
         if r is None:
             return self._refuse(cmd, "unknown robot")
-        if r["task"]:
-            return self._refuse(cmd, f"robot busy with {r['task']}")
-        r["task"] = cmd.task
+        if cmd.task in r.arrived:
+            return self._refuse(cmd, "move already done (idempotency key)")
+        if r.task:
+            return self._refuse(cmd, f"robot busy with {r.task}")
+        if not r.up:
+            self._refuse(cmd, "robot down")
+            self.emit(PlantEventIn("fault", r.id, cmd.task, {"reason": "down at start"}))
+            return None
+        r.task = cmd.task
         self.record("move_start", robot=cmd.resource, task=cmd.task,
                     origin=cmd.args.get("origin", ""), destination=cmd.args.get("destination", ""))
-        r["proc"] = self.env.process(self._drive(cmd.resource, r, cmd))
+        r.proc = self.env.process(self._drive(r, cmd))
         return None
 
-    def _drive(self, robot: str, r: dict[str, Any], cmd: Command):  # noqa: ANN202
-        yield self.env.timeout(float(cmd.args.get("duration_s", 0.0)))
-        r["task"], r["proc"] = "", None
-        self.record("arrived", robot=robot, task=cmd.task, at=cmd.args.get("destination", ""))
-        self.emit(PlantEventIn("arrived", robot, cmd.task, {"at": cmd.args.get("destination", "")}))
+    def _drive(self, r: _RobotState, cmd: Command):  # noqa: ANN202
+        dest = str(cmd.args.get("destination", ""))
+        try:
+            yield self.env.timeout(float(cmd.args.get("duration_s", 0.0)))
+        except simpy.Interrupt as why:
+            self.record("move_abort", robot=r.id, task=cmd.task, why=str(why.cause))
+            r.task, r.proc = "", None
+            return
+        r.task, r.proc = "", None
+        r.arrived[cmd.task] = dest
+        self.record("arrived", robot=r.id, task=cmd.task, at=dest)
+        self.emit(PlantEventIn("arrived", r.id, cmd.task, {"at": dest}))
+
+    def _query_state(self, cmd: Command) -> None:
+        """Re-send what an agent that was away must know: down, or its task's end."""
+        m = self.machines.get(cmd.resource)
+        if m is not None:
+            if not m.up:
+                self.emit(PlantEventIn("fault", m.spec.id, "", {"reason": "down"}))
+            elif cmd.task and cmd.task in self.last_quality and cmd.task not in self.in_progress:
+                q = self.last_quality[cmd.task]
+                self.emit(PlantEventIn("operation_done", m.spec.id, cmd.task, {"quality": q}))
+            return
+        r = self.robots.get(cmd.resource)
+        if r is not None:
+            if not r.up:
+                self.emit(PlantEventIn("fault", r.id, "", {"reason": "down"}))
+            elif cmd.task in r.arrived:
+                self.emit(PlantEventIn("arrived", r.id, cmd.task, {"at": r.arrived[cmd.task]}))
 
     def _set_state(self, cmd: Command) -> None:
         m = self.machines.get(cmd.resource)
@@ -169,14 +236,20 @@ class EmbeddedPlant:
         return None
 
     # -- failures and sensors ------------------------------------------------------------------
-    def _go_down(self, m: _MachineState, reason: str) -> None:
+    def _go_down(self, m: _MachineState, reason: str, repair_eta_s: float | None = None) -> None:
         m.up = False
         m.faults += 1
         m.down_since = self.env.now
         if m.proc is not None:
             m.proc.interrupt("fault")
         self.record("fault", machine=m.spec.id, reason=reason)
-        self.emit(PlantEventIn("fault", m.spec.id, "", {"reason": reason}))
+        # The repair estimate a maintenance system would give: the injected repair
+        # time, else the machine's MTTR; the real draw stays hidden from the agents.
+        eta = repair_eta_s if repair_eta_s is not None else m.spec.mttr_s
+        data: dict[str, Any] = {"reason": reason}
+        if eta is not None:
+            data["repair_eta_s"] = eta
+        self.emit(PlantEventIn("fault", m.spec.id, "", data))
 
     def _go_up(self, m: _MachineState) -> None:
         m.up = True
@@ -184,16 +257,40 @@ class EmbeddedPlant:
         self.record("repaired", machine=m.spec.id)
         self.emit(PlantEventIn("repaired", m.spec.id))
 
-    def fail(self, machine: str, repair_after_s: float | None) -> None:
+    def fail(self, resource: str, repair_after_s: float | None) -> None:
         """Inject a breakdown now (fault scenarios); repaired after ``repair_after_s``."""
-        m = self.machines[machine]
+        r = self.robots.get(resource)
+        if r is not None:
+            return self._fail_robot(r, repair_after_s)
+        m = self.machines[resource]
         if not m.up:
-            return
-        self._go_down(m, "injected")
+            return None
+        self._go_down(m, "injected", repair_after_s)
         if repair_after_s is not None:
             def repair(_: Any) -> None:
                 if not m.up:
                     self._go_up(m)
+            self.env.timeout(repair_after_s).callbacks.append(repair)
+        return None
+
+    def _fail_robot(self, r: _RobotState, repair_after_s: float | None) -> None:
+        if not r.up:
+            return
+        r.up = False
+        r.faults += 1
+        r.down_since = self.env.now
+        if r.proc is not None:
+            r.proc.interrupt("fault")
+        self.record("fault", robot=r.id, reason="injected")
+        data: dict[str, Any] = {"reason": "injected"}
+        if repair_after_s is not None:
+            data["repair_eta_s"] = repair_after_s
+        self.emit(PlantEventIn("fault", r.id, "", data))
+        if repair_after_s is not None:
+            def repair(_: Any) -> None:
+                r.up = True
+                self.record("repaired", robot=r.id)
+                self.emit(PlantEventIn("repaired", r.id))
             self.env.timeout(repair_after_s).callbacks.append(repair)
 
     def _breakdowns(self, m: _MachineState):  # noqa: ANN202 - SimPy process
