@@ -36,6 +36,15 @@ class Timing:
     missed_heartbeats: int = 3
     retry_s: float = 5.0
     plan_ahead_ops: int = 0
+    interrupted_operation: str = "restart_elsewhere"   # or "wait_for_repair"
+
+    @property
+    def lease_window_s(self) -> float:
+        """How long a lease lives without renewal: ``lease_s``, or less — a winner counts as
+        gone after ``missed_heartbeats`` silent heartbeat intervals (plus a small tolerance
+        for delivery delay)."""
+        tolerance_s = min(self.reply_deadline_s, 0.05 * self.heartbeat_interval_s)
+        return min(self.lease_s, self.missed_heartbeats * self.heartbeat_interval_s + tolerance_s)
 
 
 class Agent:
@@ -58,4 +67,12 @@ class Agent:
         return []
 
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        return []
+
+    def on_recover(self, now: float) -> list[Action]:
+        """Called once after the driver rebuilt this agent from its journal.
+
+        Inputs may have been missed while the agent was away; this is where it
+        asks for them (resources query the plant).  Timers were re-armed.
+        """
         return []

@@ -21,7 +21,8 @@ def timing_of(cfg: CellConfig) -> Timing:
                   heartbeat_interval_s=n.heartbeat_interval_s,
                   missed_heartbeats=n.missed_heartbeats,
                   retry_s=max(n.reply_deadline_s * 5, n.heartbeat_interval_s),
-                  plan_ahead_ops=n.plan_ahead_ops)
+                  plan_ahead_ops=n.plan_ahead_ops,
+                  interrupted_operation=n.interrupted_operation)
 
 
 def roles_of(cfg: CellConfig) -> dict[str, str]:

@@ -169,7 +169,7 @@ class OrderAgent(Agent):
             if (neg is None or neg.winner != sender or neg.epoch != entry[1]
                     or neg.state not in ("awarded", "leased")):
                 continue
-            out.append(SetTimer(f"lease:{neg.task}", now + self.timing.lease_s))
+            out.append(SetTimer(f"lease:{neg.task}", self._lease_until(now)))
             if neg.state == "awarded":
                 neg.state = step("initiator", neg.state, "confirm", neg.task)
                 out += self._advance(now)
@@ -242,7 +242,7 @@ class OrderAgent(Agent):
         out = [Send(winner, Award(neg.task, neg.epoch, self.timing.lease_s, proposal.start_at),
                     conv)]
         out += [Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals if s != winner]
-        out.append(SetTimer(f"lease:{neg.task}", now + self.timing.lease_s))
+        out.append(SetTimer(f"lease:{neg.task}", self._lease_until(now)))
         out.append(Log("award", {"order": self.id, "task": neg.task, "winner": winner,
                                  "epoch": neg.epoch, "bids": len(neg.proposals),
                                  "finish_at": proposal.finish_at}))
@@ -346,6 +346,9 @@ class OrderAgent(Agent):
         self.move = move
         self.parts_busy = True   # committed to the move until the robot delivers
         return self._call(move, now)
+
+    def _lease_until(self, now: float) -> float:
+        return now + self.timing.lease_window_s
 
     def _find(self, task: str) -> Negotiation | None:
         if self.move is not None and self.move.task == task:

@@ -327,12 +327,27 @@ class ResourceAgent(Agent):
         del self.tasks[task_id]
         return out + self._try_start(now)
 
+    def on_recover(self, now: float) -> list[Action]:
+        """Back from a crash: ask the plant whether we are up and how the running task ended."""
+        return [Log("recovered", {"agent": self.id, "running": self.running or "",
+                                  "tasks": len(self.tasks)}),
+                Command("query_state", self.id, self.running or "")]
+
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        if ev.event == "state":          # the answer to query_state
+            up = bool((ev.data or {}).get("up", True))
+            if up == self.up:
+                return []
+            ev = PlantEventIn("repaired" if up else "fault", ev.resource, "", ev.data)
         if ev.event == "command_refused":
             return self._refused(ev.task, str((ev.data or {}).get("why", "")), now)
         if ev.event == "fault":
+            if not self.up:
+                return []
             return self._fault(now, (ev.data or {}).get("reason", "breakdown"))
         if ev.event == "repaired":
+            if self.up:
+                return []
             self.up = True
             return [Log("repaired", {"agent": self.id})] + self._try_start(now)
         return []

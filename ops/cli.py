@@ -181,6 +181,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ops.config import validate_command
 
     code, text = validate_command(args.cell)
+    if code == 0 and args.faults:
+        from ops.config import ConfigError, load_cell_or_instance
+        from ops.config.faults import load_faults
+
+        try:
+            f = load_faults(args.faults, load_cell_or_instance(args.cell))
+        except ConfigError as exc:
+            code, text = 2, str(exc)
+        else:
+            text += (f"\n{args.faults}: OK — scenario {f.name!r}: {len(f.breakdowns)} breakdowns, "
+                     f"{len(f.crashes)} crashes, {len(f.hosts)} host faults, "
+                     f"{len(f.partitions)} partitions, {len(f.clock_skew)} clock skews")
     print(text, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
@@ -257,10 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", metavar="FILE.json", help="write the run report as JSON")
     sp.add_argument("--events", metavar="FILE.jsonl", help="write the event log, one JSON a line")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    sp.add_argument("--faults", metavar="FILE",
+                    help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
+    sp.add_argument("--faults", metavar="FILE", help="also check a fault scenario against the cell")
     sp.set_defaults(func=cmd_validate)
     sp = sub.add_parser("schema", help="print the JSON Schema of cell files")
     sp.add_argument("--out", help="write to this file instead of stdout")

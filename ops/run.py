@@ -53,8 +53,16 @@ def execute(args: Any) -> int:
         return 2
     if args.until is not None and args.until <= 0:
         raise ConfigurationError("--until must be a positive number of simulated seconds")
+    faults = None
+    if getattr(args, "faults", None):
+        from ops.config.faults import load_faults
+        try:
+            faults = load_faults(args.faults, cfg)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
     keys, base_at = load_keys(cfg)
-    cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at)
+    cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults)
     if args.quiet:
         cell.run(until=args.until)
     else:

@@ -18,9 +18,9 @@ that task (a stale winner, fenced), and a second operation on a busy
 machine.  Each refusal is recorded and reported as ``command_refused``.
 
 ``query_state`` lets an agent that restarted from its journal catch up:
-the plant answers with ``fault`` if the resource is down and re-sends the
-end of the queried task (``operation_done`` or ``arrived``) if it already
-ended while the agent was away.
+the plant re-sends the end of the queried task (``operation_done`` or
+``arrived``) if it ended while the agent was away, ``command_refused`` if
+it is no longer running (aborted), and then ``state`` (up or down).
 """
 
 from __future__ import annotations
@@ -212,18 +212,23 @@ class EmbeddedPlant:
         """Re-send what an agent that was away must know: down, or its task's end."""
         m = self.machines.get(cmd.resource)
         if m is not None:
-            if not m.up:
-                self.emit(PlantEventIn("fault", m.spec.id, "", {"reason": "down"}))
-            elif cmd.task and cmd.task in self.last_quality and cmd.task not in self.in_progress:
+            if cmd.task and cmd.task in self.last_quality and cmd.task not in self.in_progress:
                 q = self.last_quality[cmd.task]
                 self.emit(PlantEventIn("operation_done", m.spec.id, cmd.task, {"quality": q}))
+            elif cmd.task and cmd.task not in self.in_progress:
+                # never ran to the end (aborted by a fault while the agent was away)
+                self.emit(PlantEventIn("command_refused", m.spec.id, cmd.task,
+                                       {"why": "not running after restart"}))
+            self.emit(PlantEventIn("state", m.spec.id, "", {"up": m.up, "reason": "down"}))
             return
         r = self.robots.get(cmd.resource)
         if r is not None:
-            if not r.up:
-                self.emit(PlantEventIn("fault", r.id, "", {"reason": "down"}))
-            elif cmd.task in r.arrived:
+            if cmd.task in r.arrived:
                 self.emit(PlantEventIn("arrived", r.id, cmd.task, {"at": r.arrived[cmd.task]}))
+            elif cmd.task and r.task != cmd.task:
+                self.emit(PlantEventIn("command_refused", r.id, cmd.task,
+                                       {"why": "not running after restart"}))
+            self.emit(PlantEventIn("state", r.id, "", {"up": r.up, "reason": "down"}))
 
     def _set_state(self, cmd: Command) -> None:
         m = self.machines.get(cmd.resource)

@@ -35,6 +35,18 @@ from agents.base import Agent, PlantEventIn
 from agents.factory import build_agents, roles_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.runtime.journal import (
+    Inbound,
+    Input,
+    Journal,
+    MemoryJournal,
+    PlantIn,
+    Recover,
+    Start,
+    Timer,
+    feed,
+    replay,
+)
 from security.envelope import Opener, Sealer
 from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
@@ -43,6 +55,7 @@ from security.replay import ReplayGuard
 from .plant import EmbeddedPlant, MachineSpec
 
 if TYPE_CHECKING:
+    from ops.config.faults import FaultScenario
     from ops.config.model import CellConfig
 
 
@@ -78,6 +91,9 @@ class RunStats:
     verified: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     sent_by_type: Counter[str] = field(default_factory=Counter)
+    dropped_agent_down: int = 0
+    dropped_partition: int = 0
+    restarts: int = 0
 
 
 class VirtualCell:
@@ -86,8 +102,16 @@ class VirtualCell:
     def __init__(self, cfg: CellConfig, *, seed: int | None = None,
                  order_strategy: str | None = None, resource_strategy: str | None = None,
                  network: NetworkModel | None = None, breakdowns: bool = True,
-                 keys: EphemeralCell | None = None, clock_base_at: float = 0.0) -> None:
+                 keys: EphemeralCell | None = None, clock_base_at: float = 0.0,
+                 faults: FaultScenario | None = None, journal: Journal | None = None) -> None:
         self.cfg = cfg
+        self.faults = faults
+        if faults is not None:
+            breakdowns = breakdowns and faults.mtbf_breakdowns
+            if journal is None and faults.needs_journal():
+                journal = MemoryJournal()
+        self.journal = journal
+        self._strategies = (order_strategy, resource_strategy)
         self.seed = cfg.sim.seed if seed is None else seed
         self.env = simpy.Environment()
         self.stats = RunStats()
@@ -95,6 +119,13 @@ class VirtualCell:
         n = cfg.sim.network
         self.network = network or NetworkModel(n.latency_s, n.jitter_s, n.loss, n.duplication,
                                                n.reorder)
+        if faults is not None:
+            f = faults.network
+            nm = self.network
+            self.network = NetworkModel(nm.latency_s + f.delay_s, nm.jitter_s + f.jitter_s,
+                                        1 - (1 - nm.loss) * (1 - f.loss),
+                                        max(nm.duplication, f.duplication),
+                                        max(nm.reorder, f.reorder))
         self._rng_net = random.Random(f"{self.seed}/network")
         self._rng_ids = random.Random(f"{self.seed}/msgid")
         self.agents: dict[str, Agent] = build_agents(cfg, self.seed,
@@ -112,8 +143,14 @@ class VirtualCell:
         # simulated time only, so it stays byte-identical across runs.
         self.clock_base_at = clock_base_at
         self.opener = Opener(keys.trust, ReplayGuard(skew_s=60.0))
-        self.sealers = {a: Sealer(a, keys.keys[a], epoch=1, random_bytes=self._random_bytes)
+        self.keys = keys
+        self.sealers = {a: Sealer(a, keys.keys[a], epoch=self._boot(a),
+                                  random_bytes=self._random_bytes)
                         for a in self.agents}
+        self.down: set[str] = set()                 # crashed agents, not yet restarted
+        self.paused: dict[str, list[Callable[[], None]]] = {}   # agent -> inputs held back
+        self.cut: list[set[str]] = []               # active partitions (agents cut off)
+        self.skew: dict[str, float] = {}            # agent -> clock offset, seconds
         self._timers: dict[tuple[str, str], int] = {}
         self._timer_gen = itertools.count(1)
         self.orders = [a for a in self.agents.values() if isinstance(a, OrderAgent)]
@@ -145,6 +182,21 @@ class VirtualCell:
     def _random_bytes(self, n: int) -> bytes:
         return self._rng_ids.getrandbits(8 * n).to_bytes(n, "big")
 
+    def _boot(self, agent_id: str) -> int:
+        return self.journal.next_boot(agent_id) if self.journal is not None else 1
+
+    def _input(self, agent_id: str, make: Callable[[float], Input]) -> None:
+        """Hand an input to an agent: dropped while it is down, held while it is paused."""
+        if agent_id in self.down:
+            self.stats.dropped_agent_down += 1
+            return
+        held = self.paused.get(agent_id)
+        if held is not None:
+            held.append(lambda: self._input(agent_id, make))
+            return
+        agent = self.agents[agent_id]
+        self._execute(agent, feed(agent, make(self.env.now), self.journal))
+
     def _execute(self, agent: Agent, actions: list[Action]) -> None:
         now = self.env.now
         for act in actions:
@@ -164,9 +216,13 @@ class VirtualCell:
                         self._all_done.succeed()
 
     def _send(self, sender: str, act: Send, now: float) -> None:
-        frames = self.sealers[sender].seal(act.to, act.body, now + self.clock_base_at, act.conv)
+        stamp = now + self.clock_base_at + self.skew.get(sender, 0.0)
+        frames = self.sealers[sender].seal(act.to, act.body, stamp, act.conv)
         self.stats.messages_sent += 1
         self.stats.sent_by_type[act.body.TYPE] += 1
+        if self.cut and any((sender in c) != (act.to in c) for c in self.cut):
+            self.stats.dropped_partition += 1
+            return
         delays = self.network.deliveries(self._rng_net)
         if not delays:
             self.stats.messages_lost += 1
@@ -183,12 +239,11 @@ class VirtualCell:
             self.record("rejected", reason=exc.reason, sender=exc.sender or "")
             return
         self.stats.verified += 1
-        agent = self.agents.get(msg.to)
-        if agent is None:
+        if msg.to not in self.agents:
             self.stats.rejected["misdirected"] += 1
             return
         self.stats.messages_delivered += 1
-        self._execute(agent, agent.on_message(msg, now))
+        self._input(msg.to, lambda t: Inbound(msg, t))
 
     def _set_timer(self, agent: Agent, key: str, at: float) -> None:
         k = (agent.id, key)
@@ -198,19 +253,111 @@ class VirtualCell:
         def fire(_e: Any) -> None:
             if self._timers.get(k) == gen:
                 del self._timers[k]
-                self._execute(agent, agent.on_timer(key, self.env.now))
+                self._input(agent.id, lambda t: Timer(key, t))
 
         self.env.timeout(max(0.0, at - self.env.now)).callbacks.append(fire)
 
     def _plant_event(self, ev: PlantEventIn) -> None:
-        agent = self.agents.get(ev.resource)
-        if agent is not None:
-            self._execute(agent, agent.on_plant_event(ev, self.env.now))
+        if ev.resource in self.agents:
+            self._input(ev.resource, lambda t: PlantIn(ev, t))
+
+    # -- faults -------------------------------------------------------------------------------------
+    def crash(self, agent_id: str) -> None:
+        """The agent's process state is gone: inputs are dropped until :meth:`restart`."""
+        if self.journal is None:
+            raise ConfigurationError("crashing an agent needs a journal to restart it from")
+        if agent_id in self.down:
+            return
+        self.paused.pop(agent_id, None)      # a paused process that is killed loses its inputs
+        self.down.add(agent_id)
+        for k in [k for k in self._timers if k[0] == agent_id]:
+            del self._timers[k]
+        self.record("agent_crash", agent=agent_id)
+
+    def restart(self, agent_id: str) -> None:
+        """Rebuild the agent from its journal (fresh object, same seed), re-arm its timers."""
+        if agent_id not in self.down:
+            return
+        assert self.journal is not None
+        order_s, resource_s = self._strategies
+        fresh = build_agents(self.cfg, self.seed, order_strategy_name=order_s,
+                             resource_strategy_name=resource_s)[agent_id]
+        rec = replay(fresh, self.journal.records(agent_id))
+        self.agents[agent_id] = fresh
+        for o_idx, o in enumerate(self.orders):
+            if o.id == agent_id:
+                self.orders[o_idx] = fresh  # type: ignore[assignment]
+        self.sealers[agent_id] = Sealer(agent_id, self.keys.keys[agent_id],
+                                        epoch=self._boot(agent_id),
+                                        random_bytes=self._random_bytes)
+        self.down.discard(agent_id)
+        self.stats.restarts += 1
+        self.record("agent_restart", agent=agent_id, inputs=rec.inputs)
+        for key, at in sorted(rec.timers.items(), key=lambda kv: (kv[1], kv[0])):
+            self._set_timer(fresh, key, at)
+        self._input(agent_id, Start if not rec.started else Recover)
+
+    def pause(self, agent_id: str) -> None:
+        """``SIGSTOP``: inputs are held (sockets and timers queue up) until :meth:`resume`."""
+        if agent_id not in self.down and agent_id not in self.paused:
+            self.paused[agent_id] = []
+            self.record("agent_pause", agent=agent_id)
+
+    def resume(self, agent_id: str) -> None:
+        held = self.paused.pop(agent_id, None)
+        if held is None:
+            return
+        self.record("agent_resume", agent=agent_id, held=len(held))
+        for deliver in held:
+            deliver()
+
+    def _at(self, at_s: float, what: Callable[[], None]) -> None:
+        self.env.timeout(max(0.0, at_s - self.env.now)).callbacks.append(lambda _e: what())
+
+    def _schedule_faults(self, f: FaultScenario) -> None:
+        """Turn the scenario into timed events; each is logged as ``fault_injected``."""
+        def inject(kind: str, agents: list[str], then: Callable[[], None], **fields: Any) -> None:
+            self.record("fault_injected", kind=kind, agents=agents, **fields)
+            then()
+
+        for b in f.breakdowns:
+            self._at(b.at_s, lambda b=b: inject("breakdown", [b.resource],
+                                                lambda: self.plant.fail(b.resource, b.repair_s)))
+        for c in f.crashes:
+            self._at(c.at_s, lambda c=c: inject("crash", [c.agent], lambda: self.crash(c.agent)))
+            self._at(c.at_s + c.down_s, lambda c=c: self.restart(c.agent))
+        for h in f.hosts:
+            members = [a for a in self.agents if self.cfg.host_of(a) == h.host]
+            if h.action == "kill":
+                self._at(h.at_s, lambda m=members, h=h: inject(
+                    "host_kill", m, lambda: [self.crash(a) for a in m], host=h.host))
+                self._at(h.at_s + h.duration_s, lambda m=members: [self.restart(a) for a in m])
+            else:
+                self._at(h.at_s, lambda m=members, h=h: inject(
+                    "host_pause", m, lambda: [self.pause(a) for a in m], host=h.host))
+                self._at(h.at_s + h.duration_s, lambda m=members: [self.resume(a) for a in m])
+        for p in f.partitions:
+            side = set(p.agents)
+            self._at(p.at_s, lambda p=p, side=side: inject(
+                "partition", sorted(side), lambda: self.cut.append(side),
+                duration_s=p.duration_s))
+            self._at(p.at_s + p.duration_s, lambda side=side: self._heal(side))
+        for s in f.clock_skew:
+            self._at(s.at_s, lambda s=s: inject("clock_skew", [s.agent],
+                                                lambda: self.skew.__setitem__(s.agent, s.offset_s),
+                                                offset_s=s.offset_s))
+
+    def _heal(self, side: set[str]) -> None:
+        if side in self.cut:
+            self.cut.remove(side)
+            self.record("partition_healed", agents=sorted(side))
 
     # -- running ------------------------------------------------------------------------------------
     def start(self) -> None:
-        for agent in self.agents.values():
-            self._execute(agent, agent.on_start(self.env.now))
+        if self.faults is not None:
+            self._schedule_faults(self.faults)
+        for agent_id in list(self.agents):
+            self._input(agent_id, Start)
 
     def run(self, until: float | None = None,
             progress: Callable[[float, int, int], None] | None = None) -> None:

@@ -230,11 +230,13 @@ def test_refusal_says_why() -> None:
     assert [s.msg.body.reason for s in link.sent_of("refuse")] == ["down", "down"]
 
 
-def test_lease_expires_lease_s_after_the_award_and_recall_has_a_higher_epoch() -> None:
+def test_lease_expires_after_missed_heartbeats_and_recall_has_a_higher_epoch() -> None:
     link, o1 = run_scenario(scenario("winner crashes"))
     (t_exp, _), = link.log_events("lease_expired")
     first_accept = link.sent_of("accept")[0]
-    assert t_exp == pytest.approx(first_accept.at + TIMING.lease_s)
+    window = TIMING.missed_heartbeats * TIMING.heartbeat_interval_s
+    assert window < TIMING.lease_window_s <= window + 0.05 * TIMING.heartbeat_interval_s < TIMING.lease_s
+    assert t_exp == pytest.approx(first_accept.at + TIMING.lease_window_s)
     cancel, = link.sent_of("cancel")
     assert cancel.msg.body.award_epoch == 1 and cancel.msg.body.reason == "lease expired"
     assert [s.msg.body.attempt for s in link.sent_of("cfp", to="m2")] == [0, 1]

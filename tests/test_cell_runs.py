@@ -268,10 +268,12 @@ def test_a_machine_that_breaks_every_minute(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_no_lease_expires_before_lease_s(seed: int) -> None:
-    """Without message loss a lease can only expire ``lease_s`` after its award or later."""
+def test_no_lease_expires_before_its_window(seed: int) -> None:
+    """Without message loss a lease can only expire a full lease window (``missed_heartbeats``
+    heartbeat intervals here) after its award or later."""
     cell, _ = fragile_run(seed)
-    lease_s = config(DEMO).negotiation.lease_s
+    from agents.factory import timing_of
+    lease_s = timing_of(config(DEMO)).lease_window_s
     awarded = {}
     early = []
     for e in parse(cell.events):

@@ -425,7 +425,8 @@ def test_helpers_on_the_demo_cell() -> None:
     ids = config.agent_ids()
     assert ids[:7] == ["mill1", "mill2", "lathe1", "drill1", "station1", "agv1", "agv2"]
     assert len(ids) == len(set(ids)) == 5 + 2 + 24
-    assert config.keys_dir_path() is None and config.host_of("mill1") is None
+    assert config.keys_dir_path() is None and config.host_of("mill1") == "machines"
+    assert config.host_of("o-001") == "orders" and config.host_of("agv2") == "logistics"
     assert config.travel_s("agv2", "qc_bay", "turn_bay") == 25.0  # table, reverse direction
     assert config.travel_s("agv1", "store", "ship") == pytest.approx(36.0 / 1.2)
     with pytest.raises(KeyError, match="no machine 'mill9'.*known: mill1"):

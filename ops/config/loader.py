@@ -55,6 +55,7 @@ __all__ = [
     "format_path",
     "load_cell",
     "load_cell_or_instance",
+    "load_model",
     "validate_command",
 ]
 
@@ -127,6 +128,35 @@ def load_cell_or_instance(path: str | Path) -> CellConfig:
     except ValueError as exc:  # InstanceError is a ValueError whose text starts "FILE:LINE: "
         raise ConfigError([_issue_from_text(shown, str(exc))]) from exc
     return cell_from_dict(data, source=shown, base_dir=file_path.parent)
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: str | Path, model: type[M],
+               cross_check: Callable[[Any], _Problems] | None = None) -> M:
+    """Load any YAML file described by ``model`` (fault scenarios, sweeps) the way cells load:
+    every problem as ``FILE:LINE: path: message``, all at once."""
+    shown = str(path)
+    text = _read_text(Path(path), shown)
+    data, lines, issues = _parse_yaml(text, shown)
+    if not isinstance(data, dict):
+        got = "an empty document" if data is None else f"a {type(data).__name__}"
+        raise ConfigError([*issues, ConfigIssue(shown, 1, "", f"the top level must be a "
+                                                               f"mapping, got {got}")])
+    result: M | None = None
+    try:
+        result = model.model_validate(data)
+    except ValidationError as exc:
+        for loc, message in _field_problems(exc, data, model):
+            issues.append(ConfigIssue(shown, _line_of(loc, lines), format_path(loc), message))
+    for loc, message in (cross_check(data) if cross_check is not None else []):
+        issues.append(ConfigIssue(shown, _line_of(loc, lines), format_path(loc), message))
+    if issues or result is None:
+        unique = list(dict.fromkeys(issues))
+        unique.sort(key=lambda issue: issue.line or 0)
+        raise ConfigError(unique)
+    return result
 
 
 def cell_from_dict(
@@ -333,11 +363,12 @@ def _plural(count: int, noun: str) -> str:
 # --------------------------------------------------------------------------- step 2
 
 
-def _field_problems(exc: ValidationError, data: dict[str, Any]) -> _Problems:
+def _field_problems(exc: ValidationError, data: dict[str, Any],
+                    root: type[BaseModel] = CellConfig) -> _Problems:
     problems: _Problems = []
     for error in exc.errors(include_url=False):
         loc = _data_loc(error["loc"], data)
-        problems.append((loc, _describe(error, loc)))
+        problems.append((loc, _describe(error, loc, root)))
     return problems
 
 
@@ -363,14 +394,14 @@ def _data_loc(error_loc: Loc, data: Any) -> Loc:
     return tuple(out)
 
 
-def _describe(error: Mapping[str, Any], loc: Loc) -> str:
+def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellConfig) -> str:
     kind = error["type"]
     message = str(error["msg"])
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], root)
         hint = _did_you_mean(key, allowed)
         return f"unknown key {key!r}{hint}; allowed keys: {', '.join(allowed)}"
     value = error.get("input")
@@ -385,9 +416,9 @@ def _describe(error: Mapping[str, Any], loc: Loc) -> str:
     return message
 
 
-def _allowed_keys(loc: Loc) -> list[str]:
-    """Field names of the model found at ``loc`` in the CellConfig tree, if any."""
-    annotation: Any = CellConfig
+def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
+    """Field names of the model found at ``loc`` in the ``root`` model's tree, if any."""
+    annotation: Any = root
     for part in loc:
         annotation = _unwrap(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):

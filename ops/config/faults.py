@@ -1,0 +1,160 @@
+"""Fault scenarios (``cell_configs/faults/*.yaml``): what goes wrong, and when.
+
+A scenario is played by ``autocell run CELL --faults FILE`` in virtual time
+and by ``autocell up CELL --faults FILE`` on real processes.  Times are
+seconds of cell time from the start of the run.  It is validated like a
+cell file — every problem as ``FILE:LINE: path: message`` — and against
+the cell it is played on: every agent, resource and host it names must
+exist there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ops.config.model import CellConfig, Fraction, Name, PositiveSeconds, Seconds, _Model
+
+__all__ = ["AgentCrash", "Breakdown", "ClockSkew", "FaultScenario", "HostFault",
+           "NetworkFaults", "Partition", "check_against_cell", "load_faults"]
+
+
+class Breakdown(_Model):
+    """A machine or robot breaks down at ``at_s`` and is repaired ``repair_s`` later."""
+
+    resource: Name = Field(description="Machine or robot id.")
+    at_s: Seconds = Field(description="When it breaks, seconds from the start.")
+    repair_s: PositiveSeconds = Field(description="Repair time, seconds.")
+
+
+class AgentCrash(_Model):
+    """An agent's process state is lost; its host restarts it from the journal."""
+
+    agent: Name = Field(description="Agent id (machine, robot or order).")
+    at_s: Seconds = Field(description="When it crashes, seconds from the start.")
+    down_s: Seconds = Field(default=1.0, description="Time until it is restarted, seconds.")
+
+
+class HostFault(_Model):
+    """A whole host is killed (``kill -9``, then restarted) or paused (``SIGSTOP``/``SIGCONT``)."""
+
+    host: Name = Field(description="Host name from the cell's `hosts` section.")
+    action: Literal["kill", "pause"] = Field(description="`kill` or `pause`.")
+    at_s: Seconds = Field(description="When, seconds from the start.")
+    duration_s: Seconds = Field(
+        default=1.0,
+        description="Pause length; for `kill`, the time until the restart in virtual time "
+                    "(real processes are restarted by the supervisor as soon as it sees the "
+                    "death).")
+
+
+class NetworkFaults(_Model):
+    """Message faults for the whole run, on top of the cell's own network model."""
+
+    loss: Fraction = Field(default=0.0, description="Probability a message is dropped.")
+    duplication: Fraction = Field(default=0.0, description="Probability of a second copy.")
+    reorder: Fraction = Field(default=0.0, description="Probability a message is held back.")
+    delay_s: Seconds = Field(default=0.0, description="Extra latency, seconds.")
+    jitter_s: Seconds = Field(default=0.0, description="Random extra delay up to this, seconds.")
+
+    @model_validator(mode="after")
+    def _possible(self) -> NetworkFaults:
+        if self.loss >= 0.5:
+            raise ValueError(f"loss {self.loss} is not a network, it is an outage: use a "
+                             "partition for that (loss must be < 0.5)")
+        return self
+
+
+class Partition(_Model):
+    """``agents`` are cut off from every other agent from ``at_s`` for ``duration_s``."""
+
+    agents: list[Name] = Field(min_length=1, description="Agents on the far side of the cut.")
+    at_s: Seconds = Field(description="When the cut starts, seconds from the start.")
+    duration_s: PositiveSeconds = Field(description="How long it lasts, seconds.")
+
+
+class ClockSkew(_Model):
+    """An agent's clock is off by ``offset_s`` (its envelope timestamps), from ``at_s``."""
+
+    agent: Name = Field(description="Agent id.")
+    offset_s: float = Field(description="Clock offset, seconds (may be negative).")
+    at_s: Seconds = Field(default=0.0, description="When the skew starts, seconds.")
+
+
+class FaultScenario(_Model):
+    """A fault scenario: breakdowns, crashes, host faults, network faults, partitions, skew."""
+
+    name: Name = Field(description="Scenario name.")
+    description: str = Field(default="", description="Free text for people.")
+    mtbf_breakdowns: bool = Field(
+        default=True, description="Keep the random breakdowns drawn from each machine's "
+                                  "MTBF/MTTR (set false to play only the listed ones).")
+    breakdowns: list[Breakdown] = Field(default_factory=list, description="Breakdowns.")
+    crashes: list[AgentCrash] = Field(default_factory=list, description="Agent crashes.")
+    hosts: list[HostFault] = Field(default_factory=list, description="Host kills and pauses.")
+    network: NetworkFaults = Field(default_factory=NetworkFaults, description="Message faults.")
+    partitions: list[Partition] = Field(default_factory=list, description="Partitions.")
+    clock_skew: list[ClockSkew] = Field(default_factory=list, description="Clock skews.")
+
+    _source: str = "<dict>"
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def needs_journal(self) -> bool:
+        return bool(self.crashes or any(h.action == "kill" for h in self.hosts))
+
+
+def check_against_cell(data: Any, cfg: CellConfig) -> list[tuple[tuple[Any, ...], str]]:
+    """Problems of a scenario's raw data against the cell: unknown agents, resources, hosts."""
+    if not isinstance(data, dict):
+        return []
+    agents = set(cfg.agent_ids())
+    resources = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
+    hosts = {h.name for h in cfg.hosts}
+    out: list[tuple[tuple[Any, ...], str]] = []
+
+    def items(key: str) -> list[tuple[int, dict[str, Any]]]:
+        value = data.get(key)
+        return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] \
+            if isinstance(value, list) else []
+
+    def unknown(kind: str, value: Any, known: set[str]) -> str:
+        sample = ", ".join(sorted(known)[:8]) + (" …" if len(known) > 8 else "")
+        return f"unknown {kind} {value!r} in cell {cfg.cell!r}" + (
+            f"; known: {sample}" if known else f"; the cell has no {kind}s")
+
+    for i, b in items("breakdowns"):
+        if isinstance(b.get("resource"), str) and b["resource"] not in resources:
+            out.append((("breakdowns", i, "resource"), unknown("resource", b["resource"],
+                                                               resources)))
+    for key in ("crashes", "clock_skew"):
+        for i, c in items(key):
+            if isinstance(c.get("agent"), str) and c["agent"] not in agents:
+                out.append(((key, i, "agent"), unknown("agent", c["agent"], agents)))
+    for i, h in items("hosts"):
+        if isinstance(h.get("host"), str) and h["host"] not in hosts:
+            out.append((("hosts", i, "host"), unknown("host", h["host"], hosts)))
+    for i, p in items("partitions"):
+        names = p.get("agents")
+        if isinstance(names, list):
+            for j, a in enumerate(names):
+                if isinstance(a, str) and a not in agents:
+                    out.append((("partitions", i, "agents", j), unknown("agent", a, agents)))
+            if isinstance(names, list) and set(names) >= agents:
+                out.append((("partitions", i, "agents"),
+                            "a partition must leave some agents on the other side"))
+    return out
+
+
+def load_faults(path: str | Path, cfg: CellConfig) -> FaultScenario:
+    """Load and validate a fault scenario for ``cfg``; raise ConfigError listing every issue."""
+    from ops.config.loader import load_model
+
+    scenario = load_model(path, FaultScenario, cross_check=lambda data: check_against_cell(data,
+                                                                                            cfg))
+    scenario._source = str(path)
+    return scenario
