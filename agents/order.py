@@ -70,6 +70,8 @@ class Negotiation:
     readied_epoch: int = -1
     flagged: bool = False
     past_awards: set[tuple[str, int]] = field(default_factory=set)   # (winner, epoch)
+    duration_s: float = 0.0                   # of the current award, from its proposal
+    wait_option: tuple[str, float] | None = None   # (faulted machine, finish if we wait)
 
 
 class OrderAgent(Agent):
@@ -154,7 +156,7 @@ class OrderAgent(Agent):
         if isinstance(body, Done):
             return self._done(neg, body, now)
         if isinstance(body, Failure):
-            return self._failed(neg, body.reason, now)
+            return self._failed(neg, body, now)
         self.ignored += 1
         return []
 
@@ -234,11 +236,24 @@ class OrderAgent(Agent):
                                                "capability": neg.capability}))
             return out
         winner, proposal = choice
+        if neg.wait_option is not None and neg.wait_option[1] < proposal.finish_at:
+            machine, finish_at = neg.wait_option
+            neg.wait_option = None
+            neg.state = step("initiator", neg.state, "deadline_none", neg.task)
+            repair_at = finish_at - neg.duration_s
+            return [SetTimer(f"retry:{neg.task}", repair_at),
+                    Send(winner, Rejection(neg.task), conv),
+                    *[Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals if s != winner],
+                    Log("wait_for_repair", {"order": self.id, "task": neg.task,
+                                            "machine": machine, "until": repair_at,
+                                            "best_alternative_finish_at": proposal.finish_at})]
+        neg.wait_option = None
         neg.state = step("initiator", neg.state, "deadline_award", neg.task)
         neg.epoch += 1
         neg.winner = winner
         neg.past_awards.add((winner, neg.epoch))
         neg.promised_finish_at = proposal.finish_at
+        neg.duration_s = proposal.finish_at - proposal.start_at
         out = [Send(winner, Award(neg.task, neg.epoch, self.timing.lease_s, proposal.start_at),
                     conv)]
         out += [Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals if s != winner]
@@ -272,7 +287,7 @@ class OrderAgent(Agent):
             self.parts_busy = False      # whatever happened there, the parts are free again
         return out + self._call(neg, now)
 
-    def _failed(self, neg: Negotiation, reason: str, now: float) -> list[Action]:
+    def _failed(self, neg: Negotiation, body: Failure, now: float) -> list[Action]:
         if step("initiator", neg.state, "failure", neg.task) == IGNORED:
             return []
         neg.state = "waiting"
@@ -282,7 +297,16 @@ class OrderAgent(Agent):
                 self.location = self.machine_location.get(neg.winner, self.location)
         out: list[Action] = [CancelTimer(f"lease:{neg.task}"),
                              Log("reroute", {"order": self.id, "task": neg.task,
-                                             "from": neg.winner, "reason": reason})]
+                                             "from": neg.winner, "reason": body.reason})]
+        if body.retry_at > now:
+            # the plant says a stale winner holds the task: give it time to report
+            return out + [SetTimer(f"retry:{neg.task}", body.retry_at)]
+        neg.wait_option = None
+        if (self.timing.interrupted_operation == "wait_for_repair" and body.repair_at > now
+                and neg.kind == "operation" and neg.readied_epoch == neg.epoch):
+            # an interrupted operation: waiting for the repair and redoing it there
+            # competes with the alternatives' proposals at the deadline
+            neg.wait_option = (neg.winner, body.repair_at + neg.duration_s)
         return out + self._call(neg, now)
 
     def _done(self, neg: Negotiation, body: Done, now: float) -> list[Action]:

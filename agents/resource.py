@@ -340,11 +340,16 @@ class ResourceAgent(Agent):
                 return []
             ev = PlantEventIn("repaired" if up else "fault", ev.resource, "", ev.data)
         if ev.event == "command_refused":
-            return self._refused(ev.task, str((ev.data or {}).get("why", "")), now)
+            data = ev.data or {}
+            return self._refused(ev.task, str(data.get("why", "")), bool(data.get("elsewhere")),
+                                 now)
         if ev.event == "fault":
             if not self.up:
                 return []
-            return self._fault(now, (ev.data or {}).get("reason", "breakdown"))
+            data = ev.data or {}
+            eta = data.get("repair_eta_s")
+            return self._fault(now, str(data.get("reason", "breakdown")),
+                               now + float(eta) if isinstance(eta, (int, float)) else 0.0)
         if ev.event == "repaired":
             if self.up:
                 return []
@@ -352,8 +357,8 @@ class ResourceAgent(Agent):
             return [Log("repaired", {"agent": self.id})] + self._try_start(now)
         return []
 
-    def _fault(self, now: float, reason: str) -> list[Action]:
-        """Stop bidding and hand every task back to its order."""
+    def _fault(self, now: float, reason: str, repair_at: float = 0.0) -> list[Action]:
+        """Stop bidding and hand every task back to its order (with the repair estimate)."""
         self.up = False
         out: list[Action] = [Log("fault", {"agent": self.id, "reason": reason,
                                            "running": self.running or ""})]
@@ -363,22 +368,27 @@ class ResourceAgent(Agent):
         for tid, t in sorted(self.tasks.items()):
             if t.state in ("committed", "running"):
                 self._event(t, "fault", tid)
-                out.append(Send(t.order, Failure(tid, t.award_epoch, f"{self.id} {reason}"), t.conv))
+                out.append(Send(t.order, Failure(tid, t.award_epoch, f"{self.id} {reason}",
+                                                 repair_at=repair_at), t.conv))
                 out.append(Log("handed_back", {"agent": self.id, "task": tid, "order": t.order}))
             t.state = "released"
         self.tasks = {}
         return out
 
-    def _refused(self, task_id: str, why: str, now: float) -> list[Action]:
-        """The plant would not run the task: hand it back so the order decides."""
+    def _refused(self, task_id: str, why: str, elsewhere: bool, now: float) -> list[Action]:
+        """The plant would not run the task: hand it back so the order decides.
+
+        When the task is done or running elsewhere, a stale winner holds it: the
+        order should wait for its report rather than call again at once."""
         task = self.tasks.get(task_id)
         if task is None or task.state != "running":
             return []
         self.running = None
         self._event(task, "fault", task_id)
         del self.tasks[task_id]
-        return [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}"),
-                     task.conv),
+        retry_at = now + self.timing.lease_window_s if elsewhere else 0.0
+        return [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}",
+                                         retry_at=retry_at), task.conv),
                 Log("plant_refused_task", {"agent": self.id, "task": task_id, "why": why})
                 ] + self._try_start(now)
 

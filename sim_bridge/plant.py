@@ -112,27 +112,29 @@ class EmbeddedPlant:
             return
         handler(cmd)
 
-    def _refuse(self, cmd: Command, why: str) -> None:
+    def _refuse(self, cmd: Command, why: str, elsewhere: bool = False) -> None:
+        """``elsewhere``: the task is done or running on another resource (a stale winner)."""
         entry = {"command": cmd.command, "resource": cmd.resource, "task": cmd.task, "why": why}
         self.stats.refused.append(entry)
         self.record("plant_refused", **entry)
         if cmd.command in ("start_operation", "move") and why not in ("machine down",
                                                                        "robot down"):
-            self.emit(PlantEventIn("command_refused", cmd.resource, cmd.task, {"why": why}))
+            self.emit(PlantEventIn("command_refused", cmd.resource, cmd.task,
+                                   {"why": why, "elsewhere": elsewhere}))
 
     def _start(self, cmd: Command) -> None:
         m = self.machines.get(cmd.resource)
         if m is None:
             return self._refuse(cmd, "unknown machine")
         if cmd.task in self.completed_ok:
-            return self._refuse(cmd, "task already completed (idempotency key)")
+            return self._refuse(cmd, "task already completed (idempotency key)", True)
         elsewhere = self.in_progress.get(cmd.task)
         if elsewhere is not None:
-            return self._refuse(cmd, f"task in progress on {elsewhere}")
+            return self._refuse(cmd, f"task in progress on {elsewhere}", True)
         epoch = int(cmd.args.get("award_epoch", 0))
         if epoch < self.started_epoch.get(cmd.task, 0):
             return self._refuse(cmd, f"stale award epoch {epoch} (epoch "
-                                     f"{self.started_epoch[cmd.task]} already started)")
+                                     f"{self.started_epoch[cmd.task]} already started)", True)
         if m.task:
             return self._refuse(cmd, f"machine busy with {m.task}")
         if not m.up:
@@ -182,7 +184,7 @@ class EmbeddedPlant:
         if r is None:
             return self._refuse(cmd, "unknown robot")
         if cmd.task in r.arrived:
-            return self._refuse(cmd, "move already done (idempotency key)")
+            return self._refuse(cmd, "move already done (idempotency key)", True)
         if r.task:
             return self._refuse(cmd, f"robot busy with {r.task}")
         if not r.up:

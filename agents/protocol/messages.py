@@ -216,11 +216,19 @@ class Done(Body):
 
 @message("failure")
 class Failure(Body):
-    """The task could not be completed (fault, abort); the order re-negotiates."""
+    """The task could not be completed (fault, abort); the order re-negotiates.
+
+    ``retry_at`` (optional): do not call for proposals before this time (the
+    plant says the task is done or in progress elsewhere: a stale winner is
+    about to report).  ``repair_at`` (optional): when the faulted resource
+    expects to be back, for the ``wait_for_repair`` policy.
+    """
 
     task: str
     award_epoch: int
     reason: str
+    retry_at: float = 0.0
+    repair_at: float = 0.0
 
 
 @message("cancel")
