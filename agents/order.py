@@ -300,7 +300,9 @@ class OrderAgent(Agent):
                                              "from": neg.winner, "reason": body.reason})]
         if body.retry_at > now:
             # the plant says a stale winner holds the task: give it time to report
-            return out + [SetTimer(f"retry:{neg.task}", body.retry_at)]
+            return out + [SetTimer(f"retry:{neg.task}", body.retry_at),
+                          Log("wait_for_stale_winner", {"order": self.id, "task": neg.task,
+                                                        "until": body.retry_at})]
         neg.wait_option = None
         if (self.timing.interrupted_operation == "wait_for_repair" and body.repair_at > now
                 and neg.kind == "operation" and neg.readied_epoch == neg.epoch):

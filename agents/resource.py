@@ -341,6 +341,9 @@ class ResourceAgent(Agent):
             ev = PlantEventIn("repaired" if up else "fault", ev.resource, "", ev.data)
         if ev.event == "command_refused":
             data = ev.data or {}
+            done_at = data.get("done_at")
+            if isinstance(done_at, str):
+                return self._done_elsewhere(ev.task, done_at, now)
             return self._refused(ev.task, str(data.get("why", "")), bool(data.get("elsewhere")),
                                  now)
         if ev.event == "fault":
@@ -374,6 +377,20 @@ class ResourceAgent(Agent):
             t.state = "released"
         self.tasks = {}
         return out
+
+    def _done_elsewhere(self, task_id: str, location: str, now: float) -> list[Action]:
+        """The plant says the task is already done (by a stale winner whose report was
+        lost or withheld): report it done under our award, so the order moves on."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state != "running":
+            return []
+        self._event(task, "finish", task_id)
+        self.running = None
+        del self.tasks[task_id]
+        report = Done(task_id, task.award_epoch, task.started_at, now, "ok", location)
+        return [Send(task.order, report, task.conv),
+                Log("done_elsewhere", {"agent": self.id, "task": task_id, "order": task.order,
+                                       "epoch": task.award_epoch})] + self._try_start(now)
 
     def _refused(self, task_id: str, why: str, elsewhere: bool, now: float) -> list[Action]:
         """The plant would not run the task: hand it back so the order decides.

@@ -46,6 +46,7 @@ class MachineSpec:
     scrap_rate: float = 0.0
     power_idle_kw: float = 0.0
     power_busy_kw: float = 0.0
+    location: str = ""
 
 
 @dataclass
@@ -87,7 +88,7 @@ class EmbeddedPlant:
         self.record = record
         self.machines = {m.id: _MachineState(m) for m in machines}
         self.robots = {r: _RobotState(r) for r in robots}
-        self.completed_ok: set[str] = set()
+        self.completed_ok: dict[str, str] = {}     # task -> location of its parts
         self.in_progress: dict[str, str] = {}      # task -> machine running it
         self.started_epoch: dict[str, int] = {}    # task -> highest award epoch started
         self.last_quality: dict[str, str] = {}     # task -> quality of its last run
@@ -112,22 +113,27 @@ class EmbeddedPlant:
             return
         handler(cmd)
 
-    def _refuse(self, cmd: Command, why: str, elsewhere: bool = False) -> None:
-        """``elsewhere``: the task is done or running on another resource (a stale winner)."""
+    def _refuse(self, cmd: Command, why: str, elsewhere: bool = False,
+                done_at: str | None = None) -> None:
+        """``elsewhere``: the task is done or running on another resource (a stale winner);
+        ``done_at``: it is done, and its parts are at this location."""
         entry = {"command": cmd.command, "resource": cmd.resource, "task": cmd.task, "why": why}
         self.stats.refused.append(entry)
         self.record("plant_refused", **entry)
         if cmd.command in ("start_operation", "move") and why not in ("machine down",
                                                                        "robot down"):
-            self.emit(PlantEventIn("command_refused", cmd.resource, cmd.task,
-                                   {"why": why, "elsewhere": elsewhere}))
+            data: dict[str, Any] = {"why": why, "elsewhere": elsewhere}
+            if done_at is not None:
+                data["done_at"] = done_at
+            self.emit(PlantEventIn("command_refused", cmd.resource, cmd.task, data))
 
     def _start(self, cmd: Command) -> None:
         m = self.machines.get(cmd.resource)
         if m is None:
             return self._refuse(cmd, "unknown machine")
         if cmd.task in self.completed_ok:
-            return self._refuse(cmd, "task already completed (idempotency key)", True)
+            return self._refuse(cmd, "task already completed (idempotency key)", True,
+                                self.completed_ok[cmd.task])
         elsewhere = self.in_progress.get(cmd.task)
         if elsewhere is not None:
             return self._refuse(cmd, f"task in progress on {elsewhere}", True)
@@ -164,7 +170,7 @@ class EmbeddedPlant:
         scrap = self._rng_quality.random() < m.spec.scrap_rate
         quality = "scrap" if scrap else "ok"
         if not scrap:
-            self.completed_ok.add(cmd.task)
+            self.completed_ok[cmd.task] = m.spec.location
         self.record("op_done", machine=m.spec.id, task=cmd.task, order=cmd.args.get("order", ""),
                     quality=quality)
         m.task, m.proc = "", None
@@ -183,8 +189,10 @@ class EmbeddedPlant:
         r = self.robots.get(cmd.resource)
         if r is None:
             return self._refuse(cmd, "unknown robot")
-        if cmd.task in r.arrived:
-            return self._refuse(cmd, "move already done (idempotency key)", True)
+        done = next((rs.arrived[cmd.task] for rs in self.robots.values()
+                     if cmd.task in rs.arrived), None)
+        if done is not None:
+            return self._refuse(cmd, "move already done (idempotency key)", True, done)
         if r.task:
             return self._refuse(cmd, f"robot busy with {r.task}")
         if not r.up:

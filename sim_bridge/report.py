@@ -9,6 +9,83 @@ from .invariants import check_all, parse
 from .virtual import VirtualCell
 
 
+def _p95(xs: list[float]) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+
+
+def healing_figures(evs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Detection and recovery latencies, from the event log alone.
+
+    A *fault* is a breakdown reported by the plant (``fault``) or an injected
+    crash, host kill or pause, or partition (``fault_injected``).  The work it
+    hits is every task awarded to an affected resource and not yet ended.  The
+    fault is *detected* when an order first re-negotiates one of those tasks:
+    a ``reroute`` (hand-back) or a ``lease_expired`` (missed heartbeats).
+    Faults that hit no work are detected by nobody and counted apart.
+    *Recovery* runs from each detection to the next award of the same task;
+    deliberate waits (``wait_for_repair``, waiting for a stale winner to
+    report) and waits with no live alternative (``no_proposals``) are counted
+    apart, not as recovery.
+    """
+    held: dict[str, str] = {}                  # task -> winner, while awarded
+    hits: list[tuple[float, set[str]]] = []    # (fault time, tasks hit)
+    detections: list[tuple[float, str]] = []   # (t, task)
+    waits: set[tuple[float, str]] = set()
+    for e in evs:
+        ev = e["ev"]
+        if ev == "award":
+            held[e["task"]] = e["winner"]
+        elif ev in ("finished", "late_done"):
+            held.pop(e["task"], None)
+        elif ev in ("reroute", "lease_expired"):
+            held.pop(e["task"], None)
+            detections.append((e["t"], e["task"]))
+        elif ev in ("wait_for_repair", "wait_for_stale_winner"):
+            waits.add((e["t"], e["task"]))
+        if (ev == "fault" and ("machine" in e or "robot" in e)) or (
+                ev == "fault_injected" and e["kind"] != "breakdown"):
+            agents = {e.get("machine") or e.get("robot")} if ev == "fault" else set(e["agents"])
+            hits.append((e["t"], {t for t, w in held.items() if w in agents}))
+    detect_s = []
+    for t0, tasks in hits:
+        first = next((t for t, task in detections if t >= t0 and task in tasks), None)
+        if first is not None:
+            detect_s.append(first - t0)
+    awards: dict[str, list[float]] = {}
+    empty: dict[str, list[float]] = {}
+    for e in evs:
+        if e["ev"] == "award":
+            awards.setdefault(e["task"], []).append(e["t"])
+        elif e["ev"] == "no_proposals":
+            empty.setdefault(e["task"], []).append(e["t"])
+    recover_s = []
+    waited = no_alternative = 0
+    for t, task in detections:
+        if (t, task) in waits:
+            waited += 1
+            continue
+        nxt = next((ta for ta in awards.get(task, []) if ta >= t), None)
+        if nxt is None:
+            continue
+        if any(t <= tn <= nxt for tn in empty.get(task, [])):
+            no_alternative += 1         # nobody could take it: the order waited safely
+            continue
+        recover_s.append(nxt - t)
+    return {
+        "faults_total": len(hits),
+        "faults_detected": len(detect_s),
+        "detection_latency": {"max": round(max(detect_s, default=0.0), 6),
+                              "p95": round(_p95(detect_s), 6)},
+        "recovery_latency": {"max": round(max(recover_s, default=0.0), 6),
+                             "p95": round(_p95(recover_s), 6)},
+        "deliberate_waits": waited,
+        "waits_no_alternative": no_alternative,
+    }
+
+
 def build_report(cell: VirtualCell) -> dict[str, Any]:
     evs = parse(cell.events)
     cfg = cell.cfg
@@ -47,6 +124,8 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "messages_by_type": dict(sorted(cell.stats.sent_by_type.items())),
         "reroutes": sum(1 for e in evs if e["ev"] == "reroute"),
         "lease_expiries": sum(1 for e in evs if e["ev"] == "lease_expired"),
+        "restarts": sum(1 for e in evs if e["ev"] == "agent_restart"),
+        **healing_figures(evs),
         "utilisation": {m: round(b / makespan, 6) if makespan else 0.0
                         for m, b in sorted(busy.items())},
         "invariants": {name: not v for name, v in violations.items()},

@@ -158,8 +158,8 @@ class VirtualCell:
         self._all_done = self.env.event()
         self.plant = EmbeddedPlant(
             self.env,
-            [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle, m.power_kw.busy)
-             for m in cfg.machines],
+            [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
+                         m.power_kw.busy, m.location) for m in cfg.machines],
             [r.id for r in cfg.robots], seed=self.seed, emit=self._plant_event,
             record=self.record, sensor_interval_s=cfg.sim.sensor_interval_s,
             breakdowns=breakdowns)
