@@ -168,8 +168,17 @@ class OrderAgent(Agent):
             if not (isinstance(entry, list) and len(entry) in (2, 3)):
                 continue
             neg = self._find(str(entry[0]))
-            if (neg is None or neg.winner != sender or neg.epoch != entry[1]
+            if neg is None:
+                continue
+            if (neg.winner != sender or neg.epoch != entry[1]
                     or neg.state not in ("awarded", "leased")):
+                if ((sender, entry[1]) in neg.past_awards and neg.state != "done"
+                        and len(entry) == 3 and entry[2] is False):
+                    # a stale winner still holds a lease we withdrew (our cancel was
+                    # lost while it was away) and has not started it: withdraw it again.
+                    # One already running is left to finish: its late report counts.
+                    out.append(Send(sender, Cancel(neg.task, int(entry[1]), "stale lease"),
+                                    self._conv(neg)))
                 continue
             out.append(SetTimer(f"lease:{neg.task}", self._lease_until(now)))
             if neg.state == "awarded":

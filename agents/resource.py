@@ -168,11 +168,15 @@ class ResourceAgent(Agent):
         for msg, cfp in calls:
             old = self.tasks.get(cfp.task)
             if old is not None and old.state in ("held", "committed", "running"):
-                if old.state == "held":
-                    del self.tasks[cfp.task]   # a new round of the same task replaces the hold
-                else:
-                    out.append(Send(msg.sender, Refusal(cfp.task, "already committed"), msg.conv))
+                if old.state == "running":
+                    out.append(Send(msg.sender, Refusal(cfp.task, "running here"), msg.conv))
                     continue
+                # a new round of the same task replaces our hold — or our commitment:
+                # the order called again, so it withdrew that award (its cancel was lost)
+                if old.state == "committed":
+                    out.append(Log("stale_commitment_dropped", {
+                        "agent": self.id, "task": cfp.task, "epoch": old.award_epoch}))
+                del self.tasks[cfp.task]
             if not self.up or now > cfp.reply_by_at:
                 out.append(Send(msg.sender, Refusal(cfp.task, "down" if not self.up else "late"),
                                 msg.conv))

@@ -129,6 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute(args)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from ops.run import execute_chaos
+
+    if args.orders is not None and args.orders < 1:
+        raise ConfigurationError("--orders must be at least 1")
+    return execute_chaos(args)
+
+
 def cmd_bench_fjsp(args: argparse.Namespace) -> int:
     from ops.bench.fjsp import RULE_NAMES, run
 
@@ -272,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("chaos", help="random faults of every kind, per seed, in virtual time")
+    sp.add_argument("cell", help="cell YAML")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--seed", type=int, default=None, help="play the scenario of this seed")
+    g.add_argument("--seeds", type=int, default=20, help="play seeds 0..N-1 (default 20)")
+    sp.add_argument("--orders", type=int, default=None, help="keep only the first N orders")
+    sp.add_argument("--write", metavar="FILE.yaml", help="with --seed: save the scenario")
+    sp.add_argument("--report", metavar="FILE.json", help="with --seed: write the run report")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    sp.set_defaults(func=cmd_chaos)
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")

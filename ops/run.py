@@ -126,3 +126,65 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         t.add_row(f"invariant {name}", "[green]holds[/]" if ok else "[red]VIOLATED[/]")
     t.add_row("event log sha256", r["event_log_sha256"][:16] + "…")
     console.print(t)
+
+
+def chaos_one(cfg: Any, cell_path: str, seed: int, orders: int | None) -> tuple[dict[str, Any], Any]:
+    """One chaos run: the seed's random scenario on the cell, in virtual time."""
+    from sim_bridge.chaos import random_scenario
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    scenario = random_scenario(cfg, seed)
+    cell = VirtualCell(cfg, seed=seed, faults=scenario)
+    cell.run()
+    return build_report(cell), scenario
+
+
+def chaos_failures(report: dict[str, Any]) -> list[str]:
+    """What makes a chaos run fail: a broken invariant, or an order not completed."""
+    out = [f"invariant {name}: {'; '.join(report['invariant_violations'].get(name, [])[:3])}"
+           for name, ok in report["invariants"].items() if not ok]
+    if report["orders_completed"] != report["orders_total"]:
+        out.append(f"{report['orders_total'] - report['orders_completed']} order(s) not "
+                   f"completed (ended by {report['ended_by']})")
+    return out
+
+
+def execute_chaos(args: Any) -> int:
+    """``autocell chaos CELL --seed N | --seeds COUNT``."""
+    import yaml
+
+    from ops.config import ConfigError, load_cell_or_instance
+    from sim_bridge.chaos import replay_command, trimmed
+
+    try:
+        cfg = trimmed(load_cell_or_instance(args.cell), args.orders)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
+    failed = 0
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]chaos"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("seeds · {task.fields[failed]} failed"), TimeElapsedColumn(),
+                  console=console, disable=len(seeds) == 1 or args.quiet) as bar:
+        task = bar.add_task("chaos", total=len(seeds), failed=0)
+        for seed in seeds:
+            report, scenario = chaos_one(cfg, args.cell, seed, args.orders)
+            if args.write and len(seeds) == 1:
+                Path(args.write).write_text(
+                    f"# autocell chaos scenario, seed {seed}\n"
+                    + yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+            problems = chaos_failures(report)
+            if problems:
+                failed += 1
+                console.print(f"[red]seed {seed} FAILED[/]: " + " | ".join(problems))
+                console.print(f"  replay: {replay_command(args.cell, seed, args.orders)}")
+            elif len(seeds) == 1 and not args.quiet:
+                print_summary(report, Console())
+            bar.update(task, advance=1, failed=failed)
+            if args.report and len(seeds) == 1:
+                Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if len(seeds) > 1:
+        print(f"chaos: {len(seeds) - failed}/{len(seeds)} seeds passed")
+    return 1 if failed else 0
