@@ -129,6 +129,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute(args)
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from ops.up import execute_up
+
+    return execute_up(args)
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from ops.up import run_process
+
+    return run_process(args, "host")
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from ops.up import run_process
+
+    return run_process(args, "sim")
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from ops.run import execute_chaos
 
@@ -280,6 +298,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
     sp.set_defaults(func=cmd_run)
+
+    def process_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("cell", help="cell YAML with a hosts section")
+        sp.add_argument("--speed", type=float, default=1.0,
+                        help="cell seconds per wall second (default 1)")
+        sp.add_argument("--faults", metavar="FILE", help="fault scenario to play")
+        sp.add_argument("--state-dir", metavar="DIR",
+                        help="keys, journals, logs, status (default .autocell/CELL)")
+
+    sp = sub.add_parser("up", help="run the cell as processes: the simulator and every host, "
+                                   "supervised")
+    process_args(sp)
+    sp.add_argument("--until", type=float, default=None, help="stop at this cell time (s)")
+    sp.add_argument("--timeout", type=float, default=None, help="give up after this wall time")
+    sp.add_argument("--max-restarts", type=int, default=5,
+                    help="restarts allowed within the window before giving up (default 5)")
+    sp.add_argument("--restart-window", type=float, default=60.0,
+                    help="restart intensity window, wall seconds (default 60)")
+    sp.add_argument("--quiet", action="store_true", help="no progress lines")
+    sp.set_defaults(func=cmd_up)
+    for kind, text in (("host", "run the agents of one host on the ZeroMQ bus"),
+                       ("sim", "run the simulator process (remote plant protocol)")):
+        sp = sub.add_parser(kind, help=text)
+        process_args(sp)
+        if kind == "host":
+            sp.add_argument("--name", required=True, help="host name from the cell's hosts")
+        sp.add_argument("--start-at", type=float, default=None,
+                        help="wall time (Unix s) of cell time 0; `up` gives all the same")
+        sp.set_defaults(func=cmd_host if kind == "host" else cmd_sim)
 
     sp = sub.add_parser("chaos", help="random faults of every kind, per seed, in virtual time")
     sp.add_argument("cell", help="cell YAML")

@@ -9,11 +9,12 @@ from .invariants import check_all, parse
 from .virtual import VirtualCell
 
 
-def _p95(xs: list[float]) -> float:
+def p95(xs: list[float]) -> float:
+    """The 95th percentile (nearest rank); 0 for no data."""
     if not xs:
         return 0.0
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
 
 
 def healing_figures(evs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,9 +79,9 @@ def healing_figures(evs: list[dict[str, Any]]) -> dict[str, Any]:
         "faults_total": len(hits),
         "faults_detected": len(detect_s),
         "detection_latency": {"max": round(max(detect_s, default=0.0), 6),
-                              "p95": round(_p95(detect_s), 6)},
+                              "p95": round(p95(detect_s), 6)},
         "recovery_latency": {"max": round(max(recover_s, default=0.0), 6),
-                             "p95": round(_p95(recover_s), 6)},
+                             "p95": round(p95(recover_s), 6)},
         "deliberate_waits": waited,
         "waits_no_alternative": no_alternative,
     }

@@ -75,6 +75,7 @@ class Bus:
         self.routes: dict[str, str] = {}       # agent id -> endpoint
         self._sealers: dict[str, Sealer] = {}
         self._handler: MessageHandler | None = None
+        self.skew_s: dict[str, float] = {}     # sender -> clock offset (fault injection)
 
     @property
     def local_agents(self) -> set[str]:
@@ -101,7 +102,8 @@ class Bus:
             self.stats.dropped += 1
             log.warning("no route to agent", extra={"ctx": {"to": to, "type": body.TYPE}})
             return False
-        frames = self._sealers[sender].seal(to, body, self.clock(), conv)
+        frames = self._sealers[sender].seal(to, body, self.clock() + self.skew_s.get(sender, 0.0),
+                                            conv)
         if not self.transport.send(endpoint, frames):
             self.stats.dropped += 1
             return False

@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ops.config.model import CellConfig, Fraction, Name, PositiveSeconds, Seconds, _Model
+from ops.config.model import (
+    CellConfig,
+    Fraction,
+    Name,
+    PositiveSeconds,
+    Seconds,
+    _Model,
+)
 
 __all__ = ["AgentCrash", "Breakdown", "ClockSkew", "FaultScenario", "HostFault",
            "NetworkFaults", "Partition", "check_against_cell", "load_faults"]

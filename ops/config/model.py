@@ -317,6 +317,11 @@ class Sim(_Model):
     sensor_interval_s: PositiveSeconds = Field(
         default=60.0, description="Interval between simulated sensor readings, seconds."
     )
+    endpoint: str = Field(
+        default="tcp://127.0.0.1:5600", pattern=_ENDPOINT_PATTERN,
+        description="ZeroMQ endpoint the simulator process binds under `autocell up` (the "
+                    "remote plant protocol).",
+    )
 
 
 class CountWindow(_Model):

@@ -1,0 +1,313 @@
+"""The ZeroMQ host: the agents of one host on one asyncio loop, in scaled real time.
+
+Theory of operation
+-------------------
+A host is the unit of deployment and restart (DESIGN §3).  It runs the
+agents the cell config assigns to it — the very objects the virtual-time
+driver runs — and carries out their actions:
+
+* ``Send`` → :class:`~agents.runtime.bus.Bus` (sealed with the agent's key,
+  routed to the addressee's host endpoint, or to the simulator);
+* ``SetTimer``/``CancelTimer`` → ``loop.call_later`` on the cell clock;
+* ``Command`` → a signed ``plant_command`` to the plant process (the
+  remote plant protocol, docs/PROTOCOL.md); ``plant_event`` messages from
+  it come back as plant inputs;
+* ``Log`` → one JSON line in ``events-HOST.jsonl``.
+
+**Cell time** is ``(wall - start_at) × speed``; every process of a cell is
+given the same ``start_at`` and ``speed``, so their clocks agree.
+Envelopes are stamped with wall time (certificates and the replay window
+are wall-clock).
+
+**Journal**: every input is written ahead to ``journal-HOST.sqlite``.  A
+host started on an existing journal rebuilds each agent from it
+(:func:`agents.runtime.journal.replay`), re-arms its timers and gives it
+``on_recover``; the host's boot counter is the envelope epoch, so the
+restarted host's messages are not mistaken for replays.
+
+**Faults** (``--faults``): agent crashes of this host's agents, message
+loss/duplication/delay, partitions and clock skew are played here, on the
+send path, with a seeded RNG; host kills and pauses are the supervisor's.
+
+A status file (``status-HOST.json``, rewritten each heartbeat) tells the
+supervisor the host is alive and which orders are complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.base import Agent, PlantEventIn
+from agents.factory import build_agents
+from agents.order import OrderAgent
+from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.messages import Message, PlantCommand, PlantEvent
+from agents.runtime.bus import Bus
+from agents.runtime.journal import (
+    Inbound,
+    Input,
+    PlantIn,
+    Recover,
+    SqliteJournal,
+    Start,
+    Timer,
+    feed,
+    replay,
+)
+from agents.runtime.transport import ZmqTransport
+from security.envelope import Opener
+from security.keystore import KeyDir
+from security.replay import ReplayGuard
+from security.replay_store import SqliteReplayStore
+
+if TYPE_CHECKING:
+    from ops.config.faults import FaultScenario
+    from ops.config.model import CellConfig
+
+log = logging.getLogger("autocell.host")
+
+SIM_ID = "sim"
+
+
+@dataclass(frozen=True)
+class CellClock:
+    """Cell time from wall time: ``(wall - start_at) × speed``."""
+
+    start_at: float
+    speed: float
+    wall: Callable[[], float] = time.time
+
+    def now(self) -> float:
+        return (self.wall() - self.start_at) * self.speed
+
+    def delay_s(self, at: float) -> float:
+        """Wall seconds from now until cell time ``at`` (never negative)."""
+        return max(0.0, (self.start_at + at / self.speed) - self.wall())
+
+
+def status_interval_s(cfg: CellConfig, speed: float) -> float:
+    """How often a process rewrites its status file (its heartbeat to the supervisor)."""
+    return max(0.2, min(1.0, cfg.negotiation.heartbeat_interval_s / speed))
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def routes_of(cfg: CellConfig) -> dict[str, str]:
+    """Agent id (and ``sim``) -> endpoint of the process that runs it."""
+    endpoints = {h.name: h.endpoint for h in cfg.hosts}
+    routes = {a: endpoints[cfg.host_of(a) or ""] for a in cfg.agent_ids()}
+    routes[SIM_ID] = cfg.sim.endpoint
+    return routes
+
+
+class Host:
+    """The agents of host ``name`` on the ZeroMQ bus, journalled."""
+
+    def __init__(self, cfg: CellConfig, name: str, *, keys_dir: Path, state_dir: Path,
+                 clock: CellClock, seed: int | None = None,
+                 faults: FaultScenario | None = None) -> None:
+        if not cfg.hosts:
+            raise ValueError("the cell has no hosts section: nothing to run on a host")
+        self.cfg = cfg
+        self.name = name
+        self.clock = clock
+        self.seed = cfg.sim.seed if seed is None else seed
+        self.state_dir = state_dir
+        self.faults = faults
+        endpoint = next(h.endpoint for h in cfg.hosts if h.name == name)
+        self.agents: dict[str, Agent] = {
+            a: agent for a, agent in build_agents(cfg, self.seed).items()
+            if cfg.host_of(a) == name}
+        self.journal = SqliteJournal(state_dir / f"journal-{name}.sqlite")
+        self.boot = self.journal.next_boot(f"host/{name}")
+        kd = KeyDir(keys_dir)
+        guard = ReplayGuard(SqliteReplayStore(state_dir / f"replay-{name}.sqlite"),
+                            skew_s=60.0, now=time.time(), flush_every=1)
+        self.bus = Bus(ZmqTransport(bind=endpoint), Opener(kd.trust_store(), guard),
+                       clock=time.time, random_bytes=os.urandom)
+        for a in self.agents:
+            key, _ = kd.identity(a)
+            self.bus.add_identity(a, key, epoch=self.boot)
+        for a, ep in routes_of(cfg).items():
+            if a not in self.agents:
+                self.bus.set_route(a, ep)
+        self.events = (state_dir / f"events-{name}.jsonl").open("a", buffering=1)
+        self.down: set[str] = set()
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._rng = random.Random(f"{self.seed}/host/{name}/{self.boot}")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self.recovered: dict[str, int] = {}
+
+    # -- carrying out actions ---------------------------------------------------------------
+    def _input(self, agent_id: str, inp: Input) -> None:
+        if agent_id in self.down or self._stop.is_set():
+            return
+        agent = self.agents[agent_id]
+        try:
+            actions = feed(agent, inp, self.journal)
+        except Exception:   # a bug in an agent must not take the host down
+            log.exception("agent failed on input", extra={"ctx": {"agent": agent_id}})
+            return
+        self._execute(agent, actions)
+
+    def _execute(self, agent: Agent, actions: list[Action]) -> None:
+        for act in actions:
+            if isinstance(act, Send):
+                self._send(agent.id, act.to, act.body, act.conv)
+            elif isinstance(act, SetTimer):
+                self._set_timer(agent.id, act.key, act.at)
+            elif isinstance(act, CancelTimer):
+                handle = self._timers.pop((agent.id, act.key), None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(act, Command):
+                self._send(agent.id, SIM_ID, PlantCommand(act.command, act.resource, act.task,
+                                                          dict(act.args)), "")
+            elif isinstance(act, Log):
+                self.record(act.event, **act.fields)
+
+    def _send(self, sender: str, to: str, body: Any, conv: str) -> None:
+        f = self.faults
+        if f is not None and to != SIM_ID:
+            now = self.clock.now()
+            for p in f.partitions:
+                if p.at_s <= now < p.at_s + p.duration_s and (sender in p.agents) != (
+                        to in p.agents):
+                    return
+            n = f.network
+            if n.loss and self._rng.random() < n.loss:
+                return
+            copies = 2 if n.duplication and self._rng.random() < n.duplication else 1
+            delay = n.delay_s + (self._rng.uniform(0, n.jitter_s) if n.jitter_s else 0.0)
+            if n.reorder and self._rng.random() < n.reorder:
+                delay += self._rng.uniform(0.0, 0.05)
+            if delay > 0 or copies > 1:
+                assert self._loop is not None
+                for _ in range(copies):
+                    self._loop.call_later(delay / self.clock.speed,
+                                          lambda: self.bus.send(sender, to, body, conv))
+                return
+        self.bus.send(sender, to, body, conv)
+
+    def _set_timer(self, agent_id: str, key: str, at: float) -> None:
+        assert self._loop is not None
+        k = (agent_id, key)
+        old = self._timers.pop(k, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            if self._timers.get(k) is handle:
+                del self._timers[k]
+                self._input(agent_id, Timer(key, self.clock.now()))
+
+        handle = self._loop.call_later(self.clock.delay_s(at), fire)
+        self._timers[k] = handle
+
+    def record(self, event: str, **fields: Any) -> None:
+        line = {"t": round(self.clock.now(), 6), "ev": event, "host": self.name, **fields}
+        self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def _on_message(self, msg: Message) -> None:
+        if isinstance(msg.body, PlantEvent):
+            if msg.sender != SIM_ID:
+                return
+            ev = PlantEventIn(msg.body.event, msg.body.resource, msg.body.task, msg.body.data)
+            if ev.resource in self.agents:
+                self._input(ev.resource, PlantIn(ev, self.clock.now()))
+            return
+        self._input(msg.to, Inbound(msg, self.clock.now()))
+
+    # -- agent crashes (fault scenarios) ----------------------------------------------------------
+    def crash(self, agent_id: str) -> None:
+        self.down.add(agent_id)
+        for k in [k for k in self._timers if k[0] == agent_id]:
+            self._timers.pop(k).cancel()
+        self.record("agent_crash", agent=agent_id)
+
+    def restart(self, agent_id: str) -> None:
+        if agent_id not in self.down:
+            return
+        self.agents[agent_id] = build_agents(self.cfg, self.seed)[agent_id]
+        self.down.discard(agent_id)
+        self._recover(agent_id)
+
+    def _recover(self, agent_id: str) -> None:
+        rec = replay(self.agents[agent_id], self.journal.records(agent_id))
+        self.recovered[agent_id] = rec.inputs
+        self.record("agent_restart", agent=agent_id, inputs=rec.inputs)
+        for key, at in sorted(rec.timers.items(), key=lambda kv: (kv[1], kv[0])):
+            self._set_timer(agent_id, key, at)
+        self._input(agent_id, Recover(self.clock.now()) if rec.started
+                    else Start(self.clock.now()))
+
+    # -- running ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        orders = [a for a in self.agents.values() if isinstance(a, OrderAgent)]
+        return {"host": self.name, "pid": os.getpid(), "boot": self.boot,
+                "cell_now": round(self.clock.now(), 3), "wall": time.time(),
+                "agents": len(self.agents), "orders": len(orders),
+                "completed": sorted(o.id for o in orders if o.completed_at is not None),
+                "recovered_agents": len(self.recovered),
+                "sent": sum(self.bus.stats.sent.values()),
+                "received": sum(self.bus.stats.received.values()),
+                "rejected": dict(self.bus.stats.rejected)}
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        await self.bus.start(self._on_message)
+        self.record("host_start", boot=self.boot, agents=len(self.agents))
+        known = set(self.journal.agents())
+        for a in sorted(self.agents):
+            if a in known:
+                self._recover(a)
+            else:
+                self._input(a, Start(self.clock.now()))
+        if self.faults is not None:
+            for c in self.faults.crashes:
+                if c.agent in self.agents:
+                    self._loop.call_later(self.clock.delay_s(c.at_s), self.crash, c.agent)
+                    self._loop.call_later(self.clock.delay_s(c.at_s + c.down_s), self.restart,
+                                          c.agent)
+            for s in self.faults.clock_skew:
+                if s.agent in self.agents:
+                    self._loop.call_later(self.clock.delay_s(s.at_s), self._skew, s.agent,
+                                          s.offset_s)
+        interval = status_interval_s(self.cfg, self.clock.speed)
+        status_path = self.state_dir / f"status-{self.name}.json"
+        while not self._stop.is_set():
+            write_json_atomic(status_path, self.status())
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+        self.record("host_stop")
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        write_json_atomic(status_path, {**self.status(), "stopped": True})
+        await self.bus.close()
+        self.journal.close()
+        self.events.close()
+
+    def _skew(self, agent: str, offset_s: float) -> None:
+        self.record("clock_skew", agent=agent, offset_s=offset_s)
+        self.bus.skew_s[agent] = offset_s

@@ -1,0 +1,392 @@
+"""``autocell up``: the simulator and every host as OS processes, supervised.
+
+Theory of operation
+-------------------
+``up`` prepares a state directory (keys made on first use unless the cell
+names its own ``security.keys_dir``; journals, replay stores, event logs
+and status files of the previous run removed), picks one ``start_at`` a
+moment ahead, and starts ``autocell sim`` and one ``autocell host`` per
+host with the same ``start_at`` and ``--speed``, so all clocks agree.
+
+The supervisor then polls, every 50 ms:
+
+* **deaths** — a child that exits while the cell runs is restarted at
+  once with the same arguments (its host resumes from the journal).  At
+  most ``--max-restarts`` restarts within ``--restart-window`` seconds: one
+  more and the supervisor gives up loudly, stops everything and exits 3.
+  The restart time is measured from the death to the new process's first
+  status file;
+* **faults** — the scenario's host kills (``SIGKILL``) and pauses
+  (``SIGSTOP`` … ``SIGCONT``), at their cell times;
+* **liveness** — each process rewrites its status file every heartbeat; a
+  host silent for ``missed_heartbeats`` intervals is reported down once
+  (a paused or hung host), and up again when it speaks;
+* **completion** — when every order is complete (the union of the hosts'
+  status files), or at ``--until``/``--timeout``, it stops the children
+  (``SIGTERM``, then ``SIGKILL`` after 5 s), checks the invariants of
+  DESIGN §8 on the simulator's event log and writes ``report.json``.
+
+Ctrl-C stops everything the same way.  Children die with the supervisor
+even if it is killed (``PR_SET_PDEATHSIG``), so no orphans are left.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from security.errors import ConfigurationError
+
+EXIT_GAVE_UP = 3
+STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
+               "status-*.json", "report.json")
+
+
+def _die_with_parent() -> None:   # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def ensure_keys(cfg: Any, state_dir: Path) -> Path:
+    """The cell's keys directory, or one made under the state directory on first use."""
+    from agents.factory import roles_of
+    from agents.runtime.host import SIM_ID
+    from security.keystore import KeyDir
+
+    roles = {**roles_of(cfg), SIM_ID: "sim"}
+    given = cfg.keys_dir_path()
+    if given is not None:
+        kd = KeyDir(Path(given))
+        missing = [a for a in roles if not kd.cert_path(a).exists()]
+        if missing:
+            raise ConfigurationError(
+                f"{given}: no certificate for {', '.join(missing[:5])}; issue with "
+                f"`autocell keys issue {missing[0]} --role {roles[missing[0]]} --dir {given}`")
+        return Path(given)
+    keys = state_dir / "keys"
+    kd = KeyDir(keys)
+    now = time.time()
+    if not kd.has_authority():
+        kd.init(now)
+    for agent, role in roles.items():
+        if not kd.cert_path(agent).exists():
+            kd.issue(agent, role, now)
+    return keys
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    died_at: float | None = None
+    paused: bool = False
+    down_reported: bool = False
+    restarts: list[float] = field(default_factory=list)   # restart latencies, seconds
+
+
+class Supervisor:
+    def __init__(self, cfg: Any, cell_path: str, *, state_dir: Path, speed: float,
+                 faults_path: str | None, faults: Any, max_restarts: int,
+                 restart_window_s: float, until_s: float | None, timeout_s: float | None,
+                 log: Any = print) -> None:
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.speed = speed
+        self.faults = faults
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
+        self.until_s = until_s
+        self.timeout_s = timeout_s
+        self.log = log
+        self.start_at = time.time() + 1.5
+        self.deaths: deque[float] = deque()
+        self.events: list[dict[str, Any]] = []
+        common = [cell_path, "--state-dir", str(state_dir), "--speed", repr(speed),
+                  "--start-at", repr(self.start_at)]
+        if faults_path:
+            common += ["--faults", faults_path]
+        exe = [sys.executable, "-m", "ops.cli"]
+        self.children = {"sim": Child("sim", exe + ["sim", *common])}
+        for h in cfg.hosts:
+            self.children[h.name] = Child(h.name, exe + ["host", *common, "--name", h.name])
+        self.pending_faults = sorted(
+            [(h.at_s, "start", h) for h in (faults.hosts if faults else [])]
+            + [(h.at_s + h.duration_s, "end", h) for h in (faults.hosts if faults else [])
+               if h.action == "pause"], key=lambda x: x[0])
+
+    def cell_now(self) -> float:
+        return (time.time() - self.start_at) * self.speed
+
+    def note(self, event: str, **fields: Any) -> None:
+        entry = {"t": round(self.cell_now(), 3), "wall": round(time.time(), 3), "ev": event,
+                 **fields}
+        self.events.append(entry)
+        self.log(f"[{entry['t']:>9.1f}] {event} " + " ".join(f"{k}={v}" for k, v in
+                                                              fields.items()))
+
+    def spawn(self, child: Child) -> None:
+        out = (self.state_dir / f"{child.name}.log").open("ab")
+        child.proc = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT,
+                                      preexec_fn=_die_with_parent)
+        out.close()
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.state_dir / f"status-{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def completed_orders(self) -> set[str]:
+        done: set[str] = set()
+        for h in self.cfg.hosts:
+            st = self.status(h.name)
+            if st:
+                done.update(st.get("completed", []))
+        return done
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        for child in self.children.values():
+            self.spawn(child)
+        self.note("started", processes=len(self.children), speed=self.speed)
+        total = len(self.cfg.orders)
+        code = 0
+        t0 = time.time()
+        last_progress = -1
+        try:
+            while True:
+                time.sleep(0.05)
+                if self._check_children():
+                    code = EXIT_GAVE_UP
+                    break
+                self._play_faults()
+                self._liveness()
+                done = len(self.completed_orders())
+                if done != last_progress:
+                    self.note("progress", completed=f"{done}/{total}")
+                    last_progress = done
+                if done == total:
+                    self.note("all_orders_completed")
+                    break
+                if self.until_s is not None and self.cell_now() >= self.until_s:
+                    self.note("until_reached")
+                    break
+                if self.timeout_s is not None and time.time() - t0 > self.timeout_s:
+                    self.note("timeout", wall_s=round(time.time() - t0, 1))
+                    code = 1
+                    break
+        except KeyboardInterrupt:
+            self.note("interrupted")
+            code = 130
+        finally:
+            self.stop()
+        return code
+
+    def _check_children(self) -> bool:
+        """Restart dead children; True when the restart intensity is exceeded."""
+        now = time.time()
+        for child in self.children.values():
+            assert child.proc is not None
+            rc = child.proc.poll()
+            if child.died_at is not None:
+                st = self.status(child.name)
+                if st and st.get("pid") == child.proc.pid:
+                    child.restarts.append(now - child.died_at)
+                    self.note("restarted", process=child.name,
+                              restart_s=round(now - child.died_at, 3))
+                    child.died_at = None
+                continue
+            if rc is None:
+                continue
+            self.deaths.append(now)
+            while self.deaths and now - self.deaths[0] > self.restart_window_s:
+                self.deaths.popleft()
+            self.note("process_died", process=child.name, returncode=rc)
+            if len(self.deaths) > self.max_restarts:
+                self.note("gave_up", reason=f"{len(self.deaths)} deaths within "
+                                            f"{self.restart_window_s:g} s (max "
+                                            f"{self.max_restarts})")
+                self.log(f"autocell up: restart intensity exceeded: {len(self.deaths)} process "
+                         f"deaths within {self.restart_window_s:g} s; giving up. See "
+                         f"{self.state_dir}/*.log")
+                return True
+            child.died_at = now
+            child.paused = False
+            self.spawn(child)
+        return False
+
+    def _play_faults(self) -> None:
+        now = self.cell_now()
+        while self.pending_faults and self.pending_faults[0][0] <= now:
+            _, phase, h = self.pending_faults.pop(0)
+            child = self.children.get(h.host)
+            if child is None or child.proc is None:
+                continue
+            if h.action == "kill":
+                self.note("fault_injected", kind="host_kill", host=h.host, pid=child.proc.pid)
+                os.kill(child.proc.pid, signal.SIGKILL)
+            elif phase == "start":
+                self.note("fault_injected", kind="host_pause", host=h.host, pid=child.proc.pid)
+                os.kill(child.proc.pid, signal.SIGSTOP)
+                child.paused = True
+            elif child.paused:
+                os.kill(child.proc.pid, signal.SIGCONT)
+                child.paused = False
+                self.note("host_resumed", host=h.host)
+
+    def _liveness(self) -> None:
+        from agents.runtime.host import status_interval_s
+
+        silent_s = (self.cfg.negotiation.missed_heartbeats * status_interval_s(self.cfg, self.speed)
+                    + 0.1)
+        for child in self.children.values():
+            st = self.status(child.name)
+            if st is None or child.died_at is not None:
+                continue
+            quiet = time.time() - float(st.get("wall", 0.0))
+            if quiet > silent_s and not child.down_reported:
+                child.down_reported = True
+                self.note("host_down", process=child.name, silent_s=round(quiet, 2))
+            elif quiet <= silent_s and child.down_reported:
+                child.down_reported = False
+                self.note("host_up", process=child.name)
+
+    def stop(self) -> None:
+        procs = [c.proc for c in self.children.values() if c.proc is not None]
+        for c in self.children.values():
+            if c.proc is not None and c.proc.poll() is None:
+                if c.paused:
+                    os.kill(c.proc.pid, signal.SIGCONT)
+                c.proc.terminate()
+        deadline = time.time() + 5.0
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.note("stopped")
+
+    # -- the report ---------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        from sim_bridge.invariants import (
+            no_operation_twice,
+            one_operation_per_machine,
+            routing_order,
+        )
+        from sim_bridge.report import p95
+
+        sim_events = []
+        path = self.state_dir / "events-sim.jsonl"
+        if path.exists():
+            sim_events = [json.loads(line) for line in path.read_text().splitlines() if line]
+        done = self.completed_orders()
+        restarts = sorted(x for c in self.children.values() for x in c.restarts)
+
+        violations = {"no_operation_executed_twice": no_operation_twice(sim_events),
+                      "no_machine_runs_two_operations": one_operation_per_machine(sim_events),
+                      "routing_order_respected": routing_order(sim_events)}
+        return {
+            "cell": self.cfg.cell, "speed": self.speed,
+            "orders_total": len(self.cfg.orders), "orders_completed": len(done),
+            "orders_lost": len(self.cfg.orders) - len(done),
+            "operations": sum(1 for e in sim_events if e["ev"] == "op_done"
+                              and e["quality"] == "ok"),
+            "restarts": len(restarts),
+            "restart_s": {"max": round(max(restarts, default=0.0), 3),
+                          "p95": round(p95(restarts), 3)},
+            "hosts_down_reported": sum(1 for e in self.events if e["ev"] == "host_down"),
+            "invariants": {k: not v for k, v in violations.items()},
+            "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
+            "cell_time_s": round(self.cell_now(), 3),
+            "supervisor_events": self.events,
+        }
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in STATE_FILES:
+        for p in state_dir.glob(pattern):
+            p.unlink()
+
+
+def execute_up(args: Any) -> int:
+    from ops.config import ConfigError, load_cell
+    from ops.config.faults import load_faults
+
+    try:
+        cfg = load_cell(args.cell)
+        faults = load_faults(args.faults, cfg) if args.faults else None
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if not cfg.hosts:
+        raise ConfigurationError(f"{args.cell}: the cell has no `hosts` section; `autocell up` "
+                                 "needs one (see cell_configs/demo_cell.yaml)")
+    if args.speed <= 0:
+        raise ConfigurationError("--speed must be positive")
+    state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
+    prepare_state_dir(state_dir)
+    ensure_keys(cfg, state_dir)
+    sup = Supervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
+                     faults_path=args.faults, faults=faults, max_restarts=args.max_restarts,
+                     restart_window_s=args.restart_window, until_s=args.until,
+                     timeout_s=args.timeout,
+                     log=(lambda *_: None) if args.quiet else
+                     (lambda s: print(s, file=sys.stderr, flush=True)))
+    code = sup.run()
+    report = sup.report()
+    (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    ok = all(report["invariants"].values())
+    print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "
+          f"completed, {report['operations']} operations, {report['restarts']} restarts "
+          f"(restart p95 {report['restart_s']['p95']} s), invariants "
+          f"{'hold' if ok else 'VIOLATED'}; report: {state_dir / 'report.json'}")
+    if code == 0 and not ok:
+        return 1
+    return code
+
+
+def run_process(args: Any, kind: str) -> int:
+    """``autocell host`` / ``autocell sim``: one process of a cell."""
+    import asyncio
+
+    from agents.runtime.host import CellClock, Host
+    from ops.config import ConfigError, load_cell
+    from ops.config.faults import load_faults
+    from sim_bridge.remote import PlantServer
+
+    try:
+        cfg = load_cell(args.cell)
+        faults = load_faults(args.faults, cfg) if args.faults else None
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    keys = ensure_keys(cfg, state_dir)
+    clock = CellClock(args.start_at if args.start_at is not None else time.time(), args.speed)
+    if kind == "host":
+        if args.name not in {h.name for h in cfg.hosts}:
+            raise ConfigurationError(f"{args.cell}: no host named {args.name!r}; hosts: "
+                                     + ", ".join(h.name for h in cfg.hosts))
+        runner: Any = Host(cfg, args.name, keys_dir=keys, state_dir=state_dir, clock=clock,
+                           faults=faults)
+    else:
+        runner = PlantServer(cfg, keys_dir=keys, state_dir=state_dir, clock=clock,
+                             faults=faults)
+    asyncio.run(runner.run())
+    return 0

@@ -1,0 +1,166 @@
+"""The simulator as its own process: the embedded plant behind the remote plant protocol.
+
+Theory of operation
+-------------------
+``autocell sim CELL`` (started by ``autocell up``) runs the
+:class:`~sim_bridge.plant.EmbeddedPlant` in scaled real time and speaks
+the **remote plant protocol** (docs/PROTOCOL.md): signed ``plant_command``
+envelopes in from machine and robot agents, signed ``plant_event``
+envelopes out to them, as the identity ``sim`` (role ``sim``).  Any
+external simulator or equipment gateway that speaks the same two message
+types over the same envelope can take its place.
+
+Time: SimPy's environment is advanced to the cell clock
+(``(wall - start_at) × speed``) before each command is applied and
+whenever its next event falls due; between events the process sleeps on
+the asyncio loop, so commands are served at once.
+
+A machine or robot agent may command only its own resource; anything else
+is refused and counted (``forbidden_resource``).  Plant records (op starts
+and ends, faults, moves) go to ``events-sim.jsonl``, which the supervisor
+checks against the invariants of DESIGN §8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from agents.base import PlantEventIn
+from agents.protocol.actions import Command
+from agents.protocol.messages import Message, PlantCommand, PlantEvent
+from agents.runtime.bus import Bus
+from agents.runtime.host import (
+    SIM_ID,
+    CellClock,
+    routes_of,
+    status_interval_s,
+    write_json_atomic,
+)
+from agents.runtime.journal import SqliteJournal
+from agents.runtime.transport import ZmqTransport
+from security.envelope import Opener
+from security.keystore import KeyDir
+from security.replay import ReplayGuard
+from security.replay_store import SqliteReplayStore
+
+from .plant import EmbeddedPlant, MachineSpec
+
+if TYPE_CHECKING:
+    from ops.config.faults import FaultScenario
+    from ops.config.model import CellConfig
+
+log = logging.getLogger("autocell.sim")
+
+
+class PlantServer:
+    """The embedded plant on the ZeroMQ bus, in scaled real time."""
+
+    def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
+                 seed: int | None = None, faults: FaultScenario | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.state_dir = state_dir
+        self.seed = cfg.sim.seed if seed is None else seed
+        self.env = simpy.Environment(initial_time=max(0.0, clock.now()))
+        self.events = (state_dir / "events-sim.jsonl").open("a", buffering=1)
+        self.refused: Counter[str] = Counter()
+        breakdowns = faults.mtbf_breakdowns if faults is not None else True
+        self.plant = EmbeddedPlant(
+            self.env,
+            [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
+                         m.power_kw.busy, m.location) for m in cfg.machines],
+            [r.id for r in cfg.robots], seed=self.seed, emit=self._emit, record=self.record,
+            sensor_interval_s=cfg.sim.sensor_interval_s, breakdowns=breakdowns)
+        boots = SqliteJournal(state_dir / "sim.sqlite")
+        self.boot = boots.next_boot(SIM_ID)
+        boots.close()
+        kd = KeyDir(keys_dir)
+        guard = ReplayGuard(SqliteReplayStore(state_dir / "replay-sim.sqlite"), skew_s=60.0,
+                            now=time.time(), flush_every=1)
+        self.bus = Bus(ZmqTransport(bind=cfg.sim.endpoint), Opener(kd.trust_store(), guard),
+                       clock=time.time, random_bytes=os.urandom)
+        key, _ = kd.identity(SIM_ID)
+        self.bus.add_identity(SIM_ID, key, epoch=self.boot)
+        for agent, endpoint in routes_of(cfg).items():
+            if agent != SIM_ID:
+                self.bus.set_route(agent, endpoint)
+        self.resources = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
+        if faults is not None:
+            for b in faults.breakdowns:
+                if b.at_s >= self.env.now:
+                    self.env.timeout(b.at_s - self.env.now).callbacks.append(
+                        lambda _e, b=b: self._inject(b.resource, b.repair_s))
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def _inject(self, resource: str, repair_s: float) -> None:
+        self.record("fault_injected", kind="breakdown", agents=[resource])
+        self.plant.fail(resource, repair_s)
+
+    def record(self, event: str, **fields: Any) -> None:
+        line = {"t": round(self.env.now, 6), "ev": event, **fields}
+        self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+
+    def _emit(self, ev: PlantEventIn) -> None:
+        self.bus.send(SIM_ID, ev.resource, PlantEvent(ev.event, ev.resource, ev.task,
+                                                      float(self.env.now), dict(ev.data or {})))
+
+    def advance(self) -> None:
+        now = self.clock.now()
+        if now > self.env.now:
+            self.env.run(until=now)
+
+    def _on_message(self, msg: Message) -> None:
+        body = msg.body
+        if not isinstance(body, PlantCommand):
+            self.refused["not_a_command"] += 1
+            return
+        if body.resource != msg.sender or body.resource not in self.resources:
+            self.refused["forbidden_resource"] += 1
+            self.record("command_forbidden", sender=msg.sender, resource=body.resource)
+            return
+        self.advance()
+        self.plant.command(Command(body.command, body.resource, body.task, dict(body.args)))
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        return {"host": SIM_ID, "pid": os.getpid(), "boot": self.boot,
+                "cell_now": round(self.env.now, 3), "wall": time.time(),
+                "refused": dict(self.refused), "rejected": dict(self.bus.stats.rejected),
+                "received": sum(self.bus.stats.received.values()),
+                "sent": sum(self.bus.stats.sent.values())}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.bus.start(self._on_message)
+        self.record("sim_start", boot=self.boot)
+        status_path = self.state_dir / "status-sim.json"
+        last_status = 0.0
+        while not self._stop.is_set():
+            self.advance()
+            nxt = self.env.peek()
+            wait_s = 0.2 if nxt == float("inf") else min(0.2, self.clock.delay_s(nxt))
+            if time.time() - last_status >= status_interval_s(self.cfg, self.clock.speed):
+                write_json_atomic(status_path, self.status())
+                last_status = time.time()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(wait_s, 0.0005))
+            except TimeoutError:
+                pass
+        self.record("sim_stop")
+        write_json_atomic(status_path, {**self.status(), "stopped": True})
+        await self.bus.close()
+        self.events.close()
