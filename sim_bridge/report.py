@@ -65,10 +65,10 @@ def healing_figures(evs: list[dict[str, Any]]) -> dict[str, Any]:
     recover_s = []
     waited = no_alternative = 0
     for t, task in detections:
-        if (t, task) in waits:
-            waited += 1
-            continue
         nxt = next((ta for ta in awards.get(task, []) if ta >= t), None)
+        if any(tw >= t and (nxt is None or tw <= nxt) and tk == task for tw, tk in waits):
+            waited += 1                 # the order chose to wait (repair, stale winner)
+            continue
         if nxt is None:
             continue
         if any(t <= tn <= nxt for tn in empty.get(task, [])):

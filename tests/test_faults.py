@@ -138,12 +138,6 @@ assert BASE_LINES[4].startswith("  - {resource:") and BASE_LINES[15].startswith(
 
 EVERY_AGENT = ", ".join(CFG.agent_ids())
 
-LOSS_LINE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `loss >= 0.5` is checked by a model validator on NetworkFaults "
-           "(ops/config/faults.py NetworkFaults._possible), so the issue's loc is the parent "
-           "`network` (its line, 10) instead of the field `network.loss` on line 11")
-
 # (line, replacement, line of the issue, its path, a fragment of its message)
 BAD = [
     pytest.param(7, "  - {agent: o-999, at_s: 200, down_s: 2}", 7, "crashes[0].agent",
@@ -160,7 +154,7 @@ BAD = [
                  "hosts[0].host", "unknown host 'cloud' in cell 'demo-cell'; known: logistics, "
                  "machines, orders", id="unknown-host"),
     pytest.param(11, "  loss: 0.5", 11, "network.loss", "loss must be < 0.5",
-                 id="loss-half", marks=LOSS_LINE_BUG),
+                 id="loss-half"),
     pytest.param(11, "  loss: 1.5", 11, "network.loss", "less than or equal to 1",
                  id="loss-above-one"),
     pytest.param(12, "  duplication: 1.5", 12, "network.duplication", "less than or equal to 1",
@@ -235,7 +229,7 @@ def test_bad_scenario_through_the_cli_exits_2_with_file_line(
 
 
 def test_a_loss_of_one_half_is_refused_as_an_outage(tmp_path: Path) -> None:
-    """The rate itself is refused (where the issue points is the xfail row ``loss-half``)."""
+    """The rate itself is refused (where the issue points: the row ``loss-half``)."""
     for loss in ("0.5", "0.9"):
         issues = issues_of(write(tmp_path, edit(11, f"  loss: {loss}")))
         want = (f"loss {float(loss)} is not a network, it is an outage: use a partition for "
@@ -462,11 +456,6 @@ def test_wait_for_repair_reroutes_when_the_repair_is_too_long() -> None:
     assert finished_on(evs) == ["slow"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: sim_bridge/report.py healing_figures matches a deliberate wait to its detection by "
-    "the exact time (t, task), but the order logs `wait_for_repair` at the reply deadline "
-    "(reroute t + reply_deadline_s), not at the `reroute`; so deliberate_waits stays 0 and "
-    "the 20 s wait for the repair is counted as recovery latency"))
 def test_a_wait_for_repair_counts_as_a_deliberate_wait_not_as_recovery() -> None:
     _, report, evs = play({"name": "mid-op", "breakdowns": [
         {"resource": "fast", "at_s": 50, "repair_s": 20}]}, two_machine_cell("wait_for_repair"))

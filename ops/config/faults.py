@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from ops.config.model import (
     CellConfig,
@@ -66,12 +66,13 @@ class NetworkFaults(_Model):
     delay_s: Seconds = Field(default=0.0, description="Extra latency, seconds.")
     jitter_s: Seconds = Field(default=0.0, description="Random extra delay up to this, seconds.")
 
-    @model_validator(mode="after")
-    def _possible(self) -> NetworkFaults:
-        if self.loss >= 0.5:
-            raise ValueError(f"loss {self.loss} is not a network, it is an outage: use a "
+    @field_validator("loss")
+    @classmethod
+    def _possible(cls, loss: float) -> float:
+        if loss >= 0.5:
+            raise ValueError(f"loss {loss} is not a network, it is an outage: use a "
                              "partition for that (loss must be < 0.5)")
-        return self
+        return loss
 
 
 class Partition(_Model):
