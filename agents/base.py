@@ -36,6 +36,9 @@ class Timing:
     missed_heartbeats: int = 3
     retry_s: float = 5.0
     plan_ahead_ops: int = 0
+    rehearsal_passes: int = 0
+    rehearsal_pass_timeout_s: float = 1.0
+    rehearsal_budget_share: float = 0.01
     interrupted_operation: str = "restart_elsewhere"   # or "wait_for_repair"
 
     @property

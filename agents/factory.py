@@ -21,7 +21,9 @@ def timing_of(cfg: CellConfig) -> Timing:
                   heartbeat_interval_s=n.heartbeat_interval_s,
                   missed_heartbeats=n.missed_heartbeats,
                   retry_s=max(n.reply_deadline_s * 5, n.heartbeat_interval_s),
-                  plan_ahead_ops=n.plan_ahead_ops,
+                  plan_ahead_ops=n.plan_ahead_ops, rehearsal_passes=n.rehearsal_passes,
+                  rehearsal_pass_timeout_s=n.rehearsal_pass_timeout_s,
+                  rehearsal_budget_share=n.rehearsal_budget_share,
                   interrupted_operation=n.interrupted_operation)
 
 
@@ -48,7 +50,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
         agents[m.id] = MachineAgent(
             m.id, timing=timing, strategy=resource_strategy(rstrat_name), location=m.location,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,
-            power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy, rng=rng(m.id))
+            power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy,
+            orders=[o.id for o in cfg.orders], rng=rng(m.id))
     locations = [loc.id for loc in cfg.layout.locations]
     for r in cfg.robots:
         table = {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}
@@ -68,5 +71,6 @@ def build_agents(cfg: CellConfig, seed: int, *,
             release_at=o.release_at, due_at=o.due_at, priority=o.priority, capable=capable,
             robots=robots, machine_location=machine_location,
             input_location=cfg.layout.input, output_location=cfg.layout.output,
-            min_processing_s=min_proc, rng=rng(o.id))
+            min_processing_s=min_proc, machines=[m.id for m in cfg.machines],
+            peers=[o.id for o in cfg.orders], rng=rng(o.id))
     return agents

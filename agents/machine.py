@@ -5,7 +5,8 @@ from __future__ import annotations
 from agents.base import Timing
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command
-from agents.protocol.messages import CallForProposals
+from agents.protocol.messages import CallForProposals, Explore, ExploreReady, Intention, Message
+from agents.rehearsal import MachineRehearsal
 
 from .base import PlantEventIn
 from .resource import ResourceAgent, Task
@@ -19,13 +20,27 @@ class MachineAgent(ResourceAgent):
 
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
                  location: str, capabilities: dict[str, float], setup_s: float = 0.0,
-                 power_idle_kw: float = 0.0, power_busy_kw: float = 0.0, **kw: object) -> None:
+                 power_idle_kw: float = 0.0, power_busy_kw: float = 0.0,
+                 orders: list[str] | None = None, **kw: object) -> None:
         super().__init__(agent_id, timing=timing, strategy=strategy, location=location, **kw)
         self.capabilities = dict(capabilities)
         self.setup_s = setup_s
         self.power_busy_kw = power_busy_kw
         self.power_idle_kw = power_idle_kw
         self.last_capability = ""
+        # rehearsal plans conservatively: a setup before every operation
+        self.rehearsal = MachineRehearsal(
+            agent_id, orders=list(orders or []),
+            duration_s=dict(self.capabilities), setup_s=setup_s,
+        ) if timing.rehearsal_passes > 0 and orders else None
+
+    def on_message(self, msg: Message, now: float) -> list[Action]:
+        if isinstance(msg.body, (Explore, ExploreReady, Intention)):
+            if self.rehearsal is None:
+                self.ignored += 1
+                return []
+            return self.rehearsal.on_message(msg.sender, msg.body, msg.conv)
+        return super().on_message(msg, now)
 
     def can_do(self, cfp: CallForProposals) -> bool:
         return cfp.kind == "operation" and cfp.capability in self.capabilities

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from agents.base import Agent, Timing
 from agents.negotiation.contract_net import IGNORED, step
 from agents.negotiation.strategies import OrderStrategy
+from agents.rehearsal import OrderRehearsal, Plan
 from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
@@ -38,6 +39,8 @@ from agents.protocol.messages import (
     Cancel,
     Confirmation,
     Done,
+    ExploreQuote,
+    ExploreResult,
     Failure,
     Heartbeat,
     Message,
@@ -81,7 +84,8 @@ class OrderAgent(Agent):
                  routing: list[tuple[str, str]], quantity: int, release_at: float, due_at: float,
                  priority: int, capable: dict[str, list[str]], robots: list[str],
                  machine_location: dict[str, str], input_location: str, output_location: str,
-                 min_processing_s: dict[str, float], **kw: object) -> None:
+                 min_processing_s: dict[str, float], machines: list[str] | None = None,
+                 peers: list[str] | None = None, **kw: object) -> None:
         super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
         self.strategy = strategy
         self.quantity = quantity
@@ -103,15 +107,64 @@ class OrderAgent(Agent):
         self.work_s = [min_processing_s.get(cap, 0.0) * quantity for _, cap in routing]
         self.move: Negotiation | None = None
         self.ignored = 0
+        self.rehearsal: OrderRehearsal | None = None
+        self.plan: Plan | None = None
+        self.plan_origin_at = 0.0
+        if timing.rehearsal_passes > 0 and machines and peers:
+            self.rehearsal = OrderRehearsal(
+                agent_id, alternatives=[n.recipients for n in self.ops],
+                capabilities=[n.capability for n in self.ops], quantity=quantity,
+                work_s=self.work_s, machines=machines, peers=peers,
+                passes=timing.rehearsal_passes, rng=self.rng,
+                budget_share=timing.rehearsal_budget_share)
 
     # -- inputs -----------------------------------------------------------------------------
     def on_start(self, now: float) -> list[Action]:
-        return [SetTimer("release", max(now, self.release_at))]
+        out: list[Action] = [SetTimer("release", max(now, self.release_at))]
+        if self.rehearsal is not None:
+            self.rehearsal.first_ready_at = max(0.0, self.release_at - now)
+            out += self.rehearsal.start(now)
+            out += self._rehearsal_watch(now)
+        return out
+
+    # -- rehearsal (agents/rehearsal.py) ------------------------------------------------------
+    def _rehearsing(self) -> bool:
+        return self.rehearsal is not None and not self.rehearsal.finished
+
+    def _rehearsal_watch(self, now: float) -> list[Action]:
+        return [SetTimer("rehearsal", now + self.timing.rehearsal_pass_timeout_s)]
+
+    def _on_rehearsal(self, sender: str, body: ExploreQuote | ExploreResult,
+                      now: float) -> list[Action]:
+        assert self.rehearsal is not None
+        before = self.rehearsal.now_pass
+        out = self.rehearsal.on_message(sender, body, now)
+        if self.rehearsal.finished:
+            return out + [CancelTimer("rehearsal")] + self._end_rehearsal(now)
+        if self.rehearsal.now_pass is not before:
+            out += self._rehearsal_watch(now)
+        return out
+
+    def _end_rehearsal(self, now: float) -> list[Action]:
+        """Negotiate for real: every operation at once, at its planned machine and time."""
+        assert self.rehearsal is not None
+        self.plan = self.rehearsal.best
+        # a time every order agrees on (the latest pass end reported), so the
+        # planned slots of different orders line up exactly at the machines; it
+        # leaves room for the award round, so no planned slot is already in the past
+        self.plan_origin_at = (max(self.rehearsal.ended_at, self.rehearsal.started_at, now)
+                               + 2 * self.timing.reply_deadline_s)
+        return self._advance(now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
         if key == "release":
             self.released = True
             return [Log("order_released", {"order": self.id})] + self._advance(now)
+        if key == "rehearsal":
+            if not self._rehearsing():
+                return []
+            assert self.rehearsal is not None
+            return self.rehearsal.stop("timeout") + self._end_rehearsal(now)
         kind, _, task = key.partition(":")
         neg = self._find(task)
         if neg is None:
@@ -128,6 +181,11 @@ class OrderAgent(Agent):
         body = msg.body
         if isinstance(body, Heartbeat):
             return self._on_heartbeat(msg.sender, body, now)
+        if isinstance(body, (ExploreQuote, ExploreResult)):
+            if not self._rehearsing():
+                self.ignored += 1
+                return []
+            return self._on_rehearsal(msg.sender, body, now)
         neg = self._find(getattr(body, "task", ""))
         if neg is None or neg.state == "idle":   # unknown, or a bid for a call not yet made
             self.ignored += 1
@@ -214,6 +272,13 @@ class OrderAgent(Agent):
             prev = self.ops[neg.op_index - 1]
             if prev.state != "done":
                 earliest = max(earliest, prev.promised_finish_at)
+        recipients = neg.recipients
+        planned = (self.plan is not None and neg.kind == "operation" and neg.attempt == 0
+                   and neg.op_index < len(self.plan.machine))
+        if planned:
+            assert self.plan is not None
+            recipients = [self.plan.machine[neg.op_index]]
+            earliest = max(now, self.plan_origin_at + self.plan.start[neg.op_index])
         reply_by = now + self.timing.reply_deadline_s
         work = sum(self.work_s[neg.op_index:]) if neg.kind == "operation" else 0.0
         cfp = CallForProposals(
@@ -223,7 +288,7 @@ class OrderAgent(Agent):
             attempt=neg.attempt, priority=self.priority, work_remaining_s=work)
         neg.cfp = cfp
         conv = self._conv(neg)
-        out: list[Action] = [Send(r, cfp, conv) for r in neg.recipients]
+        out: list[Action] = [Send(r, cfp, conv) for r in recipients]
         out.append(SetTimer(f"deadline:{neg.task}", reply_by))
         return out
 
@@ -341,9 +406,14 @@ class OrderAgent(Agent):
 
     # -- the material flow ------------------------------------------------------------------------
     def _advance(self, now: float) -> list[Action]:
-        if not self.released or self.completed_at is not None:
+        if not self.released or self.completed_at is not None or self._rehearsing():
             return []
         out: list[Action] = []
+        if self.plan is not None:
+            # a rehearsed plan: every operation is negotiated now, at its planned slot
+            for neg in self.ops:
+                if neg.state == "idle":
+                    out += self._call(neg, now)
         # call the next operation when its predecessor is done — or, planning
         # ahead up to ``plan_ahead_ops`` operations, once the predecessor is leased
         for k, neg in enumerate(self.ops):

@@ -252,6 +252,61 @@ class Heartbeat(Body):
     leases: list = field(default_factory=list)
 
 
+# -- rehearsal: what-if passes before committing (agents/rehearsal.py) ----------------
+
+@message("explore")
+class Explore(Body):
+    """An order registers its operations for one rehearsal pass at one machine.
+
+    Sent to every machine of the cell (``entries`` may be empty), so a machine
+    knows when it has heard from every order.  Each entry is
+    ``[position, key, capability, quantity, alternatives]``: the operation's
+    position in the pass (0 = the first the pass places), the list key the
+    machine inserts it by (lower first; ties by order id, then position), and
+    how many machines may run it (> 1: the machine waits for ``intend``).
+    """
+
+    rehearsal: int            # pass number, from 0
+    entries: list = field(default_factory=list)
+
+
+@message("explore_ready")
+class ExploreReady(Body):
+    """In rehearsal ``rehearsal``, the operation at ``position`` may start at ``ready_at``."""
+
+    rehearsal: int
+    position: int
+    ready_at: float           # rehearsal time, not the cell's clock
+
+
+@message("explore_quote")
+class ExploreQuote(Body):
+    """Where the machine would put the operation: the earliest gap after all lower keys."""
+
+    rehearsal: int
+    position: int
+    start_at: float           # rehearsal time
+    finish_at: float
+
+
+@message("intend")
+class Intention(Body):
+    """The order's choice among the quotes for a flexible operation."""
+
+    rehearsal: int
+    position: int
+    chosen: bool
+
+
+@message("explore_result")
+class ExploreResult(Body):
+    """An order tells the other orders when it finished in a rehearsal pass."""
+
+    rehearsal: int
+    completion_at: float      # rehearsal time
+    at: float = 0.0           # the sender's clock when it finished the pass
+
+
 # -- escalation ---------------------------------------------------------------------
 
 @message("escalate")

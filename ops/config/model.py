@@ -264,6 +264,19 @@ class Negotiation(_Model):
         description="How many operations beyond the next one an order negotiates before the "
                     "parts get there (0 = negotiate each operation when its predecessor is done; "
                     "measured best on the FJSP benchmarks).")
+    rehearsal_passes: int = Field(
+        0, ge=0,
+        description="What-if schedules the agents build by messages before the first award "
+                    "(0 = none: negotiate online). The best one is then negotiated for real; "
+                    "see docs/strategies.md.")
+    rehearsal_pass_timeout_s: PositiveSeconds = Field(
+        default=1.0,
+        description="An order that has not seen a rehearsal pass end within this many seconds "
+                    "stops rehearsing and negotiates with the best plan so far.")
+    rehearsal_budget_share: float = Field(
+        0.01, gt=0, le=1,
+        description="Rehearsal stops once it has taken this share of the best plan's makespan "
+                    "in cell time (it delays the first start by as much).")
     interrupted_operation: Literal["restart_elsewhere", "wait_for_repair"] = Field(
         default="restart_elsewhere",
         description="What happens to an operation whose machine faults mid-way.",
