@@ -1,0 +1,156 @@
+"""Real processes: ``autocell up`` with the simulator and three hosts over ZeroMQ.
+
+These are the multi-process tests of issue 4: ``kill -9`` of a host in
+mid-run, ``SIGSTOP`` of a host for longer than a lease, Ctrl-C with no
+orphans, and the restart intensity bound.  Each runs the demo cell's first
+orders at 50× real time on free loopback ports; the outcome is read from
+the supervisor's ``report.json`` and the processes' event logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def small_cell(tmp_path: Path, orders: int = 6) -> Path:
+    data = yaml.safe_load(DEMO.read_text())
+    data["orders"] = data["orders"][:orders]
+    ports = free_ports(len(data["hosts"]) + 1)
+    for h, port in zip(data["hosts"], ports):
+        h["endpoint"] = f"tcp://127.0.0.1:{port}"
+    data["sim"]["endpoint"] = f"tcp://127.0.0.1:{ports[-1]}"
+    path = tmp_path / "cell.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def faults(tmp_path: Path, hosts: list[dict]) -> Path:
+    path = tmp_path / "faults.yaml"
+    path.write_text(yaml.safe_dump({"name": "test", "mtbf_breakdowns": False, "hosts": hosts}))
+    return path
+
+
+def up(cell: Path, state: Path, *extra: str, timeout_s: float = 150.0
+       ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "50", "--state-dir",
+         str(state), "--timeout", "120", *extra],
+        capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+
+
+def report(state: Path) -> dict:
+    return json.loads((state / "report.json").read_text())
+
+
+def events(state: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (state / f"events-{name}.jsonl").read_text().splitlines()]
+
+
+def assert_all_done_once(r: dict) -> None:
+    assert r["orders_completed"] == r["orders_total"] and r["orders_lost"] == 0, r
+    assert all(r["invariants"].values()), r["invariant_violations"]
+
+
+def test_kill_9_of_a_host_mid_run_loses_nothing_and_does_nothing_twice(tmp_path: Path) -> None:
+    cell = small_cell(tmp_path)
+    f = faults(tmp_path, [{"host": "machines", "action": "kill", "at_s": 250},
+                          {"host": "orders", "action": "kill", "at_s": 500}])
+    state = tmp_path / "state"
+    res = up(cell, state, "--faults", str(f))
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = report(state)
+    assert_all_done_once(r)
+    died = [e for e in r["supervisor_events"] if e["ev"] == "process_died"]
+    assert {(e["process"], e["returncode"]) for e in died} == {("machines", -9), ("orders", -9)}
+    assert r["restarts"] == 2 and r["restart_s"]["max"] < 10
+    # the restarted hosts rebuilt their agents from the journal
+    restarts = [e for e in events(state, "machines") if e["ev"] == "agent_restart"]
+    assert len(restarts) == 5 and all(e["inputs"] > 0 for e in restarts)
+    assert [e["boot"] for e in events(state, "orders") if e["ev"] == "host_start"] == [1, 2]
+
+
+def test_sigstop_longer_than_a_lease_reroutes_and_fences_the_stale_winner(
+        tmp_path: Path) -> None:
+    cell = small_cell(tmp_path)
+    # 60 cell-seconds > the lease window (3 missed heartbeats of 5 s)
+    f = faults(tmp_path, [{"host": "machines", "action": "pause", "at_s": 250,
+                           "duration_s": 60}])
+    state = tmp_path / "state"
+    res = up(cell, state, "--faults", str(f))
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = report(state)
+    assert_all_done_once(r)
+    assert r["hosts_down_reported"] >= 1
+    expired = [e for e in events(state, "orders") if e["ev"] == "lease_expired"]
+    assert expired, "the pause outlasted the lease window, yet no lease expired"
+    assert r["restarts"] == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: Path) -> None:
+    cell = small_cell(tmp_path)
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "50",
+                             "--state-dir", str(state)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    names = ["sim", "orders", "machines", "logistics"]
+    deadline = time.time() + 30
+    while time.time() < deadline and not all((state / f"status-{n}.json").exists()
+                                             for n in names):
+        time.sleep(0.1)
+    pids = [json.loads((state / f"status-{n}.json").read_text())["pid"] for n in names]
+    assert all(_alive(p) for p in pids)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert time.time() - t0 < 10
+    assert proc.returncode == 130, err[-2000:]
+    assert not [p for p in pids if _alive(p)]
+    assert "interrupted" in err
+
+
+def test_restart_intensity_exceeded_gives_up_loudly(tmp_path: Path) -> None:
+    cell = small_cell(tmp_path)
+    f = faults(tmp_path, [{"host": "machines", "action": "kill", "at_s": t}
+                          for t in (100, 150, 200)])
+    state = tmp_path / "state"
+    res = up(cell, state, "--faults", str(f), "--max-restarts", "2", "--restart-window", "60")
+    assert res.returncode == 3
+    assert "restart intensity exceeded" in res.stderr
+    gave_up = [e for e in report(state)["supervisor_events"] if e["ev"] == "gave_up"]
+    assert len(gave_up) == 1
