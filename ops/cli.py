@@ -190,6 +190,40 @@ def cmd_bench_fjsp(args: argparse.Namespace) -> int:
     return EXIT_OK if r["all_valid"] else EXIT_FAILED
 
 
+def cmd_bench_healing(args: argparse.Namespace) -> int:
+    from ops.bench.healing import run
+
+    r = run(seeds=args.seeds, kills=args.kills, speed=args.speed,
+            processes=not args.no_processes,
+            progress=lambda s: print(f"  {s}", file=sys.stderr) if not args.json else None)
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    v = r["virtual"]
+    print(f"virtual time, {len(v['runs'])} runs of the shipped fault scenarios on the demo cell:")
+    print(f"  detection  p95 {v['detection_latency_s']['p95']:.3f} s, max "
+          f"{v['detection_latency_s']['max']:.3f} s = "
+          f"{v['detection_latency_heartbeats']['max']:.2f} heartbeats of "
+          f"{v['heartbeat_interval_s']:g} s (bound: {v['detection_bound_s']:g} s = 3 missed "
+          f"heartbeats + delivery tolerance) over {v['detections']} detections")
+    print(f"  re-route   p95 {v['recovery_latency_s']['p95']:.3f} s, max "
+          f"{v['recovery_latency_s']['max']:.3f} s = "
+          f"{v['recovery_latency_reply_deadlines']['max']:.2f} reply deadlines of "
+          f"{v['reply_deadline_s']:g} s over {v['recoveries']} re-routes")
+    lost = sum(x["orders_lost"] for x in v["runs"])
+    broken = sum(not x["invariants_hold"] for x in v["runs"])
+    print(f"  orders lost {lost}, runs with a broken invariant {broken}")
+    if "processes" in r:
+        p = r["processes"]
+        print(f"real processes (autocell up at {p['speed']:g}×, {p['kills']} × kill -9):")
+        print(f"  restart    p95 {p['restart_s']['p95']:.3f} s, max {p['restart_s']['max']:.3f} s "
+              f"over {p['restarts']} restarts; orders {p['orders_completed']}/"
+              f"{p['orders_total']}, invariants {'hold' if p['invariants_hold'] else 'BROKEN'}")
+    print("targets: " + ", ".join(f"{k} {'met' if ok else 'MISSED'}"
+                                  for k, ok in r["targets"].items()))
+    return EXIT_OK
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from ops.bench.sim import DEMO, run
 
@@ -282,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", help="directory holding bks.csv and the instance files")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_fjsp)
+    sp = bsub.add_parser("healing", help="fault detection and re-route latency (virtual time); "
+                                         "real-process restart time")
+    sp.add_argument("--seeds", type=int, default=3, help="seeds per fault scenario (default 3)")
+    sp.add_argument("--kills", type=int, default=6, help="host kills in the process part")
+    sp.add_argument("--speed", type=float, default=50.0, help="speed of the process part")
+    sp.add_argument("--no-processes", action="store_true", help="virtual time only")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_healing)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
     sp.add_argument("--cell", help="another cell file (default: the demo cell)")
     sp.add_argument("--seeds", type=int, default=3, help="runs to average (default 3)")

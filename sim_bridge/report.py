@@ -18,6 +18,22 @@ def p95(xs: list[float]) -> float:
 
 
 def healing_figures(evs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's healing figures: see :func:`healing_samples`."""
+    detect_s, recover_s, counts = healing_samples(evs)
+    return {
+        "faults_total": counts["faults_total"],
+        "faults_detected": len(detect_s),
+        "detection_latency": {"max": round(max(detect_s, default=0.0), 6),
+                              "p95": round(p95(detect_s), 6)},
+        "recovery_latency": {"max": round(max(recover_s, default=0.0), 6),
+                             "p95": round(p95(recover_s), 6)},
+        "deliberate_waits": counts["deliberate_waits"],
+        "waits_no_alternative": counts["waits_no_alternative"],
+    }
+
+
+def healing_samples(evs: list[dict[str, Any]]
+                    ) -> tuple[list[float], list[float], dict[str, int]]:
     """Detection and recovery latencies, from the event log alone.
 
     A *fault* is a breakdown reported by the plant (``fault``) or an injected
@@ -75,16 +91,8 @@ def healing_figures(evs: list[dict[str, Any]]) -> dict[str, Any]:
             no_alternative += 1         # nobody could take it: the order waited safely
             continue
         recover_s.append(nxt - t)
-    return {
-        "faults_total": len(hits),
-        "faults_detected": len(detect_s),
-        "detection_latency": {"max": round(max(detect_s, default=0.0), 6),
-                              "p95": round(p95(detect_s), 6)},
-        "recovery_latency": {"max": round(max(recover_s, default=0.0), 6),
-                             "p95": round(p95(recover_s), 6)},
-        "deliberate_waits": waited,
-        "waits_no_alternative": no_alternative,
-    }
+    return detect_s, recover_s, {"faults_total": len(hits), "deliberate_waits": waited,
+                                 "waits_no_alternative": no_alternative}
 
 
 def build_report(cell: VirtualCell) -> dict[str, Any]:
