@@ -193,6 +193,9 @@ class EmbeddedPlant:
                      if cmd.task in rs.arrived), None)
         if done is not None:
             return self._refuse(cmd, "move already done (idempotency key)", True, done)
+        moving = next((rs.id for rs in self.robots.values() if rs.task == cmd.task), None)
+        if moving is not None and moving != r.id:
+            return self._refuse(cmd, f"move in progress on {moving}", True)
         if r.task:
             return self._refuse(cmd, f"robot busy with {r.task}")
         if not r.up:

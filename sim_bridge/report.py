@@ -125,7 +125,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "tardy_orders": sum(1 for e in completed.values() if e["tardiness_s"] > 0),
         "operations": sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] == "ok"),
         "scrapped": sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] != "ok"),
-        "faults": sum(1 for e in evs if e["ev"] == "fault"),
+        "faults": sum(1 for e in evs if e["ev"] == "fault" and ("machine" in e or "robot" in e)),
         "messages_sent": cell.stats.messages_sent,
         "messages_rejected": sum(cell.stats.rejected.values()),
         "messages_rejected_by_reason": dict(sorted(cell.stats.rejected.items())),

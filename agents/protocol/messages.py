@@ -339,7 +339,8 @@ class Decision(Body):
 
 @message("plant_command")
 class PlantCommand(Body):
-    """An agent's command to the plant: start_operation, abort_operation, move, set_state."""
+    """An agent's command to its own resource in the plant: start_operation, abort_operation,
+    move, set_state, query_state (see §13, remote plant protocol)."""
 
     command: str
     resource: str
@@ -349,7 +350,8 @@ class PlantCommand(Body):
 
 @message("plant_event")
 class PlantEvent(Body):
-    """The plant reports: operation_done, fault, repaired, arrived, reading, quality_result."""
+    """The plant reports to a resource's agent: operation_done, quality_result, fault, repaired,
+    arrived, reading, command_refused, state (see §13, remote plant protocol)."""
 
     event: str
     resource: str

@@ -282,8 +282,9 @@ class Host:
             else:
                 self._input(a, Start(self.clock.now()))
         if self.faults is not None:
-            for c in self.faults.crashes:
-                if c.agent in self.agents:
+            now = self.clock.now()
+            for c in self.faults.crashes:     # a restarted host skips crashes already past
+                if c.agent in self.agents and c.at_s >= now:
                     self._loop.call_later(self.clock.delay_s(c.at_s), self.crash, c.agent)
                     self._loop.call_later(self.clock.delay_s(c.at_s + c.down_s), self.restart,
                                           c.agent)
