@@ -120,6 +120,9 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         ("operations (scrapped)", f"{r['operations']} ({r['scrapped']})"),
         ("faults / re-routes / lease expiries",
          f"{r['faults']} / {r['reroutes']} / {r['lease_expiries']}"),
+        ("restarts / detection max / re-route max",
+         f"{r['restarts']} / {_fmt_s(r['detection_latency']['max'])} / "
+         f"{_fmt_s(r['recovery_latency']['max'])}"),
         ("messages sent / rejected", f"{r['messages_sent']:,} / {r['messages_rejected']}"),
         ("simulated / wall", f"{_fmt_s(r['sim_time_s'])} / {r['wall_s']:.2f} s "
                              f"({r['sim_speedup']}×)"),
@@ -134,7 +137,7 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
-def chaos_one(cfg: Any, cell_path: str, seed: int, orders: int | None) -> tuple[dict[str, Any], Any]:
+def chaos_one(cfg: Any, seed: int) -> tuple[dict[str, Any], Any]:
     """One chaos run: the seed's random scenario on the cell, in virtual time."""
     from sim_bridge.chaos import random_scenario
     from sim_bridge.report import build_report
@@ -176,7 +179,7 @@ def execute_chaos(args: Any) -> int:
                   console=console, disable=len(seeds) == 1 or args.quiet) as bar:
         task = bar.add_task("chaos", total=len(seeds), failed=0)
         for seed in seeds:
-            report, scenario = chaos_one(cfg, args.cell, seed, args.orders)
+            report, scenario = chaos_one(cfg, seed)
             if args.write and len(seeds) == 1:
                 Path(args.write).write_text(
                     f"# autocell chaos scenario, seed {seed}\n"

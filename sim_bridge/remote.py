@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,20 +37,14 @@ import simpy
 from agents.base import PlantEventIn
 from agents.protocol.actions import Command
 from agents.protocol.messages import Message, PlantCommand, PlantEvent
-from agents.runtime.bus import Bus
 from agents.runtime.host import (
     SIM_ID,
     CellClock,
-    routes_of,
+    signed_bus,
     status_interval_s,
     write_json_atomic,
 )
 from agents.runtime.journal import SqliteJournal
-from agents.runtime.transport import ZmqTransport
-from security.envelope import Opener
-from security.keystore import KeyDir
-from security.replay import ReplayGuard
-from security.replay_store import SqliteReplayStore
 
 from .plant import EmbeddedPlant, MachineSpec
 
@@ -84,16 +77,9 @@ class PlantServer:
         boots = SqliteJournal(state_dir / "sim.sqlite")
         self.boot = boots.next_boot(SIM_ID)
         boots.close()
-        kd = KeyDir(keys_dir)
-        guard = ReplayGuard(SqliteReplayStore(state_dir / "replay-sim.sqlite"), skew_s=60.0,
-                            now=time.time(), flush_every=1)
-        self.bus = Bus(ZmqTransport(bind=cfg.sim.endpoint), Opener(kd.trust_store(), guard),
-                       clock=time.time, random_bytes=os.urandom)
-        key, _ = kd.identity(SIM_ID)
-        self.bus.add_identity(SIM_ID, key, epoch=self.boot)
-        for agent, endpoint in routes_of(cfg).items():
-            if agent != SIM_ID:
-                self.bus.set_route(agent, endpoint)
+        self.bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=SIM_ID,
+                              bind=cfg.sim.endpoint, identities=[SIM_ID], epoch=self.boot,
+                              clock=clock)
         self.resources = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
         if faults is not None:
             for b in faults.breakdowns:
@@ -135,7 +121,7 @@ class PlantServer:
 
     def status(self) -> dict[str, Any]:
         return {"host": SIM_ID, "pid": os.getpid(), "boot": self.boot,
-                "cell_now": round(self.env.now, 3), "wall": time.time(),
+                "cell_now": round(self.env.now, 3), "wall": self.clock.wall(),
                 "refused": dict(self.refused), "rejected": dict(self.bus.stats.rejected),
                 "received": sum(self.bus.stats.received.values()),
                 "sent": sum(self.bus.stats.sent.values())}
@@ -152,9 +138,9 @@ class PlantServer:
             self.advance()
             nxt = self.env.peek()
             wait_s = 0.2 if nxt == float("inf") else min(0.2, self.clock.delay_s(nxt))
-            if time.time() - last_status >= status_interval_s(self.cfg, self.clock.speed):
+            if self.clock.wall() - last_status >= status_interval_s(self.cfg, self.clock.speed):
                 write_json_atomic(status_path, self.status())
-                last_status = time.time()
+                last_status = self.clock.wall()
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait_s, 0.0005))

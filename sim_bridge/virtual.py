@@ -41,7 +41,6 @@ from agents.runtime.journal import (
     Journal,
     MemoryJournal,
     PlantIn,
-    Recover,
     Start,
     Timer,
     feed,
@@ -293,9 +292,9 @@ class VirtualCell:
         self.down.discard(agent_id)
         self.stats.restarts += 1
         self.record("agent_restart", agent=agent_id, inputs=rec.inputs)
-        for key, at in sorted(rec.timers.items(), key=lambda kv: (kv[1], kv[0])):
+        for key, at in rec.pending():
             self._set_timer(fresh, key, at)
-        self._input(agent_id, Start if not rec.started else Recover)
+        self._input(agent_id, rec.resume)
 
     def pause(self, agent_id: str) -> None:
         """``SIGSTOP``: inputs are held (sockets and timers queue up) until :meth:`resume`."""

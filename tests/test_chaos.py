@@ -29,7 +29,7 @@ CFG = trimmed(load_cell(DEMO), ORDERS)
 
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_chaos_seed(seed: int) -> None:
-    report, _ = chaos_one(CFG, "cell_configs/demo_cell.yaml", seed, ORDERS)
+    report, _ = chaos_one(CFG, seed)
     problems = chaos_failures(report)
     assert not problems, (f"chaos seed {seed} failed: {problems}\n  replay: "
                           f"{replay_command('cell_configs/demo_cell.yaml', seed, ORDERS)}")
@@ -56,8 +56,8 @@ def test_the_seeds_cover_every_fault_kind() -> None:
 
 
 def test_a_chaos_run_is_reproducible_byte_for_byte() -> None:
-    a, _ = chaos_one(CFG, "x", 7, ORDERS)
-    b, _ = chaos_one(CFG, "x", 7, ORDERS)
+    a, _ = chaos_one(CFG, 7)
+    b, _ = chaos_one(CFG, 7)
     assert a["event_log_sha256"] == b["event_log_sha256"]
     assert a["restarts"] == b["restarts"]
 
@@ -72,7 +72,7 @@ def test_the_replay_command_replays_the_seed(tmp_path: Path) -> None:
     assert main(argv) == 0
     import json
     report = json.loads((tmp_path / "r.json").read_text())
-    direct, scenario = chaos_one(CFG, "x", 3, ORDERS)
+    direct, scenario = chaos_one(CFG, 3)
     assert report["event_log_sha256"] == direct["event_log_sha256"]
     # the written scenario is an ordinary fault file: it validates against the cell
     from ops.config.faults import load_faults

@@ -57,7 +57,6 @@ from agents.runtime.journal import (
     Inbound,
     Input,
     PlantIn,
-    Recover,
     SqliteJournal,
     Start,
     Timer,
@@ -93,6 +92,25 @@ class CellClock:
     def delay_s(self, at: float) -> float:
         """Wall seconds from now until cell time ``at`` (never negative)."""
         return max(0.0, (self.start_at + at / self.speed) - self.wall())
+
+
+def signed_bus(cfg: CellConfig, *, keys_dir: Path, state_dir: Path, name: str, bind: str,
+               identities: list[str], epoch: int, clock: CellClock) -> Bus:
+    """The bus of one process of a cell: its identities, a replay guard persisted in
+    ``replay-NAME.sqlite`` (flushed on every message, so a restart refuses at most one
+    in-flight message per sender), routes to every other agent, wall-clock stamps."""
+    kd = KeyDir(keys_dir)
+    guard = ReplayGuard(SqliteReplayStore(state_dir / f"replay-{name}.sqlite"), skew_s=60.0,
+                        now=clock.wall(), flush_every=1)
+    bus = Bus(ZmqTransport(bind=bind), Opener(kd.trust_store(), guard), clock=clock.wall,
+              random_bytes=os.urandom)
+    for agent in identities:
+        key, _ = kd.identity(agent)
+        bus.add_identity(agent, key, epoch=epoch)
+    for agent, endpoint in routes_of(cfg).items():
+        if agent not in identities:
+            bus.set_route(agent, endpoint)
+    return bus
 
 
 def status_interval_s(cfg: CellConfig, speed: float) -> float:
@@ -134,17 +152,9 @@ class Host:
             if cfg.host_of(a) == name}
         self.journal = SqliteJournal(state_dir / f"journal-{name}.sqlite")
         self.boot = self.journal.next_boot(f"host/{name}")
-        kd = KeyDir(keys_dir)
-        guard = ReplayGuard(SqliteReplayStore(state_dir / f"replay-{name}.sqlite"),
-                            skew_s=60.0, now=time.time(), flush_every=1)
-        self.bus = Bus(ZmqTransport(bind=endpoint), Opener(kd.trust_store(), guard),
-                       clock=time.time, random_bytes=os.urandom)
-        for a in self.agents:
-            key, _ = kd.identity(a)
-            self.bus.add_identity(a, key, epoch=self.boot)
-        for a, ep in routes_of(cfg).items():
-            if a not in self.agents:
-                self.bus.set_route(a, ep)
+        self.bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=name,
+                              bind=endpoint, identities=sorted(self.agents), epoch=self.boot,
+                              clock=clock)
         self.events = (state_dir / f"events-{name}.jsonl").open("a", buffering=1)
         self.down: set[str] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -252,16 +262,15 @@ class Host:
         rec = replay(self.agents[agent_id], self.journal.records(agent_id))
         self.recovered[agent_id] = rec.inputs
         self.record("agent_restart", agent=agent_id, inputs=rec.inputs)
-        for key, at in sorted(rec.timers.items(), key=lambda kv: (kv[1], kv[0])):
+        for key, at in rec.pending():
             self._set_timer(agent_id, key, at)
-        self._input(agent_id, Recover(self.clock.now()) if rec.started
-                    else Start(self.clock.now()))
+        self._input(agent_id, rec.resume(self.clock.now()))
 
     # -- running ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         orders = [a for a in self.agents.values() if isinstance(a, OrderAgent)]
         return {"host": self.name, "pid": os.getpid(), "boot": self.boot,
-                "cell_now": round(self.clock.now(), 3), "wall": time.time(),
+                "cell_now": round(self.clock.now(), 3), "wall": self.clock.wall(),
                 "agents": len(self.agents), "orders": len(orders),
                 "completed": sorted(o.id for o in orders if o.completed_at is not None),
                 "recovered_agents": len(self.recovered),

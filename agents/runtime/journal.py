@@ -226,6 +226,15 @@ class Recovered:
     timers: dict[str, float]      # key -> at: timers to arm again
     started: bool                 # the journal held the agent's start
 
+    def pending(self) -> list[tuple[str, float]]:
+        """The timers to arm again, earliest first (ties by key: deterministic)."""
+        return sorted(self.timers.items(), key=lambda kv: (kv[1], kv[0]))
+
+    def resume(self, now: float) -> Input:
+        """The input that wakes the rebuilt agent: ``Recover``, or ``Start`` if it never
+        started before the crash."""
+        return Recover(now) if self.started else Start(now)
+
 
 def replay(agent: Agent, records: Iterable[bytes]) -> Recovered:
     """Rebuild ``agent`` (fresh, same seed) from its records; actions are dropped."""
