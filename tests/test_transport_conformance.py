@@ -76,6 +76,16 @@ class ZmqKit(Kit):
         assert m and 0 < int(m.group(1)) < 65536, endpoint
 
 
+class ZmqThreadKit(ZmqKit):
+    """ZeroMQ with ``prepare`` on a thread of its own (small chunks to exercise the hand-off)."""
+
+    name = "zmq-thread"
+
+    def transport(self, *, hwm: int = 10_000) -> Transport:
+        return ZmqTransport("tcp://127.0.0.1:*", hwm=hwm, prepare_thread=True, chunk=3,
+                            in_flight=2)
+
+
 class MemoryKit(Kit):
     name = "memory"
 
@@ -90,9 +100,13 @@ class MemoryKit(Kit):
         assert self.network.endpoints[endpoint] is not None
 
 
-@pytest.fixture(params=["zmq", "memory"])
+KITS: dict[str, Callable[[], Kit]] = {"zmq": ZmqKit, "zmq-thread": ZmqThreadKit,
+                                      "memory": MemoryKit}
+
+
+@pytest.fixture(params=sorted(KITS))
 def kit(request: pytest.FixtureRequest) -> Kit:
-    return ZmqKit() if request.param == "zmq" else MemoryKit()
+    return KITS[request.param]()
 
 
 def run(scenario: Callable[[], Awaitable[Any]]) -> Any:

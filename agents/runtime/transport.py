@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
@@ -100,8 +102,12 @@ class ZmqTransport(Transport):
 
     def __init__(self, bind: str = "tcp://127.0.0.1:*", *, hwm: int = 10_000,
                  batch: int = 256, linger_ms: int = 200, curve: CurveConfig | None = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, prepare_thread: bool = False,
+                 chunk: int = 32, in_flight: int = 4) -> None:
         self.bind = bind
+        self.prepare_thread = prepare_thread
+        self.chunk = chunk
+        self.in_flight = in_flight
         self.endpoint = ""
         self.hwm = hwm
         self.batch = batch
@@ -121,6 +127,9 @@ class ZmqTransport(Transport):
         self._fd: Any = None
         self._scheduled = False
         self._closed = False
+        self._work: queue.SimpleQueue[list[list[bytes]] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._outstanding = 0
 
     async def start(self, on_item: ItemHandler, prepare: Prepare = _identity) -> str:
         self._loop = asyncio.get_running_loop()
@@ -148,6 +157,10 @@ class ZmqTransport(Transport):
         self.endpoint = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._pull = pull
         self._fd = pull.getsockopt(zmq.FD)
+        if self.prepare_thread:
+            self._worker = threading.Thread(target=self._prepare_loop, daemon=True,
+                                            name=f"autocell-prepare {self.endpoint}")
+            self._worker.start()
         self._loop.add_reader(self._fd, self._on_readable)
         self._on_readable()   # edge-triggered: anything already queued must be drained
         return self.endpoint
@@ -174,6 +187,9 @@ class ZmqTransport(Transport):
         pull = self._pull
         if pull is None or self._closed:
             return
+        if self._worker is not None:
+            self._drain_to_worker(pull)
+            return
         handler, prepare = self._on_item, self._prepare
         assert handler is not None
         recv = pull.recv_multipart
@@ -189,6 +205,56 @@ class ZmqTransport(Transport):
             handler(prepare(frames))
         if not self._scheduled and self._loop is not None:
             self._scheduled = True
+            self._loop.call_soon(self._on_readable)
+
+    # -- prepare thread: chunks of frames out, chunks of prepared items back ----------
+
+    def _drain_to_worker(self, pull: zmq.Socket) -> None:
+        """Hand chunks of raw frames to the prepare thread, at most ``in_flight`` at once.
+
+        When the limit is reached we stop reading; :meth:`_deliver` resumes.
+        Messages left in the socket keep ZeroMQ's high-water mark honest, so
+        back-pressure still reaches the sender.
+        """
+        recv, chunk_size = pull.recv_multipart, self.chunk
+        while self._outstanding < self.in_flight:
+            chunk: list[list[bytes]] = []
+            try:
+                while len(chunk) < chunk_size:
+                    chunk.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as exc:
+                if not self._closed:
+                    log.error("receive failed on %s: %s", self.endpoint, exc)
+            if not chunk:
+                return
+            self._outstanding += 1
+            self._work.put(chunk)
+            if len(chunk) < chunk_size:
+                return
+
+    def _prepare_loop(self) -> None:
+        """The prepare thread: ``prepare`` each frame set (it releases the GIL to verify)."""
+        prepare, work, loop = self._prepare, self._work, self._loop
+        assert loop is not None
+        while (chunk := work.get()) is not None:
+            items = [prepare(frames) for frames in chunk]
+            try:
+                loop.call_soon_threadsafe(self._deliver, items)
+            except RuntimeError:   # the loop is closed: we are shutting down
+                return
+
+    def _deliver(self, items: list[Any]) -> None:
+        self._outstanding -= 1
+        handler = self._on_item
+        if handler is None or self._closed:
+            return
+        for item in items:
+            handler(item)
+        if not self._scheduled:
+            self._scheduled = True
+            assert self._loop is not None
             self._loop.call_soon(self._on_readable)
 
     def _socket_for(self, endpoint: str) -> zmq.Socket:
@@ -238,6 +304,10 @@ class ZmqTransport(Transport):
                     pass
             self._pull.close(0)
             self._pull = None
+        if self._worker is not None:
+            self._work.put(None)
+            await asyncio.to_thread(self._worker.join, 5.0)
+            self._worker = None
         for sock in self._push.values():
             sock.close(self.linger_ms)
         self._push.clear()
@@ -300,6 +370,9 @@ class MemoryTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._closed = False
+        self._work: queue.SimpleQueue[list[list[bytes]] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._outstanding = 0
 
     async def start(self, on_item: ItemHandler, prepare: Prepare = _identity) -> str:
         self._loop = asyncio.get_running_loop()

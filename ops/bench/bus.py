@@ -75,9 +75,13 @@ def crypto_bounds(seed: bytes, seconds: float) -> dict[str, float]:
 
 # -- the receiver process ------------------------------------------------------------
 
-async def _peer_main(seed: bytes) -> None:
+async def _peer_main(seed: bytes, threaded: bool = False) -> None:
     cell = ephemeral_cell(ROLES, seed=seed)
-    transport = ZmqTransport("tcp://127.0.0.1:*", hwm=1000)
+    if os.environ.get("AUTOCELL_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["AUTOCELL_SWITCH_INTERVAL"]))
+    transport = ZmqTransport("tcp://127.0.0.1:*", hwm=1000, prepare_thread=threaded,
+                             chunk=int(os.environ.get("AUTOCELL_CHUNK", "32")),
+                             in_flight=int(os.environ.get("AUTOCELL_IN_FLIGHT", "4")))
     bus = Bus(transport, Opener(cell.trust, ReplayGuard(flush_every=1 << 30)),
               clock=time.time, random_bytes=os.urandom)
     bus.add_identity(RECEIVER, cell.keys[RECEIVER], epoch=int(time.time()))
@@ -118,8 +122,9 @@ async def _peer_main(seed: bytes) -> None:
 # -- the driver ----------------------------------------------------------------------
 
 class _Peer:
-    def __init__(self, seed: bytes) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "ops.bench.bus", "--peer", seed.hex()],
+    def __init__(self, seed: bytes, threaded: bool = False) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops.bench.bus", "--peer", seed.hex(),
+                                      "1" if threaded else "0"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.endpoint = self.read()["endpoint"]
 
@@ -245,5 +250,5 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3) -> dict[st
     }
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--peer":
-    asyncio.run(_peer_main(bytes.fromhex(sys.argv[2])))
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--peer":
+    asyncio.run(_peer_main(bytes.fromhex(sys.argv[2]), sys.argv[3] == "1"))
