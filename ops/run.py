@@ -135,6 +135,38 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         t.add_row(f"invariant {name}", "[green]holds[/]" if ok else "[red]VIOLATED[/]")
     t.add_row("event log sha256", r["event_log_sha256"][:16] + "…")
     console.print(t)
+    if "kpis" in r:
+        console.print(kpi_table(r["kpis"]))
+
+
+def kpi_table(k: dict[str, Any]) -> Table:
+    """The plant KPIs (docs/kpis.md): one row for the cell, one per machine."""
+    c = k["cell"]
+    from rich import box
+
+    t = Table(title=f"plant KPIs over {_fmt_s(k['window_s'])} · cell tardiness "
+                    f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    for name in ("", "OEE", "avail", "perf", "qual", "FPY", "MTBF", "MTTR",
+                 "unit/h", "kWh/u"):
+        t.add_column(name, justify="left" if not name else "right", no_wrap=True)
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.0%}"
+
+    def dur(x: float | None) -> str:
+        return "–" if x is None else _fmt_s(x)
+
+    def num(x: float | None, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    for name, row in [("cell", c), *k["machines"].items()]:
+        t.add_row(f"[bold]{name}[/]" if name == "cell" else name, pct(row["oee"]),
+                  pct(row["availability"]), pct(row["performance"]), pct(row["quality"]),
+                  pct(row["first_pass_yield"]), dur(row["mtbf_s"]), dur(row["mttr_s"]),
+                  num(row["throughput_units_per_h"], ".1f"),
+                  num(row["energy_per_unit_kwh"], ".3f"))
+    return t
 
 
 def chaos_one(cfg: Any, seed: int) -> tuple[dict[str, Any], Any]:
