@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from security.errors import ConfigurationError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _keys_dir(args: argparse.Namespace):  # noqa: ANN202
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
+    sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                    help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
     sp.set_defaults(func=cmd_run)
 
     def process_args(sp: argparse.ArgumentParser) -> None:
@@ -348,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--faults", metavar="FILE", help="fault scenario to play")
         sp.add_argument("--state-dir", metavar="DIR",
                         help="keys, journals, logs, status (default .autocell/CELL)")
+        sp.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                        help="JSON log lines at this level and above, on stderr (default info)")
 
     sp = sub.add_parser("up", help="run the cell as processes: the simulator and every host, "
                                    "supervised")
@@ -366,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
         process_args(sp)
         if kind == "host":
             sp.add_argument("--name", required=True, help="host name from the cell's hosts")
+        sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus /metrics on this port (default: the process's "
+                             "metrics_port in the cell file; none: off)")
         sp.add_argument("--start-at", type=float, default=None,
                         help="wall time (Unix s) of cell time 0; `up` gives all the same")
         sp.set_defaults(func=cmd_host if kind == "host" else cmd_sim)

@@ -69,18 +69,15 @@ def execute(args: Any) -> int:
             return 2
     keys, base_at = load_keys(cfg)
     cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults)
-    if args.quiet:
-        cell.run(until=args.until)
-    else:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("orders · sim time {task.fields[sim]}"), TimeElapsedColumn(),
-                      console=console, transient=False) as bar:
-            task = bar.add_task(f"{cfg.cell} seed {cell.seed}", total=len(cell.orders), sim="0 s")
-
-            def progress(now: float, done: int, total: int) -> None:
-                bar.update(task, completed=done, sim=_fmt_s(now))
-
-            cell.run(until=args.until, progress=progress)
+    server = None
+    if getattr(args, "metrics_port", None) is not None:
+        server = virtual_metrics(cell).serve(args.metrics_port)
+    try:
+        _run_cell(cell, args, console)
+    finally:
+        if server is not None:      # the endpoint lives as long as the run
+            server.shutdown()
+            server.server_close()
     report = build_report(cell)
     if args.events:
         Path(args.events).write_text("".join(line + "\n" for line in cell.events))
@@ -96,6 +93,49 @@ def execute(args: Any) -> int:
         print(f"autocell: {len(failed)} invariant(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+class _RunBusStats:
+    """The virtual driver's message counters in the shape of the bus's."""
+
+    def __init__(self, cell: Any) -> None:
+        self.cell = cell
+
+    def __getattr__(self, name: str) -> Any:
+        s = self.cell.stats
+        return {"sent": s.sent_by_type, "received": s.received_by_type, "rejected": s.rejected,
+                "dropped": s.messages_lost + s.dropped_partition + s.dropped_agent_down,
+                "handler_errors": 0}[name]
+
+
+def virtual_metrics(cell: Any) -> Any:
+    """Metrics of a virtual-time run (ops/metrics.py): the whole cell in one registry;
+    times are simulated seconds.  Switching them on leaves the event log unchanged."""
+    from ops.kpis import KpiSpec
+    from ops.metrics import ProcessMetrics
+
+    metrics = ProcessMetrics(lambda: cell.env.now)
+    metrics.add_bus(lambda: _RunBusStats(cell))
+    metrics.add_agents(lambda: cell.agents)
+    metrics.add_plant(cell.plant, KpiSpec.from_config(cell.cfg), lambda: cell.env.now)
+    cell.observer = metrics
+    return metrics
+
+
+def _run_cell(cell: Any, args: Any, console: Console) -> None:
+    if args.quiet:
+        cell.run(until=args.until)
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("orders · sim time {task.fields[sim]}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(f"{cell.cfg.cell} seed {cell.seed}", total=len(cell.orders),
+                            sim="0 s")
+
+        def progress(now: float, done: int, total: int) -> None:
+            bar.update(task, completed=done, sim=_fmt_s(now))
+
+        cell.run(until=args.until, progress=progress)
 
 
 def _fmt_s(s: float) -> str:
