@@ -238,6 +238,24 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ops_prometheus_config(args: argparse.Namespace) -> int:
+    from ops.config import ConfigError, load_cell
+    from ops.prometheus.config import scrape_config
+
+    try:
+        cfg = load_cell(args.cell)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    text = scrape_config(cfg, scrape_interval=args.scrape_interval, source=args.cell)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from ops.config import validate_command
 
@@ -388,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", metavar="FILE.json", help="with --seed: write the run report")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.set_defaults(func=cmd_chaos)
+
+    ops_p = sub.add_parser("ops", help="deployment files: Prometheus scrape configuration")
+    osub = ops_p.add_subparsers(dest="ops_command", required=True, metavar="ACTION")
+    sp = osub.add_parser("prometheus-config",
+                         help="write a Prometheus scrape configuration for the cell's processes")
+    sp.add_argument("cell", help="cell YAML whose hosts and sim have metrics_port")
+    sp.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
+    sp.add_argument("--scrape-interval", default="15s",
+                    help="Prometheus duration between scrapes (default 15s)")
+    sp.set_defaults(func=cmd_ops_prometheus_config)
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
