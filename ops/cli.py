@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from security.errors import ConfigurationError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _keys_dir(args: argparse.Namespace):  # noqa: ANN202
@@ -237,6 +238,24 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ops_prometheus_config(args: argparse.Namespace) -> int:
+    from ops.config import ConfigError, load_cell
+    from ops.prometheus.config import scrape_config
+
+    try:
+        cfg = load_cell(args.cell)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    text = scrape_config(cfg, scrape_interval=args.scrape_interval, source=args.cell)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from ops.config import validate_command
 
@@ -339,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
+    sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                    help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
     sp.set_defaults(func=cmd_run)
 
     def process_args(sp: argparse.ArgumentParser) -> None:
@@ -348,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--faults", metavar="FILE", help="fault scenario to play")
         sp.add_argument("--state-dir", metavar="DIR",
                         help="keys, journals, logs, status (default .autocell/CELL)")
+        sp.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                        help="JSON log lines at this level and above, on stderr (default info)")
 
     sp = sub.add_parser("up", help="run the cell as processes: the simulator and every host, "
                                    "supervised")
@@ -366,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         process_args(sp)
         if kind == "host":
             sp.add_argument("--name", required=True, help="host name from the cell's hosts")
+        sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus /metrics on this port (default: the process's "
+                             "metrics_port in the cell file; none: off)")
         sp.add_argument("--start-at", type=float, default=None,
                         help="wall time (Unix s) of cell time 0; `up` gives all the same")
         sp.set_defaults(func=cmd_host if kind == "host" else cmd_sim)
@@ -380,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", metavar="FILE.json", help="with --seed: write the run report")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.set_defaults(func=cmd_chaos)
+
+    ops_p = sub.add_parser("ops", help="deployment files: Prometheus scrape configuration")
+    osub = ops_p.add_subparsers(dest="ops_command", required=True, metavar="ACTION")
+    sp = osub.add_parser("prometheus-config",
+                         help="write a Prometheus scrape configuration for the cell's processes")
+    sp.add_argument("cell", help="cell YAML whose hosts and sim have metrics_port")
+    sp.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
+    sp.add_argument("--scrape-interval", default="15s",
+                    help="Prometheus duration between scrapes (default 15s)")
+    sp.set_defaults(func=cmd_ops_prometheus_config)
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")

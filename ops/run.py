@@ -69,18 +69,15 @@ def execute(args: Any) -> int:
             return 2
     keys, base_at = load_keys(cfg)
     cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults)
-    if args.quiet:
-        cell.run(until=args.until)
-    else:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("orders · sim time {task.fields[sim]}"), TimeElapsedColumn(),
-                      console=console, transient=False) as bar:
-            task = bar.add_task(f"{cfg.cell} seed {cell.seed}", total=len(cell.orders), sim="0 s")
-
-            def progress(now: float, done: int, total: int) -> None:
-                bar.update(task, completed=done, sim=_fmt_s(now))
-
-            cell.run(until=args.until, progress=progress)
+    server = None
+    if getattr(args, "metrics_port", None) is not None:
+        server = virtual_metrics(cell).serve(args.metrics_port)
+    try:
+        _run_cell(cell, args, console)
+    finally:
+        if server is not None:      # the endpoint lives as long as the run
+            server.shutdown()
+            server.server_close()
     report = build_report(cell)
     if args.events:
         Path(args.events).write_text("".join(line + "\n" for line in cell.events))
@@ -96,6 +93,49 @@ def execute(args: Any) -> int:
         print(f"autocell: {len(failed)} invariant(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+class _RunBusStats:
+    """The virtual driver's message counters in the shape of the bus's."""
+
+    def __init__(self, cell: Any) -> None:
+        self.cell = cell
+
+    def __getattr__(self, name: str) -> Any:
+        s = self.cell.stats
+        return {"sent": s.sent_by_type, "received": s.received_by_type, "rejected": s.rejected,
+                "dropped": s.messages_lost + s.dropped_partition + s.dropped_agent_down,
+                "handler_errors": 0}[name]
+
+
+def virtual_metrics(cell: Any) -> Any:
+    """Metrics of a virtual-time run (ops/metrics.py): the whole cell in one registry;
+    times are simulated seconds.  Switching them on leaves the event log unchanged."""
+    from ops.kpis import KpiSpec
+    from ops.metrics import ProcessMetrics
+
+    metrics = ProcessMetrics(lambda: cell.env.now)
+    metrics.add_bus(lambda: _RunBusStats(cell))
+    metrics.add_agents(lambda: cell.agents)
+    metrics.add_plant(cell.plant, KpiSpec.from_config(cell.cfg), lambda: cell.env.now)
+    cell.observer = metrics
+    return metrics
+
+
+def _run_cell(cell: Any, args: Any, console: Console) -> None:
+    if args.quiet:
+        cell.run(until=args.until)
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("orders · sim time {task.fields[sim]}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(f"{cell.cfg.cell} seed {cell.seed}", total=len(cell.orders),
+                            sim="0 s")
+
+        def progress(now: float, done: int, total: int) -> None:
+            bar.update(task, completed=done, sim=_fmt_s(now))
+
+        cell.run(until=args.until, progress=progress)
 
 
 def _fmt_s(s: float) -> str:
@@ -135,6 +175,38 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         t.add_row(f"invariant {name}", "[green]holds[/]" if ok else "[red]VIOLATED[/]")
     t.add_row("event log sha256", r["event_log_sha256"][:16] + "…")
     console.print(t)
+    if "kpis" in r:
+        console.print(kpi_table(r["kpis"]))
+
+
+def kpi_table(k: dict[str, Any]) -> Table:
+    """The plant KPIs (docs/kpis.md): one row for the cell, one per machine."""
+    c = k["cell"]
+    from rich import box
+
+    t = Table(title=f"plant KPIs over {_fmt_s(k['window_s'])} · cell tardiness "
+                    f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    for name in ("", "OEE", "avail", "perf", "qual", "FPY", "MTBF", "MTTR",
+                 "unit/h", "kWh/u"):
+        t.add_column(name, justify="left" if not name else "right", no_wrap=True)
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.0%}"
+
+    def dur(x: float | None) -> str:
+        return "–" if x is None else _fmt_s(x)
+
+    def num(x: float | None, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    for name, row in [("cell", c), *k["machines"].items()]:
+        t.add_row(f"[bold]{name}[/]" if name == "cell" else name, pct(row["oee"]),
+                  pct(row["availability"]), pct(row["performance"]), pct(row["quality"]),
+                  pct(row["first_pass_yield"]), dur(row["mtbf_s"]), dur(row["mttr_s"]),
+                  num(row["throughput_units_per_h"], ".1f"),
+                  num(row["energy_per_unit_kwh"], ".3f"))
+    return t
 
 
 def chaos_one(cfg: Any, seed: int) -> tuple[dict[str, Any], Any]:

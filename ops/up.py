@@ -101,7 +101,7 @@ class Supervisor:
     def __init__(self, cfg: Any, cell_path: str, *, state_dir: Path, speed: float,
                  faults_path: str | None, faults: Any, max_restarts: int,
                  restart_window_s: float, until_s: float | None, timeout_s: float | None,
-                 log: Any = print) -> None:
+                 log: Any = print, log_level: str = "info") -> None:
         self.cfg = cfg
         self.state_dir = state_dir
         self.speed = speed
@@ -115,7 +115,7 @@ class Supervisor:
         self.deaths: deque[float] = deque()
         self.events: list[dict[str, Any]] = []
         common = [cell_path, "--state-dir", str(state_dir), "--speed", repr(speed),
-                  "--start-at", repr(self.start_at)]
+                  "--start-at", repr(self.start_at), "--log-level", log_level]
         if faults_path:
             common += ["--faults", faults_path]
         exe = [sys.executable, "-m", "ops.cli"]
@@ -344,7 +344,7 @@ def execute_up(args: Any) -> int:
     sup = Supervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
                      faults_path=args.faults, faults=faults, max_restarts=args.max_restarts,
                      restart_window_s=args.restart_window, until_s=args.until,
-                     timeout_s=args.timeout,
+                     timeout_s=args.timeout, log_level=getattr(args, "log_level", "info"),
                      log=(lambda *_: None) if args.quiet else
                      (lambda s: print(s, file=sys.stderr, flush=True)))
     code = sup.run()
@@ -364,7 +364,7 @@ def run_process(args: Any, kind: str) -> int:
     """``autocell host`` / ``autocell sim``: one process of a cell."""
     import asyncio
 
-    from agents.runtime.host import CellClock, Host
+    from agents.runtime.host import SIM_ID, CellClock, Host
     from ops.config import ConfigError, load_cell
     from ops.config.faults import load_faults
     from sim_bridge.remote import PlantServer
@@ -388,5 +388,49 @@ def run_process(args: Any, kind: str) -> int:
     else:
         runner = PlantServer(cfg, keys_dir=keys, state_dir=state_dir, clock=clock,
                              faults=faults)
+    from ops.logs import EventLog, Fanout, setup_logging
+
+    setup_logging(getattr(args, "log_level", "info"), process=getattr(args, "name", SIM_ID))
+    if kind == "host":
+        endpoint = next(h.endpoint for h in cfg.hosts if h.name == args.name)
+        port = next(h.metrics_port for h in cfg.hosts if h.name == args.name)
+    else:
+        endpoint, port = cfg.sim.endpoint, cfg.sim.metrics_port
+    if getattr(args, "metrics_port", None) is not None:
+        port = args.metrics_port
+    metrics = None
+    if port is not None:
+        metrics = start_metrics(runner, cfg, kind, port, metrics_addr_of(endpoint))
+    runner.observer = Fanout(metrics, EventLog())
     asyncio.run(runner.run())
     return 0
+
+
+def metrics_addr_of(endpoint: str) -> str:
+    from ops.metrics import metrics_addr
+
+    return metrics_addr(endpoint)
+
+
+def start_metrics(runner: Any, cfg: Any, kind: str, port: int, addr: str) -> Any:
+    """Switch on the process's metrics (ops/metrics.py) and serve them; a port that cannot
+    be bound is logged and the process runs on without metrics (the cell's work first)."""
+    import logging
+
+    from ops.kpis import KpiSpec
+    from ops.metrics import ProcessMetrics
+
+    metrics = ProcessMetrics(time.time)
+    metrics.add_bus(lambda: runner.bus.stats)
+    if kind == "host":
+        metrics.add_agents(lambda: runner.agents)
+    else:
+        metrics.add_plant(runner.plant, KpiSpec.from_config(cfg), lambda: runner.env.now)
+    try:
+        metrics.serve(port, addr)
+    except ConfigurationError as exc:
+        logging.getLogger("autocell.metrics").error(str(exc), extra={"ctx": {"port": port}})
+        return None
+    logging.getLogger("autocell.metrics").info(
+        "serving metrics", extra={"ctx": {"addr": addr, "port": port}})
+    return metrics

@@ -45,6 +45,7 @@ from agents.runtime.host import (
     write_json_atomic,
 )
 from agents.runtime.journal import SqliteJournal
+from agents.runtime.observe import Observer
 
 from .plant import EmbeddedPlant, MachineSpec
 
@@ -88,6 +89,7 @@ class PlantServer:
                         lambda _e, b=b: self._inject(b.resource, b.repair_s))
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
 
     def _inject(self, resource: str, repair_s: float) -> None:
         self.record("fault_injected", kind="breakdown", agents=[resource])
@@ -96,6 +98,8 @@ class PlantServer:
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.env.now, 6), "ev": event, **fields}
         self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+        if self.observer is not None:
+            self.observer.on_record(line)
 
     def _emit(self, ev: PlantEventIn) -> None:
         self.bus.send(SIM_ID, ev.resource, PlantEvent(ev.event, ev.resource, ev.task,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ops.kpis import KpiSpec
+from ops.kpis import compute as compute_kpis
+
 from .invariants import check_all, parse
 from .virtual import VirtualCell
 
@@ -110,6 +113,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     violations = check_all(cell.events, list(orders), cell.ended_by,
                            cell.stats.verified, cell.stats.messages_delivered)
     sim_s = cell.env.now
+    kpis = compute_kpis(evs, KpiSpec.from_config(cfg), end_at=sim_s)
     return {
         "cell": cfg.cell,
         "seed": cell.seed,
@@ -137,6 +141,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         **healing_figures(evs),
         "utilisation": {m: round(b / makespan, 6) if makespan else 0.0
                         for m, b in sorted(busy.items())},
+        "kpis": kpis,
         "invariants": {name: not v for name, v in violations.items()},
         "invariant_violations": {name: v[:20] for name, v in violations.items() if v},
         "event_log_sha256": cell.event_log_sha256(),

@@ -46,6 +46,7 @@ from agents.runtime.journal import (
     feed,
     replay,
 )
+from agents.runtime.observe import Observer
 from security.envelope import Opener, Sealer
 from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
@@ -90,6 +91,7 @@ class RunStats:
     verified: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     sent_by_type: Counter[str] = field(default_factory=Counter)
+    received_by_type: Counter[str] = field(default_factory=Counter)
     dropped_agent_down: int = 0
     dropped_partition: int = 0
     restarts: int = 0
@@ -164,11 +166,14 @@ class VirtualCell:
             breakdowns=breakdowns)
         self.wall_s = 0.0
         self.ended_by = ""
+        self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
 
     # -- event log ------------------------------------------------------------------------------
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.env.now, 9), "ev": event, **fields}
         self.events.append(json.dumps(line, sort_keys=True, separators=(",", ":")))
+        if self.observer is not None:
+            self.observer.on_record(line)
 
     def event_log_sha256(self) -> str:
         h = hashlib.sha256()
@@ -198,6 +203,8 @@ class VirtualCell:
 
     def _execute(self, agent: Agent, actions: list[Action]) -> None:
         now = self.env.now
+        if self.observer is not None:
+            self.observer.on_actions(agent.id, actions)
         for act in actions:
             if isinstance(act, Send):
                 self._send(agent.id, act, now)
@@ -242,6 +249,7 @@ class VirtualCell:
             self.stats.rejected["misdirected"] += 1
             return
         self.stats.messages_delivered += 1
+        self.stats.received_by_type[msg.type] += 1
         self._input(msg.to, lambda t: Inbound(msg, t))
 
     def _set_timer(self, agent: Agent, key: str, at: float) -> None:

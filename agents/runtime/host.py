@@ -63,6 +63,7 @@ from agents.runtime.journal import (
     feed,
     replay,
 )
+from agents.runtime.observe import Observer
 from agents.runtime.transport import ZmqTransport
 from security.envelope import Opener
 from security.keystore import KeyDir
@@ -162,6 +163,7 @@ class Host:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self.recovered: dict[str, int] = {}
+        self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
 
     # -- carrying out actions ---------------------------------------------------------------
     def _input(self, agent_id: str, inp: Input) -> None:
@@ -176,6 +178,8 @@ class Host:
         self._execute(agent, actions)
 
     def _execute(self, agent: Agent, actions: list[Action]) -> None:
+        if self.observer is not None:
+            self.observer.on_actions(agent.id, actions)
         for act in actions:
             if isinstance(act, Send):
                 self._send(agent.id, act.to, act.body, act.conv)
@@ -232,6 +236,8 @@ class Host:
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.clock.now(), 6), "ev": event, "host": self.name, **fields}
         self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+        if self.observer is not None:
+            self.observer.on_record(line)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:

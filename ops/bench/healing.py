@@ -57,6 +57,8 @@ def loopback_cell(source: Path, out_dir: Path, orders: int | None = None) -> Pat
     ports = free_ports(len(data["hosts"]) + 1)
     for h, port in zip(data["hosts"], ports):
         h["endpoint"] = f"tcp://127.0.0.1:{port}"
+        h.pop("metrics_port", None)   # fixed ports would collide between parallel runs
+    data.get("sim", {}).pop("metrics_port", None)
     data.setdefault("sim", {})["endpoint"] = f"tcp://127.0.0.1:{ports[-1]}"
     path = out_dir / "cell.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

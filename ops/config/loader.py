@@ -470,6 +470,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_resources(data, locations, problems)
     _check_work(data, problems, where)
     _check_hosts(data, problems, where)
+    _check_metrics_ports(data, problems, where)
     _check_negotiation(data, problems)
     if base_dir is not None:
         _check_security(data, base_dir, problems)
@@ -675,6 +676,34 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> No
                 )
             else:
                 placed[agent] = loc
+
+
+def _check_metrics_ports(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
+    """Metrics ports are unique and collide with no tcp endpoint of the cell."""
+    endpoint_ports: dict[int, Loc] = {}
+    sim = data.get("sim") if isinstance(data.get("sim"), dict) else {}
+    places: list[tuple[Loc, Any]] = [(("sim", "endpoint"), sim.get("endpoint"))]
+    places += [(("hosts", i, "endpoint"), h.get("endpoint")) for i, h in _entries(data, "hosts")]
+    for loc, endpoint in places:
+        text = _text(endpoint)
+        port = text.rpartition(":")[2] if text and text.startswith("tcp://") else ""
+        if port.isdigit():
+            endpoint_ports.setdefault(int(port), loc)
+    seen: dict[int, Loc] = {}
+    ports = [(("sim", "metrics_port"), sim.get("metrics_port"))]
+    ports += [(("hosts", i, "metrics_port"), h.get("metrics_port"))
+              for i, h in _entries(data, "hosts")]
+    for loc, port in ports:
+        if not isinstance(port, int) or isinstance(port, bool):
+            continue
+        if port in seen:
+            problems.append((loc, (f"metrics port {port} is already used by "
+                                   f"{where(seen[port])}; give every process its own")))
+        elif port in endpoint_ports:
+            problems.append((loc, (f"metrics port {port} is the ZeroMQ port of "
+                                   f"{where(endpoint_ports[port])}; pick another")))
+        else:
+            seen[port] = loc
 
 
 def _check_negotiation(data: dict[str, Any], problems: _Problems) -> None:

@@ -296,6 +296,11 @@ class Host(_Model):
         description="Agent ids (machines, robots, orders) on this host; unlisted agents "
         "run on the first host.",
     )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="TCP port of the host's Prometheus `/metrics` (on the endpoint's address); "
+                    "absent: no metrics unless `--metrics-port` is given.",
+    )
 
 
 class Security(_Model):
@@ -334,6 +339,11 @@ class Sim(_Model):
         default="tcp://127.0.0.1:5600", pattern=_ENDPOINT_PATTERN,
         description="ZeroMQ endpoint the simulator process binds under `autocell up` (the "
                     "remote plant protocol).",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="TCP port of the simulator process's Prometheus `/metrics` (plant KPIs, "
+                    "machine states); absent: no metrics unless `--metrics-port` is given.",
     )
 
 

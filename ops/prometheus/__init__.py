@@ -1,0 +1,1 @@
+"""Prometheus scrape configuration for a cell (``autocell ops prometheus-config``)."""
