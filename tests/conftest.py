@@ -82,3 +82,20 @@ def cell() -> TestCell:
 def module_cell() -> TestCell:
     """Like :func:`cell`, shared by a module (for Hypothesis tests, which reuse fixtures)."""
     return make_cell()
+
+
+@pytest.fixture(scope="session")
+def ray_local():  # noqa: ANN201 - the ray module
+    """A lean local Ray with 2 CPUs, started once per test session and shut down at its end.
+
+    No dashboard, no worker prestart, no usage stats, no auth-token file, and
+    Ray's session files in a private temporary directory (see
+    :func:`ops.experiment.runner.ray_session`).  Code under test that calls
+    ``ray_session`` while it is up reuses it instead of starting its own.
+    """
+    from ops.experiment.runner import ray_session
+
+    import ray
+
+    with ray_session(None, 2):
+        yield ray
