@@ -9,6 +9,9 @@ garbage past the signature check into the unpacker and schema).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from types import ModuleType
+
 import pytest
 
 from security.certs import Certificate, RevocationList, TrustStore
@@ -85,7 +88,7 @@ def module_cell() -> TestCell:
 
 
 @pytest.fixture(scope="session")
-def ray_local():  # noqa: ANN201 - the ray module
+def ray_local() -> Iterator[ModuleType]:
     """A lean local Ray with 2 CPUs, started once per test session and shut down at its end.
 
     No dashboard, no worker prestart, no usage stats, no auth-token file, and
@@ -93,9 +96,9 @@ def ray_local():  # noqa: ANN201 - the ray module
     :func:`ops.experiment.runner.ray_session`).  Code under test that calls
     ``ray_session`` while it is up reuses it instead of starting its own.
     """
-    from ops.experiment.runner import ray_session
-
     import ray
+
+    from ops.experiment.runner import ray_session
 
     with ray_session(None, 2):
         yield ray

@@ -19,7 +19,13 @@ from ops.cli import main
 from ops.config import ConfigError
 from ops.experiment.command import run_sweep
 from ops.experiment.results import mean_ci95, t_quantile
-from ops.experiment.sweep import PathError, apply_override, expand, load_sweep, parse_path
+from ops.experiment.sweep import (
+    PathError,
+    apply_override,
+    expand,
+    load_sweep,
+    parse_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = ROOT / "cell_configs" / "minimal_cell.yaml"
@@ -124,12 +130,12 @@ colour: red
         load_sweep(bad)
     text = str(info.value)
     for line, fragment in [
-        (4, "grid['negotiation.reply_deadlin_s']: in cell 'minimal': negotiation has no "
-            "field 'reply_deadlin_s' (did you mean 'reply_deadline_s'?)"),
-        (5, "grid['machines[saw9].mttr_s']: in cell 'minimal': machines has no item with id "
-            "'saw9' (known: saw1)"),
-        (6, "grid['negotiation.lease_s'][1]: value -1 makes cell 'minimal' invalid: "
-            "negotiation.lease_s: Input should be greater than 0"),
+        (4, ("grid['negotiation.reply_deadlin_s']: in cell 'minimal': negotiation has no "
+            "field 'reply_deadlin_s' (did you mean 'reply_deadline_s'?)")),
+        (5, ("grid['machines[saw9].mttr_s']: in cell 'minimal': machines has no item with id "
+            "'saw9' (known: saw1)")),
+        (6, ("grid['negotiation.lease_s'][1]: value -1 makes cell 'minimal' invalid: "
+            "negotiation.lease_s: Input should be greater than 0")),
         (8, "strategies[0].order: unknown strategy 'no_such_strategy'"),
         (9, "strategies[1].name: strategy name 'a' is already used"),
         (9, "strategies[1].resource: cannot load strategy 'no_such_module:X'"),
