@@ -130,6 +130,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute(args)
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from ops.experiment.command import execute
+
+    return execute(args)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from ops.up import execute_up
 
@@ -361,6 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("experiment", help="a sweep of virtual-time runs on Ray: configs x "
+                                           "strategies x faults x seeds; tables and plots")
+    sp.add_argument("sweep", help="sweep file (cell_configs/experiments/*.yaml)")
+    sp.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                    help="join an existing Ray cluster (default: start a lean local Ray)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="runs in parallel (default: the CPU count)")
+    sp.add_argument("--resume", action="store_true", help="skip the runs already completed in --out")
+    sp.add_argument("--out", metavar="DIR", help="results directory "
+                                                 "(default experiments/<sweep name>/)")
+    sp.add_argument("--show", metavar="RUN_ID",
+                    help="print the `autocell run` command that reproduces one run")
+    sp.add_argument("--dry-run", action="store_true", help="check the sweep, list its runs")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    sp.set_defaults(func=cmd_experiment)
 
     def process_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("cell", help="cell YAML with a hosts section")

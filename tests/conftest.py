@@ -9,6 +9,9 @@ garbage past the signature check into the unpacker and schema).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from types import ModuleType
+
 import pytest
 
 from security.certs import Certificate, RevocationList, TrustStore
@@ -82,3 +85,20 @@ def cell() -> TestCell:
 def module_cell() -> TestCell:
     """Like :func:`cell`, shared by a module (for Hypothesis tests, which reuse fixtures)."""
     return make_cell()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[ModuleType]:
+    """A lean local Ray with 2 CPUs, started once per test session and shut down at its end.
+
+    No dashboard, no worker prestart, no usage stats, no auth-token file, and
+    Ray's session files in a private temporary directory (see
+    :func:`ops.experiment.runner.ray_session`).  Code under test that calls
+    ``ray_session`` while it is up reuses it instead of starting its own.
+    """
+    import ray
+
+    from ops.experiment.runner import ray_session
+
+    with ray_session(None, 2):
+        yield ray

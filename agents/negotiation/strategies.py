@@ -1,8 +1,10 @@
 """Strategies: how a resource prices a bid, how an order chooses one.
 
 Both sides are plug-ins named in the cell config (``negotiation.strategy``)
-by a short name from :data:`ORDER_STRATEGIES` / :data:`RESOURCE_STRATEGIES`
-or by a dotted path ``package.module:Class``.  A strategy is pure: it sees
+by a short name from :data:`ORDER_STRATEGIES` / :data:`RESOURCE_STRATEGIES`,
+by the name of an installed entry point in the group ``autocell.strategies``
+(``slack_bidding`` ships that way, see :mod:`agents.negotiation.slack`), or
+by a dotted path ``package.module:Class``.  A strategy is pure: it sees
 the call, the candidate slot or the proposals, and returns a decision.
 
 Worked example — an energy-aware order strategy that accepts up to 10 %
@@ -118,18 +120,47 @@ RESOURCE_STRATEGIES: dict[str, type[ResourceStrategy]] = {
     c.name: c for c in (DefaultResource, FirstComeResource)}
 
 
+#: Entry-point group of installed strategy plug-ins (``[project.entry-points."autocell.strategies"]``).
+ENTRY_POINT_GROUP = "autocell.strategies"
+
+
+def plugin_names() -> list[str]:
+    """Names of the installed strategy plug-ins (entry points of :data:`ENTRY_POINT_GROUP`)."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def _entry_point(spec: str) -> Any:
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
+    return found[0] if found else None
+
+
 def _load(spec: str, registry: dict[str, Any], base: type) -> Any:
+    """A built-in name, then an installed entry point, then ``package.module:Class``."""
     if spec in registry:
         return registry[spec]()
     if ":" not in spec:
-        raise ConfigurationError(
-            f"unknown strategy {spec!r}: use one of {', '.join(sorted(registry))} "
-            "or a dotted path 'package.module:Class'")
-    module, _, attr = spec.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load strategy {spec!r}: {exc}") from exc
+        ep = _entry_point(spec)
+        if ep is None:
+            plugins = plugin_names()
+            installed = f"; installed plug-ins: {', '.join(plugins)}" if plugins else ""
+            raise ConfigurationError(
+                f"unknown strategy {spec!r}: use one of {', '.join(sorted(registry))}"
+                f"{installed}, or a dotted path 'package.module:Class'")
+        try:
+            cls = ep.load()
+        except Exception as exc:   # a broken plug-in is the operator's to fix, not a crash
+            raise ConfigurationError(f"cannot load strategy plug-in {spec!r} "
+                                     f"({ep.value}): {exc}") from exc
+    else:
+        module, _, attr = spec.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"cannot load strategy {spec!r}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigurationError(f"strategy {spec!r} is not a subclass of {base.__name__}")
     return cls()

@@ -1,0 +1,297 @@
+"""Sweep results: the run journal, the run table, the per-group summary and the plots.
+
+Every finished run is appended to ``runs.jsonl`` (flushed and fsynced) the
+moment it arrives, and ``runs.csv`` is rewritten from it (temporary file,
+then rename), so a killed sweep loses nothing it completed and a reader
+never sees half a table.  ``--resume`` reads ``runs.jsonl`` back.  The
+summary and the plots are made once, at the end, from the rows of the
+sweep's current points.
+
+Confidence intervals use Student's t with n − 1 degrees of freedom; its
+quantile is computed here (regularised incomplete beta function by
+continued fraction, then bisection) so neither scipy nor a table is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LABELS", "ResultStore", "flatten_report", "mean_ci95", "plot_kpis", "summarise",
+           "t_quantile", "write_csv"]
+
+#: The identifying columns every row starts with (grid parameters follow them).
+LABELS: tuple[str, ...] = ("run_id", "cell", "strategy", "scenario", "seed", "repetition")
+_NOT_KPIS = {"seed", "wall_s", "sim_speedup"}
+
+
+def flatten_report(report: dict[str, Any], prefix: str = "") -> dict[str, float | int]:
+    """Every numeric value of a run report, nested keys joined by dots (``utilisation.mill1``).
+
+    Read generically, so KPIs other parts add to the report (a ``kpis`` map)
+    appear as columns without changes here.  Booleans are left out.
+    """
+    out: dict[str, float | int] = {}
+    for key, value in report.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool) or name in _NOT_KPIS:
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[name] = value
+        elif isinstance(value, dict):
+            out.update(flatten_report(value, prefix=name + "."))
+    return out
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 3e-16
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (0.5 < p < 1)."""
+    if not 0.5 <= p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0.5 <= p < 1 and df > 0 (got p={p}, df={df})")
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2.0
+
+
+def mean_ci95(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % confidence interval (NaN for fewer than 2 values)."""
+    if not xs:
+        return math.nan, math.nan
+    mean = statistics.fmean(xs)
+    if len(xs) < 2:
+        return mean, math.nan
+    sd = statistics.stdev(xs)
+    return mean, t_quantile(0.975, len(xs) - 1) * sd / math.sqrt(len(xs))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _columns(rows: Iterable[dict[str, Any]], first: Sequence[str]) -> list[str]:
+    cols = list(first)
+    seen = set(cols)
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                cols.append(key)
+    return cols
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _cell_text(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], first: Sequence[str]) -> None:
+    """One row per dict, columns in first-seen order after ``first``; written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    cols = _columns(rows, first)
+    writer.writerow(cols)
+    for row in rows:
+        writer.writerow([_cell_text(row.get(c)) for c in cols])
+    _atomic_write(path, buf.getvalue())
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]], first: Sequence[str]) -> bool:
+    """``runs.parquet`` when pyarrow is importable; False (nothing written) otherwise."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    cols = _columns(rows, first)
+    table = pa.Table.from_pylist([{c: _cell_text(r.get(c)) if isinstance(r.get(c), (dict, list))
+                                   else r.get(c) for c in cols} for r in rows])
+    pq.write_table(table, path)
+    return True
+
+
+class ResultStore:
+    """The rows of one sweep's output directory, journalled as they arrive."""
+
+    def __init__(self, out: Path, params: Sequence[str]) -> None:
+        self.out = out
+        self.params = list(params)
+        self.journal = out / "runs.jsonl"
+        self.rows: dict[str, dict[str, Any]] = {}
+        if self.journal.exists():
+            for line in self.journal.read_text().splitlines():
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue   # a line cut short by a kill: that run is simply run again
+                    self.rows[row["run_id"]] = row
+
+    @property
+    def first_columns(self) -> list[str]:
+        return [*LABELS, *self.params, "status", "error", "event_log_sha256"]
+
+    def completed(self) -> set[str]:
+        return {rid for rid, row in self.rows.items() if row.get("status") == "ok"}
+
+    def add(self, row: dict[str, Any], order: Sequence[str]) -> None:
+        """Journal one finished run and refresh ``runs.csv`` (rows of ``order``'s run ids)."""
+        self.rows[row["run_id"]] = row
+        with self.journal.open("a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.write_table(order)
+
+    def current(self, order: Sequence[str]) -> list[dict[str, Any]]:
+        return [self.rows[rid] for rid in order if rid in self.rows]
+
+    def write_table(self, order: Sequence[str]) -> None:
+        write_csv(self.out / "runs.csv", self.current(order), self.first_columns)
+
+
+def summarise(rows: list[dict[str, Any]], params: Sequence[str],
+              kpis: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per group (cell, strategy, faults, grid values): n, and mean ± CI of each KPI."""
+    keys = ["cell", "strategy", "scenario", *params]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        gk = json.dumps([row.get(k) for k in keys], sort_keys=True, default=str)
+        groups.setdefault(gk, []).append(row)
+    out = []
+    for members in groups.values():
+        ok = [r for r in members if r.get("status") == "ok"]
+        entry: dict[str, Any] = {k: members[0].get(k) for k in keys}
+        entry["runs"] = len(members)
+        entry["failed"] = len(members) - len(ok)
+        for kpi in kpis:
+            values = [float(r[kpi]) for r in ok if isinstance(r.get(kpi), (int, float))]
+            mean, ci = mean_ci95(values)
+            entry[f"{kpi}_mean"] = None if math.isnan(mean) else round(mean, 6)
+            entry[f"{kpi}_ci95"] = None if math.isnan(ci) else round(ci, 6)
+        out.append(entry)
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def plot_kpis(rows: list[dict[str, Any]], dims: dict[str, list[Any]], kpis: Sequence[str],
+              directory: Path, line_keys: Sequence[str] = ("strategy",)) -> list[Path]:
+    """``<kpi>_vs_<dim>.png`` for each KPI and each swept dimension: one line per strategy.
+
+    Each point is the mean over every ok run with that dimension value (all
+    other dimensions and seeds pooled), with its 95 % CI as an error bar.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    written: list[Path] = []
+    for kpi in kpis:
+        if not any(isinstance(r.get(kpi), (int, float)) for r in ok):
+            continue
+        for dim, values in dims.items():
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            xs_of = {json.dumps(v, default=str): (v if numeric else i)
+                     for i, v in enumerate(values)}
+            lines: dict[str, list[tuple[float, float, float]]] = {}
+            labels = sorted({" / ".join(str(r.get(k)) for k in line_keys) for r in ok})
+            for label in labels:
+                for v in values:
+                    ys = [float(r[kpi]) for r in ok
+                          if " / ".join(str(r.get(k)) for k in line_keys) == label
+                          and json.dumps(r.get(dim), default=str) == json.dumps(v, default=str)
+                          and isinstance(r.get(kpi), (int, float))]
+                    if ys:
+                        mean, ci = mean_ci95(ys)
+                        lines.setdefault(label, []).append(
+                            (xs_of[json.dumps(v, default=str)], mean, 0.0 if math.isnan(ci)
+                             else ci))
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for label, pts in lines.items():
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                            marker="o", capsize=3, label=label)
+            if not numeric:
+                ax.set_xticks(range(len(values)), [str(v) for v in values])
+            ax.set_xlabel(dim)
+            ax.set_ylabel(f"{kpi} (mean, 95 % CI)")
+            ax.set_title(f"{kpi} vs {dim}")
+            ax.grid(alpha=0.3)
+            if lines:
+                ax.legend(title=" / ".join(line_keys))
+            fig.tight_layout()
+            path = directory / f"{_slug(kpi)}_vs_{_slug(dim)}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+    return written

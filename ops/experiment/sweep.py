@@ -1,0 +1,441 @@
+"""Sweep files: base cells × parameter grid × strategies × fault scenarios × seeds.
+
+Theory of operation
+-------------------
+A sweep file (``cell_configs/experiments/*.yaml``) names everything a
+researcher wants to cross.  Loading it does all the checking a run would
+otherwise discover hours later, and reports every problem at once as
+``FILE:LINE: path: message`` (the cell loader's format, through
+:func:`ops.config.loader.load_model`):
+
+* each base cell loads (its own problems are reported with its own lines);
+* each grid path names a field of the cell model — ``negotiation.lease_s``,
+  ``machines[mill1].mttr_s`` (a list item by id) or ``orders[0].due_at`` (by
+  index) — and exists in every base cell;
+* each grid value, applied *alone* to each base cell, gives a valid cell;
+* each strategy loads (built-in name, entry point or ``pkg.mod:Class``);
+* each fault scenario loads and names only agents of every base cell.
+
+Combinations are not checked up front (the product can be large): a point
+whose overrides clash — a lease shorter than the heartbeat it was combined
+with — fails when it runs, and is recorded as a failed row.
+
+:func:`expand` turns a sweep into :class:`RunPoint` values in a fixed order.
+A point carries the overridden cell as plain data, so it can travel to a Ray
+worker and be written out as a cell file that ``autocell run`` reproduces
+byte for byte; its ``run_id`` hashes everything that decides the run (the
+cell's content after overrides, fault scenario content, seed), so an edited
+base cell gives new ids and ``--resume`` reruns exactly what changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, Field, PrivateAttr
+
+from ops.config.loader import (
+    ConfigError,
+    ConfigIssue,
+    _did_you_mean,
+    _unwrap,
+    cell_from_dict,
+    format_path,
+    load_cell_or_instance,
+    load_model,
+)
+from ops.config.model import CellConfig, Name, Seconds, StrategyRef, _Model
+
+__all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
+           "expand", "load_sweep", "parse_path"]
+
+#: KPIs summarised and plotted when a sweep names none (all numeric report keys land in rows).
+DEFAULT_KPIS: tuple[str, ...] = ("makespan", "mean_flow_time", "tardiness_total", "tardy_orders",
+                                 "orders_completed", "reroutes", "messages_sent")
+
+
+class StrategySpec(_Model):
+    """One strategy pair under a label; omitted sides keep the base cell's choice."""
+
+    name: Name = Field(description="Label in tables and plot legends, e.g. `default`.")
+    order: StrategyRef | None = Field(
+        default=None, description="Order strategy: built-in, entry point or `pkg.mod:Class`.")
+    resource: StrategyRef | None = Field(
+        default=None, description="Resource strategy: built-in, entry point or `pkg.mod:Class`.")
+
+
+Seed = Annotated[int, Field(ge=0)]
+
+
+class Sweep(_Model):
+    """An experiment: what to cross, and what to measure."""
+
+    name: Name = Field(description="Sweep name; results go to `experiments/<name>/` by default.")
+    description: str = Field(default="", description="Free text for people.")
+    cells: list[str] = Field(min_length=1, description="Base cell files, relative to this file.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Config path -> values, e.g. `negotiation.reply_deadline_s: [0.1, 0.2]`, "
+                    "`machines[mill1].mttr_s: [300, 600]`.")
+    strategies: list[StrategySpec] = Field(
+        default_factory=list, description="Strategy pairs to compare; empty: the cells' own.")
+    faults: list[str | None] = Field(
+        default_factory=lambda: [None],
+        description="Fault scenario files relative to this file; `null` = no faults.")
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [0], min_length=1, description="Run seeds.")
+    repetitions: int = Field(
+        default=1, ge=1, description="Runs per seed; repetition r > 0 derives its own seed.")
+    until_s: Seconds | None = Field(
+        default=None, description="Stop every run at this simulated time (like `--until`).")
+    kpis: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_KPIS),
+        description="Report keys (dotted for nested ones) to summarise and plot.")
+
+    _source: str = PrivateAttr(default="<dict>")
+    _base_dir: Path = PrivateAttr(default_factory=Path)
+    _cells: dict[str, tuple[CellConfig, dict[str, Any]]] = PrivateAttr(default_factory=dict)
+    _faults: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+
+# --------------------------------------------------------------------------- override paths
+
+_SEGMENT = re.compile(r"(?P<field>[A-Za-z_][A-Za-z0-9_]*)|\[(?P<key>[^\]]+)\]|\.")
+
+
+class PathError(ValueError):
+    """A grid path that names nothing in the cell model."""
+
+
+def parse_path(path: str) -> list[str | int]:
+    """``machines[mill1].mttr_s`` -> ``["machines", "mill1", "mttr_s"]`` (indices as ints)."""
+    parts: list[str | int] = []
+    pos, expect_field = 0, True
+    while pos < len(path):
+        m = _SEGMENT.match(path, pos)
+        if m is None or m.end() == pos:
+            raise PathError(f"cannot read {path!r} at {path[pos:]!r}; write a dotted path like "
+                            "'negotiation.lease_s' or 'machines[mill1].mttr_s'")
+        if m["field"] is not None:
+            if not expect_field:
+                raise PathError(f"missing '.' before {m['field']!r} in {path!r}")
+            parts.append(m["field"])
+            expect_field = False
+        elif m["key"] is not None:
+            key = m["key"].strip("'\"")
+            parts.append(int(key) if key.lstrip("-").isdigit() else key)
+            expect_field = False
+        else:
+            if expect_field:
+                raise PathError(f"empty segment in {path!r}")
+            expect_field = True
+        pos = m.end()
+    if not parts or expect_field:
+        raise PathError(f"{path!r} is not a complete path; it must end with a field name")
+    return parts
+
+
+def _resolve(data: dict[str, Any], path: str) -> tuple[Any, str | int]:
+    """Walk ``path`` through the cell model and the data; the container and the last key."""
+    parts = parse_path(path)
+    annotation: Any = CellConfig
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        annotation = _unwrap(annotation)
+        origin = typing.get_origin(annotation)
+        shown = _shown(parts[:i]) or "the cell"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = annotation.model_fields
+            if not isinstance(part, str) or part not in fields:
+                raise PathError(f"{shown} has no field {part!r}"
+                                f"{_did_you_mean(str(part), list(fields))}; "
+                                f"fields: {', '.join(fields)}")
+            annotation = fields[part].annotation
+            if last:
+                return node, part
+            if node.get(part) is None:
+                node[part] = {} if _is_model(annotation) or _is_dict(annotation) else []
+            node = node[part]
+        elif origin is list:
+            item = typing.get_args(annotation)[0]
+            index = _select(node, part, shown)
+            annotation = item
+            if last:
+                return node, index
+            node = node[index]
+        elif origin is dict:
+            annotation = typing.get_args(annotation)[1]
+            key = str(part)
+            if last:
+                return node, key
+            node = node.setdefault(key, {})
+        else:
+            raise PathError(f"{shown} is a plain value; it has no {part!r} inside")
+    raise PathError(f"{path!r} is not a complete path")  # pragma: no cover - parse_path forbids
+
+
+def _select(items: list[Any], part: str | int, shown: str) -> int:
+    if isinstance(part, int):
+        if not 0 <= part < len(items):
+            raise PathError(f"{shown} has {len(items)} item(s); index {part} is out of range")
+        return part
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and part in (item.get("id"), item.get("name")):
+            return index
+    known = [str(i.get("id", i.get("name"))) for i in items if isinstance(i, dict)]
+    raise PathError(f"{shown} has no item with id {part!r} (known: {', '.join(known) or 'none'})")
+
+
+def _is_model(annotation: Any) -> bool:
+    a = _unwrap(annotation)
+    return isinstance(a, type) and issubclass(a, BaseModel)
+
+
+def _is_dict(annotation: Any) -> bool:
+    return typing.get_origin(_unwrap(annotation)) is dict
+
+
+def _shown(parts: list[str | int]) -> str:
+    return format_path(tuple(parts))
+
+
+def apply_override(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``path`` to ``value`` in raw cell data (in place); :class:`PathError` if it is no field."""
+    container, key = _resolve(data, path)
+    container[key] = copy.deepcopy(value)
+
+
+# --------------------------------------------------------------------------- points
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One run of a sweep: everything a worker needs, as plain data."""
+
+    run_id: str
+    cell: str                       # base cell id
+    params: dict[str, Any]          # grid path -> value
+    strategy: str                   # strategy label ("cell" = the cell's own)
+    scenario: str                   # fault scenario name or "none"
+    seed: int                       # the run seed, as `autocell run --seed`
+    repetition: int
+    cell_data: dict[str, Any] = field(repr=False)
+    base_dir: str = "."
+    fault_data: dict[str, Any] | None = field(default=None, repr=False)
+    fault_file: str | None = None
+    until_s: float | None = None
+
+    def labels(self) -> dict[str, Any]:
+        """The row's identifying columns."""
+        return {"run_id": self.run_id, "cell": self.cell, "strategy": self.strategy,
+                "scenario": self.scenario, "seed": self.seed, "repetition": self.repetition,
+                **self.params}
+
+
+def derived_seed(seed: int, repetition: int) -> int:
+    """Repetition 0 runs the seed itself; later ones a seed derived from (seed, repetition)."""
+    if repetition == 0:
+        return seed
+    digest = hashlib.sha256(f"autocell/repetition/{seed}/{repetition}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def expand(sweep: Sweep) -> list[RunPoint]:
+    """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps."""
+    strategies = sweep.strategies or [StrategySpec(name="cell")]
+    paths = list(sweep.grid)
+    out: list[RunPoint] = []
+    for cell_path in sweep.cells:
+        cfg, raw = sweep._cells[cell_path]
+        raw = copy.deepcopy(raw)
+        keys_dir = cfg.keys_dir_path()
+        if keys_dir is not None:   # the point's cell file may be written anywhere
+            raw["security"]["keys_dir"] = str(keys_dir)
+        for values in itertools.product(*(sweep.grid[p] for p in paths)):
+            params = dict(zip(paths, values))
+            data = copy.deepcopy(raw)
+            for p, v in params.items():
+                apply_override(data, p, v)
+            for spec in strategies:
+                cell_data = copy.deepcopy(data)
+                for side in ("order", "resource"):
+                    chosen = getattr(spec, side)
+                    if chosen is not None:
+                        apply_override(cell_data, f"negotiation.strategy.{side}", chosen)
+                for fault_file in sweep.faults:
+                    fault = sweep._faults.get(fault_file) if fault_file else None
+                    for seed in sweep.seeds:
+                        for rep in range(sweep.repetitions):
+                            run_seed = derived_seed(seed, rep)
+                            key = {"cell": cell_data, "faults": fault, "seed": run_seed,
+                                   "until_s": sweep.until_s, "params": params,
+                                   "strategy": spec.name, "repetition": rep}
+                            run_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
+                                                    .encode()).hexdigest()[:12]
+                            out.append(RunPoint(
+                                run_id=run_id, cell=cfg.cell, params=params,
+                                strategy=spec.name,
+                                scenario=str(fault["name"]) if fault else "none",
+                                seed=run_seed, repetition=rep, cell_data=cell_data,
+                                base_dir=str(Path(cfg._base_dir or ".").resolve()),
+                                fault_data=fault, until_s=sweep.until_s,
+                                fault_file=str((sweep._base_dir / fault_file).resolve())
+                                if fault_file else None))
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+_Problems = list[tuple[tuple[Any, ...], str]]
+
+
+def _raw_cell(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    from sim_bridge.instances import instance_to_cell_dict, load_instance
+    return instance_to_cell_dict(load_instance(path))
+
+
+def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
+           cells: dict[str, tuple[CellConfig, dict[str, Any]]],
+           faults: dict[str, dict[str, Any]]) -> _Problems:
+    """Everything beyond field types: files, paths, values, strategies, scenarios."""
+    problems: _Problems = []
+    if not isinstance(data, dict):
+        return problems
+    ids: dict[str, int] = {}
+    for i, cell_path in enumerate(data.get("cells") or []):
+        if not isinstance(cell_path, str):
+            continue
+        path = base_dir / cell_path
+        try:
+            cfg = load_cell_or_instance(path)
+        except ConfigError as exc:
+            nested.extend(exc.issues)
+            problems.append((("cells", i), f"cell {cell_path!r} does not load (see above)"))
+            continue
+        if cfg.cell in ids:
+            problems.append((("cells", i), (f"cell id {cfg.cell!r} is already used by "
+                                           f"cells[{ids[cfg.cell]}]; rows are labelled by cell "
+                                           "id, so give each base cell its own")))
+            continue
+        ids[cfg.cell] = i
+        cells[cell_path] = (cfg, _raw_cell(path))
+    grid = data.get("grid")
+    if isinstance(grid, dict):
+        for path, values in grid.items():
+            problems.extend(_check_grid_path(str(path), values, cells))
+    problems.extend(_check_strategies(data.get("strategies")))
+    for i, fault_file in enumerate(data.get("faults") or []):
+        if not isinstance(fault_file, str):
+            continue
+        from ops.config.faults import load_faults
+        for cfg, _raw in cells.values():
+            try:
+                scenario = load_faults(base_dir / fault_file, cfg)
+            except ConfigError as exc:
+                nested.extend(exc.issues)
+                problems.append((("faults", i), (f"fault scenario {fault_file!r} does not load "
+                                                f"for cell {cfg.cell!r} (see above)")))
+                break
+            faults[fault_file] = scenario.model_dump(mode="json")
+    return problems
+
+
+def _check_grid_path(path: str, values: Any,
+                     cells: dict[str, tuple[CellConfig, dict[str, Any]]]) -> _Problems:
+    loc: tuple[Any, ...] = ("grid", path)
+    try:
+        parse_path(path)
+    except PathError as exc:
+        return [(loc, str(exc))]
+    problems: _Problems = []
+    for cfg, raw in cells.values():
+        try:
+            _resolve(copy.deepcopy(raw), path)
+        except PathError as exc:
+            problems.append((loc, f"in cell {cfg.cell!r}: {exc}"))
+            continue
+        for j, value in enumerate(values if isinstance(values, list) else []):
+            data = copy.deepcopy(raw)
+            apply_override(data, path, value)
+            try:
+                cell_from_dict(data, source=cfg.source, base_dir=cfg._base_dir)
+            except ConfigError as exc:
+                first = exc.issues[0]
+                where = f"{first.path}: " if first.path else ""
+                more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
+                problems.append((loc + (j,), (f"value {value!r} makes cell {cfg.cell!r} "
+                                             f"invalid: {where}{first.message}{more}")))
+    return problems
+
+
+def _check_strategies(specs: Any) -> _Problems:
+    from agents.negotiation.strategies import order_strategy, resource_strategy
+    from security.errors import ConfigurationError
+
+    problems: _Problems = []
+    names: dict[str, int] = {}
+    loaders: dict[str, Callable[[str], Any]] = {"order": order_strategy,
+                                                "resource": resource_strategy}
+    for i, spec in enumerate(specs if isinstance(specs, list) else []):
+        if not isinstance(spec, dict):
+            continue
+        name = spec.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append((("strategies", i, "name"),
+                                 (f"strategy name {name!r} is already used by "
+                                 f"strategies[{names[name]}]; labels must be unique")))
+            names[name] = i
+        for side, load in loaders.items():
+            value = spec.get(side)
+            if isinstance(value, str):
+                try:
+                    load(value)
+                except ConfigurationError as exc:
+                    problems.append((("strategies", i, side), str(exc)))
+    return problems
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Load and fully check a sweep file; :class:`ConfigError` lists every problem at once."""
+    base_dir = Path(path).parent
+    nested: list[ConfigIssue] = []
+    cells: dict[str, tuple[CellConfig, dict[str, Any]]] = {}
+    faults: dict[str, dict[str, Any]] = {}
+    try:
+        sweep = load_model(path, Sweep,
+                           cross_check=lambda data: _check(data, base_dir, nested, cells, faults))
+    except ConfigError as exc:
+        raise ConfigError([*nested, *exc.issues]) from None
+    if nested:
+        raise ConfigError(nested)
+    sweep._source = str(path)
+    sweep._base_dir = base_dir
+    sweep._cells = cells
+    sweep._faults = faults
+    return sweep
+
+
+def point_cell_yaml(point: RunPoint) -> str:
+    """The overridden cell as a cell file that ``autocell run`` reproduces the point from."""
+    head = (f"# autocell experiment point {point.run_id}: cell {point.cell}, strategy "
+            f"{point.strategy}, faults {point.scenario}, params {json.dumps(point.params)}\n")
+    return head + yaml.safe_dump(point.cell_data, sort_keys=False)
