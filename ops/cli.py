@@ -270,6 +270,31 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_negotiation(args: argparse.Namespace) -> int:
+    from ops.bench.negotiation import run
+
+    if args.bidders < 1 or args.rounds < 1:
+        raise ConfigurationError("--bidders and --rounds must be at least 1")
+    if args.processes is not None and not 1 <= args.processes <= args.bidders:
+        raise ConfigurationError("--processes must be between 1 and --bidders")
+    r = run(bidders=args.bidders, rounds=args.rounds, processes=args.processes)
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    print(f"call for proposals to {r['bidders']} bidders in {r['processes']} processes over tcp "
+          f"loopback, signing and verification on, {r['rounds']} rounds on {r['cpus']} CPUs:")
+    print(f"  round (cfp sent → all proposals verified): p50 {r['round_p50_us'] / 1000:.2f} ms, "
+          f"p99 {r['round_p99_us'] / 1000:.2f} ms, max {r['round_max_us'] / 1000:.2f} ms")
+    print(f"  caller: {r['bidders']} seals + {r['bidders']} verifies = "
+          f"{r['caller_crypto_us'] / 1000:.2f} ms of crypto per round (sign {r['sign_us']:.0f} "
+          f"µs, verify {r['verify_us']:.0f} µs); all cfps sent after "
+          f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50)")
+    print(f"  proposals received {r['proposals_received']:,}, rejected {sum(r['rejected'].values())}"
+          f" (caller) / {sum(r['peer_rejected'].values())} (bidders)")
+    print(f"target: round p99 ≤ 5 ms {'met' if r['targets']['round_p99_within_5_ms'] else 'MISSED'}")
+    return EXIT_OK
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from ops.bench.sim import DEMO, run
 
@@ -378,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tasks", type=int, default=20, help="tasks per point (default 20)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_scale)
+    sp = bsub.add_parser("negotiation", help="multi-process call for proposals over tcp "
+                                             "loopback, signing on: round p50/p99")
+    sp.add_argument("--bidders", type=int, default=20, help="bidders (default 20)")
+    sp.add_argument("--rounds", type=int, default=500, help="measured rounds (default 500)")
+    sp.add_argument("--processes", type=int, default=None,
+                    help="bidder processes (default: one per bidder)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_negotiation)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
     sp.add_argument("--cell", help="another cell file (default: the demo cell)")
     sp.add_argument("--seeds", type=int, default=3, help="runs to average (default 3)")

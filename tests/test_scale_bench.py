@@ -95,3 +95,30 @@ def test_fits_on_known_data() -> None:
     lin = growth([{"bidders": x, "wall_us_per_task": 100 + 50 * x, "messages_per_task": 3 * x + 1}
                   for x in xs])
     assert lin["linear"] is True and lin["slope_us_per_bidder"] == pytest.approx(50.0)
+
+
+@pytest.mark.timeout(120)
+def test_bench_negotiation_json_tiny(tmp_path: Path) -> None:
+    r = subprocess.run([_autocell(), "bench", "negotiation", "--bidders", "3", "--rounds", "5",
+                        "--processes", "2", "--json"], check=False, capture_output=True,
+                       text=True, timeout=100, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout
+    d = json.loads(lines[0])
+    assert (d["bidders"], d["processes"], d["rounds"]) == (3, 2, 5)
+    # every cfp of every round (warm-up included) got exactly one verified proposal back
+    assert d["proposals_received"] == 3 * (d["rounds"] + d["warmup"])
+    assert d["rejected"] == {} and d["peer_rejected"] == {}
+    assert 0 < d["round_p50_us"] <= d["round_p99_us"] <= d["round_max_us"]
+    assert d["sign_us"] > 0 and d["verify_us"] > 0
+    assert d["caller_crypto_us"] == pytest.approx(3 * (d["sign_us"] + d["verify_us"]), rel=0.01)
+    assert set(d["targets"]) == {"round_p99_within_5_ms"}
+
+
+def test_bench_negotiation_bad_input_exits_2(tmp_path: Path) -> None:
+    for flags in (["--bidders", "0"], ["--rounds", "0"], ["--processes", "5", "--bidders", "2"]):
+        r = subprocess.run([_autocell(), "bench", "negotiation", *flags], check=False,
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert r.returncode == 2, (flags, r.stderr)
+        assert r.stderr.startswith("autocell: error:"), r.stderr
