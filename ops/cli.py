@@ -231,6 +231,77 @@ def cmd_bench_healing(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _int_list(text: str, flag: str, least: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigurationError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < least:
+        raise ConfigurationError(f"{flag}: every value must be at least {least}, got {text!r}")
+    return values
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from ops.bench.scale import run
+
+    agents = _int_list(args.agents, "--agents", 2)
+    bidders = _int_list(args.bidders, "--bidders", 1)
+    if args.tasks < 1:
+        raise ConfigurationError("--tasks must be at least 1")
+    r = run(agents=agents, bidders=bidders, tasks=args.tasks,
+            progress=lambda s: print(s, file=sys.stderr) if not args.json else None)
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    print("one host, one loop, one inbound socket shared by all its agents; signing on")
+    for s in r["sizes"]:
+        g = s["growth"]
+        print(f"{s['agents']} agents ({s['orders']} orders, {s['machines']} machines): ready in "
+              f"{s['ready_s']:.3f} s (socket bound at {s['bind_s']:.3f} s; keys made in memory "
+              f"in {s['keys_s']:.3f} s before that)")
+        print("  bidders  messages/task  wall/task (8 open)  µs/message  latency p50 (1 open)")
+        for p in s["per_task"]:
+            print(f"  {p['bidders']:>7}  {p['messages_per_task']:>13g}  "
+                  f"{p['wall_us_per_task'] / 1000:>15.2f} ms  {p['us_per_message']:>10.1f}  "
+                  f"{p['latency_p50_us'] / 1000:>17.2f} ms")
+        if g["linear"] is not None:
+            print(f"  growth: {g['slope_us_per_bidder']:.1f} µs per bidder + "
+                  f"{g['intercept_us']:.0f} µs, R² {g['r2']:.3f}, quadratic share at the largest "
+                  f"B {g['quadratic_share_at_max']:.1%} → "
+                  f"{'linear' if g['linear'] else 'NOT linear'}; messages = "
+                  f"{g['messages_slope_per_bidder']:g}·B + {g['messages_intercept']:g}")
+    t = r["targets"]
+    print(f"targets: {t['largest_agents']} agents ready ≤ 5 s "
+          f"{'met' if t['ready_within_5_s_at_largest'] else 'MISSED'}, per-task cost linear in "
+          f"bidders {'met' if t['per_task_cost_linear_in_bidders'] else 'MISSED'}")
+    return EXIT_OK
+
+
+def cmd_bench_negotiation(args: argparse.Namespace) -> int:
+    from ops.bench.negotiation import run
+
+    if args.bidders < 1 or args.rounds < 1:
+        raise ConfigurationError("--bidders and --rounds must be at least 1")
+    if args.processes is not None and not 1 <= args.processes <= args.bidders:
+        raise ConfigurationError("--processes must be between 1 and --bidders")
+    r = run(bidders=args.bidders, rounds=args.rounds, processes=args.processes)
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    print(f"call for proposals to {r['bidders']} bidders in {r['processes']} processes over tcp "
+          f"loopback, signing and verification on, {r['rounds']} rounds on {r['cpus']} CPUs:")
+    print(f"  round (cfp sent → all proposals verified): p50 {r['round_p50_us'] / 1000:.2f} ms, "
+          f"p99 {r['round_p99_us'] / 1000:.2f} ms, max {r['round_max_us'] / 1000:.2f} ms")
+    print(f"  caller: {r['bidders']} seals + {r['bidders']} verifies = "
+          f"{r['caller_crypto_us'] / 1000:.2f} ms of crypto per round (sign {r['sign_us']:.0f} "
+          f"µs, verify {r['verify_us']:.0f} µs); all cfps sent after "
+          f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50)")
+    print(f"  proposals received {r['proposals_received']:,}, rejected {sum(r['rejected'].values())}"
+          f" (caller) / {sum(r['peer_rejected'].values())} (bidders)")
+    print(f"target: round p99 ≤ 5 ms {'met' if r['targets']['round_p99_within_5_ms'] else 'MISSED'}")
+    return EXIT_OK
+
+
 def cmd_bench_sim(args: argparse.Namespace) -> int:
     from ops.bench.sim import DEMO, run
 
@@ -349,6 +420,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-processes", action="store_true", help="virtual time only")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_healing)
+    sp = bsub.add_parser("scale", help="10/100/1000 agents in one host: start-up time; "
+                                       "messages and wall time per task against bidders")
+    sp.add_argument("--agents", default="10,100,1000", help="host sizes (default 10,100,1000)")
+    sp.add_argument("--bidders", default="1,2,5,10,20,50,100,200",
+                    help="bidders per call for proposals (default 1,2,5,10,20,50,100,200)")
+    sp.add_argument("--tasks", type=int, default=20, help="tasks per point (default 20)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_scale)
+    sp = bsub.add_parser("negotiation", help="multi-process call for proposals over tcp "
+                                             "loopback, signing on: round p50/p99")
+    sp.add_argument("--bidders", type=int, default=20, help="bidders (default 20)")
+    sp.add_argument("--rounds", type=int, default=500, help="measured rounds (default 500)")
+    sp.add_argument("--processes", type=int, default=None,
+                    help="bidder processes (default: one per bidder)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_negotiation)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
     sp.add_argument("--cell", help="another cell file (default: the demo cell)")
     sp.add_argument("--seeds", type=int, default=3, help="runs to average (default 3)")

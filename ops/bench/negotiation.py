@@ -1,0 +1,257 @@
+"""``autocell bench negotiation``: one call for proposals across processes, signing on.
+
+Theory of operation
+-------------------
+A caller (this process, one order agent on its own bus) and ``B`` bidders
+(machine agents) in ``P`` other processes (default: one process per bidder;
+``--processes`` packs several bidders into one process, sharing its bus and
+inbound socket as a host does), all over tcp loopback on the product's
+:class:`~agents.runtime.bus.Bus`: every cfp and every proposal is sealed
+(Ed25519 signature) by its sender and verified, decoded, access-checked and
+replay-checked by its receiver.
+
+A **round** is timed on the caller from just before the first cfp is sealed
+to the moment the last of the ``B`` proposals has been verified and handed to
+the order's handler.  Rounds run one after another, after warm-up rounds
+that open every connection.  The figures are p50, p99 and max of the round.
+
+What a round costs, and where (reported, so the figure can be judged):
+
+* on the caller, serially: ``B`` seals (encode + sign, one per bidder — the
+  envelope names its addressee, so one signature cannot serve all) and
+  ``B`` opens (verify + decode).  ``caller_crypto_us`` is ``B × (t_sign +
+  t_verify)`` from the library's own rates on this machine;
+* on the bidders, in parallel with each other and with the caller's sends:
+  one open and one seal each;
+* the operating system: ``P + 1`` processes woken per round on however
+  many cores there are.  On 2 cores the bidders queue for the core the
+  caller is not using, which is what ``--processes`` lets you measure.
+
+Keys are made in memory from a seed every process derives the same way
+(:func:`security.keystore.ephemeral_cell`); they protect nothing outside the
+benchmark.  Bidder processes are ``python -m ops.bench.negotiation --peer``,
+controlled over stdin (the first line is the caller's endpoint): they exit
+when it closes, and die with the caller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agents.protocol.messages import CallForProposals, Message, Proposal
+from agents.runtime.bus import Bus
+from agents.runtime.transport import ZmqTransport
+from security.envelope import SIGNING_TAG, Opener, Sealer
+from security.keystore import ephemeral_cell
+from security.replay import ReplayGuard
+
+CALLER = "order-0"
+SEED = b"autocell-bench-negotiation"
+
+
+def roles(bidders: int) -> dict[str, str]:
+    out = {CALLER: "order"}
+    out.update({bidder_id(i): "machine" for i in range(bidders)})
+    return out
+
+
+def bidder_id(i: int) -> str:
+    return f"machine-{i:03d}"
+
+
+def _bus(cell: Any, identities: list[str]) -> Bus:
+    epoch = int(time.time())
+    bus = Bus(ZmqTransport("tcp://127.0.0.1:*", hwm=10_000),
+              Opener(cell.trust, ReplayGuard(flush_every=1 << 30)),
+              clock=time.time, random_bytes=os.urandom)
+    for agent in identities:
+        bus.add_identity(agent, cell.keys[agent], epoch=epoch)
+    return bus
+
+
+# -- a bidder process ------------------------------------------------------------------------
+
+async def _peer_main(bidders: int, mine: list[str]) -> None:
+    cell = ephemeral_cell(roles(bidders), seed=SEED)
+    bus = _bus(cell, mine)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    caller_endpoint = (await reader.readline()).decode().strip()
+    if not caller_endpoint:
+        return
+    bus.set_route(CALLER, caller_endpoint)
+
+    def handler(msg: Message) -> None:
+        body = msg.body
+        if isinstance(body, CallForProposals):
+            start = body.earliest_start_at
+            bus.send(msg.to, msg.sender, Proposal(
+                task=body.task, kind="operation", start_at=start, finish_at=start + 30.0,
+                hold_until_at=body.reply_by_at + 1.0,
+                cost={"queue_s": 0.0, "setup_s": 4.0, "processing_s": 30.0, "transport_s": 0.0,
+                      "energy_kwh": 0.05}), msg.conv)
+
+    endpoint = await bus.start(handler)
+    print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
+    while await reader.readline():
+        pass
+    print(json.dumps({"rejected": dict(bus.stats.rejected)}), flush=True)
+    await bus.close()
+
+
+# -- the caller ---------------------------------------------------------------------------------
+
+def crypto_rates(seconds: float = 0.3) -> dict[str, float]:
+    """Microseconds per sign and per verify on a real cfp envelope."""
+    cell = ephemeral_cell(roles(1), seed=SEED)
+    sealer = Sealer(CALLER, cell.keys[CALLER], epoch=1, random_bytes=os.urandom)
+    frames = sealer.seal(bidder_id(0), _cfp("t", time.time()), time.time())
+    data = SIGNING_TAG + frames[0] + frames[1]
+    key, verifier = cell.keys[CALLER], cell.trust.peer(CALLER, time.time()).verifier
+
+    def per_call_us(fn: Callable[[], Any]) -> float:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(100):
+                fn()
+            n += 100
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return {"sign_us": per_call_us(lambda: key.sign(data)),
+            "verify_us": per_call_us(lambda: verifier.verify(data, frames[2]))}
+
+
+def _cfp(task: str, now: float) -> CallForProposals:
+    return CallForProposals(task=task, order=CALLER, kind="operation", capability="mill",
+                            op="op-1", quantity=1, earliest_start_at=now, due_at=now + 3600.0,
+                            reply_by_at=now + 1.0)
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+
+
+def _spawn_peers(bidders: int, processes: int) -> list[subprocess.Popen[str]]:
+    """Start the bidder processes; they wait for the caller's endpoint on stdin.
+
+    Called before this process creates any ZeroMQ socket, so no thread exists yet
+    that ``preexec_fn`` (between fork and exec) could deadlock with."""
+    from ops.up import _die_with_parent
+
+    groups: list[list[str]] = [[] for _ in range(processes)]
+    for i in range(bidders):
+        groups[i % processes].append(bidder_id(i))
+    return [subprocess.Popen(
+        [sys.executable, "-m", "ops.bench.negotiation", "--peer", str(bidders), *group],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=_die_with_parent) for group in groups]  # noqa: PLW1509 (no threads yet)
+
+
+async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
+                  warmup: int) -> dict[str, Any]:
+    processes = len(peers)
+    cell = ephemeral_cell(roles(bidders), seed=SEED)
+    bus = _bus(cell, [CALLER])
+    loop = asyncio.get_running_loop()
+    state: dict[str, Any] = {"task": "", "left": 0, "done": None, "t_end": 0.0}
+
+    def handler(msg: Message) -> None:
+        if isinstance(msg.body, Proposal) and msg.body.task == state["task"]:
+            state["left"] -= 1
+            if state["left"] == 0:
+                state["t_end"] = time.perf_counter()
+                state["done"].set_result(None)
+
+    try:
+        endpoint = await bus.start(handler)
+        for p in peers:
+            assert p.stdin is not None
+            p.stdin.write(endpoint + "\n")
+            p.stdin.flush()
+        for p in peers:
+            assert p.stdout is not None
+            line = await loop.run_in_executor(None, p.stdout.readline)
+            if not line:
+                raise RuntimeError("a bidder process exited before it was ready")
+            info = json.loads(line)
+            for b in info["bidders"]:
+                bus.set_route(b, info["endpoint"])
+        ids = [bidder_id(i) for i in range(bidders)]
+        rounds_s: list[float] = []
+        send_s: list[float] = []
+        for k in range(warmup + rounds):
+            task = f"{CALLER}/{k}"
+            state.update(task=task, left=bidders, done=loop.create_future())
+            t0 = time.perf_counter()
+            cfp = _cfp(task, time.time())
+            for b in ids:
+                bus.send(CALLER, b, cfp, task)
+            t_sent = time.perf_counter()
+            await asyncio.wait_for(state["done"], timeout=10.0)
+            if k >= warmup:
+                rounds_s.append(state["t_end"] - t0)
+                send_s.append(t_sent - t0)
+        rejected = dict(bus.stats.rejected)
+        received = bus.stats.received["propose"]
+    finally:
+        peer_rejected: dict[str, int] = {}
+        for p in peers:
+            assert p.stdin is not None and p.stdout is not None
+            try:
+                p.stdin.close()
+                tail = p.stdout.read()
+                p.wait(timeout=5)
+                for line in tail.splitlines():
+                    for reason, n in json.loads(line).get("rejected", {}).items():
+                        peer_rejected[reason] = peer_rejected.get(reason, 0) + n
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                p.kill()
+                p.wait()
+        await bus.close()
+    us = [x * 1e6 for x in rounds_s]
+    return {"bidders": bidders, "processes": processes, "rounds": rounds, "warmup": warmup,
+            "round_p50_us": round(statistics.median(us), 1),
+            "round_p99_us": round(_percentile(us, 99), 1),
+            "round_max_us": round(max(us), 1), "round_mean_us": round(statistics.fmean(us), 1),
+            "send_all_cfps_p50_us": round(statistics.median(send_s) * 1e6, 1),
+            "proposals_received": received, "rejected": rejected,
+            "peer_rejected": peer_rejected}
+
+
+def run(bidders: int = 20, rounds: int = 500, processes: int | None = None,
+        warmup: int = 20) -> dict[str, Any]:
+    procs = bidders if processes is None else processes
+    if not 1 <= procs <= bidders:
+        raise ValueError("processes must be between 1 and the number of bidders")
+    peers = _spawn_peers(bidders, procs)
+    r = asyncio.run(_caller(bidders, peers, rounds, warmup))
+    rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
+    r["sign_us"] = round(rates["sign_us"], 2)
+    r["verify_us"] = round(rates["verify_us"], 2)
+    r["caller_crypto_us"] = round(bidders * (rates["sign_us"] + rates["verify_us"]), 1)
+    r["cpus"] = os.cpu_count()
+    r["targets"] = {"round_p99_within_5_ms": r["round_p99_us"] <= 5000.0}
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m ops.bench.negotiation")
+    p.add_argument("--peer", type=int, required=True, help="total bidders (for the keys)")
+    p.add_argument("bidders", nargs="+")
+    a = p.parse_args(argv)
+    asyncio.run(_peer_main(a.peer, a.bidders))
+
+
+if __name__ == "__main__":
+    main()
