@@ -285,3 +285,112 @@ def test_flood_banner(console):
     page = console.client.get("/").text
     assert "Flood: 12 escalations in the last 10 minutes" in page
     assert "+9 related (agv fault, agv-2)" in page
+
+
+# -- a store shaped like the escalation core's (agents.escalation.store) -----------------
+
+
+class CoreLikeStore:
+    """Records with ``raised_at``/``final_deadline_at``, option objects, audit ``actor`` and
+    ``details``, ``cell_now()``, ``deadlines.max_shelve_s`` and a ``listeners`` list — the
+    shape of the escalation core's store, which the integrator binds."""
+
+    class Deadlines:
+        max_shelve_s = 600.0
+
+    def __init__(self) -> None:
+        from dataclasses import dataclass, replace
+
+        @dataclass(frozen=True)
+        class Option:
+            id: str
+            label: str
+            effect: str
+
+        @dataclass(frozen=True)
+        class Record:
+            id: str
+            priority: int
+            cause: str
+            consequence: str
+            raised_at: float
+            final_deadline_at: float
+            options: tuple
+            safe_default: str
+            order: str = ""
+            resource: str = ""
+            state: str = "rtn_unacknowledged"
+            decided_by: str = ""
+            decision: str = ""
+            group: str = ""
+
+        self._replace = replace
+        self.deadlines = self.Deadlines()
+        self.listeners: list = []
+        self.now_at = 500.0
+        self.records = {"c1": Record("c1", 1, "no live resource", "o-7 waits", 480.0, 800.0,
+                                     (Option("reroute", "Re-route to mill-2", "+3 min"),),
+                                     "reroute", order="o-7", resource="mill-1")}
+        self.entries: list = [type("Entry", (), {"actor": "order-o-7", "action": "raise",
+                                                 "escalation": "c1", "details": {}})()]
+
+    def cell_now(self) -> float:
+        return self.now_at
+
+    def list(self):
+        return list(self.records.values())
+
+    def get(self, eid):
+        return self.records[eid]
+
+    def audit(self):
+        return self.entries
+
+    def _put(self, eid, user, action, **details):
+        self.entries.append(type("Entry", (), {"actor": user, "action": action,
+                                               "escalation": eid, "details": details})())
+        for listener in self.listeners:
+            listener(self.records[eid])
+        return self.records[eid]
+
+    def acknowledge(self, eid, user, now):
+        self.records[eid] = self._replace(self.records[eid], state="acknowledged")
+        return self._put(eid, user, "acknowledge")
+
+    def shelve(self, eid, user, reason, duration_s, now):
+        self.records[eid] = self._replace(self.records[eid], state="shelved")
+        return self._put(eid, user, "shelve", reason=reason, duration_s=duration_s)
+
+    def decide(self, eid, user, option_id, reason, now):
+        assert now == self.now_at       # decisions are stamped with cell time
+        self.records[eid] = self._replace(self.records[eid], state="resolved", decided_by=user,
+                                          decision=option_id)
+        return self._put(eid, user, "decide", option=option_id, reason=reason)
+
+
+def test_a_store_shaped_like_the_escalation_core_binds_unchanged(users):
+    store = CoreLikeStore()
+    client = TestClient(create_app(store, users, ConsoleSettings(cell="core")),
+                        follow_redirects=False)
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"username": "ann", "password": PASSWORDS["ann"], "csrf": token})
+    page = client.get("/escalations/c1").text
+    assert "back to normal, unacknowledged" in page and 'id="acknowledge"' in page
+    assert 'data-remaining-s="300.0"' in page          # final_deadline_at - cell_now()
+    assert "minutes (at most 10)" in page               # deadlines.max_shelve_s
+    assert "Re-route to mill-2" in page and "+3 min" in page
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = client.post("/escalations/c1/shelve", data={"csrf": token, "reason": "x",
+                                                    "duration_min": "11"})
+    assert r.status_code == 400 and "at most 10 minutes" in r.text
+    seen = []
+    from ops.console.app import _subscribe
+    unsubscribe = _subscribe(store, seen.append)
+    r = client.post("/escalations/c1/decide", data={"csrf": token, "option": "reroute",
+                                                    "reason": "due today"})
+    assert r.status_code == 303 and seen == ["c1"]
+    unsubscribe()
+    assert store.listeners == []
+    page = client.get("/escalations/c1").text
+    assert "Decided by <strong>ann</strong>: reroute" in page
+    assert "order-o-7</span> raise" in page and "ann</span> decide reroute — “due today”" in page

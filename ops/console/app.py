@@ -63,6 +63,7 @@ from ops.console.users import UserStore, role_allows
 from ops.console.views import (
     FLOOD_COUNT,
     FLOOD_WINDOW_S,
+    audit_field,
     countdown,
     flood,
     group_list,
@@ -138,7 +139,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
     sessions = SessionStore(cfg.idle_timeout_s, cfg.absolute_timeout_s, clock)
     throttle = LoginThrottle(cfg.max_failures, cfg.max_client_failures, cfg.failure_window_s,
                              cfg.lockout_s, clock)
-    cell_now: Callable[[], float] = getattr(backend, "now", None) or clock
+    cell_now = _cell_clock(backend, clock)
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals.update(countdown=countdown, flood_window_min=int(FLOOD_WINDOW_S // 60),
@@ -198,10 +199,10 @@ def create_app(backend: EscalationBackend, users: UserStore,
         except (UnknownEscalation, KeyError):
             return render(request, "error.html", s, 404, title="Not found",
                           message=f"There is no escalation {eid!r}.")
-        history = [a for a in _audit(backend) if _audit_field(a, "escalation") == e.id]
+        history = [a for a in _audit(backend) if audit_field(a, "escalation") == e.id]
         return render(request, "detail.html", s, status, e=e, history=history, error=error,
                       done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
-                      audit_field=_audit_field)
+                      audit_field=audit_field)
 
     # -- pages --------------------------------------------------------------------------
 
@@ -324,10 +325,11 @@ def create_app(backend: EscalationBackend, users: UserStore,
     async def _stream(request: Request, s: Session) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        subscribe = getattr(backend, "subscribe", None)
-        unsubscribe = subscribe(lambda eid: loop.call_soon_threadsafe(queue.put_nowait, eid)) \
-            if callable(subscribe) else None
-        digest = "" if unsubscribe else _digest(backend)
+        unsubscribe = _subscribe(backend, lambda eid: loop.call_soon_threadsafe(
+            queue.put_nowait, eid))
+        # Also compare a digest every poll: another process (the CLI twin, the console
+        # agent) may write the same store without calling our listeners.
+        digest = _digest(backend)
         quiet_s = 0.0
         try:
             yield "retry: 2000\n\n"
@@ -344,10 +346,10 @@ def create_app(backend: EscalationBackend, users: UserStore,
                         changed.append(queue.get_nowait())
                 except TimeoutError:
                     pass
-                if unsubscribe is None:
-                    new = _digest(backend)
-                    if new != digest:
-                        digest, changed = new, [None]
+                new = _digest(backend)
+                if new != digest:
+                    digest = new
+                    changed = changed or [None]
                 if changed:
                     ids = sorted({c for c in changed if c})
                     yield f"event: change\ndata: {json.dumps({'ids': ids})}\n\n"
@@ -418,9 +420,37 @@ def _locked_message(wait_s: float) -> str:
             f"minute{'s' if minutes != 1 else ''}. Ask an admin if you forgot your password.")
 
 
+def _cell_clock(backend: Any, clock: Callable[[], float]) -> Callable[[], float]:
+    """The backend's time base (``now()`` or ``cell_now()``), else the wall clock."""
+    for name in ("now", "cell_now"):
+        fn = getattr(backend, name, None)
+        if callable(fn):
+            return fn
+    return clock
+
+
 def _max_shelve_s(backend: Any) -> float:
-    value = getattr(backend, "max_shelve_s", 3600.0)
+    value = getattr(backend, "max_shelve_s", None)
+    if value is None:
+        value = getattr(getattr(backend, "deadlines", None), "max_shelve_s", 3600.0)
     return float(value() if callable(value) else value)
+
+
+def _subscribe(backend: Any, notify: Callable[[str | None], None]) -> Callable[[], None] | None:
+    """Listen to the backend's changes: ``subscribe(listener)``, or a ``listeners`` list."""
+    subscribe = getattr(backend, "subscribe", None)
+    if callable(subscribe):
+        return subscribe(notify)
+    listeners = getattr(backend, "listeners", None)
+    if isinstance(listeners, list):
+        def listener(record: Any) -> None:
+            notify(str(getattr(record, "id", "")) or None)
+        def unsubscribe() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+        listeners.append(listener)
+        return unsubscribe
+    return None
 
 
 def _audit(backend: Any) -> list[Any]:
@@ -429,12 +459,6 @@ def _audit(backend: Any) -> list[Any]:
     except (AutocellError, OSError, ValueError):
         log.exception("audit log unavailable")
         return []
-
-
-def _audit_field(entry: Any, name: str) -> Any:
-    if isinstance(entry, dict):
-        return entry.get(name, "")
-    return getattr(entry, name, "")
 
 
 def _digest(backend: Any) -> str:

@@ -35,6 +35,7 @@ from security.errors import AutocellError
 __all__ = [
     "ACTIVE_STATES",
     "STATES",
+    "UNACKNOWLEDGED_STATES",
     "EscalationBackend",
     "FakeEscalation",
     "IllegalAction",
@@ -43,8 +44,13 @@ __all__ = [
     "demo_backend",
 ]
 
-STATES: tuple[str, ...] = ("unacknowledged", "acknowledged", "shelved", "returned", "resolved")
-ACTIVE_STATES: frozenset[str] = frozenset({"unacknowledged", "acknowledged", "shelved"})
+#: Life-cycle states in the order the list shows them.  ``rtn_unacknowledged``: the
+#: condition returned to normal before anyone acknowledged (it still wants a look).
+STATES: tuple[str, ...] = ("unacknowledged", "rtn_unacknowledged", "acknowledged", "shelved",
+                           "returned", "resolved")
+ACTIVE_STATES: frozenset[str] = frozenset({"unacknowledged", "rtn_unacknowledged",
+                                           "acknowledged", "shelved"})
+UNACKNOWLEDGED_STATES: frozenset[str] = frozenset({"unacknowledged", "rtn_unacknowledged"})
 
 Listener = Callable[[str | None], None]
 

@@ -1,7 +1,10 @@
 """What the screens show, computed from escalation objects: no HTTP here.
 
 Escalations are read leniently (attributes or mapping keys, each with a
-default) so any store that has the documented fields can be shown.  The list
+default) so any store that has the documented fields can be shown; the
+escalation core's names are understood too (``raised_at`` for
+``created_at``, ``final_deadline_at`` — when the safe default applies — for
+``deadline_at``, audit ``actor``/``details`` for ``user``/``reason``).  The list
 screen is sorted by *open first*, then priority (1 first), then state
 (unacknowledged before acknowledged before shelved), then age (oldest first);
 related escalations — same ``group``, else same cause and resource — form one
@@ -15,14 +18,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ops.console.backend import ACTIVE_STATES, STATES
+from ops.console.backend import ACTIVE_STATES, STATES, UNACKNOWLEDGED_STATES
 
-__all__ = ["FLOOD_COUNT", "FLOOD_WINDOW_S", "EscalationView", "Group", "flood", "group_list",
-           "view"]
+__all__ = ["FLOOD_COUNT", "FLOOD_WINDOW_S", "EscalationView", "Group", "audit_field", "flood",
+           "group_list", "view"]
 
 FLOOD_COUNT = 10
 FLOOD_WINDOW_S = 600.0
 PRIORITY_LABELS = {1: "P1 critical", 2: "P2 high", 3: "P3 medium", 4: "P4 low"}
+STATE_LABELS = {"rtn_unacknowledged": "back to normal, unacknowledged"}
 
 
 def _field(obj: Any, name: str, default: Any) -> Any:
@@ -61,7 +65,11 @@ class EscalationView:
 
     @property
     def state_label(self) -> str:
-        return self.state.replace("_", " ")
+        return STATE_LABELS.get(self.state, self.state.replace("_", " "))
+
+    @property
+    def unacknowledged(self) -> bool:
+        return self.state in UNACKNOWLEDGED_STATES
 
     @property
     def safe_default_label(self) -> str:
@@ -107,8 +115,8 @@ def view(obj: Any) -> EscalationView:
         recent_events=tuple(_event_text(e) for e in (context.get("recent_events") or ())),
         options=options,
         safe_default=str(_field(obj, "safe_default", "")),
-        deadline_at=float(_field(obj, "deadline_at", 0.0)),
-        created_at=float(_field(obj, "created_at", 0.0)),
+        deadline_at=float(_field(obj, "deadline_at", 0.0) or _field(obj, "final_deadline_at", 0.0)),
+        created_at=float(_field(obj, "created_at", 0.0) or _field(obj, "raised_at", 0.0)),
         group=str(_field(obj, "group", "")) or f"{cause}/{resource}",
         decided_by=str(_field(obj, "decided_by", "")),
         decision=str(_field(obj, "decision", "")),
@@ -153,3 +161,16 @@ def countdown(seconds: float) -> str:
     h, rest = divmod(s, 3600)
     m, sec = divmod(rest, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def audit_field(entry: Any, name: str) -> str:
+    """``user``, ``action``, ``reason``, ``detail`` of an audit entry, whatever its shape."""
+    details = _field(entry, "details", {})
+    details = details if isinstance(details, Mapping) else {}
+    if name == "user":
+        return str(_field(entry, "user", "") or _field(entry, "actor", ""))
+    if name == "reason":
+        return str(_field(entry, "reason", "") or details.get("reason", ""))
+    if name == "detail":
+        return str(_field(entry, "detail", "") or details.get("option", ""))
+    return str(_field(entry, name, ""))
