@@ -533,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("schema", help="print the JSON Schema of cell files")
     sp.add_argument("--out", help="write to this file instead of stdout")
     sp.set_defaults(func=cmd_schema)
+
+    from ops.console.server import add_arguments as console_arguments
+
+    console_arguments(sub)
     return p
 
 

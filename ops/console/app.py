@@ -1,0 +1,466 @@
+"""The supervisor console as a Starlette application (server-rendered pages).
+
+Routes:
+
+======================================  =================================================
+``GET  /login``, ``POST /login``        sign in (CSRF token, throttled)
+``POST /logout``                        sign out
+``GET  /``                              open escalations, grouped, most urgent first
+``GET  /escalations/{id}``              one escalation: context, options, actions
+``POST /escalations/{id}/acknowledge``  supervisor or admin
+``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``
+``POST /escalations/{id}/decide``       ``option``, ``reason`` (optional)
+``GET  /events``                        server-sent events: ``change`` and ``expired``
+======================================  =================================================
+
+A page request without a live session is redirected to ``/login``; a POST or
+``/events`` without one gets 401; a POST with a missing or wrong CSRF token
+gets 403, and so does a viewer's POST to an action.  The page's own script
+re-fetches the page on a ``change`` event (header ``X-Console-Fragment``,
+which does not count as activity for the idle time-out) and swaps the
+``data-live`` regions.  The policy lives in :mod:`ops.console.security`; the
+escalations behind :class:`~ops.console.backend.EscalationBackend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ops.console.backend import EscalationBackend, IllegalAction, UnknownEscalation
+from ops.console.security import (
+    SECURITY_HEADERS,
+    LoginThrottle,
+    Session,
+    SessionStore,
+    csrf_ok,
+)
+from ops.console.users import UserStore, role_allows
+from ops.console.views import (
+    FLOOD_COUNT,
+    FLOOD_WINDOW_S,
+    audit_field,
+    countdown,
+    flood,
+    group_list,
+    view,
+)
+from security.errors import AutocellError
+
+__all__ = ["COOKIE", "ConsoleSettings", "create_app"]
+
+log = logging.getLogger("autocell.console")
+HERE = Path(__file__).parent
+COOKIE = "autocell_session"
+FRAGMENT_HEADER = "x-console-fragment"
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """Knobs of one console; the defaults suit a shift on the shop floor."""
+
+    cell: str = "demo"
+    idle_timeout_s: float = 900.0
+    absolute_timeout_s: float = 8 * 3600.0
+    max_failures: int = 5
+    max_client_failures: int = 20
+    failure_window_s: float = 900.0
+    lockout_s: float = 900.0
+    secure_cookie: bool = False      # set under TLS
+    keepalive_s: float = 15.0
+    poll_s: float = 1.0              # session checks (and change polling without subscribe)
+    tick_s: float = 1.0
+
+
+class _Deny(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+class _SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every HTTP response (pure ASGI: safe for SSE)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for k, v in SECURITY_HEADERS.items():
+                    if k.lower().encode() not in present:
+                        headers.append((k.lower().encode(), v.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(backend: EscalationBackend, users: UserStore,
+               settings: ConsoleSettings | None = None, *,
+               clock: Callable[[], float] = time.time,
+               ticker: Callable[[float], Any] | None = None) -> Starlette:
+    """The console over ``backend``; ``clock`` is wall time (sessions, throttling).
+
+    ``ticker(now)`` — e.g. the store's timers — is called every ``tick_s`` while
+    the app runs.  The backend's own ``now()`` (cell time), when it has one, is
+    the time base of deadlines; else ``clock``.
+    """
+    cfg = settings or ConsoleSettings()
+    sessions = SessionStore(cfg.idle_timeout_s, cfg.absolute_timeout_s, clock)
+    throttle = LoginThrottle(cfg.max_failures, cfg.max_client_failures, cfg.failure_window_s,
+                             cfg.lockout_s, clock)
+    cell_now = _cell_clock(backend, clock)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.globals.update(countdown=countdown, flood_window_min=int(FLOOD_WINDOW_S // 60),
+                       flood_count=FLOOD_COUNT, cell=cfg.cell)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def render(request: Request, name: str, session: Session | None, status: int = 200,
+               **ctx: Any) -> HTMLResponse:
+        can_act = bool(session and role_allows(session.role, "supervisor"))
+        html = env.get_template(name).render(request=request, session=session,
+                                             can_act=can_act, now=cell_now(), **ctx)
+        return HTMLResponse(html, status_code=status)
+
+    def set_cookie(response: Response, session: Session) -> None:
+        response.set_cookie(COOKIE, sessions.cookie_value(session), httponly=True,
+                            samesite="strict", secure=cfg.secure_cookie, path="/")
+
+    def login_redirect(request: Request, expired: bool) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        q = ("expired=1&" if expired else "") + f"next={quote(target, safe='')}"
+        return RedirectResponse(f"/login?{q}", status_code=303)
+
+    def page_session(request: Request) -> Session:
+        """The signed-in session of a page request, or a redirect to the login page."""
+        touch = request.headers.get(FRAGMENT_HEADER) != "1"
+        s, expired = sessions.lookup(request.cookies.get(COOKIE), touch=touch)
+        if s is None or not s.authenticated:
+            if not touch:      # a live update: the script sends the person to the login page
+                raise _Deny(PlainTextResponse("session expired", status_code=401))
+            raise _Deny(login_redirect(request, expired))
+        return s
+
+    async def action_session(request: Request, role: str) -> tuple[Session, Any]:
+        """The session of a state change: 401 without login, 403 on CSRF or role."""
+        s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=True)
+        if s is None or not s.authenticated:
+            raise _Deny(render(request, "error.html", None, 401, title="Login required",
+                               message="Your session has ended. Sign in again."))
+        form = await request.form()
+        token = form.get("csrf")
+        if not csrf_ok(s, token if isinstance(token, str) else None):
+            log.warning("CSRF check failed: user=%s path=%s", s.user, request.url.path)
+            raise _Deny(render(request, "error.html", s, 403, title="Request refused",
+                               message="The form's security token is missing or wrong. "
+                                       "Reload the page and try again."))
+        if not role_allows(s.role, role):
+            log.warning("forbidden: user=%s role=%s path=%s", s.user, s.role, request.url.path)
+            raise _Deny(render(request, "error.html", s, 403, title="Not allowed",
+                               message=f"A {s.role} cannot do this; it needs a {role}."))
+        return s, form
+
+    def detail(request: Request, s: Session, eid: str, status: int = 200,
+               error: str = "", done: str = "") -> HTMLResponse:
+        try:
+            e = view(backend.get(eid))
+        except (UnknownEscalation, KeyError):
+            return render(request, "error.html", s, 404, title="Not found",
+                          message=f"There is no escalation {eid!r}.")
+        history = [a for a in _audit(backend) if audit_field(a, "escalation") == e.id]
+        return render(request, "detail.html", s, status, e=e, history=history, error=error,
+                      done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
+                      audit_field=audit_field)
+
+    # -- pages --------------------------------------------------------------------------
+
+    async def login_page(request: Request) -> Response:
+        s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=True)
+        if s is not None and s.authenticated:
+            return RedirectResponse("/", status_code=303)
+        if s is None:
+            s = sessions.new()
+        notice = "Your session has expired. Sign in again." if request.query_params.get(
+            "expired") else ""
+        resp = render(request, "login.html", s, next=_safe_next(request.query_params.get("next")),
+                      notice=notice, error="")
+        set_cookie(resp, s)
+        return resp
+
+    async def login_submit(request: Request) -> Response:
+        s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=True)
+        form = await request.form()
+        name = str(form.get("username", "")).strip()
+        password = str(form.get("password", ""))
+        nxt = _safe_next(str(form.get("next", "")))
+        token = form.get("csrf")
+        if s is None or not csrf_ok(s, token if isinstance(token, str) else None):
+            fresh = sessions.new()
+            resp = render(request, "login.html", fresh, 403, next=nxt, notice="",
+                          error="The login form had expired. Please try again.")
+            set_cookie(resp, fresh)
+            return resp
+        client = request.client.host if request.client else "?"
+
+        def refuse(message: str, status: int) -> Response:
+            return render(request, "login.html", s, status, next=nxt, notice="", error=message)
+
+        wait_s = throttle.locked_for(name, client)
+        if wait_s > 0:
+            log.warning("login refused (locked): user=%s client=%s", name, client)
+            return refuse(_locked_message(wait_s), 429)
+        user = await run_in_threadpool(users.verify, name, password)
+        if user is None:
+            throttle.failed(name, client)
+            log.warning("login failed: user=%s client=%s", name, client)
+            wait_s = throttle.locked_for(name, client)
+            if wait_s > 0:
+                return refuse(_locked_message(wait_s), 429)
+            return refuse("Wrong user name or password.", 401)
+        throttle.succeeded(name)
+        new = sessions.login(s, user.name, user.role)
+        log.info("login: user=%s role=%s client=%s", user.name, user.role, client)
+        resp = RedirectResponse(nxt, status_code=303)
+        set_cookie(resp, new)
+        return resp
+
+    async def logout(request: Request) -> Response:
+        s, _ = await action_session(request, "viewer")
+        sessions.end(s)
+        log.info("logout: user=%s", s.user)
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    async def index(request: Request) -> Response:
+        s = page_session(request)
+        items = backend.list()
+        groups = group_list(items)
+        return render(request, "list.html", s, open_groups=[g for g in groups if g.head.active],
+                      closed_groups=[g for g in groups if not g.head.active],
+                      flood=flood(items, cell_now()))
+
+    async def show(request: Request) -> Response:
+        s = page_session(request)
+        return detail(request, s, request.path_params["eid"],
+                      done=_DONE.get(request.query_params.get("done", ""), ""))
+
+    async def act(request: Request) -> Response:
+        eid, action = request.path_params["eid"], request.path_params["action"]
+        s, form = await action_session(request, "supervisor")
+        now = cell_now()
+        try:
+            if action == "acknowledge":
+                backend.acknowledge(eid, s.user, now)
+            elif action == "shelve":
+                reason = str(form.get("reason", "")).strip()
+                if not reason:
+                    return detail(request, s, eid, 400, error="A reason is required to shelve.")
+                try:
+                    minutes = float(str(form.get("duration_min", "")))
+                except ValueError:
+                    return detail(request, s, eid, 400, error="The shelve time must be a number "
+                                                              "of minutes.")
+                max_s = _max_shelve_s(backend)
+                if not 0 < minutes * 60.0 <= max_s:
+                    return detail(request, s, eid, 400, error=f"The shelve time must be more "
+                                  f"than 0 and at most {max_s / 60:g} minutes.")
+                backend.shelve(eid, s.user, reason, minutes * 60.0, now)
+            elif action == "decide":
+                option = str(form.get("option", ""))
+                if not option:
+                    return detail(request, s, eid, 400, error="Choose one of the options.")
+                backend.decide(eid, s.user, option, str(form.get("reason", "")).strip(), now)
+            else:
+                return render(request, "error.html", s, 404, title="Not found",
+                              message=f"No action {action!r}.")
+        except (UnknownEscalation, KeyError):
+            return render(request, "error.html", s, 404, title="Not found",
+                          message=f"There is no escalation {eid!r}.")
+        except (IllegalAction, AutocellError, ValueError) as exc:
+            return detail(request, s, eid, 409, error=str(exc))
+        log.info("%s: escalation=%s user=%s", action, eid, s.user)
+        return RedirectResponse(f"/escalations/{quote(eid, safe='')}?done={action}",
+                                status_code=303)
+
+    async def events(request: Request) -> Response:
+        s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=False)
+        if s is None or not s.authenticated:
+            return PlainTextResponse("login required", status_code=401)
+        return StreamingResponse(_stream(request, s), media_type="text/event-stream",
+                                 headers={"X-Accel-Buffering": "no"})
+
+    async def _stream(request: Request, s: Session) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        unsubscribe = _subscribe(backend, lambda eid: loop.call_soon_threadsafe(
+            queue.put_nowait, eid))
+        # Also compare a digest every poll: another process (the CLI twin, the console
+        # agent) may write the same store without calling our listeners.
+        digest = _digest(backend)
+        quiet_s = 0.0
+        try:
+            yield "retry: 2000\n\n"
+            while True:
+                if not sessions.alive(s):
+                    yield "event: expired\ndata: {}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                changed: list[str | None] = []
+                try:
+                    changed.append(await asyncio.wait_for(queue.get(), cfg.poll_s))
+                    while not queue.empty():
+                        changed.append(queue.get_nowait())
+                except TimeoutError:
+                    pass
+                new = _digest(backend)
+                if new != digest:
+                    digest = new
+                    changed = changed or [None]
+                if changed:
+                    ids = sorted({c for c in changed if c})
+                    yield f"event: change\ndata: {json.dumps({'ids': ids})}\n\n"
+                    quiet_s = 0.0
+                else:
+                    quiet_s += cfg.poll_s
+                    if quiet_s >= cfg.keepalive_s:
+                        yield ": keepalive\n\n"
+                        quiet_s = 0.0
+        finally:
+            if unsubscribe:
+                unsubscribe()
+
+    async def on_deny(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _Deny)
+        return exc.response
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_tick_forever()) if ticker else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+
+    async def _tick_forever() -> None:
+        assert ticker is not None
+        while True:
+            await asyncio.sleep(cfg.tick_s)
+            try:
+                ticker(cell_now())
+            except Exception:     # a timer bug must not stop the console
+                log.exception("escalation timers failed")
+
+    routes = [
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login_submit, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", index, methods=["GET"]),
+        Route("/escalations/{eid}", show, methods=["GET"]),
+        Route("/escalations/{eid}/{action}", act, methods=["POST"]),
+        Route("/events", events, methods=["GET"]),
+        Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={_Deny: on_deny}, lifespan=lifespan)
+    app.add_middleware(_SecurityHeaders)
+    app.state.sessions = sessions
+    app.state.throttle = throttle
+    return app
+
+
+_DONE = {"acknowledge": "Acknowledged.", "shelve": "Shelved.",
+         "decide": "Decision sent to the agents."}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only local paths: never an open redirect to another site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def _locked_message(wait_s: float) -> str:
+    minutes = max(1, int(wait_s // 60 + (1 if wait_s % 60 else 0)))
+    return (f"Too many failed logins: this account or device is locked for {minutes} more "
+            f"minute{'s' if minutes != 1 else ''}. Ask an admin if you forgot your password.")
+
+
+def _cell_clock(backend: Any, clock: Callable[[], float]) -> Callable[[], float]:
+    """The backend's time base (``now()`` or ``cell_now()``), else the wall clock."""
+    for name in ("now", "cell_now"):
+        fn = getattr(backend, name, None)
+        if callable(fn):
+            return fn
+    return clock
+
+
+def _max_shelve_s(backend: Any) -> float:
+    value = getattr(backend, "max_shelve_s", None)
+    if value is None:
+        value = getattr(getattr(backend, "deadlines", None), "max_shelve_s", 3600.0)
+    return float(value() if callable(value) else value)
+
+
+def _subscribe(backend: Any, notify: Callable[[str | None], None]) -> Callable[[], None] | None:
+    """Listen to the backend's changes: ``subscribe(listener)``, or a ``listeners`` list."""
+    subscribe = getattr(backend, "subscribe", None)
+    if callable(subscribe):
+        return subscribe(notify)
+    listeners = getattr(backend, "listeners", None)
+    if isinstance(listeners, list):
+        def listener(record: Any) -> None:
+            notify(str(getattr(record, "id", "")) or None)
+        def unsubscribe() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+        listeners.append(listener)
+        return unsubscribe
+    return None
+
+
+def _audit(backend: Any) -> list[Any]:
+    try:
+        return list(backend.audit())
+    except (AutocellError, OSError, ValueError):
+        log.exception("audit log unavailable")
+        return []
+
+
+def _digest(backend: Any) -> str:
+    rows = sorted((v.id, v.state, v.priority, v.decided_by) for v in map(view, backend.list()))
+    return hashlib.sha256(repr(rows).encode()).hexdigest()

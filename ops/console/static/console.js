@@ -1,0 +1,73 @@
+// autocell console: countdowns and live updates over server-sent events.
+// No framework, no inline script (the CSP forbids it).
+"use strict";
+
+function armCountdowns(root) {
+  for (const el of root.querySelectorAll(".countdown[data-remaining-s]")) {
+    el.endAt = Date.now() + parseFloat(el.dataset.remainingS) * 1000;
+  }
+}
+
+function fmt(seconds) {
+  if (seconds <= 0) return "overdue";
+  const s = Math.floor(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+function tick() {
+  for (const el of document.querySelectorAll(".countdown")) {
+    if (el.endAt === undefined) continue;
+    const left = (el.endAt - Date.now()) / 1000;
+    el.textContent = fmt(left);
+    el.classList.toggle("urgent", left < 120);
+  }
+}
+
+function editing(el) {
+  if (!el.hasAttribute("data-keep-if-editing")) return false;
+  if (el.contains(document.activeElement) && document.activeElement !== document.body) return true;
+  for (const f of el.querySelectorAll("textarea, input[type=text]")) if (f.value) return true;
+  for (const f of el.querySelectorAll("input[type=radio]")) if (f.checked) return true;
+  return false;
+}
+
+function toLogin() {
+  window.location.href = "/login?expired=1&next=" +
+    encodeURIComponent(window.location.pathname + window.location.search);
+}
+
+async function refresh() {
+  const r = await fetch(window.location.pathname + window.location.search,
+                        {headers: {"X-Console-Fragment": "1"}, credentials: "same-origin"});
+  if (r.status === 401) return toLogin();
+  if (!r.ok) return;
+  const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+  for (const fresh of doc.querySelectorAll("[data-live][id]")) {
+    const old = document.getElementById(fresh.id);
+    if (old && !editing(old)) {
+      old.replaceWith(document.importNode(fresh, true));
+    }
+  }
+  // a region that is gone on the server (e.g. actions after a decision) disappears here too
+  for (const old of document.querySelectorAll("[data-live][id]")) {
+    if (!doc.getElementById(old.id) && !editing(old)) old.remove();
+  }
+  armCountdowns(document);
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+}
+
+function live() {
+  if (!document.body.dataset.live) return;
+  const es = new EventSource("/events");
+  es.addEventListener("change", () => { refresh(); });
+  es.addEventListener("expired", () => { es.close(); toLogin(); });
+  es.addEventListener("open", () => { document.body.dataset.connected = "1"; });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  armCountdowns(document);
+  tick();
+  setInterval(tick, 1000);
+  live();
+});
