@@ -201,7 +201,7 @@ class Supervisor:
         for child in self.children.values():
             assert child.proc is not None
             rc = child.proc.poll()
-            if child.died_at is not None:
+            if child.died_at is not None and rc is None:   # restarted: up once it reports
                 st = self.status(child.name)
                 if st and st.get("pid") == child.proc.pid:
                     child.restarts.append(now - child.died_at)
@@ -231,13 +231,19 @@ class Supervisor:
     def _play_faults(self) -> None:
         now = self.cell_now()
         while self.pending_faults and self.pending_faults[0][0] <= now:
-            _, phase, h = self.pending_faults.pop(0)
+            _, phase, h = self.pending_faults[0]
             child = self.children.get(h.host)
+            if child is not None and child.proc is not None and child.proc.poll() is not None:
+                return   # dead and not yet restarted (a loaded machine): play it on the new process
+            self.pending_faults.pop(0)
             if child is None or child.proc is None:
                 continue
             if h.action == "kill":
                 self.note("fault_injected", kind="host_kill", host=h.host, pid=child.proc.pid)
-                os.kill(child.proc.pid, signal.SIGKILL)
+                try:
+                    os.kill(child.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:   # died (and was reaped) since the poll above
+                    pass
             elif phase == "start":
                 self.note("fault_injected", kind="host_pause", host=h.host, pid=child.proc.pid)
                 os.kill(child.proc.pid, signal.SIGSTOP)
