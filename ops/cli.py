@@ -99,7 +99,7 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
         raise ConfigurationError("--seconds must be positive")
     if not args.json:
         print(f"measuring the bus for about {2 * args.seconds + 2:.0f} s ...", file=sys.stderr)
-    r = run(seconds=args.seconds)
+    r = run(seconds=args.seconds, metrics=args.metrics)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -118,6 +118,12 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
         t.add_row(label, f"{r[key]:,}{unit}")
     t.add_row("messages sent / received / rejected",
               f"{r['messages_sent']:,} / {r['messages_received']:,} / {r['messages_rejected']}")
+    if "metrics" in r:
+        m = r["metrics"]
+        t.add_row("throughput, metrics off", f"{m['signed_msgs_per_s_without']:,}/s")
+        t.add_row(f"throughput, metrics on (scraped every {m['scrape_interval_s']:g} s)",
+                  f"{m['signed_msgs_per_s_with']:,}/s")
+        t.add_row("cost of metrics (target ≤ 5 %)", f"{m['cost_pct']} %")
     Console().print(t)
     return EXIT_OK
 
@@ -407,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = bsub.add_parser("bus", help="signed throughput vs the Ed25519 verify bound; round trip")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--seconds", type=float, default=3.0, help="sending time (default 3)")
+    sp.add_argument("--metrics", action="store_true",
+                    help="also measure with the receiver's metrics on and scraped: the cost %%")
     sp.set_defaults(func=cmd_bench_bus)
     sp = bsub.add_parser("fjsp", help="agents vs SPT/MWKR/FIFO on FJSP/JSSP instances (DIR/bks.csv)")
     sp.add_argument("dir", help="directory holding bks.csv and the instance files")

@@ -138,3 +138,22 @@ def test_kpis_of_a_demo_run_are_consistent() -> None:
         assert m["processing_s"] + m["setup_s"] == approx(
             r["utilisation"][mid] * r["makespan"], rel=1e-5, abs=1e-4), mid
     json.dumps(r)    # the report stays JSON
+
+
+def test_docs_show_the_worked_example_numbers_asserted_here() -> None:
+    text = (ROOT / "docs" / "kpis.md").read_text()
+    k = compute(EXAMPLE, SPEC, end_at=1000.0)
+    m1, cell = k["machines"]["m1"], k["cell"]
+    shown = {"**0.55**": m1["availability"], "**0.9091**": round(m1["performance"], 4),
+             "**0.6**": m1["quality"], "**0.30**": round(m1["oee"], 2),
+             "**850 s**": m1["mtbf_s"], "**150 s**": m1["mttr_s"],
+             "**10.8 units/h**": round(m1["throughput_units_per_h"], 1),
+             "**0.8889 kWh**": round(m1["energy_kwh"], 4),
+             "**0.2963 kWh**": round(m1["energy_per_unit_kwh"], 4),
+             "**0.275**": cell["availability"], "**0.15**": round(cell["oee"], 2),
+             "**1850 s**": cell["mtbf_s"], "**0.3426 kWh**": round(cell["energy_per_unit_kwh"], 4),
+             "**0.333**": round(cell["first_pass_yield"], 3), "**0.5**": m1["first_pass_yield"]}
+    for label, figure in shown.items():
+        assert label in text, label
+        assert label.strip("*").split()[0] == f"{figure:g}" or float(
+            label.strip("*").split()[0]) == approx(figure, abs=1e-4), (label, figure)

@@ -13,7 +13,13 @@ One run measures, on this machine:
    both ends on the product's bus: p50 and p99.
 
 ``ratio = signed_msgs_per_s / verify_bound_per_s``: the share of the raw
-verify speed the whole receive path keeps.  The receiver is the peer
+verify speed the whole receive path keeps.
+
+``--metrics`` adds, in every round, a second throughput measurement with the
+receiver's metrics switched on exactly as ``autocell host`` switches them on
+(:class:`ops.metrics.ProcessMetrics` reading the bus's counters, served over
+HTTP) and scraped every ``SCRAPE_INTERVAL_S`` during the measurement;
+``cost_pct`` compares the best rounds without and with.  The receiver is the peer
 process ``python -m ops.bench.bus --peer SEED``, controlled over its stdin.
 """
 
@@ -39,6 +45,7 @@ from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 
 SENDER, RECEIVER = "bench-machine", "bench-order"
+SCRAPE_INTERVAL_S = 0.25
 ROLES = {SENDER: "machine", RECEIVER: "order"}
 
 
@@ -86,6 +93,7 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
               clock=time.time, random_bytes=os.urandom)
     bus.add_identity(RECEIVER, cell.keys[RECEIVER], epoch=int(time.time()))
     state = {"count": 0, "first": 0.0, "last": 0.0}
+    server: Any = None
 
     def handler(msg: Message) -> None:
         if msg.conv == "rtt":
@@ -111,6 +119,18 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
         elif cmd == "reset":
             state.update(count=0, first=0.0, last=0.0)
             print(json.dumps({"reset": True}), flush=True)
+        elif cmd == "metrics":          # "metrics PORT" switches them on, "metrics off" off
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+                server = None
+            if arg != "off":
+                from ops.metrics import ProcessMetrics
+
+                metrics = ProcessMetrics(time.time)
+                metrics.add_bus(lambda: bus.stats)
+                server = metrics.serve(int(arg))
+            print(json.dumps({"metrics": arg}), flush=True)
         elif cmd == "stats":
             expected, give_up = int(arg), time.monotonic() + 10
             while state["count"] < expected and time.monotonic() < give_up:
@@ -150,8 +170,27 @@ class _Peer:
             self.proc.wait()
 
 
-def throughput(peer: _Peer, seed: bytes, seconds: float) -> dict[str, float]:
-    """Saturate the peer for ``seconds``; the rate is measured at the receiver."""
+def _scraper(url: str, stop: Any, count: list[int]) -> None:
+    import urllib.request
+
+    while not stop.wait(SCRAPE_INTERVAL_S):
+        urllib.request.urlopen(url, timeout=5).read()
+        count[0] += 1
+
+
+def throughput(peer: _Peer, seed: bytes, seconds: float,
+               metrics_port: int | None = None) -> dict[str, float]:
+    """Saturate the peer for ``seconds``; the rate is measured at the receiver.  With
+    ``metrics_port`` the peer's metrics are on and scraped throughout."""
+    import threading
+
+    scrapes = [0]
+    stop = threading.Event()
+    if metrics_port is not None:
+        peer.tell(f"metrics {metrics_port}")
+        peer.read()
+        threading.Thread(target=_scraper, daemon=True, args=(
+            f"http://127.0.0.1:{metrics_port}/metrics", stop, scrapes)).start()
     cell = ephemeral_cell(ROLES, seed=seed)
     sealer = Sealer(SENDER, cell.keys[SENDER], epoch=int(time.time()), random_bytes=os.urandom)
     ctx = zmq.Context.instance()
@@ -170,11 +209,15 @@ def throughput(peer: _Peer, seed: bytes, seconds: float) -> dict[str, float]:
     push.close()
     peer.tell(f"stats {sent}")
     stats = peer.read()
+    if metrics_port is not None:
+        stop.set()
+        peer.tell("metrics off")
+        peer.read()
     n = stats["count"]
     span = stats["last"] - stats["first"]
     rate = (n - 1) / span if n > 1 and span > 0 else 0.0
     return {"signed_msgs_per_s": rate, "sent": float(sent), "received": float(n),
-            "rejected": float(sum(stats["rejected"].values()))}
+            "rejected": float(sum(stats["rejected"].values())), "scrapes": float(scrapes[0])}
 
 
 async def _round_trips(peer: _Peer, seed: bytes, count: int) -> list[float]:
@@ -208,7 +251,8 @@ def _pct(samples: list[float], q: float) -> float:
     return statistics.quantiles(samples, n=1000, method="inclusive")[int(q * 10) - 1]
 
 
-def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3) -> dict[str, Any]:
+def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
+        metrics: bool = False) -> dict[str, Any]:
     """Every figure of the benchmark, from one run.
 
     Shared machines are noisy (the verify rate alone varies by ±30 % between
@@ -219,18 +263,31 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3) -> dict[st
     seed = os.urandom(16)
     per_round = seconds / rounds
     peer = _Peer(seed)
-    bounds, tps = [], []
+    bounds, tps, with_metrics = [], [], []
     try:
         for _ in range(rounds):
             bounds.append(crypto_bounds(seed, max(0.3, per_round / 2)))
             tps.append(throughput(peer, seed, per_round))
+            if metrics:
+                from ops.bench.healing import free_ports
+
+                with_metrics.append(throughput(peer, seed, per_round, free_ports(1)[0]))
         rtts = asyncio.run(_round_trips(peer, seed, rtt_count))
     finally:
         peer.close()
     sign = max(b["sign_bound_per_s"] for b in bounds)
     verify = max(b["verify_bound_per_s"] for b in bounds)
     signed = max(t["signed_msgs_per_s"] for t in tps)
-    return {
+    out: dict[str, Any] = {}
+    if metrics:
+        on = max(t["signed_msgs_per_s"] for t in with_metrics)
+        out["metrics"] = {
+            "signed_msgs_per_s_without": round(signed, 1), "signed_msgs_per_s_with": round(on, 1),
+            "cost_pct": round(100.0 * (signed - on) / signed, 2) if signed else None,
+            "scrape_interval_s": SCRAPE_INTERVAL_S,
+            "scrapes": int(sum(t["scrapes"] for t in with_metrics)),
+            "rounds": [round(t["signed_msgs_per_s"], 1) for t in with_metrics]}
+    return out | {
         "library": LIBRARY,
         "sign_bound_per_s": round(sign, 1),
         "verify_bound_per_s": round(verify, 1),
