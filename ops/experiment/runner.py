@@ -126,7 +126,11 @@ def ray_session(address: str | None, workers: int) -> Iterator[dict[str, Any]]:
             # writes one to ~/.ray/auth_token; a token in the environment is found first.
             os.environ.pop("RAY_AUTH_MODE", None)
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-            temp_dir = tempfile.mkdtemp(prefix="autocell-ray-")
+            # Ray's Unix sockets live below this directory, and a socket path has at
+            # most 107 bytes: a long $TMPDIR falls back to /tmp.
+            base = tempfile.gettempdir()
+            temp_dir = tempfile.mkdtemp(prefix="autocell-ray-",
+                                        dir=base if len(base) <= 40 else "/tmp")
             # Ray warns on stderr that it enabled token auth, which is what we asked for.
             logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
             try:
