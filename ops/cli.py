@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from security.errors import ConfigurationError
 
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _keys_dir(args: argparse.Namespace):  # noqa: ANN202
+def _keys_dir(args: argparse.Namespace):
     from security.keystore import KeyDir
 
     return KeyDir(Path(args.dir))
@@ -337,6 +337,26 @@ def cmd_ops_prometheus_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return EXIT_OK
+def cmd_bench_sweep(args: argparse.Namespace) -> int:
+    from ops.bench.sweep import run
+
+    if args.runs < 2:
+        raise ConfigurationError("--runs must be at least 2")
+    if not args.json:
+        print(f"running {args.runs} demo-cell runs with 1, then 2 workers on a local Ray ...",
+              file=sys.stderr)
+    r = run(runs=args.runs)
+    if args.json:
+        print(json.dumps(r))
+        return EXIT_OK
+    print(f"{r['runs']} runs of {r['cell']}: 1 worker {r['wall_1_worker_s']:.2f} s "
+          f"({r['per_run_1_worker_s']:.2f} s a run), 2 workers {r['wall_2_workers_s']:.2f} s "
+          f"-> speed-up {r['speedup']:.2f}x (target >= {r['target_speedup']:g}x: "
+          f"{'met' if r['target_met'] else 'MISSED'})")
+    print(f"  Ray start {r['ray_start_s']:.2f} s and warm-up {r['warm_up_s']:.2f} s not counted; "
+          f"hashes equal in both passes: {r['hashes_equal']}; failed runs {r['failed_runs']}; "
+          f"{r['cpu_count']} CPUs, load average {r['load_average_1min']}")
+    return EXIT_OK if r["failed_runs"] == 0 and r["hashes_equal"] else EXIT_FAILED
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -444,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bidder processes (default: one per bidder)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_negotiation)
+    sp = bsub.add_parser("sweep", help="speed-up of 2 workers over 1 on the same sweep (Ray)")
+    sp.add_argument("--runs", type=int, default=12, help="demo-cell runs per pass (default 12)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_sweep)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
     sp.add_argument("--cell", help="another cell file (default: the demo cell)")
     sp.add_argument("--seeds", type=int, default=3, help="runs to average (default 3)")

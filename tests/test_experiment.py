@@ -156,6 +156,12 @@ def test_cli_bad_sweep_exits_2_without_traceback(tmp_path: Path,
     assert main(["experiment", str(tmp_path / "nope.yaml")]) == 2
     good = write(tmp_path, "s.yaml", SWEEP_2x2x3)
     assert main(["experiment", str(good), "--workers", "0"]) == 2
+    # nothing listens on port 1: a clear error at once, not Ray's minutes of retries
+    assert main(["experiment", str(good), "--address", "127.0.0.1:1",
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert main(["experiment", str(good), "--address", "nonsense",
+                 "--out", str(tmp_path / "b")]) == 2
     assert main(["experiment", str(good), "--show", "000000000000", "--out",
                  str(tmp_path / "o")]) == 2
     assert "no run '000000000000'" in capsys.readouterr().err

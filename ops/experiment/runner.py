@@ -103,6 +103,8 @@ def ray_session(address: str | None, workers: int) -> Iterator[dict[str, Any]]:
     import ray
 
     info: dict[str, Any] = {}
+    if address is not None and address != "local":
+        _check_reachable(address)
     if ray.is_initialized():
         info.update(mode="reused", start_s=0.0, cpus=int(ray.cluster_resources().get("CPU", 1)))
         yield info
@@ -126,7 +128,11 @@ def ray_session(address: str | None, workers: int) -> Iterator[dict[str, Any]]:
             # writes one to ~/.ray/auth_token; a token in the environment is found first.
             os.environ.pop("RAY_AUTH_MODE", None)
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-            temp_dir = tempfile.mkdtemp(prefix="autocell-ray-")
+            # Ray's Unix sockets live below this directory, and a socket path has at
+            # most 107 bytes: a long $TMPDIR falls back to /tmp.
+            base = tempfile.gettempdir()
+            temp_dir = tempfile.mkdtemp(prefix="autocell-ray-",
+                                        dir=base if len(base) <= 40 else "/tmp")
             # Ray warns on stderr that it enabled token auth, which is what we asked for.
             logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
             try:
@@ -152,6 +158,24 @@ def ray_session(address: str | None, workers: int) -> Iterator[dict[str, Any]]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on ``HOST:PORT`` with nothing listening (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        if address != "auto" and not address.startswith("ray://"):
+            raise ConfigurationError(f"--address {address!r}: use auto or HOST:PORT, "
+                                     "e.g. 10.0.0.5:6379")
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}; start it with "
+            "`ray start --head` there, or drop --address for a local Ray") from None
 
 
 class SweepOutcome(dict[str, Any]):
