@@ -446,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--restart-window", type=float, default=60.0,
                     help="restart intensity window, wall seconds (default 60)")
     sp.add_argument("--quiet", action="store_true", help="no progress lines")
+    sp.add_argument("--ray", action="store_true",
+                    help="run the simulator and hosts as Ray actors, restarted on failure")
+    sp.add_argument("--address", metavar="auto|HOST:PORT",
+                    help="with --ray: join this Ray cluster (default: start a lean local Ray)")
+    sp.add_argument("--ray-local-node", action="store_true",
+                    help="with --ray: pin every actor to this node (no shared storage needed)")
     sp.set_defaults(func=cmd_up)
     for kind, text in (("host", "run the agents of one host on the ZeroMQ bus"),
                        ("sim", "run the simulator process (remote plant protocol)")):
