@@ -110,9 +110,10 @@ class CellProcess:
         self.error: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        import agents.runtime.host
-        import ops.config
-        import sim_bridge.remote  # noqa: F401  (imported now, not after the clock started)
+        # imported now, not after the cell clock has started
+        import agents.runtime.host  # noqa: F401
+        import ops.config  # noqa: F401
+        import sim_bridge.remote  # noqa: F401
 
         start = self.state_dir / START_FILE
         if start.exists():        # a restart: the cell is running, join it at once
