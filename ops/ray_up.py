@@ -314,6 +314,9 @@ class RaySupervisor(Supervisor):
 def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
                    log: Any) -> tuple[int, dict[str, Any]]:
     """``autocell up --ray``: the exit code and the report."""
+    if faults is not None and any(h.action == "pause" for h in faults.hosts):
+        raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
+                                 "use host kills, or run `autocell up` without --ray")
     started = init_ray(args.address)
     import ray
 

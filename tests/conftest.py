@@ -82,3 +82,22 @@ def cell() -> TestCell:
 def module_cell() -> TestCell:
     """Like :func:`cell`, shared by a module (for Hypothesis tests, which reuse fixtures)."""
     return make_cell()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One lean local Ray for the whole test session, shut down at its end.
+
+    Started like ``autocell up --ray`` and ``autocell experiment`` start it: no
+    dashboard, usage stats off, worker prestart off, and a token in the environment
+    instead of a ``~/.ray/auth_token`` file.  Tests never start Ray themselves.
+    """
+    from ops.ray_up import LEAN_SYSTEM_CONFIG, lean_env
+
+    lean_env()   # before Ray is imported: it reads RAY_AUTH_MODE once
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _system_config=LEAN_SYSTEM_CONFIG)
+    yield ray
+    ray.shutdown()
