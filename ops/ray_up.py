@@ -71,12 +71,31 @@ def lean_env() -> None:
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast (exit 2) on a ``HOST:PORT`` nobody listens on; Ray itself waits minutes."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"--address {address!r}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigurationError(f"--address {address}: no Ray head node answers there "
+                                 f"({exc.strerror or exc}); start one with `ray start --head`"
+                                 ) from None
+
+
 LEAN_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     """Connect to ``address``, or start a lean local Ray; False if Ray was already up."""
-    if not address:
+    if address:
+        check_reachable(address)
+    else:
         lean_env()   # before Ray is imported: it reads RAY_AUTH_MODE once
     import ray
 

@@ -130,3 +130,17 @@ def test_pauses_are_refused_with_ray(ray_local, tmp_path: Path,
         {"host": "machines", "action": "pause", "at_s": 10, "duration_s": 5}]}))
     assert up_ray(cell, tmp_path / "s", "--faults", str(faults)) == 2
     assert "pause" in capsys.readouterr().err
+
+
+def test_unreachable_or_malformed_address_is_bad_input(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from ops.bench.healing import free_ports
+
+    cell = loopback_cell(DEMO, tmp_path, 2)
+    [port] = free_ports(1)
+    for address, said in ((f"127.0.0.1:{port}", "no Ray head node"),
+                          ("nonsense", "expected auto or HOST:PORT")):
+        code = main(["up", str(cell), "--ray", "--address", address, "--state-dir",
+                     str(tmp_path / "s")])
+        assert code == 2
+        assert said in capsys.readouterr().err
