@@ -301,7 +301,10 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
     print(f"  caller: {r['bidders']} seals + {r['bidders']} verifies = "
           f"{r['caller_crypto_us'] / 1000:.2f} ms of crypto per round (sign {r['sign_us']:.0f} "
           f"µs, verify {r['verify_us']:.0f} µs); all cfps sent after "
-          f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50)")
+          f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50); round p50 = "
+          f"{r['round_p50_over_caller_crypto']:.2f}× the caller's crypto")
+    print(f"  load average while measuring: {r['load_average_1m']:g} on {r['cpus']} CPUs "
+          "(the figures are only as quiet as the machine)")
     print(f"  proposals received {r['proposals_received']:,}, rejected {sum(r['rejected'].values())}"
           f" (caller) / {sum(r['peer_rejected'].values())} (bidders)")
     print(f"target: round p99 ≤ 5 ms {'met' if r['targets']['round_p99_within_5_ms'] else 'MISSED'}")
@@ -523,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--restart-window", type=float, default=60.0,
                     help="restart intensity window, wall seconds (default 60)")
     sp.add_argument("--quiet", action="store_true", help="no progress lines")
+    sp.add_argument("--ray", action="store_true",
+                    help="run the simulator and hosts as Ray actors, restarted on failure")
+    sp.add_argument("--address", metavar="auto|HOST:PORT",
+                    help="with --ray: join this Ray cluster (default: start a lean local Ray)")
+    sp.add_argument("--ray-local-node", action="store_true",
+                    help="with --ray: pin every actor to this node (no shared storage needed)")
     sp.set_defaults(func=cmd_up)
     for kind, text in (("host", "run the agents of one host on the ZeroMQ bus"),
                        ("sim", "run the simulator process (remote plant protocol)")):

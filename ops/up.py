@@ -344,17 +344,27 @@ def execute_up(args: Any) -> int:
                                  "needs one (see cell_configs/demo_cell.yaml)")
     if args.speed <= 0:
         raise ConfigurationError("--speed must be positive")
+    use_ray = getattr(args, "ray", False)
+    if getattr(args, "address", None) and not use_ray:
+        raise ConfigurationError("--address joins a Ray cluster: it needs --ray")
     state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
     prepare_state_dir(state_dir)
     ensure_keys(cfg, state_dir)
-    sup = Supervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
-                     faults_path=args.faults, faults=faults, max_restarts=args.max_restarts,
-                     restart_window_s=args.restart_window, until_s=args.until,
-                     timeout_s=args.timeout, log_level=getattr(args, "log_level", "info"),
-                     log=(lambda *_: None) if args.quiet else
-                     (lambda s: print(s, file=sys.stderr, flush=True)))
-    code = sup.run()
-    report = sup.report()
+    log = ((lambda *_: None) if args.quiet else
+           (lambda s: print(s, file=sys.stderr, flush=True)))
+    if use_ray:   # the same cell as Ray actors (ops/ray_up.py)
+        from ops.ray_up import execute_up_ray
+
+        code, report = execute_up_ray(args, cfg, faults, state_dir, log)
+    else:
+        sup = Supervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
+                         faults_path=args.faults, faults=faults,
+                         max_restarts=args.max_restarts,
+                         restart_window_s=args.restart_window, until_s=args.until,
+                         timeout_s=args.timeout, log_level=getattr(args, "log_level", "info"),
+                         log=log)
+        code = sup.run()
+        report = sup.report()
     (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     ok = all(report["invariants"].values())
     print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "

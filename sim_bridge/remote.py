@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,8 +133,9 @@ class PlantServer:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+        if threading.current_thread() is threading.main_thread():   # not in a Ray actor's thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._stop.set)
         await self.bus.start(self._on_message)
         self.record("sim_start", boot=self.boot)
         status_path = self.state_dir / "status-sim.json"

@@ -41,6 +41,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -286,8 +287,9 @@ class Host:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._loop.add_signal_handler(sig, self._stop.set)
+        if threading.current_thread() is threading.main_thread():   # not in a Ray actor's thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._stop.set)
         await self.bus.start(self._on_message)
         self.record("host_start", boot=self.boot, agents=len(self.agents))
         known = set(self.journal.agents())

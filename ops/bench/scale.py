@@ -357,6 +357,7 @@ def run(agents: tuple[int, ...] = AGENTS, bidders: tuple[int, ...] = BIDDERS, ta
     largest = max(sizes, key=lambda s: s["agents"])
     return {
         "shared_inbound_socket": True,
+        "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
         "sizes": sizes,
         "targets": {
             "ready_within_5_s_at_largest": largest["ready_s"] <= 5.0,

@@ -1,0 +1,354 @@
+"""``autocell up CELL --ray``: the simulator and every host as Ray actors, restarted on failure.
+
+Theory of operation
+-------------------
+Each process of the cell — ``sim`` and one per host — becomes one Ray actor
+(:class:`CellProcess`) that runs the very code of ``autocell sim`` /
+``autocell host`` (:class:`~sim_bridge.remote.PlantServer`,
+:class:`~agents.runtime.host.Host`) on its own asyncio loop, in a thread
+of the actor's worker process.  Ray replaces :class:`ops.up.Supervisor`'s
+``fork``/``exec``/restart with actor restarts:
+
+* actors are created with ``max_restarts`` (``--max-restarts``) and
+  ``max_task_retries=-1``: when an actor's process dies, Ray starts a new
+  one and runs the constructor again with the same arguments;
+* the constructor finds the cell's start time in ``ray-start.json`` in the
+  state directory (written once, when every actor first came up) and starts
+  the host at once; the host resumes from its journal exactly as a
+  restarted ``autocell host`` process does, so a restart loses nothing;
+* each actor has a long-running ``wait`` call in flight; Ray re-submits it
+  to the restarted actor, and it fails only when the actor is gone for good
+  (restarts exhausted) — then the supervisor gives up (exit 3), as ``up``
+  does when the restart intensity is exceeded.
+
+Completion, liveness, faults and the report are :class:`ops.up.Supervisor`'s:
+the status files each host rewrites in the state directory.  A restart is
+seen as a new ``pid`` in a host's status file; its time is measured from
+the kill (for kills the supervisor makes) or else from the old process's
+last heartbeat.  Host kills of a fault scenario become
+``ray.kill(actor, no_restart=False)``; pauses (``SIGSTOP``) are refused.
+
+Local Ray is started lean: no dashboard, usage stats off, worker prestart
+off, logs not copied to the driver, and token authentication with a token
+made for this run and handed to the workers in the environment — no
+``~/.ray/auth_token`` file is written.  With ``--address`` the supervisor
+joins an existing cluster as it is configured.
+
+Multi-node: the actors read and write the state directory (keys, journals,
+status files, event logs) by path, so every node that may run an actor
+needs it at the same path on shared storage — or pin the actors to the
+driver's node (``--ray-local-node``).  Every node needs autocell installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ops.up import Child, Supervisor
+from security.errors import ConfigurationError
+
+log = logging.getLogger("autocell.ray")
+
+START_FILE = "ray-start.json"
+
+
+# -- starting Ray ---------------------------------------------------------------------------
+
+def lean_env() -> None:
+    """Environment for a lean local Ray; workers inherit it.  Explicit settings win."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if os.environ["RAY_AUTH_MODE"] == "token":
+        # a token in memory for this run: Ray would otherwise write ~/.ray/auth_token
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+
+
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast (exit 2) on a ``HOST:PORT`` nobody listens on; Ray itself waits minutes."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"--address {address!r}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigurationError(f"--address {address}: no Ray head node answers there "
+                                 f"({exc.strerror or exc}); start one with `ray start --head`"
+                                 ) from None
+
+
+LEAN_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Connect to ``address``, or start a lean local Ray; False if Ray was already up."""
+    if address:
+        check_reachable(address)
+    else:
+        lean_env()   # before Ray is imported: it reads RAY_AUTH_MODE once
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigurationError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+        return True
+    ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
+             log_to_driver=False, _system_config=LEAN_SYSTEM_CONFIG)
+    return True
+
+
+# -- the actor --------------------------------------------------------------------------------
+
+class CellProcess:
+    """One process of a cell (``sim`` or a host) inside a Ray actor."""
+
+    def __init__(self, kind: str, cell_path: str, name: str, state_dir: str, speed: float,
+                 faults_path: str | None) -> None:
+        self.kind, self.cell_path, self.name = kind, cell_path, name
+        self.state_dir = Path(state_dir)
+        self.speed = speed
+        self.faults_path = faults_path
+        self.runner: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ended = threading.Event()
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        # imported now, not after the cell clock has started
+        import agents.runtime.host  # noqa: F401
+        import ops.config  # noqa: F401
+        import sim_bridge.remote  # noqa: F401
+
+        start = self.state_dir / START_FILE
+        if start.exists():        # a restart: the cell is running, join it at once
+            self.begin(float(json.loads(start.read_text())["start_at"]))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def begin(self, start_at: float) -> int:
+        """Start the host (idempotent); its pid."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, args=(start_at,),
+                                                name=f"autocell-{self.name}", daemon=True)
+                self._thread.start()
+        return os.getpid()
+
+    def _main(self, start_at: float) -> None:
+        try:
+            asyncio.run(_serve(self, start_at))
+        except BaseException as exc:   # a host that cannot run: let Ray restart the process
+            log.exception("cell process %s failed", self.name)
+            self.error = repr(exc)
+            self.ended.set()
+            os._exit(1)
+        self.ended.set()
+
+    def wait(self) -> dict[str, Any]:
+        """Block until the host has stopped (Ray re-submits this to a restarted actor)."""
+        self.ended.wait()
+        return {"name": self.name, "pid": os.getpid(), "error": self.error}
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop the host as SIGTERM stops ``autocell host``: final status, journal closed."""
+        loop, runner = self.loop, self.runner
+        if loop is not None and runner is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(runner._stop.set)
+            except RuntimeError:   # the loop closed in between
+                pass
+        return self.ended.wait(timeout_s) if self._thread is not None else True
+
+
+async def _serve(proc: CellProcess, start_at: float) -> None:
+    """Build and run the host (or plant) of ``proc`` on this thread's loop.
+
+    A module function, not a method: a Ray actor class with any ``async def``
+    method becomes an async actor, whose blocking ``wait`` would stall the rest."""
+    from agents.runtime.host import CellClock, Host
+    from ops.config import load_cell
+    from ops.config.faults import load_faults
+    from ops.up import ensure_keys
+    from sim_bridge.remote import PlantServer
+
+    cfg = load_cell(proc.cell_path)
+    faults = load_faults(proc.faults_path, cfg) if proc.faults_path else None
+    keys = ensure_keys(cfg, proc.state_dir)
+    clock = CellClock(start_at, proc.speed)
+    if proc.kind == "host":
+        proc.runner = Host(cfg, proc.name, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
+                           faults=faults)
+    else:
+        proc.runner = PlantServer(cfg, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
+                                  faults=faults)
+    proc.loop = asyncio.get_running_loop()
+    await proc.runner.run()
+
+
+# -- the supervisor -------------------------------------------------------------------------------
+
+class RaySupervisor(Supervisor):
+    """:class:`ops.up.Supervisor` with Ray actors instead of child processes."""
+
+    def __init__(self, cfg: Any, cell_path: str, *, state_dir: Path, max_restarts: int,
+                 local_node: bool = False, **kw: Any) -> None:
+        super().__init__(cfg, cell_path, state_dir=state_dir.resolve(),
+                         max_restarts=max_restarts, **kw)
+        if self.faults is not None and any(h.action == "pause" for h in self.faults.hosts):
+            raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
+                                     "use host kills, or run `autocell up` without --ray")
+        self.cell_path = str(Path(cell_path).resolve())
+        self.faults_path = kw.get("faults_path")
+        if self.faults_path:
+            self.faults_path = str(Path(self.faults_path).resolve())
+        self.local_node = local_node
+        self.actors: dict[str, Any] = {}
+        self.waits: dict[Any, str] = {}
+        self.pids: dict[str, int] = {}
+        self.last_wall: dict[str, float] = {}
+        self.killed_at: dict[str, float] = {}
+
+    def _create(self, child: Child) -> Any:
+        import ray
+
+        opts: dict[str, Any] = {"max_restarts": self.max_restarts, "max_task_retries": -1,
+                                "num_cpus": 0, "max_concurrency": 4,
+                                "name": f"autocell-{self.cfg.cell}-{child.name}-{os.getpid()}"}
+        if self.local_node:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False)
+        actor_cls = ray.remote(CellProcess)
+        return actor_cls.options(**opts).remote(
+            "sim" if child.name == "sim" else "host", self.cell_path,
+            child.name, str(self.state_dir), self.speed, self.faults_path)
+
+    def launch(self, ready_timeout_s: float = 120.0) -> None:
+        """Create every actor, wait until all are alive, then start the cell clock."""
+        import ray
+
+        (self.state_dir / START_FILE).unlink(missing_ok=True)
+        for name, child in self.children.items():
+            self.actors[name] = self._create(child)
+        pids = ray.get([a.pid.remote() for a in self.actors.values()], timeout=ready_timeout_s)
+        self.start_at = time.time() + 1.0
+        tmp = self.state_dir / (START_FILE + ".tmp")
+        tmp.write_text(json.dumps({"start_at": self.start_at, "speed": self.speed}))
+        os.replace(tmp, self.state_dir / START_FILE)
+        ray.get([a.begin.remote(self.start_at) for a in self.actors.values()],
+                timeout=ready_timeout_s)
+        self.pids = dict(zip(self.actors, pids))
+        self.waits = {a.wait.remote(): name for name, a in self.actors.items()}
+
+    def spawn(self, child: Child) -> None:   # the actors were created by launch()
+        return None
+
+    def run(self) -> int:
+        self.launch()
+        return super().run()
+
+    def _check_children(self) -> bool:
+        """Note restarts (a new pid in a status file); True when an actor is gone for good."""
+        import ray
+
+        now = time.time()
+        for name in self.children:
+            st = self.status(name)
+            if not st:
+                continue
+            pid = int(st.get("pid", 0))
+            old = self.pids.get(name)
+            if old is not None and pid != old:
+                since = self.killed_at.pop(name, None) or self.last_wall.get(name, now)
+                self.children[name].restarts.append(now - since)
+                self.note("restarted", process=name, pid=pid, restart_s=round(now - since, 3))
+            self.pids[name] = pid
+            if not st.get("stopped"):
+                self.last_wall[name] = float(st.get("wall", now))
+        done, _ = ray.wait(list(self.waits), num_returns=len(self.waits), timeout=0)
+        for ref in done:
+            name = self.waits.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                self.note("gave_up", reason=f"actor {name} is gone: {type(exc).__name__}")
+                self.log(f"autocell up --ray: the actor of {name} died more than "
+                         f"{self.max_restarts} times; giving up. Ray's logs: "
+                         "/tmp/ray/session_latest/logs")
+                return True
+            self.note("process_ended", process=name)
+        return False
+
+    def _play_faults(self) -> None:
+        import ray
+
+        now = self.cell_now()
+        while self.pending_faults and self.pending_faults[0][0] <= now:
+            _, _, h = self.pending_faults.pop(0)
+            actor = self.actors.get(h.host)
+            if actor is None:
+                continue
+            self.note("fault_injected", kind="host_kill", host=h.host, pid=self.pids.get(h.host))
+            self.killed_at[h.host] = time.time()
+            ray.kill(actor, no_restart=False)
+
+    def kill(self, name: str) -> None:
+        """Kill one actor's process the way a crash would (Ray restarts it)."""
+        import ray
+
+        self.killed_at[name] = time.time()
+        self.note("actor_killed", process=name, pid=self.pids.get(name))
+        ray.kill(self.actors[name], no_restart=False)
+
+    def stop(self) -> None:
+        import ray
+
+        refs = [a.stop.remote() for a in self.actors.values()]
+        try:
+            ray.get(refs, timeout=15.0)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            self.note("stop_incomplete", error=type(exc).__name__)
+        for a in self.actors.values():
+            ray.kill(a, no_restart=True)
+        self.note("stopped")
+
+
+def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
+                   log: Any) -> tuple[int, dict[str, Any]]:
+    """``autocell up --ray``: the exit code and the report."""
+    if faults is not None and any(h.action == "pause" for h in faults.hosts):
+        raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
+                                 "use host kills, or run `autocell up` without --ray")
+    started = init_ray(args.address)
+    import ray
+
+    try:
+        sup = RaySupervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
+                            faults_path=args.faults, faults=faults,
+                            max_restarts=args.max_restarts,
+                            restart_window_s=args.restart_window, until_s=args.until,
+                            timeout_s=args.timeout, local_node=args.ray_local_node, log=log)
+        code = sup.run()
+        report = sup.report()
+        report["deployment"] = "ray"
+        return code, report
+    finally:
+        if started:
+            ray.shutdown()
