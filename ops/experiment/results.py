@@ -265,11 +265,12 @@ def plot_kpis(rows: list[dict[str, Any]], dims: dict[str, list[Any]], kpis: Sequ
             xs_of = {json.dumps(v, default=str): (v if numeric else i)
                      for i, v in enumerate(values)}
             lines: dict[str, list[tuple[float, float, float]]] = {}
-            labels = sorted({" / ".join(str(r.get(k)) for k in line_keys) for r in ok})
+            keys = [k for k in line_keys if k != dim] or ["strategy"]  # the x axis is no line
+            labels = sorted({" / ".join(str(r.get(k)) for k in keys) for r in ok})
             for label in labels:
                 for v in values:
                     ys = [float(r[kpi]) for r in ok
-                          if " / ".join(str(r.get(k)) for k in line_keys) == label
+                          if " / ".join(str(r.get(k)) for k in keys) == label
                           and json.dumps(r.get(dim), default=str) == json.dumps(v, default=str)
                           and isinstance(r.get(kpi), (int, float))]
                     if ys:
@@ -288,7 +289,7 @@ def plot_kpis(rows: list[dict[str, Any]], dims: dict[str, list[Any]], kpis: Sequ
             ax.set_title(f"{kpi} vs {dim}")
             ax.grid(alpha=0.3)
             if lines:
-                ax.legend(title=" / ".join(line_keys))
+                ax.legend(title=" / ".join(keys))
             fig.tight_layout()
             path = directory / f"{_slug(kpi)}_vs_{_slug(dim)}.png"
             fig.savefig(path, dpi=100)
