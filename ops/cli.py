@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
+    sp.add_argument("--escalations-db", metavar="FILE",
+                    help="keep the run's escalations and audit log in this SQLite file")
     sp.set_defaults(func=cmd_run)
 
     def process_args(sp: argparse.ArgumentParser) -> None:
@@ -388,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("schema", help="print the JSON Schema of cell files")
     sp.add_argument("--out", help="write to this file instead of stdout")
     sp.set_defaults(func=cmd_schema)
+
+    from ops import escalations
+    escalations.add_parsers(sub)
     return p
 
 

@@ -149,9 +149,10 @@ class VirtualCell:
                 CONSOLE_ID, timing=timing_of(cfg),
                 store=EscalationStore(escalations_db, self.policy.deadlines),
                 flood_count=self.policy.flood_count, flood_window_s=self.policy.flood_window_s)
-            self.agents[CONSOLE_ID] = self.console
         self._rejects: list[float] = []             # for the reject-burst rule
         self._burst_open = False
+        # the console is no agent of the cell's own: its state lives in its store, not in
+        # a journal, and no fault scenario crashes it
         missing = sorted(set(self.agents) - set(keys.keys))
         if missing:
             raise ConfigurationError(
@@ -165,7 +166,7 @@ class VirtualCell:
         self.keys = keys
         self.sealers = {a: Sealer(a, keys.keys[a], epoch=self._boot(a),
                                   random_bytes=self._random_bytes)
-                        for a in self.agents}
+                        for a in [*self.agents, *([CONSOLE_ID] if self.console else [])]}
         self.down: set[str] = set()                 # crashed agents, not yet restarted
         self.paused: dict[str, list[Callable[[], None]]] = {}   # agent -> inputs held back
         self.cut: list[set[str]] = []               # active partitions (agents cut off)
@@ -213,6 +214,9 @@ class VirtualCell:
         if held is not None:
             held.append(lambda: self._input(agent_id, make))
             return
+        if agent_id == CONSOLE_ID and self.console is not None:
+            self._execute(self.console, feed(self.console, make(self.env.now), None))
+            return
         agent = self.agents[agent_id]
         self._execute(agent, feed(agent, make(self.env.now), self.journal))
 
@@ -259,7 +263,7 @@ class VirtualCell:
             self._reject_burst(now)
             return
         self.stats.verified += 1
-        if msg.to not in self.agents:
+        if msg.to not in self.agents and not (msg.to == CONSOLE_ID and self.console):
             self.stats.rejected["misdirected"] += 1
             return
         self.stats.messages_delivered += 1
@@ -375,8 +379,7 @@ class VirtualCell:
             self._at(c.at_s, lambda c=c: inject("crash", [c.agent], lambda: self.crash(c.agent)))
             self._at(c.at_s + c.down_s, lambda c=c: self.restart(c.agent))
         for h in f.hosts:
-            members = [a for a in self.agents
-                       if a != CONSOLE_ID and self.cfg.host_of(a) == h.host]
+            members = [a for a in self.agents if self.cfg.host_of(a) == h.host]
             if h.action == "kill":
                 self._at(h.at_s, lambda m=members, h=h: inject(
                     "host_kill", m, lambda: [self.crash(a) for a in m], host=h.host))
@@ -421,7 +424,7 @@ class VirtualCell:
     def start(self) -> None:
         if self.faults is not None:
             self._schedule_faults(self.faults)
-        for agent_id in list(self.agents):
+        for agent_id in [*self.agents, *([CONSOLE_ID] if self.console else [])]:
             self._input(agent_id, Start)
 
     def run(self, until: float | None = None,
