@@ -156,3 +156,40 @@ def test_a_storm_of_faults_is_grouped(tmp_path: Path) -> None:
     assert report["escalations_by_cause"].get("repeat_faults", 0) >= 1
     assert report["max_escalations_per_10min"] <= 10
     assert all(report["invariants"].values()), report["invariant_violations"]
+
+
+def test_a_burst_of_rejected_messages_is_a_security_escalation() -> None:
+    cell = VirtualCell(load_cell(DEMO))
+    cell.run(until=10.0)
+    burst = cell.cfg.escalation.reject_burst
+    for i in range(burst.count):
+        cell._deliver([b"mill1", b"forged body %d" % i, b"\0" * 64])   # bad signatures
+    [raised] = events(cell, "escalation_raised")
+    assert (raised["cause"], raised["priority"]) == ("reject_burst", burst.priority)
+    rec = cell.console.store.get(raised["escalation"])  # type: ignore[union-attr]
+    assert rec.raised_by == "host:virtual"
+    assert rec.context["rejected_by_reason"] == {"bad_signature": burst.count}
+    for _ in range(5):                                   # the same burst: no second one
+        cell._deliver([b"mill1", b"more", b"\0" * 64])
+    assert len(events(cell, "escalation_raised")) == 1
+    cell.env.run(until=10.0 + cell.cfg.escalation.final_deadline_s + 1)
+    [resolved] = events(cell, "escalation_resolved")
+    assert (resolved["outcome"], resolved["decision"]) == ("safe_default", "continue")
+    assert "misdirected" not in cell.stats.rejected   # nobody to send the decision to
+
+
+def test_a_resource_taken_out_of_service_stays_down(tmp_path: Path) -> None:
+    cfg = load_cell(DEMO)
+    rows = "\n".join(f"  - {{resource: mill1, at_s: {600 + 10 * i}, repair_s: 2}}"
+                     for i in range(3))
+    path = tmp_path / "mill1.yaml"
+    path.write_text(f"name: mill1\nmtbf_breakdowns: false\nbreakdowns:\n{rows}\n")
+    cell = VirtualCell(cfg, faults=load_faults(path, cfg))
+    cell.run(until=700.0)
+    [raised] = events(cell, "escalation_raised")
+    assert (raised["cause"], raised["resource"]) == ("repeat_faults", "mill1")
+    cell.decide(raised["escalation"], "dora", "take_out_of_service", "spindle noise")
+    report = finish(cell)
+    assert not [e for e in events(cell, "op_start") if e["machine"] == "mill1" and e["t"] > 700]
+    assert report["orders_completed"] == 24          # mill2 takes the milling
+    assert all(report["invariants"].values()), report["invariant_violations"]
