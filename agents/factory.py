@@ -6,6 +6,7 @@ import random
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, Timing
+from agents.escalation.policy import OFF, EscalationPolicy
 from agents.machine import MachineAgent
 from agents.negotiation.strategies import order_strategy, resource_strategy
 from agents.order import OrderAgent
@@ -36,8 +37,12 @@ def roles_of(cfg: CellConfig) -> dict[str, str]:
 
 def build_agents(cfg: CellConfig, seed: int, *,
                  order_strategy_name: str | None = None,
-                 resource_strategy_name: str | None = None) -> dict[str, Agent]:
-    """One agent per machine, robot and order, each with its own seeded RNG."""
+                 resource_strategy_name: str | None = None,
+                 escalation: EscalationPolicy = OFF) -> dict[str, Agent]:
+    """One agent per machine, robot and order, each with its own seeded RNG.
+
+    ``escalation``: the policy the agents escalate by (off unless the driver runs a
+    console agent to escalate to, see :mod:`agents.escalation.console`)."""
     timing = timing_of(cfg)
     ostrat = order_strategy(order_strategy_name or cfg.negotiation.strategy.order)
     rstrat_name = resource_strategy_name or cfg.negotiation.strategy.resource
@@ -51,12 +56,13 @@ def build_agents(cfg: CellConfig, seed: int, *,
             m.id, timing=timing, strategy=resource_strategy(rstrat_name), location=m.location,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,
             power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy,
-            orders=[o.id for o in cfg.orders], rng=rng(m.id))
+            orders=[o.id for o in cfg.orders], rng=rng(m.id), escalation=escalation)
     locations = [loc.id for loc in cfg.layout.locations]
     for r in cfg.robots:
         table = {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}
         agents[r.id] = RobotAgent(r.id, timing=timing, strategy=resource_strategy(rstrat_name),
-                                  location=r.home, travel_s=table, load_s=r.load_s, rng=rng(r.id))
+                                  location=r.home, travel_s=table, load_s=r.load_s, rng=rng(r.id),
+                                  escalation=escalation)
     capable = {cap: sorted(cfg.capable_machines(cap)) for cap in sorted(cfg.capabilities())}
     min_proc = {cap: min(cfg.machine(m).capabilities[cap] for m in ms)
                 for cap, ms in capable.items() if ms}
@@ -72,5 +78,5 @@ def build_agents(cfg: CellConfig, seed: int, *,
             robots=robots, machine_location=machine_location,
             input_location=cfg.layout.input, output_location=cfg.layout.output,
             min_processing_s=min_proc, machines=[m.id for m in cfg.machines],
-            peers=[o.id for o in cfg.orders], rng=rng(o.id))
+            peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation)
     return agents

@@ -29,16 +29,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.base import Agent, Timing
+from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.negotiation.contract_net import IGNORED, step
 from agents.negotiation.strategies import OrderStrategy
-from agents.rehearsal import OrderRehearsal, Plan
 from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
     CallForProposals,
     Cancel,
     Confirmation,
+    Decision,
     Done,
+    Escalate,
+    EscalationUpdate,
     ExploreQuote,
     ExploreResult,
     Failure,
@@ -49,6 +52,7 @@ from agents.protocol.messages import (
     Refusal,
     Rejection,
 )
+from agents.rehearsal import OrderRehearsal, Plan
 
 
 @dataclass(slots=True)
@@ -75,6 +79,13 @@ class Negotiation:
     past_awards: set[tuple[str, int]] = field(default_factory=set)   # (winner, epoch)
     duration_s: float = 0.0                   # of the current award, from its proposal
     wait_option: tuple[str, float] | None = None   # (faulted machine, finish if we wait)
+    refusals: list[tuple[str, str, float]] = field(default_factory=list)  # (sender, reason, repair_at)
+    blocked_since: float | None = None        # no live resource since (escalation policy)
+    failed_on: str = ""                       # the resource of the last failure
+    failed_repair_at: float = 0.0
+    late_ok: bool = False                     # a decision accepted a late re-route
+    wait_accepted_until: float = 0.0          # a decision to wait: no new escalation before
+    escalation: str = ""                      # the open escalation about this task
 
 
 class OrderAgent(Agent):
@@ -85,9 +96,15 @@ class OrderAgent(Agent):
                  priority: int, capable: dict[str, list[str]], robots: list[str],
                  machine_location: dict[str, str], input_location: str, output_location: str,
                  min_processing_s: dict[str, float], machines: list[str] | None = None,
-                 peers: list[str] | None = None, **kw: object) -> None:
+                 peers: list[str] | None = None, escalation: EscalationPolicy = OFF,
+                 **kw: object) -> None:
         super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
         self.strategy = strategy
+        self.policy = escalation
+        self.escalations: dict[str, tuple[str, str]] = {}   # open: id -> (cause, task)
+        self.escalation_bodies: dict[str, Escalate] = {}    # sent again until decided
+        self.escalated = 0
+        self.cancelled_by = ""
         self.quantity = quantity
         self.release_at = release_at
         self.due_at = due_at
@@ -157,6 +174,10 @@ class OrderAgent(Agent):
         return self._advance(now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
+        if self.cancelled_by:
+            return []
+        if key.startswith("escalation:"):
+            return self._resend_escalation(key.partition(":")[2], now)
         if key == "release":
             self.released = True
             return [Log("order_released", {"order": self.id})] + self._advance(now)
@@ -179,6 +200,10 @@ class OrderAgent(Agent):
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         body = msg.body
+        if isinstance(body, Decision):
+            return self._on_decision(body, now)
+        if self.cancelled_by:
+            return self._after_cancel(msg)
         if isinstance(body, Heartbeat):
             return self._on_heartbeat(msg.sender, body, now)
         if isinstance(body, (ExploreQuote, ExploreResult)):
@@ -205,6 +230,8 @@ class OrderAgent(Agent):
                 return []
             if isinstance(body, Proposal) and body.kind == neg.kind:
                 neg.proposals.append((msg.sender, body))
+            elif isinstance(body, Refusal):
+                neg.refusals.append((msg.sender, body.reason, body.repair_at))
             return []   # the award waits for the deadline, whoever answered
         if getattr(body, "award_epoch", None) != neg.epoch or msg.sender != neg.winner:
             self.ignored += 1                # a stale winner or an old epoch: fenced
@@ -266,6 +293,7 @@ class OrderAgent(Agent):
         neg.state = step("initiator", neg.state, "call", neg.task)
         neg.attempt += 1
         neg.proposals = []
+        neg.refusals = []
         neg.winner = ""
         earliest = max(now, self.release_at)
         if neg.kind == "operation" and neg.op_index > 0:
@@ -308,7 +336,7 @@ class OrderAgent(Agent):
                 out.append(Log("non_routine", {"order": self.id, "task": neg.task,
                                                "cause": "no_capable_resource",
                                                "capability": neg.capability}))
-            return out
+            return out + self._check_no_resource(neg, now)
         winner, proposal = choice
         if neg.wait_option is not None and neg.wait_option[1] < proposal.finish_at:
             machine, finish_at = neg.wait_option
@@ -322,14 +350,18 @@ class OrderAgent(Agent):
                                             "machine": machine, "until": repair_at,
                                             "best_alternative_finish_at": proposal.finish_at})]
         neg.wait_option = None
+        late = self._check_late(neg, winner, proposal, now)
+        if late:
+            return late
+        out = self._back_to_normal(neg, "a resource bid again")
         neg.state = step("initiator", neg.state, "deadline_award", neg.task)
         neg.epoch += 1
         neg.winner = winner
         neg.past_awards.add((winner, neg.epoch))
         neg.promised_finish_at = proposal.finish_at
         neg.duration_s = proposal.finish_at - proposal.start_at
-        out = [Send(winner, Award(neg.task, neg.epoch, self.timing.lease_s, proposal.start_at),
-                    conv)]
+        out.append(Send(winner, Award(neg.task, neg.epoch, self.timing.lease_s,
+                                      proposal.start_at), conv))
         out += [Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals if s != winner]
         out.append(SetTimer(f"lease:{neg.task}", self._lease_until(now)))
         out.append(Log("award", {"order": self.id, "task": neg.task, "winner": winner,
@@ -369,6 +401,7 @@ class OrderAgent(Agent):
             self.parts_busy = False
             if neg.kind == "operation":
                 self.location = self.machine_location.get(neg.winner, self.location)
+        neg.failed_on, neg.failed_repair_at, neg.late_ok = neg.winner, body.repair_at, False
         out: list[Action] = [CancelTimer(f"lease:{neg.task}"),
                              Log("reroute", {"order": self.id, "task": neg.task,
                                              "from": neg.winner, "reason": body.reason})]
@@ -399,6 +432,16 @@ class OrderAgent(Agent):
         if body.quality != "ok":
             neg.state = "waiting"
             out.append(Log("scrap", {"order": self.id, "task": neg.task, "machine": neg.winner}))
+            rule = self.policy.quality_reject
+            if rule is not None:
+                return out + self._escalate(
+                    neg, "quality_reject", rule, now, resource=neg.winner,
+                    consequence=f"{neg.op} of order {self.id} failed its quality check on "
+                                f"{neg.winner}; the order waits",
+                    options=[("retry", f"Redo {neg.op}", ("call for proposals again; the order "
+                              "continues")),
+                             ("cancel", "Cancel the order", f"order {self.id} is not made")],
+                    safe_default="retry", context={"machine": neg.winner})
             return out + self._call(neg, now)
         neg.state = "done"
         self.next_exec = neg.op_index + 1
@@ -406,7 +449,8 @@ class OrderAgent(Agent):
 
     # -- the material flow ------------------------------------------------------------------------
     def _advance(self, now: float) -> list[Action]:
-        if not self.released or self.completed_at is not None or self._rehearsing():
+        if (not self.released or self.completed_at is not None or self._rehearsing()
+                or self.cancelled_by):
             return []
         out: list[Action] = []
         if self.plan is not None:
@@ -462,3 +506,175 @@ class OrderAgent(Agent):
         if prefix == self.id and rest.isdigit() and int(rest) < len(self.ops):
             return self.ops[int(rest)]
         return None
+
+    # -- escalation (agents/escalation/, docs/escalation.md) -------------------------------------
+    def _check_no_resource(self, neg: Negotiation, now: float) -> list[Action]:
+        """No proposal: escalate when every capable resource is down (or silent) and the
+        expected wait — already waited plus the earliest repair estimate — exceeds the
+        policy's ``max_wait_s`` (or, with no estimate, the wait so far does)."""
+        rule = self.policy.no_capable_resource
+        if rule is None or neg.kind != "operation" or neg.escalation \
+                or now < neg.wait_accepted_until:
+            return []
+        if any(reason != "down" for _, reason, _ in neg.refusals):
+            neg.blocked_since = None     # someone live declined: routine, call again
+            return []
+        if neg.blocked_since is None:
+            neg.blocked_since = now - self.timing.reply_deadline_s   # when we called
+        waited = now - neg.blocked_since
+        known = [r for _, _, r in neg.refusals if r > 0]
+        eta = min(known) if known else None
+        expected = waited + (max(0.0, eta - now) if eta is not None else 0.0)
+        if expected <= rule.threshold_s:
+            return []
+        down = sorted({s for s, _, _ in neg.refusals})
+        back = (f"the first of {', '.join(down)} is expected back at {eta:.0f} s "
+                f"(in {eta - now:.0f} s)" if eta is not None and eta > now
+                else "no repair estimate")
+        resource = neg.recipients[0] if len(neg.recipients) == 1 else neg.capability
+        return self._escalate(
+            neg, "no_capable_resource", rule, now, resource=resource,
+            consequence=f"order {self.id} cannot continue: no live machine can do {neg.op} "
+                        f"({neg.capability}); due at {self.due_at:.0f} s",
+            options=[("wait_for_repair", "Wait for repair", f"keep calling; {back}"),
+                     ("cancel", "Cancel the order", f"order {self.id} is not made")],
+            safe_default="wait_for_repair",
+            context={"capability": neg.capability, "capable": list(neg.recipients),
+                     "down": down, "repair_at": eta or 0.0, "waited_s": round(waited, 6)})
+
+    def _check_late(self, neg: Negotiation, winner: str, proposal: Proposal,
+                    now: float) -> list[Action]:
+        """After a failure, a re-route that makes the order late by more than ``late_by_s``
+        is not taken alone: every proposal is rejected and a supervisor asked."""
+        rule = self.policy.late_reroute
+        if (rule is None or neg.kind != "operation" or not neg.failed_on or neg.late_ok
+                or neg.escalation or winner == neg.failed_on):   # back where it was: no re-route
+            return []
+        finish_at = proposal.finish_at + sum(self.work_s[neg.op_index + 1:])
+        late_by = finish_at - self.due_at
+        if late_by <= rule.threshold_s:
+            return []
+        neg.state = step("initiator", neg.state, "deadline_none", neg.task)
+        conv = self._conv(neg)
+        out: list[Action] = [Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals]
+        options = [("reroute", f"Re-route to {winner}",
+                    f"order finishes about {finish_at:.0f} s, {late_by:.0f} s late")]
+        if neg.failed_repair_at > now:
+            wait_finish = neg.failed_repair_at + neg.duration_s + sum(
+                self.work_s[neg.op_index + 1:])
+            options.append(("wait_for_repair", f"Wait for {neg.failed_on}",
+                            (f"back at {neg.failed_repair_at:.0f} s; order finishes about "
+                            f"{wait_finish:.0f} s, {wait_finish - self.due_at:.0f} s late")))
+        options.append(("cancel", "Cancel the order", f"order {self.id} is not made"))
+        return out + self._escalate(
+            neg, "late_reroute", rule, now, resource=neg.failed_on,
+            consequence=f"re-routing {neg.op} of order {self.id} after {neg.failed_on} failed "
+                        f"makes it {late_by:.0f} s late (due {self.due_at:.0f} s)",
+            options=options, safe_default="reroute",
+            context={"best": winner, "finish_at": round(finish_at, 6),
+                     "late_by_s": round(late_by, 6), "repair_at": neg.failed_repair_at})
+
+    def _escalate(self, neg: Negotiation, cause: str, rule: Rule, now: float, *,
+                  resource: str, consequence: str, options: list[tuple[str, str, str]],
+                  safe_default: str, context: dict) -> list[Action]:
+        """Raise an escalation about ``neg``; the task waits in a safe state (no lease)."""
+        self.escalated += 1
+        esc_id = f"{self.id}/e{self.escalated}"
+        neg.escalation = esc_id
+        self.escalations[esc_id] = (cause, neg.task)
+        body = Escalate(
+            escalation=esc_id, priority=rule.priority, cause=cause, consequence=consequence,
+            order=self.id, resource=resource,
+            options=[{"id": i, "label": label, "effect": effect} for i, label, effect in options],
+            safe_default=safe_default,
+            context={"task": neg.task, "op": neg.op, "due_at": self.due_at, "detected_at": now,
+                     "attempt": neg.attempt, **context})
+        self.escalation_bodies[esc_id] = body
+        return [Send(self.policy.console, body, esc_id),
+                SetTimer(f"escalation:{esc_id}", now + self.timing.retry_s),
+                Log("escalate", {"order": self.id, "escalation": esc_id, "cause": cause,
+                                 "task": neg.task, "resource": resource})]
+
+    def _resend_escalation(self, esc_id: str, now: float) -> list[Action]:
+        """Until its decision arrives, an escalation is sent again every ``retry_s`` (either
+        may be lost; the console ignores a duplicate, or repeats the decision it took)."""
+        body = self.escalation_bodies.get(esc_id)
+        if body is None or esc_id not in self.escalations:
+            return []
+        return [Send(self.policy.console, body, esc_id),
+                SetTimer(f"escalation:{esc_id}", now + self.timing.retry_s)]
+
+    def _back_to_normal(self, neg: Negotiation, reason: str) -> list[Action]:
+        """A no-resource escalation whose condition cleared by itself (a machine is back)."""
+        neg.blocked_since = None
+        esc = neg.escalation
+        if not esc or self.escalations.get(esc, ("", ""))[0] != "no_capable_resource":
+            return []
+        neg.escalation = ""
+        del self.escalations[esc]
+        return [CancelTimer(f"escalation:{esc}"),
+                Send(self.policy.console, EscalationUpdate(esc, "return_to_normal", reason), esc),
+                Log("escalation_cleared", {"order": self.id, "escalation": esc})]
+
+    def _on_decision(self, body: Decision, now: float) -> list[Action]:
+        entry = self.escalations.pop(body.escalation, None)
+        if entry is None:                # unknown, already decided, or cleared meanwhile
+            self.ignored += 1
+            return []
+        cause, task = entry
+        neg = self._find(task)
+        out: list[Action] = [CancelTimer(f"escalation:{body.escalation}"), Log("decision_applied", {
+            "order": self.id, "escalation": body.escalation, "option": body.option,
+            "user": body.user})]
+        if neg is not None and neg.escalation == body.escalation:
+            neg.escalation = ""
+        if body.option == "cancel":
+            return out + self._cancel(body)
+        if neg is None or self.cancelled_by:
+            return out
+        if cause == "no_capable_resource":
+            # keep waiting: ask again only if the repair is max_wait_s overdue
+            known = [r for _, _, r in neg.refusals if r > 0]
+            rule = self.policy.no_capable_resource
+            neg.wait_accepted_until = (max([now, *known])
+                                       + (rule.threshold_s if rule is not None else 0.0))
+            neg.late_ok = True           # the lateness of waiting is accepted with it
+            return out
+        if cause == "late_reroute":
+            neg.late_ok = True
+            if body.option == "wait_for_repair" and neg.failed_repair_at > now:
+                return out + [SetTimer(f"retry:{neg.task}", neg.failed_repair_at)]
+        if neg.state == "waiting":       # reroute, retry, or a wait whose repair is past
+            return out + self._call(neg, now)
+        return out
+
+    def _cancel(self, body: Decision) -> list[Action]:
+        """A supervisor cancelled the order: withdraw every award, clear other escalations."""
+        self.cancelled_by = body.user
+        out: list[Action] = []
+        for neg in [*self.ops, *([self.move] if self.move is not None else [])]:
+            out += [CancelTimer(f"deadline:{neg.task}"), CancelTimer(f"retry:{neg.task}"),
+                    CancelTimer(f"lease:{neg.task}")]
+            if neg.state in ("awarded", "leased") and neg.winner:
+                out.append(Send(neg.winner, Cancel(neg.task, neg.epoch, "order cancelled"),
+                                self._conv(neg)))
+        for esc in sorted(self.escalations):
+            out.append(Send(self.policy.console,
+                            EscalationUpdate(esc, "return_to_normal", "order cancelled"), esc))
+        self.escalations.clear()
+        return out + [Log("order_cancelled", {"order": self.id, "escalation": body.escalation,
+                                              "user": body.user, "reason": body.reason})]
+
+    def _after_cancel(self, msg: Message) -> list[Action]:
+        """A cancelled order withdraws any lease a resource still reports."""
+        if not isinstance(msg.body, Heartbeat):
+            self.ignored += 1
+            return []
+        out: list[Action] = []
+        for entry in msg.body.leases:
+            if isinstance(entry, list) and len(entry) in (2, 3):
+                neg = self._find(str(entry[0]))
+                if neg is not None and neg.state != "done" and isinstance(entry[1], int):
+                    out.append(Send(msg.sender, Cancel(neg.task, entry[1], "order cancelled"),
+                                    self._conv(neg)))
+        return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.base import Agent, PlantEventIn, Timing
+from agents.escalation.policy import OFF, EscalationPolicy
 from agents.negotiation.contract_net import IGNORED, step
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
@@ -35,7 +36,9 @@ from agents.protocol.messages import (
     CallForProposals,
     Cancel,
     Confirmation,
+    Decision,
     Done,
+    Escalate,
     Failure,
     Heartbeat,
     Message,
@@ -70,11 +73,18 @@ class ResourceAgent(Agent):
     ready_on_award = False     # robots: the parts wait at the origin once a move is awarded
 
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
-                 location: str, **kw: object) -> None:
+                 location: str, escalation: EscalationPolicy = OFF, **kw: object) -> None:
         super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
+        self.policy = escalation
+        self.fault_times: list[float] = []      # recent faults, for the repeat-faults rule
+        self.escalated = 0
+        self.open_escalation = ""
+        self.escalation_body: Escalate | None = None
+        self.out_of_service_by = ""             # a supervisor took us out of service
         self.strategy = strategy
         self.location = location
         self.up = True
+        self.repair_at = 0.0      # while down: when the plant expects us back (0 = unknown)
         self.tasks: dict[str, Task] = {}
         self.running: str | None = None
         self.busy_until_at = 0.0
@@ -121,6 +131,8 @@ class ResourceAgent(Agent):
     # -- inputs -------------------------------------------------------------------------------
     def on_message(self, msg: Message, now: float) -> list[Action]:
         body = msg.body
+        if isinstance(body, Decision):
+            return self._on_decision(body, now)
         if isinstance(body, CallForProposals):
             return self._on_cfp(msg, body, now)
         task = self.tasks.get(getattr(body, "task", ""))
@@ -153,8 +165,9 @@ class ResourceAgent(Agent):
         if done is not None:   # we finished it; our report must have been lost
             return [Send(msg.sender, done, msg.conv)]
         if not self.up or not self.can_do(cfp):
-            reason = "down" if not self.up else "incapable"
-            return [Send(msg.sender, Refusal(cfp.task, reason), msg.conv)]
+            if not self.up:
+                return [Send(msg.sender, Refusal(cfp.task, "down", self.repair_at), msg.conv)]
+            return [Send(msg.sender, Refusal(cfp.task, "incapable"), msg.conv)]
         out: list[Action] = []
         if not self._round:
             out.append(SetTimer("round", now + self.timing.reply_deadline_s / 4))
@@ -178,8 +191,8 @@ class ResourceAgent(Agent):
                         "agent": self.id, "task": cfp.task, "epoch": old.award_epoch}))
                 del self.tasks[cfp.task]
             if not self.up or now > cfp.reply_by_at:
-                out.append(Send(msg.sender, Refusal(cfp.task, "down" if not self.up else "late"),
-                                msg.conv))
+                out.append(Send(msg.sender, Refusal(cfp.task, "down", self.repair_at)
+                                if not self.up else Refusal(cfp.task, "late"), msg.conv))
                 continue
             slot = self.quote(cfp, now)
             cost = self.strategy.price(cfp, slot)
@@ -244,6 +257,9 @@ class ResourceAgent(Agent):
             return self._heartbeat(now)
         if key == "start_check":
             return self._try_start(now)
+        if key == "escalation" and self.open_escalation:   # until decided: send it again
+            return [Send(self.policy.console, self.escalation_body, self.open_escalation),
+                    SetTimer("escalation", now + self.timing.retry_s)]
         if key.startswith("hold:"):
             task = self.tasks.get(key[5:])
             if task is not None and task.state == "held":
@@ -358,15 +374,17 @@ class ResourceAgent(Agent):
             return self._fault(now, str(data.get("reason", "breakdown")),
                                now + float(eta) if isinstance(eta, (int, float)) else 0.0)
         if ev.event == "repaired":
-            if self.up:
+            if self.up or self.out_of_service_by:
                 return []
             self.up = True
             return [Log("repaired", {"agent": self.id})] + self._try_start(now)
         return []
 
-    def _fault(self, now: float, reason: str, repair_at: float = 0.0) -> list[Action]:
+    def _fault(self, now: float, reason: str, repair_at: float = 0.0,
+               counts: bool = True) -> list[Action]:
         """Stop bidding and hand every task back to its order (with the repair estimate)."""
         self.up = False
+        self.repair_at = repair_at
         out: list[Action] = [Log("fault", {"agent": self.id, "reason": reason,
                                            "running": self.running or ""})]
         if self.running is not None:
@@ -380,6 +398,52 @@ class ResourceAgent(Agent):
                 out.append(Log("handed_back", {"agent": self.id, "task": tid, "order": t.order}))
             t.state = "released"
         self.tasks = {}
+        return out + (self._check_repeat_faults(now) if counts else [])
+
+    # -- escalation: the same resource faults repeatedly ------------------------------------
+    def _check_repeat_faults(self, now: float) -> list[Action]:
+        rule = self.policy.repeat_faults
+        if rule is None:
+            return []
+        self.fault_times = [t for t in self.fault_times if t > now - rule.threshold_s] + [now]
+        if len(self.fault_times) < rule.count or self.open_escalation:
+            return []
+        self.escalated += 1
+        esc = self.open_escalation = f"{self.id}/e{self.escalated}"
+        n = len(self.fault_times)
+        back = f" (expected at {self.repair_at:.0f} s)" if self.repair_at > now else ""
+        body = Escalate(
+            escalation=esc, priority=rule.priority, cause="repeat_faults",
+            consequence=f"{self.id} faulted {n} times within {rule.threshold_s:.0f} s; "
+                        "its work keeps being re-routed",
+            resource=self.id,
+            options=[{"id": "keep_in_service", "label": "Keep in service",
+                      "effect": f"{self.id} bids again once repaired{back}"},
+                     {"id": "take_out_of_service", "label": "Take out of service",
+                      "effect": f"{self.id} stays down; its work goes to other resources "
+                                "or waits"}],
+            safe_default="keep_in_service",
+            context={"faults": n, "window_s": rule.threshold_s, "detected_at": now,
+                     "fault_times": list(self.fault_times), "repair_at": self.repair_at})
+        self.escalation_body = body
+        return [Send(self.policy.console, body, esc), SetTimer("escalation", now + self.timing.retry_s),
+                Log("escalate", {"agent": self.id, "escalation": esc, "cause": "repeat_faults",
+                                 "resource": self.id})]
+
+    def _on_decision(self, body: Decision, now: float) -> list[Action]:
+        if not self.open_escalation or body.escalation != self.open_escalation:
+            self.ignored += 1
+            return []
+        self.open_escalation = ""
+        self.fault_times = []
+        out: list[Action] = [CancelTimer("escalation"), Log("decision_applied", {"agent": self.id,
+                                                      "escalation": body.escalation,
+                                                      "option": body.option, "user": body.user})]
+        if body.option == "take_out_of_service":
+            self.out_of_service_by = body.user
+            if self.up:
+                out += self._fault(now, "taken out of service", counts=False)
+            self.repair_at = 0.0
         return out
 
     def _done_elsewhere(self, task_id: str, location: str, now: float) -> list[Action]:

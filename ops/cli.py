@@ -488,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
     sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
+    sp.add_argument("--escalations-db", metavar="FILE",
+                    help="keep the run's escalations and audit log in this SQLite file")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("experiment", help="a sweep of virtual-time runs on Ray: configs x "
@@ -578,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
+    from ops import escalations
+    escalations.add_parsers(sub)
     return p
 
 

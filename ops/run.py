@@ -43,6 +43,10 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
             raise ConfigurationError(f"certificate of {agent!r} has role {cert.role!r}, "
                                      f"the cell needs {role!r}")
         keys[agent] = key
+    if kd.cert_path("console").exists():   # escalations need the console's identity
+        key, cert = kd.identity("console")
+        if cert.role == "console":
+            keys["console"] = key
     return EphemeralCell(trust, keys), time.time()
 
 
@@ -68,7 +72,12 @@ def execute(args: Any) -> int:
             print(str(exc), file=sys.stderr)
             return 2
     keys, base_at = load_keys(cfg)
-    cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults)
+    db = getattr(args, "escalations_db", None)
+    if db and Path(db).exists():
+        raise ConfigurationError(f"{db}: already exists; the escalations of a run go into a "
+                                 "new file")
+    cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults,
+                       escalations_db=db or ":memory:")
     server = None
     if getattr(args, "metrics_port", None) is not None:
         server = virtual_metrics(cell).serve(args.metrics_port)
@@ -154,6 +163,9 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         ("orders completed / total", f"{r['orders_completed']} / {r['orders_total']}"),
         ("orders lost", str(r["orders_lost"])),
         ("orders escalated (non-routine)", str(r["orders_escalated"])),
+        ("escalations raised (groups), auto-handled",
+         f"{r['escalations_raised']} ({r['escalation_groups']}), "
+         f"{r['auto_handled_ratio']:.0%} of disruptions"),
         ("makespan", _fmt_s(r["makespan"])),
         ("mean flow time", _fmt_s(r["mean_flow_time"])),
         ("tardiness total (tardy orders)", f"{_fmt_s(r['tardiness_total'])} ({r['tardy_orders']})"),

@@ -36,6 +36,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "explore_quote": frozenset({"machine"}),
     "escalate": AGENTS | {"host"},
     "decision": frozenset({"console"}),
+    "escalation_update": AGENTS | {"host"},
     "plant_command": AGENTS | {"host"},
     "plant_event": frozenset({"sim"}),
 }

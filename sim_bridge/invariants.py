@@ -63,14 +63,34 @@ def routing_order(evs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+SAFE_DEFAULT_USER = "(safe default)"   # agents.escalation.lifecycle.SAFE_DEFAULT_USER
+
+
+def open_escalations(evs: list[dict[str, Any]]) -> dict[str, str]:
+    """Escalations raised and not resolved by the end of the log: id -> order ("" if none)."""
+    raised = {e["escalation"]: e.get("order", "") for e in evs if e["ev"] == "escalation_raised"}
+    for e in evs:
+        if e["ev"] == "escalation_resolved":
+            raised.pop(e["escalation"], None)
+    return raised
+
+
 def orders_accounted(evs: list[dict[str, Any]], orders: list[str], ended_by: str) -> list[str]:
-    """Every order is completed, or waits on a recorded non-routine case (or the run was cut)."""
+    """Every released order ends completed, cancelled by a human decision, or waiting on an
+    open escalation (DESIGN §8); an order the agents flagged non-routine without escalating
+    (escalation off) counts as waiting on that case.  A run cut by ``--until`` is exempt."""
     done = {e["order"] for e in evs if e["ev"] == "order_completed"}
     flagged = {e["order"] for e in evs if e["ev"] == "non_routine"}
+    waiting = set(open_escalations(evs).values())
+    out = [f"order {e['order']} cancelled without a person's decision ({e.get('user')!r})"
+           for e in evs if e["ev"] == "order_cancelled"
+           and e.get("user", SAFE_DEFAULT_USER) in ("", SAFE_DEFAULT_USER)]
+    cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
     if ended_by == "until":
-        return []
-    return [f"order {o} neither completed nor escalated" for o in orders
-            if o not in done and o not in flagged]
+        return out
+    return out + [f"order {o} neither completed, cancelled nor waiting on an escalation"
+                  for o in orders
+                  if o not in done and o not in cancelled and o not in flagged | waiting]
 
 
 def check_all(events: list[str], orders: list[str], ended_by: str,

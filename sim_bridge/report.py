@@ -98,6 +98,47 @@ def healing_samples(evs: list[dict[str, Any]]
                                  "waits_no_alternative": no_alternative}
 
 
+def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: int,
+                       window_s: float = 600.0) -> dict[str, Any]:
+    """The report's escalation figures (docs/escalation.md, "Figures").
+
+    ``auto_handled_ratio`` = 1 - human cases / disruptions, where a disruption is a fault
+    (plant or injected), a scrapped operation or a burst of rejected messages, and a human
+    case is an escalation that opened a new group (related ones — same cause, same
+    resource — count once).  ``max_escalations_per_10min`` counts such grouped escalations
+    in any 10-minute window.  ``escalation_latency`` runs from the agent raising the case
+    (when it detected it) to the console recording it.
+    """
+    raised = [e for e in evs if e["ev"] == "escalation_raised"]
+    detected = {e["escalation"]: e["t"] for e in evs if e["ev"] == "escalate"}
+    resolved = {e["escalation"]: e for e in evs if e["ev"] == "escalation_resolved"}
+    leaders = [e["t"] for e in raised if not e.get("grouped")]
+    per_window = max((sum(1 for u in leaders if t <= u < t + window_s) for t in leaders),
+                     default=0)
+    bursts = sum(1 for e in raised if e["cause"] == "reject_burst")
+    disruptions = faults_total + scrapped + bursts
+    humans = min(len(leaders), disruptions) if disruptions else len(leaders)
+    latency = [e["t"] - detected[e["escalation"]] for e in raised if e["escalation"] in detected]
+    states: dict[str, int] = {}
+    for e in raised:
+        r = resolved.get(e["escalation"])
+        key = r["outcome"] if r is not None else "open"
+        states[key] = states.get(key, 0) + 1
+    return {
+        "escalations_raised": len(raised),
+        "escalations_by_cause": dict(sorted(
+            {c: sum(1 for e in raised if e["cause"] == c) for c in {e["cause"] for e in raised}}
+            .items())),
+        "escalations_by_outcome": dict(sorted(states.items())),
+        "escalation_groups": len(leaders),
+        "auto_handled_ratio": round(1.0 - humans / disruptions, 6) if disruptions else 1.0,
+        "max_escalations_per_10min": per_window,
+        "escalation_latency": {"max": round(max(latency, default=0.0), 6)},
+        "escalation_flood": any(e.get("flood") for e in raised),
+        "orders_cancelled": sum(1 for e in evs if e["ev"] == "order_cancelled"),
+    }
+
+
 def build_report(cell: VirtualCell) -> dict[str, Any]:
     evs = parse(cell.events)
     cfg = cell.cfg
@@ -107,7 +148,9 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     makespan = max((e["t"] for e in completed.values()), default=0.0)
     flows = [e["t"] - orders[o].release_at for o, e in completed.items()]
     tardiness = sum(e["tardiness_s"] for e in completed.values())
-    in_progress = [o for o in orders if o not in completed and o not in flagged]
+    cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
+    in_progress = [o for o in orders
+                   if o not in completed and o not in flagged and o not in cancelled]
     lost = [] if cell.ended_by == "until" else in_progress
     busy = {m_id: st.busy_s for m_id, st in cell.plant.machines.items()}
     violations = check_all(cell.events, list(orders), cell.ended_by,
@@ -138,7 +181,11 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "reroutes": sum(1 for e in evs if e["ev"] == "reroute"),
         "lease_expiries": sum(1 for e in evs if e["ev"] == "lease_expired"),
         "restarts": sum(1 for e in evs if e["ev"] == "agent_restart"),
-        **healing_figures(evs),
+        **(healing := healing_figures(evs)),
+        **escalation_figures(
+            evs, healing["faults_total"],
+            sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] != "ok"),
+            cell.cfg.escalation.flood.window_s),
         "utilisation": {m: round(b / makespan, 6) if makespan else 0.0
                         for m, b in sorted(busy.items())},
         "kpis": kpis,

@@ -26,15 +26,20 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from agents.base import Agent, PlantEventIn
-from agents.factory import build_agents, roles_of
+from agents.escalation.console import CONSOLE_ID, ConsoleAgent
+from agents.escalation.policy import OFF, policy_of
+from agents.escalation.store import EscalationStore
+from agents.factory import build_agents, roles_of, timing_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.messages import Escalate
 from agents.runtime.journal import (
     Inbound,
     Input,
@@ -104,7 +109,8 @@ class VirtualCell:
                  order_strategy: str | None = None, resource_strategy: str | None = None,
                  network: NetworkModel | None = None, breakdowns: bool = True,
                  keys: EphemeralCell | None = None, clock_base_at: float = 0.0,
-                 faults: FaultScenario | None = None, journal: Journal | None = None) -> None:
+                 faults: FaultScenario | None = None, journal: Journal | None = None,
+                 escalations_db: str = ":memory:") -> None:
         self.cfg = cfg
         self.faults = faults
         if faults is not None:
@@ -129,11 +135,26 @@ class VirtualCell:
                                         max(nm.reorder, f.reorder))
         self._rng_net = random.Random(f"{self.seed}/network")
         self._rng_ids = random.Random(f"{self.seed}/msgid")
+        if keys is None:
+            keys = ephemeral_cell({**roles_of(cfg), CONSOLE_ID: "console"},
+                                  seed=f"autocell/{cfg.cell}/{self.seed}".encode())
+        # Escalations need the console agent, which needs a console key: a keys
+        # directory without one runs the cell with escalation off, as before.
+        self.policy = policy_of(cfg) if CONSOLE_ID in keys.keys else OFF
         self.agents: dict[str, Agent] = build_agents(cfg, self.seed,
                                                      order_strategy_name=order_strategy,
-                                                     resource_strategy_name=resource_strategy)
-        if keys is None:
-            keys = ephemeral_cell(roles_of(cfg), seed=f"autocell/{cfg.cell}/{self.seed}".encode())
+                                                     resource_strategy_name=resource_strategy,
+                                                     escalation=self.policy)
+        self.console: ConsoleAgent | None = None
+        if CONSOLE_ID in keys.keys:
+            self.console = ConsoleAgent(
+                CONSOLE_ID, timing=timing_of(cfg),
+                store=EscalationStore(escalations_db, self.policy.deadlines),
+                flood_count=self.policy.flood_count, flood_window_s=self.policy.flood_window_s)
+        self._rejects: list[float] = []             # for the reject-burst rule
+        self._burst_open = False
+        # the console is no agent of the cell's own: its state lives in its store, not in
+        # a journal, and no fault scenario crashes it
         missing = sorted(set(self.agents) - set(keys.keys))
         if missing:
             raise ConfigurationError(
@@ -147,7 +168,7 @@ class VirtualCell:
         self.keys = keys
         self.sealers = {a: Sealer(a, keys.keys[a], epoch=self._boot(a),
                                   random_bytes=self._random_bytes)
-                        for a in self.agents}
+                        for a in [*self.agents, *([CONSOLE_ID] if self.console else [])]}
         self.down: set[str] = set()                 # crashed agents, not yet restarted
         self.paused: dict[str, list[Callable[[], None]]] = {}   # agent -> inputs held back
         self.cut: list[set[str]] = []               # active partitions (agents cut off)
@@ -198,6 +219,9 @@ class VirtualCell:
         if held is not None:
             held.append(lambda: self._input(agent_id, make))
             return
+        if agent_id == CONSOLE_ID and self.console is not None:
+            self._execute(self.console, feed(self.console, make(self.env.now), None))
+            return
         agent = self.agents[agent_id]
         self._execute(agent, feed(agent, make(self.env.now), self.journal))
 
@@ -216,7 +240,7 @@ class VirtualCell:
                 self.plant.command(act)
             elif isinstance(act, Log):
                 self.record(act.event, **act.fields)
-                if act.event == "order_completed":
+                if act.event in ("order_completed", "order_cancelled"):
                     self.completed += 1
                     if self.completed == len(self.orders) and not self._all_done.triggered:
                         self._all_done.succeed()
@@ -243,14 +267,42 @@ class VirtualCell:
         except Rejected as exc:
             self.stats.rejected[exc.reason] += 1
             self.record("rejected", reason=exc.reason, sender=exc.sender or "")
+            self._reject_burst(now)
             return
         self.stats.verified += 1
-        if msg.to not in self.agents:
+        if msg.to not in self.agents and not (msg.to == CONSOLE_ID and self.console):
             self.stats.rejected["misdirected"] += 1
             return
         self.stats.messages_delivered += 1
         self.stats.received_by_type[msg.type] += 1
         self._input(msg.to, lambda t: Inbound(msg, t))
+
+    def _reject_burst(self, now: float) -> None:
+        """A burst of rejected messages is a security event for a supervisor (the driver,
+        not an agent, sees rejections: it raises the escalation as ``host:virtual``)."""
+        rule = self.policy.reject_burst
+        if rule is None or self.console is None:
+            return
+        self._rejects = [t for t in self._rejects if t > now - rule.threshold_s] + [now]
+        if len(self._rejects) < rule.count:
+            self._burst_open = False
+            return
+        if self._burst_open:
+            return
+        self._burst_open = True
+        reasons = dict(sorted(self.stats.rejected.items()))
+        body = Escalate(
+            escalation=f"host:virtual/reject_burst/{round(now, 6)}", priority=rule.priority,
+            cause="reject_burst",
+            consequence=f"{len(self._rejects)} messages rejected within {rule.threshold_s:.0f} s"
+                        " (forged, replayed or forbidden): someone may be attacking the cell",
+            options=[{"id": "continue", "label": "Continue", "effect": "keep running; the "
+                      "rejected messages were never acted on"},
+                     {"id": "investigate", "label": "Investigate", "effect": "keep running "
+                      "and record that the security event is being investigated"}],
+            safe_default="continue", context={"rejected_by_reason": reasons,
+                                              "detected_at": now})
+        self._execute(self.console, self.console.raise_local("host:virtual", body, now))
 
     def _set_timer(self, agent: Agent, key: str, at: float) -> None:
         k = (agent.id, key)
@@ -288,7 +340,8 @@ class VirtualCell:
         assert self.journal is not None
         order_s, resource_s = self._strategies
         fresh = build_agents(self.cfg, self.seed, order_strategy_name=order_s,
-                             resource_strategy_name=resource_s)[agent_id]
+                             resource_strategy_name=resource_s,
+                             escalation=self.policy)[agent_id]
         rec = replay(fresh, self.journal.records(agent_id))
         self.agents[agent_id] = fresh
         for o_idx, o in enumerate(self.orders):
@@ -359,11 +412,27 @@ class VirtualCell:
             self.cut.remove(side)
             self.record("partition_healed", agents=sorted(side))
 
+    # -- supervisors (the console agent's API; in virtual time nobody calls these unless a
+    #    test or an embedding program plays the supervisor) ---------------------------------------
+    def acknowledge(self, escalation: str, user: str) -> None:
+        assert self.console is not None
+        self._execute(self.console, self.console.acknowledge(escalation, user, self.env.now))
+
+    def shelve(self, escalation: str, user: str, reason: str, duration_s: float) -> None:
+        assert self.console is not None
+        self._execute(self.console, self.console.shelve(escalation, user, reason, duration_s,
+                                                        self.env.now))
+
+    def decide(self, escalation: str, user: str, option: str, reason: str = "") -> None:
+        assert self.console is not None
+        self._execute(self.console, self.console.decide(escalation, user, option, reason,
+                                                        self.env.now))
+
     # -- running ------------------------------------------------------------------------------------
     def start(self) -> None:
         if self.faults is not None:
             self._schedule_faults(self.faults)
-        for agent_id in list(self.agents):
+        for agent_id in [*self.agents, *([CONSOLE_ID] if self.console else [])]:
             self._input(agent_id, Start)
 
     def run(self, until: float | None = None,
@@ -392,7 +461,7 @@ class VirtualCell:
             progress(self.env.now, self.completed, len(self.orders))
         self.wall_s = time.perf_counter() - t0
 
-    def _ticker(self, step_s: float, progress: Callable[[float, int, int], None]):  # noqa: ANN202
+    def _ticker(self, step_s: float, progress: Callable[[float, int, int], None]):
         # Progress ticks schedule events but touch no state: the event log is unchanged.
         while True:
             yield self.env.timeout(step_s)

@@ -237,7 +237,7 @@ def live_timers(cell: VirtualCell, agent_id: str) -> set[str]:
 
 def assert_replay_equals_live(cell: VirtualCell) -> None:
     assert cell.journal is not None
-    fresh = build_agents(cell.cfg, cell.seed)
+    fresh = build_agents(cell.cfg, cell.seed, escalation=cell.policy)
     assert set(fresh) == set(cell.agents)
     for agent_id, live in cell.agents.items():
         rebuilt = fresh[agent_id]
@@ -282,7 +282,7 @@ def test_the_check_is_not_vacuous() -> None:
     # and a replay of only part of the journal does differ
     agent_id = next(r.id for r in resources if r.running)
     records = list(cell.journal.records(agent_id))  # type: ignore[union-attr]
-    short = build_agents(CFG, cell.seed)[agent_id]
+    short = build_agents(CFG, cell.seed, escalation=cell.policy)[agent_id]
     replay(short, records[: len(records) // 2])
     assert whole_state(short) != whole_state(cell.agents[agent_id])
 
@@ -296,7 +296,7 @@ def test_replaying_a_sqlite_journal_rebuilds_every_agent(tmp_path: Path) -> None
     cell.journal.close()
     # and from the file alone, as a host restarting after kill -9 would
     reopened = SqliteJournal(path)
-    fresh = build_agents(CFG, cell.seed)
+    fresh = build_agents(CFG, cell.seed, escalation=cell.policy)
     for agent_id in ("mill1", "agv1", "o-012"):
         rebuilt = fresh[agent_id]
         rec = replay(rebuilt, reopened.records(agent_id))

@@ -21,7 +21,8 @@ NAMED = ["security.envelope", "security.certs", "security.replay", "security.acc
          "security.errors", "security.crypto", "agents.protocol.messages"]
 # agents/*.py are the sans-io agents themselves (the runtime lives in agents/runtime/)
 PURE_GLOBS = ["agents/*.py", "agents/protocol/*.py", "agents/negotiation/*.py", "agents/core/*.py",
-              "sim_bridge/plant.py"]
+              "agents/escalation/lifecycle.py", "agents/escalation/console.py",
+              "agents/escalation/policy.py", "sim_bridge/plant.py"]
 
 
 def module_name(path: Path) -> str:

@@ -161,10 +161,12 @@ class Proposal(Body):
 
 @message("refuse")
 class Refusal(Body):
-    """A resource declines to bid (busy, down, incapable)."""
+    """A resource declines to bid (busy, down, incapable); a down one says when it expects
+    to be back (``repair_at``, for the order's escalation policy)."""
 
     task: str
     reason: str = ""
+    repair_at: float = 0.0    # a down resource: when it expects to be back (0 = unknown)
 
 
 @message("accept")
@@ -332,6 +334,16 @@ class Decision(Body):
     escalation: str
     option: str
     user: str
+    reason: str = ""
+
+
+@message("escalation_update")
+class EscalationUpdate(Body):
+    """The raiser tells the console the condition changed: ``return_to_normal`` (solved
+    without a decision, e.g. a machine came back)."""
+
+    escalation: str
+    event: str                # "return_to_normal"
     reason: str = ""
 
 

@@ -25,20 +25,32 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    model_validator,
+)
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
     "PATTERN_HELP",
     "CellConfig",
+    "CountRule",
     "CountWindow",
     "Escalation",
+    "EscalationRule",
+    "Flood",
     "Host",
+    "LateRule",
     "Layout",
     "Location",
     "Machine",
     "Negotiation",
     "Network",
+    "NoResourceRule",
     "Operation",
     "Order",
     "PowerDraw",
@@ -347,33 +359,117 @@ class Sim(_Model):
     )
 
 
-class CountWindow(_Model):
+class EscalationRule(_Model):
+    """One non-routine situation: whether it goes to a supervisor, and how urgently.
+
+    ``true`` / ``false`` alone is shorthand for ``{enabled: true|false}``.
+    """
+
+    enabled: bool = Field(default=True, description="Escalate this situation (false: agents "
+                          "handle it alone, as before).")
+    priority: int = Field(default=2, ge=1, le=4,
+                          description="Priority of the escalation, 1 (highest) .. 4 (lowest).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_shorthand(cls, data: object) -> object:
+        return {"enabled": data} if isinstance(data, bool) else data
+
+
+class NoResourceRule(EscalationRule):
+    """No live resource can perform an operation (every capable one is down)."""
+
+    priority: int = Field(default=1, ge=1, le=4,
+                          description="Priority of the escalation, 1 (highest) .. 4 (lowest).")
+    max_wait_s: Seconds = Field(
+        default=600.0,
+        description="Routine while the expected wait (time already waited plus the earliest "
+        "repair estimate) stays within this many seconds; beyond it, or with no estimate, "
+        "escalate.")
+
+
+class LateRule(EscalationRule):
+    """Re-routing after a failure would make the order late by more than ``late_by_s``."""
+
+    late_by_s: Seconds = Field(
+        default=300.0,
+        description="Escalate when the best re-route would finish the order more than this "
+        "many seconds after due_at.")
+
+
+class CountRule(EscalationRule):
     """A threshold of `count` events within a sliding window of `window_s` seconds."""
 
     count: int = Field(ge=1, description="Number of events that trips the threshold.")
     window_s: PositiveSeconds = Field(description="Sliding window length, seconds.")
 
 
-class Escalation(_Model):
-    """When agents hand a decision to a human supervisor (DESIGN.md section 7)."""
+CountWindow = CountRule   # the name of earlier versions
 
-    late_threshold_s: Seconds = Field(
-        default=300.0,
-        description="Escalate when the best re-route would finish more than this many seconds "
-        "after due_at.",
-    )
-    repeat_faults: CountWindow = Field(
-        default_factory=lambda: CountWindow(count=3, window_s=3600.0),
+
+class Flood(_Model):
+    """More than `count` escalations within `window_s` seconds raise the flood flag."""
+
+    count: int = Field(default=10, ge=1, description="Escalations that make a flood (more than).")
+    window_s: PositiveSeconds = Field(default=600.0, description="Window, seconds.")
+
+
+class Escalation(_Model):
+    """When agents hand a decision to a human supervisor (DESIGN.md section 7; docs/escalation.md).
+
+    Six non-routine situations, each with on/off and a priority (1 = highest),
+    and the ISA-18.2 life-cycle deadlines, all counted from when the
+    escalation is raised.
+    """
+
+    no_capable_resource: NoResourceRule = Field(
+        default_factory=NoResourceRule,
+        description="No live resource can perform an operation for longer than max_wait_s.")
+    late_reroute: LateRule = Field(
+        default_factory=LateRule,
+        description="Re-routing would make an order late by more than late_by_s.")
+    repeat_faults: CountRule = Field(
+        default_factory=lambda: CountRule(count=3, window_s=3600.0),
         description="Escalate when one resource faults this often within the window.",
     )
-    reject_burst: CountWindow = Field(
-        default_factory=lambda: CountWindow(count=20, window_s=60.0),
+    restart_intensity: EscalationRule = Field(
+        default_factory=lambda: EscalationRule(priority=1),
+        description="A supervisor gave up restarting a host (restart intensity exceeded).")
+    quality_reject: EscalationRule = Field(
+        default_factory=lambda: EscalationRule(priority=3),
+        description="Escalate every failed quality result to a supervisor.",
+    )
+    reject_burst: CountRule = Field(
+        default_factory=lambda: CountRule(count=20, window_s=60.0, priority=1),
         description="Escalate a security event when this many messages are rejected "
         "(forged, replayed) within the window.",
     )
-    quality_reject: bool = Field(
-        default=True, description="Escalate every failed quality result to a supervisor."
-    )
+    response_deadline_s: PositiveSeconds = Field(
+        default=120.0,
+        description="Acknowledge within this many seconds, or the escalation is re-escalated "
+        "with its priority raised by one.")
+    reescalate_every_s: PositiveSeconds = Field(
+        default=120.0,
+        description="While still unacknowledged after a re-escalation, raise it again this "
+        "often.")
+    final_deadline_s: PositiveSeconds = Field(
+        default=600.0,
+        description="With no decision after this many seconds the safe default applies "
+        "(and is recorded); longer than response_deadline_s.")
+    max_shelve_s: PositiveSeconds = Field(
+        default=3600.0,
+        description="Longest a supervisor may shelve an escalation; it unshelves itself after.")
+    flood: Flood = Field(default_factory=Flood, description="The flood rule (ISA-18.2: "
+                         "more than 10 escalations in 10 minutes).")
+
+    @model_validator(mode="after")
+    def _deadlines_in_order(self) -> Escalation:
+        if self.final_deadline_s <= self.response_deadline_s:
+            raise ValueError(
+                f"final_deadline_s ({self.final_deadline_s:g}) must be longer than "
+                f"response_deadline_s ({self.response_deadline_s:g}): a supervisor needs "
+                "time to decide after acknowledging")
+        return self
 
 
 # --------------------------------------------------------------------------- the cell
