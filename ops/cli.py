@@ -252,18 +252,26 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         print(f"{s['agents']} agents ({s['orders']} orders, {s['machines']} machines): ready in "
               f"{s['ready_s']:.3f} s (socket bound at {s['bind_s']:.3f} s; keys made in memory "
               f"in {s['keys_s']:.3f} s before that)")
-        print("  bidders  messages/task  wall/task (8 open)  µs/message  latency p50 (1 open)")
+        print("  bidders  messages/task  CPU/task (8 open)  wall/task (8 open)  CPU µs/message"
+              "  latency p50 (1 open)")
         for p in s["per_task"]:
             print(f"  {p['bidders']:>7}  {p['messages_per_task']:>13g}  "
-                  f"{p['wall_us_per_task'] / 1000:>15.2f} ms  {p['us_per_message']:>10.1f}  "
+                  f"{p['cpu_us_per_task'] / 1000:>14.2f} ms  "
+                  f"{p['wall_us_per_task'] / 1000:>15.2f} ms  {p['cpu_us_per_message']:>14.1f}  "
                   f"{p['latency_p50_us'] / 1000:>17.2f} ms")
         if g["linear"] is not None:
-            print(f"  growth: {g['slope_us_per_bidder']:.1f} µs per bidder + "
+            print(f"  growth (CPU): {g['slope_us_per_bidder']:.1f} µs per bidder + "
                   f"{g['intercept_us']:.0f} µs, R² {g['r2']:.3f}, quadratic share at the largest "
                   f"B {g['quadratic_share_at_max']:.1%} → "
-                  f"{'linear' if g['linear'] else 'NOT linear'}; messages = "
+                  f"{'linear' if g['linear'] else 'NOT linear'} (cost per message at the "
+                  f"largest B / smallest B: {g['per_message_ratio_max_min_b']}); messages = "
                   f"{g['messages_slope_per_bidder']:g}·B + {g['messages_intercept']:g}")
+            w = s["growth_wall"]
+            print(f"  growth (wall): {w['slope_us_per_bidder']:.1f} µs per bidder, R² "
+                  f"{w['r2']:.3f}, quadratic share {w['quadratic_share_at_max']:.1%}")
     t = r["targets"]
+    print(f"load average {r['load_average_1m']:g} on {r['cpus']} CPUs; the line is fitted to CPU "
+          "time, which other processes on the machine do not inflate as they do wall time")
     print(f"targets: {t['largest_agents']} agents ready ≤ 5 s "
           f"{'met' if t['ready_within_5_s_at_largest'] else 'MISSED'}, per-task cost linear in "
           f"bidders {'met' if t['per_task_cost_linear_in_bidders'] else 'MISSED'}")

@@ -32,9 +32,11 @@ machines):
   1 confirm).  Each point runs its tasks twice: one at a time, timed from
   the first cfp to the confirmation (the **latency**, p50 and max), then
   with 8 tasks open at once over the host's orders, total wall time over
-  tasks (the **cost per task**: the loop never waits for a wake-up, so
-  this is the CPU the host spends per task).  A least-squares line of the
-  cost per task against ``B`` gives the slope (µs per bidder),
+  tasks, and the host process's CPU time over tasks (the **cost per
+  task**: the loop never waits for a wake-up, and CPU time does not count
+  the time other processes on a shared machine hold the cores, which wall
+  time does).  A least-squares line of the CPU cost per task against ``B``
+  (and, beside it, of the wall time) gives the slope (µs per bidder),
   intercept and R²; a quadratic fit tells whether there is a super-linear
   term.  "linear" means R² ≥ 0.95 and the quadratic term adds under 10 %
   at the largest ``B``.
@@ -282,9 +284,9 @@ def quadratic_share(xs: list[float], ys: list[float]) -> float:
     return float(c * xm * xm / fit)
 
 
-def growth(points: list[dict[str, Any]]) -> dict[str, Any]:
+def growth(points: list[dict[str, Any]], key: str = "cpu_us_per_task") -> dict[str, Any]:
     xs = [float(p["bidders"]) for p in points]
-    ys = [float(p["wall_us_per_task"]) for p in points]
+    ys = [float(p[key]) for p in points]
     if len(xs) < 2:
         return {"points": len(xs), "linear": None}
     fit = linear_fit(xs, ys)
@@ -294,6 +296,11 @@ def growth(points: list[dict[str, Any]]) -> dict[str, Any]:
             "intercept_us": round(fit["intercept"], 1), "r2": round(fit["r2"], 4),
             "quadratic_share_at_max": round(share, 4),
             "linear": fit["r2"] >= LINEAR_R2 and share < SUPERLINEAR_SHARE,
+            # cost per message at the largest B over the smallest: 1.0 for a straight line
+            # through the origin; the first thing to look at when "linear" is False
+            "per_message_ratio_max_min_b": round(
+                (ys[-1] / float(points[-1]["messages_per_task"]))
+                / (ys[0] / float(points[0]["messages_per_task"])), 3) if ys[0] else None,
             "messages_slope_per_bidder": round(msgs["slope"], 3),
             "messages_intercept": round(msgs["intercept"], 3)}
 
@@ -329,13 +336,17 @@ async def _one_size(n: int, bidders: tuple[int, ...], tasks: int, seed: bytes,
                 walls.append(time.perf_counter() - t)
             m0 = host.messages()
             start = time.perf_counter()         # cost: IN_FLIGHT tasks open at once
+            cpu0 = time.process_time()
             await host.pipelined(callers, f"{b}/t", chosen, tasks, IN_FLIGHT)  # type: ignore[arg-type]
+            cpu = time.process_time() - cpu0
             total = time.perf_counter() - start
             msgs = host.messages() - m0
             points.append({"bidders": b, "tasks": tasks,
                            "messages_per_task": round(msgs / tasks, 3),
                            "wall_us_per_task": round(total / tasks * 1e6, 1),
+                           "cpu_us_per_task": round(cpu / tasks * 1e6, 1),
                            "us_per_message": round(total / msgs * 1e6, 2),
+                           "cpu_us_per_message": round(cpu / msgs * 1e6, 2),
                            "latency_p50_us": round(statistics.median(walls) * 1e6, 1),
                            "latency_max_us": round(max(walls) * 1e6, 1)})
             progress(f"  {n} agents, {b} bidders: {points[-1]['wall_us_per_task']:.0f} µs/task, "
@@ -347,6 +358,7 @@ async def _one_size(n: int, bidders: tuple[int, ...], tasks: int, seed: bytes,
             "machines": sum(r == "machine" for r in roles.values()),
             "keys_s": round(keys_s, 4), "bind_s": round(bind_s, 4),
             "ready_s": round(ready_s, 4), "per_task": points, "growth": growth(points),
+            "growth_wall": growth(points, "wall_us_per_task"),
             "rejected": rejected}
 
 
