@@ -261,10 +261,10 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
                   f"{p['latency_p50_us'] / 1000:>17.2f} ms")
         if g["linear"] is not None:
             print(f"  growth (CPU): {g['slope_us_per_bidder']:.1f} µs per bidder + "
-                  f"{g['intercept_us']:.0f} µs, R² {g['r2']:.3f}, quadratic share at the largest "
-                  f"B {g['quadratic_share_at_max']:.1%} → "
-                  f"{'linear' if g['linear'] else 'NOT linear'} (cost per message at the "
-                  f"largest B / smallest B: {g['per_message_ratio_max_min_b']}); messages = "
+                  f"{g['intercept_us']:.0f} µs, R² {g['r2']:.3f}, cost per message at the "
+                  f"largest B / smallest B {g['per_message_ratio_max_min_b']:.2f} → "
+                  f"{'linear' if g['linear'] else 'NOT linear'} (square term of a quadratic fit "
+                  f"{g['quadratic_share_at_max']:.0%} at the largest B); messages = "
                   f"{g['messages_slope_per_bidder']:g}·B + {g['messages_intercept']:g}")
             w = s["growth_wall"]
             print(f"  growth (wall): {w['slope_us_per_bidder']:.1f} µs per bidder, R² "

@@ -92,7 +92,7 @@ def test_fits_on_known_data() -> None:
     assert quadratic_share(xs, [x * x for x in xs]) == pytest.approx(1.0, abs=1e-6)
     quad = growth([{"bidders": x, "cpu_us_per_task": x * x, "messages_per_task": 3 * x + 1}
                    for x in xs])
-    assert quad["linear"] is False
+    assert quad["linear"] is False and quad["per_message_ratio_max_min_b"] > 1.25
     lin = growth([{"bidders": x, "cpu_us_per_task": 100 + 50 * x, "messages_per_task": 3 * x + 1}
                   for x in xs])
     assert lin["linear"] is True and lin["slope_us_per_bidder"] == pytest.approx(50.0)
