@@ -297,7 +297,8 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
           f"{r['caller_crypto_us'] / 1000:.2f} ms of crypto per round (sign {r['sign_us']:.0f} "
           f"µs, verify {r['verify_us']:.0f} µs); all cfps sent after "
           f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50); round p50 = "
-          f"{r['round_p50_over_caller_crypto']:.2f}× the caller's crypto")
+          f"{r['round_p50_over_caller_crypto']:.2f}× the caller's crypto; the caller's CPU "
+          f"per round {r['caller_cpu_us_per_round'] / 1000:.2f} ms")
     print(f"  load average while measuring: {r['load_average_1m']:g} on {r['cpus']} CPUs "
           "(the figures are only as quiet as the machine)")
     print(f"  proposals received {r['proposals_received']:,}, rejected {sum(r['rejected'].values())}"

@@ -112,7 +112,7 @@ def test_bench_negotiation_json_tiny(tmp_path: Path) -> None:
     assert d["proposals_received"] == 3 * (d["rounds"] + d["warmup"])
     assert d["rejected"] == {} and d["peer_rejected"] == {}
     assert 0 < d["round_p50_us"] <= d["round_p99_us"] <= d["round_max_us"]
-    assert d["sign_us"] > 0 and d["verify_us"] > 0
+    assert d["sign_us"] > 0 and d["verify_us"] > 0 and d["caller_cpu_us_per_round"] > 0
     assert d["caller_crypto_us"] == pytest.approx(3 * (d["sign_us"] + d["verify_us"]), rel=0.01)
     assert set(d["targets"]) == {"round_p99_within_5_ms"}
 
