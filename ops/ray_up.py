@@ -329,6 +329,8 @@ class RaySupervisor(Supervisor):
             ray.get(refs, timeout=15.0)
         except (ray.exceptions.RayError, TimeoutError) as exc:
             self.note("stop_incomplete", error=type(exc).__name__)
+        if self.waits:   # let the finished `wait` calls come back before the actors go
+            ray.wait(list(self.waits), num_returns=len(self.waits), timeout=5.0)
         for a in self.actors.values():
             ray.kill(a, no_restart=True)
         self.note("stopped")
