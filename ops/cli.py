@@ -265,18 +265,26 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
         print(f"{s['agents']} agents ({s['orders']} orders, {s['machines']} machines): ready in "
               f"{s['ready_s']:.3f} s (socket bound at {s['bind_s']:.3f} s; keys made in memory "
               f"in {s['keys_s']:.3f} s before that)")
-        print("  bidders  messages/task  wall/task (8 open)  µs/message  latency p50 (1 open)")
+        print("  bidders  messages/task  CPU/task (8 open)  wall/task (8 open)  CPU µs/message"
+              "  latency p50 (1 open)")
         for p in s["per_task"]:
             print(f"  {p['bidders']:>7}  {p['messages_per_task']:>13g}  "
-                  f"{p['wall_us_per_task'] / 1000:>15.2f} ms  {p['us_per_message']:>10.1f}  "
+                  f"{p['cpu_us_per_task'] / 1000:>14.2f} ms  "
+                  f"{p['wall_us_per_task'] / 1000:>15.2f} ms  {p['cpu_us_per_message']:>14.1f}  "
                   f"{p['latency_p50_us'] / 1000:>17.2f} ms")
         if g["linear"] is not None:
-            print(f"  growth: {g['slope_us_per_bidder']:.1f} µs per bidder + "
-                  f"{g['intercept_us']:.0f} µs, R² {g['r2']:.3f}, quadratic share at the largest "
-                  f"B {g['quadratic_share_at_max']:.1%} → "
-                  f"{'linear' if g['linear'] else 'NOT linear'}; messages = "
+            print(f"  growth (CPU): {g['slope_us_per_bidder']:.1f} µs per bidder + "
+                  f"{g['intercept_us']:.0f} µs, R² {g['r2']:.3f}, cost per message at the "
+                  f"largest B / smallest B {g['per_message_ratio_max_min_b']:.2f} → "
+                  f"{'linear' if g['linear'] else 'NOT linear'} (square term of a quadratic fit "
+                  f"{g['quadratic_share_at_max']:.0%} at the largest B); messages = "
                   f"{g['messages_slope_per_bidder']:g}·B + {g['messages_intercept']:g}")
+            w = s["growth_wall"]
+            print(f"  growth (wall): {w['slope_us_per_bidder']:.1f} µs per bidder, R² "
+                  f"{w['r2']:.3f}, quadratic share {w['quadratic_share_at_max']:.1%}")
     t = r["targets"]
+    print(f"load average {r['load_average_1m']:g} on {r['cpus']} CPUs; the line is fitted to CPU "
+          "time, which other processes on the machine do not inflate as they do wall time")
     print(f"targets: {t['largest_agents']} agents ready ≤ 5 s "
           f"{'met' if t['ready_within_5_s_at_largest'] else 'MISSED'}, per-task cost linear in "
           f"bidders {'met' if t['per_task_cost_linear_in_bidders'] else 'MISSED'}")
@@ -302,7 +310,8 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
           f"{r['caller_crypto_us'] / 1000:.2f} ms of crypto per round (sign {r['sign_us']:.0f} "
           f"µs, verify {r['verify_us']:.0f} µs); all cfps sent after "
           f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50); round p50 = "
-          f"{r['round_p50_over_caller_crypto']:.2f}× the caller's crypto")
+          f"{r['round_p50_over_caller_crypto']:.2f}× the caller's crypto; the caller's CPU "
+          f"per round {r['caller_cpu_us_per_round'] / 1000:.2f} ms")
     print(f"  load average while measuring: {r['load_average_1m']:g} on {r['cpus']} CPUs "
           "(the figures are only as quiet as the machine)")
     print(f"  proposals received {r['proposals_received']:,}, rejected {sum(r['rejected'].values())}"

@@ -28,8 +28,9 @@ the kill (for kills the supervisor makes) or else from the old process's
 last heartbeat.  Host kills of a fault scenario become
 ``ray.kill(actor, no_restart=False)``; pauses (``SIGSTOP``) are refused.
 
-Local Ray is started lean: no dashboard, usage stats off, worker prestart
-off, logs not copied to the driver, and token authentication with a token
+Local Ray is started lean: no dashboard (Ray keeps a minimal head process
+without its web UI), usage stats off, worker prestart off, a 128 MB object
+store, logs not copied to the driver, and token authentication with a token
 made for this run and handed to the workers in the environment — no
 ``~/.ray/auth_token`` file is written.  With ``--address`` the supervisor
 joins an existing cluster as it is configured.
@@ -88,6 +89,7 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
                                  ) from None
 
 
+LEAN_OBJECT_STORE_BYTES = 128 * 1024 * 1024   # actors pass small dicts; Ray's default is 30 % of RAM
 LEAN_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
 
 
@@ -108,7 +110,9 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
             raise ConfigurationError(f"cannot join the Ray cluster at {address}: {exc}") from exc
         return True
     ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
-             log_to_driver=False, _system_config=LEAN_SYSTEM_CONFIG)
+             log_to_driver=False, logging_level=logging.WARNING,
+             object_store_memory=LEAN_OBJECT_STORE_BYTES,
+             _system_config=LEAN_SYSTEM_CONFIG)
     return True
 
 
@@ -325,6 +329,8 @@ class RaySupervisor(Supervisor):
             ray.get(refs, timeout=15.0)
         except (ray.exceptions.RayError, TimeoutError) as exc:
             self.note("stop_incomplete", error=type(exc).__name__)
+        if self.waits:   # let the finished `wait` calls come back before the actors go
+            ray.wait(list(self.waits), num_returns=len(self.waits), timeout=5.0)
         for a in self.actors.values():
             ray.kill(a, no_restart=True)
         self.note("stopped")

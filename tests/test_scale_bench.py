@@ -48,6 +48,7 @@ def test_bench_scale_json_tiny(tmp_path: Path) -> None:
     for p in size["per_task"]:
         assert p["messages_per_task"] == 3 * p["bidders"] + 1
         assert p["wall_us_per_task"] > 0 and p["latency_p50_us"] > 0 and p["us_per_message"] > 0
+        assert p["cpu_us_per_task"] > 0 and p["cpu_us_per_message"] > 0
         assert p["latency_max_us"] >= p["latency_p50_us"]
     g = size["growth"]
     assert g["points"] == 3
@@ -89,10 +90,10 @@ def test_fits_on_known_data() -> None:
     assert quadratic_share(xs, [3.0 + 2.0 * x for x in xs]) == pytest.approx(0.0, abs=1e-6)
     # y = x²: the quadratic term is the whole fit at the largest x
     assert quadratic_share(xs, [x * x for x in xs]) == pytest.approx(1.0, abs=1e-6)
-    quad = growth([{"bidders": x, "wall_us_per_task": x * x, "messages_per_task": 3 * x + 1}
+    quad = growth([{"bidders": x, "cpu_us_per_task": x * x, "messages_per_task": 3 * x + 1}
                    for x in xs])
-    assert quad["linear"] is False
-    lin = growth([{"bidders": x, "wall_us_per_task": 100 + 50 * x, "messages_per_task": 3 * x + 1}
+    assert quad["linear"] is False and quad["per_message_ratio_max_min_b"] > 1.25
+    lin = growth([{"bidders": x, "cpu_us_per_task": 100 + 50 * x, "messages_per_task": 3 * x + 1}
                   for x in xs])
     assert lin["linear"] is True and lin["slope_us_per_bidder"] == pytest.approx(50.0)
 
@@ -111,7 +112,7 @@ def test_bench_negotiation_json_tiny(tmp_path: Path) -> None:
     assert d["proposals_received"] == 3 * (d["rounds"] + d["warmup"])
     assert d["rejected"] == {} and d["peer_rejected"] == {}
     assert 0 < d["round_p50_us"] <= d["round_p99_us"] <= d["round_max_us"]
-    assert d["sign_us"] > 0 and d["verify_us"] > 0
+    assert d["sign_us"] > 0 and d["verify_us"] > 0 and d["caller_cpu_us_per_round"] > 0
     assert d["caller_crypto_us"] == pytest.approx(3 * (d["sign_us"] + d["verify_us"]), rel=0.01)
     assert set(d["targets"]) == {"round_p99_within_5_ms"}
 

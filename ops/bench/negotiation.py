@@ -15,7 +15,8 @@ to the moment the last of the ``B`` proposals has been verified and handed to
 the order's handler.  Rounds run one after another, after warm-up rounds
 that open every connection.  The figures are p50, p99 and max of the round.
 
-What a round costs, and where (reported, so the figure can be judged):
+What a round costs, and where (reported, so the figure can be judged;
+``caller_cpu_us_per_round`` is the caller process's CPU time per round):
 
 * on the caller, serially: ``B`` seals (encode + sign, one per bidder — the
   envelope names its addressee, so one signature cannot serve all) and
@@ -190,7 +191,10 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         ids = [bidder_id(i) for i in range(bidders)]
         rounds_s: list[float] = []
         send_s: list[float] = []
+        cpu0 = 0.0
         for k in range(warmup + rounds):
+            if k == warmup:
+                cpu0 = time.process_time()
             task = f"{CALLER}/{k}"
             state.update(task=task, left=bidders, done=loop.create_future())
             t0 = time.perf_counter()
@@ -202,6 +206,7 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
             if k >= warmup:
                 rounds_s.append(state["t_end"] - t0)
                 send_s.append(t_sent - t0)
+        caller_cpu_s = time.process_time() - cpu0
         rejected = dict(bus.stats.rejected)
         received = bus.stats.received["propose"]
     finally:
@@ -225,6 +230,9 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
             "round_p99_us": round(_percentile(us, 99), 1),
             "round_max_us": round(max(us), 1), "round_mean_us": round(statistics.fmean(us), 1),
             "send_all_cfps_p50_us": round(statistics.median(send_s) * 1e6, 1),
+            # the caller process's CPU per round (its loop and ZeroMQ's I/O thread): the part
+            # of the round no other process can take from it; the rest is waiting
+            "caller_cpu_us_per_round": round(caller_cpu_s / rounds * 1e6, 1),
             "proposals_received": received, "rejected": rejected,
             "peer_rejected": peer_rejected}
 
