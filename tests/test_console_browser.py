@@ -99,8 +99,11 @@ def console(users) -> Iterator[Served]:
     served.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: Playwright's sync API keeps an event loop running on
+    # the main thread while it is open, and every later test calling asyncio.run()
+    # would fail with "cannot be called from a running event loop".
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
     # launch() gives Chromium a fresh temporary user-data-dir of its own (and refuses
