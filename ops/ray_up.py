@@ -28,7 +28,7 @@ the kill (for kills the supervisor makes) or else from the old process's
 last heartbeat.  Host kills of a fault scenario become
 ``ray.kill(actor, no_restart=False)``; pauses (``SIGSTOP``) are refused.
 
-Local Ray is started lean: no dashboard (Ray keeps a minimal head process
+Local Ray is started lean (:mod:`ops.lean_ray`, shared with sweeps): no dashboard (Ray keeps a minimal head process
 without its web UI), usage stats off, worker prestart off, a 128 MB object
 store, logs not copied to the driver, and token authentication with a token
 made for this run and handed to the workers in the environment — no
@@ -47,12 +47,12 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from ops.lean_ray import ray_session
 from ops.up import Child, Supervisor
 from security.errors import ConfigurationError
 
@@ -62,59 +62,6 @@ START_FILE = "ray-start.json"
 
 
 # -- starting Ray ---------------------------------------------------------------------------
-
-def lean_env() -> None:
-    """Environment for a lean local Ray; workers inherit it.  Explicit settings win."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if os.environ["RAY_AUTH_MODE"] == "token":
-        # a token in memory for this run: Ray would otherwise write ~/.ray/auth_token
-        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-
-
-def check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast (exit 2) on a ``HOST:PORT`` nobody listens on; Ray itself waits minutes."""
-    import socket
-
-    if address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigurationError(f"--address {address!r}: expected auto or HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise ConfigurationError(f"--address {address}: no Ray head node answers there "
-                                 f"({exc.strerror or exc}); start one with `ray start --head`"
-                                 ) from None
-
-
-LEAN_OBJECT_STORE_BYTES = 128 * 1024 * 1024   # actors pass small dicts; Ray's default is 30 % of RAM
-LEAN_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
-
-
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Connect to ``address``, or start a lean local Ray; False if Ray was already up."""
-    if address:
-        check_reachable(address)
-    else:
-        lean_env()   # before Ray is imported: it reads RAY_AUTH_MODE once
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigurationError(f"cannot join the Ray cluster at {address}: {exc}") from exc
-        return True
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING,
-             object_store_memory=LEAN_OBJECT_STORE_BYTES,
-             _system_config=LEAN_SYSTEM_CONFIG)
-    return True
-
 
 # -- the actor --------------------------------------------------------------------------------
 
@@ -342,10 +289,7 @@ def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
     if faults is not None and any(h.action == "pause" for h in faults.hosts):
         raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
                                  "use host kills, or run `autocell up` without --ray")
-    started = init_ray(args.address)
-    import ray
-
-    try:
+    with ray_session(args.address, os.cpu_count() or 2):
         sup = RaySupervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
                             faults_path=args.faults, faults=faults,
                             max_restarts=args.max_restarts,
@@ -355,6 +299,3 @@ def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
         report = sup.report()
         report["deployment"] = "ray"
         return code, report
-    finally:
-        if started:
-            ray.shutdown()

@@ -93,12 +93,12 @@ def ray_local() -> Iterator[ModuleType]:
 
     No dashboard, no worker prestart, no usage stats, no auth-token file, and
     Ray's session files in a private temporary directory (see
-    :func:`ops.experiment.runner.ray_session`).  Code under test that calls
+    :func:`ops.lean_ray.ray_session`).  Code under test that calls
     ``ray_session`` while it is up reuses it instead of starting its own.
     """
     import ray
 
-    from ops.experiment.runner import ray_session
+    from ops.lean_ray import ray_session
 
     with ray_session(None, 2):
         yield ray

@@ -138,8 +138,8 @@ def test_unreachable_or_malformed_address_is_bad_input(tmp_path: Path,
 
     cell = loopback_cell(DEMO, tmp_path, 2)
     [port] = free_ports(1)
-    for address, said in ((f"127.0.0.1:{port}", "no Ray head node"),
-                          ("nonsense", "expected auto or HOST:PORT")):
+    for address, said in ((f"127.0.0.1:{port}", "cannot reach a Ray cluster"),
+                          ("nonsense", "use auto or HOST:PORT")):
         code = main(["up", str(cell), "--ray", "--address", address, "--state-dir",
                      str(tmp_path / "s")])
         assert code == 2

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.experiment.runner import ray_session, run_points
+from ops.experiment.runner import run_points
 from ops.experiment.sweep import RunPoint, expand, load_sweep
+from ops.lean_ray import ray_session
 
 DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell.yaml"
 TARGET_SPEEDUP = 2 * 0.85   # 1.7 on 2 cores

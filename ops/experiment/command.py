@@ -32,8 +32,9 @@ from ops.experiment.results import (
     write_csv,
     write_parquet,
 )
-from ops.experiment.runner import SweepOutcome, ray_session, run_points
+from ops.experiment.runner import SweepOutcome, run_points
 from ops.experiment.sweep import RunPoint, Sweep, expand, load_sweep, point_cell_yaml
+from ops.lean_ray import ray_session
 from security.errors import ConfigurationError
 
 __all__ = ["execute", "reproduce_command", "run_sweep"]
