@@ -181,6 +181,10 @@ class EscalationStore:
     def set_cell_now(self, now: float) -> None:
         self._set_meta("cell_now", repr(float(now)))
 
+    def audit_head(self) -> str:
+        """``SEQ:HASH`` of the last audit entry ("" for none): changes with every mutation."""
+        return self._meta("audit_head") or ""
+
     def flood(self) -> bool:
         return self._meta("flood") == "1"
 
