@@ -499,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
     sp.add_argument("--escalations-db", metavar="FILE",
                     help="keep the run's escalations and audit log in this SQLite file")
+    sp.add_argument("--speed", type=float, default=None, metavar="K",
+                    help="pace the run: K simulated seconds per wall second, so a person can "
+                         "decide escalations in the console (default: as fast as possible)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("experiment", help="a sweep of virtual-time runs on Ray: configs x "

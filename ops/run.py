@@ -63,6 +63,10 @@ def execute(args: Any) -> int:
         return 2
     if args.until is not None and args.until <= 0:
         raise ConfigurationError("--until must be a positive number of simulated seconds")
+    speed = getattr(args, "speed", None)
+    if speed is not None and not speed > 0:      # also NaN
+        raise ConfigurationError(f"--speed {speed:g}: must be a positive number of simulated "
+                                 "seconds per wall second")
     faults = None
     if getattr(args, "faults", None):
         from ops.config.faults import load_faults
@@ -132,8 +136,9 @@ def virtual_metrics(cell: Any) -> Any:
 
 
 def _run_cell(cell: Any, args: Any, console: Console) -> None:
+    speed = getattr(args, "speed", None)
     if args.quiet:
-        cell.run(until=args.until)
+        cell.run(until=args.until, speed=speed)
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("orders · sim time {task.fields[sim]}"), TimeElapsedColumn(),
@@ -144,7 +149,7 @@ def _run_cell(cell: Any, args: Any, console: Console) -> None:
         def progress(now: float, done: int, total: int) -> None:
             bar.update(task, completed=done, sim=_fmt_s(now))
 
-        cell.run(until=args.until, progress=progress)
+        cell.run(until=args.until, progress=progress, speed=speed)
 
 
 def _fmt_s(s: float) -> str:

@@ -436,12 +436,21 @@ class VirtualCell:
             self._input(agent_id, Start)
 
     def run(self, until: float | None = None,
-            progress: Callable[[float, int, int], None] | None = None) -> None:
+            progress: Callable[[float, int, int], None] | None = None, *,
+            speed: float | None = None, look_every_s: float = 0.2) -> None:
         """Run until every order is completed, or until simulated time ``until``.
 
         Without ``until`` the run stops at a safety horizon — 20× the larger of
         the latest due date and the cell's total processing work — so a cell
         that cannot finish still ends; orders unfinished then count as lost.
+
+        ``speed`` paces the run to the wall clock (simulated seconds per wall
+        second; ``None``: as fast as possible).  Pacing only waits between
+        events, so the event log is the same as unpaced — unless a person acts
+        meanwhile: every ``look_every_s`` wall seconds the run writes its cell
+        time to the escalation store and, if another process changed the store
+        (a decision queued by the web console or the CLI twin), has the console
+        agent pick it up at the current paced time (:meth:`ConsoleAgent.sync`).
         """
         t0 = time.perf_counter()  # wall time is reported, never used by the simulation
         self.start()
@@ -454,12 +463,58 @@ class VirtualCell:
         limit = until if until is not None else 20.0 * max(horizon, work)
         if progress is not None:
             self.env.process(self._ticker(horizon / 200.0, progress))
-        self.env.run(until=simpy.AnyOf(self.env, [self._all_done, self.env.timeout(limit)]))
+        stop = simpy.AnyOf(self.env, [self._all_done, self.env.timeout(limit)])
+        if speed is None:
+            self.env.run(until=stop)
+        else:
+            self._run_paced(stop, speed, look_every_s)
         self.ended_by = ("completed" if self._all_done.triggered
                          else "until" if until is not None else "horizon")
         if progress is not None:
             progress(self.env.now, self.completed, len(self.orders))
         self.wall_s = time.perf_counter() - t0
+
+    def _run_paced(self, stop: simpy.Event, speed: float, look_every_s: float) -> None:
+        """``env.run(until=stop)``, one event at a time, each no earlier than its wall time."""
+        if speed <= 0:
+            raise ConfigurationError(f"speed must be positive, not {speed!r}")
+        store = self.console.store if self.console is not None else None
+        own: Callable[[Any], None] | None = None
+        if store is not None:
+            self._store_head = store.audit_head()
+
+            def own(_rec: Any) -> None:        # the run's own writes are no news
+                self._store_head = store.audit_head()
+            store.listeners.append(own)
+        wall0, sim0 = time.monotonic(), self.env.now
+        next_look = wall0
+        try:
+            while not stop.processed:
+                wall = time.monotonic()
+                if store is not None and wall >= next_look:
+                    next_look = wall + look_every_s
+                    paced = sim0 + (wall - wall0) * speed
+                    self._look_outside(store, min(max(self.env.now, paced), self.env.peek()))
+                due = wall0 + (self.env.peek() - sim0) / speed
+                if due > wall:
+                    time.sleep(min(due, next_look if store is not None else due) - wall)
+                    continue
+                self.env.step()
+        finally:
+            if store is not None and own in store.listeners:
+                store.listeners.remove(own)
+
+    def _look_outside(self, store: EscalationStore, at: float) -> None:
+        """Publish the cell time; if someone else wrote the store (a queued decision, an
+        acknowledgement, a shelve), have the console agent sync at the paced time ``at``."""
+        assert self.console is not None
+        store.set_cell_now(at)
+        head = store.audit_head()
+        if head == self._store_head and not store.pending_decisions():
+            return
+        self._store_head = head
+        console = self.console
+        self._at(at, lambda: self._execute(console, console.sync(self.env.now)))
 
     def _ticker(self, step_s: float, progress: Callable[[float, int, int], None]):
         # Progress ticks schedule events but touch no state: the event log is unchanged.

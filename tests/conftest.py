@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,38 @@ def ray_local() -> Iterator[ModuleType]:
 
     with ray_session(None, 2):
         yield ray
+
+
+# -- a real browser (Playwright driving Debian's Chromium), once per test module ----------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Module scope, not session: Playwright's sync API keeps an event loop running on the
+    main thread while it is open, and every later test calling ``asyncio.run()`` would
+    fail with "cannot be called from a running event loop"."""
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
+    # launch() gives Chromium a fresh temporary user-data-dir of its own (and refuses
+    # --user-data-dir); every test's context is a fresh cookie jar on top of it.
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (its own cookies) per test."""
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768})
+    ctx.set_default_timeout(10_000)
+    yield ctx
+    ctx.close()

@@ -15,20 +15,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from ops.console.app import ConsoleSettings, create_app
 from ops.console.backend import InMemoryBackend
 from ops.console.users import UserStore
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 PASSWORDS = {"sup": "sup-password", "vic": "vic-password", "locky": "locky-password"}
 MAX_FAILURES = 3
 
@@ -97,29 +92,6 @@ def console(users) -> Iterator[Served]:
         lockout_s=600, poll_s=0.2))
     yield served
     served.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Module scope, not session: Playwright's sync API keeps an event loop running on
-    # the main thread while it is open, and every later test calling asyncio.run()
-    # would fail with "cannot be called from a running event loop".
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
-    # launch() gives Chromium a fresh temporary user-data-dir of its own (and refuses
-    # --user-data-dir); every test's context is a fresh cookie jar on top of it.
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def context(browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 1024, "height": 768})
-    ctx.set_default_timeout(10_000)
-    yield ctx
-    ctx.close()
 
 
 def login(page: Page, base: str, user: str, password: str | None = None) -> None:

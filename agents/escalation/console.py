@@ -175,6 +175,18 @@ class ConsoleAgent(Agent):
                 out += self._arm(rec)
         return out
 
+    def sync(self, now: float) -> list[Action]:
+        """People changed the store from another process (the web console, the CLI twin):
+        send the decisions they queued and re-arm the timer of every open escalation
+        (an acknowledged or shelved one may now fall due at another time).  The driver of a
+        paced run calls this only when the store changed, so a run nobody touches keeps its
+        event log."""
+        out = self._poll(now)
+        if self.poll_s <= 0:          # _poll re-arms them all itself when polling
+            for rec in self.store.list(open_only=True):
+                out += self._arm(rec)
+        return out
+
     def raise_local(self, raised_by: str, body: Escalate, now: float) -> list[Action]:
         """An escalation from the driver itself (``host:NAME``: a supervisor that gave up
         restarting, a burst of rejected messages), not from an agent on the bus."""

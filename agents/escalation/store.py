@@ -156,6 +156,14 @@ class EscalationStore:
     def close(self) -> None:
         self.db.close()
 
+    def refresh(self) -> Deadlines:
+        """Re-read the policy's deadlines (another process — the running cell — may have
+        written them after this one opened the file)."""
+        stored = self._meta("deadlines")
+        if stored is not None:
+            self.deadlines = Deadlines(*json.loads(stored))
+        return self.deadlines
+
     # -- meta ---------------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -172,6 +180,10 @@ class EscalationStore:
 
     def set_cell_now(self, now: float) -> None:
         self._set_meta("cell_now", repr(float(now)))
+
+    def audit_head(self) -> str:
+        """``SEQ:HASH`` of the last audit entry ("" for none): changes with every mutation."""
+        return self._meta("audit_head") or ""
 
     def flood(self) -> bool:
         return self._meta("flood") == "1"

@@ -86,12 +86,15 @@ def _real_backend(cell: str, db: str | None) -> tuple[EscalationBackend, str]:
     except ConfigError as exc:
         raise ConfigurationError(str(exc)) from None
     try:
-        from agents.escalation.store import EscalationStore  # type: ignore[import-not-found]
+        import agents.escalation.store  # noqa: F401  (a build may ship without it)
+        from ops.console.store_backend import StoreBackend
     except ImportError:
         raise ConfigurationError("this build has no escalation store (agents.escalation); "
                                  "try the console with --demo") from None
     path = Path(db) if db else Path(".autocell") / config.cell / "escalations.db"
-    store: Any = EscalationStore(path)
+    if path.exists() and not path.is_file():
+        raise ConfigurationError(f"--db {path}: not a file")
+    store: Any = StoreBackend(path)
     return store, config.cell
 
 
