@@ -33,6 +33,7 @@ class MachineAgent(ResourceAgent):
             agent_id, orders=list(orders or []),
             duration_s=dict(self.capabilities), setup_s=setup_s,
         ) if timing.rehearsal_passes > 0 and orders else None
+        self.planned_order = self.rehearsal is not None
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         if isinstance(msg.body, (Explore, ExploreReady, Intention)):

@@ -151,9 +151,12 @@ class OrderAgent(Agent):
         self.plan = self.rehearsal.best
         # a time every order agrees on (the latest pass end reported), so the
         # planned slots of different orders line up exactly at the machines; it
-        # leaves room for the award round, so no planned slot is already in the past
-        self.plan_origin_at = (max(self.rehearsal.ended_at, self.rehearsal.started_at, now)
-                               + 2 * self.timing.reply_deadline_s)
+        # leaves room for the award round, so no planned slot is already in the past.
+        # Not ``now``: orders hear the last result at different times, and slots shifted
+        # by one message latency would overlap at the machines and be pushed back.
+        agreed = max(self.rehearsal.ended_at, self.rehearsal.started_at)
+        self.plan_origin_at = max(agreed, now - self.timing.reply_deadline_s) \
+            + 2 * self.timing.reply_deadline_s
         return self._advance(now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
