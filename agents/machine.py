@@ -5,7 +5,14 @@ from __future__ import annotations
 from agents.base import Timing
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command
-from agents.protocol.messages import CallForProposals, Explore, ExploreReady, Intention, Message
+from agents.protocol.messages import (
+    Baton,
+    CallForProposals,
+    Explore,
+    ExploreReady,
+    Intention,
+    Message,
+)
 from agents.rehearsal import MachineRehearsal
 
 from .base import PlantEventIn
@@ -36,7 +43,7 @@ class MachineAgent(ResourceAgent):
         self.planned_order = self.rehearsal is not None
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
-        if isinstance(msg.body, (Explore, ExploreReady, Intention)):
+        if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):
             if self.rehearsal is None:
                 self.ignored += 1
                 return []

@@ -32,18 +32,35 @@ for a higher one, the pass cannot deadlock, and its result is exactly the
 central serial schedule-generation scheme for the same keys — computed by
 the agents, each knowing only its own route or its own timeline.
 
-Which keys?  This is a **forward-backward improvement** loop (as in
-resource-constrained project scheduling: Li & Willis 1992, Valls et al.
-2005), every step local to one order:
+Non-delay dispatch passes.  The first passes (one per rule in
+``DISPATCH_RULES``) are not keyed but *dispatched*, exactly as a central
+non-delay dispatcher with that rule would (``sim_bridge/baselines.py``):
+every machine keeps the operations ready for it and its next dispatch —
+``t`` = max(its free time, earliest ready), the rule's favourite among those
+ready by ``t``.  A single token, the ``baton``, carries every machine's next
+dispatch and goes to the least (``t``, priority, machine id): that machine
+dispatches one operation and hands the baton to the operation's order, which
+routes it through the machines it changed (``drop`` at the other
+alternatives, ``ready`` at the next operation's) and on to the new least
+machine.  Nothing can be ready earlier than the least ``t`` — any later
+readiness follows a dispatch at or after it — so the schedule is the
+rule's, with its conflict set taken at each dispatch time (as in
+``sim_bridge/dispatch.py``).  The baton also collects each machine's load
+of operations only it can run, which with the orders' own work bounds every
+plan's makespan from below: a plan that reaches the bound ends the
+rehearsal.
 
-1. pass 0: level by level, most work remaining first (the MWKR rule);
+Keys for the serial passes: a **forward-backward improvement** loop (as in
+resource-constrained project scheduling: Li & Willis 1992, Valls et al.
+2005), every step local to one order, starting from the best dispatch plan:
+
+1. one pass level by level, most work remaining first (MWKR keys);
 2. then, repeated: a *backward* pass — the route reversed, keys from the
    latest finish first, i.e. the last plan squeezed to the right — whose
    mirror image is itself a schedule; a *forward* pass keyed by the start
-   times of that mirror, which left-justifies it again and never needs more
-   time than the plan it came from; then a *perturbed* forward pass keyed by
-   the start times of the current plan plus seeded Gaussian noise, which
-   gets the search out of a local optimum.
+   times of that mirror, which left-justifies it again; then a *perturbed*
+   forward pass keyed by the start times of the current plan plus seeded
+   Gaussian noise, which gets the search out of a local optimum.
 
 Each order keeps its part of the best plan seen (every order sees the same
 makespans, so they all pick the same pass).  The real negotiation then calls
@@ -63,6 +80,7 @@ from dataclasses import dataclass, field
 
 from agents.protocol.actions import Action, Log, Send
 from agents.protocol.messages import (
+    Baton,
     Body,
     Explore,
     ExploreQuote,
@@ -75,6 +93,37 @@ from agents.protocol.messages import (
 LEVEL = 1e9
 #: Standard deviation of the perturbation, as a share of (makespan / ops in the route).
 NOISE = 0.3
+#: The non-delay dispatch passes that open a rehearsal, in this order.
+DISPATCH_RULES = ("MWKR", "SPT", "FIFO")
+#: Passes before the forward-backward loop: the dispatch passes and one level-keyed pass.
+SEEDS = len(DISPATCH_RULES) + 1
+
+
+def rule_of(p: int) -> str:
+    """The dispatch rule of pass ``p``, or "" for a serial (keyed) pass."""
+    return DISPATCH_RULES[p] if p < len(DISPATCH_RULES) else ""
+
+
+def dispatch_priority(rule: str, *, ready_at: float, duration_s: float, static: float,
+                      job: int) -> list[float]:
+    """The rule's priority of one ready operation (least first), with the tie-breaks of
+    ``sim_bridge/dispatch.py``: shorter processing time, then lower job index."""
+    if rule == "SPT":
+        head = [duration_s]
+    elif rule == "FIFO":
+        head = [ready_at, float(job)]
+    else:                       # MWKR: static = minus the work remaining
+        head = [static]
+    return [*head, duration_s, float(job)]
+
+
+def least(table: dict) -> str | None:
+    """The machine whose next dispatch comes first (ties: machine id), or None."""
+    best: tuple[list, str] | None = None
+    for m, entry in table.items():
+        if isinstance(entry, list) and entry and (best is None or (entry, m) < best):
+            best = (entry, m)
+    return None if best is None else best[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +138,11 @@ class Plan:
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
               last: Plan | None, rng: random.Random) -> tuple[bool, list[float]]:
-    """``(backward, keys by position)`` of pass ``p`` (position 0 = the first placed)."""
-    if p == 0 or best is None or current is None or last is None:
+    """``(backward, keys by position)`` of serial pass ``p`` (position 0 = the first placed)."""
+    if p < SEEDS or best is None or current is None or last is None:
         return False, list(first)
     n = len(first)
-    step = (p - 1) % 3
+    step = (p - SEEDS) % 3
     if step == 0:      # backward from the last plan: latest finish placed first
         return True, [-last.finish[n - 1 - i] for i in range(n)]
     if step == 1:      # forward from the mirror of the backward pass
@@ -137,11 +186,17 @@ class OrderRehearsal:
         self.ended_at = 0.0        # the same for every order: the latest pass end reported
         total = sum(work_s)
         self.first_keys = [k * LEVEL - total for k in range(len(capabilities))]
+        self.remaining_s = [sum(work_s[k:]) for k in range(len(work_s))]
+        #: no plan can end before this (rehearsal time): the order's own work, then
+        #: whatever the machines and the other orders report
+        self.bound = first_ready_at + total
+        self.work_total_s = total
         self.best: Plan | None = None
         self.current: Plan | None = None
         self.last: Plan | None = None
-        self.results: dict[int, dict[str, tuple[float, float]]] = {}
+        self.results: dict[int, dict[str, tuple[float, float, float]]] = {}
         self.now_pass: _OrderPass | None = None
+        self.makespans: list[float] = []      # of every pass so far
         self.finished = False
         self.conv = f"{order}/rehearsal"
 
@@ -155,11 +210,16 @@ class OrderRehearsal:
 
     def start(self, now: float) -> list[Action]:
         self.started_at = now
+        self.bound = self.first_ready_at + self.work_total_s
         return self._begin(0, now)
 
     def _begin(self, number: int, now: float) -> list[Action]:
-        backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
-                                   current=self.current, last=self.last, rng=self.rng)
+        rule = rule_of(number)
+        if rule:
+            backward, keys = False, [-w for w in self.remaining_s]
+        else:
+            backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
+                                       current=self.current, last=self.last, rng=self.rng)
         self.now_pass = _OrderPass(number, backward)
         entries: dict[str, list[list[object]]] = {m: [] for m in self.machines}
         for pos in range(self.n):
@@ -168,12 +228,47 @@ class OrderRehearsal:
             for m in alts:
                 entries.setdefault(m, []).append(
                     [pos, keys[pos], self.capabilities[k], self.quantity, len(alts)])
-        out: list[Action] = [Send(m, Explore(number, e), self.conv)
+        out: list[Action] = [Send(m, Explore(number, e, rule, self.first_ready_at), self.conv)
                              for m, e in sorted(entries.items())]
+        if rule and self.peers and self.peers[0] == self.order and self.machines:
+            # the first order starts the baton on its round of the machines
+            out.append(Send(self.machines[0], Baton(
+                number, route=[[m, "init", "", 0, 0.0] for m in self.machines]), self.conv))
         if self.n == 0:
             return out + self._completed(0.0, now)
+        if rule:
+            return out
         ready = 0.0 if backward else self.first_ready_at
         return out + self._ready(0, ready)
+
+    def _on_baton(self, body: Baton, now: float) -> list[Action]:
+        """Our operation was dispatched: route the baton through the machines it changes."""
+        p = self.now_pass
+        placed = body.placed
+        if p is None or body.rehearsal != p.number or not rule_of(p.number) \
+                or not (isinstance(placed, list) and len(placed) == 4):
+            return []
+        machine, position, start, finish = placed
+        if not (isinstance(position, int) and 0 <= position < self.n) or position in p.placed \
+                or machine not in self.alternatives[position] \
+                or not all(isinstance(v, (int, float)) for v in (start, finish)):
+            return []
+        p.placed[position] = (machine, float(start), float(finish))
+        self.bound = max([self.bound, *(float(b) for b in body.bounds.values()
+                                        if isinstance(b, (int, float)))])
+        route = [[m, "drop", self.order, position, 0.0]
+                 for m in self.alternatives[position] if m != machine]
+        if position + 1 < self.n:
+            route += [[m, "ready", self.order, position + 1, float(finish)]
+                      for m in self.alternatives[position + 1]]
+        baton = Baton(p.number, body.table, body.bounds, [], route)
+        out: list[Action] = []
+        nxt = route[0][0] if route else least(body.table)
+        if nxt is not None:
+            out.append(Send(nxt, baton, self.conv))
+        if position + 1 == self.n:
+            out += self._completed(float(finish), now)
+        return out
 
     def _ready(self, position: int, ready_at: float) -> list[Action]:
         assert self.now_pass is not None
@@ -184,9 +279,13 @@ class OrderRehearsal:
     def on_message(self, sender: str, body: Body, now: float) -> list[Action]:
         if isinstance(body, ExploreResult):
             if sender in self.peers:
-                self.results.setdefault(body.rehearsal, {})[sender] = (body.completion_at,
-                                                                       body.at)
+                self.results.setdefault(body.rehearsal, {})[sender] = (
+                    body.completion_at, body.at, body.bound)
             return self._maybe_next(now)
+        if isinstance(body, Baton):
+            if self.finished or sender not in self.machines:
+                return []
+            return self._on_baton(body, now)
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
                 or body.rehearsal != p.number or body.position in p.placed \
@@ -213,9 +312,9 @@ class OrderRehearsal:
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
-        out: list[Action] = [Send(o, ExploreResult(number, completion_at, now), self.conv)
-                             for o in self.peers if o != self.order]
-        self.results.setdefault(number, {})[self.order] = (completion_at, now)
+        out: list[Action] = [Send(o, ExploreResult(number, completion_at, now, self.bound),
+                                  self.conv) for o in self.peers if o != self.order]
+        self.results.setdefault(number, {})[self.order] = (completion_at, now, self.bound)
         return out + self._maybe_next(now)
 
     def _maybe_next(self, now: float) -> list[Action]:
@@ -225,14 +324,19 @@ class OrderRehearsal:
         got = self.results.get(p.number, {})
         if len(got) < len(self.peers) or len(p.placed) < self.n:
             return []
-        makespan = max(c for c, _ in got.values())
-        self.ended_at = max(at for _, at in got.values())
+        makespan = max(c for c, _, _ in got.values())
+        self.ended_at = max(at for _, at, _ in got.values())
+        self.bound = max(self.bound, *(b for _, _, b in got.values()))
+        self.makespans.append(makespan)
         self._learn(p, makespan)
         del self.results[p.number]
-        # Every order decides on the same numbers (pass, makespans, reported clocks), so
-        # they all stop together: after ``passes``, or once the rehearsal has cost
-        # more than ``budget_share`` of the best plan's makespan in cell time.
+        # Every order decides on the same numbers (pass, makespans, reported clocks and
+        # bounds), so they all stop together: once the best plan meets the bound (no plan
+        # can be shorter), after ``passes``, or once the rehearsal has cost more than
+        # ``budget_share`` of the best plan's makespan in cell time.
         assert self.best is not None
+        if self.best.makespan <= self.bound + 1e-9:
+            return self.stop("bound")
         spent = self.ended_at - self.started_at
         if p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan:
             return self.stop("done")
@@ -249,11 +353,17 @@ class OrderRehearsal:
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                         tuple(r[2] for r in rows))
         self.last = plan
-        if self.best is None or makespan <= self.best.makespan:
+        if self.best is None or makespan < self.best.makespan:
             self.best = plan
-        if p.number == 0 or (p.number - 1) % 3 == 1:
-            if self.current is None or makespan <= self.current.makespan:
-                self.current = plan
+        # the loop's current plan: the best seed, then every forward-from-mirror pass
+        # that is no worse (ties move on, so the search can drift along a plateau)
+        seed = p.number < SEEDS
+        if (seed or (p.number - SEEDS) % 3 == 1) and (
+                self.current is None or makespan < self.current.makespan
+                or (not seed and makespan == self.current.makespan)):
+            self.current = plan
+        if p.number == SEEDS - 1:
+            self.last = self.current      # the loop starts from the best seed
 
     def stop(self, why: str) -> list[Action]:
         """End the rehearsal (done, or a pass timed out); ``best`` is the plan, if any."""
@@ -262,7 +372,8 @@ class OrderRehearsal:
         self.finished = True
         return [Log("rehearsal_end", {
             "order": self.order, "why": why,
-            "passes": 0 if self.now_pass is None else self.now_pass.number + (why == "done"),
+            "passes": 0 if self.now_pass is None
+            else self.now_pass.number + (why in ("done", "bound")),
             "makespan": None if self.best is None else self.best.makespan})]
 
 
@@ -288,6 +399,12 @@ class _MachinePass:
     ready: dict[tuple[str, int], float] = field(default_factory=dict)
     chosen: dict[tuple[str, int], bool] = field(default_factory=dict)
     timeline: list[tuple[float, float]] = field(default_factory=list)
+    # a non-delay dispatch pass (``rule`` set): see ``MachineRehearsal._baton``
+    rule: str = ""
+    free_at: float = 0.0
+    load_s: float = 0.0                   # operations only this machine can run
+    gone: set[tuple[str, int]] = field(default_factory=set)   # dispatched here or elsewhere
+    baton: Baton | None = None            # arrived before every order registered
 
 
 class MachineRehearsal:
@@ -300,24 +417,41 @@ class MachineRehearsal:
         self.duration_s = duration_s     # capability -> seconds per unit
         self.setup_s = setup_s           # planned before every operation: conservative
         self.passes: dict[int, _MachinePass] = {}
+        self.job = {o: float(j) for j, o in enumerate(sorted(orders))}
 
     def on_message(self, sender: str, body: Body, conv: str) -> list[Action]:
-        if sender not in self.orders or getattr(body, "rehearsal", -1) < 0:
+        if getattr(body, "rehearsal", -1) < 0:
+            return []
+        if isinstance(body, Baton):      # from an order or a machine (the codec checked which)
+            p = self.passes.setdefault(body.rehearsal, _MachinePass())
+            p.baton = body
+            return self._baton(body.rehearsal, p, conv)
+        if sender not in self.orders:
             return []
         p = self.passes.setdefault(body.rehearsal, _MachinePass())   # type: ignore[attr-defined]
         if isinstance(body, Explore):
             if sender in p.registered or p.sorted:
                 return []
             p.registered.add(sender)
+            p.rule = body.rule if body.rule in DISPATCH_RULES else ""
             for e in body.entries:
                 if not (isinstance(e, list) and len(e) == 5):
                     continue
                 pos, key, cap, qty, alts = e
-                if cap not in self.duration_s or not isinstance(key, (int, float)):
+                if cap not in self.duration_s or not isinstance(key, (int, float)) \
+                        or not isinstance(pos, int) or not isinstance(alts, int) \
+                        or not isinstance(qty, int):
                     continue
-                p.entries.append(_Entry(float(key), sender, int(pos),
-                                        self.duration_s[cap] * int(qty) + self.setup_s,
-                                        int(alts), conv))
+                entry = _Entry(float(key), sender, pos,
+                               self.duration_s[cap] * qty + self.setup_s, alts, conv)
+                p.entries.append(entry)
+                if p.rule:
+                    if alts == 1:
+                        p.load_s += entry.duration_s
+                    if pos == 0:
+                        p.ready[(sender, 0)] = float(body.ready_at)
+            if p.rule:
+                return self._baton(body.rehearsal, p, conv) if p.baton is not None else []
         elif isinstance(body, ExploreReady):
             p.ready[(sender, body.position)] = body.ready_at
         elif isinstance(body, Intention):
@@ -355,6 +489,60 @@ class MachineRehearsal:
         if p.next == len(p.entries):
             del self.passes[number]
         return out
+
+    # -- non-delay dispatch passes ---------------------------------------------------------
+    def _next(self, p: _MachinePass) -> tuple[_Entry, float, list[float]] | None:
+        """The operation this machine would dispatch next, when, and its priority."""
+        ready = [(p.ready[(e.order, e.position)], e) for e in p.entries
+                 if (e.order, e.position) in p.ready and (e.order, e.position) not in p.gone]
+        if not ready:
+            return None
+        at = max(p.free_at, min(r for r, _ in ready))
+        best: tuple[list[float], _Entry] | None = None
+        for r, e in ready:
+            if r <= at + 1e-9:
+                prio = dispatch_priority(p.rule, ready_at=r, duration_s=e.duration_s,
+                                         static=e.key, job=self.job.get(e.order, 0.0))
+                if best is None or prio < best[0]:
+                    best = (prio, e)
+        assert best is not None
+        return best[1], at, best[0]
+
+    def _baton(self, number: int, p: _MachinePass, conv: str) -> list[Action]:
+        """Apply the baton's updates for this machine, then pass it on — or, when this
+        machine's next dispatch is the least, dispatch and hand it to that order."""
+        if p.baton is None or p.registered != self.orders:
+            return []                     # wait for every order's registration
+        b, p.baton = p.baton, None
+        table, bounds = dict(b.table), dict(b.bounds)
+        route = [r for r in b.route if isinstance(r, list) and len(r) == 5]
+        while route and route[0][0] == self.machine:
+            _, kind, order, position, ready_at = route.pop(0)
+            if kind == "ready" and isinstance(ready_at, (int, float)):
+                p.ready[(order, position)] = float(ready_at)
+            elif kind == "drop":
+                p.gone.add((order, position))
+        nxt = self._next(p)
+        table[self.machine] = [] if nxt is None else [nxt[1], *nxt[2]]
+        bounds[self.machine] = p.load_s
+        if route:
+            return [Send(route[0][0], Baton(number, table, bounds, [], route), conv)]
+        holder = least(table)
+        if holder is None:
+            return []
+        if holder != self.machine:
+            return [Send(holder, Baton(number, table, bounds, [], []), conv)]
+        assert nxt is not None
+        e, start, _ = nxt
+        finish = start + e.duration_s
+        p.free_at = finish
+        p.gone.add((e.order, e.position))
+        after = self._next(p)
+        table[self.machine] = [] if after is None else [after[1], *after[2]]
+        if len(p.gone) >= len(p.entries):
+            self.passes.pop(number, None)
+        return [Send(e.order, Baton(number, table, bounds,
+                                    [self.machine, e.position, start, finish], []), e.conv)]
 
     @staticmethod
     def _gap(timeline: list[tuple[float, float]], ready_at: float, duration_s: float) -> float:

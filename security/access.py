@@ -34,6 +34,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "intend": frozenset({"order"}),
     "explore_result": frozenset({"order"}),
     "explore_quote": frozenset({"machine"}),
+    "baton": frozenset({"order", "machine"}),
     "escalate": AGENTS | {"host"},
     "decision": frozenset({"console"}),
     "plant_command": AGENTS | {"host"},

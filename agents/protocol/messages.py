@@ -264,10 +264,17 @@ class Explore(Body):
     position in the pass (0 = the first the pass places), the list key the
     machine inserts it by (lower first; ties by order id, then position), and
     how many machines may run it (> 1: the machine waits for ``intend``).
+
+    With ``rule`` set (``SPT``, ``MWKR`` or ``FIFO``) the pass is a non-delay
+    dispatch instead, driven by ``baton``: ``key`` is then the entry's static
+    priority (``MWKR``: minus the work remaining) and ``ready_at`` is when the
+    operation at position 0 may start.
     """
 
     rehearsal: int            # pass number, from 0
     entries: list = field(default_factory=list)
+    rule: str = ""            # "" = serial schedule generation by keys
+    ready_at: float = 0.0     # rehearsal time
 
 
 @message("explore_ready")
@@ -300,11 +307,37 @@ class Intention(Body):
 
 @message("explore_result")
 class ExploreResult(Body):
-    """An order tells the other orders when it finished in a rehearsal pass."""
+    """An order tells the other orders when it finished in a rehearsal pass.
+
+    ``bound`` is a lower bound on any plan's makespan that the sender knows of
+    (its own work, or a machine's load it was told about); 0 = none.
+    """
 
     rehearsal: int
     completion_at: float      # rehearsal time
     at: float = 0.0           # the sender's clock when it finished the pass
+    bound: float = 0.0        # rehearsal time
+
+
+@message("baton")
+class Baton(Body):
+    """The token of a non-delay dispatch pass (``explore`` with a ``rule``).
+
+    ``table`` maps each machine to its next dispatch ``[start_at, priority...]``
+    (``[]``: nothing ready there); whoever holds the baton with an empty
+    ``route`` hands it to the machine whose entry is least (ties: machine id),
+    which dispatches one operation and hands the baton to its order with
+    ``placed`` = ``[machine, position, start_at, finish_at]``.  ``route`` lists
+    updates still to apply, each ``[machine, kind, order, position, ready_at]``
+    (kind ``init``, ``drop`` or ``ready``); the baton visits them in turn.
+    ``bounds`` maps each machine to the load it must carry (a makespan bound).
+    """
+
+    rehearsal: int
+    table: dict = field(default_factory=dict)
+    bounds: dict = field(default_factory=dict)
+    placed: list = field(default_factory=list)
+    route: list = field(default_factory=list)
 
 
 # -- escalation ---------------------------------------------------------------------
