@@ -35,7 +35,6 @@ from agents.rehearsal import OrderRehearsal, Plan
 from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
-    Baton,
     CallForProposals,
     Cancel,
     Confirmation,
@@ -135,7 +134,7 @@ class OrderAgent(Agent):
     def _rehearsal_watch(self, now: float) -> list[Action]:
         return [SetTimer("rehearsal", now + self.timing.rehearsal_pass_timeout_s)]
 
-    def _on_rehearsal(self, sender: str, body: ExploreQuote | ExploreResult | Baton,
+    def _on_rehearsal(self, sender: str, body: ExploreQuote | ExploreResult,
                       now: float) -> list[Action]:
         assert self.rehearsal is not None
         before = self.rehearsal.now_pass
@@ -185,7 +184,7 @@ class OrderAgent(Agent):
         body = msg.body
         if isinstance(body, Heartbeat):
             return self._on_heartbeat(msg.sender, body, now)
-        if isinstance(body, (ExploreQuote, ExploreResult, Baton)):
+        if isinstance(body, (ExploreQuote, ExploreResult)):
             if not self._rehearsing():
                 self.ignored += 1
                 return []

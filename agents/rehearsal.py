@@ -117,6 +117,10 @@ def dispatch_priority(rule: str, *, ready_at: float, duration_s: float, static: 
     return [*head, duration_s, float(job)]
 
 
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def least(table: dict) -> str | None:
     """The machine whose next dispatch comes first (ties: machine id), or None."""
     best: tuple[list, str] | None = None
@@ -124,6 +128,23 @@ def least(table: dict) -> str | None:
         if isinstance(entry, list) and entry and (best is None or (entry, m) < best):
             best = (entry, m)
     return None if best is None else best[1]
+
+
+def next_hop(table: dict, free: dict, pending: list) -> str | None:
+    """Where the baton goes next: a machine that has not filled in its entry; else one
+    with a ``ready`` that could undercut the least entry (the operation could start
+    there no later than it); else the least entry's machine.  A ``drop`` can only
+    raise an entry, so it waits until its machine holds the baton anyway.  None:
+    nothing left to dispatch."""
+    inits = [u[0] for u in pending if u[1] == "init"]
+    if inits:
+        return min(inits)
+    holder = least(table)
+    readies = [(max(u[4], free.get(u[0], 0.0)), u[0]) for u in pending if u[1] == "ready"]
+    if holder is None:
+        return min(readies)[1] if readies else None
+    urgent = [m for at, m in readies if at <= table[holder][0] + 1e-9]
+    return min(urgent) if urgent else holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +215,7 @@ class OrderRehearsal:
         self.best: Plan | None = None
         self.current: Plan | None = None
         self.last: Plan | None = None
-        self.results: dict[int, dict[str, tuple[float, float, float]]] = {}
+        self.results: dict[int, dict[str, tuple[float, float, float, float]]] = {}
         self.now_pass: _OrderPass | None = None
         self.makespans: list[float] = []      # of every pass so far
         self.finished = False
@@ -226,49 +247,24 @@ class OrderRehearsal:
             k = self._op(pos)
             alts = self.alternatives[k]
             for m in alts:
-                entries.setdefault(m, []).append(
-                    [pos, keys[pos], self.capabilities[k], self.quantity, len(alts)])
+                entry: list[object] = [pos, keys[pos], self.capabilities[k], self.quantity,
+                                       len(alts)]
+                if rule:   # the machine that dispatches it tells the others, and the next
+                    entry += [list(alts), list(self.alternatives[k + 1]) if k + 1 < self.n
+                              else []]
+                entries.setdefault(m, []).append(entry)
         out: list[Action] = [Send(m, Explore(number, e, rule, self.first_ready_at), self.conv)
                              for m, e in sorted(entries.items())]
         if rule and self.peers and self.peers[0] == self.order and self.machines:
-            # the first order starts the baton on its round of the machines
+            # the first order starts the baton: every machine fills in its entry
             out.append(Send(self.machines[0], Baton(
-                number, route=[[m, "init", "", 0, 0.0] for m in self.machines]), self.conv))
+                number, pending=[[m, "init", "", 0, 0.0] for m in self.machines]), self.conv))
         if self.n == 0:
             return out + self._completed(0.0, now)
         if rule:
             return out
         ready = 0.0 if backward else self.first_ready_at
         return out + self._ready(0, ready)
-
-    def _on_baton(self, body: Baton, now: float) -> list[Action]:
-        """Our operation was dispatched: route the baton through the machines it changes."""
-        p = self.now_pass
-        placed = body.placed
-        if p is None or body.rehearsal != p.number or not rule_of(p.number) \
-                or not (isinstance(placed, list) and len(placed) == 4):
-            return []
-        machine, position, start, finish = placed
-        if not (isinstance(position, int) and 0 <= position < self.n) or position in p.placed \
-                or machine not in self.alternatives[position] \
-                or not all(isinstance(v, (int, float)) for v in (start, finish)):
-            return []
-        p.placed[position] = (machine, float(start), float(finish))
-        self.bound = max([self.bound, *(float(b) for b in body.bounds.values()
-                                        if isinstance(b, (int, float)))])
-        route = [[m, "drop", self.order, position, 0.0]
-                 for m in self.alternatives[position] if m != machine]
-        if position + 1 < self.n:
-            route += [[m, "ready", self.order, position + 1, float(finish)]
-                      for m in self.alternatives[position + 1]]
-        baton = Baton(p.number, body.table, body.bounds, [], route)
-        out: list[Action] = []
-        nxt = route[0][0] if route else least(body.table)
-        if nxt is not None:
-            out.append(Send(nxt, baton, self.conv))
-        if position + 1 == self.n:
-            out += self._completed(float(finish), now)
-        return out
 
     def _ready(self, position: int, ready_at: float) -> list[Action]:
         assert self.now_pass is not None
@@ -280,12 +276,8 @@ class OrderRehearsal:
         if isinstance(body, ExploreResult):
             if sender in self.peers:
                 self.results.setdefault(body.rehearsal, {})[sender] = (
-                    body.completion_at, body.at, body.bound)
+                    body.completion_at, body.at, body.bound, body.work_s)
             return self._maybe_next(now)
-        if isinstance(body, Baton):
-            if self.finished or sender not in self.machines:
-                return []
-            return self._on_baton(body, now)
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
                 or body.rehearsal != p.number or body.position in p.placed \
@@ -294,6 +286,12 @@ class OrderRehearsal:
         alts = self.alternatives[self._op(body.position)]
         if sender not in alts:
             return []
+        if rule_of(p.number):   # a dispatch pass: the machine has placed it
+            self.bound = max(self.bound, body.bound)
+            p.placed[body.position] = (sender, body.start_at, body.finish_at)
+            if len(p.placed) < self.n:    # quotes may arrive in any order
+                return []
+            return self._completed(p.placed[self.n - 1][2], now)
         quotes = p.quotes.setdefault(body.position, {})
         quotes[sender] = (body.start_at, body.finish_at)
         if len(quotes) < len(alts):
@@ -312,9 +310,10 @@ class OrderRehearsal:
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
-        out: list[Action] = [Send(o, ExploreResult(number, completion_at, now, self.bound),
-                                  self.conv) for o in self.peers if o != self.order]
-        self.results.setdefault(number, {})[self.order] = (completion_at, now, self.bound)
+        result = ExploreResult(number, completion_at, now, self.bound, self.work_total_s)
+        out: list[Action] = [Send(o, result, self.conv) for o in self.peers if o != self.order]
+        self.results.setdefault(number, {})[self.order] = (completion_at, now, self.bound,
+                                                           self.work_total_s)
         return out + self._maybe_next(now)
 
     def _maybe_next(self, now: float) -> list[Action]:
@@ -324,9 +323,10 @@ class OrderRehearsal:
         got = self.results.get(p.number, {})
         if len(got) < len(self.peers) or len(p.placed) < self.n:
             return []
-        makespan = max(c for c, _, _ in got.values())
-        self.ended_at = max(at for _, at, _ in got.values())
-        self.bound = max(self.bound, *(b for _, _, b in got.values()))
+        makespan = max(r[0] for r in got.values())
+        self.ended_at = max(r[1] for r in got.values())
+        self.bound = max(self.bound, *(r[2] for r in got.values()),
+                         sum(r[3] for r in got.values()) / max(1, len(self.machines)))
         self.makespans.append(makespan)
         self._learn(p, makespan)
         del self.results[p.number]
@@ -388,6 +388,8 @@ class _Entry:
     alternatives: int
     conv: str
     quoted: tuple[float, float] | None = None
+    others: tuple[str, ...] = ()          # dispatch passes: the other machines that may run it
+    following: tuple[str, ...] = ()       # ... and those that may run the next operation
 
 
 @dataclass(slots=True)
@@ -435,15 +437,20 @@ class MachineRehearsal:
             p.registered.add(sender)
             p.rule = body.rule if body.rule in DISPATCH_RULES else ""
             for e in body.entries:
-                if not (isinstance(e, list) and len(e) == 5):
+                if not (isinstance(e, list) and len(e) == (7 if p.rule else 5)):
                     continue
-                pos, key, cap, qty, alts = e
+                pos, key, cap, qty, alts = e[:5]
                 if cap not in self.duration_s or not isinstance(key, (int, float)) \
                         or not isinstance(pos, int) or not isinstance(alts, int) \
                         or not isinstance(qty, int):
                     continue
                 entry = _Entry(float(key), sender, pos,
                                self.duration_s[cap] * qty + self.setup_s, alts, conv)
+                if p.rule:
+                    if not (isinstance(e[5], list) and isinstance(e[6], list)):
+                        continue
+                    entry.others = tuple(str(m) for m in e[5] if m != self.machine)
+                    entry.following = tuple(str(m) for m in e[6])
                 p.entries.append(entry)
                 if p.rule:
                     if alts == 1:
@@ -509,40 +516,54 @@ class MachineRehearsal:
         return best[1], at, best[0]
 
     def _baton(self, number: int, p: _MachinePass, conv: str) -> list[Action]:
-        """Apply the baton's updates for this machine, then pass it on — or, when this
-        machine's next dispatch is the least, dispatch and hand it to that order."""
+        """Apply the baton's updates for this machine; while this machine's next dispatch
+        is the least, dispatch (telling the order by ``explore_quote``); then pass it on."""
         if p.baton is None or p.registered != self.orders:
             return []                     # wait for every order's registration
         b, p.baton = p.baton, None
-        table, bounds = dict(b.table), dict(b.bounds)
-        route = [r for r in b.route if isinstance(r, list) and len(r) == 5]
-        while route and route[0][0] == self.machine:
-            _, kind, order, position, ready_at = route.pop(0)
-            if kind == "ready" and isinstance(ready_at, (int, float)):
-                p.ready[(order, position)] = float(ready_at)
-            elif kind == "drop":
-                p.gone.add((order, position))
-        nxt = self._next(p)
-        table[self.machine] = [] if nxt is None else [nxt[1], *nxt[2]]
-        bounds[self.machine] = p.load_s
-        if route:
-            return [Send(route[0][0], Baton(number, table, bounds, [], route), conv)]
-        holder = least(table)
-        if holder is None:
-            return []
-        if holder != self.machine:
-            return [Send(holder, Baton(number, table, bounds, [], []), conv)]
-        assert nxt is not None
-        e, start, _ = nxt
-        finish = start + e.duration_s
-        p.free_at = finish
-        p.gone.add((e.order, e.position))
-        after = self._next(p)
-        table[self.machine] = [] if after is None else [after[1], *after[2]]
+        # whatever came over the wire: numbers only, or the comparisons below would fail
+        table = {m: e for m, e in b.table.items()
+                 if isinstance(e, list) and all(_number(x) for x in e)}
+        free = {m: float(f) for m, f in b.free.items() if _number(f)}
+        pending: list[list] = []
+
+        def update(u: object) -> None:
+            if not (isinstance(u, list) and len(u) == 5 and isinstance(u[0], str)
+                    and u[1] in ("init", "ready", "drop") and _number(u[4])):
+                return
+            if u[0] != self.machine:
+                pending.append(u)
+            elif u[1] == "ready" and isinstance(u[4], (int, float)):
+                p.ready[(u[2], u[3])] = float(u[4])
+            elif u[1] == "drop":
+                p.gone.add((u[2], u[3]))
+
+        for u in b.pending:
+            update(u)
+        out: list[Action] = []
+        while True:
+            nxt = self._next(p)
+            table[self.machine] = [] if nxt is None else [nxt[1], *nxt[2]]
+            free[self.machine] = p.free_at
+            holder = next_hop(table, free, pending)
+            if holder != self.machine or nxt is None:
+                break
+            # no operation anywhere can be ready before this start: dispatch it
+            e, start, _ = nxt
+            finish = start + e.duration_s
+            p.free_at = finish
+            p.gone.add((e.order, e.position))
+            for m in e.others:
+                update([m, "drop", e.order, e.position, 0.0])
+            for m in e.following:
+                update([m, "ready", e.order, e.position + 1, finish])
+            out.append(Send(e.order, ExploreQuote(number, e.position, start, finish, p.load_s),
+                            e.conv))
         if len(p.gone) >= len(p.entries):
             self.passes.pop(number, None)
-        return [Send(e.order, Baton(number, table, bounds,
-                                    [self.machine, e.position, start, finish], []), e.conv)]
+        if holder is not None:
+            out.append(Send(holder, Baton(number, table, free, pending), conv))
+        return out
 
     @staticmethod
     def _gap(timeline: list[tuple[float, float]], ready_at: float, duration_s: float) -> float:

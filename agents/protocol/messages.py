@@ -267,8 +267,10 @@ class Explore(Body):
 
     With ``rule`` set (``SPT``, ``MWKR`` or ``FIFO``) the pass is a non-delay
     dispatch instead, driven by ``baton``: ``key`` is then the entry's static
-    priority (``MWKR``: minus the work remaining) and ``ready_at`` is when the
-    operation at position 0 may start.
+    priority (``MWKR``: minus the work remaining), each entry carries two more
+    items — the machines that may run it and those that may run the next
+    operation (``[]``: none) — and ``ready_at`` is when the operation at
+    position 0 may start.
     """
 
     rehearsal: int            # pass number, from 0
@@ -288,12 +290,17 @@ class ExploreReady(Body):
 
 @message("explore_quote")
 class ExploreQuote(Body):
-    """Where the machine would put the operation: the earliest gap after all lower keys."""
+    """Where the machine would put the operation: the earliest gap after all lower keys.
+
+    In a dispatch pass it is where the machine *did* put it, and ``bound`` is the
+    machine's load of operations only it can run (a makespan bound).
+    """
 
     rehearsal: int
     position: int
     start_at: float           # rehearsal time
     finish_at: float
+    bound: float = 0.0
 
 
 @message("intend")
@@ -311,12 +318,15 @@ class ExploreResult(Body):
 
     ``bound`` is a lower bound on any plan's makespan that the sender knows of
     (its own work, or a machine's load it was told about); 0 = none.
+    ``work_s`` is the sender's own work (each operation at its shortest time):
+    the cell's total, spread over every machine, bounds the makespan too.
     """
 
     rehearsal: int
     completion_at: float      # rehearsal time
     at: float = 0.0           # the sender's clock when it finished the pass
     bound: float = 0.0        # rehearsal time
+    work_s: float = 0.0
 
 
 @message("baton")
@@ -324,20 +334,20 @@ class Baton(Body):
     """The token of a non-delay dispatch pass (``explore`` with a ``rule``).
 
     ``table`` maps each machine to its next dispatch ``[start_at, priority...]``
-    (``[]``: nothing ready there); whoever holds the baton with an empty
-    ``route`` hands it to the machine whose entry is least (ties: machine id),
-    which dispatches one operation and hands the baton to its order with
-    ``placed`` = ``[machine, position, start_at, finish_at]``.  ``route`` lists
-    updates still to apply, each ``[machine, kind, order, position, ready_at]``
-    (kind ``init``, ``drop`` or ``ready``); the baton visits them in turn.
-    ``bounds`` maps each machine to the load it must carry (a makespan bound).
+    (``[]``: nothing ready there) and ``free`` each machine to when it is free.
+    ``pending`` lists updates not yet applied, each ``[machine, kind, order,
+    position, ready_at]``: kind ``init`` (fill in your entry), ``ready`` (that
+    operation may start at ``ready_at``) or ``drop`` (another machine took it).
+    The baton goes to the first machine with an ``init``, else the first with a
+    ``ready`` that could start no later than the least entry, else the least
+    entry's machine (ties: machine id), which applies its updates and, if still
+    least, dispatches; see ``agents/rehearsal.py``.
     """
 
     rehearsal: int
     table: dict = field(default_factory=dict)
-    bounds: dict = field(default_factory=dict)
-    placed: list = field(default_factory=list)
-    route: list = field(default_factory=list)
+    free: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)
 
 
 # -- escalation ---------------------------------------------------------------------
