@@ -247,12 +247,13 @@ class OrderRehearsal:
             k = self._op(pos)
             alts = self.alternatives[k]
             for m in alts:
-                entry: list[object] = [pos, keys[pos], self.capabilities[k], self.quantity,
-                                       len(alts)]
-                if rule:   # the machine that dispatches it tells the others, and the next
-                    entry += [list(alts), list(self.alternatives[k + 1]) if k + 1 < self.n
-                              else []]
-                entries.setdefault(m, []).append(entry)
+                # the machines of the next operation in this pass: the machine that
+                # places this one tells them (dispatch passes, or only one machine)
+                following = list(self.alternatives[self._op(pos + 1)]) if pos + 1 < self.n \
+                    else []
+                entries.setdefault(m, []).append(
+                    [pos, keys[pos], self.capabilities[k], self.quantity, len(alts), list(alts),
+                     following])
         out: list[Action] = [Send(m, Explore(number, e, rule, self.first_ready_at), self.conv)
                              for m, e in sorted(entries.items())]
         if rule and self.peers and self.peers[0] == self.order and self.machines:
@@ -304,6 +305,8 @@ class OrderRehearsal:
         start, finish = quotes[chosen]
         p.placed[body.position] = (chosen, start, finish)
         if body.position + 1 < self.n:
+            if len(alts) == 1:            # its machine told the next ones itself
+                return out
             return out + self._ready(body.position + 1, finish)
         return out + self._completed(finish, now)
 
@@ -428,6 +431,12 @@ class MachineRehearsal:
             p = self.passes.setdefault(body.rehearsal, _MachinePass())
             p.baton = body
             return self._baton(body.rehearsal, p, conv)
+        if isinstance(body, ExploreReady) and body.order:
+            if body.order not in self.orders:     # from the machine before: for an order
+                return []
+            p = self.passes.setdefault(body.rehearsal, _MachinePass())
+            p.ready[(body.order, body.position)] = body.ready_at
+            return self._advance(body.rehearsal, p)
         if sender not in self.orders:
             return []
         p = self.passes.setdefault(body.rehearsal, _MachinePass())   # type: ignore[attr-defined]
@@ -437,7 +446,7 @@ class MachineRehearsal:
             p.registered.add(sender)
             p.rule = body.rule if body.rule in DISPATCH_RULES else ""
             for e in body.entries:
-                if not (isinstance(e, list) and len(e) == (7 if p.rule else 5)):
+                if not (isinstance(e, list) and len(e) in ((7,) if p.rule else (5, 7))):
                     continue
                 pos, key, cap, qty, alts = e[:5]
                 if cap not in self.duration_s or not isinstance(key, (int, float)) \
@@ -446,7 +455,7 @@ class MachineRehearsal:
                     continue
                 entry = _Entry(float(key), sender, pos,
                                self.duration_s[cap] * qty + self.setup_s, alts, conv)
-                if p.rule:
+                if len(e) == 7:
                     if not (isinstance(e[5], list) and isinstance(e[6], list)):
                         continue
                     entry.others = tuple(str(m) for m in e[5] if m != self.machine)
@@ -492,6 +501,12 @@ class MachineRehearsal:
                     self._insert(p.timeline, e.quoted)
             else:
                 self._insert(p.timeline, e.quoted)
+                for m in e.following:     # only we could run it: tell the next machines
+                    if m == self.machine:
+                        p.ready[(e.order, e.position + 1)] = e.quoted[1]
+                    else:
+                        out.append(Send(m, ExploreReady(number, e.position + 1, e.quoted[1],
+                                                        e.order), e.conv))
             p.next += 1
         if p.next == len(p.entries):
             del self.passes[number]

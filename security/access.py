@@ -30,7 +30,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "failure": RESOURCES,
     "heartbeat": EVERYONE,
     "explore": frozenset({"order"}),
-    "explore_ready": frozenset({"order"}),
+    "explore_ready": frozenset({"order", "machine"}),
     "intend": frozenset({"order"}),
     "explore_result": frozenset({"order"}),
     "explore_quote": frozenset({"machine"}),

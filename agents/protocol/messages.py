@@ -260,17 +260,17 @@ class Explore(Body):
 
     Sent to every machine of the cell (``entries`` may be empty), so a machine
     knows when it has heard from every order.  Each entry is
-    ``[position, key, capability, quantity, alternatives]``: the operation's
+    ``[position, key, capability, quantity, alternatives, machines, next]``: the operation's
     position in the pass (0 = the first the pass places), the list key the
     machine inserts it by (lower first; ties by order id, then position), and
-    how many machines may run it (> 1: the machine waits for ``intend``).
+    how many machines may run it (> 1: the machine waits for ``intend``), which
+    they are, and which machines may run the next operation (``[]``: none).
+    A 5-item entry (without the last two) is accepted in a keyed pass.
 
     With ``rule`` set (``SPT``, ``MWKR`` or ``FIFO``) the pass is a non-delay
     dispatch instead, driven by ``baton``: ``key`` is then the entry's static
-    priority (``MWKR``: minus the work remaining), each entry carries two more
-    items — the machines that may run it and those that may run the next
-    operation (``[]``: none) — and ``ready_at`` is when the operation at
-    position 0 may start.
+    priority (``MWKR``: minus the work remaining) and ``ready_at`` is when the
+    operation at position 0 may start.
     """
 
     rehearsal: int            # pass number, from 0
@@ -281,11 +281,17 @@ class Explore(Body):
 
 @message("explore_ready")
 class ExploreReady(Body):
-    """In rehearsal ``rehearsal``, the operation at ``position`` may start at ``ready_at``."""
+    """In rehearsal ``rehearsal``, the operation at ``position`` may start at ``ready_at``.
+
+    Sent by the order — or, with ``order`` set, by the machine that placed the
+    order's previous operation when only that machine could run it (one hop
+    instead of two; ``explore`` entries name the machines of the next operation).
+    """
 
     rehearsal: int
     position: int
     ready_at: float           # rehearsal time, not the cell's clock
+    order: str = ""           # set by a machine sending on the order's behalf
 
 
 @message("explore_quote")
