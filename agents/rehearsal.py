@@ -216,6 +216,7 @@ class OrderRehearsal:
         self.current: Plan | None = None
         self.last: Plan | None = None
         self.results: dict[int, dict[str, tuple[float, float, float, float]]] = {}
+        self.summaries: dict[int, tuple[float, float, float]] = {}   # makespan, at, bound
         self.now_pass: _OrderPass | None = None
         self.makespans: list[float] = []      # of every pass so far
         self.finished = False
@@ -275,10 +276,15 @@ class OrderRehearsal:
 
     def on_message(self, sender: str, body: Body, now: float) -> list[Action]:
         if isinstance(body, ExploreResult):
-            if sender in self.peers:
-                self.results.setdefault(body.rehearsal, {})[sender] = (
-                    body.completion_at, body.at, body.bound, body.work_s)
-            return self._maybe_next(now)
+            if sender not in self.peers or body.rehearsal < 0:
+                return []
+            if body.orders == len(self.peers) and sender == self._collector(body.rehearsal):
+                self.summaries[body.rehearsal] = (body.completion_at, body.at, body.bound)
+                return self._maybe_next(now)
+            if body.orders == 1 and self._collector(body.rehearsal) == self.order:
+                return self._collect(body.rehearsal, sender, (
+                    body.completion_at, body.at, body.bound, body.work_s), now)
+            return []
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
                 or body.rehearsal != p.number or body.position in p.placed \
@@ -310,29 +316,47 @@ class OrderRehearsal:
             return out + self._ready(body.position + 1, finish)
         return out + self._completed(finish, now)
 
+    def _collector(self, number: int) -> str:
+        """The order that sums up pass ``number``'s results (the orders take turns)."""
+        return self.peers[number % len(self.peers)] if self.peers else self.order
+
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
-        result = ExploreResult(number, completion_at, now, self.bound, self.work_total_s)
-        out: list[Action] = [Send(o, result, self.conv) for o in self.peers if o != self.order]
-        self.results.setdefault(number, {})[self.order] = (completion_at, now, self.bound,
-                                                           self.work_total_s)
+        mine = (completion_at, now, self.bound, self.work_total_s)
+        collector = self._collector(number)
+        if collector == self.order:
+            return self._collect(number, self.order, mine, now)
+        return [Send(collector, ExploreResult(number, *mine), self.conv)]
+
+    def _collect(self, number: int, sender: str, result: tuple[float, float, float, float],
+                 now: float) -> list[Action]:
+        """The collector: once every order reported, tell them all (and itself) the sum."""
+        got = self.results.setdefault(number, {})
+        got[sender] = result
+        if len(got) < len(self.peers) or number in self.summaries:
+            return []
+        total = (max(r[0] for r in got.values()), max(r[1] for r in got.values()),
+                 max(max(r[2] for r in got.values()),
+                     sum(r[3] for r in got.values()) / max(1, len(self.machines))),
+                 sum(r[3] for r in got.values()))
+        del self.results[number]
+        self.summaries[number] = total[:3]
+        out: list[Action] = [Send(o, ExploreResult(number, *total, len(self.peers)), self.conv)
+                             for o in self.peers if o != self.order]
         return out + self._maybe_next(now)
 
     def _maybe_next(self, now: float) -> list[Action]:
         p = self.now_pass
         if p is None or self.finished:
             return []
-        got = self.results.get(p.number, {})
-        if len(got) < len(self.peers) or len(p.placed) < self.n:
+        summary = self.summaries.get(p.number)
+        if summary is None or len(p.placed) < self.n:
             return []
-        makespan = max(r[0] for r in got.values())
-        self.ended_at = max(r[1] for r in got.values())
-        self.bound = max(self.bound, *(r[2] for r in got.values()),
-                         sum(r[3] for r in got.values()) / max(1, len(self.machines)))
+        makespan, self.ended_at, bound = self.summaries.pop(p.number)
+        self.bound = max(self.bound, bound)
         self.makespans.append(makespan)
         self._learn(p, makespan)
-        del self.results[p.number]
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
         # can be shorter), after ``passes``, or once the rehearsal has cost more than

@@ -320,7 +320,12 @@ class Intention(Body):
 
 @message("explore_result")
 class ExploreResult(Body):
-    """An order tells the other orders when it finished in a rehearsal pass.
+    """An order tells the pass's collector when it finished in a rehearsal pass.
+
+    The collector (the orders take turns, by pass number) sums up all of them in
+    one ``explore_result`` to every order, with ``orders`` = how many it covers:
+    the latest completion (the makespan), the latest ``at``, the greatest
+    ``bound`` and the total ``work_s``.
 
     ``bound`` is a lower bound on any plan's makespan that the sender knows of
     (its own work, or a machine's load it was told about); 0 = none.
@@ -333,6 +338,7 @@ class ExploreResult(Body):
     at: float = 0.0           # the sender's clock when it finished the pass
     bound: float = 0.0        # rehearsal time
     work_s: float = 0.0
+    orders: int = 1
 
 
 @message("baton")
