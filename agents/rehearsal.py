@@ -18,41 +18,48 @@ One pass is a **serial schedule generation with insertion**, distributed:
 * a machine places the operations registered with it strictly in key order
   (ties: order id, then position), each in the earliest gap of its
   rehearsal timeline that starts at or after the operation's ready time,
-  which the order sends (``explore_ready``) once the predecessor is placed;
-  the machine answers ``explore_quote``;
+  which the order sends (``explore_ready``) once the predecessor is placed —
+  or the predecessor's machine, when only it could run that one (one hop
+  instead of two); the machine answers ``explore_quote``;
 * an operation several machines can run is quoted by each of them when its
   turn comes; the order takes the earliest finish (ties: lower machine id)
   and tells them all (``intend``), so they can go on with the next key;
-* an order whose last operation is placed tells every order its completion
-  (``explore_result``); when an order has every completion it knows the
-  pass's makespan and starts the next pass.
+* an order whose last operation is placed tells the pass's *collector* (the
+  orders take turns) its completion (``explore_result``); the collector
+  tells every order the sum — the pass's makespan, the latest clock, the
+  best lower bound — and each starts the next pass.
 
 Because every machine uses the same global key order and a key never waits
 for a higher one, the pass cannot deadlock, and its result is exactly the
 central serial schedule-generation scheme for the same keys — computed by
 the agents, each knowing only its own route or its own timeline.
 
-Non-delay dispatch passes.  The first passes (one per rule in
-``DISPATCH_RULES``) are not keyed but *dispatched*, exactly as a central
-non-delay dispatcher with that rule would (``sim_bridge/baselines.py``):
-every machine keeps the operations ready for it and its next dispatch —
-``t`` = max(its free time, earliest ready), the rule's favourite among those
-ready by ``t``.  A single token, the ``baton``, carries every machine's next
-dispatch and goes to the least (``t``, priority, machine id): that machine
-dispatches one operation and hands the baton to the operation's order, which
-routes it through the machines it changed (``drop`` at the other
-alternatives, ``ready`` at the next operation's) and on to the new least
-machine.  Nothing can be ready earlier than the least ``t`` — any later
-readiness follows a dispatch at or after it — so the schedule is the
-rule's, with its conflict set taken at each dispatch time (as in
-``sim_bridge/dispatch.py``).  The baton also collects each machine's load
-of operations only it can run, which with the orders' own work bounds every
-plan's makespan from below: a plan that reaches the bound ends the
-rehearsal.
+**Non-delay dispatch passes.**  The first passes (one per rule in
+``DISPATCH_RULES``: MWKR, SPT, FIFO) are not keyed but *dispatched*, as the
+central non-delay dispatcher of ``sim_bridge/dispatch.py`` does with that
+rule: every machine keeps the operations ready for it and its next dispatch
+— ``t`` = max(its free time, earliest ready), the rule's favourite among
+those ready by ``t`` (ties as there: shorter time, lower job).  A single
+token, the ``baton``, carries every machine's next dispatch (``table``) and
+free time, and goes to the least (``t``, priority, machine id); that machine
+dispatches one operation, tells its order where (``explore_quote``), and
+adds the consequences to the baton's ``pending`` updates: ``drop`` for the
+operation's other machines, ``ready`` for the next operation's.  An update
+is applied when its machine next holds the baton — before any decision it
+could change: a ``ready`` that could start no later than the least entry
+sends the baton to its machine first; a ``drop`` can only raise an entry,
+and a machine applies its own before it dispatches.  So nothing is ever
+dispatched before something that should have been, and the pass yields the
+rule's schedule operation by operation (the simulator's baselines break a
+few ties differently: they dispatch after each completion, not after all
+completions at one time).  Machines also report the load only they can
+carry, orders their work: a plan that meets that lower bound ends the
+rehearsal at once.
 
 Keys for the serial passes: a **forward-backward improvement** loop (as in
 resource-constrained project scheduling: Li & Willis 1992, Valls et al.
-2005), every step local to one order, starting from the best dispatch plan:
+2005), every step local to one order, starting from the best dispatch plan
+(so the plan is never worse than the best of the three dispatches):
 
 1. one pass level by level, most work remaining first (MWKR keys);
 2. then, repeated: a *backward* pass — the route reversed, keys from the
@@ -64,8 +71,12 @@ resource-constrained project scheduling: Li & Willis 1992, Valls et al.
 
 Each order keeps its part of the best plan seen (every order sees the same
 makespans, so they all pick the same pass).  The real negotiation then calls
-each operation at its planned machine with ``earliest_start_at`` = start of
-execution + planned start; the machines run their tasks in planned order.
+each operation at its planned machine with ``earliest_start_at`` = plan
+origin + planned start, where the origin is the same for every order (the
+last pass's end as the collector reported it, plus two reply deadlines for
+the award round); the machines run their tasks strictly in planned order,
+each as soon as its parts are there, so the execution is the plan shifted
+left where it can be — never later than planned, up to message latency.
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
 so far, or the ordinary contract net.  Rehearsal ignores transport,

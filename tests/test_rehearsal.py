@@ -213,3 +213,43 @@ def test_a_plan_that_meets_the_lower_bound_ends_the_rehearsal() -> None:
     r = next(iter(ors.values()))
     assert r.bound == 593 and r.best is not None and r.best.makespan == 593
     assert r.now_pass is not None and r.now_pass.number == 0
+
+
+def test_a_plan_that_meets_the_total_work_bound_ends_the_rehearsal() -> None:
+    """Two one-operation jobs that either of two machines runs in 5: total work 10 over
+    2 machines bounds the makespan by 5, which the first dispatch reaches."""
+    from sim_bridge.instances import Operation
+
+    inst = Instance("two", 2, 2, tuple((Operation(j, 0, ((0, 5), (1, 5))),) for j in range(2)))
+    ors = _wire(inst, 50)
+    r = next(iter(ors.values()))
+    assert r.bound == 5 and r.best is not None and r.best.makespan == 5
+    assert r.makespans == [5.0]
+
+
+def test_a_malformed_baton_is_ignored_not_a_crash() -> None:
+    from agents.protocol.messages import Baton, Explore
+
+    m = MachineRehearsal("M1", orders=["J1"], duration_s={"c": 1.0})
+    assert m.on_message("J1", Explore(0, [[0, 0.0, "c", 1, 1, ["M1"], []]], "MWKR"), "x") == []
+    out = m.on_message("M2", Baton(0, {"M2": ["late"], "M3": [1.0, None]}, {"M2": "soon"},
+                                   [["M1", "ready", "J1", 0, "now"], 5, "x",
+                                    ["M9", "explode", "J1", 0, 1.0]]), "x")
+    # the garbage is dropped; M1 dispatches its one operation, which was ready at 0
+    quotes = [a.body for a in out if isinstance(a, Send) and a.to == "J1"]
+    assert [(q.position, q.start_at, q.finish_at) for q in quotes] == [(0, 0.0, 1.0)]
+
+
+def test_rehearsal_under_message_loss_still_completes_every_order() -> None:
+    """Lost rehearsal messages stall a pass; the pass timeout ends the rehearsal with the
+    best plan so far and the contract net does the rest."""
+    from sim_bridge.report import build_report
+
+    d = instance_to_cell_dict(load_instance(BENCH / "ft06.jsp"))
+    d["sim"]["network"]["loss"] = 0.01
+    cell = VirtualCell(cell_from_dict(d, source="ft06"), seed=3)
+    cell.run()
+    report = build_report(cell)
+    assert report["orders_completed"] == report["orders_total"] == 6
+    assert all(report["invariants"].values())
+    assert any('"rehearsal_end"' in line and '"timeout"' in line for line in cell.events)
