@@ -75,6 +75,7 @@ class Negotiation:
     past_awards: set[tuple[str, int]] = field(default_factory=set)   # (winner, epoch)
     duration_s: float = 0.0                   # of the current award, from its proposal
     wait_option: tuple[str, float] | None = None   # (faulted machine, finish if we wait)
+    planned: bool = False                     # this round calls the rehearsed plan's machine
 
 
 class OrderAgent(Agent):
@@ -208,6 +209,8 @@ class OrderAgent(Agent):
                 return []
             if isinstance(body, Proposal) and body.kind == neg.kind:
                 neg.proposals.append((msg.sender, body))
+                if neg.planned:   # the plan's one machine answered: nobody else to wait for
+                    return [CancelTimer(f"deadline:{neg.task}")] + self._deadline(neg, now)
             return []   # the award waits for the deadline, whoever answered
         if getattr(body, "award_epoch", None) != neg.epoch or msg.sender != neg.winner:
             self.ignored += 1                # a stale winner or an old epoch: fenced
@@ -278,6 +281,7 @@ class OrderAgent(Agent):
         recipients = neg.recipients
         planned = (self.plan is not None and neg.kind == "operation" and neg.attempt == 0
                    and neg.op_index < len(self.plan.machine))
+        neg.planned = planned
         if planned:
             assert self.plan is not None
             recipients = [self.plan.machine[neg.op_index]]

@@ -71,6 +71,9 @@ def test_execution_realises_the_plan() -> None:
             assert op.start <= origin + plan.start[op.index] + 0.01, (name, op)  # type: ignore[attr-defined]
         origin, plan = next(iter(plans.values()))
         assert makespan(ops) <= origin + plan.makespan + 0.01  # type: ignore[attr-defined]
+        # a planned call has one recipient: its award does not wait for the reply deadline,
+        # and the first operations start before the origin (it leaves room for two)
+        assert min(op.start for op in ops) < origin - cell.cfg.negotiation.reply_deadline_s
 
 
 def test_a_cell_without_rehearsal_has_no_plan() -> None:
