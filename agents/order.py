@@ -22,6 +22,10 @@ gets ``cancel`` and the task is called again.  A ``failure`` (fault, abort)
 or a scrap result calls the operation again; with no proposal at all the
 order waits ``retry_s`` in a safe state and calls again, and records the
 case as non-routine.
+
+With a rehearsed plan (:mod:`agents.rehearsal`) every operation is called at
+once, at its planned machine and start; such a call has one recipient, so
+the award follows its proposal without waiting for the reply deadline.
 """
 
 from __future__ import annotations
