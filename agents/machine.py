@@ -5,7 +5,14 @@ from __future__ import annotations
 from agents.base import Timing
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command
-from agents.protocol.messages import CallForProposals, Explore, ExploreReady, Intention, Message
+from agents.protocol.messages import (
+    Baton,
+    CallForProposals,
+    Explore,
+    ExploreReady,
+    Intention,
+    Message,
+)
 from agents.rehearsal import MachineRehearsal
 
 from .base import PlantEventIn
@@ -33,9 +40,10 @@ class MachineAgent(ResourceAgent):
             agent_id, orders=list(orders or []),
             duration_s=dict(self.capabilities), setup_s=setup_s,
         ) if timing.rehearsal_passes > 0 and orders else None
+        self.planned_order = self.rehearsal is not None
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
-        if isinstance(msg.body, (Explore, ExploreReady, Intention)):
+        if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):
             if self.rehearsal is None:
                 self.ignored += 1
                 return []

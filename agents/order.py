@@ -22,6 +22,10 @@ gets ``cancel`` and the task is called again.  A ``failure`` (fault, abort)
 or a scrap result calls the operation again; with no proposal at all the
 order waits ``retry_s`` in a safe state and calls again, and records the
 case as non-routine.
+
+With a rehearsed plan (:mod:`agents.rehearsal`) every operation is called at
+once, at its planned machine and start; such a call has one recipient, so
+the award follows its proposal without waiting for the reply deadline.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class Negotiation:
     late_ok: bool = False                     # a decision accepted a late re-route
     wait_accepted_until: float = 0.0          # a decision to wait: no new escalation before
     escalation: str = ""                      # the open escalation about this task
+    planned: bool = False                     # this round calls the rehearsed plan's machine
 
 
 class OrderAgent(Agent):
@@ -168,9 +173,12 @@ class OrderAgent(Agent):
         self.plan = self.rehearsal.best
         # a time every order agrees on (the latest pass end reported), so the
         # planned slots of different orders line up exactly at the machines; it
-        # leaves room for the award round, so no planned slot is already in the past
-        self.plan_origin_at = (max(self.rehearsal.ended_at, self.rehearsal.started_at, now)
-                               + 2 * self.timing.reply_deadline_s)
+        # leaves room for the award round, so no planned slot is already in the past.
+        # Not ``now``: orders hear the last result at different times, and slots shifted
+        # by one message latency would overlap at the machines and be pushed back.
+        agreed = max(self.rehearsal.ended_at, self.rehearsal.started_at)
+        self.plan_origin_at = max(agreed, now - self.timing.reply_deadline_s) \
+            + 2 * self.timing.reply_deadline_s
         return self._advance(now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
@@ -230,6 +238,8 @@ class OrderAgent(Agent):
                 return []
             if isinstance(body, Proposal) and body.kind == neg.kind:
                 neg.proposals.append((msg.sender, body))
+                if neg.planned:   # the plan's one machine answered: nobody else to wait for
+                    return [CancelTimer(f"deadline:{neg.task}")] + self._deadline(neg, now)
             elif isinstance(body, Refusal):
                 neg.refusals.append((msg.sender, body.reason, body.repair_at))
             return []   # the award waits for the deadline, whoever answered
@@ -303,6 +313,7 @@ class OrderAgent(Agent):
         recipients = neg.recipients
         planned = (self.plan is not None and neg.kind == "operation" and neg.attempt == 0
                    and neg.op_index < len(self.plan.machine))
+        neg.planned = planned
         if planned:
             assert self.plan is not None
             recipients = [self.plan.machine[neg.op_index]]

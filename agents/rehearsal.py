@@ -18,37 +18,65 @@ One pass is a **serial schedule generation with insertion**, distributed:
 * a machine places the operations registered with it strictly in key order
   (ties: order id, then position), each in the earliest gap of its
   rehearsal timeline that starts at or after the operation's ready time,
-  which the order sends (``explore_ready``) once the predecessor is placed;
-  the machine answers ``explore_quote``;
+  which the order sends (``explore_ready``) once the predecessor is placed —
+  or the predecessor's machine, when only it could run that one (one hop
+  instead of two); the machine answers ``explore_quote``;
 * an operation several machines can run is quoted by each of them when its
   turn comes; the order takes the earliest finish (ties: lower machine id)
   and tells them all (``intend``), so they can go on with the next key;
-* an order whose last operation is placed tells every order its completion
-  (``explore_result``); when an order has every completion it knows the
-  pass's makespan and starts the next pass.
+* an order whose last operation is placed tells the pass's *collector* (the
+  orders take turns) its completion (``explore_result``); the collector
+  tells every order the sum — the pass's makespan, the latest clock, the
+  best lower bound — and each starts the next pass.
 
 Because every machine uses the same global key order and a key never waits
 for a higher one, the pass cannot deadlock, and its result is exactly the
 central serial schedule-generation scheme for the same keys — computed by
 the agents, each knowing only its own route or its own timeline.
 
-Which keys?  This is a **forward-backward improvement** loop (as in
-resource-constrained project scheduling: Li & Willis 1992, Valls et al.
-2005), every step local to one order:
+**Non-delay dispatch passes.**  The first passes (one per rule in
+``DISPATCH_RULES``: MWKR, SPT, FIFO) are not keyed but *dispatched*, as the
+central non-delay dispatcher of ``sim_bridge/dispatch.py`` does with that
+rule: every machine keeps the operations ready for it and its next dispatch
+— ``t`` = max(its free time, earliest ready), the rule's favourite among
+those ready by ``t`` (ties as there: shorter time, lower job).  A single
+token, the ``baton``, carries every machine's next dispatch (``table``) and
+free time, and goes to the least (``t``, priority, machine id); that machine
+dispatches one operation, tells its order where (``explore_quote``), and
+adds the consequences to the baton's ``pending`` updates: ``drop`` for the
+operation's other machines, ``ready`` for the next operation's.  An update
+is applied when its machine next holds the baton — before any decision it
+could change: a ``ready`` that could start no later than the least entry
+sends the baton to its machine first; a ``drop`` can only raise an entry,
+and a machine applies its own before it dispatches.  So nothing is ever
+dispatched before something that should have been, and the pass yields the
+rule's schedule operation by operation (the simulator's baselines break a
+few ties differently: they dispatch after each completion, not after all
+completions at one time).  Machines also report the load only they can
+carry, orders their work: a plan that meets that lower bound ends the
+rehearsal at once.
 
-1. pass 0: level by level, most work remaining first (the MWKR rule);
+Keys for the serial passes: a **forward-backward improvement** loop (as in
+resource-constrained project scheduling: Li & Willis 1992, Valls et al.
+2005), every step local to one order, starting from the best dispatch plan
+(so the plan is never worse than the best of the three dispatches):
+
+1. one pass level by level, most work remaining first (MWKR keys);
 2. then, repeated: a *backward* pass — the route reversed, keys from the
    latest finish first, i.e. the last plan squeezed to the right — whose
    mirror image is itself a schedule; a *forward* pass keyed by the start
-   times of that mirror, which left-justifies it again and never needs more
-   time than the plan it came from; then a *perturbed* forward pass keyed by
-   the start times of the current plan plus seeded Gaussian noise, which
-   gets the search out of a local optimum.
+   times of that mirror, which left-justifies it again; then a *perturbed*
+   forward pass keyed by the start times of the current plan plus seeded
+   Gaussian noise, which gets the search out of a local optimum.
 
 Each order keeps its part of the best plan seen (every order sees the same
 makespans, so they all pick the same pass).  The real negotiation then calls
-each operation at its planned machine with ``earliest_start_at`` = start of
-execution + planned start; the machines run their tasks in planned order.
+each operation at its planned machine with ``earliest_start_at`` = plan
+origin + planned start, where the origin is the same for every order (the
+last pass's end as the collector reported it, plus two reply deadlines for
+the award round); the machines run their tasks strictly in planned order,
+each as soon as its parts are there, so the execution is the plan shifted
+left where it can be — never later than planned, up to message latency.
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
 so far, or the ordinary contract net.  Rehearsal ignores transport,
@@ -63,6 +91,7 @@ from dataclasses import dataclass, field
 
 from agents.protocol.actions import Action, Log, Send
 from agents.protocol.messages import (
+    Baton,
     Body,
     Explore,
     ExploreQuote,
@@ -75,6 +104,58 @@ from agents.protocol.messages import (
 LEVEL = 1e9
 #: Standard deviation of the perturbation, as a share of (makespan / ops in the route).
 NOISE = 0.3
+#: The non-delay dispatch passes that open a rehearsal, in this order.
+DISPATCH_RULES = ("MWKR", "SPT", "FIFO")
+#: Passes before the forward-backward loop: the dispatch passes and one level-keyed pass.
+SEEDS = len(DISPATCH_RULES) + 1
+
+
+def rule_of(p: int) -> str:
+    """The dispatch rule of pass ``p``, or "" for a serial (keyed) pass."""
+    return DISPATCH_RULES[p] if p < len(DISPATCH_RULES) else ""
+
+
+def dispatch_priority(rule: str, *, ready_at: float, duration_s: float, static: float,
+                      job: int) -> list[float]:
+    """The rule's priority of one ready operation (least first), with the tie-breaks of
+    ``sim_bridge/dispatch.py``: shorter processing time, then lower job index."""
+    if rule == "SPT":
+        head = [duration_s]
+    elif rule == "FIFO":
+        head = [ready_at, float(job)]
+    else:                       # MWKR: static = minus the work remaining
+        head = [static]
+    return [*head, duration_s, float(job)]
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def least(table: dict) -> str | None:
+    """The machine whose next dispatch comes first (ties: machine id), or None."""
+    best: tuple[list, str] | None = None
+    for m, entry in table.items():
+        if isinstance(entry, list) and entry and (best is None or (entry, m) < best):
+            best = (entry, m)
+    return None if best is None else best[1]
+
+
+def next_hop(table: dict, free: dict, pending: list) -> str | None:
+    """Where the baton goes next: a machine that has not filled in its entry; else one
+    with a ``ready`` that could undercut the least entry (the operation could start
+    there no later than it); else the least entry's machine.  A ``drop`` can only
+    raise an entry, so it waits until its machine holds the baton anyway.  None:
+    nothing left to dispatch."""
+    inits = [u[0] for u in pending if u[1] == "init"]
+    if inits:
+        return min(inits)
+    holder = least(table)
+    readies = [(max(u[4], free.get(u[0], 0.0)), u[0]) for u in pending if u[1] == "ready"]
+    if holder is None:
+        return min(readies)[1] if readies else None
+    urgent = [m for at, m in readies if at <= table[holder][0] + 1e-9]
+    return min(urgent) if urgent else holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +170,11 @@ class Plan:
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
               last: Plan | None, rng: random.Random) -> tuple[bool, list[float]]:
-    """``(backward, keys by position)`` of pass ``p`` (position 0 = the first placed)."""
-    if p == 0 or best is None or current is None or last is None:
+    """``(backward, keys by position)`` of serial pass ``p`` (position 0 = the first placed)."""
+    if p < SEEDS or best is None or current is None or last is None:
         return False, list(first)
     n = len(first)
-    step = (p - 1) % 3
+    step = (p - SEEDS) % 3
     if step == 0:      # backward from the last plan: latest finish placed first
         return True, [-last.finish[n - 1 - i] for i in range(n)]
     if step == 1:      # forward from the mirror of the backward pass
@@ -137,11 +218,18 @@ class OrderRehearsal:
         self.ended_at = 0.0        # the same for every order: the latest pass end reported
         total = sum(work_s)
         self.first_keys = [k * LEVEL - total for k in range(len(capabilities))]
+        self.remaining_s = [sum(work_s[k:]) for k in range(len(work_s))]
+        #: no plan can end before this (rehearsal time): the order's own work, then
+        #: whatever the machines and the other orders report
+        self.bound = first_ready_at + total
+        self.work_total_s = total
         self.best: Plan | None = None
         self.current: Plan | None = None
         self.last: Plan | None = None
-        self.results: dict[int, dict[str, tuple[float, float]]] = {}
+        self.results: dict[int, dict[str, tuple[float, float, float, float]]] = {}
+        self.summaries: dict[int, tuple[float, float, float]] = {}   # makespan, at, bound
         self.now_pass: _OrderPass | None = None
+        self.makespans: list[float] = []      # of every pass so far
         self.finished = False
         self.conv = f"{order}/rehearsal"
 
@@ -155,23 +243,39 @@ class OrderRehearsal:
 
     def start(self, now: float) -> list[Action]:
         self.started_at = now
+        self.bound = self.first_ready_at + self.work_total_s
         return self._begin(0, now)
 
     def _begin(self, number: int, now: float) -> list[Action]:
-        backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
-                                   current=self.current, last=self.last, rng=self.rng)
+        rule = rule_of(number)
+        if rule:
+            backward, keys = False, [-w for w in self.remaining_s]
+        else:
+            backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
+                                       current=self.current, last=self.last, rng=self.rng)
         self.now_pass = _OrderPass(number, backward)
         entries: dict[str, list[list[object]]] = {m: [] for m in self.machines}
         for pos in range(self.n):
             k = self._op(pos)
             alts = self.alternatives[k]
             for m in alts:
+                # the machines of the next operation in this pass: the machine that
+                # places this one tells them (dispatch passes, or only one machine)
+                following = list(self.alternatives[self._op(pos + 1)]) if pos + 1 < self.n \
+                    else []
                 entries.setdefault(m, []).append(
-                    [pos, keys[pos], self.capabilities[k], self.quantity, len(alts)])
-        out: list[Action] = [Send(m, Explore(number, e), self.conv)
+                    [pos, keys[pos], self.capabilities[k], self.quantity, len(alts), list(alts),
+                     following])
+        out: list[Action] = [Send(m, Explore(number, e, rule, self.first_ready_at), self.conv)
                              for m, e in sorted(entries.items())]
+        if rule and self.peers and self.peers[0] == self.order and self.machines:
+            # the first order starts the baton: every machine fills in its entry
+            out.append(Send(self.machines[0], Baton(
+                number, pending=[[m, "init", "", 0, 0.0] for m in self.machines]), self.conv))
         if self.n == 0:
             return out + self._completed(0.0, now)
+        if rule:
+            return out
         ready = 0.0 if backward else self.first_ready_at
         return out + self._ready(0, ready)
 
@@ -183,10 +287,15 @@ class OrderRehearsal:
 
     def on_message(self, sender: str, body: Body, now: float) -> list[Action]:
         if isinstance(body, ExploreResult):
-            if sender in self.peers:
-                self.results.setdefault(body.rehearsal, {})[sender] = (body.completion_at,
-                                                                       body.at)
-            return self._maybe_next(now)
+            if sender not in self.peers or body.rehearsal < 0:
+                return []
+            if body.orders == len(self.peers) and sender == self._collector(body.rehearsal):
+                self.summaries[body.rehearsal] = (body.completion_at, body.at, body.bound)
+                return self._maybe_next(now)
+            if body.orders == 1 and self._collector(body.rehearsal) == self.order:
+                return self._collect(body.rehearsal, sender, (
+                    body.completion_at, body.at, body.bound, body.work_s), now)
+            return []
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
                 or body.rehearsal != p.number or body.position in p.placed \
@@ -195,6 +304,12 @@ class OrderRehearsal:
         alts = self.alternatives[self._op(body.position)]
         if sender not in alts:
             return []
+        if rule_of(p.number):   # a dispatch pass: the machine has placed it
+            self.bound = max(self.bound, body.bound)
+            p.placed[body.position] = (sender, body.start_at, body.finish_at)
+            if len(p.placed) < self.n:    # quotes may arrive in any order
+                return []
+            return self._completed(p.placed[self.n - 1][2], now)
         quotes = p.quotes.setdefault(body.position, {})
         quotes[sender] = (body.start_at, body.finish_at)
         if len(quotes) < len(alts):
@@ -207,32 +322,59 @@ class OrderRehearsal:
         start, finish = quotes[chosen]
         p.placed[body.position] = (chosen, start, finish)
         if body.position + 1 < self.n:
+            if len(alts) == 1:            # its machine told the next ones itself
+                return out
             return out + self._ready(body.position + 1, finish)
         return out + self._completed(finish, now)
+
+    def _collector(self, number: int) -> str:
+        """The order that sums up pass ``number``'s results (the orders take turns)."""
+        return self.peers[number % len(self.peers)] if self.peers else self.order
 
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
-        out: list[Action] = [Send(o, ExploreResult(number, completion_at, now), self.conv)
+        mine = (completion_at, now, self.bound, self.work_total_s)
+        collector = self._collector(number)
+        if collector == self.order:
+            return self._collect(number, self.order, mine, now)
+        return [Send(collector, ExploreResult(number, *mine), self.conv)]
+
+    def _collect(self, number: int, sender: str, result: tuple[float, float, float, float],
+                 now: float) -> list[Action]:
+        """The collector: once every order reported, tell them all (and itself) the sum."""
+        got = self.results.setdefault(number, {})
+        got[sender] = result
+        if len(got) < len(self.peers) or number in self.summaries:
+            return []
+        total = (max(r[0] for r in got.values()), max(r[1] for r in got.values()),
+                 max(max(r[2] for r in got.values()),
+                     sum(r[3] for r in got.values()) / max(1, len(self.machines))),
+                 sum(r[3] for r in got.values()))
+        del self.results[number]
+        self.summaries[number] = total[:3]
+        out: list[Action] = [Send(o, ExploreResult(number, *total, len(self.peers)), self.conv)
                              for o in self.peers if o != self.order]
-        self.results.setdefault(number, {})[self.order] = (completion_at, now)
         return out + self._maybe_next(now)
 
     def _maybe_next(self, now: float) -> list[Action]:
         p = self.now_pass
         if p is None or self.finished:
             return []
-        got = self.results.get(p.number, {})
-        if len(got) < len(self.peers) or len(p.placed) < self.n:
+        summary = self.summaries.get(p.number)
+        if summary is None or len(p.placed) < self.n:
             return []
-        makespan = max(c for c, _ in got.values())
-        self.ended_at = max(at for _, at in got.values())
+        makespan, self.ended_at, bound = self.summaries.pop(p.number)
+        self.bound = max(self.bound, bound)
+        self.makespans.append(makespan)
         self._learn(p, makespan)
-        del self.results[p.number]
-        # Every order decides on the same numbers (pass, makespans, reported clocks), so
-        # they all stop together: after ``passes``, or once the rehearsal has cost
-        # more than ``budget_share`` of the best plan's makespan in cell time.
+        # Every order decides on the same numbers (pass, makespans, reported clocks and
+        # bounds), so they all stop together: once the best plan meets the bound (no plan
+        # can be shorter), after ``passes``, or once the rehearsal has cost more than
+        # ``budget_share`` of the best plan's makespan in cell time.
         assert self.best is not None
+        if self.best.makespan <= self.bound + 1e-9:
+            return self.stop("bound")
         spent = self.ended_at - self.started_at
         if p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan:
             return self.stop("done")
@@ -249,11 +391,17 @@ class OrderRehearsal:
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                         tuple(r[2] for r in rows))
         self.last = plan
-        if self.best is None or makespan <= self.best.makespan:
+        if self.best is None or makespan < self.best.makespan:
             self.best = plan
-        if p.number == 0 or (p.number - 1) % 3 == 1:
-            if self.current is None or makespan <= self.current.makespan:
-                self.current = plan
+        # the loop's current plan: the best seed, then every forward-from-mirror pass
+        # that is no worse (ties move on, so the search can drift along a plateau)
+        seed = p.number < SEEDS
+        if (seed or (p.number - SEEDS) % 3 == 1) and (
+                self.current is None or makespan < self.current.makespan
+                or (not seed and makespan == self.current.makespan)):
+            self.current = plan
+        if p.number == SEEDS - 1:
+            self.last = self.current      # the loop starts from the best seed
 
     def stop(self, why: str) -> list[Action]:
         """End the rehearsal (done, or a pass timed out); ``best`` is the plan, if any."""
@@ -262,7 +410,8 @@ class OrderRehearsal:
         self.finished = True
         return [Log("rehearsal_end", {
             "order": self.order, "why": why,
-            "passes": 0 if self.now_pass is None else self.now_pass.number + (why == "done"),
+            "passes": 0 if self.now_pass is None
+            else self.now_pass.number + (why in ("done", "bound")),
             "makespan": None if self.best is None else self.best.makespan})]
 
 
@@ -277,6 +426,8 @@ class _Entry:
     alternatives: int
     conv: str
     quoted: tuple[float, float] | None = None
+    others: tuple[str, ...] = ()          # dispatch passes: the other machines that may run it
+    following: tuple[str, ...] = ()       # ... and those that may run the next operation
 
 
 @dataclass(slots=True)
@@ -288,6 +439,12 @@ class _MachinePass:
     ready: dict[tuple[str, int], float] = field(default_factory=dict)
     chosen: dict[tuple[str, int], bool] = field(default_factory=dict)
     timeline: list[tuple[float, float]] = field(default_factory=list)
+    # a non-delay dispatch pass (``rule`` set): see ``MachineRehearsal._baton``
+    rule: str = ""
+    free_at: float = 0.0
+    load_s: float = 0.0                   # operations only this machine can run
+    gone: set[tuple[str, int]] = field(default_factory=set)   # dispatched here or elsewhere
+    baton: Baton | None = None            # arrived before every order registered
 
 
 class MachineRehearsal:
@@ -300,24 +457,52 @@ class MachineRehearsal:
         self.duration_s = duration_s     # capability -> seconds per unit
         self.setup_s = setup_s           # planned before every operation: conservative
         self.passes: dict[int, _MachinePass] = {}
+        self.job = {o: float(j) for j, o in enumerate(sorted(orders))}
 
     def on_message(self, sender: str, body: Body, conv: str) -> list[Action]:
-        if sender not in self.orders or getattr(body, "rehearsal", -1) < 0:
+        if getattr(body, "rehearsal", -1) < 0:
+            return []
+        if isinstance(body, Baton):      # from an order or a machine (the codec checked which)
+            p = self.passes.setdefault(body.rehearsal, _MachinePass())
+            p.baton = body
+            return self._baton(body.rehearsal, p, conv)
+        if isinstance(body, ExploreReady) and body.order:
+            if body.order not in self.orders:     # from the machine before: for an order
+                return []
+            p = self.passes.setdefault(body.rehearsal, _MachinePass())
+            p.ready[(body.order, body.position)] = body.ready_at
+            return self._advance(body.rehearsal, p)
+        if sender not in self.orders:
             return []
         p = self.passes.setdefault(body.rehearsal, _MachinePass())   # type: ignore[attr-defined]
         if isinstance(body, Explore):
             if sender in p.registered or p.sorted:
                 return []
             p.registered.add(sender)
+            p.rule = body.rule if body.rule in DISPATCH_RULES else ""
             for e in body.entries:
-                if not (isinstance(e, list) and len(e) == 5):
+                if not (isinstance(e, list) and len(e) in ((7,) if p.rule else (5, 7))):
                     continue
-                pos, key, cap, qty, alts = e
-                if cap not in self.duration_s or not isinstance(key, (int, float)):
+                pos, key, cap, qty, alts = e[:5]
+                if cap not in self.duration_s or not isinstance(key, (int, float)) \
+                        or not isinstance(pos, int) or not isinstance(alts, int) \
+                        or not isinstance(qty, int):
                     continue
-                p.entries.append(_Entry(float(key), sender, int(pos),
-                                        self.duration_s[cap] * int(qty) + self.setup_s,
-                                        int(alts), conv))
+                entry = _Entry(float(key), sender, pos,
+                               self.duration_s[cap] * qty + self.setup_s, alts, conv)
+                if len(e) == 7:
+                    if not (isinstance(e[5], list) and isinstance(e[6], list)):
+                        continue
+                    entry.others = tuple(str(m) for m in e[5] if m != self.machine)
+                    entry.following = tuple(str(m) for m in e[6])
+                p.entries.append(entry)
+                if p.rule:
+                    if alts == 1:
+                        p.load_s += entry.duration_s
+                    if pos == 0:
+                        p.ready[(sender, 0)] = float(body.ready_at)
+            if p.rule:
+                return self._baton(body.rehearsal, p, conv) if p.baton is not None else []
         elif isinstance(body, ExploreReady):
             p.ready[(sender, body.position)] = body.ready_at
         elif isinstance(body, Intention):
@@ -351,9 +536,83 @@ class MachineRehearsal:
                     self._insert(p.timeline, e.quoted)
             else:
                 self._insert(p.timeline, e.quoted)
+                for m in e.following:     # only we could run it: tell the next machines
+                    if m == self.machine:
+                        p.ready[(e.order, e.position + 1)] = e.quoted[1]
+                    else:
+                        out.append(Send(m, ExploreReady(number, e.position + 1, e.quoted[1],
+                                                        e.order), e.conv))
             p.next += 1
         if p.next == len(p.entries):
             del self.passes[number]
+        return out
+
+    # -- non-delay dispatch passes ---------------------------------------------------------
+    def _next(self, p: _MachinePass) -> tuple[_Entry, float, list[float]] | None:
+        """The operation this machine would dispatch next, when, and its priority."""
+        ready = [(p.ready[(e.order, e.position)], e) for e in p.entries
+                 if (e.order, e.position) in p.ready and (e.order, e.position) not in p.gone]
+        if not ready:
+            return None
+        at = max(p.free_at, min(r for r, _ in ready))
+        best: tuple[list[float], _Entry] | None = None
+        for r, e in ready:
+            if r <= at + 1e-9:
+                prio = dispatch_priority(p.rule, ready_at=r, duration_s=e.duration_s,
+                                         static=e.key, job=self.job.get(e.order, 0.0))
+                if best is None or prio < best[0]:
+                    best = (prio, e)
+        assert best is not None
+        return best[1], at, best[0]
+
+    def _baton(self, number: int, p: _MachinePass, conv: str) -> list[Action]:
+        """Apply the baton's updates for this machine; while this machine's next dispatch
+        is the least, dispatch (telling the order by ``explore_quote``); then pass it on."""
+        if p.baton is None or p.registered != self.orders:
+            return []                     # wait for every order's registration
+        b, p.baton = p.baton, None
+        # whatever came over the wire: numbers only, or the comparisons below would fail
+        table = {m: e for m, e in b.table.items()
+                 if isinstance(e, list) and all(_number(x) for x in e)}
+        free = {m: float(f) for m, f in b.free.items() if _number(f)}
+        pending: list[list] = []
+
+        def update(u: object) -> None:
+            if not (isinstance(u, list) and len(u) == 5 and isinstance(u[0], str)
+                    and u[1] in ("init", "ready", "drop") and _number(u[4])):
+                return
+            if u[0] != self.machine:
+                pending.append(u)
+            elif u[1] == "ready" and isinstance(u[4], (int, float)):
+                p.ready[(u[2], u[3])] = float(u[4])
+            elif u[1] == "drop":
+                p.gone.add((u[2], u[3]))
+
+        for u in b.pending:
+            update(u)
+        out: list[Action] = []
+        while True:
+            nxt = self._next(p)
+            table[self.machine] = [] if nxt is None else [nxt[1], *nxt[2]]
+            free[self.machine] = p.free_at
+            holder = next_hop(table, free, pending)
+            if holder != self.machine or nxt is None:
+                break
+            # no operation anywhere can be ready before this start: dispatch it
+            e, start, _ = nxt
+            finish = start + e.duration_s
+            p.free_at = finish
+            p.gone.add((e.order, e.position))
+            for m in e.others:
+                update([m, "drop", e.order, e.position, 0.0])
+            for m in e.following:
+                update([m, "ready", e.order, e.position + 1, finish])
+            out.append(Send(e.order, ExploreQuote(number, e.position, start, finish, p.load_s),
+                            e.conv))
+        if len(p.gone) >= len(p.entries):
+            self.passes.pop(number, None)
+        if holder is not None:
+            out.append(Send(holder, Baton(number, table, free, pending), conv))
         return out
 
     @staticmethod

@@ -71,6 +71,10 @@ class ResourceAgent(Agent):
 
     kind = "operation"
     ready_on_award = False     # robots: the parts wait at the origin once a move is awarded
+    #: run committed tasks strictly in planned order (no jumping ahead): set for a rehearsed
+    #: plan, whose sequence is only guaranteed if kept — a task started early elsewhere
+    #: moves every later one left, so a planned start is no safe gap to jump into
+    planned_order = False
 
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
                  location: str, escalation: EscalationPolicy = OFF, **kw: object) -> None:
@@ -298,7 +302,8 @@ class ResourceAgent(Agent):
             if not t.ready:
                 continue
             dur = t.finish_at - t.start_at
-            if tid == pending[0][1] or now + dur <= first_start + 1e-9:
+            if tid == pending[0][1] or (not self.planned_order
+                                        and now + dur <= first_start + 1e-9):
                 choice = tid
                 break
             if planned == first_start or now > first_start + self.timing.heartbeat_interval_s:

@@ -458,6 +458,6 @@ def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
         # Rehearse before committing (agents/rehearsal.py): a benchmark is one batch
         # of orders released together, the case rehearsal is made for.
         "negotiation": {"reply_deadline_s": 0.01, "heartbeat_interval_s": 1.0, "lease_s": 30.0,
-                        "rehearsal_passes": 200, "rehearsal_pass_timeout_s": 0.5},
+                        "rehearsal_passes": 250, "rehearsal_pass_timeout_s": 0.5},
         "sim": {"seed": 0, "network": {"latency_s": 0.0001}},
     }

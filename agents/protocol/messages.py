@@ -262,33 +262,53 @@ class Explore(Body):
 
     Sent to every machine of the cell (``entries`` may be empty), so a machine
     knows when it has heard from every order.  Each entry is
-    ``[position, key, capability, quantity, alternatives]``: the operation's
+    ``[position, key, capability, quantity, alternatives, machines, next]``: the operation's
     position in the pass (0 = the first the pass places), the list key the
     machine inserts it by (lower first; ties by order id, then position), and
-    how many machines may run it (> 1: the machine waits for ``intend``).
+    how many machines may run it (> 1: the machine waits for ``intend``), which
+    they are, and which machines may run the next operation (``[]``: none).
+    A 5-item entry (without the last two) is accepted in a keyed pass.
+
+    With ``rule`` set (``SPT``, ``MWKR`` or ``FIFO``) the pass is a non-delay
+    dispatch instead, driven by ``baton``: ``key`` is then the entry's static
+    priority (``MWKR``: minus the work remaining) and ``ready_at`` is when the
+    operation at position 0 may start.
     """
 
     rehearsal: int            # pass number, from 0
     entries: list = field(default_factory=list)
+    rule: str = ""            # "" = serial schedule generation by keys
+    ready_at: float = 0.0     # rehearsal time
 
 
 @message("explore_ready")
 class ExploreReady(Body):
-    """In rehearsal ``rehearsal``, the operation at ``position`` may start at ``ready_at``."""
+    """In rehearsal ``rehearsal``, the operation at ``position`` may start at ``ready_at``.
+
+    Sent by the order — or, with ``order`` set, by the machine that placed the
+    order's previous operation when only that machine could run it (one hop
+    instead of two; ``explore`` entries name the machines of the next operation).
+    """
 
     rehearsal: int
     position: int
     ready_at: float           # rehearsal time, not the cell's clock
+    order: str = ""           # set by a machine sending on the order's behalf
 
 
 @message("explore_quote")
 class ExploreQuote(Body):
-    """Where the machine would put the operation: the earliest gap after all lower keys."""
+    """Where the machine would put the operation: the earliest gap after all lower keys.
+
+    In a dispatch pass it is where the machine *did* put it, and ``bound`` is the
+    machine's load of operations only it can run (a makespan bound).
+    """
 
     rehearsal: int
     position: int
     start_at: float           # rehearsal time
     finish_at: float
+    bound: float = 0.0
 
 
 @message("intend")
@@ -302,11 +322,46 @@ class Intention(Body):
 
 @message("explore_result")
 class ExploreResult(Body):
-    """An order tells the other orders when it finished in a rehearsal pass."""
+    """An order tells the pass's collector when it finished in a rehearsal pass.
+
+    The collector (the orders take turns, by pass number) sums up all of them in
+    one ``explore_result`` to every order, with ``orders`` = how many it covers:
+    the latest completion (the makespan), the latest ``at``, the greatest
+    ``bound`` and the total ``work_s``.
+
+    ``bound`` is a lower bound on any plan's makespan that the sender knows of
+    (its own work, or a machine's load it was told about); 0 = none.
+    ``work_s`` is the sender's own work (each operation at its shortest time):
+    the cell's total, spread over every machine, bounds the makespan too.
+    """
 
     rehearsal: int
     completion_at: float      # rehearsal time
     at: float = 0.0           # the sender's clock when it finished the pass
+    bound: float = 0.0        # rehearsal time
+    work_s: float = 0.0
+    orders: int = 1
+
+
+@message("baton")
+class Baton(Body):
+    """The token of a non-delay dispatch pass (``explore`` with a ``rule``).
+
+    ``table`` maps each machine to its next dispatch ``[start_at, priority...]``
+    (``[]``: nothing ready there) and ``free`` each machine to when it is free.
+    ``pending`` lists updates not yet applied, each ``[machine, kind, order,
+    position, ready_at]``: kind ``init`` (fill in your entry), ``ready`` (that
+    operation may start at ``ready_at``) or ``drop`` (another machine took it).
+    The baton goes to the first machine with an ``init``, else the first with a
+    ``ready`` that could start no later than the least entry, else the least
+    entry's machine (ties: machine id), which applies its updates and, if still
+    least, dispatches; see ``agents/rehearsal.py``.
+    """
+
+    rehearsal: int
+    table: dict = field(default_factory=dict)
+    free: dict = field(default_factory=dict)
+    pending: list = field(default_factory=list)
 
 
 # -- escalation ---------------------------------------------------------------------
