@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,9 +52,10 @@ def _free_port() -> int:
 def test_console_demo_serves_pages_and_logs_no_secrets(tmp_path):
     users = tmp_path / "u.db"
     UserStore(users).add("ann", "supervisor", "ann-password")
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     exe = Path(sys.executable).with_name("autocell")
     proc = subprocess.Popen([str(exe), "console", "--demo", "--port", str(port),
+                             "--metrics-port", str(metrics_port),
                              "--users", str(users)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -77,6 +79,17 @@ def test_console_demo_serves_pages_and_logs_no_secrets(tmp_path):
             assert r.headers["location"] == "/"
             cookie = client.cookies.get("autocell_session")
             assert client.get("/").status_code == 200
+        # the console's metrics: open escalations by priority and state, lint-clean
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                      timeout=5).read()
+        series = re.findall(rb'^autocell_escalations_open\{priority="(\d)",state="(\w+)"\} '
+                            rb'([0-9.]+)$', text, flags=re.MULTILINE)
+        assert series and sum(float(v) for _, _, v in series) >= 1, text[:2000]
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool is missing: .ci/run installs Debian's prometheus"
+        lint = subprocess.run([promtool, "check", "metrics"], input=text,
+                              capture_output=True, check=False)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)

@@ -123,6 +123,8 @@ def cmd_console(args: argparse.Namespace) -> int:
                                absolute_timeout_s=args.session_max * 3600.0,
                                secure_cookie=bool(args.tls_cert))
     app = create_app(backend, users, settings, ticker=ticker)
+    if args.metrics_port is not None:
+        serve_escalation_metrics(backend, args.metrics_port)
     if not users.list():
         print(f"no users in {users.path} yet: add one with `autocell users add NAME --role "
               f"supervisor --users {users.path}`", file=sys.stderr)
@@ -134,6 +136,42 @@ def cmd_console(args: argparse.Namespace) -> int:
                 ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
                 timeout_graceful_shutdown=2)
     return 0
+
+
+def open_escalation_counts(backend: Any) -> dict[tuple[str, str], int]:
+    """Escalations not yet resolved, by (priority, state): the console's gauge."""
+    counts: dict[tuple[str, str], int] = {}
+    for e in backend.list():
+        state = str(getattr(e, "state", ""))
+        if state != "resolved":
+            key = (str(getattr(e, "priority", "")), state)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0) -> Any:
+    """``/metrics`` of the console on ``port``: open escalations by priority and state,
+    refreshed every ``every_s`` from the store by a daemon thread."""
+    import threading
+    import time
+
+    from ops.metrics import ProcessMetrics
+
+    metrics = ProcessMetrics(time.time)
+    metrics.set_open_escalations(open_escalation_counts(backend))
+    server = metrics.serve(port)
+
+    def refresh() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                metrics.set_open_escalations(open_escalation_counts(backend))
+            except Exception:   # a store briefly locked by a writer: try again next time
+                logging.getLogger("autocell.console").debug("metrics refresh failed",
+                                                             exc_info=True)
+
+    threading.Thread(target=refresh, daemon=True, name="console-metrics").start()
+    return server
 
 
 def add_arguments(sub: Any) -> None:
@@ -154,6 +192,9 @@ def add_arguments(sub: Any) -> None:
                     help="sign out this many hours after login at the latest (default 8)")
     sp.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
     sp.add_argument("--tls-key", metavar="PEM", help="... and this private key")
+    sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                    help="serve Prometheus /metrics (open escalations by priority and state) "
+                         "on 127.0.0.1:PORT")
     sp.set_defaults(func=cmd_console)
 
     users = sub.add_parser("users", help="console users: add, list, remove")
