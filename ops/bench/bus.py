@@ -132,7 +132,7 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
                 server = metrics.serve(int(arg))
             print(json.dumps({"metrics": arg}), flush=True)
         elif cmd == "stats":
-            expected, give_up = int(arg), time.monotonic() + 10
+            expected, give_up = int(arg), time.monotonic() + 60
             while state["count"] < expected and time.monotonic() < give_up:
                 await asyncio.sleep(0.01)
             print(json.dumps({**state, "rejected": dict(bus.stats.rejected)}), flush=True)
@@ -206,9 +206,11 @@ def throughput(peer: _Peer, seed: bytes, seconds: float,
         for body in bodies[:100]:
             push.send_multipart(sealer.seal(RECEIVER, body, time.time()))
         sent += 100
-    push.close()
+    # ask for the count while the socket is still open: closing first would give ZeroMQ
+    # only LINGER to deliver what is queued, and a slow (loaded) receiver would lose it
     peer.tell(f"stats {sent}")
     stats = peer.read()
+    push.close()
     if metrics_port is not None:
         stop.set()
         peer.tell("metrics off")
