@@ -26,6 +26,7 @@ process ``python -m ops.bench.bus --peer SEED``, controlled over its stdin.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -178,6 +179,15 @@ def _scraper(url: str, stop: Any, count: list[int]) -> None:
         count[0] += 1
 
 
+_epochs = itertools.count(int(time.time()) * 1000)
+
+
+def _next_epoch() -> int:
+    """A fresh epoch for every sending session of the one sender id: two rounds in the
+    same second must not share one, or the receiver rightly refuses the second as replays."""
+    return next(_epochs)
+
+
 def throughput(peer: _Peer, seed: bytes, seconds: float,
                metrics_port: int | None = None) -> dict[str, float]:
     """Saturate the peer for ``seconds``; the rate is measured at the receiver.  With
@@ -192,7 +202,7 @@ def throughput(peer: _Peer, seed: bytes, seconds: float,
         threading.Thread(target=_scraper, daemon=True, args=(
             f"http://127.0.0.1:{metrics_port}/metrics", stop, scrapes)).start()
     cell = ephemeral_cell(ROLES, seed=seed)
-    sealer = Sealer(SENDER, cell.keys[SENDER], epoch=int(time.time()), random_bytes=os.urandom)
+    sealer = Sealer(SENDER, cell.keys[SENDER], epoch=_next_epoch(), random_bytes=os.urandom)
     ctx = zmq.Context.instance()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 1000)
@@ -226,7 +236,7 @@ async def _round_trips(peer: _Peer, seed: bytes, count: int) -> list[float]:
     cell = ephemeral_cell(ROLES, seed=seed)
     bus = Bus(ZmqTransport("tcp://127.0.0.1:*"), Opener(cell.trust, ReplayGuard()),
               clock=time.time, random_bytes=os.urandom)
-    bus.add_identity(SENDER, cell.keys[SENDER], epoch=int(time.time()) + 1)
+    bus.add_identity(SENDER, cell.keys[SENDER], epoch=_next_epoch())
     bus.set_route(RECEIVER, peer.endpoint)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[float] | None = None
