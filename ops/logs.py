@@ -68,7 +68,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ctx: dict[str, Any] = dict(getattr(record, "ctx", None) or {})
-        ctx.update({k: v for k, v in vars(record).items() if k not in _STD})
+        # private attributes are other libraries' (Ray's record factory adds
+        # ``_ray_timestamp_ns`` once it is imported): not context
+        ctx.update({k: v for k, v in vars(record).items()
+                    if k not in _STD and not k.startswith("_")})
         ctx = safe(ctx)
         line: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
                                 "logger": record.name, "process": self.process,
