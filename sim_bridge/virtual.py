@@ -110,8 +110,12 @@ class VirtualCell:
                  network: NetworkModel | None = None, breakdowns: bool = True,
                  keys: EphemeralCell | None = None, clock_base_at: float = 0.0,
                  faults: FaultScenario | None = None, journal: Journal | None = None,
-                 escalations_db: str = ":memory:") -> None:
+                 escalations_db: str = ":memory:",
+                 wall_clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.cfg = cfg
+        # wall time only paces a run (``run(speed=K)``); it never enters the simulation
+        self._wall_clock, self._sleep = wall_clock, sleep
         self.faults = faults
         if faults is not None:
             breakdowns = breakdowns and faults.mtbf_breakdowns
@@ -486,18 +490,19 @@ class VirtualCell:
             def own(_rec: Any) -> None:        # the run's own writes are no news
                 self._store_head = store.audit_head()
             store.listeners.append(own)
-        wall0, sim0 = time.monotonic(), self.env.now
+        now, sleep = self._wall_clock, self._sleep
+        wall0, sim0 = now(), self.env.now
         next_look = wall0
         try:
             while not stop.processed:
-                wall = time.monotonic()
+                wall = now()
                 if store is not None and wall >= next_look:
                     next_look = wall + look_every_s
                     paced = sim0 + (wall - wall0) * speed
                     self._look_outside(store, min(max(self.env.now, paced), self.env.peek()))
                 due = wall0 + (self.env.peek() - sim0) / speed
                 if due > wall:
-                    time.sleep(min(due, next_look if store is not None else due) - wall)
+                    sleep(min(due, next_look if store is not None else due) - wall)
                     continue
                 self.env.step()
         finally:
