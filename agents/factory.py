@@ -56,7 +56,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
             m.id, timing=timing, strategy=resource_strategy(rstrat_name), location=m.location,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,
             power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy,
-            orders=[o.id for o in cfg.orders], rng=rng(m.id), escalation=escalation)
+            orders=[o.id for o in cfg.orders], rng=rng(m.id), escalation=escalation,
+            mtbf_s=m.mtbf_s)
     locations = [loc.id for loc in cfg.layout.locations]
     for r in cfg.robots:
         table = {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}

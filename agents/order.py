@@ -91,6 +91,7 @@ class Negotiation:
     wait_accepted_until: float = 0.0          # a decision to wait: no new escalation before
     escalation: str = ""                      # the open escalation about this task
     planned: bool = False                     # this round calls the rehearsed plan's machine
+    scrapped: int = 0                         # failed quality checks of this operation
 
 
 class OrderAgent(Agent):
@@ -443,16 +444,17 @@ class OrderAgent(Agent):
         if body.quality != "ok":
             neg.state = "waiting"
             out.append(Log("scrap", {"order": self.id, "task": neg.task, "machine": neg.winner}))
+            neg.scrapped += 1
             rule = self.policy.quality_reject
-            if rule is not None:
+            if rule is not None and neg.scrapped >= max(1, rule.count):
                 return out + self._escalate(
                     neg, "quality_reject", rule, now, resource=neg.winner,
-                    consequence=f"{neg.op} of order {self.id} failed its quality check on "
-                                f"{neg.winner}; the order waits",
+                    consequence=f"{neg.op} of order {self.id} failed its quality check "
+                                f"{neg.scrapped} times, last on {neg.winner}; the order waits",
                     options=[("retry", f"Redo {neg.op}", ("call for proposals again; the order "
                               "continues")),
                              ("cancel", "Cancel the order", f"order {self.id} is not made")],
-                    safe_default="retry", context={"machine": neg.winner})
+                    safe_default="retry", context={"machine": neg.winner, "failures": neg.scrapped})
             return out + self._call(neg, now)
         neg.state = "done"
         self.next_exec = neg.op_index + 1

@@ -24,6 +24,8 @@ fences stale winners.  Subclasses supply :meth:`can_do`,
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from agents.base import Agent, PlantEventIn, Timing
@@ -77,9 +79,11 @@ class ResourceAgent(Agent):
     planned_order = False
 
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
-                 location: str, escalation: EscalationPolicy = OFF, **kw: object) -> None:
+                 location: str, escalation: EscalationPolicy = OFF, mtbf_s: float | None = None,
+                 **kw: object) -> None:
         super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
         self.policy = escalation
+        self.mtbf_s = mtbf_s                    # as specified; the repeat-faults allowance
         self.fault_times: list[float] = []      # recent faults, for the repeat-faults rule
         self.escalated = 0
         self.open_escalation = ""
@@ -406,12 +410,22 @@ class ResourceAgent(Agent):
         return out + (self._check_repeat_faults(now) if counts else [])
 
     # -- escalation: the same resource faults repeatedly ------------------------------------
+    def repeat_fault_threshold(self) -> int:
+        """Faults within the window that make it non-routine: the rule's count, plus (with
+        ``beyond_mtbf``) the faults our specified MTBF predicts in the window, rounded."""
+        rule = self.policy.repeat_faults
+        assert rule is not None
+        allowance = 0
+        if rule.beyond_mtbf and self.mtbf_s:
+            allowance = math.floor(rule.threshold_s / self.mtbf_s + 0.5)
+        return rule.count + allowance
+
     def _check_repeat_faults(self, now: float) -> list[Action]:
         rule = self.policy.repeat_faults
         if rule is None:
             return []
         self.fault_times = [t for t in self.fault_times if t > now - rule.threshold_s] + [now]
-        if len(self.fault_times) < rule.count or self.open_escalation:
+        if len(self.fault_times) < self.repeat_fault_threshold() or self.open_escalation:
             return []
         self.escalated += 1
         esc = self.open_escalation = f"{self.id}/e{self.escalated}"
@@ -429,6 +443,7 @@ class ResourceAgent(Agent):
                                 "or waits"}],
             safe_default="keep_in_service",
             context={"faults": n, "window_s": rule.threshold_s, "detected_at": now,
+                     "threshold": self.repeat_fault_threshold(), "mtbf_s": self.mtbf_s,
                      "fault_times": list(self.fault_times), "repair_at": self.repair_at})
         self.escalation_body = body
         return [Send(self.policy.console, body, esc), SetTimer("escalation", now + self.timing.retry_s),

@@ -180,8 +180,9 @@ def test_a_burst_of_rejected_messages_is_a_security_escalation() -> None:
 
 def test_a_resource_taken_out_of_service_stays_down(tmp_path: Path) -> None:
     cfg = load_cell(DEMO)
+    # mill1's MTBF (3600 s) predicts one fault per one-hour window: 3 + 1 trip the rule
     rows = "\n".join(f"  - {{resource: mill1, at_s: {600 + 10 * i}, repair_s: 2}}"
-                     for i in range(3))
+                     for i in range(4))
     path = tmp_path / "mill1.yaml"
     path.write_text(f"name: mill1\nmtbf_breakdowns: false\nbreakdowns:\n{rows}\n")
     cell = VirtualCell(cfg, faults=load_faults(path, cfg))
@@ -192,4 +193,62 @@ def test_a_resource_taken_out_of_service_stays_down(tmp_path: Path) -> None:
     report = finish(cell)
     assert not [e for e in events(cell, "op_start") if e["machine"] == "mill1" and e["t"] > 700]
     assert report["orders_completed"] == 24          # mill2 takes the milling
+    assert all(report["invariants"].values()), report["invariant_violations"]
+
+
+def _demo_variant(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    text = DEMO.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "demo_variant.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_repeat_fault_threshold_allows_for_the_specified_mtbf(tmp_path: Path) -> None:
+    from agents.escalation.policy import policy_of
+    from agents.factory import build_agents
+
+    cfg = load_cell(DEMO)
+    agents = build_agents(cfg, 1, escalation=policy_of(cfg))
+    # window 3600 s: mill1 (MTBF 3600) and mill2 (5400, 0.67 rounds to 1) get one more;
+    # drill1 has no MTBF; the lathe (7200 s, 0.5) rounds up too
+    assert {a: agents[a].repeat_fault_threshold()  # type: ignore[attr-defined]
+            for a in ("mill1", "mill2", "lathe1", "drill1", "agv1")} == {
+        "mill1": 4, "mill2": 4, "lathe1": 4, "drill1": 3, "agv1": 3}
+    plain = load_cell(_demo_variant(
+        tmp_path, ("repeat_faults: {priority: 2, count: 3, window_s: 3600}",
+                   "repeat_faults: {priority: 2, count: 3, window_s: 3600, beyond_mtbf: false}")))
+    agents = build_agents(plain, 1, escalation=policy_of(plain))
+    assert agents["mill1"].repeat_fault_threshold() == 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_single_quality_reject_is_remade_and_a_repeated_one_escalates(
+        tmp_path: Path, count: int) -> None:
+    # every machine scraps a third of its operations: many single rejects, a few repeats
+    path = _demo_variant(tmp_path, *[(f"scrap_rate: {r}", "scrap_rate: 0.33")
+                                     for r in ("0.01\n", "0.015", "0.005")],
+                         ("quality_reject: {priority: 3, count: 2}",
+                          f"quality_reject: {{priority: 3, count: {count}}}"))
+    cell = VirtualCell(load_cell(path))
+    cell.run()
+    report = build_report(cell)
+    scraps = events(cell, "scrap")
+    raised = [e for e in events(cell, "escalation_raised") if e["cause"] == "quality_reject"]
+    by_task: dict[str, int] = {}
+    for e in scraps:
+        by_task[e["task"]] = by_task.get(e["task"], 0) + 1
+    assert len(scraps) > 10
+    if count == 1:
+        assert len(raised) == len(scraps)          # every reject goes to a person
+    else:
+        # a first reject is re-made by the agents; only a second one of the same
+        # operation is escalated (and each operation at most once per repeat)
+        repeated = sum(1 for n in by_task.values() if n >= 2)
+        assert 0 < len(raised) <= sum(n - 1 for n in by_task.values())
+        assert len(raised) >= repeated
+        assert len(raised) < len(scraps)
+    assert report["orders_completed"] + report.get("orders_cancelled", 0) == 24
     assert all(report["invariants"].values()), report["invariant_violations"]

@@ -21,6 +21,7 @@ class Rule:
     priority: int
     threshold_s: float = 0.0      # max_wait_s, late_by_s or window_s, by rule
     count: int = 0
+    beyond_mtbf: bool = False     # repeat_faults: add the faults the MTBF predicts in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,11 @@ def policy_of(cfg: CellConfig) -> EscalationPolicy:
     return EscalationPolicy(
         no_capable_resource=rule(e.no_capable_resource, e.no_capable_resource.max_wait_s),
         late_reroute=rule(e.late_reroute, e.late_reroute.late_by_s),
-        repeat_faults=rule(e.repeat_faults, e.repeat_faults.window_s, e.repeat_faults.count),
+        repeat_faults=(Rule(e.repeat_faults.priority, e.repeat_faults.window_s,
+                            e.repeat_faults.count, e.repeat_faults.beyond_mtbf)
+                       if e.repeat_faults.enabled else None),
         restart_intensity=rule(e.restart_intensity),
-        quality_reject=rule(e.quality_reject),
+        quality_reject=rule(e.quality_reject, 0.0, e.quality_reject.count),
         reject_burst=rule(e.reject_burst, e.reject_burst.window_s, e.reject_burst.count),
         deadlines=Deadlines(e.response_deadline_s, e.reescalate_every_s, e.final_deadline_s,
                             e.max_shelve_s),

@@ -407,6 +407,28 @@ class CountRule(EscalationRule):
 CountWindow = CountRule   # the name of earlier versions
 
 
+class RepeatFaultsRule(CountRule):
+    """One resource faults `count` times within `window_s` — beyond what its MTBF predicts."""
+
+    beyond_mtbf: bool = Field(
+        default=True,
+        description="For a machine with an MTBF, raise the threshold by the faults its MTBF "
+        "predicts within the window (window_s / mtbf_s, rounded): a machine that breaks as "
+        "often as it was specified to is routine. false: `count` alone.")
+
+
+class QualityRule(EscalationRule):
+    """A part fails its quality check: re-made automatically, escalated when it keeps failing."""
+
+    priority: int = Field(default=3, ge=1, le=4,
+                          description="Priority of the escalation, 1 (highest) .. 4 (lowest).")
+    count: int = Field(
+        default=2, ge=1,
+        description="Escalate when one operation of an order has failed its quality check this "
+        "many times; the failures before are routine: the operation is called for again and "
+        "re-made (1: escalate every reject).")
+
+
 class Flood(_Model):
     """More than `count` escalations within `window_s` seconds raise the flood flag."""
 
@@ -428,16 +450,18 @@ class Escalation(_Model):
     late_reroute: LateRule = Field(
         default_factory=LateRule,
         description="Re-routing would make an order late by more than late_by_s.")
-    repeat_faults: CountRule = Field(
-        default_factory=lambda: CountRule(count=3, window_s=3600.0),
-        description="Escalate when one resource faults this often within the window.",
+    repeat_faults: RepeatFaultsRule = Field(
+        default_factory=lambda: RepeatFaultsRule(count=3, window_s=3600.0),
+        description="Escalate when one resource faults this often within the window (plus, "
+        "with beyond_mtbf, the faults its MTBF predicts there).",
     )
     restart_intensity: EscalationRule = Field(
         default_factory=lambda: EscalationRule(priority=1),
         description="A supervisor gave up restarting a host (restart intensity exceeded).")
-    quality_reject: EscalationRule = Field(
-        default_factory=lambda: EscalationRule(priority=3),
-        description="Escalate every failed quality result to a supervisor.",
+    quality_reject: QualityRule = Field(
+        default_factory=QualityRule,
+        description="Escalate when one operation keeps failing its quality check (`count` "
+        "failures); a single reject is re-made by the agents.",
     )
     reject_burst: CountRule = Field(
         default_factory=lambda: CountRule(count=20, window_s=60.0, priority=1),
