@@ -25,7 +25,6 @@ fences stale winners.  Subclasses supply :meth:`can_do`,
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 from agents.base import Agent, PlantEventIn, Timing

@@ -99,7 +99,7 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
         raise ConfigurationError("--seconds must be positive")
     if not args.json:
         print(f"measuring the bus for about {2 * args.seconds + 2:.0f} s ...", file=sys.stderr)
-    r = run(seconds=args.seconds, metrics=args.metrics)
+    r = run(seconds=args.seconds, metrics=args.metrics, pin=args.pin)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -118,6 +118,10 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
         t.add_row(label, f"{r[key]:,}{unit}")
     t.add_row("messages sent / received / rejected",
               f"{r['messages_sent']:,} / {r['messages_received']:,} / {r['messages_rejected']}")
+    b = r["receive_path_us"]
+    t.add_row("receive path, in process: verify / authenticate / decode / open",
+              f"{b['verify_us']} / {b['authenticate_us']} / {b['decode_us']} / {b['open_us']} µs")
+    t.add_row("ratio bound of open alone (verify / open)", f"{b['open_only_ratio']}")
     if "metrics" in r:
         m = r["metrics"]
         t.add_row("throughput, metrics off", f"{m['signed_msgs_per_s_without']:,}/s")
@@ -444,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     sp = bsub.add_parser("bus", help="signed throughput vs the Ed25519 verify bound; round trip")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--pin", action="store_true",
+                    help="pin the sender and the receiver process to two different CPUs "
+                         "(steadier figures on a shared machine)")
     sp.add_argument("--seconds", type=float, default=3.0, help="sending time (default 3)")
     sp.add_argument("--metrics", action="store_true",
                     help="also measure with the receiver's metrics on and scraped: the cost %%")

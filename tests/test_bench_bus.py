@@ -42,6 +42,12 @@ def test_bench_bus_json_is_complete_and_consistent(tmp_path: Path) -> None:
     assert data["messages_rejected"] == 0
     assert data["rtt_samples"] > 0 and data["envelope_bytes"] > 64
     assert data["seconds"] == 0.5
+    stages = data["receive_path_us"]
+    # open = authenticate + decode, and authenticate includes the verify itself
+    assert 0 < stages["verify_us"] <= stages["authenticate_us"] * 1.2
+    assert stages["open_us"] >= stages["decode_us"] > 0
+    assert stages["open_only_ratio"] == pytest.approx(
+        stages["verify_us"] / stages["open_us"], abs=2e-3)
 
 
 @pytest.mark.timeout(60)
