@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--agents", default="10,100,1000", help="host sizes (default 10,100,1000)")
     sp.add_argument("--bidders", default="1,2,5,10,20,50,100,200",
                     help="bidders per call for proposals (default 1,2,5,10,20,50,100,200)")
-    sp.add_argument("--tasks", type=int, default=20, help="tasks per point (default 20)")
+    sp.add_argument("--tasks", type=int, default=50, help="tasks per point (default 50)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_scale)
     sp = bsub.add_parser("negotiation", help="multi-process call for proposals over tcp "

@@ -364,7 +364,7 @@ async def _one_size(n: int, bidders: tuple[int, ...], tasks: int, seed: bytes,
             "rejected": rejected}
 
 
-def run(agents: tuple[int, ...] = AGENTS, bidders: tuple[int, ...] = BIDDERS, tasks: int = 20,
+def run(agents: tuple[int, ...] = AGENTS, bidders: tuple[int, ...] = BIDDERS, tasks: int = 50,
         seed: bytes = b"autocell-bench-scale",
         progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     sizes = [asyncio.run(_one_size(n, bidders, tasks, seed, progress)) for n in agents]
