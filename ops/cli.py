@@ -204,6 +204,11 @@ def cmd_bench_fjsp(args: argparse.Namespace) -> int:
                 for m in methods))
         t.add_row("mean gap", "", *(f"{r['mean_gap_pct'][m]:.2f}%" for m in methods))
         Console().print(t)
+        worse, beyond = r["worse_than_best_rule"], r["worse_than_best_rule_beyond_latency"]
+        print(f"agents worse than the best rule on {len(worse)} of {len(r['instances'])}"
+              + (f" ({', '.join(worse)})" if worse else "")
+              + f"; by more than their own start-up latency on {len(beyond)}"
+              + (f" ({', '.join(beyond)})" if beyond else ""))
     return EXIT_OK if r["all_valid"] else EXIT_FAILED
 
 

@@ -6,7 +6,13 @@ rules SPT, MWKR and FIFO in the same simulator, checks every schedule for
 validity, and reports makespan and gap % to the best-known upper bound.
 The agents' makespan is the time the last operation ends, measured from
 time 0 — the contract net's own latency (a few hundredths of a time unit)
-is included, not subtracted.
+is included, not subtracted.  Beside it, each instance reports the agents'
+``first_start_at`` (when the first operation started: the time the agents
+spent talking before production began; the rules decide in zero simulated
+time) and ``best_rule`` with ``agents_minus_best_rule``; the summary counts
+the instances where the agents are worse than the best rule at all
+(``worse_than_best_rule``) and by more than their ``first_start_at``
+(``worse_than_best_rule_beyond_latency``).
 """
 
 from __future__ import annotations
@@ -76,10 +82,20 @@ def run(directory: Path, *, on_instance: Callable[[dict[str, Any]], None] | None
                              "gap_pct": round(100.0 * (ms - row.best_known_upper)
                                               / row.best_known_upper, 2),
                              "valid": not problems, "problems": problems[:5]}
+        entry["agents"]["first_start_at"] = round(min((op.start for op in agents_ops),
+                                                       default=0.0), 4)
+        best = min(RULE_NAMES, key=lambda r: (entry[r]["makespan"], RULE_NAMES.index(r)))
+        entry["best_rule"] = best
+        entry["agents_minus_best_rule"] = round(entry["agents"]["makespan"]
+                                                - entry[best]["makespan"], 4)
         results.append(entry)
         if on_instance is not None:
             on_instance(entry)
     methods = ("agents",) + RULE_NAMES
     mean_gap = {m: round(statistics.fmean(r[m]["gap_pct"] for r in results), 2) for m in methods}
+    worse = [r["instance"] for r in results if r["agents_minus_best_rule"] > 0]
+    beyond = [r["instance"] for r in results
+              if r["agents_minus_best_rule"] > r["agents"]["first_start_at"]]
     return {"instances": results, "mean_gap_pct": mean_gap,
-            "all_valid": all(r[m]["valid"] for r in results for m in methods)}
+            "all_valid": all(r[m]["valid"] for r in results for m in methods),
+            "worse_than_best_rule": worse, "worse_than_best_rule_beyond_latency": beyond}
