@@ -48,7 +48,7 @@ HEADER_KEYS = frozenset({"v", "id", "to", "type", "conv", "epoch", "seq", "ts", 
 MSG_ID_BYTES = 16
 MAX_ADDRESSEES = 256
 """Most agent ids one envelope's ``to`` may name; a sender with more seals several."""
-_PRIMITIVES = (str, int, float, bool, bytes, type(None))
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,27 +78,31 @@ def check_tree(value: Any, limits: Limits, depth: int) -> None:
     """Walk a container iteratively: depth, string keys, msgpack primitives only.
 
     Bodies are checked field by field, so only ``map``/``array`` fields get here
-    (at depth 3: header map 1, body map 2).
+    (at depth 3: header map 1, body map 2).  Exact classes, not ``isinstance``:
+    the unpacker makes nothing else, and this runs for every generic field of
+    every message (a proposal's ``cost``).
     """
     stack = [(value, depth)]
     while stack:
         node, d = stack.pop()
         if d > limits.max_depth:
             raise Malformed(f"nesting deeper than {limits.max_depth}")
-        if isinstance(node, dict):
+        if node.__class__ is dict:
             for k in node:
-                if type(k) is not str:
+                if k.__class__ is not str:
                     raise Malformed(f"map key {k!r} is not a string")
             values = node.values()
         else:
             values = node
         for v in values:
-            if isinstance(v, (dict, list)):
+            c = v.__class__
+            if c is float:
+                if not math.isfinite(v):
+                    raise Malformed("non-finite float")
+            elif c is dict or c is list:
                 stack.append((v, d + 1))
-            elif not isinstance(v, _PRIMITIVES):
-                raise Malformed(f"unsupported value type {type(v).__name__}")
-            elif v.__class__ is float and not math.isfinite(v):
-                raise Malformed("non-finite float")
+            elif c not in _SCALARS:
+                raise Malformed(f"unsupported value type {c.__name__}")
 
 
 class Authenticated(NamedTuple):
