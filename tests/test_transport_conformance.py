@@ -521,6 +521,7 @@ def test_send_many_seals_once_and_reaches_every_host(kit: Kit, cell: Any) -> Non
         # duplicates are sent once; an addressee without a route is dropped and counted
         assert t.o.send_many("o1", ["m1", "m2", "r1", "m1", "nobody"], CFP, conv="k1") == 3
         assert t.o.stats.multicast_sent == 1 and t.o.stats.sent == Counter({"cfp": 3})
+        assert t.o.sealed("o1") == 1                       # one envelope, one seq
         assert t.o.stats.dropped == 1
         assert await until(lambda: len(t.got_b) == 2 and len(t.got_c) == 1)
         await settle(0.05)

@@ -91,6 +91,10 @@ class Bus:
     def local_agents(self) -> set[str]:
         return set(self._sealers)
 
+    def sealed(self, agent: str) -> int:
+        """Envelopes ``agent`` has sealed on this bus (its ``seq``; a multicast is one)."""
+        return self._sealers[agent].seq
+
     def add_identity(self, agent: str, key: SigningKey, *, epoch: int) -> None:
         """Let ``agent`` send from this host (and receive here)."""
         self._sealers[agent] = Sealer(agent, key, epoch=epoch, random_bytes=self.random_bytes)

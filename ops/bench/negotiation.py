@@ -233,7 +233,7 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         caller_cpu_s = time.process_time() - cpu0
         rejected = dict(bus.stats.rejected)
         received = bus.stats.received["propose"]
-        cfp_envelopes = bus._sealers[CALLER].seq      # the caller seals nothing but cfps
+        cfp_envelopes = bus.sealed(CALLER)      # the caller seals nothing but cfps
     finally:
         peer_rejected: dict[str, int] = {}
         for p in peers:
