@@ -299,7 +299,8 @@ def _addressees(to: Any, sender: str) -> tuple[str, ...]:
         raise Malformed(f"to must name 1..{MAX_ADDRESSEES} agents, got {len(to)}", sender=sender)
     for a in to:
         if type(a) is not str:
-            raise Malformed(f"to entry {a!r} is not a string", sender=sender)
+            raise Malformed(f"to holds a {type(a).__name__}, not an agent id (str)",
+                            sender=sender)
     tos = tuple(to)
     if len(set(tos)) != len(tos):
         raise Malformed("duplicate agent id in to", sender=sender)

@@ -644,3 +644,12 @@ def test_send_many_to_a_saturated_host_counts_each_addressee_dropped(cell: Any) 
         for bus in (o, b, c):
             await bus.close()
     run(scenario)
+
+
+def test_misdirected_detail_names_a_bounded_part_of_the_addressees() -> None:
+    from agents.runtime.bus import _misdirected
+
+    assert _misdirected(("m9",)) == "addressed to 'm9', not an agent of this host"
+    assert _misdirected(("a", "b")) == "addressed to 2 agents ('a', 'b'), none of them an agent of this host"
+    long = _misdirected(tuple("x" * 16_000 + str(i) for i in range(200)))
+    assert long.startswith("addressed to 200 agents (") and ", …)" in long and len(long) < 300

@@ -71,6 +71,14 @@ class RejectLog:
             self.log.warning("rejected message", extra={"ctx": {**exc.context(), "count": n}})
 
 
+def _misdirected(to: tuple[str, ...]) -> str:
+    """Why an envelope is not for this host, naming (a bounded part of) its addressees."""
+    names = ", ".join(repr(a[:64]) for a in to[:3]) + (", …" if len(to) > 3 else "")
+    if len(to) == 1:
+        return f"addressed to {names}, not an agent of this host"
+    return f"addressed to {len(to)} agents ({names}), none of them an agent of this host"
+
+
 class Bus:
     """Seal, route, send; receive, open, dispatch."""
 
@@ -183,10 +191,8 @@ class Bus:
             opened = self.opener.decode_envelope(item, self.clock())
             msgs = opened.for_local(self._sealers)
             if not msgs:
-                named = (repr(opened.to[0]) if len(opened.to) == 1
-                         else f"{len(opened.to)} agents ({', '.join(opened.to[:3])}, …)")
-                raise Misdirected(f"addressed to {named}, none an agent of this host",
-                                  sender=opened.message.sender, msg_type=opened.message.type)
+                raise Misdirected(_misdirected(opened.to), sender=opened.message.sender,
+                                  msg_type=opened.message.type)
         except Rejected as exc:
             self.rejects.record(exc)
             return
