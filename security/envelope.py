@@ -6,12 +6,21 @@ Wire format v1 (docs/PROTOCOL.md has the normative text)::
     frame 1  msgpack map {v, id, to, type, conv, epoch, seq, ts, body}
     frame 2  Ed25519 signature (64 bytes) over b"autocell/1" + frame0 + frame1
 
+``to`` is one agent id (a str: unicast) or an array of 1..``MAX_ADDRESSEES``
+distinct agent ids (multicast: one signature for a call for proposals sent
+to many).  The same three frames go once to each host running an addressee;
+each host hands one :class:`Message` per local addressee to its agents
+(:meth:`Opened.for_local`), so agent code only ever sees a single ``to``.
+
 :meth:`Opener.open` works cheapest-first and never unpacks a byte an
 unverified sender wrote.  Stage 1, :meth:`Opener.authenticate`: frame
 count and sizes → certificate lookup (unknown, revoked, expired) →
 signature.  Stage 2, :meth:`Opener.decode`: bounded msgpack unpack (size,
 depth, container lengths, no ext types, string keys) → header schema →
-typed body → role permissions → replay window and clock skew.  Every
+typed body → role permissions → replay window and clock skew.
+:meth:`Opener.open_envelope` returns every addressee (:class:`Opened`);
+:meth:`Opener.open` is the unicast view, for receivers that take no
+multicast (the virtual-time driver never sends any).  Every
 failure is one of the typed :class:`~security.errors.Rejected` errors; any
 other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
 """
@@ -19,8 +28,9 @@ other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -29,14 +39,16 @@ from agents.protocol.messages import Body, Message, body_from_wire
 from .access import check_access
 from .certs import TrustStore
 from .crypto import SigningKey
-from .errors import BadSignature, Malformed, Rejected
+from .errors import BadSignature, Malformed, Misdirected, ProtocolBug, Rejected
 from .replay import ReplayGuard
 
 SIGNING_TAG = b"autocell/1"
 VERSION = 1
 HEADER_KEYS = frozenset({"v", "id", "to", "type", "conv", "epoch", "seq", "ts", "body"})
 MSG_ID_BYTES = 16
-_PRIMITIVES = (str, int, float, bool, bytes, type(None))
+MAX_ADDRESSEES = 256
+"""Most agent ids one envelope's ``to`` may name; a sender with more seals several."""
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,27 +78,31 @@ def check_tree(value: Any, limits: Limits, depth: int) -> None:
     """Walk a container iteratively: depth, string keys, msgpack primitives only.
 
     Bodies are checked field by field, so only ``map``/``array`` fields get here
-    (at depth 3: header map 1, body map 2).
+    (at depth 3: header map 1, body map 2).  Exact classes, not ``isinstance``:
+    the unpacker makes nothing else, and this runs for every generic field of
+    every message (a proposal's ``cost``).
     """
     stack = [(value, depth)]
     while stack:
         node, d = stack.pop()
         if d > limits.max_depth:
             raise Malformed(f"nesting deeper than {limits.max_depth}")
-        if isinstance(node, dict):
+        if node.__class__ is dict:
             for k in node:
-                if type(k) is not str:
+                if k.__class__ is not str:
                     raise Malformed(f"map key {k!r} is not a string")
             values = node.values()
         else:
             values = node
         for v in values:
-            if isinstance(v, (dict, list)):
+            c = v.__class__
+            if c is float:
+                if not math.isfinite(v):
+                    raise Malformed("non-finite float")
+            elif c is dict or c is list:
                 stack.append((v, d + 1))
-            elif not isinstance(v, _PRIMITIVES):
-                raise Malformed(f"unsupported value type {type(v).__name__}")
-            elif v.__class__ is float and not math.isfinite(v):
-                raise Malformed("non-finite float")
+            elif c not in _SCALARS:
+                raise Malformed(f"unsupported value type {c.__name__}")
 
 
 class Authenticated(NamedTuple):
@@ -95,6 +111,39 @@ class Authenticated(NamedTuple):
     sender: str
     role: str
     payload: bytes
+
+
+class Opened(NamedTuple):
+    """A verified envelope and all its addressees (one for unicast), in wire order.
+
+    ``message.to`` is the first addressee; :meth:`for_local` gives one
+    :class:`Message` per addressee a host runs.
+    """
+
+    message: Message
+    to: tuple[str, ...]
+
+    def for_local(self, local: Container[str]) -> list[Message]:
+        """One message per addressee in ``local``, each with ``to`` = that agent."""
+        msg = self.message
+        if len(self.to) == 1:
+            return [msg] if msg.to in local else []
+        return [msg if a == msg.to else Message(msg.sender, a, msg.conv, msg.id, msg.epoch,
+                                                 msg.seq, msg.ts, msg.body)
+                for a in self.to if a in local]
+
+
+def check_addressees(to: Sequence[str]) -> list[str]:
+    """The ``to`` array of a multicast envelope, or :class:`ProtocolBug` (a local bug)."""
+    tos = list(to)
+    if not 0 < len(tos) <= MAX_ADDRESSEES:
+        raise ProtocolBug(f"a multicast envelope names 1..{MAX_ADDRESSEES} addressees, "
+                          f"not {len(tos)}; split the list")
+    if any(type(a) is not str for a in tos):
+        raise ProtocolBug("every addressee must be an agent id (str)")
+    if len(set(tos)) != len(tos):
+        raise ProtocolBug("duplicate addressee in a multicast envelope")
+    return tos
 
 
 class Sealer:
@@ -112,11 +161,19 @@ class Sealer:
         self.seq = 0
         self._random_bytes = random_bytes
 
-    def seal(self, to: str, body: Body, now: float, conv: str = "") -> list[bytes]:
-        """The three frames of one envelope carrying ``body``."""
+    def seal(self, to: str | Sequence[str], body: Body, now: float,
+             conv: str = "") -> list[bytes]:
+        """The three frames of one envelope carrying ``body``.
+
+        ``to`` is an agent id (unicast), or a sequence of 1..``MAX_ADDRESSEES``
+        distinct ids (multicast: one signature, the same frames to every
+        addressee's host).
+        """
+        addressees: str | list[str] = to if type(to) is str else check_addressees(to)
         self.seq += 1
         payload = msgpack.packb({
-            "v": VERSION, "id": self._random_bytes(MSG_ID_BYTES), "to": to, "type": body.TYPE,
+            "v": VERSION, "id": self._random_bytes(MSG_ID_BYTES), "to": addressees,
+            "type": body.TYPE,
             "conv": conv, "epoch": self.epoch, "seq": self.seq, "ts": float(now),
             "body": body.to_wire()}, use_bin_type=True)
         return [self._agent_b, payload, self._key.sign(self._prefix + payload)]
@@ -132,8 +189,16 @@ class Opener:
         self.limits = limits
 
     def open(self, frames: list[bytes], now: float) -> Message:
-        """A verified :class:`Message`, or a :class:`Rejected` subclass saying why not."""
+        """A verified unicast :class:`Message`, or a :class:`Rejected` subclass saying why not.
+
+        A multicast envelope naming more than one agent is :class:`Misdirected`
+        here; receivers that take multicast use :meth:`open_envelope`.
+        """
         return self.decode(self.authenticate(frames, now), now)
+
+    def open_envelope(self, frames: list[bytes], now: float) -> Opened:
+        """A verified envelope with all its addressees, or a :class:`Rejected` subclass."""
+        return self.decode_envelope(self.authenticate(frames, now), now)
 
     def authenticate(self, frames: list[bytes], now: float) -> Authenticated:
         """Stage 1: framing, certificate and signature — touches no mutable state.
@@ -161,6 +226,15 @@ class Opener:
         return Authenticated(sender, peer.cert.role, bytes(payload))
 
     def decode(self, auth: Authenticated, now: float) -> Message:
+        """Stage 2 for a unicast receiver (see :meth:`open`)."""
+        opened = self.decode_envelope(auth, now)
+        if len(opened.to) != 1:
+            raise Misdirected(f"a multicast envelope to {len(opened.to)} agents reached a "
+                              "receiver that takes unicast only", sender=auth.sender,
+                              msg_type=opened.message.type)
+        return opened.message
+
+    def decode_envelope(self, auth: Authenticated, now: float) -> Opened:
         """Stage 2: bounded unpack, schema, access rules, replay window (event loop only)."""
         lim = self.limits
         sender = auth.sender
@@ -176,13 +250,14 @@ class Opener:
         except Exception as exc:   # msgpack raises many types for bad input
             raise Malformed(f"body is not valid bounded msgpack: {type(exc).__name__}: {exc}",
                             sender=sender) from None
-        msg = self._decode(sender, doc)
+        opened = self._decode(sender, doc)
+        msg = opened.message
         check_access(auth.role, msg.body.TYPE, msg.body, sender)
         if self.guard is not None:
             self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
-        return msg
+        return opened
 
-    def _decode(self, sender: str, doc: Any) -> Message:
+    def _decode(self, sender: str, doc: Any) -> Opened:
         if type(doc) is not dict or doc.keys() != HEADER_KEYS:
             got = sorted(map(repr, doc)) if isinstance(doc, dict) else type(doc).__name__
             raise Malformed(f"header must have exactly the keys {sorted(HEADER_KEYS)}, got {got}",
@@ -193,8 +268,9 @@ class Opener:
             raise Malformed(f"unsupported version {v!r}", sender=sender)
         if type(mid) is not bytes or len(mid) != MSG_ID_BYTES:
             raise Malformed("id must be 16 bytes of bin", sender=sender)
-        if type(to) is not str or type(typ) is not str or type(conv) is not str:
-            raise Malformed("to, type and conv must be strings", sender=sender)
+        if type(typ) is not str or type(conv) is not str:
+            raise Malformed("type and conv must be strings", sender=sender)
+        tos = (to,) if type(to) is str else _addressees(to, sender)
         if type(epoch) is not int or type(seq) is not int or epoch < 0 or seq < 0:
             raise Malformed("epoch and seq must be non-negative integers", sender=sender)
         if (type(ts) is not float and type(ts) is not int) or not math.isfinite(ts):
@@ -212,4 +288,20 @@ class Opener:
         except Rejected as exc:
             exc.sender, exc.msg_type = sender, typ
             raise
-        return Message(sender, to, conv, mid, epoch, seq, float(ts), typed)
+        return Opened(Message(sender, tos[0], conv, mid, epoch, seq, float(ts), typed), tos)
+
+
+def _addressees(to: Any, sender: str) -> tuple[str, ...]:
+    """The ``to`` array of a multicast envelope: 1..MAX_ADDRESSEES distinct strings."""
+    if type(to) is not list:
+        raise Malformed("to must be a string or an array of strings", sender=sender)
+    if not 0 < len(to) <= MAX_ADDRESSEES:
+        raise Malformed(f"to must name 1..{MAX_ADDRESSEES} agents, got {len(to)}", sender=sender)
+    for a in to:
+        if type(a) is not str:
+            raise Malformed(f"to holds a {type(a).__name__}, not an agent id (str)",
+                            sender=sender)
+    tos = tuple(to)
+    if len(set(tos)) != len(tos):
+        raise Malformed("duplicate agent id in to", sender=sender)
+    return tos

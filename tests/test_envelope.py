@@ -36,13 +36,15 @@ from agents.protocol.messages import (
     Rejection,
 )
 from security.access import ACCESS
-from security.envelope import HEADER_KEYS, MSG_ID_BYTES, Limits, Opener
+from security.envelope import HEADER_KEYS, MAX_ADDRESSEES, MSG_ID_BYTES, Limits, Opened, Opener
 from security.errors import (
     BadSignature,
     CertificateExpired,
     ClockSkew,
     Forbidden,
     Malformed,
+    Misdirected,
+    ProtocolBug,
     Rejected,
     Replayed,
     Revoked,
@@ -295,6 +297,18 @@ REJECTIONS: list[tuple[str, Build, type[Rejected], str | None]] = [
     ("id too short", signed(header(id=b"\x01" * 15)), Malformed, "m1"),
     ("id as str", signed(header(id="a" * 16)), Malformed, "m1"),
     ("to as int", signed(header(to=1)), Malformed, "m1"),
+    ("to as map", signed(header(to={"o1": 1})), Malformed, "m1"),
+    ("to as bin", signed(header(to=b"o1")), Malformed, "m1"),
+    ("to as empty list", signed(header(to=[])), Malformed, "m1"),
+    ("to list over MAX_ADDRESSEES", signed(header(to=[f"a{i}" for i in range(MAX_ADDRESSEES + 1)])),
+     Malformed, "m1"),
+    ("to list over max_container_len", signed(header(to=[f"a{i}" for i in range(1025)])),
+     Malformed, "m1"),
+    ("to list with an int entry", signed(header(to=["o1", 7])), Malformed, "m1"),
+    ("to list with a bin entry", signed(header(to=["o1", b"m2"])), Malformed, "m1"),
+    ("to list with a nested list", signed(header(to=["o1", ["m2"]])), Malformed, "m1"),
+    ("to list with nil", signed(header(to=[None])), Malformed, "m1"),
+    ("to list with a duplicate", signed(header(to=["o1", "m2", "o1"])), Malformed, "m1"),
     ("type as bin", signed(header(type=b"heartbeat")), Malformed, "m1"),
     ("conv as nil", signed(header(conv=None)), Malformed, "m1"),
     ("epoch negative", signed(header(epoch=-1)), Malformed, "m1"),
@@ -435,6 +449,86 @@ def test_flipped_byte_in_any_frame_is_rejected(cell: Any, flip: int) -> None:
     assert op.open(frames, NOW).body == body   # the pristine envelope still opens
 
 
+# -- multicast: one signature, several addressees ------------------------------------------
+
+def test_multicast_round_trip_gives_every_addressee(cell: Any) -> None:
+    frames = cell.sealer("o1", epoch=3).seal(["m1", "r1", "m2"], CFP, NOW, conv="k")
+    opened = opener(cell).open_envelope(frames, NOW)
+    assert isinstance(opened, Opened)
+    assert opened.to == ("m1", "r1", "m2")
+    assert opened.message.to == "m1" and opened.message.body == CFP
+    msgs = opened.for_local({"m2", "m1", "x"})
+    assert [m.to for m in msgs] == ["m1", "m2"]           # wire order, only the local ones
+    assert {(m.sender, m.conv, m.epoch, m.seq, m.ts, m.id) for m in msgs} == {
+        ("o1", "k", 3, 1, NOW, opened.message.id)}
+    assert all(m.body is CFP or m.body == CFP for m in msgs)
+    assert opened.for_local({"x"}) == []
+    # the wire: "to" is a msgpack array of str in the order given
+    doc = msgpack.unpackb(frames[1], raw=False)
+    assert doc["to"] == ["m1", "r1", "m2"] and doc.keys() == HEADER_KEYS
+
+
+def test_unicast_still_encodes_to_as_a_string(cell: Any) -> None:
+    frames = cell.sealer("o1").seal("m1", CFP, NOW)
+    assert msgpack.unpackb(frames[1], raw=False)["to"] == "m1"
+    opened = opener(cell).open_envelope(frames, NOW)
+    assert opened.to == ("m1",) and opened.for_local({"m1"}) == [opened.message]
+    assert opened.for_local({"m2"}) == []
+
+
+def test_a_list_of_one_is_a_valid_envelope_for_open(cell: Any) -> None:
+    msg = opener(cell).open(cell.sealer("o1").seal(["m1"], CFP, NOW), NOW)
+    assert msg.to == "m1" and msg.body == CFP
+
+
+def test_open_is_the_unicast_view_and_calls_a_multicast_misdirected(cell: Any) -> None:
+    op = opener(cell)
+    frames = cell.sealer("o1").seal(["m1", "m2"], CFP, NOW)
+    with pytest.raises(Misdirected) as info:
+        op.open(frames, NOW)
+    assert info.value.sender == "o1" and info.value.msg_type == "cfp"
+    assert "multicast" in str(info.value)
+    with pytest.raises(Replayed):                # the sequence number was consumed (§9 step 11)
+        op.open_envelope(frames, NOW)
+
+
+def test_each_host_accepts_a_multicast_once(cell: Any) -> None:
+    """The replay guard is per host: host A and host B each accept the same frames once."""
+    frames = cell.sealer("o1").seal(["m1", "m2"], CFP, NOW)
+    host_a, host_b = opener(cell), opener(cell)
+    assert host_a.open_envelope(frames, NOW).for_local({"m1"})[0].to == "m1"
+    assert host_b.open_envelope(frames, NOW).for_local({"m2"})[0].to == "m2"
+    for host in (host_a, host_b):
+        with pytest.raises(Replayed):
+            host.open_envelope(frames, NOW)
+
+
+def test_one_signature_covers_the_whole_list(cell: Any) -> None:
+    """Changing the list (dropping, adding or reordering an addressee) breaks the signature."""
+    frames = cell.sealer("o1").seal(["m1", "m2"], CFP, NOW)
+    doc = msgpack.unpackb(frames[1], raw=False)
+    for to in (["m1"], ["m2", "m1"], ["m1", "m2", "r1"], "m1"):
+        forged = [frames[0], pack({**doc, "to": to}), frames[2]]
+        with pytest.raises(BadSignature):
+            opener(cell).open_envelope(forged, NOW)
+
+
+def test_max_addressees_fit(cell: Any) -> None:
+    tos = [f"agent-{i:04d}" for i in range(MAX_ADDRESSEES)]
+    opened = opener(cell).open_envelope(cell.sealer("o1").seal(tos, CFP, NOW), NOW)
+    assert opened.to == tuple(tos)
+
+
+@pytest.mark.parametrize("tos, match", [
+    ([], "1..256"), ([f"a{i}" for i in range(MAX_ADDRESSEES + 1)], "split"),
+    (["m1", "m1"], "duplicate"), (["m1", 3], "agent id"), (["m1", b"m2"], "agent id")])
+def test_sealing_a_bad_list_is_a_local_bug(cell: Any, tos: list[Any], match: str) -> None:
+    sealer = cell.sealer("o1")
+    with pytest.raises(ProtocolBug, match=match):
+        sealer.seal(tos, CFP, NOW)
+    assert sealer.seq == 0          # nothing was sealed: no sequence number spent
+
+
 # -- memory: a rejected decode allocates little ---------------------------------------------
 
 LIMIT = Limits().max_body_bytes
@@ -528,6 +622,9 @@ def header_like(draw: st.DrawFn) -> Any:
     doc: dict[Any, Any] = header(type=type_name, body=SAMPLES[type_name][1].to_wire(),
                                  seq=draw(st.integers(0, 2**64 - 1)),
                                  ts=draw(st.floats() | st.just(NOW)))
+    if draw(st.booleans()):      # multicast: a list of addressees, sometimes a bad one
+        doc["to"] = draw(st.lists(st.sampled_from(KNOWN) | st.text(max_size=4) | PRIMITIVES,
+                                  max_size=6))
     for key in draw(st.lists(st.sampled_from(sorted(HEADER_KEYS)), max_size=3)):
         if draw(st.booleans()):
             doc.pop(key, None)
@@ -554,12 +651,29 @@ def prop_cell(module_cell: Any) -> Any:
 
 
 def _holds(op: Opener, frames: list[bytes]) -> None:
+    """``open_envelope`` gives an :class:`Opened` or a typed error; ``open`` (on a fresh
+    guard: a second open would be a replay) agrees and gives a :class:`Message`."""
     try:
-        result = op.open(frames, NOW)
+        opened = op.open_envelope(frames, NOW)
     except Rejected as exc:
         assert exc.reason and isinstance(exc.context(), dict)
+        opened = None
+    if opened is not None:
+        assert isinstance(opened, Opened) and isinstance(opened.message, Message)
+        assert 1 <= len(opened.to) <= MAX_ADDRESSEES and len(set(opened.to)) == len(opened.to)
+        assert all(type(a) is str for a in opened.to) and opened.message.to == opened.to[0]
+        assert isinstance(opened.message.ts, float)
+        assert [m.to for m in opened.for_local(set(opened.to))] == list(opened.to)
+    fresh = Opener(op.trust, ReplayGuard(skew_s=op.guard.skew_s) if op.guard else None,
+                   limits=op.limits)
+    try:
+        result = fresh.open(frames, NOW)
+    except Rejected as exc:
+        assert exc.reason and isinstance(exc.context(), dict)
+        assert opened is None or (type(exc) is Misdirected and len(opened.to) > 1)
         return
-    assert isinstance(result, Message) and isinstance(result.ts, float)
+    assert opened is not None and len(opened.to) == 1
+    assert isinstance(result, Message) and result == opened.message
 
 
 @st.composite
@@ -601,7 +715,8 @@ def test_property_known_sender_random_payload(prop_cell: Any, sender: bytes, pay
 @given(data=st.data(), type_name=st.sampled_from(sorted(SAMPLES)))
 def test_property_mutated_valid_envelope(prop_cell: Any, data: st.DataObject, type_name: str) -> None:
     sender, body = SAMPLES[type_name]
-    frames = prop_cell.sealer(sender).seal("o1", body, NOW)
+    to = data.draw(st.sampled_from(["o1", ["o1", "m1", "m2"]]))
+    frames = prop_cell.sealer(sender).seal(to, body, NOW)
     bad = data.draw(mutated_frame1(frames))
     _holds(prop_cell.opener(ReplayGuard()), bad)
 

@@ -227,7 +227,43 @@ def test_cleanroom_nested_body_is_accepted_by_autocell(cr_cell) -> None:  # noqa
     assert msg.body.context == body["context"]
 
 
+def test_cleanroom_multicast_is_accepted_by_autocell_for_each_local_addressee(cr_cell) -> None:  # noqa: ANN001
+    from security.envelope import Opener
+    from security.errors import Replayed
+    from security.replay import ReplayGuard
+
+    sealer = cr.Sealer("order-7", cr_cell.keys["order-7"].seed, epoch=9)
+    frames = sealer.seal(["mill-1", "agv-1"], "cfp", dict(CFP_REQUIRED), NOW, conv="k")
+    host_a, host_b = Opener(cr_cell.trust, ReplayGuard()), Opener(cr_cell.trust, ReplayGuard())
+    opened = host_a.open_envelope(frames, NOW)
+    assert opened.to == ("mill-1", "agv-1")
+    assert [(m.to, m.seq) for m in opened.for_local({"agv-1"})] == [("agv-1", 1)]
+    assert [m.to for m in host_b.open_envelope(frames, NOW).for_local({"mill-1"})] == ["mill-1"]
+    with pytest.raises(Replayed):                       # once per host
+        host_a.open_envelope(frames, NOW)
+
+
+def test_multicast_to_encoding_matches_the_protocol_example() -> None:
+    assert doc_hex(PROTOCOL, "multicast_to") == msgpack.packb(
+        {"to": ["mill-1", "agv-1"]}, use_bin_type=True)[1:]
+
+
 # -- autocell -> clean room --------------------------------------------------------------------
+
+def test_autocell_multicast_is_opened_by_the_cleanroom_peer(cr_cell, tables) -> None:  # noqa: ANN001
+    from agents.protocol.messages import CallForProposals
+    from security.envelope import Sealer
+
+    sealer = Sealer("order-7", cr_cell.keys["order-7"], epoch=5, random_bytes=os.urandom)
+    frames = sealer.seal(["agv-1", "mill-1"], CallForProposals(**CFP_REQUIRED), NOW)
+    for local in ({"mill-1"}, {"agv-1", "other"}):
+        opened = cleanroom_opener(cr_cell, tables, local_agents=local,
+                                  replay=cr.ReplayWindow()).open(frames, NOW)
+        assert opened.header["to"] == ["agv-1", "mill-1"] and opened.header["seq"] == 1
+    with pytest.raises(cr.Refused) as info:
+        cleanroom_opener(cr_cell, tables, local_agents={"order-7"}).open(frames, NOW)
+    assert info.value.reason == "misdirected"
+
 
 def test_autocell_envelope_is_verified_and_decoded_by_the_cleanroom_peer(cr_cell, tables) -> None:  # noqa: ANN001
     from agents.protocol.messages import Proposal
@@ -280,6 +316,11 @@ CASES: dict[str, tuple[str, Any, str]] = {
     "extra header key": ("order-7", {**_hdr(), "from": "order-7"}, "malformed"),
     "missing header key": ("order-7", {k: v for k, v in _hdr().items() if k != "conv"}, "malformed"),
     "bin for str": ("order-7", _hdr(to=b"mill-1"), "malformed"),
+    "empty to list": ("order-7", _hdr(to=[]), "malformed"),
+    "257 addressees": ("order-7", _hdr(to=[f"m{i}" for i in range(257)]), "malformed"),
+    "repeated addressee": ("order-7", _hdr(to=["mill-1", "agv-1", "mill-1"]), "malformed"),
+    "bin addressee": ("order-7", _hdr(to=["mill-1", b"agv-1"]), "malformed"),
+    "int addressee": ("order-7", _hdr(to=["mill-1", 1]), "malformed"),
     "negative seq": ("order-7", _hdr(seq=-1), "malformed"),
     "str ts": ("order-7", _hdr(ts="now"), "malformed"),
     "unknown type": ("order-7", _hdr(type="gossip"), "malformed"),

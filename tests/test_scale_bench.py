@@ -113,13 +113,40 @@ def test_bench_negotiation_json_tiny(tmp_path: Path) -> None:
     assert d["rejected"] == {} and d["peer_rejected"] == {}
     assert 0 < d["round_p50_us"] <= d["round_p99_us"] <= d["round_max_us"]
     assert d["sign_us"] > 0 and d["verify_us"] > 0 and d["caller_cpu_us_per_round"] > 0
-    assert d["caller_crypto_us"] == pytest.approx(3 * (d["sign_us"] + d["verify_us"]), rel=0.01)
-    assert set(d["targets"]) == {"round_p99_within_5_ms"}
+    # the cfp is one multicast envelope per round (the product path): one seal, 3 verifies
+    assert d["cfp"] == "multicast" and d["cfp_envelopes_per_round"] == 1.0
+    assert d["caller_signs_per_round"] == 1
+    assert d["caller_crypto_us"] == pytest.approx(d["sign_us"] + 3 * d["verify_us"], rel=0.01)
+    assert set(d["targets"]) == {"round_p99_within_5_ms", "round_p99_within_5_ms_every_layout"}
+    assert [x["processes"] for x in d["layouts"]] == [2]
+    assert d["layouts"][0]["round_p99_us"] == d["round_p99_us"]
+
+
+@pytest.mark.timeout(120)
+def test_bench_negotiation_layouts_and_unicast(tmp_path: Path) -> None:
+    r = subprocess.run([_autocell(), "bench", "negotiation", "--bidders", "3", "--rounds", "5",
+                        "--processes", "3,1", "--cfp", "unicast", "--json"], check=False,
+                       capture_output=True, text=True, timeout=100, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [x["processes"] for x in d["layouts"]] == [3, 1] and d["processes"] == 3
+    for x in d["layouts"]:
+        assert x["proposals_received"] == 3 * (d["rounds"] + d["warmup"])
+        assert x["rejected"] == {} and x["peer_rejected"] == {}
+        assert x["cfp_envelopes_per_round"] == 3.0            # one envelope per bidder
+        assert 0 < x["round_p50_us"] <= x["round_p99_us"] <= x["round_max_us"]
+    assert d["caller_signs_per_round"] == 3
+    assert d["targets"]["round_p99_within_5_ms_every_layout"] == all(
+        x["round_p99_us"] <= 5000 for x in d["layouts"])
 
 
 def test_bench_negotiation_bad_input_exits_2(tmp_path: Path) -> None:
-    for flags in (["--bidders", "0"], ["--rounds", "0"], ["--processes", "5", "--bidders", "2"]):
+    for flags in (["--bidders", "0"], ["--rounds", "0"], ["--processes", "5", "--bidders", "2"],
+                  ["--processes", "1,x"], ["--processes", "0,1"]):
         r = subprocess.run([_autocell(), "bench", "negotiation", *flags], check=False,
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert r.returncode == 2, (flags, r.stderr)
         assert r.stderr.startswith("autocell: error:"), r.stderr
+    r = subprocess.run([_autocell(), "bench", "negotiation", "--cfp", "broadcast"], check=False,
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and "invalid choice: 'broadcast'" in r.stderr, r.stderr

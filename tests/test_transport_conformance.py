@@ -482,3 +482,174 @@ def test_curve_admits_only_authorized_clients() -> None:
             await server.close()
             ctx.destroy(linger=0)
     run(scenario)
+
+
+# -- multicast: one envelope, several addressees, several hosts -------------------------------
+
+class Trio:
+    """Order ``o1`` on bus ``o``; machines ``m1`` and robot ``r1`` on bus ``b``; ``m2`` on ``c``."""
+
+    def __init__(self, kit: Kit, cell: Any) -> None:
+        def bus() -> Bus:
+            return Bus(kit.transport(), cell.opener(ReplayGuard()), clock=time.time,
+                       random_bytes=os.urandom)
+        self.o, self.b, self.c = bus(), bus(), bus()
+        self.o.add_identity("o1", cell.keys["o1"], epoch=1)
+        for agent in ("m1", "r1"):
+            self.b.add_identity(agent, cell.keys[agent], epoch=1)
+        self.c.add_identity("m2", cell.keys["m2"], epoch=1)
+        self.got_b: list[Message] = []
+        self.got_c: list[Message] = []
+
+    async def start(self) -> None:
+        await self.o.start(lambda msg: None)
+        self.ep_b = await self.b.start(self.got_b.append)
+        self.ep_c = await self.c.start(self.got_c.append)
+        for agent in ("m1", "r1"):
+            self.o.set_route(agent, self.ep_b)
+        self.o.set_route("m2", self.ep_c)
+
+    async def close(self) -> None:
+        for bus in (self.o, self.b, self.c):
+            await bus.close()
+
+
+def test_send_many_seals_once_and_reaches_every_host(kit: Kit, cell: Any) -> None:
+    async def scenario() -> None:
+        t = Trio(kit, cell)
+        await t.start()
+        # duplicates are sent once; an addressee without a route is dropped and counted
+        assert t.o.send_many("o1", ["m1", "m2", "r1", "m1", "nobody"], CFP, conv="k1") == 3
+        assert t.o.stats.multicast_sent == 1 and t.o.stats.sent == Counter({"cfp": 3})
+        assert t.o.sealed("o1") == 1                       # one envelope, one seq
+        assert t.o.stats.dropped == 1
+        assert await until(lambda: len(t.got_b) == 2 and len(t.got_c) == 1)
+        await settle(0.05)
+        assert [m.to for m in t.got_b] == ["m1", "r1"] and [m.to for m in t.got_c] == ["m2"]
+        everyone = t.got_b + t.got_c
+        assert {(m.sender, m.seq, m.conv, m.id) for m in everyone} == {
+            ("o1", 1, "k1", everyone[0].id)}                # one envelope: one seq, one id
+        assert all(m.body == CFP for m in everyone)
+        assert (t.b.stats.multicast_received, t.c.stats.multicast_received) == (1, 1)
+        assert t.b.stats.received == Counter({"cfp": 2})
+        assert t.c.stats.received == Counter({"cfp": 1})
+        # one addressee left is plain unicast; seq moves on by one envelope per call
+        assert t.o.send_many("o1", ["m2", "ghost"], CFP) == 1
+        assert await until(lambda: len(t.got_c) == 2)
+        assert t.got_c[1].seq == 2 and t.o.stats.multicast_sent == 1
+        assert t.c.stats.multicast_received == 1
+        assert t.o.send_many("o1", ["ghost"], CFP) == 0 and t.o.send_many("o1", [], CFP) == 0
+        assert t.o.stats.dropped == 3
+        assert not t.b.stats.rejected and not t.c.stats.rejected
+        await t.close()
+    run(scenario)
+
+
+def test_multicast_naming_no_local_agent_is_misdirected(kit: Kit, cell: Any) -> None:
+    async def scenario() -> None:
+        t = Trio(kit, cell)
+        await t.start()
+        t.o.set_route("m9", t.ep_c)          # claims m9 lives on c: it does not
+        t.o.set_route("r9", t.ep_c)
+        assert t.o.send_many("o1", ["m9", "r9"], CFP) == 2          # the sender can't know
+        assert t.o.send_many("o1", ["m9", "m2"], CFP) == 2          # m2 is local to c: accepted
+        assert await until(lambda: len(t.got_c) == 1 and t.c.stats.rejected["misdirected"] == 1)
+        await settle(0.05)
+        assert [m.to for m in t.got_c] == ["m2"] and t.got_c[0].seq == 2
+        assert t.c.stats.rejected == Counter({"misdirected": 1})
+        assert t.c.stats.multicast_received == 1
+        await t.close()
+    run(scenario)
+
+
+def test_multicast_replayed_to_the_same_host_is_refused(kit: Kit, cell: Any) -> None:
+    async def scenario() -> None:
+        t = Trio(kit, cell)
+        await t.start()
+        frames = cell.sealer("o1", epoch=5).seal(["m1", "m2"], CFP, time.time())
+        for ep in (t.ep_b, t.ep_c, t.ep_b, t.ep_c):       # each host twice
+            assert t.o.transport.send(ep, frames)
+        assert await until(lambda: t.b.stats.rejected["replayed"] == 1
+                           and t.c.stats.rejected["replayed"] == 1)
+        await settle(0.05)
+        assert [m.to for m in t.got_b] == ["m1"] and [m.to for m in t.got_c] == ["m2"]
+        await t.close()
+    run(scenario)
+
+
+def test_a_handler_failing_for_one_addressee_does_not_stop_the_others(kit: Kit, cell: Any) -> None:
+    async def scenario() -> None:
+        t = Trio(kit, cell)
+        got: list[str] = []
+
+        def handler(msg: Message) -> None:
+            if msg.to == "m1":
+                raise RuntimeError("handler bug")
+            got.append(msg.to)
+
+        await t.start()
+        t.b._handler = handler                # replaces got_b.append
+        assert t.o.send_many("o1", ["m1", "r1"], CFP) == 2
+        assert await until(lambda: got == ["r1"] and t.b.stats.handler_errors == 1)
+        assert t.b.stats.received == Counter({"cfp": 2})
+        await t.close()
+    run(scenario)
+
+
+def test_send_many_splits_more_than_max_addressees(kit: Kit, cell: Any) -> None:
+    from security.envelope import MAX_ADDRESSEES
+
+    async def scenario() -> None:
+        t = Trio(kit, cell)
+        many = [f"x{i:03d}" for i in range(MAX_ADDRESSEES + 44)]
+        for agent in many:                    # receiving needs no key of its own
+            t.b.add_identity(agent, cell.keys["m1"], epoch=1)
+        await t.start()
+        for agent in many:
+            t.o.set_route(agent, t.ep_b)
+        assert t.o.send_many("o1", many, CFP) == len(many)
+        assert t.o.stats.multicast_sent == 2
+        assert await until(lambda: len(t.got_b) == len(many))
+        assert [m.to for m in t.got_b] == many
+        assert [m.seq for m in t.got_b] == [1] * MAX_ADDRESSEES + [2] * 44
+        assert t.b.stats.multicast_received == 2
+        await t.close()
+    run(scenario)
+
+
+def test_send_many_to_a_saturated_host_counts_each_addressee_dropped(cell: Any) -> None:
+    """In memory (deterministic): the receiver takes one envelope, the next is refused."""
+    async def scenario() -> None:
+        net = MemoryNetwork()
+        o = Bus(MemoryTransport(net), cell.opener(ReplayGuard()), clock=time.time,
+                random_bytes=os.urandom)
+        b = Bus(MemoryTransport(net, hwm=1), cell.opener(ReplayGuard()), clock=time.time,
+                random_bytes=os.urandom)
+        c = Bus(MemoryTransport(net), cell.opener(ReplayGuard()), clock=time.time,
+                random_bytes=os.urandom)
+        o.add_identity("o1", cell.keys["o1"], epoch=1)
+        b.add_identity("m1", cell.keys["m1"], epoch=1)
+        b.add_identity("r1", cell.keys["r1"], epoch=1)
+        c.add_identity("m2", cell.keys["m2"], epoch=1)
+        got: list[str] = []
+        await o.start(lambda m: None)
+        ep_b = await b.start(lambda m: got.append(m.to))
+        ep_c = await c.start(lambda m: got.append(m.to))
+        o.routes.update({"m1": ep_b, "r1": ep_b, "m2": ep_c})
+        assert o.send_many("o1", ["m1", "r1", "m2"], CFP) == 3
+        assert o.send_many("o1", ["m1", "r1", "m2"], CFP) == 1     # b is full: m1, r1 dropped
+        assert o.stats.dropped == 2 and o.stats.sent == Counter({"cfp": 4})
+        assert await until(lambda: len(got) == 4)
+        assert sorted(got) == ["m1", "m2", "m2", "r1"]
+        for bus in (o, b, c):
+            await bus.close()
+    run(scenario)
+
+
+def test_misdirected_detail_names_a_bounded_part_of_the_addressees() -> None:
+    from agents.runtime.bus import _misdirected
+
+    assert _misdirected(("m9",)) == "addressed to 'm9', not an agent of this host"
+    assert _misdirected(("a", "b")) == "addressed to 2 agents ('a', 'b'), none of them an agent of this host"
+    long = _misdirected(tuple("x" * 16_000 + str(i) for i in range(200)))
+    assert long.startswith("addressed to 200 agents (") and ", …)" in long and len(long) < 300

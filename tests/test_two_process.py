@@ -133,3 +133,56 @@ def test_two_process_exchange_rejects_the_forger(keys: Path) -> None:
     finally:
         for child in children:
             child.kill()
+
+
+MULTICASTS = 200
+
+
+@pytest.mark.timeout(120)
+def test_one_multicast_reaches_bidders_in_two_processes(tmp_path: Path) -> None:
+    """Order ``o`` seals each cfp once for ``b1, b2`` (process 1) and ``b3`` (process 2)."""
+    d = tmp_path / "keys"
+    for argv in (["init"], ["issue", "o", "--role", "order"],
+                 *(["issue", b, "--role", "machine"] for b in ("b1", "b2", "b3"))):
+        r = subprocess.run([autocell(), "keys", *argv, "--dir", str(d)], capture_output=True,
+                           text=True, timeout=30, check=False)
+        assert r.returncode == 0, r.stderr
+    children: list[Child] = []
+    try:
+        rx1 = Child("receive", "--keys", str(d), "--agent", "b1,b2")
+        rx2 = Child("receive", "--keys", str(d), "--agent", "b3")
+        children += [rx1, rx2]
+        ep1, ep2 = rx1.read()["endpoint"], rx2.read()["endpoint"]
+        tx = Child("send", "--keys", str(d), "--key-of", "o", "--claim", "o", "--to", "b1,b3,b2",
+                   "--endpoint", f"{ep1},{ep2},{ep1}", "--count", str(MULTICASTS), "--body",
+                   "cfp", "--tag", "mc", "--multicast")
+        children.append(tx)
+        tx.wait()
+
+        def stats(rx: Child, want: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 30
+            while True:
+                rx.tell("stats")
+                s = rx.read()
+                if len(s["received"]) >= want or time.monotonic() > deadline:
+                    return s
+                time.sleep(0.05)
+
+        s1, s2 = stats(rx1, 2 * MULTICASTS), stats(rx2, MULTICASTS)
+        for s, agents in ((s1, ["b1", "b2"]), (s2, ["b3"])):
+            assert s["rejected"] == {} and s["handler_errors"] == 0
+            assert s["multicast_received"] == MULTICASTS       # one envelope per host per cfp
+            assert len(s["received"]) == len(agents) * MULTICASTS
+            # one Message per local addressee, in the envelope's order, same seq for all
+            assert s["to"] == [a for _ in range(MULTICASTS) for a in agents]
+            assert [int(r[3]) for r in s["received"]] == [
+                i + 1 for i in range(MULTICASTS) for _ in agents]
+            assert {(r[0], r[1]) for r in s["received"]} == {("o", "cfp")}
+        # the very same envelopes (one seq each) reached both processes
+        assert {r[3] for r in s1["received"]} == {r[3] for r in s2["received"]}
+        for rx in (rx1, rx2):
+            rx.tell("quit")
+            rx.wait()
+    finally:
+        for child in children:
+            child.kill()

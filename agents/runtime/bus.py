@@ -6,18 +6,26 @@ with the :class:`~security.envelope.Opener`.  Whatever a peer sends, the
 bus never raises into the event loop: a rejected envelope is counted under
 its reason and logged (see :class:`RejectLog`), and only verified messages
 addressed to a local agent reach the handler.
+
+:meth:`Bus.send_many` is the multicast path (docs/PROTOCOL.md §6.1): one
+call for proposals to many bidders is sealed once, with every addressee in
+``to``, and the same frames go once to each distinct endpoint.  A receiving
+bus hands the handler one :class:`Message` per local addressee (each with
+``to`` = that agent), so agents never see the difference; an envelope
+naming no local agent is ``misdirected``.  Counters stay per addressee:
+``sent``, ``received`` and ``dropped`` mean the same for both paths.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from agents.protocol.messages import Body, Message
 from security.crypto import SigningKey
-from security.envelope import Authenticated, Opener, Sealer
+from security.envelope import MAX_ADDRESSEES, Authenticated, Opener, Sealer
 from security.errors import Misdirected, Rejected
 
 from .transport import Transport
@@ -36,6 +44,8 @@ class BusStats:
     rejected: Counter[str] = field(default_factory=Counter)      # by reason
     dropped: int = 0                                              # send-side HWM / no route
     handler_errors: int = 0
+    multicast_sent: int = 0          # envelopes sealed with more than one addressee
+    multicast_received: int = 0      # such envelopes accepted (one per host, not per agent)
 
 
 class RejectLog:
@@ -61,6 +71,14 @@ class RejectLog:
             self.log.warning("rejected message", extra={"ctx": {**exc.context(), "count": n}})
 
 
+def _misdirected(to: tuple[str, ...]) -> str:
+    """Why an envelope is not for this host, naming (a bounded part of) its addressees."""
+    names = ", ".join(repr(a[:64]) for a in to[:3]) + (", …" if len(to) > 3 else "")
+    if len(to) == 1:
+        return f"addressed to {names}, not an agent of this host"
+    return f"addressed to {len(to)} agents ({names}), none of them an agent of this host"
+
+
 class Bus:
     """Seal, route, send; receive, open, dispatch."""
 
@@ -80,6 +98,10 @@ class Bus:
     @property
     def local_agents(self) -> set[str]:
         return set(self._sealers)
+
+    def sealed(self, agent: str) -> int:
+        """Envelopes ``agent`` has sealed on this bus (its ``seq``; a multicast is one)."""
+        return self._sealers[agent].seq
 
     def add_identity(self, agent: str, key: SigningKey, *, epoch: int) -> None:
         """Let ``agent`` send from this host (and receive here)."""
@@ -110,6 +132,50 @@ class Bus:
         self.stats.sent[body.TYPE] += 1
         return True
 
+    def send_many(self, sender: str, tos: Iterable[str], body: Body, conv: str = "") -> int:
+        """Seal ``body`` once for all of ``tos`` and send it to each of their hosts.
+
+        Duplicates in ``tos`` are sent once; an addressee without a route is
+        dropped (and counted) like :meth:`send`'s.  One addressee left is an
+        ordinary unicast envelope; more than ``MAX_ADDRESSEES`` are split into
+        several envelopes.  The frames go once to each distinct endpoint; a
+        refused send (peer saturated) counts every addressee behind that
+        endpoint as dropped.  Returns how many addressees it was queued for.
+        """
+        routed: list[str] = []
+        endpoint_of: dict[str, str] = {}
+        routes = self.routes
+        for to in tos:
+            if to in endpoint_of:
+                continue
+            endpoint = routes.get(to)
+            if endpoint is None:
+                self.stats.dropped += 1
+                log.warning("no route to agent", extra={"ctx": {"to": to, "type": body.TYPE}})
+                continue
+            endpoint_of[to] = endpoint
+            routed.append(to)
+        if len(routed) == 1:
+            return int(self.send(sender, routed[0], body, conv))
+        sealer, queued = self._sealers[sender], 0
+        stamp = self.clock() + self.skew_s.get(sender, 0.0)
+        for i in range(0, len(routed), MAX_ADDRESSEES):
+            chunk = routed[i:i + MAX_ADDRESSEES]
+            frames = sealer.seal(chunk, body, stamp, conv)
+            self.stats.multicast_sent += 1
+            per_endpoint: dict[str, int] = {}
+            for to in chunk:
+                endpoint = endpoint_of[to]
+                per_endpoint[endpoint] = per_endpoint.get(endpoint, 0) + 1
+            for endpoint, n in per_endpoint.items():
+                if self.transport.send(endpoint, frames):
+                    queued += n
+                else:
+                    self.stats.dropped += n
+        if queued:
+            self.stats.sent[body.TYPE] += queued
+        return queued
+
     def _authenticate(self, frames: list[bytes]) -> Authenticated | Exception:
         """Stage 1 (the transport's ``prepare`` hook): never raises."""
         try:
@@ -122,10 +188,11 @@ class Bus:
         try:
             if isinstance(item, Exception):
                 raise item
-            msg = self.opener.decode(item, self.clock())
-            if msg.to not in self._sealers:
-                raise Misdirected(f"addressed to {msg.to!r}, not an agent of this host",
-                                  sender=msg.sender, msg_type=msg.type)
+            opened = self.opener.decode_envelope(item, self.clock())
+            msgs = opened.for_local(self._sealers)
+            if not msgs:
+                raise Misdirected(_misdirected(opened.to), sender=opened.message.sender,
+                                  msg_type=opened.message.type)
         except Rejected as exc:
             self.rejects.record(exc)
             return
@@ -133,14 +200,18 @@ class Bus:
             self.stats.rejected["internal_error"] += 1
             log.exception("envelope decoding failed unexpectedly")
             return
-        self.stats.received[msg.type] += 1
-        assert self._handler is not None
-        try:
-            self._handler(msg)
-        except Exception:
-            self.stats.handler_errors += 1
-            log.exception("message handler failed", extra={"ctx": {
-                "sender": msg.sender, "to": msg.to, "type": msg.type, "conv": msg.conv}})
+        if len(opened.to) > 1:
+            self.stats.multicast_received += 1
+        self.stats.received[opened.message.type] += len(msgs)
+        handler = self._handler
+        assert handler is not None
+        for msg in msgs:
+            try:
+                handler(msg)
+            except Exception:
+                self.stats.handler_errors += 1
+                log.exception("message handler failed", extra={"ctx": {
+                    "sender": msg.sender, "to": msg.to, "type": msg.type, "conv": msg.conv}})
 
     async def close(self) -> None:
         if self.opener.guard is not None:

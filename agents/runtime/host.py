@@ -181,9 +181,22 @@ class Host:
     def _execute(self, agent: Agent, actions: list[Action]) -> None:
         if self.observer is not None:
             self.observer.on_actions(agent.id, actions)
-        for act in actions:
+        i, n = 0, len(actions)
+        while i < n:
+            act = actions[i]
+            i += 1
             if isinstance(act, Send):
-                self._send(agent.id, act.to, act.body, act.conv)
+                # consecutive Sends of one body object in one conversation (a cfp to every
+                # bidder) become one multicast envelope: one signature for all of them
+                tos = [act.to]
+                while i < n:
+                    nxt = actions[i]
+                    if not (isinstance(nxt, Send) and nxt.body is act.body
+                            and nxt.conv == act.conv):
+                        break
+                    tos.append(nxt.to)
+                    i += 1
+                self._send(agent.id, tos, act.body, act.conv)
             elif isinstance(act, SetTimer):
                 self._set_timer(agent.id, act.key, act.at)
             elif isinstance(act, CancelTimer):
@@ -196,28 +209,44 @@ class Host:
             elif isinstance(act, Log):
                 self.record(act.event, **act.fields)
 
-    def _send(self, sender: str, to: str, body: Any, conv: str) -> None:
+    def _send(self, sender: str, to: str | list[str], body: Any, conv: str) -> None:
+        """Send ``body`` to one agent or several (one multicast envelope for those sent now).
+
+        Fault injection decides per addressee, with the same draws in the same order as
+        one ``_send`` per addressee would: a partition or a loss drops that addressee, a
+        delay or a duplicate sends it alone later; the rest go out together.
+        """
+        tos = [to] if isinstance(to, str) else to
         f = self.faults
-        if f is not None and to != SIM_ID:
+        now_tos = tos
+        if f is not None:
+            now_tos = []
             now = self.clock.now()
-            for p in f.partitions:
-                if p.at_s <= now < p.at_s + p.duration_s and (sender in p.agents) != (
-                        to in p.agents):
-                    return
             n = f.network
-            if n.loss and self._rng.random() < n.loss:
-                return
-            copies = 2 if n.duplication and self._rng.random() < n.duplication else 1
-            delay = n.delay_s + (self._rng.uniform(0, n.jitter_s) if n.jitter_s else 0.0)
-            if n.reorder and self._rng.random() < n.reorder:
-                delay += self._rng.uniform(0.0, 0.05)
-            if delay > 0 or copies > 1:
-                assert self._loop is not None
-                for _ in range(copies):
-                    self._loop.call_later(delay / self.clock.speed,
-                                          lambda: self.bus.send(sender, to, body, conv))
-                return
-        self.bus.send(sender, to, body, conv)
+            for t in tos:
+                if t == SIM_ID:
+                    now_tos.append(t)
+                    continue
+                if any(p.at_s <= now < p.at_s + p.duration_s
+                       and (sender in p.agents) != (t in p.agents) for p in f.partitions):
+                    continue
+                if n.loss and self._rng.random() < n.loss:
+                    continue
+                copies = 2 if n.duplication and self._rng.random() < n.duplication else 1
+                delay = n.delay_s + (self._rng.uniform(0, n.jitter_s) if n.jitter_s else 0.0)
+                if n.reorder and self._rng.random() < n.reorder:
+                    delay += self._rng.uniform(0.0, 0.05)
+                if delay > 0 or copies > 1:
+                    assert self._loop is not None
+                    for _ in range(copies):
+                        self._loop.call_later(delay / self.clock.speed,
+                                              lambda t=t: self.bus.send(sender, t, body, conv))
+                    continue
+                now_tos.append(t)
+        if len(now_tos) == 1:
+            self.bus.send(sender, now_tos[0], body, conv)
+        elif now_tos:
+            self.bus.send_many(sender, now_tos, body, conv)
 
     def _set_timer(self, agent_id: str, key: str, at: float) -> None:
         assert self._loop is not None

@@ -50,6 +50,7 @@ MAX_STR_BYTES = 16384
 MAX_CONTAINER_LEN = 1024
 MAX_DEPTH = 8
 HEADER_KEYS = ("v", "id", "to", "type", "conv", "epoch", "seq", "ts", "body")
+MAX_ADDRESSEES = 256                 # P§6.1
 U64 = 2 ** 64
 
 CERT_TAG = b"autocell-cert/1\x00"   # S§4.3
@@ -310,8 +311,13 @@ class Sealer:
         self.epoch = int(time.time() * 1000) if epoch is None else epoch   # P§10.1
         self.seq = 0
 
-    def seal(self, to: str, msg_type: str, body: dict[str, Any], ts: float, conv: str = "",
-             msg_id: bytes | None = None) -> list[bytes]:
+    def seal(self, to: str | list[str], msg_type: str, body: dict[str, Any], ts: float,
+             conv: str = "", msg_id: bytes | None = None) -> list[bytes]:
+        """``to``: one agent id, or a list of 1..256 distinct ids (a multicast, P§6.1)."""
+        if not isinstance(to, str) and not (
+                1 <= len(to) <= MAX_ADDRESSEES and len(set(to)) == len(to)
+                and all(isinstance(a, str) for a in to)):
+            raise ValueError("to must be an agent id or 1..256 distinct agent ids")
         self.seq += 1
         header = {"v": 1, "id": secrets.token_bytes(16) if msg_id is None else msg_id,
                   "to": to, "type": msg_type, "conv": conv, "epoch": self.epoch,
@@ -376,8 +382,9 @@ class Opener:
         self._check_access(peer.role, msg_type, body)
         if self.replay is not None:
             self.replay.check(sender, doc["epoch"], doc["seq"], float(doc["ts"]), now)
-        if self.local_agents is not None and doc["to"] not in self.local_agents:
-            raise Refused("misdirected", doc["to"])
+        addressees = [doc["to"]] if isinstance(doc["to"], str) else doc["to"]
+        if self.local_agents is not None and not set(addressees) & self.local_agents:
+            raise Refused("misdirected", ",".join(addressees))   # P§6.1: none is local
         header = {k: doc[k] for k in HEADER_KEYS if k != "body"}
         return Opened(sender, peer.role, header, body)
 
@@ -389,9 +396,17 @@ class Opener:
             raise Refused("malformed", "version")
         if not isinstance(doc["id"], bytes) or len(doc["id"]) != 16:
             raise Refused("malformed", "id must be 16 bytes of bin")
-        for k in ("to", "type", "conv"):
+        for k in ("type", "conv"):
             if not isinstance(doc[k], str):
                 raise Refused("malformed", f"{k} must be str")
+        to = doc["to"]
+        if isinstance(to, list):                                          # P§6.1
+            if not 1 <= len(to) <= MAX_ADDRESSEES:
+                raise Refused("malformed", "to must hold 1..256 agent ids")
+            if not all(isinstance(a, str) for a in to) or len(set(to)) != len(to):
+                raise Refused("malformed", "to must hold distinct str agent ids")
+        elif not isinstance(to, str):
+            raise Refused("malformed", "to must be str or an array of str")
         for k in ("epoch", "seq"):
             if not _is_int(doc[k]) or not 0 <= doc[k] < U64:
                 raise Refused("malformed", f"{k} must be an int in 0..2^64-1")
