@@ -259,24 +259,36 @@ class SupervisorLink:
 
     def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
                  bind: str = "tcp://127.0.0.1:*") -> None:
-        from agents.runtime.host import signed_bus
-
         self.decisions: queue.Queue[Decision] = queue.Queue()
-        # one supervisor per run, and the replay stores of a run start empty: the wall
-        # second it starts is a fresh epoch
-        self.bus: Bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir,
-                                   name=SUPERVISOR_ID, bind=bind, identities=[SUPERVISOR_ID],
-                                   epoch=int(clock.wall()), clock=clock)
-        self.bus.set_route(CONSOLE_ID, cfg.escalation.console_endpoint)
+        self._make_bus = lambda: self._bus(cfg, keys_dir, state_dir, clock, bind)
+        self.bus: Bus | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="autocell-supervisor-bus")
         self.endpoint = ""
 
+    @staticmethod
+    def _bus(cfg: CellConfig, keys_dir: Path, state_dir: Path, clock: CellClock,
+             bind: str) -> Bus:
+        from agents.runtime.host import signed_bus
+
+        # one supervisor per run, and the replay stores of a run start empty: the wall
+        # second it starts is a fresh epoch
+        bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=SUPERVISOR_ID,
+                         bind=bind, identities=[SUPERVISOR_ID], epoch=int(clock.wall()),
+                         clock=clock)
+        bus.set_route(CONSOLE_ID, cfg.escalation.console_endpoint)
+        return bus
+
+    async def _start(self) -> str:
+        # built on the loop's thread: its replay store (SQLite) is used there only
+        self.bus = self._make_bus()
+        return await self.bus.start(self._on_message)
+
     def start(self, timeout_s: float = 10.0) -> str:
         self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(self.bus.start(self._on_message), self._loop)
-        self.endpoint = fut.result(timeout_s)
+        self.endpoint = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(
+            timeout_s)
         return self.endpoint
 
     def _on_message(self, msg: Message) -> None:
@@ -284,13 +296,15 @@ class SupervisorLink:
             self.decisions.put(msg.body)
 
     def send(self, to: str, body: Body, conv: str = "") -> None:
+        assert self.bus is not None, "start() first"
         self._loop.call_soon_threadsafe(self.bus.send, SUPERVISOR_ID, to, body, conv)
 
     def close(self, timeout_s: float = 5.0) -> None:
         if not self._thread.is_alive():
             return
         try:
-            asyncio.run_coroutine_threadsafe(self.bus.close(), self._loop).result(timeout_s)
+            if self.bus is not None:
+                asyncio.run_coroutine_threadsafe(self.bus.close(), self._loop).result(timeout_s)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout_s)
