@@ -351,3 +351,36 @@ def test_restart_intensity_is_escalated_and_a_restart_decision_resumes_the_cell(
         "restart", "bob", "machines")
     assert report["restarts"] == 3
     assert records(db)["supervisor/e1"].decided_by == "bob"
+
+
+def test_up_sets_an_earlier_store_aside_and_the_web_console_follows(tmp_path: Path) -> None:
+    from ops.console.store_backend import StoreBackend
+    from ops.up import set_aside
+
+    db = tmp_path / "escalations.db"
+    old = EscalationStore(db)
+    old.put(restart_record(), actor="agent:supervisor", action="raise", now=1.0)
+    old.close()
+    backend = StoreBackend(db)
+    assert [r["id"] for r in backend.list()] == ["supervisor/e1"]
+    moved = set_aside(db)
+    assert moved is not None and moved.exists() and not db.exists()
+    assert [r.id for r in EscalationStore(moved).list()] == ["supervisor/e1"]
+    assert backend.list() == []                       # the new run has not written yet
+    EscalationStore(db).close()
+    assert backend.list() == []                       # a fresh, empty store: followed
+    assert set_aside(tmp_path / "none.db") is None
+
+
+def restart_record() -> Any:
+    from agents.escalation import lifecycle as lc
+
+    body = restart_intensity_escalation(Rule(1), process="machines", number=1, deaths=3,
+                                        window_s=60.0, max_restarts=2, returncode=-9,
+                                        agents=[], log_path="machines.log")
+    return lc.new_record(id=body.escalation, priority=1, cause=body.cause,
+                         consequence=body.consequence, raised_by=SUPERVISOR_ID, now=1.0,
+                         options=[lc.Option(o["id"], o["label"], o["effect"])
+                                  for o in body.options],
+                         safe_default=body.safe_default, deadlines=lc.Deadlines(),
+                         resource=body.resource, context=body.context)
