@@ -155,7 +155,7 @@ class Supervisor:
             self.children[h.name] = Child(h.name, exe + ["host", *common, "--name", h.name])
         self.keys_dir = keys_dir
         self.policy = console_policy(cfg, keys_dir) if keys_dir is not None else OFF
-        self.escalations_db = escalations_db
+        self.escalations_db: Path | None = None      # only with a console agent
         if self.policy is not OFF:
             db = escalations_db or state_dir / "escalations.db"
             self.escalations_db = db

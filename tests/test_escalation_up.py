@@ -384,3 +384,31 @@ def restart_record() -> Any:
                                   for o in body.options],
                          safe_default=body.safe_default, deadlines=lc.Deadlines(),
                          resource=body.resource, context=body.context)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_up_starts_a_console_child_only_when_the_policy_is_on(tmp_path: Path, on: bool) -> None:
+    from ops.up import Supervisor
+
+    off: dict[str, Any] = {r: False for r in ("no_capable_resource", "late_reroute",
+                                              "restart_intensity", "quality_reject")}
+    # (`false` alone is not accepted for the count rules: they need count and window_s)
+    off.update({r: {"enabled": False, "count": 1, "window_s": 1}
+                for r in ("repeat_faults", "reject_burst")})
+    cell = small_cell(tmp_path, **({} if on else off))
+    cfg = load_cell(cell)
+    state = tmp_path / "state"
+    state.mkdir()
+    keys = ensure_keys(cfg, state)
+    sup = Supervisor(cfg, str(cell), state_dir=state, speed=50.0, faults_path=None,
+                     faults=None, max_restarts=2, restart_window_s=60.0, until_s=None,
+                     timeout_s=None, keys_dir=keys, escalations_db=tmp_path / "e.db",
+                     log=lambda *_: None)
+    if on:
+        argv = sup.children["console"].argv
+        assert argv[3] == "console-agent" and argv[argv.index("--db") + 1] == str(
+            tmp_path / "e.db")
+        assert sup.escalations_db == tmp_path / "e.db"
+    else:
+        assert "console" not in sup.children and sup.escalations_db is None
+        assert sup.report().get("escalations_raised") is None
