@@ -164,6 +164,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return run_process(args, "sim")
 
 
+def cmd_console_agent(args: argparse.Namespace) -> int:
+    from ops.up import run_process
+
+    return run_process(args, "console-agent")
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
     from ops.run import execute_chaos
 
@@ -593,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --ray: join this Ray cluster (default: start a lean local Ray)")
     sp.add_argument("--ray-local-node", action="store_true",
                     help="with --ray: pin every actor to this node (no shared storage needed)")
+    sp.add_argument("--escalations-db", metavar="FILE",
+                    help="the console agent's escalation store (default STATE_DIR/"
+                         "escalations.db; an earlier run's is moved aside)")
     sp.set_defaults(func=cmd_up)
     for kind, text in (("host", "run the agents of one host on the ZeroMQ bus"),
                        ("sim", "run the simulator process (remote plant protocol)")):
@@ -606,6 +615,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--start-at", type=float, default=None,
                         help="wall time (Unix s) of cell time 0; `up` gives all the same")
         sp.set_defaults(func=cmd_host if kind == "host" else cmd_sim)
+    sp = sub.add_parser("console-agent", help="run the console agent: the escalation store "
+                                              "on the ZeroMQ bus (`up` starts it)")
+    process_args(sp)
+    sp.add_argument("--db", metavar="FILE",
+                    help="escalation store (default STATE_DIR/escalations.db)")
+    sp.add_argument("--route", action="append", metavar="AGENT=ENDPOINT",
+                    help="where to reach an agent that is not in the cell file (`up` gives "
+                         "the supervisor's); repeatable")
+    sp.add_argument("--start-at", type=float, default=None,
+                    help="wall time (Unix s) of cell time 0; `up` gives all the same")
+    sp.set_defaults(func=cmd_console_agent)
 
     sp = sub.add_parser("chaos", help="random faults of every kind, per seed, in virtual time")
     sp.add_argument("cell", help="cell YAML")

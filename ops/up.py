@@ -26,6 +26,19 @@ The supervisor then polls, every 50 ms:
   (``SIGTERM``, then ``SIGKILL`` after 5 s), checks the invariants of
   DESIGN §8 on the simulator's event log and writes ``report.json``.
 
+**Escalations** — when the cell's escalation policy is on (some rule
+enabled, and a ``console`` certificate in the keys directory), ``up`` also
+starts ``autocell console-agent`` as a supervised child: the console agent
+and its SQLite store (``--escalations-db``, default
+``STATE_DIR/escalations.db``; a store left by an earlier run is moved aside
+first) on the bus at ``escalation.console_endpoint``, and every host builds
+its agents with the policy.  The supervisor itself is on the bus as
+``supervisor`` (role ``host``): when a child exceeds the restart intensity
+it stops restarting that child only, raises a ``restart_intensity``
+escalation and waits for the decision (``restart``: once more with a fresh
+budget; ``stop_cell``, the safe default: give up as before), while the rest
+of the cell keeps running.  Without a console it gives up at once.
+
 Ctrl-C stops everything the same way.  Children die with the supervisor
 even if it is killed (``PR_SET_PDEATHSIG``), so no orphans are left.
 """
@@ -47,25 +60,38 @@ from typing import Any
 from security.errors import ConfigurationError
 
 EXIT_GAVE_UP = 3
+RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
                "status-*.json", "report.json")
 
 
-def _die_with_parent() -> None:   # runs in the child between fork and exec
+def _load_libc() -> Any:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
-        pass
+        return None
+
+
+_LIBC = _load_libc()   # loaded in the parent: the child (forked while the supervisor's bus
+                       # thread runs) only makes one system call before exec
+
+
+def _die_with_parent() -> None:   # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
 def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     """The cell's keys directory, or one made under the state directory on first use."""
+    from agents.escalation.console import CONSOLE_ID
+    from agents.escalation.service import SUPERVISOR_ID
     from agents.factory import roles_of
     from agents.runtime.host import SIM_ID
     from security.keystore import KeyDir
 
     roles = {**roles_of(cfg), SIM_ID: "sim"}
+    # optional in a keys directory of the cell's own: without them escalation is off
+    extra = {CONSOLE_ID: "console", SUPERVISOR_ID: "host"}
     given = cfg.keys_dir_path()
     if given is not None:
         kd = KeyDir(Path(given))
@@ -80,7 +106,7 @@ def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     now = time.time()
     if not kd.has_authority():
         kd.init(now)
-    for agent, role in roles.items():
+    for agent, role in {**roles, **extra}.items():
         if not kd.cert_path(agent).exists():
             kd.issue(agent, role, now)
     return keys
@@ -94,6 +120,7 @@ class Child:
     died_at: float | None = None
     paused: bool = False
     down_reported: bool = False
+    held: bool = False                 # restart intensity exceeded: awaiting a decision
     restarts: list[float] = field(default_factory=list)   # restart latencies, seconds
 
 
@@ -101,7 +128,11 @@ class Supervisor:
     def __init__(self, cfg: Any, cell_path: str, *, state_dir: Path, speed: float,
                  faults_path: str | None, faults: Any, max_restarts: int,
                  restart_window_s: float, until_s: float | None, timeout_s: float | None,
-                 log: Any = print, log_level: str = "info") -> None:
+                 log: Any = print, log_level: str = "info", keys_dir: Path | None = None,
+                 escalations_db: Path | None = None) -> None:
+        from agents.escalation.policy import OFF
+        from agents.escalation.service import console_policy
+
         self.cfg = cfg
         self.state_dir = state_dir
         self.speed = speed
@@ -122,6 +153,18 @@ class Supervisor:
         self.children = {"sim": Child("sim", exe + ["sim", *common])}
         for h in cfg.hosts:
             self.children[h.name] = Child(h.name, exe + ["host", *common, "--name", h.name])
+        self.keys_dir = keys_dir
+        self.policy = console_policy(cfg, keys_dir) if keys_dir is not None else OFF
+        self.escalations_db: Path | None = None      # only with a console agent
+        if self.policy is not OFF:
+            db = escalations_db or state_dir / "escalations.db"
+            self.escalations_db = db
+            self.children["console"] = Child(
+                "console", exe + ["console-agent", *common, "--db", str(db)])
+        self.link: Any = None              # SupervisorLink, once started
+        self.raised: dict[str, tuple[str, float]] = {}   # escalation -> (process, last sent)
+        self.escalated = 0
+        self._bodies: dict[str, Any] = {}
         self.pending_faults = sorted(
             [(h.at_s, "start", h) for h in (faults.hosts if faults else [])]
             + [(h.at_s + h.duration_s, "end", h) for h in (faults.hosts if faults else [])
@@ -140,7 +183,7 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         out = (self.state_dir / f"{child.name}.log").open("ab")
         child.proc = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT,
-                                      preexec_fn=_die_with_parent)
+                                      preexec_fn=_die_with_parent)  # noqa: PLW1509 (libc preloaded)
         out.close()
 
     def status(self, name: str) -> dict[str, Any] | None:
@@ -149,16 +192,41 @@ class Supervisor:
         except (OSError, ValueError):
             return None
 
-    def completed_orders(self) -> set[str]:
+    def completed_orders(self, key: str = "completed") -> set[str]:
         done: set[str] = set()
         for h in self.cfg.hosts:
             st = self.status(h.name)
             if st:
-                done.update(st.get("completed", []))
+                done.update(st.get(key, []))
         return done
 
     # -- the loop ---------------------------------------------------------------------------
+    def _start_link(self) -> None:
+        """The supervisor's identity on the bus, for restart-intensity escalations."""
+        from agents.escalation.service import SUPERVISOR_ID, SupervisorLink
+        from agents.runtime.host import CellClock
+        from security.keystore import KeyDir
+
+        if (self.policy.restart_intensity is None or self.keys_dir is None
+                or not KeyDir(self.keys_dir).cert_path(SUPERVISOR_ID).exists()):
+            return
+        link = SupervisorLink(self.cfg, keys_dir=self.keys_dir, state_dir=self.state_dir,
+                              clock=CellClock(self.start_at, self.speed))
+        try:
+            endpoint = link.start()
+        except (OSError, ConfigurationError, TimeoutError) as exc:   # help, not a must
+            self.log(f"autocell up: the supervisor cannot join the bus ({exc}); restart "
+                     "intensity will stop the cell without escalating")
+            link.close()
+            return
+        self.link = link
+        self.children["console"].argv += ["--route", f"{SUPERVISOR_ID}={endpoint}"]
+
     def run(self) -> int:
+        if "console" in self.children:
+            self._start_link()
+            self.log(f"autocell up: escalations go to the console agent; store "
+                     f"{self.escalations_db}")
         for child in self.children.values():
             self.spawn(child)
         self.note("started", processes=len(self.children), speed=self.speed)
@@ -169,17 +237,22 @@ class Supervisor:
         try:
             while True:
                 time.sleep(0.05)
-                if self._check_children():
+                if self._check_children() or self._decisions():
                     code = EXIT_GAVE_UP
                     break
                 self._play_faults()
                 self._liveness()
-                done = len(self.completed_orders())
+                completed = self.completed_orders()
+                done = len(completed)
                 if done != last_progress:
                     self.note("progress", completed=f"{done}/{total}")
                     last_progress = done
                 if done == total:
                     self.note("all_orders_completed")
+                    break
+                cancelled = self.completed_orders("cancelled") - completed
+                if cancelled and done + len(cancelled) == total:
+                    self.note("all_orders_accounted_for", cancelled=len(cancelled))
                     break
                 if self.until_s is not None and self.cell_now() >= self.until_s:
                     self.note("until_reached")
@@ -193,6 +266,8 @@ class Supervisor:
             code = 130
         finally:
             self.stop()
+            if self.link is not None:
+                self.link.close()
         return code
 
     def _check_children(self) -> bool:
@@ -200,6 +275,8 @@ class Supervisor:
         now = time.time()
         for child in self.children.values():
             assert child.proc is not None
+            if child.held:
+                continue
             rc = child.proc.poll()
             if child.died_at is not None and rc is None:   # restarted: up once it reports
                 st = self.status(child.name)
@@ -216,6 +293,8 @@ class Supervisor:
                 self.deaths.popleft()
             self.note("process_died", process=child.name, returncode=rc)
             if len(self.deaths) > self.max_restarts:
+                if self._escalate(child, rc):
+                    continue
                 self.note("gave_up", reason=f"{len(self.deaths)} deaths within "
                                             f"{self.restart_window_s:g} s (max "
                                             f"{self.max_restarts})")
@@ -226,6 +305,72 @@ class Supervisor:
             child.died_at = now
             child.paused = False
             self.spawn(child)
+        return False
+
+    # -- restart intensity -> escalation --------------------------------------------------------
+    def _escalate(self, child: Child, rc: int | None) -> bool:
+        """Hold ``child`` down and raise ``restart_intensity``; False if nobody can be asked
+        (no console, no supervisor identity, or the console itself is what keeps dying)."""
+        from agents.escalation.service import restart_intensity_escalation
+
+        rule = self.policy.restart_intensity
+        console = self.children.get("console")
+        if (self.link is None or rule is None or child.name == "console" or console is None
+                or console.held):
+            return False
+        self.escalated += 1
+        agents = sorted(a for a in self.cfg.agent_ids() if self.cfg.host_of(a) == child.name)
+        body = restart_intensity_escalation(
+            rule, process=child.name, number=self.escalated, deaths=len(self.deaths),
+            window_s=self.restart_window_s, max_restarts=self.max_restarts, returncode=rc,
+            agents=agents, log_path=str(self.state_dir / f"{child.name}.log"))
+        child.held = True
+        child.died_at = None
+        self.raised[body.escalation] = (child.name, time.time())
+        self._bodies[body.escalation] = body
+        self.link.send("console", body, body.escalation)
+        self.note("restart_intensity_escalated", process=child.name,
+                  escalation=body.escalation, deaths=len(self.deaths))
+        self.log(f"autocell up: restart intensity exceeded: {len(self.deaths)} process deaths "
+                 f"within {self.restart_window_s:g} s; {child.name} stays down; escalated as "
+                 f"{body.escalation} (decide: `autocell escalations decide {body.escalation} "
+                 f"--option restart|stop_cell --db {self.escalations_db}`)")
+        return True
+
+    def _decisions(self) -> bool:
+        """Act on decisions about our escalations (True: stop the cell); re-send the open
+        ones every few seconds until the console answers (it may be restarting)."""
+        if self.link is None:
+            return False
+        import queue
+
+        while True:
+            try:
+                d = self.link.decisions.get_nowait()
+            except queue.Empty:
+                break
+            entry = self.raised.pop(d.escalation, None)
+            if entry is None:
+                continue
+            child = self.children[entry[0]]
+            self.note("decision", escalation=d.escalation, option=d.option, user=d.user,
+                      process=child.name)
+            if d.option == "restart":
+                self.deaths.clear()
+                child.held = False
+                child.died_at = time.time()
+                self.spawn(child)
+                continue
+            self.note("gave_up", reason=f"restart intensity of {child.name}: {d.option} "
+                                        f"decided by {d.user}")
+            self.log(f"autocell up: restart intensity exceeded: {child.name}; {d.user} "
+                     f"decided {d.option}; giving up. See {self.state_dir}/*.log")
+            return True
+        now = time.time()
+        for esc, (name, sent_at) in list(self.raised.items()):
+            if now - sent_at >= RESEND_S:
+                self.link.send("console", self._bodies[esc], esc)
+                self.raised[esc] = (name, now)
         return False
 
     def _play_faults(self) -> None:
@@ -260,7 +405,7 @@ class Supervisor:
                     + 0.1)
         for child in self.children.values():
             st = self.status(child.name)
-            if st is None or child.died_at is not None:
+            if st is None or child.died_at is not None or child.held:
                 continue
             quiet = time.time() - float(st.get("wall", 0.0))
             if quiet > silent_s and not child.down_reported:
@@ -300,6 +445,7 @@ class Supervisor:
         if path.exists():
             sim_events = [json.loads(line) for line in path.read_text().splitlines() if line]
         done = self.completed_orders()
+        cancelled = self.completed_orders("cancelled") - done
         restarts = sorted(x for c in self.children.values() for x in c.restarts)
 
         violations = {"no_operation_executed_twice": no_operation_twice(sim_events),
@@ -308,7 +454,8 @@ class Supervisor:
         return {
             "cell": self.cfg.cell, "speed": self.speed,
             "orders_total": len(self.cfg.orders), "orders_completed": len(done),
-            "orders_lost": len(self.cfg.orders) - len(done),
+            "orders_lost": len(self.cfg.orders) - len(done) - len(cancelled),
+            "orders_cancelled": len(cancelled),
             "operations": sum(1 for e in sim_events if e["ev"] == "op_done"
                               and e["quality"] == "ok"),
             "restarts": len(restarts),
@@ -319,7 +466,28 @@ class Supervisor:
             "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
             "cell_time_s": round(self.cell_now(), 3),
             "supervisor_events": self.events,
+            **self.escalation_figures(),
         }
+
+    def escalation_figures(self) -> dict[str, Any]:
+        """What the console agent's store holds at the end (empty without a console)."""
+        if self.escalations_db is None or not Path(self.escalations_db).exists():
+            return {}
+        from collections import Counter
+
+        from agents.escalation.store import EscalationStore
+
+        store = EscalationStore(self.escalations_db)
+        try:
+            records = store.list()
+            return {"escalations_db": str(self.escalations_db),
+                    "escalations_raised": len(records),
+                    "escalations_by_cause": dict(Counter(r.cause for r in records)),
+                    "escalations_by_outcome": dict(Counter(r.outcome or "open"
+                                                           for r in records)),
+                    "audit_intact": store.verify().ok}
+        finally:
+            store.close()
 
 
 def prepare_state_dir(state_dir: Path) -> None:
@@ -327,6 +495,24 @@ def prepare_state_dir(state_dir: Path) -> None:
     for pattern in STATE_FILES:
         for p in state_dir.glob(pattern):
             p.unlink()
+
+
+def set_aside(db: Path) -> Path | None:
+    """Move a store left by an earlier run out of the way (its ids, ``AGENT/eN``, would
+    collide with this run's); its audit log is kept.  Returns where it went."""
+    if not db.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = db.with_name(f"{db.name}.{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = db.with_name(f"{db.name}.{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{db}{suffix}")
+        if part.exists():
+            os.replace(part, Path(f"{target}{suffix}"))
+    return target
 
 
 def execute_up(args: Any) -> int:
@@ -349,7 +535,8 @@ def execute_up(args: Any) -> int:
         raise ConfigurationError("--address joins a Ray cluster: it needs --ray")
     state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
     prepare_state_dir(state_dir)
-    ensure_keys(cfg, state_dir)
+    keys = ensure_keys(cfg, state_dir)
+    db = Path(getattr(args, "escalations_db", None) or state_dir / "escalations.db")
     log = ((lambda *_: None) if args.quiet else
            (lambda s: print(s, file=sys.stderr, flush=True)))
     if use_ray:   # the same cell as Ray actors (ops/ray_up.py)
@@ -362,7 +549,13 @@ def execute_up(args: Any) -> int:
                          max_restarts=args.max_restarts,
                          restart_window_s=args.restart_window, until_s=args.until,
                          timeout_s=args.timeout, log_level=getattr(args, "log_level", "info"),
-                         log=log)
+                         log=log, keys_dir=keys, escalations_db=db)
+        if sup.escalations_db is not None:
+            moved = set_aside(sup.escalations_db)
+            print(f"escalations: {sup.escalations_db}"
+                  + (f" (the previous run's store moved to {moved})" if moved else "")
+                  + f"; watch them with `autocell console {args.cell} --db "
+                    f"{sup.escalations_db}`", flush=True)
         code = sup.run()
         report = sup.report()
     (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -377,9 +570,11 @@ def execute_up(args: Any) -> int:
 
 
 def run_process(args: Any, kind: str) -> int:
-    """``autocell host`` / ``autocell sim``: one process of a cell."""
+    """``autocell host`` / ``autocell sim`` / ``autocell console-agent``: one process of a
+    cell."""
     import asyncio
 
+    from agents.escalation.service import console_policy
     from agents.runtime.host import SIM_ID, CellClock, Host
     from ops.config import ConfigError, load_cell
     from ops.config.faults import load_faults
@@ -395,12 +590,14 @@ def run_process(args: Any, kind: str) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     keys = ensure_keys(cfg, state_dir)
     clock = CellClock(args.start_at if args.start_at is not None else time.time(), args.speed)
+    if kind == "console-agent":
+        return run_console_agent(args, cfg, keys, state_dir, clock)
     if kind == "host":
         if args.name not in {h.name for h in cfg.hosts}:
             raise ConfigurationError(f"{args.cell}: no host named {args.name!r}; hosts: "
                                      + ", ".join(h.name for h in cfg.hosts))
         runner: Any = Host(cfg, args.name, keys_dir=keys, state_dir=state_dir, clock=clock,
-                           faults=faults)
+                           faults=faults, escalation=console_policy(cfg, keys))
     else:
         runner = PlantServer(cfg, keys_dir=keys, state_dir=state_dir, clock=clock,
                              faults=faults)
@@ -419,6 +616,33 @@ def run_process(args: Any, kind: str) -> int:
         metrics = start_metrics(runner, cfg, kind, port, metrics_addr_of(endpoint))
     runner.observer = Fanout(metrics, EventLog())
     asyncio.run(runner.run())
+    return 0
+
+
+def run_console_agent(args: Any, cfg: Any, keys: Path, state_dir: Path, clock: Any) -> int:
+    """``autocell console-agent``: the console agent and its store on the bus."""
+    import asyncio
+
+    from agents.escalation.console import CONSOLE_ID
+    from agents.escalation.service import ConsoleService
+    from ops.logs import setup_logging
+    from security.keystore import KeyDir
+
+    if not KeyDir(keys).cert_path(CONSOLE_ID).exists():
+        raise ConfigurationError(f"{keys}: no certificate for {CONSOLE_ID!r}; issue one with "
+                                 f"`autocell keys issue {CONSOLE_ID} --role console --dir {keys}`")
+    routes: dict[str, str] = {}
+    for spec in args.route or []:
+        agent, sep, endpoint = spec.partition("=")
+        if not sep or not agent or not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigurationError(f"--route {spec!r}: expected AGENT=ENDPOINT, e.g. "
+                                     "supervisor=tcp://127.0.0.1:5610")
+        routes[agent] = endpoint
+    setup_logging(getattr(args, "log_level", "info"), process="console")
+    db = Path(args.db) if args.db else state_dir / "escalations.db"
+    service = ConsoleService(cfg, keys_dir=keys, state_dir=state_dir, clock=clock, db_path=db,
+                             routes=routes)
+    asyncio.run(service.run())
     return 0
 
 

@@ -108,7 +108,7 @@ def test_a_cell_at_debug_logs_json_lines_and_no_secret(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=180, cwd=ROOT, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     logs = {p.stem: p.read_bytes() for p in state.glob("*.log")}
-    assert set(logs) == {"sim", "orders", "machines", "logistics"}
+    assert set(logs) == {"sim", "orders", "machines", "logistics", "console"}
     parsed = []
     for name, data in logs.items():
         for raw in data.decode().splitlines():

@@ -40,7 +40,8 @@ def exec_argv(u: dict[str, dict[str, list[str]]], instance: str) -> list[str]:
 
 def test_host_and_sim_units_run_commands_the_cli_accepts() -> None:
     for name, instance, command in (("autocell-host@.service", "machines", "host"),
-                                    ("autocell-sim.service", "", "sim")):
+                                    ("autocell-sim.service", "", "sim"),
+                                    ("autocell-console-agent.service", "", "console-agent")):
         u = unit(name)
         assert u["Service"]["Restart"] == ["always"] and u["Service"]["UMask"] == ["0077"]
         assert u["Install"]["WantedBy"] == ["autocell.target"]

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.base import Agent, PlantEventIn
+from agents.escalation.policy import OFF, EscalationPolicy
 from agents.factory import build_agents
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
@@ -139,7 +140,8 @@ class Host:
 
     def __init__(self, cfg: CellConfig, name: str, *, keys_dir: Path, state_dir: Path,
                  clock: CellClock, seed: int | None = None,
-                 faults: FaultScenario | None = None) -> None:
+                 faults: FaultScenario | None = None,
+                 escalation: EscalationPolicy = OFF) -> None:
         if not cfg.hosts:
             raise ValueError("the cell has no hosts section: nothing to run on a host")
         self.cfg = cfg
@@ -148,15 +150,20 @@ class Host:
         self.seed = cfg.sim.seed if seed is None else seed
         self.state_dir = state_dir
         self.faults = faults
+        # escalation is on when the cell runs a console agent (``autocell up`` starts one,
+        # agents/escalation/service.py); its endpoint is then one more route
+        self.escalation = escalation
         endpoint = next(h.endpoint for h in cfg.hosts if h.name == name)
         self.agents: dict[str, Agent] = {
-            a: agent for a, agent in build_agents(cfg, self.seed).items()
+            a: agent for a, agent in build_agents(cfg, self.seed, escalation=escalation).items()
             if cfg.host_of(a) == name}
         self.journal = SqliteJournal(state_dir / f"journal-{name}.sqlite")
         self.boot = self.journal.next_boot(f"host/{name}")
         self.bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=name,
                               bind=endpoint, identities=sorted(self.agents), epoch=self.boot,
                               clock=clock)
+        if escalation is not OFF:
+            self.bus.set_route(escalation.console, cfg.escalation.console_endpoint)
         self.events = (state_dir / f"events-{name}.jsonl").open("a", buffering=1)
         self.down: set[str] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -290,7 +297,8 @@ class Host:
     def restart(self, agent_id: str) -> None:
         if agent_id not in self.down:
             return
-        self.agents[agent_id] = build_agents(self.cfg, self.seed)[agent_id]
+        self.agents[agent_id] = build_agents(self.cfg, self.seed,
+                                             escalation=self.escalation)[agent_id]
         self.down.discard(agent_id)
         self._recover(agent_id)
 
@@ -309,6 +317,8 @@ class Host:
                 "cell_now": round(self.clock.now(), 3), "wall": self.clock.wall(),
                 "agents": len(self.agents), "orders": len(orders),
                 "completed": sorted(o.id for o in orders if o.completed_at is not None),
+                "cancelled": sorted(o.id for o in orders if o.cancelled_by),
+                "escalations_open": sum(len(o.escalations) for o in orders),
                 "recovered_agents": len(self.recovered),
                 "sent": sum(self.bus.stats.sent.values()),
                 "received": sum(self.bus.stats.received.values()),

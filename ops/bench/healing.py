@@ -54,12 +54,13 @@ def loopback_cell(source: Path, out_dir: Path, orders: int | None = None) -> Pat
     data = yaml.safe_load(source.read_text())
     if orders is not None:
         data["orders"] = data["orders"][:orders]
-    ports = free_ports(len(data["hosts"]) + 1)
+    ports = free_ports(len(data["hosts"]) + 2)
     for h, port in zip(data["hosts"], ports):
         h["endpoint"] = f"tcp://127.0.0.1:{port}"
         h.pop("metrics_port", None)   # fixed ports would collide between parallel runs
     data.get("sim", {}).pop("metrics_port", None)
-    data.setdefault("sim", {})["endpoint"] = f"tcp://127.0.0.1:{ports[-1]}"
+    data.setdefault("sim", {})["endpoint"] = f"tcp://127.0.0.1:{ports[-2]}"
+    data.setdefault("escalation", {})["console_endpoint"] = f"tcp://127.0.0.1:{ports[-1]}"
     path = out_dir / "cell.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -485,6 +485,10 @@ class Escalation(_Model):
         description="Longest a supervisor may shelve an escalation; it unshelves itself after.")
     flood: Flood = Field(default_factory=Flood, description="The flood rule (ISA-18.2: "
                          "more than 10 escalations in 10 minutes).")
+    console_endpoint: str = Field(
+        default="tcp://127.0.0.1:5599", pattern=_ENDPOINT_PATTERN,
+        description="ZeroMQ endpoint the console agent binds under `autocell up` (hosts send "
+                    "`escalate` there; docs/escalation.md).")
 
     @model_validator(mode="after")
     def _deadlines_in_order(self) -> Escalation:

@@ -16,7 +16,9 @@ What it adds to the store:
   (409), so no store error reaches the page as a traceback;
 * **the file may come later** — the console can be started before the run
   that writes the store: until the file exists the list is empty and no
-  file is created (``autocell run --escalations-db`` wants a new file);
+  file is created (``autocell run --escalations-db`` wants a new file); a
+  file replaced under it (``autocell up`` moves an earlier run's store
+  aside) is reopened;
 * **the cell's clock** — ``now()`` is the cell time the running cell wrote
   last (``meta.cell_now``), the time base of the deadlines; the store's own
   ``now`` is used for every action, so audit times are cell times;
@@ -72,12 +74,22 @@ class StoreBackend:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._store: EscalationStore | None = None
+        self._ino: int | None = None
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
 
     def _open(self) -> EscalationStore | None:
-        if self._store is None and self.path.exists():
+        try:
+            ino: int | None = self.path.stat().st_ino
+        except OSError:
+            ino = None
+        if self._store is not None and ino != self._ino:
+            # replaced under us (`autocell up` moves an earlier run's store aside): follow
+            self._store.close()
+            self._store = None
+        if self._store is None and ino is not None:
             self._store = EscalationStore(self.path)
+            self._ino = ino
         return self._store
 
     def _need(self) -> EscalationStore:

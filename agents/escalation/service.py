@@ -1,0 +1,310 @@
+"""The console agent on the real bus, and the process supervisor's voice on it.
+
+Theory of operation
+-------------------
+Under ``autocell up`` the console agent is a process of its own
+(``autocell console-agent``, supervised like the simulator and the hosts).
+:class:`ConsoleService` is its thin driver: the sans-io
+:class:`~agents.escalation.console.ConsoleAgent` and its SQLite
+:class:`~agents.escalation.store.EscalationStore` on the signed ZeroMQ bus,
+with identity ``console`` (role ``console``), bound to the cell's
+``escalation.console_endpoint``.  It carries out the agent's actions like a
+host does (``Send`` → the bus, ``SetTimer`` → ``loop.call_later`` on the
+cell clock, ``Log`` → ``events-console.jsonl``) and, every
+``look_every_s`` of wall time, writes the cell time to the store (the clock
+of the CLI twin and the web console) and, when someone else changed the
+store (a decision queued in the outbox, an acknowledgement, a shelve),
+has the agent :meth:`~agents.escalation.console.ConsoleAgent.sync`: queued
+decisions go out as signed ``decision`` messages naming the user, timers
+are re-armed.
+
+**The store is the journal.**  A restarted console agent opens the same
+file, re-arms a timer per open escalation (``on_start``), sends what is
+still in the outbox, and answers an ``escalate`` that a raiser re-sends
+with the decision already taken.  Nothing else needs to survive.
+
+:class:`SupervisorLink` gives ``autocell up``'s supervisor an identity on
+the bus (``supervisor``, role ``host``): a bus on an asyncio loop in a
+daemon thread, so the supervisor's synchronous poll loop can raise a
+``restart_intensity`` escalation (:func:`restart_intensity_escalation`),
+re-send it until it is answered, and read the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.factory import timing_of
+from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
+from agents.protocol.messages import Body, Decision, Escalate, Message
+from agents.runtime.journal import Inbound, Input, SqliteJournal, Start, Timer, feed
+from security.keystore import KeyDir
+
+from .console import CONSOLE_ID, ConsoleAgent
+from .policy import OFF, EscalationPolicy, Rule, policy_of
+from .store import EscalationStore
+
+if TYPE_CHECKING:
+    from agents.runtime.bus import Bus
+    from agents.runtime.host import CellClock
+    from ops.config.model import CellConfig
+
+log = logging.getLogger("autocell.console")
+
+SUPERVISOR_ID = "supervisor"
+"""The bus identity (role ``host``) of ``autocell up``'s process supervisor."""
+
+RULES = ("no_capable_resource", "late_reroute", "repeat_faults", "restart_intensity",
+         "quality_reject", "reject_burst")
+
+
+def policy_on(policy: EscalationPolicy) -> bool:
+    """True if any rule of the policy escalates."""
+    return any(getattr(policy, r) is not None for r in RULES)
+
+
+def console_policy(cfg: CellConfig, keys_dir: Path) -> EscalationPolicy:
+    """The policy a deployed cell's agents escalate by: the cell's, if some rule is on and
+    the keys directory holds a ``console`` certificate to sign decisions with; else
+    :data:`~agents.escalation.policy.OFF` (agents handle everything alone, as before)."""
+    policy = policy_of(cfg)
+    if not policy_on(policy) or not KeyDir(keys_dir).cert_path(CONSOLE_ID).exists():
+        return OFF
+    return policy
+
+
+class ConsoleService:
+    """The console agent and its store on the signed ZeroMQ bus."""
+
+    def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
+                 db_path: Path, routes: dict[str, str] | None = None,
+                 look_every_s: float = 0.2) -> None:
+        from agents.runtime.host import signed_bus
+
+        self.cfg = cfg
+        self.clock = clock
+        self.state_dir = state_dir
+        self.look_every_s = look_every_s
+        self.policy = policy_of(cfg)
+        self.store = EscalationStore(db_path, self.policy.deadlines)
+        self.agent = ConsoleAgent(CONSOLE_ID, timing=timing_of(cfg), store=self.store,
+                                  flood_count=self.policy.flood_count,
+                                  flood_window_s=self.policy.flood_window_s)
+        boots = SqliteJournal(state_dir / "journal-console.sqlite")
+        self.boot = boots.next_boot("host/console")
+        boots.close()
+        self.bus: Bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name="console",
+                                   bind=cfg.escalation.console_endpoint,
+                                   identities=[CONSOLE_ID], epoch=self.boot, clock=clock)
+        for agent, endpoint in (routes or {}).items():
+            self.bus.set_route(agent, endpoint)
+        self.events = (state_dir / "events-console.jsonl").open("a", buffering=1)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = asyncio.Event()
+        self._head = ""
+        self.observer: Any = None      # unused; the web console serves escalation metrics
+
+    # -- carrying out actions ---------------------------------------------------------------
+    def _input(self, inp: Input) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            actions = feed(self.agent, inp, None)
+        except Exception:   # a bug must not take the console down: the store keeps the state
+            log.exception("console agent failed on input")
+            return
+        self._execute(actions)
+
+    def _execute(self, actions: list[Action]) -> None:
+        for act in actions:
+            if isinstance(act, Send):
+                self.bus.send(CONSOLE_ID, act.to, act.body, act.conv)
+            elif isinstance(act, SetTimer):
+                self._set_timer(act.key, act.at)
+            elif isinstance(act, CancelTimer):
+                handle = self._timers.pop(act.key, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(act, Log):
+                self.record(act.event, **act.fields)
+        self._head = self.store.audit_head()
+
+    def _set_timer(self, key: str, at: float) -> None:
+        assert self._loop is not None
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            if self._timers.get(key) is handle:
+                del self._timers[key]
+                self._input(Timer(key, self.clock.now()))
+
+        handle = self._loop.call_later(self.clock.delay_s(at), fire)
+        self._timers[key] = handle
+
+    def record(self, event: str, **fields: Any) -> None:
+        line = {"t": round(self.clock.now(), 6), "ev": event, "host": "console", **fields}
+        self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.to == CONSOLE_ID:
+            self._input(Inbound(msg, self.clock.now()))
+
+    def look(self) -> None:
+        """Publish the cell time; if another process wrote the store, sync the agent."""
+        now = self.clock.now()
+        self.store.set_cell_now(now)
+        if self.store.audit_head() != self._head or self.store.pending_decisions():
+            try:
+                actions = self.agent.sync(now)
+            except Exception:
+                log.exception("console agent failed to sync with its store")
+                return
+            self._execute(actions)
+
+    # -- running ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        records = self.store.list()
+        return {"host": "console", "pid": os.getpid(), "boot": self.boot,
+                "cell_now": round(self.clock.now(), 3), "wall": self.clock.wall(),
+                "store": self.store.path, "escalations": len(records),
+                "open": sum(1 for r in records if r.open),
+                "sent": sum(self.bus.stats.sent.values()),
+                "received": sum(self.bus.stats.received.values()),
+                "rejected": dict(self.bus.stats.rejected)}
+
+    async def run(self) -> None:
+        from agents.runtime.host import status_interval_s, write_json_atomic
+
+        self._loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._stop.set)
+        await self.bus.start(self._on_message)
+        self.record("console_start", boot=self.boot, store=self.store.path,
+                    open=len(self.store.list(open_only=True)))
+        self._input(Start(self.clock.now()))       # re-arms every open escalation
+        status_path = self.state_dir / "status-console.json"
+        status_every_s = status_interval_s(self.cfg, self.clock.speed)
+        next_status = 0.0
+        while not self._stop.is_set():
+            self.look()
+            wall = self.clock.wall()
+            if wall >= next_status:
+                write_json_atomic(status_path, self.status())
+                next_status = wall + status_every_s
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.look_every_s)
+            except TimeoutError:
+                pass
+        self.record("console_stop")
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        write_json_atomic(status_path, {**self.status(), "stopped": True})
+        await self.bus.close()
+        self.store.close()
+        self.events.close()
+
+
+# -- the supervisor's escalation ----------------------------------------------------------------
+
+def restart_intensity_escalation(rule: Rule, *, process: str, number: int, deaths: int,
+                                 window_s: float, max_restarts: int, returncode: int | None,
+                                 agents: list[str], log_path: str) -> Escalate:
+    """The ``restart_intensity`` case: the supervisor stopped restarting ``process``.
+
+    Options, safe default first: ``stop_cell`` (what the supervisor did before there was a
+    console: stop every process), ``restart`` (once more, with a fresh restart budget)."""
+    shown = ", ".join(agents[:8]) + (f" and {len(agents) - 8} more" if len(agents) > 8 else "")
+    return Escalate(
+        escalation=f"{SUPERVISOR_ID}/e{number}", priority=rule.priority,
+        cause="restart_intensity",
+        consequence=(f"process {process} died {deaths} times within {window_s:g} s (at most "
+                     f"{max_restarts} restarts allowed); the supervisor stopped restarting it"
+                     + (f": its agents ({shown}) are down" if agents else "")
+                     + "; the rest of the cell keeps running"),
+        resource=process,
+        options=[
+            {"id": "stop_cell", "label": "Stop the cell",
+             "effect": "stop every process and end the run (exit 3); fix the cause, then "
+                       "`autocell up` again"},
+            {"id": "restart", "label": f"Restart {process}",
+             "effect": f"start {process} again (it resumes from its journal) with a fresh "
+                       f"budget of {max_restarts} restarts per {window_s:g} s"},
+        ],
+        safe_default="stop_cell",
+        context={"process": process, "deaths": deaths, "window_s": window_s,
+                 "max_restarts": max_restarts,
+                 "last_returncode": returncode if returncode is not None else "",
+                 "agents": len(agents), "log": log_path})
+
+
+class SupervisorLink:
+    """``autocell up``'s supervisor on the bus: raise escalations, hear decisions.
+
+    The supervisor is a synchronous poll loop; the bus lives on an asyncio loop in a
+    daemon thread.  :meth:`send` is thread-safe; verified ``decision`` messages land in
+    :attr:`decisions`."""
+
+    def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
+                 bind: str = "tcp://127.0.0.1:*") -> None:
+        self.decisions: queue.Queue[Decision] = queue.Queue()
+        self._make_bus = lambda: self._bus(cfg, keys_dir, state_dir, clock, bind)
+        self.bus: Bus | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="autocell-supervisor-bus")
+        self.endpoint = ""
+
+    @staticmethod
+    def _bus(cfg: CellConfig, keys_dir: Path, state_dir: Path, clock: CellClock,
+             bind: str) -> Bus:
+        from agents.runtime.host import signed_bus
+
+        # one supervisor per run, and the replay stores of a run start empty: the wall
+        # second it starts is a fresh epoch
+        bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=SUPERVISOR_ID,
+                         bind=bind, identities=[SUPERVISOR_ID], epoch=int(clock.wall()),
+                         clock=clock)
+        bus.set_route(CONSOLE_ID, cfg.escalation.console_endpoint)
+        return bus
+
+    async def _start(self) -> str:
+        # built on the loop's thread: its replay store (SQLite) is used there only
+        self.bus = self._make_bus()
+        return await self.bus.start(self._on_message)
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        self._thread.start()
+        self.endpoint = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(
+            timeout_s)
+        return self.endpoint
+
+    def _on_message(self, msg: Message) -> None:
+        if isinstance(msg.body, Decision) and msg.sender == CONSOLE_ID:
+            self.decisions.put(msg.body)
+
+    def send(self, to: str, body: Body, conv: str = "") -> None:
+        assert self.bus is not None, "start() first"
+        self._loop.call_soon_threadsafe(self.bus.send, SUPERVISOR_ID, to, body, conv)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            if self.bus is not None:
+                asyncio.run_coroutine_threadsafe(self.bus.close(), self._loop).result(timeout_s)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
