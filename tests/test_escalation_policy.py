@@ -63,3 +63,15 @@ def test_policy_errors_name_file_line_and_path(tmp_path: Path, section: str, off
     rows = [r for r in report.splitlines() if r.startswith(prefix)]
     assert rows, f"no issue starting {prefix!r} in:\n{report}"
     assert fragment in rows[0]
+
+
+def test_false_switches_off_the_count_rules_too(tmp_path: Path) -> None:
+    """``false`` alone is documented for every rule, the count/window ones included."""
+    path, _ = cell_with(tmp_path, "escalation:\n  repeat_faults: false\n  reject_burst: false\n")
+    esc = load_cell(path).escalation
+    assert not esc.repeat_faults.enabled and not esc.reject_burst.enabled
+    path, _ = cell_with(tmp_path, "escalation:\n  repeat_faults: {count: 5}\n")
+    esc = load_cell(path).escalation
+    assert (esc.repeat_faults.count, esc.repeat_faults.window_s) == (5, 3600.0)
+    assert (esc.reject_burst.count, esc.reject_burst.window_s, esc.reject_burst.priority) == (
+        20, 60.0, 1)

@@ -410,11 +410,23 @@ CountWindow = CountRule   # the name of earlier versions
 class RepeatFaultsRule(CountRule):
     """One resource faults `count` times within `window_s` — beyond what its MTBF predicts."""
 
+    count: int = Field(default=3, ge=1, description="Number of faults that trips the threshold.")
+    window_s: PositiveSeconds = Field(default=3600.0, description="Sliding window length, seconds.")
+
     beyond_mtbf: bool = Field(
         default=True,
         description="For a machine with an MTBF, raise the threshold by the faults its MTBF "
         "predicts within the window (window_s / mtbf_s, rounded): a machine that breaks as "
         "often as it was specified to is routine. false: `count` alone.")
+
+
+class RejectBurstRule(CountRule):
+    """`count` messages rejected (forged, replayed, forbidden...) within `window_s`."""
+
+    priority: int = Field(default=1, ge=1, le=4,
+                          description="Priority of the escalation, 1 (highest) .. 4 (lowest).")
+    count: int = Field(default=20, ge=1, description="Rejected messages that trip the threshold.")
+    window_s: PositiveSeconds = Field(default=60.0, description="Sliding window length, seconds.")
 
 
 class QualityRule(EscalationRule):
@@ -451,7 +463,7 @@ class Escalation(_Model):
         default_factory=LateRule,
         description="Re-routing would make an order late by more than late_by_s.")
     repeat_faults: RepeatFaultsRule = Field(
-        default_factory=lambda: RepeatFaultsRule(count=3, window_s=3600.0),
+        default_factory=RepeatFaultsRule,
         description="Escalate when one resource faults this often within the window (plus, "
         "with beyond_mtbf, the faults its MTBF predicts there).",
     )
@@ -463,8 +475,8 @@ class Escalation(_Model):
         description="Escalate when one operation keeps failing its quality check (`count` "
         "failures); a single reject is re-made by the agents.",
     )
-    reject_burst: CountRule = Field(
-        default_factory=lambda: CountRule(count=20, window_s=60.0, priority=1),
+    reject_burst: RejectBurstRule = Field(
+        default_factory=RejectBurstRule,
         description="Escalate a security event when this many messages are rejected "
         "(forged, replayed) within the window.",
     )
