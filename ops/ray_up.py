@@ -66,14 +66,17 @@ START_FILE = "ray-start.json"
 # -- the actor --------------------------------------------------------------------------------
 
 class CellProcess:
-    """One process of a cell (``sim`` or a host) inside a Ray actor."""
+    """One process of a cell (``sim``, a host or ``console``) inside a Ray actor."""
 
     def __init__(self, kind: str, cell_path: str, name: str, state_dir: str, speed: float,
-                 faults_path: str | None) -> None:
+                 faults_path: str | None, db_path: str | None = None,
+                 routes: dict[str, str] | None = None) -> None:
         self.kind, self.cell_path, self.name = kind, cell_path, name
         self.state_dir = Path(state_dir)
         self.speed = speed
         self.faults_path = faults_path
+        self.db_path = db_path            # kind "console": the escalation store
+        self.routes = dict(routes or {})  # kind "console": e.g. the supervisor's endpoint
         self.runner: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ended = threading.Event()
@@ -81,6 +84,7 @@ class CellProcess:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # imported now, not after the cell clock has started
+        import agents.escalation.service
         import agents.runtime.host  # noqa: F401
         import ops.config  # noqa: F401
         import sim_bridge.remote  # noqa: F401
@@ -128,10 +132,11 @@ class CellProcess:
 
 
 async def _serve(proc: CellProcess, start_at: float) -> None:
-    """Build and run the host (or plant) of ``proc`` on this thread's loop.
+    """Build and run the host, plant or console agent of ``proc`` on this thread's loop.
 
     A module function, not a method: a Ray actor class with any ``async def``
     method becomes an async actor, whose blocking ``wait`` would stall the rest."""
+    from agents.escalation.service import ConsoleService, console_policy
     from agents.runtime.host import CellClock, Host
     from ops.config import load_cell
     from ops.config.faults import load_faults
@@ -142,9 +147,13 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
     faults = load_faults(proc.faults_path, cfg) if proc.faults_path else None
     keys = ensure_keys(cfg, proc.state_dir)
     clock = CellClock(start_at, proc.speed)
-    if proc.kind == "host":
+    if proc.kind == "console":   # `autocell console-agent`: the store is its journal
+        assert proc.db_path is not None
+        proc.runner = ConsoleService(cfg, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
+                                     db_path=Path(proc.db_path), routes=proc.routes)
+    elif proc.kind == "host":   # the policy and the console route exactly as under `up`
         proc.runner = Host(cfg, proc.name, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
-                           faults=faults)
+                           faults=faults, escalation=console_policy(cfg, keys))
     else:
         proc.runner = PlantServer(cfg, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
                                   faults=faults)
@@ -168,34 +177,57 @@ class RaySupervisor(Supervisor):
         self.faults_path = kw.get("faults_path")
         if self.faults_path:
             self.faults_path = str(Path(self.faults_path).resolve())
+        if self.escalations_db is not None:
+            self.escalations_db = Path(self.escalations_db).resolve()
         self.local_node = local_node
         self.actors: dict[str, Any] = {}
         self.waits: dict[Any, str] = {}
         self.pids: dict[str, int] = {}
         self.last_wall: dict[str, float] = {}
         self.killed_at: dict[str, float] = {}
+        self.created_at: dict[str, float] = {}   # wall time each current actor was created
+        self.gone: set[str] = set()              # actors that exhausted their restarts
+        self.generation: dict[str, int] = {}     # actors created per process (for the name)
+        self._link_tried = False
+
+    def _start_link(self) -> None:
+        """Once, before the actors: the console actor is created with the route back."""
+        if not self._link_tried:
+            self._link_tried = True
+            super()._start_link()
 
     def _create(self, child: Child) -> Any:
         import ray
 
+        from agents.escalation.service import SUPERVISOR_ID
+
+        gen = self.generation[child.name] = self.generation.get(child.name, 0) + 1
         opts: dict[str, Any] = {"max_restarts": self.max_restarts, "max_task_retries": -1,
                                 "num_cpus": 0, "max_concurrency": 4,
-                                "name": f"autocell-{self.cfg.cell}-{child.name}-{os.getpid()}"}
+                                "name": f"autocell-{self.cfg.cell}-{child.name}-{os.getpid()}"
+                                        + (f"-{gen}" if gen > 1 else "")}
         if self.local_node:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False)
+        kind = child.name if child.name in ("sim", "console") else "host"
+        db = str(self.escalations_db) if kind == "console" and self.escalations_db else None
+        routes = ({SUPERVISOR_ID: self.link.endpoint}
+                  if kind == "console" and self.link is not None else {})
+        self.created_at[child.name] = time.time()
         actor_cls = ray.remote(CellProcess)
         return actor_cls.options(**opts).remote(
-            "sim" if child.name == "sim" else "host", self.cell_path,
-            child.name, str(self.state_dir), self.speed, self.faults_path)
+            kind, self.cell_path, child.name, str(self.state_dir), self.speed,
+            self.faults_path, db, routes)
 
     def launch(self, ready_timeout_s: float = 120.0) -> None:
         """Create every actor, wait until all are alive, then start the cell clock."""
         import ray
 
         (self.state_dir / START_FILE).unlink(missing_ok=True)
+        if "console" in self.children:
+            self._start_link()
         for name, child in self.children.items():
             self.actors[name] = self._create(child)
         pids = ray.get([a.pid.remote() for a in self.actors.values()], timeout=ready_timeout_s)
@@ -208,21 +240,31 @@ class RaySupervisor(Supervisor):
         self.pids = dict(zip(self.actors, pids))
         self.waits = {a.wait.remote(): name for name, a in self.actors.items()}
 
-    def spawn(self, child: Child) -> None:   # the actors were created by launch()
-        return None
+    def spawn(self, child: Child) -> None:
+        """The actors were created by :meth:`launch`; after a ``restart`` decision about an
+        actor that exhausted its restarts, a new actor (a fresh ``max_restarts``)."""
+        if child.name not in self.gone:
+            return
+        self.gone.discard(child.name)
+        child.died_at = None          # the base class's mark of a dead child process
+        self.killed_at[child.name] = time.time()   # restart time counted from the decision
+        actor = self.actors[child.name] = self._create(child)
+        self.waits[actor.wait.remote()] = child.name
+        self.note("actor_created", process=child.name, generation=self.generation[child.name])
 
     def run(self) -> int:
         self.launch()
         return super().run()
 
     def _check_children(self) -> bool:
-        """Note restarts (a new pid in a status file); True when an actor is gone for good."""
+        """Note restarts (a new pid in a status file); True when an actor is gone for good
+        and nobody can be asked (see :meth:`_escalate_gone`)."""
         import ray
 
         now = time.time()
         for name in self.children:
             st = self.status(name)
-            if not st:
+            if not st or name in self.gone:
                 continue
             pid = int(st.get("pid", 0))
             old = self.pids.get(name)
@@ -239,6 +281,11 @@ class RaySupervisor(Supervisor):
             try:
                 ray.get(ref)
             except ray.exceptions.RayActorError as exc:
+                self.gone.add(name)
+                self.killed_at.pop(name, None)
+                self.note("actor_gone", process=name, error=type(exc).__name__)
+                if self._escalate_gone(name):
+                    continue
                 self.note("gave_up", reason=f"actor {name} is gone: {type(exc).__name__}")
                 self.log(f"autocell up --ray: the actor of {name} died more than "
                          f"{self.max_restarts} times; giving up. Ray's logs: "
@@ -247,14 +294,51 @@ class RaySupervisor(Supervisor):
             self.note("process_ended", process=name)
         return False
 
+    def _escalate_gone(self, name: str) -> bool:
+        """Ray's restart intensity: ``name``'s actor exhausted its ``max_restarts``.  Raise
+        ``restart_intensity`` (as ``up``'s supervisor does) and keep the rest running;
+        False if nobody can be asked (no console, no supervisor identity, or the console
+        actor itself is what is gone)."""
+        from agents.escalation.service import restart_intensity_escalation
+
+        rule = self.policy.restart_intensity
+        if (self.link is None or rule is None or name == "console"
+                or "console" not in self.children or "console" in self.gone):
+            return False
+        child = self.children[name]
+        self.escalated += 1
+        agents = sorted(a for a in self.cfg.agent_ids() if self.cfg.host_of(a) == name)
+        lived_s = round(time.time() - self.created_at.get(name, self.start_at), 1)
+        body = restart_intensity_escalation(
+            rule, process=name, number=self.escalated, deaths=self.max_restarts + 1,
+            window_s=lived_s, max_restarts=self.max_restarts, returncode=None,
+            agents=agents, log_path="Ray's worker logs (/tmp/ray/session_latest/logs)")
+        child.held = True
+        self.raised[body.escalation] = (name, time.time())
+        self._bodies[body.escalation] = body
+        self.link.send("console", body, body.escalation)
+        self.note("restart_intensity_escalated", process=name, escalation=body.escalation,
+                  deaths=self.max_restarts + 1)
+        self.log(f"autocell up --ray: restart intensity exceeded: the actor of {name} died "
+                 f"{self.max_restarts + 1} times (max_restarts {self.max_restarts}); it stays "
+                 f"down; escalated as {body.escalation} (decide: `autocell escalations decide "
+                 f"{body.escalation} --option restart|stop_cell --db {self.escalations_db}`)")
+        return True
+
     def _play_faults(self) -> None:
         import ray
 
         now = self.cell_now()
         while self.pending_faults and self.pending_faults[0][0] <= now:
-            _, _, h = self.pending_faults.pop(0)
+            _, _, h = self.pending_faults[0]
+            if h.host in self.killed_at:
+                return   # killed and not yet back: play it on the restarted actor
+            self.pending_faults.pop(0)
             actor = self.actors.get(h.host)
             if actor is None:
+                continue
+            if h.host in self.gone:
+                self.note("fault_skipped", kind="host_kill", host=h.host, reason="actor gone")
                 continue
             self.note("fault_injected", kind="host_kill", host=h.host, pid=self.pids.get(h.host))
             self.killed_at[h.host] = time.time()
@@ -271,7 +355,8 @@ class RaySupervisor(Supervisor):
     def stop(self) -> None:
         import ray
 
-        refs = [a.stop.remote() for a in self.actors.values()]
+        live = {n: a for n, a in self.actors.items() if n not in self.gone}
+        refs = [a.stop.remote() for a in live.values()]
         try:
             ray.get(refs, timeout=15.0)
         except (ray.exceptions.RayError, TimeoutError) as exc:
@@ -286,15 +371,26 @@ class RaySupervisor(Supervisor):
 def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
                    log: Any) -> tuple[int, dict[str, Any]]:
     """``autocell up --ray``: the exit code and the report."""
+    from ops.up import ensure_keys, set_aside
+
     if faults is not None and any(h.action == "pause" for h in faults.hosts):
         raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
                                  "use host kills, or run `autocell up` without --ray")
+    keys = ensure_keys(cfg, state_dir)
+    db = Path(getattr(args, "escalations_db", None) or state_dir / "escalations.db")
     with ray_session(args.address, os.cpu_count() or 2):
         sup = RaySupervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
                             faults_path=args.faults, faults=faults,
                             max_restarts=args.max_restarts,
                             restart_window_s=args.restart_window, until_s=args.until,
-                            timeout_s=args.timeout, local_node=args.ray_local_node, log=log)
+                            timeout_s=args.timeout, local_node=args.ray_local_node, log=log,
+                            keys_dir=keys, escalations_db=db)
+        if sup.escalations_db is not None:
+            moved = set_aside(sup.escalations_db)
+            print(f"escalations: {sup.escalations_db}"
+                  + (f" (the previous run's store moved to {moved})" if moved else "")
+                  + f"; watch them with `autocell console {args.cell} --db "
+                    f"{sup.escalations_db}`", flush=True)
         code = sup.run()
         report = sup.report()
         report["deployment"] = "ray"

@@ -1,0 +1,246 @@
+"""Escalation under ``autocell up CELL --ray``: the console agent as a Ray actor.
+
+On the session's local Ray (the ``ray_local`` fixture), a small cell at 50×
+real time on free loopback ports, with real keys, real ZeroMQ sockets and a
+real SQLite store:
+
+* the lathe breaks for longer than the policy's ``max_wait_s``: the order's
+  escalation reaches the console actor's store (``--escalations-db``); the
+  console actor's process is killed with SIGKILL and Ray restarts it on the
+  same store; a decision through the CLI twin (another process, the same
+  file) reaches the order, which completes, and the audit log names the user;
+* a host actor killed once more than ``--max-restarts`` allows is gone for
+  Ray: the driver raises ``restart_intensity`` to the console actor, a
+  person's ``restart`` creates a new actor and the run completes; a
+  ``stop_cell`` decision ends the run with exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agents.escalation.service import SUPERVISOR_ID
+from agents.escalation.store import EscalationStore
+from ops.bench.healing import loopback_cell
+from ops.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def small_cell(tmp_path: Path) -> Path:
+    """The demo cell's o-001 (bracket) and o-005 (shaft: needs the only lathe), no scrap,
+    a short ``max_wait_s`` and deadlines far enough out that the test decides first."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["orders"] = [o for o in data["orders"] if o["id"] in ("o-001", "o-005")]
+    for m in data["machines"]:
+        m["scrap_rate"] = 0.0
+    data["escalation"] = {"no_capable_resource": {"max_wait_s": 60},
+                          "response_deadline_s": 1200, "final_deadline_s": 2400}
+    src = tmp_path / "src.yaml"
+    src.write_text(yaml.safe_dump(data, sort_keys=False))
+    return loopback_cell(src, tmp_path)
+
+
+def faults(tmp_path: Path, **data: Any) -> Path:
+    path = tmp_path / "faults.yaml"
+    path.write_text(yaml.safe_dump({"name": "test", "mtbf_breakdowns": False, **data}))
+    return path
+
+
+def up_ray(cell: Path, state: Path, *extra: str) -> int:
+    return main(["up", str(cell), "--ray", "--speed", "50", "--state-dir", str(state),
+                 "--timeout", "150", "--quiet", *extra])
+
+
+def records(db: Path) -> dict[str, Any]:
+    if not db.exists():
+        return {}
+    store = EscalationStore(db)
+    try:
+        return {r.id: r for r in store.list()}
+    finally:
+        store.close()
+
+
+def status(state: Path, name: str) -> dict[str, Any]:
+    try:
+        return json.loads((state / f"status-{name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def events(state: Path, name: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (state / f"events-{name}.jsonl").read_text().splitlines()]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+class Person(threading.Thread):
+    """The supervisor's side of the run, in a thread while ``up --ray`` runs in the test's
+    process: each step waits for its condition; what happened lands in ``seen``."""
+
+    def __init__(self, steps: Any) -> None:
+        super().__init__(daemon=True)
+        self.steps = steps
+        self.seen: dict[str, Any] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.steps(self.seen)
+        except BaseException as exc:   # reported by the test after the run
+            self.error = exc
+
+
+def wait_for(what: str, check: Any, timeout_s: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (got := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return got
+
+
+def test_up_ray_escalates_to_the_console_actor_and_a_cli_decision_reaches_the_order(
+        ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = small_cell(tmp_path)
+    f = faults(tmp_path, breakdowns=[{"resource": "lathe1", "at_s": 150, "repair_s": 900}])
+    state = tmp_path / "state"
+    db = tmp_path / "store" / "esc.db"          # --escalations-db, outside the state dir
+    db.parent.mkdir()
+
+    def steps(seen: dict[str, Any]) -> None:
+        rec = wait_for("o-005's escalation in the console actor's store",
+                       lambda: records(db).get("o-005/e1"))
+        seen["raised"] = (rec.cause, rec.state)
+        # kill -9 the console actor's worker process: Ray restarts it on the same store
+        pid = wait_for("the console's status", lambda: status(state, "console").get("pid"))
+        os.kill(pid, signal.SIGKILL)
+        seen["killed"] = pid
+        wait_for("the console actor back",
+                 lambda: status(state, "console").get("pid") not in (None, pid))
+        res = cli("escalations", "decide", "o-005/e1", "--option", "wait_for_repair",
+                  "--reason", "fitter on site", "--user", "alice", "--db", str(db))
+        seen["decide"] = (res.returncode, res.stderr)
+
+    person = Person(steps)
+    person.start()
+    code = up_ray(cell, state, "--faults", str(f), "--escalations-db", str(db))
+    person.join(timeout=10)
+    assert person.error is None, person.error
+    assert code == 0
+    assert person.seen["raised"] == ("no_capable_resource", "unacknowledged")
+    assert person.seen["decide"] == (0, "")
+    assert f"escalations: {db}" in capsys.readouterr().out
+
+    report = json.loads((state / "report.json").read_text())
+    assert report["deployment"] == "ray"
+    assert report["orders_completed"] == report["orders_total"] == 2
+    assert report["orders_cancelled"] == 0 and report["orders_lost"] == 0
+    assert all(report["invariants"].values()), report["invariant_violations"]
+    assert report["escalations_db"] == str(db)
+    assert report["escalations_by_cause"].get("no_capable_resource", 0) >= 1
+    assert report["escalations_raised"] == sum(report["escalations_by_cause"].values())
+    assert report["escalations_by_outcome"].get("decision") == 1
+    assert report["audit_intact"] is True
+    # Ray restarted the console actor (a new pid), nothing else
+    restarted = [e for e in report["supervisor_events"] if e["ev"] == "restarted"]
+    assert [e["process"] for e in restarted] == ["console"]
+    assert restarted[0]["pid"] != person.seen["killed"]
+    assert [e["boot"] for e in events(state, "console") if e["ev"] == "console_start"] == [1, 2]
+    # the order acted on the signed decision, which names the user
+    applied = [e for e in events(state, "orders") if e["ev"] == "decision_applied"]
+    assert [(e["escalation"], e["option"], e["user"]) for e in applied] == [
+        ("o-005/e1", "wait_for_repair", "alice")]
+    store = EscalationStore(db)
+    try:
+        decided = [e for e in store.audit() if e.action == "decide"]
+        assert [(e.actor, e.escalation, e.details["option"]) for e in decided] == [
+            ("alice", "o-005/e1", "wait_for_repair")]
+        assert not store.pending_decisions()
+    finally:
+        store.close()
+    res = cli("audit", "verify", "--db", str(db))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def restart_intensity_run(tmp_path: Path, option: str) -> tuple[int, dict[str, Any], Person]:
+    """``machines`` killed three times with ``--max-restarts 2``; ``bob`` decides
+    ``option`` on the ``restart_intensity`` escalation through the CLI twin."""
+    cell = small_cell(tmp_path)
+    f = faults(tmp_path, hosts=[{"host": "machines", "action": "kill", "at_s": t}
+                                for t in (100, 220, 340)])
+    state = tmp_path / "state"
+    db = state / "escalations.db"
+
+    def steps(seen: dict[str, Any]) -> None:
+        rec = wait_for("the restart_intensity escalation",
+                       lambda: records(db).get(f"{SUPERVISOR_ID}/e1"), timeout_s=90)
+        seen["record"] = rec
+        res = cli("escalations", "decide", f"{SUPERVISOR_ID}/e1", "--option", option,
+                  "--reason", "cable fixed", "--user", "bob", "--db", str(db))
+        seen["decide"] = (res.returncode, res.stderr)
+
+    person = Person(steps)
+    person.start()
+    code = up_ray(cell, state, "--faults", str(f), "--max-restarts", "2")
+    person.join(timeout=10)
+    assert person.error is None, person.error
+    assert person.seen["decide"] == (0, "")
+    rec = person.seen["record"]
+    assert (rec.cause, rec.resource, rec.raised_by, rec.safe_default) == (
+        "restart_intensity", "machines", SUPERVISOR_ID, "stop_cell")
+    assert rec.context["deaths"] == 3 and rec.context["max_restarts"] == 2
+    assert [o.id for o in rec.options] == ["stop_cell", "restart"]
+    report = json.loads((state / "report.json").read_text())
+    assert report["deployment"] == "ray"
+    assert records(db)[f"{SUPERVISOR_ID}/e1"].decided_by == "bob"
+    assert report["escalations_by_cause"].get("restart_intensity") == 1
+    assert report["audit_intact"] is True
+    return code, report, person
+
+
+def test_up_ray_escalates_an_actor_out_of_restarts_and_restart_brings_a_new_one(
+        ray_local, tmp_path: Path) -> None:
+    code, report, _ = restart_intensity_run(tmp_path, "restart")
+    assert code == 0
+    assert report["orders_completed"] == report["orders_total"] == 2
+    assert all(report["invariants"].values()), report["invariant_violations"]
+    evs = report["supervisor_events"]
+    assert [e["ev"] for e in evs if e["ev"] in ("actor_gone", "restart_intensity_escalated",
+                                                "decision", "actor_created", "gave_up")] == [
+        "actor_gone", "restart_intensity_escalated", "decision", "actor_created"]
+    decision = next(e for e in evs if e["ev"] == "decision")
+    assert (decision["option"], decision["user"], decision["process"]) == (
+        "restart", "bob", "machines")
+    # two restarts by Ray, the third process is the new actor's
+    assert [e["process"] for e in evs if e["ev"] == "restarted"] == ["machines"] * 3
+    assert report["restarts"] == 3
+    boots = [e["boot"] for e in events(tmp_path / "state", "machines")
+             if e["ev"] == "host_start"]
+    assert boots == [1, 2, 3, 4]
+
+
+def test_up_ray_stop_cell_decision_ends_the_run_with_exit_3(ray_local,
+                                                             tmp_path: Path) -> None:
+    code, report, _ = restart_intensity_run(tmp_path, "stop_cell")
+    assert code == 3
+    gave_up = [e for e in report["supervisor_events"] if e["ev"] == "gave_up"]
+    assert len(gave_up) == 1 and "bob" in gave_up[0]["reason"]
