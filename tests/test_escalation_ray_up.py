@@ -38,7 +38,7 @@ from ops.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 
 def small_cell(tmp_path: Path) -> Path:
@@ -105,7 +105,7 @@ class Person(threading.Thread):
     def run(self) -> None:
         try:
             self.steps(self.seen)
-        except BaseException as exc:   # reported by the test after the run
+        except BaseException as exc:  # noqa: BLE001 (reported by the test after the run)
             self.error = exc
 
 
@@ -118,6 +118,7 @@ def wait_for(what: str, check: Any, timeout_s: float = 60.0) -> Any:
     return got
 
 
+@pytest.mark.slow
 def test_up_ray_escalates_to_the_console_actor_and_a_cli_decision_reaches_the_order(
         ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cell = small_cell(tmp_path)
@@ -217,6 +218,7 @@ def restart_intensity_run(tmp_path: Path, option: str) -> tuple[int, dict[str, A
     return code, report, person
 
 
+@pytest.mark.slow
 def test_up_ray_escalates_an_actor_out_of_restarts_and_restart_brings_a_new_one(
         ray_local, tmp_path: Path) -> None:
     code, report, _ = restart_intensity_run(tmp_path, "restart")
@@ -238,9 +240,47 @@ def test_up_ray_escalates_an_actor_out_of_restarts_and_restart_brings_a_new_one(
     assert boots == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_up_ray_stop_cell_decision_ends_the_run_with_exit_3(ray_local,
                                                              tmp_path: Path) -> None:
     code, report, _ = restart_intensity_run(tmp_path, "stop_cell")
     assert code == 3
     gave_up = [e for e in report["supervisor_events"] if e["ev"] == "gave_up"]
     assert len(gave_up) == 1 and "bob" in gave_up[0]["reason"]
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_up_ray_has_a_console_actor_only_when_the_policy_is_on(tmp_path: Path,
+                                                                 on: bool) -> None:
+    from ops.config import load_cell
+    from ops.ray_up import RaySupervisor
+    from ops.up import ensure_keys
+
+    cell = small_cell(tmp_path)
+    if not on:
+        data = yaml.safe_load(cell.read_text())
+        data["escalation"].update(
+            {r: False for r in ("no_capable_resource", "late_reroute", "restart_intensity",
+                                "quality_reject")},
+            **{r: {"enabled": False, "count": 1, "window_s": 1}
+               for r in ("repeat_faults", "reject_burst")})
+        cell.write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg = load_cell(cell)
+    state = tmp_path / "state"
+    state.mkdir()
+    keys = ensure_keys(cfg, state)
+    sup = RaySupervisor(cfg, str(cell), state_dir=state, speed=50.0, faults_path=None,
+                        faults=None, max_restarts=2, restart_window_s=60.0, until_s=None,
+                        timeout_s=None, keys_dir=keys, escalations_db=Path("e.db"),
+                        log=lambda *_: None)
+    if on:
+        assert "console" in sup.children
+        assert sup.escalations_db == Path("e.db").resolve()
+    else:
+        assert "console" not in sup.children and sup.escalations_db is None
+        assert sup.report().get("escalations_raised") is None
+    # without a link to the console (not started here) an actor out of restarts cannot be
+    # escalated: the supervisor gives up, as before
+    assert sup._escalate_gone("machines") is False
+    assert sup._escalate_gone("console") is False
+    assert sup.escalated == 0
