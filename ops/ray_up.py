@@ -1,12 +1,16 @@
-"""``autocell up CELL --ray``: the simulator and every host as Ray actors, restarted on failure.
+"""``autocell up CELL --ray``: the simulator, every host and the console agent as Ray actors,
+restarted on failure.
 
 Theory of operation
 -------------------
-Each process of the cell — ``sim`` and one per host — becomes one Ray actor
-(:class:`CellProcess`) that runs the very code of ``autocell sim`` /
-``autocell host`` (:class:`~sim_bridge.remote.PlantServer`,
-:class:`~agents.runtime.host.Host`) on its own asyncio loop, in a thread
-of the actor's worker process.  Ray replaces :class:`ops.up.Supervisor`'s
+Each process of the cell — ``sim``, one per host and, when the cell's
+escalation policy is on (:func:`~agents.escalation.service.console_policy`),
+``console`` — becomes one Ray actor (:class:`CellProcess`) that runs the very
+code of ``autocell sim`` / ``autocell host`` / ``autocell console-agent``
+(:class:`~sim_bridge.remote.PlantServer`, :class:`~agents.runtime.host.Host`
+with the policy, :class:`~agents.escalation.service.ConsoleService` with its
+SQLite store) on its own asyncio loop, in a thread of the actor's worker
+process.  Ray replaces :class:`ops.up.Supervisor`'s
 ``fork``/``exec``/restart with actor restarts:
 
 * actors are created with ``max_restarts`` (``--max-restarts``) and
@@ -18,8 +22,14 @@ of the actor's worker process.  Ray replaces :class:`ops.up.Supervisor`'s
   restarted ``autocell host`` process does, so a restart loses nothing;
 * each actor has a long-running ``wait`` call in flight; Ray re-submits it
   to the restarted actor, and it fails only when the actor is gone for good
-  (restarts exhausted) — then the supervisor gives up (exit 3), as ``up``
-  does when the restart intensity is exceeded.
+  (restarts exhausted).  Then, as ``up`` does when the restart intensity is
+  exceeded, the driver raises a ``restart_intensity`` escalation through its
+  :class:`~agents.escalation.service.SupervisorLink` (started before the
+  actors, so the console actor gets the route back) and keeps the rest
+  running: ``restart`` creates a new actor (a fresh ``max_restarts``),
+  ``stop_cell`` gives up (exit 3).  Without a console, or when the console
+  actor is the one gone, it gives up at once.  Ray's budget is per actor
+  lifetime: ``--restart-window`` does not apply (ADR 33).
 
 Completion, liveness, faults and the report are :class:`ops.up.Supervisor`'s:
 the status files each host rewrites in the state directory.  A restart is
