@@ -388,6 +388,8 @@ def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
                                  "use host kills, or run `autocell up` without --ray")
     keys = ensure_keys(cfg, state_dir)
     db = Path(getattr(args, "escalations_db", None) or state_dir / "escalations.db")
+    if not db.parent.is_dir():   # the console actor would die on it max_restarts times
+        raise ConfigurationError(f"--escalations-db {db}: no directory {db.parent}")
     with ray_session(args.address, os.cpu_count() or 2):
         sup = RaySupervisor(cfg, args.cell, state_dir=state_dir, speed=args.speed,
                             faults_path=args.faults, faults=faults,

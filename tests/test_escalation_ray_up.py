@@ -284,3 +284,11 @@ def test_up_ray_has_a_console_actor_only_when_the_policy_is_on(tmp_path: Path,
     assert sup._escalate_gone("machines") is False
     assert sup._escalate_gone("console") is False
     assert sup.escalated == 0
+
+
+def test_an_escalations_db_in_a_missing_directory_is_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = small_cell(tmp_path)
+    code = up_ray(cell, tmp_path / "state", "--escalations-db", str(tmp_path / "no" / "e.db"))
+    assert code == 2
+    assert "no directory" in capsys.readouterr().err
