@@ -680,13 +680,16 @@ class OrderAgent(Agent):
                 f"(in {eta - now:.0f} s)" if eta is not None and eta > now
                 else "no repair estimate")
         resource = neg.recipients[0] if len(neg.recipients) == 1 else neg.capability
+        options = [("wait_for_repair", "Wait for repair", f"keep calling; {back}")]
+        split = self._split_when_back(neg, now)
+        if split is not None:
+            options.append(self._split_option(split))
+        options.append(("cancel", "Cancel the order", f"order {self.id} is not made"))
         return self._escalate(
             neg, "no_capable_resource", rule, now, resource=resource,
             consequence=f"order {self.id} cannot continue: no live machine can do {neg.op} "
                         f"({neg.capability}); due at {self.due_at:.0f} s",
-            options=[("wait_for_repair", "Wait for repair", f"keep calling; {back}"),
-                     ("cancel", "Cancel the order", f"order {self.id} is not made")],
-            safe_default="wait_for_repair",
+            options=options, safe_default="wait_for_repair", split=split,
             context={"capability": neg.capability, "capable": list(neg.recipients),
                      "down": down, "repair_at": eta or 0.0, "waited_s": round(waited, 6)})
 
@@ -714,23 +717,30 @@ class OrderAgent(Agent):
             options.append(("wait_for_repair", f"Wait for {neg.failed_on}",
                             (f"back at {neg.failed_repair_at:.0f} s; order finishes about "
                             f"{wait_finish:.0f} s, {wait_finish - self.due_at:.0f} s late")))
+        split = self._split_now_and_after_repair(neg, winner, proposal, finish_at, now)
+        if split is not None:
+            options.append(self._split_option(split))
         options.append(("cancel", "Cancel the order", f"order {self.id} is not made"))
         return out + self._escalate(
             neg, "late_reroute", rule, now, resource=neg.failed_on,
             consequence=f"re-routing {neg.op} of order {self.id} after {neg.failed_on} failed "
                         f"makes it {late_by:.0f} s late (due {self.due_at:.0f} s)",
-            options=options, safe_default="reroute",
+            options=options, safe_default="reroute", split=split,
             context={"best": winner, "finish_at": round(finish_at, 6),
                      "late_by_s": round(late_by, 6), "repair_at": neg.failed_repair_at})
 
     def _escalate(self, neg: Negotiation, cause: str, rule: Rule, now: float, *,
                   resource: str, consequence: str, options: list[tuple[str, str, str]],
-                  safe_default: str, context: dict) -> list[Action]:
+                  safe_default: str, context: dict, split: SplitPlan | None = None
+                  ) -> list[Action]:
         """Raise an escalation about ``neg``; the task waits in a safe state (no lease)."""
         self.escalated += 1
         esc_id = f"{self.id}/e{self.escalated}"
         neg.escalation = esc_id
         self.escalations[esc_id] = (cause, neg.task)
+        if split is not None:
+            self.split_offers[esc_id] = split
+            context = {**context, "split": split.to_context(self.due_at)}
         body = Escalate(
             escalation=esc_id, priority=rule.priority, cause=cause, consequence=consequence,
             order=self.id, resource=resource,
@@ -761,6 +771,7 @@ class OrderAgent(Agent):
             return []
         neg.escalation = ""
         del self.escalations[esc]
+        self.split_offers.pop(esc, None)
         return [CancelTimer(f"escalation:{esc}"),
                 Send(self.policy.console, EscalationUpdate(esc, "return_to_normal", reason), esc),
                 Log("escalation_cleared", {"order": self.id, "escalation": esc})]
@@ -772,6 +783,7 @@ class OrderAgent(Agent):
             return []
         cause, task = entry
         neg = self._find(task)
+        split = self.split_offers.pop(body.escalation, None)
         out: list[Action] = [CancelTimer(f"escalation:{body.escalation}"), Log("decision_applied", {
             "order": self.id, "escalation": body.escalation, "option": body.option,
             "user": body.user})]
@@ -781,6 +793,12 @@ class OrderAgent(Agent):
             return out + self._cancel(body)
         if neg is None or self.cancelled_by:
             return out
+        if body.option == "split":
+            if split is not None and self._splittable(neg):
+                return out + self._split(neg, cause, split, body, now)
+            # offered, but no longer possible (or never offered): the other choice stands
+            out.append(Log("split_refused", {"order": self.id, "escalation": body.escalation,
+                                             "task": neg.task}))
         if cause == "no_capable_resource":
             # keep waiting: ask again only if the repair is max_wait_s overdue
             known = [r for _, _, r in neg.refusals if r > 0]
@@ -795,6 +813,98 @@ class OrderAgent(Agent):
                 return out + [SetTimer(f"retry:{neg.task}", neg.failed_repair_at)]
         if neg.state == "waiting":       # reroute, retry, or a wait whose repair is past
             return out + self._call(neg, now)
+        return out
+
+    # -- split the order (docs/escalation.md, "Split the order") ----------------------------
+    def _splittable(self, neg: Negotiation) -> bool:
+        """One split per order, of an operation whose parts wait for it (not moving, not
+        processed) and with nothing after it negotiated yet (no plan-ahead, no rehearsed
+        plan): the two lots then start from the same place with nothing to withdraw."""
+        lot = self._lot(neg)
+        return (len(self.lots) == 1 and neg.kind == "operation" and lot.quantity >= 2
+                and lot.next_exec == neg.op_index and not lot.parts_busy and lot.move is None
+                and neg.state in ("waiting", "calling")
+                and all(n.state == "idle" for n in lot.ops[neg.op_index + 1:]))
+
+    def _split_when_back(self, neg: Negotiation, now: float) -> SplitPlan | None:
+        """Every capable machine is down: with two of them giving repair estimates, some
+        units on the first one back and the rest on the second, in parallel, against the
+        whole lot on the first one back."""
+        if not self._splittable(neg):
+            return None
+        back: dict[str, float] = {}
+        for sender, reason, repair_at in neg.refusals:
+            if reason == "down" and repair_at > now:
+                back[sender] = min(back.get(sender, repair_at), repair_at)
+        if len(back) < 2:
+            return None
+        (m1, r1), (m2, r2) = sorted(back.items(), key=lambda kv: (kv[1], kv[0]))[:2]
+        k, q = neg.op_index, self._lot(neg).quantity
+        unit, rest = self.unit_work_s[k], sum(self.unit_work_s[k + 1:])
+        return plan_split(k, q, rest, first=m1, first_start_at=r1, first_unit_s=unit,
+                          second=m2, second_start_at=r2, second_unit_s=unit,
+                          unsplit_finish_at=r1 + q * (unit + rest))
+
+    def _split_now_and_after_repair(self, neg: Negotiation, winner: str, proposal: Proposal,
+                                    reroute_finish_at: float, now: float) -> SplitPlan | None:
+        """A late re-route: some units now on ``winner`` (at its proposal's rate), the rest
+        on the failed resource once repaired (at the rate of its last award), against the
+        better of re-routing or waiting for it with the whole lot."""
+        if not self._splittable(neg) or neg.failed_repair_at <= now:
+            return None
+        k, lot = neg.op_index, self._lot(neg)
+        q = lot.quantity
+        rest = sum(self.unit_work_s[k + 1:])
+        again_s = neg.duration_s if neg.duration_s > 0 else lot.work_s[k]
+        wait_finish_at = neg.failed_repair_at + again_s + sum(lot.work_s[k + 1:])
+        return plan_split(k, q, rest, first=winner, first_start_at=proposal.start_at,
+                          first_unit_s=(proposal.finish_at - proposal.start_at) / q,
+                          second=neg.failed_on, second_start_at=neg.failed_repair_at,
+                          second_unit_s=again_s / q,
+                          unsplit_finish_at=min(reroute_finish_at, wait_finish_at))
+
+    def _split_option(self, plan: SplitPlan) -> tuple[str, str, str]:
+        late = plan.finish_at - self.due_at
+        on_time = f"{late:.0f} s late" if late > 0 else f"on time ({-late:.0f} s early)"
+        effect = (f"{plan.first} units on {plan.first_resource} from "
+                  f"{plan.first_start_at:.0f} s, {plan.second} on {plan.second_resource} from "
+                  f"{plan.second_start_at:.0f} s; order finishes about {plan.finish_at:.0f} s, "
+                  f"{on_time}, {plan.unsplit_finish_at - plan.finish_at:.0f} s sooner than "
+                  "without")
+        return ("split", f"Split the order: {plan.first} + {plan.second} units", effect)
+
+    def _split(self, neg: Negotiation, cause: str, plan: SplitPlan, body: Decision,
+               now: float) -> list[Action]:
+        """Apply a split: the order's lot keeps ``plan.first`` units and its task ids and goes
+        on at once (calls now, or keeps calling until a machine is back); a new lot ``b``
+        with ``plan.second`` units calls for the same operation when the second branch's
+        resource is expected back.  Both then go through the rest of the routing alone; the
+        order completes when both are at the output."""
+        main, k = self._lot(neg), neg.op_index
+        b = Lot("b", f"{self.id}/b", plan.second,
+                [Negotiation(f"{self.id}/b/{i}", "operation", i, n.capability, n.op,
+                             list(n.recipients), lot="b", state="done" if i < k else "idle")
+                 for i, n in enumerate(main.ops)],
+                [u * plan.second for u in self.unit_work_s], main.location, next_exec=k)
+        main.quantity = plan.first
+        main.work_s = [u * plan.first for u in self.unit_work_s]
+        self.lots["b"] = b
+        first_b = b.ops[k]
+        first_b.state = "waiting"        # called by its retry timer, like a wait for repair
+        for n in (neg, first_b):
+            n.late_ok = True             # the lateness predicted is accepted with the split
+            if cause == "no_capable_resource":
+                rule = self.policy.no_capable_resource
+                n.wait_accepted_until = (plan.second_start_at
+                                         + (rule.threshold_s if rule is not None else 0.0))
+        out: list[Action] = [
+            Log("lot_split", {"order": self.id, "escalation": body.escalation,
+                              "user": body.user, "task": neg.task, "op_index": k,
+                              "lots": {main.prefix: main.quantity, b.prefix: b.quantity},
+                              "predicted_finish_at": round(plan.finish_at, 6)}),
+            SetTimer(f"retry:{first_b.task}", max(now, plan.second_start_at))]
+        if cause != "no_capable_resource" and neg.state == "waiting":
+            out += self._call(neg, now)  # the first branch goes ahead now
         return out
 
     def _cancel(self, body: Decision) -> list[Action]:
@@ -812,6 +922,7 @@ class OrderAgent(Agent):
             out.append(Send(self.policy.console,
                             EscalationUpdate(esc, "return_to_normal", "order cancelled"), esc))
         self.escalations.clear()
+        self.split_offers.clear()
         return out + [Log("order_cancelled", {"order": self.id, "escalation": body.escalation,
                                               "user": body.user, "reason": body.reason})]
 
