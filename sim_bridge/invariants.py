@@ -67,11 +67,12 @@ def routing_order(evs: list[dict[str, Any]]) -> list[str]:
         if e["ev"] == "op_done" and e["quality"] == "ok":
             finished[(order, idx)] = e["t"]
         elif e["ev"] == "op_start" and idx > 0:
-            prev = finished.get((order, idx - 1))
+            before = order
             if order in splits and idx - 1 < splits[order][1]:
-                prev = finished.get((splits[order][0], idx - 1))
+                before = splits[order][0]     # done by the order's lot before the split
+            prev = finished.get((before, idx - 1))
             if prev is None or prev > e["t"] + EPS:
-                out.append(f"t={e['t']}: {task} started before {order}/{idx - 1} finished")
+                out.append(f"t={e['t']}: {task} started before {before}/{idx - 1} finished")
     return out
 
 
