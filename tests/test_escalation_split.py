@@ -172,6 +172,10 @@ def test_a_supervisor_splits_a_late_reroute(tmp_path: Path) -> None:
     assert done["lots"] == {"o-1": 2, "o-1/b": 2}
     assert report["orders_completed"] == 1 and report["orders_split"] == 1
     assert report["operations"] == 5
+    # each lot's operations count its own units in the KPIs (4 prepared, 2 + 2 cut, finished)
+    units = {m: row["units_produced"] for m, row in report["kpis"]["machines"].items()}
+    assert units == {"fast": 2, "slow": 2, "deb1": 8}
+    assert report["kpis"]["cell"]["units_finished"] == 4
     assert report["tardiness_total"] == pytest.approx(done["t"] - 350.0, abs=1e-6)
     assert all(report["invariants"].values()), report["invariant_violations"]
     applied = [(e["option"], e["user"]) for e in events(cell, "decision_applied")]
