@@ -26,6 +26,11 @@ case as non-routine.
 With a rehearsed plan (:mod:`agents.rehearsal`) every operation is called at
 once, at its planned machine and start; such a call has one recipient, so
 the award follows its proposal without waiting for the reply deadline.
+
+The parts travel as one :class:`Lot` until a supervisor chooses "split the
+order" on an escalation: then a second lot ``b`` (tasks ``ORDER/b/k``) takes
+some of the units through the rest of the routing on its own, under the
+same agent; the order completes when both lots are done (docs/escalation.md).
 """
 
 from __future__ import annotations
