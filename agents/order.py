@@ -26,6 +26,11 @@ case as non-routine.
 With a rehearsed plan (:mod:`agents.rehearsal`) every operation is called at
 once, at its planned machine and start; such a call has one recipient, so
 the award follows its proposal without waiting for the reply deadline.
+
+The parts travel as one :class:`Lot` until a supervisor chooses "split the
+order" on an escalation: then a second lot ``b`` (tasks ``ORDER/b/k``) takes
+some of the units through the rest of the routing on its own, under the
+same agent; the order completes when both lots are done (docs/escalation.md).
 """
 
 from __future__ import annotations
@@ -92,6 +97,89 @@ class Negotiation:
     escalation: str = ""                      # the open escalation about this task
     planned: bool = False                     # this round calls the rehearsed plan's machine
     scrapped: int = 0                         # failed quality checks of this operation
+    lot: str = ""                             # the lot it belongs to ("" = the order's first)
+
+
+@dataclass(slots=True)
+class Lot:
+    """The parts of an order that travel together: their operations, where they are, what
+    they wait for.  An order is one lot (``name`` "", tasks ``ORDER/k``) until a supervisor
+    splits it; the split-off lot is ``b`` (tasks ``ORDER/b/k``, moves ``ORDER/b/k/mN``)
+    and proceeds through the rest of the routing on its own, under the same agent."""
+
+    name: str
+    prefix: str                     # task ids are PREFIX/k
+    quantity: int
+    ops: list[Negotiation]
+    work_s: list[float]             # least processing time of each operation for this lot
+    location: str
+    parts_busy: bool = False        # being moved or processed
+    next_exec: int = 0              # the next operation to execute
+    move: Negotiation | None = None
+    moves: int = 0
+    done_at: float | None = None    # at the output (the order completes with its last lot)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPlan:
+    """A predicted split of one operation's lot into two branches (docs/escalation.md).
+
+    ``first`` goes to ``first_resource`` from ``first_start_at``; ``second`` waits for
+    ``second_resource`` (back at ``second_start_at``).  Finishes include the lot's least
+    processing time of the operations after ``op_index``."""
+
+    op_index: int
+    first: int
+    first_resource: str
+    first_start_at: float
+    first_finish_at: float
+    second: int
+    second_resource: str
+    second_start_at: float
+    second_finish_at: float
+    unsplit_finish_at: float        # the order's finish without the split (best other option)
+
+    @property
+    def finish_at(self) -> float:
+        return max(self.first_finish_at, self.second_finish_at)
+
+    def to_context(self, due_at: float) -> dict:
+        return {"op_index": self.op_index, "finish_at": round(self.finish_at, 6),
+                "late_by_s": round(self.finish_at - due_at, 6),
+                "saves_s": round(self.unsplit_finish_at - self.finish_at, 6),
+                "branches": [
+                    {"units": self.first, "resource": self.first_resource,
+                     "start_at": round(self.first_start_at, 6),
+                     "finish_at": round(self.first_finish_at, 6)},
+                    {"units": self.second, "resource": self.second_resource,
+                     "start_at": round(self.second_start_at, 6),
+                     "finish_at": round(self.second_finish_at, 6)}]}
+
+
+def plan_split(op_index: int, quantity: int, rest_per_unit_s: float, *,
+               first: str, first_start_at: float, first_unit_s: float,
+               second: str, second_start_at: float, second_unit_s: float,
+               unsplit_finish_at: float) -> SplitPlan | None:
+    """The best split of ``quantity`` units into two branches, or None when no split finishes
+    the order earlier than ``unsplit_finish_at`` (or there is nothing to split).
+
+    Branch one processes n units at ``first_unit_s`` each from ``first_start_at``, branch
+    two the other ``quantity - n`` at ``second_unit_s`` from ``second_start_at``; each lot
+    then needs ``rest_per_unit_s`` per unit for the operations after this one.  n runs
+    over 1 … quantity-1; the earliest order finish wins, ties to the smaller n."""
+    best: SplitPlan | None = None
+    for n in range(1, quantity):
+        plan = SplitPlan(
+            op_index, n, first, first_start_at,
+            first_start_at + n * first_unit_s + n * rest_per_unit_s,
+            quantity - n, second, second_start_at,
+            second_start_at + (quantity - n) * (second_unit_s + rest_per_unit_s),
+            unsplit_finish_at)
+        if best is None or plan.finish_at < best.finish_at - 1e-9:
+            best = plan
+    if best is None or best.finish_at >= unsplit_finish_at - 1e-6:
+        return None
+    return best
 
 
 class OrderAgent(Agent):
@@ -118,17 +206,15 @@ class OrderAgent(Agent):
         self.robots = sorted(robots)
         self.machine_location = machine_location
         self.output_location = output_location
-        self.location = input_location
-        self.parts_busy = False          # being moved or processed
-        self.next_exec = 0               # the next operation to execute
         self.released = False
         self.completed_at: float | None = None
-        self.moves = 0
-        self.ops = [Negotiation(f"{agent_id}/{k}", "operation", k, cap, op,
-                                sorted(capable.get(cap, [])))
-                    for k, (op, cap) in enumerate(routing)]
-        self.work_s = [min_processing_s.get(cap, 0.0) * quantity for _, cap in routing]
-        self.move: Negotiation | None = None
+        self.unit_work_s = [min_processing_s.get(cap, 0.0) for _, cap in routing]
+        self.lots: dict[str, Lot] = {"": Lot(
+            "", agent_id, quantity,
+            [Negotiation(f"{agent_id}/{k}", "operation", k, cap, op, sorted(capable.get(cap, [])))
+             for k, (op, cap) in enumerate(routing)],
+            [u * quantity for u in self.unit_work_s], input_location)}
+        self.split_offers: dict[str, SplitPlan] = {}        # escalation id -> offered split
         self.ignored = 0
         self.rehearsal: OrderRehearsal | None = None
         self.plan: Plan | None = None
@@ -140,6 +226,38 @@ class OrderAgent(Agent):
                 work_s=self.work_s, machines=machines, peers=peers,
                 passes=timing.rehearsal_passes, rng=self.rng,
                 budget_share=timing.rehearsal_budget_share)
+
+    # -- the first lot (the whole order until a split), as before lots ---------------------
+    @property
+    def ops(self) -> list[Negotiation]:
+        return self.lots[""].ops
+
+    @property
+    def work_s(self) -> list[float]:
+        return self.lots[""].work_s
+
+    @property
+    def location(self) -> str:
+        return self.lots[""].location
+
+    @property
+    def parts_busy(self) -> bool:
+        return self.lots[""].parts_busy
+
+    @property
+    def next_exec(self) -> int:
+        return self.lots[""].next_exec
+
+    @property
+    def move(self) -> Negotiation | None:
+        return self.lots[""].move
+
+    @property
+    def moves(self) -> int:
+        return self.lots[""].moves
+
+    def _lot(self, neg: Negotiation) -> Lot:
+        return self.lots[neg.lot]
 
     # -- inputs -----------------------------------------------------------------------------
     def on_start(self, now: float) -> list[Action]:
@@ -306,24 +424,25 @@ class OrderAgent(Agent):
         neg.proposals = []
         neg.refusals = []
         neg.winner = ""
+        lot = self._lot(neg)
         earliest = max(now, self.release_at)
         if neg.kind == "operation" and neg.op_index > 0:
-            prev = self.ops[neg.op_index - 1]
+            prev = lot.ops[neg.op_index - 1]
             if prev.state != "done":
                 earliest = max(earliest, prev.promised_finish_at)
         recipients = neg.recipients
         planned = (self.plan is not None and neg.kind == "operation" and neg.attempt == 0
-                   and neg.op_index < len(self.plan.machine))
+                   and not neg.lot and neg.op_index < len(self.plan.machine))
         neg.planned = planned
         if planned:
             assert self.plan is not None
             recipients = [self.plan.machine[neg.op_index]]
             earliest = max(now, self.plan_origin_at + self.plan.start[neg.op_index])
         reply_by = now + self.timing.reply_deadline_s
-        work = sum(self.work_s[neg.op_index:]) if neg.kind == "operation" else 0.0
+        work = sum(lot.work_s[neg.op_index:]) if neg.kind == "operation" else 0.0
         cfp = CallForProposals(
             task=neg.task, order=self.id, kind=neg.kind, capability=neg.capability, op=neg.op,
-            quantity=self.quantity, earliest_start_at=earliest, due_at=self.due_at,
+            quantity=lot.quantity, earliest_start_at=earliest, due_at=self.due_at,
             reply_by_at=reply_by, origin=neg.origin, destination=neg.destination,
             attempt=neg.attempt, priority=self.priority, work_remaining_s=work)
         neg.cfp = cfp
@@ -336,8 +455,13 @@ class OrderAgent(Agent):
         if neg.state != "calling":
             return []
         assert neg.cfp is not None
-        choice = self.strategy.choose(neg.cfp, neg.proposals)
         conv = self._conv(neg)
+        if neg.cfp.quantity != self._lot(neg).quantity:
+            # called for the whole lot before a split: the bids are for the wrong quantity
+            neg.state = step("initiator", neg.state, "deadline_none", neg.task)
+            return [*[Send(s, Rejection(neg.task), conv) for s, _ in neg.proposals],
+                    *self._call(neg, now)]
+        choice = self.strategy.choose(neg.cfp, neg.proposals)
         if choice is None:
             neg.state = step("initiator", neg.state, "deadline_none", neg.task)
             out: list[Action] = [SetTimer(f"retry:{neg.task}", now + self.timing.retry_s),
@@ -402,7 +526,7 @@ class OrderAgent(Agent):
                              Log("lease_expired", {"order": self.id, "task": neg.task,
                                                    "winner": neg.winner, "epoch": neg.epoch})]
         if neg.readied_epoch == neg.epoch:
-            self.parts_busy = False      # whatever happened there, the parts are free again
+            self._lot(neg).parts_busy = False   # whatever happened there, the parts are free
         return out + self._call(neg, now)
 
     def _failed(self, neg: Negotiation, body: Failure, now: float) -> list[Action]:
@@ -410,9 +534,10 @@ class OrderAgent(Agent):
             return []
         neg.state = "waiting"
         if neg.readied_epoch == neg.epoch:
-            self.parts_busy = False
+            lot = self._lot(neg)
+            lot.parts_busy = False
             if neg.kind == "operation":
-                self.location = self.machine_location.get(neg.winner, self.location)
+                lot.location = self.machine_location.get(neg.winner, lot.location)
         neg.failed_on, neg.failed_repair_at, neg.late_ok = neg.winner, body.repair_at, False
         out: list[Action] = [CancelTimer(f"lease:{neg.task}"),
                              Log("reroute", {"order": self.id, "task": neg.task,
@@ -434,12 +559,13 @@ class OrderAgent(Agent):
         if step("initiator", neg.state, "done", neg.task) == IGNORED:
             return []
         out: list[Action] = [CancelTimer(f"lease:{neg.task}")]
-        self.parts_busy = False
+        lot = self._lot(neg)
+        lot.parts_busy = False
         if body.location:
-            self.location = body.location
+            lot.location = body.location
         if neg.kind == "transport":
             neg.state = "done"
-            self.move = None
+            lot.move = None
             return out + self._advance(now)
         if body.quality != "ok":
             neg.state = "waiting"
@@ -457,7 +583,7 @@ class OrderAgent(Agent):
                     safe_default="retry", context={"machine": neg.winner, "failures": neg.scrapped})
             return out + self._call(neg, now)
         neg.state = "done"
-        self.next_exec = neg.op_index + 1
+        lot.next_exec = neg.op_index + 1
         return out + self._advance(now)
 
     # -- the material flow ------------------------------------------------------------------------
@@ -471,53 +597,67 @@ class OrderAgent(Agent):
             for neg in self.ops:
                 if neg.state == "idle":
                     out += self._call(neg, now)
+        for lot in self.lots.values():
+            if lot.done_at is None:
+                out += self._advance_lot(lot, now)
+        if all(lot.done_at is not None for lot in self.lots.values()):
+            self.completed_at = now
+            split = {"lots": {lot.prefix: lot.quantity for lot in self.lots.values()}} \
+                if len(self.lots) > 1 else {}
+            out.append(Log("order_completed", {
+                "order": self.id, "due_at": self.due_at, "release_at": self.release_at,
+                "tardiness_s": max(0.0, now - self.due_at), **split}))
+        return out
+
+    def _advance_lot(self, lot: Lot, now: float) -> list[Action]:
+        out: list[Action] = []
         # call the next operation when its predecessor is done — or, planning
         # ahead up to ``plan_ahead_ops`` operations, once the predecessor is leased
-        for k, neg in enumerate(self.ops):
+        for k, neg in enumerate(lot.ops):
             if neg.state == "idle":
-                prev = self.ops[k - 1].state if k else "done"
-                ahead = k - self.next_exec <= self.timing.plan_ahead_ops
+                prev = lot.ops[k - 1].state if k else "done"
+                ahead = k - lot.next_exec <= self.timing.plan_ahead_ops
                 if prev == "done" or (ahead and prev == "leased"):
                     out += self._call(neg, now)
                 break
-        if self.parts_busy or self.move is not None:
+        if lot.parts_busy or lot.move is not None:
             return out
-        if self.next_exec == len(self.ops):
-            if self.robots and self.location != self.output_location:
-                return out + self._start_move(self.output_location, len(self.ops), now)
-            self.completed_at = now
-            return out + [Log("order_completed", {
-                "order": self.id, "due_at": self.due_at, "release_at": self.release_at,
-                "tardiness_s": max(0.0, now - self.due_at)})]
-        neg = self.ops[self.next_exec]
+        if lot.next_exec == len(lot.ops):
+            if self.robots and lot.location != self.output_location:
+                return out + self._start_move(lot, self.output_location, len(lot.ops), now)
+            lot.done_at = now
+            return out
+        neg = lot.ops[lot.next_exec]
         if neg.state != "leased" or neg.readied_epoch == neg.epoch:
             return out
-        dest = self.machine_location.get(neg.winner, self.location)
-        if dest != self.location:
+        dest = self.machine_location.get(neg.winner, lot.location)
+        if dest != lot.location:
             if self.robots:
-                return out + self._start_move(dest, neg.op_index, now)
-            self.location = dest             # no robots: transfers are instantaneous
+                return out + self._start_move(lot, dest, neg.op_index, now)
+            lot.location = dest              # no robots: transfers are instantaneous
         neg.readied_epoch = neg.epoch
-        self.parts_busy = True
+        lot.parts_busy = True
         return out + [Send(neg.winner, Ready(neg.task, neg.epoch), self._conv(neg))]
 
-    def _start_move(self, dest: str, k: int, now: float) -> list[Action]:
-        self.moves += 1
-        move = Negotiation(f"{self.id}/{k}/m{self.moves}", "transport", k, "transport",
-                           "move", self.robots, origin=self.location, destination=dest)
-        self.move = move
-        self.parts_busy = True   # committed to the move until the robot delivers
+    def _start_move(self, lot: Lot, dest: str, k: int, now: float) -> list[Action]:
+        lot.moves += 1
+        move = Negotiation(f"{lot.prefix}/{k}/m{lot.moves}", "transport", k, "transport",
+                           "move", self.robots, origin=lot.location, destination=dest,
+                           lot=lot.name)
+        lot.move = move
+        lot.parts_busy = True    # committed to the move until the robot delivers
         return self._call(move, now)
 
     def _lease_until(self, now: float) -> float:
         return now + self.timing.lease_window_s
 
     def _find(self, task: str) -> Negotiation | None:
-        if self.move is not None and self.move.task == task:
-            return self.move
         prefix, _, rest = task.rpartition("/")
-        if prefix == self.id and rest.isdigit() and int(rest) < len(self.ops):
-            return self.ops[int(rest)]
+        for lot in self.lots.values():
+            if lot.move is not None and lot.move.task == task:
+                return lot.move
+            if prefix == lot.prefix and rest.isdigit() and int(rest) < len(lot.ops):
+                return lot.ops[int(rest)]
         return None
 
     # -- escalation (agents/escalation/, docs/escalation.md) -------------------------------------
@@ -545,13 +685,16 @@ class OrderAgent(Agent):
                 f"(in {eta - now:.0f} s)" if eta is not None and eta > now
                 else "no repair estimate")
         resource = neg.recipients[0] if len(neg.recipients) == 1 else neg.capability
+        options = [("wait_for_repair", "Wait for repair", f"keep calling; {back}")]
+        split = self._split_when_back(neg, now)
+        if split is not None:
+            options.append(self._split_option(split))
+        options.append(("cancel", "Cancel the order", f"order {self.id} is not made"))
         return self._escalate(
             neg, "no_capable_resource", rule, now, resource=resource,
             consequence=f"order {self.id} cannot continue: no live machine can do {neg.op} "
                         f"({neg.capability}); due at {self.due_at:.0f} s",
-            options=[("wait_for_repair", "Wait for repair", f"keep calling; {back}"),
-                     ("cancel", "Cancel the order", f"order {self.id} is not made")],
-            safe_default="wait_for_repair",
+            options=options, safe_default="wait_for_repair", split=split,
             context={"capability": neg.capability, "capable": list(neg.recipients),
                      "down": down, "repair_at": eta or 0.0, "waited_s": round(waited, 6)})
 
@@ -563,7 +706,8 @@ class OrderAgent(Agent):
         if (rule is None or neg.kind != "operation" or not neg.failed_on or neg.late_ok
                 or neg.escalation or winner == neg.failed_on):   # back where it was: no re-route
             return []
-        finish_at = proposal.finish_at + sum(self.work_s[neg.op_index + 1:])
+        lot = self._lot(neg)
+        finish_at = proposal.finish_at + sum(lot.work_s[neg.op_index + 1:])
         late_by = finish_at - self.due_at
         if late_by <= rule.threshold_s:
             return []
@@ -574,27 +718,34 @@ class OrderAgent(Agent):
                     f"order finishes about {finish_at:.0f} s, {late_by:.0f} s late")]
         if neg.failed_repair_at > now:
             wait_finish = neg.failed_repair_at + neg.duration_s + sum(
-                self.work_s[neg.op_index + 1:])
+                lot.work_s[neg.op_index + 1:])
             options.append(("wait_for_repair", f"Wait for {neg.failed_on}",
                             (f"back at {neg.failed_repair_at:.0f} s; order finishes about "
                             f"{wait_finish:.0f} s, {wait_finish - self.due_at:.0f} s late")))
+        split = self._split_now_and_after_repair(neg, winner, proposal, finish_at, now)
+        if split is not None:
+            options.append(self._split_option(split))
         options.append(("cancel", "Cancel the order", f"order {self.id} is not made"))
         return out + self._escalate(
             neg, "late_reroute", rule, now, resource=neg.failed_on,
             consequence=f"re-routing {neg.op} of order {self.id} after {neg.failed_on} failed "
                         f"makes it {late_by:.0f} s late (due {self.due_at:.0f} s)",
-            options=options, safe_default="reroute",
+            options=options, safe_default="reroute", split=split,
             context={"best": winner, "finish_at": round(finish_at, 6),
                      "late_by_s": round(late_by, 6), "repair_at": neg.failed_repair_at})
 
     def _escalate(self, neg: Negotiation, cause: str, rule: Rule, now: float, *,
                   resource: str, consequence: str, options: list[tuple[str, str, str]],
-                  safe_default: str, context: dict) -> list[Action]:
+                  safe_default: str, context: dict, split: SplitPlan | None = None
+                  ) -> list[Action]:
         """Raise an escalation about ``neg``; the task waits in a safe state (no lease)."""
         self.escalated += 1
         esc_id = f"{self.id}/e{self.escalated}"
         neg.escalation = esc_id
         self.escalations[esc_id] = (cause, neg.task)
+        if split is not None:
+            self.split_offers[esc_id] = split
+            context = {**context, "split": split.to_context(self.due_at)}
         body = Escalate(
             escalation=esc_id, priority=rule.priority, cause=cause, consequence=consequence,
             order=self.id, resource=resource,
@@ -625,6 +776,7 @@ class OrderAgent(Agent):
             return []
         neg.escalation = ""
         del self.escalations[esc]
+        self.split_offers.pop(esc, None)
         return [CancelTimer(f"escalation:{esc}"),
                 Send(self.policy.console, EscalationUpdate(esc, "return_to_normal", reason), esc),
                 Log("escalation_cleared", {"order": self.id, "escalation": esc})]
@@ -636,6 +788,7 @@ class OrderAgent(Agent):
             return []
         cause, task = entry
         neg = self._find(task)
+        split = self.split_offers.pop(body.escalation, None)
         out: list[Action] = [CancelTimer(f"escalation:{body.escalation}"), Log("decision_applied", {
             "order": self.id, "escalation": body.escalation, "option": body.option,
             "user": body.user})]
@@ -645,6 +798,12 @@ class OrderAgent(Agent):
             return out + self._cancel(body)
         if neg is None or self.cancelled_by:
             return out
+        if body.option == "split":
+            if split is not None and self._splittable(neg):
+                return out + self._split(neg, cause, split, body, now)
+            # offered, but no longer possible (or never offered): the other choice stands
+            out.append(Log("split_refused", {"order": self.id, "escalation": body.escalation,
+                                             "task": neg.task}))
         if cause == "no_capable_resource":
             # keep waiting: ask again only if the repair is max_wait_s overdue
             known = [r for _, _, r in neg.refusals if r > 0]
@@ -661,11 +820,104 @@ class OrderAgent(Agent):
             return out + self._call(neg, now)
         return out
 
+    # -- split the order (docs/escalation.md, "Split the order") ----------------------------
+    def _splittable(self, neg: Negotiation) -> bool:
+        """One split per order, of an operation whose parts wait for it (not moving, not
+        processed) and with nothing after it negotiated yet (no plan-ahead, no rehearsed
+        plan): the two lots then start from the same place with nothing to withdraw."""
+        lot = self._lot(neg)
+        return (len(self.lots) == 1 and neg.kind == "operation" and lot.quantity >= 2
+                and lot.next_exec == neg.op_index and not lot.parts_busy and lot.move is None
+                and neg.state in ("waiting", "calling")
+                and all(n.state == "idle" for n in lot.ops[neg.op_index + 1:]))
+
+    def _split_when_back(self, neg: Negotiation, now: float) -> SplitPlan | None:
+        """Every capable machine is down: with two of them giving repair estimates, some
+        units on the first one back and the rest on the second, in parallel, against the
+        whole lot on the first one back."""
+        if not self._splittable(neg):
+            return None
+        back: dict[str, float] = {}
+        for sender, reason, repair_at in neg.refusals:
+            if reason == "down" and repair_at > now:
+                back[sender] = min(back.get(sender, repair_at), repair_at)
+        if len(back) < 2:
+            return None
+        (m1, r1), (m2, r2) = sorted(back.items(), key=lambda kv: (kv[1], kv[0]))[:2]
+        k, q = neg.op_index, self._lot(neg).quantity
+        unit, rest = self.unit_work_s[k], sum(self.unit_work_s[k + 1:])
+        return plan_split(k, q, rest, first=m1, first_start_at=r1, first_unit_s=unit,
+                          second=m2, second_start_at=r2, second_unit_s=unit,
+                          unsplit_finish_at=r1 + q * (unit + rest))
+
+    def _split_now_and_after_repair(self, neg: Negotiation, winner: str, proposal: Proposal,
+                                    reroute_finish_at: float, now: float) -> SplitPlan | None:
+        """A late re-route: some units now on ``winner`` (at its proposal's rate), the rest
+        on the failed resource once repaired (at the rate of its last award), against the
+        better of re-routing or waiting for it with the whole lot."""
+        if not self._splittable(neg) or neg.failed_repair_at <= now:
+            return None
+        k, lot = neg.op_index, self._lot(neg)
+        q = lot.quantity
+        rest = sum(self.unit_work_s[k + 1:])
+        again_s = neg.duration_s if neg.duration_s > 0 else lot.work_s[k]
+        wait_finish_at = neg.failed_repair_at + again_s + sum(lot.work_s[k + 1:])
+        return plan_split(k, q, rest, first=winner, first_start_at=proposal.start_at,
+                          first_unit_s=(proposal.finish_at - proposal.start_at) / q,
+                          second=neg.failed_on, second_start_at=neg.failed_repair_at,
+                          second_unit_s=again_s / q,
+                          unsplit_finish_at=min(reroute_finish_at, wait_finish_at))
+
+    def _split_option(self, plan: SplitPlan) -> tuple[str, str, str]:
+        late = plan.finish_at - self.due_at
+        on_time = f"{late:.0f} s late" if late > 0 else f"on time ({-late:.0f} s early)"
+        effect = (f"{plan.first} units on {plan.first_resource} from "
+                  f"{plan.first_start_at:.0f} s, {plan.second} on {plan.second_resource} from "
+                  f"{plan.second_start_at:.0f} s; order finishes about {plan.finish_at:.0f} s, "
+                  f"{on_time}, {plan.unsplit_finish_at - plan.finish_at:.0f} s sooner than "
+                  "without")
+        return ("split", f"Split the order: {plan.first} + {plan.second} units", effect)
+
+    def _split(self, neg: Negotiation, cause: str, plan: SplitPlan, body: Decision,
+               now: float) -> list[Action]:
+        """Apply a split: the order's lot keeps ``plan.first`` units and its task ids and goes
+        on at once (calls now, or keeps calling until a machine is back); a new lot ``b``
+        with ``plan.second`` units calls for the same operation when the second branch's
+        resource is expected back.  Both then go through the rest of the routing alone; the
+        order completes when both are at the output."""
+        main, k = self._lot(neg), neg.op_index
+        b = Lot("b", f"{self.id}/b", plan.second,
+                [Negotiation(f"{self.id}/b/{i}", "operation", i, n.capability, n.op,
+                             list(n.recipients), lot="b", state="done" if i < k else "idle")
+                 for i, n in enumerate(main.ops)],
+                [u * plan.second for u in self.unit_work_s], main.location, next_exec=k)
+        main.quantity = plan.first
+        main.work_s = [u * plan.first for u in self.unit_work_s]
+        self.lots["b"] = b
+        first_b = b.ops[k]
+        first_b.state = "waiting"        # called by its retry timer, like a wait for repair
+        for n in (neg, first_b):
+            n.late_ok = True             # the lateness predicted is accepted with the split
+            if cause == "no_capable_resource":
+                rule = self.policy.no_capable_resource
+                n.wait_accepted_until = (plan.second_start_at
+                                         + (rule.threshold_s if rule is not None else 0.0))
+        out: list[Action] = [
+            Log("lot_split", {"order": self.id, "escalation": body.escalation,
+                              "user": body.user, "task": neg.task, "op_index": k,
+                              "lots": {main.prefix: main.quantity, b.prefix: b.quantity},
+                              "predicted_finish_at": round(plan.finish_at, 6)}),
+            SetTimer(f"retry:{first_b.task}", max(now, plan.second_start_at))]
+        if cause != "no_capable_resource" and neg.state == "waiting":
+            out += self._call(neg, now)  # the first branch goes ahead now
+        return out
+
     def _cancel(self, body: Decision) -> list[Action]:
         """A supervisor cancelled the order: withdraw every award, clear other escalations."""
         self.cancelled_by = body.user
         out: list[Action] = []
-        for neg in [*self.ops, *([self.move] if self.move is not None else [])]:
+        for neg in [n for lot in self.lots.values()
+                    for n in [*lot.ops, *([lot.move] if lot.move is not None else [])]]:
             out += [CancelTimer(f"deadline:{neg.task}"), CancelTimer(f"retry:{neg.task}"),
                     CancelTimer(f"lease:{neg.task}")]
             if neg.state in ("awarded", "leased") and neg.winner:
@@ -675,6 +927,7 @@ class OrderAgent(Agent):
             out.append(Send(self.policy.console,
                             EscalationUpdate(esc, "return_to_normal", "order cancelled"), esc))
         self.escalations.clear()
+        self.split_offers.clear()
         return out + [Log("order_cancelled", {"order": self.id, "escalation": body.escalation,
                                               "user": body.user, "reason": body.reason})]
 

@@ -128,6 +128,7 @@ class KpiTracker:
         self.orders_completed = 0
         self.tardiness_s = 0.0
         self.tardy_orders = 0
+        self.lot_units: dict[str, int] = {}    # task prefix of a split order's lot -> units
 
     def on_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         for e in events:
@@ -135,6 +136,9 @@ class KpiTracker:
 
     def on_event(self, e: Mapping[str, Any]) -> None:
         ev = e.get("ev")
+        if ev == "lot_split":            # a split order: each lot's operations count its units
+            self.lot_units.update({str(k): int(v) for k, v in dict(e.get("lots", {})).items()})
+            return
         if ev == "order_completed":
             self.orders_completed += 1
             late = float(e.get("tardiness_s", 0.0))
@@ -170,6 +174,10 @@ class KpiTracker:
         spec = self.spec.orders.get(run.order)
         units = spec.quantity if spec is not None else 1
         ideal = self.spec.ideal_s(machine, run.order, run.task)
+        lot = self.lot_units.get(run.task.rpartition("/")[0])
+        if lot is not None and spec is not None:
+            ideal = None if ideal is None else ideal * lot / spec.quantity
+            units = lot
         m.ideal_s += processing_s if ideal is None else ideal
         m.units_produced += units
         if run.task not in self.judged:

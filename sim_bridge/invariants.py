@@ -42,9 +42,19 @@ def one_operation_per_machine(evs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def lot_splits(evs: list[dict[str, Any]]) -> dict[str, tuple[str, int]]:
+    """Lots split off an order (``lot_split``): lot task prefix -> (order, op index of the
+    split).  The order's own tasks keep the prefix ``ORDER``; a split-off lot's are
+    ``ORDER/b/k`` (docs/escalation.md, "Split the order")."""
+    return {lot: (e["order"], int(e["op_index"])) for e in evs if e["ev"] == "lot_split"
+            for lot in e["lots"] if lot != e["order"]}
+
+
 def routing_order(evs: list[dict[str, Any]]) -> list[str]:
-    """Operation k of an order starts only after operation k-1 finished ok."""
+    """Operation k of an order starts only after operation k-1 finished ok.  For a lot split
+    off at operation s, operations before s were done by the order's lot before the split."""
     finished: dict[tuple[str, int], float] = {}
+    splits = lot_splits(evs)
     out = []
     for e in evs:
         task = e.get("task", "")
@@ -57,9 +67,12 @@ def routing_order(evs: list[dict[str, Any]]) -> list[str]:
         if e["ev"] == "op_done" and e["quality"] == "ok":
             finished[(order, idx)] = e["t"]
         elif e["ev"] == "op_start" and idx > 0:
-            prev = finished.get((order, idx - 1))
+            before = order
+            if order in splits and idx - 1 < splits[order][1]:
+                before = splits[order][0]     # done by the order's lot before the split
+            prev = finished.get((before, idx - 1))
             if prev is None or prev > e["t"] + EPS:
-                out.append(f"t={e['t']}: {task} started before {order}/{idx - 1} finished")
+                out.append(f"t={e['t']}: {task} started before {before}/{idx - 1} finished")
     return out
 
 
@@ -75,10 +88,35 @@ def open_escalations(evs: list[dict[str, Any]]) -> dict[str, str]:
     return raised
 
 
+def split_lots_complete(evs: list[dict[str, Any]]) -> list[str]:
+    """A split order is completed only when each of its lots did every operation from the
+    split on (the last one any of its lots did)."""
+    done = {e["order"] for e in evs if e["ev"] == "order_completed"}
+    ok: dict[str, set[int]] = defaultdict(set)
+    for e in evs:
+        if e["ev"] == "op_done" and e["quality"] == "ok":
+            prefix, _, k = e["task"].rpartition("/")
+            if k.isdigit():
+                ok[prefix].add(int(k))
+    out = []
+    for e in evs:
+        if e["ev"] != "lot_split" or e["order"] not in done:
+            continue
+        lots, first = sorted(e["lots"]), int(e["op_index"])
+        last = max((k for lot in lots for k in ok[lot]), default=first)
+        for lot in lots:
+            missing = sorted(set(range(first, last + 1)) - ok[lot])
+            if missing:
+                out.append(f"order {e['order']} completed, but its lot {lot} never did "
+                           f"operations {missing}")
+    return out
+
+
 def orders_accounted(evs: list[dict[str, Any]], orders: list[str], ended_by: str) -> list[str]:
     """Every released order ends completed, cancelled by a human decision, or waiting on an
     open escalation (DESIGN §8); an order the agents flagged non-routine without escalating
-    (escalation off) counts as waiting on that case.  A run cut by ``--until`` is exempt."""
+    (escalation off) counts as waiting on that case.  A run cut by ``--until`` is exempt.
+    A split order is completed only with every lot done (:func:`split_lots_complete`)."""
     done = {e["order"] for e in evs if e["ev"] == "order_completed"}
     flagged = {e["order"] for e in evs if e["ev"] == "non_routine"}
     waiting = set(open_escalations(evs).values())
@@ -86,6 +124,7 @@ def orders_accounted(evs: list[dict[str, Any]], orders: list[str], ended_by: str
            for e in evs if e["ev"] == "order_cancelled"
            and e.get("user", SAFE_DEFAULT_USER) in ("", SAFE_DEFAULT_USER)]
     cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
+    out += split_lots_complete(evs)
     if ended_by == "until":
         return out
     return out + [f"order {o} neither completed, cancelled nor waiting on an escalation"

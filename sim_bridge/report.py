@@ -107,7 +107,9 @@ def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: i
     case is an escalation that opened a new group (related ones — same cause, same
     resource — count once).  ``max_escalations_per_10min`` counts such grouped escalations
     in any 10-minute window.  ``escalation_latency`` runs from the agent raising the case
-    (when it detected it) to the console recording it.
+    (when it detected it) to the console recording it.  ``orders_split``: orders a person
+    split into two lots (once in ``orders_completed``; each lot's operations count in
+    ``operations``).
     """
     raised = [e for e in evs if e["ev"] == "escalation_raised"]
     detected = {e["escalation"]: e["t"] for e in evs if e["ev"] == "escalate"}
@@ -136,6 +138,7 @@ def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: i
         "escalation_latency": {"max": round(max(latency, default=0.0), 6)},
         "escalation_flood": any(e.get("flood") for e in raised),
         "orders_cancelled": sum(1 for e in evs if e["ev"] == "order_cancelled"),
+        "orders_split": sum(1 for e in evs if e["ev"] == "lot_split"),
     }
 
 
