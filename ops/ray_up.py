@@ -324,15 +324,10 @@ class RaySupervisor(Supervisor):
             window_s=lived_s, max_restarts=self.max_restarts, returncode=None,
             agents=agents, log_path="Ray's worker logs (/tmp/ray/session_latest/logs)")
         child.held = True
-        self.raised[body.escalation] = (name, time.time())
-        self._bodies[body.escalation] = body
-        self.link.send("console", body, body.escalation)
-        self.note("restart_intensity_escalated", process=name, escalation=body.escalation,
-                  deaths=self.max_restarts + 1)
-        self.log(f"autocell up --ray: restart intensity exceeded: the actor of {name} died "
-                 f"{self.max_restarts + 1} times (max_restarts {self.max_restarts}); it stays "
-                 f"down; escalated as {body.escalation} (decide: `autocell escalations decide "
-                 f"{body.escalation} --option restart|stop_cell --db {self.escalations_db}`)")
+        self._raise_restart_intensity(
+            name, body, self.max_restarts + 1,
+            f"autocell up --ray: restart intensity exceeded: the actor of {name} died "
+            f"{self.max_restarts + 1} times (max_restarts {self.max_restarts})")
         return True
 
     def _play_faults(self) -> None:
@@ -381,7 +376,7 @@ class RaySupervisor(Supervisor):
 def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
                    log: Any) -> tuple[int, dict[str, Any]]:
     """``autocell up --ray``: the exit code and the report."""
-    from ops.up import ensure_keys, set_aside
+    from ops.up import announce_store, ensure_keys
 
     if faults is not None and any(h.action == "pause" for h in faults.hosts):
         raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
@@ -397,12 +392,7 @@ def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
                             restart_window_s=args.restart_window, until_s=args.until,
                             timeout_s=args.timeout, local_node=args.ray_local_node, log=log,
                             keys_dir=keys, escalations_db=db)
-        if sup.escalations_db is not None:
-            moved = set_aside(sup.escalations_db)
-            print(f"escalations: {sup.escalations_db}"
-                  + (f" (the previous run's store moved to {moved})" if moved else "")
-                  + f"; watch them with `autocell console {args.cell} --db "
-                    f"{sup.escalations_db}`", flush=True)
+        announce_store(sup.escalations_db, args.cell)
         code = sup.run()
         report = sup.report()
         report["deployment"] = "ray"

@@ -112,6 +112,15 @@ def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     return keys
 
 
+def announce_store(db: Path | None, cell: str) -> None:
+    """Move an earlier run's escalation store aside and say where this run's is."""
+    if db is None:
+        return
+    moved = set_aside(db)
+    print(f"escalations: {db}" + (f" (the previous run's store moved to {moved})" if moved else "")
+          + f"; watch them with `autocell console {cell} --db {db}`", flush=True)
+
+
 @dataclass
 class Child:
     name: str
@@ -326,16 +335,23 @@ class Supervisor:
             agents=agents, log_path=str(self.state_dir / f"{child.name}.log"))
         child.held = True
         child.died_at = None
-        self.raised[body.escalation] = (child.name, time.time())
+        self._raise_restart_intensity(
+            child.name, body, len(self.deaths),
+            f"autocell up: restart intensity exceeded: {len(self.deaths)} process deaths "
+            f"within {self.restart_window_s:g} s")
+        return True
+
+    def _raise_restart_intensity(self, name: str, body: Any, deaths: int, why: str) -> None:
+        """Send ``body`` (a held process's ``restart_intensity``) to the console; say so."""
+        assert self.link is not None
+        self.raised[body.escalation] = (name, time.time())
         self._bodies[body.escalation] = body
         self.link.send("console", body, body.escalation)
-        self.note("restart_intensity_escalated", process=child.name,
-                  escalation=body.escalation, deaths=len(self.deaths))
-        self.log(f"autocell up: restart intensity exceeded: {len(self.deaths)} process deaths "
-                 f"within {self.restart_window_s:g} s; {child.name} stays down; escalated as "
-                 f"{body.escalation} (decide: `autocell escalations decide {body.escalation} "
-                 f"--option restart|stop_cell --db {self.escalations_db}`)")
-        return True
+        self.note("restart_intensity_escalated", process=name, escalation=body.escalation,
+                  deaths=deaths)
+        self.log(f"{why}; {name} stays down; escalated as {body.escalation} (decide: "
+                 f"`autocell escalations decide {body.escalation} --option restart|stop_cell "
+                 f"--db {self.escalations_db}`)")
 
     def _decisions(self) -> bool:
         """Act on decisions about our escalations (True: stop the cell); re-send the open
@@ -550,12 +566,7 @@ def execute_up(args: Any) -> int:
                          restart_window_s=args.restart_window, until_s=args.until,
                          timeout_s=args.timeout, log_level=getattr(args, "log_level", "info"),
                          log=log, keys_dir=keys, escalations_db=db)
-        if sup.escalations_db is not None:
-            moved = set_aside(sup.escalations_db)
-            print(f"escalations: {sup.escalations_db}"
-                  + (f" (the previous run's store moved to {moved})" if moved else "")
-                  + f"; watch them with `autocell console {args.cell} --db "
-                    f"{sup.escalations_db}`", flush=True)
+        announce_store(sup.escalations_db, args.cell)
         code = sup.run()
         report = sup.report()
     (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

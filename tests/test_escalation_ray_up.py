@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,36 +27,19 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.escalation_cells import cli, events, faults, records, small_cell
 
 from agents.escalation.service import SUPERVISOR_ID
 from agents.escalation.store import EscalationStore
-from ops.bench.healing import loopback_cell
 from ops.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 
 pytestmark = [pytest.mark.timeout(300)]
 
 
-def small_cell(tmp_path: Path) -> Path:
-    """The demo cell's o-001 (bracket) and o-005 (shaft: needs the only lathe), no scrap,
-    a short ``max_wait_s`` and deadlines far enough out that the test decides first."""
-    data = yaml.safe_load(DEMO.read_text())
-    data["orders"] = [o for o in data["orders"] if o["id"] in ("o-001", "o-005")]
-    for m in data["machines"]:
-        m["scrap_rate"] = 0.0
-    data["escalation"] = {"no_capable_resource": {"max_wait_s": 60},
-                          "response_deadline_s": 1200, "final_deadline_s": 2400}
-    src = tmp_path / "src.yaml"
-    src.write_text(yaml.safe_dump(data, sort_keys=False))
-    return loopback_cell(src, tmp_path)
 
 
-def faults(tmp_path: Path, **data: Any) -> Path:
-    path = tmp_path / "faults.yaml"
-    path.write_text(yaml.safe_dump({"name": "test", "mtbf_breakdowns": False, **data}))
-    return path
 
 
 def up_ray(cell: Path, state: Path, *extra: str) -> int:
@@ -66,14 +47,6 @@ def up_ray(cell: Path, state: Path, *extra: str) -> int:
                  "--timeout", "150", "--quiet", *extra])
 
 
-def records(db: Path) -> dict[str, Any]:
-    if not db.exists():
-        return {}
-    store = EscalationStore(db)
-    try:
-        return {r.id: r for r in store.list()}
-    finally:
-        store.close()
 
 
 def status(state: Path, name: str) -> dict[str, Any]:
@@ -83,13 +56,8 @@ def status(state: Path, name: str) -> dict[str, Any]:
         return {}
 
 
-def events(state: Path, name: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (state / f"events-{name}.jsonl").read_text().splitlines()]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ops.cli", *args], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 class Person(threading.Thread):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from helpers.escalation_cells import cli, events, faults, records, small_cell, wait_for
 
 from agents.escalation.console import CONSOLE_ID
 from agents.escalation.policy import OFF, Rule
@@ -44,37 +44,15 @@ from agents.escalation.service import (
 from agents.escalation.store import EscalationStore
 from agents.protocol.messages import Decision, Escalate, Message
 from agents.runtime.host import CellClock, signed_bus
-from ops.bench.healing import loopback_cell
 from ops.cli import main
 from ops.config import load_cell
 from ops.up import ensure_keys
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 
 
-def small_cell(tmp_path: Path, **escalation: Any) -> Path:
-    """The demo cell's o-001 (bracket) and o-005 (shaft: needs the only lathe), no scrap,
-    a short ``max_wait_s`` and deadlines far enough out that a test decides first."""
-    data = yaml.safe_load(DEMO.read_text())
-    data["orders"] = [o for o in data["orders"] if o["id"] in ("o-001", "o-005")]
-    for m in data["machines"]:
-        m["scrap_rate"] = 0.0
-    data["escalation"] = {"no_capable_resource": {"max_wait_s": 60},
-                          "response_deadline_s": 1200, "final_deadline_s": 2400, **escalation}
-    src = tmp_path / "src.yaml"
-    src.write_text(yaml.safe_dump(data, sort_keys=False))
-    return loopback_cell(src, tmp_path)
 
 
-def wait_for(what: str, check: Any, timeout_s: float = 30.0, every_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every_s)
 
 
 # -- in one process --------------------------------------------------------------------------
@@ -227,10 +205,6 @@ def test_console_agent_refuses_a_bad_route_with_exit_2(tmp_path: Path,
 
 # -- real processes ----------------------------------------------------------------------------
 
-def faults(tmp_path: Path, **data: Any) -> Path:
-    path = tmp_path / "faults.yaml"
-    path.write_text(yaml.safe_dump({"name": "test", "mtbf_breakdowns": False, **data}))
-    return path
 
 
 def up(cell: Path, state: Path, *extra: str) -> subprocess.Popen[str]:
@@ -249,23 +223,10 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def records(db: Path) -> dict[str, Any]:
-    if not db.exists():
-        return {}
-    store = EscalationStore(db)
-    try:
-        return {r.id: r for r in store.list()}
-    finally:
-        store.close()
 
 
-def events(state: Path, name: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (state / f"events-{name}.jsonl").read_text().splitlines()]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ops.cli", *args], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.slow
