@@ -86,12 +86,18 @@ def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     from agents.escalation.console import CONSOLE_ID
     from agents.escalation.service import SUPERVISOR_ID
     from agents.factory import roles_of
-    from agents.runtime.host import SIM_ID
+    from agents.runtime.host import HOST_ROLE, SIM_ID, host_identity
+    from security.certs import AGENT_ID_RE
     from security.keystore import KeyDir
 
     roles = {**roles_of(cfg), SIM_ID: "sim"}
-    # optional in a keys directory of the cell's own: without them escalation is off
-    extra = {CONSOLE_ID: "console", SUPERVISOR_ID: "host"}
+    # optional in a keys directory of the cell's own: without them escalation is off (and
+    # each host without its `host-NAME` certificate escalates no reject burst)
+    extra = {CONSOLE_ID: "console", SUPERVISOR_ID: HOST_ROLE}
+    for h in cfg.hosts:
+        ident = host_identity(h.name)
+        if ident not in roles and AGENT_ID_RE.match(ident) and len(ident.encode()) <= 64:
+            extra[ident] = HOST_ROLE
     given = cfg.keys_dir_path()
     if given is not None:
         kd = KeyDir(Path(given))

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from agents.base import Agent, PlantEventIn
+from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
 from agents.escalation.policy import OFF, policy_of
 from agents.escalation.store import EscalationStore
 from agents.factory import build_agents, roles_of, timing_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
-from agents.protocol.messages import Escalate
 from agents.runtime.journal import (
     Inbound,
     Input,
@@ -155,8 +155,7 @@ class VirtualCell:
                 CONSOLE_ID, timing=timing_of(cfg),
                 store=EscalationStore(escalations_db, self.policy.deadlines),
                 flood_count=self.policy.flood_count, flood_window_s=self.policy.flood_window_s)
-        self._rejects: list[float] = []             # for the reject-burst rule
-        self._burst_open = False
+        self._burst: BurstDetector | None = None    # for the reject-burst rule
         # the console is no agent of the cell's own: its state lives in its store, not in
         # a journal, and no fault scenario crashes it
         missing = sorted(set(self.agents) - set(keys.keys))
@@ -287,25 +286,12 @@ class VirtualCell:
         rule = self.policy.reject_burst
         if rule is None or self.console is None:
             return
-        self._rejects = [t for t in self._rejects if t > now - rule.threshold_s] + [now]
-        if len(self._rejects) < rule.count:
-            self._burst_open = False
+        if self._burst is None:
+            self._burst = BurstDetector.of(rule)
+        if not self._burst.observe(now):
             return
-        if self._burst_open:
-            return
-        self._burst_open = True
-        reasons = dict(sorted(self.stats.rejected.items()))
-        body = Escalate(
-            escalation=f"host:virtual/reject_burst/{round(now, 6)}", priority=rule.priority,
-            cause="reject_burst",
-            consequence=f"{len(self._rejects)} messages rejected within {rule.threshold_s:.0f} s"
-                        " (forged, replayed or forbidden): someone may be attacking the cell",
-            options=[{"id": "continue", "label": "Continue", "effect": "keep running; the "
-                      "rejected messages were never acted on"},
-                     {"id": "investigate", "label": "Investigate", "effect": "keep running "
-                      "and record that the security event is being investigated"}],
-            safe_default="continue", context={"rejected_by_reason": reasons,
-                                              "detected_at": now})
+        body = reject_burst_escalation(rule, escalation=f"host:virtual/reject_burst/{round(now, 6)}",
+                                       now=now, rejected_by_reason=self.stats.rejected)
         self._execute(self.console, self.console.raise_local("host:virtual", body, now))
 
     def _set_timer(self, agent: Agent, key: str, at: float) -> None:

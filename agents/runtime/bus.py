@@ -55,12 +55,18 @@ class RejectLog:
     bury the log.  The first rejection of a (reason, claimed sender) pair is
     logged with its full context, later ones when their count reaches a power
     of two, with the running count.
+
+    :attr:`listener`, if set, is called with every rejection (after it is
+    counted), on the event loop: the host's reject-burst detector
+    (agents/escalation/burst.py).  It must be cheap; if it raises, the error
+    is logged and counted in ``handler_errors``, never passed to the bus.
     """
 
     def __init__(self, stats: BusStats, logger: logging.Logger = log) -> None:
         self.stats = stats
         self.log = logger
         self._seen: Counter[tuple[str, str | None]] = Counter()
+        self.listener: Callable[[Rejected], None] | None = None
 
     def record(self, exc: Rejected) -> None:
         self.stats.rejected[exc.reason] += 1
@@ -69,6 +75,13 @@ class RejectLog:
         n = self._seen[key]
         if n & (n - 1) == 0:
             self.log.warning("rejected message", extra={"ctx": {**exc.context(), "count": n}})
+        listener = self.listener
+        if listener is not None:
+            try:
+                listener(exc)
+            except Exception:
+                self.stats.handler_errors += 1
+                self.log.exception("reject listener failed")
 
 
 def _misdirected(to: tuple[str, ...]) -> str:

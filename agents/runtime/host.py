@@ -31,6 +31,17 @@ send path, with a seeded RNG; host kills and pauses are the supervisor's.
 
 A status file (``status-HOST.json``, rewritten each heartbeat) tells the
 supervisor the host is alive and which orders are complete.
+
+**Reject bursts** (docs/escalation.md): the host itself is on the bus as
+``host-NAME`` (role ``host``) when its keys directory holds that
+certificate and the cell escalates.  Every rejected envelope goes to a
+:class:`~agents.escalation.burst.BurstDetector` (the bus's reject
+listener); when a burst starts the host sends a signed ``escalate`` from
+``host-NAME`` to the console, re-sends it every ``burst_resend_s`` wall
+seconds until a ``decision`` for it arrives, and logs both in its events.
+``replayed`` refusals in the first ``skew_s`` after the host started are
+the expected cost of its own restart (docs/PROTOCOL.md §10.2) and do not
+count.
 """
 
 from __future__ import annotations
@@ -49,11 +60,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.base import Agent, PlantEventIn
+from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.policy import OFF, EscalationPolicy
 from agents.factory import build_agents
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
-from agents.protocol.messages import Message, PlantCommand, PlantEvent
+from agents.protocol.messages import (
+    Decision,
+    Escalate,
+    Message,
+    PlantCommand,
+    PlantEvent,
+)
 from agents.runtime.bus import Bus
 from agents.runtime.journal import (
     Inbound,
@@ -67,7 +85,9 @@ from agents.runtime.journal import (
 )
 from agents.runtime.observe import Observer
 from agents.runtime.transport import ZmqTransport
+from security.certs import AGENT_ID_RE
 from security.envelope import Opener
+from security.errors import ConfigurationError, Rejected
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 from security.replay_store import SqliteReplayStore
@@ -79,6 +99,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("autocell.host")
 
 SIM_ID = "sim"
+HOST_ROLE = "host"
+REPLAY_SKEW_S = 60.0      # the replay guard's skew window on every process of a cell
+
+
+def host_identity(name: str) -> str:
+    """The bus identity (role ``host``) of host ``name`` itself: ``host-NAME``."""
+    return f"host-{name}"
 
 
 @dataclass(frozen=True)
@@ -103,7 +130,8 @@ def signed_bus(cfg: CellConfig, *, keys_dir: Path, state_dir: Path, name: str, b
     ``replay-NAME.sqlite`` (flushed on every message, so a restart refuses at most one
     in-flight message per sender), routes to every other agent, wall-clock stamps."""
     kd = KeyDir(keys_dir)
-    guard = ReplayGuard(SqliteReplayStore(state_dir / f"replay-{name}.sqlite"), skew_s=60.0,
+    guard = ReplayGuard(SqliteReplayStore(state_dir / f"replay-{name}.sqlite"),
+                        skew_s=REPLAY_SKEW_S,
                         now=clock.wall(), flush_every=1)
     bus = Bus(ZmqTransport(bind=bind), Opener(kd.trust_store(), guard), clock=clock.wall,
               random_bytes=os.urandom)
@@ -132,6 +160,8 @@ def routes_of(cfg: CellConfig) -> dict[str, str]:
     endpoints = {h.name: h.endpoint for h in cfg.hosts}
     routes = {a: endpoints[cfg.host_of(a) or ""] for a in cfg.agent_ids()}
     routes[SIM_ID] = cfg.sim.endpoint
+    for h in cfg.hosts:           # the hosts' own identities (reject-burst decisions)
+        routes.setdefault(host_identity(h.name), h.endpoint)
     return routes
 
 
@@ -141,7 +171,7 @@ class Host:
     def __init__(self, cfg: CellConfig, name: str, *, keys_dir: Path, state_dir: Path,
                  clock: CellClock, seed: int | None = None,
                  faults: FaultScenario | None = None,
-                 escalation: EscalationPolicy = OFF) -> None:
+                 escalation: EscalationPolicy = OFF, burst_resend_s: float = 2.0) -> None:
         if not cfg.hosts:
             raise ValueError("the cell has no hosts section: nothing to run on a host")
         self.cfg = cfg
@@ -164,6 +194,13 @@ class Host:
                               clock=clock)
         if escalation is not OFF:
             self.bus.set_route(escalation.console, cfg.escalation.console_endpoint)
+        self.identity = host_identity(name)
+        self.burst_resend_s = burst_resend_s
+        self.bursts_open: dict[str, Escalate] = {}     # escalation id -> body, until decided
+        self.bursts_raised = 0
+        self._burst: BurstDetector | None = None
+        self._started_wall = clock.wall()
+        self._join_as_host(KeyDir(keys_dir))
         self.events = (state_dir / f"events-{name}.jsonl").open("a", buffering=1)
         self.down: set[str] = set()
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -172,6 +209,86 @@ class Host:
         self._stop = asyncio.Event()
         self.recovered: dict[str, int] = {}
         self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
+
+    # -- reject bursts ----------------------------------------------------------------------
+    def _join_as_host(self, kd: KeyDir) -> None:
+        """Put ``host-NAME`` on the bus and listen to rejections, if the cell escalates
+        bursts and the keys allow it; else say once why not."""
+        rule = self.escalation.reject_burst
+        if rule is None:
+            return
+        why = ""
+        if not AGENT_ID_RE.match(self.identity) or len(self.identity.encode()) > 64:
+            why = f"{self.identity!r} is not a valid agent id (host name too long)"
+        elif self.identity in self.cfg.agent_ids():
+            why = f"{self.identity!r} is an agent of the cell; rename the host or the agent"
+        elif not kd.cert_path(self.identity).exists():
+            why = (f"no certificate for {self.identity!r}; issue one with `autocell keys issue "
+                   f"{self.identity} --role {HOST_ROLE} --dir {kd.root}`")
+        else:
+            try:
+                key, cert = kd.identity(self.identity)
+                if cert.role != HOST_ROLE:
+                    why = f"the certificate of {self.identity!r} has role {cert.role!r}, not 'host'"
+            except (ConfigurationError, OSError, ValueError) as exc:
+                why = f"cannot load the key of {self.identity!r}: {exc}"
+        if why:
+            log.warning(f"reject-burst escalation is off on host {self.name}: {why}",
+                        extra={"ctx": {"host": self.name, "identity": self.identity}})
+            return
+        self.bus.add_identity(self.identity, key, epoch=self.boot)
+        self._burst = BurstDetector.of(rule)
+        self.bus.rejects.listener = self._on_reject
+
+    def _on_reject(self, exc: Rejected) -> None:
+        """Every rejection the bus counted (the hot path of a flood: O(1))."""
+        assert self._burst is not None
+        if (exc.reason == "replayed"
+                and self.clock.wall() <= self._started_wall + REPLAY_SKEW_S):
+            return      # our own restart's refusals (PROTOCOL §10.2), not an attack
+        now = self.clock.now()
+        if self._burst.observe(now):
+            self._raise_burst(now)
+
+    def _raise_burst(self, now: float) -> None:
+        rule = self.escalation.reject_burst
+        assert rule is not None
+        body = reject_burst_escalation(
+            rule, escalation=f"{self.identity}/reject_burst/{round(now, 3)}", now=now,
+            rejected_by_reason=self.bus.stats.rejected, resource=self.name)
+        self.bursts_raised += 1
+        self.bursts_open[body.escalation] = body
+        self.record("reject_burst_escalated", escalation=body.escalation,
+                    identity=self.identity, count=rule.count, window_s=rule.threshold_s,
+                    rejected_by_reason=body.context["rejected_by_reason"])
+        log.warning("a burst of rejected messages: escalated to the console",
+                    extra={"ctx": {"escalation": body.escalation, "count": rule.count,
+                                   "window_s": rule.threshold_s}})
+        self.bus.send(self.identity, self.escalation.console, body, body.escalation)
+        if len(self.bursts_open) == 1 and self._loop is not None:
+            self._loop.call_later(self.burst_resend_s, self._resend_bursts)
+
+    def _resend_bursts(self) -> None:
+        """Re-send every unanswered burst escalation (the console may be restarting)."""
+        if self._stop.is_set() or not self.bursts_open:
+            return
+        for esc, body in list(self.bursts_open.items()):
+            try:
+                self.bus.send(self.identity, self.escalation.console, body, esc)
+            except Exception:   # never let a re-send take the host down
+                log.exception("re-sending a reject-burst escalation failed")
+        assert self._loop is not None
+        self._loop.call_later(self.burst_resend_s, self._resend_bursts)
+
+    def _on_decision(self, msg: Message) -> None:
+        body = msg.body
+        if not isinstance(body, Decision) or msg.sender != self.escalation.console:
+            return
+        raised = self.bursts_open.pop(body.escalation, None) is not None
+        self.record("reject_burst_decision", escalation=body.escalation, option=body.option,
+                    user=body.user, reason=body.reason, raised_here=raised)
+        log.info("reject-burst decision", extra={"ctx": {
+            "escalation": body.escalation, "option": body.option, "user": body.user}})
 
     # -- carrying out actions ---------------------------------------------------------------
     def _input(self, agent_id: str, inp: Input) -> None:
@@ -278,6 +395,9 @@ class Host:
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
+        if msg.to == self.identity:
+            self._on_decision(msg)
+            return
         if isinstance(msg.body, PlantEvent):
             if msg.sender != SIM_ID:
                 return
@@ -322,7 +442,10 @@ class Host:
                 "recovered_agents": len(self.recovered),
                 "sent": sum(self.bus.stats.sent.values()),
                 "received": sum(self.bus.stats.received.values()),
-                "rejected": dict(self.bus.stats.rejected)}
+                "rejected": dict(self.bus.stats.rejected),
+                "reject_bursts": {"identity": self.identity if self._burst else "",
+                                  "raised": self.bursts_raised,
+                                  "open": sorted(self.bursts_open)}}
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
