@@ -11,7 +11,10 @@
   the honest traffic keeps flowing and both orders complete, and a decision
   taken through the CLI twin reaches the host, which logs it;
 * without a ``host-NAME`` certificate the host runs with the rule off and
-  says so once.
+  says so once;
+* real processes (slow): ``autocell up`` of the small cell, a forger socket
+  at the machines host, the escalation in the store, a decision through the
+  CLI twin in a subprocess reaching the host, the run completing.
 """
 
 from __future__ import annotations
@@ -257,3 +260,61 @@ def test_without_its_certificate_a_host_runs_with_reject_burst_off_and_says_so(
     for h in (off, on, quiet):
         h.journal.close()
         h.events.close()
+
+
+# -- real processes (slow) ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_up_host_escalates_a_forged_burst_and_hears_the_cli_decision(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from helpers.escalation_cells import ROOT, cli, events, records, wait_for
+
+    cell = small_cell(tmp_path, reject_burst={"count": 10, "window_s": 600})
+    cfg = load_cell(cell)
+    state = tmp_path / "state"
+    db = state / "escalations.db"
+    machines_ep = next(h.endpoint for h in cfg.hosts if h.name == "machines")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "20", "--state-dir",
+         str(state), "--timeout", "150", "--faults", str(faults(tmp_path))],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for("the machines host running", lambda: (state / "status-machines.json").exists()
+                 and json.loads((state / "status-machines.json").read_text())["cell_now"] > 0,
+                 timeout_s=60)
+        forger = zmq.Context.instance().socket(zmq.PUSH)
+        forger.setsockopt(zmq.LINGER, 2000)
+        forger.connect(machines_ep)
+        for frames in _forgeries(14):
+            forger.send_multipart(frames)
+        forger.close()
+        esc = wait_for("the burst in the console's store", lambda: [
+            r for r in records(db).values() if r.cause == "reject_burst"], timeout_s=30)[0]
+        assert (esc.raised_by, esc.resource, esc.safe_default) == (
+            "host-machines", "machines", "continue")
+        res = cli("escalations", "decide", esc.id, "--option", "investigate",
+                  "--user", "carol", "--db", str(db))
+        assert res.returncode == 0, res.stderr
+        wait_for("the decision at the host", lambda: [
+            e for e in events(state, "machines") if e["ev"] == "reject_burst_decision"],
+            timeout_s=30)
+    finally:
+        try:
+            _out, err = proc.communicate(timeout=200)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    report = json.loads((state / "report.json").read_text())
+    assert report["orders_completed"] == report["orders_total"] == 2
+    assert all(report["invariants"].values())
+    assert report["escalations_by_cause"] == {"reject_burst": 1}
+    [decided] = [e for e in events(state, "machines") if e["ev"] == "reject_burst_decision"]
+    assert (decided["escalation"], decided["option"], decided["user"]) == (
+        esc.id, "investigate", "carol")
+    st = json.loads((state / "status-machines.json").read_text())
+    assert st["reject_bursts"] == {"identity": "host-machines", "raised": 1, "open": []}
+    assert st["rejected"]["bad_signature"] >= 7 and st["rejected"]["malformed"] >= 7
