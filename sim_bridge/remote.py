@@ -18,7 +18,7 @@ the asyncio loop, so commands are served at once.
 A machine or robot agent may command only its own resource; anything else
 is refused and counted (``forbidden_resource``).  Plant records (op starts
 and ends, faults, moves) go to ``events-sim.jsonl``, which the supervisor
-checks against the invariants of DESIGN §8.
+checks against the invariants (docs/architecture.md, Invariants).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Whole-cell runs in virtual time, judged by the invariants of DESIGN §8.
+"""Whole-cell runs in virtual time, judged by the invariants of docs/architecture.md.
 
 Each run goes through :class:`sim_bridge.virtual.VirtualCell` (every message
 sealed and opened by the real envelope codec, the embedded SimPy plant, the

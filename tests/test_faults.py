@@ -4,7 +4,7 @@ Three layers:
 
 * **Shipped scenarios** (``cell_configs/faults/*.yaml``) through ``ops.cli.main``:
   each validates against the demo cell and plays to the end with every
-  invariant of DESIGN §8 holding and every order completed.
+  invariant (docs/architecture.md) holding and every order completed.
 * **Bad input**, table-driven: ``BASE`` is a valid scenario whose line numbers
   are pinned below; each row replaces one line and names the
   ``FILE:LINE: path`` the issue must carry, via :func:`load_faults` and

@@ -1,4 +1,4 @@
-"""The pure core imports neither ``zmq`` nor ``asyncio`` (DESIGN §2, STYLE 1).
+"""The pure core imports neither ``zmq`` nor ``asyncio`` (docs/architecture.md, Layers; Style 1).
 
 Each module is imported in a fresh interpreter, which then reports which of
 the forbidden modules ended up in ``sys.modules``.  Modules of the pure
