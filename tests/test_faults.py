@@ -277,10 +277,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path,
 
 
 def test_a_scenario_is_checked_against_the_cell_it_is_played_on(tmp_path: Path) -> None:
-    """Valid for the demo cell, wrong for the minimal one (no such machines, no hosts)."""
+    """Valid for the demo cell, wrong for the minimal one (no such machines; here without
+    its one host, so no hosts at all)."""
     path = write(tmp_path, BASE)
+    minimal = load_cell(CELLS / "minimal_cell.yaml").model_copy(update={"hosts": []})
     with pytest.raises(ConfigError) as caught:
-        load_faults(path, load_cell(CELLS / "minimal_cell.yaml"))
+        load_faults(path, minimal)
     by_path = {i.path: i for i in caught.value.issues}
     assert "the cell has no hosts" in by_path["hosts[0].host"].message
     assert by_path["breakdowns[0].resource"].line == 5
