@@ -107,6 +107,9 @@ class Bus:
         self._sealers: dict[str, Sealer] = {}
         self._handler: MessageHandler | None = None
         self.skew_s: dict[str, float] = {}     # sender -> clock offset (fault injection)
+        # the process's own rule on top of the access table (a host admits plant events
+        # from the plant only): a refusal is counted and logged like any rejection
+        self.admit: Callable[[Message], Rejected | None] | None = None
 
     @property
     def local_agents(self) -> set[str]:
@@ -213,6 +216,18 @@ class Bus:
             self.stats.rejected["internal_error"] += 1
             log.exception("envelope decoding failed unexpectedly")
             return
+        admit = self.admit
+        if admit is not None:
+            kept = []
+            for msg in msgs:
+                refused = admit(msg)
+                if refused is None:
+                    kept.append(msg)
+                else:
+                    self.rejects.record(refused)
+            if not kept:
+                return
+            msgs = kept
         if len(opened.to) > 1:
             self.stats.multicast_received += 1
         self.stats.received[opened.message.type] += len(msgs)

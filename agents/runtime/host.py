@@ -85,7 +85,7 @@ from agents.runtime.runner import PERFECT, NetworkModel, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
 from security.envelope import Opener
-from security.errors import ConfigurationError, Rejected
+from security.errors import ConfigurationError, Forbidden, Misdirected, Rejected
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 from security.replay_store import SqliteReplayStore
@@ -207,6 +207,7 @@ class Host:
         if faults is not None:   # injected on the send path; the real wire adds its latency
             n = faults.network
             network = NetworkModel(n.delay_s, n.jitter_s, n.loss, n.duplication, n.reorder)
+        self.bus.admit = self._admit
         self.runner = Runner(
             agents, _HostLink(self), journal=self.journal, network=network,
             rng=random.Random(f"{self.seed}/host/{name}/{self.boot}"),
@@ -336,12 +337,25 @@ class Host:
             self._on_decision(msg)
             return
         if isinstance(msg.body, PlantEvent):
-            if msg.sender != SIM_ID:
-                return
             ev = PlantEventIn(msg.body.event, msg.body.resource, msg.body.task, msg.body.data)
             self.runner.plant_event(ev, self.clock.now())
             return
         self.runner.deliver(msg, self.clock.now())
+
+    def _admit(self, msg: Message) -> Rejected | None:
+        """Plant events come from the plant, about a resource of this host; anything else
+        is refused and counted (docs/PROTOCOL.md §13.1)."""
+        if not isinstance(msg.body, PlantEvent):
+            return None
+        if msg.sender != SIM_ID:
+            return Forbidden(f"a plant_event from {msg.sender!r}: only the plant "
+                             f"({SIM_ID!r}) reports plant events", sender=msg.sender,
+                             msg_type=msg.type)
+        if msg.body.resource not in self.agents:
+            return Misdirected(f"a plant_event about {msg.body.resource[:64]!r}, not a "
+                               f"resource of host {self.name}", sender=msg.sender,
+                               msg_type=msg.type)
+        return None
 
     # -- agent crashes (fault scenarios) ----------------------------------------------------------
     def crash(self, agent_id: str) -> None:
