@@ -653,3 +653,25 @@ def test_misdirected_detail_names_a_bounded_part_of_the_addressees() -> None:
     assert _misdirected(("a", "b")) == "addressed to 2 agents ('a', 'b'), none of them an agent of this host"
     long = _misdirected(tuple("x" * 16_000 + str(i) for i in range(200)))
     assert long.startswith("addressed to 200 agents (") and ", …)" in long and len(long) < 300
+
+
+def test_admit_refuses_before_counting_received(kit: Kit, cell: Any) -> None:
+    """A process's own rule on top of the access table (a host admits plant events only
+    from the plant): a refused message is counted under its reason, never as received, and
+    never reaches the handler."""
+    from security.errors import Forbidden
+
+    async def scenario() -> None:
+        pair = Pair(kit, cell)
+        pair.b.admit = lambda msg: (Forbidden("no odd tasks", sender=msg.sender)
+                                    if msg.body.task.endswith(("1", "3")) else None)
+        await pair.start()
+        for i in range(4):
+            assert pair.a.send("m1", "o1", proposal(i))
+        assert await until(lambda: len(pair.got) + pair.b.stats.rejected["forbidden"] >= 4)
+        await settle(0.05)
+        assert [m.body.task for m in pair.got] == ["o1/0", "o1/2"]
+        assert pair.b.stats.received == Counter({"propose": 2})
+        assert pair.b.stats.rejected == Counter({"forbidden": 2})
+        await pair.close()
+    run(scenario)
