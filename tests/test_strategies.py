@@ -22,7 +22,7 @@ from agents.negotiation.strategies import (
     resource_strategy,
     strategy_problems,
 )
-from ops.config import load_cell
+from ops.config import CellConfig, cell_from_dict, load_cell
 from security.errors import ConfigurationError
 from sim_bridge.report import build_report
 from sim_bridge.virtual import VirtualCell
@@ -63,6 +63,30 @@ def test_worked_example_from_the_docs_runs(tmp_path: Path, monkeypatch: pytest.M
         assert r["orders_completed"] == r["orders_total"]
         assert all(r["invariants"].values())
     assert base["event_log_sha256"] != slack["event_log_sha256"]
+    # the two cell snippets: bare, and with params (which reach every order agent)
+    snippets = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc, re.S)
+                if "SlackAware" in b]
+    bare, tuned = snippets
+    assert "params" not in str(bare) and tuned["negotiation"]["strategy"]["order"]["params"]
+    bare_cell = _run(_demo_with(bare), None)
+    assert build_report(bare_cell)["event_log_sha256"] == slack["event_log_sha256"]
+    tuned_cell = _run(_demo_with(tuned), None)
+    weights = {a.strategy.energy_weight for a in tuned_cell.agents.values()
+               if isinstance(a.strategy, OrderStrategy)}
+    assert weights == {tuned["negotiation"]["strategy"]["order"]["params"]["energy_weight"]}
+    report = build_report(tuned_cell)
+    assert report["orders_completed"] == report["orders_total"]
+    assert all(report["invariants"].values())
+    # a parameter at its default value gives the bare name's run, byte for byte
+    tuned["negotiation"]["strategy"]["order"]["params"]["energy_weight"] = 1000.0
+    same = build_report(_run(_demo_with(tuned), None))
+    assert same["event_log_sha256"] == slack["event_log_sha256"]
+
+
+def _demo_with(snippet: dict) -> CellConfig:
+    data = yaml.safe_load((ROOT / "cell_configs" / "demo_cell.yaml").read_text())
+    data["negotiation"].update(snippet["negotiation"])
+    return cell_from_dict(data, base_dir=ROOT / "cell_configs")
 
 
 def _run(cfg, order: str | None) -> VirtualCell:  # noqa: ANN001
@@ -180,7 +204,6 @@ def test_lowest_cost_prices_energy_only_when_asked() -> None:
 
 def test_params_in_the_cell_reach_every_agent(tmp_path: Path) -> None:
     from agents.factory import build_agents
-    from ops.config import cell_from_dict
     data = yaml.safe_load((ROOT / "cell_configs" / "demo_cell.yaml").read_text())
     data["negotiation"]["strategy"] = {
         "order": {"name": "lowest_cost", "params": {"energy_s_per_kwh": 60}},
