@@ -214,3 +214,20 @@ def test_params_in_the_cell_reach_every_agent(tmp_path: Path) -> None:
     resources = [a for a in agents.values() if not isinstance(a.strategy, OrderStrategy)]
     assert orders and all(a.strategy.energy_s_per_kwh == 60.0 for a in orders)
     assert resources and all(a.strategy.priority_weight_s == 600.0 for a in resources)
+
+
+def test_a_hint_only_imported_for_type_checkers_counts_as_any(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "hinted.py").write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "from agents.negotiation.strategies import OrderStrategy\n"
+        "if TYPE_CHECKING:\n"
+        "    from somewhere_else import Thing\n"
+        "class Hinted(OrderStrategy):\n"
+        "    def __init__(self, *, thing: Thing = None, rounds: int = 1) -> None:\n"
+        "        self.thing, self.rounds = thing, rounds\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("hinted", None)
+    built = order_strategy({"name": "hinted:Hinted", "params": {"thing": "x", "rounds": "2"}})
+    assert (built.thing, built.rounds) == ("x", 2)   # the resolvable hint still converts

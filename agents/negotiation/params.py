@@ -15,7 +15,8 @@ plain Python.  Pydantic turns the signature into a model (:func:`params_model`)
 that checks names (unknown ones are errors, with "did you mean"), types and
 ranges (``Annotated[..., Field(ge=0)]``) before any agent is built.  A
 parameter without a default is required; a ``**kwargs`` constructor accepts
-any name; positional-only and ``*args`` parameters cannot be configured.
+any name; positional-only and ``*args`` parameters cannot be configured; a
+hint that cannot be resolved at run time counts as ``Any``.
 
 A bare name, or empty ``params``, constructs ``cls()`` exactly as before
 parameters existed, so existing cells build the same strategy objects.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -52,7 +54,7 @@ def _build_model(cls: type) -> type[BaseModel]:
     extra = "forbid"
     init = cls.__init__  # type: ignore[misc]
     if init is not object.__init__:
-        hints = typing.get_type_hints(init, include_extras=True)
+        hints = _hints(init)
         for position, (name, p) in enumerate(inspect.signature(init).parameters.items()):
             if position == 0 or p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL):
                 continue   # self, and what a mapping of names cannot reach
@@ -64,6 +66,24 @@ def _build_model(cls: type) -> type[BaseModel]:
     config = ConfigDict(extra=extra, frozen=True, allow_inf_nan=False,  # type: ignore[typeddict-item]
                         arbitrary_types_allowed=True)
     return create_model(f"{cls.__name__}Params", __config__=config, **fields)
+
+
+def _hints(init: Any) -> dict[str, Any]:
+    """The resolved type hints; one that cannot be resolved (imported only under
+    TYPE_CHECKING, say) counts as ``Any``, so its value goes through unchecked."""
+    try:
+        return typing.get_type_hints(init, include_extras=True)
+    except Exception:   # noqa: BLE001 - resolve them one by one below
+        pass
+    hints: dict[str, Any] = {}
+    for name, annotation in getattr(init, "__annotations__", {}).items():
+        holder = types.SimpleNamespace(__annotations__={name: annotation})
+        try:
+            hints[name] = typing.get_type_hints(holder, globalns=getattr(init, "__globals__", None),
+                                                include_extras=True)[name]
+        except Exception:   # noqa: BLE001
+            hints[name] = Any
+    return hints
 
 
 def check_params(cls: type, shown: str, params: Mapping[str, Any]) -> tuple[dict[str, Any], Problems]:

@@ -236,12 +236,12 @@ def _load(spec: StrategyChoice, registry: dict[str, Any], base: type) -> Any:
 
 def order_strategy(spec: StrategyChoice) -> OrderStrategy:
     """The order strategy named by ``spec``: a name, or ``{name: ..., params: {...}}``."""
-    return _load(spec, ORDER_STRATEGIES, OrderStrategy)  # type: ignore[no-any-return]
+    return _load(spec, ORDER_STRATEGIES, OrderStrategy)
 
 
 def resource_strategy(spec: StrategyChoice) -> ResourceStrategy:
     """The resource strategy named by ``spec``: a name, or ``{name: ..., params: {...}}``."""
-    return _load(spec, RESOURCE_STRATEGIES, ResourceStrategy)  # type: ignore[no-any-return]
+    return _load(spec, RESOURCE_STRATEGIES, ResourceStrategy)
 
 
 def strategy_problems(spec: Any, side: str) -> Problems:
@@ -254,6 +254,8 @@ def strategy_problems(spec: Any, side: str) -> Problems:
     config model reports those.
     """
     registry, base = _SIDES[side]
+    params: Any
+    at: tuple[str, ...]
     if isinstance(spec, str):
         name, params, at = spec, {}, ()
     elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
