@@ -216,6 +216,8 @@ def test_sweep_strategy_params_are_checked_with_lines(tmp_path: Path,
     bad = write(tmp_path, "bad.yaml", f"""\
 name: bad
 cells: [{MINIMAL}]
+grid:
+  negotiation.strategy.resource.params.work_weight: [1, 2]
 strategies:
   - {{name: a, resource: {{name: slack_bidding, params: {{work_wieght: 2}}}}}}
   - {{name: b, order: {{name: earliest_finish, params: {{x: 1}}}}}}
@@ -225,11 +227,14 @@ strategies:
     assert main(["experiment", str(bad), "--dry-run"]) == 2
     err = capsys.readouterr().err
     for line, fragment in [
-        (4, ("strategies[0].resource.params.work_wieght: unknown parameter 'work_wieght' of "
+        (4, ("grid['negotiation.strategy.resource.params.work_weight']: in cell 'minimal': "
+             "negotiation.strategy.resource is a strategy; sweep its parameters with one "
+             "`strategies` entry per value")),
+        (6, ("strategies[0].resource.params.work_wieght: unknown parameter 'work_wieght' of "
              "strategy 'slack_bidding' (did you mean 'work_weight'?)")),
-        (5, "strategies[1].order.params: strategy 'earliest_finish' takes no parameters"),
-        (6, "strategies[2].resource.params.work_weight: Input should be a valid number"),
-        (7, ("strategies[3]: strategy label 'slack_bidding{work_weight=fast}' is already used "
+        (7, "strategies[1].order.params: strategy 'earliest_finish' takes no parameters"),
+        (8, "strategies[2].resource.params.work_weight: Input should be a valid number"),
+        (9, ("strategies[3]: strategy label 'slack_bidding{work_weight=fast}' is already used "
              "by strategies[2]")),
     ]:
         assert f"{bad}:{line}: {fragment}" in err, (line, err)

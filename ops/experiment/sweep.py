@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +230,12 @@ def _resolve(data: dict[str, Any], path: str) -> tuple[Any, str | int]:
             if last:
                 return node, key
             node = node.setdefault(key, {})
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            # a strategy (name or {name, params}): entries of `strategies` override a whole
+            # side, so a grid value inside one would be lost; they take the params instead
+            raise PathError(f"{shown} is a strategy; sweep its parameters with one `strategies` "
+                            "entry per value, e.g. {resource: {name: slack_bidding, params: "
+                            "{work_weight: 2}}}")
         else:
             raise PathError(f"{shown} is a plain value; it has no {part!r} inside")
     raise PathError(f"{path!r} is not a complete path")  # pragma: no cover - parse_path forbids
