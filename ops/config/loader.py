@@ -19,8 +19,9 @@ reported at once, not one per run.  Loading has four steps:
 3. **Cross-check.** References between sections — locations, products,
    capabilities, agent ids, hosts, the keys directory — and the strategies
    with their parameters are checked on the *raw data*, not on the model,
-   so they are found even when some field elsewhere failed step 2.  These checks are defensive: anything of the
-   wrong shape is skipped because step 2 already reported it.
+   so they are found even when some field elsewhere failed step 2.  These
+   checks are defensive: anything of the wrong shape is skipped because
+   step 2 already reported it.
 4. **Report.** Issues are sorted by line and raised together in a
    :class:`ConfigError`; or the model is returned, remembering its source
    so relative paths (``security.keys_dir``) resolve against the file.
