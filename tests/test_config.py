@@ -220,6 +220,27 @@ CASES = [
      "must be longer than heartbeat_interval_s"),
     ("unknown policy", 37, "  interrupted_operation: maybe", 37,
      "negotiation.interrupted_operation", "'restart_elsewhere' or 'wait_for_repair'"),
+    ("unknown strategy", 37, "  strategy: {order: earliest_finsh}", 37,
+     "negotiation.strategy.order", "unknown strategy 'earliest_finsh'"),
+    ("strategy without params given some", 37,
+     "  strategy: {order: {name: earliest_finish, params: {x: 1}}}", 37,
+     "negotiation.strategy.order.params",
+     "strategy 'earliest_finish' takes no parameters (got 'x'); name it bare"),
+    ("unknown strategy parameter", 37,
+     "  strategy: {resource: {name: slack_bidding, params: {work_wieght: 2}}}", 37,
+     "negotiation.strategy.resource.params.work_wieght",
+     "unknown parameter 'work_wieght' of strategy 'slack_bidding' (did you mean 'work_weight'?)"),
+    ("strategy parameter of the wrong type", 37,
+     "  strategy: {resource: {name: slack_bidding, params: {work_weight: heavy}}}", 37,
+     "negotiation.strategy.resource.params.work_weight", "valid number"),
+    ("strategy parameter out of range", 37,
+     "  strategy: {order: {name: lowest_cost, params: {energy_s_per_kwh: -1}}}", 37,
+     "negotiation.strategy.order.params.energy_s_per_kwh",
+     "greater than or equal to 0 (got -1)"),
+    ("strategy form unknown key", 37, "  strategy: {order: {name: lowest_cost, parms: {}}}", 37,
+     "negotiation.strategy.order.parms", "unknown key 'parms' (did you mean 'params'?)"),
+    ("strategy form without name", 37, "  strategy: {order: {params: {}}}", 37,
+     "negotiation.strategy.order.name", "required key is missing"),
     ("host lists unknown agent", 40,
      '  - {name: h2, endpoint: "tcp://127.0.0.1:5602", agents: [drill1, ghost]}', 40,
      "hosts[1].agents[1]", "unknown agent 'ghost'"),
@@ -259,6 +280,33 @@ def test_each_error_points_at_file_line_and_path(
     matching = [row for row in report.splitlines() if row.startswith(prefix)]
     assert matching, f"no issue starting {prefix!r} in:\n{report}"
     assert any(fragment in row for row in matching), report
+
+
+def test_strategy_params_in_block_style_point_at_their_own_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.cli import main
+    text = BASE.replace("  heartbeat_interval_s: 5\n", """\
+  heartbeat_interval_s: 5
+  strategy:
+    order: earliest_finish
+    resource:
+      name: slack_bidding
+      params:
+        priority_weight_s: 600
+        work_wieght: 2
+""")
+    path = write_cell(tmp_path, text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr()
+    assert (f"{path}:44: negotiation.strategy.resource.params.work_wieght: unknown parameter "
+            "'work_wieght' of strategy 'slack_bidding' (did you mean 'work_weight'?); its "
+            "parameters: work_weight, priority_weight_s") in err.out + err.err
+    fixed = write_cell(tmp_path, text.replace("work_wieght", "work_weight"), name="ok.yaml")
+    config = load_cell(fixed)
+    assert config.negotiation.strategy.order == "earliest_finish"   # a bare name stays a str
+    resource = config.negotiation.strategy.resource
+    assert (resource.name, resource.params) == ("slack_bidding",
+                                                {"priority_weight_s": 600, "work_weight": 2})
 
 
 def test_every_issue_is_collected_in_one_go() -> None:
@@ -507,6 +555,19 @@ def test_json_schema_rejects_unknown_keys_and_ranges() -> None:
     cell["orders"][0]["quantity"] = 0
     errors = {tuple(e.absolute_path) for e in validator.iter_errors(cell)}
     assert errors == {("machines", 0), ("orders", 0, "quantity")}
+
+
+def test_json_schema_knows_both_strategy_forms() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(cell_schema())
+    cell = yaml.safe_load((CELLS / "minimal_cell.yaml").read_text(encoding="utf-8"))
+    cell["negotiation"] = {"strategy": {
+        "order": "earliest_finish",
+        "resource": {"name": "slack_bidding", "params": {"priority_weight_s": 600}}}}
+    assert list(validator.iter_errors(cell)) == []
+    cell["negotiation"]["strategy"]["resource"] = {"name": "slack_bidding", "parms": {}}
+    assert [tuple(e.absolute_path) for e in validator.iter_errors(cell)] == [
+        ("negotiation", "strategy", "resource")]
 
 
 def test_dump_round_trip() -> None:

@@ -174,6 +174,72 @@ def test_dry_run_lists_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(out.out.splitlines()) == 12 and "12 runs" in out.err
 
 
+SWEEP_PARAMS = f"""\
+name: tuned
+cells: [{MINIMAL}]
+strategies:
+  - {{name: slack, resource: slack_bidding}}
+  - {{name: slack, resource: {{name: slack_bidding, params: {{priority_weight_s: 600}}}}}}
+  - resource: {{name: slack_bidding, params: {{work_weight: 2}}}}
+  - {{order: {{name: lowest_cost, params: {{energy_s_per_kwh: 60}}}}, resource: first_come}}
+seeds: [1]
+"""
+
+
+def test_sweep_entries_with_params_get_their_own_labels_rows_and_ids(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.experiment.runner import execute_point
+    path = write(tmp_path, "s.yaml", SWEEP_PARAMS)
+    points = expand(load_sweep(path))
+    assert [p.strategy for p in points] == [
+        "slack", "slack{priority_weight_s=600}", "slack_bidding{work_weight=2}",
+        "lowest_cost+first_come{energy_s_per_kwh=60}"]
+    assert len({p.run_id for p in points}) == 4
+    assert points[0].cell_data["negotiation"]["strategy"] == {"resource": "slack_bidding"}
+    assert points[1].cell_data["negotiation"]["strategy"] == {
+        "resource": {"name": "slack_bidding", "params": {"priority_weight_s": 600}}}
+    rows = [execute_point(p) for p in points]
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
+    assert [r["strategy"] for r in rows] == [p.strategy for p in points]
+    assert main(["experiment", str(path), "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "slack{priority_weight_s=600}" in listed and "slack_bidding{work_weight=2}" in listed
+    # the entry without params keeps the label and the run id it had before params existed
+    plain = expand(load_sweep(write(tmp_path, "p.yaml", SWEEP_PARAMS.replace(
+        "  - {name: slack, resource: {name: slack_bidding, params: {priority_weight_s: 600}}}\n",
+        ""))))
+    assert plain[0].run_id == points[0].run_id
+
+
+def test_sweep_strategy_params_are_checked_with_lines(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path, "bad.yaml", f"""\
+name: bad
+cells: [{MINIMAL}]
+grid:
+  negotiation.strategy.resource.params.work_weight: [1, 2]
+strategies:
+  - {{name: a, resource: {{name: slack_bidding, params: {{work_wieght: 2}}}}}}
+  - {{name: b, order: {{name: earliest_finish, params: {{x: 1}}}}}}
+  - {{resource: {{name: slack_bidding, params: {{work_weight: fast}}}}}}
+  - {{resource: {{name: slack_bidding, params: {{work_weight: fast}}}}}}
+""")
+    assert main(["experiment", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    for line, fragment in [
+        (4, ("grid['negotiation.strategy.resource.params.work_weight']: in cell 'minimal': "
+             "negotiation.strategy.resource is a strategy; sweep its parameters with one "
+             "`strategies` entry per value")),
+        (6, ("strategies[0].resource.params.work_wieght: unknown parameter 'work_wieght' of "
+             "strategy 'slack_bidding' (did you mean 'work_weight'?)")),
+        (7, "strategies[1].order.params: strategy 'earliest_finish' takes no parameters"),
+        (8, "strategies[2].resource.params.work_weight: Input should be a valid number"),
+        (9, ("strategies[3]: strategy label 'slack_bidding{work_weight=fast}' is already used "
+             "by strategies[2]")),
+    ]:
+        assert f"{bad}:{line}: {fragment}" in err, (line, err)
+
+
 # --------------------------------------------------------------------------- statistics
 
 

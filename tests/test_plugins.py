@@ -108,6 +108,22 @@ def test_slack_bidding_serves_least_slack_first() -> None:
     assert default[0] == "e/0"   # the default serves most work remaining first
 
 
+def test_slack_bidding_parameters_change_the_rank() -> None:
+    urgent = cfp("u/0", due_at=400, work_s=300)                # slack 100, priority 1
+    important = cfp("i/0", due_at=1000, work_s=100, priority=3)  # slack 900, priority 3
+    def order(params: dict) -> list[str]:
+        strategy = resource_strategy({"name": "slack_bidding", "params": params})
+        return [c.task for c in sorted([urgent, important], key=strategy.rank)]
+    assert order({}) == ["u/0", "i/0"]
+    assert order({"priority_weight_s": 600}) == ["i/0", "u/0"]   # 900 - 1800 < 100 - 600
+    long_job = cfp("l/0", due_at=5000, work_s=4900)              # slack 100, due late
+    soon = cfp("s/0", due_at=1000, work_s=0)                      # slack 1000, due soon
+    plain = resource_strategy("slack_bidding")
+    by_due = resource_strategy({"name": "slack_bidding", "params": {"work_weight": 0}})
+    assert [c.task for c in sorted([soon, long_job], key=plain.rank)] == ["l/0", "s/0"]
+    assert [c.task for c in sorted([long_job, soon], key=by_due.rank)] == ["s/0", "l/0"]
+
+
 def test_slack_bidding_under_breakdowns_keeps_the_invariants() -> None:
     cfg = load_cell(DEMO)
     faults = load_faults(BREAKDOWNS, cfg)
@@ -150,3 +166,22 @@ def test_the_shipped_sweep_compares_both_under_breakdowns(
     assert {p.scenario for p in points} == {"none", "breakdowns"}
     assert main(["experiment", str(path), "--dry-run"]) == 0
     assert "20 runs" in capsys.readouterr().err
+
+
+def test_the_documented_sweep_file_loads_with_its_labels(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (ROOT / "docs" / "research.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL) if "strategies:" in b)
+    experiments = ROOT / "cell_configs" / "experiments"
+    text = block.replace("../", f"{experiments.parent}/")   # the doc's paths are relative to
+    path = tmp_path / "sweep.yaml"                         # cell_configs/experiments/
+    path.write_text(text)
+    points = expand(load_sweep(path))
+    assert list(dict.fromkeys(p.strategy for p in points)) == [
+        "default", "slack", "slack{priority_weight_s=600}"]
+    tuned = next(p for p in points if p.strategy == "slack{priority_weight_s=600}")
+    assert tuned.cell_data["negotiation"]["strategy"]["resource"] == {
+        "name": "slack_bidding", "params": {"priority_weight_s": 600}}
+    assert len({p.run_id for p in points}) == len(points)
+    assert main(["experiment", str(path), "--dry-run"]) == 0
+    assert "slack{priority_weight_s=600}" in capsys.readouterr().out

@@ -7,6 +7,11 @@ by the name of an installed entry point in the group ``autocell.strategies``
 by a dotted path ``package.module:Class``.  A strategy is pure: it sees
 the call, the candidate slot or the proposals, and returns a decision.
 
+A strategy with tunables takes them as keyword arguments of its constructor,
+and a config names it as ``{name: lowest_cost, params: {energy_s_per_kwh:
+600}}``; the type hints of ``__init__`` are what the parameters are checked
+against (:mod:`agents.negotiation.params`).  A bare name constructs ``cls()``.
+
 Worked example — an energy-aware order strategy that accepts up to 10 %
 later finishes to save energy::
 
@@ -26,11 +31,20 @@ docs/strategies.md walks through a worked example that the tests run.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Protocol
 
+from pydantic import Field
+
+from agents.negotiation.params import Problems, check_params, params_model
 from agents.protocol.messages import CallForProposals, Proposal
 from security.errors import ConfigurationError
+
+__all__ = ["ENTRY_POINT_GROUP", "ORDER_STRATEGIES", "RESOURCE_STRATEGIES", "DefaultResource",
+           "EarliestFinish", "FirstComeResource", "LowestCost", "OrderStrategy",
+           "ResourceStrategy", "Slot", "StrategyChoice", "order_strategy", "params_model",
+           "plugin_names", "resource_strategy", "strategy_problems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +85,24 @@ class EarliestFinish(OrderStrategy):
 
 
 class LowestCost(OrderStrategy):
-    """Cheapest by summed cost terms (seconds of queue+setup+processing+transport)."""
+    """Cheapest by summed cost terms (seconds of queue+setup+processing+transport).
+
+    ``energy_s_per_kwh``: seconds of those terms one kWh of the proposal's
+    energy is worth (default 0: energy is ignored, as before the parameter).
+    """
 
     name = "lowest_cost"
 
+    def __init__(self, *, energy_s_per_kwh: Annotated[float, Field(ge=0)] = 0.0) -> None:
+        self.energy_s_per_kwh = energy_s_per_kwh
+
     def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
         c = proposal.cost
-        return float(sum(float(c.get(k, 0.0)) for k in
-                         ("queue_s", "setup_s", "processing_s", "transport_s")))
+        seconds = float(sum(float(c.get(k, 0.0)) for k in
+                            ("queue_s", "setup_s", "processing_s", "transport_s")))
+        if self.energy_s_per_kwh:   # not added at 0, so the default scores bit for bit as before
+            seconds += self.energy_s_per_kwh * float(c.get("energy_kwh", 0.0))
+        return seconds
 
 
 class ResourceStrategy:
@@ -120,6 +144,24 @@ RESOURCE_STRATEGIES: dict[str, type[ResourceStrategy]] = {
     c.name: c for c in (DefaultResource, FirstComeResource)}
 
 
+_SIDES: dict[str, tuple[dict[str, Any], type]] = {
+    "order": (ORDER_STRATEGIES, OrderStrategy), "resource": (RESOURCE_STRATEGIES, ResourceStrategy)}
+
+
+class _NamedWithParams(Protocol):
+    """The config model's ``{name, params}`` form (kept structural: the model sits above)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+
+StrategyChoice = str | Mapping[str, Any] | _NamedWithParams
+"""How a strategy is named: ``"slack_bidding"`` or ``{name: ..., params: {...}}``."""
+
+
 #: Entry-point group of installed strategy plug-ins (``[project.entry-points."autocell.strategies"]``).
 ENTRY_POINT_GROUP = "autocell.strategies"
 
@@ -138,10 +180,10 @@ def _entry_point(spec: str) -> Any:
     return found[0] if found else None
 
 
-def _load(spec: str, registry: dict[str, Any], base: type) -> Any:
+def _resolve(spec: str, registry: dict[str, Any], base: type) -> type:
     """A built-in name, then an installed entry point, then ``package.module:Class``."""
     if spec in registry:
-        return registry[spec]()
+        return registry[spec]
     if ":" not in spec:
         ep = _entry_point(spec)
         if ep is None:
@@ -163,12 +205,74 @@ def _load(spec: str, registry: dict[str, Any], base: type) -> Any:
             raise ConfigurationError(f"cannot load strategy {spec!r}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigurationError(f"strategy {spec!r} is not a subclass of {base.__name__}")
-    return cls()
+    return cls
 
 
-def order_strategy(spec: str) -> OrderStrategy:
+def _split(spec: StrategyChoice) -> tuple[str, Mapping[str, Any]]:
+    """A bare name, a ``{name, params}`` mapping or the config model of one -> (name, params)."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping):
+        return spec["name"], spec.get("params") or {}
+    return spec.name, spec.params or {}
+
+
+def _build(cls: type, name: str, params: Mapping[str, Any]) -> Any:
+    """``cls(**params)`` once the parameters are valid; a bare name is exactly ``cls()``."""
+    kwargs, problems = check_params(cls, name, params)
+    if problems:
+        raise ConfigurationError("; ".join(
+            f"params.{'.'.join(map(str, loc))}: {msg}" if loc else msg for loc, msg in problems))
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:   # the constructor's own checks, e.g. between params
+        raise ConfigurationError(f"strategy {name!r} refuses its parameters: {exc}") from exc
+
+
+def _load(spec: StrategyChoice, registry: dict[str, Any], base: type) -> Any:
+    name, params = _split(spec)
+    return _build(_resolve(name, registry, base), name, params)
+
+
+def order_strategy(spec: StrategyChoice) -> OrderStrategy:
+    """The order strategy named by ``spec``: a name, or ``{name: ..., params: {...}}``."""
     return _load(spec, ORDER_STRATEGIES, OrderStrategy)
 
 
-def resource_strategy(spec: str) -> ResourceStrategy:
+def resource_strategy(spec: StrategyChoice) -> ResourceStrategy:
+    """The resource strategy named by ``spec``: a name, or ``{name: ..., params: {...}}``."""
     return _load(spec, RESOURCE_STRATEGIES, ResourceStrategy)
+
+
+def strategy_problems(spec: Any, side: str) -> Problems:
+    """Everything wrong with a strategy reference read from a file, for the loaders.
+
+    ``spec`` is raw data (a name or a ``{name, params}`` mapping) for ``side``
+    (``"order"`` or ``"resource"``).  Each problem's path is relative to the
+    reference: ``()`` or ``("name",)`` for the name, ``("params", key)`` for a
+    parameter.  Shapes that are not a name or a mapping are skipped: the
+    config model reports those.
+    """
+    registry, base = _SIDES[side]
+    params: Any
+    at: tuple[str, ...]
+    if isinstance(spec, str):
+        name, params, at = spec, {}, ()
+    elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        name, params, at = spec["name"], spec.get("params") or {}, ("name",)
+        if not isinstance(params, Mapping):
+            return []
+    else:
+        return []
+    try:
+        cls = _resolve(name, registry, base)
+    except ConfigurationError as exc:
+        return [(at, str(exc))]
+    _, problems = check_params(cls, name, params)
+    if problems:
+        return [(("params", *loc), msg) for loc, msg in problems]
+    try:
+        _build(cls, name, params)
+    except ConfigurationError as exc:
+        return [(("params",) if params else at, str(exc))]
+    return []

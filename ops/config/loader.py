@@ -17,10 +17,11 @@ reported at once, not one per run.  Loading has four steps:
    falling back to the nearest parent that has a line (a missing key is
    reported on the line of the mapping that lacks it).
 3. **Cross-check.** References between sections — locations, products,
-   capabilities, agent ids, hosts, the keys directory — are checked on the
-   *raw data*, not on the model, so they are found even when some field
-   elsewhere failed step 2.  These checks are defensive: anything of the
-   wrong shape is skipped because step 2 already reported it.
+   capabilities, agent ids, hosts, the keys directory — and the strategies
+   with their parameters are checked on the *raw data*, not on the model,
+   so they are found even when some field elsewhere failed step 2.  These
+   checks are defensive: anything of the wrong shape is skipped because
+   step 2 already reported it.
 4. **Report.** Issues are sorted by line and raised together in a
    :class:`ConfigError`; or the model is returned, remembering its source
    so relative paths (``security.keys_dir``) resolve against the file.
@@ -420,7 +421,7 @@ def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
     """Field names of the model found at ``loc`` in the ``root`` model's tree, if any."""
     annotation: Any = root
     for part in loc:
-        annotation = _unwrap(annotation)
+        annotation = _model_member(_unwrap(annotation))
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             field = annotation.model_fields.get(part) if isinstance(part, str) else None
             if field is None:
@@ -432,10 +433,21 @@ def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
             annotation = typing.get_args(annotation)[1]
         else:
             return []
-    annotation = _unwrap(annotation)
+    annotation = _model_member(_unwrap(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return list(annotation.model_fields)
     return []
+
+
+def _model_member(annotation: Any) -> Any:
+    """The one model of a union like ``name | {name, params}`` (a key inside a mapping
+    can only belong to it); any other annotation unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in map(_unwrap, typing.get_args(annotation))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+    return annotation
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -472,6 +484,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_hosts(data, problems, where)
     _check_metrics_ports(data, problems, where)
     _check_negotiation(data, problems)
+    _check_strategies(data, problems)
     if base_dir is not None:
         _check_security(data, base_dir, problems)
     return problems
@@ -721,6 +734,25 @@ def _check_negotiation(data: dict[str, Any], problems: _Problems) -> None:
             (loc, f"lease_s ({lease_s:g} s) must be longer than heartbeat_interval_s "
                   f"({beat_s:g} s), or leases expire before a heartbeat can renew them")
         )
+
+
+def _check_strategies(data: dict[str, Any], problems: _Problems) -> None:
+    """Each named strategy loads, and its ``params`` fit its constructor's signature.
+
+    Checked here, not at the first run, so that ``autocell validate`` catches a
+    misspelt parameter with its line; the strategy is even constructed once, so
+    a constructor's own checks count too.
+    """
+    from agents.negotiation.strategies import strategy_problems
+
+    negotiation = data.get("negotiation")
+    strategy = negotiation.get("strategy") if isinstance(negotiation, dict) else None
+    if not isinstance(strategy, dict):
+        return
+    for side in ("order", "resource"):
+        if side in strategy:
+            for loc, message in strategy_problems(strategy[side], side):
+                problems.append((("negotiation", "strategy", side, *loc), message))
 
 
 def _check_security(data: dict[str, Any], base_dir: Path, problems: _Problems) -> None:

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
     StringConstraints,
+    Tag,
     model_validator,
 )
 
@@ -59,6 +61,8 @@ __all__ = [
     "Security",
     "Sim",
     "Strategy",
+    "StrategyChoice",
+    "StrategyWithParams",
 ]
 
 #: Agent ids travel in frame 0 of every envelope, which the wire format caps.
@@ -240,16 +244,44 @@ class Order(_Model):
 # --------------------------------------------------------------------------- behaviour
 
 
-class Strategy(_Model):
-    """Which decision rules the agents use; names of built-ins or import paths."""
+class StrategyWithParams(_Model):
+    """A strategy and the keyword arguments of its constructor, e.g.
+    ``{name: slack_bidding, params: {priority_weight_s: 600}}``."""
 
-    order: StrategyRef = Field(
+    name: StrategyRef = Field(
+        description="A built-in name, an installed plug-in or `pkg.module:Class`.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the strategy's constructor; the loader checks names, "
+                    "types and ranges against its signature (see docs/strategies.md).")
+
+
+def _strategy_form(value: Any) -> str:
+    # A mapping is the {name, params} form, anything else the bare name; a
+    # discriminator (not a plain union) so an error names one form, not both.
+    # The tags are no keys a file could hold, so the loader drops them from error paths.
+    return "with-params" if isinstance(value, (dict, StrategyWithParams)) else "bare-name"
+
+
+StrategyChoice = Annotated[
+    Annotated[StrategyRef, Tag("bare-name")] | Annotated[StrategyWithParams, Tag("with-params")],
+    Discriminator(_strategy_form),
+]
+"""A strategy named bare (``slack_bidding``) or with parameters (``{name: ..., params: ...}``)."""
+
+
+class Strategy(_Model):
+    """Which decision rules the agents use; names of built-ins or import paths, with parameters."""
+
+    order: StrategyChoice = Field(
         default="earliest_finish",
-        description="How order agents score proposals: a built-in name or `pkg.module:Class`.",
+        description="How order agents score proposals: a built-in name or `pkg.module:Class`, "
+                    "or `{name: ..., params: {...}}`.",
     )
-    resource: StrategyRef = Field(
+    resource: StrategyChoice = Field(
         default="default",
-        description="How resource agents bid: a built-in name or `pkg.module:Class`.",
+        description="How resource agents bid: a built-in name or `pkg.module:Class`, "
+                    "or `{name: ..., params: {...}}`.",
     )
 
 

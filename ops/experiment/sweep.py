@@ -13,7 +13,8 @@ otherwise discover hours later, and reports every problem at once as
   ``machines[mill1].mttr_s`` (a list item by id) or ``orders[0].due_at`` (by
   index) — and exists in every base cell;
 * each grid value, applied *alone* to each base cell, gives a valid cell;
-* each strategy loads (built-in name, entry point or ``pkg.mod:Class``);
+* each strategy loads (built-in name, entry point or ``pkg.mod:Class``) and
+  its ``params`` fit its constructor; labels are unique;
 * each fault scenario loads and names only agents of every base cell.
 
 Combinations are not checked up front (the product can be large): a point
@@ -35,8 +36,8 @@ import hashlib
 import itertools
 import json
 import re
+import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,10 +55,10 @@ from ops.config.loader import (
     load_cell_or_instance,
     load_model,
 )
-from ops.config.model import CellConfig, Name, Seconds, StrategyRef, _Model
+from ops.config.model import CellConfig, Name, Seconds, StrategyChoice, _Model
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
-           "expand", "load_sweep", "parse_path"]
+           "expand", "load_sweep", "parse_path", "strategy_label"]
 
 #: KPIs summarised and plotted when a sweep names none (all numeric report keys land in rows).
 DEFAULT_KPIS: tuple[str, ...] = ("makespan", "mean_flow_time", "tardiness_total", "tardy_orders",
@@ -65,13 +66,58 @@ DEFAULT_KPIS: tuple[str, ...] = ("makespan", "mean_flow_time", "tardiness_total"
 
 
 class StrategySpec(_Model):
-    """One strategy pair under a label; omitted sides keep the base cell's choice."""
+    """One strategy pair under a label; omitted sides keep the base cell's choice.
 
-    name: Name = Field(description="Label in tables and plot legends, e.g. `default`.")
-    order: StrategyRef | None = Field(
-        default=None, description="Order strategy: built-in, entry point or `pkg.mod:Class`.")
-    resource: StrategyRef | None = Field(
-        default=None, description="Resource strategy: built-in, entry point or `pkg.mod:Class`.")
+    Each side is a name or ``{name: ..., params: {...}}``, as in a cell file.
+    The label (:attr:`label`) is ``name`` — or, without one, the strategy
+    names joined by ``+`` — followed by the parameters of the entry, if any:
+    ``slack_bidding{priority_weight_s=600}``.  So two entries that differ
+    only in parameters get different labels, rows and run ids.
+    """
+
+    name: Name | None = Field(
+        default=None,
+        description="Label in tables and plot legends, e.g. `default`; parameters are appended "
+                    "(`slack{work_weight=2}`). Default: the strategy names.")
+    order: StrategyChoice | None = Field(
+        default=None, description="Order strategy: built-in, entry point or `pkg.mod:Class`, "
+                                  "or `{name: ..., params: {...}}`.")
+    resource: StrategyChoice | None = Field(
+        default=None, description="Resource strategy: built-in, entry point or `pkg.mod:Class`, "
+                                  "or `{name: ..., params: {...}}`.")
+
+    @property
+    def label(self) -> str:
+        return strategy_label(self.name, self.order, self.resource)
+
+    def side(self, side: str) -> Any:
+        """The ``order`` or ``resource`` choice as plain cell data (None: keep the cell's)."""
+        chosen = getattr(self, side)
+        return chosen.model_dump(exclude_unset=True) if isinstance(chosen, BaseModel) else chosen
+
+
+def strategy_label(name: Any, order: Any, resource: Any) -> str:
+    """The row label of a sweep's strategy entry (raw data or models alike), see StrategySpec."""
+    sides: dict[str, tuple[str, dict[str, Any]]] = {}
+    for side, chosen in (("order", order), ("resource", resource)):
+        if isinstance(chosen, BaseModel):
+            chosen = chosen.model_dump()
+        if isinstance(chosen, str):
+            sides[side] = (chosen, {})
+        elif isinstance(chosen, dict):
+            params = chosen.get("params")
+            sides[side] = (str(chosen.get("name")), params if isinstance(params, dict) else {})
+    base = name if isinstance(name, str) else "+".join(n for n, _ in sides.values()) or "cell"
+    tuned = {side: params for side, (_, params) in sides.items() if params}
+    if len(tuned) == 1:
+        items = [(str(k), v) for k, v in next(iter(tuned.values())).items()]
+    else:
+        items = [(f"{side}.{k}", v) for side, params in tuned.items() for k, v in params.items()]
+    if not items:
+        return base
+    shown = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True)}"
+                     for k, v in sorted(items))
+    return f"{base}{{{shown}}}"
 
 
 Seed = Annotated[int, Field(ge=0)]
@@ -184,6 +230,12 @@ def _resolve(data: dict[str, Any], path: str) -> tuple[Any, str | int]:
             if last:
                 return node, key
             node = node.setdefault(key, {})
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            # a strategy (name or {name, params}): entries of `strategies` override a whole
+            # side, so a grid value inside one would be lost; they take the params instead
+            raise PathError(f"{shown} is a strategy; sweep its parameters with one `strategies` "
+                            "entry per value, e.g. {resource: {name: slack_bidding, params: "
+                            "{work_weight: 2}}}")
         else:
             raise PathError(f"{shown} is a plain value; it has no {part!r} inside")
     raise PathError(f"{path!r} is not a complete path")  # pragma: no cover - parse_path forbids
@@ -273,8 +325,9 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                 apply_override(data, p, v)
             for spec in strategies:
                 cell_data = copy.deepcopy(data)
+                label = spec.label
                 for side in ("order", "resource"):
-                    chosen = getattr(spec, side)
+                    chosen = spec.side(side)
                     if chosen is not None:
                         apply_override(cell_data, f"negotiation.strategy.{side}", chosen)
                 for fault_file in sweep.faults:
@@ -284,12 +337,12 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                             run_seed = derived_seed(seed, rep)
                             key = {"cell": cell_data, "faults": fault, "seed": run_seed,
                                    "until_s": sweep.until_s, "params": params,
-                                   "strategy": spec.name, "repetition": rep}
+                                   "strategy": label, "repetition": rep}
                             run_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
                                                     .encode()).hexdigest()[:12]
                             out.append(RunPoint(
                                 run_id=run_id, cell=cfg.cell, params=params,
-                                strategy=spec.name,
+                                strategy=label,
                                 scenario=str(fault["name"]) if fault else "none",
                                 seed=run_seed, repetition=rep, cell_data=cell_data,
                                 base_dir=str(Path(cfg._base_dir or ".").resolve()),
@@ -387,30 +440,25 @@ def _check_grid_path(path: str, values: Any,
 
 
 def _check_strategies(specs: Any) -> _Problems:
-    from agents.negotiation.strategies import order_strategy, resource_strategy
-    from security.errors import ConfigurationError
+    from agents.negotiation.strategies import strategy_problems
 
     problems: _Problems = []
-    names: dict[str, int] = {}
-    loaders: dict[str, Callable[[str], Any]] = {"order": order_strategy,
-                                                "resource": resource_strategy}
+    labels: dict[str, int] = {}
     for i, spec in enumerate(specs if isinstance(specs, list) else []):
         if not isinstance(spec, dict):
             continue
         name = spec.get("name")
-        if isinstance(name, str):
-            if name in names:
-                problems.append((("strategies", i, "name"),
-                                 (f"strategy name {name!r} is already used by "
-                                 f"strategies[{names[name]}]; labels must be unique")))
-            names[name] = i
-        for side, load in loaders.items():
-            value = spec.get(side)
-            if isinstance(value, str):
-                try:
-                    load(value)
-                except ConfigurationError as exc:
-                    problems.append((("strategies", i, side), str(exc)))
+        label = strategy_label(name, spec.get("order"), spec.get("resource"))
+        if label in labels:
+            loc = ("strategies", i, "name") if isinstance(name, str) else ("strategies", i)
+            what = "name" if label == name else "label"
+            problems.append((loc, (f"strategy {what} {label!r} is already used by "
+                                   f"strategies[{labels[label]}]; labels must be unique")))
+        labels[label] = i
+        for side in ("order", "resource"):
+            if spec.get(side) is not None:
+                for loc, message in strategy_problems(spec[side], side):
+                    problems.append((("strategies", i, side, *loc), message))
     return problems
 
 
