@@ -121,8 +121,8 @@ def test_console_service_on_zeromq_stores_decides_and_survives_a_restart(
                                look_every_s=0.05)
         assert again.boot == 2
         task = asyncio.create_task(again.run())
-        await _until("the restarted console", lambda: again._timers)
-        assert set(again._timers) == {"esc:o-005/e2"}
+        await _until("the restarted console", lambda: again.runner.timers)
+        assert {key for _, key in again.runner.timers} == {"esc:o-005/e2"}
         # a restarted receiver refuses the one envelope per sender it may have accepted
         # before (docs/PROTOCOL.md §10.2, F = 1): the order's next re-send gets through
         for _ in range(2):

@@ -8,9 +8,11 @@ Under ``autocell up`` the console agent is a process of its own
 :class:`~agents.escalation.console.ConsoleAgent` and its SQLite
 :class:`~agents.escalation.store.EscalationStore` on the signed ZeroMQ bus,
 with identity ``console`` (role ``console``), bound to the cell's
-``escalation.console_endpoint``.  It carries out the agent's actions like a
-host does (``Send`` → the bus, ``SetTimer`` → ``loop.call_later`` on the
-cell clock, ``Log`` → ``events-console.jsonl``) and, every
+``escalation.console_endpoint``.  The agent runs on the
+:class:`~agents.runtime.runner.Runner` like a host's agents do; the service
+is its driver (send → the bus, wake-at → ``loop.call_later`` on the cell
+clock, record → ``events-console.jsonl``; the console commands no plant)
+and, every
 ``look_every_s`` of wall time, writes the cell time to the store (the clock
 of the CLI twin and the web console) and, when someone else changed the
 store (a decision queued in the outbox, an acknowledgement, a shelve),
@@ -39,13 +41,15 @@ import os
 import queue
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.factory import timing_of
-from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
+from agents.protocol.actions import Action, Command
 from agents.protocol.messages import Body, Decision, Escalate, Message
-from agents.runtime.journal import Inbound, Input, SqliteJournal, Start, Timer, feed
+from agents.runtime.journal import SqliteJournal
+from agents.runtime.runner import Runner
 from security.keystore import KeyDir
 
 from .console import CONSOLE_ID, ConsoleAgent
@@ -107,58 +111,34 @@ class ConsoleService:
         for agent, endpoint in (routes or {}).items():
             self.bus.set_route(agent, endpoint)
         self.events = (state_dir / "events-console.jsonl").open("a", buffering=1)
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._head = ""
+        self.runner = Runner({CONSOLE_ID: self.agent}, _ServiceLink(self),
+                             on_agent_error=self._agent_failed)
         self.observer: Any = None      # unused; the web console serves escalation metrics
 
-    # -- carrying out actions ---------------------------------------------------------------
-    def _input(self, inp: Input) -> None:
-        if self._stop.is_set():
-            return
-        try:
-            actions = feed(self.agent, inp, None)
-        except Exception:   # a bug must not take the console down: the store keeps the state
-            log.exception("console agent failed on input")
-            return
-        self._execute(actions)
+    # -- what the runner's actions become ---------------------------------------------------
+    def _agent_failed(self, _agent: str, exc: Exception) -> None:
+        """A bug must not take the console down: the store keeps the state."""
+        log.error("console agent failed on input", exc_info=exc)
 
-    def _execute(self, actions: list[Action]) -> None:
-        for act in actions:
-            if isinstance(act, Send):
-                self.bus.send(CONSOLE_ID, act.to, act.body, act.conv)
-            elif isinstance(act, SetTimer):
-                self._set_timer(act.key, act.at)
-            elif isinstance(act, CancelTimer):
-                handle = self._timers.pop(act.key, None)
-                if handle is not None:
-                    handle.cancel()
-            elif isinstance(act, Log):
-                self.record(act.event, **act.fields)
+    def _settled(self) -> None:
+        """After the agent acted: its own writes to the store are no news."""
         self._head = self.store.audit_head()
 
-    def _set_timer(self, key: str, at: float) -> None:
-        assert self._loop is not None
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-
-        def fire() -> None:
-            if self._timers.get(key) is handle:
-                del self._timers[key]
-                self._input(Timer(key, self.clock.now()))
-
-        handle = self._loop.call_later(self.clock.delay_s(at), fire)
-        self._timers[key] = handle
+    def _execute(self, actions: list[Action]) -> None:
+        self.runner.execute(CONSOLE_ID, actions, self.clock.now())
+        self._settled()
 
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.clock.now(), 6), "ev": event, "host": "console", **fields}
         self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
 
     def _on_message(self, msg: Message) -> None:
-        if msg.to == CONSOLE_ID:
-            self._input(Inbound(msg, self.clock.now()))
+        if msg.to == CONSOLE_ID and not self._stop.is_set():
+            self.runner.deliver(msg, self.clock.now())
+            self._settled()
 
     def look(self) -> None:
         """Publish the cell time; if another process wrote the store, sync the agent."""
@@ -193,7 +173,8 @@ class ConsoleService:
         await self.bus.start(self._on_message)
         self.record("console_start", boot=self.boot, store=self.store.path,
                     open=len(self.store.list(open_only=True)))
-        self._input(Start(self.clock.now()))       # re-arms every open escalation
+        self.runner.start(CONSOLE_ID, self.clock.now())   # re-arms every open escalation
+        self._settled()
         status_path = self.state_dir / "status-console.json"
         status_every_s = status_interval_s(self.cfg, self.clock.speed)
         next_status = 0.0
@@ -208,13 +189,41 @@ class ConsoleService:
             except TimeoutError:
                 pass
         self.record("console_stop")
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()
         self.store.close()
         self.events.close()
+
+
+class _ServiceLink:
+    """The console service's services to the runner (agents/runtime/runner.py)."""
+
+    def __init__(self, service: ConsoleService) -> None:
+        self.service = service
+
+    def send(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+             delays_s: Sequence[float]) -> None:
+        bus = self.service.bus
+        if len(tos) == 1:
+            bus.send(sender, tos[0], body, conv)
+        else:
+            bus.send_many(sender, tos, body, conv)
+
+    def wake_at(self, at: float, token: int) -> None:
+        service = self.service
+        assert service._loop is not None
+
+        def wake() -> None:
+            if not service._stop.is_set():
+                service.runner.fire(token, service.clock.now())
+                service._settled()
+        service._loop.call_later(service.clock.delay_s(at), wake)
+
+    def command(self, sender: str, cmd: Command) -> None:
+        raise AssertionError(f"the console agent commands no plant (got {cmd.command!r})")
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        self.service.record(event, **fields)
 
 
 # -- the supervisor's escalation ----------------------------------------------------------------
