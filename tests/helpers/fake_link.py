@@ -2,45 +2,53 @@
 
 Theory of operation
 -------------------
-:class:`FakeLink` is the smallest driver that can run agents: it carries out
-their actions the way the virtual-time driver does, minus the envelope codec
-and SimPy.
+:class:`FakeLink` is the thinnest driver of the production
+:class:`~agents.runtime.runner.Runner` (agents/runtime/runner.py): every
+input goes through the runner, which carries out the agents' actions exactly
+as under the virtual-time driver and the ZeroMQ host (multicast grouping,
+timers with generations, completion).  The link supplies the runner's four
+driver services, minus the envelope codec and SimPy:
 
-* ``Send`` becomes a :class:`~agents.protocol.messages.Message` (header
-  filled in: sender, conv, epoch 1, a per-sender ``seq``, ``ts`` = now) and
-  joins the in-flight list.  *The test* decides what happens to it next:
+* send: each addressee gets a
+  :class:`~agents.protocol.messages.Message` (header filled in: sender,
+  conv, epoch 1, a per-sender ``seq``, ``ts`` = now) that joins the
+  in-flight list.  *The test* decides what happens to it next:
   :meth:`deliver` (any index, so reordering is free), :meth:`drop`, or leave
   it.  Agents in :attr:`silent` neither send nor receive: their messages are
   dropped (a partitioned agent: cut off the network, still running and
   still hearing its plant), and so is every message the ``lose`` predicate
   picks at send time.
-* ``SetTimer`` / ``CancelTimer`` edit an agenda keyed by ``(agent, key)``;
-  the clock never moves by itself — :meth:`advance` moves it and fires
-  whatever falls due, in time order (ties in the order they were set).
-* ``Command`` goes to a tiny fake plant that answers ``start_operation``
-  with ``operation_done`` after ``duration_s`` and ``move`` with ``arrived``
+* wake-at: an agenda entry; the clock never moves by itself —
+  :meth:`advance` moves it and fires whatever falls due, in time order (ties
+  in the order they were set); a timer the runner no longer holds armed
+  (cancelled, replaced) is skipped.
+* plant command: a tiny fake plant that answers ``start_operation`` with
+  ``operation_done`` after ``duration_s`` and ``move`` with ``arrived``
   (both on the same agenda); ``abort_operation`` removes the pending answer.
   :attr:`quality` decides ok/scrap per finished operation.
-* ``Log`` is kept in :attr:`logs`.
+* record: kept in :attr:`logs`.
 
 Everything observable is recorded: :attr:`log` is the readable sequence
 (``"o1>m1 cfp"`` per sent message, ``" (lost)"`` when it was dropped at
 send time, and the names of selected ``Log`` events), :attr:`trace` keeps
-every input with the actions it produced, so tests can assert on causes
-("this ``accept`` was produced by the deadline timer"); :attr:`observers`
-see each such step right after its actions were carried out.
+every input with the actions it produced (the runner's observer hook), so
+tests can assert on causes ("this ``accept`` was produced by the deadline
+timer"); :attr:`observers` see each such step right after its actions were
+carried out.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents.base import Agent, PlantEventIn
-from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
-from agents.protocol.messages import Message
+from agents.protocol.actions import Action, Command, Log
+from agents.protocol.messages import Body, Message
+from agents.runtime.journal import Inbound, Input, PlantIn, Start, Timer
+from agents.runtime.runner import Runner
 
 LOGGED_EVENTS = frozenset({"order_completed", "no_proposals", "non_routine", "lease_expired",
                            "reroute", "scrap"})
@@ -74,7 +82,7 @@ class _Due:
     seq: int
     kind: str = field(compare=False)          # "timer" | "plant"
     agent: str = field(compare=False)
-    key: str = field(compare=False)
+    key: str = field(compare=False)           # timer: the runner's token; plant: the task
     event: PlantEventIn | None = field(compare=False, default=None)
 
 
@@ -103,44 +111,73 @@ class FakeLink:
         self._agenda: dict[tuple[str, str, str], _Due] = {}
         self._seq = itertools.count()
         self._msg_seq: dict[str, itertools.count[int]] = {}
+        self.runner = Runner(self.agents, self)     # the production executor
+        self.runner.observer = self
+        self._cause: tuple[str, str] = ("start", "")
+        self._input: Any = None
+        self._step: Step | None = None
 
     # -- running agents -------------------------------------------------------------------
     def start(self) -> FakeLink:
-        for agent in list(self.agents.values()):
-            self._run(agent.id, ("start", ""), agent.on_start(self.now))
+        for agent_id in list(self.agents):
+            self._run(agent_id, ("start", ""), Start)
         return self
 
-    def _run(self, agent_id: str, cause: tuple[str, str], actions: list[Action],
-             input: Any = None) -> list[Action]:
-        step = Step(self.now, agent_id, cause, list(actions), input)
-        self.trace.append(step)
-        for act in actions:
-            if isinstance(act, Send):
-                self._send(agent_id, act, cause)
-            elif isinstance(act, SetTimer):
-                self._schedule("timer", agent_id, act.key, act.at)
-            elif isinstance(act, CancelTimer):
-                self._agenda.pop(("timer", agent_id, act.key), None)
-            elif isinstance(act, Command):
-                self._command(act)
-            elif isinstance(act, Log):
-                self.logs.append((self.now, agent_id, act))
-                if act.event in self.logged_events:
-                    self.log.append(act.event)
+    def _run(self, agent_id: str, cause: tuple[str, str], make: Callable[[float], Input],
+             input: Any = None, *, token: int | None = None) -> list[Action]:
+        """One input through the runner; the step it made (or none: a stale timer)."""
+        self._cause, self._input, self._step = cause, input, None
+        if token is None:
+            self.runner.input(agent_id, make, self.now)
+        else:
+            self.runner.fire(token, self.now)
+        step = self._step
+        if step is None:
+            return []
         for observe in self.observers:
             observe(step)
-        return actions
+        return step.actions
 
-    def _send(self, sender: str, act: Send, cause: tuple[str, str]) -> None:
+    # the runner's observer hook: the actions of the input being run, before they are
+    # carried out
+    def on_actions(self, agent: str, actions: Sequence[Action]) -> None:
+        self._step = Step(self.now, agent, self._cause, list(actions), self._input)
+        self.trace.append(self._step)
+
+    def on_record(self, line: Mapping[str, Any]) -> None:
+        return None
+
+    # -- the runner's driver services ---------------------------------------------------------
+    def send(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+             delays_s: Sequence[float]) -> None:
+        for to in tos:
+            self._send(sender, to, body, conv)
+
+    def wake_at(self, at: float, token: int) -> None:
+        agent, _key = self.runner._due[token]
+        self._schedule("timer", agent, str(token), at)
+
+    def command(self, sender: str, cmd: Command) -> None:
+        self._command(cmd)
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        step = self._step
+        agent = step.agent if step is not None else ""
+        act = Log(event, fields)
+        self.logs.append((self.now, agent, act))
+        if event in self.logged_events:
+            self.log.append(event)
+
+    def _send(self, sender: str, to: str, body: Body, conv: str) -> None:
         seq = next(self._msg_seq.setdefault(sender, itertools.count(1)))
         n = next(self._seq)
-        msg = Message(sender=sender, to=act.to, conv=act.conv, id=n.to_bytes(16, "big"),
-                      epoch=1, seq=seq, ts=self.now, body=act.body)
-        sent = Sent(self.now, msg, cause)
+        msg = Message(sender=sender, to=to, conv=conv, id=n.to_bytes(16, "big"),
+                      epoch=1, seq=seq, ts=self.now, body=body)
+        sent = Sent(self.now, msg, self._cause)
         self.sent.append(sent)
-        lost = sender in self.silent or act.to in self.silent or self.lose(msg)
+        lost = sender in self.silent or to in self.silent or self.lose(msg)
         if msg.type != "heartbeat" or self.log_heartbeats:
-            self.log.append(f"{sender}>{act.to} {msg.type}" + (" (lost)" if lost else ""))
+            self.log.append(f"{sender}>{to} {msg.type}" + (" (lost)" if lost else ""))
         if lost:
             sent.fate = "dropped"
         else:
@@ -150,6 +187,18 @@ class FakeLink:
                   event: PlantEventIn | None = None) -> None:
         self._agenda[(kind, agent, key)] = _Due(max(at, self.now), next(self._seq), kind, agent,
                                                 key, event)
+
+    def _armed(self, due: _Due) -> bool:
+        """A plant answer, or a timer the runner still holds (not cancelled or replaced)."""
+        if due.kind != "timer":
+            return True
+        token = int(due.key)
+        k = self.runner._due.get(token)
+        return k is not None and self.runner.timers.get(k) == token
+
+    def _prune(self) -> None:
+        for k in [k for k, due in self._agenda.items() if not self._armed(due)]:
+            del self._agenda[k]
 
     # -- the fake plant -----------------------------------------------------------------------
     def _command(self, cmd: Command) -> None:
@@ -170,8 +219,7 @@ class FakeLink:
                     data: dict[str, Any] | None = None) -> list[Action]:
         """Inject a plant event (``fault``, ``repaired`` …) now."""
         ev = PlantEventIn(event, resource, task, data)
-        agent = self.agents[resource]
-        return self._run(resource, ("plant", event), agent.on_plant_event(ev, self.now), ev)
+        return self._run(resource, ("plant", event), lambda t: PlantIn(ev, t), ev)
 
     # -- the wire -------------------------------------------------------------------------------
     def deliver(self, i: int = 0) -> list[Action]:
@@ -182,8 +230,7 @@ class FakeLink:
         if msg.to in self.silent:           # went silent while this was in flight
             sent.fate = "dropped"
             return []
-        agent = self.agents[msg.to]
-        return self._run(msg.to, ("message", msg.type), agent.on_message(msg, self.now), msg)
+        return self._run(msg.to, ("message", msg.type), lambda t: Inbound(msg, t), msg)
 
     def drop(self, i: int = 0) -> Sent:
         sent = self.in_flight.pop(i)
@@ -208,28 +255,33 @@ class FakeLink:
     def crash(self, agent: str) -> None:
         """``agent`` dies: silent for good, its timers gone, its plant work stopped."""
         self.silence(agent)
+        self.runner.crash(agent)
         for key in [k for k in self._agenda if k[1] == agent]:
             del self._agenda[key]
 
     # -- the clock ------------------------------------------------------------------------------
     def next_due_at(self) -> float | None:
+        self._prune()
         return min(self._agenda.values()).at if self._agenda else None
 
     def timer_at(self, agent: str, key: str) -> float | None:
-        due = self._agenda.get(("timer", agent, key))
+        token = self.runner.timers.get((agent, key))
+        due = None if token is None else self._agenda.get(("timer", agent, str(token)))
         return None if due is None else due.at
 
     def fire_next(self) -> list[Action]:
         """Move the clock to the earliest agenda entry and fire it."""
+        self._prune()
         due = min(self._agenda.values())
         del self._agenda[(due.kind, due.agent, due.key)]
         self.now = max(self.now, due.at)
-        agent = self.agents[due.agent]
         if due.kind == "timer":
-            return self._run(due.agent, ("timer", due.key), agent.on_timer(due.key, self.now))
-        assert due.event is not None       # a silent agent still hears its own plant
-        return self._run(due.agent, ("plant", due.event.event),
-                         agent.on_plant_event(due.event, self.now), due.event)
+            token = int(due.key)
+            _, key = self.runner._due[token]
+            return self._run(due.agent, ("timer", key), lambda t: Timer(key, t), token=token)
+        ev = due.event
+        assert ev is not None       # a silent agent still hears its own plant
+        return self._run(due.agent, ("plant", ev.event), lambda t: PlantIn(ev, t), ev)
 
     def advance(self, dt: float) -> None:
         """Move the clock ``dt`` seconds, firing what falls due (messages stay in flight)."""
