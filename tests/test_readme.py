@@ -43,17 +43,43 @@ def test_the_two_commands_are_the_first_two_fenced_blocks() -> None:
     assert "\n" not in first and "\n" not in second          # one command each, copy-paste
     assert first.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
     assert first.endswith("pip install -e . && autocell run cell_configs/demo_cell.yaml")
-    assert second.startswith("python3 -m venv .venv && . .venv/bin/activate && ")
+    assert second.startswith("bash tests/setup.sh && python3 -m venv .venv && "
+                             ". .venv/bin/activate && ")
     assert second.endswith("pip install -e '.[test]' && python -m pytest")
     # nothing but a title comes before them
     assert README.index("```") < README.index("\n## ")
 
 
 def test_ci_runs_the_second_command_verbatim() -> None:
+    """.ci/run reads the command from the README (so the two cannot drift): its extraction,
+    run on this README, gives exactly the second command, which it then executes."""
     _, second = commands()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert second in ci.splitlines()
+    extract = next(line for line in ci.splitlines() if line.startswith("cmd=$("))
+    out = subprocess.run(["bash", "-c", f'{extract}; printf %s "$cmd"'], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == second
+    assert 'exec bash -c "$cmd"' in ci
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_the_setup_script_says_what_to_install_when_it_cannot(tmp_path: Path) -> None:
+    """Not root and a package missing: a clear message naming it, exit 1 (PATH without
+    prometheus makes it missing whatever this machine has)."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("bash", "id", "env"):
+        found = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
+                               text=True).stdout.strip()
+        (bare / tool).symlink_to(found)
+    fake_id = bare / "id"
+    fake_id.unlink()
+    fake_id.write_text("#!/bin/sh\necho 1000\n")      # not root
+    fake_id.chmod(0o755)
+    proc = subprocess.run([str(bare / "bash"), str(ROOT / "tests" / "setup.sh")],
+                          env={"PATH": str(bare)}, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "prometheus" in proc.stderr and "apt-get install -y" in proc.stderr
 
 
 def test_the_demo_command_runs_as_written() -> None:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# What the test suite needs from the system, installed when missing.
+#
+# Called by the README's test command and therefore by .ci/run (which runs exactly
+# that command), so the two cannot drift. The Python packages come from
+# pyproject.toml's `test` extra; this script only adds what pip cannot install:
+#   - Debian's Chromium, for the console's real-browser tests (Playwright drives
+#     /usr/bin/chromium; no browser build is ever downloaded);
+#   - Prometheus and promtool, for the scrape and rules tests.
+# As root it installs them with apt-get; otherwise it says what to install and fails.
+set -euo pipefail
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool >/dev/null 2>&1 || { [[ " ${missing[*]-} " == *" prometheus "* ]] || missing+=(prometheus); }
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/setup.sh: the tests need ${missing[*]} (Debian packages), which are missing." >&2
+    echo "Install them as root, then run the test command again:" >&2
+    echo "    sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "tests/setup.sh: the tests need ${missing[*]}, and this system has no apt-get;" >&2
+    echo "install them with your package manager (Chromium at /usr/bin/chromium)." >&2
+    exit 1
+fi
+echo "tests/setup.sh: installing ${missing[*]} with apt-get" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
