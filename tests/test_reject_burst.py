@@ -318,3 +318,57 @@ def test_up_host_escalates_a_forged_burst_and_hears_the_cli_decision(tmp_path: P
     st = json.loads((state / "status-machines.json").read_text())
     assert st["reject_bursts"] == {"identity": "host-machines", "raised": 1, "open": []}
     assert st["rejected"]["bad_signature"] >= 7 and st["rejected"]["malformed"] >= 7
+
+
+# -- the host's burst watch in virtual time, through the runner -------------------------------
+
+def test_a_host_burst_is_raised_resent_until_decided_in_virtual_time() -> None:
+    """What a ZeroMQ host does on a burst (BurstWatch on its runner), in virtual time on the
+    fake link: the first escalate is lost, the raiser re-sends it, the console records it,
+    a supervisor's decision reaches host-NAME and the re-sending stops.  ``replayed``
+    refusals inside the grace window never count."""
+    from agents.base import Timing
+    from agents.escalation.burst import BurstWatch
+    from agents.escalation.console import CONSOLE_ID, ConsoleAgent
+    from helpers.fake_link import FakeLink
+
+    store = EscalationStore(":memory:")
+    console = ConsoleAgent(CONSOLE_ID, timing=Timing(), store=store)
+    watch = BurstWatch("host-machines", rule=Rule(1, 60.0, 5), console=CONSOLE_ID,
+                       resend_s=10.0, process="machines", grace_until_at=30.0,
+                       timing=Timing())
+    link = FakeLink([watch, console]).start()
+    counts: dict[str, int] = {}
+
+    def reject(reason: str) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
+        link.runner.execute(watch.id, watch.on_reject(reason, link.now, counts), link.now)
+
+    for _ in range(8):                    # a restart's refusals: inside the grace, no burst
+        reject("replayed")
+        link.advance(1.0)
+    assert not watch.raiser.open and not link.sent_of("escalate")
+    link.advance(30.0)
+    for _ in range(5):                    # five forgeries within the window: a burst
+        reject("bad_signature")
+        link.advance(1.0)
+    [esc] = watch.raiser.open
+    assert esc.startswith("host-machines/reject_burst/")
+    link.drop(0)                          # the first escalate is lost
+    assert not store.list()
+    link.advance(10.0)                    # the raiser sends it again
+    link.deliver_all()
+    [rec] = store.list()
+    assert (rec.id, rec.cause, rec.raised_by, rec.resource) == (
+        esc, "reject_burst", "host-machines", "machines")
+    assert rec.context["rejected_by_reason"] == {"bad_signature": 5, "replayed": 8}
+    link.runner.execute(CONSOLE_ID, console.decide(esc, "alice", "investigate", "IT", link.now),
+                        link.now)
+    link.deliver_all()
+    assert not watch.raiser.open
+    [(_, decided)] = link.log_events("reject_burst_decision")
+    assert (decided.fields["option"], decided.fields["user"], decided.fields["raised_here"]) == (
+        "investigate", "alice", True)
+    sent = len(link.sent_of("escalate"))
+    link.advance(100.0)
+    assert len(link.sent_of("escalate")) == sent     # decided: no more re-sends

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 Whoever sees rejections — the virtual-time driver (``host:virtual``) or a
-ZeroMQ host (its own identity ``host-NAME``) — feeds each one's time to a
-:class:`BurstDetector`.  A burst *starts* when ``count`` rejections fall
+ZeroMQ host (its own identity ``host-NAME``, a :class:`BurstWatch` agent on
+its runner) — feeds each one's time to a :class:`BurstDetector`.  A burst *starts* when ``count`` rejections fall
 within ``window_s`` (the newest at ``now``, the oldest after
 ``now - window_s``); :meth:`BurstDetector.observe` says so once, and stays
 quiet for the rest of the burst.  It re-arms the first time a rejection
@@ -27,9 +27,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 
-from agents.protocol.messages import Escalate
+from agents.base import Agent, Timing
+from agents.protocol.actions import Action, Log
+from agents.protocol.messages import Decision, Escalate, Message
 
 from .policy import Rule
+from .raiser import EscalationRaiser
 
 CAUSE = "reject_burst"
 
@@ -85,3 +88,58 @@ def reject_burst_escalation(rule: Rule, *, escalation: str, now: float,
                  {"id": "investigate", "label": "Investigate", "effect": "keep running "
                   "and record that the security event is being investigated"}],
         safe_default="continue", context=context)
+
+
+class BurstWatch(Agent):
+    """A process's own voice on the bus for reject bursts (identity ``host-NAME``).
+
+    Sans-io like every agent: the driver reports each rejection with
+    :meth:`on_reject` and runs the returned actions on its runner; a burst is
+    raised through the :class:`~agents.escalation.raiser.EscalationRaiser`,
+    re-sent every ``resend_s`` (cell seconds) until the console's ``decision``
+    arrives.  ``replayed`` refusals before ``grace_until_at`` are the expected
+    cost of the process's own restart (docs/PROTOCOL.md §10.2) and do not count.
+    """
+
+    role = "host"
+
+    def __init__(self, agent_id: str, *, rule: Rule, console: str, resend_s: float,
+                 process: str, grace_until_at: float, timing: Timing) -> None:
+        super().__init__(agent_id, timing=timing)
+        self.rule = rule
+        self.process = process
+        self.grace_until_at = grace_until_at
+        self.detector = BurstDetector.of(rule)
+        self.raiser: EscalationRaiser[None] = EscalationRaiser(agent_id, console, resend_s)
+        self.raised = 0
+
+    def on_reject(self, reason: str, now: float,
+                  rejected_by_reason: Mapping[str, int]) -> list[Action]:
+        if reason == "replayed" and now <= self.grace_until_at:
+            return []
+        if not self.detector.observe(now):
+            return []
+        rule = self.rule
+        body = reject_burst_escalation(
+            rule, escalation=f"{self.id}/{CAUSE}/{round(now, 3)}", now=now,
+            rejected_by_reason=rejected_by_reason, resource=self.process)
+        self.raised += 1
+        return [Log("reject_burst_escalated", {
+                    "escalation": body.escalation, "identity": self.id, "count": rule.count,
+                    "window_s": rule.threshold_s,
+                    "rejected_by_reason": body.context["rejected_by_reason"]}),
+                *self.raiser.raise_(body, None, now)]
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        return self.raiser.resend(key.split(":", 1)[1], now) if key.startswith("escalation:") \
+            else []
+
+    def on_message(self, msg: Message, now: float) -> list[Action]:
+        body = msg.body
+        if not isinstance(body, Decision) or msg.sender != self.raiser.console:
+            return []
+        entry, actions = self.raiser.decided(body.escalation)
+        return [Log("reject_burst_decision", {
+                    "escalation": body.escalation, "option": body.option, "user": body.user,
+                    "reason": body.reason, "raised_here": entry is not None}),
+                *actions]

@@ -39,11 +39,13 @@ supervisor the host is alive and which orders are complete.
 
 **Reject bursts** (docs/escalation.md): the host itself is on the bus as
 ``host-NAME`` (role ``host``) when its keys directory holds that
-certificate and the cell escalates.  Every rejected envelope goes to a
-:class:`~agents.escalation.burst.BurstDetector` (the bus's reject
-listener); when a burst starts the host sends a signed ``escalate`` from
-``host-NAME`` to the console, re-sends it every ``burst_resend_s`` wall
-seconds until a ``decision`` for it arrives, and logs both in its events.
+certificate and the cell escalates: a sans-io
+:class:`~agents.escalation.burst.BurstWatch` agent on the runner.  Every
+rejected envelope is reported to it (the bus's reject listener); when a
+burst starts it sends a signed ``escalate`` from ``host-NAME`` to the
+console, re-sends it every ``burst_resend_s`` wall seconds (through the
+escalation raiser, on a runner timer) until a ``decision`` for it arrives,
+and logs both in the host's events.
 ``replayed`` refusals in the first ``skew_s`` after the host started are
 the expected cost of its own restart (docs/PROTOCOL.md §10.2) and do not
 count.
@@ -65,15 +67,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.base import Agent, PlantEventIn
-from agents.escalation.burst import BurstDetector, reject_burst_escalation
+from agents.escalation.burst import BurstWatch
 from agents.escalation.policy import OFF, EscalationPolicy
-from agents.factory import build_agents
+from agents.factory import build_agents, timing_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
 from agents.protocol.messages import (
     Body,
-    Decision,
-    Escalate,
     Message,
     PlantCommand,
     PlantEvent,
@@ -194,11 +194,7 @@ class Host:
             self.bus.set_route(escalation.console, cfg.escalation.console_endpoint)
         self.identity = host_identity(name)
         self.burst_resend_s = burst_resend_s
-        self.bursts_open: dict[str, Escalate] = {}     # escalation id -> body, until decided
-        self.bursts_raised = 0
-        self._burst: BurstDetector | None = None
-        self._started_wall = clock.wall()
-        self._join_as_host(KeyDir(keys_dir))
+        self.burst_watch: BurstWatch | None = None     # host-NAME on the bus, when it can be
         self.events = (state_dir / f"events-{name}.jsonl").open("a", buffering=1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
@@ -215,6 +211,7 @@ class Host:
             rebuild=lambda agent_id: build_agents(self.cfg, self.seed,
                                                   escalation=self.escalation)[agent_id],
             on_agent_error=self._agent_failed)
+        self._join_as_host(KeyDir(keys_dir))
 
     @property
     def agents(self) -> dict[str, Agent]:
@@ -256,58 +253,25 @@ class Host:
                         extra={"ctx": {"host": self.name, "identity": self.identity}})
             return
         self.bus.add_identity(self.identity, key, epoch=self.boot)
-        self._burst = BurstDetector.of(rule)
+        now = self.clock.now()
+        self.burst_watch = BurstWatch(
+            self.identity, rule=rule, console=self.escalation.console,
+            resend_s=self.burst_resend_s * self.clock.speed, process=self.name,
+            # our own restart's refusals (PROTOCOL §10.2) are no attack: the skew window
+            grace_until_at=now + REPLAY_SKEW_S * self.clock.speed,
+            timing=timing_of(self.cfg))
+        self.runner.agents[self.identity] = self.burst_watch
+        self.runner.unjournalled |= {self.identity}
         self.bus.rejects.listener = self._on_reject
 
     def _on_reject(self, exc: Rejected) -> None:
         """Every rejection the bus counted (the hot path of a flood: O(1))."""
-        assert self._burst is not None
-        if (exc.reason == "replayed"
-                and self.clock.wall() <= self._started_wall + REPLAY_SKEW_S):
-            return      # our own restart's refusals (PROTOCOL §10.2), not an attack
+        watch = self.burst_watch
+        if watch is None or self._stop.is_set():
+            return
         now = self.clock.now()
-        if self._burst.observe(now):
-            self._raise_burst(now)
-
-    def _raise_burst(self, now: float) -> None:
-        rule = self.escalation.reject_burst
-        assert rule is not None
-        body = reject_burst_escalation(
-            rule, escalation=f"{self.identity}/reject_burst/{round(now, 3)}", now=now,
-            rejected_by_reason=self.bus.stats.rejected, resource=self.name)
-        self.bursts_raised += 1
-        self.bursts_open[body.escalation] = body
-        self.record("reject_burst_escalated", escalation=body.escalation,
-                    identity=self.identity, count=rule.count, window_s=rule.threshold_s,
-                    rejected_by_reason=body.context["rejected_by_reason"])
-        log.warning("a burst of rejected messages: escalated to the console",
-                    extra={"ctx": {"escalation": body.escalation, "count": rule.count,
-                                   "window_s": rule.threshold_s}})
-        self.bus.send(self.identity, self.escalation.console, body, body.escalation)
-        if len(self.bursts_open) == 1 and self._loop is not None:
-            self._loop.call_later(self.burst_resend_s, self._resend_bursts)
-
-    def _resend_bursts(self) -> None:
-        """Re-send every unanswered burst escalation (the console may be restarting)."""
-        if self._stop.is_set() or not self.bursts_open:
-            return
-        for esc, body in list(self.bursts_open.items()):
-            try:
-                self.bus.send(self.identity, self.escalation.console, body, esc)
-            except Exception:   # never let a re-send take the host down
-                log.exception("re-sending a reject-burst escalation failed")
-        assert self._loop is not None
-        self._loop.call_later(self.burst_resend_s, self._resend_bursts)
-
-    def _on_decision(self, msg: Message) -> None:
-        body = msg.body
-        if not isinstance(body, Decision) or msg.sender != self.escalation.console:
-            return
-        raised = self.bursts_open.pop(body.escalation, None) is not None
-        self.record("reject_burst_decision", escalation=body.escalation, option=body.option,
-                    user=body.user, reason=body.reason, raised_here=raised)
-        log.info("reject-burst decision", extra={"ctx": {
-            "escalation": body.escalation, "option": body.option, "user": body.user}})
+        self.runner.execute(self.identity, watch.on_reject(exc.reason, now,
+                                                           self.bus.stats.rejected), now)
 
     # -- what the runner's actions become (the runner does the rest) ------------------------
     def _agent_failed(self, agent_id: str, exc: Exception) -> None:
@@ -332,9 +296,6 @@ class Host:
     # -- inputs ---------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
         if self._stop.is_set():
-            return
-        if msg.to == self.identity:
-            self._on_decision(msg)
             return
         if isinstance(msg.body, PlantEvent):
             ev = PlantEventIn(msg.body.event, msg.body.resource, msg.body.task, msg.body.data)
@@ -404,9 +365,19 @@ class Host:
                 "sent": sum(self.bus.stats.sent.values()),
                 "received": sum(self.bus.stats.received.values()),
                 "rejected": dict(self.bus.stats.rejected),
-                "reject_bursts": {"identity": self.identity if self._burst else "",
-                                  "raised": self.bursts_raised,
-                                  "open": sorted(self.bursts_open)}}
+                "reject_bursts": self._bursts_status()}
+
+    @property
+    def bursts_open(self) -> list[str]:
+        """The reject-burst escalations raised here and not yet decided."""
+        return sorted(self.burst_watch.raiser.open) if self.burst_watch is not None else []
+
+    def _bursts_status(self) -> dict[str, Any]:
+        watch = self.burst_watch
+        if watch is None:
+            return {"identity": "", "raised": 0, "open": []}
+        return {"identity": self.identity, "raised": watch.raised,
+                "open": sorted(watch.raiser.open)}
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()

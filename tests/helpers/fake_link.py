@@ -286,7 +286,7 @@ class FakeLink:
     def advance(self, dt: float) -> None:
         """Move the clock ``dt`` seconds, firing what falls due (messages stay in flight)."""
         target = self.now + dt
-        while self._agenda and self.next_due_at() <= target:  # type: ignore[operator]
+        while (nxt := self.next_due_at()) is not None and nxt <= target:
             self.fire_next()
         self.now = target
 
