@@ -64,6 +64,10 @@ DEFAULT_KPIS: tuple[str, ...] = ("makespan", "mean_flow_time", "tardiness_total"
                                  "orders_completed", "reroutes", "messages_sent")
 
 
+def _no_faults() -> list[str | None]:
+    return [None]
+
+
 class StrategySpec(_Model):
     """One strategy pair under a label; omitted sides keep the base cell's choice."""
 
@@ -90,7 +94,7 @@ class Sweep(_Model):
     strategies: list[StrategySpec] = Field(
         default_factory=list, description="Strategy pairs to compare; empty: the cells' own.")
     faults: list[str | None] = Field(
-        default_factory=lambda: [None],
+        default_factory=_no_faults,
         description="Fault scenario files relative to this file; `null` = no faults.")
     seeds: list[Seed] = Field(
         default_factory=lambda: [0], min_length=1, description="Run seeds.")
