@@ -64,10 +64,6 @@ DEFAULT_KPIS: tuple[str, ...] = ("makespan", "mean_flow_time", "tardiness_total"
                                  "orders_completed", "reroutes", "messages_sent")
 
 
-def _no_faults() -> list[str | None]:
-    return [None]
-
-
 class StrategySpec(_Model):
     """One strategy pair under a label; omitted sides keep the base cell's choice."""
 
@@ -79,6 +75,11 @@ class StrategySpec(_Model):
 
 
 Seed = Annotated[int, Field(ge=0)]
+
+
+def _no_faults() -> list[str | None]:
+    """One point without faults (a lambda returning ``[None]`` would type as ``list[None]``)."""
+    return [None]
 
 
 class Sweep(_Model):
