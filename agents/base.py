@@ -1,4 +1,4 @@
-"""The sans-io agent: inputs in, actions out (DESIGN §3).
+"""The sans-io agent: inputs in, actions out (docs/architecture.md, The runner and its drivers).
 
 An agent never reads a clock, sleeps, touches a socket or draws from a
 global RNG: ``now`` comes with every input, randomness from ``self.rng``

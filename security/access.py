@@ -1,4 +1,4 @@
-"""Who may say what: the access table of DESIGN §5, as data.
+"""Who may say what: the access table (docs/PROTOCOL.md §8), as data.
 
 ``ACCESS`` maps a message type to the roles allowed to send it.
 ``KIND_ACCESS`` refines types whose body names a ``kind``: only machines bid

@@ -1,6 +1,6 @@
 """The error hierarchy of autocell.
 
-Three families, translated at the boundaries (STYLE.md 6):
+Three families, translated at the boundaries (docs/architecture.md, Style 6):
 
 * :class:`ConfigurationError` — the operator's input is wrong (a key file, a
   role name, a cell file).  Raised at start-up, shown to a person, exit 2.

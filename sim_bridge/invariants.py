@@ -1,4 +1,4 @@
-"""The invariants of DESIGN §8, checked on a run's event log.
+"""The invariants of docs/architecture.md ("Invariants"), checked on a run's event log.
 
 Each check reads only the event log (plus the run's message counters), so
 the same functions can judge a log written by another driver.  A check
@@ -114,7 +114,7 @@ def split_lots_complete(evs: list[dict[str, Any]]) -> list[str]:
 
 def orders_accounted(evs: list[dict[str, Any]], orders: list[str], ended_by: str) -> list[str]:
     """Every released order ends completed, cancelled by a human decision, or waiting on an
-    open escalation (DESIGN §8); an order the agents flagged non-routine without escalating
+    open escalation ("nothing lost"); an order the agents flagged non-routine without escalating
     (escalation off) counts as waiting on that case.  A run cut by ``--until`` is exempt.
     A split order is completed only with every lot done (:func:`split_lots_complete`)."""
     done = {e["order"] for e in evs if e["ev"] == "order_completed"}

@@ -1,6 +1,6 @@
 """The embedded plant: a discrete-event simulation of the cell on SimPy.
 
-It implements the plant interface of DESIGN §3 — commands
+It implements the plant interface (docs/architecture.md) — commands
 ``start_operation``, ``abort_operation``, ``move``, ``set_state``; events
 ``operation_done``, ``fault``, ``repaired``, ``arrived``, ``reading``,
 ``quality_result`` — and knows nothing of agents or messages: commands come
@@ -10,7 +10,7 @@ Randomness (breakdowns, repairs, scrap, sensor noise) comes from one
 seeded :class:`random.Random` per concern, derived from the run seed, so
 adding a sensor does not shift the breakdown times.
 
-The plant is also the last line of defence for "nothing twice" (DESIGN §8):
+The plant is also the last line of defence for "nothing twice" (docs/architecture.md, Invariants):
 it refuses to start an operation task that it has already completed
 successfully, a task that is in progress on another machine (the parts are
 there), a start carrying an award epoch older than one already started for

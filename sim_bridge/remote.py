@@ -16,9 +16,13 @@ whenever its next event falls due; between events the process sleeps on
 the asyncio loop, so commands are served at once.
 
 A machine or robot agent may command only its own resource; anything else
-is refused and counted (``forbidden_resource``).  Plant records (op starts
-and ends, faults, moves) go to ``events-sim.jsonl``, which the supervisor
-checks against the invariants of DESIGN §8.
+is refused and counted (``forbidden_resource``).  So is every command the
+plant refuses without an event to answer it: ``set_state`` for a robot or
+an unknown id (``set_state``) and an unknown command (``unknown_command``);
+a refused start or move is answered (``command_refused`` or ``fault``).
+The counts are the ``refused`` map of ``status-sim.json``.  Plant records
+(op starts and ends, faults, moves) go to ``events-sim.jsonl``, which the
+supervisor checks against the invariants (docs/architecture.md, Invariants).
 """
 
 from __future__ import annotations
@@ -123,7 +127,12 @@ class PlantServer:
             self.record("command_forbidden", sender=msg.sender, resource=body.resource)
             return
         self.advance()
+        refused_before = len(self.plant.stats.refused)
         self.plant.command(Command(body.command, body.resource, body.task, dict(body.args)))
+        if (len(self.plant.stats.refused) > refused_before
+                and body.command not in ("start_operation", "move")):
+            # refused without an answering event (PROTOCOL §13.3): count it with the others
+            self.refused["set_state" if body.command == "set_state" else "unknown_command"] += 1
         self._wake.set()
 
     def status(self) -> dict[str, Any]:

@@ -21,37 +21,28 @@ the same config and seed (tests hold us to it).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from agents.base import Agent, PlantEventIn
+from agents.base import Agent
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
 from agents.escalation.policy import OFF, policy_of
 from agents.escalation.store import EscalationStore
 from agents.factory import build_agents, roles_of, timing_of
 from agents.order import OrderAgent
-from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
-from agents.runtime.journal import (
-    Inbound,
-    Input,
-    Journal,
-    MemoryJournal,
-    PlantIn,
-    Start,
-    Timer,
-    feed,
-    replay,
-)
+from agents.protocol.actions import Command
+from agents.protocol.messages import Body
+from agents.runtime.journal import Journal, MemoryJournal, Start
 from agents.runtime.observe import Observer
+from agents.runtime.runner import NetworkModel, Runner, RunnerStats
 from security.envelope import Opener, Sealer
 from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
@@ -64,42 +55,14 @@ if TYPE_CHECKING:
     from ops.config.model import CellConfig
 
 
-@dataclass(frozen=True)
-class NetworkModel:
-    """Seeded message delivery: latency, jitter, loss, duplication, reordering."""
-
-    latency_s: float = 0.001
-    jitter_s: float = 0.0
-    loss: float = 0.0
-    duplication: float = 0.0
-    reorder: float = 0.0
-
-    def deliveries(self, rng: random.Random) -> list[float]:
-        """Delays after which copies of one message arrive (empty = lost)."""
-        if self.loss and rng.random() < self.loss:
-            return []
-        copies = 2 if self.duplication and rng.random() < self.duplication else 1
-        out = []
-        for _ in range(copies):
-            d = self.latency_s + (rng.uniform(0.0, self.jitter_s) if self.jitter_s else 0.0)
-            if self.reorder and rng.random() < self.reorder:
-                d += rng.uniform(0.0, 5.0 * max(self.latency_s, 1e-4))
-            out.append(d)
-        return out
-
-
 @dataclass
-class RunStats:
-    messages_sent: int = 0
+class RunStats(RunnerStats):
+    """The runner's counters plus what the virtual wire counts (envelopes opened)."""
+
     messages_delivered: int = 0
-    messages_lost: int = 0
     verified: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
-    sent_by_type: Counter[str] = field(default_factory=Counter)
     received_by_type: Counter[str] = field(default_factory=Counter)
-    dropped_agent_down: int = 0
-    dropped_partition: int = 0
-    restarts: int = 0
 
 
 class VirtualCell:
@@ -132,12 +95,8 @@ class VirtualCell:
                                                n.reorder)
         if faults is not None:
             f = faults.network
-            nm = self.network
-            self.network = NetworkModel(nm.latency_s + f.delay_s, nm.jitter_s + f.jitter_s,
-                                        1 - (1 - nm.loss) * (1 - f.loss),
-                                        max(nm.duplication, f.duplication),
-                                        max(nm.reorder, f.reorder))
-        self._rng_net = random.Random(f"{self.seed}/network")
+            self.network = self.network.combined(
+                NetworkModel(f.delay_s, f.jitter_s, f.loss, f.duplication, f.reorder))
         self._rng_ids = random.Random(f"{self.seed}/msgid")
         if keys is None:
             keys = ephemeral_cell({**roles_of(cfg), CONSOLE_ID: "console"},
@@ -145,10 +104,8 @@ class VirtualCell:
         # Escalations need the console agent, which needs a console key: a keys
         # directory without one runs the cell with escalation off, as before.
         self.policy = policy_of(cfg) if CONSOLE_ID in keys.keys else OFF
-        self.agents: dict[str, Agent] = build_agents(cfg, self.seed,
-                                                     order_strategy_name=order_strategy,
-                                                     resource_strategy_name=resource_strategy,
-                                                     escalation=self.policy)
+        built = build_agents(cfg, self.seed, order_strategy_name=order_strategy,
+                             resource_strategy_name=resource_strategy, escalation=self.policy)
         self.console: ConsoleAgent | None = None
         if CONSOLE_ID in keys.keys:
             self.console = ConsoleAgent(
@@ -158,7 +115,7 @@ class VirtualCell:
         self._burst: BurstDetector | None = None    # for the reject-burst rule
         # the console is no agent of the cell's own: its state lives in its store, not in
         # a journal, and no fault scenario crashes it
-        missing = sorted(set(self.agents) - set(keys.keys))
+        missing = sorted(set(built) - set(keys.keys))
         if missing:
             raise ConfigurationError(
                 f"no key for agent(s) {', '.join(missing[:10])}; issue them with "
@@ -171,33 +128,62 @@ class VirtualCell:
         self.keys = keys
         self.sealers = {a: Sealer(a, keys.keys[a], epoch=self._boot(a),
                                   random_bytes=self._random_bytes)
-                        for a in [*self.agents, *([CONSOLE_ID] if self.console else [])]}
-        self.down: set[str] = set()                 # crashed agents, not yet restarted
-        self.paused: dict[str, list[Callable[[], None]]] = {}   # agent -> inputs held back
-        self.cut: list[set[str]] = []               # active partitions (agents cut off)
+                        for a in [*built, *([CONSOLE_ID] if self.console else [])]}
         self.skew: dict[str, float] = {}            # agent -> clock offset, seconds
-        self._timers: dict[tuple[str, str], int] = {}
-        self._timer_gen = itertools.count(1)
-        self.orders = [a for a in self.agents.values() if isinstance(a, OrderAgent)]
-        self.completed = 0
         self._all_done = self.env.event()
+        agents: dict[str, Agent] = dict(built)
+        if self.console is not None:
+            agents[CONSOLE_ID] = self.console
+        self.runner = Runner(
+            agents, _VirtualLink(self), journal=journal, unjournalled=[CONSOLE_ID],
+            network=self.network, rng=random.Random(f"{self.seed}/network"),
+            orders=[a for a, agent in built.items() if isinstance(agent, OrderAgent)],
+            rebuild=self._rebuild, stats=self.stats)
+        self.runner.listeners.append(self._order_done)
         self.plant = EmbeddedPlant(
             self.env,
             [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
                          m.power_kw.busy, m.location) for m in cfg.machines],
-            [r.id for r in cfg.robots], seed=self.seed, emit=self._plant_event,
+            [r.id for r in cfg.robots], seed=self.seed,
+            emit=lambda ev: self.runner.plant_event(ev, self.env.now),
             record=self.record, sensor_interval_s=cfg.sim.sensor_interval_s,
             breakdowns=breakdowns)
         self.wall_s = 0.0
         self.ended_by = ""
-        self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
+
+    # -- views of the runner's state ----------------------------------------------------------
+    @property
+    def agents(self) -> dict[str, Agent]:
+        """The cell's agents (the console agent is not one of them)."""
+        return {a: agent for a, agent in self.runner.agents.items() if a != CONSOLE_ID}
+
+    @property
+    def orders(self) -> list[OrderAgent]:
+        return [self.runner.agents[o] for o in self.runner.orders]  # type: ignore[misc]
+
+    @property
+    def completed(self) -> int:
+        return len(self.runner.completed)
+
+    @property
+    def down(self) -> set[str]:
+        return self.runner.down
+
+    @property
+    def observer(self) -> Observer | None:
+        return self.runner.observer
+
+    @observer.setter
+    def observer(self, value: Observer | None) -> None:
+        self.runner.observer = value
 
     # -- event log ------------------------------------------------------------------------------
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.env.now, 9), "ev": event, **fields}
         self.events.append(json.dumps(line, sort_keys=True, separators=(",", ":")))
-        if self.observer is not None:
-            self.observer.on_record(line)
+        observer = self.runner.observer
+        if observer is not None:
+            observer.on_record(line)
 
     def event_log_sha256(self) -> str:
         h = hashlib.sha256()
@@ -206,79 +192,40 @@ class VirtualCell:
             h.update(b"\n")
         return h.hexdigest()
 
-    # -- carrying out actions ---------------------------------------------------------------------
+    # -- the wire: what the runner's sends become ---------------------------------------------
     def _random_bytes(self, n: int) -> bytes:
         return self._rng_ids.getrandbits(8 * n).to_bytes(n, "big")
 
     def _boot(self, agent_id: str) -> int:
         return self.journal.next_boot(agent_id) if self.journal is not None else 1
 
-    def _input(self, agent_id: str, make: Callable[[float], Input]) -> None:
-        """Hand an input to an agent: dropped while it is down, held while it is paused."""
-        if agent_id in self.down:
-            self.stats.dropped_agent_down += 1
-            return
-        held = self.paused.get(agent_id)
-        if held is not None:
-            held.append(lambda: self._input(agent_id, make))
-            return
-        if agent_id == CONSOLE_ID and self.console is not None:
-            self._execute(self.console, feed(self.console, make(self.env.now), None))
-            return
-        agent = self.agents[agent_id]
-        self._execute(agent, feed(agent, make(self.env.now), self.journal))
-
-    def _execute(self, agent: Agent, actions: list[Action]) -> None:
-        now = self.env.now
-        if self.observer is not None:
-            self.observer.on_actions(agent.id, actions)
-        for act in actions:
-            if isinstance(act, Send):
-                self._send(agent.id, act, now)
-            elif isinstance(act, SetTimer):
-                self._set_timer(agent, act.key, act.at)
-            elif isinstance(act, CancelTimer):
-                self._timers.pop((agent.id, act.key), None)
-            elif isinstance(act, Command):
-                self.plant.command(act)
-            elif isinstance(act, Log):
-                self.record(act.event, **act.fields)
-                if act.event in ("order_completed", "order_cancelled"):
-                    self.completed += 1
-                    if self.completed == len(self.orders) and not self._all_done.triggered:
-                        self._all_done.succeed()
-
-    def _send(self, sender: str, act: Send, now: float) -> None:
-        stamp = now + self.clock_base_at + self.skew.get(sender, 0.0)
-        frames = self.sealers[sender].seal(act.to, act.body, stamp, act.conv)
-        self.stats.messages_sent += 1
-        self.stats.sent_by_type[act.body.TYPE] += 1
-        if self.cut and any((sender in c) != (act.to in c) for c in self.cut):
-            self.stats.dropped_partition += 1
-            return
-        delays = self.network.deliveries(self._rng_net)
-        if not delays:
-            self.stats.messages_lost += 1
-            return
-        for d in delays:
+    def _transmit(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+                  delays_s: Sequence[float]) -> None:
+        """Seal once for ``tos``; each copy arrives after its delay."""
+        stamp = self.env.now + self.clock_base_at + self.skew.get(sender, 0.0)
+        frames = self.sealers[sender].seal(tos[0] if len(tos) == 1 else list(tos), body,
+                                           stamp, conv)
+        for d in delays_s:
             self.env.timeout(d).callbacks.append(lambda _e, f=frames: self._deliver(f))
 
     def _deliver(self, frames: list[bytes]) -> None:
         now = self.env.now
         try:
-            msg = self.opener.open(frames, now + self.clock_base_at)
+            opened = self.opener.open_envelope(frames, now + self.clock_base_at)
         except Rejected as exc:
             self.stats.rejected[exc.reason] += 1
             self.record("rejected", reason=exc.reason, sender=exc.sender or "")
             self._reject_burst(now)
             return
-        self.stats.verified += 1
-        if msg.to not in self.agents and not (msg.to == CONSOLE_ID and self.console):
-            self.stats.rejected["misdirected"] += 1
-            return
-        self.stats.messages_delivered += 1
-        self.stats.received_by_type[msg.type] += 1
-        self._input(msg.to, lambda t: Inbound(msg, t))
+        self.stats.verified += len(opened.to)     # per addressee, like the bus's counters
+        agents = self.runner.agents
+        for to in opened.to:
+            if to not in agents:
+                self.stats.rejected["misdirected"] += 1
+        for msg in opened.for_local(agents):
+            self.stats.messages_delivered += 1
+            self.stats.received_by_type[msg.type] += 1
+            self.runner.deliver(msg, now)
 
     def _reject_burst(self, now: float) -> None:
         """A burst of rejected messages is a security event for a supervisor (the driver,
@@ -292,74 +239,40 @@ class VirtualCell:
             return
         body = reject_burst_escalation(rule, escalation=f"host:virtual/reject_burst/{round(now, 6)}",
                                        now=now, rejected_by_reason=self.stats.rejected)
-        self._execute(self.console, self.console.raise_local("host:virtual", body, now))
+        self.runner.execute(CONSOLE_ID, self.console.raise_local("host:virtual", body, now), now)
 
-    def _set_timer(self, agent: Agent, key: str, at: float) -> None:
-        k = (agent.id, key)
-        gen = next(self._timer_gen)   # never reused: a cancelled timeout can't match a new timer
-        self._timers[k] = gen
-
-        def fire(_e: Any) -> None:
-            if self._timers.get(k) == gen:
-                del self._timers[k]
-                self._input(agent.id, lambda t: Timer(key, t))
-
-        self.env.timeout(max(0.0, at - self.env.now)).callbacks.append(fire)
-
-    def _plant_event(self, ev: PlantEventIn) -> None:
-        if ev.resource in self.agents:
-            self._input(ev.resource, lambda t: PlantIn(ev, t))
+    def _order_done(self, _order: str) -> None:
+        if self.runner.all_done and not self._all_done.triggered:
+            self._all_done.succeed()
 
     # -- faults -------------------------------------------------------------------------------------
+    def _rebuild(self, agent_id: str) -> Agent:
+        order_s, resource_s = self._strategies
+        return build_agents(self.cfg, self.seed, order_strategy_name=order_s,
+                            resource_strategy_name=resource_s, escalation=self.policy)[agent_id]
+
     def crash(self, agent_id: str) -> None:
         """The agent's process state is gone: inputs are dropped until :meth:`restart`."""
         if self.journal is None:
             raise ConfigurationError("crashing an agent needs a journal to restart it from")
-        if agent_id in self.down:
-            return
-        self.paused.pop(agent_id, None)      # a paused process that is killed loses its inputs
-        self.down.add(agent_id)
-        for k in [k for k in self._timers if k[0] == agent_id]:
-            del self._timers[k]
-        self.record("agent_crash", agent=agent_id)
+        self.runner.crash(agent_id)
 
     def restart(self, agent_id: str) -> None:
-        """Rebuild the agent from its journal (fresh object, same seed), re-arm its timers."""
-        if agent_id not in self.down:
+        """Rebuild the agent from its journal (fresh object, same seed), re-arm its timers;
+        its envelopes carry a new boot epoch."""
+        if agent_id not in self.runner.down:
             return
-        assert self.journal is not None
-        order_s, resource_s = self._strategies
-        fresh = build_agents(self.cfg, self.seed, order_strategy_name=order_s,
-                             resource_strategy_name=resource_s,
-                             escalation=self.policy)[agent_id]
-        rec = replay(fresh, self.journal.records(agent_id))
-        self.agents[agent_id] = fresh
-        for o_idx, o in enumerate(self.orders):
-            if o.id == agent_id:
-                self.orders[o_idx] = fresh  # type: ignore[assignment]
         self.sealers[agent_id] = Sealer(agent_id, self.keys.keys[agent_id],
                                         epoch=self._boot(agent_id),
                                         random_bytes=self._random_bytes)
-        self.down.discard(agent_id)
-        self.stats.restarts += 1
-        self.record("agent_restart", agent=agent_id, inputs=rec.inputs)
-        for key, at in rec.pending():
-            self._set_timer(fresh, key, at)
-        self._input(agent_id, rec.resume)
+        self.runner.restart(agent_id, self.env.now)
 
     def pause(self, agent_id: str) -> None:
         """``SIGSTOP``: inputs are held (sockets and timers queue up) until :meth:`resume`."""
-        if agent_id not in self.down and agent_id not in self.paused:
-            self.paused[agent_id] = []
-            self.record("agent_pause", agent=agent_id)
+        self.runner.pause(agent_id)
 
     def resume(self, agent_id: str) -> None:
-        held = self.paused.pop(agent_id, None)
-        if held is None:
-            return
-        self.record("agent_resume", agent=agent_id, held=len(held))
-        for deliver in held:
-            deliver()
+        self.runner.resume(agent_id, self.env.now)
 
     def _at(self, at_s: float, what: Callable[[], None]) -> None:
         self.env.timeout(max(0.0, at_s - self.env.now)).callbacks.append(lambda _e: what())
@@ -389,41 +302,39 @@ class VirtualCell:
         for p in f.partitions:
             side = set(p.agents)
             self._at(p.at_s, lambda p=p, side=side: inject(
-                "partition", sorted(side), lambda: self.cut.append(side),
+                "partition", sorted(side), lambda: self.runner.partition(side),
                 duration_s=p.duration_s))
-            self._at(p.at_s + p.duration_s, lambda side=side: self._heal(side))
+            self._at(p.at_s + p.duration_s, lambda side=side: self.runner.heal(side))
         for s in f.clock_skew:
             self._at(s.at_s, lambda s=s: inject("clock_skew", [s.agent],
                                                 lambda: self.skew.__setitem__(s.agent, s.offset_s),
                                                 offset_s=s.offset_s))
 
-    def _heal(self, side: set[str]) -> None:
-        if side in self.cut:
-            self.cut.remove(side)
-            self.record("partition_healed", agents=sorted(side))
-
     # -- supervisors (the console agent's API; in virtual time nobody calls these unless a
     #    test or an embedding program plays the supervisor) ---------------------------------------
     def acknowledge(self, escalation: str, user: str) -> None:
         assert self.console is not None
-        self._execute(self.console, self.console.acknowledge(escalation, user, self.env.now))
+        self.runner.execute(CONSOLE_ID, self.console.acknowledge(escalation, user, self.env.now),
+                            self.env.now)
 
     def shelve(self, escalation: str, user: str, reason: str, duration_s: float) -> None:
         assert self.console is not None
-        self._execute(self.console, self.console.shelve(escalation, user, reason, duration_s,
-                                                        self.env.now))
+        self.runner.execute(CONSOLE_ID, self.console.shelve(escalation, user, reason,
+                                                            duration_s, self.env.now),
+                            self.env.now)
 
     def decide(self, escalation: str, user: str, option: str, reason: str = "") -> None:
         assert self.console is not None
-        self._execute(self.console, self.console.decide(escalation, user, option, reason,
-                                                        self.env.now))
+        self.runner.execute(CONSOLE_ID, self.console.decide(escalation, user, option, reason,
+                                                            self.env.now),
+                            self.env.now)
 
     # -- running ------------------------------------------------------------------------------------
     def start(self) -> None:
         if self.faults is not None:
             self._schedule_faults(self.faults)
-        for agent_id in [*self.agents, *([CONSOLE_ID] if self.console else [])]:
-            self._input(agent_id, Start)
+        for agent_id in self.runner.agents:
+            self.runner.input(agent_id, Start, self.env.now)
 
     def run(self, until: float | None = None,
             progress: Callable[[float, int, int], None] | None = None, *,
@@ -505,10 +416,33 @@ class VirtualCell:
             return
         self._store_head = head
         console = self.console
-        self._at(at, lambda: self._execute(console, console.sync(self.env.now)))
+        self._at(at, lambda: self.runner.execute(CONSOLE_ID, console.sync(self.env.now),
+                                                  self.env.now))
 
     def _ticker(self, step_s: float, progress: Callable[[float, int, int], None]):
         # Progress ticks schedule events but touch no state: the event log is unchanged.
         while True:
             yield self.env.timeout(step_s)
             progress(self.env.now, self.completed, len(self.orders))
+
+
+class _VirtualLink:
+    """The virtual-time driver's four services to the runner (agents/runtime/runner.py)."""
+
+    def __init__(self, cell: VirtualCell) -> None:
+        self.cell = cell
+
+    def send(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+             delays_s: Sequence[float]) -> None:
+        self.cell._transmit(sender, tos, body, conv, delays_s)
+
+    def wake_at(self, at: float, token: int) -> None:
+        env, runner = self.cell.env, self.cell.runner
+        env.timeout(max(0.0, at - env.now)).callbacks.append(
+            lambda _e: runner.fire(token, env.now))
+
+    def command(self, sender: str, cmd: Command) -> None:
+        self.cell.plant.command(cmd)
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        self.cell.record(event, **fields)

@@ -311,7 +311,7 @@ def test_move_with_a_robot() -> None:
     assert o1.location == "ship" and r1.location == "ship"
 
 
-# -- a single lost message must not stall an order for good (DESIGN §6, §8) ----------------------
+# -- a single lost message must not stall an order for good (docs/architecture.md, Invariants) ----
 #
 # The network of a real cell loses messages (and the virtual-time driver's
 # network model can): each of these losses is survivable by the protocol's own

@@ -1,4 +1,4 @@
-"""Whole-cell runs in virtual time, judged by the invariants of DESIGN §8.
+"""Whole-cell runs in virtual time, judged by the invariants of docs/architecture.md.
 
 Each run goes through :class:`sim_bridge.virtual.VirtualCell` (every message
 sealed and opened by the real envelope codec, the embedded SimPy plant, the
@@ -26,6 +26,7 @@ import random
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import pytest
 
 from agents.base import Agent
 from agents.protocol.actions import Action, CancelTimer, Send, SetTimer
+from agents.protocol.messages import Body
 from ops.config import CellConfig, cell_from_dict, load_cell_or_instance
 from sim_bridge.instances import Instance, load_instance
 from sim_bridge.invariants import parse
@@ -303,7 +305,7 @@ def test_a_cancelled_timer_does_not_fire_when_its_key_is_set_again() -> None:
 
     cell = VirtualCell(config(MINIMAL))
     order_id = cell.orders[0].id
-    cell.agents[order_id] = Probe(order_id, timing=cell.orders[0].timing)
+    cell.runner.agents[order_id] = Probe(order_id, timing=cell.orders[0].timing)
     cell.run(until=20.0)
     assert fired == [("k", 10.0)]
 
@@ -315,13 +317,13 @@ class LoseFirstDone(VirtualCell):
 
     lost = False
 
-    def _send(self, sender: str, act: Send, now: float) -> None:
-        if act.body.TYPE == "inform_done" and not self.lost:
+    def _transmit(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+                  delays_s: Sequence[float]) -> None:
+        if body.TYPE == "inform_done" and not self.lost:
             self.lost = True
-            self.stats.messages_sent += 1
             self.stats.messages_lost += 1
             return
-        super()._send(sender, act, now)
+        super()._transmit(sender, tos, body, conv, delays_s)
 
 
 def test_a_lost_inform_done_neither_stalls_nor_reruns_the_operation() -> None:

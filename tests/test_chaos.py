@@ -3,7 +3,7 @@
 At least 200 seeds run in CI (``AUTOCELL_CHAOS_SEEDS=N`` for more).  Each
 seed draws breakdowns, agent crashes, a host kill or pause, message loss,
 duplication, delay and reordering, partitions and clock skew
-(:func:`sim_bridge.chaos.random_scenario`); every invariant of DESIGN §8
+(:func:`sim_bridge.chaos.random_scenario`); every invariant (docs/architecture.md)
 must hold and every order must complete.  A failure names the seed and the
 exact command that replays it.
 """

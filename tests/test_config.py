@@ -440,7 +440,7 @@ def test_defaults_and_derived_values(tmp_path: Path) -> None:
     assert config.negotiation.strategy.order == "earliest_finish"
     assert config.sim.network.latency_s == 0.001 and config.sim.network.loss == 0
     assert config.escalation.repeat_faults.count == 3 and config.escalation.quality_reject
-    assert config.robots == [] and config.hosts == []
+    assert config.robots == [] and [h.name for h in config.hosts] == ["main"]
     base = load_cell(write_cell(tmp_path, BASE))
     assert base.host_of("drill1") == "h2" and base.host_of("agv1") == "h1"  # unlisted: first host
 

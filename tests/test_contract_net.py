@@ -430,7 +430,7 @@ def test_replay_late_reject_after_reaward() -> None:
 def test_order_drops_a_bid_for_an_operation_it_has_not_called(body_type: str) -> None:
     """A misbehaving (but authenticated) machine bids for o1/1 before it was called.
 
-    STYLE §6: a misbehaving peer's message is dropped and counted, never
+    docs/architecture.md, Style 6: a misbehaving peer's message is dropped and counted, never
     crashes the agent.
     """
     from agents.protocol.messages import Message, Proposal, Refusal

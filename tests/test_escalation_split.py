@@ -200,9 +200,9 @@ def test_split_is_not_offered_for_a_single_unit(tmp_path: Path) -> None:
     # a split decision reaching the order anyway is refused there too: the order is not
     # split and goes on as for the other choice of the cause (re-route)
     order = cell.agents["o-1"]
-    cell._execute(order, order.on_message(
+    cell.runner.execute(order.id, order.on_message(
         Message("console", "o-1", raised["escalation"], b"x" * 16, 0, 0, cell.env.now,
-                Decision(raised["escalation"], "split", "carol")), cell.env.now))
+                Decision(raised["escalation"], "split", "carol")), cell.env.now), cell.env.now)
     report = finish(cell)
     assert not events(cell, "lot_split") and events(cell, "split_refused")
     assert report["orders_completed"] == 1 and report["orders_split"] == 0
@@ -312,7 +312,7 @@ def test_the_console_offers_split_and_a_supervisor_decides_it_there(tmp_path: Pa
                     data={"csrf": token, "option": "split", "reason": "half now"})
     assert r.status_code in (200, 303), r.text
     # the run picks up the decision the console queued (as a paced run does every 0.2 s)
-    cell._execute(cell.console, cell.console.sync(cell.env.now))  # type: ignore[arg-type, union-attr]
+    cell.runner.execute("console", cell.console.sync(cell.env.now), cell.env.now)  # type: ignore[union-attr]
     report = finish(cell)
     [lot_split] = events(cell, "lot_split")
     assert lot_split["user"] == "erin"

@@ -4,7 +4,7 @@ Three layers:
 
 * **Shipped scenarios** (``cell_configs/faults/*.yaml``) through ``ops.cli.main``:
   each validates against the demo cell and plays to the end with every
-  invariant of DESIGN §8 holding and every order completed.
+  invariant (docs/architecture.md) holding and every order completed.
 * **Bad input**, table-driven: ``BASE`` is a valid scenario whose line numbers
   are pinned below; each row replaces one line and names the
   ``FILE:LINE: path`` the issue must carry, via :func:`load_faults` and
@@ -277,10 +277,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path,
 
 
 def test_a_scenario_is_checked_against_the_cell_it_is_played_on(tmp_path: Path) -> None:
-    """Valid for the demo cell, wrong for the minimal one (no such machines, no hosts)."""
+    """Valid for the demo cell, wrong for the minimal one (no such machines; here without
+    its one host, so no hosts at all)."""
     path = write(tmp_path, BASE)
+    minimal = load_cell(CELLS / "minimal_cell.yaml").model_copy(update={"hosts": []})
     with pytest.raises(ConfigError) as caught:
-        load_faults(path, load_cell(CELLS / "minimal_cell.yaml"))
+        load_faults(path, minimal)
     by_path = {i.path: i for i in caught.value.issues}
     assert "the cell has no hosts" in by_path["hosts[0].host"].message
     assert by_path["breakdowns[0].resource"].line == 5

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden_hashes.json"
 SHARED = ROOT.parent / "shared" / "benchmarks" / "fjsp"
 DEMO = "cell_configs/demo_cell.yaml"
+NOJITTER = "tests/data/demo_cell_nojitter.yaml"
 FAULTS = ["breakdowns", "crash", "long_outage", "lossy_network", "partition"]
 CHAOS_SEEDS = range(1, 13)
 
@@ -41,6 +42,12 @@ def cases() -> dict[str, list[str]]:
         for seed in (1, 2):
             out[f"demo/{f}/seed{seed}"] = ["run", DEMO, "--seed", str(seed),
                                            "--faults", f"cell_configs/faults/{f}.yaml"]
+    # without jitter, plain deliveries coincide and the runner merges a call for proposals
+    # into one multicast envelope: the log must be the one the unicast driver wrote
+    for f in ("", "crash", "partition"):
+        args = ["run", NOJITTER, "--seed", "1"]
+        out[f"demo-nojitter/{f or 'plain'}/seed1"] = (
+            args + ["--faults", f"cell_configs/faults/{f}.yaml"] if f else args)
     for seed in CHAOS_SEEDS:
         out[f"chaos/seed{seed}"] = ["chaos", DEMO, "--seed", str(seed), "--orders", "8"]
     return out

@@ -232,7 +232,7 @@ def whole_state(a: Agent) -> dict[str, Any]:
 
 
 def live_timers(cell: VirtualCell, agent_id: str) -> set[str]:
-    return {key for owner, key in cell._timers if owner == agent_id}
+    return {key for owner, key in cell.runner.timers if owner == agent_id}
 
 
 def assert_replay_equals_live(cell: VirtualCell) -> None:
@@ -278,7 +278,7 @@ def test_the_check_is_not_vacuous() -> None:
     assert any(o.next_exec > 0 and o.completed_at is None for o in orders)
     assert any(r.running for r in resources)
     assert any(t.state == "committed" for r in resources for t in r.tasks.values())
-    assert len(cell._timers) > 5
+    assert len(cell.runner.timers) > 5
     # and a replay of only part of the journal does differ
     agent_id = next(r.id for r in resources if r.running)
     records = list(cell.journal.records(agent_id))  # type: ignore[union-attr]

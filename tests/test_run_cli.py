@@ -151,7 +151,7 @@ def test_without_until_every_order_is_accounted_for(tmp_path: Path,
 
     The run has no reason to stop before the order is done; if it does stop
     (a safety horizon), the report must say so and account for the order as
-    lost — DESIGN §8: never silently dropped.  Today the driver stops at
+    lost — docs/architecture.md, Invariants: never silently dropped.  Today the driver stops at
     20 × the latest due date (20 s), reports ``ended_by: "until"`` as if the
     user had asked for it, counts the order as neither completed nor lost,
     and exits 0.

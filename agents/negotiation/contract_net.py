@@ -1,4 +1,4 @@
-"""The contract net with leases, as two transition tables (DESIGN §6).
+"""The contract net with leases, as two transition tables (docs/architecture.md, Negotiation).
 
 Theory of operation
 -------------------

@@ -2,17 +2,21 @@
 
 Theory of operation
 -------------------
-A host is the unit of deployment and restart (DESIGN §3).  It runs the
-agents the cell config assigns to it — the very objects the virtual-time
-driver runs — and carries out their actions:
+A host is the unit of deployment and restart (docs/architecture.md, The
+runner and its drivers).  It runs the agents the cell config assigns to
+it — the very objects the virtual-time driver runs — on the
+:class:`~agents.runtime.runner.Runner`, which carries out their actions
+(timers, multicast grouping, injected network faults, crash and restart,
+journal).  The host is the runner's driver and supplies four things:
 
-* ``Send`` → :class:`~agents.runtime.bus.Bus` (sealed with the agent's key,
-  routed to the addressee's host endpoint, or to the simulator);
-* ``SetTimer``/``CancelTimer`` → ``loop.call_later`` on the cell clock;
-* ``Command`` → a signed ``plant_command`` to the plant process (the
+* send → :class:`~agents.runtime.bus.Bus` (sealed with the agent's key,
+  routed to the addressee's host endpoint; one multicast envelope for a
+  group), after the injected delay when the fault scenario adds one;
+* wake-at → ``loop.call_later`` on the cell clock;
+* plant command → a signed ``plant_command`` to the plant process (the
   remote plant protocol, docs/PROTOCOL.md); ``plant_event`` messages from
   it come back as plant inputs;
-* ``Log`` → one JSON line in ``events-HOST.jsonl``.
+* record → one JSON line in ``events-HOST.jsonl``.
 
 **Cell time** is ``(wall - start_at) × speed``; every process of a cell is
 given the same ``start_at`` and ``speed``, so their clocks agree.
@@ -25,9 +29,10 @@ host started on an existing journal rebuilds each agent from it
 ``on_recover``; the host's boot counter is the envelope epoch, so the
 restarted host's messages are not mistaken for replays.
 
-**Faults** (``--faults``): agent crashes of this host's agents, message
-loss/duplication/delay, partitions and clock skew are played here, on the
-send path, with a seeded RNG; host kills and pauses are the supervisor's.
+**Faults** (``--faults``): agent crashes of this host's agents, partitions
+and clock skew are scheduled here; message loss, duplication, delay and
+reordering are the runner's network model (the same rule as in virtual
+time, seeded per host boot); host kills and pauses are the supervisor's.
 
 A status file (``status-HOST.json``, rewritten each heartbeat) tells the
 supervisor the host is alive and which orders are complete.
@@ -54,7 +59,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,8 +69,9 @@ from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.policy import OFF, EscalationPolicy
 from agents.factory import build_agents
 from agents.order import OrderAgent
-from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.actions import Command
 from agents.protocol.messages import (
+    Body,
     Decision,
     Escalate,
     Message,
@@ -73,17 +79,9 @@ from agents.protocol.messages import (
     PlantEvent,
 )
 from agents.runtime.bus import Bus
-from agents.runtime.journal import (
-    Inbound,
-    Input,
-    PlantIn,
-    SqliteJournal,
-    Start,
-    Timer,
-    feed,
-    replay,
-)
+from agents.runtime.journal import SqliteJournal
 from agents.runtime.observe import Observer
+from agents.runtime.runner import PERFECT, NetworkModel, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
 from security.envelope import Opener
@@ -184,13 +182,13 @@ class Host:
         # agents/escalation/service.py); its endpoint is then one more route
         self.escalation = escalation
         endpoint = next(h.endpoint for h in cfg.hosts if h.name == name)
-        self.agents: dict[str, Agent] = {
+        agents: dict[str, Agent] = {
             a: agent for a, agent in build_agents(cfg, self.seed, escalation=escalation).items()
             if cfg.host_of(a) == name}
         self.journal = SqliteJournal(state_dir / f"journal-{name}.sqlite")
         self.boot = self.journal.next_boot(f"host/{name}")
         self.bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=name,
-                              bind=endpoint, identities=sorted(self.agents), epoch=self.boot,
+                              bind=endpoint, identities=sorted(agents), epoch=self.boot,
                               clock=clock)
         if escalation is not OFF:
             self.bus.set_route(escalation.console, cfg.escalation.console_endpoint)
@@ -202,13 +200,33 @@ class Host:
         self._started_wall = clock.wall()
         self._join_as_host(KeyDir(keys_dir))
         self.events = (state_dir / f"events-{name}.jsonl").open("a", buffering=1)
-        self.down: set[str] = set()
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._rng = random.Random(f"{self.seed}/host/{name}/{self.boot}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self.recovered: dict[str, int] = {}
-        self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
+        network = PERFECT
+        if faults is not None:   # injected on the send path; the real wire adds its latency
+            n = faults.network
+            network = NetworkModel(n.delay_s, n.jitter_s, n.loss, n.duplication, n.reorder)
+        self.runner = Runner(
+            agents, _HostLink(self), journal=self.journal, network=network,
+            rng=random.Random(f"{self.seed}/host/{name}/{self.boot}"),
+            orders=[a for a, agent in agents.items() if isinstance(agent, OrderAgent)],
+            rebuild=lambda agent_id: build_agents(self.cfg, self.seed,
+                                                  escalation=self.escalation)[agent_id],
+            on_agent_error=self._agent_failed)
+
+    @property
+    def agents(self) -> dict[str, Agent]:
+        return self.runner.agents
+
+    @property
+    def observer(self) -> Observer | None:
+        """Metrics hooks (agents/runtime/observe.py)."""
+        return self.runner.observer
+
+    @observer.setter
+    def observer(self, value: Observer | None) -> None:
+        self.runner.observer = value
 
     # -- reject bursts ----------------------------------------------------------------------
     def _join_as_host(self, kd: KeyDir) -> None:
@@ -290,111 +308,30 @@ class Host:
         log.info("reject-burst decision", extra={"ctx": {
             "escalation": body.escalation, "option": body.option, "user": body.user}})
 
-    # -- carrying out actions ---------------------------------------------------------------
-    def _input(self, agent_id: str, inp: Input) -> None:
-        if agent_id in self.down or self._stop.is_set():
+    # -- what the runner's actions become (the runner does the rest) ------------------------
+    def _agent_failed(self, agent_id: str, exc: Exception) -> None:
+        """A bug in an agent must not take the host down."""
+        log.error("agent failed on input", exc_info=exc, extra={"ctx": {"agent": agent_id}})
+
+    def _transmit(self, tos: Sequence[str], sender: str, body: Body, conv: str) -> None:
+        if self._stop.is_set():
             return
-        agent = self.agents[agent_id]
-        try:
-            actions = feed(agent, inp, self.journal)
-        except Exception:   # a bug in an agent must not take the host down
-            log.exception("agent failed on input", extra={"ctx": {"agent": agent_id}})
-            return
-        self._execute(agent, actions)
-
-    def _execute(self, agent: Agent, actions: list[Action]) -> None:
-        if self.observer is not None:
-            self.observer.on_actions(agent.id, actions)
-        i, n = 0, len(actions)
-        while i < n:
-            act = actions[i]
-            i += 1
-            if isinstance(act, Send):
-                # consecutive Sends of one body object in one conversation (a cfp to every
-                # bidder) become one multicast envelope: one signature for all of them
-                tos = [act.to]
-                while i < n:
-                    nxt = actions[i]
-                    if not (isinstance(nxt, Send) and nxt.body is act.body
-                            and nxt.conv == act.conv):
-                        break
-                    tos.append(nxt.to)
-                    i += 1
-                self._send(agent.id, tos, act.body, act.conv)
-            elif isinstance(act, SetTimer):
-                self._set_timer(agent.id, act.key, act.at)
-            elif isinstance(act, CancelTimer):
-                handle = self._timers.pop((agent.id, act.key), None)
-                if handle is not None:
-                    handle.cancel()
-            elif isinstance(act, Command):
-                self._send(agent.id, SIM_ID, PlantCommand(act.command, act.resource, act.task,
-                                                          dict(act.args)), "")
-            elif isinstance(act, Log):
-                self.record(act.event, **act.fields)
-
-    def _send(self, sender: str, to: str | list[str], body: Any, conv: str) -> None:
-        """Send ``body`` to one agent or several (one multicast envelope for those sent now).
-
-        Fault injection decides per addressee, with the same draws in the same order as
-        one ``_send`` per addressee would: a partition or a loss drops that addressee, a
-        delay or a duplicate sends it alone later; the rest go out together.
-        """
-        tos = [to] if isinstance(to, str) else to
-        f = self.faults
-        now_tos = tos
-        if f is not None:
-            now_tos = []
-            now = self.clock.now()
-            n = f.network
-            for t in tos:
-                if t == SIM_ID:
-                    now_tos.append(t)
-                    continue
-                if any(p.at_s <= now < p.at_s + p.duration_s
-                       and (sender in p.agents) != (t in p.agents) for p in f.partitions):
-                    continue
-                if n.loss and self._rng.random() < n.loss:
-                    continue
-                copies = 2 if n.duplication and self._rng.random() < n.duplication else 1
-                delay = n.delay_s + (self._rng.uniform(0, n.jitter_s) if n.jitter_s else 0.0)
-                if n.reorder and self._rng.random() < n.reorder:
-                    delay += self._rng.uniform(0.0, 0.05)
-                if delay > 0 or copies > 1:
-                    assert self._loop is not None
-                    for _ in range(copies):
-                        self._loop.call_later(delay / self.clock.speed,
-                                              lambda t=t: self.bus.send(sender, t, body, conv))
-                    continue
-                now_tos.append(t)
-        if len(now_tos) == 1:
-            self.bus.send(sender, now_tos[0], body, conv)
-        elif now_tos:
-            self.bus.send_many(sender, now_tos, body, conv)
-
-    def _set_timer(self, agent_id: str, key: str, at: float) -> None:
-        assert self._loop is not None
-        k = (agent_id, key)
-        old = self._timers.pop(k, None)
-        if old is not None:
-            old.cancel()
-
-        def fire() -> None:
-            if self._timers.get(k) is handle:
-                del self._timers[k]
-                self._input(agent_id, Timer(key, self.clock.now()))
-
-        handle = self._loop.call_later(self.clock.delay_s(at), fire)
-        self._timers[k] = handle
+        if len(tos) == 1:
+            self.bus.send(sender, tos[0], body, conv)
+        else:
+            self.bus.send_many(sender, tos, body, conv)
 
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.clock.now(), 6), "ev": event, "host": self.name, **fields}
         self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
-        if self.observer is not None:
-            self.observer.on_record(line)
+        observer = self.runner.observer
+        if observer is not None:
+            observer.on_record(line)
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
+        if self._stop.is_set():
+            return
         if msg.to == self.identity:
             self._on_decision(msg)
             return
@@ -402,33 +339,43 @@ class Host:
             if msg.sender != SIM_ID:
                 return
             ev = PlantEventIn(msg.body.event, msg.body.resource, msg.body.task, msg.body.data)
-            if ev.resource in self.agents:
-                self._input(ev.resource, PlantIn(ev, self.clock.now()))
+            self.runner.plant_event(ev, self.clock.now())
             return
-        self._input(msg.to, Inbound(msg, self.clock.now()))
+        self.runner.deliver(msg, self.clock.now())
 
     # -- agent crashes (fault scenarios) ----------------------------------------------------------
     def crash(self, agent_id: str) -> None:
-        self.down.add(agent_id)
-        for k in [k for k in self._timers if k[0] == agent_id]:
-            self._timers.pop(k).cancel()
-        self.record("agent_crash", agent=agent_id)
+        self.runner.crash(agent_id)
 
     def restart(self, agent_id: str) -> None:
-        if agent_id not in self.down:
-            return
-        self.agents[agent_id] = build_agents(self.cfg, self.seed,
-                                             escalation=self.escalation)[agent_id]
-        self.down.discard(agent_id)
-        self._recover(agent_id)
+        rec = self.runner.restart(agent_id, self.clock.now())
+        if rec is not None:
+            self.recovered[agent_id] = rec.inputs
 
-    def _recover(self, agent_id: str) -> None:
-        rec = replay(self.agents[agent_id], self.journal.records(agent_id))
-        self.recovered[agent_id] = rec.inputs
-        self.record("agent_restart", agent=agent_id, inputs=rec.inputs)
-        for key, at in rec.pending():
-            self._set_timer(agent_id, key, at)
-        self._input(agent_id, rec.resume(self.clock.now()))
+    def _at(self, at: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` at cell time ``at`` (unless the host is stopping)."""
+        assert self._loop is not None
+
+        def call() -> None:
+            if not self._stop.is_set():
+                fn(*args)
+        self._loop.call_later(self.clock.delay_s(at), call)
+
+    def _play_faults(self, faults: FaultScenario) -> None:
+        """This host's share of a fault scenario; a restarted host skips what is past."""
+        now = self.clock.now()
+        for c in faults.crashes:
+            if c.agent in self.agents and c.at_s >= now:
+                self._at(c.at_s, self.crash, c.agent)
+                self._at(c.at_s + c.down_s, self.restart, c.agent)
+        for s in faults.clock_skew:
+            if s.agent in self.agents:
+                self._at(s.at_s, self._skew, s.agent, s.offset_s)
+        for p in faults.partitions:
+            if now < p.at_s + p.duration_s:
+                side = set(p.agents)
+                self._at(p.at_s, self.runner.partition, side)
+                self._at(p.at_s + p.duration_s, self.runner.heal, side)
 
     # -- running ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -457,20 +404,12 @@ class Host:
         known = set(self.journal.agents())
         for a in sorted(self.agents):
             if a in known:
-                self._recover(a)
+                rec = self.runner.recover(a, self.clock.now(), fresh=self.agents[a])
+                self.recovered[a] = rec.inputs
             else:
-                self._input(a, Start(self.clock.now()))
+                self.runner.start(a, self.clock.now())
         if self.faults is not None:
-            now = self.clock.now()
-            for c in self.faults.crashes:     # a restarted host skips crashes already past
-                if c.agent in self.agents and c.at_s >= now:
-                    self._loop.call_later(self.clock.delay_s(c.at_s), self.crash, c.agent)
-                    self._loop.call_later(self.clock.delay_s(c.at_s + c.down_s), self.restart,
-                                          c.agent)
-            for s in self.faults.clock_skew:
-                if s.agent in self.agents:
-                    self._loop.call_later(self.clock.delay_s(s.at_s), self._skew, s.agent,
-                                          s.offset_s)
+            self._play_faults(self.faults)
         interval = status_interval_s(self.cfg, self.clock.speed)
         status_path = self.state_dir / f"status-{self.name}.json"
         while not self._stop.is_set():
@@ -480,9 +419,6 @@ class Host:
             except TimeoutError:
                 pass
         self.record("host_stop")
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()
         self.journal.close()
@@ -491,3 +427,32 @@ class Host:
     def _skew(self, agent: str, offset_s: float) -> None:
         self.record("clock_skew", agent=agent, offset_s=offset_s)
         self.bus.skew_s[agent] = offset_s
+
+
+class _HostLink:
+    """The ZeroMQ host's four services to the runner (agents/runtime/runner.py)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def send(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+             delays_s: Sequence[float]) -> None:
+        host = self.host
+        for d in delays_s:        # delays are injected faults: the wire adds its own latency
+            if d <= 0:
+                host._transmit(tos, sender, body, conv)
+            else:
+                assert host._loop is not None
+                host._loop.call_later(d / host.clock.speed, host._transmit, tos, sender, body,
+                                      conv)
+
+    def wake_at(self, at: float, token: int) -> None:
+        host = self.host
+        host._at(at, lambda: host.runner.fire(token, host.clock.now()))
+
+    def command(self, sender: str, cmd: Command) -> None:
+        self.host.bus.send(sender, SIM_ID, PlantCommand(cmd.command, cmd.resource, cmd.task,
+                                                         dict(cmd.args)), "")
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        self.host.record(event, **fields)

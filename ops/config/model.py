@@ -254,7 +254,7 @@ class Strategy(_Model):
 
 
 class Negotiation(_Model):
-    """Timing of the contract net and of leases (DESIGN.md section 6)."""
+    """Timing of the contract net and of leases (docs/architecture.md, Negotiation)."""
 
     reply_deadline_s: PositiveSeconds = Field(
         default=0.2, description="How long an order waits for proposals after a call, seconds."
@@ -449,7 +449,7 @@ class Flood(_Model):
 
 
 class Escalation(_Model):
-    """When agents hand a decision to a human supervisor (DESIGN.md section 7; docs/escalation.md).
+    """When agents hand a decision to a human supervisor (docs/escalation.md).
 
     Six non-routine situations, each with on/off and a priority (1 = highest),
     and the ISA-18.2 life-cycle deadlines, all counted from when the

@@ -1,4 +1,4 @@
-"""The supervisor console: a web UI over the escalation store (DESIGN.md section 7).
+"""The supervisor console: a web UI over the escalation store (docs/escalation.md).
 
 * :mod:`ops.console.backend` — the port to the escalation store, and its in-memory twin;
 * :mod:`ops.console.users` — users, roles and scrypt password hashes (SQLite);
