@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agents.base import Timing
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command
@@ -28,7 +30,7 @@ class MachineAgent(ResourceAgent):
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
                  location: str, capabilities: dict[str, float], setup_s: float = 0.0,
                  power_idle_kw: float = 0.0, power_busy_kw: float = 0.0,
-                 orders: list[str] | None = None, **kw: object) -> None:
+                 orders: list[str] | None = None, **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, strategy=strategy, location=location, **kw)
         self.capabilities = dict(capabilities)
         self.setup_s = setup_s

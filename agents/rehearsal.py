@@ -116,7 +116,7 @@ def rule_of(p: int) -> str:
 
 
 def dispatch_priority(rule: str, *, ready_at: float, duration_s: float, static: float,
-                      job: int) -> list[float]:
+                      job: float) -> list[float]:
     """The rule's priority of one ready operation (least first), with the tie-breaks of
     ``sim_bridge/dispatch.py``: shorter processing time, then lower job index."""
     if rule == "SPT":
@@ -509,7 +509,7 @@ class MachineRehearsal:
             p.chosen[(sender, body.position)] = body.chosen
         else:
             return []
-        return self._advance(body.rehearsal, p)   # type: ignore[attr-defined]
+        return self._advance(body.rehearsal, p)
 
     def _advance(self, number: int, p: _MachinePass) -> list[Action]:
         if not p.sorted:

@@ -142,7 +142,8 @@ class ResourceAgent(Agent):
             return self._on_decision(body, now)
         if isinstance(body, CallForProposals):
             return self._on_cfp(msg, body, now)
-        task = self.tasks.get(getattr(body, "task", ""))
+        task_id: str = getattr(body, "task", "")
+        task = self.tasks.get(task_id)
         if task is None:
             if isinstance(body, Award):   # award for a task we never bid on
                 return [Send(msg.sender, Confirmation(body.task, body.award_epoch, False,
@@ -154,7 +155,7 @@ class ResourceAgent(Agent):
         epoch = getattr(body, "award_epoch", None)
         if epoch is not None and epoch != task.award_epoch:
             self.ignored += 1             # a stale epoch: fenced
-            return [Log("stale_epoch", {"agent": self.id, "task": body.task, "type": msg.type})]
+            return [Log("stale_epoch", {"agent": self.id, "task": task_id, "type": msg.type})]
         if isinstance(body, Rejection):
             return self._transition(task, "reject", body.task, now)
         if isinstance(body, Ready):
@@ -264,7 +265,8 @@ class ResourceAgent(Agent):
             return self._heartbeat(now)
         if key == "start_check":
             return self._try_start(now)
-        if key == "escalation" and self.open_escalation:   # until decided: send it again
+        if key == "escalation" and self.open_escalation and self.escalation_body is not None:
+            # until decided: send it again (the body is set with open_escalation)
             return [Send(self.policy.console, self.escalation_body, self.open_escalation),
                     SetTimer("escalation", now + self.timing.retry_s)]
         if key.startswith("hold:"):
@@ -477,7 +479,7 @@ class ResourceAgent(Agent):
         report = Done(task_id, task.award_epoch, task.started_at, now, "ok", location)
         return [Send(task.order, report, task.conv),
                 Log("done_elsewhere", {"agent": self.id, "task": task_id, "order": task.order,
-                                       "epoch": task.award_epoch})] + self._try_start(now)
+                                       "epoch": task.award_epoch}), *self._try_start(now)]
 
     def _refused(self, task_id: str, why: str, elsewhere: bool, now: float) -> list[Action]:
         """The plant would not run the task: hand it back so the order decides.
@@ -493,8 +495,8 @@ class ResourceAgent(Agent):
         retry_at = now + self.timing.lease_window_s if elsewhere else 0.0
         return [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}",
                                          retry_at=retry_at), task.conv),
-                Log("plant_refused_task", {"agent": self.id, "task": task_id, "why": why})
-                ] + self._try_start(now)
+                Log("plant_refused_task", {"agent": self.id, "task": task_id, "why": why}),
+                *self._try_start(now)]
 
     # -- helpers ------------------------------------------------------------------------------
     def _event(self, task: Task, event: str, task_id: str) -> str:

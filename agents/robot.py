@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agents.base import Timing
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command
@@ -20,7 +22,7 @@ class RobotAgent(ResourceAgent):
 
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
                  location: str, travel_s: dict[tuple[str, str], float], load_s: float = 0.0,
-                 **kw: object) -> None:
+                 **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, strategy=strategy, location=location, **kw)
         self.travel_s = travel_s
         self.load_s = load_s

@@ -211,6 +211,7 @@ class KpiTracker:
         idle = max(0.0, window - processing - setup - down)
         spec = self.spec.machines[mid]
         energy_kwh = (spec.busy_kw * processing + spec.idle_kw * (window - processing)) / HOUR_S
+        row: dict[str, Any]   # counts and seconds, then ratios that may be None
         row = {"processing_s": processing, "setup_s": setup, "down_s": down, "idle_s": idle,
                "window_s": window, "uptime_s": window - down, "ideal_s": m.ideal_s,
                "faults": m.faults, "repairs": m.repairs, "repair_s": m.repair_s,

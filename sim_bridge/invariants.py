@@ -20,7 +20,7 @@ def parse(events: list[str]) -> list[dict[str, Any]]:
 
 def no_operation_twice(evs: list[dict[str, Any]]) -> list[str]:
     """An operation task completes successfully at most once."""
-    ok = defaultdict(int)
+    ok: defaultdict[str, int] = defaultdict(int)
     for e in evs:
         if e["ev"] == "op_done" and e["quality"] == "ok":
             ok[e["task"]] += 1

@@ -90,8 +90,10 @@ class PlantServer:
         if faults is not None:
             for b in faults.breakdowns:
                 if b.at_s >= self.env.now:
-                    self.env.timeout(b.at_s - self.env.now).callbacks.append(
-                        lambda _e, b=b: self._inject(b.resource, b.repair_s))
+                    def fire(_e: simpy.Event, resource: str = b.resource,
+                             repair_s: float = b.repair_s) -> None:
+                        self._inject(resource, repair_s)
+                    self.env.timeout(b.at_s - self.env.now).callbacks.append(fire)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -206,7 +207,7 @@ class VirtualCell:
         frames = self.sealers[sender].seal(tos[0] if len(tos) == 1 else list(tos), body,
                                            stamp, conv)
         for d in delays_s:
-            self.env.timeout(d).callbacks.append(lambda _e, f=frames: self._deliver(f))
+            self.env.timeout(d).callbacks.append(lambda _e: self._deliver(frames))
 
     def _deliver(self, frames: list[bytes]) -> None:
         now = self.env.now
@@ -283,32 +284,37 @@ class VirtualCell:
             self.record("fault_injected", kind=kind, agents=agents, **fields)
             then()
 
+        def each(act: Callable[[str], None], agents: list[str]) -> None:
+            for a in agents:
+                act(a)
+
+        # partial binds each entry's values now (a lambda would see the loop's last entry)
         for b in f.breakdowns:
-            self._at(b.at_s, lambda b=b: inject("breakdown", [b.resource],
-                                                lambda: self.plant.fail(b.resource, b.repair_s)))
+            self._at(b.at_s, partial(inject, "breakdown", [b.resource],
+                                     partial(self.plant.fail, b.resource, b.repair_s)))
         for c in f.crashes:
-            self._at(c.at_s, lambda c=c: inject("crash", [c.agent], lambda: self.crash(c.agent)))
-            self._at(c.at_s + c.down_s, lambda c=c: self.restart(c.agent))
+            self._at(c.at_s, partial(inject, "crash", [c.agent], partial(self.crash, c.agent)))
+            self._at(c.at_s + c.down_s, partial(self.restart, c.agent))
         for h in f.hosts:
             members = [a for a in self.agents if self.cfg.host_of(a) == h.host]
             if h.action == "kill":
-                self._at(h.at_s, lambda m=members, h=h: inject(
-                    "host_kill", m, lambda: [self.crash(a) for a in m], host=h.host))
-                self._at(h.at_s + h.duration_s, lambda m=members: [self.restart(a) for a in m])
+                self._at(h.at_s, partial(inject, "host_kill", members,
+                                         partial(each, self.crash, members), host=h.host))
+                self._at(h.at_s + h.duration_s, partial(each, self.restart, members))
             else:
-                self._at(h.at_s, lambda m=members, h=h: inject(
-                    "host_pause", m, lambda: [self.pause(a) for a in m], host=h.host))
-                self._at(h.at_s + h.duration_s, lambda m=members: [self.resume(a) for a in m])
+                self._at(h.at_s, partial(inject, "host_pause", members,
+                                         partial(each, self.pause, members), host=h.host))
+                self._at(h.at_s + h.duration_s, partial(each, self.resume, members))
         for p in f.partitions:
             side = set(p.agents)
-            self._at(p.at_s, lambda p=p, side=side: inject(
-                "partition", sorted(side), lambda: self.runner.partition(side),
-                duration_s=p.duration_s))
-            self._at(p.at_s + p.duration_s, lambda side=side: self.runner.heal(side))
+            self._at(p.at_s, partial(inject, "partition", sorted(side),
+                                     partial(self.runner.partition, side),
+                                     duration_s=p.duration_s))
+            self._at(p.at_s + p.duration_s, partial(self.runner.heal, side))
         for s in f.clock_skew:
-            self._at(s.at_s, lambda s=s: inject("clock_skew", [s.agent],
-                                                lambda: self.skew.__setitem__(s.agent, s.offset_s),
-                                                offset_s=s.offset_s))
+            self._at(s.at_s, partial(inject, "clock_skew", [s.agent],
+                                     partial(self.skew.__setitem__, s.agent, s.offset_s),
+                                     offset_s=s.offset_s))
 
     # -- supervisors (the console agent's API; in virtual time nobody calls these unless a
     #    test or an embedding program plays the supervisor) ---------------------------------------

@@ -29,6 +29,7 @@ wrote (``meta.cell_now``).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import sqlite3
@@ -211,14 +212,14 @@ class EscalationStore:
             rows = [r for r in rows if r.open]
         return sorted(rows, key=lambda r: (r.priority, lc.STATE_RANK[r.state], r.raised_at, r.id))
 
-    def groups(self) -> dict[str, list[str]]:
+    def groups(self) -> dict[str, builtins.list[str]]:
         """Open escalations grouped by cause and resource: group key -> ids."""
         out: dict[str, list[str]] = {}
         for r in self.list(open_only=True):
             out.setdefault(r.group, []).append(r.id)
         return out
 
-    def audit(self) -> list[AuditEntry]:
+    def audit(self) -> builtins.list[AuditEntry]:
         return [AuditEntry(s, a, ac, act, e, json.loads(d), p, h)
                 for s, a, ac, act, e, d, p, h in self.db.execute(
                     "SELECT seq, at, actor, action, escalation, details, prev_hash, hash "
@@ -300,7 +301,7 @@ class EscalationStore:
                                  "label": (before.option(option_id) or lc.Option("", "", "")).label})
 
     # -- the outbox ---------------------------------------------------------------------------------
-    def pending_decisions(self) -> list[tuple[int, str, str, str, str, str]]:
+    def pending_decisions(self) -> builtins.list[tuple[int, str, str, str, str, str]]:
         """(seq, escalation, to_agent, option, user, reason) not yet sent."""
         return list(self.db.execute("SELECT seq, escalation, to_agent, option, user, reason "
                                     "FROM outbox WHERE sent=0 ORDER BY seq"))

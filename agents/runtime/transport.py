@@ -155,7 +155,7 @@ class ZmqTransport(Transport):
         except zmq.ZMQError as exc:
             pull.close(0)
             raise OSError(f"cannot bind {self.bind}: {exc}") from exc
-        self.endpoint = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pull = pull
         self._fd = pull.getsockopt(zmq.FD)
         if self.prepare_thread:

@@ -244,7 +244,7 @@ def throughput(peer: _Peer, seed: bytes, seconds: float,
             f"http://127.0.0.1:{metrics_port}/metrics", stop, scrapes)).start()
     cell = ephemeral_cell(ROLES, seed=seed)
     sealer = Sealer(SENDER, cell.keys[SENDER], epoch=_next_epoch(), random_bytes=os.urandom)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 1000)
     push.setsockopt(zmq.LINGER, 2000)

@@ -44,10 +44,11 @@ def run(runs: int = 12, cell: Path = DEMO) -> dict[str, Any]:
         failed += warm["failed"]
         for workers in (1, 2):
             rows: dict[str, str] = {}
+
+            def record(row: dict[str, Any], rows: dict[str, str] = rows) -> None:
+                rows[row["run_id"]] = row.get("event_log_sha256", "")
             t0 = time.perf_counter()
-            outcome = run_points(points, workers,
-                                 lambda row, rows=rows: rows.__setitem__(
-                                     row["run_id"], row.get("event_log_sha256", "")))
+            outcome = run_points(points, workers, record)
             walls[workers] = time.perf_counter() - t0
             failed += outcome["failed"]
             hashes[workers] = rows

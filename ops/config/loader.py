@@ -694,16 +694,16 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> No
 def _check_metrics_ports(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
     """Metrics ports are unique and collide with no tcp endpoint of the cell."""
     endpoint_ports: dict[int, Loc] = {}
-    sim = data.get("sim") if isinstance(data.get("sim"), dict) else {}
+    sim = data["sim"] if isinstance(data.get("sim"), dict) else {}
     places: list[tuple[Loc, Any]] = [(("sim", "endpoint"), sim.get("endpoint"))]
     places += [(("hosts", i, "endpoint"), h.get("endpoint")) for i, h in _entries(data, "hosts")]
     for loc, endpoint in places:
         text = _text(endpoint)
-        port = text.rpartition(":")[2] if text and text.startswith("tcp://") else ""
-        if port.isdigit():
-            endpoint_ports.setdefault(int(port), loc)
+        tail = text.rpartition(":")[2] if text and text.startswith("tcp://") else ""
+        if tail.isdigit():
+            endpoint_ports.setdefault(int(tail), loc)
     seen: dict[int, Loc] = {}
-    ports = [(("sim", "metrics_port"), sim.get("metrics_port"))]
+    ports: list[tuple[Loc, Any]] = [(("sim", "metrics_port"), sim.get("metrics_port"))]
     ports += [(("hosts", i, "metrics_port"), h.get("metrics_port"))
               for i, h in _entries(data, "hosts")]
     for loc, port in ports:

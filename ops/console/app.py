@@ -228,7 +228,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         token = form.get("csrf")
         if s is None or not csrf_ok(s, token if isinstance(token, str) else None):
             fresh = sessions.new()
-            resp = render(request, "login.html", fresh, 403, next=nxt, notice="",
+            resp: Response = render(request, "login.html", fresh, 403, next=nxt, notice="",
                           error="The login form had expired. Please try again.")
             set_cookie(resp, fresh)
             return resp
@@ -430,13 +430,13 @@ def _cell_clock(backend: Any, clock: Callable[[], float]) -> Callable[[], float]
 
 
 def _max_shelve_s(backend: Any) -> float:
-    value = getattr(backend, "max_shelve_s", None)
+    value: Any = getattr(backend, "max_shelve_s", None)
     if value is None:
         value = getattr(getattr(backend, "deadlines", None), "max_shelve_s", 3600.0)
     return float(value() if callable(value) else value)
 
 
-def _subscribe(backend: Any, notify: Callable[[str | None], None]) -> Callable[[], None] | None:
+def _subscribe(backend: Any, notify: Callable[[str | None], object]) -> Callable[[], None] | None:
     """Listen to the backend's changes: ``subscribe(listener)``, or a ``listeners`` list."""
     subscribe = getattr(backend, "subscribe", None)
     if callable(subscribe):

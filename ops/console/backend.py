@@ -23,6 +23,7 @@ message on the page (404/409), never to a traceback.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import threading
 import time
@@ -83,7 +84,7 @@ class EscalationBackend(Protocol):
                now: float) -> Any: ...
     def decide(self, escalation_id: str, user: str, option_id: str, reason: str,
                now: float) -> Any: ...
-    def audit(self) -> list[Any]: ...
+    def audit(self) -> builtins.list[Any]: ...
     def subscribe(self, listener: Listener) -> Callable[[], None]: ...
 
 
@@ -183,7 +184,7 @@ class InMemoryBackend:
                             lambda e: replace(e, state="resolved", decided_by=user,
                                               decision=option_id), detail=option_id)
 
-    def audit(self) -> list[dict[str, Any]]:
+    def audit(self) -> builtins.list[dict[str, Any]]:
         with self._lock:
             return [dict(a) for a in self._audit]
 
@@ -199,7 +200,7 @@ class InMemoryBackend:
 
     # -- timers -------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list[str]:
+    def tick(self, now: float) -> builtins.list[str]:
         """Unshelve what is due and apply safe defaults past the deadline; changed ids."""
         changed: list[str] = []
         with self._lock:

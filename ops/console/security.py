@@ -140,7 +140,9 @@ class SessionStore:
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:
-    return bool(session and token) and hmac.compare_digest(session.csrf, token or "")
+    if session is None or not token:
+        return False
+    return hmac.compare_digest(session.csrf, token)
 
 
 @dataclass

@@ -32,6 +32,7 @@ loop and the thread pool alike.
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -135,7 +136,7 @@ class StoreBackend:
             except StoreUnknown as exc:
                 raise UnknownEscalation(str(exc)) from None
 
-    def audit(self) -> list[Any]:
+    def audit(self) -> builtins.list[Any]:
         with self._lock:
             store = self._open()
             return [] if store is None else store.audit()

@@ -123,6 +123,11 @@ def strategy_label(name: Any, order: Any, resource: Any) -> str:
 Seed = Annotated[int, Field(ge=0)]
 
 
+def _no_faults() -> list[str | None]:
+    """One point without faults (a lambda returning ``[None]`` would type as ``list[None]``)."""
+    return [None]
+
+
 class Sweep(_Model):
     """An experiment: what to cross, and what to measure."""
 
@@ -136,7 +141,7 @@ class Sweep(_Model):
     strategies: list[StrategySpec] = Field(
         default_factory=list, description="Strategy pairs to compare; empty: the cells' own.")
     faults: list[str | None] = Field(
-        default_factory=lambda: [None],
+        default_factory=_no_faults,
         description="Fault scenario files relative to this file; `null` = no faults.")
     seeds: list[Seed] = Field(
         default_factory=lambda: [0], min_length=1, description="Run seeds.")
