@@ -76,6 +76,13 @@ INITIATOR_EXPECTED: dict[tuple[str, str], str] = {
     ("leased", "failure"): "waiting",
     ("leased", "cancel"): "waiting",
     ("leased", "done"): "done",
+    # done, but the part failed its quality check: called again
+    ("awarded", "scrap"): "waiting", ("leased", "scrap"): "waiting",
+    # a done report from a past award: back on the route to done from any live round
+    ("calling", "late_report"): "leased", ("awarded", "late_report"): "leased",
+    ("leased", "late_report"): "leased", ("waiting", "late_report"): "leased",
+    # a split-off lot's operations: those passed are done, the next waits for its retry
+    ("idle", "passed"): "done", ("idle", "split"): "waiting",
     # late, duplicated or reordered peer messages: counted, never acted on
     ("calling", "confirm"): IGNORED, ("calling", "renew"): IGNORED,
     ("calling", "done"): IGNORED, ("calling", "failure"): IGNORED,
@@ -103,6 +110,7 @@ PARTICIPANT_EXPECTED: dict[tuple[str, str], str] = {
     ("running", "finish"): "done",
     ("running", "cancel"): "released",
     ("running", "fault"): "released",
+    ("held", "fault"): "released", ("released", "fault"): IGNORED,
     # duplicates and late messages
     ("committed", "accept"): IGNORED,
     ("committed", "reject"): IGNORED, ("running", "reject"): IGNORED,
