@@ -34,8 +34,10 @@ same agent; the order completes when both lots are done (docs/escalation.md).
 
 The package, module by module:
 
-* :mod:`agents.order.agent` — :class:`OrderAgent`: inputs, the contract net
-  as initiator, the material flow;
+* :mod:`agents.order.agent` — :class:`OrderAgent`: inputs, rehearsal glue,
+  the material flow of its lots;
+* :mod:`agents.order.initiator` — the contract net as initiator: call,
+  collect, award, watch the lease;
 * :mod:`agents.order.negotiation` — :class:`Negotiation`, one task, the only
   writer of its state (through the contract-net table), and its
   :class:`Trouble` record;
