@@ -294,8 +294,8 @@ class ResourceAgent(Agent):
             return self._heartbeat(now)
         if key == "start_check":
             return self._try_start(now)
-        if key == "escalation" and self.open_escalation:   # until decided: send it again
-            return self.raiser.resend(self.open_escalation, now)
+        if key == "escalation":          # until decided: send it again
+            return self.raiser.resend_all(now)
         if key.startswith("hold:"):
             task = self.tasks.get(key[5:])
             if task is not None and task.state == "held":

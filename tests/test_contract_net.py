@@ -228,6 +228,21 @@ def test_no_agent_module_assigns_a_state_but_its_record() -> None:
     assert writers == []
 
 
+def imports_the_table_step(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.ImportFrom) and node.module == contract_net.__name__
+               and any(alias.name == "step" for alias in node.names) for node in tree.body)
+
+
+def test_only_the_two_records_call_the_table() -> None:
+    root = Path(contract_net.__file__).parents[1]
+    trees = {str(path.relative_to(root)): ast.parse(path.read_text())
+             for path in root.rglob("*.py")}
+    callers = sorted(name for name, tree in trees.items() if imports_the_table_step(tree)
+                     and any(isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                             and node.func.id == "step" for node in ast.walk(tree)))
+    assert callers == ["order/negotiation.py", "resource.py"]
+
+
 # -- part 2: the protocol under an adversarial network -------------------------------------------
 
 TIMING = Timing()
