@@ -22,7 +22,8 @@ NAMED = ["security.envelope", "security.certs", "security.replay", "security.acc
 # agents/*.py are the sans-io agents themselves (the runtime lives in agents/runtime/)
 PURE_GLOBS = ["agents/*.py", "agents/protocol/*.py", "agents/negotiation/*.py", "agents/core/*.py",
               "agents/escalation/lifecycle.py", "agents/escalation/console.py",
-              "agents/escalation/policy.py", "sim_bridge/plant.py"]
+              "agents/escalation/policy.py", "agents/escalation/raiser.py", "agents/order/*.py",
+              "sim_bridge/plant.py"]
 
 
 def module_name(path: Path) -> str:
