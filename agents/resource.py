@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 
 from agents.base import Agent, PlantEventIn, Timing
 from agents.escalation.policy import OFF, EscalationPolicy
-from agents.negotiation.contract_net import IGNORED, step
+from agents.escalation.raiser import EscalationRaiser
+from agents.negotiation.contract_net import (
+    IGNORED,
+    Ignored,
+    ParticipantEvent,
+    ParticipantState,
+    step,
+)
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
@@ -52,12 +59,15 @@ from agents.protocol.messages import (
 
 @dataclass(slots=True)
 class Task:
-    """The resource's view of one task it bid for."""
+    """The resource's view of one task it bid for.
+
+    Its ``state`` is read-only: it changes only through :meth:`fire`, which looks the
+    event up in :data:`agents.negotiation.contract_net.PARTICIPANT` (an illegal one
+    raises :class:`~agents.negotiation.contract_net.IllegalTransition`)."""
 
     cfp: CallForProposals
     order: str
     conv: str
-    state: str = "new"
     start_at: float = 0.0
     finish_at: float = 0.0
     hold_until_at: float = 0.0
@@ -65,6 +75,20 @@ class Task:
     ready: bool = False
     started_at: float = 0.0
     info: dict = field(default_factory=dict)
+    _state: ParticipantState = field(default="new", init=False, repr=False)
+
+    @property
+    def state(self) -> ParticipantState:
+        return self._state
+
+    def fire(self, event: ParticipantEvent) -> bool:
+        """Take ``event`` through the table; False when the table ignores it here."""
+        nxt: ParticipantState | Ignored = step(  # type: ignore[assignment]
+            "participant", self._state, event, self.cfp.task)
+        if nxt == IGNORED:
+            return False
+        self._state = nxt
+        return True
 
 
 class ResourceAgent(Agent):
@@ -84,9 +108,9 @@ class ResourceAgent(Agent):
         self.policy = escalation
         self.mtbf_s = mtbf_s                    # as specified; the repeat-faults allowance
         self.fault_times: list[float] = []      # recent faults, for the repeat-faults rule
-        self.escalated = 0
-        self.open_escalation = ""
-        self.escalation_body: Escalate | None = None
+        # at most one open escalation (repeat faults), re-sent on the "escalation" timer
+        self.raiser: EscalationRaiser[None] = EscalationRaiser(
+            agent_id, escalation.console, timing.retry_s, "escalation")
         self.out_of_service_by = ""             # a supervisor took us out of service
         self.strategy = strategy
         self.location = location
@@ -99,6 +123,15 @@ class ResourceAgent(Agent):
         self.completed: dict[str, Done] = {}   # task -> our report, re-sent if it was lost
         self._hb_armed = False
         self.ignored = 0
+
+    @property
+    def open_escalation(self) -> str:
+        """The open escalation's id, "" when none is open."""
+        return next(iter(self.raiser.open), "")
+
+    @property
+    def escalated(self) -> int:
+        return self.raiser.raised
 
     # -- subclass hooks ------------------------------------------------------------------
     def can_do(self, cfp: CallForProposals) -> bool:
@@ -159,7 +192,7 @@ class ResourceAgent(Agent):
         if isinstance(body, Rejection):
             return self._transition(task, "reject", body.task, now)
         if isinstance(body, Ready):
-            if self._event(task, "ready", body.task) == IGNORED:
+            if not self._fire(task, "ready"):
                 return []
             task.ready = True
             return self._try_start(now)
@@ -211,8 +244,7 @@ class ResourceAgent(Agent):
             task = Task(cfp, msg.sender, msg.conv, start_at=slot.start_at,
                         finish_at=slot.finish_at, hold_until_at=hold,
                         info={"setup_s": slot.setup_s, "processing_s": slot.processing_s})
-            step("participant", "new", "propose", cfp.task)
-            task.state = "held"
+            task.fire("propose")
             self.tasks[cfp.task] = task
             out.append(Send(msg.sender, Proposal(cfp.task, self.kind, slot.start_at, slot.finish_at,
                                                  hold, cost), msg.conv))
@@ -231,8 +263,7 @@ class ResourceAgent(Agent):
             dur = task.finish_at - task.start_at
             start = self.earliest_gap(task.cfp.earliest_start_at, dur, now)
             task.start_at, task.finish_at = start, start + dur
-        step("participant", task.state, "accept", award.task)
-        task.state = "committed"
+        task.fire("accept")
         task.award_epoch = award.award_epoch
         out: list[Action] = [CancelTimer(f"hold:{award.task}"),
                              Send(msg.sender, Confirmation(award.task, award.award_epoch), msg.conv),
@@ -249,9 +280,8 @@ class ResourceAgent(Agent):
 
     def _on_cancel(self, task_id: str, task: Task, reason: str, now: float) -> list[Action]:
         was_running = task.state == "running"
-        if self._event(task, "cancel", task_id) == IGNORED:
+        if not self._fire(task, "cancel"):
             return []
-        task.state = "released"
         out: list[Action] = [Log("cancelled", {"agent": self.id, "task": task_id, "reason": reason})]
         if was_running:
             self.running = None
@@ -265,15 +295,12 @@ class ResourceAgent(Agent):
             return self._heartbeat(now)
         if key == "start_check":
             return self._try_start(now)
-        if key == "escalation" and self.open_escalation and self.escalation_body is not None:
-            # until decided: send it again (the body is set with open_escalation)
-            return [Send(self.policy.console, self.escalation_body, self.open_escalation),
-                    SetTimer("escalation", now + self.timing.retry_s)]
+        if key == "escalation":          # until decided: send it again
+            return self.raiser.resend_all(now)
         if key.startswith("hold:"):
             task = self.tasks.get(key[5:])
             if task is not None and task.state == "held":
-                self._event(task, "hold_lapsed", key[5:])
-                task.state = "released"
+                self._fire(task, "hold_lapsed")
             return []
         return []
 
@@ -324,8 +351,7 @@ class ResourceAgent(Agent):
                                  + 1e-6)]
             return []
         task = self.tasks[choice]
-        self._event(task, "start", choice)
-        task.state = "running"
+        self._fire(task, "start")
         task.started_at = now
         self.running = choice
         cmd = self.start_command(choice, task, now)
@@ -342,8 +368,7 @@ class ResourceAgent(Agent):
         if task is None or task.state != "running":
             self.ignored += 1
             return []
-        self._event(task, "finish", task_id)
-        task.state = "done"
+        self._fire(task, "finish")
         self.running = None
         self.on_finished(task, now)
         report = Done(task_id, task.award_epoch, task.started_at, now, quality, location)
@@ -401,12 +426,12 @@ class ResourceAgent(Agent):
             out.append(Command("abort_operation", self.id, self.running))
         self.running = None
         for tid, t in sorted(self.tasks.items()):
-            if t.state in ("committed", "running"):
-                self._event(t, "fault", tid)
+            live = t.state in ("committed", "running")
+            t.fire("fault")              # a hold is dropped too; a released task stays so
+            if live:
                 out.append(Send(t.order, Failure(tid, t.award_epoch, f"{self.id} {reason}",
                                                  repair_at=repair_at), t.conv))
                 out.append(Log("handed_back", {"agent": self.id, "task": tid, "order": t.order}))
-            t.state = "released"
         self.tasks = {}
         return out + (self._check_repeat_faults(now) if counts else [])
 
@@ -428,8 +453,7 @@ class ResourceAgent(Agent):
         self.fault_times = [t for t in self.fault_times if t > now - rule.threshold_s] + [now]
         if len(self.fault_times) < self.repeat_fault_threshold() or self.open_escalation:
             return []
-        self.escalated += 1
-        esc = self.open_escalation = f"{self.id}/e{self.escalated}"
+        esc = self.raiser.next_id()
         n = len(self.fault_times)
         back = f" (expected at {self.repair_at:.0f} s)" if self.repair_at > now else ""
         body = Escalate(
@@ -446,20 +470,18 @@ class ResourceAgent(Agent):
             context={"faults": n, "window_s": rule.threshold_s, "detected_at": now,
                      "threshold": self.repeat_fault_threshold(), "mtbf_s": self.mtbf_s,
                      "fault_times": list(self.fault_times), "repair_at": self.repair_at})
-        self.escalation_body = body
-        return [Send(self.policy.console, body, esc), SetTimer("escalation", now + self.timing.retry_s),
-                Log("escalate", {"agent": self.id, "escalation": esc, "cause": "repeat_faults",
-                                 "resource": self.id})]
+        return self.raiser.raise_(body, None, now) + [
+            Log("escalate", {"agent": self.id, "escalation": esc, "cause": "repeat_faults",
+                             "resource": self.id})]
 
     def _on_decision(self, body: Decision, now: float) -> list[Action]:
-        if not self.open_escalation or body.escalation != self.open_escalation:
+        raised, out = self.raiser.decided(body.escalation)
+        if raised is None:               # none open, or another one (already decided)
             self.ignored += 1
             return []
-        self.open_escalation = ""
         self.fault_times = []
-        out: list[Action] = [CancelTimer("escalation"), Log("decision_applied", {"agent": self.id,
-                                                      "escalation": body.escalation,
-                                                      "option": body.option, "user": body.user})]
+        out.append(Log("decision_applied", {"agent": self.id, "escalation": body.escalation,
+                                            "option": body.option, "user": body.user}))
         if body.option == "take_out_of_service":
             self.out_of_service_by = body.user
             if self.up:
@@ -473,7 +495,7 @@ class ResourceAgent(Agent):
         task = self.tasks.get(task_id)
         if task is None or task.state != "running":
             return []
-        self._event(task, "finish", task_id)
+        self._fire(task, "finish")
         self.running = None
         del self.tasks[task_id]
         report = Done(task_id, task.award_epoch, task.started_at, now, "ok", location)
@@ -490,7 +512,7 @@ class ResourceAgent(Agent):
         if task is None or task.state != "running":
             return []
         self.running = None
-        self._event(task, "fault", task_id)
+        self._fire(task, "fault")
         del self.tasks[task_id]
         retry_at = now + self.timing.lease_window_s if elsewhere else 0.0
         return [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}",
@@ -499,17 +521,16 @@ class ResourceAgent(Agent):
                 *self._try_start(now)]
 
     # -- helpers ------------------------------------------------------------------------------
-    def _event(self, task: Task, event: str, task_id: str) -> str:
-        nxt = step("participant", task.state, event, task_id)
-        if nxt == IGNORED:
-            self.ignored += 1
-        return nxt
+    def _fire(self, task: Task, event: ParticipantEvent) -> bool:
+        """Take ``event`` through the table; count it when the table ignores it here."""
+        if task.fire(event):
+            return True
+        self.ignored += 1
+        return False
 
-    def _transition(self, task: Task, event: str, task_id: str, now: float) -> list[Action]:
-        nxt = self._event(task, event, task_id)
-        if nxt != IGNORED:
-            task.state = nxt
-            if nxt == "released":
-                del self.tasks[task_id]
-                return [CancelTimer(f"hold:{task_id}")]
+    def _transition(self, task: Task, event: ParticipantEvent, task_id: str,
+                    now: float) -> list[Action]:
+        if self._fire(task, event) and task.state == "released":
+            del self.tasks[task_id]
+            return [CancelTimer(f"hold:{task_id}")]
         return []

@@ -31,7 +31,9 @@ them — the current winner of an operation included.  After every step it check
 
 from __future__ import annotations
 
+import ast
 import itertools
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -49,7 +51,9 @@ from agents.machine import MachineAgent
 from agents.negotiation import contract_net
 from agents.negotiation.contract_net import IGNORED, IllegalTransition, step
 from agents.negotiation.strategies import DefaultResource, EarliestFinish
-from agents.order import OrderAgent
+from agents.order import Negotiation, OrderAgent
+from agents.protocol.messages import CallForProposals
+from agents.resource import Task
 from agents.protocol.actions import Send, SetTimer
 from helpers.fake_link import FakeLink, Sent, Step
 from security.errors import ProtocolBug
@@ -76,6 +80,13 @@ INITIATOR_EXPECTED: dict[tuple[str, str], str] = {
     ("leased", "failure"): "waiting",
     ("leased", "cancel"): "waiting",
     ("leased", "done"): "done",
+    # done, but the part failed its quality check: called again
+    ("awarded", "scrap"): "waiting", ("leased", "scrap"): "waiting",
+    # a done report from a past award: back on the route to done from any live round
+    ("calling", "late_report"): "leased", ("awarded", "late_report"): "leased",
+    ("leased", "late_report"): "leased", ("waiting", "late_report"): "leased",
+    # a split-off lot's operations: those passed are done, the next waits for its retry
+    ("idle", "passed"): "done", ("idle", "split"): "waiting",
     # late, duplicated or reordered peer messages: counted, never acted on
     ("calling", "confirm"): IGNORED, ("calling", "renew"): IGNORED,
     ("calling", "done"): IGNORED, ("calling", "failure"): IGNORED,
@@ -103,6 +114,7 @@ PARTICIPANT_EXPECTED: dict[tuple[str, str], str] = {
     ("running", "finish"): "done",
     ("running", "cancel"): "released",
     ("running", "fault"): "released",
+    ("held", "fault"): "released", ("released", "fault"): IGNORED,
     # duplicates and late messages
     ("committed", "accept"): IGNORED,
     ("committed", "reject"): IGNORED, ("running", "reject"): IGNORED,
@@ -170,6 +182,65 @@ def test_message_without_task_omits_it() -> None:
         step("initiator", "idle", "done")
     assert "for task" not in str(info.value)
     assert str(info.value) == "illegal transition: event 'done' for role initiator in state 'idle'"
+
+
+def test_a_negotiation_is_the_only_writer_of_its_state() -> None:
+    neg = Negotiation("o1/0", "operation", 0, "mill", "mill", ["m1"])
+    with pytest.raises(AttributeError):
+        neg.state = "done"  # type: ignore[misc]
+    assert neg.fire("call") and neg.state == "calling"
+    assert neg.next_on("done") == IGNORED and neg.state == "calling"
+    assert not neg.fire("done") and neg.state == "calling"
+    with pytest.raises(IllegalTransition) as info:
+        neg.fire("split")
+    assert (info.value.event, info.value.role, info.value.state, info.value.task) == (
+        "split", "initiator", "calling", "o1/0")
+
+
+def test_a_resource_task_is_the_only_writer_of_its_state() -> None:
+    cfp = CallForProposals(task="o1/0", order="o1", kind="operation", capability="mill",
+                           op="mill", quantity=1, earliest_start_at=0.0, due_at=9.0,
+                           reply_by_at=1.0)
+    task = Task(cfp, "o1", "o1/0#0")
+    with pytest.raises(AttributeError):
+        task.state = "held"  # type: ignore[misc]
+    assert task.fire("propose") and task.state == "held"
+    assert task.fire("fault") and task.state == "released"
+    assert not task.fire("fault") and task.state == "released"
+    with pytest.raises(IllegalTransition) as info:
+        task.fire("start")
+    assert (info.value.event, info.value.role, info.value.state) == (
+        "start", "participant", "released")
+
+
+def test_no_agent_module_assigns_a_state_but_its_record() -> None:
+    """``.state =`` / ``._state =`` appear only in the two records that own them."""
+    root = Path(contract_net.__file__).parents[1]
+    writers = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            for t in targets:
+                if isinstance(t, ast.Attribute) and t.attr in ("state", "_state") \
+                        and not (isinstance(t.value, ast.Name) and t.value.id == "self"):
+                    writers.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert writers == []
+
+
+def imports_the_table_step(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.ImportFrom) and node.module == contract_net.__name__
+               and any(alias.name == "step" for alias in node.names) for node in tree.body)
+
+
+def test_only_the_two_records_call_the_table() -> None:
+    root = Path(contract_net.__file__).parents[1]
+    trees = {str(path.relative_to(root)): ast.parse(path.read_text())
+             for path in root.rglob("*.py")}
+    callers = sorted(name for name, tree in trees.items() if imports_the_table_step(tree)
+                     and any(isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                             and node.func.id == "step" for node in ast.walk(tree)))
+    assert callers == ["order/negotiation.py", "resource.py"]
 
 
 # -- part 2: the protocol under an adversarial network -------------------------------------------

@@ -81,3 +81,13 @@ def test_the_raiser_is_plain_data() -> None:
     for r in (a, b):
         r.raise_(body(r.next_id()), "about", 0.0)
     assert a == b
+
+
+def test_resend_all_under_one_timer_in_the_order_raised() -> None:
+    r = raiser("bursts")
+    assert r.resend_all(0.0) == []
+    for esc in ("h/b/9", "h/b/10"):
+        r.raise_(body(esc), None, 0.0)
+    assert r.resend_all(2.0) == [Send("console", body("h/b/9"), "h/b/9"),
+                                 Send("console", body("h/b/10"), "h/b/10"),
+                                 SetTimer("bursts", 32.0)]

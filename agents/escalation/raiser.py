@@ -71,6 +71,14 @@ class EscalationRaiser(Generic[T]):
         return [Send(self.console, entry.body, escalation),
                 SetTimer(self.timer(escalation), now + self.resend_s)]
 
+    def resend_all(self, now: float) -> list[Action]:
+        """One timer for all (a fixed ``key``): send every open escalation again, in the
+        order raised, and arm the timer once — nothing when none is open."""
+        if not self.open:
+            return []
+        return [*(Send(self.console, entry.body, esc) for esc, entry in self.open.items()),
+                SetTimer(self.timer(""), now + self.resend_s)]
+
     def decided(self, escalation: str) -> tuple[Raised[T] | None, list[Action]]:
         """A decision arrived: the escalation it closes (None if unknown, already decided
         or cleared) and the actions that stop its re-sending."""

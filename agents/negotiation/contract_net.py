@@ -18,13 +18,31 @@ a finished task) are in the table as explicit self-transitions marked
 
 Award epochs fence stale winners: every (re-)award of a task increments the
 epoch, and a participant acts only on messages carrying its current epoch.
+
+These tables are the only place a negotiation state changes: the order
+agent's :class:`agents.order.negotiation.Negotiation` and the resource
+agent's :class:`agents.resource.Task` each call :func:`step` and are the only
+writers of their ``state``.  States and events are ``Literal`` types, so a
+misspelt one is a type error, not a silent new state.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from security.errors import ProtocolBug
 
-IGNORED = "ignored"
+IGNORED: Literal["ignored"] = "ignored"
+Ignored = Literal["ignored"]
+
+InitiatorState = Literal["idle", "calling", "awarded", "leased", "done", "waiting"]
+InitiatorEvent = Literal[
+    "call", "propose", "refuse", "deadline_award", "deadline_none", "confirm", "decline",
+    "lease_expired", "failure", "done", "scrap", "renew", "cancel", "late_report", "split",
+    "passed"]
+ParticipantState = Literal["new", "held", "committed", "running", "done", "released"]
+ParticipantEvent = Literal[
+    "propose", "accept", "reject", "hold_lapsed", "ready", "start", "cancel", "fault", "finish"]
 
 # -- initiator (order side), per task ---------------------------------------------
 #   idle      task known, not yet called
@@ -33,7 +51,7 @@ IGNORED = "ignored"
 #   leased    winner confirmed; lease renewed by heartbeats
 #   done      inform_done received (terminal)
 #   waiting   no bidder / all refused: retry later or escalate
-INITIATOR: dict[tuple[str, str], str] = {
+INITIATOR: dict[tuple[InitiatorState, InitiatorEvent], InitiatorState | Ignored] = {
     ("idle", "call"): "calling",
     ("waiting", "call"): "calling",
     ("calling", "propose"): "calling",
@@ -51,6 +69,16 @@ INITIATOR: dict[tuple[str, str], str] = {
     ("leased", "done"): "done",
     ("leased", "cancel"): "waiting",
     ("awarded", "cancel"): "waiting",
+    ("awarded", "scrap"): "waiting",     # done, but the part failed its quality check:
+    ("leased", "scrap"): "waiting",      # the operation is called again
+    # a done report from a past award (its inform_done was lost, the lease expired):
+    # back onto the route to done, whatever round the task is in now
+    ("calling", "late_report"): "leased", ("awarded", "late_report"): "leased",
+    ("leased", "late_report"): "leased", ("waiting", "late_report"): "leased",
+    # a split-off lot (agents/order/lots.py): the operations its parts went through are
+    # done, the one they wait at is called by its retry timer
+    ("idle", "passed"): "done",
+    ("idle", "split"): "waiting",
     # late or duplicated peer messages: counted, never acted on
     ("awarded", "propose"): IGNORED, ("awarded", "refuse"): IGNORED,
     ("leased", "propose"): IGNORED, ("leased", "refuse"): IGNORED,
@@ -70,7 +98,7 @@ INITIATOR: dict[tuple[str, str], str] = {
 #   running   executing in the plant
 #   done      finished and reported (terminal)
 #   released  rejected, hold lapsed, cancelled or failed (terminal for this epoch)
-PARTICIPANT: dict[tuple[str, str], str] = {
+PARTICIPANT: dict[tuple[ParticipantState, ParticipantEvent], ParticipantState | Ignored] = {
     ("new", "propose"): "held",
     ("held", "accept"): "committed",
     ("held", "reject"): "released",
@@ -84,6 +112,8 @@ PARTICIPANT: dict[tuple[str, str], str] = {
     ("running", "cancel"): "released",
     ("running", "fault"): "released",
     ("held", "cancel"): "released",
+    ("held", "fault"): "released",        # a fault drops our holds with the commitments
+    ("released", "fault"): IGNORED,
     ("released", "cancel"): IGNORED,
     ("released", "reject"): IGNORED,
     ("released", "hold_lapsed"): IGNORED,
@@ -110,10 +140,11 @@ class IllegalTransition(ProtocolBug):
                          f"{state!r}{where}")
 
 
-TABLES = {"initiator": INITIATOR, "participant": PARTICIPANT}
+Role = Literal["initiator", "participant"]
+TABLES: dict[Role, dict] = {"initiator": INITIATOR, "participant": PARTICIPANT}
 
 
-def step(role: str, state: str, event: str, task: str = "") -> str:
+def step(role: Role, state: str, event: str, task: str = "") -> str:
     """The next state, :data:`IGNORED`, or :class:`IllegalTransition`."""
     nxt = TABLES[role].get((state, event))
     if nxt is None:
