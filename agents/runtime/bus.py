@@ -48,6 +48,14 @@ class BusStats:
     multicast_received: int = 0      # such envelopes accepted (one per host, not per agent)
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """Envelopes sealed for sending: each with the addressee count per endpoint."""
+
+    type: str
+    envelopes: list[tuple[list[bytes], dict[str, int]]]
+
+
 class RejectLog:
     """Counts every rejection; logs each (reason, sender) pair once, then sparingly.
 
@@ -158,6 +166,11 @@ class Bus:
         refused send (peer saturated) counts every addressee behind that
         endpoint as dropped.  Returns how many addressees it was queued for.
         """
+        return self.ship(self.seal(sender, tos, body, conv))
+
+    def seal(self, sender: str, tos: Iterable[str], body: Body, conv: str = "") -> Sealed:
+        """The envelopes of :meth:`send_many`, sealed and routed but not sent: :meth:`ship`
+        sends them (again, for a duplicate the network injects: the very same frames)."""
         routed: list[str] = []
         endpoint_of: dict[str, str] = {}
         routes = self.routes
@@ -171,25 +184,33 @@ class Bus:
                 continue
             endpoint_of[to] = endpoint
             routed.append(to)
-        if len(routed) == 1:
-            return int(self.send(sender, routed[0], body, conv))
-        sealer, queued = self._sealers[sender], 0
+        sealer = self._sealers[sender]
         stamp = self.clock() + self.skew_s.get(sender, 0.0)
-        for i in range(0, len(routed), MAX_ADDRESSEES):
+        out: list[tuple[list[bytes], dict[str, int]]] = []
+        if len(routed) == 1:
+            out.append((sealer.seal(routed[0], body, stamp, conv), {endpoint_of[routed[0]]: 1}))
+        for i in range(0, len(routed) if len(routed) > 1 else 0, MAX_ADDRESSEES):
             chunk = routed[i:i + MAX_ADDRESSEES]
-            frames = sealer.seal(chunk, body, stamp, conv)
-            self.stats.multicast_sent += 1
             per_endpoint: dict[str, int] = {}
             for to in chunk:
                 endpoint = endpoint_of[to]
                 per_endpoint[endpoint] = per_endpoint.get(endpoint, 0) + 1
+            out.append((sealer.seal(chunk, body, stamp, conv), per_endpoint))
+        return Sealed(body.TYPE, out)
+
+    def ship(self, sealed: Sealed) -> int:
+        """Send sealed envelopes to their endpoints; how many addressees they were queued for."""
+        queued = 0
+        for frames, per_endpoint in sealed.envelopes:
+            if sum(per_endpoint.values()) > 1:
+                self.stats.multicast_sent += 1
             for endpoint, n in per_endpoint.items():
                 if self.transport.send(endpoint, frames):
                     queued += n
                 else:
                     self.stats.dropped += n
         if queued:
-            self.stats.sent[body.TYPE] += queued
+            self.stats.sent[sealed.type] += queued
         return queued
 
     def _authenticate(self, frames: list[bytes]) -> Authenticated | Exception:

@@ -78,7 +78,7 @@ from agents.protocol.messages import (
     PlantCommand,
     PlantEvent,
 )
-from agents.runtime.bus import Bus
+from agents.runtime.bus import Bus, Sealed
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.observe import Observer
 from agents.runtime.runner import PERFECT, NetworkModel, Runner
@@ -286,6 +286,10 @@ class Host:
         else:
             self.bus.send_many(sender, tos, body, conv)
 
+    def _ship(self, sealed: Sealed) -> None:
+        if not self._stop.is_set():
+            self.bus.ship(sealed)
+
     def record(self, event: str, **fields: Any) -> None:
         line = {"t": round(self.clock.now(), 6), "ev": event, "host": self.name, **fields}
         self.events.write(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
@@ -423,13 +427,18 @@ class _HostLink:
     def send(self, sender: str, tos: Sequence[str], body: Body, conv: str,
              delays_s: Sequence[float]) -> None:
         host = self.host
-        for d in delays_s:        # delays are injected faults: the wire adds its own latency
+        if len(delays_s) == 1 and delays_s[0] <= 0:     # the plain path: no fault injected
+            host._transmit(tos, sender, body, conv)
+            return
+        # delays are injected faults (the wire adds its own latency); a duplicate is the
+        # very same frames again, as in virtual time (the receiver refuses it as replayed)
+        sealed = host.bus.seal(sender, tos, body, conv)
+        for d in delays_s:
             if d <= 0:
-                host._transmit(tos, sender, body, conv)
+                host._ship(sealed)
             else:
                 assert host._loop is not None
-                host._loop.call_later(d / host.clock.speed, host._transmit, tos, sender, body,
-                                      conv)
+                host._loop.call_later(d / host.clock.speed, host._ship, sealed)
 
     def wake_at(self, at: float, token: int) -> None:
         host = self.host
