@@ -52,7 +52,7 @@ from agents.runtime.journal import (
     replay,
 )
 from agents.runtime.observe import Observer
-from security.envelope import Opener, Sealer
+from agents.protocol.envelope import Opener, Sealer
 from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard

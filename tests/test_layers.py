@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("zmq", "asyncio")
-NAMED = ["security.envelope", "security.certs", "security.replay", "security.access",
+NAMED = ["agents.protocol.envelope", "security.certs", "security.replay", "security.access",
          "security.errors", "security.crypto", "agents.protocol.messages"]
 # agents/*.py are the sans-io agents themselves (the runtime lives in agents/runtime/)
 PURE_GLOBS = ["agents/*.py", "agents/protocol/*.py", "agents/negotiation/*.py", "agents/core/*.py",

@@ -45,7 +45,7 @@ from ops.cli import main
 from ops.config import load_cell
 from ops.config.faults import load_faults
 from security.crypto import SigningKey
-from security.envelope import Sealer
+from agents.protocol.envelope import Sealer
 from security.keystore import KeyDir
 from sim_bridge.remote import PlantServer
 

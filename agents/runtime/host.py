@@ -86,7 +86,7 @@ from agents.runtime.journal import (
 from agents.runtime.observe import Observer
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
-from security.envelope import Opener
+from agents.protocol.envelope import Opener
 from security.errors import ConfigurationError, Rejected
 from security.keystore import KeyDir
 from security.replay import ReplayGuard

@@ -72,7 +72,7 @@ from typing import Any
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from security.envelope import SIGNING_TAG, Opener, Sealer
+from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 
