@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ops.config.model import CellConfig
+    from agents.cell.model import CellConfig
 
 HOUR_S = 3600.0
 DIGITS = 6

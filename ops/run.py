@@ -31,7 +31,7 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
     keys_dir = cfg.keys_dir_path()
     if keys_dir is None:
         return None, 0.0
-    from agents.factory import roles_of
+    from agents.cell.build import roles_of
     from security.keystore import EphemeralCell, KeyDir
 
     kd = KeyDir(Path(keys_dir))
@@ -69,7 +69,7 @@ def execute(args: Any) -> int:
                                  "seconds per wall second")
     faults = None
     if getattr(args, "faults", None):
-        from ops.config.faults import load_faults
+        from agents.cell.faults import load_faults
         try:
             faults = load_faults(args.faults, cfg)
         except ConfigError as exc:

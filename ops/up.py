@@ -85,7 +85,7 @@ def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     """The cell's keys directory, or one made under the state directory on first use."""
     from agents.escalation.console import CONSOLE_ID
     from agents.escalation.service import SUPERVISOR_ID
-    from agents.factory import roles_of
+    from agents.cell.build import roles_of
     from agents.runtime.host import HOST_ROLE, SIM_ID, host_identity
     from security.certs import AGENT_ID_RE
     from security.keystore import KeyDir
@@ -539,7 +539,7 @@ def set_aside(db: Path) -> Path | None:
 
 def execute_up(args: Any) -> int:
     from ops.config import ConfigError, load_cell
-    from ops.config.faults import load_faults
+    from agents.cell.faults import load_faults
 
     try:
         cfg = load_cell(args.cell)
@@ -594,7 +594,7 @@ def run_process(args: Any, kind: str) -> int:
     from agents.escalation.service import console_policy
     from agents.runtime.host import SIM_ID, CellClock, Host
     from ops.config import ConfigError, load_cell
-    from ops.config.faults import load_faults
+    from agents.cell.faults import load_faults
     from sim_bridge.remote import PlantServer
 
     try:

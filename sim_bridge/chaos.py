@@ -3,7 +3,7 @@
 ``autocell chaos CELL --seed N`` plays :func:`random_scenario` (cell, N) in
 virtual time and checks the invariants; the chaos tests run it for many
 seeds, and a failing seed is replayed with exactly that command.  The
-scenario is an ordinary :class:`~ops.config.faults.FaultScenario`, so
+scenario is an ordinary :class:`~agents.cell.faults.FaultScenario`, so
 ``--write FILE`` saves it for ``autocell run --faults`` or ``autocell up``.
 
 The draws stay inside what the cell must survive without a human: every
@@ -18,12 +18,12 @@ import random
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 
 def random_scenario(cfg: CellConfig, seed: int) -> FaultScenario:
-    from ops.config.faults import FaultScenario
+    from agents.cell.faults import FaultScenario
 
     rng = random.Random(f"chaos/{seed}")
     horizon_s = max((o.due_at for o in cfg.orders), default=600.0)

@@ -51,8 +51,8 @@ from agents.runtime.observe import Observer
 from .plant import EmbeddedPlant, MachineSpec
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 log = logging.getLogger("autocell.sim")
 

@@ -37,7 +37,7 @@ from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
 from agents.escalation.policy import OFF, policy_of
 from agents.escalation.store import EscalationStore
-from agents.factory import build_agents, roles_of, timing_of
+from agents.cell.build import build_agents, roles_of, timing_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.runtime.journal import (
@@ -60,8 +60,8 @@ from security.replay import ReplayGuard
 from .plant import EmbeddedPlant, MachineSpec
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 
 @dataclass(frozen=True)

@@ -75,5 +75,5 @@ def test_the_replay_command_replays_the_seed(tmp_path: Path) -> None:
     direct, scenario = chaos_one(CFG, 3)
     assert report["event_log_sha256"] == direct["event_log_sha256"]
     # the written scenario is an ordinary fault file: it validates against the cell
-    from ops.config.faults import load_faults
+    from agents.cell.faults import load_faults
     assert load_faults(tmp_path / "s.yaml", CFG).model_dump() == scenario.model_dump()

@@ -19,7 +19,7 @@ import pytest
 from agents.protocol.actions import CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import CallForProposals, PlantCommand, Rejection
 from agents.runtime.host import SIM_ID, Host
-from ops.config.faults import FaultScenario
+from agents.cell.faults import FaultScenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

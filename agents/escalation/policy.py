@@ -1,6 +1,6 @@
 """The escalation policy as the agents see it: plain frozen values, built from the cell config.
 
-The config model (``escalation:`` in a cell file, :mod:`ops.config.model`)
+The config model (``escalation:`` in a cell file, :mod:`agents.cell.model`)
 is validated there; agents get this sans-io copy so they depend on no
 pydantic model.  ``None`` for a rule means it is switched off.
 """
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .lifecycle import Deadlines
 
 if TYPE_CHECKING:
-    from ops.config.model import CellConfig
+    from agents.cell.model import CellConfig
 
 
 @dataclass(frozen=True, slots=True)

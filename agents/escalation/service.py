@@ -42,7 +42,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.factory import timing_of
+from agents.cell.build import timing_of
 from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
 from agents.protocol.messages import Body, Decision, Escalate, Message
 from agents.runtime.journal import Inbound, Input, SqliteJournal, Start, Timer, feed
@@ -55,7 +55,7 @@ from .store import EscalationStore
 if TYPE_CHECKING:
     from agents.runtime.bus import Bus
     from agents.runtime.host import CellClock
-    from ops.config.model import CellConfig
+    from agents.cell.model import CellConfig
 
 log = logging.getLogger("autocell.console")
 

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 from agents.base import Agent, PlantEventIn
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.policy import OFF, EscalationPolicy
-from agents.factory import build_agents
+from agents.cell.build import build_agents
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
@@ -93,8 +93,8 @@ from security.replay import ReplayGuard
 from security.replay_store import SqliteReplayStore
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 log = logging.getLogger("autocell.host")
 

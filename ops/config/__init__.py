@@ -15,7 +15,7 @@ from ops.config.loader import (
     load_cell_or_instance,
     validate_command,
 )
-from ops.config.model import (
+from agents.cell.model import (
     CellConfig,
     CountWindow,
     Escalation,

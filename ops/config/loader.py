@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ops.config.model import PATTERN_HELP, CellConfig, Negotiation
+from agents.cell.model import PATTERN_HELP, CellConfig, Negotiation
 
 __all__ = [
     "CELL_SUFFIXES",

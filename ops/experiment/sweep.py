@@ -54,7 +54,7 @@ from ops.config.loader import (
     load_cell_or_instance,
     load_model,
 )
-from ops.config.model import CellConfig, Name, Seconds, StrategyRef, _Model
+from agents.cell.model import CellConfig, Name, Seconds, StrategyRef, _Model
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
            "expand", "load_sweep", "parse_path"]
@@ -345,7 +345,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     for i, fault_file in enumerate(data.get("faults") or []):
         if not isinstance(fault_file, str):
             continue
-        from ops.config.faults import load_faults
+        from agents.cell.faults import load_faults
         for cfg, _raw in cells.values():
             try:
                 scenario = load_faults(base_dir / fault_file, cfg)

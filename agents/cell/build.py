@@ -13,7 +13,7 @@ from agents.order import OrderAgent
 from agents.robot import RobotAgent
 
 if TYPE_CHECKING:
-    from ops.config.model import CellConfig
+    from agents.cell.model import CellConfig
 
 
 def timing_of(cfg: CellConfig) -> Timing:

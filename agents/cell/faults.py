@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ops.config.model import (
+from agents.cell.model import (
     CellConfig,
     Fraction,
     Name,
