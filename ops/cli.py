@@ -423,7 +423,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     code, text = validate_command(args.cell)
     if code == 0 and args.faults:
         from ops.config import ConfigError, load_cell_or_instance
-        from agents.cell.faults import load_faults
+        from ops.config.fault_files import load_faults
 
         try:
             f = load_faults(args.faults, load_cell_or_instance(args.cell))

@@ -43,7 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agents.protocol.actions import Action, Send
-from ops.kpis import KpiSpec, KpiTracker
+from agents.cell.specs import KpiSpec
+from ops.kpis import KpiTracker
 from security.errors import ConfigurationError
 
 #: KPI key -> (metric name suffix, help); exported as autocell_cell_* and autocell_machine_*.

@@ -149,7 +149,7 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
     from agents.escalation.service import ConsoleService, console_policy
     from agents.runtime.host import CellClock, Host
     from ops.config import load_cell
-    from agents.cell.faults import load_faults
+    from ops.config.fault_files import load_faults
     from ops.up import ensure_keys
     from sim_bridge.remote import PlantServer
 

@@ -539,7 +539,7 @@ def set_aside(db: Path) -> Path | None:
 
 def execute_up(args: Any) -> int:
     from ops.config import ConfigError, load_cell
-    from agents.cell.faults import load_faults
+    from ops.config.fault_files import load_faults
 
     try:
         cfg = load_cell(args.cell)
@@ -594,7 +594,7 @@ def run_process(args: Any, kind: str) -> int:
     from agents.escalation.service import console_policy
     from agents.runtime.host import SIM_ID, CellClock, Host
     from ops.config import ConfigError, load_cell
-    from agents.cell.faults import load_faults
+    from ops.config.fault_files import load_faults
     from sim_bridge.remote import PlantServer
 
     try:
@@ -674,7 +674,7 @@ def start_metrics(runner: Any, cfg: Any, kind: str, port: int, addr: str) -> Any
     be bound is logged and the process runs on without metrics (the cell's work first)."""
     import logging
 
-    from ops.kpis import KpiSpec
+    from agents.cell.specs import KpiSpec
     from ops.metrics import ProcessMetrics
 
     metrics = ProcessMetrics(time.time)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ops.kpis import KpiSpec
+from agents.cell.specs import KpiSpec
 from ops.kpis import compute as compute_kpis
 
 from .invariants import check_all, parse

@@ -35,9 +35,10 @@ import simpy
 from agents.base import Agent, PlantEventIn
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
-from agents.escalation.policy import OFF, policy_of
+from agents.escalation.policy import OFF
 from agents.escalation.store import EscalationStore
-from agents.cell.build import build_agents, roles_of, timing_of
+from agents.cell.build import build_agents, policy_of, roles_of, timing_of
+from agents.cell.specs import plant_machines
 from agents.order import OrderAgent
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.runtime.journal import (
@@ -57,7 +58,7 @@ from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard
 
-from .plant import EmbeddedPlant, MachineSpec
+from .plant import EmbeddedPlant
 
 if TYPE_CHECKING:
     from agents.cell.faults import FaultScenario
@@ -183,8 +184,7 @@ class VirtualCell:
         self._all_done = self.env.event()
         self.plant = EmbeddedPlant(
             self.env,
-            [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
-                         m.power_kw.busy, m.location) for m in cfg.machines],
+            plant_machines(cfg),
             [r.id for r in cfg.robots], seed=self.seed, emit=self._plant_event,
             record=self.record, sensor_interval_s=cfg.sim.sensor_interval_s,
             breakdowns=breakdowns)

@@ -20,7 +20,7 @@ from agents.cell.build import timing_of
 from agents.protocol.actions import Send
 from agents.protocol.messages import Decision
 from ops.config import load_cell_or_instance
-from agents.cell.faults import load_faults
+from ops.config.fault_files import load_faults
 from ops.console.app import ConsoleSettings, create_app
 from ops.console.store_backend import StoreBackend
 from ops.console.users import UserStore

@@ -20,7 +20,8 @@ FORBIDDEN = ("zmq", "asyncio")
 NAMED = ["agents.protocol.envelope", "security.certs", "security.replay", "security.access",
          "security.errors", "security.crypto", "agents.protocol.messages"]
 # agents/*.py are the sans-io agents themselves (the runtime lives in agents/runtime/)
-PURE_GLOBS = ["agents/*.py", "agents/protocol/*.py", "agents/negotiation/*.py", "agents/core/*.py",
+PURE_GLOBS = ["agents/*.py", "agents/protocol/*.py", "agents/cell/*.py", "agents/negotiation/*.py",
+              "agents/core/*.py",
               "agents/escalation/lifecycle.py", "agents/escalation/console.py",
               "agents/escalation/policy.py", "sim_bridge/plant.py"]
 

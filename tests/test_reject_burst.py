@@ -43,7 +43,7 @@ from agents.protocol.messages import Heartbeat
 from agents.runtime.host import CellClock, Host, host_identity
 from ops.cli import main
 from ops.config import load_cell
-from agents.cell.faults import load_faults
+from ops.config.fault_files import load_faults
 from security.crypto import SigningKey
 from agents.protocol.envelope import Sealer
 from security.keystore import KeyDir

@@ -42,14 +42,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.cell.build import timing_of
+from agents.cell.build import policy_of, timing_of
 from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
 from agents.protocol.messages import Body, Decision, Escalate, Message
 from agents.runtime.journal import Inbound, Input, SqliteJournal, Start, Timer, feed
 from security.keystore import KeyDir
 
 from .console import CONSOLE_ID, ConsoleAgent
-from .policy import OFF, EscalationPolicy, Rule, policy_of
+from .policy import OFF, EscalationPolicy, Rule
 from .store import EscalationStore
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ import yaml
 
 from agents.cell.build import timing_of
 from ops.config import load_cell
-from agents.cell.faults import load_faults
+from ops.config.fault_files import load_faults
 from sim_bridge.invariants import parse
 from sim_bridge.report import build_report, healing_samples, p95
 from sim_bridge.virtual import VirtualCell

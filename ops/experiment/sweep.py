@@ -345,7 +345,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     for i, fault_file in enumerate(data.get("faults") or []):
         if not isinstance(fault_file, str):
             continue
-        from agents.cell.faults import load_faults
+        from ops.config.fault_files import load_faults
         for cfg, _raw in cells.values():
             try:
                 scenario = load_faults(base_dir / fault_file, cfg)
