@@ -6,9 +6,9 @@ import statistics
 from typing import Any
 
 from agents.cell.specs import KpiSpec
-from ops.kpis import compute as compute_kpis
 
 from .invariants import check_all, parse
+from .kpis import compute as compute_kpis
 from .virtual import VirtualCell
 
 

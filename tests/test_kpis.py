@@ -9,7 +9,7 @@ import pytest
 
 from ops.config import load_cell
 from agents.cell.specs import KpiSpec, MachineKpiSpec, OrderSpec
-from ops.kpis import KpiTracker, compute
+from sim_bridge.kpis import KpiTracker, compute
 
 
 def approx(x: float, **kw: float) -> object:

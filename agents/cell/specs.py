@@ -1,6 +1,6 @@
 """Plain specs the drivers and reports build from a cell config: the plant's machines, the KPIs'.
 
-The simulator (:mod:`sim_bridge.plant`) and the KPIs (:mod:`ops.kpis`)
+The simulator (:mod:`sim_bridge.plant`) and the KPIs (:mod:`sim_bridge.kpis`)
 know no pydantic model; they take these plain values, and the one
 place that reads a :class:`~agents.cell.model.CellConfig` for them is here.
 """
