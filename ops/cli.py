@@ -147,6 +147,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", False):   # the same cell as Ray actors
+        from ops.ray_up import execute_up_ray
+
+        return execute_up_ray(args)
     from ops.up import execute_up
 
     return execute_up(args)

@@ -165,7 +165,7 @@ def test_hosts_send_each_call_for_proposals_as_one_multicast(tmp_path: Path) -> 
     from agents.runtime.host import CellClock
     from ops.bench.healing import loopback_cell
     from ops.config import load_cell
-    from ops.up import ensure_keys
+    from ops.supervisor import ensure_keys
     from sim_bridge.remote import PlantServer
 
     demo = tmp_path / "demo.yaml"

@@ -169,7 +169,7 @@ def _spawn_peers(bidders: int, processes: int) -> list[subprocess.Popen[str]]:
 
     Called before this process creates any ZeroMQ socket, so no thread exists yet
     that ``preexec_fn`` (between fork and exec) could deadlock with."""
-    from ops.up import _die_with_parent
+    from ops.supervisor import _die_with_parent
 
     groups: list[list[str]] = [[] for _ in range(processes)]
     for i in range(bidders):
