@@ -23,7 +23,7 @@ from agents.cell.model import (
     _Model,
 )
 
-__all__ = ["AgentCrash", "Breakdown", "ClockSkew", "FaultScenario", "HostFault",
+__all__ = ["AgentCrash", "Breakdown", "ClockSkewFault", "FaultScenario", "HostFault",
            "NetworkFaults", "Partition"]
 
 
@@ -82,7 +82,7 @@ class Partition(_Model):
     duration_s: PositiveSeconds = Field(description="How long it lasts, seconds.")
 
 
-class ClockSkew(_Model):
+class ClockSkewFault(_Model):
     """An agent's clock is off by ``offset_s`` (its envelope timestamps), from ``at_s``."""
 
     agent: Name = Field(description="Agent id.")
@@ -103,7 +103,7 @@ class FaultScenario(_Model):
     hosts: list[HostFault] = Field(default_factory=list, description="Host kills and pauses.")
     network: NetworkFaults = Field(default_factory=NetworkFaults, description="Message faults.")
     partitions: list[Partition] = Field(default_factory=list, description="Partitions.")
-    clock_skew: list[ClockSkew] = Field(default_factory=list, description="Clock skews.")
+    clock_skew: list[ClockSkewFault] = Field(default_factory=list, description="Clock skews.")
 
     _source: str = "<dict>"
 
