@@ -34,13 +34,13 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from agents.protocol.messages import Body, Message, body_from_wire
+
 from security.access import check_access
 from security.certs import TrustStore
 from security.crypto import SigningKey
 from security.errors import BadSignature, Malformed, Misdirected, ProtocolBug, Rejected
 from security.replay import ReplayGuard
-
-from .messages import Body, Message, body_from_wire
 
 SIGNING_TAG = b"autocell/1"
 VERSION = 1
