@@ -147,6 +147,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", False):   # the same cell as Ray actors
+        from ops.ray_up import execute_up_ray
+
+        return execute_up_ray(args)
     from ops.up import execute_up
 
     return execute_up(args)
@@ -423,7 +427,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     code, text = validate_command(args.cell)
     if code == 0 and args.faults:
         from ops.config import ConfigError, load_cell_or_instance
-        from ops.config.faults import load_faults
+        from ops.config.fault_files import load_faults
 
         try:
             f = load_faults(args.faults, load_cell_or_instance(args.cell))

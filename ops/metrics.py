@@ -43,7 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agents.protocol.actions import Action, Send
-from ops.kpis import KpiSpec, KpiTracker
+from agents.cell.specs import KpiSpec
+from sim_bridge.kpis import KpiTracker
 from security.errors import ConfigurationError
 
 #: KPI key -> (metric name suffix, help); exported as autocell_cell_* and autocell_machine_*.
@@ -242,7 +243,8 @@ class ProcessMetrics:
 
 
 def kpi_families(k: Mapping[str, Any]) -> Iterator[Metric]:
-    """Gauges of a KPI snapshot (:meth:`ops.kpis.KpiTracker.snapshot`); undefined = absent."""
+    """Gauges of a KPI snapshot (:meth:`sim_bridge.kpis.KpiTracker.snapshot`); undefined =
+    absent."""
     for key, (suffix, text) in KPI_GAUGES.items():
         cell = GaugeMetricFamily(f"autocell_cell_{suffix}", f"Cell: {text}")
         if k["cell"].get(key) is not None:

@@ -10,7 +10,7 @@ code of ``autocell sim`` / ``autocell host`` / ``autocell console-agent``
 (:class:`~sim_bridge.remote.PlantServer`, :class:`~agents.runtime.host.Host`
 with the policy, :class:`~agents.escalation.service.ConsoleService` with its
 SQLite store) on its own asyncio loop, in a thread of the actor's worker
-process.  Ray replaces :class:`ops.up.Supervisor`'s
+process.  Ray replaces :class:`ops.supervisor.Supervisor`'s
 ``fork``/``exec``/restart with actor restarts:
 
 * actors are created with ``max_restarts`` (``--max-restarts``) and
@@ -31,7 +31,7 @@ process.  Ray replaces :class:`ops.up.Supervisor`'s
   actor is the one gone, it gives up at once.  Ray's budget is per actor
   lifetime: ``--restart-window`` does not apply (ADR 33).
 
-Completion, liveness, faults and the report are :class:`ops.up.Supervisor`'s:
+Completion, liveness, faults and the report are :class:`ops.supervisor.Supervisor`'s:
 the status files each host rewrites in the state directory.  A restart is
 seen as a new ``pid`` in a host's status file; its time is measured from
 the kill (for kills the supervisor makes) or else from the old process's
@@ -63,7 +63,14 @@ from pathlib import Path
 from typing import Any
 
 from ops.lean_ray import ray_session
-from ops.up import Child, Supervisor
+from ops.supervisor import (
+    Child,
+    Supervisor,
+    announce_store,
+    ensure_keys,
+    finish_up,
+    start_up,
+)
 from security.errors import ConfigurationError
 
 log = logging.getLogger("autocell.ray")
@@ -149,8 +156,7 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
     from agents.escalation.service import ConsoleService, console_policy
     from agents.runtime.host import CellClock, Host
     from ops.config import load_cell
-    from ops.config.faults import load_faults
-    from ops.up import ensure_keys
+    from ops.config.fault_files import load_faults
     from sim_bridge.remote import PlantServer
 
     cfg = load_cell(proc.cell_path)
@@ -174,7 +180,7 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
 # -- the supervisor -------------------------------------------------------------------------------
 
 class RaySupervisor(Supervisor):
-    """:class:`ops.up.Supervisor` with Ray actors instead of child processes."""
+    """:class:`ops.supervisor.Supervisor` with Ray actors instead of child processes."""
 
     def __init__(self, cfg: Any, cell_path: str, *, state_dir: Path, max_restarts: int,
                  local_node: bool = False, **kw: Any) -> None:
@@ -373,11 +379,19 @@ class RaySupervisor(Supervisor):
         self.note("stopped")
 
 
-def execute_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
-                   log: Any) -> tuple[int, dict[str, Any]]:
-    """``autocell up --ray``: the exit code and the report."""
-    from ops.up import announce_store, ensure_keys
+def execute_up_ray(args: Any) -> int:
+    """``autocell up CELL --ray``: the same start and finish as ``autocell up``
+    (:func:`~ops.supervisor.start_up`, :func:`~ops.supervisor.finish_up`)."""
+    start = start_up(args)
+    if isinstance(start, int):
+        return start
+    code, report = run_up_ray(args, start.cfg, start.faults, start.state_dir, start.log)
+    return finish_up(start.state_dir, code, report)
 
+
+def run_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,
+               log: Any) -> tuple[int, dict[str, Any]]:
+    """The cell as Ray actors under a :class:`RaySupervisor`: the exit code and the report."""
     if faults is not None and any(h.action == "pause" for h in faults.hosts):
         raise ConfigurationError("host pauses (SIGSTOP) are not supported with --ray; "
                                  "use host kills, or run `autocell up` without --ray")

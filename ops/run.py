@@ -31,7 +31,7 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
     keys_dir = cfg.keys_dir_path()
     if keys_dir is None:
         return None, 0.0
-    from agents.factory import roles_of
+    from agents.cell.build import roles_of
     from security.keystore import EphemeralCell, KeyDir
 
     kd = KeyDir(Path(keys_dir))
@@ -69,7 +69,7 @@ def execute(args: Any) -> int:
                                  "seconds per wall second")
     faults = None
     if getattr(args, "faults", None):
-        from ops.config.faults import load_faults
+        from ops.config.fault_files import load_faults
         try:
             faults = load_faults(args.faults, cfg)
         except ConfigError as exc:
@@ -124,7 +124,7 @@ class _RunBusStats:
 def virtual_metrics(cell: Any) -> Any:
     """Metrics of a virtual-time run (ops/metrics.py): the whole cell in one registry;
     times are simulated seconds.  Switching them on leaves the event log unchanged."""
-    from ops.kpis import KpiSpec
+    from agents.cell.specs import KpiSpec
     from ops.metrics import ProcessMetrics
 
     metrics = ProcessMetrics(lambda: cell.env.now)
@@ -226,6 +226,25 @@ def kpi_table(k: dict[str, Any]) -> Table:
     return t
 
 
+def trimmed(cfg: Any, orders: int | None) -> Any:
+    """The cell with only its first ``orders`` orders (smaller runs for many seeds).
+
+    Re-validated with every cross-check (:func:`ops.config.cell_from_dict`), so it lives
+    with the command line, not with the chaos draws in :mod:`sim_bridge.chaos`."""
+    from ops.config import cell_from_dict
+
+    if orders is None or orders >= len(cfg.orders):
+        return cfg
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    data["orders"] = data["orders"][:orders]
+    kept = {o["id"] for o in data["orders"]} | {m.id for m in cfg.machines} | \
+        {r.id for r in cfg.robots}
+    for h in data.get("hosts", []):
+        h["agents"] = [a for a in h.get("agents", []) if a in kept]
+    data.pop("security", None)
+    return cell_from_dict(data, source=f"{cfg.source} (first {orders} orders)")
+
+
 def chaos_one(cfg: Any, seed: int) -> tuple[dict[str, Any], Any]:
     """One chaos run: the seed's random scenario on the cell, in virtual time."""
     from sim_bridge.chaos import random_scenario
@@ -253,7 +272,7 @@ def execute_chaos(args: Any) -> int:
     import yaml
 
     from ops.config import ConfigError, load_cell_or_instance
-    from sim_bridge.chaos import replay_command, trimmed
+    from sim_bridge.chaos import replay_command
 
     try:
         cfg = trimmed(load_cell_or_instance(args.cell), args.orders)

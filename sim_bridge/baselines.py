@@ -15,11 +15,12 @@ from typing import Any
 import simpy
 
 from agents.base import PlantEventIn
+from agents.cell.specs import MachineSpec
 from agents.protocol.actions import Command
 
 from .dispatch import RULES, Candidate, remaining_work, select
 from .instances import Instance
-from .plant import EmbeddedPlant, MachineSpec
+from .plant import EmbeddedPlant
 from .schedule import ScheduledOp
 
 

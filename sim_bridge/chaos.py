@@ -3,7 +3,7 @@
 ``autocell chaos CELL --seed N`` plays :func:`random_scenario` (cell, N) in
 virtual time and checks the invariants; the chaos tests run it for many
 seeds, and a failing seed is replayed with exactly that command.  The
-scenario is an ordinary :class:`~ops.config.faults.FaultScenario`, so
+scenario is an ordinary :class:`~agents.cell.faults.FaultScenario`, so
 ``--write FILE`` saves it for ``autocell run --faults`` or ``autocell up``.
 
 The draws stay inside what the cell must survive without a human: every
@@ -17,14 +17,13 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
+from agents.cell.faults import FaultScenario
+
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.model import CellConfig
 
 
 def random_scenario(cfg: CellConfig, seed: int) -> FaultScenario:
-    from ops.config.faults import FaultScenario
-
     rng = random.Random(f"chaos/{seed}")
     horizon_s = max((o.due_at for o in cfg.orders), default=600.0)
     resources = [m.id for m in cfg.machines] + [r.id for r in cfg.robots]
@@ -60,22 +59,6 @@ def random_scenario(cfg: CellConfig, seed: int) -> FaultScenario:
                               "action": rng.choice(["kill", "pause"]), "at_s": when(),
                               "duration_s": round(rng.uniform(0.5, 60.0), 3)})
     return FaultScenario.model_validate(data)
-
-
-def trimmed(cfg: CellConfig, orders: int | None) -> CellConfig:
-    """The cell with only its first ``orders`` orders (smaller runs for many seeds)."""
-    if orders is None or orders >= len(cfg.orders):
-        return cfg
-    from ops.config import cell_from_dict
-
-    data = cfg.model_dump(mode="json", exclude_none=True)
-    data["orders"] = data["orders"][:orders]
-    kept = {o["id"] for o in data["orders"]} | {m.id for m in cfg.machines} | \
-        {r.id for r in cfg.robots}
-    for h in data.get("hosts", []):
-        h["agents"] = [a for a in h.get("agents", []) if a in kept]
-    data.pop("security", None)
-    return cell_from_dict(data, source=f"{cfg.source} (first {orders} orders)")
 
 
 def replay_command(cell_path: str, seed: int, orders: int | None) -> str:

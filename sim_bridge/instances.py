@@ -116,8 +116,8 @@ class Instance:
 
     def operations(self) -> Iterator[Operation]:
         """Every operation, job by job, in processing order."""
-        for ops in self.jobs:
-            yield from ops
+        for job in self.jobs:
+            yield from job
 
 
 @dataclass(frozen=True)

@@ -32,21 +32,11 @@ from typing import Any, Callable
 import simpy
 
 from agents.base import PlantEventIn
+from agents.cell.specs import MachineSpec
 from agents.protocol.actions import Command
 
 Emit = Callable[[PlantEventIn], None]
 Record = Callable[..., None]
-
-
-@dataclass
-class MachineSpec:
-    id: str
-    mtbf_s: float | None = None
-    mttr_s: float | None = None
-    scrap_rate: float = 0.0
-    power_idle_kw: float = 0.0
-    power_busy_kw: float = 0.0
-    location: str = ""
 
 
 @dataclass

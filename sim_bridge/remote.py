@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from agents.base import PlantEventIn
+from agents.cell.specs import plant_machines
 from agents.protocol.actions import Command
 from agents.protocol.messages import Message, PlantCommand, PlantEvent
 from agents.runtime.host import (
@@ -52,11 +53,11 @@ from agents.runtime.host import (
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.observe import Observer
 
-from .plant import EmbeddedPlant, MachineSpec
+from .plant import EmbeddedPlant
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 log = logging.getLogger("autocell.sim")
 
@@ -76,8 +77,7 @@ class PlantServer:
         breakdowns = faults.mtbf_breakdowns if faults is not None else True
         self.plant = EmbeddedPlant(
             self.env,
-            [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
-                         m.power_kw.busy, m.location) for m in cfg.machines],
+            plant_machines(cfg),
             [r.id for r in cfg.robots], seed=self.seed, emit=self._emit, record=self.record,
             sensor_interval_s=cfg.sim.sensor_interval_s, breakdowns=breakdowns)
         boots = SqliteJournal(state_dir / "sim.sqlite")

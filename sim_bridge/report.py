@@ -5,10 +5,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ops.kpis import KpiSpec
-from ops.kpis import compute as compute_kpis
+from agents.cell.specs import KpiSpec
 
 from .invariants import check_all, parse
+from .kpis import compute as compute_kpis
 from .virtual import VirtualCell
 
 

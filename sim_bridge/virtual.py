@@ -6,7 +6,7 @@ SimPy's environment is the clock.  Every agent action is carried out here:
 ``Send`` seals the body with the sender's key (the real envelope codec),
 the seeded network model decides when — or whether, or how often — the
 frames arrive, and on arrival the frames are opened by the real
-:class:`~security.envelope.Opener` (signature, schema, role, replay
+:class:`~agents.protocol.envelope.Opener` (signature, schema, role, replay
 window) before the addressee sees a typed message.  ``SetTimer`` becomes a
 SimPy timeout, ``Command`` goes to the :class:`~sim_bridge.plant.EmbeddedPlant`,
 ``Log`` goes to the event log.
@@ -33,27 +33,28 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from agents.base import Agent
+from agents.cell.build import build_agents, policy_of, roles_of, timing_of
+from agents.cell.specs import plant_machines
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
-from agents.escalation.policy import OFF, policy_of
+from agents.escalation.policy import OFF
 from agents.escalation.store import EscalationStore
-from agents.factory import build_agents, roles_of, timing_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
+from agents.protocol.envelope import Opener, Sealer
 from agents.protocol.messages import Body
 from agents.runtime.journal import Journal, MemoryJournal, Start
 from agents.runtime.observe import Observer
 from agents.runtime.runner import NetworkModel, Runner, RunnerStats
-from security.envelope import Opener, Sealer
 from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard
 
-from .plant import EmbeddedPlant, MachineSpec
+from .plant import EmbeddedPlant
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 
 @dataclass
@@ -143,8 +144,7 @@ class VirtualCell:
         self.runner.listeners.append(self._order_done)
         self.plant = EmbeddedPlant(
             self.env,
-            [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
-                         m.power_kw.busy, m.location) for m in cfg.machines],
+            plant_machines(cfg),
             [r.id for r in cfg.robots], seed=self.seed,
             emit=lambda ev: self.runner.plant_event(ev, self.env.now),
             record=self.record, sensor_interval_s=cfg.sim.sensor_interval_s,

@@ -17,7 +17,7 @@ import pytest
 
 from security.certs import Certificate, RevocationList, TrustStore
 from security.crypto import SigningKey
-from security.envelope import SIGNING_TAG, Limits, Opener, Sealer
+from agents.protocol.envelope import SIGNING_TAG, Limits, Opener, Sealer
 from security.replay import ReplayGuard
 
 AGENTS: dict[str, str] = {

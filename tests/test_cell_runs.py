@@ -274,7 +274,7 @@ def test_no_lease_expires_before_its_window(seed: int) -> None:
     """Without message loss a lease can only expire a full lease window (``missed_heartbeats``
     heartbeat intervals here) after its award or later."""
     cell, _ = fragile_run(seed)
-    from agents.factory import timing_of
+    from agents.cell.build import timing_of
     lease_s = timing_of(config(DEMO)).lease_window_s
     awarded = {}
     early = []

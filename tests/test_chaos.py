@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from ops.config import load_cell
-from ops.run import chaos_failures, chaos_one
-from sim_bridge.chaos import random_scenario, replay_command, trimmed
+from ops.run import chaos_failures, chaos_one, trimmed
+from sim_bridge.chaos import random_scenario, replay_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
@@ -75,5 +75,5 @@ def test_the_replay_command_replays_the_seed(tmp_path: Path) -> None:
     direct, scenario = chaos_one(CFG, 3)
     assert report["event_log_sha256"] == direct["event_log_sha256"]
     # the written scenario is an ordinary fault file: it validates against the cell
-    from ops.config.faults import load_faults
+    from ops.config.fault_files import load_faults
     assert load_faults(tmp_path / "s.yaml", CFG).model_dump() == scenario.model_dump()

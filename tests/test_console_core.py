@@ -11,9 +11,9 @@ import pytest
 
 from ops.cli import main
 from ops.console.backend import (
+    EscalationNotFound,
     IllegalAction,
     InMemoryBackend,
-    UnknownEscalation,
     demo_backend,
 )
 from ops.console.security import LoginThrottle, SessionStore, csrf_ok
@@ -264,7 +264,7 @@ def test_backend_life_cycle_audit_and_notifications():
         b.decide(e.id, "bob", "zap", "", 63.0)
     b.decide(e.id, "bob", "x", "parts waiting", 63.0)
     assert (b.get(e.id).state, b.get(e.id).decided_by) == ("resolved", "bob")
-    with pytest.raises(UnknownEscalation):
+    with pytest.raises(EscalationNotFound):
         b.get("nope")
     assert [(a["user"], a["action"]) for a in b.audit()] == [
         ("system", "raised"), ("ann", "shelve"), ("system", "unshelve"), ("bob", "acknowledge"),

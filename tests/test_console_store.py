@@ -16,11 +16,11 @@ from starlette.testclient import TestClient
 
 from agents.escalation.console import ConsoleAgent
 from agents.escalation.store import EscalationStore
-from agents.factory import timing_of
+from agents.cell.build import timing_of
 from agents.protocol.actions import Send
 from agents.protocol.messages import Decision
 from ops.config import load_cell_or_instance
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from ops.console.app import ConsoleSettings, create_app
 from ops.console.store_backend import StoreBackend
 from ops.console.users import UserStore

@@ -1,4 +1,4 @@
-"""The envelope codec (security.envelope): seal/open round trips and every typed rejection.
+"""The envelope codec (agents.protocol.envelope): seal/open round trips and every typed rejection.
 
 Table-driven: each row builds the three frames of one envelope (often a
 *validly signed* garbage payload, so the unpacker and schema are reached)
@@ -36,7 +36,7 @@ from agents.protocol.messages import (
     Rejection,
 )
 from security.access import ACCESS
-from security.envelope import HEADER_KEYS, MAX_ADDRESSEES, MSG_ID_BYTES, Limits, Opened, Opener
+from agents.protocol.envelope import HEADER_KEYS, MAX_ADDRESSEES, MSG_ID_BYTES, Limits, Opened, Opener
 from security.errors import (
     BadSignature,
     CertificateExpired,

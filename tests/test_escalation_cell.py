@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from agents.escalation.lifecycle import SAFE_DEFAULT_USER
-from agents.factory import roles_of
+from agents.cell.build import roles_of
 from ops.config import load_cell
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from security.keystore import ephemeral_cell
 from sim_bridge.report import build_report
 from sim_bridge.virtual import VirtualCell
@@ -207,8 +207,7 @@ def _demo_variant(tmp_path: Path, *edits: tuple[str, str]) -> Path:
 
 
 def test_the_repeat_fault_threshold_allows_for_the_specified_mtbf(tmp_path: Path) -> None:
-    from agents.escalation.policy import policy_of
-    from agents.factory import build_agents
+    from agents.cell.build import build_agents, policy_of
 
     cfg = load_cell(DEMO)
     agents = build_agents(cfg, 1, escalation=policy_of(cfg))

@@ -11,7 +11,7 @@ from agents.escalation import lifecycle as lc
 from agents.escalation.lifecycle import (
     SAFE_DEFAULT_USER,
     Deadlines,
-    IllegalTransition,
+    IllegalAlarmTransition,
     Option,
     ShelveRefused,
     UnknownOption,
@@ -61,7 +61,7 @@ ILLEGAL = [(s, e) for s in lc.STATES for e in EVENTS if (s, e) not in lc.TRANSIT
 
 @pytest.mark.parametrize(("state", "event"), ILLEGAL)
 def test_illegal_transitions_name_event_and_state(state: str, event: str) -> None:
-    with pytest.raises(IllegalTransition) as info:
+    with pytest.raises(IllegalAlarmTransition) as info:
         lc.step(state, event, "e-9")
     assert (info.value.event, info.value.state) == (event, state)
     assert f"{event!r}" in str(info.value) and f"{state!r}" in str(info.value)
@@ -82,7 +82,7 @@ def test_acknowledge_then_decide() -> None:
     assert (r.state, r.outcome, r.decision, r.decided_by, r.decision_reason, r.resolved_at) == (
         "resolved", "decision", "cancel", "bob", "customer withdrew", 20.0)
     assert r.acknowledged_by == "alice"
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalAlarmTransition):
         lc.acknowledge(r, "alice", 21.0)
 
 
@@ -212,7 +212,7 @@ class LifeCycle(RuleBasedStateMachine):
             else:
                 self.rec = lc.decide(self.rec, "bob", "cancel", "", self.now)
                 self.decided = True
-        except IllegalTransition:
+        except IllegalAlarmTransition:
             assert not legal
         else:
             assert legal

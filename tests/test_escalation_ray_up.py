@@ -222,7 +222,7 @@ def test_up_ray_has_a_console_actor_only_when_the_policy_is_on(tmp_path: Path,
                                                                  on: bool) -> None:
     from ops.config import load_cell
     from ops.ray_up import RaySupervisor
-    from ops.up import ensure_keys
+    from ops.supervisor import ensure_keys
 
     cell = small_cell(tmp_path)
     if not on:

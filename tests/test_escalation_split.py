@@ -18,7 +18,7 @@ from agents.escalation.store import EscalationStore
 from agents.order import OrderAgent, plan_split
 from agents.protocol.messages import Decision, Message
 from ops.config import load_cell
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from sim_bridge.invariants import orders_accounted, routing_order
 from sim_bridge.report import build_report
 from sim_bridge.virtual import VirtualCell

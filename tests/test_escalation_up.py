@@ -46,7 +46,7 @@ from agents.protocol.messages import Decision, Escalate, Message
 from agents.runtime.host import CellClock, signed_bus
 from ops.cli import main
 from ops.config import load_cell
-from ops.up import ensure_keys
+from ops.supervisor import ensure_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -316,7 +316,7 @@ def test_restart_intensity_is_escalated_and_a_restart_decision_resumes_the_cell(
 
 def test_up_sets_an_earlier_store_aside_and_the_web_console_follows(tmp_path: Path) -> None:
     from ops.console.store_backend import StoreBackend
-    from ops.up import set_aside
+    from ops.supervisor import set_aside
 
     db = tmp_path / "escalations.db"
     old = EscalationStore(db)
@@ -349,7 +349,7 @@ def restart_record() -> Any:
 
 @pytest.mark.parametrize("on", [True, False])
 def test_up_starts_a_console_child_only_when_the_policy_is_on(tmp_path: Path, on: bool) -> None:
-    from ops.up import Supervisor
+    from ops.supervisor import Supervisor
 
     off: dict[str, Any] = {r: False for r in ("no_capable_resource", "late_reroute",
                                               "restart_intensity", "quality_reject")}

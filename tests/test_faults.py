@@ -27,7 +27,8 @@ import pytest
 
 from ops.cli import main
 from ops.config import CellConfig, ConfigError, ConfigIssue, cell_from_dict, load_cell
-from ops.config.faults import FaultScenario, load_faults
+from agents.cell.faults import FaultScenario
+from ops.config.fault_files import load_faults
 from sim_bridge.invariants import parse
 from sim_bridge.report import build_report
 from sim_bridge.virtual import VirtualCell

@@ -17,7 +17,7 @@ import pytest
 from agents.protocol.actions import CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import CallForProposals, PlantCommand, Rejection
 from agents.runtime.host import SIM_ID, Host
-from ops.config.faults import FaultScenario
+from agents.cell.faults import FaultScenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_hosts_send_each_call_for_proposals_as_one_multicast(tmp_path: Path) -> 
     from agents.runtime.host import CellClock
     from ops.bench.healing import loopback_cell
     from ops.config import load_cell
-    from ops.up import ensure_keys
+    from ops.supervisor import ensure_keys
     from sim_bridge.remote import PlantServer
 
     demo = tmp_path / "demo.yaml"

@@ -26,7 +26,8 @@ import pytest
 import simpy
 
 from agents.base import Agent, PlantEventIn
-from agents.factory import build_agents
+from agents.cell.build import build_agents
+from agents.cell.specs import MachineSpec
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
 from agents.protocol.messages import (
@@ -56,9 +57,9 @@ from agents.runtime.journal import (
     replay,
 )
 from ops.config import load_cell
-from ops.config.faults import FaultScenario
+from agents.cell.faults import FaultScenario
 from security.errors import ConfigurationError
-from sim_bridge.plant import EmbeddedPlant, MachineSpec
+from sim_bridge.plant import EmbeddedPlant
 from sim_bridge.report import build_report
 from sim_bridge.virtual import VirtualCell
 

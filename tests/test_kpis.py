@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ops.config import load_cell
-from ops.kpis import KpiSpec, KpiTracker, MachineSpec, OrderSpec, compute
+from agents.cell.specs import KpiSpec, MachineKpiSpec, OrderSpec
+from sim_bridge.kpis import KpiTracker, compute
 
 
 def approx(x: float, **kw: float) -> object:
@@ -19,8 +20,8 @@ def approx(x: float, **kw: float) -> object:
 ROOT = Path(__file__).resolve().parents[1]
 
 SPEC = KpiSpec(
-    machines={"m1": MachineSpec(idle_kw=1.0, busy_kw=5.0, capabilities={"mill": 100.0}),
-              "m2": MachineSpec(idle_kw=0.5, busy_kw=2.0, capabilities={"mill": 120.0})},
+    machines={"m1": MachineKpiSpec(idle_kw=1.0, busy_kw=5.0, capabilities={"mill": 100.0}),
+              "m2": MachineKpiSpec(idle_kw=0.5, busy_kw=2.0, capabilities={"mill": 120.0})},
     orders={"o-1": OrderSpec(1, ("mill",)), "o-2": OrderSpec(2, ("mill",))})
 
 # The worked example of docs/kpis.md: a setup, a breakdown mid-operation, a scrapped batch.

@@ -20,7 +20,7 @@ from agents.negotiation.strategies import (
 from agents.protocol.messages import CallForProposals
 from ops.cli import main
 from ops.config import load_cell
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from ops.experiment.sweep import expand, load_sweep
 from security.errors import ConfigurationError
 from sim_bridge.report import build_report

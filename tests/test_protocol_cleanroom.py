@@ -4,8 +4,8 @@
 docs/SECURITY.md alone and imports no autocell module (checked below).  These
 tests put it face to face with the product:
 
-* its envelopes are accepted by :class:`security.envelope.Opener`, and the
-  product's :class:`~security.envelope.Sealer` envelopes are opened by it;
+* its envelopes are accepted by :class:`agents.protocol.envelope.Opener`, and the
+  product's :class:`~agents.protocol.envelope.Sealer` envelopes are opened by it;
 * both sides refuse the same malformed envelopes with the same reason label;
 * the worked examples printed in the documents verify, decode and re-seal
   byte for byte;
@@ -190,7 +190,7 @@ def test_doc_tables_read_by_the_cleanroom_peer_equal_the_code(tables) -> None:  
 
 def test_cleanroom_envelope_is_accepted_by_autocell_with_defaults_filled(cr_cell) -> None:  # noqa: ANN001
     from agents.protocol.messages import CallForProposals
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
     from security.replay import ReplayGuard
 
     sealer = cr.Sealer("order-7", cr_cell.keys["order-7"].seed, epoch=7)
@@ -203,7 +203,7 @@ def test_cleanroom_envelope_is_accepted_by_autocell_with_defaults_filled(cr_cell
 
 
 def test_cleanroom_sequence_numbers_are_shared_across_recipients(cr_cell) -> None:  # noqa: ANN001
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
     from security.errors import Replayed
     from security.replay import ReplayGuard
 
@@ -217,7 +217,7 @@ def test_cleanroom_sequence_numbers_are_shared_across_recipients(cr_cell) -> Non
 
 
 def test_cleanroom_nested_body_is_accepted_by_autocell(cr_cell) -> None:  # noqa: ANN001
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
 
     sealer = cr.Sealer("mill-1", cr_cell.keys["mill-1"].seed)
     body = {"escalation": "e-1", "priority": 1, "cause": "repeated faults", "consequence": "late",
@@ -228,7 +228,7 @@ def test_cleanroom_nested_body_is_accepted_by_autocell(cr_cell) -> None:  # noqa
 
 
 def test_cleanroom_multicast_is_accepted_by_autocell_for_each_local_addressee(cr_cell) -> None:  # noqa: ANN001
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
     from security.errors import Replayed
     from security.replay import ReplayGuard
 
@@ -252,7 +252,7 @@ def test_multicast_to_encoding_matches_the_protocol_example() -> None:
 
 def test_autocell_multicast_is_opened_by_the_cleanroom_peer(cr_cell, tables) -> None:  # noqa: ANN001
     from agents.protocol.messages import CallForProposals
-    from security.envelope import Sealer
+    from agents.protocol.envelope import Sealer
 
     sealer = Sealer("order-7", cr_cell.keys["order-7"], epoch=5, random_bytes=os.urandom)
     frames = sealer.seal(["agv-1", "mill-1"], CallForProposals(**CFP_REQUIRED), NOW)
@@ -267,7 +267,7 @@ def test_autocell_multicast_is_opened_by_the_cleanroom_peer(cr_cell, tables) -> 
 
 def test_autocell_envelope_is_verified_and_decoded_by_the_cleanroom_peer(cr_cell, tables) -> None:  # noqa: ANN001
     from agents.protocol.messages import Proposal
-    from security.envelope import Sealer
+    from agents.protocol.envelope import Sealer
 
     proposal = Proposal(task="order-7/0", kind="operation", start_at=NOW + 60, finish_at=NOW + 150,
                         hold_until_at=NOW + 5, cost={"queue_s": 60, "energy_kwh": 0.35})
@@ -354,7 +354,7 @@ CASES: dict[str, tuple[str, Any, str]] = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_autocell_and_the_cleanroom_peer_refuse_alike(case: str, cr_cell, tables) -> None:  # noqa: ANN001
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
     from security.errors import Rejected
     from security.replay import ReplayGuard
 
@@ -375,7 +375,7 @@ def test_autocell_and_the_cleanroom_peer_refuse_alike(case: str, cr_cell, tables
 def test_authentication_failures_agree(case: str, cr_cell, tables) -> None:  # noqa: ANN001
     from security.certs import RevocationList
     from security.crypto import SigningKey
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
     from security.errors import Rejected
     from security.keystore import crl_to_json
 
@@ -445,7 +445,7 @@ def test_protocol_worked_example_reseals_byte_for_byte_from_the_printed_seed() -
 
 def test_protocol_worked_example_is_accepted_by_autocell_and_matches_its_recipe() -> None:
     from agents.protocol.messages import Proposal
-    from security.envelope import Opener, Sealer
+    from agents.protocol.envelope import Opener, Sealer
     from security.keystore import ephemeral_cell
     from security.replay import ReplayGuard
 
@@ -530,7 +530,7 @@ async def _round_trip(keys: Path) -> tuple[dict[str, Any], Any, str]:
     from agents.protocol.messages import Message, Proposal
     from agents.runtime.bus import Bus
     from agents.runtime.transport import ZmqTransport
-    from security.envelope import Opener
+    from agents.protocol.envelope import Opener
     from security.keystore import KeyDir
     from security.replay import ReplayGuard
 

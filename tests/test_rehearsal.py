@@ -88,7 +88,7 @@ def test_a_cell_without_rehearsal_has_no_plan() -> None:
 def test_plan_origin_does_not_depend_on_when_an_order_heard_the_last_result() -> None:
     """Orders hear the last pass result one message latency apart; their planned slots
     must still line up exactly (a shift of 1e-4 made neighbouring slots overlap)."""
-    from agents.factory import build_agents
+    from agents.cell.build import build_agents
 
     cfg = cell_from_dict(instance_to_cell_dict(load_instance(BENCH / "ft06.jsp")), source="ft06")
     origins = set()

@@ -43,9 +43,9 @@ from agents.protocol.messages import Heartbeat
 from agents.runtime.host import CellClock, Host, host_identity
 from ops.cli import main
 from ops.config import load_cell
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from security.crypto import SigningKey
-from security.envelope import Sealer
+from agents.protocol.envelope import Sealer
 from security.keystore import KeyDir
 from sim_bridge.remote import PlantServer
 
@@ -149,7 +149,7 @@ def test_a_forged_burst_at_a_host_is_escalated_decided_and_the_cell_keeps_workin
     scenario = load_faults(faults(tmp_path), cfg)      # no random breakdowns
     state = tmp_path / "state"
     state.mkdir()
-    from ops.up import ensure_keys
+    from ops.supervisor import ensure_keys
 
     keys = ensure_keys(cfg, state)
     policy = console_policy(cfg, keys)
@@ -221,7 +221,7 @@ def test_a_forged_burst_at_a_host_is_escalated_decided_and_the_cell_keeps_workin
 
 
 def test_ensure_keys_issues_each_host_an_identity_of_its_own(tmp_path: Path) -> None:
-    from ops.up import ensure_keys
+    from ops.supervisor import ensure_keys
 
     cfg = load_cell(small_cell(tmp_path))
     keys = ensure_keys(cfg, tmp_path / "state")
@@ -233,7 +233,7 @@ def test_ensure_keys_issues_each_host_an_identity_of_its_own(tmp_path: Path) -> 
 
 def test_without_its_certificate_a_host_runs_with_reject_burst_off_and_says_so(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from ops.up import ensure_keys
+    from ops.supervisor import ensure_keys
 
     cfg = load_cell(small_cell(tmp_path))
     state = tmp_path / "state"

@@ -18,7 +18,7 @@ import pytest
 from agents.escalation.store import EscalationStore
 from ops.cli import main
 from ops.config import load_cell_or_instance
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from ops.console.store_backend import StoreBackend
 from sim_bridge.virtual import VirtualCell
 

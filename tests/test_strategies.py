@@ -203,7 +203,7 @@ def test_lowest_cost_prices_energy_only_when_asked() -> None:
 
 
 def test_params_in_the_cell_reach_every_agent(tmp_path: Path) -> None:
-    from agents.factory import build_agents
+    from agents.cell.build import build_agents
     data = yaml.safe_load((ROOT / "cell_configs" / "demo_cell.yaml").read_text())
     data["negotiation"]["strategy"] = {
         "order": {"name": "lowest_cost", "params": {"energy_s_per_kwh": 60}},

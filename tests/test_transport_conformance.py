@@ -597,7 +597,7 @@ def test_a_handler_failing_for_one_addressee_does_not_stop_the_others(kit: Kit, 
 
 
 def test_send_many_splits_more_than_max_addressees(kit: Kit, cell: Any) -> None:
-    from security.envelope import MAX_ADDRESSEES
+    from agents.protocol.envelope import MAX_ADDRESSEES
 
     async def scenario() -> None:
         t = Trio(kit, cell)

@@ -16,7 +16,7 @@ the way ISA-18.2 folds "active/cleared" into its alarm states::
           \\--final_deadline (no decision)--> resolved, with the safe default applied
 
 :data:`TRANSITIONS` maps ``(state, event) -> next state``; a pair missing
-from it is illegal and :func:`step` raises :class:`IllegalTransition`
+from it is illegal and :func:`step` raises :class:`IllegalAlarmTransition`
 naming the event, the state and the escalation.  Timers are explicit
 inputs: :func:`due` says which timer event is due for a record at ``now``
 and :func:`next_due_at` when the next one falls — this module never reads a
@@ -71,7 +71,7 @@ class EscalationError(AutocellError):
     (exit code 2 at the CLI)."""
 
 
-class IllegalTransition(EscalationError):
+class IllegalAlarmTransition(EscalationError):
     """An event the life-cycle table does not allow in the escalation's current state."""
 
     def __init__(self, event: str, state: str, escalation: str = "") -> None:
@@ -91,7 +91,7 @@ class UnknownOption(EscalationError):
 def step(state: str, event: str, escalation: str = "") -> str:
     nxt = TRANSITIONS.get((state, event))
     if nxt is None:
-        raise IllegalTransition(event, state, escalation)
+        raise IllegalAlarmTransition(event, state, escalation)
     return nxt
 
 

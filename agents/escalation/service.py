@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.factory import timing_of
+from agents.cell.build import policy_of, timing_of
 from agents.protocol.actions import Action, Command
 from agents.protocol.messages import Body, Decision, Escalate, Message
 from agents.runtime.journal import SqliteJournal
@@ -53,13 +53,13 @@ from agents.runtime.runner import Runner
 from security.keystore import KeyDir
 
 from .console import CONSOLE_ID, ConsoleAgent
-from .policy import OFF, EscalationPolicy, Rule, policy_of
+from .policy import OFF, EscalationPolicy, Rule
 from .store import EscalationStore
 
 if TYPE_CHECKING:
+    from agents.cell.model import CellConfig
     from agents.runtime.bus import Bus
     from agents.runtime.host import CellClock
-    from ops.config.model import CellConfig
 
 log = logging.getLogger("autocell.console")
 

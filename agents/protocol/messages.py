@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A :class:`Message` is what an agent receives *after* the envelope codec
-(:mod:`security.envelope`) has verified the signature, the replay window and
+(:mod:`agents.protocol.envelope`) has verified the signature, the replay window and
 the sender's role.  Its ``body`` is one of the body classes below, chosen by
 the header's ``type``.  Agents build only bodies; the runtime adds the
 header (sender, epoch, seq, ts, id) when it seals the envelope.

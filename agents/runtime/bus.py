@@ -2,7 +2,7 @@
 
 The bus seals outgoing bodies with the sending agent's key, routes them to
 the endpoint of the host running the addressee, and opens inbound frames
-with the :class:`~security.envelope.Opener`.  Whatever a peer sends, the
+with the :class:`~agents.protocol.envelope.Opener`.  Whatever a peer sends, the
 bus never raises into the event loop: a rejected envelope is counted under
 its reason and logged (see :class:`RejectLog`), and only verified messages
 addressed to a local agent reach the handler.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from agents.protocol.messages import Body, Message
 from security.crypto import SigningKey
-from security.envelope import MAX_ADDRESSEES, Authenticated, Opener, Sealer
+from agents.protocol.envelope import MAX_ADDRESSEES, Authenticated, Opener, Sealer
 from security.errors import Misdirected, Rejected
 
 from .transport import Transport

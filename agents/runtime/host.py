@@ -67,11 +67,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.base import Agent, PlantEventIn
+from agents.cell.build import build_agents, timing_of
 from agents.escalation.burst import BurstWatch
 from agents.escalation.policy import OFF, EscalationPolicy
-from agents.factory import build_agents, timing_of
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
+from agents.protocol.envelope import Opener
 from agents.protocol.messages import (
     Body,
     Message,
@@ -84,15 +85,14 @@ from agents.runtime.observe import Observer
 from agents.runtime.runner import PERFECT, NetworkModel, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
-from security.envelope import Opener
 from security.errors import ConfigurationError, Forbidden, Misdirected, Rejected
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 from security.replay_store import SqliteReplayStore
 
 if TYPE_CHECKING:
-    from ops.config.faults import FaultScenario
-    from ops.config.model import CellConfig
+    from agents.cell.faults import FaultScenario
+    from agents.cell.model import CellConfig
 
 log = logging.getLogger("autocell.host")
 

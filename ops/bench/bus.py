@@ -41,7 +41,7 @@ from agents.protocol.messages import Award, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
 from security.crypto import LIBRARY
-from security.envelope import SIGNING_TAG, Opener, Sealer
+from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 

@@ -27,9 +27,9 @@ from typing import Any, Callable
 
 import yaml
 
-from agents.factory import timing_of
+from agents.cell.build import timing_of
 from ops.config import load_cell
-from ops.config.faults import load_faults
+from ops.config.fault_files import load_faults
 from sim_bridge.invariants import parse
 from sim_bridge.report import build_report, healing_samples, p95
 from sim_bridge.virtual import VirtualCell

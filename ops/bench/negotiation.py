@@ -72,7 +72,7 @@ from typing import Any
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from security.envelope import SIGNING_TAG, Opener, Sealer
+from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 
@@ -169,7 +169,7 @@ def _spawn_peers(bidders: int, processes: int) -> list[subprocess.Popen[str]]:
 
     Called before this process creates any ZeroMQ socket, so no thread exists yet
     that ``preexec_fn`` (between fork and exec) could deadlock with."""
-    from ops.up import _die_with_parent
+    from ops.supervisor import _die_with_parent
 
     groups: list[list[str]] = [[] for _ in range(processes)]
     for i in range(bidders):

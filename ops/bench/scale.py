@@ -72,7 +72,7 @@ from agents.protocol.messages import (
 )
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from security.envelope import Opener
+from agents.protocol.envelope import Opener
 from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard
 

@@ -4,8 +4,33 @@ Entry points: :func:`load_cell` (a YAML file), :func:`load_cell_or_instance`
 (YAML or a job-shop benchmark instance), :func:`cell_from_dict` (data built
 by a program) and :func:`validate_command` (``autocell validate``).  All
 raise :class:`ConfigError` carrying every :class:`ConfigIssue` at once.
+Fault-scenario files: :mod:`ops.config.fault_files`.
+
+The models themselves live below the agents and drivers that read them
+(:mod:`agents.cell.model`, :mod:`agents.cell.faults`); this package keeps
+what needs the YAML or the whole cell — line numbers, cross-checks, the
+JSON Schema — and hands the model names on for the command line.
 """
 
+from agents.cell.model import (
+    CellConfig,
+    CountWindow,
+    Escalation,
+    HostSpec,
+    Layout,
+    Location,
+    Machine,
+    NegotiationSettings,
+    Network,
+    Order,
+    PowerDraw,
+    Product,
+    Robot,
+    RoutingStep,
+    Security,
+    Sim,
+    Strategy,
+)
 from ops.config.loader import (
     ConfigError,
     ConfigIssue,
@@ -15,25 +40,6 @@ from ops.config.loader import (
     load_cell_or_instance,
     validate_command,
 )
-from ops.config.model import (
-    CellConfig,
-    CountWindow,
-    Escalation,
-    Host,
-    Layout,
-    Location,
-    Machine,
-    Negotiation,
-    Network,
-    Operation,
-    Order,
-    PowerDraw,
-    Product,
-    Robot,
-    Security,
-    Sim,
-    Strategy,
-)
 from ops.config.schema import cell_schema, write_schema
 
 __all__ = [
@@ -42,17 +48,17 @@ __all__ = [
     "ConfigIssue",
     "CountWindow",
     "Escalation",
-    "Host",
+    "HostSpec",
     "Layout",
     "Location",
     "Machine",
-    "Negotiation",
+    "NegotiationSettings",
     "Network",
-    "Operation",
     "Order",
     "PowerDraw",
     "Product",
     "Robot",
+    "RoutingStep",
     "Security",
     "Sim",
     "Strategy",

@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ops.config.model import PATTERN_HELP, CellConfig, Negotiation
+from agents.cell.model import PATTERN_HELP, CellConfig, NegotiationSettings
 
 __all__ = [
     "CELL_SUFFIXES",
@@ -724,7 +724,7 @@ def _check_negotiation(data: dict[str, Any], problems: _Problems) -> None:
     negotiation = data.get("negotiation", {})
     if not isinstance(negotiation, dict):
         return
-    fields = Negotiation.model_fields
+    fields = NegotiationSettings.model_fields
     lease_s = _number(negotiation.get("lease_s", fields["lease_s"].default))
     beat_default = fields["heartbeat_interval_s"].default
     beat_s = _number(negotiation.get("heartbeat_interval_s", beat_default))

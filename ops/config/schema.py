@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ops.config.model import CellConfig
+from agents.cell.model import CellConfig
 
 __all__ = ["SCHEMA_ID", "SCHEMA_PATH", "cell_schema", "schema_text", "write_schema"]
 

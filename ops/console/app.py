@@ -51,7 +51,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ops.console.backend import EscalationBackend, IllegalAction, UnknownEscalation
+from ops.console.backend import EscalationBackend, EscalationNotFound, IllegalAction
 from ops.console.security import (
     SECURITY_HEADERS,
     LoginThrottle,
@@ -196,7 +196,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
                error: str = "", done: str = "") -> HTMLResponse:
         try:
             e = view(backend.get(eid))
-        except (UnknownEscalation, KeyError):
+        except (EscalationNotFound, KeyError):
             return render(request, "error.html", s, 404, title="Not found",
                           message=f"There is no escalation {eid!r}.")
         history = [a for a in _audit(backend) if audit_field(a, "escalation") == e.id]
@@ -306,7 +306,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
             else:
                 return render(request, "error.html", s, 404, title="Not found",
                               message=f"No action {action!r}.")
-        except (UnknownEscalation, KeyError):
+        except (EscalationNotFound, KeyError):
             return render(request, "error.html", s, 404, title="Not found",
                           message=f"There is no escalation {eid!r}.")
         except (IllegalAction, AutocellError, ValueError) as exc:

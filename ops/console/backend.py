@@ -14,7 +14,7 @@ works: ``id, priority (1 = highest .. 4), state, cause, consequence, context
 {order, resource, recent_events}, options [{id, label, effect}],
 safe_default, deadline_at, created_at, group, decided_by``.
 
-Errors: a backend raises :class:`UnknownEscalation` for an id it does not
+Errors: a backend raises :class:`EscalationNotFound` for an id it does not
 know and :class:`IllegalAction` for an action the life cycle forbids in the
 current state.  The console maps those — and any ``KeyError``/``ValueError``
 or :class:`~security.errors.AutocellError` of a foreign backend — to a
@@ -41,7 +41,7 @@ __all__ = [
     "FakeEscalation",
     "IllegalAction",
     "InMemoryBackend",
-    "UnknownEscalation",
+    "EscalationNotFound",
     "demo_backend",
 ]
 
@@ -56,7 +56,7 @@ UNACKNOWLEDGED_STATES: frozenset[str] = frozenset({"unacknowledged", "rtn_unackn
 Listener = Callable[[str | None], None]
 
 
-class UnknownEscalation(AutocellError, KeyError):
+class EscalationNotFound(AutocellError, KeyError):
     """No escalation with this id."""
 
     def __str__(self) -> str:
@@ -225,7 +225,7 @@ class InMemoryBackend:
         try:
             return self._items[escalation_id]
         except KeyError:
-            raise UnknownEscalation(f"no escalation {escalation_id!r}") from None
+            raise EscalationNotFound(f"no escalation {escalation_id!r}") from None
 
     def _change(self, escalation_id: str, user: str, action: str, reason: str,
                 allowed: Iterable[str], update: Callable[[FakeEscalation], FakeEscalation],

@@ -11,7 +11,7 @@ user.
 What it adds to the store:
 
 * **errors in the console's terms** — the store's ``UnknownEscalation``
-  becomes the console's (404), every other refusal of the life cycle
+  becomes the console's ``EscalationNotFound`` (404), every other refusal of the life cycle
   (illegal transition, unknown option, shelve rules) :class:`IllegalAction`
   (409), so no store error reaches the page as a traceback;
 * **the file may come later** — the console can be started before the run
@@ -40,8 +40,8 @@ from typing import Any
 
 from agents.escalation.lifecycle import EscalationError, Record
 from agents.escalation.store import EscalationStore
-from agents.escalation.store import UnknownEscalation as StoreUnknown
-from ops.console.backend import IllegalAction, UnknownEscalation
+from agents.escalation.store import UnknownEscalation
+from ops.console.backend import EscalationNotFound, IllegalAction
 
 __all__ = ["StoreBackend", "shown"]
 
@@ -96,7 +96,7 @@ class StoreBackend:
     def _need(self) -> EscalationStore:
         store = self._open()
         if store is None:
-            raise UnknownEscalation(f"no escalation store at {self.path} yet")
+            raise EscalationNotFound(f"no escalation store at {self.path} yet")
         return store
 
     def close(self) -> None:
@@ -133,8 +133,8 @@ class StoreBackend:
         with self._lock:
             try:
                 return shown(self._need().get(escalation_id))
-            except StoreUnknown as exc:
-                raise UnknownEscalation(str(exc)) from None
+            except UnknownEscalation as exc:
+                raise EscalationNotFound(str(exc)) from None
 
     def audit(self) -> builtins.list[Any]:
         with self._lock:
@@ -148,8 +148,8 @@ class StoreBackend:
                 store = self._need()
                 store.refresh()
                 rec = do(store)
-            except StoreUnknown as exc:
-                raise UnknownEscalation(str(exc)) from None
+            except UnknownEscalation as exc:
+                raise EscalationNotFound(str(exc)) from None
             except EscalationError as exc:
                 raise IllegalAction(str(exc)) from None
         self._notify(escalation_id)

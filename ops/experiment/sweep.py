@@ -45,6 +45,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr
 
+from agents.cell.model import CellConfig, Name, Seconds, StrategyChoice, _Model
 from ops.config.loader import (
     ConfigError,
     ConfigIssue,
@@ -55,7 +56,6 @@ from ops.config.loader import (
     load_cell_or_instance,
     load_model,
 )
-from ops.config.model import CellConfig, Name, Seconds, StrategyChoice, _Model
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
            "expand", "load_sweep", "parse_path", "strategy_label"]
@@ -403,7 +403,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     for i, fault_file in enumerate(data.get("faults") or []):
         if not isinstance(fault_file, str):
             continue
-        from ops.config.faults import load_faults
+        from ops.config.fault_files import load_faults
         for cfg, _raw in cells.values():
             try:
                 scenario = load_faults(base_dir / fault_file, cfg)

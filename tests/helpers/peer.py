@@ -29,7 +29,7 @@ import zmq
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from security.envelope import Opener
+from agents.protocol.envelope import Opener
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 

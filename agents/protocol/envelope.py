@@ -36,11 +36,11 @@ import msgpack
 
 from agents.protocol.messages import Body, Message, body_from_wire
 
-from .access import check_access
-from .certs import TrustStore
-from .crypto import SigningKey
-from .errors import BadSignature, Malformed, Misdirected, ProtocolBug, Rejected
-from .replay import ReplayGuard
+from security.access import check_access
+from security.certs import TrustStore
+from security.crypto import SigningKey
+from security.errors import BadSignature, Malformed, Misdirected, ProtocolBug, Rejected
+from security.replay import ReplayGuard
 
 SIGNING_TAG = b"autocell/1"
 VERSION = 1

@@ -1,4 +1,7 @@
-"""Build the agents of a cell from its configuration — shared by every driver."""
+"""Build the agents of a cell from its configuration — shared by every driver.
+
+Also the other config-to-core translators: timing, roles and the escalation policy.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,15 @@ import random
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, Timing
-from agents.escalation.policy import OFF, EscalationPolicy
+from agents.escalation.lifecycle import Deadlines
+from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
 from agents.negotiation.strategies import order_strategy, resource_strategy
 from agents.order import OrderAgent
 from agents.robot import RobotAgent
 
 if TYPE_CHECKING:
-    from ops.config.model import CellConfig
+    from agents.cell.model import CellConfig
 
 
 def timing_of(cfg: CellConfig) -> Timing:
@@ -81,3 +85,23 @@ def build_agents(cfg: CellConfig, seed: int, *,
             min_processing_s=min_proc, machines=[m.id for m in cfg.machines],
             peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation)
     return agents
+
+
+def policy_of(cfg: CellConfig) -> EscalationPolicy:
+    e = cfg.escalation
+
+    def rule(r: object, threshold_s: float = 0.0, count: int = 0) -> Rule | None:
+        return Rule(r.priority, threshold_s, count) if r.enabled else None  # type: ignore[attr-defined]
+
+    return EscalationPolicy(
+        no_capable_resource=rule(e.no_capable_resource, e.no_capable_resource.max_wait_s),
+        late_reroute=rule(e.late_reroute, e.late_reroute.late_by_s),
+        repeat_faults=(Rule(e.repeat_faults.priority, e.repeat_faults.window_s,
+                            e.repeat_faults.count, e.repeat_faults.beyond_mtbf)
+                       if e.repeat_faults.enabled else None),
+        restart_intensity=rule(e.restart_intensity),
+        quality_reject=rule(e.quality_reject, 0.0, e.quality_reject.count),
+        reject_burst=rule(e.reject_burst, e.reject_burst.window_s, e.reject_burst.count),
+        deadlines=Deadlines(e.response_deadline_s, e.reescalate_every_s, e.final_deadline_s,
+                            e.max_shelve_s),
+        flood_count=e.flood.count, flood_window_s=e.flood.window_s)

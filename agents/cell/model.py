@@ -45,19 +45,19 @@ __all__ = [
     "Escalation",
     "EscalationRule",
     "Flood",
-    "Host",
+    "HostSpec",
     "LateRule",
     "Layout",
     "Location",
     "Machine",
-    "Negotiation",
+    "NegotiationSettings",
     "Network",
     "NoResourceRule",
-    "Operation",
     "Order",
     "PowerDraw",
     "Product",
     "Robot",
+    "RoutingStep",
     "Security",
     "Sim",
     "Strategy",
@@ -205,7 +205,7 @@ class Robot(_Model):
 # --------------------------------------------------------------------------- work
 
 
-class Operation(_Model):
+class RoutingStep(_Model):
     """One step of a routing: a named operation done by any machine with the capability."""
 
     op: Name = Field(description="Operation name, unique within the routing, e.g. `cut`.")
@@ -216,7 +216,7 @@ class Product(_Model):
     """A part type and the ordered operations that make it."""
 
     id: Name = Field(description="Product id, unique among products.")
-    routing: list[Operation] = Field(
+    routing: list[RoutingStep] = Field(
         min_length=1, description="Operations in the order they must be done; at least one."
     )
 
@@ -285,7 +285,7 @@ class Strategy(_Model):
     )
 
 
-class Negotiation(_Model):
+class NegotiationSettings(_Model):
     """Timing of the contract net and of leases (docs/architecture.md, Negotiation)."""
 
     reply_deadline_s: PositiveSeconds = Field(
@@ -327,7 +327,7 @@ class Negotiation(_Model):
     )
 
 
-class Host(_Model):
+class HostSpec(_Model):
     """One OS process running a group of agents."""
 
     name: Name = Field(description="Host name, unique among hosts.")
@@ -559,10 +559,10 @@ class CellConfig(_Model):
         default_factory=list, description="Products and their routings."
     )
     orders: list[Order] = Field(default_factory=list, description="Production orders.")
-    negotiation: Negotiation = Field(
-        default_factory=Negotiation, description="Contract-net and lease timing."
+    negotiation: NegotiationSettings = Field(
+        default_factory=NegotiationSettings, description="Contract-net and lease timing."
     )
-    hosts: list[Host] = Field(
+    hosts: list[HostSpec] = Field(
         default_factory=list, description="Process layout; empty: all agents in one host."
     )
     security: Security = Field(default_factory=Security, description="Keys and certificates.")

@@ -5,18 +5,17 @@ and by ``autocell up CELL --faults FILE`` on real processes.  Times are
 seconds of cell time from the start of the run.  It is validated like a
 cell file — every problem as ``FILE:LINE: path: message`` — and against
 the cell it is played on: every agent, resource and host it names must
-exist there.
+exist there.  Those two checks need the YAML and the whole cell, so they
+live with the loader (:mod:`ops.config.fault_files`); these are the models.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ops.config.model import (
-    CellConfig,
+from agents.cell.model import (
     Fraction,
     Name,
     PositiveSeconds,
@@ -24,8 +23,8 @@ from ops.config.model import (
     _Model,
 )
 
-__all__ = ["AgentCrash", "Breakdown", "ClockSkew", "FaultScenario", "HostFault",
-           "NetworkFaults", "Partition", "check_against_cell", "load_faults"]
+__all__ = ["AgentCrash", "Breakdown", "ClockSkewFault", "FaultScenario", "HostFault",
+           "NetworkFaults", "Partition"]
 
 
 class Breakdown(_Model):
@@ -83,7 +82,7 @@ class Partition(_Model):
     duration_s: PositiveSeconds = Field(description="How long it lasts, seconds.")
 
 
-class ClockSkew(_Model):
+class ClockSkewFault(_Model):
     """An agent's clock is off by ``offset_s`` (its envelope timestamps), from ``at_s``."""
 
     agent: Name = Field(description="Agent id.")
@@ -104,7 +103,7 @@ class FaultScenario(_Model):
     hosts: list[HostFault] = Field(default_factory=list, description="Host kills and pauses.")
     network: NetworkFaults = Field(default_factory=NetworkFaults, description="Message faults.")
     partitions: list[Partition] = Field(default_factory=list, description="Partitions.")
-    clock_skew: list[ClockSkew] = Field(default_factory=list, description="Clock skews.")
+    clock_skew: list[ClockSkewFault] = Field(default_factory=list, description="Clock skews.")
 
     _source: str = "<dict>"
 
@@ -114,55 +113,3 @@ class FaultScenario(_Model):
 
     def needs_journal(self) -> bool:
         return bool(self.crashes or any(h.action == "kill" for h in self.hosts))
-
-
-def check_against_cell(data: Any, cfg: CellConfig) -> list[tuple[tuple[Any, ...], str]]:
-    """Problems of a scenario's raw data against the cell: unknown agents, resources, hosts."""
-    if not isinstance(data, dict):
-        return []
-    agents = set(cfg.agent_ids())
-    resources = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
-    hosts = {h.name for h in cfg.hosts}
-    out: list[tuple[tuple[Any, ...], str]] = []
-
-    def items(key: str) -> list[tuple[int, dict[str, Any]]]:
-        value = data.get(key)
-        return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] \
-            if isinstance(value, list) else []
-
-    def unknown(kind: str, value: Any, known: set[str]) -> str:
-        sample = ", ".join(sorted(known)[:8]) + (" …" if len(known) > 8 else "")
-        return f"unknown {kind} {value!r} in cell {cfg.cell!r}" + (
-            f"; known: {sample}" if known else f"; the cell has no {kind}s")
-
-    for i, b in items("breakdowns"):
-        if isinstance(b.get("resource"), str) and b["resource"] not in resources:
-            out.append((("breakdowns", i, "resource"), unknown("resource", b["resource"],
-                                                               resources)))
-    for key in ("crashes", "clock_skew"):
-        for i, c in items(key):
-            if isinstance(c.get("agent"), str) and c["agent"] not in agents:
-                out.append(((key, i, "agent"), unknown("agent", c["agent"], agents)))
-    for i, h in items("hosts"):
-        if isinstance(h.get("host"), str) and h["host"] not in hosts:
-            out.append((("hosts", i, "host"), unknown("host", h["host"], hosts)))
-    for i, p in items("partitions"):
-        names = p.get("agents")
-        if isinstance(names, list):
-            for j, a in enumerate(names):
-                if isinstance(a, str) and a not in agents:
-                    out.append((("partitions", i, "agents", j), unknown("agent", a, agents)))
-            if isinstance(names, list) and set(names) >= agents:
-                out.append((("partitions", i, "agents"),
-                            "a partition must leave some agents on the other side"))
-    return out
-
-
-def load_faults(path: str | Path, cfg: CellConfig) -> FaultScenario:
-    """Load and validate a fault scenario for ``cfg``; raise ConfigError listing every issue."""
-    from ops.config.loader import load_model
-
-    scenario = load_model(path, FaultScenario, cross_check=lambda data: check_against_cell(data,
-                                                                                            cfg))
-    scenario._source = str(path)
-    return scenario

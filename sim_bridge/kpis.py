@@ -29,59 +29,13 @@ unit test asserts that example's numbers.  A figure with no denominator
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from ops.config.model import CellConfig
+from agents.cell.specs import KpiSpec
 
 HOUR_S = 3600.0
 DIGITS = 6
-
-
-@dataclass(frozen=True)
-class MachineSpec:
-    """What the KPIs need to know of a machine: its power model and nominal speeds."""
-
-    idle_kw: float = 0.0
-    busy_kw: float = 0.0
-    capabilities: Mapping[str, float] = field(default_factory=dict)   # capability -> s/unit
-
-
-@dataclass(frozen=True)
-class OrderSpec:
-    quantity: int = 1
-    routing: tuple[str, ...] = ()     # capability of each operation, in order
-
-
-@dataclass(frozen=True)
-class KpiSpec:
-    machines: Mapping[str, MachineSpec]
-    orders: Mapping[str, OrderSpec]
-
-    @classmethod
-    def from_config(cls, cfg: CellConfig) -> KpiSpec:
-        return cls(
-            machines={m.id: MachineSpec(m.power_kw.idle, m.power_kw.busy, dict(m.capabilities))
-                      for m in cfg.machines},
-            orders={o.id: OrderSpec(o.quantity, tuple(op.capability
-                                                      for op in cfg.product(o.product).routing))
-                    for o in cfg.orders})
-
-    def op_index(self, task: str) -> int | None:
-        """The routing position of an operation task ``ORDER/K``; None for anything else."""
-        _, _, k = task.rpartition("/")
-        return int(k) if k.isdigit() else None
-
-    def ideal_s(self, machine: str, order: str, task: str) -> float | None:
-        """Nominal processing time of the task on the machine (no setup), or None if unknown."""
-        o = self.orders.get(order)
-        m = self.machines.get(machine)
-        k = self.op_index(task)
-        if o is None or m is None or k is None or k >= len(o.routing):
-            return None
-        per_unit = m.capabilities.get(o.routing[k])
-        return None if per_unit is None else per_unit * o.quantity
 
 
 @dataclass

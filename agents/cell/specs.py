@@ -1,0 +1,79 @@
+"""Plain specs the drivers and reports build from a cell config: the plant's machines, the KPIs'.
+
+The simulator (:mod:`sim_bridge.plant`) and the KPIs (:mod:`sim_bridge.kpis`)
+know no pydantic model; they take these plain values, and the one
+place that reads a :class:`~agents.cell.model.CellConfig` for them is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agents.cell.model import CellConfig
+
+
+@dataclass
+class MachineSpec:
+    """What the plant simulates of a machine: breakdowns, scrap, power draw, where it stands."""
+
+    id: str
+    mtbf_s: float | None = None
+    mttr_s: float | None = None
+    scrap_rate: float = 0.0
+    power_idle_kw: float = 0.0
+    power_busy_kw: float = 0.0
+    location: str = ""
+
+
+def plant_machines(cfg: CellConfig) -> list[MachineSpec]:
+    """The plant's view of every machine of the cell, in the cell's order."""
+    return [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
+                        m.power_kw.busy, m.location) for m in cfg.machines]
+
+
+@dataclass(frozen=True)
+class MachineKpiSpec:
+    """What the KPIs need to know of a machine: its power model and nominal speeds."""
+
+    idle_kw: float = 0.0
+    busy_kw: float = 0.0
+    capabilities: Mapping[str, float] = field(default_factory=dict)   # capability -> s/unit
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    quantity: int = 1
+    routing: tuple[str, ...] = ()     # capability of each operation, in order
+
+
+@dataclass(frozen=True)
+class KpiSpec:
+    machines: Mapping[str, MachineKpiSpec]
+    orders: Mapping[str, OrderSpec]
+
+    @classmethod
+    def from_config(cls, cfg: CellConfig) -> KpiSpec:
+        return cls(
+            machines={m.id: MachineKpiSpec(m.power_kw.idle, m.power_kw.busy, dict(m.capabilities))
+                      for m in cfg.machines},
+            orders={o.id: OrderSpec(o.quantity, tuple(op.capability
+                                                      for op in cfg.product(o.product).routing))
+                    for o in cfg.orders})
+
+    def op_index(self, task: str) -> int | None:
+        """The routing position of an operation task ``ORDER/K``; None for anything else."""
+        _, _, k = task.rpartition("/")
+        return int(k) if k.isdigit() else None
+
+    def ideal_s(self, machine: str, order: str, task: str) -> float | None:
+        """Nominal processing time of the task on the machine (no setup), or None if unknown."""
+        o = self.orders.get(order)
+        m = self.machines.get(machine)
+        k = self.op_index(task)
+        if o is None or m is None or k is None or k >= len(o.routing):
+            return None
+        per_unit = m.capabilities.get(o.routing[k])
+        return None if per_unit is None else per_unit * o.quantity

@@ -1,0 +1,599 @@
+"""The supervisor of ``autocell up``: state directory, keys, child processes, escalations.
+
+Theory of operation
+-------------------
+``up`` prepares a state directory (keys made on first use unless the cell
+names its own ``security.keys_dir``; journals, replay stores, event logs
+and status files of the previous run removed), picks one ``start_at`` a
+moment ahead, and starts ``autocell sim`` and one ``autocell host`` per
+host with the same ``start_at`` and ``--speed``, so all clocks agree.
+
+The supervisor then polls, every 50 ms:
+
+* **deaths** — a child that exits while the cell runs is restarted at
+  once with the same arguments (its host resumes from the journal).  At
+  most ``--max-restarts`` restarts within ``--restart-window`` seconds: one
+  more and the supervisor gives up loudly, stops everything and exits 3.
+  The restart time is measured from the death to the new process's first
+  status file;
+* **faults** — the scenario's host kills (``SIGKILL``) and pauses
+  (``SIGSTOP`` … ``SIGCONT``), at their cell times;
+* **liveness** — each process rewrites its status file every heartbeat; a
+  host silent for ``missed_heartbeats`` intervals is reported down once
+  (a paused or hung host), and up again when it speaks;
+* **completion** — when every order is complete (the union of the hosts'
+  status files), or at ``--until``/``--timeout``, it stops the children
+  (``SIGTERM``, then ``SIGKILL`` after 5 s), checks the invariants of
+  DESIGN §8 on the simulator's event log and writes ``report.json``.
+
+**Escalations** — when the cell's escalation policy is on (some rule
+enabled, and a ``console`` certificate in the keys directory), ``up`` also
+starts ``autocell console-agent`` as a supervised child: the console agent
+and its SQLite store (``--escalations-db``, default
+``STATE_DIR/escalations.db``; a store left by an earlier run is moved aside
+first) on the bus at ``escalation.console_endpoint``, and every host builds
+its agents with the policy.  The supervisor itself is on the bus as
+``supervisor`` (role ``host``): when a child exceeds the restart intensity
+it stops restarting that child only, raises a ``restart_intensity``
+escalation and waits for the decision (``restart``: once more with a fresh
+budget; ``stop_cell``, the safe default: give up as before), while the rest
+of the cell keeps running.  Without a console it gives up at once.
+
+Ctrl-C stops everything the same way.  Children die with the supervisor
+even if it is killed (``PR_SET_PDEATHSIG``), so no orphans are left.
+
+Both ways of running a cell build on this module: :mod:`ops.up` (OS
+processes) and :mod:`ops.ray_up` (Ray actors, whose ``RaySupervisor``
+replaces only how children are started and restarted).  Neither imports the
+other; the command line picks one by ``--ray``.  :func:`start_up` and
+:func:`finish_up` are the steps before and after the run that both share.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from security.errors import ConfigurationError
+
+EXIT_GAVE_UP = 3
+RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
+STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
+               "status-*.json", "report.json")
+
+
+def _load_libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()   # loaded in the parent: the child (forked while the supervisor's bus
+                       # thread runs) only makes one system call before exec
+
+
+def _die_with_parent() -> None:   # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+
+def ensure_keys(cfg: Any, state_dir: Path) -> Path:
+    """The cell's keys directory, or one made under the state directory on first use."""
+    from agents.escalation.console import CONSOLE_ID
+    from agents.escalation.service import SUPERVISOR_ID
+    from agents.cell.build import roles_of
+    from agents.runtime.host import HOST_ROLE, SIM_ID, host_identity
+    from security.certs import AGENT_ID_RE
+    from security.keystore import KeyDir
+
+    roles = {**roles_of(cfg), SIM_ID: "sim"}
+    # optional in a keys directory of the cell's own: without them escalation is off (and
+    # each host without its `host-NAME` certificate escalates no reject burst)
+    extra = {CONSOLE_ID: "console", SUPERVISOR_ID: HOST_ROLE}
+    for h in cfg.hosts:
+        ident = host_identity(h.name)
+        if ident not in roles and AGENT_ID_RE.match(ident) and len(ident.encode()) <= 64:
+            extra[ident] = HOST_ROLE
+    given = cfg.keys_dir_path()
+    if given is not None:
+        kd = KeyDir(Path(given))
+        missing = [a for a in roles if not kd.cert_path(a).exists()]
+        if missing:
+            raise ConfigurationError(
+                f"{given}: no certificate for {', '.join(missing[:5])}; issue with "
+                f"`autocell keys issue {missing[0]} --role {roles[missing[0]]} --dir {given}`")
+        return Path(given)
+    keys = state_dir / "keys"
+    kd = KeyDir(keys)
+    now = time.time()
+    if not kd.has_authority():
+        kd.init(now)
+    for agent, role in {**roles, **extra}.items():
+        if not kd.cert_path(agent).exists():
+            kd.issue(agent, role, now)
+    return keys
+
+
+def announce_store(db: Path | None, cell: str) -> None:
+    """Move an earlier run's escalation store aside and say where this run's is."""
+    if db is None:
+        return
+    moved = set_aside(db)
+    print(f"escalations: {db}" + (f" (the previous run's store moved to {moved})" if moved else "")
+          + f"; watch them with `autocell console {cell} --db {db}`", flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    died_at: float | None = None
+    paused: bool = False
+    down_reported: bool = False
+    held: bool = False                 # restart intensity exceeded: awaiting a decision
+    restarts: list[float] = field(default_factory=list)   # restart latencies, seconds
+
+
+class Supervisor:
+    def __init__(self, cfg: Any, cell_path: str, *, state_dir: Path, speed: float,
+                 faults_path: str | None, faults: Any, max_restarts: int,
+                 restart_window_s: float, until_s: float | None, timeout_s: float | None,
+                 log: Any = print, log_level: str = "info", keys_dir: Path | None = None,
+                 escalations_db: Path | None = None) -> None:
+        from agents.escalation.policy import OFF
+        from agents.escalation.service import console_policy
+
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.speed = speed
+        self.faults = faults
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
+        self.until_s = until_s
+        self.timeout_s = timeout_s
+        self.log = log
+        self.start_at = time.time() + 1.5
+        self.deaths: deque[float] = deque()
+        self.events: list[dict[str, Any]] = []
+        common = [cell_path, "--state-dir", str(state_dir), "--speed", repr(speed),
+                  "--start-at", repr(self.start_at), "--log-level", log_level]
+        if faults_path:
+            common += ["--faults", faults_path]
+        exe = [sys.executable, "-m", "ops.cli"]
+        self.children = {"sim": Child("sim", exe + ["sim", *common])}
+        for h in cfg.hosts:
+            self.children[h.name] = Child(h.name, exe + ["host", *common, "--name", h.name])
+        self.keys_dir = keys_dir
+        self.policy = console_policy(cfg, keys_dir) if keys_dir is not None else OFF
+        self.escalations_db: Path | None = None      # only with a console agent
+        if self.policy is not OFF:
+            db = escalations_db or state_dir / "escalations.db"
+            self.escalations_db = db
+            self.children["console"] = Child(
+                "console", exe + ["console-agent", *common, "--db", str(db)])
+        self.link: Any = None              # SupervisorLink, once started
+        self.raised: dict[str, tuple[str, float]] = {}   # escalation -> (process, last sent)
+        self.escalated = 0
+        self._bodies: dict[str, Any] = {}
+        self.pending_faults = sorted(
+            [(h.at_s, "start", h) for h in (faults.hosts if faults else [])]
+            + [(h.at_s + h.duration_s, "end", h) for h in (faults.hosts if faults else [])
+               if h.action == "pause"], key=lambda x: x[0])
+
+    def cell_now(self) -> float:
+        return (time.time() - self.start_at) * self.speed
+
+    def note(self, event: str, **fields: Any) -> None:
+        entry = {"t": round(self.cell_now(), 3), "wall": round(time.time(), 3), "ev": event,
+                 **fields}
+        self.events.append(entry)
+        self.log(f"[{entry['t']:>9.1f}] {event} " + " ".join(f"{k}={v}" for k, v in
+                                                              fields.items()))
+
+    def spawn(self, child: Child) -> None:
+        out = (self.state_dir / f"{child.name}.log").open("ab")
+        child.proc = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT,
+                                      preexec_fn=_die_with_parent)  # noqa: PLW1509 (libc preloaded)
+        out.close()
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.state_dir / f"status-{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def completed_orders(self, key: str = "completed") -> set[str]:
+        done: set[str] = set()
+        for h in self.cfg.hosts:
+            st = self.status(h.name)
+            if st:
+                done.update(st.get(key, []))
+        return done
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _start_link(self) -> None:
+        """The supervisor's identity on the bus, for restart-intensity escalations."""
+        from agents.escalation.service import SUPERVISOR_ID, SupervisorLink
+        from agents.runtime.host import CellClock
+        from security.keystore import KeyDir
+
+        if (self.policy.restart_intensity is None or self.keys_dir is None
+                or not KeyDir(self.keys_dir).cert_path(SUPERVISOR_ID).exists()):
+            return
+        link = SupervisorLink(self.cfg, keys_dir=self.keys_dir, state_dir=self.state_dir,
+                              clock=CellClock(self.start_at, self.speed))
+        try:
+            endpoint = link.start()
+        except (OSError, ConfigurationError, TimeoutError) as exc:   # help, not a must
+            self.log(f"autocell up: the supervisor cannot join the bus ({exc}); restart "
+                     "intensity will stop the cell without escalating")
+            link.close()
+            return
+        self.link = link
+        self.children["console"].argv += ["--route", f"{SUPERVISOR_ID}={endpoint}"]
+
+    def run(self) -> int:
+        if "console" in self.children:
+            self._start_link()
+            self.log(f"autocell up: escalations go to the console agent; store "
+                     f"{self.escalations_db}")
+        for child in self.children.values():
+            self.spawn(child)
+        self.note("started", processes=len(self.children), speed=self.speed)
+        total = len(self.cfg.orders)
+        code = 0
+        t0 = time.time()
+        last_progress = -1
+        try:
+            while True:
+                time.sleep(0.05)
+                if self._check_children() or self._decisions():
+                    code = EXIT_GAVE_UP
+                    break
+                self._play_faults()
+                self._liveness()
+                completed = self.completed_orders()
+                done = len(completed)
+                if done != last_progress:
+                    self.note("progress", completed=f"{done}/{total}")
+                    last_progress = done
+                if done == total:
+                    self.note("all_orders_completed")
+                    break
+                cancelled = self.completed_orders("cancelled") - completed
+                if cancelled and done + len(cancelled) == total:
+                    self.note("all_orders_accounted_for", cancelled=len(cancelled))
+                    break
+                if self.until_s is not None and self.cell_now() >= self.until_s:
+                    self.note("until_reached")
+                    break
+                if self.timeout_s is not None and time.time() - t0 > self.timeout_s:
+                    self.note("timeout", wall_s=round(time.time() - t0, 1))
+                    code = 1
+                    break
+        except KeyboardInterrupt:
+            self.note("interrupted")
+            code = 130
+        finally:
+            self.stop()
+            if self.link is not None:
+                self.link.close()
+        return code
+
+    def _check_children(self) -> bool:
+        """Restart dead children; True when the restart intensity is exceeded."""
+        now = time.time()
+        for child in self.children.values():
+            assert child.proc is not None
+            if child.held:
+                continue
+            rc = child.proc.poll()
+            if child.died_at is not None and rc is None:   # restarted: up once it reports
+                st = self.status(child.name)
+                if st and st.get("pid") == child.proc.pid:
+                    child.restarts.append(now - child.died_at)
+                    self.note("restarted", process=child.name,
+                              restart_s=round(now - child.died_at, 3))
+                    child.died_at = None
+                continue
+            if rc is None:
+                continue
+            self.deaths.append(now)
+            while self.deaths and now - self.deaths[0] > self.restart_window_s:
+                self.deaths.popleft()
+            self.note("process_died", process=child.name, returncode=rc)
+            if len(self.deaths) > self.max_restarts:
+                if self._escalate(child, rc):
+                    continue
+                self.note("gave_up", reason=f"{len(self.deaths)} deaths within "
+                                            f"{self.restart_window_s:g} s (max "
+                                            f"{self.max_restarts})")
+                self.log(f"autocell up: restart intensity exceeded: {len(self.deaths)} process "
+                         f"deaths within {self.restart_window_s:g} s; giving up. See "
+                         f"{self.state_dir}/*.log")
+                return True
+            child.died_at = now
+            child.paused = False
+            self.spawn(child)
+        return False
+
+    # -- restart intensity -> escalation --------------------------------------------------------
+    def _escalate(self, child: Child, rc: int | None) -> bool:
+        """Hold ``child`` down and raise ``restart_intensity``; False if nobody can be asked
+        (no console, no supervisor identity, or the console itself is what keeps dying)."""
+        from agents.escalation.service import restart_intensity_escalation
+
+        rule = self.policy.restart_intensity
+        console = self.children.get("console")
+        if (self.link is None or rule is None or child.name == "console" or console is None
+                or console.held):
+            return False
+        self.escalated += 1
+        agents = sorted(a for a in self.cfg.agent_ids() if self.cfg.host_of(a) == child.name)
+        body = restart_intensity_escalation(
+            rule, process=child.name, number=self.escalated, deaths=len(self.deaths),
+            window_s=self.restart_window_s, max_restarts=self.max_restarts, returncode=rc,
+            agents=agents, log_path=str(self.state_dir / f"{child.name}.log"))
+        child.held = True
+        child.died_at = None
+        self._raise_restart_intensity(
+            child.name, body, len(self.deaths),
+            f"autocell up: restart intensity exceeded: {len(self.deaths)} process deaths "
+            f"within {self.restart_window_s:g} s")
+        return True
+
+    def _raise_restart_intensity(self, name: str, body: Any, deaths: int, why: str) -> None:
+        """Send ``body`` (a held process's ``restart_intensity``) to the console; say so."""
+        assert self.link is not None
+        self.raised[body.escalation] = (name, time.time())
+        self._bodies[body.escalation] = body
+        self.link.send("console", body, body.escalation)
+        self.note("restart_intensity_escalated", process=name, escalation=body.escalation,
+                  deaths=deaths)
+        self.log(f"{why}; {name} stays down; escalated as {body.escalation} (decide: "
+                 f"`autocell escalations decide {body.escalation} --option restart|stop_cell "
+                 f"--db {self.escalations_db}`)")
+
+    def _decisions(self) -> bool:
+        """Act on decisions about our escalations (True: stop the cell); re-send the open
+        ones every few seconds until the console answers (it may be restarting)."""
+        if self.link is None:
+            return False
+        import queue
+
+        while True:
+            try:
+                d = self.link.decisions.get_nowait()
+            except queue.Empty:
+                break
+            entry = self.raised.pop(d.escalation, None)
+            if entry is None:
+                continue
+            child = self.children[entry[0]]
+            self.note("decision", escalation=d.escalation, option=d.option, user=d.user,
+                      process=child.name)
+            if d.option == "restart":
+                self.deaths.clear()
+                child.held = False
+                child.died_at = time.time()
+                self.spawn(child)
+                continue
+            self.note("gave_up", reason=f"restart intensity of {child.name}: {d.option} "
+                                        f"decided by {d.user}")
+            self.log(f"autocell up: restart intensity exceeded: {child.name}; {d.user} "
+                     f"decided {d.option}; giving up. See {self.state_dir}/*.log")
+            return True
+        now = time.time()
+        for esc, (name, sent_at) in list(self.raised.items()):
+            if now - sent_at >= RESEND_S:
+                self.link.send("console", self._bodies[esc], esc)
+                self.raised[esc] = (name, now)
+        return False
+
+    def _play_faults(self) -> None:
+        now = self.cell_now()
+        while self.pending_faults and self.pending_faults[0][0] <= now:
+            _, phase, h = self.pending_faults[0]
+            child = self.children.get(h.host)
+            if child is not None and child.proc is not None and child.proc.poll() is not None:
+                return   # dead and not yet restarted (a loaded machine): play it on the new process
+            self.pending_faults.pop(0)
+            if child is None or child.proc is None:
+                continue
+            if h.action == "kill":
+                self.note("fault_injected", kind="host_kill", host=h.host, pid=child.proc.pid)
+                try:
+                    os.kill(child.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:   # died (and was reaped) since the poll above
+                    pass
+            elif phase == "start":
+                self.note("fault_injected", kind="host_pause", host=h.host, pid=child.proc.pid)
+                os.kill(child.proc.pid, signal.SIGSTOP)
+                child.paused = True
+            elif child.paused:
+                os.kill(child.proc.pid, signal.SIGCONT)
+                child.paused = False
+                self.note("host_resumed", host=h.host)
+
+    def _liveness(self) -> None:
+        from agents.runtime.host import status_interval_s
+
+        silent_s = (self.cfg.negotiation.missed_heartbeats * status_interval_s(self.cfg, self.speed)
+                    + 0.1)
+        for child in self.children.values():
+            st = self.status(child.name)
+            if st is None or child.died_at is not None or child.held:
+                continue
+            quiet = time.time() - float(st.get("wall", 0.0))
+            if quiet > silent_s and not child.down_reported:
+                child.down_reported = True
+                self.note("host_down", process=child.name, silent_s=round(quiet, 2))
+            elif quiet <= silent_s and child.down_reported:
+                child.down_reported = False
+                self.note("host_up", process=child.name)
+
+    def stop(self) -> None:
+        procs = [c.proc for c in self.children.values() if c.proc is not None]
+        for c in self.children.values():
+            if c.proc is not None and c.proc.poll() is None:
+                if c.paused:
+                    os.kill(c.proc.pid, signal.SIGCONT)
+                c.proc.terminate()
+        deadline = time.time() + 5.0
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.note("stopped")
+
+    # -- the report ---------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        from sim_bridge.invariants import (
+            no_operation_twice,
+            one_operation_per_machine,
+            routing_order,
+        )
+        from sim_bridge.report import p95
+
+        sim_events = []
+        path = self.state_dir / "events-sim.jsonl"
+        if path.exists():
+            sim_events = [json.loads(line) for line in path.read_text().splitlines() if line]
+        done = self.completed_orders()
+        cancelled = self.completed_orders("cancelled") - done
+        restarts = sorted(x for c in self.children.values() for x in c.restarts)
+
+        violations = {"no_operation_executed_twice": no_operation_twice(sim_events),
+                      "no_machine_runs_two_operations": one_operation_per_machine(sim_events),
+                      "routing_order_respected": routing_order(sim_events)}
+        return {
+            "cell": self.cfg.cell, "speed": self.speed,
+            "orders_total": len(self.cfg.orders), "orders_completed": len(done),
+            "orders_lost": len(self.cfg.orders) - len(done) - len(cancelled),
+            "orders_cancelled": len(cancelled),
+            "operations": sum(1 for e in sim_events if e["ev"] == "op_done"
+                              and e["quality"] == "ok"),
+            "restarts": len(restarts),
+            "restart_s": {"max": round(max(restarts, default=0.0), 3),
+                          "p95": round(p95(restarts), 3)},
+            "hosts_down_reported": sum(1 for e in self.events if e["ev"] == "host_down"),
+            "invariants": {k: not v for k, v in violations.items()},
+            "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
+            "cell_time_s": round(self.cell_now(), 3),
+            "supervisor_events": self.events,
+            **self.escalation_figures(),
+        }
+
+    def escalation_figures(self) -> dict[str, Any]:
+        """What the console agent's store holds at the end (empty without a console)."""
+        if self.escalations_db is None or not Path(self.escalations_db).exists():
+            return {}
+        from collections import Counter
+
+        from agents.escalation.store import EscalationStore
+
+        store = EscalationStore(self.escalations_db)
+        try:
+            records = store.list()
+            return {"escalations_db": str(self.escalations_db),
+                    "escalations_raised": len(records),
+                    "escalations_by_cause": dict(Counter(r.cause for r in records)),
+                    "escalations_by_outcome": dict(Counter(r.outcome or "open"
+                                                           for r in records)),
+                    "audit_intact": store.verify().ok}
+        finally:
+            store.close()
+
+
+def prepare_state_dir(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in STATE_FILES:
+        for p in state_dir.glob(pattern):
+            p.unlink()
+
+
+def set_aside(db: Path) -> Path | None:
+    """Move a store left by an earlier run out of the way (its ids, ``AGENT/eN``, would
+    collide with this run's); its audit log is kept.  Returns where it went."""
+    if not db.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = db.with_name(f"{db.name}.{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = db.with_name(f"{db.name}.{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{db}{suffix}")
+        if part.exists():
+            os.replace(part, Path(f"{target}{suffix}"))
+    return target
+
+
+@dataclass(frozen=True)
+class UpStart:
+    """What ``autocell up`` (with or without ``--ray``) runs from, once its input is checked."""
+
+    cfg: Any
+    faults: Any
+    state_dir: Path
+    keys: Path
+    escalations_db: Path
+    log: Callable[[str], None]
+
+
+def start_up(args: Any) -> UpStart | int:
+    """Load and check the cell and its fault scenario, prepare the state directory and the
+    keys; exit code 2 for bad input (the issues printed on stderr)."""
+    from ops.config import ConfigError, load_cell
+    from ops.config.fault_files import load_faults
+
+    try:
+        cfg = load_cell(args.cell)
+        faults = load_faults(args.faults, cfg) if args.faults else None
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if not cfg.hosts:
+        raise ConfigurationError(f"{args.cell}: the cell has no `hosts` section; `autocell up` "
+                                 "needs one (see cell_configs/demo_cell.yaml)")
+    if args.speed <= 0:
+        raise ConfigurationError("--speed must be positive")
+    use_ray = getattr(args, "ray", False)
+    if getattr(args, "address", None) and not use_ray:
+        raise ConfigurationError("--address joins a Ray cluster: it needs --ray")
+    state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
+    prepare_state_dir(state_dir)
+    keys = ensure_keys(cfg, state_dir)
+    db = Path(getattr(args, "escalations_db", None) or state_dir / "escalations.db")
+    log = ((lambda *_: None) if args.quiet else
+           (lambda s: print(s, file=sys.stderr, flush=True)))
+    return UpStart(cfg, faults, state_dir, keys, db, log)
+
+
+def finish_up(state_dir: Path, code: int, report: dict[str, Any]) -> int:
+    """Write ``report.json``, print the one-line summary; the exit code (1 if an invariant
+    failed in a run that otherwise ended well)."""
+    (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    ok = all(report["invariants"].values())
+    print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "
+          f"completed, {report['operations']} operations, {report['restarts']} restarts "
+          f"(restart p95 {report['restart_s']['p95']} s), invariants "
+          f"{'hold' if ok else 'VIOLATED'}; report: {state_dir / 'report.json'}")
+    if code == 0 and not ok:
+        return 1
+    return code
