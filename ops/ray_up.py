@@ -4,11 +4,11 @@ restarted on failure.
 Theory of operation
 -------------------
 Each process of the cell — ``sim``, one per host and, when the cell's
-escalation policy is on (:func:`~agents.escalation.service.console_policy`),
+escalation policy is on (:func:`~agents.runtime.console_service.console_policy`),
 ``console`` — becomes one Ray actor (:class:`CellProcess`) that runs the very
 code of ``autocell sim`` / ``autocell host`` / ``autocell console-agent``
 (:class:`~sim_bridge.remote.PlantServer`, :class:`~agents.runtime.host.Host`
-with the policy, :class:`~agents.escalation.service.ConsoleService` with its
+with the policy, :class:`~agents.runtime.console_service.ConsoleService` with its
 SQLite store) on its own asyncio loop, in a thread of the actor's worker
 process.  Ray replaces :class:`ops.supervisor.Supervisor`'s
 ``fork``/``exec``/restart with actor restarts:
@@ -24,7 +24,7 @@ process.  Ray replaces :class:`ops.supervisor.Supervisor`'s
   to the restarted actor, and it fails only when the actor is gone for good
   (restarts exhausted).  Then, as ``up`` does when the restart intensity is
   exceeded, the driver raises a ``restart_intensity`` escalation through its
-  :class:`~agents.escalation.service.SupervisorLink` (started before the
+  :class:`~agents.runtime.console_service.SupervisorLink` (started before the
   actors, so the console actor gets the route back) and keeps the rest
   running: ``restart`` creates a new actor (a fresh ``max_restarts``),
   ``stop_cell`` gives up (exit 3).  Without a console, or when the console
@@ -101,7 +101,7 @@ class CellProcess:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # imported now, not after the cell clock has started
-        import agents.escalation.service
+        import agents.runtime.console_service
         import agents.runtime.host  # noqa: F401
         import ops.config  # noqa: F401
         import sim_bridge.remote  # noqa: F401
@@ -153,7 +153,7 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
 
     A module function, not a method: a Ray actor class with any ``async def``
     method becomes an async actor, whose blocking ``wait`` would stall the rest."""
-    from agents.escalation.service import ConsoleService, console_policy
+    from agents.runtime.console_service import ConsoleService, console_policy
     from agents.runtime.host import CellClock, Host
     from ops.config import load_cell
     from ops.config.fault_files import load_faults
@@ -215,7 +215,7 @@ class RaySupervisor(Supervisor):
     def _create(self, child: Child) -> Any:
         import ray
 
-        from agents.escalation.service import SUPERVISOR_ID
+        from agents.escalation.intensity import SUPERVISOR_ID
 
         gen = self.generation[child.name] = self.generation.get(child.name, 0) + 1
         opts: dict[str, Any] = {"max_restarts": self.max_restarts, "max_task_retries": -1,
@@ -315,7 +315,7 @@ class RaySupervisor(Supervisor):
         ``restart_intensity`` (as ``up``'s supervisor does) and keep the rest running;
         False if nobody can be asked (no console, no supervisor identity, or the console
         actor itself is what is gone)."""
-        from agents.escalation.service import restart_intensity_escalation
+        from agents.escalation.intensity import restart_intensity_escalation
 
         rule = self.policy.restart_intensity
         if (self.link is None or rule is None or name == "console"

@@ -90,9 +90,9 @@ def _die_with_parent() -> None:   # runs in the child between fork and exec
 
 def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     """The cell's keys directory, or one made under the state directory on first use."""
-    from agents.escalation.console import CONSOLE_ID
-    from agents.escalation.service import SUPERVISOR_ID
     from agents.cell.build import roles_of
+    from agents.escalation.console import CONSOLE_ID
+    from agents.escalation.intensity import SUPERVISOR_ID
     from agents.runtime.host import HOST_ROLE, SIM_ID, host_identity
     from security.certs import AGENT_ID_RE
     from security.keystore import KeyDir
@@ -153,7 +153,7 @@ class Supervisor:
                  log: Any = print, log_level: str = "info", keys_dir: Path | None = None,
                  escalations_db: Path | None = None) -> None:
         from agents.escalation.policy import OFF
-        from agents.escalation.service import console_policy
+        from agents.runtime.console_service import console_policy
 
         self.cfg = cfg
         self.state_dir = state_dir
@@ -225,7 +225,8 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
     def _start_link(self) -> None:
         """The supervisor's identity on the bus, for restart-intensity escalations."""
-        from agents.escalation.service import SUPERVISOR_ID, SupervisorLink
+        from agents.escalation.intensity import SUPERVISOR_ID
+        from agents.runtime.console_service import SupervisorLink
         from agents.runtime.host import CellClock
         from security.keystore import KeyDir
 
@@ -333,7 +334,7 @@ class Supervisor:
     def _escalate(self, child: Child, rc: int | None) -> bool:
         """Hold ``child`` down and raise ``restart_intensity``; False if nobody can be asked
         (no console, no supervisor identity, or the console itself is what keeps dying)."""
-        from agents.escalation.service import restart_intensity_escalation
+        from agents.escalation.intensity import restart_intensity_escalation
 
         rule = self.policy.restart_intensity
         console = self.children.get("console")

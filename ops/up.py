@@ -40,7 +40,7 @@ def run_process(args: Any, kind: str) -> int:
     cell."""
     import asyncio
 
-    from agents.escalation.service import console_policy
+    from agents.runtime.console_service import console_policy
     from agents.runtime.host import SIM_ID, CellClock, Host
     from ops.config import ConfigError, load_cell
     from ops.config.fault_files import load_faults
@@ -90,7 +90,7 @@ def run_console_agent(args: Any, cfg: Any, keys: Path, state_dir: Path, clock: A
     import asyncio
 
     from agents.escalation.console import CONSOLE_ID
-    from agents.escalation.service import ConsoleService
+    from agents.runtime.console_service import ConsoleService
     from ops.logs import setup_logging
     from security.keystore import KeyDir
 

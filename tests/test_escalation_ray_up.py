@@ -29,7 +29,7 @@ import pytest
 import yaml
 from helpers.escalation_cells import cli, events, faults, records, small_cell
 
-from agents.escalation.service import SUPERVISOR_ID
+from agents.escalation.intensity import SUPERVISOR_ID
 from agents.escalation.store import EscalationStore
 from ops.cli import main
 

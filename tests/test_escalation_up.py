@@ -34,7 +34,7 @@ from helpers.escalation_cells import cli, events, faults, records, small_cell, w
 
 from agents.escalation.console import CONSOLE_ID
 from agents.escalation.policy import OFF, Rule
-from agents.escalation.service import (
+from agents.runtime.console_service import (
     SUPERVISOR_ID,
     ConsoleService,
     SupervisorLink,

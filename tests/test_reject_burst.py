@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.policy import Rule
-from agents.escalation.service import ConsoleService, console_policy
+from agents.runtime.console_service import ConsoleService, console_policy
 from agents.escalation.store import EscalationStore
 from agents.protocol.messages import Heartbeat
 from agents.runtime.host import CellClock, Host, host_identity

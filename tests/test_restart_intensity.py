@@ -37,7 +37,7 @@ def test_the_supervisor_escalation_is_resent_until_decided_then_restarts() -> No
     first send is lost, the raiser re-sends it, a person decides ``restart``, the decision
     reaches the supervisor, re-sending stops and the budget is fresh."""
     from agents.escalation.intensity import SupervisorVoice
-    from agents.escalation.service import SUPERVISOR_ID, restart_intensity_escalation
+    from agents.escalation.intensity import SUPERVISOR_ID, restart_intensity_escalation
     from helpers.fake_link import FakeLink
 
     store = EscalationStore(":memory:")

@@ -22,7 +22,11 @@ from agents.base import Agent, Timing
 from agents.protocol.actions import Action
 from agents.protocol.messages import Decision, Escalate, Message
 
+from .policy import Rule
 from .raiser import EscalationRaiser
+
+SUPERVISOR_ID = "supervisor"
+"""The bus identity (role ``host``) of ``autocell up``'s process supervisor."""
 
 
 @dataclass
@@ -80,3 +84,34 @@ class SupervisorVoice(Agent):
         if entry is not None:
             self.decided.append((entry.about, body))
         return actions
+
+
+def restart_intensity_escalation(rule: Rule, *, process: str, number: int, deaths: int,
+                                 window_s: float, max_restarts: int, returncode: int | None,
+                                 agents: list[str], log_path: str) -> Escalate:
+    """The ``restart_intensity`` case: the supervisor stopped restarting ``process``.
+
+    Options, safe default first: ``stop_cell`` (what the supervisor did before there was a
+    console: stop every process), ``restart`` (once more, with a fresh restart budget)."""
+    shown = ", ".join(agents[:8]) + (f" and {len(agents) - 8} more" if len(agents) > 8 else "")
+    return Escalate(
+        escalation=f"{SUPERVISOR_ID}/e{number}", priority=rule.priority,
+        cause="restart_intensity",
+        consequence=(f"process {process} died {deaths} times within {window_s:g} s (at most "
+                     f"{max_restarts} restarts allowed); the supervisor stopped restarting it"
+                     + (f": its agents ({shown}) are down" if agents else "")
+                     + "; the rest of the cell keeps running"),
+        resource=process,
+        options=[
+            {"id": "stop_cell", "label": "Stop the cell",
+             "effect": "stop every process and end the run (exit 3); fix the cause, then "
+                       "`autocell up` again"},
+            {"id": "restart", "label": f"Restart {process}",
+             "effect": f"start {process} again (it resumes from its journal) with a fresh "
+                       f"budget of {max_restarts} restarts per {window_s:g} s"},
+        ],
+        safe_default="stop_cell",
+        context={"process": process, "deaths": deaths, "window_s": window_s,
+                 "max_restarts": max_restarts,
+                 "last_returncode": returncode if returncode is not None else "",
+                 "agents": len(agents), "log": log_path})

@@ -179,7 +179,7 @@ class Host:
         self.state_dir = state_dir
         self.faults = faults
         # escalation is on when the cell runs a console agent (``autocell up`` starts one,
-        # agents/escalation/service.py); its endpoint is then one more route
+        # agents/runtime/console_service.py); its endpoint is then one more route
         self.escalation = escalation
         endpoint = next(h.endpoint for h in cfg.hosts if h.name == name)
         agents: dict[str, Agent] = {

@@ -46,15 +46,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.cell.build import policy_of, timing_of
+from agents.escalation.console import CONSOLE_ID, ConsoleAgent
+from agents.escalation.intensity import SUPERVISOR_ID
+from agents.escalation.policy import OFF, EscalationPolicy
+from agents.escalation.store import EscalationStore
 from agents.protocol.actions import Action, Command
-from agents.protocol.messages import Body, Decision, Escalate, Message
+from agents.protocol.messages import Body, Decision, Message
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.runner import Runner
 from security.keystore import KeyDir
-
-from .console import CONSOLE_ID, ConsoleAgent
-from .policy import OFF, EscalationPolicy, Rule
-from .store import EscalationStore
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("autocell.console")
 
-SUPERVISOR_ID = "supervisor"
-"""The bus identity (role ``host``) of ``autocell up``'s process supervisor."""
 
 RULES = ("no_capable_resource", "late_reroute", "repeat_faults", "restart_intensity",
          "quality_reject", "reject_burst")
@@ -226,38 +224,7 @@ class _ServiceLink:
         self.service.record(event, **fields)
 
 
-# -- the supervisor's escalation ----------------------------------------------------------------
-
-def restart_intensity_escalation(rule: Rule, *, process: str, number: int, deaths: int,
-                                 window_s: float, max_restarts: int, returncode: int | None,
-                                 agents: list[str], log_path: str) -> Escalate:
-    """The ``restart_intensity`` case: the supervisor stopped restarting ``process``.
-
-    Options, safe default first: ``stop_cell`` (what the supervisor did before there was a
-    console: stop every process), ``restart`` (once more, with a fresh restart budget)."""
-    shown = ", ".join(agents[:8]) + (f" and {len(agents) - 8} more" if len(agents) > 8 else "")
-    return Escalate(
-        escalation=f"{SUPERVISOR_ID}/e{number}", priority=rule.priority,
-        cause="restart_intensity",
-        consequence=(f"process {process} died {deaths} times within {window_s:g} s (at most "
-                     f"{max_restarts} restarts allowed); the supervisor stopped restarting it"
-                     + (f": its agents ({shown}) are down" if agents else "")
-                     + "; the rest of the cell keeps running"),
-        resource=process,
-        options=[
-            {"id": "stop_cell", "label": "Stop the cell",
-             "effect": "stop every process and end the run (exit 3); fix the cause, then "
-                       "`autocell up` again"},
-            {"id": "restart", "label": f"Restart {process}",
-             "effect": f"start {process} again (it resumes from its journal) with a fresh "
-                       f"budget of {max_restarts} restarts per {window_s:g} s"},
-        ],
-        safe_default="stop_cell",
-        context={"process": process, "deaths": deaths, "window_s": window_s,
-                 "max_restarts": max_restarts,
-                 "last_returncode": returncode if returncode is not None else "",
-                 "agents": len(agents), "log": log_path})
-
+# -- the supervisor on the bus ------------------------------------------------------------------
 
 class SupervisorLink:
     """``autocell up``'s supervisor on the bus: raise escalations, hear decisions.
