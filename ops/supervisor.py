@@ -58,12 +58,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.base import Timing
+from agents.escalation.console import CONSOLE_ID
+from agents.escalation.intensity import SUPERVISOR_ID, RestartBudget, SupervisorVoice
+from agents.protocol.actions import Command
+from agents.protocol.messages import Body
+from agents.runtime.runner import Runner
 from security.errors import ConfigurationError
 
 EXIT_GAVE_UP = 3
@@ -143,6 +148,7 @@ class Child:
     paused: bool = False
     down_reported: bool = False
     held: bool = False                 # restart intensity exceeded: awaiting a decision
+    respawns: int = 0                  # started again after a death
     restarts: list[float] = field(default_factory=list)   # restart latencies, seconds
 
 
@@ -165,7 +171,7 @@ class Supervisor:
         self.timeout_s = timeout_s
         self.log = log
         self.start_at = time.time() + 1.5
-        self.deaths: deque[float] = deque()
+        self.budget = RestartBudget(max_restarts, restart_window_s)
         self.events: list[dict[str, Any]] = []
         common = [cell_path, "--state-dir", str(state_dir), "--speed", repr(speed),
                   "--start-at", repr(self.start_at), "--log-level", log_level]
@@ -184,9 +190,13 @@ class Supervisor:
             self.children["console"] = Child(
                 "console", exe + ["console-agent", *common, "--db", str(db)])
         self.link: Any = None              # SupervisorLink, once started
-        self.raised: dict[str, tuple[str, float]] = {}   # escalation -> (process, last sent)
         self.escalated = 0
-        self._bodies: dict[str, Any] = {}
+        # the supervisor's voice on the bus (restart_intensity through the raiser), on a
+        # runner whose clock is the wall clock: re-sent every RESEND_S until decided
+        self.voice = SupervisorVoice(SUPERVISOR_ID, console=CONSOLE_ID, resend_s=RESEND_S,
+                                     timing=Timing())
+        self._wakes: list[tuple[float, int]] = []
+        self.voice_runner = Runner({SUPERVISOR_ID: self.voice}, _VoiceLink(self))
         self.pending_faults = sorted(
             [(h.at_s, "start", h) for h in (faults.hosts if faults else [])]
             + [(h.at_s + h.duration_s, "end", h) for h in (faults.hosts if faults else [])
@@ -311,24 +321,27 @@ class Supervisor:
                 continue
             if rc is None:
                 continue
-            self.deaths.append(now)
-            while self.deaths and now - self.deaths[0] > self.restart_window_s:
-                self.deaths.popleft()
+            exceeded = self.budget.death(now)
             self.note("process_died", process=child.name, returncode=rc)
-            if len(self.deaths) > self.max_restarts:
+            if exceeded:
                 if self._escalate(child, rc):
                     continue
-                self.note("gave_up", reason=f"{len(self.deaths)} deaths within "
+                self.note("gave_up", reason=f"{self.budget.count} deaths within "
                                             f"{self.restart_window_s:g} s (max "
                                             f"{self.max_restarts})")
-                self.log(f"autocell up: restart intensity exceeded: {len(self.deaths)} process "
-                         f"deaths within {self.restart_window_s:g} s; giving up. See "
+                self.log(f"autocell up: restart intensity exceeded: {self.budget.count} "
+                         f"process deaths within {self.restart_window_s:g} s; giving up. See "
                          f"{self.state_dir}/*.log")
                 return True
-            child.died_at = now
-            child.paused = False
-            self.spawn(child)
+            self._respawn(child, now)
         return False
+
+    def _respawn(self, child: Child, now: float) -> None:
+        """Start a dead child again: a restart, whether or not it lives to report."""
+        child.died_at = now
+        child.paused = False
+        child.respawns += 1
+        self.spawn(child)
 
     # -- restart intensity -> escalation --------------------------------------------------------
     def _escalate(self, child: Child, rc: int | None) -> bool:
@@ -344,23 +357,23 @@ class Supervisor:
         self.escalated += 1
         agents = sorted(a for a in self.cfg.agent_ids() if self.cfg.host_of(a) == child.name)
         body = restart_intensity_escalation(
-            rule, process=child.name, number=self.escalated, deaths=len(self.deaths),
+            rule, process=child.name, number=self.escalated, deaths=self.budget.count,
             window_s=self.restart_window_s, max_restarts=self.max_restarts, returncode=rc,
             agents=agents, log_path=str(self.state_dir / f"{child.name}.log"))
         child.held = True
         child.died_at = None
         self._raise_restart_intensity(
-            child.name, body, len(self.deaths),
-            f"autocell up: restart intensity exceeded: {len(self.deaths)} process deaths "
+            child.name, body, self.budget.count,
+            f"autocell up: restart intensity exceeded: {self.budget.count} process deaths "
             f"within {self.restart_window_s:g} s")
         return True
 
     def _raise_restart_intensity(self, name: str, body: Any, deaths: int, why: str) -> None:
-        """Send ``body`` (a held process's ``restart_intensity``) to the console; say so."""
+        """Send ``body`` (a held process's ``restart_intensity``) to the console through the
+        raiser (re-sent until decided); say so."""
         assert self.link is not None
-        self.raised[body.escalation] = (name, time.time())
-        self._bodies[body.escalation] = body
-        self.link.send("console", body, body.escalation)
+        now = time.time()
+        self.voice_runner.execute(SUPERVISOR_ID, self.voice.escalate(name, body, now), now)
         self.note("restart_intensity_escalated", process=name, escalation=body.escalation,
                   deaths=deaths)
         self.log(f"{why}; {name} stays down; escalated as {body.escalation} (decide: "
@@ -368,39 +381,38 @@ class Supervisor:
                  f"--db {self.escalations_db}`)")
 
     def _decisions(self) -> bool:
-        """Act on decisions about our escalations (True: stop the cell); re-send the open
-        ones every few seconds until the console answers (it may be restarting)."""
+        """Act on decisions about our escalations (True: stop the cell); the voice re-sends
+        the open ones every RESEND_S until the console answers (it may be restarting)."""
         if self.link is None:
             return False
         import queue
 
+        now = time.time()
         while True:
             try:
-                d = self.link.decisions.get_nowait()
+                msg = self.link.decisions.get_nowait()
             except queue.Empty:
                 break
-            entry = self.raised.pop(d.escalation, None)
-            if entry is None:
-                continue
-            child = self.children[entry[0]]
+            self.voice_runner.deliver(msg, now)
+        due = sorted(w for w in self._wakes if w[0] <= now)
+        for wake in due:
+            self._wakes.remove(wake)
+            self.voice_runner.fire(wake[1], now)
+        decided, self.voice.decided = self.voice.decided, []
+        for process, d in decided:
+            child = self.children[process]
             self.note("decision", escalation=d.escalation, option=d.option, user=d.user,
                       process=child.name)
             if d.option == "restart":
-                self.deaths.clear()
+                self.budget.renew()
                 child.held = False
-                child.died_at = time.time()
-                self.spawn(child)
+                self._respawn(child, time.time())
                 continue
             self.note("gave_up", reason=f"restart intensity of {child.name}: {d.option} "
                                         f"decided by {d.user}")
             self.log(f"autocell up: restart intensity exceeded: {child.name}; {d.user} "
                      f"decided {d.option}; giving up. See {self.state_dir}/*.log")
             return True
-        now = time.time()
-        for esc, (name, sent_at) in list(self.raised.items()):
-            if now - sent_at >= RESEND_S:
-                self.link.send("console", self._bodies[esc], esc)
-                self.raised[esc] = (name, now)
         return False
 
     def _play_faults(self) -> None:
@@ -477,6 +489,7 @@ class Supervisor:
         done = self.completed_orders()
         cancelled = self.completed_orders("cancelled") - done
         restarts = sorted(x for c in self.children.values() for x in c.restarts)
+        respawns = sum(c.respawns for c in self.children.values())
 
         violations = {"no_operation_executed_twice": no_operation_twice(sim_events),
                       "no_machine_runs_two_operations": one_operation_per_machine(sim_events),
@@ -488,7 +501,7 @@ class Supervisor:
             "orders_cancelled": len(cancelled),
             "operations": sum(1 for e in sim_events if e["ev"] == "op_done"
                               and e["quality"] == "ok"),
-            "restarts": len(restarts),
+            "restarts": respawns,
             "restart_s": {"max": round(max(restarts, default=0.0), 3),
                           "p95": round(p95(restarts), 3)},
             "hosts_down_reported": sum(1 for e in self.events if e["ev"] == "host_down"),
@@ -598,3 +611,25 @@ def finish_up(state_dir: Path, code: int, report: dict[str, Any]) -> int:
     if code == 0 and not ok:
         return 1
     return code
+
+
+class _VoiceLink:
+    """The supervisor's voice's driver (agents/runtime/runner.py): the bus through the
+    supervisor link, wake-ups checked by the poll loop on the wall clock."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    def send(self, sender: str, tos: Sequence[str], body: Body, conv: str,
+             delays_s: Sequence[float]) -> None:
+        for to in tos:
+            self.sup.link.send(to, body, conv)
+
+    def wake_at(self, at: float, token: int) -> None:
+        self.sup._wakes.append((at, token))
+
+    def command(self, sender: str, cmd: Command) -> None:
+        raise AssertionError(f"the supervisor commands no plant (got {cmd.command!r})")
+
+    def record(self, event: str, fields: dict[str, Any]) -> None:
+        self.sup.note(event, **fields)

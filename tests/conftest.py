@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from agents.protocol.envelope import SIGNING_TAG, Limits, Opener, Sealer
 from security.certs import Certificate, RevocationList, TrustStore
 from security.crypto import SigningKey
-from agents.protocol.envelope import SIGNING_TAG, Limits, Opener, Sealer
 from security.replay import ReplayGuard
 
 AGENTS: dict[str, str] = {

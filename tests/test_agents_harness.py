@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from helpers.fake_link import FakeLink
 
 from agents.base import Timing
 from agents.machine import MachineAgent
@@ -26,7 +27,6 @@ from agents.negotiation.strategies import DefaultResource, EarliestFinish
 from agents.order import OrderAgent
 from agents.protocol.messages import Cancel, Message, Ready
 from agents.robot import RobotAgent
-from helpers.fake_link import FakeLink
 
 TIMING = Timing()
 RELEASE_AT = 1.0

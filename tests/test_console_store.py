@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from agents.cell.build import timing_of
 from agents.escalation.console import ConsoleAgent
 from agents.escalation.store import EscalationStore
-from agents.cell.build import timing_of
 from agents.protocol.actions import Send
 from agents.protocol.messages import Decision
 from ops.config import load_cell_or_instance

@@ -36,6 +36,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+from helpers.fake_link import FakeLink, Sent, Step
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -52,10 +53,9 @@ from agents.negotiation import contract_net
 from agents.negotiation.contract_net import IGNORED, IllegalTransition, step
 from agents.negotiation.strategies import DefaultResource, EarliestFinish
 from agents.order import Negotiation, OrderAgent
+from agents.protocol.actions import Send, SetTimer
 from agents.protocol.messages import CallForProposals
 from agents.resource import Task
-from agents.protocol.actions import Send, SetTimer
-from helpers.fake_link import FakeLink, Sent, Step
 from security.errors import ProtocolBug
 
 # -- part 1: the tables ----------------------------------------------------------------------

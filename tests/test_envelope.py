@@ -17,6 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.protocol.envelope import (
+    HEADER_KEYS,
+    MAX_ADDRESSEES,
+    MSG_ID_BYTES,
+    Limits,
+    Opened,
+    Opener,
+)
 from agents.protocol.messages import (
     REGISTRY,
     Award,
@@ -36,7 +44,6 @@ from agents.protocol.messages import (
     Rejection,
 )
 from security.access import ACCESS
-from agents.protocol.envelope import HEADER_KEYS, MAX_ADDRESSEES, MSG_ID_BYTES, Limits, Opened, Opener
 from security.errors import (
     BadSignature,
     CertificateExpired,

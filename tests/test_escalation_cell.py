@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.escalation.lifecycle import SAFE_DEFAULT_USER
 from agents.cell.build import roles_of
+from agents.escalation.lifecycle import SAFE_DEFAULT_USER
 from ops.config import load_cell
 from ops.config.fault_files import load_faults
 from security.keystore import ephemeral_cell

@@ -33,16 +33,15 @@ import pytest
 from helpers.escalation_cells import cli, events, faults, records, small_cell, wait_for
 
 from agents.escalation.console import CONSOLE_ID
+from agents.escalation.intensity import SUPERVISOR_ID, restart_intensity_escalation
 from agents.escalation.policy import OFF, Rule
+from agents.escalation.store import EscalationStore
+from agents.protocol.messages import Decision, Escalate, Message
 from agents.runtime.console_service import (
-    SUPERVISOR_ID,
     ConsoleService,
     SupervisorLink,
     console_policy,
-    restart_intensity_escalation,
 )
-from agents.escalation.store import EscalationStore
-from agents.protocol.messages import Decision, Escalate, Message
 from agents.runtime.host import CellClock, signed_bus
 from ops.cli import main
 from ops.config import load_cell
@@ -180,7 +179,7 @@ def test_supervisor_link_raises_restart_intensity_and_hears_the_decision(
         asyncio.run(scenario())
     finally:
         link.close()
-    assert link.decisions.get_nowait() == Decision("supervisor/e1", "restart", "bob",
+    assert link.decisions.get_nowait().body == Decision("supervisor/e1", "restart", "bob",
                                                    "cable fixed")
 
 

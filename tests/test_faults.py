@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
+from agents.cell.faults import FaultScenario
 from ops.cli import main
 from ops.config import CellConfig, ConfigError, ConfigIssue, cell_from_dict, load_cell
-from agents.cell.faults import FaultScenario
 from ops.config.fault_files import load_faults
 from sim_bridge.invariants import parse
 from sim_bridge.report import build_report

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from agents.cell.faults import FaultScenario
 from agents.protocol.actions import CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import CallForProposals, PlantCommand, Rejection
 from agents.runtime.host import SIM_ID, Host
-from agents.cell.faults import FaultScenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

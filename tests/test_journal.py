@@ -27,6 +27,7 @@ import simpy
 
 from agents.base import Agent, PlantEventIn
 from agents.cell.build import build_agents
+from agents.cell.faults import FaultScenario
 from agents.cell.specs import MachineSpec
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
@@ -57,7 +58,6 @@ from agents.runtime.journal import (
     replay,
 )
 from ops.config import load_cell
-from agents.cell.faults import FaultScenario
 from security.errors import ConfigurationError
 from sim_bridge.plant import EmbeddedPlant
 from sim_bridge.report import build_report

@@ -19,12 +19,17 @@ from typing import Any
 
 import pytest
 
+from agents.protocol.envelope import Opener, Sealer
 from agents.protocol.messages import Heartbeat
 from ops.cli import main
 from security.certs import ROLES
 from security.crypto import fingerprint
-from agents.protocol.envelope import Opener, Sealer
-from security.errors import CertificateExpired, ConfigurationError, InsecureKeyFile, Revoked
+from security.errors import (
+    CertificateExpired,
+    ConfigurationError,
+    InsecureKeyFile,
+    Revoked,
+)
 from security.keystore import KeyDir, load_private_key
 from security.replay import ReplayGuard
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.config import load_cell
 from agents.cell.specs import KpiSpec, MachineKpiSpec, OrderSpec
+from ops.config import load_cell
 from sim_bridge.kpis import KpiTracker, compute
 
 

@@ -189,8 +189,8 @@ def test_doc_tables_read_by_the_cleanroom_peer_equal_the_code(tables) -> None:  
 # -- clean room -> autocell --------------------------------------------------------------------
 
 def test_cleanroom_envelope_is_accepted_by_autocell_with_defaults_filled(cr_cell) -> None:  # noqa: ANN001
-    from agents.protocol.messages import CallForProposals
     from agents.protocol.envelope import Opener
+    from agents.protocol.messages import CallForProposals
     from security.replay import ReplayGuard
 
     sealer = cr.Sealer("order-7", cr_cell.keys["order-7"].seed, epoch=7)
@@ -251,8 +251,8 @@ def test_multicast_to_encoding_matches_the_protocol_example() -> None:
 # -- autocell -> clean room --------------------------------------------------------------------
 
 def test_autocell_multicast_is_opened_by_the_cleanroom_peer(cr_cell, tables) -> None:  # noqa: ANN001
-    from agents.protocol.messages import CallForProposals
     from agents.protocol.envelope import Sealer
+    from agents.protocol.messages import CallForProposals
 
     sealer = Sealer("order-7", cr_cell.keys["order-7"], epoch=5, random_bytes=os.urandom)
     frames = sealer.seal(["agv-1", "mill-1"], CallForProposals(**CFP_REQUIRED), NOW)
@@ -266,8 +266,8 @@ def test_autocell_multicast_is_opened_by_the_cleanroom_peer(cr_cell, tables) -> 
 
 
 def test_autocell_envelope_is_verified_and_decoded_by_the_cleanroom_peer(cr_cell, tables) -> None:  # noqa: ANN001
-    from agents.protocol.messages import Proposal
     from agents.protocol.envelope import Sealer
+    from agents.protocol.messages import Proposal
 
     proposal = Proposal(task="order-7/0", kind="operation", start_at=NOW + 60, finish_at=NOW + 150,
                         hold_until_at=NOW + 5, cost={"queue_s": 60, "energy_kwh": 0.35})
@@ -373,9 +373,9 @@ def test_autocell_and_the_cleanroom_peer_refuse_alike(case: str, cr_cell, tables
 @pytest.mark.parametrize("case", ["flipped payload bit", "wrong key", "short signature",
                                   "unknown sender", "two frames", "empty sender", "revoked"])
 def test_authentication_failures_agree(case: str, cr_cell, tables) -> None:  # noqa: ANN001
+    from agents.protocol.envelope import Opener
     from security.certs import RevocationList
     from security.crypto import SigningKey
-    from agents.protocol.envelope import Opener
     from security.errors import Rejected
     from security.keystore import crl_to_json
 
@@ -444,8 +444,8 @@ def test_protocol_worked_example_reseals_byte_for_byte_from_the_printed_seed() -
 
 
 def test_protocol_worked_example_is_accepted_by_autocell_and_matches_its_recipe() -> None:
-    from agents.protocol.messages import Proposal
     from agents.protocol.envelope import Opener, Sealer
+    from agents.protocol.messages import Proposal
     from security.keystore import ephemeral_cell
     from security.replay import ReplayGuard
 
@@ -527,10 +527,10 @@ def test_cleanroom_reads_a_keys_directory_made_by_autocell(tmp_path: Path) -> No
 # -- over real ZeroMQ tcp ----------------------------------------------------------------------
 
 async def _round_trip(keys: Path) -> tuple[dict[str, Any], Any, str]:
+    from agents.protocol.envelope import Opener
     from agents.protocol.messages import Message, Proposal
     from agents.runtime.bus import Bus
     from agents.runtime.transport import ZmqTransport
-    from agents.protocol.envelope import Opener
     from security.keystore import KeyDir
     from security.replay import ReplayGuard
 

@@ -37,15 +37,15 @@ from hypothesis import strategies as st
 
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.policy import Rule
-from agents.runtime.console_service import ConsoleService, console_policy
 from agents.escalation.store import EscalationStore
+from agents.protocol.envelope import Sealer
 from agents.protocol.messages import Heartbeat
+from agents.runtime.console_service import ConsoleService, console_policy
 from agents.runtime.host import CellClock, Host, host_identity
 from ops.cli import main
 from ops.config import load_cell
 from ops.config.fault_files import load_faults
 from security.crypto import SigningKey
-from agents.protocol.envelope import Sealer
 from security.keystore import KeyDir
 from sim_bridge.remote import PlantServer
 
@@ -327,10 +327,11 @@ def test_a_host_burst_is_raised_resent_until_decided_in_virtual_time() -> None:
     fake link: the first escalate is lost, the raiser re-sends it, the console records it,
     a supervisor's decision reaches host-NAME and the re-sending stops.  ``replayed``
     refusals inside the grace window never count."""
+    from helpers.fake_link import FakeLink
+
     from agents.base import Timing
     from agents.escalation.burst import BurstWatch
     from agents.escalation.console import CONSOLE_ID, ConsoleAgent
-    from helpers.fake_link import FakeLink
 
     store = EscalationStore(":memory:")
     console = ConsoleAgent(CONSOLE_ID, timing=Timing(), store=store)

@@ -36,9 +36,13 @@ def test_the_supervisor_escalation_is_resent_until_decided_then_restarts() -> No
     """Deaths exceed the budget; the supervisor's voice raises ``restart_intensity``; the
     first send is lost, the raiser re-sends it, a person decides ``restart``, the decision
     reaches the supervisor, re-sending stops and the budget is fresh."""
-    from agents.escalation.intensity import SupervisorVoice
-    from agents.escalation.intensity import SUPERVISOR_ID, restart_intensity_escalation
     from helpers.fake_link import FakeLink
+
+    from agents.escalation.intensity import (
+        SUPERVISOR_ID,
+        SupervisorVoice,
+        restart_intensity_escalation,
+    )
 
     store = EscalationStore(":memory:")
     console = ConsoleAgent(CONSOLE_ID, timing=Timing(), store=store)

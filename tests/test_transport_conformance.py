@@ -34,7 +34,13 @@ from typing import Any, Awaitable, Callable
 import pytest
 import zmq
 
-from agents.protocol.messages import CallForProposals, Heartbeat, Message, Proposal, Refusal
+from agents.protocol.messages import (
+    CallForProposals,
+    Heartbeat,
+    Message,
+    Proposal,
+    Refusal,
+)
 from agents.runtime.bus import Bus
 from agents.runtime.transport import (
     CurveConfig,

@@ -235,7 +235,7 @@ class SupervisorLink:
 
     def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
                  bind: str = "tcp://127.0.0.1:*") -> None:
-        self.decisions: queue.Queue[Decision] = queue.Queue()
+        self.decisions: queue.Queue[Message] = queue.Queue()   # verified, from the console
         self._make_bus = lambda: self._bus(cfg, keys_dir, state_dir, clock, bind)
         self.bus: Bus | None = None
         self._loop = asyncio.new_event_loop()
@@ -269,7 +269,7 @@ class SupervisorLink:
 
     def _on_message(self, msg: Message) -> None:
         if isinstance(msg.body, Decision) and msg.sender == CONSOLE_ID:
-            self.decisions.put(msg.body)
+            self.decisions.put(msg)
 
     def send(self, to: str, body: Body, conv: str = "") -> None:
         assert self.bus is not None, "start() first"
