@@ -24,7 +24,7 @@ The supervisor then polls, every 50 ms:
 * **completion** — when every order is complete (the union of the hosts'
   status files), or at ``--until``/``--timeout``, it stops the children
   (``SIGTERM``, then ``SIGKILL`` after 5 s), checks the invariants of
-  DESIGN §8 on the simulator's event log and writes ``report.json``.
+  docs/architecture.md (Invariants) on the simulator's event log and writes ``report.json``.
 
 **Escalations** — when the cell's escalation policy is on (some rule
 enabled, and a ``console`` certificate in the keys directory), ``up`` also

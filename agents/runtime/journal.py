@@ -1,4 +1,4 @@
-"""Journals: every input of an agent, written ahead, replayed to recover it (DESIGN §8).
+"""Journals: every input of an agent, written ahead, replayed to recover it (docs/architecture.md, Invariants).
 
 Theory of operation
 -------------------
