@@ -23,8 +23,9 @@ The supervisor then polls, every 50 ms:
   (a paused or hung host), and up again when it speaks;
 * **completion** — when every order is complete (the union of the hosts'
   status files), or at ``--until``/``--timeout``, it stops the children
-  (``SIGTERM``, then ``SIGKILL`` after 5 s), checks the invariants of
-  docs/architecture.md (Invariants) on the simulator's event log and writes ``report.json``.
+  (``SIGTERM``, then ``SIGKILL`` after 5 s), checks the invariants
+  (docs/architecture.md, Invariants) on the simulator's event log and
+  writes ``report.json``.
 
 **Escalations** — when the cell's escalation policy is on (some rule
 enabled, and a ``console`` certificate in the keys directory), ``up`` also

@@ -1,4 +1,6 @@
-"""Journals: every input of an agent, written ahead, replayed to recover it (docs/architecture.md, Invariants).
+"""Journals: every input of an agent, written ahead, replayed to recover it.
+
+Nothing is lost across ``kill -9`` (docs/architecture.md, Invariants).
 
 Theory of operation
 -------------------
