@@ -268,6 +268,11 @@ class RaySupervisor(Supervisor):
         self.waits[actor.wait.remote()] = child.name
         self.note("actor_created", process=child.name, generation=self.generation[child.name])
 
+    def _respawn(self, child: Child, now: float) -> None:
+        """After a ``restart`` decision: a new actor; it counts as a restart when its
+        process reports in with a new pid, like Ray's own restarts."""
+        self.spawn(child)
+
     def run(self) -> int:
         self.launch()
         return super().run()
@@ -287,6 +292,7 @@ class RaySupervisor(Supervisor):
             if old is not None and pid != old:
                 since = self.killed_at.pop(name, None) or self.last_wall.get(name, now)
                 self.children[name].restarts.append(now - since)
+                self.children[name].respawns += 1      # Ray restarted it: seen by its new pid
                 self.note("restarted", process=name, pid=pid, restart_s=round(now - since, 3))
             self.pids[name] = pid
             if not st.get("stopped"):
