@@ -151,22 +151,20 @@ class Runner:
     def __init__(self, agents: dict[str, Agent], driver: Driver, *,
                  journal: Journal | None = None, unjournalled: Iterable[str] = (),
                  network: NetworkModel = PERFECT, rng: random.Random | None = None,
-                 exempt: Iterable[str] = (), orders: Iterable[str] = (),
+                 orders: Iterable[str] = (),
                  rebuild: Callable[[str], Agent] | None = None,
                  on_agent_error: Callable[[str, Exception], None] | None = None,
                  stats: RunnerStats | None = None) -> None:
-        """``exempt``: addressees the network model leaves alone (the plant: its link is
-        not part of the modelled network).  ``orders``: the order agents whose
-        completion is counted.  ``rebuild``: a fresh agent (same config, same seed) for
-        :meth:`restart`.  ``on_agent_error``: contain an agent's exception (a host
-        must survive a bug in one agent); without it, the exception propagates."""
+        """``orders``: the order agents whose completion is counted.  ``rebuild``: a
+        fresh agent (same config, same seed) for :meth:`restart`.  ``on_agent_error``:
+        contain an agent's exception (a host must survive a bug in one agent); without
+        it, the exception propagates."""
         self.agents = agents
         self.driver = driver
         self.journal = journal
         self.unjournalled = frozenset(unjournalled)
         self.network = network
         self.rng = rng or random.Random(0)
-        self.exempt = frozenset(exempt)
         self.orders = list(orders)
         self.rebuild = rebuild
         self.on_agent_error = on_agent_error
@@ -266,17 +264,14 @@ class Runner:
         for to in tos:
             stats.messages_sent += 1
             stats.sent_by_type[body.TYPE] += 1
-            if to in self.exempt:
-                delays = [0.0]
-            elif self.cut and any((sender in c) != (to in c) for c in self.cut):
+            if self.cut and any((sender in c) != (to in c) for c in self.cut):
                 stats.dropped_partition += 1
                 continue
-            else:
-                delays = self.network.deliveries(self.rng)
-                if not delays:
-                    stats.messages_lost += 1
-                    continue
-            if len(delays) == 1 and delays[0] == plain and to not in self.exempt:
+            delays = self.network.deliveries(self.rng)
+            if not delays:
+                stats.messages_lost += 1
+                continue
+            if len(delays) == 1 and delays[0] == plain:
                 run.append(to)
                 continue
             if run:
