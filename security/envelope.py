@@ -18,6 +18,18 @@ count and sizes → certificate lookup (unknown, revoked, expired) →
 signature.  Stage 2, :meth:`Opener.decode`: bounded msgpack unpack (size,
 depth, container lengths, no ext types, string keys) → header schema →
 typed body → role permissions → replay window and clock skew.
+
+Stage 2 decodes in one of two ways that accept exactly the same envelopes
+and build equal messages.  The fast path (:meth:`Opener._decode_fast`)
+lets msgspec decode the header and body straight into typed objects, and
+takes the result only when it can prove the reference path would have
+built the same one: the payload is small enough that no string or
+container can break a limit, the header is a 9-entry map of its 9 required
+keys (so none is repeated), and the body is the canonical encoding of the
+decoded body (see :func:`agents.protocol.messages._compile_wire_decoder`).
+Everything else — every rejection included — goes through the reference
+path (:meth:`Opener._decode_reference`: msgpack with hard limits and the
+generated ``from_wire`` validators), which alone names the reasons.
 :meth:`Opener.open_envelope` returns every addressee (:class:`Opened`);
 :meth:`Opener.open` is the unicast view, for receivers that take no
 multicast (the virtual-time driver never sends any).  Every
@@ -33,8 +45,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
+import msgspec
 
-from agents.protocol.messages import Body, Message, body_from_wire
+from agents.protocol.messages import WIRE_DECODERS, Body, Message, body_from_wire, new_message
 
 from .access import check_access
 from .certs import TrustStore
@@ -49,6 +62,29 @@ MSG_ID_BYTES = 16
 MAX_ADDRESSEES = 256
 """Most agent ids one envelope's ``to`` may name; a sender with more seals several."""
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+_FIXMAP_9 = 0x89   # the first byte of a 9-entry map in its shortest encoding
+
+
+class _Header(msgspec.Struct, forbid_unknown_fields=True):
+    """The header as msgspec checks it (the fast path); ``body`` stays bytes for now."""
+
+    v: int
+    id: bytes
+    to: str | list[str]
+    type: str
+    conv: str
+    epoch: int
+    seq: int
+    ts: float | int
+    body: msgspec.Raw
+
+
+def _no_ext(code: int, data: memoryview) -> Any:
+    raise ValueError("ext types are not allowed")   # the reference path names the reason
+
+
+_decode_header = msgspec.msgpack.Decoder(_Header, ext_hook=_no_ext).decode
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +223,7 @@ class Opener:
         self.trust = trust
         self.guard = guard
         self.limits = limits
+        self._fast_max_bytes = min(limits.max_container_len, limits.max_str_bytes)
 
     def open(self, frames: list[bytes], now: float) -> Message:
         """A verified unicast :class:`Message`, or a :class:`Rejected` subclass saying why not.
@@ -236,11 +273,59 @@ class Opener:
 
     def decode_envelope(self, auth: Authenticated, now: float) -> Opened:
         """Stage 2: bounded unpack, schema, access rules, replay window (event loop only)."""
-        lim = self.limits
         sender = auth.sender
+        opened = self._decode_fast(sender, auth.payload)
+        if opened is None:
+            opened = self._decode_reference(sender, auth.payload)
+        msg = opened.message
+        body = msg.body
+        check_access(auth.role, body.TYPE, body, sender)
+        if self.guard is not None:
+            self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
+        return opened
+
+    def _decode_fast(self, sender: str, payload: bytes) -> Opened | None:
+        """The envelope if msgspec can decode it and it is one the reference path accepts
+        unchanged; ``None`` otherwise (the reference path then decides).
+
+        Each test stands for one check of the reference path: a payload no longer
+        than the smallest length limit cannot hold a string or container over its
+        limit; a 9-entry map holding 9 distinct required keys repeats none; the
+        rest are the header checks of :meth:`_header_reference`, the body's
+        canonical encoding (``WIRE_DECODERS``) and the same :func:`check_tree`.
+        """
+        if not 0 < len(payload) <= self._fast_max_bytes or payload[0] != _FIXMAP_9:
+            return None
+        try:
+            h = _decode_header(payload)
+        except Exception:   # noqa: BLE001 - any doubt goes to the reference path
+            return None
+        to, mid, epoch, seq, ts = h.to, h.id, h.epoch, h.seq, h.ts
+        if (h.v != VERSION or len(mid) != MSG_ID_BYTES or epoch < 0 or seq < 0
+                or not math.isfinite(ts)):
+            return None
+        decoder = WIRE_DECODERS.get(h.type)
+        if decoder is None:
+            return None
+        body = decoder(bytes(h.body))   # bytes compare faster than a memoryview
+        if body is None:
+            return None
+        try:
+            tos = (to,) if to.__class__ is str else _addressees(to, sender)
+            for name in body._generic:
+                check_tree(getattr(body, name), self.limits, depth=3)
+        except Rejected:
+            return None
+        # tuple.__new__: Opened(...) without its Python-level __new__
+        return _tuple_new(Opened, (new_message(sender, tos[0], h.conv, mid, epoch, seq,
+                                               float(ts), body), tos))
+
+    def _decode_reference(self, sender: str, payload: bytes) -> Opened:
+        """Bounded msgpack unpack, then the header and ``from_wire`` checks; names every reason."""
+        lim = self.limits
         try:
             doc = msgpack.unpackb(
-                auth.payload, raw=False, strict_map_key=True, use_list=True,
+                payload, raw=False, strict_map_key=True, use_list=True,
                 ext_hook=_reject_ext, object_pairs_hook=_unique_pairs, max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
                 max_array_len=lim.max_container_len, max_map_len=lim.max_container_len,
                 max_ext_len=0)
@@ -250,14 +335,9 @@ class Opener:
         except Exception as exc:   # msgpack raises many types for bad input
             raise Malformed(f"body is not valid bounded msgpack: {type(exc).__name__}: {exc}",
                             sender=sender) from None
-        opened = self._decode(sender, doc)
-        msg = opened.message
-        check_access(auth.role, msg.body.TYPE, msg.body, sender)
-        if self.guard is not None:
-            self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
-        return opened
+        return self._header_reference(sender, doc)
 
-    def _decode(self, sender: str, doc: Any) -> Opened:
+    def _header_reference(self, sender: str, doc: Any) -> Opened:
         if type(doc) is not dict or doc.keys() != HEADER_KEYS:
             got = sorted(map(repr, doc)) if isinstance(doc, dict) else type(doc).__name__
             raise Malformed(f"header must have exactly the keys {sorted(HEADER_KEYS)}, got {got}",
