@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import msgpack
 import msgspec
 
-from agents.protocol.messages import WIRE_DECODERS, Body, Message, body_from_wire, new_message
+from agents.protocol.messages import WIRE_DECODERS, Body, Message, body_from_wire
 
 from .access import check_access
 from .certs import TrustStore
@@ -84,7 +84,8 @@ def _no_ext(code: int, data: memoryview) -> Any:
 
 
 _decode_header = msgspec.msgpack.Decoder(_Header, ext_hook=_no_ext).decode
-_tuple_new = tuple.__new__
+_tuple_new = tuple.__new__   # a NamedTuple without its Python-level __new__
+_isfinite = math.isfinite
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,31 +261,35 @@ class Opener:
         if not peer.verifier.verify(SIGNING_TAG + sender_b + payload, signature):
             raise BadSignature("signature does not verify with the sender's certificate key",
                                sender=sender)
-        return Authenticated(sender, peer.cert.role, bytes(payload))
+        return _tuple_new(Authenticated, (sender, peer.cert.role, bytes(payload)))
 
     def decode(self, auth: Authenticated, now: float) -> Message:
         """Stage 2 for a unicast receiver (see :meth:`open`)."""
-        opened = self.decode_envelope(auth, now)
-        if len(opened.to) != 1:
-            raise Misdirected(f"a multicast envelope to {len(opened.to)} agents reached a "
+        msg, to = self._stage2(auth, now)
+        if len(to) != 1:
+            raise Misdirected(f"a multicast envelope to {len(to)} agents reached a "
                               "receiver that takes unicast only", sender=auth.sender,
-                              msg_type=opened.message.type)
-        return opened.message
+                              msg_type=msg.type)
+        return msg
 
     def decode_envelope(self, auth: Authenticated, now: float) -> Opened:
         """Stage 2: bounded unpack, schema, access rules, replay window (event loop only)."""
+        return _tuple_new(Opened, self._stage2(auth, now))
+
+    def _stage2(self, auth: Authenticated, now: float) -> tuple[Message, tuple[str, ...]]:
         sender = auth.sender
         opened = self._decode_fast(sender, auth.payload)
         if opened is None:
             opened = self._decode_reference(sender, auth.payload)
-        msg = opened.message
+        msg = opened[0]
         body = msg.body
         check_access(auth.role, body.TYPE, body, sender)
         if self.guard is not None:
             self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
         return opened
 
-    def _decode_fast(self, sender: str, payload: bytes) -> Opened | None:
+    def _decode_fast(self, sender: str,
+                     payload: bytes) -> tuple[Message, tuple[str, ...]] | None:
         """The envelope if msgspec can decode it and it is one the reference path accepts
         unchanged; ``None`` otherwise (the reference path then decides).
 
@@ -302,7 +307,7 @@ class Opener:
             return None
         to, mid, epoch, seq, ts = h.to, h.id, h.epoch, h.seq, h.ts
         if (h.v != VERSION or len(mid) != MSG_ID_BYTES or epoch < 0 or seq < 0
-                or not math.isfinite(ts)):
+                or not _isfinite(ts)):
             return None
         decoder = WIRE_DECODERS.get(h.type)
         if decoder is None:
@@ -316,11 +321,9 @@ class Opener:
                 check_tree(getattr(body, name), self.limits, depth=3)
         except Rejected:
             return None
-        # tuple.__new__: Opened(...) without its Python-level __new__
-        return _tuple_new(Opened, (new_message(sender, tos[0], h.conv, mid, epoch, seq,
-                                               float(ts), body), tos))
+        return Message(sender, tos[0], h.conv, mid, epoch, seq, float(ts), body), tos
 
-    def _decode_reference(self, sender: str, payload: bytes) -> Opened:
+    def _decode_reference(self, sender: str, payload: bytes) -> tuple[Message, tuple[str, ...]]:
         """Bounded msgpack unpack, then the header and ``from_wire`` checks; names every reason."""
         lim = self.limits
         try:
