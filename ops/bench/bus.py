@@ -13,7 +13,10 @@ One run measures, on this machine:
    both ends on the product's bus: p50 and p99.
 
 ``ratio = signed_msgs_per_s / verify_bound_per_s``: the share of the raw
-verify speed the whole receive path keeps.
+verify speed the whole receive path keeps.  ``receive_path_us`` times each
+stage of the receive path in this process; ``wire_decode_us``
+(:mod:`ops.bench.wire`) its decoder both ways, msgspec and the reference
+validators.
 
 ``--metrics`` adds, in every round, a second throughput measurement with the
 receiver's metrics switched on exactly as ``autocell host`` switches them on
@@ -338,6 +341,9 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
         if pinned:
             os.sched_setaffinity(0, affinity)
     breakdown = receive_breakdown(seed)
+    from ops.bench.wire import wire_decode
+
+    wire = wire_decode()
     sign = max(b["sign_bound_per_s"] for b in bounds)
     verify = max(b["verify_bound_per_s"] for b in bounds)
     signed = max(t["signed_msgs_per_s"] for t in tps)
@@ -368,6 +374,7 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
         "seconds": seconds,
         "rtt_samples": len(rtts),
         "receive_path_us": breakdown,
+        "wire_decode_us": wire,
         "pinned": pinned,
     }
 
