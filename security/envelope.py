@@ -40,9 +40,10 @@ other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgpack
 import msgspec
@@ -65,17 +66,25 @@ _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 _FIXMAP_9 = 0x89   # the first byte of a 9-entry map in its shortest encoding
 
 
-class _Header(msgspec.Struct, forbid_unknown_fields=True):
-    """The header as msgspec checks it (the fast path); ``body`` stays bytes for now."""
+_FINITE = msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)   # NaN fails both
+_NON_NEGATIVE = msgspec.Meta(ge=0)
 
-    v: int
-    id: bytes
+
+class _Header(msgspec.Struct, forbid_unknown_fields=True):
+    """The header checks of :meth:`Opener._header_reference`, for msgspec to run in C.
+
+    ``ts`` may arrive as an int; msgspec makes it the float the reference path
+    makes of it.  ``body`` stays bytes until ``type`` names its decoder.
+    """
+
+    v: Literal[1]                   # VERSION; an int, so True and 1.0 fail
+    id: Annotated[bytes, msgspec.Meta(min_length=MSG_ID_BYTES, max_length=MSG_ID_BYTES)]
     to: str | list[str]
     type: str
     conv: str
-    epoch: int
-    seq: int
-    ts: float | int
+    epoch: Annotated[int, _NON_NEGATIVE]
+    seq: Annotated[int, _NON_NEGATIVE]
+    ts: Annotated[float, _FINITE]
     body: msgspec.Raw
 
 
@@ -85,7 +94,6 @@ def _no_ext(code: int, data: memoryview) -> Any:
 
 _decode_header = msgspec.msgpack.Decoder(_Header, ext_hook=_no_ext).decode
 _tuple_new = tuple.__new__   # a NamedTuple without its Python-level __new__
-_isfinite = math.isfinite
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +232,15 @@ class Opener:
         self.trust = trust
         self.guard = guard
         self.limits = limits
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._limits = limits
+        # No string, bin or container over its limit fits in fewer bytes than this.
         self._fast_max_bytes = min(limits.max_container_len, limits.max_str_bytes)
 
     def open(self, frames: list[bytes], now: float) -> Message:
@@ -254,8 +271,8 @@ class Opener:
             sender = bytes(sender_b).decode("utf-8")
         except UnicodeDecodeError:
             raise Malformed("sender id is not utf-8") from None
-        if len(payload) > self.limits.max_body_bytes:
-            raise Malformed(f"body of {len(payload)} bytes exceeds {self.limits.max_body_bytes}",
+        if len(payload) > self._limits.max_body_bytes:
+            raise Malformed(f"body of {len(payload)} bytes exceeds {self._limits.max_body_bytes}",
                             sender=sender)
         peer = self.trust.peer(sender, now)
         if not peer.verifier.verify(SIGNING_TAG + sender_b + payload, signature):
@@ -296,18 +313,15 @@ class Opener:
         Each test stands for one check of the reference path: a payload no longer
         than the smallest length limit cannot hold a string or container over its
         limit; a 9-entry map holding 9 distinct required keys repeats none; the
-        rest are the header checks of :meth:`_header_reference`, the body's
-        canonical encoding (``WIRE_DECODERS``) and the same :func:`check_tree`.
+        header checks of :meth:`_header_reference` are ``_Header``'s types; then
+        the body's canonical encoding (``WIRE_DECODERS``), the same addressee
+        rules and the same :func:`check_tree`.
         """
         if not 0 < len(payload) <= self._fast_max_bytes or payload[0] != _FIXMAP_9:
             return None
         try:
             h = _decode_header(payload)
         except Exception:   # noqa: BLE001 - any doubt goes to the reference path
-            return None
-        to, mid, epoch, seq, ts = h.to, h.id, h.epoch, h.seq, h.ts
-        if (h.v != VERSION or len(mid) != MSG_ID_BYTES or epoch < 0 or seq < 0
-                or not _isfinite(ts)):
             return None
         decoder = WIRE_DECODERS.get(h.type)
         if decoder is None:
@@ -316,16 +330,17 @@ class Opener:
         if body is None:
             return None
         try:
+            to = h.to
             tos = (to,) if to.__class__ is str else _addressees(to, sender)
             for name in body._generic:
-                check_tree(getattr(body, name), self.limits, depth=3)
+                check_tree(getattr(body, name), self._limits, depth=3)
         except Rejected:
             return None
-        return Message(sender, tos[0], h.conv, mid, epoch, seq, float(ts), body), tos
+        return Message(sender, tos[0], h.conv, h.id, h.epoch, h.seq, h.ts, body), tos
 
     def _decode_reference(self, sender: str, payload: bytes) -> tuple[Message, tuple[str, ...]]:
         """Bounded msgpack unpack, then the header and ``from_wire`` checks; names every reason."""
-        lim = self.limits
+        lim = self._limits
         try:
             doc = msgpack.unpackb(
                 payload, raw=False, strict_map_key=True, use_list=True,
@@ -367,7 +382,7 @@ class Opener:
             typed = body_from_wire(typ, body)
             for value in body.values():
                 if value.__class__ is dict or value.__class__ is list:
-                    check_tree(value, self.limits, depth=3)
+                    check_tree(value, self._limits, depth=3)
         except Rejected as exc:
             exc.sender, exc.msg_type = sender, typ
             raise
