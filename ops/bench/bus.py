@@ -84,7 +84,8 @@ def crypto_bounds(seed: bytes, seconds: float) -> dict[str, float]:
             "envelope_bytes": float(sum(len(f) for f in frames))}
 
 
-def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5) -> dict[str, float]:
+def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5,
+                      clock: Any = time.perf_counter) -> dict[str, float]:
     """Microseconds per message of each stage of the receive path, in this process, on
     ``count`` distinct envelopes: ``verify`` (the library call alone), ``authenticate``
     (framing, certificate lookup, verify), ``decode`` (bounded unpack, typed body, access
@@ -92,7 +93,8 @@ def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5) -> dict[
     ratio a receiver would reach single-threaded if ZeroMQ, the event loop and the handler
     cost nothing — an upper bound for ``ratio`` without a second core for the receiver.
     Each stage is timed ``repeats`` times, interleaved, and the fastest counts (a shared
-    machine only ever adds time)."""
+    machine only ever adds time).  ``clock=time.process_time`` counts CPU time instead,
+    which a loaded machine disturbs less (``python -m ops.bench.wire`` prints both)."""
     cell = ephemeral_cell(ROLES, seed=seed)
     sealer = Sealer(SENDER, cell.keys[SENDER], epoch=1, random_bytes=os.urandom)
     now = time.time()
@@ -100,9 +102,9 @@ def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5) -> dict[
     verifier = cell.trust.peer(SENDER, now).verifier
 
     def per_msg(fn: Any) -> float:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        return (time.perf_counter() - t0) / count * 1e6
+        return (clock() - t0) / count * 1e6
 
     def stages() -> dict[str, float]:
         stage1 = Opener(cell.trust, None)
