@@ -70,7 +70,7 @@ _FINITE = msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)   # NaN fa
 _NON_NEGATIVE = msgspec.Meta(ge=0)
 
 
-class _Header(msgspec.Struct, forbid_unknown_fields=True):
+class _Header(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The header checks of :meth:`Opener._header_reference`, for msgspec to run in C.
 
     ``ts`` may arrive as an int; msgspec makes it the float the reference path

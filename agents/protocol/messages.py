@@ -29,23 +29,26 @@ docs/PROTOCOL.md is generated from the same field tables
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar
 
 import msgspec
+from msgspec import field
 
 from security.errors import Malformed
 
 _MISSING = object()
 
 
-class Body:
-    """Base of every message body.  Subclasses are frozen slotted dataclasses."""
+class Body(msgspec.Struct, frozen=True):
+    """Base of every message body.  Subclasses are frozen msgspec Structs.
 
-    __slots__ = ()
+    To agents a body is what a frozen dataclass was (keyword or positional
+    construction, attributes, equality, repr, immutability); msgspec builds
+    and encodes Structs in C, which the receive path needs (ADR "msgspec").
+    """
+
     TYPE: ClassVar[str] = ""
     _spec: ClassVar[tuple[tuple[str, tuple[type, ...], Any], ...]] = ()
     _generic: ClassVar[tuple[str, ...]] = ()   # the list/dict fields, in wire order
@@ -122,10 +125,9 @@ _encode = msgspec.msgpack.Encoder().encode
 def _compile_wire_decoder(cls: type[Body]) -> Callable[[Any], Body | None]:
     """A msgspec fast path for ``cls`` that accepts only what ``from_wire`` accepts.
 
-    msgspec builds the frozen dataclass in C (types checked, bool is not
-    int), but it keeps the last of repeated keys, ignores unknown ones for
-    dataclasses, fills in omitted fields, turns an int into a float and lets
-    NaN through.  Re-encoding the result and comparing it with the bytes
+    msgspec builds the body in C (types checked, bool is not int), but it
+    keeps the last of repeated keys, ignores unknown ones, fills in omitted
+    fields, turns an int into a float and lets NaN through.  Re-encoding the result and comparing it with the bytes
     received rules out all but the last: our encoder writes every field once,
     in declaration order, floats as float64.  So a body that passes is the
     canonical encoding of a value ``from_wire`` would have built equal, and
@@ -153,17 +155,15 @@ def message(type_name: str):  # noqa: ANN201 - decorator
     """Register a body class under its wire ``type`` and compile its field table."""
 
     def wrap(cls: type[Body]) -> type[Body]:
-        cls = dataclass(frozen=True, slots=True)(cls)
-        hints = get_type_hints(cls)
         spec = []
-        for f in dataclasses.fields(cls):
-            hint = hints[f.name]
+        for f in msgspec.structs.fields(cls):
+            hint = f.type
             base = getattr(hint, "__origin__", hint)
             if base not in _WIRE_TYPES:
                 raise TypeError(f"{cls.__name__}.{f.name}: unsupported wire type {hint}")
-            if f.default is not dataclasses.MISSING:
+            if f.default is not msgspec.NODEFAULT:
                 default: Any = f.default
-            elif f.default_factory is not dataclasses.MISSING:
+            elif f.default_factory is not msgspec.NODEFAULT:
                 default = f.default_factory()
             else:
                 default = _MISSING
@@ -481,13 +481,14 @@ class PlantEvent(Body):
     data: dict = field(default_factory=dict)
 
 
-class Message(msgspec.Struct, frozen=True):
+class Message(msgspec.Struct, frozen=True, gc=False):
     """A verified inbound message: header fields plus a typed body.
 
-    A frozen msgspec ``Struct`` rather than a frozen dataclass: the same
-    attributes, constructor, equality and immutability, built in C — the
-    receive path makes one per envelope, and a frozen dataclass's
-    ``__init__`` (one ``object.__setattr__`` per field) cost 0.8 µs of it.
+    A frozen msgspec ``Struct``, like the bodies: the receive path makes one
+    per envelope, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) cost 0.8 µs of it.  ``gc=False``: a
+    message holds only strings, numbers and a body of wire primitives, so it
+    can be in no reference cycle.
     """
 
     sender: str
