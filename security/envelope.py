@@ -64,8 +64,6 @@ MAX_ADDRESSEES = 256
 """Most agent ids one envelope's ``to`` may name; a sender with more seals several."""
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 _FIXMAP_9 = 0x89   # the first byte of a 9-entry map in its shortest encoding
-
-
 _FINITE = msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)   # NaN fails both
 _NON_NEGATIVE = msgspec.Meta(ge=0)
 
@@ -294,6 +292,7 @@ class Opener:
         return _tuple_new(Opened, self._stage2(auth, now))
 
     def _stage2(self, auth: Authenticated, now: float) -> tuple[Message, tuple[str, ...]]:
+        """Decode (fast path, else reference path), then access rules and replay window."""
         sender = auth.sender
         opened = self._decode_fast(sender, auth.payload)
         if opened is None:
