@@ -171,7 +171,7 @@ def message(type_name: str):  # noqa: ANN201 - decorator
         cls.TYPE = type_name
         cls._spec = tuple(spec)
         cls._generic = tuple(name for name, types, _ in spec if types[0] in (list, dict))
-        cls.from_wire = classmethod(_compile_from_wire(cls))  # type: ignore[method-assign]
+        cls.from_wire = classmethod(_compile_from_wire(cls))  # type: ignore[method-assign,assignment]
         REGISTRY[type_name] = cls
         WIRE_DECODERS[type_name] = _compile_wire_decoder(cls)
         return cls
@@ -182,7 +182,7 @@ def message(type_name: str):  # noqa: ANN201 - decorator
 # -- contract net: calls, bids, awards ---------------------------------------------
 
 @message("cfp")
-class CallForProposals(Body):
+class CallForProposals(Body, frozen=True):
     """An order asks capable resources to bid for one task (operation or transport)."""
 
     task: str                 # idempotency key: "ORDER/OP_INDEX" or "ORDER/OP_INDEX/move"
@@ -202,7 +202,7 @@ class CallForProposals(Body):
 
 
 @message("propose")
-class Proposal(Body):
+class Proposal(Body, frozen=True):
     """A resource's bid: when it could do the task and at what cost."""
 
     task: str
@@ -214,7 +214,7 @@ class Proposal(Body):
 
 
 @message("refuse")
-class Refusal(Body):
+class Refusal(Body, frozen=True):
     """A resource declines to bid (busy, down, incapable); a down one says when it expects
     to be back (``repair_at``, for the order's escalation policy)."""
 
@@ -224,7 +224,7 @@ class Refusal(Body):
 
 
 @message("accept")
-class Award(Body):
+class Award(Body, frozen=True):
     """The order awards the task to one bidder: the start of a lease."""
 
     task: str
@@ -234,14 +234,14 @@ class Award(Body):
 
 
 @message("reject")
-class Rejection(Body):
+class Rejection(Body, frozen=True):
     """The order turns a proposal down; its reservation is released."""
 
     task: str
 
 
 @message("confirm")
-class Confirmation(Body):
+class Confirmation(Body, frozen=True):
     """The winner takes the lease (or declines it with ok=False)."""
 
     task: str
@@ -251,7 +251,7 @@ class Confirmation(Body):
 
 
 @message("ready")
-class Ready(Body):
+class Ready(Body, frozen=True):
     """The order tells the winner that the parts for the task are at its location."""
 
     task: str
@@ -259,7 +259,7 @@ class Ready(Body):
 
 
 @message("inform_done")
-class Done(Body):
+class Done(Body, frozen=True):
     """The task finished in the plant."""
 
     task: str
@@ -271,7 +271,7 @@ class Done(Body):
 
 
 @message("failure")
-class Failure(Body):
+class Failure(Body, frozen=True):
     """The task could not be completed (fault, abort); the order re-negotiates.
 
     ``retry_at`` (optional): do not call for proposals before this time (the
@@ -288,7 +288,7 @@ class Failure(Body):
 
 
 @message("cancel")
-class Cancel(Body):
+class Cancel(Body, frozen=True):
     """The order withdraws an award (lease expired, decision, re-route)."""
 
     task: str
@@ -297,7 +297,7 @@ class Cancel(Body):
 
 
 @message("heartbeat")
-class Heartbeat(Body):
+class Heartbeat(Body, frozen=True):
     """Liveness, and lease renewal for the tasks listed as [task, award_epoch, ready].
 
     ``ready`` (bool, optional) says whether the resource has received ``ready``
@@ -311,7 +311,7 @@ class Heartbeat(Body):
 # -- rehearsal: what-if passes before committing (agents/rehearsal.py) ----------------
 
 @message("explore")
-class Explore(Body):
+class Explore(Body, frozen=True):
     """An order registers its operations for one rehearsal pass at one machine.
 
     Sent to every machine of the cell (``entries`` may be empty), so a machine
@@ -336,7 +336,7 @@ class Explore(Body):
 
 
 @message("explore_ready")
-class ExploreReady(Body):
+class ExploreReady(Body, frozen=True):
     """In rehearsal ``rehearsal``, the operation at ``position`` may start at ``ready_at``.
 
     Sent by the order — or, with ``order`` set, by the machine that placed the
@@ -351,7 +351,7 @@ class ExploreReady(Body):
 
 
 @message("explore_quote")
-class ExploreQuote(Body):
+class ExploreQuote(Body, frozen=True):
     """Where the machine would put the operation: the earliest gap after all lower keys.
 
     In a dispatch pass it is where the machine *did* put it, and ``bound`` is the
@@ -366,7 +366,7 @@ class ExploreQuote(Body):
 
 
 @message("intend")
-class Intention(Body):
+class Intention(Body, frozen=True):
     """The order's choice among the quotes for a flexible operation."""
 
     rehearsal: int
@@ -375,7 +375,7 @@ class Intention(Body):
 
 
 @message("explore_result")
-class ExploreResult(Body):
+class ExploreResult(Body, frozen=True):
     """An order tells the pass's collector when it finished in a rehearsal pass.
 
     The collector (the orders take turns, by pass number) sums up all of them in
@@ -398,7 +398,7 @@ class ExploreResult(Body):
 
 
 @message("baton")
-class Baton(Body):
+class Baton(Body, frozen=True):
     """The token of a non-delay dispatch pass (``explore`` with a ``rule``).
 
     ``table`` maps each machine to its next dispatch ``[start_at, priority...]``
@@ -421,7 +421,7 @@ class Baton(Body):
 # -- escalation ---------------------------------------------------------------------
 
 @message("escalate")
-class Escalate(Body):
+class Escalate(Body, frozen=True):
     """A non-routine case for a human supervisor (see docs/PROTOCOL.md §escalation)."""
 
     escalation: str           # escalation id
@@ -437,7 +437,7 @@ class Escalate(Body):
 
 
 @message("decision")
-class Decision(Body):
+class Decision(Body, frozen=True):
     """A supervisor's choice, signed by the console, naming the user."""
 
     escalation: str
@@ -447,7 +447,7 @@ class Decision(Body):
 
 
 @message("escalation_update")
-class EscalationUpdate(Body):
+class EscalationUpdate(Body, frozen=True):
     """The raiser tells the console the condition changed: ``return_to_normal`` (solved
     without a decision, e.g. a machine came back)."""
 
@@ -459,7 +459,7 @@ class EscalationUpdate(Body):
 # -- plant bridge (remote simulator / equipment) ---------------------------------------
 
 @message("plant_command")
-class PlantCommand(Body):
+class PlantCommand(Body, frozen=True):
     """An agent's command to its own resource in the plant: start_operation, abort_operation,
     move, set_state, query_state (see §13, remote plant protocol)."""
 
@@ -470,7 +470,7 @@ class PlantCommand(Body):
 
 
 @message("plant_event")
-class PlantEvent(Body):
+class PlantEvent(Body, frozen=True):
     """The plant reports to a resource's agent: operation_done, quality_result, fault, repaired,
     arrived, reading, command_refused, state (see §13, remote plant protocol)."""
 

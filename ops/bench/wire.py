@@ -64,7 +64,7 @@ def _sample(cls: type[Body], i: int) -> Body:
 
 
 def _payloads(mix: str, count: int) -> list[bytes]:
-    classes = [Proposal] if mix == "proposal" else list(REGISTRY.values())
+    classes: list[type[Body]] = [Proposal] if mix == "proposal" else list(REGISTRY.values())
     cell = ephemeral_cell({SENDER: "machine", "bench-order": "order"}, seed=b"w" * 32)
     sealer = Sealer(SENDER, cell.keys[SENDER], epoch=1, random_bytes=os.urandom)
     now = time.time()
