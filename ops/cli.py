@@ -122,6 +122,9 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
     t.add_row("receive path, in process: verify / authenticate / decode / open",
               f"{b['verify_us']} / {b['authenticate_us']} / {b['decode_us']} / {b['open_us']} µs")
     t.add_row("ratio bound of open alone (verify / open)", f"{b['open_only_ratio']}")
+    w = r["wire_decode_us"]["proposal"]
+    t.add_row("wire decode: msgspec / reference validators",
+              f"{w['msgspec_us']} / {w['reference_us']} µs")
     if "metrics" in r:
         m = r["metrics"]
         t.add_row("throughput, metrics off", f"{m['signed_msgs_per_s_without']:,}/s")

@@ -114,7 +114,8 @@ class ReplayGuard:
             shift = seq - st.hw
             st.bits = ((st.bits << shift) | 1) & self._mask if shift < self.window else 1
             st.hw = seq
-            self._mark(sender, epoch, seq, force=False)
+            if seq - st.saved_hw >= self.flush_every:   # _mark's test, without the call
+                self._mark(sender, epoch, seq, force=True)
             return
         offset = st.hw - seq
         if offset >= self.window:

@@ -48,6 +48,9 @@ def test_bench_bus_json_is_complete_and_consistent(tmp_path: Path) -> None:
     assert stages["open_us"] >= stages["decode_us"] > 0
     assert stages["open_only_ratio"] == pytest.approx(
         stages["verify_us"] / stages["open_us"], abs=2e-3)
+    for mix in ("proposal", "all_types"):    # the decoder both ways (ops/bench/wire.py)
+        wire = data["wire_decode_us"][mix]
+        assert wire["msgspec_us"] > 0 and wire["reference_us"] > 0
 
 
 @pytest.mark.timeout(60)

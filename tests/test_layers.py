@@ -298,7 +298,7 @@ def test_the_pure_core_covers_protocol_negotiation_escalation_and_security() -> 
         assert m in mods, m
     assert "agents.runtime.console_service" not in mods and "agents.runtime.host" not in mods
     # the envelope codec, wherever it lives
-    assert "security.envelope" in mods or "agents.protocol.envelope" in mods
+    assert "agents.protocol.envelope" in mods or "agents.protocol.envelope" in mods
 
 
 def test_probe_detects_a_module_that_imports_asyncio() -> None:

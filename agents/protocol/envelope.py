@@ -18,6 +18,18 @@ count and sizes → certificate lookup (unknown, revoked, expired) →
 signature.  Stage 2, :meth:`Opener.decode`: bounded msgpack unpack (size,
 depth, container lengths, no ext types, string keys) → header schema →
 typed body → role permissions → replay window and clock skew.
+
+Stage 2 decodes in one of two ways that accept exactly the same envelopes
+and build equal messages.  The fast path (:meth:`Opener._decode_fast`)
+lets msgspec decode the header and body straight into typed objects, and
+takes the result only when it can prove the reference path would have
+built the same one: the payload is small enough that no string or
+container can break a limit, the header is a 9-entry map of its 9 required
+keys (so none is repeated), and the body is the canonical encoding of the
+decoded body (see :func:`agents.protocol.messages._compile_wire_decoder`).
+Everything else — every rejection included — goes through the reference
+path (:meth:`Opener._decode_reference`: msgpack with hard limits and the
+generated ``from_wire`` validators), which alone names the reasons.
 :meth:`Opener.open_envelope` returns every addressee (:class:`Opened`);
 :meth:`Opener.open` is the unicast view, for receivers that take no
 multicast (the virtual-time driver never sends any).  Every
@@ -28,13 +40,15 @@ other exception escaping ``open`` is a bug (a Hypothesis test holds us to it).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgpack
+import msgspec
 
-from agents.protocol.messages import Body, Message, body_from_wire
+from agents.protocol.messages import WIRE_DECODERS, Body, Message, body_from_wire
 
 from security.access import check_access
 from security.certs import TrustStore
@@ -49,6 +63,35 @@ MSG_ID_BYTES = 16
 MAX_ADDRESSEES = 256
 """Most agent ids one envelope's ``to`` may name; a sender with more seals several."""
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+_FIXMAP_9 = 0x89   # the first byte of a 9-entry map in its shortest encoding
+_FINITE = msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)   # NaN fails both
+_NON_NEGATIVE = msgspec.Meta(ge=0)
+
+
+class _Header(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The header checks of :meth:`Opener._header_reference`, for msgspec to run in C.
+
+    ``ts`` may arrive as an int; msgspec makes it the float the reference path
+    makes of it.  ``body`` stays bytes until ``type`` names its decoder.
+    """
+
+    v: Literal[1]                   # VERSION; an int, so True and 1.0 fail
+    id: Annotated[bytes, msgspec.Meta(min_length=MSG_ID_BYTES, max_length=MSG_ID_BYTES)]
+    to: str | list[str]
+    type: str
+    conv: str
+    epoch: Annotated[int, _NON_NEGATIVE]
+    seq: Annotated[int, _NON_NEGATIVE]
+    ts: Annotated[float, _FINITE]
+    body: msgspec.Raw
+
+
+def _no_ext(code: int, data: memoryview) -> Any:
+    raise ValueError("ext types are not allowed")   # the reference path names the reason
+
+
+_decode_header = msgspec.msgpack.Decoder(_Header, ext_hook=_no_ext).decode
+_tuple_new = tuple.__new__   # a NamedTuple without its Python-level __new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +231,16 @@ class Opener:
         self.guard = guard
         self.limits = limits
 
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._limits = limits
+        # No string, bin or container over its limit fits in fewer bytes than this.
+        self._fast_max_bytes = min(limits.max_container_len, limits.max_str_bytes)
+
     def open(self, frames: list[bytes], now: float) -> Message:
         """A verified unicast :class:`Message`, or a :class:`Rejected` subclass saying why not.
 
@@ -216,31 +269,80 @@ class Opener:
             sender = bytes(sender_b).decode("utf-8")
         except UnicodeDecodeError:
             raise Malformed("sender id is not utf-8") from None
-        if len(payload) > self.limits.max_body_bytes:
-            raise Malformed(f"body of {len(payload)} bytes exceeds {self.limits.max_body_bytes}",
+        if len(payload) > self._limits.max_body_bytes:
+            raise Malformed(f"body of {len(payload)} bytes exceeds {self._limits.max_body_bytes}",
                             sender=sender)
         peer = self.trust.peer(sender, now)
         if not peer.verifier.verify(SIGNING_TAG + sender_b + payload, signature):
             raise BadSignature("signature does not verify with the sender's certificate key",
                                sender=sender)
-        return Authenticated(sender, peer.cert.role, bytes(payload))
+        return _tuple_new(Authenticated, (sender, peer.cert.role, bytes(payload)))
 
     def decode(self, auth: Authenticated, now: float) -> Message:
         """Stage 2 for a unicast receiver (see :meth:`open`)."""
-        opened = self.decode_envelope(auth, now)
-        if len(opened.to) != 1:
-            raise Misdirected(f"a multicast envelope to {len(opened.to)} agents reached a "
+        msg, to = self._stage2(auth, now)
+        if len(to) != 1:
+            raise Misdirected(f"a multicast envelope to {len(to)} agents reached a "
                               "receiver that takes unicast only", sender=auth.sender,
-                              msg_type=opened.message.type)
-        return opened.message
+                              msg_type=msg.type)
+        return msg
 
     def decode_envelope(self, auth: Authenticated, now: float) -> Opened:
         """Stage 2: bounded unpack, schema, access rules, replay window (event loop only)."""
-        lim = self.limits
+        return _tuple_new(Opened, self._stage2(auth, now))
+
+    def _stage2(self, auth: Authenticated, now: float) -> tuple[Message, tuple[str, ...]]:
+        """Decode (fast path, else reference path), then access rules and replay window."""
         sender = auth.sender
+        opened = self._decode_fast(sender, auth.payload)
+        if opened is None:
+            opened = self._decode_reference(sender, auth.payload)
+        msg = opened[0]
+        body = msg.body
+        check_access(auth.role, body.TYPE, body, sender)
+        if self.guard is not None:
+            self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
+        return opened
+
+    def _decode_fast(self, sender: str,
+                     payload: bytes) -> tuple[Message, tuple[str, ...]] | None:
+        """The envelope if msgspec can decode it and it is one the reference path accepts
+        unchanged; ``None`` otherwise (the reference path then decides).
+
+        Each test stands for one check of the reference path: a payload no longer
+        than the smallest length limit cannot hold a string or container over its
+        limit; a 9-entry map holding 9 distinct required keys repeats none; the
+        header checks of :meth:`_header_reference` are ``_Header``'s types; then
+        the body's canonical encoding (``WIRE_DECODERS``), the same addressee
+        rules and the same :func:`check_tree`.
+        """
+        if not 0 < len(payload) <= self._fast_max_bytes or payload[0] != _FIXMAP_9:
+            return None
+        try:
+            h = _decode_header(payload)
+        except Exception:   # noqa: BLE001 - any doubt goes to the reference path
+            return None
+        decoder = WIRE_DECODERS.get(h.type)
+        if decoder is None:
+            return None
+        body = decoder(bytes(h.body))   # bytes compare faster than a memoryview
+        if body is None:
+            return None
+        try:
+            to = h.to
+            tos = (to,) if to.__class__ is str else _addressees(to, sender)
+            for name in body._generic:
+                check_tree(getattr(body, name), self._limits, depth=3)
+        except Rejected:
+            return None
+        return Message(sender, tos[0], h.conv, h.id, h.epoch, h.seq, h.ts, body), tos
+
+    def _decode_reference(self, sender: str, payload: bytes) -> tuple[Message, tuple[str, ...]]:
+        """Bounded msgpack unpack, then the header and ``from_wire`` checks; names every reason."""
+        lim = self._limits
         try:
             doc = msgpack.unpackb(
-                auth.payload, raw=False, strict_map_key=True, use_list=True,
+                payload, raw=False, strict_map_key=True, use_list=True,
                 ext_hook=_reject_ext, object_pairs_hook=_unique_pairs, max_str_len=lim.max_str_bytes, max_bin_len=lim.max_str_bytes,
                 max_array_len=lim.max_container_len, max_map_len=lim.max_container_len,
                 max_ext_len=0)
@@ -250,14 +352,9 @@ class Opener:
         except Exception as exc:   # msgpack raises many types for bad input
             raise Malformed(f"body is not valid bounded msgpack: {type(exc).__name__}: {exc}",
                             sender=sender) from None
-        opened = self._decode(sender, doc)
-        msg = opened.message
-        check_access(auth.role, msg.body.TYPE, msg.body, sender)
-        if self.guard is not None:
-            self.guard.check(sender, msg.epoch, msg.seq, msg.ts, now)
-        return opened
+        return self._header_reference(sender, doc)
 
-    def _decode(self, sender: str, doc: Any) -> Opened:
+    def _header_reference(self, sender: str, doc: Any) -> Opened:
         if type(doc) is not dict or doc.keys() != HEADER_KEYS:
             got = sorted(map(repr, doc)) if isinstance(doc, dict) else type(doc).__name__
             raise Malformed(f"header must have exactly the keys {sorted(HEADER_KEYS)}, got {got}",
@@ -284,7 +381,7 @@ class Opener:
             typed = body_from_wire(typ, body)
             for value in body.values():
                 if value.__class__ is dict or value.__class__ is list:
-                    check_tree(value, self.limits, depth=3)
+                    check_tree(value, self._limits, depth=3)
         except Rejected as exc:
             exc.sender, exc.msg_type = sender, typ
             raise

@@ -13,7 +13,10 @@ One run measures, on this machine:
    both ends on the product's bus: p50 and p99.
 
 ``ratio = signed_msgs_per_s / verify_bound_per_s``: the share of the raw
-verify speed the whole receive path keeps.
+verify speed the whole receive path keeps.  ``receive_path_us`` times each
+stage of the receive path in this process; ``wire_decode_us``
+(:mod:`ops.bench.wire`) its decoder both ways, msgspec and the reference
+validators.
 
 ``--metrics`` adds, in every round, a second throughput measurement with the
 receiver's metrics switched on exactly as ``autocell host`` switches them on
@@ -81,7 +84,8 @@ def crypto_bounds(seed: bytes, seconds: float) -> dict[str, float]:
             "envelope_bytes": float(sum(len(f) for f in frames))}
 
 
-def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5) -> dict[str, float]:
+def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5,
+                      clock: Any = time.perf_counter) -> dict[str, float]:
     """Microseconds per message of each stage of the receive path, in this process, on
     ``count`` distinct envelopes: ``verify`` (the library call alone), ``authenticate``
     (framing, certificate lookup, verify), ``decode`` (bounded unpack, typed body, access
@@ -89,7 +93,8 @@ def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5) -> dict[
     ratio a receiver would reach single-threaded if ZeroMQ, the event loop and the handler
     cost nothing — an upper bound for ``ratio`` without a second core for the receiver.
     Each stage is timed ``repeats`` times, interleaved, and the fastest counts (a shared
-    machine only ever adds time)."""
+    machine only ever adds time).  ``clock=time.process_time`` counts CPU time instead,
+    which a loaded machine disturbs less (``python -m ops.bench.wire`` prints both)."""
     cell = ephemeral_cell(ROLES, seed=seed)
     sealer = Sealer(SENDER, cell.keys[SENDER], epoch=1, random_bytes=os.urandom)
     now = time.time()
@@ -97,9 +102,9 @@ def receive_breakdown(seed: bytes, count: int = 1500, repeats: int = 5) -> dict[
     verifier = cell.trust.peer(SENDER, now).verifier
 
     def per_msg(fn: Any) -> float:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        return (time.perf_counter() - t0) / count * 1e6
+        return (clock() - t0) / count * 1e6
 
     def stages() -> dict[str, float]:
         stage1 = Opener(cell.trust, None)
@@ -338,6 +343,9 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
         if pinned:
             os.sched_setaffinity(0, affinity)
     breakdown = receive_breakdown(seed)
+    from ops.bench.wire import wire_decode
+
+    wire = wire_decode()
     sign = max(b["sign_bound_per_s"] for b in bounds)
     verify = max(b["verify_bound_per_s"] for b in bounds)
     signed = max(t["signed_msgs_per_s"] for t in tps)
@@ -368,6 +376,7 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
         "seconds": seconds,
         "rtt_samples": len(rtts),
         "receive_path_us": breakdown,
+        "wire_decode_us": wire,
         "pinned": pinned,
     }
 
