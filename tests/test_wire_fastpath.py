@@ -30,8 +30,8 @@ from test_envelope import (
     with_raw_field,
 )
 
-from agents.protocol.messages import Message, Proposal
 from agents.protocol.envelope import Limits, Opened, Opener
+from agents.protocol.messages import Message, Proposal
 from security.errors import Malformed, Rejected
 
 

@@ -49,7 +49,6 @@ import msgpack
 import msgspec
 
 from agents.protocol.messages import WIRE_DECODERS, Body, Message, body_from_wire
-
 from security.access import check_access
 from security.certs import TrustStore
 from security.crypto import SigningKey

@@ -383,3 +383,12 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--peer":
     asyncio.run(_peer_main(bytes.fromhex(sys.argv[2]), sys.argv[3] == "1"))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--receive-path"]:
+    from ops.bench.wire import wire_decode
+
+    print(json.dumps({"wire_decode_us": wire_decode(),
+                      "receive_path_us": receive_breakdown(os.urandom(16)),
+                      "receive_path_cpu_us": receive_breakdown(os.urandom(16), repeats=9,
+                                                               clock=time.process_time)}))

@@ -6,9 +6,9 @@ check, limits) and :meth:`Opener._decode_reference` (bounded msgpack, the
 header checks and the generated ``from_wire`` validators of ADR 7): stage 2
 of the receive path without the access table and the replay window, which
 both ways share.  ``autocell bench bus --json`` reports it as
-``wire_decode_us``; ``python -m ops.bench.wire`` prints it with the
-in-process ``receive_path_us`` of the bus benchmark, timed by the wall
-clock and (``receive_path_cpu_us``, best of 9) by CPU time.
+``wire_decode_us``; ``python -m ops.bench.bus --receive-path`` prints it
+with the in-process ``receive_path_us`` of the bus benchmark, timed by the
+wall clock and (``receive_path_cpu_us``, best of 9) by CPU time.
 
 Two body mixes: ``proposal``, the bus benchmark's own envelopes, and
 ``all_types``, one envelope of every registered message type, round robin.
@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from agents.protocol.envelope import Opener, Sealer
 from agents.protocol.messages import (
     REGISTRY,
     Body,
@@ -33,7 +34,6 @@ from agents.protocol.messages import (
     PlantEvent,
     Proposal,
 )
-from agents.protocol.envelope import Opener, Sealer
 from security.keystore import ephemeral_cell
 
 SENDER = "bench-machine"
@@ -93,12 +93,3 @@ def wire_decode(count: int = 1500, repeats: int = 5) -> dict[str, Any]:
                     "reference_us": round(best["reference"], 2),
                     "speedup": round(best["reference"] / best["msgspec"], 2)}
     return out
-
-
-if __name__ == "__main__":
-    from ops.bench.bus import receive_breakdown
-
-    print(json.dumps({"wire_decode_us": wire_decode(),
-                      "receive_path_us": receive_breakdown(os.urandom(16)),
-                      "receive_path_cpu_us": receive_breakdown(os.urandom(16), repeats=9,
-                                                               clock=time.process_time)}))
