@@ -44,8 +44,7 @@ from agents.protocol.actions import Command
 from agents.protocol.envelope import Opener, Sealer
 from agents.protocol.messages import Body
 from agents.runtime.journal import Journal, MemoryJournal, Start
-from agents.runtime.observe import Observer
-from agents.runtime.runner import NetworkModel, Runner, RunnerStats
+from agents.runtime.runner import NetworkModel, OnRunner, Runner, RunnerStats
 from security.errors import ConfigurationError, Rejected
 from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard
@@ -67,7 +66,7 @@ class RunStats(RunnerStats):
     received_by_type: Counter[str] = field(default_factory=Counter)
 
 
-class VirtualCell:
+class VirtualCell(OnRunner):
     """All agents of a cell, the plant and the network in virtual time."""
 
     def __init__(self, cfg: CellConfig, *, seed: int | None = None,
@@ -165,18 +164,6 @@ class VirtualCell:
     @property
     def completed(self) -> int:
         return len(self.runner.completed)
-
-    @property
-    def down(self) -> set[str]:
-        return self.runner.down
-
-    @property
-    def observer(self) -> Observer | None:
-        return self.runner.observer
-
-    @observer.setter
-    def observer(self, value: Observer | None) -> None:
-        self.runner.observer = value
 
     # -- event log ------------------------------------------------------------------------------
     def record(self, event: str, **fields: Any) -> None:

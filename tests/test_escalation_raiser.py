@@ -91,3 +91,21 @@ def test_resend_all_under_one_timer_in_the_order_raised() -> None:
     assert r.resend_all(2.0) == [Send("console", body("h/b/9"), "h/b/9"),
                                  Send("console", body("h/b/10"), "h/b/10"),
                                  SetTimer("bursts", 32.0)]
+
+
+def test_on_timer_answers_only_its_own_resend_timers_and_decision_in_only_the_console() -> None:
+    from agents.protocol.messages import Decision, Escalate, Message
+
+    r: EscalationRaiser[None] = EscalationRaiser("host-a", "console", resend_s=5.0)
+    body = Escalate(escalation="host-a/e1", priority=1, cause="reject_burst", consequence="x",
+                    resource="a", options=[{"id": "continue"}], safe_default="continue",
+                    context={})
+    r.raise_(body, None, 0.0)
+    assert [type(a).__name__ for a in r.on_timer("escalation:host-a/e1", 5.0)] == [
+        "Send", "SetTimer"]
+    assert r.on_timer("heartbeat", 5.0) == [] and r.on_timer("escalation:other", 5.0) == []
+    decision = Decision("host-a/e1", "continue", "alice")
+    assert r.decision_in(Message("console", "host-a", "", b"\0" * 16, 1, 1, 0.0,
+                                 decision)) == decision
+    assert r.decision_in(Message("mallory", "host-a", "", b"\0" * 16, 1, 1, 0.0,
+                                 decision)) is None

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 from agents.base import Agent, Timing
 from agents.protocol.actions import Action, Log
-from agents.protocol.messages import Decision, Escalate, Message
+from agents.protocol.messages import Escalate, Message
 
 from .policy import Rule
 from .raiser import EscalationRaiser
@@ -131,12 +131,11 @@ class BurstWatch(Agent):
                 *self.raiser.raise_(body, None, now)]
 
     def on_timer(self, key: str, now: float) -> list[Action]:
-        return self.raiser.resend(key.split(":", 1)[1], now) if key.startswith("escalation:") \
-            else []
+        return self.raiser.on_timer(key, now)
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
-        body = msg.body
-        if not isinstance(body, Decision) or msg.sender != self.raiser.console:
+        body = self.raiser.decision_in(msg)
+        if body is None:
             return []
         entry, actions = self.raiser.decided(body.escalation)
         return [Log("reject_burst_decision", {

@@ -73,12 +73,11 @@ class SupervisorVoice(Agent):
         return self.raiser.raise_(body, process, now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
-        return self.raiser.resend(key.split(":", 1)[1], now) if key.startswith("escalation:") \
-            else []
+        return self.raiser.on_timer(key, now)
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
-        body = msg.body
-        if not isinstance(body, Decision) or msg.sender != self.raiser.console:
+        body = self.raiser.decision_in(msg)
+        if body is None:
             return []
         entry, actions = self.raiser.decided(body.escalation)
         if entry is not None:

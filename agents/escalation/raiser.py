@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from agents.protocol.actions import Action, CancelTimer, Send, SetTimer
-from agents.protocol.messages import Escalate, EscalationUpdate
+from agents.protocol.messages import Decision, Escalate, EscalationUpdate, Message
 
 T = TypeVar("T")
 
@@ -70,6 +70,19 @@ class EscalationRaiser(Generic[T]):
             return []
         return [Send(self.console, entry.body, escalation),
                 SetTimer(self.timer(escalation), now + self.resend_s)]
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        """A timer of the owner fired: if it is one of this raiser's per-escalation re-send
+        timers, send that escalation again (while open); anything else is not ours: []."""
+        prefix, _, suffix = self.key.partition("{}")
+        if not (key.startswith(prefix) and key.endswith(suffix)) or not prefix + suffix:
+            return []
+        return self.resend(key[len(prefix):len(key) - len(suffix)], now)
+
+    def decision_in(self, msg: Message) -> Decision | None:
+        """The decision ``msg`` carries if it is one from this raiser's console, else None."""
+        body = msg.body
+        return body if isinstance(body, Decision) and msg.sender == self.console else None
 
     def resend_all(self, now: float) -> list[Action]:
         """One timer for all (a fixed ``key``): send every open escalation again, in the

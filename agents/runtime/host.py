@@ -81,8 +81,7 @@ from agents.protocol.messages import (
 )
 from agents.runtime.bus import Bus, Sealed
 from agents.runtime.journal import SqliteJournal
-from agents.runtime.observe import Observer
-from agents.runtime.runner import PERFECT, NetworkModel, Runner
+from agents.runtime.runner import PERFECT, NetworkModel, OnRunner, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
 from security.errors import ConfigurationError, Forbidden, Misdirected, Rejected
@@ -163,7 +162,7 @@ def routes_of(cfg: CellConfig) -> dict[str, str]:
     return routes
 
 
-class Host:
+class Host(OnRunner):
     """The agents of host ``name`` on the ZeroMQ bus, journalled."""
 
     def __init__(self, cfg: CellConfig, name: str, *, keys_dir: Path, state_dir: Path,
@@ -216,15 +215,6 @@ class Host:
     @property
     def agents(self) -> dict[str, Agent]:
         return self.runner.agents
-
-    @property
-    def observer(self) -> Observer | None:
-        """Metrics hooks (agents/runtime/observe.py)."""
-        return self.runner.observer
-
-    @observer.setter
-    def observer(self, value: Observer | None) -> None:
-        self.runner.observer = value
 
     # -- reject bursts ----------------------------------------------------------------------
     def _join_as_host(self, kd: KeyDir) -> None:

@@ -351,3 +351,24 @@ class Runner:
         if side in self.cut:
             self.cut.remove(side)
             self.driver.record("partition_healed", {"agents": sorted(side)})
+
+
+class OnRunner:
+    """For a driver that keeps its runner in ``self.runner``: the runner's state a caller
+    of the driver reads (metrics set :attr:`observer`; tests and reports read the rest)."""
+
+    runner: Runner
+
+    @property
+    def observer(self) -> Observer | None:
+        """Metrics hooks (agents/runtime/observe.py), called by the runner and the driver."""
+        return self.runner.observer
+
+    @observer.setter
+    def observer(self, value: Observer | None) -> None:
+        self.runner.observer = value
+
+    @property
+    def down(self) -> set[str]:
+        """Crashed agents, not yet restarted."""
+        return self.runner.down
