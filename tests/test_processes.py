@@ -109,7 +109,10 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
     state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "50",
+    # at 1x the cell needs ~13 minutes of wall time to finish on its own, so Ctrl-C comes
+    # mid-run however long a loaded machine takes to start the processes (at 50x it could
+    # finish first: the run's ~17 s race the start-up of five Python processes)
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "1",
                              "--state-dir", str(state)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     names = ["sim", "orders", "machines", "logistics"]
@@ -118,6 +121,7 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
             (state / f"status-{n}.json").exists() for n in names))
         pids = [json.loads((state / f"status-{n}.json").read_text())["pid"] for n in names]
         assert all(_alive(p) for p in pids)
+        assert proc.poll() is None, "the cell finished before Ctrl-C"
     except BaseException:
         proc.kill()
         proc.communicate()
