@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass
 
 import pytest
 import uvicorn
+from helpers.waiting import BROWSER_BOUND_MS, EVENT_BOUND_S, wait_until
 from playwright.sync_api import Page, expect
 
 from ops.console.app import ConsoleSettings, create_app
@@ -27,7 +28,27 @@ from ops.console.users import UserStore
 PASSWORDS = {"sup": "sup-password", "vic": "vic-password", "locky": "locky-password"}
 MAX_FAILURES = 3
 
-pytestmark = pytest.mark.timeout(120)
+# several browser steps in a row, each under the shared hang guard (tests/helpers/waiting.py)
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _expect_waits_on_events() -> Iterator[None]:
+    """Playwright's ``expect`` gives up after 5 s by default: a budget a loaded machine can
+    miss.  Here it waits for the page to show what it must, under the shared hang guard."""
+    expect.set_options(timeout=BROWSER_BOUND_MS)
+    yield
+    expect.set_options(timeout=None)
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """conftest's fresh context (its own cookies) per test, with the shared hang guard as
+    every action's bound instead of 10 s."""
+    ctx = browser.new_context(viewport={"width": 1024, "height": 768})
+    ctx.set_default_timeout(BROWSER_BOUND_MS)
+    yield ctx
+    ctx.close()
 
 
 @dataclass
@@ -39,7 +60,7 @@ class Served:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        self.thread.join(EVENT_BOUND_S)
 
 
 def serve(backend: InMemoryBackend, users: UserStore, settings: ConsoleSettings) -> Served:
@@ -50,10 +71,7 @@ def serve(backend: InMemoryBackend, users: UserStore, settings: ConsoleSettings)
                                            log_level="warning", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+    wait_until("uvicorn serving", lambda: server.started, poll_s=0.02)
     return Served(f"http://127.0.0.1:{port}", backend, server, thread)
 
 
@@ -230,13 +248,14 @@ def test_session_expires(users, browser):
     served = serve(backend, users, ConsoleSettings(cell="expiry", idle_timeout_s=2.0,
                                                    poll_s=0.2))
     ctx = browser.new_context()
+    ctx.set_default_timeout(BROWSER_BOUND_MS)
     try:
         page = ctx.new_page()
         login(page, served.url, "sup")
         page.wait_for_url(f"{served.url}/")
         page.wait_for_selector("body[data-connected='1']")
         # idle: the open page is sent to the login page by the server's `expired` event
-        page.wait_for_url(f"{served.url}/login?expired=1**", timeout=10_000)
+        page.wait_for_url(f"{served.url}/login?expired=1**", timeout=BROWSER_BOUND_MS)
         expect(page.locator(".notice")).to_have_text("Your session has expired. Sign in again.")
         page.goto(f"{served.url}/escalations/e-none")
         assert "/login?" in page.url

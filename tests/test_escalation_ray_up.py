@@ -21,13 +21,13 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from helpers.escalation_cells import cli, events, faults, records, small_cell
+from helpers.waiting import CELL_RUN_BOUND_S, EVENT_BOUND_S, wait_until
 
 from agents.escalation.intensity import SUPERVISOR_ID
 from agents.escalation.store import EscalationStore
@@ -35,7 +35,9 @@ from ops.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.timeout(300)]
+# a cell run and, in a thread, a person waiting on several events in a row, each under the
+# shared hang guard (tests/helpers/waiting.py)
+pytestmark = [pytest.mark.timeout(600)]
 
 
 
@@ -44,7 +46,7 @@ pytestmark = [pytest.mark.timeout(300)]
 
 def up_ray(cell: Path, state: Path, *extra: str) -> int:
     return main(["up", str(cell), "--ray", "--speed", "50", "--state-dir", str(state),
-                 "--timeout", "150", "--quiet", *extra])
+                 "--timeout", f"{CELL_RUN_BOUND_S:g}", "--quiet", *extra])
 
 
 
@@ -77,15 +79,6 @@ class Person(threading.Thread):
             self.error = exc
 
 
-def wait_for(what: str, check: Any, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return got
-
-
 @pytest.mark.slow
 def test_up_ray_escalates_to_the_console_actor_and_a_cli_decision_reaches_the_order(
         ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,15 +89,15 @@ def test_up_ray_escalates_to_the_console_actor_and_a_cli_decision_reaches_the_or
     db.parent.mkdir()
 
     def steps(seen: dict[str, Any]) -> None:
-        rec = wait_for("o-005's escalation in the console actor's store",
-                       lambda: records(db).get("o-005/e1"))
+        rec = wait_until("o-005's escalation in the console actor's store",
+                         lambda: records(db).get("o-005/e1"))
         seen["raised"] = (rec.cause, rec.state)
         # kill -9 the console actor's worker process: Ray restarts it on the same store
-        pid = wait_for("the console's status", lambda: status(state, "console").get("pid"))
+        pid = wait_until("the console's status", lambda: status(state, "console").get("pid"))
         os.kill(pid, signal.SIGKILL)
         seen["killed"] = pid
-        wait_for("the console actor back",
-                 lambda: status(state, "console").get("pid") not in (None, pid))
+        wait_until("the console actor back",
+                   lambda: status(state, "console").get("pid") not in (None, pid))
         res = cli("escalations", "decide", "o-005/e1", "--option", "wait_for_repair",
                   "--reason", "fitter on site", "--user", "alice", "--db", str(db))
         seen["decide"] = (res.returncode, res.stderr)
@@ -112,7 +105,8 @@ def test_up_ray_escalates_to_the_console_actor_and_a_cli_decision_reaches_the_or
     person = Person(steps)
     person.start()
     code = up_ray(cell, state, "--faults", str(f), "--escalations-db", str(db))
-    person.join(timeout=10)
+    person.join(timeout=EVENT_BOUND_S)   # a hang guard: its steps end before the run does
+    assert not person.is_alive(), "the person's steps did not finish"
     assert person.error is None, person.error
     assert code == 0
     assert person.seen["raised"] == ("no_capable_resource", "unacknowledged")
@@ -160,8 +154,8 @@ def restart_intensity_run(tmp_path: Path, option: str) -> tuple[int, dict[str, A
     db = state / "escalations.db"
 
     def steps(seen: dict[str, Any]) -> None:
-        rec = wait_for("the restart_intensity escalation",
-                       lambda: records(db).get(f"{SUPERVISOR_ID}/e1"), timeout_s=90)
+        rec = wait_until("the restart_intensity escalation",
+                         lambda: records(db).get(f"{SUPERVISOR_ID}/e1"))
         seen["record"] = rec
         res = cli("escalations", "decide", f"{SUPERVISOR_ID}/e1", "--option", option,
                   "--reason", "cable fixed", "--user", "bob", "--db", str(db))
@@ -170,7 +164,8 @@ def restart_intensity_run(tmp_path: Path, option: str) -> tuple[int, dict[str, A
     person = Person(steps)
     person.start()
     code = up_ray(cell, state, "--faults", str(f), "--max-restarts", "2")
-    person.join(timeout=10)
+    person.join(timeout=EVENT_BOUND_S)   # a hang guard: its steps end before the run does
+    assert not person.is_alive(), "the person's steps did not finish"
     assert person.error is None, person.error
     assert person.seen["decide"] == (0, "")
     rec = person.seen["record"]

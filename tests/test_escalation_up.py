@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.escalation_cells import cli, events, faults, records, small_cell, wait_for
+from helpers.escalation_cells import cli, events, faults, records, small_cell
+from helpers.waiting import CELL_RUN_BOUND_S, PROCESS_BOUND_S, until, wait_until
 
 from agents.escalation.console import CONSOLE_ID
 from agents.escalation.intensity import SUPERVISOR_ID, restart_intensity_escalation
@@ -64,14 +65,6 @@ def escalation(n: int = 1) -> Escalate:
                     safe_default="wait_for_repair")
 
 
-async def _until(what: str, check: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-    return got
-
-
 def test_console_service_on_zeromq_stores_decides_and_survives_a_restart(
         tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
@@ -97,7 +90,7 @@ def test_console_service_on_zeromq_stores_decides_and_survives_a_restart(
         reader = EscalationStore(db)
         order.send("o-005", CONSOLE_ID, escalation(1), "o-005/e1")
         order.send("o-005", CONSOLE_ID, escalation(2), "o-005/e2")
-        await _until("the escalations in the store",
+        await until("the escalations in the store",
                      lambda: reader.has("o-005/e1") and reader.has("o-005/e2"))
         assert reader.get("o-005/e1").raised_by == "o-005"
         assert reader.get("o-005/e1").state == "unacknowledged"
@@ -105,7 +98,7 @@ def test_console_service_on_zeromq_stores_decides_and_survives_a_restart(
         # the CLI twin, in this process but on its own connection to the file
         assert main(["escalations", "decide", "o-005/e1", "--option", "wait_for_repair",
                      "--reason", "fitter on site", "--user", "alice", "--db", str(db)]) == 0
-        first = await _until("the decision", lambda: [m for m in got
+        first = await until("the decision", lambda: [m for m in got
                                                      if isinstance(m.body, Decision)])
         assert first[0].sender == CONSOLE_ID and first[0].to == "o-005"
         assert first[0].body == Decision("o-005/e1", "wait_for_repair", "alice",
@@ -120,13 +113,13 @@ def test_console_service_on_zeromq_stores_decides_and_survives_a_restart(
                                look_every_s=0.05)
         assert again.boot == 2
         task = asyncio.create_task(again.run())
-        await _until("the restarted console", lambda: again.runner.timers)
+        await until("the restarted console", lambda: again.runner.timers)
         assert {key for _, key in again.runner.timers} == {"esc:o-005/e2"}
         # a restarted receiver refuses the one envelope per sender it may have accepted
         # before (docs/PROTOCOL.md §10.2, F = 1): the order's next re-send gets through
         for _ in range(2):
             order.send("o-005", CONSOLE_ID, escalation(1), "o-005/e1")
-        await _until("the repeated decision",
+        await until("the repeated decision",
                      lambda: len([m for m in got if isinstance(m.body, Decision)]) == 2)
         assert dict(again.bus.stats.rejected) == {"replayed": 1}
         again._stop.set()
@@ -161,17 +154,18 @@ def test_supervisor_link_raises_restart_intensity_and_hears_the_decision(
         service = ConsoleService(cfg, keys_dir=keys, state_dir=state, clock=clock, db_path=db,
                                  routes={SUPERVISOR_ID: endpoint}, look_every_s=0.05)
         task = asyncio.create_task(service.run())
-        await asyncio.sleep(0.2)
+        await until("the console service up (its status file)",
+                    lambda: (state / "status-console.json").exists())
         link.send(CONSOLE_ID, body, body.escalation)
         reader = EscalationStore(db)
-        await _until("the escalation", lambda: reader.has("supervisor/e1"))
+        await until("the escalation", lambda: reader.has("supervisor/e1"))
         rec = reader.get("supervisor/e1")
         assert (rec.cause, rec.resource, rec.raised_by, rec.safe_default) == (
             "restart_intensity", "machines", SUPERVISOR_ID, "stop_cell")
         assert [o.id for o in rec.options] == ["stop_cell", "restart"]
         reader.decide("supervisor/e1", "bob", "restart", "cable fixed")
         reader.close()
-        await _until("the decision at the supervisor", lambda: not link.decisions.empty())
+        await until("the decision at the supervisor", lambda: not link.decisions.empty())
         service._stop.set()
         await task
 
@@ -209,13 +203,13 @@ def test_console_agent_refuses_a_bad_route_with_exit_2(tmp_path: Path,
 def up(cell: Path, state: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "50", "--state-dir",
-         str(state), "--timeout", "150", *extra],
+         str(state), "--timeout", f"{CELL_RUN_BOUND_S:g}", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     try:
-        out, err = proc.communicate(timeout=200)
+        out, err = proc.communicate(timeout=PROCESS_BOUND_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
@@ -237,13 +231,13 @@ def test_up_escalates_to_the_console_agent_and_a_cli_decision_reaches_the_order(
     db = state / "escalations.db"
     proc = up(cell, state, "--faults", str(f))
     try:
-        rec = wait_for("o-005's escalation in the console agent's store",
-                       lambda: records(db).get("o-005/e1"), timeout_s=60)
+        rec = wait_until("o-005's escalation in the console agent's store",
+                         lambda: records(db).get("o-005/e1"))
         assert rec.cause == "no_capable_resource" and rec.state == "unacknowledged"
         # kill -9 the console agent: the supervisor restarts it on the same store
         pid = json.loads((state / "status-console.json").read_text())["pid"]
         os.kill(pid, signal.SIGKILL)
-        wait_for("the console agent back", lambda: json.loads(
+        wait_until("the console agent back", lambda: json.loads(
             (state / "status-console.json").read_text()).get("pid") not in (None, pid))
         res = cli("escalations", "decide", "o-005/e1", "--option", "wait_for_repair",
                   "--reason", "fitter on site", "--user", "alice", "--db", str(db))
@@ -287,8 +281,8 @@ def test_restart_intensity_is_escalated_and_a_restart_decision_resumes_the_cell(
     db = state / "escalations.db"
     proc = up(cell, state, "--faults", str(f), "--max-restarts", "2", "--restart-window", "60")
     try:
-        rec = wait_for("the restart_intensity escalation",
-                       lambda: records(db).get("supervisor/e1"), timeout_s=60)
+        rec = wait_until("the restart_intensity escalation",
+                         lambda: records(db).get("supervisor/e1"))
         assert rec.cause == "restart_intensity" and rec.resource == "machines"
         assert rec.raised_by == SUPERVISOR_ID and rec.safe_default == "stop_cell"
         assert rec.context["deaths"] == 3
@@ -309,7 +303,20 @@ def test_restart_intensity_is_escalated_and_a_restart_decision_resumes_the_cell(
     decision = next(e for e in evs if e["ev"] == "decision")
     assert (decision["option"], decision["user"], decision["process"]) == (
         "restart", "bob", "machines")
-    assert report["restarts"] == 3
+    # Three deaths, three respawns: two at once, the third on bob's decision.  The
+    # supervisor counts a respawn as a restart only once the new process's status file
+    # shows its pid; the kills are 1 s of wall time apart (50 cell seconds at 50x), so on
+    # a loaded machine a respawned host can be killed again before it reports, and that
+    # respawn goes uncounted (ops/up.py Supervisor._check_children).  What does not
+    # depend on the machine's speed: every death was a machines death, the respawn after
+    # the decision came up, and no more restarts than respawns, no fewer than
+    # "restarted" events.
+    died = [e["process"] for e in evs if e["ev"] == "process_died"]
+    assert died == ["machines"] * 3
+    kinds = [e["ev"] for e in evs]
+    restarted = [i for i, ev in enumerate(kinds) if ev == "restarted"]
+    assert restarted and restarted[-1] > kinds.index("decision")
+    assert len(restarted) <= report["restarts"] <= 3
     assert records(db)["supervisor/e1"].decided_by == "bob"
 
 

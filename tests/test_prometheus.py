@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -27,6 +26,12 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.waiting import (
+    CELL_RUN_BOUND_S,
+    PROCESS_BOUND_S,
+    NotYet,
+    wait_until,
+)
 
 from ops.bench.healing import free_ports, loopback_cell
 from ops.cli import main
@@ -35,6 +40,8 @@ from ops.config import load_cell
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 SAMPLE = ROOT / "ops" / "prometheus" / "demo_cell.yml"
+#: One HTTP request's bound: a hang guard, not a budget (a loaded machine answers slowly).
+HTTP_BOUND_S = 60.0
 
 
 def test_sample_scrape_config_is_current(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,36 +80,34 @@ def metrics_cell(tmp_path: Path, orders: int) -> Path:
 
 def query(prom: str, promql: str) -> list[dict]:
     url = f"{prom}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    body = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    body = json.loads(urllib.request.urlopen(url, timeout=HTTP_BOUND_S).read())
     assert body["status"] == "success", body
     return body["data"]["result"]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
+def wait_for(what: str, check: Callable[[], Any]) -> Any:
+    """:func:`wait_until`, with a server that is not up yet (OSError) as "not yet"."""
+    def answered() -> Any:
         try:
-            last = check()
-            if last:
-                return last
-        except OSError as exc:          # server not up yet
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+            return check()
+        except OSError as exc:
+            return NotYet(exc)
+
+    return wait_until(what, answered, poll_s=0.5)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=PROCESS_BOUND_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)     # several events in a row, each under the shared hang guard
 def test_prometheus_scrapes_a_running_cell(tmp_path: Path) -> None:
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     assert prometheus and promtool, "install the Debian package prometheus (.ci/run does)"
@@ -117,7 +122,7 @@ def test_prometheus_scrapes_a_running_cell(tmp_path: Path) -> None:
     state = tmp_path / "state"
     up = subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "10", "--state-dir",
-         str(state), "--timeout", "200", "--quiet"], cwd=ROOT, start_new_session=True,
+         str(state), "--timeout", f"{CELL_RUN_BOUND_S:g}", "--quiet"], cwd=ROOT, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     prom_port = free_ports(1)[0]
     prom = f"http://127.0.0.1:{prom_port}"
@@ -130,7 +135,7 @@ def test_prometheus_scrapes_a_running_cell(tmp_path: Path) -> None:
     try:
         # every process answers, and its output passes promtool's lint
         for url in endpoints:
-            text = wait_for(url, lambda url=url: urllib.request.urlopen(url, timeout=2).read())
+            text = wait_for(url, lambda url=url: urllib.request.urlopen(url, timeout=HTTP_BOUND_S).read())
             lint = subprocess.run([promtool, "check", "metrics"], input=text,
                                   capture_output=True, check=False)
             assert lint.returncode == 0, (url, lint.stdout, lint.stderr)

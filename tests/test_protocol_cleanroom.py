@@ -32,6 +32,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers.waiting import EVENT_BOUND_S, PROCESS_BOUND_S
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "docs" / "PROTOCOL.md"
@@ -554,23 +555,24 @@ async def _round_trip(keys: Path) -> tuple[dict[str, Any], Any, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-X", "importtime", str(PEER_PATH), "--keys", str(keys),
         "--agent", "cr-order", "--peer", "mill-1", "--connect", endpoint,
-        "--protocol-doc", str(PROTOCOL),
+        "--protocol-doc", str(PROTOCOL), "--timeout-s", f"{EVENT_BOUND_S:g}",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
-        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        # each line is an event of the peer's; the bounds only guard against a hang
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), PROCESS_BOUND_S))
         bus.set_route("cr-order", first["endpoint"])
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
         lines = []
         while True:
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            line = await asyncio.wait_for(proc.stdout.readline(), PROCESS_BOUND_S)
             if not line:
                 break
             lines.append(json.loads(line))
         stderr = (await proc.stderr.read()).decode()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0, (lines, stderr[-2000:])
+        assert await asyncio.wait_for(proc.wait(), PROCESS_BOUND_S) == 0, (lines, stderr[-2000:])
     finally:
         if proc.returncode is None:
             proc.kill()

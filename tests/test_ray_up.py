@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.waiting import CELL_RUN_BOUND_S, EVENT_BOUND_S, wait_until
+
 from ops.bench.healing import loopback_cell
 from ops.cli import main
 
@@ -29,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 SESSION_START = time.time()
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def up_ray(cell: Path, state: Path, *extra: str) -> int:
     return main(["up", str(cell), "--ray", "--speed", "50", "--state-dir", str(state),
-                 "--timeout", "150", "--quiet", *extra])
+                 "--timeout", f"{CELL_RUN_BOUND_S:g}", "--quiet", *extra])
 
 
 def report(state: Path) -> dict:
@@ -89,24 +91,30 @@ def test_up_ray_completes_after_kill_9_of_a_host_actor_process(ray_local,
     cell = loopback_cell(DEMO, tmp_path, 4)
     state = tmp_path / "state"
     killed: list[int] = []
+    failed: list[BaseException] = []
+
+    def orders_at_200() -> dict:
+        try:
+            st = json.loads((state / "status-orders.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return st if st.get("cell_now", 0) >= 200 or st.get("stopped") else {}
 
     def killer() -> None:   # kill -9 the orders host's worker process at cell time ≥ 200 s
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                st = json.loads((state / "status-orders.json").read_text())
-            except (OSError, ValueError):
-                st = {}
-            if st.get("cell_now", 0) >= 200 and not st.get("stopped"):
-                os.kill(int(st["pid"]), signal.SIGKILL)
-                killed.append(int(st["pid"]))
-                return
-            time.sleep(0.05)
+        try:
+            st = wait_until("the orders host at cell time 200 s", orders_at_200)
+        except BaseException as exc:  # noqa: BLE001 (reported by the test after the run)
+            failed.append(exc)
+            return
+        if not st.get("stopped"):
+            os.kill(int(st["pid"]), signal.SIGKILL)
+            killed.append(int(st["pid"]))
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     assert up_ray(cell, state) == 0
-    t.join(timeout=5)
+    t.join(timeout=EVENT_BOUND_S)   # a hang guard: the killer ends once the cell stops
+    assert not failed, failed
     assert len(killed) == 1
     r = report(state)
     assert_all_done_once(r)

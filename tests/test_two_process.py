@@ -16,12 +16,12 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.waiting import PROCESS_BOUND_S, NotYet, wait_until
 
 HELPER = Path(__file__).parent / "helpers" / "peer.py"
 HONEST, FORGED_AS_HONEST, FORBIDDEN = 300, 60, 15
@@ -47,7 +47,7 @@ class Child:
         for line in self.proc.stdout:
             self.lines.put(line)
 
-    def read(self, timeout_s: float = 20.0) -> dict[str, Any]:
+    def read(self, timeout_s: float = PROCESS_BOUND_S) -> dict[str, Any]:
         try:
             return json.loads(self.lines.get(timeout=timeout_s))
         except queue.Empty:
@@ -58,7 +58,7 @@ class Child:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def wait(self, timeout_s: float = 30.0) -> int:
+    def wait(self, timeout_s: float = PROCESS_BOUND_S) -> int:
         code = self.proc.wait(timeout=timeout_s)
         assert code == 0, f"{self.proc.args} exited {code}: {self.stderr()}"
         return code
@@ -83,12 +83,12 @@ def keys(tmp_path: Path) -> Path:
     for argv in (["init"], ["issue", "rx", "--role", "order"],
                  ["issue", "honest", "--role", "machine"], ["issue", "forger", "--role", "machine"]):
         r = subprocess.run([autocell(), "keys", *argv, "--dir", str(d)], capture_output=True,
-                           text=True, timeout=30)
+                           text=True, timeout=PROCESS_BOUND_S)
         assert r.returncode == 0, r.stderr
     return d
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)     # several events in a row, each under the shared hang guard
 def test_two_process_exchange_rejects_the_forger(keys: Path) -> None:
     children: list[Child] = []
     try:
@@ -113,15 +113,16 @@ def test_two_process_exchange_rejects_the_forger(keys: Path) -> None:
             child.wait()
 
         want_rejects = {"bad_signature": FORGED_AS_HONEST, "forbidden": FORBIDDEN}
-        deadline = time.monotonic() + 30
-        while True:
-            rx.tell("stats")
-            stats = rx.read()
-            done = len(stats["received"]) >= HONEST and stats["rejected"] == want_rejects
-            if done or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
 
+        def settled() -> dict[str, Any] | NotYet:
+            rx.tell("stats")
+            s = rx.read()
+            done = len(s["received"]) >= HONEST and s["rejected"] == want_rejects
+            return s if done else NotYet({k: len(v) if k == "received" else v
+                                          for k, v in s.items()})
+
+        stats = wait_until(f"{HONEST} messages received and {want_rejects} rejected at rx",
+                           settled)
         received = stats["received"]
         assert stats["rejected"] == want_rejects
         assert Counter((s, t) for s, t, _, _ in received) == Counter({("honest", "propose"): HONEST})
@@ -138,14 +139,14 @@ def test_two_process_exchange_rejects_the_forger(keys: Path) -> None:
 MULTICASTS = 200
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)     # several events in a row, each under the shared hang guard
 def test_one_multicast_reaches_bidders_in_two_processes(tmp_path: Path) -> None:
     """Order ``o`` seals each cfp once for ``b1, b2`` (process 1) and ``b3`` (process 2)."""
     d = tmp_path / "keys"
     for argv in (["init"], ["issue", "o", "--role", "order"],
                  *(["issue", b, "--role", "machine"] for b in ("b1", "b2", "b3"))):
         r = subprocess.run([autocell(), "keys", *argv, "--dir", str(d)], capture_output=True,
-                           text=True, timeout=30, check=False)
+                           text=True, timeout=PROCESS_BOUND_S, check=False)
         assert r.returncode == 0, r.stderr
     children: list[Child] = []
     try:
@@ -160,13 +161,12 @@ def test_one_multicast_reaches_bidders_in_two_processes(tmp_path: Path) -> None:
         tx.wait()
 
         def stats(rx: Child, want: int) -> dict[str, Any]:
-            deadline = time.monotonic() + 30
-            while True:
+            def received() -> dict[str, Any] | NotYet:
                 rx.tell("stats")
                 s = rx.read()
-                if len(s["received"]) >= want or time.monotonic() > deadline:
-                    return s
-                time.sleep(0.05)
+                return s if len(s["received"]) >= want else NotYet(len(s["received"]))
+
+            return wait_until(f"{want} messages received by {rx.proc.args[-1]}", received)
 
         s1, s2 = stats(rx1, 2 * MULTICASTS), stats(rx2, MULTICASTS)
         for s, agents in ((s1, ["b1", "b2"]), (s2, ["b3"])):
