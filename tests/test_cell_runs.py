@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from agents.base import Agent
-from agents.protocol.actions import Action, CancelTimer, Send, SetTimer
+from agents.protocol.actions import Action, CancelTimer, SetTimer
 from agents.protocol.messages import Body
 from ops.config import CellConfig, cell_from_dict, load_cell_or_instance
 from sim_bridge.instances import Instance, load_instance

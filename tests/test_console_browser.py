@@ -13,8 +13,8 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import uvicorn

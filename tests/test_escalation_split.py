@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from agents.escalation.lifecycle import UnknownOption
 from agents.escalation.store import EscalationStore
-from agents.order import OrderAgent, plan_split
+from agents.order import plan_split
 from agents.protocol.messages import Decision, Message
 from ops.config import load_cell
 from ops.config.fault_files import load_faults

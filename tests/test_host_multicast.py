@@ -7,18 +7,13 @@ and is tested in tests/test_runner.py; here real Host objects carry it out.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from helpers.waiting import NotYet, until
 
-from agents.cell.faults import FaultScenario
-from agents.protocol.actions import CancelTimer, Command, Log, Send, SetTimer
-from agents.protocol.messages import CallForProposals, PlantCommand, Rejection
-from agents.runtime.host import SIM_ID, Host
+from agents.protocol.messages import CallForProposals
+from agents.runtime.host import Host
 
 ROOT = Path(__file__).resolve().parents[1]
 

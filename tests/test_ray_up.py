@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers.waiting import CELL_RUN_BOUND_S, EVENT_BOUND_S, wait_until
 
 from ops.bench.healing import loopback_cell

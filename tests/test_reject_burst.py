@@ -57,8 +57,6 @@ from security.crypto import SigningKey
 from security.keystore import KeyDir
 from sim_bridge.remote import PlantServer
 
-
-
 # -- the detector -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("times", "starts"), [

@@ -13,7 +13,6 @@ from agents.base import Timing
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
 from agents.escalation.intensity import RestartBudget
 from agents.escalation.policy import Rule
-from agents.escalation.raiser import EscalationRaiser
 from agents.escalation.store import EscalationStore
 
 

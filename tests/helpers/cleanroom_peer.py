@@ -26,7 +26,6 @@ import ast
 import base64
 import json
 import math
-import os
 import re
 import secrets
 import stat

@@ -21,15 +21,14 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import zmq
 
+from agents.protocol.envelope import Opener
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from agents.protocol.envelope import Opener
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 
