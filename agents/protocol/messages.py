@@ -409,7 +409,7 @@ class Baton(Body, frozen=True):
     The baton goes to the first machine with an ``init``, else the first with a
     ``ready`` that could start no later than the least entry, else the least
     entry's machine (ties: machine id), which applies its updates and, if still
-    least, dispatches; see ``agents/rehearsal.py``.
+    least, dispatches; the rules are in docs/PROTOCOL.md §7.3.
     """
 
     rehearsal: int
@@ -422,7 +422,7 @@ class Baton(Body, frozen=True):
 
 @message("escalate")
 class Escalate(Body, frozen=True):
-    """A non-routine case for a human supervisor (see docs/PROTOCOL.md §escalation)."""
+    """A non-routine case for a human supervisor (docs/PROTOCOL.md §7.2, docs/escalation.md)."""
 
     escalation: str           # escalation id
     priority: int             # 1 = highest
