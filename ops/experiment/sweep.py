@@ -55,6 +55,7 @@ from ops.config.loader import (
     format_path,
     load_cell_or_instance,
     load_model,
+    load_yaml,
 )
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
@@ -364,7 +365,7 @@ _Problems = list[tuple[tuple[Any, ...], str]]
 
 def _raw_cell(path: Path) -> dict[str, Any]:
     if path.suffix.lower() in (".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path)  # the cell loader's limits, not a bare safe_load
         return data if isinstance(data, dict) else {}
     from sim_bridge.instances import instance_to_cell_dict, load_instance
     return instance_to_cell_dict(load_instance(path))
