@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigurationError
@@ -42,15 +43,22 @@ class UnreadableFile(ConfigurationError):
         super().__init__(f"{escape_controls(self.path)}: {problem}")
 
 
-def read_regular_file(path: str | os.PathLike[str], *, limit: int, what: str = "file") -> bytes:
+def read_regular_file(path: str | os.PathLike[str], *, limit: int, what: str = "file",
+                      check: Callable[[os.stat_result], None] | None = None) -> bytes:
     """The bytes of the regular file at ``path``, at most ``limit`` of them, or
-    :class:`UnreadableFile` saying why not (``what`` names the file's kind)."""
+    :class:`UnreadableFile` saying why not (``what`` names the file's kind).
+
+    ``check`` sees the opened file's status before a byte is read (a private
+    key's mode, for one) and may raise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise UnreadableFile(path, _os_problem(exc, path, what)) from None
     try:
-        kind = _kind(os.fstat(fd).st_mode)
+        status = os.fstat(fd)
+        kind = _kind(status.st_mode)
+        if kind == "regular file" and check is not None:
+            check(status)
         if kind != "regular file":
             raise UnreadableFile(path, f"is a {kind}, not a regular file; name the {what} "
                                        "itself")
@@ -84,9 +92,11 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _os_problem(exc: OSError, path: str | os.PathLike[str], what: str) -> str:
+def _os_problem(exc: OSError | ValueError, path: str | os.PathLike[str], what: str) -> str:
     import errno
 
+    if not isinstance(exc, OSError):
+        return "the path holds a NUL character"
     if exc.errno == errno.ENOENT:
         return f"no such {what} (looked in {Path(path).absolute().parent}); check the path"
     if exc.errno == errno.ELOOP:

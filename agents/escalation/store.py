@@ -134,9 +134,7 @@ class EscalationStore:
     """
 
     def __init__(self, path: str | Path, deadlines: Deadlines | None = None) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)  # its directory must exist: a store creates none (issue 20)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
