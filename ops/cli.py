@@ -12,11 +12,13 @@ import argparse
 import json
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ops.paths import output_file
 from security.errors import ConfigurationError
+from security.untrusted import escape_controls, safe_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -462,8 +464,16 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors escaped: ``unrecognized arguments`` and friends echo
+    the command line as typed, control characters and all (sub-parsers inherit it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        super().error(safe_lines(escape_controls(message)))  # one line, whatever was typed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="autocell",
         description="Run a manufacturing cell as autonomous agents over signed ZeroMQ messages.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -685,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigurationError as exc:
-        print(f"autocell: error: {exc}", file=sys.stderr)
+        print(f"autocell: error: {safe_lines(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("autocell: interrupted", file=sys.stderr)

@@ -27,11 +27,13 @@ from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["MAX_SHOWN", "UnreadableFile", "escape_controls", "read_regular_file", "shown",
-           "shown_list"]
+__all__ = ["MAX_LINE", "MAX_SHOWN", "UnreadableFile", "escape_controls", "read_regular_file",
+           "safe_lines", "shown", "shown_list"]
 
 MAX_SHOWN = 60
 """Characters of one echoed value kept before it is cut (``…(+N)`` marks the cut)."""
+MAX_LINE = 1000
+"""Characters of one line of an error message kept by :func:`safe_lines`."""
 
 
 class UnreadableFile(ConfigurationError):
@@ -137,3 +139,13 @@ def shown_list(values: list[str] | tuple[str, ...], limit: int = 12,
     parts = [escape_controls(v) if len(v) <= each else escape_controls(v[:each]) + "…"
              for v in values[:limit]]
     return ", ".join(parts) + (", ..." if len(values) > limit else "")
+
+
+def safe_lines(text: str, width: int = MAX_LINE) -> str:
+    """A message for a terminal or a log: each of its lines escaped and cut to ``width``
+    characters — the net at the command line's edge for text no one escaped earlier."""
+    out = []
+    for line in text.split("\n"):
+        line = escape_controls(line)
+        out.append(line if len(line) <= width else line[:width] + f"…(+{len(line) - width})")
+    return "\n".join(out)

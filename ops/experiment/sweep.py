@@ -57,6 +57,8 @@ from ops.config.loader import (
     load_model,
     load_yaml,
 )
+from security.untrusted import shown as echoed
+from security.untrusted import shown_list
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
            "expand", "load_sweep", "parse_path", "strategy_label"]
@@ -256,7 +258,7 @@ def _select(items: list[Any], part: str | int, shown: str) -> int:
         if isinstance(item, dict) and part in (item.get("id"), item.get("name")):
             return index
     known = [str(i.get("id", i.get("name"))) for i in items if isinstance(i, dict)]
-    raise PathError(f"{shown} has no item with id {part!r} (known: {', '.join(known) or 'none'})")
+    raise PathError(f"{shown} has no item with id {echoed(part)} (known: {shown_list(known)})")
 
 
 def _is_model(annotation: Any) -> bool:
