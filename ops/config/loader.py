@@ -300,11 +300,12 @@ def _check_expansion(root: yaml.Node) -> None:
             on_path.discard(key)
             done[key] = (size, depth)
             if size > MAX_NODES:
-                raise _ExpansionError(node, f"more than {MAX_NODES:,} values once its aliases "
-                                            "are expanded (the limit for configuration files)")
+                raise _ExpansionError(node, f"the document has more than {MAX_NODES:,} values "
+                                            "once its aliases are expanded (the limit for "
+                                            "configuration files)")
             if depth > MAX_DEPTH:
-                raise _ExpansionError(node, f"nested deeper than {MAX_DEPTH} levels once its "
-                                            "aliases are expanded")
+                raise _ExpansionError(node, f"the document is nested deeper than {MAX_DEPTH} "
+                                            "levels once its aliases are expanded")
             continue
         if key in done:
             continue
@@ -324,9 +325,10 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 class _ExpansionError(yaml.MarkedYAMLError):
+    """A document refused after composing, at the line of the node that broke the limit."""
+
     def __init__(self, node: yaml.Node, problem: str) -> None:
-        super().__init__(None, None, f"the document has {problem}" if "recursive" not in problem
-                         else problem, node.start_mark)
+        super().__init__(None, None, problem, node.start_mark)
 
 
 def _parse_yaml(text: str, shown: str) -> tuple[Any, _LineMap, list[ConfigIssue]]:
@@ -360,7 +362,7 @@ def _parse_yaml(text: str, shown: str) -> tuple[Any, _LineMap, list[ConfigIssue]
                              "characters other than tab and newline")]) from None
     except yaml.YAMLError as exc:
         raise _single(shown, f"invalid YAML: {exc}") from None
-    except (ValueError, OverflowError) as exc:  # a scalar Python refuses: 2020-13-45, a 5000-digit int
+    except (ValueError, OverflowError) as exc:  # a scalar Python refuses: 2020-13-45, 5000 digits
         raise _single(shown, f"invalid YAML: a value cannot be read: {exc}") from None
     except RecursionError:  # a safety net: MAX_DEPTH should stop it first
         raise _single(shown, "invalid YAML: nested too deeply") from None

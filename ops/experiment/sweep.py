@@ -412,8 +412,8 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
                 scenario = load_faults(base_dir / fault_file, cfg)
             except ConfigError as exc:
                 nested.extend(exc.issues)
-                problems.append((("faults", i), (f"fault scenario {echoed(fault_file)} does not load "
-                                                f"for cell {cfg.cell!r} (see above)")))
+                problems.append((("faults", i), (f"fault scenario {echoed(fault_file)} does not "
+                                                f"load for cell {cfg.cell!r} (see above)")))
                 break
             faults[fault_file] = scenario.model_dump(mode="json")
     return problems

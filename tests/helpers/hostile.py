@@ -315,6 +315,7 @@ def _audit_cases() -> list[Case]:
 # -- class 11: terminal safety ----------------------------------------------------------------------
 
 EVIL = "e\x1b[31mred\x07\x00\nforged line\x1b]0;title\x07"
+EVIL_ARG = EVIL.replace("\x00", "")   # no command line can carry a NUL
 
 
 def _clean(tmp: Path, code: int, text: str) -> str | None:
@@ -359,9 +360,10 @@ def _terminal_cases() -> list[Case]:
         Case(11, "ESC in a fault file's agent, 10 000-character known ids", fault_agent,
              check=_clean),
         Case(11, "ESC and a newline in an unknown flag", lambda t: ["validate", str(DEMO),
-                                                                   "--" + EVIL], check=_clean),
+                                                                   "--" + EVIL_ARG],
+             check=_clean),
         Case(11, "ESC in an agent id for keys issue",
-             lambda t: ["keys", "issue", EVIL, "--role", "machine", "--dir", str(_keys(t))],
+             lambda t: ["keys", "issue", EVIL_ARG, "--role", "machine", "--dir", str(_keys(t))],
              check=_clean),
     ]
 
