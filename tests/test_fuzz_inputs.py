@@ -285,3 +285,30 @@ def test_the_command_line_answers_with_an_exit_code(data: st.DataObject) -> None
             os.chdir(cwd)
         assert code in (0, 1, 2), (argv, code, text[-500:])
         assert "Traceback" not in text
+
+
+# -- the escalation store under audit verify ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def store_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from helpers.hostile import _store
+
+    path = _store(tmp_path_factory.mktemp("store"))
+    return path.read_bytes()
+
+
+@FUZZ
+@given(data=st.data())
+def test_audit_verify_reports_or_refuses_and_never_writes(store_bytes: bytes,
+                                                          data: st.DataObject) -> None:
+    from agents.escalation.store import NotAnEscalationStore, verify_file
+
+    content = data.draw(st.one_of(st.binary(max_size=600), damaged(store_bytes)))
+    with scratch() as tmp:
+        path = tmp / "esc.db"
+        path.write_bytes(content)
+        try:
+            verify_file(path)
+        except NotAnEscalationStore as exc:
+            assert str(path) in str(exc)
+        assert path.read_bytes() == content

@@ -132,9 +132,11 @@ def verify_chain(rows: list[tuple[Any, ...]], head: tuple[int, str] | None,
                                f"{seq - 1}: prev_hash differs (removed or reordered entries)")
         try:
             data = json.loads(details)
-        except ValueError:
-            return ChainReport(False, seq - 1, seq, f"entry {seq}: details are not JSON (edited)")
-        if entry_hash(seq, at, actor, action, esc, data, prev_hash) != h:
+            digest = entry_hash(seq, at, actor, action, esc, data, prev_hash)
+        except (ValueError, TypeError):  # details not JSON; a field a blob
+            return ChainReport(False, seq - 1, seq, f"entry {seq}: details are not JSON or a "
+                               "field has the wrong type (edited)")
+        if digest != h:
             return ChainReport(False, seq - 1, seq, f"entry {seq}: hash does not match its "
                                "content (edited)")
         prev, expect_seq = h, seq + 1

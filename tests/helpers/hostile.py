@@ -301,6 +301,8 @@ def _audit_cases() -> list[Case]:
              _tampered("DELETE FROM audit WHERE seq=3",
                        "UPDATE meta SET value=(SELECT '2:' || hash FROM audit WHERE seq=2) "
                        "WHERE key='audit_head'"), codes=(1,)),
+        Case(8, "an entry's time set to a blob",
+             _tampered("UPDATE audit SET at=x'00ff' WHERE seq=2"), codes=(1,)),
         Case(8, "audit_head set to garbage",
              _tampered("UPDATE meta SET value='garbage' WHERE key='audit_head'"), codes=(1, 2)),
         Case(8, "an empty file", _foreign("empty.db", lambda p: p.write_bytes(b"")),
