@@ -12,13 +12,17 @@ import argparse
 import json
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ops.paths import output_file
 from security.errors import ConfigurationError
+from security.untrusted import escape_controls, safe_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_VALID_DAYS = 36_500     # a certificate valid a century is as good as forever
 
 
 def _keys_dir(args: argparse.Namespace):
@@ -36,6 +40,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_issue(args: argparse.Namespace) -> int:
+    if not 0 < args.valid_days <= MAX_VALID_DAYS:  # also NaN
+        raise ConfigurationError(f"--valid-days {args.valid_days:g}: give a validity in days "
+                                 f"above 0 and at most {MAX_VALID_DAYS}")
     kd = _keys_dir(args)
     key, cert = kd.issue(args.agent, args.role, time.time(), valid_s=args.valid_days * 86400.0)
     c = kd.certificate(args.agent)
@@ -460,8 +467,16 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors escaped: ``unrecognized arguments`` and friends echo
+    the command line as typed, control characters and all (sub-parsers inherit it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        super().error(safe_lines(escape_controls(message)))  # one line, whatever was typed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="autocell",
         description="Run a manufacturing cell as autonomous agents over signed ZeroMQ messages.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -550,14 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
     sp.add_argument("--seed", type=int, default=None, help="run seed (default: the cell's sim.seed)")
     sp.add_argument("--until", type=float, default=None, help="stop at this simulated time (s)")
-    sp.add_argument("--report", metavar="FILE.json", help="write the run report as JSON")
-    sp.add_argument("--events", metavar="FILE.jsonl", help="write the event log, one JSON a line")
+    sp.add_argument("--report", metavar="FILE.json", type=output_file,
+                    help="write the run report as JSON")
+    sp.add_argument("--events", metavar="FILE.jsonl", type=output_file,
+                    help="write the event log, one JSON a line")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
     sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve Prometheus /metrics on 127.0.0.1:PORT while the run lasts")
-    sp.add_argument("--escalations-db", metavar="FILE",
+    sp.add_argument("--escalations-db", metavar="FILE", type=output_file,
                     help="keep the run's escalations and audit log in this SQLite file")
     sp.add_argument("--speed", type=float, default=None, metavar="K",
                     help="pace the run: K simulated seconds per wall second, so a person can "
@@ -606,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --ray: join this Ray cluster (default: start a lean local Ray)")
     sp.add_argument("--ray-local-node", action="store_true",
                     help="with --ray: pin every actor to this node (no shared storage needed)")
-    sp.add_argument("--escalations-db", metavar="FILE",
+    sp.add_argument("--escalations-db", metavar="FILE", type=output_file,
                     help="the console agent's escalation store (default STATE_DIR/"
                          "escalations.db; an earlier run's is moved aside)")
     sp.set_defaults(func=cmd_up)
@@ -625,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("console-agent", help="run the console agent: the escalation store "
                                               "on the ZeroMQ bus (`up` starts it)")
     process_args(sp)
-    sp.add_argument("--db", metavar="FILE",
+    sp.add_argument("--db", metavar="FILE", type=output_file,
                     help="escalation store (default STATE_DIR/escalations.db)")
     sp.add_argument("--route", action="append", metavar="AGENT=ENDPOINT",
                     help="where to reach an agent that is not in the cell file (`up` gives "
@@ -640,8 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="play the scenario of this seed")
     g.add_argument("--seeds", type=int, default=20, help="play seeds 0..N-1 (default 20)")
     sp.add_argument("--orders", type=int, default=None, help="keep only the first N orders")
-    sp.add_argument("--write", metavar="FILE.yaml", help="with --seed: save the scenario")
-    sp.add_argument("--report", metavar="FILE.json", help="with --seed: write the run report")
+    sp.add_argument("--write", metavar="FILE.yaml", type=output_file,
+                    help="with --seed: save the scenario")
+    sp.add_argument("--report", metavar="FILE.json", type=output_file,
+                    help="with --seed: write the run report")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.set_defaults(func=cmd_chaos)
 
@@ -650,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = osub.add_parser("prometheus-config",
                          help="write a Prometheus scrape configuration for the cell's processes")
     sp.add_argument("cell", help="cell YAML whose hosts and sim have metrics_port")
-    sp.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
+    sp.add_argument("--out", metavar="FILE", type=output_file,
+                    help="write to this file instead of stdout")
     sp.add_argument("--scrape-interval", default="15s",
                     help="Prometheus duration between scrapes (default 15s)")
     sp.set_defaults(func=cmd_ops_prometheus_config)
@@ -660,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--faults", metavar="FILE", help="also check a fault scenario against the cell")
     sp.set_defaults(func=cmd_validate)
     sp = sub.add_parser("schema", help="print the JSON Schema of cell files")
-    sp.add_argument("--out", help="write to this file instead of stdout")
+    sp.add_argument("--out", type=output_file, help="write to this file instead of stdout")
     sp.set_defaults(func=cmd_schema)
 
     from ops.console.server import add_arguments as console_arguments
@@ -678,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigurationError as exc:
-        print(f"autocell: error: {exc}", file=sys.stderr)
+        print(f"autocell: error: {safe_lines(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("autocell: interrupted", file=sys.stderr)

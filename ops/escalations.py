@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.escalation.lifecycle import EscalationError, Record
-from agents.escalation.store import EscalationStore
+from agents.escalation.store import EscalationStore, open_readonly, verify_file
 from security.errors import ConfigurationError
 
 EXIT_USAGE = 2
@@ -91,7 +91,9 @@ def _show(r: Record) -> str:
 
 
 def cmd_escalations(args: argparse.Namespace) -> int:
-    store = EscalationStore(find_db(args.db))
+    path = find_db(args.db)
+    open_readonly(path).close()  # an escalation store, or exit 2 before anything is written
+    store = EscalationStore(path)
     try:
         return _run(args, store)
     except EscalationError as exc:
@@ -133,11 +135,7 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    store = EscalationStore(find_db(args.db))
-    try:
-        rep = store.verify()
-    finally:
-        store.close()
+    rep = verify_file(find_db(args.db))  # read-only: verifying never writes
     summary: dict[str, Any] = {"ok": rep.ok, "entries": rep.entries, "head": rep.head}
     if not rep.ok:
         summary.update(first_bad_entry=rep.bad_seq, problem=rep.problem)
@@ -146,7 +144,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     elif rep.ok:
         print(f"audit chain OK: {rep.entries} entries, head {rep.head[:16]}…")
     else:
-        print(f"audit chain BROKEN at entry {rep.bad_seq}: {rep.problem} "
+        at = f" at entry {rep.bad_seq}" if rep.bad_seq is not None else ""
+        print(f"audit chain BROKEN{at}: {rep.problem} "
               f"({rep.entries} entries verified before it)")
     return 0 if rep.ok else 1
 

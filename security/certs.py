@@ -21,6 +21,7 @@ id it returns the verifier, role and validity — or says why not.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -28,24 +29,29 @@ import msgpack
 
 from .crypto import SigningKey, Verifier
 from .errors import CertificateExpired, ConfigurationError, Revoked, UnknownSender
+from .untrusted import shown
 
 ROLES: tuple[str, ...] = ("machine", "robot", "order", "console", "sim", "host")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,63}$")
 CERT_TAG = b"autocell-cert/1\0"
 CRL_TAG = b"autocell-crl/1\0"
+MAX_SERIAL = 2**63 - 1
+"""Largest certificate or revocation-list serial (msgpack packs it as a signed 64-bit int)."""
+MAX_TIME_AT = 1e12
+"""Latest validity time a certificate may carry, Unix seconds (about the year 33 658)."""
 
 
 def check_agent_id(agent: str) -> str:
     """Return ``agent`` or raise: ids are 1–64 of ``[A-Za-z0-9_.@:-]``, not starting with ``.``."""
     if not AGENT_ID_RE.match(agent) or len(agent.encode()) > 64:
         raise ConfigurationError(
-            f"invalid agent id {agent!r}: use 1-64 characters from A-Z a-z 0-9 _ . : @ - (not starting with '.')")
+            f"invalid agent id {shown(agent)}: use 1-64 characters from A-Z a-z 0-9 _ . : @ - (not starting with '.')")
     return agent
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise ConfigurationError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
+        raise ConfigurationError(f"unknown role {shown(role)}; valid roles: {', '.join(ROLES)}")
     return role
 
 
@@ -72,8 +78,14 @@ class Certificate:
               not_before_at: float, not_after_at: float, serial: int) -> Certificate:
         check_agent_id(agent)
         check_role(role)
+        for name, at in (("not_before_at", not_before_at), ("not_after_at", not_after_at)):
+            if not (math.isfinite(at) and 0 <= at <= MAX_TIME_AT):
+                raise ConfigurationError(f"certificate {name} {at!r} is outside 0..{MAX_TIME_AT:g} "
+                                         "(Unix seconds); choose a shorter validity")
         if not_after_at <= not_before_at:
             raise ConfigurationError("certificate validity window is empty")
+        if not 0 <= serial <= MAX_SERIAL:
+            raise ConfigurationError(f"certificate serial {serial} is outside 0..{MAX_SERIAL}")
         unsigned = cls(agent, role, public_key, float(not_before_at), float(not_after_at), serial)
         return cls(agent, role, public_key, float(not_before_at), float(not_after_at), serial,
                    authority.sign(unsigned.tbs()))

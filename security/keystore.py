@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -29,24 +31,92 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from .certs import Certificate, RevocationList, TrustStore, check_agent_id, check_role
+from .certs import (
+    MAX_SERIAL,
+    MAX_TIME_AT,
+    Certificate,
+    RevocationList,
+    TrustStore,
+    check_agent_id,
+    check_role,
+)
 from .crypto import SigningKey, Verifier
 from .errors import ConfigurationError, InsecureKeyFile
+from .untrusted import UnreadableFile, read_regular_file, shown
 
 CERT_FORMAT = "autocell-cert/1"
 CRL_FORMAT = "autocell-crl/1"
 DEFAULT_VALIDITY_S = 365 * 24 * 3600.0
+MAX_KEY_FILE_BYTES = 64 * 1024
+"""Largest PEM key file read; an Ed25519 key is a few hundred bytes."""
+MAX_JSON_FILE_BYTES = 4 * 1024 * 1024
+"""Largest certificate or revocation list read."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting accepted in a certificate or revocation list (they use 3)."""
+
+# Every key, certificate and revocation file is read through :func:`_read_file` —
+# regular files only, size-capped, never blocking (security/untrusted.py) — and every
+# field of a certificate or revocation list is type- and range-checked by
+# :func:`_field`, so damaged or hostile files are a ConfigurationError naming the file.
 
 
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode("ascii")
 
 
-def _unb64(s: str, what: str, path: Path) -> bytes:
+def _unb64(s: object, what: str, path: Path, size: int | None = None) -> bytes:
+    if not isinstance(s, str):
+        raise ConfigurationError(f"{path}: field {what!r} must be a base64 string, "
+                                 f"got {type(s).__name__}")
     try:
-        return base64.b64decode(s, validate=True)
+        raw = base64.b64decode(s, validate=True)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"{path}: field {what!r} is not valid base64") from exc
+    if size is not None and len(raw) != size:
+        raise ConfigurationError(f"{path}: field {what!r} holds {len(raw)} bytes, "
+                                 f"not {size}")
+    return raw
+
+
+def _field(data: dict[str, Any], name: str, kind: str, path: Path) -> Any:
+    """``data[name]`` checked: ``kind`` is ``"text"``, ``"serial"`` (an int in
+    0..MAX_SERIAL) or ``"time"`` (a finite number of seconds in 0..MAX_TIME_AT)."""
+    if name not in data:
+        raise ConfigurationError(f"{path}: lacks field {name!r}")
+    value = data[name]
+    if kind == "text":
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{path}: field {name!r} must be a string, got "
+                                     f"{type(value).__name__}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind == "serial" and not isinstance(value, int)):
+        want = "a whole number" if kind == "serial" else "a number of seconds"
+        raise ConfigurationError(f"{path}: field {name!r} must be {want}, got "
+                                 f"{shown(value) if isinstance(value, str) else type(value).__name__}")
+    top = MAX_SERIAL if kind == "serial" else MAX_TIME_AT
+    if not (math.isfinite(value) and 0 <= value <= top):
+        bound = str(top) if kind == "serial" else f"{top:g} (Unix seconds)"
+        raise ConfigurationError(f"{path}: field {name!r} is {shown(value)}, outside "
+                                 f"0..{bound}")
+    return value if kind == "serial" else float(value)
+
+
+def _read_file(path: Path, limit: int, what: str,
+               private: bool = False) -> bytes:
+    """The one opener of key files: a regular file, at most ``limit`` bytes; a private
+    key also refused when group or others can read it."""
+    def mode_ok(status: os.stat_result) -> None:
+        mode = stat.S_IMODE(status.st_mode)
+        if private and mode & 0o077:
+            raise InsecureKeyFile(str(path), mode)
+
+    try:
+        return read_regular_file(path, limit=limit, what=what, check=mode_ok)
+    except UnreadableFile as exc:
+        if "no such" in exc.problem:
+            raise ConfigurationError(f"{what} {path} does not exist") from None
+        raise
 
 
 def write_private_key(path: Path, key: SigningKey) -> None:
@@ -54,11 +124,14 @@ def write_private_key(path: Path, key: SigningKey) -> None:
     pem = Ed25519PrivateKey.from_private_bytes(key.seed).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise ConfigurationError(f"{path} already exists; refusing to overwrite a key") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot create the key file: "
+                                 f"{exc.strerror or exc}") from None
     try:
         os.fchmod(fd, 0o600)   # the umask may have narrowed it; never widened
         os.write(fd, pem)
@@ -68,15 +141,9 @@ def write_private_key(path: Path, key: SigningKey) -> None:
 
 def load_private_key(path: Path) -> SigningKey:
     """Load a PEM private key, refusing files that group or others can read."""
+    pem = _read_file(path, MAX_KEY_FILE_BYTES, "private key", private=True)
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ConfigurationError(f"private key {path} does not exist") from None
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise InsecureKeyFile(str(path), mode)
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"{path} is not a PEM private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -89,15 +156,17 @@ def load_private_key(path: Path) -> SigningKey:
 def write_public_key(path: Path, public_key: bytes) -> None:
     pem = Ed25519PublicKey.from_public_bytes(public_key).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    path.write_bytes(pem)
+    try:
+        path.write_bytes(pem)
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def load_public_key(path: Path) -> bytes:
+    pem = _read_file(path, MAX_KEY_FILE_BYTES, "public key")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except FileNotFoundError:
-        raise ConfigurationError(f"public key {path} does not exist") from None
-    except ValueError as exc:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
         raise ConfigurationError(f"{path} is not a PEM public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigurationError(f"{path} is not an Ed25519 public key")
@@ -111,19 +180,21 @@ def cert_to_json(cert: Certificate) -> dict[str, object]:
             "signature": _b64(cert.signature)}
 
 
-def cert_from_json(data: dict[str, object], path: Path) -> Certificate:
+def cert_from_json(data: dict[str, Any], path: Path) -> Certificate:
     if not isinstance(data, dict) or data.get("format") != CERT_FORMAT:
         raise ConfigurationError(f"{path}: not an {CERT_FORMAT} certificate")
     try:
-        return Certificate(
-            agent=str(data["agent"]), role=str(data["role"]),
-            public_key=_unb64(str(data["public_key"]), "public_key", path),
-            not_before_at=float(data["not_before_at"]),  # type: ignore[arg-type]
-            not_after_at=float(data["not_after_at"]),  # type: ignore[arg-type]
-            serial=int(data["serial"]),  # type: ignore[call-overload]
-            signature=_unb64(str(data["signature"]), "signature", path))
-    except KeyError as exc:
-        raise ConfigurationError(f"{path}: certificate lacks field {exc.args[0]!r}") from None
+        agent = check_agent_id(_field(data, "agent", "text", path))
+        role = check_role(_field(data, "role", "text", path))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    return Certificate(
+        agent=agent, role=role,
+        public_key=_unb64(data.get("public_key"), "public_key", path, 32),
+        not_before_at=_field(data, "not_before_at", "time", path),
+        not_after_at=_field(data, "not_after_at", "time", path),
+        serial=_field(data, "serial", "serial", path),
+        signature=_unb64(data.get("signature"), "signature", path, 64))
 
 
 def crl_to_json(crl: RevocationList) -> dict[str, object]:
@@ -132,38 +203,78 @@ def crl_to_json(crl: RevocationList) -> dict[str, object]:
             "signature": _b64(crl.signature)}
 
 
-def crl_from_json(data: dict[str, object], path: Path) -> RevocationList:
+def crl_from_json(data: dict[str, Any], path: Path) -> RevocationList:
     if not isinstance(data, dict) or data.get("format") != CRL_FORMAT:
         raise ConfigurationError(f"{path}: not an {CRL_FORMAT} revocation list")
     entries = data.get("revoked", [])
-    try:
-        if not isinstance(entries, list):
-            raise TypeError("'revoked' must be a list")
-        return RevocationList(
-            serial=int(data["serial"]),  # type: ignore[call-overload]
-            issued_at=float(data["issued_at"]),  # type: ignore[arg-type]
-            revoked=tuple((str(e["agent"]), int(e["serial"])) for e in entries),
-            signature=_unb64(str(data["signature"]), "signature", path))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{path}: malformed revocation list: {exc!r}") from None
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"{path}: field 'revoked' must be a list")
+    revoked: list[tuple[str, int]] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{path}: revoked[{i}] must be an object")
+        where = Path(f"{path}: revoked[{i}]")
+        revoked.append((_field(entry, "agent", "text", where),
+                        _field(entry, "serial", "serial", where)))
+    return RevocationList(
+        serial=_field(data, "serial", "serial", path),
+        issued_at=_field(data, "issued_at", "time", path),
+        revoked=tuple(revoked),
+        signature=_unb64(data.get("signature"), "signature", path, 64))
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def _read_json(path: Path) -> dict[str, Any]:
+    raw = _read_file(path, MAX_JSON_FILE_BYTES, "file")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigurationError(f"{path} does not exist") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text ({exc.reason} at byte "
+                                 f"{exc.start})") from None
+    depth = max_json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ConfigurationError(f"{path}: JSON nested {depth} levels deep, more than the "
+                                 f"{MAX_JSON_DEPTH} a key file may use")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        raise ConfigurationError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number; nesting: a safety net
+        raise ConfigurationError(f"{path}: invalid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path}: expected a JSON object")
     return data
 
 
+def max_json_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest in JSON text (brackets inside strings skipped), found
+    without parsing — ``json.loads`` would recurse once per level."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def _write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 @dataclass
@@ -205,8 +316,13 @@ class KeyDir:
             raise ConfigurationError(
                 f"{self.root} already holds a cell authority; refusing to replace it "
                 "(every certificate it issued would stop working)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o700)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{self.root}: cannot make it the keys directory: {exc.strerror or exc} "
+                "(name a new or empty directory, not a file)") from None
         key = SigningKey.generate()
         write_private_key(self.authority_key_path, key)
         write_public_key(self.authority_pub_path, key.public_key)

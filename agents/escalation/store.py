@@ -11,11 +11,17 @@ One SQLite file holds three tables:
   JSON of every other field (sorted keys, no spaces, UTF-8) and
   ``prev_hash`` is the previous entry's hash (64 zeros for the first).
   Editing an entry breaks its hash, removing or reordering entries breaks
-  the chain; :func:`verify_chain` finds the first bad entry.  The chain's
-  head (last seq and hash) is also kept in ``meta``, so cutting entries off
-  the end is caught too (an attacker who can rewrite the whole file can
-  rewrite the head as well: the chain proves integrity, not authorship —
-  the signed ``decision`` messages do that);
+  the chain; :func:`verify_chain` finds the first bad entry.  The end of the
+  chain is anchored twice, so cutting entries off the end is caught: the
+  head (last seq and hash) is kept in ``meta`` — a chain with entries and
+  no head is broken — and every escalation row carries the seq and hash of
+  the audit entry that wrote it (``audit_seq``, ``audit_hash``), so removing
+  the last entries *and* the head still leaves rows pointing past the end.
+  Every entry's escalation must have a row, too.  What it cannot catch: an
+  attacker who rewrites the whole file consistently (every hash recomputed,
+  rows rolled back) — the chain proves integrity, not authorship; the
+  signed ``decision`` messages do that (docs/escalation.md, "What audit
+  verify proves");
 * ``outbox`` — decisions people took (through the CLI twin or the web
   console) that the console agent has not yet sent as signed ``decision``
   messages; a running console agent polls it.
@@ -38,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from security.errors import ConfigurationError
+
 from . import lifecycle as lc
 from .lifecycle import Deadlines, EscalationError, Record
 
@@ -46,7 +54,7 @@ GENESIS = "0" * 64
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS escalations (
     id TEXT PRIMARY KEY, priority INTEGER NOT NULL, state TEXT NOT NULL,
-    raised_at REAL NOT NULL, data TEXT NOT NULL);
+    raised_at REAL NOT NULL, data TEXT NOT NULL, audit_seq INTEGER, audit_hash TEXT);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     escalation TEXT NOT NULL, details TEXT NOT NULL, prev_hash TEXT NOT NULL,
@@ -58,8 +66,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+STORE_TABLES = frozenset({"escalations", "audit", "outbox", "meta"})
+_ANCHOR_COLUMNS = (("audit_seq", "INTEGER"), ("audit_hash", "TEXT"))
+
+
 class UnknownEscalation(EscalationError):
     """No escalation with this id in the store."""
+
+
+class NotAnEscalationStore(ConfigurationError):
+    """The file is not an escalation store (another database, garbage, damaged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +113,15 @@ class ChainReport:
     head: str = GENESIS
 
 
-def verify_chain(rows: list[tuple[Any, ...]], head: tuple[int, str] | None) -> ChainReport:
+def verify_chain(rows: list[tuple[Any, ...]], head: tuple[int, str] | None,
+                 anchors: list[tuple[str, int | None, str | None]] | None = None,
+                 head_required: bool = False) -> ChainReport:
     """Check ``(seq, at, actor, action, escalation, details_json, prev_hash, hash)`` rows in
-    storage order; ``head`` is the (seq, hash) the store recorded last."""
+    storage order; ``head`` is the (seq, hash) the store recorded last; ``anchors`` are the
+    escalation rows' ``(id, audit_seq, audit_hash)``.  With ``head_required`` a chain
+    with entries but no head is broken (the head row deleted with the last entries)."""
     prev, expect_seq = GENESIS, 1
+    hashes: dict[int, tuple[str, str]] = {}
     for seq, at, actor, action, esc, details, prev_hash, h in rows:
         if seq != expect_seq:
             return ChainReport(False, expect_seq - 1, seq,
@@ -111,18 +132,99 @@ def verify_chain(rows: list[tuple[Any, ...]], head: tuple[int, str] | None) -> C
                                f"{seq - 1}: prev_hash differs (removed or reordered entries)")
         try:
             data = json.loads(details)
-        except ValueError:
-            return ChainReport(False, seq - 1, seq, f"entry {seq}: details are not JSON (edited)")
-        if entry_hash(seq, at, actor, action, esc, data, prev_hash) != h:
+            digest = entry_hash(seq, at, actor, action, esc, data, prev_hash)
+        except (ValueError, TypeError):  # details not JSON; a field a blob
+            return ChainReport(False, seq - 1, seq, f"entry {seq}: details are not JSON or a "
+                               "field has the wrong type (edited)")
+        if digest != h:
             return ChainReport(False, seq - 1, seq, f"entry {seq}: hash does not match its "
                                "content (edited)")
         prev, expect_seq = h, seq + 1
+        hashes[seq] = (h, esc)
     n = expect_seq - 1
     if head is not None and head != (n, prev):
         return ChainReport(False, n, max(n, head[0]),
                            f"the chain ends at entry {n} but the store's head is entry "
                            f"{head[0]} (entries removed from the end, or the head edited)")
+    if head is None and head_required and n > 0:
+        return ChainReport(False, n, n + 1, f"the chain has {n} entries but the store has no "
+                           "head (the head deleted, with entries removed from the end?)")
+    for esc_id, seq, h in anchors or []:
+        if seq is not None and hashes.get(seq) != (h, esc_id):
+            return ChainReport(False, n, seq if seq in hashes else max(n + 1, seq),
+                               f"escalation {esc_id!r} was last written by entry {seq}, which "
+                               "the chain does not hold as written (entries removed from the "
+                               "end, or edited)")
+    if anchors is not None:
+        held = {esc_id for esc_id, _, _ in anchors}
+        gone = sorted({esc for _, esc in hashes.values()} - held)
+        if gone:
+            return ChainReport(False, n, None, f"the chain names escalation {gone[0]!r}, "
+                               "which the store no longer holds (its row deleted)")
     return ChainReport(True, n, head=prev)
+
+
+def verify_db(db: sqlite3.Connection) -> ChainReport:
+    """:func:`verify_chain` over an open store: its entries, head and row anchors."""
+    rows = list(db.execute("SELECT seq, at, actor, action, escalation, details, "
+                           "prev_hash, hash FROM audit ORDER BY rowid"))
+    found = db.execute("SELECT value FROM meta WHERE key='audit_head'").fetchone()
+    head: tuple[int, str] | None = None
+    if found is not None:
+        seq, _, h = str(found[0]).partition(":")
+        if not seq.isdigit():
+            return ChainReport(False, 0, None, f"the store's head {str(found[0])[:40]!r} is "
+                               "not SEQ:HASH (edited)")
+        head = (int(seq), h)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(escalations)")}
+    anchor_sql = ("SELECT id, audit_seq, audit_hash FROM escalations"
+                  if {"audit_seq", "audit_hash"} <= columns
+                  else "SELECT id, NULL, NULL FROM escalations")
+    anchors = list(db.execute(anchor_sql))
+    return verify_chain(rows, head, anchors, head_required=True)
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """The store at ``path`` opened read-only (SQLite ``mode=ro``: nothing is created or
+    written, not even its tables), after checking it is an escalation store;
+    :class:`NotAnEscalationStore` otherwise."""
+    from urllib.parse import quote
+
+    shown = str(path)
+    if not Path(path).is_file():
+        raise NotAnEscalationStore(f"{shown}: no such file")
+    try:
+        db = sqlite3.connect(f"file:{quote(str(Path(path).absolute()))}?mode=ro", uri=True,
+                             check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise NotAnEscalationStore(f"{shown}: cannot open: {exc}") from None
+    try:
+        tables = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as exc:
+        db.close()
+        raise NotAnEscalationStore(
+            f"{shown}: not an escalation store ({exc}); if it was one, it is damaged: "
+            "restore it from a backup or move it aside") from None
+    if not STORE_TABLES <= tables:
+        db.close()
+        lacking = ", ".join(sorted(STORE_TABLES - tables))
+        raise NotAnEscalationStore(
+            f"{shown}: not an escalation store (it lacks the tables {lacking}); pass the "
+            "file `autocell run --escalations-db` or the console agent wrote")
+    return db
+
+
+def verify_file(path: str | Path) -> ChainReport:
+    """``autocell audit verify``: check the store at ``path`` without writing to it."""
+    db = open_readonly(path)
+    try:
+        return verify_db(db)
+    except sqlite3.Error as exc:
+        raise NotAnEscalationStore(f"{path}: the store is damaged ({exc}); restore it from a "
+                                   "backup or move it aside") from None
+    finally:
+        db.close()
 
 
 class EscalationStore:
@@ -134,14 +236,16 @@ class EscalationStore:
     """
 
     def __init__(self, path: str | Path, deadlines: Deadlines | None = None) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)  # its directory must exist: a store creates none (issue 20)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(escalations)")}
+        for column, kind in _ANCHOR_COLUMNS:  # a store written before the anchors
+            if column not in have:
+                self.db.execute(f"ALTER TABLE escalations ADD COLUMN {column} {kind}")
         stored = self._meta("deadlines")
         if deadlines is not None:
             self._set_meta("deadlines", json.dumps(
@@ -226,14 +330,7 @@ class EscalationStore:
                     "FROM audit ORDER BY rowid")]
 
     def verify(self) -> ChainReport:
-        rows = list(self.db.execute("SELECT seq, at, actor, action, escalation, details, "
-                                    "prev_hash, hash FROM audit ORDER BY rowid"))
-        head = self._meta("audit_head")
-        parsed = None
-        if head is not None:
-            seq, _, h = head.partition(":")
-            parsed = (int(seq), h)
-        return verify_chain(rows, parsed)
+        return verify_db(self.db)
 
     # -- writing --------------------------------------------------------------------------------
     def put(self, rec: Record, *, actor: str, action: str, now: float,
@@ -246,12 +343,14 @@ class EscalationStore:
             if send is not None:
                 self.db.execute("INSERT INTO outbox(escalation, to_agent, option, user, reason, "
                                 "sent) VALUES(?,?,?,?,?,0)", (rec.id, rec.raised_by, *send))
+            seq, h = self._append(now, actor, action, rec.id, details or {})
             self.db.execute(
-                "INSERT INTO escalations(id, priority, state, raised_at, data) VALUES(?,?,?,?,?) "
+                "INSERT INTO escalations(id, priority, state, raised_at, data, audit_seq, "
+                "audit_hash) VALUES(?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET priority=excluded.priority, state=excluded.state, "
-                "data=excluded.data",
-                (rec.id, rec.priority, rec.state, rec.raised_at, json.dumps(rec.to_json())))
-            self._append(now, actor, action, rec.id, details or {})
+                "data=excluded.data, audit_seq=excluded.audit_seq, audit_hash=excluded.audit_hash",
+                (rec.id, rec.priority, rec.state, rec.raised_at, json.dumps(rec.to_json()),
+                 seq, h))
             self.set_cell_now(now)
             self.db.execute("COMMIT")
         except BaseException:
@@ -262,7 +361,7 @@ class EscalationStore:
         return rec
 
     def _append(self, at: float, actor: str, action: str, esc: str,
-                details: dict[str, Any]) -> None:
+                details: dict[str, Any]) -> tuple[int, str]:
         last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
         at = float(at)
@@ -271,6 +370,7 @@ class EscalationStore:
                         "prev_hash, hash) VALUES(?,?,?,?,?,?,?,?)",
                         (seq, at, actor, action, esc, canonical(details).decode(), prev, h))
         self._set_meta("audit_head", f"{seq}:{h}")
+        return seq, h
 
     # -- what people do (the console's API) --------------------------------------------------------
     def _now(self, now: float | None) -> float:

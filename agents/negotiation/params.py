@@ -33,6 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from security.untrusted import shown as echoed
+
 __all__ = ["Problems", "check_params", "params_model"]
 
 #: ``(path below the params mapping, message)`` for each problem found.
@@ -117,8 +119,8 @@ def _problem(error: Mapping[str, Any], shown: str, names: list[str]) -> tuple[tu
     kind = error["type"]
     if kind == "extra_forbidden":
         close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return loc, (f"unknown parameter {key!r} of strategy {shown!r}{hint}; "
+        hint = f" (did you mean {echoed(close[0])}?)" if close else ""
+        return loc, (f"unknown parameter {echoed(key)} of strategy {echoed(shown)}{hint}; "
                      f"its parameters: {', '.join(names)}")
     if kind == "missing":
         return loc, f"strategy {shown!r} needs parameter {key!r}"

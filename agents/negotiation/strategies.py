@@ -40,6 +40,7 @@ from pydantic import Field
 from agents.negotiation.params import Problems, check_params, params_model
 from agents.protocol.messages import CallForProposals, Proposal
 from security.errors import ConfigurationError
+from security.untrusted import shown as echoed
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER_STRATEGIES", "RESOURCE_STRATEGIES", "DefaultResource",
            "EarliestFinish", "FirstComeResource", "LowestCost", "OrderStrategy",
@@ -190,7 +191,7 @@ def _resolve(spec: str, registry: dict[str, Any], base: type) -> type:
             plugins = plugin_names()
             installed = f"; installed plug-ins: {', '.join(plugins)}" if plugins else ""
             raise ConfigurationError(
-                f"unknown strategy {spec!r}: use one of {', '.join(sorted(registry))}"
+                f"unknown strategy {echoed(spec)}: use one of {', '.join(sorted(registry))}"
                 f"{installed}, or a dotted path 'package.module:Class'")
         try:
             cls = ep.load()

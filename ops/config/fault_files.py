@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.cell.faults import FaultScenario
 from agents.cell.model import CellConfig
+from security.untrusted import shown, shown_list
 
 __all__ = ["check_against_cell", "load_faults"]
 
@@ -31,9 +32,9 @@ def check_against_cell(data: Any, cfg: CellConfig) -> list[tuple[tuple[Any, ...]
             if isinstance(value, list) else []
 
     def unknown(kind: str, value: Any, known: set[str]) -> str:
-        sample = ", ".join(sorted(known)[:8]) + (" …" if len(known) > 8 else "")
-        return f"unknown {kind} {value!r} in cell {cfg.cell!r}" + (
-            f"; known: {sample}" if known else f"; the cell has no {kind}s")
+        return f"unknown {kind} {shown(value)} in cell {shown(cfg.cell)}" + (
+            f"; known: {shown_list(sorted(known), limit=8)}" if known
+            else f"; the cell has no {kind}s")
 
     for i, b in items("breakdowns"):
         if isinstance(b.get("resource"), str) and b["resource"] not in resources:
@@ -49,10 +50,13 @@ def check_against_cell(data: Any, cfg: CellConfig) -> list[tuple[tuple[Any, ...]
     for i, p in items("partitions"):
         names = p.get("agents")
         if isinstance(names, list):
+            # Only the strings: a nested list or map is the model's type error (with its
+            # line), and is unhashable besides.
+            named = [a for a in names if isinstance(a, str)]
             for j, a in enumerate(names):
                 if isinstance(a, str) and a not in agents:
                     out.append((("partitions", i, "agents", j), unknown("agent", a, agents)))
-            if isinstance(names, list) and set(names) >= agents:
+            if named and set(named) >= agents:
                 out.append((("partitions", i, "agents"),
                             "a partition must leave some agents on the other side"))
     return out

@@ -6,8 +6,13 @@ An automation engineer fixes a cell file in an editor, so each problem is
 reported as ``FILE:LINE: path.to.field: message`` and *all* problems are
 reported at once, not one per run.  Loading has four steps:
 
-1. **Parse.** The YAML text is composed into a node tree (SafeLoader, so no
-   arbitrary objects) and constructed into plain data.  While the tree is at
+1. **Parse.** The file is read only if it is a regular file of at most
+   :data:`MAX_FILE_BYTES` (a FIFO or ``/dev/zero`` would never end), then
+   composed into a node tree (SafeLoader, so no arbitrary objects) no deeper
+   than :data:`MAX_DEPTH`, measured with its aliases expanded (at most
+   :data:`MAX_NODES` values, so a "billion laughs" bomb is refused, not
+   expanded), and constructed into plain data.  Every failure of this step
+   is one issue, never a traceback (docs/running.md, "Limits of input files").  While the tree is at
    hand we record the line of every mapping key and list item under its path
    (``("machines", 2, "capabilities", "milling") -> 17``) and note duplicate
    keys, which YAML itself silently resolves to the last one.
@@ -46,6 +51,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agents.cell.model import PATTERN_HELP, CellConfig, NegotiationSettings
+from security.untrusted import (
+    UnreadableFile,
+    escape_controls,
+    read_regular_file,
+    shown as echoed,
+    shown_list,
+)
 
 __all__ = [
     "CELL_SUFFIXES",
@@ -57,11 +69,19 @@ __all__ = [
     "load_cell",
     "load_cell_or_instance",
     "load_model",
+    "load_yaml",
     "validate_command",
 ]
 
 CELL_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
 INSTANCE_SUFFIXES: tuple[str, ...] = (".fjs", ".jsp")
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+"""Largest YAML file read (cell, fault scenario, sweep); refused before parsing."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists in a YAML file, aliases expanded."""
+MAX_NODES = 200_000
+"""Most values (scalars, mappings, lists) in a YAML file once its aliases are expanded."""
 
 Loc = tuple[Any, ...]
 """A path into the data: mapping keys and list indices, like pydantic's ``loc``."""
@@ -81,8 +101,11 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
+        # One line, whatever the input held: ids are quoted and cut where they are
+        # echoed (security.untrusted.shown); this escapes anything left over.
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return escape_controls(text)
 
 
 class ConfigError(Exception):
@@ -160,6 +183,14 @@ def load_model(path: str | Path, model: type[M],
     return result
 
 
+def load_yaml(path: str | Path) -> Any:
+    """The plain data of any YAML file, read and parsed with step 1's limits;
+    :class:`ConfigError` if it cannot be read or parsed."""
+    shown = str(path)
+    data, _, _ = _parse_yaml(_read_text(Path(path), shown), shown)
+    return data
+
+
 def cell_from_dict(
     data: Mapping[str, Any], source: str = "<dict>", *, base_dir: str | Path | None = None
 ) -> CellConfig:
@@ -197,10 +228,10 @@ def format_path(loc: Loc) -> str:
     for part in loc:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]+", part):
+        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,60}", part):
             out += f".{part}" if out else part
         else:
-            out += f"[{str(part)!r}]"
+            out += f"[{echoed(str(part))}]"
     return out
 
 
@@ -210,28 +241,106 @@ def format_path(loc: Loc) -> str:
 def _read_text(path: Path, shown: str) -> str:
     if path.is_dir():
         found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in CELL_SUFFIXES)
-        hint = f" (it contains: {', '.join(found)})" if found else ""
+        hint = f" (it contains: {', '.join(escape_controls(n) for n in found[:12])})" \
+            if found else ""
         raise _single(shown, f"is a directory, not a cell file; pass a .yaml file{hint}")
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _single(
-            shown, f"no such file (looked in {path.absolute().parent}); check the path"
-        ) from None
+        raw = read_regular_file(path, limit=MAX_FILE_BYTES, what="file")
+    except UnreadableFile as exc:
+        raise _single(shown, exc.problem) from None
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _single(shown, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise _single(shown, f"cannot read: {exc.strerror or exc}") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than :data:`MAX_DEPTH` while composing.
+
+    PyYAML's composer recurses once per level, so 100 000 ``[`` would end in
+    ``RecursionError``; counting levels here stops it at the first level too many,
+    with the line of that level.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels (the limit for "
+                                "configuration files)", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node tree that aliases make too big, too deep or endless.
+
+    Aliases let a 1.5 KB file name a billion nodes ("billion laughs"); everything
+    after composing — the line index, construction, pydantic — walks the tree as
+    expanded, so it is measured here first, in time linear in the *distinct*
+    nodes (post-order, memoised, no recursion).
+    """
+    done: dict[int, tuple[int, int]] = {}  # id -> (expanded nodes, expanded depth)
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            kids = _children(node)
+            size = 1 + sum(done[id(k)][0] for k in kids)
+            depth = 1 + max((done[id(k)][1] for k in kids), default=0)
+            on_path.discard(key)
+            done[key] = (size, depth)
+            if size > MAX_NODES:
+                raise _ExpansionError(node, f"the document has more than {MAX_NODES:,} values "
+                                            "once its aliases are expanded (the limit for "
+                                            "configuration files)")
+            if depth > MAX_DEPTH:
+                raise _ExpansionError(node, f"the document is nested deeper than {MAX_DEPTH} "
+                                            "levels once its aliases are expanded")
+            continue
+        if key in done:
+            continue
+        if key in on_path:
+            raise _ExpansionError(node, "a recursive alias (an anchor used inside itself)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node) if id(k) not in done)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+class _ExpansionError(yaml.MarkedYAMLError):
+    """A document refused after composing, at the line of the node that broke the limit."""
+
+    def __init__(self, node: yaml.Node, problem: str) -> None:
+        super().__init__(None, None, problem, node.start_mark)
 
 
 def _parse_yaml(text: str, shown: str) -> tuple[Any, _LineMap, list[ConfigIssue]]:
-    loader = yaml.SafeLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks the characters here: inside the try
         node = loader.get_single_node()
         lines: _LineMap = {(): 1}
         issues: list[ConfigIssue] = []
         if node is None:
             return None, lines, issues
+        _check_expansion(node)
         # Index before constructing: construction flattens `<<` merge keys into
         # the node tree, which would make every overridden merged key look duplicated.
         _index(loader, node, (), lines, issues, shown, set())
@@ -245,10 +354,21 @@ def _parse_yaml(text: str, shown: str) -> tuple[Any, _LineMap, list[ConfigIssue]
         if "'\\t'" in what:
             what += "; YAML indents with spaces, never tabs"
         raise ConfigError([ConfigIssue(shown, line, "", f"invalid YAML: {what}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character; it carries a position only
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([ConfigIssue(
+            shown, line, "", f"invalid YAML: control character {exc.character:#04x} at "
+                             f"character {exc.position}; YAML text may not hold control "
+                             "characters other than tab and newline")]) from None
     except yaml.YAMLError as exc:
         raise _single(shown, f"invalid YAML: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar Python refuses: 2020-13-45, 5000 digits
+        raise _single(shown, f"invalid YAML: a value cannot be read: {exc}") from None
+    except RecursionError:  # a safety net: MAX_DEPTH should stop it first
+        raise _single(shown, "invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -404,16 +524,15 @@ def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellCo
         key = str(loc[-1]) if loc else "?"
         allowed = _allowed_keys(loc[:-1], root)
         hint = _did_you_mean(key, allowed)
-        return f"unknown key {key!r}{hint}; allowed keys: {', '.join(allowed)}"
+        return f"unknown key {echoed(key)}{hint}; allowed keys: {', '.join(allowed)}"
     value = error.get("input")
     if kind == "string_pattern_mismatch":
         pattern = str(error.get("ctx", {}).get("pattern", ""))
         help_text = PATTERN_HELP.get(pattern, f"it must match {pattern}")
-        return f"{value!r} is not allowed here: {help_text}"
+        return f"{echoed(value)} is not allowed here: {help_text}"
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind != "value_error" and not isinstance(value, (dict, list)):
-        shown = repr(value)
-        message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        message += f" (got {echoed(value)})"
     return message
 
 
@@ -467,7 +586,7 @@ def _unwrap(annotation: Any) -> Any:
 
 def _did_you_mean(value: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {echoed(close[0])}?)" if close else ""
 
 
 # --------------------------------------------------------------------------- step 3
@@ -521,8 +640,8 @@ def _unknown(
     kind: str, value: str, known: Sequence[str], fix: str, lead: str = "unknown"
 ) -> str:
     known = list(dict.fromkeys(known))
-    listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "") if known else "none"
-    return f"{lead} {kind} {value!r}{_did_you_mean(value, known)}; {fix} (known: {listed})"
+    return (f"{lead} {kind} {echoed(value)}{_did_you_mean(value, known)}; {fix} "
+            f"(known: {shown_list(known)})")
 
 
 def _check_layout(data: dict[str, Any], problems: _Problems, where: _Where) -> list[str]:

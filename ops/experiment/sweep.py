@@ -55,7 +55,10 @@ from ops.config.loader import (
     format_path,
     load_cell_or_instance,
     load_model,
+    load_yaml,
 )
+from security.untrusted import shown as echoed
+from security.untrusted import shown_list
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
            "expand", "load_sweep", "parse_path", "strategy_label"]
@@ -255,7 +258,7 @@ def _select(items: list[Any], part: str | int, shown: str) -> int:
         if isinstance(item, dict) and part in (item.get("id"), item.get("name")):
             return index
     known = [str(i.get("id", i.get("name"))) for i in items if isinstance(i, dict)]
-    raise PathError(f"{shown} has no item with id {part!r} (known: {', '.join(known) or 'none'})")
+    raise PathError(f"{shown} has no item with id {echoed(part)} (known: {shown_list(known)})")
 
 
 def _is_model(annotation: Any) -> bool:
@@ -364,7 +367,7 @@ _Problems = list[tuple[tuple[Any, ...], str]]
 
 def _raw_cell(path: Path) -> dict[str, Any]:
     if path.suffix.lower() in (".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path)  # the cell loader's limits, not a bare safe_load
         return data if isinstance(data, dict) else {}
     from sim_bridge.instances import instance_to_cell_dict, load_instance
     return instance_to_cell_dict(load_instance(path))
@@ -378,7 +381,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     if not isinstance(data, dict):
         return problems
     ids: dict[str, int] = {}
-    for i, cell_path in enumerate(data.get("cells") or []):
+    for i, cell_path in enumerate(_items(data, "cells")):
         if not isinstance(cell_path, str):
             continue
         path = base_dir / cell_path
@@ -386,7 +389,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
             cfg = load_cell_or_instance(path)
         except ConfigError as exc:
             nested.extend(exc.issues)
-            problems.append((("cells", i), f"cell {cell_path!r} does not load (see above)"))
+            problems.append((("cells", i), f"cell {echoed(cell_path)} does not load (see above)"))
             continue
         if cfg.cell in ids:
             problems.append((("cells", i), (f"cell id {cfg.cell!r} is already used by "
@@ -400,7 +403,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
         for path, values in grid.items():
             problems.extend(_check_grid_path(str(path), values, cells))
     problems.extend(_check_strategies(data.get("strategies")))
-    for i, fault_file in enumerate(data.get("faults") or []):
+    for i, fault_file in enumerate(_items(data, "faults")):
         if not isinstance(fault_file, str):
             continue
         from ops.config.fault_files import load_faults
@@ -409,11 +412,17 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
                 scenario = load_faults(base_dir / fault_file, cfg)
             except ConfigError as exc:
                 nested.extend(exc.issues)
-                problems.append((("faults", i), (f"fault scenario {fault_file!r} does not load "
-                                                f"for cell {cfg.cell!r} (see above)")))
+                problems.append((("faults", i), (f"fault scenario {echoed(fault_file)} does not "
+                                                f"load for cell {cfg.cell!r} (see above)")))
                 break
             faults[fault_file] = scenario.model_dump(mode="json")
     return problems
+
+
+def _items(data: dict[str, Any], key: str) -> list[Any]:
+    """The list at ``data[key]``; anything else is the model's type error, so nothing here."""
+    value = data.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _check_grid_path(path: str, values: Any,
@@ -439,7 +448,7 @@ def _check_grid_path(path: str, values: Any,
                 first = exc.issues[0]
                 where = f"{first.path}: " if first.path else ""
                 more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
-                problems.append((loc + (j,), (f"value {value!r} makes cell {cfg.cell!r} "
+                problems.append((loc + (j,), (f"value {echoed(value)} makes cell {cfg.cell!r} "
                                              f"invalid: {where}{first.message}{more}")))
     return problems
 

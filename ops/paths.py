@@ -1,0 +1,54 @@
+"""Output paths named on the command line, checked when the flags are parsed.
+
+A run can take minutes; an output path that cannot be written must not be
+found out *after* it, with a traceback and the results lost.  So every flag
+that names a file autocell will write (``--report``, ``--events``,
+``--escalations-db``, ``schema --out`` ...) is parsed with
+:func:`output_file`, which refuses — exit 2, before anything runs — a path
+that is a directory, lies in a directory that does not exist or is not one,
+or cannot be written.  autocell never creates a directory the user did not
+ask for: a missing parent is an error that says to create it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from security.untrusted import shown
+
+__all__ = ["output_file", "output_file_problem"]
+
+
+def output_file_problem(path: Path) -> str | None:
+    """Why autocell could not write the file ``path``, or None if it could."""
+    if not str(path):
+        return "an empty path; name a file"
+    try:
+        if path.is_dir():
+            return "is a directory; name a file (inside it, for example)"
+        parent = path.parent
+        if not parent.exists():
+            return (f"directory {shown(str(parent))} does not exist; create it first "
+                    "(autocell creates no directories it was not asked for)")
+        if not parent.is_dir():
+            return f"{shown(str(parent))} is not a directory"
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                return "exists and is not writable; check its mode"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            return f"cannot create files in {shown(str(parent))} (permission denied)"
+    except ValueError:  # an embedded NUL: no file system takes it
+        return "holds a NUL character; name a file"
+    except OSError as exc:  # a name too long, a symlink loop in the parents
+        return f"cannot be used: {exc.strerror or exc}"
+    return None
+
+
+def output_file(text: str) -> str:
+    """An ``argparse`` type: ``text`` unchanged if autocell can write a file there."""
+    problem = output_file_problem(Path(text))
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: {problem}")
+    return text
