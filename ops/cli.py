@@ -172,10 +172,11 @@ def cmd_host(args: argparse.Namespace) -> int:
     return run_process(args, "host")
 
 
-def cmd_sim(args: argparse.Namespace) -> int:
+def cmd_plant(args: argparse.Namespace) -> int:
+    """``autocell plant`` and its old name ``autocell sim``: the plant gateway process."""
     from ops.up import run_process
 
-    return run_process(args, "sim")
+    return run_process(args, "plant")
 
 
 def cmd_console_agent(args: argparse.Namespace) -> int:
@@ -628,8 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "escalations.db; an earlier run's is moved aside)")
     sp.set_defaults(func=cmd_up)
     for kind, text in (("host", "run the agents of one host on the ZeroMQ bus"),
-                       ("sim", "run the simulator process (remote plant protocol)")):
-        sp = sub.add_parser(kind, help=text)
+                       ("plant", "run the plant gateway: each resource's backend (the "
+                                 "simulator by default) behind the remote plant protocol; "
+                                 "`sim` is its old name")):
+        sp = sub.add_parser(kind, help=text, aliases=["sim"] if kind == "plant" else [])
         process_args(sp)
         if kind == "host":
             sp.add_argument("--name", required=True, help="host name from the cell's hosts")
@@ -638,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "metrics_port in the cell file; none: off)")
         sp.add_argument("--start-at", type=float, default=None,
                         help="wall time (Unix s) of cell time 0; `up` gives all the same")
-        sp.set_defaults(func=cmd_host if kind == "host" else cmd_sim)
+        sp.set_defaults(func=cmd_host if kind == "host" else cmd_plant)
     sp = sub.add_parser("console-agent", help="run the console agent: the escalation store "
                                               "on the ZeroMQ bus (`up` starts it)")
     process_args(sp)

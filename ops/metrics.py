@@ -218,7 +218,7 @@ class ProcessMetrics:
         self.registry.register(_Collect(collect))
 
     def add_plant(self, plant: Any, spec: KpiSpec, now: Callable[[], float]) -> None:
-        """Machine states of an :class:`~sim_bridge.plant.EmbeddedPlant`, and the plant KPIs
+        """Machine states of a :class:`~sim_bridge.gateway.PlantGateway`, and the plant KPIs
         (fed by :meth:`on_record` from the plant's event log)."""
         self._tracker = KpiTracker(spec, start_at=now())   # a restarted simulator starts anew
 
@@ -226,8 +226,8 @@ class ProcessMetrics:
             state = GaugeMetricFamily("autocell_machine_state",
                                       "1 for the machine's current state (up = idle, busy, down)",
                                       labels=["machine", "state"])
-            for mid, m in sorted(plant.machines.items()):
-                current = "down" if not m.up else "busy" if m.task else "up"
+            for mid in sorted(plant.locations):
+                current = plant.machine_state(mid)
                 for s in MACHINE_STATES:
                     state.add_metric([mid, s], 1.0 if s == current else 0.0)
             yield state

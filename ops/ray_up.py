@@ -1,4 +1,4 @@
-"""``autocell up CELL --ray``: the simulator, every host and the console agent as Ray actors,
+"""``autocell up CELL --ray``: the plant gateway, every host and the console agent as Ray actors,
 restarted on failure.
 
 Theory of operation
@@ -6,8 +6,8 @@ Theory of operation
 Each process of the cell — ``sim``, one per host and, when the cell's
 escalation policy is on (:func:`~agents.runtime.console_service.console_policy`),
 ``console`` — becomes one Ray actor (:class:`CellProcess`) that runs the very
-code of ``autocell sim`` / ``autocell host`` / ``autocell console-agent``
-(:class:`~sim_bridge.remote.PlantServer`, :class:`~agents.runtime.host.Host`
+code of ``autocell plant`` / ``autocell host`` / ``autocell console-agent``
+(:class:`~sim_bridge.remote.PlantServer`, the plant gateway, :class:`~agents.runtime.host.Host`
 with the policy, :class:`~agents.runtime.console_service.ConsoleService` with its
 SQLite store) on its own asyncio loop, in a thread of the actor's worker
 process.  Ray replaces :class:`ops.supervisor.Supervisor`'s

@@ -5,8 +5,9 @@ Theory of operation
 ``up`` prepares a state directory (keys made on first use unless the cell
 names its own ``security.keys_dir``; journals, replay stores, event logs
 and status files of the previous run removed), picks one ``start_at`` a
-moment ahead, and starts ``autocell sim`` and one ``autocell host`` per
-host with the same ``start_at`` and ``--speed``, so all clocks agree.
+moment ahead, and starts the plant gateway (``autocell plant``, the child
+named ``sim``) and one ``autocell host`` per host with the same ``start_at``
+and ``--speed``, so all clocks agree.
 
 The supervisor then polls, every 50 ms:
 
@@ -99,11 +100,11 @@ def ensure_keys(cfg: Any, state_dir: Path) -> Path:
     from agents.cell.build import roles_of
     from agents.escalation.console import CONSOLE_ID
     from agents.escalation.intensity import SUPERVISOR_ID
-    from agents.runtime.host import HOST_ROLE, SIM_ID, host_identity
+    from agents.runtime.host import HOST_ROLE, host_identity
     from security.certs import AGENT_ID_RE
     from security.keystore import KeyDir
 
-    roles = {**roles_of(cfg), SIM_ID: "sim"}
+    roles = {**roles_of(cfg), cfg.sim.identity: "sim"}     # the plant: role sim
     # optional in a keys directory of the cell's own: without them escalation is off (and
     # each host without its `host-NAME` certificate escalates no reject burst)
     extra = {CONSOLE_ID: "console", SUPERVISOR_ID: HOST_ROLE}
@@ -179,7 +180,8 @@ class Supervisor:
         if faults_path:
             common += ["--faults", faults_path]
         exe = [sys.executable, "-m", "ops.cli"]
-        self.children = {"sim": Child("sim", exe + ["sim", *common])}
+        # the plant gateway; the child (and its status and event files) keeps the name sim
+        self.children = {"sim": Child("sim", exe + ["plant", *common])}
         for h in cfg.hosts:
             self.children[h.name] = Child(h.name, exe + ["host", *common, "--name", h.name])
         self.keys_dir = keys_dir

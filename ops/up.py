@@ -1,11 +1,11 @@
-"""``autocell up``: the simulator and every host as OS processes, supervised.
+"""``autocell up``: the plant gateway and every host as OS processes, supervised.
 
 How the supervisor starts, restarts, watches and stops them is
 :mod:`ops.supervisor` (its theory of operation is there), shared with
 ``autocell up --ray`` (:mod:`ops.ray_up`); the command line picks one of the
 two by ``--ray``, and neither imports the other.  This module also runs one
-process of a cell: ``autocell host``, ``autocell sim`` and ``autocell
-console-agent`` — what the supervisor starts.
+process of a cell: ``autocell host``, ``autocell plant`` (alias ``autocell
+sim``) and ``autocell console-agent`` — what the supervisor starts.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def execute_up(args: Any) -> int:
 
 
 def run_process(args: Any, kind: str) -> int:
-    """``autocell host`` / ``autocell sim`` / ``autocell console-agent``: one process of a
-    cell."""
+    """``autocell host`` / ``autocell plant`` (``sim``) / ``autocell console-agent``: one
+    process of a cell (``kind`` ``plant`` and ``sim`` are the same)."""
     import asyncio
 
     from agents.runtime.console_service import console_policy

@@ -1,14 +1,23 @@
-"""The simulator as its own process: the embedded plant behind the remote plant protocol.
+"""The plant gateway as its own process: backends behind the remote plant protocol.
 
 Theory of operation
 -------------------
-``autocell sim CELL`` (started by ``autocell up``) runs the
-:class:`~sim_bridge.plant.EmbeddedPlant` in scaled real time and speaks
-the **remote plant protocol** (docs/PROTOCOL.md): signed ``plant_command``
-envelopes in from machine and robot agents, signed ``plant_event``
-envelopes out to them, as the identity ``sim`` (role ``sim``).  Any
-external simulator or equipment gateway that speaks the same two message
-types over the same envelope can take its place.
+``autocell plant CELL`` (started by ``autocell up``; ``autocell sim`` is the
+same command under its old name) runs the :class:`~sim_bridge.gateway.PlantGateway`
+in scaled real time and speaks the **remote plant protocol**
+(docs/PROTOCOL.md §13): signed ``plant_command`` envelopes in from machine
+and robot agents, signed ``plant_event`` envelopes out to them, as the
+plant identity — ``sim.identity`` of the cell file, ``sim`` by default
+(role ``sim``).  Any external simulator or equipment gateway that speaks the
+same two message types over the same envelope can take its place.
+
+Backends: each machine and robot names its ``backend`` in the cell file;
+the resources of one kind share one backend object (:data:`BACKENDS`
+builds it), and the gateway routes each command to the backend of its
+resource.  ``embedded`` — the simulator, :class:`~sim_bridge.plant.EmbeddedBackend`
+on one SimPy environment — is the only kind so far.  The fence in front of
+them is journalled in ``STATE/sim.sqlite`` (sim_bridge/fence_store.py), so
+a restarted gateway still refuses a task completed before the restart.
 
 Time: SimPy's environment is advanced to the cell clock
 (``(wall - start_at) × speed``) before each command is applied and
@@ -23,6 +32,7 @@ a refused start or move is answered (``command_refused`` or ``fault``).
 The counts are the ``refused`` map of ``status-sim.json``.  Plant records
 (op starts and ends, faults, moves) go to ``events-sim.jsonl``, which the
 supervisor checks against the invariants (docs/architecture.md, Invariants).
+The process keeps the file names (``sim``) whatever its identity.
 """
 
 from __future__ import annotations
@@ -34,13 +44,14 @@ import os
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from agents.base import PlantEventIn
-from agents.cell.specs import plant_machines
+from agents.cell.specs import MachineSpec, plant_machines
 from agents.protocol.actions import Command
 from agents.protocol.messages import Message, PlantCommand, PlantEvent
 from agents.runtime.host import (
@@ -53,7 +64,11 @@ from agents.runtime.host import (
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.observe import Observer
 
-from .plant import EmbeddedPlant
+from .fence import Fence
+from .fence_store import SqliteFenceStore
+from .gateway import PlantGateway
+from .plant import EmbeddedBackend
+from .plant_api import Plant
 
 if TYPE_CHECKING:
     from agents.cell.faults import FaultScenario
@@ -62,8 +77,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("autocell.sim")
 
 
+def _embedded(server: PlantServer, machines: list[MachineSpec], robots: list[str]) -> Plant:
+    return EmbeddedBackend(server.env, machines, robots, seed=server.seed, events=server.plant,
+                           record=server.record,
+                           sensor_interval_s=server.cfg.sim.sensor_interval_s,
+                           breakdowns=server.breakdowns)
+
+
+#: Backend kind (``backend:`` of a machine or robot) -> how the gateway builds it, for the
+#: resources of that kind.  agents/cell/model.py lists the kinds a cell file may name.
+BACKENDS: dict[str, Callable[[PlantServer, list[MachineSpec], list[str]], Plant]] = {
+    "embedded": _embedded,
+}
+
+
 class PlantServer:
-    """The embedded plant on the ZeroMQ bus, in scaled real time."""
+    """The plant gateway on the ZeroMQ bus, in scaled real time."""
 
     def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
                  seed: int | None = None, faults: FaultScenario | None = None) -> None:
@@ -74,18 +103,25 @@ class PlantServer:
         self.env = simpy.Environment(initial_time=max(0.0, clock.now()))
         self.events = (state_dir / "events-sim.jsonl").open("a", buffering=1)
         self.refused: Counter[str] = Counter()
-        breakdowns = faults.mtbf_breakdowns if faults is not None else True
-        self.plant = EmbeddedPlant(
-            self.env,
-            plant_machines(cfg),
-            [r.id for r in cfg.robots], seed=self.seed, emit=self._emit, record=self.record,
-            sensor_interval_s=cfg.sim.sensor_interval_s, breakdowns=breakdowns)
+        self.breakdowns = faults.mtbf_breakdowns if faults is not None else True
+        self.identity = cfg.sim.identity
         boots = SqliteJournal(state_dir / "sim.sqlite")
         self.boot = boots.next_boot(SIM_ID)
         boots.close()
+        self.fence_store = SqliteFenceStore(state_dir / "sim.sqlite")
+        machines = plant_machines(cfg)
+        self.plant = PlantGateway(machines, [r.id for r in cfg.robots], emit=self._emit,
+                                  record=self.record, fence=Fence(self.fence_store))
+        kind_of = {**{m.id: m.backend for m in cfg.machines},
+                   **{r.id: r.backend for r in cfg.robots}}
+        for kind, build in BACKENDS.items():
+            ms = [m for m in machines if kind_of[m.id] == kind]
+            rs = [r.id for r in cfg.robots if kind_of[r.id] == kind]
+            if ms or rs:
+                self.plant.attach(build(self, ms, rs))
         self.bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=SIM_ID,
-                              bind=cfg.sim.endpoint, identities=[SIM_ID], epoch=self.boot,
-                              clock=clock)
+                              bind=cfg.sim.endpoint, identities=[self.identity],
+                              epoch=self.boot, clock=clock)
         self.resources = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
         if faults is not None:
             for b in faults.breakdowns:
@@ -97,6 +133,7 @@ class PlantServer:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
+        self.plant.open()                # the fence forgets what ran before a restart
 
     def _inject(self, resource: str, repair_s: float) -> None:
         self.record("fault_injected", kind="breakdown", agents=[resource])
@@ -109,7 +146,7 @@ class PlantServer:
             self.observer.on_record(line)
 
     def _emit(self, ev: PlantEventIn) -> None:
-        self.bus.send(SIM_ID, ev.resource, PlantEvent(ev.event, ev.resource, ev.task,
+        self.bus.send(self.identity, ev.resource, PlantEvent(ev.event, ev.resource, ev.task,
                                                       float(self.env.now), dict(ev.data or {})))
 
     def advance(self) -> None:
@@ -136,7 +173,7 @@ class PlantServer:
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        return {"host": SIM_ID, "pid": os.getpid(), "boot": self.boot,
+        return {"host": SIM_ID, "identity": self.identity, "pid": os.getpid(), "boot": self.boot,
                 "cell_now": round(self.env.now, 3), "wall": self.clock.wall(),
                 "refused": dict(self.refused), "rejected": dict(self.bus.stats.rejected),
                 "received": sum(self.bus.stats.received.values()),
@@ -166,4 +203,5 @@ class PlantServer:
         self.record("sim_stop")
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()
+        self.fence_store.close()
         self.events.close()

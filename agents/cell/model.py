@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -39,6 +40,8 @@ from pydantic import (
 __all__ = [
     "AGENT_ID_MAX_BYTES",
     "PATTERN_HELP",
+    "PLANNED_BACKENDS",
+    "PLANT_BACKENDS",
     "CellConfig",
     "CountRule",
     "CountWindow",
@@ -139,6 +142,28 @@ class Layout(_Model):
 
 # --------------------------------------------------------------------------- resources
 
+#: Plant backends a resource may be driven by (sim_bridge/plant_api.py); the gateway
+#: (``autocell plant``) runs one per resource.  ``embedded`` is the simulator.
+PLANT_BACKENDS: tuple[str, ...] = ("embedded",)
+#: Backends being built, named in the error for a backend not yet available.
+PLANNED_BACKENDS: tuple[str, ...] = ("opcua", "vda5050")
+
+
+def _check_backend(value: str) -> str:
+    if value not in PLANT_BACKENDS:
+        raise ValueError(
+            f"unknown plant backend {value!r}: use 'embedded' (the simulator); "
+            f"{' and '.join(repr(b) for b in PLANNED_BACKENDS)} are planned, not yet available")
+    return value
+
+
+Backend = Annotated[
+    str,
+    AfterValidator(_check_backend),
+    Field(json_schema_extra={"enum": list(PLANT_BACKENDS)}),
+]
+"""The plant backend of one machine or robot (``embedded`` by default)."""
+
 
 class PowerDraw(_Model):
     """Electrical power of a machine by state, for the energy-per-unit KPI."""
@@ -182,6 +207,11 @@ class Machine(_Model):
     scrap_rate: Fraction = Field(
         default=0.0, description="Probability that an operation fails quality (0..1)."
     )
+    backend: Backend = Field(
+        default="embedded",
+        description="Plant backend that drives the machine under `autocell plant`: "
+        "`embedded` (the simulator; the only one so far).",
+    )
 
 
 class Robot(_Model):
@@ -199,6 +229,11 @@ class Robot(_Model):
         default_factory=dict,
         description="Optional travel times in seconds, from -> to -> seconds, overriding "
         "distance / speed (looked up in both directions).",
+    )
+    backend: Backend = Field(
+        default="embedded",
+        description="Plant backend that drives the robot under `autocell plant`: "
+        "`embedded` (the simulator; the only one so far).",
     )
 
 
@@ -378,6 +413,12 @@ class Sim(_Model):
     network: Network = Field(default_factory=Network, description="Simulated network faults.")
     sensor_interval_s: PositiveSeconds = Field(
         default=60.0, description="Interval between simulated sensor readings, seconds."
+    )
+    identity: Name = Field(
+        default="sim",
+        description="Agent id of the plant process (the gateway, `autocell plant`) on the bus, "
+        "with certificate role `sim`: hosts send plant commands to it and accept plant events "
+        "only from it.",
     )
     endpoint: str = Field(
         default="tcp://127.0.0.1:5600", pattern=_ENDPOINT_PATTERN,

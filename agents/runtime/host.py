@@ -153,10 +153,10 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def routes_of(cfg: CellConfig) -> dict[str, str]:
-    """Agent id (and ``sim``) -> endpoint of the process that runs it."""
+    """Agent id (and the plant's, ``sim.identity``) -> endpoint of the process that runs it."""
     endpoints = {h.name: h.endpoint for h in cfg.hosts}
     routes = {a: endpoints[cfg.host_of(a) or ""] for a in cfg.agent_ids()}
-    routes[SIM_ID] = cfg.sim.endpoint
+    routes[cfg.sim.identity] = cfg.sim.endpoint
     for h in cfg.hosts:           # the hosts' own identities (reject-burst decisions)
         routes.setdefault(host_identity(h.name), h.endpoint)
     return routes
@@ -302,9 +302,10 @@ class Host(OnRunner):
         is refused and counted (docs/PROTOCOL.md §13.1)."""
         if not isinstance(msg.body, PlantEvent):
             return None
-        if msg.sender != SIM_ID:
+        plant = self.cfg.sim.identity     # ``sim`` unless the cell file names another
+        if msg.sender != plant:
             return Forbidden(f"a plant_event from {msg.sender!r}: only the plant "
-                             f"({SIM_ID!r}) reports plant events", sender=msg.sender,
+                             f"({plant!r}) reports plant events", sender=msg.sender,
                              msg_type=msg.type)
         if msg.body.resource not in self.agents:
             return Misdirected(f"a plant_event about {msg.body.resource[:64]!r}, not a "
@@ -435,8 +436,9 @@ class _HostLink:
         host._at(at, lambda: host.runner.fire(token, host.clock.now()))
 
     def command(self, sender: str, cmd: Command) -> None:
-        self.host.bus.send(sender, SIM_ID, PlantCommand(cmd.command, cmd.resource, cmd.task,
-                                                         dict(cmd.args)), "")
+        plant = self.host.cfg.sim.identity
+        self.host.bus.send(sender, plant, PlantCommand(cmd.command, cmd.resource, cmd.task,
+                                                       dict(cmd.args)), "")
 
     def record(self, event: str, fields: dict[str, Any]) -> None:
         self.host.record(event, **fields)

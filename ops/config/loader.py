@@ -601,6 +601,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_resources(data, locations, problems)
     _check_work(data, problems, where)
     _check_hosts(data, problems, where)
+    _check_plant_identity(data, problems, where)
     _check_metrics_ports(data, problems, where)
     _check_negotiation(data, problems)
     _check_strategies(data, problems)
@@ -808,6 +809,31 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> No
                 )
             else:
                 placed[agent] = loc
+
+
+def _check_plant_identity(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
+    """The plant's identity (``sim.identity``) is no other party's id on the bus."""
+    from agents.escalation.console import CONSOLE_ID
+    from agents.escalation.intensity import SUPERVISOR_ID
+
+    sim = data["sim"] if isinstance(data.get("sim"), dict) else {}
+    identity = _text(sim.get("identity"))
+    if identity is None:
+        return
+    taken: dict[str, str] = {CONSOLE_ID: "the console agent", SUPERVISOR_ID: "the supervisor"}
+    for section in ("machines", "robots", "orders"):
+        for i, item in _entries(data, section):
+            item_id = _text(item.get("id"))
+            if item_id is not None:
+                taken.setdefault(item_id, where((section, i, "id")))
+    for i, host in _entries(data, "hosts"):
+        name = _text(host.get("name"))
+        if name is not None:
+            taken.setdefault(f"host-{name}", f"host {name!r} ({where(('hosts', i, 'name'))})")
+    if identity in taken:
+        problems.append((("sim", "identity"),
+                         f"plant identity {identity!r} is already used by {taken[identity]}; "
+                         "give the plant an id of its own (default 'sim')"))
 
 
 def _check_metrics_ports(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
