@@ -42,10 +42,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agents.protocol.actions import Action, Send
 from agents.cell.specs import KpiSpec
-from sim_bridge.kpis import KpiTracker
+from agents.protocol.actions import Action, Send
 from security.errors import ConfigurationError
+from sim_bridge.kpis import KpiTracker
 
 #: KPI key -> (metric name suffix, help); exported as autocell_cell_* and autocell_machine_*.
 KPI_GAUGES: dict[str, tuple[str, str]] = {

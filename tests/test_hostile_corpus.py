@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.hostile import CASES, Case, verdict
+
 from ops.cli import main
 
 

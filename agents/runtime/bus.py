@@ -23,9 +23,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from agents.protocol.envelope import MAX_ADDRESSEES, Authenticated, Opener, Sealer
 from agents.protocol.messages import Body, Message
 from security.crypto import SigningKey
-from agents.protocol.envelope import MAX_ADDRESSEES, Authenticated, Opener, Sealer
 from security.errors import Misdirected, Rejected
 
 from .transport import Transport

@@ -40,11 +40,11 @@ from typing import Any
 
 import zmq
 
+from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from agents.protocol.messages import Award, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
 from security.crypto import LIBRARY
-from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 

@@ -24,8 +24,14 @@ from typing import Any, Callable
 from ops.config import cell_from_dict
 from security.errors import ConfigurationError
 from sim_bridge.baselines import simulate_rule
-from sim_bridge.instances import Instance, InstanceError, instance_path, instance_to_cell_dict, \
-    load_bks, load_instance
+from sim_bridge.instances import (
+    Instance,
+    InstanceError,
+    instance_path,
+    instance_to_cell_dict,
+    load_bks,
+    load_instance,
+)
 from sim_bridge.invariants import parse
 from sim_bridge.schedule import ScheduledOp, check_schedule, makespan
 from sim_bridge.virtual import VirtualCell

@@ -69,10 +69,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 

@@ -60,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.protocol.envelope import Opener
 from agents.protocol.messages import (
     Award,
     Body,
@@ -72,7 +73,6 @@ from agents.protocol.messages import (
 )
 from agents.runtime.bus import Bus
 from agents.runtime.transport import ZmqTransport
-from agents.protocol.envelope import Opener
 from security.keystore import EphemeralCell, ephemeral_cell
 from security.replay import ReplayGuard
 

@@ -19,7 +19,6 @@ the figure would time the fallback.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from typing import Any

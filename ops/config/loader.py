@@ -55,8 +55,10 @@ from security.untrusted import (
     UnreadableFile,
     escape_controls,
     read_regular_file,
-    shown as echoed,
     shown_list,
+)
+from security.untrusted import (
+    shown as echoed,
 )
 
 __all__ = [

@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.escalation.lifecycle import EscalationError, Record
-from agents.escalation.store import EscalationStore
-from agents.escalation.store import UnknownEscalation
+from agents.escalation.store import EscalationStore, UnknownEscalation
 from ops.console.backend import EscalationNotFound, IllegalAction
 
 __all__ = ["StoreBackend", "shown"]

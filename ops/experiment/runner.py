@@ -42,8 +42,8 @@ def execute_point(point: RunPoint) -> dict[str, Any]:
     row: dict[str, Any] = point.labels()
     t0 = time.perf_counter()
     try:
-        from ops.config import cell_from_dict
         from agents.cell.faults import FaultScenario
+        from ops.config import cell_from_dict
         from ops.config.fault_files import check_against_cell
         from ops.experiment.results import flatten_report
         from ops.run import load_keys
