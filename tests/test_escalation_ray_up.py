@@ -251,7 +251,10 @@ def test_up_ray_has_a_console_actor_only_when_the_policy_is_on(tmp_path: Path,
 
 def test_an_escalations_db_in_a_missing_directory_is_bad_input(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked when the flags are parsed, before Ray starts: exit 2, nothing created."""
     cell = small_cell(tmp_path)
-    code = up_ray(cell, tmp_path / "state", "--escalations-db", str(tmp_path / "no" / "e.db"))
-    assert code == 2
-    assert "no directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        up_ray(cell, tmp_path / "state", "--escalations-db", str(tmp_path / "no" / "e.db"))
+    assert exit_.value.code == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
