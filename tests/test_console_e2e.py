@@ -5,8 +5,11 @@ run them (docs/console.md, "A run and its console"):
 
 * ``autocell run CELL --faults F --speed 15 --escalations-db DB --report R`` —
   a one-saw cell whose saw breaks for 700 s; the order cannot continue and
-  escalates ``no_capable_resource`` (wait for repair | cancel), with a final
-  deadline of 680 simulated seconds (~45 s of wall time at speed 15);
+  escalates ``no_capable_resource`` (wait for repair | cancel), with a
+  response deadline of 660 and a final deadline of 680 simulated seconds
+  (~44 s of wall time at speed 15: a decision later than the response
+  deadline would meet a re-escalation, a second record, which a loaded
+  machine once produced with a 350 s response deadline);
 * ``autocell console CELL --db DB`` on a free port.
 
 Playwright drives Debian's Chromium: the supervisor signs in before the run
@@ -68,7 +71,7 @@ orders:
   - {id: o-1, product: blank, quantity: 3, release_at: 0, due_at: 600}
 escalation:
   no_capable_resource: {max_wait_s: 60}
-  response_deadline_s: 350
+  response_deadline_s: 660
   final_deadline_s: 680
 """
 
