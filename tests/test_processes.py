@@ -114,7 +114,8 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
     # finish first: the run's ~17 s race the start-up of five Python processes)
     proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "1",
                              "--state-dir", str(state)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     names = ["sim", "orders", "machines", "logistics"]
     try:
         wait_until("every process's status file", lambda: all(
@@ -130,7 +131,13 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
     # "within seconds" is the supervisor's own rule (Supervisor.stop: SIGTERM, then SIGKILL
     # after a 5 s grace); the bound here only guards against a hang, so a loaded machine
     # that takes longer to start and tear down Python processes does not fail the test
-    _, err = proc.communicate(timeout=PROCESS_BOUND_S)
+    try:
+        _, err = proc.communicate(timeout=PROCESS_BOUND_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)      # faulthandler: every thread's stack on stderr
+        _, err = proc.communicate()
+        raise AssertionError(f"`autocell up` still running {PROCESS_BOUND_S:g} s after "
+                             f"Ctrl-C; its threads:\n{err[-8000:]}") from None
     assert proc.returncode == 130, err[-2000:]
     assert not [p for p in pids if _alive(p)]
     assert "interrupted" in err
