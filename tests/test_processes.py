@@ -106,6 +106,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it, whoever started the suite: a shell without job
+    control starts background commands (``pytest ... &``) with SIGINT ignored, every
+    process inherits that, and Python installs its KeyboardInterrupt handler only over
+    the default disposition -- so `autocell up` would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
     state = tmp_path / "state"
@@ -115,7 +123,8 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
     proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "1",
                              "--state-dir", str(state)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 (no threads started)
     names = ["sim", "orders", "machines", "logistics"]
     try:
         wait_until("every process's status file", lambda: all(
