@@ -81,9 +81,12 @@ def test_kill_9_of_a_host_mid_run_loses_nothing_and_does_nothing_twice(tmp_path:
 def test_sigstop_longer_than_a_lease_reroutes_and_fences_the_stale_winner(
         tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
-    # 60 cell-seconds > the lease window (3 missed heartbeats of 5 s)
+    # 300 cell-seconds > the lease window (3 missed heartbeats of 5 s); and 6 s of wall
+    # time, so the supervisor's poll loop, however starved by a loaded machine, looks while
+    # the host is silent (it reports host_down after ~0.4 s of silence at 50x; a 1.2 s
+    # pause left it too narrow a window)
     f = faults(tmp_path, [{"host": "machines", "action": "pause", "at_s": 250,
-                           "duration_s": 60}])
+                           "duration_s": 300}])
     state = tmp_path / "state"
     res = up(cell, state, "--faults", str(f))
     assert res.returncode == 0, res.stderr[-3000:]
