@@ -207,6 +207,19 @@ def up(cell: Path, state: Path, *extra: str) -> subprocess.Popen[str]:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def while_running(proc: subprocess.Popen[str], db: Path, esc: str) -> Any:
+    """A check for :func:`wait_until`: ``esc``'s record, or a failure at once (with what
+    the store holds and the cell said) if the cell ends without raising it."""
+    def check() -> Any:
+        rec = records(db).get(esc)
+        if rec is None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the cell ended (exit {proc.returncode}) without {esc}; "
+                                 f"the store holds {sorted(records(db))}; {err[-3000:]}")
+        return rec
+    return check
+
+
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=PROCESS_BOUND_S)
@@ -232,7 +245,7 @@ def test_up_escalates_to_the_console_agent_and_a_cli_decision_reaches_the_order(
     proc = up(cell, state, "--faults", str(f))
     try:
         rec = wait_until("o-005's escalation in the console agent's store",
-                         lambda: records(db).get("o-005/e1"))
+                         while_running(proc, db, "o-005/e1"))
         assert rec.cause == "no_capable_resource" and rec.state == "unacknowledged"
         # kill -9 the console agent: the supervisor restarts it on the same store
         pid = json.loads((state / "status-console.json").read_text())["pid"]
@@ -282,7 +295,7 @@ def test_restart_intensity_is_escalated_and_a_restart_decision_resumes_the_cell(
     proc = up(cell, state, "--faults", str(f), "--max-restarts", "2", "--restart-window", "60")
     try:
         rec = wait_until("the restart_intensity escalation",
-                         lambda: records(db).get("supervisor/e1"))
+                         while_running(proc, db, "supervisor/e1"))
         assert rec.cause == "restart_intensity" and rec.resource == "machines"
         assert rec.raised_by == SUPERVISOR_ID and rec.safe_default == "stop_cell"
         assert rec.context["deaths"] == 3

@@ -81,9 +81,12 @@ def test_kill_9_of_a_host_mid_run_loses_nothing_and_does_nothing_twice(tmp_path:
 def test_sigstop_longer_than_a_lease_reroutes_and_fences_the_stale_winner(
         tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
-    # 60 cell-seconds > the lease window (3 missed heartbeats of 5 s)
+    # 300 cell-seconds > the lease window (3 missed heartbeats of 5 s); and 6 s of wall
+    # time, so the supervisor's poll loop, however starved by a loaded machine, looks while
+    # the host is silent (it reports host_down after ~0.4 s of silence at 50x; a 1.2 s
+    # pause left it too narrow a window)
     f = faults(tmp_path, [{"host": "machines", "action": "pause", "at_s": 250,
-                           "duration_s": 60}])
+                           "duration_s": 300}])
     state = tmp_path / "state"
     res = up(cell, state, "--faults", str(f))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -106,6 +109,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it, whoever started the suite: a shell without job
+    control starts background commands (``pytest ... &``) with SIGINT ignored, every
+    process inherits that, and Python installs its KeyboardInterrupt handler only over
+    the default disposition -- so `autocell up` would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
     state = tmp_path / "state"
@@ -114,7 +125,9 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
     # finish first: the run's ~17 s race the start-up of five Python processes)
     proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "1",
                              "--state-dir", str(state)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 (no threads started)
     names = ["sim", "orders", "machines", "logistics"]
     try:
         wait_until("every process's status file", lambda: all(
@@ -130,7 +143,13 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
     # "within seconds" is the supervisor's own rule (Supervisor.stop: SIGTERM, then SIGKILL
     # after a 5 s grace); the bound here only guards against a hang, so a loaded machine
     # that takes longer to start and tear down Python processes does not fail the test
-    _, err = proc.communicate(timeout=PROCESS_BOUND_S)
+    try:
+        _, err = proc.communicate(timeout=PROCESS_BOUND_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)      # faulthandler: every thread's stack on stderr
+        _, err = proc.communicate()
+        raise AssertionError(f"`autocell up` still running {PROCESS_BOUND_S:g} s after "
+                             f"Ctrl-C; its threads:\n{err[-8000:]}") from None
     assert proc.returncode == 130, err[-2000:]
     assert not [p for p in pids if _alive(p)]
     assert "interrupted" in err
