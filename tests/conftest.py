@@ -14,11 +14,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agents.protocol.envelope import SIGNING_TAG, Limits, Opener, Sealer
 from security.certs import Certificate, RevocationList, TrustStore
 from security.crypto import SigningKey
 from security.replay import ReplayGuard
+
+# A Hypothesis example is judged by what it does, never by how long it took: a loaded
+# machine must not fail one on its wall time (tests that bound time say so themselves).
+settings.register_profile("autocell", deadline=None)
+settings.load_profile("autocell")
 
 AGENTS: dict[str, str] = {
     "m1": "machine", "m2": "machine", "r1": "robot", "o1": "order",
