@@ -37,6 +37,8 @@ from pydantic import (
     model_validator,
 )
 
+from agents.cell.equipment import OpcUaEquipment
+
 __all__ = [
     "AGENT_ID_MAX_BYTES",
     "PATTERN_HELP",
@@ -144,15 +146,16 @@ class Layout(_Model):
 
 #: Plant backends a resource may be driven by (sim_bridge/plant_api.py); the gateway
 #: (``autocell plant``) runs one per resource.  ``embedded`` is the simulator.
-PLANT_BACKENDS: tuple[str, ...] = ("embedded",)
+PLANT_BACKENDS: tuple[str, ...] = ("embedded", "opcua")
 #: Backends being built, named in the error for a backend not yet available.
-PLANNED_BACKENDS: tuple[str, ...] = ("opcua", "vda5050")
+PLANNED_BACKENDS: tuple[str, ...] = ("vda5050",)
 
 
 def _check_backend(value: str) -> str:
     if value not in PLANT_BACKENDS:
         raise ValueError(
-            f"unknown plant backend {value!r}: use 'embedded' (the simulator); "
+            f"unknown plant backend {value!r}: use 'embedded' (the simulator) or 'opcua' "
+            "(machines only); "
             f"{' and '.join(repr(b) for b in PLANNED_BACKENDS)} are planned, not yet available")
     return value
 
@@ -210,8 +213,23 @@ class Machine(_Model):
     backend: Backend = Field(
         default="embedded",
         description="Plant backend that drives the machine under `autocell plant`: "
-        "`embedded` (the simulator; the only one so far).",
+        "`embedded` (the simulator) or `opcua` (a real machine; see `opcua`). Virtual-time "
+        "runs (`autocell run`) simulate every machine.",
     )
+    opcua: OpcUaEquipment | None = Field(
+        default=None,
+        description="How the machine is reached when `backend` is `opcua`: endpoint, profile, "
+        "security, readings (docs/equipment.md).",
+    )
+
+    @model_validator(mode="after")
+    def _equipment_matches_backend(self) -> Machine:
+        if self.backend == "opcua" and self.opcua is None:
+            raise ValueError("backend 'opcua' needs an `opcua:` block with at least `endpoint`")
+        if self.backend != "opcua" and self.opcua is not None:
+            raise ValueError(f"an `opcua:` block is given but backend is {self.backend!r}; "
+                             "set `backend: opcua` or remove the block")
+        return self
 
 
 class Robot(_Model):
@@ -233,8 +251,15 @@ class Robot(_Model):
     backend: Backend = Field(
         default="embedded",
         description="Plant backend that drives the robot under `autocell plant`: "
-        "`embedded` (the simulator; the only one so far).",
+        "`embedded` (the simulator; the only one so far for robots).",
     )
+
+    @model_validator(mode="after")
+    def _robot_backend(self) -> Robot:
+        if self.backend == "opcua":
+            raise ValueError("backend 'opcua' drives machines; a robot is 'embedded' for now "
+                             "(VDA 5050 robots are planned)")
+        return self
 
 
 # --------------------------------------------------------------------------- work
@@ -389,6 +414,12 @@ class Security(_Model):
         default=None,
         description="Directory with the cell authority and agent keys, relative to the config "
         "file; must exist. Absent: keys are created on the fly for the run.",
+    )
+    opcua_secrets: Path | None = Field(
+        default=None,
+        description="YAML file of OPC UA credentials (`NAME: {username: ..., password: ...}`), "
+        "relative to the config file; must be 0600. Default: `opcua-secrets.yaml` in the keys "
+        "directory.",
     )
 
 
