@@ -689,8 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import escalations
+    from ops import equipment, escalations
     escalations.add_parsers(sub)
+    equipment.add_parsers(sub)
     return p
 
 

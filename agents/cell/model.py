@@ -156,7 +156,8 @@ def _check_backend(value: str) -> str:
         raise ValueError(
             f"unknown plant backend {value!r}: use 'embedded' (the simulator) or 'opcua' "
             "(machines only); "
-            f"{' and '.join(repr(b) for b in PLANNED_BACKENDS)} are planned, not yet available")
+            f"{' and '.join(repr(b) for b in PLANNED_BACKENDS)} "
+            f"{'is' if len(PLANNED_BACKENDS) == 1 else 'are'} planned, not yet available")
     return value
 
 
@@ -574,6 +575,10 @@ class Escalation(_Model):
     restart_intensity: EscalationRule = Field(
         default_factory=lambda: EscalationRule(priority=1),
         description="A supervisor gave up restarting a host (restart intensity exceeded).")
+    equipment_refuses: EscalationRule = Field(
+        default_factory=EscalationRule,
+        description="Real equipment keeps refusing starts (`refusals_to_escalate` in a row, "
+        "e.g. access denied or a wrong machine mode); the gateway holds it down.")
     quality_reject: QualityRule = Field(
         default_factory=QualityRule,
         description="Escalate when one operation keeps failing its quality check (`count` "

@@ -260,11 +260,11 @@ class OpcUaBackend:
         self.record("opcua_refused", machine=m.id, task=task, job=jid, why=why,
                     consecutive=m.refusals)
         self.events.stopped(m.id, task, "refused")
-        self.events.command_refused(m.id, task, f"equipment refused the start: {why}")
+        self.events.command_refused(m.id, task, f"equipment refused the start: {why}",
+                                    escalate=escalate)
         if escalate and not m.held:
             m.held = "refuses"
-            self._fault(m, f"equipment refuses starts ({m.refusals} in a row: {why})",
-                        escalate=True)
+            self._fault(m, f"equipment refuses starts ({m.refusals} in a row: {why})")
 
     async def _abort(self, m: _Machine, jid: str) -> None:
         async with m.lock:
@@ -371,12 +371,10 @@ class OpcUaBackend:
         self.record("op_abort", machine=m.id, task=task, why=why)
         self.events.stopped(m.id, task, why)
 
-    def _fault(self, m: _Machine, reason: str, escalate: bool = False) -> None:
+    def _fault(self, m: _Machine, reason: str) -> None:
         m.reported_down = True
         self.record("fault", machine=m.id, reason=reason)
         self.events.fault(m.id, reason)
-        if escalate:
-            self.record("opcua_escalate", machine=m.id, reason=reason)
 
     def _maybe_repaired(self, m: _Machine) -> None:
         if m.reported_down and m.usable():
