@@ -121,7 +121,7 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
         if not pending:
             done.set()
 
-    specs = [MachineSpec(m, "bench", {"bench": 1.0}) for m in machines]
+    specs = [MachineSpec(m, location="bench") for m in machines]
     gateway = PlantGateway(specs, [], emit=emit, record=lambda *_a, **_k: None)
     backend = OpcUaBackend([OpcUaMachine(m, OpcUaEquipment(endpoint=endpoint)) for m in machines],
                            events=gateway, record=lambda *_a, **_k: None, pki=pki, secrets={})
