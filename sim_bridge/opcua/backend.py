@@ -70,6 +70,8 @@ log = logging.getLogger("autocell.opcua")
 Record = Callable[..., None]
 Assumed = Callable[[str], tuple[str, int] | None]
 WATCH_S = 0.5               # how often a session is probed
+JOBS_PUBLISH_MS = 5         # requested publishing interval of job lists and machine states
+READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
 
@@ -481,8 +483,14 @@ class _Link:
         while not self._closed:
             try:
                 await self._connect()
-            except (LinkError, jobs.MissingNode) as exc:
-                transient = getattr(exc, "transient", False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the link retries
+                transient = getattr(exc, "transient", not isinstance(exc, (LinkError,
+                                                                          jobs.MissingNode)))
+                if not isinstance(exc, (LinkError, jobs.MissingNode)):
+                    exc = LinkError(self.endpoint, f"{type(exc).__name__}: {exc}",
+                                    transient=True)
                 if str(exc) != self.error:
                     self.error = str(exc)
                     log.error("opcua: %s", exc)
@@ -517,7 +525,10 @@ class _Link:
             await client.load_data_type_definitions()
             self.ns = await jobs.Namespaces.of(client)
             handler = _Handler(self)
-            sub = await client.create_subscription(50, handler)
+            # job ends and machine states as soon as the server publishes them; readings
+            # at the pace a person (or the maintenance model) needs them
+            fast = await client.create_subscription(JOBS_PUBLISH_MS, handler)
+            slow = await client.create_subscription(READINGS_PUBLISH_MS, handler)
             for m in self.machines:
                 s = m.spec.settings
                 m.nodes = await jobs.resolve(client, self.ns, m.spec.browse_name, s.readings)
@@ -526,10 +537,11 @@ class _Link:
                 if m.nodes.item_state is not None:
                     handler.routes[m.nodes.item_state.nodeid] = (m, "state")
                     watch.append(m.nodes.item_state)
+                await fast.subscribe_data_change(watch, sampling_interval=0.0)
                 for name, node in m.nodes.readings.items():
                     handler.routes[node.nodeid] = (m, name)
-                    watch.append(node)
-                await sub.subscribe_data_change(watch)
+                if m.nodes.readings:
+                    await slow.subscribe_data_change(list(m.nodes.readings.values()))
         except BaseException:
             try:
                 await client.disconnect()

@@ -120,9 +120,10 @@ async def open_session(p: SessionParams) -> Client:
     if not p.settings.insecure:
         server_der = await server_certificate(p.endpoint, p.settings, p.timeout_s)
         p.pki.check(p.endpoint, server_der)
-        cert, key = p.pki.ensure_own()
+        p.pki.ensure_own()          # created once; asyncua reads the files by their suffix
         await client.set_security(
-            POLICIES[p.settings.security.policy], cert, key, server_certificate=server_der,
+            POLICIES[p.settings.security.policy], str(p.pki.cert_path), str(p.pki.key_path),
+            server_certificate=server_der,
             mode=getattr(ua.MessageSecurityMode, p.settings.security.mode))
     if p.credentials is not None:
         client.set_user(p.credentials.username)
