@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,56 +44,93 @@ READY_BOUND_S = 120.0
 
 
 class Emulator:
-    """The node-opcua machine emulator as a child process (the contract in tests/opcua)."""
+    """A machine emulator on an OPC UA stack not written here, as a child process.
+
+    ``stack`` is ``node`` (node-opcua, ``tests/opcua/machine_emulator.mjs``) or
+    ``asyncua`` (asyncua's server, ``python -m tests.helpers.opcua_server``);
+    both take the flags of tests/opcua/CONTRACT.md.  ``port`` 0 lets the
+    server pick one; a fixed port lets a killed server come back where the
+    gateway looks for it.  Its PKI directory and job log survive a restart."""
 
     def __init__(self, workdir: Path, machines: list[str], *, trust_client: Path,
-                 speed: float = 1.0, extra: list[str] | None = None) -> None:
-        if not (EMULATOR.exists() and (EMULATOR.parent / "node_modules").is_dir()):
-            raise FileNotFoundError(
-                f"{EMULATOR} or its node_modules is missing: run `bash tests/setup.sh` (it "
-                "installs node-opcua), or pass --endpoint of a Machinery Jobs server")
-        node = shutil.which("node")
-        if node is None:
-            raise FileNotFoundError("node is not installed: run `bash tests/setup.sh`")
+                 speed: float = 1.0, stack: str = "node", port: int = 0,
+                 extra: list[str] | None = None) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.ready = workdir / "ready.json"
         self.pki = workdir / "pki"
         self.job_log = workdir / "jobs.jsonl"
-        self.log = (workdir / "emulator.log").open("w")
-        self.proc = subprocess.Popen(
-            [node, str(EMULATOR), "--port", "0", "--machines", ",".join(machines),
-             "--speed", f"{speed:g}", "--job-log", str(self.job_log), "--pki", str(self.pki),
-             "--trust-client", str(trust_client), "--ready-file", str(self.ready),
-             *(extra or [])],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=EMULATOR.parent)
+        self.argv = ["--port", str(port), "--machines", ",".join(machines),
+                     "--speed", f"{speed:g}", "--job-log", str(self.job_log), "--pki",
+                     str(self.pki), "--trust-client", str(trust_client), "--ready-file",
+                     str(self.ready), *(extra or [])]
+        if stack == "node":
+            if not (EMULATOR.exists() and (EMULATOR.parent / "node_modules").is_dir()):
+                raise FileNotFoundError(
+                    f"{EMULATOR} or its node_modules is missing: run `bash tests/setup.sh` (it "
+                    "installs node-opcua), or pass --endpoint of a Machinery Jobs server")
+            node = shutil.which("node")
+            if node is None:
+                raise FileNotFoundError("node is not installed: run `bash tests/setup.sh`")
+            self.cmd, self.cwd = [node, str(EMULATOR)], EMULATOR.parent
+        elif stack == "asyncua":
+            self.cmd, self.cwd = [sys.executable, "-m", "tests.helpers.opcua_server"], ROOT
+        else:
+            raise ValueError(f"unknown OPC UA stack {stack!r}: node or asyncua")
+        self.stack = stack
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start the server process; :meth:`wait_ready` waits for it."""
+        self.ready.unlink(missing_ok=True)
+        log = (self.workdir / "emulator.log").open("ab")
+        self.proc = subprocess.Popen([*self.cmd, *self.argv], stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=self.cwd)
+        log.close()
 
     def wait_ready(self, progress: Callable[[str], None] = lambda _s: None) -> str:
+        """The endpoint, once the server listens (it writes its ready file then)."""
+        assert self.proc is not None
         deadline = time.monotonic() + READY_BOUND_S
         while not self.ready.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the emulator exited with {self.proc.returncode}: "
-                                   f"{(self.workdir / 'emulator.log').read_text()[-2000:]}")
+                raise RuntimeError(f"the {self.stack} emulator exited with "
+                                   f"{self.proc.returncode}: {self.output()[-2000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError("the emulator did not get ready")
+                raise TimeoutError(f"the {self.stack} emulator did not get ready")
             time.sleep(0.05)
         endpoint: str = json.loads(self.ready.read_text())["endpoint"]
-        progress(f"emulator ready at {endpoint}")
+        progress(f"{self.stack} emulator ready at {endpoint}")
         return endpoint
+
+    def output(self) -> str:
+        return (self.workdir / "emulator.log").read_text(errors="replace")
 
     @property
     def server_cert(self) -> bytes:
         return (self.pki / "server_cert.der").read_bytes()
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """The server's own job log."""
+        if not self.job_log.exists():
+            return []
+        return [json.loads(line) for line in self.job_log.read_text().splitlines() if line]
+
+    def kill(self) -> None:
+        """``kill -9``: the server dies mid-whatever, as a power cut would."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -537,7 +537,7 @@ class _Link:
                 if m.nodes.item_state is not None:
                     handler.routes[m.nodes.item_state.nodeid] = (m, "state")
                     watch.append(m.nodes.item_state)
-                await fast.subscribe_data_change(watch, sampling_interval=0.0)
+                await fast.subscribe_data_change(watch, sampling_interval=ua.Double(0.0))
                 for name, node in m.nodes.readings.items():
                     handler.routes[node.nodeid] = (m, name)
                 if m.nodes.readings:
