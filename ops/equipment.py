@@ -50,7 +50,8 @@ def _keys_dir(args: argparse.Namespace) -> Path:
 def _settings(args: argparse.Namespace) -> Any:
     from agents.cell.equipment import OpcUaEquipment, OpcUaSecurity
 
-    return OpcUaEquipment(endpoint=args.url, insecure=args.insecure, user=args.user,
+    return OpcUaEquipment(endpoint=args.url, insecure=args.insecure,
+                          user=getattr(args, "user", None),
                           security=OpcUaSecurity(policy=args.policy, mode=args.mode))
 
 
