@@ -158,6 +158,10 @@ def test_a_job_runs_once_reports_its_quality_and_the_machine_refuses_its_id_agai
                 assert "ReturnStatus 3" in again[0].data["why"]
                 assert rig.backend.query_state("m01")
                 assert rig.recorded("op_start")[0]["job"] == "o1/0@1"
+                # the configured variable is subscribed and reported as readings
+                reading = await until("a reading", lambda: rig.seen("reading"))
+                assert set(reading[0].data) == {"spindle_load"}
+                assert 0.0 <= reading[0].data["spindle_load"] <= 100.0
 
         asyncio.run(scenario())
     finally:
