@@ -63,6 +63,7 @@ from agents.runtime.host import (
 )
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.observe import Observer
+from security.errors import ConfigurationError
 
 from .fence import Fence
 from .fence_store import SqliteFenceStore
@@ -155,6 +156,10 @@ class PlantServer:
                                   record=self.record, fence=Fence(self.fence_store))
         kind_of = {**{m.id: m.backend for m in cfg.machines},
                    **{r.id: r.backend for r in cfg.robots}}
+        missing = sorted(r for r, kind in kind_of.items() if kind not in BACKENDS)
+        if missing:
+            raise ConfigurationError(f"no plant backend is built for {', '.join(missing)} "
+                                     f"({', '.join(sorted({kind_of[r] for r in missing}))})")
         for kind, build in BACKENDS.items():
             ms = [m for m in machines if kind_of[m.id] == kind]
             rs = [r.id for r in cfg.robots if kind_of[r.id] == kind]

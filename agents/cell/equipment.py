@@ -1,4 +1,5 @@
-"""How a machine on real equipment is reached: the ``opcua:`` block of a machine.
+"""How a resource on real equipment is reached: a machine's ``opcua:`` block, a robot's
+``vda5050:`` block.
 
 A machine whose ``backend`` is ``opcua`` names the OPC UA server that runs
 it, the companion specification it speaks (its *profile*), how the link is
@@ -18,9 +19,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaSecurity"]
+__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaSecurity", "Vda5050Vehicle"]
 
 #: The companion specifications a machine may be driven by (docs/equipment.md).
 OPCUA_PROFILES: tuple[str, ...] = ("machinery-jobs",)
@@ -100,3 +101,63 @@ class OpcUaEquipment(_Model):
         default=3, ge=1, le=1000,
         description="Consecutive starts the server refuses before the machine's case is "
         "escalated to a supervisor as non-routine.")
+
+
+_BROKER = r"^mqtts?://[^\s/:]+(:\d{1,5})?$"
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+class Vda5050Vehicle(_Model):
+    """One transport robot as a VDA 5050 vehicle (``backend: vda5050``), autocell its master
+    control over an MQTT broker."""
+
+    broker: Annotated[str, StringConstraints(pattern=_BROKER, max_length=512)] = Field(
+        description="The MQTT broker: `mqtts://HOST:PORT` (TLS, the default port 8883), or "
+        "`mqtt://127.0.0.1:PORT` with `insecure: true` on loopback only. Vehicles on the "
+        "same broker share one connection.")
+    serial: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The vehicle's serialNumber; default: the robot id.")
+    manufacturer: str = Field(
+        default="autocell", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The vehicle's manufacturer, as in its topics.")
+    interface_name: str = Field(
+        default="uagv", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The first level of the VDA 5050 topics.")
+    map: str = Field(
+        default="cell", min_length=1, max_length=128,
+        description="The map id the cell's coordinates are in; a vehicle that reports "
+        "another is refused (`wrong map`).")
+    insecure: bool = Field(
+        default=False,
+        description="Plain MQTT without TLS; allowed only with an `mqtt://` broker on loopback.")
+    ca: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="CA certificate (PEM) that signed the broker's certificate, relative to "
+        "the cell file; absent: the system's trust store.")
+    user: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="Entry of the secrets file (`security.opcua_secrets`, shared by all "
+        "equipment) whose username and password log in to the broker.")
+    grace_s: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="Wall seconds a vehicle may be OFFLINE or CONNECTIONBROKEN before it is "
+        "reported down and its move re-negotiated.")
+    pick_action: str = Field(default="pick", min_length=1, max_length=64,
+                             description="actionType that loads the part at the origin.")
+    drop_action: str = Field(default="drop", min_length=1, max_length=64,
+                             description="actionType that unloads it at the destination.")
+
+    @model_validator(mode="after")
+    def _secure_unless_told(self) -> Vda5050Vehicle:
+        plain = self.broker.startswith("mqtt://")
+        host = self.broker.split("://", 1)[1]
+        if plain and not self.insecure:
+            raise ValueError("a plain `mqtt://` broker needs `insecure: true` (and loopback); "
+                             "use `mqtts://` in production")
+        if plain and not host.startswith(_LOOPBACK):
+            raise ValueError(f"plain MQTT is allowed on loopback only, not {host!r}; use "
+                             "`mqtts://`")
+        if self.insecure and not plain:
+            raise ValueError("`insecure: true` is for a plain `mqtt://` broker on loopback")
+        return self

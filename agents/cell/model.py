@@ -37,12 +37,11 @@ from pydantic import (
     model_validator,
 )
 
-from agents.cell.equipment import OpcUaEquipment
+from agents.cell.equipment import OpcUaEquipment, Vda5050Vehicle
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
     "PATTERN_HELP",
-    "PLANNED_BACKENDS",
     "PLANT_BACKENDS",
     "CellConfig",
     "CountRule",
@@ -146,18 +145,14 @@ class Layout(_Model):
 
 #: Plant backends a resource may be driven by (sim_bridge/plant_api.py); the gateway
 #: (``autocell plant``) runs one per resource.  ``embedded`` is the simulator.
-PLANT_BACKENDS: tuple[str, ...] = ("embedded", "opcua")
-#: Backends being built, named in the error for a backend not yet available.
-PLANNED_BACKENDS: tuple[str, ...] = ("vda5050",)
+PLANT_BACKENDS: tuple[str, ...] = ("embedded", "opcua", "vda5050")
 
 
 def _check_backend(value: str) -> str:
     if value not in PLANT_BACKENDS:
         raise ValueError(
-            f"unknown plant backend {value!r}: use 'embedded' (the simulator) or 'opcua' "
-            "(machines only); "
-            f"{' and '.join(repr(b) for b in PLANNED_BACKENDS)} "
-            f"{'is' if len(PLANNED_BACKENDS) == 1 else 'are'} planned, not yet available")
+            f"unknown plant backend {value!r}: use 'embedded' (the simulator), 'opcua' "
+            "(machines) or 'vda5050' (robots)")
     return value
 
 
@@ -225,6 +220,9 @@ class Machine(_Model):
 
     @model_validator(mode="after")
     def _equipment_matches_backend(self) -> Machine:
+        if self.backend == "vda5050":
+            raise ValueError("backend 'vda5050' drives robots; a machine is 'embedded' or "
+                             "'opcua'")
         if self.backend == "opcua" and self.opcua is None:
             raise ValueError("backend 'opcua' needs an `opcua:` block with at least `endpoint`")
         if self.backend != "opcua" and self.opcua is not None:
@@ -252,14 +250,25 @@ class Robot(_Model):
     backend: Backend = Field(
         default="embedded",
         description="Plant backend that drives the robot under `autocell plant`: "
-        "`embedded` (the simulator; the only one so far for robots).",
+        "`embedded` (the simulator) or `vda5050` (a vehicle; see `vda5050`).",
+    )
+
+    vda5050: Vda5050Vehicle | None = Field(
+        default=None,
+        description="How the robot is reached when `backend` is `vda5050`: broker, serial "
+        "number, map (docs/equipment.md).",
     )
 
     @model_validator(mode="after")
     def _robot_backend(self) -> Robot:
         if self.backend == "opcua":
-            raise ValueError("backend 'opcua' drives machines; a robot is 'embedded' for now "
-                             "(VDA 5050 robots are planned)")
+            raise ValueError("backend 'opcua' drives machines; a robot is 'embedded' or "
+                             "'vda5050'")
+        if self.backend == "vda5050" and self.vda5050 is None:
+            raise ValueError("backend 'vda5050' needs a `vda5050:` block with at least `broker`")
+        if self.backend != "vda5050" and self.vda5050 is not None:
+            raise ValueError(f"a `vda5050:` block is given but backend is {self.backend!r}; "
+                             "set `backend: vda5050` or remove the block")
         return self
 
 
