@@ -100,9 +100,29 @@ def _opcua(server: PlantServer, machines: list[MachineSpec], robots: list[str]) 
         task = fence.busy.get(resource)
         return None if task is None else (task, int(fence.started_epoch.get(task, 0)))
 
-    return OpcUaBackend(specs, events=_Advancing(server), record=server.record,
+    return OpcUaBackend(specs, events=_Advancing(server), record=server.live_record,
                         pki=OpcUaPki(server.keys_dir / "opcua"), secrets=secrets,
                         assumed=assumed)
+
+
+def _vda5050(server: PlantServer, machines: list[MachineSpec], robots: list[str]) -> Plant:
+    from .opcua.pki import load_secrets
+    from .vda5050.backend import Vda5050Backend, VehicleSpec
+
+    cfg, fence = server.cfg, server.plant.fence
+    specs = [VehicleSpec(r, settings, cfg.robot(r).speed_m_per_s) for r in robots
+             if (settings := cfg.robot(r).vda5050) is not None]
+    secrets = (load_secrets(server.opcua_secrets_path())
+               if any(s.settings.user for s in specs) else {})
+
+    def assumed(resource: str) -> tuple[str, int] | None:
+        task = fence.busy.get(resource)
+        return None if task is None else (task, 0)
+
+    base = Path(cfg.source).parent if cfg.source != "<dict>" else Path.cwd()
+    return Vda5050Backend(specs, events=_Advancing(server), record=server.live_record,
+                          locations={loc.id: (loc.x, loc.y) for loc in cfg.layout.locations},
+                          secrets=secrets, base_dir=base, assumed=assumed)
 
 
 class _Advancing:
@@ -129,6 +149,7 @@ class _Advancing:
 BACKENDS: dict[str, Callable[[PlantServer, list[MachineSpec], list[str]], Plant]] = {
     "embedded": _embedded,
     "opcua": _opcua,
+    "vda5050": _vda5050,
 }
 
 
@@ -188,6 +209,12 @@ class PlantServer:
             return self.keys_dir / "opcua-secrets.yaml"
         base = Path(self.cfg.source).parent if self.cfg.source != "<dict>" else Path.cwd()
         return (base / given.expanduser()).resolve()
+
+    def live_record(self, event: str, **fields: Any) -> None:
+        """:meth:`record` for a backend that reports from the asyncio loop: at the cell time
+        of now, not of the last command."""
+        self.advance()
+        self.record(event, **fields)
 
     def wake(self) -> None:
         self._wake.set()
