@@ -6,7 +6,9 @@
 * ``equipment check CELL`` opens a session to every ``backend: opcua`` machine
   as the gateway would and reports, one line per machine, reachability, the
   security in use and whether every node and method of its profile and its
-  readings exist; exit 1 on any problem.
+  readings exist; for every ``backend: vda5050`` robot, whether the broker is
+  reachable, the vehicle ONLINE, its factsheet offers pick and drop, and it
+  is on the cell's map; exit 1 on any problem.
 * ``equipment trust opc.tcp://HOST:PORT`` shows the server's certificate
   thumbprint and puts it on the gateway's trust list (``--yes``, or answer y).
 
@@ -115,11 +117,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_cell(args.cell)
     keys = _keys_dir(args)
     machines = [(m.id, m.opcua) for m in cfg.machines if m.opcua is not None]
-    if not machines:
-        print(f"{args.cell}: no machine has `backend: opcua`; nothing to check")
+    vehicles = [(r.id, r.vda5050) for r in cfg.robots if r.vda5050 is not None]
+    if not machines and not vehicles:
+        print(f"{args.cell}: no machine has `backend: opcua` and no robot `backend: vda5050`; "
+              "nothing to check")
         return 0
     secrets: dict[str, Any] = {}
-    if any(s.user for _, s in machines):
+    if any(s.user for _, s in machines) or any(v.user for _, v in vehicles):
         given = cfg.security.opcua_secrets
         path = (Path(cfg.source).parent / given) if given else keys / "opcua-secrets.yaml"
         secrets = dict(load_secrets(path))
@@ -135,6 +139,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                                      (f"user {settings.user!r} is not in the secrets file",)))
                 continue
             out.append(await check_machine(machine, settings, pki, creds))
+        from sim_bridge.vda5050.commission import check_vehicle
+        base = Path(cfg.source).parent
+        for robot, vehicle in vehicles:
+            creds = secrets.get(vehicle.user) if vehicle.user else None
+            out.append(await check_vehicle(robot, vehicle, creds, base))
         return out
 
     lines = asyncio.run(check_all())
