@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.opcua,
               pytest.mark.skipif(_missing is not None, reason=_missing or ""),
               pytest.mark.timeout(600)]
 
+UA = "http://opcfoundation.org/UA/"
 MACHINERY = "http://opcfoundation.org/UA/Machinery/"
 ISA95 = "http://opcfoundation.org/UA/ISA95-JOBCONTROL_V2/"
 JOBS = "http://opcfoundation.org/UA/Machinery/Jobs/"
@@ -85,7 +86,7 @@ class MachineNodes:
 
     @classmethod
     async def find(cls, client: Client, machine_id: str) -> MachineNodes:
-        ns = {uri: await client.get_namespace_index(uri) for uri in (MACHINERY, ISA95, JOBS, EMU)}
+        ns = {uri: await client.get_namespace_index(uri) for uri in (UA, MACHINERY, ISA95, JOBS, EMU)}
         machine = await client.nodes.objects.get_child([f"{ns[MACHINERY]}:Machines",
                                                         f"{ns[EMU]}:{machine_id}"])
         return cls(client, machine, ns)
@@ -129,26 +130,37 @@ def states_of(job_order_list: list[Any] | None) -> dict[str, str]:
             for entry in job_order_list or []}
 
 
-class JobOrderListWatch:
-    """The JobOrderList values a subscription delivered, latest last."""
+class Watch:
+    """The values a subscription delivered, per node, in order."""
 
     def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
+        self.seen: dict[Node, list[Any]] = {}
 
     def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
-        self.seen.append(states_of(value))
+        self.seen.setdefault(node, []).append(value)
+
+    def of(self, node: Node) -> list[Any]:
+        return self.seen.get(node, [])
 
 
-async def run_job_to_end(machine: MachineNodes, job_id: str) -> list[dict[str, str]]:
-    """StoreAndStart, then wait on the subscription until the job is Ended."""
-    watch = JobOrderListWatch()
+async def run_job_to_end(machine: MachineNodes, job_id: str) -> tuple[list[dict[str, str]], list[str]]:
+    """StoreAndStart, then wait on a subscription until the job is Ended.
+
+    Returns the JobOrderList states and the MachineryItemState texts seen meanwhile.
+    """
+    watch = Watch()
     subscription = await machine.client.create_subscription(50, watch)
-    await subscription.subscribe_data_change(await machine.job_order_list_node())
+    job_list = await machine.job_order_list_node()
+    item_state = await machine.child((MACHINERY, "MachineryBuildingBlocks"),
+                                     (MACHINERY, "MachineryItemState"), (UA, "CurrentState"))
+    await subscription.subscribe_data_change([job_list, item_state])
+    await until("the first notifications", lambda: watch.of(job_list) and watch.of(item_state))
     assert await machine.store_and_start(job_id, duration_s=2.0) == 0
     await until(f"{job_id} Ended in JobOrderList",
-                lambda: bool(watch.seen) and watch.seen[-1].get(job_id) == "Ended")
+                lambda: states_of(watch.of(job_list)[-1]).get(job_id) == "Ended"
+                and watch.of(item_state)[-1].Text == "NotExecuting")
     await subscription.delete()
-    return watch.seen
+    return [states_of(v) for v in watch.of(job_list)], [v.Text for v in watch.of(item_state)]
 
 
 def test_a_job_runs_ends_and_reports_quality_ok(emulator: Emulator,
@@ -156,8 +168,9 @@ def test_a_job_runs_ends_and_reports_quality_ok(emulator: Emulator,
     async def scenario() -> None:
         async with connected(emulator, client_cert) as client:
             machine = await MachineNodes.find(client, "m1")
-            seen = await run_job_to_end(machine, "t1@1")
-            assert "Running" in [states.get("t1@1") for states in seen]
+            jobs, item_states = await run_job_to_end(machine, "t1@1")
+            assert [states.get("t1@1") for states in jobs][-2:] == ["Running", "Ended"]
+            assert item_states == ["NotExecuting", "Executing", "NotExecuting"]
             response, status = await machine.job_response("t1@1")
             assert status == 0
             assert response.JobOrderID == "t1@1"
@@ -187,6 +200,70 @@ def test_a_duplicate_job_order_id_is_refused_and_runs_once(emulator: Emulator,
     assert events.count("refused") == 2
 
 
+def test_a_busy_machine_refuses_then_abort_and_clear(emulator: Emulator,
+                                                    client_cert: ClientCertificate) -> None:
+    async def scenario() -> None:
+        async with connected(emulator, client_cert) as client:
+            machine = await MachineNodes.find(client, "m2")
+            control, isa = await machine.control(), machine.ns[ISA95]
+            job_list = await machine.job_order_list_node()
+            assert await machine.store_and_start("t6@1", duration_s=3600.0) == 0
+            assert await machine.store_and_start("t7@1", duration_s=1.0) == UNABLE_TO_ACCEPT
+            assert await control.call_method(f"{isa}:Abort", "nope@1", no_comment()) == UNKNOWN_JOB_ORDER
+            assert await control.call_method(f"{isa}:Abort", "t6@1", no_comment()) == 0
+            assert states_of(await job_list.read_value()).get("t6@1") == "Aborted"
+            assert await control.call_method(f"{isa}:Clear", "t6@1", no_comment()) == 0
+            assert "t6@1" not in states_of(await job_list.read_value())
+            response, status = await machine.job_response("t6@1")   # cleared, still retrievable
+            assert (status, response.JobState[0].StateNumber) == (0, 6)
+
+    asyncio.run(scenario())
+    events = [(e["job"], e["event"]) for e in emulator.jobs() if e["job"] in ("t6@1", "t7@1")]
+    assert events == [("t6@1", "started"), ("t7@1", "refused"), ("t6@1", "aborted"),
+                      ("t6@1", "cleared")]
+
+
+def test_identification_and_readings(emulator: Emulator, client_cert: ClientCertificate) -> None:
+    async def scenario() -> None:
+        async with connected(emulator, client_cert) as client:
+            machine = await MachineNodes.find(client, "m1")
+            identification = await machine.child((MACHINERY, "Identification"))
+            di = await client.get_namespace_index("http://opcfoundation.org/UA/DI/")
+            values = {name: await (await identification.get_child(f"{di}:{name}")).read_value()
+                      for name in ("Manufacturer", "SerialNumber", "ProductInstanceUri")}
+            assert values["Manufacturer"].Text == "autocell emulator"
+            assert (values["SerialNumber"], values["ProductInstanceUri"]) == ("m1", "urn:autocell:emulator:m1")
+            mode = await machine.child((MACHINERY, "MachineryBuildingBlocks"),
+                                       (MACHINERY, "MachineryOperationMode"), (UA, "CurrentState"))
+            assert (await mode.read_value()).Text == "Processing"
+
+            load = await machine.child((EMU, "Monitoring"), (EMU, "SpindleLoad"))
+            temperature = await machine.child((EMU, "Monitoring"), (EMU, "Temperature"))
+            watch = Watch()
+            subscription = await client.create_subscription(50, watch)
+            await subscription.subscribe_data_change([load, temperature])
+            await until("three readings of each", lambda: len(watch.of(load)) >= 3
+                        and len(watch.of(temperature)) >= 3)
+            await subscription.delete()
+            assert all(0 <= v <= 100 for v in watch.of(load))
+            assert all(20 <= v <= 80 for v in watch.of(temperature))
+            assert len(set(watch.of(load))) > 1
+
+    asyncio.run(scenario())
+
+
+def test_the_server_certificate_names_the_application_localhost_and_loopback(
+        emulator: Emulator) -> None:
+    cert = x509.load_der_x509_certificate(emulator.server_cert_path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.UniformResourceIdentifier) == [
+        f"urn:autocell:emulator:{emulator.port}"]
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert cert.public_key().key_size == 2048   # type: ignore[union-attr]
+    assert isinstance(cert.signature_hash_algorithm, hashes.SHA256)
+
+
 def test_a_start_on_a_refusing_machine_is_bad_user_access_denied(
         emulator: Emulator, client_cert: ClientCertificate) -> None:
     async def scenario() -> None:
@@ -208,6 +285,22 @@ def test_only_basic256sha256_sign_and_encrypt_is_offered(emulator: Emulator,
 
     assert asyncio.run(scenario()) == {(SecurityPolicyBasic256Sha256.URI,
                                         ua.MessageSecurityMode.SignAndEncrypt)}
+
+
+def test_insecure_mode_offers_only_security_policy_none(tmp_path: Path) -> None:
+    emu = start_emulator(tmp_path / "emulator", ["m1"], security="insecure")
+    try:
+        async def scenario() -> set[tuple[str, ua.MessageSecurityMode]]:
+            async with Client(emu.endpoint) as client:
+                await client.load_data_type_definitions()
+                machine = await MachineNodes.find(client, "m1")
+                assert await machine.store_and_start("t8@1", duration_s=0.0) == 0
+                return {(e.SecurityPolicyUri, e.SecurityMode) for e in await client.get_endpoints()}
+
+        assert asyncio.run(scenario()) == {("http://opcfoundation.org/UA/SecurityPolicy#None",
+                                            ua.MessageSecurityMode.None_)}
+    finally:
+        assert emu.stop() == 0, emu.stderr()
 
 
 def test_an_untrusted_client_certificate_is_rejected(emulator: Emulator, tmp_path: Path) -> None:
@@ -251,8 +344,10 @@ def test_after_kill_9_the_restarted_server_still_refuses_the_old_job(
                 await run_job_to_end(await MachineNodes.find(client, "m1"), "t4@1")
 
         asyncio.run(first_life())
+        identity = emu.server_cert_path.read_bytes()
         emu.kill()
         emu = emu.restart()
+        assert emu.server_cert_path.read_bytes() == identity
 
         async def second_life() -> None:
             async with connected(emu, client_cert, user=None) as client:

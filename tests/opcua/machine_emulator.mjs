@@ -390,6 +390,12 @@ async function main() {
     await certificateManager.initialize();
     const { certificateFile, privateKeyFile, applicationUri } = await serverCertificate(certificateManager, options.pki, port);
     await trustExactly(certificateManager, options.trustClient);
+    // X509 user tokens are offered by node-opcua whatever we say; an empty trust list of its
+    // own (instead of a default one in the user's home) makes sure none is ever accepted.
+    const userCertificateManager = new OPCUACertificateManager({
+        rootFolder: path.join(options.pki, "users"), automaticallyAcceptUnknownCertificate: false,
+    });
+    await userCertificateManager.initialize();
 
     const users = options.users;
     const server = new OPCUAServer({
@@ -397,7 +403,7 @@ async function main() {
         nodeset_filename: [nodesets.standard, nodesets.di, nodesets.ia, nodesets.machinery, nodesets.isa95JobControl, nodesets.machineryJobs],
         serverInfo: { applicationUri, productUri: "urn:autocell:emulator", applicationName: { text: "autocell machine emulator (node-opcua)" } },
         buildInfo: { productName: "autocell machine emulator", manufacturerName: "autocell" },
-        serverCertificateManager: certificateManager, certificateFile, privateKeyFile,
+        serverCertificateManager: certificateManager, userCertificateManager, certificateFile, privateKeyFile,
         securityPolicies: options.secure ? [SecurityPolicy.Basic256Sha256] : [SecurityPolicy.None],
         securityModes: options.secure ? [MessageSecurityMode.SignAndEncrypt] : [MessageSecurityMode.None],
         allowAnonymous: !users,
