@@ -41,7 +41,7 @@ import nodesetsPkg from "node-opcua-nodesets";
 
 const {
     OPCUAServer, OPCUACertificateManager, SecurityPolicy, MessageSecurityMode,
-    StatusCodes, DataType, Variant, VariantArrayType, promoteToStateMachine,
+    StatusCodes, DataType, VariantArrayType, promoteToStateMachine, standardUnits,
 } = opcua;
 const { nodesets } = nodesetsPkg;
 
@@ -178,9 +178,9 @@ function buildMachineNodes(addressSpace, ns, id) {
     const results = jobManagement.getComponentByName("JobOrderResults", jobsNs);
 
     const monitoring = folder("Monitoring");
-    const reading = (name, unit) => ns.addVariable({
-        componentOf: monitoring, browseName: name, dataType: "Double", description: unit,
-        value: { dataType: DataType.Double, value: 0 },
+    const reading = (name, engineeringUnits, low, high) => ns.addAnalogDataItem({
+        componentOf: monitoring, browseName: name, dataType: "Double", engineeringUnits,
+        engineeringUnitsRange: { low, high }, value: { dataType: DataType.Double, value: low },
     });
 
     const itemStateMachine = promoteToStateMachine(itemState);
@@ -194,8 +194,8 @@ function buildMachineNodes(addressSpace, ns, id) {
         jobOrderList: control.getComponentByName("JobOrderList", isaNs),
         requestResponse: results.getMethodByName("RequestJobResponseByJobOrderID", isaNs),
         responseList: results.getComponentByName("JobOrderResponseList", isaNs),
-        spindleLoad: reading("SpindleLoad", "%"),
-        temperature: reading("Temperature", "degC"),
+        spindleLoad: reading("SpindleLoad", standardUnits.percent, 0, 100),
+        temperature: reading("Temperature", standardUnits.degree_celsius, 20, 80),
         isaNs,
     };
 }
