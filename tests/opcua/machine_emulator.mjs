@@ -8,16 +8,20 @@
 // -------------------
 // * The address space is the standard nodesets shipped by node-opcua-nodesets
 //   (UA, DI, IA (which Machinery requires), Machinery, ISA95 job control,
-//   Machinery Jobs): every structure the
-//   client sees (ISA95JobOrderDataType, ISA95JobResponseDataType, ...) is the
-//   nodeset's own DataType, so a generic client that loads data type
-//   definitions builds and reads them.  Namespaces are found by URI.
+//   Machinery Jobs): every structure the client sees (ISA95JobOrderDataType,
+//   ISA95JobResponseDataType, ...) is the nodeset's own DataType, so a generic
+//   client that loads data type definitions builds and reads them.
+//   Namespaces are found by URI, never by index.
 // * One object per machine id under the Machinery `Machines` folder, with its
 //   Identification, MachineryItemState, MachineryOperationMode, JobManagement
 //   (JobOrderControl + JobOrderResults) and a Monitoring folder of readings.
 // * A machine runs at most one job: StoreAndStart makes it Running for
 //   duration_s / speed wall seconds, then Ended.  JobOrderList is rewritten on
 //   every transition, so a subscribed client gets a data change each time.
+//   Where the contract is silent: Abort of a job that is not running and Clear
+//   of one that has not ended return 2 (InvalidJobOrderStatus), and
+//   RequestJobResponseByJobOrderID of a running job returns its state with no
+//   JobResponseData (Quality comes with the end).
 // * The job log (--job-log) is the emulator's own record, one JSON line per
 //   event, fsynced before the call returns, so it survives kill -9.  Read at
 //   start-up, it gives the JobOrderIDs started before a restart: the machine
@@ -27,7 +31,9 @@
 //   certificate manager's trusted folder holds exactly the --trust-client
 //   certificates and nothing unknown is accepted.  The server's own certificate
 //   lives in --pki and is reused on restart (its ApplicationUri then comes from
-//   the certificate, so the identity does not change).
+//   the certificate, so the identity does not change).  --port 0 is resolved
+//   to a free port before anything else, since the certificate names it.
+//   Without --users every user name is refused (only anonymous logs in).
 // * The ready file is written (tmp + rename) once the server listens;
 //   SIGTERM/SIGINT shut it down cleanly.
 
