@@ -36,7 +36,8 @@ class _Results:
 
 
 def quality(params: list[Any], ok: list[str]) -> str:
-    nodes = NS(results=_Results(NS(JobResponseData=params)))
+    nodes = NS(results=_Results(NS(JobResponseData=params)),
+               methods={"RequestJobResponseByJobOrderID": None})
     ns = jobs.Namespaces(machinery=2, isa95=3, jobs=4, di=None)
     return asyncio.run(jobs.quality(ns, nodes, "a@1", "Quality", ok))  # type: ignore[arg-type]
 

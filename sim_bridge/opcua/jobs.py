@@ -97,6 +97,7 @@ class MachineNodes:
     job_list: Node
     item_state: Node | None
     readings: Mapping[str, Node]
+    methods: Mapping[str, ua.NodeId]     # StoreAndStart, Abort, Clear, RequestJobResponse...
 
 
 async def machines(client: Client, ns: Namespaces) -> list[tuple[str, Node]]:
@@ -146,9 +147,11 @@ async def resolve(client: Client, ns: Namespaces, name: str,
     control = await _child(jm, name, [f"{j}:JobOrderControl"])
     results = await _child(jm, name, [f"{j}:JobOrderResults"])
     job_list = await _child(control, name, [f"{i}:JobOrderList"])
-    for method in ("StoreAndStart", "Abort", "Clear"):
-        await _child(control, name, [f"{i}:{method}"])
-    await _child(results, name, [f"{i}:RequestJobResponseByJobOrderID"])
+    # resolved once per session: a call by node id saves the server a browse-path lookup
+    methods = {m: (await _child(control, name, [f"{i}:{m}"])).nodeid
+               for m in ("StoreAndStart", "Abort", "Clear")}
+    methods["RequestJobResponseByJobOrderID"] = (await _child(
+        results, name, [f"{i}:RequestJobResponseByJobOrderID"])).nodeid
     try:
         item_state: Node | None = await machine.get_child(
             [*blocks, f"{m}:MachineryItemState", "0:CurrentState"])
@@ -156,7 +159,7 @@ async def resolve(client: Client, ns: Namespaces, name: str,
         item_state = None
     own = sorted({machine.nodeid.NamespaceIndex, m})
     nodes = {k: await _relative(machine, name, path, own) for k, path in readings.items()}
-    return MachineNodes(name, machine, control, results, job_list, item_state, nodes)
+    return MachineNodes(name, machine, control, results, job_list, item_state, nodes, methods)
 
 
 def job_order(task_job_id: str, args: Mapping[str, Any]) -> Any:
@@ -182,18 +185,18 @@ def _comment() -> ua.Variant:
 async def store_and_start(ns: Namespaces, nodes: MachineNodes, jid: str,
                           args: Mapping[str, Any]) -> int:
     """Call ``StoreAndStart``; the ISA-95 ReturnStatus (0 = started)."""
-    status = await nodes.control.call_method(f"{ns.isa95}:StoreAndStart",
+    status = await nodes.control.call_method(nodes.methods["StoreAndStart"],
                                              ua.Variant(job_order(jid, args)), _comment())
     return int(status or 0)
 
 
 async def abort(ns: Namespaces, nodes: MachineNodes, jid: str) -> int:
-    status = await nodes.control.call_method(f"{ns.isa95}:Abort", ua.Variant(jid), _comment())
+    status = await nodes.control.call_method(nodes.methods["Abort"], ua.Variant(jid), _comment())
     return int(status or 0)
 
 
 async def clear(ns: Namespaces, nodes: MachineNodes, jid: str) -> int:
-    status = await nodes.control.call_method(f"{ns.isa95}:Clear", ua.Variant(jid), _comment())
+    status = await nodes.control.call_method(nodes.methods["Clear"], ua.Variant(jid), _comment())
     return int(status or 0)
 
 
@@ -226,7 +229,7 @@ async def jobs(nodes: MachineNodes) -> dict[str, int]:
 async def quality(ns: Namespaces, nodes: MachineNodes, jid: str, parameter: str,
                   ok_values: list[str]) -> str:
     """``ok`` or ``scrap`` from the job's response; ``ok`` when the machine reports none."""
-    out = await nodes.results.call_method(f"{ns.isa95}:RequestJobResponseByJobOrderID",
+    out = await nodes.results.call_method(nodes.methods["RequestJobResponseByJobOrderID"],
                                           ua.Variant(jid))
     response = out[0] if isinstance(out, list) else out
     for param in getattr(response, "JobResponseData", None) or []:
