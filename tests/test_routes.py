@@ -9,6 +9,7 @@ itself (coordinates and ``length_m``), not from the module under test.
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,23 @@ def test_ties_are_broken_the_same_way_whatever_the_file_order(order: int) -> Non
     g = graph(shuffled, points)
     assert [n.id for n in g.route("a", "c").nodes] == ["a", "b", "c"]
     assert [n.id for n in g.route("c", "a").nodes] == ["c", "b", "a"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_grid_of_ties_gives_the_route_whose_node_ids_sort_first(seed: int) -> None:
+    # 252 equally short routes corner to corner: the first by node ids goes along row 0.
+    k = 6
+    edges: list[tuple[str, str, float | None, float | None, bool]] = [
+        (f"{i}{j}", f"{i + di}{j + dj}", None, None, True)
+        for i in range(k) for j in range(k) for di, dj in ((1, 0), (0, 1))
+        if i + di < k and j + dj < k]
+    random.Random(seed).shuffle(edges)
+    points = {f"{i}{j}": (float(i), float(j)) for i in range(k) for j in range(k)}
+    g = graph(edges, points)
+    assert [n.id for n in g.route("00", "55").nodes] == [
+        "00", "01", "02", "03", "04", "05", "15", "25", "35", "45", "55"]
+    assert [n.id for n in g.route("55", "00").nodes] == [
+        "55", "45", "35", "25", "15", "05", "04", "03", "02", "01", "00"]
 
 
 def test_fewer_edges_win_a_tie_in_length() -> None:

@@ -20,7 +20,8 @@ VDA 5050 backend all read one answer.
   ``length_m / min(robot speed, edge max speed)``; handling time (``load_s``)
   is the caller's to add.
 * Edge lengths are positive (the loader refuses anything else), which is what
-  makes Dijkstra with a (length, edges, node ids) key correct.
+  makes Dijkstra with a (length, edges) key and a tie-break on settled routes
+  correct.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class RouteGraph:
     nodes: dict[str, Node]
     edges: tuple[Edge, ...]
     _out: dict[str, list[Edge]] = field(init=False, repr=False)
-    _trees: dict[str, dict[str, tuple[float, int, tuple[str, ...]]]] = field(
+    _trees: dict[str, dict[str, tuple[float, int, str | None]]] = field(
         init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,47 +130,53 @@ class RouteGraph:
         for n in (start, end):
             if n not in self.nodes:
                 raise NoRoute(f"{n!r} is not a node of the route graph")
-        found = self._tree(start).get(end)
-        if found is None:
+        tree = self._tree(start)
+        if end not in tree:
             raise NoRoute(f"no route from {start!r} to {end!r} on the route graph")
-        path = found[2]
+        path = _path(tree, end)
         edges = tuple(self._edge(a, b) for a, b in zip(path, path[1:], strict=False))
         return Route(tuple(self.nodes[n] for n in path), edges)
 
     def reachable_from(self, start: str) -> set[str]:
         """Every node a robot at ``start`` can drive to, ``start`` included."""
-        return set(self._tree(start))
+        return _closure(start, {n: [e.end for e in out] for n, out in self._out.items()})
 
     def reaching(self, end: str) -> set[str]:
         """Every node from which a robot can drive to ``end``, ``end`` included."""
         back: dict[str, list[str]] = {n: [] for n in self.nodes}
         for e in self.edges:
             back[e.end].append(e.start)
-        seen, todo = {end}, [end]
-        while todo:
-            for n in back[todo.pop()]:
-                if n not in seen:
-                    seen.add(n)
-                    todo.append(n)
-        return seen
+        return _closure(end, back)
 
     # -- Dijkstra ---------------------------------------------------------------------------------
-    def _tree(self, start: str) -> dict[str, tuple[float, int, tuple[str, ...]]]:
-        """(length, edge count, path) of the best route from ``start`` to every reachable node."""
+    def _tree(self, start: str) -> dict[str, tuple[float, int, str | None]]:
+        """(length, edge count, predecessor) of the best route from ``start`` to every node
+        it reaches, built once per start.
+
+        A tie in (length, edge count) goes to the predecessor whose own route sorts first
+        by node ids; both are settled when the tie is seen (lengths are > 0), so their
+        routes are final, and the comparison costs a walk only on an exact tie."""
         tree = self._trees.get(start)
         if tree is not None:
             return tree
+        best: dict[str, tuple[float, int, str | None]] = {start: (0.0, 0, None)}
         tree = {}
-        heap: list[tuple[float, int, tuple[str, ...]]] = [(0.0, 0, (start,))]
+        heap: list[tuple[float, int, str]] = [(0.0, 0, start)]
         while heap:
-            length, hops, path = heapq.heappop(heap)
-            node = path[-1]
+            length, hops, node = heapq.heappop(heap)
             if node in tree:
                 continue
-            tree[node] = (length, hops, path)
+            tree[node] = best[node]
             for e in self._out[node]:
-                if e.end not in tree:
-                    heapq.heappush(heap, (length + e.length_m, hops + 1, (*path, e.end)))
+                if e.end in tree:
+                    continue
+                key = (length + e.length_m, hops + 1)
+                known = best.get(e.end)
+                if known is None or key < known[:2]:
+                    best[e.end] = (*key, node)
+                    heapq.heappush(heap, (*key, e.end))
+                elif key == known[:2] and _path(tree, node) < _path(tree, known[2]):
+                    best[e.end] = (*key, node)
         self._trees[start] = tree
         return tree
 
@@ -177,3 +184,22 @@ class RouteGraph:
         # Parallel edges: the shortest, then the fastest, is the one the route used.
         return min((e for e in self._out[start] if e.end == end),
                    key=lambda e: (e.length_m, -(e.max_speed_m_per_s or math.inf)))
+
+
+def _path(tree: dict[str, tuple[float, int, str | None]], end: str | None) -> list[str]:
+    """Node ids from the tree's root to ``end``, by following the predecessors back."""
+    path: list[str] = []
+    while end is not None:
+        path.append(end)
+        end = tree[end][2]
+    return path[::-1]
+
+
+def _closure(start: str, step: dict[str, list[str]]) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for n in step[todo.pop()]:
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
