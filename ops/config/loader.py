@@ -740,8 +740,9 @@ def _check_route_graph(
     and every location reachable from the input and back (so from every other location)."""
     layout = data.get("layout")
     graph = layout.get("graph") if isinstance(layout, dict) else None
-    if not isinstance(graph, dict) or not locations:
-        return
+    edges_given = graph.get("edges") if isinstance(graph, dict) else None
+    if not isinstance(edges_given, list) or not edges_given or not locations:
+        return   # no edges (or not a list of them) is the model's to report
     nodes = _graph_nodes(data, problems, where)
     edges = _graph_edges(data, nodes, problems)
     if edges is None:
