@@ -20,6 +20,7 @@ from agents.cell.build import build_agents
 from agents.cell.routes import Edge, Node, NoRoute, RouteGraph
 from agents.robot import RobotAgent
 from ops.config import ConfigError, cell_from_dict, load_cell, validate_command
+from ops.config.fault_files import load_faults
 from sim_bridge.invariants import parse
 from sim_bridge.report import build_report
 from sim_bridge.virtual import VirtualCell
@@ -339,6 +340,19 @@ def test_routes_in_the_log_respect_one_way_edges_and_break_ties_by_name(
     for ev in parse(cell.events):
         if ev["ev"] == "move_start":
             assert ("east", "west") not in set(zip(ev["route"], ev["route"][1:], strict=False))
+
+
+def test_robots_breaking_down_mid_route_still_complete_every_order() -> None:
+    cfg = load_cell(GRAPH_CELL)
+    cell = VirtualCell(cfg, faults=load_faults(CELLS / "faults" / "breakdowns.yaml", cfg))
+    cell.run()
+    report = build_report(cell)
+    assert report["ended_by"] == "completed" and report["orders_completed"] == 24
+    assert report["invariant_violations"] == {}
+    evs = parse(cell.events)
+    assert any(e["ev"] == "move_abort" for e in evs)             # a robot stopped on its way
+    started = {e["task"] for e in evs if e["ev"] == "move_start"}
+    assert {e["task"] for e in evs if e["ev"] == "arrived"} <= started
 
 
 def test_the_bids_use_the_graph_too() -> None:
