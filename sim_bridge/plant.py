@@ -28,7 +28,7 @@ from typing import Any
 
 import simpy
 
-from agents.cell.specs import MachineSpec
+from agents.cell.specs import MachineSpec, PlantRoutes
 
 from .fence import Fence
 from .gateway import Emit, PlantGateway, PlantStats, Record
@@ -67,8 +67,10 @@ class EmbeddedBackend:
 
     def __init__(self, env: simpy.Environment, machines: list[MachineSpec], robots: list[str], *,
                  seed: int, events: PlantEvents, record: Record,
-                 sensor_interval_s: float = 60.0, breakdowns: bool = True) -> None:
+                 sensor_interval_s: float = 60.0, breakdowns: bool = True,
+                 routes: PlantRoutes | None = None) -> None:
         self.env = env
+        self.routes = routes
         self.events = events
         self.record = record
         self.machines = {m.id: _MachineState(m) for m in machines}
@@ -134,15 +136,24 @@ class EmbeddedBackend:
         if not r.up:
             return False
         r.task = task
-        self.record("move_start", robot=resource, task=task,
-                    origin=args.get("origin", ""), destination=args.get("destination", ""))
-        r.proc = self.env.process(self._drive(r, task, args))
+        origin, dest = str(args.get("origin", "")), str(args.get("destination", ""))
+        if self.routes is None:
+            # No route graph: the move takes what the robot agent computed.
+            duration_s = float(args.get("duration_s", 0.0))
+            self.record("move_start", robot=resource, task=task, origin=origin, destination=dest)
+        else:
+            # A route graph: the robot drives it, and the log says where and how long.
+            drive = self.routes.drive(resource, str(args.get("from", origin)), origin, dest)
+            duration_s = drive.duration_s
+            self.record("move_start", robot=resource, task=task, origin=origin, destination=dest,
+                        route=drive.node_ids, length_m=round(drive.length_m, 6),
+                        drive_s=round(duration_s, 6))
+        r.proc = self.env.process(self._drive(r, task, dest, duration_s))
         return True
 
-    def _drive(self, r: _RobotState, task: str, args: Mapping[str, Any]):  # noqa: ANN202
-        dest = str(args.get("destination", ""))
+    def _drive(self, r: _RobotState, task: str, dest: str, duration_s: float):  # noqa: ANN202
         try:
-            yield self.env.timeout(float(args.get("duration_s", 0.0)))
+            yield self.env.timeout(duration_s)
         except simpy.Interrupt as why:
             self.record("move_abort", robot=r.id, task=task, why=str(why.cause))
             r.task, r.proc = "", None
@@ -237,12 +248,13 @@ class EmbeddedPlant(PlantGateway):
 
     def __init__(self, env: simpy.Environment, machines: list[MachineSpec], robots: list[str], *,
                  seed: int, emit: Emit, record: Record, sensor_interval_s: float = 60.0,
-                 breakdowns: bool = True, fence: Fence | None = None) -> None:
+                 breakdowns: bool = True, fence: Fence | None = None,
+                 routes: PlantRoutes | None = None) -> None:
         super().__init__(machines, robots, emit=emit, record=record, fence=fence)
         self.env = env
         self.backend = EmbeddedBackend(env, machines, robots, seed=seed, events=self,
                                        record=record, sensor_interval_s=sensor_interval_s,
-                                       breakdowns=breakdowns)
+                                       breakdowns=breakdowns, routes=routes)
         self.attach(self.backend)
         self.open()
 

@@ -34,7 +34,7 @@ import simpy
 
 from agents.base import Agent
 from agents.cell.build import build_agents, policy_of, roles_of, timing_of
-from agents.cell.specs import plant_machines
+from agents.cell.specs import plant_machines, plant_routes
 from agents.escalation.burst import BurstDetector, reject_burst_escalation
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
 from agents.escalation.policy import OFF
@@ -147,7 +147,7 @@ class VirtualCell(OnRunner):
             [r.id for r in cfg.robots], seed=self.seed,
             emit=lambda ev: self.runner.plant_event(ev, self.env.now),
             record=self.record, sensor_interval_s=cfg.sim.sensor_interval_s,
-            breakdowns=breakdowns)
+            breakdowns=breakdowns, routes=plant_routes(cfg))
         self.wall_s = 0.0
         self.ended_by = ""
 

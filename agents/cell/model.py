@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from agents.cell import routes
 from agents.cell.equipment import OpcUaEquipment, Vda5050Vehicle
 
 __all__ = [
@@ -49,9 +50,12 @@ __all__ = [
     "Escalation",
     "EscalationRule",
     "Flood",
+    "GraphEdge",
+    "GraphNode",
     "HostSpec",
     "LateRule",
     "Layout",
+    "LayoutGraph",
     "Location",
     "Machine",
     "NegotiationSettings",
@@ -106,12 +110,72 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- layout
 
 
+Radians = Annotated[float, Field(ge=-math.pi, le=math.pi)]
+"""A heading in radians, -pi..pi, counter-clockwise from the map's x axis (VDA 5050 theta)."""
+
+
 class Location(_Model):
-    """A named point on the shop floor where parts wait and robots stop."""
+    """A named point on the shop floor where parts wait and robots stop.
+
+    With a route graph (``layout.graph``) a location is also a node of it, with the
+    location's id and coordinates: edges name locations directly."""
 
     id: Name = Field(description="Location id, unique among locations, e.g. `store` or `bay1`.")
-    x: float = Field(description="X coordinate in metres (robots travel the straight line).")
+    x: float = Field(description="X coordinate in metres (robots travel the straight line, or "
+                     "the route graph when the layout has one).")
     y: float = Field(description="Y coordinate in metres.")
+    theta: Radians | None = Field(
+        default=None,
+        description="Heading a robot stops in at this location, radians (-pi..pi, "
+        "counter-clockwise from the x axis); absent: any heading.")
+    map: Name | None = Field(
+        default=None,
+        description="Id of the map the coordinates refer to (VDA 5050 mapId); absent: the "
+        "layout's `map`.")
+
+
+class GraphNode(_Model):
+    """A waypoint of the route graph that is no location: a crossing, a turn, a passing bay."""
+
+    id: Name = Field(description="Node id, unique among graph nodes and locations.")
+    x: float = Field(description="X coordinate in metres.")
+    y: float = Field(description="Y coordinate in metres.")
+    theta: Radians | None = Field(
+        default=None, description="Heading at the node, radians (-pi..pi); absent: any heading.")
+    map: Name | None = Field(
+        default=None, description="Map id of the coordinates; absent: the layout's `map`.")
+
+
+class GraphEdge(_Model):
+    """A drivable segment between two nodes (locations or waypoints)."""
+
+    start: Name = Field(alias="from", description="Node id (a location or a graph node) the "
+                        "edge starts at.")
+    end: Name = Field(alias="to", description="Node id the edge ends at; not `from`.")
+    length_m: float | None = Field(
+        default=None, gt=0,
+        description="Driven length in metres (> 0); absent: the straight line between the two "
+        "nodes.")
+    max_speed_m_per_s: float | None = Field(
+        default=None, gt=0,
+        description="Speed limit on the edge, metres per second (> 0); a robot drives at the "
+        "lower of this and its own speed. Absent: no limit.")
+    bidirectional: bool = Field(
+        default=True, description="Drivable both ways (default); false: only from -> to.")
+
+
+class LayoutGraph(_Model):
+    """Where robots may drive: the locations plus waypoints, joined by edges.
+
+    Every location is a node; ``nodes`` lists only the extra waypoints.  A robot
+    drives the shortest route by length, and needs length / min(its speed, the
+    edge's max speed) on each edge (agents/cell/routes.py)."""
+
+    nodes: list[GraphNode] = Field(
+        default_factory=list,
+        description="Waypoints besides the locations (every location is a node already).")
+    edges: list[GraphEdge] = Field(
+        min_length=1, description="Segments robots drive, between locations and waypoints.")
 
 
 class Layout(_Model):
@@ -129,6 +193,19 @@ class Layout(_Model):
         default=None,
         description="Location where finished parts are delivered. Default: the input location.",
     )
+    map: Name | None = Field(
+        default=None,
+        description="Map id of every coordinate in the layout (VDA 5050 mapId) unless a "
+        "location or node gives its own.",
+    )
+    graph: LayoutGraph | None = Field(
+        default=None,
+        description="Route graph robots drive on: `nodes` (waypoints; every location is a node "
+        "too) and `edges` ({from, to, length_m?, max_speed_m_per_s?, bidirectional?}). Given: "
+        "travel times are the shortest route's, edge by edge; absent: straight lines.",
+    )
+
+    _routes: tuple[LayoutGraph, routes.RouteGraph] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Layout:
@@ -139,6 +216,21 @@ class Layout(_Model):
         if (input_id, output_id) == (self.input, self.output):
             return self
         return self.model_copy(update={"input": input_id, "output": output_id})
+
+    def route_graph(self) -> routes.RouteGraph | None:
+        """The route graph as :mod:`agents.cell.routes` computes on it; None without one.
+
+        Built once per graph and kept (routes found are remembered in it); a copy of the
+        layout with another graph builds its own."""
+        if self.graph is None:
+            return None
+        if self._routes is None or self._routes[0] is not self.graph:
+            places: list[Location | GraphNode] = [*self.locations, *self.graph.nodes]
+            nodes = [routes.Node(p.id, p.x, p.y, p.theta, p.map or self.map) for p in places]
+            edges = [(e.start, e.end, e.length_m, e.max_speed_m_per_s, e.bidirectional)
+                     for e in self.graph.edges]
+            self._routes = (self.graph, routes.RouteGraph.build(nodes, edges))
+        return self._routes[1]
 
 
 # --------------------------------------------------------------------------- resources
@@ -732,14 +824,31 @@ class CellConfig(_Model):
     def travel_s(self, robot_id: str, from_id: str, to_id: str) -> float:
         """Travel time of a robot between two locations, seconds, without ``load_s``.
 
-        The robot's ``transport_s`` table wins (either direction), else distance / speed.
+        The robot's ``transport_s`` table wins (either direction), else the shortest route
+        on the layout's route graph, else distance / speed.
         """
         robot = self.robot(robot_id)
         for a, b in ((from_id, to_id), (to_id, from_id)):
             table_s = robot.transport_s.get(a, {}).get(b)
             if table_s is not None:
                 return table_s
+        graph = self.layout.route_graph()
+        if graph is not None:
+            return graph.route(from_id, to_id).travel_s(robot.speed_m_per_s)
         return self.distance_m(from_id, to_id) / robot.speed_m_per_s
+
+    def route(self, from_id: str, to_id: str) -> routes.Route:
+        """The route a robot drives between two locations: its nodes and edges.
+
+        Without a route graph, the straight line (two nodes, one edge)."""
+        graph = self.layout.route_graph()
+        if graph is not None:
+            return graph.route(from_id, to_id)
+        a, b = (routes.Node(p.id, p.x, p.y, p.theta, p.map or self.layout.map)
+                for p in (self.location(from_id), self.location(to_id)))
+        if a.id == b.id:
+            return routes.Route((a,), ())
+        return routes.Route((a, b), (routes.Edge(a.id, b.id, self.distance_m(a.id, b.id)),))
 
 
 _T = TypeVar("_T", Machine, Robot, Product, Order, Location)

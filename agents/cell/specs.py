@@ -1,4 +1,5 @@
-"""Plain specs the drivers and reports build from a cell config: the plant's machines, the KPIs'.
+"""Plain specs the drivers and reports build from a cell config: the plant's machines and
+routes, the KPIs'.
 
 The simulator (:mod:`sim_bridge.plant`) and the KPIs (:mod:`sim_bridge.kpis`)
 know no pydantic model; they take these plain values, and the one
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from agents.cell.routes import Route, RouteGraph
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
@@ -32,6 +35,62 @@ def plant_machines(cfg: CellConfig) -> list[MachineSpec]:
     """The plant's view of every machine of the cell, in the cell's order."""
     return [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
                         m.power_kw.busy, m.location) for m in cfg.machines]
+
+
+@dataclass(frozen=True)
+class Drive:
+    """One move as the plant drives it: empty to the pick-up, then loaded to the drop."""
+
+    duration_s: float        # both legs plus handling (load_s)
+    empty: Route             # from where the robot stands to the origin
+    loaded: Route            # from the origin to the destination
+
+    @property
+    def node_ids(self) -> list[str]:
+        """Every node passed, start to end, the origin once."""
+        return [n.id for n in self.empty.nodes] + [n.id for n in self.loaded.nodes[1:]]
+
+    @property
+    def length_m(self) -> float:
+        return self.empty.length_m + self.loaded.length_m
+
+
+@dataclass(frozen=True)
+class PlantRoutes:
+    """What the plant needs to drive robots on the layout's route graph.
+
+    ``travel_s`` is each robot's table of :meth:`CellConfig.travel_s` — the table the
+    robot agent bids with — so the simulator and the bids share one rule (the
+    robot's ``transport_s`` first, then the graph) and cannot disagree."""
+
+    graph: RouteGraph
+    travel_s: Mapping[str, Mapping[tuple[str, str], float]]   # robot -> (from, to) -> s
+    load_s: Mapping[str, float]                                # robot -> handling s per move
+
+    def drive(self, robot: str, start: str, origin: str, destination: str) -> Drive:
+        """The move ``start`` -> ``origin`` -> ``destination``, timed as the robot agent times it."""
+        table = self.travel_s[robot]
+
+        def leg_s(a: str, b: str) -> float:
+            return 0.0 if a == b else table[(a, b)]
+
+        duration_s = leg_s(start, origin) + leg_s(origin, destination) + self.load_s[robot]
+        return Drive(duration_s, self.graph.route(start, origin),
+                     self.graph.route(origin, destination))
+
+
+def plant_routes(cfg: CellConfig) -> PlantRoutes | None:
+    """How the plant drives the cell's robots; None without a route graph (the plant then
+    takes each move's duration from the command, as it always did)."""
+    graph = cfg.layout.route_graph()
+    if graph is None:
+        return None
+    locations = [loc.id for loc in cfg.layout.locations]
+    return PlantRoutes(
+        graph,
+        {r.id: {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}
+         for r in cfg.robots},
+        {r.id: r.load_s for r in cfg.robots})
 
 
 @dataclass(frozen=True)

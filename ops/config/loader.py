@@ -38,6 +38,7 @@ step 2 through :func:`cell_from_dict`; their issues carry no line.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import types
@@ -51,6 +52,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agents.cell.model import PATTERN_HELP, CellConfig, NegotiationSettings
+from agents.cell.routes import Edge, Node, RouteGraph
 from security.untrusted import (
     UnreadableFile,
     escape_controls,
@@ -559,7 +561,7 @@ def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
             return []
     annotation = _model_member(_unwrap(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
+        return [field.alias or name for name, field in annotation.model_fields.items()]
     return []
 
 
@@ -604,6 +606,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_unique(data, ("machines", "robots", "orders"), "agent", problems, where)
     _check_unique(data, ("products",), "product", problems, where)
     _check_resources(data, locations, problems)
+    _check_route_graph(data, locations, problems, where)
     _check_work(data, problems, where)
     _check_hosts(data, problems, where)
     _check_plant_identity(data, problems, where)
@@ -728,6 +731,111 @@ def _check_resources(data: dict[str, Any], locations: list[str], problems: _Prob
             for target in row if isinstance(row, dict) else ():
                 if isinstance(target, str) and target not in locations:
                     problems.append((loc + (target,), _unknown("location", target, locations, fix)))
+
+
+def _check_route_graph(
+    data: dict[str, Any], locations: list[str], problems: _Problems, where: _Where
+) -> None:
+    """The layout's route graph: unique node ids, edges between known nodes with a length,
+    and every location reachable from the input and back (so from every other location)."""
+    layout = data.get("layout")
+    graph = layout.get("graph") if isinstance(layout, dict) else None
+    edges_given = graph.get("edges") if isinstance(graph, dict) else None
+    if not isinstance(edges_given, list) or not edges_given or not locations:
+        return   # no edges (or not a list of them) is the model's to report
+    nodes = _graph_nodes(data, problems, where)
+    edges = _graph_edges(data, nodes, problems)
+    if edges is None:
+        return   # reachability over a broken edge list would only repeat its problems
+    routes = RouteGraph(nodes, tuple(edges))
+    on_edge = {e.start for e in edges} | {e.end for e in edges}
+    fix = "add an edge to layout.graph.edges that joins it to the others"
+    for i, robot in _entries(data, "robots"):
+        home = _text(robot.get("home"))
+        if home in locations and home not in on_edge:
+            problems.append((("robots", i, "home"),
+                             f"home {echoed(home)} is on no edge of the route graph, so the "
+                             f"robot cannot leave it; {fix}"))
+    start = _text(layout.get("input")) if isinstance(layout, dict) else None
+    start = start if start in locations else locations[0]
+    ahead, back = routes.reachable_from(start), routes.reaching(start)
+    for i, location in _entries(data, "layout", "locations"):
+        loc_id = _text(location.get("id"))
+        if loc_id not in locations or (loc_id in ahead and loc_id in back):
+            continue
+        if loc_id not in on_edge:
+            why, hint = "is on no edge of the route graph", ""
+        else:
+            hint = " (or make a one-way edge bidirectional)"
+            why = (f"cannot be reached from {echoed(start)} on the route graph"
+                   if loc_id not in ahead else
+                   f"has no route back to {echoed(start)} on the route graph")
+        problems.append((("layout", "locations", i, "id"),
+                         f"location {echoed(loc_id)} {why}; robots must reach every location "
+                         f"and return; {fix}{hint}"))
+
+
+def _graph_nodes(data: dict[str, Any], problems: _Problems, where: _Where) -> dict[str, Node]:
+    """Every node of the route graph by id: the locations, then the waypoints of graph.nodes."""
+    nodes: dict[str, Node] = {}
+    first: dict[str, Loc] = {}
+    places: list[tuple[Loc, dict[str, Any]]] = [
+        (("layout", "locations", i), p) for i, p in _entries(data, "layout", "locations")]
+    places += [(("layout", "graph", "nodes", i), p)
+               for i, p in _entries(data, "layout", "graph", "nodes")]
+    for loc, place in places:
+        node_id, x, y = _text(place.get("id")), _number(place.get("x")), _number(place.get("y"))
+        if node_id is None:
+            continue
+        if node_id in first:
+            if loc[1] == "graph":   # duplicate locations are _check_layout's to report
+                problems.append((loc + ("id",),
+                                 f"duplicate node id {node_id!r}, already used by "
+                                 f"{where(first[node_id])} (every location is a node of the "
+                                 "route graph); rename one of them"))
+            continue
+        first[node_id] = loc + ("id",)
+        nodes[node_id] = Node(node_id, x if x is not None else math.nan,
+                              y if y is not None else math.nan)
+    return nodes
+
+
+def _graph_edges(data: dict[str, Any], nodes: dict[str, Node],
+                 problems: _Problems) -> list[Edge] | None:
+    """The directed edges of graph.edges; None when any of them is unusable."""
+    edges: list[Edge] = []
+    broken = False
+    fix = "use a location id or an id from layout.graph.nodes"
+    for i, edge in _entries(data, "layout", "graph", "edges"):
+        loc = ("layout", "graph", "edges", i)
+        ends = [_text(edge.get("from")), _text(edge.get("to"))]
+        for key, node_id in zip(("from", "to"), ends, strict=True):
+            if node_id is not None and node_id not in nodes:
+                problems.append((loc + (key,), _unknown("node", node_id, list(nodes), fix)))
+        start, end = ends
+        if start not in nodes or end not in nodes:
+            broken = True
+            continue
+        assert start is not None and end is not None
+        if start == end:
+            problems.append((loc + ("to",), f"the edge leads from {echoed(start)} back to "
+                             "itself; join two different nodes"))
+            broken = True
+            continue
+        length_m = _number(edge.get("length_m"))
+        if edge.get("length_m") is None:
+            a, b = nodes[start], nodes[end]
+            length_m = math.hypot(b.x - a.x, b.y - a.y)
+            if length_m == 0:
+                problems.append((loc, f"{echoed(start)} and {echoed(end)} stand at the same "
+                                 "point, so the edge has no length; give length_m (> 0)"))
+        if length_m is None or not length_m > 0:
+            broken = True   # a given length <= 0 is reported by the model's check
+            continue
+        edges.append(Edge(start, end, length_m))
+        if edge.get("bidirectional", True) is not False:
+            edges.append(Edge(end, start, length_m))
+    return None if broken else edges
 
 
 def _check_work(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
