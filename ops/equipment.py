@@ -143,7 +143,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         base = Path(cfg.source).parent
         for robot, vehicle in vehicles:
             creds = secrets.get(vehicle.user) if vehicle.user else None
-            out.append(await check_vehicle(robot, vehicle, creds, base))
+            out.append(await check_vehicle(robot, vehicle, creds, base,
+                                           cfg.layout.map or "cell"))
         return out
 
     lines = asyncio.run(check_all())

@@ -122,6 +122,7 @@ def _vda5050(server: PlantServer, machines: list[MachineSpec], robots: list[str]
     base = Path(cfg.source).parent if cfg.source != "<dict>" else Path.cwd()
     return Vda5050Backend(specs, events=_Advancing(server), record=server.live_record,
                           locations={loc.id: (loc.x, loc.y) for loc in cfg.layout.locations},
+                          route=cfg.route, default_map=cfg.layout.map or "cell",
                           secrets=secrets, base_dir=base, assumed=assumed)
 
 

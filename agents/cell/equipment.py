@@ -124,10 +124,10 @@ class Vda5050Vehicle(_Model):
     interface_name: str = Field(
         default="uagv", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="The first level of the VDA 5050 topics.")
-    map: str = Field(
-        default="cell", min_length=1, max_length=128,
-        description="The map id the cell's coordinates are in; a vehicle that reports "
-        "another is refused (`wrong map`).")
+    map: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="The map id the vehicle must report (its `agvPosition.mapId`); default: "
+        "the layout's `map`, else `cell`. A vehicle on another map is held down (`wrong map`).")
     insecure: bool = Field(
         default=False,
         description="Plain MQTT without TLS; allowed only with an `mqtt://` broker on loopback.")

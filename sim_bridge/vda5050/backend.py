@@ -56,6 +56,7 @@ from typing import Any
 import aiomqtt
 
 from agents.cell.equipment import Vda5050Vehicle
+from agents.cell.routes import Route
 from sim_bridge.opcua.pki import Credentials
 from sim_bridge.plant_api import PlantEvents
 
@@ -136,11 +137,14 @@ class Vda5050Backend:
 
     def __init__(self, vehicles: list[VehicleSpec], *, events: PlantEvents, record: Record,
                  locations: Mapping[str, tuple[float, float]],
+                 route: Callable[[str, str], Route], default_map: str,
                  secrets: Mapping[str, Credentials], base_dir: Path,
                  assumed: Assumed = lambda _r: None) -> None:
         self.events = events
         self.record = record
         self.locations = dict(locations)
+        self.route = route
+        self.default_map = default_map
         self.assumed = assumed
         self.resources = frozenset(v.id for v in vehicles)
         self.brokers: dict[str, _Broker] = {}
@@ -217,15 +221,17 @@ class Vda5050Backend:
             return True
         oid = messages.order_id(task, int(args.get("award_epoch", 0)))
         start = self._standing_at(v, str(args.get("from", origin)))
-        route = ([start] if start != origin else []) + [origin]
-        if destination != origin:
-            route.append(destination)
-        nodes = [messages.RouteNode(n, *self.locations[n]) for n in route]
+        empty, loaded = self.route(start, origin), self.route(origin, destination)
+        legs = [*empty.nodes, *loaded.nodes[1:]]
+        edges = [*empty.edges, *loaded.edges]
+        nodes = [messages.RouteNode(n.id, n.x, n.y, n.theta, n.map_id) for n in legs]
+        speeds = [min(x for x in (e.max_speed_m_per_s, v.spec.speed_m_per_s) if x is not None)
+                  if (e.max_speed_m_per_s or v.spec.speed_m_per_s) else None for e in edges]
         s = v.spec.settings
         params = dict(v.spec.action_parameters)
-        msg = messages.order(v.header, oid, nodes, map_id=s.map,
-                             pick_index=route.index(origin), pick=(s.pick_action, params),
-                             drop=(s.drop_action, params), max_speed=v.spec.speed_m_per_s)
+        msg = messages.order(v.header, oid, nodes, map_id=self.map_of(v),
+                             pick_index=len(empty.nodes) - 1, pick=(s.pick_action, params),
+                             drop=(s.drop_action, params), max_speeds=speeds)
         v.move = _Move(task, oid, destination)
         self.record("move_start", robot=resource, task=task, origin=origin,
                     destination=destination, order=oid)
@@ -239,6 +245,9 @@ class Vda5050Backend:
         oid = v.move.oid
         self._hand_back(v, "aborted")
         v.broker.publish(v.topic("instantActions"), messages.cancel_order(v.header, oid))
+
+    def map_of(self, v: _Vehicle) -> str:
+        return v.spec.settings.map or self.default_map
 
     def _standing_at(self, v: _Vehicle, believed: str) -> str:
         """The location the vehicle stands on: its last node, else the nearest to it."""
@@ -319,7 +328,7 @@ class Vda5050Backend:
             v.position = (float(pos["x"]), float(pos["y"]), float(pos["theta"]),
                           str(pos["mapId"]))
             self._reading(v, msg)
-            expected = v.spec.settings.map
+            expected = self.map_of(v)
             v.wrong_map = "" if pos["mapId"] == expected else (
                 f"on map {pos['mapId']!r}, not the cell's {expected!r}")
         fatal = [e for e in msg.get("errors", []) if e.get("errorLevel") == "FATAL"]

@@ -27,7 +27,8 @@ __all__ = ["check_vehicle"]
 
 
 async def check_vehicle(robot: str, s: Vda5050Vehicle, credentials: Credentials | None,
-                        base_dir: Path, wait_s: float = 5.0) -> CheckLine:
+                        base_dir: Path, default_map: str = "cell",
+                        wait_s: float = 5.0) -> CheckLine:
     """Reachability of the broker, then ONLINE, factsheet actions and map of one vehicle."""
     security = "plain MQTT (insecure)" if s.insecure else "MQTT over TLS"
     scheme, rest = s.broker.split("://", 1)
@@ -75,8 +76,9 @@ async def check_vehicle(robot: str, s: Vda5050Vehicle, credentials: Credentials 
         found.append(f"vehicle {serial} sent no valid state")
     else:
         map_id = seen["state"].get("agvPosition", {}).get("mapId")
-        if map_id != s.map:
-            found.append(f"vehicle {serial} is on map {map_id!r}, the cell's is {s.map!r}")
+        expected = s.map or default_map
+        if map_id != expected:
+            found.append(f"vehicle {serial} is on map {map_id!r}, the cell's is {expected!r}")
     if "factsheet" in seen:
         offered = {a.get("actionType") for a in
                    seen["factsheet"].get("protocolFeatures", {}).get("agvActions", [])}

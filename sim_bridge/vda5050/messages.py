@@ -45,6 +45,7 @@ class RouteNode:
     x: float
     y: float
     theta: float | None = None
+    map_id: str | None = None         # None: the order's map
 
 
 class Header:
@@ -78,8 +79,9 @@ def _action(oid: str, kind: str, action_type: str, params: dict[str, Any]) -> di
 
 def order(header: Header, oid: str, nodes: Sequence[RouteNode], *, map_id: str,
           pick_index: int, pick: tuple[str, dict[str, Any]], drop: tuple[str, dict[str, Any]],
-          max_speed: float | None = None) -> dict[str, Any]:
-    """One order along ``nodes``: pick at ``nodes[pick_index]``, drop at the last node."""
+          max_speeds: Sequence[float | None] = ()) -> dict[str, Any]:
+    """One order along ``nodes``: pick at ``nodes[pick_index]``, drop at the last node;
+    ``max_speeds[i]`` limits the edge from node i to node i + 1."""
     if len(nodes) < 1 or not 0 <= pick_index < len(nodes):
         raise ProtocolBug(f"an order needs its pick node on the route ({pick_index}, "
                           f"{len(nodes)} nodes)")
@@ -90,7 +92,7 @@ def order(header: Header, oid: str, nodes: Sequence[RouteNode], *, map_id: str,
             actions.append(_action(oid, "pick", pick[0], pick[1]))
         if i == len(nodes) - 1:
             actions.append(_action(oid, "drop", drop[0], drop[1]))
-        position: dict[str, Any] = {"x": n.x, "y": n.y, "mapId": map_id}
+        position: dict[str, Any] = {"x": n.x, "y": n.y, "mapId": n.map_id or map_id}
         if n.theta is not None:
             position["theta"] = n.theta
         out_nodes.append({"nodeId": n.id, "sequenceId": 2 * i, "released": True,
@@ -101,8 +103,9 @@ def order(header: Header, oid: str, nodes: Sequence[RouteNode], *, map_id: str,
                                 "sequenceId": 2 * i + 1, "released": True,
                                 "startNodeId": nodes[i].id, "endNodeId": nodes[i + 1].id,
                                 "actions": []}
-        if max_speed is not None:
-            edge["maxSpeed"] = max_speed
+        speed = max_speeds[i] if i < len(max_speeds) else None
+        if speed is not None:
+            edge["maxSpeed"] = speed
         edges.append(edge)
     return sealed("order", {**header("order"), "orderId": oid, "orderUpdateId": 0,
                             "nodes": out_nodes, "edges": edges})
