@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from agents.base import PlantEventIn
-from agents.cell.specs import MachineSpec, plant_machines
+from agents.cell.specs import MachineSpec, plant_machines, plant_routes
 from agents.protocol.actions import Command
 from agents.protocol.messages import Message, PlantCommand, PlantEvent
 from agents.runtime.host import (
@@ -82,7 +82,7 @@ def _embedded(server: PlantServer, machines: list[MachineSpec], robots: list[str
     return EmbeddedBackend(server.env, machines, robots, seed=server.seed, events=server.plant,
                            record=server.record,
                            sensor_interval_s=server.cfg.sim.sensor_interval_s,
-                           breakdowns=server.breakdowns)
+                           breakdowns=server.breakdowns, routes=plant_routes(server.cfg))
 
 
 def _opcua(server: PlantServer, machines: list[MachineSpec], robots: list[str]) -> Plant:
