@@ -143,6 +143,12 @@ class Vda5050Vehicle(_Model):
         default=5.0, ge=0, le=3600,
         description="Wall seconds a vehicle may be OFFLINE or CONNECTIONBROKEN before it is "
         "reported down and its move re-negotiated.")
+    action_parameters: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
+                            str | float] = Field(
+        default_factory=lambda: dict[str, str | float](stationType="floor", loadType="EPAL"),
+        max_length=16,
+        description="actionParameters of every pick and drop (what the vehicle needs to know "
+        "of the station and the load); default a floor station and a Euro pallet.")
     pick_action: str = Field(default="pick", min_length=1, max_length=64,
                              description="actionType that loads the part at the origin.")
     drop_action: str = Field(default="drop", min_length=1, max_length=64,

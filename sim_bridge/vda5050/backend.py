@@ -74,6 +74,7 @@ READING_EVERY_S = 1.0
 REFUSING_ERRORS = frozenset({"orderError", "orderUpdateError", "validationError",
                              "noRouteError"})
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+ON_NODE_M = 0.25            # a vehicle this close to a location stands on it
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,6 @@ class VehicleSpec:
     id: str
     settings: Vda5050Vehicle
     speed_m_per_s: float | None = None
-    action_parameters: Mapping[str, Any] = field(
-        default_factory=lambda: {"stationType": "floor", "loadType": "EPAL"})
 
     @property
     def serial(self) -> str:
@@ -220,15 +219,16 @@ class Vda5050Backend:
             self.events.command_refused(resource, task, "unknown location")
             return True
         oid = messages.order_id(task, int(args.get("award_epoch", 0)))
-        start = self._standing_at(v, str(args.get("from", origin)))
+        start, on_node = self._standing_at(v, str(args.get("from", origin)))
         empty, loaded = self.route(start, origin), self.route(origin, destination)
         legs = [*empty.nodes, *loaded.nodes[1:]]
         edges = [*empty.edges, *loaded.edges]
-        nodes = [messages.RouteNode(n.id, n.x, n.y, n.theta, n.map_id) for n in legs]
+        nodes = [messages.RouteNode(n.id, n.x, n.y, n.theta, n.map_id, on_node or i > 0)
+                 for i, n in enumerate(legs)]
         speeds = [min(x for x in (e.max_speed_m_per_s, v.spec.speed_m_per_s) if x is not None)
                   if (e.max_speed_m_per_s or v.spec.speed_m_per_s) else None for e in edges]
         s = v.spec.settings
-        params = dict(v.spec.action_parameters)
+        params = dict(s.action_parameters)
         msg = messages.order(v.header, oid, nodes, map_id=self.map_of(v),
                              pick_index=len(empty.nodes) - 1, pick=(s.pick_action, params),
                              drop=(s.drop_action, params), max_speeds=speeds)
@@ -249,14 +249,17 @@ class Vda5050Backend:
     def map_of(self, v: _Vehicle) -> str:
         return v.spec.settings.map or self.default_map
 
-    def _standing_at(self, v: _Vehicle, believed: str) -> str:
-        """The location the vehicle stands on: its last node, else the nearest to it."""
-        if v.last_node in self.locations:
-            return v.last_node
-        if v.position is not None:
-            x, y = v.position[0], v.position[1]
-            return min(self.locations, key=lambda n: (math.dist((x, y), self.locations[n]), n))
-        return believed
+    def _standing_at(self, v: _Vehicle, believed: str) -> tuple[str, bool]:
+        """The location the vehicle stands on or nearest to it, and whether it stands on it
+        (a vehicle stopped between nodes, by a cancelled order, starts "from where it is")."""
+        if v.position is None:
+            return believed, True
+        x, y = v.position[0], v.position[1]
+        nearest = min(self.locations, key=lambda n: (math.dist((x, y), self.locations[n]), n))
+        if v.last_node in self.locations and math.dist(
+                (x, y), self.locations[v.last_node]) <= ON_NODE_M:
+            return v.last_node, True
+        return nearest, math.dist((x, y), self.locations[nearest]) <= ON_NODE_M
 
     # -- what the vehicles say ----------------------------------------------------------------------
     def on_message(self, v: _Vehicle, topic: str, payload: bytes) -> None:
@@ -493,6 +496,9 @@ class _Broker:
                             await client.subscribe(f"{prefix}/{t}", qos=1)
                     self.up, self.error, attempt = True, "", 0
                     self.connections += 1
+                    for each in self.vehicles.values():  # a full state now, not in 30 s
+                        self.publish(each.topic("instantActions"),
+                                     messages.state_request(each.header))
                     self.backend.record("vda_broker_up", broker=self.url,
                                         connection=self.connections)
                     async for message in client.messages:

@@ -30,7 +30,8 @@ from security.errors import ProtocolBug
 
 from .schema import VERSION, problems
 
-__all__ = ["Header", "RouteNode", "cancel_order", "factsheet_request", "order", "order_id"]
+__all__ = ["Header", "RouteNode", "cancel_order", "factsheet_request", "order", "order_id",
+           "state_request"]
 
 
 def order_id(task: str, epoch: int) -> str:
@@ -46,6 +47,7 @@ class RouteNode:
     y: float
     theta: float | None = None
     map_id: str | None = None         # None: the order's map
+    positioned: bool = True           # False: "start from where you are" (first node only)
 
 
 class Header:
@@ -55,6 +57,10 @@ class Header:
         self.manufacturer = manufacturer
         self.serial = serial
         self._ids: dict[str, int] = {}
+
+    def peek(self, topic: str) -> int:
+        """The headerId the next message of ``topic`` will carry."""
+        return self._ids.get(topic, 0)
 
     def __call__(self, topic: str) -> dict[str, Any]:
         n = self._ids.get(topic, 0)
@@ -95,8 +101,11 @@ def order(header: Header, oid: str, nodes: Sequence[RouteNode], *, map_id: str,
         position: dict[str, Any] = {"x": n.x, "y": n.y, "mapId": n.map_id or map_id}
         if n.theta is not None:
             position["theta"] = n.theta
-        out_nodes.append({"nodeId": n.id, "sequenceId": 2 * i, "released": True,
-                          "nodePosition": position, "actions": actions})
+        node: dict[str, Any] = {"nodeId": n.id, "sequenceId": 2 * i, "released": True,
+                                "actions": actions}
+        if n.positioned or i > 0:
+            node["nodePosition"] = position
+        out_nodes.append(node)
     edges = []
     for i in range(len(nodes) - 1):
         edge: dict[str, Any] = {"edgeId": f"{nodes[i].id}->{nodes[i + 1].id}",
@@ -124,3 +133,8 @@ def cancel_order(header: Header, oid: str) -> dict[str, Any]:
 
 def factsheet_request(header: Header) -> dict[str, Any]:
     return _instant(header, "factsheetRequest", f"factsheet/{header.serial}")
+
+
+def state_request(header: Header) -> dict[str, Any]:
+    """Ask for a full state now (vehicles send one only on a change or every 30 s)."""
+    return _instant(header, "stateRequest", f"state/{header.serial}/{header.peek('instantActions')}")
