@@ -140,7 +140,7 @@ def server_identity(pki: Path, port: int) -> tuple[Path, Path, str]:
         key = generate_private_key()           # RSA 2048
         uri = f"urn:autocell:emulator:{port}"
         cert = generate_self_signed_app_certificate(
-            key, "autocell emulator", {"O": "autocell"},
+            key, "autocell emulator", {"organizationName": "autocell"},
             [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"),
              x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))],
             extended=[ExtendedKeyUsageOID.SERVER_AUTH], days=3650)   # signed with SHA-256
