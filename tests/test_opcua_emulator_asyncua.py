@@ -387,6 +387,28 @@ def test_only_basic256sha256_sign_and_encrypt_is_offered(emulator: Emulator) -> 
                                 ua.MessageSecurityMode.SignAndEncrypt)]
 
 
+def test_insecure_mode_offers_only_security_none_and_anonymous_login(tmp_path: Path) -> None:
+    emu = Emulator(tmp_path, "--security", "insecure", "--machines", "solo").start()
+    try:
+        async def scenario() -> tuple[list[str], str]:
+            client = Client(emu.endpoint)
+            endpoints = await client.connect_and_get_server_endpoints()
+            async with Client(emu.endpoint) as anonymous:
+                await anonymous.load_data_type_definitions()
+                ns = {uri: await anonymous.get_namespace_index(uri) for uri in (MACHINERY, EMU)}
+                session = Session(anonymous, ns)
+                state = await (await session.machine("solo")).get_child([
+                    ua.QualifiedName("MachineryBuildingBlocks", ns[MACHINERY]),
+                    ua.QualifiedName("MachineryItemState", ns[MACHINERY]), "0:CurrentState"])
+                return [e.SecurityPolicyUri for e in endpoints], (await state.read_value()).Text
+
+        policies, idle = run(scenario())
+        assert policies == ["http://opcfoundation.org/UA/SecurityPolicy#None"]
+        assert idle == "NotExecuting"
+    finally:
+        assert emu.stop() == 0
+
+
 def test_readings_walk_within_their_ranges(emulator: Emulator,
                                            certs: dict[str, ClientCert]) -> None:
     async def scenario() -> None:

@@ -46,16 +46,19 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.cert_gen import dump_private_key_as_pem, generate_private_key
 from asyncua.crypto.cert_gen import generate_self_signed_app_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
+from asyncua.server.user_managers import UserManager
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -63,11 +66,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.helpers.opcua_jobs import JobLog, MachineJobs, accepted_ids
 from tests.helpers.opcua_machine import (
-    EMU_URI, JOBS_URI, MACHINERY_URI, MACHINES_FOLDER, READING_PERIOD_S, EmulatedMachine,
+    EMU_URI, JOBS_URI, MACHINES_FOLDER, READING_PERIOD_S, EmulatedMachine,
     Namespaces)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_NODESETS = REPO_ROOT / "tests" / "opcua" / "node_modules" / "node-opcua-nodesets" / "nodesets"
+#: Where tests/setup.sh installs node-opcua-nodesets; AUTOCELL_OPCUA_NODESETS or --nodesets
+#: point elsewhere (a developer's unpacked ``npm pack node-opcua-nodesets``).
+DEFAULT_NODESETS = Path(os.environ.get(
+    "AUTOCELL_OPCUA_NODESETS",
+    REPO_ROOT / "tests" / "opcua" / "node_modules" / "node-opcua-nodesets" / "nodesets"))
 
 #: In dependency order (Machinery requires DI and IA; Machinery Jobs requires ISA-95).
 NODESET_FILES = ("Opc.Ua.Di.NodeSet2.xml", "Opc.Ua.IA.NodeSet2.xml",
@@ -152,9 +159,17 @@ def server_identity(pki: Path, port: int) -> tuple[Path, Path, str]:
     return cert_path, key_path, san.get_values_for_type(x509.UniformResourceIdentifier)[0]
 
 
-async def trust_validator(pki: Path, clients: list[Path]) -> CertificateValidator:
+async def _trust_nobody(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+    raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+
+async def trust_validator(pki: Path, clients: list[Path]) -> Any:
     """asyncua's validator over a TrustStore of exactly ``clients`` (copied, as DER, into a
-    directory emptied first, since a TrustStore reads directories)."""
+    directory emptied first, since a TrustStore reads directories).  With no client to
+    trust every certificate is untrusted (asyncua's validator would pass them all without
+    a store, and cannot build an empty one)."""
+    if not clients:
+        return _trust_nobody
     trusted = pki / "trusted-clients"
     shutil.rmtree(trusted, ignore_errors=True)
     trusted.mkdir(parents=True)
@@ -170,7 +185,7 @@ async def trust_validator(pki: Path, clients: list[Path]) -> CertificateValidato
     return CertificateValidator(options, store)
 
 
-class Users:
+class Users(UserManager):
     """asyncua user manager: anonymous unless a users file is given, else only its users."""
 
     def __init__(self, passwords: dict[str, str] | None) -> None:
@@ -194,8 +209,10 @@ def write_ready(path: Path, port: int) -> None:
 
 async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, list[EmulatedMachine], JobLog]:
     passwords = json.loads(args.users.read_text()) if args.users else None
+    began = time.monotonic()
     server = Server(user_manager=Users(passwords))
     await server.init()
+    initialised = time.monotonic()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}")
     server.set_server_name("autocell machine emulator (asyncua)")
     tokens: list[type] = [ua.UserNameIdentityToken]
@@ -212,12 +229,13 @@ async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, lis
     else:
         await server.set_application_uri(f"urn:autocell:emulator:{port}")
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        if args.pki is not None:
-            cert, _key, _uri = server_identity(args.pki, port)
+        if args.pki is not None:       # the identity exists either way, for a later restart
+            server_identity(args.pki, port)
 
     await server.register_namespace(EMU_URI)
     await import_nodesets(server, args.nodesets)
     ns = await Namespaces.of(server)
+    imported = time.monotonic()
     machines_folder = server.get_node(ua.NodeId(MACHINES_FOLDER, ns.machinery))
 
     job_log = JobLog(args.job_log, lambda: datetime.now(timezone.utc).isoformat())
@@ -229,6 +247,9 @@ async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, lis
                                   seed=args.seed)
         await machine.build(machines_folder)
         machines.append(machine)
+    log.info("start-up: standard address space %.2f s, nodesets %.2f s, %d machine(s) %.2f s",
+             initialised - began, imported - initialised, len(machines),
+             time.monotonic() - imported)
     return server, machines, job_log
 
 
