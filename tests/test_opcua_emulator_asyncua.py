@@ -326,6 +326,17 @@ def test_the_machine_refuses_a_duplicate_job_order_id_and_runs_it_once(
             assert state_of(listed, "t2@1") is None
             response, status = await session.job_response("m2", "t2@1")
             assert (status, response.JobState[0].StateText.Text) == (0, "Aborted")
+            results = await session.job_management("m2", "JobOrderResults")
+            by_state, status = await results.call_method(
+                session.isa95("RequestJobResponseByJobOrderState"),
+                ua.Variant([ua.ISA95StateDataType(StateText=ua.LocalizedText("Aborted"),
+                                                  StateNumber=6)],
+                           ua.VariantType.ExtensionObject))
+            assert (status, [r.JobOrderID for r in by_state]) == (0, ["t2@1"])
+            kept = await (await results.get_child(session.isa95("JobOrderResponseList"))).read_value()
+            assert [r.JobOrderID for r in kept] == ["t2@1"]
+            _, unknown_status = await session.job_response("m2", "never@1")
+            assert unknown_status == 1
             return [first, again, busy, aborted, after_abort, unknown, cleared]
 
     assert run(scenario()) == [0, 3, 3, 0, 3, 1, 0]

@@ -19,6 +19,12 @@ this life, or in an earlier life recorded in the same job log — is refused wit
 order does not consume its id (the machine never stored it), so ``seen`` holds accepted ids
 only; the job log records refusals too, with ``why``.
 
+Where the contract is silent the standard's ReturnStatus codes answer: Abort of a job that
+is no longer running and Clear of one that has not finished give 2 (InvalidJobOrderStatus);
+a StoreAndStart without a JobOrderID or a ``duration_s`` gives 4 (InvalidRequest).  A job's
+response is available from its start (JobState ``Running``, no JobResponseData) and carries
+Quality ``ok`` once it is final.
+
 The job log is the server's own record, one JSON object per line, flushed and fsynced per
 line so that it survives ``kill -9``: the tests count executions from it, and a restarted
 server replays it to rebuild ``seen``.

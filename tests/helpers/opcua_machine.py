@@ -184,6 +184,8 @@ class EmulatedMachine:
         server.link_method(methods["Clear"], self._clear)
         server.link_method(await _child(results, ns.isa95, "RequestJobResponseByJobOrderID"),
                            self._request_job_response)
+        server.link_method(await _child(results, ns.isa95, "RequestJobResponseByJobOrderState"),
+                           self._request_job_responses_by_state)
         self._job_order_list = await _child(control, ns.isa95, "JobOrderList")
         self._response_list = extra["JobOrderResponseList"]
         await self._publish()
@@ -254,6 +256,14 @@ class EmulatedMachine:
             response, status = _response(job), OK
         return [ua.Variant(response, ua.VariantType.ExtensionObject),
                 ua.Variant(status, ua.VariantType.UInt64)]
+
+    async def _request_job_responses_by_state(self, _parent: ua.NodeId,
+                                              states: ua.Variant) -> Any:
+        """The responses of every job in one of the given states (matched by StateText)."""
+        wanted = {str(state.StateText.Text) for state in states.Value or []}
+        responses = [_response(job) for job in self.jobs.jobs.values() if job.state in wanted]
+        return [ua.Variant(responses, ua.VariantType.ExtensionObject),
+                ua.Variant(OK, ua.VariantType.UInt64)]
 
     # -- keeping the variables in step ------------------------------------------------------
 
