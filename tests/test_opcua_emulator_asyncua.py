@@ -142,6 +142,14 @@ class Emulator:
         ready = json.loads(self.ready_file.read_text())
         return ready if ready.get("pid") == self.proc.pid else NotYet(ready)
 
+    def restart_on_the_same_port(self) -> Emulator:
+        """Start again with the same flags, job log, PKI and port (as a machine comes back)."""
+        port = self.endpoint.rsplit(":", 1)[1]
+        flags = list(self.flags)
+        flags[flags.index("--port") + 1] = port
+        self.flags = tuple(flags)
+        return self.start()
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.kill()
@@ -454,8 +462,9 @@ def test_after_kill_9_and_a_restart_on_the_same_job_log_the_old_id_is_still_refu
                 return await session.store_and_start("m1", "t9@1", duration_s=1e6)
 
         assert run(start_long_job()) == 0
+        endpoint = emu.endpoint
         emu.kill9()
-        emu.start()
+        assert emu.restart_on_the_same_port().endpoint == endpoint
 
         async def again() -> list[int]:
             async with connect(emu, certs["trusted"]) as session:

@@ -254,12 +254,15 @@ async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, lis
 
 
 async def run(args: argparse.Namespace) -> None:
-    port = args.port or free_port()
-    server, machines, job_log = await build_server(args, port)
-    stop = asyncio.Event()
+    stop = asyncio.Event()        # set by SIGTERM/SIGINT, even during the seconds of start-up
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    port = args.port or free_port()
+    server, machines, job_log = await build_server(args, port)
+    if stop.is_set():
+        job_log.close()
+        return
     await server.start()
     if args.ready_file is not None:
         write_ready(args.ready_file, port)
