@@ -60,6 +60,8 @@ class JobLog:
         self._path = path
         self._now_iso = now_iso
         self._file = open(path, "a", encoding="utf-8") if path is not None else None
+        if path is not None and self._file is not None and _ends_torn(path):
+            self._file.write("\n")      # a line torn by kill -9 must not swallow the next one
 
     def write(self, machine: str, job: str, event: str, why: str | None = None) -> None:
         if self._file is None:
@@ -76,6 +78,15 @@ class JobLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _ends_torn(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def accepted_ids(path: Path | None) -> set[str]:
