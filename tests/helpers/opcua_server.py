@@ -266,7 +266,8 @@ async def run(args: argparse.Namespace) -> None:
     await server.start()
     if args.ready_file is not None:
         write_ready(args.ready_file, port)
-    log.info("listening on opc.tcp://127.0.0.1:%d with %d machine(s)", port, len(machines))
+    log.info("listening on opc.tcp://127.0.0.1:%d with %d machine(s), %.2f s of CPU since "
+             "the process began", port, len(machines), time.process_time())
     try:
         while not stop.is_set():
             try:
