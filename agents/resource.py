@@ -399,8 +399,11 @@ class ResourceAgent(Agent):
             done_at = data.get("done_at")
             if isinstance(done_at, str):
                 return self._done_elsewhere(ev.task, done_at, now)
-            return self._refused(ev.task, str(data.get("why", "")), bool(data.get("elsewhere")),
-                                 now)
+            out = self._refused(ev.task, str(data.get("why", "")), bool(data.get("elsewhere")),
+                                now)
+            if data.get("escalate") is True:
+                out += self._equipment_refuses(str(data.get("why", "")), now)
+            return out
         if ev.event == "fault":
             if not self.up:
                 return []
@@ -472,6 +475,30 @@ class ResourceAgent(Agent):
                      "fault_times": list(self.fault_times), "repair_at": self.repair_at})
         return self.raiser.raise_(body, None, now) + [
             Log("escalate", {"agent": self.id, "escalation": esc, "cause": "repeat_faults",
+                             "resource": self.id})]
+
+    def _equipment_refuses(self, why: str, now: float) -> list[Action]:
+        """Real equipment keeps refusing our starts (the gateway counted them and holds the
+        machine down): a supervisor must look at the machine (its mode, its user rights)."""
+        rule = self.policy.equipment_refuses
+        if rule is None or self.open_escalation:
+            return []
+        esc = self.raiser.next_id()
+        body = Escalate(
+            escalation=esc, priority=rule.priority, cause="equipment_refuses",
+            consequence=f"{self.id} refuses every start ({why}); the gateway holds it down "
+                        "and its work goes to other resources",
+            resource=self.id,
+            options=[{"id": "keep_in_service", "label": "Keep in service",
+                      "effect": f"{self.id} bids again once the machine accepts starts "
+                                "(after `set_state up` or a new session)"},
+                     {"id": "take_out_of_service", "label": "Take out of service",
+                      "effect": f"{self.id} stays down; its work goes to other resources "
+                                "or waits"}],
+            safe_default="keep_in_service",
+            context={"why": why, "detected_at": now})
+        return self.raiser.raise_(body, None, now) + [
+            Log("escalate", {"agent": self.id, "escalation": esc, "cause": "equipment_refuses",
                              "resource": self.id})]
 
     def _on_decision(self, body: Decision, now: float) -> list[Action]:

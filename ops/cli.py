@@ -394,6 +394,25 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_plant(args: argparse.Namespace) -> int:
+    from ops.bench.plant import run
+
+    progress = (lambda _s: None) if args.json else (lambda s: print(s, file=sys.stderr))
+    try:
+        r = run(args.machines, args.rounds, args.endpoint, progress)
+    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        print(f"autocell: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"opcua plant round trip ({r['security']}, {r['machines']} machine(s) on one "
+              f"gateway, {r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
+              f"(target ≤ {r['target_p99_ms']:.0f} ms), {r['events_per_s']:,.0f} events/s, "
+              f"gateway CPU {r['cpu_ms_per_event']:.2f} ms per event")
+    return EXIT_OK
+
+
 def cmd_ops_prometheus_config(args: argparse.Namespace) -> int:
     from ops.config import ConfigError, load_cell
     from ops.prometheus.config import scrape_config
@@ -556,6 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runs", type=int, default=12, help="demo-cell runs per pass (default 12)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_sweep)
+    sp = bsub.add_parser("plant", help="round trip of a plant command through real equipment "
+                                       "(OPC UA, SignAndEncrypt, loopback)")
+    sp.add_argument("--backend", choices=["opcua"], default="opcua",
+                    help="the plant backend to measure (default opcua)")
+    sp.add_argument("--machines", type=int, default=1, help="machines on one gateway (default 1)")
+    sp.add_argument("--rounds", type=int, default=50,
+                    help="rounds, each commanding every machine once (default 50)")
+    sp.add_argument("--endpoint", metavar="URL",
+                    help="an existing Machinery Jobs server whose machines are m01..mNN "
+                         "(default: start the node-opcua emulator of tests/opcua)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_plant)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
     sp.add_argument("--cell", help="another cell file (default: the demo cell)")
     sp.add_argument("--seeds", type=int, default=3, help="runs to average (default 3)")
@@ -689,8 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import escalations
+    from ops import equipment, escalations
     escalations.add_parsers(sub)
+    equipment.add_parsers(sub)
     return p
 
 

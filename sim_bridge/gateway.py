@@ -220,8 +220,10 @@ class PlantGateway:
         self.emit(PlantEventIn("reading", resource, "", dict(values)))
 
     def command_refused(self, resource: str, task: str, why: str, *, elsewhere: bool = False,
-                        done_at: str | None = None) -> None:
+                        done_at: str | None = None, escalate: bool = False) -> None:
         data: dict[str, Any] = {"why": why, "elsewhere": elsewhere}
         if done_at is not None:
             data["done_at"] = done_at
+        if escalate:
+            data["escalate"] = True
         self.emit(PlantEventIn("command_refused", resource, task, data))

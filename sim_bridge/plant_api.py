@@ -47,8 +47,10 @@ Events out (:class:`PlantEvents`), with their §13.4 ``data`` fields:
 ``reading``         sensor values, e.g. ``temperature_c``, ``vibration_mm_s``.
 ``quality_result``  ``quality``; sent by ``operation_done`` above, on its own only
                     by a backend whose quality check is separate from the machine.
-``command_refused`` ``why`` (for people), ``elsewhere`` (bool), ``done_at`` (optional);
-                    the gateway sends those of the fence and of ``query_state``.
+``command_refused`` ``why`` (for people), ``elsewhere`` (bool), ``done_at`` (optional),
+                    ``escalate`` (optional, true: the equipment keeps refusing, a
+                    case for a supervisor); the gateway sends those of the fence
+                    and of ``query_state``.
 ``state``           ``up`` (bool), ``reason``; the answer to ``query_state``.
 ``stopped``         not on the wire: an operation or move ended without a result
                     (aborted, interrupted by a fault); the fence forgets it runs.
@@ -83,7 +85,7 @@ class PlantEvents(Protocol):
     def quality_result(self, resource: str, task: str, quality: str) -> None: ...
 
     def command_refused(self, resource: str, task: str, why: str, *, elsewhere: bool = False,
-                        done_at: str | None = None) -> None: ...
+                        done_at: str | None = None, escalate: bool = False) -> None: ...
 
     def stopped(self, resource: str, task: str, why: str) -> None: ...
 

@@ -63,6 +63,7 @@ from agents.runtime.host import (
 )
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.observe import Observer
+from security.errors import ConfigurationError
 
 from .fence import Fence
 from .fence_store import SqliteFenceStore
@@ -84,10 +85,71 @@ def _embedded(server: PlantServer, machines: list[MachineSpec], robots: list[str
                            breakdowns=server.breakdowns)
 
 
+def _opcua(server: PlantServer, machines: list[MachineSpec], robots: list[str]) -> Plant:
+    from .opcua.backend import OpcUaBackend, OpcUaMachine
+    from .opcua.pki import OpcUaPki, load_secrets
+
+    cfg, fence = server.cfg, server.plant.fence
+    specs = [OpcUaMachine(m.id, settings) for m in machines
+             if (settings := cfg.machine(m.id).opcua) is not None]
+    secrets_path = server.opcua_secrets_path()
+    secrets = load_secrets(secrets_path) if any(s.settings.user for s in specs) else {}
+
+    def assumed(resource: str) -> tuple[str, int] | None:
+        """What the journalled fence says ``resource`` runs (a restarted gateway)."""
+        task = fence.busy.get(resource)
+        return None if task is None else (task, int(fence.started_epoch.get(task, 0)))
+
+    return OpcUaBackend(specs, events=_Advancing(server), record=server.live_record,
+                        pki=OpcUaPki(server.keys_dir / "opcua"), secrets=secrets,
+                        assumed=assumed)
+
+
+def _vda5050(server: PlantServer, machines: list[MachineSpec], robots: list[str]) -> Plant:
+    from .opcua.pki import load_secrets
+    from .vda5050.backend import Vda5050Backend, VehicleSpec
+
+    cfg, fence = server.cfg, server.plant.fence
+    specs = [VehicleSpec(r, settings, cfg.robot(r).speed_m_per_s) for r in robots
+             if (settings := cfg.robot(r).vda5050) is not None]
+    secrets = (load_secrets(server.opcua_secrets_path())
+               if any(s.settings.user for s in specs) else {})
+
+    def assumed(resource: str) -> tuple[str, int] | None:
+        task = fence.busy.get(resource)
+        return None if task is None else (task, 0)
+
+    base = Path(cfg.source).parent if cfg.source != "<dict>" else Path.cwd()
+    return Vda5050Backend(specs, events=_Advancing(server), record=server.live_record,
+                          locations={loc.id: (loc.x, loc.y) for loc in cfg.layout.locations},
+                          secrets=secrets, base_dir=base, assumed=assumed)
+
+
+class _Advancing:
+    """The gateway's :class:`~sim_bridge.plant_api.PlantEvents`, for a backend that reports
+    from the asyncio loop (real equipment): the cell clock is advanced first, so events and
+    records carry the cell time at which they happened."""
+
+    def __init__(self, server: PlantServer) -> None:
+        self._server = server
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._server.plant, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._server.advance()
+            result = method(*args, **kwargs)
+            self._server.wake()
+            return result
+        return call
+
+
 #: Backend kind (``backend:`` of a machine or robot) -> how the gateway builds it, for the
 #: resources of that kind.  agents/cell/model.py lists the kinds a cell file may name.
 BACKENDS: dict[str, Callable[[PlantServer, list[MachineSpec], list[str]], Plant]] = {
     "embedded": _embedded,
+    "opcua": _opcua,
+    "vda5050": _vda5050,
 }
 
 
@@ -99,6 +161,7 @@ class PlantServer:
         self.cfg = cfg
         self.clock = clock
         self.state_dir = state_dir
+        self.keys_dir = keys_dir
         self.seed = cfg.sim.seed if seed is None else seed
         self.env = simpy.Environment(initial_time=max(0.0, clock.now()))
         self.events = (state_dir / "events-sim.jsonl").open("a", buffering=1)
@@ -114,6 +177,10 @@ class PlantServer:
                                   record=self.record, fence=Fence(self.fence_store))
         kind_of = {**{m.id: m.backend for m in cfg.machines},
                    **{r.id: r.backend for r in cfg.robots}}
+        missing = sorted(r for r, kind in kind_of.items() if kind not in BACKENDS)
+        if missing:
+            raise ConfigurationError(f"no plant backend is built for {', '.join(missing)} "
+                                     f"({', '.join(sorted({kind_of[r] for r in missing}))})")
         for kind, build in BACKENDS.items():
             ms = [m for m in machines if kind_of[m.id] == kind]
             rs = [r.id for r in cfg.robots if kind_of[r.id] == kind]
@@ -134,6 +201,26 @@ class PlantServer:
         self._wake = asyncio.Event()
         self.observer: Observer | None = None      # metrics hooks (agents/runtime/observe.py)
         self.plant.open()                # the fence forgets what ran before a restart
+
+    def opcua_secrets_path(self) -> Path:
+        """``security.opcua_secrets`` (relative to the cell file), else in the keys directory."""
+        given = self.cfg.security.opcua_secrets
+        if given is None:
+            return self.keys_dir / "opcua-secrets.yaml"
+        base = Path(self.cfg.source).parent if self.cfg.source != "<dict>" else Path.cwd()
+        return (base / given.expanduser()).resolve()
+
+    def live_record(self, event: str, **fields: Any) -> None:
+        """:meth:`record` for a backend that reports from the asyncio loop: at the cell time
+        of now, not of the last command."""
+        self.advance()
+        self.record(event, **fields)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _backends(self) -> list[Plant]:
+        return list({id(b): b for b in self.plant.backends.values()}.values())
 
     def _inject(self, resource: str, repair_s: float) -> None:
         self.record("fault_injected", kind="breakdown", agents=[resource])
@@ -177,13 +264,20 @@ class PlantServer:
                 "cell_now": round(self.env.now, 3), "wall": self.clock.wall(),
                 "refused": dict(self.refused), "rejected": dict(self.bus.stats.rejected),
                 "received": sum(self.bus.stats.received.values()),
-                "sent": sum(self.bus.stats.sent.values())}
+                "sent": sum(self.bus.stats.sent.values()),
+                **({"equipment": equipment} if (equipment := {
+                    e: s for b in self._backends() if (st := getattr(b, "status", None))
+                    for e, s in st().items()}) else {})}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():   # not in a Ray actor's thread
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._stop.set)
+        for backend in self._backends():      # real equipment: connect before serving
+            start = getattr(backend, "start", None)
+            if start is not None:
+                await start()
         await self.bus.start(self._on_message)
         self.record("sim_start", boot=self.boot)
         status_path = self.state_dir / "status-sim.json"
@@ -201,6 +295,10 @@ class PlantServer:
             except TimeoutError:
                 pass
         self.record("sim_stop")
+        for backend in self._backends():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                await close()
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()
         self.fence_store.close()

@@ -6,16 +6,33 @@
 # pyproject.toml's `test` extra; this script only adds what pip cannot install:
 #   - Debian's Chromium, for the console's real-browser tests (Playwright drives
 #     /usr/bin/chromium; no browser build is ever downloaded);
-#   - Prometheus and promtool, for the scrape and rules tests.
-# As root it installs them with apt-get; otherwise it says what to install and fails.
+#   - Prometheus and promtool, for the scrape and rules tests;
+#   - Node.js and npm (Debian's nodejs, npm) and then the node-opcua machine
+#     emulator's npm packages, exactly as tests/opcua/package-lock.json pins them.
+# As root it installs the Debian packages with apt-get; otherwise it says what to
+# install and fails. Each step is skipped when its result is already there.
 set -euo pipefail
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || { [[ " ${missing[*]-} " == *" prometheus "* ]] || missing+=(prometheus); }
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+# The emulator's packages: `npm ci` again only when the lock file changed since the last install.
+npm_packages() {
+    local dir lock
+    dir="$(dirname "$0")/opcua"
+    lock="$dir/node_modules/.package-lock.json"
+    if [ -f "$lock" ] && [ "$lock" -nt "$dir/package-lock.json" ]; then
+        return 0
+    fi
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+}
 
 if [ ${#missing[@]} -eq 0 ]; then
+    npm_packages
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,3 +49,4 @@ fi
 echo "tests/setup.sh: installing ${missing[*]} with apt-get" >&2
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+npm_packages

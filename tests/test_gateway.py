@@ -293,19 +293,57 @@ def test_a_host_takes_plant_events_only_from_the_configured_identity(tmp_path: P
 
 # -- the cell file and the command line ----------------------------------------------------
 
-def test_an_unknown_backend_is_a_file_line_error_naming_the_planned_ones(tmp_path: Path) -> None:
+def test_an_unknown_backend_is_a_file_line_error_naming_the_known_ones(tmp_path: Path) -> None:
     from ops.config.loader import validate_command
 
-    text = DEMO.read_text().replace("  - id: agv2\n", "  - id: agv2\n    backend: opcua\n", 1)
+    text = DEMO.read_text().replace("  - id: agv2\n", "  - id: agv2\n    backend: modbus\n", 1)
     cell = tmp_path / "cell.yaml"
     cell.write_text(text)
-    line = text.splitlines().index("    backend: opcua") + 1
+    line = text.splitlines().index("    backend: modbus") + 1
     code, out = validate_command(cell)
     assert code == 2
-    assert out == (f"{cell}:{line}: robots[1].backend: unknown plant backend 'opcua': use "
-                   "'embedded' (the simulator); 'opcua' and 'vda5050' are planned, not yet "
-                   "available")
-    cell.write_text(text.replace("backend: opcua", "backend: embedded"))
+    assert out == (f"{cell}:{line}: robots[1].backend: unknown plant backend 'modbus': use "
+                   "'embedded' (the simulator), 'opcua' (machines) or 'vda5050' (robots)")
+    cell.write_text(text.replace("backend: modbus", "backend: embedded"))
+    assert validate_command(cell)[0] == 0
+
+
+def test_opcua_drives_machines_and_needs_its_block(tmp_path: Path) -> None:
+    from ops.config.loader import validate_command
+
+    cell = tmp_path / "cell.yaml"
+    robot = DEMO.read_text().replace("  - id: agv2\n", "  - id: agv2\n    backend: opcua\n", 1)
+    cell.write_text(robot)
+    code, out = validate_command(cell)
+    assert code == 2 and "robots[1]: backend 'opcua' drives machines" in out, out
+    machine = DEMO.read_text().replace("  - id: mill1 ", "  - id: mill1\n    backend: vda5050\n   ",
+                                       1)
+    cell.write_text(machine)
+    code, out = validate_command(cell)
+    assert code == 2 and "machines[0]: backend 'vda5050' drives robots" in out, out
+    for broker, extra, why in (
+            ("mqtt://127.0.0.1:1883", "", "needs `insecure: true`"),
+            ("mqtt://10.0.0.5:1883", "\n      insecure: true", "loopback only"),
+            ("mqtts://broker:8883", "\n      insecure: true", "is for a plain `mqtt://`")):
+        vehicle = DEMO.read_text().replace(
+            "  - id: agv2\n", f"  - id: agv2\n    backend: vda5050\n    vda5050:\n"
+            f"      broker: {broker}{extra}\n", 1)
+        cell.write_text(vehicle)
+        code, out = validate_command(cell)
+        assert code == 2 and why in out, out
+    cell.write_text(vehicle.replace("\n      insecure: true", ""))
+    assert validate_command(cell)[0] == 0
+    bare = DEMO.read_text().replace("  - id: mill1 ", "  - id: mill1\n    backend: opcua\n   ", 1)
+    cell.write_text(bare)
+    code, out = validate_command(cell)
+    assert code == 2 and "machines[0]: backend 'opcua' needs an `opcua:` block" in out, out
+    full = DEMO.read_text().replace(
+        "  - id: mill1 ", "  - id: mill1\n    backend: opcua\n    opcua:\n"
+        "      endpoint: opc.tcp://127.0.0.1:4840\n      profile: packml\n   ", 1)
+    cell.write_text(full)
+    code, out = validate_command(cell)
+    assert code == 2 and "unknown OPC UA profile 'packml'" in out, out
+    cell.write_text(full.replace("profile: packml", "profile: machinery-jobs"))
     assert validate_command(cell)[0] == 0
 
 

@@ -80,6 +80,7 @@ def test_the_setup_script_says_what_to_install_when_it_cannot(tmp_path: Path) ->
                           env={"PATH": str(bare)}, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "prometheus" in proc.stderr and "apt-get install -y" in proc.stderr
+    assert "nodejs npm" in proc.stderr          # no node on that PATH either
 
 
 def test_the_demo_command_runs_as_written() -> None:

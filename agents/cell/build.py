@@ -102,6 +102,7 @@ def policy_of(cfg: CellConfig) -> EscalationPolicy:
         restart_intensity=rule(e.restart_intensity),
         quality_reject=rule(e.quality_reject, 0.0, e.quality_reject.count),
         reject_burst=rule(e.reject_burst, e.reject_burst.window_s, e.reject_burst.count),
+        equipment_refuses=rule(e.equipment_refuses),
         deadlines=Deadlines(e.response_deadline_s, e.reescalate_every_s, e.final_deadline_s,
                             e.max_shelve_s),
         flood_count=e.flood.count, flood_window_s=e.flood.window_s)

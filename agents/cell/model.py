@@ -37,10 +37,11 @@ from pydantic import (
     model_validator,
 )
 
+from agents.cell.equipment import OpcUaEquipment, Vda5050Vehicle
+
 __all__ = [
     "AGENT_ID_MAX_BYTES",
     "PATTERN_HELP",
-    "PLANNED_BACKENDS",
     "PLANT_BACKENDS",
     "CellConfig",
     "CountRule",
@@ -144,16 +145,14 @@ class Layout(_Model):
 
 #: Plant backends a resource may be driven by (sim_bridge/plant_api.py); the gateway
 #: (``autocell plant``) runs one per resource.  ``embedded`` is the simulator.
-PLANT_BACKENDS: tuple[str, ...] = ("embedded",)
-#: Backends being built, named in the error for a backend not yet available.
-PLANNED_BACKENDS: tuple[str, ...] = ("opcua", "vda5050")
+PLANT_BACKENDS: tuple[str, ...] = ("embedded", "opcua", "vda5050")
 
 
 def _check_backend(value: str) -> str:
     if value not in PLANT_BACKENDS:
         raise ValueError(
-            f"unknown plant backend {value!r}: use 'embedded' (the simulator); "
-            f"{' and '.join(repr(b) for b in PLANNED_BACKENDS)} are planned, not yet available")
+            f"unknown plant backend {value!r}: use 'embedded' (the simulator), 'opcua' "
+            "(machines) or 'vda5050' (robots)")
     return value
 
 
@@ -210,8 +209,26 @@ class Machine(_Model):
     backend: Backend = Field(
         default="embedded",
         description="Plant backend that drives the machine under `autocell plant`: "
-        "`embedded` (the simulator; the only one so far).",
+        "`embedded` (the simulator) or `opcua` (a real machine; see `opcua`). Virtual-time "
+        "runs (`autocell run`) simulate every machine.",
     )
+    opcua: OpcUaEquipment | None = Field(
+        default=None,
+        description="How the machine is reached when `backend` is `opcua`: endpoint, profile, "
+        "security, readings (docs/equipment.md).",
+    )
+
+    @model_validator(mode="after")
+    def _equipment_matches_backend(self) -> Machine:
+        if self.backend == "vda5050":
+            raise ValueError("backend 'vda5050' drives robots; a machine is 'embedded' or "
+                             "'opcua'")
+        if self.backend == "opcua" and self.opcua is None:
+            raise ValueError("backend 'opcua' needs an `opcua:` block with at least `endpoint`")
+        if self.backend != "opcua" and self.opcua is not None:
+            raise ValueError(f"an `opcua:` block is given but backend is {self.backend!r}; "
+                             "set `backend: opcua` or remove the block")
+        return self
 
 
 class Robot(_Model):
@@ -233,8 +250,26 @@ class Robot(_Model):
     backend: Backend = Field(
         default="embedded",
         description="Plant backend that drives the robot under `autocell plant`: "
-        "`embedded` (the simulator; the only one so far).",
+        "`embedded` (the simulator) or `vda5050` (a vehicle; see `vda5050`).",
     )
+
+    vda5050: Vda5050Vehicle | None = Field(
+        default=None,
+        description="How the robot is reached when `backend` is `vda5050`: broker, serial "
+        "number, map (docs/equipment.md).",
+    )
+
+    @model_validator(mode="after")
+    def _robot_backend(self) -> Robot:
+        if self.backend == "opcua":
+            raise ValueError("backend 'opcua' drives machines; a robot is 'embedded' or "
+                             "'vda5050'")
+        if self.backend == "vda5050" and self.vda5050 is None:
+            raise ValueError("backend 'vda5050' needs a `vda5050:` block with at least `broker`")
+        if self.backend != "vda5050" and self.vda5050 is not None:
+            raise ValueError(f"a `vda5050:` block is given but backend is {self.backend!r}; "
+                             "set `backend: vda5050` or remove the block")
+        return self
 
 
 # --------------------------------------------------------------------------- work
@@ -390,6 +425,12 @@ class Security(_Model):
         description="Directory with the cell authority and agent keys, relative to the config "
         "file; must exist. Absent: keys are created on the fly for the run.",
     )
+    opcua_secrets: Path | None = Field(
+        default=None,
+        description="YAML file of OPC UA credentials (`NAME: {username: ..., password: ...}`), "
+        "relative to the config file; must be 0600. Default: `opcua-secrets.yaml` in the keys "
+        "directory.",
+    )
 
 
 class Network(_Model):
@@ -543,6 +584,10 @@ class Escalation(_Model):
     restart_intensity: EscalationRule = Field(
         default_factory=lambda: EscalationRule(priority=1),
         description="A supervisor gave up restarting a host (restart intensity exceeded).")
+    equipment_refuses: EscalationRule = Field(
+        default_factory=EscalationRule,
+        description="Real equipment keeps refusing starts (`refusals_to_escalate` in a row, "
+        "e.g. access denied or a wrong machine mode); the gateway holds it down.")
     quality_reject: QualityRule = Field(
         default_factory=QualityRule,
         description="Escalate when one operation keeps failing its quality check (`count` "

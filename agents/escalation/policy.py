@@ -29,6 +29,7 @@ class EscalationPolicy:
     restart_intensity: Rule | None = None
     quality_reject: Rule | None = None
     reject_burst: Rule | None = None
+    equipment_refuses: Rule | None = None
     deadlines: Deadlines = field(default_factory=Deadlines)
     flood_count: int = 10
     flood_window_s: float = 600.0

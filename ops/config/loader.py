@@ -221,7 +221,10 @@ def validate_command(path: str | Path) -> tuple[int, str]:
             (config.orders, "order"),
         )
     )
-    return 0, f"{path}: OK — cell {config.cell!r}: {counts}"
+    warnings = [f"{path}: warning: {m.id}: `opcua.insecure: true` — the link to "
+                f"{m.opcua.endpoint} is neither signed nor encrypted; use it on a test bench only"
+                for m in config.machines if m.opcua is not None and m.opcua.insecure]
+    return 0, "\n".join([*warnings, f"{path}: OK — cell {config.cell!r}: {counts}"])
 
 
 def format_path(loc: Loc) -> str:

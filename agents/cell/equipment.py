@@ -1,0 +1,163 @@
+"""How a resource on real equipment is reached: a machine's ``opcua:`` block, a robot's
+``vda5050:`` block.
+
+A machine whose ``backend`` is ``opcua`` names the OPC UA server that runs
+it, the companion specification it speaks (its *profile*), how the link is
+secured, and which variables are its readings.  The gateway
+(:mod:`sim_bridge.opcua`) reads these settings; this module only says what a
+cell file may write, so ``autocell validate`` checks it with the rest of the
+cell.  docs/equipment.md is the commissioning guide.
+
+Security is on by default: Basic256Sha256 with SignAndEncrypt, the server's
+certificate checked against the gateway's trust list.  A link without
+security needs ``insecure: true``, which ``validate`` warns about.
+Credentials never stand in the cell file: ``user`` names an entry of the
+secrets file (``security.opcua_secrets``), which must be 0600.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaSecurity", "Vda5050Vehicle"]
+
+#: The companion specifications a machine may be driven by (docs/equipment.md).
+OPCUA_PROFILES: tuple[str, ...] = ("machinery-jobs",)
+#: Profiles being built, named in the error for one not yet available.
+PLANNED_PROFILES: tuple[str, ...] = ("packml", "nodes")
+
+Endpoint = Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^\s/:]+(:\d{1,5})?(/\S*)?$",
+                                            max_length=512)]
+
+
+def _check_profile(value: str) -> str:
+    if value not in OPCUA_PROFILES:
+        raise ValueError(
+            f"unknown OPC UA profile {value!r}: use {', '.join(map(repr, OPCUA_PROFILES))}; "
+            f"{' and '.join(map(repr, PLANNED_PROFILES))} are planned, not yet available")
+    return value
+
+
+Profile = Annotated[str, AfterValidator(_check_profile)]
+BrowsePath = Annotated[str, StringConstraints(pattern=r"^[^\s/][^/]*(/[^\s/][^/]*)*$",
+                                              max_length=512)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class OpcUaSecurity(_Model):
+    """The secure channel: policy and message security mode."""
+
+    policy: Literal["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] = Field(
+        default="Basic256Sha256", description="OPC UA security policy of the secure channel.")
+    mode: Literal["SignAndEncrypt", "Sign"] = Field(
+        default="SignAndEncrypt", description="Message security mode.")
+
+
+class OpcUaEquipment(_Model):
+    """One machine on an OPC UA server (``backend: opcua``)."""
+
+    endpoint: Endpoint = Field(
+        description="The server's endpoint URL, e.g. `opc.tcp://mill1.plant:4840`. Machines "
+        "on the same endpoint share one connection.")
+    profile: Profile = Field(
+        default="machinery-jobs",
+        description="Companion specification the machine speaks: `machinery-jobs` "
+        "(OPC 40001-3 Machinery Job Management).")
+    machine: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="Browse name of the machine object under the server's Machinery "
+        "`Machines` folder; default: the machine id.")
+    security: OpcUaSecurity = Field(
+        default_factory=OpcUaSecurity, description="Security policy and mode of the link.")
+    insecure: bool = Field(
+        default=False,
+        description="Connect without any security (policy None). Only for a test bench; "
+        "`autocell validate` warns about it.")
+    user: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="Entry of the secrets file (`security.opcua_secrets`) whose username and "
+        "password log in; absent: anonymous.")
+    grace_s: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="Wall seconds a lost link may last before the machine is reported down "
+        "and its work re-routed.")
+    readings: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+                                                    max_length=64)], BrowsePath] = Field(
+        default_factory=dict, max_length=64,
+        description="Reading name -> browse path of the variable below the machine object, "
+        "e.g. `spindle_load: Monitoring/SpindleLoad`; each change becomes a `reading` event.")
+    quality_parameter: str = Field(
+        default="Quality", min_length=1, max_length=128,
+        description="ID of the job response parameter that holds the quality result.")
+    quality_ok: list[str] = Field(
+        default_factory=lambda: ["ok", "good", "OK"], min_length=1, max_length=16,
+        description="Values of the quality parameter that mean a good part; any other is scrap.")
+    refusals_to_escalate: int = Field(
+        default=3, ge=1, le=1000,
+        description="Consecutive starts the server refuses before the machine's case is "
+        "escalated to a supervisor as non-routine.")
+
+
+_BROKER = r"^mqtts?://[^\s/:]+(:\d{1,5})?$"
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+class Vda5050Vehicle(_Model):
+    """One transport robot as a VDA 5050 vehicle (``backend: vda5050``), autocell its master
+    control over an MQTT broker."""
+
+    broker: Annotated[str, StringConstraints(pattern=_BROKER, max_length=512)] = Field(
+        description="The MQTT broker: `mqtts://HOST:PORT` (TLS, the default port 8883), or "
+        "`mqtt://127.0.0.1:PORT` with `insecure: true` on loopback only. Vehicles on the "
+        "same broker share one connection.")
+    serial: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The vehicle's serialNumber; default: the robot id.")
+    manufacturer: str = Field(
+        default="autocell", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The vehicle's manufacturer, as in its topics.")
+    interface_name: str = Field(
+        default="uagv", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The first level of the VDA 5050 topics.")
+    map: str = Field(
+        default="cell", min_length=1, max_length=128,
+        description="The map id the cell's coordinates are in; a vehicle that reports "
+        "another is refused (`wrong map`).")
+    insecure: bool = Field(
+        default=False,
+        description="Plain MQTT without TLS; allowed only with an `mqtt://` broker on loopback.")
+    ca: str | None = Field(
+        default=None, min_length=1, max_length=1024,
+        description="CA certificate (PEM) that signed the broker's certificate, relative to "
+        "the cell file; absent: the system's trust store.")
+    user: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="Entry of the secrets file (`security.opcua_secrets`, shared by all "
+        "equipment) whose username and password log in to the broker.")
+    grace_s: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="Wall seconds a vehicle may be OFFLINE or CONNECTIONBROKEN before it is "
+        "reported down and its move re-negotiated.")
+    pick_action: str = Field(default="pick", min_length=1, max_length=64,
+                             description="actionType that loads the part at the origin.")
+    drop_action: str = Field(default="drop", min_length=1, max_length=64,
+                             description="actionType that unloads it at the destination.")
+
+    @model_validator(mode="after")
+    def _secure_unless_told(self) -> Vda5050Vehicle:
+        plain = self.broker.startswith("mqtt://")
+        host = self.broker.split("://", 1)[1]
+        if plain and not self.insecure:
+            raise ValueError("a plain `mqtt://` broker needs `insecure: true` (and loopback); "
+                             "use `mqtts://` in production")
+        if plain and not host.startswith(_LOOPBACK):
+            raise ValueError(f"plain MQTT is allowed on loopback only, not {host!r}; use "
+                             "`mqtts://`")
+        if self.insecure and not plain:
+            raise ValueError("`insecure: true` is for a plain `mqtt://` broker on loopback")
+        return self

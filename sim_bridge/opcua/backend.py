@@ -1,0 +1,573 @@
+"""The ``opcua`` plant backend: machines on OPC UA servers, behind the gateway's fence.
+
+Theory of operation
+-------------------
+:class:`OpcUaBackend` implements :class:`~sim_bridge.plant_api.Plant` for the
+machines whose ``backend`` is ``opcua``.  It lives on the gateway's asyncio
+loop (``autocell plant``): the gateway calls it synchronously, it answers at
+once and does the OPC UA calls in tasks, reporting what the machines do
+through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
+
+* **One link per endpoint** (:class:`_Link`): machines on one server share a
+  session.  A link's task connects (:func:`~sim_bridge.opcua.session.open_session`),
+  resolves each machine's nodes (:mod:`sim_bridge.opcua.jobs`), reconciles,
+  subscribes, then watches the session: a failed read of the server's state
+  is a lost link.  It reconnects with a capped back-off, forever; an error
+  that retrying cannot fix (an untrusted certificate, a wrong password) is
+  recorded once, with what to do, and retried slowly, since an operator may
+  fix it while the cell runs.
+* **Grace.** A lost link is not yet a fault: for ``grace_s`` the machine
+  keeps its job.  Past it, the machine is reported ``fault`` ("link lost"),
+  its job is handed back (``stopped``; the agents re-route it) and kept as an
+  *orphan*: on reconnect an orphan still running is aborted and one that
+  ended is cleared and recorded (``opcua_late_end``), never reported done —
+  its task already belongs to someone else.
+* **Reconnect** re-reads the job list before anything else: the current
+  job's end while the link was down is reported as ``operation_done`` (the
+  ``query_state`` semantics), a job the server no longer knows (a restarted
+  server) is handed back with ``command_refused``; then, if the machine was
+  reported down, ``repaired``.  A start whose answer was lost with the link
+  is sent again with the same JobOrderID, which the machine refuses if it
+  has it already: nothing is started twice.
+* **Refusals.** A start the server refuses (a Bad status, or a non-zero
+  ISA-95 ReturnStatus) is handed back with ``command_refused``; after
+  ``refusals_to_escalate`` in a row the machine is held down with
+  ``fault`` "equipment refuses starts" (its ``command_refused`` carries
+  ``escalate: true``, which the machine agent escalates as non-routine)
+  until ``set_state up`` or a new session.
+* **Records** are those of the simulator (``op_start``, ``op_done``,
+  ``op_abort``, ``fault``, ``repaired``), so the supervisor checks the same
+  invariants on a real cell's event log.
+
+Per machine, only one coroutine at a time changes its state (a lock), so a
+job's end is reported once even when a notification and a reconnect see it
+together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, Node, ua
+
+from agents.cell.equipment import OpcUaEquipment
+from sim_bridge.plant_api import PlantEvents
+
+from . import jobs
+from .pki import Credentials, OpcUaPki
+from .session import LinkError, SessionParams, open_session, status_name
+
+__all__ = ["OpcUaBackend", "OpcUaMachine"]
+
+log = logging.getLogger("autocell.opcua")
+
+Record = Callable[..., None]
+Assumed = Callable[[str], tuple[str, int] | None]
+WATCH_S = 0.5               # how often a session is probed
+JOBS_PUBLISH_MS = 5         # requested publishing interval of job lists and machine states
+READINGS_PUBLISH_MS = 500   # ... of readings
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
+
+
+@dataclass(frozen=True)
+class OpcUaMachine:
+    """One machine of the cell on OPC UA: its id and its ``opcua:`` settings."""
+
+    id: str
+    settings: OpcUaEquipment
+
+    @property
+    def browse_name(self) -> str:
+        return self.settings.machine or self.id
+
+
+@dataclass
+class _Machine:
+    spec: OpcUaMachine
+    link: _Link
+    nodes: jobs.MachineNodes | None = None
+    job: tuple[str, str] | None = None        # (task, JobOrderID) we run there
+    job_args: dict[str, Any] = field(default_factory=dict)
+    confirmed: bool = False                   # the server accepted the current job
+    aborting: set[str] = field(default_factory=set)
+    orphans: set[str] = field(default_factory=set)
+    reported_down: bool = False
+    held: str = ""                            # why it is held down ("" = not held)
+    item_down: bool = False
+    item_state_text: str = ""
+    refusals: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    readings: dict[str, float] = field(default_factory=dict)
+    reading_due: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def usable(self) -> bool:
+        return self.link.up and self.nodes is not None and not self.held and not self.item_down
+
+
+class OpcUaBackend:
+    """Machines on OPC UA servers (``backend: opcua``), one session per endpoint."""
+
+    def __init__(self, machines: list[OpcUaMachine], *, events: PlantEvents, record: Record,
+                 pki: OpcUaPki, secrets: Mapping[str, Credentials],
+                 assumed: Assumed = lambda _r: None) -> None:
+        self.events = events
+        self.record = record
+        self.pki = pki
+        self.assumed = assumed
+        self.resources = frozenset(m.id for m in machines)
+        self.links: dict[str, _Link] = {}
+        self.machines: dict[str, _Machine] = {}
+        for spec in machines:
+            s = spec.settings
+            creds = None
+            if s.user is not None:
+                creds = secrets.get(s.user)
+                if creds is None:
+                    raise LinkError(s.endpoint, f"{spec.id}: user {s.user!r} is not in the "
+                                                "OPC UA secrets file")
+            link = self.links.get(s.endpoint)
+            if link is None:
+                link = self.links[s.endpoint] = _Link(self, SessionParams(s.endpoint, s, pki,
+                                                                          creds))
+            m = _Machine(spec, link)
+            link.machines.append(m)
+            self.machines[spec.id] = m
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self, first_connect_s: float = 10.0) -> None:
+        """Start every link; wait (at most ``first_connect_s``) for their first session, so
+        that the machines are up when the agents first command them."""
+        for link in self.links.values():
+            link.task = asyncio.get_running_loop().create_task(link.run())
+        waits = [asyncio.ensure_future(link.first.wait()) for link in self.links.values()]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=first_connect_s)
+            for w in pending:
+                w.cancel()
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def status(self) -> dict[str, Any]:
+        return {e: {"up": link.up, "sessions": link.sessions, "error": link.error}
+                for e, link in sorted(self.links.items())}
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("opcua: %s: %s", type(exc).__name__, exc)
+            self.record("opcua_error", error=f"{type(exc).__name__}: {exc}")
+
+    # -- commands (sim_bridge.plant_api.Plant) ------------------------------------------------------
+    def running(self) -> dict[str, str]:
+        out = {}
+        for r in sorted(self.resources):
+            a = self.assumed(r)
+            if a is not None:
+                out[r] = a[0]
+        return out
+
+    def query_state(self, resource: str) -> bool:
+        return self.machines[resource].usable()
+
+    def start_operation(self, resource: str, task: str, args: Mapping[str, Any]) -> bool:
+        m = self.machines[resource]
+        if not m.usable() or m.job is not None:
+            m.reported_down = m.reported_down or not m.usable()
+            return False
+        jid = jobs.job_id(task, int(args.get("award_epoch", 0)))
+        m.job, m.job_args, m.confirmed = (task, jid), dict(args), False
+        self.spawn(self._start(m))
+        return True
+
+    def abort_operation(self, resource: str, task: str) -> None:
+        m = self.machines.get(resource)
+        if m is None or m.job is None or m.job[0] != task:
+            return
+        jid = m.job[1]
+        if m.usable():
+            m.aborting.add(jid)
+            self.spawn(self._abort(m, jid))
+        else:
+            self._hand_back(m, "aborted while the link is down")
+
+    def move(self, resource: str, task: str, args: Mapping[str, Any]) -> bool:
+        return False          # machines only (the model refuses `backend: opcua` on a robot)
+
+    def set_state(self, resource: str, state: str) -> None:
+        m = self.machines[resource]
+        if state == "down" and not m.held:
+            was_up = m.usable()
+            m.held = "set_state"
+            if m.job is not None:
+                m.aborting.add(m.job[1])
+                self.spawn(self._abort(m, m.job[1]))
+            if was_up:
+                self._fault(m, "set_state")
+        elif state == "up" and m.held:
+            m.held, m.refusals = "", 0
+            self._maybe_repaired(m)
+
+    # -- what the machines do --------------------------------------------------------------------
+    async def _start(self, m: _Machine) -> None:
+        async with m.lock:
+            await self._send_start(m)
+
+    async def _send_start(self, m: _Machine) -> None:
+        if m.job is None or m.nodes is None:
+            return
+        task, jid = m.job
+        ns = m.link.ns
+        assert ns is not None
+        try:
+            rs = await jobs.store_and_start(ns, m.nodes, jid, m.job_args)
+        except ua.UaStatusCodeError as exc:
+            return self._refused(m, status_name(exc))
+        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
+            return            # the answer is lost with the link: resent on reconnect
+        if rs != 0:
+            return self._refused(m, f"ReturnStatus {rs} ({jobs.RETURN_STATUS.get(rs, '?')})")
+        m.confirmed, m.refusals = True, 0
+        a = m.job_args
+        self.record("op_start", machine=m.id, task=task, order=a.get("order", ""),
+                    epoch=a.get("award_epoch", 0), setup_s=a.get("setup_s", 0.0), job=jid)
+
+    def _refused(self, m: _Machine, why: str) -> None:
+        assert m.job is not None
+        task, jid = m.job
+        m.job = None
+        m.refusals += 1
+        escalate = m.refusals >= m.spec.settings.refusals_to_escalate
+        self.record("opcua_refused", machine=m.id, task=task, job=jid, why=why,
+                    consecutive=m.refusals)
+        self.events.stopped(m.id, task, "refused")
+        self.events.command_refused(m.id, task, f"equipment refused the start: {why}",
+                                    escalate=escalate)
+        if escalate and not m.held:
+            m.held = "refuses"
+            self._fault(m, f"equipment refuses starts ({m.refusals} in a row: {why})")
+
+    async def _abort(self, m: _Machine, jid: str) -> None:
+        async with m.lock:
+            if m.nodes is None or m.link.ns is None:
+                return
+            try:
+                await jobs.abort(m.link.ns, m.nodes, jid)
+            except (ua.UaError, ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
+                pass          # the job list (or the reconnect) says how it ended
+
+    async def on_jobs(self, m: _Machine, states: dict[str, int]) -> None:
+        """The job list changed (or was re-read after a connect): report what ended."""
+        async with m.lock:
+            await self._settle(m, states, reconnect=False)
+
+    async def _settle(self, m: _Machine, states: dict[str, int], *, reconnect: bool) -> None:
+        ns, nodes = m.link.ns, m.nodes
+        assert ns is not None and nodes is not None
+        for jid in sorted(m.orphans):
+            st = states.get(jid)
+            if st == jobs.RUNNING:
+                self.record("opcua_orphan_abort", machine=m.id, job=jid)
+                await self._call(jobs.abort(ns, nodes, jid))
+            elif st in (jobs.ENDED, jobs.ABORTED):
+                self.record("opcua_late_end", machine=m.id, job=jid,
+                            state=jobs.JOB_STATES[st])
+                await self._call(jobs.clear(ns, nodes, jid))
+                m.orphans.discard(jid)
+            elif st is None:
+                m.orphans.discard(jid)
+        if m.job is None:
+            return
+        task, jid = m.job
+        st = states.get(jid)
+        if st == jobs.ENDED:
+            s = m.spec.settings
+            quality = await jobs.quality(ns, nodes, jid, s.quality_parameter, s.quality_ok)
+            m.job = None
+            self.record("op_done", machine=m.id, task=task, order=m.job_args.get("order", ""),
+                        quality=quality, job=jid)
+            self.events.operation_done(m.id, task, quality)
+            await self._call(jobs.clear(ns, nodes, jid))
+        elif st == jobs.ABORTED:
+            m.job = None
+            requested = jid in m.aborting
+            m.aborting.discard(jid)
+            self.record("op_abort", machine=m.id, task=task,
+                        why="aborted" if requested else "aborted at the machine")
+            self.events.stopped(m.id, task, "aborted")
+            if not requested:
+                self.events.command_refused(m.id, task, "the job was aborted at the machine")
+            await self._call(jobs.clear(ns, nodes, jid))
+        elif st is None and reconnect:
+            if not m.confirmed:
+                await self._send_start(m)        # the same JobOrderID: never started twice
+            else:
+                m.job = None
+                self.record("op_abort", machine=m.id, task=task,
+                            why="the machine no longer knows the job")
+                self.events.stopped(m.id, task, "lost")
+                self.events.command_refused(m.id, task, "not running after restart")
+
+    async def _call(self, coro: Coroutine[Any, Any, int]) -> None:
+        try:
+            await coro
+        except (ua.UaError, ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
+            pass
+
+    def on_item_state(self, m: _Machine, text: str) -> None:
+        down = text in jobs.DOWN_STATES
+        if down == m.item_down:
+            return
+        was_up = m.usable()
+        m.item_down = down
+        if down:
+            if m.job is not None:
+                self._hand_back(m, f"machine {text}")
+            if was_up:
+                self._fault(m, f"machine state {text}")
+        else:
+            self._maybe_repaired(m)
+
+    def on_reading(self, m: _Machine, name: str, value: Any) -> None:
+        try:
+            m.readings[name] = float(value)
+        except (TypeError, ValueError):
+            return
+        if not m.reading_due:
+            m.reading_due = True
+            asyncio.get_running_loop().call_soon(self._flush_readings, m)
+
+    def _flush_readings(self, m: _Machine) -> None:
+        m.reading_due = False
+        self.events.reading(m.id, dict(sorted(m.readings.items())))
+
+    # -- down and up ------------------------------------------------------------------------------
+    def _hand_back(self, m: _Machine, why: str) -> None:
+        """The current job is no longer ours: the agents re-route its task."""
+        if m.job is None:
+            return
+        task, jid = m.job
+        m.job = None
+        m.orphans.add(jid)
+        self.record("op_abort", machine=m.id, task=task, why=why)
+        self.events.stopped(m.id, task, why)
+
+    def _fault(self, m: _Machine, reason: str) -> None:
+        m.reported_down = True
+        self.record("fault", machine=m.id, reason=reason)
+        self.events.fault(m.id, reason)
+
+    def _maybe_repaired(self, m: _Machine) -> None:
+        if m.reported_down and m.usable():
+            m.reported_down = False
+            self.record("repaired", machine=m.id)
+            self.events.repaired(m.id)
+
+    def link_lost_past_grace(self, link: _Link, why: str) -> None:
+        for m in link.machines:
+            if m.job is not None:
+                self._hand_back(m, f"link lost: {why}")
+            if not m.reported_down:
+                self._fault(m, f"link lost: {why}")
+
+    async def link_up(self, link: _Link) -> None:
+        """A new session: adopt what a restarted gateway left running, settle, repair."""
+        for m in link.machines:
+            async with m.lock:
+                if m.job is None and not m.orphans:
+                    a = self.assumed(m.id)
+                    if a is not None:
+                        m.job, m.confirmed = (a[0], jobs.job_id(*a)), True
+                if m.nodes is not None:
+                    await self._settle(m, await jobs.jobs(m.nodes), reconnect=True)
+                if m.held == "refuses":
+                    m.held, m.refusals = "", 0
+                if m.nodes is not None and m.item_state_text:
+                    m.item_down = m.item_state_text in jobs.DOWN_STATES
+            self._maybe_repaired(m)
+
+
+class _Handler:
+    """asyncua subscription callbacks, routed to the backend (never blocking the loop)."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+        self.routes: dict[Any, tuple[_Machine, str]] = {}
+
+    def datachange_notification(self, node: Node, val: Any, _data: Any) -> None:
+        route = self.routes.get(node.nodeid)
+        if route is None:
+            return
+        m, what = route
+        backend = self.link.backend
+        if what == "jobs":
+            backend.spawn(backend.on_jobs(m, jobs.parse_job_list(val)))
+        elif what == "state":
+            m.item_state_text = str(getattr(val, "Text", val))
+            if self.link.up:
+                backend.on_item_state(m, m.item_state_text)
+        else:
+            backend.on_reading(m, what, val)
+
+    def status_change_notification(self, _status: Any) -> None:
+        self.link.poke()
+
+
+class _Link:
+    """One endpoint: its session, its watchdog, its reconnects."""
+
+    def __init__(self, backend: OpcUaBackend, params: SessionParams) -> None:
+        self.backend = backend
+        self.params = params
+        self.machines: list[_Machine] = []
+        self.client: Client | None = None
+        self.ns: jobs.Namespaces | None = None
+        self.up = False
+        self.sessions = 0
+        self.error = ""
+        self.first = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lost = asyncio.Event()
+
+    @property
+    def endpoint(self) -> str:
+        return self.params.endpoint
+
+    def poke(self) -> None:
+        self._lost.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        await self._drop()
+
+    async def _drop(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.disconnect(), 2.0)
+            except Exception:  # noqa: BLE001 - the session is being given up
+                pass
+
+    async def run(self) -> None:
+        attempt = 0
+        lost_at: float | None = None
+        grace = self.params.settings.grace_s
+        while not self._closed:
+            try:
+                await self._connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the link retries
+                transient = getattr(exc, "transient", not isinstance(exc, (LinkError,
+                                                                          jobs.MissingNode)))
+                if not isinstance(exc, (LinkError, jobs.MissingNode)):
+                    exc = LinkError(self.endpoint, f"{type(exc).__name__}: {exc}",
+                                    transient=True)
+                if str(exc) != self.error:
+                    self.error = str(exc)
+                    log.error("opcua: %s", exc)
+                    self.backend.record("opcua_link_error", endpoint=self.endpoint,
+                                        error=str(exc))
+                self.first.set()        # the gateway need not wait for a link that fails
+                if lost_at is not None and time.monotonic() - lost_at >= grace:
+                    self.backend.link_lost_past_grace(self, self.error)
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)] if transient else SLOW_RETRY_S
+                attempt += 1
+                wait = delay if lost_at is None else min(
+                    delay, max(0.0, lost_at + grace - time.monotonic()) or delay)
+                await asyncio.sleep(wait)
+                continue
+            attempt, lost_at, self.error = 0, None, ""
+            self.up = True
+            self.sessions += 1
+            self.backend.record("opcua_link_up", endpoint=self.endpoint, session=self.sessions)
+            await self.backend.link_up(self)
+            self.first.set()
+            why = await self._watch()
+            self.up = False
+            lost_at = time.monotonic()
+            self.backend.record("opcua_link_lost", endpoint=self.endpoint, why=why)
+            await self._drop()
+            if grace <= 0:
+                self.backend.link_lost_past_grace(self, why)
+
+    async def _connect(self) -> None:
+        client = await open_session(self.params)
+        try:
+            await client.load_data_type_definitions()
+            self.ns = await jobs.Namespaces.of(client)
+            handler = _Handler(self)
+            # job ends and machine states as soon as the server publishes them; readings
+            # at the pace a person (or the maintenance model) needs them
+            fast = await client.create_subscription(JOBS_PUBLISH_MS, handler)
+            slow = await client.create_subscription(READINGS_PUBLISH_MS, handler)
+            for m in self.machines:
+                s = m.spec.settings
+                m.nodes = await jobs.resolve(client, self.ns, m.spec.browse_name, s.readings)
+                handler.routes[m.nodes.job_list.nodeid] = (m, "jobs")
+                watch: list[Node] = [m.nodes.job_list]
+                if m.nodes.item_state is not None:
+                    handler.routes[m.nodes.item_state.nodeid] = (m, "state")
+                    watch.append(m.nodes.item_state)
+                await fast.subscribe_data_change(watch, sampling_interval=ua.Double(0.0))
+                for name, node in m.nodes.readings.items():
+                    handler.routes[node.nodeid] = (m, name)
+                if m.nodes.readings:
+                    await slow.subscribe_data_change(list(m.nodes.readings.values()))
+        except BaseException:
+            try:
+                await client.disconnect()
+            except Exception:  # noqa: BLE001 - already failing
+                pass
+            raise
+        self.client = client
+        self._lost.clear()
+
+    async def _watch(self) -> str:
+        """Until the session is lost: probe the server's state every :data:`WATCH_S`."""
+        assert self.client is not None
+        state = self.client.nodes.server_state
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), WATCH_S)
+            except TimeoutError:
+                pass
+            try:
+                value = await asyncio.wait_for(state.read_value(), self.params.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any failure of the probe is a lost link
+                return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if int(value) != 0:          # ServerState.Running
+                return f"server state {value}"
+            self._lost.clear()
+
+
+def default_pki(keys_dir: Path) -> OpcUaPki:
+    return OpcUaPki(keys_dir / "opcua")
