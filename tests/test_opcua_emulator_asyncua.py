@@ -421,9 +421,19 @@ def test_insecure_mode_offers_only_security_none_and_anonymous_login(tmp_path: P
                     ua.QualifiedName("MachineryItemState", ns[MACHINERY]), "0:CurrentState"])
                 return [e.SecurityPolicyUri for e in endpoints], (await state.read_value()).Text
 
+        async def a_user_name() -> None:
+            client = Client(emu.endpoint)
+            client.set_user("operator")
+            client.set_password("s3cret")
+            async with client:
+                pass
+
         policies, idle = run(scenario())
         assert policies == ["http://opcfoundation.org/UA/SecurityPolicy#None"]
         assert idle == "NotExecuting"
+        with pytest.raises(ua.UaStatusCodeError) as refused:     # no --users: anonymous only
+            run(a_user_name())
+        assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
     finally:
         assert emu.stop() == 0
 
@@ -447,6 +457,13 @@ def test_readings_walk_within_their_ranges(emulator: Emulator,
                         lambda: len(set(seen)) >= 3 or NotYet(seen))
             assert all(0.0 <= value <= 100.0 for value in seen)
             assert 20.0 <= await temperature.read_value() <= 80.0
+            for node, unit, (low, high) in ((spindle, "%", (0, 100)),
+                                            (temperature, "°C", (20, 80))):
+                assert (await node.read_type_definition()) == ua.NodeId(ua.ObjectIds.AnalogItemType)
+                eu_range = await (await node.get_child("0:EURange")).read_value()
+                assert (eu_range.Low, eu_range.High) == (low, high)
+                units = await (await node.get_child("0:EngineeringUnits")).read_value()
+                assert units.DisplayName.Text == unit
 
     run(scenario())
 

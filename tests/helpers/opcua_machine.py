@@ -50,6 +50,18 @@ JOB_RESPONSE_PROVIDER_TYPE = 1003      # ISA95: ISA95JobResponseProviderObjectTy
 READING_PERIOD_S = 0.5
 
 
+def _unece(code: str, symbol: str, description: str) -> Any:
+    """EUInformation of a UNECE unit code (OPC 10000-8 5.6.3: the code's ASCII, packed)."""
+    return ua.EUInformation(NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
+                            UnitId=int.from_bytes(code.encode("ascii"), "big"),
+                            DisplayName=ua.LocalizedText(symbol),
+                            Description=ua.LocalizedText(description))
+
+
+PERCENT = _unece("P1", "%", "percent")
+DEGREE_CELSIUS = _unece("CEL", "°C", "degree Celsius")
+
+
 @dataclass(frozen=True)
 class Namespaces:
     """Namespace indexes of this server, each resolved from its URI."""
@@ -192,12 +204,29 @@ class EmulatedMachine:
 
         monitoring = await machine.add_folder(self._id(".Monitoring"),
                                               ua.QualifiedName("Monitoring", ns.emu))
-        self._spindle = await monitoring.add_variable(
-            self._id(".Monitoring.SpindleLoad"), ua.QualifiedName("SpindleLoad", ns.emu),
-            self._spindle_load, ua.VariantType.Double)
-        self._temperature_node = await monitoring.add_variable(
-            self._id(".Monitoring.Temperature"), ua.QualifiedName("Temperature", ns.emu),
-            self._temperature, ua.VariantType.Double)
+        self._spindle = await self._reading(monitoring, "SpindleLoad", self._spindle_load,
+                                            PERCENT, 0.0, 100.0)
+        self._temperature_node = await self._reading(monitoring, "Temperature",
+                                                     self._temperature, DEGREE_CELSIUS,
+                                                     20.0, 80.0)
+
+    async def _reading(self, folder: Node, name: str, value: float, unit: Any, low: float,
+                       high: float) -> Node:
+        """A Double AnalogItem with its EURange and EngineeringUnits (as the node-opcua
+        emulator has them)."""
+        nodeid = self._id(f".Monitoring.{name}")
+        node = (await instantiate(folder, self.server.get_node(ua.ObjectIds.AnalogItemType),
+                                  nodeid=nodeid, bname=ua.QualifiedName(name, self.ns.emu),
+                                  instantiate_optional=False))[0]
+        await node.write_attribute(ua.AttributeIds.DataType, ua.DataValue(
+            ua.Variant(ua.NodeId(ua.ObjectIds.Double), ua.VariantType.NodeId)))
+        await node.write_value(value, ua.VariantType.Double)
+        await _set_property(node, ua.QualifiedName("EURange", 0), ua.Range(low, high),
+                            ua.NodeId(f"{nodeid.Identifier}.EURange", nodeid.NamespaceIndex))
+        await _set_property(node, ua.QualifiedName("EngineeringUnits", 0), unit,
+                            ua.NodeId(f"{nodeid.Identifier}.EngineeringUnits",
+                                      nodeid.NamespaceIndex))
+        return node
 
     async def _add_in(self, blocks: Node, ns: int, type_id: int, name: str) -> Node:
         node = (await instantiate(blocks, self.server.get_node(ua.NodeId(type_id, ns)),

@@ -28,7 +28,8 @@ Machinery 1.04 requires the IA nodeset, so it is imported too (before Machinery)
 Security: ``--security secure`` (the default) offers only Basic256Sha256 SignAndEncrypt,
 and asyncua's CertificateValidator with a TrustStore holding exactly the ``--trust-client``
 certificates rejects any other client certificate at CreateSession
-(BadCertificateUntrusted).  ``--users`` replaces anonymous login with those users.
+(BadCertificateUntrusted).  ``--users`` replaces anonymous login with those users; without
+it only anonymous logs in.  X509 user tokens are not offered.
 
 The ready file is written (tmp + rename) once the server listens; SIGTERM or SIGINT stop it.
 """
@@ -186,7 +187,8 @@ async def trust_validator(pki: Path, clients: list[Path]) -> Any:
 
 
 class Users(UserManager):
-    """asyncua user manager: anonymous unless a users file is given, else only its users."""
+    """asyncua user manager: anonymous only unless a users file is given, else only its
+    users (without one every user name is refused, as the node-opcua emulator does)."""
 
     def __init__(self, passwords: dict[str, str] | None) -> None:
         self._passwords = passwords
@@ -194,7 +196,7 @@ class Users(UserManager):
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
         if self._passwords is None:
-            return User(role=UserRole.User, name=username)
+            return User(role=UserRole.User) if username is None else None
         if username is not None and self._passwords.get(username) == password:
             return User(role=UserRole.User, name=username)
         return None
