@@ -267,6 +267,16 @@ class Latest:
         self.values[node.nodeid] = val
 
 
+class History:
+    """Subscription handler keeping every value notified (of one node)."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        self.values.append(val)
+
+
 def state_of(job_order_list: Any, job_id: str) -> str | None:
     for entry in job_order_list or []:
         if entry.JobOrder.JobOrderID == job_id:
@@ -447,12 +457,10 @@ def test_readings_walk_within_their_ranges(emulator: Emulator,
             spindle = await monitoring.get_child(ua.QualifiedName("SpindleLoad", session.ns[EMU]))
             temperature = await monitoring.get_child(
                 ua.QualifiedName("Temperature", session.ns[EMU]))
-            seen: list[float] = []
-            latest = Latest()
-            latest.datachange_notification = (  # type: ignore[method-assign]
-                lambda node, val, data: seen.append(val) if node == spindle else None)
-            subscription = await session.client.create_subscription(50, latest)
+            history = History()
+            subscription = await session.client.create_subscription(50, history)
             await subscription.subscribe_data_change(spindle)
+            seen = history.values
             await until("SpindleLoad changes twice",
                         lambda: len(set(seen)) >= 3 or NotYet(seen))
             assert all(0.0 <= value <= 100.0 for value in seen)
