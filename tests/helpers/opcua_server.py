@@ -240,8 +240,8 @@ async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, lis
     imported = time.monotonic()
     machines_folder = server.get_node(ua.NodeId(MACHINES_FOLDER, ns.machinery))
 
+    seen = accepted_ids(args.job_log)          # what an earlier life started, before appending
     job_log = JobLog(args.job_log, lambda: datetime.now(timezone.utc).isoformat())
-    seen = accepted_ids(args.job_log)
     machines = []
     for machine_id in args.machines:
         machine = EmulatedMachine(server, ns, machine_id, MachineJobs(machine_id, seen, job_log),
