@@ -399,15 +399,15 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
 
     progress = (lambda _s: None) if args.json else (lambda s: print(s, file=sys.stderr))
     try:
-        r = run(args.machines, args.rounds, args.endpoint, progress)
+        r = run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack)
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"autocell: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps(r))
     else:
-        print(f"opcua plant round trip ({r['security']}, {r['machines']} machine(s) on one "
-              f"gateway, {r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
+        print(f"opcua plant round trip ({r['security']}, {r['server']}, {r['machines']} "
+              f"machine(s) on one gateway, {r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
               f"(target ≤ {r['target_p99_ms']:.0f} ms), {r['events_per_s']:,.0f} events/s, "
               f"gateway CPU {r['cpu_ms_per_event']:.2f} ms per event")
     return EXIT_OK
@@ -585,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--endpoint", metavar="URL",
                     help="an existing Machinery Jobs server whose machines are m01..mNN "
                          "(default: start the node-opcua emulator of tests/opcua)")
+    sp.add_argument("--stack", choices=["node", "asyncua"], default="node",
+                    help="the emulator to start without --endpoint (default node: node-opcua)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_plant)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")
