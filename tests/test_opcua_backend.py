@@ -343,3 +343,18 @@ def test_a_dropped_connection_within_grace_loses_nothing_and_reports_the_end_onc
         emu.stop()
     assert executions(emu, "started") == {"o1/0@1": 1}
     assert executions(emu) == {"o1/0@1": 1}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_bench_plant_prints_its_figures_as_one_json_object(stack: str) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "bench", "plant", "--backend",
+                          "opcua", "--machines", "2", "--rounds", "3", "--stack", stack,
+                          "--json"], capture_output=True, text=True, timeout=EVENT_BOUND_S,
+                         cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(res.stdout)
+    assert r["backend"] == "opcua" and r["machines"] == 2 and r["jobs"] == 6
+    assert 0 < r["p50_ms"] <= r["p99_ms"] and r["events_per_s"] > 0
