@@ -400,6 +400,50 @@ def test_a_vehicle_on_another_map_refuses_the_order(broker: Broker, spawned: Any
     asyncio.run(scenario())
 
 
+def test_orders_the_vehicle_refuses_and_why(broker: Broker, spawned: Any) -> None:
+    spawned(broker, ["agv1"], extra=["--start", "agv1=0,0,0,home"]).start()
+
+    def without_pick_parameters() -> dict[str, Any]:
+        order = pick_drop_order("bare", (0, 0), (10, 0))
+        order["nodes"][0]["actions"][0]["actionParameters"] = []
+        return order
+
+    def without_a_second_position() -> dict[str, Any]:
+        order = pick_drop_order("blind", (0, 0), (10, 0))
+        del order["nodes"][1]["nodePosition"]
+        return order
+
+    refusals = [
+        ("orderError", without_pick_parameters()),
+        ("noRouteError", without_a_second_position()),
+        ("noRouteError", pick_drop_order("far", (3, 0), (10, 0))),   # 3 m from the vehicle
+        ("validationError", {**pick_drop_order("v21", (0, 0), (10, 0)), "version": "2.1.0"}),
+    ]
+
+    async def scenario() -> None:
+        async with master_control(broker.port) as mc:
+            await mc.wait_connection("agv1", "ONLINE")
+            for error_type, order in refusals:
+                oid = order["orderId"]
+                await mc.send("agv1", "order", order)
+                refused = await mc.wait_state(
+                    "agv1", f"{oid} refused", lambda s, oid=oid: any(
+                        {"referenceKey": "orderId", "referenceValue": oid} in e["errorReferences"]
+                        for e in s["errors"]))
+                (error,) = [e for e in refused["errors"] if {"referenceKey": "orderId",
+                                                            "referenceValue": oid}
+                            in e["errorReferences"]]
+                assert (error["errorType"], error["errorLevel"]) == (error_type, "WARNING"), error
+                assert refused["orderId"] == "" and refused["nodeStates"] == []
+            # The refusals stay in errors until an order is accepted.
+            await mc.send("agv1", "order", pick_drop_order("ok", (0, 0), (10, 0)))
+            done = await mc.wait_state("agv1", "ok done", order_done("ok"))
+            assert done["errors"] == []
+            assert mc.invalid == {}, mc.invalid
+
+    asyncio.run(scenario())
+
+
 def test_broker_restart_the_vehicles_come_back_online_and_take_orders(broker: Broker,
                                                                       spawned: Any) -> None:
     spawned(broker, ["agv1"]).start()
