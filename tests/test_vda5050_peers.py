@@ -5,8 +5,8 @@ module pins down what they do, with nothing of autocell in the loop: a
 minimal master control on ``aiomqtt`` sees each vehicle's connection, state
 and factsheet, sends orders and instant actions, and checks what comes back
 — every message both ways against the official VDA 5050 2.0.0 JSON schemas
-(``sim_bridge/vda5050/schemas``, read here
-with ``jsonschema`` directly, not through the backend).  The contract these tests hold the peers to is
+(``sim_bridge/vda5050/schemas``, read here with ``jsonschema`` itself, not
+through the backend).  The contract these tests hold the peers to is
 tests/vda5050/CONTRACT.md.  Waits are on messages (the bounds are hang guards).
 """
 
@@ -18,7 +18,7 @@ import os
 import signal
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,7 +147,7 @@ async def master_control(port: int, *, tls: ssl.SSLContext | None = None,
 
 
 def node(node_id: str, sequence_id: int, xy: tuple[float, float] | None,
-         actions: list[dict[str, Any]] = (), map_id: str = MAP) -> dict[str, Any]:  # type: ignore[assignment]
+         actions: Sequence[dict[str, Any]] = (), map_id: str = MAP) -> dict[str, Any]:
     n: dict[str, Any] = {"nodeId": node_id, "sequenceId": sequence_id, "released": True,
                          "actions": list(actions)}
     if xy is not None:
@@ -211,7 +211,7 @@ def test_connection_state_factsheet_and_a_pick_drop_order(broker: Broker, spawne
         async with master_control(broker.port) as mc:
             for serial in ("agv1", "agv2"):
                 await mc.wait_connection(serial, "ONLINE")     # retained: seen on subscribe
-                await mc.wait(f"{serial} factsheet", lambda s=serial: mc.last(s, "factsheet"))
+                await mc.wait(f"{serial} factsheet", lambda: mc.last(serial, "factsheet"))
             # The library publishes state on change and at least every 30 s, so
             # a master control that subscribes late asks for it.
             await mc.instant("agv1", "stateRequest")
@@ -382,6 +382,18 @@ def test_invalid_state_fails_the_schema_for_that_vehicle_only(broker: Broker,
     asyncio.run(scenario())
 
 
+def test_an_idle_vehicle_repeats_its_state_at_the_state_interval(broker: Broker,
+                                                                 spawned: Any) -> None:
+    spawned(broker, ["agv1"], extra=["--state-interval-s", "0.2"]).start()
+
+    async def scenario() -> None:
+        async with master_control(broker.port) as mc:
+            await mc.wait("three states unasked", lambda: len(mc.of("agv1", "state")) >= 3)
+            assert {s["orderId"] for s in mc.of("agv1", "state")} == {""}
+
+    asyncio.run(scenario())
+
+
 def test_a_vehicle_on_another_map_refuses_the_order(broker: Broker, spawned: Any) -> None:
     spawned(broker, ["agv1"], extra=["--map-id", "agv1=hall9"]).start()
 
@@ -424,15 +436,14 @@ def test_orders_the_vehicle_refuses_and_why(broker: Broker, spawned: Any) -> Non
         async with master_control(broker.port) as mc:
             await mc.wait_connection("agv1", "ONLINE")
             for error_type, order in refusals:
-                oid = order["orderId"]
+                ref = {"referenceKey": "orderId", "referenceValue": order["orderId"]}
+
+                def names_it(state: dict[str, Any]) -> bool:
+                    return any(ref in e["errorReferences"] for e in state["errors"])
+
                 await mc.send("agv1", "order", order)
-                refused = await mc.wait_state(
-                    "agv1", f"{oid} refused", lambda s, oid=oid: any(
-                        {"referenceKey": "orderId", "referenceValue": oid} in e["errorReferences"]
-                        for e in s["errors"]))
-                (error,) = [e for e in refused["errors"] if {"referenceKey": "orderId",
-                                                            "referenceValue": oid}
-                            in e["errorReferences"]]
+                refused = await mc.wait_state("agv1", f"{order['orderId']} refused", names_it)
+                (error,) = [e for e in refused["errors"] if ref in e["errorReferences"]]
                 assert (error["errorType"], error["errorLevel"]) == (error_type, "WARNING"), error
                 assert refused["orderId"] == "" and refused["nodeStates"] == []
             # The refusals stay in errors until an order is accepted.

@@ -47,6 +47,7 @@ const USAGE = `usage: node vehicles.mjs --broker mqtt://127.0.0.1:PORT --serials
   --speed FACTOR           time lapse: motion and actions run FACTOR times faster (default 1)
   --vehicle-speed M_S      nominal driving speed in m/s before the time lapse (default 2)
   --tick-rate HZ           simulation ticks per second (default 5 x FACTOR, between 5 and 50)
+  --state-interval-s S     longest wall time between two state messages (default 30)
   --fatal-after-orders N | S=N   report a FATAL error and halt after accepting the N-th order
                            (SIGUSR1 clears it and resumes)
   --invalid-state[=S1,S2]  publish state messages that fail the schema (all vehicles, or those named)
@@ -62,12 +63,12 @@ function parseArgs(argv) {
         broker: undefined, ca: undefined, username: undefined, password: undefined,
         interfaceName: "uagv", manufacturer: "autocell", serials: [],
         mapId: "local", mapIds: new Map(), starts: new Map(), speed: 1, vehicleSpeed: 2,
-        tickRate: undefined, fatalAfter: undefined, fatalAfterBySerial: new Map(),
+        tickRate: undefined, stateIntervalS: 30, fatalAfter: undefined, fatalAfterBySerial: new Map(),
         invalidState: undefined, readyFile: undefined,
     };
     const valued = new Set(["--broker", "--ca", "--username", "--password", "--interface-name",
         "--manufacturer", "--serials", "--map-id", "--start", "--speed", "--vehicle-speed",
-        "--tick-rate", "--fatal-after-orders", "--ready-file"]);
+        "--tick-rate", "--state-interval-s", "--fatal-after-orders", "--ready-file"]);
     const perSerial = (value) => {
         const eq = value.indexOf("=");
         return eq < 0 ? [undefined, value] : [value.slice(0, eq), value.slice(eq + 1)];
@@ -125,6 +126,7 @@ function parseArgs(argv) {
             case "--speed": opts.speed = positive(flag, value); break;
             case "--vehicle-speed": opts.vehicleSpeed = positive(flag, value); break;
             case "--tick-rate": opts.tickRate = positive(flag, value); break;
+            case "--state-interval-s": opts.stateIntervalS = positive(flag, value); break;
             case "--fatal-after-orders": {
                 const [serial, n] = perSerial(value);
                 const count = positive(flag, n);
@@ -327,7 +329,8 @@ async function main() {
             vehicleSpeed: opts.vehicleSpeed, timeLapse: opts.speed, tickRate,
         };
         return new TestVehicle({ manufacturer: opts.manufacturer, serialNumber: serial }, clientOptions,
-            { agvAdapterType: VirtualAgvAdapter }, adapterOptions, faults, opts);
+            { agvAdapterType: VirtualAgvAdapter, publishStateInterval: opts.stateIntervalS * 1000 },
+            adapterOptions, faults, opts);
     });
 
     let stopping = false;
