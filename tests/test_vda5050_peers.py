@@ -365,6 +365,35 @@ def test_fatal_after_the_second_order_halts_until_cleared(broker: Broker,
     asyncio.run(scenario())
 
 
+def test_a_fatal_vehicle_takes_cancel_order_stays_fatal_and_works_once_cleared(
+        broker: Broker, spawned: Any) -> None:
+    """What the backend does with a FATAL vehicle: cancel its order, wait for the repair."""
+    vehicles = spawned(broker, ["agv1"], extra=["--fatal-after-orders", "1"]).start()
+
+    async def scenario() -> None:
+        async with master_control(broker.port) as mc:
+            await mc.wait_connection("agv1", "ONLINE")
+            await mc.send("agv1", "order", pick_drop_order("x1", (0, 0), (10, 0)))
+            await mc.wait_state("agv1", "FATAL", lambda s: any(e["errorLevel"] == "FATAL"
+                                                                 for e in s["errors"]))
+            cancel = await mc.instant("agv1", "cancelOrder")
+            cancelled = await mc.wait_state("agv1", "cancelOrder FINISHED",
+                                            lambda s: action_status(s, cancel) == "FINISHED")
+            assert cancelled["nodeStates"] == [] and cancelled["driving"] is False
+            # The pick it was running FAILED, which the library reports as a WARNING.
+            assert sorted((e["errorLevel"], e["errorType"]) for e in cancelled["errors"]) == [
+                ("FATAL", "vehicleFault"), ("WARNING", "orderActionError")]
+            vehicles.signal(signal.SIGUSR1)
+            await mc.wait_state("agv1", "FATAL cleared", lambda s: all(
+                e["errorLevel"] != "FATAL" for e in s["errors"]))
+            await mc.send("agv1", "order", pick_drop_order("x2", None, (10, 0)))
+            done = await mc.wait_state("agv1", "x2 done", order_done("x2"))
+            assert done["errors"] == []
+            assert mc.invalid == {}, mc.invalid
+
+    asyncio.run(scenario())
+
+
 def test_invalid_state_fails_the_schema_for_that_vehicle_only(broker: Broker,
                                                               spawned: Any) -> None:
     spawned(broker, ["agv1", "agv2"], extra=["--invalid-state=agv2"]).start()
