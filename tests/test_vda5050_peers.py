@@ -88,11 +88,12 @@ class MasterControl:
     async def wait(self, what: str, check: Callable[[], Any]) -> Any:
         return await until(what, check)
 
-    async def wait_state(self, serial: str, what: str,
-                         check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """The first state of ``serial`` (from now on or already seen) that passes ``check``."""
+    async def wait_state(self, serial: str, what: str, check: Callable[[dict[str, Any]], bool],
+                         *, after: int = 0) -> dict[str, Any]:
+        """The latest state of ``serial`` that passes ``check``, among those received so far
+        (or, if none does yet, the first to come), skipping the first ``after`` states."""
         def seen() -> object:
-            for state in reversed(self.of(serial, "state")):
+            for state in reversed(self.of(serial, "state")[after:]):
                 if check(state):
                     return state
             return NotYet(self.last(serial, "state"))
@@ -286,14 +287,30 @@ def test_kill_9_leaves_the_last_will_and_sigterm_says_offline(broker: Broker,
 
     async def scenario() -> None:
         async with master_control(broker.port) as mc:
+            def reported_x(topic: str) -> float:
+                got = mc.last("agv1", topic)
+                return float(got["agvPosition"]["x"]) if got else 0.0
+
             for serial in ("agv1", "agv2"):
                 await mc.wait_connection(serial, "ONLINE")
+            # Killed mid-move: 10 km at 100 m/s, killed once it has reported 100 m or more.
+            await mc.send("agv1", "order", pick_drop_order("k1", (0, 0), (10_000, 0)))
+            await mc.wait("agv1 reported under way", lambda: reported_x("visualization") >= 100)
             vehicles.kill()
             for serial in ("agv1", "agv2"):
                 await mc.wait_connection(serial, "CONNECTIONBROKEN")
+            # The broker read all a vehicle sent before its socket closed, then the will.
+            seen_x = max(reported_x("visualization"), reported_x("state"))
+            states_before = len(mc.of("agv1", "state"))
             vehicles.start()
             for serial in ("agv1", "agv2"):
                 await mc.wait_connection(serial, "ONLINE")
+            # Back where it last reported, with no order and no load (a new process).
+            await mc.instant("agv1", "stateRequest")
+            back = await mc.wait_state("agv1", "a state after the restart", lambda s: True,
+                                       after=states_before)
+            assert back["agvPosition"]["x"] == seen_x and back["orderId"] == ""
+            assert back["lastNodeId"] == "a" and back.get("loads", []) == []
             assert vehicles.stop() == 0
             for serial in ("agv1", "agv2"):
                 await mc.wait_connection(serial, "OFFLINE")

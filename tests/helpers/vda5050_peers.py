@@ -281,7 +281,9 @@ class Vehicles:
 
     ``extra`` carries any further flags of vehicles.mjs (``--fatal-after-orders
     2``, ``--invalid-state``, ``--start agv1=0,0,0``, ...).  The broker's
-    credentials are passed unless ``username`` is None.
+    credentials are passed unless ``username`` is None.  Each process keeps
+    its vehicles' last reported poses in its own pose file, so a vehicle
+    killed and started again comes back where it was, not at ``--start``.
     """
 
     def __init__(self, workdir: Path, broker_url: str, serials: list[str], *,
@@ -297,10 +299,12 @@ class Vehicles:
         self.serials = serials
         self.ready_file = workdir / f"{name}.ready.json"
         self.log_file = workdir / f"{name}.log"
+        self.pose_file = workdir / f"{name}.poses.json"
         self.argv = [node, str(VEHICLES), "--broker", broker_url, "--serials", ",".join(serials),
                      "--map-id", map_id, "--speed", f"{speed:g}",
                      "--interface-name", interface_name, "--manufacturer", manufacturer,
-                     "--ready-file", str(self.ready_file), *(extra or [])]
+                     "--ready-file", str(self.ready_file), "--pose-file", str(self.pose_file),
+                     *(extra or [])]
         if ca is not None:
             self.argv += ["--ca", str(ca)]
         if username is not None:

@@ -28,7 +28,7 @@
 // subscribed to its order and instantActions topics, and has published its
 // first state and its factsheet.
 
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import lib from "vda-5050-lib";
 
 const { AgvController, VirtualAgvAdapter, Topic, ConnectionState, ErrorLevel } = lib;
@@ -51,6 +51,8 @@ const USAGE = `usage: node vehicles.mjs --broker mqtt://127.0.0.1:PORT --serials
   --fatal-after-orders N | S=N   report a FATAL error and halt after accepting the N-th order
                            (SIGUSR1 clears it and resumes)
   --invalid-state[=S1,S2]  publish state messages that fail the schema (all vehicles, or those named)
+  --pose-file FILE         keep each vehicle's last reported pose here; a restart starts from it
+                           (instead of --start), as a real vehicle still knows where it stands
   --ready-file FILE        written atomically once all vehicles are ready: {"pid":..., "serials":[...]}`;
 
 function fail(message) {
@@ -64,11 +66,11 @@ function parseArgs(argv) {
         interfaceName: "uagv", manufacturer: "autocell", serials: [],
         mapId: "local", mapIds: new Map(), starts: new Map(), speed: 1, vehicleSpeed: 2,
         tickRate: undefined, stateIntervalS: 30, fatalAfter: undefined, fatalAfterBySerial: new Map(),
-        invalidState: undefined, readyFile: undefined,
+        invalidState: undefined, readyFile: undefined, poseFile: undefined,
     };
     const valued = new Set(["--broker", "--ca", "--username", "--password", "--interface-name",
         "--manufacturer", "--serials", "--map-id", "--start", "--speed", "--vehicle-speed",
-        "--tick-rate", "--state-interval-s", "--fatal-after-orders", "--ready-file"]);
+        "--tick-rate", "--state-interval-s", "--fatal-after-orders", "--ready-file", "--pose-file"]);
     const perSerial = (value) => {
         const eq = value.indexOf("=");
         return eq < 0 ? [undefined, value] : [value.slice(0, eq), value.slice(eq + 1)];
@@ -134,6 +136,7 @@ function parseArgs(argv) {
                 break;
             }
             case "--ready-file": opts.readyFile = value; break;
+            case "--pose-file": opts.poseFile = value; break;
         }
     }
     if (!opts.broker) fail("--broker is required");
@@ -220,6 +223,10 @@ class TestVehicle extends AgvController {
     }
 
     publish(topic, object, options) {
+        if ((topic === Topic.State || topic === Topic.Visualization) && object.agvPosition) {
+            this.poses?.remember(this.agvId.serialNumber, object.agvPosition,
+                topic === Topic.State ? object.lastNodeId : undefined);
+        }
         if (topic === Topic.State && this.faults.invalidState) {
             // Two schema violations: the required `driving` is missing and the
             // charge is a string.  Everything else is the library's own state.
@@ -302,10 +309,32 @@ class TestVehicle extends AgvController {
     }
 }
 
-function writeReadyFile(file, serials) {
+function writeAtomically(file, object) {
     const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ pid: process.pid, serials, vdaVersion: VDA_VERSION }) + "\n");
+    writeFileSync(tmp, JSON.stringify(object) + "\n");
     renameSync(tmp, file);
+}
+
+// The pose each vehicle last reported (state or visualization), per serial, so that a
+// vehicle killed and started again comes back where master control last saw it.
+class PoseFile {
+    constructor(file) {
+        this.file = file;
+        this.poses = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {};
+    }
+
+    startOf(serial) {
+        const p = this.poses[serial];
+        return p && { x: p.x, y: p.y, theta: p.theta, mapId: p.mapId, lastNodeId: p.lastNodeId ?? "" };
+    }
+
+    remember(serial, { x, y, theta, mapId }, lastNodeId) {
+        const before = this.poses[serial] ?? {};
+        const now = { x, y, theta, mapId, lastNodeId: lastNodeId ?? before.lastNodeId ?? "" };
+        if (JSON.stringify(now) === JSON.stringify(before)) return;
+        this.poses[serial] = now;
+        writeAtomically(this.file, this.poses);
+    }
 }
 
 async function main() {
@@ -313,11 +342,15 @@ async function main() {
     const transport = { brokerUrl: opts.broker, username: opts.username, password: opts.password };
     if (opts.ca) transport.tlsOptions = { ca: readFileSync(opts.ca) };
     const tickRate = opts.tickRate ?? Math.min(50, Math.max(5, 5 * opts.speed));
+    const poses = opts.poseFile ? new PoseFile(opts.poseFile) : undefined;
     const vehicles = opts.serials.map(serial => {
         const invalidState = opts.invalidState === "all" ||
             (Array.isArray(opts.invalidState) && opts.invalidState.includes(serial));
         const faults = { invalidState, fatalAfter: opts.fatalAfterBySerial.get(serial) ?? opts.fatalAfter };
-        const start = opts.starts.get(serial) ?? { x: 0, y: 0, theta: 0, lastNodeId: "" };
+        const start = poses?.startOf(serial) ?? {
+            mapId: opts.mapIds.get(serial) ?? opts.mapId,
+            ...(opts.starts.get(serial) ?? { x: 0, y: 0, theta: 0, lastNodeId: "" }),
+        };
         const clientOptions = {
             interfaceName: opts.interfaceName, vdaVersion: VDA_VERSION, transport,
             // The library checks what it sends against its schemas; a vehicle told
@@ -325,12 +358,14 @@ async function main() {
             topicObjectValidation: { outbound: !invalidState },
         };
         const adapterOptions = {
-            initialPosition: { mapId: opts.mapIds.get(serial) ?? opts.mapId, ...start },
+            initialPosition: start,
             vehicleSpeed: opts.vehicleSpeed, timeLapse: opts.speed, tickRate,
         };
-        return new TestVehicle({ manufacturer: opts.manufacturer, serialNumber: serial }, clientOptions,
+        const vehicle = new TestVehicle({ manufacturer: opts.manufacturer, serialNumber: serial }, clientOptions,
             { agvAdapterType: VirtualAgvAdapter, publishStateInterval: opts.stateIntervalS * 1000 },
             adapterOptions, faults, opts);
+        vehicle.poses = poses;
+        return vehicle;
     });
 
     let stopping = false;
@@ -355,7 +390,9 @@ async function main() {
     }
     await Promise.all(vehicles.map(v => v.ready));
     for (const v of vehicles) v.log(`online at ${JSON.stringify(v.currentState.agvPosition)}`);
-    if (opts.readyFile) writeReadyFile(opts.readyFile, opts.serials);
+    if (opts.readyFile) {
+        writeAtomically(opts.readyFile, { pid: process.pid, serials: opts.serials, vdaVersion: VDA_VERSION });
+    }
 }
 
 main().catch(err => {
