@@ -17,6 +17,8 @@
 //   - on every reconnect to the broker (a broker restart loses retained
 //     messages) connection ONLINE and the factsheet are published again; the
 //     library re-publishes only the state;
+//   - --pose-file: the pose each vehicle last reported, so that one killed and
+//     started again is where it was (the library starts from a fixed pose);
 //   - fault switches: --fatal-after-orders (a FATAL error entry and a halted
 //     vehicle after accepting its N-th order, cleared by SIGUSR1) and
 //     --invalid-state (state messages that fail the schema).
