@@ -283,14 +283,16 @@ class Vehicles:
     2``, ``--invalid-state``, ``--start agv1=0,0,0``, ...).  The broker's
     credentials are passed unless ``username`` is None.  Each process keeps
     its vehicles' last reported poses in its own pose file, so a vehicle
-    killed and started again comes back where it was, not at ``--start``.
+    killed and started again comes back where it was, not at ``--start``
+    (``keep_pose=False``: always at ``--start``).
     """
 
     def __init__(self, workdir: Path, broker_url: str, serials: list[str], *,
                  map_id: str = "local", speed: float = 1.0, ca: Path | None = None,
                  username: str | None = USERNAME, password: str | None = PASSWORD,
                  interface_name: str = "uagv", manufacturer: str = "autocell",
-                 extra: list[str] | None = None, name: str = "vehicles") -> None:
+                 extra: list[str] | None = None, name: str = "vehicles",
+                 keep_pose: bool = True) -> None:
         node = shutil.which("node")
         if node is None or not (VEHICLES_DIR / "node_modules" / "vda-5050-lib").is_dir():
             raise FileNotFoundError("node or tests/vda5050/node_modules is missing: "
@@ -303,8 +305,8 @@ class Vehicles:
         self.argv = [node, str(VEHICLES), "--broker", broker_url, "--serials", ",".join(serials),
                      "--map-id", map_id, "--speed", f"{speed:g}",
                      "--interface-name", interface_name, "--manufacturer", manufacturer,
-                     "--ready-file", str(self.ready_file), "--pose-file", str(self.pose_file),
-                     *(extra or [])]
+                     "--ready-file", str(self.ready_file),
+                     *(["--pose-file", str(self.pose_file)] if keep_pose else []), *(extra or [])]
         if ca is not None:
             self.argv += ["--ca", str(ca)]
         if username is not None:
