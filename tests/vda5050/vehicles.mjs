@@ -225,6 +225,11 @@ class TestVehicle extends AgvController {
     }
 
     publish(topic, object, options) {
+        if (!this._isStarted) {
+            // Stopping: the library marks itself stopped before it disconnects, and a
+            // message arriving in between would make it publish and throw.
+            return Promise.resolve(undefined);
+        }
         if ((topic === Topic.State || topic === Topic.Visualization) && object.agvPosition) {
             this.poses?.remember(this.agvId.serialNumber, object.agvPosition,
                 topic === Topic.State ? object.lastNodeId : undefined);
