@@ -497,10 +497,15 @@ class Supervisor:
         violations = {"no_operation_executed_twice": no_operation_twice(sim_events),
                       "no_machine_runs_two_operations": one_operation_per_machine(sim_events),
                       "routing_order_respected": routing_order(sim_events)}
+        escalations = self.escalation_figures()
+        # An order waiting on an open escalation is escalated, never lost (issue 20, class 9).
+        waiting = set(escalations.pop("open_orders", ())) & {o.id for o in self.cfg.orders}
+        waiting -= done | cancelled
         return {
             "cell": self.cfg.cell, "speed": self.speed,
             "orders_total": len(self.cfg.orders), "orders_completed": len(done),
-            "orders_lost": len(self.cfg.orders) - len(done) - len(cancelled),
+            "orders_lost": len(self.cfg.orders) - len(done) - len(cancelled) - len(waiting),
+            "orders_escalated": len(waiting),
             "orders_cancelled": len(cancelled),
             "operations": sum(1 for e in sim_events if e["ev"] == "op_done"
                               and e["quality"] == "ok"),
@@ -512,7 +517,7 @@ class Supervisor:
             "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
             "cell_time_s": round(self.cell_now(), 3),
             "supervisor_events": self.events,
-            **self.escalation_figures(),
+            **escalations,
         }
 
     def escalation_figures(self) -> dict[str, Any]:
@@ -531,7 +536,9 @@ class Supervisor:
                     "escalations_by_cause": dict(Counter(r.cause for r in records)),
                     "escalations_by_outcome": dict(Counter(r.outcome or "open"
                                                            for r in records)),
-                    "audit_intact": store.verify().ok}
+                    "audit_intact": store.verify().ok,
+                    "open_orders": sorted({r.order for r in records
+                                           if not r.outcome and r.order})}
         finally:
             store.close()
 

@@ -314,6 +314,31 @@ def _audit_cases() -> list[Case]:
     ]
 
 
+# -- class 9: the run report ---------------------------------------------------------------------
+
+MINIMAL = ROOT / "cell_configs" / "minimal_cell.yaml"
+
+
+def _always_scrap(tmp: Path) -> list[str]:
+    path = tmp / "scrap.yaml"
+    path.write_text(MINIMAL.read_text().replace(
+        "capabilities: {sawing: 12.0}", "capabilities: {sawing: 12.0}\n    scrap_rate: 1.0"))
+    return ["run", str(path), "--quiet", "--report", str(tmp / "report.json")]
+
+
+def _waiting_not_lost(tmp: Path, code: int, text: str) -> str | None:
+    r = json.loads((tmp / "report.json").read_text())
+    if (r["orders_lost"], r["orders_escalated"]) != (0, 1):
+        return (f"orders_lost {r['orders_lost']}, orders_escalated {r['orders_escalated']} "
+                f"for one order waiting on {r['escalations_by_outcome']}")
+    return None
+
+
+def _report_cases() -> list[Case]:
+    return [Case(9, "scrap_rate 1.0: the order waits on an open escalation", _always_scrap,
+                 codes=(0,), check=_waiting_not_lost)]
+
+
 # -- class 11: terminal safety ----------------------------------------------------------------------
 
 EVIL = "e\x1b[31mred\x07\x00\nforged line\x1b]0;title\x07"
@@ -371,7 +396,7 @@ def _terminal_cases() -> list[Case]:
 
 
 CASES: list[Case] = [*_yaml_cases(), *_partition_cases(), *_output_cases(), *_key_cases(),
-                     *_audit_cases(), *_terminal_cases()]
+                     *_audit_cases(), *_report_cases(), *_terminal_cases()]
 
 
 def verdict(case: Case, tmp: Path, code: int | None, text: str) -> str:
