@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "hostile"
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 FAULTS = ROOT / "cell_configs" / "faults" / "breakdowns.yaml"
+MINIMAL = ROOT / "cell_configs" / "minimal_cell.yaml"
 
 Check = Callable[[Path, int, str], str | None]
 """(scratch dir, exit code, stdout+stderr) -> what is wrong, or None."""
@@ -123,6 +125,91 @@ def _has_line(name: str) -> Check:
     def check(tmp: Path, code: int, text: str) -> str | None:
         return None if f"{name}:5:" in text else f"no {name}:LINE in the message"
     return check
+
+
+# -- class 2: numbers out of range -------------------------------------------------------------
+
+def _at_line(name: str) -> Check:
+    import re
+
+    def check(tmp: Path, code: int, text: str) -> str | None:
+        return None if re.search(rf"{re.escape(name)}:\d+:", text) else f"no {name}:LINE"
+    return check
+
+
+def _minimal_with(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        import yaml
+
+        data = yaml.safe_load(MINIMAL.read_text())
+        edit(data)
+        path = tmp / "range.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+    return make
+
+
+def _order(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d["orders"][0].update(fields)
+
+
+RANGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "quantity 10^400": _order(quantity=10**400),
+    "quantity 2^64": _order(quantity=2**64),
+    "priority 2^64": _order(priority=2**64),
+    "quantity true": _order(quantity=True),
+    "quantity 2^53": _order(quantity=2**53),
+    "release at 1e12": _order(release_at=1e12, due_at=2e12),
+    "capability time 1e308": lambda d: d["machines"][0].update(capabilities={"sawing": 1e308}),
+    "coordinate 1.7e308": lambda d: d["layout"]["locations"][0].update(x=-1.7e308),
+    "heartbeat 1 µs, lease 10 µs": lambda d: d.update(
+        negotiation={"heartbeat_interval_s": 1e-6, "lease_s": 1e-5}),
+    "reply deadline 1e300": lambda d: d.update(negotiation={"reply_deadline_s": 1e300}),
+    "a machine down for ever": lambda d: d["machines"][0].update(mtbf_s=10, mttr_s=1e300),
+    "sim.metrics_port an endpoint's port": lambda d: d.update(sim={"metrics_port": 5601}),
+}
+
+
+def _pause_for_ever(tmp: Path) -> list[str]:
+    path = tmp / "pause.yaml"
+    path.write_text("name: stuck\nhosts:\n  - {host: main, action: pause, at_s: 1, "
+                    "duration_s: 1.0e+300}\n")
+    return ["validate", str(MINIMAL), "--faults", str(path)]
+
+
+def _huge_fjs(tmp: Path) -> list[str]:
+    path = tmp / "huge.fjs"
+    path.write_text("1 2\n1 1 1 " + "9" * 400 + "\n")
+    return ["run", str(path), "--quiet"]
+
+
+def _million_runs(tmp: Path) -> list[str]:
+    import yaml
+
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "huge", "cells": [str(MINIMAL)], "seeds": list(range(1000)),
+        "grid": {"negotiation.reply_deadline_s": [0.1 + i / 10_000 for i in range(1000)]}}))
+    return ["experiment", str(path), "--dry-run", "--quiet"]
+
+
+def _range_cases() -> list[Case]:
+    out = [Case(2, f"cell: {what}", lambda t, e=edit: ["validate", str(_minimal_with(e)(t))],
+                check=_at_line("range.yaml")) for what, edit in RANGES.items()]
+    out += [Case(2, f"run: {what}", lambda t, e=edit: ["run", str(_minimal_with(e)(t)),
+                                                      "--quiet"],
+                 check=_at_line("range.yaml"))
+            for what, edit in RANGES.items() if what in ("priority 2^64", "quantity 2^53")]
+    out += [
+        Case(2, "faults: a pause that never ends", _pause_for_ever, check=_at_line("pause.yaml")),
+        Case(2, ".fjs: a 400-digit time", _huge_fjs, check=_at_line("huge.fjs")),
+        Case(2, "run --until nan", lambda t: ["run", str(MINIMAL), "--quiet", "--until", "nan"]),
+        Case(2, "run --seed -1", lambda t: ["run", str(MINIMAL), "--quiet", "--seed", "-1"]),
+        Case(2, "chaos --seeds -3", lambda t: ["chaos", str(MINIMAL), "--quiet", "--seeds", "-3"]),
+        Case(2, "a sweep of 1 000 000 runs --dry-run", _million_runs,
+             check=lambda t, c, text: None if "1,000,000 runs" in text else "no run count"),
+    ]
+    return out
 
 
 # -- class 4: output paths -----------------------------------------------------------------
@@ -316,9 +403,6 @@ def _audit_cases() -> list[Case]:
 
 # -- class 9: the run report ---------------------------------------------------------------------
 
-MINIMAL = ROOT / "cell_configs" / "minimal_cell.yaml"
-
-
 def _always_scrap(tmp: Path) -> list[str]:
     path = tmp / "scrap.yaml"
     path.write_text(MINIMAL.read_text().replace(
@@ -395,8 +479,8 @@ def _terminal_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = [*_yaml_cases(), *_partition_cases(), *_output_cases(), *_key_cases(),
-                     *_audit_cases(), *_report_cases(), *_terminal_cases()]
+CASES: list[Case] = [*_yaml_cases(), *_range_cases(), *_partition_cases(), *_output_cases(),
+                     *_key_cases(), *_audit_cases(), *_report_cases(), *_terminal_cases()]
 
 
 def verdict(case: Case, tmp: Path, code: int | None, text: str) -> str:
