@@ -94,6 +94,10 @@ def _real_backend(cell: str, db: str | None) -> tuple[EscalationBackend, str]:
     path = Path(db) if db else Path(".autocell") / config.cell / "escalations.db"
     if path.exists() and not path.is_file():
         raise ConfigurationError(f"--db {path}: not a file")
+    if path.exists():   # garbage or damaged: exit 2 now, not HTTP 500 on every page later
+        from agents.escalation.store import open_readonly
+
+        open_readonly(path).close()
     store: Any = StoreBackend(path)
     return store, config.cell
 

@@ -401,6 +401,92 @@ def _audit_cases() -> list[Case]:
     ]
 
 
+# -- class 5: damaged stores and journals ------------------------------------------------------
+
+GARBAGE = bytes(range(256)) * 20
+
+
+def _damaged_store(*sql: str, truncate: int | None = None) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        path = _store(tmp)
+        con = sqlite3.connect(path)
+        for statement in sql:
+            con.execute(statement)
+        con.commit()
+        con.close()
+        if truncate is not None:
+            path.write_bytes(path.read_bytes()[:truncate])
+        return path
+    return make
+
+
+def _garbage_at(rel: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(GARBAGE)
+        return path
+    return make
+
+
+def _lists_the_rest(tmp: Path, code: int, text: str) -> str | None:
+    if "o2/e1" not in text:
+        return "the intact record is not listed"
+    return None if "'o1/e1'" in text and "DAMAGED" in text else "the broken record is not flagged"
+
+
+def _store_cases() -> list[Case]:
+    broken_json = _damaged_store("UPDATE escalations SET data='{broken' WHERE id='o1/e1'")
+    deadlines = _damaged_store("UPDATE meta SET value='[1,' WHERE key='deadlines'")
+    truncated = _damaged_store(truncate=3000)
+    zero_header = _damaged_store(truncate=0)
+    cell = str(MINIMAL)
+    out = [
+        Case(5, "escalations list: one record's JSON broken",
+             lambda t: ["escalations", "list", "--all", "--db", str(broken_json(t))],
+             codes=(0,), check=_lists_the_rest),
+        Case(5, "escalations show: the broken record",
+             lambda t: ["escalations", "show", "o1/e1", "--db", str(broken_json(t))],
+             check=_names("esc.db")),
+        Case(5, "escalations list: the deadlines garbage",
+             lambda t: ["escalations", "list", "--db", str(deadlines(t))], check=_names("esc.db")),
+        Case(5, "escalations ack: the deadlines garbage",
+             lambda t: ["escalations", "ack", "o2/e1", "--user", "bob", "--db",
+                        str(deadlines(t))], check=_names("esc.db")),
+        Case(5, "escalations list: a truncated store",
+             lambda t: ["escalations", "list", "--db", str(truncated(t))], check=_names("esc.db")),
+        Case(5, "escalations list: garbage",
+             lambda t: ["escalations", "list", "--db", str(_garbage_at("esc.db")(t))],
+             check=_names("esc.db")),
+        Case(5, "console --db garbage",
+             lambda t: ["console", cell, "--port", "1", "--users", str(t / "users.db"),
+                        "--db", str(_garbage_at("esc.db")(t))], check=_names("esc.db")),
+        Case(5, "console --db an empty file",
+             lambda t: ["console", cell, "--port", "1", "--users", str(t / "users.db"),
+                        "--db", str(zero_header(t))], check=_names("esc.db")),
+        Case(5, "host: its journal garbage",
+             lambda t: ["host", cell, "--name", "main", "--state-dir",
+                        str(_garbage_at("state/journal-main.sqlite")(t).parent)],
+             check=_names("journal-main.sqlite")),
+        Case(5, "host: its replay store garbage",
+             lambda t: ["host", cell, "--name", "main", "--state-dir",
+                        str(_garbage_at("state/replay-main.sqlite")(t).parent)],
+             check=_names("replay-main.sqlite")),
+        Case(5, "plant: sim.sqlite garbage",
+             lambda t: ["plant", cell, "--state-dir",
+                        str(_garbage_at("state/sim.sqlite")(t).parent)],
+             check=_names("sim.sqlite")),
+        Case(5, "up: --state-dir a file",
+             lambda t: ["up", cell, "--quiet", "--state-dir", str(_garbage_at("state")(t))],
+             check=_names("state")),
+        Case(5, "up: a directory where a journal goes",
+             lambda t: ["up", cell, "--quiet", "--state-dir",
+                        str(_garbage_at("state/journal-main.sqlite/x")(t).parent.parent)],
+             check=_names("journal-main.sqlite")),
+    ]
+    return out
+
+
 # -- class 9: the run report ---------------------------------------------------------------------
 
 def _always_scrap(tmp: Path) -> list[str]:
@@ -480,7 +566,8 @@ def _terminal_cases() -> list[Case]:
 
 
 CASES: list[Case] = [*_yaml_cases(), *_range_cases(), *_partition_cases(), *_output_cases(),
-                     *_key_cases(), *_audit_cases(), *_report_cases(), *_terminal_cases()]
+                     *_key_cases(), *_store_cases(), *_audit_cases(), *_report_cases(),
+                     *_terminal_cases()]
 
 
 def verdict(case: Case, tmp: Path, code: int | None, text: str) -> str:
