@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from security.errors import ConfigurationError
+from security.untrusted import shown
 
 
 def load_keys(cfg: Any) -> tuple[Any, float]:
@@ -48,6 +49,21 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
         if cert.role == "console":
             keys["console"] = key
     return EphemeralCell(trust, keys), time.time()
+
+
+def note_large_instance(cfg: Any, path: str) -> None:
+    """Say before a large benchmark instance runs what bounds its wall time: every message is
+    signed and verified (~0.3 ms the pair), and a rehearsal pass costs ~5 per operation."""
+    from sim_bridge.instances import REHEARSAL_FULL_OPS, SUPPORTED_EXTENSIONS
+
+    ops = sum(len(cfg.product(o.product).routing) for o in cfg.orders)
+    if Path(path).suffix.lower() not in SUPPORTED_EXTENSIONS or ops <= REHEARSAL_FULL_OPS:
+        return
+    passes = cfg.negotiation.rehearsal_passes
+    messages = ops * (5 * passes + 10)
+    print(f"autocell: {shown(path)}: {ops} operations; the agents rehearse {passes} passes "
+          f"(250 up to {REHEARSAL_FULL_OPS} operations): about {messages:,} signed messages, "
+          f"some {messages * 0.3e-3 / 60:.0f} min of wall time", file=sys.stderr)
 
 
 def execute(args: Any) -> int:
@@ -75,6 +91,8 @@ def execute(args: Any) -> int:
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+    if not args.quiet:
+        note_large_instance(cfg, args.cell)
     keys, base_at = load_keys(cfg)
     db = getattr(args, "escalations_db", None)
     if db and Path(db).exists():
