@@ -30,6 +30,7 @@ DATA = ROOT / "tests" / "data" / "hostile"
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 FAULTS = ROOT / "cell_configs" / "faults" / "breakdowns.yaml"
 MINIMAL = ROOT / "cell_configs" / "minimal_cell.yaml"
+GARBAGE = bytes(range(256)) * 20
 
 Check = Callable[[Path, int, str], str | None]
 """(scratch dir, exit code, stdout+stderr) -> what is wrong, or None."""
@@ -230,7 +231,10 @@ def _output_cases() -> list[Case]:
         ("schema --out", ["schema"], "--out"),
         ("ops prometheus-config --out", ["ops", "prometheus-config", str(DEMO)], "--out"),
     ]
-    out = []
+    out = [Case(4, "users add --users into a missing directory",
+                lambda t: ["users", "add", "ann", "--role", "viewer", "--password-stdin",
+                           "--users", str(t / "missing" / "users.db")],
+                check=_no_dir("missing"))]
     for name, argv, flag in flags:
         out.append(Case(4, f"{name} into a missing directory",
                         lambda t, a=argv, f=flag: [*a, f, str(t / "missing" / "out.file")],
@@ -303,6 +307,22 @@ def _key_cases() -> list[Case]:
         _authority_key_case("symlink loop", lambda p: p.symlink_to(p.name)),
         _authority_key_case("directory", lambda p: p.mkdir()),
         _authority_key_case("FIFO", _fifo_0600),
+    ]
+
+    def tls(make_cert: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+        def build(tmp: Path) -> list[str]:
+            cert = tmp / "console.pem"
+            make_cert(cert)
+            (tmp / "console.key").write_text("not a key\n")
+            return ["console", "--demo", "--port", "1", "--users", str(tmp / "users.db"),
+                    "--tls-cert", str(cert), "--tls-key", str(tmp / "console.key")]
+        return build
+    out += [
+        Case(6, "console --tls-cert a FIFO", tls(_fifo_0600), check=_names("console.pem")),
+        Case(6, "console --tls-cert a directory", tls(lambda p: p.mkdir()),
+             check=_names("console.pem")),
+        Case(6, "console --tls-cert garbage", tls(lambda p: p.write_bytes(GARBAGE)),
+             check=_names("console.pem")),
     ]
 
     def below_file(tmp: Path) -> list[str]:
@@ -402,9 +422,6 @@ def _audit_cases() -> list[Case]:
 
 
 # -- class 5: damaged stores and journals ------------------------------------------------------
-
-GARBAGE = bytes(range(256)) * 20
-
 
 def _damaged_store(*sql: str, truncate: int | None = None) -> Callable[[Path], Path]:
     def make(tmp: Path) -> Path:
