@@ -53,7 +53,9 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
 
 def note_large_instance(cfg: Any, path: str) -> None:
     """Say before a large benchmark instance runs what bounds its wall time: every message is
-    signed and verified (~0.3 ms the pair), and a rehearsal pass costs ~5 per operation."""
+    signed and verified (~0.3 ms the pair), a rehearsal pass costs ~5 per operation, and
+    with many jobs the dispatch passes' bookkeeping grows faster than that (each machine
+    scans every job's operation at each hand-over)."""
     from sim_bridge.instances import REHEARSAL_FULL_OPS, SUPPORTED_EXTENSIONS
 
     ops = sum(len(cfg.product(o.product).routing) for o in cfg.orders)
@@ -61,9 +63,12 @@ def note_large_instance(cfg: Any, path: str) -> None:
         return
     passes = cfg.negotiation.rehearsal_passes
     messages = ops * (5 * passes + 10)
-    print(f"autocell: {shown(path)}: {ops} operations; the agents rehearse {passes} passes "
-          f"(250 up to {REHEARSAL_FULL_OPS} operations): about {messages:,} signed messages, "
-          f"some {messages * 0.3e-3 / 60:.0f} min of wall time", file=sys.stderr)
+    jobs = len(cfg.orders)
+    print(f"autocell: {shown(path)}: {ops} operations of {jobs} jobs; the agents rehearse "
+          f"{passes} passes (250 up to {REHEARSAL_FULL_OPS} operations): about {messages:,} "
+          f"signed messages, at least {max(1, round(messages * 0.3e-3 / 60))} min of wall time"
+          + (", much more with this many jobs (the rehearsal's bookkeeping grows with jobs × "
+             "operations)" if jobs > 50 else ""), file=sys.stderr)
 
 
 def execute(args: Any) -> int:
