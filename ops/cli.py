@@ -16,6 +16,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ops.flags import cell_time, count, seed
 from ops.paths import output_file
 from security.errors import ConfigurationError
 from security.untrusted import escape_controls, safe_lines
@@ -597,8 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run a cell (or an .fjs/.jsp instance) in virtual time")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
-    sp.add_argument("--seed", type=int, default=None, help="run seed (default: the cell's sim.seed)")
-    sp.add_argument("--until", type=float, default=None, help="stop at this simulated time (s)")
+    sp.add_argument("--seed", type=seed, default=None, help="run seed (default: the cell's sim.seed)")
+    sp.add_argument("--until", type=cell_time, default=None, help="stop at this simulated time (s)")
     sp.add_argument("--report", metavar="FILE.json", type=output_file,
                     help="write the run report as JSON")
     sp.add_argument("--events", metavar="FILE.jsonl", type=output_file,
@@ -644,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("up", help="run the cell as processes: the simulator and every host, "
                                    "supervised")
     process_args(sp)
-    sp.add_argument("--until", type=float, default=None, help="stop at this cell time (s)")
+    sp.add_argument("--until", type=cell_time, default=None, help="stop at this cell time (s)")
     sp.add_argument("--timeout", type=float, default=None, help="give up after this wall time")
     sp.add_argument("--max-restarts", type=int, default=5,
                     help="restarts allowed within the window before giving up (default 5)")
@@ -690,8 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("chaos", help="random faults of every kind, per seed, in virtual time")
     sp.add_argument("cell", help="cell YAML")
     g = sp.add_mutually_exclusive_group()
-    g.add_argument("--seed", type=int, default=None, help="play the scenario of this seed")
-    g.add_argument("--seeds", type=int, default=20, help="play seeds 0..N-1 (default 20)")
+    g.add_argument("--seed", type=seed, default=None, help="play the scenario of this seed")
+    g.add_argument("--seeds", type=count, default=20, help="play seeds 0..N-1 (default 20)")
     sp.add_argument("--orders", type=int, default=None, help="keep only the first N orders")
     sp.add_argument("--write", metavar="FILE.yaml", type=output_file,
                     help="with --seed: save the scenario")

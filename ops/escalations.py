@@ -24,6 +24,7 @@ from typing import Any
 from agents.escalation.lifecycle import EscalationError, Record
 from agents.escalation.store import EscalationStore, open_readonly, verify_file
 from security.errors import ConfigurationError
+from security.untrusted import shown
 
 EXIT_USAGE = 2
 DB_NAME = "escalations.db"
@@ -107,16 +108,21 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
     what = args.what
     if what == "list":
         recs = store.list(open_only=not args.all)
+        damaged = list(store.damaged)
         if args.json:
             print(json.dumps({"flood": store.flood(), "groups": store.groups(),
-                              "escalations": [r.to_json() for r in recs]}, indent=2))
+                              "escalations": [r.to_json() for r in recs],
+                              "damaged": damaged}, indent=2))
             return 0
         if store.flood():
             print("FLOOD: more escalations than the flood rule allows; related ones are "
                   "grouped")
         for r in recs:
             print(_row(r))
-        if not recs:
+        for escalation_id in damaged:   # the others are listed all the same (issue 20)
+            print(f"{shown(escalation_id, 24):<24} DAMAGED: the record does not decode; "
+                  f"restore {store.path} from a backup")
+        if not recs and not damaged:
             print("no open escalations" if not args.all else "no escalations")
         return 0
     if what == "show":

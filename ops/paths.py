@@ -16,9 +16,10 @@ import argparse
 import os
 from pathlib import Path
 
+from security.errors import ConfigurationError
 from security.untrusted import shown
 
-__all__ = ["output_file", "output_file_problem"]
+__all__ = ["make_state_dir", "output_file", "output_file_problem"]
 
 
 def output_file_problem(path: Path) -> str | None:
@@ -52,3 +53,19 @@ def output_file(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{shown(text)}: {problem}")
     return text
+
+
+def make_state_dir(path: Path) -> Path:
+    """Create the state directory (``--state-dir``, default ``.autocell/CELL``) if missing.
+
+    It is the one directory autocell is asked to make; a path that is a file, or lies below
+    one, is exit 2 with what to do, not ``FileExistsError`` in a traceback (issue 20)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(
+            f"state directory {shown(str(path))}: cannot create it ({why}); name a directory "
+            "with --state-dir (a file is in the way, or its parent is not a directory)"
+        ) from None
+    return path

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from security.errors import ConfigurationError
+from security.untrusted import shown
 
 
 def load_keys(cfg: Any) -> tuple[Any, float]:
@@ -48,6 +49,26 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
         if cert.role == "console":
             keys["console"] = key
     return EphemeralCell(trust, keys), time.time()
+
+
+def note_large_instance(cfg: Any, path: str) -> None:
+    """Say before a large benchmark instance runs what bounds its wall time: every message is
+    signed and verified (~0.3 ms the pair), a rehearsal pass costs ~5 per operation, and
+    with many jobs the dispatch passes' bookkeeping grows faster than that (each machine
+    scans every job's operation at each hand-over)."""
+    from sim_bridge.instances import REHEARSAL_FULL_OPS, SUPPORTED_EXTENSIONS
+
+    ops = sum(len(cfg.product(o.product).routing) for o in cfg.orders)
+    if Path(path).suffix.lower() not in SUPPORTED_EXTENSIONS or ops <= REHEARSAL_FULL_OPS:
+        return
+    passes = cfg.negotiation.rehearsal_passes
+    messages = ops * (5 * passes + 10)
+    jobs = len(cfg.orders)
+    print(f"autocell: {shown(path)}: {ops} operations of {jobs} jobs; the agents rehearse "
+          f"{passes} passes (250 up to {REHEARSAL_FULL_OPS} operations): about {messages:,} "
+          f"signed messages, at least {max(1, round(messages * 0.3e-3 / 60))} min of wall time"
+          + (", much more with this many jobs (the rehearsal's bookkeeping grows with jobs × "
+             "operations)" if jobs > 50 else ""), file=sys.stderr)
 
 
 def execute(args: Any) -> int:
@@ -75,6 +96,8 @@ def execute(args: Any) -> int:
         except ConfigError as exc:
             print(str(exc), file=sys.stderr)
             return 2
+    if not args.quiet:
+        note_large_instance(cfg, args.cell)
     keys, base_at = load_keys(cfg)
     db = getattr(args, "escalations_db", None)
     if db and Path(db).exists():

@@ -71,9 +71,12 @@ from agents.escalation.intensity import SUPERVISOR_ID, RestartBudget, Supervisor
 from agents.protocol.actions import Command
 from agents.protocol.messages import Body
 from agents.runtime.runner import Runner
+from ops.paths import make_state_dir
 from security.errors import ConfigurationError
 
 EXIT_GAVE_UP = 3
+#: A child's exit code for bad input (a damaged journal, a bad flag): restarting cannot help.
+EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
                "status-*.json", "report.json")
@@ -165,6 +168,8 @@ class Supervisor:
 
         self.cfg = cfg
         self.state_dir = state_dir
+        #: Why a child refused to start (exit 2), if one did: ``up`` stops and says so.
+        self.refused: str | None = None
         self.speed = speed
         self.faults = faults
         self.max_restarts = max_restarts
@@ -274,7 +279,7 @@ class Supervisor:
             while True:
                 time.sleep(0.05)
                 if self._check_children() or self._decisions():
-                    code = EXIT_GAVE_UP
+                    code = EXIT_USAGE if self.refused is not None else EXIT_GAVE_UP
                     break
                 self._play_faults()
                 self._liveness()
@@ -324,6 +329,14 @@ class Supervisor:
                 continue
             if rc is None:
                 continue
+            if rc == EXIT_USAGE:   # bad input, a damaged journal: the same again on restart
+                log_path = self.state_dir / f"{child.name}.log"
+                self.refused = last_error(log_path)
+                self.note("process_refused", process=child.name, returncode=rc,
+                          error=self.refused)
+                self.log(f"autocell up: {child.name} cannot start: {self.refused} (restarting "
+                         f"it would not help; its log: {log_path})")
+                return True
             exceeded = self.budget.death(now)
             self.note("process_died", process=child.name, returncode=rc)
             if exceeded:
@@ -497,10 +510,15 @@ class Supervisor:
         violations = {"no_operation_executed_twice": no_operation_twice(sim_events),
                       "no_machine_runs_two_operations": one_operation_per_machine(sim_events),
                       "routing_order_respected": routing_order(sim_events)}
+        escalations = self.escalation_figures()
+        # An order waiting on an open escalation is escalated, never lost (issue 20, class 9).
+        waiting = set(escalations.pop("open_orders", ())) & {o.id for o in self.cfg.orders}
+        waiting -= done | cancelled
         return {
             "cell": self.cfg.cell, "speed": self.speed,
             "orders_total": len(self.cfg.orders), "orders_completed": len(done),
-            "orders_lost": len(self.cfg.orders) - len(done) - len(cancelled),
+            "orders_lost": len(self.cfg.orders) - len(done) - len(cancelled) - len(waiting),
+            "orders_escalated": len(waiting),
             "orders_cancelled": len(cancelled),
             "operations": sum(1 for e in sim_events if e["ev"] == "op_done"
                               and e["quality"] == "ok"),
@@ -512,7 +530,7 @@ class Supervisor:
             "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
             "cell_time_s": round(self.cell_now(), 3),
             "supervisor_events": self.events,
-            **self.escalation_figures(),
+            **escalations,
         }
 
     def escalation_figures(self) -> dict[str, Any]:
@@ -531,16 +549,37 @@ class Supervisor:
                     "escalations_by_cause": dict(Counter(r.cause for r in records)),
                     "escalations_by_outcome": dict(Counter(r.outcome or "open"
                                                            for r in records)),
-                    "audit_intact": store.verify().ok}
+                    "audit_intact": store.verify().ok,
+                    "open_orders": sorted({r.order for r in records
+                                           if not r.outcome and r.order})}
         finally:
             store.close()
 
 
+def last_error(log_path: Path) -> str:
+    """The error a child printed last (``autocell: error: ...``) from the end of its log."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "exit code 2 (bad input); no log"
+    errors = [ln for ln in lines if ln.startswith("autocell: error: ")]
+    last = errors[-1][len("autocell: error: "):] if errors else next(
+        (ln for ln in reversed(lines) if ln.strip()), "exit code 2 (bad input)")
+    return last[:1000]
+
+
 def prepare_state_dir(state_dir: Path) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
     for pattern in STATE_FILES:
         for p in state_dir.glob(pattern):
-            p.unlink()
+            try:
+                p.unlink()
+            except OSError as exc:   # a directory where a journal goes, a read-only file
+                raise ConfigurationError(
+                    f"{p}: cannot clear the last run's state ({exc.strerror or exc}); move it "
+                    "out of the state directory") from None
 
 
 def set_aside(db: Path) -> Path | None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ops.paths import make_state_dir
 from ops.supervisor import Supervisor, announce_store, ensure_keys, finish_up, start_up
 from security.errors import ConfigurationError
 
@@ -53,7 +54,7 @@ def run_process(args: Any, kind: str) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_state_dir(state_dir)
     keys = ensure_keys(cfg, state_dir)
     clock = CellClock(args.start_at if args.start_at is not None else time.time(), args.speed)
     if kind == "console-agent":

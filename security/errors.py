@@ -39,6 +39,21 @@ class InsecureKeyFile(ConfigurationError):
         )
 
 
+class DamagedState(ConfigurationError):
+    """A file autocell keeps its state in — an SQLite store, a journal — is damaged or is not
+    that file.  Names the file and what to do; exit 2 at the command line (issue 20, class 5).
+    """
+
+    def __init__(self, path: object, what: str, detail: str) -> None:
+        self.path = str(path)
+        self.what = what
+        self.detail = detail
+        super().__init__(
+            f"{self.path}: the {what} cannot be read ({detail}); it is damaged or not a {what}: "
+            f"move it aside (mv {self.path} {self.path}.damaged) to start without it, or "
+            "restore it from a backup")
+
+
 class ProtocolBug(AutocellError):
     """Local code asked for something the protocol forbids (a bug, not a peer)."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from .untrusted import state_file
+
 
 class SqliteReplayStore:
     """Stores ``sender -> (epoch, hw)``; survives ``kill -9`` of the host."""
@@ -12,14 +14,17 @@ class SqliteReplayStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS replay "
-                         "(sender TEXT PRIMARY KEY, epoch INTEGER NOT NULL, hw INTEGER NOT NULL)")
+        with state_file(self.path, "replay store"):
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS replay (sender TEXT PRIMARY KEY, "
+                             "epoch INTEGER NOT NULL, hw INTEGER NOT NULL)")
 
     def load(self) -> dict[str, tuple[int, int]]:
-        return {s: (e, h) for s, e, h in self._db.execute("SELECT sender, epoch, hw FROM replay")}
+        with state_file(self.path, "replay store"):
+            return {str(s): (int(e), int(h)) for s, e, h in self._db.execute(
+                "SELECT sender, epoch, hw FROM replay")}
 
     def save(self, entries: dict[str, tuple[int, int]]) -> None:
         self._db.execute("BEGIN")

@@ -11,6 +11,11 @@ Two small tools every boundary shares, so no loader has its own idea of them:
   Every ``OSError`` (symlink loop, permission, a path below a regular
   file) becomes a :class:`UnreadableFile` naming the file — exit 2 at the
   command line, never a traceback, never a hang.
+* :func:`state_file` — around the code that opens or reads a state file
+  autocell wrote itself (an SQLite store, a journal): garbage, a truncated
+  file or a record that no longer decodes becomes one :class:`DamagedState`
+  naming the file and what to do, never ``sqlite3.DatabaseError`` or
+  ``JSONDecodeError`` in a traceback.
 * :func:`shown` and :func:`escape_controls` — text taken from input and
   echoed in an error message (an id, a key, a list of known ids) is quoted,
   its control characters escaped (ESC, BEL, NUL and newlines would drive
@@ -21,14 +26,16 @@ Two small tools every boundary shares, so no loader has its own idea of them:
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DamagedState
 
 __all__ = ["MAX_LINE", "MAX_SHOWN", "UnreadableFile", "escape_controls", "read_regular_file",
-           "safe_lines", "shown", "shown_list"]
+           "safe_lines", "shown", "shown_list", "state_file"]
 
 MAX_SHOWN = 60
 """Characters of one echoed value kept before it is cut (``…(+N)`` marks the cut)."""
@@ -149,3 +156,21 @@ def safe_lines(text: str, width: int = MAX_LINE) -> str:
         line = escape_controls(line)
         out.append(line if len(line) <= width else line[:width] + f"…(+{len(line) - width})")
     return "\n".join(out)
+
+
+@contextmanager
+def state_file(path: object, what: str) -> Iterator[None]:
+    """Run the block; what a damaged state file makes it raise becomes :class:`DamagedState`.
+
+    SQLite says ``file is not a database`` or ``database disk image is malformed``; a stored
+    JSON or number that no longer parses raises ``ValueError`` (``JSONDecodeError`` is one),
+    ``TypeError`` or ``KeyError`` where a record has the wrong shape.  Only the reading of
+    the file belongs in the block, so no bug of ours is reported as a damaged file.
+    """
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise DamagedState(path, what, escape_controls(str(exc))) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DamagedState(path, what, "a stored record does not decode: "
+                           + shown(str(exc), 120)) from None

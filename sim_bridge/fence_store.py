@@ -16,6 +16,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from security.untrusted import state_file
+
 from .fence import KINDS, Change
 
 __all__ = ["SqliteFenceStore"]
@@ -26,17 +28,19 @@ class SqliteFenceStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS fence (kind TEXT NOT NULL, task TEXT NOT "
-                         "NULL, value TEXT NOT NULL, PRIMARY KEY (kind, task))")
+        with state_file(self.path, "plant's fence store"):
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS fence (kind TEXT NOT NULL, task TEXT "
+                             "NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, task))")
 
     def load(self) -> dict[str, dict[str, Any]]:
         tables: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
-        for kind, task, value in self._db.execute("SELECT kind, task, value FROM fence"):
-            if kind in tables:
-                tables[kind][task] = json.loads(value)
+        with state_file(self.path, "plant's fence store"):
+            for kind, task, value in self._db.execute("SELECT kind, task, value FROM fence"):
+                if kind in tables:
+                    tables[kind][task] = json.loads(value)
         return tables
 
     def apply(self, changes: list[Change]) -> None:

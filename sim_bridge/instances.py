@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.cell.limits import MAX_SECONDS
+
 __all__ = [
     "FORMAT_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
@@ -248,6 +250,13 @@ def _check_time(path: Path, number: int, what: str, time: int) -> None:
         raise InstanceError(
             f"{path}:{number}: {what}: processing time {time} is negative"
         )
+    if time > MAX_SECONDS:
+        digits = str(time)
+        shown = digits if len(digits) <= 20 else f"of {len(digits)} digits"
+        raise InstanceError(
+            f"{path}:{number}: {what}: processing time {shown} is above the cell's limit of "
+            f"{MAX_SECONDS:g} s (agents/cell/limits.py)"
+        )
 
 
 def _parse_fjs(path: Path, lines: list[_Line]) -> Instance:
@@ -387,6 +396,25 @@ def _cell_name(name: str) -> str:
     return cleaned or "instance"
 
 
+#: Rehearsal passes of an instance cell: 250 (ADR 28) up to :data:`REHEARSAL_FULL_OPS`
+#: operations, then fewer, so passes × operations stays at most
+#: :data:`REHEARSAL_OP_PASSES`.  A pass costs messages in proportion to the operations
+#: (about 5 per operation, ~0.1 ms each): at 250 passes a 200 × 20 job shop needed some
+#: 5 million messages before the first award and did not end in 120 s (issue 20, class 2).
+REHEARSAL_PASSES = 250
+REHEARSAL_FULL_OPS = 500
+REHEARSAL_OP_PASSES = REHEARSAL_PASSES * REHEARSAL_FULL_OPS
+#: Never fewer than the three dispatch passes (MWKR, SPT, FIFO).
+REHEARSAL_MIN_PASSES = 3
+
+
+def rehearsal_passes(n_operations: int) -> int:
+    """The rehearsal passes of an instance with ``n_operations`` operations."""
+    if n_operations <= REHEARSAL_FULL_OPS:
+        return REHEARSAL_PASSES
+    return max(REHEARSAL_MIN_PASSES, REHEARSAL_OP_PASSES // n_operations)
+
+
 def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
     """Express ``inst`` as a cell-config dict (the YAML shape, builtins only).
 
@@ -458,6 +486,7 @@ def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
         # Rehearse before committing (agents/rehearsal.py): a benchmark is one batch
         # of orders released together, the case rehearsal is made for.
         "negotiation": {"reply_deadline_s": 0.01, "heartbeat_interval_s": 1.0, "lease_s": 30.0,
-                        "rehearsal_passes": 250, "rehearsal_pass_timeout_s": 0.5},
+                        "rehearsal_passes": rehearsal_passes(inst.n_operations),
+                        "rehearsal_pass_timeout_s": 0.5},
         "sim": {"seed": 0, "network": {"latency_s": 0.0001}},
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 from agents.cell.specs import KpiSpec
 
-from .invariants import check_all, parse
+from .invariants import check_all, open_escalations, parse
 from .kpis import compute as compute_kpis
 from .virtual import VirtualCell
 
@@ -147,11 +147,14 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     cfg = cell.cfg
     orders = {o.id: o for o in cfg.orders}
     completed = {e["order"]: e for e in evs if e["ev"] == "order_completed"}
-    flagged = {e["order"] for e in evs if e["ev"] == "non_routine"} - set(completed)
+    cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
+    # An order waiting on a person is escalated, never lost: flagged non-routine, or with an
+    # escalation still open at the end (the same test as the orders_accounted_for invariant).
+    flagged = ({e["order"] for e in evs if e["ev"] == "non_routine"}
+               | (set(open_escalations(evs).values()) & set(orders))) - set(completed)
     makespan = max((e["t"] for e in completed.values()), default=0.0)
     flows = [e["t"] - orders[o].release_at for o, e in completed.items()]
     tardiness = sum(e["tardiness_s"] for e in completed.values())
-    cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
     in_progress = [o for o in orders
                    if o not in completed and o not in flagged and o not in cancelled]
     lost = [] if cell.ended_by == "until" else in_progress

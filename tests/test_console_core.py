@@ -54,7 +54,10 @@ def test_users_salt_differs_per_user(tmp_path):
 
 def test_users_file_is_private(tmp_path):
     path = tmp_path / "sub" / "u.db"
-    UserStore(path).add("ann", "admin", "correct horse")
+    with pytest.raises(UserError, match="does not exist; create it first"):
+        UserStore(path).add("ann", "admin", "correct horse")   # a directory it was not asked for
+    assert not path.parent.exists()
+    UserStore(path, make_parent=True).add("ann", "admin", "correct horse")   # the default place
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
 

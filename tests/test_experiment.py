@@ -135,7 +135,7 @@ colour: red
         (5, ("grid['machines[saw9].mttr_s']: in cell 'minimal': machines has no item with id "
             "'saw9' (known: saw1)")),
         (6, ("grid['negotiation.lease_s'][1]: value -1 makes cell 'minimal' invalid: "
-            "negotiation.lease_s: Input should be greater than 0")),
+            "negotiation.lease_s: Input should be greater than or equal to 0.01")),
         (8, "strategies[0].order: unknown strategy 'no_such_strategy'"),
         (9, "strategies[1].name: strategy name 'a' is already used"),
         (9, "strategies[1].resource: cannot load strategy 'no_such_module:X'"),

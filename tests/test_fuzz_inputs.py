@@ -312,3 +312,71 @@ def test_audit_verify_reports_or_refuses_and_never_writes(store_bytes: bytes,
         except NotAnEscalationStore as exc:
             assert str(path) in str(exc)
         assert path.read_bytes() == content
+
+
+# -- opening and reading the state stores ----------------------------------------------------------
+
+def _open_escalation_store(path: Path) -> None:
+    from agents.escalation.store import EscalationStore
+
+    store = EscalationStore(path)
+    try:
+        store.list()
+        for rec_id in list(store.damaged):
+            assert rec_id
+    finally:
+        store.close()
+
+
+def _open_journal(path: Path) -> None:
+    from agents.runtime.journal import SqliteJournal
+
+    journal = SqliteJournal(path)
+    try:
+        for agent in journal.agents():
+            list(journal.records(agent))
+        journal.next_boot("host/x")
+    finally:
+        journal.close()
+
+
+def _open_fence(path: Path) -> None:
+    from sim_bridge.fence_store import SqliteFenceStore
+
+    fence = SqliteFenceStore(path)
+    try:
+        fence.load()
+    finally:
+        fence.close()
+
+
+def _open_replay(path: Path) -> None:
+    from security.replay_store import SqliteReplayStore
+
+    replay = SqliteReplayStore(path)
+    try:
+        replay.load()
+    finally:
+        replay.close()
+
+
+OPENERS = {"escalation store": _open_escalation_store, "journal": _open_journal,
+           "fence store": _open_fence, "replay store": _open_replay}
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_damaged_store_opens_or_names_itself(store_bytes: bytes, data: st.DataObject) -> None:
+    """Issue 20, class 5: any bytes as any state store — it opens, or one DamagedState (a
+    ConfigurationError: exit 2) names the file; never sqlite3.DatabaseError or a JSON error."""
+    from security.errors import ConfigurationError
+
+    which = data.draw(st.sampled_from(sorted(OPENERS)))
+    content = data.draw(st.one_of(st.binary(max_size=600), damaged(store_bytes)))
+    with scratch() as tmp:
+        path = tmp / "state.sqlite"
+        path.write_bytes(content)
+        try:
+            OPENERS[which](path)
+        except ConfigurationError as exc:
+            assert str(path) in str(exc), (which, str(exc))

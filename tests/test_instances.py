@@ -287,3 +287,24 @@ def test_zero_time_option_cannot_become_a_capability(tmp_path: Path) -> None:
     assert inst.jobs[0][0].options == ((0, 0), (1, 4))
     with pytest.raises(InstanceError, match="operation 1 takes 0 on machine 1"):
         instance_to_cell_dict(inst)
+
+
+def test_large_instances_rehearse_fewer_passes_and_say_what_bounds_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20, class 2: a 200 x 20 job shop at 250 passes did not end in 120 s.  Up to 500
+    operations nothing changes; above, passes x operations stays at 125 000 (at least 3),
+    and `autocell run` says before it starts what bounds the run."""
+    from ops.config import load_cell_or_instance
+    from ops.run import note_large_instance
+    from sim_bridge.instances import rehearsal_passes
+
+    assert rehearsal_passes(500) == 250 and rehearsal_passes(1000) == 125
+    assert rehearsal_passes(4000) == 31 and rehearsal_passes(10**6) == 3
+    path = tmp_path / "big.jsp"
+    path.write_text("60 10\n" + "".join(
+        " ".join(f"{m} {1 + (j + m) % 9}" for m in range(10)) + "\n" for j in range(60)))
+    cfg = load_cell_or_instance(path)
+    assert cfg.negotiation.rehearsal_passes == 208
+    note_large_instance(cfg, str(path))
+    err = capsys.readouterr().err
+    assert "600 operations of 60 jobs" in err and "208 passes" in err and "min" in err

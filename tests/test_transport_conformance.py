@@ -78,7 +78,8 @@ class ZmqKit(Kit):
     max_attempts = 2_000
 
     def transport(self, *, hwm: int = 10_000) -> Transport:
-        return ZmqTransport("tcp://127.0.0.1:*", hwm=hwm)
+        # The contract is about raw frames: big_frame is above the envelope's frame limit
+        return ZmqTransport("tcp://127.0.0.1:*", hwm=hwm, max_frame_bytes=1 << 20)
 
     def check_endpoint(self, endpoint: str) -> None:
         m = re.fullmatch(r"tcp://127\.0\.0\.1:(\d+)", endpoint)
@@ -92,7 +93,7 @@ class ZmqThreadKit(ZmqKit):
 
     def transport(self, *, hwm: int = 10_000) -> Transport:
         return ZmqTransport("tcp://127.0.0.1:*", hwm=hwm, prepare_thread=True, chunk=3,
-                            in_flight=2)
+                            in_flight=2, max_frame_bytes=1 << 20)
 
 
 class MemoryKit(Kit):
@@ -463,6 +464,88 @@ def test_bus_close_flushes_the_replay_guard(kit: Kit, cell: Any) -> None:
         assert store.data == {"m1": (1, 1)}      # only first contact written so far
         await pair.close()
         assert store.data == {"m1": (1, 5)}
+    run(scenario)
+
+
+# -- the frame size limit (ZMQ_MAXMSGSIZE) ----------------------------------------------------
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _zmtp_frame_announcing(size: int) -> bytes:
+    """A hostile ZMTP 3.0 peer's opening: NULL greeting, READY as a PUSH, then the header of
+    one long frame of ``size`` bytes (RFC 23: flags 0x02, an 8-byte length)."""
+    greeting = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + bytes(32)
+    ready = b"\x05READY" + b"\x0bSocket-Type" + (4).to_bytes(4, "big") + b"PUSH"
+    return greeting + bytes([0x04, len(ready)]) + ready + b"\x02" + size.to_bytes(8, "big")
+
+
+def _send_until_dropped(port: int, size: int, cap: int) -> int:
+    """Announce a ``size``-byte frame and stream its bytes until the receiver drops the
+    connection; how many were sent (``cap`` if it never did).  Blocking, on a thread."""
+    import socket
+
+    chunk = bytes(1 << 20)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=waiting.EVENT_BOUND_S) as sock:
+        try:
+            sock.sendall(_zmtp_frame_announcing(size))
+            while sent < cap:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(1 << 16):   # the receiver's greeting, then its close
+                pass
+        except OSError:                 # EPIPE, ECONNRESET: dropped
+            pass
+    return sent
+
+
+@pytest.mark.timeout(SCENARIO_BOUND_S + 30)
+def test_a_huge_frame_neither_crashes_nor_grows_the_host() -> None:
+    """Issue 20, class 7: one 1 GiB frame took a host to 2.1 GiB of RSS, 5 x 50 MB to 330 MB.
+    The receiver's ZMQ_MAXMSGSIZE drops such a peer on the frame's length, before its bytes:
+    the host keeps its memory (measured, not timed) and delivers the next envelope."""
+    cap = 64 << 20     # what the attacker streams at most: a host without the limit keeps it
+
+    async def scenario() -> None:
+        rx, tx = ZmqTransport("tcp://127.0.0.1:*"), ZmqTransport("tcp://127.0.0.1:*")
+        sink = Sink()
+        ep = await rx.start(sink)
+        port = int(ep.rsplit(":", 1)[1])
+        assert tx.send(ep, [b"before"])
+        await until(lambda: len(sink.items) == 1, "an envelope before the attack")
+        before = _rss_bytes()
+        for size in [1 << 30] + [50_000_000] * 5:
+            sent = await asyncio.to_thread(_send_until_dropped, port, size, cap)
+            assert sent < cap, f"a frame announcing {size} bytes was read for {sent} bytes"
+        grown = _rss_bytes() - before
+        assert grown < 16 << 20, f"the host grew {grown / 2**20:.1f} MiB"
+        assert not sink.items[1:], "part of a huge frame was delivered"
+        assert tx.send(ep, [b"after"])
+        await until(lambda: len(sink.items) == 2, "an envelope after the attack")
+        assert [bytes(f) for f in sink.items[1]] == [b"after"]
+        await tx.close()
+        await rx.close()
+    run(scenario)
+
+
+def test_every_zeromq_socket_caps_its_frames() -> None:
+    """ZMQ_MAXMSGSIZE is the envelope's payload limit on the PULL and on every PUSH."""
+    from agents.protocol.envelope import Limits
+
+    async def scenario() -> None:
+        rx, tx = ZmqTransport("tcp://127.0.0.1:*"), ZmqTransport("tcp://127.0.0.1:*")
+        ep = await rx.start(Sink())
+        tx.send(ep, [b"x"])
+        socks = [rx._pull, *tx._push.values()]
+        assert len(socks) == 2
+        assert all(s is not None and s.getsockopt(zmq.MAXMSGSIZE) == Limits().max_body_bytes
+                   for s in socks)
+        await tx.close()
+        await rx.close()
     run(scenario)
 
 

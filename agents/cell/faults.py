@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from agents.cell.limits import MAX_SECONDS
 from agents.cell.model import (
     Fraction,
     Name,
@@ -86,7 +87,7 @@ class ClockSkewFault(_Model):
     """An agent's clock is off by ``offset_s`` (its envelope timestamps), from ``at_s``."""
 
     agent: Name = Field(description="Agent id.")
-    offset_s: float = Field(description="Clock offset, seconds (may be negative).")
+    offset_s: float = Field(ge=-MAX_SECONDS, le=MAX_SECONDS, description="Clock offset, seconds (may be negative).")
     at_s: Seconds = Field(default=0.0, description="When the skew starts, seconds.")
 
 

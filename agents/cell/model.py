@@ -39,6 +39,16 @@ from pydantic import (
 
 from agents.cell import routes
 from agents.cell.equipment import OpcUaEquipment, Vda5050Vehicle
+from agents.cell.limits import (
+    MAX_COORDINATE_M,
+    MAX_LEASE_S,
+    MAX_PRIORITY,
+    MAX_QUANTITY,
+    MAX_REPLY_DEADLINE_S,
+    MAX_SECONDS,
+    MAX_SEED,
+    MIN_TIMING_S,
+)
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
@@ -98,8 +108,8 @@ Name = Annotated[
 
 CellId = Annotated[str, StringConstraints(pattern=_CELL_PATTERN, min_length=1, max_length=64)]
 StrategyRef = Annotated[str, StringConstraints(pattern=_STRATEGY_PATTERN)]
-Seconds = Annotated[float, Field(ge=0)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -121,9 +131,11 @@ class Location(_Model):
     location's id and coordinates: edges name locations directly."""
 
     id: Name = Field(description="Location id, unique among locations, e.g. `store` or `bay1`.")
-    x: float = Field(description="X coordinate in metres (robots travel the straight line, or "
+    x: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M,
+                     description="X coordinate in metres (robots travel the straight line, or "
                      "the route graph when the layout has one).")
-    y: float = Field(description="Y coordinate in metres.")
+    y: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M,
+                     description="Y coordinate in metres.")
     theta: Radians | None = Field(
         default=None,
         description="Heading a robot stops in at this location, radians (-pi..pi, "
@@ -138,8 +150,10 @@ class GraphNode(_Model):
     """A waypoint of the route graph that is no location: a crossing, a turn, a passing bay."""
 
     id: Name = Field(description="Node id, unique among graph nodes and locations.")
-    x: float = Field(description="X coordinate in metres.")
-    y: float = Field(description="Y coordinate in metres.")
+    x: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M,
+                     description="X coordinate in metres.")
+    y: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M,
+                     description="Y coordinate in metres.")
     theta: Radians | None = Field(
         default=None, description="Heading at the node, radians (-pi..pi); absent: any heading.")
     map: Name | None = Field(
@@ -388,7 +402,8 @@ class Order(_Model):
 
     id: Name = Field(description="Order id; also its agent id, unique among all agents.")
     product: Name = Field(description="Product id to make.")
-    quantity: int = Field(default=1, ge=1, description="Number of units, processed as one batch.")
+    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY,
+                          description="Number of units, processed as one batch.")
     release_at: Seconds = Field(
         default=0.0, description="Simulation time in seconds when the order may start (>= 0)."
     )
@@ -398,7 +413,7 @@ class Order(_Model):
     )
     priority: int = Field(
         default=1,
-        ge=0,
+        ge=0, le=MAX_PRIORITY,
         description="Importance for strategies and escalations; higher is more urgent.",
     )
 
@@ -451,13 +466,16 @@ class NegotiationSettings(_Model):
     """Timing of the contract net and of leases (docs/architecture.md, Negotiation)."""
 
     reply_deadline_s: PositiveSeconds = Field(
-        default=0.2, description="How long an order waits for proposals after a call, seconds."
+        default=0.2, ge=MIN_TIMING_S, le=MAX_REPLY_DEADLINE_S,
+        description="How long an order waits for proposals after a call, seconds."
     )
     lease_s: PositiveSeconds = Field(
-        default=30.0, description="Lifetime of an award unless renewed by heartbeats, seconds."
+        default=30.0, ge=MIN_TIMING_S, le=MAX_LEASE_S,
+        description="Lifetime of an award unless renewed by heartbeats, seconds."
     )
     heartbeat_interval_s: PositiveSeconds = Field(
-        default=5.0, description="Interval between heartbeats, seconds; shorter than lease_s."
+        default=5.0, ge=MIN_TIMING_S, le=MAX_LEASE_S,
+        description="Interval between heartbeats, seconds; shorter than lease_s."
     )
     missed_heartbeats: int = Field(
         default=3, ge=1, description="Heartbeats missed in a row before a peer counts as gone."
@@ -542,7 +560,8 @@ class Network(_Model):
 class Sim(_Model):
     """Settings of the embedded simulator; same config and seed give the same run."""
 
-    seed: int = Field(default=0, ge=0, description="Seed of every random choice in the run.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED,
+                      description="Seed of every random choice in the run.")
     network: Network = Field(default_factory=Network, description="Simulated network faults.")
     sensor_interval_s: PositiveSeconds = Field(
         default=60.0, description="Interval between simulated sensor readings, seconds."

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from security.errors import ConfigurationError
+from security.untrusted import shown, state_file
 
 from . import lifecycle as lc
 from .lifecycle import Deadlines, EscalationError, Record
@@ -237,26 +238,29 @@ class EscalationStore:
 
     def __init__(self, path: str | Path, deadlines: Deadlines | None = None) -> None:
         self.path = str(path)  # its directory must exist: a store creates none (issue 20)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(_SCHEMA)
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(escalations)")}
-        for column, kind in _ANCHOR_COLUMNS:  # a store written before the anchors
-            if column not in have:
-                self.db.execute(f"ALTER TABLE escalations ADD COLUMN {column} {kind}")
-        stored = self._meta("deadlines")
-        if deadlines is not None:
-            self._set_meta("deadlines", json.dumps(
-                [deadlines.response_s, deadlines.reescalate_every_s, deadlines.final_s,
-                 deadlines.max_shelve_s]))
-            self.deadlines = deadlines
-        elif stored is not None:
-            self.deadlines = Deadlines(*json.loads(stored))
-        else:
-            self.deadlines = Deadlines()
+        #: Ids of the records the last :meth:`list` could not decode (shown flagged, not 500).
+        self.damaged: builtins.list[str] = []
         self.listeners: list[Callable[[Record], None]] = []
+        with state_file(self.path, "escalation store"):
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.executescript(_SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(escalations)")}
+            for column, kind in _ANCHOR_COLUMNS:  # a store written before the anchors
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE escalations ADD COLUMN {column} {kind}")
+            stored = self._meta("deadlines")
+            if deadlines is not None:
+                self._set_meta("deadlines", json.dumps(
+                    [deadlines.response_s, deadlines.reescalate_every_s, deadlines.final_s,
+                     deadlines.max_shelve_s]))
+                self.deadlines = deadlines
+            elif stored is not None:
+                self.deadlines = Deadlines(*json.loads(stored))
+            else:
+                self.deadlines = Deadlines()
 
     def close(self) -> None:
         self.db.close()
@@ -264,9 +268,10 @@ class EscalationStore:
     def refresh(self) -> Deadlines:
         """Re-read the policy's deadlines (another process — the running cell — may have
         written them after this one opened the file)."""
-        stored = self._meta("deadlines")
-        if stored is not None:
-            self.deadlines = Deadlines(*json.loads(stored))
+        with state_file(self.path, "escalation store"):
+            stored = self._meta("deadlines")
+            if stored is not None:
+                self.deadlines = Deadlines(*json.loads(stored))
         return self.deadlines
 
     # -- meta ---------------------------------------------------------------------------------
@@ -302,19 +307,31 @@ class EscalationStore:
                               (escalation_id,)).fetchone()
         if row is None:
             raise UnknownEscalation(f"no escalation {escalation_id!r} in {self.path}")
-        return Record.from_json(json.loads(row[0]))
+        with state_file(self.path, f"escalation store's record {shown(escalation_id)}"):
+            return Record.from_json(json.loads(row[0]))
 
     def has(self, escalation_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM escalations WHERE id=?",
                                (escalation_id,)).fetchone() is not None
 
     def list(self, *, open_only: bool = False) -> list[Record]:
-        """Sorted by priority (1 first), then state (unacknowledged first), then age."""
-        rows = [Record.from_json(json.loads(d))
-                for (d,) in self.db.execute("SELECT data FROM escalations")]
-        if open_only:
-            rows = [r for r in rows if r.open]
-        return sorted(rows, key=lambda r: (r.priority, lc.STATE_RANK[r.state], r.raised_at, r.id))
+        """Sorted by priority (1 first), then state (unacknowledged first), then age.
+
+        A record that no longer decodes is left out and its id kept in :attr:`damaged`:
+        one broken record must not hide the others (issue 20, class 5)."""
+        keyed: builtins.list[tuple[tuple[Any, ...], Record]] = []
+        self.damaged = []
+        for escalation_id, data in self.db.execute("SELECT id, data FROM escalations"):
+            try:
+                rec = Record.from_json(json.loads(data))
+                key = (float(rec.priority), lc.STATE_RANK[rec.state], float(rec.raised_at),
+                       str(rec.id))
+            except (ValueError, TypeError, KeyError):
+                self.damaged.append(str(escalation_id))
+                continue
+            keyed.append((key, rec))
+        rows = [rec for _, rec in sorted(keyed, key=lambda kr: kr[0])]
+        return [r for r in rows if r.open] if open_only else rows
 
     def groups(self) -> dict[str, builtins.list[str]]:
         """Open escalations grouped by cause and resource: group key -> ids."""

@@ -80,11 +80,11 @@ from agents.protocol.messages import (
     PlantEvent,
 )
 from agents.runtime.bus import Bus, Sealed
-from agents.runtime.journal import SqliteJournal
+from agents.runtime.journal import JOURNAL, DamagedRecord, SqliteJournal
 from agents.runtime.runner import PERFECT, NetworkModel, OnRunner, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
-from security.errors import ConfigurationError, Forbidden, Misdirected, Rejected
+from security.errors import ConfigurationError, DamagedState, Forbidden, Misdirected, Rejected
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 from security.replay_store import SqliteReplayStore
@@ -384,7 +384,10 @@ class Host(OnRunner):
         known = set(self.journal.agents())
         for a in sorted(self.agents):
             if a in known:
-                rec = self.runner.recover(a, self.clock.now(), fresh=self.agents[a])
+                try:
+                    rec = self.runner.recover(a, self.clock.now(), fresh=self.agents[a])
+                except DamagedRecord as exc:
+                    raise DamagedState(self.journal.path, JOURNAL, str(exc)) from None
                 self.recovered[a] = rec.inputs
             else:
                 self.runner.start(a, self.clock.now())

@@ -43,6 +43,10 @@ import msgpack
 from agents.base import Agent, PlantEventIn
 from agents.protocol.actions import Action, CancelTimer, SetTimer
 from agents.protocol.messages import Message, body_from_wire
+from security.untrusted import state_file
+
+#: What a damaged journal is called in its error (:class:`security.errors.DamagedState`).
+JOURNAL = "journal"
 
 # -- inputs ---------------------------------------------------------------------------------
 
@@ -180,33 +184,37 @@ class SqliteJournal(Journal):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS inputs (n INTEGER PRIMARY KEY, "
-                         "agent TEXT NOT NULL, record BLOB NOT NULL)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS inputs_agent ON inputs (agent, n)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS boots (name TEXT PRIMARY KEY, "
-                         "count INTEGER NOT NULL)")
+        with state_file(self.path, JOURNAL):
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS inputs (n INTEGER PRIMARY KEY, "
+                             "agent TEXT NOT NULL, record BLOB NOT NULL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS inputs_agent ON inputs (agent, n)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS boots (name TEXT PRIMARY KEY, "
+                             "count INTEGER NOT NULL)")
 
     def append(self, agent_id: str, record: bytes) -> None:
         self._db.execute("INSERT INTO inputs (agent, record) VALUES (?, ?)", (agent_id, record))
 
     def records(self, agent_id: str) -> Iterator[bytes]:
-        rows = self._db.execute("SELECT record FROM inputs WHERE agent = ? ORDER BY n",
-                                (agent_id,)).fetchall()
-        return (bytes(r[0]) for r in rows)
+        with state_file(self.path, JOURNAL):
+            rows = self._db.execute("SELECT record FROM inputs WHERE agent = ? ORDER BY n",
+                                    (agent_id,)).fetchall()
+            return iter([bytes(r[0]) for r in rows])
 
     def agents(self) -> list[str]:
-        return [r[0] for r in self._db.execute("SELECT DISTINCT agent FROM inputs ORDER BY agent")]
+        with state_file(self.path, JOURNAL):
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT agent FROM inputs ORDER BY agent")]
 
     def next_boot(self, name: str) -> int:
-        with self._db:
+        with state_file(self.path, JOURNAL), self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT INTO boots (name, count) VALUES (?, 1) ON CONFLICT(name) "
                              "DO UPDATE SET count = count + 1", (name,))
             row = self._db.execute("SELECT count FROM boots WHERE name = ?", (name,)).fetchone()
-        return int(row[0])
+            return int(row[0])
 
     def close(self) -> None:
         self._db.close()
@@ -238,13 +246,22 @@ class Recovered:
         return Recover(now) if self.started else Start(now)
 
 
+class DamagedRecord(ValueError):
+    """A journal record that does not decode (the file was damaged, not written by us)."""
+
+
 def replay(agent: Agent, records: Iterable[bytes]) -> Recovered:
-    """Rebuild ``agent`` (fresh, same seed) from its records; actions are dropped."""
+    """Rebuild ``agent`` (fresh, same seed) from its records; actions are dropped.
+    :class:`DamagedRecord` if one does not decode."""
     timers: dict[str, float] = {}
     n = 0
     started = False
     for record in records:
-        inp = decode(record)
+        try:
+            inp = decode(record)
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise DamagedRecord(f"record {n + 1} of agent {agent.id!r} does not decode: "
+                                f"{type(exc).__name__}") from None
         n += 1
         started = started or isinstance(inp, Start)
         if isinstance(inp, Timer):

@@ -39,9 +39,16 @@ from typing import Any
 
 import zmq
 
+from agents.protocol.envelope import Limits
 from security.errors import ConfigurationError
 
 log = logging.getLogger("autocell.transport")
+
+#: The largest frame a ZeroMQ socket accepts (``ZMQ_MAXMSGSIZE``): the envelope's payload
+#: limit (PROTOCOL.md §3, §5), the largest of its three frames.  libzmq reads a frame's
+#: length before its bytes and drops the connection of a peer announcing more, so a 1 GiB
+#: frame costs the receiver nothing (it once took a host to 2.1 GiB of RSS).
+MAX_FRAME_BYTES = Limits().max_body_bytes
 
 Prepare = Callable[[list[bytes]], Any]
 """Runs on the receive side, possibly on a transport thread: pure, thread-safe, never raises."""
@@ -104,8 +111,10 @@ class ZmqTransport(Transport):
     def __init__(self, bind: str = "tcp://127.0.0.1:*", *, hwm: int = 10_000,
                  batch: int = 256, linger_ms: int = 200, curve: CurveConfig | None = None,
                  context: zmq.Context | None = None, prepare_thread: bool = False,
-                 chunk: int = 32, in_flight: int = 4) -> None:
+                 chunk: int = 32, in_flight: int = 4,
+                 max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.bind = bind
+        self.max_frame_bytes = max_frame_bytes
         self.prepare_thread = prepare_thread
         self.chunk = chunk
         self.in_flight = in_flight
@@ -139,6 +148,7 @@ class ZmqTransport(Transport):
         pull = self._ctx.socket(zmq.PULL)
         pull.setsockopt(zmq.RCVHWM, self.hwm)
         pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes)
         if self.curve is not None:
             try:
                 self._start_authenticator()
@@ -264,6 +274,8 @@ class ZmqTransport(Transport):
             sock = self._ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.SNDHWM, self.hwm)
             sock.setsockopt(zmq.LINGER, self.linger_ms)
+            # A PUSH receives nothing, but no socket of autocell goes without the limit.
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes)
             if self.curve is not None:
                 server_key = self.curve.server_keys.get(endpoint)
                 if server_key is None:

@@ -43,7 +43,7 @@ import zmq
 from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from agents.protocol.messages import Award, Message, Proposal
 from agents.runtime.bus import Bus
-from agents.runtime.transport import ZmqTransport
+from agents.runtime.transport import MAX_FRAME_BYTES, ZmqTransport
 from security.crypto import LIBRARY
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
@@ -253,6 +253,7 @@ def throughput(peer: _Peer, seed: bytes, seconds: float,
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 1000)
     push.setsockopt(zmq.LINGER, 2000)
+    push.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)   # like every socket of autocell
     push.connect(peer.endpoint)
     bodies = [_proposal(i) for i in range(1000)]
     peer.tell("reset")

@@ -51,6 +51,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agents.cell.limits import MAX_SECONDS
 from agents.cell.model import PATTERN_HELP, CellConfig, NegotiationSettings
 from agents.cell.routes import Edge, Node, RouteGraph
 from security.untrusted import (
@@ -178,6 +179,8 @@ def load_model(path: str | Path, model: type[M],
     except ValidationError as exc:
         for loc, message in _field_problems(exc, data, model):
             issues.append(ConfigIssue(shown, _line_of(loc, lines), format_path(loc), message))
+    for loc, message in _booleans_as_numbers(result, data):
+        issues.append(ConfigIssue(shown, _line_of(loc, lines), format_path(loc), message))
     for loc, message in (cross_check(data) if cross_check is not None else []):
         issues.append(ConfigIssue(shown, _line_of(loc, lines), format_path(loc), message))
     if issues or result is None:
@@ -447,6 +450,8 @@ def _build(
     except ValidationError as exc:
         for loc, message in _field_problems(exc, data):
             issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
+    for loc, message in _booleans_as_numbers(config, data):
+        issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
 
     def where(loc: Loc) -> str:
         line = line_of(loc)
@@ -462,6 +467,29 @@ def _build(
     config._source = source
     config._base_dir = base_dir
     return config
+
+
+def _booleans_as_numbers(value: Any, raw: Any, loc: Loc = ()) -> _Problems:
+    """Every ``true``/``false`` the models took for a number (pydantic reads ``quantity: true``
+    as 1): walks the validated model beside the file's data, so it knows each field's type."""
+    if isinstance(raw, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [(loc, f"expected a number, got {str(raw).lower()}")]
+        return []
+    out: _Problems = []
+    if isinstance(value, BaseModel) and isinstance(raw, dict):
+        for name, field in type(value).model_fields.items():
+            key = field.alias or name
+            if key in raw:
+                out += _booleans_as_numbers(getattr(value, name), raw[key], (*loc, key))
+    elif isinstance(value, (list, tuple)) and isinstance(raw, list):
+        for i, (item, raw_item) in enumerate(zip(value, raw, strict=False)):
+            out += _booleans_as_numbers(item, raw_item, (*loc, i))
+    elif isinstance(value, dict) and isinstance(raw, dict):
+        for key, raw_item in raw.items():
+            if key in value:
+                out += _booleans_as_numbers(value[key], raw_item, (*loc, key))
+    return out
 
 
 def _line_of(loc: Loc, lines: _LineMap) -> int | None:
@@ -635,13 +663,13 @@ def _text(value: Any) -> str | None:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
             return float(value)
-        except ValueError:
-            return None
+        if isinstance(value, str):
+            return float(value)
+    except (ValueError, OverflowError):  # 10**400: the model's range check says so
+        return None
     return None
 
 
@@ -869,7 +897,25 @@ def _check_work(data: dict[str, Any], problems: _Problems, where: _Where) -> Non
                 )
             elif op is not None:
                 ops[op] = loc + ("op",)
+    fastest: dict[str, float] = {}
+    for _, machine in _entries(data, "machines"):
+        caps = machine.get("capabilities")
+        for cap, seconds in (caps.items() if isinstance(caps, dict) else ()):
+            t = _number(seconds)
+            if t is not None and t > 0:
+                fastest[str(cap)] = min(t, fastest.get(str(cap), t))
+    routings = {str(p.get("id")): [fastest.get(str(step.get("capability")), 0.0)
+                                   for _, step in _entries(p, "routing")]
+                for _, p in _entries(data, "products")}
     for i, order in _entries(data, "orders"):
+        quantity = _number(order.get("quantity", 1))
+        work = (quantity or 0.0) * sum(routings.get(str(order.get("product")), []))
+        if work > MAX_SECONDS:
+            problems.append(
+                (("orders", i, "quantity"),
+                 f"the order's work (quantity × the fastest time of each operation) is "
+                 f"{work:.3g} s, beyond the limit of {MAX_SECONDS:g} s of cell time; "
+                 "split it into smaller orders"))
         wanted = _text(order.get("product"))
         if wanted is not None and wanted not in products:
             fix = "add the product to `products` or fix the order"

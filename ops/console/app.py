@@ -268,9 +268,10 @@ def create_app(backend: EscalationBackend, users: UserStore,
         s = page_session(request)
         items = backend.list()
         groups = group_list(items)
+        damaged: list[str] = getattr(backend, "damaged", list)()   # records that do not decode
         return render(request, "list.html", s, open_groups=[g for g in groups if g.head.active],
                       closed_groups=[g for g in groups if not g.head.active],
-                      flood=flood(items, cell_now()))
+                      flood=flood(items, cell_now()), damaged=damaged)
 
     async def show(request: Request) -> Response:
         s = page_session(request)

@@ -4,6 +4,20 @@
 realistic cases (its timers run: shelved cases come back, deadlines apply the
 safe default).  ``autocell console CELL`` binds the escalation store of a
 cell (``agents.escalation.store``) when this build has one.
+
+What reaches the server from the network is untrusted (issue 20, class 10):
+
+* ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from the
+  proxies named with ``--trusted-proxy``; none by default.  (uvicorn trusts
+  them from 127.0.0.1 unless told otherwise, which let a locked-out client on
+  the same machine pick a new address per request and slip past the lockout.)
+* A malformed request (a broken chunked body, garbage instead of HTTP) is
+  answered 400 by uvicorn and logged as one counted line, not as h11's
+  traceback (:class:`ProtocolNoise`).
+* ``--tls-cert`` and ``--tls-key`` are read through the one safe reader
+  (regular files only, size-capped: a FIFO would hang the TLS setup) and
+  loaded once before the server starts, so a bad PEM is exit 2, not a
+  traceback from inside uvicorn.
 """
 
 from __future__ import annotations
@@ -20,15 +34,77 @@ from typing import Any
 from ops.console.backend import EscalationBackend, demo_backend
 from ops.console.users import ROLES, UserError, UserStore
 from security.errors import ConfigurationError
+from security.untrusted import read_regular_file, shown
 
-__all__ = ["DEFAULT_USERS", "add_arguments", "cmd_console", "cmd_users_add", "cmd_users_list",
-           "cmd_users_remove"]
+__all__ = ["DEFAULT_USERS", "ProtocolNoise", "add_arguments", "check_tls", "cmd_console",
+           "cmd_users_add", "cmd_users_list", "cmd_users_remove", "server_config"]
 
 DEFAULT_USERS = ".autocell/users.db"
+#: The largest TLS certificate chain or key file read (a chain of a few PEM certificates).
+MAX_TLS_FILE_BYTES = 1024 * 1024
+
+
+class ProtocolNoise(logging.Filter):
+    """On uvicorn's error log: a malformed request becomes one counted line.
+
+    h11 refuses the request ("Invalid HTTP request received.", answered 400); if the app had
+    already started on it, its own response then fails with ``h11.LocalProtocolError`` and
+    uvicorn logs that with a full traceback (or, reading the body, starlette's
+    ``ClientDisconnect``).  The first becomes "malformed HTTP request refused (N so far)", the
+    second is dropped (the same request, already counted).  Any other error keeps its
+    traceback.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("autocell.console.protocol_noise")
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _after_a_refused_request(exc):
+            return False
+        if record.getMessage().startswith("Invalid HTTP request received"):
+            self.count += 1
+            record.msg, record.args = "malformed HTTP request refused (%d so far)", (self.count,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _after_a_refused_request(exc: BaseException) -> bool:
+    """What the app meets on a request h11 has refused under it: its response cannot be sent
+    (``h11.LocalProtocolError``) or its body ends (starlette's ``ClientDisconnect``)."""
+    from starlette.requests import ClientDisconnect
+
+    return isinstance(exc, ClientDisconnect) or type(exc).__module__.split(".")[0] == "h11"
+
+
+def check_tls(cert: str, key: str) -> None:
+    """Read both files through the safe reader and load them: exit 2 if they would not do."""
+    import ssl
+
+    read_regular_file(cert, limit=MAX_TLS_FILE_BYTES, what="TLS certificate")
+    read_regular_file(key, limit=MAX_TLS_FILE_BYTES, what="TLS private key")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigurationError(f"--tls-cert {shown(cert, 400)} --tls-key {shown(key, 400)}: "
+                                 f"not a usable certificate and key ({exc})") from None
+
+
+def server_config(app: Any, args: argparse.Namespace) -> Any:
+    """The uvicorn configuration of ``autocell console``: forwarded headers from the trusted
+    proxies only (none unless ``--trusted-proxy``)."""
+    import uvicorn
+
+    proxies = list(getattr(args, "trusted_proxy", None) or [])
+    return uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                          ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
+                          timeout_graceful_shutdown=2, proxy_headers=bool(proxies),
+                          forwarded_allow_ips=proxies or [])
 
 
 def _users(args: argparse.Namespace) -> UserStore:
-    return UserStore(Path(args.users))
+    return UserStore(Path(args.users), make_parent=args.users == DEFAULT_USERS)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -51,6 +127,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         raise UserError(f"unknown role {args.role!r}; valid roles: {', '.join(ROLES)}")
     if store.get(args.name) is not None:
         raise UserError(f"user {args.name!r} already exists in {store.path}")
+    store.check_place()                       # before the password is asked for
     user = store.add(args.name, args.role, _read_password(args))
     print(f"added {user.role} {user.name!r} to {store.path} (mode 0600)")
     return 0
@@ -94,6 +171,10 @@ def _real_backend(cell: str, db: str | None) -> tuple[EscalationBackend, str]:
     path = Path(db) if db else Path(".autocell") / config.cell / "escalations.db"
     if path.exists() and not path.is_file():
         raise ConfigurationError(f"--db {path}: not a file")
+    if path.exists():   # garbage or damaged: exit 2 now, not HTTP 500 on every page later
+        from agents.escalation.store import open_readonly
+
+        open_readonly(path).close()
     store: Any = StoreBackend(path)
     return store, config.cell
 
@@ -112,6 +193,8 @@ def cmd_console(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"--{flag.replace('_', '-')} must be positive")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigurationError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        check_tls(args.tls_cert, args.tls_key)
     users = _users(args)
     if args.demo:
         backend: Any = demo_backend()
@@ -132,9 +215,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     print(f"autocell console for {cell} on {scheme}://{args.host}:{args.port}/ "
           f"(users {users.path}); Ctrl-C stops it", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key,
-                timeout_graceful_shutdown=2)
+    config = server_config(app, args)      # configures uvicorn's loggers: the filter after
+    logging.getLogger("uvicorn.error").addFilter(ProtocolNoise())
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -192,6 +275,9 @@ def add_arguments(sub: Any) -> None:
                     help="sign out this many hours after login at the latest (default 8)")
     sp.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
     sp.add_argument("--tls-key", metavar="PEM", help="... and this private key")
+    sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                    help="believe X-Forwarded-For/-Proto from this reverse proxy (an address "
+                         "or network); repeatable; default: from nobody")
     sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve Prometheus /metrics (open escalations by priority and state) "
                          "on 127.0.0.1:PORT")

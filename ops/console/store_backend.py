@@ -41,6 +41,7 @@ from typing import Any
 from agents.escalation.lifecycle import EscalationError, Record
 from agents.escalation.store import EscalationStore, UnknownEscalation
 from ops.console.backend import EscalationNotFound, IllegalAction
+from security.errors import DamagedState
 
 __all__ = ["StoreBackend", "shown"]
 
@@ -128,11 +129,17 @@ class StoreBackend:
             store = self._open()
             return [] if store is None else [shown(r) for r in store.list()]
 
+    def damaged(self) -> builtins.list[str]:
+        """Ids of the records the last :meth:`list` left out: they no longer decode."""
+        with self._lock:
+            store = self._open()
+            return [] if store is None else list(store.damaged)
+
     def get(self, escalation_id: str) -> dict[str, Any]:
         with self._lock:
             try:
                 return shown(self._need().get(escalation_id))
-            except UnknownEscalation as exc:
+            except (UnknownEscalation, DamagedState) as exc:
                 raise EscalationNotFound(str(exc)) from None
 
     def audit(self) -> builtins.list[Any]:
@@ -147,7 +154,7 @@ class StoreBackend:
                 store = self._need()
                 store.refresh()
                 rec = do(store)
-            except UnknownEscalation as exc:
+            except (UnknownEscalation, DamagedState) as exc:
                 raise EscalationNotFound(str(exc)) from None
             except EscalationError as exc:
                 raise IllegalAction(str(exc)) from None

@@ -67,19 +67,39 @@ _DUMMY_SALT = b"\x00" * 16
 class UserStore:
     """Users in a SQLite file (created on first write)."""
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time,
+                 make_parent: bool = False) -> None:
         self.path = Path(path)
         self._clock = clock
+        #: Create a missing parent directory on first write: only for the default location
+        #: (``.autocell/``); a directory the user named must exist (issue 20).
+        self.make_parent = make_parent
 
     # -- storage ------------------------------------------------------------------------
+
+    def check_place(self) -> None:
+        """:class:`UserError` if the database could not be created where it is named: its
+        directory is missing (and is not the default one) or is not a directory."""
+        parent = self.path.parent
+        if self.path.exists() or (self.make_parent and not parent.exists()):
+            return
+        if not parent.is_dir():
+            what = "does not exist" if not parent.exists() else "is not a directory"
+            raise UserError(f"{self.path}: directory {parent} {what}; create it first "
+                            "(autocell creates no directories it was not asked for)")
 
     def _connect(self, *, create: bool) -> sqlite3.Connection | None:
         if not self.path.exists():
             if not create:
                 return None
+            self.check_place()
             if not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, mode=0o700)
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise UserError(f"{self.path}: cannot create the users database "
+                                f"({exc.strerror or exc})") from None
             os.close(fd)
         try:
             db = sqlite3.connect(self.path, timeout=5.0)

@@ -61,7 +61,11 @@ from security.untrusted import shown as echoed
 from security.untrusted import shown_list
 
 __all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
-           "expand", "load_sweep", "parse_path", "strategy_label"]
+           "expand", "load_sweep", "parse_path", "run_count", "strategy_label"]
+
+#: Runs a sweep may expand to unless its file raises ``max_runs``: a grid of millions of
+#: runs is refused before it is built (``--dry-run`` included), with its count.
+DEFAULT_MAX_RUNS = 10_000
 
 #: KPIs summarised and plotted when a sweep names none (all numeric report keys land in rows).
 DEFAULT_KPIS: tuple[str, ...] = ("makespan", "mean_flow_time", "tardiness_total", "tardy_orders",
@@ -155,6 +159,10 @@ class Sweep(_Model):
     kpis: list[str] = Field(
         default_factory=lambda: list(DEFAULT_KPIS),
         description="Report keys (dotted for nested ones) to summarise and plot.")
+    max_runs: int = Field(
+        default=DEFAULT_MAX_RUNS, ge=1,
+        description="The most runs the sweep may expand to; a larger product is refused "
+                    "when the file loads (raise this to run it on purpose).")
 
     _source: str = PrivateAttr(default="<dict>")
     _base_dir: Path = PrivateAttr(default_factory=Path)
@@ -315,6 +323,23 @@ def derived_seed(seed: int, repetition: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def run_count(data: Any) -> int:
+    """How many runs a sweep file's data expands to, counted without building one:
+    cells × grid values per path × strategies × fault scenarios × seeds × repetitions.
+    Parts of the wrong type count as one (the model reports them)."""
+    def size(key: str, default: int) -> int:
+        value = data.get(key) if isinstance(data, dict) else None
+        return len(value) if isinstance(value, list) and value else default
+    grid = data.get("grid") if isinstance(data, dict) else None
+    n = size("cells", 1) * size("strategies", 1) * size("faults", 1) * size("seeds", 1)
+    for values in (grid.values() if isinstance(grid, dict) else ()):
+        n *= len(values) if isinstance(values, list) and values else 1
+    reps = data.get("repetitions") if isinstance(data, dict) else None
+    if isinstance(reps, int) and not isinstance(reps, bool) and reps > 1:
+        n *= reps
+    return n
+
+
 def expand(sweep: Sweep) -> list[RunPoint]:
     """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps."""
     strategies = sweep.strategies or [StrategySpec(name="cell")]
@@ -380,6 +405,15 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     problems: _Problems = []
     if not isinstance(data, dict):
         return problems
+    limit = data.get("max_runs", DEFAULT_MAX_RUNS)
+    runs = run_count(data)
+    if isinstance(limit, int) and not isinstance(limit, bool) and runs > limit:
+        # Refused before a value is checked or a run built: checking each of a million grid
+        # values would itself take hours.
+        return [(("max_runs",) if "max_runs" in data else (), (
+            f"the sweep expands to {runs:,} runs (cells × grid × strategies × faults × seeds "
+            f"× repetitions), more than max_runs = {limit:,}; shrink the grid or raise "
+            "max_runs in the file"))]
     ids: dict[str, int] = {}
     for i, cell_path in enumerate(_items(data, "cells")):
         if not isinstance(cell_path, str):

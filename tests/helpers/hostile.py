@@ -23,11 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "hostile"
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
 FAULTS = ROOT / "cell_configs" / "faults" / "breakdowns.yaml"
+MINIMAL = ROOT / "cell_configs" / "minimal_cell.yaml"
+GARBAGE = bytes(range(256)) * 20
 
 Check = Callable[[Path, int, str], str | None]
 """(scratch dir, exit code, stdout+stderr) -> what is wrong, or None."""
@@ -125,6 +128,91 @@ def _has_line(name: str) -> Check:
     return check
 
 
+# -- class 2: numbers out of range -------------------------------------------------------------
+
+def _at_line(name: str) -> Check:
+    import re
+
+    def check(tmp: Path, code: int, text: str) -> str | None:
+        return None if re.search(rf"{re.escape(name)}:\d+:", text) else f"no {name}:LINE"
+    return check
+
+
+def _minimal_with(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        import yaml
+
+        data = yaml.safe_load(MINIMAL.read_text())
+        edit(data)
+        path = tmp / "range.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+    return make
+
+
+def _order(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d["orders"][0].update(fields)
+
+
+RANGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "quantity 10^400": _order(quantity=10**400),
+    "quantity 2^64": _order(quantity=2**64),
+    "priority 2^64": _order(priority=2**64),
+    "quantity true": _order(quantity=True),
+    "quantity 2^53": _order(quantity=2**53),
+    "release at 1e12": _order(release_at=1e12, due_at=2e12),
+    "capability time 1e308": lambda d: d["machines"][0].update(capabilities={"sawing": 1e308}),
+    "coordinate 1.7e308": lambda d: d["layout"]["locations"][0].update(x=-1.7e308),
+    "heartbeat 1 µs, lease 10 µs": lambda d: d.update(
+        negotiation={"heartbeat_interval_s": 1e-6, "lease_s": 1e-5}),
+    "reply deadline 1e300": lambda d: d.update(negotiation={"reply_deadline_s": 1e300}),
+    "a machine down for ever": lambda d: d["machines"][0].update(mtbf_s=10, mttr_s=1e300),
+    "sim.metrics_port an endpoint's port": lambda d: d.update(sim={"metrics_port": 5601}),
+}
+
+
+def _pause_for_ever(tmp: Path) -> list[str]:
+    path = tmp / "pause.yaml"
+    path.write_text("name: stuck\nhosts:\n  - {host: main, action: pause, at_s: 1, "
+                    "duration_s: 1.0e+300}\n")
+    return ["validate", str(MINIMAL), "--faults", str(path)]
+
+
+def _huge_fjs(tmp: Path) -> list[str]:
+    path = tmp / "huge.fjs"
+    path.write_text("1 2\n1 1 1 " + "9" * 400 + "\n")
+    return ["run", str(path), "--quiet"]
+
+
+def _million_runs(tmp: Path) -> list[str]:
+    import yaml
+
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "huge", "cells": [str(MINIMAL)], "seeds": list(range(1000)),
+        "grid": {"negotiation.reply_deadline_s": [0.1 + i / 10_000 for i in range(1000)]}}))
+    return ["experiment", str(path), "--dry-run", "--quiet"]
+
+
+def _range_cases() -> list[Case]:
+    out = [Case(2, f"cell: {what}", lambda t, e=edit: ["validate", str(_minimal_with(e)(t))],
+                check=_at_line("range.yaml")) for what, edit in RANGES.items()]
+    out += [Case(2, f"run: {what}", lambda t, e=edit: ["run", str(_minimal_with(e)(t)),
+                                                      "--quiet"],
+                 check=_at_line("range.yaml"))
+            for what, edit in RANGES.items() if what in ("priority 2^64", "quantity 2^53")]
+    out += [
+        Case(2, "faults: a pause that never ends", _pause_for_ever, check=_at_line("pause.yaml")),
+        Case(2, ".fjs: a 400-digit time", _huge_fjs, check=_at_line("huge.fjs")),
+        Case(2, "run --until nan", lambda t: ["run", str(MINIMAL), "--quiet", "--until", "nan"]),
+        Case(2, "run --seed -1", lambda t: ["run", str(MINIMAL), "--quiet", "--seed", "-1"]),
+        Case(2, "chaos --seeds -3", lambda t: ["chaos", str(MINIMAL), "--quiet", "--seeds", "-3"]),
+        Case(2, "a sweep of 1 000 000 runs --dry-run", _million_runs,
+             check=lambda t, c, text: None if "1,000,000 runs" in text else "no run count"),
+    ]
+    return out
+
+
 # -- class 4: output paths -----------------------------------------------------------------
 
 def _no_dir(rel: str) -> Check:
@@ -143,7 +231,10 @@ def _output_cases() -> list[Case]:
         ("schema --out", ["schema"], "--out"),
         ("ops prometheus-config --out", ["ops", "prometheus-config", str(DEMO)], "--out"),
     ]
-    out = []
+    out = [Case(4, "users add --users into a missing directory",
+                lambda t: ["users", "add", "ann", "--role", "viewer", "--password-stdin",
+                           "--users", str(t / "missing" / "users.db")],
+                check=_no_dir("missing"))]
     for name, argv, flag in flags:
         out.append(Case(4, f"{name} into a missing directory",
                         lambda t, a=argv, f=flag: [*a, f, str(t / "missing" / "out.file")],
@@ -216,6 +307,22 @@ def _key_cases() -> list[Case]:
         _authority_key_case("symlink loop", lambda p: p.symlink_to(p.name)),
         _authority_key_case("directory", lambda p: p.mkdir()),
         _authority_key_case("FIFO", _fifo_0600),
+    ]
+
+    def tls(make_cert: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+        def build(tmp: Path) -> list[str]:
+            cert = tmp / "console.pem"
+            make_cert(cert)
+            (tmp / "console.key").write_text("not a key\n")
+            return ["console", "--demo", "--port", "1", "--users", str(tmp / "users.db"),
+                    "--tls-cert", str(cert), "--tls-key", str(tmp / "console.key")]
+        return build
+    out += [
+        Case(6, "console --tls-cert a FIFO", tls(_fifo_0600), check=_names("console.pem")),
+        Case(6, "console --tls-cert a directory", tls(lambda p: p.mkdir()),
+             check=_names("console.pem")),
+        Case(6, "console --tls-cert garbage", tls(lambda p: p.write_bytes(GARBAGE)),
+             check=_names("console.pem")),
     ]
 
     def below_file(tmp: Path) -> list[str]:
@@ -314,6 +421,111 @@ def _audit_cases() -> list[Case]:
     ]
 
 
+# -- class 5: damaged stores and journals ------------------------------------------------------
+
+def _damaged_store(*sql: str, truncate: int | None = None) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        path = _store(tmp)
+        con = sqlite3.connect(path)
+        for statement in sql:
+            con.execute(statement)
+        con.commit()
+        con.close()
+        if truncate is not None:
+            path.write_bytes(path.read_bytes()[:truncate])
+        return path
+    return make
+
+
+def _garbage_at(rel: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        path = tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(GARBAGE)
+        return path
+    return make
+
+
+def _lists_the_rest(tmp: Path, code: int, text: str) -> str | None:
+    if "o2/e1" not in text:
+        return "the intact record is not listed"
+    return None if "'o1/e1'" in text and "DAMAGED" in text else "the broken record is not flagged"
+
+
+def _store_cases() -> list[Case]:
+    broken_json = _damaged_store("UPDATE escalations SET data='{broken' WHERE id='o1/e1'")
+    deadlines = _damaged_store("UPDATE meta SET value='[1,' WHERE key='deadlines'")
+    truncated = _damaged_store(truncate=3000)
+    zero_header = _damaged_store(truncate=0)
+    cell = str(MINIMAL)
+    out = [
+        Case(5, "escalations list: one record's JSON broken",
+             lambda t: ["escalations", "list", "--all", "--db", str(broken_json(t))],
+             codes=(0,), check=_lists_the_rest),
+        Case(5, "escalations show: the broken record",
+             lambda t: ["escalations", "show", "o1/e1", "--db", str(broken_json(t))],
+             check=_names("esc.db")),
+        Case(5, "escalations list: the deadlines garbage",
+             lambda t: ["escalations", "list", "--db", str(deadlines(t))], check=_names("esc.db")),
+        Case(5, "escalations ack: the deadlines garbage",
+             lambda t: ["escalations", "ack", "o2/e1", "--user", "bob", "--db",
+                        str(deadlines(t))], check=_names("esc.db")),
+        Case(5, "escalations list: a truncated store",
+             lambda t: ["escalations", "list", "--db", str(truncated(t))], check=_names("esc.db")),
+        Case(5, "escalations list: garbage",
+             lambda t: ["escalations", "list", "--db", str(_garbage_at("esc.db")(t))],
+             check=_names("esc.db")),
+        Case(5, "console --db garbage",
+             lambda t: ["console", cell, "--port", "1", "--users", str(t / "users.db"),
+                        "--db", str(_garbage_at("esc.db")(t))], check=_names("esc.db")),
+        Case(5, "console --db an empty file",
+             lambda t: ["console", cell, "--port", "1", "--users", str(t / "users.db"),
+                        "--db", str(zero_header(t))], check=_names("esc.db")),
+        Case(5, "host: its journal garbage",
+             lambda t: ["host", cell, "--name", "main", "--state-dir",
+                        str(_garbage_at("state/journal-main.sqlite")(t).parent)],
+             check=_names("journal-main.sqlite")),
+        Case(5, "host: its replay store garbage",
+             lambda t: ["host", cell, "--name", "main", "--state-dir",
+                        str(_garbage_at("state/replay-main.sqlite")(t).parent)],
+             check=_names("replay-main.sqlite")),
+        Case(5, "plant: sim.sqlite garbage",
+             lambda t: ["plant", cell, "--state-dir",
+                        str(_garbage_at("state/sim.sqlite")(t).parent)],
+             check=_names("sim.sqlite")),
+        Case(5, "up: --state-dir a file",
+             lambda t: ["up", cell, "--quiet", "--state-dir", str(_garbage_at("state")(t))],
+             check=_names("state")),
+        Case(5, "up: a directory where a journal goes",
+             lambda t: ["up", cell, "--quiet", "--state-dir",
+                        str(_garbage_at("state/journal-main.sqlite/x")(t).parent.parent)],
+             check=_names("journal-main.sqlite")),
+    ]
+    return out
+
+
+# -- class 9: the run report ---------------------------------------------------------------------
+
+def _always_scrap(tmp: Path) -> list[str]:
+    path = tmp / "scrap.yaml"
+    path.write_text(MINIMAL.read_text().replace(
+        "capabilities: {sawing: 12.0}", "capabilities: {sawing: 12.0}\n    scrap_rate: 1.0"))
+    return ["run", str(path), "--quiet", "--report", str(tmp / "report.json")]
+
+
+def _waiting_not_lost(tmp: Path, code: int, text: str) -> str | None:
+    r = json.loads((tmp / "report.json").read_text())
+    if (r["orders_lost"], r["orders_escalated"]) != (0, 1):
+        return (f"orders_lost {r['orders_lost']}, orders_escalated {r['orders_escalated']} "
+                f"for one order waiting on {r['escalations_by_outcome']}")
+    return None
+
+
+def _report_cases() -> list[Case]:
+    return [Case(9, "scrap_rate 1.0: the order waits on an open escalation", _always_scrap,
+                 codes=(0,), check=_waiting_not_lost)]
+
+
 # -- class 11: terminal safety ----------------------------------------------------------------------
 
 EVIL = "e\x1b[31mred\x07\x00\nforged line\x1b]0;title\x07"
@@ -370,8 +582,9 @@ def _terminal_cases() -> list[Case]:
     ]
 
 
-CASES: list[Case] = [*_yaml_cases(), *_partition_cases(), *_output_cases(), *_key_cases(),
-                     *_audit_cases(), *_terminal_cases()]
+CASES: list[Case] = [*_yaml_cases(), *_range_cases(), *_partition_cases(), *_output_cases(),
+                     *_key_cases(), *_store_cases(), *_audit_cases(), *_report_cases(),
+                     *_terminal_cases()]
 
 
 def verdict(case: Case, tmp: Path, code: int | None, text: str) -> str:

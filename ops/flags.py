@@ -1,0 +1,54 @@
+"""Numbers named on the command line, checked when the flags are parsed.
+
+``argparse``'s ``type=float`` takes ``nan`` and ``inf``, and ``type=int``
+takes ``-1``: ``--until nan`` ran a cell for ever, ``chaos --seeds -3``
+played nothing and reported "0/0 passed" with exit 0.  Each type here gives
+a number in the same range a cell file allows (:mod:`agents.cell.limits`), or
+exit 2 with what is wrong (issue 20, class 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from agents.cell.limits import MAX_SECONDS, MAX_SEED
+from security.untrusted import shown
+
+__all__ = ["cell_time", "count", "seed"]
+
+
+def cell_time(text: str) -> float:
+    """A time of the cell, seconds: finite, at most :data:`MAX_SECONDS` (each command says
+    what it makes of zero or a negative time: ``run --until -3`` is "must be positive")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number of seconds") from None
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: a cell time is a finite number of seconds up to {MAX_SECONDS:g}")
+    return value
+
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number ({what})") from None
+
+
+def seed(text: str) -> int:
+    """A run seed: 0 to 2^63 - 1, as in ``sim.seed``."""
+    value = _integer(text, "a seed")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: a seed is from 0 to {MAX_SEED}")
+    return value
+
+
+def count(text: str) -> int:
+    """How many of something to do: at least 1."""
+    value = _integer(text, "a count")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: must be at least 1")
+    return value
