@@ -6,8 +6,8 @@ Theory of operation
 :class:`Vda5050Backend` implements :class:`~sim_bridge.plant_api.Plant` for
 the robots whose ``backend`` is ``vda5050``, on the gateway's asyncio loop.
 Vehicles on one broker share one MQTT connection (:class:`_Broker`), which
-subscribes to each vehicle's ``state``, ``connection`` and ``factsheet``
-topics (``{interface}/v2/{manufacturer}/{serial}/{topic}``) and reconnects
+subscribes to each vehicle's ``state``, ``connection``, ``factsheet`` and
+``visualization`` topics (``{interface}/v2/{manufacturer}/{serial}/{topic}``) and reconnects
 forever.  Every message received is checked against the VDA 5050 2.0.0
 schema first; an invalid one is dropped, counted per vehicle and topic, and
 recorded once (``vda_invalid``).
@@ -32,8 +32,9 @@ recorded once (``vda_invalid``).
   emergency stop, is ``fault`` (the move is cancelled and handed back); once
   none is left, ``repaired``.  A vehicle on another map is held down
   (``fault`` "wrong map") until it reports the right one.
-* **Readings**: position (``x``, ``y``, ``theta``) and ``battery_pct``, at most
-  one ``reading`` per vehicle per second.
+* **Readings**: position (``x``, ``y``, ``theta``, from ``state`` and the more
+  frequent ``visualization``) and ``battery_pct``, at most one ``reading`` per
+  vehicle per second.
 
 Records are the simulator's (``move_start``, ``arrived``, ``move_abort``,
 ``fault``, ``repaired``), so the supervisor checks the same invariants.
@@ -69,7 +70,7 @@ log = logging.getLogger("autocell.vda5050")
 
 Record = Callable[..., None]
 Assumed = Callable[[str], tuple[str, int] | None]
-TOPICS = ("state", "connection", "factsheet")
+TOPICS = ("state", "connection", "factsheet", "visualization")
 READING_EVERY_S = 1.0
 REFUSING_ERRORS = frozenset({"orderError", "orderUpdateError", "validationError",
                              "noRouteError"})
@@ -115,6 +116,9 @@ class _Vehicle:
     last_node: str = ""
     offline_since: float | None = None
     last_reading: float = -math.inf
+    battery: float | None = None
+    cancelling: str = ""                      # actionId of a cancelOrder not yet done
+    held: dict[str, Any] | None = None        # an order waiting for that cancel
     invalid: Counter[str] = field(default_factory=Counter)
     factsheet_asked: bool = False
 
@@ -235,8 +239,18 @@ class Vda5050Backend:
         v.move = _Move(task, oid, destination)
         self.record("move_start", robot=resource, task=task, origin=origin,
                     destination=destination, order=oid)
-        v.broker.publish(v.topic("order"), msg)
+        if v.cancelling:
+            v.held = msg                 # sent once the vehicle has done the cancel
+        else:
+            v.broker.publish(v.topic("order"), msg)
         return True
+
+    def _cancel(self, v: _Vehicle, oid: str) -> None:
+        """``cancelOrder``; a new order waits until the vehicle reports the cancel done (a
+        vehicle cancels asynchronously, and would cancel an order sent right after)."""
+        msg = messages.cancel_order(v.header, oid)
+        v.cancelling = msg["actions"][0]["actionId"]
+        v.broker.publish(v.topic("instantActions"), msg)
 
     def abort_operation(self, resource: str, task: str) -> None:
         v = self.vehicles.get(resource)
@@ -244,7 +258,7 @@ class Vda5050Backend:
             return
         oid = v.move.oid
         self._hand_back(v, "aborted")
-        v.broker.publish(v.topic("instantActions"), messages.cancel_order(v.header, oid))
+        self._cancel(v, oid)
 
     def map_of(self, v: _Vehicle) -> str:
         return v.spec.settings.map or self.default_map
@@ -276,7 +290,17 @@ class Vda5050Backend:
             self._on_factsheet(v, msg)
         elif topic == "state":
             self._on_state(v, msg)
+        elif topic == "visualization":
+            self._on_position(v, msg)
         return None
+
+    def _on_position(self, v: _Vehicle, msg: dict[str, Any]) -> None:
+        """Where the vehicle is (``state`` and the more frequent ``visualization``)."""
+        pos = msg.get("agvPosition")
+        if not isinstance(pos, dict):
+            return
+        v.position = (float(pos["x"]), float(pos["y"]), float(pos["theta"]), str(pos["mapId"]))
+        self._reading(v, msg)
 
     def _invalid(self, v: _Vehicle, topic: str, wrong: list[str]) -> None:
         v.invalid[topic] += 1
@@ -289,6 +313,8 @@ class Vda5050Backend:
             if not v.online:
                 self.record("vda_online", robot=v.id)
             v.online, v.synced, v.offline_since = True, False, None
+            if v.cancelling and v.move is None:   # back from a restart: nothing to wait for
+                v.cancelling, v.held = "", None
             if not v.factsheet_asked:
                 v.factsheet_asked = True
                 v.broker.publish(v.topic("instantActions"), messages.factsheet_request(v.header))
@@ -328,9 +354,7 @@ class Vda5050Backend:
         v.last_node = str(msg.get("lastNodeId", ""))
         pos = msg.get("agvPosition")
         if isinstance(pos, dict):
-            v.position = (float(pos["x"]), float(pos["y"]), float(pos["theta"]),
-                          str(pos["mapId"]))
-            self._reading(v, msg)
+            self._on_position(v, msg)
             expected = self.map_of(v)
             v.wrong_map = "" if pos["mapId"] == expected else (
                 f"on map {pos['mapId']!r}, not the cell's {expected!r}")
@@ -343,13 +367,18 @@ class Vda5050Backend:
             if v.move is not None:
                 oid = v.move.oid
                 self._hand_back(v, v.fatal or v.wrong_map)
-                v.broker.publish(v.topic("instantActions"), messages.cancel_order(v.header, oid))
+                self._cancel(v, oid)
             self._fault(v, v.fatal or v.wrong_map)
         self._maybe_repaired(v)
 
     def _track(self, v: _Vehicle, msg: dict[str, Any]) -> None:
         oid_now = msg.get("orderId", "")
         actions = {a["actionId"]: a["actionStatus"] for a in msg.get("actionStates", [])}
+        if v.cancelling and actions.get(v.cancelling) in ("FINISHED", "FAILED"):
+            v.cancelling = ""
+            if v.held is not None:
+                held, v.held = v.held, None
+                v.broker.publish(v.topic("order"), held)
         remaining = msg.get("nodeStates", [])
         for oid in sorted(v.orphans):
             if oid != oid_now:
@@ -358,7 +387,7 @@ class Vda5050Backend:
                 self.record("vda_late_end", robot=v.id, order=oid)
                 v.orphans.discard(oid)
             elif remaining:
-                v.broker.publish(v.topic("instantActions"), messages.cancel_order(v.header, oid))
+                self._cancel(v, oid)
                 v.orphans.discard(oid)
         m = v.move
         if m is None:
@@ -398,7 +427,9 @@ class Vda5050Backend:
         values = {"x": v.position[0], "y": v.position[1], "theta": v.position[2]}
         battery = msg.get("batteryState", {}).get("batteryCharge")
         if isinstance(battery, (int, float)):
-            values["battery_pct"] = float(battery)
+            v.battery = float(battery)
+        if v.battery is not None:
+            values["battery_pct"] = v.battery
         self.events.reading(v.id, values)
 
     # -- down and up ------------------------------------------------------------------------------
@@ -451,20 +482,23 @@ class _Broker:
         self.connections = 0
         self.error = ""
         self.task: asyncio.Task[None] | None = None
+        self.outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._closed = False
 
     def publish(self, topic: str, msg: dict[str, Any]) -> None:
-        client = self.client
-        if client is None or not self.up:
+        """Queue a message; one writer sends them in order (a ``cancelOrder`` reaches the
+        vehicle before the order that follows it)."""
+        if self.client is None or not self.up:
             return
-        payload = json.dumps(msg, separators=(",", ":"))
-        self.backend.spawn(self._publish(client, topic, payload))
+        self.outbox.put_nowait((topic, json.dumps(msg, separators=(",", ":"))))
 
-    async def _publish(self, client: aiomqtt.Client, topic: str, payload: str) -> None:
-        try:
-            await client.publish(topic, payload, qos=0)
-        except aiomqtt.MqttError as exc:
-            log.warning("vda5050: publish to %s failed: %s", topic, exc)
+    async def _writer(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload = await self.outbox.get()
+            try:
+                await client.publish(topic, payload, qos=0)
+            except aiomqtt.MqttError as exc:
+                log.warning("vda5050: publish to %s failed: %s", topic, exc)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:
@@ -491,6 +525,8 @@ class _Broker:
                         password=self.creds.password if self.creds else None,
                         tls_context=self._tls_context(), keepalive=5, timeout=5) as client:
                     self.client = client
+                    self.outbox = asyncio.Queue()        # nothing stale from a lost link
+                    writer = asyncio.get_running_loop().create_task(self._writer(client))
                     for prefix in self.vehicles:
                         for t in TOPICS:
                             await client.subscribe(f"{prefix}/{t}", qos=1)
@@ -501,11 +537,14 @@ class _Broker:
                                      messages.state_request(each.header))
                     self.backend.record("vda_broker_up", broker=self.url,
                                         connection=self.connections)
-                    async for message in client.messages:
-                        prefix, _, topic = str(message.topic).rpartition("/")
-                        v = self.vehicles.get(prefix)
-                        if v is not None and isinstance(message.payload, (bytes, bytearray)):
-                            self.backend.on_message(v, topic, bytes(message.payload))
+                    try:
+                        async for message in client.messages:
+                            prefix, _, topic = str(message.topic).rpartition("/")
+                            v = self.vehicles.get(prefix)
+                            if v is not None and isinstance(message.payload, (bytes, bytearray)):
+                                self.backend.on_message(v, topic, bytes(message.payload))
+                    finally:
+                        writer.cancel()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of the link: retry
