@@ -396,16 +396,21 @@ def cmd_bench_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_plant(args: argparse.Namespace) -> int:
-    from ops.bench.plant import run
+    from ops.bench import fleet, plant
 
     progress = (lambda _s: None) if args.json else (lambda s: print(s, file=sys.stderr))
     try:
-        r = run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack)
+        if args.backend == "vda5050":
+            r = fleet.run(args.robots, args.rounds, progress)
+        else:
+            r = plant.run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack)
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"autocell: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps(r))
+    elif args.backend == "vda5050":
+        print(fleet.summary(r))
     else:
         print(f"opcua plant round trip ({r['security']}, {r['server']}, {r['machines']} "
               f"machine(s) on one gateway, {r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
@@ -577,12 +582,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_sweep)
     sp = bsub.add_parser("plant", help="round trip of a plant command through real equipment "
-                                       "(OPC UA, SignAndEncrypt, loopback)")
-    sp.add_argument("--backend", choices=["opcua"], default="opcua",
+                                       "(OPC UA with SignAndEncrypt, or VDA 5050 over MQTT; "
+                                       "loopback)")
+    sp.add_argument("--backend", choices=["opcua", "vda5050"], default="opcua",
                     help="the plant backend to measure (default opcua)")
-    sp.add_argument("--machines", type=int, default=1, help="machines on one gateway (default 1)")
+    sp.add_argument("--machines", type=int, default=1, help="opcua: machines on one gateway "
+                                                            "(default 1)")
+    sp.add_argument("--robots", type=int, default=2, help="vda5050: vehicles on one broker "
+                                                          "(default 2)")
     sp.add_argument("--rounds", type=int, default=50,
-                    help="rounds, each commanding every machine once (default 50)")
+                    help="rounds, each commanding every machine or robot once (default 50)")
     sp.add_argument("--endpoint", metavar="URL",
                     help="an existing Machinery Jobs server whose machines are m01..mNN "
                          "(default: start the node-opcua emulator of tests/opcua)")

@@ -274,3 +274,19 @@ def test_tls_with_credentials_and_a_wrong_password(tmp_path: Path) -> None:
     finally:
         fleet.stop()
         broker.stop()
+
+
+def test_bench_plant_vda5050_prints_its_figures_as_one_json_object() -> None:
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "ops.cli", "bench", "plant", "--backend",
+                          "vda5050", "--robots", "2", "--rounds", "2", "--json"],
+                         capture_output=True, text=True, timeout=EVENT_BOUND_S,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(res.stdout)
+    assert r["backend"] == "vda5050" and r["robots"] == 2 and r["moves"] == 4
+    assert 0 < r["p50_ms"] <= r["p99_ms"] and r["messages_per_s"] > 0
+    assert r["arrive_p50_ms"] <= r["arrive_p99_ms"]

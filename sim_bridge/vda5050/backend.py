@@ -277,6 +277,7 @@ class Vda5050Backend:
 
     # -- what the vehicles say ----------------------------------------------------------------------
     def on_message(self, v: _Vehicle, topic: str, payload: bytes) -> None:
+        v.broker.received += 1
         try:
             msg = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
@@ -407,7 +408,8 @@ class Vda5050Backend:
             return
         if not m.accepted:
             m.accepted = True
-            self.record("vda_order_accepted", robot=v.id, task=m.task, order=m.oid)
+            self.record("vda_order_accepted", robot=v.id, task=m.task, order=m.oid,
+                        vehicle_at=msg.get("timestamp", ""))
         failed = [k for k in ("pick", "drop") if actions.get(f"{m.oid}/{k}") == "FAILED"]
         if failed:
             v.move = None
@@ -416,7 +418,8 @@ class Vda5050Backend:
             self.events.command_refused(v.id, m.task, f"the vehicle's {failed[0]} failed")
         elif actions.get(f"{m.oid}/drop") == "FINISHED" and not remaining:
             v.move = None
-            self.record("arrived", robot=v.id, task=m.task, at=m.destination)
+            self.record("arrived", robot=v.id, task=m.task, at=m.destination,
+                        vehicle_at=msg.get("timestamp", ""))
             self.events.arrived(v.id, m.task, m.destination)
 
     def _reading(self, v: _Vehicle, msg: dict[str, Any]) -> None:
@@ -480,6 +483,8 @@ class _Broker:
         self.client: aiomqtt.Client | None = None
         self.up = False
         self.connections = 0
+        self.received = 0
+        self.sent = 0
         self.error = ""
         self.task: asyncio.Task[None] | None = None
         self.outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -497,6 +502,7 @@ class _Broker:
             topic, payload = await self.outbox.get()
             try:
                 await client.publish(topic, payload, qos=0)
+                self.sent += 1
             except aiomqtt.MqttError as exc:
                 log.warning("vda5050: publish to %s failed: %s", topic, exc)
 
