@@ -23,8 +23,11 @@ import pytest
 import yaml
 from helpers.vda5050_peers import PASSWORD, USERNAME, Broker, Vehicles, missing_peers
 from helpers.waiting import CELL_RUN_BOUND_S, PROCESS_BOUND_S, wait_until
+from test_opcua_backend import free_port
 
 from ops.bench.healing import loopback_cell
+from ops.bench.plant import Emulator
+from sim_bridge.opcua.pki import OpcUaPki
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
@@ -43,8 +46,8 @@ def plant_events(state: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def _run(tmp_path: Path, during: Callable[[Path, dict[str, Vehicles]], None] | None = None
-         ) -> dict[str, Any]:
+def _run(tmp_path: Path, during: Callable[[Path, dict[str, Vehicles]], None] | None = None,
+         on_opcua: tuple[str, ...] = ()) -> dict[str, Any]:
     cell = loopback_cell(DEMO, tmp_path)
     data = yaml.safe_load(cell.read_text())
     state = tmp_path / "state"
@@ -56,7 +59,20 @@ def _run(tmp_path: Path, during: Callable[[Path, dict[str, Vehicles]], None] | N
     broker = Broker(tmp_path / "broker").start()
     places = {loc["id"]: loc for loc in data["layout"]["locations"]}
     fleet: dict[str, Vehicles] = {}     # one process per vehicle: one can die alone
+    servers: list[Emulator] = []
     try:
+        if on_opcua:                    # machines on node-opcua servers (issue 14) as well
+            pki = OpcUaPki(keys / "opcua")
+            pki.ensure_own()
+            for m in data["machines"]:
+                if m["id"] in on_opcua:
+                    emu = Emulator(tmp_path / f"server-{m['id']}", [m["id"]],
+                                   trust_client=pki.cert_path, speed=SPEED, stack="node",
+                                   port=free_port())
+                    servers.append(emu)
+                    m["backend"] = "opcua"
+                    m["opcua"] = {"endpoint": emu.wait_ready(), "grace_s": 2.0}
+                    pki.trust(emu.server_cert)
         for r in data["robots"]:
             home = places[r["home"]]
             fleet[r["id"]] = Vehicles(
@@ -83,6 +99,8 @@ def _run(tmp_path: Path, during: Callable[[Path, dict[str, Vehicles]], None] | N
     finally:
         for vehicle in fleet.values():
             vehicle.stop()
+        for emu in servers:
+            emu.stop()
         broker.stop()
     assert proc.returncode == 0, err[-3000:]
     r = json.loads((state / "report.json").read_text())
@@ -103,6 +121,15 @@ def test_up_runs_the_demo_cell_with_both_agvs_as_vda5050_vehicles(tmp_path: Path
     out = _run(tmp_path)
     robots = {e["robot"] for e in out["events"] if e["ev"] == "arrived"}
     assert robots == {"agv1", "agv2"}
+
+
+def test_up_runs_the_demo_cell_with_agvs_on_vda5050_and_machines_on_opc_ua(
+        tmp_path: Path) -> None:
+    out = _run(tmp_path, on_opcua=("mill1", "mill2", "lathe1", "drill1", "station1"))
+    assert {e["machine"] for e in out["events"] if e["ev"] == "op_done"} == {
+        "mill1", "mill2", "lathe1", "drill1", "station1"}
+    assert {e["robot"] for e in out["events"] if e["ev"] == "arrived"} == {"agv1", "agv2"}
+    assert len({e["endpoint"] for e in out["events"] if e["ev"] == "opcua_link_up"}) == 5
 
 
 def test_a_vehicle_killed_mid_move_is_replaced_by_the_other_and_comes_back(
