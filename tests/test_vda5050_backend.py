@@ -290,3 +290,38 @@ def test_bench_plant_vda5050_prints_its_figures_as_one_json_object() -> None:
     assert r["backend"] == "vda5050" and r["robots"] == 2 and r["moves"] == 4
     assert 0 < r["p50_ms"] <= r["p99_ms"] and r["messages_per_s"] > 0
     assert r["arrive_p50_ms"] <= r["arrive_p99_ms"]
+
+
+def test_equipment_check_reports_each_vehicle(tmp_path: Path, broker: Broker) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    fleet = vehicles(tmp_path, broker, ["agv1"])
+    lost = Vehicles(tmp_path / "lost", broker.url, ["agv2"], map_id="warehouse", name="agv2",
+                    extra=["--start=agv2=0,0,0"]).start()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    secrets = keys / "opcua-secrets.yaml"
+    secrets.write_text(yaml.safe_dump({"broker": {"username": USERNAME, "password": PASSWORD}}))
+    secrets.chmod(0o600)
+    data = yaml.safe_load((root / "cell_configs" / "demo_cell.yaml").read_text())
+    data["layout"]["map"] = MAP
+    for r in data["robots"]:
+        r["backend"] = "vda5050"
+        r["vda5050"] = {"broker": broker.url, "insecure": True, "user": "broker"}
+    cell = tmp_path / "cell.yaml"
+    cell.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        res = subprocess.run([sys.executable, "-m", "ops.cli", "equipment", "check", str(cell),
+                              "--keys-dir", str(keys)], capture_output=True, text=True,
+                             timeout=EVENT_BOUND_S, cwd=root)
+    finally:
+        fleet.stop()
+        lost.stop()
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert lines["agv1"].endswith("ok"), lines
+    assert "on map 'warehouse', the cell's is 'hall'" in lines["agv2"], lines
