@@ -241,10 +241,19 @@ class OpcUaBackend:
         ns = m.link.ns
         assert ns is not None
         try:
-            rs = await jobs.store_and_start(ns, m.nodes, jid, m.job_args)
+            rs = await jobs.store_and_start(ns, m.nodes, jid, m.job_args, m.link.types)
         except ua.UaStatusCodeError as exc:
             return self._refused(m, status_name(exc))
-        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
+        except (TimeoutError, asyncio.TimeoutError):
+            # no answer while the session lives: the job list says whether it started
+            try:
+                started = jid in await jobs.jobs(m.nodes)
+            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
+                return        # the link is going: resent on reconnect
+            if not started:
+                return self._refused(m, "no answer to StoreAndStart")
+            rs = 0
+        except (ConnectionError, OSError, ua.UaError):
             return            # the answer is lost with the link: resent on reconnect
         if rs != 0:
             return self._refused(m, f"ReturnStatus {rs} ({jobs.RETURN_STATUS.get(rs, '?')})")
@@ -443,6 +452,7 @@ class _Link:
         self.machines: list[_Machine] = []
         self.client: Client | None = None
         self.ns: jobs.Namespaces | None = None
+        self.types: dict[str, Any] = {}
         self.up = False
         self.sessions = 0
         self.error = ""
@@ -522,8 +532,8 @@ class _Link:
     async def _connect(self) -> None:
         client = await open_session(self.params)
         try:
-            await client.load_data_type_definitions()
             self.ns = await jobs.Namespaces.of(client)
+            self.types = await jobs.load_types(client, self.ns)
             handler = _Handler(self)
             # job ends and machine states as soon as the server publishes them; readings
             # at the pace a person (or the maintenance model) needs them

@@ -87,7 +87,6 @@ async def browse(params: SessionParams) -> list[BrowsedMachine]:
     """Every machine in the server's Machinery ``Machines`` folder."""
     client = await open_session(params)
     try:
-        await client.load_data_type_definitions()
         table: list[str] = await client.get_namespace_array()
         if jobs.NS_MACHINERY not in table:
             raise LinkError(params.endpoint, "the server has no Machinery namespace "
@@ -127,8 +126,8 @@ async def check_machine(machine: str, settings: OpcUaEquipment, pki: OpcUaPki,
     except (LinkError, OSError) as exc:
         return CheckLine(machine, settings.endpoint, security, False, (str(exc),))
     try:
-        await client.load_data_type_definitions()
         ns = await jobs.Namespaces.of(client)
+        await jobs.load_types(client, ns)
         await jobs.resolve(client, ns, settings.machine or machine, settings.readings)
     except jobs.MissingNode as exc:
         return CheckLine(machine, settings.endpoint, security, False, (str(exc),))

@@ -162,10 +162,12 @@ async def resolve(client: Client, ns: Namespaces, name: str,
     return MachineNodes(name, machine, control, results, job_list, item_state, nodes, methods)
 
 
-def job_order(task_job_id: str, args: Mapping[str, Any]) -> Any:
-    """An ``ISA95JobOrderDataType`` for one operation (the server's own type definition)."""
-    order_t = getattr(ua, "ISA95JobOrderDataType")
-    param_t = getattr(ua, "ISA95ParameterDataType")
+def job_order(task_job_id: str, args: Mapping[str, Any], types: Mapping[str, Any]) -> Any:
+    """An ``ISA95JobOrderDataType`` for one operation, built from ``types``: the classes
+    asyncua generated from *this* server's type definitions (a class generated for
+    another server may carry other type ids, which this one cannot decode)."""
+    order_t = types["ISA95JobOrderDataType"]
+    param_t = types["ISA95ParameterDataType"]
     params = [param_t(ID="duration_s", Value=ua.Variant(float(args.get("duration_s", 0.0)),
                                                          ua.VariantType.Double))]
     for key in ("order", "capability"):
@@ -182,11 +184,30 @@ def _comment() -> ua.Variant:
     return ua.Variant([], ua.VariantType.LocalizedText, is_array=True)
 
 
+#: The standard NodeIds (ISA-95 job control namespace) of the structures the gateway builds.
+DATA_TYPES: dict[str, int] = {"ISA95JobOrderDataType": 3008, "ISA95ParameterDataType": 3003}
+
+
+async def load_types(client: Client, ns: Namespaces) -> dict[str, Any]:
+    """This server's structures as Python classes, looked up by *this server's* data type
+    NodeIds: asyncua keeps one class per name in ``ua`` but one per NodeId in its lookup,
+    and two servers may number the ISA-95 namespace differently."""
+    await client.load_data_type_definitions()
+    types: dict[str, Any] = {}
+    for name, number in DATA_TYPES.items():
+        try:
+            types[name] = ua.get_type(ua.NodeId(ua.Int32(number), ua.Int16(ns.isa95)))
+        except (KeyError, ua.UaError):
+            raise MissingNode("server", f"data type {name}") from None
+    return types
+
+
 async def store_and_start(ns: Namespaces, nodes: MachineNodes, jid: str,
-                          args: Mapping[str, Any]) -> int:
+                          args: Mapping[str, Any], types: Mapping[str, Any]) -> int:
     """Call ``StoreAndStart``; the ISA-95 ReturnStatus (0 = started)."""
     status = await nodes.control.call_method(nodes.methods["StoreAndStart"],
-                                             ua.Variant(job_order(jid, args)), _comment())
+                                             ua.Variant(job_order(jid, args, types)),
+                                             _comment())
     return int(status or 0)
 
 
