@@ -221,7 +221,10 @@ def period_spans(p: TariffPeriod) -> list[tuple[float, float]]:
     return [(s, e) for s, e in out if e > s]
 
 
-def week_clock(s: float) -> str:
+def week_clock(s: float, *, end: bool = False) -> str:
+    """Week seconds as ``"wed 10:00"``; the end of a span at midnight as ``"tue 24:00"``."""
+    if end and s > 0 and int(s) % int(DAY_S) == 0:
+        return f"{DAYS[int(s // DAY_S) - 1]} 24:00"
     d, rest = divmod(int(s) % int(WEEK_S), int(DAY_S))
     return f"{DAYS[d]} {rest // 3600:02d}:{rest % 3600 // 60:02d}"
 
@@ -235,15 +238,19 @@ def tariff_problems(tariff: Tariff) -> list[tuple[int | None, str]]:
     for s, e, i in spans:
         if s < covered:
             problems.append((i, f"period {i} overlaps period {last} from {week_clock(s)} to "
-                                f"{week_clock(min(e, covered))}; every instant has one price"))
+                                f"{week_clock(min(e, covered), end=True)}; every instant has "
+                                "one price"))
         elif s > covered:
-            problems.append((i, f"no price from {week_clock(covered)} to {week_clock(s)}; "
-                                "the periods must cover the whole week"))
+            problems.append((i, f"no price from {week_clock(covered)} to "
+                                f"{week_clock(s, end=True)}; the periods must cover the whole "
+                                "week"))
         if e > covered:
             covered, last = e, i
     if covered < WEEK_S:
         problems.append((None, f"no price from {week_clock(covered)} to sun 24:00; the periods "
                                "must cover the whole week"))
+    if len(problems) > 3:           # a daily gap is seven; the first few say enough
+        problems = [*problems[:3], (None, f"... and {len(problems) - 3} more gaps or overlaps")]
     with_co2 = [p.co2_kg_per_kwh is not None for p in tariff.periods]
     if any(with_co2) and not all(with_co2):
         i = with_co2.index(False)
