@@ -148,7 +148,6 @@ class EmbeddedBackend:
             self.record("op_start", machine=m.spec.id, task=task, order=args.get("order", ""),
                         epoch=args.get("award_epoch", 0), setup_s=args.get("setup_s", 0.0))
             m.proc = self.env.process(self._operate(m, task, args))
-            yield m.proc
 
         m.proc = self.env.process(late_start())
         return True

@@ -126,6 +126,12 @@ def test_standby_break_even_by_hand() -> None:
     assert standby_break_even_s(2.0, 0.5, 0.0, 0.0) == 0.0
     assert standby_break_even_s(2.0, 1.9, 300.0, 0.0) == 300.0
     assert standby_break_even_s(1.0, 1.0, 10.0, 0.0) is None
+    # The machine's power model answers the same, per low-power state.
+    model = PowerModel(idle_kw=2.0, busy_kw=5.0, standby_kw=0.5, off_kw=0.0,
+                       wake_s={"standby": 60.0, "off": 600.0},
+                       wake_kwh={"standby": 0.1, "off": 1.0})
+    assert model.break_even_s("standby") == approx(220.0)
+    assert model.break_even_s("off") == approx(1800.0)          # 1 kWh / 2 kW
 
 
 def test_standby_saving_prices_the_gap_with_the_tariff() -> None:

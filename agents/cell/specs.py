@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agents.cell.routes import Route, RouteGraph
-from agents.cell.tariff import TimeOfUse
+from agents.cell.tariff import TimeOfUse, standby_break_even_s
 
 if TYPE_CHECKING:
     from agents.cell.energy import EnergySettings, PowerDraw
@@ -41,6 +41,12 @@ class PowerModel:
         return cls(p.idle, p.busy, p.setup_kw, p.standby_kw, p.off, dict(p.busy_by_capability),
                    {"standby": p.wake.standby.time_s, "off": p.wake.off.time_s},
                    {"standby": p.wake.standby.energy_kwh, "off": p.wake.off.energy_kwh})
+
+    def break_even_s(self, asleep: str = "standby") -> float | None:
+        """The shortest idle gap worth sleeping through in ``asleep`` (standby or off), in
+        energy (:func:`agents.cell.tariff.standby_break_even_s`); None if it never pays."""
+        return standby_break_even_s(self.idle_kw, self.kw(asleep), self.wake_s.get(asleep, 0.0),
+                                    self.wake_kwh.get(asleep, 0.0))
 
     def kw(self, state: str, capability: str | None = None) -> float:
         """Power in ``state`` (off, standby, idle, setup, busy, down); busy per capability."""
