@@ -1,5 +1,6 @@
 """Energy (issue 17, items 1-2): the tariff's lookups, the standby break-even, power integrated
-per state on hand-computed cases, the plant's power hook, the cell file, the demo's report."""
+per state on hand-computed cases and on Hypothesis-drawn event streams, the plant's power
+hook, the cell file, the demo's report."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.cell.energy import DAY_S, WEEK_S, EnergySettings, PowerDraw, Tariff
 from agents.cell.specs import (
@@ -378,3 +381,59 @@ def test_the_energy_demo_reports_cost_co2_peak_and_the_cap() -> None:
     plain.run()
     assert plain.event_log_sha256() == cell.event_log_sha256()
     assert "energy" not in build_report(plain)
+
+
+# --------------------------------------------------------------------------- properties
+
+@st.composite
+def _plant_log(draw: st.DrawFn) -> tuple[list[dict[str, Any]], float]:
+    """A plausible event stream of one machine: operations, faults, repairs, sleeps."""
+    t, evs, k = 0.0, [], 0
+    for _ in range(draw(st.integers(0, 12))):
+        t += draw(st.floats(0, 500))
+        kind = draw(st.sampled_from(["op", "fault", "sleep"]))
+        if kind == "op":
+            setup = draw(st.floats(0, 60))
+            evs.append({"t": t, "ev": "op_start", "machine": "m", "task": f"o/{k % 2}",
+                        "order": "o", "setup_s": setup})
+            t += draw(st.floats(0, 400))
+            evs.append({"t": t, "ev": "op_done", "machine": "m", "task": f"o/{k % 2}",
+                        "order": "o", "quality": "ok"})
+            k += 1
+        elif kind == "fault":
+            evs.append({"t": t, "ev": "fault", "machine": "m", "reason": "breakdown"})
+            t += draw(st.floats(0, 300))
+            evs.append({"t": t, "ev": "repaired", "machine": "m"})
+        else:
+            evs.append({"t": t, "ev": "power_state", "machine": "m", "state": "standby"})
+            t += draw(st.floats(0, 300))
+            evs.append({"t": t, "ev": "power_state", "machine": "m", "state": "wake",
+                        "from": "standby"})
+            t += 100.0
+            evs.append({"t": t, "ev": "power_state", "machine": "m", "state": "idle"})
+    return evs, t + draw(st.floats(0, 500))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_plant_log())
+def test_the_states_partition_the_window_and_the_peak_is_bounded(
+        case: tuple[list[dict[str, Any]], float]) -> None:
+    evs, end = case
+    flat = Tariff.model_validate({"periods": [{"from": "00:00", "to": "24:00", "price": 0.5}]})
+    k = compute(evs, spec(EnergySpec(TimeOfUse(flat), peak_cap_kw=None, peak_window_s=300.0)),
+                end_at=end)
+    m, c = k["machines"]["m"], k["cell"]
+    assert sum(m["energy_by_state_kwh"].values()) == pytest.approx(m["energy_kwh"], abs=1e-5)
+    assert m["energy_cost"] == pytest.approx(0.5 * m["energy_kwh"], abs=1e-5)
+    wake_kw = 0.05 * H / 100.0                               # the highest draw of POWER
+    assert c["peak_kw"] <= max(5.0, wake_kw) + 1e-6
+    if end > 0:
+        rounding = 1e-6 * H / end                            # the report's 6 decimals of kWh
+        assert c["peak_kw"] >= m["energy_kwh"] * H / end - rounding - 1e-4   # max >= mean
+    # Without sleeps the meter is the old formula exactly.
+    if not any(e["ev"] == "power_state" for e in evs):
+        legacy = KpiSpec(machines={"m": MachineKpiSpec(1.0, 5.0, {"mill": 100.0})},
+                         orders={"o": OrderSpec(1, ("mill", "drill"))})
+        row = compute(evs, legacy, end_at=end)["machines"]["m"]
+        want = (5.0 * row["processing_s"] + 1.0 * (end - row["processing_s"])) / H
+        assert row["energy_kwh"] == pytest.approx(want, abs=1e-5)
