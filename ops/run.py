@@ -217,6 +217,34 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
     console.print(t)
     if "kpis" in r:
         console.print(kpi_table(r["kpis"]))
+        if "energy_cost" in r["kpis"]["cell"]:
+            console.print(energy_table(r["kpis"], r.get("energy", {}).get("currency", "")))
+
+
+def energy_table(k: dict[str, Any], currency: str = "") -> Table:
+    """Energy by machine and state, its cost and CO₂, and the peak against the cap
+    (a cell with an ``energy:`` section; docs/kpis.md, "Energy")."""
+    from rich import box
+
+    c = k["cell"]
+    cap = c["peak_cap_kw"]
+    over = (f" · cap {cap:g} kW, {c['cap_violations']} window(s) over" if cap is not None
+            else "")
+    t = Table(title=f"energy, kWh by state · peak {c['peak_kw']:.2f} kW over "
+                    f"{_fmt_s(c['peak_window_s'])}"
+                    f"{over}",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    states = list(c["energy_by_state_kwh"])
+    short = {"standby": "stby"}
+    for name in ("", *(short.get(s, s) for s in states), "kWh", currency or "cost", "CO₂ kg"):
+        t.add_column(name, justify="left" if not name else "right", no_wrap=True)
+    for name, row in [("cell", c), *k["machines"].items()]:
+        co2 = row.get("co2_kg")
+        t.add_row(f"[bold]{name}[/]" if name == "cell" else name,
+                  *(f"{row['energy_by_state_kwh'][s]:.2f}" for s in states),
+                  f"{row['energy_kwh']:.2f}", f"{row['energy_cost']:.2f}",
+                  "–" if co2 is None or c.get("co2_kg") is None else f"{co2:.2f}")
+    return t
 
 
 def kpi_table(k: dict[str, Any]) -> Table:

@@ -34,6 +34,8 @@ from typing import Any
 
 from agents.cell.specs import KpiSpec
 
+from .energy import EnergyMeter
+
 HOUR_S = 3600.0
 DIGITS = 6
 
@@ -83,6 +85,8 @@ class KpiTracker:
         self.tardiness_s = 0.0
         self.tardy_orders = 0
         self.lot_units: dict[str, int] = {}    # task prefix of a split order's lot -> units
+        self.meter = EnergyMeter({mid: m.power_model for mid, m in spec.machines.items()},
+                                 spec.energy, start_at)
 
     def on_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         for e in events:
@@ -103,10 +107,16 @@ class KpiTracker:
         if m is None:
             return                       # robots, and events of no machine
         t = float(e["t"])
+        mid = str(e["machine"])
         if ev == "op_start":
             m.running = _Running(str(e["task"]), str(e.get("order", "")), t,
                                  float(e.get("setup_s", 0.0)))
+            self.meter.op_start(mid, t, m.running.setup_s,
+                                self.spec.capability(m.running.order, m.running.task))
+        elif ev == "power_state":
+            self.meter.power_state(mid, t, str(e["state"]), str(e.get("from", "")))
         elif ev in ("op_done", "op_abort") and m.running is not None:
+            self.meter.op_end(mid, t)
             run, m.running = m.running, None
             setup, processing = m.split(run, t)
             m.setup_s += setup
@@ -114,9 +124,11 @@ class KpiTracker:
             if ev == "op_done":
                 self._judge(m, str(e["machine"]), run, processing, e.get("quality") == "ok")
         elif ev == "fault" and m.down_since is None:
+            self.meter.down(mid, t)
             m.down_since = t
             m.faults += 1
         elif ev == "repaired" and m.down_since is not None:
+            self.meter.up(mid, t)
             d = t - m.down_since
             m.down_s += d
             m.repair_s += d
@@ -150,28 +162,33 @@ class KpiTracker:
     def snapshot(self, now: float) -> dict[str, Any]:
         """``{"window_s": ..., "cell": {...}, "machines": {id: {...}}}`` at time ``now``."""
         window = max(0.0, now - self.start_at)
-        rows = {mid: self._machine_row(mid, m, now, window)
+        energy = self.meter.snapshot(now)
+        rows = {mid: self._machine_row(mid, m, now, window, energy["machines"][mid])
                 for mid, m in sorted(self.machines.items())}
-        return {"window_s": _r(window), "cell": self._cell_row(rows, window),
+        cell = self._cell_row(rows, window)
+        if self.spec.energy is not None:
+            cell.update(_energy_cell(rows, energy["peak"], cell, self.spec.energy.tariff.has_co2))
+        return {"window_s": _r(window), "cell": cell,
                 "machines": {mid: _public(row) for mid, row in rows.items()}}
 
-    def _machine_row(self, mid: str, m: _Machine, now: float,
-                     window: float) -> dict[str, Any]:
+    def _machine_row(self, mid: str, m: _Machine, now: float, window: float,
+                     meter: Mapping[str, Any]) -> dict[str, Any]:
         setup, processing = m.setup_s, m.processing_s
         if m.running is not None:
             s, p = m.split(m.running, now)
             setup, processing = setup + s, processing + p
         down = m.down_s + (max(0.0, now - m.down_since) if m.down_since is not None else 0.0)
         idle = max(0.0, window - processing - setup - down)
-        spec = self.spec.machines[mid]
-        energy_kwh = (spec.busy_kw * processing + spec.idle_kw * (window - processing)) / HOUR_S
         row: dict[str, Any]   # counts and seconds, then ratios that may be None
         row = {"processing_s": processing, "setup_s": setup, "down_s": down, "idle_s": idle,
                "window_s": window, "uptime_s": window - down, "ideal_s": m.ideal_s,
                "faults": m.faults, "repairs": m.repairs, "repair_s": m.repair_s,
                "units_produced": m.units_produced, "units_good": m.units_good,
                "first_pass": m.first_pass, "first_pass_ok": m.first_pass_ok,
-               "energy_kwh": max(0.0, energy_kwh)}
+               "energy_kwh": meter["kwh"]}
+        if self.spec.energy is not None:
+            row.update({"energy_by_state_kwh": {k: _r(v) for k, v in meter["by_state_kwh"].items()},
+                        "energy_cost": meter["cost"], "co2_kg": meter["co2_kg"]})
         row.update(_factors(window, processing, m.ideal_s, m.units_good, m.units_produced))
         row["mtbf_s"] = _div(window - down, m.faults)
         row["mttr_s"] = _div(m.repair_s, m.repairs)
@@ -209,6 +226,21 @@ class KpiTracker:
         return _public(out)
 
 
+def _energy_cell(rows: Mapping[str, Mapping[str, Any]], peak: Mapping[str, Any],
+                 cell: Mapping[str, Any], has_co2: bool) -> dict[str, Any]:
+    """The cell's energy figures beyond kWh, for a cell with an ``energy:`` section."""
+    cost = sum(float(r["energy_cost"]) for r in rows.values())
+    out: dict[str, Any] = {
+        "energy_cost": _r(cost),
+        "energy_cost_per_unit": _r(_div(cost, cell.get("units_finished") or 0)),
+        "co2_kg": _r(sum(float(r["co2_kg"]) for r in rows.values())) if has_co2 else None,
+        "energy_by_state_kwh": {s: _r(sum(float(r["energy_by_state_kwh"][s]) for r in rows.values()))
+                                for s in next(iter(rows.values()))["energy_by_state_kwh"]},
+    }
+    out.update({k: _r(v) for k, v in peak.items()})
+    return out
+
+
 def _factors(window: float, processing: float, ideal: float, good: float,
              produced: float) -> dict[str, float | None]:
     availability = _div(processing, window)
@@ -227,7 +259,8 @@ def _factors(window: float, processing: float, ideal: float, good: float,
 _PUBLIC = ("oee", "availability", "performance", "quality", "mtbf_s", "mttr_s",
            "first_pass_yield", "throughput_units_per_h", "energy_kwh", "energy_per_unit_kwh",
            "units_produced", "units_good", "units_finished", "orders_completed", "tardiness_s",
-           "tardy_orders", "faults", "repairs", "processing_s", "setup_s", "down_s", "idle_s")
+           "tardy_orders", "faults", "repairs", "processing_s", "setup_s", "down_s", "idle_s",
+           "energy_by_state_kwh", "energy_cost", "co2_kg")
 
 
 def _public(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,9 @@ class _MachineState:
     down_s: float = 0.0
     down_since: float = 0.0
     faults: int = 0
+    power: str = "idle"         # idle, standby, off, wake (sim_bridge/energy.py)
+    awake_at: float = 0.0       # while waking: when the machine is idle again
+    wakes: int = 0              # bumped on every power change, so a stale wake-up is ignored
 
 
 @dataclass
@@ -100,6 +103,8 @@ class EmbeddedBackend:
         m = self.machines[resource]
         if not m.up:
             return False
+        if m.power != "idle":
+            return self._start_asleep(m, task, args)
         m.task = task
         self.record("op_start", machine=m.spec.id, task=task, order=args.get("order", ""),
                     epoch=args.get("award_epoch", 0), setup_s=args.get("setup_s", 0.0))
@@ -124,6 +129,75 @@ class EmbeddedBackend:
                     quality=quality)
         m.task, m.proc = "", None
         self.events.operation_done(m.spec.id, task, quality)
+
+    def _start_asleep(self, m: _MachineState, task: str, args: Mapping[str, Any]) -> bool:
+        """An operation for a machine in standby or off: it wakes first, and the operation
+        starts (and is logged) when it is awake — late by the wake-up, which an
+        energy-aware agent plans for by waking it in time."""
+        delay_s = self._wake(m)
+        m.task = task
+
+        def late_start():  # noqa: ANN202 - SimPy process
+            try:
+                yield self.env.timeout(delay_s)
+            except simpy.Interrupt as why:
+                self.record("op_abort", machine=m.spec.id, task=task, why=str(why.cause))
+                m.task, m.proc = "", None
+                self.events.stopped(m.spec.id, task, str(why.cause))
+                return
+            self.record("op_start", machine=m.spec.id, task=task, order=args.get("order", ""),
+                        epoch=args.get("award_epoch", 0), setup_s=args.get("setup_s", 0.0))
+            m.proc = self.env.process(self._operate(m, task, args))
+
+        m.proc = self.env.process(late_start())
+        return True
+
+    # -- power states (energy; nothing calls these yet but tests and, later, the agents) ----
+    def set_power(self, resource: str, state: str) -> bool:
+        """Put an up, idle machine in ``standby`` or ``off``, or wake it (``idle``).
+
+        Logged as ``power_state`` events, which only this hook writes, so a run that never
+        calls it keeps its event log.  Waking takes the machine's wake-up time from the
+        state it sleeps in (``wake`` state, then ``idle``).  Returns False when the machine
+        cannot: it is down, working, or already in that state."""
+        m = self.machines[resource]
+        if state not in ("standby", "off", "idle"):
+            raise ValueError(f"unknown power state {state!r}: use standby, off or idle")
+        if not m.up or m.task or m.power == state:
+            return False
+        if state == "idle":
+            if m.power == "wake":
+                return False
+            self._wake(m)
+            return True
+        if m.power != "idle":       # standby and off are entered from idle only
+            return False
+        m.power = state
+        m.wakes += 1
+        self.record("power_state", machine=m.spec.id, state=state)
+        return True
+
+    def _wake(self, m: _MachineState) -> float:
+        """Start waking ``m`` (if not already); the seconds until it is idle."""
+        if m.power == "wake":
+            return max(0.0, m.awake_at - self.env.now)
+        asleep = m.power
+        power = m.spec.power
+        wake_s = power.wake_s.get(asleep, 0.0) if power is not None else 0.0
+        m.power, m.awake_at = "wake", self.env.now + wake_s
+        m.wakes += 1
+        token = m.wakes
+        self.record("power_state", machine=m.spec.id, state="wake", **{"from": asleep})
+
+        def awake(_: Any) -> None:
+            if m.wakes == token and m.power == "wake":
+                m.power = "idle"
+                self.record("power_state", machine=m.spec.id, state="idle")
+        if wake_s > 0:
+            self.env.timeout(wake_s).callbacks.append(awake)
+        else:
+            awake(None)
+        return wake_s
 
     def abort_operation(self, resource: str, task: str) -> None:
         unit: _MachineState | _RobotState | None = (self.machines.get(resource)
@@ -173,6 +247,9 @@ class EmbeddedBackend:
     # -- failures and sensors ------------------------------------------------------------------
     def _go_down(self, m: _MachineState, reason: str, repair_eta_s: float | None = None) -> None:
         m.up = False
+        if m.power != "idle":       # a repaired machine comes back idle
+            m.power = "idle"
+            m.wakes += 1
         m.faults += 1
         m.down_since = self.env.now
         if m.proc is not None:

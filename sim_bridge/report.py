@@ -142,6 +142,20 @@ def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: i
     }
 
 
+def energy_figures(kpis: dict[str, Any], currency: str) -> dict[str, Any]:
+    """The report's energy summary (a cell with an ``energy:`` section): the cell's figures
+    from the KPIs, per machine and state in ``kpis.machines`` (docs/kpis.md, "Energy")."""
+    c = kpis["cell"]
+    return {"kwh": c["energy_kwh"], "kwh_per_unit": c["energy_per_unit_kwh"],
+            "cost": c["energy_cost"], "cost_per_unit": c["energy_cost_per_unit"],
+            "currency": currency, "co2_kg": c["co2_kg"], "peak_kw": c["peak_kw"],
+            "peak_at": c["peak_at"], "peak_window_s": c["peak_window_s"],
+            "peak_cap_kw": c["peak_cap_kw"], "cap_violations": c["cap_violations"],
+            "by_state_kwh": c["energy_by_state_kwh"],
+            "by_machine_state_kwh": {m: row["energy_by_state_kwh"]
+                                     for m, row in kpis["machines"].items()}}
+
+
 def build_report(cell: VirtualCell) -> dict[str, Any]:
     evs = parse(cell.events)
     cfg = cell.cfg
@@ -195,6 +209,8 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "utilisation": {m: round(b / makespan, 6) if makespan else 0.0
                         for m, b in sorted(busy.items())},
         "kpis": kpis,
+        **({"energy": energy_figures(kpis, cfg.energy.tariff.currency)}
+           if cfg.energy is not None else {}),
         "invariants": {name: not v for name, v in violations.items()},
         "invariant_violations": {name: v[:20] for name, v in violations.items() if v},
         "event_log_sha256": cell.event_log_sha256(),

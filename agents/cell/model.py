@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from agents.cell import routes
+from agents.cell.energy import EnergySettings, PowerDraw
 from agents.cell.equipment import OpcUaEquipment, Vda5050Vehicle
 from agents.cell.limits import (
     MAX_COORDINATE_M,
@@ -57,6 +58,7 @@ __all__ = [
     "CellConfig",
     "CountRule",
     "CountWindow",
+    "EnergySettings",
     "Escalation",
     "EscalationRule",
     "Flood",
@@ -270,22 +272,6 @@ Backend = Annotated[
 """The plant backend of one machine or robot (``embedded`` by default)."""
 
 
-class PowerDraw(_Model):
-    """Electrical power of a machine by state, for the energy-per-unit KPI."""
-
-    idle: float = Field(default=0.0, ge=0, description="Power drawn while idle or setting up, kW.")
-    busy: float = Field(default=0.0, ge=0, description="Power drawn while processing, kW; >= idle.")
-
-    @model_validator(mode="after")
-    def _busy_at_least_idle(self) -> PowerDraw:
-        if self.busy < self.idle:
-            raise ValueError(
-                f"busy ({self.busy} kW) is below idle ({self.idle} kW); "
-                "a machine draws at least its idle power while processing"
-            )
-        return self
-
-
 class Machine(_Model):
     """One machine: what it can do, how fast, how often it breaks."""
 
@@ -298,7 +284,9 @@ class Machine(_Model):
         default=0.0, description="Changeover time in seconds when the capability changes (>= 0)."
     )
     power_kw: PowerDraw = Field(
-        default_factory=PowerDraw, description="Power draw in kW while idle and while busy."
+        default_factory=PowerDraw,
+        description="Power draw in kW by state: idle and busy, and optionally setup, standby, "
+        "off, busy per capability and the wake-up from standby and off (agents/cell/energy.py).",
     )
     mtbf_s: PositiveSeconds | None = Field(
         default=None,
@@ -766,6 +754,10 @@ class CellConfig(_Model):
     sim: Sim = Field(default_factory=Sim, description="Embedded simulator settings.")
     escalation: Escalation = Field(
         default_factory=Escalation, description="Thresholds for escalating to supervisors."
+    )
+    energy: EnergySettings | None = Field(
+        default=None, description="Tariff, CO2 intensity and peak cap; null: energy is only "
+        "metered in kWh (agents/cell/energy.py, docs/kpis.md)."
     )
 
     _source: str = PrivateAttr(default="<dict>")

@@ -13,9 +13,65 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agents.cell.routes import Route, RouteGraph
+from agents.cell.tariff import TimeOfUse, standby_break_even_s
 
 if TYPE_CHECKING:
+    from agents.cell.energy import EnergySettings, PowerDraw
     from agents.cell.model import CellConfig
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    """A machine's power by state, kW, defaults resolved (agents/cell/energy.py).
+
+    ``down`` (broken) draws idle power, as the KPIs always counted it; ``wake``
+    draws the wake-up energy evenly over the wake-up time."""
+
+    idle_kw: float = 0.0
+    busy_kw: float = 0.0
+    setup_kw: float | None = None          # None: idle
+    standby_kw: float | None = None        # None: idle
+    off_kw: float = 0.0
+    busy_by_capability: Mapping[str, float] = field(default_factory=dict)
+    wake_s: Mapping[str, float] = field(default_factory=dict)      # "standby"/"off" -> s
+    wake_kwh: Mapping[str, float] = field(default_factory=dict)    # "standby"/"off" -> kWh
+
+    @classmethod
+    def from_draw(cls, p: PowerDraw) -> PowerModel:
+        return cls(p.idle, p.busy, p.setup_kw, p.standby_kw, p.off, dict(p.busy_by_capability),
+                   {"standby": p.wake.standby.time_s, "off": p.wake.off.time_s},
+                   {"standby": p.wake.standby.energy_kwh, "off": p.wake.off.energy_kwh})
+
+    def break_even_s(self, asleep: str = "standby") -> float | None:
+        """The shortest idle gap worth sleeping through in ``asleep`` (standby or off), in
+        energy (:func:`agents.cell.tariff.standby_break_even_s`); None if it never pays."""
+        return standby_break_even_s(self.idle_kw, self.kw(asleep), self.wake_s.get(asleep, 0.0),
+                                    self.wake_kwh.get(asleep, 0.0))
+
+    def kw(self, state: str, capability: str | None = None) -> float:
+        """Power in ``state`` (off, standby, idle, setup, busy, down); busy per capability."""
+        if state == "busy":
+            return self.busy_by_capability.get(capability or "", self.busy_kw)
+        if state == "setup":
+            return self.idle_kw if self.setup_kw is None else self.setup_kw
+        if state == "standby":
+            return self.idle_kw if self.standby_kw is None else self.standby_kw
+        if state == "off":
+            return self.off_kw
+        return self.idle_kw                 # idle, down
+
+
+@dataclass(frozen=True)
+class EnergySpec:
+    """What the KPIs need of the cell's ``energy:`` section."""
+
+    tariff: TimeOfUse
+    peak_cap_kw: float | None = None
+    peak_window_s: float = 900.0
+
+    @classmethod
+    def from_settings(cls, e: EnergySettings) -> EnergySpec:
+        return cls(TimeOfUse.from_settings(e), e.peak_cap_kw, e.peak_window_s)
 
 
 @dataclass
@@ -29,12 +85,14 @@ class MachineSpec:
     power_idle_kw: float = 0.0
     power_busy_kw: float = 0.0
     location: str = ""
+    power: PowerModel | None = None     # by state, for the plant's power-state hook
 
 
 def plant_machines(cfg: CellConfig) -> list[MachineSpec]:
     """The plant's view of every machine of the cell, in the cell's order."""
     return [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
-                        m.power_kw.busy, m.location) for m in cfg.machines]
+                        m.power_kw.busy, m.location, PowerModel.from_draw(m.power_kw))
+            for m in cfg.machines]
 
 
 @dataclass(frozen=True)
@@ -100,6 +158,11 @@ class MachineKpiSpec:
     idle_kw: float = 0.0
     busy_kw: float = 0.0
     capabilities: Mapping[str, float] = field(default_factory=dict)   # capability -> s/unit
+    power: PowerModel | None = None     # by state; None: idle_kw and busy_kw only
+
+    @property
+    def power_model(self) -> PowerModel:
+        return self.power if self.power is not None else PowerModel(self.idle_kw, self.busy_kw)
 
 
 @dataclass(frozen=True)
@@ -112,15 +175,24 @@ class OrderSpec:
 class KpiSpec:
     machines: Mapping[str, MachineKpiSpec]
     orders: Mapping[str, OrderSpec]
+    energy: EnergySpec | None = None    # tariff, cap, peak window; None: kWh only
 
     @classmethod
     def from_config(cls, cfg: CellConfig) -> KpiSpec:
         return cls(
-            machines={m.id: MachineKpiSpec(m.power_kw.idle, m.power_kw.busy, dict(m.capabilities))
+            machines={m.id: MachineKpiSpec(m.power_kw.idle, m.power_kw.busy, dict(m.capabilities),
+                                           PowerModel.from_draw(m.power_kw))
                       for m in cfg.machines},
             orders={o.id: OrderSpec(o.quantity, tuple(op.capability
                                                       for op in cfg.product(o.product).routing))
-                    for o in cfg.orders})
+                    for o in cfg.orders},
+            energy=None if cfg.energy is None else EnergySpec.from_settings(cfg.energy))
+
+    def capability(self, order: str, task: str) -> str | None:
+        """The capability an operation task ``ORDER/K`` asks for, or None if unknown."""
+        o = self.orders.get(order)
+        k = self.op_index(task)
+        return o.routing[k] if o is not None and k is not None and k < len(o.routing) else None
 
     def op_index(self, task: str) -> int | None:
         """The routing position of an operation task ``ORDER/K``; None for anything else."""

@@ -640,6 +640,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_plant_identity(data, problems, where)
     _check_metrics_ports(data, problems, where)
     _check_negotiation(data, problems)
+    _check_energy(data, problems)
     _check_strategies(data, problems)
     if base_dir is not None:
         _check_security(data, base_dir, problems)
@@ -1038,6 +1039,32 @@ def _check_negotiation(data: dict[str, Any], problems: _Problems) -> None:
             (loc, f"lease_s ({lease_s:g} s) must be longer than heartbeat_interval_s "
                   f"({beat_s:g} s), or leases expire before a heartbeat can renew them")
         )
+
+
+def _check_energy(data: dict[str, Any], problems: _Problems) -> None:
+    """The tariff covers the week exactly once (agents/cell/energy.py says why), and a
+    machine's power per capability names capabilities the machine has."""
+    from agents.cell.energy import Tariff, tariff_problems
+
+    energy = data.get("energy")
+    tariff = energy.get("tariff") if isinstance(energy, dict) else None
+    try:
+        model = Tariff.model_validate(tariff) if isinstance(tariff, dict) else None
+    except ValidationError:
+        model = None            # reported field by field already
+    if model is not None:
+        for index, message in tariff_problems(model):
+            loc: Loc = ("energy", "tariff", "periods") + (() if index is None else (index,))
+            problems.append((loc, message))
+    for i, machine in _entries(data, "machines"):
+        power, caps = machine.get("power_kw"), machine.get("capabilities")
+        by_cap = power.get("busy_by_capability") if isinstance(power, dict) else None
+        if isinstance(by_cap, dict) and isinstance(caps, dict):
+            for cap in by_cap:
+                if cap not in caps:
+                    problems.append((("machines", i, "power_kw", "busy_by_capability", cap),
+                                     f"machine has no capability {cap!r}; it has "
+                                     f"{', '.join(map(str, caps)) or 'none'}"))
 
 
 def _check_strategies(data: dict[str, Any], problems: _Problems) -> None:
