@@ -77,7 +77,11 @@ class Namespaces:
 
     @classmethod
     async def of(cls, client: Client) -> Namespaces:
-        table: list[str] = await client.get_namespace_array()
+        return cls.of_table(await client.get_namespace_array())
+
+    @classmethod
+    def of_table(cls, table: list[str]) -> Namespaces:
+        """The indexes in a server's namespace array (read once per session)."""
         missing = [uri for uri in (NS_MACHINERY, NS_ISA95, NS_JOBS) if uri not in table]
         if missing:
             raise MissingNode("server", f"namespace {', '.join(missing)} (the server does not "
