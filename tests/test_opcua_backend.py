@@ -67,12 +67,13 @@ class Rig:
     def __init__(self, endpoint: str, pki: OpcUaPki, machines: list[str], *,
                  grace_s: float = 30.0, user: str | None = None,
                  secrets: dict[str, Credentials] | None = None,
-                 refusals_to_escalate: int = 3) -> None:
+                 refusals_to_escalate: int = 3, **opcua: Any) -> None:
         self.events: list[PlantEventIn] = []
         self.records: list[dict[str, Any]] = []
-        settings = OpcUaEquipment(endpoint=endpoint, grace_s=grace_s, user=user,
-                                  refusals_to_escalate=refusals_to_escalate,
-                                  readings={"spindle_load": "Monitoring/SpindleLoad"})
+        settings = OpcUaEquipment(**{"endpoint": endpoint, "grace_s": grace_s, "user": user,
+                                     "refusals_to_escalate": refusals_to_escalate,
+                                     "readings": {"spindle_load": "Monitoring/SpindleLoad"},
+                                     **opcua})
         self.gateway = PlantGateway([MachineSpec(m, location="bay") for m in machines], [],
                                     emit=self.events.append,
                                     record=lambda ev, **f: self.records.append({"ev": ev, **f}))

@@ -21,12 +21,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaSecurity", "Vda5050Vehicle"]
+__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaNodes", "OpcUaSecurity", "Vda5050Vehicle"]
 
-#: The companion specifications a machine may be driven by (docs/equipment.md).
-OPCUA_PROFILES: tuple[str, ...] = ("machinery-jobs",)
+#: How a machine may be driven (docs/equipment.md): a companion specification, or an
+#: explicit mapping of a legacy machine's nodes.
+OPCUA_PROFILES: tuple[str, ...] = ("machinery-jobs", "nodes")
 #: Profiles being built, named in the error for one not yet available.
-PLANNED_PROFILES: tuple[str, ...] = ("packml", "nodes")
+PLANNED_PROFILES: tuple[str, ...] = ("packml",)
 
 Endpoint = Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^\s/:]+(:\d{1,5})?(/\S*)?$",
                                             max_length=512)]
@@ -36,13 +37,19 @@ def _check_profile(value: str) -> str:
     if value not in OPCUA_PROFILES:
         raise ValueError(
             f"unknown OPC UA profile {value!r}: use {', '.join(map(repr, OPCUA_PROFILES))}; "
-            f"{' and '.join(map(repr, PLANNED_PROFILES))} are planned, not yet available")
+            f"{' and '.join(map(repr, PLANNED_PROFILES))} "
+            f"{'is' if len(PLANNED_PROFILES) == 1 else 'are'} planned, not yet available")
     return value
 
 
 Profile = Annotated[str, AfterValidator(_check_profile)]
 BrowsePath = Annotated[str, StringConstraints(pattern=r"^[^\s/][^/]*(/[^\s/][^/]*)*$",
                                               max_length=512)]
+#: A node of a legacy machine: a browse path below the machine object (as ``readings``), or
+#: a NodeId with its namespace named by URI (``nsu=URI;s=Name`` or ``nsu=URI;i=42``), never
+#: by index, since a server may renumber its namespaces when it restarts.
+NodeRef = Annotated[str, StringConstraints(
+    pattern=r"^(nsu=[^;\s]+;(s=\S.*|i=\d+)|[^\s/][^/]*(/[^\s/][^/]*)*)$", max_length=512)]
 
 
 class _Model(BaseModel):
@@ -58,6 +65,61 @@ class OpcUaSecurity(_Model):
         default="SignAndEncrypt", description="Message security mode.")
 
 
+class OpcUaNodes(_Model):
+    """The ``nodes`` profile: which nodes of a legacy machine start a job, say it ended, and
+    say it is down (docs/equipment.md, "Legacy machines")."""
+
+    start: NodeRef | None = Field(
+        default=None,
+        description="Method that starts a job: called with (JobId: String, DurationS: Double), "
+        "returns an Int32 status, 0 = started. Give `start` or `trigger`.")
+    trigger: NodeRef | None = Field(
+        default=None,
+        description="Boolean variable the gateway sets true to start a job (after writing "
+        "`job_id`); the machine resets it. Give `start` or `trigger`.")
+    job_id: NodeRef | None = Field(
+        default=None,
+        description="String variable the job id is written to before `trigger` is set; "
+        "required with `trigger`.")
+    done_counter: NodeRef = Field(
+        description="UInt32/Int32 variable the machine increments when a job ends: an "
+        "increment ends the running job.")
+    busy: NodeRef | None = Field(
+        default=None,
+        description="Boolean variable, true while a job runs; lets a reconnect tell a job "
+        "that was lost (a restarted machine) from one still running.")
+    fault: NodeRef | None = Field(
+        default=None, description="Boolean variable: true = the machine is down.")
+    alarm_text: NodeRef | None = Field(
+        default=None, description="String variable: why the machine is down (the fault's "
+        "reason).")
+    quality: NodeRef | None = Field(
+        default=None,
+        description="String variable read when a job ends; values in `quality_ok` are a good "
+        "part, any other is scrap. Absent: every part is good.")
+    abort: NodeRef | None = Field(
+        default=None,
+        description="Method without arguments that stops the running job. Absent: an abort "
+        "hands the job back and the machine finishes it unreported.")
+
+    @model_validator(mode="after")
+    def _one_way_to_start(self) -> OpcUaNodes:
+        if (self.start is None) == (self.trigger is None):
+            raise ValueError("give exactly one of `start` (a method) and `trigger` (a Boolean "
+                             "variable)")
+        if self.trigger is not None and self.job_id is None:
+            raise ValueError("`trigger` needs `job_id`: the String variable the job id is "
+                             "written to first")
+        if self.start is not None and self.job_id is not None:
+            raise ValueError("`job_id` goes with `trigger`; a `start` method takes the job id "
+                             "as its argument")
+        return self
+
+    def mapped(self) -> dict[str, str]:
+        """Field name -> node reference, for every node given."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class OpcUaEquipment(_Model):
     """One machine on an OPC UA server (``backend: opcua``)."""
 
@@ -66,12 +128,16 @@ class OpcUaEquipment(_Model):
         "on the same endpoint share one connection.")
     profile: Profile = Field(
         default="machinery-jobs",
-        description="Companion specification the machine speaks: `machinery-jobs` "
-        "(OPC 40001-3 Machinery Job Management).")
+        description="How the machine is driven: `machinery-jobs` (OPC 40001-3 Machinery Job "
+        "Management) or `nodes` (an explicit mapping of a legacy machine, in `nodes`).")
     machine: str | None = Field(
         default=None, min_length=1, max_length=256,
-        description="Browse name of the machine object under the server's Machinery "
-        "`Machines` folder; default: the machine id.")
+        description="`machinery-jobs`: browse name of the machine object under the server's "
+        "Machinery `Machines` folder. `nodes`: browse path of the machine object below "
+        "`Objects` (e.g. `PLC1/Press`) or its NodeId (`nsu=URI;s=...`). Default: the machine id.")
+    nodes: OpcUaNodes | None = Field(
+        default=None,
+        description="The `nodes` profile's mapping (required for it, refused for the others).")
     security: OpcUaSecurity = Field(
         default_factory=OpcUaSecurity, description="Security policy and mode of the link.")
     insecure: bool = Field(
@@ -101,6 +167,15 @@ class OpcUaEquipment(_Model):
         default=3, ge=1, le=1000,
         description="Consecutive starts the server refuses before the machine's case is "
         "escalated to a supervisor as non-routine.")
+
+    @model_validator(mode="after")
+    def _nodes_with_their_profile(self) -> OpcUaEquipment:
+        if self.profile == "nodes" and self.nodes is None:
+            raise ValueError("profile `nodes` needs a `nodes:` block (start or trigger, "
+                             "done_counter, ...)")
+        if self.profile != "nodes" and self.nodes is not None:
+            raise ValueError(f"a `nodes:` block is for profile `nodes`, not {self.profile!r}")
+        return self
 
 
 _BROKER = r"^mqtts?://[^\s/:]+(:\d{1,5})?$"

@@ -10,7 +10,8 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
 
 * **One link per endpoint** (:class:`_Link`): machines on one server share a
   session.  A link's task connects (:func:`~sim_bridge.opcua.session.open_session`),
-  resolves each machine's nodes (:mod:`sim_bridge.opcua.jobs`), reconciles,
+  resolves each machine's nodes through its profile (:mod:`.profiles`:
+  ``machinery-jobs`` in :mod:`.jobs`, ``nodes`` in :mod:`.legacy`), reconciles,
   subscribes, then watches the session: a failed read of the server's state
   is a lost link.  It reconnects with a capped back-off, forever; an error
   that retrying cannot fix (an untrusted certificate, a wrong password) is
@@ -28,7 +29,10 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   server) is handed back with ``command_refused``; then, if the machine was
   reported down, ``repaired``.  A start whose answer was lost with the link
   is sent again with the same JobOrderID, which the machine refuses if it
-  has it already: nothing is started twice.
+  has it already: nothing is started twice.  A profile whose machine does
+  not refuse duplicates (``nodes``) never resends: such a job is handed back
+  (``command_refused``), and the gateway's fence alone guards against a
+  second run.
 * **Refusals.** A start the server refuses (a Bad status, or a non-zero
   ISA-95 ReturnStatus) is handed back with ``command_refused``; after
   ``refusals_to_escalate`` in a row the machine is held down with
@@ -60,6 +64,7 @@ from agents.cell.equipment import OpcUaEquipment
 from sim_bridge.plant_api import PlantEvents
 
 from . import jobs
+from .profiles import Profile, make_profile
 from .pki import Credentials, OpcUaPki
 from .session import LinkError, SessionParams, open_session, status_name
 
@@ -92,7 +97,8 @@ class OpcUaMachine:
 class _Machine:
     spec: OpcUaMachine
     link: _Link
-    nodes: jobs.MachineNodes | None = None
+    profile: Profile
+    resolved: bool = False                    # its nodes were found on a session
     job: tuple[str, str] | None = None        # (task, JobOrderID) we run there
     job_args: dict[str, Any] = field(default_factory=dict)
     confirmed: bool = False                   # the server accepted the current job
@@ -101,7 +107,6 @@ class _Machine:
     reported_down: bool = False
     held: str = ""                            # why it is held down ("" = not held)
     item_down: bool = False
-    item_state_text: str = ""
     refusals: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     readings: dict[str, float] = field(default_factory=dict)
@@ -112,7 +117,7 @@ class _Machine:
         return self.spec.id
 
     def usable(self) -> bool:
-        return self.link.up and self.nodes is not None and not self.held and not self.item_down
+        return self.link.up and self.resolved and not self.held and not self.item_down
 
 
 class OpcUaBackend:
@@ -140,7 +145,7 @@ class OpcUaBackend:
             if link is None:
                 link = self.links[s.endpoint] = _Link(self, SessionParams(s.endpoint, s, pki,
                                                                           creds))
-            m = _Machine(spec, link)
+            m = _Machine(spec, link, make_profile(spec.browse_name, s))
             link.machines.append(m)
             self.machines[spec.id] = m
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -206,7 +211,9 @@ class OpcUaBackend:
         if m is None or m.job is None or m.job[0] != task:
             return
         jid = m.job[1]
-        if m.usable():
+        if not m.profile.can_abort:
+            self._hand_back(m, "the machine cannot abort: it finishes the job unreported")
+        elif m.usable():
             m.aborting.add(jid)
             self.spawn(self._abort(m, jid))
         else:
@@ -220,7 +227,9 @@ class OpcUaBackend:
         if state == "down" and not m.held:
             was_up = m.usable()
             m.held = "set_state"
-            if m.job is not None:
+            if m.job is not None and not m.profile.can_abort:
+                self._hand_back(m, "held down; the machine cannot abort")
+            elif m.job is not None:
                 m.aborting.add(m.job[1])
                 self.spawn(self._abort(m, m.job[1]))
             if was_up:
@@ -235,28 +244,28 @@ class OpcUaBackend:
             await self._send_start(m)
 
     async def _send_start(self, m: _Machine) -> None:
-        if m.job is None or m.nodes is None:
+        if m.job is None or not m.resolved:
             return
         task, jid = m.job
-        ns = m.link.ns
-        assert ns is not None
         try:
-            rs = await jobs.store_and_start(ns, m.nodes, jid, m.job_args, m.link.types)
+            why = await m.profile.start(jid, m.job_args)
         except ua.UaStatusCodeError as exc:
             return self._refused(m, status_name(exc))
         except (TimeoutError, asyncio.TimeoutError):
+            if not m.profile.refuses_duplicates:
+                return        # settled on reconnect
             # no answer while the session lives: the job list says whether it started
             try:
-                started = jid in await jobs.jobs(m.nodes)
+                started = jid in await m.profile.read_states()
             except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
-                return        # the link is going: resent on reconnect
+                return        # the link is going: settled on reconnect
             if not started:
-                return self._refused(m, "no answer to StoreAndStart")
-            rs = 0
+                return self._refused(m, "no answer to the start")
+            why = None
         except (ConnectionError, OSError, ua.UaError):
-            return            # the answer is lost with the link: resent on reconnect
-        if rs != 0:
-            return self._refused(m, f"ReturnStatus {rs} ({jobs.RETURN_STATUS.get(rs, '?')})")
+            return            # the answer is lost with the link: settled on reconnect
+        if why is not None:
+            return self._refused(m, why)
         m.confirmed, m.refusals = True, 0
         a = m.job_args
         self.record("op_start", machine=m.id, task=task, order=a.get("order", ""),
@@ -279,30 +288,33 @@ class OpcUaBackend:
 
     async def _abort(self, m: _Machine, jid: str) -> None:
         async with m.lock:
-            if m.nodes is None or m.link.ns is None:
+            if not m.resolved:
                 return
             try:
-                await jobs.abort(m.link.ns, m.nodes, jid)
+                states = await m.profile.abort(jid)
             except (ua.UaError, ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
-                pass          # the job list (or the reconnect) says how it ended
+                return        # the job list (or the reconnect) says how it ended
+            if states is not None:
+                await self._settle(m, states, reconnect=False)
 
-    async def on_jobs(self, m: _Machine, states: dict[str, int]) -> None:
-        """The job list changed (or was re-read after a connect): report what ended."""
+    async def on_jobs(self, m: _Machine, node: ua.NodeId, value: Any) -> None:
+        """A job node changed: report what ended.  The profile reads the value under the
+        machine's lock, after any start in flight has recorded its job."""
         async with m.lock:
-            await self._settle(m, states, reconnect=False)
+            await self._settle(m, m.profile.job_states(node, value), reconnect=False)
 
     async def _settle(self, m: _Machine, states: dict[str, int], *, reconnect: bool) -> None:
-        ns, nodes = m.link.ns, m.nodes
-        assert ns is not None and nodes is not None
+        profile = m.profile
         for jid in sorted(m.orphans):
             st = states.get(jid)
-            if st == jobs.RUNNING:
+            if st == jobs.RUNNING and profile.can_abort:
                 self.record("opcua_orphan_abort", machine=m.id, job=jid)
-                await self._call(jobs.abort(ns, nodes, jid))
-            elif st in (jobs.ENDED, jobs.ABORTED):
+                now = await self._states(profile.abort(jid))
+                st = (now or {}).get(jid, st)
+            if st in (jobs.ENDED, jobs.ABORTED):
                 self.record("opcua_late_end", machine=m.id, job=jid,
                             state=jobs.JOB_STATES[st])
-                await self._call(jobs.clear(ns, nodes, jid))
+                await self._call(profile.clear(jid))
                 m.orphans.discard(jid)
             elif st is None:
                 m.orphans.discard(jid)
@@ -311,13 +323,12 @@ class OpcUaBackend:
         task, jid = m.job
         st = states.get(jid)
         if st == jobs.ENDED:
-            s = m.spec.settings
-            quality = await jobs.quality(ns, nodes, jid, s.quality_parameter, s.quality_ok)
+            quality = await profile.quality(jid, m.spec.settings.quality_ok)
             m.job = None
             self.record("op_done", machine=m.id, task=task, order=m.job_args.get("order", ""),
                         quality=quality, job=jid)
             self.events.operation_done(m.id, task, quality)
-            await self._call(jobs.clear(ns, nodes, jid))
+            await self._call(profile.clear(jid))
         elif st == jobs.ABORTED:
             m.job = None
             requested = jid in m.aborting
@@ -327,10 +338,17 @@ class OpcUaBackend:
             self.events.stopped(m.id, task, "aborted")
             if not requested:
                 self.events.command_refused(m.id, task, "the job was aborted at the machine")
-            await self._call(jobs.clear(ns, nodes, jid))
+            await self._call(profile.clear(jid))
         elif st is None and reconnect:
-            if not m.confirmed:
+            if not m.confirmed and profile.refuses_duplicates:
                 await self._send_start(m)        # the same JobOrderID: never started twice
+            elif not m.confirmed:
+                m.job = None                     # it may not be sent again: hand it back
+                self.record("op_abort", machine=m.id, task=task,
+                            why="the start's answer was lost and the machine is not running it")
+                self.events.stopped(m.id, task, "lost")
+                self.events.command_refused(m.id, task, "start not confirmed before the link "
+                                                        "was lost")
             else:
                 m.job = None
                 self.record("op_abort", machine=m.id, task=task,
@@ -344,19 +362,37 @@ class OpcUaBackend:
         except (ua.UaError, ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
             pass
 
-    def on_item_state(self, m: _Machine, text: str) -> None:
-        down = text in jobs.DOWN_STATES
+    async def _states(self, coro: Coroutine[Any, Any, dict[str, int] | None]
+                      ) -> dict[str, int] | None:
+        try:
+            return await coro
+        except (ua.UaError, ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
+            return None
+
+    def on_item_state(self, m: _Machine) -> None:
+        """A state node changed: the machine went down (its job handed back) or came up."""
+        reason = m.profile.down_reason()
+        down = reason is not None
         if down == m.item_down:
             return
         was_up = m.usable()
         m.item_down = down
-        if down:
+        if reason is not None:
             if m.job is not None:
-                self._hand_back(m, f"machine {text}")
+                self._hand_back(m, reason)
             if was_up:
-                self._fault(m, f"machine state {text}")
+                self._fault(m, reason)
         else:
             self._maybe_repaired(m)
+            if m.orphans:          # what the machine kept doing while it was down
+                self.spawn(self._resettle(m))
+
+    async def _resettle(self, m: _Machine) -> None:
+        async with m.lock:
+            if m.resolved and m.link.up:
+                states = await self._states(m.profile.read_states())
+                if states is not None:
+                    await self._settle(m, states, reconnect=False)
 
     def on_reading(self, m: _Machine, name: str, value: Any) -> None:
         try:
@@ -408,12 +444,13 @@ class OpcUaBackend:
                     a = self.assumed(m.id)
                     if a is not None:
                         m.job, m.confirmed = (a[0], jobs.job_id(*a)), True
-                if m.nodes is not None:
-                    await self._settle(m, await jobs.jobs(m.nodes), reconnect=True)
+                        m.profile.adopt(m.job[1])
+                if m.resolved:
+                    await self._settle(m, await m.profile.read_states(), reconnect=True)
                 if m.held == "refuses":
                     m.held, m.refusals = "", 0
-                if m.nodes is not None and m.item_state_text:
-                    m.item_down = m.item_state_text in jobs.DOWN_STATES
+                if m.resolved:
+                    m.item_down = m.profile.down_reason() is not None
             self._maybe_repaired(m)
 
 
@@ -431,11 +468,11 @@ class _Handler:
         m, what = route
         backend = self.link.backend
         if what == "jobs":
-            backend.spawn(backend.on_jobs(m, jobs.parse_job_list(val)))
+            backend.spawn(backend.on_jobs(m, node.nodeid, val))
         elif what == "state":
-            m.item_state_text = str(getattr(val, "Text", val))
+            m.profile.on_state(node.nodeid, val)
             if self.link.up:
-                backend.on_item_state(m, m.item_state_text)
+                backend.on_item_state(m)
         else:
             backend.on_reading(m, what, val)
 
@@ -451,8 +488,6 @@ class _Link:
         self.params = params
         self.machines: list[_Machine] = []
         self.client: Client | None = None
-        self.ns: jobs.Namespaces | None = None
-        self.types: dict[str, Any] = {}
         self.up = False
         self.sessions = 0
         self.error = ""
@@ -532,26 +567,25 @@ class _Link:
     async def _connect(self) -> None:
         client = await open_session(self.params)
         try:
-            self.ns = await jobs.Namespaces.of(client)
-            self.types = await jobs.load_types(client, self.ns)
+            await client.load_data_type_definitions()
+            namespaces: list[str] = await client.get_namespace_array()
             handler = _Handler(self)
             # job ends and machine states as soon as the server publishes them; readings
             # at the pace a person (or the maintenance model) needs them
             fast = await client.create_subscription(JOBS_PUBLISH_MS, handler)
             slow = await client.create_subscription(READINGS_PUBLISH_MS, handler)
             for m in self.machines:
-                s = m.spec.settings
-                m.nodes = await jobs.resolve(client, self.ns, m.spec.browse_name, s.readings)
-                handler.routes[m.nodes.job_list.nodeid] = (m, "jobs")
-                watch: list[Node] = [m.nodes.job_list]
-                if m.nodes.item_state is not None:
-                    handler.routes[m.nodes.item_state.nodeid] = (m, "state")
-                    watch.append(m.nodes.item_state)
-                await fast.subscribe_data_change(watch, sampling_interval=ua.Double(0.0))
-                for name, node in m.nodes.readings.items():
+                watch = await m.profile.resolve(client, namespaces)
+                m.resolved = True
+                for node, what in watch:
+                    handler.routes[node.nodeid] = (m, what)
+                await fast.subscribe_data_change([node for node, _what in watch],
+                                                 sampling_interval=ua.Double(0.0))
+                readings = m.profile.readings
+                for name, node in readings.items():
                     handler.routes[node.nodeid] = (m, name)
-                if m.nodes.readings:
-                    await slow.subscribe_data_change(list(m.nodes.readings.values()))
+                if readings:
+                    await slow.subscribe_data_change(list(readings.values()))
         except BaseException:
             try:
                 await client.disconnect()

@@ -2,7 +2,7 @@
 are reachable as configured (``equipment check``), and trusting a server (``equipment trust``).
 
 These open the same secured sessions as the gateway (:mod:`.session`) and
-find nodes with the same profile code (:mod:`.jobs`), so a machine that passes
+find nodes with the same profile code (:mod:`.profiles`), so a machine that passes
 ``check`` is one the gateway can drive.  They return plain data; the CLI
 (``ops/equipment.py``) prints it.
 """
@@ -18,6 +18,7 @@ from asyncua import Client, Node, ua
 from agents.cell.equipment import OpcUaEquipment
 
 from . import jobs
+from .profiles import make_profile
 from .pki import Credentials, OpcUaPki, thumbprint
 from .session import LinkError, SessionParams, open_session, server_certificate
 
@@ -90,7 +91,8 @@ async def browse(params: SessionParams) -> list[BrowsedMachine]:
         table: list[str] = await client.get_namespace_array()
         if jobs.NS_MACHINERY not in table:
             raise LinkError(params.endpoint, "the server has no Machinery namespace "
-                                             "(OPC 40001-1); use the `nodes` profile (planned)")
+                                             "(OPC 40001-1); map a legacy machine's nodes with "
+                                             "the `nodes` profile (docs/equipment.md)")
         try:
             ns: jobs.Namespaces | None = await jobs.Namespaces.of(client)
         except jobs.MissingNode:
@@ -126,9 +128,9 @@ async def check_machine(machine: str, settings: OpcUaEquipment, pki: OpcUaPki,
     except (LinkError, OSError) as exc:
         return CheckLine(machine, settings.endpoint, security, False, (str(exc),))
     try:
-        ns = await jobs.Namespaces.of(client)
-        await jobs.load_types(client, ns)
-        await jobs.resolve(client, ns, settings.machine or machine, settings.readings)
+        await client.load_data_type_definitions()
+        profile = make_profile(settings.machine or machine, settings)
+        await profile.resolve(client, await client.get_namespace_array())
     except jobs.MissingNode as exc:
         return CheckLine(machine, settings.endpoint, security, False, (str(exc),))
     except (ua.UaError, OSError) as exc:

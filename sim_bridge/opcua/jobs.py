@@ -77,7 +77,11 @@ class Namespaces:
 
     @classmethod
     async def of(cls, client: Client) -> Namespaces:
-        table: list[str] = await client.get_namespace_array()
+        return cls.of_table(await client.get_namespace_array())
+
+    @classmethod
+    def of_table(cls, table: list[str]) -> Namespaces:
+        """The indexes in a server's namespace array (read once per session)."""
         missing = [uri for uri in (NS_MACHINERY, NS_ISA95, NS_JOBS) if uri not in table]
         if missing:
             raise MissingNode("server", f"namespace {', '.join(missing)} (the server does not "
@@ -188,11 +192,11 @@ def _comment() -> ua.Variant:
 DATA_TYPES: dict[str, int] = {"ISA95JobOrderDataType": 3008, "ISA95ParameterDataType": 3003}
 
 
-async def load_types(client: Client, ns: Namespaces) -> dict[str, Any]:
+def types_of(ns: Namespaces) -> dict[str, Any]:
     """This server's structures as Python classes, looked up by *this server's* data type
-    NodeIds: asyncua keeps one class per name in ``ua`` but one per NodeId in its lookup,
-    and two servers may number the ISA-95 namespace differently."""
-    await client.load_data_type_definitions()
+    NodeIds once its definitions are loaded (``client.load_data_type_definitions()``):
+    asyncua keeps one class per name in ``ua`` but one per NodeId in its lookup, and two
+    servers may number the ISA-95 namespace differently."""
     types: dict[str, Any] = {}
     for name, number in DATA_TYPES.items():
         try:

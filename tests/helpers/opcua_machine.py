@@ -141,6 +141,7 @@ class EmulatedMachine:
         self._spindle_load, self._temperature = 30.0, 35.0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._item_state: str | None = None
+        self._faulted = False
         self._background: set[asyncio.Task[None]] = set()
 
     def _id(self, path: str) -> ua.NodeId:
@@ -201,6 +202,14 @@ class EmulatedMachine:
         self._job_order_list = await _child(control, ns.isa95, "JobOrderList")
         self._response_list = extra["JobOrderResponseList"]
         await self._publish()
+
+        # test only (tests/opcua/CONTRACT.md): raise or clear a fault, MachineryItemState
+        # OutOfService while it lasts
+        await machine.add_method(
+            self._id(".SetFault"), ua.QualifiedName("SetFault", ns.emu), self._set_fault,
+            [ua.Argument(Name="Fault", DataType=ua.NodeId(ua.ObjectIds.Boolean), ValueRank=-1),
+             ua.Argument(Name="AlarmText", DataType=ua.NodeId(ua.ObjectIds.String),
+                         ValueRank=-1)], [])
 
         monitoring = await machine.add_folder(self._id(".Monitoring"),
                                               ua.QualifiedName("Monitoring", ns.emu))
@@ -304,7 +313,16 @@ class EmulatedMachine:
         responses = [_response(job) for job in self.jobs.finished()]
         await self._response_list.write_value(
             ua.Variant(responses, ua.VariantType.ExtensionObject))
-        await self._set_item_state("Executing" if self.jobs.running else "NotExecuting")
+        await self._set_item_state("OutOfService" if self._faulted
+                                   else "Executing" if self.jobs.running else "NotExecuting")
+
+    async def _set_fault(self, _parent: ua.NodeId, fault: ua.Variant,
+                         _text: ua.Variant) -> list[ua.Variant]:
+        """A fault makes the machine OutOfService (its job keeps its state: the gateway
+        aborts it when the machine is back)."""
+        self._faulted = bool(fault.Value)
+        await self._publish()
+        return []
 
     async def _set_item_state(self, name: str) -> None:
         if name == self._item_state:

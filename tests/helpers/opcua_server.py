@@ -12,6 +12,8 @@ What it serves: the standard nodesets shipped by the npm package ``node-opcua-no
 and per machine a ``Machinery:Machines`` entry with identification, MachineryItemState,
 MachineryOperationMode and a Machinery Jobs ``JobManagement`` whose methods run jobs
 (``tests/helpers/opcua_machine.py``; the rules live in ``tests/helpers/opcua_jobs.py``).
+``--legacy L1,L2`` adds machines without any companion specification, under
+``Objects/EMU:Legacy`` (``tests/helpers/opcua_legacy.py``), for the ``nodes`` profile.
 
 Two workarounds make asyncua (2.1) import these files, both in :func:`import_nodesets`:
 
@@ -66,6 +68,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.helpers.opcua_jobs import JobLog, MachineJobs, accepted_ids
+from tests.helpers.opcua_legacy import LegacyMachine, build_legacy
 from tests.helpers.opcua_machine import (
     EMU_URI, JOBS_URI, MACHINES_FOLDER, READING_PERIOD_S, EmulatedMachine,
     Namespaces)
@@ -93,7 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.helpers.opcua_server",
                                 description="asyncua machine emulator (tests/opcua/CONTRACT.md)")
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: a free one)")
-    p.add_argument("--machines", required=True, help="machine ids, comma separated")
+    p.add_argument("--machines", default="", help="machine ids, comma separated")
+    p.add_argument("--legacy", default="", help="legacy machine ids (Objects/Legacy), "
+                                                "comma separated")
     p.add_argument("--speed", type=float, default=1.0, help="cell seconds per wall second")
     p.add_argument("--job-log", type=Path, help="JSON lines, fsynced per line")
     p.add_argument("--pki", type=Path, help="server certificate and key (created if absent)")
@@ -109,9 +114,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="asyncua's own log at INFO")
     args = p.parse_args(argv)
     args.machines = [m for m in args.machines.split(",") if m]
+    args.legacy = [m for m in args.legacy.split(",") if m]
     args.refuse_start = {m for m in args.refuse_start.split(",") if m}
-    if not args.machines:
-        p.error("--machines needs at least one machine id")
+    if not args.machines and not args.legacy:
+        p.error("--machines or --legacy needs at least one machine id")
     if args.speed <= 0:
         p.error("--speed must be > 0")
     if args.security == "secure" and args.pki is None:
@@ -209,7 +215,8 @@ def write_ready(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, list[EmulatedMachine], JobLog]:
+async def build_server(args: argparse.Namespace, port: int
+                       ) -> tuple[Server, list[EmulatedMachine], list[LegacyMachine], JobLog]:
     passwords = json.loads(args.users.read_text()) if args.users else None
     began = time.monotonic()
     server = Server(user_manager=Users(passwords))
@@ -249,10 +256,12 @@ async def build_server(args: argparse.Namespace, port: int) -> tuple[Server, lis
                                   seed=args.seed)
         await machine.build(machines_folder)
         machines.append(machine)
+    legacy = await build_legacy(server, ns.emu, args.legacy, job_log, args.job_log,
+                                speed=args.speed, refuse_start=args.refuse_start)
     log.info("start-up: standard address space %.2f s, nodesets %.2f s, %d machine(s) %.2f s",
              initialised - began, imported - initialised, len(machines),
              time.monotonic() - imported)
-    return server, machines, job_log
+    return server, machines, legacy, job_log
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -261,7 +270,7 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     port = args.port or free_port()
-    server, machines, job_log = await build_server(args, port)
+    server, machines, legacy, job_log = await build_server(args, port)
     if stop.is_set():
         job_log.close()
         return
@@ -280,6 +289,8 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         for machine in machines:
             machine.stop()
+        for old in legacy:
+            old.stop()
         await server.stop()
         job_log.close()
 
