@@ -40,6 +40,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from helpers.waiting import PROCESS_BOUND_S, NotYet, until, wait_until
 
+from sim_bridge.opcua.jobs import DATA_TYPES
+
+ISA95_STATE_DATA_TYPE = 3006   # ISA95StateDataType in the ISA-95 job control namespace
+
 REPO = Path(__file__).resolve().parents[1]
 NODESETS = Path(os.environ.get(
     "AUTOCELL_OPCUA_NODESETS",
@@ -219,10 +223,14 @@ class Session:
 
     async def store_and_start(self, machine_id: str, job_id: str, duration_s: float) -> int:
         control = await self.job_management(machine_id, "JobOrderControl")
-        order = ua.ISA95JobOrderDataType(JobOrderID=job_id, JobOrderParameters=[
-            ua.ISA95ParameterDataType(ID="duration_s",
-                                      Value=ua.Variant(duration_s, ua.VariantType.Double)),
-            ua.ISA95ParameterDataType(ID="order", Value=ua.Variant("o1", ua.VariantType.String))])
+        # the classes of *this* server's data types (another server's, bound to the same
+        # names in ``ua`` by an earlier test, may carry other type ids)
+        order_t, param_t = (ua.get_type(ua.NodeId(n, self.ns[ISA95]))
+                            for n in (DATA_TYPES["ISA95JobOrderDataType"],
+                                      DATA_TYPES["ISA95ParameterDataType"]))
+        order = order_t(JobOrderID=job_id, JobOrderParameters=[
+            param_t(ID="duration_s", Value=ua.Variant(duration_s, ua.VariantType.Double)),
+            param_t(ID="order", Value=ua.Variant("o1", ua.VariantType.String))])
         return int(await control.call_method(
             self.isa95("StoreAndStart"), ua.Variant(order, ua.VariantType.ExtensionObject),
             ua.Variant([], ua.VariantType.LocalizedText)))
@@ -347,8 +355,8 @@ def test_the_machine_refuses_a_duplicate_job_order_id_and_runs_it_once(
             results = await session.job_management("m2", "JobOrderResults")
             by_state, status = await results.call_method(
                 session.isa95("RequestJobResponseByJobOrderState"),
-                ua.Variant([ua.ISA95StateDataType(StateText=ua.LocalizedText("Aborted"),
-                                                  StateNumber=6)],
+                ua.Variant([ua.get_type(ua.NodeId(ISA95_STATE_DATA_TYPE, session.ns[ISA95]))(
+                    StateText=ua.LocalizedText("Aborted"), StateNumber=6)],
                            ua.VariantType.ExtensionObject))
             assert (status, [r.JobOrderID for r in by_state]) == (0, ["t2@1"])
             kept = await (await results.get_child(session.isa95("JobOrderResponseList"))).read_value()

@@ -30,6 +30,8 @@ from tests.helpers.opcua_emulators import (ClientCertificate, Emulator, make_cli
                                            node_emulator_missing, start_emulator)
 from tests.helpers.waiting import until
 
+from sim_bridge.opcua.jobs import DATA_TYPES
+
 _missing = node_emulator_missing()
 if _missing and os.environ.get("CI"):
     raise RuntimeError(f"CI: {_missing}")
@@ -103,9 +105,12 @@ class MachineNodes:
                                 (JOBS, "JobOrderResults"))
 
     async def store_and_start(self, job_id: str, duration_s: float) -> int:
-        order = ua.ISA95JobOrderDataType()   # type: ignore[attr-defined]  # loaded from the server
+        # the classes of *this* server's data types (another server's, bound to the same
+        # names in ``ua`` by an earlier test, may carry other type ids)
+        order = ua.get_type(ua.NodeId(DATA_TYPES["ISA95JobOrderDataType"], self.ns[ISA95]))()
         order.JobOrderID = job_id
-        parameter = ua.ISA95ParameterDataType()   # type: ignore[attr-defined]
+        parameter = ua.get_type(ua.NodeId(DATA_TYPES["ISA95ParameterDataType"],
+                                          self.ns[ISA95]))()
         parameter.ID = "duration_s"
         parameter.Value = ua.Variant(duration_s, ua.VariantType.Double)
         order.JobOrderParameters = [parameter]

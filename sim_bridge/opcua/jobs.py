@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from asyncua import Client, Node, ua
 
@@ -52,6 +52,10 @@ RUNNING, ENDED, ABORTED = 3, 5, 6
 RETURN_STATUS: dict[int, str] = {0: "ok", 1: "unknown job order id", 2: "invalid job order state",
                                  3: "unable to accept job order", 4: "invalid request"}
 DOWN_STATES: frozenset[str] = frozenset({"OutOfService"})
+
+
+#: A node a profile subscribes to, and what its data changes mean.
+Watch = tuple[Node, Literal["jobs", "state"]]
 
 
 class MissingNode(LookupError):

@@ -44,8 +44,7 @@ from asyncua import Client, Node, ua
 
 from agents.cell.equipment import OpcUaEquipment, OpcUaNodes
 
-from .jobs import ABORTED, ENDED, RUNNING, MissingNode
-from .profiles import Watch
+from .jobs import ABORTED, ENDED, RUNNING, MissingNode, Watch
 
 __all__ = ["NodesProfile", "find_node"]
 

@@ -37,12 +37,13 @@ from asyncua import Client, Node, ua
 from agents.cell.equipment import OpcUaEquipment
 
 from . import jobs
+from .legacy import NodesProfile
 
 __all__ = ["JobsProfile", "Profile", "Watch", "make_profile"]
 
 #: What a subscribed node is for: a change of a ``jobs`` node may end a job, one of a
 #: ``state`` node may take the machine down or bring it back.
-Watch = tuple[Node, Literal["jobs", "state"]]
+Watch = jobs.Watch
 
 
 class Profile(Protocol):
@@ -173,7 +174,5 @@ class JobsProfile:
 def make_profile(name: str, settings: OpcUaEquipment) -> Profile:
     """The profile of machine ``name`` (its object's browse name or path on the server)."""
     if settings.profile == "nodes":
-        from .legacy import NodesProfile
-
         return NodesProfile(name, settings)
     return JobsProfile(name, settings)
