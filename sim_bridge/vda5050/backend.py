@@ -78,6 +78,12 @@ BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 ON_NODE_M = 0.25            # a vehicle this close to a location stands on it
 
 
+def _slowest(*limits: float | None) -> float | None:
+    """The lowest of the speed limits given (an edge's, the robot's), or None if none is."""
+    given = [x for x in limits if x is not None]
+    return min(given) if given else None
+
+
 @dataclass(frozen=True)
 class VehicleSpec:
     """One robot of the cell as a VDA 5050 vehicle."""
@@ -229,8 +235,7 @@ class Vda5050Backend:
         edges = [*empty.edges, *loaded.edges]
         nodes = [messages.RouteNode(n.id, n.x, n.y, n.theta, n.map_id, on_node or i > 0)
                  for i, n in enumerate(legs)]
-        speeds = [min(x for x in (e.max_speed_m_per_s, v.spec.speed_m_per_s) if x is not None)
-                  if (e.max_speed_m_per_s or v.spec.speed_m_per_s) else None for e in edges]
+        speeds = [_slowest(e.max_speed_m_per_s, v.spec.speed_m_per_s) for e in edges]
         s = v.spec.settings
         params = dict(s.action_parameters)
         msg = messages.order(v.header, oid, nodes, map_id=self.map_of(v),
