@@ -30,6 +30,7 @@ docs/strategies.md walks through a worked example that the tests run.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from security.untrusted import shown as echoed
 __all__ = ["ENTRY_POINT_GROUP", "ORDER_STRATEGIES", "RESOURCE_STRATEGIES", "DefaultResource",
            "EarliestFinish", "FirstComeResource", "LowestCost", "OrderStrategy",
            "ResourceStrategy", "Slot", "StrategyChoice", "order_strategy", "params_model",
-           "plugin_names", "resource_strategy", "strategy_problems"]
+           "plugin_names", "resource_strategy", "strategy_class", "strategy_problems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +191,10 @@ def _resolve(spec: str, registry: dict[str, Any], base: type) -> type:
         if ep is None:
             plugins = plugin_names()
             installed = f"; installed plug-ins: {', '.join(plugins)}" if plugins else ""
+            close = difflib.get_close_matches(spec, [*registry, *plugins], n=1, cutoff=0.6)
+            hint = f" (did you mean {echoed(close[0])}?)" if close else ""
             raise ConfigurationError(
-                f"unknown strategy {echoed(spec)}: use one of {', '.join(sorted(registry))}"
+                f"unknown strategy {echoed(spec)}{hint}: use one of {', '.join(sorted(registry))}"
                 f"{installed}, or a dotted path 'package.module:Class'")
         try:
             cls = ep.load()
@@ -233,6 +236,16 @@ def _build(cls: type, name: str, params: Mapping[str, Any]) -> Any:
 def _load(spec: StrategyChoice, registry: dict[str, Any], base: type) -> Any:
     name, params = _split(spec)
     return _build(_resolve(name, registry, base), name, params)
+
+
+def strategy_class(spec: StrategyChoice, side: str) -> type:
+    """The class ``spec`` names for ``side`` (``"order"`` or ``"resource"``), not constructed.
+
+    What a sweep fingerprints (its source and package version go into run
+    ids, see ops/experiment/provenance.py); errors as for the loaders.
+    """
+    registry, base = _SIDES[side]
+    return _resolve(_split(spec)[0], registry, base)
 
 
 def order_strategy(spec: StrategyChoice) -> OrderStrategy:

@@ -69,6 +69,18 @@ def _dims(sweep: Sweep, points: list[RunPoint]) -> dict[str, list[Any]]:
     return dims
 
 
+def stale_note(label: str, entry: dict[str, Any]) -> str:
+    """Why ``--resume`` runs again what ``runs.jsonl`` already holds for one strategy label."""
+    old = ", ".join(sorted(entry["old"]))
+    if entry["new"] in entry["old"] and len(entry["old"]) == 1:
+        why = "its cell, fault scenario or settings changed"
+    else:
+        why = f"its strategy code changed (code {old} -> {entry['new']})"
+    return (f"resume: strategy {label!r}: {why} since {entry['runs']} run(s) were recorded; "
+            "those rows are stale and are run again (the old rows stay in runs.jsonl, "
+            "not in runs.csv or the summary)")
+
+
 def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = None,
               resume: bool = False, quiet: bool = True,
               console: Console | None = None) -> dict[str, Any]:
@@ -83,11 +95,15 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
             "pass --resume to skip the completed runs, or --out DIR to write elsewhere")
     done = store.completed() if resume else set()
     todo = [p for p in points if p.run_id not in done]
+    stale = store.stale(points) if resume else {}
+    notes = [stale_note(label, entry) for label, entry in stale.items()]
+    console = console or Console(stderr=True)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     for p in todo:
         write_point_cell(p, out)
     outcome = SweepOutcome(ran=0, failed=0, wall_s=0.0)
     if todo:
-        console = console or Console(stderr=True)
         with Progress(TextColumn(f"[bold]{sweep.name}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("runs · {task.fields[failed]} failed"), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -114,6 +130,7 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
                       line_keys=("strategy",) if len({p.scenario for p in points}) == 1
                       else ("strategy", "scenario"))
     outcome.update(points=len(points), skipped=len(points) - len(todo), out=str(out),
+                   stale=sum(e["runs"] for e in stale.values()), stale_notes=notes,
                    failed_total=sum(r.get("status") != "ok" for r in rows),
                    parquet=parquet, plots=[str(p) for p in plots], summary=summary)
     return outcome

@@ -192,10 +192,31 @@ class ResultStore:
 
     @property
     def first_columns(self) -> list[str]:
-        return [*LABELS, *self.params, "status", "error", "event_log_sha256"]
+        return [*LABELS, *self.params, "status", "error", "event_log_sha256", "code"]
 
     def completed(self) -> set[str]:
         return {rid for rid, row in self.rows.items() if row.get("status") == "ok"}
+
+    def stale(self, points: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """Recorded ok rows that a current point replaces: same identity (cell, strategy,
+        scenario, seed, repetition, grid values), another run id.  Per strategy label:
+        how many, and the old and new ``code`` (equal: the cell or the faults changed)."""
+        current = {p.identity(): p for p in points}
+        ids = {p.run_id for p in points}
+        out: dict[str, dict[str, Any]] = {}
+        for rid, row in self.rows.items():
+            if rid in ids or row.get("status") != "ok":
+                continue
+            key = json.dumps([row.get("cell"), row.get("strategy"), row.get("scenario"),
+                              row.get("seed"), row.get("repetition"),
+                              {k: row.get(k) for k in self.params}], sort_keys=True, default=str)
+            point = current.get(key)
+            if point is None:
+                continue
+            entry = out.setdefault(point.strategy, {"runs": 0, "old": set(), "new": point.code})
+            entry["runs"] += 1
+            entry["old"].add(row.get("code") or "none")
+        return out
 
     def add(self, row: dict[str, Any], order: Sequence[str]) -> None:
         """Journal one finished run and refresh ``runs.csv`` (rows of ``order``'s run ids)."""

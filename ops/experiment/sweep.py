@@ -25,8 +25,9 @@ with — fails when it runs, and is recorded as a failed row.
 A point carries the overridden cell as plain data, so it can travel to a Ray
 worker and be written out as a cell file that ``autocell run`` reproduces
 byte for byte; its ``run_id`` hashes everything that decides the run (the
-cell's content after overrides, fault scenario content, seed), so an edited
-base cell gives new ids and ``--resume`` reruns exactly what changed.
+cell's content after overrides, fault scenario content, seed, and the source
+and package version of both strategies, :mod:`.provenance`), so an edited
+base cell or plug-in gives new ids and ``--resume`` reruns exactly what changed.
 """
 
 from __future__ import annotations
@@ -307,12 +308,20 @@ class RunPoint:
     fault_data: dict[str, Any] | None = field(default=None, repr=False)
     fault_file: str | None = None
     until_s: float | None = None
+    code: str = ""                  # hash of both strategies' fingerprints (in the run id)
+    fingerprints: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def labels(self) -> dict[str, Any]:
         """The row's identifying columns."""
         return {"run_id": self.run_id, "cell": self.cell, "strategy": self.strategy,
                 "scenario": self.scenario, "seed": self.seed, "repetition": self.repetition,
-                **self.params}
+                "code": self.code, **self.params}
+
+    def identity(self) -> str:
+        """What the point is, regardless of what it ran with: a recorded row of the same
+        identity and another run id is stale (changed code or inputs)."""
+        return json.dumps([self.cell, self.strategy, self.scenario, self.seed, self.repetition,
+                           self.params], sort_keys=True, default=str)
 
 
 def derived_seed(seed: int, repetition: int) -> int:
@@ -340,11 +349,33 @@ def run_count(data: Any) -> int:
     return n
 
 
+def _fingerprints(cell_data: dict[str, Any],
+                  cache: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Both sides' strategy fingerprints (:mod:`.provenance`), computed once per choice."""
+    from ops.experiment.provenance import side_choice, strategy_fingerprint
+
+    out = {}
+    for side in ("order", "resource"):
+        choice = side_choice(cell_data, side)
+        key = json.dumps([side, choice], sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = strategy_fingerprint(choice, side)
+        out[side] = cache[key]
+    return out
+
+
 def expand(sweep: Sweep) -> list[RunPoint]:
-    """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps."""
+    """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps.
+
+    The run id hashes the point's data *and* its strategies' code (source hash
+    and package version, :mod:`.provenance`), so an edited plug-in gives new ids.
+    """
+    from ops.experiment.provenance import code_hash
+
     strategies = sweep.strategies or [StrategySpec(name="cell")]
     paths = list(sweep.grid)
     out: list[RunPoint] = []
+    cache: dict[str, dict[str, Any]] = {}
     for cell_path in sweep.cells:
         cfg, raw = sweep._cells[cell_path]
         raw = copy.deepcopy(raw)
@@ -363,6 +394,8 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                     chosen = spec.side(side)
                     if chosen is not None:
                         apply_override(cell_data, f"negotiation.strategy.{side}", chosen)
+                fingerprints = _fingerprints(cell_data, cache)
+                code = code_hash(fingerprints)
                 for fault_file in sweep.faults:
                     fault = sweep._faults.get(fault_file) if fault_file else None
                     for seed in sweep.seeds:
@@ -370,7 +403,7 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                             run_seed = derived_seed(seed, rep)
                             key = {"cell": cell_data, "faults": fault, "seed": run_seed,
                                    "until_s": sweep.until_s, "params": params,
-                                   "strategy": label, "repetition": rep}
+                                   "strategy": label, "repetition": rep, "code": code}
                             run_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
                                                     .encode()).hexdigest()[:12]
                             out.append(RunPoint(
@@ -380,6 +413,7 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                                 seed=run_seed, repetition=rep, cell_data=cell_data,
                                 base_dir=str(Path(cfg._base_dir or ".").resolve()),
                                 fault_data=fault, until_s=sweep.until_s,
+                                code=code, fingerprints=fingerprints,
                                 fault_file=str((sweep._base_dir / fault_file).resolve())
                                 if fault_file else None))
     return out
