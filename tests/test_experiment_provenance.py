@@ -156,3 +156,39 @@ def test_validate_catches_a_strategy_typo_in_a_cell_file(
     err = capsys.readouterr().err
     assert "cell.yaml:" in err and "negotiation.strategy.resource" in err
     assert "unknown strategy 'slack_biding' (did you mean 'slack_bidding'?)" in err
+
+
+def test_every_output_directory_gets_a_manifest(tmp_path: Path, plugin: Any,
+                                                inline_ray: None) -> None:
+    import hashlib
+    import platform
+
+    (tmp_path / "saw.yaml").write_text(
+        "name: saw-breaks\nbreakdowns:\n  - {resource: saw1, at_s: 5, repair_s: 10}\n")
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(SWEEP + "faults: [null, saw.yaml]\n")
+    out = tmp_path / "out"
+    run_sweep(load_sweep(sweep_file), out, workers=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sweep"] == "stale"
+    assert manifest["autocell"]["version"]
+    assert len(manifest["autocell"]["commit"] or "x" * 40) == 40   # None outside a git tree
+    assert manifest["python"]["version"] == platform.python_version()
+    assert manifest["platform"]["system"] == platform.platform()
+    assert manifest["started_at"] <= manifest["ended_at"]
+    lifo = manifest["strategies"]["lifo"]["minimal"]
+    assert lifo["resource"]["class"] == "stalelab_mod:Lifo"
+    assert lifo["resource"]["source_sha256"] and lifo["code"]
+    files = manifest["files"]
+    copies = [files["sweep"], *files["cells"], *files["faults"]]
+    assert [Path(c["file"]).name for c in copies] == ["s.yaml", MINIMAL.name, "saw.yaml"]
+    for c in copies:
+        copy = out / c["copy"]
+        assert copy.read_bytes() == Path(c["file"]).read_bytes()
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == c["sha256"]
+    assert [i["ran"] for i in manifest["invocations"]] == [8]
+
+    run_sweep(load_sweep(sweep_file), out, workers=1, resume=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(i["ran"], i["skipped"]) for i in manifest["invocations"]] == [(8, 0), (0, 8)]
+    assert all(i["ended_at"] for i in manifest["invocations"])

@@ -32,6 +32,7 @@ from ops.experiment.results import (
     write_csv,
     write_parquet,
 )
+from ops.experiment.provenance import utc_now, write_manifest
 from ops.experiment.runner import SweepOutcome, run_points
 from ops.experiment.sweep import RunPoint, Sweep, expand, load_sweep, point_cell_yaml
 from ops.lean_ray import ray_session
@@ -85,6 +86,7 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
               resume: bool = False, quiet: bool = True,
               console: Console | None = None) -> dict[str, Any]:
     """Run (or finish) a sweep into ``out``; the outcome with the paths written."""
+    started_at = utc_now()
     points = expand(sweep)
     order = [p.run_id for p in points]
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,8 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     for p in todo:
         write_point_cell(p, out)
+    write_manifest(out, sweep, points, started_at=started_at, ended_at=None,
+                   outcome={"points": len(points), "skipped": len(points) - len(todo)})
     outcome = SweepOutcome(ran=0, failed=0, wall_s=0.0)
     if todo:
         with Progress(TextColumn(f"[bold]{sweep.name}"), BarColumn(), MofNCompleteColumn(),
@@ -133,6 +137,8 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
                    stale=sum(e["runs"] for e in stale.values()), stale_notes=notes,
                    failed_total=sum(r.get("status") != "ok" for r in rows),
                    parquet=parquet, plots=[str(p) for p in plots], summary=summary)
+    outcome["manifest"] = str(write_manifest(out, sweep, points, started_at=started_at,
+                                             ended_at=utc_now(), outcome=outcome))
     return outcome
 
 
@@ -188,5 +194,5 @@ def execute(args: Any) -> int:
     tables = "runs.csv" + (", runs.parquet" if outcome["parquet"] else "")
     print(f"{sweep.name}: {outcome['ran']} run(s) done, {outcome['skipped']} skipped "
           f"(already complete), {outcome['failed_total']} failed; {out}/: {tables}, "
-          f"summary.csv, {len(outcome['plots'])} plots", file=sys.stderr)
+          f"summary.csv, manifest.json, {len(outcome['plots'])} plots", file=sys.stderr)
     return 1 if outcome["failed_total"] else 0

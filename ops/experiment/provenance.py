@@ -151,8 +151,12 @@ def _copy(src: Path, dest_dir: Path, index: int, out: Path) -> dict[str, Any]:
 
 
 def write_manifest(out: Path, sweep: Sweep, points: list[RunPoint], *, started_at: str,
-                   ended_at: str, outcome: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` and ``provenance/`` copies; earlier invocations are kept."""
+                   ended_at: str | None, outcome: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` and ``provenance/`` copies; earlier invocations are kept.
+
+    Written when a sweep starts (``ended_at: null``, so a killed sweep still has
+    one) and again when it ends, which replaces that unfinished entry.
+    """
     prov = out / "provenance"
     source = Path(sweep.source)
     files: dict[str, Any] = {"sweep": _copy(source, prov, 0, out) if source.is_file() else None,
@@ -172,6 +176,9 @@ def write_manifest(out: Path, sweep: Sweep, points: list[RunPoint], *, started_a
             previous = json.loads(path.read_text()).get("invocations", [])
         except (json.JSONDecodeError, AttributeError):
             previous = []
+    if previous and previous[-1].get("started_at") == started_at \
+            and previous[-1].get("ended_at") is None:
+        previous = previous[:-1]
     invocation = {"started_at": started_at, "ended_at": ended_at,
                   "argv": list(sys.argv), "autocell_version": autocell_version(),
                   **{k: outcome.get(k) for k in ("points", "ran", "skipped", "stale",
