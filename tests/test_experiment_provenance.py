@@ -192,3 +192,29 @@ def test_every_output_directory_gets_a_manifest(tmp_path: Path, plugin: Any,
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(i["ran"], i["skipped"]) for i in manifest["invocations"]] == [(8, 0), (0, 8)]
     assert all(i["ended_at"] for i in manifest["invocations"])
+
+
+def test_the_printed_tables_show_every_kpi_and_the_paired_differences(
+        tmp_path: Path, plugin: Any, inline_ray: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.cli import main
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(SWEEP + "kpis: [makespan, tardy_orders, messages_sent, reroutes]\n")
+    assert main(["experiment", str(sweep_file), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    for heading in ("makespan (s)", "tardy_orders (count)", "messages_sent (count)",
+                    "reroutes (count)"):
+        assert printed.count(heading) == 2 + 1   # a row per group, a row per pairing
+    assert "paired: strategy − base on common seeds" in printed
+    paired = rows_of(tmp_path / "out" / "paired.csv")
+    assert {(r["strategy"], r["baseline"], r["pairs"]) for r in paired} == {("lifo", "base", "2")}
+
+
+@pytest.mark.parametrize("x, text", [(None, "—"), (0, "0"), (0.0123456, "0.0123"),
+                                     (2.5, "2.5"), (98.8234, "98.8"), (2851.6, "2,852"),
+                                     (-1234567.0, "-1,234,567")])
+def test_numbers_are_formatted_for_people(x: Any, text: str) -> None:
+    from ops.experiment.results import format_number
+
+    assert format_number(x) == text

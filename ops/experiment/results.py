@@ -236,8 +236,15 @@ class ResultStore:
 
 def summarise(rows: list[dict[str, Any]], params: Sequence[str],
               kpis: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per group (cell, strategy, faults, grid values): n, and mean ± CI of each KPI."""
+    """One row per group (cell, strategy, faults, grid values): n, and for each KPI its mean,
+    the t half-width ``_ci95``, and the interval ``_lo``/``_hi`` — a seeded bootstrap for a
+    KPI with no negative value in the sweep (:mod:`.stats`), mean ± ``_ci95`` otherwise."""
+    from ops.experiment.stats import interval
+
     keys = ["cell", "strategy", "scenario", *params]
+    non_negative = {kpi for kpi in kpis
+                    if all(float(r[kpi]) >= 0 for r in rows if r.get("status") == "ok"
+                           and isinstance(r.get(kpi), (int, float)))}
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         gk = json.dumps([row.get(k) for k in keys], sort_keys=True, default=str)
@@ -251,10 +258,58 @@ def summarise(rows: list[dict[str, Any]], params: Sequence[str],
         for kpi in kpis:
             values = [float(r[kpi]) for r in ok if isinstance(r.get(kpi), (int, float))]
             mean, ci = mean_ci95(values)
+            _, lo, hi, _method = interval(values, kpi in non_negative)
             entry[f"{kpi}_mean"] = None if math.isnan(mean) else round(mean, 6)
             entry[f"{kpi}_ci95"] = None if math.isnan(ci) else round(ci, 6)
+            entry[f"{kpi}_lo"] = None if math.isnan(lo) else round(lo, 6)
+            entry[f"{kpi}_hi"] = None if math.isnan(hi) else round(hi, 6)
         out.append(entry)
     return out
+
+
+# --------------------------------------------------------------------------- units and numbers
+
+_COUNT_WORDS = ("orders", "operations", "scrapped", "faults", "reroutes", "messages",
+                "restarts", "expiries", "escalations", "events", "repairs", "units", "waits",
+                "groups", "splits")
+
+
+def kpi_unit(kpi: str) -> str:
+    """The unit of a report key, from the report's naming rules (durations end in ``_s``)."""
+    last = kpi.rsplit(".", 1)[-1]
+    if kpi in ("makespan", "mean_flow_time", "tardiness_total") or last.endswith("_s") \
+            or "latency" in kpi:
+        return "s"
+    if last.endswith("_kwh"):
+        return "kWh"
+    if kpi.startswith("utilisation.") or last.endswith(("_ratio", "_share")):
+        return "share"
+    if last.startswith("tardy") or any(w in kpi for w in _COUNT_WORDS):
+        return "count"
+    return ""
+
+
+def kpi_heading(kpi: str) -> str:
+    """``makespan (s)``; a key without a known unit is shown bare."""
+    unit = kpi_unit(kpi)
+    return f"{kpi} ({unit})" if unit else kpi
+
+
+def format_number(x: Any, *, signed: bool = False) -> str:
+    """A KPI for people: thousands separated, decimals where they carry information."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    x = float(x)
+    sign = "+" if signed and x > 0 else ""
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{sign}{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{sign}{x:.1f}".rstrip("0").rstrip(".")
+    if abs(x) >= 1:
+        return f"{sign}{x:.2f}".rstrip("0").rstrip(".")
+    return f"{sign}{x:.3g}"
 
 
 # --------------------------------------------------------------------------- plots

@@ -148,6 +148,10 @@ class Sweep(_Model):
                     "`machines[mill1].mttr_s: [300, 600]`.")
     strategies: list[StrategySpec] = Field(
         default_factory=list, description="Strategy pairs to compare; empty: the cells' own.")
+    baseline: str | None = Field(
+        default=None,
+        description="Strategy label the others are compared with, seed by seed (paired.csv); "
+                    "default: the first entry of `strategies` when there are two or more.")
     faults: list[str | None] = Field(
         default_factory=_no_faults,
         description="Fault scenario files relative to this file; `null` = no faults.")
@@ -173,6 +177,13 @@ class Sweep(_Model):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def baseline_label(self) -> str | None:
+        """The strategy the summary pairs the others with (None: fewer than two)."""
+        if len(self.strategies) < 2:
+            return None
+        return self.baseline or self.strategies[0].label
 
 
 # --------------------------------------------------------------------------- override paths
@@ -471,6 +482,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
         for path, values in grid.items():
             problems.extend(_check_grid_path(str(path), values, cells))
     problems.extend(_check_strategies(data.get("strategies")))
+    problems.extend(_check_baseline(data))
     for i, fault_file in enumerate(_items(data, "faults")):
         if not isinstance(fault_file, str):
             continue
@@ -542,6 +554,21 @@ def _check_strategies(specs: Any) -> _Problems:
                 for loc, message in strategy_problems(spec[side], side):
                     problems.append((("strategies", i, side, *loc), message))
     return problems
+
+
+def _check_baseline(data: dict[str, Any]) -> _Problems:
+    baseline = data.get("baseline")
+    if not isinstance(baseline, str):
+        return []
+    specs = [s for s in _items(data, "strategies") if isinstance(s, dict)]
+    labels = [strategy_label(s.get("name"), s.get("order"), s.get("resource")) for s in specs]
+    if len(labels) < 2:
+        return [(("baseline",), "a baseline needs at least two `strategies` entries to compare")]
+    if baseline not in labels:
+        return [(("baseline",), (f"no strategy labelled {echoed(baseline)}"
+                                 f"{_did_you_mean(baseline, labels)}; labels: "
+                                 f"{shown_list(labels)}"))]
+    return []
 
 
 def load_sweep(path: str | Path) -> Sweep:
