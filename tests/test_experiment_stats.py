@@ -104,3 +104,31 @@ baseline: defualt
     assert load_sweep(sweep).baseline_label == "slack"
     sweep.write_text(sweep.read_text().replace("baseline: slack\n", ""))
     assert load_sweep(sweep).baseline_label == "default"   # the first entry
+
+
+def test_kpi_names_are_checked_against_the_report_with_did_you_mean(tmp_path: Path) -> None:
+    energy_cell = MINIMAL.parent / "demo_cell_energy.yaml"
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"""\
+name: k
+cells: [{energy_cell}]
+kpis:
+  - makespan
+  - energy_per_unit
+  - tardyness_total
+  - messages_by_type.award
+  - utilisation.mill1
+  - energy.kwh_per_unit
+""")
+    with pytest.raises(ConfigError) as err:
+        load_sweep(sweep)
+    text = str(err.value)
+    assert "s.yaml:5: kpis[1]: no KPI 'energy_per_unit' in the run report of the base cells " \
+           "(did you mean 'energy.kwh_per_unit'?)" in text
+    assert "s.yaml:6: kpis[2]: no KPI 'tardyness_total'" in text
+    assert "(did you mean 'tardiness_total'?)" in text
+    assert len(err.value.issues) == 2
+    sweep.write_text(sweep.read_text().replace("  - energy_per_unit\n  - tardyness_total\n", ""))
+    from ops.experiment.sweep import expand   # the energy cell's `off:` keys hash too
+
+    assert len(expand(load_sweep(sweep))) == 1

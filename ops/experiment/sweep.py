@@ -375,6 +375,17 @@ def _fingerprints(cell_data: dict[str, Any],
     return out
 
 
+def _json_keys(value: Any) -> Any:
+    """Map keys as JSON writes them (YAML's ``off:`` is the key False), so that sorting
+    them works: ``{False: 1, "idle": 2}`` hashes as ``{"false": 1, "idle": 2}``."""
+    if isinstance(value, dict):
+        return {json.dumps(k) if not isinstance(k, str) else k: _json_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_keys(v) for v in value]
+    return value
+
+
 def expand(sweep: Sweep) -> list[RunPoint]:
     """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps.
 
@@ -415,7 +426,8 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                             key = {"cell": cell_data, "faults": fault, "seed": run_seed,
                                    "until_s": sweep.until_s, "params": params,
                                    "strategy": label, "repetition": rep, "code": code}
-                            run_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
+                            run_id = hashlib.sha256(json.dumps(_json_keys(key), sort_keys=True,
+                                                               default=str)
                                                     .encode()).hexdigest()[:12]
                             out.append(RunPoint(
                                 run_id=run_id, cell=cfg.cell, params=params,
@@ -481,6 +493,7 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     if isinstance(grid, dict):
         for path, values in grid.items():
             problems.extend(_check_grid_path(str(path), values, cells))
+    problems.extend(_check_kpis(data, cells))
     problems.extend(_check_strategies(data.get("strategies")))
     problems.extend(_check_baseline(data))
     for i, fault_file in enumerate(_items(data, "faults")):
@@ -554,6 +567,20 @@ def _check_strategies(specs: Any) -> _Problems:
                 for loc, message in strategy_problems(spec[side], side):
                     problems.append((("strategies", i, side, *loc), message))
     return problems
+
+
+def _check_kpis(data: dict[str, Any],
+                cells: dict[str, tuple[CellConfig, dict[str, Any]]]) -> _Problems:
+    from ops.experiment.kpi_names import known_kpis, kpi_problem
+
+    kpis = [(i, k) for i, k in enumerate(_items(data, "kpis")) if isinstance(k, str)]
+    if not kpis or not cells:
+        return []
+    known: set[str] = set()
+    for cfg, _raw in cells.values():
+        known |= known_kpis(cfg)
+    return [(("kpis", i), message) for i, kpi in kpis
+            if (message := kpi_problem(kpi, known)) is not None]
 
 
 def _check_baseline(data: dict[str, Any]) -> _Problems:
