@@ -238,5 +238,7 @@ def execute(args: Any) -> int:
     tables = "runs.csv" + (", runs.parquet" if outcome["parquet"] else "")
     print(f"{sweep.name}: {outcome['ran']} run(s) done, {outcome['skipped']} skipped "
           f"(already complete), {outcome['failed_total']} failed; {out}/: {tables}, "
-          f"summary.csv, {'paired.csv, ' if outcome['baseline'] else ''}manifest.json, {len(outcome['plots'])} plots", file=sys.stderr)
+          f"summary.csv, {'paired.csv, ' if outcome['baseline'] else ''}manifest.json, "
+          f"{sum(p.endswith('.png') for p in outcome['plots'])} plots (PNG and SVG)",
+          file=sys.stderr)
     return 1 if outcome["failed_total"] else 0

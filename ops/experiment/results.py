@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -315,60 +314,9 @@ def format_number(x: Any, *, signed: bool = False) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
 def plot_kpis(rows: list[dict[str, Any]], dims: dict[str, list[Any]], kpis: Sequence[str],
               directory: Path, line_keys: Sequence[str] = ("strategy",)) -> list[Path]:
-    """``<kpi>_vs_<dim>.png`` for each KPI and each swept dimension: one line per strategy.
+    """Each KPI against each swept dimension, PNG and SVG (see :mod:`ops.experiment.plots`)."""
+    from ops.experiment.plots import plot_kpis as plot
 
-    Each point is the mean over every ok run with that dimension value (all
-    other dimensions and seeds pooled), with its 95 % CI as an error bar.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    ok = [r for r in rows if r.get("status") == "ok"]
-    written: list[Path] = []
-    for kpi in kpis:
-        if not any(isinstance(r.get(kpi), (int, float)) for r in ok):
-            continue
-        for dim, values in dims.items():
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            xs_of = {json.dumps(v, default=str): (v if numeric else i)
-                     for i, v in enumerate(values)}
-            lines: dict[str, list[tuple[float, float, float]]] = {}
-            keys = [k for k in line_keys if k != dim] or ["strategy"]  # the x axis is no line
-            labels = sorted({" / ".join(str(r.get(k)) for k in keys) for r in ok})
-            for label in labels:
-                for v in values:
-                    ys = [float(r[kpi]) for r in ok
-                          if " / ".join(str(r.get(k)) for k in keys) == label
-                          and json.dumps(r.get(dim), default=str) == json.dumps(v, default=str)
-                          and isinstance(r.get(kpi), (int, float))]
-                    if ys:
-                        mean, ci = mean_ci95(ys)
-                        lines.setdefault(label, []).append(
-                            (xs_of[json.dumps(v, default=str)], mean, 0.0 if math.isnan(ci)
-                             else ci))
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for label, pts in lines.items():
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                            marker="o", capsize=3, label=label)
-            if not numeric:
-                ax.set_xticks(range(len(values)), [str(v) for v in values])
-            ax.set_xlabel(dim)
-            ax.set_ylabel(f"{kpi} (mean, 95 % CI)")
-            ax.set_title(f"{kpi} vs {dim}")
-            ax.grid(alpha=0.3)
-            if lines:
-                ax.legend(title=" / ".join(keys))
-            fig.tight_layout()
-            path = directory / f"{_slug(kpi)}_vs_{_slug(dim)}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-    return written
+    return plot(rows, dims, kpis, directory, line_keys)
