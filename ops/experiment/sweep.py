@@ -11,7 +11,8 @@ otherwise discover hours later, and reports every problem at once as
 * each base cell loads (its own problems are reported with its own lines);
 * each grid path names a field of the cell model — ``negotiation.lease_s``,
   ``machines[mill1].mttr_s`` (a list item by id) or ``orders[0].due_at`` (by
-  index) — and exists in every base cell;
+  index) — and exists in every base cell, or is a derived key of
+  :data:`DERIVED` (``due_date_factor``: every order's allowance scaled);
 * each grid value, applied *alone* to each base cell, gives a valid cell;
 * each strategy loads (built-in name, entry point or ``pkg.mod:Class``) and
   its ``params`` fit its constructor; labels are unique;
@@ -61,7 +62,7 @@ from ops.config.loader import (
 from security.untrusted import shown as echoed
 from security.untrusted import shown_list
 
-__all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
+__all__ = ["DEFAULT_KPIS", "DERIVED", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
            "expand", "load_sweep", "parse_path", "run_count", "strategy_label"]
 
 #: Runs a sweep may expand to unless its file raises ``max_runs``: a grid of millions of
@@ -237,7 +238,7 @@ def _resolve(data: dict[str, Any], path: str) -> tuple[Any, str | int]:
             fields = annotation.model_fields
             if not isinstance(part, str) or part not in fields:
                 raise PathError(f"{shown} has no field {part!r}"
-                                f"{_did_you_mean(str(part), list(fields))}; "
+                                f"{_did_you_mean(str(part), [*fields, *(DERIVED if i == 0 else ())])}; "
                                 f"fields: {', '.join(fields)}")
             annotation = fields[part].annotation
             if last:
@@ -294,8 +295,33 @@ def _shown(parts: list[str | int]) -> str:
     return format_path(tuple(parts))
 
 
+def scale_due_dates(data: dict[str, Any], factor: Any) -> None:
+    """``due_date_factor``: each order's allowance (due_at − release_at) times ``factor``.
+
+    Below 1 the due dates tighten, above 1 they loosen; 1 leaves the cell as it
+    is.  The point's cell file carries the scaled due dates, so ``autocell run``
+    reproduces it without knowing the factor.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+        raise PathError(f"due_date_factor must be a number > 0 (got {echoed(factor)}); "
+                        "1 keeps the cell's due dates, 0.5 halves each order's allowance")
+    for order in data.get("orders") or []:
+        if isinstance(order, dict) and isinstance(order.get("due_at"), (int, float)):
+            release = float(order.get("release_at") or 0.0)
+            order["due_at"] = round(release + factor * (float(order["due_at"]) - release), 6)
+
+
+#: Grid keys that are not a field of the cell but transform it (applied after the fields).
+DERIVED: dict[str, Any] = {"due_date_factor": scale_due_dates}
+
+
 def apply_override(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``path`` to ``value`` in raw cell data (in place); :class:`PathError` if it is no field."""
+    """Set ``path`` to ``value`` in raw cell data (in place); :class:`PathError` if it is no field.
+
+    A :data:`DERIVED` key (``due_date_factor``) transforms the data instead."""
+    if path in DERIVED:
+        DERIVED[path](data, value)
+        return
     container, key = _resolve(data, path)
     container[key] = copy.deepcopy(value)
 
@@ -407,7 +433,7 @@ def expand(sweep: Sweep) -> list[RunPoint]:
         for values in itertools.product(*(sweep.grid[p] for p in paths)):
             params = dict(zip(paths, values))
             data = copy.deepcopy(raw)
-            for p, v in params.items():
+            for p, v in sorted(params.items(), key=lambda pv: pv[0] in DERIVED):
                 apply_override(data, p, v)
             for spec in strategies:
                 cell_data = copy.deepcopy(data)
@@ -528,13 +554,18 @@ def _check_grid_path(path: str, values: Any,
     problems: _Problems = []
     for cfg, raw in cells.values():
         try:
-            _resolve(copy.deepcopy(raw), path)
+            if path not in DERIVED:
+                _resolve(copy.deepcopy(raw), path)
         except PathError as exc:
             problems.append((loc, f"in cell {cfg.cell!r}: {exc}"))
             continue
         for j, value in enumerate(values if isinstance(values, list) else []):
             data = copy.deepcopy(raw)
-            apply_override(data, path, value)
+            try:
+                apply_override(data, path, value)
+            except PathError as exc:
+                problems.append((loc + (j,), str(exc)))
+                continue
             try:
                 cell_from_dict(data, source=cfg.source, base_dir=cfg._base_dir)
             except ConfigError as exc:
