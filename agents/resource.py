@@ -37,7 +37,7 @@ from agents.negotiation.contract_net import (
     ParticipantState,
     step,
 )
-from agents.negotiation.strategies import ResourceStrategy, Slot
+from agents.negotiation.strategies import ResourceStrategy, Slot, dispatch_next
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
@@ -327,9 +327,11 @@ class ResourceAgent(Agent):
         pending = sorted((t.start_at, tid) for tid, t in self.tasks.items() if t.state == "committed")
         if not pending:
             return []
-        choice = None
+        # a strategy's dispatch rule over the booked queue, if it has one (None: planned order)
+        choice = None if self.planned_order else dispatch_next(self.strategy, self.tasks,
+                                                               pending, now)
         first_start = pending[0][0]
-        for planned, tid in pending:
+        for planned, tid in pending if choice is None else ():
             t = self.tasks[tid]
             if not t.ready:
                 continue
