@@ -632,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="join an existing Ray cluster (default: start a lean local Ray)")
     sp.add_argument("--workers", type=int, default=None,
                     help="runs in parallel (default: the CPU count)")
-    sp.add_argument("--resume", action="store_true", help="skip the runs already completed in --out")
+    sp.add_argument("--resume", action="store_true", help="skip the runs already completed in --out "
+                    "(runs whose strategy code or inputs changed run again, with a note)")
     sp.add_argument("--out", metavar="DIR", help="results directory "
                                                  "(default experiments/<sweep name>/)")
     sp.add_argument("--show", metavar="RUN_ID",
