@@ -218,3 +218,20 @@ def test_numbers_are_formatted_for_people(x: Any, text: str) -> None:
     from ops.experiment.results import format_number
 
     assert format_number(x) == text
+
+
+def test_a_worker_with_other_strategy_code_refuses_the_point(tmp_path: Path,
+                                                            plugin: Any) -> None:
+    import dataclasses
+
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(SWEEP)
+    point = next(p for p in expand(load_sweep(sweep_file)) if p.strategy == "lifo")
+    assert runner.execute_point(point)["status"] == "ok"
+    plugin(PLUGIN_V2)   # the worker has another version than the driver expanded with
+    row = runner.execute_point(point)
+    assert row["status"] == "failed"
+    assert "the resource strategy on this worker is not the one the sweep was expanded with" \
+        in row["error"] and "source_sha256" in row["error"]
+    fresh = dataclasses.replace(point, fingerprints={})   # nothing to compare: runs
+    assert runner.execute_point(fresh)["status"] == "ok"
