@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import Timing
+from agents.energy.client import PowerClient, PowerNeeds
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command
 from agents.protocol.messages import (
@@ -14,6 +15,7 @@ from agents.protocol.messages import (
     ExploreReady,
     Intention,
     Message,
+    PowerGrant,
 )
 from agents.rehearsal import MachineRehearsal
 
@@ -30,7 +32,8 @@ class MachineAgent(ResourceAgent):
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
                  location: str, capabilities: dict[str, float], setup_s: float = 0.0,
                  power_idle_kw: float = 0.0, power_busy_kw: float = 0.0,
-                 orders: list[str] | None = None, **kw: Any) -> None:
+                 orders: list[str] | None = None, power_manager: str = "",
+                 power_needs: PowerNeeds | None = None, **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, strategy=strategy, location=location, **kw)
         self.capabilities = dict(capabilities)
         self.setup_s = setup_s
@@ -43,6 +46,9 @@ class MachineAgent(ResourceAgent):
             duration_s=dict(self.capabilities), setup_s=setup_s,
         ) if timing.rehearsal_passes > 0 and orders else None
         self.planned_order = self.rehearsal is not None
+        # a cell with a peak cap: operations start only under a power lease
+        self.power = (PowerClient(agent_id, power_manager, power_needs, timing.retry_s)
+                      if power_manager and power_needs is not None else None)
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):
@@ -50,7 +56,38 @@ class MachineAgent(ResourceAgent):
                 self.ignored += 1
                 return []
             return self.rehearsal.on_message(msg.sender, msg.body, msg.conv)
-        return super().on_message(msg, now)
+        if isinstance(msg.body, PowerGrant):
+            if self.power is None or msg.sender != self.power.manager:
+                self.ignored += 1
+                return []
+            out = self._try_start(now) if self.power.on_grant(msg.body, now) else []
+            return out + self._reconcile_power()
+        return self._reconcile_power(super().on_message(msg, now))
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        if key == "power_retry" and self.power is not None:
+            return self.power.on_retry(now)
+        return self._reconcile_power(super().on_timer(key, now))
+
+    def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
+        if self.power is None:
+            return None
+        cap = task.cfp.capability
+        setup = self.setup_s if cap != self.last_capability else 0.0
+        duration = setup + self.capabilities[cap] * task.cfp.quantity
+        return self.power.gate(task_id, task.award_epoch, cap, duration, now)
+
+    def _power_wanted(self) -> list[tuple[str, int]]:
+        """The leases still of use: the running task's and those of ready committed tasks."""
+        return [(tid, t.award_epoch) for tid, t in self.tasks.items()
+                if t.state == "running" or (t.state == "committed" and t.ready)]
+
+    def _reconcile_power(self, out: list[Action] | None = None) -> list[Action]:
+        """``out`` plus the release of every lease no task needs any more."""
+        out = list(out or [])
+        if self.power is not None:
+            out += self.power.reconcile(self._power_wanted())
+        return out
 
     def can_do(self, cfp: CallForProposals) -> bool:
         return cfp.kind == "operation" and cfp.capability in self.capabilities
@@ -93,5 +130,5 @@ class MachineAgent(ResourceAgent):
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
         if ev.event == "operation_done":
             quality = str((ev.data or {}).get("quality", "ok"))
-            return self.finish(ev.task, now, quality, self.location)
-        return super().on_plant_event(ev, now)
+            return self._reconcile_power(self.finish(ev.task, now, quality, self.location))
+        return self._reconcile_power(super().on_plant_event(ev, now))
