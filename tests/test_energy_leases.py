@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.base import Timing
-from agents.energy.budget import PowerBudget
+from agents.energy.budget import PowerBudget, lease_key
 from agents.energy.manager import EnergyManagerAgent
 from agents.protocol.actions import Log, Send, SetTimer
 from agents.protocol.messages import Message, PowerGrant, PowerRelease, PowerRequest
@@ -33,7 +33,7 @@ _ops = st.lists(st.tuples(
     st.integers(0, 7),                      # task
     st.integers(0, 2),                      # epoch
     st.floats(0.0, 6.0, allow_nan=False),   # kW
-    st.floats(0.0, 50.0, allow_nan=False),  # hold_s, or how far time advances
+    st.floats(0.1, 50.0, allow_nan=False),  # hold_s, or how far time advances
 ), max_size=80)
 
 
@@ -44,7 +44,7 @@ def test_a_stream_of_starts_never_exceeds_the_budget(ops: list, budget_kw: float
     now = 0.0
     released: set[str] = set()
     for op, task, epoch, kw, x in ops:
-        key = f"t{task}@{epoch}"
+        key = lease_key(f"t{task}", epoch)
         if op == "request":
             before = b.leases.get(key)
             lease = b.request("m", f"t{task}", epoch, kw, x, now)
@@ -70,7 +70,7 @@ def test_waiting_requests_are_granted_in_turn_when_budget_frees_up() -> None:
     assert b.request("m2", "b", 0, 4.0, 100.0, 1.0) is None
     assert b.request("m3", "c", 0, 1.0, 100.0, 2.0) is not None   # fits beside a: passes b
     granted = b.release("a", 0, 3.0)
-    assert [g.key for g in granted] == ["b@0"] and granted[0].expires_at == 103.0
+    assert [g.key for g in granted] == ["b@0#0"] and granted[0].expires_at == 103.0
     assert b.in_use_kw == 5.0
 
 
@@ -164,3 +164,38 @@ def test_a_cap_no_operation_fits_under_is_refused_before_the_run() -> None:
     low = cfg.model_copy(update={"energy": cfg.energy.model_copy(update={"peak_cap_kw": 9.0})})
     with pytest.raises(ConfigurationError, match="raise the cap to at least 10.2 kW"):
         build_agents(low, 1)
+
+
+# --------------------------------------------------------------------------- gauges
+
+
+def test_power_gauges_follow_the_run_and_the_cap() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ops.run import virtual_metrics
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    cell = VirtualCell(load_cell(DEMO))
+    metrics = virtual_metrics(cell)
+    seen: list[dict[str, float]] = []
+
+    def scrape() -> dict[str, float]:
+        text = generate_latest(metrics.registry).decode()
+        return {s.name + "".join(f"/{v}" for v in s.labels.values()): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    cell.run(until=900.0, progress=lambda *_: seen.append(scrape()))
+    assert seen
+    for s in seen:                      # cell power = sum of machines; headroom = cap - power
+        machines = [v for k, v in s.items() if k.startswith("autocell_machine_power_kw/")]
+        assert len(machines) == 5
+        assert s["autocell_cell_power_kw"] == pytest.approx(sum(machines))
+        assert s["autocell_cell_power_headroom_kw"] == pytest.approx(
+            12.0 - s["autocell_cell_power_kw"])
+        assert s["autocell_cell_power_headroom_kw"] >= -1e-9
+    last = scrape()
+    assert last["autocell_cell_energy_cost"] == pytest.approx(
+        build_report(cell)["energy"]["cost"], abs=0.01)
+    assert max(s["autocell_cell_power_kw"] for s in seen) > 3.9     # something ran

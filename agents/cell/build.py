@@ -9,6 +9,8 @@ import random
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, Timing
+from agents.cell.tariff import TimeOfUse
+from agents.energy.aware import MachineEnergy
 from agents.energy.manager import ENERGY_MANAGER_ID, EnergyManagerAgent
 from agents.energy.plan import budget_kw, cap_enforced, cap_problem, needs_of
 from agents.escalation.lifecycle import Deadlines
@@ -65,12 +67,20 @@ def build_agents(cfg: CellConfig, seed: int, *,
         problem = cap_problem(cfg)
         if problem is not None:
             raise ConfigurationError(f"{cfg.source}: {problem}")
+    tariff = TimeOfUse.from_settings(cfg.energy) if cfg.energy is not None else None
     for m in cfg.machines:
-        power = ({"power_manager": ENERGY_MANAGER_ID,
-                  "power_needs": needs_of(m.power_kw, m.capabilities, timing.lease_window_s)}
-                 if capped else {})
+        power: dict[str, object] = (
+            {"power_manager": ENERGY_MANAGER_ID,
+             "power_needs": needs_of(m.power_kw, m.capabilities, timing.lease_window_s)}
+            if capped else {})
+        rstrat = resource_strategy(rstrat_name)
+        if tariff is not None and getattr(rstrat, "energy_aware", False):
+            power["energy"] = MachineEnergy(
+                tariff, m.power_kw, standby=bool(getattr(rstrat, "standby", True)),
+                wake_early=not capped, shift_max_s=float(getattr(rstrat, "shift_max_s", 0.0)),
+                min_saving=float(getattr(rstrat, "min_saving", 0.1)))
         agents[m.id] = MachineAgent(
-            m.id, timing=timing, strategy=resource_strategy(rstrat_name), location=m.location,
+            m.id, timing=timing, strategy=rstrat, location=m.location,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,
             power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy,
             orders=[o.id for o in cfg.orders], rng=rng(m.id), escalation=escalation,

@@ -9,10 +9,10 @@ the **budget**: ``budget_kw = cap_kw − Σ idle_kw``.  A machine that wants to
 start an operation asks for the operation's power *above idle* (the most it
 draws in setup, busy or waking up) as a **lease**:
 
-* a lease is keyed by ``task@epoch`` — the award epoch of the contract net — so
-  a duplicated or resent request is the same lease, granted once (the answer is
-  sent again), and a request of a stale epoch is a different lease that the
-  machine will release;
+* a lease is keyed by ``task@epoch#attempt`` — the award epoch of the contract
+  net, and the machine's count of its requests for that task — so a duplicated
+  or resent request is the same lease, granted once (the answer is sent again),
+  while a machine that released a lease and wants the task again asks anew;
 * a lease lives ``hold_s`` (the operation's duration plus a grace) from the
   grant and then **expires**: the budget of a machine that crashed or whose
   release was lost comes back without anybody's help;
@@ -42,8 +42,8 @@ EPS_KW = 1e-9
 REMEMBER_RELEASED = 4096
 
 
-def lease_key(task: str, epoch: int) -> str:
-    return f"{task}@{epoch}"
+def lease_key(task: str, epoch: int, attempt: int = 0) -> str:
+    return f"{task}@{epoch}#{attempt}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ class Lease:
     epoch: int
     kw: float
     expires_at: float
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class _Waiting:
     holder: str
     task: str
     epoch: int
+    attempt: int
     kw: float
     hold_s: float
     since_at: float
@@ -90,21 +92,22 @@ class PowerBudget:
         return self.budget_kw - self.in_use_kw
 
     def request(self, holder: str, task: str, epoch: int, kw: float, hold_s: float,
-                now: float) -> Lease | None:
-        """The lease for ``task@epoch``: granted now, already granted (the same lease), or
-        None — waiting, or released before (a late duplicate)."""
-        key = lease_key(task, epoch)
+                now: float, attempt: int = 0) -> Lease | None:
+        """The lease for ``task@epoch#attempt``: granted now, already granted (the same
+        lease), or None — waiting, or released before (a late duplicate)."""
+        key = lease_key(task, epoch, attempt)
         if key in self.leases:
             return self.leases[key]
         if key in self.released or key in self.waiting:
             return None
-        self.waiting[key] = _Waiting(key, holder, task, epoch, max(0.0, kw), hold_s, now)
+        self.waiting[key] = _Waiting(key, holder, task, epoch, attempt, max(0.0, kw), hold_s,
+                                     now)
         granted = self._grant_waiting(now)
         return next((g for g in granted if g.key == key), None)
 
-    def release(self, task: str, epoch: int, now: float) -> list[Lease]:
-        """Free ``task@epoch`` (granted or waiting); the waiting leases this grants."""
-        key = lease_key(task, epoch)
+    def release(self, task: str, epoch: int, now: float, attempt: int = 0) -> list[Lease]:
+        """Free ``task@epoch#attempt`` (granted or waiting); the waiting leases this grants."""
+        key = lease_key(task, epoch, attempt)
         self.waiting.pop(key, None)
         if self.leases.pop(key, None) is None and key in self.released:
             return []
@@ -129,7 +132,7 @@ class PowerBudget:
         for key, w in list(self.waiting.items()):
             if w.kw <= free + EPS_KW:
                 del self.waiting[key]
-                lease = Lease(key, w.holder, w.task, w.epoch, w.kw, now + w.hold_s)
+                lease = Lease(key, w.holder, w.task, w.epoch, w.kw, now + w.hold_s, w.attempt)
                 self.leases[key] = lease
                 free -= w.kw
                 granted.append(lease)

@@ -40,21 +40,29 @@ class PowerNeeds:
         return self.above_idle_kw.get(capability, self.default_kw)
 
 
+Key = tuple[str, int]            # (task, award epoch)
+
+
 @dataclass
 class PowerClient:
-    """The lease state of one machine: what it asked for and what it holds."""
+    """The lease state of one machine: what it asked for and what it holds.
+
+    Each new request for a task (after a release or an expiry) has the next
+    ``attempt``, so it is a new lease for the manager, and a grant that answers an
+    older attempt is recognised as stale and released rather than used."""
 
     machine: str
     manager: str
     needs: PowerNeeds
     retry_s: float
-    granted: dict[tuple[str, int], float] = field(default_factory=dict)  # -> expires_at
-    asked: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)  # -> kw, hold
+    granted: dict[Key, tuple[int, float]] = field(default_factory=dict)  # -> attempt, expires_at
+    asked: dict[Key, tuple[int, float, float]] = field(default_factory=dict)  # -> attempt, kw, hold
+    attempts: dict[Key, int] = field(default_factory=dict)   # the last attempt asked per key
     retry_armed: bool = False
 
     def holds(self, task: str, epoch: int, now: float) -> bool:
-        exp = self.granted.get((task, epoch))
-        return exp is not None and exp > now
+        g = self.granted.get((task, epoch))
+        return g is not None and g[1] > now
 
     def gate(self, task: str, epoch: int, capability: str, duration_s: float,
              now: float) -> list[Action] | None:
@@ -64,47 +72,57 @@ class PowerClient:
         k = (task, epoch)
         out: list[Action] = []
         for other in [o for o in self.asked if o != k]:   # one request at a time: the next task
-            del self.asked[other]
-            out.append(Send(self.manager, PowerRelease(*other)))
+            out.append(self._release(other, self.asked.pop(other)[0]))
         if k not in self.asked:
+            stale = self.granted.pop(k, None)              # expired before the start
+            if stale is not None:
+                out.append(self._release(k, stale[0]))
+            attempt = self.attempts.get(k, -1) + 1
+            self.attempts[k] = attempt
             kw = self.needs.kw(capability)
             hold = duration_s + self.needs.wake_s + self.needs.grace_s
-            self.asked[k] = (kw, hold)
+            self.asked[k] = (attempt, kw, hold)
             out.append(Log("power_wait", {"agent": self.machine, "task": task, "kw": kw}))
-            out.append(Send(self.manager, PowerRequest(task, epoch, kw, hold)))
+            out.append(Send(self.manager, PowerRequest(task, epoch, kw, hold, attempt)))
         if not self.retry_armed:
             self.retry_armed = True
             out.append(SetTimer("power_retry", now + self.retry_s))
         return out
 
-    def on_grant(self, body: PowerGrant, now: float) -> bool:
-        """Record a grant; True if it is news (the machine should try to start)."""
+    def on_grant(self, body: PowerGrant, now: float) -> tuple[bool, list[Action]]:
+        """Record a grant: (news — the machine should try to start —, actions).  A grant
+        for an attempt not asked for (stale, or duplicated after a release) is released."""
         k = (body.task, body.award_epoch)
-        if self.granted.get(k) == body.expires_at:
-            return False
-        self.asked.pop(k, None)
-        self.granted[k] = body.expires_at
-        return True
+        asked = self.asked.get(k)
+        if asked is not None and asked[0] == body.attempt:
+            del self.asked[k]
+            self.granted[k] = (body.attempt, body.expires_at)
+            return True, []
+        held = self.granted.get(k)
+        if held is not None and held[0] == body.attempt:
+            return False, []                               # a duplicate of the one we hold
+        return False, [self._release(k, body.attempt)]
 
     def on_retry(self, now: float) -> list[Action]:
         """Ask again for everything still not granted (a request or a grant may be lost)."""
         self.retry_armed = False
         if not self.asked:
             return []
-        out: list[Action] = [Send(self.manager, PowerRequest(t, e, kw, hold))
-                             for (t, e), (kw, hold) in sorted(self.asked.items())]
+        out: list[Action] = [Send(self.manager, PowerRequest(t, e, kw, hold, attempt))
+                             for (t, e), (attempt, kw, hold) in sorted(self.asked.items())]
         self.retry_armed = True
         out.append(SetTimer("power_retry", now + self.retry_s))
         return out
 
-    def reconcile(self, wanted: Iterable[tuple[str, int]]) -> list[Action]:
+    def reconcile(self, wanted: Iterable[Key]) -> list[Action]:
         """Release every lease and request that is not for a task in ``wanted``."""
         keep = set(wanted)
         out: list[Action] = []
         for k in [k for k in self.granted if k not in keep]:
-            del self.granted[k]
-            out.append(Send(self.manager, PowerRelease(*k)))
+            out.append(self._release(k, self.granted.pop(k)[0]))
         for k in [k for k in self.asked if k not in keep]:
-            del self.asked[k]
-            out.append(Send(self.manager, PowerRelease(*k)))
+            out.append(self._release(k, self.asked.pop(k)[0]))
         return out
+
+    def _release(self, k: Key, attempt: int) -> Send:
+        return Send(self.manager, PowerRelease(k[0], k[1], attempt))

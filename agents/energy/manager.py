@@ -16,7 +16,7 @@ from agents.base import Agent, Timing
 from agents.protocol.actions import Action, Log, Send, SetTimer
 from agents.protocol.messages import Message, PowerGrant, PowerRelease, PowerRequest
 
-from .budget import Lease, PowerBudget
+from .budget import Lease, PowerBudget, lease_key
 
 __all__ = ["ENERGY_MANAGER_ID", "EnergyManagerAgent"]
 
@@ -41,10 +41,10 @@ class EnergyManagerAgent(Agent):
     def on_message(self, msg: Message, now: float) -> list[Action]:
         body = msg.body
         if isinstance(body, PowerRequest):
-            key = f"{body.task}@{body.award_epoch}"
+            key = lease_key(body.task, body.award_epoch, body.attempt)
             fresh = key not in self.budget.leases
             lease = self.budget.request(msg.sender, body.task, body.award_epoch, body.kw,
-                                        body.hold_s, now)
+                                        body.hold_s, now, body.attempt)
             self.convs.setdefault(key, msg.conv)
             if lease is None:
                 return []
@@ -53,12 +53,12 @@ class EnergyManagerAgent(Agent):
                 return []
             return self._granted([lease], now, log=fresh)
         if isinstance(body, PowerRelease):
-            key = f"{body.task}@{body.award_epoch}"
+            key = lease_key(body.task, body.award_epoch, body.attempt)
             lease = self.budget.leases.get(key)
             if lease is not None and lease.holder != msg.sender:
                 self.ignored += 1
                 return []
-            granted = self.budget.release(body.task, body.award_epoch, now)
+            granted = self.budget.release(body.task, body.award_epoch, now, body.attempt)
             self.convs.pop(key, None)
             out: list[Action] = []
             if lease is not None:
@@ -89,7 +89,7 @@ class EnergyManagerAgent(Agent):
                     "kw": lease.kw, "expires_at": lease.expires_at,
                     "in_use_kw": round(self.budget.in_use_kw, 9)}))
             out.append(Send(lease.holder, PowerGrant(lease.task, lease.epoch, lease.kw,
-                                                     lease.expires_at),
+                                                     lease.expires_at, lease.attempt),
                             self.convs.get(lease.key, "")))
         nxt = self.budget.next_expiry_at()
         if nxt is not None and (self._expiry_at is None or nxt < self._expiry_at):

@@ -492,17 +492,19 @@ class PowerRequest(Body, frozen=True):
     award_epoch: int
     kw: float
     hold_s: float
+    attempt: int = 0          # a new request for the same task after a release: one more
 
 
 @message("power_grant")
 class PowerGrant(Body, frozen=True):
-    """The lease for ``task@award_epoch``: ``kw`` until ``expires_at`` (cell time); sent
-    again for a repeated request."""
+    """The lease for ``task@award_epoch#attempt``: ``kw`` until ``expires_at`` (cell time);
+    sent again for a repeated request."""
 
     task: str
     award_epoch: int
     kw: float
     expires_at: float
+    attempt: int = 0
 
 
 @message("power_release")
@@ -511,6 +513,7 @@ class PowerRelease(Body, frozen=True):
 
     task: str
     award_epoch: int
+    attempt: int = 0
 
 
 class Message(msgspec.Struct, frozen=True, gc=False):
