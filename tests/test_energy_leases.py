@@ -129,12 +129,17 @@ def _run(cfg, **kw):  # noqa: ANN001, ANN202
     return cell, build_report(cell)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_lost_and_duplicated_messages_keep_the_cap(seed: int) -> None:
+AWARE = {"resource_strategy": "agents.energy.strategies:EnergyAwareResource",
+         "order_strategy": "agents.energy.strategies:EnergyCost"}
+
+
+@pytest.mark.parametrize("seed,aware", [(1, False), (2, False), (3, True)])
+def test_lost_and_duplicated_messages_keep_the_cap(seed: int, aware: bool) -> None:
     cfg = load_cell(DEMO)
     cell, r = _run(cfg, seed=seed,
                    network=NetworkModel(latency_s=0.001, jitter_s=0.0005, loss=0.05,
-                                        duplication=0.1, reorder=0.05))
+                                        duplication=0.1, reorder=0.05),
+                   **(AWARE if aware else {}))
     assert cell.stats.messages_lost > 0
     assert r["invariants"]["peak_cap_never_exceeded"], r["invariant_violations"]
     assert all(r["invariants"].values()), r["invariant_violations"]
