@@ -98,3 +98,31 @@ def test_without_a_tariff_the_aware_resource_bids_like_the_default() -> None:
     plain, _ = _run(demo)
     aware, _ = _run(demo, resource_strategy=AWARE["resource_strategy"])
     assert plain.event_log_sha256() == aware.event_log_sha256()
+
+
+def test_a_machine_offers_a_later_cheaper_slot_only_within_the_due_date() -> None:
+    from agents.base import Timing
+    from agents.machine import MachineAgent
+
+    evening = TimeOfUse.from_settings(EnergySettings.model_validate({
+        "clock_at_start": "mon 21:00",
+        "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
+                               {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
+
+    def machine(shift_max_s: float) -> MachineAgent:
+        strategy = EnergyAwareResource(shift_max_s=shift_max_s)
+        return MachineAgent("m1", timing=Timing(), strategy=strategy, location="x",
+                            capabilities={"mill": 600.0}, power_idle_kw=1.0, power_busy_kw=5.0,
+                            energy=MachineEnergy(evening, DRAW, shift_max_s=shift_max_s))
+
+    # 600 s at 4 kW above idle: 0.2 EUR at 21:00, a third of it from 22:00 (t = 3600 s)
+    now_slot = machine(0.0).quote(cfp(), 0.0)
+    assert now_slot.start_at == 0.0 and now_slot.energy_cost == pytest.approx(4 / 6 * 0.3)
+    later = machine(7200.0).quote(cfp(), 0.0)
+    assert later.start_at == 3600.0 and later.energy_cost == pytest.approx(4 / 6 * 0.1)
+    assert later.queue_s == 3600.0
+    # a due date before the cheap slot ends keeps the earliest slot
+    assert machine(7200.0).quote(cfp(due_at=4000.0), 0.0).start_at == 0.0
+    # the price is a cost term of the proposal
+    cost = EnergyAwareResource().price(cfp(), later)
+    assert cost is not None and cost["energy_cost"] == later.energy_cost
