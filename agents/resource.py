@@ -146,6 +146,11 @@ class ResourceAgent(Agent):
     def on_finished(self, task: Task, now: float) -> None:
         """Update resource state (location, last capability) when a task ends."""
 
+    def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
+        """None: ``task`` may start now.  Otherwise the actions of waiting for a power lease
+        (a machine in a cell with a peak cap, agents/energy/client.py)."""
+        return None
+
     # -- timeline --------------------------------------------------------------------------
     def busy_intervals(self, now: float) -> list[tuple[float, float, str]]:
         """Held, committed and running tasks as (start, end, task), sorted."""
@@ -353,6 +358,9 @@ class ResourceAgent(Agent):
                                  + 1e-6)]
             return []
         task = self.tasks[choice]
+        waiting = self.power_gate(choice, task, now)
+        if waiting is not None:          # a deliberate wait for power (agents/energy/)
+            return waiting
         self._fire(task, "start")
         task.started_at = now
         self.running = choice

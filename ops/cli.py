@@ -549,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dir", help="directory holding bks.csv and the instance files")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_fjsp)
+    from ops.bench import energy as energy_bench; energy_bench.add_parsers(bsub)  # noqa: E702
     sp = bsub.add_parser("healing", help="fault detection and re-route latency (virtual time); "
                                          "real-process restart time")
     sp.add_argument("--seeds", type=int, default=3, help="seeds per fault scenario (default 3)")

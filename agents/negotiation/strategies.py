@@ -60,6 +60,7 @@ class Slot:
     processing_s: float
     transport_s: float
     energy_kwh: float
+    energy_cost: float = 0.0     # the tariff's price of the energy (energy-aware machines)
 
 
 class OrderStrategy:
