@@ -623,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--speed", type=float, default=None, metavar="K",
                     help="pace the run: K simulated seconds per wall second, so a person can "
                          "decide escalations in the console (default: as fast as possible)")
+    sp.add_argument("--decision-log", metavar="FILE.jsonl", type=output_file,
+                    help="record every decision in a signed decision log (docs/flight-recorder.md)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("experiment", help="a sweep of virtual-time runs on Ray: configs x "
@@ -732,8 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations
+    from ops import equipment, escalations, replay
     escalations.add_parsers(sub)
+    replay.add_parsers(sub)
     equipment.add_parsers(sub)
     return p
 

@@ -1,0 +1,372 @@
+"""The flight recorder: a signed, hash-chained decision log written through the runner.
+
+Theory of operation
+-------------------
+Agents are deterministic sans-io objects (``agents/base.py``): what an agent
+decides is a function of its inputs.  So the runner (ADR 38), which hands
+every input to every agent under every driver, is the one place that can
+record *every* decision: for each input it hands over, the recorder writes
+one entry — the agent, the cell time, the input exactly as the agent got it
+(a message names its envelope by sender, epoch and seq) and the actions the
+agent answered with (messages sent, timers, plant commands, log events).
+An award also carries *why*: the order strategy's score of every proposal
+the order held at its reply deadline.  Crashes, restarts and pauses of
+agents are entries too, so the log says which inputs an agent never saw.
+
+That is enough to explain a decision (``ops/explain.py``) and to replay a
+run (``ops/replay.py``): a fresh agent fed the recorded inputs must answer
+with the recorded actions.
+
+The file is JSON lines (docs/PROTOCOL.md, "Decision log", is the format):
+line 0 is a header with the run (cell, seed, strategies) and the public key
+of the recording host; every line carries ``n`` (its number) and ``prev``
+(the SHA-256 of the previous line's bytes), so an edited, removed or
+reordered line breaks the chain at that line; every ``segment_entries``
+lines and at :meth:`DecisionLog.close` a *seal* line signs the chain up to
+itself with Ed25519.  :func:`verify_log` checks all of it and names the
+first bad line.
+
+Off, the runner pays one attribute test per input.  On, it never changes
+what the agents see or do: the recorder only reads the inputs and actions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from agents.base import Agent, PlantEventIn
+from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.messages import (
+    Award,
+    Body,
+    CallForProposals,
+    Message,
+    Proposal,
+    body_from_wire,
+)
+from agents.runtime.journal import Inbound, Input, PlantIn, Recover, Start, Timer
+from security.crypto import SigningKey, Verifier, fingerprint
+
+FORMAT = "autocell-decision-log/1"
+GENESIS = "0" * 64
+SEGMENT_ENTRIES = 1000
+
+
+class Recorder(Protocol):
+    """What the runner calls (``Runner.recorder``; None = recording off)."""
+
+    def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
+                    now: float, agent: Agent | None) -> None: ...
+
+    def on_runtime(self, event: str, agent_id: str, now: float | None) -> None: ...
+
+
+# -- the JSON form of inputs and actions ----------------------------------------------------
+
+def _plain(x: Any) -> Any:
+    """``json.dumps`` default: bytes as hex, tuples and sets as lists."""
+    if isinstance(x, bytes | bytearray):
+        return x.hex()
+    if isinstance(x, tuple | set | frozenset):
+        return list(x)
+    raise TypeError(f"{type(x).__name__} is not JSON")
+
+
+def canonical(obj: Any) -> bytes:
+    """The bytes of one log line (without its newline): sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_plain).encode()
+
+
+def input_json(inp: Input | None) -> dict[str, Any]:
+    """An input as data; a message names its envelope (``from``, ``epoch``, ``seq``)."""
+    if isinstance(inp, Inbound):
+        m = inp.msg
+        return {"kind": "message", "type": m.type, "from": m.sender, "to": m.to,
+                "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq, "ts": m.ts,
+                "body": m.body.to_wire()}
+    if isinstance(inp, Timer):
+        return {"kind": "timer", "key": inp.key}
+    if isinstance(inp, PlantIn):
+        e = inp.ev
+        return {"kind": "plant", "event": e.event, "resource": e.resource, "task": e.task,
+                "data": e.data}
+    if isinstance(inp, Start):
+        return {"kind": "start"}
+    if isinstance(inp, Recover):
+        return {"kind": "recover"}
+    return {"kind": "direct"}    # the driver carried out actions of its own (a supervisor's)
+
+
+def input_from_json(d: Mapping[str, Any], now: float) -> Input | None:
+    """Inverse of :func:`input_json` (None for ``direct``: no input to replay)."""
+    kind = d["kind"]
+    if kind == "message":
+        body = body_from_wire(d["type"], json.loads(json.dumps(d["body"])))
+        return Inbound(Message(d["from"], d["to"], d["conv"], bytes.fromhex(d["id"]),
+                               d["epoch"], d["seq"], d["ts"], body), now)
+    if kind == "timer":
+        return Timer(d["key"], now)
+    if kind == "plant":
+        return PlantIn(PlantEventIn(d["event"], d["resource"], d["task"], d["data"]), now)
+    if kind == "start":
+        return Start(now)
+    if kind == "recover":
+        return Recover(now)
+    return None
+
+
+def actions_json(actions: Sequence[Action]) -> list[list[Any]]:
+    """Actions as data; consecutive sends of one body are one ``send`` to several."""
+    out: list[list[Any]] = []
+    last: Send | None = None
+    for a in actions:
+        if isinstance(a, Send):
+            if last is not None and a.body is last.body and a.conv == last.conv:
+                out[-1][1].append(a.to)
+            else:
+                out.append(["send", [a.to], a.body.TYPE, a.conv, a.body.to_wire()])
+            last = a
+            continue
+        last = None
+        if isinstance(a, SetTimer):
+            out.append(["timer", a.key, a.at])
+        elif isinstance(a, CancelTimer):
+            out.append(["cancel", a.key])
+        elif isinstance(a, Command):
+            out.append(["command", a.command, a.resource, a.task, a.args])
+        elif isinstance(a, Log):
+            out.append(["log", a.event, a.fields])
+    return out
+
+
+# -- writing --------------------------------------------------------------------------------
+
+@dataclass
+class _Call:
+    """A call for proposals an order agent sent, and the proposals it got in time."""
+
+    cfp: CallForProposals
+    proposals: dict[str, tuple[Proposal, float]] = field(default_factory=dict)  # sender -> (p, t)
+
+
+class DecisionLog:
+    """Writes one decision log: a header, an entry per input, a seal per segment.
+
+    ``sink`` is a text file opened for writing (the caller owns it);
+    ``key`` signs the seals; ``run`` is what a replay needs (cell, seed,
+    strategies) and goes into the header.  ``wall_clock`` stamps entries
+    with wall-clock time where the run has one (a host under ``up``).
+    """
+
+    def __init__(self, sink: IO[str], key: SigningKey, *, host: str, run: Mapping[str, Any],
+                 wall_clock: Callable[[], float] | None = None,
+                 segment_entries: int = SEGMENT_ENTRIES) -> None:
+        self.sink = sink
+        self.key = key
+        self.host = host
+        self.wall_clock = wall_clock
+        self.segment_entries = segment_entries
+        self.n = 0
+        self.prev = GENESIS
+        self.entries = 0
+        self.segments = 0
+        self._segment_first = 1
+        self._now: float | None = None
+        self._calls: dict[tuple[str, str], _Call] = {}
+        self.closed = False
+        self._write({"k": "header", "format": FORMAT, "host": host,
+                     "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
+                     "run": dict(run)})
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        obj["n"] = self.n
+        obj["prev"] = self.prev
+        line = canonical(obj)
+        self.sink.write(line.decode() + "\n")
+        self.prev = hashlib.sha256(line).hexdigest()
+        self.n += 1
+
+    def _entry(self, obj: dict[str, Any]) -> None:
+        self._write(obj)
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self.seal()
+
+    # -- the runner's hooks -------------------------------------------------------------------
+    def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
+                    now: float, agent: Agent | None) -> None:
+        self._now = now
+        inp = input_json(cause)
+        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id, "in": inp,
+                                 "out": actions_json(actions)}
+        if self.wall_clock is not None:
+            entry["wall_at"] = self.wall_clock()
+        if isinstance(cause, Inbound):
+            entry["env"] = [inp["from"], inp["epoch"], inp["seq"]]
+            body: Body = cause.msg.body
+            if isinstance(body, Proposal):
+                call = self._calls.get((agent_id, cause.msg.conv))
+                if call is not None and now <= call.cfp.reply_by_at:
+                    call.proposals[cause.msg.sender] = (body, now)
+        why = self._why(agent_id, actions, agent)
+        if why:
+            entry["why"] = why
+        self._entry(entry)
+
+    def on_runtime(self, event: str, agent_id: str, now: float | None) -> None:
+        """An agent crashed, restarted, paused or resumed (no input: the runner's doing)."""
+        self._entry({"k": "rt", "t": self._now if now is None else now, "event": event,
+                     "agent": agent_id})
+
+    def _why(self, agent_id: str, actions: Sequence[Action],
+             agent: Agent | None) -> list[dict[str, Any]]:
+        """Calls sent are remembered; an award gets the strategy's score of every bid."""
+        out = []
+        for a in actions:
+            if not isinstance(a, Send):
+                continue
+            if isinstance(a.body, CallForProposals):
+                key = (agent_id, a.conv)
+                if key not in self._calls or self._calls[key].cfp is not a.body:
+                    self._calls[key] = _Call(a.body)
+            elif isinstance(a.body, Award):
+                call = self._calls.get((agent_id, a.conv))
+                strategy = getattr(agent, "strategy", None)
+                if call is None or strategy is None:
+                    continue
+                out.append({"award": a.body.task, "winner": a.to, "epoch": a.body.award_epoch,
+                            "strategy": getattr(strategy, "name", type(strategy).__name__),
+                            "candidates": [
+                                {"resource": s, "score": strategy.score(call.cfp, p),
+                                 "start_at": p.start_at, "finish_at": p.finish_at,
+                                 "cost": p.cost, "received_t": at}
+                                for s, (p, at) in sorted(call.proposals.items())]})
+        return out
+
+    # -- segments -----------------------------------------------------------------------------
+    def seal(self, *, final: bool = False) -> None:
+        """Sign the chain up to here: the seal names its segment's first and last line."""
+        if self.n == self._segment_first and not final:
+            return
+        self.segments += 1
+        obj: dict[str, Any] = {"k": "seal", "segment": self.segments,
+                               "first": self._segment_first, "last": self.n - 1,
+                               "key_id": fingerprint(self.key.public_key), "final": final,
+                               "n": self.n, "prev": self.prev}
+        obj["sig"] = self.key.sign(canonical(obj)).hex()
+        del obj["n"], obj["prev"]
+        self._write(obj)
+        self._segment_first = self.n
+        self.sink.flush()
+
+    def close(self) -> None:
+        """The final seal (a log without one was cut short: see :func:`verify_log`)."""
+        if not self.closed:
+            self.seal(final=True)
+            self.closed = True
+
+
+# -- reading and verifying ------------------------------------------------------------------
+
+def is_decision_log(path: str | Path) -> bool:
+    """True when the file starts like a decision log (``audit verify`` dispatches on it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"{") and FORMAT.encode() in head.split(b"\n", 1)[0]
+
+
+def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The log's lines as dicts (no checking: :func:`verify_log` does that)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+@dataclass(frozen=True)
+class LogReport:
+    ok: bool
+    entries: int                    # lines verified before the first bad one
+    bad_entry: int | None = None    # the first bad line's number
+    problem: str = ""
+    head: str = GENESIS
+    segments: int = 0
+    host: str = ""
+    key_id: str = ""
+
+
+def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
+    """Check a decision log: the chain line by line, each seal's signature, a final seal.
+
+    ``trusted_key``: the recording host's public key as known from elsewhere (its
+    certificate, a report); without it the header's key is taken as given, which proves
+    integrity since the header, not authorship."""
+    with open(path, "rb") as f:
+        raw = [line.rstrip(b"\n") for line in f if line.strip()]
+    if not raw:
+        return LogReport(False, 0, 0, "the file is empty")
+    prev, verifier, segments, first, host, key_id = GENESIS, None, 0, 1, "", ""
+    for i, line in enumerate(raw):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return LogReport(False, i, i, f"line {i} is not JSON (edited)", prev, segments,
+                             host, key_id)
+        n = obj.get("n") if isinstance(obj, dict) else None
+        if n != i:
+            return LogReport(False, i, i, f"entry {n!r} where entry {i} belongs (entries "
+                             "removed or reordered)", prev, segments, host, key_id)
+        if obj.get("prev") != prev:
+            bad = i - 1 if i else 0
+            return LogReport(False, bad, bad, f"entry {bad} does not hash to the prev that "
+                             f"entry {i} holds (entry {bad} edited)", prev, segments, host,
+                             key_id)
+        if canonical(obj) != line:
+            return LogReport(False, i, i, f"entry {i} is not in canonical form (edited)",
+                             prev, segments, host, key_id)
+        kind = obj.get("k")
+        if i == 0:
+            if kind != "header" or obj.get("format") != FORMAT:
+                return LogReport(False, 0, 0, f"no {FORMAT} header")
+            try:
+                key = bytes.fromhex(obj["key"])
+                verifier = Verifier(key)
+            except (KeyError, ValueError, TypeError):
+                return LogReport(False, 0, 0, "the header's key is not an Ed25519 public key")
+            host, key_id = str(obj.get("host", "")), fingerprint(key)
+            if trusted_key is not None and key != trusted_key:
+                return LogReport(False, 0, 0, f"the header's key {key_id} is not the trusted "
+                                 f"key {fingerprint(trusted_key)}", prev, 0, host, key_id)
+        elif kind == "seal":
+            assert verifier is not None
+            signed = {k: v for k, v in obj.items() if k != "sig"}
+            try:
+                sig = bytes.fromhex(str(obj.get("sig", "")))
+            except ValueError:
+                sig = b""
+            if (obj.get("first") != first or obj.get("last") != i - 1
+                    or not verifier.verify(canonical(signed), sig)):
+                return LogReport(False, i, i, f"seal {i} (segment {obj.get('segment')}, "
+                                 f"entries {first}..{i - 1}): the signature does not verify "
+                                 "(forged or the seal edited)", prev, segments, host, key_id)
+            segments += 1
+            first = i + 1
+        prev = hashlib.sha256(line).hexdigest()
+    last = json.loads(raw[-1])
+    if last.get("k") != "seal" or not last.get("final"):
+        return LogReport(False, first, first,
+                         f"entries {first}..{len(raw) - 1} follow the last seal unsigned "
+                         "(the recording process stopped before closing the log, or the "
+                         "final seal was removed)" if first < len(raw) else
+                         "the log has no final seal (entries removed from the end?)",
+                         prev, segments, host, key_id)
+    return LogReport(True, len(raw), None, "", prev, segments, host, key_id)
