@@ -57,7 +57,7 @@ def run_header(cell: Any) -> dict[str, Any]:
             "clock_base_at": cell.clock_base_at}
 
 
-def record_virtual(cell: Any, sink: IO[str], key: SigningKey | None = None) -> DecisionLog:
+def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
     """Switch recording on for a :class:`sim_bridge.virtual.VirtualCell` (before it runs);
     ``key``: the run key that signs the seals (default: a fresh one)."""
     log = DecisionLog(sink, key or SigningKey.generate(), host="virtual", run=run_header(cell))

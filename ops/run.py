@@ -109,7 +109,7 @@ def execute(args: Any) -> int:
     log_file, recorder = None, None
     if log_path:
         from ops.replay import record_virtual
-        log_file = open(log_path, "w", encoding="utf-8")   # noqa: SIM115 - closed below
+        log_file = open(log_path, "wb")   # noqa: SIM115 - closed below
         recorder = record_virtual(cell, log_file)
     server = None
     if getattr(args, "metrics_port", None) is not None:

@@ -118,12 +118,12 @@ def test_a_forged_seal_signature_is_named(recorded: tuple[Path, dict], tmp_path:
 
 
 def test_a_log_re_signed_with_another_key_fails_against_the_trusted_key(tmp_path: Path) -> None:
-    sink = io.StringIO()
+    sink = io.BytesIO()
     log = DecisionLog(sink, SigningKey.generate(), host="h", run={}, segment_entries=2)
     for i in range(5):
         log.on_runtime("pause", f"a{i}", float(i))
     log.close()
-    path = _write(tmp_path / "other.jsonl", [sink.getvalue()])
+    path = _write(tmp_path / "other.jsonl", [sink.getvalue().decode()])
     assert verify_log(path).ok
     rep = verify_log(path, trusted_key=SigningKey.generate().public_key)
     assert not rep.ok and rep.bad_entry == 0 and "not the trusted key" in rep.problem

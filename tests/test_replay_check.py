@@ -59,7 +59,7 @@ def test_a_chaos_seed_replays_without_divergence(tmp_path: Path) -> None:
     cfg = trimmed(load_cell(DEMO), 8)
     cell = VirtualCell(cfg, seed=5, faults=random_scenario(cfg, 5))
     path = tmp_path / "chaos.jsonl"
-    with path.open("w") as sink:
+    with path.open("wb") as sink:
         log = record_virtual(cell, sink)
         cell.run()
         log.close()

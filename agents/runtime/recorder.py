@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import msgspec
+
 from agents.base import Agent, PlantEventIn
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
@@ -68,19 +70,19 @@ class Recorder(Protocol):
 
 # -- the JSON form of inputs and actions ----------------------------------------------------
 
-def _plain(x: Any) -> Any:
-    """``json.dumps`` default: bytes as hex, tuples and sets as lists."""
-    if isinstance(x, bytes | bytearray):
-        return x.hex()
-    if isinstance(x, tuple | set | frozenset):
-        return list(x)
-    raise TypeError(f"{type(x).__name__} is not JSON")
+_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
 def canonical(obj: Any) -> bytes:
-    """The bytes of one log line (without its newline): sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_plain).encode()
+    """The bytes of one log line (without its newline): JSON, keys sorted, no spaces, UTF-8
+    (msgspec: ten times ``json.dumps``, which matters at one line per input)."""
+    return _ENCODER.encode(obj)
+
+
+def seal_bytes(segment: int, first: int, last: int, final: bool, prev: str) -> bytes:
+    """What a seal's signature covers: plain text another tool can rebuild
+    (docs/PROTOCOL.md, "Decision log")."""
+    return f"{FORMAT} seal {segment} {first} {last} {int(final)} {prev}".encode()
 
 
 def input_json(inp: Input | None) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def input_json(inp: Input | None) -> dict[str, Any]:
         m = inp.msg
         return {"kind": "message", "type": m.type, "from": m.sender, "to": m.to,
                 "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq, "ts": m.ts,
-                "body": m.body.to_wire()}
+                "body": m.body}
     if isinstance(inp, Timer):
         return {"kind": "timer", "key": inp.key}
     if isinstance(inp, PlantIn):
@@ -107,7 +109,7 @@ def input_from_json(d: Mapping[str, Any], now: float) -> Input | None:
     """Inverse of :func:`input_json` (None for ``direct``: no input to replay)."""
     kind = d["kind"]
     if kind == "message":
-        body = body_from_wire(d["type"], json.loads(json.dumps(d["body"])))
+        body = body_from_wire(d["type"], d["body"])
         return Inbound(Message(d["from"], d["to"], d["conv"], bytes.fromhex(d["id"]),
                                d["epoch"], d["seq"], d["ts"], body), now)
     if kind == "timer":
@@ -121,16 +123,22 @@ def input_from_json(d: Mapping[str, Any], now: float) -> Input | None:
     return None
 
 
-def actions_json(actions: Sequence[Action]) -> list[list[Any]]:
-    """Actions as data; consecutive sends of one body are one ``send`` to several."""
+def actions_json(actions: Sequence[Action],
+                 notable: list[Send] | None = None) -> list[list[Any]]:
+    """Actions as data; consecutive sends of one body are one ``send`` to several.
+    ``notable``: where to put the sends of calls and awards (the recorder's *why*)."""
     out: list[list[Any]] = []
     last: Send | None = None
     for a in actions:
-        if isinstance(a, Send):
+        cls = type(a)
+        if cls is Send:
+            assert isinstance(a, Send)
             if last is not None and a.body is last.body and a.conv == last.conv:
                 out[-1][1].append(a.to)
             else:
-                out.append(["send", [a.to], a.body.TYPE, a.conv, a.body.to_wire()])
+                out.append(["send", [a.to], a.body.TYPE, a.conv, a.body])
+                if notable is not None and type(a.body) in _NOTABLE:
+                    notable.append(a)
             last = a
             continue
         last = None
@@ -143,6 +151,9 @@ def actions_json(actions: Sequence[Action]) -> list[list[Any]]:
         elif isinstance(a, Log):
             out.append(["log", a.event, a.fields])
     return out
+
+
+_NOTABLE = (CallForProposals, Award)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -158,13 +169,15 @@ class _Call:
 class DecisionLog:
     """Writes one decision log: a header, an entry per input, a seal per segment.
 
-    ``sink`` is a text file opened for writing (the caller owns it);
+    ``sink`` is a binary file opened for writing (the caller owns it).
+    Lines are buffered per segment and written when it is sealed (a process killed
+    loses its unsealed segment, which could not have been verified either);
     ``key`` signs the seals; ``run`` is what a replay needs (cell, seed,
     strategies) and goes into the header.  ``wall_clock`` stamps entries
     with wall-clock time where the run has one (a host under ``up``).
     """
 
-    def __init__(self, sink: IO[str], key: SigningKey, *, host: str, run: Mapping[str, Any],
+    def __init__(self, sink: IO[bytes], key: SigningKey, *, host: str, run: Mapping[str, Any],
                  wall_clock: Callable[[], float] | None = None,
                  segment_entries: int = SEGMENT_ENTRIES) -> None:
         self.sink = sink
@@ -179,6 +192,7 @@ class DecisionLog:
         self._segment_first = 1
         self._now: float | None = None
         self._calls: dict[tuple[str, str], _Call] = {}
+        self._buf: list[bytes] = []
         self.closed = False
         self._write({"k": "header", "format": FORMAT, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
@@ -188,7 +202,7 @@ class DecisionLog:
         obj["n"] = self.n
         obj["prev"] = self.prev
         line = canonical(obj)
-        self.sink.write(line.decode() + "\n")
+        self._buf.append(line)
         self.prev = hashlib.sha256(line).hexdigest()
         self.n += 1
 
@@ -203,8 +217,9 @@ class DecisionLog:
                     now: float, agent: Agent | None) -> None:
         self._now = now
         inp = input_json(cause)
+        notable: list[Send] = []
         entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id, "in": inp,
-                                 "out": actions_json(actions)}
+                                 "out": actions_json(actions, notable)}
         if self.wall_clock is not None:
             entry["wall_at"] = self.wall_clock()
         if isinstance(cause, Inbound):
@@ -214,9 +229,10 @@ class DecisionLog:
                 call = self._calls.get((agent_id, cause.msg.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[cause.msg.sender] = (body, now)
-        why = self._why(agent_id, actions, agent)
-        if why:
-            entry["why"] = why
+        if notable:
+            why = self._why(agent_id, notable, agent)
+            if why:
+                entry["why"] = why
         self._entry(entry)
 
     def on_runtime(self, event: str, agent_id: str, now: float | None) -> None:
@@ -224,13 +240,11 @@ class DecisionLog:
         self._entry({"k": "rt", "t": self._now if now is None else now, "event": event,
                      "agent": agent_id})
 
-    def _why(self, agent_id: str, actions: Sequence[Action],
+    def _why(self, agent_id: str, sends: list[Send],
              agent: Agent | None) -> list[dict[str, Any]]:
         """Calls sent are remembered; an award gets the strategy's score of every bid."""
         out = []
-        for a in actions:
-            if not isinstance(a, Send):
-                continue
+        for a in sends:
             if isinstance(a.body, CallForProposals):
                 key = (agent_id, a.conv)
                 if key not in self._calls or self._calls[key].cfp is not a.body:
@@ -255,14 +269,20 @@ class DecisionLog:
         if self.n == self._segment_first and not final:
             return
         self.segments += 1
-        obj: dict[str, Any] = {"k": "seal", "segment": self.segments,
-                               "first": self._segment_first, "last": self.n - 1,
-                               "key_id": fingerprint(self.key.public_key), "final": final,
-                               "n": self.n, "prev": self.prev}
-        obj["sig"] = self.key.sign(canonical(obj)).hex()
-        del obj["n"], obj["prev"]
-        self._write(obj)
+        first, last = self._segment_first, self.n - 1
+        sig = self.key.sign(seal_bytes(self.segments, first, last, final, self.prev))
+        self._write({"k": "seal", "segment": self.segments, "first": first, "last": last,
+                     "final": final, "key_id": fingerprint(self.key.public_key),
+                     "sig": sig.hex()})
         self._segment_first = self.n
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines (each followed by a newline) to the sink."""
+        if self._buf:
+            self._buf.append(b"")
+            self.sink.write(b"\n".join(self._buf))
+            self._buf.clear()
         self.sink.flush()
 
     def close(self) -> None:
@@ -330,9 +350,6 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
             return LogReport(False, bad, bad, f"entry {bad} does not hash to the prev that "
                              f"entry {i} holds (entry {bad} edited)", prev, segments, host,
                              key_id)
-        if canonical(obj) != line:
-            return LogReport(False, i, i, f"entry {i} is not in canonical form (edited)",
-                             prev, segments, host, key_id)
         kind = obj.get("k")
         if i == 0:
             if kind != "header" or obj.get("format") != FORMAT:
@@ -348,13 +365,14 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
                                  f"key {fingerprint(trusted_key)}", prev, 0, host, key_id)
         elif kind == "seal":
             assert verifier is not None
-            signed = {k: v for k, v in obj.items() if k != "sig"}
             try:
                 sig = bytes.fromhex(str(obj.get("sig", "")))
             except ValueError:
                 sig = b""
+            signed = seal_bytes(obj.get("segment", 0), first, i - 1, bool(obj.get("final")),
+                                prev)
             if (obj.get("first") != first or obj.get("last") != i - 1
-                    or not verifier.verify(canonical(signed), sig)):
+                    or not verifier.verify(signed, sig)):
                 return LogReport(False, i, i, f"seal {i} (segment {obj.get('segment')}, "
                                  f"entries {first}..{i - 1}): the signature does not verify "
                                  "(forged or the seal edited)", prev, segments, host, key_id)
