@@ -734,9 +734,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations, replay
+    from ops import equipment, escalations, explain, replay
     escalations.add_parsers(sub)
     replay.add_parsers(sub)
+    explain.add_parsers(sub)
     equipment.add_parsers(sub)
     return p
 
