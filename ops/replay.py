@@ -21,15 +21,17 @@ two ends of the format live together.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from agents.base import Agent
-from agents.runtime.journal import Input, apply
+from agents.runtime.journal import Input, apply, decode
 from agents.runtime.recorder import (
     DecisionLog,
+    describe_run,
     actions_json,
     canonical,
     input_from_json,
@@ -46,15 +48,11 @@ CONSOLE_ID = "console"
 # -- the run a log records ------------------------------------------------------------------
 
 def run_header(cell: Any) -> dict[str, Any]:
-    """What a replay needs to build the agents again: the cell as data, seed, strategies,
-    whether the agents escalate (a console agent ran)."""
+    """The header's ``run`` of a :class:`sim_bridge.virtual.VirtualCell`."""
     order_s, resource_s = cell._strategies
-    data = cell.cfg.model_dump(mode="json", exclude_none=True)
-    data.pop("security", None)      # keys directories are the recording host's business
-    return {"driver": "virtual", "cell": data, "cell_name": cell.cfg.cell,
-            "source": str(cell.cfg.source), "seed": cell.seed, "order_strategy": order_s,
-            "resource_strategy": resource_s, "escalation": cell.console is not None,
-            "clock_base_at": cell.clock_base_at}
+    return describe_run(cell.cfg, cell.seed, driver="virtual", order_strategy=order_s,
+                        resource_strategy=resource_s, escalation=cell.console is not None,
+                        clock_base_at=cell.clock_base_at)
 
 
 def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
@@ -115,7 +113,8 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
     run = header["run"]
     agents = build_from_header(run)
     history: dict[str, list[Input]] = {a: [] for a in agents}
-    rep = ReplayReport(agents=len(agents))
+    rep = ReplayReport()
+    fed: set[str] = set()
     for e in lines:
         kind = e.get("k")
         if until is not None and e.get("t", 0.0) > until:
@@ -125,6 +124,8 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
             if e["event"] == "restart" and agent_id in agents:
                 rep.restarts += 1
                 agents[agent_id] = build_from_header(run)[agent_id]
+                if "journal" in e:      # what the runner rebuilt it from
+                    history[agent_id] = [decode(base64.b64decode(r)) for r in e["journal"]]
                 for before in history[agent_id]:
                     apply(agents[agent_id], before)
             continue
@@ -136,6 +137,7 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
             rep.skipped[agent_id] = rep.skipped.get(agent_id, 0) + 1
             continue
         history[agent_id].append(inp)
+        fed.add(agent_id)
         try:
             actual = json.loads(canonical(actions_json(apply(agents[agent_id], inp))))
         except Exception as exc:    # an agent that raises on a recorded input diverges too
@@ -144,6 +146,7 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
         if actual != e["out"]:
             rep.divergence = Divergence(e["n"], e["t"], agent_id, e["in"], e["out"], actual)
             break
+    rep.agents = len(fed)
     return rep
 
 

@@ -32,6 +32,7 @@ what the agents see or do: the recorder only reads the inputs and actions.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,7 +66,21 @@ class Recorder(Protocol):
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None: ...
 
-    def on_runtime(self, event: str, agent_id: str, now: float | None) -> None: ...
+    def on_runtime(self, event: str, agent_id: str, now: float | None,
+                   journal: Sequence[bytes] | None = None) -> None: ...
+
+
+def describe_run(cfg: Any, seed: int, *, driver: str, order_strategy: str | None = None,
+                 resource_strategy: str | None = None, escalation: bool = False,
+                 **extra: Any) -> dict[str, Any]:
+    """The header's ``run``: what a replay needs to build the agents again — the cell as
+    data (``cfg``, a :class:`agents.cell.model.CellConfig`), the seed, the strategies,
+    whether the agents escalate (a console agent ran) — and ``extra`` facts (host, boot)."""
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    data.pop("security", None)      # keys directories are the recording host's business
+    return {"driver": driver, "cell": data, "cell_name": cfg.cell, "source": str(cfg.source),
+            "seed": seed, "order_strategy": order_strategy,
+            "resource_strategy": resource_strategy, "escalation": escalation, **extra}
 
 
 # -- the JSON form of inputs and actions ----------------------------------------------------
@@ -197,6 +212,7 @@ class DecisionLog:
         self._write({"k": "header", "format": FORMAT, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
                      "run": dict(run)})
+        self.flush()        # a process killed before its first seal still leaves its header
 
     def _write(self, obj: dict[str, Any]) -> None:
         obj["n"] = self.n
@@ -235,10 +251,18 @@ class DecisionLog:
                 entry["why"] = why
         self._entry(entry)
 
-    def on_runtime(self, event: str, agent_id: str, now: float | None) -> None:
-        """An agent crashed, restarted, paused or resumed (no input: the runner's doing)."""
-        self._entry({"k": "rt", "t": self._now if now is None else now, "event": event,
-                     "agent": agent_id})
+    def on_runtime(self, event: str, agent_id: str, now: float | None,
+                   journal: Sequence[bytes] | None = None) -> None:
+        """An agent crashed, restarted, paused or resumed (no input: the runner's doing).
+        A restart carries the journal records the agent was rebuilt from (base64), so a
+        log begun by a restarted process replays on its own."""
+        entry: dict[str, Any] = {"k": "rt", "t": self._now if now is None else now,
+                                 "event": event, "agent": agent_id}
+        if journal is not None:
+            entry["journal"] = [base64.b64encode(r).decode() for r in journal]
+        if self.wall_clock is not None:
+            entry["wall_at"] = self.wall_clock()
+        self._entry(entry)
 
     def _why(self, agent_id: str, sends: list[Send],
              agent: Agent | None) -> list[dict[str, Any]]:
@@ -385,6 +409,32 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
                          f"entries {first}..{len(raw) - 1} follow the last seal unsigned "
                          "(the recording process stopped before closing the log, or the "
                          "final seal was removed)" if first < len(raw) else
-                         "the log has no final seal (entries removed from the end?)",
+                         "the log has no final seal (the recording process stopped before "
+                         "closing it, or lines were cut from the end)",
                          prev, segments, host, key_id)
     return LogReport(True, len(raw), None, "", prev, segments, host, key_id)
+
+
+def host_decision_log(host: Any, keys: Any) -> DecisionLog:
+    """The decision log of a host process (agents/runtime/host.py) in its state directory:
+    ``decisions-NAME-BOOT.jsonl``, sealed with the host's key (``host-NAME`` in the keys
+    directory ``keys``, when it has one; else a key made for this boot, named in the header),
+    stamped with wall-clock time, and switched on in its runner."""
+    import time
+
+    from agents.escalation.policy import OFF
+    from security.errors import ConfigurationError
+
+    try:
+        key: SigningKey = keys.identity(host.identity)[0]
+    except (ConfigurationError, OSError, ValueError):
+        key = SigningKey.generate()
+    path = Path(host.state_dir) / f"decisions-{host.name}-{host.boot}.jsonl"
+    log = DecisionLog(path.open("wb"), key, host=host.name,
+                      run=describe_run(host.cfg, host.seed, driver="host",
+                                       escalation=host.escalation is not OFF,
+                                       host=host.name, boot=host.boot,
+                                       agents=sorted(host.runner.agents)),
+                      wall_clock=time.time)
+    host.runner.recorder = log
+    return log

@@ -324,11 +324,12 @@ class Runner:
         if fresh is None:
             assert self.rebuild is not None, "restarting an agent needs a rebuild function"
             fresh = self.rebuild(agent_id)
-        rec = replay(fresh, self.journal.records(agent_id))
+        records = list(self.journal.records(agent_id))
+        rec = replay(fresh, records)
         self.agents[agent_id] = fresh
         self.driver.record("agent_restart", {"agent": agent_id, "inputs": rec.inputs})
         if self.recorder is not None:
-            self.recorder.on_runtime("restart", agent_id, now)
+            self.recorder.on_runtime("restart", agent_id, now, records)
         for key, at in rec.pending():
             self.set_timer(agent_id, key, at)
         self.input(agent_id, rec.resume, now)
