@@ -46,7 +46,6 @@ from agents.base import Agent, PlantEventIn
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
-    Body,
     CallForProposals,
     Message,
     Proposal,
@@ -86,6 +85,7 @@ def describe_run(cfg: Any, seed: int, *, driver: str, order_strategy: str | None
 # -- the JSON form of inputs and actions ----------------------------------------------------
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
+_sha256 = hashlib.sha256
 
 
 def canonical(obj: Any) -> bytes:
@@ -231,25 +231,40 @@ class DecisionLog:
     # -- the runner's hooks -------------------------------------------------------------------
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None:
+        """One entry: the input, the actions; the hot path (one per input), kept flat."""
         self._now = now
-        inp = input_json(cause)
         notable: list[Send] = []
-        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id, "in": inp,
-                                 "out": actions_json(actions, notable)}
+        out = actions_json(actions, notable) if actions else []
+        if type(cause) is Inbound:
+            m = cause.msg
+            body = m.body
+            entry: dict[str, Any] = {
+                "k": "in", "t": now, "agent": agent_id, "out": out,
+                "in": {"kind": "message", "type": body.TYPE, "from": m.sender, "to": m.to,
+                       "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq,
+                       "ts": m.ts, "body": body},
+                "env": [m.sender, m.epoch, m.seq]}
+            if type(body) is Proposal and self._calls:
+                call = self._calls.get((agent_id, m.conv))
+                if call is not None and now <= call.cfp.reply_by_at:
+                    call.proposals[m.sender] = (body, now)
+        else:
+            entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause), "out": out}
         if self.wall_clock is not None:
             entry["wall_at"] = self.wall_clock()
-        if isinstance(cause, Inbound):
-            entry["env"] = [inp["from"], inp["epoch"], inp["seq"]]
-            body: Body = cause.msg.body
-            if isinstance(body, Proposal):
-                call = self._calls.get((agent_id, cause.msg.conv))
-                if call is not None and now <= call.cfp.reply_by_at:
-                    call.proposals[cause.msg.sender] = (body, now)
         if notable:
             why = self._why(agent_id, notable, agent)
             if why:
                 entry["why"] = why
-        self._entry(entry)
+        entry["n"] = n = self.n
+        entry["prev"] = self.prev
+        line = _ENCODER.encode(entry)
+        self._buf.append(line)
+        self.prev = _sha256(line).hexdigest()
+        self.n = n + 1
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self.seal()
 
     def on_runtime(self, event: str, agent_id: str, now: float | None,
                    journal: Sequence[bytes] | None = None) -> None:
