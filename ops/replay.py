@@ -50,9 +50,10 @@ CONSOLE_ID = "console"
 def run_header(cell: Any) -> dict[str, Any]:
     """The header's ``run`` of a :class:`sim_bridge.virtual.VirtualCell`."""
     order_s, resource_s = cell._strategies
+    faults = cell.faults.model_dump(mode="json") if cell.faults is not None else None
     return describe_run(cell.cfg, cell.seed, driver="virtual", order_strategy=order_s,
                         resource_strategy=resource_s, escalation=cell.console is not None,
-                        clock_base_at=cell.clock_base_at)
+                        clock_base_at=cell.clock_base_at, faults=faults)
 
 
 def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
@@ -150,6 +151,106 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
     return rep
 
 
+# -- what if ---------------------------------------------------------------------------------
+
+WHAT_IF_KPIS = ("orders_completed", "orders_lost", "makespan", "mean_flow_time",
+                "tardiness_total", "tardy_orders", "operations", "reroutes", "lease_expiries",
+                "escalations_raised", "messages_sent")
+
+
+def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
+    """The recorded virtual run again — same cell, seed, fault scenario — as recorded and
+    under ``order_strategy``; their KPIs side by side.
+
+    Only a log of ``autocell run`` (a virtual run) can be re-run: the plant draws the same
+    seeded durations and faults, so the recorded run comes out again exactly; under the
+    other strategy the same orders and faults meet other decisions (an operation that
+    moves to another machine gets that machine's draw).  A log of ``up`` would need the
+    plant to replay the recorded durations, which it cannot yet."""
+    from agents.cell.faults import FaultScenario
+    from ops.config import cell_from_dict
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    lines = read_lines(path)
+    header = next(lines, None)
+    if header is None or header.get("k") != "header":
+        raise ConfigurationError(f"{path}: not a decision log (no header line)")
+    run = header["run"]
+    if run.get("driver") != "virtual":
+        raise ConfigurationError(f"{path}: --what-if re-runs a log of `autocell run` (virtual "
+                                 f"time); this one was recorded by host {run.get('host')!r} "
+                                 "under `up`, whose plant durations cannot be replayed yet")
+    cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
+    faults = FaultScenario.model_validate(run["faults"]) if run.get("faults") else None
+    reports = {}
+    for label, strategy in (("recorded", run.get("order_strategy")),
+                            ("what_if", order_strategy)):
+        cell = VirtualCell(cfg, seed=run["seed"], order_strategy=strategy,
+                           resource_strategy=run.get("resource_strategy"), faults=faults)
+        cell.run()
+        reports[label] = build_report(cell)
+    recorded_strategy = run.get("order_strategy") or cfg.negotiation.strategy.order
+    return {"cell": cfg.cell, "seed": run["seed"],
+            "strategies": {"recorded": str(recorded_strategy), "what_if": order_strategy},
+            "kpis": {k: {label: r.get(k) for label, r in reports.items()} for k in WHAT_IF_KPIS},
+            "utilisation": {label: r["utilisation"] for label, r in reports.items()},
+            "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()}}
+
+
+def print_what_if(w: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = w["strategies"]
+    t = Table(title=f"what if: cell {w['cell']} · seed {w['seed']} · {s['recorded']} (recorded) "
+                    f"vs {s['what_if']}")
+    for name in ("KPI", s["recorded"] + " (recorded)", s["what_if"]):
+        t.add_column(name, justify="left" if name == "KPI" else "right")
+
+    def fmt(x: Any) -> str:
+        return f"{x:.1f}" if isinstance(x, float) else str(x)
+
+    for k, v in w["kpis"].items():
+        t.add_row(k, fmt(v["recorded"]), fmt(v["what_if"]))
+    for m, u in w["utilisation"]["recorded"].items():
+        t.add_row(f"utilisation {m}", f"{u:.0%}", f"{w['utilisation']['what_if'].get(m, 0):.0%}")
+    t.add_row("invariants hold", *(str(w["invariants"][x]) for x in ("recorded", "what_if")))
+    Console().print(t)
+
+
+def recording_cost(cell_path: str, repeats: int = 7, seed: int = 1) -> dict[str, Any]:
+    """What recording costs a virtual run: process CPU of ``repeats`` alternating runs
+    without and with a decision log (to a temporary file), medians (docs/decisions.md,
+    ADR 50).  ``python -c 'from ops.replay import recording_cost as c;
+    print(c("cell_configs/demo_cell.yaml"))'``"""
+    import statistics
+    import tempfile
+    import time
+
+    from ops.config import load_cell_or_instance
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell_or_instance(cell_path)
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    entries = 0
+    for _ in range(repeats):
+        for mode in ("off", "on"):
+            cell = VirtualCell(cfg, seed=seed)
+            with tempfile.TemporaryFile() as sink:
+                log = record_virtual(cell, sink) if mode == "on" else None
+                t0 = time.process_time()
+                cell.run()
+                if log is not None:
+                    log.close()
+                    entries = log.entries
+                cpu[mode].append(time.process_time() - t0)
+    off, on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
+    return {"cell": cell_path, "entries": entries, "cpu_s_off": round(off, 3),
+            "cpu_s_on": round(on, 3), "cost_pct": round(100 * (on - off) / off, 1),
+            "us_per_entry": round((on - off) / entries * 1e6, 2) if entries else None}
+
+
 # -- the command ----------------------------------------------------------------------------
 
 def _first_difference(expected: list[Any], actual: list[Any]) -> str:
@@ -175,7 +276,12 @@ def _describe_input(d: dict[str, Any]) -> str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.what_if:
-        raise ConfigurationError("--what-if is not built yet; use --check")
+        w = what_if(args.log, args.what_if)
+        if args.json:
+            print(json.dumps(w, indent=2))
+        else:
+            print_what_if(w)
+        return 0
     rep = replay_check(args.log, args.until)
     if args.json:
         print(json.dumps({"ok": rep.ok, "entries": rep.entries, "agents": rep.agents,
@@ -226,7 +332,8 @@ def add_parsers(sub: Any) -> None:
                     help="feed each agent its recorded inputs; report the first divergence "
                          "(the default)")
     sp.add_argument("--what-if", metavar="STRATEGY", default=None,
-                    help="(not built yet) the same orders and faults under another strategy")
+                    help="re-run a virtual run's log (same cell, seed, faults) under another "
+                         "order strategy; KPIs side by side")
     sp.add_argument("--until", type=float, default=None, metavar="T",
                     help="stop at cell time T (s)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")

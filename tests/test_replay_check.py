@@ -89,3 +89,39 @@ def test_a_tampered_plant_event_diverges_at_that_event(demo_log: Path, tmp_path:
     assert main(["replay", str(bad), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["divergence"]["entry"] == n and not out["ok"]
+
+
+def test_what_if_re_runs_the_recorded_run_and_another_strategy(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture
+                                                               ) -> None:
+    from ops.replay import WHAT_IF_KPIS, what_if
+
+    log, report = tmp_path / "d.jsonl", tmp_path / "r.json"
+    assert main(["run", DEMO, "--quiet", "--seed", "2", "--decision-log", str(log),
+                 "--report", str(report),
+                 "--faults", str(ROOT / "cell_configs" / "faults" / "breakdowns.yaml")]) == 0
+    recorded = json.loads(report.read_text())
+    w = what_if(log, "lowest_cost")
+    assert w["strategies"] == {"recorded": "earliest_finish", "what_if": "lowest_cost"}
+    assert set(w["kpis"]) == set(WHAT_IF_KPIS)
+    for k in WHAT_IF_KPIS:       # the recorded run comes out again, faults included
+        assert w["kpis"][k]["recorded"] == recorded[k], k
+        assert w["kpis"][k]["what_if"] is not None
+    assert recorded["reroutes"] > 0
+    assert w["invariants"] == {"recorded": True, "what_if": True}
+    assert main(["replay", str(log), "--what-if", "lowest_cost"]) == 0
+    assert "lowest_cost" in capsys.readouterr().out
+
+
+def test_what_if_refuses_a_log_of_up(tmp_path: Path) -> None:
+    from agents.runtime.recorder import DecisionLog
+    from ops.replay import what_if
+    from security.crypto import SigningKey
+    from security.errors import ConfigurationError
+
+    path = tmp_path / "host.jsonl"
+    with path.open("wb") as sink:
+        DecisionLog(sink, SigningKey.generate(), host="main",
+                    run={"driver": "host", "host": "main"}).close()
+    with pytest.raises(ConfigurationError, match="cannot be replayed yet"):
+        what_if(path, "lowest_cost")
