@@ -473,7 +473,14 @@ def render(story: dict[str, Any]) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    story = explain(Recorded.load(args.log), args.subject, args.at)
+    from ops.replay import damaged
+
+    try:
+        story = explain(Recorded.load(args.log), args.subject, args.at)
+    except OSError as exc:
+        raise ConfigurationError(f"{args.log}: cannot read it ({exc.strerror or exc})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        raise damaged(args.log, exc) from None
     print(json.dumps(story, indent=2) if args.json else render(story))
     return 0
 

@@ -274,7 +274,22 @@ def _describe_input(d: dict[str, Any]) -> str:
     return k
 
 
+def damaged(path: str | Path, exc: Exception) -> ConfigurationError:
+    """A log that does not read as one: say so, and how to find out what is wrong."""
+    return ConfigurationError(f"{path}: not a decision log, or a damaged one ({type(exc).__name__}"
+                              f"); check it with `autocell audit verify {path}`")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        return _replay(args)
+    except OSError as exc:
+        raise ConfigurationError(f"{args.log}: cannot read it ({exc.strerror or exc})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        raise damaged(args.log, exc) from None
+
+
+def _replay(args: argparse.Namespace) -> int:
     if args.what_if:
         w = what_if(args.log, args.what_if)
         if args.json:

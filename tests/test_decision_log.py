@@ -143,3 +143,30 @@ def test_audit_verify_still_takes_an_escalation_store(tmp_path: Path) -> None:
     db = tmp_path / "esc.db"
     assert main(["run", MINIMAL, "--quiet", "--escalations-db", str(db)]) == 0
     assert main(["audit", "verify", str(db)]) == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"not json\n", b'{"a":1}\n[1,2]\n', b"[" * 50000 + b"\n",
+                                     b'{"format":"autocell-decision-log/1","n":0}\n[[1]]\n',
+                                     b"\xff\xfe\n"])
+def test_damaged_logs_are_refused_with_an_exit_code(tmp_path: Path, content: bytes,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    assert main(["replay", str(path)]) == 2
+    assert main(["explain", str(path), "o-1"]) == 2
+    assert main(["audit", "verify", str(path)]) in (1, 2)
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    if content.startswith(b"{") and b"decision-log" in content:
+        assert not verify_log(path).ok
+
+
+def test_a_line_cut_by_a_kill_is_left_out_of_replay(recorded: tuple[Path, dict],
+                                                    tmp_path: Path) -> None:
+    from ops.replay import replay_check
+
+    text = "".join(lines(recorded[0]))
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(text[:len(text) // 2])       # mid-line, as a killed writer may leave it
+    rep = replay_check(cut)
+    assert rep.ok and rep.entries > 1000

@@ -344,9 +344,12 @@ def is_decision_log(path: str | Path) -> bool:
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The log's lines as dicts (no checking: :func:`verify_log` does that)."""
+    """The log's lines as dicts (no checking: :func:`verify_log` does that).  A last line
+    without its newline was cut by a killed process and is left out."""
     with open(path, encoding="utf-8") as f:
         for line in f:
+            if not line.endswith("\n"):
+                return
             if line.strip():
                 yield json.loads(line)
 
@@ -377,15 +380,17 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
     for i, line in enumerate(raw):
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             return LogReport(False, i, i, f"line {i} is not JSON (edited)", prev, segments,
                              host, key_id)
         n = obj.get("n") if isinstance(obj, dict) else None
         if n != i:
             return LogReport(False, i, i, f"entry {n!r} where entry {i} belongs (entries "
                              "removed or reordered)", prev, segments, host, key_id)
+        if obj.get("prev") != prev and i == 0:
+            return LogReport(False, 0, 0, "the header's prev is not 64 zeros (edited)")
         if obj.get("prev") != prev:
-            bad = i - 1 if i else 0
+            bad = i - 1
             return LogReport(False, bad, bad, f"entry {bad} does not hash to the prev that "
                              f"entry {i} holds (entry {bad} edited)", prev, segments, host,
                              key_id)
@@ -418,7 +423,7 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
             segments += 1
             first = i + 1
         prev = hashlib.sha256(line).hexdigest()
-    last = json.loads(raw[-1])
+    last = json.loads(raw[-1])      # parsed above: an object numbered len(raw) - 1
     if last.get("k") != "seal" or not last.get("final"):
         return LogReport(False, first, first,
                          f"entries {first}..{len(raw) - 1} follow the last seal unsigned "
