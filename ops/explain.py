@@ -80,8 +80,11 @@ class Line:
                 **({"repeats": self.repeats, "last_t": self.last_t} if self.repeats else {})}
 
 
+_NUMBER = re.compile(r"(?<![\w/.-])\d+(?:\.\d+)?(?![\w/])")   # not inside ids: agv1, o-011/0
+
+
 def _shape(text: str) -> str:
-    return re.sub(r"[0-9.]+", "#", text)
+    return _NUMBER.sub("#", text)
 
 
 def folded(lines: list[Line], window: int = 4) -> list[Line]:
