@@ -1,4 +1,4 @@
-"""``autocell replay LOG --check [--until T]``: a recorded run, re-run offline, decision by decision.
+"""``autocell replay LOG --check | --what-if STRATEGY``: a recorded run, re-run offline.
 
 A decision log (agents/runtime/recorder.py) holds, for every input an
 agent got, the input itself and the actions the agent answered with.  The
@@ -217,6 +217,21 @@ def print_what_if(w: dict[str, Any]) -> None:
         t.add_row(f"utilisation {m}", f"{u:.0%}", f"{w['utilisation']['what_if'].get(m, 0):.0%}")
     t.add_row("invariants hold", *(str(w["invariants"][x]) for x in ("recorded", "what_if")))
     Console().print(t)
+
+
+def decision_logs(state_dir: str | Path) -> list[dict[str, Any]]:
+    """The decision logs of an ``up`` run's state directory, for its report.json: file,
+    host, boot, lines, and whether ``audit verify`` finds them intact (a process killed
+    with ``kill -9`` leaves an unsigned tail: ``ok`` false, ``problem`` says so)."""
+    out = []
+    for path in sorted(Path(state_dir).glob("decisions-*.jsonl")):
+        rep = verify_log(path)
+        name, _, boot = path.stem.removeprefix("decisions-").rpartition("-")
+        out.append({"file": path.name, "host": rep.host or name,
+                    "boot": int(boot) if boot.isdigit() else None,
+                    "verified_lines": rep.entries, "key_id": rep.key_id, "ok": rep.ok,
+                    **({"problem": rep.problem} if not rep.ok else {})})
+    return out
 
 
 def recording_cost(cell_path: str, repeats: int = 7, seed: int = 1) -> dict[str, Any]:
