@@ -30,6 +30,9 @@ What the runner owns, so that no driver differs in it:
   paused agent's are held and handed over, at the time of resumption,
   when it resumes; **crash, restart and replay** from the journal;
 * **order completion** — ``order_completed``/``order_cancelled`` logs;
+* **the decision log** — an optional :class:`~agents.runtime.recorder.Recorder`
+  is handed every input with the actions it produced, and crashes and
+  restarts (docs/flight-recorder.md); it reads, it never changes the run;
 * **multicast grouping** — consecutive ``Send`` actions of one body object
   in one conversation (a call for proposals to every bidder) become one
   envelope for every addressee whose delivery is plain (one copy, no
