@@ -105,6 +105,12 @@ def execute(args: Any) -> int:
                                  "new file")
     cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults,
                        escalations_db=db or ":memory:")
+    log_path = getattr(args, "decision_log", None)
+    log_file, recorder = None, None
+    if log_path:
+        from ops.replay import record_virtual
+        log_file = open(log_path, "wb")   # noqa: SIM115 - closed below
+        recorder = record_virtual(cell, log_file)
     server = None
     if getattr(args, "metrics_port", None) is not None:
         server = virtual_metrics(cell).serve(args.metrics_port)
@@ -114,7 +120,14 @@ def execute(args: Any) -> int:
         if server is not None:      # the endpoint lives as long as the run
             server.shutdown()
             server.server_close()
+        if recorder is not None and log_file is not None:
+            recorder.close()
+            log_file.close()
     report = build_report(cell)
+    if recorder is not None:
+        report["decision_log"] = {"path": str(log_path), "host": recorder.host,
+                                  "key": recorder.key.public_key.hex(), "lines": recorder.n,
+                                  "head": recorder.prev}
     if args.events:
         Path(args.events).write_text("".join(line + "\n" for line in cell.events))
     if args.report:

@@ -79,7 +79,7 @@ EXIT_GAVE_UP = 3
 EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
-               "status-*.json", "report.json")
+               "status-*.json", "report.json", "decisions-*.jsonl")
 
 
 def _load_libc() -> Any:
@@ -496,6 +496,7 @@ class Supervisor:
             one_operation_per_machine,
             routing_order,
         )
+        from ops.replay import decision_logs
         from sim_bridge.report import p95
 
         sim_events = []
@@ -530,6 +531,7 @@ class Supervisor:
             "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
             "cell_time_s": round(self.cell_now(), 3),
             "supervisor_events": self.events,
+            "decision_logs": decision_logs(self.state_dir),    # docs/flight-recorder.md
             **escalations,
         }
 
