@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cell.limits import MAX_SECONDS
+from security.untrusted import UnreadableFile, read_regular_file
 
 __all__ = [
     "FORMAT_EXTENSIONS",
@@ -47,6 +48,10 @@ __all__ = [
     "load_bks",
     "load_instance",
 ]
+
+#: The largest instance file read, bytes (the largest shipped one is a few KB; 10 000
+#: jobs x 100 operations of two-digit numbers fit).
+MAX_INSTANCE_BYTES = 16 * 1024 * 1024
 
 #: ``bks.csv`` format column -> instance file extension.
 FORMAT_EXTENSIONS: dict[str, str] = {"fjs": ".fjs", "orlib": ".jsp"}
@@ -153,10 +158,17 @@ def load_instance(path: str | Path) -> Instance:
             f"extensions are {', '.join(SUPPORTED_EXTENSIONS)} (rename the file "
             f"to match its format)"
         )
+    # through the guard every operator-named file takes: a FIFO or /dev/zero does not hang,
+    # and neither a huge file nor bytes that are not UTF-8 get further than this
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InstanceError(f"{path}:0: cannot read instance file: {exc}") from exc
+        raw = read_regular_file(path, limit=MAX_INSTANCE_BYTES, what="instance file")
+    except UnreadableFile as exc:
+        raise InstanceError(f"{path}:0: cannot read instance file: {exc.problem}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InstanceError(f"{path}:0: not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from None
     lines = _numbered_lines(text, comment="#" if suffix == ".jsp" else None)
     if suffix == ".fjs":
         return _parse_fjs(path, lines)
