@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.cell.limits import MAX_SECONDS
+from agents.cell.limits import MAX_LEASE_S, MAX_SECONDS
 from security.untrusted import UnreadableFile, read_regular_file
 
 __all__ = [
@@ -44,7 +44,9 @@ __all__ = [
     "InstanceError",
     "Operation",
     "instance_path",
+    "horizon",
     "instance_to_cell_dict",
+    "lease_timing",
     "load_bks",
     "load_instance",
 ]
@@ -427,6 +429,39 @@ def rehearsal_passes(n_operations: int) -> int:
     return max(REHEARSAL_MIN_PASSES, REHEARSAL_OP_PASSES // n_operations)
 
 
+#: Lease timing of an instance cell (benchmark time units): a heartbeat every unit, a
+#: lease of 30, up to :data:`REHEARSAL_FULL_OPS` operations.  Above that, the heartbeat
+#: interval is the instance's :func:`horizon` / :data:`RENEWALS_PER_HORIZON` (never below
+#: 1), the lease 30 intervals.  Why: the rehearsed plan is awarded before anything runs,
+#: so every operation holds a lease at its machine from the first award until it ends,
+#: and each lease is renewed every interval: heartbeats ~ operations × makespan / interval,
+#: and in a job shop the makespan itself grows with the jobs.  At one unit, a 200 × 20
+#: job shop (makespan ~10 700) needed some 20 million heartbeats, every one signed and
+#: verified; it was those, not the rehearsal, that kept it from finishing (issue 20,
+#: class 2).  With the interval scaled, each lease is renewed at most ~500 times, so
+#: heartbeats grow with the operations.  A benchmark run has no faults unless
+#: ``--faults`` adds them; with faults, detection takes 3 intervals instead of 3 units.
+HEARTBEAT_S = 1.0
+LEASE_HEARTBEATS = 30
+RENEWALS_PER_HORIZON = 500
+
+
+def horizon(inst: Instance) -> float:
+    """A lower bound on the makespan: the longest job or the mean machine load, both at
+    each operation's shortest time."""
+    work = [sum(op.min_time for op in ops) for ops in inst.jobs]
+    return float(max(max(work, default=0), sum(work) / max(1, inst.n_machines)))
+
+
+def lease_timing(inst: Instance) -> tuple[float, float]:
+    """``(heartbeat_interval_s, lease_s)`` of ``inst``'s cell (see :data:`HEARTBEAT_S`)."""
+    beat = HEARTBEAT_S
+    if inst.n_operations > REHEARSAL_FULL_OPS:
+        beat = max(HEARTBEAT_S, horizon(inst) / RENEWALS_PER_HORIZON)
+    beat = min(beat, MAX_LEASE_S / LEASE_HEARTBEATS)
+    return beat, beat * LEASE_HEARTBEATS
+
+
 def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
     """Express ``inst`` as a cell-config dict (the YAML shape, builtins only).
 
@@ -482,6 +517,7 @@ def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
         }
         for k in range(inst.n_machines)
     ]
+    beat_s, lease_s = lease_timing(inst)
     return {
         "cell": _cell_name(inst.name),
         "layout": {
@@ -497,7 +533,8 @@ def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
         # unit so the contract net's own latency barely shows in the makespan.
         # Rehearse before committing (agents/rehearsal.py): a benchmark is one batch
         # of orders released together, the case rehearsal is made for.
-        "negotiation": {"reply_deadline_s": 0.01, "heartbeat_interval_s": 1.0, "lease_s": 30.0,
+        "negotiation": {"reply_deadline_s": 0.01, "heartbeat_interval_s": beat_s,
+                        "lease_s": lease_s,
                         "rehearsal_passes": rehearsal_passes(inst.n_operations),
                         "rehearsal_pass_timeout_s": 0.5},
         "sim": {"seed": 0, "network": {"latency_s": 0.0001}},
