@@ -20,6 +20,7 @@ import argparse
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz_inputs import FLAG_VALUE, FUZZ, damaged, run_cli, scratch
@@ -202,3 +203,22 @@ def test_more_commands_answer_with_an_exit_code(data: st.DataObject) -> None:
             os.chdir(cwd)
         assert code in (0, 1, 2), (argv, code, text[-500:])
         assert "Traceback" not in text
+
+
+# -- corpus: instance files read without the cell loader in front ---------------------------------
+
+@pytest.mark.timeout(60)
+def test_bench_fjsp_on_an_instance_that_is_not_utf8_or_a_fifo_exits_2(tmp_path: Path) -> None:
+    """``bench fjsp DIR`` reads instances with ``load_instance`` directly: bytes that are
+    not UTF-8 were a UnicodeDecodeError traceback, a FIFO hung the command."""
+    (tmp_path / "bks.csv").write_text(
+        "instance,format,jobs,machines,lower_bound,best_known_upper,source\n"
+        "mk01,fjs,10,6,40,40,test\n")
+    instance = tmp_path / "mk01.fjs"
+    for make in (lambda: instance.write_bytes(b"\x80\x81 garbage"),
+                 lambda: os.mkfifo(instance)):
+        instance.unlink(missing_ok=True)
+        make()
+        code, text = run_cli(["bench", "fjsp", str(tmp_path)])
+        assert code == 2 and "Traceback" not in text, text[-800:]
+        assert "mk01.fjs:0:" in text and ("not UTF-8" in text or "FIFO" in text), text
