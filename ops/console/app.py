@@ -63,10 +63,13 @@ from ops.console.users import UserStore, role_allows
 from ops.console.views import (
     FLOOD_COUNT,
     FLOOD_WINDOW_S,
+    Link,
     audit_field,
+    clock_time,
     countdown,
     flood,
     group_list,
+    link_status,
     view,
 )
 from security.errors import AutocellError
@@ -140,9 +143,19 @@ def create_app(backend: EscalationBackend, users: UserStore,
     throttle = LoginThrottle(cfg.max_failures, cfg.max_client_failures, cfg.failure_window_s,
                              cfg.lockout_s, clock)
     cell_now = _cell_clock(backend, clock)
+    started_at = clock()
+
+    def link() -> Link:
+        """The link to the running cell, by its heartbeat in the store."""
+        liveness = getattr(backend, "liveness", None)
+        if not callable(liveness):
+            return Link("unknown")
+        return link_status(liveness(), clock(), started_at,
+                           where=str(getattr(backend, "path", "")))
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.globals.update(countdown=countdown, flood_window_min=int(FLOOD_WINDOW_S // 60),
+    env.globals.update(countdown=countdown, clock_time=clock_time,
+                       flood_window_min=int(FLOOD_WINDOW_S // 60),
                        flood_count=FLOOD_COUNT, cell=cfg.cell)
 
     # -- helpers ------------------------------------------------------------------------
@@ -150,8 +163,11 @@ def create_app(backend: EscalationBackend, users: UserStore,
     def render(request: Request, name: str, session: Session | None, status: int = 200,
                **ctx: Any) -> HTMLResponse:
         can_act = bool(session and role_allows(session.role, "supervisor"))
+        shown = link()
+        since = _digest(backend) + shown.state if session and session.authenticated else ""
         html = env.get_template(name).render(request=request, session=session,
-                                             can_act=can_act, now=cell_now(), **ctx)
+                                             can_act=can_act, now=cell_now(), link=shown,
+                                             since=since, **ctx)
         return HTMLResponse(html, status_code=status)
 
     def set_cookie(response: Response, session: Session) -> None:
@@ -330,7 +346,9 @@ def create_app(backend: EscalationBackend, users: UserStore,
             queue.put_nowait, eid))
         # Also compare a digest every poll: another process (the CLI twin, the console
         # agent) may write the same store without calling our listeners.
-        digest = _digest(backend)
+        # what the page showed when rendered (``since``): a change before the stream started
+        # is news at once; the link's changes are news too
+        digest = request.query_params.get("since") or _digest(backend) + link().state
         quiet_s = 0.0
         try:
             yield "retry: 2000\n\n"
@@ -347,7 +365,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
                         changed.append(queue.get_nowait())
                 except TimeoutError:
                     pass
-                new = _digest(backend)
+                new = _digest(backend) + link().state
                 if new != digest:
                     digest = new
                     changed = changed or [None]

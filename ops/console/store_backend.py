@@ -21,7 +21,10 @@ What it adds to the store:
   aside) is reopened;
 * **the cell's clock** — ``now()`` is the cell time the running cell wrote
   last (``meta.cell_now``), the time base of the deadlines; the store's own
-  ``now`` is used for every action, so audit times are cell times;
+  ``now`` is used for every action, so audit times are cell times (and each
+  person's action carries its wall time, ``details.wall_at``); the running
+  cell's heartbeat (:meth:`StoreBackend.liveness`) tells the pages whether
+  anyone is still at the other end;
 * **what the screens read** — records as mappings with ``created_at``,
   ``deadline_at`` (when the safe default applies) and the context facts
   (task, due date, repair estimate …) as lines under "recent events".
@@ -34,7 +37,8 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +76,9 @@ def shown(rec: Record) -> dict[str, Any]:
 class StoreBackend:
     """The escalation store of a cell, as the console's backend."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self._wall = wall_clock   # a person's action is audited with its wall time too
         self._store: EscalationStore | None = None
         self._ino: int | None = None
         self._lock = threading.RLock()
@@ -119,6 +124,13 @@ class StoreBackend:
                 return 3600.0
             return store.refresh().max_shelve_s
 
+    def liveness(self) -> Mapping[str, float] | None:
+        """The running cell's last heartbeat (``{}``: none yet); None while there is no
+        store file (see :func:`ops.console.views.link_status`)."""
+        with self._lock:
+            store = self._open()
+            return None if store is None else store.liveness()
+
     def flood(self) -> bool:
         with self._lock:
             store = self._open()
@@ -163,19 +175,22 @@ class StoreBackend:
 
     def acknowledge(self, escalation_id: str, user: str, now: float | None = None
                     ) -> dict[str, Any]:
-        return self._act(escalation_id, lambda s: s.acknowledge(escalation_id, user))
+        return self._act(escalation_id, lambda s: s.acknowledge(escalation_id, user,
+                                                                wall_at=self._wall()))
 
     def shelve(self, escalation_id: str, user: str, reason: str, duration_s: float,
                now: float | None = None) -> dict[str, Any]:
         return self._act(escalation_id,
-                         lambda s: s.shelve(escalation_id, user, reason, duration_s))
+                         lambda s: s.shelve(escalation_id, user, reason, duration_s,
+                                            wall_at=self._wall()))
 
     def decide(self, escalation_id: str, user: str, option_id: str, reason: str = "",
                now: float | None = None) -> dict[str, Any]:
         """Recorded with the user's name and queued in the outbox: the console agent of the
         running cell sends the signed ``decision`` on its next poll."""
         return self._act(escalation_id,
-                         lambda s: s.decide(escalation_id, user, option_id, reason))
+                         lambda s: s.decide(escalation_id, user, option_id, reason,
+                                            wall_at=self._wall()))
 
     # -- live updates ------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:

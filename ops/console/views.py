@@ -10,18 +10,31 @@ screen is sorted by *open first*, then priority (1 first), then state
 related escalations — same ``group``, else same cause and resource — form one
 card headed by their most urgent member.  A flood is more than
 ``FLOOD_COUNT`` escalations created within ``FLOOD_WINDOW_S`` before now.
+
+**The link to the cell** (:func:`link_status`): the page must never reassure
+when nobody is watching the cell.  The running cell writes a heartbeat into
+the store (cell time, the wall time it was written, the speed, the interval;
+``EscalationStore.heartbeat``); the link is *live* while the last one is at
+most ``STALE_INTERVALS`` intervals old (and never less than
+``MIN_STALE_S``), and otherwise *lost* since that heartbeat.  Before any
+store exists, before any heartbeat, or once the run has said it ended, the
+link is not live either, each with its own words and "since when".  Only a
+live link lets the list say "Nothing needs you".  The heartbeat also maps
+the cell clock to a date and time: ``wall = wall_at + (t - cell_at) / speed``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ops.console.backend import ACTIVE_STATES, STATES, UNACKNOWLEDGED_STATES
 
-__all__ = ["FLOOD_COUNT", "FLOOD_WINDOW_S", "EscalationView", "Group", "audit_field", "flood",
-           "group_list", "view"]
+__all__ = ["FLOOD_COUNT", "FLOOD_WINDOW_S", "MIN_STALE_S", "STALE_INTERVALS", "EscalationView",
+           "Group", "Link", "audit_field", "clock_time", "flood", "group_list", "link_status",
+           "view"]
 
 FLOOD_COUNT = 10
 FLOOD_WINDOW_S = 600.0
@@ -174,3 +187,83 @@ def audit_field(entry: Any, name: str) -> str:
     if name == "detail":
         return str(_field(entry, "detail", "") or details.get("option", ""))
     return str(_field(entry, name, ""))
+
+
+STALE_INTERVALS = 5
+MIN_STALE_S = 3.0
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the console knows of the running cell (see the module docstring)."""
+
+    state: str              # live | no_store | never | lost | ended | unknown
+    since_at: float = 0.0   # wall time since when the link is not live (0: not known)
+    cell_at: float = 0.0    # the last heartbeat: cell time ...
+    wall_at: float = 0.0    # ... written at this wall time
+    speed: float = 1.0
+    where: str = ""         # the store's file, for the words
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
+
+    @property
+    def known(self) -> bool:
+        """A heartbeat to map cell time by."""
+        return self.wall_at > 0
+
+    def wall_of(self, cell_t: float) -> float:
+        """The wall time of cell time ``cell_t`` (by the last heartbeat)."""
+        return self.wall_at + (cell_t - self.cell_at) / (self.speed or 1.0)
+
+    @property
+    def headline(self) -> str:
+        since = f" since {clock_time(self.since_at)}" if self.since_at else ""
+        return {"no_store": f"No cell connected{since}",
+                "never": f"No cell has reported in{since}",
+                "lost": f"Communication with the cell lost{since}",
+                "ended": "The run has ended" + (f" (at {clock_time(self.since_at)})"
+                                                if self.since_at else ""),
+                }.get(self.state, "")
+
+    @property
+    def advice(self) -> str:
+        return {
+            "no_store": f"There is no escalation store at {self.where} yet: start the cell "
+                        "(autocell up, or autocell run --escalations-db). Escalations will "
+                        "appear here when it runs.",
+            "never": "The escalation store exists but no running cell writes to it. Start the "
+                     "cell; until then nothing here is current.",
+            "lost": "The cell has not reported in since then. What you see may be out of "
+                    "date, and new escalations cannot reach you. Check that the cell is "
+                    "running.",
+            "ended": "Nothing here changes any more. Decisions taken now reach no agent.",
+        }.get(self.state, "")
+
+
+def link_status(liveness: Mapping[str, float] | None, wall_now: float, started_at: float,
+                where: str = "") -> Link:
+    """The link from the store's heartbeat (``None``: no store; ``{}``: no heartbeat yet)."""
+    if liveness is None:
+        return Link("no_store", started_at, where=where)
+    wall_at = float(liveness.get("wall_at", 0.0))
+    cell_at = float(liveness.get("cell_at", 0.0))
+    speed = float(liveness.get("speed", 1.0)) or 1.0
+    if "stopped_wall_at" in liveness:
+        return Link("ended", float(liveness["stopped_wall_at"]), cell_at, wall_at, speed, where)
+    if not wall_at:
+        return Link("never", started_at, where=where)
+    stale_s = max(MIN_STALE_S, STALE_INTERVALS * float(liveness.get("every_s", 1.0)))
+    if wall_now - wall_at > stale_s:
+        return Link("lost", wall_at, cell_at, wall_at, speed, where)
+    return Link("live", 0.0, cell_at, wall_at, speed, where)
+
+
+def clock_time(wall_at: float, *, date: bool = False) -> str:
+    """A wall time as the control room reads it: ``14:03:07`` (local time), with the date
+    when asked or when it is not today."""
+    t = datetime.fromtimestamp(wall_at)
+    if date or t.date() != datetime.now().date():
+        return t.strftime("%Y-%m-%d %H:%M:%S")
+    return t.strftime("%H:%M:%S")

@@ -24,6 +24,26 @@ function tick() {
   }
 }
 
+// the cell clock runs on between updates while the cell is live (speed x wall time)
+function armCellClock(root) {
+  const el = root.querySelector("#cell-clock[data-cell-now]");
+  if (!el) return;
+  el.startWall = Date.now();
+  el.startCell = parseFloat(el.dataset.cellNow);
+  el.startShown = Date.now();
+}
+
+function tickCellClock() {
+  const el = document.querySelector("#cell-clock[data-cell-now]");
+  if (!el || el.startWall === undefined) return;
+  const elapsed = (Date.now() - el.startWall) / 1000;
+  const cell = el.startCell + elapsed * parseFloat(el.dataset.speed || "1");
+  const t = el.querySelector("time"), s = el.querySelector(".cell-s");
+  if (t) t.textContent = new Date().toLocaleTimeString([], {hour12: false});
+  if (s) s.textContent = `(${Math.round(cell)} s)`;
+  el.title = `cell time ${cell.toFixed(1)} s`;
+}
+
 function editing(el) {
   if (!el.hasAttribute("data-keep-if-editing")) return false;
   if (el.contains(document.activeElement) && document.activeElement !== document.body) return true;
@@ -54,12 +74,15 @@ async function refresh() {
     if (!doc.getElementById(old.id) && !editing(old)) old.remove();
   }
   armCountdowns(document);
+  armCellClock(document);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
 function live() {
   if (!document.body.dataset.live) return;
-  const es = new EventSource("/events");
+  // "since": what the page shows; a change between its render and the stream's start
+  // (or while the connection was down) is sent at once
+  const es = new EventSource("/events?since=" + encodeURIComponent(document.body.dataset.since || ""));
   es.addEventListener("change", () => { refresh(); });
   es.addEventListener("expired", () => { es.close(); toLogin(); });
   es.addEventListener("open", () => { document.body.dataset.connected = "1"; });
@@ -67,7 +90,8 @@ function live() {
 
 document.addEventListener("DOMContentLoaded", () => {
   armCountdowns(document);
+  armCellClock(document);
   tick();
-  setInterval(tick, 1000);
+  setInterval(() => { tick(); tickCellClock(); }, 1000);
   live();
 });

@@ -1,0 +1,113 @@
+"""The console's supervisor items in a real browser (Playwright, Debian's Chromium): the
+communication-lost banner appears live when the cell stops reporting in, "Nothing needs
+you" only while it does, the cell clock shown; and at phone, tablet and desktop widths
+nothing is clipped (issue 18)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers.waiting import BROWSER_BOUND_MS
+from playwright.sync_api import Page, expect
+from test_console_browser import PASSWORDS, Served, login, seed, serve
+
+from ops.console.app import ConsoleSettings
+from ops.console.backend import InMemoryBackend
+from ops.console.users import UserStore
+
+pytestmark = pytest.mark.timeout(600)
+WIDTHS = (390, 768, 1280)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _expect_waits_on_events() -> Iterator[None]:
+    expect.set_options(timeout=BROWSER_BOUND_MS)
+    yield
+    expect.set_options(timeout=None)
+
+
+@pytest.fixture(scope="module")
+def users(tmp_path_factory: pytest.TempPathFactory) -> UserStore:
+    store = UserStore(tmp_path_factory.mktemp("browser-console") / "users.db")
+    store.add("sup", "supervisor", PASSWORDS["sup"])
+    return store
+
+
+@pytest.fixture
+def console(users: UserStore) -> Iterator[Served]:
+    backend = InMemoryBackend(max_shelve_s=3600)
+    seed(backend)
+    served = serve(backend, users, ConsoleSettings(cell="browser-test", poll_s=0.2))
+    yield served
+    served.stop()
+
+
+def page_at(browser: Any, width: int) -> Page:
+    ctx = browser.new_context(viewport={"width": width, "height": 800})
+    ctx.set_default_timeout(BROWSER_BOUND_MS)
+    return ctx.new_page()
+
+
+def test_the_banner_appears_live_when_the_cell_stops_reporting(console: Served,
+                                                               browser: Any) -> None:
+    page = page_at(browser, 1280)
+    login(page, console.url, "sup")
+    expect(page.locator("#cell-clock time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    expect(page.locator("#link-lost")).to_have_count(0)
+    for e in console.backend.list():                  # nothing open: the cell is live
+        console.backend.decide(e.id, "sup", "wait_for_repair", "", console.backend.now())
+    expect(page.locator("#calm")).to_have_text(
+        "Nothing needs you. The agents are handling the cell.")
+
+    console.backend.heartbeat_at = time.time() - 60   # the cell fell silent a minute ago
+    banner = page.locator("#link-lost")
+    expect(banner).to_contain_text("Communication with the cell lost since")
+    expect(banner).to_be_visible()
+    expect(page.locator("#calm")).to_have_count(0)
+    expect(page.locator("#no-open")).to_contain_text("this page is not current")
+
+    console.backend.stopped_at = time.time()
+    expect(banner).to_contain_text("The run has ended (at ")
+    page.context.close()
+
+
+def unclipped(page: Page) -> list[str]:
+    """Elements wider than their box or sticking out of the viewport (nothing at all when
+    the layout fits)."""
+    return list(page.evaluate("""() => {
+      const out = [], vw = document.documentElement.clientWidth;
+      if (document.documentElement.scrollWidth > vw)
+        out.push(`page ${document.documentElement.scrollWidth} > ${vw}`);
+      for (const el of document.querySelectorAll("body *")) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0 || getComputedStyle(el).visibility === "hidden") continue;
+        if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== "visible")
+          out.push(`${el.tagName}#${el.id}.${el.className} scroll ${el.scrollWidth} > ${el.clientWidth}`);
+        if (r.right > vw + 1) out.push(`${el.tagName}#${el.id}.${el.className} right ${r.right} > ${vw}`);
+      }
+      return out;
+    }"""))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_nothing_is_clipped_at_phone_tablet_and_desktop_widths(console: Served, browser: Any,
+                                                               width: int) -> None:
+    page = page_at(browser, width)
+    page.goto(f"{console.url}/login")
+    assert unclipped(page) == [], "login"
+    login(page, console.url, "sup")
+    expect(page.locator("#open-count")).to_be_visible()
+    assert unclipped(page) == [], "list"
+    page.wait_for_selector("body[data-connected='1']")
+    console.backend.heartbeat_at = time.time() - 60
+    expect(page.locator("#link-lost")).to_be_visible()
+    assert unclipped(page) == [], "list with the banner"
+    for path in ("/escalations/e-none", "/escalations/e-rep"):
+        page.goto(console.url + path)
+        expect(page.locator("#cause")).to_be_visible()
+        assert unclipped(page) == [], path
+    page.context.close()
