@@ -111,3 +111,41 @@ def test_nothing_is_clipped_at_phone_tablet_and_desktop_widths(console: Served, 
         expect(page.locator("#cause")).to_be_visible()
         assert unclipped(page) == [], path
     page.context.close()
+
+
+def test_the_countdown_is_labelled_ticks_and_turns_red_near_zero(console: Served,
+                                                                 browser: Any) -> None:
+    b = console.backend
+    b.raise_escalation(escalation_id="e-soon", priority=1, cause="no_capable_resource",
+                       consequence="o-5 waits", safe_default="wait_for_repair",
+                       options=[{"id": "wait_for_repair", "label": "Wait for repair",
+                                 "effect": ""}],
+                       deadline_at=b.now() + 100, context={"order": "o-5", "down": ["lathe1"],
+                                                          "capability": "turning"})
+    page = page_at(browser, 390)
+    login(page, console.url, "sup")
+    row = page.locator("a.esc[data-id='e-soon']")
+    expect(row).to_contain_text("No machine can do the next step")
+    expect(row).to_contain_text("Lathe 1 is down and no other machine can turning for o-5.")
+    box = row.locator(".countdown-box")
+    expect(box).to_contain_text(re.compile(r"safe default in 1:[0-3]\d"))
+    expect(box.locator(".countdown")).to_have_class(re.compile(r"\burgent\b"))
+    first = box.locator(".countdown").text_content()
+    expect(box.locator(".countdown")).not_to_have_text(first or "")     # it ticks
+    page.context.close()
+
+
+def test_shelving_past_the_deadline_asks_to_confirm(console: Served, browser: Any) -> None:
+    page = page_at(browser, 768)
+    login(page, console.url, "sup")
+    page.goto(f"{console.url}/escalations/e-qual")                      # deadline in 30 min
+    page.fill("#shelve-form textarea[name=reason]", "fitter on the way")
+    page.fill("#shelve-form input[name=duration_min]", "45")
+    page.click("#shelve")
+    expect(page.locator("#confirm-shelve")).to_contain_text(
+        "will apply while this is shelved")
+    assert console.backend.get("e-qual").state == "unacknowledged"
+    page.click("#shelve-anyway")
+    expect(page.locator("#done")).to_have_text("Shelved.")
+    assert console.backend.get("e-qual").state == "shelved"
+    page.context.close()

@@ -8,7 +8,8 @@ Routes:
 ``GET  /``                              open escalations, grouped, most urgent first
 ``GET  /escalations/{id}``              one escalation: context, options, actions
 ``POST /escalations/{id}/acknowledge``  supervisor or admin
-``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``
+``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``; past the
+                                        safe-default deadline only with ``confirm=1``
 ``POST /escalations/{id}/decide``       ``option``, ``reason`` (optional)
 ``GET  /events``                        server-sent events: ``change`` and ``expired``
 ======================================  =================================================
@@ -70,7 +71,9 @@ from ops.console.views import (
     flood,
     group_list,
     link_status,
+    timeline,
     view,
+    when,
 )
 from security.errors import AutocellError
 
@@ -154,7 +157,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
                            where=str(getattr(backend, "path", "")))
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.globals.update(countdown=countdown, clock_time=clock_time,
+    env.globals.update(countdown=countdown, clock_time=clock_time, when=when,
                        flood_window_min=int(FLOOD_WINDOW_S // 60),
                        flood_count=FLOOD_COUNT, cell=cfg.cell)
 
@@ -209,16 +212,18 @@ def create_app(backend: EscalationBackend, users: UserStore,
         return s, form
 
     def detail(request: Request, s: Session, eid: str, status: int = 200,
-               error: str = "", done: str = "") -> HTMLResponse:
+               error: str = "", done: str = "",
+               confirm_shelve: dict[str, Any] | None = None) -> HTMLResponse:
         try:
             e = view(backend.get(eid))
         except (EscalationNotFound, KeyError):
             return render(request, "error.html", s, 404, title="Not found",
                           message=f"There is no escalation {eid!r}.")
-        history = [a for a in _audit(backend) if audit_field(a, "escalation") == e.id]
+        history = timeline((a for a in _audit(backend) if audit_field(a, "escalation") == e.id),
+                           e)
         return render(request, "detail.html", s, status, e=e, history=history, error=error,
                       done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
-                      audit_field=audit_field)
+                      confirm_shelve=confirm_shelve)
 
     # -- pages --------------------------------------------------------------------------
 
@@ -314,6 +319,13 @@ def create_app(backend: EscalationBackend, users: UserStore,
                 if not 0 < minutes * 60.0 <= max_s:
                     return detail(request, s, eid, 400, error=f"The shelve time must be more "
                                   f"than 0 and at most {max_s / 60:g} minutes.")
+                e = view(backend.get(eid))
+                until_at = now + minutes * 60.0
+                if (e.deadline_at and until_at >= e.deadline_at
+                        and form.get("confirm") != "1"):
+                    # the safe default would apply while shelved: say so, and ask
+                    return detail(request, s, eid, 409, confirm_shelve={
+                        "reason": reason, "minutes": f"{minutes:g}", "until_at": until_at})
                 backend.shelve(eid, s.user, reason, minutes * 60.0, now)
             elif action == "decide":
                 option = str(form.get("option", ""))

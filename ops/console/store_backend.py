@@ -27,7 +27,7 @@ What it adds to the store:
   anyone is still at the other end;
 * **what the screens read** — records as mappings with ``created_at``,
   ``deadline_at`` (when the safe default applies) and the context facts
-  (task, due date, repair estimate …) as lines under "recent events".
+  (task, due date, repair estimate …) as readable lines (``context.facts``).
 
 One SQLite connection, used under a lock: the app calls it from the event
 loop and the thread pool alike.
@@ -64,9 +64,8 @@ def shown(rec: Record) -> dict[str, Any]:
     """A store record as the console's screens read it (see :mod:`ops.console.views`)."""
     data = rec.to_json()
     context = dict(rec.context)
-    events = list(context.get("recent_events") or ())
-    events += [_fact(k, v) for k, v in sorted(context.items()) if k != "recent_events"]
-    context["recent_events"] = events
+    context["facts"] = [_fact(k, v) for k, v in sorted(context.items())
+                        if k != "recent_events"]
     context.setdefault("order", rec.order)
     context.setdefault("resource", rec.resource)
     data.update(context=context, created_at=rec.raised_at, deadline_at=rec.final_deadline_at)

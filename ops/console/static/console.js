@@ -21,6 +21,7 @@ function tick() {
     const left = (el.endAt - Date.now()) / 1000;
     el.textContent = fmt(left);
     el.classList.toggle("urgent", left < 120);
+    el.classList.toggle("warn", left >= 120 && left < 300);
   }
 }
 
