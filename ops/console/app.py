@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ from ops.console.views import (
     view,
     when,
 )
-from security.errors import AutocellError
+from security.errors import AutocellError, DamagedState
 
 __all__ = ["COOKIE", "ConsoleSettings", "create_app"]
 
@@ -153,8 +154,11 @@ def create_app(backend: EscalationBackend, users: UserStore,
         liveness = getattr(backend, "liveness", None)
         if not callable(liveness):
             return Link("unknown")
-        return link_status(liveness(), clock(), started_at,
-                           where=str(getattr(backend, "path", "")))
+        where = str(getattr(backend, "path", ""))
+        try:
+            return link_status(liveness(), clock(), started_at, where=where)
+        except (DamagedState, sqlite3.DatabaseError):
+            return Link("damaged", started_at, where=where)
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals.update(countdown=countdown, clock_time=clock_time, when=when,
@@ -167,9 +171,14 @@ def create_app(backend: EscalationBackend, users: UserStore,
                **ctx: Any) -> HTMLResponse:
         can_act = bool(session and role_allows(session.role, "supervisor"))
         shown = link()
-        since = _digest(backend) + shown.state if session and session.authenticated else ""
+        since = (_safe_digest(backend) + shown.state if session and session.authenticated
+                 else "")
+        try:
+            now = cell_now()
+        except (DamagedState, sqlite3.DatabaseError):   # the page says the store is damaged
+            now = 0.0
         html = env.get_template(name).render(request=request, session=session,
-                                             can_act=can_act, now=cell_now(), link=shown,
+                                             can_act=can_act, now=now, link=shown,
                                              since=since, **ctx)
         return HTMLResponse(html, status_code=status)
 
@@ -360,7 +369,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         # agent) may write the same store without calling our listeners.
         # what the page showed when rendered (``since``): a change before the stream started
         # is news at once; the link's changes are news too
-        digest = request.query_params.get("since") or _digest(backend) + link().state
+        digest = request.query_params.get("since") or _safe_digest(backend) + link().state
         quiet_s = 0.0
         try:
             yield "retry: 2000\n\n"
@@ -377,7 +386,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
                         changed.append(queue.get_nowait())
                 except TimeoutError:
                     pass
-                new = _digest(backend) + link().state
+                new = _safe_digest(backend) + link().state
                 if new != digest:
                     digest = new
                     changed = changed or [None]
@@ -397,6 +406,24 @@ def create_app(backend: EscalationBackend, users: UserStore,
     async def on_deny(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, _Deny)
         return exc.response
+
+    async def on_damaged(request: Request, exc: Exception) -> Response:
+        """The store was damaged under the running console (issue 20): a page that says
+        which file and what to do, never a 500 and never a stale list."""
+        where = getattr(exc, "path", "") or str(getattr(backend, "path", "")) or "the store"
+        log.error("escalation store damaged: %s", exc)
+        s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=False)
+        return render(request, "error.html", s if s and s.authenticated else None, 503,
+                      title="The escalation store is damaged", damaged=True, message=(
+                          f"{where} cannot be read ({getattr(exc, 'detail', exc)}). "
+                          "The console cannot show or record escalations until it is "
+                          "repaired, and what was on screen may be out of date."),
+                      advice=["Stop the cell (its console agent writes this file).",
+                              f"Move the file aside: mv {where} {where}.damaged",
+                              "Restore it from a backup and check the copy with "
+                              f"autocell audit verify --db {where}, or start the cell "
+                              "again, which writes a new store.",
+                              "Reload this page when done."])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -427,7 +454,9 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={_Deny: on_deny}, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers={
+        _Deny: on_deny, DamagedState: on_damaged, sqlite3.DatabaseError: on_damaged},
+        lifespan=lifespan)
     app.add_middleware(_SecurityHeaders)
     app.state.sessions = sessions
     app.state.throttle = throttle
@@ -490,6 +519,14 @@ def _audit(backend: Any) -> list[Any]:
     except (AutocellError, OSError, ValueError):
         log.exception("audit log unavailable")
         return []
+
+
+def _safe_digest(backend: Any) -> str:
+    """:func:`_digest`, or a marker while the store cannot be read (the page then says so)."""
+    try:
+        return _digest(backend)
+    except (DamagedState, sqlite3.DatabaseError):
+        return "damaged"
 
 
 def _digest(backend: Any) -> str:

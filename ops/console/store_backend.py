@@ -148,9 +148,10 @@ class StoreBackend:
 
     def get(self, escalation_id: str) -> dict[str, Any]:
         with self._lock:
+            store = self._need()     # a damaged file propagates: the page says so (503)
             try:
-                return shown(self._need().get(escalation_id))
-            except (UnknownEscalation, DamagedState) as exc:
+                return shown(store.get(escalation_id))
+            except (UnknownEscalation, DamagedState) as exc:   # one record: not found
                 raise EscalationNotFound(str(exc)) from None
 
     def audit(self) -> builtins.list[Any]:
@@ -161,9 +162,9 @@ class StoreBackend:
     # -- acting (the signed-in user is the actor; times are the cell's) ----------------------
     def _act(self, escalation_id: str, do: Callable[[EscalationStore], Record]) -> dict[str, Any]:
         with self._lock:
+            store = self._need()     # a damaged file propagates: the page says so (503)
+            store.refresh()
             try:
-                store = self._need()
-                store.refresh()
                 rec = do(store)
             except (UnknownEscalation, DamagedState) as exc:
                 raise EscalationNotFound(str(exc)) from None

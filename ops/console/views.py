@@ -245,7 +245,7 @@ MIN_STALE_S = 3.0
 class Link:
     """What the console knows of the running cell (see the module docstring)."""
 
-    state: str              # live | no_store | never | lost | ended | unknown
+    state: str              # live | no_store | never | lost | ended | damaged | unknown
     since_at: float = 0.0   # wall time since when the link is not live (0: not known)
     cell_at: float = 0.0    # the last heartbeat: cell time ...
     wall_at: float = 0.0    # ... written at this wall time
@@ -273,6 +273,7 @@ class Link:
                 "lost": f"Communication with the cell lost{since}",
                 "ended": "The run has ended" + (f" (at {clock_time(self.since_at)})"
                                                 if self.since_at else ""),
+                "damaged": f"The escalation store {self.where} is damaged",
                 }.get(self.state, "")
 
     @property
@@ -287,6 +288,8 @@ class Link:
                     "date, and new escalations cannot reach you. Check that the cell is "
                     "running.",
             "ended": "Nothing here changes any more. Decisions taken now reach no agent.",
+            "damaged": "It cannot be read: what you see is not current. Stop the cell, move "
+                       "the file aside and restore it from a backup.",
         }.get(self.state, "")
 
 

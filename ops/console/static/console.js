@@ -62,6 +62,12 @@ async function refresh() {
   const r = await fetch(window.location.pathname + window.location.search,
                         {headers: {"X-Console-Fragment": "1"}, credentials: "same-origin"});
   if (r.status === 401) return toLogin();
+  if (r.status === 503) {          // the store is damaged: say so instead of a stale page
+    const bad = new DOMParser().parseFromString(await r.text(), "text/html");
+    const main = bad.querySelector("main");
+    if (main) document.querySelector("main").replaceWith(document.importNode(main, true));
+    return;
+  }
   if (!r.ok) return;
   const doc = new DOMParser().parseFromString(await r.text(), "text/html");
   for (const fresh of doc.querySelectorAll("[data-live][id]")) {
