@@ -110,6 +110,9 @@ def test_nothing_is_clipped_at_phone_tablet_and_desktop_widths(console: Served, 
         page.goto(console.url + path)
         expect(page.locator("#cause")).to_be_visible()
         assert unclipped(page) == [], path
+    page.goto(console.url + "/journal")
+    expect(page.locator("#journal-filters")).to_be_visible()
+    assert unclipped(page) == [], "/journal"
     page.context.close()
 
 

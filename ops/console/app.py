@@ -11,6 +11,7 @@ Routes:
 ``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``; past the
                                         safe-default deadline only with ``confirm=1``
 ``POST /escalations/{id}/decide``       ``option``, ``reason`` (optional)
+``GET  /journal``, ``/journal.csv``     the alarm journal, filtered (ops/console/journal.py)
 ``GET  /events``                        server-sent events: ``change`` and ``expired``
 ======================================  =================================================
 
@@ -53,7 +54,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ops.console.backend import EscalationBackend, EscalationNotFound, IllegalAction
+from ops.console import journal
+from ops.console.backend import STATES, EscalationBackend, EscalationNotFound, IllegalAction
+from ops.console.journal import Filters, JournalRow
 from ops.console.security import (
     SECURITY_HEADERS,
     LoginThrottle,
@@ -84,6 +87,7 @@ log = logging.getLogger("autocell.console")
 HERE = Path(__file__).parent
 COOKIE = "autocell_session"
 FRAGMENT_HEADER = "x-console-fragment"
+JOURNAL_PAGE_ROWS = 500          # the page shows the newest; the CSV has every row
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,25 @@ def create_app(backend: EscalationBackend, users: UserStore,
                       closed_groups=[g for g in groups if not g.head.active],
                       flood=flood(items, cell_now()), damaged=damaged)
 
+    def journal_rows(request: Request) -> tuple[Filters, list[JournalRow]]:
+        f = Filters.of(request.query_params)
+        return f, journal.rows(backend.list(), _audit(backend), link(), f)
+
+    async def journal_page(request: Request) -> Response:
+        s = page_session(request)
+        f, found = journal_rows(request)
+        causes = sorted({view(i).cause for i in backend.list()})
+        return render(request, "journal.html", s, f=f, rows=found[:JOURNAL_PAGE_ROWS],
+                      total=len(found), causes=causes, states=STATES,
+                      query=request.url.query)
+
+    async def journal_csv(request: Request) -> Response:
+        page_session(request)
+        _, found = journal_rows(request)
+        return Response(journal.to_csv(found), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{cfg.cell}-alarm-journal.csv"'})
+
     async def show(request: Request) -> Response:
         s = page_session(request)
         return detail(request, s, request.path_params["eid"],
@@ -448,6 +471,8 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/login", login_submit, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/", index, methods=["GET"]),
+        Route("/journal", journal_page, methods=["GET"]),
+        Route("/journal.csv", journal_csv, methods=["GET"]),
         Route("/escalations/{eid:path}", show, methods=["GET"]),
         Route("/escalations/{eid:path}/{action}", act, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
