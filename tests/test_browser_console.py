@@ -113,6 +113,9 @@ def test_nothing_is_clipped_at_phone_tablet_and_desktop_widths(console: Served, 
     page.goto(console.url + "/journal")
     expect(page.locator("#journal-filters")).to_be_visible()
     assert unclipped(page) == [], "/journal"
+    page.goto(console.url + "/kpis")
+    expect(page.locator("#kpis")).to_be_visible()
+    assert unclipped(page) == [], "/kpis"
     page.context.close()
 
 

@@ -12,6 +12,7 @@ Routes:
                                         safe-default deadline only with ``confirm=1``
 ``POST /escalations/{id}/decide``       ``option``, ``reason`` (optional)
 ``GET  /journal``, ``/journal.csv``     the alarm journal, filtered (ops/console/journal.py)
+``GET  /kpis``                          alarm-system KPIs (ops/console/alarm_kpis.py)
 ``GET  /events``                        server-sent events: ``change`` and ``expired``
 ======================================  =================================================
 
@@ -54,7 +55,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ops.console import journal
+from ops.console import alarm_kpis, journal
 from ops.console.backend import STATES, EscalationBackend, EscalationNotFound, IllegalAction
 from ops.console.journal import Filters, JournalRow
 from ops.console.security import (
@@ -326,6 +327,12 @@ def create_app(backend: EscalationBackend, users: UserStore,
                         headers={"Content-Disposition":
                                  f'attachment; filename="{cfg.cell}-alarm-journal.csv"'})
 
+    async def kpis_page(request: Request) -> Response:
+        s = page_session(request)
+        k = alarm_kpis.compute(backend.list(), cell_now(), _supervisors(users))
+        return render(request, "kpis.html", s, k=k, guideline=alarm_kpis.GUIDELINE,
+                      flood_count=FLOOD_COUNT)
+
     async def show(request: Request) -> Response:
         s = page_session(request)
         return detail(request, s, request.path_params["eid"],
@@ -472,6 +479,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/logout", logout, methods=["POST"]),
         Route("/", index, methods=["GET"]),
         Route("/journal", journal_page, methods=["GET"]),
+        Route("/kpis", kpis_page, methods=["GET"]),
         Route("/journal.csv", journal_csv, methods=["GET"]),
         Route("/escalations/{eid:path}", show, methods=["GET"]),
         Route("/escalations/{eid:path}/{action}", act, methods=["POST"]),
@@ -544,6 +552,11 @@ def _audit(backend: Any) -> list[Any]:
     except (AutocellError, OSError, ValueError):
         log.exception("audit log unavailable")
         return []
+
+
+def _supervisors(users: UserStore) -> int:
+    """People who can act on escalations: the KPIs' "per supervisor"."""
+    return sum(1 for u in users.list() if role_allows(u.role, "supervisor"))
 
 
 def _safe_digest(backend: Any) -> str:

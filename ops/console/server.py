@@ -222,7 +222,8 @@ def cmd_console(args: argparse.Namespace) -> int:
                                secure_cookie=bool(args.tls_cert))
     app = create_app(backend, users, settings, ticker=ticker)
     if args.metrics_port is not None:
-        serve_escalation_metrics(backend, args.metrics_port)
+        serve_escalation_metrics(backend, args.metrics_port, supervisors=lambda: sum(
+            1 for u in users.list() if u.role in ("supervisor", "admin")))
     if not users.list():
         print(f"no users in {users.path} yet: add one with `autocell users add NAME --role "
               f"supervisor --users {users.path}`", file=sys.stderr)
@@ -252,9 +253,41 @@ def open_escalation_counts(backend: Any) -> dict[tuple[str, str], int]:
     return counts
 
 
-def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0) -> Any:
+def alarm_kpi_families(backend: Any, supervisors: Any) -> Any:
+    """The alarm-system KPIs (:mod:`ops.console.alarm_kpis`) as gauges, computed at scrape
+    time: ``supervisors()`` is how many people can act."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from ops.console.alarm_kpis import GUIDELINE, compute
+
+    now = getattr(backend, "now", None) or getattr(backend, "cell_now", None)
+    k = compute(backend.list(), float(now()) if callable(now) else time.time(),
+                int(supervisors()))
+    yield GaugeMetricFamily("autocell_alarm_rate_per_10min_per_supervisor",
+                            "Escalations raised per 10 minutes per supervisor",
+                            value=k.rate_per_10min_per_supervisor)
+    yield GaugeMetricFamily("autocell_alarm_flood_ratio",
+                            "Share of the observed time in flood (more than 10 in 10 min)",
+                            value=k.flood_ratio)
+    yield GaugeMetricFamily("autocell_alarm_stale", "Escalations open for more than 24 h",
+                            value=len(k.stale))
+    yield GaugeMetricFamily("autocell_alarm_chattering_sources",
+                            "Sources raised 3 or more times within 1 min",
+                            value=len(k.chattering))
+    share = GaugeMetricFamily("autocell_alarm_priority_share",
+                              "Share of escalations by priority band, and the guideline's",
+                              labels=["band", "of"])
+    for band, target in GUIDELINE.items():
+        share.add_metric([band, "observed"], k.share(band))
+        share.add_metric([band, "guideline"], target)
+    yield share
+
+
+def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0,
+                             supervisors: Any = lambda: 1) -> Any:
     """``/metrics`` of the console on ``port``: open escalations by priority and state,
-    refreshed every ``every_s`` from the store by a daemon thread."""
+    refreshed every ``every_s`` from the store by a daemon thread, and the alarm-system
+    KPIs computed at each scrape."""
     import threading
     import time
 
@@ -262,6 +295,16 @@ def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0) -> A
 
     metrics = ProcessMetrics(time.time)
     metrics.set_open_escalations(open_escalation_counts(backend))
+
+    class _Kpis:
+        def collect(self) -> Any:
+            try:
+                yield from alarm_kpi_families(backend, supervisors)
+            except Exception:   # a store briefly locked or damaged: no KPIs in this scrape
+                logging.getLogger("autocell.console").debug("alarm KPIs failed",
+                                                             exc_info=True)
+
+    metrics.registry.register(_Kpis())
     server = metrics.serve(port)
 
     def refresh() -> None:
