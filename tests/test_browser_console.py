@@ -155,3 +155,24 @@ def test_shelving_past_the_deadline_asks_to_confirm(console: Served, browser: An
     expect(page.locator("#done")).to_have_text("Shelved.")
     assert console.backend.get("e-qual").state == "shelved"
     page.context.close()
+
+
+def test_a_whole_group_is_acknowledged_at_once(console: Served, browser: Any) -> None:
+    b = console.backend
+    for k in range(3):
+        b.raise_escalation(escalation_id=f"g-{k}", priority=2, cause="repeat_faults",
+                           consequence="agv-2 faults", safe_default="keep",
+                           options=[{"id": "keep", "label": "Keep in service", "effect": ""}],
+                           deadline_at=b.now() + 1800, group="repeat_faults/agv-9",
+                           context={"resource": "agv-9", "faults": 3 + k, "window_s": 3600})
+    page = page_at(browser, 390)
+    login(page, console.url, "sup")
+    member = page.locator("a.esc.member[data-id='g-2']")
+    expect(member).to_contain_text("AGV 9 broke down 5 times within 60 min")  # its consequence
+    assert unclipped(page) == []
+    page.click("button[data-group='repeat_faults/agv-9']")
+    expect(page.locator("#done")).to_have_text("Acknowledged 3.")
+    assert [b.get(f"g-{k}").state for k in range(3)] == ["acknowledged"] * 3
+    assert [a["user"] for a in b.audit() if a["escalation"].startswith("g-")
+            and a["action"] == "acknowledge"] == ["sup"] * 3
+    page.context.close()

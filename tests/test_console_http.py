@@ -284,7 +284,7 @@ def test_flood_banner(console):
     console.login("ann")
     page = console.client.get("/").text
     assert "Flood: 12 escalations in the last 10 minutes" in page
-    assert "+9 related (agv fault, agv-2)" in page
+    assert "+9 related (agv fault, AGV 2)" in page
 
 
 # -- a store shaped like the escalation core's (agents.escalation.store) -----------------

@@ -11,6 +11,7 @@ Routes:
 ``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``; past the
                                         safe-default deadline only with ``confirm=1``
 ``POST /escalations/{id}/decide``       ``option``, ``reason`` (optional)
+``POST /groups/acknowledge``            ``group``: every unacknowledged member at once
 ``GET  /journal``, ``/journal.csv``     the alarm journal, filtered (ops/console/journal.py)
 ``GET  /kpis``                          alarm-system KPIs (ops/console/alarm_kpis.py)
 ``GET  /events``                        server-sent events: ``change`` and ``expired``
@@ -304,7 +305,9 @@ def create_app(backend: EscalationBackend, users: UserStore,
         items = backend.list()
         groups = group_list(items)
         damaged: list[str] = getattr(backend, "damaged", list)()   # records that do not decode
+        acked = request.query_params.get("acked", "")
         return render(request, "list.html", s, open_groups=[g for g in groups if g.head.active],
+                      acked=int(acked) if acked.isdigit() else None,
                       closed_groups=[g for g in groups if not g.head.active],
                       flood=flood(items, cell_now()), damaged=damaged)
 
@@ -382,6 +385,26 @@ def create_app(backend: EscalationBackend, users: UserStore,
         log.info("%s: escalation=%s user=%s", action, eid, s.user)
         return RedirectResponse(f"/escalations/{quote(eid, safe='')}?done={action}",
                                 status_code=303)
+
+    async def acknowledge_group(request: Request) -> Response:
+        """Acknowledge every unacknowledged escalation of one group (a flood's related
+        cases) at once; each is recorded on its own, with the signed-in user."""
+        s, form = await action_session(request, "supervisor")
+        key = str(form.get("group", ""))
+        members = [v for v in map(view, backend.list())
+                   if v.group == key and v.active and v.state == "unacknowledged"]
+        done, refused = 0, []
+        for v in members:
+            try:
+                backend.acknowledge(v.id, s.user, cell_now())
+                done += 1
+            except (EscalationNotFound, IllegalAction, AutocellError) as exc:
+                refused.append(f"{v.id}: {exc}")    # changed meanwhile: the others still go
+        log.info("acknowledge group: group=%s user=%s acknowledged=%d", key, s.user, done)
+        if refused:
+            return render(request, "error.html", s, 409, title="Some were not acknowledged",
+                          message=f"Acknowledged {done}; not: " + "; ".join(refused))
+        return RedirectResponse(f"/?acked={done}", status_code=303)
 
     async def events(request: Request) -> Response:
         s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=False)
@@ -482,6 +505,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/kpis", kpis_page, methods=["GET"]),
         Route("/journal.csv", journal_csv, methods=["GET"]),
         Route("/escalations/{eid:path}", show, methods=["GET"]),
+        Route("/groups/acknowledge", acknowledge_group, methods=["POST"]),
         Route("/escalations/{eid:path}/{action}", act, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
