@@ -176,3 +176,28 @@ def test_a_whole_group_is_acknowledged_at_once(console: Served, browser: Any) ->
     assert [a["user"] for a in b.audit() if a["escalation"].startswith("g-")
             and a["action"] == "acknowledge"] == ["sup"] * 3
     page.context.close()
+
+
+def test_a_new_p1_is_annunciated_once_sound_is_turned_on(console: Served, browser: Any) -> None:
+    b = console.backend
+    page = page_at(browser, 1280)
+    login(page, console.url, "sup")
+    page.wait_for_selector("body[data-connected='1']")
+    expect(page.locator("#sound")).to_have_attribute("aria-pressed", "false")
+
+    def raise_p1(eid: str) -> None:
+        b.raise_escalation(escalation_id=eid, priority=1, cause="reject_burst",
+                           consequence="forged", safe_default="continue",
+                           options=[{"id": "continue", "label": "Continue", "effect": ""}],
+                           deadline_at=b.now() + 600, context={"resource": "mill-3"})
+
+    raise_p1("p1-silent")                                   # sound off: no annunciation
+    expect(page.locator("a.esc[data-id='p1-silent']")).to_be_visible()
+    assert page.evaluate("document.body.dataset.annunciated") is None
+    page.click("#sound")                                    # the person turns it on
+    expect(page.locator("#sound")).to_have_attribute("aria-pressed", "true")
+    raise_p1("p1-loud")
+    expect(page.locator("body")).to_have_attribute("data-annunciated", "1")
+    page.reload()                                           # the choice stays in this browser
+    expect(page.locator("#sound")).to_have_text("Sound for new P1: on")
+    page.context.close()

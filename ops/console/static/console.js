@@ -45,6 +45,38 @@ function tickCellClock() {
   el.title = `cell time ${cell.toFixed(1)} s`;
 }
 
+// optional audible annunciation of new P1 escalations on the list (ISA-18.2): off until the
+// person turns it on in this browser (a click also lets the browser play sound)
+const SOUND_KEY = "autocell.sound";
+let knownP1 = null, audio = null;
+
+function soundOn() { return window.localStorage.getItem(SOUND_KEY) === "1"; }
+
+function showSound() {
+  const b = document.getElementById("sound");
+  if (!b) return;
+  b.setAttribute("aria-pressed", soundOn() ? "true" : "false");
+  b.textContent = soundOn() ? "Sound for new P1: on" : "Sound for new P1: off";
+}
+
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    const o = audio.createOscillator(), g = audio.createGain();
+    o.frequency.value = 880; g.gain.value = 0.2;
+    o.connect(g).connect(audio.destination);
+    o.start(); o.stop(audio.currentTime + 0.5);
+  } catch (e) { /* no audio device: the banner and colours still tell */ }
+  document.body.dataset.annunciated = String(Number(document.body.dataset.annunciated || 0) + 1);
+}
+
+function annunciate() {
+  const rows = document.querySelectorAll("a.esc.state-unacknowledged[data-priority='1']");
+  const now = new Set(Array.from(rows, r => r.dataset.id));
+  if (knownP1 !== null && soundOn() && [...now].some(id => !knownP1.has(id))) beep();
+  knownP1 = now;
+}
+
 function editing(el) {
   if (!el.hasAttribute("data-keep-if-editing")) return false;
   if (el.contains(document.activeElement) && document.activeElement !== document.body) return true;
@@ -82,6 +114,7 @@ async function refresh() {
   }
   armCountdowns(document);
   armCellClock(document);
+  annunciate();
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
@@ -98,6 +131,16 @@ function live() {
 document.addEventListener("DOMContentLoaded", () => {
   armCountdowns(document);
   armCellClock(document);
+  annunciate();
+  const sound = document.getElementById("sound");
+  if (sound) {
+    showSound();
+    sound.addEventListener("click", () => {
+      window.localStorage.setItem(SOUND_KEY, soundOn() ? "0" : "1");
+      if (soundOn()) { audio = audio || new AudioContext(); }
+      showSound();
+    });
+  }
   tick();
   setInterval(() => { tick(); tickCellClock(); }, 1000);
   live();
