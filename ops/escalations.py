@@ -211,6 +211,9 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     wall = time.time()
+    if (what == "shelve" and 0 < args.duration_s <= store.refresh().max_shelve_s
+            and not _shelve_confirmed(args, store.get(args.id), store.cell_now())):
+        return EXIT_USAGE
     if what == "ack":
         r = store.acknowledge(args.id, user, wall_at=wall)
     elif what == "shelve":
@@ -219,6 +222,21 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
         r = store.decide(args.id, user, args.option, args.reason or "", wall_at=wall)
     print(f"{r.id}: {r.state}" + (f" ({r.decision} by {r.decided_by})" if r.decision else ""))
     return 0
+
+
+def _shelve_confirmed(args: argparse.Namespace, rec: Record, now: float) -> bool:
+    """Shelving past the safe-default deadline: the safe default applies while shelved.
+    Say so and ask (a terminal), or want ``--yes``."""
+    if args.yes or not rec.final_deadline_at or now + args.duration_s < rec.final_deadline_at:
+        return True
+    warning = (f"the safe default {rec.safe_default!r} of {rec.id} applies at "
+               f"{rec.final_deadline_at:.0f} s cell time, while it would still be shelved "
+               f"(until {now + args.duration_s:.0f} s)")
+    if sys.stdin.isatty():
+        return input(f"warning: {warning}. Shelve anyway? [y/N] ").strip().lower() in ("y",
+                                                                                        "yes")
+    print(f"autocell: error: {warning}; pass --yes to shelve anyway", file=sys.stderr)
+    return False
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -266,6 +284,9 @@ def add_parsers(sub: Any) -> None:
             sp.add_argument("--reason", help="why (required)")
             sp.add_argument("--for", dest="duration_s", type=float, required=True,
                             metavar="S", help="seconds, at most the policy's max_shelve_s")
+            sp.add_argument("--yes", action="store_true",
+                            help="shelve even past the safe-default deadline (else asked on "
+                                 "a terminal, refused otherwise)")
         if name == "decide":
             sp.add_argument("--option", required=True, help="an option id from `show`")
             sp.add_argument("--reason", help="why, for the audit log")

@@ -157,3 +157,32 @@ def test_console_metrics_count_open_escalations_by_priority_and_state(
     finally:
         server.shutdown()
         backend.close()
+
+
+def test_shelving_past_the_safe_default_deadline_wants_yes(
+        db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    act_as(monkeypatch, tmp_path, "alice")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))           # not a terminal
+    # o1/e1 raised at 10 s: its safe default applies at 310 s; the cell is at 30 s
+    assert esc(db, "shelve", "o1/e1", "--reason", "fitter", "--for", "100") == 0  # until 130
+    store = EscalationStore(db)
+    raise_one(store, "o4/e1", 2, 250.0)                          # its deadline: 550 s
+    store.set_cell_now(460.0)
+    capsys.readouterr()
+    assert esc(db, "shelve", "o4/e1", "--reason", "fitter", "--for", "100") == 2  # until 560
+    assert "safe default 'wait_for_repair' of o4/e1 applies" in capsys.readouterr().err
+    assert EscalationStore(db).get("o4/e1").state == "unacknowledged"
+    assert esc(db, "shelve", "o4/e1", "--reason", "fitter", "--for", "100", "--yes") == 0
+    assert EscalationStore(db).get("o4/e1").state == "shelved"
+
+
+def test_refused_attempts_are_a_metric(db: Path, users: Path) -> None:
+    from ops.console.server import alarm_kpi_families
+
+    assert esc(db, "ack", "o1/e1", "--user", "mallory") == 2
+    backend = StoreBackend(db)
+    [refused] = [f for f in alarm_kpi_families(backend, lambda: 1)
+                 if f.name == "autocell_escalation_actions_refused"]
+    assert refused.samples[0].value == 1
+    backend.close()

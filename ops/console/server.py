@@ -281,6 +281,13 @@ def alarm_kpi_families(backend: Any, supervisors: Any) -> Any:
         share.add_metric([band, "observed"], k.share(band))
         share.add_metric([band, "guideline"], target)
     yield share
+    refused = getattr(backend, "refused_count", None)
+    if callable(refused):
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily("autocell_escalation_actions_refused",
+                                  "Actions refused because the person was not authenticated",
+                                  value=int(refused()))
 
 
 def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0,

@@ -130,6 +130,12 @@ class StoreBackend:
             store = self._open()
             return None if store is None else store.liveness()
 
+    def refused_count(self) -> int:
+        """Actions the CLI twin refused for want of authentication (the store's count)."""
+        with self._lock:
+            store = self._open()
+            return 0 if store is None else store.refused_count()
+
     def flood(self) -> bool:
         with self._lock:
             store = self._open()
