@@ -186,3 +186,14 @@ def test_refused_attempts_are_a_metric(db: Path, users: Path) -> None:
                  if f.name == "autocell_escalation_actions_refused"]
     assert refused.samples[0].value == 1
     backend.close()
+
+
+def test_a_store_in_wall_time_stamps_every_audit_entry(tmp_path: Path) -> None:
+    store = EscalationStore(tmp_path / "w.db", D, wall_clock=lambda: 1.8e9)
+    raise_one(store, "o9/e1", 1, 5.0)
+    store.acknowledge("o9/e1", "alice", 6.0, wall_at=1.8e9 + 1)   # the person's own time kept
+    assert [a.details["wall_at"] for a in store.audit()] == [1.8e9, 1.8e9 + 1]
+    assert store.verify().ok
+    plain = EscalationStore(tmp_path / "v.db", D)                  # virtual time: none
+    raise_one(plain, "o9/e1", 1, 5.0)
+    assert "wall_at" not in plain.audit()[0].details

@@ -37,7 +37,9 @@ stores.  Times are the cell's clock (``now`` arguments); a store used
 without ``now`` (the CLI twin) takes the cell time the console agent last
 wrote (``meta.cell_now``).  A person's action also carries the wall-clock
 time it was taken (``details.wall_at``, inside the hash), given by the caller
-— the web console or the CLI twin — since this module reads no clock.
+— the web console or the CLI twin — since this module reads no clock; a
+store opened with a ``wall_clock`` (the console agent in wall time) stamps
+every entry so.
 
 The running cell's **heartbeat** (:meth:`EscalationStore.heartbeat`) writes
 the cell time together with the wall time it was written and the pacing
@@ -252,8 +254,13 @@ class EscalationStore:
     :meth:`decide`, :meth:`audit`; each mutation appends to the audit chain.
     """
 
-    def __init__(self, path: str | Path, deadlines: Deadlines | None = None) -> None:
+    def __init__(self, path: str | Path, deadlines: Deadlines | None = None, *,
+                 wall_clock: Callable[[], float] | None = None) -> None:
         self.path = str(path)  # its directory must exist: a store creates none (issue 20)
+        #: Set by a driver in wall time (the console agent under ``autocell up``): every
+        #: audit entry then carries ``details.wall_at``; virtual-time runs leave it out, so
+        #: their stores stay reproducible.
+        self.wall_clock = wall_clock
         #: Ids of the records the last :meth:`list` could not decode (shown flagged, not 500).
         self.damaged: builtins.list[str] = []
         self.listeners: list[Callable[[Record], None]] = []
@@ -430,6 +437,8 @@ class EscalationStore:
         last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
         at = float(at)
+        if self.wall_clock is not None and "wall_at" not in details:
+            details = {**details, "wall_at": float(self.wall_clock())}
         h = entry_hash(seq, at, actor, action, esc, details, prev)
         self.db.execute("INSERT INTO audit(seq, at, actor, action, escalation, details, "
                         "prev_hash, hash) VALUES(?,?,?,?,?,?,?,?)",

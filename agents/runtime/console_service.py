@@ -97,7 +97,8 @@ class ConsoleService:
         self.state_dir = state_dir
         self.look_every_s = look_every_s
         self.policy = policy_of(cfg)
-        self.store = EscalationStore(db_path, self.policy.deadlines)
+        # in wall time every audit entry carries its wall-clock time (docs/console.md)
+        self.store = EscalationStore(db_path, self.policy.deadlines, wall_clock=clock.wall)
         self.agent = ConsoleAgent(CONSOLE_ID, timing=timing_of(cfg), store=self.store,
                                   flood_count=self.policy.flood_count,
                                   flood_window_s=self.policy.flood_window_s)
