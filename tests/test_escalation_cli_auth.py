@@ -197,3 +197,17 @@ def test_a_store_in_wall_time_stamps_every_audit_entry(tmp_path: Path) -> None:
     plain = EscalationStore(tmp_path / "v.db", D)                  # virtual time: none
     raise_one(plain, "o9/e1", 1, 5.0)
     assert "wall_at" not in plain.audit()[0].details
+
+
+def test_another_process_acts_as_the_mapped_user(db: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the multi-process tests rely on: ``act_as`` reaches a subprocess through the
+    environment ($AUTOCELL_USERS_DB), and the OS account is the same."""
+    from helpers.escalation_cells import cli
+
+    act_as(monkeypatch, tmp_path, "bob")
+    res = cli("escalations", "decide", "o3/e1", "--option", "cancel", "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert EscalationStore(db).get("o3/e1").decided_by == "bob"
+    res = cli("escalations", "ack", "o1/e1", "--user", "mallory", "--db", str(db))
+    assert res.returncode == 2 and "refused" in res.stderr and "Traceback" not in res.stderr
