@@ -132,7 +132,7 @@ def test_the_countdown_is_labelled_ticks_and_turns_red_near_zero(console: Served
     login(page, console.url, "sup")
     row = page.locator("a.esc[data-id='e-soon']")
     expect(row).to_contain_text("No machine can do the next step")
-    expect(row).to_contain_text("Lathe 1 is down and no other machine can turning for o-5.")
+    expect(row).to_contain_text("Lathe 1 is down and no other machine can turn o-5.")
     box = row.locator(".countdown-box")
     expect(box).to_contain_text(re.compile(r"safe default in 1:[0-3]\d"))
     expect(box.locator(".countdown")).to_have_class(re.compile(r"\burgent\b"))

@@ -19,7 +19,7 @@ T0 = 1_780_000_000.0
     ("no_capable_resource", "o-011", "turning", {"capability": "turning", "down": ["lathe1"],
                                                "waited_s": 300.0},
      "No machine can do the next step",
-     "Lathe 1 is down and no other machine can turning for o-011; o-011 has waited 5 min."),
+     "Lathe 1 is down and no other machine can turn o-011; o-011 has waited 5 min."),
     ("repeat_faults", "", "agv-2", {"faults": 4, "window_s": 3600},
      "A machine keeps breaking down",
      "AGV 2 broke down 4 times within 60 min; its work keeps being moved elsewhere."),

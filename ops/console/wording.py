@@ -4,7 +4,7 @@ The agents raise escalations with a machine-readable ``cause``
 (``no_capable_resource``, ``repeat_faults`` …) and context facts; a person
 at the console should read "No machine can do the next step of o-011 —
 Lathe 1 is down and no other machine can turn o-011", not the identifier and
-a key/value dump.  :func:`describe` turns one escalation (as
+a key/value dump (the issue's own example).  :func:`describe` turns one escalation (as
 :func:`ops.console.views.view` reads it) into that title and sentence; a
 cause it does not know keeps the words the raiser gave (the demo's causes are
 already sentences).  Equipment names are spelled as people say them
@@ -58,6 +58,20 @@ def _is_are(value: Any) -> str:
     return "are" if isinstance(value, (list, tuple)) and len(value) > 1 else "is"
 
 
+#: capability -> the verb a supervisor uses ("no other machine can turn o-011")
+_VERBS = {"turning": "turn", "milling": "mill", "drilling": "drill", "tapping": "tap",
+          "deburr": "deburr", "deburring": "deburr", "sawing": "saw", "grinding": "grind",
+          "inspection": "inspect", "assembly": "assemble", "welding": "weld",
+          "painting": "paint", "washing": "wash", "packing": "pack"}
+
+
+def _can(capability: Any, order: str) -> str:
+    """"turn o-011", else "do CAPABILITY for o-011"."""
+    what = order or "this order"
+    verb = _VERBS.get(str(capability or ""))
+    return f"{verb} {what}" if verb else f"do {capability or 'this step'} for {what}"
+
+
 Facts = Mapping[str, Any]
 Sentence = Callable[[str, str, Facts], str]
 
@@ -67,7 +81,7 @@ CAUSE_TITLES: dict[str, tuple[str, Sentence]] = {
         "No machine can do the next step",
         lambda order, res, c: (
             f"{_names(c.get('down') or res)} {_is_are(c.get('down'))} down and no other "
-            f"machine can {c.get('capability', 'do this step')} for {order or 'this order'}"
+            f"machine can {_can(c.get('capability'), order)}"
             + (f"; {order} has waited {minutes(c['waited_s'])}" if c.get("waited_s") else "")
             + ".")),
     "late_reroute": (
