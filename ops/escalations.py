@@ -10,19 +10,39 @@ Where the store is: ``--db FILE``; else ``$AUTOCELL_ESCALATIONS_DB``; else the
 only ``.autocell/*/escalations.db`` under the current directory (the state
 directory ``autocell up`` and ``autocell console`` use).  Bad input — unknown
 id, illegal transition, shelving without a reason — is an error and exit 2.
+
+**Who acts is authenticated** (issue 18): ``ack``, ``shelve`` and ``decide`` are
+taken by a console user of the users database (``--users FILE``, else
+``$AUTOCELL_USERS_DB``, else ``.autocell/users.db``, the one ``autocell
+console`` uses) with the role supervisor or admin, proven in one of two ways:
+
+* the password, read from the first line of standard input
+  (``--password-stdin``) or asked for on the terminal;
+* the operating-system account running the command, when an admin has mapped
+  it to that console user (``autocell users map-os OSNAME USER``); ``--user``
+  may then be left out.
+
+Anything else is refused before the store is changed: exit 2, a message
+saying how to authenticate, and the attempt kept in the store's ``refused``
+table (wall time, the name claimed, what was tried, why) and counted.  The
+audit log names verified users only.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agents.escalation.lifecycle import EscalationError, Record
 from agents.escalation.store import EscalationStore, open_readonly, verify_file
+from ops.console.users import User, UserStore, role_allows
 from security.errors import ConfigurationError
 from security.untrusted import shown
 
@@ -52,12 +72,51 @@ def find_db(given: str | None) -> Path:
     return path
 
 
-def _user(args: argparse.Namespace) -> str:
-    user = args.user or os.environ.get("AUTOCELL_USER", "")
-    if not user.strip():
-        raise ConfigurationError("who is acting? pass --user NAME (or set AUTOCELL_USER): "
-                                 "every action is recorded with the user's name")
-    return user
+DEFAULT_USERS = ".autocell/users.db"
+
+
+class Refused(ConfigurationError):
+    """The person acting could not be authenticated as a supervisor (exit 2)."""
+
+
+def users_db(given: str | None) -> Path:
+    return Path(given or os.environ.get("AUTOCELL_USERS_DB") or DEFAULT_USERS)
+
+
+def authenticate(args: argparse.Namespace, *, os_account: Callable[[], str] = getpass.getuser,
+                 ask: Callable[[str], str] = getpass.getpass) -> str:
+    """The verified console user acting, or :class:`Refused` saying why and how to fix it."""
+    users = UserStore(users_db(args.users))
+    claimed = (args.user or os.environ.get("AUTOCELL_USER", "")).strip()
+    if not users.path.is_file():
+        raise Refused(f"no users database at {users.path}: actions are taken by console users "
+                      "(add one with `autocell users add NAME --role supervisor`, or pass "
+                      "--users FILE)")
+    me = os_account()
+    mapped = None if args.password_stdin else users.for_os(me)
+    if mapped is not None and claimed in ("", mapped.name):
+        user: User | None = mapped
+    elif args.password_stdin or (claimed and sys.stdin.isatty()):
+        if not claimed:
+            raise Refused("--password-stdin: whose password? pass --user NAME")
+        password = (sys.stdin.readline().rstrip("\r\n") if args.password_stdin
+                    else ask(f"password for {claimed}: "))
+        user = users.verify(claimed, password)
+        if user is None:
+            raise Refused(f"wrong user name or password for {claimed!r} (users {users.path})")
+    elif mapped is not None:
+        raise Refused(f"--user {claimed}: OS account {me!r} is mapped to {mapped.name!r}, "
+                      f"not to {claimed!r}; give {claimed!r}'s password (--password-stdin)")
+    else:
+        who = f"--user {claimed}: " if claimed else ""
+        raise Refused(f"{who}not authenticated: give the password (--password-stdin, or run "
+                      f"on a terminal to be asked), or have an admin map OS account {me!r} "
+                      f"to a console user (`autocell users map-os {me} NAME`)")
+    assert user is not None
+    if not role_allows(user.role, "supervisor"):
+        raise Refused(f"{user.name!r} is a {user.role}: acknowledging, shelving and deciding "
+                      "need a supervisor or admin")
+    return user.name
 
 
 def _row(r: Record) -> str:
@@ -65,7 +124,16 @@ def _row(r: Record) -> str:
             f"{r.order or r.resource:<10} {r.consequence}")
 
 
-def _show(r: Record) -> str:
+def _when(entry: Any) -> str:
+    """An audit entry's time: wall clock when recorded, with the cell seconds."""
+    wall = entry.details.get("wall_at") if isinstance(entry.details, dict) else None
+    cell = f"{entry.at:.3f} s cell time"
+    if isinstance(wall, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) + f" ({cell})"
+    return cell
+
+
+def _show(r: Record, audit: list[Any]) -> str:
     lines = [(f"escalation {r.id}  (priority {r.priority}, was {r.initial_priority}; "
              f"{r.state})"),
              f"  cause        {r.cause}",
@@ -82,8 +150,11 @@ def _show(r: Record) -> str:
         lines.append("  context      " + json.dumps(r.context, sort_keys=True))
     if r.state == "shelved":
         lines.append(f"  shelved until {r.shelved_until_at:.3f} s: {r.shelve_reason}")
-    if r.acknowledged_by:
-        lines.append(f"  acknowledged by {r.acknowledged_by}")
+    acks = [a for a in audit if a.action == "acknowledge"]
+    for a in acks:   # from the audit log: a decision without an acknowledgement is just that
+        lines.append(f"  acknowledged by {a.actor} at {_when(a)}")
+    if not acks and r.decision and r.outcome == "decision":
+        lines.append("  not acknowledged before the decision")
     if not r.open:
         lines.append(f"  resolved at {r.resolved_at:.3f} s: {r.outcome}"
                      + (f", {r.decision} by {r.decided_by}" if r.decision else "")
@@ -127,17 +198,45 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
         return 0
     if what == "show":
         r = store.get(args.id)
-        print(json.dumps(r.to_json(), indent=2) if args.json else _show(r))
+        audit = [a for a in store.audit() if a.escalation == r.id]
+        print(json.dumps(r.to_json(), indent=2) if args.json else _show(r, audit))
         return 0
-    user = _user(args)
+    try:
+        user = authenticate(args)
+    except Refused as exc:
+        claimed = (args.user or os.environ.get("AUTOCELL_USER", "") or
+                   f"(os:{getpass.getuser()})")
+        n = store.refuse(claimed, what, args.id, str(exc), time.time())
+        print(f"autocell: error: refused: {exc} (refused attempts on this store: {n})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    wall = time.time()
+    if (what == "shelve" and 0 < args.duration_s <= store.refresh().max_shelve_s
+            and not _shelve_confirmed(args, store.get(args.id), store.cell_now())):
+        return EXIT_USAGE
     if what == "ack":
-        r = store.acknowledge(args.id, user)
+        r = store.acknowledge(args.id, user, wall_at=wall)
     elif what == "shelve":
-        r = store.shelve(args.id, user, args.reason or "", args.duration_s)
+        r = store.shelve(args.id, user, args.reason or "", args.duration_s, wall_at=wall)
     else:
-        r = store.decide(args.id, user, args.option, args.reason or "")
+        r = store.decide(args.id, user, args.option, args.reason or "", wall_at=wall)
     print(f"{r.id}: {r.state}" + (f" ({r.decision} by {r.decided_by})" if r.decision else ""))
     return 0
+
+
+def _shelve_confirmed(args: argparse.Namespace, rec: Record, now: float) -> bool:
+    """Shelving past the safe-default deadline: the safe default applies while shelved.
+    Say so and ask (a terminal), or want ``--yes``."""
+    if args.yes or not rec.final_deadline_at or now + args.duration_s < rec.final_deadline_at:
+        return True
+    warning = (f"the safe default {rec.safe_default!r} of {rec.id} applies at "
+               f"{rec.final_deadline_at:.0f} s cell time, while it would still be shelved "
+               f"(until {now + args.duration_s:.0f} s)")
+    if sys.stdin.isatty():
+        return input(f"warning: {warning}. Shelve anyway? [y/N] ").strip().lower() in ("y",
+                                                                                        "yes")
+    print(f"autocell: error: {warning}; pass --yes to shelve anyway", file=sys.stderr)
+    return False
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -180,11 +279,20 @@ def add_parsers(sub: Any) -> None:
                        ("decide", "choose an option; the agents act on it")):
         sp = common(esub.add_parser(name, help=text))
         sp.add_argument("id")
-        sp.add_argument("--user", help="who acts (default $AUTOCELL_USER)")
+        sp.add_argument("--user", help="the console user acting (default $AUTOCELL_USER, else "
+                                       "the console user this OS account is mapped to)")
+        sp.add_argument("--password-stdin", action="store_true",
+                        help="read --user's password from the first line of standard input "
+                             "(else asked on a terminal, or the OS account's mapping)")
+        sp.add_argument("--users", metavar="FILE", help="console users database (default "
+                        f"$AUTOCELL_USERS_DB, else {DEFAULT_USERS})")
         if name == "shelve":
             sp.add_argument("--reason", help="why (required)")
             sp.add_argument("--for", dest="duration_s", type=float, required=True,
                             metavar="S", help="seconds, at most the policy's max_shelve_s")
+            sp.add_argument("--yes", action="store_true",
+                            help="shelve even past the safe-default deadline (else asked on "
+                                 "a terminal, refused otherwise)")
         if name == "decide":
             sp.add_argument("--option", required=True, help="an option id from `show`")
             sp.add_argument("--reason", help="why, for the audit log")

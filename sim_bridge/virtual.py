@@ -381,6 +381,7 @@ class VirtualCell(OnRunner):
                 self._store_head = store.audit_head()
             store.listeners.append(own)
         now, sleep = self._wall_clock, self._sleep
+        self._pace = (speed, look_every_s)      # the heartbeat's (escalation store)
         wall0, sim0 = now(), self.env.now
         next_look = wall0
         try:
@@ -398,12 +399,14 @@ class VirtualCell(OnRunner):
         finally:
             if store is not None and own in store.listeners:
                 store.listeners.remove(own)
+            if store is not None:
+                store.stopped(time.time())     # the web console shows the run has ended
 
     def _look_outside(self, store: EscalationStore, at: float) -> None:
         """Publish the cell time; if someone else wrote the store (a queued decision, an
         acknowledgement, a shelve), have the console agent sync at the paced time ``at``."""
         assert self.console is not None
-        store.set_cell_now(at)
+        store.heartbeat(at, time.time(), *self._pace)   # wall time: for people, not the run
         head = store.audit_head()
         if head == self._store_head and not store.pending_decisions():
             return

@@ -180,7 +180,7 @@ def test_supervisor_works_through_the_list(console, context):
     page.fill("#decide-form textarea[name=reason]", "due today, mill-2 is free")
     page.click("#decide")
     expect(page.locator("#done")).to_have_text("Decision sent to the agents.")
-    expect(page.locator("#decided")).to_contain_text("Decided by sup: reroute")
+    expect(page.locator("#decided")).to_contain_text("Decided by sup: Re-route to mill-2")
     expect(page.locator("#decide")).to_have_count(0)
     e = console.backend.get("e-none")
     assert (e.state, e.decided_by, e.decision) == ("resolved", "sup", "reroute")
@@ -227,7 +227,7 @@ def test_open_pages_follow_the_backend_live(console, context):
     expect(page.locator("#state")).to_have_text("unacknowledged")
     console.backend.acknowledge("e-rep", "bob", console.backend.now())   # someone else acts
     expect(page.locator("#state")).to_have_text("acknowledged")
-    expect(page.locator("#history")).to_contain_text("bob acknowledge")
+    expect(page.locator("#timeline")).to_contain_text("bob acknowledged")
 
     page.goto(f"{console.url}/")
     page.wait_for_selector("body[data-connected='1']")

@@ -36,6 +36,10 @@ def test_bad_console_input_exits_2(argv, message, capsys):
 
 
 def test_console_on_a_cell_without_the_escalation_store_exits_2(capsys, tmp_path, monkeypatch):
+    # the CLI's parser and the cell loader import these; only the console's binding of the
+    # store is under test here (in a random order they may not have been imported yet)
+    import agents.escalation.console  # noqa: F401
+    import ops.escalations  # noqa: F401
     monkeypatch.setitem(sys.modules, "agents.escalation.store", None)   # a build without it
     assert main(["console", str(ROOT / "cell_configs" / "demo_cell.yaml"),
                  "--users", str(tmp_path / "u.db")]) == 2

@@ -199,7 +199,7 @@ def test_supervisor_decides_in_the_browser_and_the_run_completes(scene, browser)
         # the supervisor opens it and decides "wait for repair"
         row.click()
         page.wait_for_url(f"{scene.url}/escalations/{ESC}")
-        expect(page.locator("#cause")).to_have_text("no_capable_resource")
+        expect(page.locator("#cause")).to_have_text("No machine can do the next step")
         page.check("input[name=option][value=wait_for_repair]")
         page.fill("#decide-form textarea[name=reason]", "fitter is on the way")
         page.click("#decide")

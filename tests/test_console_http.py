@@ -179,9 +179,9 @@ def test_supervisor_acknowledges_shelves_and_decides(console):
     assert console.state("e1") == "acknowledged"
     assert "Acknowledged." in console.client.get(r.headers["location"]).text
     r = console.post("/escalations/e0/shelve", csrf=token, reason="waiting for the fitter",
-                     duration_min="20")
+                     duration_min="10")
     assert r.status_code == 303 and console.state("e0") == "shelved"
-    assert console.backend.get("e0").shelved_until_at == console.clock() + 1200
+    assert console.backend.get("e0").shelved_until_at == console.clock() + 600
     r = console.post("/escalations/e1/decide", csrf=token, option="reroute", reason="due today")
     assert r.status_code == 303
     e = console.backend.get("e1")
@@ -284,7 +284,7 @@ def test_flood_banner(console):
     console.login("ann")
     page = console.client.get("/").text
     assert "Flood: 12 escalations in the last 10 minutes" in page
-    assert "+9 related (agv fault, agv-2)" in page
+    assert "+9 related (agv fault, AGV 2)" in page
 
 
 # -- a store shaped like the escalation core's (agents.escalation.store) -----------------
@@ -392,5 +392,18 @@ def test_a_store_shaped_like_the_escalation_core_binds_unchanged(users):
     unsubscribe()
     assert store.listeners == []
     page = client.get("/escalations/c1").text
-    assert "Decided by <strong>ann</strong>: reroute" in page
-    assert "order-o-7</span> raise" in page and "ann</span> decide reroute — “due today”" in page
+    assert "Decided by <strong>ann</strong>: Re-route to mill-2" in page   # words, not ids
+    assert "order-o-7</span> raised" in page
+    assert "ann</span> decided: Re-route to mill-2 — “due today”" in page
+
+
+def test_shelving_past_the_safe_default_deadline_warns_and_asks_to_confirm(console):
+    console.login("ann")
+    token = console.csrf("/escalations/e0")                        # deadline in 15 min
+    r = console.post("/escalations/e0/shelve", csrf=token, reason="fitter", duration_min="20")
+    assert r.status_code == 409 and console.state("e0") == "unacknowledged"
+    assert "will apply while this is shelved" in r.text and 'id="shelve-anyway"' in r.text
+    assert 'name="confirm" value="1"' in r.text and 'name="duration_min" value="20"' in r.text
+    r = console.post("/escalations/e0/shelve", csrf=token, reason="fitter", duration_min="20",
+                     confirm="1")
+    assert r.status_code == 303 and console.state("e0") == "shelved"

@@ -92,7 +92,7 @@ def test_the_list_and_the_detail_show_the_stores_records(console):
     assert "Wait for repair" in r.text or "wait_for_repair" in r.text
     assert "repair at: 4200" in r.text                            # context facts are shown
     assert f'action="/escalations/{ESC}/decide"' in r.text
-    assert "agent:o-014" in r.text                                # the history: who raised it
+    assert '<span class="who">o-014</span> raised as P' in r.text  # the timeline: who raised it
     assert console.client.get("/escalations/o-999/e1").status_code == 404
 
 
@@ -136,7 +136,8 @@ def test_acknowledge_and_shelve_name_the_user(console):
     assert console.client.post(f"/escalations/{ESC}/acknowledge",
                                data={"csrf": token}).status_code == 303
     r = console.client.post("/escalations/o-017/e1/shelve",
-                            data={"csrf": token, "reason": "fitter called", "duration_min": "10"})
+                            data={"csrf": token, "reason": "fitter called", "duration_min": "10",
+                                  "confirm": "1"})   # past its safe-default deadline: confirmed
     assert r.status_code == 303
     store = console.store()
     assert store.get(ESC).acknowledged_by == "ann"
@@ -145,6 +146,7 @@ def test_acknowledge_and_shelve_name_the_user(console):
     assert shelved.shelved_until_at == pytest.approx(store.cell_now() + 600)
     assert [(a.actor, a.action) for a in store.audit()[-2:]] == [
         ("ann", "acknowledge"), ("ann", "shelve")]
+    assert all(a.details["wall_at"] > 1.6e9 for a in store.audit()[-2:])   # wall time too
     # beyond the policy's max_shelve_s (3600 s): refused, nothing changes
     n = len(store.audit())
     r = console.client.post(f"/escalations/{ESC}/shelve",

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from helpers.escalation_cells import cli, events, faults, records, small_cell
+from helpers.console_users import act_as
 from helpers.waiting import CELL_RUN_BOUND_S, EVENT_BOUND_S, wait_until
 
 from agents.escalation.intensity import SUPERVISOR_ID
@@ -81,7 +82,9 @@ class Person(threading.Thread):
 
 @pytest.mark.slow
 def test_up_ray_escalates_to_the_console_actor_and_a_cli_decision_reaches_the_order(
-        ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "alice")      # the CLI twin acts for a console user
     cell = small_cell(tmp_path)
     f = faults(tmp_path, breakdowns=[{"resource": "lathe1", "at_s": 150, "repair_s": 900}])
     state = tmp_path / "state"
@@ -183,7 +186,8 @@ def restart_intensity_run(tmp_path: Path, option: str) -> tuple[int, dict[str, A
 
 @pytest.mark.slow
 def test_up_ray_escalates_an_actor_out_of_restarts_and_restart_brings_a_new_one(
-        ray_local, tmp_path: Path) -> None:
+        ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "bob")
     code, report, _ = restart_intensity_run(tmp_path, "restart")
     assert code == 0
     assert report["orders_completed"] == report["orders_total"] == 2
@@ -204,8 +208,9 @@ def test_up_ray_escalates_an_actor_out_of_restarts_and_restart_brings_a_new_one(
 
 
 @pytest.mark.slow
-def test_up_ray_stop_cell_decision_ends_the_run_with_exit_3(ray_local,
-                                                             tmp_path: Path) -> None:
+def test_up_ray_stop_cell_decision_ends_the_run_with_exit_3(
+        ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "bob")
     code, report, _ = restart_intensity_run(tmp_path, "stop_cell")
     assert code == 3
     gave_up = [e for e in report["supervisor_events"] if e["ev"] == "gave_up"]

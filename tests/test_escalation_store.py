@@ -15,6 +15,8 @@ import pytest
 from agents.escalation import lifecycle as lc
 from agents.escalation.lifecycle import Deadlines, Option
 from agents.escalation.store import EscalationStore, UnknownEscalation
+from helpers.console_users import act_as
+
 from ops.cli import main
 
 D = Deadlines(response_s=60.0, reescalate_every_s=30.0, final_s=300.0, max_shelve_s=100.0)
@@ -129,7 +131,9 @@ def cli(db: Path, *argv: str) -> int:
     return main(["escalations", *argv, "--db", str(db)])
 
 
-def test_cli_twin_acts_and_records(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_twin_acts_and_records(db: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    act_as(monkeypatch, tmp_path, "carol")
     assert cli(db, "list") == 0
     rows = capsys.readouterr().out.splitlines()
     assert [r.split()[0] for r in rows] == ["o1/e1", "o3/e1"]
@@ -151,13 +155,15 @@ def test_cli_twin_acts_and_records(db: Path, capsys: pytest.CaptureFixture[str])
     (["shelve", "o1/e1", "--for", "30", "--user", "a"], "needs a reason"),
     (["shelve", "o1/e1", "--for", "500", "--reason", "r", "--user", "a"], "max_shelve_s"),
     (["decide", "o1/e1", "--option", "split", "--user", "a"], "no option 'split'"),
-    (["decide", "o1/e1", "--option", "cancel"], "pass --user"),
+    (["decide", "o1/e1", "--option", "cancel", "--user", "mallory"], "mapped to 'a'"),
 ], ids=["unknown id", "illegal transition", "shelve without reason", "shelve too long",
-        "unknown option", "no user"])
+        "unknown option", "another user"])
 def test_cli_bad_input_exits_2_and_changes_nothing(db: Path, argv: list[str], message: str,
                                                    capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
     monkeypatch.delenv("AUTOCELL_USER", raising=False)
+    act_as(monkeypatch, tmp_path, "a")
     before = len(EscalationStore(db).audit())
     assert cli(db, *argv) == 2
     assert message in capsys.readouterr().err

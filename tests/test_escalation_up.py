@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from helpers.escalation_cells import cli, events, faults, records, small_cell
+from helpers.console_users import act_as
 from helpers.waiting import CELL_RUN_BOUND_S, PROCESS_BOUND_S, until, wait_until
 
 from agents.escalation.console import CONSOLE_ID
@@ -66,7 +67,8 @@ def escalation(n: int = 1) -> Escalate:
 
 
 def test_console_service_on_zeromq_stores_decides_and_survives_a_restart(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "alice")      # the CLI twin acts for a console user
     cell = small_cell(tmp_path)
     cfg = load_cell(cell)
     state = tmp_path / "state"
@@ -237,7 +239,8 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_up_escalates_to_the_console_agent_and_a_cli_decision_reaches_the_order(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "alice")
     cell = small_cell(tmp_path)
     f = faults(tmp_path, breakdowns=[{"resource": "lathe1", "at_s": 150, "repair_s": 900}])
     state = tmp_path / "state"
@@ -286,7 +289,8 @@ def test_up_escalates_to_the_console_agent_and_a_cli_decision_reaches_the_order(
 
 @pytest.mark.slow
 def test_restart_intensity_is_escalated_and_a_restart_decision_resumes_the_cell(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "bob")
     cell = small_cell(tmp_path)
     f = faults(tmp_path, hosts=[{"host": "machines", "action": "kill", "at_s": t}
                                 for t in (150, 200, 250)])

@@ -32,6 +32,7 @@ import msgpack
 import pytest
 import zmq
 from helpers.escalation_cells import faults, small_cell
+from helpers.console_users import act_as
 from helpers.waiting import (
     CELL_RUN_BOUND_S,
     EVENT_BOUND_S,
@@ -147,7 +148,8 @@ def _events(state: Path, name: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(600)     # several events in a row, each under the shared hang guard
 def test_a_forged_burst_at_a_host_is_escalated_decided_and_the_cell_keeps_working(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "alice")      # the CLI twin acts for a console user
     cell = small_cell(tmp_path, reject_burst={"count": 10, "window_s": 600})
     cfg = load_cell(cell)
     scenario = load_faults(faults(tmp_path), cfg)      # no random breakdowns
@@ -274,7 +276,9 @@ def test_without_its_certificate_a_host_runs_with_reject_burst_off_and_says_so(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)     # several events in a row, each under the shared hang guard
-def test_up_host_escalates_a_forged_burst_and_hears_the_cli_decision(tmp_path: Path) -> None:
+def test_up_host_escalates_a_forged_burst_and_hears_the_cli_decision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    act_as(monkeypatch, tmp_path, "carol")
     import subprocess
     import sys
 

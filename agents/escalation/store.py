@@ -22,6 +22,11 @@ One SQLite file holds three tables:
   rows rolled back) — the chain proves integrity, not authorship; the
   signed ``decision`` messages do that (docs/escalation.md, "What audit
   verify proves");
+* ``refused`` — actions refused because the person could not be authenticated
+  (the CLI twin: a wrong password, an unknown name, a viewer): wall time, cell
+  time, the name claimed, what was tried and why it was refused.  They are
+  not audit entries — the audit log names verified users only — but they are
+  kept and counted (:meth:`EscalationStore.refused_count`);
 * ``outbox`` — decisions people took (through the CLI twin or the web
   console) that the console agent has not yet sent as signed ``decision``
   messages; a running console agent polls it.
@@ -30,7 +35,17 @@ Every mutation and its audit entry are one transaction.  The life-cycle
 rules are those of :mod:`agents.escalation.lifecycle`; this module only
 stores.  Times are the cell's clock (``now`` arguments); a store used
 without ``now`` (the CLI twin) takes the cell time the console agent last
-wrote (``meta.cell_now``).
+wrote (``meta.cell_now``).  A person's action also carries the wall-clock
+time it was taken (``details.wall_at``, inside the hash), given by the caller
+— the web console or the CLI twin — since this module reads no clock; a
+store opened with a ``wall_clock`` (the console agent in wall time) stamps
+every entry so.
+
+The running cell's **heartbeat** (:meth:`EscalationStore.heartbeat`) writes
+the cell time together with the wall time it was written and the pacing
+speed; from these the console tells a live cell from a lost one and maps
+cell seconds to a date and time.  A person's action writes neither (a CLI
+call must not look like a live cell).
 """
 
 from __future__ import annotations
@@ -64,6 +79,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, escalation TEXT NOT NULL, to_agent TEXT NOT NULL,
     option TEXT NOT NULL, user TEXT NOT NULL, reason TEXT NOT NULL, sent INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refused (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, wall_at REAL NOT NULL, cell_at REAL NOT NULL,
+    claimed TEXT NOT NULL, action TEXT NOT NULL, escalation TEXT NOT NULL, why TEXT NOT NULL);
 """
 
 
@@ -236,8 +254,13 @@ class EscalationStore:
     :meth:`decide`, :meth:`audit`; each mutation appends to the audit chain.
     """
 
-    def __init__(self, path: str | Path, deadlines: Deadlines | None = None) -> None:
+    def __init__(self, path: str | Path, deadlines: Deadlines | None = None, *,
+                 wall_clock: Callable[[], float] | None = None) -> None:
         self.path = str(path)  # its directory must exist: a store creates none (issue 20)
+        #: Set by a driver in wall time (the console agent under ``autocell up``): every
+        #: audit entry then carries ``details.wall_at``; virtual-time runs leave it out, so
+        #: their stores stay reproducible.
+        self.wall_clock = wall_clock
         #: Ids of the records the last :meth:`list` could not decode (shown flagged, not 500).
         self.damaged: builtins.list[str] = []
         self.listeners: list[Callable[[Record], None]] = []
@@ -290,6 +313,38 @@ class EscalationStore:
 
     def set_cell_now(self, now: float) -> None:
         self._set_meta("cell_now", repr(float(now)))
+
+    def heartbeat(self, now: float, wall_at: float, speed: float = 1.0,
+                  every_s: float = 0.2) -> None:
+        """The running cell is alive: cell time ``now`` at wall time ``wall_at``, the cell
+        clock running ``speed`` times wall time, the next heartbeat due ``every_s`` later."""
+        self.set_cell_now(now)
+        self._set_meta("heartbeat", json.dumps({"cell_at": float(now), "wall_at": float(wall_at),
+                                                "speed": float(speed),
+                                                "every_s": float(every_s)}))
+        self.db.execute("DELETE FROM meta WHERE key='stopped_wall_at'")
+
+    def stopped(self, wall_at: float) -> None:
+        """The run has ended (the console agent stops, a paced run finished)."""
+        self._set_meta("stopped_wall_at", repr(float(wall_at)))
+
+    def liveness(self) -> dict[str, float]:
+        """The last heartbeat (``cell_at``, ``wall_at``, ``speed``, ``every_s``) and, once the
+        run has ended, ``stopped_wall_at``; empty if no cell ever reported in."""
+        out: dict[str, float] = {}
+        raw = self._meta("heartbeat")
+        if raw is not None:
+            try:
+                out.update({k: float(v) for k, v in json.loads(raw).items()})
+            except (ValueError, TypeError, AttributeError):
+                pass
+        stopped = self._meta("stopped_wall_at")
+        if stopped is not None:
+            try:
+                out["stopped_wall_at"] = float(stopped)
+            except ValueError:
+                pass
+        return out
 
     def audit_head(self) -> str:
         """``SEQ:HASH`` of the last audit entry ("" for none): changes with every mutation."""
@@ -382,6 +437,8 @@ class EscalationStore:
         last = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
         at = float(at)
+        if self.wall_clock is not None and "wall_at" not in details:
+            details = {**details, "wall_at": float(self.wall_clock())}
         h = entry_hash(seq, at, actor, action, esc, details, prev)
         self.db.execute("INSERT INTO audit(seq, at, actor, action, escalation, details, "
                         "prev_hash, hash) VALUES(?,?,?,?,?,?,?,?)",
@@ -393,29 +450,48 @@ class EscalationStore:
     def _now(self, now: float | None) -> float:
         return self.cell_now() if now is None else now
 
-    def acknowledge(self, escalation_id: str, user: str, now: float | None = None) -> Record:
+    def acknowledge(self, escalation_id: str, user: str, now: float | None = None, *,
+                    wall_at: float | None = None) -> Record:
         t = self._now(now)
         rec = lc.acknowledge(self.get(escalation_id), user, t)
         return self.put(rec, actor=user, action="acknowledge", now=t,
-                        details={"state": rec.state})
+                        details=_walled({"state": rec.state}, wall_at))
 
     def shelve(self, escalation_id: str, user: str, reason: str, duration_s: float,
-               now: float | None = None) -> Record:
+               now: float | None = None, *, wall_at: float | None = None) -> Record:
         t = self._now(now)
         rec = lc.shelve(self.get(escalation_id), user, reason, duration_s, t, self.deadlines)
         return self.put(rec, actor=user, action="shelve", now=t,
-                        details={"reason": reason, "duration_s": duration_s,
-                                 "until_at": rec.shelved_until_at})
+                        details=_walled({"reason": reason, "duration_s": duration_s,
+                                         "until_at": rec.shelved_until_at}, wall_at))
 
     def decide(self, escalation_id: str, user: str, option_id: str, reason: str = "",
-               now: float | None = None) -> Record:
+               now: float | None = None, *, wall_at: float | None = None) -> Record:
         """Record a person's decision and queue the signed ``decision`` message."""
         t = self._now(now)
         before = self.get(escalation_id)
         rec = lc.decide(before, user, option_id, reason, t)
+        label = (before.option(option_id) or lc.Option("", "", "")).label
         return self.put(rec, actor=user, action="decide", now=t, send=(option_id, user, reason),
-                        details={"option": option_id, "reason": reason,
-                                 "label": (before.option(option_id) or lc.Option("", "", "")).label})
+                        details=_walled({"option": option_id, "reason": reason, "label": label},
+                                        wall_at))
+
+    # -- refused attempts ---------------------------------------------------------------------------
+    def refuse(self, claimed: str, action: str, escalation_id: str, why: str,
+               wall_at: float) -> int:
+        """Keep an action refused for want of authentication; the count so far."""
+        self.db.execute("INSERT INTO refused(wall_at, cell_at, claimed, action, escalation, why) "
+                        "VALUES(?,?,?,?,?,?)", (float(wall_at), self.cell_now(), claimed, action,
+                                                escalation_id, why))
+        return self.refused_count()
+
+    def refused_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM refused").fetchone()[0])
+
+    def refused(self) -> builtins.list[dict[str, Any]]:
+        cols = ("seq", "wall_at", "cell_at", "claimed", "action", "escalation", "why")
+        return [dict(zip(cols, row, strict=True)) for row in self.db.execute(
+            f"SELECT {', '.join(cols)} FROM refused ORDER BY seq")]
 
     # -- the outbox ---------------------------------------------------------------------------------
     def pending_decisions(self) -> builtins.list[tuple[int, str, str, str, str, str]]:
@@ -425,3 +501,8 @@ class EscalationStore:
 
     def mark_sent(self, seq: int) -> None:
         self.db.execute("UPDATE outbox SET sent=1 WHERE seq=?", (seq,))
+
+
+def _walled(details: dict[str, Any], wall_at: float | None) -> dict[str, Any]:
+    """A person's action's details, with the wall-clock time it was taken when known."""
+    return details if wall_at is None else {**details, "wall_at": float(wall_at)}

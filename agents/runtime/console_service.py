@@ -14,7 +14,8 @@ is its driver (send → the bus, wake-at → ``loop.call_later`` on the cell
 clock, record → ``events-console.jsonl``; the console commands no plant)
 and, every
 ``look_every_s`` of wall time, writes the cell time to the store (the clock
-of the CLI twin and the web console) and, when someone else changed the
+of the CLI twin and the web console; with the wall time and speed, the
+heartbeat by which the web console knows the cell is alive) and, when someone else changed the
 store (a decision queued in the outbox, an acknowledgement, a shelve),
 has the agent :meth:`~agents.escalation.console.ConsoleAgent.sync`: queued
 decisions go out as signed ``decision`` messages naming the user, timers
@@ -96,7 +97,8 @@ class ConsoleService:
         self.state_dir = state_dir
         self.look_every_s = look_every_s
         self.policy = policy_of(cfg)
-        self.store = EscalationStore(db_path, self.policy.deadlines)
+        # in wall time every audit entry carries its wall-clock time (docs/console.md)
+        self.store = EscalationStore(db_path, self.policy.deadlines, wall_clock=clock.wall)
         self.agent = ConsoleAgent(CONSOLE_ID, timing=timing_of(cfg), store=self.store,
                                   flood_count=self.policy.flood_count,
                                   flood_window_s=self.policy.flood_window_s)
@@ -141,7 +143,8 @@ class ConsoleService:
     def look(self) -> None:
         """Publish the cell time; if another process wrote the store, sync the agent."""
         now = self.clock.now()
-        self.store.set_cell_now(now)
+        # the heartbeat: the web console tells a live cell from a lost one by it
+        self.store.heartbeat(now, self.clock.wall(), self.clock.speed, self.look_every_s)
         if self.store.audit_head() != self._head or self.store.pending_decisions():
             try:
                 actions = self.agent.sync(now)
@@ -187,6 +190,7 @@ class ConsoleService:
             except TimeoutError:
                 pass
         self.record("console_stop")
+        self.store.stopped(self.clock.wall())   # the console shows the run has ended
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()
         self.store.close()

@@ -8,8 +8,12 @@ Routes:
 ``GET  /``                              open escalations, grouped, most urgent first
 ``GET  /escalations/{id}``              one escalation: context, options, actions
 ``POST /escalations/{id}/acknowledge``  supervisor or admin
-``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``
+``POST /escalations/{id}/shelve``       ``reason`` (required), ``duration_min``; past the
+                                        safe-default deadline only with ``confirm=1``
 ``POST /escalations/{id}/decide``       ``option``, ``reason`` (optional)
+``POST /groups/acknowledge``            ``group``: every unacknowledged member at once
+``GET  /journal``, ``/journal.csv``     the alarm journal, filtered (ops/console/journal.py)
+``GET  /kpis``                          alarm-system KPIs (ops/console/alarm_kpis.py)
 ``GET  /events``                        server-sent events: ``change`` and ``expired``
 ======================================  =================================================
 
@@ -29,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -51,7 +56,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ops.console.backend import EscalationBackend, EscalationNotFound, IllegalAction
+from ops.console import alarm_kpis, journal
+from ops.console.backend import STATES, EscalationBackend, EscalationNotFound, IllegalAction
+from ops.console.journal import Filters, JournalRow
 from ops.console.security import (
     SECURITY_HEADERS,
     LoginThrottle,
@@ -63,13 +70,18 @@ from ops.console.users import UserStore, role_allows
 from ops.console.views import (
     FLOOD_COUNT,
     FLOOD_WINDOW_S,
+    Link,
     audit_field,
+    clock_time,
     countdown,
     flood,
     group_list,
+    link_status,
+    timeline,
     view,
+    when,
 )
-from security.errors import AutocellError
+from security.errors import AutocellError, DamagedState
 
 __all__ = ["COOKIE", "ConsoleSettings", "create_app"]
 
@@ -77,6 +89,7 @@ log = logging.getLogger("autocell.console")
 HERE = Path(__file__).parent
 COOKIE = "autocell_session"
 FRAGMENT_HEADER = "x-console-fragment"
+JOURNAL_PAGE_ROWS = 500          # the page shows the newest; the CSV has every row
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,22 @@ def create_app(backend: EscalationBackend, users: UserStore,
     throttle = LoginThrottle(cfg.max_failures, cfg.max_client_failures, cfg.failure_window_s,
                              cfg.lockout_s, clock)
     cell_now = _cell_clock(backend, clock)
+    started_at = clock()
+
+    def link() -> Link:
+        """The link to the running cell, by its heartbeat in the store."""
+        liveness = getattr(backend, "liveness", None)
+        if not callable(liveness):
+            return Link("unknown")
+        where = str(getattr(backend, "path", ""))
+        try:
+            return link_status(liveness(), clock(), started_at, where=where)
+        except (DamagedState, sqlite3.DatabaseError):
+            return Link("damaged", started_at, where=where)
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.globals.update(countdown=countdown, flood_window_min=int(FLOOD_WINDOW_S // 60),
+    env.globals.update(countdown=countdown, clock_time=clock_time, when=when,
+                       flood_window_min=int(FLOOD_WINDOW_S // 60),
                        flood_count=FLOOD_COUNT, cell=cfg.cell)
 
     # -- helpers ------------------------------------------------------------------------
@@ -150,8 +176,16 @@ def create_app(backend: EscalationBackend, users: UserStore,
     def render(request: Request, name: str, session: Session | None, status: int = 200,
                **ctx: Any) -> HTMLResponse:
         can_act = bool(session and role_allows(session.role, "supervisor"))
+        shown = link()
+        since = (_safe_digest(backend) + shown.state if session and session.authenticated
+                 else "")
+        try:
+            now = cell_now()
+        except (DamagedState, sqlite3.DatabaseError):   # the page says the store is damaged
+            now = 0.0
         html = env.get_template(name).render(request=request, session=session,
-                                             can_act=can_act, now=cell_now(), **ctx)
+                                             can_act=can_act, now=now, link=shown,
+                                             since=since, **ctx)
         return HTMLResponse(html, status_code=status)
 
     def set_cookie(response: Response, session: Session) -> None:
@@ -193,16 +227,18 @@ def create_app(backend: EscalationBackend, users: UserStore,
         return s, form
 
     def detail(request: Request, s: Session, eid: str, status: int = 200,
-               error: str = "", done: str = "") -> HTMLResponse:
+               error: str = "", done: str = "",
+               confirm_shelve: dict[str, Any] | None = None) -> HTMLResponse:
         try:
             e = view(backend.get(eid))
         except (EscalationNotFound, KeyError):
             return render(request, "error.html", s, 404, title="Not found",
                           message=f"There is no escalation {eid!r}.")
-        history = [a for a in _audit(backend) if audit_field(a, "escalation") == e.id]
+        history = timeline((a for a in _audit(backend) if audit_field(a, "escalation") == e.id),
+                           e)
         return render(request, "detail.html", s, status, e=e, history=history, error=error,
                       done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
-                      audit_field=audit_field)
+                      confirm_shelve=confirm_shelve)
 
     # -- pages --------------------------------------------------------------------------
 
@@ -269,9 +305,36 @@ def create_app(backend: EscalationBackend, users: UserStore,
         items = backend.list()
         groups = group_list(items)
         damaged: list[str] = getattr(backend, "damaged", list)()   # records that do not decode
+        acked = request.query_params.get("acked", "")
         return render(request, "list.html", s, open_groups=[g for g in groups if g.head.active],
+                      acked=int(acked) if acked.isdigit() else None,
                       closed_groups=[g for g in groups if not g.head.active],
                       flood=flood(items, cell_now()), damaged=damaged)
+
+    def journal_rows(request: Request) -> tuple[Filters, list[JournalRow]]:
+        f = Filters.of(request.query_params)
+        return f, journal.rows(backend.list(), _audit(backend), link(), f)
+
+    async def journal_page(request: Request) -> Response:
+        s = page_session(request)
+        f, found = journal_rows(request)
+        causes = sorted({view(i).cause for i in backend.list()})
+        return render(request, "journal.html", s, f=f, rows=found[:JOURNAL_PAGE_ROWS],
+                      total=len(found), causes=causes, states=STATES,
+                      query=request.url.query)
+
+    async def journal_csv(request: Request) -> Response:
+        page_session(request)
+        _, found = journal_rows(request)
+        return Response(journal.to_csv(found), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{cfg.cell}-alarm-journal.csv"'})
+
+    async def kpis_page(request: Request) -> Response:
+        s = page_session(request)
+        k = alarm_kpis.compute(backend.list(), cell_now(), _supervisors(users))
+        return render(request, "kpis.html", s, k=k, guideline=alarm_kpis.GUIDELINE,
+                      flood_count=FLOOD_COUNT)
 
     async def show(request: Request) -> Response:
         s = page_session(request)
@@ -298,6 +361,13 @@ def create_app(backend: EscalationBackend, users: UserStore,
                 if not 0 < minutes * 60.0 <= max_s:
                     return detail(request, s, eid, 400, error=f"The shelve time must be more "
                                   f"than 0 and at most {max_s / 60:g} minutes.")
+                e = view(backend.get(eid))
+                until_at = now + minutes * 60.0
+                if (e.deadline_at and until_at >= e.deadline_at
+                        and form.get("confirm") != "1"):
+                    # the safe default would apply while shelved: say so, and ask
+                    return detail(request, s, eid, 409, confirm_shelve={
+                        "reason": reason, "minutes": f"{minutes:g}", "until_at": until_at})
                 backend.shelve(eid, s.user, reason, minutes * 60.0, now)
             elif action == "decide":
                 option = str(form.get("option", ""))
@@ -316,6 +386,26 @@ def create_app(backend: EscalationBackend, users: UserStore,
         return RedirectResponse(f"/escalations/{quote(eid, safe='')}?done={action}",
                                 status_code=303)
 
+    async def acknowledge_group(request: Request) -> Response:
+        """Acknowledge every unacknowledged escalation of one group (a flood's related
+        cases) at once; each is recorded on its own, with the signed-in user."""
+        s, form = await action_session(request, "supervisor")
+        key = str(form.get("group", ""))
+        members = [v for v in map(view, backend.list())
+                   if v.group == key and v.active and v.state == "unacknowledged"]
+        done, refused = 0, []
+        for v in members:
+            try:
+                backend.acknowledge(v.id, s.user, cell_now())
+                done += 1
+            except (EscalationNotFound, IllegalAction, AutocellError) as exc:
+                refused.append(f"{v.id}: {exc}")    # changed meanwhile: the others still go
+        log.info("acknowledge group: group=%s user=%s acknowledged=%d", key, s.user, done)
+        if refused:
+            return render(request, "error.html", s, 409, title="Some were not acknowledged",
+                          message=f"Acknowledged {done}; not: " + "; ".join(refused))
+        return RedirectResponse(f"/?acked={done}", status_code=303)
+
     async def events(request: Request) -> Response:
         s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=False)
         if s is None or not s.authenticated:
@@ -330,7 +420,9 @@ def create_app(backend: EscalationBackend, users: UserStore,
             queue.put_nowait, eid))
         # Also compare a digest every poll: another process (the CLI twin, the console
         # agent) may write the same store without calling our listeners.
-        digest = _digest(backend)
+        # what the page showed when rendered (``since``): a change before the stream started
+        # is news at once; the link's changes are news too
+        digest = request.query_params.get("since") or _safe_digest(backend) + link().state
         quiet_s = 0.0
         try:
             yield "retry: 2000\n\n"
@@ -347,7 +439,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
                         changed.append(queue.get_nowait())
                 except TimeoutError:
                     pass
-                new = _digest(backend)
+                new = _safe_digest(backend) + link().state
                 if new != digest:
                     digest = new
                     changed = changed or [None]
@@ -367,6 +459,24 @@ def create_app(backend: EscalationBackend, users: UserStore,
     async def on_deny(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, _Deny)
         return exc.response
+
+    async def on_damaged(request: Request, exc: Exception) -> Response:
+        """The store was damaged under the running console (issue 20): a page that says
+        which file and what to do, never a 500 and never a stale list."""
+        where = getattr(exc, "path", "") or str(getattr(backend, "path", "")) or "the store"
+        log.error("escalation store damaged: %s", exc)
+        s, _ = sessions.lookup(request.cookies.get(COOKIE), touch=False)
+        return render(request, "error.html", s if s and s.authenticated else None, 503,
+                      title="The escalation store is damaged", damaged=True, message=(
+                          f"{where} cannot be read ({getattr(exc, 'detail', exc)}). "
+                          "The console cannot show or record escalations until it is "
+                          "repaired, and what was on screen may be out of date."),
+                      advice=["Stop the cell (its console agent writes this file).",
+                              f"Move the file aside: mv {where} {where}.damaged",
+                              "Restore it from a backup and check the copy with "
+                              f"autocell audit verify --db {where}, or start the cell "
+                              "again, which writes a new store.",
+                              "Reload this page when done."])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -391,13 +501,19 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/login", login_submit, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/", index, methods=["GET"]),
+        Route("/journal", journal_page, methods=["GET"]),
+        Route("/kpis", kpis_page, methods=["GET"]),
+        Route("/journal.csv", journal_csv, methods=["GET"]),
         Route("/escalations/{eid:path}", show, methods=["GET"]),
+        Route("/groups/acknowledge", acknowledge_group, methods=["POST"]),
         Route("/escalations/{eid:path}/{action}", act, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={_Deny: on_deny}, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers={
+        _Deny: on_deny, DamagedState: on_damaged, sqlite3.DatabaseError: on_damaged},
+        lifespan=lifespan)
     app.add_middleware(_SecurityHeaders)
     app.state.sessions = sessions
     app.state.throttle = throttle
@@ -460,6 +576,19 @@ def _audit(backend: Any) -> list[Any]:
     except (AutocellError, OSError, ValueError):
         log.exception("audit log unavailable")
         return []
+
+
+def _supervisors(users: UserStore) -> int:
+    """People who can act on escalations: the KPIs' "per supervisor"."""
+    return sum(1 for u in users.list() if role_allows(u.role, "supervisor"))
+
+
+def _safe_digest(backend: Any) -> str:
+    """:func:`_digest`, or a marker while the store cannot be read (the page then says so)."""
+    try:
+        return _digest(backend)
+    except (DamagedState, sqlite3.DatabaseError):
+        return "damaged"
 
 
 def _digest(backend: Any) -> str:

@@ -126,6 +126,10 @@ class InMemoryBackend:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        #: The cell's heartbeat as tests and the demo set it: None = beating now (the
+        #: in-memory cell is as alive as this process); a wall time = the last beat then.
+        self.heartbeat_at: float | None = None
+        self.stopped_at: float | None = None   # the run ended then
 
     # -- feeding (what the console agent does when an `escalate` arrives) --------------
 
@@ -183,6 +187,14 @@ class InMemoryBackend:
         return self._change(escalation_id, user, "decide", reason, ACTIVE_STATES,
                             lambda e: replace(e, state="resolved", decided_by=user,
                                               decision=option_id), detail=option_id)
+
+    def liveness(self) -> dict[str, float]:
+        """Like the store's heartbeat: here the cell clock is the wall clock."""
+        at = self.now() if self.heartbeat_at is None else self.heartbeat_at
+        out = {"cell_at": at, "wall_at": at, "speed": 1.0, "every_s": 1.0}
+        if self.stopped_at is not None:
+            out["stopped_wall_at"] = self.stopped_at
+        return out
 
     def audit(self) -> builtins.list[dict[str, Any]]:
         with self._lock:

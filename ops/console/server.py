@@ -37,7 +37,8 @@ from security.errors import ConfigurationError
 from security.untrusted import read_regular_file, shown
 
 __all__ = ["DEFAULT_USERS", "ProtocolNoise", "add_arguments", "check_tls", "cmd_console",
-           "cmd_users_add", "cmd_users_list", "cmd_users_remove", "server_config"]
+           "cmd_users_add", "cmd_users_list", "cmd_users_map_os", "cmd_users_remove",
+           "cmd_users_unmap_os", "server_config"]
 
 DEFAULT_USERS = ".autocell/users.db"
 #: The largest TLS certificate chain or key file read (a chain of a few PEM certificates).
@@ -179,6 +180,20 @@ def _real_backend(cell: str, db: str | None) -> tuple[EscalationBackend, str]:
     return store, config.cell
 
 
+def cmd_users_map_os(args: argparse.Namespace) -> int:
+    store = _users(args)
+    store.map_os(args.os_name, args.name)
+    print(f"OS account {args.os_name!r} acts as {args.name!r} at `autocell escalations` "
+          f"({store.path})")
+    return 0
+
+
+def cmd_users_unmap_os(args: argparse.Namespace) -> int:
+    _users(args).unmap_os(args.os_name)
+    print(f"OS account {args.os_name!r} no longer mapped ({args.users})")
+    return 0
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -207,7 +222,8 @@ def cmd_console(args: argparse.Namespace) -> int:
                                secure_cookie=bool(args.tls_cert))
     app = create_app(backend, users, settings, ticker=ticker)
     if args.metrics_port is not None:
-        serve_escalation_metrics(backend, args.metrics_port)
+        serve_escalation_metrics(backend, args.metrics_port, supervisors=lambda: sum(
+            1 for u in users.list() if u.role in ("supervisor", "admin")))
     if not users.list():
         print(f"no users in {users.path} yet: add one with `autocell users add NAME --role "
               f"supervisor --users {users.path}`", file=sys.stderr)
@@ -222,19 +238,63 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def open_escalation_counts(backend: Any) -> dict[tuple[str, str], int]:
-    """Escalations not yet resolved, by (priority, state): the console's gauge."""
+    """Escalations not yet resolved, by (priority, state): the console's gauge.
+
+    Rows are read through :func:`ops.console.views.view`, like the pages read them: the
+    store backend returns mappings, which ``getattr`` saw as having no state at all (every
+    escalation, resolved or not, counted under ``priority="", state=""``)."""
+    from ops.console.views import view
+
     counts: dict[tuple[str, str], int] = {}
-    for e in backend.list():
-        state = str(getattr(e, "state", ""))
-        if state != "resolved":
-            key = (str(getattr(e, "priority", "")), state)
+    for e in map(view, backend.list()):
+        if e.active:
+            key = (str(e.priority), e.state)
             counts[key] = counts.get(key, 0) + 1
     return counts
 
 
-def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0) -> Any:
+def alarm_kpi_families(backend: Any, supervisors: Any) -> Any:
+    """The alarm-system KPIs (:mod:`ops.console.alarm_kpis`) as gauges, computed at scrape
+    time: ``supervisors()`` is how many people can act."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from ops.console.alarm_kpis import GUIDELINE, compute
+
+    now = getattr(backend, "now", None) or getattr(backend, "cell_now", None)
+    k = compute(backend.list(), float(now()) if callable(now) else time.time(),
+                int(supervisors()))
+    yield GaugeMetricFamily("autocell_alarm_rate_per_10min_per_supervisor",
+                            "Escalations raised per 10 minutes per supervisor",
+                            value=k.rate_per_10min_per_supervisor)
+    yield GaugeMetricFamily("autocell_alarm_flood_ratio",
+                            "Share of the observed time in flood (more than 10 in 10 min)",
+                            value=k.flood_ratio)
+    yield GaugeMetricFamily("autocell_alarm_stale", "Escalations open for more than 24 h",
+                            value=len(k.stale))
+    yield GaugeMetricFamily("autocell_alarm_chattering_sources",
+                            "Sources raised 3 or more times within 1 min",
+                            value=len(k.chattering))
+    share = GaugeMetricFamily("autocell_alarm_priority_share",
+                              "Share of escalations by priority band, and the guideline's",
+                              labels=["band", "of"])
+    for band, target in GUIDELINE.items():
+        share.add_metric([band, "observed"], k.share(band))
+        share.add_metric([band, "guideline"], target)
+    yield share
+    refused = getattr(backend, "refused_count", None)
+    if callable(refused):
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily("autocell_escalation_actions_refused",
+                                  "Actions refused because the person was not authenticated",
+                                  value=int(refused()))
+
+
+def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0,
+                             supervisors: Any = lambda: 1) -> Any:
     """``/metrics`` of the console on ``port``: open escalations by priority and state,
-    refreshed every ``every_s`` from the store by a daemon thread."""
+    refreshed every ``every_s`` from the store by a daemon thread, and the alarm-system
+    KPIs computed at each scrape."""
     import threading
     import time
 
@@ -242,6 +302,16 @@ def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0) -> A
 
     metrics = ProcessMetrics(time.time)
     metrics.set_open_escalations(open_escalation_counts(backend))
+
+    class _Kpis:
+        def collect(self) -> Any:
+            try:
+                yield from alarm_kpi_families(backend, supervisors)
+            except Exception:   # a store briefly locked or damaged: no KPIs in this scrape
+                logging.getLogger("autocell.console").debug("alarm KPIs failed",
+                                                             exc_info=True)
+
+    metrics.registry.register(_Kpis())
     server = metrics.serve(port)
 
     def refresh() -> None:
@@ -303,3 +373,11 @@ def add_arguments(sub: Any) -> None:
     p = with_file(usub.add_parser("remove", help="remove a user"))
     p.add_argument("name")
     p.set_defaults(func=cmd_users_remove)
+    p = with_file(usub.add_parser("map-os", help="let an OS account act as a console user at "
+                                                 "`autocell escalations` without a password"))
+    p.add_argument("os_name", metavar="OSNAME")
+    p.add_argument("name", metavar="USER")
+    p.set_defaults(func=cmd_users_map_os)
+    p = with_file(usub.add_parser("unmap-os", help="remove an OS account's mapping"))
+    p.add_argument("os_name", metavar="OSNAME")
+    p.set_defaults(func=cmd_users_unmap_os)

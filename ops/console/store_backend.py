@@ -21,10 +21,13 @@ What it adds to the store:
   aside) is reopened;
 * **the cell's clock** — ``now()`` is the cell time the running cell wrote
   last (``meta.cell_now``), the time base of the deadlines; the store's own
-  ``now`` is used for every action, so audit times are cell times;
+  ``now`` is used for every action, so audit times are cell times (and each
+  person's action carries its wall time, ``details.wall_at``); the running
+  cell's heartbeat (:meth:`StoreBackend.liveness`) tells the pages whether
+  anyone is still at the other end;
 * **what the screens read** — records as mappings with ``created_at``,
   ``deadline_at`` (when the safe default applies) and the context facts
-  (task, due date, repair estimate …) as lines under "recent events".
+  (task, due date, repair estimate …) as readable lines (``context.facts``).
 
 One SQLite connection, used under a lock: the app calls it from the event
 loop and the thread pool alike.
@@ -34,7 +37,8 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +64,8 @@ def shown(rec: Record) -> dict[str, Any]:
     """A store record as the console's screens read it (see :mod:`ops.console.views`)."""
     data = rec.to_json()
     context = dict(rec.context)
-    events = list(context.get("recent_events") or ())
-    events += [_fact(k, v) for k, v in sorted(context.items()) if k != "recent_events"]
-    context["recent_events"] = events
+    context["facts"] = [_fact(k, v) for k, v in sorted(context.items())
+                        if k != "recent_events"]
     context.setdefault("order", rec.order)
     context.setdefault("resource", rec.resource)
     data.update(context=context, created_at=rec.raised_at, deadline_at=rec.final_deadline_at)
@@ -72,8 +75,9 @@ def shown(rec: Record) -> dict[str, Any]:
 class StoreBackend:
     """The escalation store of a cell, as the console's backend."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self._wall = wall_clock   # a person's action is audited with its wall time too
         self._store: EscalationStore | None = None
         self._ino: int | None = None
         self._lock = threading.RLock()
@@ -119,6 +123,19 @@ class StoreBackend:
                 return 3600.0
             return store.refresh().max_shelve_s
 
+    def liveness(self) -> Mapping[str, float] | None:
+        """The running cell's last heartbeat (``{}``: none yet); None while there is no
+        store file (see :func:`ops.console.views.link_status`)."""
+        with self._lock:
+            store = self._open()
+            return None if store is None else store.liveness()
+
+    def refused_count(self) -> int:
+        """Actions the CLI twin refused for want of authentication (the store's count)."""
+        with self._lock:
+            store = self._open()
+            return 0 if store is None else store.refused_count()
+
     def flood(self) -> bool:
         with self._lock:
             store = self._open()
@@ -137,9 +154,10 @@ class StoreBackend:
 
     def get(self, escalation_id: str) -> dict[str, Any]:
         with self._lock:
+            store = self._need()     # a damaged file propagates: the page says so (503)
             try:
-                return shown(self._need().get(escalation_id))
-            except (UnknownEscalation, DamagedState) as exc:
+                return shown(store.get(escalation_id))
+            except (UnknownEscalation, DamagedState) as exc:   # one record: not found
                 raise EscalationNotFound(str(exc)) from None
 
     def audit(self) -> builtins.list[Any]:
@@ -150,9 +168,9 @@ class StoreBackend:
     # -- acting (the signed-in user is the actor; times are the cell's) ----------------------
     def _act(self, escalation_id: str, do: Callable[[EscalationStore], Record]) -> dict[str, Any]:
         with self._lock:
+            store = self._need()     # a damaged file propagates: the page says so (503)
+            store.refresh()
             try:
-                store = self._need()
-                store.refresh()
                 rec = do(store)
             except (UnknownEscalation, DamagedState) as exc:
                 raise EscalationNotFound(str(exc)) from None
@@ -163,19 +181,22 @@ class StoreBackend:
 
     def acknowledge(self, escalation_id: str, user: str, now: float | None = None
                     ) -> dict[str, Any]:
-        return self._act(escalation_id, lambda s: s.acknowledge(escalation_id, user))
+        return self._act(escalation_id, lambda s: s.acknowledge(escalation_id, user,
+                                                                wall_at=self._wall()))
 
     def shelve(self, escalation_id: str, user: str, reason: str, duration_s: float,
                now: float | None = None) -> dict[str, Any]:
         return self._act(escalation_id,
-                         lambda s: s.shelve(escalation_id, user, reason, duration_s))
+                         lambda s: s.shelve(escalation_id, user, reason, duration_s,
+                                            wall_at=self._wall()))
 
     def decide(self, escalation_id: str, user: str, option_id: str, reason: str = "",
                now: float | None = None) -> dict[str, Any]:
         """Recorded with the user's name and queued in the outbox: the console agent of the
         running cell sends the signed ``decision`` on its next poll."""
         return self._act(escalation_id,
-                         lambda s: s.decide(escalation_id, user, option_id, reason))
+                         lambda s: s.decide(escalation_id, user, option_id, reason,
+                                            wall_at=self._wall()))
 
     # -- live updates ------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:

@@ -9,6 +9,12 @@ stored with each hash so they can be raised later without breaking old ones.
 A check for an unknown user still runs scrypt once, so the response time does
 not tell which names exist.
 
+An admin may also map operating-system accounts to console users
+(``autocell users map-os OSNAME USER``): the CLI twin (``autocell
+escalations``) then accepts an action from that OS account as that user
+without asking for a password — the OS login is the authentication.  The
+users file is the admin's (mode 0600), so only they can write a mapping.
+
 The file holds hashes, not passwords, but it is still created with mode 0600
 (and its directory 0700 when we create it): a hash can be attacked offline.
 Every call opens its own connection, so the store may be used from any
@@ -106,6 +112,8 @@ class UserStore:
             db.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT "
                        "NULL, salt BLOB NOT NULL, hash BLOB NOT NULL, n INTEGER NOT NULL, r "
                        "INTEGER NOT NULL, p INTEGER NOT NULL, created_at REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS os_accounts (os_name TEXT PRIMARY KEY, "
+                       "user TEXT NOT NULL)")
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.path}: not a users database ({exc})") from None
         return db
@@ -172,3 +180,44 @@ class UserStore:
         if hmac.compare_digest(_hash(password, salt, n, r, p), digest):
             return User(name, role, created_at)
         return None
+
+    # -- operating-system accounts (the CLI twin) -------------------------------------------
+
+    def map_os(self, os_name: str, name: str) -> None:
+        """Let OS account ``os_name`` act as console user ``name`` at the CLI twin."""
+        if self.get(name) is None:
+            raise UserError(f"no user {name!r} in {self.path}: add it first")
+        if not os_name.strip():
+            raise UserError("an OS account name is required")
+        db = self._connect(create=True)
+        assert db is not None
+        with db:
+            db.execute("INSERT INTO os_accounts VALUES (?, ?) ON CONFLICT(os_name) DO UPDATE "
+                       "SET user=excluded.user", (os_name, name))
+        db.close()
+
+    def unmap_os(self, os_name: str) -> None:
+        db = self._connect(create=False)
+        gone = 0
+        if db is not None:
+            with db:
+                gone = db.execute("DELETE FROM os_accounts WHERE os_name=?",
+                                  (os_name,)).rowcount
+            db.close()
+        if not gone:
+            raise UserError(f"OS account {os_name!r} is not mapped in {self.path}")
+
+    def os_accounts(self) -> dict[str, str]:
+        """OS account -> console user."""
+        db = self._connect(create=False)
+        if db is None:
+            return {}
+        rows = db.execute("SELECT os_name, user FROM os_accounts ORDER BY os_name").fetchall()
+        db.close()
+        return dict(rows)
+
+    def for_os(self, os_name: str) -> User | None:
+        """The console user OS account ``os_name`` is mapped to (None: unmapped, or the
+        user has been removed since)."""
+        name = self.os_accounts().get(os_name)
+        return None if name is None else self.get(name)
