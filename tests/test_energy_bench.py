@@ -52,6 +52,10 @@ def test_the_json_has_the_documented_keys(bench_dir: Path, capsys: pytest.Captur
     assert all(entry[m]["orders_completed"] == entry[m]["orders_total"]
                for m in METHODS if m != "rule")
     assert entry["rule"]["best_rule"] in ("SPT", "MWKR", "FIFO")
+    # the diagnosis: the prices over the blind run's horizon, and the machine-choice bound
+    diag = entry["diagnosis"]
+    assert sum(diag["prices_in_run"].values()) == pytest.approx(1.0, abs=0.01)
+    assert diag["machine_choice_bound_pct"] <= 0.0
 
 
 def test_the_energy_extension_is_seeded_and_documented(bench_dir: Path) -> None:

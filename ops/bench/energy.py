@@ -29,6 +29,18 @@ SPT/MWKR/FIFO by makespan (sim_bridge/baselines.py), with every machine in
 standby through each idle gap at least its break-even long (knowing the whole
 schedule, which no agent does); not defined for the demo cell (robots).
 
+Diagnosis
+---------
+Per instance, ``diagnosis`` says how much room for saving the instance leaves
+(:func:`diagnose`): ``prices_in_run`` — the tariff's prices over the blind
+run's horizon [0, makespan] and the share of the horizon at each (one price:
+only *which* machine runs an operation can change its cost, not *when*); and
+``machine_choice_bound_pct`` — the busy energy above idle if every operation
+ran on its least-energy machine, against every operation on its fastest
+machine (ties: less energy), ignoring the schedule: no choice of machines can
+save more than that share of the busy energy, whatever it does to the
+makespan.
+
 Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
 ``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
 windows over the cap (as a utility bills), ``makespan`` and ``tardiness``
@@ -55,7 +67,7 @@ from sim_bridge.baselines import simulate_rule
 from sim_bridge.energy import EnergyMeter
 from sim_bridge.instances import instance_path, instance_to_cell_dict, load_bks, load_instance
 
-__all__ = ["METHODS", "UNIT_S", "add_parsers", "energy_extension", "run"]
+__all__ = ["METHODS", "UNIT_S", "add_parsers", "diagnose", "energy_extension", "run"]
 
 UNIT_S = 300.0
 METHODS = ("energy_blind", "energy_aware", "energy_aware_capped", "rule")
@@ -193,6 +205,34 @@ def run_rule(inst: Any, cfg: Any) -> dict[str, Any]:
                               for m in ms)}
 
 
+def diagnose(cfg: Any, horizon_s: float) -> dict[str, Any]:
+    """How much an instance lets energy-aware agents save (module docstring, "Diagnosis")."""
+    from agents.cell.tariff import TimeOfUse
+
+    tou = TimeOfUse.from_settings(cfg.energy)
+    shares: dict[float, float] = {}
+    for a, b, band in tou.segments(0.0, horizon_s):
+        shares[band.price] = shares.get(band.price, 0.0) + (b - a)
+    prices = {f"{p:g}": round(s / horizon_s, 3) for p, s in sorted(shares.items())} \
+        if horizon_s > 0 else {}
+    routing = {p.id: [step.capability for step in p.routing] for p in cfg.products}
+    fastest = least = 0.0
+    for o in cfg.orders:
+        for cap in routing[o.product]:
+            alts = []
+            for m in cfg.machines:
+                if cap in m.capabilities:
+                    d: PowerDraw = m.power_kw
+                    t = m.capabilities[cap] * o.quantity
+                    alts.append((t, max(0.0, d.busy_by_capability.get(cap, d.busy) - d.idle)
+                                 * t / 3600.0))
+            if alts:
+                fastest += min(alts)[1]
+                least += min(e for _, e in alts)
+    bound = round(100.0 * (least - fastest) / fastest, 1) if fastest else 0.0
+    return {"prices_in_run": prices, "machine_choice_bound_pct": bound}
+
+
 def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     entry: dict[str, Any] = {"instance": name, **results}
     blind, aware = results["energy_blind"], results["energy_aware"]
@@ -241,6 +281,9 @@ def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
             if on_instance is not None:
                 on_instance(name, method, results[method])
         out.append(_entry(name, results))
+        blind = results["energy_blind"]
+        assert blind is not None
+        out[-1]["diagnosis"] = diagnose(cfg, float(blind["makespan"]))
     mean: dict[str, dict[str, float]] = {}
     for method in METHODS:
         rs = [e[method] for e in out if e[method] is not None]
