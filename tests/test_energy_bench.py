@@ -55,7 +55,8 @@ def test_the_json_has_the_documented_keys(bench_dir: Path, capsys: pytest.Captur
     # the diagnosis: the prices over the blind run's horizon, and the machine-choice bound
     diag = entry["diagnosis"]
     assert sum(diag["prices_in_run"].values()) == pytest.approx(1.0, abs=0.01)
-    assert diag["machine_choice_bound_pct"] <= 0.0
+    assert diag["machine_choice_bound_pct"] <= 0.0 and diag["shift_bound_pct"] < 0.0
+    assert "by_machine_state_kwh" not in entry["energy_blind"]
 
 
 def test_the_energy_extension_is_seeded_and_documented(bench_dir: Path) -> None:

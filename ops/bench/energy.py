@@ -39,7 +39,12 @@ only *which* machine runs an operation can change its cost, not *when*); and
 ran on its least-energy machine, against every operation on its fastest
 machine (ties: less energy), ignoring the schedule: no choice of machines can
 save more than that share of the busy energy, whatever it does to the
-makespan.
+makespan; and ``shift_bound_pct`` — a loose bound on what *any* schedule
+within +5 % of the blind makespan could save: every machine at standby power
+all the time except its blind run's working time (busy and setup), and that
+work moved to the cheapest stretches of [0, 1.05 · makespan] (no precedence,
+no capacity between machines, no idle, robots free).  An instance whose
+bound is above −15 % cannot meet the cost target under the makespan target.
 
 Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
 ``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
@@ -144,6 +149,7 @@ def run_agents(cfg: Any, method: str) -> dict[str, Any]:
             "cap_violations": e["cap_violations"],
             "idle_kwh": e["by_state_kwh"]["idle"],
             "asleep_kwh": e["by_state_kwh"]["standby"] + e["by_state_kwh"]["wake"],
+            "by_machine_state_kwh": e["by_machine_state_kwh"],
             "orders_completed": r["orders_completed"], "orders_total": r["orders_total"],
             "invariants_hold": all(r["invariants"].values())}
 
@@ -205,11 +211,38 @@ def run_rule(inst: Any, cfg: Any) -> dict[str, Any]:
                               for m in ms)}
 
 
-def diagnose(cfg: Any, horizon_s: float) -> dict[str, Any]:
-    """How much an instance lets energy-aware agents save (module docstring, "Diagnosis")."""
+def _shift_bound_pct(cfg: Any, tou: Any, blind: dict[str, Any]) -> float:
+    horizon = 1.05 * float(blind["makespan"])
+    cheapest = sorted((band.price, a, b) for a, b, band in tou.segments(0.0, horizon))
+    cost = 0.0
+    for m in cfg.machines:
+        pm = PowerModel.from_draw(m.power_kw)
+        by = blind["by_machine_state_kwh"].get(m.id, {})
+        # the lowest busy power: the longest working time, so the bound stays loose
+        kw = {"busy": min([pm.busy_kw, *pm.busy_by_capability.values()]),
+              "setup": pm.kw("setup")}
+        work = {st: by.get(st, 0.0) / kw[st] * 3600.0 for st in kw
+                if by.get(st, 0.0) > 0 and kw[st] > 0}
+        cost += tou.cost(pm.kw("standby"), 0.0, horizon)
+        for st, left in work.items():
+            extra = kw[st] - pm.kw("standby")
+            for _, a, b in cheapest:
+                if left <= 0:
+                    break
+                take = min(left, b - a)
+                cost += tou.cost(extra, a, a + take)
+                left -= take
+    return round(100.0 * (cost - blind["energy_cost"]) / blind["energy_cost"], 1) \
+        if blind["energy_cost"] else 0.0
+
+
+def diagnose(cfg: Any, blind: dict[str, Any]) -> dict[str, Any]:
+    """How much an instance lets energy-aware agents save (module docstring, "Diagnosis"):
+    ``blind`` is the energy-blind run's figures (:func:`run_agents`)."""
     from agents.cell.tariff import TimeOfUse
 
     tou = TimeOfUse.from_settings(cfg.energy)
+    horizon_s = float(blind["makespan"])
     shares: dict[float, float] = {}
     for a, b, band in tou.segments(0.0, horizon_s):
         shares[band.price] = shares.get(band.price, 0.0) + (b - a)
@@ -230,7 +263,8 @@ def diagnose(cfg: Any, horizon_s: float) -> dict[str, Any]:
                 fastest += min(alts)[1]
                 least += min(e for _, e in alts)
     bound = round(100.0 * (least - fastest) / fastest, 1) if fastest else 0.0
-    return {"prices_in_run": prices, "machine_choice_bound_pct": bound}
+    return {"prices_in_run": prices, "machine_choice_bound_pct": bound,
+            "shift_bound_pct": _shift_bound_pct(cfg, tou, blind)}
 
 
 def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
@@ -283,7 +317,10 @@ def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
         out.append(_entry(name, results))
         blind = results["energy_blind"]
         assert blind is not None
-        out[-1]["diagnosis"] = diagnose(cfg, float(blind["makespan"]))
+        out[-1]["diagnosis"] = diagnose(cfg, blind)
+        for r in results.values():
+            if r is not None:
+                r.pop("by_machine_state_kwh", None)
     mean: dict[str, dict[str, float]] = {}
     for method in METHODS:
         rs = [e[method] for e in out if e[method] is not None]
