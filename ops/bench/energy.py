@@ -330,6 +330,59 @@ def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
     return {"instances": out, "mean": mean}
 
 
+# --------------------------------------------------------------------------- the Pareto plot
+
+
+def pareto(rows: list[dict[str, str]], x: str = "makespan", y: str = "energy.cost"
+           ) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Each strategy's mean (x, y) over its completed runs of an experiment's runs.csv, and
+    the strategies on the Pareto front of those means (no other strategy is at most as
+    high on both and lower on one), by rising x."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.get("status", "ok") == "ok" and r.get(x) and r.get(y):
+            points.setdefault(r["strategy"], []).append((float(r[x]), float(r[y])))
+    means = {s: (statistics.fmean(p[0] for p in ps), statistics.fmean(p[1] for p in ps))
+             for s, ps in points.items()}
+    front = [s for s, (a, b) in means.items()
+             if not any(c <= a and d <= b and (c, d) != (a, b) for c, d in means.values())]
+    return means, sorted(front, key=lambda s: means[s])
+
+
+def cmd_bench_energy_pareto(args: argparse.Namespace) -> int:
+    """Energy cost against makespan of an energy-weight sweep: every run, the means, the front."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.dir)
+    with open(out / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    means, front = pareto(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, s in enumerate(dict.fromkeys(r["strategy"] for r in rows if r["strategy"] in means)):
+        runs = [r for r in rows if r["strategy"] == s and r.get("status", "ok") == "ok"]
+        label = s.split("{")[0]
+        ax.scatter([float(r["makespan"]) for r in runs], [float(r["energy.cost"]) for r in runs],
+                   s=14, alpha=0.35, color=f"C{k}")
+        ax.scatter(*means[s], s=60, marker="D", color=f"C{k}", edgecolor="black", label=label)
+    ax.plot([means[s][0] for s in front], [means[s][1] for s in front], "k--", lw=1,
+            label="Pareto front of the means")
+    ax.set_xlabel("makespan (s)")
+    ax.set_ylabel("energy cost (currency of the tariff)")
+    ax.set_title("energy cost vs makespan per strategy (dots: seeds, diamonds: means)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    (out / "plots").mkdir(exist_ok=True)
+    for ext in ("png", "svg"):
+        fig.savefig(out / "plots" / f"pareto_cost_makespan.{ext}", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    print("front: " + ", ".join(f"{s} ({means[s][0]:.0f} s, {means[s][1]:.3f})" for s in front))
+    print(f"wrote {out / 'plots' / 'pareto_cost_makespan.png'} and .svg")
+    return 0
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -383,3 +436,7 @@ def add_parsers(bsub: Any) -> None:
     sp.add_argument("--seed", type=int, default=0, help="seed of the energy extension")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_energy)
+    pp = bsub.add_parser("energy-pareto", help="energy cost vs makespan of an energy-weight "
+                                               "sweep (autocell experiment's output directory)")
+    pp.add_argument("dir", help="the sweep's output directory (holding runs.csv)")
+    pp.set_defaults(func=cmd_bench_energy_pareto)
