@@ -126,3 +126,38 @@ def test_a_machine_offers_a_later_cheaper_slot_only_within_the_due_date() -> Non
     # the price is a cost term of the proposal
     cost = EnergyAwareResource().price(cfp(), later)
     assert cost is not None and cost["energy_cost"] == later.energy_cost
+
+
+def test_the_aware_order_awards_the_cheaper_of_two_equally_fast_machines(tmp_path: Path
+                                                                          ) -> None:
+    """The award scores the candidates with the energy term: one operation, two machines
+    as fast as each other, M1 drawing 9 kW above idle and M2 3 kW.  Energy-blind agents
+    take the lower id (M1); energy-aware ones the cheaper machine (M2), and pay less.
+    No rehearsal here: a rehearsed plan calls one machine per operation (docs/energy.md)."""
+    from ops.bench.energy import energy_extension
+    from ops.config import cell_from_dict
+    from sim_bridge.instances import instance_to_cell_dict, load_instance
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    (tmp_path / "two.fjs").write_text("1 2 1\n1 2 1 6 2 6\n")
+    cell = energy_extension(instance_to_cell_dict(load_instance(tmp_path / "two.fjs")), "two")
+    for m, busy in zip(cell["machines"], (10.0, 4.0)):
+        m["power_kw"] = {**m["power_kw"], "idle": 1.0, "busy": busy, "standby": 0.2}
+    cell["negotiation"] = {**cell["negotiation"], "rehearsal_passes": 0}
+    cell["energy"] = {**cell["energy"], "cap_leases": False}
+    cfg = cell_from_dict(cell, source="two machines")
+
+    def busy_machine(**kw: str) -> tuple[str, float]:
+        c = VirtualCell(cfg, **kw)  # type: ignore[arg-type]
+        c.run()
+        e = build_report(c)["energy"]
+        [busy] = [m for m, by in e["by_machine_state_kwh"].items() if by.get("busy", 0) > 0]
+        return busy, e["cost"]
+
+    blind, blind_cost = busy_machine()
+    aware, aware_cost = busy_machine(**AWARE)
+    assert (blind, aware) == ("M1", "M2")
+    # it is the order's choice: aware machines alone (their bids priced) still go to M1
+    assert busy_machine(resource_strategy=AWARE["resource_strategy"])[0] == "M1"
+    assert aware_cost < blind_cost

@@ -52,6 +52,11 @@ def test_the_json_has_the_documented_keys(bench_dir: Path, capsys: pytest.Captur
     assert all(entry[m]["orders_completed"] == entry[m]["orders_total"]
                for m in METHODS if m != "rule")
     assert entry["rule"]["best_rule"] in ("SPT", "MWKR", "FIFO")
+    # the diagnosis: the prices over the blind run's horizon, and the machine-choice bound
+    diag = entry["diagnosis"]
+    assert sum(diag["prices_in_run"].values()) == pytest.approx(1.0, abs=0.01)
+    assert diag["machine_choice_bound_pct"] <= 0.0 and diag["shift_bound_pct"] < 0.0
+    assert "by_machine_state_kwh" not in entry["energy_blind"]
 
 
 def test_the_energy_extension_is_seeded_and_documented(bench_dir: Path) -> None:
@@ -70,3 +75,24 @@ def test_an_unknown_instance_is_named(bench_dir: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="unknown instance.*mk42.*known: demo, mk99"):
         run(bench_dir, instances=["mk42"])
+
+
+def test_the_pareto_front_of_a_weight_sweep(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Means per strategy over seeds; the front keeps what nothing beats on both axes."""
+    from ops.bench.energy import pareto
+
+    runs = [("blind", 1, 3100, 2.3), ("blind", 2, 3110, 2.2), ("w1", 1, 3000, 2.0),
+            ("w1", 2, 3020, 2.0), ("w2", 1, 3200, 1.9), ("w2", 2, 3200, 1.9),
+            ("w3", 1, 3300, 1.95), ("w3", 2, 3300, 1.95)]
+    rows = [{"strategy": s, "seed": str(k), "status": "ok", "makespan": str(m),
+             "energy.cost": str(c)} for s, k, m, c in runs]
+    means, front = pareto(rows)
+    assert means["blind"] == pytest.approx((3105, 2.25))
+    assert front == ["w1", "w2"]            # blind and w3 are beaten on both axes
+    (tmp_path / "runs.csv").write_text(
+        "strategy,seed,status,makespan,energy.cost\n"
+        + "".join(f"{s},{k},ok,{m},{c}\n" for s, k, m, c in runs))
+    assert main(["bench", "energy-pareto", str(tmp_path)]) == 0
+    assert (tmp_path / "plots" / "pareto_cost_makespan.png").stat().st_size > 0
+    assert capsys.readouterr().out.startswith("front: w1 (3010 s, 2.000), w2")

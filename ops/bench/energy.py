@@ -29,6 +29,23 @@ SPT/MWKR/FIFO by makespan (sim_bridge/baselines.py), with every machine in
 standby through each idle gap at least its break-even long (knowing the whole
 schedule, which no agent does); not defined for the demo cell (robots).
 
+Diagnosis
+---------
+Per instance, ``diagnosis`` says how much room for saving the instance leaves
+(:func:`diagnose`): ``prices_in_run`` — the tariff's prices over the blind
+run's horizon [0, makespan] and the share of the horizon at each (one price:
+only *which* machine runs an operation can change its cost, not *when*); and
+``machine_choice_bound_pct`` — the busy energy above idle if every operation
+ran on its least-energy machine, against every operation on its fastest
+machine (ties: less energy), ignoring the schedule: no choice of machines can
+save more than that share of the busy energy, whatever it does to the
+makespan; and ``shift_bound_pct`` — a loose bound on what *any* schedule
+within +5 % of the blind makespan could save: every machine at standby power
+all the time except its blind run's working time (busy and setup), and that
+work moved to the cheapest stretches of [0, 1.05 · makespan] (no precedence,
+no capacity between machines, no idle, robots free).  An instance whose
+bound is above −15 % cannot meet the cost target under the makespan target.
+
 Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
 ``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
 windows over the cap (as a utility bills), ``makespan`` and ``tardiness``
@@ -55,7 +72,7 @@ from sim_bridge.baselines import simulate_rule
 from sim_bridge.energy import EnergyMeter
 from sim_bridge.instances import instance_path, instance_to_cell_dict, load_bks, load_instance
 
-__all__ = ["METHODS", "UNIT_S", "add_parsers", "energy_extension", "run"]
+__all__ = ["METHODS", "UNIT_S", "add_parsers", "diagnose", "energy_extension", "run"]
 
 UNIT_S = 300.0
 METHODS = ("energy_blind", "energy_aware", "energy_aware_capped", "rule")
@@ -132,6 +149,7 @@ def run_agents(cfg: Any, method: str) -> dict[str, Any]:
             "cap_violations": e["cap_violations"],
             "idle_kwh": e["by_state_kwh"]["idle"],
             "asleep_kwh": e["by_state_kwh"]["standby"] + e["by_state_kwh"]["wake"],
+            "by_machine_state_kwh": e["by_machine_state_kwh"],
             "orders_completed": r["orders_completed"], "orders_total": r["orders_total"],
             "invariants_hold": all(r["invariants"].values())}
 
@@ -193,6 +211,62 @@ def run_rule(inst: Any, cfg: Any) -> dict[str, Any]:
                               for m in ms)}
 
 
+def _shift_bound_pct(cfg: Any, tou: Any, blind: dict[str, Any]) -> float:
+    horizon = 1.05 * float(blind["makespan"])
+    cheapest = sorted((band.price, a, b) for a, b, band in tou.segments(0.0, horizon))
+    cost = 0.0
+    for m in cfg.machines:
+        pm = PowerModel.from_draw(m.power_kw)
+        by = blind["by_machine_state_kwh"].get(m.id, {})
+        # the lowest busy power: the longest working time, so the bound stays loose
+        kw = {"busy": min([pm.busy_kw, *pm.busy_by_capability.values()]),
+              "setup": pm.kw("setup")}
+        work = {st: by.get(st, 0.0) / kw[st] * 3600.0 for st in kw
+                if by.get(st, 0.0) > 0 and kw[st] > 0}
+        cost += tou.cost(pm.kw("standby"), 0.0, horizon)
+        for st, left in work.items():
+            extra = kw[st] - pm.kw("standby")
+            for _, a, b in cheapest:
+                if left <= 0:
+                    break
+                take = min(left, b - a)
+                cost += tou.cost(extra, a, a + take)
+                left -= take
+    return round(100.0 * (cost - blind["energy_cost"]) / blind["energy_cost"], 1) \
+        if blind["energy_cost"] else 0.0
+
+
+def diagnose(cfg: Any, blind: dict[str, Any]) -> dict[str, Any]:
+    """How much an instance lets energy-aware agents save (module docstring, "Diagnosis"):
+    ``blind`` is the energy-blind run's figures (:func:`run_agents`)."""
+    from agents.cell.tariff import TimeOfUse
+
+    tou = TimeOfUse.from_settings(cfg.energy)
+    horizon_s = float(blind["makespan"])
+    shares: dict[float, float] = {}
+    for a, b, band in tou.segments(0.0, horizon_s):
+        shares[band.price] = shares.get(band.price, 0.0) + (b - a)
+    prices = {f"{p:g}": round(s / horizon_s, 3) for p, s in sorted(shares.items())} \
+        if horizon_s > 0 else {}
+    routing = {p.id: [step.capability for step in p.routing] for p in cfg.products}
+    fastest = least = 0.0
+    for o in cfg.orders:
+        for cap in routing[o.product]:
+            alts = []
+            for m in cfg.machines:
+                if cap in m.capabilities:
+                    d: PowerDraw = m.power_kw
+                    t = m.capabilities[cap] * o.quantity
+                    alts.append((t, max(0.0, d.busy_by_capability.get(cap, d.busy) - d.idle)
+                                 * t / 3600.0))
+            if alts:
+                fastest += min(alts)[1]
+                least += min(e for _, e in alts)
+    bound = round(100.0 * (least - fastest) / fastest, 1) if fastest else 0.0
+    return {"prices_in_run": prices, "machine_choice_bound_pct": bound,
+            "shift_bound_pct": _shift_bound_pct(cfg, tou, blind)}
+
+
 def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     entry: dict[str, Any] = {"instance": name, **results}
     blind, aware = results["energy_blind"], results["energy_aware"]
@@ -241,6 +315,12 @@ def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
             if on_instance is not None:
                 on_instance(name, method, results[method])
         out.append(_entry(name, results))
+        blind = results["energy_blind"]
+        assert blind is not None
+        out[-1]["diagnosis"] = diagnose(cfg, blind)
+        for r in results.values():
+            if r is not None:
+                r.pop("by_machine_state_kwh", None)
     mean: dict[str, dict[str, float]] = {}
     for method in METHODS:
         rs = [e[method] for e in out if e[method] is not None]
@@ -248,6 +328,59 @@ def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
                             else round(statistics.fmean(r[f] for r in rs), 4) if rs else 0.0)
                         for f in FIGURES}
     return {"instances": out, "mean": mean}
+
+
+# --------------------------------------------------------------------------- the Pareto plot
+
+
+def pareto(rows: list[dict[str, str]], x: str = "makespan", y: str = "energy.cost"
+           ) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Each strategy's mean (x, y) over its completed runs of an experiment's runs.csv, and
+    the strategies on the Pareto front of those means (no other strategy is at most as
+    high on both and lower on one), by rising x."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.get("status", "ok") == "ok" and r.get(x) and r.get(y):
+            points.setdefault(r["strategy"], []).append((float(r[x]), float(r[y])))
+    means = {s: (statistics.fmean(p[0] for p in ps), statistics.fmean(p[1] for p in ps))
+             for s, ps in points.items()}
+    front = [s for s, (a, b) in means.items()
+             if not any(c <= a and d <= b and (c, d) != (a, b) for c, d in means.values())]
+    return means, sorted(front, key=lambda s: means[s])
+
+
+def cmd_bench_energy_pareto(args: argparse.Namespace) -> int:
+    """Energy cost against makespan of an energy-weight sweep: every run, the means, the front."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(args.dir)
+    with open(out / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    means, front = pareto(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, s in enumerate(dict.fromkeys(r["strategy"] for r in rows if r["strategy"] in means)):
+        runs = [r for r in rows if r["strategy"] == s and r.get("status", "ok") == "ok"]
+        label = s.split("{")[0]
+        ax.scatter([float(r["makespan"]) for r in runs], [float(r["energy.cost"]) for r in runs],
+                   s=14, alpha=0.35, color=f"C{k}")
+        ax.scatter(*means[s], s=60, marker="D", color=f"C{k}", edgecolor="black", label=label)
+    ax.plot([means[s][0] for s in front], [means[s][1] for s in front], "k--", lw=1,
+            label="Pareto front of the means")
+    ax.set_xlabel("makespan (s)")
+    ax.set_ylabel("energy cost (currency of the tariff)")
+    ax.set_title("energy cost vs makespan per strategy (dots: seeds, diamonds: means)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    (out / "plots").mkdir(exist_ok=True)
+    for ext in ("png", "svg"):
+        fig.savefig(out / "plots" / f"pareto_cost_makespan.{ext}", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    print("front: " + ", ".join(f"{s} ({means[s][0]:.0f} s, {means[s][1]:.3f})" for s in front))
+    print(f"wrote {out / 'plots' / 'pareto_cost_makespan.png'} and .svg")
+    return 0
 
 
 # --------------------------------------------------------------------------- the command
@@ -303,3 +436,7 @@ def add_parsers(bsub: Any) -> None:
     sp.add_argument("--seed", type=int, default=0, help="seed of the energy extension")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_energy)
+    pp = bsub.add_parser("energy-pareto", help="energy cost vs makespan of an energy-weight "
+                                               "sweep (autocell experiment's output directory)")
+    pp.add_argument("dir", help="the sweep's output directory (holding runs.csv)")
+    pp.set_defaults(func=cmd_bench_energy_pareto)
