@@ -191,6 +191,7 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         ("orders completed / total", f"{r['orders_completed']} / {r['orders_total']}"),
         ("orders lost", str(r["orders_lost"])),
         ("orders escalated (non-routine)", str(r["orders_escalated"])),
+        ("orders cancelled (by a supervisor)", str(r.get("orders_cancelled", 0))),
         ("escalations raised (groups), auto-handled",
          f"{r['escalations_raised']} ({r['escalation_groups']}), "
          f"{r['auto_handled_ratio']:.0%} of disruptions"),
@@ -252,8 +253,10 @@ def kpi_table(k: dict[str, Any]) -> Table:
     c = k["cell"]
     from rich import box
 
+    cancelled = c.get("orders_cancelled", 0)
     t = Table(title=f"plant KPIs over {_fmt_s(k['window_s'])} · cell tardiness "
-                    f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)",
+                    f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)"
+                    + (f" · {cancelled} order(s) cancelled" if cancelled else ""),
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
     for name in ("", "OEE", "avail", "perf", "qual", "FPY", "MTBF", "MTTR",
                  "unit/h", "kWh/u"):

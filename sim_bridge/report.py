@@ -137,7 +137,7 @@ def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: i
         "max_escalations_per_10min": per_window,
         "escalation_latency": {"max": round(max(latency, default=0.0), 6)},
         "escalation_flood": any(e.get("flood") for e in raised),
-        "orders_cancelled": sum(1 for e in evs if e["ev"] == "order_cancelled"),
+        "orders_cancelled": len({e["order"] for e in evs if e["ev"] == "order_cancelled"}),
         "orders_split": sum(1 for e in evs if e["ev"] == "lot_split"),
     }
 
@@ -164,8 +164,9 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
     # An order waiting on a person is escalated, never lost: flagged non-routine, or with an
     # escalation still open at the end (the same test as the orders_accounted_for invariant).
+    # A cancelled order was escalated once but is settled: it is counted as cancelled only.
     flagged = ({e["order"] for e in evs if e["ev"] == "non_routine"}
-               | (set(open_escalations(evs).values()) & set(orders))) - set(completed)
+               | (set(open_escalations(evs).values()) & set(orders))) - set(completed) - cancelled
     makespan = max((e["t"] for e in completed.values()), default=0.0)
     flows = [e["t"] - orders[o].release_at for o, e in completed.items()]
     tardiness = sum(e["tardiness_s"] for e in completed.values())
