@@ -634,6 +634,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_unique(data, ("machines", "robots", "orders"), "agent", problems, where)
     _check_unique(data, ("products",), "product", problems, where)
     _check_resources(data, locations, problems)
+    _check_transport(data, locations, problems)
     _check_route_graph(data, locations, problems, where)
     _check_work(data, problems, where)
     _check_hosts(data, problems, where)
@@ -760,6 +761,30 @@ def _check_resources(data: dict[str, Any], locations: list[str], problems: _Prob
             for target in row if isinstance(row, dict) else ():
                 if isinstance(target, str) and target not in locations:
                     problems.append((loc + (target,), _unknown("location", target, locations, fix)))
+
+
+def _check_transport(data: dict[str, Any], locations: list[str], problems: _Problems) -> None:
+    """Parts that must move between locations need a robot to carry them, unless the cell says
+    transport is instantaneous: without either, a run would teleport every part and report an
+    optimistic makespan (issue 18)."""
+    layout = data.get("layout")
+    if not isinstance(layout, dict) or not locations:
+        return
+    robots = data.get("robots")
+    if (isinstance(robots, list) and robots) or layout.get("transport") == "instantaneous":
+        return
+    used = {loc for _, m in _entries(data, "machines")
+            if (loc := _text(m.get("location"))) in locations}
+    entry = _text(layout.get("input"))
+    entry = entry if entry in locations else locations[0]       # the documented defaults
+    exit_ = _text(layout.get("output"))
+    used |= {entry, exit_ if exit_ in locations else entry}
+    if len(used) > 1:
+        problems.append((("layout",),
+                         f"parts move between {len(used)} locations ({shown_list(sorted(used))}) "
+                         "but the cell has no robots to carry them; add `robots:`, or put "
+                         "`transport: instantaneous` under `layout:` if moves take no time in "
+                         "this model"))
 
 
 def _check_route_graph(
