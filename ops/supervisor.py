@@ -214,8 +214,11 @@ class Supervisor:
         return (time.time() - self.start_at) * self.speed
 
     def note(self, event: str, **fields: Any) -> None:
-        entry = {"t": round(self.cell_now(), 3), "wall": round(time.time(), 3), "ev": event,
-                 **fields}
+        # before start_at the cell clock has not started: such notes are at cell time 0 (a
+        # negative time read as "started 14 s before the start"); `started` says how long
+        # until the clock runs
+        entry = {"t": round(max(0.0, self.cell_now()), 3), "wall": round(time.time(), 3),
+                 "ev": event, **fields}
         self.events.append(entry)
         self.log(f"[{entry['t']:>9.1f}] {event} " + " ".join(f"{k}={v}" for k, v in
                                                               fields.items()))
@@ -270,7 +273,8 @@ class Supervisor:
                      f"{self.escalations_db}")
         for child in self.children.values():
             self.spawn(child)
-        self.note("started", processes=len(self.children), speed=self.speed)
+        self.note("started", processes=len(self.children), speed=self.speed,
+                  clock_starts_in_s=round(max(0.0, self.start_at - time.time()), 2))
         total = len(self.cfg.orders)
         code = 0
         t0 = time.time()
