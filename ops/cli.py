@@ -684,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "metrics_port in the cell file; none: off)")
         sp.add_argument("--start-at", type=float, default=None,
                         help="wall time (Unix s) of cell time 0; `up` gives all the same")
+        sp.add_argument("--start-at-file", default=None, metavar="FILE",
+                        help="wait for FILE ({\"start_at\": ...}), which `up` writes once "
+                             "every process is ready")
         sp.set_defaults(func=cmd_host if kind == "host" else cmd_plant)
     sp = sub.add_parser("console-agent", help="run the console agent: the escalation store "
                                               "on the ZeroMQ bus (`up` starts it)")
@@ -695,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the supervisor's); repeatable")
     sp.add_argument("--start-at", type=float, default=None,
                     help="wall time (Unix s) of cell time 0; `up` gives all the same")
+    sp.add_argument("--start-at-file", default=None, metavar="FILE",
+                    help="wait for FILE ({\"start_at\": ...}), which `up` writes once every "
+                         "process is ready")
     sp.set_defaults(func=cmd_console_agent)
 
     sp = sub.add_parser("chaos", help="random faults of every kind, per seed, in virtual time")

@@ -79,7 +79,13 @@ EXIT_GAVE_UP = 3
 EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
-               "status-*.json", "report.json")
+               "status-*.json", "report.json", "ready-*", "start.json*")
+#: Where ``up`` writes the cell's start time once every child is ready (``--start-at-file``).
+START_FILE = "start.json"
+#: Wall seconds between the last child being ready and cell time 0: the children connect.
+START_MARGIN_S = 0.5
+#: Wall seconds ``up`` waits for its children to be ready before it starts the clock anyway.
+READY_TIMEOUT_S = 120.0
 
 
 def _load_libc() -> Any:
@@ -180,8 +186,14 @@ class Supervisor:
         self.start_at = time.time() + 1.5
         self.budget = RestartBudget(max_restarts, restart_window_s)
         self.events: list[dict[str, Any]] = []
+        # OS children wait for the start file: cell time 0 comes once all are up, not at a
+        # guess of how long Python takes to start (6 s on a loaded machine: orders called
+        # machines that were not listening yet and logged no_proposals)
+        self.barrier = type(self).spawn is Supervisor.spawn
+        clock_arg = (["--start-at-file", str(state_dir / START_FILE)] if self.barrier
+                     else ["--start-at", repr(self.start_at)])
         common = [cell_path, "--state-dir", str(state_dir), "--speed", repr(speed),
-                  "--start-at", repr(self.start_at), "--log-level", log_level]
+                  *clock_arg, "--log-level", log_level]
         if faults_path:
             common += ["--faults", faults_path]
         exe = [sys.executable, "-m", "ops.cli"]
@@ -273,6 +285,11 @@ class Supervisor:
                      f"{self.escalations_db}")
         for child in self.children.values():
             self.spawn(child)
+        if self.barrier and not self._start_clock():
+            self.stop()
+            if self.link is not None:
+                self.link.close()
+            return EXIT_USAGE if self.refused is not None else EXIT_GAVE_UP
         self.note("started", processes=len(self.children), speed=self.speed,
                   clock_starts_in_s=round(max(0.0, self.start_at - time.time()), 2))
         total = len(self.cfg.orders)
@@ -314,6 +331,29 @@ class Supervisor:
             if self.link is not None:
                 self.link.close()
         return code
+
+    def _start_clock(self) -> bool:
+        """Wait until every child is ready (``ready-NAME``: imported, configured, about to
+        bind), then write the start time ``START_MARGIN_S`` ahead; False if a child refused
+        to start or kept dying meanwhile.  After ``READY_TIMEOUT_S`` the clock starts anyway
+        (a child that is that slow joins late, as a restarted one does)."""
+        from agents.runtime.host import write_json_atomic
+
+        deadline = time.time() + READY_TIMEOUT_S
+        waiting = set(self.children)
+        while waiting and time.time() < deadline:
+            if self._check_children():
+                return False
+            waiting = {n for n in waiting if not (self.state_dir / f"ready-{n}").exists()}
+            if waiting:
+                time.sleep(0.02)
+        if waiting:
+            self.log(f"autocell up: {', '.join(sorted(waiting))} not ready after "
+                     f"{READY_TIMEOUT_S:g} s; starting the cell clock anyway")
+        self.start_at = time.time() + START_MARGIN_S
+        write_json_atomic(self.state_dir / START_FILE,
+                          {"start_at": self.start_at, "speed": self.speed})
+        return True
 
     def _check_children(self) -> bool:
         """Restart dead children; True when the restart intensity is exceeded."""

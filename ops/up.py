@@ -56,7 +56,11 @@ def run_process(args: Any, kind: str) -> int:
     state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
     make_state_dir(state_dir)
     keys = ensure_keys(cfg, state_dir)
-    clock = CellClock(args.start_at if args.start_at is not None else time.time(), args.speed)
+    start_at = args.start_at
+    if getattr(args, "start_at_file", None):
+        name = args.name if kind == "host" else "console" if kind == "console-agent" else SIM_ID
+        start_at = await_start(Path(args.start_at_file), state_dir / f"ready-{name}")
+    clock = CellClock(start_at if start_at is not None else time.time(), args.speed)
     if kind == "console-agent":
         return run_console_agent(args, cfg, keys, state_dir, clock)
     if kind == "host":
@@ -84,6 +88,19 @@ def run_process(args: Any, kind: str) -> int:
     runner.observer = Fanout(metrics, EventLog())
     asyncio.run(runner.run())
     return 0
+
+
+def await_start(start_file: Path, ready: Path) -> float:
+    """Say this process is ready (``ready``), then wait for ``up`` to write the cell's start
+    time into ``start_file`` (ops/supervisor.py, ``_start_clock``); a restarted process
+    finds it there and joins the running cell at once."""
+    import json
+
+    if not start_file.exists():
+        ready.touch()
+        while not start_file.exists():     # the supervisor writes it once all are ready
+            time.sleep(0.01)
+    return float(json.loads(start_file.read_text())["start_at"])
 
 
 def run_console_agent(args: Any, cfg: Any, keys: Path, state_dir: Path, clock: Any) -> int:
