@@ -79,7 +79,7 @@ EXIT_GAVE_UP = 3
 EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
-               "status-*.json", "report.json", "ready-*", "start.json*")
+               "status-*.json", "report.json", "ready-*", "start.json*", "metrics-*.prom")
 #: Where ``up`` writes the cell's start time once every child is ready (``--start-at-file``).
 START_FILE = "start.json"
 #: Wall seconds between the last child being ready and cell time 0: the children connect.
@@ -542,10 +542,7 @@ class Supervisor:
         )
         from sim_bridge.report import p95
 
-        sim_events = []
-        path = self.state_dir / "events-sim.jsonl"
-        if path.exists():
-            sim_events = [json.loads(line) for line in path.read_text().splitlines() if line]
+        sim_events = self.event_log("sim")
         done = self.completed_orders()
         cancelled = self.completed_orders("cancelled") - done
         restarts = sorted(x for c in self.children.values() for x in c.restarts)
@@ -573,9 +570,50 @@ class Supervisor:
             "invariants": {k: not v for k, v in violations.items()},
             "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
             "cell_time_s": round(self.cell_now(), 3),
+            **self.production(sim_events, all_done=len(done) == len(self.cfg.orders)),
+            # each process's last metrics, written as it stopped (ops/up.py, final_metrics)
+            "final_metrics": {p.name[len("metrics-"):-len(".prom")]: str(p)
+                              for p in sorted(self.state_dir.glob("metrics-*.prom"))},
             "supervisor_events": self.events,
             **escalations,
         }
+
+    def event_log(self, name: str) -> list[dict[str, Any]]:
+        """The events a process wrote to ``events-NAME.jsonl`` (none without the file; a
+        line cut short by a kill is skipped)."""
+        path = self.state_dir / f"events-{name}.jsonl"
+        out: list[dict[str, Any]] = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    def production(self, sim_events: list[dict[str, Any]], *, all_done: bool
+                   ) -> dict[str, Any]:
+        """The production KPIs ``autocell run`` reports (makespan, tardiness, OEE, energy …;
+        sim_bridge.report.production_figures), from the plant's and the hosts' event logs
+        merged in cell-time order.  The KPI window ends at the last completion when every
+        order completed (as in ``run``), else at the last plant event."""
+        from sim_bridge.report import production_figures
+
+        evs = list(sim_events)
+        for h in self.cfg.hosts:       # the order agents' completions and lot splits
+            evs += [e for e in self.event_log(h.name)
+                    if e.get("ev") in ("order_completed", "order_cancelled", "lot_split")]
+        evs.sort(key=lambda e: float(e.get("t", 0.0)))
+        completions = [float(e["t"]) for e in evs if e["ev"] == "order_completed"]
+        end_at = (max(completions) if all_done and completions
+                  else max((float(e.get("t", 0.0)) for e in evs), default=0.0))
+        figures = production_figures(evs, self.cfg, end_at)
+        k = figures["kpis"]["machines"]
+        makespan = figures["makespan"]
+        figures["utilisation"] = {
+            m: round((row["processing_s"] + row["setup_s"]) / makespan, 6) if makespan else 0.0
+            for m, row in k.items()}
+        return figures
 
     def escalation_figures(self) -> dict[str, Any]:
         """What the console agent's store holds at the end (empty without a console)."""
@@ -690,8 +728,11 @@ def finish_up(state_dir: Path, code: int, report: dict[str, Any]) -> int:
     failed in a run that otherwise ended well)."""
     (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     ok = all(report["invariants"].values())
+    oee = report.get("kpis", {}).get("cell", {}).get("oee")
     print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "
-          f"completed, {report['operations']} operations, {report['restarts']} restarts "
+          f"completed, {report['operations']} operations"
+          + (f", makespan {report['makespan']:.1f} s, OEE {oee:.0%}" if oee is not None else "")
+          + f", {report['restarts']} restarts "
           f"(restart p95 {report['restart_s']['p95']} s), invariants "
           f"{'hold' if ok else 'VIOLATED'}; report: {state_dir / 'report.json'}")
     if code == 0 and not ok:

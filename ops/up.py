@@ -87,7 +87,30 @@ def run_process(args: Any, kind: str) -> int:
         metrics = start_metrics(runner, cfg, kind, port, metrics_addr_of(endpoint))
     runner.observer = Fanout(metrics, EventLog())
     asyncio.run(runner.run())
+    if metrics is not None:
+        name = args.name if kind == "host" else SIM_ID
+        final_metrics(metrics, state_dir / f"metrics-{name}.prom")
     return 0
+
+
+#: Wall seconds a stopping process keeps ``/metrics`` up for a last scrape (less than the
+#: supervisor's 5 s between SIGTERM and SIGKILL).
+FINAL_SCRAPE_S = 3.0
+
+
+def final_metrics(metrics: Any, path: Path, linger_s: float = FINAL_SCRAPE_S) -> None:
+    """A stopped process's last values: written to ``path`` in the Prometheus text format
+    (a node_exporter textfile collector, or ``report.json``'s ``final_metrics``, picks them
+    up after the process is gone), and still served for ``linger_s`` so the next scrape
+    sees them too."""
+    import os
+
+    from prometheus_client import generate_latest
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(generate_latest(metrics.registry))
+    os.replace(tmp, path)
+    time.sleep(linger_s)     # the HTTP server is a daemon thread: it goes with the process
 
 
 def await_start(start_file: Path, ready: Path) -> float:

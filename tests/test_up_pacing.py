@@ -116,6 +116,9 @@ def test_up_at_speed_10_with_nothing_down_raises_no_escalation(tmp_path: Path) -
     report = json.loads((state / "report.json").read_text())
     assert report["orders_completed"] == report["orders_total"] == 2
     assert report["escalations_raised"] == 0 and report["orders_escalated"] == 0
+    # the KPIs `run` reports, from the processes' event logs (tests/test_up_report.py)
+    assert report["makespan"] > 0 and report["kpis"]["cell"]["orders_completed"] == 2
+    assert 0 < report["kpis"]["cell"]["oee"] <= 1 and report["tardiness_total"] >= 0
     spurious = [e for f in sorted(state.glob("events-*.jsonl"))
                 for e in map(json.loads, f.read_text().splitlines())
                 if e["ev"] in ("no_proposals", "non_routine", "escalate")]
