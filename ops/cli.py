@@ -428,7 +428,9 @@ def cmd_ops_prometheus_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    text = scrape_config(cfg, scrape_interval=args.scrape_interval, source=args.cell)
+    text = scrape_config(cfg, scrape_interval=args.scrape_interval, source=args.cell,
+                         console=None if args.console == "none" else args.console,
+                         rules=args.rules or ())
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -725,7 +727,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write to this file instead of stdout")
     sp.add_argument("--scrape-interval", default="15s",
                     help="Prometheus duration between scrapes (default 15s)")
+    sp.add_argument("--console", default="127.0.0.1:8601", metavar="HOST:PORT",
+                    help="the web console's /metrics (`autocell console --metrics-port`); "
+                         "default 127.0.0.1:8601, `none` to leave it out")
+    sp.add_argument("--rules", metavar="FILE", action="append",
+                    help="alert rules file to load (`autocell ops prometheus-rules`); "
+                         "repeatable")
     sp.set_defaults(func=cmd_ops_prometheus_config)
+    from ops.prometheus import cli as prometheus_cli; prometheus_cli.add_parsers(osub)  # noqa: E702
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
