@@ -734,7 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="alert rules file to load (`autocell ops prometheus-rules`); "
                          "repeatable")
     sp.set_defaults(func=cmd_ops_prometheus_config)
-    from ops.prometheus import cli as prometheus_cli; prometheus_cli.add_parsers(osub)  # noqa: E702
+    from ops.prometheus import cli as prometheus_cli
+    prometheus_cli.add_parsers(osub)              # ops prometheus-rules
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
