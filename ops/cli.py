@@ -615,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the run report as JSON")
     sp.add_argument("--events", metavar="FILE.jsonl", type=output_file,
                     help="write the event log, one JSON a line")
+    sp.add_argument("--gantt", metavar="FILE", type=output_file,
+                    help="draw the schedule (machines and robots over time, faults, "
+                         "escalations) as a .svg or .html Gantt chart")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
@@ -748,9 +751,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations
+    from ops import equipment, escalations, gantt
     escalations.add_parsers(sub)
     equipment.add_parsers(sub)
+    gantt.add_parsers(sub)
     return p
 
 

@@ -82,6 +82,9 @@ def execute(args: Any) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    if getattr(args, "gantt", None):
+        from ops.gantt import check_format
+        check_format(args.gantt)        # before the run, not after it
     if args.until is not None and args.until <= 0:
         raise ConfigurationError("--until must be a positive number of simulated seconds")
     speed = getattr(args, "speed", None)
@@ -119,6 +122,11 @@ def execute(args: Any) -> int:
         Path(args.events).write_text("".join(line + "\n" for line in cell.events))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if getattr(args, "gantt", None):
+        from ops.gantt import write as write_gantt
+        from sim_bridge.invariants import parse
+        write_gantt(args.gantt, parse(cell.events), cfg,
+                    f"{cfg.cell} · seed {cell.seed} · autocell run")
     if not args.quiet:
         print_summary(report, Console())
     failed = [name for name, ok in report["invariants"].items() if not ok]
