@@ -178,18 +178,20 @@ def gantt_svg(s: Schedule, title: str = "") -> str:
                    f'stroke="#ddd"/><text x="{x(t)}" y="{height - 12}" text-anchor="middle" '
                    f'fill="#555">{_fmt(t)}</text>')
         t += step
-    for b in s.bands:
-        y = y_of[b.row]
-        stop = s.end if b.end is None else b.end
-        tip = (f"{b.row} down {b.start:.1f} s → "
-               + ("not repaired" if b.end is None else f"repaired {b.end:.1f} s")
-               + (f" ({b.reason})" if b.reason else ""))
+    for band in s.bands:
+        y = y_of[band.row]
+        stop = s.end if band.end is None else band.end
+        tip = (f"{band.row} down {band.start:.1f} s → "
+               + ("not repaired" if band.end is None else f"repaired {band.end:.1f} s")
+               + (f" ({band.reason})" if band.reason else ""))
         out.append(f'<g class="fault"><title>{html.escape(tip)}</title>'
-                   f'<rect x="{x(b.start)}" y="{y + 1}" width="{max(1.0, x(stop) - x(b.start)):.2f}" '
+                   f'<rect x="{x(band.start)}" y="{y + 1}" '
+                   f'width="{max(1.0, x(stop) - x(band.start)):.2f}" '
                    f'height="{ROW_H - 2}" fill="#e74c3c" fill-opacity="0.22"/>'
-                   f'<text x="{x(b.start)}" y="{y + 10}" fill="#c0392b" text-anchor="middle">✕</text>'
-                   + (f'<text x="{x(b.end)}" y="{y + 10}" fill="#27ae60" '
-                      f'text-anchor="middle">✓</text>' if b.end is not None else "")
+                   f'<text x="{x(band.start)}" y="{y + 10}" fill="#c0392b" '
+                   f'text-anchor="middle">✕</text>'
+                   + (f'<text x="{x(band.end)}" y="{y + 10}" fill="#27ae60" '
+                      f'text-anchor="middle">✓</text>' if band.end is not None else "")
                    + '</g>')
     for b in s.bars:
         y = y_of[b.row]
