@@ -285,18 +285,15 @@ class Supervisor:
                      f"{self.escalations_db}")
         for child in self.children.values():
             self.spawn(child)
-        if self.barrier and not self._start_clock():
-            self.stop()
-            if self.link is not None:
-                self.link.close()
-            return EXIT_USAGE if self.refused is not None else EXIT_GAVE_UP
-        self.note("started", processes=len(self.children), speed=self.speed,
-                  clock_starts_in_s=round(max(0.0, self.start_at - time.time()), 2))
         total = len(self.cfg.orders)
         code = 0
         t0 = time.time()
         last_progress = -1
         try:
+            if self.barrier and not self._start_clock():
+                return EXIT_USAGE if self.refused is not None else EXIT_GAVE_UP
+            self.note("started", processes=len(self.children), speed=self.speed,
+                      clock_starts_in_s=round(max(0.0, self.start_at - time.time()), 2))
             while True:
                 time.sleep(0.05)
                 if self._check_children() or self._decisions():
