@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import Timing
+from agents.energy.aware import MachineEnergy
+from agents.energy.client import PowerClient, PowerNeeds
 from agents.negotiation.strategies import ResourceStrategy, Slot
-from agents.protocol.actions import Action, Command
+from agents.protocol.actions import Action, Command, SetTimer
 from agents.protocol.messages import (
     Baton,
     CallForProposals,
@@ -14,6 +16,7 @@ from agents.protocol.messages import (
     ExploreReady,
     Intention,
     Message,
+    PowerGrant,
 )
 from agents.rehearsal import MachineRehearsal
 
@@ -30,7 +33,9 @@ class MachineAgent(ResourceAgent):
     def __init__(self, agent_id: str, *, timing: Timing, strategy: ResourceStrategy,
                  location: str, capabilities: dict[str, float], setup_s: float = 0.0,
                  power_idle_kw: float = 0.0, power_busy_kw: float = 0.0,
-                 orders: list[str] | None = None, **kw: Any) -> None:
+                 orders: list[str] | None = None, power_manager: str = "",
+                 power_needs: PowerNeeds | None = None, energy: MachineEnergy | None = None,
+                 **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, strategy=strategy, location=location, **kw)
         self.capabilities = dict(capabilities)
         self.setup_s = setup_s
@@ -43,6 +48,14 @@ class MachineAgent(ResourceAgent):
             duration_s=dict(self.capabilities), setup_s=setup_s,
         ) if timing.rehearsal_passes > 0 and orders else None
         self.planned_order = self.rehearsal is not None
+        # a cell with a peak cap: operations start only under a power lease
+        self.power = (PowerClient(agent_id, power_manager, power_needs, timing.retry_s)
+                      if power_manager and power_needs is not None else None)
+        # an energy-aware machine: prices slots with the tariff, sleeps through long gaps
+        self.energy = energy
+        self.asleep = False
+        self._wake_at: float | None = None
+        self._idle_since: float | None = None    # idle with nothing booked since
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):
@@ -50,7 +63,85 @@ class MachineAgent(ResourceAgent):
                 self.ignored += 1
                 return []
             return self.rehearsal.on_message(msg.sender, msg.body, msg.conv)
-        return super().on_message(msg, now)
+        if isinstance(msg.body, PowerGrant):
+            if self.power is None or msg.sender != self.power.manager:
+                self.ignored += 1
+                return []
+            news, out = self.power.on_grant(msg.body, now)
+            return self._after(out + (self._try_start(now) if news else []), now)
+        return self._after(super().on_message(msg, now), now)
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        if key == "power_retry" and self.power is not None:
+            return self.power.on_retry(now)
+        if key == "idle_check" and self.energy is not None:
+            self._idle_since = None if self.running is not None else self._idle_since
+            return self._after([], now)
+        if key == "wake" and self.energy is not None:
+            self._wake_at = None
+            if not self.asleep:
+                return []
+            self.asleep = False
+            return [Command("set_state", self.id, "", {"state": "idle"})]
+        return self._after(super().on_timer(key, now), now)
+
+    def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
+        if self.power is None:
+            return None
+        cap = task.cfp.capability
+        setup = self.setup_s if cap != self.last_capability else 0.0
+        duration = setup + self.capabilities[cap] * task.cfp.quantity
+        return self.power.gate(task_id, task.award_epoch, cap, duration, now)
+
+    def _power_wanted(self) -> list[tuple[str, int]]:
+        """The leases still of use: the running task's and those of ready committed tasks."""
+        return [(tid, t.award_epoch) for tid, t in self.tasks.items()
+                if t.state == "running" or (t.state == "committed" and t.ready)]
+
+    def _after(self, out: list[Action], now: float) -> list[Action]:
+        """``out`` plus the release of every lease no task needs any more, and, for an
+        energy-aware machine, standby through a gap that pays for the wake-up."""
+        if self.power is not None:
+            out = out + self.power.reconcile(self._power_wanted())
+        if self.energy is not None:
+            out = out + self._sleep_or_not(now)
+        return out
+
+    def _sleep_or_not(self, now: float) -> list[Action]:
+        """Go to standby when idle with a gap worth sleeping through; keep the wake-up
+        timer at the next booked start (agents/energy/aware.py)."""
+        e = self.energy
+        assert e is not None
+        if not self.up or self.running is not None or (self.power and self.power.asked):
+            self._idle_since = None
+            return []
+        starts = [t.start_at for t in self.tasks.values() if t.state == "committed"]
+        next_at = min(starts) if starts else None
+        out: list[Action] = []
+        if not self.asleep:
+            if next_at is None:
+                # nothing booked: the gap is unknown, so idle for the break-even first and
+                # sleep only if still nothing came (never worse than twice the best choice)
+                be = e.break_even_s
+                if be is None:
+                    return []
+                if self._idle_since is None:
+                    self._idle_since = now
+                    return [SetTimer("idle_check", now + be)]
+                if now < self._idle_since + be:
+                    return []
+            elif not e.worth_sleeping(next_at - now):
+                self._idle_since = None
+                return []
+            self._idle_since = None
+            self.asleep = True
+            out.append(Command("set_state", self.id, "", {"state": "standby"}))
+        if e.wake_early and next_at is not None:
+            wake_at = max(now, next_at - e.wake_s)
+            if wake_at != self._wake_at:
+                self._wake_at = wake_at
+                out.append(SetTimer("wake", wake_at))
+        return out
 
     def can_do(self, cfp: CallForProposals) -> bool:
         return cfp.kind == "operation" and cfp.capability in self.capabilities
@@ -64,21 +155,45 @@ class MachineAgent(ResourceAgent):
         return prev
 
     def quote(self, cfp: CallForProposals, now: float) -> Slot:
+        if self.energy is None:
+            return self._quote_from(cfp.earliest_start_at, cfp, now)
+        e = self.energy
+        earliest = max(cfp.earliest_start_at, now + e.wake_s) if self.asleep \
+            else cfp.earliest_start_at
+        best = self._quote_from(earliest, cfp, now)
+        best_cost = e.slot_cost(cfp.capability, best.start_at, best.setup_s, best.processing_s)
+        first_cost = best_cost
+        for t in e.shift_candidates(best.start_at)[1:]:
+            later = self._quote_from(t, cfp, now)
+            if later.finish_at > cfp.due_at:
+                break
+            c = e.slot_cost(cfp.capability, later.start_at, later.setup_s, later.processing_s)
+            if c < best_cost:
+                best, best_cost = later, c
+        if best_cost > (1.0 - e.min_saving) * first_cost:     # not worth the wait
+            best = self._quote_from(earliest, cfp, now)
+            best_cost = first_cost
+        return Slot(best.start_at, best.finish_at,
+                    max(0.0, best.start_at - max(now, cfp.earliest_start_at)), best.setup_s,
+                    best.processing_s, 0.0, best.energy_kwh, best_cost)
+
+    def _quote_from(self, earliest_at: float, cfp: CallForProposals, now: float) -> Slot:
         processing = self.capabilities[cfp.capability] * cfp.quantity
         # Try with setup; if the slot found follows the same capability, drop the setup.
-        start = self.earliest_gap(cfp.earliest_start_at, processing + self.setup_s, now)
+        start = self.earliest_gap(earliest_at, processing + self.setup_s, now)
         setup = self.setup_s if self._capability_before(start, now) != cfp.capability else 0.0
         if setup == 0.0 and self.setup_s > 0.0:
-            start = self.earliest_gap(cfp.earliest_start_at, processing, now)
+            start = self.earliest_gap(earliest_at, processing, now)
             if self._capability_before(start, now) != cfp.capability:
                 setup = self.setup_s
-                start = self.earliest_gap(cfp.earliest_start_at, processing + setup, now)
+                start = self.earliest_gap(earliest_at, processing + setup, now)
         finish = start + setup + processing
         energy = self.power_busy_kw * (setup + processing) / 3600.0
         return Slot(start, finish, max(0.0, start - max(now, cfp.earliest_start_at)), setup,
                     processing, 0.0, energy)
 
     def start_command(self, task_id: str, task: Task, now: float) -> Command:
+        self.asleep = False          # the plant wakes a sleeping machine before it starts
         cap = task.cfp.capability
         setup = self.setup_s if cap != self.last_capability else 0.0
         processing = self.capabilities[cap] * task.cfp.quantity
@@ -93,5 +208,7 @@ class MachineAgent(ResourceAgent):
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
         if ev.event == "operation_done":
             quality = str((ev.data or {}).get("quality", "ok"))
-            return self.finish(ev.task, now, quality, self.location)
-        return super().on_plant_event(ev, now)
+            return self._after(self.finish(ev.task, now, quality, self.location), now)
+        if ev.event in ("fault", "repaired"):
+            self.asleep = False      # a broken machine is awake when it comes back
+        return self._after(super().on_plant_event(ev, now), now)

@@ -37,7 +37,7 @@ from agents.negotiation.contract_net import (
     ParticipantState,
     step,
 )
-from agents.negotiation.strategies import ResourceStrategy, Slot
+from agents.negotiation.strategies import ResourceStrategy, Slot, dispatch_next
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
@@ -145,6 +145,11 @@ class ResourceAgent(Agent):
 
     def on_finished(self, task: Task, now: float) -> None:
         """Update resource state (location, last capability) when a task ends."""
+
+    def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
+        """None: ``task`` may start now.  Otherwise the actions of waiting for a power lease
+        (a machine in a cell with a peak cap, agents/energy/client.py)."""
+        return None
 
     # -- timeline --------------------------------------------------------------------------
     def busy_intervals(self, now: float) -> list[tuple[float, float, str]]:
@@ -327,9 +332,11 @@ class ResourceAgent(Agent):
         pending = sorted((t.start_at, tid) for tid, t in self.tasks.items() if t.state == "committed")
         if not pending:
             return []
-        choice = None
+        # a strategy's dispatch rule over the booked queue, if it has one (None: planned order)
+        choice = None if self.planned_order else dispatch_next(self.strategy, self.tasks,
+                                                               pending, now)
         first_start = pending[0][0]
-        for planned, tid in pending:
+        for planned, tid in pending if choice is None else ():
             t = self.tasks[tid]
             if not t.ready:
                 continue
@@ -351,6 +358,9 @@ class ResourceAgent(Agent):
                                  + 1e-6)]
             return []
         task = self.tasks[choice]
+        waiting = self.power_gate(choice, task, now)
+        if waiting is not None:          # a deliberate wait for power (agents/energy/)
+            return waiting
         self._fire(task, "start")
         task.started_at = now
         self.running = choice

@@ -107,7 +107,8 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
         raise ConfigurationError("--seconds must be positive")
     if not args.json:
         print(f"measuring the bus for about {2 * args.seconds + 2:.0f} s ...", file=sys.stderr)
-    r = run(seconds=args.seconds, metrics=args.metrics, pin=args.pin)
+    r = run(seconds=args.seconds, metrics=args.metrics, pin=args.pin,
+            record=getattr(args, "decision_log", False))
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -139,6 +140,10 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
         t.add_row(f"throughput, metrics on (scraped every {m['scrape_interval_s']:g} s)",
                   f"{m['signed_msgs_per_s_with']:,}/s")
         t.add_row("cost of metrics (target ≤ 5 %)", f"{m['cost_pct']} %")
+    if "decision_log" in r:
+        d = r["decision_log"]
+        t.add_row("throughput, decision log on", f"{d['signed_msgs_per_s_with']:,}/s")
+        t.add_row("cost of the decision log (target ≤ 5 %)", f"{d['cost_pct']} %")
     Console().print(t)
     return EXIT_OK
 
@@ -336,7 +341,8 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
                                      "comma-separated list of numbers, e.g. 1,2,4,20") from None
         if not all(1 <= p <= args.bidders for p in layouts):
             raise ConfigurationError("--processes must be between 1 and --bidders")
-    r = run(bidders=args.bidders, rounds=args.rounds, processes=layouts, cfp=args.cfp)
+    r = run(bidders=args.bidders, rounds=args.rounds, processes=layouts, cfp=args.cfp,
+            record=getattr(args, "decision_log", False))
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -546,11 +552,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seconds", type=float, default=3.0, help="sending time (default 3)")
     sp.add_argument("--metrics", action="store_true",
                     help="also measure with the receiver's metrics on and scraped: the cost %%")
+    sp.add_argument("--decision-log", action="store_true",
+                    help="also measure with the receiver recording a decision log: the cost %%")
     sp.set_defaults(func=cmd_bench_bus)
     sp = bsub.add_parser("fjsp", help="agents vs SPT/MWKR/FIFO on FJSP/JSSP instances (DIR/bks.csv)")
     sp.add_argument("dir", help="directory holding bks.csv and the instance files")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_fjsp)
+    from ops.bench import energy as energy_bench; energy_bench.add_parsers(bsub)  # noqa: E702
     sp = bsub.add_parser("healing", help="fault detection and re-route latency (virtual time); "
                                          "real-process restart time")
     sp.add_argument("--seeds", type=int, default=3, help="seeds per fault scenario (default 3)")
@@ -577,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cfp", choices=["multicast", "unicast"], default="multicast",
                     help="one multicast envelope per call (default, the product path) or one "
                          "envelope per bidder")
+    sp.add_argument("--decision-log", action="store_true",
+                    help="also measure the headline layout with every process recording a "
+                         "decision log: the cost %%")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_negotiation)
     sp = bsub.add_parser("sweep", help="speed-up of 2 workers over 1 on the same sweep (Ray)")
@@ -628,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--speed", type=float, default=None, metavar="K",
                     help="pace the run: K simulated seconds per wall second, so a person can "
                          "decide escalations in the console (default: as fast as possible)")
+    sp.add_argument("--decision-log", metavar="FILE.jsonl", type=output_file,
+                    help="record every decision in a signed decision log (docs/flight-recorder.md)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("experiment", help="a sweep of virtual-time runs on Ray: configs x "
@@ -637,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="join an existing Ray cluster (default: start a lean local Ray)")
     sp.add_argument("--workers", type=int, default=None,
                     help="runs in parallel (default: the CPU count)")
-    sp.add_argument("--resume", action="store_true", help="skip the runs already completed in --out")
+    sp.add_argument("--resume", action="store_true", help="skip the runs already completed in --out "
+                    "(runs whose strategy code or inputs changed run again, with a note)")
     sp.add_argument("--out", metavar="DIR", help="results directory "
                                                  "(default experiments/<sweep name>/)")
     sp.add_argument("--show", metavar="RUN_ID",
@@ -751,8 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations, gantt
+    from ops import equipment, escalations, explain, gantt, replay
     escalations.add_parsers(sub)
+    replay.add_parsers(sub)
+    explain.add_parsers(sub)
     equipment.add_parsers(sub)
     gantt.add_parsers(sub)
     return p

@@ -141,6 +141,12 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    given = getattr(args, "file", None)
+    if given:
+        from ops.replay import is_decision_log, verify_decision_log
+        if is_decision_log(given):      # a flight recorder's log (docs/flight-recorder.md)
+            return verify_decision_log(given, args.json)
+        args.db = given
     rep = verify_file(find_db(args.db))  # read-only: verifying never writes
     summary: dict[str, Any] = {"ok": rep.ok, "entries": rep.entries, "head": rep.head}
     if not rep.ok:
@@ -188,4 +194,5 @@ def add_parsers(sub: Any) -> None:
     asub = audit.add_subparsers(dest="what", required=True, metavar="ACTION")
     sp = common(asub.add_parser("verify", help="check the hash chain: exit 0 intact, 1 naming "
                                                "the first bad entry"))
+    sp.add_argument("file", nargs="?", help="an escalation store or a decision log")
     sp.set_defaults(func=cmd_audit_verify)

@@ -233,8 +233,11 @@ class ProcessMetrics:
             yield state
             assert self._tracker is not None
             with self._lock:
-                k = self._tracker.snapshot(now())
+                t = now()
+                k = self._tracker.snapshot(t)
+                power = self._tracker.meter.power_now(t)
             yield from kpi_families(k)
+            yield from energy_families(power, k, spec)
         self.registry.register(_Collect(collect))
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
@@ -261,6 +264,29 @@ def kpi_families(k: Mapping[str, Any]) -> Iterator[Metric]:
                             ["units_finished"])
     yield GaugeMetricFamily("autocell_kpi_window_seconds", "Length of the KPI window",
                             value=k["window_s"])
+
+
+def energy_families(power: Mapping[str, float], k: Mapping[str, Any],
+                    spec: KpiSpec) -> Iterator[Metric]:
+    """Power now per machine and for the cell, the energy cost so far and, with a peak cap,
+    the headroom under it (docs/energy.md)."""
+    machine = GaugeMetricFamily("autocell_machine_power_kw", "Per machine: power drawn now, kW",
+                                labels=["machine"])
+    for mid in sorted(power):
+        machine.add_metric([mid], power[mid])
+    yield machine
+    cell_kw = sum(power.values())
+    yield GaugeMetricFamily("autocell_cell_power_kw", "Cell: power drawn now, kW", value=cell_kw)
+    cost = GaugeMetricFamily("autocell_cell_energy_cost", "Cell: energy cost so far, in the "
+                             "tariff's currency")
+    if spec.energy is not None and k["cell"].get("energy_cost") is not None:
+        cost.add_metric([], k["cell"]["energy_cost"])
+    yield cost
+    head = GaugeMetricFamily("autocell_cell_power_headroom_kw",
+                             "Cell: peak cap minus power drawn now, kW (absent without a cap)")
+    if spec.energy is not None and spec.energy.peak_cap_kw is not None:
+        head.add_metric([], spec.energy.peak_cap_kw - cell_kw)
+    yield head
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:

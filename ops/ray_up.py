@@ -30,6 +30,10 @@ process.  Ray replaces :class:`ops.supervisor.Supervisor`'s
   ``stop_cell`` gives up (exit 3).  Without a console, or when the console
   actor is the one gone, it gives up at once.  Ray's budget is per actor
   lifetime: ``--restart-window`` does not apply (ADR 33).
+* a process that refuses to start — bad input or a damaged journal, what
+  ``autocell host`` exits 2 for — would fail the same way after every
+  restart: its actor ends without dying, ``wait`` returns the message, and
+  the driver stops the run with it and exit 2, as ``up`` does (ADR 42).
 
 Completion, liveness, faults and the report are :class:`ops.supervisor.Supervisor`'s:
 the status files each host rewrites in the state directory.  A restart is
@@ -64,6 +68,7 @@ from typing import Any
 
 from ops.lean_ray import ray_session
 from ops.supervisor import (
+    EXIT_USAGE,
     Child,
     Supervisor,
     announce_store,
@@ -72,6 +77,7 @@ from ops.supervisor import (
     start_up,
 )
 from security.errors import ConfigurationError
+from security.untrusted import safe_lines
 
 log = logging.getLogger("autocell.ray")
 
@@ -98,6 +104,7 @@ class CellProcess:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ended = threading.Event()
         self.error: str | None = None
+        self.refused = False              # bad input: exit 2 for `autocell host`
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # imported now, not after the cell clock has started
@@ -123,8 +130,18 @@ class CellProcess:
         return os.getpid()
 
     def _main(self, start_at: float) -> None:
+        from ops.config import ConfigError
+
         try:
             asyncio.run(_serve(self, start_at))
+        except (ConfigurationError, ConfigError) as exc:
+            # what `autocell host` exits 2 for (bad input, a damaged journal): a restart
+            # would fail the same way, so the process ends and `wait` says why
+            log.error("cell process %s cannot start: %s", self.name, exc)
+            self.error = safe_lines(str(exc))
+            self.refused = True
+            self.ended.set()
+            return
         except BaseException as exc:   # a host that cannot run: let Ray restart the process
             log.exception("cell process %s failed", self.name)
             self.error = repr(exc)
@@ -135,7 +152,8 @@ class CellProcess:
     def wait(self) -> dict[str, Any]:
         """Block until the host has stopped (Ray re-submits this to a restarted actor)."""
         self.ended.wait()
-        return {"name": self.name, "pid": os.getpid(), "error": self.error}
+        return {"name": self.name, "pid": os.getpid(), "error": self.error,
+                "refused": self.refused}
 
     def stop(self, timeout_s: float = 10.0) -> bool:
         """Stop the host as SIGTERM stops ``autocell host``: final status, journal closed."""
@@ -301,7 +319,7 @@ class RaySupervisor(Supervisor):
         for ref in done:
             name = self.waits.pop(ref)
             try:
-                ray.get(ref)
+                ended = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 self.gone.add(name)
                 self.killed_at.pop(name, None)
@@ -312,6 +330,13 @@ class RaySupervisor(Supervisor):
                 self.log(f"autocell up --ray: the actor of {name} died more than "
                          f"{self.max_restarts} times; giving up. Ray's logs: "
                          "/tmp/ray/session_latest/logs")
+                return True
+            if ended.get("refused"):      # as `up` does for a child that exits 2
+                self.refused = str(ended.get("error") or "bad input")
+                self.note("process_refused", process=name, returncode=EXIT_USAGE,
+                          error=self.refused)
+                self.log(f"autocell up --ray: {name} cannot start: {self.refused} (restarting "
+                         "it would not help; Ray's logs: /tmp/ray/session_latest/logs)")
                 return True
             self.note("process_ended", process=name)
         return False

@@ -54,21 +54,26 @@ def load_keys(cfg: Any) -> tuple[Any, float]:
 def note_large_instance(cfg: Any, path: str) -> None:
     """Say before a large benchmark instance runs what bounds its wall time: every message is
     signed and verified (~0.3 ms the pair), a rehearsal pass costs ~5 per operation, and
-    with many jobs the dispatch passes' bookkeeping grows faster than that (each machine
-    scans every job's operation at each hand-over)."""
-    from sim_bridge.instances import REHEARSAL_FULL_OPS, SUPPORTED_EXTENSIONS
+    each operation's lease is renewed by heartbeats until it ends — at most ~500 times, the
+    interval scaled to the instance (sim_bridge/instances.py, ADR 56)."""
+    from sim_bridge.instances import (
+        REHEARSAL_FULL_OPS,
+        RENEWALS_PER_HORIZON,
+        SUPPORTED_EXTENSIONS,
+    )
 
     ops = sum(len(cfg.product(o.product).routing) for o in cfg.orders)
     if Path(path).suffix.lower() not in SUPPORTED_EXTENSIONS or ops <= REHEARSAL_FULL_OPS:
         return
     passes = cfg.negotiation.rehearsal_passes
-    messages = ops * (5 * passes + 10)
+    beat_s = cfg.negotiation.heartbeat_interval_s
+    messages = ops * (5 * passes + 10 + RENEWALS_PER_HORIZON // 2)
     jobs = len(cfg.orders)
     print(f"autocell: {shown(path)}: {ops} operations of {jobs} jobs; the agents rehearse "
-          f"{passes} passes (250 up to {REHEARSAL_FULL_OPS} operations): about {messages:,} "
-          f"signed messages, at least {max(1, round(messages * 0.3e-3 / 60))} min of wall time"
-          + (", much more with this many jobs (the rehearsal's bookkeeping grows with jobs × "
-             "operations)" if jobs > 50 else ""), file=sys.stderr)
+          f"{passes} passes (250 up to {REHEARSAL_FULL_OPS} operations) and renew each lease "
+          f"every {beat_s:.3g} time units (every 1 up to {REHEARSAL_FULL_OPS} operations): "
+          f"about {messages:,} signed messages, at least "
+          f"{max(1, round(messages * 0.3e-3 / 60))} min of wall time", file=sys.stderr)
 
 
 def execute(args: Any) -> int:
@@ -108,6 +113,12 @@ def execute(args: Any) -> int:
                                  "new file")
     cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults,
                        escalations_db=db or ":memory:")
+    log_path = getattr(args, "decision_log", None)
+    log_file, recorder = None, None
+    if log_path:
+        from ops.replay import record_virtual
+        log_file = open(log_path, "wb")   # noqa: SIM115 - closed below
+        recorder = record_virtual(cell, log_file)
     server = None
     if getattr(args, "metrics_port", None) is not None:
         server = virtual_metrics(cell).serve(args.metrics_port)
@@ -117,7 +128,14 @@ def execute(args: Any) -> int:
         if server is not None:      # the endpoint lives as long as the run
             server.shutdown()
             server.server_close()
+        if recorder is not None and log_file is not None:
+            recorder.close()
+            log_file.close()
     report = build_report(cell)
+    if recorder is not None:
+        report["decision_log"] = {"path": str(log_path), "host": recorder.host,
+                                  "key": recorder.key.public_key.hex(), "lines": recorder.n,
+                                  "head": recorder.prev}
     if args.events:
         Path(args.events).write_text("".join(line + "\n" for line in cell.events))
     if args.report:

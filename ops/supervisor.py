@@ -79,7 +79,8 @@ EXIT_GAVE_UP = 3
 EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
-               "status-*.json", "report.json", "ready-*", "start.json*", "metrics-*.prom")
+               "status-*.json", "report.json", "decisions-*.jsonl", "ready-*", "start.json*",
+               "metrics-*.prom")
 #: Where ``up`` writes the cell's start time once every child is ready (``--start-at-file``).
 START_FILE = "start.json"
 #: Wall seconds between the last child being ready and cell time 0: the children connect.
@@ -537,6 +538,7 @@ class Supervisor:
             one_operation_per_machine,
             routing_order,
         )
+        from ops.replay import decision_logs
         from sim_bridge.report import p95
 
         sim_events = self.event_log("sim")
@@ -572,6 +574,7 @@ class Supervisor:
             "final_metrics": {p.name[len("metrics-"):-len(".prom")]: str(p)
                               for p in sorted(self.state_dir.glob("metrics-*.prom"))},
             "supervisor_events": self.events,
+            "decision_logs": decision_logs(self.state_dir),    # docs/flight-recorder.md
             **escalations,
         }
 

@@ -40,6 +40,9 @@ ACCESS: dict[str, frozenset[str]] = {
     "escalation_update": AGENTS | {"host"},
     "plant_command": AGENTS | {"host"},
     "plant_event": frozenset({"sim"}),
+    "power_request": frozenset({"machine"}),
+    "power_grant": frozenset({"energy"}),
+    "power_release": frozenset({"machine"}),
 }
 
 KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {

@@ -146,6 +146,19 @@ class EnergyMeter:
             self.windows[k] = self.windows.get(k, 0.0) + kwh * HOUR_S
 
     # -- figures ------------------------------------------------------------------------------
+    def power_now(self, now: float) -> dict[str, float]:
+        """Each machine's power at ``now``, kW, from its open segment (for live gauges)."""
+        out = {}
+        for m, seg in self.open.items():
+            p = self.power[m]
+            if seg.state == "op":
+                out[m] = p.kw("setup") if now < seg.setup_until else p.kw("busy", seg.capability)
+            elif seg.state == "wake":
+                out[m] = seg.wake_kw
+            else:
+                out[m] = p.kw(seg.state)
+        return out
+
     def snapshot(self, now: float) -> dict[str, Any]:
         """Per machine ``{kwh, by_state_kwh, cost, co2_kg}``, and the peak (with a tariff)."""
         totals = copy.deepcopy(self.totals)

@@ -167,6 +167,10 @@ class PlantGateway:
         state = cmd.args.get("state")
         if state in ("up", "down"):
             self.backends[cmd.resource].set_state(cmd.resource, str(state))
+        elif state in ("standby", "off", "idle"):     # power states (docs/energy.md)
+            set_power = getattr(self.backends[cmd.resource], "set_power", None)
+            if set_power is not None:
+                set_power(cmd.resource, str(state))
         return None
 
     def _query_state(self, cmd: Command) -> None:

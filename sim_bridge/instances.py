@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.cell.limits import MAX_SECONDS
+from agents.cell.limits import MAX_LEASE_S, MAX_SECONDS
+from security.untrusted import UnreadableFile, read_regular_file
 
 __all__ = [
     "FORMAT_EXTENSIONS",
@@ -43,10 +44,16 @@ __all__ = [
     "InstanceError",
     "Operation",
     "instance_path",
+    "horizon",
     "instance_to_cell_dict",
+    "lease_timing",
     "load_bks",
     "load_instance",
 ]
+
+#: The largest instance file read, bytes (the largest shipped one is a few KB; 10 000
+#: jobs x 100 operations of two-digit numbers fit).
+MAX_INSTANCE_BYTES = 16 * 1024 * 1024
 
 #: ``bks.csv`` format column -> instance file extension.
 FORMAT_EXTENSIONS: dict[str, str] = {"fjs": ".fjs", "orlib": ".jsp"}
@@ -153,10 +160,17 @@ def load_instance(path: str | Path) -> Instance:
             f"extensions are {', '.join(SUPPORTED_EXTENSIONS)} (rename the file "
             f"to match its format)"
         )
+    # through the guard every operator-named file takes: a FIFO or /dev/zero does not hang,
+    # and neither a huge file nor bytes that are not UTF-8 get further than this
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InstanceError(f"{path}:0: cannot read instance file: {exc}") from exc
+        raw = read_regular_file(path, limit=MAX_INSTANCE_BYTES, what="instance file")
+    except UnreadableFile as exc:
+        raise InstanceError(f"{path}:0: cannot read instance file: {exc.problem}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InstanceError(f"{path}:0: not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from None
     lines = _numbered_lines(text, comment="#" if suffix == ".jsp" else None)
     if suffix == ".fjs":
         return _parse_fjs(path, lines)
@@ -415,6 +429,39 @@ def rehearsal_passes(n_operations: int) -> int:
     return max(REHEARSAL_MIN_PASSES, REHEARSAL_OP_PASSES // n_operations)
 
 
+#: Lease timing of an instance cell (benchmark time units): a heartbeat every unit, a
+#: lease of 30, up to :data:`REHEARSAL_FULL_OPS` operations.  Above that, the heartbeat
+#: interval is the instance's :func:`horizon` / :data:`RENEWALS_PER_HORIZON` (never below
+#: 1), the lease 30 intervals.  Why: the rehearsed plan is awarded before anything runs,
+#: so every operation holds a lease at its machine from the first award until it ends,
+#: and each lease is renewed every interval: heartbeats ~ operations × makespan / interval,
+#: and in a job shop the makespan itself grows with the jobs.  At one unit, a 200 × 20
+#: job shop (makespan ~10 700) needed some 20 million heartbeats, every one signed and
+#: verified; it was those, not the rehearsal, that kept it from finishing (issue 20,
+#: class 2).  With the interval scaled, each lease is renewed at most ~500 times, so
+#: heartbeats grow with the operations.  A benchmark run has no faults unless
+#: ``--faults`` adds them; with faults, detection takes 3 intervals instead of 3 units.
+HEARTBEAT_S = 1.0
+LEASE_HEARTBEATS = 30
+RENEWALS_PER_HORIZON = 500
+
+
+def horizon(inst: Instance) -> float:
+    """A lower bound on the makespan: the longest job or the mean machine load, both at
+    each operation's shortest time."""
+    work = [sum(op.min_time for op in ops) for ops in inst.jobs]
+    return float(max(max(work, default=0), sum(work) / max(1, inst.n_machines)))
+
+
+def lease_timing(inst: Instance) -> tuple[float, float]:
+    """``(heartbeat_interval_s, lease_s)`` of ``inst``'s cell (see :data:`HEARTBEAT_S`)."""
+    beat = HEARTBEAT_S
+    if inst.n_operations > REHEARSAL_FULL_OPS:
+        beat = max(HEARTBEAT_S, horizon(inst) / RENEWALS_PER_HORIZON)
+    beat = min(beat, MAX_LEASE_S / LEASE_HEARTBEATS)
+    return beat, beat * LEASE_HEARTBEATS
+
+
 def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
     """Express ``inst`` as a cell-config dict (the YAML shape, builtins only).
 
@@ -470,6 +517,7 @@ def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
         }
         for k in range(inst.n_machines)
     ]
+    beat_s, lease_s = lease_timing(inst)
     return {
         "cell": _cell_name(inst.name),
         "layout": {
@@ -485,7 +533,8 @@ def instance_to_cell_dict(inst: Instance) -> dict[str, Any]:
         # unit so the contract net's own latency barely shows in the makespan.
         # Rehearse before committing (agents/rehearsal.py): a benchmark is one batch
         # of orders released together, the case rehearsal is made for.
-        "negotiation": {"reply_deadline_s": 0.01, "heartbeat_interval_s": 1.0, "lease_s": 30.0,
+        "negotiation": {"reply_deadline_s": 0.01, "heartbeat_interval_s": beat_s,
+                        "lease_s": lease_s,
                         "rehearsal_passes": rehearsal_passes(inst.n_operations),
                         "rehearsal_pass_timeout_s": 0.5},
         "sim": {"seed": 0, "network": {"latency_s": 0.0001}},

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.cell.specs import KpiSpec
 
 EPS = 1e-9
 
@@ -132,8 +135,53 @@ def orders_accounted(evs: list[dict[str, Any]], orders: list[str], ended_by: str
                   if o not in done and o not in cancelled and o not in flagged | waiting]
 
 
+def cap_never_exceeded(evs: list[dict[str, Any]], spec: KpiSpec) -> list[str]:
+    """The cell never draws more than its peak cap (energy.peak_cap_kw), at any instant.
+
+    Each machine's power follows its events as the power leases count it
+    (agents/energy/plan.py): idle, down, standby, off and wake at their power, an
+    operation at the most it draws (setup or busy for its capability) from its
+    ``op_start`` to its end.  Instantaneous power under the cap keeps every billing
+    window's mean under it too.  Events of one instant are applied together."""
+    assert spec.energy is not None and spec.energy.peak_cap_kw is not None
+    cap = spec.energy.peak_cap_kw
+    models = {m: s.power_model for m, s in spec.machines.items()}
+    kw = {m: p.idle_kw for m, p in models.items()}
+    out: list[str] = []
+    i, n = 0, len(evs)
+    while i < n:
+        t = evs[i]["t"]
+        while i < n and evs[i]["t"] == t:
+            e = evs[i]
+            i += 1
+            m = e.get("machine")
+            if m not in models:
+                continue
+            p = models[m]
+            ev = e["ev"]
+            if ev == "op_start":
+                cap_name = spec.capability(str(e.get("order", "")), str(e["task"]))
+                kw[m] = max(p.kw("setup"), p.kw("busy", cap_name))
+            elif ev in ("op_done", "op_abort", "fault", "repaired"):
+                kw[m] = p.idle_kw
+            elif ev == "power_state":
+                state = str(e["state"])
+                if state == "wake":
+                    src = str(e.get("from", ""))
+                    wake_s = p.wake_s.get(src, 0.0)
+                    kw[m] = p.wake_kwh.get(src, 0.0) * 3600.0 / wake_s if wake_s > 0 else 0.0
+                else:
+                    kw[m] = p.kw(state)
+        total = sum(kw.values())
+        if total > cap + EPS:
+            out.append(f"t={t}: the cell draws {total:.3f} kW, over the cap of {cap:g} kW")
+    return out
+
+
 def check_all(events: list[str], orders: list[str], ended_by: str,
-              verified: int, delivered: int) -> dict[str, list[str]]:
+              verified: int, delivered: int, *, cap: KpiSpec | None = None) -> dict[str, list[str]]:
+    """Every invariant; ``cap``: the cell's KPI spec when it has a peak cap, which adds
+    ``peak_cap_never_exceeded``."""
     evs = parse(events)
     return {
         "orders_accounted_for": orders_accounted(evs, orders, ended_by),
@@ -142,4 +190,5 @@ def check_all(events: list[str], orders: list[str], ended_by: str,
         "routing_order_respected": routing_order(evs),
         "only_verified_messages_acted_on": (
             [] if delivered <= verified else [f"{delivered} delivered > {verified} verified"]),
+        **({"peak_cap_never_exceeded": cap_never_exceeded(evs, cap)} if cap is not None else {}),
     }

@@ -196,8 +196,11 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
                    if o not in completed and o not in flagged and o not in cancelled]
     lost = [] if cell.ended_by == "until" else in_progress
     busy = {m_id: st.busy_s for m_id, st in cell.plant.machines.items()}
+    spec = KpiSpec.from_config(cfg)
+    capped = spec.energy is not None and spec.energy.peak_cap_kw is not None
     violations = check_all(cell.events, list(orders), cell.ended_by,
-                           cell.stats.verified, cell.stats.messages_delivered)
+                           cell.stats.verified, cell.stats.messages_delivered,
+                           cap=spec if capped else None)
     return {
         "cell": cfg.cell,
         "seed": cell.seed,

@@ -9,12 +9,17 @@ import random
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, Timing
+from agents.cell.tariff import TimeOfUse
+from agents.energy.aware import MachineEnergy
+from agents.energy.manager import ENERGY_MANAGER_ID, EnergyManagerAgent
+from agents.energy.plan import budget_kw, cap_enforced, cap_problem, needs_of
 from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
 from agents.negotiation.strategies import order_strategy, resource_strategy
 from agents.order import OrderAgent
 from agents.robot import RobotAgent
+from security.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
@@ -36,6 +41,8 @@ def roles_of(cfg: CellConfig) -> dict[str, str]:
     roles = {m.id: "machine" for m in cfg.machines}
     roles.update({r.id: "robot" for r in cfg.robots})
     roles.update({o.id: "order" for o in cfg.orders})
+    if cap_enforced(cfg):
+        roles[ENERGY_MANAGER_ID] = "energy"
     return roles
 
 
@@ -55,13 +62,29 @@ def build_agents(cfg: CellConfig, seed: int, *,
     def rng(agent_id: str) -> random.Random:
         return random.Random(f"{seed}/agent/{agent_id}")
 
+    capped = cap_enforced(cfg)
+    if capped:
+        problem = cap_problem(cfg)
+        if problem is not None:
+            raise ConfigurationError(f"{cfg.source}: {problem}")
+    tariff = TimeOfUse.from_settings(cfg.energy) if cfg.energy is not None else None
     for m in cfg.machines:
+        power: dict[str, object] = (
+            {"power_manager": ENERGY_MANAGER_ID,
+             "power_needs": needs_of(m.power_kw, m.capabilities, timing.lease_window_s)}
+            if capped else {})
+        rstrat = resource_strategy(rstrat_name)
+        if tariff is not None and getattr(rstrat, "energy_aware", False):
+            power["energy"] = MachineEnergy(
+                tariff, m.power_kw, standby=bool(getattr(rstrat, "standby", True)),
+                wake_early=not capped, shift_max_s=float(getattr(rstrat, "shift_max_s", 0.0)),
+                min_saving=float(getattr(rstrat, "min_saving", 0.1)))
         agents[m.id] = MachineAgent(
-            m.id, timing=timing, strategy=resource_strategy(rstrat_name), location=m.location,
+            m.id, timing=timing, strategy=rstrat, location=m.location,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,
             power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy,
             orders=[o.id for o in cfg.orders], rng=rng(m.id), escalation=escalation,
-            mtbf_s=m.mtbf_s)
+            mtbf_s=m.mtbf_s, **power)  # type: ignore[arg-type]
     locations = [loc.id for loc in cfg.layout.locations]
     for r in cfg.robots:
         table = {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}
@@ -84,6 +107,11 @@ def build_agents(cfg: CellConfig, seed: int, *,
             input_location=cfg.layout.input, output_location=cfg.layout.output,
             min_processing_s=min_proc, machines=[m.id for m in cfg.machines],
             peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation)
+    if capped:
+        assert cfg.energy is not None and cfg.energy.peak_cap_kw is not None
+        agents[ENERGY_MANAGER_ID] = EnergyManagerAgent(
+            ENERGY_MANAGER_ID, timing=timing, budget_kw=budget_kw(cfg),
+            cap_kw=cfg.energy.peak_cap_kw, rng=rng(ENERGY_MANAGER_ID))
     return agents
 
 

@@ -274,6 +274,11 @@ class EnergySettings(_Model):
     peak_window_s: float = Field(default=900.0, ge=1, le=DAY_S,
                                  description="Averaging window of the peak, s (15 min default); "
                                  "windows are aligned to the tariff clock.")
+    cap_leases: bool = Field(
+        default=True,
+        description="With a peak cap: machines start operations only under power leases from "
+        "the energy manager, so the cell never draws more than the cap (docs/energy.md); "
+        "false: the cap is only reported.")
     @field_validator("clock_at_start")
     @classmethod
     def _start(cls, v: str) -> str:

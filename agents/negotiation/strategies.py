@@ -30,10 +30,11 @@ docs/strategies.md walks through a worked example that the tests run.
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -44,8 +45,8 @@ from security.untrusted import shown as echoed
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER_STRATEGIES", "RESOURCE_STRATEGIES", "DefaultResource",
            "EarliestFinish", "FirstComeResource", "LowestCost", "OrderStrategy",
-           "ResourceStrategy", "Slot", "StrategyChoice", "order_strategy", "params_model",
-           "plugin_names", "resource_strategy", "strategy_problems"]
+           "QUEUE_RULES", "QueueRule", "QueuedTask", "ResourceStrategy", "dispatch_next", "Slot", "StrategyChoice", "order_strategy", "params_model",
+           "plugin_names", "resource_strategy", "strategy_class", "strategy_problems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Slot:
     processing_s: float
     transport_s: float
     energy_kwh: float
+    energy_cost: float = 0.0     # the tariff's price of the energy (energy-aware machines)
 
 
 class OrderStrategy:
@@ -106,15 +108,37 @@ class LowestCost(OrderStrategy):
         return seconds
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedTask:
+    """A task in a resource's booked queue (awarded, not started), as a dispatch rule sees it."""
+
+    task: str
+    cfp: CallForProposals         # due_at, priority, work_remaining_s of its order
+    planned_start_at: float       # the slot it was awarded (the planned order sorts by it)
+    duration_s: float
+    ready: bool                   # its parts are at the resource
+
+
 class ResourceStrategy:
-    """Decides whether and how a resource bids.
+    """Decides whether and how a resource bids, and which booked task it runs next.
 
     :meth:`rank` orders the calls collected in one bidding round (first
     ranked gets the earliest slot); :meth:`price` turns a feasible slot into
-    the proposal's cost terms, or returns None to refuse.
+    the proposal's cost terms, or returns None to refuse; :meth:`sequence`
+    is a dispatch rule over the booked queue, asked each time the resource
+    could start a task.
     """
 
     name = "base"
+
+    def sequence(self, queue: tuple[QueuedTask, ...], now: float) -> Sequence[str] | None:
+        """Task ids in the order to run them, or None (the default): the planned order,
+        where a ready task may jump ahead only into a gap it fits (agents/resource.py).
+
+        The resource starts the first *ready* task of the returned order (tasks
+        left out come after, in planned order): a non-delay dispatch rule.
+        """
+        return None
 
     def rank(self, cfp: CallForProposals) -> tuple[Any, ...]:
         # Most work remaining first (MWKR), then priority, then a stable id.
@@ -139,10 +163,64 @@ class FirstComeResource(ResourceStrategy):
         return ()
 
 
+#: Dispatch rules of :class:`QueueRule`: the sort key of a booked task (ties: planned order).
+QUEUE_RULES: dict[str, Callable[[QueuedTask, float], tuple[float, ...]]] = {
+    "fifo": lambda q, now: (q.planned_start_at,),
+    "edd": lambda q, now: (q.cfp.due_at,),
+    "spt": lambda q, now: (q.duration_s,),
+    "mwkr": lambda q, now: (-q.cfp.work_remaining_s,),
+    "least_slack": lambda q, now: (q.cfp.due_at - now - q.cfp.work_remaining_s,),
+    "priority": lambda q, now: (-q.cfp.priority,),
+}
+
+
+class QueueRule(ResourceStrategy):
+    """Bid like the default; run the booked queue by a dispatch rule.
+
+    ``rule``: ``edd`` (earliest due date), ``spt`` (shortest processing
+    time), ``mwkr`` (most work remaining), ``least_slack`` (due date − now −
+    work remaining), ``priority`` (highest first) or ``fifo`` (strictly the
+    planned order, no jumping ahead); ties go to the planned order, then the
+    task id, so a run stays reproducible.
+    """
+
+    name = "queue_rule"
+
+    def __init__(self, *, rule: Literal["edd", "spt", "mwkr", "least_slack", "priority",
+                                        "fifo"] = "edd") -> None:
+        self.rule = rule
+        self._key = QUEUE_RULES[rule]
+
+    def sequence(self, queue: tuple[QueuedTask, ...], now: float) -> Sequence[str] | None:
+        return [q.task for q in sorted(queue, key=lambda q: (*self._key(q, now),
+                                                            q.planned_start_at, q.task))]
+
+
 ORDER_STRATEGIES: dict[str, type[OrderStrategy]] = {
     c.name: c for c in (EarliestFinish, LowestCost)}
 RESOURCE_STRATEGIES: dict[str, type[ResourceStrategy]] = {
-    c.name: c for c in (DefaultResource, FirstComeResource)}
+    c.name: c for c in (DefaultResource, FirstComeResource, QueueRule)}
+
+
+def dispatch_next(strategy: ResourceStrategy, tasks: Mapping[str, Any],
+                  pending: Sequence[tuple[float, str]], now: float) -> str | None:
+    """The booked task ``strategy``'s dispatch rule starts now, or None: the planned order.
+
+    The resource's one hook call (``tasks``: its tasks by id, ``pending``: the
+    committed ones as (planned start, id)).  A strategy that does not override
+    :meth:`ResourceStrategy.sequence` costs nothing here and changes nothing.
+    """
+    if type(strategy).sequence is ResourceStrategy.sequence:
+        return None
+    queue = tuple(QueuedTask(tid, t.cfp, t.start_at, t.finish_at - t.start_at, t.ready)
+                  for _, tid in pending for t in (tasks[tid],))
+    order = strategy.sequence(queue, now)
+    if order is None:
+        return None
+    ready = [q.task for q in queue if q.ready]
+    ranked = {tid: i for i, tid in enumerate(order)}
+    ready.sort(key=lambda tid: ranked.get(tid, len(ranked)))   # stable: unlisted keep planned order
+    return ready[0] if ready else None
 
 
 _SIDES: dict[str, tuple[dict[str, Any], type]] = {
@@ -190,8 +268,10 @@ def _resolve(spec: str, registry: dict[str, Any], base: type) -> type:
         if ep is None:
             plugins = plugin_names()
             installed = f"; installed plug-ins: {', '.join(plugins)}" if plugins else ""
+            close = difflib.get_close_matches(spec, [*registry, *plugins], n=1, cutoff=0.6)
+            hint = f" (did you mean {echoed(close[0])}?)" if close else ""
             raise ConfigurationError(
-                f"unknown strategy {echoed(spec)}: use one of {', '.join(sorted(registry))}"
+                f"unknown strategy {echoed(spec)}{hint}: use one of {', '.join(sorted(registry))}"
                 f"{installed}, or a dotted path 'package.module:Class'")
         try:
             cls = ep.load()
@@ -233,6 +313,16 @@ def _build(cls: type, name: str, params: Mapping[str, Any]) -> Any:
 def _load(spec: StrategyChoice, registry: dict[str, Any], base: type) -> Any:
     name, params = _split(spec)
     return _build(_resolve(name, registry, base), name, params)
+
+
+def strategy_class(spec: StrategyChoice, side: str) -> type:
+    """The class ``spec`` names for ``side`` (``"order"`` or ``"resource"``), not constructed.
+
+    What a sweep fingerprints (its source and package version go into run
+    ids, see ops/experiment/provenance.py); errors as for the loaders.
+    """
+    registry, base = _SIDES[side]
+    return _resolve(_split(spec)[0], registry, base)
 
 
 def order_strategy(spec: StrategyChoice) -> OrderStrategy:

@@ -481,6 +481,41 @@ class PlantEvent(Body, frozen=True):
     data: dict = field(default_factory=dict)
 
 
+# -- power leases: the cell's peak-power cap (agents/energy/, docs/energy.md) --------------
+
+@message("power_request")
+class PowerRequest(Body, frozen=True):
+    """A machine asks the energy manager for ``kw`` above its idle power to run ``task``
+    (award epoch ``award_epoch``) for at most ``hold_s``; resent until granted."""
+
+    task: str
+    award_epoch: int
+    kw: float
+    hold_s: float
+    attempt: int = 0          # a new request for the same task after a release: one more
+
+
+@message("power_grant")
+class PowerGrant(Body, frozen=True):
+    """The lease for ``task@award_epoch#attempt``: ``kw`` until ``expires_at`` (cell time);
+    sent again for a repeated request."""
+
+    task: str
+    award_epoch: int
+    kw: float
+    expires_at: float
+    attempt: int = 0
+
+
+@message("power_release")
+class PowerRelease(Body, frozen=True):
+    """The machine no longer needs the lease (its operation ended, or it never started)."""
+
+    task: str
+    award_epoch: int
+    attempt: int = 0
+
+
 class Message(msgspec.Struct, frozen=True, gc=False):
     """A verified inbound message: header fields plus a typed body.
 

@@ -81,6 +81,7 @@ from agents.protocol.messages import (
 )
 from agents.runtime.bus import Bus, Sealed
 from agents.runtime.journal import JOURNAL, DamagedRecord, SqliteJournal
+from agents.runtime.recorder import host_decision_log
 from agents.runtime.runner import PERFECT, NetworkModel, OnRunner, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
@@ -186,7 +187,8 @@ class Host(OnRunner):
     def __init__(self, cfg: CellConfig, name: str, *, keys_dir: Path, state_dir: Path,
                  clock: CellClock, seed: int | None = None,
                  faults: FaultScenario | None = None,
-                 escalation: EscalationPolicy = OFF, burst_resend_s: float = 2.0) -> None:
+                 escalation: EscalationPolicy = OFF, burst_resend_s: float = 2.0,
+                 record_decisions: bool = True) -> None:
         if not cfg.hosts:
             raise ValueError("the cell has no hosts section: nothing to run on a host")
         cfg = paced(cfg, clock.speed)          # the reply deadline in wall time, at least
@@ -230,6 +232,9 @@ class Host(OnRunner):
                                                   escalation=self.escalation)[agent_id],
             on_agent_error=self._agent_failed)
         self._join_as_host(KeyDir(keys_dir))
+        # the flight recorder: decisions-NAME-BOOT.jsonl, one per process boot
+        self.decisions = (host_decision_log(self, KeyDir(keys_dir)) if record_decisions
+                          else None)
 
     @property
     def agents(self) -> dict[str, Agent]:
@@ -416,11 +421,16 @@ class Host(OnRunner):
         status_path = self.state_dir / f"status-{self.name}.json"
         while not self._stop.is_set():
             write_json_atomic(status_path, self.status())
+            if self.decisions is not None:
+                self.decisions.seal()       # on disk and signed, at most one interval behind
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
             except TimeoutError:
                 pass
         self.record("host_stop")
+        if self.decisions is not None:
+            self.decisions.close()
+            self.decisions.sink.close()
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()
         self.journal.close()

@@ -30,6 +30,9 @@ What the runner owns, so that no driver differs in it:
   paused agent's are held and handed over, at the time of resumption,
   when it resumes; **crash, restart and replay** from the journal;
 * **order completion** — ``order_completed``/``order_cancelled`` logs;
+* **the decision log** — an optional :class:`~agents.runtime.recorder.Recorder`
+  is handed every input with the actions it produced, and crashes and
+  restarts (docs/flight-recorder.md); it reads, it never changes the run;
 * **multicast grouping** — consecutive ``Send`` actions of one body object
   in one conversation (a call for proposals to every bidder) become one
   envelope for every addressee whose delivery is plain (one copy, no
@@ -71,6 +74,7 @@ from agents.runtime.journal import (
     replay,
 )
 from agents.runtime.observe import Observer
+from agents.runtime.recorder import Recorder
 
 COMPLETION_EVENTS = ("order_completed", "order_cancelled")
 
@@ -177,6 +181,7 @@ class Runner:
         self.cut: list[set[str]] = []                    # active partitions (agents cut off)
         self.completed: list[str] = []                   # orders, in completion order
         self.observer: Observer | None = None            # metrics hooks
+        self.recorder: Recorder | None = None            # the flight recorder (decision log)
         self.listeners: list[Callable[[str], None]] = [] # called with each completed order
 
     @property
@@ -215,19 +220,25 @@ class Runner:
             return
         agent = self.agents[agent_id]
         journal = None if agent_id in self.unjournalled else self.journal
+        inp = make(now)
         try:
-            actions = feed(agent, make(now), journal)
+            actions = feed(agent, inp, journal)
         except Exception as exc:
             if self.on_agent_error is None:
                 raise
             self.on_agent_error(agent_id, exc)
             return
-        self.execute(agent_id, actions, now)
+        self.execute(agent_id, actions, now, inp)
 
     # -- carrying out actions ---------------------------------------------------------------
-    def execute(self, agent_id: str, actions: list[Action], now: float) -> None:
+    def execute(self, agent_id: str, actions: list[Action], now: float,
+                cause: Input | None = None) -> None:
+        """Carry out ``actions`` of ``agent_id``; ``cause``: the input they answer (None
+        when a driver hands over actions of its own, a supervisor's)."""
         if self.observer is not None:
             self.observer.on_actions(agent_id, actions)
+        if self.recorder is not None:
+            self.recorder.on_decision(agent_id, cause, actions, now, self.agents.get(agent_id))
         i, n = 0, len(actions)
         while i < n:
             act = actions[i]
@@ -305,6 +316,8 @@ class Runner:
         for k in [k for k in self.timers if k[0] == agent_id]:
             del self.timers[k]
         self.driver.record("agent_crash", {"agent": agent_id})
+        if self.recorder is not None:
+            self.recorder.on_runtime("crash", agent_id, None)
         return True
 
     def recover(self, agent_id: str, now: float, *, fresh: Agent | None = None) -> Recovered:
@@ -314,9 +327,12 @@ class Runner:
         if fresh is None:
             assert self.rebuild is not None, "restarting an agent needs a rebuild function"
             fresh = self.rebuild(agent_id)
-        rec = replay(fresh, self.journal.records(agent_id))
+        records = list(self.journal.records(agent_id))
+        rec = replay(fresh, records)
         self.agents[agent_id] = fresh
         self.driver.record("agent_restart", {"agent": agent_id, "inputs": rec.inputs})
+        if self.recorder is not None:
+            self.recorder.on_runtime("restart", agent_id, now, records)
         for key, at in rec.pending():
             self.set_timer(agent_id, key, at)
         self.input(agent_id, rec.resume, now)
@@ -335,12 +351,16 @@ class Runner:
         if agent_id not in self.down and agent_id not in self.paused:
             self.paused[agent_id] = []
             self.driver.record("agent_pause", {"agent": agent_id})
+            if self.recorder is not None:
+                self.recorder.on_runtime("pause", agent_id, None)
 
     def resume(self, agent_id: str, now: float) -> None:
         held = self.paused.pop(agent_id, None)
         if held is None:
             return
         self.driver.record("agent_resume", {"agent": agent_id, "held": len(held)})
+        if self.recorder is not None:
+            self.recorder.on_runtime("resume", agent_id, now)
         for make in held:
             self.input(agent_id, make, now)
 

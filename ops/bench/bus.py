@@ -43,6 +43,7 @@ import zmq
 from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from agents.protocol.messages import Award, Message, Proposal
 from agents.runtime.bus import Bus
+from agents.runtime.journal import Inbound
 from agents.runtime.transport import MAX_FRAME_BYTES, ZmqTransport
 from security.crypto import LIBRARY
 from security.keystore import ephemeral_cell
@@ -141,6 +142,7 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
     bus.add_identity(RECEIVER, cell.keys[RECEIVER], epoch=int(time.time()))
     state = {"count": 0, "first": 0.0, "last": 0.0}
     server: Any = None
+    recorder: Any = None        # "record on": each message recorded as a host's runner does
 
     def handler(msg: Message) -> None:
         if msg.conv == "rtt":
@@ -148,6 +150,8 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
                      conv="rtt")
             return
         now = time.perf_counter()
+        if recorder is not None:
+            recorder.on_decision(RECEIVER, Inbound(msg, now), (), now, None)
         if state["count"] == 0:
             state["first"] = now
         state["count"] += 1
@@ -178,6 +182,20 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
                 metrics.add_bus(lambda: bus.stats)
                 server = metrics.serve(int(arg))
             print(json.dumps({"metrics": arg}), flush=True)
+        elif cmd == "record":           # "record on" / "record off" (ops/bench, issue 19)
+            if recorder is not None:
+                recorder.close()
+                recorder.sink.close()
+                recorder = None
+            if arg == "on":
+                import tempfile
+
+                from agents.runtime.recorder import DecisionLog
+                from security.crypto import SigningKey
+
+                recorder = DecisionLog(tempfile.TemporaryFile(), SigningKey.generate(),
+                                       host="bench", run={}, wall_clock=time.time)
+            print(json.dumps({"record": arg}), flush=True)
         elif cmd == "stats":
             expected, give_up = int(arg), time.monotonic() + 60
             while state["count"] < expected and time.monotonic() < give_up:
@@ -235,10 +253,15 @@ def _next_epoch() -> int:
 
 
 def throughput(peer: _Peer, seed: bytes, seconds: float,
-               metrics_port: int | None = None) -> dict[str, float]:
+               metrics_port: int | None = None, record: bool = False) -> dict[str, float]:
     """Saturate the peer for ``seconds``; the rate is measured at the receiver.  With
-    ``metrics_port`` the peer's metrics are on and scraped throughout."""
+    ``metrics_port`` the peer's metrics are on and scraped throughout; with ``record`` the
+    peer writes a decision log entry per message (agents/runtime/recorder.py)."""
     import threading
+
+    if record:
+        peer.tell("record on")
+        peer.read()
 
     scrapes = [0]
     stop = threading.Event()
@@ -271,6 +294,9 @@ def throughput(peer: _Peer, seed: bytes, seconds: float,
     if metrics_port is not None:
         stop.set()
         peer.tell("metrics off")
+        peer.read()
+    if record:
+        peer.tell("record off")
         peer.read()
     n = stats["count"]
     span = stats["last"] - stats["first"]
@@ -311,7 +337,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 
 def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
-        metrics: bool = False, pin: bool = False) -> dict[str, Any]:
+        metrics: bool = False, pin: bool = False, record: bool = False) -> dict[str, Any]:
     """Every figure of the benchmark, from one run.
 
     Shared machines are noisy (the verify rate alone varies by ±30 % between
@@ -329,7 +355,7 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
         os.sched_setaffinity(0, {first})
         for tid in os.listdir(f"/proc/{peer.proc.pid}/task"):   # every thread of the peer
             os.sched_setaffinity(int(tid), {second})
-    bounds, tps, with_metrics = [], [], []
+    bounds, tps, with_metrics, recorded = [], [], [], []
     try:
         for _ in range(rounds):
             bounds.append(crypto_bounds(seed, max(0.3, per_round / 2)))
@@ -338,6 +364,8 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
                 from ops.bench.healing import free_ports
 
                 with_metrics.append(throughput(peer, seed, per_round, free_ports(1)[0]))
+            if record:
+                recorded.append(throughput(peer, seed, per_round, record=True))
         rtts = asyncio.run(_round_trips(peer, seed, rtt_count))
     finally:
         peer.close()
@@ -359,6 +387,12 @@ def run(seconds: float = 3.0, rtt_count: int = 2000, rounds: int = 3,
             "scrape_interval_s": SCRAPE_INTERVAL_S,
             "scrapes": int(sum(t["scrapes"] for t in with_metrics)),
             "rounds": [round(t["signed_msgs_per_s"], 1) for t in with_metrics]}
+    if record:
+        on = max(t["signed_msgs_per_s"] for t in recorded)
+        out["decision_log"] = {
+            "signed_msgs_per_s_without": round(signed, 1), "signed_msgs_per_s_with": round(on, 1),
+            "cost_pct": round(100.0 * (signed - on) / signed, 2) if signed else None,
+            "rounds": [round(t["signed_msgs_per_s"], 1) for t in recorded]}
     return out | {
         "library": LIBRARY,
         "sign_bound_per_s": round(sign, 1),

@@ -70,8 +70,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
+from agents.protocol.actions import Send
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
+from agents.runtime.journal import Inbound
 from agents.runtime.transport import ZmqTransport
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
@@ -102,9 +104,21 @@ def _bus(cell: Any, identities: list[str]) -> Bus:
 
 # -- a bidder process ------------------------------------------------------------------------
 
-async def _peer_main(bidders: int, mine: list[str]) -> None:
+def _recorder(host: str) -> Any:
+    """A decision log in a temporary file, as a host's runner keeps one (``--decision-log``)."""
+    import tempfile
+
+    from agents.runtime.recorder import DecisionLog
+    from security.crypto import SigningKey
+
+    return DecisionLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
+                       wall_clock=time.time)
+
+
+async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> None:
     cell = ephemeral_cell(roles(bidders), seed=SEED)
     bus = _bus(cell, mine)
+    recorder = _recorder("bidders") if record else None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -117,11 +131,16 @@ async def _peer_main(bidders: int, mine: list[str]) -> None:
         body = msg.body
         if isinstance(body, CallForProposals):
             start = body.earliest_start_at
-            bus.send(msg.to, msg.sender, Proposal(
+            proposal = Proposal(
                 task=body.task, kind="operation", start_at=start, finish_at=start + 30.0,
                 hold_until_at=body.reply_by_at + 1.0,
                 cost={"queue_s": 0.0, "setup_s": 4.0, "processing_s": 30.0, "transport_s": 0.0,
-                      "energy_kwh": 0.05}), msg.conv)
+                      "energy_kwh": 0.05})
+            if recorder is not None:
+                now = time.time()
+                recorder.on_decision(msg.to, Inbound(msg, now),
+                                     [Send(msg.sender, proposal, msg.conv)], now, None)
+            bus.send(msg.to, msg.sender, proposal, msg.conv)
 
     endpoint = await bus.start(handler)
     print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
@@ -164,7 +183,8 @@ def _percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
 
 
-def _spawn_peers(bidders: int, processes: int) -> list[subprocess.Popen[str]]:
+def _spawn_peers(bidders: int, processes: int,
+                 record: bool = False) -> list[subprocess.Popen[str]]:
     """Start the bidder processes; they wait for the caller's endpoint on stdin.
 
     Called before this process creates any ZeroMQ socket, so no thread exists yet
@@ -175,20 +195,26 @@ def _spawn_peers(bidders: int, processes: int) -> list[subprocess.Popen[str]]:
     for i in range(bidders):
         groups[i % processes].append(bidder_id(i))
     return [subprocess.Popen(
-        [sys.executable, "-m", "ops.bench.negotiation", "--peer", str(bidders), *group],
+        [sys.executable, "-m", "ops.bench.negotiation", "--peer", str(bidders),
+         *(["--record"] if record else []), *group],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         preexec_fn=_die_with_parent) for group in groups]  # noqa: PLW1509 (no threads yet)
 
 
 async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
-                  warmup: int, cfp_mode: str = "multicast") -> dict[str, Any]:
+                  warmup: int, cfp_mode: str = "multicast",
+                  record: bool = False) -> dict[str, Any]:
     processes = len(peers)
     cell = ephemeral_cell(roles(bidders), seed=SEED)
     bus = _bus(cell, [CALLER])
+    recorder = _recorder("caller") if record else None
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"task": "", "left": 0, "done": None, "t_end": 0.0}
 
     def handler(msg: Message) -> None:
+        if recorder is not None:
+            now = time.time()
+            recorder.on_decision(CALLER, Inbound(msg, now), (), now, None)
         if isinstance(msg.body, Proposal) and msg.body.task == state["task"]:
             state["left"] -= 1
             if state["left"] == 0:
@@ -220,6 +246,9 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
             state.update(task=task, left=bidders, done=loop.create_future())
             t0 = time.perf_counter()
             cfp = _cfp(task, time.time())
+            if recorder is not None:    # the order's call, as its runner records it
+                recorder.on_decision(CALLER, None, [Send(b, cfp, task) for b in ids],
+                                     cfp.earliest_start_at, None)
             if cfp_mode == "multicast":
                 bus.send_many(CALLER, ids, cfp, task)
             else:
@@ -282,7 +311,7 @@ def default_layouts(bidders: int) -> list[int]:
 
 
 def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None = None,
-        warmup: int = 20, cfp: str = "multicast") -> dict[str, Any]:
+        warmup: int = 20, cfp: str = "multicast", record: bool = False) -> dict[str, Any]:
     """Measure each layout in turn; the top-level keys are the first layout's (the
     headline), ``layouts`` has every layout's figures, ``targets`` judges both."""
     layouts = (default_layouts(bidders) if processes is None
@@ -298,6 +327,13 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         r["load_average_1m"] = round(os.getloadavg()[0], 2)
         results.append(r)
     r = dict(results[0])
+    if record:      # the headline layout again, every process recording (issue 19)
+        peers = _spawn_peers(bidders, layouts[0], record=True)
+        on = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, record=True))
+        r["decision_log"] = {
+            k: {"without": r[k], "with": on[k],
+                "cost_pct": round(100.0 * (on[k] - r[k]) / r[k], 2) if r[k] else None}
+            for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round")}
     rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
     r["sign_us"] = round(rates["sign_us"], 2)
     r["verify_us"] = round(rates["verify_us"], 2)
@@ -318,9 +354,10 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m ops.bench.negotiation")
     p.add_argument("--peer", type=int, required=True, help="total bidders (for the keys)")
+    p.add_argument("--record", action="store_true", help="keep a decision log")
     p.add_argument("bidders", nargs="+")
     a = p.parse_args(argv)
-    asyncio.run(_peer_main(a.peer, a.bidders))
+    asyncio.run(_peer_main(a.peer, a.bidders, a.record))
 
 
 if __name__ == "__main__":

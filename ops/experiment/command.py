@@ -27,12 +27,16 @@ from rich.table import Table
 
 from ops.experiment.results import (
     ResultStore,
+    format_number,
+    kpi_heading,
     plot_kpis,
     summarise,
     write_csv,
     write_parquet,
 )
+from ops.experiment.provenance import utc_now, write_manifest
 from ops.experiment.runner import SweepOutcome, run_points
+from ops.experiment.stats import paired_differences
 from ops.experiment.sweep import RunPoint, Sweep, expand, load_sweep, point_cell_yaml
 from ops.lean_ray import ray_session
 from security.errors import ConfigurationError
@@ -69,10 +73,23 @@ def _dims(sweep: Sweep, points: list[RunPoint]) -> dict[str, list[Any]]:
     return dims
 
 
+def stale_note(label: str, entry: dict[str, Any]) -> str:
+    """Why ``--resume`` runs again what ``runs.jsonl`` already holds for one strategy label."""
+    old = ", ".join(sorted(entry["old"]))
+    if entry["new"] in entry["old"] and len(entry["old"]) == 1:
+        why = "its cell, fault scenario or settings changed"
+    else:
+        why = f"its strategy code changed (code {old} -> {entry['new']})"
+    return (f"resume: strategy {label!r}: {why} since {entry['runs']} run(s) were recorded; "
+            "those rows are stale and are run again (the old rows stay in runs.jsonl, "
+            "not in runs.csv or the summary)")
+
+
 def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = None,
               resume: bool = False, quiet: bool = True,
               console: Console | None = None) -> dict[str, Any]:
     """Run (or finish) a sweep into ``out``; the outcome with the paths written."""
+    started_at = utc_now()
     points = expand(sweep)
     order = [p.run_id for p in points]
     out.mkdir(parents=True, exist_ok=True)
@@ -83,11 +100,17 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
             "pass --resume to skip the completed runs, or --out DIR to write elsewhere")
     done = store.completed() if resume else set()
     todo = [p for p in points if p.run_id not in done]
+    stale = store.stale(points) if resume else {}
+    notes = [stale_note(label, entry) for label, entry in stale.items()]
+    console = console or Console(stderr=True)
+    for note in notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     for p in todo:
         write_point_cell(p, out)
+    write_manifest(out, sweep, points, started_at=started_at, ended_at=None,
+                   outcome={"points": len(points), "skipped": len(points) - len(todo)})
     outcome = SweepOutcome(ran=0, failed=0, wall_s=0.0)
     if todo:
-        console = console or Console(stderr=True)
         with Progress(TextColumn(f"[bold]{sweep.name}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("runs · {task.fields[failed]} failed"), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -109,31 +132,73 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
     rows = store.current(order)
     summary = summarise(rows, list(sweep.grid), sweep.kpis)
     write_csv(out / "summary.csv", summary, ["cell", "strategy", "scenario", *sweep.grid])
+    baseline = sweep.baseline_label
+    paired = (paired_differences(rows, list(sweep.grid), sweep.kpis, baseline)
+              if baseline else [])
+    if baseline:
+        write_csv(out / "paired.csv", paired,
+                  ["cell", "scenario", *sweep.grid, "strategy", "baseline", "kpi", "pairs"])
     parquet = write_parquet(out / "runs.parquet", rows, store.first_columns)
     plots = plot_kpis(rows, _dims(sweep, points), sweep.kpis, out / "plots",
                       line_keys=("strategy",) if len({p.scenario for p in points}) == 1
                       else ("strategy", "scenario"))
     outcome.update(points=len(points), skipped=len(points) - len(todo), out=str(out),
+                   stale=sum(e["runs"] for e in stale.values()), stale_notes=notes,
                    failed_total=sum(r.get("status") != "ok" for r in rows),
-                   parquet=parquet, plots=[str(p) for p in plots], summary=summary)
+                   parquet=parquet, plots=[str(p) for p in plots], summary=summary,
+                   paired=paired, baseline=baseline)
+    outcome["manifest"] = str(write_manifest(out, sweep, points, started_at=started_at,
+                                             ended_at=utc_now(), outcome=outcome))
     return outcome
 
 
+def _varying(keys: list[str], rows: list[dict[str, Any]]) -> tuple[list[str], str]:
+    """The label columns whose value differs between rows, and the constant ones as text
+    (for the title), so a table stays readable in 80 columns."""
+    shown = [k for k in keys if len({json.dumps(r.get(k), default=str) for r in rows}) > 1]
+    fixed = ", ".join(f"{k} {rows[0].get(k)}" for k in keys if k not in shown) if rows else ""
+    return shown, fixed
+
+
 def _print_summary(sweep: Sweep, summary: list[dict[str, Any]], console: Console) -> None:
-    t = Table(title=f"sweep {sweep.name} — mean ± 95 % CI per group")
-    keys = ["cell", "strategy", "scenario", *sweep.grid]
-    for k in keys + ["runs"]:
-        t.add_column(k.rsplit(".", 1)[-1])
-    shown = sweep.kpis[:3]
-    for kpi in shown:
-        t.add_column(kpi, justify="right")
-    for g in summary:
-        cells = [str(g.get(k)) for k in keys] + [f"{g['runs'] - g['failed']}/{g['runs']}"]
-        for kpi in shown:
-            mean, ci = g.get(f"{kpi}_mean"), g.get(f"{kpi}_ci95")
-            cells.append("—" if mean is None else f"{mean:.4g}" + ("" if ci is None
-                                                                  else f" ± {ci:.2g}"))
-        t.add_row(*cells)
+    """Every KPI the sweep names, one line per group and KPI: mean and 95 % interval
+    (bootstrap for KPIs that cannot be negative, see ops/experiment/stats.py)."""
+    keys, fixed = _varying(["cell", "strategy", "scenario", *sweep.grid], summary)
+    t = Table(title=f"sweep {sweep.name}{' — ' + fixed if fixed else ''}: "
+                    "mean and 95 % interval per group")
+    for k in [*keys, "KPI", "runs", "mean", "95 % interval"]:
+        t.add_column(k.rsplit(".", 1)[-1], justify="right" if k in ("mean", "95 % interval")
+                     else "left")
+    for kpi in sweep.kpis:
+        for g in summary:
+            lo, hi = g.get(f"{kpi}_lo"), g.get(f"{kpi}_hi")
+            t.add_row(*[str(g.get(k)) for k in keys], kpi_heading(kpi),
+                      f"{g['runs'] - g['failed']}/{g['runs']}",
+                      format_number(g.get(f"{kpi}_mean")),
+                      "—" if lo is None or hi is None
+                      else f"[{format_number(lo)}, {format_number(hi)}]")
+        t.add_section()
+    console.print(t)
+
+
+def _print_paired(sweep: Sweep, paired: list[dict[str, Any]], baseline: str,
+                  console: Console) -> None:
+    """Strategy − baseline per seed, averaged: the comparison common seeds make sharp."""
+    keys, fixed = _varying(["cell", "scenario", *sweep.grid, "strategy"], paired)
+    t = Table(title=f"paired: strategy − {baseline} on common seeds"
+                    f"{' — ' + fixed if fixed else ''} (mean ± 95 % CI, Student t)")
+    for k in [*keys, "KPI", "pairs", baseline, "strategy", "difference"]:
+        t.add_column(k.rsplit(".", 1)[-1], justify="right" if k in (
+            baseline, "strategy", "difference") else "left")
+    for kpi in sweep.kpis:
+        for e in (e for e in paired if e["kpi"] == kpi):
+            half = e.get("diff_ci95")
+            diff = format_number(e.get("diff_mean"), signed=True) + (
+                "" if half is None else f" ± {format_number(half)}")
+            t.add_row(*[str(e.get(k)) for k in keys], kpi_heading(kpi), str(e["pairs"]),
+                      format_number(e.get("baseline_mean")),
+                      format_number(e.get("strategy_mean")), diff)
+        t.add_section()
     console.print(t)
 
 
@@ -168,8 +233,12 @@ def execute(args: Any) -> int:
                         resume=args.resume, quiet=args.quiet)
     if not args.quiet:
         _print_summary(sweep, outcome["summary"], Console())
+        if outcome["baseline"]:
+            _print_paired(sweep, outcome["paired"], outcome["baseline"], Console())
     tables = "runs.csv" + (", runs.parquet" if outcome["parquet"] else "")
     print(f"{sweep.name}: {outcome['ran']} run(s) done, {outcome['skipped']} skipped "
           f"(already complete), {outcome['failed_total']} failed; {out}/: {tables}, "
-          f"summary.csv, {len(outcome['plots'])} plots", file=sys.stderr)
+          f"summary.csv, {'paired.csv, ' if outcome['baseline'] else ''}manifest.json, "
+          f"{sum(p.endswith('.png') for p in outcome['plots'])} plots (PNG and SVG)",
+          file=sys.stderr)
     return 1 if outcome["failed_total"] else 0

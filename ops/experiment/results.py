@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -192,10 +191,31 @@ class ResultStore:
 
     @property
     def first_columns(self) -> list[str]:
-        return [*LABELS, *self.params, "status", "error", "event_log_sha256"]
+        return [*LABELS, *self.params, "status", "error", "event_log_sha256", "code"]
 
     def completed(self) -> set[str]:
         return {rid for rid, row in self.rows.items() if row.get("status") == "ok"}
+
+    def stale(self, points: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """Recorded ok rows that a current point replaces: same identity (cell, strategy,
+        scenario, seed, repetition, grid values), another run id.  Per strategy label:
+        how many, and the old and new ``code`` (equal: the cell or the faults changed)."""
+        current = {p.identity(): p for p in points}
+        ids = {p.run_id for p in points}
+        out: dict[str, dict[str, Any]] = {}
+        for rid, row in self.rows.items():
+            if rid in ids or row.get("status") != "ok":
+                continue
+            key = json.dumps([row.get("cell"), row.get("strategy"), row.get("scenario"),
+                              row.get("seed"), row.get("repetition"),
+                              {k: row.get(k) for k in self.params}], sort_keys=True, default=str)
+            point = current.get(key)
+            if point is None:
+                continue
+            entry = out.setdefault(point.strategy, {"runs": 0, "old": set(), "new": point.code})
+            entry["runs"] += 1
+            entry["old"].add(row.get("code") or "none")
+        return out
 
     def add(self, row: dict[str, Any], order: Sequence[str]) -> None:
         """Journal one finished run and refresh ``runs.csv`` (rows of ``order``'s run ids)."""
@@ -215,8 +235,15 @@ class ResultStore:
 
 def summarise(rows: list[dict[str, Any]], params: Sequence[str],
               kpis: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per group (cell, strategy, faults, grid values): n, and mean ± CI of each KPI."""
+    """One row per group (cell, strategy, faults, grid values): n, and for each KPI its mean,
+    the t half-width ``_ci95``, and the interval ``_lo``/``_hi`` — a seeded bootstrap for a
+    KPI with no negative value in the sweep (:mod:`.stats`), mean ± ``_ci95`` otherwise."""
+    from ops.experiment.stats import interval
+
     keys = ["cell", "strategy", "scenario", *params]
+    non_negative = {kpi for kpi in kpis
+                    if all(float(r[kpi]) >= 0 for r in rows if r.get("status") == "ok"
+                           and isinstance(r.get(kpi), (int, float)))}
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         gk = json.dumps([row.get(k) for k in keys], sort_keys=True, default=str)
@@ -230,69 +257,66 @@ def summarise(rows: list[dict[str, Any]], params: Sequence[str],
         for kpi in kpis:
             values = [float(r[kpi]) for r in ok if isinstance(r.get(kpi), (int, float))]
             mean, ci = mean_ci95(values)
+            _, lo, hi, _method = interval(values, kpi in non_negative)
             entry[f"{kpi}_mean"] = None if math.isnan(mean) else round(mean, 6)
             entry[f"{kpi}_ci95"] = None if math.isnan(ci) else round(ci, 6)
+            entry[f"{kpi}_lo"] = None if math.isnan(lo) else round(lo, 6)
+            entry[f"{kpi}_hi"] = None if math.isnan(hi) else round(hi, 6)
         out.append(entry)
     return out
+
+
+# --------------------------------------------------------------------------- units and numbers
+
+_COUNT_WORDS = ("orders", "operations", "scrapped", "faults", "reroutes", "messages",
+                "restarts", "expiries", "escalations", "events", "repairs", "units", "waits",
+                "groups", "splits")
+
+
+def kpi_unit(kpi: str) -> str:
+    """The unit of a report key, from the report's naming rules (durations end in ``_s``)."""
+    last = kpi.rsplit(".", 1)[-1]
+    if kpi in ("makespan", "mean_flow_time", "tardiness_total") or last.endswith("_s") \
+            or "latency" in kpi:
+        return "s"
+    if last.endswith("_kwh"):
+        return "kWh"
+    if kpi.startswith("utilisation.") or last.endswith(("_ratio", "_share")):
+        return "share"
+    if last.startswith("tardy") or any(w in kpi for w in _COUNT_WORDS):
+        return "count"
+    return ""
+
+
+def kpi_heading(kpi: str) -> str:
+    """``makespan (s)``; a key without a known unit is shown bare."""
+    unit = kpi_unit(kpi)
+    return f"{kpi} ({unit})" if unit else kpi
+
+
+def format_number(x: Any, *, signed: bool = False) -> str:
+    """A KPI for people: thousands separated, decimals where they carry information."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    x = float(x)
+    sign = "+" if signed and x > 0 else ""
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{sign}{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{sign}{x:.1f}".rstrip("0").rstrip(".")
+    if abs(x) >= 1:
+        return f"{sign}{x:.2f}".rstrip("0").rstrip(".")
+    return f"{sign}{x:.3g}"
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
 def plot_kpis(rows: list[dict[str, Any]], dims: dict[str, list[Any]], kpis: Sequence[str],
               directory: Path, line_keys: Sequence[str] = ("strategy",)) -> list[Path]:
-    """``<kpi>_vs_<dim>.png`` for each KPI and each swept dimension: one line per strategy.
+    """Each KPI against each swept dimension, PNG and SVG (see :mod:`ops.experiment.plots`)."""
+    from ops.experiment.plots import plot_kpis as plot
 
-    Each point is the mean over every ok run with that dimension value (all
-    other dimensions and seeds pooled), with its 95 % CI as an error bar.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    ok = [r for r in rows if r.get("status") == "ok"]
-    written: list[Path] = []
-    for kpi in kpis:
-        if not any(isinstance(r.get(kpi), (int, float)) for r in ok):
-            continue
-        for dim, values in dims.items():
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            xs_of = {json.dumps(v, default=str): (v if numeric else i)
-                     for i, v in enumerate(values)}
-            lines: dict[str, list[tuple[float, float, float]]] = {}
-            keys = [k for k in line_keys if k != dim] or ["strategy"]  # the x axis is no line
-            labels = sorted({" / ".join(str(r.get(k)) for k in keys) for r in ok})
-            for label in labels:
-                for v in values:
-                    ys = [float(r[kpi]) for r in ok
-                          if " / ".join(str(r.get(k)) for k in keys) == label
-                          and json.dumps(r.get(dim), default=str) == json.dumps(v, default=str)
-                          and isinstance(r.get(kpi), (int, float))]
-                    if ys:
-                        mean, ci = mean_ci95(ys)
-                        lines.setdefault(label, []).append(
-                            (xs_of[json.dumps(v, default=str)], mean, 0.0 if math.isnan(ci)
-                             else ci))
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for label, pts in lines.items():
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                            marker="o", capsize=3, label=label)
-            if not numeric:
-                ax.set_xticks(range(len(values)), [str(v) for v in values])
-            ax.set_xlabel(dim)
-            ax.set_ylabel(f"{kpi} (mean, 95 % CI)")
-            ax.set_title(f"{kpi} vs {dim}")
-            ax.grid(alpha=0.3)
-            if lines:
-                ax.legend(title=" / ".join(keys))
-            fig.tight_layout()
-            path = directory / f"{_slug(kpi)}_vs_{_slug(dim)}.png"
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-    return written
+    return plot(rows, dims, kpis, directory, line_keys)

@@ -52,6 +52,7 @@ def execute_point(point: RunPoint) -> dict[str, Any]:
 
         cfg = cell_from_dict(point.cell_data, source=f"point {point.run_id}",
                              base_dir=point.base_dir)
+        _same_code(point)
         faults = None
         if point.fault_data is not None:
             faults = FaultScenario.model_validate(point.fault_data)
@@ -70,6 +71,23 @@ def execute_point(point: RunPoint) -> dict[str, Any]:
         row.update(status="failed", error=_error_text(exc), event_log_sha256="")
     row["wall_s"] = round(time.perf_counter() - t0, 3)
     return row
+
+
+def _same_code(point: RunPoint) -> None:
+    """Refuse to run a point whose strategies differ here from where its id was made.
+
+    The id holds the driver's strategy fingerprints; a Ray node with another
+    version of a plug-in installed would record its results under that id."""
+    from ops.experiment.provenance import side_choice, strategy_fingerprint
+
+    for side, expected in point.fingerprints.items():
+        here = strategy_fingerprint(side_choice(point.cell_data, side), side)
+        if here != expected:
+            differs = ", ".join(f"{k} {expected.get(k)!r} there, {here.get(k)!r} here"
+                                for k in here if here.get(k) != expected.get(k))
+            raise ConfigurationError(
+                f"the {side} strategy on this worker is not the one the sweep was expanded "
+                f"with ({differs}); install the same version on every node")
 
 
 def _error_text(exc: BaseException) -> str:

@@ -11,7 +11,8 @@ otherwise discover hours later, and reports every problem at once as
 * each base cell loads (its own problems are reported with its own lines);
 * each grid path names a field of the cell model — ``negotiation.lease_s``,
   ``machines[mill1].mttr_s`` (a list item by id) or ``orders[0].due_at`` (by
-  index) — and exists in every base cell;
+  index) — and exists in every base cell, or is a derived key of
+  :data:`DERIVED` (``due_date_factor``: every order's allowance scaled);
 * each grid value, applied *alone* to each base cell, gives a valid cell;
 * each strategy loads (built-in name, entry point or ``pkg.mod:Class``) and
   its ``params`` fit its constructor; labels are unique;
@@ -25,8 +26,9 @@ with — fails when it runs, and is recorded as a failed row.
 A point carries the overridden cell as plain data, so it can travel to a Ray
 worker and be written out as a cell file that ``autocell run`` reproduces
 byte for byte; its ``run_id`` hashes everything that decides the run (the
-cell's content after overrides, fault scenario content, seed), so an edited
-base cell gives new ids and ``--resume`` reruns exactly what changed.
+cell's content after overrides, fault scenario content, seed, and the source
+and package version of both strategies, :mod:`.provenance`), so an edited
+base cell or plug-in gives new ids and ``--resume`` reruns exactly what changed.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from ops.config.loader import (
 from security.untrusted import shown as echoed
 from security.untrusted import shown_list
 
-__all__ = ["DEFAULT_KPIS", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
+__all__ = ["DEFAULT_KPIS", "DERIVED", "PathError", "RunPoint", "StrategySpec", "Sweep", "apply_override",
            "expand", "load_sweep", "parse_path", "run_count", "strategy_label"]
 
 #: Runs a sweep may expand to unless its file raises ``max_runs``: a grid of millions of
@@ -147,6 +149,10 @@ class Sweep(_Model):
                     "`machines[mill1].mttr_s: [300, 600]`.")
     strategies: list[StrategySpec] = Field(
         default_factory=list, description="Strategy pairs to compare; empty: the cells' own.")
+    baseline: str | None = Field(
+        default=None,
+        description="Strategy label the others are compared with, seed by seed (paired.csv); "
+                    "default: the first entry of `strategies` when there are two or more.")
     faults: list[str | None] = Field(
         default_factory=_no_faults,
         description="Fault scenario files relative to this file; `null` = no faults.")
@@ -172,6 +178,13 @@ class Sweep(_Model):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def baseline_label(self) -> str | None:
+        """The strategy the summary pairs the others with (None: fewer than two)."""
+        if len(self.strategies) < 2:
+            return None
+        return self.baseline or self.strategies[0].label
 
 
 # --------------------------------------------------------------------------- override paths
@@ -225,7 +238,7 @@ def _resolve(data: dict[str, Any], path: str) -> tuple[Any, str | int]:
             fields = annotation.model_fields
             if not isinstance(part, str) or part not in fields:
                 raise PathError(f"{shown} has no field {part!r}"
-                                f"{_did_you_mean(str(part), list(fields))}; "
+                                f"{_did_you_mean(str(part), [*fields, *(DERIVED if i == 0 else ())])}; "
                                 f"fields: {', '.join(fields)}")
             annotation = fields[part].annotation
             if last:
@@ -282,8 +295,33 @@ def _shown(parts: list[str | int]) -> str:
     return format_path(tuple(parts))
 
 
+def scale_due_dates(data: dict[str, Any], factor: Any) -> None:
+    """``due_date_factor``: each order's allowance (due_at − release_at) times ``factor``.
+
+    Below 1 the due dates tighten, above 1 they loosen; 1 leaves the cell as it
+    is.  The point's cell file carries the scaled due dates, so ``autocell run``
+    reproduces it without knowing the factor.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+        raise PathError(f"due_date_factor must be a number > 0 (got {echoed(factor)}); "
+                        "1 keeps the cell's due dates, 0.5 halves each order's allowance")
+    for order in data.get("orders") or []:
+        if isinstance(order, dict) and isinstance(order.get("due_at"), (int, float)):
+            release = float(order.get("release_at") or 0.0)
+            order["due_at"] = round(release + factor * (float(order["due_at"]) - release), 6)
+
+
+#: Grid keys that are not a field of the cell but transform it (applied after the fields).
+DERIVED: dict[str, Any] = {"due_date_factor": scale_due_dates}
+
+
 def apply_override(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``path`` to ``value`` in raw cell data (in place); :class:`PathError` if it is no field."""
+    """Set ``path`` to ``value`` in raw cell data (in place); :class:`PathError` if it is no field.
+
+    A :data:`DERIVED` key (``due_date_factor``) transforms the data instead."""
+    if path in DERIVED:
+        DERIVED[path](data, value)
+        return
     container, key = _resolve(data, path)
     container[key] = copy.deepcopy(value)
 
@@ -307,12 +345,20 @@ class RunPoint:
     fault_data: dict[str, Any] | None = field(default=None, repr=False)
     fault_file: str | None = None
     until_s: float | None = None
+    code: str = ""                  # hash of both strategies' fingerprints (in the run id)
+    fingerprints: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def labels(self) -> dict[str, Any]:
         """The row's identifying columns."""
         return {"run_id": self.run_id, "cell": self.cell, "strategy": self.strategy,
                 "scenario": self.scenario, "seed": self.seed, "repetition": self.repetition,
-                **self.params}
+                "code": self.code, **self.params}
+
+    def identity(self) -> str:
+        """What the point is, regardless of what it ran with: a recorded row of the same
+        identity and another run id is stale (changed code or inputs)."""
+        return json.dumps([self.cell, self.strategy, self.scenario, self.seed, self.repetition,
+                           self.params], sort_keys=True, default=str)
 
 
 def derived_seed(seed: int, repetition: int) -> int:
@@ -340,11 +386,44 @@ def run_count(data: Any) -> int:
     return n
 
 
+def _fingerprints(cell_data: dict[str, Any],
+                  cache: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Both sides' strategy fingerprints (:mod:`.provenance`), computed once per choice."""
+    from ops.experiment.provenance import side_choice, strategy_fingerprint
+
+    out = {}
+    for side in ("order", "resource"):
+        choice = side_choice(cell_data, side)
+        key = json.dumps([side, choice], sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = strategy_fingerprint(choice, side)
+        out[side] = cache[key]
+    return out
+
+
+def _json_keys(value: Any) -> Any:
+    """Map keys as JSON writes them (YAML's ``off:`` is the key False), so that sorting
+    them works: ``{False: 1, "idle": 2}`` hashes as ``{"false": 1, "idle": 2}``."""
+    if isinstance(value, dict):
+        return {json.dumps(k) if not isinstance(k, str) else k: _json_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_keys(v) for v in value]
+    return value
+
+
 def expand(sweep: Sweep) -> list[RunPoint]:
-    """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps."""
+    """Every point of the sweep, in a fixed order: cells, grid, strategies, faults, seeds, reps.
+
+    The run id hashes the point's data *and* its strategies' code (source hash
+    and package version, :mod:`.provenance`), so an edited plug-in gives new ids.
+    """
+    from ops.experiment.provenance import code_hash
+
     strategies = sweep.strategies or [StrategySpec(name="cell")]
     paths = list(sweep.grid)
     out: list[RunPoint] = []
+    cache: dict[str, dict[str, Any]] = {}
     for cell_path in sweep.cells:
         cfg, raw = sweep._cells[cell_path]
         raw = copy.deepcopy(raw)
@@ -354,7 +433,7 @@ def expand(sweep: Sweep) -> list[RunPoint]:
         for values in itertools.product(*(sweep.grid[p] for p in paths)):
             params = dict(zip(paths, values))
             data = copy.deepcopy(raw)
-            for p, v in params.items():
+            for p, v in sorted(params.items(), key=lambda pv: pv[0] in DERIVED):
                 apply_override(data, p, v)
             for spec in strategies:
                 cell_data = copy.deepcopy(data)
@@ -363,6 +442,8 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                     chosen = spec.side(side)
                     if chosen is not None:
                         apply_override(cell_data, f"negotiation.strategy.{side}", chosen)
+                fingerprints = _fingerprints(cell_data, cache)
+                code = code_hash(fingerprints)
                 for fault_file in sweep.faults:
                     fault = sweep._faults.get(fault_file) if fault_file else None
                     for seed in sweep.seeds:
@@ -370,8 +451,9 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                             run_seed = derived_seed(seed, rep)
                             key = {"cell": cell_data, "faults": fault, "seed": run_seed,
                                    "until_s": sweep.until_s, "params": params,
-                                   "strategy": label, "repetition": rep}
-                            run_id = hashlib.sha256(json.dumps(key, sort_keys=True, default=str)
+                                   "strategy": label, "repetition": rep, "code": code}
+                            run_id = hashlib.sha256(json.dumps(_json_keys(key), sort_keys=True,
+                                                               default=str)
                                                     .encode()).hexdigest()[:12]
                             out.append(RunPoint(
                                 run_id=run_id, cell=cfg.cell, params=params,
@@ -380,6 +462,7 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                                 seed=run_seed, repetition=rep, cell_data=cell_data,
                                 base_dir=str(Path(cfg._base_dir or ".").resolve()),
                                 fault_data=fault, until_s=sweep.until_s,
+                                code=code, fingerprints=fingerprints,
                                 fault_file=str((sweep._base_dir / fault_file).resolve())
                                 if fault_file else None))
     return out
@@ -436,7 +519,9 @@ def _check(data: Any, base_dir: Path, nested: list[ConfigIssue],
     if isinstance(grid, dict):
         for path, values in grid.items():
             problems.extend(_check_grid_path(str(path), values, cells))
+    problems.extend(_check_kpis(data, cells))
     problems.extend(_check_strategies(data.get("strategies")))
+    problems.extend(_check_baseline(data))
     for i, fault_file in enumerate(_items(data, "faults")):
         if not isinstance(fault_file, str):
             continue
@@ -469,13 +554,18 @@ def _check_grid_path(path: str, values: Any,
     problems: _Problems = []
     for cfg, raw in cells.values():
         try:
-            _resolve(copy.deepcopy(raw), path)
+            if path not in DERIVED:
+                _resolve(copy.deepcopy(raw), path)
         except PathError as exc:
             problems.append((loc, f"in cell {cfg.cell!r}: {exc}"))
             continue
         for j, value in enumerate(values if isinstance(values, list) else []):
             data = copy.deepcopy(raw)
-            apply_override(data, path, value)
+            try:
+                apply_override(data, path, value)
+            except PathError as exc:
+                problems.append((loc + (j,), str(exc)))
+                continue
             try:
                 cell_from_dict(data, source=cfg.source, base_dir=cfg._base_dir)
             except ConfigError as exc:
@@ -508,6 +598,35 @@ def _check_strategies(specs: Any) -> _Problems:
                 for loc, message in strategy_problems(spec[side], side):
                     problems.append((("strategies", i, side, *loc), message))
     return problems
+
+
+def _check_kpis(data: dict[str, Any],
+                cells: dict[str, tuple[CellConfig, dict[str, Any]]]) -> _Problems:
+    from ops.experiment.kpi_names import known_kpis, kpi_problem
+
+    kpis = [(i, k) for i, k in enumerate(_items(data, "kpis")) if isinstance(k, str)]
+    if not kpis or not cells:
+        return []
+    known: set[str] = set()
+    for cfg, _raw in cells.values():
+        known |= known_kpis(cfg)
+    return [(("kpis", i), message) for i, kpi in kpis
+            if (message := kpi_problem(kpi, known)) is not None]
+
+
+def _check_baseline(data: dict[str, Any]) -> _Problems:
+    baseline = data.get("baseline")
+    if not isinstance(baseline, str):
+        return []
+    specs = [s for s in _items(data, "strategies") if isinstance(s, dict)]
+    labels = [strategy_label(s.get("name"), s.get("order"), s.get("resource")) for s in specs]
+    if len(labels) < 2:
+        return [(("baseline",), "a baseline needs at least two `strategies` entries to compare")]
+    if baseline not in labels:
+        return [(("baseline",), (f"no strategy labelled {echoed(baseline)}"
+                                 f"{_did_you_mean(baseline, labels)}; labels: "
+                                 f"{shown_list(labels)}"))]
+    return []
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -1,0 +1,72 @@
+"""Energy-aware strategies: a resource that prices energy, an order that weighs it.
+
+Named in a cell file by dotted path (agents/negotiation/strategies.py resolves
+``package.module:Class``)::
+
+    negotiation:
+      strategy:
+        resource: {name: "agents.energy.strategies:EnergyAwareResource",
+                   params: {standby: true, shift_max_s: 0}}
+        order: {name: "agents.energy.strategies:EnergyCost",
+                params: {s_per_money: 600, lateness_weight: 10}}
+
+Neither changes the default strategies; a cell without an ``energy:`` section
+has no tariff, and there the resource bids like the default one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from agents.negotiation.strategies import DefaultResource, OrderStrategy, Slot
+from agents.protocol.messages import CallForProposals, Proposal
+
+__all__ = ["EnergyAwareResource", "EnergyCost"]
+
+
+class EnergyAwareResource(DefaultResource):
+    """The default resource, plus: the proposal's ``energy_cost`` (the tariff's price of
+    the operation's energy above idle), standby through gaps that pay for the wake-up,
+    and optionally a later, cheaper slot (agents/energy/aware.py).
+
+    ``standby``: sleep through gaps longer than the break-even.  ``shift_max_s``: how much
+    later than the earliest a cheaper slot may start (0: never shift).  ``min_saving``:
+    the share of the energy cost a later slot must save."""
+
+    name = "energy_aware"
+    energy_aware = True
+
+    def __init__(self, *, standby: bool = True,
+                 shift_max_s: Annotated[float, Field(ge=0)] = 0.0,
+                 min_saving: Annotated[float, Field(ge=0, le=1)] = 0.1) -> None:
+        self.standby = standby
+        self.shift_max_s = shift_max_s
+        self.min_saving = min_saving
+
+    def price(self, cfp: CallForProposals, slot: Slot) -> dict[str, float] | None:
+        cost: dict[str, Any] | None = super().price(cfp, slot)
+        if cost is not None:
+            cost["energy_cost"] = slot.energy_cost
+        return cost
+
+
+class EnergyCost(OrderStrategy):
+    """Earliest finish, traded against energy cost and lateness.
+
+    score = finish + ``lateness_weight`` · (seconds past the due date)
+    + ``s_per_money`` · energy cost: one unit of money is worth ``s_per_money`` seconds
+    of later finish (0: earliest finish).  Proposals without ``energy_cost`` cost 0."""
+
+    name = "energy_cost"
+
+    def __init__(self, *, s_per_money: Annotated[float, Field(ge=0)] = 600.0,
+                 lateness_weight: Annotated[float, Field(ge=0)] = 10.0) -> None:
+        self.s_per_money = s_per_money
+        self.lateness_weight = lateness_weight
+
+    def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
+        late = max(0.0, proposal.finish_at - cfp.due_at)
+        energy = float(proposal.cost.get("energy_cost", 0.0))
+        return proposal.finish_at + self.lateness_weight * late + self.s_per_money * energy

@@ -1,0 +1,460 @@
+"""The flight recorder: a signed, hash-chained decision log written through the runner.
+
+Theory of operation
+-------------------
+Agents are deterministic sans-io objects (``agents/base.py``): what an agent
+decides is a function of its inputs.  So the runner (ADR 38), which hands
+every input to every agent under every driver, is the one place that can
+record *every* decision: for each input it hands over, the recorder writes
+one entry — the agent, the cell time, the input exactly as the agent got it
+(a message names its envelope by sender, epoch and seq) and the actions the
+agent answered with (messages sent, timers, plant commands, log events).
+An award also carries *why*: the order strategy's score of every proposal
+the order held at its reply deadline.  Crashes, restarts and pauses of
+agents are entries too, so the log says which inputs an agent never saw.
+
+That is enough to explain a decision (``ops/explain.py``) and to replay a
+run (``ops/replay.py``): a fresh agent fed the recorded inputs must answer
+with the recorded actions.
+
+The file is JSON lines (docs/PROTOCOL.md, "Decision log", is the format):
+line 0 is a header with the run (cell, seed, strategies) and the public key
+of the recording host; every line carries ``n`` (its number) and ``prev``
+(the SHA-256 of the previous line's bytes), so an edited, removed or
+reordered line breaks the chain at that line; every ``segment_entries``
+lines and at :meth:`DecisionLog.close` a *seal* line signs the chain up to
+itself with Ed25519.  :func:`verify_log` checks all of it and names the
+first bad line.
+
+Off, the runner pays one attribute test per input.  On, it never changes
+what the agents see or do: the recorder only reads the inputs and actions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import msgspec
+
+from agents.base import Agent, PlantEventIn
+from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
+from agents.protocol.messages import (
+    Award,
+    CallForProposals,
+    Message,
+    Proposal,
+    body_from_wire,
+)
+from agents.runtime.journal import Inbound, Input, PlantIn, Recover, Start, Timer
+from security.crypto import SigningKey, Verifier, fingerprint
+
+FORMAT = "autocell-decision-log/1"
+GENESIS = "0" * 64
+SEGMENT_ENTRIES = 1000
+
+
+class Recorder(Protocol):
+    """What the runner calls (``Runner.recorder``; None = recording off)."""
+
+    def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
+                    now: float, agent: Agent | None) -> None: ...
+
+    def on_runtime(self, event: str, agent_id: str, now: float | None,
+                   journal: Sequence[bytes] | None = None) -> None: ...
+
+
+def describe_run(cfg: Any, seed: int, *, driver: str, order_strategy: str | None = None,
+                 resource_strategy: str | None = None, escalation: bool = False,
+                 **extra: Any) -> dict[str, Any]:
+    """The header's ``run``: what a replay needs to build the agents again — the cell as
+    data (``cfg``, a :class:`agents.cell.model.CellConfig`), the seed, the strategies,
+    whether the agents escalate (a console agent ran) — and ``extra`` facts (host, boot)."""
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    data.pop("security", None)      # keys directories are the recording host's business
+    return {"driver": driver, "cell": data, "cell_name": cfg.cell, "source": str(cfg.source),
+            "seed": seed, "order_strategy": order_strategy,
+            "resource_strategy": resource_strategy, "escalation": escalation, **extra}
+
+
+# -- the JSON form of inputs and actions ----------------------------------------------------
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_sha256 = hashlib.sha256
+
+
+def canonical(obj: Any) -> bytes:
+    """The bytes of one log line (without its newline): JSON, keys sorted, no spaces, UTF-8
+    (msgspec: ten times ``json.dumps``, which matters at one line per input)."""
+    return _ENCODER.encode(obj)
+
+
+def seal_bytes(segment: int, first: int, last: int, final: bool, prev: str) -> bytes:
+    """What a seal's signature covers: plain text another tool can rebuild
+    (docs/PROTOCOL.md, "Decision log")."""
+    return f"{FORMAT} seal {segment} {first} {last} {int(final)} {prev}".encode()
+
+
+def input_json(inp: Input | None) -> dict[str, Any]:
+    """An input as data; a message names its envelope (``from``, ``epoch``, ``seq``)."""
+    if isinstance(inp, Inbound):
+        m = inp.msg
+        return {"kind": "message", "type": m.type, "from": m.sender, "to": m.to,
+                "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq, "ts": m.ts,
+                "body": m.body}
+    if isinstance(inp, Timer):
+        return {"kind": "timer", "key": inp.key}
+    if isinstance(inp, PlantIn):
+        e = inp.ev
+        return {"kind": "plant", "event": e.event, "resource": e.resource, "task": e.task,
+                "data": e.data}
+    if isinstance(inp, Start):
+        return {"kind": "start"}
+    if isinstance(inp, Recover):
+        return {"kind": "recover"}
+    return {"kind": "direct"}    # the driver carried out actions of its own (a supervisor's)
+
+
+def input_from_json(d: Mapping[str, Any], now: float) -> Input | None:
+    """Inverse of :func:`input_json` (None for ``direct``: no input to replay)."""
+    kind = d["kind"]
+    if kind == "message":
+        body = body_from_wire(d["type"], d["body"])
+        return Inbound(Message(d["from"], d["to"], d["conv"], bytes.fromhex(d["id"]),
+                               d["epoch"], d["seq"], d["ts"], body), now)
+    if kind == "timer":
+        return Timer(d["key"], now)
+    if kind == "plant":
+        return PlantIn(PlantEventIn(d["event"], d["resource"], d["task"], d["data"]), now)
+    if kind == "start":
+        return Start(now)
+    if kind == "recover":
+        return Recover(now)
+    return None
+
+
+def actions_json(actions: Sequence[Action],
+                 notable: list[Send] | None = None) -> list[list[Any]]:
+    """Actions as data; consecutive sends of one body are one ``send`` to several.
+    ``notable``: where to put the sends of calls and awards (the recorder's *why*)."""
+    out: list[list[Any]] = []
+    last: Send | None = None
+    for a in actions:
+        cls = type(a)
+        if cls is Send:
+            assert isinstance(a, Send)
+            if last is not None and a.body is last.body and a.conv == last.conv:
+                out[-1][1].append(a.to)
+            else:
+                out.append(["send", [a.to], a.body.TYPE, a.conv, a.body])
+                if notable is not None and type(a.body) in _NOTABLE:
+                    notable.append(a)
+            last = a
+            continue
+        last = None
+        if isinstance(a, SetTimer):
+            out.append(["timer", a.key, a.at])
+        elif isinstance(a, CancelTimer):
+            out.append(["cancel", a.key])
+        elif isinstance(a, Command):
+            out.append(["command", a.command, a.resource, a.task, a.args])
+        elif isinstance(a, Log):
+            out.append(["log", a.event, a.fields])
+    return out
+
+
+_NOTABLE = (CallForProposals, Award)
+
+
+# -- writing --------------------------------------------------------------------------------
+
+@dataclass
+class _Call:
+    """A call for proposals an order agent sent, and the proposals it got in time."""
+
+    cfp: CallForProposals
+    proposals: dict[str, tuple[Proposal, float]] = field(default_factory=dict)  # sender -> (p, t)
+
+
+class DecisionLog:
+    """Writes one decision log: a header, an entry per input, a seal per segment.
+
+    ``sink`` is a binary file opened for writing (the caller owns it).
+    Lines are buffered per segment and written when it is sealed (a process killed
+    loses its unsealed segment, which could not have been verified either);
+    ``key`` signs the seals; ``run`` is what a replay needs (cell, seed,
+    strategies) and goes into the header.  ``wall_clock`` stamps entries
+    with wall-clock time where the run has one (a host under ``up``).
+    """
+
+    def __init__(self, sink: IO[bytes], key: SigningKey, *, host: str, run: Mapping[str, Any],
+                 wall_clock: Callable[[], float] | None = None,
+                 segment_entries: int = SEGMENT_ENTRIES) -> None:
+        self.sink = sink
+        self.key = key
+        self.host = host
+        self.wall_clock = wall_clock
+        self.segment_entries = segment_entries
+        self.n = 0
+        self.prev = GENESIS
+        self.entries = 0
+        self.segments = 0
+        self._segment_first = 1
+        self._now: float | None = None
+        self._calls: dict[tuple[str, str], _Call] = {}
+        self._buf: list[bytes] = []
+        self.closed = False
+        self._write({"k": "header", "format": FORMAT, "host": host,
+                     "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
+                     "run": dict(run)})
+        self.flush()        # a process killed before its first seal still leaves its header
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        obj["n"] = self.n
+        obj["prev"] = self.prev
+        line = canonical(obj)
+        self._buf.append(line)
+        self.prev = hashlib.sha256(line).hexdigest()
+        self.n += 1
+
+    def _entry(self, obj: dict[str, Any]) -> None:
+        self._write(obj)
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self.seal()
+
+    # -- the runner's hooks -------------------------------------------------------------------
+    def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
+                    now: float, agent: Agent | None) -> None:
+        """One entry: the input, the actions; the hot path (one per input), kept flat."""
+        self._now = now
+        notable: list[Send] = []
+        out = actions_json(actions, notable) if actions else []
+        if type(cause) is Inbound:
+            m = cause.msg
+            body = m.body
+            entry: dict[str, Any] = {
+                "k": "in", "t": now, "agent": agent_id, "out": out,
+                "in": {"kind": "message", "type": body.TYPE, "from": m.sender, "to": m.to,
+                       "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq,
+                       "ts": m.ts, "body": body},
+                "env": [m.sender, m.epoch, m.seq]}
+            if type(body) is Proposal and self._calls:
+                call = self._calls.get((agent_id, m.conv))
+                if call is not None and now <= call.cfp.reply_by_at:
+                    call.proposals[m.sender] = (body, now)
+        else:
+            entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause), "out": out}
+        if self.wall_clock is not None:
+            entry["wall_at"] = self.wall_clock()
+        if notable:
+            why = self._why(agent_id, notable, agent)
+            if why:
+                entry["why"] = why
+        entry["n"] = n = self.n
+        entry["prev"] = self.prev
+        line = _ENCODER.encode(entry)
+        self._buf.append(line)
+        self.prev = _sha256(line).hexdigest()
+        self.n = n + 1
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self.seal()
+
+    def on_runtime(self, event: str, agent_id: str, now: float | None,
+                   journal: Sequence[bytes] | None = None) -> None:
+        """An agent crashed, restarted, paused or resumed (no input: the runner's doing).
+        A restart carries the journal records the agent was rebuilt from (base64), so a
+        log begun by a restarted process replays on its own."""
+        entry: dict[str, Any] = {"k": "rt", "t": self._now if now is None else now,
+                                 "event": event, "agent": agent_id}
+        if journal is not None:
+            entry["journal"] = [base64.b64encode(r).decode() for r in journal]
+        if self.wall_clock is not None:
+            entry["wall_at"] = self.wall_clock()
+        self._entry(entry)
+
+    def _why(self, agent_id: str, sends: list[Send],
+             agent: Agent | None) -> list[dict[str, Any]]:
+        """Calls sent are remembered; an award gets the strategy's score of every bid."""
+        out = []
+        for a in sends:
+            if isinstance(a.body, CallForProposals):
+                key = (agent_id, a.conv)
+                if key not in self._calls or self._calls[key].cfp is not a.body:
+                    self._calls[key] = _Call(a.body)
+            elif isinstance(a.body, Award):
+                call = self._calls.get((agent_id, a.conv))
+                strategy = getattr(agent, "strategy", None)
+                if call is None or strategy is None:
+                    continue
+                out.append({"award": a.body.task, "winner": a.to, "epoch": a.body.award_epoch,
+                            "strategy": getattr(strategy, "name", type(strategy).__name__),
+                            "candidates": [
+                                {"resource": s, "score": strategy.score(call.cfp, p),
+                                 "start_at": p.start_at, "finish_at": p.finish_at,
+                                 "cost": p.cost, "received_t": at}
+                                for s, (p, at) in sorted(call.proposals.items())]})
+        return out
+
+    # -- segments -----------------------------------------------------------------------------
+    def seal(self, *, final: bool = False) -> None:
+        """Sign the chain up to here: the seal names its segment's first and last line."""
+        if self.n == self._segment_first and not final:
+            return
+        self.segments += 1
+        first, last = self._segment_first, self.n - 1
+        sig = self.key.sign(seal_bytes(self.segments, first, last, final, self.prev))
+        self._write({"k": "seal", "segment": self.segments, "first": first, "last": last,
+                     "final": final, "key_id": fingerprint(self.key.public_key),
+                     "sig": sig.hex()})
+        self._segment_first = self.n
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines (each followed by a newline) to the sink."""
+        if self._buf:
+            self._buf.append(b"")
+            self.sink.write(b"\n".join(self._buf))
+            self._buf.clear()
+        self.sink.flush()
+
+    def close(self) -> None:
+        """The final seal (a log without one was cut short: see :func:`verify_log`)."""
+        if not self.closed:
+            self.seal(final=True)
+            self.closed = True
+
+
+# -- reading and verifying ------------------------------------------------------------------
+
+def is_decision_log(path: str | Path) -> bool:
+    """True when the file starts like a decision log (``audit verify`` dispatches on it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"{") and FORMAT.encode() in head.split(b"\n", 1)[0]
+
+
+def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The log's lines as dicts (no checking: :func:`verify_log` does that).  A last line
+    without its newline was cut by a killed process and is left out."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return
+            if line.strip():
+                yield json.loads(line)
+
+
+@dataclass(frozen=True)
+class LogReport:
+    ok: bool
+    entries: int                    # lines verified before the first bad one
+    bad_entry: int | None = None    # the first bad line's number
+    problem: str = ""
+    head: str = GENESIS
+    segments: int = 0
+    host: str = ""
+    key_id: str = ""
+
+
+def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
+    """Check a decision log: the chain line by line, each seal's signature, a final seal.
+
+    ``trusted_key``: the recording host's public key as known from elsewhere (its
+    certificate, a report); without it the header's key is taken as given, which proves
+    integrity since the header, not authorship."""
+    with open(path, "rb") as f:
+        raw = [line.rstrip(b"\n") for line in f if line.strip()]
+    if not raw:
+        return LogReport(False, 0, 0, "the file is empty")
+    prev, verifier, segments, first, host, key_id = GENESIS, None, 0, 1, "", ""
+    for i, line in enumerate(raw):
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return LogReport(False, i, i, f"line {i} is not JSON (edited)", prev, segments,
+                             host, key_id)
+        n = obj.get("n") if isinstance(obj, dict) else None
+        if n != i:
+            return LogReport(False, i, i, f"entry {n!r} where entry {i} belongs (entries "
+                             "removed or reordered)", prev, segments, host, key_id)
+        if obj.get("prev") != prev and i == 0:
+            return LogReport(False, 0, 0, "the header's prev is not 64 zeros (edited)")
+        if obj.get("prev") != prev:
+            bad = i - 1
+            return LogReport(False, bad, bad, f"entry {bad} does not hash to the prev that "
+                             f"entry {i} holds (entry {bad} edited)", prev, segments, host,
+                             key_id)
+        kind = obj.get("k")
+        if i == 0:
+            if kind != "header" or obj.get("format") != FORMAT:
+                return LogReport(False, 0, 0, f"no {FORMAT} header")
+            try:
+                key = bytes.fromhex(obj["key"])
+                verifier = Verifier(key)
+            except (KeyError, ValueError, TypeError):
+                return LogReport(False, 0, 0, "the header's key is not an Ed25519 public key")
+            host, key_id = str(obj.get("host", "")), fingerprint(key)
+            if trusted_key is not None and key != trusted_key:
+                return LogReport(False, 0, 0, f"the header's key {key_id} is not the trusted "
+                                 f"key {fingerprint(trusted_key)}", prev, 0, host, key_id)
+        elif kind == "seal":
+            assert verifier is not None
+            try:
+                sig = bytes.fromhex(str(obj.get("sig", "")))
+            except ValueError:
+                sig = b""
+            signed = seal_bytes(obj.get("segment", 0), first, i - 1, bool(obj.get("final")),
+                                prev)
+            if (obj.get("first") != first or obj.get("last") != i - 1
+                    or not verifier.verify(signed, sig)):
+                return LogReport(False, i, i, f"seal {i} (segment {obj.get('segment')}, "
+                                 f"entries {first}..{i - 1}): the signature does not verify "
+                                 "(forged or the seal edited)", prev, segments, host, key_id)
+            segments += 1
+            first = i + 1
+        prev = hashlib.sha256(line).hexdigest()
+    last = json.loads(raw[-1])      # parsed above: an object numbered len(raw) - 1
+    if last.get("k") != "seal" or not last.get("final"):
+        return LogReport(False, first, first,
+                         f"entries {first}..{len(raw) - 1} follow the last seal unsigned "
+                         "(the recording process stopped before closing the log, or the "
+                         "final seal was removed)" if first < len(raw) else
+                         "the log has no final seal (the recording process stopped before "
+                         "closing it, or lines were cut from the end)",
+                         prev, segments, host, key_id)
+    return LogReport(True, len(raw), None, "", prev, segments, host, key_id)
+
+
+def host_decision_log(host: Any, keys: Any) -> DecisionLog:
+    """The decision log of a host process (agents/runtime/host.py) in its state directory:
+    ``decisions-NAME-BOOT.jsonl``, sealed with the host's key (``host-NAME`` in the keys
+    directory ``keys``, when it has one; else a key made for this boot, named in the header),
+    stamped with wall-clock time, and switched on in its runner."""
+    import time
+
+    from agents.escalation.policy import OFF
+    from security.errors import ConfigurationError
+
+    try:
+        key: SigningKey = keys.identity(host.identity)[0]
+    except (ConfigurationError, OSError, ValueError):
+        key = SigningKey.generate()
+    path = Path(host.state_dir) / f"decisions-{host.name}-{host.boot}.jsonl"
+    log = DecisionLog(path.open("wb"), key, host=host.name,
+                      run=describe_run(host.cfg, host.seed, driver="host",
+                                       escalation=host.escalation is not OFF,
+                                       host=host.name, boot=host.boot,
+                                       agents=sorted(host.runner.agents)),
+                      wall_clock=time.time)
+    host.runner.recorder = log
+    return log

@@ -1,0 +1,305 @@
+"""``autocell bench energy [--json]``: energy cost, peak and schedule, blind vs aware agents.
+
+Instances
+---------
+The energy demo cell (``cell_configs/demo_cell_energy.yaml``, as shipped), and
+Brandimarte mk01–mk10 (``DIR/bks.csv``, as ``autocell bench fjsp`` loads them)
+extended with energy by :func:`energy_extension`, a seeded rule — no
+hand-tuned numbers:
+
+* one time unit of the instance is ``UNIT_S`` = 300 s (five minutes), so a run
+  spans several tariff periods; every timing of the negotiation is scaled with
+  it, so the agents negotiate exactly as in ``bench fjsp``, only slower;
+* per machine, from ``random.Random(f"autocell-energy/{instance}/{seed}")``, in
+  machine order: idle U(0.5, 2.0) kW; busy = idle + U(3, 10) kW; standby =
+  idle · U(0.10, 0.30); waking from standby takes U(30, 120) s and draws
+  U(1, 2) times idle power meanwhile (all rounded to 0.01);
+* a three-period weekday/weekend time-of-use tariff in the style utilities
+  publish: off-peak 22:00–07:00 at 0.10, shoulder 07:00–17:00 and 21:00–22:00
+  at 0.20, peak 17:00–21:00 at 0.35 per kWh; the run starts Monday 14:00;
+* a peak cap of Σ idle + max(largest operation above idle, 0.6 · Σ (busy − idle)).
+
+Methods
+-------
+``energy_blind`` (the default strategies, the cap only reported),
+``energy_aware`` (:class:`agents.energy.strategies.EnergyAwareResource` and
+:class:`~agents.energy.strategies.EnergyCost`, the cap only reported),
+``energy_aware_capped`` (the same under power leases), and ``rule``: the best of
+SPT/MWKR/FIFO by makespan (sim_bridge/baselines.py), with every machine in
+standby through each idle gap at least its break-even long (knowing the whole
+schedule, which no agent does); not defined for the demo cell (robots).
+
+Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
+``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
+windows over the cap (as a utility bills), ``makespan`` and ``tardiness``
+(seconds).  ``mean`` averages over instances (``cap_violations``: the
+total; ``rule``: over the instances it runs on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from agents.cell.energy import PowerDraw
+from agents.cell.specs import EnergySpec, PowerModel
+from agents.cell.tariff import standby_break_even_s
+from ops.config import cell_from_dict
+from security.errors import ConfigurationError
+from sim_bridge.baselines import simulate_rule
+from sim_bridge.energy import EnergyMeter
+from sim_bridge.instances import instance_path, instance_to_cell_dict, load_bks, load_instance
+
+__all__ = ["METHODS", "UNIT_S", "add_parsers", "energy_extension", "run"]
+
+UNIT_S = 300.0
+METHODS = ("energy_blind", "energy_aware", "energy_aware_capped", "rule")
+FIGURES = ("energy_cost", "kwh", "peak_kw", "makespan", "tardiness", "cap_violations")
+AWARE = {"resource_strategy": "agents.energy.strategies:EnergyAwareResource",
+         "order_strategy": "agents.energy.strategies:EnergyCost"}
+RULES = ("SPT", "MWKR", "FIFO")
+TARIFF = {"currency": "EUR", "periods": [
+    {"days": "mon-sun", "from": "22:00", "to": "07:00", "price": 0.10},
+    {"days": "mon-sun", "from": "07:00", "to": "17:00", "price": 0.20},
+    {"days": "mon-sun", "from": "17:00", "to": "21:00", "price": 0.35},
+    {"days": "mon-sun", "from": "21:00", "to": "22:00", "price": 0.20}]}
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "cell_configs" / "demo_cell_energy.yaml"
+
+
+def _r(x: float) -> float:
+    return round(x, 2)
+
+
+def energy_extension(cell: dict[str, Any], instance: str, seed: int = 0) -> dict[str, Any]:
+    """``cell`` (from :func:`instance_to_cell_dict`) scaled to ``UNIT_S`` and given power,
+    a tariff and a cap by the documented seeded rule (module docstring)."""
+    rng = random.Random(f"autocell-energy/{instance}/{seed}")
+    machines = []
+    for m in cell["machines"]:
+        idle = _r(rng.uniform(0.5, 2.0))
+        busy = _r(idle + rng.uniform(3.0, 10.0))
+        standby = _r(idle * rng.uniform(0.10, 0.30))
+        wake_s = _r(rng.uniform(30.0, 120.0))
+        wake_kwh = round(idle * rng.uniform(1.0, 2.0) * wake_s / 3600.0, 4)
+        machines.append({**m, "capabilities": {c: t * UNIT_S for c, t in m["capabilities"].items()},
+                         "power_kw": {"idle": idle, "busy": busy, "standby": standby,
+                                      "wake": {"standby": {"time_s": wake_s,
+                                                           "energy_kwh": wake_kwh}}}})
+    idle_sum = sum(m["power_kw"]["idle"] for m in machines)
+    above = [m["power_kw"]["busy"] - m["power_kw"]["idle"] for m in machines]
+    wake_above = [m["power_kw"]["wake"]["standby"]["energy_kwh"] * 3600.0
+                  / m["power_kw"]["wake"]["standby"]["time_s"] - m["power_kw"]["idle"]
+                  for m in machines]
+    cap = idle_sum + max(max(above + wake_above), 0.6 * sum(above))
+    n = cell["negotiation"]
+    negotiation = {**n, "reply_deadline_s": n["reply_deadline_s"] * UNIT_S,
+                   "heartbeat_interval_s": n["heartbeat_interval_s"] * UNIT_S,
+                   "lease_s": n["lease_s"] * UNIT_S,
+                   "rehearsal_pass_timeout_s": n["rehearsal_pass_timeout_s"] * UNIT_S}
+    return {**cell, "machines": machines,
+            "orders": [{**o, "due_at": o["due_at"] * UNIT_S} for o in cell["orders"]],
+            "negotiation": negotiation,
+            "sim": {**cell["sim"], "network": {"latency_s": 0.0001 * UNIT_S},
+                    "sensor_interval_s": 3600.0},
+            "energy": {"tariff": TARIFF, "clock_at_start": "mon 14:00",
+                       "peak_cap_kw": round(cap, 2) + 0.01}}
+
+
+def _with_leases(cfg: Any, on: bool) -> Any:
+    return cfg.model_copy(update={"energy": cfg.energy.model_copy(update={"cap_leases": on})})
+
+
+def run_agents(cfg: Any, method: str) -> dict[str, Any]:
+    """One agents method on a cell config: the figures and the run's invariants."""
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    aware = method != "energy_blind"
+    cell = VirtualCell(_with_leases(cfg, method == "energy_aware_capped"),
+                       resource_strategy=AWARE["resource_strategy"] if aware else None,
+                       order_strategy=AWARE["order_strategy"] if aware else None)
+    cell.run()
+    r = build_report(cell)
+    e = r["energy"]
+    return {"energy_cost": e["cost"], "kwh": e["kwh"], "peak_kw": e["peak_kw"],
+            "makespan": r["makespan"], "tardiness": r["tardiness_total"],
+            "cap_violations": e["cap_violations"],
+            "idle_kwh": e["by_state_kwh"]["idle"],
+            "asleep_kwh": e["by_state_kwh"]["standby"] + e["by_state_kwh"]["wake"],
+            "orders_completed": r["orders_completed"], "orders_total": r["orders_total"],
+            "invariants_hold": all(r["invariants"].values())}
+
+
+def run_rule(inst: Any, cfg: Any) -> dict[str, Any]:
+    """The best dispatch rule by makespan, standby through every gap past the break-even."""
+    best = None
+    for rule in RULES:
+        ops = simulate_rule(inst, rule)
+        ms = max((o.end for o in ops), default=0.0)
+        if best is None or ms < best[1]:
+            best = (rule, ms, ops)
+    assert best is not None
+    rule, ms_units, ops = best
+    end_s = ms_units * UNIT_S
+    machines = {f"m{k}": m for k, m in enumerate(cfg.machines)}
+    meter = EnergyMeter({mid: PowerModel.from_draw(m.power_kw) for mid, m in machines.items()},
+                        EnergySpec.from_settings(cfg.energy))
+    by_machine: dict[str, list[tuple[float, float]]] = {mid: [] for mid in machines}
+    for o in ops:
+        by_machine[f"m{o.machine}"].append((o.start * UNIT_S, o.end * UNIT_S))
+    events: list[tuple[float, int, str, str]] = []      # (t, order, machine, what)
+    for mid, spans in by_machine.items():
+        d: PowerDraw = machines[mid].power_kw
+        be = standby_break_even_s(d.idle, d.standby_kw, d.wake.standby.time_s,
+                                  d.wake.standby.energy_kwh)
+        free_at = 0.0
+        for a, b in sorted(spans) + [(end_s, end_s)]:
+            if be is not None and a - free_at >= be and a > free_at:
+                events.append((free_at, 1, mid, "standby"))
+                events.append((a - d.wake.standby.time_s, 2, mid, "wake"))
+                events.append((a, 3, mid, "idle"))
+            if b > a:
+                events.append((a, 4, mid, "start"))
+                events.append((b, 0, mid, "end"))
+            free_at = max(free_at, b)
+    for t, _, mid, what in sorted(events):
+        if what == "start":
+            meter.op_start(mid, t, 0.0, None)
+        elif what == "end":
+            meter.op_end(mid, t)
+        elif what == "wake":
+            meter.power_state(mid, t, "wake", "standby")
+        else:
+            meter.power_state(mid, t, what)
+    snap = meter.snapshot(end_s)
+    due = {j: o.due_at for j, o in enumerate(cfg.orders)}
+    job_end: dict[int, float] = {}
+    for o in ops:
+        job_end[o.job] = max(job_end.get(o.job, 0.0), o.end * UNIT_S)
+    peak = snap["peak"]
+    ms = snap["machines"].values()
+    return {"energy_cost": sum(m["cost"] for m in ms), "kwh": sum(m["kwh"] for m in ms),
+            "peak_kw": peak["peak_kw"], "makespan": end_s,
+            "tardiness": sum(max(0.0, t - due[j]) for j, t in job_end.items()),
+            "cap_violations": peak["cap_violations"], "best_rule": rule,
+            "idle_kwh": sum(m["by_state_kwh"]["idle"] for m in ms),
+            "asleep_kwh": sum(m["by_state_kwh"]["standby"] + m["by_state_kwh"]["wake"]
+                              for m in ms)}
+
+
+def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"instance": name, **results}
+    blind, aware = results["energy_blind"], results["energy_aware"]
+    assert blind is not None and aware is not None
+    entry["cost_change_pct"] = round(100.0 * (aware["energy_cost"] - blind["energy_cost"])
+                                     / blind["energy_cost"], 2) if blind["energy_cost"] else 0.0
+    entry["makespan_change_pct"] = round(100.0 * (aware["makespan"] - blind["makespan"])
+                                         / blind["makespan"], 2) if blind["makespan"] else 0.0
+    waste = blind["idle_kwh"]
+    saved = waste - aware["idle_kwh"] - aware["asleep_kwh"]
+    entry["idle_waste_saved_share"] = round(saved / waste, 3) if waste else 0.0
+    return entry
+
+
+def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
+        on_instance: Callable[[str, str, dict[str, Any] | None], None] | None = None
+        ) -> dict[str, Any]:
+    """Every method on the demo cell and mk01–mk10 (or the ``instances`` named)."""
+    from ops.config.loader import load_cell
+
+    names = ["demo"]
+    bks = directory / "bks.csv"
+    rows = [r for r in load_bks(bks) if r.instance.startswith("mk")] if bks.exists() else []
+    names += [r.instance for r in rows]
+    if instances:
+        unknown = sorted(set(instances) - set(names))
+        if unknown:
+            raise ConfigurationError(f"unknown instance(s) {', '.join(unknown)}; known: "
+                                     f"{', '.join(names)}")
+        names = [n for n in names if n in instances]
+    out = []
+    for name in names:
+        results: dict[str, dict[str, Any] | None] = {}
+        if name == "demo":
+            cfg, inst = load_cell(DEMO), None
+        else:
+            row = next(r for r in rows if r.instance == name)
+            inst = load_instance(instance_path(row, directory))
+            cfg = cell_from_dict(energy_extension(instance_to_cell_dict(inst), name, seed),
+                                 source=f"{name}+energy")
+        for method in METHODS:
+            if method == "rule":
+                results[method] = run_rule(inst, cfg) if inst is not None else None
+            else:
+                results[method] = run_agents(cfg, method)
+            if on_instance is not None:
+                on_instance(name, method, results[method])
+        out.append(_entry(name, results))
+    mean: dict[str, dict[str, float]] = {}
+    for method in METHODS:
+        rs = [e[method] for e in out if e[method] is not None]
+        mean[method] = {f: (sum(r[f] for r in rs) if f == "cap_violations"
+                            else round(statistics.fmean(r[f] for r in rs), 4) if rs else 0.0)
+                        for f in FIGURES}
+    return {"instances": out, "mean": mean}
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def cmd_bench_energy(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.instances.split(",")] if args.instances else None
+
+    def progress(name: str, method: str, r: dict[str, Any] | None) -> None:
+        text = ("n/a" if r is None else
+                f"cost {r['energy_cost']:.2f} kWh {r['kwh']:.1f} peak {r['peak_kw']:.1f} "
+                f"makespan {r['makespan']:.0f} s cap violations {r['cap_violations']}")
+        print(f"  {name} {method}: {text}", file=sys.stderr, flush=True)
+
+    result = run(Path(args.dir), instances=names, seed=args.seed, on_instance=progress)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="autocell bench energy — energy cost (makespan s) per method")
+    t.add_column("instance")
+    for m in METHODS:
+        t.add_column(m, justify="right")
+    t.add_column("Δcost aware", justify="right")
+    t.add_column("Δmakespan", justify="right")
+    t.add_column("idle waste saved", justify="right")
+    for e in result["instances"]:
+        t.add_row(e["instance"], *("–" if e[m] is None else
+                                   f"{e[m]['energy_cost']:.2f} ({e[m]['makespan']:.0f})"
+                                   for m in METHODS),
+                  f"{e['cost_change_pct']:+.1f}%", f"{e['makespan_change_pct']:+.1f}%",
+                  f"{100 * e['idle_waste_saved_share']:.0f}%")
+    mean = result["mean"]
+    t.add_row("mean", *(f"{mean[m]['energy_cost']:.2f} ({mean[m]['makespan']:.0f})"
+                        for m in METHODS), "", "", "")
+    Console().print(t)
+    print("cap violations (15-min windows): " + ", ".join(
+        f"{m} {mean[m]['cap_violations']}" for m in METHODS))
+    return 0
+
+
+def add_parsers(bsub: Any) -> None:
+    """``bench energy`` under ``autocell bench``."""
+    sp = bsub.add_parser("energy", help="energy cost, peak and schedule: energy-blind vs "
+                                        "energy-aware agents (with and without the cap) vs a rule")
+    sp.add_argument("dir", nargs="?", default=str(ROOT.parent / "shared" / "benchmarks" / "fjsp"),
+                    help="directory holding bks.csv and mk01-mk10 (default: "
+                         "../shared/benchmarks/fjsp)")
+    sp.add_argument("--instances", default="",
+                    help="comma-separated instances to run, e.g. demo,mk01 (default: all)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the energy extension")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_energy)

@@ -1,0 +1,500 @@
+"""``autocell explain LOG SUBJECT [--at TIME] [--json]``: why the cell did what it did, in words.
+
+A decision log (agents/runtime/recorder.py) holds every input of every
+agent and every action it answered with; an award also holds the order
+strategy's score of every candidate.  This module reads it back as a story
+about one *subject*:
+
+* an **order** (``o-011``): each task's calls, who proposed what (finish,
+  queue, setup), who refused and why, whom the strategy awarded and by what
+  score — and whether that was the earliest finish — leases lost, failures,
+  re-routes, escalations, completion;
+* a **task** (``o-011/0``): the same for one task, with the resource side
+  (started, finished, faults) of every agent that touched it;
+* a **resource** (``lathe1``): what it was called for, bid, won, lost and
+  did, its faults and repairs, and for every idle stretch *why* it was idle
+  (no call reached it, it was down, or it bid and lost — to whom, by what);
+* an **escalation** (its id): who raised it, why, what was decided.
+
+Times are cell times (seconds) and, where the run had a wall clock, wall
+times.  ``--at TIME`` tells the story up to that cell time and says what
+the subject was doing then.  ``--json`` gives the same lines as data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.runtime.recorder import read_lines
+from security.errors import ConfigurationError
+
+IDLE_MIN_S = 1.0      # shorter gaps between jobs are hand-overs, not idleness
+
+
+@dataclass
+class Recorded:
+    """A decision log read into memory: its header's run and its entries."""
+
+    run: dict[str, Any]
+    entries: list[dict[str, Any]]
+    host: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recorded:
+        lines = read_lines(path)
+        header = next(lines, None)
+        if header is None or header.get("k") != "header":
+            raise ConfigurationError(f"{path}: not a decision log (no header line); write one "
+                                     "with `autocell run CELL --decision-log FILE`")
+        return cls(header.get("run", {}), [e for e in lines if e.get("k") in ("in", "rt")],
+                   str(header.get("host", "")))
+
+    def ids(self, section: str) -> list[str]:
+        return [x["id"] for x in self.run.get("cell", {}).get(section, [])]
+
+    @property
+    def end_t(self) -> float:
+        return self.entries[-1]["t"] if self.entries else 0.0
+
+
+@dataclass
+class Line:
+    t: float
+    text: str
+    agent: str = ""
+    wall_at: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    repeats: int = 0                  # the same again this many times (retries), ...
+    last_t: float | None = None       # ... the last at this time
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": self.t, "wall_at": self.wall_at, "agent": self.agent, "text": self.text,
+                **({"data": self.data} if self.data else {}),
+                **({"repeats": self.repeats, "last_t": self.last_t} if self.repeats else {})}
+
+
+_NUMBER = re.compile(r"(?<![\w/.-])\d+(?:\.\d+)?(?![\w/])")   # not inside ids: agv1, o-011/0
+
+
+def _shape(text: str) -> str:
+    return _NUMBER.sub("#", text)
+
+
+def folded(lines: list[Line], window: int = 4) -> list[Line]:
+    """Retries told once: a line shaped like one of the last ``window`` kept (numbers
+    aside) is counted on that one instead of repeated."""
+    out: list[Line] = []
+    for x in lines:
+        shape = _shape(x.text)
+        same = next((y for y in reversed(out[-window:]) if _shape(y.text) == shape), None)
+        if same is not None and not x.data:
+            same.repeats += 1
+            same.last_t = x.t
+            continue
+        out.append(x)
+    return out
+
+
+def _s(x: float) -> str:
+    return f"{x:.1f} s"
+
+
+def _wall(run: dict[str, Any], e: dict[str, Any]) -> float | None:
+    if "wall_at" in e:
+        return float(e["wall_at"])
+    base = run.get("clock_base_at") or 0.0
+    return base + e["t"] if base else None
+
+
+def _terms(cost: dict[str, Any]) -> str:
+    names = {"queue_s": "queue", "setup_s": "setup", "processing_s": "processing",
+             "transport_s": "transport"}
+    out = [f"{label} {cost[k]:.0f} s" for k, label in names.items() if cost.get(k)]
+    if cost.get("energy_kwh"):
+        out.append(f"energy {cost['energy_kwh']:.3f} kWh")
+    return ", ".join(out)
+
+
+# -- what one entry says ------------------------------------------------------------------
+
+def _award_text(w: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    cands = w["candidates"]
+    win = next((c for c in cands if c["resource"] == w["winner"]), None)
+    others = ", ".join(f"{c['resource']} {c['score']:.4g}" for c in cands
+                       if c["resource"] != w["winner"]) or "no other bid"
+    text = f"awarded {w['award']} to {w['winner']} ({w['strategy']}: score "
+    text += f"{win['score']:.4g}" if win else "?"
+    text += f" vs {others})"
+    earliest = min(cands, key=lambda c: c["finish_at"]) if cands else None
+    data: dict[str, Any] = {"award": w}
+    if win and earliest and earliest["finish_at"] < win["finish_at"]:
+        text += (f"; not the earliest finish: {earliest['resource']} would have finished at "
+                 f"{_s(earliest['finish_at'])}, {w['winner']} at {_s(win['finish_at'])}, "
+                 f"but {w['strategy']} scores {w['winner']} lower")
+        data["earliest_finish"] = False
+    elif win:
+        text += f"; finish at {_s(win['finish_at'])}"
+        data["earliest_finish"] = True
+    return text, data
+
+
+def _in_text(e: dict[str, Any]) -> str | None:
+    """What the input says, for the stories (heartbeats, readings and timers say nothing)."""
+    i = e["in"]
+    k = i["kind"]
+    if k == "start":
+        return "started"
+    if k == "recover":
+        return "recovered from its journal after a restart"
+    if k == "plant":
+        ev, data = i["event"], i.get("data") or {}
+        if ev in ("reading", "quality_result"):
+            return None
+        if ev == "fault":
+            eta = data.get("repair_eta_s")
+            return (f"plant: fault ({data.get('reason', '?')}"
+                    + (f", repair expected in {_s(eta)}" if eta else "") + ")")
+        if ev == "operation_done":
+            return f"plant: {i['task']} done ({data.get('quality', 'ok')})"
+        if ev == "arrived":
+            return f"plant: arrived at {data.get('at', '?')} with {i['task']}"
+        return f"plant: {ev} {i.get('task') or ''}".rstrip()
+    if k != "message":
+        return None
+    t, b, who = i["type"], i["body"], i["from"]
+    if t == "propose":
+        return (f"{who} proposed {b['task']}: start {_s(b['start_at'])}, finish "
+                f"{_s(b['finish_at'])}" + (f" ({_terms(b['cost'])})" if b.get("cost") else ""))
+    if t == "refuse":
+        back = f", back at {_s(b['repair_at'])}" if b.get("repair_at") else ""
+        return f"{who} refused {b['task']} ({b.get('reason') or 'no reason given'}{back})"
+    if t == "failure":
+        return f"{who} failed {b['task']}: {b['reason']}"
+    if t == "inform_done":
+        return f"{who} reported {b['task']} done ({b.get('quality', 'ok')})"
+    if t == "cfp":
+        return f"called by {who} for {b['task']} ({b['op']}, {b['quantity']} units)"
+    if t == "accept":
+        return f"awarded {b['task']} by {who} (epoch {b['award_epoch']}, lease {_s(b['lease_s'])})"
+    if t == "reject":
+        return f"not chosen by {who} for {b['task']}"
+    if t == "cancel":
+        return f"{who} cancelled {b['task']} ({b.get('reason', '')})"
+    if t == "escalate":
+        return f"escalation {b['escalation']} from {who}: {b['cause']} ({b['consequence']})"
+    if t == "decision":
+        return f"decision on {b['escalation']} by {b['user']}: {b['option']}"
+    return None
+
+
+_QUIET_LOGS = {"award", "awarded", "order_released"}
+
+
+def _about(a: list[Any], task: str | None) -> bool:
+    """Whether action ``a`` concerns ``task`` (every action does when ``task`` is None)."""
+    if task is None:
+        return True
+    if a[0] == "send":
+        return isinstance(a[4], dict) and a[4].get("task") == task
+    if a[0] == "command":
+        return bool(a[3] == task)
+    return a[0] == "log" and a[2].get("task") == task
+
+
+def _out_texts(e: dict[str, Any], task: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for w in e.get("why", []):
+        if task is None or w["award"] == task:
+            out.append(_award_text(w))
+    for a in e["out"]:
+        if not _about(a, task):
+            continue
+        if a[0] == "send":
+            tos, t, b = a[1], a[2], a[4]
+            if t == "cfp":
+                out.append((f"{b['task']} ({b['op']}): called {' and '.join(tos)}"
+                            + (f" (attempt {b['attempt']})" if b.get("attempt") else ""), {}))
+            elif t == "propose":
+                out.append((f"proposed {b['task']} to {tos[0]}: finish {_s(b['finish_at'])}"
+                            + (f" ({_terms(b['cost'])})" if b.get("cost") else ""), {}))
+            elif t == "refuse":
+                out.append((f"refused {b['task']} to {tos[0]} ({b.get('reason') or '?'})", {}))
+            elif t == "escalate":
+                out.append((f"escalated {b['escalation']}: {b['cause']} ({b['consequence']})",
+                            {}))
+            elif t == "decision":
+                out.append((f"sent decision {b['option']} on {b['escalation']} "
+                            f"(by {b['user']})", {}))
+        elif a[0] == "command":
+            args = a[4] or {}
+            what = {"start_operation": "start", "move": "move", "abort_operation": "abort"}
+            out.append((f"plant command: {what.get(a[1], a[1])} {a[3]}"
+                        + (f" ({_s(args['duration_s'])})" if "duration_s" in args else ""), {}))
+        elif a[0] == "log" and a[1] not in _QUIET_LOGS:
+            out.append((_log_text(a[1], a[2]), {}))
+    return out
+
+
+def _log_text(event: str, f: dict[str, Any]) -> str:
+    if event == "reroute":
+        return f"re-routed {f['task']} away from {f['from']} ({f.get('reason', '')})"
+    if event == "lease_expired":
+        return f"lease of {f['winner']} on {f['task']} expired; calling again"
+    if event == "order_completed":
+        late = f.get("tardiness_s", 0.0)
+        return "order completed" + (f", {_s(late)} late" if late else " on time")
+    if event == "no_proposals":
+        return f"nobody bid for {f['task']} (attempt {f.get('attempt', 0)}); retrying"
+    if event == "started":
+        return f"started {f['task']} for {f.get('order', '?')}"
+    if event == "finished":
+        return f"finished {f['task']} ({f.get('quality', 'ok')})"
+    if event == "fault":
+        return f"down: {f.get('reason', '?')}" + (f", {f['running']} interrupted"
+                                                  if f.get("running") else "")
+    rest = ", ".join(f"{k} {v}" for k, v in f.items() if k not in ("order", "agent"))
+    return f"{event.replace('_', ' ')}" + (f": {rest}" if rest else "")
+
+
+# -- the subjects -------------------------------------------------------------------------
+
+def _mentions_task(e: dict[str, Any], task: str) -> bool:
+    i = e["in"]
+    if i["kind"] == "message" and isinstance(i.get("body"), dict) and i["body"].get("task") == task:
+        return True
+    if i["kind"] == "plant" and i.get("task") == task:
+        return True
+    for a in e["out"]:
+        if (a[0] == "send" and isinstance(a[4], dict) and a[4].get("task") == task) or \
+           (a[0] == "command" and a[3] == task) or \
+           (a[0] == "log" and a[2].get("task") == task):
+            return True
+    return False
+
+
+def _mentions_escalation(e: dict[str, Any], esc: str) -> bool:
+    i = e["in"]
+    if i["kind"] == "message" and isinstance(i.get("body"), dict) and \
+            i["body"].get("escalation") == esc:
+        return True
+    return any((a[0] == "send" and isinstance(a[4], dict) and a[4].get("escalation") == esc)
+               or (a[0] == "log" and a[2].get("escalation") == esc) for a in e["out"])
+
+
+def _story(rec: Recorded, entries: Iterable[dict[str, Any]], prefix: bool,
+           task: str | None = None) -> list[Line]:
+    lines: list[Line] = []
+    for e in entries:
+        wall = _wall(rec.run, e)
+        if e["k"] == "rt":
+            lines.append(Line(e["t"], f"{e['agent']}: process {e['event']}", e["agent"], wall))
+            continue
+        texts: list[tuple[str, dict[str, Any]]] = []
+        said = _in_text(e)
+        i = e["in"]
+        if said and (task is None or i.get("task") == task
+                     or (isinstance(i.get("body"), dict) and i["body"].get("task") == task)):
+            texts.append((said, {}))
+        texts += _out_texts(e, task)
+        for text, data in texts:
+            lines.append(Line(e["t"], f"{e['agent']}: {text}" if prefix else text, e["agent"],
+                              wall, data))
+    return lines
+
+
+def _busy_and_down(entries: list[dict[str, Any]], end_t: float) -> tuple[
+        list[tuple[float, float, str]], list[tuple[float, float, str]]]:
+    """A resource's working stretches (started → finished or interrupted) and down ones."""
+    busy: list[tuple[float, float, str]] = []
+    down: list[tuple[float, float, str]] = []
+    job: tuple[float, str] | None = None
+    fault: tuple[float, str] | None = None
+    for e in entries:
+        if e["k"] != "in":
+            continue
+        for a in e["out"]:
+            if a[0] != "log":
+                continue
+            if a[1] == "started":
+                job = (e["t"], a[2]["task"])
+            elif a[1] in ("finished", "handed_back") and job is not None:
+                busy.append((job[0], e["t"], job[1]))
+                job = None
+            elif a[1] == "fault":
+                if job is not None:
+                    busy.append((job[0], e["t"], job[1]))
+                    job = None
+                fault = (e["t"], a[2].get("reason", "?"))
+            elif a[1] == "repaired" and fault is not None:
+                down.append((fault[0], e["t"], fault[1]))
+                fault = None
+    if job is not None:
+        busy.append((job[0], end_t, job[1]))
+    if fault is not None:
+        down.append((fault[0], end_t, fault[1]))
+    return busy, down
+
+
+def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
+          until: float) -> list[Line]:
+    """Every idle stretch of ``resource`` up to ``until``, with its reason."""
+    busy, down = _busy_and_down(mine, until)
+    taken = sorted([(a, b) for a, b, _ in busy] + [(a, b) for a, b, _ in down])
+    gaps, at = [], 0.0
+    for a, b in taken:
+        if a - at >= IDLE_MIN_S:
+            gaps.append((at, a))
+        at = max(at, b)
+    if until - at >= IDLE_MIN_S:
+        gaps.append((at, until))
+    awards = {w["award"]: w for e in rec.entries for w in e.get("why", [])}
+    latest = {e["in"]["body"]["task"]: e["t"] for e in mine if e["in"]["kind"] == "message"
+              and e["in"]["type"] == "accept"}       # a re-award replaces the award before
+    won = sorted((t, task) for task, t in latest.items())
+    started = {a[2]["task"]: e["t"] for e in mine for a in e["out"]
+               if a[0] == "log" and a[1] == "started"}
+    lines = []
+    for a, b in gaps:
+        calls = [e for e in mine if a <= e["t"] <= b and e["in"]["kind"] == "message"
+                 and e["in"]["type"] == "cfp"]
+        waiting = [f"{task} (awarded at {_s(t)})" for t, task in won
+                   if t < b and started.get(task, float("inf")) >= b]
+        lost, refused = [], []
+        for e in calls:
+            task = e["in"]["body"]["task"]
+            for o in e["out"]:
+                if o[0] == "send" and o[2] == "refuse":
+                    refused.append(f"{task} ({o[4].get('reason') or '?'})")
+            w = awards.get(task)
+            if w and w["winner"] != resource:
+                mine_c = next((c for c in w["candidates"] if c["resource"] == resource), None)
+                win_c = next((c for c in w["candidates"] if c["resource"] == w["winner"]), None)
+                lost.append(f"{task} to {w['winner']}" + (
+                    f" (score {win_c['score']:.4g} vs its {mine_c['score']:.4g})"
+                    if mine_c and win_c else ""))
+        parts = []
+        if lost:
+            parts.append("it bid and lost " + "; ".join(lost[:5])
+                         + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""))
+        if refused:
+            parts.append("it refused " + "; ".join(refused[:5]))
+        if waiting:
+            parts.append("it held an award and waited for the parts (or the start) of "
+                         + "; ".join(waiting[:3]))
+        if not calls:
+            parts.insert(0, "no call for proposals reached it (no order needed it then)")
+        why = "; ".join(parts) or f"{len(calls)} call(s) reached it, none became work here"
+        data: dict[str, Any] = {"reason": "waiting_for_parts" if waiting else
+                                "lost_bids" if lost else "refused" if refused else
+                                "no_calls" if not calls else "calls",
+                                "lost": lost, "refused": refused, "waiting": waiting}
+        lines.append(Line(a, f"idle {_s(a)} – {_s(b)} ({_s(b - a)}): {why}", resource,
+                          None, {"idle_from": a, "idle_to": b, **data}))
+    for a, b, reason in down:
+        if a <= until:
+            lines.append(Line(a, f"down {_s(a)} – {_s(min(b, until))}: {reason}", resource, None,
+                              {"down_from": a, "down_to": b, "reason": reason}))
+    return lines
+
+
+def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, Any]:
+    """The story of ``subject`` as data: its kind, the lines in time order, a summary."""
+    until = rec.end_t if at is None else at
+    upto = [e for e in rec.entries if e["t"] <= until]
+    orders, resources = rec.ids("orders"), rec.ids("machines") + rec.ids("robots")
+    mine: list[dict[str, Any]] = []
+    if subject in orders:
+        kind = "order"
+        lines = _story(rec, (e for e in upto if e.get("agent") == subject), prefix=False)
+    elif subject in resources:
+        kind = "resource"
+        mine = [e for e in upto if e.get("agent") == subject]
+        lines = _story(rec, mine, prefix=False) + _idle(rec, subject, mine, until)
+    elif ("/" in subject and subject.split("/")[0] in orders
+          and not any(e["k"] == "in" and _mentions_escalation(e, subject) for e in upto)):
+        kind = "task"
+        lines = _story(rec, (e for e in upto if e["k"] == "in" and _mentions_task(e, subject)),
+                       prefix=True, task=subject)
+    else:
+        kind = "escalation"
+        lines = _story(rec, (e for e in upto if e["k"] == "in"
+                             and _mentions_escalation(e, subject)), prefix=True)
+        if not lines:
+            raise ConfigurationError(
+                f"{subject!r} is no order, task, resource or escalation of this log (orders "
+                f"{', '.join(orders[:3])}…, resources {', '.join(resources[:5])})")
+    lines = folded(sorted(lines, key=lambda x: x.t))
+    out: dict[str, Any] = {"subject": subject, "kind": kind, "until": until,
+                           "lines": [x.to_json() for x in lines]}
+    if at is not None:
+        out["at"] = at
+        out["then"] = _then(kind, lines, mine, until)
+    return out
+
+
+def _then(kind: str, lines: list[Line], mine: list[dict[str, Any]], until: float) -> str:
+    """What the subject was doing at ``--at``."""
+    if kind == "resource":
+        busy, down = _busy_and_down(mine, until)
+        if down and down[-1][1] >= until:
+            return f"down since {_s(down[-1][0])} ({down[-1][2]})"
+        if busy and busy[-1][1] >= until:
+            return f"busy with {busy[-1][2]} since {_s(busy[-1][0])}"
+        since = max([b for _, b, _ in busy] + [b for _, b, _ in down], default=0.0)
+        return f"idle since {_s(since)}"
+    return lines[-1].text if lines else "nothing yet"
+
+
+# -- the command ----------------------------------------------------------------------------
+
+def _clock(t: float, wall: float | None) -> str:
+    cell = f"t={t:9.2f} s"
+    if wall is None:
+        return cell
+    return f"{cell}  {time.strftime('%H:%M:%S', time.gmtime(wall))}"
+
+
+def render(story: dict[str, Any]) -> str:
+    head = f"{story['kind']} {story['subject']}"
+    if "at" in story:
+        head += f", up to t={story['at']:g} s"
+    out = [head]
+    for x in story["lines"]:
+        again = (f" (and {x['repeats']} more like it until t={x['last_t']:.1f} s)"
+                 if x.get("repeats") else "")
+        out.append(f"  {_clock(x['t'], x['wall_at'])}  {x['text']}{again}")
+    if "then" in story:
+        out.append(f"at t={story['at']:g} s: {story['then']}")
+    return "\n".join(out)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ops.replay import damaged
+
+    try:
+        story = explain(Recorded.load(args.log), args.subject, args.at)
+    except OSError as exc:
+        raise ConfigurationError(f"{args.log}: cannot read it ({exc.strerror or exc})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        raise damaged(args.log, exc) from None
+    print(json.dumps(story, indent=2) if args.json else render(story))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """``explain`` (called by :mod:`ops.cli`)."""
+    sp = sub.add_parser("explain", help="why: the story of an order, task, resource or "
+                                        "escalation from a decision log")
+    sp.add_argument("log", help="a decision log (autocell run --decision-log FILE)")
+    sp.add_argument("subject", metavar="ORDER|TASK|RESOURCE|ESCALATION")
+    sp.add_argument("--at", type=float, default=None, metavar="TIME",
+                    help="the story up to this cell time (s), and what the subject did then")
+    sp.add_argument("--json", action="store_true", help="the same as data")
+    sp.set_defaults(func=cmd_explain)

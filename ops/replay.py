@@ -1,0 +1,371 @@
+"""``autocell replay LOG --check | --what-if STRATEGY``: a recorded run, re-run offline.
+
+A decision log (agents/runtime/recorder.py) holds, for every input an
+agent got, the input itself and the actions the agent answered with.  The
+agents are deterministic sans-io objects built from the cell and the seed
+the log's header names, so re-running a log needs no plant, no network and
+no clock: build each agent afresh, feed it its recorded inputs in the
+recorded order, and compare what it answers with what it answered then.
+A crash in the log is a fresh agent; its restart rebuilds it from the
+inputs it had before (as the journal did), then it goes on.  The first
+answer that differs is the *divergence*: agent, input, expected, actual.
+
+Not replayed: the console agent (its state is the escalation store, not
+its inputs) and actions a driver carried out itself (a supervisor's).
+
+This module also writes the header's ``run`` block (:func:`run_header`) and
+switches recording on for ``autocell run`` (:func:`record_virtual`), so the
+two ends of the format live together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from agents.base import Agent
+from agents.runtime.journal import Input, apply, decode
+from agents.runtime.recorder import (
+    DecisionLog,
+    describe_run,
+    actions_json,
+    canonical,
+    input_from_json,
+    is_decision_log,
+    read_lines,
+    verify_log,
+)
+from security.crypto import SigningKey
+from security.errors import ConfigurationError
+
+CONSOLE_ID = "console"
+
+
+# -- the run a log records ------------------------------------------------------------------
+
+def run_header(cell: Any) -> dict[str, Any]:
+    """The header's ``run`` of a :class:`sim_bridge.virtual.VirtualCell`."""
+    order_s, resource_s = cell._strategies
+    faults = cell.faults.model_dump(mode="json") if cell.faults is not None else None
+    return describe_run(cell.cfg, cell.seed, driver="virtual", order_strategy=order_s,
+                        resource_strategy=resource_s, escalation=cell.console is not None,
+                        clock_base_at=cell.clock_base_at, faults=faults)
+
+
+def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
+    """Switch recording on for a :class:`sim_bridge.virtual.VirtualCell` (before it runs);
+    ``key``: the run key that signs the seals (default: a fresh one)."""
+    log = DecisionLog(sink, key or SigningKey.generate(), host="virtual", run=run_header(cell))
+    cell.runner.recorder = log
+    return log
+
+
+# -- rebuilding and checking ----------------------------------------------------------------
+
+def build_from_header(run: dict[str, Any]) -> dict[str, Agent]:
+    """The cell's agents, fresh, as the recorded run built them."""
+    from agents.cell.build import build_agents, policy_of
+    from agents.escalation.policy import OFF
+    from ops.config import cell_from_dict
+
+    cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
+    return build_agents(cfg, run["seed"], order_strategy_name=run.get("order_strategy"),
+                        resource_strategy_name=run.get("resource_strategy"),
+                        escalation=policy_of(cfg) if run.get("escalation") else OFF)
+
+
+@dataclass
+class Divergence:
+    entry: int
+    t: float
+    agent: str
+    input: dict[str, Any]
+    expected: list[Any]
+    actual: list[Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entry": self.entry, "t": self.t, "agent": self.agent, "input": self.input,
+                "expected": self.expected, "actual": self.actual}
+
+
+@dataclass
+class ReplayReport:
+    entries: int = 0                 # inputs replayed
+    agents: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)   # agent -> entries not replayed
+    restarts: int = 0
+    divergence: Divergence | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.divergence is None
+
+
+def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
+    """Feed each agent its recorded inputs; stop at the first decision that differs."""
+    lines = read_lines(path)
+    header = next(lines, None)
+    if header is None or header.get("k") != "header":
+        raise ConfigurationError(f"{path}: not a decision log (no header line)")
+    run = header["run"]
+    agents = build_from_header(run)
+    history: dict[str, list[Input]] = {a: [] for a in agents}
+    rep = ReplayReport()
+    fed: set[str] = set()
+    for e in lines:
+        kind = e.get("k")
+        if until is not None and e.get("t", 0.0) > until:
+            break
+        if kind == "rt":
+            agent_id = e["agent"]
+            if e["event"] == "restart" and agent_id in agents:
+                rep.restarts += 1
+                agents[agent_id] = build_from_header(run)[agent_id]
+                if "journal" in e:      # what the runner rebuilt it from
+                    history[agent_id] = [decode(base64.b64decode(r)) for r in e["journal"]]
+                for before in history[agent_id]:
+                    apply(agents[agent_id], before)
+            continue
+        if kind != "in":
+            continue
+        agent_id = e["agent"]
+        inp = input_from_json(e["in"], e["t"])
+        if agent_id not in agents or inp is None:
+            rep.skipped[agent_id] = rep.skipped.get(agent_id, 0) + 1
+            continue
+        history[agent_id].append(inp)
+        fed.add(agent_id)
+        try:
+            actual = json.loads(canonical(actions_json(apply(agents[agent_id], inp))))
+        except Exception as exc:    # an agent that raises on a recorded input diverges too
+            actual = [["raised", type(exc).__name__, str(exc)]]
+        rep.entries += 1
+        if actual != e["out"]:
+            rep.divergence = Divergence(e["n"], e["t"], agent_id, e["in"], e["out"], actual)
+            break
+    rep.agents = len(fed)
+    return rep
+
+
+# -- what if ---------------------------------------------------------------------------------
+
+WHAT_IF_KPIS = ("orders_completed", "orders_lost", "makespan", "mean_flow_time",
+                "tardiness_total", "tardy_orders", "operations", "reroutes", "lease_expiries",
+                "escalations_raised", "messages_sent")
+
+
+def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
+    """The recorded virtual run again — same cell, seed, fault scenario — as recorded and
+    under ``order_strategy``; their KPIs side by side.
+
+    Only a log of ``autocell run`` (a virtual run) can be re-run: the plant draws the same
+    seeded durations and faults, so the recorded run comes out again exactly; under the
+    other strategy the same orders and faults meet other decisions (an operation that
+    moves to another machine gets that machine's draw).  A log of ``up`` would need the
+    plant to replay the recorded durations, which it cannot yet."""
+    from agents.cell.faults import FaultScenario
+    from ops.config import cell_from_dict
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    lines = read_lines(path)
+    header = next(lines, None)
+    if header is None or header.get("k") != "header":
+        raise ConfigurationError(f"{path}: not a decision log (no header line)")
+    run = header["run"]
+    if run.get("driver") != "virtual":
+        raise ConfigurationError(f"{path}: --what-if re-runs a log of `autocell run` (virtual "
+                                 f"time); this one was recorded by host {run.get('host')!r} "
+                                 "under `up`, whose plant durations cannot be replayed yet")
+    cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
+    faults = FaultScenario.model_validate(run["faults"]) if run.get("faults") else None
+    reports = {}
+    for label, strategy in (("recorded", run.get("order_strategy")),
+                            ("what_if", order_strategy)):
+        cell = VirtualCell(cfg, seed=run["seed"], order_strategy=strategy,
+                           resource_strategy=run.get("resource_strategy"), faults=faults)
+        cell.run()
+        reports[label] = build_report(cell)
+    recorded_strategy = run.get("order_strategy") or cfg.negotiation.strategy.order
+    return {"cell": cfg.cell, "seed": run["seed"],
+            "strategies": {"recorded": str(recorded_strategy), "what_if": order_strategy},
+            "kpis": {k: {label: r.get(k) for label, r in reports.items()} for k in WHAT_IF_KPIS},
+            "utilisation": {label: r["utilisation"] for label, r in reports.items()},
+            "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()}}
+
+
+def print_what_if(w: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = w["strategies"]
+    t = Table(title=f"what if: cell {w['cell']} · seed {w['seed']} · {s['recorded']} (recorded) "
+                    f"vs {s['what_if']}")
+    for name in ("KPI", s["recorded"] + " (recorded)", s["what_if"]):
+        t.add_column(name, justify="left" if name == "KPI" else "right")
+
+    def fmt(x: Any) -> str:
+        return f"{x:.1f}" if isinstance(x, float) else str(x)
+
+    for k, v in w["kpis"].items():
+        t.add_row(k, fmt(v["recorded"]), fmt(v["what_if"]))
+    for m, u in w["utilisation"]["recorded"].items():
+        t.add_row(f"utilisation {m}", f"{u:.0%}", f"{w['utilisation']['what_if'].get(m, 0):.0%}")
+    t.add_row("invariants hold", *(str(w["invariants"][x]) for x in ("recorded", "what_if")))
+    Console().print(t)
+
+
+def decision_logs(state_dir: str | Path) -> list[dict[str, Any]]:
+    """The decision logs of an ``up`` run's state directory, for its report.json: file,
+    host, boot, lines, and whether ``audit verify`` finds them intact (a process killed
+    with ``kill -9`` leaves an unsigned tail: ``ok`` false, ``problem`` says so)."""
+    out = []
+    for path in sorted(Path(state_dir).glob("decisions-*.jsonl")):
+        rep = verify_log(path)
+        name, _, boot = path.stem.removeprefix("decisions-").rpartition("-")
+        out.append({"file": path.name, "host": rep.host or name,
+                    "boot": int(boot) if boot.isdigit() else None,
+                    "verified_lines": rep.entries, "key_id": rep.key_id, "ok": rep.ok,
+                    **({"problem": rep.problem} if not rep.ok else {})})
+    return out
+
+
+def recording_cost(cell_path: str, repeats: int = 7, seed: int = 1) -> dict[str, Any]:
+    """What recording costs a virtual run: process CPU of ``repeats`` alternating runs
+    without and with a decision log (to a temporary file), medians (docs/decisions.md,
+    ADR 50).  ``python -c 'from ops.replay import recording_cost as c;
+    print(c("cell_configs/demo_cell.yaml"))'``"""
+    import statistics
+    import tempfile
+    import time
+
+    from ops.config import load_cell_or_instance
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell_or_instance(cell_path)
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    entries = 0
+    for _ in range(repeats):
+        for mode in ("off", "on"):
+            cell = VirtualCell(cfg, seed=seed)
+            with tempfile.TemporaryFile() as sink:
+                log = record_virtual(cell, sink) if mode == "on" else None
+                t0 = time.process_time()
+                cell.run()
+                if log is not None:
+                    log.close()
+                    entries = log.entries
+                cpu[mode].append(time.process_time() - t0)
+    off, on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
+    return {"cell": cell_path, "entries": entries, "cpu_s_off": round(off, 3),
+            "cpu_s_on": round(on, 3), "cost_pct": round(100 * (on - off) / off, 1),
+            "us_per_entry": round((on - off) / entries * 1e6, 2) if entries else None}
+
+
+# -- the command ----------------------------------------------------------------------------
+
+def _first_difference(expected: list[Any], actual: list[Any]) -> str:
+    for i, (x, y) in enumerate(zip(expected, actual, strict=False)):
+        if x != y:
+            return f"action {i}: expected {json.dumps(x)}, got {json.dumps(y)}"
+    if len(expected) != len(actual):
+        return (f"expected {len(expected)} actions, got {len(actual)}; first unmatched: "
+                + json.dumps((expected + actual)[min(len(expected), len(actual))]))
+    return "same actions"
+
+
+def _describe_input(d: dict[str, Any]) -> str:
+    k = d["kind"]
+    if k == "message":
+        return f"{d['type']} from {d['from']} (epoch {d['epoch']}, seq {d['seq']})"
+    if k == "plant":
+        return f"plant event {d['event']} of {d['resource']} {d.get('task') or ''}".rstrip()
+    if k == "timer":
+        return f"timer {d['key']}"
+    return k
+
+
+def damaged(path: str | Path, exc: Exception) -> ConfigurationError:
+    """A log that does not read as one: say so, and how to find out what is wrong."""
+    return ConfigurationError(f"{path}: not a decision log, or a damaged one ({type(exc).__name__}"
+                              f"); check it with `autocell audit verify {path}`")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        return _replay(args)
+    except OSError as exc:
+        raise ConfigurationError(f"{args.log}: cannot read it ({exc.strerror or exc})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        raise damaged(args.log, exc) from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.what_if:
+        w = what_if(args.log, args.what_if)
+        if args.json:
+            print(json.dumps(w, indent=2))
+        else:
+            print_what_if(w)
+        return 0
+    rep = replay_check(args.log, args.until)
+    if args.json:
+        print(json.dumps({"ok": rep.ok, "entries": rep.entries, "agents": rep.agents,
+                          "restarts": rep.restarts, "skipped": rep.skipped,
+                          "divergence": rep.divergence.to_json() if rep.divergence else None},
+                         indent=2))
+    elif rep.divergence is None:
+        skipped = sum(rep.skipped.values())
+        print(f"replay OK: {rep.entries} inputs to {rep.agents} agents gave the recorded "
+              f"decisions ({rep.restarts} restarts; {skipped} entries not replayed: "
+              f"{', '.join(sorted(rep.skipped)) or 'none'})")
+    else:
+        d = rep.divergence
+        print(f"replay DIVERGES at entry {d.entry} (t={d.t:g} s): agent {d.agent}, input "
+              f"{_describe_input(d.input)}: {_first_difference(d.expected, d.actual)}")
+    return 0 if rep.ok else 1
+
+
+def verify_decision_log(path: str | Path, as_json: bool = False) -> int:
+    """``autocell audit verify LOG`` on a decision log: exit 0 intact, 1 naming the first
+    bad entry (:func:`agents.runtime.recorder.verify_log`)."""
+    rep = verify_log(path)
+    summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,
+                               "segments": rep.segments, "host": rep.host,
+                               "key_id": rep.key_id, "head": rep.head}
+    if not rep.ok:
+        summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    elif rep.ok:
+        print(f"decision log OK: {rep.entries} entries in {rep.segments} signed segments "
+              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…")
+    else:
+        at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""
+        print(f"decision log BROKEN{at}: {rep.problem}")
+    return 0 if rep.ok else 1
+
+
+__all__ = ["is_decision_log", "verify_decision_log", "replay_check", "record_virtual",
+           "run_header", "add_parsers"]
+
+
+def add_parsers(sub: Any) -> None:
+    """``replay`` (called by :mod:`ops.cli`)."""
+    sp = sub.add_parser("replay", help="re-run a decision log offline and check every decision")
+    sp.add_argument("log", help="a decision log (autocell run --decision-log FILE)")
+    sp.add_argument("--check", action="store_true", default=True,
+                    help="feed each agent its recorded inputs; report the first divergence "
+                         "(the default)")
+    sp.add_argument("--what-if", metavar="STRATEGY", default=None,
+                    help="re-run a virtual run's log (same cell, seed, faults) under another "
+                         "order strategy; KPIs side by side")
+    sp.add_argument("--until", type=float, default=None, metavar="T",
+                    help="stop at cell time T (s)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_replay)
+

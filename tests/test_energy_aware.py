@@ -1,0 +1,128 @@
+"""Energy-aware machines and orders (agents/energy/aware.py, agents/energy/strategies.py).
+
+By hand: the price of a slot above idle, the later cheaper slot, the order's trade of
+energy cost against finish and lateness.  In a cell: an energy-aware demo cell sleeps
+through gaps and keeps every invariant; without a tariff the aware resource bids as the
+default one (same event log).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.cell.energy import EnergySettings, PowerDraw
+from agents.cell.tariff import TimeOfUse
+from agents.energy.aware import MachineEnergy
+from agents.energy.strategies import EnergyAwareResource, EnergyCost
+from agents.negotiation.strategies import resource_strategy
+from agents.protocol.messages import CallForProposals, Proposal
+from ops.config.loader import load_cell
+
+ROOT = Path(__file__).resolve().parents[1]
+AWARE = {"resource_strategy": "agents.energy.strategies:EnergyAwareResource",
+         "order_strategy": "agents.energy.strategies:EnergyCost"}
+
+# night 0.10 until 07:00, day 0.30 from 07:00; the run starts Monday 06:00
+TOU = TimeOfUse.from_settings(EnergySettings.model_validate({
+    "clock_at_start": "mon 06:00",
+    "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
+                           {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
+DRAW = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standby": 0.2,
+                                 "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05}}})
+
+
+def cfp(due_at: float = 1e6) -> CallForProposals:
+    return CallForProposals(task="o1/0", order="o1", kind="operation", capability="mill",
+                            op="mill", quantity=1, earliest_start_at=0.0, due_at=due_at,
+                            reply_by_at=1.0)
+
+
+def test_a_slot_costs_its_energy_above_idle_at_the_prices_then() -> None:
+    e = MachineEnergy(TOU, DRAW)
+    # setup 1 kW above idle for 360 s at night, busy 4 kW above idle: 1800 s at night
+    # (until 07:00 = 3600 s), then 1800 s by day
+    cost = e.slot_cost("mill", 1440.0, 360.0, 3600.0)
+    assert cost == pytest.approx(1 * 0.1 * 0.1 + 4 * 0.5 * 0.1 + 4 * 0.5 * 0.3)
+
+
+def test_break_even_and_the_shift_candidates() -> None:
+    e = MachineEnergy(TOU, DRAW, shift_max_s=20 * 3600.0)
+    # (0.05·3600 − 0.2·60) / (1.0 − 0.2) = 210 s
+    assert e.break_even_s == pytest.approx(210.0)
+    assert e.worth_sleeping(210.0) and not e.worth_sleeping(209.0)
+    assert e.shift_candidates(0.0) == [0.0, 3600.0, 16 * 3600.0]
+    assert MachineEnergy(TOU, DRAW).shift_candidates(5.0) == [5.0]
+    assert MachineEnergy(TOU, DRAW, standby=False).break_even_s is None
+
+
+def test_the_order_weighs_energy_cost_against_finish_and_lateness() -> None:
+    early = Proposal("o1/0", "operation", 0.0, 1000.0, 5.0, {"energy_cost": 2.0})
+    late_cheap = Proposal("o1/0", "operation", 0.0, 1500.0, 5.0, {"energy_cost": 1.0})
+    # 1 money = 600 s: saving 1.0 is worth 600 s of later finish, more than the 500 s
+    s = EnergyCost()
+    assert s.choose(cfp(), [("m1", early), ("m2", late_cheap)])[0] == "m2"
+    # past the due date, every second late weighs ten times as much
+    assert s.choose(cfp(due_at=1000.0), [("m1", early), ("m2", late_cheap)])[0] == "m1"
+    # weight 0: earliest finish
+    assert EnergyCost(s_per_money=0).choose(cfp(), [("m1", early), ("m2", late_cheap)])[0] == "m1"
+
+
+def test_the_aware_resource_is_named_with_its_parameters() -> None:
+    r = resource_strategy({"name": "agents.energy.strategies:EnergyAwareResource",
+                           "params": {"shift_max_s": 3600, "standby": False}})
+    assert isinstance(r, EnergyAwareResource) and r.shift_max_s == 3600 and not r.standby
+
+
+def _run(path: Path, **kw: str | None):  # noqa: ANN202
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell(path)
+    cell = VirtualCell(cfg, **kw)  # type: ignore[arg-type]
+    cell.run()
+    return cell, build_report(cell)
+
+
+def test_an_aware_energy_cell_sleeps_and_keeps_every_invariant() -> None:
+    cell, r = _run(ROOT / "cell_configs" / "demo_cell_energy.yaml", **AWARE)
+    assert all(r["invariants"].values()), r["invariant_violations"]
+    assert r["orders_completed"] == r["orders_total"]
+    e = r["energy"]
+    assert e["by_state_kwh"]["standby"] > 0 and e["cap_violations"] == 0
+
+
+def test_without_a_tariff_the_aware_resource_bids_like_the_default() -> None:
+    demo = ROOT / "cell_configs" / "demo_cell.yaml"
+    plain, _ = _run(demo)
+    aware, _ = _run(demo, resource_strategy=AWARE["resource_strategy"])
+    assert plain.event_log_sha256() == aware.event_log_sha256()
+
+
+def test_a_machine_offers_a_later_cheaper_slot_only_within_the_due_date() -> None:
+    from agents.base import Timing
+    from agents.machine import MachineAgent
+
+    evening = TimeOfUse.from_settings(EnergySettings.model_validate({
+        "clock_at_start": "mon 21:00",
+        "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
+                               {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
+
+    def machine(shift_max_s: float) -> MachineAgent:
+        strategy = EnergyAwareResource(shift_max_s=shift_max_s)
+        return MachineAgent("m1", timing=Timing(), strategy=strategy, location="x",
+                            capabilities={"mill": 600.0}, power_idle_kw=1.0, power_busy_kw=5.0,
+                            energy=MachineEnergy(evening, DRAW, shift_max_s=shift_max_s))
+
+    # 600 s at 4 kW above idle: 0.2 EUR at 21:00, a third of it from 22:00 (t = 3600 s)
+    now_slot = machine(0.0).quote(cfp(), 0.0)
+    assert now_slot.start_at == 0.0 and now_slot.energy_cost == pytest.approx(4 / 6 * 0.3)
+    later = machine(7200.0).quote(cfp(), 0.0)
+    assert later.start_at == 3600.0 and later.energy_cost == pytest.approx(4 / 6 * 0.1)
+    assert later.queue_s == 3600.0
+    # a due date before the cheap slot ends keeps the earliest slot
+    assert machine(7200.0).quote(cfp(due_at=4000.0), 0.0).start_at == 0.0
+    # the price is a cost term of the proposal
+    cost = EnergyAwareResource().price(cfp(), later)
+    assert cost is not None and cost["energy_cost"] == later.energy_cost
