@@ -434,7 +434,9 @@ def cmd_ops_prometheus_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    text = scrape_config(cfg, scrape_interval=args.scrape_interval, source=args.cell)
+    text = scrape_config(cfg, scrape_interval=args.scrape_interval, source=args.cell,
+                         console=None if args.console == "none" else args.console,
+                         rules=args.rules or ())
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -625,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the run report as JSON")
     sp.add_argument("--events", metavar="FILE.jsonl", type=output_file,
                     help="write the event log, one JSON a line")
+    sp.add_argument("--gantt", metavar="FILE", type=output_file,
+                    help="draw the schedule (machines and robots over time, faults, "
+                         "escalations) as a .svg or .html Gantt chart")
     sp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     sp.add_argument("--faults", metavar="FILE",
                     help="play a fault scenario (cell_configs/faults/*.yaml) in virtual time")
@@ -699,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "metrics_port in the cell file; none: off)")
         sp.add_argument("--start-at", type=float, default=None,
                         help="wall time (Unix s) of cell time 0; `up` gives all the same")
+        sp.add_argument("--start-at-file", default=None, metavar="FILE",
+                        help="wait for FILE ({\"start_at\": ...}), which `up` writes once "
+                             "every process is ready")
         sp.set_defaults(func=cmd_host if kind == "host" else cmd_plant)
     sp = sub.add_parser("console-agent", help="run the console agent: the escalation store "
                                               "on the ZeroMQ bus (`up` starts it)")
@@ -710,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the supervisor's); repeatable")
     sp.add_argument("--start-at", type=float, default=None,
                     help="wall time (Unix s) of cell time 0; `up` gives all the same")
+    sp.add_argument("--start-at-file", default=None, metavar="FILE",
+                    help="wait for FILE ({\"start_at\": ...}), which `up` writes once every "
+                         "process is ready")
     sp.set_defaults(func=cmd_console_agent)
 
     sp = sub.add_parser("chaos", help="random faults of every kind, per seed, in virtual time")
@@ -734,7 +745,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write to this file instead of stdout")
     sp.add_argument("--scrape-interval", default="15s",
                     help="Prometheus duration between scrapes (default 15s)")
+    sp.add_argument("--console", default="127.0.0.1:8601", metavar="HOST:PORT",
+                    help="the web console's /metrics (`autocell console --metrics-port`); "
+                         "default 127.0.0.1:8601, `none` to leave it out")
+    sp.add_argument("--rules", metavar="FILE", action="append",
+                    help="alert rules file to load (`autocell ops prometheus-rules`); "
+                         "repeatable")
     sp.set_defaults(func=cmd_ops_prometheus_config)
+    from ops.prometheus import cli as prometheus_cli
+    prometheus_cli.add_parsers(osub)              # ops prometheus-rules
 
     sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
@@ -747,11 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations, explain, replay
+    from ops import equipment, escalations, explain, gantt, replay
     escalations.add_parsers(sub)
     replay.add_parsers(sub)
     explain.add_parsers(sub)
     equipment.add_parsers(sub)
+    gantt.add_parsers(sub)
     return p
 
 

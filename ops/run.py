@@ -87,6 +87,9 @@ def execute(args: Any) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    if getattr(args, "gantt", None):
+        from ops.gantt import check_format
+        check_format(args.gantt)        # before the run, not after it
     if args.until is not None and args.until <= 0:
         raise ConfigurationError("--until must be a positive number of simulated seconds")
     speed = getattr(args, "speed", None)
@@ -137,6 +140,11 @@ def execute(args: Any) -> int:
         Path(args.events).write_text("".join(line + "\n" for line in cell.events))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if getattr(args, "gantt", None):
+        from ops.gantt import write as write_gantt
+        from sim_bridge.invariants import parse
+        write_gantt(args.gantt, parse(cell.events), cfg,
+                    f"{cfg.cell} · seed {cell.seed} · autocell run")
     if not args.quiet:
         print_summary(report, Console())
     failed = [name for name, ok in report["invariants"].items() if not ok]
@@ -209,6 +217,7 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         ("orders completed / total", f"{r['orders_completed']} / {r['orders_total']}"),
         ("orders lost", str(r["orders_lost"])),
         ("orders escalated (non-routine)", str(r["orders_escalated"])),
+        ("orders cancelled (by a supervisor)", str(r.get("orders_cancelled", 0))),
         ("escalations raised (groups), auto-handled",
          f"{r['escalations_raised']} ({r['escalation_groups']}), "
          f"{r['auto_handled_ratio']:.0%} of disruptions"),
@@ -270,8 +279,10 @@ def kpi_table(k: dict[str, Any]) -> Table:
     c = k["cell"]
     from rich import box
 
+    cancelled = c.get("orders_cancelled", 0)
     t = Table(title=f"plant KPIs over {_fmt_s(k['window_s'])} · cell tardiness "
-                    f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)",
+                    f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)"
+                    + (f" · {cancelled} order(s) cancelled" if cancelled else ""),
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
     for name in ("", "OEE", "avail", "perf", "qual", "FPY", "MTBF", "MTTR",
                  "unit/h", "kWh/u"):

@@ -79,7 +79,14 @@ EXIT_GAVE_UP = 3
 EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
-               "status-*.json", "report.json", "decisions-*.jsonl")
+               "status-*.json", "report.json", "decisions-*.jsonl", "ready-*", "start.json*",
+               "metrics-*.prom")
+#: Where ``up`` writes the cell's start time once every child is ready (``--start-at-file``).
+START_FILE = "start.json"
+#: Wall seconds between the last child being ready and cell time 0: the children connect.
+START_MARGIN_S = 0.5
+#: Wall seconds ``up`` waits for its children to be ready before it starts the clock anyway.
+READY_TIMEOUT_S = 120.0
 
 
 def _load_libc() -> Any:
@@ -180,8 +187,14 @@ class Supervisor:
         self.start_at = time.time() + 1.5
         self.budget = RestartBudget(max_restarts, restart_window_s)
         self.events: list[dict[str, Any]] = []
+        # OS children wait for the start file: cell time 0 comes once all are up, not at a
+        # guess of how long Python takes to start (6 s on a loaded machine: orders called
+        # machines that were not listening yet and logged no_proposals)
+        self.barrier = type(self).spawn is Supervisor.spawn
+        clock_arg = (["--start-at-file", str(state_dir / START_FILE)] if self.barrier
+                     else ["--start-at", repr(self.start_at)])
         common = [cell_path, "--state-dir", str(state_dir), "--speed", repr(speed),
-                  "--start-at", repr(self.start_at), "--log-level", log_level]
+                  *clock_arg, "--log-level", log_level]
         if faults_path:
             common += ["--faults", faults_path]
         exe = [sys.executable, "-m", "ops.cli"]
@@ -214,8 +227,11 @@ class Supervisor:
         return (time.time() - self.start_at) * self.speed
 
     def note(self, event: str, **fields: Any) -> None:
-        entry = {"t": round(self.cell_now(), 3), "wall": round(time.time(), 3), "ev": event,
-                 **fields}
+        # before start_at the cell clock has not started: such notes are at cell time 0 (a
+        # negative time read as "started 14 s before the start"); `started` says how long
+        # until the clock runs
+        entry = {"t": round(max(0.0, self.cell_now()), 3), "wall": round(time.time(), 3),
+                 "ev": event, **fields}
         self.events.append(entry)
         self.log(f"[{entry['t']:>9.1f}] {event} " + " ".join(f"{k}={v}" for k, v in
                                                               fields.items()))
@@ -270,12 +286,15 @@ class Supervisor:
                      f"{self.escalations_db}")
         for child in self.children.values():
             self.spawn(child)
-        self.note("started", processes=len(self.children), speed=self.speed)
         total = len(self.cfg.orders)
         code = 0
         t0 = time.time()
         last_progress = -1
         try:
+            if self.barrier and not self._start_clock():
+                return EXIT_USAGE if self.refused is not None else EXIT_GAVE_UP
+            self.note("started", processes=len(self.children), speed=self.speed,
+                      clock_starts_in_s=round(max(0.0, self.start_at - time.time()), 2))
             while True:
                 time.sleep(0.05)
                 if self._check_children() or self._decisions():
@@ -310,6 +329,29 @@ class Supervisor:
             if self.link is not None:
                 self.link.close()
         return code
+
+    def _start_clock(self) -> bool:
+        """Wait until every child is ready (``ready-NAME``: imported, configured, about to
+        bind), then write the start time ``START_MARGIN_S`` ahead; False if a child refused
+        to start or kept dying meanwhile.  After ``READY_TIMEOUT_S`` the clock starts anyway
+        (a child that is that slow joins late, as a restarted one does)."""
+        from agents.runtime.host import write_json_atomic
+
+        deadline = time.time() + READY_TIMEOUT_S
+        waiting = set(self.children)
+        while waiting and time.time() < deadline:
+            if self._check_children():
+                return False
+            waiting = {n for n in waiting if not (self.state_dir / f"ready-{n}").exists()}
+            if waiting:
+                time.sleep(0.02)
+        if waiting:
+            self.log(f"autocell up: {', '.join(sorted(waiting))} not ready after "
+                     f"{READY_TIMEOUT_S:g} s; starting the cell clock anyway")
+        self.start_at = time.time() + START_MARGIN_S
+        write_json_atomic(self.state_dir / START_FILE,
+                          {"start_at": self.start_at, "speed": self.speed})
+        return True
 
     def _check_children(self) -> bool:
         """Restart dead children; True when the restart intensity is exceeded."""
@@ -499,10 +541,7 @@ class Supervisor:
         from ops.replay import decision_logs
         from sim_bridge.report import p95
 
-        sim_events = []
-        path = self.state_dir / "events-sim.jsonl"
-        if path.exists():
-            sim_events = [json.loads(line) for line in path.read_text().splitlines() if line]
+        sim_events = self.event_log("sim")
         done = self.completed_orders()
         cancelled = self.completed_orders("cancelled") - done
         restarts = sorted(x for c in self.children.values() for x in c.restarts)
@@ -530,10 +569,51 @@ class Supervisor:
             "invariants": {k: not v for k, v in violations.items()},
             "invariant_violations": {k: v[:20] for k, v in violations.items() if v},
             "cell_time_s": round(self.cell_now(), 3),
+            **self.production(sim_events, all_done=len(done) == len(self.cfg.orders)),
+            # each process's last metrics, written as it stopped (ops/up.py, final_metrics)
+            "final_metrics": {p.name[len("metrics-"):-len(".prom")]: str(p)
+                              for p in sorted(self.state_dir.glob("metrics-*.prom"))},
             "supervisor_events": self.events,
             "decision_logs": decision_logs(self.state_dir),    # docs/flight-recorder.md
             **escalations,
         }
+
+    def event_log(self, name: str) -> list[dict[str, Any]]:
+        """The events a process wrote to ``events-NAME.jsonl`` (none without the file; a
+        line cut short by a kill is skipped)."""
+        path = self.state_dir / f"events-{name}.jsonl"
+        out: list[dict[str, Any]] = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    def production(self, sim_events: list[dict[str, Any]], *, all_done: bool
+                   ) -> dict[str, Any]:
+        """The production KPIs ``autocell run`` reports (makespan, tardiness, OEE, energy …;
+        sim_bridge.report.production_figures), from the plant's and the hosts' event logs
+        merged in cell-time order.  The KPI window ends at the last completion when every
+        order completed (as in ``run``), else at the last plant event."""
+        from sim_bridge.report import production_figures
+
+        evs = list(sim_events)
+        for h in self.cfg.hosts:       # the order agents' completions and lot splits
+            evs += [e for e in self.event_log(h.name)
+                    if e.get("ev") in ("order_completed", "order_cancelled", "lot_split")]
+        evs.sort(key=lambda e: float(e.get("t", 0.0)))
+        completions = [float(e["t"]) for e in evs if e["ev"] == "order_completed"]
+        end_at = (max(completions) if all_done and completions
+                  else max((float(e.get("t", 0.0)) for e in evs), default=0.0))
+        figures = production_figures(evs, self.cfg, end_at)
+        k = figures["kpis"]["machines"]
+        makespan = figures["makespan"]
+        figures["utilisation"] = {
+            m: round((row["processing_s"] + row["setup_s"]) / makespan, 6) if makespan else 0.0
+            for m, row in k.items()}
+        return figures
 
     def escalation_figures(self) -> dict[str, Any]:
         """What the console agent's store holds at the end (empty without a console)."""
@@ -648,8 +728,11 @@ def finish_up(state_dir: Path, code: int, report: dict[str, Any]) -> int:
     failed in a run that otherwise ended well)."""
     (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     ok = all(report["invariants"].values())
+    oee = report.get("kpis", {}).get("cell", {}).get("oee")
     print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "
-          f"completed, {report['operations']} operations, {report['restarts']} restarts "
+          f"completed, {report['operations']} operations"
+          + (f", makespan {report['makespan']:.1f} s, OEE {oee:.0%}" if oee is not None else "")
+          + f", {report['restarts']} restarts "
           f"(restart p95 {report['restart_s']['p95']} s), invariants "
           f"{'hold' if ok else 'VIOLATED'}; report: {state_dir / 'report.json'}")
     if code == 0 and not ok:

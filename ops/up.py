@@ -56,7 +56,11 @@ def run_process(args: Any, kind: str) -> int:
     state_dir = Path(args.state_dir or Path(".autocell") / cfg.cell)
     make_state_dir(state_dir)
     keys = ensure_keys(cfg, state_dir)
-    clock = CellClock(args.start_at if args.start_at is not None else time.time(), args.speed)
+    start_at = args.start_at
+    if getattr(args, "start_at_file", None):
+        name = args.name if kind == "host" else "console" if kind == "console-agent" else SIM_ID
+        start_at = await_start(Path(args.start_at_file), state_dir / f"ready-{name}")
+    clock = CellClock(start_at if start_at is not None else time.time(), args.speed)
     if kind == "console-agent":
         return run_console_agent(args, cfg, keys, state_dir, clock)
     if kind == "host":
@@ -83,7 +87,43 @@ def run_process(args: Any, kind: str) -> int:
         metrics = start_metrics(runner, cfg, kind, port, metrics_addr_of(endpoint))
     runner.observer = Fanout(metrics, EventLog())
     asyncio.run(runner.run())
+    if metrics is not None:
+        name = args.name if kind == "host" else SIM_ID
+        final_metrics(metrics, state_dir / f"metrics-{name}.prom")
     return 0
+
+
+#: Wall seconds a stopping process keeps ``/metrics`` up for a last scrape (less than the
+#: supervisor's 5 s between SIGTERM and SIGKILL).
+FINAL_SCRAPE_S = 3.0
+
+
+def final_metrics(metrics: Any, path: Path, linger_s: float = FINAL_SCRAPE_S) -> None:
+    """A stopped process's last values: written to ``path`` in the Prometheus text format
+    (a node_exporter textfile collector, or ``report.json``'s ``final_metrics``, picks them
+    up after the process is gone), and still served for ``linger_s`` so the next scrape
+    sees them too."""
+    import os
+
+    from prometheus_client import generate_latest
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(generate_latest(metrics.registry))
+    os.replace(tmp, path)
+    time.sleep(linger_s)     # the HTTP server is a daemon thread: it goes with the process
+
+
+def await_start(start_file: Path, ready: Path) -> float:
+    """Say this process is ready (``ready``), then wait for ``up`` to write the cell's start
+    time into ``start_file`` (ops/supervisor.py, ``_start_clock``); a restarted process
+    finds it there and joins the running cell at once."""
+    import json
+
+    if not start_file.exists():
+        ready.touch()
+        while not start_file.exists():     # the supervisor writes it once all are ready
+            time.sleep(0.01)
+    return float(json.loads(start_file.read_text())["start_at"])
 
 
 def run_console_agent(args: Any, cfg: Any, keys: Path, state_dir: Path, clock: Any) -> int:

@@ -15,14 +15,20 @@ highest epoch, the highest seq in it (``hw``) and a bitmap of the last
 
 Persistence: the guard writes ``(epoch, hw)`` per sender to a
 :class:`ReplayStore` whenever ``hw`` has advanced ``flush_every`` past what
-was last written (and on :meth:`flush`), so after a crash the true ``hw`` is
-at most ``flush_every`` above the stored one.  A restarted guard therefore
+was last written (and on :meth:`flush`), *before* :meth:`check` accepts the
+message that advanced it, so after a crash the true ``hw`` is at most
+``flush_every - 1`` above the stored one.  A restarted guard therefore
 refuses, for each restored sender's stored epoch:
 
 * ``seq <= stored hw`` — certainly seen or too old;
-* ``stored hw < seq <= stored hw + flush_every`` *unless* ``ts`` is later
+* ``stored hw < seq < stored hw + flush_every`` *unless* ``ts`` is later
   than the restart plus ``skew_s`` — it may have been accepted before the
   crash, and only a message stamped after the restart can be told apart.
+
+With ``flush_every=1`` (every autocell process) the second range is empty: a
+sender's next message after a receiver restart is accepted, so recovery
+costs no negotiation round (issue 18; it used to refuse ``stored hw + 1``,
+which the guard cannot have accepted without writing it first).
 
 Legitimate messages lost this way are those in flight across a crash; the
 contract net's deadlines and leases absorb them.  Nothing here reads a
@@ -107,7 +113,7 @@ class ReplayGuard:
             if seq <= st.restored_hw:
                 raise Replayed(f"seq {seq} was accepted before this receiver restarted",
                                sender=sender, epoch=epoch, seq=seq)
-            if seq <= st.restored_hw + self.flush_every and ts <= self.restarted_at + self.skew_s:
+            if seq < st.restored_hw + self.flush_every and ts <= self.restarted_at + self.skew_s:
                 raise Replayed(f"seq {seq} may have been accepted before this receiver restarted",
                                sender=sender, epoch=epoch, seq=seq)
         if seq > st.hw:

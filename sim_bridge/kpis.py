@@ -82,6 +82,7 @@ class KpiTracker:
         self.scrapped_orders: set[str] = set()
         self.finished_orders: set[str] = set()  # last operation done ok
         self.orders_completed = 0
+        self.cancelled_orders: set[str] = set()  # cancelled by a supervisor: not escalated
         self.tardiness_s = 0.0
         self.tardy_orders = 0
         self.lot_units: dict[str, int] = {}    # task prefix of a split order's lot -> units
@@ -96,6 +97,9 @@ class KpiTracker:
         ev = e.get("ev")
         if ev == "lot_split":            # a split order: each lot's operations count its units
             self.lot_units.update({str(k): int(v) for k, v in dict(e.get("lots", {})).items()})
+            return
+        if ev == "order_cancelled":
+            self.cancelled_orders.add(str(e.get("order", "")))
             return
         if ev == "order_completed":
             self.orders_completed += 1
@@ -216,6 +220,7 @@ class KpiTracker:
             "throughput_units_per_h": _div(finished_units * HOUR_S, window),
             "units_finished": finished_units,
             "orders_completed": self.orders_completed,
+            "orders_cancelled": len(self.cancelled_orders),
             "tardiness_s": self.tardiness_s,
             "tardy_orders": self.tardy_orders,
             "energy_kwh": energy,
@@ -258,7 +263,8 @@ def _factors(window: float, processing: float, ideal: float, good: float,
 
 _PUBLIC = ("oee", "availability", "performance", "quality", "mtbf_s", "mttr_s",
            "first_pass_yield", "throughput_units_per_h", "energy_kwh", "energy_per_unit_kwh",
-           "units_produced", "units_good", "units_finished", "orders_completed", "tardiness_s",
+           "units_produced", "units_good", "units_finished", "orders_completed",
+           "orders_cancelled", "tardiness_s",
            "tardy_orders", "faults", "repairs", "processing_s", "setup_s", "down_s", "idle_s",
            "energy_by_state_kwh", "energy_cost", "co2_kg")
 

@@ -137,7 +137,7 @@ def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: i
         "max_escalations_per_10min": per_window,
         "escalation_latency": {"max": round(max(latency, default=0.0), 6)},
         "escalation_flood": any(e.get("flood") for e in raised),
-        "orders_cancelled": sum(1 for e in evs if e["ev"] == "order_cancelled"),
+        "orders_cancelled": len({e["order"] for e in evs if e["ev"] == "order_cancelled"}),
         "orders_split": sum(1 for e in evs if e["ev"] == "lot_split"),
     }
 
@@ -156,6 +156,28 @@ def energy_figures(kpis: dict[str, Any], currency: str) -> dict[str, Any]:
                                      for m, row in kpis["machines"].items()}}
 
 
+def production_figures(evs: list[dict[str, Any]], cfg: Any, end_at: float) -> dict[str, Any]:
+    """The production KPIs of a run from its event log alone — makespan, flow time,
+    tardiness, the plant KPIs (OEE, MTBF, energy …, docs/kpis.md) and the energy summary —
+    so ``autocell run`` (one log) and ``autocell up`` (the processes' logs merged) report
+    the same figures computed the same way.  ``evs`` in time order; ``end_at`` closes the
+    KPI window."""
+    orders = {o.id: o for o in cfg.orders}
+    completed = {e["order"]: e for e in evs if e["ev"] == "order_completed"}
+    makespan = max((e["t"] for e in completed.values()), default=0.0)
+    flows = [e["t"] - orders[o].release_at for o, e in completed.items() if o in orders]
+    kpis = compute_kpis(evs, KpiSpec.from_config(cfg), end_at=end_at)
+    return {
+        "makespan": round(makespan, 6),
+        "mean_flow_time": round(statistics.fmean(flows), 6) if flows else 0.0,
+        "tardiness_total": round(sum(e.get("tardiness_s", 0.0) for e in completed.values()), 6),
+        "tardy_orders": sum(1 for e in completed.values() if e.get("tardiness_s", 0.0) > 0),
+        "kpis": kpis,
+        **({"energy": energy_figures(kpis, cfg.energy.tariff.currency)}
+           if cfg.energy is not None else {}),
+    }
+
+
 def build_report(cell: VirtualCell) -> dict[str, Any]:
     evs = parse(cell.events)
     cfg = cell.cfg
@@ -164,11 +186,12 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     cancelled = {e["order"] for e in evs if e["ev"] == "order_cancelled"}
     # An order waiting on a person is escalated, never lost: flagged non-routine, or with an
     # escalation still open at the end (the same test as the orders_accounted_for invariant).
+    # A cancelled order was escalated once but is settled: it is counted as cancelled only.
     flagged = ({e["order"] for e in evs if e["ev"] == "non_routine"}
-               | (set(open_escalations(evs).values()) & set(orders))) - set(completed)
-    makespan = max((e["t"] for e in completed.values()), default=0.0)
-    flows = [e["t"] - orders[o].release_at for o, e in completed.items()]
-    tardiness = sum(e["tardiness_s"] for e in completed.values())
+               | (set(open_escalations(evs).values()) & set(orders))) - set(completed) - cancelled
+    sim_s = cell.env.now
+    production = production_figures(evs, cfg, sim_s)
+    makespan = production["makespan"]
     in_progress = [o for o in orders
                    if o not in completed and o not in flagged and o not in cancelled]
     lost = [] if cell.ended_by == "until" else in_progress
@@ -178,8 +201,6 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     violations = check_all(cell.events, list(orders), cell.ended_by,
                            cell.stats.verified, cell.stats.messages_delivered,
                            cap=spec if capped else None)
-    sim_s = cell.env.now
-    kpis = compute_kpis(evs, spec, end_at=sim_s)
     return {
         "cell": cfg.cell,
         "seed": cell.seed,
@@ -189,10 +210,10 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "orders_lost": len(lost),
         "orders_escalated": len(flagged),
         "orders_in_progress": len(in_progress) if cell.ended_by == "until" else 0,
-        "makespan": round(makespan, 6),
-        "mean_flow_time": round(statistics.fmean(flows), 6) if flows else 0.0,
-        "tardiness_total": round(tardiness, 6),
-        "tardy_orders": sum(1 for e in completed.values() if e["tardiness_s"] > 0),
+        "makespan": makespan,
+        "mean_flow_time": production["mean_flow_time"],
+        "tardiness_total": production["tardiness_total"],
+        "tardy_orders": production["tardy_orders"],
         "operations": sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] == "ok"),
         "scrapped": sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] != "ok"),
         "faults": sum(1 for e in evs if e["ev"] == "fault" and ("machine" in e or "robot" in e)),
@@ -211,9 +232,8 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
             cell.cfg.escalation.flood.window_s),
         "utilisation": {m: round(b / makespan, 6) if makespan else 0.0
                         for m, b in sorted(busy.items())},
-        "kpis": kpis,
-        **({"energy": energy_figures(kpis, cfg.energy.tariff.currency)}
-           if cfg.energy is not None else {}),
+        "kpis": production["kpis"],
+        **({"energy": production["energy"]} if "energy" in production else {}),
         "invariants": {name: not v for name, v in violations.items()},
         "invariant_violations": {name: v[:20] for name, v in violations.items() if v},
         "event_log_sha256": cell.event_log_sha256(),

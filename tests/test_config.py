@@ -419,7 +419,8 @@ def test_cell_from_dict_runs_the_same_cross_checks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         cell_from_dict(data, source="generated")
     assert [str(i) for i in caught.value.issues] == [
-        "generated: machines[0].scrap_rate: Input should be less than or equal to 1 (got 3)",
+        "generated: machines[0].scrap_rate: scrap_rate is a fraction from 0 to 1 (0.05 means "
+        "5 %), so it must be less than or equal to 1; got 3 — for 3 % write 0.03",
         "generated: orders[1].product: unknown product 'nothing'; add the product to "
         "`products` or fix the order (known: bracket)",
     ]

@@ -221,6 +221,16 @@ class Layout(_Model):
         "travel times are the shortest route's, edge by edge; absent: straight lines.",
     )
 
+    # -- transport (issue 18, engineer): parts between locations need robots, or a word that
+    # they do not.  Checked in ops/config/loader.py (_check_transport).
+    transport: Literal["instantaneous"] | None = Field(
+        default=None,
+        description="`instantaneous`: parts move between locations in no time and no robot "
+        "carries them (a model that ignores transport). Absent: a cell whose machines, input "
+        "and output stand at more than one location must have robots, else `validate` "
+        "refuses it (parts would teleport and the makespan would be optimistic).",
+    )
+
     _routes: tuple[LayoutGraph, routes.RouteGraph] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -99,6 +99,11 @@ log = logging.getLogger("autocell.host")
 SIM_ID = "sim"
 HOST_ROLE = "host"
 REPLAY_SKEW_S = 60.0      # the replay guard's skew window on every process of a cell
+#: The shortest reply deadline of a paced cell, in wall seconds (docs/operations.md).  The
+#: cell file's ``reply_deadline_s`` is cell time: at ``--speed 10`` its 0.2 s were 20 ms of
+#: wall time, less than a round of signed messages between processes takes on a loaded
+#: machine, and rounds came back empty (``no_proposals``) with every machine up.
+REPLY_FLOOR_WALL_S = 0.2
 
 
 def host_identity(name: str) -> str:
@@ -122,11 +127,24 @@ class CellClock:
         return max(0.0, (self.start_at + at / self.speed) - self.wall())
 
 
+def paced(cfg: CellConfig, speed: float) -> CellConfig:
+    """The cell as a host runs it at ``speed``: its reply deadline at least
+    :data:`REPLY_FLOOR_WALL_S` of wall time (``REPLY_FLOOR_WALL_S × speed`` cell seconds).
+    A wall-clock floor, not a plain scaling: at ``--speed 1`` and below the cell file's value
+    holds as written; virtual-time runs never come here."""
+    floor = REPLY_FLOOR_WALL_S * speed
+    n = cfg.negotiation
+    if n.reply_deadline_s >= floor:
+        return cfg
+    return cfg.model_copy(update={"negotiation": n.model_copy(update={"reply_deadline_s": floor})})
+
+
 def signed_bus(cfg: CellConfig, *, keys_dir: Path, state_dir: Path, name: str, bind: str,
                identities: list[str], epoch: int, clock: CellClock) -> Bus:
     """The bus of one process of a cell: its identities, a replay guard persisted in
-    ``replay-NAME.sqlite`` (flushed on every message, so a restart refuses at most one
-    in-flight message per sender), routes to every other agent, wall-clock stamps."""
+    ``replay-NAME.sqlite`` (written before each message is accepted, so a restart refuses
+    only what it had accepted: a sender's next message gets through), routes to every
+    other agent, wall-clock stamps."""
     kd = KeyDir(keys_dir)
     guard = ReplayGuard(SqliteReplayStore(state_dir / f"replay-{name}.sqlite"),
                         skew_s=REPLAY_SKEW_S,
@@ -173,6 +191,7 @@ class Host(OnRunner):
                  record_decisions: bool = True) -> None:
         if not cfg.hosts:
             raise ValueError("the cell has no hosts section: nothing to run on a host")
+        cfg = paced(cfg, clock.speed)          # the reply deadline in wall time, at least
         self.cfg = cfg
         self.name = name
         self.clock = clock

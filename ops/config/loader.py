@@ -50,10 +50,12 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from agents.cell.limits import MAX_SECONDS
 from agents.cell.model import PATTERN_HELP, CellConfig, NegotiationSettings
 from agents.cell.routes import Edge, Node, RouteGraph
+from ops.config import hints
 from security.untrusted import (
     UnreadableFile,
     escape_controls,
@@ -558,9 +560,14 @@ def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellCo
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
         allowed = _allowed_keys(loc[:-1], root)
-        hint = _did_you_mean(key, allowed)
+        meant = hints.key_suggestion(key, allowed)
+        hint = f" (did you mean {echoed(meant)}?)" if meant else ""
         return f"unknown key {echoed(key)}{hint}; allowed keys: {', '.join(allowed)}"
     value = error.get("input")
+    if loc and isinstance(loc[-1], str):
+        better = hints.rewrite(kind, value, loc[-1], _field_at(loc, root), message)
+        if better is not None:
+            return better
     if kind == "string_pattern_mismatch":
         pattern = str(error.get("ctx", {}).get("pattern", ""))
         help_text = PATTERN_HELP.get(pattern, f"it must match {pattern}")
@@ -591,6 +598,31 @@ def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [field.alias or name for name, field in annotation.model_fields.items()]
     return []
+
+
+def _field_at(loc: Loc, root: type[BaseModel] = CellConfig) -> FieldInfo | None:
+    """The model field ``loc`` ends at (``machines[0].power_kw`` -> Machine.power_kw)."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    annotation: Any = root
+    for part in loc[:-1]:
+        annotation = _model_member(_unwrap(annotation))
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) is list and isinstance(part, int):
+            annotation = typing.get_args(annotation)[0]
+        elif typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return None
+    model = _model_member(_unwrap(annotation))
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return next((f for name, f in model.model_fields.items()
+                     if (f.alias or name) == loc[-1]), None)
+    return None
 
 
 def _model_member(annotation: Any) -> Any:
@@ -634,6 +666,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_unique(data, ("machines", "robots", "orders"), "agent", problems, where)
     _check_unique(data, ("products",), "product", problems, where)
     _check_resources(data, locations, problems)
+    _check_transport(data, locations, problems)
     _check_route_graph(data, locations, problems, where)
     _check_work(data, problems, where)
     _check_hosts(data, problems, where)
@@ -762,6 +795,30 @@ def _check_resources(data: dict[str, Any], locations: list[str], problems: _Prob
                     problems.append((loc + (target,), _unknown("location", target, locations, fix)))
 
 
+def _check_transport(data: dict[str, Any], locations: list[str], problems: _Problems) -> None:
+    """Parts that must move between locations need a robot to carry them, unless the cell says
+    transport is instantaneous: without either, a run would teleport every part and report an
+    optimistic makespan (issue 18)."""
+    layout = data.get("layout")
+    if not isinstance(layout, dict) or not locations:
+        return
+    robots = data.get("robots")
+    if (isinstance(robots, list) and robots) or layout.get("transport") == "instantaneous":
+        return
+    used = {loc for _, m in _entries(data, "machines")
+            if (loc := _text(m.get("location"))) in locations}
+    entry = _text(layout.get("input"))
+    entry = entry if entry in locations else locations[0]       # the documented defaults
+    exit_ = _text(layout.get("output"))
+    used |= {entry, exit_ if exit_ in locations else entry}
+    if len(used) > 1:
+        problems.append((("layout",),
+                         f"parts move between {len(used)} locations ({shown_list(sorted(used))}) "
+                         "but the cell has no robots to carry them; add `robots:`, or put "
+                         "`transport: instantaneous` under `layout:` if moves take no time in "
+                         "this model"))
+
+
 def _check_route_graph(
     data: dict[str, Any], locations: list[str], problems: _Problems, where: _Where
 ) -> None:
@@ -869,10 +926,10 @@ def _graph_edges(data: dict[str, Any], nodes: dict[str, Node],
 
 def _check_work(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
     """Routings need a capable machine; orders need a product and a due date after release."""
-    offered = sorted(
-        {str(c) for _, m in _entries(data, "machines") if isinstance(m.get("capabilities"), dict)
-         for c in m["capabilities"]}
-    )
+    # a list of names is reported on the machine (capability -> seconds per unit); its names
+    # still count as offered, so the routing is not blamed for the same mistake
+    offered = sorted({str(c) for _, m in _entries(data, "machines")
+                      for c in _capability_names(m.get("capabilities"))})
     machines_ok = bool(_entries(data, "machines"))
     products: list[str] = []
     for i, product in _entries(data, "products"):
@@ -929,6 +986,13 @@ def _check_work(data: dict[str, Any], problems: _Problems, where: _Where) -> Non
                  f"due_at ({due_at:g} s) is not after release_at ({release_at:g} s); "
                  "an order must be due after it is released")
             )
+
+
+def _capability_names(caps: Any) -> list[Any]:
+    """The names a machine's ``capabilities`` give, in any of the shapes people write."""
+    if isinstance(caps, str):
+        return [caps]
+    return list(caps) if isinstance(caps, (dict, list)) else []
 
 
 def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> None:

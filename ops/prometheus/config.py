@@ -12,6 +12,7 @@ output for the demo cell, and a test keeps it current.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -40,8 +41,16 @@ def _addr(endpoint: str) -> str:
     return f"[{addr}]" if ":" in addr else addr
 
 
-def scrape_config(cfg: Any, *, scrape_interval: str = "15s", source: str = "") -> str:
-    """The prometheus.yml text for the cell."""
+CONSOLE_TARGET = "127.0.0.1:8601"
+"""Where ``autocell console --metrics-port 8601`` serves the console's /metrics."""
+TARGET = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+
+
+def scrape_config(cfg: Any, *, scrape_interval: str = "15s", source: str = "",
+                  console: str | None = CONSOLE_TARGET, rules: Sequence[str] = ()) -> str:
+    """The prometheus.yml text for the cell: its processes, the web console (``console``,
+    HOST:PORT of its metrics, or None) as the job ``autocell-CELL-console``, and the alert
+    ``rules`` files to load."""
     if not DURATION.match(scrape_interval):
         raise ConfigurationError(f"--scrape-interval {scrape_interval!r}: use a Prometheus "
                                  "duration such as 15s, 500ms or 1m")
@@ -49,17 +58,30 @@ def scrape_config(cfg: Any, *, scrape_interval: str = "15s", source: str = "") -
     if not found:
         raise ConfigurationError(f"{source or cfg.cell}: no process has a metrics_port; add "
                                  "`metrics_port` to the hosts and to `sim` in the cell file")
-    doc = {
+    if console is not None and not TARGET.match(console):
+        raise ConfigurationError(f"--console {console!r}: use HOST:PORT of the console's "
+                                 "metrics (autocell console --metrics-port), or none")
+    timeout = scrape_interval if _seconds(scrape_interval) < 10 else "10s"
+    doc: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        **({"rule_files": list(rules)} if rules else {}),
         "scrape_configs": [{
             "job_name": f"autocell-{cfg.cell}",
             "scrape_interval": scrape_interval,
-            "scrape_timeout": scrape_interval if _seconds(scrape_interval) < 10 else "10s",
+            "scrape_timeout": timeout,
             "static_configs": [{"targets": [target], "labels": {"cell": cfg.cell,
                                                                "process": process}}
                                for process, target in found],
         }],
     }
+    if console is not None:     # escalations (autocell_escalations_open) for the alerts
+        doc["scrape_configs"].append({
+            "job_name": f"autocell-{cfg.cell}-console",
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": timeout,
+            "static_configs": [{"targets": [console],
+                                "labels": {"cell": cfg.cell, "process": "console"}}],
+        })
     missing = [h.name for h in cfg.hosts if h.metrics_port is None]
     if cfg.sim.metrics_port is None:
         missing.insert(0, "sim")
