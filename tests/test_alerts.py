@@ -46,7 +46,8 @@ def test_the_speed_turns_cell_times_into_wall_times(capsys: pytest.CaptureFixtur
                                                     ) -> None:
     assert main(["ops", "prometheus-rules", str(DEMO), "--speed", "10"]) == 0
     rules = {r["alert"]: r for r in yaml.safe_load(capsys.readouterr().out)["groups"][0]["rules"]}
-    assert rules["AutocellP1EscalationOverdue"]["for"] == "12s"      # 120 cell s at 10×
+    assert "> 120" in rules["AutocellP1EscalationOverdue"]["expr"]   # cell seconds, any speed
+    assert "12s at this speed" in rules["AutocellP1EscalationOverdue"]["annotations"]["summary"]
     assert "[60s]" in rules["AutocellRejectBurst"]["expr"]            # never below 1 min
     assert main(["ops", "prometheus-rules", str(DEMO), "--speed", "0"]) == 2
 
@@ -63,10 +64,10 @@ tests:
         values: '1x12'
       - series: 'autocell_messages_rejected_total{cell="demo-cell", process="orders", reason="bad_signature"}'
         values: '0 0 10 30 30 30 30 30'
-      - series: 'autocell_escalations_open{cell="demo-cell", process="console", priority="1", state="unacknowledged"}'
-        values: '1x20'
-      - series: 'autocell_escalations_open{cell="demo-cell", process="console", priority="2", state="unacknowledged"}'
-        values: '1x20'
+      - series: 'autocell_escalation_oldest_unacknowledged_seconds{cell="demo-cell", process="console", priority="1"}'
+        values: '0+15x20'
+      - series: 'autocell_escalation_oldest_unacknowledged_seconds{cell="demo-cell", process="console", priority="2"}'
+        values: '0+15x20'
     alert_rule_test:
       - eval_time: 2m
         alertname: AutocellProcessDown
@@ -85,13 +86,16 @@ tests:
       - eval_time: 1m
         alertname: AutocellP1EscalationOverdue
         exp_alerts: []
+      - eval_time: 2m
+        alertname: AutocellP1EscalationOverdue
+        exp_alerts: []
       - eval_time: 3m
         alertname: AutocellP1EscalationOverdue
         exp_alerts:
           - exp_labels: {severity: critical, cell: demo-cell}
             exp_annotations:
-              summary: a priority-1 escalation of cell demo-cell has been open longer than its response deadline (120s)
-              description: "1 priority-1 escalation(s) open and not shelved for 120s (escalation.response_deadline_s at this speed): decide in the console or with `autocell escalations decide`."
+              summary: a priority-1 escalation of cell demo-cell has waited longer than its response deadline (120 cell s, 120s at this speed)
+              description: "The oldest unacknowledged priority-1 escalation was raised 180 cell seconds ago (escalation.response_deadline_s = 120): acknowledge or decide in the console or with `autocell escalations decide`."
   - interval: 1m
     input_series:
       - series: 'autocell_orders{cell="demo-cell", process="orders", state="open"}'

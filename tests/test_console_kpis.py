@@ -85,3 +85,27 @@ def test_the_kpis_are_prometheus_metrics():
     assert 'autocell_alarm_priority_share{band="P2",of="observed"} 1.0' in text
     assert 'autocell_alarm_priority_share{band="P3/P4",of="guideline"} 0.8' in text
     assert "autocell_alarm_flood_ratio 0.0" in text and "autocell_alarm_stale 0.0" in text
+
+
+def test_the_oldest_unacknowledged_escalation_has_an_age_gauge():
+    """What the P1-overdue alert compares with the response deadline (ops/prometheus/)."""
+    clock = [1000.0]
+    b = InMemoryBackend(clock=lambda: clock[0])
+    for at, prio in ((100.0, 1), (700.0, 1), (400.0, 2)):
+        b.raise_escalation(priority=prio, cause="c", consequence="x", options=[{"id": "w"}],
+                           safe_default="w", deadline_at=at + 600, created_at=at)
+    acked = b.raise_escalation(priority=3, cause="c", consequence="x", options=[{"id": "w"}],
+                               safe_default="w", deadline_at=1600, created_at=10.0)
+    b.acknowledge(acked.id, "ann", 20.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = serve_escalation_metrics(b, port, every_s=60)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        server.shutdown()
+    assert 'autocell_escalation_oldest_unacknowledged_seconds{priority="1"} 900.0' in text
+    assert 'autocell_escalation_oldest_unacknowledged_seconds{priority="2"} 600.0' in text
+    assert not re.search(r'oldest_unacknowledged_seconds\{priority="3"\}', text)  # acknowledged

@@ -261,8 +261,8 @@ def alarm_kpi_families(backend: Any, supervisors: Any) -> Any:
     from ops.console.alarm_kpis import GUIDELINE, compute
 
     now = getattr(backend, "now", None) or getattr(backend, "cell_now", None)
-    k = compute(backend.list(), float(now()) if callable(now) else time.time(),
-                int(supervisors()))
+    now_at = float(now()) if callable(now) else time.time()
+    k = compute(backend.list(), now_at, int(supervisors()))
     yield GaugeMetricFamily("autocell_alarm_rate_per_10min_per_supervisor",
                             "Escalations raised per 10 minutes per supervisor",
                             value=k.rate_per_10min_per_supervisor)
@@ -281,6 +281,7 @@ def alarm_kpi_families(backend: Any, supervisors: Any) -> Any:
         share.add_metric([band, "observed"], k.share(band))
         share.add_metric([band, "guideline"], target)
     yield share
+    yield oldest_unacknowledged_family(backend.list(), now_at)
     refused = getattr(backend, "refused_count", None)
     if callable(refused):
         from prometheus_client.core import CounterMetricFamily
@@ -288,6 +289,31 @@ def alarm_kpi_families(backend: Any, supervisors: Any) -> Any:
         yield CounterMetricFamily("autocell_escalation_actions_refused",
                                   "Actions refused because the person was not authenticated",
                                   value=int(refused()))
+
+
+UNACKNOWLEDGED = ("unacknowledged", "rtn_unacknowledged")
+
+
+def oldest_unacknowledged_family(items: Any, now: float) -> Any:
+    """Per priority, the age (cell seconds) of the oldest escalation nobody has acknowledged:
+    what the "open P1 older than its response deadline" alert compares with the deadline
+    (ops/prometheus/rules.py). A count of open escalations alone cannot say how long one
+    has waited. Priorities with nothing unacknowledged are absent."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from ops.console.views import view
+
+    oldest: dict[str, float] = {}
+    for e in map(view, items):
+        if e.active and e.state in UNACKNOWLEDGED:
+            key = str(e.priority)
+            oldest[key] = max(oldest.get(key, 0.0), max(0.0, now - e.created_at))
+    fam = GaugeMetricFamily("autocell_escalation_oldest_unacknowledged_seconds",
+                            "Age in cell seconds of the oldest unacknowledged escalation",
+                            labels=["priority"])
+    for prio in sorted(oldest):
+        fam.add_metric([prio], oldest[prio])
+    return fam
 
 
 def serve_escalation_metrics(backend: Any, port: int, every_s: float = 2.0,

@@ -9,9 +9,10 @@ Four alerts, each on metrics the cell's processes and the console already serve
 * ``AutocellCellStalled`` — orders are open, yet no unit was finished and no negotiation
   round ran for the stall window (twice the cell's longest operation, at least 10 min of
   wall time);
-* ``AutocellP1EscalationOverdue`` — a priority-1 escalation not shelved has been open for
-  longer than the cell's ``escalation.response_deadline_s`` (the open count stayed above
-  zero that long: the metric counts, it carries no age);
+* ``AutocellP1EscalationOverdue`` — the oldest unacknowledged priority-1 escalation is
+  older than the cell's ``escalation.response_deadline_s``, from the console's age gauge
+  ``autocell_escalation_oldest_unacknowledged_seconds`` (cell seconds, so exact at any
+  speed);
 * ``AutocellRejectBurst`` — one process rejected ``escalation.reject_burst.count`` messages
   or more within the rule's window (forged, replayed, forbidden …).
 
@@ -88,16 +89,17 @@ def alert_rules(cfg: Any, *, speed: float = 1.0) -> str:
                             "{{ $value }} order(s) are open: look at the console and the "
                             "hosts' logs."}},
         {"alert": "AutocellP1EscalationOverdue",
-         "expr": (f'sum by (cell) (autocell_escalations_open{{{sel}, priority="1", '
-                  f'state!="shelved"}}) > 0'),
-         "for": overdue,
+         "expr": (f'max by (cell) (autocell_escalation_oldest_unacknowledged_seconds'
+                  f'{{{sel}, priority="1"}}) > {esc.response_deadline_s:g}'),
          "labels": {"severity": "critical"},
          "annotations": {
-             "summary": "a priority-1 escalation of cell {{ $labels.cell }} has been open "
-                        f"longer than its response deadline ({overdue})",
-             "description": "{{ $value }} priority-1 escalation(s) open and not shelved for "
-                            f"{overdue} (escalation.response_deadline_s at this speed): "
-                            "decide in the console or with `autocell escalations decide`."}},
+             "summary": "a priority-1 escalation of cell {{ $labels.cell }} has waited "
+                        "longer than its response deadline "
+                        f"({esc.response_deadline_s:g} cell s, {overdue} at this speed)",
+             "description": "The oldest unacknowledged priority-1 escalation was raised "
+                            "{{ $value }} cell seconds ago (escalation.response_deadline_s "
+                            f"= {esc.response_deadline_s:g}): acknowledge or decide in the "
+                            "console or with `autocell escalations decide`."}},
         {"alert": "AutocellRejectBurst",
          "expr": (f'sum by (cell, process) (increase(autocell_messages_rejected_total'
                   f'{{{sel}}}[{burst_window}])) >= {burst.count}'),
