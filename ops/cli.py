@@ -732,9 +732,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations
+    from ops import equipment, escalations, maintenance
     escalations.add_parsers(sub)
     equipment.add_parsers(sub)
+    maintenance.add_parsers(sub)
     return p
 
 
