@@ -49,6 +49,7 @@ import numpy as np
 from agents.maintenance.config import Degradation
 
 if TYPE_CHECKING:
+    from .maintenance.workshop import Workshop
     from .plant import EmbeddedBackend, _MachineState
 
 __all__ = ["CONCERNS", "DegradingMachine", "WearProcess", "attach", "stream"]
@@ -134,6 +135,9 @@ class DegradingMachine:
         self._rng_sensor = stream(seed, mid, "sensors")
         self._rng_repair = stream(seed, mid, "repair")
         self._life_start_e = 0.0       # cumulative exposure when this life began
+        self._life_start_busy = 0.0    # cumulative busy seconds when this life began
+        self.workshop: Workshop | None = None   # technicians and parts; None: always at hand
+        self.job: dict[str, Any] = {}  # the technician and part serial of the job under way
         self.maintaining = False
         self.failures = 0
         self.maintenances = 0
@@ -141,10 +145,20 @@ class DegradingMachine:
         self.env.process(self._run())
 
     # -- exposure and wear ---------------------------------------------------------------
+    def busy_s(self) -> float:
+        """Busy seconds since the run began, the running operation included."""
+        m = self.m
+        return m.busy_s + (self.env.now - m.op_at if m.op_at is not None else 0.0)
+
+    def busy_age_s(self) -> float:
+        """Operating (busy) seconds since the part was last replaced: the hour counter a
+        policy may read."""
+        return self.busy_s() - self._life_start_busy
+
     def exposure_s(self) -> float:
         """Seconds at full load since the run began: busy fully, idle up at idle_wear."""
         m, now = self.m, self.env.now
-        busy = m.busy_s + (now - m.op_at if m.op_at is not None else 0.0)
+        busy = self.busy_s()
         down = m.down_s + (now - m.down_since if not m.up else 0.0)
         idle = max(0.0, now - busy - down)
         return busy + self.spec.idle_wear * idle
@@ -185,22 +199,28 @@ class DegradingMachine:
             values[name] = round(level + ch.noise * float(rng.standard_normal()), digits)
         self.backend.record("reading", machine=self.m.spec.id, **values)
         self.backend.events.reading(self.m.spec.id, values)
+        self._notify("reading", values)
 
     def _fail(self):  # noqa: ANN202 - SimPy sub-process
         self.failures += 1
         self.backend._go_down(self.m, "wear", self.spec.repair_s)
         self._notify("failure", {})
         repair_s = float(self._rng_repair.gamma(_REPAIR_SHAPE, self.spec.repair_s / _REPAIR_SHAPE))
-        yield self.env.timeout(repair_s)
+        if self.workshop is not None:       # wait for a technician and a part, then repair
+            yield from self.workshop.corrective(self, repair_s)
+        else:
+            yield self.env.timeout(repair_s)
         self._renew()
         self.backend.record("maintenance_done", machine=self.m.spec.id, kind="corrective",
-                            part=self.spec.part, life=self.wear.life)
+                            part=self.spec.part, life=self.wear.life, **self.job)
+        self.job = {}
         if not self.m.up:
             self.backend._go_up(self.m)
         self._notify("repaired", {"kind": "corrective"})
 
     def _renew(self) -> None:
         self._life_start_e = self.exposure_s()
+        self._life_start_busy = self.busy_s()
         self.wear.new_life()
 
     # -- the policies' hook ----------------------------------------------------------------
@@ -220,9 +240,11 @@ class DegradingMachine:
             replaced = self.wear.restore(self.life_exposure_s(), self.spec.restore)
             if replaced:
                 self._life_start_e = self.exposure_s()
+                self._life_start_busy = self.busy_s()
             self.maintaining = False
             self.backend.record("maintenance_done", machine=self.m.spec.id, kind="planned",
-                                part=self.spec.part, life=self.wear.life)
+                                part=self.spec.part, life=self.wear.life, **self.job)
+            self.job = {}
             if not self.m.up:
                 self.backend._go_up(self.m)
             self._notify("repaired", {"kind": "planned"})

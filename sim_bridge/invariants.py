@@ -11,6 +11,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from sim_bridge.maintenance import invariants as maintenance
+
 EPS = 1e-9
 
 
@@ -142,4 +144,5 @@ def check_all(events: list[str], orders: list[str], ended_by: str,
         "routing_order_respected": routing_order(evs),
         "only_verified_messages_acted_on": (
             [] if delivered <= verified else [f"{delivered} delivered > {verified} verified"]),
+        **maintenance.check(evs),       # only when the log has maintenance (issue 16)
     }

@@ -50,7 +50,7 @@ from agents.cell.limits import (
     MAX_SEED,
     MIN_TIMING_S,
 )
-from agents.maintenance.config import Degradation
+from agents.maintenance.config import Degradation, MaintenanceSettings
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
@@ -766,6 +766,10 @@ class CellConfig(_Model):
     energy: EnergySettings | None = Field(
         default=None, description="Tariff, CO2 intensity and peak cap; null: energy is only "
         "metered in kWh (agents/cell/energy.py, docs/kpis.md)."
+    )
+    maintenance: MaintenanceSettings | None = Field(
+        default=None, description="Technicians, spare-parts stock and cost rates for machines "
+        "with a degradation block (agents/maintenance/config.py, docs/maintenance.md)."
     )
 
     _source: str = PrivateAttr(default="<dict>")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.cell.limits import MAX_SECONDS
 
-__all__ = ["Degradation", "SensorModel"]
+__all__ = ["Degradation", "MaintenanceCosts", "MaintenanceSettings", "PartStock", "SensorModel"]
 
 _Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 _Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -89,3 +89,43 @@ class Degradation(_Model):
                              f"({self.maintenance_s:g}): a corrective repair also finds, "
                              "diagnoses and clears the failure")
         return self
+
+
+class PartStock(_Model):
+    """A spare part in the stores: what is on the shelf, when and how much is reordered."""
+
+    stock: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=2, description="Units on the shelf when the run starts.")
+    reorder_point: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=1, description="An order goes out when stock plus units on order falls to this.")
+    order_qty: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=2, description="Units per supplier order.")
+    lead_time_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = Field(
+        default=3600.0, description="Supplier lead time, seconds.")
+    cost: Annotated[float, Field(ge=0)] = Field(default=200.0, description="Cost of one unit.")
+
+
+class MaintenanceCosts(_Model):
+    """The cost rates of ``autocell bench maintenance`` (currency units)."""
+
+    downtime_per_h: Annotated[float, Field(ge=0)] = Field(
+        default=600.0, description="Lost production per hour a machine is down.")
+    technician_per_h: Annotated[float, Field(ge=0)] = Field(
+        default=80.0, description="Cost of a technician per hour on a job.")
+    tardiness_per_h: Annotated[float, Field(ge=0)] = Field(
+        default=200.0, description="Penalty per hour an order finishes after its due date.")
+
+
+class MaintenanceSettings(_Model):
+    """The cell's maintenance crew, its spare-parts stores and the cost rates."""
+
+    technicians: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1, description="Technicians in the crew; a job needs one for its whole length.")
+    parts: dict[str, PartStock] = Field(
+        default_factory=dict, description="Stock per part name; a part a machine names but "
+        "this table does not gets the defaults.")
+    costs: MaintenanceCosts = Field(default_factory=MaintenanceCosts,
+                                    description="Cost rates for the benchmark's total cost.")
+
+    def part(self, name: str) -> PartStock:
+        return self.parts.get(name) or PartStock()

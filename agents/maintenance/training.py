@@ -37,6 +37,7 @@ from security.errors import ConfigurationError
 __all__ = ["Life", "fit_events", "fit_machine", "lives_of", "weibull_mle"]
 
 _FAILURE_REASONS = ("wear", "breakdown")
+_SHAPE_MIN, _SHAPE_MAX = 0.05, 20.0     # Weibull shapes the fit may return
 _NOT_VALUES = ("t", "ev", "machine", "agent")
 
 
@@ -124,13 +125,16 @@ def weibull_mle(ages_s: Iterable[float], failed: Iterable[bool]) -> tuple[float,
         tk = np.exp(k * (logt - logt.max()))          # scaled to avoid overflow
         return float((tk * logt).sum() / tk.sum()) - 1.0 / k - mean_log_fail
 
-    lo, hi = 0.02, 50.0
-    if g(lo) > 0 or g(hi) < 0:
-        raise ConfigurationError("the Weibull fit did not converge (all lives alike?)")
-    for _ in range(200):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if g(mid) < 0 else (lo, mid)
-    k = math.sqrt(lo * hi)
+    lo, hi = _SHAPE_MIN, _SHAPE_MAX
+    if g(hi) < 0:         # too few lives to bound the shape (one failure, a longer censored
+        k = hi            # life): the steepest wear-out we admit
+    elif g(lo) > 0:
+        k = lo
+    else:
+        for _ in range(200):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if g(mid) < 0 else (lo, mid)
+        k = math.sqrt(lo * hi)
     scale = float(np.exp(logt.max()) * ((np.exp(k * (logt - logt.max())).sum() / r) ** (1 / k)))
     return k, scale
 
