@@ -581,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runs", type=int, default=12, help="demo-cell runs per pass (default 12)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_sweep)
+    from ops.bench import maintenance as bench_maintenance
+    bench_maintenance.add_bench_parser(bsub)
     sp = bsub.add_parser("plant", help="round trip of a plant command through real equipment "
                                        "(OPC UA with SignAndEncrypt, or VDA 5050 over MQTT; "
                                        "loopback)")

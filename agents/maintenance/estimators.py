@@ -19,7 +19,8 @@ Two ship:
     exponentially; health is one minus that.  :meth:`ThresholdEstimator.alarm`
     is the condition-based trigger (smoothed wear above ``alarm_wear``); the
     remaining life extrapolates a line through the recent wear estimates over
-    operating age to 1, with a normal spread from the line's standard errors.
+    operating age to 1, with a normal spread from the line's standard errors and
+    from where between ``1 - threshold_sd`` and ``1 + threshold_sd`` failures come.
 ``weibull``
     The fitted Weibull life, conditioned on the age survived so far: the
     classical survival model of reliability engineering.  It ignores the
@@ -86,9 +87,13 @@ class ThresholdEstimator(Estimator):
     def __init__(self, model: HealthModel, /, *,
                  smoothing: Annotated[float, Field(gt=0, le=1)] = 0.15,
                  alarm_wear: Annotated[float, Field(gt=0, le=2)] = 0.7,
-                 trend_points: Annotated[int, Field(ge=3, le=10_000)] = 60) -> None:
+                 trend_points: Annotated[int, Field(ge=3, le=10_000)] = 60,
+                 threshold_sd: Annotated[float, Field(ge=0, le=1)] = 0.1,
+                 min_points: Annotated[int, Field(ge=3, le=10_000)] = 20) -> None:
         super().__init__(model)
         self.smoothing, self.alarm_wear = smoothing, alarm_wear
+        self.threshold_sd = threshold_sd      # failures come at wear 1 +- this, not at 1
+        self.min_points = min(min_points, trend_points)   # readings before a slope is trusted
         self.wear: float | None = None
         self._trend: deque[tuple[float, float]] = deque(maxlen=trend_points)
         usable = [c for c in model.channels.values() if c.per_wear != 0]
@@ -118,11 +123,18 @@ class ThresholdEstimator(Estimator):
     def rul(self) -> Rul:
         """A straight line through the recent raw wear estimates over age, extrapolated to
         wear 1 (the smoothed index lags; the line's level now does not); its spread from
-        the line's standard errors by the delta method.  Before a trend exists: the
-        fitted Weibull at this age."""
+        the line's standard errors by the delta method.  With fewer than ``min_points``
+        readings since the last maintenance a slope is mostly noise: the smoothed wear
+        left, at the fitted life's mean rate; before any reading, the fitted Weibull at
+        this age."""
         n = len(self._trend)
-        if self.wear is None or n < 3:
+        if self.wear is None:
             return WeibullRul(self.model.weibull_shape, self.model.weibull_scale_s, self.age_s)
+        if n < self.min_points:    # too few points for a slope: the fitted life's mean rate
+            life_s = WeibullRul(self.model.weibull_shape, self.model.weibull_scale_s).mean_life_s
+            a = self.smoothing
+            sd_w = math.hypot(self._sd1 * math.sqrt(a / (2 - a)), self.threshold_sd)
+            return NormalRul(max(0.0, 1.0 - self.wear) * life_s, sd_w * life_s)
         xs = [x for x, _ in self._trend]
         ys = [y for _, y in self._trend]
         mx, my = sum(xs) / n, sum(ys) / n
@@ -135,7 +147,8 @@ class ThresholdEstimator(Estimator):
         s = math.sqrt(resid / (n - 2)) if n > 2 else self._sd1
         if slope <= 0:
             return NormalRul(math.inf, math.inf)
-        sd_level = s * math.sqrt(1 / n + (xs[-1] - mx) ** 2 / sxx)
+        sd_level = math.hypot(s * math.sqrt(1 / n + (xs[-1] - mx) ** 2 / sxx),
+                              self.threshold_sd)
         sd_slope = s / math.sqrt(sxx)
         left = max(0.0, 1.0 - level)
         sd = math.hypot(sd_level / slope, left * sd_slope / slope ** 2)

@@ -29,14 +29,20 @@ from agents.cell.model import CellConfig
 from agents.maintenance.config import MaintenanceSettings
 from agents.maintenance.rul import HealthModel
 from agents.maintenance.training import fit_events
+from security.errors import ConfigurationError
 from sim_bridge.maintenance.policies import POLICIES, attach
 
-__all__ = ["METRICS", "demo_cell", "large_cell", "run", "run_once", "with_orders"]
+__all__ = ["METRICS", "add_bench_parser", "demo_cell", "large_cell", "run", "run_once",
+           "with_orders"]
 
 DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell_maintenance.yaml"
-METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput_units_per_h",
-           "tardiness_h", "downtime_planned_h", "downtime_unplanned_h",
-           "technician_utilisation", "stock_outs", "total_cost")
+METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "tardiness",
+           "downtime_planned", "downtime_unplanned", "technician_utilisation", "stock_outs",
+           "total_cost")
+UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
+         "downtime_planned": "machine-hours", "downtime_unplanned": "machine-hours",
+         "technician_utilisation": "fraction of crew time on jobs",
+         "total_cost": "downtime + technicians + parts + tardiness penalty, cell currency"}
 BASELINES = ("run_to_failure", "preventive", "condition_based")
 _T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
@@ -132,10 +138,10 @@ def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthMo
         "planned_maintenances": float(sum(e["ev"] == "maintenance_done" and
                                           e.get("kind") == "planned" for e in evs)),
         "oee": float(kc.get("oee") or 0.0),
-        "throughput_units_per_h": float(kc.get("throughput_units_per_h") or 0.0),
-        "tardiness_h": tardy_s / 3600.0,
-        "downtime_planned_h": planned_s / 3600.0,
-        "downtime_unplanned_h": unplanned_s / 3600.0,
+        "throughput": float(kc.get("throughput_units_per_h") or 0.0),
+        "tardiness": tardy_s / 3600.0,
+        "downtime_planned": planned_s / 3600.0,
+        "downtime_unplanned": unplanned_s / 3600.0,
         "technician_utilisation": ws.technician_busy_s / (settings.technicians * cell.env.now),
         "stock_outs": float(ws.stock_outs),
         "total_cost": ((planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h
@@ -155,7 +161,15 @@ def train(cfg: CellConfig, seeds: list[int], hours: float) -> dict[str, HealthMo
         attach(cell, "run_to_failure", {})
         cell.run(until=hours * 3600.0)
         events += [json.loads(line) for line in cell.events]
-    return fit_events(events)
+    models: dict[str, HealthModel] = {}
+    for m in cfg.machines:
+        if m.degradation is None:
+            continue
+        try:
+            models.update(fit_events(events, [m.id]))
+        except ConfigurationError as exc:   # no failure seen: the policies run it to failure
+            print(f"{cfg.cell}: no model for {m.id}: {exc}", file=sys.stderr)
+    return models
 
 
 def _t95(n: int) -> float:
@@ -174,14 +188,14 @@ def _summary(xs: list[float]) -> dict[str, Any]:
             if not math.isnan(half) else None}
 
 
-def run(seeds: int = 20, *, hours: float = 6.0, cells: tuple[str, ...] = ("demo", "large"),
+def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo", "large"),
         train_seeds: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
-    out: dict[str, Any] = {"cells": {}, "seeds": seeds, "hours": hours}
+    out: dict[str, Any] = {"cells": {}, "seeds": seeds, "hours": hours, "units": UNITS}
     for name in cells:
         base = demo_cell() if name == "demo" else large_cell()
         say(f"{name}: training on {train_seeds} run-to-failure seeds")
-        models = train(base, [100_000 + k for k in range(train_seeds)], hours)
+        models = train(base, [100_000 + k for k in range(train_seeds)], max(hours, 4.0))
         per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in POLICIES}
         violations: list[str] = []
         for s in range(1, seeds + 1):
@@ -203,3 +217,53 @@ def run(seeds: int = 20, *, hours: float = 6.0, cells: tuple[str, ...] = ("demo"
             "invariant_violations": violations,
         }
     return out
+
+
+def _table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for cell, data in result["cells"].items():
+        t = Table(title=f"autocell bench maintenance — {cell} ({data['machines']} machines, "
+                        f"{result['seeds']} seeds x {result['hours']:g} h; mean [ci95])")
+        t.add_column("metric")
+        for p in data["policies"]:
+            t.add_column(p, justify="right")
+        for p in data["paired"]:
+            t.add_column(p, justify="right")
+
+        def cell_text(s: dict[str, Any]) -> str:
+            ci = s["ci95"]
+            return f"{s['mean']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+        for m in METRICS:
+            t.add_row(m, *[cell_text(d[m]) for d in data["policies"].values()],
+                      *[cell_text(d[m]) for d in data["paired"].values()])
+        console.print(t)
+        if data["invariant_violations"]:
+            console.print(f"invariant violations: {data['invariant_violations']}")
+
+
+def cmd_bench_maintenance(args: Any) -> int:
+    cells = tuple(args.cell) if args.cell else ("demo", "large")
+    result = run(args.seeds, hours=args.hours, cells=cells, train_seeds=args.train_seeds)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(result)
+    return 0
+
+
+def add_bench_parser(bsub: Any) -> None:
+    """``bench maintenance`` (called by :mod:`ops.cli`)."""
+    sp = bsub.add_parser("maintenance", help="maintenance policies on the same seeds: failures, "
+                                             "OEE, downtime, cost (demo and 20-machine cells)")
+    sp.add_argument("--seeds", type=int, default=20, help="seeds per cell (default 20)")
+    sp.add_argument("--hours", type=float, default=4.0,
+                    help="simulated hours per run (default 4)")
+    sp.add_argument("--train-seeds", type=int, default=3,
+                    help="run-to-failure runs the models are trained on (default 3)")
+    sp.add_argument("--cell", action="append", choices=["demo", "large"],
+                    help="only this cell (repeatable; default both)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_maintenance)

@@ -13,8 +13,9 @@
                     life distribution; when its ``risk`` quantile — the *latest safe
                     start*, in clock time at the machine's recent load — comes within
                     ``lookahead_s``, a window is planned: it starts at the first moment
-                    the machine is idle (a low-load slot: nothing is aborted) and at the
-                    latest at the latest safe start.
+                    the machine is idle within ``slot_s`` of the latest safe start (a
+                    low-load slot: nothing is aborted, little life is thrown away), and
+                    at the latest safe start if no such moment comes.
 
 The policies see what a machine agent would see: readings, whether the machine
 works, its operating-hour counter since the last replacement, and the models
@@ -86,13 +87,13 @@ class Controller:
 
     def __init__(self, policy: str, degrading: Mapping[str, DegradingMachine], workshop: Workshop,
                  models: Mapping[str, HealthModel], *, estimator_spec: Any = "threshold",
-                 risk: float = 0.1, lookahead_s: float = 3600.0, alarm_wear: float = 0.7,
-                 record: Any = None) -> None:
+                 risk: float = 0.1, lookahead_s: float = 1800.0, slot_s: float = 600.0,
+                 alarm_wear: float = 0.7, record: Any = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown maintenance policy {policy!r}: use one of "
                              f"{', '.join(POLICIES)}")
         self.policy, self.workshop = policy, workshop
-        self.risk, self.lookahead_s = risk, lookahead_s
+        self.risk, self.lookahead_s, self.slot_s = risk, lookahead_s, slot_s
         self.record = record or (lambda *a, **k: None)
         self.machines: dict[str, _Machine] = {}
         costs = workshop.settings.costs
@@ -154,8 +155,10 @@ class Controller:
             pm.due_at = now + safe_s
             self.record("maintenance_planned", machine=pm.dm.m.spec.id,
                         latest_start_at=round(pm.due_at, 6), health=round(pm.est.health(), 4))
-        if not pm.dm.m.task or now >= pm.due_at:
-            self._start(pm, "idle" if not pm.dm.m.task else "latest_safe_start")
+        if now >= pm.due_at:
+            self._start(pm, "latest_safe_start")
+        elif not pm.dm.m.task and now >= pm.due_at - self.slot_s:
+            self._start(pm, "idle")
 
     def _start(self, pm: _Machine, why: str) -> None:
         pm.pending = True
