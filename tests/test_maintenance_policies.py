@@ -97,3 +97,20 @@ def test_the_invariants_catch_what_they_guard() -> None:
     assert len(found["no_part_used_twice"]) == 1
     assert invariants.check(_log((0.0, "op_start", {"machine": "m", "task": "t"}))) == {}
     assert json.dumps(found)      # plain data for the run report
+
+
+def test_the_kpis_split_planned_and_unplanned_downtime() -> None:
+    from sim_bridge.kpis import KpiSpec, compute
+
+    spec = KpiSpec.from_config(demo_cell())
+    evs = _log((100.0, "fault", {"machine": "mill1", "reason": "maintenance"}),
+               (200.0, "repaired", {"machine": "mill1"}),
+               (200.0, "maintenance_done", {"machine": "mill1", "kind": "planned"}),
+               (300.0, "fault", {"machine": "mill1", "reason": "wear"}),
+               (600.0, "repaired", {"machine": "mill1"}))
+    row = compute(evs, spec, end_at=1000.0)["machines"]["mill1"]
+    assert row["down_planned_s"] == 100.0 and row["down_unplanned_s"] == 300.0
+    assert row["faults"] == 1 and row["planned_maintenances"] == 1
+    assert row["mtbf_s"] == 600.0 and row["mttr_s"] == 300.0
+    plain = compute(evs[3:], spec, end_at=1000.0)["machines"]["mill1"]
+    assert "down_planned_s" not in plain            # no maintenance: the old keys only
