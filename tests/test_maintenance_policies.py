@@ -114,3 +114,20 @@ def test_the_kpis_split_planned_and_unplanned_downtime() -> None:
     assert row["mtbf_s"] == 600.0 and row["mttr_s"] == 300.0
     plain = compute(evs[3:], spec, end_at=1000.0)["machines"]["mill1"]
     assert "down_planned_s" not in plain            # no maintenance: the old keys only
+
+
+@pytest.mark.slow
+def test_the_bench_prints_the_json_of_the_issue() -> None:
+    from ops.bench.maintenance import METRICS, run
+
+    notes: list[str] = []
+    out = run(2, hours=0.5, cells=("demo",), train_seeds=1, progress=notes.append)
+    assert out["seeds"] == 2 and notes
+    cell = out["cells"]["demo-cell-maintenance"]
+    assert set(cell["policies"]) == set(POLICIES)
+    for figures in cell["policies"].values():
+        assert set(figures) == set(METRICS)
+        assert {"mean", "ci95"} <= set(figures["unplanned_failures"])
+    assert set(cell["paired"]) == {"predictive-run_to_failure", "predictive-preventive",
+                                   "predictive-condition_based"}
+    assert cell["invariant_violations"] == []

@@ -87,7 +87,7 @@ class Controller:
 
     def __init__(self, policy: str, degrading: Mapping[str, DegradingMachine], workshop: Workshop,
                  models: Mapping[str, HealthModel], *, estimator_spec: Any = "threshold",
-                 risk: float = 0.1, lookahead_s: float = 1800.0, slot_s: float = 600.0,
+                 risk: float = 0.3, lookahead_s: float = 900.0, slot_s: float = 300.0,
                  alarm_wear: float = 0.7, record: Any = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown maintenance policy {policy!r}: use one of "
@@ -137,8 +137,7 @@ class Controller:
             if age >= pm.interval_s:
                 self._start(pm, "age")
         elif self.policy == "condition_based":
-            assert isinstance(pm.est, ThresholdEstimator)
-            if pm.est.alarm():
+            if isinstance(pm.est, ThresholdEstimator) and pm.est.alarm():
                 self._start(pm, "alarm")
         elif self.policy == "predictive" and pm.est is not None:
             self._predict(pm, now)
