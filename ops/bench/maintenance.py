@@ -54,7 +54,8 @@ def demo_cell() -> CellConfig:
 
 
 def large_cell(copies: int = 4) -> CellConfig:
-    """``copies`` x the demo's machines (ids ``mill1-2``...) and robots, one stores table."""
+    """``copies`` x the demo's machines (ids ``mill1-2``...) and robots; twice the crew and
+    ``copies`` x the stock, reorder point and order quantity of every part."""
     from ops.config import cell_from_dict
     d = demo_cell().model_dump(mode="json", exclude_none=True)
     d["cell"] = "generated-maintenance-20"
@@ -65,7 +66,10 @@ def large_cell(copies: int = 4) -> CellConfig:
     d["hosts"] = []
     d["sim"].pop("metrics_port", None)
     maint = d.get("maintenance") or {}
-    d["maintenance"] = {**maint, "technicians": 2 * max(1, maint.get("technicians", 1))}
+    parts = {name: {**p, **{k: p[k] * copies for k in ("stock", "reorder_point", "order_qty")}}
+             for name, p in (maint.get("parts") or {}).items()}
+    d["maintenance"] = {**maint, "technicians": 2 * max(1, maint.get("technicians", 1)),
+                        "parts": parts}
     return cell_from_dict(d)
 
 
