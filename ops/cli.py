@@ -595,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--runs", type=int, default=12, help="demo-cell runs per pass (default 12)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_sweep)
+    from ops.bench import maintenance as bench_maintenance
+    bench_maintenance.add_bench_parser(bsub)
     sp = bsub.add_parser("plant", help="round trip of a plant command through real equipment "
                                        "(OPC UA with SignAndEncrypt, or VDA 5050 over MQTT; "
                                        "loopback)")
@@ -766,12 +768,13 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.console.server import add_arguments as console_arguments
 
     console_arguments(sub)
-    from ops import equipment, escalations, explain, gantt, replay
+    from ops import equipment, escalations, explain, gantt, maintenance, replay
     escalations.add_parsers(sub)
     replay.add_parsers(sub)
     explain.add_parsers(sub)
     equipment.add_parsers(sub)
     gantt.add_parsers(sub)
+    maintenance.add_parsers(sub)
     return p
 
 

@@ -11,6 +11,8 @@ import json
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from sim_bridge.maintenance import invariants as maintenance
+
 if TYPE_CHECKING:
     from agents.cell.specs import KpiSpec
 
@@ -191,4 +193,5 @@ def check_all(events: list[str], orders: list[str], ended_by: str,
         "only_verified_messages_acted_on": (
             [] if delivered <= verified else [f"{delivered} delivered > {verified} verified"]),
         **({"peak_cap_never_exceeded": cap_never_exceeded(evs, cap)} if cap is not None else {}),
+        **maintenance.check(evs),       # only when the log has maintenance (issue 16)
     }

@@ -63,6 +63,9 @@ class _Machine:
     ideal_s: float = 0.0
     first_pass: int = 0
     first_pass_ok: int = 0
+    planned: int = 0                # maintenance (issue 16): planned stops are no faults
+    planned_s: float = 0.0
+    planned_down: bool = False
 
     def split(self, run: _Running, end_at: float) -> tuple[float, float]:
         """(setup, processing) seconds of an operation interval ending at ``end_at``."""
@@ -86,6 +89,7 @@ class KpiTracker:
         self.tardiness_s = 0.0
         self.tardy_orders = 0
         self.lot_units: dict[str, int] = {}    # task prefix of a split order's lot -> units
+        self.maintenance_seen = False          # planned maintenance in the log (issue 16)
         self.meter = EnergyMeter({mid: m.power_model for mid, m in spec.machines.items()},
                                  spec.energy, start_at)
 
@@ -130,14 +134,22 @@ class KpiTracker:
         elif ev == "fault" and m.down_since is None:
             self.meter.down(mid, t)
             m.down_since = t
-            m.faults += 1
+            m.planned_down = e.get("reason") == "maintenance"
+            self.maintenance_seen |= m.planned_down
+            m.planned += m.planned_down
+            m.faults += not m.planned_down
         elif ev == "repaired" and m.down_since is not None:
             self.meter.up(mid, t)
             d = t - m.down_since
             m.down_s += d
-            m.repair_s += d
-            m.repairs += 1
+            if m.planned_down:          # planned maintenance: downtime, but no repair
+                m.planned_s += d
+            else:
+                m.repair_s += d
+                m.repairs += 1
             m.down_since = None
+        elif ev == "maintenance_done":
+            self.maintenance_seen = True
 
     def _judge(self, m: _Machine, machine: str, run: _Running, processing_s: float,
                ok: bool) -> None:
@@ -195,6 +207,11 @@ class KpiTracker:
                         "energy_cost": meter["cost"], "co2_kg": meter["co2_kg"]})
         row.update(_factors(window, processing, m.ideal_s, m.units_good, m.units_produced))
         row["mtbf_s"] = _div(window - down, m.faults)
+        if self.maintenance_seen:       # downtime split planned / unplanned; MTBF: unplanned
+            planned = m.planned_s + (max(0.0, now - m.down_since)
+                                     if m.down_since is not None and m.planned_down else 0.0)
+            row.update({"planned_maintenances": m.planned, "down_planned_s": planned,
+                        "down_unplanned_s": down - planned})
         row["mttr_s"] = _div(m.repair_s, m.repairs)
         row["first_pass_yield"] = _div(m.first_pass_ok, m.first_pass)
         row["throughput_units_per_h"] = _div(m.units_good * HOUR_S, window)
@@ -228,6 +245,9 @@ class KpiTracker:
             "faults": int(total("faults")),
             "down_s": total("down_s"),
         })
+        if self.maintenance_seen:
+            out.update({k: total(k) for k in ("down_planned_s", "down_unplanned_s")})
+            out["planned_maintenances"] = int(total("planned_maintenances"))
         return _public(out)
 
 
@@ -266,7 +286,8 @@ _PUBLIC = ("oee", "availability", "performance", "quality", "mtbf_s", "mttr_s",
            "units_produced", "units_good", "units_finished", "orders_completed",
            "orders_cancelled", "tardiness_s",
            "tardy_orders", "faults", "repairs", "processing_s", "setup_s", "down_s", "idle_s",
-           "energy_by_state_kwh", "energy_cost", "co2_kg")
+           "energy_by_state_kwh", "energy_cost", "co2_kg",
+           "planned_maintenances", "down_planned_s", "down_unplanned_s")
 
 
 def _public(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import simpy
 
 from agents.cell.specs import MachineSpec, PlantRoutes
 
+from .degradation import DegradingMachine, attach
 from .fence import Fence
 from .gateway import Emit, PlantGateway, PlantStats, Record
 from .plant_api import PlantEvents
@@ -50,6 +51,7 @@ class _MachineState:
     power: str = "idle"         # idle, standby, off, wake (sim_bridge/energy.py)
     awake_at: float = 0.0       # while waking: when the machine is idle again
     wakes: int = 0              # bumped on every power change, so a stale wake-up is ignored
+    op_at: float | None = None  # when the running operation started (wear: degradation.py)
 
 
 @dataclass
@@ -86,8 +88,10 @@ class EmbeddedBackend:
         for m in self.machines.values():
             if breakdowns and m.spec.mtbf_s and m.spec.mttr_s:
                 env.process(self._breakdowns(m))
-            if sensor_interval_s > 0:
+            if sensor_interval_s > 0 and m.spec.degradation is None:
                 env.process(self._sensor(m))
+        # machines with a degradation block wear, fail and report their own readings
+        self.degrading: dict[str, DegradingMachine] = attach(self, seed)
 
     # -- commands (the fence has passed them) -------------------------------------------------
     def running(self) -> dict[str, str]:
@@ -113,16 +117,18 @@ class EmbeddedBackend:
 
     def _operate(self, m: _MachineState, task: str, args: Mapping[str, Any]):  # noqa: ANN202
         duration = float(args.get("duration_s", 0.0))
-        started = self.env.now
+        started = m.op_at = self.env.now
         try:
             yield self.env.timeout(duration)
         except simpy.Interrupt as why:
             m.busy_s += self.env.now - started
+            m.op_at = None
             self.record("op_abort", machine=m.spec.id, task=task, why=str(why.cause))
             m.task, m.proc = "", None
             self.events.stopped(m.spec.id, task, str(why.cause))
             return
         m.busy_s += duration
+        m.op_at = None
         scrap = self._rng_quality.random() < m.spec.scrap_rate
         quality = "scrap" if scrap else "ok"
         self.record("op_done", machine=m.spec.id, task=task, order=args.get("order", ""),

@@ -50,6 +50,7 @@ from agents.cell.limits import (
     MAX_SEED,
     MIN_TIMING_S,
 )
+from agents.maintenance.config import Degradation, MaintenanceSettings
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
@@ -320,6 +321,13 @@ class Machine(_Model):
         default=None,
         description="How the machine is reached when `backend` is `opcua`: endpoint, profile, "
         "security, readings (docs/equipment.md).",
+    )
+    # -- maintenance (issue 16): wear, readings, maintenance and repair in the simulator
+    degradation: Degradation | None = Field(
+        default=None,
+        description="Wear that grows with operating time and load, fails the machine at a "
+        "seeded threshold and shows in noisy readings; maintenance and repair durations "
+        "(docs/maintenance.md). Absent: breakdowns from mtbf_s only, as before.",
     )
 
     @model_validator(mode="after")
@@ -768,6 +776,10 @@ class CellConfig(_Model):
     energy: EnergySettings | None = Field(
         default=None, description="Tariff, CO2 intensity and peak cap; null: energy is only "
         "metered in kWh (agents/cell/energy.py, docs/kpis.md)."
+    )
+    maintenance: MaintenanceSettings | None = Field(
+        default=None, description="Technicians, spare-parts stock and cost rates for machines "
+        "with a degradation block (agents/maintenance/config.py, docs/maintenance.md)."
     )
 
     _source: str = PrivateAttr(default="<dict>")

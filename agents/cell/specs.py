@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from agents.cell.routes import Route, RouteGraph
 from agents.cell.tariff import TimeOfUse, standby_break_even_s
+from agents.maintenance.config import Degradation
 
 if TYPE_CHECKING:
     from agents.cell.energy import EnergySettings, PowerDraw
@@ -86,12 +87,14 @@ class MachineSpec:
     power_busy_kw: float = 0.0
     location: str = ""
     power: PowerModel | None = None     # by state, for the plant's power-state hook
+    degradation: Degradation | None = None  # wear and readings (sim_bridge/degradation.py)
 
 
 def plant_machines(cfg: CellConfig) -> list[MachineSpec]:
     """The plant's view of every machine of the cell, in the cell's order."""
     return [MachineSpec(m.id, m.mtbf_s, m.mttr_s, m.scrap_rate, m.power_kw.idle,
-                        m.power_kw.busy, m.location, PowerModel.from_draw(m.power_kw))
+                        m.power_kw.busy, m.location, PowerModel.from_draw(m.power_kw),
+                        m.degradation)
             for m in cfg.machines]
 
 

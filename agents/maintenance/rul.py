@@ -1,0 +1,127 @@
+"""Remaining useful life as a distribution, and the trained model estimators start from.
+
+A remaining-useful-life estimate is never a single number: a maintenance policy
+asks "what is the probability that this machine fails within the next *t*
+operating seconds?" (:meth:`Rul.p_fail_before`) and "by when has it failed with
+probability *q*?" (:meth:`Rul.quantile`, which gives the latest safe start of a
+maintenance window).  Times are **operating seconds** (busy time, the running-
+hours counter a real machine keeps); a policy turns them into clock time with
+the machine's expected load.
+
+:class:`HealthModel` is what ``autocell maintenance fit`` writes (one per
+machine): how each sensor channel reads on a new machine, idle and busy, how far
+it rises with wear, and a Weibull life distribution fitted to the lives in the
+logs.  It is plain data so that an estimator stays pure and a model file can be
+read and diffed by people.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+__all__ = ["Channel", "HealthModel", "NormalRul", "Rul", "WeibullRul"]
+
+
+class Rul:
+    """A distribution of the remaining operating seconds to failure."""
+
+    def p_fail_before(self, t_s: float) -> float:
+        raise NotImplementedError
+
+    def quantile(self, q: float) -> float:
+        """The remaining time by which the machine has failed with probability ``q``."""
+        raise NotImplementedError
+
+    @property
+    def median_s(self) -> float:
+        return self.quantile(0.5)
+
+
+@dataclass(frozen=True)
+class NormalRul(Rul):
+    """Remaining life ~ N(mean, sd) truncated at 0 (a trend extrapolated to the threshold)."""
+
+    mean_s: float
+    sd_s: float
+
+    def _dist(self) -> NormalDist:
+        return NormalDist(self.mean_s, max(self.sd_s, 1e-9))
+
+    def p_fail_before(self, t_s: float) -> float:
+        if math.isinf(self.mean_s):
+            return 0.0
+        d = self._dist()
+        below0 = d.cdf(0.0)
+        return max(0.0, (d.cdf(t_s) - below0) / (1.0 - below0)) if t_s > 0 else 0.0
+
+    def quantile(self, q: float) -> float:
+        if math.isinf(self.mean_s):
+            return math.inf
+        d = self._dist()
+        below0 = d.cdf(0.0)
+        return max(0.0, d.inv_cdf(min(1 - 1e-12, below0 + q * (1.0 - below0))))
+
+
+@dataclass(frozen=True)
+class WeibullRul(Rul):
+    """Remaining life of a Weibull(shape, scale) life that has survived ``age_s``."""
+
+    shape: float
+    scale_s: float
+    age_s: float = 0.0
+
+    def _h(self, t_s: float) -> float:           # cumulative hazard
+        return (t_s / self.scale_s) ** self.shape
+
+    def p_fail_before(self, t_s: float) -> float:
+        if t_s <= 0:
+            return 0.0
+        return 1.0 - math.exp(self._h(self.age_s) - self._h(self.age_s + t_s))
+
+    def quantile(self, q: float) -> float:
+        h = self._h(self.age_s) - math.log(max(1e-300, 1.0 - q))
+        return self.scale_s * h ** (1.0 / self.shape) - self.age_s
+
+    @property
+    def mean_life_s(self) -> float:
+        return self.scale_s * math.gamma(1.0 + 1.0 / self.shape)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One sensor channel of a new machine: ``idle`` or ``busy`` + ``per_wear`` x wear."""
+
+    idle: float
+    busy: float
+    per_wear: float
+    noise: float
+
+    def wear(self, value: float, busy: bool) -> float:
+        """The wear this reading alone suggests (0 new, ~1 at failure)."""
+        return (value - (self.busy if busy else self.idle)) / self.per_wear
+
+
+@dataclass(frozen=True)
+class HealthModel:
+    """A machine's trained model: its channels and its Weibull life in operating seconds."""
+
+    channels: dict[str, Channel]
+    weibull_shape: float
+    weibull_scale_s: float
+    failures: int = 0
+    censored: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HealthModel:
+        return cls(channels={k: Channel(**v) for k, v in data["channels"].items()},
+                   weibull_shape=float(data["weibull_shape"]),
+                   weibull_scale_s=float(data["weibull_scale_s"]),
+                   failures=int(data.get("failures", 0)), censored=int(data.get("censored", 0)),
+                   meta=dict(data.get("meta", {})))

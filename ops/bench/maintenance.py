@@ -1,0 +1,273 @@
+"""``autocell bench maintenance``: the maintenance policies on the same seeds, side by side.
+
+For each cell (the demo cell with wearing machines, and a generated cell of 20
+machines: four copies of the demo's five) and each seed, one order stream is
+drawn (from the seed alone, so every policy gets the same orders), the machines'
+lives are the same under every policy (common random numbers,
+sim_bridge/degradation.py), and each policy runs the cell in virtual time for the
+same horizon.  The estimators' models are first trained, with ``autocell
+maintenance fit``'s code, on run-to-failure runs of *other* seeds, as a plant
+would train on its history.
+
+Figures per policy: means with 95 % confidence intervals (Student t over the
+seeds); for ``predictive``, paired differences against each baseline, seed by
+seed, with their own intervals.  A figure is printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents.cell.model import CellConfig
+from agents.maintenance.config import MaintenanceSettings
+from agents.maintenance.rul import HealthModel
+from agents.maintenance.training import fit_events
+from security.errors import ConfigurationError
+from sim_bridge.maintenance.policies import POLICIES, attach
+
+__all__ = ["METRICS", "add_bench_parser", "demo_cell", "large_cell", "run", "run_once",
+           "with_orders"]
+
+DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell_maintenance.yaml"
+METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "tardiness",
+           "downtime_planned", "downtime_unplanned", "technician_utilisation", "stock_outs",
+           "total_cost")
+UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
+         "downtime_planned": "machine-hours", "downtime_unplanned": "machine-hours",
+         "technician_utilisation": "fraction of crew time on jobs",
+         "total_cost": "downtime + technicians + parts + tardiness penalty, cell currency"}
+BASELINES = ("run_to_failure", "preventive", "condition_based")
+_T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def demo_cell() -> CellConfig:
+    from ops.config import load_cell
+    return load_cell(DEMO)
+
+
+def large_cell(copies: int = 4) -> CellConfig:
+    """``copies`` x the demo's machines (ids ``mill1-2``...) and robots; twice the crew and
+    ``copies`` x the stock, reorder point and order quantity of every part."""
+    from ops.config import cell_from_dict
+    d = demo_cell().model_dump(mode="json", exclude_none=True)
+    d["cell"] = "generated-maintenance-20"
+    d["machines"] = [{**m, "id": f"{m['id']}-{k}"} for k in range(1, copies + 1)
+                     for m in d["machines"]]
+    d["robots"] = [{**r, "id": f"{r['id']}-{k}"} for k in range(1, copies + 1)
+                   for r in d["robots"]]
+    d["hosts"] = []
+    d["sim"].pop("metrics_port", None)
+    maint = d.get("maintenance") or {}
+    parts = {name: {**p, **{k: p[k] * copies for k in ("stock", "reorder_point", "order_qty")}}
+             for name, p in (maint.get("parts") or {}).items()}
+    d["maintenance"] = {**maint, "technicians": 2 * max(1, maint.get("technicians", 1)),
+                        "parts": parts}
+    return cell_from_dict(d)
+
+
+def with_orders(cfg: CellConfig, seed: int, hours: float, load: float = 1.0) -> CellConfig:
+    """``cfg`` with an order stream over ``hours`` drawn from ``seed`` alone: products in
+    turn, 1-4 units, releases about every ``60 / (machines / 5) / load`` seconds, due
+    after three times the work plus half an hour."""
+    from ops.config import cell_from_dict
+    rng = random.Random(f"{seed}/maintenance-bench-orders")
+    d = cfg.model_dump(mode="json", exclude_none=True)
+    gap_s = 150.0 / (len(cfg.machines) / 5.0) / load
+    orders, t, k = [], 0.0, 0
+    products = [p.id for p in cfg.products]
+    while t < hours * 3600.0:
+        k += 1
+        qty = rng.randint(1, 4)
+        orders.append({"id": f"o-{k:04d}", "product": rng.choice(products), "quantity": qty,
+                       "release_at": round(t, 3), "due_at": round(t + 1800.0 + 300.0 * qty, 3),
+                       "priority": 1})
+        t += rng.expovariate(1.0 / (gap_s * qty / 2.5))
+    d["orders"] = orders
+    return cell_from_dict(d)
+
+
+def _downtime(evs: list[dict[str, Any]], end_at: float) -> tuple[float, float]:
+    since: dict[str, tuple[float, bool]] = {}
+    planned = unplanned = 0.0
+    for e in evs:
+        m = e.get("machine")
+        if not m:
+            continue
+        if e["ev"] == "fault" and m not in since:
+            since[m] = (e["t"], e.get("reason") == "maintenance")
+        elif e["ev"] == "repaired" and m in since:
+            t0, is_planned = since.pop(m)
+            if is_planned:
+                planned += e["t"] - t0
+            else:
+                unplanned += e["t"] - t0
+    for t0, is_planned in since.values():
+        if is_planned:
+            planned += end_at - t0
+        else:
+            unplanned += end_at - t0
+    return planned, unplanned
+
+
+def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthModel],
+             until_s: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """One run: the figures, and the run report (invariants included)."""
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    cell = VirtualCell(cfg, seed=seed)
+    ctl = attach(cell, policy, models)
+    cell.run(until=until_s)
+    rep = build_report(cell)
+    evs = [json.loads(line) for line in cell.events]
+    settings = cfg.maintenance or MaintenanceSettings()
+    costs = settings.costs
+    planned_s, unplanned_s = _downtime(evs, cell.env.now)
+    done = {e["order"]: e["t"] for e in evs if e["ev"] == "order_completed"}
+    tardy_s = sum(max(0.0, done.get(o.id, cell.env.now) - o.due_at) for o in cfg.orders
+                  if o.release_at < cell.env.now)
+    ws = ctl.workshop.stats
+    kc = rep["kpis"]["cell"]
+    figures = {
+        "unplanned_failures": float(sum(e["ev"] == "fault" and e.get("reason") in
+                                        ("wear", "breakdown") and "machine" in e for e in evs)),
+        "planned_maintenances": float(sum(e["ev"] == "maintenance_done" and
+                                          e.get("kind") == "planned" for e in evs)),
+        "oee": float(kc.get("oee") or 0.0),
+        "throughput": float(kc.get("throughput_units_per_h") or 0.0),
+        "tardiness": tardy_s / 3600.0,
+        "downtime_planned": planned_s / 3600.0,
+        "downtime_unplanned": unplanned_s / 3600.0,
+        "technician_utilisation": ws.technician_busy_s / (settings.technicians * cell.env.now),
+        "stock_outs": float(ws.stock_outs),
+        "total_cost": ((planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h
+                       + ws.technician_cost + ws.parts_cost
+                       + tardy_s / 3600.0 * costs.tardiness_per_h),
+    }
+    return figures, rep
+
+
+def train(cfg: CellConfig, seeds: list[int], hours: float) -> dict[str, HealthModel]:
+    """Models fitted on run-to-failure runs of ``seeds`` (not the evaluation seeds)."""
+    from sim_bridge.virtual import VirtualCell
+
+    events: list[dict[str, Any]] = []
+    for s in seeds:
+        cell = VirtualCell(with_orders(cfg, s, hours), seed=s)
+        attach(cell, "run_to_failure", {})
+        cell.run(until=hours * 3600.0)
+        events += [json.loads(line) for line in cell.events]
+    models: dict[str, HealthModel] = {}
+    for m in cfg.machines:
+        if m.degradation is None:
+            continue
+        try:
+            models.update(fit_events(events, [m.id]))
+        except ConfigurationError as exc:   # no failure seen: the policies run it to failure
+            print(f"{cfg.cell}: no model for {m.id}: {exc}", file=sys.stderr)
+    return models
+
+
+def _t95(n: int) -> float:
+    if n < 2:
+        return math.nan
+    df = n - 1
+    keys = [k for k in sorted(_T95) if k <= df]
+    return _T95[keys[-1]] if df <= 30 else 1.96
+
+
+def _summary(xs: list[float]) -> dict[str, Any]:
+    n = len(xs)
+    mean = statistics.fmean(xs)
+    half = _t95(n) * statistics.stdev(xs) / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": round(mean, 6), "ci95": [round(mean - half, 6), round(mean + half, 6)]
+            if not math.isnan(half) else None}
+
+
+def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo", "large"),
+        train_seeds: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
+    out: dict[str, Any] = {"cells": {}, "seeds": seeds, "hours": hours, "units": UNITS}
+    for name in cells:
+        base = demo_cell() if name == "demo" else large_cell()
+        say(f"{name}: training on {train_seeds} run-to-failure seeds")
+        models = train(base, [100_000 + k for k in range(train_seeds)], max(hours, 4.0))
+        per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in POLICIES}
+        violations: list[str] = []
+        for s in range(1, seeds + 1):
+            cfg = with_orders(base, s, hours)
+            for policy in POLICIES:
+                figures, rep = run_once(cfg, s, policy, models, hours * 3600.0)
+                for m in METRICS:
+                    per[policy][m].append(figures[m])
+                violations += [f"{policy}/seed {s}: {k}" for k, v in rep["invariants"].items()
+                               if not v]
+            say(f"{name}: seed {s}/{seeds} done")
+        paired = {b: {m: _summary([p - q for p, q in zip(per["predictive"][m], per[b][m],
+                                                           strict=True)]) for m in METRICS}
+                  for b in BASELINES}
+        out["cells"][base.cell] = {
+            "machines": len(base.machines),
+            "policies": {p: {m: _summary(v) for m, v in d.items()} for p, d in per.items()},
+            "paired": {f"predictive-{b}": d for b, d in paired.items()},
+            "invariant_violations": violations,
+        }
+    return out
+
+
+def _table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for cell, data in result["cells"].items():
+        t = Table(title=f"autocell bench maintenance — {cell} ({data['machines']} machines, "
+                        f"{result['seeds']} seeds x {result['hours']:g} h; mean [ci95])")
+        t.add_column("metric")
+        for p in data["policies"]:
+            t.add_column(p, justify="right")
+        for p in data["paired"]:
+            t.add_column(p, justify="right")
+
+        def cell_text(s: dict[str, Any]) -> str:
+            ci = s["ci95"]
+            return f"{s['mean']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+        for m in METRICS:
+            t.add_row(m, *[cell_text(d[m]) for d in data["policies"].values()],
+                      *[cell_text(d[m]) for d in data["paired"].values()])
+        console.print(t)
+        if data["invariant_violations"]:
+            console.print(f"invariant violations: {data['invariant_violations']}")
+
+
+def cmd_bench_maintenance(args: Any) -> int:
+    cells = tuple(args.cell) if args.cell else ("demo", "large")
+    result = run(args.seeds, hours=args.hours, cells=cells, train_seeds=args.train_seeds)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(result)
+    return 0
+
+
+def add_bench_parser(bsub: Any) -> None:
+    """``bench maintenance`` (called by :mod:`ops.cli`)."""
+    sp = bsub.add_parser("maintenance", help="maintenance policies on the same seeds: failures, "
+                                             "OEE, downtime, cost (demo and 20-machine cells)")
+    sp.add_argument("--seeds", type=int, default=20, help="seeds per cell (default 20)")
+    sp.add_argument("--hours", type=float, default=4.0,
+                    help="simulated hours per run (default 4)")
+    sp.add_argument("--train-seeds", type=int, default=3,
+                    help="run-to-failure runs the models are trained on (default 3)")
+    sp.add_argument("--cell", action="append", choices=["demo", "large"],
+                    help="only this cell (repeatable; default both)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_bench_maintenance)

@@ -1,0 +1,73 @@
+"""The maintenance invariants, checked on a run's event log (like sim_bridge/invariants.py).
+
+* no operation starts on a machine inside its maintenance window (between its
+  ``fault`` with reason ``maintenance`` and the ``repaired`` that follows);
+* technician capacity is never exceeded: a technician is on one job at a time
+  (``maintenance_start`` .. the machine's ``maintenance_done`` or
+  ``maintenance_cancelled``);
+* a part is never used twice: each part serial ends at most one job.
+
+They join the run's invariants only when the log has maintenance in it, so the
+report of a cell without degrading machines keeps its keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["check", "no_operation_in_window", "parts_used_once", "technicians_within_capacity"]
+
+
+def no_operation_in_window(evs: list[dict[str, Any]]) -> list[str]:
+    inside: dict[str, float] = {}
+    out = []
+    for e in evs:
+        m = e.get("machine")
+        if e["ev"] == "fault" and e.get("reason") == "maintenance" and m:
+            inside[m] = e["t"]
+        elif e["ev"] == "repaired" and m:
+            inside.pop(m, None)
+        elif e["ev"] == "op_start" and m in inside:
+            out.append(f"t={e['t']}: {m} started {e['task']} inside its maintenance window "
+                       f"(since t={inside[m]})")
+    return out
+
+
+def technicians_within_capacity(evs: list[dict[str, Any]]) -> list[str]:
+    on_job: dict[str, str] = {}          # technician -> machine
+    out = []
+    for e in evs:
+        if e["ev"] == "maintenance_start":
+            tech = e["technician"]
+            if tech in on_job:
+                out.append(f"t={e['t']}: {tech} started on {e['machine']} while on "
+                           f"{on_job[tech]}")
+            on_job[tech] = e["machine"]
+        elif e["ev"] in ("maintenance_done", "maintenance_cancelled") and "technician" in e:
+            on_job.pop(e["technician"], None)
+        elif e["ev"] == "maintenance_cancelled":
+            for tech, m in list(on_job.items()):
+                if m == e["machine"]:
+                    del on_job[tech]
+    return out
+
+
+def parts_used_once(evs: list[dict[str, Any]]) -> list[str]:
+    used: dict[str, float] = {}
+    out = []
+    for e in evs:
+        if e["ev"] == "maintenance_done" and "part_serial" in e:
+            serial = e["part_serial"]
+            if serial in used:
+                out.append(f"t={e['t']}: part {serial} used again (first at t={used[serial]})")
+            used[serial] = e["t"]
+    return out
+
+
+def check(evs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The maintenance invariants by name; empty when the log has no maintenance."""
+    if not any(e["ev"] in ("maintenance_start", "maintenance_done") for e in evs):
+        return {}
+    return {"no_operation_inside_maintenance_window": no_operation_in_window(evs),
+            "technician_capacity_respected": technicians_within_capacity(evs),
+            "no_part_used_twice": parts_used_once(evs)}

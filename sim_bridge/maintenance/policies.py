@@ -1,0 +1,177 @@
+"""Maintenance policies in the simulator, each run on the same seeds (common random numbers).
+
+``run_to_failure``  never maintains; a failure is repaired (technician, part, ``repair_s``).
+``preventive``      replaces the part at a fixed operating age: the age-replacement
+                    optimum ``T*`` of the machine's fitted Weibull life, the ``T`` that
+                    minimises the long-run cost rate
+                    ``(Cp R(T) + Cf F(T)) / integral_0^T R(t) dt`` (Barlow & Proschan),
+                    with ``Cp`` and ``Cf`` the cost of a planned and of a corrective job
+                    (downtime, technician, part).  Stops the machine when due.
+``condition_based`` stops the machine as soon as the smoothed health index crosses its
+                    alarm level (the ``threshold`` estimator's alarm), without planning.
+``predictive``      the machine's estimator (``threshold`` by default) gives a remaining-
+                    life distribution; when its ``risk`` quantile — the *latest safe
+                    start*, in clock time at the machine's recent load — comes within
+                    ``lookahead_s``, a window is planned: it starts at the first moment
+                    the machine is idle within ``slot_s`` of the latest safe start (a
+                    low-load slot: nothing is aborted, little life is thrown away), and
+                    at the latest safe start if no such moment comes.
+
+The policies see what a machine agent would see: readings, whether the machine
+works, its operating-hour counter since the last replacement, and the models
+trained from earlier runs (``autocell maintenance fit``); never the hidden wear.
+
+This is the simulator-side half of issue 16: the predictive policy decides here,
+alone; negotiating the window with technician and stores agents and re-routing
+orders around it as a lease is the next step (docs/maintenance.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agents.maintenance.config import Degradation, MaintenanceCosts, MaintenanceSettings
+from agents.maintenance.estimators import Estimator, ThresholdEstimator, estimator
+from agents.maintenance.rul import HealthModel
+
+from .workshop import Workshop
+
+if TYPE_CHECKING:
+    from sim_bridge.degradation import DegradingMachine
+    from sim_bridge.virtual import VirtualCell
+
+__all__ = ["POLICIES", "Controller", "age_replacement_optimum", "attach", "job_costs"]
+
+POLICIES = ("run_to_failure", "preventive", "condition_based", "predictive")
+
+
+def job_costs(spec: Degradation, costs: MaintenanceCosts, part_cost: float) -> tuple[float, float]:
+    """(planned, corrective) cost of one job: downtime and technician by the hour, the part."""
+    per_s = (costs.downtime_per_h + costs.technician_per_h) / 3600.0
+    return spec.maintenance_s * per_s + part_cost, spec.repair_s * per_s + part_cost
+
+
+def age_replacement_optimum(model: HealthModel, planned: float, corrective: float) -> float:
+    """The operating age minimising the long-run cost rate; ``inf`` when replacing early
+    never pays (Weibull shape <= 1: no wear-out, or a planned job as dear as a failure)."""
+    k, lam = model.weibull_shape, model.weibull_scale_s
+    if k <= 1.0 or planned >= corrective:
+        return math.inf
+    t = np.linspace(lam / 2000.0, 3.0 * lam, 6000)
+    r = np.exp(-((t / lam) ** k))
+    integral = np.concatenate([[0.0], np.cumsum((r[1:] + r[:-1]) / 2 * np.diff(t))]) + t[0]
+    rate = (planned * r + corrective * (1 - r)) / integral
+    return float(t[int(np.argmin(rate))])
+
+
+@dataclass
+class _Machine:
+    dm: DegradingMachine
+    est: Estimator | None
+    interval_s: float = math.inf      # preventive: operating age to replace at
+    due_at: float | None = None       # predictive: latest safe start of the planned window
+    pending: bool = False             # a planned job has been asked for
+    last_busy: float = 0.0
+    last_at: float = 0.0
+    load: float = 0.5                 # recent busy fraction (smoothed)
+
+
+class Controller:
+    """One policy over every degrading machine of a cell."""
+
+    def __init__(self, policy: str, degrading: Mapping[str, DegradingMachine], workshop: Workshop,
+                 models: Mapping[str, HealthModel], *, estimator_spec: Any = "threshold",
+                 risk: float = 0.3, lookahead_s: float = 900.0, slot_s: float = 300.0,
+                 alarm_wear: float = 0.7, record: Any = None) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown maintenance policy {policy!r}: use one of "
+                             f"{', '.join(POLICIES)}")
+        self.policy, self.workshop = policy, workshop
+        self.risk, self.lookahead_s, self.slot_s = risk, lookahead_s, slot_s
+        self.record = record or (lambda *a, **k: None)
+        self.machines: dict[str, _Machine] = {}
+        costs = workshop.settings.costs
+        for mid, dm in degrading.items():
+            dm.workshop = workshop
+            model = models.get(mid)
+            est: Estimator | None = None
+            if policy == "condition_based" and model is not None:
+                est = ThresholdEstimator(model, alarm_wear=alarm_wear)
+            elif policy == "predictive" and model is not None:
+                est = estimator(estimator_spec, model)
+            pm = _Machine(dm, est)
+            if policy == "preventive" and model is not None:
+                cp, cf = job_costs(dm.spec, costs, workshop.settings.part(dm.spec.part).cost)
+                pm.interval_s = age_replacement_optimum(model, cp, cf)
+                self.record("maintenance_policy", machine=mid, policy=policy,
+                            interval_s=round(pm.interval_s, 3))
+            self.machines[mid] = pm
+            dm.listeners.append(partial(self._on, pm))
+
+    def _on(self, pm: _Machine, what: str, fields: dict[str, Any]) -> None:
+        dm = pm.dm
+        if what == "repaired":
+            pm.pending, pm.due_at = False, None
+            if pm.est is not None:
+                kind = fields.get("kind")
+                pm.est.renew(1.0 if kind == "corrective" else dm.spec.restore)
+            return
+        if what != "reading" or pm.pending or not dm.m.up:
+            return
+        now = dm.env.now
+        busy_now = dm.busy_s()
+        if now > pm.last_at:
+            frac = (busy_now - pm.last_busy) / (now - pm.last_at)
+            pm.load = 0.9 * pm.load + 0.1 * frac
+        pm.last_busy, pm.last_at = busy_now, now
+        age = dm.busy_age_s()
+        if pm.est is not None:
+            pm.est.observe(now, fields, busy=bool(dm.m.task), age_s=age)
+        if self.policy == "preventive":
+            if age >= pm.interval_s:
+                self._start(pm, "age")
+        elif self.policy == "condition_based":
+            if isinstance(pm.est, ThresholdEstimator) and pm.est.alarm():
+                self._start(pm, "alarm")
+        elif self.policy == "predictive" and pm.est is not None:
+            self._predict(pm, now)
+
+    def _predict(self, pm: _Machine, now: float) -> None:
+        assert pm.est is not None
+        if pm.due_at is None:
+            safe_busy_s = pm.est.rul().quantile(self.risk)
+            if math.isinf(safe_busy_s):
+                return
+            safe_s = safe_busy_s / max(pm.load, 0.05)       # operating seconds -> clock
+            if safe_s > self.lookahead_s:
+                return
+            pm.due_at = now + safe_s
+            self.record("maintenance_planned", machine=pm.dm.m.spec.id,
+                        latest_start_at=round(pm.due_at, 6), health=round(pm.est.health(), 4))
+        if now >= pm.due_at:
+            self._start(pm, "latest_safe_start")
+        elif not pm.dm.m.task and now >= pm.due_at - self.slot_s:
+            self._start(pm, "idle")
+
+    def _start(self, pm: _Machine, why: str) -> None:
+        pm.pending = True
+        self.record("maintenance_requested", machine=pm.dm.m.spec.id, policy=self.policy,
+                    why=why)
+        pm.dm.env.process(self.workshop.planned(pm.dm))
+
+
+def attach(cell: VirtualCell, policy: str, models: Mapping[str, HealthModel],
+           **params: Any) -> Controller:
+    """Give ``cell`` (before it runs) a workshop from its ``maintenance:`` section and the
+    policy over its degrading machines."""
+    settings = cell.cfg.maintenance or MaintenanceSettings()
+    backend = cell.plant.backend
+    workshop = Workshop(cell.env, settings, backend.record)
+    return Controller(policy, backend.degrading, workshop, models, record=backend.record,
+                      **params)

@@ -1,0 +1,133 @@
+"""Maintenance policies, crew and stores in the simulator (sim_bridge/maintenance/), end to end
+on one seed of the demo cell, and the maintenance run invariants."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agents.maintenance.rul import Channel, HealthModel
+from ops.bench.maintenance import demo_cell, run_once, with_orders
+from sim_bridge.maintenance import invariants
+from sim_bridge.maintenance.policies import POLICIES, age_replacement_optimum
+
+
+def _rate(k: float, lam: float, cp: float, cf: float, t_end: float) -> float:
+    t = np.linspace(0.0, t_end, 20_001)
+    r = np.exp(-((t / lam) ** k))
+    area = float(((r[1:] + r[:-1]) / 2 * np.diff(t)).sum())
+    return float((cp * r[-1] + cf * (1 - r[-1])) / area)
+
+
+def test_the_age_replacement_optimum_minimises_the_cost_rate() -> None:
+    model = HealthModel(channels={}, weibull_shape=2.5, weibull_scale_s=1000.0)
+    t_star = age_replacement_optimum(model, 1.0, 10.0)
+    assert 200.0 < t_star < 1000.0
+    best = _rate(2.5, 1000.0, 1.0, 10.0, t_star)
+    assert best <= _rate(2.5, 1000.0, 1.0, 10.0, 0.8 * t_star)
+    assert best <= _rate(2.5, 1000.0, 1.0, 10.0, 1.25 * t_star)
+    assert math.isinf(age_replacement_optimum(
+        HealthModel(channels={}, weibull_shape=0.9, weibull_scale_s=1000.0), 1.0, 10.0))
+
+
+def _models() -> dict[str, HealthModel]:
+    """Models as training would find them, from the demo cell's own settings."""
+    out = {}
+    for m in demo_cell().machines:
+        d = m.degradation
+        if d is None:
+            continue
+        out[m.id] = HealthModel(
+            channels={"vibration_mm_s": Channel(d.vibration_mm_s.idle, d.vibration_mm_s.busy,
+                                                d.vibration_mm_s.per_wear, d.vibration_mm_s.noise),
+                      "temperature_c": Channel(d.temperature_c.idle, d.temperature_c.busy,
+                                               d.temperature_c.per_wear, d.temperature_c.noise)},
+            weibull_shape=4.0, weibull_scale_s=1.1 * d.mttf_s)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, tuple[dict[str, float], dict[str, Any]]]:
+    cfg = with_orders(demo_cell(), 1, 1.5)
+    return {p: run_once(cfg, 1, p, _models(), 1.5 * 3600.0) for p in POLICIES}
+
+
+def test_every_policy_keeps_the_run_invariants(runs: dict[str, Any]) -> None:
+    for policy, (_, rep) in runs.items():
+        assert all(rep["invariants"].values()), (policy, rep["invariant_violations"])
+        assert "no_part_used_twice" in rep["invariants"]
+
+
+def test_the_policies_do_what_they_say(runs: dict[str, Any]) -> None:
+    fig = {p: f for p, (f, _) in runs.items()}
+    assert fig["run_to_failure"]["planned_maintenances"] == 0
+    assert fig["run_to_failure"]["unplanned_failures"] > 0
+    for p in ("condition_based", "predictive"):
+        assert fig[p]["planned_maintenances"] > 0
+        assert fig[p]["unplanned_failures"] < fig["run_to_failure"]["unplanned_failures"]
+    for f in fig.values():
+        assert f["total_cost"] > 0 and 0 <= f["technician_utilisation"] <= 1
+
+
+def test_the_predictive_window_starts_before_its_latest_safe_start(runs: dict[str, Any]) -> None:
+    _, rep = runs["predictive"]
+    assert rep["invariants"]["no_operation_inside_maintenance_window"]
+
+
+def _log(*events: tuple[float, str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"t": t, "ev": ev, **f} for t, ev, f in events]
+
+
+def test_the_invariants_catch_what_they_guard() -> None:
+    evs = _log(
+        (0.0, "maintenance_start", {"machine": "m1", "technician": "tech1", "part_serial": "p#1"}),
+        (1.0, "fault", {"machine": "m1", "reason": "maintenance"}),
+        (2.0, "op_start", {"machine": "m1", "task": "o/0"}),
+        (3.0, "maintenance_start", {"machine": "m2", "technician": "tech1", "part_serial": "p#2"}),
+        (4.0, "repaired", {"machine": "m1"}),
+        (4.0, "maintenance_done", {"machine": "m1", "technician": "tech1", "part_serial": "p#1"}),
+        (5.0, "maintenance_done", {"machine": "m2", "technician": "tech1", "part_serial": "p#1"}))
+    found = invariants.check(evs)
+    assert len(found["no_operation_inside_maintenance_window"]) == 1
+    assert len(found["technician_capacity_respected"]) == 1
+    assert len(found["no_part_used_twice"]) == 1
+    assert invariants.check(_log((0.0, "op_start", {"machine": "m", "task": "t"}))) == {}
+    assert json.dumps(found)      # plain data for the run report
+
+
+def test_the_kpis_split_planned_and_unplanned_downtime() -> None:
+    from sim_bridge.kpis import KpiSpec, compute
+
+    spec = KpiSpec.from_config(demo_cell())
+    evs = _log((100.0, "fault", {"machine": "mill1", "reason": "maintenance"}),
+               (200.0, "repaired", {"machine": "mill1"}),
+               (200.0, "maintenance_done", {"machine": "mill1", "kind": "planned"}),
+               (300.0, "fault", {"machine": "mill1", "reason": "wear"}),
+               (600.0, "repaired", {"machine": "mill1"}))
+    row = compute(evs, spec, end_at=1000.0)["machines"]["mill1"]
+    assert row["down_planned_s"] == 100.0 and row["down_unplanned_s"] == 300.0
+    assert row["faults"] == 1 and row["planned_maintenances"] == 1
+    assert row["mtbf_s"] == 600.0 and row["mttr_s"] == 300.0
+    plain = compute(evs[3:], spec, end_at=1000.0)["machines"]["mill1"]
+    assert "down_planned_s" not in plain            # no maintenance: the old keys only
+
+
+@pytest.mark.slow
+def test_the_bench_prints_the_json_of_the_issue() -> None:
+    from ops.bench.maintenance import METRICS, run
+
+    notes: list[str] = []
+    out = run(2, hours=0.5, cells=("demo",), train_seeds=1, progress=notes.append)
+    assert out["seeds"] == 2 and notes
+    cell = out["cells"]["demo-cell-maintenance"]
+    assert set(cell["policies"]) == set(POLICIES)
+    for figures in cell["policies"].values():
+        assert set(figures) == set(METRICS)
+        assert {"mean", "ci95"} <= set(figures["unplanned_failures"])
+    assert set(cell["paired"]) == {"predictive-run_to_failure", "predictive-preventive",
+                                   "predictive-condition_based"}
+    assert cell["invariant_violations"] == []
