@@ -269,24 +269,33 @@ class DecisionLog:
         self.n += 1
 
     def _encode_pending(self) -> None:
-        """Encode and chain the message entries :meth:`on_decision` numbered but deferred,
-        in one tight loop per batch: it keeps the encoder and the hash hot in the cache
-        (interleaved with the bus's work, an entry cost about twice its time in a loop)."""
+        """Encode and chain the entries numbered but deferred, in one tight loop per
+        segment: it keeps the encoder and the hash hot in the cache (interleaved with the
+        bus's work, an entry cost about twice its time in a loop)."""
         prev, buf, encode, sha256 = self._prev, self._buf, _ENCODER.encode, _sha256
-        for n, agent_id, now, m, out, wall_at, why in self._pending:
-            body = m.body
-            line = encode(_MessageEntry(
-                agent_id, (m.sender, m.epoch, m.seq),
-                _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
-                           m.to, m.ts, body.TYPE),
-                "in", n, out, prev, now, wall_at, why))
+        for item in self._pending:
+            if type(item) is dict:
+                item["prev"] = prev
+                line = encode(item)
+            else:
+                n, agent_id, now, m, out, wall_at, why = item
+                body = m.body
+                line = encode(_MessageEntry(
+                    agent_id, (m.sender, m.epoch, m.seq),
+                    _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
+                               m.to, m.ts, body.TYPE),
+                    "in", n, out, prev, now, wall_at, why))
             buf.append(line)
             prev = sha256(line).hexdigest()
         self._prev = prev
         self._pending.clear()
 
     def _entry(self, obj: dict[str, Any]) -> None:
-        self._write(obj)
+        """Number an entry now, encode it later; ``obj`` holds nothing anyone else can
+        change (what could be is already ``msgspec.Raw``)."""
+        obj["n"] = self.n
+        self._pending.append(obj)
+        self.n += 1
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
             self.seal()
@@ -296,12 +305,13 @@ class DecisionLog:
                     now: float, agent: Agent | None) -> None:
         """One entry: the input, the actions; the hot path (one per input), kept flat.
 
-        A message input's entry is numbered now and encoded later, in a batch (at the
-        next seal or flush, or before the next entry of another kind): the message is a
-        frozen Struct, its body a frozen Struct (ADR 39), and the runner calls this after
-        the agent handled it, so later reads what now would.  What an agent builds and
-        could still change after handing it over — its actions, an award's *why* — is
-        encoded here, at once, and spliced into the line later unchanged (``msgspec.Raw``)."""
+        An entry is numbered now and encoded later, in a batch (at the next seal or
+        flush): a message input is a frozen Struct, its body a frozen Struct (ADR 39),
+        timers' keys are strings, and the runner calls this after the agent handled the
+        input, so later reads what now would.  What an agent or the plant built and could
+        still change after handing it over — the actions, a plant event's data, an
+        award's *why* — is encoded here, at once, and spliced into the line later
+        unchanged (``msgspec.Raw``)."""
         self._now = now
         notable: list[Send] = []
         out: Any = (msgspec.Raw(_ENCODER.encode(actions_json(actions, notable)))
@@ -323,12 +333,14 @@ class DecisionLog:
                 self.seal()
             return
         why = self._why(agent_id, notable, agent) if notable else None
-        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id,
-                                 "in": input_json(cause), "out": out}
+        inp: Any = input_json(cause)
+        if type(cause) is PlantIn:
+            inp = msgspec.Raw(_ENCODER.encode(inp))
+        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id, "in": inp, "out": out}
         if self.wall_clock is not None:
             entry["wall_at"] = self.wall_clock()
         if why:
-            entry["why"] = why
+            entry["why"] = msgspec.Raw(_ENCODER.encode(why))
         self._entry(entry)
 
     def on_runtime(self, event: str, agent_id: str, now: float | None,
