@@ -313,6 +313,19 @@ class DecisionLog:
         award's *why* — is encoded here, at once, and spliced into the line later
         unchanged (``msgspec.Raw``)."""
         self._now = now
+        if not actions and type(cause) is Inbound:     # a message answered later, or not
+            m = cause.msg
+            if self._calls and type(m.body) is Proposal:
+                call = self._calls.get((agent_id, m.conv))
+                if call is not None and now <= call.cfp.reply_by_at:
+                    call.proposals[m.sender] = (m.body, now)
+            self._pending.append((self.n, agent_id, now, m, (),
+                                  None if self.wall_clock is None else self.wall_clock(), None))
+            self.n += 1
+            self.entries += 1
+            if self.n - self._segment_first >= self.segment_entries:
+                self.seal()
+            return
         notable: list[Send] = []
         out: Any = (msgspec.Raw(_ENCODER.encode(actions_json(actions, notable)))
                     if actions else ())
