@@ -187,6 +187,10 @@ class _MessageIn(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"}
     type: str
 
 
+# a message input's entry, deferred: (n, agent, t, message, out, wall_at, why)
+_Deferred = tuple[int, str, float, Message, Any, "float | None", Any]
+
+
 class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
                     rename={"in_": "in"}):
     """An ``in`` entry for a message input (the hot path): a Struct encodes in two thirds
@@ -242,9 +246,9 @@ class DecisionLog:
         self._now: float | None = None
         self._calls: dict[tuple[str, str], _Call] = {}
         self._buf: list[bytes] = []
-        # message entries numbered but not yet encoded: (n, agent, t, message, out,
-        # wall_at, why), in order (see on_decision)
-        self._pending: list[tuple[Any, ...]] = []
+        # entries numbered but not yet encoded, in order (see on_decision): a message's as
+        # (n, agent, t, message, out, wall_at, why), any other as its dict
+        self._pending: list[_Deferred | dict[str, Any]] = []
         self.closed = False
         self._write({"k": "header", "format": FORMAT, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
@@ -274,7 +278,7 @@ class DecisionLog:
         bus's work, an entry cost about twice its time in a loop)."""
         prev, buf, encode, sha256 = self._prev, self._buf, _ENCODER.encode, _sha256
         for item in self._pending:
-            if type(item) is dict:
+            if isinstance(item, dict):
                 item["prev"] = prev
                 line = encode(item)
             else:
