@@ -246,9 +246,8 @@ class DecisionLog:
         self._now: float | None = None
         self._calls: dict[tuple[str, str], _Call] = {}
         self._buf: list[bytes] = []
-        # entries numbered but not yet encoded, in order (see on_decision): a message's as
-        # (n, agent, t, message, out, wall_at, why), any other as its dict
-        self._pending: list[_Deferred | dict[str, Any]] = []
+        # message entries numbered but not yet encoded, in order (see on_decision)
+        self._pending: list[_Deferred] = []
         self.closed = False
         self._write({"k": "header", "format": FORMAT, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
@@ -273,33 +272,26 @@ class DecisionLog:
         self.n += 1
 
     def _encode_pending(self) -> None:
-        """Encode and chain the entries numbered but deferred, in one tight loop per
-        segment: it keeps the encoder and the hash hot in the cache (interleaved with the
-        bus's work, an entry cost about twice its time in a loop)."""
+        """Encode and chain the message entries numbered but deferred, in one tight loop:
+        it keeps the encoder and the hash hot in the cache (interleaved with the bus's
+        work, an entry cost about twice its time in a loop), from Structs (a third less
+        than a dict, to the same bytes)."""
         prev, buf, encode, sha256 = self._prev, self._buf, _ENCODER.encode, _sha256
-        for item in self._pending:
-            if isinstance(item, dict):
-                item["prev"] = prev
-                line = encode(item)
-            else:
-                n, agent_id, now, m, out, wall_at, why = item
-                body = m.body
-                line = encode(_MessageEntry(
-                    agent_id, (m.sender, m.epoch, m.seq),
-                    _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
-                               m.to, m.ts, body.TYPE),
-                    "in", n, out, prev, now, wall_at, why))
+        for n, agent_id, now, m, out, wall_at, why in self._pending:
+            body = m.body
+            line = encode(_MessageEntry(
+                agent_id, (m.sender, m.epoch, m.seq),
+                _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
+                           m.to, m.ts, body.TYPE),
+                "in", n, out, prev, now, wall_at, why))
             buf.append(line)
             prev = sha256(line).hexdigest()
         self._prev = prev
         self._pending.clear()
 
     def _entry(self, obj: dict[str, Any]) -> None:
-        """Number an entry now, encode it later; ``obj`` holds nothing anyone else can
-        change (what could be is already ``msgspec.Raw``)."""
-        obj["n"] = self.n
-        self._pending.append(obj)
-        self.n += 1
+        """Encode an entry now (after the deferred ones before it)."""
+        self._write(obj)
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
             self.seal()
@@ -309,13 +301,14 @@ class DecisionLog:
                     now: float, agent: Agent | None) -> None:
         """One entry: the input, the actions; the hot path (one per input), kept flat.
 
-        An entry is numbered now and encoded later, in a batch (at the next seal or
-        flush): a message input is a frozen Struct, its body a frozen Struct (ADR 39),
-        timers' keys are strings, and the runner calls this after the agent handled the
-        input, so later reads what now would.  What an agent or the plant built and could
-        still change after handing it over — the actions, a plant event's data, an
-        award's *why* — is encoded here, at once, and spliced into the line later
-        unchanged (``msgspec.Raw``)."""
+        A message the agent answered with no action (a bid it keeps for its deadline, a
+        confirmation) is numbered now and encoded later, in a batch (at the next entry
+        with actions, seal or flush): the message is a frozen Struct, its body a frozen
+        Struct (ADR 39), there is nothing else in the entry, and the runner calls this
+        after the agent handled it, so later reads what now would.  An entry with actions
+        is encoded at once, in one step: an agent may still change what it handed over
+        (a dict in a Command, a Log), and encoding actions apart from their entry cost a
+        virtual run, where most entries have actions, more than the batch saved."""
         self._now = now
         if not actions and type(cause) is Inbound:     # a message answered later, or not
             m = cause.msg
@@ -331,8 +324,7 @@ class DecisionLog:
                 self.seal()
             return
         notable: list[Send] = []
-        out: Any = (msgspec.Raw(_ENCODER.encode(actions_json(actions, notable)))
-                    if actions else ())
+        out = actions_json(actions, notable) if actions else []
         if type(cause) is Inbound:
             m = cause.msg
             body = m.body
@@ -340,24 +332,20 @@ class DecisionLog:
                 call = self._calls.get((agent_id, m.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[m.sender] = (body, now)
-            why = self._why(agent_id, notable, agent) if notable else None
-            self._pending.append((self.n, agent_id, now, m, out,
-                                  None if self.wall_clock is None else self.wall_clock(),
-                                  msgspec.Raw(_ENCODER.encode(why)) if why else None))
-            self.n += 1
-            self.entries += 1
-            if self.n - self._segment_first >= self.segment_entries:
-                self.seal()
-            return
-        why = self._why(agent_id, notable, agent) if notable else None
-        inp: Any = input_json(cause)
-        if type(cause) is PlantIn:
-            inp = msgspec.Raw(_ENCODER.encode(inp))
-        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id, "in": inp, "out": out}
+            entry: dict[str, Any] = {
+                "k": "in", "t": now, "agent": agent_id, "out": out,
+                "in": {"kind": "message", "type": body.TYPE, "from": m.sender, "to": m.to,
+                       "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq,
+                       "ts": m.ts, "body": body},
+                "env": [m.sender, m.epoch, m.seq]}
+        else:
+            entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause), "out": out}
         if self.wall_clock is not None:
             entry["wall_at"] = self.wall_clock()
-        if why:
-            entry["why"] = msgspec.Raw(_ENCODER.encode(why))
+        if notable:
+            why = self._why(agent_id, notable, agent)
+            if why:
+                entry["why"] = why
         self._entry(entry)
 
     def on_runtime(self, event: str, agent_id: str, now: float | None,
