@@ -187,8 +187,8 @@ class _MessageIn(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"}
     type: str
 
 
-# a message input's entry, deferred: (n, agent, t, message, out, wall_at, why)
-_Deferred = tuple[int, str, float, Message, Any, "float | None", Any]
+# a message input's entry answered by no action, deferred: (n, agent, t, message, wall_at)
+_Deferred = tuple[int, str, float, Message, "float | None"]
 
 
 class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
@@ -277,13 +277,13 @@ class DecisionLog:
         work, an entry cost about twice its time in a loop), from Structs (a third less
         than a dict, to the same bytes)."""
         prev, buf, encode, sha256 = self._prev, self._buf, _ENCODER.encode, _sha256
-        for n, agent_id, now, m, out, wall_at, why in self._pending:
+        for n, agent_id, now, m, wall_at in self._pending:
             body = m.body
             line = encode(_MessageEntry(
                 agent_id, (m.sender, m.epoch, m.seq),
                 _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
                            m.to, m.ts, body.TYPE),
-                "in", n, out, prev, now, wall_at, why))
+                "in", n, (), prev, now, wall_at))
             buf.append(line)
             prev = sha256(line).hexdigest()
         self._prev = prev
@@ -316,8 +316,8 @@ class DecisionLog:
                 call = self._calls.get((agent_id, m.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[m.sender] = (m.body, now)
-            self._pending.append((self.n, agent_id, now, m, (),
-                                  None if self.wall_clock is None else self.wall_clock(), None))
+            self._pending.append((self.n, agent_id, now, m,
+                                  None if self.wall_clock is None else self.wall_clock()))
             self.n += 1
             self.entries += 1
             if self.n - self._segment_first >= self.segment_entries:
