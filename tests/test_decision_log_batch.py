@@ -1,0 +1,55 @@
+"""The decision log's batch (agents/runtime/recorder.py): a message answered by no action
+is numbered at once and encoded later, from Structs; its line must be the bytes the dict
+form gives (docs/PROTOCOL.md §16: keys sorted, no spaces), in order with the entries
+encoded at once, and the log must verify."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from agents.protocol.actions import Log, Send, SetTimer
+from agents.protocol.messages import CallForProposals, Message, Proposal
+from agents.runtime.journal import Inbound, Timer
+from agents.runtime.recorder import DecisionLog, canonical, input_json, verify_log
+from security.crypto import SigningKey
+
+
+def _proposal(i: int, task: str) -> Message:
+    p = Proposal(task=task, kind="operation", start_at=1.5, finish_at=31.25 + i,
+                 hold_until_at=3.0, cost={"setup_s": 4.0, "queue_s": 0.0})
+    return Message(f"m{i}", "o", task, bytes([i]) * 16, 7, 100 + i, 1.0, p)
+
+
+def test_a_deferred_message_entry_is_the_dict_form_in_order(tmp_path: Path) -> None:
+    sink = io.BytesIO()
+    clock = iter(float(x) for x in range(1000, 2000))
+    log = DecisionLog(sink, SigningKey.generate(), host="h", run={},
+                      wall_clock=lambda: next(clock), segment_entries=4)
+    cfp = CallForProposals(task="o/1", order="o", kind="operation", capability="mill",
+                           op="op-1", quantity=1, earliest_start_at=1.0, due_at=99.0,
+                           reply_by_at=2.0)
+    log.on_decision("o", Timer("go", 1.0), [Send("m0", cfp, "o/1"), Send("m1", cfp, "o/1"),
+                                            SetTimer("deadline", 2.0)], 1.0, None)
+    msgs = [_proposal(i, "o/1") for i in range(5)]
+    for m in msgs:                                   # deferred: no actions
+        log.on_decision("o", Inbound(m, 1.5), (), 1.5, None)
+    log.on_decision("o", Timer("deadline", 2.0), [Log("x", {"a": 1})], 2.0, None)
+    log.close()
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(sink.getvalue())
+    assert verify_log(path).ok
+    lines = sink.getvalue().split(b"\n")[:-1]
+    ins = [json.loads(x) for x in lines if json.loads(x)["k"] == "in"]
+    assert [e["in"]["kind"] for e in ins] == ["timer"] + ["message"] * 5 + ["timer"]
+    assert [e["in"].get("seq") for e in ins[1:6]] == [100, 101, 102, 103, 104]
+    for raw in lines:
+        obj = json.loads(raw)
+        if obj["k"] == "in" and obj["in"]["kind"] == "message":
+            m = next(x for x in msgs if x.seq == obj["in"]["seq"])
+            expected = {"k": "in", "t": 1.5, "agent": "o", "out": [],
+                        "in": input_json(Inbound(m, 1.5)), "env": [m.sender, m.epoch, m.seq],
+                        "wall_at": obj["wall_at"], "n": obj["n"], "prev": obj["prev"]}
+            assert raw == canonical(expected)
+    assert json.loads(lines[-1])["final"] is True
