@@ -43,7 +43,13 @@ cycle is one operation:
 
 Every state machine's ``CurrentState``, ``Status/Parameter`` and the two
 counters are subscribed as ``both``: a change may end a job and may take
-the unit down.  Nodes are found by browse name in the PackML namespace
+the unit down.  The profile's picture of the unit follows those
+notifications *in the server's order*, which lags behind the unit: a value
+read afresh (waiting for an acting state to end, the counters before a
+start) is compared, never put into that picture, which would otherwise mix
+two moments of the unit (a stale ``Complete`` beside the next job's id is a
+false end).  A recovery ends when the notifications, not a read, show
+``Idle``, so late news of the unit's own ``Stopped`` is not a fault.  Nodes are found by browse name in the PackML namespace
 (resolved by URI), below the unit's object, a browse path below
 ``Objects`` as in :mod:`.legacy`.
 """
@@ -125,6 +131,7 @@ class PackMLProfile:
         self.ended: set[str] = set()
         self.aborted: set[str] = set()              # aborts the gateway asked for
         self.recovering = False
+        self.abort_seen = False                     # ... and the notifications showed it
         self.adopting: str | None = None
 
     @property
@@ -195,8 +202,10 @@ class PackMLProfile:
             elif key == "machine" and before in STOPPED and self.state[key] == "Running" \
                     and self.state["execute"] not in ("Resetting", "Idle"):
                 self.state["execute"] = "Resetting"
-            if key == "execute" and self.state[key] == "Idle" != before:
-                self.recovering = False   # reset: a recovery that clear() did not finish
+            if key == "base" and self.state[key] in ABORTING and self.recovering:
+                self.abort_seen = True
+            if key == "execute" and self.state[key] == "Idle" != before and self.abort_seen:
+                self.recovering = self.abort_seen = False   # recovered, as notified
         elif key == "parameter":
             self.loaded = next((str(d.Name) for d in (value or [])
                                 if getattr(d, "ID", None) == self.params.job_parameter), None)
@@ -213,13 +222,18 @@ class PackMLProfile:
     async def _call(self, method: str, *args: ua.Variant) -> None:
         await self.parents[method].call_method(self.nodes[method].nodeid, *args)
 
+    async def _now(self, key: str) -> str:
+        """State machine ``key``'s state read afresh, *not* put in the cache: the cache
+        follows the notifications, in the server's order, and a fresh value applied between
+        two of them would mix two moments of the unit."""
+        return _text(await self.nodes[key].read_value())
+
     async def _await(self, key: str, wanted: str) -> bool:
         """Wait until state machine ``key`` is in ``wanted`` (the unit's acting states end
         by themselves); False after :data:`SETTLE_S`."""
         deadline = time.monotonic() + SETTLE_S
         while time.monotonic() < deadline:
-            self._set(key, await self.nodes[key].read_value())
-            if self.state[key] == wanted:
+            if await self._now(key) == wanted:
                 return True
             await asyncio.sleep(POLL_S)
         return False
@@ -234,8 +248,11 @@ class PackMLProfile:
         return ua.Variant(out, ua.VariantType.ExtensionObject, is_array=True)
 
     async def start(self, jid: str, args: Mapping[str, Any]) -> str | None:
-        await self._read_all()
-        baseline = (self.processed or 0, self.defective or 0)
+        if await self._now("execute") == "Resetting":   # a reset in progress ends by itself
+            await self._await("execute", "Idle")
+        baseline = (_count(await self.nodes["processed"].read_value()),
+                    _count(await self.nodes["defective"].read_value())
+                    if "defective" in self.nodes else 0)
         await self._call("start", self._parameters(jid, args))    # a Bad status raises
         # the unit took a new job, so it was idle: an earlier job the counter has counted
         # ended, one it has not never will
@@ -245,7 +262,6 @@ class PackMLProfile:
             else:
                 del self.runs[old]
         self.runs[jid] = baseline
-        self.loaded = jid
         return None
 
     async def abort(self, jid: str) -> dict[str, int] | None:
@@ -254,7 +270,7 @@ class PackMLProfile:
         try:
             await self._call("abort")
         except BaseException:
-            self.recovering = False
+            self.recovering = self.abort_seen = False
             raise
         return None                   # the unit publishes Aborting, then Aborted
 
@@ -265,21 +281,23 @@ class PackMLProfile:
         self.aborted.discard(jid)
         self.ended.discard(jid)
         if asked:
+            idle = False
             try:
-                self._set("base", await self.nodes["base"].read_value())
-                if self.state["base"] in ABORTING and await self._await("base", "Aborted"):
+                if await self._now("base") in ABORTING and await self._await("base", "Aborted"):
                     await self._call("clear")
                     if await self._await("machine", "Stopped"):
                         await self._call("reset_stopped")
-                        await self._await("execute", "Idle")
+                        idle = await self._await("execute", "Idle")
             finally:
-                self.recovering = False       # back in Idle, or down for the operator
+                # back in Idle: not down until the notifications say Idle too (_set); else
+                # down for the operator at once
+                if not idle:
+                    self.recovering = self.abort_seen = False
         # the job ended (the backend clears only ended jobs): a unit still Complete waits for
         # the Reset that makes it Idle again (read afresh: a notification may lag behind)
-        for key in ("base", "execute"):
-            self._set(key, await self.nodes[key].read_value())
-        if self.state["execute"] == "Complete" and self.state["base"] == "Cleared":
+        if await self._now("execute") == "Complete" and await self._now("base") == "Cleared":
             await self._call("reset_complete")
+            await self._await("execute", "Idle")      # the next start finds it Idle
         return 0
 
     async def quality(self, jid: str, ok_values: list[str]) -> str:
@@ -321,7 +339,8 @@ class PackMLProfile:
         return self._states()
 
     def job_states(self, node: ua.NodeId, value: Any) -> dict[str, int]:
-        self._update(node, value)
+        # every node is watched as `both`: on_state applied this value already, in the
+        # order of the notifications; applying it again now, after later ones, would not
         return self._states()
 
     def adopt(self, jid: str) -> None:
