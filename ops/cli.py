@@ -409,7 +409,8 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
         if args.backend == "vda5050":
             r = fleet.run(args.robots, args.rounds, progress)
         else:
-            r = plant.run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack)
+            r = plant.run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack,
+                          profile=args.profile)
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"autocell: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -613,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: start the node-opcua emulator of tests/opcua)")
     sp.add_argument("--stack", choices=["node", "asyncua"], default="node",
                     help="the emulator to start without --endpoint (default node: node-opcua)")
+    sp.add_argument("--profile", choices=["machinery-jobs", "packml"], default="machinery-jobs",
+                    help="opcua: the machines' profile (packml: the emulator's PackML units, "
+                         "node only)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_plant)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")

@@ -79,19 +79,26 @@ def cmd_browse(args: argparse.Namespace) -> int:
     found = asyncio.run(browse(params))
     if args.json:
         print(json.dumps([{"machine": m.name, "type": m.type_name, "profiles": list(m.profiles),
-                           "readings": m.readings} for m in found], indent=2))
+                           "readings": m.readings, "path": m.path or m.name, "nodes": m.nodes}
+                          for m in found], indent=2))
         return 0
     if not found:
-        print(f"{args.url}: no machines in the Machinery `Machines` folder")
+        print(f"{args.url}: no machines found")
         return EXIT_PROBLEM
     for m in found:
         profiles = ", ".join(m.profiles) or "none supported yet"
-        print(f"# {m.name}: {m.type_name}; profiles: {profiles}")
+        print(f"# {m.name}: {m.type_name}; profiles: {profiles}"
+              + (" (a suggested mapping: check each node against the machine's documentation)"
+                 if m.nodes else ""))
     print("\n# cell-file snippet (fill in location and capabilities):\nmachines:")
     for m in found:
         opcua: dict[str, Any] = {"endpoint": args.url}
         if m.profiles:
             opcua["profile"] = m.profiles[0]
+        if m.path and m.path != m.name:
+            opcua["machine"] = m.path
+        if m.nodes:
+            opcua["nodes"] = dict(m.nodes)
         if args.insecure:
             opcua["insecure"] = True
         if args.user:

@@ -108,3 +108,62 @@ def test_check_reports_an_unreachable_server_and_a_missing_user(tmp_path: Path) 
     by_machine = {line.split()[0]: line for line in res.stdout.splitlines()}
     assert "unreachable" in by_machine["mill1"]
     assert "'nobody' is not in the secrets file" in by_machine["lathe1"]
+
+
+def _browse_snippet(endpoint: str, keys: Path) -> tuple[dict[str, dict[str, object]], list[dict]]:
+    res = autocell("equipment", "browse", endpoint, "--keys-dir", str(keys), "--json")
+    assert res.returncode == 0, res.stderr
+    found = {m["machine"]: m for m in json.loads(res.stdout)}
+    res = autocell("equipment", "browse", endpoint, "--keys-dir", str(keys))
+    assert res.returncode == 0, res.stderr
+    snippet = yaml.safe_load(res.stdout.split("cell-file snippet", 1)[1].split("\n", 1)[1])
+    return found, snippet["machines"]
+
+
+@pytest.mark.parametrize("stack", [p for p in STACKS if p.id == "node"])
+def test_browse_recognises_packml_units_and_check_passes_their_snippet(
+        tmp_path: Path, stack: str) -> None:
+    keys = tmp_path / "keys"
+    pki = OpcUaPki(keys / "opcua")
+    emu, endpoint = server(tmp_path, stack, ["mill1"], pki, extra=["--packml", "P1,P2"])
+    try:
+        found, snippet = _browse_snippet(endpoint, keys)
+        assert set(found) == {"mill1", "P1", "P2"}
+        assert found["P1"]["profiles"] == ["packml"]
+        assert found["P1"]["type"] == "PackMLBaseObjectType"
+        assert found["P1"]["readings"] == {"temperature": "Monitoring/Temperature"}
+        assert found["mill1"]["profiles"] == ["machinery-jobs"]
+        units = {m["id"]: m["opcua"] for m in snippet if m["id"] in ("P1", "P2")}
+        assert units["P1"]["profile"] == "packml" and "machine" not in units["P1"]
+        # the cell's own ids: `machine:` names the unit on the server
+        cell = cell_with(tmp_path, {"mill1": {**units["P1"], "machine": "P1"},
+                                    "lathe1": {**units["P2"], "machine": "P9"}})
+        res = autocell("equipment", "check", str(cell), "--keys-dir", str(keys), "--json")
+        assert res.returncode == 1
+        verdicts = {c["machine"]: c for c in json.loads(res.stdout)}
+        assert verdicts["mill1"]["ok"], verdicts["mill1"]
+        assert "P9" in verdicts["lathe1"]["problems"][0]
+    finally:
+        emu.stop()
+
+
+@pytest.mark.parametrize("stack", [p for p in STACKS if p.id == "asyncua"])
+def test_browse_suggests_a_nodes_mapping_for_a_machine_without_a_companion_spec(
+        tmp_path: Path, stack: str) -> None:
+    keys = tmp_path / "keys"
+    pki = OpcUaPki(keys / "opcua")
+    emu, endpoint = server(tmp_path, stack, [], pki, extra=["--legacy", "L1"])
+    try:
+        found, snippet = _browse_snippet(endpoint, keys)
+        assert set(found) == {"L1"} and found["L1"]["profiles"] == ["nodes"]
+        assert found["L1"]["path"] == "Legacy/L1"
+        assert found["L1"]["nodes"] == {
+            "start": "Start", "abort": "Abort", "done_counter": "DoneCount", "busy": "Busy",
+            "fault": "Fault", "alarm_text": "AlarmText", "quality": "Quality"}
+        (entry,) = snippet
+        assert entry["opcua"]["profile"] == "nodes" and entry["opcua"]["machine"] == "Legacy/L1"
+        cell = cell_with(tmp_path, {"mill1": entry["opcua"]})
+        res = autocell("equipment", "check", str(cell), "--keys-dir", str(keys))
+        assert res.returncode == 0 and res.stdout.rstrip().endswith("ok"), res.stdout + res.stderr
+    finally:
+        emu.stop()

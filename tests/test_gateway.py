@@ -339,11 +339,11 @@ def test_opcua_drives_machines_and_needs_its_block(tmp_path: Path) -> None:
     assert code == 2 and "machines[0]: backend 'opcua' needs an `opcua:` block" in out, out
     full = DEMO.read_text().replace(
         "  - id: mill1 ", "  - id: mill1\n    backend: opcua\n    opcua:\n"
-        "      endpoint: opc.tcp://127.0.0.1:4840\n      profile: packml\n   ", 1)
+        "      endpoint: opc.tcp://127.0.0.1:4840\n      profile: euromap77\n   ", 1)
     cell.write_text(full)
     code, out = validate_command(cell)
-    assert code == 2 and "unknown OPC UA profile 'packml'" in out, out
-    cell.write_text(full.replace("profile: packml", "profile: machinery-jobs"))
+    assert code == 2 and "unknown OPC UA profile 'euromap77'" in out, out
+    cell.write_text(full.replace("profile: euromap77", "profile: packml"))
     assert validate_command(cell)[0] == 0
 
 

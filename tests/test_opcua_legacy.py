@@ -262,3 +262,29 @@ def test_equipment_check_on_legacy_machines_names_a_missing_node(tmp_path: Path)
         assert "nodes.abort must be a Method" in res.stdout, res.stdout
     finally:
         emu.stop()
+
+
+def test_a_trigger_bit_and_a_job_id_variable_start_a_legacy_job_once(tmp_path: Path) -> None:
+    pki = OpcUaPki(tmp_path / "keys" / "opcua")
+    emu, endpoint = legacy_server(tmp_path, pki)
+    nodes = {"trigger": "Cmd/StartTrigger", "job_id": "Cmd/JobId", "done_counter": "DoneCount",
+             "busy": "Busy", "quality": "Quality"}
+    try:
+        async def scenario() -> None:
+            async with running(legacy(endpoint, pki, nodes=nodes)) as rig:
+                rig.start("L1", "o1/0", epoch=1, duration_s=5.0)
+                done = await until("operation_done", lambda: rig.seen("operation_done", "o1/0"))
+                assert done[0].data == {"quality": "ok"}
+                assert rig.recorded("op_start")[0]["job"] == "o1/0@1"
+                profile = rig.backend.machines["L1"].profile
+                nodes_of = profile.nodes  # type: ignore[attr-defined]
+                assert await nodes_of["trigger"].read_value() is False   # the machine reset it
+                assert await nodes_of["job_id"].read_value() == "o1/0@1"
+                rig.start("L1", "o2/0", epoch=1)
+                await until("the next job", lambda: rig.seen("operation_done", "o2/0"))
+
+        asyncio.run(scenario())
+    finally:
+        emu.stop()
+    assert executions(emu, "started") == {"o1/0@1": 1, "o2/0@1": 1}
+    assert executions(emu) == {"o1/0@1": 1, "o2/0@1": 1}

@@ -6,7 +6,8 @@ Basic256Sha256/SignAndEncrypt: every order completes and every invariant
 holds (the supervisor checks them on the gateway's event log), and each
 server's **own job log** shows no operation executed twice.  Once with all
 five machines on node-opcua, once with two on asyncua's server and three
-simulated (hardware in the loop).
+simulated (hardware in the loop), once with two as PackML units (profile
+``packml``) on node-opcua and three simulated.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def plant_events(state: Path) -> list[dict[str, Any]]:
 
 
 def _run(tmp_path: Path, stack: str, on_opcua: list[str],
-         during: Callable[[Path, dict[str, Emulator]], None] | None = None) -> dict[str, Any]:
+         during: Callable[[Path, dict[str, Emulator]], None] | None = None,
+         profile: str = "machinery-jobs") -> dict[str, Any]:
     cell = loopback_cell(DEMO, tmp_path)
     data = yaml.safe_load(cell.read_text())
     state = tmp_path / "state"
@@ -54,8 +56,10 @@ def _run(tmp_path: Path, stack: str, on_opcua: list[str],
         for m in data["machines"]:
             if m["id"] not in on_opcua:
                 continue
-            emu = Emulator(tmp_path / f"server-{m['id']}", [m["id"]], trust_client=pki.cert_path,
-                           speed=SPEED, stack=stack, port=free_port())
+            unit = profile == "packml"
+            emu = Emulator(tmp_path / f"server-{m['id']}", [] if unit else [m["id"]],
+                           trust_client=pki.cert_path, speed=SPEED, stack=stack,
+                           port=free_port(), extra=["--packml", m["id"]] if unit else None)
             servers[m["id"]] = emu
         for machine, emu in servers.items():
             endpoint = emu.wait_ready()
@@ -64,6 +68,9 @@ def _run(tmp_path: Path, stack: str, on_opcua: list[str],
             entry["backend"] = "opcua"
             entry["opcua"] = {"endpoint": endpoint, "grace_s": 2.0,
                               "readings": {"spindle_load": "Monitoring/SpindleLoad"}}
+            if profile == "packml":
+                entry["opcua"].update(profile="packml",
+                                      readings={"temperature": "Monitoring/Temperature"})
         cell.write_text(yaml.safe_dump(data, sort_keys=False))
         proc = subprocess.Popen(
             [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", f"{SPEED:g}",
@@ -109,6 +116,14 @@ def test_up_runs_the_demo_cell_with_all_five_machines_on_node_opcua(tmp_path: Pa
 def test_up_runs_the_demo_cell_with_two_machines_on_asyncua_and_three_simulated(
         tmp_path: Path, stack: str) -> None:
     _run(tmp_path, stack, ["mill1", "lathe1"])
+
+
+@pytest.mark.parametrize("stack", [STACK["node"]])
+def test_up_runs_the_demo_cell_with_two_packml_units_and_three_simulated(
+        tmp_path: Path, stack: str) -> None:
+    out = _run(tmp_path, stack, ["mill1", "lathe1"], profile="packml")
+    assert not [e for e in out["events"] if e["ev"] in ("fault", "opcua_refused")
+                and e["machine"] in ("mill1", "lathe1")], "no unit went down or refused"
 
 
 @pytest.mark.parametrize("stack", [STACK["node"]])

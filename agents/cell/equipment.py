@@ -21,13 +21,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaNodes", "OpcUaSecurity", "Vda5050Vehicle"]
+__all__ = ["OPCUA_PROFILES", "OpcUaEquipment", "OpcUaNodes", "OpcUaPackML", "OpcUaSecurity",
+           "Vda5050Vehicle"]
 
 #: How a machine may be driven (docs/equipment.md): a companion specification, or an
 #: explicit mapping of a legacy machine's nodes.
-OPCUA_PROFILES: tuple[str, ...] = ("machinery-jobs", "nodes")
-#: Profiles being built, named in the error for one not yet available.
-PLANNED_PROFILES: tuple[str, ...] = ("packml",)
+OPCUA_PROFILES: tuple[str, ...] = ("machinery-jobs", "packml", "nodes")
 
 Endpoint = Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^\s/:]+(:\d{1,5})?(/\S*)?$",
                                             max_length=512)]
@@ -36,9 +35,7 @@ Endpoint = Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^\s/:]+(:\d{1
 def _check_profile(value: str) -> str:
     if value not in OPCUA_PROFILES:
         raise ValueError(
-            f"unknown OPC UA profile {value!r}: use {', '.join(map(repr, OPCUA_PROFILES))}; "
-            f"{' and '.join(map(repr, PLANNED_PROFILES))} "
-            f"{'is' if len(PLANNED_PROFILES) == 1 else 'are'} planned, not yet available")
+            f"unknown OPC UA profile {value!r}: use {', '.join(map(repr, OPCUA_PROFILES))}")
     return value
 
 
@@ -120,6 +117,27 @@ class OpcUaNodes(_Model):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+class OpcUaPackML(_Model):
+    """The ``packml`` profile: which ``Start`` parameters carry the job (docs/equipment.md,
+    "PackML machines")."""
+
+    job_parameter: int = Field(
+        default=1, ge=0, le=2**31 - 1,
+        description="ID of the PackMLDescriptorDataType that carries the job id `<task>@<award "
+        "epoch>` in its Name, in the Parameter array of `Start` and, while the job is the "
+        "machine's, of `Status/Parameter`: the machine refuses a Start with an id it ran.")
+    duration_parameter: int | None = Field(
+        default=2, ge=0, le=2**31 - 1,
+        description="ID of the descriptor whose Value is the operation's duration in cell "
+        "seconds (Name `duration_s`); null: not sent (the machine knows its own cycle).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OpcUaPackML:
+        if self.job_parameter == self.duration_parameter:
+            raise ValueError("`job_parameter` and `duration_parameter` must be different IDs")
+        return self
+
+
 class OpcUaEquipment(_Model):
     """One machine on an OPC UA server (``backend: opcua``)."""
 
@@ -129,15 +147,19 @@ class OpcUaEquipment(_Model):
     profile: Profile = Field(
         default="machinery-jobs",
         description="How the machine is driven: `machinery-jobs` (OPC 40001-3 Machinery Job "
-        "Management) or `nodes` (an explicit mapping of a legacy machine, in `nodes`).")
+        "Management), `packml` (OPC 30050 PackML: Start, Abort, Clear, Reset on the unit's "
+        "state machines) or `nodes` (an explicit mapping of a legacy machine, in `nodes`).")
     machine: str | None = Field(
         default=None, min_length=1, max_length=256,
         description="`machinery-jobs`: browse name of the machine object under the server's "
-        "Machinery `Machines` folder. `nodes`: browse path of the machine object below "
+        "Machinery `Machines` folder. `packml`, `nodes`: browse path of the machine object below "
         "`Objects` (e.g. `PLC1/Press`) or its NodeId (`nsu=URI;s=...`). Default: the machine id.")
     nodes: OpcUaNodes | None = Field(
         default=None,
         description="The `nodes` profile's mapping (required for it, refused for the others).")
+    packml: OpcUaPackML | None = Field(
+        default=None,
+        description="The `packml` profile's job parameters (optional; refused for the others).")
     security: OpcUaSecurity = Field(
         default_factory=OpcUaSecurity, description="Security policy and mode of the link.")
     insecure: bool = Field(
@@ -175,7 +197,14 @@ class OpcUaEquipment(_Model):
                              "done_counter, ...)")
         if self.profile != "nodes" and self.nodes is not None:
             raise ValueError(f"a `nodes:` block is for profile `nodes`, not {self.profile!r}")
+        if self.profile != "packml" and self.packml is not None:
+            raise ValueError(f"a `packml:` block is for profile `packml`, not {self.profile!r}")
         return self
+
+    @property
+    def packml_settings(self) -> OpcUaPackML:
+        """The ``packml:`` block, or its defaults."""
+        return self.packml if self.packml is not None else OpcUaPackML()
 
 
 _BROKER = r"^mqtts?://[^\s/:]+(:\d{1,5})?$"

@@ -146,7 +146,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: int,
-                   progress: Callable[[str], None]) -> dict[str, Any]:
+                   progress: Callable[[str], None],
+                   profile: str = "machinery-jobs") -> dict[str, Any]:
     sent: dict[str, float] = {}
     samples: list[float] = []
     done = asyncio.Event()
@@ -165,7 +166,8 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
 
     specs = [MachineSpec(m, location="bench") for m in machines]
     gateway = PlantGateway(specs, [], emit=emit, record=lambda *_a, **_k: None)
-    backend = OpcUaBackend([OpcUaMachine(m, OpcUaEquipment(endpoint=endpoint)) for m in machines],
+    settings = OpcUaEquipment(endpoint=endpoint, profile=profile)
+    backend = OpcUaBackend([OpcUaMachine(m, settings) for m in machines],
                            events=gateway, record=lambda *_a, **_k: None, pki=pki, secrets={})
     gateway.attach(backend)
     await backend.start(first_connect_s=60.0)
@@ -194,8 +196,11 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
 
 
 def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
-        progress: Callable[[str], None] = lambda _s: None, stack: str = "node") -> dict[str, Any]:
-    """One configuration: ``machines`` machines on one gateway, ``rounds`` rounds."""
+        progress: Callable[[str], None] = lambda _s: None, stack: str = "node",
+        profile: str = "machinery-jobs") -> dict[str, Any]:
+    """One configuration: ``machines`` machines on one gateway, ``rounds`` rounds; with
+    ``profile`` ``packml`` they are the node-opcua emulator's PackML units (a round trip is
+    then Start to Complete, and the Reset before the next round is inside it)."""
     with tempfile.TemporaryDirectory(prefix="autocell-bench-plant-") as tmp:
         work = Path(tmp)
         pki = OpcUaPki(work / "gateway")
@@ -203,19 +208,21 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
         ids = [f"m{i + 1:02d}" for i in range(machines)]
         emulator = None
         if endpoint is None:
-            emulator = Emulator(work / "server", ids, trust_client=pki.cert_path, stack=stack)
+            units = profile == "packml"
+            emulator = Emulator(work / "server", [] if units else ids, trust_client=pki.cert_path,
+                                stack=stack, extra=["--packml", ",".join(ids)] if units else None)
         try:
             if emulator is not None:
                 endpoint = emulator.wait_ready(progress)
                 pki.trust(emulator.server_cert)
             assert endpoint is not None
-            m = asyncio.run(_measure(endpoint, pki, ids, rounds, progress))
+            m = asyncio.run(_measure(endpoint, pki, ids, rounds, progress, profile))
         finally:
             if emulator is not None:
                 emulator.stop()
     samples_ms = [s * 1000 for s in m["samples"]]
     events = len(samples_ms)
-    return {"backend": "opcua", "machines": machines, "rounds": rounds, "jobs": events,
+    return {"backend": "opcua", "profile": profile, "machines": machines, "rounds": rounds, "jobs": events,
             "server": "endpoint" if emulator is None else f"{stack} emulator",
             "security": "Basic256Sha256/SignAndEncrypt",
             "p50_ms": round(_percentile(samples_ms, 0.50), 3),

@@ -11,7 +11,8 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
 * **One link per endpoint** (:class:`_Link`): machines on one server share a
   session.  A link's task connects (:func:`~sim_bridge.opcua.session.open_session`),
   resolves each machine's nodes through its profile (:mod:`.profiles`:
-  ``machinery-jobs`` in :mod:`.jobs`, ``nodes`` in :mod:`.legacy`), reconciles,
+  ``machinery-jobs`` in :mod:`.jobs`, ``packml`` in :mod:`.packml`, ``nodes`` in
+  :mod:`.legacy`), reconciles,
   subscribes, then watches the session: a failed read of the server's state
   is a lost link.  It reconnects with a capped back-off, forever; an error
   that retrying cannot fix (an untrusted certificate, a wrong password) is
@@ -467,13 +468,13 @@ class _Handler:
             return
         m, what = route
         backend = self.link.backend
-        if what == "jobs":
-            backend.spawn(backend.on_jobs(m, node.nodeid, val))
-        elif what == "state":
+        if what in ("state", "both"):
             m.profile.on_state(node.nodeid, val)
             if self.link.up:
                 backend.on_item_state(m)
-        else:
+        if what in ("jobs", "both"):
+            backend.spawn(backend.on_jobs(m, node.nodeid, val))
+        elif what != "state":
             backend.on_reading(m, what, val)
 
     def status_change_notification(self, _status: Any) -> None:

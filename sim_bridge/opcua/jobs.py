@@ -54,8 +54,8 @@ RETURN_STATUS: dict[int, str] = {0: "ok", 1: "unknown job order id", 2: "invalid
 DOWN_STATES: frozenset[str] = frozenset({"OutOfService"})
 
 
-#: A node a profile subscribes to, and what its data changes mean.
-Watch = tuple[Node, Literal["jobs", "state"]]
+#: A node a profile subscribes to, and what its data changes mean (``both``: either).
+Watch = tuple[Node, Literal["jobs", "state", "both"]]
 
 
 class MissingNode(LookupError):

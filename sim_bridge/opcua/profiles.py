@@ -9,7 +9,8 @@ asks the machine's :class:`Profile` to
 
 * **resolve** its nodes on each new session (``MissingNode`` naming the first
   one missing) and say which to subscribe to: ``"jobs"`` nodes (a change may
-  end a job) and ``"state"`` nodes (a change may take the machine down);
+  end a job), ``"state"`` nodes (a change may take the machine down) and
+  ``"both"``;
 * **start** a job under an id (``None``, or why the machine refused), **abort**
   it, read its **quality** and **clear** it once its end is reported;
 * give the **job states** ``{job id: ISA-95 state number}`` (3 Running, 5 Ended,
@@ -23,7 +24,9 @@ Two facts differ between profiles and are attributes, not branches:
 whose answer was lost may be sent again) and ``can_abort``.
 
 :class:`JobsProfile` is ``machinery-jobs`` (OPC 40001-3, :mod:`.jobs`);
-:class:`~sim_bridge.opcua.legacy.NodesProfile` is ``nodes`` (:mod:`.legacy`).
+:class:`~sim_bridge.opcua.packml.PackMLProfile` is ``packml`` (OPC 30050,
+:mod:`.packml`); :class:`~sim_bridge.opcua.legacy.NodesProfile` is ``nodes``
+(:mod:`.legacy`).
 :func:`make_profile` picks one from the cell file's ``opcua:`` block.
 """
 
@@ -38,6 +41,7 @@ from agents.cell.equipment import OpcUaEquipment
 
 from . import jobs
 from .legacy import NodesProfile
+from .packml import PackMLProfile
 
 __all__ = ["JobsProfile", "Profile", "Watch", "make_profile"]
 
@@ -175,4 +179,6 @@ def make_profile(name: str, settings: OpcUaEquipment) -> Profile:
     """The profile of machine ``name`` (its object's browse name or path on the server)."""
     if settings.profile == "nodes":
         return NodesProfile(name, settings)
+    if settings.profile == "packml":
+        return PackMLProfile(name, settings)
     return JobsProfile(name, settings)

@@ -13,11 +13,16 @@ them out (tests/opcua/CONTRACT.md, "Legacy machines")::
         EMU:AlarmText  String     why (written before Fault rises)
         EMU:Quality    String     "ok", written before DoneCount moves
         EMU:SetFault(Fault: Boolean, AlarmText: String)    test only: raise or clear the fault
+        EMU:Cmd/EMU:JobId        String   written before the trigger (writable)
+        EMU:Cmd/EMU:DurationS    Double   cell seconds of a triggered job, default 1 (writable)
+        EMU:Cmd/EMU:StartTrigger Boolean  set true by a client: the machine starts a job with
+                                          JobId and DurationS as Start would, then resets it
 
 Such a machine knows no job ids: it starts whatever it is told while it is idle and up, so
 it does **not** refuse a duplicate (the gateway's fence must).  Start answers 0 (started),
 1 (busy), 2 (faulted) or 3 (refused, ``--refuse-start``).  A fault stops the running job
-(logged ``aborted``, why ``fault``) and the counter does not move.  The job log has the same
+(logged ``aborted``, why ``fault``) and the counter does not move.  A start by the trigger
+bit has no answer: a refused one is only logged ``refused``.  The job log has the same
 lines as the job-order machines, with the job id the gateway passed.
 """
 
@@ -91,6 +96,31 @@ class LegacyMachine:
         await obj.add_method(self._id(".SetFault"), self._q("SetFault"), self._set_fault,
                              [_arg("Fault", ua.ObjectIds.Boolean),
                               _arg("AlarmText", ua.ObjectIds.String)], [])
+        cmd = await obj.add_folder(self._id(".Cmd"), self._q("Cmd"))
+        self.job_id = await cmd.add_variable(self._id(".Cmd.JobId"), self._q("JobId"),
+                                             ua.Variant("", ua.VariantType.String))
+        self.duration = await cmd.add_variable(self._id(".Cmd.DurationS"), self._q("DurationS"),
+                                               ua.Variant(1.0, ua.VariantType.Double))
+        self.trigger = await cmd.add_variable(self._id(".Cmd.StartTrigger"),
+                                              self._q("StartTrigger"),
+                                              ua.Variant(False, ua.VariantType.Boolean))
+        for node in (self.job_id, self.duration, self.trigger):
+            await node.set_writable()
+        sub = await self.server.create_subscription(10, self)
+        await sub.subscribe_data_change(self.trigger)
+
+    def datachange_notification(self, _node: Node, val: object, _data: object) -> None:
+        """The trigger bit changed (asyncua's server-side subscription)."""
+        if val is True:
+            task = asyncio.ensure_future(self._triggered())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _triggered(self) -> None:
+        jid = str(await self.job_id.read_value())
+        duration = float(await self.duration.read_value())
+        await self.trigger.write_value(ua.Variant(False, ua.VariantType.Boolean))
+        await self._start(ua.NodeId(), ua.Variant(jid), ua.Variant(duration))
 
     async def _start(self, _parent: ua.NodeId, job_id: ua.Variant,
                      duration_s: ua.Variant) -> list[ua.Variant]:

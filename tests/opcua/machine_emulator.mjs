@@ -15,6 +15,8 @@
 // * One object per machine id under the Machinery `Machines` folder, with its
 //   Identification, MachineryItemState, MachineryOperationMode, JobManagement
 //   (JobOrderControl + JobOrderResults) and a Monitoring folder of readings.
+// * --packml ids are PackML units (OPC 30050) under Objects instead, from the PackML
+//   nodeset: packml_unit.mjs, CONTRACT.md "PackML units".
 // * A machine runs at most one job: StoreAndStart makes it Running for
 //   duration_s / speed wall seconds, then Ended.  JobOrderList is rewritten on
 //   every transition, so a subscribed client gets a data change each time.
@@ -44,6 +46,7 @@ import { X509Certificate } from "node:crypto";
 import { parseArgs } from "node:util";
 import opcua from "node-opcua";
 import nodesetsPkg from "node-opcua-nodesets";
+import { PackMLUnit } from "./packml_unit.mjs";
 
 const {
     OPCUAServer, OPCUACertificateManager, SecurityPolicy, MessageSecurityMode,
@@ -79,6 +82,7 @@ function parseCommandLine(argv) {
             security: { type: "string", default: "secure" },
             users: { type: "string" },
             "refuse-start": { type: "string", default: "" },
+            packml: { type: "string", default: "" },
             "ready-file": { type: "string" },
             seed: { type: "string", default: "1" },
         },
@@ -86,13 +90,14 @@ function parseCommandLine(argv) {
     const fail = (why) => { throw new Error(`machine_emulator: ${why}`); };
     const list = (s) => (s || "").split(",").map((x) => x.trim()).filter(Boolean);
     const machines = list(values.machines);
-    if (machines.length === 0) fail("--machines a,b,c is required");
+    const packml = list(values.packml);
+    if (machines.length + packml.length === 0) fail("--machines a,b,c (or --packml a,b) is required");
     for (const flag of ["job-log", "pki", "ready-file"]) if (!values[flag]) fail(`--${flag} is required`);
     if (!["secure", "insecure"].includes(values.security)) fail("--security is secure or insecure");
     const speed = Number(values.speed);
     if (!(speed > 0)) fail(`--speed must be a positive number, not ${values.speed}`);
     return {
-        port: Number(values.port), machines, speed, seed: Number(values.seed),
+        port: Number(values.port), machines, packml, speed, seed: Number(values.seed),
         jobLog: values["job-log"], pki: values.pki, readyFile: values["ready-file"],
         trustClient: values["trust-client"], secure: values.security === "secure",
         users: values.users ? JSON.parse(fs.readFileSync(values.users, "utf8")) : null,
@@ -105,12 +110,14 @@ function parseCommandLine(argv) {
 class JobLog {
     constructor(file) {
         this.started = new Set();
+        this.ended = new Map(); // machine -> number of "ended" lines
         if (fs.existsSync(file)) {
             for (const line of fs.readFileSync(file, "utf8").split("\n")) {
                 if (!line.trim()) continue;
                 let entry;
                 try { entry = JSON.parse(line); } catch { continue; } // a line torn by kill -9
                 if (entry.event === "started") this.started.add(entry.job);
+                if (entry.event === "ended") this.ended.set(entry.machine, (this.ended.get(entry.machine) ?? 0) + 1);
             }
         }
         this.fd = fs.openSync(file, "a");
@@ -406,7 +413,7 @@ async function main() {
     const users = options.users;
     const server = new OPCUAServer({
         port, host: "127.0.0.1", hostname: "127.0.0.1",
-        nodeset_filename: [nodesets.standard, nodesets.di, nodesets.ia, nodesets.machinery, nodesets.isa95JobControl, nodesets.machineryJobs],
+        nodeset_filename: [nodesets.standard, nodesets.di, nodesets.ia, nodesets.machinery, nodesets.isa95JobControl, nodesets.machineryJobs, nodesets.packML],
         serverInfo: { applicationUri, productUri: "urn:autocell:emulator", applicationName: { text: "autocell machine emulator (node-opcua)" } },
         buildInfo: { productName: "autocell machine emulator", manufacturerName: "autocell" },
         serverCertificateManager: certificateManager, userCertificateManager, certificateFile, privateKeyFile,
@@ -425,6 +432,11 @@ async function main() {
         random: mulberry32(options.seed * 1000003 + i),
     }));
 
+    const units = options.packml.map((id) => new PackMLUnit(id, {
+        addressSpace, ns, log, speed: options.speed, refuseStart: options.refuseStart.has(id),
+        ended: log.ended.get(id) ?? 0,
+    }));
+
     await server.start();
     const endpoint = `opc.tcp://127.0.0.1:${port}`;
     writeAtomically(options.readyFile, JSON.stringify({ port, pid: process.pid, endpoint }));
@@ -433,7 +445,7 @@ async function main() {
     const shutdown = async () => {
         if (stopping) return;
         stopping = true;
-        for (const machine of machines) machine.stop();
+        for (const machine of [...machines, ...units]) machine.stop();
         await server.shutdown(0);
         process.exit(0);
     };
