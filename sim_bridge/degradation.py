@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A machine with a ``degradation:`` block (agents/maintenance/config.py) carries a
+A machine with a ``degradation:`` block (agents/cell/maintenance.py) carries a
 hidden wear state ``W`` that grows with its *exposure*: busy seconds count fully,
 idle powered seconds count ``idle_wear``, down seconds not at all.  ``W`` is a
 stationary **gamma process** in exposure: independent, non-negative increments,
@@ -46,11 +46,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.maintenance.config import Degradation
+from agents.cell.maintenance import Degradation
 
 if TYPE_CHECKING:
     from .maintenance.workshop import Workshop
-    from .plant import EmbeddedBackend, _MachineState
+
+# The embedded plant builds these (sim_bridge/plant.py imports this module), so its backend
+# and machine state are typed loosely here rather than imported back.
+EmbeddedBackend = Any
+_MachineState = Any
 
 __all__ = ["CONCERNS", "DegradingMachine", "WearProcess", "attach", "stream"]
 

@@ -12,7 +12,7 @@ import simpy
 from pytest import approx
 
 from agents.cell.specs import MachineSpec
-from agents.maintenance.config import Degradation
+from agents.cell.maintenance import Degradation
 from agents.protocol.actions import Command
 from sim_bridge.degradation import WearProcess, stream
 from sim_bridge.plant import EmbeddedPlant

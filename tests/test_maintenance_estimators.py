@@ -15,7 +15,7 @@ import simpy
 from pytest import approx
 
 from agents.cell.specs import MachineSpec
-from agents.maintenance.config import Degradation
+from agents.cell.maintenance import Degradation
 from agents.maintenance.estimators import (
     Estimator,
     ThresholdEstimator,

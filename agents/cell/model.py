@@ -50,7 +50,7 @@ from agents.cell.limits import (
     MAX_SEED,
     MIN_TIMING_S,
 )
-from agents.maintenance.config import Degradation, MaintenanceSettings
+from agents.cell.maintenance import Degradation, MaintenanceSettings
 
 __all__ = [
     "AGENT_ID_MAX_BYTES",
@@ -779,7 +779,7 @@ class CellConfig(_Model):
     )
     maintenance: MaintenanceSettings | None = Field(
         default=None, description="Technicians, spare-parts stock and cost rates for machines "
-        "with a degradation block (agents/maintenance/config.py, docs/maintenance.md)."
+        "with a degradation block (agents/cell/maintenance.py, docs/maintenance.md)."
     )
 
     _source: str = PrivateAttr(default="<dict>")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from agents.cell.routes import Route, RouteGraph
 from agents.cell.tariff import TimeOfUse, standby_break_even_s
-from agents.maintenance.config import Degradation
+from agents.cell.maintenance import Degradation
 
 if TYPE_CHECKING:
     from agents.cell.energy import EnergySettings, PowerDraw

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.cell.model import CellConfig
-from agents.maintenance.config import MaintenanceSettings
+from agents.cell.maintenance import MaintenanceSettings
 from agents.maintenance.rul import HealthModel
 from agents.maintenance.training import fit_events
 from security.errors import ConfigurationError

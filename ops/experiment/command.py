@@ -29,7 +29,6 @@ from ops.experiment.results import (
     ResultStore,
     format_number,
     kpi_heading,
-    plot_kpis,
     summarise,
     write_csv,
     write_parquet,
@@ -139,6 +138,8 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
         write_csv(out / "paired.csv", paired,
                   ["cell", "scenario", *sweep.grid, "strategy", "baseline", "kpi", "pairs"])
     parquet = write_parquet(out / "runs.parquet", rows, store.first_columns)
+    from ops.experiment.plots import plot_kpis   # matplotlib only when plotting
+
     plots = plot_kpis(rows, _dims(sweep, points), sweep.kpis, out / "plots",
                       line_keys=("strategy",) if len({p.scenario for p in points}) == 1
                       else ("strategy", "scenario"))

@@ -41,10 +41,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ops.experiment.sweep import RunPoint, Sweep
+from typing import Any
 
 __all__ = ["MANIFEST", "autocell_version", "code_hash", "git_commit", "side_choice",
            "strategy_fingerprint", "utc_now", "write_manifest"]
@@ -150,7 +147,7 @@ def _copy(src: Path, dest_dir: Path, index: int, out: Path) -> dict[str, Any]:
             "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
 
 
-def write_manifest(out: Path, sweep: Sweep, points: list[RunPoint], *, started_at: str,
+def write_manifest(out: Path, sweep: Any, points: list[Any], *, started_at: str,
                    ended_at: str | None, outcome: dict[str, Any]) -> Path:
     """Write ``manifest.json`` and ``provenance/`` copies; earlier invocations are kept.
 

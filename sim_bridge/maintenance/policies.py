@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.maintenance.config import Degradation, MaintenanceCosts, MaintenanceSettings
+from agents.cell.maintenance import Degradation, MaintenanceCosts, MaintenanceSettings
 from agents.maintenance.estimators import Estimator, ThresholdEstimator, estimator
 from agents.maintenance.rul import HealthModel
 

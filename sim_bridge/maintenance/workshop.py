@@ -21,14 +21,22 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import simpy
 
-from agents.maintenance.config import MaintenanceSettings
+from agents.cell.maintenance import MaintenanceSettings
 
-if TYPE_CHECKING:
-    from sim_bridge.degradation import DegradingMachine
+
+class DegradingMachine(Protocol):
+    """What the workshop needs of a machine that wears (:class:`sim_bridge.degradation.
+    DegradingMachine`), named here so the two modules do not import each other."""
+
+    spec: Any
+    job: Any
+    m: Any
+
+    def maintain(self, *args: Any, **kwargs: Any) -> Any: ...
 
 __all__ = ["Workshop", "WorkshopStats"]
 
