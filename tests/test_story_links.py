@@ -1,0 +1,99 @@
+"""Escalations and Gantt bars linked to their stories (issue 19 item 2, issue 18's Gantt):
+one recorded virtual-time run of the demo cell's long outage (a decision log from
+``autocell run --decision-log``, the escalation store from ``--escalations-db``, the Gantt
+from ``--gantt``), then the chart and the console read back over it."""
+
+from __future__ import annotations
+
+import html
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ops.cli import main
+from ops.gantt import Bar, Mark, Schedule, gantt_html, gantt_svg
+from ops.stories import Stories, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
+OUTAGE = ROOT / "cell_configs" / "faults" / "long_outage.yaml"
+SVG = "{http://www.w3.org/2000/svg}"
+ESC = "o-011/e1"          # raised at 900 s when lathe1 goes down, resolved by its safe default
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("run")
+    assert main(["run", str(DEMO), "--quiet", "--faults", str(OUTAGE), "--decision-log",
+                 str(d / "decisions.jsonl"), "--escalations-db", str(d / "esc.db"),
+                 "--gantt", str(d / "g.html")]) == 0
+    return d
+
+
+def _titles(page: str, cls: str) -> list[str]:
+    svg = ET.fromstring(page[page.index("<svg"):page.index("</svg>") + 6])
+    return [g.findtext(f"{SVG}title") or "" for g in svg.iter(f"{SVG}g") if g.get("class") == cls]
+
+
+def test_a_bar_carries_the_story_of_its_award(run: Path) -> None:
+    page = (run / "g.html").read_text()
+    bars = _titles(page, "bar")
+    bar = next(t for t in bars if t.startswith("o-002 · o-002/0 "))
+    assert "task o-002/0" in bar
+    assert "awarded o-002/0 to lathe1 (" in bar and "lathe1: started o-002/0" in bar
+    # the bar links to the same story in the panel below the chart
+    anchor = re.search(r'<details class="story" id="(story-\d+)"><summary>o-002/0 \(o-002\)',
+                       page)
+    assert anchor and f'href="#{anchor.group(1)}"' in page
+    # a robot's move tells its own award; the fault band tells the resource's down time
+    assert any("awarded o-001/0/m1 to agv" in t for t in bars)
+    fault = next(t for t in _titles(page, "fault") if t.startswith("lathe1 down 900.0 s"))
+    assert "plant: fault (injected" in fault and "refused o-011/0 to o-011 (down)" in fault
+
+
+def test_an_escalation_mark_carries_its_story(run: Path) -> None:
+    marks = _titles((run / "g.html").read_text(), "escalation")
+    mark = next(t for t in marks if ESC in t)
+    assert f"escalated {ESC}: no_capable_resource" in mark
+    assert f"sent decision wait_for_repair on {ESC}" in mark
+
+
+def test_without_a_decision_log_the_chart_is_as_before(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g.html"
+    assert main(["run", str(DEMO), "--quiet", "--faults", str(OUTAGE), "--gantt",
+                 str(out)]) == 0
+    page = out.read_text()
+    assert 'class="story"' not in page and "#story-" not in page
+    assert "awarded" not in "".join(_titles(page, "bar"))
+
+
+class _Hostile:
+    logs = ["<b>log</b>"]
+
+    def of(self, subject: str) -> list[str]:
+        return [f'task {subject}', '<script>alert("x")</script> & "quotes"']
+
+    def between(self, resource: str, start: float, end: float | None) -> list[str]:
+        return self.of(resource)
+
+
+def test_ids_and_stories_are_escaped() -> None:
+    evil = '"><script>alert(1)</script>'
+    s = Schedule([(evil, "machine")], [evil],
+                 [Bar(evil, 0.0, 5.0, evil, evil, task=f"{evil}/0")], [],
+                 [Mark(evil, 1.0, 1, evil, escalation=evil)], 10.0)
+    for text in (gantt_svg(s, evil, _Hostile()), gantt_html(s, evil, _Hostile())):  # type: ignore[arg-type]
+        assert "<script>alert" not in text
+        ET.fromstring(text[text.index("<svg"):text.index("</svg>") + 6])   # well-formed
+    assert html.escape('<script>alert("x")</script>') in gantt_html(s, "", _Hostile())  # type: ignore[arg-type]
+
+
+def test_stories_of_unknown_subjects_are_empty(run: Path) -> None:
+    stories = Stories.load([run / "decisions.jsonl"])
+    assert stories is not None
+    assert stories.of("o-999/e7") == [] and stories.of("nobody") == []
+    assert stories.of(ESC)[0] == f"escalation {ESC}"
+    assert Stories.load([]) is None
+    assert resolve([run]) == [run / "decisions.jsonl"]       # a directory: the logs in it
