@@ -11,10 +11,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from ops.cli import main
+from ops.console.app import ConsoleSettings, create_app
+from ops.console.store_backend import StoreBackend
+from ops.console.users import UserStore
 from ops.gantt import Bar, Mark, Schedule, gantt_html, gantt_svg
-from ops.stories import Stories, resolve
+from ops.stories import LiveStories, Stories, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "cell_configs" / "demo_cell.yaml"
@@ -97,3 +101,52 @@ def test_stories_of_unknown_subjects_are_empty(run: Path) -> None:
     assert stories.of(ESC)[0] == f"escalation {ESC}"
     assert Stories.load([]) is None
     assert resolve([run]) == [run / "decisions.jsonl"]       # a directory: the logs in it
+
+
+# -- the console ----------------------------------------------------------------------------
+
+PASSWORD = "ann-password"
+
+
+def _console(run: Path, tmp_path: Path, logs: list[Path]) -> TestClient:
+    users = UserStore(tmp_path / "users.db")
+    users.add("ann", "supervisor", PASSWORD)
+    app = create_app(StoreBackend(run / "esc.db"), users, ConsoleSettings(cell="demo"),
+                     stories=LiveStories(lambda: logs).get)
+    return TestClient(app, follow_redirects=False)
+
+
+def _login(client: TestClient) -> None:
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert token
+    r = client.post("/login", data={"username": "ann", "password": PASSWORD,
+                                    "csrf": token.group(1), "next": "/"})
+    assert r.status_code == 303
+
+
+def test_the_escalation_page_links_to_its_story(run: Path, tmp_path: Path) -> None:
+    client = _console(run, tmp_path, [run / "decisions.jsonl"])
+    assert client.get(f"/story/{ESC}").status_code == 303           # login required
+    _login(client)
+    detail = client.get(f"/escalations/{ESC}").text
+    assert 'id="story-link"' in detail and 'href="/story/o-011/e1"' in detail
+    r = client.get(f"/story/{ESC}")
+    assert r.status_code == 200
+    assert f"o-011: escalated {ESC}: no_capable_resource" in r.text
+    assert f"console: sent decision wait_for_repair on {ESC}" in r.text
+    assert client.get("/story/o-999/e1").status_code == 404
+
+
+def test_without_decision_logs_there_is_no_story_link(run: Path, tmp_path: Path) -> None:
+    client = _console(run, tmp_path, [])
+    _login(client)
+    assert 'id="story-link"' not in client.get(f"/escalations/{ESC}").text
+    r = client.get(f"/story/{ESC}")
+    assert r.status_code == 404 and "--decision-logs" in r.text
+
+
+def test_a_wrong_decision_logs_path_is_exit_2(run: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["console", str(DEMO), "--db", str(run / "esc.db"), "--users",
+                 str(tmp_path / "users.db"), "--decision-logs", str(tmp_path / "nope")]) == 2
+    assert "--decision-logs" in capsys.readouterr().err
