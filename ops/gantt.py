@@ -15,7 +15,10 @@ to right in cell seconds.
 * an escalation is a ▼ on its resource's row (on the top strip when it names none), in the
   colour of its priority.
 
-Every mark carries a tooltip (SVG ``<title>``): order, task, times, cause.  Pure code:
+Every mark carries a tooltip (SVG ``<title>``): order, task, times, cause; with the run's
+decision logs (``run --decision-log``, an ``up`` state dir's), also its story as
+``autocell explain`` tells it (ops/stories.py; on the HTML page each mark links to it in a
+panel under the chart; ADR 57).  Pure code:
 events in, text out; :func:`gantt_svg` is what both commands write, :func:`gantt_html`
 wraps it with a legend.
 """
