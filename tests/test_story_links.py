@@ -6,7 +6,9 @@ from ``--gantt``), then the chart and the console read back over it."""
 from __future__ import annotations
 
 import html
+import json
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from ops.cli import main
 from ops.console.app import ConsoleSettings, create_app
 from ops.console.store_backend import StoreBackend
 from ops.console.users import UserStore
-from ops.gantt import Bar, Mark, Schedule, gantt_html, gantt_svg
+from ops.config import load_cell_or_instance
+from ops.gantt import Bar, Mark, Schedule, gantt_html, gantt_svg, write
 from ops.stories import LiveStories, Stories, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +35,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("run")
     assert main(["run", str(DEMO), "--quiet", "--faults", str(OUTAGE), "--decision-log",
                  str(d / "decisions.jsonl"), "--escalations-db", str(d / "esc.db"),
-                 "--gantt", str(d / "g.html")]) == 0
+                 "--gantt", str(d / "g.html"), "--events", str(d / "events.jsonl")]) == 0
     return d
 
 
@@ -66,11 +69,27 @@ def test_an_escalation_mark_carries_its_story(run: Path) -> None:
 
 def test_without_a_decision_log_the_chart_is_as_before(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "g.html"
-    assert main(["run", str(DEMO), "--quiet", "--faults", str(OUTAGE), "--gantt",
-                 str(out)]) == 0
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    write(str(out), events, load_cell_or_instance(DEMO), "no log")
     page = out.read_text()
     assert 'class="story"' not in page and "#story-" not in page
     assert "awarded" not in "".join(_titles(page, "bar"))
+
+
+def test_gantt_of_an_up_state_dir_reads_the_logs_its_report_names(run: Path,
+                                                                   tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(run / "events.jsonl", state / "events-sim.jsonl")
+    shutil.copy(run / "decisions.jsonl", state / "decisions-cell-1.jsonl")
+    (state / "report.json").write_text(json.dumps(
+        {"decision_logs": [{"file": "decisions-cell-1.jsonl", "host": "cell", "boot": 1}]}))
+    out = tmp_path / "up.html"
+    assert main(["gantt", str(state), "--cell", str(DEMO), "--out", str(out)]) == 0
+    assert any("awarded o-002/0 to lathe1 (" in t for t in _titles(out.read_text(), "bar"))
+    assert main(["gantt", str(state), "--cell", str(DEMO), "--out", str(out),
+                 "--no-stories"]) == 0
+    assert "awarded" not in "".join(_titles(out.read_text(), "bar"))
 
 
 class _Hostile:
