@@ -18,6 +18,7 @@ story (``[]``), never an error: a view without stories is still a view.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ class Stories:
                        f"{subject}")
         return out
 
+    def mentions(self, subject: str) -> bool:
+        """Whether some entry names ``subject`` (a task or an escalation): cheap, no telling."""
+        return subject in self._index
+
     def of(self, subject: str) -> list[str]:
         """The story of a task, order, resource or escalation as explain prints it."""
         kind, lines = self._story(subject)
@@ -145,26 +150,40 @@ def resolve(paths: Iterable[str | Path]) -> list[Path]:
 
 class LiveStories:
     """The stories of logs that may still grow (a console beside a running cell): read again
-    when a log changed since the last question, else answered from memory."""
+    when a log changed, at most every ``every_s`` of wall time (beside a running cell the
+    logs change all the time, and reading one costs about 0.3 s per 10 MB), else answered
+    from memory.  :meth:`get` may read (call it off the event loop); :meth:`peek` never does."""
 
-    def __init__(self, paths: Callable[[], list[Path]]) -> None:
+    def __init__(self, paths: Callable[[], list[Path]], every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.paths = paths
+        self.every_s = every_s
+        self.clock = clock
+        self._checked: float | None = None
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self._stories: Stories | None = None
 
     def get(self) -> Stories | None:
         """The stories as the logs stand now (None: no log, or none readable)."""
-        now = []
+        now = self.clock()
+        if self._checked is not None and now - self._checked < self.every_s:
+            return self._stories
+        self._checked = now
+        seen = []
         for p in self.paths():
             try:
                 st = p.stat()
             except OSError:
                 continue
-            now.append((str(p), st.st_mtime_ns, st.st_size))
-        if tuple(now) != self._seen:
-            self._seen = tuple(now)
+            seen.append((str(p), st.st_mtime_ns, st.st_size))
+        if tuple(seen) != self._seen:
+            self._seen = tuple(seen)
             try:
-                self._stories = Stories.load([p for p, _, _ in now])
+                self._stories = Stories.load([p for p, _, _ in seen])
             except (OSError, ValueError, ConfigurationError):
                 self._stories = None        # a log not (yet) readable: no stories, no 500
+        return self._stories
+
+    def peek(self) -> Stories | None:
+        """The stories as last read (None before the first :meth:`get`)."""
         return self._stories

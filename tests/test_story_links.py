@@ -122,6 +122,26 @@ def test_stories_of_unknown_subjects_are_empty(run: Path) -> None:
     assert resolve([run]) == [run / "decisions.jsonl"]       # a directory: the logs in it
 
 
+def test_live_stories_read_a_growing_log_again_at_most_every_interval(run: Path,
+                                                                     tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    lines = (run / "decisions.jsonl").read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2]))
+    now = [0.0]
+    live = LiveStories(lambda: [log], every_s=10.0, clock=lambda: now[0])
+    first = live.get()
+    assert first is not None and not first.mentions(ESC)
+    log.write_text("".join(lines))                     # the run went on
+    now[0] = 5.0
+    assert live.get() is first                         # not yet read again
+    now[0] = 10.0
+    again = live.get()
+    assert again is not first and again is not None and again.mentions(ESC)
+    now[0] = 30.0
+    assert live.get() is again                         # unchanged: not read again
+    assert LiveStories(list).get() is None
+
+
 # -- the console ----------------------------------------------------------------------------
 
 PASSWORD = "ann-password"
@@ -131,7 +151,7 @@ def _console(run: Path, tmp_path: Path, logs: list[Path]) -> TestClient:
     users = UserStore(tmp_path / "users.db")
     users.add("ann", "supervisor", PASSWORD)
     app = create_app(StoreBackend(run / "esc.db"), users, ConsoleSettings(cell="demo"),
-                     stories=LiveStories(lambda: logs).get)
+                     stories=LiveStories(lambda: logs))
     return TestClient(app, follow_redirects=False)
 
 

@@ -70,7 +70,7 @@ from ops.console.security import (
     csrf_ok,
 )
 from ops.console.users import UserStore, role_allows
-from ops.stories import Stories
+from ops.stories import LiveStories
 from ops.console.views import (
     FLOOD_COUNT,
     FLOOD_WINDOW_S,
@@ -146,11 +146,11 @@ def create_app(backend: EscalationBackend, users: UserStore,
                settings: ConsoleSettings | None = None, *,
                clock: Callable[[], float] = time.time,
                ticker: Callable[[float], Any] | None = None,
-               stories: Callable[[], Stories | None] | None = None) -> Starlette:
+               stories: LiveStories | None = None) -> Starlette:
     """The console over ``backend``; ``clock`` is wall time (sessions, throttling).
 
-    ``stories()`` — e.g. :meth:`ops.stories.LiveStories.get` — gives the run's stories
-    (None: no decision log); an escalation's page then links to ``/story/{id}``.
+    ``stories`` gives the run's stories from its decision logs (ops/stories.py); an
+    escalation's page then links to ``/story/{id}`` (the logs are read off the event loop).
 
     ``ticker(now)`` — e.g. the store's timers — is called every ``tick_s`` while
     the app runs.  The backend's own ``now()`` (cell time), when it has one, is
@@ -244,13 +244,15 @@ def create_app(backend: EscalationBackend, users: UserStore,
                           message=f"There is no escalation {eid!r}.")
         history = timeline((a for a in _audit(backend) if audit_field(a, "escalation") == e.id),
                            e)
+        told = stories.peek() if stories is not None else None     # read by show()
         return render(request, "detail.html", s, status, e=e, history=history, error=error,
                       done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
-                      confirm_shelve=confirm_shelve, has_story=bool(story_of(e.id)))
+                      confirm_shelve=confirm_shelve,
+                      has_story=bool(told and told.mentions(e.id)))
 
     def story_of(eid: str) -> list[str]:
         """explain's lines about escalation ``eid`` ([]: no decision log tells it)."""
-        told = stories() if stories is not None else None
+        told = stories.get() if stories is not None else None
         return told.of(eid) if told is not None else []
 
     # -- pages --------------------------------------------------------------------------
@@ -351,6 +353,8 @@ def create_app(backend: EscalationBackend, users: UserStore,
 
     async def show(request: Request) -> Response:
         s = page_session(request)
+        if stories is not None:
+            await run_in_threadpool(stories.get)     # the decision logs, if they changed
         return detail(request, s, request.path_params["eid"],
                       done=_DONE.get(request.query_params.get("done", ""), ""))
 
@@ -358,7 +362,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         s = page_session(request)
         eid = request.path_params["eid"]
         lines = await run_in_threadpool(story_of, eid)
-        told = stories() if stories is not None else None
+        told = stories.peek() if stories is not None else None
         logs = told.logs if told is not None else []
         if not lines:
             return render(request, "error.html", s, 404, title="No story", message=(

@@ -237,7 +237,7 @@ def cmd_console(args: argparse.Namespace) -> int:
                                absolute_timeout_s=args.session_max * 3600.0,
                                secure_cookie=bool(args.tls_cert))
     app = create_app(backend, users, settings, ticker=ticker,
-                     stories=_stories(args, backend).get)
+                     stories=_stories(args, backend))
     if args.metrics_port is not None:
         serve_escalation_metrics(backend, args.metrics_port, supervisors=lambda: sum(
             1 for u in users.list() if u.role in ("supervisor", "admin")))
