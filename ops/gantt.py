@@ -15,7 +15,10 @@ to right in cell seconds.
 * an escalation is a ▼ on its resource's row (on the top strip when it names none), in the
   colour of its priority.
 
-Every mark carries a tooltip (SVG ``<title>``): order, task, times, cause.  Pure code:
+Every mark carries a tooltip (SVG ``<title>``): order, task, times, cause; with the run's
+decision logs (``run --decision-log``, an ``up`` state dir's), also its story as
+``autocell explain`` tells it (ops/stories.py; on the HTML page each mark links to it in a
+panel under the chart; ADR 57).  Pure code:
 events in, text out; :func:`gantt_svg` is what both commands write, :func:`gantt_html`
 wraps it with a legend.
 """
@@ -24,12 +27,16 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from security.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ops.stories import Stories
 
 WIDTH = 1200          # px of the time axis
 LABEL_W = 110         # px of the row labels
@@ -49,6 +56,7 @@ class Bar:
     setup_s: float = 0.0
     scrapped: bool = False
     aborted: bool = False
+    task: str = ""          # the task operated or carried: the subject of its story
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class Mark:
     at: float
     priority: int
     label: str
+    escalation: str = ""    # its id: the subject of its story
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def schedule(events: Iterable[Mapping[str, Any]], machines: Sequence[str],
             what = r["move"] or r["task"]
             bars.append(Bar(who, r["t"], t, r["order"], what, min(r["setup_s"], t - r["t"]),
                             scrapped=ev == "op_done" and e.get("quality") not in (None, "ok"),
-                            aborted=ev in ("op_abort", "move_abort")))
+                            aborted=ev in ("op_abort", "move_abort"), task=r["task"]))
         elif ev == "fault" and who in known and who not in down:
             down[who] = (t, str(e.get("reason", "")))
         elif ev == "repaired" and who in down:
@@ -118,9 +127,11 @@ def schedule(events: Iterable[Mapping[str, Any]], machines: Sequence[str],
             marks.append(Mark(resource if resource in known else "", t,
                               int(e.get("priority") or 4),
                               f"{e.get('escalation', '')}: {e.get('cause', '')}"
-                              + (f" (order {e['order']})" if e.get("order") else "")))
+                              + (f" (order {e['order']})" if e.get("order") else ""),
+                              str(e.get("escalation") or "")))
     for who, r in running.items():        # still running at the end of the log
-        bars.append(Bar(who, r["t"], end, r["order"], r["move"] or r["task"], r["setup_s"]))
+        bars.append(Bar(who, r["t"], end, r["order"], r["move"] or r["task"], r["setup_s"],
+                        task=r["task"]))
     bands += [Band(who, start, None, reason) for who, (start, reason) in down.items()]
     return Schedule(rows, seen_orders, bars, bands, marks, max(end, 1.0))
 
@@ -147,8 +158,45 @@ def _fmt(s: float) -> str:
     return f"{s / 3600:g} h"
 
 
-def gantt_svg(s: Schedule, title: str = "") -> str:
-    """The chart as one SVG document."""
+def gantt_svg(s: Schedule, title: str = "", stories: Stories | None = None) -> str:
+    """The chart as one SVG document; with ``stories``, each mark's tooltip tells its story."""
+    return _svg(s, title, stories, anchors=False)[0]
+
+
+@dataclass
+class _Told:
+    """The stories a chart told, in the order of their marks (for the HTML page's panel)."""
+
+    stories: Stories | None
+    anchors: bool
+    shown: dict[str, tuple[str, str, list[str]]] = field(default_factory=dict)
+
+    def tell(self, key: str, heading: str, lines: Callable[[], list[str]]) -> tuple[str, str]:
+        """The tooltip's extra text and the link target (``""``: none) of mark ``key``."""
+        if self.stories is None:
+            return "", ""
+        if key not in self.shown:
+            self.shown[key] = (f"story-{len(self.shown)}", heading, lines())
+        anchor, _, told = self.shown[key]
+        if not told:
+            return "", ""
+        return "\n\n" + "\n".join(told), (f"#{anchor}" if self.anchors else "")
+
+
+def _linked(href: str, body: str) -> str:
+    return f'<a href="{html.escape(href)}">{body}</a>' if href else body
+
+
+def _svg(s: Schedule, title: str, stories: Stories | None,
+         anchors: bool) -> tuple[str, _Told]:
+    told = _Told(stories, anchors)
+
+    def s_of(subject: str) -> list[str]:
+        return stories.of(subject) if stories is not None else []
+
+    def s_between(band: Band) -> list[str]:
+        return stories.between(band.row, band.start, band.end) if stories is not None else []
+
     x0 = LABEL_W
     scale = WIDTH / s.end
 
@@ -184,14 +232,17 @@ def gantt_svg(s: Schedule, title: str = "") -> str:
         tip = (f"{band.row} down {band.start:.1f} s → "
                + ("not repaired" if band.end is None else f"repaired {band.end:.1f} s")
                + (f" ({band.reason})" if band.reason else ""))
-        out.append(f'<g class="fault"><title>{html.escape(tip)}</title>'
-                   f'<rect x="{x(band.start)}" y="{y + 1}" '
+        more, href = told.tell(f"fault {band.row} {band.start}",
+                               f"{band.row} down at {band.start:.1f} s",
+                               partial(s_between, band))
+        out.append(f'<g class="fault"><title>{html.escape(tip + more)}</title>'
+                   + _linked(href, f'<rect x="{x(band.start)}" y="{y + 1}" '
                    f'width="{max(1.0, x(stop) - x(band.start)):.2f}" '
                    f'height="{ROW_H - 2}" fill="#e74c3c" fill-opacity="0.22"/>'
                    f'<text x="{x(band.start)}" y="{y + 10}" fill="#c0392b" '
                    f'text-anchor="middle">✕</text>'
                    + (f'<text x="{x(band.end)}" y="{y + 10}" fill="#27ae60" '
-                      f'text-anchor="middle">✓</text>' if band.end is not None else "")
+                      f'text-anchor="middle">✓</text>' if band.end is not None else ""))
                    + '</g>')
     for b in s.bars:
         y = y_of[b.row]
@@ -202,28 +253,58 @@ def gantt_svg(s: Schedule, title: str = "") -> str:
             " · SCRAPPED" if b.scrapped else "") + (" · aborted" if b.aborted else "")
         stroke = ' stroke="#c0392b" stroke-width="2"' if b.scrapped else ""
         opacity = ' fill-opacity="0.45"' if b.aborted else ""
+        more, href = ("", "") if not b.task else told.tell(
+            b.task, f"{b.task} ({b.order})", partial(s_of, b.task))
         out.append(f'<g class="bar" data-order="{html.escape(b.order)}">'
-                   f'<title>{html.escape(tip)}</title>'
-                   f'<rect x="{x(b.start)}" y="{y + 4}" width="{w:.2f}" height="{ROW_H - 8}" '
+                   f'<title>{html.escape(tip + more)}</title>'
+                   + _linked(href, f'<rect x="{x(b.start)}" y="{y + 4}" width="{w:.2f}" height="{ROW_H - 8}" '
                    f'rx="2" fill="{fill}"{stroke}{opacity}/>'
                    + (f'<rect x="{x(b.start)}" y="{y + 4}" '
                       f'width="{max(0.0, min(w, b.setup_s * scale)):.2f}" height="{ROW_H - 8}" '
                       f'fill="url(#setup)"/>' if b.setup_s > 0 else "")
                    + (f'<text x="{x(b.start) + 3}" y="{y + ROW_H * 0.65:.1f}" fill="#fff" '
-                      f'font-size="10">{html.escape(b.order)}</text>' if w > 44 else "")
+                      f'font-size="10">{html.escape(b.order)}</text>' if w > 44 else ""))
                    + '</g>')
     for m in s.marks:
         y = (y_of[m.row] if m.row else TOP - ROW_H) + 2
         c = PRIORITY_COLOURS.get(m.priority, "#7f8c8d")
-        out.append(f'<g class="escalation"><title>{html.escape(f"P{m.priority} {m.label} at {m.at:.1f} s")}'
-                   f'</title><path d="M {x(m.at) - 6} {y} L {x(m.at) + 6} {y} L {x(m.at)} {y + 10} Z" '
-                   f'fill="{c}" stroke="#000" stroke-width="0.5"/></g>')
+        more, href = ("", "") if not m.escalation else told.tell(
+            m.escalation, f"escalation {m.escalation}", partial(s_of, m.escalation))
+        tip = f"P{m.priority} {m.label} at {m.at:.1f} s" + more
+        out.append(f'<g class="escalation"><title>{html.escape(tip)}</title>'
+                   + _linked(href, f'<path d="M {x(m.at) - 6} {y} L {x(m.at) + 6} {y} '
+                             f'L {x(m.at)} {y + 10} Z" fill="{c}" stroke="#000" '
+                             f'stroke-width="0.5"/>') + '</g>')
     out.append("</svg>")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n", told
 
 
-def gantt_html(s: Schedule, title: str = "") -> str:
-    """A self-contained page: the SVG, a legend of the orders' colours and the marks."""
+_OPEN_ON_CLICK = """<script>
+for (const a of document.querySelectorAll('svg a[href^="#story-"]')) {
+  a.addEventListener('click', () => {
+    const d = document.getElementById(a.getAttribute('href').slice(1));
+    if (d) d.open = true;
+  });
+}
+</script>
+"""
+
+
+def gantt_html(s: Schedule, title: str = "", stories: Stories | None = None) -> str:
+    """A self-contained page: the SVG, a legend of the orders' colours and the marks; with
+    ``stories``, each mark links to its story in a panel below the chart (and tells it in its
+    tooltip)."""
+    svg, told = _svg(s, title, stories, anchors=True)
+    panel = "".join(
+        f'<details class="story" id="{anchor}"><summary>{html.escape(heading)}</summary>'
+        f'<pre>{html.escape(chr(10).join(lines))}</pre></details>\n'
+        for anchor, heading, lines in told.shown.values() if lines)
+    if panel:
+        logs = ", ".join(stories.logs) if stories is not None else ""
+        panel = (f'<h2>Stories</h2>\n<p class="legend">Why each operation, fault and '
+                 f'escalation went as it did, from the decision log ({html.escape(logs)}; '
+                 f'<code>autocell explain LOG SUBJECT</code> tells the same). Click a mark '
+                 f'to open its story.</p>\n{panel}{_OPEN_ON_CLICK}')
     legend = "".join(
         f'<span class="o"><i style="background:{colour(i)}"></i>{html.escape(o)}</span>'
         for i, o in enumerate(s.orders))
@@ -236,6 +317,8 @@ body {{ font-family: sans-serif; margin: 16px; }}
 .o i {{ display: inline-block; width: 12px; height: 12px; margin-right: 4px;
         vertical-align: middle; }}
 .scroll {{ overflow-x: auto; }}
+.story pre {{ font-size: 12px; white-space: pre-wrap; margin: 4px 0 8px 16px; }}
+.story:target {{ outline: 2px solid #2980b9; }}
 </style></head><body>
 <p class="legend">Bars: operations and robot moves, coloured by order (hatched: setup; red
 outline: scrapped; faded: aborted). Red band: resource down (✕ fault, ✓ repair).
@@ -243,8 +326,8 @@ outline: scrapped; faded: aborted). Red band: resource down (✕ fault, ✓ repa
 Hover for details; times are cell seconds.</p>
 <p class="legend">{legend}</p>
 <div class="scroll">
-{gantt_svg(s, title)}</div>
-</body></html>
+{svg}</div>
+{panel}</body></html>
 """
 
 
@@ -257,12 +340,17 @@ def check_format(path: str) -> str:
     return "svg" if suffix == ".svg" else "html"
 
 
-def write(path: str, events: Iterable[Mapping[str, Any]], cfg: Any, title: str) -> None:
-    """Draw the run of ``cfg`` whose ``events`` these are into ``path`` (.svg or .html)."""
+def write(path: str, events: Iterable[Mapping[str, Any]], cfg: Any, title: str,
+          decision_logs: Sequence[str | Path] = ()) -> None:
+    """Draw the run of ``cfg`` whose ``events`` these are into ``path`` (.svg or .html);
+    with the run's ``decision_logs``, every mark carries its story (ops/stories.py)."""
+    from ops.stories import Stories
+
     fmt = check_format(path)
     s = schedule(events, [m.id for m in cfg.machines], [r.id for r in cfg.robots],
                  [o.id for o in cfg.orders])
-    text = gantt_svg(s, title) if fmt == "svg" else gantt_html(s, title)
+    stories = Stories.load(decision_logs)
+    text = gantt_svg(s, title, stories) if fmt == "svg" else gantt_html(s, title, stories)
     Path(path).write_text(text, encoding="utf-8")
 
 
@@ -289,6 +377,9 @@ def add_parsers(sub: Any) -> None:
                                       ".autocell/CELL)")
     sp.add_argument("--cell", required=True, help="the cell YAML the run used")
     sp.add_argument("--out", required=True, metavar="FILE", help="a .svg or .html file")
+    sp.add_argument("--no-stories", action="store_true",
+                    help="leave out each mark's story (by default told from the decision "
+                         "logs report.json names, docs/flight-recorder.md)")
     sp.set_defaults(func=cmd_gantt)
 
 
@@ -307,6 +398,9 @@ def cmd_gantt(args: Any) -> int:
     if not (state / "events-sim.jsonl").exists():
         raise ConfigurationError(f"{state}: no events-sim.jsonl; give the state directory "
                                  "of a finished `autocell up` run")
-    write(args.out, up_events(state), cfg, f"{cfg.cell} · autocell up · {state}")
+    from ops.stories import state_dir_logs
+
+    logs = [] if args.no_stories else state_dir_logs(state)
+    write(args.out, up_events(state), cfg, f"{cfg.cell} · autocell up · {state}", logs)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -144,7 +144,8 @@ def execute(args: Any) -> int:
         from ops.gantt import write as write_gantt
         from sim_bridge.invariants import parse
         write_gantt(args.gantt, parse(cell.events), cfg,
-                    f"{cfg.cell} · seed {cell.seed} · autocell run")
+                    f"{cfg.cell} · seed {cell.seed} · autocell run",
+                    [log_path] if log_path else [])
     if not args.quiet:
         print_summary(report, Console())
     failed = [name for name, ok in report["invariants"].items() if not ok]

@@ -15,6 +15,9 @@ Routes:
 ``GET  /journal``, ``/journal.csv``     the alarm journal, filtered (ops/console/journal.py)
 ``GET  /kpis``                          alarm-system KPIs (ops/console/alarm_kpis.py)
 ``GET  /events``                        server-sent events: ``change`` and ``expired``
+``GET  /story/{id}``                    the escalation's story from the run's decision
+                                        logs (``autocell explain``; ops/stories.py), when
+                                        the console was given them
 ======================================  =================================================
 
 A page request without a live session is redirected to ``/login``; a POST or
@@ -67,6 +70,7 @@ from ops.console.security import (
     csrf_ok,
 )
 from ops.console.users import UserStore, role_allows
+from ops.stories import LiveStories
 from ops.console.views import (
     FLOOD_COUNT,
     FLOOD_WINDOW_S,
@@ -141,8 +145,12 @@ class _SecurityHeaders:
 def create_app(backend: EscalationBackend, users: UserStore,
                settings: ConsoleSettings | None = None, *,
                clock: Callable[[], float] = time.time,
-               ticker: Callable[[float], Any] | None = None) -> Starlette:
+               ticker: Callable[[float], Any] | None = None,
+               stories: LiveStories | None = None) -> Starlette:
     """The console over ``backend``; ``clock`` is wall time (sessions, throttling).
+
+    ``stories`` gives the run's stories from its decision logs (ops/stories.py); an
+    escalation's page then links to ``/story/{id}`` (the logs are read off the event loop).
 
     ``ticker(now)`` — e.g. the store's timers — is called every ``tick_s`` while
     the app runs.  The backend's own ``now()`` (cell time), when it has one, is
@@ -236,9 +244,16 @@ def create_app(backend: EscalationBackend, users: UserStore,
                           message=f"There is no escalation {eid!r}.")
         history = timeline((a for a in _audit(backend) if audit_field(a, "escalation") == e.id),
                            e)
+        told = stories.peek() if stories is not None else None     # read by show()
         return render(request, "detail.html", s, status, e=e, history=history, error=error,
                       done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
-                      confirm_shelve=confirm_shelve)
+                      confirm_shelve=confirm_shelve,
+                      has_story=bool(told and told.mentions(e.id)))
+
+    def story_of(eid: str) -> list[str]:
+        """explain's lines about escalation ``eid`` ([]: no decision log tells it)."""
+        told = stories.get() if stories is not None else None
+        return told.of(eid) if told is not None else []
 
     # -- pages --------------------------------------------------------------------------
 
@@ -338,8 +353,25 @@ def create_app(backend: EscalationBackend, users: UserStore,
 
     async def show(request: Request) -> Response:
         s = page_session(request)
+        if stories is not None:
+            await run_in_threadpool(stories.get)     # the decision logs, if they changed
         return detail(request, s, request.path_params["eid"],
                       done=_DONE.get(request.query_params.get("done", ""), ""))
+
+    async def story(request: Request) -> Response:
+        s = page_session(request)
+        eid = request.path_params["eid"]
+        lines = await run_in_threadpool(story_of, eid)
+        told = stories.peek() if stories is not None else None
+        logs = told.logs if told is not None else []
+        if not lines:
+            return render(request, "error.html", s, 404, title="No story", message=(
+                f"The decision logs ({', '.join(logs)}) do not mention {eid!r}." if logs else
+                f"No decision log given to this console tells the story of {eid!r}."),
+                advice=["Record the run: `autocell run CELL --decision-log FILE`, or "
+                        "`autocell up`, which writes them into its state directory.",
+                        "Start the console with --decision-logs FILE_OR_DIR."])
+        return render(request, "story.html", s, eid=eid, lines=lines, logs=logs)
 
     async def act(request: Request) -> Response:
         eid, action = request.path_params["eid"], request.path_params["action"]
@@ -505,6 +537,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/kpis", kpis_page, methods=["GET"]),
         Route("/journal.csv", journal_csv, methods=["GET"]),
         Route("/escalations/{eid:path}", show, methods=["GET"]),
+        Route("/story/{eid:path}", story, methods=["GET"]),
         Route("/groups/acknowledge", acknowledge_group, methods=["POST"]),
         Route("/escalations/{eid:path}/{action}", act, methods=["POST"]),
         Route("/events", events, methods=["GET"]),

@@ -180,6 +180,22 @@ def _real_backend(cell: str, db: str | None) -> tuple[EscalationBackend, str]:
     return store, config.cell
 
 
+def _stories(args: argparse.Namespace, backend: Any) -> Any:
+    """The run's stories for the escalation pages (ops/stories.py): the logs of
+    ``--decision-logs``, else those beside the store (an ``up`` state directory), read again
+    as they grow."""
+    from ops.stories import LiveStories, resolve, state_dir_logs
+
+    given = getattr(args, "decision_logs", None)
+    if given:
+        paths = resolve(given)            # a wrong path: exit 2 now, not a 404 later
+        return LiveStories(lambda: paths)
+    where = getattr(backend, "path", None)
+    if args.demo or not where:
+        return LiveStories(list)
+    return LiveStories(lambda: state_dir_logs(Path(str(where)).parent))
+
+
 def cmd_users_map_os(args: argparse.Namespace) -> int:
     store = _users(args)
     store.map_os(args.os_name, args.name)
@@ -220,7 +236,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     settings = ConsoleSettings(cell=cell, idle_timeout_s=args.idle_timeout * 60.0,
                                absolute_timeout_s=args.session_max * 3600.0,
                                secure_cookie=bool(args.tls_cert))
-    app = create_app(backend, users, settings, ticker=ticker)
+    app = create_app(backend, users, settings, ticker=ticker,
+                     stories=_stories(args, backend))
     if args.metrics_port is not None:
         serve_escalation_metrics(backend, args.metrics_port, supervisors=lambda: sum(
             1 for u in users.list() if u.role in ("supervisor", "admin")))
@@ -374,6 +391,9 @@ def add_arguments(sub: Any) -> None:
     sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
                     help="believe X-Forwarded-For/-Proto from this reverse proxy (an address "
                          "or network); repeatable; default: from nobody")
+    sp.add_argument("--decision-logs", nargs="+", metavar="DIR_OR_FILE",
+                    help="decision logs that tell each escalation's story (a directory: the "
+                         "logs of an `up` state dir); default: the logs beside the store")
     sp.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                     help="serve Prometheus /metrics (open escalations by priority and state) "
                          "on 127.0.0.1:PORT")

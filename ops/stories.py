@@ -1,0 +1,189 @@
+"""The stories behind the views: explain's lines for a Gantt bar, a fault, an escalation.
+
+The Gantt chart (ops/gantt.py) and the supervisor console (ops/console/) show *what*
+happened; ``autocell explain`` (ops/explain.py) tells *why*, from a decision log.  This
+module joins them (issue 19, item 2): given the decision logs of a run — one from
+``autocell run --decision-log``, or the ``decisions-NAME-BOOT.jsonl`` of every process of an
+``autocell up`` run — it answers the story of a task, a resource's down time or an
+escalation as the text lines ``autocell explain`` prints.
+
+It only *reads* explain: the logs of several processes are merged into one
+:class:`~ops.explain.Recorded` (entries in cell-time order; every host shares the cell
+clock), and each subject is told from the entries that mention it (an index built once,
+so a chart of thousands of bars does not rescan the log per bar; explain filters the
+entries again, so the index may be generous).  A subject the log does not know has no
+story (``[]``), never an error: a view without stories is still a view.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.runtime.recorder import is_decision_log
+from ops.explain import Recorded, explain, render
+from security.errors import ConfigurationError
+
+MAX_LINES = 40          # a story longer than this is cut, with the command that tells it all
+
+
+def _mentions(e: dict[str, Any]) -> set[str]:
+    """Every task and escalation id an entry names (its input and its actions)."""
+    out: set[str] = set()
+    if e.get("k") != "in":
+        return out
+    i = e.get("in") or {}
+    if i.get("task"):
+        out.add(str(i["task"]))
+    for body in [i.get("body")] + [a[4] for a in e.get("out", [])
+                                   if a and a[0] == "send" and len(a) > 4]:
+        if isinstance(body, dict):
+            out.update(str(body[k]) for k in ("task", "escalation") if body.get(k))
+    for a in e.get("out", []):
+        if a and a[0] == "command" and len(a) > 3 and a[3]:
+            out.add(str(a[3]))
+        elif a and a[0] == "log" and len(a) > 2 and isinstance(a[2], dict):
+            out.update(str(a[2][k]) for k in ("task", "escalation") if a[2].get(k))
+    for w in e.get("why", []):
+        out.add(str(w.get("award", "")))
+    return out
+
+
+class Stories:
+    """Stories of one run's subjects, from its decision logs (cached per subject)."""
+
+    def __init__(self, rec: Recorded, logs: Sequence[str] = ()) -> None:
+        self.rec = rec
+        self.logs = list(logs)
+        self._index: dict[str, list[dict[str, Any]]] = {}
+        for e in rec.entries:
+            for subject in _mentions(e):
+                self._index.setdefault(subject, []).append(e)
+        self._cache: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+
+    @classmethod
+    def load(cls, paths: Iterable[str | Path]) -> Stories | None:
+        """The stories of the logs at ``paths`` merged; None when there is no log."""
+        recs = [(str(p), Recorded.load(p)) for p in paths]
+        if not recs:
+            return None
+        run = next((r.run for _, r in recs if r.run.get("cell")), recs[0][1].run)
+        entries = sorted((e for _, r in recs for e in r.entries), key=lambda e: e["t"])
+        host = ", ".join(sorted({r.host for _, r in recs if r.host}))
+        return cls(Recorded(run, entries, host), [p for p, _ in recs])
+
+    def _story(self, subject: str) -> tuple[str, list[dict[str, Any]]]:
+        """explain's kind and lines of ``subject`` (``("", [])``: the log does not know it)."""
+        if subject not in self._cache:
+            if subject in self._index:
+                rec = Recorded(self.rec.run, self._index[subject], self.rec.host)
+            else:                              # an order or a resource: the whole log
+                rec = self.rec
+            try:
+                story = explain(rec, subject)
+                self._cache[subject] = (str(story["kind"]), list(story["lines"]))
+            except ConfigurationError:
+                self._cache[subject] = ("", [])
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                self._cache[subject] = ("", [])   # a damaged entry: no story, not a broken view
+        return self._cache[subject]
+
+    def _text(self, subject: str, kind: str, lines: list[dict[str, Any]]) -> list[str]:
+        if not lines:
+            return []
+        text = render({"subject": subject, "kind": kind, "lines": lines[:MAX_LINES]})
+        out = [x.strip() for x in text.splitlines()]
+        if len(lines) > MAX_LINES:
+            log = self.logs[0] if len(self.logs) == 1 else "LOG"
+            out.append(f"… {len(lines) - MAX_LINES} more lines: autocell explain {log} "
+                       f"{subject}")
+        return out
+
+    def mentions(self, subject: str) -> bool:
+        """Whether some entry names ``subject`` (a task or an escalation): cheap, no telling."""
+        return subject in self._index
+
+    def of(self, subject: str) -> list[str]:
+        """The story of a task, order, resource or escalation as explain prints it."""
+        kind, lines = self._story(subject)
+        return self._text(subject, kind, lines)
+
+    def between(self, resource: str, start: float, end: float | None) -> list[str]:
+        """A resource's story from ``start`` to ``end`` (a fault to its repair)."""
+        kind, lines = self._story(resource)
+        stop = float("inf") if end is None else end + 1e-9
+        return self._text(resource, kind, [x for x in lines if start - 1e-9 <= x["t"] <= stop])
+
+
+def state_dir_logs(state_dir: str | Path) -> list[Path]:
+    """The decision logs of an ``up`` state directory: those its report.json names under
+    ``decision_logs`` (docs/flight-recorder.md), else every ``decisions-*.jsonl`` in it,
+    else any decision log in it (``run --decision-log`` names its own, e.g. beside the
+    ``--escalations-db`` store)."""
+    state = Path(state_dir)
+    try:
+        report = json.loads((state / "report.json").read_text(encoding="utf-8"))
+        named = [state / Path(str(d["file"])).name for d in report.get("decision_logs", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        named = []
+    found = [p for p in named if p.is_file()]
+    return (found or sorted(state.glob("decisions-*.jsonl"))
+            or [p for p in sorted(state.glob("*.jsonl")) if is_decision_log(p)])
+
+
+def resolve(paths: Iterable[str | Path]) -> list[Path]:
+    """``--decision-logs DIR_OR_FILE ...``: a directory stands for the logs it holds (an
+    ``up`` state directory: :func:`state_dir_logs`), a file for itself."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += state_dir_logs(p)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ConfigurationError(f"--decision-logs {p}: no such file or directory")
+    return out
+
+
+class LiveStories:
+    """The stories of logs that may still grow (a console beside a running cell): read again
+    when a log changed, at most every ``every_s`` of wall time (beside a running cell the
+    logs change all the time, and reading one costs about 0.3 s per 10 MB), else answered
+    from memory.  :meth:`get` may read (call it off the event loop); :meth:`peek` never does."""
+
+    def __init__(self, paths: Callable[[], list[Path]], every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.paths = paths
+        self.every_s = every_s
+        self.clock = clock
+        self._checked: float | None = None
+        self._seen: tuple[tuple[str, int, int], ...] | None = None
+        self._stories: Stories | None = None
+
+    def get(self) -> Stories | None:
+        """The stories as the logs stand now (None: no log, or none readable)."""
+        now = self.clock()
+        if self._checked is not None and now - self._checked < self.every_s:
+            return self._stories
+        self._checked = now
+        seen = []
+        for p in self.paths():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            seen.append((str(p), st.st_mtime_ns, st.st_size))
+        if tuple(seen) != self._seen:
+            self._seen = tuple(seen)
+            try:
+                self._stories = Stories.load([p for p, _, _ in seen])
+            except (OSError, ValueError, ConfigurationError):
+                self._stories = None        # a log not (yet) readable: no stories, no 500
+        return self._stories
+
+    def peek(self) -> Stories | None:
+        """The stories as last read (None before the first :meth:`get`)."""
+        return self._stories
