@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agents.base import Timing
 from agents.energy.cap_escalation import CAUSE, CapEscalationPolicy, predicted_start
 from agents.energy.manager import EnergyManagerAgent
@@ -188,3 +190,46 @@ def test_the_cap_invariant_follows_an_approved_raise() -> None:
     assert cap_never_exceeded(starts(0.0), spec)                     # over the 12 kW cap
     assert not cap_never_exceeded([raised, *starts(1.0), *ends, restored], spec)
     assert cap_never_exceeded([raised, restored, *starts(4.0)], spec)
+
+
+def _decided(option: str):  # noqa: ANN202
+    """The demo cell (threshold 60 s) run until the first cap escalation, decided by a
+    supervisor with ``option``, then finished."""
+    import json
+
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell(DEMO)
+    assert cfg.energy is not None
+    cfg = cfg.model_copy(update={"energy": cfg.energy.model_copy(
+        update={"cap_lateness_escalate_s": 60.0, "cap_raise_s": 300.0})})
+    cell = VirtualCell(cfg, seed=1)
+    cell.run(until=160.0)
+    evs = [json.loads(e) for e in cell.events]
+    [first] = [e for e in evs if e["ev"] == "escalation_raised" and e["cause"] == CAUSE]
+    cell.decide(first["escalation"], "alice", option, "the customer is waiting")
+    cell.env.run(until=cell._all_done)
+    cell.ended_by = "completed"
+    return first, [json.loads(e) for e in cell.events], build_report(cell)
+
+
+def test_a_supervisor_raises_the_cap_for_a_while() -> None:
+    first, evs, report = _decided("raise_cap")
+    [raised] = [e for e in evs if e["ev"] == "cap_raised"]
+    assert raised["order"] == first["order"] and raised["user"] == "alice"
+    assert raised["cap_kw"] > 12.0 and raised["until"] == pytest.approx(raised["t"] + 300.0)
+    starts = [e for e in evs if e["ev"] == "op_start" and e["task"] == f"{first['order']}/0"]
+    assert starts and starts[0]["t"] < raised["t"] + 1.0        # it starts at once
+    restored = [e for e in evs if e["ev"] == "cap_restored"]
+    assert len(restored) == 1 and restored[0]["t"] >= raised["until"] - 1e-6
+    assert all(report["invariants"].values()), report["invariant_violations"]
+
+
+def test_a_supervisor_moves_other_work() -> None:
+    first, evs, report = _decided("move_other_work")
+    applied = [e for e in evs if e["ev"] == "decision_applied" and e.get("agent") == "energy"
+               and e["escalation"] == first["escalation"]]
+    assert [(e["option"], e["user"]) for e in applied] == [("move_other_work", "alice")]
+    assert not [e for e in evs if e["ev"] == "cap_raised"]
+    assert all(report["invariants"].values()), report["invariant_violations"]
