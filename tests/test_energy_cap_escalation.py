@@ -205,7 +205,7 @@ def _decided(option: str):  # noqa: ANN202
     cfg = cfg.model_copy(update={"energy": cfg.energy.model_copy(
         update={"cap_lateness_escalate_s": 60.0, "cap_raise_s": 300.0})})
     cell = VirtualCell(cfg, seed=1)
-    cell.run(until=160.0)
+    cell.run(until=1290.0)                                    # o-010 asks at 1285.8 s
     evs = [json.loads(e) for e in cell.events]
     [first] = [e for e in evs if e["ev"] == "escalation_raised" and e["cause"] == CAUSE]
     cell.decide(first["escalation"], "alice", option, "the customer is waiting")
@@ -233,3 +233,16 @@ def test_a_supervisor_moves_other_work() -> None:
     assert [(e["option"], e["user"]) for e in applied] == [("move_other_work", "alice")]
     assert not [e for e in evs if e["ev"] == "cap_raised"]
     assert all(report["invariants"].values()), report["invariant_violations"]
+
+
+def test_the_prediction_takes_the_wake_up_and_grace_off_the_holds() -> None:
+    m = _manager()
+    m.on_message(_msg("m2", PowerRequest("o2/0", 1, 8.0, 400.0)), 0.0)
+    assert predicted_start(m.budget, 6.0, 5.0, {"m2": 300.0}) == 100.0
+    assert predicted_start(m.budget, 6.0, 5.0, {"m2": 399.0}) == 5.0   # its operation is over
+    pol = CapEscalationPolicy(60.0, 2, 500.0, slack_s={"m1": 20.0, "m2": 300.0})
+    m = EnergyManagerAgent("energy", timing=Timing(), budget_kw=10.0, cap_kw=15.0,
+                           cap_escalation=pol, due_at={"o1": 100.0, "o2": 5000.0})
+    m.on_message(_msg("m2", PowerRequest("o2/0", 1, 8.0, 400.0)), 0.0)
+    out = m.on_message(_msg("m1", PowerRequest("o1/0", 1, 6.0, 50.0)), 2.0)
+    assert not _escalations(out)                       # ends at 100 + 30 s: 30 s late, within 60

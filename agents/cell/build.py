@@ -112,7 +112,7 @@ def build_agents(cfg: CellConfig, seed: int, *,
         agents[ENERGY_MANAGER_ID] = EnergyManagerAgent(
             ENERGY_MANAGER_ID, timing=timing, budget_kw=budget_kw(cfg),
             cap_kw=cfg.energy.peak_cap_kw, rng=rng(ENERGY_MANAGER_ID),
-            cap_escalation=cap_escalation_of(cfg, escalation),
+            cap_escalation=cap_escalation_of(cfg, escalation, timing.lease_window_s),
             due_at={o.id: o.due_at for o in cfg.orders})
     return agents
 

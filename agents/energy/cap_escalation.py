@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 The energy manager sees every request the cap holds back.  For each one it
 predicts when the request could be granted if nothing else changed — the
-earliest instant the leases now held expire enough power for it — and when the
-operation would then end (that start plus the lease's hold: the operation, the
-wake-up and the grace, so the prediction errs on the late side).  If that end
+earliest instant the leases now held free enough power for it — and when the
+operation would then end.  A lease's hold is the operation plus the machine's
+longest wake-up plus a grace (agents/energy/client.py); the prediction takes
+that ``slack`` off (each machine's, from the cell file), i.e. it expects a
+lease to be released when its operation ends on an awake machine, and the
+operation to take its hold minus the slack.  If that end
 is more than ``threshold_s`` after the order's due date, the case is not
 routine: the cap, not the plant, makes the order late.  The manager raises one
 escalation per order (cause ``cap_makes_order_late``) through the ordinary
@@ -33,6 +36,7 @@ returns the escalation to send; the manager applies decisions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agents.protocol.messages import Escalate
@@ -53,18 +57,27 @@ class CapEscalationPolicy:
     priority: int = 2             # cap_escalate_priority
     raise_s: float = 3600.0       # cap_raise_s
     console: str = "console"
+    slack_s: dict[str, float] = field(default_factory=dict)  # machine -> wake-up + grace
+
+    def slack(self, machine: str) -> float:
+        return self.slack_s.get(machine, 0.0)
 
 
-def predicted_start(budget: PowerBudget, kw: float, now: float) -> float:
-    """The earliest time ``kw`` fits if the leases held now run to their expiry and nothing
-    else is granted: ``now`` if it fits already; the last expiry if it never does."""
+def predicted_start(budget: PowerBudget, kw: float, now: float,
+                    slack_s: Mapping[str, float] | None = None) -> float:
+    """The earliest time ``kw`` fits if each lease held now is released at its expiry less
+    its holder's slack and nothing else is granted: ``now`` if it fits already; the last
+    release if it never does."""
+    slack = slack_s or {}
+    ends = sorted((max(now, x.expires_at - slack.get(x.holder, 0.0)), x.key, x.kw)
+                  for x in budget.leases.values())
     free = budget.headroom_kw
     at = now
-    for lease in sorted(budget.leases.values(), key=lambda x: (x.expires_at, x.key)):
+    for end, _, lease_kw in ends:
         if kw <= free + EPS_KW:
             return at
-        free += lease.kw
-        at = max(at, lease.expires_at)
+        free += lease_kw
+        at = max(at, end)
     return at
 
 
@@ -76,14 +89,16 @@ class CapWatch:
     due_at: dict[str, float]                       # order -> due date, cell time
     asked: set[str] = field(default_factory=set)   # orders asked about once already
 
-    def check(self, order: str, kw: float, hold_s: float, budget: PowerBudget,
+    def check(self, order: str, machine: str, kw: float, hold_s: float, budget: PowerBudget,
               now: float) -> tuple[float, float] | None:
-        """``(predicted end, late by)`` when ``task``'s waiting request makes its order
+        """``(predicted end, late by)`` when ``machine``'s waiting request makes its order
         late beyond the threshold and the order was not asked about; else None."""
         due = self.due_at.get(order)
         if due is None or order in self.asked:
             return None
-        end = predicted_start(budget, kw, now) + hold_s
+        p = self.policy
+        start = predicted_start(budget, kw, now, p.slack_s)
+        end = start + max(0.0, hold_s - p.slack(machine))
         late_by = end - due
         if late_by <= self.policy.threshold_s:
             return None

@@ -64,7 +64,7 @@ class EnergyManagerAgent(Agent):
                                         body.hold_s, now, body.attempt)
             self.convs.setdefault(key, msg.conv)
             if lease is None:
-                return self._check_late(body, key, now)
+                return self._check_late(msg, body, key, now)
             if lease.holder != msg.sender:      # another machine's task id: not its lease
                 self.ignored += 1
                 return []
@@ -103,12 +103,14 @@ class EnergyManagerAgent(Agent):
         return out + self._granted(granted, now) + self._maybe_restored()
 
     # -- the cap escalation ----------------------------------------------------------------
-    def _check_late(self, body: PowerRequest, key: str, now: float) -> list[Action]:
+    def _check_late(self, msg: Message, body: PowerRequest, key: str,
+                    now: float) -> list[Action]:
         """A request the cap holds back: escalate if it makes its order too late."""
         if self.watch is None or key not in self.budget.waiting:
             return []
         order = order_of(body.task)
-        late = self.watch.check(order, max(0.0, body.kw), body.hold_s, self.budget, now)
+        late = self.watch.check(order, msg.sender, max(0.0, body.kw), body.hold_s,
+                                self.budget, now)
         if late is None:
             return []
         esc = self.raiser.next_id()

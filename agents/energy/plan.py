@@ -47,7 +47,7 @@ def cap_enforced(cfg: CellConfig) -> bool:
     return e is not None and e.peak_cap_kw is not None and e.cap_leases
 
 
-def cap_escalation_of(cfg: CellConfig, escalation: EscalationPolicy
+def cap_escalation_of(cfg: CellConfig, escalation: EscalationPolicy, grace_s: float = 0.0
                       ) -> CapEscalationPolicy | None:
     """The cap escalation, or None: off unless the cap is enforced, the cell sets
     ``cap_lateness_escalate_s`` and the run has a console to escalate to (a policy other
@@ -57,8 +57,10 @@ def cap_escalation_of(cfg: CellConfig, escalation: EscalationPolicy
     if (not cap_enforced(cfg) or e is None or e.cap_lateness_escalate_s is None
             or escalation is OFF):
         return None
+    slack = {m.id: needs_of(m.power_kw, m.capabilities, grace_s).wake_s + grace_s
+             for m in cfg.machines}         # a lease's hold beyond its operation
     return CapEscalationPolicy(e.cap_lateness_escalate_s, e.cap_escalate_priority,
-                               e.cap_raise_s, escalation.console)
+                               e.cap_raise_s, escalation.console, slack)
 
 
 def budget_kw(cfg: CellConfig) -> float:
