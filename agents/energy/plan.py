@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agents.cell.energy import PowerDraw
+from agents.escalation.policy import OFF, EscalationPolicy
 
 from .cap_escalation import CapEscalationPolicy
 from .client import PowerNeeds
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
-    from agents.escalation.policy import EscalationPolicy
 
 __all__ = ["budget_kw", "cap_enforced", "cap_escalation_of", "cap_problem", "needs_of", "wake_kw"]
 
@@ -52,7 +52,6 @@ def cap_escalation_of(cfg: CellConfig, escalation: EscalationPolicy, grace_s: fl
     """The cap escalation, or None: off unless the cap is enforced, the cell sets
     ``cap_lateness_escalate_s`` and the run has a console to escalate to (a policy other
     than :data:`agents.escalation.policy.OFF`, which drivers without a console pass)."""
-    from agents.escalation.policy import OFF
     e = cfg.energy
     if (not cap_enforced(cfg) or e is None or e.cap_lateness_escalate_s is None
             or escalation is OFF):
