@@ -233,6 +233,12 @@ def test_a_supervisor_moves_other_work() -> None:
     assert [(e["option"], e["user"]) for e in applied] == [("move_other_work", "alice")]
     assert not [e for e in evs if e["ev"] == "cap_raised"]
     assert all(report["invariants"].values()), report["invariant_violations"]
+    _, let_late, _ = _decided("let_late")
+
+    def tardiness(log: list[dict]) -> float:
+        return next(e["tardiness_s"] for e in log
+                    if e["ev"] == "order_completed" and e["order"] == first["order"])
+    assert 0.0 < tardiness(evs) < tardiness(let_late)      # less late, still late
 
 
 def test_the_prediction_takes_the_wake_up_and_grace_off_the_holds() -> None:
