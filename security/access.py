@@ -35,9 +35,9 @@ ACCESS: dict[str, frozenset[str]] = {
     "explore_result": frozenset({"order"}),
     "explore_quote": frozenset({"machine"}),
     "baton": frozenset({"order", "machine"}),
-    "escalate": AGENTS | {"host"},
+    "escalate": AGENTS | {"host", "energy"},        # energy: the cap escalation
     "decision": frozenset({"console"}),
-    "escalation_update": AGENTS | {"host"},
+    "escalation_update": AGENTS | {"host", "energy"},
     "plant_command": AGENTS | {"host"},
     "plant_event": frozenset({"sim"}),
     "power_request": frozenset({"machine"}),

@@ -144,9 +144,13 @@ def cap_never_exceeded(evs: list[dict[str, Any]], spec: KpiSpec) -> list[str]:
     (agents/energy/plan.py): idle, down, standby, off and wake at their power, an
     operation at the most it draws (setup or busy for its capability) from its
     ``op_start`` to its end.  Instantaneous power under the cap keeps every billing
-    window's mean under it too.  Events of one instant are applied together."""
+    window's mean under it too.  Events of one instant are applied together.
+
+    The cap is the effective one: a raise a supervisor approved (issue 17,
+    docs/energy.md) lifts it from the manager's ``cap_raised`` (to its ``cap_kw``)
+    until its ``cap_restored``."""
     assert spec.energy is not None and spec.energy.peak_cap_kw is not None
-    cap = spec.energy.peak_cap_kw
+    cap = base_cap = spec.energy.peak_cap_kw
     models = {m: s.power_model for m, s in spec.machines.items()}
     kw = {m: p.idle_kw for m, p in models.items()}
     out: list[str] = []
@@ -156,6 +160,9 @@ def cap_never_exceeded(evs: list[dict[str, Any]], spec: KpiSpec) -> list[str]:
         while i < n and evs[i]["t"] == t:
             e = evs[i]
             i += 1
+            if e["ev"] in ("cap_raised", "cap_restored"):     # the effective cap
+                cap = float(e["cap_kw"]) if e["ev"] == "cap_raised" else base_cap
+                continue
             m = e.get("machine")
             if m not in models:
                 continue

@@ -279,6 +279,18 @@ class EnergySettings(_Model):
         description="With a peak cap: machines start operations only under power leases from "
         "the energy manager, so the cell never draws more than the cap (docs/energy.md); "
         "false: the cap is only reported.")
+    # -- the cap escalation (issue 17, docs/energy.md "When the cap makes an order late") --
+    cap_lateness_escalate_s: float | None = Field(
+        default=None, ge=0, le=MAX_SECONDS,
+        description="With leases and a console: when the cap would make an order finish more "
+        "than this many seconds after its due date, the energy manager asks a supervisor "
+        "(raise the cap for a while, let it be late, or move other work); null: never asks.")
+    cap_escalate_priority: int = Field(default=2, ge=1, le=4,
+                                       description="Priority of that escalation (1 = highest).")
+    cap_raise_s: float = Field(
+        default=3600.0, gt=0, le=MAX_SECONDS,
+        description="How long an approved raise of the cap lasts, s: the manager grants "
+        "above the cap, as much as the late order needs, until then.")
     @field_validator("clock_at_start")
     @classmethod
     def _start(cls, v: str) -> str:

@@ -20,7 +20,13 @@ draws in setup, busy or waking up) as a **lease**:
   request cannot grant the lease again;
 * requests that do not fit wait in arrival order; when budget frees up, the
   first waiting requests that fit are granted (a small one may pass a large one
-  that does not fit yet — the cap is what matters, not strict turns).
+  that does not fit yet — the cap is what matters, not strict turns);
+* two supervisor decisions of the cap escalation (agents/energy/cap_escalation.py)
+  change the table: :meth:`PowerBudget.raise_by` lifts the budget above the cap
+  for a while (:meth:`PowerBudget.restore` lowers it again; leases granted above
+  it run out on their own), and :meth:`PowerBudget.put_first` makes an order's
+  requests go before every other waiting one — while one of them does not fit,
+  nobody else is granted, so the freed power accumulates for it.
 
 Granting only when ``in_use_kw + kw <= budget_kw`` keeps the cell's power under
 the cap at every instant, provided a machine never draws more than it leased:
@@ -35,7 +41,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["EPS_KW", "Lease", "PowerBudget", "lease_key"]
+__all__ = ["EPS_KW", "Lease", "PowerBudget", "lease_key", "order_of"]
 
 EPS_KW = 1e-9
 #: how many released keys are remembered (a duplicate older than this is long expired)
@@ -44,6 +50,11 @@ REMEMBER_RELEASED = 4096
 
 def lease_key(task: str, epoch: int, attempt: int = 0) -> str:
     return f"{task}@{epoch}#{attempt}"
+
+
+def order_of(task: str) -> str:
+    """The order a task belongs to: task ids are ``ORDER/...`` (agents/order/lots.py)."""
+    return task.partition("/")[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,8 @@ class PowerBudget:
             raise ValueError(f"the power budget is negative ({budget_kw} kW): the cap is below "
                              "the idle power of the machines")
         self.budget_kw = budget_kw
+        self.base_kw = budget_kw                    # the budget under the contracted cap
+        self.first: set[str] = set()                # orders whose requests go first
         self.leases: dict[str, Lease] = {}
         self.waiting: OrderedDict[str, _Waiting] = OrderedDict()
         self.released: OrderedDict[str, None] = OrderedDict()
@@ -126,10 +139,32 @@ class PowerBudget:
     def next_expiry_at(self) -> float | None:
         return min((lease.expires_at for lease in self.leases.values()), default=None)
 
-    def _grant_waiting(self, now: float) -> list[Lease]:
+    def raise_by(self, extra_kw: float, now: float, order: str = "") -> list[Lease]:
+        """An approved raise: ``extra_kw`` above the cap's budget; the leases it grants,
+        ``order``'s first (the raise is for it)."""
+        self.budget_kw = self.base_kw + max(0.0, extra_kw)
+        return self._grant_waiting(now, {order} if order else set())
+
+    def restore(self) -> None:
+        """The raise is over: no new lease above the cap (those granted run out)."""
+        self.budget_kw = self.base_kw
+
+    def put_first(self, order: str, now: float) -> list[Lease]:
+        """``order``'s requests (tasks ``order/...``) go before every other waiting one."""
+        self.first.add(order)
+        return self._grant_waiting(now)
+
+    def _grant_waiting(self, now: float, also_first: set[str] | None = None) -> list[Lease]:
         granted = []
         free = self.headroom_kw
-        for key, w in list(self.waiting.items()):
+        items = list(self.waiting.items())
+        first = self.first | also_first if also_first else self.first
+        if first:                                       # a supervisor's decision
+            ahead = [kw for kw in items if order_of(kw[1].task) in first]
+            items = ahead + [kw for kw in items if order_of(kw[1].task) not in first]
+        for key, w in items:
+            if first and order_of(w.task) in first and w.kw > free + EPS_KW:
+                break                                   # keep the freed power for it
             if w.kw <= free + EPS_KW:
                 del self.waiting[key]
                 lease = Lease(key, w.holder, w.task, w.epoch, w.kw, now + w.hold_s, w.attempt)

@@ -6,6 +6,12 @@ one timer, ``expiry``, at the earliest lease expiry so a lease nobody releases
 (a crashed machine, a lost release) is reclaimed on time.  It logs
 ``power_granted``, ``power_released`` and ``power_reclaimed``, which only a cell
 with a cap writes, so energy-blind event logs are unchanged.
+
+With ``cap_escalation`` (the cell's ``cap_lateness_escalate_s`` and a console),
+it also asks a supervisor when the cap would make an order late
+(:mod:`agents.energy.cap_escalation`) and applies the decision: a raise of the
+cap for a while (``cap_raised`` … ``cap_restored``, timer ``cap_raise_end``),
+the order's requests first, or nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from agents.base import Agent, Timing
+from agents.escalation.raiser import EscalationRaiser
 from agents.protocol.actions import Action, Log, Send, SetTimer
 from agents.protocol.messages import Message, PowerGrant, PowerRelease, PowerRequest
 
-from .budget import Lease, PowerBudget, lease_key
+from .budget import EPS_KW, Lease, PowerBudget, lease_key, order_of
+from .cap_escalation import CapEscalationPolicy, CapWatch
 
 __all__ = ["ENERGY_MANAGER_ID", "EnergyManagerAgent"]
 
@@ -30,13 +38,22 @@ class EnergyManagerAgent(Agent):
     role = "energy"
 
     def __init__(self, agent_id: str, *, timing: Timing, budget_kw: float,
-                 cap_kw: float, **kw: Any) -> None:
+                 cap_kw: float, cap_escalation: CapEscalationPolicy | None = None,
+                 due_at: dict[str, float] | None = None, **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, **kw)
         self.cap_kw = cap_kw
         self.budget = PowerBudget(budget_kw)
         self.convs: dict[str, str] = {}          # lease key -> conversation of the request
         self._expiry_at: float | None = None     # when the armed ``expiry`` timer fires
         self.ignored = 0
+        # the cap escalation (None: never asks); escalations are about orders
+        self.watch = (None if cap_escalation is None
+                      else CapWatch(cap_escalation, dict(due_at or {})))
+        self.raiser: EscalationRaiser[str] = EscalationRaiser(
+            agent_id, cap_escalation.console if cap_escalation else "console", timing.retry_s,
+            "cap_escalation:{}")
+        self.raise_until: float | None = None    # an approved raise lasts until then
+        self.restoring = False                   # the raise is over, leases above it still run
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         body = msg.body
@@ -47,7 +64,7 @@ class EnergyManagerAgent(Agent):
                                         body.hold_s, now, body.attempt)
             self.convs.setdefault(key, msg.conv)
             if lease is None:
-                return []
+                return self._check_late(msg, body, key, now)
             if lease.holder != msg.sender:      # another machine's task id: not its lease
                 self.ignored += 1
                 return []
@@ -64,13 +81,18 @@ class EnergyManagerAgent(Agent):
             if lease is not None:
                 out.append(Log("power_released", {"agent": self.id, "machine": lease.holder,
                                                   "task": lease.task, "kw": lease.kw}))
-            return out + self._granted(granted, now)
+            return out + self._granted(granted, now) + self._maybe_restored()
+        decision = self.raiser.decision_in(msg)
+        if decision is not None:
+            return self._on_decision(decision.escalation, decision.option, decision.user, now)
         self.ignored += 1
         return []
 
     def on_timer(self, key: str, now: float) -> list[Action]:
+        if key == "cap_raise_end":
+            return self._raise_over(now)
         if key != "expiry":
-            return []
+            return self.raiser.on_timer(key, now)
         self._expiry_at = None
         gone, granted = self.budget.expire(now)
         out: list[Action] = []
@@ -78,11 +100,75 @@ class EnergyManagerAgent(Agent):
             self.convs.pop(lease.key, None)
             out.append(Log("power_reclaimed", {"agent": self.id, "machine": lease.holder,
                                                "task": lease.task, "kw": lease.kw}))
-        return out + self._granted(granted, now)
+        return out + self._granted(granted, now) + self._maybe_restored()
+
+    # -- the cap escalation ----------------------------------------------------------------
+    def _check_late(self, msg: Message, body: PowerRequest, key: str,
+                    now: float) -> list[Action]:
+        """A request the cap holds back: escalate if it makes its order too late."""
+        if self.watch is None or key not in self.budget.waiting:
+            return []
+        order = order_of(body.task)
+        late = self.watch.check(order, msg.sender, max(0.0, body.kw), body.hold_s,
+                                self.budget, now)
+        if late is None:
+            return []
+        esc = self.raiser.next_id()
+        esc_body = self.watch.escalation(esc, order, body.task, max(0.0, body.kw), *late,
+                                         self.budget, self.cap_kw, now)
+        return self.raiser.raise_(esc_body, order, now) + [
+            Log("escalate", {"agent": self.id, "escalation": esc, "cause": esc_body.cause,
+                             "order": order, "task": body.task,
+                             "late_by_s": round(late[1], 6)})]
+
+    def _on_decision(self, escalation: str, option: str, user: str,
+                     now: float) -> list[Action]:
+        raised, out = self.raiser.decided(escalation)
+        if raised is None:                       # unknown, decided or cleared already
+            self.ignored += 1
+            return []
+        order = raised.about
+        out.append(Log("decision_applied", {"agent": self.id, "escalation": escalation,
+                                            "option": option, "user": user}))
+        if option == "raise_cap":
+            assert self.watch is not None            # only a watching manager raises
+            need = sum(w.kw for w in self.budget.waiting.values() if order_of(w.task) == order)
+            extra = (self.budget.budget_kw - self.budget.base_kw
+                     + max(0.0, need - self.budget.headroom_kw))
+            until = max(self.raise_until or now, now + self.watch.policy.raise_s)
+            self.raise_until, self.restoring = until, False
+            granted = self.budget.raise_by(extra, now, order)
+            out.append(Log("cap_raised", {"agent": self.id, "escalation": escalation,
+                                          "order": order, "user": user,
+                                          "extra_kw": round(extra, 9),
+                                          "cap_kw": round(self.cap_kw + extra, 9),
+                                          "until": until}))
+            out.append(SetTimer("cap_raise_end", until))
+            return out + self._granted(granted, now)
+        if option == "move_other_work":
+            return out + self._granted(self.budget.put_first(order, now), now)
+        return out                               # let_late: the cap holds, the order is late
+
+    def _raise_over(self, now: float) -> list[Action]:
+        if self.raise_until is None or now < self.raise_until:
+            return []
+        self.raise_until = None
+        self.budget.restore()
+        self.restoring = True
+        return self._maybe_restored()
+
+    def _maybe_restored(self) -> list[Action]:
+        """Once the raise is over and the leases in use fit under the cap, the cap is back."""
+        if not self.restoring or self.budget.in_use_kw > self.budget.base_kw + EPS_KW:
+            return []
+        self.restoring = False
+        return [Log("cap_restored", {"agent": self.id, "cap_kw": self.cap_kw})]
 
     def _granted(self, leases: list[Lease], now: float, log: bool = True) -> list[Action]:
         out: list[Action] = []
         for lease in leases:
+            if self.raiser.open:                 # granted before anyone decided
+                out += self._cleared(order_of(lease.task))
             if log:
                 out.append(Log("power_granted", {
                     "agent": self.id, "machine": lease.holder, "task": lease.task,
@@ -95,4 +181,10 @@ class EnergyManagerAgent(Agent):
         if nxt is not None and (self._expiry_at is None or nxt < self._expiry_at):
             self._expiry_at = nxt
             out.append(SetTimer("expiry", nxt))
+        return out
+
+    def _cleared(self, order: str) -> list[Action]:
+        out: list[Action] = []
+        for esc in [e for e, r in self.raiser.open.items() if r.about == order]:
+            out += self.raiser.clear(esc, "power granted under the cap")
         return out

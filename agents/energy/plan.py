@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agents.cell.energy import PowerDraw
+from agents.escalation.policy import OFF, EscalationPolicy
 
+from .cap_escalation import CapEscalationPolicy
 from .client import PowerNeeds
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
 
-__all__ = ["budget_kw", "cap_enforced", "cap_problem", "needs_of", "wake_kw"]
+__all__ = ["budget_kw", "cap_enforced", "cap_escalation_of", "cap_problem", "needs_of", "wake_kw"]
 
 HOUR_S = 3600.0
 
@@ -43,6 +45,21 @@ def needs_of(draw: PowerDraw, capabilities: Iterable[str], grace_s: float) -> Po
 def cap_enforced(cfg: CellConfig) -> bool:
     e = cfg.energy
     return e is not None and e.peak_cap_kw is not None and e.cap_leases
+
+
+def cap_escalation_of(cfg: CellConfig, escalation: EscalationPolicy, grace_s: float = 0.0
+                      ) -> CapEscalationPolicy | None:
+    """The cap escalation, or None: off unless the cap is enforced, the cell sets
+    ``cap_lateness_escalate_s`` and the run has a console to escalate to (a policy other
+    than :data:`agents.escalation.policy.OFF`, which drivers without a console pass)."""
+    e = cfg.energy
+    if (not cap_enforced(cfg) or e is None or e.cap_lateness_escalate_s is None
+            or escalation is OFF):
+        return None
+    slack = {m.id: needs_of(m.power_kw, m.capabilities, grace_s).wake_s + grace_s
+             for m in cfg.machines}         # a lease's hold beyond its operation
+    return CapEscalationPolicy(e.cap_lateness_escalate_s, e.cap_escalate_priority,
+                               e.cap_raise_s, escalation.console, slack)
 
 
 def budget_kw(cfg: CellConfig) -> float:
