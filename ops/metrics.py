@@ -294,9 +294,7 @@ def energy_families(power: Mapping[str, float], k: Mapping[str, Any],
 def maintenance_families(controller: Any, now: float) -> Iterator[Metric]:
     """Health, remaining life, planned windows and part stock of a cell with wearing
     machines, read from its maintenance policy at scrape time (docs/maintenance.md);
-    nothing at all for a cell without one."""
-    if controller is None:
-        return
+    families without samples (absent series) for a cell without one."""
     from sim_bridge.maintenance.metrics import families
     yield from families(controller, now)
 

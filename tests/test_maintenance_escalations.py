@@ -116,4 +116,5 @@ def test_the_health_gauges_read_the_policy_at_scrape_time(mispredicted: Any) -> 
 
 def test_a_cell_without_a_maintenance_policy_exports_no_health_gauges() -> None:
     from ops.metrics import maintenance_families
-    assert list(maintenance_families(None, 0.0)) == []
+    fams = list(maintenance_families(None, 0.0))
+    assert fams and all(not f.samples for f in fams)

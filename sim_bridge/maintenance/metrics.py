@@ -24,7 +24,9 @@ __all__ = ["families"]
 
 
 def families(controller: Any, now: float) -> Iterator[Metric]:
-    """The health row of the dashboard (ops/grafana/autocell.json) for one controller."""
+    """The health row of the dashboard (ops/grafana/autocell.json) for one controller
+    (``None``: the families without a sample, like the energy gauges of a cell without an
+    energy section)."""
     health = GaugeMetricFamily("autocell_machine_health_index",
                                "Per machine: the estimator's health index, 1 = as new, "
                                "0 = at its failure level", labels=["machine"])
@@ -44,6 +46,9 @@ def families(controller: Any, now: float) -> Iterator[Metric]:
     escalations = GaugeMetricFamily("autocell_maintenance_escalations",
                                     "Maintenance escalations raised so far, by cause",
                                     labels=["cause"])
+    if controller is None:          # no degradation or no policy: every series absent
+        yield from (health, rul, window, planned, stock, on_order, escalations)
+        return
     n_planned = 0
     for mid in sorted(controller.machines):
         pm = controller.machines[mid]
