@@ -118,3 +118,29 @@ def test_a_cell_without_a_maintenance_policy_exports_no_health_gauges() -> None:
     from ops.metrics import maintenance_families
     fams = list(maintenance_families(None, 0.0))
     assert fams and all(not f.samples for f in fams)
+
+
+def test_autocell_run_plays_the_scenario_under_a_maintenance_policy(tmp_path: Path) -> None:
+    from ops.cli import main
+    cell = str(Path(__file__).resolve().parents[1] / "cell_configs" /
+               "demo_cell_maintenance.yaml")
+    out = tmp_path / "r.json"
+    assert main(["run", cell, "--faults", str(SCENARIO), "--maintenance-policy", "predictive",
+                 "--quiet", "--report", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["prediction_misses"] >= 1 and all(rep["invariants"].values())
+    plain = tmp_path / "p.json"
+    assert main(["run", cell, "--faults", str(SCENARIO), "--quiet", "--report", str(plain)]) == 0
+    assert "prediction_misses" not in json.loads(plain.read_text())   # no policy: as before
+
+
+def test_the_prior_models_from_the_cell_file_have_the_configured_mean_life() -> None:
+    from ops.maintenance import models_from_cell
+    cfg = demo_cell()
+    models = models_from_cell(cfg)
+    for m in cfg.machines:
+        if m.degradation is None:
+            assert m.id not in models
+            continue
+        k, lam = models[m.id].weibull_shape, models[m.id].weibull_scale_s
+        assert lam * math.gamma(1 + 1 / k) == pytest.approx(m.degradation.mttf_s)
