@@ -144,3 +144,17 @@ def test_the_prior_models_from_the_cell_file_have_the_configured_mean_life() -> 
             continue
         k, lam = models[m.id].weibull_shape, models[m.id].weibull_scale_s
         assert lam * math.gamma(1 + 1 / k) == pytest.approx(m.degradation.mttf_s)
+
+
+def test_the_run_registry_exports_the_health_row_of_a_maintained_cell() -> None:
+    from ops.run import virtual_metrics
+    cfg = with_orders(demo_cell(), 1, 0.5)
+    cell = VirtualCell(cfg, seed=1)
+    metrics = virtual_metrics(cell)
+    attach(cell, "predictive", _models())
+    cell.run(until=900.0)
+    got = {f.name: f.samples for f in metrics.registry.collect()}
+    assert {s.labels["machine"] for s in got["autocell_machine_health_index"]} == {
+        "mill1", "mill2", "lathe1"}
+    assert {s.labels["part"] for s in got["autocell_part_stock"]} == {
+        "spindle_bearing", "chuck_bearing"}
