@@ -648,6 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "decide escalations in the console (default: as fast as possible)")
     sp.add_argument("--decision-log", metavar="FILE.jsonl", type=output_file,
                     help="record every decision in a signed decision log (docs/flight-recorder.md)")
+    sp.add_argument("--maintenance-policy", metavar="POLICY", default=None,
+                    choices=("run_to_failure", "preventive", "condition_based", "predictive"),
+                    help="maintain the wearing machines by this policy (docs/maintenance.md)")
+    sp.add_argument("--maintenance-model", metavar="MODEL", default=None,
+                    help="health models from `autocell maintenance fit` (default: the cell "
+                         "file's figures)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("experiment", help="a sweep of virtual-time runs on Ray: configs x "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from agents.maintenance.rul import HealthModel
 from agents.maintenance.training import fit_events
 from security.errors import ConfigurationError
 
-__all__ = ["add_parsers", "load_models", "read_events"]
+__all__ = ["add_parsers", "attach_to_run", "load_models", "models_from_cell", "read_events"]
 
 
 def _number(text: str) -> Any:
@@ -52,6 +53,51 @@ def load_models(path: Path) -> dict[str, HealthModel]:
     """The per-machine models of a file written by ``maintenance fit``."""
     data = json.loads(path.read_text(encoding="utf-8"))
     return {m: HealthModel.from_json(d) for m, d in data["machines"].items()}
+
+
+def models_from_cell(cfg: Any) -> dict[str, HealthModel]:
+    """A prior model per wearing machine from its ``degradation:`` block alone — the maker's
+    figures a plant has before any history: the sensor channels as configured, and a Weibull
+    life with the configured mean whose spread is the wear's and the threshold's together
+    (shape ``cv**-1.086``, Justus' approximation)."""
+    from agents.maintenance.rul import Channel
+
+    out: dict[str, HealthModel] = {}
+    for m in cfg.machines:
+        d = m.degradation
+        if d is None:
+            continue
+        cv = math.hypot(d.wear_cv, d.threshold_cv)      # the life spreads as the wear does
+        shape = max(1.5, cv ** -1.086)
+        out[m.id] = HealthModel(
+            channels={name: Channel(ch.idle, ch.busy, ch.per_wear, ch.noise)
+                      for name, ch in (("vibration_mm_s", d.vibration_mm_s),
+                                       ("temperature_c", d.temperature_c))},
+            weibull_shape=shape, weibull_scale_s=d.mttf_s / math.gamma(1.0 + 1.0 / shape),
+            meta={"source": "cell file"})
+    return out
+
+
+def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:
+    """``autocell run --maintenance-policy``: the policy over the cell's wearing machines,
+    its estimators started from MODEL (``maintenance fit``) or else from the cell file's
+    figures (:func:`models_from_cell`); its gauges on ``--metrics-port``, its escalations
+    in the report (docs/maintenance.md)."""
+    from sim_bridge.maintenance.policies import attach
+
+    if not any(m.degradation is not None for m in cell.cfg.machines):
+        raise ConfigurationError("--maintenance-policy: the cell has no machine with a "
+                                 "degradation block (docs/maintenance.md)")
+    models = models_from_cell(cell.cfg)
+    if model:
+        try:
+            models.update(load_models(Path(model)))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigurationError(f"--maintenance-model {model}: {exc}") from None
+    try:
+        return attach(cell, policy, models)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

@@ -238,6 +238,8 @@ class ProcessMetrics:
                 power = self._tracker.meter.power_now(t)
             yield from kpi_families(k)
             yield from energy_families(power, k, spec)
+            yield from maintenance_families(getattr(getattr(plant, "backend", None),
+                                                    "maintenance", None), t)
         self.registry.register(_Collect(collect))
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
@@ -287,6 +289,14 @@ def energy_families(power: Mapping[str, float], k: Mapping[str, Any],
     if spec.energy is not None and spec.energy.peak_cap_kw is not None:
         head.add_metric([], spec.energy.peak_cap_kw - cell_kw)
     yield head
+
+
+def maintenance_families(controller: Any, now: float) -> Iterator[Metric]:
+    """Health, remaining life, planned windows and part stock of a cell with wearing
+    machines, read from its maintenance policy at scrape time (docs/maintenance.md);
+    families without samples (absent series) for a cell without one."""
+    from sim_bridge.maintenance.metrics import families
+    yield from families(controller, now)
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:

@@ -113,6 +113,9 @@ def execute(args: Any) -> int:
                                  "new file")
     cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults,
                        escalations_db=db or ":memory:")
+    if getattr(args, "maintenance_policy", None):
+        from ops.maintenance import attach_to_run
+        attach_to_run(cell, args.maintenance_policy, args.maintenance_model)
     log_path = getattr(args, "decision_log", None)
     log_file, recorder = None, None
     if log_path:

@@ -92,6 +92,7 @@ class EmbeddedBackend:
                 env.process(self._sensor(m))
         # machines with a degradation block wear, fail and report their own readings
         self.degrading: dict[str, DegradingMachine] = attach(self, seed)
+        self.maintenance: Any = None    # a maintenance policy's controller, once attached
 
     # -- commands (the fence has passed them) -------------------------------------------------
     def running(self) -> dict[str, str]:

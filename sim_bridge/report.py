@@ -9,6 +9,7 @@ from agents.cell.specs import KpiSpec
 
 from .invariants import check_all, open_escalations, parse
 from .kpis import compute as compute_kpis
+from .maintenance.escalations import figures as maintenance_escalations
 from .virtual import VirtualCell
 
 
@@ -230,6 +231,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
             evs, healing["faults_total"],
             sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] != "ok"),
             cell.cfg.escalation.flood.window_s),
+        **maintenance_escalations(evs),     # only with a maintenance policy attached
         "utilisation": {m: round(b / makespan, 6) if makespan else 0.0
                         for m, b in sorted(busy.items())},
         "kpis": production["kpis"],

@@ -38,11 +38,13 @@ __all__ = ["METRICS", "add_bench_parser", "demo_cell", "large_cell", "run", "run
 DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell_maintenance.yaml"
 METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "tardiness",
            "downtime_planned", "downtime_unplanned", "technician_utilisation", "stock_outs",
-           "total_cost")
+           "total_cost", "escalations", "prediction_misses")
 UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
          "downtime_planned": "machine-hours", "downtime_unplanned": "machine-hours",
          "technician_utilisation": "fraction of crew time on jobs",
-         "total_cost": "downtime + technicians + parts + tardiness penalty, cell currency"}
+         "total_cost": "downtime + technicians + parts + tardiness penalty, cell currency",
+         "escalations": "maintenance escalations raised (docs/maintenance.md)",
+         "prediction_misses": "failures before the 5 % quantile of the predicted life"}
 BASELINES = ("run_to_failure", "preventive", "condition_based")
 _T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
@@ -151,6 +153,8 @@ def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthMo
         "total_cost": ((planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h
                        + ws.technician_cost + ws.parts_cost
                        + tardy_s / 3600.0 * costs.tardiness_per_h),
+        "escalations": float(len(ctl.escalations)),
+        "prediction_misses": float(sum(e["ev"] == "prediction_miss" for e in evs)),
     }
     return figures, rep
 

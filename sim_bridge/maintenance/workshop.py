@@ -61,6 +61,7 @@ class _Shelf:
         self.items: simpy.Store = simpy.Store(env)
         self.serial = 0
         self.on_order = 0
+        self.deliveries: list[float] = []     # when each open supplier order arrives
         for _ in range(self.rule.stock):
             self._add()
 
@@ -84,12 +85,14 @@ class _Shelf:
             return
         qty = self.rule.order_qty
         self.on_order += qty
+        self.deliveries.append(self.env.now + self.rule.lead_time_s)
         self.stats.orders_placed += 1
         self.record("part_ordered", part=self.name, qty=qty,
                     due_at=round(self.env.now + self.rule.lead_time_s, 6))
 
         def deliver(_: Any) -> None:
             self.on_order -= qty
+            self.deliveries.pop(0)            # same lead time for all: first in, first out
             for _k in range(qty):
                 self._add()
             self.record("part_delivered", part=self.name, qty=qty)
