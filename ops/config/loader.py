@@ -578,34 +578,11 @@ def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellCo
     return message
 
 
-def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
-    """Field names of the model found at ``loc`` in the ``root`` model's tree, if any."""
+def _annotation_at(loc: Loc, root: type[BaseModel] = CellConfig) -> Any:
+    """The annotation (model, list, mapping …) found by walking ``loc`` down the ``root``
+    model's tree; None where the path leaves the models."""
     annotation: Any = root
     for part in loc:
-        annotation = _model_member(_unwrap(annotation))
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = annotation.model_fields.get(part) if isinstance(part, str) else None
-            if field is None:
-                return []
-            annotation = field.annotation
-        elif typing.get_origin(annotation) is list and isinstance(part, int):
-            annotation = typing.get_args(annotation)[0]
-        elif typing.get_origin(annotation) is dict:
-            annotation = typing.get_args(annotation)[1]
-        else:
-            return []
-    annotation = _model_member(_unwrap(annotation))
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [field.alias or name for name, field in annotation.model_fields.items()]
-    return []
-
-
-def _field_at(loc: Loc, root: type[BaseModel] = CellConfig) -> FieldInfo | None:
-    """The model field ``loc`` ends at (``machines[0].power_kw`` -> Machine.power_kw)."""
-    if not loc or not isinstance(loc[-1], str):
-        return None
-    annotation: Any = root
-    for part in loc[:-1]:
         annotation = _model_member(_unwrap(annotation))
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             field = annotation.model_fields.get(part) if isinstance(part, str) else None
@@ -618,7 +595,22 @@ def _field_at(loc: Loc, root: type[BaseModel] = CellConfig) -> FieldInfo | None:
             annotation = typing.get_args(annotation)[1]
         else:
             return None
-    model = _model_member(_unwrap(annotation))
+    return _model_member(_unwrap(annotation))
+
+
+def _allowed_keys(loc: Loc, root: type[BaseModel] = CellConfig) -> list[str]:
+    """Field names of the model found at ``loc`` in the ``root`` model's tree, if any."""
+    model = _annotation_at(loc, root)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [field.alias or name for name, field in model.model_fields.items()]
+    return []
+
+
+def _field_at(loc: Loc, root: type[BaseModel] = CellConfig) -> FieldInfo | None:
+    """The model field ``loc`` ends at (``machines[0].power_kw`` -> Machine.power_kw)."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    model = _annotation_at(loc[:-1], root)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return next((f for name, f in model.model_fields.items()
                      if (f.alias or name) == loc[-1]), None)

@@ -39,6 +39,7 @@ __all__ = [
     "UNACKNOWLEDGED_STATES",
     "EscalationBackend",
     "FakeEscalation",
+    "fact",
     "IllegalAction",
     "InMemoryBackend",
     "EscalationNotFound",
@@ -315,3 +316,12 @@ def demo_backend(clock: Callable[[], float] = time.time) -> InMemoryBackend:
                  "recent_events": ["rejected bad_signature from 'mill-3' x19",
                                    "rejected replay from 'mill-3' x8"]})
     return b
+
+
+def fact(key: str, value: Any) -> str:
+    """One context fact for people: ``key words: value`` (floats short, lists joined)."""
+    if isinstance(value, float):
+        value = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        value = ", ".join(map(str, value)) or "—"
+    return f"{key.replace('_', ' ')}: {value}"

@@ -44,7 +44,7 @@ from typing import Any
 
 from agents.escalation.lifecycle import EscalationError, Record
 from agents.escalation.store import EscalationStore, UnknownEscalation
-from ops.console.backend import EscalationNotFound, IllegalAction
+from ops.console.backend import EscalationNotFound, IllegalAction, fact
 from security.errors import DamagedState
 
 __all__ = ["StoreBackend", "shown"]
@@ -52,19 +52,11 @@ __all__ = ["StoreBackend", "shown"]
 Listener = Callable[[str | None], None]
 
 
-def _fact(key: str, value: Any) -> str:
-    if isinstance(value, float):
-        value = f"{value:g}"
-    elif isinstance(value, (list, tuple)):
-        value = ", ".join(map(str, value)) or "—"
-    return f"{key.replace('_', ' ')}: {value}"
-
-
 def shown(rec: Record) -> dict[str, Any]:
     """A store record as the console's screens read it (see :mod:`ops.console.views`)."""
     data = rec.to_json()
     context = dict(rec.context)
-    context["facts"] = [_fact(k, v) for k, v in sorted(context.items())
+    context["facts"] = [fact(k, v) for k, v in sorted(context.items())
                         if k != "recent_events"]
     context.setdefault("order", rec.order)
     context.setdefault("resource", rec.resource)

@@ -32,7 +32,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from ops.console.backend import ACTIVE_STATES, STATES, UNACKNOWLEDGED_STATES
+from ops.console.backend import ACTIVE_STATES, STATES, UNACKNOWLEDGED_STATES, fact
 from ops.console.wording import describe, equipment
 
 __all__ = ["FLOOD_COUNT", "FLOOD_WINDOW_S", "MIN_STALE_S", "STALE_INTERVALS", "EscalationView",
@@ -127,14 +127,6 @@ def _event_text(e: Any) -> str:
     return str(e)
 
 
-def _fact(key: str, value: Any) -> str:
-    if isinstance(value, float):
-        value = f"{value:g}"
-    elif isinstance(value, (list, tuple)):
-        value = ", ".join(map(str, value)) or "—"
-    return f"{key.replace('_', ' ')}: {value}"
-
-
 def view(obj: Any) -> EscalationView:
     """One escalation as the screens need it, whatever object the store returns."""
     context = _field(obj, "context", {}) or {}
@@ -153,7 +145,7 @@ def view(obj: Any) -> EscalationView:
     consequence = str(_field(obj, "consequence", ""))
     title, sentence = describe(cause, consequence, order, resource, context)
     facts = tuple(str(f) for f in (context.get("facts") or ())) or tuple(
-        _fact(k, v) for k, v in sorted(context.items())
+        fact(k, v) for k, v in sorted(context.items())
         if k not in ("recent_events", "order", "resource", "facts"))
     try:
         initial = int(_field(obj, "initial_priority", 0) or priority)
