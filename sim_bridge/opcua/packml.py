@@ -79,6 +79,8 @@ ACTIVE = frozenset({"Starting", "Execute", "Completing", "Holding", "Held", "Unh
 STOPPED = frozenset({"Stopping", "Stopped", "Clearing"})
 ABORTING = frozenset({"Aborting", "Aborted"})
 HELD = frozenset({"Holding", "Held", "Unholding"})
+#: ExecuteState states that end by themselves soon (a Start waits for them to pass).
+TRANSIENT = frozenset({"Resetting", "Starting", "Completing"})
 SETTLE_S = 10.0               # how long a recovery waits for each acting state to finish
 POLL_S = 0.02
 
@@ -133,6 +135,7 @@ class PackMLProfile:
         self.recovering = False
         self.abort_seen = False                     # ... and the notifications showed it
         self.adopting: str | None = None
+        self.complete_news = False                  # a Complete notified since the last Start
 
     @property
     def readings(self) -> Mapping[str, Node]:
@@ -202,6 +205,8 @@ class PackMLProfile:
             elif key == "machine" and before in STOPPED and self.state[key] == "Running" \
                     and self.state["execute"] not in ("Resetting", "Idle"):
                 self.state["execute"] = "Resetting"
+            if key == "execute" and self.state[key] == "Complete":
+                self.complete_news = True
             if key == "base" and self.state[key] in ABORTING and self.recovering:
                 self.abort_seen = True
             if key == "execute" and self.state[key] == "Idle" != before and self.abort_seen:
@@ -247,12 +252,34 @@ class PackMLProfile:
                          Value=float(args.get("duration_s", 0.0))))
         return ua.Variant(out, ua.VariantType.ExtensionObject, is_array=True)
 
+    async def _ready(self) -> None:
+        """Bring the unit to Idle before a Start, read afresh (the state machine is the
+        truth, not the notifications, which lag): an acting state ends by itself, a
+        ``Complete`` left over is reset (the job before has ended: the gateway starts only
+        on a free machine, and the retentive counter still tells an orphan's end).  Any
+        other state is not the gateway's to change: the Start is refused and handed back."""
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            execute = await self._now("execute")
+            if execute == "Complete":
+                if await self._now("base") != "Cleared" or await self._now("machine") != "Running":
+                    return
+                try:
+                    await self._call("reset_complete")
+                except ua.UaStatusCodeError:
+                    pass                  # moved on meanwhile: read it again
+            elif execute not in TRANSIENT:
+                return
+            await asyncio.sleep(POLL_S)
+
     async def start(self, jid: str, args: Mapping[str, Any]) -> str | None:
-        if await self._now("execute") == "Resetting":   # a reset in progress ends by itself
-            await self._await("execute", "Idle")
+        await self._ready()
         baseline = (_count(await self.nodes["processed"].read_value()),
                     _count(await self.nodes["defective"].read_value())
                     if "defective" in self.nodes else 0)
+        # a Complete notified before this Start is the job before's, however late the news
+        # of this job's id arrives beside it
+        self.complete_news = False
         await self._call("start", self._parameters(jid, args))    # a Bad status raises
         # the unit took a new job, so it was idle: an earlier job the counter has counted
         # ended, one it has not never will
@@ -319,7 +346,7 @@ class PackMLProfile:
                 out[jid] = ENDED
             elif self.loaded != jid:
                 continue                  # the unit no longer knows it (a restart)
-            elif s["execute"] == "Complete" and s["machine"] == "Running":
+            elif s["execute"] == "Complete" and s["machine"] == "Running" and self.complete_news:
                 out[jid] = ENDED
             elif s["base"] in ABORTING or s["machine"] in STOPPED:
                 out[jid] = ABORTED
