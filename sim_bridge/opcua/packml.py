@@ -16,11 +16,18 @@ cycle is one operation:
   unit keeps them in ``Status/Parameter`` while the job is its own, and
   refuses (a Bad status) a Start in any other state than Idle and a Start
   whose job id it has run: the machine is the last fence
-  (``refuses_duplicates``).
+  (``refuses_duplicates``).  So a Start first brings the unit to Idle, read
+  afresh (the state machine is the truth, the notifications lag): it waits
+  for an acting state (Resetting, Starting, Completing) to end and Resets a
+  ``Complete`` left over; any other state is not the gateway's to change and
+  the unit refuses the Start.
 * **End.** ``Complete`` (with the job's id in ``Status/Parameter``), or
   ``Admin/ProdProcessedCount`` (the sum of its ``AccCount``) above the value
   read before the start, ends the job: ``operation_done``, scrap when
-  ``Admin/ProdDefectiveCount`` moved too.  The gateway then calls
+  ``Admin/ProdDefectiveCount`` moved too.  Only a ``Complete`` notified
+  after the Start counts: back-to-back jobs pass Complete, Resetting, Idle,
+  Starting within one publishing interval, the news arrives item by item,
+  and the next job's id may arrive beside the job before's ``Complete``.  The gateway then calls
   ``ExecuteState/Reset`` (Complete → Resetting → Idle), ready for the next.
   The counters are what a reconnect reads: a job that completed while the
   link was down — and was perhaps reset since by an operator — is still
