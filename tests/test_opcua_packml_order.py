@@ -80,6 +80,10 @@ def test_the_next_jobs_id_beside_the_job_befores_complete_is_not_its_end() -> No
     # the new job's id arrives before the execute state's news: Complete is stale
     p._set("parameter", descriptor("o1@1"))
     assert p._states() == {}
+    # the job before's Complete notified after the Start (its end seen first on the
+    # counter) is not this job's end either
+    p._set("execute", "Complete")
+    assert p._states() == {}
     p._set("execute", "Starting")
     p._set("execute", "Complete")
     assert p._states() == {"o1@1": ENDED}

@@ -25,9 +25,12 @@ cycle is one operation:
   ``Admin/ProdProcessedCount`` (the sum of its ``AccCount``) above the value
   read before the start, ends the job: ``operation_done``, scrap when
   ``Admin/ProdDefectiveCount`` moved too.  Only a ``Complete`` notified
-  after the Start counts: back-to-back jobs pass Complete, Resetting, Idle,
-  Starting within one publishing interval, the news arrives item by item,
-  and the next job's id may arrive beside the job before's ``Complete``.  The gateway then calls
+  after the Start *and* after a notified state other than Complete counts:
+  back-to-back jobs pass Complete, Resetting, Idle, Starting within one
+  publishing interval, the news arrives item by item (the job before's end
+  may be seen on the counter before its ``Complete`` arrives), and the next
+  job's id may arrive beside the job before's ``Complete``.  A Complete
+  collapsed into Complete in one interval is still seen on the counter.  The gateway then calls
   ``ExecuteState/Reset`` (Complete → Resetting → Idle), ready for the next.
   The counters are what a reconnect reads: a job that completed while the
   link was down — and was perhaps reset since by an operator — is still
@@ -142,7 +145,10 @@ class PackMLProfile:
         self.recovering = False
         self.abort_seen = False                     # ... and the notifications showed it
         self.adopting: str | None = None
-        self.complete_news = False                  # a Complete notified since the last Start
+        # since the last Start: the execute state notified other than Complete (the unit
+        # left the job before's Complete), then Complete (this job's)
+        self.left_complete = False
+        self.complete_news = False
 
     @property
     def readings(self) -> Mapping[str, Node]:
@@ -212,7 +218,9 @@ class PackMLProfile:
             elif key == "machine" and before in STOPPED and self.state[key] == "Running" \
                     and self.state["execute"] not in ("Resetting", "Idle"):
                 self.state["execute"] = "Resetting"
-            if key == "execute" and self.state[key] == "Complete":
+            if key == "execute" and self.state[key] != "Complete":
+                self.left_complete = True
+            elif key == "execute" and self.left_complete:
                 self.complete_news = True
             if key == "base" and self.state[key] in ABORTING and self.recovering:
                 self.abort_seen = True
@@ -230,6 +238,9 @@ class PackMLProfile:
         for key in ("base", "machine", "execute", "parameter", "processed", "defective"):
             if key in self.nodes:
                 self._set(key, await self.nodes[key].read_value())
+        # read afresh, under the machine's lock (no Start in flight): a Complete beside the
+        # job id read after it is that job's end
+        self.complete_news = self.state["execute"] == "Complete"
 
     async def _call(self, method: str, *args: ua.Variant) -> None:
         await self.parents[method].call_method(self.nodes[method].nodeid, *args)
@@ -284,9 +295,10 @@ class PackMLProfile:
         baseline = (_count(await self.nodes["processed"].read_value()),
                     _count(await self.nodes["defective"].read_value())
                     if "defective" in self.nodes else 0)
-        # a Complete notified before this Start is the job before's, however late the news
-        # of this job's id arrives beside it
-        self.complete_news = False
+        # a Complete notified before this Start, or after it but before the unit is seen
+        # leaving Complete, is the job before's (its end may have been seen first on the
+        # counter), however late the news of this job's id arrives beside it
+        self.left_complete = self.complete_news = False
         await self._call("start", self._parameters(jid, args))    # a Bad status raises
         # the unit took a new job, so it was idle: an earlier job the counter has counted
         # ended, one it has not never will
