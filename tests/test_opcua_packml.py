@@ -100,6 +100,38 @@ def test_a_packml_job_runs_once_the_unit_is_reset_and_refuses_its_id_again(
     assert executions(emu, "refused") == {"o1/0@1": 1}
 
 
+def test_back_to_back_jobs_on_one_unit_each_start_in_idle_none_refused(
+        tmp_path: Path) -> None:
+    """Zero-length jobs, each started the moment the one before is reported done (as the
+    agents and ``bench plant --profile packml`` do).  The unit passes Complete, Resetting,
+    Idle, Starting, Completing, Complete within a publishing interval, so the notifications
+    lag and arrive item by item: the next job's id beside the job before's ``Complete`` is
+    not its end (it once was, the unit was left Complete and refused every next Start until
+    the gateway escalated), and a Start waits for the unit's Idle, read afresh."""
+    pki = OpcUaPki(tmp_path / "keys" / "opcua")
+    emu, endpoint = packml_server(tmp_path, pki)
+    rounds = 40
+    try:
+        async def scenario() -> None:
+            async with running(packml(endpoint, pki)) as rig:
+                for r in range(rounds):
+                    task = f"o{r}/0"
+                    rig.start("P1", task, epoch=1, duration_s=0.0)
+                    await until(f"the end of {task}", lambda t=task: rig.seen(  # type: ignore[misc]
+                        "operation_done", t) or rig.seen("command_refused", t), poll_s=0.001)
+                    assert not rig.seen("command_refused"), rig.recorded("opcua_refused")
+                await until("the last Reset", lambda: states(rig)[2] == "Idle")
+                assert not rig.seen("fault")
+
+        asyncio.run(scenario())
+    finally:
+        emu.stop()
+    every = {f"o{r}/0@1": 1 for r in range(rounds)}
+    assert executions(emu, "started") == every
+    assert executions(emu) == every               # each ended, none refused nor aborted
+    assert executions(emu, "refused") == {}
+
+
 def test_an_abort_stops_the_job_and_the_gateway_brings_the_unit_back_to_idle(
         tmp_path: Path) -> None:
     pki = OpcUaPki(tmp_path / "keys" / "opcua")

@@ -7,7 +7,8 @@ holds (the supervisor checks them on the gateway's event log), and each
 server's **own job log** shows no operation executed twice.  Once with all
 five machines on node-opcua, once with two on asyncua's server and three
 simulated (hardware in the loop), once with two as PackML units (profile
-``packml``) on node-opcua and three simulated.
+``packml``) on node-opcua and three simulated, and once with ``up --ray`` (the
+gateway a Ray actor) and two machines on node-opcua.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def plant_events(state: Path) -> list[dict[str, Any]]:
 
 def _run(tmp_path: Path, stack: str, on_opcua: list[str],
          during: Callable[[Path, dict[str, Emulator]], None] | None = None,
-         profile: str = "machinery-jobs") -> dict[str, Any]:
+         profile: str = "machinery-jobs", up_args: tuple[str, ...] = ()) -> dict[str, Any]:
     cell = loopback_cell(DEMO, tmp_path)
     data = yaml.safe_load(cell.read_text())
     state = tmp_path / "state"
@@ -74,7 +75,7 @@ def _run(tmp_path: Path, stack: str, on_opcua: list[str],
         cell.write_text(yaml.safe_dump(data, sort_keys=False))
         proc = subprocess.Popen(
             [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", f"{SPEED:g}",
-             "--state-dir", str(state), "--timeout", f"{CELL_RUN_BOUND_S:g}", "--quiet"],
+             "--state-dir", str(state), "--timeout", f"{CELL_RUN_BOUND_S:g}", "--quiet", *up_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         try:
             if during is not None:
@@ -124,6 +125,15 @@ def test_up_runs_the_demo_cell_with_two_packml_units_and_three_simulated(
     out = _run(tmp_path, stack, ["mill1", "lathe1"], profile="packml")
     assert not [e for e in out["events"] if e["ev"] in ("fault", "opcua_refused")
                 and e["machine"] in ("mill1", "lathe1")], "no unit went down or refused"
+
+
+@pytest.mark.parametrize("stack", [STACK["node"]])
+def test_up_ray_runs_the_demo_cell_with_two_machines_on_node_opcua(
+        tmp_path: Path, stack: str) -> None:
+    """``up --ray``: the plant gateway is a Ray actor, and it drives the OPC UA machines."""
+    out = _run(tmp_path, stack, ["mill1", "lathe1"], up_args=("--ray",))
+    assert out["report"]["deployment"] == "ray"
+    assert {e["machine"] for e in out["events"] if e["ev"] == "op_done"} >= {"mill1", "lathe1"}
 
 
 @pytest.mark.parametrize("stack", [STACK["node"]])

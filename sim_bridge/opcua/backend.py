@@ -164,10 +164,16 @@ class OpcUaBackend:
                 w.cancel()
 
     async def close(self) -> None:
+        """Stop the work in flight first, then the sessions: a profile still polling its
+        unit (a PackML Reset awaiting Idle) would otherwise read on a closed session (the
+        server's ``BadSessionIdInvalid`` printed at the end of ``bench plant``)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         for link in self.links.values():
             await link.close()
-        for task in list(self._tasks):
-            task.cancel()
 
     def status(self) -> dict[str, Any]:
         return {e: {"up": link.up, "sessions": link.sessions, "error": link.error}

@@ -16,11 +16,21 @@ cycle is one operation:
   unit keeps them in ``Status/Parameter`` while the job is its own, and
   refuses (a Bad status) a Start in any other state than Idle and a Start
   whose job id it has run: the machine is the last fence
-  (``refuses_duplicates``).
+  (``refuses_duplicates``).  So a Start first brings the unit to Idle, read
+  afresh (the state machine is the truth, the notifications lag): it waits
+  for an acting state (Resetting, Starting, Completing) to end and Resets a
+  ``Complete`` left over; any other state is not the gateway's to change and
+  the unit refuses the Start.
 * **End.** ``Complete`` (with the job's id in ``Status/Parameter``), or
   ``Admin/ProdProcessedCount`` (the sum of its ``AccCount``) above the value
   read before the start, ends the job: ``operation_done``, scrap when
-  ``Admin/ProdDefectiveCount`` moved too.  The gateway then calls
+  ``Admin/ProdDefectiveCount`` moved too.  Only a ``Complete`` notified
+  after the Start *and* after a notified state other than Complete counts:
+  back-to-back jobs pass Complete, Resetting, Idle, Starting within one
+  publishing interval, the news arrives item by item (the job before's end
+  may be seen on the counter before its ``Complete`` arrives), and the next
+  job's id may arrive beside the job before's ``Complete``.  A Complete
+  collapsed into Complete in one interval is still seen on the counter.  The gateway then calls
   ``ExecuteState/Reset`` (Complete → Resetting → Idle), ready for the next.
   The counters are what a reconnect reads: a job that completed while the
   link was down — and was perhaps reset since by an operator — is still
@@ -79,6 +89,8 @@ ACTIVE = frozenset({"Starting", "Execute", "Completing", "Holding", "Held", "Unh
 STOPPED = frozenset({"Stopping", "Stopped", "Clearing"})
 ABORTING = frozenset({"Aborting", "Aborted"})
 HELD = frozenset({"Holding", "Held", "Unholding"})
+#: ExecuteState states that end by themselves soon (a Start waits for them to pass).
+TRANSIENT = frozenset({"Resetting", "Starting", "Completing"})
 SETTLE_S = 10.0               # how long a recovery waits for each acting state to finish
 POLL_S = 0.02
 
@@ -133,6 +145,10 @@ class PackMLProfile:
         self.recovering = False
         self.abort_seen = False                     # ... and the notifications showed it
         self.adopting: str | None = None
+        # since the last Start: the execute state notified other than Complete (the unit
+        # left the job before's Complete), then Complete (this job's)
+        self.left_complete = False
+        self.complete_news = False
 
     @property
     def readings(self) -> Mapping[str, Node]:
@@ -202,6 +218,10 @@ class PackMLProfile:
             elif key == "machine" and before in STOPPED and self.state[key] == "Running" \
                     and self.state["execute"] not in ("Resetting", "Idle"):
                 self.state["execute"] = "Resetting"
+            if key == "execute" and self.state[key] != "Complete":
+                self.left_complete = True
+            elif key == "execute" and self.left_complete:
+                self.complete_news = True
             if key == "base" and self.state[key] in ABORTING and self.recovering:
                 self.abort_seen = True
             if key == "execute" and self.state[key] == "Idle" != before and self.abort_seen:
@@ -218,6 +238,9 @@ class PackMLProfile:
         for key in ("base", "machine", "execute", "parameter", "processed", "defective"):
             if key in self.nodes:
                 self._set(key, await self.nodes[key].read_value())
+        # read afresh, under the machine's lock (no Start in flight): a Complete beside the
+        # job id read after it is that job's end
+        self.complete_news = self.state["execute"] == "Complete"
 
     async def _call(self, method: str, *args: ua.Variant) -> None:
         await self.parents[method].call_method(self.nodes[method].nodeid, *args)
@@ -247,12 +270,35 @@ class PackMLProfile:
                          Value=float(args.get("duration_s", 0.0))))
         return ua.Variant(out, ua.VariantType.ExtensionObject, is_array=True)
 
+    async def _ready(self) -> None:
+        """Bring the unit to Idle before a Start, read afresh (the state machine is the
+        truth, not the notifications, which lag): an acting state ends by itself, a
+        ``Complete`` left over is reset (the job before has ended: the gateway starts only
+        on a free machine, and the retentive counter still tells an orphan's end).  Any
+        other state is not the gateway's to change: the Start is refused and handed back."""
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            execute = await self._now("execute")
+            if execute == "Complete":
+                if await self._now("base") != "Cleared" or await self._now("machine") != "Running":
+                    return
+                try:
+                    await self._call("reset_complete")
+                except ua.UaStatusCodeError:
+                    pass                  # moved on meanwhile: read it again
+            elif execute not in TRANSIENT:
+                return
+            await asyncio.sleep(POLL_S)
+
     async def start(self, jid: str, args: Mapping[str, Any]) -> str | None:
-        if await self._now("execute") == "Resetting":   # a reset in progress ends by itself
-            await self._await("execute", "Idle")
+        await self._ready()
         baseline = (_count(await self.nodes["processed"].read_value()),
                     _count(await self.nodes["defective"].read_value())
                     if "defective" in self.nodes else 0)
+        # a Complete notified before this Start, or after it but before the unit is seen
+        # leaving Complete, is the job before's (its end may have been seen first on the
+        # counter), however late the news of this job's id arrives beside it
+        self.left_complete = self.complete_news = False
         await self._call("start", self._parameters(jid, args))    # a Bad status raises
         # the unit took a new job, so it was idle: an earlier job the counter has counted
         # ended, one it has not never will
@@ -319,7 +365,7 @@ class PackMLProfile:
                 out[jid] = ENDED
             elif self.loaded != jid:
                 continue                  # the unit no longer knows it (a restart)
-            elif s["execute"] == "Complete" and s["machine"] == "Running":
+            elif s["execute"] == "Complete" and s["machine"] == "Running" and self.complete_news:
                 out[jid] = ENDED
             elif s["base"] in ABORTING or s["machine"] in STOPPED:
                 out[jid] = ABORTED
