@@ -76,10 +76,14 @@ class VirtualCell(OnRunner):
                  faults: FaultScenario | None = None, journal: Journal | None = None,
                  escalations_db: str = ":memory:",
                  wall_clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 epoch_clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         # wall time only paces a run (``run(speed=K)``); it never enters the simulation
         self._wall_clock, self._sleep = wall_clock, sleep
+        # the date and time people read: the heartbeat and the end of a paced run in the
+        # escalation store (the console's "since when"), never the event log
+        self._epoch_clock = epoch_clock
         self.faults = faults
         if faults is not None:
             breakdowns = breakdowns and faults.mtbf_breakdowns
@@ -400,13 +404,13 @@ class VirtualCell(OnRunner):
             if store is not None and own in store.listeners:
                 store.listeners.remove(own)
             if store is not None:
-                store.stopped(time.time())     # the web console shows the run has ended
+                store.stopped(self._epoch_clock())   # the web console shows the run has ended
 
     def _look_outside(self, store: EscalationStore, at: float) -> None:
         """Publish the cell time; if someone else wrote the store (a queued decision, an
         acknowledgement, a shelve), have the console agent sync at the paced time ``at``."""
         assert self.console is not None
-        store.heartbeat(at, time.time(), *self._pace)   # wall time: for people, not the run
+        store.heartbeat(at, self._epoch_clock(), *self._pace)   # for people, not the run
         head = store.audit_head()
         if head == self._store_head and not store.pending_decisions():
             return
