@@ -121,9 +121,11 @@ def await_start(start_file: Path, ready: Path) -> float:
 
     if not start_file.exists():
         ready.touch()
-        while not start_file.exists():     # the supervisor writes it once all are ready
+    while True:     # the supervisor writes it once all are ready; a file seen half written
+        try:        # (it exists before its text is in) is read again
+            return float(json.loads(start_file.read_text())["start_at"])
+        except (OSError, ValueError, KeyError):
             time.sleep(0.01)
-    return float(json.loads(start_file.read_text())["start_at"])
 
 
 def run_console_agent(args: Any, cfg: Any, keys: Path, state_dir: Path, clock: Any) -> int:
