@@ -7,6 +7,8 @@ from typing import Any
 from agents.base import Timing
 from agents.energy.aware import MachineEnergy
 from agents.energy.client import PowerClient, PowerNeeds
+from agents.maintenance import hook as maint_hook
+from agents.maintenance.window import MaintenanceWindow
 from agents.negotiation.strategies import ResourceStrategy, Slot
 from agents.protocol.actions import Action, Command, SetTimer
 from agents.protocol.messages import (
@@ -35,7 +37,7 @@ class MachineAgent(ResourceAgent):
                  power_idle_kw: float = 0.0, power_busy_kw: float = 0.0,
                  orders: list[str] | None = None, power_manager: str = "",
                  power_needs: PowerNeeds | None = None, energy: MachineEnergy | None = None,
-                 **kw: Any) -> None:
+                 maintenance: MaintenanceWindow | None = None, **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, strategy=strategy, location=location, **kw)
         self.capabilities = dict(capabilities)
         self.setup_s = setup_s
@@ -56,6 +58,8 @@ class MachineAgent(ResourceAgent):
         self.asleep = False
         self._wake_at: float | None = None
         self._idle_since: float | None = None    # idle with nothing booked since
+        # a cell with negotiated maintenance: windows leased from the crew (agents/maintenance/)
+        self.maint = maintenance
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):
@@ -69,9 +73,15 @@ class MachineAgent(ResourceAgent):
                 return []
             news, out = self.power.on_grant(msg.body, now)
             return self._after(out + (self._try_start(now) if news else []), now)
+        maint = maint_hook.on_message(self, msg, now)
+        if maint is not None:
+            return self._after(maint, now)
         return self._after(super().on_message(msg, now), now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
+        maint = maint_hook.on_timer(self, key, now)
+        if maint is not None:
+            return self._after(maint, now)
         if key == "power_retry" and self.power is not None:
             return self.power.on_retry(now)
         if key == "idle_check" and self.energy is not None:
@@ -86,12 +96,21 @@ class MachineAgent(ResourceAgent):
         return self._after(super().on_timer(key, now), now)
 
     def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
-        if self.power is None:
+        if self.power is None and self.maint is None:
             return None
         cap = task.cfp.capability
         setup = self.setup_s if cap != self.last_capability else 0.0
         duration = setup + self.capabilities[cap] * task.cfp.quantity
+        waiting = maint_hook.gate(self, task, duration, now)
+        if waiting is not None or self.power is None:
+            return waiting
         return self.power.gate(task_id, task.award_epoch, cap, duration, now)
+
+    def earliest_gap(self, earliest_at: float, duration_s: float, now: float) -> float:
+        start = super().earliest_gap(earliest_at, duration_s, now)
+        if self.maint is not None and self.maint.blocks(start, duration_s):
+            start = super().earliest_gap(self.maint.end_at, duration_s, now)
+        return start
 
     def _power_wanted(self) -> list[tuple[str, int]]:
         """The leases still of use: the running task's and those of ready committed tasks."""
@@ -103,6 +122,8 @@ class MachineAgent(ResourceAgent):
         energy-aware machine, standby through a gap that pays for the wake-up."""
         if self.power is not None:
             out = out + self.power.reconcile(self._power_wanted())
+        if self.maint is not None:
+            self.maint.track(now, self.running is not None)
         if self.energy is not None:
             out = out + self._sleep_or_not(now)
         return out
@@ -206,6 +227,12 @@ class MachineAgent(ResourceAgent):
         self.last_capability = task.cfp.capability
 
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        handled, first = maint_hook.on_plant_event(self, ev, now)
+        if handled:
+            return self._after(first, now)
+        return first + self._on_plant_event(ev, now)
+
+    def _on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
         if ev.event == "operation_done":
             quality = str((ev.data or {}).get("quality", "ok"))
             return self._after(self.finish(ev.task, now, quality, self.location), now)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,22 +59,10 @@ def models_from_cell(cfg: Any) -> dict[str, HealthModel]:
     figures a plant has before any history: the sensor channels as configured, and a Weibull
     life with the configured mean whose spread is the wear's and the threshold's together
     (shape ``cv**-1.086``, Justus' approximation)."""
-    from agents.maintenance.rul import Channel
+    from agents.maintenance.rul import prior_model
 
-    out: dict[str, HealthModel] = {}
-    for m in cfg.machines:
-        d = m.degradation
-        if d is None:
-            continue
-        cv = math.hypot(d.wear_cv, d.threshold_cv)      # the life spreads as the wear does
-        shape = max(1.5, cv ** -1.086)
-        out[m.id] = HealthModel(
-            channels={name: Channel(ch.idle, ch.busy, ch.per_wear, ch.noise)
-                      for name, ch in (("vibration_mm_s", d.vibration_mm_s),
-                                       ("temperature_c", d.temperature_c))},
-            weibull_shape=shape, weibull_scale_s=d.mttf_s / math.gamma(1.0 + 1.0 / shape),
-            meta={"source": "cell file"})
-    return out
+    return {m.id: prior_model(m.degradation) for m in cfg.machines
+            if m.degradation is not None}
 
 
 def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:

@@ -43,6 +43,10 @@ ACCESS: dict[str, frozenset[str]] = {
     "power_request": frozenset({"machine"}),
     "power_grant": frozenset({"energy"}),
     "power_release": frozenset({"machine"}),
+    "maint_request": frozenset({"machine"}),
+    "maint_offer": frozenset({"maintenance"}),
+    "maint_start": frozenset({"maintenance"}),
+    "maint_done": frozenset({"machine"}),
 }
 
 KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {

@@ -16,6 +16,8 @@ from agents.energy.plan import budget_kw, cap_escalation_of, cap_enforced, cap_p
 from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
+from agents.maintenance.crew import CREW_ID, TechnicianCrewAgent
+from agents.maintenance.window import windows_of
 from agents.negotiation.strategies import order_strategy, resource_strategy
 from agents.order import OrderAgent
 from agents.robot import RobotAgent
@@ -43,6 +45,8 @@ def roles_of(cfg: CellConfig) -> dict[str, str]:
     roles.update({o.id: "order" for o in cfg.orders})
     if cap_enforced(cfg):
         roles[ENERGY_MANAGER_ID] = "energy"
+    if cfg.maintenance is not None and cfg.maintenance.negotiate:
+        roles[CREW_ID] = "maintenance"
     return roles
 
 
@@ -68,12 +72,15 @@ def build_agents(cfg: CellConfig, seed: int, *,
         if problem is not None:
             raise ConfigurationError(f"{cfg.source}: {problem}")
     tariff = TimeOfUse.from_settings(cfg.energy) if cfg.energy is not None else None
+    windows = windows_of(cfg, timing.retry_s)      # negotiated maintenance, else none
     for m in cfg.machines:
         power: dict[str, object] = (
             {"power_manager": ENERGY_MANAGER_ID,
              "power_needs": needs_of(m.power_kw, m.capabilities, timing.lease_window_s)}
             if capped else {})
         rstrat = resource_strategy(rstrat_name)
+        if m.id in windows:
+            power["maintenance"] = windows[m.id]
         if tariff is not None and getattr(rstrat, "energy_aware", False):
             power["energy"] = MachineEnergy(
                 tariff, m.power_kw, standby=bool(getattr(rstrat, "standby", True)),
@@ -114,6 +121,11 @@ def build_agents(cfg: CellConfig, seed: int, *,
             cap_kw=cfg.energy.peak_cap_kw, rng=rng(ENERGY_MANAGER_ID),
             cap_escalation=cap_escalation_of(cfg, escalation, timing.lease_window_s),
             due_at={o.id: o.due_at for o in cfg.orders})
+    if windows:
+        assert cfg.maintenance is not None
+        agents[CREW_ID] = TechnicianCrewAgent(
+            CREW_ID, timing=timing, technicians=cfg.maintenance.technicians,
+            grace_s=cfg.maintenance.window_grace_s, rng=rng(CREW_ID))
     return agents
 
 

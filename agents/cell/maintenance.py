@@ -126,6 +126,23 @@ class MaintenanceSettings(_Model):
         "this table does not gets the defaults.")
     costs: MaintenanceCosts = Field(default_factory=MaintenanceCosts,
                                     description="Cost rates for the benchmark's total cost.")
+    # -- negotiated maintenance (issue 16, third round): a crew agent, windows as leases
+    negotiate: bool = Field(
+        default=False, description="Run a technician crew agent (`crew`, role maintenance); "
+        "each wearing machine's agent plans its maintenance window from its estimator and "
+        "leases it from the crew (docs/maintenance.md). Off: no crew agent, as before.")
+    estimator: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        default="threshold", description="The machines' estimator (a built-in name, an entry "
+        "point of autocell.estimators or package.module:Class), started from the cell file's "
+        "degradation figures.")
+    risk: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.3, description="Remaining-life quantile taken as the latest safe start.")
+    lookahead_s: _Seconds = Field(
+        default=900.0, description="A machine asks for a window once its latest safe start "
+        "is this close, seconds.")
+    window_grace_s: _Seconds = Field(
+        default=60.0, description="A technician this late makes the window lapse (the crew is "
+        "gone); the crew's booking ends this long after the window, whatever happens.")
 
     def part(self, name: str) -> PartStock:
         return self.parts.get(name) or PartStock()

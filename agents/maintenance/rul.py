@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["Channel", "HealthModel", "NormalRul", "Rul", "WeibullRul"]
+__all__ = ["Channel", "HealthModel", "NormalRul", "Rul", "WeibullRul", "prior_model"]
 
 
 class Rul:
@@ -125,3 +125,18 @@ class HealthModel:
                    weibull_scale_s=float(data["weibull_scale_s"]),
                    failures=int(data.get("failures", 0)), censored=int(data.get("censored", 0)),
                    meta=dict(data.get("meta", {})))
+
+
+def prior_model(d: Any) -> HealthModel:
+    """A machine's model from its ``degradation:`` block alone (agents/cell/maintenance.py) —
+    the maker's figures a plant has before any history: the sensor channels as configured,
+    and a Weibull life with the configured mean whose spread is the wear's and the
+    threshold's together (shape ``cv**-1.086``, Justus' approximation)."""
+    cv = math.hypot(d.wear_cv, d.threshold_cv)      # the life spreads as the wear does
+    shape = max(1.5, cv ** -1.086)
+    return HealthModel(
+        channels={name: Channel(ch.idle, ch.busy, ch.per_wear, ch.noise)
+                  for name, ch in (("vibration_mm_s", d.vibration_mm_s),
+                                   ("temperature_c", d.temperature_c))},
+        weibull_shape=shape, weibull_scale_s=d.mttf_s / math.gamma(1.0 + 1.0 / shape),
+        meta={"source": "cell file"})

@@ -516,6 +516,54 @@ class PowerRelease(Body, frozen=True):
     attempt: int = 0
 
 
+# -- maintenance windows: a machine and the technician crew (agents/maintenance/) ----------
+
+@message("maint_request")
+class MaintRequest(Body, frozen=True):
+    """A machine asks the technician crew for a planned-maintenance window of
+    ``duration_s`` starting at ``earliest_at`` or later, at the latest by
+    ``latest_start_at`` (its estimator's latest safe start); resent until offered."""
+
+    job: str
+    earliest_at: float
+    latest_start_at: float
+    duration_s: float
+    part: str = ""
+    attempt: int = 0          # a new request for the same job after a release: one more
+
+
+@message("maint_offer")
+class MaintOffer(Body, frozen=True):
+    """The crew has booked ``technician`` for ``job#attempt`` from ``start_at``: the lease,
+    which ends at ``expires_at`` (cell time) whatever happens; sent again for a repeated
+    request.  The machine keeps no work inside the window, or gives it back (maint_done)."""
+
+    job: str
+    technician: str
+    start_at: float
+    expires_at: float
+    attempt: int = 0
+
+
+@message("maint_start")
+class MaintStart(Body, frozen=True):
+    """The technician is at the machine: the window begins (the machine stops for it)."""
+
+    job: str
+    technician: str
+    attempt: int = 0
+
+
+@message("maint_done")
+class MaintDone(Body, frozen=True):
+    """The machine gives the technician back: ``outcome`` ``done`` (the job ended),
+    ``declined`` (not wanted any more) or ``lapsed`` (the technician never came)."""
+
+    job: str
+    attempt: int = 0
+    outcome: str = "done"
+
+
 class Message(msgspec.Struct, frozen=True, gc=False):
     """A verified inbound message: header fields plus a typed body.
 

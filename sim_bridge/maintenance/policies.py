@@ -9,6 +9,9 @@
                     (downtime, technician, part).  Stops the machine when due.
 ``condition_based`` stops the machine as soon as the smoothed health index crosses its
                     alarm level (the ``threshold`` estimator's alarm), without planning.
+``negotiated``      decides nothing here: the machine agents plan their windows and lease
+                    them from the crew agent (agents/maintenance/, negotiated.py); the
+                    simulator keeps the technicians' hands, the shelf and the repairs.
 ``predictive``      the machine's estimator (``threshold`` by default) gives a remaining-
                     life distribution; when its ``risk`` quantile — the *latest safe
                     start*, in clock time at the machine's recent load — comes within
@@ -41,6 +44,7 @@ from agents.maintenance.estimators import Estimator, ThresholdEstimator, estimat
 from agents.maintenance.rul import HealthModel
 
 from .escalations import escalation
+from .negotiated import attach_negotiated
 from .workshop import Workshop
 
 if TYPE_CHECKING:
@@ -49,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["POLICIES", "Controller", "age_replacement_optimum", "attach", "job_costs"]
 
-POLICIES = ("run_to_failure", "preventive", "condition_based", "predictive")
+POLICIES = ("run_to_failure", "preventive", "condition_based", "predictive", "negotiated")
 
 
 def job_costs(spec: Degradation, costs: MaintenanceCosts, part_cost: float) -> tuple[float, float]:
@@ -240,6 +244,8 @@ def attach(cell: VirtualCell, policy: str, models: Mapping[str, HealthModel],
     ctl = Controller(policy, backend.degrading, workshop, models, record=backend.record,
                      **params)
     backend.maintenance = ctl       # what /metrics reads at scrape time (ops/metrics.py)
+    if policy == "negotiated":
+        attach_negotiated(cell, ctl, models)
     inner = backend.record
 
     def record(ev: str, **fields: Any) -> None:     # the log unchanged; faults seen

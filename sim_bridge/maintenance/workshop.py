@@ -35,6 +35,7 @@ class DegradingMachine(Protocol):
     spec: Any
     job: Any
     m: Any
+    maintaining: bool
 
     def maintain(self, *args: Any, **kwargs: Any) -> Any: ...
 
@@ -123,9 +124,9 @@ class Workshop:
     def technician_free(self) -> bool:
         return bool(self.crew.items) and self.waiting_corrective == 0
 
-    def _job(self, dm: DegradingMachine, kind: str,
-             duration_s: float, work: Any) -> Generator[simpy.Event, Any, None]:
-        tech: str = yield self.crew.get()
+    def _job(self, dm: DegradingMachine, kind: str, duration_s: float, work: Any,
+             technician: str = "") -> Generator[simpy.Event, Any, None]:
+        tech: str = technician or (yield self.crew.get())
         serial = yield from self.shelf(dm.spec.part).take()
         dm.job = {"technician": tech, "part_serial": serial}
         self.record("maintenance_start", machine=dm.m.spec.id, kind=kind, technician=tech,
@@ -165,3 +166,32 @@ class Workshop:
                             part_serial=dm.job["part_serial"])
                 dm.job = {}
         yield from self._job(dm, "planned", duration, work)
+
+    def negotiated(self, dm: DegradingMachine, technician: str) -> str:
+        """A window the crew agent negotiated begins: ``technician`` (named by the crew) and
+        a part from the shelf now, or why not ("" when it started).  Never waits: a job
+        that cannot start now is refused, and the machine asks the crew again."""
+        shelf = self.shelf(dm.spec.part)
+        if technician not in self.crew.items:
+            return f"{technician} is not free (a corrective repair, or unknown)"
+        if not shelf.items.items:
+            self.stats.stock_outs += 1
+            self.record("stock_out", part=shelf.name)
+            return f"no {shelf.name} on the shelf"
+        if not dm.m.up or dm.maintaining:
+            return "machine down"
+        self.crew.items.remove(technician)      # free, so no getter waits for it
+        duration = dm.spec.maintenance_s
+
+        def work() -> Generator[simpy.Event, Any, None]:
+            if dm.maintain(duration):
+                yield self.env.timeout(duration)
+            else:                               # failed in between: the part goes back
+                shelf.items.put(dm.job["part_serial"])
+                self.stats.parts_used -= 1
+                self.stats.parts_cost -= shelf.rule.cost
+                self.record("maintenance_cancelled", machine=dm.m.spec.id,
+                            part_serial=dm.job["part_serial"])
+                dm.job = {}
+        self.env.process(self._job(dm, "planned", duration, work, technician))
+        return ""

@@ -1,0 +1,85 @@
+"""Where a machine agent meets its maintenance window: the calls agents/machine.py makes.
+
+Kept here so the machine agent holds only one-line hooks.  The window itself is
+:class:`agents.maintenance.window.MaintenanceWindow`; these functions add what
+needs the machine's queue: the first gap for the job, the committed work handed
+back when it overlaps a booked window (its orders re-negotiate around it), and
+the gate that starts nothing which would run into the window.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from agents.base import PlantEventIn
+from agents.protocol.actions import Action, Log, Send, SetTimer
+from agents.protocol.messages import Failure, MaintOffer, MaintStart, Message
+
+if TYPE_CHECKING:
+    from agents.machine import MachineAgent
+    from agents.resource import Task
+
+__all__ = ["gate", "on_message", "on_plant_event", "on_timer"]
+
+
+def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | None:
+    """The crew's messages; None for any other message."""
+    w = agent.maint
+    if w is None or not isinstance(msg.body, (MaintOffer, MaintStart)):
+        return None
+    booked, out = w.on_message(msg, now)
+    if booked:
+        out += _hand_back_overlapping(agent, now)
+    return out
+
+
+def on_timer(agent: MachineAgent, key: str, now: float) -> list[Action] | None:
+    if agent.maint is None or not key.startswith("maint_"):
+        return None
+    return agent.maint.on_timer(key, now)
+
+
+def on_plant_event(agent: MachineAgent, ev: PlantEventIn,
+                   now: float) -> tuple[bool, list[Action]]:
+    """(handled — the resource's own handling is not wanted —, actions).  Readings and the
+    plant's refusal of the job are the window's alone; faults and repairs are seen by the
+    window first, then handled by the resource as ever."""
+    w = agent.maint
+    if w is None:
+        return False, []
+    data = ev.data or {}
+    if ev.event == "reading":
+        earliest = agent.earliest_gap(now, w.plan.duration_s, now)
+        return True, w.on_reading(data, agent.running is not None, earliest, now)
+    if ev.event == "command_refused" and w.job and ev.task == w.job:
+        return True, w.on_refused(ev.task, str(data.get("why", "")), now)
+    if ev.event == "fault" and agent.up:
+        return False, w.on_fault(str(data.get("reason", "breakdown")), now)
+    if ev.event == "repaired" and not agent.up:
+        return False, w.on_repaired(now)
+    return False, []
+
+
+def gate(agent: MachineAgent, task: Task, duration_s: float, now: float) -> list[Action] | None:
+    """None: ``task`` may start now.  Otherwise wait for the window's end."""
+    w = agent.maint
+    if w is None or not w.blocks(now, duration_s):
+        return None
+    return [SetTimer("start_check", w.end_at + 1e-6)]
+
+
+def _hand_back_overlapping(agent: MachineAgent, now: float) -> list[Action]:
+    """Committed (not running) work that runs into the window goes back to its orders."""
+    w = agent.maint
+    assert w is not None
+    out: list[Action] = []
+    for tid, t in sorted(agent.tasks.items()):
+        if t.state != "committed" or not w.blocks(t.start_at, t.finish_at - t.start_at):
+            continue
+        t.fire("fault")
+        del agent.tasks[tid]
+        out.append(Send(t.order, Failure(tid, t.award_epoch,
+                                         f"{agent.id} maintenance window"), t.conv))
+        out.append(Log("handed_back", {"agent": agent.id, "task": tid, "order": t.order,
+                                       "why": "maintenance window"}))
+    return out

@@ -1,0 +1,259 @@
+"""The machine's half of the maintenance-window protocol: when to ask, and the window as a lease.
+
+Theory of operation
+-------------------
+A machine in a cell with ``maintenance.negotiate`` holds a
+:class:`MaintenanceWindow`.  Each sensor reading goes to its estimator
+(:mod:`agents.maintenance.estimators`, the same plug-ins as the simulator's
+policies) with the operating age the machine counts itself (busy seconds since
+the part was last replaced).  When the ``risk`` quantile of the remaining life,
+turned into clock time at the machine's recent load, comes within
+``lookahead_s``, that instant is the **latest safe start** and the machine asks
+the crew for a window (``maint_request``), at the first gap in its own queue
+where the job fits — a low-load slot — or now if that gap is past the latest
+safe start.  It asks again every ``retry_s`` until offered.
+
+The offer is a lease: the crew booked a technician from ``start_at``.  The
+machine keeps the window ``[start_at, start_at + duration_s)`` free: it quotes
+no work into it, hands back (``failure``) committed work that overlaps it so the
+orders re-negotiate around it, and starts nothing that would run into it.  At
+``maint_start`` it stops for the job (the plant command ``set_state
+maintenance``); when the plant says it is repaired it gives the technician back
+(``maint_done``).  If the technician has not come by ``start_at + grace_s`` (the
+crew crashed, or its message was lost) the window **lapses**: the machine is
+free again, tells the crew (``lapsed``) and asks anew.  A failure before the
+window cancels it (``declined``); the corrective repair renews the estimator.
+
+Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from agents.protocol.actions import Action, Command, Log, Send, SetTimer
+from agents.protocol.messages import MaintDone, MaintOffer, MaintRequest, MaintStart, Message
+
+from .crew import CREW_ID
+from .estimators import Estimator, estimator
+from .rul import prior_model
+
+if TYPE_CHECKING:
+    from agents.cell.model import CellConfig
+
+__all__ = ["MaintenanceWindow", "WindowPlan", "windows_of"]
+
+Phase = Literal["watch", "asking", "booked", "started"]
+
+#: Which phases each input may arrive in; anything else is stale or duplicated and dropped.
+ACCEPTS: dict[str, tuple[Phase, ...]] = {
+    "offer": ("asking",),
+    "start": ("booked",),
+    "retry": ("asking",),
+    "lapse": ("booked",),
+}
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """What a machine needs to plan its maintenance: the crew, the job, the policy."""
+
+    crew: str
+    duration_s: float
+    part: str
+    restore: float = 1.0            # share of the wear the job removes (1: part replaced)
+    risk: float = 0.3               # the remaining-life quantile taken as the latest safe start
+    lookahead_s: float = 900.0      # ask once the latest safe start is this close
+    retry_s: float = 5.0
+    grace_s: float = 60.0           # the technician may be this late before the window lapses
+
+
+class MaintenanceWindow:
+    """One machine's maintenance planning and its window lease (sans-io)."""
+
+    def __init__(self, machine: str, plan: WindowPlan, estimator: Estimator) -> None:
+        self.machine, self.plan, self.estimator = machine, plan, estimator
+        self.phase: Phase = "watch"
+        self.jobs = 0
+        self.job = ""
+        self.attempt = 0
+        self.latest_start_at = math.inf
+        self.earliest_at = 0.0
+        self.start_at = math.inf        # the window, while booked or started
+        self.technician = ""
+        self.load = 0.5                 # recent busy fraction, smoothed per reading
+        self._busy_s = 0.0              # busy seconds since the run began
+        self._busy_since: float | None = None
+        self._life_busy_s = 0.0         # busy seconds when the part was last replaced
+        self._last_at = 0.0
+        self._last_busy_s = 0.0
+        self._down_reason = ""
+
+    # -- what the machine asks ---------------------------------------------------------------
+    @property
+    def end_at(self) -> float:
+        return self.start_at + self.plan.duration_s
+
+    def blocks(self, start_at: float, duration_s: float) -> bool:
+        """Whether work from ``start_at`` for ``duration_s`` would run into the window."""
+        if self.phase not in ("booked", "started"):
+            return False
+        return start_at < self.end_at - 1e-9 and start_at + duration_s > self.start_at + 1e-9
+
+    def track(self, now: float, busy: bool) -> None:
+        """The machine's busy state after each input: the operating-hour counter."""
+        if busy and self._busy_since is None:
+            self._busy_since = now
+        elif not busy and self._busy_since is not None:
+            self._busy_s += now - self._busy_since
+            self._busy_since = None
+
+    def busy_s(self, now: float) -> float:
+        return self._busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
+
+    # -- inputs --------------------------------------------------------------------------------
+    def on_reading(self, values: Mapping[str, float], busy: bool, earliest_at: float,
+                   now: float) -> list[Action]:
+        """A reading: update the estimate; ask for a window once the latest safe start is
+        within ``lookahead_s``.  ``earliest_at``: the machine's first gap for the job."""
+        b = self.busy_s(now)
+        if now > self._last_at:
+            self.load = 0.9 * self.load + 0.1 * (b - self._last_busy_s) / (now - self._last_at)
+        self._last_at, self._last_busy_s = now, b
+        nums = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
+        self.estimator.observe(now, nums, busy=busy, age_s=b - self._life_busy_s)
+        if self.phase != "watch" or self._down_reason:
+            return []
+        safe_busy_s = self.estimator.rul().quantile(self.plan.risk)
+        if not math.isfinite(safe_busy_s):
+            return []
+        safe_s = safe_busy_s / max(self.load, 0.05)      # operating seconds -> clock
+        if safe_s > self.plan.lookahead_s:
+            return []
+        self.latest_start_at = now + safe_s
+        self.earliest_at = earliest_at if earliest_at <= self.latest_start_at else now
+        self.jobs += 1
+        self.job, self.attempt = f"{self.machine}/m{self.jobs}", 0
+        self.phase = "asking"
+        return [Log("maint_needed", {"agent": self.machine, "job": self.job,
+                                     "latest_start_at": round(self.latest_start_at, 6),
+                                     "health": round(self.estimator.health(), 4)}),
+                *self._ask(now)]
+
+    def on_message(self, msg: Message, now: float) -> tuple[bool, list[Action]]:
+        """(whether the window now blocks new time — the machine re-checks its queue,
+        actions) for a crew message; (False, []) for one that is stale or not the crew's."""
+        body = msg.body
+        if msg.sender != self.plan.crew:
+            return False, []
+        if isinstance(body, MaintOffer):
+            if not self._current(body.job, body.attempt, "offer"):
+                if self.phase in ("booked", "started") and body.job == self.job \
+                        and body.attempt == self.attempt:
+                    return False, []                    # a duplicate of the one we hold
+                return False, [Send(self.plan.crew, MaintDone(body.job, body.attempt,
+                                                              "declined"))]
+            self.phase, self.start_at, self.technician = "booked", body.start_at, \
+                body.technician
+            return True, [Log("maint_window", {
+                "agent": self.machine, "job": self.job, "technician": body.technician,
+                "start_at": body.start_at, "end_at": self.end_at,
+                "latest_start_at": round(self.latest_start_at, 6),
+                "late": body.start_at > self.latest_start_at + 1e-9}),
+                SetTimer("maint_lapse", body.start_at + self.plan.grace_s)]
+        if isinstance(body, MaintStart):
+            if not self._current(body.job, body.attempt, "start"):
+                return False, []
+            self.phase = "started"
+            return False, [Command("set_state", self.machine, self.job, {
+                "state": "maintenance", "technician": body.technician,
+                "duration_s": self.plan.duration_s, "part": self.plan.part}),
+                Log("maint_begin", {"agent": self.machine, "job": self.job,
+                                    "technician": body.technician})]
+        return False, []
+
+    def on_timer(self, key: str, now: float) -> list[Action]:
+        if key == "maint_retry" and self.phase == "asking":
+            return self._ask(now)
+        if key == "maint_lapse" and self.phase == "booked" and now >= self.start_at:
+            return [Log("maint_window_lapsed", {"agent": self.machine, "job": self.job,
+                                                "technician": self.technician}),
+                    Send(self.plan.crew, MaintDone(self.job, self.attempt, "lapsed")),
+                    *self._again(now)]
+        return []
+
+    def on_refused(self, job: str, why: str, now: float) -> list[Action]:
+        """The plant would not start the job (no technician or part there): ask anew."""
+        if job != self.job or self.phase != "started":
+            return []
+        return [Log("maint_refused", {"agent": self.machine, "job": job, "why": why}),
+                Send(self.plan.crew, MaintDone(self.job, self.attempt, "refused")),
+                *self._again(now)]
+
+    def on_fault(self, reason: str, now: float) -> list[Action]:
+        self._down_reason = reason
+        if reason == "maintenance" or self.phase in ("watch", "started"):
+            return []
+        out: list[Action] = [Send(self.plan.crew, MaintDone(self.job, self.attempt,
+                                                            "declined"))]
+        self._reset()
+        return out + [Log("maint_cancelled", {"agent": self.machine, "job": self.job,
+                                              "reason": reason})]
+
+    def on_repaired(self, now: float) -> list[Action]:
+        reason, self._down_reason = self._down_reason, ""
+        out: list[Action] = []
+        if reason == "maintenance" and self.phase == "started":
+            out.append(Send(self.plan.crew, MaintDone(self.job, self.attempt, "done")))
+            out.append(Log("maint_job_done", {"agent": self.machine, "job": self.job,
+                                              "technician": self.technician}))
+            self._renew(self.plan.restore, now)
+            self._reset()
+        elif reason in ("wear", "breakdown"):       # a corrective repair replaced the part
+            self._renew(1.0, now)
+        return out
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _current(self, job: str, attempt: int, what: str) -> bool:
+        return self.phase in ACCEPTS[what] and job == self.job and attempt == self.attempt
+
+    def _ask(self, now: float) -> list[Action]:
+        return [Send(self.plan.crew, MaintRequest(
+                    self.job, max(now, self.earliest_at), self.latest_start_at,
+                    self.plan.duration_s, self.plan.part, self.attempt)),
+                SetTimer("maint_retry", now + self.plan.retry_s)]
+
+    def _again(self, now: float) -> list[Action]:
+        self.attempt += 1
+        self.phase, self.start_at, self.technician = "asking", math.inf, ""
+        self.earliest_at = now
+        return self._ask(now)
+
+    def _reset(self) -> None:
+        self.phase, self.start_at, self.technician = "watch", math.inf, ""
+        self.latest_start_at = math.inf
+
+    def _renew(self, share: float, now: float) -> None:
+        self.estimator.renew(share)
+        if share >= 1.0:
+            self._life_busy_s = self.busy_s(now)
+
+
+def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
+    """A window planner per wearing machine of a cell with ``maintenance.negotiate`` (none
+    otherwise), each estimator started from the cell file's figures (:func:`prior_model`)."""
+    s = cfg.maintenance
+    if s is None or not s.negotiate:
+        return {}
+    out: dict[str, MaintenanceWindow] = {}
+    for m in cfg.machines:
+        d = m.degradation
+        if d is None:
+            continue
+        plan = WindowPlan(CREW_ID, d.maintenance_s, d.part, d.restore, s.risk, s.lookahead_s,
+                          retry_s, s.window_grace_s)
+        out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, prior_model(d)))
+    return out

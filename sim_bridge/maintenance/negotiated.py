@@ -1,0 +1,62 @@
+"""The simulator's side of negotiated maintenance: the technician arrives, the plant stops.
+
+Under the ``negotiated`` policy nothing in the simulator decides when to
+maintain: the machine agents do, leasing windows from the crew agent
+(agents/maintenance/).  The simulator keeps what is physical — the named
+technicians' hands and the shelf of parts (the workshop), and the corrective
+repairs after a failure, which still take the first free technician.  A machine
+whose technician has come sends the plant ``set_state`` with ``state:
+maintenance`` (job id as the task, the technician named); this module catches
+that command in front of the gateway (which ignores states it does not know)
+and starts the job at once, or answers ``command_refused`` when the named
+technician is on a repair or the shelf is empty, so the machine asks again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from agents.base import PlantEventIn
+from agents.maintenance.estimators import estimator
+from agents.maintenance.rul import HealthModel
+from agents.protocol.actions import Command
+
+if TYPE_CHECKING:
+    from sim_bridge.virtual import VirtualCell
+
+    from .policies import Controller
+
+__all__ = ["attach_negotiated"]
+
+
+def attach_negotiated(cell: VirtualCell, ctl: Controller,
+                      models: Mapping[str, HealthModel]) -> None:
+    """Route the machines' ``set_state maintenance`` to the workshop; give the machine
+    agents' estimators the trained ``models`` where there are some (a restarted agent
+    starts again from the cell file's figures)."""
+    settings = cell.cfg.maintenance
+    if settings is None or not settings.negotiate:
+        raise ValueError("the negotiated maintenance policy needs `maintenance: {negotiate: "
+                         "true}` in the cell file: the machine agents plan the windows and a "
+                         "crew agent books the technicians (docs/maintenance.md)")
+    for mid, model in models.items():
+        agent = cell.runner.agents.get(mid)
+        window = getattr(agent, "maint", None)
+        if window is not None:
+            window.estimator = estimator(settings.estimator, model)
+    plant, backend, workshop = cell.plant, cell.plant.backend, ctl.workshop
+    inner = plant.command
+
+    def command(cmd: Command) -> None:
+        if cmd.command != "set_state" or cmd.args.get("state") != "maintenance":
+            inner(cmd)
+            return
+        dm = backend.degrading.get(cmd.resource)
+        tech = str(cmd.args.get("technician", ""))
+        why = "the machine does not wear" if dm is None else workshop.negotiated(dm, tech)
+        if why:
+            backend.record("maintenance_refused", machine=cmd.resource, job=cmd.task,
+                           technician=tech, why=why)
+            plant.emit(PlantEventIn("command_refused", cmd.resource, cmd.task, {"why": why}))
+    plant.command = command  # type: ignore[method-assign]
