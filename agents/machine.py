@@ -60,6 +60,7 @@ class MachineAgent(ResourceAgent):
         self._idle_since: float | None = None    # idle with nothing booked since
         # a cell with negotiated maintenance: windows leased from the crew (agents/maintenance/)
         self.maint = maintenance
+        maint_hook.bind(self)
 
     def on_message(self, msg: Message, now: float) -> list[Action]:
         if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):

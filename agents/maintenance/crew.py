@@ -173,7 +173,7 @@ class TechnicianCrewAgent(Agent):
     def on_timer(self, key: str, now: float) -> list[Action]:
         if key.startswith("start:"):
             b = self.roster.bookings.get(key[6:])
-            if b is None:
+            if b is None or now >= b.expires_at:    # gone, or late after a restart
                 return []
             return [Send(b.machine, MaintStart(b.job, b.technician, b.attempt),
                          self.convs.get(b.key, "")),

@@ -9,17 +9,40 @@ the gate that starts nothing which would run into the window.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agents.base import PlantEventIn
 from agents.protocol.actions import Action, Log, Send, SetTimer
 from agents.protocol.messages import Failure, MaintOffer, MaintStart, Message
+from agents.resource import ResourceAgent, Task
 
-if TYPE_CHECKING:
-    from agents.machine import MachineAgent
-    from agents.resource import Task
+from .window import MaintenanceWindow
 
-__all__ = ["gate", "on_message", "on_plant_event", "on_timer"]
+
+class MachineAgent(Protocol):
+    """What the hooks use of :class:`agents.machine.MachineAgent` (named here, not
+    imported: the machine imports this module)."""
+
+    id: str
+    up: bool
+    running: str | None
+    busy_until_at: float
+    tasks: dict[str, Task]
+    maint: MaintenanceWindow | None
+
+    def earliest_gap(self, earliest_at: float, duration_s: float, now: float) -> float: ...
+
+__all__ = ["bind", "gate", "on_message", "on_plant_event", "on_timer"]
+
+
+def bind(agent: MachineAgent) -> None:
+    """Let the window ask the machine's queue for its first gap (the queue's own tasks
+    only: the window being replaced is no obstacle)."""
+    w = agent.maint
+    if w is None:
+        return
+    assert isinstance(agent, ResourceAgent)
+    w.first_gap = lambda now: ResourceAgent.earliest_gap(agent, now, w.plan.duration_s, now)
 
 
 def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | None:
@@ -27,7 +50,8 @@ def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | 
     w = agent.maint
     if w is None or not isinstance(msg.body, (MaintOffer, MaintStart)):
         return None
-    booked, out = w.on_message(msg, now)
+    busy_until = agent.busy_until_at if agent.running is not None else 0.0
+    booked, out = w.on_message(msg, now, busy_until)
     if booked:
         out += _hand_back_overlapping(agent, now)
     return out
@@ -49,8 +73,7 @@ def on_plant_event(agent: MachineAgent, ev: PlantEventIn,
         return False, []
     data = ev.data or {}
     if ev.event == "reading":
-        earliest = agent.earliest_gap(now, w.plan.duration_s, now)
-        return True, w.on_reading(data, agent.running is not None, earliest, now)
+        return True, w.on_reading(data, agent.running is not None, now)
     if ev.event == "command_refused" and w.job and ev.task == w.job:
         return True, w.on_refused(ev.task, str(data.get("why", "")), now)
     if ev.event == "fault" and agent.up:

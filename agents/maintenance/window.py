@@ -30,7 +30,7 @@ Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``w
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -91,6 +91,9 @@ class MaintenanceWindow:
         self._last_at = 0.0
         self._last_busy_s = 0.0
         self._down_reason = ""
+        #: the machine's first gap in its own queue for the job, from ``now`` (set by the
+        #: machine agent, agents/maintenance/hook.py ``bind``); default: now
+        self.first_gap: Callable[[float], float] = lambda now: now
 
     # -- what the machine asks ---------------------------------------------------------------
     @property
@@ -115,10 +118,9 @@ class MaintenanceWindow:
         return self._busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
 
     # -- inputs --------------------------------------------------------------------------------
-    def on_reading(self, values: Mapping[str, float], busy: bool, earliest_at: float,
-                   now: float) -> list[Action]:
+    def on_reading(self, values: Mapping[str, float], busy: bool, now: float) -> list[Action]:
         """A reading: update the estimate; ask for a window once the latest safe start is
-        within ``lookahead_s``.  ``earliest_at``: the machine's first gap for the job."""
+        within ``lookahead_s``."""
         b = self.busy_s(now)
         if now > self._last_at:
             self.load = 0.9 * self.load + 0.1 * (b - self._last_busy_s) / (now - self._last_at)
@@ -134,7 +136,6 @@ class MaintenanceWindow:
         if safe_s > self.plan.lookahead_s:
             return []
         self.latest_start_at = now + safe_s
-        self.earliest_at = earliest_at if earliest_at <= self.latest_start_at else now
         self.jobs += 1
         self.job, self.attempt = f"{self.machine}/m{self.jobs}", 0
         self.phase = "asking"
@@ -143,9 +144,12 @@ class MaintenanceWindow:
                                      "health": round(self.estimator.health(), 4)}),
                 *self._ask(now)]
 
-    def on_message(self, msg: Message, now: float) -> tuple[bool, list[Action]]:
+    def on_message(self, msg: Message, now: float,
+                   busy_until_at: float = 0.0) -> tuple[bool, list[Action]]:
         """(whether the window now blocks new time — the machine re-checks its queue,
-        actions) for a crew message; (False, []) for one that is stale or not the crew's."""
+        actions) for a crew message; (False, []) for one that is stale or not the crew's.
+        ``busy_until_at``: when the operation running now ends (an offer before that is
+        declined and asked for again: the window never cuts into running work)."""
         body = msg.body
         if msg.sender != self.plan.crew:
             return False, []
@@ -156,6 +160,8 @@ class MaintenanceWindow:
                     return False, []                    # a duplicate of the one we hold
                 return False, [Send(self.plan.crew, MaintDone(body.job, body.attempt,
                                                               "declined"))]
+            if busy_until_at > body.start_at + 1e-6:
+                return False, self.decline(f"busy until {busy_until_at:.6f}", now)
             self.phase, self.start_at, self.technician = "booked", body.start_at, \
                 body.technician
             return True, [Log("maint_window", {
@@ -184,6 +190,14 @@ class MaintenanceWindow:
                     Send(self.plan.crew, MaintDone(self.job, self.attempt, "lapsed")),
                     *self._again(now)]
         return []
+
+    def decline(self, why: str, now: float) -> list[Action]:
+        """Give back the window just offered (it would cut into work already running) and
+        ask again from the machine's first gap."""
+        return [Log("maint_window_declined", {"agent": self.machine, "job": self.job,
+                                              "why": why}),
+                Send(self.plan.crew, MaintDone(self.job, self.attempt, "declined")),
+                *self._again(now)]
 
     def on_refused(self, job: str, why: str, now: float) -> list[Action]:
         """The plant would not start the job (no technician or part there): ask anew."""
@@ -221,15 +235,18 @@ class MaintenanceWindow:
         return self.phase in ACCEPTS[what] and job == self.job and attempt == self.attempt
 
     def _ask(self, now: float) -> list[Action]:
+        """Ask (again) from the machine's first gap, or from now when that gap is past the
+        latest safe start (the work booked there is handed back when the window comes)."""
+        gap = self.first_gap(now)
+        self.earliest_at = gap if gap <= self.latest_start_at else now
         return [Send(self.plan.crew, MaintRequest(
-                    self.job, max(now, self.earliest_at), self.latest_start_at,
+                    self.job, self.earliest_at, self.latest_start_at,
                     self.plan.duration_s, self.plan.part, self.attempt)),
                 SetTimer("maint_retry", now + self.plan.retry_s)]
 
     def _again(self, now: float) -> list[Action]:
         self.attempt += 1
         self.phase, self.start_at, self.technician = "asking", math.inf, ""
-        self.earliest_at = now
         return self._ask(now)
 
     def _reset(self) -> None:

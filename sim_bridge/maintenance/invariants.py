@@ -5,7 +5,11 @@
 * technician capacity is never exceeded: a technician is on one job at a time
   (``maintenance_start`` .. the machine's ``maintenance_done`` or
   ``maintenance_cancelled``);
-* a part is never used twice: each part serial ends at most one job.
+* a part is never used twice: each part serial ends at most one job;
+* no operation starts inside a window a machine leased from the crew (negotiated
+  maintenance: from the machine's ``maint_window`` until its end, or until the
+  window lapsed, was refused or was cancelled) — and nothing *runs into* it: an
+  operation started before the window ends before it begins.
 
 They join the run's invariants only when the log has maintenance in it, so the
 report of a cell without degrading machines keeps its keys.
@@ -15,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check", "no_operation_in_window", "parts_used_once", "technicians_within_capacity"]
+__all__ = ["check", "no_operation_in_leased_window", "no_operation_in_window", "parts_used_once",
+           "technicians_within_capacity"]
 
 
 def no_operation_in_window(evs: list[dict[str, Any]]) -> list[str]:
@@ -64,10 +69,45 @@ def parts_used_once(evs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+_WINDOW_ENDS = ("maint_window_lapsed", "maint_refused", "maint_cancelled", "maint_job_done")
+
+
+def no_operation_in_leased_window(evs: list[dict[str, Any]]) -> list[str]:
+    """Operations against the machines' leased windows, from the agents' own log lines."""
+    window: dict[str, tuple[float, float]] = {}      # machine -> (start_at, end_at)
+    running: dict[str, tuple[str, float]] = {}       # machine -> (task, started at)
+    out = []
+    for e in evs:
+        ev = e["ev"]
+        if ev == "maint_window":
+            window[e["agent"]] = (e["start_at"], e["end_at"])
+            m = e["agent"]
+            if m in running and e["start_at"] < running[m][1] - 1e-6:
+                out.append(f"t={e['t']}: {m} leased a window from t={e['start_at']} while "
+                           f"{running[m][0]} runs (planned to t={running[m][1]})")
+        elif ev in _WINDOW_ENDS:
+            window.pop(e["agent"], None)
+        elif ev == "started" and e.get("agent") in window:
+            m = e["agent"]
+            start_at, end_at = window[m]
+            t, dur = e["t"], float(e.get("duration_s", 0.0))
+            if t < end_at - 1e-6 and t + dur > start_at + 1e-6:
+                out.append(f"t={t}: {m} started {e['task']} ({dur:g} s) into its leased "
+                           f"window [{start_at}, {end_at})")
+        elif ev == "started":
+            running[e["agent"]] = (e["task"], e["t"] + float(e.get("duration_s", 0.0)))
+        elif ev in ("finished", "fault") and e.get("agent") in running:
+            running.pop(e["agent"], None)
+    return out
+
+
 def check(evs: list[dict[str, Any]]) -> dict[str, list[str]]:
     """The maintenance invariants by name; empty when the log has no maintenance."""
     if not any(e["ev"] in ("maintenance_start", "maintenance_done") for e in evs):
         return {}
-    return {"no_operation_inside_maintenance_window": no_operation_in_window(evs),
-            "technician_capacity_respected": technicians_within_capacity(evs),
-            "no_part_used_twice": parts_used_once(evs)}
+    found = {"no_operation_inside_maintenance_window": no_operation_in_window(evs),
+             "technician_capacity_respected": technicians_within_capacity(evs),
+             "no_part_used_twice": parts_used_once(evs)}
+    if any(e["ev"] == "maint_window" for e in evs):     # negotiated windows only
+        found["no_operation_inside_leased_window"] = no_operation_in_leased_window(evs)
+    return found

@@ -22,15 +22,15 @@ from agents.maintenance.estimators import estimator
 from agents.maintenance.rul import HealthModel
 from agents.protocol.actions import Command
 
+from .workshop import Workshop
+
 if TYPE_CHECKING:
     from sim_bridge.virtual import VirtualCell
-
-    from .policies import Controller
 
 __all__ = ["attach_negotiated"]
 
 
-def attach_negotiated(cell: VirtualCell, ctl: Controller,
+def attach_negotiated(cell: VirtualCell, workshop: Workshop,
                       models: Mapping[str, HealthModel]) -> None:
     """Route the machines' ``set_state maintenance`` to the workshop; give the machine
     agents' estimators the trained ``models`` where there are some (a restarted agent
@@ -45,7 +45,7 @@ def attach_negotiated(cell: VirtualCell, ctl: Controller,
         window = getattr(agent, "maint", None)
         if window is not None:
             window.estimator = estimator(settings.estimator, model)
-    plant, backend, workshop = cell.plant, cell.plant.backend, ctl.workshop
+    plant, backend = cell.plant, cell.plant.backend
     inner = plant.command
 
     def command(cmd: Command) -> None:

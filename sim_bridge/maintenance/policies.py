@@ -245,7 +245,7 @@ def attach(cell: VirtualCell, policy: str, models: Mapping[str, HealthModel],
                      **params)
     backend.maintenance = ctl       # what /metrics reads at scrape time (ops/metrics.py)
     if policy == "negotiated":
-        attach_negotiated(cell, ctl, models)
+        attach_negotiated(cell, workshop, models)
     inner = backend.record
 
     def record(ev: str, **fields: Any) -> None:     # the log unchanged; faults seen
