@@ -271,3 +271,14 @@ def test_an_offer_that_cuts_into_running_work_is_declined_and_asked_again() -> N
     done, req = _sends(out)
     assert not booked and done == MaintDone("mill1/m1", 0, "declined")
     assert isinstance(req, MaintRequest) and req.attempt == 1 and w.phase == "asking"
+
+
+def test_a_plant_that_does_not_stop_the_machine_gives_the_window_back() -> None:
+    w = _window()
+    w.on_reading({}, False, 10.0)
+    w.on_message(_msg("crew", MaintOffer("mill1/m1", "tech1", 40.0, 310.0), to="mill1"), 11.0)
+    _, out = w.on_message(_msg("crew", MaintStart("mill1/m1", "tech1"), to="mill1"), 40.0)
+    assert SetTimer("maint_lapse", 70.0) in out
+    out = w.on_timer("maint_lapse", 70.0)            # no fault (maintenance) came
+    done, req = _sends(out)
+    assert done == MaintDone("mill1/m1", 0, "refused") and req.attempt == 1

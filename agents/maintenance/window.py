@@ -48,12 +48,12 @@ __all__ = ["MaintenanceWindow", "WindowPlan", "windows_of"]
 
 Phase = Literal["watch", "asking", "booked", "started"]
 
-#: Which phases each input may arrive in; anything else is stale or duplicated and dropped.
+#: Which phase each crew message may arrive in; anything else is stale or duplicated.
+#: (Timers: ``maint_retry`` acts while asking, ``maint_lapse`` while booked — the
+#: technician never came — or started — the plant never stopped the machine.)
 ACCEPTS: dict[str, tuple[Phase, ...]] = {
     "offer": ("asking",),
     "start": ("booked",),
-    "retry": ("asking",),
-    "lapse": ("booked",),
 }
 
 
@@ -178,12 +178,16 @@ class MaintenanceWindow:
                 "state": "maintenance", "technician": body.technician,
                 "duration_s": self.plan.duration_s, "part": self.plan.part}),
                 Log("maint_begin", {"agent": self.machine, "job": self.job,
-                                    "technician": body.technician})]
+                                    "technician": body.technician}),
+                SetTimer("maint_lapse", now + self.plan.grace_s)]
         return False, []
 
     def on_timer(self, key: str, now: float) -> list[Action]:
         if key == "maint_retry" and self.phase == "asking":
             return self._ask(now)
+        if key == "maint_lapse" and self.phase == "started" \
+                and self._down_reason != "maintenance":       # the plant did not stop us
+            return self.on_refused(self.job, "the plant did not start the job", now)
         if key == "maint_lapse" and self.phase == "booked" and now >= self.start_at:
             return [Log("maint_window_lapsed", {"agent": self.machine, "job": self.job,
                                                 "technician": self.technician}),
