@@ -196,16 +196,16 @@ def test_the_technician_arrives_and_the_machine_stops_for_the_job() -> None:
 # --------------------------------------------------------------------------- whole cells
 
 
-def _run(hours: float = 1.0, seed: int = 1, technicians: int | None = None,
-         faults: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _run(hours: float = 1.0, seed: int = 1, faults: Any = None,
+         **maintenance: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from sim_bridge.report import build_report
     from sim_bridge.virtual import VirtualCell
 
     cfg = negotiating(with_orders(demo_cell(), seed, hours))
-    if technicians is not None:
+    if maintenance:
         assert cfg.maintenance is not None
         cfg = cfg.model_copy(update={"maintenance": cfg.maintenance.model_copy(
-            update={"technicians": technicians})})
+            update=maintenance)})
     cell = VirtualCell(cfg, seed=seed, faults=faults)
     attach(cell, "negotiated", models_from_cell(cfg))
     cell.run(until=hours * 3600.0)
@@ -282,3 +282,68 @@ def test_a_plant_that_does_not_stop_the_machine_gives_the_window_back() -> None:
     out = w.on_timer("maint_lapse", 70.0)            # no fault (maintenance) came
     done, req = _sends(out)
     assert done == MaintDone("mill1/m1", 0, "refused") and req.attempt == 1
+
+
+# --------------------------------------------------------------------------- escalations
+
+
+def test_no_technician_before_the_latest_safe_start_reaches_the_console() -> None:
+    from agents.base import PlantEventIn
+    from agents.cell.build import build_agents, policy_of
+    from agents.protocol.messages import Decision, Escalate
+
+    cfg = negotiating(demo_cell())
+    mill = build_agents(cfg, 1, escalation=policy_of(cfg))["mill1"]
+    w = mill.maint                                      # type: ignore[attr-defined]
+    w.estimator = _Worn(w.estimator.model)
+    out = mill.on_plant_event(PlantEventIn("reading", "mill1", "", {"vibration_mm_s": 5.0}),
+                              10.0)
+    (req,) = _sends(out)
+    late = req.latest_start_at + 100.0                  # the crew's first free technician
+    out = mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", late, late + 300.0),
+                               to="mill1"), 11.0)
+    (esc,) = [b for b in _sends(out) if isinstance(b, Escalate)]
+    assert esc.cause == "maintenance_no_window" and esc.safe_default == "stop_now"
+    assert {o["id"] for o in esc.options} == {"run_to_failure", "stop_now", "expedite_part"}
+    assert not w.blocks(20.0, 30.0)                     # until decided: producing
+    out = mill.on_message(_msg("console", Decision(esc.escalation, "stop_now", "ana"),
+                               to="mill1"), 12.0)
+    assert _logs(out, "maint_decision")[0]["stopped"] and w.blocks(20.0, 30.0)
+    assert mill.open_escalation == ""                   # type: ignore[attr-defined]
+
+
+def test_a_start_that_overtakes_its_offer_is_kept_for_it() -> None:
+    w = _window()
+    w.on_reading({}, False, 10.0)
+    assert w.on_message(_msg("crew", MaintStart("mill1/m1", "tech1"), to="mill1"), 40.0) \
+        == (False, [])
+    booked, out = w.on_message(_msg("crew", MaintOffer("mill1/m1", "tech1", 40.0, 310.0),
+                                    to="mill1"), 40.0)
+    assert booked and w.phase == "started"
+    assert [a.command for a in out if isinstance(a, Command)] == ["set_state"]
+
+
+def test_after_a_refusal_the_machine_asks_for_a_later_window() -> None:
+    w = _window()
+    w.on_reading({}, False, 10.0)
+    w.on_message(_msg("crew", MaintOffer("mill1/m1", "tech1", 40.0, 310.0), to="mill1"), 11.0)
+    w.on_message(_msg("crew", MaintStart("mill1/m1", "tech1"), to="mill1"), 40.0)
+    out = w.on_refused("mill1/m1", "tech1 is not free", 40.0)
+    (req,) = [b for b in _sends(out) if isinstance(b, MaintRequest)]
+    assert req.attempt == 1 and req.earliest_at == 70.0          # + grace_s
+
+
+def test_a_window_past_the_latest_safe_start_is_escalated_once_to_the_console() -> None:
+    # one technician, asked late: a corrective repair waiting for a part holds it
+    evs, rep = _run(hours=2.0, seed=3, technicians=1, lookahead_s=200.0)
+    assert all(rep["invariants"].values()), rep["invariant_violations"]
+    raised = [e for e in evs if e["ev"] == "escalation_raised"
+              and e["cause"] == "maintenance_no_window"]
+    assert len(raised) == 1 and raised[0]["resource"] == "mill1"
+    applied = [e for e in evs if e["ev"] == "maint_decision" and e["agent"] == "mill1"]
+    assert [a["option"] for a in applied] == ["stop_now"]       # the safe default, unanswered
+    stopped_at = applied[0]["t"]
+    job_at = min([e["t"] for e in evs if e["ev"] == "maintenance_start"
+                  and e["machine"] == "mill1" and e["t"] > stopped_at], default=2.0 * 3600)
+    assert not [e for e in evs if e["ev"] == "started" and e["agent"] == "mill1"
+                and stopped_at < e["t"] < job_at]      # held until its technician comes

@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from agents.base import PlantEventIn
+from agents.escalation.policy import OFF, EscalationPolicy
+from agents.escalation.raiser import EscalationRaiser
 from agents.protocol.actions import Action, Log, Send, SetTimer
-from agents.protocol.messages import Failure, MaintOffer, MaintStart, Message
+from agents.protocol.messages import Decision, Failure, MaintOffer, MaintStart, Message
 from agents.resource import ResourceAgent, Task
 
+from .cases import escalate
 from .window import MaintenanceWindow
 
 
@@ -29,6 +32,11 @@ class MachineAgent(Protocol):
     busy_until_at: float
     tasks: dict[str, Task]
     maint: MaintenanceWindow | None
+    policy: EscalationPolicy
+    raiser: EscalationRaiser[None]
+
+    @property
+    def open_escalation(self) -> str: ...
 
     def earliest_gap(self, earliest_at: float, duration_s: float, now: float) -> float: ...
 
@@ -48,13 +56,40 @@ def bind(agent: MachineAgent) -> None:
 def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | None:
     """The crew's messages; None for any other message."""
     w = agent.maint
-    if w is None or not isinstance(msg.body, (MaintOffer, MaintStart)):
+    if w is None:
+        return None
+    if isinstance(msg.body, Decision) and w.escalation == msg.body.escalation:
+        assert isinstance(agent, ResourceAgent)
+        out = ResourceAgent.on_message(agent, msg, now)      # decision_applied, closed
+        if not out:                                          # a repeat: decided already
+            return out
+        return out + w.on_decision(msg.body.option, now) + _hand_back_overlapping(agent, now)
+    if not isinstance(msg.body, (MaintOffer, MaintStart)):
         return None
     busy_until = agent.busy_until_at if agent.running is not None else 0.0
     booked, out = w.on_message(msg, now, busy_until)
     if booked:
         out += _hand_back_overlapping(agent, now)
+        if w.late:
+            out += _escalate_no_window(agent, w, now)
     return out
+
+
+def _escalate_no_window(agent: MachineAgent, w: MaintenanceWindow, now: float) -> list[Action]:
+    """No technician before the latest safe start: ask a supervisor (the one raiser, so it
+    reaches the console), unless nobody listens or a case of ours is open already."""
+    if agent.policy == OFF or agent.open_escalation or w.escalation:
+        return []                   # nobody listens, a case is open, or raised for this job
+    esc = agent.raiser.next_id()
+    w.escalation = esc
+    body = escalate(esc, "maintenance_no_window", agent.id,
+                    now + agent.policy.deadlines.final_s,
+                    {"job": w.job, "latest_start_at": round(w.latest_start_at, 6),
+                     "window_start_at": round(w.start_at, 6), "technician": w.technician,
+                     "detected_at": now})
+    return agent.raiser.raise_(body, None, now) + [
+        Log("escalate", {"agent": agent.id, "escalation": esc,
+                         "cause": "maintenance_no_window", "resource": agent.id})]
 
 
 def on_timer(agent: MachineAgent, key: str, now: float) -> list[Action] | None:
@@ -79,7 +114,11 @@ def on_plant_event(agent: MachineAgent, ev: PlantEventIn,
     if ev.event == "fault" and agent.up:
         return False, w.on_fault(str(data.get("reason", "breakdown")), now)
     if ev.event == "repaired" and not agent.up:
-        return False, w.on_repaired(now)
+        esc = w.escalation
+        out = w.on_repaired(now)
+        if esc and esc in agent.raiser.open and not w.escalation:    # the job is done
+            out += agent.raiser.clear(esc, "maintenance done")
+        return False, out
     return False, []
 
 

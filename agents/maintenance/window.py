@@ -91,6 +91,10 @@ class MaintenanceWindow:
         self._last_at = 0.0
         self._last_busy_s = 0.0
         self._down_reason = ""
+        self.escalation = ""            # the escalation raised about the current job, if any
+        self.not_before_at = 0.0        # after a refusal: ask for no window before this
+        self._early_start: MaintStart | None = None   # a start that overtook its offer
+        self.stopped = False            # a supervisor said stop now: no work until the window
         #: the machine's first gap in its own queue for the job, from ``now`` (set by the
         #: machine agent, agents/maintenance/hook.py ``bind``); default: now
         self.first_gap: Callable[[float], float] = lambda now: now
@@ -104,6 +108,8 @@ class MaintenanceWindow:
         """Whether work from ``start_at`` for ``duration_s`` would run into the window."""
         if self.phase not in ("booked", "started"):
             return False
+        if self.stopped:
+            return start_at < self.end_at - 1e-9
         return start_at < self.end_at - 1e-9 and start_at + duration_s > self.start_at + 1e-9
 
     def track(self, now: float, busy: bool) -> None:
@@ -164,23 +170,32 @@ class MaintenanceWindow:
                 return False, self.decline(f"busy until {busy_until_at:.6f}", now)
             self.phase, self.start_at, self.technician = "booked", body.start_at, \
                 body.technician
-            return True, [Log("maint_window", {
+            out: list[Action] = [Log("maint_window", {
                 "agent": self.machine, "job": self.job, "technician": body.technician,
                 "start_at": body.start_at, "end_at": self.end_at,
                 "latest_start_at": round(self.latest_start_at, 6),
                 "late": body.start_at > self.latest_start_at + 1e-9}),
                 SetTimer("maint_lapse", body.start_at + self.plan.grace_s)]
+            early, self._early_start = self._early_start, None
+            return True, out + (self._begin(early, now) if early is not None else [])
         if isinstance(body, MaintStart):
+            if self.phase == "asking" and body.job == self.job and body.attempt == self.attempt:
+                self._early_start = body          # it overtook its offer: keep it for then
+                return False, []
             if not self._current(body.job, body.attempt, "start"):
                 return False, []
-            self.phase = "started"
-            return False, [Command("set_state", self.machine, self.job, {
+            return False, self._begin(body, now)
+        return False, []
+
+    def _begin(self, body: MaintStart, now: float) -> list[Action]:
+        """The technician is here: stop for the job (and check the plant did)."""
+        self.phase = "started"
+        return [Command("set_state", self.machine, self.job, {
                 "state": "maintenance", "technician": body.technician,
                 "duration_s": self.plan.duration_s, "part": self.plan.part}),
                 Log("maint_begin", {"agent": self.machine, "job": self.job,
                                     "technician": body.technician}),
                 SetTimer("maint_lapse", now + self.plan.grace_s)]
-        return False, []
 
     def on_timer(self, key: str, now: float) -> list[Action]:
         if key == "maint_retry" and self.phase == "asking":
@@ -209,7 +224,7 @@ class MaintenanceWindow:
             return []
         return [Log("maint_refused", {"agent": self.machine, "job": job, "why": why}),
                 Send(self.plan.crew, MaintDone(self.job, self.attempt, "refused")),
-                *self._again(now)]
+                *self._again(now, not_before_at=now + self.plan.grace_s)]
 
     def on_fault(self, reason: str, now: float) -> list[Action]:
         self._down_reason = reason
@@ -240,20 +255,38 @@ class MaintenanceWindow:
 
     def _ask(self, now: float) -> list[Action]:
         """Ask (again) from the machine's first gap, or from now when that gap is past the
-        latest safe start (the work booked there is handed back when the window comes)."""
-        gap = self.first_gap(now)
-        self.earliest_at = gap if gap <= self.latest_start_at else now
+        latest safe start (the work booked there is handed back when the window comes);
+        never before ``not_before_at`` (after a refusal: what was missing takes time)."""
+        gap = self.first_gap(max(now, self.not_before_at))
+        self.earliest_at = gap if gap <= self.latest_start_at else max(now, self.not_before_at)
         return [Send(self.plan.crew, MaintRequest(
                     self.job, self.earliest_at, self.latest_start_at,
                     self.plan.duration_s, self.plan.part, self.attempt)),
                 SetTimer("maint_retry", now + self.plan.retry_s)]
 
-    def _again(self, now: float) -> list[Action]:
+    def _again(self, now: float, not_before_at: float = 0.0) -> list[Action]:
         self.attempt += 1
+        self.not_before_at = not_before_at
+        self._early_start = None     # (a stop_now decision holds until the job is done)
         self.phase, self.start_at, self.technician = "asking", math.inf, ""
         return self._ask(now)
 
+    @property
+    def late(self) -> bool:
+        """The window held starts after the latest safe start (no technician before it)."""
+        return self.phase in ("booked", "started") and self.start_at > self.latest_start_at + 1e-9
+
+    def on_decision(self, option: str, now: float) -> list[Action]:
+        """A supervisor's answer to the escalation about this job (agents/maintenance/
+        cases.py): ``stop_now`` holds the machine until its window ends; ``run_to_failure``
+        keeps it producing until the window; ``expedite_part`` changes nothing here."""
+        self.stopped = option == "stop_now" and self.phase in ("booked", "started")
+        return [Log("maint_decision", {"agent": self.machine, "job": self.job,
+                                       "option": option, "stopped": self.stopped})]
+
     def _reset(self) -> None:
+        self.escalation, self.stopped, self.not_before_at = "", False, 0.0
+        self._early_start = None
         self.phase, self.start_at, self.technician = "watch", math.inf, ""
         self.latest_start_at = math.inf
 

@@ -23,41 +23,18 @@ like the :class:`agents.protocol.messages.Escalate` body (cause, priority,
 options, safe default, deadline), and the run report counts them
 (:func:`figures`).  They are deliberately *not* ``escalation_raised`` events:
 that event is the console's record, and a case nobody can decide must not look
-like one waiting on a supervisor.  Acting on a decision — holding the machine,
-expediting the order — is for the machine agent's negotiation (the next step).
+like one waiting on a supervisor.  Under negotiated maintenance the machine agent
+raises them itself, through its raiser, from the same table
+(agents/maintenance/cases.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agents.maintenance.cases import CASES, OPTIONS
+
 __all__ = ["CASES", "OPTIONS", "escalation", "figures"]
-
-OPTIONS = ("run_to_failure", "stop_now", "expedite_part")
-
-# cause -> (priority, safe default, consequence, effect of each option)
-CASES: dict[str, tuple[int, str, str, dict[str, str]]] = {
-    "maintenance_no_window": (
-        2, "stop_now",
-        "the machine runs past its latest safe start: failure risk above the policy's",
-        {"run_to_failure": "keep producing; planned maintenance when a technician frees, "
-                           "a corrective repair if it fails first",
-         "stop_now": "stop the machine now and hold it for the first free technician",
-         "expedite_part": "no effect: a technician is missing, not the part"}),
-    "maintenance_no_part": (
-        2, "expedite_part",
-        "no spare part before the latest safe start: the window cannot be kept",
-        {"run_to_failure": "keep producing until the ordered part arrives, or it fails",
-         "stop_now": "stop the machine now and wait for the ordered part",
-         "expedite_part": "pay for the supplier's fastest delivery of one part"}),
-    "maintenance_prediction_miss": (
-        2, "stop_now",
-        "the machine failed well before its predicted window: its estimator is not "
-        "to be trusted until it is re-trained",
-        {"run_to_failure": "keep planning on the estimator as before (the miss was chance)",
-         "stop_now": "hold the machine after its repair until a person has inspected it",
-         "expedite_part": "expedite a spare part so the repair does not wait on stock"}),
-}
 
 
 def escalation(escalation_id: str, cause: str, machine: str, now: float, deadline_s: float,
