@@ -347,3 +347,43 @@ def test_a_window_past_the_latest_safe_start_is_escalated_once_to_the_console() 
                   and e["machine"] == "mill1" and e["t"] > stopped_at], default=2.0 * 3600)
     assert not [e for e in evs if e["ev"] == "started" and e["agent"] == "mill1"
                 and stopped_at < e["t"] < job_at]      # held until its technician comes
+
+
+def test_kill_9_of_the_technicians_host_during_a_job_loses_nothing_and_does_nothing_twice(
+        ) -> None:
+    from agents.cell.faults import FaultScenario
+    from ops.config import cell_from_dict
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    d = negotiating(with_orders(demo_cell(), 1, 1.0)).model_dump(mode="json", exclude_none=True)
+    ids = {k: [x["id"] for x in d[k]] for k in ("machines", "robots", "orders")}
+    d["hosts"] = [   # the crew is no listed agent: it runs on the first host, alone
+        {"name": "workshop", "endpoint": "tcp://127.0.0.1:5610"},
+        {"name": "machines", "endpoint": "tcp://127.0.0.1:5611", "agents": ids["machines"]},
+        {"name": "logistics", "endpoint": "tcp://127.0.0.1:5612", "agents": ids["robots"]},
+        {"name": "orders", "endpoint": "tcp://127.0.0.1:5613", "agents": ids["orders"]}]
+    cfg = cell_from_dict(d)
+
+    def run(faults: FaultScenario | None) -> list[dict[str, Any]]:
+        cell = VirtualCell(cfg, seed=1, faults=faults)
+        attach(cell, "negotiated", models_from_cell(cfg))
+        cell.run(until=3600.0)
+        rep = build_report(cell)
+        assert all(rep["invariants"].values()), rep["invariant_violations"]
+        return [json.loads(line) for line in cell.events]
+
+    first = next(e for e in run(None) if e["ev"] == "maintenance_start")
+    kill_at = first["t"] + 60.0                          # the technician is at work
+    evs = run(FaultScenario(name="kill-workshop", mtbf_breakdowns=False, hosts=[
+        {"host": "workshop", "action": "kill", "at_s": kill_at, "duration_s": 600.0}]))
+    assert [e["agents"] for e in evs if e["ev"] == "fault_injected"] == [["crew"]]
+    jobs = [e for e in evs if e["ev"] == "maintenance_start" and e["machine"] == first["machine"]]
+    done = [e for e in evs if e["ev"] == "maintenance_done" and e["machine"] == first["machine"]]
+    assert jobs[0]["t"] == first["t"] and done and done[0]["t"] > kill_at   # finished anyway
+    assert len({e["part_serial"] for e in jobs}) == len(jobs)               # no part twice
+    # the machine's maint_done was lost with the host; the crew, back from its journal,
+    # reclaims the booking and serves the next request
+    reclaimed = [e for e in evs if e["ev"] == "maint_reclaimed" and e["t"] >= kill_at]
+    assert reclaimed and reclaimed[0]["job"] == next(e for e in evs
+                                                     if e["ev"] == "maint_begin")["job"]
