@@ -166,7 +166,10 @@ def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthMo
         "total_cost": ((planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h
                        + ws.technician_cost + ws.parts_cost
                        + tardy_s / 3600.0 * costs.tardiness_per_h),
-        "escalations": float(len(ctl.escalations)),
+        # the simulator's policies record them; the agents raise them to the console
+        "escalations": float(len(ctl.escalations) + sum(
+            e["ev"] == "escalation_raised" and str(e.get("cause", "")).startswith(
+                "maintenance_") for e in evs)),
         "prediction_misses": float(sum(e["ev"] == "prediction_miss" for e in evs)),
     }
     return figures, rep
