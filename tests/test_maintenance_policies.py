@@ -128,6 +128,7 @@ def test_the_bench_prints_the_json_of_the_issue() -> None:
     for figures in cell["policies"].values():
         assert set(figures) == set(METRICS)
         assert {"mean", "ci95"} <= set(figures["unplanned_failures"])
-    assert set(cell["paired"]) == {"predictive-run_to_failure", "predictive-preventive",
-                                   "predictive-condition_based"}
+    baselines = ("run_to_failure", "preventive", "condition_based")
+    assert set(cell["paired"]) == ({f"predictive-{b}" for b in baselines}
+                                   | {f"negotiated-{b}" for b in (*baselines, "predictive")})
     assert cell["invariant_violations"] == []
