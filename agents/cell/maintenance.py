@@ -140,6 +140,9 @@ class MaintenanceSettings(_Model):
     lookahead_s: _Seconds = Field(
         default=900.0, description="A machine asks for a window once its latest safe start "
         "is this close, seconds.")
+    window_slot_s: _Seconds = Field(
+        default=300.0, description="A machine's window starts at the first gap in its queue "
+        "at most this long before its latest safe start (earlier throws life away).")
     window_grace_s: _Seconds = Field(
         default=60.0, description="A technician this late makes the window lapse (the crew is "
         "gone); the crew's booking ends this long after the window, whatever happens.")

@@ -9,9 +9,10 @@ policies) with the operating age the machine counts itself (busy seconds since
 the part was last replaced).  When the ``risk`` quantile of the remaining life,
 turned into clock time at the machine's recent load, comes within
 ``lookahead_s``, that instant is the **latest safe start** and the machine asks
-the crew for a window (``maint_request``), at the first gap in its own queue
-where the job fits — a low-load slot — or now if that gap is past the latest
-safe start.  It asks again every ``retry_s`` until offered.
+the crew for a window (``maint_request``) at the first gap in its own queue at
+most ``slot_s`` before it — a low-load slot that throws little life away — or
+at that instant if the gap is past the latest safe start.  It asks again every
+``retry_s`` until offered.
 
 The offer is a lease: the crew booked a technician from ``start_at``.  The
 machine keeps the window ``[start_at, start_at + duration_s)`` free: it quotes
@@ -69,6 +70,7 @@ class WindowPlan:
     lookahead_s: float = 900.0      # ask once the latest safe start is this close
     retry_s: float = 5.0
     grace_s: float = 60.0           # the technician may be this late before the window lapses
+    slot_s: float = 300.0           # the window starts no earlier than this before the latest
 
 
 class MaintenanceWindow:
@@ -254,11 +256,14 @@ class MaintenanceWindow:
         return self.phase in ACCEPTS[what] and job == self.job and attempt == self.attempt
 
     def _ask(self, now: float) -> list[Action]:
-        """Ask (again) from the machine's first gap, or from now when that gap is past the
-        latest safe start (the work booked there is handed back when the window comes);
-        never before ``not_before_at`` (after a refusal: what was missing takes time)."""
-        gap = self.first_gap(max(now, self.not_before_at))
-        self.earliest_at = gap if gap <= self.latest_start_at else max(now, self.not_before_at)
+        """Ask (again) for a window from the machine's first gap at most ``slot_s`` before
+        the latest safe start (earlier throws life away), or from that instant when the gap
+        is past the latest safe start (the work booked there is handed back when the window
+        comes); never before ``not_before_at`` (after a refusal: what was missing takes
+        time)."""
+        from_at = max(now, self.not_before_at, self.latest_start_at - self.plan.slot_s)
+        gap = self.first_gap(from_at)
+        self.earliest_at = gap if gap <= self.latest_start_at else from_at
         return [Send(self.plan.crew, MaintRequest(
                     self.job, self.earliest_at, self.latest_start_at,
                     self.plan.duration_s, self.plan.part, self.attempt)),
@@ -308,6 +313,6 @@ def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
         if d is None:
             continue
         plan = WindowPlan(CREW_ID, d.maintenance_s, d.part, d.restore, s.risk, s.lookahead_s,
-                          retry_s, s.window_grace_s)
+                          retry_s, s.window_grace_s, s.window_slot_s)
         out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, prior_model(d)))
     return out
