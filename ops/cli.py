@@ -649,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--decision-log", metavar="FILE.jsonl", type=output_file,
                     help="record every decision in a signed decision log (docs/flight-recorder.md)")
     sp.add_argument("--maintenance-policy", metavar="POLICY", default=None,
-                    choices=("run_to_failure", "preventive", "condition_based", "predictive"),
+                    choices=("run_to_failure", "preventive", "condition_based", "predictive",
+                             "negotiated"),
                     help="maintain the wearing machines by this policy (docs/maintenance.md)")
     sp.add_argument("--maintenance-model", metavar="MODEL", default=None,
                     help="health models from `autocell maintenance fit` (default: the cell "
