@@ -178,9 +178,15 @@ def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
         raise ConfigurationError(f"{path}: not a decision log (no header line)")
     run = header["run"]
     if run.get("driver") != "virtual":
-        raise ConfigurationError(f"{path}: --what-if re-runs a log of `autocell run` (virtual "
-                                 f"time); this one was recorded by host {run.get('host')!r} "
-                                 "under `up`, whose plant durations cannot be replayed yet")
+        again = (f"`autocell run {run['source']} --seed {run['seed']} --decision-log FILE`"
+                 if run.get("source") and run.get("seed") is not None
+                 else "`autocell run CELL --seed SEED --decision-log FILE`")
+        raise ConfigurationError(
+            f"{path}: --what-if re-runs a log of `autocell run` (virtual time); this one was "
+            f"recorded by host {run.get('host')!r} under `up`, whose plant durations cannot be "
+            "replayed yet (the simulator would draw its own, so the comparison would not be "
+            f"of this run); to compare strategies on the same cell and seed, record {again} "
+            "and ask --what-if of that log (docs/flight-recorder.md, \"What if\")")
     cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
     faults = FaultScenario.model_validate(run["faults"]) if run.get("faults") else None
     reports = {}

@@ -125,3 +125,10 @@ def test_what_if_refuses_a_log_of_up(tmp_path: Path) -> None:
                     run={"driver": "host", "host": "main"}).close()
     with pytest.raises(ConfigurationError, match="cannot be replayed yet"):
         what_if(path, "lowest_cost")
+    with path.open("wb") as sink:      # it says how to get a log it can re-run
+        DecisionLog(sink, SigningKey.generate(), host="machines",
+                    run={"driver": "host", "host": "machines", "seed": 3,
+                         "source": "cell_configs/demo_cell.yaml"}).close()
+    with pytest.raises(ConfigurationError, match="autocell run cell_configs/demo_cell.yaml "
+                                                 "--seed 3 --decision-log FILE"):
+        what_if(path, "lowest_cost")
