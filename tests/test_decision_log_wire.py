@@ -118,3 +118,23 @@ def test_a_log_of_the_first_format_still_verifies(tmp_path: Path,
     assert json.loads(path.read_bytes().splitlines()[0])["format"] == "autocell-decision-log/1"
     assert recorder.is_decision_log(path)
     assert verify_log(path).ok
+
+
+def test_an_edited_envelope_is_named_and_refused_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ops.cli import main
+
+    path = tmp_path / "wire.jsonl"
+    _write(path, wire=True)
+    lines = path.read_bytes().split(b"\n")
+    entry = json.loads(lines[3])
+    payload = bytearray(base64.b64decode(entry["in"]["payload"]))
+    payload[payload.index(b"propose")] = ord("x")            # the type: "xropose"
+    entry["in"]["payload"] = base64.b64encode(bytes(payload)).decode()
+    lines[3] = json.dumps(entry, separators=(",", ":"), sort_keys=True).encode()
+    path.write_bytes(b"\n".join(lines))
+    assert verify_log(path).bad_entry == 3
+    assert main(["audit", "verify", str(path)]) == 1
+    assert main(["replay", str(path)]) == 2
+    assert main(["explain", str(path), "o-1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

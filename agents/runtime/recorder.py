@@ -62,6 +62,7 @@ from agents.protocol.messages import (
 )
 from agents.runtime.journal import Inbound, Input, PlantIn, Recover, Start, Timer
 from security.crypto import SigningKey, Verifier, fingerprint
+from security.errors import Rejected
 
 FORMAT = "autocell-decision-log/2"
 FORMATS = ("autocell-decision-log/1", FORMAT)
@@ -503,8 +504,11 @@ def envelope_input(d: Mapping[str, Any], agent_id: str, sender: str) -> dict[str
     docs/PROTOCOL.md §5, base64) decoded; ``to`` is the entry's agent (a multicast's
     payload names every addressee).  The signature (``sig``, over ``autocell/1`` + the
     sender + the payload) is left to who holds the sender's certificate."""
-    h = msgpack.unpackb(base64.b64decode(d["payload"]), raw=False)
-    body = msgspec.to_builtins(body_from_wire(h["type"], h["body"]))
+    try:
+        h = msgpack.unpackb(base64.b64decode(d["payload"]), raw=False)
+        body = msgspec.to_builtins(body_from_wire(h["type"], h["body"]))
+    except (Rejected, ValueError, TypeError, KeyError) as exc:    # an edited log
+        raise ValueError(f"an envelope of {agent_id} does not decode ({exc})") from exc
     return {"kind": "message", "type": h["type"], "from": sender, "to": agent_id,
             "conv": h["conv"], "id": bytes(h["id"]).hex(), "epoch": h["epoch"],
             "seq": h["seq"], "ts": h["ts"], "body": body}
