@@ -49,6 +49,13 @@ the unicast comparison): 1 bidder process 2.6 / 3.6, 2 processes 3.0 / 5.2,
 4 processes 3.6 / 4.6, 20 processes 5.3–7.7 / 9.4–13.9.  The caller's
 crypto per round: 1 sign (22 µs) + 20 verifies (53 µs each) = 1.1 ms.
 
+**The decision log's cost** (``--decision-log``, issue 19): one more run of
+the headline layout in which every process keeps a decision log and the
+rounds alternate in blocks of :data:`BLOCK_ROUNDS` between recording off and
+on (the bidders are switched by a line on their stdin); both halves build
+the agents' actions as a runner gets them and share the machine's load, so
+``decision_log`` compares like with like (docs/decisions.md, ADR 58).
+
 Keys are made in memory from a seed every process derives the same way
 (:func:`security.keystore.ephemeral_cell`); they protect nothing outside the
 benchmark.  Bidder processes are ``python -m ops.bench.negotiation --peer``,
