@@ -13,6 +13,7 @@ from agents.cell.tariff import TimeOfUse
 from agents.energy.aware import MachineEnergy
 from agents.energy.manager import ENERGY_MANAGER_ID, EnergyManagerAgent
 from agents.energy.plan import budget_kw, cap_escalation_of, cap_enforced, cap_problem, needs_of
+from agents.energy.rehearsal import plan_pricing
 from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
@@ -97,6 +98,7 @@ def build_agents(cfg: CellConfig, seed: int, *,
     machine_location = {m.id: m.location for m in cfg.machines}
     robots = [r.id for r in cfg.robots]
     assert cfg.layout.input is not None and cfg.layout.output is not None
+    pricing = plan_pricing(agents, ostrat)
     for o in cfg.orders:
         product = cfg.product(o.product)
         agents[o.id] = OrderAgent(
@@ -106,7 +108,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
             robots=robots, machine_location=machine_location,
             input_location=cfg.layout.input, output_location=cfg.layout.output,
             min_processing_s=min_proc, machines=[m.id for m in cfg.machines],
-            peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation)
+            peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation,
+            pricing=pricing)
     if capped:
         assert cfg.energy is not None and cfg.energy.peak_cap_kw is not None
         agents[ENERGY_MANAGER_ID] = EnergyManagerAgent(
