@@ -12,7 +12,14 @@ from agents.base import Agent, Timing
 from agents.cell.tariff import TimeOfUse
 from agents.energy.aware import MachineEnergy
 from agents.energy.manager import ENERGY_MANAGER_ID, EnergyManagerAgent
-from agents.energy.plan import budget_kw, cap_escalation_of, cap_enforced, cap_problem, needs_of
+from agents.energy.plan import (
+    budget_kw,
+    cap_escalation_of,
+    cap_enforced,
+    cap_problem,
+    needs_of,
+    remaining_work_s,
+)
 from agents.energy.rehearsal import plan_pricing
 from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
@@ -116,7 +123,7 @@ def build_agents(cfg: CellConfig, seed: int, *,
             ENERGY_MANAGER_ID, timing=timing, budget_kw=budget_kw(cfg),
             cap_kw=cfg.energy.peak_cap_kw, rng=rng(ENERGY_MANAGER_ID),
             cap_escalation=cap_escalation_of(cfg, escalation, timing.lease_window_s),
-            due_at={o.id: o.due_at for o in cfg.orders})
+            due_at={o.id: o.due_at for o in cfg.orders}, remaining_s=remaining_work_s(cfg))
     return agents
 
 
