@@ -270,9 +270,11 @@ def test_the_prediction_counts_the_queue_ahead_and_the_rest_of_the_route() -> No
     assert predicted_start(m.budget, 5.0, 2.0, ahead_of=first) == 400.0
     # the rest of the route: each later operation at its fastest machine, times the quantity
     assert position_of("o1/3") == 3 and position_of("o1/b/2") == 2 and position_of("o1") is None
-    m.watch.remaining_s = {"o1": [70.0, 0.0]}                            # type: ignore[union-attr]
-    m.watch.asked.clear()                                                # type: ignore[union-attr]
-    late = m.watch.check("o1", "m1", 6.0, 50.0, m.budget, 2.0, "o1/0", key)  # type: ignore[union-attr]
+    watch = m.watch
+    assert watch is not None
+    watch.remaining_s = {"o1": [70.0, 0.0]}
+    watch.asked.clear()
+    late = watch.check("o1", "m1", 6.0, 50.0, m.budget, 2.0, "o1/0", key)
     assert late == (570.0, 470.0)            # starts 450 s, ends 500 s, then 70 s of work
     cfg = load_cell(DEMO)
     rest = remaining_work_s(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from test_energy_bench import SMALL
 
 
 @functools.cache
-def small_cell(tmp: str) -> object:
+def small_cell(tmp: str) -> Any:
     path = Path(tmp) / "mk99.fjs"
     path.write_text(SMALL)
     return cell_from_dict(energy_extension(instance_to_cell_dict(load_instance(path)), "mk99"),
@@ -34,19 +35,19 @@ def small_cell(tmp: str) -> object:
 
 
 @pytest.fixture
-def cfg(tmp_path_factory: pytest.TempPathFactory) -> object:
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return small_cell(str(tmp_path_factory.mktemp("energy-rehearsal")))
 
 
-def _aware(cfg: object, leases: bool = False) -> VirtualCell:
-    return VirtualCell(cfg.model_copy(update={"energy": cfg.energy.model_copy(  # type: ignore[attr-defined]
+def _aware(cfg: Any, leases: bool = False) -> VirtualCell:
+    return VirtualCell(cfg.model_copy(update={"energy": cfg.energy.model_copy(
         update={"cap_leases": leases})}), resource_strategy=AWARE["resource_strategy"],
         order_strategy=AWARE["order_strategy"])
 
 
-def _pricing(cfg: object) -> PlanPricing:
+def _pricing(cfg: Any) -> PlanPricing:
     cell = _aware(cfg)
-    pricing = plan_pricing(cell.agents, cell.agents[cfg.orders[0].id].strategy)  # type: ignore[attr-defined]
+    pricing = plan_pricing(cell.agents, cell.agents[cfg.orders[0].id].strategy)
     assert pricing is not None
     return pricing
 
@@ -65,9 +66,9 @@ def _choice(pricing: PlanPricing | None, quotes: dict[str, tuple[float, float]])
     return chosen
 
 
-def test_a_slot_costs_what_the_machine_would_bid(cfg: object) -> None:
+def test_a_slot_costs_what_the_machine_would_bid(cfg: Any) -> None:
     pricing = _pricing(cfg)
-    m = cfg.machines[0]                                        # type: ignore[attr-defined]
+    m = cfg.machines[0]                                      
     cap = next(iter(m.capabilities))
     energy = pricing.machines[m.id]
     assert pricing.cost(m.id, cap, 0.0, 600.0) == pytest.approx(
@@ -103,9 +104,9 @@ def test_the_order_trades_finish_against_energy_at_its_rate(
     assert _choice(pricing, quotes) == aware
 
 
-def test_without_energy_aware_strategies_there_is_no_pricing(cfg: object) -> None:
-    blind = VirtualCell(cfg)                                     # type: ignore[arg-type]
-    assert plan_pricing(blind.agents, blind.agents[cfg.orders[0].id].strategy) is None  # type: ignore[attr-defined]
+def test_without_energy_aware_strategies_there_is_no_pricing(cfg: Any) -> None:
+    blind = VirtualCell(cfg)                                   
+    assert plan_pricing(blind.agents, blind.agents[cfg.orders[0].id].strategy) is None
     assert all(getattr(a, "rehearsal", None) is None or getattr(a.rehearsal, "pricing", None)
                is None for a in blind.agents.values())
 
@@ -128,11 +129,11 @@ def test_the_collector_sums_the_orders_energy() -> None:
     assert not isinstance(ExploreResult(0, 1.0), ExploreResultPriced)
 
 
-def test_an_aware_rehearsed_run_keeps_one_plan_and_finishes(cfg: object) -> None:
+def test_an_aware_rehearsed_run_keeps_one_plan_and_finishes(cfg: Any) -> None:
     """Every order keeps the same pass; under the cap's leases every invariant holds."""
     cell = _aware(cfg, leases=True)
     cell.run()
-    plans = {cell.agents[o.id].plan for o in cfg.orders}        # type: ignore[attr-defined]
+    plans = {cell.agents[o.id].plan for o in cfg.orders}      
     assert None not in plans
     assert len({p.score for p in plans}) == 1 and len({p.makespan for p in plans}) == 1
     from sim_bridge.report import build_report
