@@ -77,6 +77,13 @@ last pass's end as the collector reported it, plus two reply deadlines for
 the award round); the machines run their tasks strictly in planned order,
 each as soon as its parts are there, so the execution is the plan shifted
 left where it can be — never later than planned, up to message latency.
+
+Energy-aware orders (``pricing`` set: agents/energy/rehearsal.py) weigh each
+quote's energy cost against its finish at the order strategy's
+``s_per_money``, report their part of the pass's cost (``explore_result_priced``)
+and keep the pass of least makespan + ``s_per_money`` · the cell's cost; the
+machines' side does not change.  Without ``pricing`` nothing here changes.
+
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
 so far, or the ordinary contract net.  Rehearsal ignores transport,
