@@ -43,6 +43,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "power_request": frozenset({"machine"}),
     "power_grant": frozenset({"energy"}),
     "power_release": frozenset({"machine"}),
+    "explore_result_priced": frozenset({"order"}),
 }
 
 KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {
