@@ -77,6 +77,13 @@ last pass's end as the collector reported it, plus two reply deadlines for
 the award round); the machines run their tasks strictly in planned order,
 each as soon as its parts are there, so the execution is the plan shifted
 left where it can be — never later than planned, up to message latency.
+
+Energy-aware orders (``pricing`` set: agents/energy/rehearsal.py) weigh each
+quote's energy cost against its finish at the order strategy's
+``s_per_money``, report their part of the pass's cost (``explore_result_priced``)
+and keep the pass of least makespan + ``s_per_money`` · the cell's cost; the
+machines' side does not change.  Without ``pricing`` nothing here changes.
+
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
 so far, or the ordinary contract net.  Rehearsal ignores transport,
@@ -88,6 +95,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agents.protocol.actions import Action, Log, Send
 from agents.protocol.messages import (
@@ -97,8 +105,12 @@ from agents.protocol.messages import (
     ExploreQuote,
     ExploreReady,
     ExploreResult,
+    ExploreResultPriced,
     Intention,
 )
+
+if TYPE_CHECKING:
+    from agents.energy.rehearsal import PlanPricing
 
 #: Separates the route levels of the first pass's keys (``level * LEVEL + ...``).
 LEVEL = 1e9
@@ -166,6 +178,8 @@ class Plan:
     machine: tuple[str, ...]
     start: tuple[float, ...]
     finish: tuple[float, ...]
+    #: makespan + s_per_money · the cell's energy cost (energy-aware orders), else makespan
+    score: float = 0.0
 
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
@@ -203,7 +217,7 @@ class OrderRehearsal:
     def __init__(self, order: str, *, alternatives: list[list[str]], capabilities: list[str],
                  quantity: int, work_s: list[float], machines: list[str], peers: list[str],
                  passes: int, rng: random.Random, first_ready_at: float = 0.0,
-                 budget_share: float = 0.01) -> None:
+                 budget_share: float = 0.01, pricing: PlanPricing | None = None) -> None:
         self.order = order
         self.alternatives = alternatives
         self.capabilities = capabilities
@@ -214,6 +228,8 @@ class OrderRehearsal:
         self.rng = rng
         self.first_ready_at = first_ready_at
         self.budget_share = budget_share
+        #: energy-aware: quotes and passes weighed with energy (agents/energy/rehearsal.py)
+        self.pricing = pricing
         self.started_at = 0.0
         self.ended_at = 0.0        # the same for every order: the latest pass end reported
         total = sum(work_s)
@@ -226,8 +242,9 @@ class OrderRehearsal:
         self.best: Plan | None = None
         self.current: Plan | None = None
         self.last: Plan | None = None
-        self.results: dict[int, dict[str, tuple[float, float, float, float]]] = {}
-        self.summaries: dict[int, tuple[float, float, float]] = {}   # makespan, at, bound
+        self.results: dict[int, dict[str, tuple[float, ...]]] = {}
+        # makespan, at, bound, and the cell's energy cost (energy-aware orders)
+        self.summaries: dict[int, tuple[float, float, float, float]] = {}
         self.now_pass: _OrderPass | None = None
         self.makespans: list[float] = []      # of every pass so far
         self.finished = False
@@ -289,12 +306,14 @@ class OrderRehearsal:
         if isinstance(body, ExploreResult):
             if sender not in self.peers or body.rehearsal < 0:
                 return []
+            energy = body.energy_cost if isinstance(body, ExploreResultPriced) else 0.0
             if body.orders == len(self.peers) and sender == self._collector(body.rehearsal):
-                self.summaries[body.rehearsal] = (body.completion_at, body.at, body.bound)
+                self.summaries[body.rehearsal] = (body.completion_at, body.at, body.bound,
+                                                  energy)
                 return self._maybe_next(now)
             if body.orders == 1 and self._collector(body.rehearsal) == self.order:
                 return self._collect(body.rehearsal, sender, (
-                    body.completion_at, body.at, body.bound, body.work_s), now)
+                    body.completion_at, body.at, body.bound, body.work_s, energy), now)
             return []
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
@@ -314,7 +333,10 @@ class OrderRehearsal:
         quotes[sender] = (body.start_at, body.finish_at)
         if len(quotes) < len(alts):
             return []
-        chosen = min(quotes, key=lambda m: (quotes[m][1], m))
+        if self.pricing is None:
+            chosen = min(quotes, key=lambda m: (quotes[m][1], m))
+        else:
+            chosen = min(quotes, key=lambda m: (self._weighed(body.position, m, *quotes[m]), m))
         out: list[Action] = []
         if len(alts) > 1:
             out += [Send(m, Intention(p.number, body.position, m == chosen), self.conv)
@@ -331,16 +353,47 @@ class OrderRehearsal:
         """The order that sums up pass ``number``'s results (the orders take turns)."""
         return self.peers[number % len(self.peers)] if self.peers else self.order
 
+    # -- energy (agents/energy/rehearsal.py) ------------------------------------------------
+    def _real(self, start: float, finish: float) -> tuple[float, float]:
+        """A slot of the current pass in forward rehearsal time: a backward pass's slot
+        mirrored about the last plan's makespan (its own is not known yet)."""
+        assert self.now_pass is not None
+        if not self.now_pass.backward:
+            return start, finish
+        ms = self.last.makespan if self.last is not None else 0.0
+        return ms - finish, ms - start
+
+    def _price(self, position: int, machine: str, start: float, finish: float) -> float:
+        """The energy cost of a slot of the current pass, on the cell clock."""
+        assert self.pricing is not None
+        a, b = self._real(start, finish)
+        return self.pricing.cost(machine, self.capabilities[self._op(position)],
+                                 self.started_at + a, self.started_at + b)
+
+    def _weighed(self, position: int, machine: str, start: float, finish: float) -> float:
+        """The pass's finish (in a backward pass, its own backward time) traded against the
+        slot's energy cost, as the order strategy trades them."""
+        assert self.pricing is not None
+        return self.pricing.weighed(finish, self._price(position, machine, start, finish))
+
+    def _pass_cost(self) -> float:
+        assert self.now_pass is not None
+        return sum(self._price(pos, m, s, f) for pos, (m, s, f) in self.now_pass.placed.items())
+
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
-        mine = (completion_at, now, self.bound, self.work_total_s)
+        energy = 0.0 if self.pricing is None else self._pass_cost()
+        mine = (completion_at, now, self.bound, self.work_total_s, energy)
         collector = self._collector(number)
         if collector == self.order:
             return self._collect(number, self.order, mine, now)
-        return [Send(collector, ExploreResult(number, *mine), self.conv)]
+        if self.pricing is not None:
+            return [Send(collector, ExploreResultPriced(number, *mine[:4], energy_cost=energy),
+                         self.conv)]
+        return [Send(collector, ExploreResult(number, *mine[:4]), self.conv)]
 
-    def _collect(self, number: int, sender: str, result: tuple[float, float, float, float],
+    def _collect(self, number: int, sender: str, result: tuple[float, ...],
                  now: float) -> list[Action]:
         """The collector: once every order reported, tell them all (and itself) the sum."""
         got = self.results.setdefault(number, {})
@@ -351,10 +404,16 @@ class OrderRehearsal:
                  max(max(r[2] for r in got.values()),
                      sum(r[3] for r in got.values()) / max(1, len(self.machines))),
                  sum(r[3] for r in got.values()))
+        energy = sum(r[4] for r in got.values())
         del self.results[number]
-        self.summaries[number] = total[:3]
-        out: list[Action] = [Send(o, ExploreResult(number, *total, len(self.peers)), self.conv)
-                             for o in self.peers if o != self.order]
+        self.summaries[number] = (*total[:3], energy)
+        if self.pricing is not None:
+            out: list[Action] = [
+                Send(o, ExploreResultPriced(number, *total, len(self.peers), energy_cost=energy),
+                     self.conv) for o in self.peers if o != self.order]
+        else:
+            out = [Send(o, ExploreResult(number, *total, len(self.peers)), self.conv)
+                   for o in self.peers if o != self.order]
         return out + self._maybe_next(now)
 
     def _maybe_next(self, now: float) -> list[Action]:
@@ -364,41 +423,47 @@ class OrderRehearsal:
         summary = self.summaries.get(p.number)
         if summary is None or len(p.placed) < self.n:
             return []
-        makespan, self.ended_at, bound = self.summaries.pop(p.number)
+        makespan, self.ended_at, bound, energy = self.summaries.pop(p.number)
         self.bound = max(self.bound, bound)
         self.makespans.append(makespan)
-        self._learn(p, makespan)
+        self._learn(p, makespan, makespan if self.pricing is None
+                    else self.pricing.weighed(makespan, energy))
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
         # can be shorter), after ``passes``, or once the rehearsal has cost more than
         # ``budget_share`` of the best plan's makespan in cell time.
+        # (Energy-aware orders go on at the bound: a plan as short may cost less.)
         assert self.best is not None
-        if self.best.makespan <= self.bound + 1e-9:
+        if self.best.makespan <= self.bound + 1e-9 and self.pricing is None:
             return self.stop("bound")
         spent = self.ended_at - self.started_at
         if p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan:
             return self.stop("done")
         return self._begin(p.number + 1, now)
 
-    def _learn(self, p: _OrderPass, makespan: float) -> None:
+    def _learn(self, p: _OrderPass, makespan: float, score: float) -> None:
+        """Keep the pass's plan as ``last``, and as ``best`` / ``current`` if its score
+        (the makespan, or for energy-aware orders the makespan and energy cost weighed)
+        is lower."""
         n = self.n
         if p.backward:   # mirror: backward [s, f) becomes forward [ms - f, ms - s)
             rows = [p.placed[n - 1 - k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows),
-                        tuple(makespan - r[2] for r in rows), tuple(makespan - r[1] for r in rows))
+                        tuple(makespan - r[2] for r in rows), tuple(makespan - r[1] for r in rows),
+                        score)
         else:
             rows = [p.placed[k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
-                        tuple(r[2] for r in rows))
+                        tuple(r[2] for r in rows), score)
         self.last = plan
-        if self.best is None or makespan < self.best.makespan:
+        if self.best is None or score < self.best.score:
             self.best = plan
         # the loop's current plan: the best seed, then every forward-from-mirror pass
         # that is no worse (ties move on, so the search can drift along a plateau)
         seed = p.number < SEEDS
         if (seed or (p.number - SEEDS) % 3 == 1) and (
-                self.current is None or makespan < self.current.makespan
-                or (not seed and makespan == self.current.makespan)):
+                self.current is None or score < self.current.score
+                or (not seed and score == self.current.score)):
             self.current = plan
         if p.number == SEEDS - 1:
             self.last = self.current      # the loop starts from the best seed

@@ -366,6 +366,13 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
     print(f"  proposals received {sum(x['proposals_received'] for x in r['layouts']):,}, rejected "
           f"{sum(sum(x['rejected'].values()) for x in r['layouts'])} (caller) / "
           f"{sum(sum(x['peer_rejected'].values()) for x in r['layouts'])} (bidders)")
+    if "decision_log" in r:
+        d = r["decision_log"]
+        print(f"  decision log on, against off in alternate blocks of {d['block_rounds']} rounds "
+              f"({r['processes']} processes): caller CPU/round "
+              f"{d['caller_cpu_us_per_round']['cost_pct']:+.1f} %, round p50 "
+              f"{d['round_p50_us']['cost_pct']:+.1f} %, p99 {d['round_p99_us']['cost_pct']:+.1f} %"
+              " (target ≤ 5 %)")
     print(f"target: round p99 ≤ 5 ms with {r['processes']} bidder processes "
           f"{'met' if t['round_p99_within_5_ms'] else 'MISSED'}; in every layout "
           f"{'met' if t['round_p99_within_5_ms_every_layout'] else 'MISSED'}")

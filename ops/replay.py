@@ -159,16 +159,20 @@ WHAT_IF_KPIS = ("orders_completed", "orders_lost", "makespan", "mean_flow_time",
 
 
 def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
-    """The recorded virtual run again — same cell, seed, fault scenario — as recorded and
-    under ``order_strategy``; their KPIs side by side.
+    """The recorded run again — same cell, seed, faults — as recorded and under
+    ``order_strategy``; their KPIs side by side.
 
-    Only a log of ``autocell run`` (a virtual run) can be re-run: the plant draws the same
-    seeded durations and faults, so the recorded run comes out again exactly; under the
-    other strategy the same orders and faults meet other decisions (an operation that
-    moves to another machine gets that machine's draw).  A log of ``up`` would need the
-    plant to replay the recorded durations, which it cannot yet."""
+    A log of ``autocell run`` (a virtual run) is re-run with its fault scenario: the plant
+    draws the same seeded durations and faults, so the recorded run comes out again
+    exactly; under the other strategy the same orders and faults meet other decisions (an
+    operation that moves to another machine gets that machine's draw).  A log of ``up``
+    is re-run with the run's plant as the logs beside it recorded it
+    (:mod:`ops.recorded_plant`): each operation's measured duration, each fault and its
+    repair time; the "recorded" column is then that history under the recorded strategy
+    in virtual time (network and pacing aside, what the cell did)."""
     from agents.cell.faults import FaultScenario
     from ops.config import cell_from_dict
+    from ops.recorded_plant import play, read_recorded_plant, run_logs
     from sim_bridge.report import build_report
     from sim_bridge.virtual import VirtualCell
 
@@ -177,25 +181,40 @@ def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
     if header is None or header.get("k") != "header":
         raise ConfigurationError(f"{path}: not a decision log (no header line)")
     run = header["run"]
-    if run.get("driver") != "virtual":
-        raise ConfigurationError(f"{path}: --what-if re-runs a log of `autocell run` (virtual "
-                                 f"time); this one was recorded by host {run.get('host')!r} "
-                                 "under `up`, whose plant durations cannot be replayed yet")
+    history = None
+    if run.get("driver") == "host":
+        history = read_recorded_plant(run_logs(path))
+        if not history.durations:
+            raise ConfigurationError(
+                f"{path}: --what-if on a log of `up` replays the plant the machine hosts' logs "
+                "recorded, and the logs beside this one hold no finished operation (pass a "
+                "log from the run's state directory, with its decisions-machines-*.jsonl)")
+    elif run.get("driver") != "virtual":
+        raise ConfigurationError(f"{path}: --what-if re-runs a log of `autocell run` or "
+                                 f"`autocell up`, not of driver {run.get('driver')!r}")
     cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
-    faults = FaultScenario.model_validate(run["faults"]) if run.get("faults") else None
+    faults = (history.scenario() if history is not None
+              else FaultScenario.model_validate(run["faults"]) if run.get("faults") else None)
     reports = {}
     for label, strategy in (("recorded", run.get("order_strategy")),
                             ("what_if", order_strategy)):
         cell = VirtualCell(cfg, seed=run["seed"], order_strategy=strategy,
                            resource_strategy=run.get("resource_strategy"), faults=faults)
+        if history is not None:
+            play(cell, history)
         cell.run()
         reports[label] = build_report(cell)
     recorded_strategy = run.get("order_strategy") or cfg.negotiation.strategy.order
-    return {"cell": cfg.cell, "seed": run["seed"],
-            "strategies": {"recorded": str(recorded_strategy), "what_if": order_strategy},
-            "kpis": {k: {label: r.get(k) for label, r in reports.items()} for k in WHAT_IF_KPIS},
-            "utilisation": {label: r["utilisation"] for label, r in reports.items()},
-            "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()}}
+    out = {"cell": cfg.cell, "seed": run["seed"],
+           "strategies": {"recorded": str(recorded_strategy), "what_if": order_strategy},
+           "kpis": {k: {label: r.get(k) for label, r in reports.items()} for k in WHAT_IF_KPIS},
+           "utilisation": {label: r["utilisation"] for label, r in reports.items()},
+           "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()}}
+    if history is not None:
+        out["history"] = {"logs": [Path(p).name for p in history.logs],
+                          "operations": len(history.durations),
+                          "faults": len(history.breakdowns), "until_t": history.end_t}
+    return out
 
 
 def print_what_if(w: dict[str, Any]) -> None:
@@ -216,6 +235,11 @@ def print_what_if(w: dict[str, Any]) -> None:
     for m, u in w["utilisation"]["recorded"].items():
         t.add_row(f"utilisation {m}", f"{u:.0%}", f"{w['utilisation']['what_if'].get(m, 0):.0%}")
     t.add_row("invariants hold", *(str(w["invariants"][x]) for x in ("recorded", "what_if")))
+    h = w.get("history")
+    if h is not None:       # a log of up: the plant as the machine hosts recorded it
+        t.caption = (f"both on the recorded plant: {h['operations']} operation durations and "
+                     f"{h['faults']} faults with their repair times, from "
+                     f"{', '.join(h['logs'])} (cell time 0–{h['until_t']:.0f} s)")
     Console().print(t)
 
 
@@ -362,8 +386,9 @@ def add_parsers(sub: Any) -> None:
                     help="feed each agent its recorded inputs; report the first divergence "
                          "(the default)")
     sp.add_argument("--what-if", metavar="STRATEGY", default=None,
-                    help="re-run a virtual run's log (same cell, seed, faults) under another "
-                         "order strategy; KPIs side by side")
+                    help="re-run the recorded run (same cell, seed, faults; for a log of "
+                         "up, the plant's recorded durations and faults) under another order "
+                         "strategy; KPIs side by side")
     sp.add_argument("--until", type=float, default=None, metavar="T",
                     help="stop at cell time T (s)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")

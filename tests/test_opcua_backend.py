@@ -51,7 +51,10 @@ def _stack(stack: str) -> Any:
 
 
 STACKS = [_stack("node"), _stack("asyncua")]
-pytestmark = [pytest.mark.opcua, pytest.mark.slow]
+# each test waits on several events in a row, each with the EVENT_BOUND_S hang guard: the
+# test's own bound is above their sum's useful part, so a hang fails naming what was awaited
+# (NeverHappened), not as a bare pytest-timeout
+pytestmark = [pytest.mark.opcua, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def free_port() -> int:
@@ -169,6 +172,40 @@ def test_a_job_runs_once_reports_its_quality_and_the_machine_refuses_its_id_agai
         emu.stop()
     assert executions(emu, "started") == {"o1/0@1": 1}
     assert executions(emu) == {"o1/0@1": 1}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_job_end_whose_notification_is_lost_is_still_reported_once(
+        tmp_path: Path, stack: str) -> None:
+    """The subscriptions are the fast path, not the only one: with every job-list
+    notification dropped on the gateway's side, a running job's state is read afresh after
+    it has been silent for RECONCILE_S, and its end is reported once, recorded as missed."""
+    pki = OpcUaPki(tmp_path / "keys" / "opcua")
+    emu, endpoint = server(tmp_path, stack, ["m01"], pki)
+    try:
+        async def scenario() -> None:
+            async with running(Rig(endpoint, pki, ["m01"])) as rig:
+                dropped: list[Any] = []
+
+                async def deaf(_m: Any, node: Any, value: Any) -> None:
+                    dropped.append(value)
+
+                rig.backend.on_jobs = deaf  # type: ignore[method-assign]
+                rig.start("m01", "o1/0", epoch=1, duration_s=5.0)
+                await until("operation_done", lambda: rig.seen("operation_done", "o1/0"))
+                assert dropped, "the server did notify; the gateway was deaf to it"
+                missed = rig.recorded("opcua_missed_end")
+                assert [(r["task"], r["state"]) for r in missed] == [("o1/0", "Ended")]
+                # the next job runs as usual
+                rig.start("m01", "o2/0", epoch=1, duration_s=5.0)
+                await until("the second operation_done",
+                            lambda: rig.seen("operation_done", "o2/0"))
+                assert [e.task for e in rig.seen("operation_done")] == ["o1/0", "o2/0"]
+
+        asyncio.run(scenario())
+    finally:
+        emu.stop()
+    assert executions(emu) == {"o1/0@1": 1, "o2/0@1": 1}
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -113,15 +113,46 @@ def test_what_if_re_runs_the_recorded_run_and_another_strategy(tmp_path: Path,
     assert "lowest_cost" in capsys.readouterr().out
 
 
-def test_what_if_refuses_a_log_of_up(tmp_path: Path) -> None:
+def test_what_if_on_a_log_of_up_needs_the_machine_hosts_logs(tmp_path: Path) -> None:
     from agents.runtime.recorder import DecisionLog
     from ops.replay import what_if
     from security.crypto import SigningKey
     from security.errors import ConfigurationError
 
-    path = tmp_path / "host.jsonl"
+    path = tmp_path / "decisions-orders-1.jsonl"
     with path.open("wb") as sink:
-        DecisionLog(sink, SigningKey.generate(), host="main",
-                    run={"driver": "host", "host": "main"}).close()
-    with pytest.raises(ConfigurationError, match="cannot be replayed yet"):
+        DecisionLog(sink, SigningKey.generate(), host="orders",
+                    run={"driver": "host", "host": "orders"}).close()
+    with pytest.raises(ConfigurationError, match="hold no finished operation"):
         what_if(path, "lowest_cost")
+
+
+def test_a_recorded_plant_is_the_durations_and_faults_the_log_holds(tmp_path: Path) -> None:
+    """ops/recorded_plant.py on a virtual run's log (the same entries a machine host
+    writes): every operation's duration, every injected breakdown with its repair time;
+    played on the cell under the recorded strategy, the run comes out the same."""
+    from ops.recorded_plant import play, read_recorded_plant
+    from ops.replay import WHAT_IF_KPIS
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+    from ops.config import load_cell_or_instance
+    from ops.config.fault_files import load_faults
+
+    log, report = tmp_path / "d.jsonl", tmp_path / "r.json"
+    scenario = ROOT / "cell_configs" / "faults" / "breakdowns.yaml"
+    assert main(["run", DEMO, "--quiet", "--seed", "2", "--decision-log", str(log),
+                 "--report", str(report), "--faults", str(scenario)]) == 0
+    recorded = json.loads(report.read_text())
+    history = read_recorded_plant([log])
+    assert len(history.durations) == recorded["operations"]
+    cfg = load_cell_or_instance(DEMO)
+    injected = {(b.resource, b.at_s, b.repair_s)
+                for b in load_faults(scenario, cfg).breakdowns}
+    assert injected <= {(b.resource, round(b.at_s, 6), round(b.repair_s, 6))
+                        for b in history.breakdowns}
+    cell = VirtualCell(cfg, seed=2, faults=history.scenario())
+    play(cell, history)
+    cell.run()
+    again = build_report(cell)
+    for k in WHAT_IF_KPIS:      # the run again, from its plant's history alone
+        assert again[k] == recorded[k], k

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from test_processes import assert_all_done_once, faults, report, small_cell, up
 
 from agents.runtime.recorder import verify_log
@@ -45,6 +46,36 @@ def test_an_up_run_with_kill_9_replays_without_divergence(tmp_path: Path) -> Non
         else:
             assert v.ok, (name, v)
     assert restarts >= 5        # a restarted host's agents, rebuilt from their journals
+    # a host records its inputs as the signed bytes its bus received (format /2)
+    assert all(b'"kind":"envelope"' in (state / name).read_bytes() for name in logs), logs
     named = {x["file"]: x for x in report(state)["decision_logs"]}
     assert set(named) == set(logs)
     assert named["decisions-logistics-1.jsonl"]["ok"]     # closed at the end: final seal
+
+
+def test_what_if_on_an_up_run_replays_its_plant_under_another_strategy(
+        tmp_path: Path) -> None:
+    """The machine hosts' logs give each operation's duration and each fault with its
+    repair time; both strategies run on that history and give a complete report."""
+    from ops.recorded_plant import read_recorded_plant, run_logs
+    from ops.replay import WHAT_IF_KPIS, what_if
+
+    cell = small_cell(tmp_path)
+    f = tmp_path / "breakdown.yaml"
+    f.write_text(yaml.safe_dump({"name": "lathe", "mtbf_breakdowns": False, "breakdowns": [
+        {"resource": "lathe1", "at_s": 200, "repair_s": 150}]}))
+    state = tmp_path / "state"
+    res = up(cell, state, "--faults", str(f))
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = state / "decisions-orders-1.jsonl"
+    history = read_recorded_plant(run_logs(log))
+    assert history.durations and all(d > 0 for d in history.durations.values())
+    lathe = [b for b in history.breakdowns if b.resource == "lathe1"]
+    assert lathe and abs(lathe[0].at_s - 200) < 5 and abs(lathe[0].repair_s - 150) < 5
+    w = what_if(log, "lowest_cost")
+    assert w["history"]["operations"] == len(history.durations)
+    for k in WHAT_IF_KPIS:
+        assert w["kpis"][k]["recorded"] is not None and w["kpis"][k]["what_if"] is not None
+    assert w["invariants"] == {"recorded": True, "what_if": True}
+    done = report(state)["orders_completed"]
+    assert w["kpis"]["orders_completed"]["recorded"] == done

@@ -12,7 +12,15 @@ from agents.base import Agent, Timing
 from agents.cell.tariff import TimeOfUse
 from agents.energy.aware import MachineEnergy
 from agents.energy.manager import ENERGY_MANAGER_ID, EnergyManagerAgent
-from agents.energy.plan import budget_kw, cap_escalation_of, cap_enforced, cap_problem, needs_of
+from agents.energy.plan import (
+    budget_kw,
+    cap_escalation_of,
+    cap_enforced,
+    cap_problem,
+    needs_of,
+    remaining_work_s,
+)
+from agents.energy.rehearsal import plan_pricing
 from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
@@ -104,6 +112,7 @@ def build_agents(cfg: CellConfig, seed: int, *,
     machine_location = {m.id: m.location for m in cfg.machines}
     robots = [r.id for r in cfg.robots]
     assert cfg.layout.input is not None and cfg.layout.output is not None
+    pricing = plan_pricing(agents, ostrat)
     for o in cfg.orders:
         product = cfg.product(o.product)
         agents[o.id] = OrderAgent(
@@ -113,14 +122,15 @@ def build_agents(cfg: CellConfig, seed: int, *,
             robots=robots, machine_location=machine_location,
             input_location=cfg.layout.input, output_location=cfg.layout.output,
             min_processing_s=min_proc, machines=[m.id for m in cfg.machines],
-            peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation)
+            peers=[o.id for o in cfg.orders], rng=rng(o.id), escalation=escalation,
+            pricing=pricing)
     if capped:
         assert cfg.energy is not None and cfg.energy.peak_cap_kw is not None
         agents[ENERGY_MANAGER_ID] = EnergyManagerAgent(
             ENERGY_MANAGER_ID, timing=timing, budget_kw=budget_kw(cfg),
             cap_kw=cfg.energy.peak_cap_kw, rng=rng(ENERGY_MANAGER_ID),
             cap_escalation=cap_escalation_of(cfg, escalation, timing.lease_window_s),
-            due_at={o.id: o.due_at for o in cfg.orders})
+            due_at={o.id: o.due_at for o in cfg.orders}, remaining_s=remaining_work_s(cfg))
     if windows:
         assert cfg.maintenance is not None
         agents[CREW_ID] = TechnicianCrewAgent(

@@ -4,12 +4,17 @@ Theory of operation
 -------------------
 The energy manager sees every request the cap holds back.  For each one it
 predicts when the request could be granted if nothing else changed — the
-earliest instant the leases now held free enough power for it — and when the
+earliest instant the leases now held, and the requests queued before it
+(granted as the budget grants them), leave enough power for it — and when the
 operation would then end.  A lease's hold is the operation plus the machine's
 longest wake-up plus a grace (agents/energy/client.py); the prediction takes
 that ``slack`` off (each machine's, from the cell file), i.e. it expects a
 lease to be released when its operation ends on an awake machine, and the
-operation to take its hold minus the slack.  If that end
+operation to take its hold minus the slack.  The order then still has its
+later operations to run: the prediction adds their work (``remaining_s``: each
+at its fastest machine's time, from the cell file — no queueing, no
+transport), so the predicted completion is still a lower bound, but one that
+counts the whole rest of the route, not one operation.  If that completion
 is more than ``threshold_s`` after the order's due date, the case is not
 routine: the cap, not the plant, makes the order late.  The manager raises one
 escalation per order (cause ``cap_makes_order_late``) through the ordinary
@@ -43,7 +48,7 @@ from agents.protocol.messages import Escalate
 
 from .budget import EPS_KW, PowerBudget
 
-__all__ = ["CAUSE", "CapEscalationPolicy", "CapWatch", "predicted_start"]
+__all__ = ["CAUSE", "CapEscalationPolicy", "CapWatch", "position_of", "predicted_start"]
 
 CAUSE = "cap_makes_order_late"
 SAFE_DEFAULT = "let_late"
@@ -64,21 +69,44 @@ class CapEscalationPolicy:
 
 
 def predicted_start(budget: PowerBudget, kw: float, now: float,
-                    slack_s: Mapping[str, float] | None = None) -> float:
+                    slack_s: Mapping[str, float] | None = None, ahead_of: str = "") -> float:
     """The earliest time ``kw`` fits if each lease held now is released at its expiry less
-    its holder's slack and nothing else is granted: ``now`` if it fits already; the last
-    release if it never does."""
+    its holder's slack: ``now`` if it fits already; the last release if it never does.
+
+    With ``ahead_of`` (a waiting request's lease key) the requests queued before it are
+    granted first, as the budget grants them (in arrival order, each as soon as it fits),
+    and each holds its power for its hold less its holder's slack; without it nothing
+    else is granted."""
     slack = slack_s or {}
-    ends = sorted((max(now, x.expires_at - slack.get(x.holder, 0.0)), x.key, x.kw)
-                  for x in budget.leases.values())
+    ends = [(max(now, x.expires_at - slack.get(x.holder, 0.0)), x.kw)
+            for x in budget.leases.values()]
+    queue = []
+    if ahead_of in budget.waiting:
+        for key, w in budget.waiting.items():
+            if key == ahead_of:
+                break
+            queue.append(w)
     free = budget.headroom_kw
     at = now
-    for end, _, lease_kw in ends:
-        if kw <= free + EPS_KW:
+    while True:
+        for w in list(queue):                   # the requests ahead, as the budget grants
+            if w.kw <= free + EPS_KW:
+                queue.remove(w)
+                free -= w.kw
+                ends.append((at + max(0.0, w.hold_s - slack.get(w.holder, 0.0)), w.kw))
+        if kw <= free + EPS_KW or not ends:
             return at
+        ends.sort()
+        end, lease_kw = ends.pop(0)
         free += lease_kw
         at = max(at, end)
-    return at
+
+
+def position_of(task: str) -> int | None:
+    """The operation's index in its order's route: task ids end in ``/K``
+    (``ORDER/K``, a split lot's ``ORDER/b/K``; agents/order/lots.py); None otherwise."""
+    tail = task.rpartition("/")[2]
+    return int(tail) if tail.isdigit() else None
 
 
 @dataclass
@@ -88,17 +116,25 @@ class CapWatch:
     policy: CapEscalationPolicy
     due_at: dict[str, float]                       # order -> due date, cell time
     asked: set[str] = field(default_factory=set)   # orders asked about once already
+    #: order -> for each operation K, the work of the operations after K (seconds)
+    remaining_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def after(self, order: str, task: str) -> float:
+        """The order's work still to run after ``task`` (0 when unknown)."""
+        k, rest = position_of(task), self.remaining_s.get(order, [])
+        return rest[k] if k is not None and 0 <= k < len(rest) else 0.0
 
     def check(self, order: str, machine: str, kw: float, hold_s: float, budget: PowerBudget,
-              now: float) -> tuple[float, float] | None:
-        """``(predicted end, late by)`` when ``machine``'s waiting request makes its order
+              now: float, task: str = "", key: str = "") -> tuple[float, float] | None:
+        """``(predicted completion, late by)`` when ``machine``'s waiting request for
+        ``task`` (lease ``key``: the requests queued before it go first) makes its order
         late beyond the threshold and the order was not asked about; else None."""
         due = self.due_at.get(order)
         if due is None or order in self.asked:
             return None
         p = self.policy
-        start = predicted_start(budget, kw, now, p.slack_s)
-        end = start + max(0.0, hold_s - p.slack(machine))
+        start = predicted_start(budget, kw, now, p.slack_s, key)
+        end = start + max(0.0, hold_s - p.slack(machine)) + self.after(order, task)
         late_by = end - due
         if late_by <= self.policy.threshold_s:
             return None

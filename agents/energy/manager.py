@@ -39,7 +39,8 @@ class EnergyManagerAgent(Agent):
 
     def __init__(self, agent_id: str, *, timing: Timing, budget_kw: float,
                  cap_kw: float, cap_escalation: CapEscalationPolicy | None = None,
-                 due_at: dict[str, float] | None = None, **kw: Any) -> None:
+                 due_at: dict[str, float] | None = None,
+                 remaining_s: dict[str, list[float]] | None = None, **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, **kw)
         self.cap_kw = cap_kw
         self.budget = PowerBudget(budget_kw)
@@ -48,7 +49,8 @@ class EnergyManagerAgent(Agent):
         self.ignored = 0
         # the cap escalation (None: never asks); escalations are about orders
         self.watch = (None if cap_escalation is None
-                      else CapWatch(cap_escalation, dict(due_at or {})))
+                      else CapWatch(cap_escalation, dict(due_at or {}),
+                                    remaining_s=dict(remaining_s or {})))
         self.raiser: EscalationRaiser[str] = EscalationRaiser(
             agent_id, cap_escalation.console if cap_escalation else "console", timing.retry_s,
             "cap_escalation:{}")
@@ -110,7 +112,7 @@ class EnergyManagerAgent(Agent):
             return []
         order = order_of(body.task)
         late = self.watch.check(order, msg.sender, max(0.0, body.kw), body.hold_s,
-                                self.budget, now)
+                                self.budget, now, body.task, key)
         if late is None:
             return []
         esc = self.raiser.next_id()

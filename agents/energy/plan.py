@@ -21,7 +21,8 @@ from .client import PowerNeeds
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
 
-__all__ = ["budget_kw", "cap_enforced", "cap_escalation_of", "cap_problem", "needs_of", "wake_kw"]
+__all__ = ["budget_kw", "cap_enforced", "cap_escalation_of", "cap_problem", "needs_of",
+           "remaining_work_s", "wake_kw"]
 
 HOUR_S = 3600.0
 
@@ -60,6 +61,20 @@ def cap_escalation_of(cfg: CellConfig, escalation: EscalationPolicy, grace_s: fl
              for m in cfg.machines}         # a lease's hold beyond its operation
     return CapEscalationPolicy(e.cap_lateness_escalate_s, e.cap_escalate_priority,
                                e.cap_raise_s, escalation.console, slack)
+
+
+def remaining_work_s(cfg: CellConfig) -> dict[str, list[float]]:
+    """Order -> for each operation K of its route, the work after K: each later operation
+    at its fastest capable machine, times the quantity (what the cap escalation adds to
+    a held-back operation's end to predict the order's completion)."""
+    fastest = {cap: min(m.capabilities[cap] for m in cfg.machines if cap in m.capabilities)
+               for m in cfg.machines for cap in m.capabilities}
+    out: dict[str, list[float]] = {}
+    for o in cfg.orders:
+        work = [fastest.get(step.capability, 0.0) * o.quantity
+                for step in cfg.product(o.product).routing]
+        out[o.id] = [sum(work[k + 1:]) for k in range(len(work))]
+    return out
 
 
 def budget_kw(cfg: CellConfig) -> float:

@@ -12,6 +12,7 @@ handling (escalations, decisions, cancelling) is
 from __future__ import annotations
 
 from agents.base import Agent, Timing
+from agents.energy.rehearsal import PlanPricing
 from agents.escalation.policy import OFF, EscalationPolicy
 from agents.escalation.raiser import EscalationRaiser
 from agents.negotiation.strategies import OrderStrategy
@@ -42,7 +43,7 @@ class OrderAgent(OrderInitiator, OrderExceptions, Agent):
                  machine_location: dict[str, str], input_location: str, output_location: str,
                  min_processing_s: dict[str, float], machines: list[str] | None = None,
                  peers: list[str] | None = None, escalation: EscalationPolicy = OFF,
-                 **kw: object) -> None:
+                 pricing: PlanPricing | None = None, **kw: object) -> None:
         super().__init__(agent_id, timing=timing, **kw)  # type: ignore[arg-type]
         self.strategy = strategy
         self.policy = escalation
@@ -76,7 +77,7 @@ class OrderAgent(OrderInitiator, OrderExceptions, Agent):
                 capabilities=[n.capability for n in self.ops], quantity=quantity,
                 work_s=self.work_s, machines=machines, peers=peers,
                 passes=timing.rehearsal_passes, rng=self.rng,
-                budget_share=timing.rehearsal_budget_share)
+                budget_share=timing.rehearsal_budget_share, pricing=pricing)
 
     # -- the first lot (the whole order until a split), as before lots ---------------------
     @property

@@ -516,6 +516,20 @@ class PowerRelease(Body, frozen=True):
     attempt: int = 0
 
 
+# -- rehearsal with energy (agents/energy/rehearsal.py, docs/energy.md) -------------------
+
+@message("explore_result_priced")
+class ExploreResultPriced(ExploreResult, frozen=True):
+    """``explore_result`` with the energy cost of the sender's part of the pass.
+
+    Sent instead of ``explore_result`` by energy-aware orders; the collector sums
+    ``energy_cost`` as it sums ``work_s``, and every order keeps the pass with the
+    least makespan + ``s_per_money`` · energy cost (docs/energy.md).
+    """
+
+    energy_cost: float = 0.0  # in the tariff's currency, the slots priced at the tariff
+
+
 # -- maintenance windows: a machine and the technician crew (agents/maintenance/) ----------
 
 @message("maint_request")

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.base import Agent, PlantEventIn
-from agents.cell.build import build_agents, timing_of
+from agents.cell.build import build_agents, roles_of, timing_of
 from agents.escalation.burst import BurstWatch
 from agents.escalation.policy import OFF, EscalationPolicy
 from agents.order import OrderAgent
@@ -172,9 +172,11 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def routes_of(cfg: CellConfig) -> dict[str, str]:
-    """Agent id (and the plant's, ``sim.identity``) -> endpoint of the process that runs it."""
+    """Agent id (and the plant's, ``sim.identity``) -> endpoint of the process that runs it.
+    Every agent :func:`build_agents` makes — the energy manager of a capped cell too (it runs
+    on the first host), or the machines' power requests have nowhere to go."""
     endpoints = {h.name: h.endpoint for h in cfg.hosts}
-    routes = {a: endpoints[cfg.host_of(a) or ""] for a in cfg.agent_ids()}
+    routes = {a: endpoints[cfg.host_of(a) or ""] for a in roles_of(cfg)}
     routes[cfg.sim.identity] = cfg.sim.endpoint
     for h in cfg.hosts:           # the hosts' own identities (reject-burst decisions)
         routes.setdefault(host_identity(h.name), h.endpoint)

@@ -26,6 +26,14 @@ lines and at :meth:`DecisionLog.close` a *seal* line signs the chain up to
 itself with Ed25519.  :func:`verify_log` checks all of it and names the
 first bad line.
 
+Under a host the bus hands the log each envelope it accepts (``Bus.wire`` →
+:meth:`DecisionLog.on_wire`), and a message input is recorded as the bytes
+its sender signed (``envelope``: payload and signature) rather than encoded
+again from the decoded message: the log then proves who sent each input,
+not only that the host says so.  :func:`read_lines` decodes it back into the
+``message`` form, so readers see one form (format ``/2``; ``/1`` logs, with
+no envelopes, still read and verify).
+
 Off, the runner pays one attribute test per input.  On, it never changes
 what the agents see or do: the recorder only reads the inputs and actions.
 """
@@ -40,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import msgpack
 import msgspec
 
 from agents.base import Agent, PlantEventIn
@@ -53,8 +62,11 @@ from agents.protocol.messages import (
 )
 from agents.runtime.journal import Inbound, Input, PlantIn, Recover, Start, Timer
 from security.crypto import SigningKey, Verifier, fingerprint
+from security.errors import Rejected
 
-FORMAT = "autocell-decision-log/1"
+FORMAT = "autocell-decision-log/2"
+FORMATS = ("autocell-decision-log/1", FORMAT)
+"""Formats read and verified: /1 has no ``envelope`` inputs (docs/PROTOCOL.md §16)."""
 GENESIS = "0" * 64
 SEGMENT_ENTRIES = 1000
 
@@ -94,10 +106,11 @@ def canonical(obj: Any) -> bytes:
     return _ENCODER.encode(obj)
 
 
-def seal_bytes(segment: int, first: int, last: int, final: bool, prev: str) -> bytes:
+def seal_bytes(segment: int, first: int, last: int, final: bool, prev: str,
+               fmt: str | None = None) -> bytes:
     """What a seal's signature covers: plain text another tool can rebuild
-    (docs/PROTOCOL.md, "Decision log")."""
-    return f"{FORMAT} seal {segment} {first} {last} {int(final)} {prev}".encode()
+    (docs/PROTOCOL.md, "Decision log"); ``fmt`` is the header's format."""
+    return f"{fmt or FORMAT} seal {segment} {first} {last} {int(final)} {prev}".encode()
 
 
 def input_json(inp: Input | None) -> dict[str, Any]:
@@ -187,8 +200,20 @@ class _MessageIn(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"}
     type: str
 
 
-# a message input's entry answered by no action, deferred: (n, agent, t, message, wall_at)
-_Deferred = tuple[int, str, float, Message, "float | None"]
+class _EnvelopeIn(msgspec.Struct, frozen=True, gc=False):
+    """A message input as the signed bytes it came in (``kind`` = ``envelope``): msgspec
+    writes the bytes as base64; the reader decodes them (:func:`envelope_input`)."""
+
+    kind: str
+    payload: bytes
+    sig: bytes
+
+
+# a message input's entry answered by no action, deferred: (n, agent, t, message, wall_at,
+# wire) — wire is (payload, signature) when the bus handed them over (the message is then
+# not kept: only the bytes the bus holds anyway), else None and the message is encoded
+_Deferred = tuple[int, str, float, "Message | tuple[str, int, int]", "float | None",
+                  "tuple[bytes, bytes] | None"]
 
 
 class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
@@ -199,7 +224,7 @@ class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
 
     agent: str
     env: tuple[str, int, int]
-    in_: _MessageIn
+    in_: _MessageIn | _EnvelopeIn
     k: str
     n: int
     out: Any
@@ -248,6 +273,8 @@ class DecisionLog:
         self._buf: list[bytes] = []
         # message entries numbered but not yet encoded, in order (see on_decision)
         self._pending: list[_Deferred] = []
+        # the envelope the bus is handing over now: (its messages, payload, signature)
+        self._wire: tuple[list[Message], bytes, bytes] | None = None
         self.closed = False
         self._write({"k": "header", "format": FORMAT, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
@@ -277,13 +304,19 @@ class DecisionLog:
         work, an entry cost about twice its time in a loop), from Structs (a third less
         than a dict, to the same bytes)."""
         prev, buf, encode, sha256 = self._prev, self._buf, _ENCODER.encode, _sha256
-        for n, agent_id, now, m, wall_at in self._pending:
-            body = m.body
-            line = encode(_MessageEntry(
-                agent_id, (m.sender, m.epoch, m.seq),
-                _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
-                           m.to, m.ts, body.TYPE),
-                "in", n, (), prev, now, wall_at))
+        for n, agent_id, now, m, wall_at, wire in self._pending:
+            if wire is not None:
+                assert type(m) is tuple
+                line = encode(_MessageEntry(agent_id, m, _EnvelopeIn("envelope", *wire),
+                                            "in", n, (), prev, now, wall_at))
+            else:
+                assert isinstance(m, Message)
+                body = m.body
+                line = encode(_MessageEntry(
+                    agent_id, (m.sender, m.epoch, m.seq),
+                    _MessageIn(body, m.conv, m.epoch, m.sender, m.id.hex(), "message", m.seq,
+                               m.to, m.ts, body.TYPE),
+                    "in", n, (), prev, now, wall_at))
             buf.append(line)
             prev = sha256(line).hexdigest()
         self._prev = prev
@@ -297,6 +330,23 @@ class DecisionLog:
             self.seal()
 
     # -- the runner's hooks -------------------------------------------------------------------
+    def on_wire(self, msgs: list[Message], payload: bytes, signature: bytes) -> None:
+        """The bus's hook (``Bus.wire``): the envelope whose messages it hands over next.
+        An input that is one of these messages is recorded as these bytes — what its
+        sender signed, already encoded and immutable — instead of being encoded again;
+        any other message input (held while its agent was paused, or from a driver with
+        no hook) is recorded decoded, as before."""
+        self._wire = (msgs, payload, signature)
+
+    def _wire_of(self, m: Message) -> tuple[bytes, bytes] | None:
+        w = self._wire
+        if w is None:
+            return None
+        for x in w[0]:
+            if x is m:
+                return w[1], w[2]
+        return None
+
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None:
         """One entry: the input, the actions; the hot path (one per input), kept flat.
@@ -305,7 +355,9 @@ class DecisionLog:
         confirmation) is numbered now and encoded later, in a batch (at the next entry
         with actions, seal or flush): the message is a frozen Struct, its body a frozen
         Struct (ADR 39), there is nothing else in the entry, and the runner calls this
-        after the agent handled it, so later reads what now would.  An entry with actions
+        after the agent handled it, so later reads what now would — and a message whose
+        envelope the bus handed over keeps only its signed bytes (:meth:`on_wire`), so
+        the decoded message is not held until the batch.  An entry with actions
         is encoded at once, in one step: an agent may still change what it handed over
         (a dict in a Command, a Log), and encoding actions apart from their entry cost a
         virtual run, where most entries have actions, more than the batch saved."""
@@ -316,8 +368,10 @@ class DecisionLog:
                 call = self._calls.get((agent_id, m.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[m.sender] = (m.body, now)
-            self._pending.append((self.n, agent_id, now, m,
-                                  None if self.wall_clock is None else self.wall_clock()))
+            wire = self._wire_of(m) if self._wire is not None else None
+            self._pending.append((self.n, agent_id, now,
+                                  m if wire is None else (m.sender, m.epoch, m.seq),
+                                  None if self.wall_clock is None else self.wall_clock(), wire))
             self.n += 1
             self.entries += 1
             if self.n - self._segment_first >= self.segment_entries:
@@ -332,11 +386,13 @@ class DecisionLog:
                 call = self._calls.get((agent_id, m.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[m.sender] = (body, now)
+            wire = self._wire_of(m) if self._wire is not None else None
             entry: dict[str, Any] = {
                 "k": "in", "t": now, "agent": agent_id, "out": out,
-                "in": {"kind": "message", "type": body.TYPE, "from": m.sender, "to": m.to,
-                       "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq,
-                       "ts": m.ts, "body": body},
+                "in": ({"kind": "message", "type": body.TYPE, "from": m.sender, "to": m.to,
+                        "conv": m.conv, "id": m.id.hex(), "epoch": m.epoch, "seq": m.seq,
+                        "ts": m.ts, "body": body} if wire is None else
+                       _EnvelopeIn("envelope", *wire)),
                 "env": [m.sender, m.epoch, m.seq]}
         else:
             entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause), "out": out}
@@ -424,18 +480,38 @@ def is_decision_log(path: str | Path) -> bool:
             head = f.read(4096)
     except OSError:
         return False
-    return head.startswith(b"{") and FORMAT.encode() in head.split(b"\n", 1)[0]
+    first = head.split(b"\n", 1)[0]
+    return head.startswith(b"{") and any(f.encode() in first for f in FORMATS)
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
     """The log's lines as dicts (no checking: :func:`verify_log` does that).  A last line
-    without its newline was cut by a killed process and is left out."""
+    without its newline was cut by a killed process and is left out.  An ``envelope``
+    input comes out decoded, as the ``message`` input it stands for (readers see one form)."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.endswith("\n"):
                 return
             if line.strip():
-                yield json.loads(line)
+                obj = json.loads(line)
+                if obj.get("k") == "in" and obj["in"].get("kind") == "envelope":
+                    obj["in"] = envelope_input(obj["in"], obj["agent"], obj["env"][0])
+                yield obj
+
+
+def envelope_input(d: Mapping[str, Any], agent_id: str, sender: str) -> dict[str, Any]:
+    """The ``message`` form of an ``envelope`` input: its payload (the msgpack map of
+    docs/PROTOCOL.md §5, base64) decoded; ``to`` is the entry's agent (a multicast's
+    payload names every addressee).  The signature (``sig``, over ``autocell/1`` + the
+    sender + the payload) is left to who holds the sender's certificate."""
+    try:
+        h = msgpack.unpackb(base64.b64decode(d["payload"]), raw=False)
+        body = msgspec.to_builtins(body_from_wire(h["type"], h["body"]))
+    except (Rejected, ValueError, TypeError, KeyError) as exc:    # an edited log
+        raise ValueError(f"an envelope of {agent_id} does not decode ({exc})") from exc
+    return {"kind": "message", "type": h["type"], "from": sender, "to": agent_id,
+            "conv": h["conv"], "id": bytes(h["id"]).hex(), "epoch": h["epoch"],
+            "seq": h["seq"], "ts": h["ts"], "body": body}
 
 
 @dataclass(frozen=True)
@@ -461,6 +537,7 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
     if not raw:
         return LogReport(False, 0, 0, "the file is empty")
     prev, verifier, segments, first, host, key_id = GENESIS, None, 0, 1, "", ""
+    fmt = FORMAT
     for i, line in enumerate(raw):
         try:
             obj = json.loads(line)
@@ -480,7 +557,8 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
                              key_id)
         kind = obj.get("k")
         if i == 0:
-            if kind != "header" or obj.get("format") != FORMAT:
+            fmt = obj.get("format")
+            if kind != "header" or fmt not in FORMATS:
                 return LogReport(False, 0, 0, f"no {FORMAT} header")
             try:
                 key = bytes.fromhex(obj["key"])
@@ -498,7 +576,7 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
             except ValueError:
                 sig = b""
             signed = seal_bytes(obj.get("segment", 0), first, i - 1, bool(obj.get("final")),
-                                prev)
+                                prev, fmt)
             if (obj.get("first") != first or obj.get("last") != i - 1
                     or not verifier.verify(signed, sig)):
                 return LogReport(False, i, i, f"seal {i} (segment {obj.get('segment')}, "
@@ -523,7 +601,7 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
     """The decision log of a host process (agents/runtime/host.py) in its state directory:
     ``decisions-NAME-BOOT.jsonl``, sealed with the host's key (``host-NAME`` in the keys
     directory ``keys``, when it has one; else a key made for this boot, named in the header),
-    stamped with wall-clock time, and switched on in its runner."""
+    stamped with wall-clock time, switched on in its runner and handed its bus's envelopes."""
     import time
 
     from agents.escalation.policy import OFF
@@ -541,4 +619,5 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
                                        agents=sorted(host.runner.agents)),
                       wall_clock=time.time)
     host.runner.recorder = log
+    host.bus.wire = log.on_wire         # inputs recorded as the signed bytes they came in
     return log

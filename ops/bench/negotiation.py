@@ -49,6 +49,13 @@ the unicast comparison): 1 bidder process 2.6 / 3.6, 2 processes 3.0 / 5.2,
 4 processes 3.6 / 4.6, 20 processes 5.3–7.7 / 9.4–13.9.  The caller's
 crypto per round: 1 sign (22 µs) + 20 verifies (53 µs each) = 1.1 ms.
 
+**The decision log's cost** (``--decision-log``, issue 19): one more run of
+the headline layout in which every process keeps a decision log and the
+rounds alternate in blocks of :data:`BLOCK_ROUNDS` between recording off and
+on (the bidders are switched by a line on their stdin); both halves build
+the agents' actions as a runner gets them and share the machine's load, so
+``decision_log`` compares like with like (docs/decisions.md, ADR 58).
+
 Keys are made in memory from a seed every process derives the same way
 (:func:`security.keystore.ephemeral_cell`); they protect nothing outside the
 benchmark.  Bidder processes are ``python -m ops.bench.negotiation --peer``,
@@ -119,6 +126,7 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
     cell = ephemeral_cell(roles(bidders), seed=SEED)
     bus = _bus(cell, mine)
     recorder = _recorder("bidders") if record else None
+    recording = False       # switched by the caller's "record on" / "record off" lines
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -136,16 +144,22 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
                 hold_until_at=body.reply_by_at + 1.0,
                 cost={"queue_s": 0.0, "setup_s": 4.0, "processing_s": 30.0, "transport_s": 0.0,
                       "energy_kwh": 0.05})
-            if recorder is not None:
-                now = time.time()
-                recorder.on_decision(msg.to, Inbound(msg, now),
-                                     [Send(msg.sender, proposal, msg.conv)], now, None)
+            # the bidder's answer as its agent hands it to a runner, recording on or off
+            now = time.time()
+            cause, actions = Inbound(msg, now), [Send(msg.sender, proposal, msg.conv)]
+            if recording:
+                assert recorder is not None
+                recorder.on_decision(msg.to, cause, actions, now, None)
             bus.send(msg.to, msg.sender, proposal, msg.conv)
 
     endpoint = await bus.start(handler)
     print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
-    while await reader.readline():
-        pass
+    while line := await reader.readline():
+        if line.startswith(b"record "):
+            recording = recorder is not None and line.strip() == b"record on"
+            # the bus hands its envelopes to the log while recording, as a host's does
+            bus.wire = recorder.on_wire if recording and recorder is not None else None
+            print(json.dumps({"record": recording}), flush=True)
     print(json.dumps({"rejected": dict(bus.stats.rejected)}), flush=True)
     await bus.close()
 
@@ -201,20 +215,58 @@ def _spawn_peers(bidders: int, processes: int,
         preexec_fn=_die_with_parent) for group in groups]  # noqa: PLW1509 (no threads yet)
 
 
+BLOCK_ROUNDS = 10
+"""With ``record``, rounds alternate in blocks of this many between recording off and on."""
+
+
+def _tell_peers(peers: list[subprocess.Popen[str]], line: str) -> None:
+    """A control line to every bidder process, and wait for each one's answer line."""
+    for p in peers:
+        assert p.stdin is not None
+        p.stdin.write(line + "\n")
+        p.stdin.flush()
+    for p in peers:
+        assert p.stdout is not None
+        if not p.stdout.readline():
+            raise RuntimeError("a bidder process exited during the rounds")
+
+
+def _figures(rounds_s: list[float], send_s: list[float], cpu_s: float,
+             rounds: int) -> dict[str, float]:
+    us = [x * 1e6 for x in rounds_s]
+    return {"round_p50_us": round(statistics.median(us), 1),
+            "round_p99_us": round(_percentile(us, 99), 1),
+            "round_max_us": round(max(us), 1), "round_mean_us": round(statistics.fmean(us), 1),
+            "send_all_cfps_p50_us": round(statistics.median(send_s) * 1e6, 1),
+            # the caller process's CPU per round (its loop and ZeroMQ's I/O thread): the part
+            # of the round no other process can take from it; the rest is waiting
+            "caller_cpu_us_per_round": round(cpu_s / rounds * 1e6, 1)}
+
+
 async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                   warmup: int, cfp_mode: str = "multicast",
                   record: bool = False) -> dict[str, Any]:
+    """The rounds.  With ``record`` every process keeps a decision log, and the rounds
+    alternate in blocks of :data:`BLOCK_ROUNDS` between recording off and on, in the same
+    processes (the caller switches the bidders with a line on their stdin between blocks):
+    the two halves share the machine's load, so their difference is the recorder's, and
+    both do the same work but the recording (the agents' actions are built either way,
+    as a runner gets them).  The figures are then the ``off`` half's, and ``with`` holds
+    the ``on`` half's."""
     processes = len(peers)
     cell = ephemeral_cell(roles(bidders), seed=SEED)
     bus = _bus(cell, [CALLER])
     recorder = _recorder("caller") if record else None
     loop = asyncio.get_running_loop()
-    state: dict[str, Any] = {"task": "", "left": 0, "done": None, "t_end": 0.0}
+    state: dict[str, Any] = {"task": "", "left": 0, "done": None, "t_end": 0.0,
+                             "recording": False}
 
     def handler(msg: Message) -> None:
-        if recorder is not None:
-            now = time.time()
-            recorder.on_decision(CALLER, Inbound(msg, now), (), now, None)
+        now = time.time()
+        cause = Inbound(msg, now)       # the order's input, as its runner hands it over
+        if state["recording"]:
+            assert recorder is not None
+            recorder.on_decision(CALLER, cause, (), now, None)
         if isinstance(msg.body, Proposal) and msg.body.task == state["task"]:
             state["left"] -= 1
             if state["left"] == 0:
@@ -236,19 +288,30 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
             for b in info["bidders"]:
                 bus.set_route(b, info["endpoint"])
         ids = [bidder_id(i) for i in range(bidders)]
-        rounds_s: list[float] = []
-        send_s: list[float] = []
+        # per mode (False: recording off, True: on): round times, send times, CPU seconds
+        rounds_s: dict[bool, list[float]] = {False: [], True: []}
+        send_s: dict[bool, list[float]] = {False: [], True: []}
+        cpu_s = {False: 0.0, True: 0.0}
         cpu0 = 0.0
         for k in range(warmup + rounds):
-            if k == warmup:
+            on = recorder is not None and (k - warmup) // BLOCK_ROUNDS % 2 == 1
+            if k >= warmup and (k - warmup) % BLOCK_ROUNDS == 0:
+                if k > warmup:
+                    cpu_s[state["recording"]] += time.process_time() - cpu0
+                if recorder is not None:
+                    await loop.run_in_executor(None, _tell_peers, peers,
+                                               "record on" if on else "record off")
+                state["recording"] = on
+                bus.wire = recorder.on_wire if on and recorder is not None else None
                 cpu0 = time.process_time()
             task = f"{CALLER}/{k}"
             state.update(task=task, left=bidders, done=loop.create_future())
             t0 = time.perf_counter()
             cfp = _cfp(task, time.time())
-            if recorder is not None:    # the order's call, as its runner records it
-                recorder.on_decision(CALLER, None, [Send(b, cfp, task) for b in ids],
-                                     cfp.earliest_start_at, None)
+            sends = [Send(b, cfp, task) for b in ids]   # the order's call, as a runner gets it
+            if on:
+                assert recorder is not None
+                recorder.on_decision(CALLER, None, sends, cfp.earliest_start_at, None)
             if cfp_mode == "multicast":
                 bus.send_many(CALLER, ids, cfp, task)
             else:
@@ -257,9 +320,9 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
             t_sent = time.perf_counter()
             await asyncio.wait_for(state["done"], timeout=10.0)
             if k >= warmup:
-                rounds_s.append(state["t_end"] - t0)
-                send_s.append(t_sent - t0)
-        caller_cpu_s = time.process_time() - cpu0
+                rounds_s[on].append(state["t_end"] - t0)
+                send_s[on].append(t_sent - t0)
+        cpu_s[state["recording"]] += time.process_time() - cpu0
         rejected = dict(bus.stats.rejected)
         received = bus.stats.received["propose"]
         cfp_envelopes = bus.sealed(CALLER)      # the caller seals nothing but cfps
@@ -278,20 +341,18 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                 p.kill()
                 p.wait()
         await bus.close()
-    us = [x * 1e6 for x in rounds_s]
-    return {"bidders": bidders, "processes": processes, "rounds": rounds, "warmup": warmup,
-            "round_p50_us": round(statistics.median(us), 1),
-            "round_p99_us": round(_percentile(us, 99), 1),
-            "round_max_us": round(max(us), 1), "round_mean_us": round(statistics.fmean(us), 1),
-            "send_all_cfps_p50_us": round(statistics.median(send_s) * 1e6, 1),
-            # the caller process's CPU per round (its loop and ZeroMQ's I/O thread): the part
-            # of the round no other process can take from it; the rest is waiting
-            "caller_cpu_us_per_round": round(caller_cpu_s / rounds * 1e6, 1),
-            "proposals_received": received, "rejected": rejected,
-            "peer_rejected": peer_rejected, "cfp": cfp_mode,
-            # envelopes (signatures) per round for the cfp: 1 for multicast (more than 1 would
-            # mean send_many fell back), B for unicast
-            "cfp_envelopes_per_round": round(cfp_envelopes / (rounds + warmup), 3)}
+    out: dict[str, Any] = {
+        "bidders": bidders, "processes": processes, "rounds": rounds, "warmup": warmup,
+        **_figures(rounds_s[False], send_s[False], cpu_s[False], len(rounds_s[False])),
+        "proposals_received": received, "rejected": rejected,
+        "peer_rejected": peer_rejected, "cfp": cfp_mode,
+        # envelopes (signatures) per round for the cfp: 1 for multicast (more than 1 would
+        # mean send_many fell back), B for unicast
+        "cfp_envelopes_per_round": round(cfp_envelopes / (rounds + warmup), 3)}
+    if recorder is not None:
+        out["with"] = _figures(rounds_s[True], send_s[True], cpu_s[True], len(rounds_s[True]))
+        out["with"]["entries"] = recorder.entries
+    return out
 
 
 LAYOUT_KEYS = ("processes", "round_p50_us", "round_p99_us", "round_max_us", "round_mean_us",
@@ -327,13 +388,16 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         r["load_average_1m"] = round(os.getloadavg()[0], 2)
         results.append(r)
     r = dict(results[0])
-    if record:      # the headline layout again, every process recording (issue 19)
+    if record:      # the headline layout again, every process recording every other block
         peers = _spawn_peers(bidders, layouts[0], record=True)
-        on = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, record=True))
+        both = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, record=True))
         r["decision_log"] = {
-            k: {"without": r[k], "with": on[k],
-                "cost_pct": round(100.0 * (on[k] - r[k]) / r[k], 2) if r[k] else None}
+            k: {"without": both[k], "with": both["with"][k],
+                "cost_pct": (round(100.0 * (both["with"][k] - both[k]) / both[k], 2)
+                             if both[k] else None)}
             for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round")}
+        r["decision_log"]["block_rounds"] = BLOCK_ROUNDS
+        r["decision_log"]["caller_entries"] = both["with"]["entries"]
     rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
     r["sign_us"] = round(rates["sign_us"], 2)
     r["verify_us"] = round(rates["verify_us"], 2)

@@ -80,6 +80,8 @@ JOBS_PUBLISH_MS = 5         # requested publishing interval of job lists and mac
 READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
+RECONCILE_S = 5.0           # a running job silent this long has its state read afresh
+CLOSE_S = 10.0              # how long closing waits for a link's task to end
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class _Machine:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     readings: dict[str, float] = field(default_factory=dict)
     reading_due: bool = False
+    heard_at: float = 0.0                     # monotonic time of its last job notification
 
     @property
     def id(self) -> str:
@@ -171,7 +174,8 @@ class OpcUaBackend:
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # bounded: a library call that swallows its cancellation must not hang a shutdown
+            await asyncio.wait(tasks, timeout=CLOSE_S)
         for link in self.links.values():
             await link.close()
 
@@ -274,6 +278,7 @@ class OpcUaBackend:
         if why is not None:
             return self._refused(m, why)
         m.confirmed, m.refusals = True, 0
+        m.heard_at = time.monotonic()
         a = m.job_args
         self.record("op_start", machine=m.id, task=task, order=a.get("order", ""),
                     epoch=a.get("award_epoch", 0), setup_s=a.get("setup_s", 0.0), job=jid)
@@ -303,6 +308,31 @@ class OpcUaBackend:
                 return        # the job list (or the reconnect) says how it ended
             if states is not None:
                 await self._settle(m, states, reconnect=False)
+
+    def reconcile(self, link: _Link) -> None:
+        """The safety net under the subscriptions: a confirmed job that has been silent for
+        :data:`RECONCILE_S` has its state read afresh, so a job end whose notification was
+        lost (a server's publish queue overflowing, a client publish loop that stopped) is
+        still reported, once.  Only for profiles whose read has no side effect."""
+        now = time.monotonic()
+        for m in link.machines:
+            if (m.job is not None and m.confirmed and m.profile.reconcilable
+                    and not m.lock.locked() and now - m.heard_at >= RECONCILE_S):
+                m.heard_at = now
+                self.spawn(self._reconcile(m))
+
+    async def _reconcile(self, m: _Machine) -> None:
+        async with m.lock:
+            if m.job is None or not (m.resolved and m.link.up):
+                return
+            jid = m.job[1]
+            states = await self._states(m.profile.read_states())
+            if states is None:
+                return
+            if states.get(jid) in (jobs.ENDED, jobs.ABORTED):
+                self.record("opcua_missed_end", machine=m.id, task=m.job[0], job=jid,
+                            state=jobs.JOB_STATES[states[jid]])
+            await self._settle(m, states, reconnect=False)
 
     async def on_jobs(self, m: _Machine, node: ua.NodeId, value: Any) -> None:
         """A job node changed: report what ended.  The profile reads the value under the
@@ -479,6 +509,7 @@ class _Handler:
             if self.link.up:
                 backend.on_item_state(m)
         if what in ("jobs", "both"):
+            m.heard_at = time.monotonic()
             backend.spawn(backend.on_jobs(m, node.nodeid, val))
         elif what != "state":
             backend.on_reading(m, what, val)
@@ -514,10 +545,10 @@ class _Link:
         self._closed = True
         if self.task is not None:
             self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
+            # bounded, as in OpcUaBackend.close; the task's result is of no interest now
+            await asyncio.wait([self.task], timeout=CLOSE_S)
+            if self.task.done() and not self.task.cancelled():
+                self.task.exception()          # retrieved, so asyncio does not log it
         await self._drop()
 
     async def _drop(self) -> None:
@@ -595,7 +626,7 @@ class _Link:
                     await slow.subscribe_data_change(list(readings.values()))
         except BaseException:
             try:
-                await client.disconnect()
+                await asyncio.wait_for(client.disconnect(), 2.0)
             except Exception:  # noqa: BLE001 - already failing
                 pass
             raise
@@ -618,6 +649,7 @@ class _Link:
             if int(value) != 0:          # ServerState.Running
                 return f"server state {value}"
             self._lost.clear()
+            self.backend.reconcile(self)
 
 
 def default_pki(keys_dir: Path) -> OpcUaPki:

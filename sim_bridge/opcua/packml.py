@@ -126,6 +126,7 @@ class PackMLProfile:
 
     refuses_duplicates = True
     can_abort = True
+    reconcilable = False          # its picture follows notifications in server order (ADR 52)
 
     def __init__(self, name: str, settings: OpcUaEquipment) -> None:
         self.name = name

@@ -57,6 +57,10 @@ class Profile(Protocol):
     refuses_duplicates: bool
     #: the machine can stop a running job when asked
     can_abort: bool
+    #: ``read_states`` is a plain read with no effect on the profile's picture, so the
+    #: gateway may re-read a long-silent running job's state at any time: a safety net
+    #: against a job end whose notification never arrived
+    reconcilable: bool
 
     @property
     def readings(self) -> Mapping[str, Node]: ...
@@ -111,6 +115,7 @@ class JobsProfile:
 
     refuses_duplicates = True
     can_abort = True
+    reconcilable = True           # the job list is read as it is, nothing kept from it
 
     def __init__(self, name: str, settings: OpcUaEquipment) -> None:
         self.name = name

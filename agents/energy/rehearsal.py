@@ -1,0 +1,77 @@
+"""What an energy-aware order weighs in the rehearsal: each machine's slot priced.
+
+Theory of operation
+-------------------
+A rehearsed cell (agents/rehearsal.py) calls every operation at the machine
+its best rehearsal pass chose, so the real negotiation's energy weight
+decides nothing: the choice is made in the rehearsal.  With the energy-aware
+strategies (an :class:`~agents.energy.strategies.EnergyAwareResource` in a
+cell with a tariff, and an order strategy with ``s_per_money`` > 0, such as
+:class:`~agents.energy.strategies.EnergyCost`) the order's rehearsal holds a
+:class:`PlanPricing`:
+
+* choosing among the quotes of a keyed pass, it takes the least
+  ``finish + s_per_money · energy cost`` instead of the earliest finish;
+* the pass's result carries the order's energy cost, the collector sums it
+  (``explore_result_priced``), and every order keeps the pass with the least
+  ``makespan + s_per_money · cell energy cost`` — the same exchange rate.
+
+The price of a slot is the machine's own (:meth:`MachineEnergy.slot_cost`,
+the one its bids carry): setup, then busy for the capability, above idle, at
+the tariff in force then.  Idle and standby are left out: which machine
+idles when depends on the whole plan, and standby is the machine's own
+decision at run time.  Rehearsal time 0 is priced as the cell clock at which
+the rehearsal started; the plan runs a rehearsal's length later (at most
+``rehearsal_budget_share`` of the makespan), which moves no slot across a
+tariff change by more than that.
+
+The order prices the quotes itself, from the cell file's power table (as it
+knows the machines' capabilities and times), rather than the machines
+pricing them on the wire: one new message for the sum, none for the quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .aware import MachineEnergy
+
+__all__ = ["PlanPricing", "plan_pricing"]
+
+
+@dataclass(frozen=True)
+class PlanPricing:
+    """The machines' slot prices and the order's exchange rate, for the rehearsal."""
+
+    machines: Mapping[str, MachineEnergy]
+    setup_s: Mapping[str, float]
+    s_per_money: float
+
+    def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
+        """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
+        whose rehearsal slots hold a setup before the processing; 0 for a machine
+        without a price (not energy-aware)."""
+        energy = self.machines.get(machine)
+        if energy is None:
+            return 0.0
+        setup = min(self.setup_s.get(machine, 0.0), max(0.0, finish_at - start_at))
+        return energy.slot_cost(capability, start_at, setup, finish_at - start_at - setup)
+
+    def weighed(self, seconds: float, money: float) -> float:
+        """Seconds and money on one scale (seconds)."""
+        return seconds + self.s_per_money * money
+
+
+def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPricing | None:
+    """The pricing the orders' rehearsal weighs with, or None (energy-blind): the machines
+    among ``agents`` that price their slots (an energy-aware resource in a cell with a
+    tariff), at the order strategy's ``s_per_money`` — None without either, so the
+    default strategies rehearse exactly as before."""
+    rate = float(getattr(order_strategy, "s_per_money", 0.0) or 0.0)
+    priced = {aid: a.energy for aid, a in agents.items()     # type: ignore[attr-defined]
+              if isinstance(getattr(a, "energy", None), MachineEnergy)}
+    if rate <= 0 or not priced:
+        return None
+    return PlanPricing(priced, {aid: float(getattr(agents[aid], "setup_s", 0.0))
+                                for aid in priced}, rate)
