@@ -140,12 +140,13 @@ def test_prometheus_scrapes_a_running_cell(tmp_path: Path) -> None:
             lint = subprocess.run([promtool, "check", "metrics"], input=text,
                                   capture_output=True, check=False)
             assert lint.returncode == 0, (url, lint.stdout, lint.stderr)
-        # at least two scrapes of every target, each of them up
-        scraped = wait_for("two scrapes of every target", lambda: (
-            len(r := query(prom, "count_over_time(up[1m]) >= 2")) == 1 + len(cfg.hosts) and r))
+        # at least two successful scrapes of every target (up = 1).  Counted over a window,
+        # not read at one instant: with a 1 s scrape interval the scrape timeout is 1 s too,
+        # and a machine loaded by another suite may miss one scrape now and then
+        scraped = wait_for("two successful scrapes of every target", lambda: (
+            len(r := query(prom, "sum_over_time(up[1m]) >= 2")) == 1 + len(cfg.hosts) and r))
         assert {s["metric"]["process"] for s in scraped} == {"sim", *(h.name for h in cfg.hosts)}
-        ups = query(prom, "up")
-        assert len(ups) == 1 + len(cfg.hosts) and all(s["value"][1] == "1" for s in ups), ups
+        assert len(query(prom, "up")) == 1 + len(cfg.hosts)
         # messages (sent and received) increase between scrapes, in every host
         hosts = {h.name for h in cfg.hosts}
         wait_for("messages increasing in every host", lambda: hosts <= {
