@@ -430,6 +430,7 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
               f"machine(s) on one gateway, {r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
               f"(target ≤ {r['target_p99_ms']:.0f} ms), {r['events_per_s']:,.0f} events/s, "
               f"gateway CPU {r['cpu_ms_per_event']:.2f} ms per event")
+        plant.print_phases(r)
     return EXIT_OK
 
 

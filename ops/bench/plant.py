@@ -11,7 +11,10 @@ Basic256Sha256/SignAndEncrypt on loopback, and back as the job list's data
 change to the ``operation_done`` event the gateway emits.  The round trip is
 command → event, wall clock, per job; ``--machines`` machines on one gateway
 (one session) are commanded together in each round.  The gateway's CPU per
-event is this process's CPU time over the run divided by the events.
+event is this process's CPU time over the run divided by the events; the
+server's (an emulator the bench started) is read from ``/proc`` the same way,
+and each round trip is split into phases (:class:`_Phases`) to show where it
+goes.  The load average is printed beside them: the machine is shared.
 
 Target (issue 14): p99 ≤ 20 ms at 50 machines.  A job's end reaches the
 gateway as a data change, so the server's fastest publishing interval is a
@@ -108,6 +111,10 @@ class Emulator:
         progress(f"{self.stack} emulator ready at {endpoint}")
         return endpoint
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
     def output(self) -> str:
         return (self.workdir / "emulator.log").read_text(errors="replace")
 
@@ -145,18 +152,84 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from /proc; 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Phases:
+    """Where a round trip's time goes, per job (wall clock, this process):
+
+    * ``call``: the command until the start's Call is answered (the fence, the queue of
+      requests ahead of it on the session, both ends' crypto and the server's method);
+    * ``notify``: that answer until the last job-list notification before the end (the
+      server's publishing interval, and the queue behind other responses);
+    * ``result``: that notification until ``operation_done`` (the machine's lock, the
+      result's Call, the gateway's own work).
+
+    The backend is observed from outside (its profiles' ``start`` and its ``on_jobs``
+    wrapped on the instances), so what is measured runs the code under test unchanged."""
+
+    def __init__(self, backend: OpcUaBackend) -> None:
+        self.answered: dict[str, float] = {}      # task -> its start's Call answered
+        self.notified: dict[str, float] = {}      # machine -> last job-list notification
+        self.rows: list[tuple[float, float, float]] = []
+        for m in backend.machines.values():
+            m.profile.start = self._timed_start(m.profile.start, m)  # type: ignore[method-assign]
+        on_jobs = backend.on_jobs
+
+        def noticed(m: Any, node: Any, value: Any) -> Any:
+            self.notified[m.id] = time.perf_counter()
+            return on_jobs(m, node, value)
+        backend.on_jobs = noticed  # type: ignore[method-assign]
+
+    def _timed_start(self, start: Any, m: Any) -> Any:
+        async def timed(jid: str, args: Any) -> Any:
+            task = m.job[0] if m.job is not None else jid
+            try:
+                return await start(jid, args)
+            finally:
+                self.answered[task] = time.perf_counter()
+        return timed
+
+    def done(self, resource: str, task: str, sent: float, now: float) -> None:
+        answered = self.answered.pop(task, now)
+        notified = min(max(self.notified.get(resource, answered), answered), now)
+        self.rows.append((answered - sent, notified - answered, now - notified))
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for i, name in enumerate(("call", "notify", "result")):
+            values = [row[i] * 1000 for row in self.rows]
+            out[f"{name}_p50_ms"] = round(_percentile(values, 0.50), 3)
+            out[f"{name}_p99_ms"] = round(_percentile(values, 0.99), 3)
+        return out
+
+
 async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: int,
                    progress: Callable[[str], None],
-                   profile: str = "machinery-jobs") -> dict[str, Any]:
+                   profile: str = "machinery-jobs",
+                   server_pid: int | None = None) -> dict[str, Any]:
     sent: dict[str, float] = {}
     samples: list[float] = []
     done = asyncio.Event()
     pending: set[str] = set()
     refused: list[str] = []
+    phases: _Phases | None = None
 
     def emit(ev: PlantEventIn) -> None:
         if ev.event == "operation_done" and ev.task in sent:
-            samples.append(time.perf_counter() - sent.pop(ev.task))
+            now = time.perf_counter()
+            t0 = sent.pop(ev.task)
+            samples.append(now - t0)
+            if phases is not None:
+                phases.done(ev.resource, ev.task, t0, now)
             pending.discard(ev.task)
         elif ev.event in ("command_refused", "fault"):
             refused.append(f"{ev.event} {ev.resource} {ev.data}")
@@ -170,10 +243,11 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
     backend = OpcUaBackend([OpcUaMachine(m, settings) for m in machines],
                            events=gateway, record=lambda *_a, **_k: None, pki=pki, secrets={})
     gateway.attach(backend)
+    phases = _Phases(backend)
     await backend.start(first_connect_s=60.0)
     if not all(backend.query_state(m) for m in machines):
         raise RuntimeError(f"the gateway did not connect: {backend.status()}")
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, server0 = time.process_time(), time.perf_counter(), _cpu_s(server_pid)
     for r in range(rounds + 1):            # round 0 warms up (first calls, type caches)
         done.clear()
         for m in machines:
@@ -185,14 +259,17 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
         await asyncio.wait_for(done.wait(), 60.0)
         if r == 0:
             samples.clear()
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+            phases.rows.clear()
+            cpu0, wall0, server0 = time.process_time(), time.perf_counter(), _cpu_s(server_pid)
         if (r + 1) % max(1, rounds // 5) == 0:
             progress(f"round {r}/{rounds}")
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    server_cpu = _cpu_s(server_pid) - server0
     await backend.close()
     if refused:
         raise RuntimeError(f"the server refused: {refused[:3]}")
-    return {"samples": samples, "cpu_s": cpu, "wall_s": wall}
+    return {"samples": samples, "cpu_s": cpu, "wall_s": wall, "server_cpu_s": server_cpu,
+            "phases": phases.summary()}
 
 
 def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
@@ -216,7 +293,8 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
                 endpoint = emulator.wait_ready(progress)
                 pki.trust(emulator.server_cert)
             assert endpoint is not None
-            m = asyncio.run(_measure(endpoint, pki, ids, rounds, progress, profile))
+            m = asyncio.run(_measure(endpoint, pki, ids, rounds, progress, profile,
+                                     server_pid=None if emulator is None else emulator.pid))
         finally:
             if emulator is not None:
                 emulator.stop()
@@ -230,4 +308,18 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
             "max_ms": round(max(samples_ms), 3) if samples_ms else float("nan"),
             "events_per_s": round(events / m["wall_s"], 1) if m["wall_s"] else 0.0,
             "cpu_ms_per_event": round(1000 * m["cpu_s"] / events, 3) if events else float("nan"),
+            "server_cpu_ms_per_event": (round(1000 * m["server_cpu_s"] / events, 3)
+                                        if events and emulator is not None else None),
+            **m["phases"],
+            "load_avg": [round(x, 2) for x in os.getloadavg()],
             "target_p99_ms": 20.0, "cpus": os.cpu_count()}
+
+
+def print_phases(r: dict[str, Any]) -> None:
+    """Where the round trip went (:class:`_Phases`), and the server's CPU beside the gateway's."""
+    print("  phases p50/p99: " + ", ".join(
+        f"{name} {r[f'{name}_p50_ms']:.1f}/{r[f'{name}_p99_ms']:.1f} ms"
+        for name in ("call", "notify", "result")))
+    if r.get("server_cpu_ms_per_event") is not None:
+        print(f"  server CPU {r['server_cpu_ms_per_event']:.2f} ms per event; load average "
+              f"{r['load_avg'][0]:.2f} on {r['cpus']} CPUs")
