@@ -57,7 +57,7 @@ def test_calls_of_one_turn_go_in_one_request() -> None:
                                       for i in range(50)])
 
     assert asyncio.run(main()) == [2 * i for i in range(50)]
-    assert len(session.requests) == 1 and len(session.requests[0]) == 50
+    assert [len(r) for r in session.requests] == [batch.MAX_CALLS] * (50 // batch.MAX_CALLS)
     assert session.requests[0][3].ObjectId == ua.NodeId(1003)
 
 
@@ -79,16 +79,16 @@ def test_a_single_call_is_sent_alone_and_a_bad_status_is_raised_to_its_caller_on
 
 
 def test_the_servers_limit_cuts_a_batch_and_too_many_falls_back_to_one_call_each() -> None:
-    limited, refusing = FakeSession(limit=20), FakeSession(refuse_many=True)
+    limited, refusing = FakeSession(limit=4), FakeSession(refuse_many=True)
 
     async def main(session: FakeSession) -> list[Any]:
         return await asyncio.gather(*[batch.call(_node(session, i), ua.NodeId(7), i)
-                                      for i in range(45)])
+                                      for i in range(9)])
 
-    assert asyncio.run(main(limited)) == [2 * i for i in range(45)]
-    assert [len(r) for r in limited.requests] == [20, 20, 5]
-    assert asyncio.run(main(refusing)) == [2 * i for i in range(45)]
-    assert [len(r) for r in refusing.requests] == [1] * 45
+    assert asyncio.run(main(limited)) == [2 * i for i in range(9)]
+    assert [len(r) for r in limited.requests] == [4, 4, 1]
+    assert asyncio.run(main(refusing)) == [2 * i for i in range(9)]
+    assert [len(r) for r in refusing.requests] == [1] * 9
 
 
 def test_a_lost_link_fails_every_caller_of_the_request() -> None:

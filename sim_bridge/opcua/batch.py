@@ -13,9 +13,9 @@ crypto and encoding run in Python; a server handles a session's requests in
 order).
 
 :func:`call` queues the call on its session's :class:`CallBatch` and, at the
-end of the current turn of the event loop, the batch sends every call queued
+end of the current turn of the event loop, the batch sends the calls queued
 meanwhile as the ``MethodsToCall`` of one ``CallRequest`` (OPC 10000-4
-§5.11.2, which exists for this).  Each caller gets its own result, its own
+§5.11.2, which exists for this) per :data:`MAX_CALLS` calls.  Each caller gets its own result, its own
 Bad status raised as :class:`asyncua.ua.UaStatusCodeError`, exactly as from
 ``Node.call_method``; a failed request fails each of its callers.  A single
 call waits for nothing: it is sent in the same turn it would have been.
@@ -26,7 +26,7 @@ call waits for nothing: it is sent in the same turn it would have been.
   mattered.
 * **The server's limit.** ``MaxNodesPerMethodCall`` (the server's operation
   limits) is read once per session, before the first batch; a batch is cut
-  to it.  A server that answers ``BadTooManyOperations`` all the same is
+  to it, and to :data:`MAX_CALLS`, the parts sent together.  A server that answers ``BadTooManyOperations`` all the same is
   sent one call per request from then on.
 """
 
@@ -41,8 +41,11 @@ from asyncua.common.methods import to_variant
 
 __all__ = ["CallBatch", "batches", "call"]
 
-#: Calls per request when the server states no limit (node-opcua's own default is 1000).
-DEFAULT_LIMIT = 100
+#: Calls per request at most, whatever the server allows (node-opcua's own limit is 1000):
+#: a request is answered only when all its calls are done, so a long one delays its first
+#: callers and, past the session's timeout, fails all of them; the requests of one turn
+#: are sent together (pipelined), each answered as soon as its own calls are done.
+MAX_CALLS = 10
 
 _batches: weakref.WeakKeyDictionary[Any, CallBatch] = weakref.WeakKeyDictionary()
 
@@ -101,8 +104,8 @@ class CallBatch:
         try:
             if self.limit is None:
                 self.limit = await self._read_limit()
-            for i in range(0, len(queued), self.limit):
-                await self._send_one(queued[i:i + self.limit])
+            await asyncio.gather(*[self._send_one(queued[i:i + self.limit])
+                                   for i in range(0, len(queued), self.limit)])
         except BaseException as exc:  # noqa: BLE001 - handed to the callers
             self._fail(queued, exc)
             raise
@@ -156,4 +159,4 @@ class CallBatch:
             limit = int(value or 0)
         except Exception:  # noqa: BLE001 - optional property; a lost link fails the call next
             limit = 0                  # no stated limit
-        return limit if limit > 0 else DEFAULT_LIMIT
+        return min(limit, MAX_CALLS) if limit > 0 else MAX_CALLS
