@@ -10,7 +10,8 @@ Machinery Jobs server with ``--endpoint``), with
 Basic256Sha256/SignAndEncrypt on loopback, and back as the job list's data
 change to the ``operation_done`` event the gateway emits.  The round trip is
 command → event, wall clock, per job; ``--machines`` machines on one gateway
-(one session) are commanded together in each round.  The gateway's CPU per
+(one session per endpoint, or ``--sessions N``; one emulator, or ``--servers K``
+sharing them) are commanded together in each round.  The gateway's CPU per
 event is this process's CPU time over the run divided by the events; the
 server's (an emulator the bench started) is read from ``/proc`` the same way,
 and each round trip is split into phases (:class:`_Phases`) to show where it
@@ -19,7 +20,9 @@ goes.  The load average is printed beside them: the machine is shared.
 Target (issue 14): p99 ≤ 20 ms at 50 machines.  A job's end reaches the
 gateway as a data change, so the server's fastest publishing interval is a
 floor of the round trip: node-opcua's is 50 ms (``ServerSubscription.
-minimumPublishingInterval``), asyncua's server honours the 5 ms asked for.
+minimumPublishingInterval``); asyncua's server honours the 0 ms asked for
+(each change published at once).  At 50 machines the floor on one host is
+the server's CPU: fifty jobs' calls one after another (ADR 61).
 """
 
 from __future__ import annotations
