@@ -417,8 +417,8 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
             r = fleet.run(args.robots, args.rounds, progress)
         else:
             r = plant.run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack,
-                          profile=args.profile)
-    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+                          profile=args.profile, sessions=args.sessions, servers=args.servers)
+    except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:
         print(f"autocell: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
@@ -427,9 +427,11 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
         print(fleet.summary(r))
     else:
         print(f"opcua plant round trip ({r['security']}, {r['server']}, {r['machines']} "
-              f"machine(s) on one gateway, {r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
+              f"machine(s) on one gateway, {r['sessions']} session(s) per endpoint, "
+              f"{r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
               f"(target ≤ {r['target_p99_ms']:.0f} ms), {r['events_per_s']:,.0f} events/s, "
               f"gateway CPU {r['cpu_ms_per_event']:.2f} ms per event")
+        plant.print_phases(r)
     return EXIT_OK
 
 
@@ -624,6 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--profile", choices=["machinery-jobs", "packml"], default="machinery-jobs",
                     help="opcua: the machines' profile (packml: the emulator's PackML units, "
                          "node only)")
+    sp.add_argument("--sessions", type=int, default=1, choices=range(1, 65), metavar="N",
+                    help="opcua: sessions per endpoint, machines dealt among them (default 1)")
+    sp.add_argument("--servers", type=int, default=1, choices=range(1, 65), metavar="K",
+                    help="opcua: emulator processes sharing the machines (default 1)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_plant)
     sp = bsub.add_parser("sim", help="simulated seconds per wall second on the demo cell")

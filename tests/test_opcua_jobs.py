@@ -27,12 +27,23 @@ def test_a_job_list_gives_each_job_its_state_by_number_or_else_by_name() -> None
     assert jobs.parse_job_list(None) == {}
 
 
-class _Results:
+class _Session:
+    """Answers every call with the response and ReturnStatus 0 (the calls go through the
+    session's batch, sim_bridge/opcua/batch.py)."""
+
     def __init__(self, response: Any) -> None:
         self.response = response
 
-    async def call_method(self, *_args: Any) -> Any:
-        return [self.response, 0]
+    async def call(self, methods: list[Any]) -> list[Any]:
+        return [NS(StatusCode=ua.StatusCode(), OutputArguments=[NS(Value=self.response),
+                                                                 NS(Value=0)])
+                for _m in methods]
+
+
+class _Results:
+    def __init__(self, response: Any) -> None:
+        self.nodeid = ua.NodeId(1)
+        self.session = _Session(response)
 
 
 def quality(params: list[Any], ok: list[str]) -> str:

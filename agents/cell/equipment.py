@@ -185,6 +185,12 @@ class OpcUaEquipment(_Model):
     quality_ok: list[str] = Field(
         default_factory=lambda: ["ok", "good", "OK"], min_length=1, max_length=16,
         description="Values of the quality parameter that mean a good part; any other is scrap.")
+    sessions: int = Field(
+        default=1, ge=1, le=64,
+        description="Sessions (secure channels) the gateway opens to this endpoint; the "
+        "endpoint's machines are divided among them in cell-file order (the largest value "
+        "given on the endpoint counts). More than one spreads a busy endpoint's requests "
+        "over several channels (docs/equipment.md, \"Many machines on one endpoint\").")
     refusals_to_escalate: int = Field(
         default=3, ge=1, le=1000,
         description="Consecutive starts the server refuses before the machine's case is "

@@ -10,13 +10,18 @@ Machinery Jobs server with ``--endpoint``), with
 Basic256Sha256/SignAndEncrypt on loopback, and back as the job list's data
 change to the ``operation_done`` event the gateway emits.  The round trip is
 command → event, wall clock, per job; ``--machines`` machines on one gateway
-(one session) are commanded together in each round.  The gateway's CPU per
-event is this process's CPU time over the run divided by the events.
+(one session per endpoint, or ``--sessions N``; one emulator, or ``--servers K``
+sharing them) are commanded together in each round.  The gateway's CPU per
+event is this process's CPU time over the run divided by the events; the
+server's (an emulator the bench started) is read from ``/proc`` the same way,
+and each round trip is split into phases (:class:`_Phases`) to show where it
+goes.  The load average is printed beside them: the machine is shared.
 
 Target (issue 14): p99 ≤ 20 ms at 50 machines.  A job's end reaches the
 gateway as a data change, so the server's fastest publishing interval is a
 floor of the round trip: node-opcua's is 50 ms (``ServerSubscription.
-minimumPublishingInterval``), asyncua's server honours the 5 ms asked for.
+minimumPublishingInterval``); asyncua's server honours the 5 ms asked for.  At 50 machines the floor on one host is
+the server's CPU: fifty jobs' calls one after another (ADR 61).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from agents.cell.equipment import OpcUaEquipment
 from agents.cell.specs import MachineSpec
 from agents.protocol.actions import Command
 from sim_bridge.gateway import PlantGateway
+from sim_bridge.opcua import batch
 from sim_bridge.opcua.backend import OpcUaBackend, OpcUaMachine
 from sim_bridge.opcua.pki import OpcUaPki
 
@@ -108,6 +114,10 @@ class Emulator:
         progress(f"{self.stack} emulator ready at {endpoint}")
         return endpoint
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
     def output(self) -> str:
         return (self.workdir / "emulator.log").read_text(errors="replace")
 
@@ -145,18 +155,84 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: int,
-                   progress: Callable[[str], None],
-                   profile: str = "machinery-jobs") -> dict[str, Any]:
+def _cpu_s(pids: list[int] | None) -> float:
+    """CPU seconds (user + system) of processes ``pids`` so far, from /proc; 0 if unknown."""
+    total = 0.0
+    for pid in pids or []:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class _Phases:
+    """Where a round trip's time goes, per job (wall clock, this process):
+
+    * ``call``: the command until the start's Call is answered (the fence, the queue of
+      requests ahead of it on the session, both ends' crypto and the server's method);
+    * ``notify``: that answer until the last job-list notification before the end (the
+      server's publishing interval, and the queue behind other responses);
+    * ``result``: that notification until ``operation_done`` (the machine's lock, the
+      result's Call, the gateway's own work).
+
+    The backend is observed from outside (its profiles' ``start`` and its ``on_jobs``
+    wrapped on the instances), so what is measured runs the code under test unchanged."""
+
+    def __init__(self, backend: OpcUaBackend) -> None:
+        self.answered: dict[str, float] = {}      # task -> its start's Call answered
+        self.notified: dict[str, float] = {}      # machine -> last job-list notification
+        self.rows: list[tuple[float, float, float]] = []
+        for m in backend.machines.values():
+            m.profile.start = self._timed_start(m.profile.start, m)  # type: ignore[method-assign]
+        on_jobs = backend.on_jobs
+
+        def noticed(m: Any, node: Any, value: Any) -> Any:
+            self.notified[m.id] = time.perf_counter()
+            return on_jobs(m, node, value)
+        backend.on_jobs = noticed  # type: ignore[method-assign]
+
+    def _timed_start(self, start: Any, m: Any) -> Any:
+        async def timed(jid: str, args: Any) -> Any:
+            task = m.job[0] if m.job is not None else jid
+            try:
+                return await start(jid, args)
+            finally:
+                self.answered[task] = time.perf_counter()
+        return timed
+
+    def done(self, resource: str, task: str, sent: float, now: float) -> None:
+        answered = self.answered.pop(task, now)
+        notified = min(max(self.notified.get(resource, answered), answered), now)
+        self.rows.append((answered - sent, notified - answered, now - notified))
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for i, name in enumerate(("call", "notify", "result")):
+            values = [row[i] * 1000 for row in self.rows]
+            out[f"{name}_p50_ms"] = round(_percentile(values, 0.50), 3)
+            out[f"{name}_p99_ms"] = round(_percentile(values, 0.99), 3)
+        return out
+
+
+async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], rounds: int,
+                   progress: Callable[[str], None], profile: str = "machinery-jobs",
+                   server_pids: list[int] | None = None, sessions: int = 1) -> dict[str, Any]:
     sent: dict[str, float] = {}
     samples: list[float] = []
     done = asyncio.Event()
     pending: set[str] = set()
     refused: list[str] = []
+    phases: _Phases | None = None
 
     def emit(ev: PlantEventIn) -> None:
         if ev.event == "operation_done" and ev.task in sent:
-            samples.append(time.perf_counter() - sent.pop(ev.task))
+            now = time.perf_counter()
+            t0 = sent.pop(ev.task)
+            samples.append(now - t0)
+            if phases is not None:
+                phases.done(ev.resource, ev.task, t0, now)
             pending.discard(ev.task)
         elif ev.event in ("command_refused", "fault"):
             refused.append(f"{ev.event} {ev.resource} {ev.data}")
@@ -166,14 +242,16 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
 
     specs = [MachineSpec(m, location="bench") for m in machines]
     gateway = PlantGateway(specs, [], emit=emit, record=lambda *_a, **_k: None)
-    settings = OpcUaEquipment(endpoint=endpoint, profile=profile)
-    backend = OpcUaBackend([OpcUaMachine(m, settings) for m in machines],
-                           events=gateway, record=lambda *_a, **_k: None, pki=pki, secrets={})
+    backend = OpcUaBackend(
+        [OpcUaMachine(m, OpcUaEquipment(endpoint=where[m], profile=profile, sessions=sessions))
+         for m in machines], events=gateway, record=lambda *_a, **_k: None, pki=pki, secrets={})
     gateway.attach(backend)
+    phases = _Phases(backend)
     await backend.start(first_connect_s=60.0)
     if not all(backend.query_state(m) for m in machines):
         raise RuntimeError(f"the gateway did not connect: {backend.status()}")
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, server0 = time.process_time(), time.perf_counter(), _cpu_s(server_pids)
+    requests0 = 0
     for r in range(rounds + 1):            # round 0 warms up (first calls, type caches)
         done.clear()
         for m in machines:
@@ -185,49 +263,86 @@ async def _measure(endpoint: str, pki: OpcUaPki, machines: list[str], rounds: in
         await asyncio.wait_for(done.wait(), 60.0)
         if r == 0:
             samples.clear()
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+            phases.rows.clear()
+            cpu0, wall0, server0 = time.process_time(), time.perf_counter(), _cpu_s(server_pids)
+            requests0 = sum(b.requests for b in batch.batches())
         if (r + 1) % max(1, rounds // 5) == 0:
             progress(f"round {r}/{rounds}")
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    server_cpu = _cpu_s(server_pids) - server0
+    requests = sum(b.requests for b in batch.batches()) - requests0
     await backend.close()
     if refused:
         raise RuntimeError(f"the server refused: {refused[:3]}")
-    return {"samples": samples, "cpu_s": cpu, "wall_s": wall}
+    return {"samples": samples, "cpu_s": cpu, "wall_s": wall, "server_cpu_s": server_cpu,
+            "phases": phases.summary(), "call_requests": requests}
 
 
 def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
         progress: Callable[[str], None] = lambda _s: None, stack: str = "node",
-        profile: str = "machinery-jobs") -> dict[str, Any]:
+        profile: str = "machinery-jobs", sessions: int = 1, servers: int = 1) -> dict[str, Any]:
     """One configuration: ``machines`` machines on one gateway, ``rounds`` rounds; with
     ``profile`` ``packml`` they are the node-opcua emulator's PackML units (a round trip is
-    then Start to Complete, and the Reset before the next round is inside it)."""
+    then Start to Complete, and the Reset before the next round is inside it).
+    ``sessions`` is the cell file's ``sessions:`` per endpoint; ``servers`` emulator
+    processes share the machines between them (dealt in turn), as machines of a plant each
+    have their own controller."""
+    if endpoint is not None and servers != 1:
+        raise ValueError("--servers starts emulators; it cannot go with --endpoint")
     with tempfile.TemporaryDirectory(prefix="autocell-bench-plant-") as tmp:
         work = Path(tmp)
         pki = OpcUaPki(work / "gateway")
         pki.ensure_own()
         ids = [f"m{i + 1:02d}" for i in range(machines)]
-        emulator = None
-        if endpoint is None:
-            units = profile == "packml"
-            emulator = Emulator(work / "server", [] if units else ids, trust_client=pki.cert_path,
-                                stack=stack, extra=["--packml", ",".join(ids)] if units else None)
+        groups = [ids[k::servers] for k in range(min(servers, machines))]
+        emulators: list[Emulator] = []
         try:
-            if emulator is not None:
-                endpoint = emulator.wait_ready(progress)
+            units = profile == "packml"
+            for k, group in enumerate(groups if endpoint is None else []):
+                emulators.append(Emulator(
+                    work / f"server{k + 1}", [] if units else group, trust_client=pki.cert_path,
+                    stack=stack, extra=["--packml", ",".join(group)] if units else None))
+            where: dict[str, str] = {}
+            for emulator, group in zip(emulators, groups, strict=False):
+                url = emulator.wait_ready(progress)
                 pki.trust(emulator.server_cert)
-            assert endpoint is not None
-            m = asyncio.run(_measure(endpoint, pki, ids, rounds, progress, profile))
+                where.update({m: url for m in group})
+            if endpoint is not None:
+                where = {m: endpoint for m in ids}
+            m = asyncio.run(_measure(where, pki, ids, rounds, progress, profile,
+                                     server_pids=[e.pid for e in emulators if e.pid],
+                                     sessions=sessions))
         finally:
-            if emulator is not None:
+            for emulator in emulators:
                 emulator.stop()
     samples_ms = [s * 1000 for s in m["samples"]]
     events = len(samples_ms)
-    return {"backend": "opcua", "profile": profile, "machines": machines, "rounds": rounds, "jobs": events,
-            "server": "endpoint" if emulator is None else f"{stack} emulator",
-            "security": "Basic256Sha256/SignAndEncrypt",
+    server = "endpoint" if endpoint is not None else f"{stack} emulator"
+    if len(emulators) > 1:
+        server = f"{len(emulators)} {stack} emulators"
+    return {"backend": "opcua", "profile": profile, "machines": machines, "rounds": rounds,
+            "jobs": events, "server": server, "servers": max(1, len(emulators)),
+            "sessions": sessions, "security": "Basic256Sha256/SignAndEncrypt",
             "p50_ms": round(_percentile(samples_ms, 0.50), 3),
             "p99_ms": round(_percentile(samples_ms, 0.99), 3),
             "max_ms": round(max(samples_ms), 3) if samples_ms else float("nan"),
             "events_per_s": round(events / m["wall_s"], 1) if m["wall_s"] else 0.0,
             "cpu_ms_per_event": round(1000 * m["cpu_s"] / events, 3) if events else float("nan"),
+            "server_cpu_ms_per_event": (round(1000 * m["server_cpu_s"] / events, 3)
+                                        if events and emulators else None),
+            "call_requests_per_event": (round(m["call_requests"] / events, 3)
+                                        if events else float("nan")),
+            **m["phases"],
+            "load_avg": [round(x, 2) for x in os.getloadavg()],
             "target_p99_ms": 20.0, "cpus": os.cpu_count()}
+
+
+def print_phases(r: dict[str, Any]) -> None:
+    """Where the round trip went (:class:`_Phases`), and the server's CPU beside the gateway's."""
+    print("  phases p50/p99: " + ", ".join(
+        f"{name} {r[f'{name}_p50_ms']:.1f}/{r[f'{name}_p99_ms']:.1f} ms"
+        for name in ("call", "notify", "result")))
+    if r.get("server_cpu_ms_per_event") is not None:
+        print(f"  server CPU {r['server_cpu_ms_per_event']:.2f} ms per event; "
+              f"{r['call_requests_per_event']:.2f} CallRequests per event; load average "
+              f"{r['load_avg'][0]:.2f} on {r['cpus']} CPUs")

@@ -9,7 +9,9 @@ once and does the OPC UA calls in tasks, reporting what the machines do
 through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
 
 * **One link per endpoint** (:class:`_Link`): machines on one server share a
-  session.  A link's task connects (:func:`~sim_bridge.opcua.session.open_session`),
+  session, or with ``sessions: N`` are dealt to N sessions (:func:`session_keys`);
+  each session batches the method calls of one turn of the event loop into one
+  request (:mod:`.batch`).  A link's task connects (:func:`~sim_bridge.opcua.session.open_session`),
   resolves each machine's nodes through its profile (:mod:`.profiles`:
   ``machinery-jobs`` in :mod:`.jobs`, ``packml`` in :mod:`.packml`, ``nodes`` in
   :mod:`.legacy`), reconciles,
@@ -77,6 +79,8 @@ Record = Callable[..., None]
 Assumed = Callable[[str], tuple[str, int] | None]
 WATCH_S = 0.5               # how often a session is probed
 JOBS_PUBLISH_MS = 5         # requested publishing interval of job lists and machine states
+                            # (node-opcua revises it to its minimum, 50 ms; 0, "at once" on
+                            # asyncua's server, lost the missed-end safety net: ADR 61)
 READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
@@ -137,7 +141,7 @@ class OpcUaBackend:
         self.resources = frozenset(m.id for m in machines)
         self.links: dict[str, _Link] = {}
         self.machines: dict[str, _Machine] = {}
-        for spec in machines:
+        for spec, key in session_keys(machines):
             s = spec.settings
             creds = None
             if s.user is not None:
@@ -145,14 +149,14 @@ class OpcUaBackend:
                 if creds is None:
                     raise LinkError(s.endpoint, f"{spec.id}: user {s.user!r} is not in the "
                                                 "OPC UA secrets file")
-            link = self.links.get(s.endpoint)
+            link = self.links.get(key)
             if link is None:
-                link = self.links[s.endpoint] = _Link(self, SessionParams(s.endpoint, s, pki,
-                                                                          creds))
+                link = self.links[key] = _Link(self, SessionParams(s.endpoint, s, pki, creds))
             m = _Machine(spec, link, make_profile(spec.browse_name, s))
             link.machines.append(m)
             self.machines[spec.id] = m
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connecting: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self, first_connect_s: float = 10.0) -> None:
@@ -178,6 +182,15 @@ class OpcUaBackend:
             await asyncio.wait(tasks, timeout=CLOSE_S)
         for link in self.links.values():
             await link.close()
+
+    def connecting(self, endpoint: str) -> asyncio.Lock:
+        """The sessions of one endpoint connect one at a time: each loads the server's data
+        type definitions (hundreds of requests), which several at once on one server made
+        time out under load, and asyncua generates their classes process-wide."""
+        lock = self._connecting.get(endpoint)
+        if lock is None:
+            lock = self._connecting[endpoint] = asyncio.Lock()
+        return lock
 
     def status(self) -> dict[str, Any]:
         return {e: {"up": link.up, "sessions": link.sessions, "error": link.error}
@@ -491,6 +504,24 @@ class OpcUaBackend:
             self._maybe_repaired(m)
 
 
+def session_keys(machines: list[OpcUaMachine]) -> list[tuple[OpcUaMachine, str]]:
+    """Each machine with the key of the session (link) it uses: its endpoint, or with
+    ``sessions: N`` on that endpoint ``ENDPOINT#k``, the endpoint's machines dealt to the N
+    sessions in turn, in cell-file order (fewer sessions than machines are never opened)."""
+    count: dict[str, int] = {}
+    for spec in machines:
+        e = spec.settings.endpoint
+        count[e] = max(count.get(e, 1), spec.settings.sessions)
+    seen: dict[str, int] = {}
+    out = []
+    for spec in machines:
+        e = spec.settings.endpoint
+        k = seen.get(e, 0)
+        seen[e] = k + 1
+        out.append((spec, e if count[e] == 1 else f"{e}#{k % count[e] + 1}"))
+    return out
+
+
 class _Handler:
     """asyncua subscription callbacks, routed to the backend (never blocking the loop)."""
 
@@ -565,7 +596,8 @@ class _Link:
         grace = self.params.settings.grace_s
         while not self._closed:
             try:
-                await self._connect()
+                async with self.backend.connecting(self.endpoint):
+                    await self._connect()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever failed, the link retries

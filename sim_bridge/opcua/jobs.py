@@ -29,11 +29,14 @@ reports line by line.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from asyncua import Client, Node, ua
+
+from . import batch
 
 __all__ = ["JOB_STATES", "MachineNodes", "MissingNode", "Namespaces", "job_id", "machines",
            "parse_job_list", "resolve"]
@@ -118,6 +121,10 @@ async def machines(client: Client, ns: Namespaces) -> list[tuple[str, Node]]:
     return sorted(out, key=lambda pair: pair[0])
 
 
+#: The ``Machines`` folder of each session, browsed once by the first machine resolved.
+_found: weakref.WeakKeyDictionary[Client, dict[str, Node]] = weakref.WeakKeyDictionary()
+
+
 async def _child(node: Node, machine: str, path: list[str]) -> Node:
     try:
         return await node.get_child(path)
@@ -144,7 +151,9 @@ async def _relative(node: Node, machine: str, path: str, own: list[int]) -> Node
 async def resolve(client: Client, ns: Namespaces, name: str,
                   readings: Mapping[str, str]) -> MachineNodes:
     """The nodes of machine ``name``; :class:`MissingNode` for the first one missing."""
-    found = dict(await machines(client, ns))
+    found = _found.get(client)
+    if found is None:          # once per session, not once per machine (50 × 50 reads)
+        found = _found[client] = dict(await machines(client, ns))
     machine = found.get(name)
     if machine is None:
         raise MissingNode(name, f"Machines/{name} (the server has: "
@@ -213,19 +222,18 @@ def types_of(ns: Namespaces) -> dict[str, Any]:
 async def store_and_start(ns: Namespaces, nodes: MachineNodes, jid: str,
                           args: Mapping[str, Any], types: Mapping[str, Any]) -> int:
     """Call ``StoreAndStart``; the ISA-95 ReturnStatus (0 = started)."""
-    status = await nodes.control.call_method(nodes.methods["StoreAndStart"],
-                                             ua.Variant(job_order(jid, args, types)),
-                                             _comment())
+    status = await batch.call(nodes.control, nodes.methods["StoreAndStart"],
+                              ua.Variant(job_order(jid, args, types)), _comment())
     return int(status or 0)
 
 
 async def abort(ns: Namespaces, nodes: MachineNodes, jid: str) -> int:
-    status = await nodes.control.call_method(nodes.methods["Abort"], ua.Variant(jid), _comment())
+    status = await batch.call(nodes.control, nodes.methods["Abort"], ua.Variant(jid), _comment())
     return int(status or 0)
 
 
 async def clear(ns: Namespaces, nodes: MachineNodes, jid: str) -> int:
-    status = await nodes.control.call_method(nodes.methods["Clear"], ua.Variant(jid), _comment())
+    status = await batch.call(nodes.control, nodes.methods["Clear"], ua.Variant(jid), _comment())
     return int(status or 0)
 
 
@@ -258,8 +266,8 @@ async def jobs(nodes: MachineNodes) -> dict[str, int]:
 async def quality(ns: Namespaces, nodes: MachineNodes, jid: str, parameter: str,
                   ok_values: list[str]) -> str:
     """``ok`` or ``scrap`` from the job's response; ``ok`` when the machine reports none."""
-    out = await nodes.results.call_method(nodes.methods["RequestJobResponseByJobOrderID"],
-                                          ua.Variant(jid))
+    out = await batch.call(nodes.results, nodes.methods["RequestJobResponseByJobOrderID"],
+                           ua.Variant(jid))
     response = out[0] if isinstance(out, list) else out
     for param in getattr(response, "JobResponseData", None) or []:
         if getattr(param, "ID", None) == parameter:
