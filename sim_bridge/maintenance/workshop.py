@@ -158,13 +158,7 @@ class Workshop:
             if dm.maintain(duration):
                 yield self.env.timeout(duration)
             else:                           # it failed meanwhile: the part goes back
-                shelf = self.shelf(dm.spec.part)
-                shelf.items.put(dm.job["part_serial"])
-                self.stats.parts_used -= 1
-                self.stats.parts_cost -= shelf.rule.cost
-                self.record("maintenance_cancelled", machine=dm.m.spec.id,
-                            part_serial=dm.job["part_serial"])
-                dm.job = {}
+                self._cancelled(dm)
         yield from self._job(dm, "planned", duration, work)
 
     def negotiated(self, dm: DegradingMachine, technician: str) -> str:
@@ -187,11 +181,16 @@ class Workshop:
             if dm.maintain(duration):
                 yield self.env.timeout(duration)
             else:                               # failed in between: the part goes back
-                shelf.items.put(dm.job["part_serial"])
-                self.stats.parts_used -= 1
-                self.stats.parts_cost -= shelf.rule.cost
-                self.record("maintenance_cancelled", machine=dm.m.spec.id,
-                            part_serial=dm.job["part_serial"])
-                dm.job = {}
+                self._cancelled(dm)
         self.env.process(self._job(dm, "planned", duration, work, technician))
         return ""
+
+    def _cancelled(self, dm: DegradingMachine) -> None:
+        """A planned job the machine's failure overtook: its part goes back on the shelf."""
+        shelf = self.shelf(dm.spec.part)
+        shelf.items.put(dm.job["part_serial"])
+        self.stats.parts_used -= 1
+        self.stats.parts_cost -= shelf.rule.cost
+        self.record("maintenance_cancelled", machine=dm.m.spec.id,
+                    part_serial=dm.job["part_serial"])
+        dm.job = {}
