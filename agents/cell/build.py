@@ -82,15 +82,16 @@ def build_agents(cfg: CellConfig, seed: int, *,
     tariff = TimeOfUse.from_settings(cfg.energy) if cfg.energy is not None else None
     windows = windows_of(cfg, timing.retry_s)      # negotiated maintenance, else none
     for m in cfg.machines:
-        power: dict[str, object] = (
+        # the machine's optional parts: power leases, negotiated maintenance, energy awareness
+        extras: dict[str, object] = (
             {"power_manager": ENERGY_MANAGER_ID,
              "power_needs": needs_of(m.power_kw, m.capabilities, timing.lease_window_s)}
             if capped else {})
         rstrat = resource_strategy(rstrat_name)
         if m.id in windows:
-            power["maintenance"] = windows[m.id]
+            extras["maintenance"] = windows[m.id]
         if tariff is not None and getattr(rstrat, "energy_aware", False):
-            power["energy"] = MachineEnergy(
+            extras["energy"] = MachineEnergy(
                 tariff, m.power_kw, standby=bool(getattr(rstrat, "standby", True)),
                 wake_early=not capped, shift_max_s=float(getattr(rstrat, "shift_max_s", 0.0)),
                 min_saving=float(getattr(rstrat, "min_saving", 0.1)))
@@ -99,7 +100,7 @@ def build_agents(cfg: CellConfig, seed: int, *,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,
             power_idle_kw=m.power_kw.idle, power_busy_kw=m.power_kw.busy,
             orders=[o.id for o in cfg.orders], rng=rng(m.id), escalation=escalation,
-            mtbf_s=m.mtbf_s, **power)  # type: ignore[arg-type]
+            mtbf_s=m.mtbf_s, **extras)  # type: ignore[arg-type]
     locations = [loc.id for loc in cfg.layout.locations]
     for r in cfg.robots:
         table = {(a, b): cfg.travel_s(r.id, a, b) for a in locations for b in locations if a != b}
