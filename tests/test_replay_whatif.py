@@ -208,3 +208,33 @@ def test_the_recorded_plant_gives_verdicts_and_drives(outage: tuple[Path, dict[s
     cell.run()
     assert recorded["scrapped"] == 0 and build_report(cell)["scrapped"] == 1
     assert arrived(cell) == pytest.approx(recorded_arrival + 100.0)
+
+
+# -- a recorded `up` run ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_what_if_a_second_lathe_on_a_recorded_up_run(tmp_path: Path) -> None:
+    """Real processes (``autocell up``), the lathe down 300 s: the what-if with a second
+    lathe runs on the plant the hosts recorded — operation times, quality verdicts, robot
+    drives, the fault — and gives a complete report, both columns."""
+    import yaml
+    from test_processes import report, small_cell, up
+
+    cell = small_cell(tmp_path)
+    f = tmp_path / "breakdown.yaml"
+    f.write_text(yaml.safe_dump({"name": "lathe", "mtbf_breakdowns": False, "breakdowns": [
+        {"resource": "lathe1", "at_s": 100, "repair_s": 300}]}))
+    state = tmp_path / "state"
+    res = up(cell, state, "--faults", str(f))
+    assert res.returncode == 0, res.stderr[-3000:]
+    w = run_what_if(state / "decisions-orders-1.jsonl", "machines.lathe2=copy:lathe1")
+    h = w["history"]
+    assert h["operations"] > 0 and h["verdicts"] >= h["operations"] and h["drives"] > 0
+    assert h["faults"] >= 1
+    for k in WHAT_IF_KPIS:
+        assert w["kpis"][k]["recorded"] is not None and w["kpis"][k]["what_if"] is not None, k
+    assert w["invariants"] == {"recorded": True, "what_if": True}
+    assert w["kpis"]["orders_completed"]["recorded"] == report(state)["orders_completed"]
+    assert w["kpis"]["orders_completed"]["what_if"] == w["kpis"]["orders_completed"]["recorded"]
+    assert w["utilisation"]["what_if"]["lathe2"] > 0
+    assert w["kpis"]["tardiness_total"]["what_if"] <= w["kpis"]["tardiness_total"]["recorded"]
