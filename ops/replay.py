@@ -26,7 +26,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agents.base import Agent
 from agents.runtime.journal import Input, apply, decode
@@ -42,6 +42,9 @@ from agents.runtime.recorder import (
 )
 from security.crypto import SigningKey
 from security.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ops.cell_change import CellChange
 
 CONSOLE_ID = "console"
 
@@ -160,7 +163,7 @@ WHAT_IF_KPIS = ("orders_completed", "orders_lost", "makespan", "mean_flow_time",
 
 
 def what_if(path: str | Path, order_strategy: str | None = None, *,
-            change: Any = None) -> dict[str, Any]:
+            change: CellChange | None = None) -> dict[str, Any]:
     """The recorded run again — same orders, seed, faults — as recorded and under
     ``order_strategy`` and/or a changed cell (``change``, an
     :class:`ops.cell_change.CellChange`); their KPIs side by side, and the orders whose
@@ -423,7 +426,7 @@ def damaged(path: str | Path, exc: Exception) -> ConfigurationError:
 
 
 def what_if_args(log: str | Path, given: str | None,
-                 sets: list[str]) -> tuple[str | None, Any]:
+                 sets: list[str]) -> tuple[str | None, CellChange | None]:
     """``--what-if STRATEGY | cell:PATH`` and ``--set PATH=VALUE`` as :func:`what_if`'s
     strategy and cell change (None: unchanged)."""
     from ops.cell_change import CELL_PREFIX, cell_change

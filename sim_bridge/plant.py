@@ -93,7 +93,7 @@ class EmbeddedBackend:
         # machines with a degradation block wear, fail and report their own readings
         self.degrading: dict[str, DegradingMachine] = attach(self, seed)
         self.maintenance: Any = None    # a maintenance policy's controller, once attached
-        self.recorded: Any = None       # a recorded run's verdicts and drives (ops/recorded_plant.py)
+        self.recorded: Any = None       # a recorded run's verdicts, drives (ops/recorded_plant.py)
 
     # -- commands (the fence has passed them) -------------------------------------------------
     def running(self) -> dict[str, str]:

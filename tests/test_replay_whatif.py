@@ -1,4 +1,5 @@
-"""``autocell replay LOG --what-if cell:PATH | --set PATH=VALUE`` (ops/replay.py, ops/cell_change.py).
+"""``autocell replay LOG --what-if cell:PATH | --set PATH=VALUE`` (ops/replay.py,
+ops/cell_change.py).
 
 "Would a second lathe have saved these orders?": the demo cell recorded with
 the lathe down for most of an hour (cell_configs/faults/long_outage.yaml),
