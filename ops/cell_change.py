@@ -121,7 +121,7 @@ class Override:
         rest = list(self.path)
         while rest:
             if isinstance(node, list):
-                node, where, rest = self._in_list(node, where, rest)
+                node, where, rest = self._in_list(node, where, rest, data)
                 if node is None:
                     return
                 continue
@@ -136,8 +136,8 @@ class Override:
                 node[key] = {}      # misspelt one: the cell's validation names it)
             node, where = node[key], (*where, key)
 
-    def _in_list(self, items: list[Any], where: tuple[str, ...],
-                 rest: list[str]) -> tuple[Any, tuple[str, ...], list[str]]:
+    def _in_list(self, items: list[Any], where: tuple[str, ...], rest: list[str],
+                 root: dict[str, Any]) -> tuple[Any, tuple[str, ...], list[str]]:
         key = _id_key(items)
         what = ENTRY_LISTS.get(where, "entry")
         if key is None:             # a list without ids: by position
@@ -166,6 +166,10 @@ class Override:
             self._add_entry(items, name, where, key, what, ids)
             return None, where, []
         first = rest[0]
+        for path, other in ENTRY_LISTS.items():     # the right id in the wrong list
+            if path != where and first in _entries(root, path):
+                raise self.fail(f"{first!r} is a {other}, not a {what} (did you mean "
+                                f"{'.'.join((*path, *rest))}={self.value}?)")
         raise self.fail(f"no {what} {first!r} in {'.'.join(where)}{_did_you_mean(first, ids)}"
                         f"{_known(ids)} (a new one: {'.'.join(where)}.{first}=copy:ID)")
 

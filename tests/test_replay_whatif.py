@@ -95,6 +95,8 @@ def test_an_unchanged_cell_gives_the_same_kpis(outage: tuple[Path, dict[str, Any
     (["machines.lathe2=copy:lath1"], "no machine 'lath1' to copy in machines (did you mean "
                                      "'lathe1'?)"),
     (["machines.lathe1=copy:mill1"], "machine 'lathe1' exists already"),
+    (["machines.agv1.load_s=3"], "'agv1' is a robot, not a machine (did you mean "
+                                 "robots.agv1.load_s=3?)"),
     (["orders.o-011.due_ats=3600"], "orders.o-011.due_ats: unknown key 'due_ats' (did you "
                                     "mean 'due_at'?)"),
     (["orders.o-011.due_at=10"], "orders.o-011.due_at: due_at (10 s) is not after release_at"),
