@@ -138,8 +138,9 @@ class Override:
 
     def _in_list(self, items: list[Any], where: tuple[str, ...], rest: list[str],
                  root: dict[str, Any]) -> tuple[Any, tuple[str, ...], list[str]]:
-        key = _id_key(items)
         what = ENTRY_LISTS.get(where, "entry")
+        key = ("name" if where == ("hosts",) else "id") if where in ENTRY_LISTS \
+            else _id_key(items)     # an empty list of machines is still one of ids
         if key is None:             # a list without ids: by position
             head = rest.pop(0)
             if not head.isdigit() or int(head) >= len(items):
@@ -162,7 +163,7 @@ class Override:
                     return None, where, []
                 return items[i], (*where, name), rest[n:]
         name = ".".join(rest)
-        if self.value.startswith(COPY_PREFIX) or (self.value.startswith("{")):
+        if self.value.startswith((COPY_PREFIX, "{")):
             self._add_entry(items, name, where, key, what, ids)
             return None, where, []
         first = rest[0]

@@ -134,7 +134,7 @@ def test_a_bad_cell_file_is_exit_2_with_its_line(outage: tuple[Path, dict[str, A
 CELL = {"machines": [{"id": "m1", "capabilities": {"a": 1.0}, "setup_s": 2.0},
                      {"id": "m.2", "capabilities": {"a": 3.0}}],
         "products": [{"id": "p", "routing": [{"op": "x", "capability": "a"}]}],
-        "orders": [{"id": "o-1", "product": "p", "due_at": 10}],
+        "orders": [{"id": "o-1", "product": "p", "due_at": 10}], "robots": [],
         "hosts": [{"name": "h", "agents": ["m1", "m.2"]}]}
 
 
@@ -151,6 +151,7 @@ CELL = {"machines": [{"id": "m1", "capabilities": {"a": 1.0}, "setup_s": 2.0},
     (["machines.m4={capabilities: {a: 5}}"], lambda d: d["machines"][2] == {
         "id": "m4", "capabilities": {"a": 5}}),
     (["machines.m1.power_kw.idle=1"], lambda d: d["machines"][0]["power_kw"] == {"idle": 1}),
+    (["robots.r1={home: s}"], lambda d: d["robots"] == [{"home": "s", "id": "r1"}]),
     (["machines.m3=copy:m1", "machines.m3.setup_s=9"], lambda d: d["machines"][2][
         "setup_s"] == 9 and d["machines"][0]["setup_s"] == 2.0),
 ])
