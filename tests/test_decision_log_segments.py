@@ -187,3 +187,49 @@ def test_a_decoded_message_and_an_empty_log_are_recorded(tmp_path: Path) -> None
     with empty.open("wb") as f:
         SegmentLog(f, SigningKey.generate(), host="h", run={}).close()
     assert verify_log(empty).ok and verify_log(empty).segments == 1
+
+
+def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A log can verify (the recording host signed it) and still hold an input its sender
+    never signed: ``--certs`` checks each envelope against the cell's certificates."""
+    import os
+    import time
+
+    from agents.protocol.envelope import Opener, Sealer
+    from agents.protocol.messages import Proposal
+    from security.keystore import KeyDir
+
+    now = time.time()
+    keys = KeyDir(tmp_path / "keys")
+    keys.init(now)
+    for agent, role in (("o-1", "order"), ("m1", "machine")):
+        keys.issue(agent, role, now)
+    opener = Opener(keys.trust_store(), None)
+    sealer = Sealer("m1", keys.identity("m1")[0], epoch=1, random_bytes=os.urandom)
+
+    def record(path: Path, forge_at: int | None) -> Path:
+        with path.open("wb") as f:
+            log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=2,
+                             wall_clock=lambda: now)
+            for i in range(5):
+                p = Proposal(task=f"o-1/{i}", kind="operation", start_at=1.0, finish_at=9.0,
+                             hold_until_at=3.0, cost={"queue_s": 0.0})
+                frames = sealer.seal("o-1", p, now, f"o-1/{i}")
+                msg = opener.open(frames, now)
+                sig = bytes(frames[2]) if i != forge_at else bytes(64)
+                log.on_wire([msg], bytes(frames[1]), sig)
+                log.on_decision("o-1", Inbound(msg, 1.0), (), 1.0, None)
+            log.close()
+        return path
+
+    good = record(tmp_path / "good.log", None)
+    assert main(["audit", "verify", str(good), "--certs", str(tmp_path / "keys")]) == 0
+    assert "5 inputs signed by their senders" in capsys.readouterr().out
+    forged = record(tmp_path / "forged.log", 3)
+    assert verify_log(forged).ok                 # the host's seals hold...
+    assert main(["audit", "verify", str(forged), "--certs", str(tmp_path / "keys"),
+                 "--json"]) == 1                 # ...but entry 4 is not m1's
+    out = json.loads(capsys.readouterr().out)
+    assert out["first_bad_entry"] == 4 and "forged" in out["problem"]
+    assert out["inputs_signed_by_senders"] == 3

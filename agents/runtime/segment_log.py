@@ -392,3 +392,76 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
         return bad(n, "the log has no final seal (the recording process stopped before "
                    "closing it, or segments were cut from the end)")
     return LogReport(True, n, None, "", prev, segments, host, key_id)
+
+
+# -- the senders' signatures -----------------------------------------------------------------
+
+def signed_inputs(path: str | Path) -> Iterator[tuple[int, str, bytes, bytes, float]]:
+    """Every input recorded as its envelope (format /2's ``envelope`` or /3's), in order:
+    (entry number, sender, payload, signature, when it was received: ``wall_at``, else the
+    sender's stamp).  No checking of the log itself (that is ``verify_log``)."""
+    import base64
+
+    from agents.runtime.recorder import _is_segmented
+
+    def when(payload: bytes, wall_at: Any) -> float:
+        if isinstance(wall_at, (int, float)):
+            return float(wall_at)
+        ts = msgpack.unpackb(payload, raw=False).get("ts")
+        return float(ts) if isinstance(ts, (int, float)) else 0.0
+
+    if not _is_segmented(path):
+        with open(path, "rb") as f:
+            for line in f:
+                if b'"kind":"envelope"' not in line:
+                    continue
+                e = json.loads(line)
+                payload = base64.b64decode(e["in"]["payload"])
+                yield (e["n"], e["env"][0], payload, base64.b64decode(e["in"]["sig"]),
+                       when(payload, e.get("wall_at")))
+        return
+    for e in read_entries_raw(path):
+        n, obj = e
+        if isinstance(obj, list):
+            _agent, _t, sender, _epoch, _seq, payload, sig, wall_at = obj
+            yield n, sender, payload, sig, when(payload, wall_at)
+        elif isinstance(obj, dict) and isinstance(obj.get("in"), dict) \
+                and obj["in"].get("kind") == "envelope":
+            payload = obj["in"]["payload"]
+            yield n, obj["env"][0], payload, obj["in"]["sig"], when(payload, obj.get("wall_at"))
+
+
+def read_entries_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """A /3 log's entries as decoded msgpack objects, numbered (no conversion)."""
+    data = Path(path).read_bytes()
+    _, _, pos = _header(data)
+    for seg in _segments(data, pos):
+        seal = _seal_of(seg.seal)
+        bounds = _offsets_of(seal["offsets"]) + [len(seg.entries)]
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            yield seal["first"] + i, msgspec.msgpack.decode(seg.entries[a:b])
+
+
+def verify_senders(path: str | Path, trust: Any) -> tuple[int, int | None, str]:
+    """Check each envelope input's signature against the cell's certificates (``trust``, a
+    :class:`security.certs.TrustStore`): (inputs checked, the first forged entry or None,
+    why).  A log that verifies proves what the host recorded; this proves who sent it."""
+    from agents.protocol.envelope import SIGNING_TAG
+    from security.errors import Rejected
+
+    checked = 0
+    try:
+        for n, sender, payload, sig, at in signed_inputs(path):
+            try:
+                verifier = trust.peer(sender, at).verifier
+            except Rejected as exc:
+                return checked, n, f"entry {n}: the sender {sender!r} has no valid " \
+                                   f"certificate at {at:.0f} ({exc})"
+            if not verifier.verify(SIGNING_TAG + sender.encode() + bytes(payload), bytes(sig)):
+                return checked, n, (f"entry {n}: the envelope's signature does not verify "
+                                    f"with {sender!r}'s certificate (the input was forged or "
+                                    "edited)")
+            checked += 1
+    except (ValueError, KeyError, TypeError, IndexError, msgspec.DecodeError) as exc:
+        return checked, None, f"the log does not read ({exc}); verify it first"
+    return checked, None, ""
