@@ -76,7 +76,7 @@ def seal_text(segment: int, first: int, last: int, final: bool, hash_hex: str) -
     return f"{FORMAT3} seal {segment} {first} {last} {int(final)} {hash_hex}".encode()
 
 
-def segment_hash(prev_hex: str, entries: bytes | memoryview, offsets: bytes,
+def segment_hash(prev_hex: str, entries: bytes | bytearray, offsets: bytes,
                  digests: bytes) -> str:
     """SHA-256 over the previous segment's hash (32 bytes), the entries and the index."""
     h = _sha256(bytes.fromhex(prev_hex))
@@ -86,7 +86,7 @@ def segment_hash(prev_hex: str, entries: bytes | memoryview, offsets: bytes,
     return h.hexdigest()
 
 
-def index_digests(entries: bytes | memoryview, bounds: Sequence[int]) -> bytes:
+def index_digests(entries: bytes | bytearray, bounds: Sequence[int]) -> bytes:
     """The index digests of the entries between consecutive ``bounds``."""
     mv = memoryview(entries)
     try:
@@ -96,7 +96,7 @@ def index_digests(entries: bytes | memoryview, bounds: Sequence[int]) -> bytes:
         mv.release()
 
 
-def _offsets_bytes(offsets: array) -> bytes:  # type: ignore[type-arg]
+def _offsets_bytes(offsets: array[int]) -> bytes:
     if _BIG_ENDIAN:
         return offsets.tobytes()
     out = array("I", offsets)
@@ -126,7 +126,7 @@ class SegmentLog(DecisionLog):
         self._prev = _sha256(line).hexdigest()  # segment 1 chains to the header
         self.n = 1
         self._seg = bytearray()
-        self._offsets: array = array("I")   # type: ignore[type-arg]
+        self._offsets: array[int] = array("I")
         # envelope entries numbered but not yet appended, in order (see on_decision)
         self._held: list[tuple[Any, ...]] = []
 
