@@ -233,3 +233,28 @@ def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
     out = json.loads(capsys.readouterr().out)
     assert out["first_bad_entry"] == 4 and "forged" in out["problem"]
     assert out["inputs_signed_by_senders"] == 3
+
+
+@pytest.mark.parametrize("damage", ["garbage_tail", "bad_entry", "bad_seal", "no_newline"])
+def test_damaged_logs_are_refused_without_a_traceback(tmp_path: Path, damage: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    data = _log(tmp_path / "d.log").read_bytes()
+    head, segs = _split(data)
+    if damage == "garbage_tail":
+        data = data + b"\x00\x00\x00\x05abc"
+    elif damage == "bad_entry":
+        entries, seal = segs[0]
+        segs[0] = (b"\xc1" + entries[1:], seal)      # 0xc1: never valid msgpack
+        data = _join(head, segs)
+    elif damage == "bad_seal":
+        s = msgspec.msgpack.encode(segs[0][1])
+        data = data.replace(s, b"\x93" + s[1:], 1)
+    else:
+        data = head.rstrip(b"\n")
+    path = tmp_path / "bad.log"
+    path.write_bytes(data)
+    assert not verify_log(path).ok
+    assert main(["audit", "verify", str(path)]) == 1
+    assert main(["replay", str(path)]) in (1, 2)
+    assert main(["explain", str(path), "o-1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

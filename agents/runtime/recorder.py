@@ -34,6 +34,10 @@ not only that the host says so.  :func:`read_lines` decodes it back into the
 ``message`` form, so readers see one form (format ``/2``; ``/1`` logs, with
 no envelopes, still read and verify).
 
+A host writes format ``/3`` instead (agents/runtime/segment_log.py, ADR 67):
+the same entries as binary records, hashed per segment with a per-entry
+index; :func:`read_lines` and :func:`verify_log` dispatch on the header.
+
 Off, the runner pays one attribute test per input.  On, it never changes
 what the agents see or do: the recorder only reads the inputs and actions.
 """

@@ -10,10 +10,11 @@ in between evicts the encoder and the hash from the cache), and concluded
 that less work per input needs another format.  This is it:
 
 * an input the agent answered with no action, whose envelope the bus handed
-  over (``Bus.wire``), is one msgpack array appended to the open segment's
-  buffer — the agent, the times, the envelope's name (sender, epoch, seq)
-  and its payload and signature frames as they came in: one C call that
-  copies bytes, no encoding of the message, no hash;
+  over (``Bus.wire``), is held as a tuple of what is already there — the
+  agent, the times, the envelope's name (sender, epoch, seq) and its payload
+  and signature frames as they came in — and appended to the open segment's
+  buffer as one msgpack array with the next entry or seal, in one loop: no
+  encoding of the message, no hash on the message path;
 * every other entry is the /2 entry (without ``n`` and ``prev``) as a
   msgpack map, appended the same way;
 * the hashing happens once per segment, at its seal, in one tight loop: a
