@@ -258,3 +258,12 @@ def test_damaged_logs_are_refused_without_a_traceback(tmp_path: Path, damage: st
     assert main(["replay", str(path)]) in (1, 2)
     assert main(["explain", str(path), "o-1"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_recorder_profile_runs_both_formats() -> None:
+    from ops.bench.negotiation_recorder import run
+
+    r = run(rounds=3, bidders=4, repeats=1)
+    for fmt in ("/2", "/3"):
+        assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us"}
+        assert r[fmt]["total_us"] > 0
