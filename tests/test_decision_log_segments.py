@@ -267,3 +267,17 @@ def test_the_recorder_profile_runs_both_formats() -> None:
     for fmt in ("/2", "/3"):
         assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us"}
         assert r[fmt]["total_us"] > 0
+
+
+def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.protocol.actions import Send
+    from agents.protocol.messages import CallForProposals
+
+    monkeypatch.setattr(recorder, "MAX_CALLS", 3)
+    log = SegmentLog(io.BytesIO(), SigningKey.generate(), host="h", run={})
+    for k in range(5):
+        cfp = CallForProposals(task=f"o/{k}", order="o", kind="operation", capability="mill",
+                               op="op-1", quantity=1, earliest_start_at=1.0, due_at=99.0,
+                               reply_by_at=2.0)
+        log.on_decision("o", Timer("go", 1.0), [Send("m1", cfp, f"o/{k}")], 1.0, None)
+    assert [c for _, c in log._calls] == ["o/2", "o/3", "o/4"]

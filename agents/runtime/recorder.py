@@ -75,6 +75,10 @@ FORMATS = ("autocell-decision-log/1", FORMAT)
 §16); /3 (agents/runtime/segment_log.py) is read and verified there, dispatched from here."""
 GENESIS = "0" * 64
 SEGMENT_ENTRIES = 1000
+MAX_CALLS = 4096
+"""Calls whose proposals the recorder keeps for an award's ``why``, newest first: the
+oldest is dropped beyond this (an award comes seconds after its call; without a bound a
+host recording for days would keep every proposal it ever got)."""
 
 
 class Recorder(Protocol):
@@ -439,7 +443,10 @@ class DecisionLog:
             if isinstance(a.body, CallForProposals):
                 key = (agent_id, a.conv)
                 if key not in self._calls or self._calls[key].cfp is not a.body:
+                    self._calls.pop(key, None)          # re-called: now the newest
                     self._calls[key] = _Call(a.body)
+                    if len(self._calls) > MAX_CALLS:    # a host records for days
+                        del self._calls[next(iter(self._calls))]
             elif isinstance(a.body, Award):
                 call = self._calls.get((agent_id, a.conv))
                 strategy = getattr(agent, "strategy", None)
