@@ -244,7 +244,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if given:
         from ops.replay import is_decision_log, verify_decision_log
         if is_decision_log(given):      # a flight recorder's log (docs/flight-recorder.md)
-            return verify_decision_log(given, args.json)
+            return verify_decision_log(given, args.json, getattr(args, "certs", None))
         args.db = given
     rep = verify_file(find_db(args.db))  # read-only: verifying never writes
     summary: dict[str, Any] = {"ok": rep.ok, "entries": rep.entries, "head": rep.head}
@@ -303,4 +303,6 @@ def add_parsers(sub: Any) -> None:
     sp = common(asub.add_parser("verify", help="check the hash chain: exit 0 intact, 1 naming "
                                                "the first bad entry"))
     sp.add_argument("file", nargs="?", help="an escalation store or a decision log")
+    sp.add_argument("--certs", metavar="DIR", help="a decision log: also check every input's "
+                    "sender signature against the cell's certificates in this keys directory")
     sp.set_defaults(func=cmd_audit_verify)

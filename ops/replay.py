@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -480,20 +480,33 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
-def verify_decision_log(path: str | Path, as_json: bool = False) -> int:
+def verify_decision_log(path: str | Path, as_json: bool = False,
+                        certs: str | Path | None = None) -> int:
     """``autocell audit verify LOG`` on a decision log: exit 0 intact, 1 naming the first
-    bad entry (:func:`agents.runtime.recorder.verify_log`)."""
+    bad entry (:func:`agents.runtime.recorder.verify_log`); with ``certs`` (a keys
+    directory) also every envelope input's sender signature (the first forged input)."""
     rep = verify_log(path)
     summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,
                                "segments": rep.segments, "host": rep.host,
                                "key_id": rep.key_id, "head": rep.head}
     if not rep.ok:
         summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem)
+    elif certs is not None:
+        from agents.runtime.segment_log import verify_senders
+        from security.keystore import KeyDir
+
+        checked, bad, problem = verify_senders(path, KeyDir(Path(certs)).trust_store())
+        summary["inputs_signed_by_senders"] = checked
+        if problem:
+            rep = replace(rep, ok=False, bad_entry=bad, problem=problem)
+            summary.update(ok=False, first_bad_entry=bad, problem=problem)
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rep.ok:
+        signed = summary.get("inputs_signed_by_senders")
         print(f"decision log OK: {rep.entries} entries in {rep.segments} signed segments "
-              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…")
+              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…"
+              + ("" if signed is None else f"; {signed} inputs signed by their senders"))
     else:
         at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""
         print(f"decision log BROKEN{at}: {rep.problem}")
