@@ -242,11 +242,14 @@ class StoresAgent(Agent):
             self.stores.drop(r.key)
             return [self._log("part_released", r, now)]
         if isinstance(body, PartConsumed):
+            part = body.serial.rsplit("#s", 1)[0]
+            ready = self.stores.bins[part].arrives_at.get(body.serial, now) \
+                if part in self.stores.bins else now
             r = self.stores.consume(msg.sender, body.job, body.serial)
             if r is None:                            # a repeat, or not this machine's
                 self.ignored += 1
                 return []
-            return [self._log("part_consumed", r, now)]
+            return [self._log("part_consumed", r, now, ready)]
         if isinstance(body, PartExpedite):
             return self._on_expedite(msg, body, now)
         self.ignored += 1
@@ -318,11 +321,12 @@ class StoresAgent(Agent):
         return Log("part_order_placed", {"agent": self.id, "part": o.part, "order": o.id,
                                          "qty": len(o.serials), "due_at": round(o.due_at, 6)})
 
-    def _log(self, event: str, r: Reservation, now: float) -> Log:
+    def _log(self, event: str, r: Reservation, now: float, ready_at: float | None = None
+             ) -> Log:
         b = self.stores.bin(r.part)
+        ready = b.arrives_at.get(r.serial, now) if ready_at is None else ready_at
         return Log(event, {"agent": self.id, "machine": r.machine, "job": r.job,
-                           "part": r.part, "serial": r.serial,
-                           "ready_at": round(b.arrives_at.get(r.serial, now), 6),
+                           "part": r.part, "serial": r.serial, "ready_at": round(ready, 6),
                            "expires_at": round(r.expires_at, 6),
                            "on_shelf": b.on_shelf(now)})
 

@@ -25,7 +25,16 @@ crew crashed, or its message was lost) the window **lapses**: the machine is
 free again, tells the crew (``lapsed``) and asks anew.  A failure before the
 window cancels it (``declined``); the corrective repair renews the estimator.
 
-Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``.
+With a stores agent (``plan.stores``) the machine holds its part first
+(``part_reserve``, resent every ``retry_s``) and asks the crew only once a unit
+is held, for a window from the unit's ETA on; the start names the unit to the
+plant, the job's end reports it consumed, a cancelled window releases it
+(agents/maintenance/stores.py).  A unit due after the latest safe start is
+``part_late``: agents/maintenance/hook.py escalates it, and a sooner ETA (an
+expedite) gives back a window the part had pushed late, to ask anew.
+
+Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``
+(the part: ``""`` → ``reserving`` → ``held``, back to ``""`` with the job).
 """
 
 from __future__ import annotations
@@ -366,9 +375,10 @@ class MaintenanceWindow:
 
     def on_decision(self, option: str, now: float) -> list[Action]:
         """A supervisor's answer to the escalation about this job (agents/maintenance/
-        cases.py): ``stop_now`` holds the machine until its window ends; ``run_to_failure``
-        keeps it producing until the window; ``expedite_part`` changes nothing here."""
-        self.stopped = option == "stop_now" and self.phase in ("booked", "started")
+        cases.py): ``stop_now`` holds the machine until its window ends (decided while it
+        still asks: from the window's booking on); ``run_to_failure`` keeps it producing
+        until the window; ``expedite_part`` asks the stores to hurry the part held."""
+        self.stopped = option == "stop_now" and self.phase in ("asking", "booked", "started")
         out: list[Action] = [Log("maint_decision", {"agent": self.machine, "job": self.job,
                                                     "option": option, "stopped": self.stopped})]
         if option == "expedite_part" and self.part_state == "held":
