@@ -366,3 +366,16 @@ def test_the_invariant_reads_the_stores_lines() -> None:
            log(3.0, "part_held", serial="b#s1", job="m2/m1")]
     assert len(invariants.parts_used_once(evs)) == 1
     assert invariants.parts_used_once(evs[:2]) == []
+
+
+def test_lost_duplicated_and_reordered_messages_never_use_a_unit_twice() -> None:
+    from agents.cell.faults import FaultScenario
+
+    faults = FaultScenario(name="lossy", mtbf_breakdowns=False,
+                           network={"loss": 0.1, "duplication": 0.3, "reorder": 0.2})
+    evs, rep = _run(hours=1.5, faults=faults)
+    _ok(rep)
+    held = [e for e in evs if e["ev"] == "part_held"]
+    assert len({(e["machine"], e["job"]) for e in held}) == len(held)   # one unit per job
+    serials = [e["part_serial"] for e in evs if e["ev"] == "maintenance_start"]
+    assert serials and len(serials) == len(set(serials))
