@@ -60,9 +60,9 @@ from agents.protocol.messages import (
 )
 
 from .crew import CREW_ID
-from .stores import STORES_ID
 from .estimators import Estimator, estimator
 from .rul import prior_model
+from .stores import STORES_ID
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
@@ -335,6 +335,8 @@ class MaintenanceWindow:
                                           "late": self.part_late}))
         if first and self.phase == "asking":
             return out + self._ask(now)
+        if earlier and self.phase == "asking":          # the pending request asked too late
+            return out + self._again(now)
         if earlier and self.phase == "booked" and self.start_at > self.latest_start_at \
                 and ready < self.start_at - 1e-9:
             return out + self.decline("the part comes sooner", now)
