@@ -379,3 +379,22 @@ def test_lost_duplicated_and_reordered_messages_never_use_a_unit_twice() -> None
     assert len({(e["machine"], e["job"]) for e in held}) == len(held)   # one unit per job
     serials = [e["part_serial"] for e in evs if e["ev"] == "maintenance_start"]
     assert serials and len(serials) == len(set(serials))
+
+
+def test_the_part_gauges_read_the_stores_agents_books() -> None:
+    from sim_bridge.maintenance.metrics import families
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = negotiating(with_orders(demo_cell(), 1, 1.0))
+    cell = VirtualCell(cfg, seed=1)
+    ctl = attach(cell, "negotiated", models_from_cell(cfg))
+    cell.run(until=3600.0)
+    gauges = {(f.name, s.labels.get("part")): s.value for f in families(ctl, cell.env.now)
+              for s in f.samples}
+    books = cell.runner.agents["stores"].stores                  # type: ignore[attr-defined]
+    b = books.bins["spindle_bearing"]
+    assert b.consumed                                             # a window fitted one
+    assert gauges[("autocell_part_stock", "spindle_bearing")] == b.on_shelf(cell.env.now)
+    assert gauges[("autocell_part_on_order", "spindle_bearing")] == \
+        len(b.arrives_at) - b.on_shelf(cell.env.now)
+    assert ("autocell_part_stock", "chuck_bearing") in gauges

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from agents.base import PlantEventIn
 from agents.maintenance.estimators import estimator
 from agents.maintenance.rul import HealthModel
+from agents.maintenance.stores import STORES_ID
 from agents.protocol.actions import Command
 
 from .workshop import Workshop
@@ -53,6 +54,9 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
         window = getattr(agent, "maint", None)
         if window is not None:
             window.estimator = estimator(settings.estimator, model)
+    # the part gauges read the stores agent's books at scrape time (metrics.py): the agent
+    # of the moment, so a stores agent rebuilt after a crash is the one read
+    workshop.books = lambda: getattr(cell.runner.agents.get(STORES_ID), "stores", None)
     plant, backend = cell.plant, cell.plant.backend
     inner = plant.command
 

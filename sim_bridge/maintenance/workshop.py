@@ -116,6 +116,7 @@ class Workshop:
         self.shelves: dict[str, _Shelf] = {}
         self.waiting_corrective = 0
         self.fitted: set[str] = set()        # serials the stores agent issued, once each
+        self.books: Any = None               # negotiated: the stores agent's books, read
 
     def shelf(self, part: str) -> _Shelf:
         if part not in self.shelves:
