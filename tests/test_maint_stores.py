@@ -398,3 +398,21 @@ def test_the_part_gauges_read_the_stores_agents_books() -> None:
     assert gauges[("autocell_part_on_order", "spindle_bearing")] == \
         len(b.arrives_at) - b.on_shelf(cell.env.now)
     assert ("autocell_part_stock", "chuck_bearing") in gauges
+
+
+def test_a_unit_the_plant_fitted_before_is_reported_gone_and_another_held() -> None:
+    from agents.protocol.messages import MaintStart
+
+    mill, out = _mill()
+    w = mill.maint
+    (hold,) = _sends(out)
+    (req,) = _sends(mill.on_message(_msg("stores", PartReserved(
+        hold.job, hold.part, "spindle_bearing#s1", 0.0, 5000.0), to="mill1"), 11.0))
+    mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", req.earliest_at,
+                                            req.earliest_at + 400.0), to="mill1"), 12.0)
+    mill.on_message(_msg("crew", MaintStart(req.job, "tech1"), to="mill1"), req.earliest_at)
+    out = w.on_refused(req.job, "part spindle_bearing#s1 used already", req.earliest_at)
+    sent = _sends(out)
+    assert sent[0] == PartConsumed(req.job, "spindle_bearing#s1")   # the books were wrong
+    assert any(isinstance(b, PartReserve) for b in sent)          # hold another unit
+    assert not any(isinstance(b, MaintRequest) for b in sent) and w.part_state == "reserving"
