@@ -48,6 +48,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "maint_offer": frozenset({"maintenance"}),
     "maint_start": frozenset({"maintenance"}),
     "maint_done": frozenset({"machine"}),
+    "maint_repair": frozenset({"machine"}),
 }
 
 KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {

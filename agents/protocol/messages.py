@@ -578,6 +578,19 @@ class MaintDone(Body, frozen=True):
     outcome: str = "done"
 
 
+@message("maint_repair")
+class MaintRepair(Body, frozen=True):
+    """A machine that failed asks the technician crew for a corrective repair of about
+    ``duration_s`` (the cell file's mean repair time), as soon as a technician can come;
+    resent until offered.  The crew answers ``maint_offer``/``maint_start`` as for a
+    window and books it ahead of planned windows not yet begun; ``maint_done`` ends it."""
+
+    job: str
+    duration_s: float
+    part: str = ""
+    attempt: int = 0
+
+
 class Message(msgspec.Struct, frozen=True, gc=False):
     """A verified inbound message: header fields plus a typed body.
 
