@@ -105,12 +105,16 @@ class Shifts:
             return at
         p = self.period_s
         base = math.floor(at / p) * p
-        for cycle in range(3):           # this period, the next (and one for a wrap-around)
-            for a, b in spans:
-                lo, hi = base + cycle * p + a, base + cycle * p + b
-                s = max(at, lo)
-                if s < hi and s + need_s <= hi + 1e-9:
-                    return s
+        merged: list[list[float]] = []   # this period and the next two, touching shifts joined
+        for lo, hi in ((base + c * p + a, base + c * p + b) for c in range(3) for a, b in spans):
+            if merged and lo <= merged[-1][1] + 1e-9:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        for lo, hi in merged:
+            s = max(at, lo)
+            if s < hi and s + need_s <= hi + 1e-9:
+                return s
         return math.inf
 
 
