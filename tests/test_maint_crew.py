@@ -286,3 +286,47 @@ def test_a_crew_crash_during_a_repair_does_nothing_twice() -> None:
                and e["job"] == "mill1/r1"]
     assert gone["ev"] == "maint_reclaimed" or gone["outcome"] == "replaced"
     assert crash_at + 900.0 < gone["t"] <= booked["expires_at"]
+
+
+# --------------------------------------------------------------------------- the simulator
+
+
+def _workshop_and_machine() -> tuple[Any, Any, list[tuple[str, dict[str, Any]]]]:
+    from types import SimpleNamespace
+
+    import simpy
+
+    from agents.cell.maintenance import MaintenanceSettings
+    from sim_bridge.maintenance.workshop import Workshop
+
+    env = simpy.Environment()
+    log: list[tuple[str, dict[str, Any]]] = []
+    ws = Workshop(env, MaintenanceSettings(technicians=2),
+                  lambda ev, **f: log.append((ev, f)))
+    ws.expect_repairs()
+    dm = SimpleNamespace(spec=SimpleNamespace(part="b"), m=SimpleNamespace(
+        spec=SimpleNamespace(id="mill1"), up=False), job={}, maintaining=False)
+    return ws, dm, log
+
+
+def test_the_simulators_repair_waits_for_the_crews_technician() -> None:
+    ws, dm, log = _workshop_and_machine()
+    ws.env.process(ws.corrective(dm, 100.0))
+    ws.env.run(until=50.0)
+    assert not [e for e in log if e[0] == "maintenance_start"]     # waiting, machine down
+    assert ws.repair_with(dm, "tech9") == "tech9 is not free"
+    assert ws.repair_with(dm, "tech2") == ""
+    ws.env.run(until=60.0)
+    (start,) = [f for e, f in log if e == "maintenance_start"]
+    assert start["technician"] == "tech2" and start["kind"] == "corrective"
+    assert ws.repair_with(dm, "tech1") == "no repair waiting"      # a duplicate command
+
+
+def test_a_repair_nobody_books_takes_the_first_free_hands_in_the_end() -> None:
+    from sim_bridge.maintenance.workshop import UNBOOKED_AFTER_S
+
+    ws, dm, log = _workshop_and_machine()
+    ws.env.process(ws.corrective(dm, 100.0))
+    ws.env.run(until=UNBOOKED_AFTER_S + 1.0)
+    assert [e for e, _ in log if e in ("repair_unbooked", "maintenance_start")] == [
+        "repair_unbooked", "maintenance_start"]

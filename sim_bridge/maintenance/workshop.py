@@ -20,6 +20,9 @@ Under negotiated maintenance the crew agent books the repairs too (ADR 64):
 :meth:`expect_repairs` makes a corrective repair wait, machine down, until the
 machine names the technician the crew sent (:meth:`repair_with`, from its
 ``set_state repair``), so the crew's bookings and the hands used here agree.
+A repair nobody books within ``UNBOOKED_AFTER_S`` (the machine's agent was down
+when it failed, and never heard of the failure) takes the first free
+technician, as without negotiation, and says so (``repair_unbooked``).
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ class DegradingMachine(Protocol):
 
     def maintain(self, *args: Any, **kwargs: Any) -> Any: ...
 
-__all__ = ["Workshop", "WorkshopStats"]
+__all__ = ["UNBOOKED_AFTER_S", "Workshop", "WorkshopStats"]
+
+#: A repair the crew has not sent anyone to within this long takes the first free hands.
+UNBOOKED_AFTER_S = 900.0
 
 
 @dataclass
@@ -169,8 +175,13 @@ class Workshop:
         tech = ""
         if self.booked_repairs is not None:     # negotiated: the crew's technician
             self.booked_repairs[dm.m.spec.id] = ev = self.env.event()
-            tech = yield ev
+            yield ev | self.env.timeout(UNBOOKED_AFTER_S)
             del self.booked_repairs[dm.m.spec.id]
+            if ev.triggered:
+                tech = ev.value
+            else:
+                self.record("repair_unbooked", machine=dm.m.spec.id,
+                            after_s=UNBOOKED_AFTER_S)
 
         def work() -> Generator[simpy.Event, Any, None]:
             self.waiting_corrective -= 1
