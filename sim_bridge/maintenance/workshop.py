@@ -178,7 +178,7 @@ class Workshop:
             yield ev | self.env.timeout(UNBOOKED_AFTER_S)
             del self.booked_repairs[dm.m.spec.id]
             if ev.triggered:
-                tech = ev.value
+                tech = str(ev.value)
             else:
                 self.record("repair_unbooked", machine=dm.m.spec.id,
                             after_s=UNBOOKED_AFTER_S)
