@@ -18,6 +18,7 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -262,6 +263,7 @@ def test_a_prediction_miss_reaches_the_console_and_holds_the_machine() -> None:
     assert rep.get("prediction_misses", 1) >= 1
 
 
+@pytest.mark.slow          # two 2.2 h runs: ~15 s alone, 30 s on a loaded machine
 def test_a_crew_crash_during_a_repair_does_nothing_twice() -> None:
     from agents.cell.faults import FaultScenario
 
