@@ -54,6 +54,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "part_release": frozenset({"machine"}),
     "part_consumed": frozenset({"machine"}),
     "part_expedite": frozenset({"machine"}),
+    "maint_repair": frozenset({"machine"}),
 }
 
 KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {

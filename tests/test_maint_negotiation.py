@@ -70,7 +70,7 @@ def test_a_technician_never_serves_two_machines_at_once(ops: list, crew: int) ->
     for op, m, x, dur in ops:
         if op == "book":
             jobs += 1
-            b, _ = r.book(f"m{m}", f"m{m}/j{jobs}", 0, now + x, dur, now)
+            b, _, _ = r.book(f"m{m}", f"m{m}/j{jobs}", 0, now + x, dur, now)
             assert b.start_at >= now + x and b.expires_at == pytest.approx(b.start_at + dur + 5.0)
         elif op == "release":
             for b in r.of_machine(f"m{m}"):

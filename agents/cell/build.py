@@ -24,7 +24,7 @@ from agents.energy.rehearsal import plan_pricing
 from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
-from agents.maintenance.crew import CREW_ID, TechnicianCrewAgent
+from agents.maintenance.crew import CREW_ID, Shifts, TechnicianCrewAgent
 from agents.maintenance.stores import STORES_ID, StoresAgent
 from agents.maintenance.window import windows_of
 from agents.negotiation.strategies import order_strategy, resource_strategy
@@ -138,7 +138,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
         assert cfg.maintenance is not None
         agents[CREW_ID] = TechnicianCrewAgent(
             CREW_ID, timing=timing, technicians=cfg.maintenance.technicians,
-            grace_s=cfg.maintenance.window_grace_s, rng=rng(CREW_ID))
+            grace_s=cfg.maintenance.window_grace_s, rng=rng(CREW_ID),
+            shifts=Shifts(cfg.maintenance.shift_table(), cfg.maintenance.shift_period_s))
         agents[STORES_ID] = StoresAgent(STORES_ID, timing=timing, rule=cfg.maintenance.part,
                                         rng=rng(STORES_ID))
     return agents

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.cell.limits import MAX_SECONDS
 
-__all__ = ["Degradation", "MaintenanceCosts", "MaintenanceSettings", "PartStock", "SensorModel"]
+__all__ = ["Degradation", "MaintenanceCosts", "MaintenanceSettings", "PartStock", "SensorModel",
+           "Shift"]
 
 _Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 _Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -121,6 +122,19 @@ class MaintenanceCosts(_Model):
         default=200.0, description="Penalty per hour an order finishes after its due date.")
 
 
+class Shift(_Model):
+    """One technician on duty from ``from_s`` to ``to_s``, seconds into the shift period
+    (``maintenance.shift_period_s``, a week by default); ``to_s`` before ``from_s``: the
+    shift runs over the period's end (a night shift of a daily period)."""
+
+    technician: Annotated[str, Field(pattern=r"^tech[1-9][0-9]*$")] = Field(
+        description="The technician, tech1 .. techN.")
+    from_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = Field(
+        description="Start of the shift, seconds into the period.")
+    to_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = Field(
+        description="End of the shift, seconds into the period.")
+
+
 class MaintenanceSettings(_Model):
     """The cell's maintenance crew, its spare-parts stores and the cost rates."""
 
@@ -152,6 +166,36 @@ class MaintenanceSettings(_Model):
     window_grace_s: _Seconds = Field(
         default=60.0, description="A technician this late makes the window lapse (the crew is "
         "gone); the crew's booking ends this long after the window, whatever happens.")
+
+    # -- the crew's shifts and the prediction miss (issue 16, ADR 64) ---------------------
+    shifts: list[Shift] = Field(
+        default_factory=list, description="When technicians are on duty (negotiated "
+        "maintenance): a technician with entries is booked only inside them; one without "
+        "is always on duty. Empty: everyone always on duty.")
+    shift_period_s: _Seconds = Field(
+        default=604800.0, description="The period the shifts repeat over, seconds (a week).")
+    miss_quantile: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.05, description="A failure before this quantile of the remaining life the "
+        "machine's estimator gave at its last reading is a prediction badly wrong "
+        "(`maintenance_prediction_miss`).")
+
+    @model_validator(mode="after")
+    def _shifts_fit(self) -> MaintenanceSettings:
+        for sh in self.shifts:
+            if int(sh.technician[4:]) > self.technicians:
+                raise ValueError(f"shift for {sh.technician}: the crew has "
+                                 f"{self.technicians} technician(s)")
+            if max(sh.from_s, sh.to_s) > self.shift_period_s or sh.from_s == sh.to_s:
+                raise ValueError(f"shift {sh.from_s:g}-{sh.to_s:g} of {sh.technician}: "
+                                 f"must lie within the period ({self.shift_period_s:g} s) "
+                                 "and not be empty")
+        return self
+
+    def shift_table(self) -> dict[str, list[tuple[float, float]]]:
+        table: dict[str, list[tuple[float, float]]] = {}
+        for sh in self.shifts:
+            table.setdefault(sh.technician, []).append((sh.from_s, sh.to_s))
+        return table
 
     def part(self, name: str) -> PartStock:
         return self.parts.get(name) or PartStock()

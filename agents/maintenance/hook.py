@@ -72,6 +72,10 @@ def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | 
         if not out:                                          # a repeat: decided already
             return out
         return out + w.on_decision(msg.body.option, now) + _hand_back_overlapping(agent, now)
+    if isinstance(msg.body, Decision) and w.miss and w.miss == msg.body.escalation:
+        assert isinstance(agent, ResourceAgent)
+        out = ResourceAgent.on_message(agent, msg, now)      # decision_applied, closed
+        return out + w.on_miss_decision(msg.body.option, now) if out else out
     if isinstance(msg.body, (PartReserved, PartUnavailable)):       # the stores' answer
         out = w.on_part(msg, now)
         if w.part_late and not w.escalation:
@@ -113,6 +117,27 @@ def _escalate(agent: MachineAgent, w: MaintenanceWindow, cause: str, now: float,
                          "resource": agent.id})]
 
 
+def _escalate_miss(agent: MachineAgent, w: MaintenanceWindow, reason: str,
+                   now: float) -> list[Action]:
+    """The machine failed well before its estimator's ``miss_quantile``: ask a supervisor
+    whether to trust it (ADR 64), through the one raiser, unless a case is open."""
+    out: list[Action] = [Log("prediction_miss", {
+        "agent": agent.id, "machine": agent.id, "reason": reason,
+        "fail_by": round(w.fail_by_at, 6), "early_by_s": round(w.fail_by_at - now, 6),
+        "quantile": w.plan.miss_quantile})]
+    if agent.policy == OFF or agent.open_escalation or w.escalation or w.miss:
+        return out
+    esc = agent.raiser.next_id()
+    w.miss = esc
+    body = escalate(esc, "maintenance_prediction_miss", agent.id,
+                    now + agent.policy.deadlines.final_s,
+                    {"reason": reason, "fail_by": round(w.fail_by_at, 6),
+                     "quantile": w.plan.miss_quantile, "detected_at": now})
+    return out + agent.raiser.raise_(body, None, now) + [
+        Log("escalate", {"agent": agent.id, "escalation": esc,
+                         "cause": "maintenance_prediction_miss", "resource": agent.id})]
+
+
 def on_timer(agent: MachineAgent, key: str, now: float) -> list[Action] | None:
     if agent.maint is None or not key.startswith("maint_"):
         return None
@@ -133,7 +158,10 @@ def on_plant_event(agent: MachineAgent, ev: PlantEventIn,
     if ev.event == "command_refused" and w.job and ev.task == w.job:
         return True, w.on_refused(ev.task, str(data.get("why", "")), now)
     if ev.event == "fault" and agent.up:
-        return False, w.on_fault(str(data.get("reason", "breakdown")), now)
+        reason = str(data.get("reason", "breakdown"))
+        miss = reason == "wear" and w.plan.repair_s > 0 and w.missed(now)
+        out = _escalate_miss(agent, w, reason, now) if miss else []
+        return False, out + w.on_fault(reason, now)
     if ev.event == "repaired" and not agent.up:
         esc = w.escalation
         out = w.on_repaired(now)

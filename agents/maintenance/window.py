@@ -31,10 +31,25 @@ is held, for a window from the unit's ETA on; the start names the unit to the
 plant, the job's end reports it consumed, a cancelled window releases it
 (agents/maintenance/stores.py).  A unit due after the latest safe start is
 ``part_late``: agents/maintenance/hook.py escalates it, and a sooner ETA (an
-expedite) gives back a window the part had pushed late, to ask anew.
+expedite) gives back a window the part had pushed late, to ask anew.  Corrective repairs do not reserve from the stores yet
+(the simulator's shelf supplies them; docs/maintenance.md).
+
+Corrective repairs (ADR 64).  When the machine fails (``fault`` with reason
+``wear``) it drops whatever window it held and asks the crew for a repair
+(``maint_repair``, job ``MACHINE/rK``, the mean repair time) through the same
+phases: offered, the technician comes (``maint_start``), the machine names them
+to the plant (``set_state`` ``repair``), and when the plant says it is repaired
+it gives the technician back (``maint_done``).  A plant that cannot start the
+repair with that technician answers ``command_refused`` and the machine asks
+again.  A failure well before the estimator's ``miss_quantile`` of the remaining
+life (the *fail-by* instant, worked out at each reading) is a prediction badly
+wrong: the machine agent escalates ``maintenance_prediction_miss``
+(agents/maintenance/hook.py); ``stop_now`` holds it, once repaired, for an
+inspection of ``duration_s`` before it takes work again.
 
 Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``
-(the part: ``""`` → ``reserving`` → ``held``, back to ``""`` with the job).
+(``kind`` says whether the job is planned or a corrective repair; the part:
+``""`` → ``reserving`` → ``held``, back to ``""`` with the job).
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ from agents.protocol.actions import Action, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
     MaintDone,
     MaintOffer,
+    MaintRepair,
     MaintRequest,
     MaintStart,
     Message,
@@ -94,6 +110,8 @@ class WindowPlan:
     grace_s: float = 60.0           # the technician may be this late before the window lapses
     slot_s: float = 300.0           # the window starts no earlier than this before the latest
     stores: str = ""                # the stores agent to hold the part from ("": none)
+    repair_s: float = 0.0           # mean corrective repair; 0: repairs not asked of the crew
+    miss_quantile: float = 0.05     # a failure before this remaining-life quantile: a miss
 
 
 class MaintenanceWindow:
@@ -125,6 +143,12 @@ class MaintenanceWindow:
         self.part_serial = ""
         self.part_ready_at = 0.0        # when the held unit is on the shelf (its ETA)
         self.part_need_by_at = 0.0      # what the hold was last asked to cover
+        self.kind = "planned"           # the job's kind: "planned" or "corrective"
+        self.repairs = 0
+        self.fail_by_at = math.inf      # the miss quantile of the remaining life, clock time
+        self.miss = ""                  # the prediction-miss escalation of the last failure
+        self.inspect = False            # a supervisor said stop now after a miss
+        self.hold_until_at = 0.0        # no work before this (the inspection after a miss)
         #: the machine's first gap in its own queue for the job, from ``now`` (set by the
         #: machine agent, agents/maintenance/hook.py ``bind``); default: now
         self.first_gap: Callable[[float], float] = lambda now: now
@@ -132,11 +156,16 @@ class MaintenanceWindow:
     # -- what the machine asks ---------------------------------------------------------------
     @property
     def end_at(self) -> float:
-        return self.start_at + self.plan.duration_s
+        """When the machine may work again: the window's end (or an inspection's)."""
+        if self.phase in ("booked", "started") and self.kind == "planned":
+            return max(self.start_at + self.plan.duration_s, self.hold_until_at)
+        return self.hold_until_at
 
     def blocks(self, start_at: float, duration_s: float) -> bool:
         """Whether work from ``start_at`` for ``duration_s`` would run into the window."""
-        if self.phase not in ("booked", "started"):
+        if start_at < self.hold_until_at - 1e-9:
+            return True
+        if self.phase not in ("booked", "started") or self.kind == "corrective":
             return False
         if self.stopped:
             return start_at < self.end_at - 1e-9
@@ -163,6 +192,9 @@ class MaintenanceWindow:
         self._last_at, self._last_busy_s = now, b
         nums = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
         self.estimator.observe(now, nums, busy=busy, age_s=b - self._life_busy_s)
+        if self.plan.repair_s > 0:
+            q = self.estimator.rul().quantile(self.plan.miss_quantile)
+            self.fail_by_at = now + q / max(self.load, 0.05) if math.isfinite(q) else math.inf
         if self.phase != "watch" or self._down_reason:
             return []
         safe_busy_s = self.estimator.rul().quantile(self.plan.risk)
@@ -200,7 +232,14 @@ class MaintenanceWindow:
                 return False, self.decline(f"busy until {busy_until_at:.6f}", now)
             self.phase, self.start_at, self.technician = "booked", body.start_at, \
                 body.technician
-            out: list[Action] = [Log("maint_window", {
+            if self.kind == "corrective":     # no window to keep: the machine is down
+                early, self._early_start = self._early_start, None
+                out: list[Action] = [Log("maint_repair_booked", {
+                    "agent": self.machine, "job": self.job, "technician": body.technician,
+                    "start_at": body.start_at}),
+                    SetTimer("maint_lapse", body.start_at + self.plan.grace_s)]
+                return False, out + (self._begin(early, now) if early is not None else [])
+            out = [Log("maint_window", {
                 "agent": self.machine, "job": self.job, "technician": body.technician,
                 "start_at": body.start_at, "end_at": self.end_at,
                 "latest_start_at": round(self.latest_start_at, 6),
@@ -222,6 +261,12 @@ class MaintenanceWindow:
     def _begin(self, body: MaintStart, now: float) -> list[Action]:
         """The technician is here: stop for the job (and check the plant did)."""
         self.phase = "started"
+        if self.kind == "corrective":     # down already: the plant answers only a refusal
+            return [Command("set_state", self.machine, self.job, {
+                    "state": "repair", "technician": body.technician,
+                    "part": self.plan.part}),
+                    Log("maint_begin", {"agent": self.machine, "job": self.job,
+                                        "technician": body.technician, "kind": self.kind})]
         args: dict[str, object] = {"state": "maintenance", "technician": body.technician,
                                    "duration_s": self.plan.duration_s, "part": self.plan.part}
         if self.part_serial:
@@ -236,7 +281,7 @@ class MaintenanceWindow:
             return self._ask(now)
         if key == "maint_retry" and self.part_state == "reserving":
             return self._reserve(self.part_need_by_at, now)
-        if key == "maint_lapse" and self.phase == "started" \
+        if key == "maint_lapse" and self.phase == "started" and self.kind == "planned" \
                 and self._down_reason != "maintenance":       # the plant did not stop us
             return self.on_refused(self.job, "the plant did not start the job", now)
         if key == "maint_lapse" and self.phase == "booked" and now >= self.start_at:
@@ -268,15 +313,33 @@ class MaintenanceWindow:
 
     def on_fault(self, reason: str, now: float) -> list[Action]:
         self._down_reason = reason
-        if reason == "maintenance" or self.phase in ("watch", "started"):
+        corrective = reason == "wear" and self.plan.repair_s > 0
+        if reason == "maintenance" or (self.phase == "watch" and not corrective) \
+                or (self.phase == "started" and not corrective):
             return []
-        out: list[Action] = [Send(self.plan.crew, MaintDone(self.job, self.attempt,
-                                                            "declined"))]
-        if self.part_state:
-            out.append(Send(self.plan.stores, PartRelease(self.job)))
-        self._reset()
-        return out + [Log("maint_cancelled", {"agent": self.machine, "job": self.job,
-                                              "reason": reason})]
+        out: list[Action] = []
+        if self.phase != "watch":
+            out += [Send(self.plan.crew, MaintDone(self.job, self.attempt, "declined"))]
+            if self.part_state:
+                out.append(Send(self.plan.stores, PartRelease(self.job)))
+            out.append(Log("maint_cancelled", {"agent": self.machine, "job": self.job,
+                                               "reason": reason}))
+            self._reset()
+        if corrective:
+            out += self.ask_repair(now)
+        return out
+
+    def ask_repair(self, now: float) -> list[Action]:
+        """The machine failed: ask the crew for a technician to repair it, now."""
+        self.repairs += 1
+        self.job, self.attempt, self.kind = f"{self.machine}/r{self.repairs}", 0, "corrective"
+        self.phase, self.latest_start_at = "asking", now
+        return [Log("maint_repair_needed", {"agent": self.machine, "job": self.job}),
+                *self._ask(now)]
+
+    def missed(self, now: float) -> bool:
+        """Whether a failure now came well before the estimator expected (ADR 64)."""
+        return now < self.fail_by_at - 1e-9
 
     def on_repaired(self, now: float) -> list[Action]:
         reason, self._down_reason = self._down_reason, ""
@@ -290,7 +353,16 @@ class MaintenanceWindow:
             self._renew(self.plan.restore, now)
             self._reset()
         elif reason in ("wear", "breakdown"):       # a corrective repair replaced the part
+            if self.kind == "corrective" and self.phase != "watch":
+                out.append(Send(self.plan.crew, MaintDone(self.job, self.attempt, "done")))
+                out.append(Log("maint_job_done", {"agent": self.machine, "job": self.job,
+                                                  "technician": self.technician,
+                                                  "kind": "corrective"}))
+                self._reset()
             self._renew(1.0, now)
+            self.fail_by_at = math.inf
+            if self.inspect:
+                out += self._hold(now)
         return out
 
     # -- the part ------------------------------------------------------------------------------
@@ -342,6 +414,14 @@ class MaintenanceWindow:
             return out + self.decline("the part comes sooner", now)
         return out
 
+    def _hold(self, now: float) -> list[Action]:
+        """Stop now after a miss: no work for an inspection of ``duration_s``."""
+        self.inspect = False
+        self.hold_until_at = now + self.plan.duration_s
+        return [Log("maint_inspection", {"agent": self.machine,
+                                         "until": round(self.hold_until_at, 6)}),
+                SetTimer("start_check", self.hold_until_at + 1e-6)]
+
     # -- helpers -------------------------------------------------------------------------------
     def _current(self, job: str, attempt: int, what: str) -> bool:
         return self.phase in ACCEPTS[what] and job == self.job and attempt == self.attempt
@@ -352,6 +432,10 @@ class MaintenanceWindow:
         is past the latest safe start (the work booked there is handed back when the window
         comes); never before ``not_before_at`` (after a refusal: what was missing takes
         time)."""
+        if self.kind == "corrective":
+            return [Send(self.plan.crew, MaintRepair(self.job, self.plan.repair_s,
+                                                     self.plan.part, self.attempt)),
+                    SetTimer("maint_retry", now + self.plan.retry_s)]
         if self.plan.stores and self.part_state != "held":
             return self._reserve(self.latest_start_at, now)
         from_at = max(now, self.not_before_at, self.latest_start_at - self.plan.slot_s,
@@ -373,18 +457,36 @@ class MaintenanceWindow:
     @property
     def late(self) -> bool:
         """The window held starts after the latest safe start (no technician before it)."""
-        return self.phase in ("booked", "started") and self.start_at > self.latest_start_at + 1e-9
+        return self.phase in ("booked", "started") and self.kind == "planned" \
+            and self.start_at > self.latest_start_at + 1e-9
 
     def on_decision(self, option: str, now: float) -> list[Action]:
         """A supervisor's answer to the escalation about this job (agents/maintenance/
         cases.py): ``stop_now`` holds the machine until its window ends (decided while it
         still asks: from the window's booking on); ``run_to_failure`` keeps it producing
         until the window; ``expedite_part`` asks the stores to hurry the part held."""
-        self.stopped = option == "stop_now" and self.phase in ("asking", "booked", "started")
+        self.stopped = option == "stop_now" and self.phase in ("asking", "booked", "started") \
+            and self.kind == "planned"
         out: list[Action] = [Log("maint_decision", {"agent": self.machine, "job": self.job,
                                                     "option": option, "stopped": self.stopped})]
         if option == "expedite_part" and self.part_state == "held":
             out.append(Send(self.plan.stores, PartExpedite(self.job)))
+        return out
+
+    def on_miss_decision(self, option: str, now: float) -> list[Action]:
+        """A supervisor's answer to a prediction miss (agents/maintenance/cases.py):
+        ``stop_now`` holds the machine for an inspection once repaired (at once if it is
+        already); ``run_to_failure`` and ``expedite_part`` change nothing here (a stores
+        agent would expedite the part)."""
+        self.miss = ""
+        out: list[Action] = [Log("maint_decision", {"agent": self.machine, "job": self.job,
+                                                    "option": option, "cause":
+                                                    "maintenance_prediction_miss"})]
+        if option == "stop_now":
+            if self._down_reason:
+                self.inspect = True
+            else:
+                out += self._hold(now)
         return out
 
     def _reset(self) -> None:
@@ -394,6 +496,7 @@ class MaintenanceWindow:
         self._early_start = None
         self.phase, self.start_at, self.technician = "watch", math.inf, ""
         self.latest_start_at = math.inf
+        self.kind = "planned"
 
     def _renew(self, share: float, now: float) -> None:
         self.estimator.renew(share)
@@ -413,6 +516,7 @@ def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
         if d is None:
             continue
         plan = WindowPlan(CREW_ID, d.maintenance_s, d.part, d.restore, s.risk, s.lookahead_s,
-                          retry_s, s.window_grace_s, s.window_slot_s, STORES_ID)
+                          retry_s, s.window_grace_s, s.window_slot_s, STORES_ID,
+                          d.repair_s, s.miss_quantile)
         out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, prior_model(d)))
     return out

@@ -637,6 +637,17 @@ class PartExpedite(Body, frozen=True):
     for ``job``, at a cost; answered with ``part_reserved`` or ``part_unavailable``."""
 
     job: str
+@message("maint_repair")
+class MaintRepair(Body, frozen=True):
+    """A machine that failed asks the technician crew for a corrective repair of about
+    ``duration_s`` (the cell file's mean repair time), as soon as a technician can come;
+    resent until offered.  The crew answers ``maint_offer``/``maint_start`` as for a
+    window and books it ahead of planned windows not yet begun; ``maint_done`` ends it."""
+
+    job: str
+    duration_s: float
+    part: str = ""
+    attempt: int = 0
 
 
 class Message(msgspec.Struct, frozen=True, gc=False):

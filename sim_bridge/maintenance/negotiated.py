@@ -4,7 +4,8 @@ Under the ``negotiated`` policy nothing in the simulator decides when to
 maintain: the machine agents do, leasing windows from the crew agent
 (agents/maintenance/).  The simulator keeps what is physical — the named
 technicians' hands and the shelf of parts (the workshop), and the corrective
-repairs after a failure, which still take the first free technician.  A machine
+repairs after a failure, which wait for the technician the crew booked (the
+machine names them with ``set_state`` ``state: repair``; ADR 64).  A machine
 whose technician has come sends the plant ``set_state`` with ``state:
 maintenance`` (job id as the task, the technician named); this module catches
 that command in front of the gateway (which ignores states it does not know)
@@ -59,16 +60,19 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
     workshop.books = lambda: getattr(cell.runner.agents.get(STORES_ID), "stores", None)
     plant, backend = cell.plant, cell.plant.backend
     inner = plant.command
+    workshop.expect_repairs()
 
     def command(cmd: Command) -> None:
-        if cmd.command != "set_state" or cmd.args.get("state") != "maintenance":
+        state = cmd.args.get("state") if cmd.command == "set_state" else None
+        if state not in ("maintenance", "repair"):
             inner(cmd)
             return
         dm = backend.degrading.get(cmd.resource)
         tech = str(cmd.args.get("technician", ""))
         serial = str(cmd.args.get("part_serial", ""))   # held by the stores agent
-        why = ("the machine does not wear" if dm is None
-               else workshop.negotiated(dm, tech, serial))
+        why = "the machine does not wear" if dm is None else \
+            workshop.negotiated(dm, tech, serial) if state == "maintenance" else \
+            workshop.repair_with(dm, tech)
         if why:
             backend.record("maintenance_refused", machine=cmd.resource, job=cmd.task,
                            technician=tech, why=why)

@@ -15,6 +15,14 @@ capacities and rules, decided here without messages.  Corrective repairs come
 first: a request for a technician from a broken machine is served before the
 planned jobs waiting (a priority store of requests would be the next step; here
 planned jobs simply ask only when a technician is free).
+
+Under negotiated maintenance the crew agent books the repairs too (ADR 64):
+:meth:`expect_repairs` makes a corrective repair wait, machine down, until the
+machine names the technician the crew sent (:meth:`repair_with`, from its
+``set_state repair``), so the crew's bookings and the hands used here agree.
+A repair nobody books within ``UNBOOKED_AFTER_S`` (the machine's agent was down
+when it failed, and never heard of the failure) takes the first free
+technician, as without negotiation, and says so (``repair_unbooked``).
 """
 
 from __future__ import annotations
@@ -39,7 +47,10 @@ class DegradingMachine(Protocol):
 
     def maintain(self, *args: Any, **kwargs: Any) -> Any: ...
 
-__all__ = ["Workshop", "WorkshopStats"]
+__all__ = ["UNBOOKED_AFTER_S", "Workshop", "WorkshopStats"]
+
+#: A repair the crew has not sent anyone to within this long takes the first free hands.
+UNBOOKED_AFTER_S = 900.0
 
 
 @dataclass
@@ -117,6 +128,24 @@ class Workshop:
         self.waiting_corrective = 0
         self.fitted: set[str] = set()        # serials the stores agent issued, once each
         self.books: Any = None               # negotiated: the stores agent's books, read
+        #: negotiated: the repairs waiting for the technician the crew books, per machine
+        self.booked_repairs: dict[str, simpy.Event] | None = None
+
+    def expect_repairs(self) -> None:
+        """Corrective repairs wait for the technician the crew agent sends."""
+        self.booked_repairs = {}
+
+    def repair_with(self, dm: DegradingMachine, technician: str) -> str:
+        """The crew's technician has come to repair ``dm``: start the repair with them, or
+        why not ("" when it started).  Never waits: the machine asks the crew again."""
+        waiting = (self.booked_repairs or {}).get(dm.m.spec.id)
+        if waiting is None or waiting.triggered:
+            return "no repair waiting"
+        if technician not in self.crew.items:
+            return f"{technician} is not free"
+        self.crew.items.remove(technician)      # free, so no getter waits for it
+        waiting.succeed(technician)
+        return ""
 
     def shelf(self, part: str) -> _Shelf:
         if part not in self.shelves:
@@ -145,11 +174,21 @@ class Workshop:
                    ) -> Generator[simpy.Event, Any, None]:
         """The repair of a failed machine: a technician, a part, then ``repair_s``."""
         self.waiting_corrective += 1
+        tech = ""
+        if self.booked_repairs is not None:     # negotiated: the crew's technician
+            self.booked_repairs[dm.m.spec.id] = ev = self.env.event()
+            yield ev | self.env.timeout(UNBOOKED_AFTER_S)
+            del self.booked_repairs[dm.m.spec.id]
+            if ev.triggered:
+                tech = str(ev.value)
+            else:
+                self.record("repair_unbooked", machine=dm.m.spec.id,
+                            after_s=UNBOOKED_AFTER_S)
 
         def work() -> Generator[simpy.Event, Any, None]:
             self.waiting_corrective -= 1
             yield self.env.timeout(repair_s)
-        yield from self._job(dm, "corrective", repair_s, work)
+        yield from self._job(dm, "corrective", repair_s, work, tech)
 
     def planned(self, dm: DegradingMachine) -> Generator[simpy.Event, Any, None]:
         """Planned maintenance as a process: technician and part first (the machine keeps
