@@ -151,7 +151,7 @@ def test_a_window_past_the_shift_is_offered_late_and_escalated() -> None:
     from agents.base import PlantEventIn
     from agents.cell.build import build_agents, policy_of
     from agents.cell.maintenance import Shift
-    from agents.protocol.messages import Escalate
+    from agents.protocol.messages import Escalate, PartReserved
     from tests.test_maint_negotiation import _Worn
 
     base = negotiating(demo_cell())
@@ -162,8 +162,10 @@ def test_a_window_past_the_shift_is_offered_late_and_escalated() -> None:
     agents = build_agents(cfg, 1, escalation=policy_of(cfg))
     mill, crew = agents["mill1"], agents["crew"]
     mill.maint.estimator = _Worn(mill.maint.estimator.model)   # type: ignore[attr-defined]
-    (req,) = _sends(mill.on_plant_event(PlantEventIn("reading", "mill1", "",
-                                                     {"vibration_mm_s": 5.0}), 10.0))
+    (hold,) = _sends(mill.on_plant_event(PlantEventIn("reading", "mill1", "",
+                                                      {"vibration_mm_s": 5.0}), 10.0))
+    (req,) = _sends(mill.on_message(_msg("stores", PartReserved(   # the part first, on the shelf
+        hold.job, hold.part, "b#s1", 0.0, 1e9), to="mill1"), 10.5))
     (offer,) = _sends(crew.on_message(_msg("mill1", req), 11.0))
     assert offer.start_at == 8 * 3600.0 > req.latest_start_at
     out = mill.on_message(_msg("crew", offer, to="mill1"), 12.0)
