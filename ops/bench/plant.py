@@ -289,7 +289,7 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
         progress: Callable[[str], None] = lambda _s: None, stack: str = "node",
         profile: str = "machinery-jobs", sessions: int = 1, servers: int = 1) -> dict[str, Any]:
     """One configuration: ``machines`` machines on one gateway, ``rounds`` rounds; with
-    ``profile`` ``packml`` they are the node-opcua emulator's PackML units (a round trip is
+    ``profile`` ``packml`` they are the emulator's PackML units (a round trip is
     then Start to Complete, and the Reset before the next round is inside it).
     ``sessions`` is the cell file's ``sessions:`` per endpoint; ``servers`` emulator
     processes share the machines between them (dealt in turn), as machines of a plant each
