@@ -79,8 +79,10 @@ Record = Callable[..., None]
 Assumed = Callable[[str], tuple[str, int] | None]
 WATCH_S = 0.5               # how often a session is probed
 JOBS_PUBLISH_MS = 5         # requested publishing interval of job lists and machine states
-                            # (node-opcua revises it to its minimum, 50 ms; 0, "at once" on
-                            # asyncua's server, lost the missed-end safety net: ADR 61)
+                            # (node-opcua revises it to its minimum, 50 ms; not 0: asyncua's
+                            # server then sends no keep-alive and asyncua's client recreates
+                            # the "stale" subscription every second, its initial values
+                            # news each time, so a job is never silent: ADR 61, 62)
 READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
