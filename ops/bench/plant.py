@@ -381,9 +381,18 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
                 where.update({m: url for m in group})
             if endpoint is not None:
                 where = {m: endpoint for m in ids}
-            m = asyncio.run(_measure(where, pki, ids, rounds, progress, profile,
-                                     server_pids=[e.pid for e in emulators if e.pid],
-                                     sessions=sessions, load=load, gap_ms=gap_ms, seed=seed))
+            try:
+                m = asyncio.run(_measure(where, pki, ids, rounds, progress, profile,
+                                         server_pids=[e.pid for e in emulators if e.pid],
+                                         sessions=sessions, load=load, gap_ms=gap_ms,
+                                         seed=seed))
+            except RuntimeError as exc:
+                # the server's own word on what it refused, before its job log is deleted
+                why = [f"{j.get('machine')} {j.get('job')}: {j.get('why')}"
+                       for e in emulators for j in e.jobs() if j.get("event") == "refused"]
+                if why:
+                    raise RuntimeError(f"{exc}; the server's job log: {why[:5]}") from exc
+                raise
         finally:
             for emulator in emulators:
                 emulator.stop()
