@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = ROOT / "tests" / "opcua" / "machine_emulator.mjs"
 READY_BOUND_S = 120.0
 CONNECT_S = 120.0          # how long the bench waits for every machine's session
+END_BOUND_S = 60.0         # how long a job's end is waited for before the run fails
 LOADS = ("burst", "steady")
 GAP_MS = 500.0             # steady load: the mean gap after a job's end before the next start
 
@@ -286,7 +287,10 @@ async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], ro
             pending.add(task)
             sent[task] = time.perf_counter()
             _command(gateway, m, task)
-        await asyncio.wait_for(done.wait(), 60.0)
+        try:
+            await asyncio.wait_for(done.wait(), END_BOUND_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise RuntimeError(_no_end(r, sorted(pending), backend)) from None
         if r == 0:
             samples.clear()
             phases.rows.clear()
@@ -302,6 +306,12 @@ async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], ro
         raise RuntimeError(f"the server refused: {refused[:3]}")
     return {"samples": samples, "cpu_s": cpu, "wall_s": wall, "server_cpu_s": server_cpu,
             "phases": phases.summary(), "call_requests": requests}
+
+
+def _no_end(round_: int, tasks: list[str], backend: Any) -> str:
+    """Why a wait for job ends gave up: which tasks, and what the backend knows."""
+    return (f"round {round_}: no end within {END_BOUND_S:g} s for {tasks[:5]} "
+            f"({len(tasks)} waiting); backend: {backend.status()}")
 
 
 def _command(gateway: PlantGateway, machine: str, task: str) -> None:
@@ -325,7 +335,11 @@ async def _steady(gateway: PlantGateway, machines: list[str], rounds: int, gap_m
         end = ends[task] = loop.create_future()
         sent[task] = time.perf_counter()
         _command(gateway, machine, task)
-        await asyncio.wait_for(end, 60.0)
+        try:
+            await asyncio.wait_for(end, END_BOUND_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise RuntimeError(_no_end(int(task.rsplit("-r", 1)[1]), [task],
+                                       gateway.backends[machine])) from None
 
     await asyncio.gather(*(job(m, f"{m}-r0") for m in machines))
     samples.clear()
