@@ -417,7 +417,8 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
             r = fleet.run(args.robots, args.rounds, progress)
         else:
             r = plant.run(args.machines, args.rounds, args.endpoint, progress, stack=args.stack,
-                          profile=args.profile, sessions=args.sessions, servers=args.servers)
+                          profile=args.profile, sessions=args.sessions, servers=args.servers,
+                          load=args.load, gap_ms=args.gap_ms, seed=args.seed)
     except (FileNotFoundError, RuntimeError, TimeoutError, ValueError) as exc:
         print(f"autocell: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -426,7 +427,9 @@ def cmd_bench_plant(args: argparse.Namespace) -> int:
     elif args.backend == "vda5050":
         print(fleet.summary(r))
     else:
-        print(f"opcua plant round trip ({r['security']}, {r['server']}, {r['machines']} "
+        print(f"opcua plant round trip ({r['security']}, {r['server']}, {r['load']} load"
+              + (f" (mean gap {r['gap_ms']:g} ms)" if r["gap_ms"] is not None else "")
+              + f", {r['machines']} "
               f"machine(s) on one gateway, {r['sessions']} session(s) per endpoint, "
               f"{r['jobs']} jobs): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
               f"(target ≤ {r['target_p99_ms']:.0f} ms), {r['events_per_s']:,.0f} events/s, "
@@ -624,8 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stack", choices=["node", "asyncua"], default="node",
                     help="the emulator to start without --endpoint (default node: node-opcua)")
     sp.add_argument("--profile", choices=["machinery-jobs", "packml"], default="machinery-jobs",
-                    help="opcua: the machines' profile (packml: the emulator's PackML units, "
-                         "node only)")
+                    help="opcua: the machines' profile (packml: the emulator's PackML units)")
+    sp.add_argument("--load", choices=["burst", "steady"], default="burst",
+                    help="opcua: burst (every machine commanded in the same instant, the "
+                         "default) or steady (each machine's next job after its previous one "
+                         "ended plus a seeded exponential gap)")
+    sp.add_argument("--gap-ms", type=float, default=500.0, metavar="MS",
+                    help="opcua, --load steady: the mean gap between a job's end and the "
+                         "machine's next command (default 500)")
+    sp.add_argument("--seed", type=int, default=1,
+                    help="opcua, --load steady: the seed of the gaps (default 1)")
     sp.add_argument("--sessions", type=int, default=1, choices=range(1, 65), metavar="N",
                     help="opcua: sessions per endpoint, machines dealt among them (default 1)")
     sp.add_argument("--servers", type=int, default=1, choices=range(1, 65), metavar="K",

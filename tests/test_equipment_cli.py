@@ -120,7 +120,7 @@ def _browse_snippet(endpoint: str, keys: Path) -> tuple[dict[str, dict[str, obje
     return found, snippet["machines"]
 
 
-@pytest.mark.parametrize("stack", [p for p in STACKS if p.id == "node"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_browse_recognises_packml_units_and_check_passes_their_snippet(
         tmp_path: Path, stack: str) -> None:
     keys = tmp_path / "keys"

@@ -1,24 +1,23 @@
 """The ``packml`` profile: PackML units (OPC 30050) driven through their state machines.
 
-The units are the node-opcua emulator's ``--packml`` units (tests/opcua/CONTRACT.md,
-"PackML units": a ``PackMLBaseObjectType`` instance from the PackML nodeset of
-node-opcua-nodesets), reached over loopback with Basic256Sha256/SignAndEncrypt by the
+The units are the emulators' ``--packml`` units on both stacks, node-opcua and asyncua's
+server (tests/opcua/CONTRACT.md, "PackML units": a ``PackMLBaseObjectType`` instance from
+the PackML nodeset of node-opcua-nodesets), reached over loopback with Basic256Sha256/SignAndEncrypt by the
 gateway with the ``opcua`` backend, as in tests/test_opcua_backend.py.  An *operator* is a
 second client calling the unit's own methods (an HMI).  What a unit ran is read from the
 server's own job log.  Waits are on events; the bounds are only hang guards.  A missing
-node-opcua in CI is a failure, not a skip.
+emulator in CI is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.waiting import until
-from test_opcua_backend import EMULATOR, Rig, executions, free_port, running, server
+from test_opcua_backend import STACKS, Rig, executions, free_port, running, server
 
 from agents.cell.equipment import OpcUaEquipment
 from sim_bridge.opcua.legacy import find_node
@@ -26,11 +25,7 @@ from sim_bridge.opcua.packml import NS_PACKML
 from sim_bridge.opcua.pki import OpcUaPki
 from sim_bridge.opcua.session import SessionParams, open_session
 
-pytestmark = [pytest.mark.opcua, pytest.mark.slow,
-              pytest.mark.skipif(not (EMULATOR.parent / "node_modules" / "node-opcua").is_dir()
-                                 and not os.environ.get("CI"),
-                                 reason="the node-opcua emulator is not installed: run "
-                                 "`bash tests/setup.sh`")]
+pytestmark = [pytest.mark.opcua, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def packml(endpoint: str, pki: OpcUaPki, unit: str = "P1", **kw: Any) -> Rig:
@@ -38,8 +33,9 @@ def packml(endpoint: str, pki: OpcUaPki, unit: str = "P1", **kw: Any) -> Rig:
     return Rig(endpoint, pki, [unit], profile="packml", readings={}, **kw)
 
 
-def packml_server(tmp_path: Path, pki: OpcUaPki, ids: str = "P1", **kw: Any) -> Any:
-    return server(tmp_path, "node", [], pki, extra=["--packml", ids], **kw)
+def packml_server(tmp_path: Path, pki: OpcUaPki, stack: str, ids: str = "P1",
+                  **kw: Any) -> Any:
+    return server(tmp_path, stack, [], pki, extra=["--packml", ids], **kw)
 
 
 async def operator(endpoint: str, pki: OpcUaPki, unit: str, method: str,
@@ -71,10 +67,11 @@ def states(rig: Rig, unit: str = "P1") -> tuple[str, str, str]:
     return s["base"], s["machine"], s["execute"]
 
 
+@pytest.mark.parametrize("stack", STACKS)
 def test_a_packml_job_runs_once_the_unit_is_reset_and_refuses_its_id_again(
-        tmp_path: Path) -> None:
+        tmp_path: Path, stack: str) -> None:
     pki = OpcUaPki(tmp_path / "keys" / "opcua")
-    emu, endpoint = packml_server(tmp_path, pki)
+    emu, endpoint = packml_server(tmp_path, pki, stack)
     try:
         async def scenario() -> None:
             async with running(packml(endpoint, pki)) as rig:
@@ -100,8 +97,9 @@ def test_a_packml_job_runs_once_the_unit_is_reset_and_refuses_its_id_again(
     assert executions(emu, "refused") == {"o1/0@1": 1}
 
 
+@pytest.mark.parametrize("stack", STACKS)
 def test_back_to_back_jobs_on_one_unit_each_start_in_idle_none_refused(
-        tmp_path: Path) -> None:
+        tmp_path: Path, stack: str) -> None:
     """Zero-length jobs, each started the moment the one before is reported done (as the
     agents and ``bench plant --profile packml`` do).  The unit passes Complete, Resetting,
     Idle, Starting, Completing, Complete within a publishing interval, so the notifications
@@ -109,7 +107,7 @@ def test_back_to_back_jobs_on_one_unit_each_start_in_idle_none_refused(
     not its end (it once was, the unit was left Complete and refused every next Start until
     the gateway escalated), and a Start waits for the unit's Idle, read afresh."""
     pki = OpcUaPki(tmp_path / "keys" / "opcua")
-    emu, endpoint = packml_server(tmp_path, pki)
+    emu, endpoint = packml_server(tmp_path, pki, stack)
     rounds = 40
     try:
         async def scenario() -> None:
@@ -132,10 +130,11 @@ def test_back_to_back_jobs_on_one_unit_each_start_in_idle_none_refused(
     assert executions(emu, "refused") == {}
 
 
+@pytest.mark.parametrize("stack", STACKS)
 def test_an_abort_stops_the_job_and_the_gateway_brings_the_unit_back_to_idle(
-        tmp_path: Path) -> None:
+        tmp_path: Path, stack: str) -> None:
     pki = OpcUaPki(tmp_path / "keys" / "opcua")
-    emu, endpoint = packml_server(tmp_path, pki)
+    emu, endpoint = packml_server(tmp_path, pki, stack)
     try:
         async def scenario() -> None:
             async with running(packml(endpoint, pki)) as rig:
@@ -157,10 +156,11 @@ def test_an_abort_stops_the_job_and_the_gateway_brings_the_unit_back_to_idle(
     assert executions(emu) == {"o2/0@1": 1}
 
 
+@pytest.mark.parametrize("stack", STACKS)
 def test_an_abort_at_the_machine_is_a_fault_until_the_operator_clears_and_resets(
-        tmp_path: Path) -> None:
+        tmp_path: Path, stack: str) -> None:
     pki = OpcUaPki(tmp_path / "keys" / "opcua")
-    emu, endpoint = packml_server(tmp_path, pki)
+    emu, endpoint = packml_server(tmp_path, pki, stack)
     try:
         async def scenario() -> None:
             async with running(packml(endpoint, pki)) as rig:
@@ -189,9 +189,10 @@ def test_an_abort_at_the_machine_is_a_fault_until_the_operator_clears_and_resets
     assert executions(emu) == {"o1/0@2": 1}
 
 
-def test_a_start_in_the_wrong_state_is_refused_by_the_unit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_start_in_the_wrong_state_is_refused_by_the_unit(tmp_path: Path, stack: str) -> None:
     pki = OpcUaPki(tmp_path / "keys" / "opcua")
-    emu, endpoint = packml_server(tmp_path, pki)
+    emu, endpoint = packml_server(tmp_path, pki, stack)
     try:
         async def scenario() -> None:
             async with running(packml(endpoint, pki)) as rig:
@@ -212,11 +213,12 @@ def test_a_start_in_the_wrong_state_is_refused_by_the_unit(tmp_path: Path) -> No
     assert executions(emu, "refused") == {"o1/0@1": 1}
 
 
+@pytest.mark.parametrize("stack", STACKS)
 def test_kill_9_mid_job_faults_reroutes_and_the_unit_runs_nothing_twice(
-        tmp_path: Path) -> None:
+        tmp_path: Path, stack: str) -> None:
     pki = OpcUaPki(tmp_path / "keys" / "opcua")
     port = free_port()
-    emu, endpoint = packml_server(tmp_path, pki, speed=1.0, port=port)
+    emu, endpoint = packml_server(tmp_path, pki, stack, speed=1.0, port=port)
     try:
         async def scenario() -> None:
             async with running(packml(endpoint, pki, grace_s=0.5)) as rig:

@@ -11,7 +11,14 @@ Basic256Sha256/SignAndEncrypt on loopback, and back as the job list's data
 change to the ``operation_done`` event the gateway emits.  The round trip is
 command → event, wall clock, per job; ``--machines`` machines on one gateway
 (one session per endpoint, or ``--sessions N``; one emulator, or ``--servers K``
-sharing them) are commanded together in each round.  The gateway's CPU per
+sharing them) are loaded in one of two ways (``--load``):
+
+* ``burst`` (the default): every machine is commanded in the same instant, round after
+  round — the worst case, fifty calls queued at once on one server;
+* ``steady``: every machine runs its jobs back to back as in a running cell, its next
+  command sent when its previous job ended plus a seeded exponential gap of mean
+  ``--gap-ms`` (:func:`_steady`), so the commands are spread in time.
+  The gateway's CPU per
 event is this process's CPU time over the run divided by the events; the
 server's (an emulator the bench started) is read from ``/proc`` the same way,
 and each round trip is split into phases (:class:`_Phases`) to show where it
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -52,6 +60,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = ROOT / "tests" / "opcua" / "machine_emulator.mjs"
 READY_BOUND_S = 120.0
 CONNECT_S = 120.0          # how long the bench waits for every machine's session
+END_BOUND_S = 60.0         # how long a job's end is waited for before the run fails
+LOADS = ("burst", "steady")
+GAP_MS = 500.0             # steady load: the mean gap after a job's end before the next start
 
 
 class Emulator:
@@ -219,8 +230,10 @@ class _Phases:
 
 async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], rounds: int,
                    progress: Callable[[str], None], profile: str = "machinery-jobs",
-                   server_pids: list[int] | None = None, sessions: int = 1) -> dict[str, Any]:
+                   server_pids: list[int] | None = None, sessions: int = 1,
+                   load: str = "burst", gap_ms: float = GAP_MS, seed: int = 1) -> dict[str, Any]:
     sent: dict[str, float] = {}
+    ends: dict[str, asyncio.Future[None]] = {}    # steady load: task -> its end
     samples: list[float] = []
     done = asyncio.Event()
     pending: set[str] = set()
@@ -238,6 +251,10 @@ async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], ro
         elif ev.event in ("command_refused", "fault"):
             refused.append(f"{ev.event} {ev.resource} {ev.data}")
             pending.discard(ev.task)
+        if ev.event in ("operation_done", "command_refused", "fault") and ev.task in ends:
+            end = ends.pop(ev.task)
+            if not end.done():
+                end.set_result(None)
         if not pending:
             done.set()
 
@@ -259,15 +276,21 @@ async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], ro
         await asyncio.sleep(0.2)
     cpu0, wall0, server0 = time.process_time(), time.perf_counter(), _cpu_s(server_pids)
     requests0 = 0
-    for r in range(rounds + 1):            # round 0 warms up (first calls, type caches)
+    if load == "steady":
+        cpu0, wall0, server0, requests0 = await _steady(
+            gateway, machines, rounds, gap_ms, seed, sent, ends, phases, samples, progress,
+            server_pids)
+    for r in range(rounds + 1 if load == "burst" else 0):            # round 0 warms up (first calls, type caches)
         done.clear()
         for m in machines:
             task = f"{m}-r{r}"
             pending.add(task)
             sent[task] = time.perf_counter()
-            gateway.command(Command("start_operation", m, task,
-                                    {"duration_s": 0.0, "award_epoch": 1, "order": "bench"}))
-        await asyncio.wait_for(done.wait(), 60.0)
+            _command(gateway, m, task)
+        try:
+            await asyncio.wait_for(done.wait(), END_BOUND_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise RuntimeError(_no_end(r, sorted(pending), backend)) from None
         if r == 0:
             samples.clear()
             phases.rows.clear()
@@ -285,15 +308,71 @@ async def _measure(where: dict[str, str], pki: OpcUaPki, machines: list[str], ro
             "phases": phases.summary(), "call_requests": requests}
 
 
+def _no_end(round_: int, tasks: list[str], backend: Any) -> str:
+    """Why a wait for job ends gave up: which tasks, and what the backend knows."""
+    return (f"round {round_}: no end within {END_BOUND_S:g} s for {tasks[:5]} "
+            f"({len(tasks)} waiting); backend: {backend.status()}")
+
+
+def _command(gateway: PlantGateway, machine: str, task: str) -> None:
+    gateway.command(Command("start_operation", machine, task,
+                            {"duration_s": 0.0, "award_epoch": 1, "order": "bench"}))
+
+
+async def _steady(gateway: PlantGateway, machines: list[str], rounds: int, gap_ms: float,
+                  seed: int, sent: dict[str, float], ends: dict[str, asyncio.Future[None]],
+                  phases: _Phases, samples: list[float], progress: Callable[[str], None],
+                  server_pids: list[int] | None) -> tuple[float, float, float, int]:
+    """The steady load: every machine runs its jobs back to back, as in a running cell —
+    its next command is sent when its previous job ended plus a gap drawn from an
+    exponential distribution of mean ``gap_ms`` (a seeded stream per machine), so the
+    commands are spread in time instead of sent in one instant.  The first job of every
+    machine warms up (together, as a burst), and is not counted; so is the CPU until then.
+    Returns the baselines (CPU, wall, server CPU, CallRequests) taken after the warm-up."""
+    loop = asyncio.get_running_loop()
+
+    async def job(machine: str, task: str) -> None:
+        end = ends[task] = loop.create_future()
+        sent[task] = time.perf_counter()
+        _command(gateway, machine, task)
+        try:
+            await asyncio.wait_for(end, END_BOUND_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise RuntimeError(_no_end(int(task.rsplit("-r", 1)[1]), [task],
+                                       gateway.backends[machine])) from None
+
+    await asyncio.gather(*(job(m, f"{m}-r0") for m in machines))
+    samples.clear()
+    phases.rows.clear()
+    baselines = (time.process_time(), time.perf_counter(), _cpu_s(server_pids),
+                 sum(b.requests for b in batch.batches()))
+
+    async def machine_runs(machine: str) -> None:
+        rng = random.Random(f"{seed}:{machine}")
+        for r in range(1, rounds + 1):
+            await asyncio.sleep(rng.expovariate(1000.0 / gap_ms) if gap_ms > 0 else 0.0)
+            await job(machine, f"{machine}-r{r}")
+            if machine == machines[0] and r % max(1, rounds // 5) == 0:
+                progress(f"round {r}/{rounds} (first machine)")
+
+    await asyncio.gather(*(machine_runs(m) for m in machines))
+    return baselines
+
+
 def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
         progress: Callable[[str], None] = lambda _s: None, stack: str = "node",
-        profile: str = "machinery-jobs", sessions: int = 1, servers: int = 1) -> dict[str, Any]:
+        profile: str = "machinery-jobs", sessions: int = 1, servers: int = 1,
+        load: str = "burst", gap_ms: float = GAP_MS, seed: int = 1) -> dict[str, Any]:
     """One configuration: ``machines`` machines on one gateway, ``rounds`` rounds; with
-    ``profile`` ``packml`` they are the node-opcua emulator's PackML units (a round trip is
+    ``profile`` ``packml`` they are the emulator's PackML units (a round trip is
     then Start to Complete, and the Reset before the next round is inside it).
     ``sessions`` is the cell file's ``sessions:`` per endpoint; ``servers`` emulator
     processes share the machines between them (dealt in turn), as machines of a plant each
     have their own controller."""
+    if load not in LOADS:
+        raise ValueError(f"--load is one of {LOADS}, not {load!r}")
+    if gap_ms < 0:
+        raise ValueError("--gap-ms must be >= 0")
     if endpoint is not None and servers != 1:
         raise ValueError("--servers starts emulators; it cannot go with --endpoint")
     with tempfile.TemporaryDirectory(prefix="autocell-bench-plant-") as tmp:
@@ -316,9 +395,18 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
                 where.update({m: url for m in group})
             if endpoint is not None:
                 where = {m: endpoint for m in ids}
-            m = asyncio.run(_measure(where, pki, ids, rounds, progress, profile,
-                                     server_pids=[e.pid for e in emulators if e.pid],
-                                     sessions=sessions))
+            try:
+                m = asyncio.run(_measure(where, pki, ids, rounds, progress, profile,
+                                         server_pids=[e.pid for e in emulators if e.pid],
+                                         sessions=sessions, load=load, gap_ms=gap_ms,
+                                         seed=seed))
+            except RuntimeError as exc:
+                # the server's own word on what it refused, before its job log is deleted
+                why = [f"{j.get('machine')} {j.get('job')}: {j.get('why')}"
+                       for e in emulators for j in e.jobs() if j.get("event") == "refused"]
+                if why:
+                    raise RuntimeError(f"{exc}; the server's job log: {why[:5]}") from exc
+                raise
         finally:
             for emulator in emulators:
                 emulator.stop()
@@ -327,7 +415,9 @@ def run(machines: int = 1, rounds: int = 50, endpoint: str | None = None,
     server = "endpoint" if endpoint is not None else f"{stack} emulator"
     if len(emulators) > 1:
         server = f"{len(emulators)} {stack} emulators"
-    return {"backend": "opcua", "profile": profile, "machines": machines, "rounds": rounds,
+    return {"backend": "opcua", "profile": profile, "load": load,
+            "gap_ms": gap_ms if load == "steady" else None, "seed": seed,
+            "machines": machines, "rounds": rounds,
             "jobs": events, "server": server, "servers": max(1, len(emulators)),
             "sessions": sessions, "security": "Basic256Sha256/SignAndEncrypt",
             "p50_ms": round(_percentile(samples_ms, 0.50), 3),

@@ -79,8 +79,10 @@ Record = Callable[..., None]
 Assumed = Callable[[str], tuple[str, int] | None]
 WATCH_S = 0.5               # how often a session is probed
 JOBS_PUBLISH_MS = 5         # requested publishing interval of job lists and machine states
-                            # (node-opcua revises it to its minimum, 50 ms; 0, "at once" on
-                            # asyncua's server, lost the missed-end safety net: ADR 61)
+                            # (node-opcua revises it to its minimum, 50 ms; not 0: asyncua's
+                            # server then sends no keep-alive and asyncua's client recreates
+                            # the "stale" subscription every second, its initial values
+                            # news each time, so a job is never silent: ADR 61, 62)
 READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
@@ -267,13 +269,15 @@ class OpcUaBackend:
         async with m.lock:
             await self._send_start(m)
 
-    async def _send_start(self, m: _Machine) -> None:
+    async def _send_start(self, m: _Machine, *, resend: bool = False) -> None:
         if m.job is None or not m.resolved:
             return
         task, jid = m.job
         try:
             why = await m.profile.start(jid, m.job_args)
         except ua.UaStatusCodeError as exc:
+            if resend and await self._started_after_all(m, jid):
+                return
             return self._refused(m, status_name(exc))
         except (TimeoutError, asyncio.TimeoutError):
             if not m.profile.refuses_duplicates:
@@ -289,6 +293,8 @@ class OpcUaBackend:
         except (ConnectionError, OSError, ua.UaError):
             return            # the answer is lost with the link: settled on reconnect
         if why is not None:
+            if resend and await self._started_after_all(m, jid):
+                return
             return self._refused(m, why)
         m.confirmed, m.refusals = True, 0
         m.heard_at = time.monotonic()
@@ -310,6 +316,28 @@ class OpcUaBackend:
         if escalate and not m.held:
             m.held = "refuses"
             self._fault(m, f"equipment refuses starts ({m.refusals} in a row: {why})")
+
+    async def _started_after_all(self, m: _Machine, jid: str) -> bool:
+        """A re-sent start (its first answer lost with the session) that the machine refuses
+        may be refused *because* the first one ran: it reached the server after the job
+        list was read on reconnect (a loaded server works through a lost session's queue).
+        The job list, read again, says so; then the job is followed as confirmed, not
+        refused (ADR 62)."""
+        try:
+            states = await m.profile.read_states()
+        except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
+            return False
+        if jid not in states:
+            return False
+        m.confirmed, m.refusals = True, 0
+        m.heard_at = time.monotonic()
+        task, a = (m.job[0] if m.job else ""), m.job_args
+        self.record("opcua_resend_found_started", machine=m.id, task=task, job=jid,
+                    state=jobs.JOB_STATES[states[jid]])
+        self.record("op_start", machine=m.id, task=task, order=a.get("order", ""),
+                    epoch=a.get("award_epoch", 0), setup_s=a.get("setup_s", 0.0), job=jid)
+        await self._settle(m, states, reconnect=False)
+        return True
 
     async def _abort(self, m: _Machine, jid: str) -> None:
         async with m.lock:
@@ -391,7 +419,7 @@ class OpcUaBackend:
             await self._call(profile.clear(jid))
         elif st is None and reconnect:
             if not m.confirmed and profile.refuses_duplicates:
-                await self._send_start(m)        # the same JobOrderID: never started twice
+                await self._send_start(m, resend=True)   # the same JobOrderID: never twice
             elif not m.confirmed:
                 m.job = None                     # it may not be sent again: hand it back
                 self.record("op_abort", machine=m.id, task=task,

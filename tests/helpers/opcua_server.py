@@ -13,7 +13,9 @@ and per machine a ``Machinery:Machines`` entry with identification, MachineryIte
 MachineryOperationMode and a Machinery Jobs ``JobManagement`` whose methods run jobs
 (``tests/helpers/opcua_machine.py``; the rules live in ``tests/helpers/opcua_jobs.py``).
 ``--legacy L1,L2`` adds machines without any companion specification, under
-``Objects/EMU:Legacy`` (``tests/helpers/opcua_legacy.py``), for the ``nodes`` profile.
+``Objects/EMU:Legacy`` (``tests/helpers/opcua_legacy.py``), for the ``nodes`` profile;
+``--packml P1,P2`` PackML units (OPC 30050) under ``Objects`` from the PackML nodeset
+(``tests/helpers/opcua_packml.py``), for the ``packml`` profile.
 
 Two workarounds make asyncua (2.1) import these files, both in :func:`import_nodesets`:
 
@@ -68,10 +70,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.helpers.opcua_jobs import JobLog, MachineJobs, accepted_ids
-from tests.helpers.opcua_legacy import LegacyMachine, build_legacy
+from tests.helpers.opcua_legacy import LegacyMachine, build_legacy, ended_counts
 from tests.helpers.opcua_machine import (
     EMU_URI, JOBS_URI, MACHINES_FOLDER, READING_PERIOD_S, EmulatedMachine,
     Namespaces)
+from tests.helpers.opcua_packml import NODESET_FILE as PACKML_NODESET
+from tests.helpers.opcua_packml import PackMLUnit, build_units
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Where tests/setup.sh installs node-opcua-nodesets; AUTOCELL_OPCUA_NODESETS or --nodesets
@@ -99,6 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--machines", default="", help="machine ids, comma separated")
     p.add_argument("--legacy", default="", help="legacy machine ids (Objects/Legacy), "
                                                 "comma separated")
+    p.add_argument("--packml", default="", help="PackML unit ids (Objects/P), comma separated")
     p.add_argument("--speed", type=float, default=1.0, help="cell seconds per wall second")
     p.add_argument("--job-log", type=Path, help="JSON lines, fsynced per line")
     p.add_argument("--pki", type=Path, help="server certificate and key (created if absent)")
@@ -115,25 +120,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.machines = [m for m in args.machines.split(",") if m]
     args.legacy = [m for m in args.legacy.split(",") if m]
+    args.packml = [m for m in args.packml.split(",") if m]
     args.refuse_start = {m for m in args.refuse_start.split(",") if m}
-    if not args.machines and not args.legacy:
-        p.error("--machines or --legacy needs at least one machine id")
+    if not args.machines and not args.legacy and not args.packml:
+        p.error("--machines, --legacy or --packml needs at least one machine id")
     if args.speed <= 0:
         p.error("--speed must be > 0")
     if args.security == "secure" and args.pki is None:
         p.error("--security secure needs --pki DIR for the server certificate")
-    missing = [f for f in NODESET_FILES if not (args.nodesets / f).is_file()]
+    missing = [f for f in (*NODESET_FILES, PACKML_NODESET) if not (args.nodesets / f).is_file()]
     if missing:
         p.error(f"nodeset files {missing} not in {args.nodesets}: run tests/setup.sh "
                 f"(npm ci in tests/opcua) or pass --nodesets DIR")
     return args
 
 
-async def import_nodesets(server: Server, directory: Path) -> None:
-    """Import the companion specifications, with the two workarounds of the module doc."""
+async def import_nodesets(server: Server, directory: Path, packml: bool = False) -> None:
+    """Import the companion specifications, with the two workarounds of the module doc
+    (and PackML, OPC 30050, when the server has PackML units)."""
     jobs = await server.register_namespace(JOBS_URI)
     ua.register_basetype("OutputInfoType", ua.NodeId(OUTPUT_INFO_TYPE, jobs), ua.Byte)
-    for name in NODESET_FILES:
+    for name in (*NODESET_FILES, *([PACKML_NODESET] if packml else [])):
         text = (directory / name).read_text(encoding="utf-8")
         await server.import_xml(xmlstring=_DESIGN_TOOL_ONLY.sub("", text))
     await server.load_data_type_definitions()
@@ -216,7 +223,8 @@ def write_ready(path: Path, port: int) -> None:
 
 
 async def build_server(args: argparse.Namespace, port: int
-                       ) -> tuple[Server, list[EmulatedMachine], list[LegacyMachine], JobLog]:
+                       ) -> tuple[Server, list[EmulatedMachine | PackMLUnit],
+                                  list[LegacyMachine], JobLog]:
     passwords = json.loads(args.users.read_text()) if args.users else None
     began = time.monotonic()
     server = Server(user_manager=Users(passwords))
@@ -242,14 +250,14 @@ async def build_server(args: argparse.Namespace, port: int
             server_identity(args.pki, port)
 
     await server.register_namespace(EMU_URI)
-    await import_nodesets(server, args.nodesets)
+    await import_nodesets(server, args.nodesets, packml=bool(args.packml))
     ns = await Namespaces.of(server)
     imported = time.monotonic()
     machines_folder = server.get_node(ua.NodeId(MACHINES_FOLDER, ns.machinery))
 
     seen = accepted_ids(args.job_log)          # what an earlier life started, before appending
     job_log = JobLog(args.job_log, lambda: datetime.now(timezone.utc).isoformat())
-    machines = []
+    machines: list[EmulatedMachine | PackMLUnit] = []
     for machine_id in args.machines:
         machine = EmulatedMachine(server, ns, machine_id, MachineJobs(machine_id, seen, job_log),
                                   speed=args.speed, refuse_start=machine_id in args.refuse_start,
@@ -258,6 +266,9 @@ async def build_server(args: argparse.Namespace, port: int
         machines.append(machine)
     legacy = await build_legacy(server, ns.emu, args.legacy, job_log, args.job_log,
                                 speed=args.speed, refuse_start=args.refuse_start)
+    machines += await build_units(server, ns.emu, args.packml, job_log, seen,
+                                  ended_counts(args.job_log), speed=args.speed,
+                                  refuse_start=args.refuse_start, seed=args.seed)
     log.info("start-up: standard address space %.2f s, nodesets %.2f s, %d machine(s) %.2f s",
              initialised - began, imported - initialised, len(machines),
              time.monotonic() - imported)
