@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.runtime.recorder import read_lines
+from agents.runtime.flight_log import read_lines
 from security.errors import ConfigurationError
 
 IDLE_MIN_S = 1.0      # shorter gaps between jobs are hand-overs, not idleness

@@ -42,7 +42,7 @@ from typing import Any
 
 from agents.cell.faults import Breakdown, FaultScenario
 from agents.protocol.actions import Command
-from agents.runtime.recorder import read_lines
+from agents.runtime.flight_log import read_lines
 
 MIN_REPAIR_S = 1e-3
 """A fault and its repair recorded at one cell time still last this long (the scenario

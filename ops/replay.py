@@ -29,16 +29,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agents.base import Agent
+from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Input, apply, decode
 from agents.runtime.recorder import (
     DecisionLog,
-    describe_run,
     actions_json,
     canonical,
+    describe_run,
     input_from_json,
     is_decision_log,
-    read_lines,
-    verify_log,
 )
 from security.crypto import SigningKey
 from security.errors import ConfigurationError
@@ -483,7 +482,7 @@ def _replay(args: argparse.Namespace) -> int:
 def verify_decision_log(path: str | Path, as_json: bool = False,
                         certs: str | Path | None = None) -> int:
     """``autocell audit verify LOG`` on a decision log: exit 0 intact, 1 naming the first
-    bad entry (:func:`agents.runtime.recorder.verify_log`); with ``certs`` (a keys
+    bad entry (:func:`agents.runtime.flight_log.verify_log`); with ``certs`` (a keys
     directory) also every envelope input's sender signature (the first forged input)."""
     rep = verify_log(path)
     summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.runtime.recorder import DecisionLog, canonical, is_decision_log, verify_log
+from agents.runtime.flight_log import verify_log
+from agents.runtime.recorder import DecisionLog, canonical, is_decision_log
 from ops.cli import main
 from security.crypto import SigningKey
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from agents.protocol.actions import Log, Send, SetTimer
 from agents.protocol.messages import CallForProposals, Message, Proposal
+from agents.runtime.flight_log import verify_log
 from agents.runtime.journal import Inbound, Timer
-from agents.runtime.recorder import DecisionLog, canonical, input_json, verify_log
+from agents.runtime.recorder import DecisionLog, canonical, input_json
 from security.crypto import SigningKey
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from agents.protocol.actions import Log
 from agents.runtime import recorder
+from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Inbound, Timer
-from agents.runtime.recorder import read_lines, verify_log
 from agents.runtime.segment_log import SegmentLog
 from ops.cli import main
 from security.crypto import SigningKey

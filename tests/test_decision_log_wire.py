@@ -19,8 +19,9 @@ from agents.protocol.actions import Log
 from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from agents.protocol.messages import CallForProposals, Proposal
 from agents.runtime import recorder
+from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Inbound
-from agents.runtime.recorder import DecisionLog, read_lines, verify_log
+from agents.runtime.recorder import DecisionLog
 from security.crypto import SigningKey
 from security.keystore import ephemeral_cell
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from test_processes import assert_all_done_once, faults, report, small_cell, up
 
-from agents.runtime.recorder import verify_log
+from agents.runtime.flight_log import verify_log
 from ops.replay import replay_check
 
 pytestmark = pytest.mark.slow

@@ -80,12 +80,18 @@ from agents.protocol.messages import (
     PlantEvent,
 )
 from agents.runtime.bus import Bus, Sealed
+from agents.runtime.flight_log import host_decision_log
 from agents.runtime.journal import JOURNAL, DamagedRecord, SqliteJournal
-from agents.runtime.recorder import host_decision_log
 from agents.runtime.runner import PERFECT, NetworkModel, OnRunner, Runner
 from agents.runtime.transport import ZmqTransport
 from security.certs import AGENT_ID_RE
-from security.errors import ConfigurationError, DamagedState, Forbidden, Misdirected, Rejected
+from security.errors import (
+    ConfigurationError,
+    DamagedState,
+    Forbidden,
+    Misdirected,
+    Rejected,
+)
 from security.keystore import KeyDir
 from security.replay import ReplayGuard
 from security.replay_store import SqliteReplayStore

@@ -23,20 +23,23 @@ of the recording host; every line carries ``n`` (its number) and ``prev``
 (the SHA-256 of the previous line's bytes), so an edited, removed or
 reordered line breaks the chain at that line; every ``segment_entries``
 lines and at :meth:`DecisionLog.close` a *seal* line signs the chain up to
-itself with Ed25519.  :func:`verify_log` checks all of it and names the
+itself with Ed25519.  :func:`verify_text_log` checks all of it and names the
 first bad line.
 
 Under a host the bus hands the log each envelope it accepts (``Bus.wire`` →
 :meth:`DecisionLog.on_wire`), and a message input is recorded as the bytes
 its sender signed (``envelope``: payload and signature) rather than encoded
 again from the decoded message: the log then proves who sent each input,
-not only that the host says so.  :func:`read_lines` decodes it back into the
+not only that the host says so.  :func:`read_text_lines` decodes it back into the
 ``message`` form, so readers see one form (format ``/2``; ``/1`` logs, with
 no envelopes, still read and verify).
 
 A host writes format ``/3`` instead (agents/runtime/segment_log.py, ADR 67):
 the same entries as binary records, hashed per segment with a per-entry
-index; :func:`read_lines` and :func:`verify_log` dispatch on the header.
+index.  Readers and verifiers of any format go through
+agents/runtime/flight_log.py (``read_lines``, ``verify_log``), which picks
+the format from the header, and a host opens its log there
+(``host_decision_log``): this module is the base both formats build on.
 
 Off, the runner pays one attribute test per input.  On, it never changes
 what the agents see or do: the recorder only reads the inputs and actions.
@@ -486,7 +489,7 @@ class DecisionLog:
         self.sink.flush()
 
     def close(self) -> None:
-        """The final seal (a log without one was cut short: see :func:`verify_log`)."""
+        """The final seal (a log without one was cut short: see :func:`verify_text_log`)."""
         if not self.closed:
             self.seal(final=True)
             self.closed = True
@@ -515,16 +518,11 @@ def _is_segmented(path: str | Path) -> bool:
     return first.startswith(b"{") and f'"format":"{FORMAT3}"'.encode() in first
 
 
-def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The log's lines as dicts (no checking: :func:`verify_log` does that).  A last line
-    without its newline was cut by a killed process and is left out.  An ``envelope``
-    input comes out decoded, as the ``message`` input it stands for (readers see one form).
-    A /3 log reads the same (agents/runtime/segment_log.py)."""
-    if _is_segmented(path):
-        from agents.runtime.segment_log import read_entries
-
-        yield from read_entries(path)
-        return
+def read_text_lines(path: str | Path) -> Iterator[dict[str, Any]]:
+    """A /1 or /2 log's lines as dicts (no checking: :func:`verify_text_log` does that).  A
+    last line without its newline was cut by a killed process and is left out.  An
+    ``envelope`` input comes out decoded, as the ``message`` input it stands for (readers see
+    one form).  Readers of any format call agents/runtime/flight_log.py ``read_lines``."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.endswith("\n"):
@@ -572,17 +570,13 @@ class LogReport:
     key_id: str = ""
 
 
-def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
-    """Check a decision log: the chain line by line, each seal's signature, a final seal.
+def verify_text_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
+    """Check a /1 or /2 decision log: the chain line by line, each seal's signature, a final
+    seal (any format: agents/runtime/flight_log.py ``verify_log``).
 
     ``trusted_key``: the recording host's public key as known from elsewhere (its
     certificate, a report); without it the header's key is taken as given, which proves
-    integrity since the header, not authorship.  A /3 log is checked by
-    :func:`agents.runtime.segment_log.verify_segments`."""
-    if _is_segmented(path):
-        from agents.runtime.segment_log import verify_segments
-
-        return verify_segments(path, trusted_key)
+    integrity since the header, not authorship."""
     with open(path, "rb") as f:
         raw = [line.rstrip(b"\n") for line in f if line.strip()]
     if not raw:
@@ -646,31 +640,3 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
                          "closing it, or lines were cut from the end)",
                          prev, segments, host, key_id)
     return LogReport(True, len(raw), None, "", prev, segments, host, key_id)
-
-
-def host_decision_log(host: Any, keys: Any) -> DecisionLog:
-    """The decision log of a host process (agents/runtime/host.py) in its state directory:
-    ``decisions-NAME-BOOT.jsonl``, sealed with the host's key (``host-NAME`` in the keys
-    directory ``keys``, when it has one; else a key made for this boot, named in the header),
-    stamped with wall-clock time, switched on in its runner and handed its bus's envelopes."""
-    import time
-
-    from agents.escalation.policy import OFF
-    from security.errors import ConfigurationError
-
-    try:
-        key: SigningKey = keys.identity(host.identity)[0]
-    except (ConfigurationError, OSError, ValueError):
-        key = SigningKey.generate()
-    path = Path(host.state_dir) / f"decisions-{host.name}-{host.boot}.jsonl"
-    from agents.runtime.segment_log import SegmentLog
-
-    log = SegmentLog(path.open("wb"), key, host=host.name,
-                      run=describe_run(host.cfg, host.seed, driver="host",
-                                       escalation=host.escalation is not OFF,
-                                       host=host.name, boot=host.boot,
-                                       agents=sorted(host.runner.agents)),
-                      wall_clock=time.time)
-    host.runner.recorder = log
-    host.bus.wire = log.on_wire         # inputs recorded as the signed bytes they came in
-    return log

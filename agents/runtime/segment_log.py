@@ -289,7 +289,7 @@ def entry_dict(obj: Any, n: int) -> dict[str, Any]:
 
 
 def read_entries(path: str | Path) -> Iterator[dict[str, Any]]:
-    """A /3 log as /2's :func:`~agents.runtime.recorder.read_lines` gives it: the header
+    """A /3 log as /2's :func:`~agents.runtime.recorder.read_text_lines` gives it: the header
     (``n`` 0), the entries and a ``seal`` dict per segment.  No checking (that is
     :func:`verify_segments`); an entry that does not decode raises ValueError."""
     data = Path(path).read_bytes()

@@ -1,0 +1,73 @@
+"""Decision logs of any format: read, verify, and the host's own log.
+
+agents/runtime/recorder.py holds the recorder and formats ``/1`` and ``/2``
+(JSON lines); agents/runtime/segment_log.py builds format ``/3`` (binary
+segments, ADR 67) on it.  Everything that reads or checks a log whatever its
+format (``explain``, ``replay``, ``audit verify``, the recorded plant) comes
+here, where the header picks the format, so neither format module needs the
+other's reader and the imports run one way: this module → segment_log →
+recorder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agents.runtime.recorder import (
+    DecisionLog,
+    LogReport,
+    _is_segmented,
+    describe_run,
+    read_text_lines,
+    verify_text_log,
+)
+from agents.runtime.segment_log import SegmentLog, read_entries, verify_segments
+from security.crypto import SigningKey
+
+__all__ = ["host_decision_log", "read_lines", "verify_log"]
+
+
+def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The log's entries as dicts, whatever its format (no checking: :func:`verify_log`).
+    A cut last entry is left out; an ``envelope`` input comes out decoded, as the
+    ``message`` input it stands for, so readers see one form."""
+    if _is_segmented(path):
+        yield from read_entries(path)
+    else:
+        yield from read_text_lines(path)
+
+
+def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
+    """Check a decision log of any format and name the first bad entry (docs/PROTOCOL.md
+    §16).  ``trusted_key``: the recording host's public key as known from elsewhere."""
+    if _is_segmented(path):
+        return verify_segments(path, trusted_key)
+    return verify_text_log(path, trusted_key)
+
+
+def host_decision_log(host: Any, keys: Any) -> DecisionLog:
+    """The decision log of a host process (agents/runtime/host.py) in its state directory:
+    ``decisions-NAME-BOOT.jsonl``, sealed with the host's key (``host-NAME`` in the keys
+    directory ``keys``, when it has one; else a key made for this boot, named in the header),
+    stamped with wall-clock time, switched on in its runner and handed its bus's envelopes."""
+    import time
+
+    from agents.escalation.policy import OFF
+    from security.errors import ConfigurationError
+
+    try:
+        key: SigningKey = keys.identity(host.identity)[0]
+    except (ConfigurationError, OSError, ValueError):
+        key = SigningKey.generate()
+    path = Path(host.state_dir) / f"decisions-{host.name}-{host.boot}.jsonl"
+    log = SegmentLog(path.open("wb"), key, host=host.name,
+                      run=describe_run(host.cfg, host.seed, driver="host",
+                                       escalation=host.escalation is not OFF,
+                                       host=host.name, boot=host.boot,
+                                       agents=sorted(host.runner.agents)),
+                      wall_clock=time.time)
+    host.runner.recorder = log
+    host.bus.wire = log.on_wire         # inputs recorded as the signed bytes they came in
+    return log
