@@ -139,3 +139,35 @@ def test_an_aware_rehearsed_run_keeps_one_plan_and_finishes(cfg: Any) -> None:
     from sim_bridge.report import build_report
     r = build_report(cell)
     assert r["orders_completed"] == r["orders_total"] and all(r["invariants"].values())
+
+
+def test_the_kept_plan_is_the_cheapest_within_the_makespan_band() -> None:
+    """A rule, not a weight: a cheaper plan longer than 5 % over the shortest is never
+    kept, whatever the rate; the band narrows as shorter plans are found."""
+    from agents.rehearsal import Plan
+
+    r = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["op"], quantity=1,
+                       work_s=[100.0], machines=["m1"], peers=["o1"], passes=SEEDS + 1,
+                       rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, 0.05))
+
+    def plan(makespan: float, score: float) -> Plan:
+        return Plan(makespan, ("m1",), (0.0,), (makespan,), score)
+
+    kept = []
+    for p in (plan(100, 200), plan(110, 150), plan(104, 180), plan(105, 170), plan(90, 300),
+              plan(94, 250)):
+        r._learn_banded(p)
+        assert r.best is not None
+        kept.append((r.best.makespan, r.best.score))
+    assert kept == [(100, 200), (100, 200), (104, 180), (105, 170), (90, 300), (94, 250)]
+    # a rate of 0 tolerance keeps the shortest plan only (the first on ties)
+    r0 = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["op"], quantity=1,
+                        work_s=[100.0], machines=["m1"], peers=["o1"], passes=SEEDS + 1,
+                        rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, 0.0))
+    for p in (plan(100, 200), plan(100, 150), plan(101, 10)):
+        r0._learn_banded(p)
+    assert r0.best is not None and (r0.best.makespan, r0.best.score) == (100, 150)
+
+
+def test_the_order_strategy_gives_the_band(cfg: Any) -> None:
+    assert _pricing(cfg).makespan_tolerance == pytest.approx(0.05)

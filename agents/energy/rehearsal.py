@@ -13,8 +13,13 @@ cell with a tariff, and an order strategy with ``s_per_money`` > 0, such as
 * choosing among the quotes of a keyed pass, it takes the least
   ``finish + s_per_money · energy cost`` instead of the earliest finish;
 * the pass's result carries the order's energy cost, the collector sums it
-  (``explore_result_priced``), and every order keeps the pass with the least
-  ``makespan + s_per_money · cell energy cost`` — the same exchange rate.
+  (``explore_result_priced``), and every order keeps, among the passes whose
+  makespan is within ``makespan_tolerance`` (default 5 %) of the shortest pass
+  found so far, the one with the least ``makespan + s_per_money · cell energy
+  cost`` — the same exchange rate.  The band is a rule, not a weight: no
+  exchange rate buys a plan longer than the band (ADR 66); the weight only
+  trades inside it.  While the shortest pass improves the band narrows, and a
+  kept plan that falls out of it gives way to the best one still inside.
 
 The price of a slot is the machine's own (:meth:`MachineEnergy.slot_cost`,
 the one its bids carry): setup, then busy for the capability, above idle, at
@@ -47,6 +52,8 @@ class PlanPricing:
     machines: Mapping[str, MachineEnergy]
     setup_s: Mapping[str, float]
     s_per_money: float
+    #: a pass is kept only within this share of the shortest pass's makespan
+    makespan_tolerance: float = 0.05
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
@@ -73,5 +80,6 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
               if isinstance(getattr(a, "energy", None), MachineEnergy)}
     if rate <= 0 or not priced:
         return None
+    tolerance = float(getattr(order_strategy, "makespan_tolerance", 0.05))
     return PlanPricing(priced, {aid: float(getattr(agents[aid], "setup_s", 0.0))
-                                for aid in priced}, rate)
+                                for aid in priced}, rate, tolerance)
