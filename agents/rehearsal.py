@@ -372,8 +372,9 @@ class OrderRehearsal:
         """The energy cost of a slot of the current pass, on the cell clock."""
         assert self.pricing is not None
         a, b = self._real(start, finish)
-        return self.pricing.cost(machine, self.capabilities[self._op(position)],
-                                 self.started_at + a, self.started_at + b)
+        t0, t1 = self.started_at + a, self.started_at + b
+        return (self.pricing.cost(machine, self.capabilities[self._op(position)], t0, t1)
+                + self.pricing.awake_cost(machine, t0, t1))
 
     def _weighed(self, position: int, machine: str, start: float, finish: float) -> float:
         """The pass's finish (in a backward pass, its own backward time) traded against the
@@ -432,7 +433,8 @@ class OrderRehearsal:
         self.bound = max(self.bound, bound)
         self.makespans.append(makespan)
         self._learn(p, makespan, makespan if self.pricing is None
-                    else self.pricing.weighed(makespan, energy))
+                    else self.pricing.weighed(makespan, energy + self.pricing.floor_cost(
+                        self.started_at, self.started_at + makespan)))
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
         # can be shorter), after ``passes``, or once the rehearsal has cost more than

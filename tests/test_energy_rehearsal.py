@@ -171,3 +171,23 @@ def test_the_kept_plan_is_the_cheapest_within_the_makespan_band() -> None:
 
 def test_the_order_strategy_gives_the_band(cfg: Any) -> None:
     assert _pricing(cfg).makespan_tolerance == pytest.approx(0.05)
+
+
+def test_a_plan_pays_for_machines_out_of_work_at_their_floor(cfg: Any) -> None:
+    """Floor over the horizon + each slot's step to idle + its bid = the cell's energy
+    cost if every machine slept whenever out of work (here: one machine, one slot)."""
+    pricing = _pricing(cfg)
+    m = cfg.machines[0]
+    cap = next(iter(m.capabilities))
+    energy = pricing.machines[m.id]
+    draw = energy.draw
+    assert m.setup_s == 0 and energy.break_even_s is not None
+    assert pricing.floor_kw(m.id) == draw.standby_kw < draw.idle
+    alone = PlanPricing({m.id: energy}, {m.id: 0.0}, 600.0)
+    busy = draw.busy_by_capability.get(cap, draw.busy)
+    total = (alone.floor_cost(0.0, 3600.0) + alone.cost(m.id, cap, 600.0, 1200.0)
+             + alone.awake_cost(m.id, 600.0, 1200.0))
+    assert total == pytest.approx(energy.tariff.cost(draw.standby_kw, 0.0, 3600.0)
+                                  + energy.tariff.cost(busy - draw.standby_kw, 600.0, 1200.0))
+    off = PlanPricing({m.id: energy}, {m.id: 0.0}, 600.0, price_idle=False)
+    assert off.floor_cost(0.0, 3600.0) == 0.0 and off.awake_cost(m.id, 0.0, 600.0) == 0.0
