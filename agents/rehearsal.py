@@ -81,7 +81,8 @@ left where it can be — never later than planned, up to message latency.
 Energy-aware orders (``pricing`` set: agents/energy/rehearsal.py) weigh each
 quote's energy cost against its finish at the order strategy's
 ``s_per_money``, report their part of the pass's cost (``explore_result_priced``)
-and keep the pass of least makespan + ``s_per_money`` · the cell's cost; the
+and keep, among the passes within ``makespan_tolerance`` of the shortest one,
+the pass of least makespan + ``s_per_money`` · the cell's cost; the
 machines' side does not change.  Without ``pricing`` nothing here changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
@@ -240,6 +241,10 @@ class OrderRehearsal:
         self.bound = first_ready_at + total
         self.work_total_s = total
         self.best: Plan | None = None
+        #: energy-aware orders: every plan that may still be within the makespan band
+        #: (agents/energy/rehearsal.py), and the shortest makespan of any pass
+        self.banded: list[Plan] = []
+        self.shortest = float("inf")
         self.current: Plan | None = None
         self.last: Plan | None = None
         self.results: dict[int, dict[str, tuple[float, ...]]] = {}
@@ -367,8 +372,9 @@ class OrderRehearsal:
         """The energy cost of a slot of the current pass, on the cell clock."""
         assert self.pricing is not None
         a, b = self._real(start, finish)
-        return self.pricing.cost(machine, self.capabilities[self._op(position)],
-                                 self.started_at + a, self.started_at + b)
+        t0, t1 = self.started_at + a, self.started_at + b
+        return (self.pricing.cost(machine, self.capabilities[self._op(position)], t0, t1)
+                + self.pricing.awake_cost(machine, t0, t1))
 
     def _weighed(self, position: int, machine: str, start: float, finish: float) -> float:
         """The pass's finish (in a backward pass, its own backward time) traded against the
@@ -427,7 +433,8 @@ class OrderRehearsal:
         self.bound = max(self.bound, bound)
         self.makespans.append(makespan)
         self._learn(p, makespan, makespan if self.pricing is None
-                    else self.pricing.weighed(makespan, energy))
+                    else self.pricing.weighed(makespan, energy + self.pricing.floor_cost(
+                        self.started_at, self.started_at + makespan)))
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
         # can be shorter), after ``passes``, or once the rehearsal has cost more than
@@ -456,17 +463,44 @@ class OrderRehearsal:
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                         tuple(r[2] for r in rows), score)
         self.last = plan
-        if self.best is None or score < self.best.score:
+        if self.pricing is not None:
+            self._learn_banded(plan)
+        elif self.best is None or score < self.best.score:
             self.best = plan
         # the loop's current plan: the best seed, then every forward-from-mirror pass
         # that is no worse (ties move on, so the search can drift along a plateau)
         seed = p.number < SEEDS
         if (seed or (p.number - SEEDS) % 3 == 1) and (
-                self.current is None or score < self.current.score
-                or (not seed and score == self.current.score)):
+                self.current is None or self._rank(plan) < self._rank(self.current)
+                or (not seed and self._rank(plan) == self._rank(self.current))):
             self.current = plan
         if p.number == SEEDS - 1:
             self.last = self.current      # the loop starts from the best seed
+
+    def _limit(self) -> float:
+        """The longest makespan inside the band (energy-aware orders)."""
+        assert self.pricing is not None
+        return self.shortest * (1.0 + self.pricing.makespan_tolerance) + 1e-9
+
+    def _rank(self, plan: Plan) -> tuple[bool, float]:
+        """How a plan compares: its score; for energy-aware orders a plan outside the
+        makespan band ranks after every plan inside it."""
+        if self.pricing is None:
+            return False, plan.score
+        return plan.makespan > self._limit(), plan.score
+
+    def _learn_banded(self, plan: Plan) -> None:
+        """Energy-aware orders: ``best`` is the least score among the passes whose makespan
+        is within the band of the shortest pass (the first such on ties).  The band only
+        narrows, so a plan outside it can be forgotten."""
+        self.shortest = min(self.shortest, plan.makespan)
+        limit = self._limit()
+        self.banded = [q for q in (*self.banded, plan) if q.makespan <= limit]
+        best = self.banded[0]
+        for q in self.banded[1:]:
+            if q.score < best.score:
+                best = q
+        self.best = best
 
     def stop(self, why: str) -> list[Action]:
         """End the rehearsal (done, or a pass timed out); ``best`` is the plan, if any."""

@@ -96,3 +96,19 @@ def test_the_pareto_front_of_a_weight_sweep(tmp_path: Path,
     assert main(["bench", "energy-pareto", str(tmp_path)]) == 0
     assert (tmp_path / "plots" / "pareto_cost_makespan.png").stat().st_size > 0
     assert capsys.readouterr().out.startswith("front: w1 (3010 s, 2.000), w2")
+
+
+def test_brandimarte_mk01_to_mk10_are_shipped_as_published() -> None:
+    """The bench's default directory: the ten instances, headers as published
+    (cell_configs/benchmarks/fjsp/README.md), each loadable."""
+    from ops.bench.energy import BENCHMARKS
+    from sim_bridge.instances import instance_path, load_bks
+
+    rows = load_bks(BENCHMARKS / "bks.csv")
+    assert [r.instance for r in rows] == [f"mk{k:02d}" for k in range(1, 11)]
+    sizes = {r.instance: (load_instance(instance_path(r, BENCHMARKS)).n_jobs,
+                          load_instance(instance_path(r, BENCHMARKS)).n_machines) for r in rows}
+    assert sizes == {"mk01": (10, 6), "mk02": (10, 6), "mk03": (15, 8), "mk04": (15, 8),
+                     "mk05": (15, 4), "mk06": (10, 15), "mk07": (20, 5), "mk08": (20, 10),
+                     "mk09": (20, 10), "mk10": (20, 15)}
+    assert all((r.jobs, r.machines) == sizes[r.instance] for r in rows)

@@ -139,3 +139,55 @@ def test_an_aware_rehearsed_run_keeps_one_plan_and_finishes(cfg: Any) -> None:
     from sim_bridge.report import build_report
     r = build_report(cell)
     assert r["orders_completed"] == r["orders_total"] and all(r["invariants"].values())
+
+
+def test_the_kept_plan_is_the_cheapest_within_the_makespan_band() -> None:
+    """A rule, not a weight: a cheaper plan longer than 5 % over the shortest is never
+    kept, whatever the rate; the band narrows as shorter plans are found."""
+    from agents.rehearsal import Plan
+
+    r = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["op"], quantity=1,
+                       work_s=[100.0], machines=["m1"], peers=["o1"], passes=SEEDS + 1,
+                       rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, 0.05))
+
+    def plan(makespan: float, score: float) -> Plan:
+        return Plan(makespan, ("m1",), (0.0,), (makespan,), score)
+
+    kept = []
+    for p in (plan(100, 200), plan(110, 150), plan(104, 180), plan(105, 170), plan(90, 300),
+              plan(94, 250)):
+        r._learn_banded(p)
+        assert r.best is not None
+        kept.append((r.best.makespan, r.best.score))
+    assert kept == [(100, 200), (100, 200), (104, 180), (105, 170), (90, 300), (94, 250)]
+    # a rate of 0 tolerance keeps the shortest plan only (the first on ties)
+    r0 = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["op"], quantity=1,
+                        work_s=[100.0], machines=["m1"], peers=["o1"], passes=SEEDS + 1,
+                        rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, 0.0))
+    for p in (plan(100, 200), plan(100, 150), plan(101, 10)):
+        r0._learn_banded(p)
+    assert r0.best is not None and (r0.best.makespan, r0.best.score) == (100, 150)
+
+
+def test_the_order_strategy_gives_the_band(cfg: Any) -> None:
+    assert _pricing(cfg).makespan_tolerance == pytest.approx(0.05)
+
+
+def test_a_plan_pays_for_machines_out_of_work_at_their_floor(cfg: Any) -> None:
+    """Floor over the horizon + each slot's step to idle + its bid = the cell's energy
+    cost if every machine slept whenever out of work (here: one machine, one slot)."""
+    pricing = _pricing(cfg)
+    m = cfg.machines[0]
+    cap = next(iter(m.capabilities))
+    energy = pricing.machines[m.id]
+    draw = energy.draw
+    assert m.setup_s == 0 and energy.break_even_s is not None
+    assert pricing.floor_kw(m.id) == draw.standby_kw < draw.idle
+    alone = PlanPricing({m.id: energy}, {m.id: 0.0}, 600.0)
+    busy = draw.busy_by_capability.get(cap, draw.busy)
+    total = (alone.floor_cost(0.0, 3600.0) + alone.cost(m.id, cap, 600.0, 1200.0)
+             + alone.awake_cost(m.id, 600.0, 1200.0))
+    assert total == pytest.approx(energy.tariff.cost(draw.standby_kw, 0.0, 3600.0)
+                                  + energy.tariff.cost(busy - draw.standby_kw, 600.0, 1200.0))
+    off = PlanPricing({m.id: energy}, {m.id: 0.0}, 600.0, price_idle=False)
+    assert off.floor_cost(0.0, 3600.0) == 0.0 and off.awake_cost(m.id, 0.0, 600.0) == 0.0

@@ -13,14 +13,26 @@ cell with a tariff, and an order strategy with ``s_per_money`` > 0, such as
 * choosing among the quotes of a keyed pass, it takes the least
   ``finish + s_per_money · energy cost`` instead of the earliest finish;
 * the pass's result carries the order's energy cost, the collector sums it
-  (``explore_result_priced``), and every order keeps the pass with the least
-  ``makespan + s_per_money · cell energy cost`` — the same exchange rate.
+  (``explore_result_priced``), and every order keeps, among the passes whose
+  makespan is within ``makespan_tolerance`` (default 5 %) of the shortest pass
+  found so far, the one with the least ``makespan + s_per_money · cell energy
+  cost`` — the same exchange rate.  The band is a rule, not a weight: no
+  exchange rate buys a plan longer than the band (ADR 66); the weight only
+  trades inside it.  While the shortest pass improves the band narrows, and a
+  kept plan that falls out of it gives way to the best one still inside.
 
 The price of a slot is the machine's own (:meth:`MachineEnergy.slot_cost`,
 the one its bids carry): setup, then busy for the capability, above idle, at
-the tariff in force then.  Idle and standby are left out: which machine
-idles when depends on the whole plan, and standby is the machine's own
-decision at run time.  Rehearsal time 0 is priced as the cell clock at which
+the tariff in force then.  With ``price_idle`` (the default, fourth round)
+the plan also pays for the time machines are out of work: every machine at
+its *floor* — standby if sleeping can pay (an aware machine sleeps through
+gaps past its break-even), else idle — over the plan's horizon, and each slot
+the step from the floor to idle.  The sum is exactly the cell's energy cost
+if every machine slept whenever out of work (short gaps, which stay idle, and
+the wake-ups are left out), and it splits by slot, so each order prices its
+own slots and the collector's sum stays one number; the floor over the
+horizon depends on the makespan only, so every order adds the same.  A plan
+that packs work onto fewer machines, or ends sooner, pays less floor.  Rehearsal time 0 is priced as the cell clock at which
 the rehearsal started; the plan runs a rehearsal's length later (at most
 ``rehearsal_budget_share`` of the makespan), which moves no slot across a
 tariff change by more than that.
@@ -47,6 +59,10 @@ class PlanPricing:
     machines: Mapping[str, MachineEnergy]
     setup_s: Mapping[str, float]
     s_per_money: float
+    #: a pass is kept only within this share of the shortest pass's makespan
+    makespan_tolerance: float = 0.05
+    #: price the machines' time out of work too (asleep at standby, or idle)
+    price_idle: bool = True
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
@@ -57,6 +73,34 @@ class PlanPricing:
             return 0.0
         setup = min(self.setup_s.get(machine, 0.0), max(0.0, finish_at - start_at))
         return energy.slot_cost(capability, start_at, setup, finish_at - start_at - setup)
+
+    def floor_kw(self, machine: str) -> float:
+        """What ``machine`` draws out of work in a plan: standby if sleeping can pay
+        (a break-even exists), else idle; 0 without a price or with ``price_idle`` off."""
+        energy = self.machines.get(machine)
+        draw = getattr(energy, "draw", None)
+        if not self.price_idle or energy is None or draw is None:
+            return 0.0
+        return draw.standby_kw if energy.break_even_s is not None else draw.idle
+
+    def awake_cost(self, machine: str, start_at: float, finish_at: float) -> float:
+        """The part of a slot's cost between the machine's floor and idle: what using the
+        machine then costs beyond its bid (it would otherwise sleep)."""
+        energy = self.machines.get(machine)
+        draw = getattr(energy, "draw", None)
+        if not self.price_idle or energy is None or draw is None:
+            return 0.0
+        extra = draw.idle - self.floor_kw(machine)
+        return energy.tariff.cost(extra, start_at, finish_at) if extra > 0 else 0.0
+
+    def floor_cost(self, start_at: float, finish_at: float) -> float:
+        """Every priced machine at its floor over a plan's horizon (cell time)."""
+        total = 0.0
+        for machine, energy in sorted(self.machines.items()):
+            kw = self.floor_kw(machine)
+            if kw > 0:
+                total += energy.tariff.cost(kw, start_at, finish_at)
+        return total
 
     def weighed(self, seconds: float, money: float) -> float:
         """Seconds and money on one scale (seconds)."""
@@ -73,5 +117,7 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
               if isinstance(getattr(a, "energy", None), MachineEnergy)}
     if rate <= 0 or not priced:
         return None
+    tolerance = float(getattr(order_strategy, "makespan_tolerance", 0.05))
+    price_idle = bool(getattr(order_strategy, "price_idle", True))
     return PlanPricing(priced, {aid: float(getattr(agents[aid], "setup_s", 0.0))
-                                for aid in priced}, rate)
+                                for aid in priced}, rate, tolerance, price_idle)

@@ -8,7 +8,7 @@ Named in a cell file by dotted path (agents/negotiation/strategies.py resolves
         resource: {name: "agents.energy.strategies:EnergyAwareResource",
                    params: {standby: true, shift_max_s: 0}}
         order: {name: "agents.energy.strategies:EnergyCost",
-                params: {s_per_money: 600, lateness_weight: 10}}
+                params: {s_per_money: 600, lateness_weight: 10, makespan_tolerance: 0.05}}
 
 Neither changes the default strategies; a cell without an ``energy:`` section
 has no tariff, and there the resource bids like the default one.
@@ -57,14 +57,24 @@ class EnergyCost(OrderStrategy):
 
     score = finish + ``lateness_weight`` · (seconds past the due date)
     + ``s_per_money`` · energy cost: one unit of money is worth ``s_per_money`` seconds
-    of later finish (0: earliest finish).  Proposals without ``energy_cost`` cost 0."""
+    of later finish (0: earliest finish).  Proposals without ``energy_cost`` cost 0.
+
+    ``makespan_tolerance``: in a rehearsed cell, the rehearsal keeps the least-cost plan
+    among those within this share of the shortest plan found (a rule, not a weight: the
+    weight trades only inside that band; agents/energy/rehearsal.py).  ``price_idle``:
+    the rehearsal's price also counts the machines' time out of work (at standby where
+    sleeping pays, else idle), so a plan that leaves machines waiting pays for it."""
 
     name = "energy_cost"
 
     def __init__(self, *, s_per_money: Annotated[float, Field(ge=0)] = 600.0,
-                 lateness_weight: Annotated[float, Field(ge=0)] = 10.0) -> None:
+                 lateness_weight: Annotated[float, Field(ge=0)] = 10.0,
+                 makespan_tolerance: Annotated[float, Field(ge=0)] = 0.05,
+                 price_idle: bool = True) -> None:
         self.s_per_money = s_per_money
         self.lateness_weight = lateness_weight
+        self.makespan_tolerance = makespan_tolerance
+        self.price_idle = price_idle
 
     def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
         late = max(0.0, proposal.finish_at - cfp.due_at)

@@ -94,6 +94,8 @@ TARIFF = {"currency": "EUR", "periods": [
     {"days": "mon-sun", "from": "21:00", "to": "22:00", "price": 0.20}]}
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "cell_configs" / "demo_cell_energy.yaml"
+#: Brandimarte mk01–mk10 as shipped (cell_configs/benchmarks/fjsp/README.md: source, checks)
+BENCHMARKS = ROOT / "cell_configs" / "benchmarks" / "fjsp"
 
 
 def _r(x: float) -> float:
@@ -465,9 +467,9 @@ def add_parsers(bsub: Any) -> None:
     """``bench energy`` under ``autocell bench``."""
     sp = bsub.add_parser("energy", help="energy cost, peak and schedule: energy-blind vs "
                                         "energy-aware agents (with and without the cap) vs a rule")
-    sp.add_argument("dir", nargs="?", default=str(ROOT.parent / "shared" / "benchmarks" / "fjsp"),
-                    help="directory holding bks.csv and mk01-mk10 (default: "
-                         "../shared/benchmarks/fjsp)")
+    sp.add_argument("dir", nargs="?", default=str(BENCHMARKS),
+                    help="directory holding bks.csv and mk01-mk10 (default: the repository's "
+                         "cell_configs/benchmarks/fjsp, Brandimarte mk01-mk10)")
     sp.add_argument("--instances", default="",
                     help="comma-separated instances to run, e.g. demo,mk01 (default: all)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the energy extension")
