@@ -26,6 +26,7 @@ import math
 import random
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,14 @@ def train(cfg: CellConfig, seeds: list[int], hours: float) -> dict[str, HealthMo
     return models
 
 
+def _eta(name: str, done: int, total: int, elapsed_s: float) -> str:
+    """A progress line with the time so far and, at the mean pace, the time left (a
+    20-seed run on the 20-machine cell takes the better part of an hour)."""
+    left_s = elapsed_s / done * (total - done)
+    return (f"{name}: seed {done}/{total} done, {elapsed_s / 60:.1f} min so far, "
+            f"~{left_s / 60:.1f} min left")
+
+
 def _t95(n: int) -> float:
     if n < 2:
         return math.nan
@@ -222,6 +231,7 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
         models = train(base, [100_000 + k for k in range(train_seeds)], max(hours, 4.0))
         per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in POLICIES}
         violations: list[str] = []
+        began = time.monotonic()
         for s in range(1, seeds + 1):
             cfg = with_orders(base, s, hours)
             for policy in POLICIES:
@@ -230,7 +240,7 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
                     per[policy][m].append(figures[m])
                 violations += [f"{policy}/seed {s}: {k}" for k, v in rep["invariants"].items()
                                if not v]
-            say(f"{name}: seed {s}/{seeds} done")
+            say(_eta(name, s, seeds, time.monotonic() - began))
         paired = {f"{a}-{b}": {m: _summary([p - q for p, q in zip(per[a][m], per[b][m],
                                                                     strict=True)])
                                   for m in METRICS}
