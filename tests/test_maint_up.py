@@ -158,3 +158,24 @@ def test_negotiated_maintenance_under_up_survives_a_kill_9_of_the_technicians(
                e.get("kind") == "planned"]
     assert len(started) >= len(done)
     assert {e["boot"] for e in logs["technicians"] if e["ev"] == "host_start"} == {1, 2}
+
+
+# -- the bench's seed log (ops/bench/maintenance.py) -------------------------------------------
+
+def test_a_bench_stopped_early_is_summarised_from_its_seed_log(tmp_path: Path) -> None:
+    from ops.bench.maintenance import METRICS, from_seed_log
+    from sim_bridge.maintenance.policies import POLICIES
+
+    log = tmp_path / "seeds.jsonl"
+    lines = [{"cell": "c", "machines": 5, "seed": s, "hours": 2.0, "violations": [],
+              "policies": {p: {m: float(s + k) for m in METRICS}
+                           for k, p in enumerate(POLICIES)}} for s in (1, 2, 3)]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = from_seed_log(log)
+    cell = out["cells"]["c"]
+    assert out["seeds"] == cell["seeds"] == 3
+    first, last = POLICIES[0], POLICIES[-1]
+    assert cell["policies"][first]["oee"]["mean"] == 2.0
+    assert cell["paired"]["negotiated-predictive"]["total_cost"]["mean"] == (
+        POLICIES.index("negotiated") - POLICIES.index("predictive"))
+    assert last in cell["policies"]
