@@ -124,6 +124,23 @@ def _row(r: Record) -> str:
             f"{r.order or r.resource:<10} {r.consequence}")
 
 
+def cell_clock(store: EscalationStore) -> Callable[[float], str]:
+    """How this command prints a cell time: the wall-clock date and time it maps to by the
+    running cell's last heartbeat, with the cell seconds, as the console's pages show it
+    (issue 18: a supervisor reads times of day, not cell seconds); only the cell seconds
+    when no cell ever reported in (an unpaced virtual-time run writes no heartbeat)."""
+    beat = store.liveness()
+    if "cell_at" not in beat or "wall_at" not in beat:
+        return lambda t: f"{t:.3f} s cell time"
+    speed = beat.get("speed") or 1.0
+
+    def at(t: float) -> str:
+        wall = beat["wall_at"] + (t - beat["cell_at"]) / speed
+        return (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+                + f" ({t:.3f} s cell time)")
+    return at
+
+
 def _when(entry: Any) -> str:
     """An audit entry's time: wall clock when recorded, with the cell seconds."""
     wall = entry.details.get("wall_at") if isinstance(entry.details, dict) else None
@@ -133,15 +150,15 @@ def _when(entry: Any) -> str:
     return cell
 
 
-def _show(r: Record, audit: list[Any]) -> str:
+def _show(r: Record, audit: list[Any], at: Callable[[float], str]) -> str:
     lines = [(f"escalation {r.id}  (priority {r.priority}, was {r.initial_priority}; "
              f"{r.state})"),
              f"  cause        {r.cause}",
              f"  consequence  {r.consequence}",
              (f"  order        {r.order or '-'}    resource {r.resource or '-'}    "
-             f"raised by {r.raised_by} at {r.raised_at:.3f} s"),
-             (f"  deadlines    acknowledge by {r.response_deadline_at:.3f} s, "
-             f"decide by {r.final_deadline_at:.3f} s (then: {r.safe_default})"),
+             f"raised by {r.raised_by} at {at(r.raised_at)}"),
+             (f"  deadlines    acknowledge by {at(r.response_deadline_at)}, "
+             f"decide by {at(r.final_deadline_at)} (then: {r.safe_default})"),
              "  options"]
     for o in r.options:
         mark = " (safe default)" if o.id == r.safe_default else ""
@@ -149,14 +166,14 @@ def _show(r: Record, audit: list[Any]) -> str:
     if r.context:
         lines.append("  context      " + json.dumps(r.context, sort_keys=True))
     if r.state == "shelved":
-        lines.append(f"  shelved until {r.shelved_until_at:.3f} s: {r.shelve_reason}")
+        lines.append(f"  shelved until {at(r.shelved_until_at)}: {r.shelve_reason}")
     acks = [a for a in audit if a.action == "acknowledge"]
     for a in acks:   # from the audit log: a decision without an acknowledgement is just that
         lines.append(f"  acknowledged by {a.actor} at {_when(a)}")
     if not acks and r.decision and r.outcome == "decision":
         lines.append("  not acknowledged before the decision")
     if not r.open:
-        lines.append(f"  resolved at {r.resolved_at:.3f} s: {r.outcome}"
+        lines.append(f"  resolved at {at(r.resolved_at)}: {r.outcome}"
                      + (f", {r.decision} by {r.decided_by}" if r.decision else "")
                      + (f" ({r.decision_reason})" if r.decision_reason else ""))
     return "\n".join(lines)
@@ -199,7 +216,8 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
     if what == "show":
         r = store.get(args.id)
         audit = [a for a in store.audit() if a.escalation == r.id]
-        print(json.dumps(r.to_json(), indent=2) if args.json else _show(r, audit))
+        print(json.dumps(r.to_json(), indent=2) if args.json
+              else _show(r, audit, cell_clock(store)))
         return 0
     try:
         user = authenticate(args)
@@ -212,7 +230,8 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
         return EXIT_USAGE
     wall = time.time()
     if (what == "shelve" and 0 < args.duration_s <= store.refresh().max_shelve_s
-            and not _shelve_confirmed(args, store.get(args.id), store.cell_now())):
+            and not _shelve_confirmed(args, store.get(args.id), store.cell_now(),
+                                      cell_clock(store))):
         return EXIT_USAGE
     if what == "ack":
         r = store.acknowledge(args.id, user, wall_at=wall)
@@ -224,14 +243,15 @@ def _run(args: argparse.Namespace, store: EscalationStore) -> int:
     return 0
 
 
-def _shelve_confirmed(args: argparse.Namespace, rec: Record, now: float) -> bool:
+def _shelve_confirmed(args: argparse.Namespace, rec: Record, now: float,
+                      at: Callable[[float], str]) -> bool:
     """Shelving past the safe-default deadline: the safe default applies while shelved.
     Say so and ask (a terminal), or want ``--yes``."""
     if args.yes or not rec.final_deadline_at or now + args.duration_s < rec.final_deadline_at:
         return True
     warning = (f"the safe default {rec.safe_default!r} of {rec.id} applies at "
-               f"{rec.final_deadline_at:.0f} s cell time, while it would still be shelved "
-               f"(until {now + args.duration_s:.0f} s)")
+               f"{at(rec.final_deadline_at)}, while it would still be shelved "
+               f"(until {at(now + args.duration_s)})")
     if sys.stdin.isatty():
         return input(f"warning: {warning}. Shelve anyway? [y/N] ").strip().lower() in ("y",
                                                                                         "yes")
@@ -244,7 +264,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if given:
         from ops.replay import is_decision_log, verify_decision_log
         if is_decision_log(given):      # a flight recorder's log (docs/flight-recorder.md)
-            return verify_decision_log(given, args.json)
+            return verify_decision_log(given, args.json, getattr(args, "certs", None))
         args.db = given
     rep = verify_file(find_db(args.db))  # read-only: verifying never writes
     summary: dict[str, Any] = {"ok": rep.ok, "entries": rep.entries, "head": rep.head}
@@ -303,4 +323,6 @@ def add_parsers(sub: Any) -> None:
     sp = common(asub.add_parser("verify", help="check the hash chain: exit 0 intact, 1 naming "
                                                "the first bad entry"))
     sp.add_argument("file", nargs="?", help="an escalation store or a decision log")
+    sp.add_argument("--certs", metavar="DIR", help="a decision log: also check every input's "
+                    "sender signature against the cell's certificates in this keys directory")
     sp.set_defaults(func=cmd_audit_verify)

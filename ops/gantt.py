@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ops.paths import output_file
 from security.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -376,7 +377,8 @@ def add_parsers(sub: Any) -> None:
     sp.add_argument("state_dir", help="the run's state directory (`up --state-dir`, default "
                                       ".autocell/CELL)")
     sp.add_argument("--cell", required=True, help="the cell YAML the run used")
-    sp.add_argument("--out", required=True, metavar="FILE", help="a .svg or .html file")
+    sp.add_argument("--out", required=True, metavar="FILE", type=output_file,
+                    help="a .svg or .html file")
     sp.add_argument("--no-stories", action="store_true",
                     help="leave out each mark's story (by default told from the decision "
                          "logs report.json names, docs/flight-recorder.md)")

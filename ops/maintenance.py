@@ -20,6 +20,7 @@ from typing import Any
 
 from agents.maintenance.rul import HealthModel
 from agents.maintenance.training import fit_events
+from ops.paths import output_file
 from security.errors import ConfigurationError
 
 __all__ = ["add_parsers", "attach_to_run", "load_models", "models_from_cell", "read_events"]
@@ -117,7 +118,8 @@ def add_parsers(sub: Any) -> None:
     fp.add_argument("logs", nargs="+", metavar="LOG",
                     help="event log (.jsonl, from `autocell run --events`) or CSV with the "
                          "same field names as columns")
-    fp.add_argument("--out", required=True, metavar="MODEL", help="model file to write (JSON)")
+    fp.add_argument("--out", required=True, metavar="MODEL", type=output_file,
+                    help="model file to write (JSON)")
     fp.add_argument("--machine", action="append", metavar="ID",
                     help="fit only this machine (repeatable; default: every machine with "
                          "readings)")

@@ -19,7 +19,7 @@ from pathlib import Path
 from security.errors import ConfigurationError
 from security.untrusted import shown
 
-__all__ = ["make_state_dir", "output_file", "output_file_problem"]
+__all__ = ["make_state_dir", "output_dir_problem", "output_file", "output_file_problem"]
 
 
 def output_file_problem(path: Path) -> str | None:
@@ -42,6 +42,30 @@ def output_file_problem(path: Path) -> str | None:
             return f"cannot create files in {shown(str(parent))} (permission denied)"
     except ValueError:  # an embedded NUL: no file system takes it
         return "holds a NUL character; name a file"
+    except OSError as exc:  # a name too long, a symlink loop in the parents
+        return f"cannot be used: {exc.strerror or exc}"
+    return None
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why autocell could not make or fill the directory ``path`` (``experiment --out``), or
+    None if it could.  Unlike a file's, a results directory may be missing with its parents:
+    naming it asks for it; but a file in the way is found now, not as ``FileExistsError``
+    in a traceback."""
+    if not str(path):
+        return "an empty path; name a directory"
+    try:
+        if path.exists() and not path.is_dir():
+            return "is a file, not a directory; name a directory"
+        here = path
+        while not here.exists() and here.parent != here:
+            here = here.parent
+        if not here.is_dir():
+            return f"{shown(str(here))} is a file, not a directory"
+        if not os.access(here, os.W_OK | os.X_OK):
+            return f"cannot create or write files in {shown(str(here))} (permission denied)"
+    except ValueError:  # an embedded NUL
+        return "holds a NUL character; name a directory"
     except OSError as exc:  # a name too long, a symlink loop in the parents
         return f"cannot be used: {exc.strerror or exc}"
     return None

@@ -13,15 +13,24 @@ event they got (an ``in`` input) — ``operation_done``, ``fault``,
 * the **duration** of each operation, per (machine, task): from the command
   that started it to the ``operation_done`` that ended it;
 * the **faults**: each ``fault`` of a resource with the time until its
-  ``repaired`` (a fault never repaired lasts to the end of the logs).
+  ``repaired`` (a fault never repaired lasts to the end of the logs);
+* the **quality** verdict of each operation, per (machine, task), one per
+  attempt in order (a scrapped part is made again under the same task);
+* the **drive** of each robot move, per (robot, task): from the ``move``
+  command to the ``arrived`` event, with the place the robot set off from.
 
 :func:`play` puts them on a :class:`sim_bridge.virtual.VirtualCell`: the
 faults as a fault scenario of breakdowns only (no MTBF draws), and each
 ``start_operation`` of a recorded (machine, task) gets the recorded duration
-instead of the agent's nominal one.  An operation the other strategy puts on
-another machine, or a task the run never started, keeps the nominal
-duration: history says nothing about it.  Quality draws and robot drives
-are the simulator's, and the orders, seed and cell are the log header's.
+instead of the agent's nominal one; the embedded plant asks the recording
+(its ``recorded`` hook, sim_bridge/plant.py) for the verdict of a recorded
+(machine, task) attempt and for the drive of a recorded (robot, task) that
+sets off from the recorded place.  An operation the other strategy puts on
+another machine, a move from elsewhere, or a task the run never started
+keeps the nominal time and the simulator's quality draw: history says
+nothing about it.  The orders, seed and cell are the log header's, or a
+changed cell's (ops/cell_change.py), for which :meth:`RecordedPlant.without`
+drops what the change made untrue.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ class RecordedPlant:
 
     durations: dict[tuple[str, str], float] = field(default_factory=dict)
     breakdowns: list[Breakdown] = field(default_factory=list)
+    qualities: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    drives: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     end_t: float = 0.0
 
@@ -53,6 +64,24 @@ class RecordedPlant:
         return FaultScenario(name="recorded", mtbf_breakdowns=False,
                              description=f"the faults of {len(self.logs)} decision log(s)",
                              breakdowns=self.breakdowns)
+
+    def without(self, resources: Iterable[str] = (), orders: Iterable[str] = (),
+                quality: Iterable[str] = ()) -> RecordedPlant:
+        """The recording less what a changed cell made untrue: the durations, verdicts,
+        drives and faults of ``resources`` (new, removed or retimed), the operations of
+        ``orders`` (another product or quantity), the verdicts of ``quality`` (another
+        scrap rate)."""
+        res, ords, q = set(resources), set(orders), set(quality)
+
+        def kept(key: tuple[str, str]) -> bool:
+            return key[0] not in res and key[1].partition("/")[0] not in ords
+
+        return RecordedPlant(
+            durations={k: v for k, v in self.durations.items() if kept(k)},
+            breakdowns=[b for b in self.breakdowns if b.resource not in res],
+            qualities={k: v for k, v in self.qualities.items() if kept(k) and k[0] not in q},
+            drives={k: v for k, v in self.drives.items() if kept(k)},
+            logs=self.logs, end_t=self.end_t)
 
 
 def run_logs(path: str | Path) -> list[Path]:
@@ -75,21 +104,26 @@ def read_recorded_plant(paths: Iterable[str | Path]) -> RecordedPlant:
     down: dict[str, float] = {}                     # resource -> when its fault began
     for path in paths:
         rec.logs.append(str(path))
-        starts: dict[tuple[str, str], float] = {}
+        starts: dict[tuple[str, str], tuple[float, str]] = {}
         for e in read_lines(path):
             if e.get("k") != "in":
                 continue
             t = float(e["t"])
             rec.end_t = max(rec.end_t, t)
             for a in e["out"]:
-                if a[0] == "command" and a[1] == "start_operation":
-                    starts[(a[2], a[3])] = t
+                if a[0] == "command" and a[1] in ("start_operation", "move"):
+                    starts[(a[2], a[3])] = (t, str((a[4] or {}).get("from", "")))
             i = e["in"]
             if i["kind"] != "plant":
                 continue
             event, resource, task = i["event"], i["resource"], i.get("task") or ""
             if event == "operation_done" and (resource, task) in starts:
-                rec.durations[(resource, task)] = t - starts.pop((resource, task))
+                rec.durations[(resource, task)] = t - starts.pop((resource, task))[0]
+                quality = str((i.get("data") or {}).get("quality", "ok"))
+                rec.qualities.setdefault((resource, task), []).append(quality)
+            elif event == "arrived" and (resource, task) in starts:
+                at, origin = starts.pop((resource, task))
+                rec.drives[(resource, task)] = (origin, t - at)
             elif event == "fault" and resource not in down:
                 down[resource] = t
             elif event == "repaired" and resource in down:
@@ -105,10 +139,12 @@ def read_recorded_plant(paths: Iterable[str | Path]) -> RecordedPlant:
 
 def play(cell: Any, rec: RecordedPlant) -> None:
     """Give a :class:`~sim_bridge.virtual.VirtualCell` (built with :meth:`RecordedPlant.
-    scenario`, before it runs) the recorded durations: a ``start_operation`` of a
-    recorded (machine, task) runs for the recorded time."""
+    scenario`, before it runs) the recorded plant: a ``start_operation`` of a recorded
+    (machine, task) runs for the recorded time and ends with the recorded verdict, a
+    recorded move from the recorded place drives for the recorded time."""
     plant = cell.plant
     command = plant.command
+    plant.backend.recorded = _Outcomes(rec)
 
     def recorded(cmd: Command) -> Any:
         d = rec.durations.get((cmd.resource, cmd.task))
@@ -117,3 +153,22 @@ def play(cell: Any, rec: RecordedPlant) -> None:
         return command(cmd)
 
     plant.command = recorded
+
+
+class _Outcomes:
+    """The embedded plant's ``recorded`` hook (sim_bridge/plant.py): the recorded verdict
+    of each attempt, the recorded drive of a move that sets off where it did then."""
+
+    def __init__(self, rec: RecordedPlant) -> None:
+        self.rec = rec
+        self.attempts: dict[tuple[str, str], int] = {}
+
+    def quality(self, machine: str, task: str, drawn: str) -> str:
+        verdicts = self.rec.qualities.get((machine, task), [])
+        n = self.attempts.get((machine, task), 0)
+        self.attempts[(machine, task)] = n + 1
+        return verdicts[n] if n < len(verdicts) else drawn
+
+    def drive_s(self, robot: str, task: str, origin: str, planned_s: float) -> float:
+        drive = self.rec.drives.get((robot, task))
+        return drive[1] if drive is not None and drive[0] == origin else planned_s

@@ -1,4 +1,5 @@
-"""``autocell replay LOG --check | --what-if STRATEGY``: a recorded run, re-run offline.
+"""``autocell replay LOG --check | --what-if STRATEGY|cell:PATH [--set P=V]``: a recorded
+run, re-run offline.
 
 A decision log (agents/runtime/recorder.py) holds, for every input an
 agent got, the input itself and the actions the agent answered with.  The
@@ -23,9 +24,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agents.base import Agent
 from agents.runtime.journal import Input, apply, decode
@@ -41,6 +42,9 @@ from agents.runtime.recorder import (
 )
 from security.crypto import SigningKey
 from security.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ops.cell_change import CellChange
 
 CONSOLE_ID = "console"
 
@@ -158,23 +162,28 @@ WHAT_IF_KPIS = ("orders_completed", "orders_lost", "makespan", "mean_flow_time",
                 "escalations_raised", "messages_sent")
 
 
-def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
-    """The recorded run again — same cell, seed, faults — as recorded and under
-    ``order_strategy``; their KPIs side by side.
+def what_if(path: str | Path, order_strategy: str | None = None, *,
+            change: CellChange | None = None) -> dict[str, Any]:
+    """The recorded run again — same orders, seed, faults — as recorded and under
+    ``order_strategy`` and/or a changed cell (``change``, an
+    :class:`ops.cell_change.CellChange`); their KPIs side by side, and the orders whose
+    lateness changed.
 
-    A log of ``autocell run`` (a virtual run) is re-run with its fault scenario: the plant
-    draws the same seeded durations and faults, so the recorded run comes out again
-    exactly; under the other strategy the same orders and faults meet other decisions (an
-    operation that moves to another machine gets that machine's draw).  A log of ``up``
-    is re-run with the run's plant as the logs beside it recorded it
-    (:mod:`ops.recorded_plant`): each operation's measured duration, each fault and its
-    repair time; the "recorded" column is then that history under the recorded strategy
-    in virtual time (network and pacing aside, what the cell did)."""
+    A log of ``autocell run`` (a virtual run) with only another strategy is re-run with
+    its fault scenario: the plant draws the same seeded durations and faults, so the
+    recorded run comes out again exactly; under the other strategy the same orders and
+    faults meet other decisions (an operation that moves to another machine gets that
+    machine's draw).  A log of ``up``, or any log with a changed cell, is re-run on the
+    run's plant as the logs recorded it (:mod:`ops.recorded_plant`): each operation's
+    duration and quality verdict, each robot drive, each fault and its repair time; the
+    "recorded" column is then that history under the recorded cell and strategy in
+    virtual time (network and pacing aside, what the cell did).  A changed cell keeps
+    the recorded plant of what it leaves alone; a new resource, or one whose times
+    changed, runs for the times its entry in the changed cell gives, with no faults
+    (:meth:`ops.cell_change.CellChange.fresh`)."""
     from agents.cell.faults import FaultScenario
     from ops.config import cell_from_dict
-    from ops.recorded_plant import play, read_recorded_plant, run_logs
-    from sim_bridge.report import build_report
-    from sim_bridge.virtual import VirtualCell
+    from ops.recorded_plant import read_recorded_plant, run_logs
 
     lines = read_lines(path)
     header = next(lines, None)
@@ -192,28 +201,97 @@ def what_if(path: str | Path, order_strategy: str) -> dict[str, Any]:
     elif run.get("driver") != "virtual":
         raise ConfigurationError(f"{path}: --what-if re-runs a log of `autocell run` or "
                                  f"`autocell up`, not of driver {run.get('driver')!r}")
+    elif change is not None:
+        history = read_recorded_plant([path])
     cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
-    faults = (history.scenario() if history is not None
-              else FaultScenario.model_validate(run["faults"]) if run.get("faults") else None)
-    reports = {}
-    for label, strategy in (("recorded", run.get("order_strategy")),
-                            ("what_if", order_strategy)):
-        cell = VirtualCell(cfg, seed=run["seed"], order_strategy=strategy,
-                           resource_strategy=run.get("resource_strategy"), faults=faults)
-        if history is not None:
-            play(cell, history)
-        cell.run()
-        reports[label] = build_report(cell)
+    recorded_faults = (FaultScenario.model_validate(run["faults"])     # a virtual run's
+                       if run.get("faults") and run.get("driver") == "virtual" else None)
     recorded_strategy = run.get("order_strategy") or cfg.negotiation.strategy.order
+    plays = [("recorded", cfg, run.get("order_strategy"), history)]
+    what_cfg = change.cfg if change is not None else cfg
+    what_history = history
+    if change is not None and history is not None:
+        resources, orders, quality = change.fresh()
+        what_history = history.without(resources, orders, quality)
+    plays.append(("what_if", what_cfg, order_strategy or run.get("order_strategy"),
+                  what_history))
+    reports, late = {}, {}
+    for label, c, strategy, hist in plays:
+        cell = _what_if_cell(c, run, strategy, recorded_faults, hist)
+        cell.run()
+        reports[label] = _report(cell)
+        late[label] = order_lateness(cell)
+    what_strategy = order_strategy or str(recorded_strategy)
     out = {"cell": cfg.cell, "seed": run["seed"],
-           "strategies": {"recorded": str(recorded_strategy), "what_if": order_strategy},
+           "strategies": {"recorded": str(recorded_strategy), "what_if": what_strategy},
            "kpis": {k: {label: r.get(k) for label, r in reports.items()} for k in WHAT_IF_KPIS},
            "utilisation": {label: r["utilisation"] for label, r in reports.items()},
-           "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()}}
+           "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()},
+           "orders_changed": changed_lateness(late["recorded"], late["what_if"], what_cfg)}
+    if change is not None:
+        resources, orders, quality = change.fresh()
+        out["change"] = {"given": change.label, **change.diff.to_json(),
+                         "lines": change.diff.lines(),
+                         "nominal_times": sorted(resources & {
+                             *(m.id for m in what_cfg.machines), *(r.id for r in what_cfg.robots)}),
+                         "nominal_orders": sorted(orders)}
     if history is not None:
         out["history"] = {"logs": [Path(p).name for p in history.logs],
                           "operations": len(history.durations),
+                          "drives": len(history.drives),
+                          "verdicts": sum(len(v) for v in history.qualities.values()),
                           "faults": len(history.breakdowns), "until_t": history.end_t}
+    return out
+
+
+def _what_if_cell(cfg: Any, run: dict[str, Any], strategy: str | None, faults: Any,
+                  history: Any) -> Any:
+    """One column's cell: on the recorded plant (``history``) — its faults in place of the
+    scenario's breakdowns, the scenario's other faults kept — or, without one, the
+    header's fault scenario and the simulator's draws."""
+    from ops.recorded_plant import play
+    from sim_bridge.virtual import VirtualCell
+
+    if history is not None:
+        known = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
+        played = history.scenario()
+        breakdowns = [b for b in played.breakdowns if b.resource in known]
+        faults = (faults.model_copy(update={"breakdowns": breakdowns, "mtbf_breakdowns": False})
+                  if faults is not None else played.model_copy(update={"breakdowns": breakdowns}))
+    cell = VirtualCell(cfg, seed=run["seed"], order_strategy=strategy,
+                       resource_strategy=run.get("resource_strategy"), faults=faults)
+    if history is not None:
+        play(cell, history)
+    return cell
+
+
+def _report(cell: Any) -> dict[str, Any]:
+    from sim_bridge.report import build_report
+    return build_report(cell)
+
+
+def order_lateness(cell: Any) -> dict[str, float | None]:
+    """Order -> seconds late (0.0 on time), None for an order the run did not complete."""
+    from sim_bridge.invariants import parse
+
+    done = {e["order"]: float(e.get("tardiness_s", 0.0))
+            for e in parse(cell.events) if e["ev"] == "order_completed"}
+    return {o.id: done.get(o.id) for o in cell.cfg.orders}
+
+
+def changed_lateness(before: dict[str, float | None], after: dict[str, float | None],
+                     cfg: Any) -> list[dict[str, Any]]:
+    """The orders late by another amount (or done in one column only), in order-id order:
+    ``recorded_late_s`` / ``what_if_late_s`` (None: not completed)."""
+    due = {o.id: o.due_at for o in cfg.orders}
+    out = []
+    for order in sorted(set(before) | set(after)):
+        x, y = before.get(order), after.get(order)
+        if (x is None) != (y is None) or (x is not None and y is not None
+                                          and abs(x - y) > 1e-6):
+            out.append({"order": order, "due_at": due.get(order),
+                        "recorded_late_s": None if x is None else round(x, 3),
+                        "what_if_late_s": None if y is None else round(y, 3)})
     return out
 
 
@@ -222,9 +300,13 @@ def print_what_if(w: dict[str, Any]) -> None:
     from rich.table import Table
 
     s = w["strategies"]
+    change = w.get("change")
+    what = s["what_if"] if change is None else (
+        change["given"] + (f" · {s['what_if']}" if s["what_if"] != s["recorded"] else ""))
+    what_col = "what if"
     t = Table(title=f"what if: cell {w['cell']} · seed {w['seed']} · {s['recorded']} (recorded) "
-                    f"vs {s['what_if']}")
-    for name in ("KPI", s["recorded"] + " (recorded)", s["what_if"]):
+                    f"vs {what}")
+    for name in ("KPI", s["recorded"] + " (recorded)", what_col):
         t.add_column(name, justify="left" if name == "KPI" else "right")
 
     def fmt(x: Any) -> str:
@@ -232,15 +314,39 @@ def print_what_if(w: dict[str, Any]) -> None:
 
     for k, v in w["kpis"].items():
         t.add_row(k, fmt(v["recorded"]), fmt(v["what_if"]))
-    for m, u in w["utilisation"]["recorded"].items():
-        t.add_row(f"utilisation {m}", f"{u:.0%}", f"{w['utilisation']['what_if'].get(m, 0):.0%}")
+    machines = sorted(set(w["utilisation"]["recorded"]) | set(w["utilisation"]["what_if"]))
+    for m in machines:
+        row = [w["utilisation"][x].get(m) for x in ("recorded", "what_if")]
+        t.add_row(f"utilisation {m}", *("—" if u is None else f"{u:.0%}" for u in row))
     t.add_row("invariants hold", *(str(w["invariants"][x]) for x in ("recorded", "what_if")))
     h = w.get("history")
-    if h is not None:       # a log of up: the plant as the machine hosts recorded it
-        t.caption = (f"both on the recorded plant: {h['operations']} operation durations and "
+    if h is not None:       # the plant as the logs recorded it
+        t.caption = (f"both on the recorded plant: {h['operations']} operation durations, "
+                     f"{h['verdicts']} quality verdicts, {h['drives']} robot drives and "
                      f"{h['faults']} faults with their repair times, from "
                      f"{', '.join(h['logs'])} (cell time 0–{h['until_t']:.0f} s)")
-    Console().print(t)
+    console = Console()
+    console.print(t)
+    if change is not None:
+        console.print("the change: " + "; ".join(change["lines"]))
+        if change["nominal_times"] or change["nominal_orders"]:
+            console.print("times from the changed cell, not the recording, for: "
+                          + ", ".join([*change["nominal_times"], *change["nominal_orders"]]))
+    rows = w["orders_changed"]
+    if not rows:
+        console.print("no order's lateness changed")
+        return
+    o = Table(title="orders whose lateness changed (s late; — not completed)")
+    for name in ("order", "due at", "recorded", "what if"):
+        o.add_column(name, justify="left" if name == "order" else "right")
+
+    def late(x: float | None) -> str:
+        return "—" if x is None else ("on time" if x == 0 else f"{x:.0f}")
+
+    for r in rows:
+        o.add_row(r["order"], fmt(r["due_at"]), late(r["recorded_late_s"]),
+                  late(r["what_if_late_s"]))
+    console.print(o)
 
 
 def decision_logs(state_dir: str | Path) -> list[dict[str, Any]]:
@@ -319,6 +425,25 @@ def damaged(path: str | Path, exc: Exception) -> ConfigurationError:
                               f"); check it with `autocell audit verify {path}`")
 
 
+def what_if_args(log: str | Path, given: str | None,
+                 sets: list[str]) -> tuple[str | None, CellChange | None]:
+    """``--what-if STRATEGY | cell:PATH`` and ``--set PATH=VALUE`` as :func:`what_if`'s
+    strategy and cell change (None: unchanged)."""
+    from ops.cell_change import CELL_PREFIX, cell_change
+
+    strategy, cell_path = given, None
+    if given is not None and given.startswith(CELL_PREFIX):
+        strategy, cell_path = None, given[len(CELL_PREFIX):]
+        if not cell_path:
+            raise ConfigurationError("--what-if cell:PATH: name the changed cell file")
+    if cell_path is None and not sets:
+        return strategy, None
+    header = next(read_lines(log), None)
+    if header is None or header.get("k") != "header":
+        raise ConfigurationError(f"{log}: not a decision log (no header line)")
+    return strategy, cell_change(header["run"]["cell"], cell_path=cell_path, sets=sets)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     try:
         return _replay(args)
@@ -329,8 +454,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if args.what_if:
-        w = what_if(args.log, args.what_if)
+    if args.what_if or args.set:
+        strategy, change = what_if_args(args.log, args.what_if, args.set or [])
+        w = what_if(args.log, strategy, change=change)
         if args.json:
             print(json.dumps(w, indent=2))
         else:
@@ -354,20 +480,33 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
-def verify_decision_log(path: str | Path, as_json: bool = False) -> int:
+def verify_decision_log(path: str | Path, as_json: bool = False,
+                        certs: str | Path | None = None) -> int:
     """``autocell audit verify LOG`` on a decision log: exit 0 intact, 1 naming the first
-    bad entry (:func:`agents.runtime.recorder.verify_log`)."""
+    bad entry (:func:`agents.runtime.recorder.verify_log`); with ``certs`` (a keys
+    directory) also every envelope input's sender signature (the first forged input)."""
     rep = verify_log(path)
     summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,
                                "segments": rep.segments, "host": rep.host,
                                "key_id": rep.key_id, "head": rep.head}
     if not rep.ok:
         summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem)
+    elif certs is not None:
+        from agents.runtime.segment_log import verify_senders
+        from security.keystore import KeyDir
+
+        checked, bad, problem = verify_senders(path, KeyDir(Path(certs)).trust_store())
+        summary["inputs_signed_by_senders"] = checked
+        if problem:
+            rep = replace(rep, ok=False, bad_entry=bad, problem=problem)
+            summary.update(ok=False, first_bad_entry=bad, problem=problem)
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rep.ok:
+        signed = summary.get("inputs_signed_by_senders")
         print(f"decision log OK: {rep.entries} entries in {rep.segments} signed segments "
-              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…")
+              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…"
+              + ("" if signed is None else f"; {signed} inputs signed by their senders"))
     else:
         at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""
         print(f"decision log BROKEN{at}: {rep.problem}")
@@ -385,10 +524,16 @@ def add_parsers(sub: Any) -> None:
     sp.add_argument("--check", action="store_true", default=True,
                     help="feed each agent its recorded inputs; report the first divergence "
                          "(the default)")
-    sp.add_argument("--what-if", metavar="STRATEGY", default=None,
-                    help="re-run the recorded run (same cell, seed, faults; for a log of "
-                         "up, the plant's recorded durations and faults) under another order "
-                         "strategy; KPIs side by side")
+    sp.add_argument("--what-if", metavar="STRATEGY|cell:PATH", default=None,
+                    help="re-run the recorded run (same orders, seed, faults; for a log of "
+                         "up or a changed cell, the plant's recorded durations, verdicts, "
+                         "drives and faults) under another order strategy, or with the cell "
+                         "file PATH; KPIs side by side and the orders whose lateness changed")
+    sp.add_argument("--set", metavar="PATH=VALUE", action="append", default=None,
+                    help="what if the cell had this change (repeatable; with or without "
+                         "--what-if): machines.lathe2=copy:lathe1, orders.o-011.due_at=3600, "
+                         "machines.lathe1.capabilities.turning=30, machines.mill2=remove "
+                         "(docs/flight-recorder.md, \"What if\")")
     sp.add_argument("--until", type=float, default=None, metavar="T",
                     help="stop at cell time T (s)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")

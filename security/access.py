@@ -48,6 +48,12 @@ ACCESS: dict[str, frozenset[str]] = {
     "maint_offer": frozenset({"maintenance"}),
     "maint_start": frozenset({"maintenance"}),
     "maint_done": frozenset({"machine"}),
+    "part_reserve": frozenset({"machine"}),
+    "part_reserved": frozenset({"stores"}),
+    "part_unavailable": frozenset({"stores"}),
+    "part_release": frozenset({"machine"}),
+    "part_consumed": frozenset({"machine"}),
+    "part_expedite": frozenset({"machine"}),
 }
 
 KIND_ACCESS: dict[tuple[str, str], frozenset[str]] = {

@@ -32,7 +32,7 @@ from .errors import CertificateExpired, ConfigurationError, Revoked, UnknownSend
 from .untrusted import shown
 
 ROLES: tuple[str, ...] = ("machine", "robot", "order", "console", "sim", "host", "energy",
-                         "maintenance")
+                         "maintenance", "stores")
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,63}$")
 CERT_TAG = b"autocell-cert/1\0"
 CRL_TAG = b"autocell-crl/1\0"

@@ -48,8 +48,10 @@ class DamagedState(ConfigurationError):
         self.path = str(path)
         self.what = what
         self.detail = detail
+        article = "an" if what[:1].lower() in "aeiou" else "a"
         super().__init__(
-            f"{self.path}: the {what} cannot be read ({detail}); it is damaged or not a {what}: "
+            f"{self.path}: the {what} cannot be read ({detail}); it is damaged or not "
+            f"{article} {what}: "
             f"move it aside (mv {self.path} {self.path}.damaged) to start without it, or "
             "restore it from a backup")
 

@@ -93,6 +93,7 @@ class EmbeddedBackend:
         # machines with a degradation block wear, fail and report their own readings
         self.degrading: dict[str, DegradingMachine] = attach(self, seed)
         self.maintenance: Any = None    # a maintenance policy's controller, once attached
+        self.recorded: Any = None       # a recorded run's verdicts, drives (ops/recorded_plant.py)
 
     # -- commands (the fence has passed them) -------------------------------------------------
     def running(self) -> dict[str, str]:
@@ -132,6 +133,8 @@ class EmbeddedBackend:
         m.op_at = None
         scrap = self._rng_quality.random() < m.spec.scrap_rate
         quality = "scrap" if scrap else "ok"
+        if self.recorded is not None:
+            quality = self.recorded.quality(m.spec.id, task, quality)
         self.record("op_done", machine=m.spec.id, task=task, order=args.get("order", ""),
                     quality=quality)
         m.task, m.proc = "", None
@@ -229,6 +232,9 @@ class EmbeddedBackend:
             self.record("move_start", robot=resource, task=task, origin=origin, destination=dest,
                         route=drive.node_ids, length_m=round(drive.length_m, 6),
                         drive_s=round(duration_s, 6))
+        if self.recorded is not None:
+            duration_s = self.recorded.drive_s(resource, task, str(args.get("from", origin)),
+                                               duration_s)
         r.proc = self.env.process(self._drive(r, task, dest, duration_s))
         return True
 

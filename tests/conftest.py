@@ -29,6 +29,7 @@ settings.load_profile("autocell")
 AGENTS: dict[str, str] = {
     "m1": "machine", "m2": "machine", "r1": "robot", "o1": "order",
     "c1": "console", "s1": "sim", "h1": "host", "e1": "energy", "k1": "maintenance",
+    "t1": "stores",
 }
 
 

@@ -94,7 +94,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
 
 
 AGENT_OF_ROLE = {"machine": "m1", "robot": "r1", "order": "o1", "console": "c1", "sim": "s1",
-                 "host": "h1", "energy": "e1", "maintenance": "k1"}
+                 "host": "h1", "energy": "e1", "maintenance": "k1", "stores": "t1"}
 _FILLERS: dict[type, Any] = {str: "x", int: 1, float: 1.5, bool: True, bytes: b"b", list: [1, "a"],
                              dict: {"k": [1, 2.5]}}
 

@@ -30,6 +30,7 @@ from agents.protocol.messages import (
     MaintRequest,
     MaintStart,
     Message,
+    PartReserved,
 )
 from ops.bench.maintenance import demo_cell, negotiating, with_orders
 from ops.maintenance import models_from_cell
@@ -298,6 +299,9 @@ def test_no_technician_before_the_latest_safe_start_reaches_the_console() -> Non
     w.estimator = _Worn(w.estimator.model)
     out = mill.on_plant_event(PlantEventIn("reading", "mill1", "", {"vibration_mm_s": 5.0}),
                               10.0)
+    (hold,) = _sends(out)                               # the part first, from the stores
+    out = mill.on_message(_msg("stores", PartReserved(hold.job, hold.part, "b#s1", 0.0, 1e9),
+                               to="mill1"), 10.0)
     (req,) = _sends(out)
     late = req.latest_start_at + 100.0                  # the crew's first free technician
     out = mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", late, late + 300.0),
@@ -377,7 +381,7 @@ def test_kill_9_of_the_technicians_host_during_a_job_loses_nothing_and_does_noth
     kill_at = first["t"] + 60.0                          # the technician is at work
     evs = run(FaultScenario(name="kill-workshop", mtbf_breakdowns=False, hosts=[
         {"host": "workshop", "action": "kill", "at_s": kill_at, "duration_s": 600.0}]))
-    assert [e["agents"] for e in evs if e["ev"] == "fault_injected"] == [["crew"]]
+    assert [e["agents"] for e in evs if e["ev"] == "fault_injected"] == [["crew", "stores"]]
     jobs = [e for e in evs if e["ev"] == "maintenance_start" and e["machine"] == first["machine"]]
     done = [e for e in evs if e["ev"] == "maintenance_done" and e["machine"] == first["machine"]]
     assert jobs[0]["t"] == first["t"] and done and done[0]["t"] > kill_at   # finished anyway

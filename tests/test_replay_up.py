@@ -46,8 +46,9 @@ def test_an_up_run_with_kill_9_replays_without_divergence(tmp_path: Path) -> Non
         else:
             assert v.ok, (name, v)
     assert restarts >= 5        # a restarted host's agents, rebuilt from their journals
-    # a host records its inputs as the signed bytes its bus received (format /2)
-    assert all(b'"kind":"envelope"' in (state / name).read_bytes() for name in logs), logs
+    # a host records its inputs as the signed bytes its bus received (format /3)
+    assert all(b'"format":"autocell-decision-log/3"' in (state / name).read_bytes()
+               for name in logs), logs
     named = {x["file"]: x for x in report(state)["decision_logs"]}
     assert set(named) == set(logs)
     assert named["decisions-logistics-1.jsonl"]["ok"]     # closed at the end: final seal

@@ -25,6 +25,7 @@ from agents.escalation.lifecycle import Deadlines
 from agents.escalation.policy import OFF, EscalationPolicy, Rule
 from agents.machine import MachineAgent
 from agents.maintenance.crew import CREW_ID, TechnicianCrewAgent
+from agents.maintenance.stores import STORES_ID, StoresAgent
 from agents.maintenance.window import windows_of
 from agents.negotiation.strategies import order_strategy, resource_strategy
 from agents.order import OrderAgent
@@ -55,6 +56,7 @@ def roles_of(cfg: CellConfig) -> dict[str, str]:
         roles[ENERGY_MANAGER_ID] = "energy"
     if cfg.maintenance is not None and cfg.maintenance.negotiate:
         roles[CREW_ID] = "maintenance"
+        roles[STORES_ID] = "stores"
     return roles
 
 
@@ -137,6 +139,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
         agents[CREW_ID] = TechnicianCrewAgent(
             CREW_ID, timing=timing, technicians=cfg.maintenance.technicians,
             grace_s=cfg.maintenance.window_grace_s, rng=rng(CREW_ID))
+        agents[STORES_ID] = StoresAgent(STORES_ID, timing=timing, rule=cfg.maintenance.part,
+                                        rng=rng(STORES_ID))
     return agents
 
 

@@ -103,6 +103,11 @@ class PartStock(_Model):
     lead_time_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = Field(
         default=3600.0, description="Supplier lead time, seconds.")
     cost: Annotated[float, Field(ge=0)] = Field(default=200.0, description="Cost of one unit.")
+    expedite_lead_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = Field(
+        default=600.0, description="Negotiated maintenance: the stores agent's expedited "
+        "delivery, seconds from the request (a pending order is never made later).")
+    expedite_cost: Annotated[float, Field(ge=0)] = Field(
+        default=300.0, description="Surcharge of one expedited supplier order.")
 
 
 class MaintenanceCosts(_Model):
@@ -128,7 +133,8 @@ class MaintenanceSettings(_Model):
                                     description="Cost rates for the benchmark's total cost.")
     # -- negotiated maintenance (issue 16, third round): a crew agent, windows as leases
     negotiate: bool = Field(
-        default=False, description="Run a technician crew agent (`crew`, role maintenance); "
+        default=False, description="Run a technician crew agent (`crew`, role maintenance) "
+        "and a spare-parts stores agent (`stores`, role stores); "
         "each wearing machine's agent plans its maintenance window from its estimator and "
         "leases it from the crew (docs/maintenance.md). Off: no crew agent, as before.")
     estimator: Annotated[str, Field(min_length=1, max_length=200)] = Field(

@@ -15,7 +15,15 @@ from agents.base import PlantEventIn
 from agents.escalation.policy import OFF, EscalationPolicy
 from agents.escalation.raiser import EscalationRaiser
 from agents.protocol.actions import Action, Log, Send, SetTimer
-from agents.protocol.messages import Decision, Failure, MaintOffer, MaintStart, Message
+from agents.protocol.messages import (
+    Decision,
+    Failure,
+    MaintOffer,
+    MaintStart,
+    Message,
+    PartReserved,
+    PartUnavailable,
+)
 from agents.resource import ResourceAgent, Task
 
 from .cases import escalate
@@ -64,32 +72,45 @@ def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | 
         if not out:                                          # a repeat: decided already
             return out
         return out + w.on_decision(msg.body.option, now) + _hand_back_overlapping(agent, now)
+    if isinstance(msg.body, (PartReserved, PartUnavailable)):       # the stores' answer
+        out = w.on_part(msg, now)
+        if w.part_late and not w.escalation:
+            out += _escalate(agent, w, "maintenance_no_part", now, {
+                "job": w.job, "part": w.plan.part, "serial": w.part_serial,
+                "latest_start_at": round(w.latest_start_at, 6),
+                "eta_at": round(w.part_ready_at, 6), "detected_at": now})
+        return out
     if not isinstance(msg.body, (MaintOffer, MaintStart)):
         return None
     busy_until = agent.busy_until_at if agent.running is not None else 0.0
     booked, out = w.on_message(msg, now, busy_until)
     if booked:
         out += _hand_back_overlapping(agent, now)
-        if w.late:
+        if w.late and not w.part_late:              # (a late part is escalated as such)
             out += _escalate_no_window(agent, w, now)
     return out
 
 
 def _escalate_no_window(agent: MachineAgent, w: MaintenanceWindow, now: float) -> list[Action]:
-    """No technician before the latest safe start: ask a supervisor (the one raiser, so it
-    reaches the console), unless nobody listens or a case of ours is open already."""
+    """No technician before the latest safe start: ask a supervisor."""
+    return _escalate(agent, w, "maintenance_no_window", now, {
+        "job": w.job, "latest_start_at": round(w.latest_start_at, 6),
+        "window_start_at": round(w.start_at, 6), "technician": w.technician,
+        "detected_at": now})
+
+
+def _escalate(agent: MachineAgent, w: MaintenanceWindow, cause: str, now: float,
+              context: dict[str, object]) -> list[Action]:
+    """Ask a supervisor about the job (the one raiser, so it reaches the console), unless
+    nobody listens or a case of ours is open already."""
     if agent.policy == OFF or agent.open_escalation or w.escalation:
         return []                   # nobody listens, a case is open, or raised for this job
     esc = agent.raiser.next_id()
     w.escalation = esc
-    body = escalate(esc, "maintenance_no_window", agent.id,
-                    now + agent.policy.deadlines.final_s,
-                    {"job": w.job, "latest_start_at": round(w.latest_start_at, 6),
-                     "window_start_at": round(w.start_at, 6), "technician": w.technician,
-                     "detected_at": now})
+    body = escalate(esc, cause, agent.id, now + agent.policy.deadlines.final_s, context)
     return agent.raiser.raise_(body, None, now) + [
-        Log("escalate", {"agent": agent.id, "escalation": esc,
-                         "cause": "maintenance_no_window", "resource": agent.id})]
+        Log("escalate", {"agent": agent.id, "escalation": esc, "cause": cause,
+                         "resource": agent.id})]
 
 
 def on_timer(agent: MachineAgent, key: str, now: float) -> list[Action] | None:

@@ -25,7 +25,16 @@ crew crashed, or its message was lost) the window **lapses**: the machine is
 free again, tells the crew (``lapsed``) and asks anew.  A failure before the
 window cancels it (``declined``); the corrective repair renews the estimator.
 
-Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``.
+With a stores agent (``plan.stores``) the machine holds its part first
+(``part_reserve``, resent every ``retry_s``) and asks the crew only once a unit
+is held, for a window from the unit's ETA on; the start names the unit to the
+plant, the job's end reports it consumed, a cancelled window releases it
+(agents/maintenance/stores.py).  A unit due after the latest safe start is
+``part_late``: agents/maintenance/hook.py escalates it, and a sooner ETA (an
+expedite) gives back a window the part had pushed late, to ask anew.
+
+Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``
+(the part: ``""`` → ``reserving`` → ``held``, back to ``""`` with the job).
 """
 
 from __future__ import annotations
@@ -36,11 +45,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from agents.protocol.actions import Action, Command, Log, Send, SetTimer
-from agents.protocol.messages import MaintDone, MaintOffer, MaintRequest, MaintStart, Message
+from agents.protocol.messages import (
+    MaintDone,
+    MaintOffer,
+    MaintRequest,
+    MaintStart,
+    Message,
+    PartConsumed,
+    PartExpedite,
+    PartRelease,
+    PartReserve,
+    PartReserved,
+    PartUnavailable,
+)
 
 from .crew import CREW_ID
 from .estimators import Estimator, estimator
 from .rul import prior_model
+from .stores import STORES_ID
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
@@ -71,6 +93,7 @@ class WindowPlan:
     retry_s: float = 5.0
     grace_s: float = 60.0           # the technician may be this late before the window lapses
     slot_s: float = 300.0           # the window starts no earlier than this before the latest
+    stores: str = ""                # the stores agent to hold the part from ("": none)
 
 
 class MaintenanceWindow:
@@ -97,6 +120,11 @@ class MaintenanceWindow:
         self.not_before_at = 0.0        # after a refusal: ask for no window before this
         self._early_start: MaintStart | None = None   # a start that overtook its offer
         self.stopped = False            # a supervisor said stop now: no work until the window
+        # the part held for the job by the stores (agents/maintenance/stores.py), if any
+        self.part_state: Literal["", "reserving", "held"] = ""
+        self.part_serial = ""
+        self.part_ready_at = 0.0        # when the held unit is on the shelf (its ETA)
+        self.part_need_by_at = 0.0      # what the hold was last asked to cover
         #: the machine's first gap in its own queue for the job, from ``now`` (set by the
         #: machine agent, agents/maintenance/hook.py ``bind``); default: now
         self.first_gap: Callable[[float], float] = lambda now: now
@@ -178,6 +206,8 @@ class MaintenanceWindow:
                 "latest_start_at": round(self.latest_start_at, 6),
                 "late": body.start_at > self.latest_start_at + 1e-9}),
                 SetTimer("maint_lapse", body.start_at + self.plan.grace_s)]
+            if self.part_state == "held" and body.start_at > self.part_need_by_at:
+                out += self._reserve(body.start_at, now)[:1]    # hold the part for it
             early, self._early_start = self._early_start, None
             return True, out + (self._begin(early, now) if early is not None else [])
         if isinstance(body, MaintStart):
@@ -192,9 +222,11 @@ class MaintenanceWindow:
     def _begin(self, body: MaintStart, now: float) -> list[Action]:
         """The technician is here: stop for the job (and check the plant did)."""
         self.phase = "started"
-        return [Command("set_state", self.machine, self.job, {
-                "state": "maintenance", "technician": body.technician,
-                "duration_s": self.plan.duration_s, "part": self.plan.part}),
+        args: dict[str, object] = {"state": "maintenance", "technician": body.technician,
+                                   "duration_s": self.plan.duration_s, "part": self.plan.part}
+        if self.part_serial:
+            args["part_serial"] = self.part_serial          # the unit the stores hold for it
+        return [Command("set_state", self.machine, self.job, args),
                 Log("maint_begin", {"agent": self.machine, "job": self.job,
                                     "technician": body.technician}),
                 SetTimer("maint_lapse", now + self.plan.grace_s)]
@@ -202,6 +234,8 @@ class MaintenanceWindow:
     def on_timer(self, key: str, now: float) -> list[Action]:
         if key == "maint_retry" and self.phase == "asking":
             return self._ask(now)
+        if key == "maint_retry" and self.part_state == "reserving":
+            return self._reserve(self.part_need_by_at, now)
         if key == "maint_lapse" and self.phase == "started" \
                 and self._down_reason != "maintenance":       # the plant did not stop us
             return self.on_refused(self.job, "the plant did not start the job", now)
@@ -224,7 +258,11 @@ class MaintenanceWindow:
         """The plant would not start the job (no technician or part there): ask anew."""
         if job != self.job or self.phase != "started":
             return []
-        return [Log("maint_refused", {"agent": self.machine, "job": job, "why": why}),
+        gone: list[Action] = []
+        if self.part_serial and "used" in why:          # the stores' books were wrong: the
+            gone = [Send(self.plan.stores, PartConsumed(self.job, self.part_serial))]
+            self.part_state, self.part_serial = "", ""   # unit is gone; hold another
+        return gone + [Log("maint_refused", {"agent": self.machine, "job": job, "why": why}),
                 Send(self.plan.crew, MaintDone(self.job, self.attempt, "refused")),
                 *self._again(now, not_before_at=now + self.plan.grace_s)]
 
@@ -234,6 +272,8 @@ class MaintenanceWindow:
             return []
         out: list[Action] = [Send(self.plan.crew, MaintDone(self.job, self.attempt,
                                                             "declined"))]
+        if self.part_state:
+            out.append(Send(self.plan.stores, PartRelease(self.job)))
         self._reset()
         return out + [Log("maint_cancelled", {"agent": self.machine, "job": self.job,
                                               "reason": reason})]
@@ -243,12 +283,63 @@ class MaintenanceWindow:
         out: list[Action] = []
         if reason == "maintenance" and self.phase == "started":
             out.append(Send(self.plan.crew, MaintDone(self.job, self.attempt, "done")))
+            if self.part_serial:
+                out.append(Send(self.plan.stores, PartConsumed(self.job, self.part_serial)))
             out.append(Log("maint_job_done", {"agent": self.machine, "job": self.job,
                                               "technician": self.technician}))
             self._renew(self.plan.restore, now)
             self._reset()
         elif reason in ("wear", "breakdown"):       # a corrective repair replaced the part
             self._renew(1.0, now)
+        return out
+
+    # -- the part ------------------------------------------------------------------------------
+    @property
+    def part_late(self) -> bool:
+        """The unit held for the job comes after the latest safe start."""
+        return self.part_state == "held" and self.part_ready_at > self.latest_start_at + 1e-9
+
+    def _reserve(self, need_by_at: float, now: float) -> list[Action]:
+        """Ask the stores to hold a unit (again: the same one, its hold extended) until
+        ``need_by_at`` plus the job and two graces; resent while none is held."""
+        if self.part_state != "held":
+            self.part_state = "reserving"
+        self.part_need_by_at = max(self.part_need_by_at, need_by_at)
+        return [Send(self.plan.stores, PartReserve(
+                    self.job, self.plan.part, self.part_need_by_at,
+                    self.plan.duration_s + 2 * self.plan.grace_s)),
+                SetTimer("maint_retry", now + self.plan.retry_s)]
+
+    def on_part(self, msg: Message, now: float) -> list[Action]:
+        """The stores' answer: the unit held and its ETA.  The first answer lets the machine
+        ask the crew, for a window from the ETA on; a later one (a repeat, an expedite)
+        updates the ETA, and a held window the part made late is given back to be asked
+        for again from the new ETA."""
+        body = msg.body
+        if msg.sender != self.plan.stores or not isinstance(body, (PartReserved,
+                                                                   PartUnavailable)):
+            return []
+        if body.job != self.job or not self.part_state or self.phase == "watch":
+            return [] if body.job == self.job else [Send(self.plan.stores,
+                                                         PartRelease(body.job))]
+        ready = body.ready_at if isinstance(body, PartReserved) else body.eta_at
+        first = self.part_state == "reserving"
+        earlier = ready < self.part_ready_at - 1e-9
+        self.part_state, self.part_serial, self.part_ready_at = "held", body.serial, ready
+        out: list[Action] = []
+        if first or earlier:
+            out.append(Log("maint_part", {"agent": self.machine, "job": self.job,
+                                          "part": body.part, "serial": body.serial,
+                                          "ready_at": round(ready, 6),
+                                          "latest_start_at": round(self.latest_start_at, 6),
+                                          "late": self.part_late}))
+        if first and self.phase == "asking":
+            return out + self._ask(now)
+        if earlier and self.phase == "asking":          # the pending request asked too late
+            return out + self._again(now)
+        if earlier and self.phase == "booked" and self.start_at > self.latest_start_at \
+                and ready < self.start_at - 1e-9:
+            return out + self.decline("the part comes sooner", now)
         return out
 
     # -- helpers -------------------------------------------------------------------------------
@@ -261,7 +352,10 @@ class MaintenanceWindow:
         is past the latest safe start (the work booked there is handed back when the window
         comes); never before ``not_before_at`` (after a refusal: what was missing takes
         time)."""
-        from_at = max(now, self.not_before_at, self.latest_start_at - self.plan.slot_s)
+        if self.plan.stores and self.part_state != "held":
+            return self._reserve(self.latest_start_at, now)
+        from_at = max(now, self.not_before_at, self.latest_start_at - self.plan.slot_s,
+                      self.part_ready_at)
         gap = self.first_gap(from_at)
         self.earliest_at = gap if gap <= self.latest_start_at else from_at
         return [Send(self.plan.crew, MaintRequest(
@@ -283,13 +377,19 @@ class MaintenanceWindow:
 
     def on_decision(self, option: str, now: float) -> list[Action]:
         """A supervisor's answer to the escalation about this job (agents/maintenance/
-        cases.py): ``stop_now`` holds the machine until its window ends; ``run_to_failure``
-        keeps it producing until the window; ``expedite_part`` changes nothing here."""
-        self.stopped = option == "stop_now" and self.phase in ("booked", "started")
-        return [Log("maint_decision", {"agent": self.machine, "job": self.job,
-                                       "option": option, "stopped": self.stopped})]
+        cases.py): ``stop_now`` holds the machine until its window ends (decided while it
+        still asks: from the window's booking on); ``run_to_failure`` keeps it producing
+        until the window; ``expedite_part`` asks the stores to hurry the part held."""
+        self.stopped = option == "stop_now" and self.phase in ("asking", "booked", "started")
+        out: list[Action] = [Log("maint_decision", {"agent": self.machine, "job": self.job,
+                                                    "option": option, "stopped": self.stopped})]
+        if option == "expedite_part" and self.part_state == "held":
+            out.append(Send(self.plan.stores, PartExpedite(self.job)))
+        return out
 
     def _reset(self) -> None:
+        self.part_state, self.part_serial = "", ""
+        self.part_ready_at = self.part_need_by_at = 0.0
         self.escalation, self.stopped, self.not_before_at = "", False, 0.0
         self._early_start = None
         self.phase, self.start_at, self.technician = "watch", math.inf, ""
@@ -313,6 +413,6 @@ def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
         if d is None:
             continue
         plan = WindowPlan(CREW_ID, d.maintenance_s, d.part, d.restore, s.risk, s.lookahead_s,
-                          retry_s, s.window_grace_s, s.window_slot_s)
+                          retry_s, s.window_grace_s, s.window_slot_s, STORES_ID)
         out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, prior_model(d)))
     return out

@@ -578,6 +578,67 @@ class MaintDone(Body, frozen=True):
     outcome: str = "done"
 
 
+# -- spare parts: a machine and the stores agent (agents/maintenance/stores.py) ------------
+
+@message("part_reserve")
+class PartReserve(Body, frozen=True):
+    """A machine asks the stores to hold one unit of ``part`` for its maintenance ``job``,
+    needed by ``need_by_at`` and held ``hold_s`` past that (or past the unit's arrival, when
+    later); resent until answered.  A repeat is the same unit, its hold extended."""
+
+    job: str
+    part: str
+    need_by_at: float
+    hold_s: float
+
+
+@message("part_reserved")
+class PartReserved(Body, frozen=True):
+    """Unit ``serial`` of ``part`` is held for ``job``: on the shelf, or due from the
+    supplier at ``ready_at`` (no later than the need); the hold ends at ``expires_at``."""
+
+    job: str
+    part: str
+    serial: str
+    ready_at: float
+    expires_at: float
+
+
+@message("part_unavailable")
+class PartUnavailable(Body, frozen=True):
+    """No unit of ``part`` before the need: ``serial`` is held for ``job`` all the same, due
+    from the supplier at ``eta_at``; the hold ends at ``expires_at``."""
+
+    job: str
+    part: str
+    serial: str
+    eta_at: float
+    expires_at: float
+
+
+@message("part_release")
+class PartRelease(Body, frozen=True):
+    """The machine no longer needs the unit held for ``job`` (the window was cancelled)."""
+
+    job: str
+
+
+@message("part_consumed")
+class PartConsumed(Body, frozen=True):
+    """Unit ``serial`` was fitted in ``job`` (or the plant says it is gone): off the books."""
+
+    job: str
+    serial: str
+
+
+@message("part_expedite")
+class PartExpedite(Body, frozen=True):
+    """A supervisor chose ``expedite_part``: the supplier's fastest delivery of the unit held
+    for ``job``, at a cost; answered with ``part_reserved`` or ``part_unavailable``."""
+
+    job: str
+
+
 class Message(msgspec.Struct, frozen=True, gc=False):
     """A verified inbound message: header fields plus a typed body.
 

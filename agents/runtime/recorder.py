@@ -34,6 +34,10 @@ not only that the host says so.  :func:`read_lines` decodes it back into the
 ``message`` form, so readers see one form (format ``/2``; ``/1`` logs, with
 no envelopes, still read and verify).
 
+A host writes format ``/3`` instead (agents/runtime/segment_log.py, ADR 67):
+the same entries as binary records, hashed per segment with a per-entry
+index; :func:`read_lines` and :func:`verify_log` dispatch on the header.
+
 Off, the runner pays one attribute test per input.  On, it never changes
 what the agents see or do: the recorder only reads the inputs and actions.
 """
@@ -65,10 +69,16 @@ from security.crypto import SigningKey, Verifier, fingerprint
 from security.errors import Rejected
 
 FORMAT = "autocell-decision-log/2"
+FORMAT3 = "autocell-decision-log/3"
 FORMATS = ("autocell-decision-log/1", FORMAT)
-"""Formats read and verified: /1 has no ``envelope`` inputs (docs/PROTOCOL.md §16)."""
+"""JSON-lines formats read and verified: /1 has no ``envelope`` inputs (docs/PROTOCOL.md
+§16); /3 (agents/runtime/segment_log.py) is read and verified there, dispatched from here."""
 GENESIS = "0" * 64
 SEGMENT_ENTRIES = 1000
+MAX_CALLS = 4096
+"""Calls whose proposals the recorder keeps for an award's ``why``, newest first: the
+oldest is dropped beyond this (an award comes seconds after its call; without a bound a
+host recording for days would keep every proposal it ever got)."""
 
 
 class Recorder(Protocol):
@@ -276,9 +286,17 @@ class DecisionLog:
         # the envelope the bus is handing over now: (its messages, payload, signature)
         self._wire: tuple[list[Message], bytes, bytes] | None = None
         self.closed = False
-        self._write({"k": "header", "format": FORMAT, "host": host,
+        self._begin({"k": "header", "format": self.format, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
                      "run": dict(run)})
+
+    @property
+    def format(self) -> str:
+        """The header's format (a subclass writes another: agents/runtime/segment_log.py)."""
+        return FORMAT
+
+    def _begin(self, header: dict[str, Any]) -> None:
+        self._write(header)
         self.flush()        # a process killed before its first seal still leaves its header
 
     @property
@@ -425,7 +443,10 @@ class DecisionLog:
             if isinstance(a.body, CallForProposals):
                 key = (agent_id, a.conv)
                 if key not in self._calls or self._calls[key].cfp is not a.body:
+                    self._calls.pop(key, None)          # re-called: now the newest
                     self._calls[key] = _Call(a.body)
+                    if len(self._calls) > MAX_CALLS:    # a host records for days
+                        del self._calls[next(iter(self._calls))]
             elif isinstance(a.body, Award):
                 call = self._calls.get((agent_id, a.conv))
                 strategy = getattr(agent, "strategy", None)
@@ -481,13 +502,29 @@ def is_decision_log(path: str | Path) -> bool:
     except OSError:
         return False
     first = head.split(b"\n", 1)[0]
-    return head.startswith(b"{") and any(f.encode() in first for f in FORMATS)
+    return head.startswith(b"{") and any(f.encode() in first for f in (*FORMATS, FORMAT3))
+
+
+def _is_segmented(path: str | Path) -> bool:
+    """True when the header names format /3 (binary segments after a JSON header line)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+    except OSError:
+        return False
+    return first.startswith(b"{") and f'"format":"{FORMAT3}"'.encode() in first
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
     """The log's lines as dicts (no checking: :func:`verify_log` does that).  A last line
     without its newline was cut by a killed process and is left out.  An ``envelope``
-    input comes out decoded, as the ``message`` input it stands for (readers see one form)."""
+    input comes out decoded, as the ``message`` input it stands for (readers see one form).
+    A /3 log reads the same (agents/runtime/segment_log.py)."""
+    if _is_segmented(path):
+        from agents.runtime.segment_log import read_entries
+
+        yield from read_entries(path)
+        return
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.endswith("\n"):
@@ -505,7 +542,16 @@ def envelope_input(d: Mapping[str, Any], agent_id: str, sender: str) -> dict[str
     payload names every addressee).  The signature (``sig``, over ``autocell/1`` + the
     sender + the payload) is left to who holds the sender's certificate."""
     try:
-        h = msgpack.unpackb(base64.b64decode(d["payload"]), raw=False)
+        payload = base64.b64decode(d["payload"])
+    except (ValueError, TypeError, KeyError) as exc:    # an edited log
+        raise ValueError(f"an envelope of {agent_id} does not decode ({exc})") from exc
+    return envelope_message(payload, agent_id, sender)
+
+
+def envelope_message(payload: bytes, agent_id: str, sender: str) -> dict[str, Any]:
+    """The ``message`` form of an envelope's payload bytes (:func:`envelope_input`)."""
+    try:
+        h = msgpack.unpackb(payload, raw=False)
         body = msgspec.to_builtins(body_from_wire(h["type"], h["body"]))
     except (Rejected, ValueError, TypeError, KeyError) as exc:    # an edited log
         raise ValueError(f"an envelope of {agent_id} does not decode ({exc})") from exc
@@ -531,7 +577,12 @@ def verify_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
 
     ``trusted_key``: the recording host's public key as known from elsewhere (its
     certificate, a report); without it the header's key is taken as given, which proves
-    integrity since the header, not authorship."""
+    integrity since the header, not authorship.  A /3 log is checked by
+    :func:`agents.runtime.segment_log.verify_segments`."""
+    if _is_segmented(path):
+        from agents.runtime.segment_log import verify_segments
+
+        return verify_segments(path, trusted_key)
     with open(path, "rb") as f:
         raw = [line.rstrip(b"\n") for line in f if line.strip()]
     if not raw:
@@ -612,7 +663,9 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
     except (ConfigurationError, OSError, ValueError):
         key = SigningKey.generate()
     path = Path(host.state_dir) / f"decisions-{host.name}-{host.boot}.jsonl"
-    log = DecisionLog(path.open("wb"), key, host=host.name,
+    from agents.runtime.segment_log import SegmentLog
+
+    log = SegmentLog(path.open("wb"), key, host=host.name,
                       run=describe_run(host.cfg, host.seed, driver="host",
                                        escalation=host.escalation is not OFF,
                                        host=host.name, boot=host.boot,

@@ -190,11 +190,13 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
             if arg == "on":
                 import tempfile
 
-                from agents.runtime.recorder import DecisionLog
+                from agents.runtime.segment_log import SegmentLog
                 from security.crypto import SigningKey
 
-                recorder = DecisionLog(tempfile.TemporaryFile(), SigningKey.generate(),
-                                       host="bench", run={}, wall_clock=time.time)
+                recorder = SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(),
+                                      host="bench", run={}, wall_clock=time.time)
+            # inputs recorded as the signed bytes the bus received, as a host records them
+            bus.wire = recorder.on_wire if recorder is not None else None
             print(json.dumps({"record": arg}), flush=True)
         elif cmd == "stats":
             expected, give_up = int(arg), time.monotonic() + 60

@@ -115,11 +115,11 @@ def _recorder(host: str) -> Any:
     """A decision log in a temporary file, as a host's runner keeps one (``--decision-log``)."""
     import tempfile
 
-    from agents.runtime.recorder import DecisionLog
+    from agents.runtime.segment_log import SegmentLog
     from security.crypto import SigningKey
 
-    return DecisionLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
-                       wall_clock=time.time)
+    return SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
+                      wall_clock=time.time)
 
 
 async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> None:

@@ -38,7 +38,9 @@ from ops.experiment.runner import SweepOutcome, run_points
 from ops.experiment.stats import paired_differences
 from ops.experiment.sweep import RunPoint, Sweep, expand, load_sweep, point_cell_yaml
 from ops.lean_ray import ray_session
+from ops.paths import output_dir_problem
 from security.errors import ConfigurationError
+from security.untrusted import shown
 
 __all__ = ["execute", "reproduce_command", "run_sweep"]
 
@@ -214,6 +216,9 @@ def execute(args: Any) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     out = Path(args.out) if args.out else Path("experiments") / sweep.name
+    problem = output_dir_problem(out)
+    if problem is not None:      # found now, not as a traceback when the results are written
+        raise ConfigurationError(f"--out {shown(str(out))}: {problem}")
     points = expand(sweep)
     if args.show:
         match = [p for p in points if p.run_id == args.show]

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ops.paths import output_file
+
 
 def add_parsers(osub: Any) -> None:
     """Sub-commands of ``autocell ops`` (called by :mod:`ops.cli`)."""
@@ -18,7 +20,8 @@ def add_parsers(osub: Any) -> None:
     sp.add_argument("--speed", type=float, default=1.0,
                     help="the --speed the cell runs at under `autocell up` (cell times in "
                          "the file become wall times; default 1)")
-    sp.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
+    sp.add_argument("--out", metavar="FILE", type=output_file,
+                    help="write to this file instead of stdout")
     sp.set_defaults(func=cmd_rules)
 
 

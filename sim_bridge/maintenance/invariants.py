@@ -5,7 +5,8 @@
 * technician capacity is never exceeded: a technician is on one job at a time
   (``maintenance_start`` .. the machine's ``maintenance_done`` or
   ``maintenance_cancelled``);
-* a part is never used twice: each part serial ends at most one job;
+* a part is never used twice: each part serial ends at most one job, and the
+  stores agent (negotiated maintenance) consumes it once and never holds it again;
 * no operation starts inside a window a machine leased from the crew (negotiated
   maintenance: from the machine's ``maint_window`` until its end, or until the
   window lapsed, was refused or was cancelled) — and nothing *runs into* it: an
@@ -58,7 +59,11 @@ def technicians_within_capacity(evs: list[dict[str, Any]]) -> list[str]:
 
 
 def parts_used_once(evs: list[dict[str, Any]]) -> list[str]:
+    """Each serial ends at most one job in the plant's log, is taken off the books at most
+    once in the stores agent's (``part_consumed``), and is never held for a job after it
+    was consumed (``part_held``)."""
     used: dict[str, float] = {}
+    consumed: dict[str, float] = {}
     out = []
     for e in evs:
         if e["ev"] == "maintenance_done" and "part_serial" in e:
@@ -66,6 +71,14 @@ def parts_used_once(evs: list[dict[str, Any]]) -> list[str]:
             if serial in used:
                 out.append(f"t={e['t']}: part {serial} used again (first at t={used[serial]})")
             used[serial] = e["t"]
+        elif e["ev"] in ("part_consumed", "part_held") and "serial" in e:
+            serial = e["serial"]
+            if serial in consumed:
+                what = "consumed" if e["ev"] == "part_consumed" else "held"
+                out.append(f"t={e['t']}: the stores {what} part {serial} again (consumed at "
+                           f"t={consumed[serial]})")
+            if e["ev"] == "part_consumed":
+                consumed[serial] = e["t"]
     return out
 
 

@@ -2,8 +2,9 @@
 
 Like the energy gauges (ops/metrics.py), nothing is counted as it happens: a
 scrape reads the controller (sim_bridge/maintenance/policies.py) — each
-machine's estimator, its planned window, the stores' shelves — so a gauge can
-never drift from the state it reports.  A machine without an estimator (the
+machine's estimator, its planned window, the stores' shelves (under the
+negotiated policy, the stores agent's books: agents/maintenance/stores.py) —
+so a gauge can never drift from the state it reports.  A machine without an estimator (the
 run-to-failure and preventive policies, or no trained model) has no health and
 no remaining-life sample: an absent series, never a made-up 1.0.
 
@@ -62,6 +63,25 @@ def families(controller: Any, now: float) -> Iterator[Metric]:
             window.add_metric([mid], float(pm.due_at))
     planned.add_metric([], float(n_planned))
     ws = controller.workshop
+    books = ws.books() if getattr(ws, "books", None) is not None else None
+    if books is not None:                   # negotiated: the stores agent's books
+        for part in sorted(set(ws.settings.parts) | set(books.bins)):
+            b = books.bins.get(part)        # a part nobody has asked for: as configured
+            level = b.on_shelf(now) if b is not None else ws.settings.part(part).stock
+            stock.add_metric([part], float(level))
+            on_order.add_metric([part], float(len(b.arrives_at) - level if b else 0))
+    else:
+        _shelves(ws, stock, on_order)
+    by_cause: dict[str, int] = {}
+    for e in controller.escalations:
+        by_cause[e["cause"]] = by_cause.get(e["cause"], 0) + 1
+    for cause in sorted(by_cause):
+        escalations.add_metric([cause], float(by_cause[cause]))
+    yield from (health, rul, window, planned, stock, on_order, escalations)
+
+
+def _shelves(ws: Any, stock: GaugeMetricFamily, on_order: GaugeMetricFamily) -> None:
+    """The simulator's own shelves (every policy but negotiated with a stores agent)."""
     for part in sorted(set(ws.settings.parts) | set(ws.shelves)):
         shelf = ws.shelves.get(part)        # a shelf is made at first use; never here (a
         if shelf is None:                   # scrape must not touch the SimPy queue)
@@ -70,9 +90,3 @@ def families(controller: Any, now: float) -> Iterator[Metric]:
         else:
             stock.add_metric([part], float(shelf.level))
             on_order.add_metric([part], float(shelf.on_order))
-    by_cause: dict[str, int] = {}
-    for e in controller.escalations:
-        by_cause[e["cause"]] = by_cause.get(e["cause"], 0) + 1
-    for cause in sorted(by_cause):
-        escalations.add_metric([cause], float(by_cause[cause]))
-    yield from (health, rul, window, planned, stock, on_order, escalations)

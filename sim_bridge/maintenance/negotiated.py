@@ -9,7 +9,15 @@ whose technician has come sends the plant ``set_state`` with ``state:
 maintenance`` (job id as the task, the technician named); this module catches
 that command in front of the gateway (which ignores states it does not know)
 and starts the job at once, or answers ``command_refused`` when the named
-technician is on a repair or the shelf is empty, so the machine asks again.
+technician is on a repair or the part is missing, so the machine asks again.
+
+The part: the stores agent (agents/maintenance/stores.py) is the shelf's
+authority for planned windows.  The command names the serial it holds for the
+job (``part_serial``); the workshop fits that unit and no other, never one it
+fitted before (refused: "used already"), and does not take from its own shelf,
+which under this policy serves the corrective repairs alone (no agent books
+those yet).  A command without a serial (no stores agent) takes from the shelf
+as before.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import TYPE_CHECKING
 from agents.base import PlantEventIn
 from agents.maintenance.estimators import estimator
 from agents.maintenance.rul import HealthModel
+from agents.maintenance.stores import STORES_ID
 from agents.protocol.actions import Command
 
 from .workshop import Workshop
@@ -45,6 +54,9 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
         window = getattr(agent, "maint", None)
         if window is not None:
             window.estimator = estimator(settings.estimator, model)
+    # the part gauges read the stores agent's books at scrape time (metrics.py): the agent
+    # of the moment, so a stores agent rebuilt after a crash is the one read
+    workshop.books = lambda: getattr(cell.runner.agents.get(STORES_ID), "stores", None)
     plant, backend = cell.plant, cell.plant.backend
     inner = plant.command
 
@@ -54,7 +66,9 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
             return
         dm = backend.degrading.get(cmd.resource)
         tech = str(cmd.args.get("technician", ""))
-        why = "the machine does not wear" if dm is None else workshop.negotiated(dm, tech)
+        serial = str(cmd.args.get("part_serial", ""))   # held by the stores agent
+        why = ("the machine does not wear" if dm is None
+               else workshop.negotiated(dm, tech, serial))
         if why:
             backend.record("maintenance_refused", machine=cmd.resource, job=cmd.task,
                            technician=tech, why=why)

@@ -115,6 +115,8 @@ class Workshop:
             self.crew.put(f"tech{k + 1}")
         self.shelves: dict[str, _Shelf] = {}
         self.waiting_corrective = 0
+        self.fitted: set[str] = set()        # serials the stores agent issued, once each
+        self.books: Any = None               # negotiated: the stores agent's books, read
 
     def shelf(self, part: str) -> _Shelf:
         if part not in self.shelves:
@@ -125,9 +127,9 @@ class Workshop:
         return bool(self.crew.items) and self.waiting_corrective == 0
 
     def _job(self, dm: DegradingMachine, kind: str, duration_s: float, work: Any,
-             technician: str = "") -> Generator[simpy.Event, Any, None]:
+             technician: str = "", issued: str = "") -> Generator[simpy.Event, Any, None]:
         tech: str = technician or (yield self.crew.get())
-        serial = yield from self.shelf(dm.spec.part).take()
+        serial = issued or (yield from self.shelf(dm.spec.part).take())
         dm.job = {"technician": tech, "part_serial": serial}
         self.record("maintenance_start", machine=dm.m.spec.id, kind=kind, technician=tech,
                     part_serial=serial, duration_s=round(duration_s, 6))
@@ -161,19 +163,28 @@ class Workshop:
                 self._cancelled(dm)
         yield from self._job(dm, "planned", duration, work)
 
-    def negotiated(self, dm: DegradingMachine, technician: str) -> str:
+    def negotiated(self, dm: DegradingMachine, technician: str, issued: str = "") -> str:
         """A window the crew agent negotiated begins: ``technician`` (named by the crew) and
         a part from the shelf now, or why not ("" when it started).  Never waits: a job
         that cannot start now is refused, and the machine asks the crew again."""
         shelf = self.shelf(dm.spec.part)
         if technician not in self.crew.items:
             return f"{technician} is not free (a corrective repair, or unknown)"
-        if not shelf.items.items:
+        if issued:                              # the unit the stores agent holds for it
+            why = self._issue(shelf, issued)
+            if why:
+                return why
+        elif not shelf.items.items:
             self.stats.stock_outs += 1
             self.record("stock_out", part=shelf.name)
             return f"no {shelf.name} on the shelf"
         if not dm.m.up or dm.maintaining:
             return "machine down"
+        if issued:
+            self.fitted.add(issued)
+            self.stats.parts_used += 1
+            self.stats.parts_cost += shelf.rule.cost
+            self.stats.by_part[shelf.name] = self.stats.by_part.get(shelf.name, 0) + 1
         self.crew.items.remove(technician)      # free, so no getter waits for it
         duration = dm.spec.maintenance_s
 
@@ -182,13 +193,24 @@ class Workshop:
                 yield self.env.timeout(duration)
             else:                               # failed in between: the part goes back
                 self._cancelled(dm)
-        self.env.process(self._job(dm, "planned", duration, work, technician))
+        self.env.process(self._job(dm, "planned", duration, work, technician, issued))
+        return ""
+
+    def _issue(self, shelf: _Shelf, serial: str) -> str:
+        """Why the stores agent's unit ``serial`` cannot be fitted ("" when it can)."""
+        if serial.rsplit("#s", 1)[0] != shelf.name:
+            return f"part {serial} is not a {shelf.name}"
+        if serial in self.fitted:
+            return f"part {serial} used already"
         return ""
 
     def _cancelled(self, dm: DegradingMachine) -> None:
         """A planned job the machine's failure overtook: its part goes back on the shelf."""
         shelf = self.shelf(dm.spec.part)
-        shelf.items.put(dm.job["part_serial"])
+        if dm.job["part_serial"] in self.fitted:     # the stores agent's: back to its books
+            self.fitted.discard(dm.job["part_serial"])
+        else:
+            shelf.items.put(dm.job["part_serial"])
         self.stats.parts_used -= 1
         self.stats.parts_cost -= shelf.rule.cost
         self.record("maintenance_cancelled", machine=dm.m.spec.id,

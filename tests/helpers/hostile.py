@@ -230,6 +230,7 @@ def _output_cases() -> list[Case]:
         ("chaos --write", chaos, "--write"), ("chaos --report", chaos, "--report"),
         ("schema --out", ["schema"], "--out"),
         ("ops prometheus-config --out", ["ops", "prometheus-config", str(DEMO)], "--out"),
+        ("ops prometheus-rules --out", ["ops", "prometheus-rules", str(DEMO)], "--out"),
     ]
     out = [Case(4, "users add --users into a missing directory",
                 lambda t: ["users", "add", "ann", "--role", "viewer", "--password-stdin",

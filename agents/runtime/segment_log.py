@@ -1,0 +1,488 @@
+"""Decision log format ``autocell-decision-log/3``: binary segments hashed whole, indexed.
+
+Theory of operation
+-------------------
+Formats /1 and /2 (agents/runtime/recorder.py) encode every input as a JSON
+line and hash it into a chain at once: one encoding and one SHA-256 per
+input, on the message path.  ADR 58 measured that at 2.5–3 % of a caller's
+round in a loop and two to three times that in the process (the bus's work
+in between evicts the encoder and the hash from the cache), and concluded
+that less work per input needs another format.  This is it:
+
+* an input the agent answered with no action, whose envelope the bus handed
+  over (``Bus.wire``), is held as a tuple of what is already there — the
+  agent, the times, the envelope's name (sender, epoch, seq) and its payload
+  and signature frames as they came in — and appended to the open segment's
+  buffer as one msgpack array with the next entry or seal, in one loop: no
+  encoding of the message, no hash on the message path;
+* every other entry is the /2 entry (without ``n`` and ``prev``) as a
+  msgpack map, appended the same way;
+* the hashing happens once per segment, at its seal, in one tight loop: a
+  16-byte digest per entry for the index (so a bad entry is still *named*,
+  not only its segment), and the segment's SHA-256 over the previous
+  segment's hash, its bytes and its index, signed with Ed25519.
+
+The file is a JSON header line (as /2's, so ``is_decision_log`` and a human
+still recognise it) and then one record per segment: ``u32 len(E) | E |
+u32 len(S) | S``, E the entries back to back, S the seal (a msgpack map
+holding the index).  docs/PROTOCOL.md §16 is the format, precisely enough to
+verify a log without this code.  A process killed mid-segment loses that
+segment, as it lost its unsealed lines before: an unsealed entry could not
+have been verified either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+from array import array
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import msgspec
+
+from agents.base import Agent
+from agents.protocol.actions import Action
+from agents.protocol.messages import Proposal
+from agents.runtime.journal import Inbound, Input
+from agents.runtime.recorder import (
+    FORMAT3,
+    GENESIS,
+    DecisionLog,
+    LogReport,
+    canonical,
+    envelope_message,
+    input_json,
+)
+from security.crypto import Verifier, fingerprint
+
+DIGEST_BYTES = 16
+"""An index digest: the first 16 bytes of the entry's SHA-256 (it locates a bad entry;
+the segment's full SHA-256, signed, is what proves the segment)."""
+
+_LEN = struct.Struct(">I")
+_ENCODER = msgspec.msgpack.Encoder()
+_encode_into = _ENCODER.encode_into
+_sha256 = hashlib.sha256
+_BIG_ENDIAN = sys.byteorder == "big"
+assert array("I").itemsize == 4
+
+
+def seal_text(segment: int, first: int, last: int, final: bool, hash_hex: str) -> bytes:
+    """What a /3 seal's signature covers: plain text (docs/PROTOCOL.md §16)."""
+    return f"{FORMAT3} seal {segment} {first} {last} {int(final)} {hash_hex}".encode()
+
+
+def segment_hash(prev_hex: str, entries: bytes | bytearray, offsets: bytes,
+                 digests: bytes) -> str:
+    """SHA-256 over the previous segment's hash (32 bytes), the entries and the index."""
+    h = _sha256(bytes.fromhex(prev_hex))
+    h.update(entries)
+    h.update(offsets)
+    h.update(digests)
+    return h.hexdigest()
+
+
+def index_digests(entries: bytes | bytearray, bounds: Sequence[int]) -> bytes:
+    """The index digests of the entries between consecutive ``bounds``."""
+    mv = memoryview(entries)
+    try:
+        return b"".join([_sha256(mv[a:b]).digest()[:DIGEST_BYTES]
+                         for a, b in zip(bounds, bounds[1:])])
+    finally:
+        mv.release()
+
+
+def _offsets_bytes(offsets: array[int]) -> bytes:
+    if _BIG_ENDIAN:
+        return offsets.tobytes()
+    out = array("I", offsets)
+    out.byteswap()
+    return out.tobytes()
+
+
+def _offsets_of(raw: bytes) -> list[int]:
+    out = array("I", raw)
+    if not _BIG_ENDIAN:
+        out.byteswap()
+    return out.tolist()
+
+
+class SegmentLog(DecisionLog):
+    """A :class:`DecisionLog` written as format /3 (module docstring): the same entries,
+    the same hooks and the same *why*; binary records buffered per segment."""
+
+    @property
+    def format(self) -> str:
+        return FORMAT3
+
+    def _begin(self, header: dict[str, Any]) -> None:
+        line = canonical(header)
+        self.sink.write(line + b"\n")
+        self.sink.flush()       # a process killed before its first seal leaves its header
+        self._prev = _sha256(line).hexdigest()  # segment 1 chains to the header
+        self.n = 1
+        self._seg = bytearray()
+        self._offsets: array[int] = array("I")
+        # envelope entries numbered but not yet appended, in order (see on_decision)
+        self._held: list[tuple[Any, ...]] = []
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        if self._held:
+            self._append_held()
+        seg = self._seg
+        self._offsets.append(len(seg))
+        _encode_into(obj, seg, -1)
+        self.n += 1
+
+    def _append_held(self) -> None:
+        """Append the envelope entries held back, in order, in one tight loop (the encoder
+        stays hot in the cache: ADR 50's second round)."""
+        seg, offsets = self._seg, self._offsets
+        for record in self._held:
+            offsets.append(len(seg))
+            _encode_into(record, seg, -1)
+        self._held.clear()
+
+    def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
+                    now: float, agent: Agent | None) -> None:
+        """The hot path: a message answered by no action whose envelope the bus handed over
+        is held as a tuple of what is already there (names, times, the two frames) and
+        appended with the next entry, seal or flush; anything else is the /2 entry,
+        appended at once (an agent may still change what it handed over)."""
+        if actions or type(cause) is not Inbound:
+            super().on_decision(agent_id, cause, actions, now, agent)
+            return
+        m = cause.msg
+        self._now = now
+        if self._calls and type(m.body) is Proposal:
+            call = self._calls.get((agent_id, m.conv))
+            if call is not None and now <= call.cfp.reply_by_at:
+                call.proposals[m.sender] = (m.body, now)
+        wall_at = None if self.wall_clock is None else self.wall_clock()
+        w = self._wire
+        if w is not None:
+            for x in w[0]:
+                if x is m:
+                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
+                                       wall_at))
+                    self.n += 1
+                    self.entries += 1
+                    if self.n - self._segment_first >= self.segment_entries:
+                        self.seal()
+                    return
+        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id,
+                                 "in": input_json(cause), "out": (),
+                                 "env": (m.sender, m.epoch, m.seq)}
+        if wall_at is not None:
+            entry["wall_at"] = wall_at
+        self._write(entry)
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self.seal()
+
+    def seal(self, *, final: bool = False) -> None:
+        """Index, hash, sign and write the open segment (one record)."""
+        if self.n == self._segment_first and not final:
+            return
+        if self._held:
+            self._append_held()
+        self.segments += 1
+        first, last = self._segment_first, self.n - 1
+        seg, offsets = self._seg, self._offsets
+        bounds = offsets.tolist()
+        bounds.append(len(seg))
+        digests = index_digests(seg, bounds)
+        offs = _offsets_bytes(offsets)
+        prev = self._prev
+        hash_hex = segment_hash(prev, seg, offs, digests)
+        sig = self.key.sign(seal_text(self.segments, first, last, final, hash_hex))
+        record = _ENCODER.encode({"k": "seal", "segment": self.segments, "first": first,
+                                  "last": last, "final": final, "prev": prev,
+                                  "hash": hash_hex, "key_id": fingerprint(self.key.public_key),
+                                  "sig": sig, "offsets": offs, "digests": digests})
+        write = self.sink.write
+        write(_LEN.pack(len(seg)))
+        write(seg)
+        write(_LEN.pack(len(record)))
+        write(record)
+        self.sink.flush()
+        self._prev = hash_hex
+        self._segment_first = self.n
+        self._seg = bytearray()
+        self._offsets = array("I")
+
+    def flush(self) -> None:
+        """Entries reach the file at seals (:meth:`seal`); this only flushes the sink."""
+        self.sink.flush()
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+class _Segment(msgspec.Struct, frozen=True):
+    """One segment record as read: its entries' bytes, its seal's bytes, where it starts."""
+
+    entries: bytes
+    seal: bytes
+    at: int
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], bytes, int]:
+    line, nl, _ = data.partition(b"\n")
+    if not nl:
+        raise ValueError("the header line is not complete")
+    header = json.loads(line)
+    if not isinstance(header, dict) or header.get("format") != FORMAT3:
+        raise ValueError(f"no {FORMAT3} header")
+    return header, line, len(line) + 1
+
+
+def _segments(data: bytes, pos: int) -> Iterator[_Segment]:
+    """The complete segment records from ``pos`` on (a cut one at the end is left out)."""
+    end = len(data)
+    while pos + 4 <= end:
+        (elen,) = _LEN.unpack_from(data, pos)
+        spos = pos + 4 + elen
+        if spos + 4 > end:
+            return
+        (slen,) = _LEN.unpack_from(data, spos)
+        if spos + 4 + slen > end:
+            return
+        yield _Segment(data[pos + 4:spos], data[spos + 4:spos + 4 + slen], pos)
+        pos = spos + 4 + slen
+
+
+def _seal_of(raw: bytes) -> dict[str, Any]:
+    seal = msgspec.msgpack.decode(raw)
+    if not isinstance(seal, dict) or seal.get("k") != "seal":
+        raise ValueError("not a seal")
+    for name, kind in (("segment", int), ("first", int), ("last", int), ("final", bool),
+                       ("prev", str), ("hash", str), ("sig", bytes), ("offsets", bytes),
+                       ("digests", bytes)):
+        if type(seal.get(name)) is not kind:
+            raise ValueError(f"its {name!r} is missing or not a {kind.__name__}")
+    return seal
+
+
+def entry_dict(obj: Any, n: int) -> dict[str, Any]:
+    """An entry record as the dict /2's reader gives (``n`` added; an envelope input
+    decoded into the ``message`` form)."""
+    if isinstance(obj, list):
+        agent, t, sender, epoch, seq, payload, _sig, wall_at = obj
+        entry: dict[str, Any] = {"k": "in", "n": n, "t": t, "agent": agent,
+                                 "in": envelope_message(payload, agent, sender), "out": [],
+                                 "env": [sender, epoch, seq]}
+        if wall_at is not None:
+            entry["wall_at"] = wall_at
+        return entry
+    if not isinstance(obj, dict):
+        raise ValueError(f"entry {n} is neither an array nor a map")
+    obj["n"] = n
+    inp = obj.get("in")
+    if obj.get("k") == "in" and isinstance(inp, dict) and inp.get("kind") == "envelope":
+        obj["in"] = envelope_message(inp["payload"], obj["agent"], obj["env"][0])
+    return obj
+
+
+def read_entries(path: str | Path) -> Iterator[dict[str, Any]]:
+    """A /3 log as /2's :func:`~agents.runtime.recorder.read_lines` gives it: the header
+    (``n`` 0), the entries and a ``seal`` dict per segment.  No checking (that is
+    :func:`verify_segments`); an entry that does not decode raises ValueError."""
+    data = Path(path).read_bytes()
+    header, _, pos = _header(data)
+    yield {**header, "n": 0}
+    for seg in _segments(data, pos):
+        try:
+            seal = _seal_of(seg.seal)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise ValueError(f"the seal of the segment at byte {seg.at} does not decode "
+                             f"({exc})") from exc
+        bounds = _offsets_of(seal["offsets"]) + [len(seg.entries)]
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            n = seal["first"] + i
+            try:
+                obj = msgspec.msgpack.decode(seg.entries[a:b])
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"entry {n} does not decode ({exc})") from exc
+            yield entry_dict(obj, n)
+        yield {"k": "seal", "segment": seal["segment"], "first": seal["first"],
+               "last": seal["last"], "final": seal["final"], "hash": seal["hash"]}
+
+
+def _derive(entries: bytes) -> list[int]:
+    """The entries' boundaries as the bytes themselves give them (one msgpack object after
+    another), independent of the index; stops at the first that does not decode."""
+    bounds, end = [0], len(entries)
+    up = msgpack.Unpacker(raw=True, max_buffer_size=end + 1)
+    up.feed(entries)
+    while bounds[-1] < end:
+        try:
+            up.skip()
+        except Exception:       # OutOfData, FormatError, StackError...: an edited entry
+            break
+        bounds.append(up.tell())
+    return bounds
+
+
+def _locate(entries: bytes, index: list[bytes], first: int) -> tuple[int, str] | None:
+    """The first entry whose bytes are not what the index says, and how (edited, removed,
+    reordered); None when every entry matches."""
+    bounds = _derive(entries)
+    derived = index_digests(entries, bounds)
+    got = [derived[i:i + DIGEST_BYTES] for i in range(0, len(derived), DIGEST_BYTES)]
+    for i, want in enumerate(index):
+        if i >= len(got):
+            return first + i, (f"entry {first + i} is missing from its segment (entries "
+                               "removed, or an edit left the rest undecodable)")
+        if got[i] != want:
+            if got[i:] == index[i + 1:i + 1 + len(got) - i] and len(got) < len(index):
+                return first + i, f"entry {first + i} was removed"
+            if got[i] in index:
+                return first + i, (f"entry {first + i} is not where the index puts it "
+                                   "(entries reordered)")
+            return first + i, (f"entry {first + i} does not hash to its index digest "
+                               f"(entry {first + i} edited)")
+    if len(got) > len(index) or bounds[-1] != len(entries):
+        return first + len(index), (f"bytes after entry {first + len(index) - 1} that the "
+                                    "index does not hold (an entry inserted)")
+    return None
+
+
+def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
+    """Check a /3 log: the header, every segment's entries against its index, the hash
+    chain of segments, every seal's signature, a final seal (docs/PROTOCOL.md §16)."""
+    data = Path(path).read_bytes()
+    try:
+        header, line, pos = _header(data)
+        key = bytes.fromhex(header["key"])
+        verifier = Verifier(key)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        return LogReport(False, 0, 0, f"the header does not read ({exc})")
+    host, key_id = str(header.get("host", "")), fingerprint(key)
+    if trusted_key is not None and key != trusted_key:
+        return LogReport(False, 0, 0, f"the header's key {key_id} is not the trusted key "
+                         f"{fingerprint(trusted_key)}", GENESIS, 0, host, key_id)
+    prev, n, segments, final, end = _sha256(line).hexdigest(), 1, 0, False, pos
+
+    def bad(at: int, problem: str) -> LogReport:
+        return LogReport(False, at, at, problem, prev, segments, host, key_id)
+
+    for seg in _segments(data, pos):
+        end = seg.at + 8 + len(seg.entries) + len(seg.seal)
+        k = segments + 1
+        if final:
+            return bad(n, f"segment {k} follows the final seal (appended after closing)")
+        try:
+            seal = _seal_of(seg.seal)
+        except (msgspec.DecodeError, ValueError) as exc:
+            return bad(n, f"the seal of segment {k} does not decode ({exc}; edited)")
+        offs, digests = seal["offsets"], seal["digests"]
+        count = seal["last"] - seal["first"] + 1
+        if seal["segment"] != k or seal["first"] != n or seal["prev"] != prev:
+            what = ("the header was edited (segment 1 does not chain to it)" if k == 1
+                    and seal["prev"] != prev else
+                    f"segment {seal['segment']} (entries {seal['first']}..{seal['last']}) "
+                    f"where segment {k}, from entry {n}, belongs (segments removed or "
+                    "reordered)")
+            return bad(0 if "header" in what else n, what)
+        if (count < 0 or len(offs) != 4 * count or len(digests) != DIGEST_BYTES * count):
+            return bad(n, f"the index of segment {k} does not hold its {count} entries "
+                       "(the seal edited)")
+        index = [digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)]
+        located = _locate(seg.entries, index, n)
+        if located is not None:
+            return bad(*located)
+        if _offsets_of(offs) != _derive(seg.entries)[:-1]:
+            return bad(n, f"the offsets of segment {k}'s index are not its entries' "
+                       "(the seal edited)")
+        hash_hex = segment_hash(prev, seg.entries, offs, digests)
+        if hash_hex != seal["hash"] or not verifier.verify(
+                seal_text(k, n, seal["last"], seal["final"], hash_hex), seal["sig"]):
+            return bad(n, f"segment {k} (entries {n}..{seal['last']}): the signature does "
+                       "not verify (forged or the seal edited)")
+        prev, n, segments, final = hash_hex, seal["last"] + 1, k, seal["final"]
+    if end < len(data):
+        return bad(n, f"bytes after segment {segments} do not form a whole segment: entries "
+                   f"from {n} follow the last seal unsigned (the recording process stopped "
+                   "before closing the log, or the file was cut)")
+    if not final:
+        return bad(n, "the log has no final seal (the recording process stopped before "
+                   "closing it, or segments were cut from the end)")
+    return LogReport(True, n, None, "", prev, segments, host, key_id)
+
+
+# -- the senders' signatures -----------------------------------------------------------------
+
+def signed_inputs(path: str | Path) -> Iterator[tuple[int, str, bytes, bytes, float]]:
+    """Every input recorded as its envelope (format /2's ``envelope`` or /3's), in order:
+    (entry number, sender, payload, signature, when it was received: ``wall_at``, else the
+    sender's stamp).  No checking of the log itself (that is ``verify_log``)."""
+    import base64
+
+    from agents.runtime.recorder import _is_segmented
+
+    def when(payload: bytes, wall_at: Any) -> float:
+        if isinstance(wall_at, (int, float)):
+            return float(wall_at)
+        ts = msgpack.unpackb(payload, raw=False).get("ts")
+        return float(ts) if isinstance(ts, (int, float)) else 0.0
+
+    if not _is_segmented(path):
+        with open(path, "rb") as f:
+            for line in f:
+                if b'"kind":"envelope"' not in line:
+                    continue
+                e = json.loads(line)
+                payload = base64.b64decode(e["in"]["payload"])
+                yield (e["n"], e["env"][0], payload, base64.b64decode(e["in"]["sig"]),
+                       when(payload, e.get("wall_at")))
+        return
+    for e in read_entries_raw(path):
+        n, obj = e
+        if isinstance(obj, list):
+            _agent, _t, sender, _epoch, _seq, payload, sig, wall_at = obj
+            yield n, sender, payload, sig, when(payload, wall_at)
+        elif isinstance(obj, dict) and isinstance(obj.get("in"), dict) \
+                and obj["in"].get("kind") == "envelope":
+            payload = obj["in"]["payload"]
+            yield n, obj["env"][0], payload, obj["in"]["sig"], when(payload, obj.get("wall_at"))
+
+
+def read_entries_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """A /3 log's entries as decoded msgpack objects, numbered (no conversion)."""
+    data = Path(path).read_bytes()
+    _, _, pos = _header(data)
+    for seg in _segments(data, pos):
+        seal = _seal_of(seg.seal)
+        bounds = _offsets_of(seal["offsets"]) + [len(seg.entries)]
+        for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            yield seal["first"] + i, msgspec.msgpack.decode(seg.entries[a:b])
+
+
+def verify_senders(path: str | Path, trust: Any) -> tuple[int, int | None, str]:
+    """Check each envelope input's signature against the cell's certificates (``trust``, a
+    :class:`security.certs.TrustStore`): (inputs checked, the first forged entry or None,
+    why).  A log that verifies proves what the host recorded; this proves who sent it."""
+    from agents.protocol.envelope import SIGNING_TAG
+    from security.errors import Rejected
+
+    checked = 0
+    try:
+        for n, sender, payload, sig, at in signed_inputs(path):
+            try:
+                verifier = trust.peer(sender, at).verifier
+            except Rejected as exc:
+                return checked, n, f"entry {n}: the sender {sender!r} has no valid " \
+                                   f"certificate at {at:.0f} ({exc})"
+            if not verifier.verify(SIGNING_TAG + sender.encode() + bytes(payload), bytes(sig)):
+                return checked, n, (f"entry {n}: the envelope's signature does not verify "
+                                    f"with {sender!r}'s certificate (the input was forged or "
+                                    "edited)")
+            checked += 1
+    except (ValueError, KeyError, TypeError, IndexError, msgspec.DecodeError) as exc:
+        return checked, None, f"the log does not read ({exc}); verify it first"
+    return checked, None, ""

@@ -1,0 +1,283 @@
+"""Format /3 of the decision log (agents/runtime/segment_log.py, docs/PROTOCOL.md §16).
+
+Entries are binary records in segments hashed whole; the per-entry index still lets
+``audit verify`` name the first edited, removed or reordered entry, a forged seal, a
+header edited, a segment removed and a log cut short.  Readers see the /2 dicts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from agents.protocol.actions import Log
+from agents.runtime import recorder
+from agents.runtime.journal import Inbound, Timer
+from agents.runtime.recorder import read_lines, verify_log
+from agents.runtime.segment_log import SegmentLog
+from ops.cli import main
+from security.crypto import SigningKey
+from tests.test_decision_log_wire import _traffic
+
+_LEN = struct.Struct(">I")
+
+
+def _log(path: Path, rounds: int = 4, segment_entries: int = 6,
+         key: SigningKey | None = None) -> Path:
+    with path.open("wb") as f:
+        log = SegmentLog(f, key or SigningKey.generate(), host="h", run={"seed": 1},
+                         segment_entries=segment_entries)
+        for r in range(rounds):
+            for agent, msgs, payload, sig, answered in _traffic():
+                log.on_wire(msgs, payload, sig)
+                actions = [Log("bid", {"round": r})] if answered else []
+                log.on_decision(agent, Inbound(msgs[0], 1.5 + r), actions, 1.5 + r, None)
+            log.on_decision("o-1", Timer("deadline", 2.0 + r), [], 2.0 + r, None)
+            log.on_runtime("pause", "m1", 2.0 + r)
+        log.close()
+    return path
+
+
+def _split(data: bytes) -> tuple[bytes, list[tuple[bytes, dict]]]:
+    """The header line and each segment's (entries, seal)."""
+    nl = data.index(b"\n") + 1
+    head, pos, out = data[:nl], nl, []
+    while pos < len(data):
+        (elen,) = _LEN.unpack_from(data, pos)
+        entries = data[pos + 4:pos + 4 + elen]
+        (slen,) = _LEN.unpack_from(data, pos + 4 + elen)
+        seal = msgspec.msgpack.decode(data[pos + 8 + elen:pos + 8 + elen + slen])
+        out.append((entries, seal))
+        pos += 8 + elen + slen
+    return head, out
+
+
+def _join(head: bytes, segments: list[tuple[bytes, dict]]) -> bytes:
+    out = [head]
+    for entries, seal in segments:
+        s = msgspec.msgpack.encode(seal)
+        out += [_LEN.pack(len(entries)), entries, _LEN.pack(len(s)), s]
+    return b"".join(out)
+
+
+def _bounds(seal: dict, entries: bytes) -> list[int]:
+    offs = struct.unpack(f">{len(seal['offsets']) // 4}I", seal["offsets"])
+    return [*offs, len(entries)]
+
+
+def test_a_fresh_log_verifies_and_reads_as_the_json_forms(tmp_path: Path) -> None:
+    path = _log(tmp_path / "d.log")
+    assert recorder.is_decision_log(path)
+    rep = verify_log(path)
+    assert rep.ok and rep.segments == 5 and rep.entries == 25, rep
+    lines = list(read_lines(path))
+    assert lines[0]["format"] == "autocell-decision-log/3" and lines[0]["n"] == 0
+    entries = [e for e in lines if e["k"] in ("in", "rt")]
+    assert [e["n"] for e in entries] == list(range(1, 25))
+    msgs = [e for e in entries if e["k"] == "in" and e["in"]["kind"] == "message"]
+    assert len(msgs) == 16 and all(e["env"] == [e["in"]["from"], e["in"]["epoch"],
+                                                e["in"]["seq"]] for e in msgs)
+    assert [i["in"]["to"] for i in msgs[:4]] == ["m1", "m2", "o-1", "o-1"]
+    assert msgs[0]["out"] == [["log", "bid", {"round": 0}]] and msgs[2]["out"] == []
+    json.dumps(lines)       # the same JSON-able dicts as /2's reader gives
+    assert main(["audit", "verify", str(path)]) == 0
+
+
+def _tampered(tmp_path: Path, how: str) -> Path:
+    data = _log(tmp_path / "d.log").read_bytes()
+    head, segs = _split(data)
+    entries, seal = segs[1]                  # segment 2: entries 7..12
+    b = _bounds(seal, entries)
+    parts = [entries[x:y] for x, y in zip(b, b[1:])]
+    if how == "edit":
+        p = bytearray(parts[2])
+        p[-3] ^= 0x01                        # a byte of entry 9, same length
+        parts[2] = bytes(p)
+    elif how == "remove":
+        del parts[2]
+    elif how == "reorder":
+        parts[2], parts[3] = parts[3], parts[2]
+    segs[1] = (b"".join(parts), seal)
+    if how == "forge":
+        seal["sig"] = SigningKey.generate().sign(b"something else")
+    elif how == "drop_segment":
+        del segs[1]
+    elif how == "header":
+        head = head.replace(b'"seed":1', b'"seed":2')
+    out = tmp_path / f"{how}.log"
+    out.write_bytes(_join(head, segs))
+    return out
+
+
+@pytest.mark.parametrize("how, bad, words", [
+    ("edit", 9, "entry 9 edited"),
+    ("remove", 9, "entry 9 was removed"),
+    ("reorder", 9, "reordered"),
+    ("forge", 7, "segment 2 (entries 7..12): the signature does not verify"),
+    ("drop_segment", 7, "segments removed or reordered"),
+    ("header", 0, "header was edited"),
+])
+def test_tampering_names_the_first_bad_entry(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             how: str, bad: int, words: str) -> None:
+    path = _tampered(tmp_path, how)
+    rep = verify_log(path)
+    assert not rep.ok and rep.bad_entry == bad and words in rep.problem, rep
+    assert main(["audit", "verify", str(path), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["first_bad_entry"] == bad and out["kind"] == "decision_log"
+
+
+def test_an_edit_that_keeps_the_index_consistent_breaks_the_signature(tmp_path: Path) -> None:
+    """A forger who rewrites an entry and its index digest is caught by the segment hash."""
+    from agents.runtime.segment_log import index_digests
+
+    data = _log(tmp_path / "d.log").read_bytes()
+    head, segs = _split(data)
+    entries, seal = segs[0]
+    b = _bounds(seal, entries)
+    p = bytearray(entries)
+    p[b[3] - 3] ^= 0x01
+    seal["digests"] = index_digests(bytes(p), b)
+    segs[0] = (bytes(p), seal)
+    path = tmp_path / "x.log"
+    path.write_bytes(_join(head, segs))
+    rep = verify_log(path)
+    assert not rep.ok and rep.bad_entry == 1 and "signature does not verify" in rep.problem
+
+
+def test_a_log_cut_short_is_named_from_its_unsigned_tail(tmp_path: Path) -> None:
+    data = _log(tmp_path / "d.log").read_bytes()
+    cut = tmp_path / "cut.log"
+    cut.write_bytes(data[:-10])              # inside the final seal
+    rep = verify_log(cut)
+    assert not rep.ok and rep.bad_entry == 25 and "unsigned" in rep.problem, rep
+    head, segs = _split(data)
+    cut.write_bytes(_join(head, segs[:3]))   # whole segments, no final seal
+    rep = verify_log(cut)
+    assert not rep.ok and rep.bad_entry == 19 and "no final seal" in rep.problem, rep
+    assert len([e for e in read_lines(cut) if e["k"] in ("in", "rt")]) == 18
+
+
+def test_a_log_re_signed_with_another_key_fails_against_the_trusted_key(tmp_path: Path) -> None:
+    path = _log(tmp_path / "d.log")
+    assert verify_log(path).ok
+    rep = verify_log(path, trusted_key=SigningKey.generate().public_key)
+    assert not rep.ok and rep.bad_entry == 0 and "not the trusted key" in rep.problem
+
+
+def test_a_decoded_message_and_an_empty_log_are_recorded(tmp_path: Path) -> None:
+    """A message whose envelope was not handed over is kept in the map form; a log closed
+    with no entries is one empty final segment."""
+    sink = io.BytesIO()
+    log = SegmentLog(sink, SigningKey.generate(), host="h", run={})
+    (_, msgs, _, _, _), = _traffic()[2:3]
+    log.on_decision("o-1", Inbound(msgs[0], 1.5), (), 1.5, None)
+    log.close()
+    path = tmp_path / "m.log"
+    path.write_bytes(sink.getvalue())
+    assert verify_log(path).ok
+    (entry,) = [e for e in read_lines(path) if e["k"] == "in"]
+    assert entry["in"]["kind"] == "message" and entry["in"]["from"] == "m1"
+    empty = tmp_path / "e.log"
+    with empty.open("wb") as f:
+        SegmentLog(f, SigningKey.generate(), host="h", run={}).close()
+    assert verify_log(empty).ok and verify_log(empty).segments == 1
+
+
+def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A log can verify (the recording host signed it) and still hold an input its sender
+    never signed: ``--certs`` checks each envelope against the cell's certificates."""
+    import os
+    import time
+
+    from agents.protocol.envelope import Opener, Sealer
+    from agents.protocol.messages import Proposal
+    from security.keystore import KeyDir
+
+    now = time.time()
+    keys = KeyDir(tmp_path / "keys")
+    keys.init(now)
+    for agent, role in (("o-1", "order"), ("m1", "machine")):
+        keys.issue(agent, role, now)
+    opener = Opener(keys.trust_store(), None)
+    sealer = Sealer("m1", keys.identity("m1")[0], epoch=1, random_bytes=os.urandom)
+
+    def record(path: Path, forge_at: int | None) -> Path:
+        with path.open("wb") as f:
+            log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=2,
+                             wall_clock=lambda: now)
+            for i in range(5):
+                p = Proposal(task=f"o-1/{i}", kind="operation", start_at=1.0, finish_at=9.0,
+                             hold_until_at=3.0, cost={"queue_s": 0.0})
+                frames = sealer.seal("o-1", p, now, f"o-1/{i}")
+                msg = opener.open(frames, now)
+                sig = bytes(frames[2]) if i != forge_at else bytes(64)
+                log.on_wire([msg], bytes(frames[1]), sig)
+                log.on_decision("o-1", Inbound(msg, 1.0), (), 1.0, None)
+            log.close()
+        return path
+
+    good = record(tmp_path / "good.log", None)
+    assert main(["audit", "verify", str(good), "--certs", str(tmp_path / "keys")]) == 0
+    assert "5 inputs signed by their senders" in capsys.readouterr().out
+    forged = record(tmp_path / "forged.log", 3)
+    assert verify_log(forged).ok                 # the host's seals hold...
+    assert main(["audit", "verify", str(forged), "--certs", str(tmp_path / "keys"),
+                 "--json"]) == 1                 # ...but entry 4 is not m1's
+    out = json.loads(capsys.readouterr().out)
+    assert out["first_bad_entry"] == 4 and "forged" in out["problem"]
+    assert out["inputs_signed_by_senders"] == 3
+
+
+@pytest.mark.parametrize("damage", ["garbage_tail", "bad_entry", "bad_seal", "no_newline"])
+def test_damaged_logs_are_refused_without_a_traceback(tmp_path: Path, damage: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    data = _log(tmp_path / "d.log").read_bytes()
+    head, segs = _split(data)
+    if damage == "garbage_tail":
+        data = data + b"\x00\x00\x00\x05abc"
+    elif damage == "bad_entry":
+        entries, seal = segs[0]
+        segs[0] = (b"\xc1" + entries[1:], seal)      # 0xc1: never valid msgpack
+        data = _join(head, segs)
+    elif damage == "bad_seal":
+        s = msgspec.msgpack.encode(segs[0][1])
+        data = data.replace(s, b"\x93" + s[1:], 1)
+    else:
+        data = head.rstrip(b"\n")
+    path = tmp_path / "bad.log"
+    path.write_bytes(data)
+    assert not verify_log(path).ok
+    assert main(["audit", "verify", str(path)]) == 1
+    assert main(["replay", str(path)]) in (1, 2)
+    assert main(["explain", str(path), "o-1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_recorder_profile_runs_both_formats() -> None:
+    from ops.bench.negotiation_recorder import run
+
+    r = run(rounds=3, bidders=4, repeats=1)
+    for fmt in ("/2", "/3"):
+        assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us"}
+        assert r[fmt]["total_us"] > 0
+
+
+def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.protocol.actions import Send
+    from agents.protocol.messages import CallForProposals
+
+    monkeypatch.setattr(recorder, "MAX_CALLS", 3)
+    log = SegmentLog(io.BytesIO(), SigningKey.generate(), host="h", run={})
+    for k in range(5):
+        cfp = CallForProposals(task=f"o/{k}", order="o", kind="operation", capability="mill",
+                               op="op-1", quantity=1, earliest_start_at=1.0, due_at=99.0,
+                               reply_by_at=2.0)
+        log.on_decision("o", Timer("go", 1.0), [Send("m1", cfp, f"o/{k}")], 1.0, None)
+    assert [c for _, c in log._calls] == ["o/2", "o/3", "o/4"]

@@ -1,0 +1,418 @@
+"""The spare-parts stores agent and the machine's part reservation (negotiated maintenance).
+
+The stores are pure underneath (agents/maintenance/stores.py): a Hypothesis stream
+of reservations, consumptions, releases and expiries never holds one unit for two
+jobs nor a consumed unit again.  The agent answers a repeated request with the
+same unit, orders from the supplier when stock falls to the reorder point, and a
+reservation ends by itself.  A machine holds its part before it asks the crew,
+plans its window from the part's ETA, escalates a part that comes too late to the
+console and acts on the decision (expedite).  Whole demo cells run in virtual time
+with ``maintenance.negotiate``: an empty shelf, a crashed stores agent, and every
+run invariant kept (``no_part_used_twice`` read from the stores' own lines too).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.base import Timing
+from agents.cell.maintenance import PartStock
+from agents.maintenance.estimators import Estimator
+from agents.maintenance.rul import NormalRul, Rul
+from agents.maintenance.stores import Stores, StoresAgent
+from agents.protocol.actions import Action, Log, Send, SetTimer
+from agents.protocol.messages import (
+    MaintOffer,
+    MaintRequest,
+    Message,
+    PartConsumed,
+    PartExpedite,
+    PartRelease,
+    PartReserve,
+    PartReserved,
+    PartUnavailable,
+)
+from ops.bench.maintenance import demo_cell, negotiating, with_orders
+from ops.maintenance import models_from_cell
+from sim_bridge.maintenance import invariants
+from sim_bridge.maintenance.policies import attach
+
+
+def _msg(sender: str, body: Any, to: str = "stores") -> Message:
+    return Message(sender, to, "c1", b"id", 1, 1, 0.0, body)
+
+
+def _sends(out: list[Action]) -> list[Any]:
+    return [a.body for a in out if isinstance(a, Send)]
+
+
+def _logs(out: list[Action], event: str) -> list[dict[str, Any]]:
+    return [a.fields for a in out if isinstance(a, Log) and a.event == event]
+
+
+RULE = PartStock(stock=2, reorder_point=0, order_qty=2, lead_time_s=1000.0, cost=100.0,
+                 expedite_lead_s=100.0, expedite_cost=50.0)
+
+
+def _stores(rule: PartStock = RULE) -> StoresAgent:
+    return StoresAgent("stores", timing=Timing(), rule=lambda _part: rule)
+
+
+# --------------------------------------------------------------------------- the books
+
+
+_ops = st.lists(st.tuples(
+    st.sampled_from(["reserve", "reserve", "consume", "release", "advance"]),
+    st.integers(0, 3),                          # machine
+    st.floats(0.0, 500.0, allow_nan=False),     # need (from now) or time step
+), max_size=60)
+
+
+@given(_ops, st.integers(0, 3), st.integers(0, 2))
+@settings(max_examples=300, deadline=None)
+def test_a_unit_is_never_held_twice_nor_after_it_was_consumed(ops: list, stock: int,
+                                                              reorder: int) -> None:
+    s = Stores(lambda _p: PartStock(stock=stock, reorder_point=reorder, order_qty=1,
+                                    lead_time_s=300.0))
+    now, jobs, consumed = 0.0, 0, set()
+    for op, m, x in ops:
+        mine = [r for r in s.reservations.values() if r.machine == f"m{m}"]
+        if op == "reserve":
+            jobs += 1
+            r, new, _ = s.reserve(f"m{m}", PartReserve(f"m{m}/j{jobs}", "p", now + x, 60.0),
+                                  now)
+            assert new and r.serial not in consumed
+            assert r.expires_at >= max(now + x, s.ready_at(r)) + 60.0 - 1e-9
+        elif op == "consume" and mine:
+            r = mine[0]
+            assert s.consume(r.machine, r.job, r.serial) is not None
+            assert s.consume(r.machine, r.job, r.serial) is None     # a repeat: nothing
+            consumed.add(r.serial)
+        elif op == "release" and mine:
+            s.drop(mine[0].key)
+        else:
+            now += x
+            assert all(r.expires_at <= now for r in s.expire(now))
+        b = s.bin("p")
+        holders = [r.serial for r in s.reservations.values()]
+        assert len(holders) == len(set(holders)) == len(b.held)
+        assert not consumed & set(b.arrives_at) and not consumed & set(b.held)
+
+
+# --------------------------------------------------------------------------- the agent
+
+
+def test_a_reservation_is_held_answered_again_and_consumed_once() -> None:
+    st_ = _stores()
+    out = st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 500.0, 60.0)), 10.0)
+    (ans,) = _sends(out)
+    assert ans == PartReserved("mill1/m1", "b", "b#s1", 0.0, 560.0)
+    assert SetTimer("expiry", 560.0) in out and len(_logs(out, "part_held")) == 1
+    # a repeat: the same unit, the hold extended to the later need, no second unit
+    again = st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 700.0, 60.0)), 11.0)
+    assert _sends(again) == [PartReserved("mill1/m1", "b", "b#s1", 0.0, 760.0)]
+    assert not _logs(again, "part_held")
+    # the second unit goes to another machine; the free stock is at the reorder point
+    out = st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 500.0, 60.0)), 12.0)
+    assert _sends(out)[0].serial == "b#s2"
+    (placed,) = _logs(out, "part_order_placed")
+    assert placed["qty"] == 2 and placed["due_at"] == 1012.0
+    # only the holder consumes; a repeat changes nothing
+    assert st_.on_message(_msg("mill2", PartConsumed("mill1/m1", "b#s1")), 13.0) == []
+    done = st_.on_message(_msg("mill1", PartConsumed("mill1/m1", "b#s1")), 13.0)
+    assert _logs(done, "part_consumed")[0]["serial"] == "b#s1"
+    assert st_.on_message(_msg("mill1", PartConsumed("mill1/m1", "b#s1")), 14.0) == []
+    assert st_.on_message(_msg("mill1", PartRelease("mill1/m1")), 14.0) == []
+    assert "b#s1" not in st_.stores.bin("b").arrives_at and st_.ignored == 3
+
+
+def test_a_stock_out_orders_from_the_supplier_and_answers_with_the_eta() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 0}))
+    out = st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 500.0, 60.0)), 10.0)
+    (ans,) = _sends(out)
+    assert ans == PartUnavailable("mill1/m1", "b", "b#s1", 1010.0, 1070.0)
+    assert _logs(out, "part_stock_out") and SetTimer("deliver:b/o1", 1010.0) in out
+    # a need after the delivery: reserved, against the order's second unit
+    out = st_.on_message(_msg("lathe1", PartReserve("lathe1/m1", "b", 1500.0, 60.0)), 20.0)
+    assert _sends(out) == [PartReserved("lathe1/m1", "b", "b#s2", 1010.0, 1560.0)]
+    delivered = st_.on_timer("deliver:b/o1", 1010.0)
+    assert _logs(delivered, "part_delivered")[0]["on_shelf"] == 2
+
+
+def test_expedite_brings_the_delivery_forward_at_a_cost() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 0}))
+    st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 500.0, 60.0)), 10.0)
+    out = st_.on_message(_msg("mill1", PartExpedite("mill1/m1")), 200.0)
+    (exp,) = _logs(out, "part_expedited")
+    assert (exp["due_at"], exp["cost"]) == (300.0, 50.0)
+    assert SetTimer("deliver:b/o1", 300.0) in out
+    assert _sends(out) == [PartReserved("mill1/m1", "b", "b#s1", 300.0, 1070.0)]
+    # a repeat costs nothing more; the old delivery time finds nothing to deliver
+    assert not _logs(st_.on_message(_msg("mill1", PartExpedite("mill1/m1")), 201.0),
+                     "part_expedited")
+    assert _logs(st_.on_timer("deliver:b/o1", 300.0), "part_delivered")
+    assert st_.on_timer("deliver:b/o1", 1010.0) == []
+
+
+def test_a_reservation_nobody_uses_expires_and_the_unit_is_free_again() -> None:
+    st_ = _stores()
+    st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 100.0, 60.0)), 0.0)
+    gone = st_.on_timer("expiry", 160.0)
+    assert _logs(gone, "part_reservation_expired")[0]["serial"] == "b#s1"
+    assert st_.stores.reservations == {}
+    out = st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 300.0, 60.0)), 170.0)
+    assert _sends(out)[0].serial == "b#s1"                # back on the free stock
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class _Worn(Estimator):
+    """A machine close to its end: 100 operating seconds left, whatever it reads."""
+
+    name = "worn"
+
+    def observe(self, at: float, values: Any, *, busy: bool, age_s: float) -> None:
+        self.age_s = age_s
+
+    def health(self) -> float:
+        return 0.2
+
+    def rul(self) -> Rul:
+        return NormalRul(100.0, 10.0)
+
+
+def _mill() -> Any:
+    from agents.base import PlantEventIn
+    from agents.cell.build import build_agents, policy_of
+
+    cfg = negotiating(demo_cell())
+    mill = build_agents(cfg, 1, escalation=policy_of(cfg))["mill1"]
+    mill.maint.estimator = _Worn(mill.maint.estimator.model)    # type: ignore[attr-defined]
+    out = mill.on_plant_event(PlantEventIn("reading", "mill1", "", {"vibration_mm_s": 5.0}),
+                              10.0)
+    return mill, out
+
+
+def test_the_machine_holds_its_part_before_it_asks_for_a_window_from_the_eta() -> None:
+    mill, out = _mill()
+    w = mill.maint
+    (hold,) = _sends(out)                                 # the stores first, not the crew
+    assert isinstance(hold, PartReserve) and hold.need_by_at == pytest.approx(w.latest_start_at)
+    assert _sends(mill.on_timer("maint_retry", 15.0)) == [hold]      # resent until answered
+    ready = w.latest_start_at - 50.0                      # due from the supplier, in time
+    out = mill.on_message(_msg("stores", PartReserved(hold.job, hold.part, "spindle_bearing#s3",
+                                                      ready, ready + 900.0), to="mill1"), 16.0)
+    (req,) = _sends(out)
+    assert isinstance(req, MaintRequest) and req.earliest_at >= ready
+    assert _logs(out, "maint_part")[0]["late"] is False
+    # a repeated answer changes nothing; an answer for another job is given back
+    assert mill.on_message(_msg("stores", PartReserved(hold.job, hold.part,
+                                                       "spindle_bearing#s3", ready,
+                                                       ready + 900.0), to="mill1"), 17.0) == []
+    assert _sends(mill.on_message(_msg("stores", PartReserved("mill1/m0", hold.part, "x#s1",
+                                                              0.0, 1.0), to="mill1"), 17.0)) \
+        == [PartRelease("mill1/m0")]
+    # the window's start names the unit to the plant
+    mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", req.earliest_at,
+                                            req.earliest_at + 400.0), to="mill1"), 18.0)
+    from agents.protocol.messages import MaintStart
+    out = mill.on_message(_msg("crew", MaintStart(req.job, "tech1"), to="mill1"),
+                          req.earliest_at)
+    cmd = next(a for a in out if getattr(a, "command", "") == "set_state")
+    assert cmd.args["part_serial"] == "spindle_bearing#s3"
+
+
+def test_no_part_in_time_reaches_the_console_and_the_expedite_is_acted_on() -> None:
+    from agents.protocol.messages import Decision, Escalate
+
+    mill, out = _mill()
+    w = mill.maint
+    (hold,) = _sends(out)
+    eta = w.latest_start_at + 1000.0
+    out = mill.on_message(_msg("stores", PartUnavailable(hold.job, hold.part, "spindle_bearing#s5",
+                                                         eta, eta + 900.0), to="mill1"), 11.0)
+    (esc,) = [b for b in _sends(out) if isinstance(b, Escalate)]
+    assert esc.cause == "maintenance_no_part" and esc.safe_default == "expedite_part"
+    assert {o["id"] for o in esc.options} == {"run_to_failure", "stop_now", "expedite_part"}
+    assert esc.context["eta_at"] == pytest.approx(eta)
+    (req,) = [b for b in _sends(out) if isinstance(b, MaintRequest)]
+    assert req.earliest_at >= eta                          # the window from the ETA on
+    # the crew's window after the latest safe start is the part's doing: no second case
+    out = mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", eta, eta + 400.0),
+                               to="mill1"), 12.0)
+    assert not [b for b in _sends(out) if isinstance(b, Escalate)]
+    out = mill.on_message(_msg("console", Decision(esc.escalation, "expedite_part", "ana"),
+                               to="mill1"), 13.0)
+    assert PartExpedite(hold.job) in _sends(out)
+    # the stores bring it forward: the late window is given back and asked for anew
+    soon = w.latest_start_at - 100.0
+    out = mill.on_message(_msg("stores", PartReserved(hold.job, hold.part, "spindle_bearing#s5",
+                                                      soon, eta + 900.0), to="mill1"), 14.0)
+    sent = _sends(out)
+    assert any(getattr(b, "outcome", "") == "declined" for b in sent)
+    (again,) = [b for b in sent if isinstance(b, MaintRequest)]
+    assert again.attempt == 1 and soon <= again.earliest_at <= w.latest_start_at
+
+
+def test_a_cancelled_window_gives_its_part_back() -> None:
+    mill, out = _mill()
+    (hold,) = _sends(out)
+    mill.on_message(_msg("stores", PartReserved(hold.job, hold.part, "spindle_bearing#s1", 0.0,
+                                                2000.0), to="mill1"), 11.0)
+    from agents.base import PlantEventIn
+    out = mill.on_plant_event(PlantEventIn("fault", "mill1", "", {"reason": "breakdown"}), 12.0)
+    assert PartRelease(hold.job) in _sends(out)
+
+
+# --------------------------------------------------------------------------- whole cells
+
+
+def _run(hours: float = 1.0, seed: int = 1, faults: Any = None, part: dict | None = None,
+         **maintenance: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = negotiating(with_orders(demo_cell(), seed, hours))
+    assert cfg.maintenance is not None
+    if part:
+        parts = {n: p.model_copy(update=part) for n, p in cfg.maintenance.parts.items()}
+        maintenance["parts"] = parts
+    if maintenance:
+        cfg = cfg.model_copy(update={"maintenance": cfg.maintenance.model_copy(
+            update=maintenance)})
+    cell = VirtualCell(cfg, seed=seed, faults=faults)
+    attach(cell, "negotiated", models_from_cell(cfg))
+    cell.run(until=hours * 3600.0)
+    return [json.loads(line) for line in cell.events], build_report(cell)
+
+
+def _ok(rep: dict[str, Any]) -> None:
+    assert all(rep["invariants"].values()), rep["invariant_violations"]
+    assert "no_part_used_twice" in rep["invariants"]
+
+
+def test_the_part_is_held_fitted_and_consumed_once() -> None:
+    evs, rep = _run()
+    _ok(rep)
+    held = {e["job"]: e["serial"] for e in evs if e["ev"] == "part_held"}
+    fitted = [e for e in evs if e["ev"] == "maintenance_start" and e["kind"] == "planned"]
+    consumed = {e["job"]: e["serial"] for e in evs if e["ev"] == "part_consumed"}
+    assert fitted and consumed
+    assert {e["part_serial"] for e in fitted} <= set(held.values())
+    assert all(held[j] == s for j, s in consumed.items())
+    assert not [e for e in evs if e["ev"] == "stock_out"]   # the simulator's shelf unasked
+
+
+def test_an_empty_shelf_orders_and_the_window_waits_for_the_delivery() -> None:
+    evs, rep = _run(hours=1.5, part={"stock": 0, "lead_time_s": 900.0})
+    _ok(rep)
+    outs = [e for e in evs if e["ev"] == "part_stock_out"]
+    assert outs and [e for e in evs if e["ev"] == "part_order_placed"]
+    ready = {e["job"]: e["ready_at"] for e in evs if e["ev"] == "maint_part"}
+    windows = [e for e in evs if e["ev"] == "maint_window" and e["job"] in ready]
+    assert windows and all(w["start_at"] >= ready[w["job"]] - 1e-6 for w in windows)
+    first = outs[0]
+    assert ready[first["job"]] == pytest.approx(first["t"] + 900.0, abs=0.01)
+
+
+def test_a_part_too_late_is_escalated_and_the_safe_default_expedites_it() -> None:
+    evs, rep = _run(hours=1.5, part={"stock": 0, "lead_time_s": 3600.0,
+                                     "expedite_lead_s": 300.0})
+    _ok(rep)
+    raised = [e for e in evs if e["ev"] == "escalation_raised"
+              and e["cause"] == "maintenance_no_part"]
+    assert raised
+    applied = [e for e in evs if e["ev"] == "maint_decision"
+               and e["agent"] == raised[0]["resource"]]
+    assert applied and applied[0]["option"] == "expedite_part"   # unanswered: the default
+    expedited = [e for e in evs if e["ev"] == "part_expedited"]
+    assert expedited and expedited[0]["t"] == pytest.approx(applied[0]["t"], abs=0.1)
+    assert expedited[0]["due_at"] == pytest.approx(expedited[0]["t"] + 300.0, abs=0.01)
+
+
+def test_a_crashed_stores_agent_comes_back_and_its_reservations_expire() -> None:
+    from agents.cell.faults import FaultScenario
+
+    evs, _ = _run()
+    held = next(e for e in evs if e["ev"] == "part_held")
+    crash_at = held["t"] + 1.0                          # held, not yet fitted
+    faults = FaultScenario(name="stores-crash", mtbf_breakdowns=False,
+                           crashes=[{"agent": "stores", "at_s": crash_at, "down_s": 1800.0}])
+    evs, rep = _run(hours=1.5, faults=faults)
+    _ok(rep)
+    # the window went ahead with the unit held; its part_consumed was lost with the stores,
+    # so the reservation ended by itself once the stores were back from their journal
+    fitted = [e for e in evs if e["ev"] == "maintenance_start"
+              and e["part_serial"] == held["serial"]]
+    assert len(fitted) == 1
+    expired = [e for e in evs if e["ev"] == "part_reservation_expired"
+               and e["job"] == held["job"]]
+    assert expired and expired[0]["t"] >= crash_at + 1800.0
+    serials = [e["part_serial"] for e in evs if e["ev"] == "maintenance_start"]
+    assert len(serials) == len(set(serials))            # the plant never fits one twice
+
+
+def test_the_invariant_reads_the_stores_lines() -> None:
+    def log(t: float, ev: str, **f: Any) -> dict[str, Any]:
+        return {"t": t, "ev": ev, **f}
+    evs = [log(1.0, "part_held", serial="b#s1", job="m1/m1"),
+           log(2.0, "part_consumed", serial="b#s1", job="m1/m1"),
+           log(3.0, "part_held", serial="b#s1", job="m2/m1")]
+    assert len(invariants.parts_used_once(evs)) == 1
+    assert invariants.parts_used_once(evs[:2]) == []
+
+
+def test_lost_duplicated_and_reordered_messages_never_use_a_unit_twice() -> None:
+    from agents.cell.faults import FaultScenario
+
+    faults = FaultScenario(name="lossy", mtbf_breakdowns=False,
+                           network={"loss": 0.1, "duplication": 0.3, "reorder": 0.2})
+    evs, rep = _run(hours=1.5, faults=faults)
+    _ok(rep)
+    held = [e for e in evs if e["ev"] == "part_held"]
+    assert len({(e["machine"], e["job"]) for e in held}) == len(held)   # one unit per job
+    serials = [e["part_serial"] for e in evs if e["ev"] == "maintenance_start"]
+    assert serials and len(serials) == len(set(serials))
+
+
+def test_the_part_gauges_read_the_stores_agents_books() -> None:
+    from sim_bridge.maintenance.metrics import families
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = negotiating(with_orders(demo_cell(), 1, 1.0))
+    cell = VirtualCell(cfg, seed=1)
+    ctl = attach(cell, "negotiated", models_from_cell(cfg))
+    cell.run(until=3600.0)
+    gauges = {(f.name, s.labels.get("part")): s.value for f in families(ctl, cell.env.now)
+              for s in f.samples}
+    books = cell.runner.agents["stores"].stores                  # type: ignore[attr-defined]
+    b = books.bins["spindle_bearing"]
+    assert b.consumed                                             # a window fitted one
+    assert gauges[("autocell_part_stock", "spindle_bearing")] == b.on_shelf(cell.env.now)
+    assert gauges[("autocell_part_on_order", "spindle_bearing")] == \
+        len(b.arrives_at) - b.on_shelf(cell.env.now)
+    assert ("autocell_part_stock", "chuck_bearing") in gauges
+
+
+def test_a_unit_the_plant_fitted_before_is_reported_gone_and_another_held() -> None:
+    from agents.protocol.messages import MaintStart
+
+    mill, out = _mill()
+    w = mill.maint
+    (hold,) = _sends(out)
+    (req,) = _sends(mill.on_message(_msg("stores", PartReserved(
+        hold.job, hold.part, "spindle_bearing#s1", 0.0, 5000.0), to="mill1"), 11.0))
+    mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", req.earliest_at,
+                                            req.earliest_at + 400.0), to="mill1"), 12.0)
+    mill.on_message(_msg("crew", MaintStart(req.job, "tech1"), to="mill1"), req.earliest_at)
+    out = w.on_refused(req.job, "part spindle_bearing#s1 used already", req.earliest_at)
+    sent = _sends(out)
+    assert sent[0] == PartConsumed(req.job, "spindle_bearing#s1")   # the books were wrong
+    assert any(isinstance(b, PartReserve) for b in sent)          # hold another unit
+    assert not any(isinstance(b, MaintRequest) for b in sent) and w.part_state == "reserving"
