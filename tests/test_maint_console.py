@@ -90,6 +90,27 @@ def test_the_board_folds_windows_and_parts() -> None:
     assert (parts["spindle_bearing"].stock, parts["spindle_bearing"].on_order) == (6, 0)
 
 
+def test_in_a_negotiating_cell_the_stores_agent_keeps_the_books() -> None:
+    board = Board(STOCK, stores=True)
+    for e in _run(2000.0):                                   # the plant's shelf: not counted
+        board.feed(e)
+    assert board.parts["spindle_bearing"].stock == 4
+    for e in [{"t": 1, "ev": "part_held", "agent": "stores", "part": "spindle_bearing",
+               "machine": "mill1", "job": "mill1/m1", "on_shelf": 3},
+              {"t": 2, "ev": "part_order_placed", "agent": "stores", "part": "spindle_bearing",
+               "order": "po-1", "qty": 4, "due_at": 1802.0},
+              {"t": 3, "ev": "part_stock_out", "agent": "stores", "part": "chuck_bearing",
+               "machine": "lathe1", "job": "lathe1/m1"}]:
+        board.feed(e)
+    parts = board.parts
+    assert (parts["spindle_bearing"].stock, parts["spindle_bearing"].on_order) == (3, 4)
+    assert parts["spindle_bearing"].due_at == [1802.0]
+    assert parts["chuck_bearing"].stock_outs == 1
+    board.feed({"t": 1802, "ev": "part_delivered", "agent": "stores", "part": "spindle_bearing",
+                "order": "po-1", "qty": 4, "on_shelf": 7})
+    assert (parts["spindle_bearing"].stock, parts["spindle_bearing"].on_order) == (7, 0)
+
+
 def test_the_live_board_reads_whole_lines_on_from_where_it_left_off(tmp_path: Path) -> None:
     lines = [json.dumps(e) for e in _run(2000.0)]
     host, sim = tmp_path / "events-machines.jsonl", tmp_path / "events-sim.jsonl"

@@ -5,7 +5,9 @@ the cell already says everything in its event logs — the machine agents log th
 window they plan and lease (``maint_needed``, ``maint_window`` with the technician,
 the start, the latest safe start and whether it is late, ``maint_begin``,
 ``maint_job_done``…), and the plant logs the shelf (``maintenance_start`` with the
-part's serial, ``part_ordered``, ``part_delivered``, ``stock_out``).  Under
+part's serial, ``part_ordered``, ``part_delivered``, ``stock_out``) or, in a cell
+that negotiates, the stores agent keeps the books (``part_held``, ``part_consumed``,
+``part_order_placed``, ``part_delivered``… each with the shelf level ``on_shelf``).  Under
 ``autocell up`` those logs (``events-*.jsonl``) sit beside the escalation store the
 console reads, so the console folds them, read-only, as they grow: no process of the
 cell writes anything more, no message is added, and a console started late or
@@ -66,8 +68,11 @@ class PartRow:
 class Board:
     """The maintenance windows and parts of a run, folded from its event lines."""
 
-    def __init__(self, stock: Mapping[str, int] | None = None) -> None:
+    def __init__(self, stock: Mapping[str, int] | None = None, *, stores: bool = False) -> None:
+        """``stores``: the cell runs a stores agent (``negotiate: true``), whose books are the
+        parts' truth (its lines carry ``on_shelf``); else the plant's shelf is."""
         self._initial = dict(stock or {})
+        self.stores = stores
         self.reset()
 
     def reset(self) -> None:
@@ -85,6 +90,9 @@ class Board:
             return
         if ev in _PHASE or ev in _ENDS:
             self._window(ev, e)
+        elif self.stores:
+            if e.get("agent") == "stores" and isinstance(e.get("part"), str):
+                self._books(ev, e)
         elif ev == "maintenance_start" and isinstance(e.get("part_serial"), str):
             self._part(e["part_serial"].partition("#")[0]).stock -= 1
         elif ev == "part_ordered" and isinstance(e.get("part"), str):
@@ -100,6 +108,21 @@ class Board:
                 row.due_at.pop(0)
         elif ev == "stock_out" and isinstance(e.get("part"), str):
             self._part(e["part"]).stock_outs += 1
+
+    def _books(self, ev: str, e: Mapping[str, Any]) -> None:
+        """A stores agent's line (agents/maintenance/stores.py): the shelf level it gives."""
+        row = self._part(e["part"])
+        if isinstance(e.get("on_shelf"), int):
+            row.stock = e["on_shelf"]
+        if ev == "part_order_placed":
+            row.on_order += int(e.get("qty", 0))
+            row.due_at.append(float(e.get("due_at", 0.0)))
+        elif ev == "part_delivered":
+            row.on_order = max(0, row.on_order - int(e.get("qty", 0)))
+            if row.due_at:
+                row.due_at.pop(0)
+        elif ev == "part_stock_out":
+            row.stock_outs += 1
 
     def _window(self, ev: str, e: Mapping[str, Any]) -> None:
         machine, job = e.get("agent"), e.get("job")
@@ -142,9 +165,10 @@ class LiveBoard:
     starts the fold again).  Only whole lines are read: a line being written is taken next
     time."""
 
-    def __init__(self, directory: Callable[[], Path | None], stock: Mapping[str, int]) -> None:
+    def __init__(self, directory: Callable[[], Path | None], stock: Mapping[str, int], *,
+                 stores: bool = False) -> None:
         self._dir = directory
-        self.board = Board(stock)
+        self.board = Board(stock, stores=stores)
         self._offsets: dict[Path, int] = {}
         self._lock = threading.Lock()
 

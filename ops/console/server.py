@@ -210,7 +210,8 @@ def _maintenance(args: argparse.Namespace, backend: Any) -> Any:
     if cfg.maintenance is None:
         return None
     state = Path(str(where)).parent
-    return LiveBoard(lambda: state, {p: s.stock for p, s in cfg.maintenance.parts.items()})
+    return LiveBoard(lambda: state, {p: s.stock for p, s in cfg.maintenance.parts.items()},
+                     stores=cfg.maintenance.negotiate)       # a stores agent keeps the books
 
 
 def cmd_users_map_os(args: argparse.Namespace) -> int:
