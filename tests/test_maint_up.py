@@ -56,6 +56,11 @@ def test_hosts_agents_places_the_crew(tmp_path: Path) -> None:
     assert cfg.host_of("mill1") == "machines"
 
 
+def test_hosts_agents_places_the_stores_agent_beside_the_crew(tmp_path: Path) -> None:
+    cfg = load_cell(_negotiating(tmp_path, extra=["stores"]))
+    assert cfg.host_of("stores") == cfg.host_of("crew") == "crew-host"
+
+
 def test_hosts_agents_places_the_energy_manager(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "cell_configs" / "demo_cell_energy.yaml").read_text())
     data["hosts"][-1].setdefault("agents", []).append("energy")

@@ -1050,9 +1050,11 @@ def _service_agents() -> dict[str, str]:
     with ``agents.cell.build.roles_of``)."""
     from agents.energy.manager import ENERGY_MANAGER_ID
     from agents.maintenance.crew import CREW_ID
+    from agents.maintenance.stores import STORES_ID
     return {ENERGY_MANAGER_ID: "when the cell enforces a power cap (energy.peak_cap_kw "
                                "with cap_leases)",
-            CREW_ID: "when maintenance.negotiate is true"}
+            CREW_ID: "when maintenance.negotiate is true",
+            STORES_ID: "when maintenance.negotiate is true"}
 
 
 def _service_hint(agent: str) -> str:
