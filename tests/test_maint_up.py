@@ -78,7 +78,7 @@ def test_an_agent_the_cell_does_not_build_is_named_with_its_line(tmp_path: Path)
     text = str(err.value)
     line = next(i for i, x in enumerate(path.read_text().splitlines(), 1) if "ghost" in x)
     assert f"{path}:{line}: hosts[3].agents[1]: unknown agent 'ghost'" in text
-    assert "unknown agent 'ghost'" in text and "(known: crew, mill1" in text
+    assert "unknown agent 'ghost'" in text and "(known: crew, stores, mill1" in text
 
 
 def test_the_crew_of_a_cell_that_does_not_negotiate_is_refused(tmp_path: Path) -> None:
