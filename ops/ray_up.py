@@ -191,6 +191,8 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
     else:
         proc.runner = PlantServer(cfg, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
                                   faults=faults)
+        from sim_bridge.maintenance.gateway import attach_to_gateway
+        attach_to_gateway(proc.runner)     # as under `up` (ops/up.py)
     proc.loop = asyncio.get_running_loop()
     await proc.runner.run()
 

@@ -72,6 +72,8 @@ def run_process(args: Any, kind: str) -> int:
     else:
         runner = PlantServer(cfg, keys_dir=keys, state_dir=state_dir, clock=clock,
                              faults=faults)
+        from sim_bridge.maintenance.gateway import attach_to_gateway
+        attach_to_gateway(runner)     # the agents lease windows: the plant does the jobs
     from ops.logs import EventLog, Fanout, setup_logging
 
     setup_logging(getattr(args, "log_level", "info"), process=getattr(args, "name", SIM_ID))

@@ -26,6 +26,7 @@ import math
 import random
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from agents.maintenance.training import fit_events
 from security.errors import ConfigurationError
 from sim_bridge.maintenance.policies import POLICIES, attach
 
-__all__ = ["METRICS", "add_bench_parser", "demo_cell", "large_cell", "negotiating", "run",
+__all__ = ["METRICS", "add_bench_parser", "demo_cell", "from_seed_log", "large_cell",
+           "negotiating", "run",
            "run_once", "with_orders"]
 
 DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell_maintenance.yaml"
@@ -196,6 +198,14 @@ def train(cfg: CellConfig, seeds: list[int], hours: float) -> dict[str, HealthMo
     return models
 
 
+def _eta(name: str, done: int, total: int, elapsed_s: float) -> str:
+    """A progress line with the time so far and, at the mean pace, the time left (a
+    20-seed run on the 20-machine cell takes the better part of an hour)."""
+    left_s = elapsed_s / done * (total - done)
+    return (f"{name}: seed {done}/{total} done, {elapsed_s / 60:.1f} min so far, "
+            f"~{left_s / 60:.1f} min left")
+
+
 def _t95(n: int) -> float:
     if n < 2:
         return math.nan
@@ -213,7 +223,11 @@ def _summary(xs: list[float]) -> dict[str, Any]:
 
 
 def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo", "large"),
-        train_seeds: int = 3, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        train_seeds: int = 3, progress: Callable[[str], None] | None = None,
+        seed_log: Path | None = None) -> dict[str, Any]:
+    """Every policy on every seed of each cell.  ``seed_log``: each seed's figures, a JSON
+    line per seed and cell as it ends, so a run stopped early still has what it measured
+    (:func:`from_seed_log` summarises such a file)."""
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     out: dict[str, Any] = {"cells": {}, "seeds": seeds, "hours": hours, "units": UNITS}
     for name in cells:
@@ -222,27 +236,64 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
         models = train(base, [100_000 + k for k in range(train_seeds)], max(hours, 4.0))
         per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in POLICIES}
         violations: list[str] = []
+        began = time.monotonic()
         for s in range(1, seeds + 1):
             cfg = with_orders(base, s, hours)
+            line: dict[str, Any] = {"cell": base.cell, "machines": len(base.machines),
+                                    "seed": s, "hours": hours, "policies": {},
+                                    "violations": []}
             for policy in POLICIES:
                 figures, rep = run_once(cfg, s, policy, models, hours * 3600.0)
                 for m in METRICS:
                     per[policy][m].append(figures[m])
-                violations += [f"{policy}/seed {s}: {k}" for k, v in rep["invariants"].items()
-                               if not v]
-            say(f"{name}: seed {s}/{seeds} done")
-        paired = {f"{a}-{b}": {m: _summary([p - q for p, q in zip(per[a][m], per[b][m],
-                                                                    strict=True)])
-                                  for m in METRICS}
-                  for a, bs in (("predictive", BASELINES),
-                                ("negotiated", (*BASELINES, "predictive"))) for b in bs}
-        out["cells"][base.cell] = {
-            "machines": len(base.machines),
-            "policies": {p: {m: _summary(v) for m, v in d.items()} for p, d in per.items()},
-            "paired": paired,
-            "invariant_violations": violations,
-        }
+                line["policies"][policy] = figures
+                line["violations"] += [f"{policy}/seed {s}: {k}"
+                                       for k, v in rep["invariants"].items() if not v]
+            violations += line["violations"]
+            if seed_log is not None:
+                with seed_log.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(line, sort_keys=True) + "\n")
+            say(_eta(name, s, seeds, time.monotonic() - began))
+        out["cells"][base.cell] = _cell_summary(len(base.machines), per, violations)
     return out
+
+
+def _cell_summary(machines: int, per: dict[str, dict[str, list[float]]],
+                  violations: list[str]) -> dict[str, Any]:
+    paired = {f"{a}-{b}": {m: _summary([p - q for p, q in zip(per[a][m], per[b][m],
+                                                                strict=True)])
+                              for m in METRICS}
+              for a, bs in (("predictive", BASELINES),
+                            ("negotiated", (*BASELINES, "predictive"))) for b in bs}
+    return {"machines": machines,
+            "policies": {p: {m: _summary(v) for m, v in d.items()} for p, d in per.items()},
+            "paired": paired, "invariant_violations": violations}
+
+
+def from_seed_log(path: Path) -> dict[str, Any]:
+    """The summary :func:`run` prints, from the seeds a ``--seed-log`` file holds (a run
+    stopped early: its seeds so far)."""
+    cells: dict[str, dict[str, Any]] = {}
+    hours = 0.0
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        hours = line["hours"]
+        c = cells.setdefault(line["cell"], {"machines": line["machines"], "seeds": [],
+                                            "violations": [],
+                                            "per": {p: {m: [] for m in METRICS}
+                                                    for p in POLICIES}})
+        c["seeds"].append(line["seed"])
+        c["violations"] += line["violations"]
+        for p in POLICIES:
+            for m in METRICS:
+                c["per"][p][m].append(line["policies"][p][m])
+    n = min((len(c["seeds"]) for c in cells.values()), default=0)
+    return {"cells": {name: {**_cell_summary(c["machines"], c["per"], c["violations"]),
+                             "seeds": len(c["seeds"])}
+                      for name, c in cells.items()},
+            "seeds": n, "hours": hours, "units": UNITS}
 
 
 def _table(result: dict[str, Any]) -> None:
@@ -272,7 +323,11 @@ def _table(result: dict[str, Any]) -> None:
 
 def cmd_bench_maintenance(args: Any) -> int:
     cells = tuple(args.cell) if args.cell else ("demo", "large")
-    result = run(args.seeds, hours=args.hours, cells=cells, train_seeds=args.train_seeds)
+    if args.from_seed_log:
+        result = from_seed_log(Path(args.from_seed_log))
+    else:
+        result = run(args.seeds, hours=args.hours, cells=cells, train_seeds=args.train_seeds,
+                     seed_log=Path(args.seed_log) if args.seed_log else None)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -292,4 +347,10 @@ def add_bench_parser(bsub: Any) -> None:
     sp.add_argument("--cell", action="append", choices=["demo", "large"],
                     help="only this cell (repeatable; default both)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--seed-log", metavar="FILE",
+                    help="append each seed's figures to FILE (JSON lines) as it ends, so a "
+                         "long run stopped early keeps what it measured")
+    sp.add_argument("--from-seed-log", metavar="FILE",
+                    help="print the summary of the seeds in FILE (a --seed-log) instead of "
+                         "running")
     sp.set_defaults(func=cmd_bench_maintenance)

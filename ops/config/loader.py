@@ -459,7 +459,7 @@ def _build(
         line = line_of(loc)
         return format_path(loc) + (f" (line {line})" if line is not None and lines else "")
 
-    for loc, message in _cross_check(data, base_dir, where):
+    for loc, message in _cross_check(data, base_dir, where, config):
         issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
 
     if issues or config is None:
@@ -651,7 +651,8 @@ def _did_you_mean(value: str, known: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- step 3
 
 
-def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> _Problems:
+def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where,
+                 config: CellConfig | None = None) -> _Problems:
     """Every problem that needs more than one section of the cell to see."""
     problems: _Problems = []
     locations = _check_layout(data, problems, where)
@@ -661,7 +662,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where) -> 
     _check_transport(data, locations, problems)
     _check_route_graph(data, locations, problems, where)
     _check_work(data, problems, where)
-    _check_hosts(data, problems, where)
+    _check_hosts(data, problems, where, config)
     _check_plant_identity(data, problems, where)
     _check_metrics_ports(data, problems, where)
     _check_negotiation(data, problems)
@@ -987,14 +988,29 @@ def _capability_names(caps: Any) -> list[Any]:
     return list(caps) if isinstance(caps, (dict, list)) else []
 
 
-def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> None:
-    """Hosts list known agents, each agent on one host; names and endpoints are unique."""
+def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where,
+                 config: CellConfig | None = None) -> None:
+    """Hosts list known agents, each agent on one host; names and endpoints are unique.
+
+    A known agent is any the cell's build makes (``agents.cell.build.roles_of``): its
+    machines, robots and orders, and the service agents the cell turns on — the energy
+    manager of a capped cell, the technician crew of a negotiating one, whatever else is
+    added there — so a new agent can be placed without touching this check.  Without a
+    valid model (other problems in the file) the machine, robot and order ids and every
+    service agent's id are taken as known, so the id is reported only if no cell could
+    build it."""
     agents = [
         item_id
         for section in ("machines", "robots", "orders")
         for _, item in _entries(data, section)
         if (item_id := _text(item.get("id"))) is not None
     ]
+    if config is not None:
+        from agents.cell.build import roles_of
+        roles = roles_of(config)        # the service agents first: the list is cut short
+        agents = sorted(roles, key=lambda a: roles[a] in ("machine", "robot", "order"))
+    else:
+        agents = [*_service_agents(), *agents]
     placed: dict[str, Loc] = {}
     names: dict[str, Loc] = {}
     endpoints: dict[str, Loc] = {}
@@ -1016,8 +1032,10 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> No
                 continue
             loc = ("hosts", i, "agents", j)
             if agent not in agents:
-                fix = "list machine, robot or order ids"
-                problems.append((loc, _unknown("agent", agent, agents, fix)))
+                fix = ("list the agents the cell builds (machine, robot and order ids, "
+                       "and the service agents it turns on)")
+                problems.append((loc, _unknown("agent", agent, agents, fix)
+                                 + _service_hint(agent)))
             elif agent in placed:
                 problems.append(
                     (loc, f"agent {agent!r} is already placed by {where(placed[agent])}; "
@@ -1025,6 +1043,24 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where) -> No
                 )
             else:
                 placed[agent] = loc
+
+
+def _service_agents() -> dict[str, str]:
+    """The cell's optional service agents: id -> when the build makes one (keep in step
+    with ``agents.cell.build.roles_of``)."""
+    from agents.energy.manager import ENERGY_MANAGER_ID
+    from agents.maintenance.crew import CREW_ID
+    from agents.maintenance.stores import STORES_ID
+    return {ENERGY_MANAGER_ID: "when the cell enforces a power cap (energy.peak_cap_kw "
+                               "with cap_leases)",
+            CREW_ID: "when maintenance.negotiate is true",
+            STORES_ID: "when maintenance.negotiate is true"}
+
+
+def _service_hint(agent: str) -> str:
+    """Why a service agent named in ``hosts[].agents`` is not built by this cell."""
+    when = _service_agents().get(agent)
+    return f"; {agent!r} runs only {when}" if when else ""
 
 
 def _check_plant_identity(data: dict[str, Any], problems: _Problems, where: _Where) -> None:

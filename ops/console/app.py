@@ -18,6 +18,9 @@ Routes:
 ``GET  /story/{id}``                    the escalation's story from the run's decision
                                         logs (``autocell explain``; ops/stories.py), when
                                         the console was given them
+``GET  /maintenance``                   maintenance windows per machine and spare parts,
+                                        from the run's event logs (ops/console/
+                                        maintenance.py), when the console was given them
 ======================================  =================================================
 
 A page request without a live session is redirected to ``/login``; a POST or
@@ -62,6 +65,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ops.console import alarm_kpis, journal
 from ops.console.backend import STATES, EscalationBackend, EscalationNotFound, IllegalAction
 from ops.console.journal import Filters, JournalRow
+from ops.console.maintenance import LiveBoard
 from ops.console.security import (
     SECURITY_HEADERS,
     LoginThrottle,
@@ -146,11 +150,14 @@ def create_app(backend: EscalationBackend, users: UserStore,
                settings: ConsoleSettings | None = None, *,
                clock: Callable[[], float] = time.time,
                ticker: Callable[[float], Any] | None = None,
-               stories: LiveStories | None = None) -> Starlette:
+               stories: LiveStories | None = None,
+               maintenance: LiveBoard | None = None) -> Starlette:
     """The console over ``backend``; ``clock`` is wall time (sessions, throttling).
 
     ``stories`` gives the run's stories from its decision logs (ops/stories.py); an
     escalation's page then links to ``/story/{id}`` (the logs are read off the event loop).
+
+    ``maintenance`` gives the maintenance view (``/maintenance``, linked from every page).
 
     ``ticker(now)`` — e.g. the store's timers — is called every ``tick_s`` while
     the app runs.  The backend's own ``now()`` (cell time), when it has one, is
@@ -177,7 +184,8 @@ def create_app(backend: EscalationBackend, users: UserStore,
                       autoescape=select_autoescape(default=True, default_for_string=True))
     env.globals.update(countdown=countdown, clock_time=clock_time, when=when,
                        flood_window_min=int(FLOOD_WINDOW_S // 60),
-                       flood_count=FLOOD_COUNT, cell=cfg.cell)
+                       flood_count=FLOOD_COUNT, cell=cfg.cell,
+                       has_maintenance=maintenance is not None)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -350,6 +358,16 @@ def create_app(backend: EscalationBackend, users: UserStore,
         k = alarm_kpis.compute(backend.list(), cell_now(), _supervisors(users))
         return render(request, "kpis.html", s, k=k, guideline=alarm_kpis.GUIDELINE,
                       flood_count=FLOOD_COUNT)
+
+    async def maintenance_page(request: Request) -> Response:
+        s = page_session(request)
+        if maintenance is None:
+            return render(request, "error.html", s, 404, title="No maintenance view",
+                          message="This console was not given a run's event logs.")
+        board = await run_in_threadpool(maintenance.get)    # the logs, read on
+        now = cell_now()
+        return render(request, "maintenance.html", s, windows=board.windows(),
+                      parts=board.part_rows(), cell_now_s=now)
 
     async def show(request: Request) -> Response:
         s = page_session(request)
@@ -535,6 +553,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
         Route("/", index, methods=["GET"]),
         Route("/journal", journal_page, methods=["GET"]),
         Route("/kpis", kpis_page, methods=["GET"]),
+        Route("/maintenance", maintenance_page, methods=["GET"]),
         Route("/journal.csv", journal_csv, methods=["GET"]),
         Route("/escalations/{eid:path}", show, methods=["GET"]),
         Route("/story/{eid:path}", story, methods=["GET"]),

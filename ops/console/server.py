@@ -196,6 +196,24 @@ def _stories(args: argparse.Namespace, backend: Any) -> Any:
     return LiveStories(lambda: state_dir_logs(Path(str(where)).parent))
 
 
+def _maintenance(args: argparse.Namespace, backend: Any) -> Any:
+    """The maintenance view (ops/console/maintenance.py) of a cell with a ``maintenance:``
+    section: the event logs beside the store (an ``up`` state directory), read as they
+    grow, with the shelf the cell file starts from; None otherwise."""
+    from ops.config import load_cell_or_instance
+    from ops.console.maintenance import LiveBoard
+
+    where = getattr(backend, "path", None)
+    if args.demo or not where:
+        return None
+    cfg = load_cell_or_instance(args.cell)       # already checked by _real_backend
+    if cfg.maintenance is None:
+        return None
+    state = Path(str(where)).parent
+    return LiveBoard(lambda: state, {p: s.stock for p, s in cfg.maintenance.parts.items()},
+                     stores=cfg.maintenance.negotiate)       # a stores agent keeps the books
+
+
 def cmd_users_map_os(args: argparse.Namespace) -> int:
     store = _users(args)
     store.map_os(args.os_name, args.name)
@@ -237,7 +255,7 @@ def cmd_console(args: argparse.Namespace) -> int:
                                absolute_timeout_s=args.session_max * 3600.0,
                                secure_cookie=bool(args.tls_cert))
     app = create_app(backend, users, settings, ticker=ticker,
-                     stories=_stories(args, backend))
+                     stories=_stories(args, backend), maintenance=_maintenance(args, backend))
     if args.metrics_port is not None:
         serve_escalation_metrics(backend, args.metrics_port, supervisors=lambda: sum(
             1 for u in users.list() if u.role in ("supervisor", "admin")))
