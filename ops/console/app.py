@@ -87,6 +87,7 @@ from ops.console.views import (
     link_status,
     timeline,
     view,
+    wall_text,
     when,
 )
 from security.errors import AutocellError, DamagedState
@@ -182,7 +183,7 @@ def create_app(backend: EscalationBackend, users: UserStore,
             return Link("damaged", started_at, where=where)
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True))
-    env.globals.update(countdown=countdown, clock_time=clock_time, when=when,
+    env.globals.update(countdown=countdown, clock_time=clock_time, when=when, wall_text=wall_text,
                        flood_window_min=int(FLOOD_WINDOW_S // 60),
                        flood_count=FLOOD_COUNT, cell=cfg.cell,
                        has_maintenance=maintenance is not None)

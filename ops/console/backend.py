@@ -319,7 +319,11 @@ def demo_backend(clock: Callable[[], float] = time.time) -> InMemoryBackend:
 
 
 def fact(key: str, value: Any) -> str:
-    """One context fact for people: ``key words: value`` (floats short, lists joined)."""
+    """One context fact for people: ``key words: value`` (floats short, lists joined); an
+    instant (a key ending ``_at``) reads ``detected at 1860.2 s``, which the page shows as a
+    wall-clock time (ops/console/wording.py ``cell_times``)."""
+    if key.endswith("_at") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{key[:-3].replace('_', ' ')} at {value:g} s"
     if isinstance(value, float):
         value = f"{value:g}"
     elif isinstance(value, (list, tuple)):

@@ -33,7 +33,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from ops.console.backend import ACTIVE_STATES, STATES, UNACKNOWLEDGED_STATES, fact
-from ops.console.wording import describe, equipment
+from ops.console.wording import cell_times, describe, equipment
 
 __all__ = ["FLOOD_COUNT", "FLOOD_WINDOW_S", "MIN_STALE_S", "STALE_INTERVALS", "EscalationView",
            "Group", "Link", "TimelineEntry", "audit_field", "clock_time", "flood", "group_list",
@@ -116,6 +116,12 @@ class EscalationView:
     def sort_key(self) -> tuple[int, int, int, float, str]:
         rank = STATES.index(self.state) if self.state in STATES else len(STATES)
         return (0 if self.active else 1, self.priority, rank, self.created_at, self.id)
+
+
+def wall_text(link: Link, text: str) -> str:
+    """``text`` with the cell times the agents wrote in it as wall-clock times, by the
+    heartbeat (unchanged while no heartbeat maps them)."""
+    return cell_times(text, lambda t: clock_time(link.wall_of(t)) if link.known else None)
 
 
 def _event_text(e: Any) -> str:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["CAUSE_TITLES", "describe", "equipment", "minutes"]
+__all__ = ["CAUSE_TITLES", "cell_times", "describe", "equipment", "minutes"]
 
 _ACRONYMS = {"agv", "amr", "cmm", "cnc", "plc", "opc"}
 _NAME = re.compile(r"^([A-Za-z]{2,})[-_ ]?(\d+)$")
@@ -82,7 +82,9 @@ CAUSE_TITLES: dict[str, tuple[str, Sentence]] = {
         lambda order, res, c: (
             f"{_names(c.get('down') or res)} {_is_are(c.get('down'))} down and no other "
             f"machine can {_can(c.get('capability'), order)}"
-            + (f"; {order} has waited {minutes(c['waited_s'])}" if c.get("waited_s") else "")
+            # the wait when it was raised: a reply deadline (0.2 s) is no wait worth saying
+            + (f"; {order} has waited {minutes(c['waited_s'])}"
+               if float(c.get("waited_s") or 0) >= 1 else "")
             + ".")),
     "late_reroute": (
         "Re-routing would make an order late",
@@ -118,7 +120,52 @@ CAUSE_TITLES: dict[str, tuple[str, Sentence]] = {
             "messages were rejected as forged, replayed or forbidden"
             + (f" at {c.get('process') or res}" if (c.get('process') or res) else "")
             + ": someone may be attacking the cell.")),
+    "cap_makes_order_late": (
+        "The power cap would make an order late",
+        lambda order, res, c: (
+            f"The cell's peak-power cap of {c['cap_kw']:g} kW holds back {c.get('task')}; "
+            f"{order or 'the order'} would finish about {minutes(c.get('late_by_s', 0))} "
+            "after its due date.")),
+    "maintenance_no_window": (
+        "A machine needs maintenance and no technician is free in time",
+        lambda order, res, c: (
+            f"{equipment(res)} should be maintained within "
+            f"{_after(c, 'latest_start_at')}, but the first technician is free only in "
+            f"{_after(c, 'window_start_at')}; it may fail before.")),
+    "maintenance_no_part": (
+        "The spare part will not arrive in time",
+        lambda order, res, c: (
+            f"{equipment(res)} should be maintained within "
+            f"{_after(c, 'latest_start_at')}, but its spare part ({c.get('part')}) arrives "
+            f"only in {_after(c, 'eta_at')}.")),
+    "maintenance_prediction_miss": (
+        "A machine failed long before its prediction",
+        lambda order, res, c: (
+            f"{equipment(res)} failed {_after(c, 'fail_by')} before its health model "
+            "expected it could; the model should not be trusted until it is re-trained.")),
 }
+
+
+def _after(c: Facts, key: str) -> str:
+    """How long after the case was detected the cell time ``c[key]`` is, in words."""
+    return minutes(abs(float(c[key]) - float(c["detected_at"])))
+
+
+#: a cell time in the agents' own words: "due at 3840 s", "back at 4200 s", "until 5100 s",
+#: "its due date (3840 s)"; a duration ("about 120 s", "in 60 s") is not one
+_CELL_TIME = re.compile(r"\b(at |until |by |date \()(\d+(?:\.\d+)?) s\b")
+
+
+def cell_times(text: str, to_clock: Callable[[float], str | None]) -> str:
+    """``text`` with each cell time the agents wrote ("due at 3840 s") as a wall-clock time
+    ("due at 14:03:07"), by ``to_clock`` (the heartbeat's mapping; ``None``: unknown, the
+    text is kept).  The agents' words are part of the hashed event log, so they keep cell
+    seconds and the console turns them into times a supervisor reads."""
+    def one(m: re.Match[str]) -> str:
+        clock = to_clock(float(m.group(2)))
+        return f"{m.group(1)}{clock}" if clock else m.group(0)
+
+    return _CELL_TIME.sub(one, text)
 
 
 def describe(cause: str, consequence: str, order: str, resource: str,
