@@ -544,3 +544,12 @@ def test_a_crash_of_the_stores_during_a_repair_loses_nothing(when: str) -> None:
     assert len(serials) == len(set(serials))    # the plant never fits one twice
     consumed = [e for e in evs if e["ev"] == "part_consumed" and e["serial"] == held["serial"]]
     assert len(consumed) <= 1                   # lost with the stores at most, never twice
+
+
+def test_expedite_after_a_prediction_miss_hurries_the_repairs_unit_on_order() -> None:
+    mill, sent = _failed_mill()
+    (hold,) = [b for b in sent if isinstance(b, PartReserve)]
+    mill.on_message(_msg("stores", PartUnavailable(hold.job, hold.part, "spindle_bearing#s5",
+                                                   2800.0, 6000.0), to="mill1"), 1000.2)
+    out = mill.maint.on_miss_decision("expedite_part", 1100.0)
+    assert _sends(out) == [PartExpedite(hold.job)]

@@ -536,12 +536,15 @@ class MaintenanceWindow:
     def on_miss_decision(self, option: str, now: float) -> list[Action]:
         """A supervisor's answer to a prediction miss (agents/maintenance/cases.py):
         ``stop_now`` holds the machine for an inspection once repaired (at once if it is
-        already); ``run_to_failure`` and ``expedite_part`` change nothing here (a stores
-        agent would expedite the part)."""
+        already); ``expedite_part`` asks the stores to hurry the unit held for the repair,
+        when it is still on order; ``run_to_failure`` changes nothing here."""
         self.miss = ""
         out: list[Action] = [Log("maint_decision", {"agent": self.machine, "job": self.job,
                                                     "option": option, "cause":
                                                     "maintenance_prediction_miss"})]
+        if option == "expedite_part" and self.kind == "corrective" \
+                and self._part_awaited(now):
+            out.append(Send(self.plan.stores, PartExpedite(self.job)))
         if option == "stop_now":
             if self._down_reason:
                 self.inspect = True
