@@ -47,7 +47,8 @@ METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "t
 UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
          "downtime_planned": "machine-hours", "downtime_unplanned": "machine-hours",
          "technician_utilisation": "fraction of crew time on jobs",
-         "total_cost": "downtime + technicians + parts + tardiness penalty, cell currency",
+         "total_cost": "downtime + technicians + parts + tardiness penalty (+ expedite "
+                       "surcharges), cell currency",
          "escalations": "maintenance escalations raised (docs/maintenance.md)",
          "prediction_misses": "failures before the 5 % quantile of the predicted life"}
 BASELINES = ("run_to_failure", "preventive", "condition_based")
