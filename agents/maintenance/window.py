@@ -251,6 +251,8 @@ class MaintenanceWindow:
                     "start_at": body.start_at}),
                     SetTimer("maint_lapse", body.start_at + self.plan.grace_s)]
                 return False, out + (self._begin(early, now) if early is not None else [])
+            if self.part_state == "held" and body.start_at < self.part_ready_at - 1e-6:
+                return False, self.decline("the part comes later", now)
             out = [Log("maint_window", {
                 "agent": self.machine, "job": self.job, "technician": body.technician,
                 "start_at": body.start_at, "end_at": self.end_at,
@@ -427,37 +429,42 @@ class MaintenanceWindow:
             return [] if body.job == self.job else [Send(self.plan.stores,
                                                          PartRelease(body.job))]
         ready = body.ready_at if isinstance(body, PartReserved) else body.eta_at
+        if self.phase == "started" and self.part_serial and body.serial != self.part_serial:
+            return []            # bumped after it was fitted: the plant refuses it twice
         first = self.part_state == "reserving"
         earlier = ready < self.part_ready_at - 1e-9
+        later = not first and ready > self.part_ready_at + 1e-9     # bumped (ADR 71)
         self.part_state, self.part_serial, self.part_ready_at = "held", body.serial, ready
         out: list[Action] = []
-        if first or earlier:
+        if first or earlier or later:
             out.append(Log("maint_part", {"agent": self.machine, "job": self.job,
                                           "part": body.part, "serial": body.serial,
                                           "ready_at": round(ready, 6),
                                           "latest_start_at": round(self.latest_start_at, 6),
                                           "late": self.part_late}))
         if self.kind == "corrective":
-            return out + self._repair_part(first or earlier, now)
+            return out + self._repair_part(first or earlier, earlier, now)
         if first and self.phase == "asking":
             return out + self._ask(now)
-        if earlier and self.phase == "asking":          # the pending request asked too late
+        if (earlier or later) and self.phase == "asking":   # asked from another ETA
             return out + self._again(now)
+        if later and self.phase == "booked" and ready > self.start_at + 1e-9:
+            return out + self.decline("the part comes later", now)
         if earlier and self.phase == "booked" and self.start_at > self.latest_start_at \
                 and ready < self.start_at - 1e-9:
             return out + self.decline("the part comes sooner", now)
         return out
 
-    def _repair_part(self, news: bool, now: float) -> list[Action]:
+    def _repair_part(self, news: bool, earlier: bool, now: float) -> list[Action]:
         """A repair's unit is held (or comes sooner): start a repair whose technician is
         here; give back a booking the unit would keep waiting; else ask the crew when the
-        unit comes."""
+        unit comes (at once when a unit awaited is on the shelf after all)."""
         if not self._part_awaited(now):
             early = self._early_start
             if early is not None and self.phase == "booked":   # the technician is here
                 self._early_start = None
                 return self._begin(early, now)
-            return []
+            return self._ask(now) if earlier and self.phase == "asking" else []
         # tell the plant the repair is awaited, not forgotten (it would otherwise fit a unit
         # outside the books once nobody booked the repair: workshop.py UNBOOKED_AFTER_S)
         notice: list[Action] = [Command("set_state", self.machine, self.job, {
