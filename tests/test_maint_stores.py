@@ -84,8 +84,11 @@ def test_a_unit_is_never_held_twice_nor_after_it_was_consumed(ops: list, stock: 
         mine = [r for r in s.reservations.values() if r.machine == f"m{m}"]
         if op == "reserve":
             jobs += 1
-            r, new, _ = s.reserve(f"m{m}", PartReserve(f"m{m}/j{jobs}", "p", now + x, 60.0),
-                                  now)
+            r, new, _, moved = s.reserve(f"m{m}", PartReserve(f"m{m}/j{jobs}", "p",
+                                                              now + x, 60.0), now)
+            if moved is not None:               # a need due now took a later need's unit
+                assert x <= 1e-9 and moved.serial not in consumed
+                assert moved.expires_at >= max(moved.need_by_at, s.ready_at(moved)) + 60.0 - 1e-9
             assert new and r.serial not in consumed
             assert r.expires_at >= max(now + x, s.ready_at(r)) + 60.0 - 1e-9
         elif op == "consume" and mine:
@@ -416,3 +419,187 @@ def test_a_unit_the_plant_fitted_before_is_reported_gone_and_another_held() -> N
     assert sent[0] == PartConsumed(req.job, "spindle_bearing#s1")   # the books were wrong
     assert any(isinstance(b, PartReserve) for b in sent)          # hold another unit
     assert not any(isinstance(b, MaintRequest) for b in sent) and w.part_state == "reserving"
+
+
+# --------------------------------------------------------------------------- a repair's part
+# (ADR 71: a corrective repair holds its unit from the stores too; the plant's own shelf is
+# not used under the negotiated policy)
+
+
+def _failed_mill(at: float = 1000.0) -> tuple[Any, list[Any]]:
+    """The machine of :func:`_mill` failing from wear after its fail-by (no prediction
+    miss): its window given back, a repair asked of the stores and the crew at once."""
+    from agents.base import PlantEventIn
+
+    mill, _ = _mill()
+    out = mill.on_plant_event(PlantEventIn("fault", "mill1", "", {"reason": "wear"}), at)
+    return mill, _sends(out)
+
+
+def test_a_repair_asks_the_stores_and_the_crew_at_once_names_the_unit_and_consumes_it() -> None:
+    from agents.base import PlantEventIn
+    from agents.protocol.messages import MaintRepair, MaintStart
+
+    mill, sent = _failed_mill()
+    assert PartRelease("mill1/m1") in sent                      # the window's unit given back
+    (hold,) = [b for b in sent if isinstance(b, PartReserve)]
+    (ask,) = [b for b in sent if isinstance(b, MaintRepair)]    # not after the stores' answer
+    assert hold.job == ask.job == "mill1/r1" and hold.need_by_at == 1000.0
+    # the technician overtakes the stores' answer: the start waits for the unit
+    mill.on_message(_msg("crew", MaintOffer(ask.job, "tech1", 1000.5, 4000.0), to="mill1"),
+                    1000.5)
+    assert mill.on_message(_msg("crew", MaintStart(ask.job, "tech1"), to="mill1"), 1000.5) == []
+    out = mill.on_message(_msg("stores", PartReserved(ask.job, hold.part, "spindle_bearing#s2",
+                                                      0.0, 5000.0), to="mill1"), 1000.6)
+    cmd = next(a for a in out if getattr(a, "command", "") == "set_state")
+    assert cmd.args["state"] == "repair" and cmd.args["part_serial"] == "spindle_bearing#s2"
+    out = mill.on_plant_event(PlantEventIn("repaired", "mill1", "", {"kind": "corrective"}),
+                              1600.0)
+    assert _sends(out).count(PartConsumed(ask.job, "spindle_bearing#s2")) == 1
+
+
+def test_a_repairs_stock_out_holds_the_crew_until_the_eta_and_is_escalated() -> None:
+    from agents.protocol.messages import Decision, Escalate, MaintRepair
+
+    mill, sent = _failed_mill()
+    w = mill.maint
+    (ask,) = [b for b in sent if isinstance(b, MaintRepair)]
+    eta = 1000.0 + 1800.0                                       # on order: the lead time
+    out = mill.on_message(_msg("stores", PartUnavailable(ask.job, ask.part, "spindle_bearing#s5",
+                                                         eta, eta + 3000.0), to="mill1"), 1000.2)
+    (esc,) = [b for b in _sends(out) if isinstance(b, Escalate)]    # past a mean repair
+    assert esc.cause == "maintenance_no_part" and esc.context["eta_at"] == pytest.approx(eta)
+    assert SetTimer("maint_retry", eta) in out                  # the crew when the unit comes
+    notice = next(a for a in out if getattr(a, "command", "") == "set_state")
+    assert notice.args["technician"] == "" and notice.args["eta_at"] == eta   # awaited
+    # the crew's offer made before the answer is given back: no technician waits idle
+    out = mill.on_message(_msg("crew", MaintOffer(ask.job, "tech1", 1000.5, 4000.0),
+                               to="mill1"), 1000.5)
+    assert _declined(out)
+    assert _sends(mill.on_timer("maint_retry", 1010.0)) == []    # nothing asked before the ETA
+    # the safe default expedites the unit; its new ETA moves the crew's request forward
+    out = mill.on_message(_msg("console", Decision(esc.escalation, "expedite_part", "ana"),
+                               to="mill1"), 1600.0)
+    assert PartExpedite(ask.job) in _sends(out)
+    out = mill.on_message(_msg("stores", PartUnavailable(ask.job, ask.part, "spindle_bearing#s5",
+                                                         2200.0, 5000.0), to="mill1"), 1600.1)
+    assert SetTimer("maint_retry", 2200.0) in out
+    (again,) = [b for b in _sends(mill.on_timer("maint_retry", 2200.0))
+                if isinstance(b, MaintRepair)]
+    assert again.attempt == 1 and w.part_serial == "spindle_bearing#s5"
+
+
+def _declined(out: list[Action]) -> bool:
+    from agents.protocol.messages import MaintDone
+    return any(isinstance(b, MaintDone) and b.outcome == "declined" for b in _sends(out))
+
+
+def _repair(evs: list[dict[str, Any]], job: str = "mill1/r1") -> dict[str, Any]:
+    machine, k = job.split("/r")
+    (start,) = [e for e in evs if e["ev"] == "maintenance_start" and e["kind"] == "corrective"
+                and e["machine"] == machine][int(k) - 1:int(k)]
+    return start
+
+
+def test_a_repair_takes_one_unit_from_the_stores_and_the_shelf_is_not_used() -> None:
+    evs, rep = _run(hours=1.6)                  # mill1 fails from wear at ~4 786 s (seed 1)
+    _ok(rep)
+    start = _repair(evs)
+    held = [e for e in evs if e["ev"] == "part_held" and e["job"] == "mill1/r1"]
+    consumed = [e for e in evs if e["ev"] == "part_consumed"
+                and e["serial"] == start["part_serial"]]
+    assert [e["serial"] for e in held] == [start["part_serial"]] and len(consumed) == 1
+    assert consumed[0]["job"] == "mill1/r1" and consumed[0]["t"] > start["t"]
+    assert not [e for e in evs if e["ev"] in ("stock_out", "part_ordered", "repair_unbooked")]
+
+
+# one spindle bearing on the shelf, one ordered at a time: mill1's repair takes the unit of
+# the window its failure cancelled; mill2's window runs late for its part, mill2 fails, and
+# its repair finds the shelf empty (seed 1, 2 h)
+STOCK_OUT = {"stock": 1, "reorder_point": 0, "order_qty": 1, "lead_time_s": 1800.0}
+
+
+def _stocked_out(evs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The first repair that found no unit on the shelf, and its unit."""
+    job = next(e["job"] for e in evs if e["ev"] == "part_stock_out" and "/r" in e["job"])
+    (held,) = [e for e in evs if e["ev"] == "part_held" and e["job"] == job]
+    return job, held
+
+
+def test_a_stock_out_during_a_repair_orders_and_the_repair_waits_for_the_eta() -> None:
+    evs, rep = _run(hours=2.0, part=STOCK_OUT)
+    _ok(rep)
+    first = [e for e in evs if e["ev"] == "part_held" and e["job"] == "mill1/r1"]
+    assert first and first[0]["ready_at"] <= first[0]["t"]     # its own window's unit
+    job, held = _stocked_out(evs)
+    (out,) = [e for e in evs if e["ev"] == "part_stock_out" and e["job"] == job]
+    start = _repair(evs, job)
+    due = {e["due_at"] for e in evs if e["ev"] == "part_order_placed" and e["t"] <= out["t"]}
+    assert held["ready_at"] in due and held["ready_at"] > out["t"] + 60.0      # on order
+    assert start["t"] >= held["ready_at"] and start["part_serial"] == held["serial"]
+    # the plant kept the repair waiting for the agents (not fitted outside the books)
+    assert [e["eta_at"] for e in evs if e["ev"] == "repair_awaits_part"] == [held["ready_at"]]
+    assert not [e for e in evs if e["ev"] == "repair_unbooked"]
+
+
+@pytest.mark.parametrize("when", ["awaiting the part", "at the repair"])
+def test_a_crash_of_the_stores_during_a_repair_loses_nothing(when: str) -> None:
+    from agents.cell.faults import FaultScenario
+
+    evs, _ = _run(hours=2.0, part=STOCK_OUT)
+    job, held = _stocked_out(evs)
+    crash_at = held["t"] + 30.0 if when == "awaiting the part" else _repair(evs, job)["t"] + 60.0
+    faults = FaultScenario(name="stores-crash", mtbf_breakdowns=False,
+                           crashes=[{"agent": "stores", "at_s": crash_at, "down_s": 900.0}])
+    evs, rep = _run(hours=2.0, part=STOCK_OUT, faults=faults)
+    _ok(rep)
+    start = _repair(evs, job)                   # the unit held before the crash, fitted once
+    assert start["part_serial"] == held["serial"] and start["t"] >= held["ready_at"]
+    done = [e for e in evs if e["ev"] == "maintenance_done" and e["kind"] == "corrective"
+            and e["machine"] == start["machine"]]
+    assert len(done) == 1
+    serials = [e["part_serial"] for e in evs if e["ev"] == "maintenance_start"]
+    assert len(serials) == len(set(serials))    # the plant never fits one twice
+    consumed = [e for e in evs if e["ev"] == "part_consumed" and e["serial"] == held["serial"]]
+    assert len(consumed) <= 1                   # lost with the stores at most, never twice
+
+
+def test_a_repair_goes_ahead_of_another_machines_planned_reservation() -> None:
+    stores = _stores(PartStock(stock=1, reorder_point=0, order_qty=1, lead_time_s=1000.0))
+    out = stores.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 900.0, 300.0)), 10.0)
+    assert _sends(out)[0].serial == "b#s1"          # on the shelf; b#s2 ordered (due 1010)
+    out = stores.on_message(_msg("mill1", PartReserve("mill1/r1", "b", 20.0, 3000.0)), 20.0)
+    sent = {b.job: b for b in _sends(out)}
+    assert isinstance(sent["mill1/r1"], PartReserved) and sent["mill1/r1"].serial == "b#s1"
+    moved = sent["mill2/m1"]                                   # told of its new unit
+    assert isinstance(moved, PartUnavailable) and moved.serial == "b#s2"
+    assert moved.eta_at == 1010.0 and _logs(out, "part_bumped")[0]["for"] == "mill1|mill1/r1"
+    # its own window's unit goes to the failed machine's repair, not another's
+    out = stores.on_message(_msg("mill2", PartReserve("mill2/r1", "b", 30.0, 3000.0)), 30.0)
+    assert [b.serial for b in _sends(out)] == ["b#s2"] and not _logs(out, "part_bumped")
+
+
+def test_a_window_begun_keeps_its_unit_when_the_stores_move_it() -> None:
+    from agents.protocol.messages import MaintStart
+
+    mill, out = _mill()
+    w = mill.maint
+    (hold,) = _sends(out)
+    (req,) = _sends(mill.on_message(_msg("stores", PartReserved(
+        hold.job, hold.part, "spindle_bearing#s1", 0.0, 5000.0), to="mill1"), 11.0))
+    mill.on_message(_msg("crew", MaintOffer(req.job, "tech1", req.earliest_at,
+                                            req.earliest_at + 400.0), to="mill1"), 12.0)
+    mill.on_message(_msg("crew", MaintStart(req.job, "tech1"), to="mill1"), req.earliest_at)
+    assert mill.on_message(_msg("stores", PartUnavailable(
+        hold.job, hold.part, "spindle_bearing#s4", 9000.0, 9900.0), to="mill1"),
+        req.earliest_at + 1.0) == []
+    assert w.part_serial == "spindle_bearing#s1"              # fitted: reported as such
+
+
+def test_expedite_after_a_prediction_miss_hurries_the_repairs_unit_on_order() -> None:
+    mill, sent = _failed_mill()
+    (hold,) = [b for b in sent if isinstance(b, PartReserve)]
+    mill.on_message(_msg("stores", PartUnavailable(hold.job, hold.part, "spindle_bearing#s5",
+                                                   2800.0, 6000.0), to="mill1"), 1000.2)
+    out = mill.maint.on_miss_decision("expedite_part", 1100.0)
+    assert _sends(out) == [PartExpedite(hold.job)]

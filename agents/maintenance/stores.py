@@ -16,6 +16,17 @@ same; the machine escalates and plans its window from the ETA).  Whenever the
 free units, on the shelf and on order, fall to the ``reorder_point``, another
 order goes out.
 
+A need that is due now (a corrective repair: need = the failure's instant)
+goes before later ones (ADR 71).  It takes the unit its own machine held for
+the window the failure cancelled (that release may still be on its way), else
+a free unit, soonest first; when no free unit is on the shelf, it takes
+the shelf unit held for the latest later need, and that reservation moves to
+the next unit (on order, or of a new order) and is told so (``part_bumped``,
+an answer with its new serial and ETA).  A planned window that has begun with
+the unit keeps it — its machine ignores the new serial — and the plant refuses
+the serial when the repair names it ("used already"): the repair reports it
+gone and holds another.
+
 A reservation is a lease, like the crew's booking (agents/maintenance/crew.py):
 keyed by machine and job, so a repeated request is the same unit (its hold
 extended to the new need, never shortened), and it ends by itself at
@@ -35,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.base import Agent, Timing
@@ -139,8 +150,9 @@ class Stores:
         return self.bins[part]
 
     def reserve(self, machine: str, body: PartReserve, now: float
-                ) -> tuple[Reservation, bool, list[SupplierOrder]]:
-        """(the reservation, whether it is new, the supplier orders placed for it)."""
+                ) -> tuple[Reservation, bool, list[SupplierOrder], Reservation | None]:
+        """(the reservation, whether it is new, the supplier orders placed for it, the
+        reservation for a later need it took its shelf unit from, moved to another unit)."""
         key = f"{machine}|{body.job}"
         b = self.bin(body.part)
         held = self.reservations.get(key)
@@ -149,10 +161,20 @@ class Stores:
             r = Reservation(key, machine, body.job, held.part, held.serial,
                             max(held.need_by_at, body.need_by_at), body.hold_s, exp)
             self.reservations[key] = r
-            return r, False, []
+            return r, False, [], None
         placed: list[SupplierOrder] = []
         free = b.free()
-        if not free:                                 # a stock-out: order now
+        urgent = body.need_by_at <= now + 1e-9
+        own = next((o for o in self.reservations.values() if urgent and o.machine == machine
+                    and o.part == body.part), None)
+        if own is not None:                          # its window's unit (cancelled by the
+            self.drop(own.key)                       # failure: the release is on its way)
+            free = [own.serial] + [u for u in b.free() if u != own.serial]
+        bumped = self._bumpable(b, machine, now) if urgent and not (
+            free and b.arrives_at[free[0]] <= now + 1e-9) else None
+        if bumped is not None:                       # due now: the later need's shelf unit
+            free = [bumped.serial]
+        elif not free:                               # a stock-out: order now
             placed.append(b.order(now))
             free = b.free()
         serial = free[0]
@@ -160,9 +182,26 @@ class Stores:
         r = Reservation(key, machine, body.job, body.part, serial, body.need_by_at,
                         body.hold_s, self._expiry(b, serial, body))
         self.reservations[key] = r
+        moved = None
+        if bumped is not None:                       # the later need: the next unit
+            if not b.free():
+                placed.append(b.order(now))
+            unit = b.free()[0]
+            b.held[unit] = bumped.key
+            moved = replace(bumped, serial=unit, expires_at=max(
+                bumped.expires_at, max(bumped.need_by_at, b.arrives_at[unit]) + bumped.hold_s))
+            self.reservations[bumped.key] = moved
         if len(b.free()) <= b.rule.reorder_point:
             placed.append(b.order(now))
-        return r, True, placed
+        return r, True, placed, moved
+
+    def _bumpable(self, b: Bin, machine: str, now: float) -> Reservation | None:
+        """Another machine's reservation for the latest need still ahead that holds a unit
+        on the shelf."""
+        later = [r for s, k in b.held.items() if b.arrives_at[s] <= now + 1e-9
+                 and (r := self.reservations[k]).need_by_at > now + 1e-9
+                 and r.machine != machine]
+        return max(later, key=lambda r: (r.need_by_at, r.key), default=None)
 
     @staticmethod
     def _expiry(b: Bin, serial: str, body: PartReserve) -> float:
@@ -263,16 +302,24 @@ class StoresAgent(Agent):
         if held is not None and held.part != body.part:     # one job, one part
             self.ignored += 1
             return []
-        r, new, placed = self.stores.reserve(msg.sender, body, now)
+        r, new, placed, moved = self.stores.reserve(msg.sender, body, now)
         out: list[Action] = [self._placed(o) for o in placed]
         out += [SetTimer(f"deliver:{o.id}", o.due_at) for o in placed]
         if new:
-            ready = self.stores.ready_at(r)
-            if ready > now + 1e-9:
-                out.append(Log("part_stock_out", {"agent": self.id, "part": r.part,
-                                                  "machine": r.machine, "job": r.job}))
-            out.append(self._log("part_held", r, now))
+            out += self._held(r, now)
+        if moved is not None:                        # its shelf unit went to a need due now
+            out.append(Log("part_bumped", {"agent": self.id, "machine": moved.machine,
+                                           "job": moved.job, "part": moved.part,
+                                           "serial": moved.serial, "for": r.key}))
+            out += self._held(moved, now) + [self._answer(msg, moved, "")]
         return out + [self._answer(msg, r)] + self._arm_expiry()
+
+    def _held(self, r: Reservation, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self.stores.ready_at(r) > now + 1e-9:
+            out.append(Log("part_stock_out", {"agent": self.id, "part": r.part,
+                                              "machine": r.machine, "job": r.job}))
+        return out + [self._log("part_held", r, now)]
 
     def _on_expedite(self, msg: Message, body: PartExpedite, now: float) -> list[Action]:
         r = self.stores.reservations.get(f"{msg.sender}|{body.job}")
@@ -289,13 +336,13 @@ class StoresAgent(Agent):
                     SetTimer(f"deliver:{o.id}", o.due_at)]
         return out + [self._answer(msg, r)]
 
-    def _answer(self, msg: Message, r: Reservation) -> Send:
+    def _answer(self, msg: Message, r: Reservation, conv: str | None = None) -> Send:
         ready = self.stores.ready_at(r)
         body: PartReserved | PartUnavailable = (
             PartReserved(r.job, r.part, r.serial, ready, r.expires_at)
             if ready <= r.need_by_at + 1e-9 else
             PartUnavailable(r.job, r.part, r.serial, ready, r.expires_at))
-        return Send(r.machine, body, msg.conv)
+        return Send(r.machine, body, msg.conv if conv is None else conv)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
         if key.startswith("deliver:"):

@@ -31,8 +31,7 @@ is held, for a window from the unit's ETA on; the start names the unit to the
 plant, the job's end reports it consumed, a cancelled window releases it
 (agents/maintenance/stores.py).  A unit due after the latest safe start is
 ``part_late``: agents/maintenance/hook.py escalates it, and a sooner ETA (an
-expedite) gives back a window the part had pushed late, to ask anew.  Corrective repairs do not reserve from the stores yet
-(the simulator's shelf supplies them; docs/maintenance.md).
+expedite) gives back a window the part had pushed late, to ask anew.
 
 Corrective repairs (ADR 64).  When the machine fails (``fault`` with reason
 ``wear``) it drops whatever window it held and asks the crew for a repair
@@ -46,6 +45,15 @@ life (the *fail-by* instant, worked out at each reading) is a prediction badly
 wrong: the machine agent escalates ``maintenance_prediction_miss``
 (agents/maintenance/hook.py); ``stop_now`` holds it, once repaired, for an
 inspection of ``duration_s`` before it takes work again.
+
+A repair's part (ADR 71).  With a stores agent the failed machine asks the stores
+for a unit *and* the crew for a technician at once (a repair never waits for a
+round trip to the stores when a unit is on the shelf); the start names the unit
+to the plant and the repair's end reports it consumed.  A unit that is not on the
+shelf (a stock-out) holds the crew back: an offer before the unit's ETA is
+declined, and the crew is asked again when the unit comes (a technician never
+waits at a machine for a part).  A unit due more than ``repair_s`` after the
+failure is ``part_late``, escalated ``maintenance_no_part`` like a window's.
 
 Phases, as data: ``watch`` → ``asking`` → ``booked`` → ``started`` → ``watch``
 (``kind`` says whether the job is planned or a corrective repair; the part:
@@ -75,7 +83,7 @@ from agents.protocol.messages import (
     PartUnavailable,
 )
 
-from .crew import CREW_ID
+from .crew import CREW_ID, REPAIR_SPAN
 from .estimators import Estimator, estimator
 from .rul import prior_model
 from .stores import STORES_ID
@@ -233,12 +241,18 @@ class MaintenanceWindow:
             self.phase, self.start_at, self.technician = "booked", body.start_at, \
                 body.technician
             if self.kind == "corrective":     # no window to keep: the machine is down
+                if self._part_awaited(now):
+                    return False, self.decline("the part is not on the shelf yet", now)
                 early, self._early_start = self._early_start, None
+                if early is not None and self.plan.stores and self.part_state != "held":
+                    early, self._early_start = None, early   # begun when the unit is held
                 out: list[Action] = [Log("maint_repair_booked", {
                     "agent": self.machine, "job": self.job, "technician": body.technician,
                     "start_at": body.start_at}),
                     SetTimer("maint_lapse", body.start_at + self.plan.grace_s)]
                 return False, out + (self._begin(early, now) if early is not None else [])
+            if self.part_state == "held" and body.start_at < self.part_ready_at - 1e-6:
+                return False, self.decline("the part comes later", now)
             out = [Log("maint_window", {
                 "agent": self.machine, "job": self.job, "technician": body.technician,
                 "start_at": body.start_at, "end_at": self.end_at,
@@ -255,6 +269,9 @@ class MaintenanceWindow:
                 return False, []
             if not self._current(body.job, body.attempt, "start"):
                 return False, []
+            if self.kind == "corrective" and self.plan.stores and self.part_state != "held":
+                self._early_start = body          # the stores' answer is on its way
+                return False, []
             return False, self._begin(body, now)
         return False, []
 
@@ -262,9 +279,11 @@ class MaintenanceWindow:
         """The technician is here: stop for the job (and check the plant did)."""
         self.phase = "started"
         if self.kind == "corrective":     # down already: the plant answers only a refusal
-            return [Command("set_state", self.machine, self.job, {
-                    "state": "repair", "technician": body.technician,
-                    "part": self.plan.part}),
+            repair: dict[str, object] = {"state": "repair", "technician": body.technician,
+                                         "part": self.plan.part}
+            if self.part_serial:
+                repair["part_serial"] = self.part_serial    # the unit the stores hold for it
+            return [Command("set_state", self.machine, self.job, repair),
                     Log("maint_begin", {"agent": self.machine, "job": self.job,
                                         "technician": body.technician, "kind": self.kind})]
         args: dict[str, object] = {"state": "maintenance", "technician": body.technician,
@@ -355,6 +374,11 @@ class MaintenanceWindow:
         elif reason in ("wear", "breakdown"):       # a corrective repair replaced the part
             if self.kind == "corrective" and self.phase != "watch":
                 out.append(Send(self.plan.crew, MaintDone(self.job, self.attempt, "done")))
+                if self.part_serial and self.phase == "started":    # named to the plant
+                    out.append(Send(self.plan.stores, PartConsumed(self.job,
+                                                                   self.part_serial)))
+                elif self.part_state:
+                    out.append(Send(self.plan.stores, PartRelease(self.job)))
                 out.append(Log("maint_job_done", {"agent": self.machine, "job": self.job,
                                                   "technician": self.technician,
                                                   "kind": "corrective"}))
@@ -368,18 +392,28 @@ class MaintenanceWindow:
     # -- the part ------------------------------------------------------------------------------
     @property
     def part_late(self) -> bool:
-        """The unit held for the job comes after the latest safe start."""
-        return self.part_state == "held" and self.part_ready_at > self.latest_start_at + 1e-9
+        """The unit held for the job comes after the latest safe start (for a repair: more
+        than a mean repair after the failure — the wait would double the downtime)."""
+        bound = self.plan.repair_s if self.kind == "corrective" else 0.0
+        return self.part_state == "held" and \
+            self.part_ready_at > self.latest_start_at + bound + 1e-9
+
+    def _part_awaited(self, now: float) -> bool:
+        """A repair's unit is held but not on the shelf yet (a stock-out)."""
+        return self.part_state == "held" and self.part_ready_at > now + 1e-9
 
     def _reserve(self, need_by_at: float, now: float) -> list[Action]:
         """Ask the stores to hold a unit (again: the same one, its hold extended) until
-        ``need_by_at`` plus the job and two graces; resent while none is held."""
+        ``need_by_at`` plus the job and two graces (a repair: its booking's span); resent
+        while none is held."""
         if self.part_state != "held":
             self.part_state = "reserving"
         self.part_need_by_at = max(self.part_need_by_at, need_by_at)
+        job_s = REPAIR_SPAN * self.plan.repair_s if self.kind == "corrective" \
+            else self.plan.duration_s
         return [Send(self.plan.stores, PartReserve(
                     self.job, self.plan.part, self.part_need_by_at,
-                    self.plan.duration_s + 2 * self.plan.grace_s)),
+                    job_s + 2 * self.plan.grace_s)),
                 SetTimer("maint_retry", now + self.plan.retry_s)]
 
     def on_part(self, msg: Message, now: float) -> list[Action]:
@@ -395,24 +429,52 @@ class MaintenanceWindow:
             return [] if body.job == self.job else [Send(self.plan.stores,
                                                          PartRelease(body.job))]
         ready = body.ready_at if isinstance(body, PartReserved) else body.eta_at
+        if self.phase == "started" and self.part_serial and body.serial != self.part_serial:
+            return []            # bumped after it was fitted: the plant refuses it twice
         first = self.part_state == "reserving"
         earlier = ready < self.part_ready_at - 1e-9
+        later = not first and ready > self.part_ready_at + 1e-9     # bumped (ADR 71)
         self.part_state, self.part_serial, self.part_ready_at = "held", body.serial, ready
         out: list[Action] = []
-        if first or earlier:
+        if first or earlier or later:
             out.append(Log("maint_part", {"agent": self.machine, "job": self.job,
                                           "part": body.part, "serial": body.serial,
                                           "ready_at": round(ready, 6),
                                           "latest_start_at": round(self.latest_start_at, 6),
                                           "late": self.part_late}))
+        if self.kind == "corrective":
+            return out + self._repair_part(first or earlier, earlier, now)
         if first and self.phase == "asking":
             return out + self._ask(now)
-        if earlier and self.phase == "asking":          # the pending request asked too late
+        if (earlier or later) and self.phase == "asking":   # asked from another ETA
             return out + self._again(now)
+        if later and self.phase == "booked" and ready > self.start_at + 1e-9:
+            return out + self.decline("the part comes later", now)
         if earlier and self.phase == "booked" and self.start_at > self.latest_start_at \
                 and ready < self.start_at - 1e-9:
             return out + self.decline("the part comes sooner", now)
         return out
+
+    def _repair_part(self, news: bool, earlier: bool, now: float) -> list[Action]:
+        """A repair's unit is held (or comes sooner): start a repair whose technician is
+        here; give back a booking the unit would keep waiting; else ask the crew when the
+        unit comes (at once when a unit awaited is on the shelf after all)."""
+        if not self._part_awaited(now):
+            early = self._early_start
+            if early is not None and self.phase == "booked":   # the technician is here
+                self._early_start = None
+                return self._begin(early, now)
+            return self._ask(now) if earlier and self.phase == "asking" else []
+        # tell the plant the repair is awaited, not forgotten (it would otherwise fit a unit
+        # outside the books once nobody booked the repair: workshop.py UNBOOKED_AFTER_S)
+        notice: list[Action] = [Command("set_state", self.machine, self.job, {
+            "state": "repair", "technician": "", "part_serial": self.part_serial,
+            "eta_at": self.part_ready_at})] if news else []
+        if self.phase == "booked":
+            return notice + self.decline("the part is not on the shelf yet", now)
+        if self.phase == "asking" and news:
+            return notice + [SetTimer("maint_retry", self.part_ready_at)]
+        return notice
 
     def _hold(self, now: float) -> list[Action]:
         """Stop now after a miss: no work for an inspection of ``duration_s``."""
@@ -433,9 +495,14 @@ class MaintenanceWindow:
         comes); never before ``not_before_at`` (after a refusal: what was missing takes
         time)."""
         if self.kind == "corrective":
-            return [Send(self.plan.crew, MaintRepair(self.job, self.plan.repair_s,
-                                                     self.plan.part, self.attempt)),
-                    SetTimer("maint_retry", now + self.plan.retry_s)]
+            part: list[Action] = []
+            if self.plan.stores and self.part_state != "held":     # both at once
+                part = self._reserve(now, now)[:1]
+            elif self._part_awaited(now):       # a stock-out: the crew when the unit comes
+                return [SetTimer("maint_retry", self.part_ready_at)]
+            return part + [Send(self.plan.crew, MaintRepair(self.job, self.plan.repair_s,
+                                                            self.plan.part, self.attempt)),
+                           SetTimer("maint_retry", now + self.plan.retry_s)]
         if self.plan.stores and self.part_state != "held":
             return self._reserve(self.latest_start_at, now)
         from_at = max(now, self.not_before_at, self.latest_start_at - self.plan.slot_s,
@@ -476,12 +543,15 @@ class MaintenanceWindow:
     def on_miss_decision(self, option: str, now: float) -> list[Action]:
         """A supervisor's answer to a prediction miss (agents/maintenance/cases.py):
         ``stop_now`` holds the machine for an inspection once repaired (at once if it is
-        already); ``run_to_failure`` and ``expedite_part`` change nothing here (a stores
-        agent would expedite the part)."""
+        already); ``expedite_part`` asks the stores to hurry the unit held for the repair,
+        when it is still on order; ``run_to_failure`` changes nothing here."""
         self.miss = ""
         out: list[Action] = [Log("maint_decision", {"agent": self.machine, "job": self.job,
                                                     "option": option, "cause":
                                                     "maintenance_prediction_miss"})]
+        if option == "expedite_part" and self.kind == "corrective" \
+                and self._part_awaited(now):
+            out.append(Send(self.plan.stores, PartExpedite(self.job)))
         if option == "stop_now":
             if self._down_reason:
                 self.inspect = True

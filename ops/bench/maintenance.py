@@ -49,7 +49,8 @@ METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "t
 UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
          "downtime_planned": "machine-hours", "downtime_unplanned": "machine-hours",
          "technician_utilisation": "fraction of crew time on jobs",
-         "total_cost": "downtime + technicians + parts + tardiness penalty, cell currency",
+         "total_cost": "downtime + technicians + parts + tardiness penalty (+ expedite "
+                       "surcharges), cell currency",
          "escalations": "maintenance escalations raised (docs/maintenance.md)",
          "prediction_misses": "failures before the 5 % quantile of the predicted life"}
 BASELINES = ("run_to_failure", "preventive", "condition_based")
@@ -164,10 +165,13 @@ def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthMo
         "downtime_planned": planned_s / 3600.0,
         "downtime_unplanned": unplanned_s / 3600.0,
         "technician_utilisation": ws.technician_busy_s / (settings.technicians * cell.env.now),
-        "stock_outs": float(ws.stock_outs),
+        # negotiated: the stores agent's (a unit reserved that is not on the shelf)
+        "stock_outs": float(ws.stock_outs + sum(e["ev"] == "part_stock_out" for e in evs)),
         "total_cost": ((planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h
                        + ws.technician_cost + ws.parts_cost
-                       + tardy_s / 3600.0 * costs.tardiness_per_h),
+                       + tardy_s / 3600.0 * costs.tardiness_per_h
+                       + sum(float(e.get("cost", 0.0)) for e in evs      # expedite surcharges
+                             if e["ev"] == "part_expedited")),
         # the simulator's policies record them; the agents raise them to the console
         "escalations": float(len(ctl.escalations) + sum(
             e["ev"] == "escalation_raised" and str(e.get("cause", "")).startswith(

@@ -15,10 +15,11 @@ technician is on a repair or the part is missing, so the machine asks again.
 The part: the stores agent (agents/maintenance/stores.py) is the shelf's
 authority for planned windows.  The command names the serial it holds for the
 job (``part_serial``); the workshop fits that unit and no other, never one it
-fitted before (refused: "used already"), and does not take from its own shelf,
-which under this policy serves the corrective repairs alone (no agent books
-those yet).  A command without a serial (no stores agent) takes from the shelf
-as before.
+fitted before (refused: "used already"), and does not take from its own shelf;
+a corrective repair's ``set_state repair`` names its unit the same way (ADR 71),
+so under this policy the shelf is not used at all: the stores agent's books are
+the cell's only ones.  A command without a serial (no stores agent) takes from
+the shelf as before.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
         serial = str(cmd.args.get("part_serial", ""))   # held by the stores agent
         why = "the machine does not wear" if dm is None else \
             workshop.negotiated(dm, tech, serial) if state == "maintenance" else \
-            workshop.repair_with(dm, tech)
+            workshop.await_part(dm, float(cmd.args.get("eta_at", 0.0))) if not tech else \
+            workshop.repair_with(dm, tech, serial)
         if why:
             backend.record("maintenance_refused", machine=cmd.resource, job=cmd.task,
                            technician=tech, why=why)

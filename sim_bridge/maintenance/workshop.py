@@ -23,13 +23,20 @@ machine names the technician the crew sent (:meth:`repair_with`, from its
 A repair nobody books within ``UNBOOKED_AFTER_S`` (the machine's agent was down
 when it failed, and never heard of the failure) takes the first free
 technician, as without negotiation, and says so (``repair_unbooked``).
+
+With the stores agent (ADR 71) the repair's part is the agents' too: the machine
+names the unit the stores hold for the repair (``part_serial``), the workshop
+fits that one and no other, and the simulator's own shelf is not used at all
+under this policy — one set of books.  A repair nobody booked fits a unit
+outside the books (``PART#unbookedK``, counted and priced, logged with
+``repair_unbooked``): the stores agent never heard of the failure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import simpy
 
@@ -128,6 +135,10 @@ class Workshop:
         self.waiting_corrective = 0
         self.fitted: set[str] = set()        # serials the stores agent issued, once each
         self.books: Any = None               # negotiated: the stores agent's books, read
+        self.unbooked = 0                    # repairs that fitted a unit outside the books
+        #: negotiated: until when each waiting repair waits for the crew before it counts as
+        #: unbooked (put back while the machine says it awaits its part)
+        self.awaited: dict[str, float] = {}
         #: negotiated: the repairs waiting for the technician the crew books, per machine
         self.booked_repairs: dict[str, simpy.Event] | None = None
 
@@ -135,17 +146,42 @@ class Workshop:
         """Corrective repairs wait for the technician the crew agent sends."""
         self.booked_repairs = {}
 
-    def repair_with(self, dm: DegradingMachine, technician: str) -> str:
-        """The crew's technician has come to repair ``dm``: start the repair with them, or
-        why not ("" when it started).  Never waits: the machine asks the crew again."""
+    def repair_with(self, dm: DegradingMachine, technician: str, issued: str = "") -> str:
+        """The crew's technician has come to repair ``dm`` with the unit ``issued`` by the
+        stores agent: start the repair with them, or why not ("" when it started).  Never
+        waits: the machine asks the crew (and the stores) again.  Without a unit named the
+        simulator's shelf supplies it (a cell without a stores agent)."""
         waiting = (self.booked_repairs or {}).get(dm.m.spec.id)
         if waiting is None or waiting.triggered:
             return "no repair waiting"
         if technician not in self.crew.items:
             return f"{technician} is not free"
+        if issued:
+            why = self._issue(dm.spec.part, issued)
+            if why:
+                return why
+            self._fit(dm.spec.part, issued)
         self.crew.items.remove(technician)      # free, so no getter waits for it
-        waiting.succeed(technician)
+        waiting.succeed((technician, issued))
         return ""
+
+    def await_part(self, dm: DegradingMachine, eta_at: float) -> str:
+        """The machine's agent awaits the unit the stores hold for the repair, due at
+        ``eta_at``: the repair waits for the crew until then and ``UNBOOKED_AFTER_S`` more
+        before it counts as unbooked.  Why not ("" when noted)."""
+        mid = dm.m.spec.id
+        if mid not in self.awaited:
+            return "no repair waiting"
+        self.awaited[mid] = max(self.awaited[mid], eta_at + UNBOOKED_AFTER_S)
+        self.record("repair_awaits_part", machine=mid, eta_at=round(eta_at, 6))
+        return ""
+
+    def _fit(self, part: str, serial: str) -> None:
+        """A unit from the stores agent's books goes into a machine: counted and priced."""
+        self.fitted.add(serial)
+        self.stats.parts_used += 1
+        self.stats.parts_cost += self.settings.part(part).cost
+        self.stats.by_part[part] = self.stats.by_part.get(part, 0) + 1
 
     def shelf(self, part: str) -> _Shelf:
         if part not in self.shelves:
@@ -174,13 +210,22 @@ class Workshop:
                    ) -> Generator[simpy.Event, Any, None]:
         """The repair of a failed machine: a technician, a part, then ``repair_s``."""
         self.waiting_corrective += 1
-        tech = ""
+        tech = serial = ""
         if self.booked_repairs is not None:     # negotiated: the crew's technician
-            self.booked_repairs[dm.m.spec.id] = ev = self.env.event()
-            yield ev | self.env.timeout(UNBOOKED_AFTER_S)
-            del self.booked_repairs[dm.m.spec.id]
+            mid = dm.m.spec.id
+            self.booked_repairs[mid] = ev = self.env.event()
+            self.awaited[mid] = self.env.now + UNBOOKED_AFTER_S
+            while not ev.triggered and self.env.now < self.awaited[mid] - 1e-9:
+                yield ev | self.env.timeout(self.awaited[mid] - self.env.now)
+            del self.booked_repairs[mid], self.awaited[mid]
             if ev.triggered:
-                tech = str(ev.value)
+                tech, serial = cast("tuple[str, str]", ev.value)
+            elif self.books is not None:        # a unit the stores agent never issued
+                self.unbooked += 1
+                serial = f"{dm.spec.part}#unbooked{self.unbooked}"
+                self._fit(dm.spec.part, serial)
+                self.record("repair_unbooked", machine=dm.m.spec.id,
+                            after_s=UNBOOKED_AFTER_S, part_serial=serial)
             else:
                 self.record("repair_unbooked", machine=dm.m.spec.id,
                             after_s=UNBOOKED_AFTER_S)
@@ -188,7 +233,7 @@ class Workshop:
         def work() -> Generator[simpy.Event, Any, None]:
             self.waiting_corrective -= 1
             yield self.env.timeout(repair_s)
-        yield from self._job(dm, "corrective", repair_s, work, tech)
+        yield from self._job(dm, "corrective", repair_s, work, tech, serial)
 
     def planned(self, dm: DegradingMachine) -> Generator[simpy.Event, Any, None]:
         """Planned maintenance as a process: technician and part first (the machine keeps
@@ -210,7 +255,7 @@ class Workshop:
         if technician not in self.crew.items:
             return f"{technician} is not free (a corrective repair, or unknown)"
         if issued:                              # the unit the stores agent holds for it
-            why = self._issue(shelf, issued)
+            why = self._issue(shelf.name, issued)
             if why:
                 return why
         elif not shelf.items.items:
@@ -220,10 +265,7 @@ class Workshop:
         if not dm.m.up or dm.maintaining:
             return "machine down"
         if issued:
-            self.fitted.add(issued)
-            self.stats.parts_used += 1
-            self.stats.parts_cost += shelf.rule.cost
-            self.stats.by_part[shelf.name] = self.stats.by_part.get(shelf.name, 0) + 1
+            self._fit(shelf.name, issued)
         self.crew.items.remove(technician)      # free, so no getter waits for it
         duration = dm.spec.maintenance_s
 
@@ -235,10 +277,10 @@ class Workshop:
         self.env.process(self._job(dm, "planned", duration, work, technician, issued))
         return ""
 
-    def _issue(self, shelf: _Shelf, serial: str) -> str:
+    def _issue(self, part: str, serial: str) -> str:
         """Why the stores agent's unit ``serial`` cannot be fitted ("" when it can)."""
-        if serial.rsplit("#s", 1)[0] != shelf.name:
-            return f"part {serial} is not a {shelf.name}"
+        if serial.rsplit("#s", 1)[0] != part:
+            return f"part {serial} is not a {part}"
         if serial in self.fitted:
             return f"part {serial} used already"
         return ""
