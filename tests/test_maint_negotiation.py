@@ -23,7 +23,7 @@ from agents.maintenance.crew import Roster, TechnicianCrewAgent
 from agents.maintenance.estimators import Estimator
 from agents.maintenance.rul import NormalRul, Rul, prior_model
 from agents.maintenance.window import MaintenanceWindow, WindowPlan
-from agents.protocol.actions import Action, Command, Log, Send, SetTimer
+from agents.protocol.actions import Command, SetTimer
 from agents.protocol.messages import (
     MaintDone,
     MaintOffer,
@@ -36,20 +36,15 @@ from ops.bench.maintenance import demo_cell, negotiating, with_orders
 from ops.maintenance import models_from_cell
 from sim_bridge.maintenance import invariants
 from sim_bridge.maintenance.policies import attach
+from tests.helpers.actions import logs as _logs
+from tests.helpers.actions import message
+from tests.helpers.actions import sends as _sends
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _msg(sender: str, body: Any, to: str = "crew") -> Message:
-    return Message(sender, to, "c1", b"id", 1, 1, 0.0, body)
-
-
-def _sends(out: list[Action]) -> list[Any]:
-    return [a.body for a in out if isinstance(a, Send)]
-
-
-def _logs(out: list[Action], event: str) -> list[dict[str, Any]]:
-    return [a.fields for a in out if isinstance(a, Log) and a.event == event]
+    return message(sender, to, body)
 
 
 # --------------------------------------------------------------------------- the roster

@@ -25,7 +25,7 @@ from agents.cell.maintenance import PartStock
 from agents.maintenance.estimators import Estimator
 from agents.maintenance.rul import NormalRul, Rul
 from agents.maintenance.stores import Stores, StoresAgent
-from agents.protocol.actions import Action, Log, Send, SetTimer
+from agents.protocol.actions import Action, SetTimer
 from agents.protocol.messages import (
     MaintOffer,
     MaintRequest,
@@ -41,18 +41,13 @@ from ops.bench.maintenance import demo_cell, negotiating, with_orders
 from ops.maintenance import models_from_cell
 from sim_bridge.maintenance import invariants
 from sim_bridge.maintenance.policies import attach
+from tests.helpers.actions import logs as _logs
+from tests.helpers.actions import message
+from tests.helpers.actions import sends as _sends
 
 
 def _msg(sender: str, body: Any, to: str = "stores") -> Message:
-    return Message(sender, to, "c1", b"id", 1, 1, 0.0, body)
-
-
-def _sends(out: list[Action]) -> list[Any]:
-    return [a.body for a in out if isinstance(a, Send)]
-
-
-def _logs(out: list[Action], event: str) -> list[dict[str, Any]]:
-    return [a.fields for a in out if isinstance(a, Log) and a.event == event]
+    return message(sender, to, body)
 
 
 RULE = PartStock(stock=2, reorder_point=0, order_qty=2, lead_time_s=1000.0, cost=100.0,
