@@ -229,7 +229,7 @@ class OpcUaBackend:
             m.reported_down = m.reported_down or not m.usable()
             return False
         jid = jobs.job_id(task, int(args.get("award_epoch", 0)))
-        m.job, m.job_args, m.confirmed = (task, jid), dict(args), False
+        m.job, m.job_args, m.confirmed, m.sent = (task, jid), dict(args), False, ""
         self.spawn(self._start(m, jid))
         return True
 
