@@ -36,6 +36,12 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   not refuse duplicates (``nodes``) never resends: such a job is handed back
   (``command_refused``), and the gateway's fence alone guards against a
   second run.
+* **In doubt.** A start is sent once per command (``sent``); one unanswered
+  within the timeout, or whose answer was lost with the link, is *in doubt*
+  and settled only by the same JobOrderID sent again — at once, by the
+  reconciliation or on reconnect — never by a job list read meanwhile.  A
+  re-send the machine refuses is checked against the job list and the job's
+  own response: a job the machine ran is followed, never refused (ADR 70).
 * **Refusals.** A start the server refuses (a Bad status, or a non-zero
   ISA-95 ReturnStatus) is handed back with ``command_refused``; after
   ``refusals_to_escalate`` in a row the machine is held down with
