@@ -36,6 +36,12 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   not refuse duplicates (``nodes``) never resends: such a job is handed back
   (``command_refused``), and the gateway's fence alone guards against a
   second run.
+* **In doubt.** A start is sent once per command (``sent``); one unanswered
+  within the timeout, or whose answer was lost with the link, is *in doubt*
+  and settled only by the same JobOrderID sent again — at once, by the
+  reconciliation or on reconnect — never by a job list read meanwhile.  A
+  re-send the machine refuses is checked against the job list and the job's
+  own response: a job the machine ran is followed, never refused (ADR 70).
 * **Refusals.** A start the server refuses (a Bad status, or a non-zero
   ISA-95 ReturnStatus) is handed back with ``command_refused``; after
   ``refusals_to_escalate`` in a row the machine is held down with
@@ -111,6 +117,7 @@ class _Machine:
     job: tuple[str, str] | None = None        # (task, JobOrderID) we run there
     job_args: dict[str, Any] = field(default_factory=dict)
     confirmed: bool = False                   # the server accepted the current job
+    sent: str = ""                            # the JobOrderID whose start was last sent
     aborting: set[str] = field(default_factory=set)
     orphans: set[str] = field(default_factory=set)
     reported_down: bool = False
@@ -228,8 +235,8 @@ class OpcUaBackend:
             m.reported_down = m.reported_down or not m.usable()
             return False
         jid = jobs.job_id(task, int(args.get("award_epoch", 0)))
-        m.job, m.job_args, m.confirmed = (task, jid), dict(args), False
-        self.spawn(self._start(m))
+        m.job, m.job_args, m.confirmed, m.sent = (task, jid), dict(args), False, ""
+        self.spawn(self._start(m, jid))
         return True
 
     def abort_operation(self, resource: str, task: str) -> None:
@@ -265,24 +272,34 @@ class OpcUaBackend:
             self._maybe_repaired(m)
 
     # -- what the machines do --------------------------------------------------------------------
-    async def _start(self, m: _Machine) -> None:
+    async def _start(self, m: _Machine, jid: str) -> None:
         async with m.lock:
-            await self._send_start(m)
+            # a reconnect's settle may have sent it already (commanded while the link came
+            # up, it reached the settle first): sent twice, the machine would refuse the
+            # second as a duplicate of a job that runs (ADR 70)
+            if m.job is not None and m.job[1] == jid and m.sent != jid:
+                await self._send_start(m)
 
     async def _send_start(self, m: _Machine, *, resend: bool = False) -> None:
         if m.job is None or not m.resolved:
             return
         task, jid = m.job
+        m.sent, m.heard_at = jid, time.monotonic()
         try:
             why = await m.profile.start(jid, m.job_args)
         except ua.UaStatusCodeError as exc:
-            if resend and await self._started_after_all(m, jid):
-                return
-            return self._refused(m, status_name(exc))
+            why = status_name(exc)
         except (TimeoutError, asyncio.TimeoutError):
             if not m.profile.refuses_duplicates:
                 return        # settled on reconnect
-            # no answer while the session lives: the job list says whether it started
+            if m.profile.answers_by_id:
+                # no answer while the session lives: the start may still be queued in the
+                # server (node-opcua answers a Read sent after it first), so neither the job
+                # list nor a refusal can be trusted now; the same JobOrderID sent again
+                # settles it, and a second silence leaves it to the reconciliation (ADR 70)
+                if not resend:
+                    await self._send_start(m, resend=True)
+                return
             try:
                 started = jid in await m.profile.read_states()
             except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
@@ -293,8 +310,10 @@ class OpcUaBackend:
         except (ConnectionError, OSError, ua.UaError):
             return            # the answer is lost with the link: settled on reconnect
         if why is not None:
-            if resend and await self._started_after_all(m, jid):
-                return
+            if resend:
+                ran = await self._started_after_all(m, jid)
+                if ran is not False:
+                    return    # followed (True), or not known yet (None): still in doubt
             return self._refused(m, why)
         m.confirmed, m.refusals = True, 0
         m.heard_at = time.monotonic()
@@ -317,23 +336,30 @@ class OpcUaBackend:
             m.held = "refuses"
             self._fault(m, f"equipment refuses starts ({m.refusals} in a row: {why})")
 
-    async def _started_after_all(self, m: _Machine, jid: str) -> bool:
-        """A re-sent start (its first answer lost with the session) that the machine refuses
-        may be refused *because* the first one ran: it reached the server after the job
-        list was read on reconnect (a loaded server works through a lost session's queue).
-        The job list, read again, says so; then the job is followed as confirmed, not
-        refused (ADR 62)."""
+    async def _started_after_all(self, m: _Machine, jid: str) -> bool | None:
+        """A re-sent start (its first answer lost) that the machine refuses may be refused
+        *because* the first one ran: it reached the server after the job list was read on
+        reconnect (a loaded server works through a lost session's queue, ADR 62), or it
+        ran, ended and was cleared before the re-send (ADR 70).  The job list, read again,
+        says so while the job is listed; once it is not, the job's own response
+        (:meth:`~.profiles.Profile.job_state`) does.  A job the machine ran is followed as
+        confirmed — its end reported once — not refused (True); one it never had may be
+        refused (False); None when the machine could not be asked (the link going): the
+        job stays in doubt, for the reconciliation or the reconnect to settle."""
         try:
             states = await m.profile.read_states()
+            if jid not in states:
+                st = await m.profile.job_state(jid)
+                if st is None:
+                    return False
+                states = {**states, jid: st}
         except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
-            return False
-        if jid not in states:
-            return False
+            return None if m.profile.answers_by_id else False
         m.confirmed, m.refusals = True, 0
         m.heard_at = time.monotonic()
         task, a = (m.job[0] if m.job else ""), m.job_args
         self.record("opcua_resend_found_started", machine=m.id, task=task, job=jid,
-                    state=jobs.JOB_STATES[states[jid]])
+                    state=jobs.JOB_STATES.get(states[jid], str(states[jid])))
         self.record("op_start", machine=m.id, task=task, order=a.get("order", ""),
                     epoch=a.get("award_epoch", 0), setup_s=a.get("setup_s", 0.0), job=jid)
         await self._settle(m, states, reconnect=False)
@@ -357,7 +383,8 @@ class OpcUaBackend:
         still reported, once.  Only for profiles whose read has no side effect."""
         now = time.monotonic()
         for m in link.machines:
-            if (m.job is not None and m.confirmed and m.profile.reconcilable
+            if (m.job is not None and (m.confirmed or m.sent == m.job[1])
+                    and m.profile.reconcilable
                     and not m.lock.locked() and now - m.heard_at >= RECONCILE_S):
                 m.heard_at = now
                 self.spawn(self._reconcile(m))
@@ -367,6 +394,8 @@ class OpcUaBackend:
             if m.job is None or not (m.resolved and m.link.up):
                 return
             jid = m.job[1]
+            if not m.confirmed:       # a start still in doubt: the same JobOrderID again
+                return await self._send_start(m, resend=True)
             states = await self._states(m.profile.read_states())
             if states is None:
                 return
@@ -418,7 +447,9 @@ class OpcUaBackend:
                 self.events.command_refused(m.id, task, "the job was aborted at the machine")
             await self._call(profile.clear(jid))
         elif st is None and reconnect:
-            if not m.confirmed and profile.refuses_duplicates:
+            if not m.confirmed and m.sent != jid:
+                await self._send_start(m)                # commanded as the link came up
+            elif not m.confirmed and profile.refuses_duplicates:
                 await self._send_start(m, resend=True)   # the same JobOrderID: never twice
             elif not m.confirmed:
                 m.job = None                     # it may not be sent again: hand it back
@@ -652,9 +683,17 @@ class _Link:
             self.up = True
             self.sessions += 1
             self.backend.record("opcua_link_up", endpoint=self.endpoint, session=self.sessions)
-            await self.backend.link_up(self)
-            self.first.set()
-            why = await self._watch()
+            try:
+                await self.backend.link_up(self)
+            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError,
+                    ua.UaError) as exc:
+                # a session that cannot read its job lists is as good as lost; before ADR 70
+                # this ended the link's task, its machines up and never heard of again
+                why = f"settling after connecting failed: {type(exc).__name__}: {exc}"
+            else:
+                self.first.set()
+                why = await self._watch()
+            self.first.set()         # (also when the settle failed: the gateway waits no more)
             self.up = False
             lost_at = time.monotonic()
             self.backend.record("opcua_link_lost", endpoint=self.endpoint, why=why)

@@ -277,6 +277,19 @@ async def quality(ns: Namespaces, nodes: MachineNodes, jid: str, parameter: str,
     return "ok"
 
 
+async def job_state(ns: Namespaces, nodes: MachineNodes, jid: str) -> int | None:
+    """The state of job ``jid`` from its response (``RequestJobResponseByJobOrderID``), or
+    None when the machine does not know the id.  Unlike ``JobOrderList`` this answers for
+    a job that ended and was cleared too: the one way to tell a job the machine ran from
+    one it never had, once it is no longer listed."""
+    out = await batch.call(nodes.results, nodes.methods["RequestJobResponseByJobOrderID"],
+                           ua.Variant(jid))
+    response, status = (out[0], out[1]) if isinstance(out, list) and len(out) > 1 else (out, 0)
+    if int(status or 0) != 0 or response is None:
+        return None
+    return _state_number(getattr(response, "JobState", None)) or None
+
+
 async def is_down(nodes: MachineNodes) -> bool:
     if nodes.item_state is None:
         return False

@@ -83,6 +83,7 @@ class NodesProfile:
     """One legacy machine (see the module doc)."""
 
     refuses_duplicates = False
+    answers_by_id = False
     reconcilable = False          # a counter read moves the picture a job's end is judged by
 
     def __init__(self, name: str, settings: OpcUaEquipment) -> None:
@@ -215,6 +216,9 @@ class NodesProfile:
 
     def adopt(self, jid: str) -> None:
         self.adopting = jid
+
+    async def job_state(self, jid: str) -> int | None:
+        return None               # no job is asked for by its id (answers_by_id is false)
 
     # -- down and up ----------------------------------------------------------------------------
     def on_state(self, node: ua.NodeId, value: Any) -> None:

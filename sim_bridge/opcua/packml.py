@@ -126,6 +126,7 @@ class PackMLProfile:
 
     refuses_duplicates = True
     can_abort = True
+    answers_by_id = False
     reconcilable = False          # its picture follows notifications in server order (ADR 52)
 
     def __init__(self, name: str, settings: OpcUaEquipment) -> None:
@@ -392,6 +393,9 @@ class PackMLProfile:
 
     def adopt(self, jid: str) -> None:
         self.adopting = jid
+
+    async def job_state(self, jid: str) -> int | None:
+        return None               # no job is asked for by its id (answers_by_id is false)
 
     # -- down and up ----------------------------------------------------------------------------
     def on_state(self, node: ua.NodeId, value: Any) -> None:

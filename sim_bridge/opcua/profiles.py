@@ -19,9 +19,11 @@ asks the machine's :class:`Profile` to
   into ``operation_done``, ``stopped`` and ``command_refused``;
 * say whether the machine is **down** and why.
 
-Two facts differ between profiles and are attributes, not branches:
+Three facts differ between profiles and are attributes, not branches:
 ``refuses_duplicates`` (the machine itself refuses a job id it ran, so a start
-whose answer was lost may be sent again) and ``can_abort``.
+whose answer was lost may be sent again), ``can_abort`` and ``answers_by_id``
+(the machine tells a job's state by its id even once it ended and was cleared,
+so a refused re-send can be told from a job never run: :meth:`Profile.job_state`).
 
 :class:`JobsProfile` is ``machinery-jobs`` (OPC 40001-3, :mod:`.jobs`);
 :class:`~sim_bridge.opcua.packml.PackMLProfile` is ``packml`` (OPC 30050,
@@ -57,6 +59,8 @@ class Profile(Protocol):
     refuses_duplicates: bool
     #: the machine can stop a running job when asked
     can_abort: bool
+    #: :meth:`job_state` answers for any job the machine ever had (ended and cleared too)
+    answers_by_id: bool
     #: ``read_states`` is a plain read with no effect on the profile's picture, so the
     #: gateway may re-read a long-silent running job's state at any time: a safety net
     #: against a job end whose notification never arrived
@@ -95,6 +99,11 @@ class Profile(Protocol):
         """The job states after a ``jobs`` node changed to ``value``."""
         ...
 
+    async def job_state(self, jid: str) -> int | None:
+        """The state of one job asked by its id (None: unknown to the machine, or the
+        profile cannot ask: ``answers_by_id`` false)."""
+        ...
+
     def on_state(self, node: ua.NodeId, value: Any) -> None:
         """A ``state`` node changed to ``value``."""
         ...
@@ -115,6 +124,7 @@ class JobsProfile:
 
     refuses_duplicates = True
     can_abort = True
+    answers_by_id = True          # RequestJobResponseByJobOrderID, cleared jobs included
     reconcilable = True           # the job list is read as it is, nothing kept from it
 
     def __init__(self, name: str, settings: OpcUaEquipment) -> None:
@@ -167,6 +177,10 @@ class JobsProfile:
 
     def job_states(self, node: ua.NodeId, value: Any) -> dict[str, int]:
         return jobs.parse_job_list(value)
+
+    async def job_state(self, jid: str) -> int | None:
+        ns, nodes = self._ready()
+        return await jobs.job_state(ns, nodes, jid)
 
     def on_state(self, node: ua.NodeId, value: Any) -> None:
         self.item_state_text = str(getattr(value, "Text", value))
