@@ -111,6 +111,21 @@ class Stories:
         kind, lines = self._story(subject)
         return self._text(subject, kind, lines)
 
+    def near(self, subject: str, t: float, after: int = 10) -> list[str]:
+        """The story of ``subject`` around cell time ``t`` (an escalation's raise): the lines
+        up to ``t`` that fit, latest first kept, then ``after`` lines past it, with a line
+        saying how many earlier ones were left out and the command that tells them all."""
+        kind, lines = self._story(subject)
+        before = [x for x in lines if x["t"] <= t + 1e-9]
+        past = [x for x in lines if x["t"] > t + 1e-9]
+        keep = before[-(MAX_LINES - after):] if len(before) > MAX_LINES - after else before
+        text = self._text(subject, kind, keep + past[:max(0, MAX_LINES - len(keep))])
+        cut = len(before) - len(keep)
+        if cut and text:
+            log = self.logs[0] if len(self.logs) == 1 else "LOG"
+            text.insert(1, f"… {cut} earlier lines: autocell explain {log} {subject}")
+        return text
+
     def between(self, resource: str, start: float, end: float | None) -> list[str]:
         """A resource's story from ``start`` to ``end`` (a fault to its repair)."""
         kind, lines = self._story(resource)

@@ -176,10 +176,35 @@ def test_the_escalation_page_links_to_its_story(run: Path, tmp_path: Path) -> No
     assert client.get("/story/o-999/e1").status_code == 404
 
 
+def test_the_escalation_page_links_to_its_order_and_resource_stories(run: Path,
+                                                                      tmp_path: Path) -> None:
+    client = _console(run, tmp_path, [run / "decisions.jsonl"])
+    _login(client)
+    detail = client.get(f"/escalations/{ESC}").text
+    assert 'id="order-story" href="/story/o-011?from=o-011/e1"' in detail
+    assert 'id="resource-story" href="/story/lathe1?from=o-011/e1"' in detail
+    order = client.get("/story/o-011?from=o-011/e1")
+    assert order.status_code == 200
+    assert "o-011 turn" in order.text or "o-011/0" in order.text
+    assert 'href="/escalations/o-011/e1"' in order.text          # back to where it came from
+    # the resource's story is told around the escalation's raise (900 s), not from 0 s
+    lathe = client.get("/story/lathe1", params={"from": ESC})
+    assert lathe.status_code == 200 and "plant: fault (injected" in lathe.text
+    assert "earlier lines: autocell explain" in lathe.text
+    whole = Stories.load([run / "decisions.jsonl"])
+    assert whole is not None and not any("plant: fault" in x for x in whole.of("lathe1"))
+    # a ``from`` that names no escalation links back to the list, not to a 404
+    stray = client.get("/story/lathe1?from=nope")
+    assert stray.status_code == 200 and 'href="/escalations/nope"' not in stray.text
+    assert 'class="back">&larr; Escalations<' in stray.text
+
+
 def test_without_decision_logs_there_is_no_story_link(run: Path, tmp_path: Path) -> None:
     client = _console(run, tmp_path, [])
     _login(client)
-    assert 'id="story-link"' not in client.get(f"/escalations/{ESC}").text
+    page = client.get(f"/escalations/{ESC}").text
+    assert 'id="story-link"' not in page and 'id="order-story"' not in page
+    assert 'id="resource-story"' not in page
     r = client.get(f"/story/{ESC}")
     assert r.status_code == 404 and "--decision-logs" in r.text
 

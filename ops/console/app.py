@@ -257,12 +257,18 @@ def create_app(backend: EscalationBackend, users: UserStore,
         return render(request, "detail.html", s, status, e=e, history=history, error=error,
                       done=done, max_shelve_min=_max_shelve_s(backend) / 60.0,
                       confirm_shelve=confirm_shelve,
-                      has_story=bool(told and told.mentions(e.id)))
+                      has_story=bool(told and told.mentions(e.id)),
+                      # the order's and the resource's own stories (explain tells them from
+                      # the whole log; the story page says so when the log does not know one)
+                      has_logs=told is not None)
 
-    def story_of(eid: str) -> list[str]:
-        """explain's lines about escalation ``eid`` ([]: no decision log tells it)."""
+    def story_of(eid: str, around_at: float | None = None) -> list[str]:
+        """explain's lines about ``eid`` — an escalation, or an order or resource one names,
+        then told ``around_at`` the escalation's raise ([]: no decision log tells it)."""
         told = stories.get() if stories is not None else None
-        return told.of(eid) if told is not None else []
+        if told is None:
+            return []
+        return told.of(eid) if around_at is None else told.near(eid, around_at)
 
     # -- pages --------------------------------------------------------------------------
 
@@ -380,7 +386,9 @@ def create_app(backend: EscalationBackend, users: UserStore,
     async def story(request: Request) -> Response:
         s = page_session(request)
         eid = request.path_params["eid"]
-        lines = await run_in_threadpool(story_of, eid)
+        back = _back_to(request.query_params.get("from", "") or eid)
+        around = _raised_at(back) if back and back != eid else None
+        lines = await run_in_threadpool(story_of, eid, around)
         told = stories.peek() if stories is not None else None
         logs = told.logs if told is not None else []
         if not lines:
@@ -390,7 +398,21 @@ def create_app(backend: EscalationBackend, users: UserStore,
                 advice=["Record the run: `autocell run CELL --decision-log FILE`, or "
                         "`autocell up`, which writes them into its state directory.",
                         "Start the console with --decision-logs FILE_OR_DIR."])
-        return render(request, "story.html", s, eid=eid, lines=lines, logs=logs)
+        return render(request, "story.html", s, eid=eid, lines=lines, logs=logs,
+                      back=back)
+
+    def _raised_at(eid: str) -> float | None:
+        try:
+            return float(view(backend.get(eid)).created_at)
+        except (EscalationNotFound, KeyError, TypeError, ValueError):
+            return None
+
+    def _back_to(eid: str) -> str:
+        """The escalation a story was opened from (``?from=``), if there is one."""
+        try:
+            return view(backend.get(eid)).id if eid else ""
+        except (EscalationNotFound, KeyError):
+            return ""
 
     async def act(request: Request) -> Response:
         eid, action = request.path_params["eid"], request.path_params["action"]
