@@ -281,3 +281,79 @@ def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
                                reply_by_at=2.0)
         log.on_decision("o", Timer("go", 1.0), [Send("m1", cfp, f"o/{k}")], 1.0, None)
     assert [c for _, c in log._calls] == ["o/2", "o/3", "o/4"]
+
+
+class _DictEntries(SegmentLog):
+    """The reference: every entry with actions built as the /2 dict (before ADR 74)."""
+
+    def on_decision(self, agent_id, cause, actions, now, agent):  # type: ignore[no-untyped-def]
+        if actions or type(cause) is not Inbound:
+            recorder.DecisionLog.on_decision(self, agent_id, cause, actions, now, agent)
+        else:
+            super().on_decision(agent_id, cause, actions, now, agent)
+
+
+def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
+    """ADR 74: a message entry with actions is encoded from a Struct, not a dict; the file
+    must be byte for byte the dict form's — calls with *why*, awards, bids on the wire and
+    decoded, paused agents' messages, timers (the same key and clock: Ed25519 signs the same)."""
+    from agents.protocol.actions import Send, SetTimer
+    from agents.protocol.messages import Award, CallForProposals, Message, Proposal
+
+    class Strategy:
+        name = "earliest_finish"
+
+        def score(self, cfp: CallForProposals, p: Proposal) -> float:
+            return p.finish_at
+
+    class Order:
+        strategy = Strategy()
+
+    key = SigningKey.generate()
+    traffic = _traffic()        # random message ids: the same traffic for both
+    outs = []
+    for cls in (SegmentLog, _DictEntries):
+        sink = io.BytesIO()
+        clock = iter(float(x) for x in range(1000, 2000))
+        log = cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),
+                  segment_entries=5)
+        for r in range(3):
+            cfp = CallForProposals(task=f"o-1/{r}", order="o-1", kind="operation",
+                                   capability="mill", op="op-1", quantity=1,
+                                   earliest_start_at=1.0, due_at=100.0, reply_by_at=9.0)
+            go = Message("m9", "o-1", f"o-1/{r}", bytes([r]) * 16, 3, r, 0.5, cfp)
+            log.on_decision("o-1", Inbound(go, 1.0), [Send("m1", cfp, cfp.task),
+                                                      Send("m2", cfp, cfp.task),
+                                                      SetTimer("deadline", 9.0)], 1.0, Order())
+            for agent, msgs, payload, sig, answered in traffic:
+                if r != 1:
+                    log.on_wire(msgs, payload, sig)
+                m = msgs[0]
+                acts = [Log("bid", {"round": r, "task": m.conv})] if answered else []
+                log.on_decision(agent, Inbound(m, 1.5 + r), acts, 1.5 + r, Order())
+            p = Proposal(task=f"o-1/{r}", kind="operation", start_at=1.0, finish_at=5.0,
+                         hold_until_at=3.0, cost={"queue_s": 1.0})
+            bid = Message("m1", "o-1", f"o-1/{r}", bytes([9]) * 16, 7, 50 + r, 1.6, p)
+            award = Award(task=f"o-1/{r}", award_epoch=r + 1, lease_s=5.0)
+            if r == 2:      # the last bid in: awarded on the message input
+                log.on_decision("o-1", Inbound(bid, 1.6), [Send("m1", award, cfp.task)],
+                                1.6, Order())
+                continue
+            log.on_decision("o-1", Inbound(bid, 1.6), [], 1.6, Order())
+            log.on_decision("o-1", Timer("deadline", 9.0), [Send("m1", award, cfp.task)],
+                            9.0, Order())
+            log.on_runtime("pause", "m1", 9.0)
+        log.close()
+        outs.append(sink.getvalue())
+    assert outs[0] == outs[1]
+    path_entries = [e for e in _entries_of(outs[0]) if e.get("why")]
+    assert len(path_entries) == 3 and path_entries[0]["why"][0]["winner"] == "m1"
+
+
+def _entries_of(data: bytes) -> list[dict]:
+    _, segs = _split(data)
+    out = []
+    for entries, seal in segs:
+        b = _bounds(seal, entries)
+        out += [msgspec.msgpack.decode(entries[x:y]) for x, y in zip(b, b[1:])]
+    return [e for e in out if isinstance(e, dict)]
