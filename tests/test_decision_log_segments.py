@@ -264,9 +264,10 @@ def test_the_recorder_profile_runs_both_formats() -> None:
     from ops.bench.negotiation_recorder import run
 
     r = run(rounds=3, bidders=4, repeats=1)
-    for fmt in ("/2", "/3"):
-        assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us"}
-        assert r[fmt]["total_us"] > 0
+    for fmt in ("/2", "/3", "/3 before"):
+        assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us",
+                               "bidders_us"}
+        assert r[fmt]["total_us"] > 0 and r[fmt]["bidders_us"] > 0
 
 
 def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,16 +282,6 @@ def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
                                reply_by_at=2.0)
         log.on_decision("o", Timer("go", 1.0), [Send("m1", cfp, f"o/{k}")], 1.0, None)
     assert [c for _, c in log._calls] == ["o/2", "o/3", "o/4"]
-
-
-class _DictEntries(SegmentLog):
-    """The reference: every entry with actions built as the /2 dict (before ADR 74)."""
-
-    def on_decision(self, agent_id, cause, actions, now, agent):  # type: ignore[no-untyped-def]
-        if actions or type(cause) is not Inbound:
-            recorder.DecisionLog.on_decision(self, agent_id, cause, actions, now, agent)
-        else:
-            super().on_decision(agent_id, cause, actions, now, agent)
 
 
 def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
@@ -309,10 +300,12 @@ def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
     class Order:
         strategy = Strategy()
 
+    from ops.bench.negotiation_recorder import DictEntries   # the hook before ADR 74
+
     key = SigningKey.generate()
     traffic = _traffic()        # random message ids: the same traffic for both
     outs = []
-    for cls in (SegmentLog, _DictEntries):
+    for cls in (SegmentLog, DictEntries):
         sink = io.BytesIO()
         clock = iter(float(x) for x in range(1000, 2000))
         log = cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),

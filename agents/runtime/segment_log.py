@@ -55,6 +55,7 @@ from agents.runtime.recorder import (
     DecisionLog,
     LogReport,
     _EnvelopeIn,
+    _NOTABLE,
     actions_json,
     canonical,
     envelope_message,
@@ -193,9 +194,16 @@ class SegmentLog(DecisionLog):
             else:
                 w = None
         if actions:
-            notable: list[Send] = []
-            out = actions_json(actions, notable)
-            why = self._why(agent_id, notable, agent) if notable else None
+            a = actions[0]
+            if len(actions) == 1 and type(a) is Send and type(a.body) not in _NOTABLE:
+                # one message answered by one message (a bid): actions_json's line
+                assert isinstance(a, Send)
+                out: list[list[Any]] = [["send", [a.to], a.body.TYPE, a.conv, a.body]]
+                why = None
+            else:
+                notable: list[Send] = []
+                out = actions_json(actions, notable)
+                why = self._why(agent_id, notable, agent) if notable else None
             entry: Any = _InEntry("in", now, agent_id, out,
                                   input_json(cause) if w is None else
                                   _EnvelopeIn("envelope", w[1], w[2]),
