@@ -270,6 +270,16 @@ def test_the_recorder_profile_runs_both_formats() -> None:
         assert r[fmt]["total_us"] > 0 and r[fmt]["bidders_us"] > 0
 
 
+def test_the_virtual_run_profile_records_the_same_entries_in_both_formats() -> None:
+    from ops.bench.negotiation_recorder import virtual
+
+    root = Path(__file__).resolve().parents[1]
+    r = virtual(str(root / "cell_configs" / "demo_cell.yaml"), seed=1, repeats=1)
+    assert r["off"]["entries"] == 0 and r["/2"]["entries"] == r["/3"]["entries"] > 0
+    assert r["/3"]["bytes"] > 0 and r["/2"]["bytes"] > 0
+    assert all(r[k]["cpu_s"] > 0 for k in ("off", "/2", "/3"))
+
+
 def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from agents.protocol.actions import Send
     from agents.protocol.messages import CallForProposals

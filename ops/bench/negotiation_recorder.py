@@ -15,6 +15,11 @@ its proposal — an entry *with* an action per bidder, encoded at once.  ADR 74
 made that path flat (a Struct, no dict, no layers of calls); ``/3 before``
 is format /3 with those entries built as before (the /2 dict, through the
 base class's hook), the same bytes, for the comparison in one process.
+
+``--virtual CELL`` instead measures what each format costs a virtual run
+(``autocell run``): the run's process CPU with recording off, in ``/2`` (what
+``run --decision-log`` writes) and in ``/3``, alternated — the figure behind
+docs/flight-recorder.md "Why `autocell run` keeps /2".
 """
 
 from __future__ import annotations
@@ -187,13 +192,49 @@ def run(rounds: int = 200, bidders: int = 20, repeats: int = 5) -> dict[str, Any
                for fmt, xs in got.items()}}
 
 
+def virtual(cell_path: str, seed: int = 2, repeats: int = 3) -> dict[str, Any]:
+    """CPU seconds of a virtual run of ``cell_path``: recording off, /2, /3 (medians of
+    ``repeats`` alternations), the entries and the bytes each format wrote."""
+    from ops.config import load_cell
+    from ops.replay import run_header
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell(cell_path)
+    got: dict[str, list[float]] = {"off": [], "/2": [], "/3": []}
+    size: dict[str, Any] = {}
+    for _ in range(repeats):
+        for fmt, cls in (("off", None), ("/2", DecisionLog), ("/3", SegmentLog)):
+            cell = VirtualCell(cfg, seed=seed)
+            with tempfile.TemporaryFile() as sink:
+                log = None
+                if cls is not None:
+                    log = cls(sink, SigningKey.generate(), host="virtual",
+                              run=run_header(cell))
+                    cell.runner.recorder = log
+                t0 = time.process_time()
+                cell.run()
+                if log is not None:
+                    log.close()
+                got[fmt].append(time.process_time() - t0)
+                size[fmt] = {"entries": log.entries if log else 0, "bytes": sink.tell()}
+    med = {k: sorted(v)[len(v) // 2] for k, v in got.items()}
+    return {"cell": cell_path, "seed": seed, "repeats": repeats,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            **{k: {"cpu_s": round(med[k], 3), **size[k],
+                   **({"cost_pct": round(100 * (med[k] / med["off"] - 1), 1)}
+                      if k != "off" else {})} for k in got}}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m ops.bench.negotiation_recorder",
                                 description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--virtual", metavar="CELL", help="measure a virtual run of CELL instead")
+    p.add_argument("--seed", type=int, default=2)
     a = p.parse_args(argv)
-    print(json.dumps(run(a.rounds, repeats=a.repeats)))
+    print(json.dumps(virtual(a.virtual, a.seed, a.repeats) if a.virtual
+                     else run(a.rounds, repeats=a.repeats)))
 
 
 if __name__ == "__main__":
