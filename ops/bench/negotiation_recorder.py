@@ -25,6 +25,7 @@ docs/flight-recorder.md "Why `autocell run` keeps /2".
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
@@ -183,9 +184,16 @@ def run(rounds: int = 200, bidders: int = 20, repeats: int = 5) -> dict[str, Any
     ids, rs = _rounds(rounds, bidders)
     bid = _bid_rounds(rounds, max(1, bidders // 2))
     got: dict[str, list[dict[str, float]]] = {"/2": [], "/3": [], "/3 before": []}
-    for _ in range(repeats):
-        for fmt, cls in (("/2", DecisionLog), ("/3", SegmentLog), ("/3 before", DictEntries)):
-            got[fmt].append({**measure(cls, ids, rs), "bidders_us": measure_bidders(cls, bid)})
+    order: list[tuple[str, type[DecisionLog]]] = [
+        ("/2", DecisionLog), ("/3", SegmentLog), ("/3 before", DictEntries)]
+    for k in range(repeats):
+        # each in every place in turn, from a collected heap: the one after another
+        # pays for its garbage otherwise (the same code measured 30 % apart)
+        for fmt, cls in order[k % 3:] + order[:k % 3]:
+            gc.collect()
+            part = measure(cls, ids, rs)
+            gc.collect()
+            got[fmt].append({**part, "bidders_us": measure_bidders(cls, bid)})
     return {"rounds": rounds, "bidders": bidders, "repeats": repeats,
             "load_average_1m": round(os.getloadavg()[0], 2),
             **{fmt: {k: sorted(x[k] for x in xs)[len(xs) // 2] for k in xs[0]}
