@@ -13,7 +13,9 @@ event they got (an ``in`` input) — ``operation_done``, ``fault``,
 * the **duration** of each operation, per (machine, task): from the command
   that started it to the ``operation_done`` that ended it;
 * the **faults**: each ``fault`` of a resource with the time until its
-  ``repaired`` (a fault never repaired lasts to the end of the logs);
+  ``repaired`` (a fault never repaired lasts to the end of the logs) — those
+  of a machine's wear model (reason ``wear`` or ``maintenance``) apart from
+  the others (ADR 74, below);
 * the **quality** verdict of each operation, per (machine, task), one per
   attempt in order (a scrapped part is made again under the same task);
 * the **drive** of each robot move, per (robot, task): from the ``move``
@@ -31,6 +33,20 @@ keeps the nominal time and the simulator's quality draw: history says
 nothing about it.  The orders, seed and cell are the log header's, or a
 changed cell's (ops/cell_change.py), for which :meth:`RecordedPlant.without`
 drops what the change made untrue.
+
+A machine with a ``degradation:`` block in the cell played wears and fails by
+its own model (sim_bridge/degradation.py), which the replay runs: its wear
+path and failure threshold are seeded by the run's seed and the machine, and
+its exposure is its busy time, so a recorded wear failure comes again where
+the machine has worked as much — and where another strategy gives it more or
+less work, earlier or later, which is the point of asking.  Played as a
+recorded breakdown as well, it would fail twice (ADR 74).  So the faults the
+logs give the reason ``wear`` (a failure) or ``maintenance`` (planned
+downtime, which a maintenance policy decides again in the replay) are kept
+apart (:attr:`RecordedPlant.wear_faults`) and played only on a machine that
+has no wear model in the cell played (its block removed by a change): there
+they are history like any other fault.  Every other fault — a breakdown, an
+injected one — is played as recorded.
 """
 
 from __future__ import annotations
@@ -43,6 +59,10 @@ from typing import Any
 from agents.cell.faults import Breakdown, FaultScenario
 from agents.protocol.actions import Command
 from agents.runtime.flight_log import read_lines
+
+WEAR_REASONS = frozenset({"wear", "maintenance"})
+"""Fault reasons a machine's wear model produces (sim_bridge/degradation.py): left to the
+model on a machine that has one (module docstring)."""
 
 MIN_REPAIR_S = 1e-3
 """A fault and its repair recorded at one cell time still last this long (the scenario
@@ -59,11 +79,25 @@ class RecordedPlant:
     drives: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
     end_t: float = 0.0
+    wear_faults: list[Breakdown] = field(default_factory=list)   # reason in WEAR_REASONS
 
-    def scenario(self) -> FaultScenario:
+    def scenario(self, cfg: Any = None) -> FaultScenario:
+        """The recorded faults as a scenario of breakdowns for the cell ``cfg`` (a
+        :class:`agents.cell.model.CellConfig`): those of its resources, but the wear faults
+        of a machine whose wear model runs (module docstring); without ``cfg``, every
+        fault but the wear faults."""
+        if cfg is None:
+            faults = list(self.breakdowns)
+        else:
+            known = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
+            modelled = {m.id for m in cfg.machines if m.degradation is not None}
+            faults = sorted([b for b in self.breakdowns if b.resource in known]
+                            + [b for b in self.wear_faults
+                               if b.resource in known and b.resource not in modelled],
+                            key=lambda b: (b.at_s, b.resource))
         return FaultScenario(name="recorded", mtbf_breakdowns=False,
                              description=f"the faults of {len(self.logs)} decision log(s)",
-                             breakdowns=self.breakdowns)
+                             breakdowns=faults)
 
     def without(self, resources: Iterable[str] = (), orders: Iterable[str] = (),
                 quality: Iterable[str] = ()) -> RecordedPlant:
@@ -79,6 +113,7 @@ class RecordedPlant:
         return RecordedPlant(
             durations={k: v for k, v in self.durations.items() if kept(k)},
             breakdowns=[b for b in self.breakdowns if b.resource not in res],
+            wear_faults=[b for b in self.wear_faults if b.resource not in res],
             qualities={k: v for k, v in self.qualities.items() if kept(k) and k[0] not in q},
             drives={k: v for k, v in self.drives.items() if kept(k)},
             logs=self.logs, end_t=self.end_t)
@@ -101,7 +136,7 @@ def run_logs(path: str | Path) -> list[Path]:
 def read_recorded_plant(paths: Iterable[str | Path]) -> RecordedPlant:
     """Durations and faults from the logs' machine and robot entries (module docstring)."""
     rec = RecordedPlant()
-    down: dict[str, float] = {}                     # resource -> when its fault began
+    down: dict[str, tuple[float, str]] = {}         # resource -> when its fault began, why
     for path in paths:
         rec.logs.append(str(path))
         starts: dict[tuple[str, str], tuple[float, str]] = {}
@@ -125,16 +160,20 @@ def read_recorded_plant(paths: Iterable[str | Path]) -> RecordedPlant:
                 at, origin = starts.pop((resource, task))
                 rec.drives[(resource, task)] = (origin, t - at)
             elif event == "fault" and resource not in down:
-                down[resource] = t
+                down[resource] = (t, str((i.get("data") or {}).get("reason", "")))
             elif event == "repaired" and resource in down:
-                at = down.pop(resource)
-                rec.breakdowns.append(Breakdown(resource=resource, at_s=at,
-                                                repair_s=max(t - at, MIN_REPAIR_S)))
-    for resource, at in down.items():               # still down when the logs end
-        rec.breakdowns.append(Breakdown(resource=resource, at_s=at,
-                                        repair_s=max(rec.end_t - at, MIN_REPAIR_S)))
+                at, reason = down.pop(resource)
+                _fault(rec, resource, at, t, reason)
+    for resource, (at, reason) in down.items():     # still down when the logs end
+        _fault(rec, resource, at, rec.end_t, reason)
     rec.breakdowns.sort(key=lambda b: (b.at_s, b.resource))
+    rec.wear_faults.sort(key=lambda b: (b.at_s, b.resource))
     return rec
+
+
+def _fault(rec: RecordedPlant, resource: str, at: float, until: float, reason: str) -> None:
+    b = Breakdown(resource=resource, at_s=at, repair_s=max(until - at, MIN_REPAIR_S))
+    (rec.wear_faults if reason in WEAR_REASONS else rec.breakdowns).append(b)
 
 
 def play(cell: Any, rec: RecordedPlant) -> None:

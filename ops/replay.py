@@ -239,7 +239,8 @@ def what_if(path: str | Path, order_strategy: str | None = None, *,
                           "operations": len(history.durations),
                           "drives": len(history.drives),
                           "verdicts": sum(len(v) for v in history.qualities.values()),
-                          "faults": len(history.breakdowns), "until_t": history.end_t}
+                          "faults": len(history.breakdowns) + len(history.wear_faults),
+                          "wear_faults": len(history.wear_faults), "until_t": history.end_t}
     return out
 
 
@@ -251,10 +252,9 @@ def _what_if_cell(cfg: Any, run: dict[str, Any], strategy: str | None, faults: A
     from ops.recorded_plant import play
     from sim_bridge.virtual import VirtualCell
 
-    if history is not None:
-        known = {m.id for m in cfg.machines} | {r.id for r in cfg.robots}
-        played = history.scenario()
-        breakdowns = [b for b in played.breakdowns if b.resource in known]
+    if history is not None:     # a wear model's faults are left to it (ops/recorded_plant.py)
+        played = history.scenario(cfg)
+        breakdowns = played.breakdowns
         faults = (faults.model_copy(update={"breakdowns": breakdowns, "mtbf_breakdowns": False})
                   if faults is not None else played.model_copy(update={"breakdowns": breakdowns}))
     cell = VirtualCell(cfg, seed=run["seed"], order_strategy=strategy,

@@ -264,9 +264,20 @@ def test_the_recorder_profile_runs_both_formats() -> None:
     from ops.bench.negotiation_recorder import run
 
     r = run(rounds=3, bidders=4, repeats=1)
-    for fmt in ("/2", "/3"):
-        assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us"}
-        assert r[fmt]["total_us"] > 0
+    for fmt in ("/2", "/3", "/3 before"):
+        assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us",
+                               "bidders_us"}
+        assert r[fmt]["total_us"] > 0 and r[fmt]["bidders_us"] > 0
+
+
+def test_the_virtual_run_profile_records_the_same_entries_in_both_formats() -> None:
+    from ops.bench.negotiation_recorder import virtual
+
+    root = Path(__file__).resolve().parents[1]
+    r = virtual(str(root / "cell_configs" / "demo_cell.yaml"), seed=1, repeats=1)
+    assert r["off"]["entries"] == 0 and r["/2"]["entries"] == r["/3"]["entries"] > 0
+    assert r["/3"]["bytes"] > 0 and r["/2"]["bytes"] > 0
+    assert all(r[k]["cpu_s"] > 0 for k in ("off", "/2", "/3"))
 
 
 def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,3 +292,71 @@ def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
                                reply_by_at=2.0)
         log.on_decision("o", Timer("go", 1.0), [Send("m1", cfp, f"o/{k}")], 1.0, None)
     assert [c for _, c in log._calls] == ["o/2", "o/3", "o/4"]
+
+
+def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
+    """ADR 74: a message entry with actions is encoded from a Struct, not a dict; the file
+    must be byte for byte the dict form's — calls with *why*, awards, bids on the wire and
+    decoded, paused agents' messages, timers (the same key and clock: Ed25519 signs the same)."""
+    from agents.protocol.actions import Send, SetTimer
+    from agents.protocol.messages import Award, CallForProposals, Message, Proposal
+
+    class Strategy:
+        name = "earliest_finish"
+
+        def score(self, cfp: CallForProposals, p: Proposal) -> float:
+            return p.finish_at
+
+    class Order:
+        strategy = Strategy()
+
+    from ops.bench.negotiation_recorder import DictEntries   # the hook before ADR 74
+
+    key = SigningKey.generate()
+    traffic = _traffic()        # random message ids: the same traffic for both
+    outs = []
+    for cls in (SegmentLog, DictEntries):
+        sink = io.BytesIO()
+        clock = iter(float(x) for x in range(1000, 2000))
+        log = cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),
+                  segment_entries=5)
+        for r in range(3):
+            cfp = CallForProposals(task=f"o-1/{r}", order="o-1", kind="operation",
+                                   capability="mill", op="op-1", quantity=1,
+                                   earliest_start_at=1.0, due_at=100.0, reply_by_at=9.0)
+            go = Message("m9", "o-1", f"o-1/{r}", bytes([r]) * 16, 3, r, 0.5, cfp)
+            log.on_decision("o-1", Inbound(go, 1.0), [Send("m1", cfp, cfp.task),
+                                                      Send("m2", cfp, cfp.task),
+                                                      SetTimer("deadline", 9.0)], 1.0, Order())
+            for agent, msgs, payload, sig, answered in traffic:
+                if r != 1:
+                    log.on_wire(msgs, payload, sig)
+                m = msgs[0]
+                acts = [Log("bid", {"round": r, "task": m.conv})] if answered else []
+                log.on_decision(agent, Inbound(m, 1.5 + r), acts, 1.5 + r, Order())
+            p = Proposal(task=f"o-1/{r}", kind="operation", start_at=1.0, finish_at=5.0,
+                         hold_until_at=3.0, cost={"queue_s": 1.0})
+            bid = Message("m1", "o-1", f"o-1/{r}", bytes([9]) * 16, 7, 50 + r, 1.6, p)
+            award = Award(task=f"o-1/{r}", award_epoch=r + 1, lease_s=5.0)
+            if r == 2:      # the last bid in: awarded on the message input
+                log.on_decision("o-1", Inbound(bid, 1.6), [Send("m1", award, cfp.task)],
+                                1.6, Order())
+                continue
+            log.on_decision("o-1", Inbound(bid, 1.6), [], 1.6, Order())
+            log.on_decision("o-1", Timer("deadline", 9.0), [Send("m1", award, cfp.task)],
+                            9.0, Order())
+            log.on_runtime("pause", "m1", 9.0)
+        log.close()
+        outs.append(sink.getvalue())
+    assert outs[0] == outs[1]
+    path_entries = [e for e in _entries_of(outs[0]) if e.get("why")]
+    assert len(path_entries) == 3 and path_entries[0]["why"][0]["winner"] == "m1"
+
+
+def _entries_of(data: bytes) -> list[dict]:
+    _, segs = _split(data)
+    out = []
+    for entries, seal in segs:
+        b = _bounds(seal, entries)
+        out += [msgspec.msgpack.decode(entries[x:y]) for x, y in zip(b, b[1:])]
+    return [e for e in out if isinstance(e, dict)]

@@ -242,3 +242,45 @@ def test_what_if_a_second_lathe_on_a_recorded_up_run(tmp_path: Path) -> None:
     assert w["kpis"]["orders_completed"]["what_if"] == w["kpis"]["orders_completed"]["recorded"]
     assert w["utilisation"]["what_if"]["lathe2"] > 0
     assert w["kpis"]["tardiness_total"]["what_if"] <= w["kpis"]["tardiness_total"]["recorded"]
+
+
+MAINT = ROOT / "cell_configs" / "demo_cell_maintenance.yaml"
+
+
+def test_a_wearing_machine_fails_once_on_its_recorded_plant(tmp_path: Path) -> None:
+    """ADR 74: mill1 wears (a ``degradation:`` block, its mean life cut to 400 busy seconds
+    so it fails within the run).  On the recorded plant its wear failures are its model's
+    again, not recorded breakdowns as well: before, it failed twice and the recorded
+    column came out later than the run it replays."""
+    cell = tmp_path / "wear.yaml"
+    text = MAINT.read_text()
+    assert "mttf_s: 1500 " in text
+    cell.write_text(text.replace("mttf_s: 1500 ", "mttf_s: 400  "))
+    log, report = tmp_path / "d.jsonl", tmp_path / "r.json"
+    assert main(["run", str(cell), "--quiet", "--seed", "2", "--decision-log", str(log),
+                 "--report", str(report)]) == 0
+    recorded = json.loads(report.read_text())
+    assert recorded["faults"] >= 1                              # it did wear out
+
+    w = run_what_if(log, "machines.mill1.setup_s=8")           # a value it has: no change
+    assert w["change"]["lines"] == ["no change"]
+    for k in WHAT_IF_KPIS:          # the run again: each failure once, from the model
+        assert w["kpis"][k]["recorded"] == w["kpis"][k]["what_if"] == recorded[k], k
+
+    from agents.cell.faults import Breakdown
+    from ops.config import load_cell
+    from ops.recorded_plant import read_recorded_plant
+
+    history = read_recorded_plant([log])
+    assert len(history.wear_faults) == recorded["faults"] and not history.breakdowns
+    assert w["history"]["wear_faults"] == len(history.wear_faults)
+
+    # with the wear model gone from a machine, its recorded wear faults are history again
+    cfg = load_cell(cell)
+    assert history.scenario(cfg).breakdowns == []
+    worn = {b.resource for b in history.wear_faults}
+    plain = cfg.model_copy(update={"machines": [
+        m.model_copy(update={"degradation": None}) for m in cfg.machines]})
+    played = history.scenario(plain).breakdowns
+    assert played == sorted(history.wear_faults, key=lambda b: (b.at_s, b.resource))
+    assert all(isinstance(b, Breakdown) and b.resource in worn for b in played)

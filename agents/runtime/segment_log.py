@@ -46,7 +46,7 @@ import msgpack
 import msgspec
 
 from agents.base import Agent
-from agents.protocol.actions import Action
+from agents.protocol.actions import Action, Send
 from agents.protocol.messages import Proposal
 from agents.runtime.journal import Inbound, Input
 from agents.runtime.recorder import (
@@ -54,6 +54,9 @@ from agents.runtime.recorder import (
     GENESIS,
     DecisionLog,
     LogReport,
+    _EnvelopeIn,
+    _NOTABLE,
+    actions_json,
     canonical,
     envelope_message,
     input_json,
@@ -105,6 +108,22 @@ def _offsets_bytes(offsets: array[int]) -> bytes:
     return out.tobytes()
 
 
+class _InEntry(msgspec.Struct, gc=False, omit_defaults=True, rename={"in_": "in"}):
+    """A message input's entry with actions: the fields in the order of the /2 dict
+    (agents/runtime/recorder.py ``on_decision``), which this format keeps (msgpack maps are
+    written in insertion order), ``wall_at`` and ``why`` left out when absent as the dict
+    leaves them out — so the same bytes, without building the dict (ADR 74)."""
+
+    k: str
+    t: float
+    agent: str
+    out: Any
+    in_: Any
+    env: tuple[str, int, int]
+    wall_at: float | None = None
+    why: Any = None
+
+
 def _offsets_of(raw: bytes) -> list[int]:
     out = array("I", raw)
     if not _BIG_ENDIAN:
@@ -150,11 +169,14 @@ class SegmentLog(DecisionLog):
 
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None:
-        """The hot path: a message answered by no action whose envelope the bus handed over
-        is held as a tuple of what is already there (names, times, the two frames) and
-        appended with the next entry, seal or flush; anything else is the /2 entry,
-        appended at once (an agent may still change what it handed over)."""
-        if actions or type(cause) is not Inbound:
+        """The hot path, one call per message input, kept flat (ADR 74: under a host most
+        of the recorder's cost was Python calls, not encoding).  A message answered by no
+        action whose envelope the bus handed over is held as a tuple of what is already
+        there (names, times, the two frames) and appended with the next entry, seal or
+        flush; a message answered with actions is encoded at once (an agent may still
+        change what it handed over) from a Struct — the same bytes as the /2 dict, whose
+        key order it keeps; any other input is the /2 entry."""
+        if type(cause) is not Inbound:
             super().on_decision(agent_id, cause, actions, now, agent)
             return
         m = cause.msg
@@ -168,19 +190,42 @@ class SegmentLog(DecisionLog):
         if w is not None:
             for x in w[0]:
                 if x is m:
-                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
-                                       wall_at))
-                    self.n += 1
-                    self.entries += 1
-                    if self.n - self._segment_first >= self.segment_entries:
-                        self.seal()
-                    return
-        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id,
-                                 "in": input_json(cause), "out": (),
-                                 "env": (m.sender, m.epoch, m.seq)}
-        if wall_at is not None:
-            entry["wall_at"] = wall_at
-        self._write(entry)
+                    break
+            else:
+                w = None
+        if actions:
+            a = actions[0]
+            if len(actions) == 1 and type(a) is Send and type(a.body) not in _NOTABLE:
+                # one message answered by one message (a bid): actions_json's line
+                assert isinstance(a, Send)
+                out: list[list[Any]] = [["send", [a.to], a.body.TYPE, a.conv, a.body]]
+                why = None
+            else:
+                notable: list[Send] = []
+                out = actions_json(actions, notable)
+                why = self._why(agent_id, notable, agent) if notable else None
+            entry: Any = _InEntry("in", now, agent_id, out,
+                                  input_json(cause) if w is None else
+                                  _EnvelopeIn("envelope", w[1], w[2]),
+                                  (m.sender, m.epoch, m.seq), wall_at, why or None)
+        elif w is not None:
+            self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at))
+            self.n += 1
+            self.entries += 1
+            if self.n - self._segment_first >= self.segment_entries:
+                self.seal()
+            return
+        else:
+            entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause),
+                     "out": (), "env": (m.sender, m.epoch, m.seq)}
+            if wall_at is not None:
+                entry["wall_at"] = wall_at
+        if self._held:
+            self._append_held()
+        seg = self._seg
+        self._offsets.append(len(seg))
+        _encode_into(entry, seg, -1)
+        self.n += 1
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
             self.seal()

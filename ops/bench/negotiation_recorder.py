@@ -8,22 +8,37 @@ their 20 proposals, each handed over as its signed envelope, as a host's bus
 does) fed to a decision log in a loop, with process CPU time around each
 part — the call's entry, the 20 proposals on the message path, and what the
 seals do later (deferred encoding, hashing, writing).  ADR 67 quotes it.
+
+It also measures a bidders' process's side of a round (``bidders_us``): one
+call for proposals multicast to half the bidders, each of which answers with
+its proposal — an entry *with* an action per bidder, encoded at once.  ADR 74
+made that path flat (a Struct, no dict, no layers of calls); ``/3 before``
+is format /3 with those entries built as before (the /2 dict, through the
+base class's hook), the same bytes, for the comparison in one process.
+
+``--virtual CELL`` instead measures what each format costs a virtual run
+(``autocell run``): the run's process CPU with recording off, in ``/2`` (what
+``run --decision-log`` writes) and in ``/3``, alternated — the figure behind
+docs/flight-recorder.md "Why `autocell run` keeps /2".
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from agents.protocol.actions import Send
+from agents.base import Agent
+from agents.protocol.actions import Action, Send
 from agents.protocol.envelope import Opener, Sealer
 from agents.protocol.messages import CallForProposals, Message, Proposal
-from agents.runtime.journal import Inbound
-from agents.runtime.recorder import DecisionLog
+from agents.runtime.journal import Inbound, Input
+from agents.runtime.recorder import DecisionLog, input_json
 from agents.runtime.segment_log import SegmentLog
 from security.crypto import SigningKey
 from security.keystore import ephemeral_cell
@@ -55,6 +70,87 @@ def _rounds(n: int, bidders: int) -> tuple[list[str], list[_Round]]:
     return ids, out
 
 
+class DictEntries(SegmentLog):
+    """Format /3's hook as it was before ADR 74 (kept verbatim for the comparison): an
+    entry with actions is built as the /2 dict through the base class; the same bytes
+    (tests/test_decision_log_segments.py), the slower path."""
+
+    def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
+                    now: float, agent: Agent | None) -> None:
+        if actions or type(cause) is not Inbound:
+            DecisionLog.on_decision(self, agent_id, cause, actions, now, agent)
+            return
+        m = cause.msg
+        self._now = now
+        if self._calls and type(m.body) is Proposal:
+            call = self._calls.get((agent_id, m.conv))
+            if call is not None and now <= call.cfp.reply_by_at:
+                call.proposals[m.sender] = (m.body, now)
+        wall_at = None if self.wall_clock is None else self.wall_clock()
+        w = self._wire
+        if w is not None:
+            for x in w[0]:
+                if x is m:
+                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
+                                       wall_at))
+                    self.n += 1
+                    self.entries += 1
+                    if self.n - self._segment_first >= self.segment_entries:
+                        self.seal()
+                    return
+        entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id,
+                                 "in": input_json(cause), "out": (),
+                                 "env": (m.sender, m.epoch, m.seq)}
+        if wall_at is not None:
+            entry["wall_at"] = wall_at
+        self._write(entry)
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self.seal()
+
+
+_BidRound = tuple[list[Message], bytes, bytes, list[tuple[Inbound, list[Action]]]]
+
+
+def _bid_rounds(n: int, bidders: int) -> list[_BidRound]:
+    """``n`` calls multicast to ``bidders`` local bidders, each answered by a proposal."""
+    ids = [f"m{i}" for i in range(bidders)]
+    cell = ephemeral_cell({CALLER: "order", **{b: "machine" for b in ids}}, seed=b"bidders")
+    opener = Opener(cell.trust, None)
+    sealer = Sealer(CALLER, cell.keys[CALLER], epoch=7, random_bytes=os.urandom)
+    out = []
+    for k in range(n):
+        cfp = CallForProposals(task=f"{CALLER}/{k}", order=CALLER, kind="operation",
+                               capability="mill", op="op-1", quantity=1, earliest_start_at=1.0,
+                               due_at=100.0, reply_by_at=1e12)
+        frames = sealer.seal(ids, cfp, 1.5, cfp.task)
+        msgs = opener.open_envelope(frames, 1.5).for_local(set(ids))
+        answers: list[tuple[Inbound, list[Action]]] = []
+        for m in msgs:
+            p = Proposal(task=cfp.task, kind="operation", start_at=1.0, finish_at=31.0,
+                         hold_until_at=3.0, cost={"queue_s": 0.0, "setup_s": 4.0,
+                                                  "processing_s": 30.0, "energy_kwh": 0.05})
+            answers.append((Inbound(m, 1.5), [Send(m.sender, p, m.conv)]))
+        out.append((msgs, bytes(frames[1]), bytes(frames[2]), answers))
+    return out
+
+
+def measure_bidders(cls: type[DecisionLog], rounds: list[_BidRound]) -> float:
+    """µs of process CPU per round for a bidders' process recording with ``cls`` (its
+    seals included, one every 1000 entries as on a host)."""
+    log = cls(tempfile.TemporaryFile(), SigningKey.generate(), host="bench", run={},
+              wall_clock=time.time)
+    t0 = time.process_time()
+    for msgs, payload, sig, answers in rounds:
+        log.on_wire(msgs, payload, sig)
+        for inp, actions in answers:
+            log.on_decision(inp.msg.to, inp, actions, 1.5, None)
+    log.close()
+    t1 = time.process_time()
+    log.sink.close()
+    return round((t1 - t0) * 1e6 / len(rounds), 1)
+
+
 def measure(cls: type[DecisionLog], ids: list[str], rounds: list[_Round]) -> dict[str, float]:
     """µs of process CPU per round for each part, recording ``rounds`` with ``cls``."""
     log = cls(tempfile.TemporaryFile(), SigningKey.generate(), host="bench", run={},
@@ -83,16 +179,58 @@ def measure(cls: type[DecisionLog], ids: list[str], rounds: list[_Round]) -> dic
 
 
 def run(rounds: int = 200, bidders: int = 20, repeats: int = 5) -> dict[str, Any]:
-    """The two formats alternated ``repeats`` times; the median of each part."""
+    """The formats alternated ``repeats`` times; the median of each part.  The bidders'
+    side is half of ``bidders`` in one process, as ``bench negotiation --processes 2``."""
     ids, rs = _rounds(rounds, bidders)
-    got: dict[str, list[dict[str, float]]] = {"/2": [], "/3": []}
-    for _ in range(repeats):
-        got["/2"].append(measure(DecisionLog, ids, rs))
-        got["/3"].append(measure(SegmentLog, ids, rs))
+    bid = _bid_rounds(rounds, max(1, bidders // 2))
+    got: dict[str, list[dict[str, float]]] = {"/2": [], "/3": [], "/3 before": []}
+    order: list[tuple[str, type[DecisionLog]]] = [
+        ("/2", DecisionLog), ("/3", SegmentLog), ("/3 before", DictEntries)]
+    for k in range(repeats):
+        # each in every place in turn, from a collected heap: the one after another
+        # pays for its garbage otherwise (the same code measured 30 % apart)
+        for fmt, cls in order[k % 3:] + order[:k % 3]:
+            gc.collect()
+            part = measure(cls, ids, rs)
+            gc.collect()
+            got[fmt].append({**part, "bidders_us": measure_bidders(cls, bid)})
     return {"rounds": rounds, "bidders": bidders, "repeats": repeats,
             "load_average_1m": round(os.getloadavg()[0], 2),
             **{fmt: {k: sorted(x[k] for x in xs)[len(xs) // 2] for k in xs[0]}
                for fmt, xs in got.items()}}
+
+
+def virtual(cell_path: str, seed: int = 2, repeats: int = 3) -> dict[str, Any]:
+    """CPU seconds of a virtual run of ``cell_path``: recording off, /2, /3 (medians of
+    ``repeats`` alternations), the entries and the bytes each format wrote."""
+    from ops.config import load_cell
+    from ops.replay import run_header
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell(cell_path)
+    got: dict[str, list[float]] = {"off": [], "/2": [], "/3": []}
+    size: dict[str, Any] = {}
+    for _ in range(repeats):
+        for fmt, cls in (("off", None), ("/2", DecisionLog), ("/3", SegmentLog)):
+            cell = VirtualCell(cfg, seed=seed)
+            with tempfile.TemporaryFile() as sink:
+                log = None
+                if cls is not None:
+                    log = cls(sink, SigningKey.generate(), host="virtual",
+                              run=run_header(cell))
+                    cell.runner.recorder = log
+                t0 = time.process_time()
+                cell.run()
+                if log is not None:
+                    log.close()
+                got[fmt].append(time.process_time() - t0)
+                size[fmt] = {"entries": log.entries if log else 0, "bytes": sink.tell()}
+    med = {k: sorted(v)[len(v) // 2] for k, v in got.items()}
+    return {"cell": cell_path, "seed": seed, "repeats": repeats,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            **{k: {"cpu_s": round(med[k], 3), **size[k],
+                   **({"cost_pct": round(100 * (med[k] / med["off"] - 1), 1)}
+                      if k != "off" else {})} for k in got}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,8 +238,11 @@ def main(argv: list[str] | None = None) -> None:
                                 description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--virtual", metavar="CELL", help="measure a virtual run of CELL instead")
+    p.add_argument("--seed", type=int, default=2)
     a = p.parse_args(argv)
-    print(json.dumps(run(a.rounds, repeats=a.repeats)))
+    print(json.dumps(virtual(a.virtual, a.seed, a.repeats) if a.virtual
+                     else run(a.rounds, repeats=a.repeats)))
 
 
 if __name__ == "__main__":
