@@ -35,7 +35,7 @@ __all__ = ["clairvoyant_standby_kwh", "never_asleep"]
 HOUR_S = 3600.0
 
 
-def never_asleep(evs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def never_asleep(evs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The log as if no machine had ever slept: the same operations at the same times."""
     return [e for e in evs if e.get("ev") != "power_state"]
 
