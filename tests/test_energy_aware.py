@@ -3,7 +3,8 @@
 By hand: the price of a slot above idle, the later cheaper slot, the order's trade of
 energy cost against finish and lateness.  In a cell: an energy-aware demo cell sleeps
 through gaps and keeps every invariant; without a tariff the aware resource bids as the
-default one (same event log).
+default one (same event log).  Standby on the gap a machine expects (ADR 73): its held
+offers count; a late part is waited for the break-even.
 """
 
 from __future__ import annotations
