@@ -85,7 +85,7 @@ class MachineAgent(ResourceAgent):
             return self._after(maint, now)
         if key == "power_retry" and self.power is not None:
             return self.power.on_retry(now)
-        if key == "idle_check" and self.energy is not None:
+        if key in ("idle_check", "offer_check") and self.energy is not None:
             self._idle_since = None if self.running is not None else self._idle_since
             return self._after([], now)
         if key == "wake" and self.energy is not None:
@@ -131,34 +131,52 @@ class MachineAgent(ResourceAgent):
 
     def _sleep_or_not(self, now: float) -> list[Action]:
         """Go to standby when idle with a gap worth sleeping through; keep the wake-up
-        timer at the next booked start (agents/energy/aware.py)."""
+        timer at the next booked start (agents/energy/aware.py, "Standby").
+
+        The gap runs to the next start the machine expects: its booked (committed) work
+        *and* the slots it has offered and still holds.  An offer starting within the
+        break-even keeps it awake until the offer is decided (a rehearsed plan's awards
+        come in a burst: a machine that slept on the first of them woke at once for the
+        next).  A gap whose end is unknown — nothing booked, or the booked start already
+        passed (the part is late) — is idled for the break-even first, then slept
+        through; an offer pending meanwhile does not restart that clock."""
         e = self.energy
         assert e is not None
         if not self.up or self.running is not None or (self.power and self.power.asked):
             self._idle_since = None
             return []
-        starts = [t.start_at for t in self.tasks.values() if t.state == "committed"]
-        next_at = min(starts) if starts else None
+        be = e.break_even_s
+        booked = [t.start_at for t in self.tasks.values() if t.state == "committed"]
+        next_at = min(booked) if booked else None
+        known = next_at is not None and next_at > now     # the booked gap's end is known
         out: list[Action] = []
         if not self.asleep:
-            if next_at is None:
-                # nothing booked: the gap is unknown, so idle for the break-even first and
-                # sleep only if still nothing came (never worse than twice the best choice)
-                be = e.break_even_s
-                if be is None:
-                    return []
+            if be is None:
+                return []
+            offers = [t for t in self.tasks.values()
+                      if t.state == "held" and t.hold_until_at > now and t.start_at < now + be]
+            if offers or (known and not e.worth_sleeping(next_at - now)):   # type: ignore[operator]
+                if known:
+                    self._idle_since = None
+                elif self._idle_since is None:
+                    self._idle_since = now
+                    out.append(SetTimer("idle_check", now + be))
+                if offers:           # look again when the offer lapses, if nobody decides
+                    out.append(SetTimer("offer_check", min(t.hold_until_at for t in offers)))
+                return out
+            if not known:
+                # the gap's end is unknown: idle for the break-even first and sleep only if
+                # still nothing came (never worse than twice the best choice)
                 if self._idle_since is None:
                     self._idle_since = now
                     return [SetTimer("idle_check", now + be)]
                 if now < self._idle_since + be:
                     return []
-            elif not e.worth_sleeping(next_at - now):
-                self._idle_since = None
-                return []
             self._idle_since = None
             self.asleep = True
             out.append(Command("set_state", self.id, "", {"state": "standby"}))
-        if e.wake_early and next_at is not None:
+        if e.wake_early and known:
+            assert next_at is not None
             wake_at = max(now, next_at - e.wake_s)
             if wake_at != self._wake_at:
                 self._wake_at = wake_at

@@ -3,7 +3,8 @@
 By hand: the price of a slot above idle, the later cheaper slot, the order's trade of
 energy cost against finish and lateness.  In a cell: an energy-aware demo cell sleeps
 through gaps and keeps every invariant; without a tariff the aware resource bids as the
-default one (same event log).
+default one (same event log).  Standby on the gap a machine expects (ADR 73): its held
+offers count; a late part is waited for the break-even.
 """
 
 from __future__ import annotations
@@ -161,3 +162,83 @@ def test_the_aware_order_awards_the_cheaper_of_two_equally_fast_machines(tmp_pat
     # it is the order's choice: aware machines alone (their bids priced) still go to M1
     assert busy_machine(resource_strategy=AWARE["resource_strategy"])[0] == "M1"
     assert aware_cost < blind_cost
+
+
+# -- standby: the gap the machine expects (fifth round, ADR 73) ------------------------------
+
+
+def _sleeper() -> "MachineAgent":  # noqa: F821
+    from agents.base import Timing
+    from agents.machine import MachineAgent
+
+    return MachineAgent("m1", timing=Timing(), strategy=EnergyAwareResource(), location="x",
+                        capabilities={"mill": 600.0}, power_idle_kw=1.0, power_busy_kw=5.0,
+                        energy=MachineEnergy(TOU, DRAW))
+
+
+def _book(m: object, task: str, start_at: float, *events: str, hold_until_at: float = 0.0
+          ) -> None:
+    from agents.resource import Task
+
+    c = CallForProposals(task=task, order=task.split("/")[0], kind="operation",
+                         capability="mill", op="mill", quantity=1, earliest_start_at=0.0,
+                         due_at=1e6, reply_by_at=1.0)
+    t = Task(c, c.order, "conv", start_at=start_at, finish_at=start_at + 600.0,
+             hold_until_at=hold_until_at)
+    for ev in events:
+        assert t.fire(ev)  # type: ignore[arg-type]
+    m.tasks[task] = t  # type: ignore[attr-defined]
+
+
+def _states(out: list[object]) -> list[str]:
+    return [a.args["state"] for a in out if getattr(a, "command", "") == "set_state"]  # type: ignore[attr-defined]
+
+
+def test_an_offer_that_may_be_awarded_now_keeps_the_machine_awake() -> None:
+    """The burst of a rehearsed plan's awards: booked far ahead (gap ≥ the 210 s break-even)
+    while an offer for a start 5 s away is still held.  Deciding on the booking alone, the
+    machine slept and woke at once for the offer's award (a wasted wake-up, and the start
+    60 s late); it stays awake, and sleeps once the offer is rejected."""
+    m = _sleeper()
+    _book(m, "o1/0", 1000.0, "propose", "accept")
+    _book(m, "o2/0", 105.0, "propose", hold_until_at=150.0)
+    out = m._sleep_or_not(100.0)
+    assert _states(out) == [] and not m.asleep
+    assert any(getattr(a, "key", "") == "offer_check" and a.at == 150.0  # type: ignore[attr-defined]
+               for a in out)
+    m.tasks["o2/0"].fire("reject")
+    out = m._sleep_or_not(101.0)
+    assert _states(out) == ["standby"] and m.asleep
+    # it wakes wake_s (60 s) before the booked start
+    assert any(getattr(a, "key", "") == "wake" and a.at == 940.0 for a in out)  # type: ignore[attr-defined]
+
+
+def test_an_offer_past_the_break_even_does_not_keep_the_machine_awake() -> None:
+    m = _sleeper()
+    _book(m, "o1/0", 1000.0, "propose", "accept")
+    _book(m, "o2/0", 400.0, "propose", hold_until_at=150.0)   # 300 s away ≥ 210 s
+    assert _states(m._sleep_or_not(100.0)) == ["standby"]
+
+
+def test_a_lapsed_offer_no_longer_counts() -> None:
+    m = _sleeper()
+    _book(m, "o1/0", 1000.0, "propose", "accept")
+    _book(m, "o2/0", 105.0, "propose", hold_until_at=150.0)
+    assert _states(m._sleep_or_not(100.0)) == []
+    assert _states(m._sleep_or_not(150.0)) == ["standby"]   # the offer_check timer's time
+
+
+def test_a_late_part_is_waited_for_the_break_even_then_slept_through() -> None:
+    """The booked start has passed and the part is not there: the gap's end is unknown.
+    The machine idles the break-even (210 s), then sleeps; it sets no wake-up timer for a
+    start already past (waking at once was what it did before: a wake-up for nothing) —
+    the plant wakes it when the operation starts."""
+    m = _sleeper()
+    _book(m, "o1/0", 100.0, "propose", "accept")
+    out = m._sleep_or_not(120.0)
+    assert _states(out) == [] and any(getattr(a, "key", "") == "idle_check" and a.at == 330.0  # type: ignore[attr-defined]
+                                      for a in out)
+    assert _states(m._sleep_or_not(200.0)) == []
+    out = m._sleep_or_not(330.0)
+    assert _states(out) == ["standby"]
+    assert not any(getattr(a, "key", "") == "wake" for a in out)

@@ -57,6 +57,12 @@ def test_the_json_has_the_documented_keys(bench_dir: Path, capsys: pytest.Captur
     assert sum(diag["prices_in_run"].values()) == pytest.approx(1.0, abs=0.01)
     assert diag["machine_choice_bound_pct"] <= 0.0 and diag["shift_bound_pct"] < 0.0
     assert "by_machine_state_kwh" not in entry["energy_blind"]
+    # standby (fifth round): the blind agents never sleep; the aware ones save no more
+    # than the clairvoyant best on their own schedule, and never less than nothing
+    assert entry["energy_blind"]["standby_saved_kwh"] == pytest.approx(0.0, abs=1e-9)
+    aware = entry["energy_aware"]
+    assert -1e-9 <= aware["standby_saved_kwh"] <= aware["standby_clairvoyant_kwh"] + 1e-9
+    assert 0.0 <= entry["standby_vs_clairvoyant"] <= 1.0
 
 
 def test_the_energy_extension_is_seeded_and_documented(bench_dir: Path) -> None:
@@ -112,3 +118,28 @@ def test_brandimarte_mk01_to_mk10_are_shipped_as_published() -> None:
                      "mk05": (15, 4), "mk06": (10, 15), "mk07": (20, 5), "mk08": (20, 10),
                      "mk09": (20, 10), "mk10": (20, 15)}
     assert all((r.jobs, r.machines) == sizes[r.instance] for r in rows)
+
+
+def test_the_clairvoyant_standby_saving_by_hand() -> None:
+    """Idle 1 kW, standby 0.2 kW, waking 60 s for 0.05 kWh (break-even 210 s).  Gaps: 0 s
+    before the first operation; 1000 s (saves 1000/3600 − 0.2·940/3600 − 0.05 kWh); 100 s
+    before a fault (shorter than the break-even: 0); down from 2100 s to 2500 s (not out
+    of work, the abort inside it ignored); 500 s to the end (no wake-up: 0.8·500/3600)."""
+    from agents.cell.energy import PowerDraw
+    from ops.bench.energy_standby import clairvoyant_standby_kwh, never_asleep
+
+    d = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "standby": 0.2,
+                                  "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05}}})
+    evs = [{"t": 0.0, "ev": "op_start", "machine": "m"},
+           {"t": 600.0, "ev": "op_done", "machine": "m"},
+           {"t": 700.0, "ev": "power_state", "machine": "m", "state": "standby"},
+           {"t": 1600.0, "ev": "op_start", "machine": "m"},
+           {"t": 2000.0, "ev": "op_done", "machine": "m"},
+           {"t": 2100.0, "ev": "fault", "machine": "m"},
+           {"t": 2100.0, "ev": "op_abort", "machine": "m"},
+           {"t": 2500.0, "ev": "repaired", "machine": "m"},
+           {"t": 2200.0, "ev": "op_start", "machine": "robot"}]
+    awake = never_asleep(evs)
+    assert all(e["ev"] != "power_state" for e in awake) and len(awake) == len(evs) - 1
+    expected = (1000 - 0.2 * 940) / 3600 - 0.05 + 0.8 * 500 / 3600
+    assert clairvoyant_standby_kwh(awake, {"m": d}, 3000.0) == pytest.approx(expected)

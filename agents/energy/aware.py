@@ -17,11 +17,16 @@ plant's energy with, so a bid and the report cannot disagree on a price.
   cheapest if it saves at least ``min_saving`` of the earliest slot's cost and
   still finishes by the call's due date.
 * **Standby.** After every input, an idle, up machine with no work that can
-  start now looks at the gap to its next booked start (none booked: an open
-  gap).  If the gap is at least the standby break-even
+  start now looks at the gap to the next start it expects: its booked work and
+  the slots it has offered and still holds (an offer may be awarded in the
+  same instant as a booking: a rehearsed plan's awards come in a burst).  If
+  that gap is at least the standby break-even
   (:func:`agents.cell.tariff.standby_break_even_s`), it goes to standby; it
   wakes ``wake_s`` before the next booked start (a ``wake`` timer), or when
-  an operation is started on it (the plant wakes it first).  Under a peak cap
+  an operation is started on it (the plant wakes it first).  A gap whose end
+  is unknown (nothing booked, or the booked start passed: the part is late)
+  is idled for the break-even first (agents/machine.py ``_sleep_or_not``;
+  ADR 73).  Under a peak cap
   the early wake-up is left out: waking draws power, and only an operation's
   lease covers it.  A sleeping machine quotes its slots ``wake_s`` later.
 """

@@ -143,8 +143,11 @@ def _with_leases(cfg: Any, on: bool) -> Any:
 
 def run_agents(cfg: Any, method: str) -> dict[str, Any]:
     """One agents method on a cell config: the figures and the run's invariants."""
-    from sim_bridge.report import build_report
+    from sim_bridge.invariants import parse
+    from sim_bridge.report import build_report, production_figures
     from sim_bridge.virtual import VirtualCell
+
+    from .energy_standby import clairvoyant_standby_kwh, never_asleep
 
     aware = method != "energy_blind"
     cell = VirtualCell(_with_leases(cfg, method == "energy_aware_capped"),
@@ -154,11 +157,19 @@ def run_agents(cfg: Any, method: str) -> dict[str, Any]:
     r = build_report(cell)
     e = r["energy"]
     busy_above_idle = _busy_above_idle_kwh(cell)
+    # standby on this run's own schedule (ops/bench/energy_standby.py)
+    awake = never_asleep(parse(cell.events))
+    out_of_work = e["by_state_kwh"]["idle"] + e["by_state_kwh"]["standby"] + e["by_state_kwh"]["wake"]
+    if_awake = production_figures(awake, cell.cfg, cell.env.now)["energy"]["by_state_kwh"]["idle"]
+    clairvoyant = clairvoyant_standby_kwh(awake, {m.id: m.power_kw for m in cell.cfg.machines},
+                                          cell.env.now)
     return {"energy_cost": e["cost"], "kwh": e["kwh"], "peak_kw": e["peak_kw"],
             "makespan": r["makespan"], "tardiness": r["tardiness_total"],
             "cap_violations": e["cap_violations"],
             "idle_kwh": e["by_state_kwh"]["idle"],
             "asleep_kwh": e["by_state_kwh"]["standby"] + e["by_state_kwh"]["wake"],
+            "standby_saved_kwh": round(if_awake - out_of_work, 4),
+            "standby_clairvoyant_kwh": round(clairvoyant, 4),
             "by_machine_state_kwh": e["by_machine_state_kwh"],
             "busy_above_idle_kwh": busy_above_idle,
             "orders_completed": r["orders_completed"], "orders_total": r["orders_total"],
@@ -316,6 +327,11 @@ def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, An
     waste = blind["idle_kwh"]
     saved = waste - aware["idle_kwh"] - aware["asleep_kwh"]
     entry["idle_waste_saved_share"] = round(saved / waste, 3) if waste else 0.0
+    # what standby itself saved in the aware run, against the blind idle energy and against
+    # the most it could have saved on the same schedule (ops/bench/energy_standby.py)
+    entry["standby_saved_share"] = round(aware["standby_saved_kwh"] / waste, 3) if waste else 0.0
+    best = aware["standby_clairvoyant_kwh"]
+    entry["standby_vs_clairvoyant"] = round(aware["standby_saved_kwh"] / best, 3) if best else 0.0
     return entry
 
 
@@ -448,15 +464,18 @@ def cmd_bench_energy(args: argparse.Namespace) -> int:
     t.add_column("Δcost aware", justify="right")
     t.add_column("Δmakespan", justify="right")
     t.add_column("idle waste saved", justify="right")
+    t.add_column("standby saved / of best", justify="right")
     for e in result["instances"]:
         t.add_row(e["instance"], *("–" if e[m] is None else
                                    f"{e[m]['energy_cost']:.2f} ({e[m]['makespan']:.0f})"
                                    for m in METHODS),
                   f"{e['cost_change_pct']:+.1f}%", f"{e['makespan_change_pct']:+.1f}%",
-                  f"{100 * e['idle_waste_saved_share']:.0f}%")
+                  f"{100 * e['idle_waste_saved_share']:.0f}%",
+                  f"{100 * e['standby_saved_share']:.0f}% / "
+                  f"{100 * e['standby_vs_clairvoyant']:.0f}%")
     mean = result["mean"]
     t.add_row("mean", *(f"{mean[m]['energy_cost']:.2f} ({mean[m]['makespan']:.0f})"
-                        for m in METHODS), "", "", "")
+                        for m in METHODS), "", "", "", "")
     Console().print(t)
     print("cap violations (15-min windows): " + ", ".join(
         f"{m} {mean[m]['cap_violations']}" for m in METHODS))
