@@ -167,6 +167,49 @@ def test_a_reservation_nobody_uses_expires_and_the_unit_is_free_again() -> None:
     assert _sends(out)[0].serial == "b#s1"                # back on the free stock
 
 
+def _waiting_repairs(st_: StoresAgent) -> None:
+    """Stock 1: mill2's window holds the shelf unit past its need (not bumpable), then
+    mill1 and lathe1 fail and wait for units on order."""
+    st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 100.0, 60.0)), 10.0)
+    for at, m in ((150.0, "mill1"), (160.0, "lathe1")):
+        out = st_.on_message(_msg(m, PartReserve(f"{m}/r1", "b", at, 600.0)), at)
+        assert isinstance(_sends(out)[0], PartUnavailable)          # on order
+
+
+def test_a_unit_released_on_the_shelf_goes_to_the_earliest_waiting_repair() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 1, "order_qty": 1}))
+    _waiting_repairs(st_)
+    b = st_.stores.bin("b")
+    was = st_.stores.reservations["mill1|mill1/r1"].serial
+    out = st_.on_message(_msg("mill2", PartRelease("mill2/m1")), 200.0)
+    # the freed unit goes to mill1 (failed first), ready now; lathe1 keeps waiting
+    assert _sends(out) == [PartReserved("mill1/r1", "b", "b#s1", 0.0, 800.0)]
+    (moved,) = _logs(out, "part_reassigned")
+    assert (moved["machine"], moved["serial"], moved["was"]) == ("mill1", "b#s1", was)
+    assert st_.stores.reservations["lathe1|lathe1/r1"].serial not in ("b#s1", was)
+    # one set of books: each unit held once, the unit on order back on the free stock
+    assert sorted(b.held) == sorted(r.serial for r in st_.stores.reservations.values())
+    assert was in b.free() and len(b.held) == 2
+    done = st_.on_message(_msg("mill1", PartConsumed("mill1/r1", "b#s1")), 900.0)
+    assert _logs(done, "part_consumed")[0]["serial"] == "b#s1"
+
+
+def test_a_unit_freed_by_an_expiry_goes_to_a_waiting_repair() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 1, "order_qty": 1}))
+    _waiting_repairs(st_)
+    out = st_.on_timer("expiry", 160.0)                 # mill2's hold ends at 100 + 60
+    assert _logs(out, "part_reservation_expired")[0]["machine"] == "mill2"
+    assert _sends(out) == [PartReserved("mill1/r1", "b", "b#s1", 0.0, 760.0)]
+
+
+def test_a_planned_need_still_ahead_does_not_take_a_freed_unit() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 1, "order_qty": 1}))
+    st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 100.0, 60.0)), 10.0)
+    st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 900.0, 60.0)), 20.0)
+    out = st_.on_message(_msg("mill2", PartRelease("mill2/m1")), 50.0)
+    assert _sends(out) == [] and not _logs(out, "part_reassigned")
+
+
 # --------------------------------------------------------------------------- the machine
 
 
@@ -482,6 +525,20 @@ def test_a_repairs_stock_out_holds_the_crew_until_the_eta_and_is_escalated() -> 
     (again,) = [b for b in _sends(mill.on_timer("maint_retry", 2200.0))
                 if isinstance(b, MaintRepair)]
     assert again.attempt == 1 and w.part_serial == "spindle_bearing#s5"
+
+
+def test_a_repair_waiting_for_a_unit_on_order_asks_the_crew_when_one_is_freed() -> None:
+    from agents.protocol.messages import MaintRepair
+
+    mill, sent = _failed_mill()
+    (ask,) = [b for b in sent if isinstance(b, MaintRepair)]
+    mill.on_message(_msg("stores", PartUnavailable(ask.job, ask.part, "spindle_bearing#s5",
+                                                   2800.0, 5800.0), to="mill1"), 1000.2)
+    # another machine's unit is released: the stores give it to this repair, ready now
+    out = mill.on_message(_msg("stores", PartReserved(ask.job, ask.part, "spindle_bearing#s1",
+                                                      0.0, 2000.0), to="mill1"), 1200.0)
+    assert [b for b in _sends(out) if isinstance(b, MaintRepair)]    # at once, not at 2800
+    assert mill.maint.part_serial == "spindle_bearing#s1" and not mill.maint._part_awaited(1200.0)
 
 
 def _declined(out: list[Action]) -> bool:
