@@ -554,7 +554,8 @@ def _repair(evs: list[dict[str, Any]], job: str = "mill1/r1") -> dict[str, Any]:
 
 
 def test_a_repair_takes_one_unit_from_the_stores_and_the_shelf_is_not_used() -> None:
-    evs, rep = _run(hours=1.6)                  # mill1 fails from wear at ~4 786 s (seed 1)
+    # mill1 fails from wear at ~4 786 s (seed 1) under the risk rule (ADR 75)
+    evs, rep = _run(hours=1.6, decide="risk")
     _ok(rep)
     start = _repair(evs)
     held = [e for e in evs if e["ev"] == "part_held" and e["job"] == "mill1/r1"]
@@ -579,7 +580,7 @@ def _stocked_out(evs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
 
 
 def test_a_stock_out_during_a_repair_orders_and_the_repair_waits_for_the_eta() -> None:
-    evs, rep = _run(hours=2.0, part=STOCK_OUT)
+    evs, rep = _run(hours=2.0, part=STOCK_OUT, decide="risk")
     _ok(rep)
     first = [e for e in evs if e["ev"] == "part_held" and e["job"] == "mill1/r1"]
     assert first and first[0]["ready_at"] <= first[0]["t"]     # its own window's unit
@@ -598,12 +599,12 @@ def test_a_stock_out_during_a_repair_orders_and_the_repair_waits_for_the_eta() -
 def test_a_crash_of_the_stores_during_a_repair_loses_nothing(when: str) -> None:
     from agents.cell.faults import FaultScenario
 
-    evs, _ = _run(hours=2.0, part=STOCK_OUT)
+    evs, _ = _run(hours=2.0, part=STOCK_OUT, decide="risk")
     job, held = _stocked_out(evs)
     crash_at = held["t"] + 30.0 if when == "awaiting the part" else _repair(evs, job)["t"] + 60.0
     faults = FaultScenario(name="stores-crash", mtbf_breakdowns=False,
                            crashes=[{"agent": "stores", "at_s": crash_at, "down_s": 900.0}])
-    evs, rep = _run(hours=2.0, part=STOCK_OUT, faults=faults)
+    evs, rep = _run(hours=2.0, part=STOCK_OUT, faults=faults, decide="risk")
     _ok(rep)
     start = _repair(evs, job)                   # the unit held before the crash, fitted once
     assert start["part_serial"] == held["serial"] and start["t"] >= held["ready_at"]
