@@ -14,6 +14,7 @@ run invariant kept (``no_part_used_twice`` read from the stores' own lines too).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -439,6 +440,30 @@ def test_the_part_gauges_read_the_stores_agents_books() -> None:
     assert gauges[("autocell_part_on_order", "spindle_bearing")] == \
         len(b.arrives_at) - b.on_shelf(cell.env.now)
     assert ("autocell_part_stock", "chuck_bearing") in gauges
+
+
+def test_the_health_gauges_read_the_machine_agents_estimators_and_windows() -> None:
+    from sim_bridge.maintenance.metrics import families
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = negotiating(with_orders(demo_cell(), 1, 1.0))
+    cell = VirtualCell(cfg, seed=1)
+    ctl = attach(cell, "negotiated", models_from_cell(cfg))
+    cell.run(until=1230.0)          # seed 1: mill1 has asked for its window at 1 200 s
+    got = {f.name: {tuple(s.labels.values()): s.value for s in f.samples}
+           for f in families(ctl, cell.env.now)}
+    agents = {m: cell.runner.agents[m].maint  # type: ignore[attr-defined]
+              for m in ("mill1", "mill2", "lathe1")}
+    planning = {(m,): w.latest_start_at for m, w in agents.items() if w.phase != "watch"}
+    assert planning                 # a window asked for or booked, not yet done
+    # the simulator's controller has no estimator under this policy: the agents' are shown
+    assert all(pm.est is None for pm in ctl.machines.values())
+    assert got["autocell_machine_health_index"] == {
+        (m,): w.estimator.health() for m, w in agents.items()}
+    assert got["autocell_machine_remaining_life_seconds"] == {
+        (m,): q for m, w in agents.items() if math.isfinite(q := w.estimator.rul().quantile(0.5))}
+    assert got["autocell_machine_maintenance_latest_start_seconds"] == planning
+    assert got["autocell_maintenance_windows_planned"][()] == len(planning)
 
 
 def test_a_unit_the_plant_fitted_before_is_reported_gone_and_another_held() -> None:
