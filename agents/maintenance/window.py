@@ -6,7 +6,12 @@ A machine in a cell with ``maintenance.negotiate`` holds a
 :class:`MaintenanceWindow`.  Each sensor reading goes to its estimator
 (:mod:`agents.maintenance.estimators`, the same plug-ins as the simulator's
 policies) with the operating age the machine counts itself (busy seconds since
-the part was last replaced).  When the ``risk`` quantile of the remaining life,
+the part was last replaced).  By default (``plan.cost``, ADR 75) it asks once
+maintaining now pays at the cell file's cost rates — one more reading's failure
+risk at a window ``slot_s`` ahead, times ``Cf − Cp``, reaches what the reading
+earns at the age-replacement optimum's cost rate (agents/maintenance/costs.py) —
+the latest safe start then being ``slot_s`` ahead.  With the risk rule: when
+the ``risk`` quantile of the remaining life,
 turned into clock time at the machine's recent load, comes within
 ``lookahead_s``, that instant is the **latest safe start** and the machine asks
 the crew for a window (``maint_request``) at the first gap in its own queue at
