@@ -333,8 +333,9 @@ def test_after_a_refusal_the_machine_asks_for_a_later_window() -> None:
 
 
 def test_a_window_past_the_latest_safe_start_is_escalated_once_to_the_console() -> None:
-    # one technician, asked late: a corrective repair waiting for a part holds it
-    evs, rep = _run(hours=2.0, seed=3, technicians=1, lookahead_s=200.0)
+    # one technician, asked late: a corrective repair waiting for a part holds it (the
+    # risk rule's lookahead makes the ask late on purpose; ADR 75's cost rule asks a slot ahead)
+    evs, rep = _run(hours=2.0, seed=3, technicians=1, lookahead_s=200.0, decide="risk")
     assert all(rep["invariants"].values()), rep["invariant_violations"]
     raised = [e for e in evs if e["ev"] == "escalation_raised"
               and e["cause"] == "maintenance_no_window"]

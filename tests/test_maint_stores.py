@@ -14,6 +14,7 @@ run invariant kept (``no_part_used_twice`` read from the stores' own lines too).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -165,6 +166,49 @@ def test_a_reservation_nobody_uses_expires_and_the_unit_is_free_again() -> None:
     assert st_.stores.reservations == {}
     out = st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 300.0, 60.0)), 170.0)
     assert _sends(out)[0].serial == "b#s1"                # back on the free stock
+
+
+def _waiting_repairs(st_: StoresAgent) -> None:
+    """Stock 1: mill2's window holds the shelf unit past its need (not bumpable), then
+    mill1 and lathe1 fail and wait for units on order."""
+    st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 100.0, 60.0)), 10.0)
+    for at, m in ((150.0, "mill1"), (160.0, "lathe1")):
+        out = st_.on_message(_msg(m, PartReserve(f"{m}/r1", "b", at, 600.0)), at)
+        assert isinstance(_sends(out)[0], PartUnavailable)          # on order
+
+
+def test_a_unit_released_on_the_shelf_goes_to_the_earliest_waiting_repair() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 1, "order_qty": 1}))
+    _waiting_repairs(st_)
+    b = st_.stores.bin("b")
+    was = st_.stores.reservations["mill1|mill1/r1"].serial
+    out = st_.on_message(_msg("mill2", PartRelease("mill2/m1")), 200.0)
+    # the freed unit goes to mill1 (failed first), ready now; lathe1 keeps waiting
+    assert _sends(out) == [PartReserved("mill1/r1", "b", "b#s1", 0.0, 800.0)]
+    (moved,) = _logs(out, "part_reassigned")
+    assert (moved["machine"], moved["serial"], moved["was"]) == ("mill1", "b#s1", was)
+    assert st_.stores.reservations["lathe1|lathe1/r1"].serial not in ("b#s1", was)
+    # one set of books: each unit held once, the unit on order back on the free stock
+    assert sorted(b.held) == sorted(r.serial for r in st_.stores.reservations.values())
+    assert was in b.free() and len(b.held) == 2
+    done = st_.on_message(_msg("mill1", PartConsumed("mill1/r1", "b#s1")), 900.0)
+    assert _logs(done, "part_consumed")[0]["serial"] == "b#s1"
+
+
+def test_a_unit_freed_by_an_expiry_goes_to_a_waiting_repair() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 1, "order_qty": 1}))
+    _waiting_repairs(st_)
+    out = st_.on_timer("expiry", 160.0)                 # mill2's hold ends at 100 + 60
+    assert _logs(out, "part_reservation_expired")[0]["machine"] == "mill2"
+    assert _sends(out) == [PartReserved("mill1/r1", "b", "b#s1", 0.0, 760.0)]
+
+
+def test_a_planned_need_still_ahead_does_not_take_a_freed_unit() -> None:
+    st_ = _stores(RULE.model_copy(update={"stock": 1, "order_qty": 1}))
+    st_.on_message(_msg("mill2", PartReserve("mill2/m1", "b", 100.0, 60.0)), 10.0)
+    st_.on_message(_msg("mill1", PartReserve("mill1/m1", "b", 900.0, 60.0)), 20.0)
+    out = st_.on_message(_msg("mill2", PartRelease("mill2/m1")), 50.0)
+    assert _sends(out) == [] and not _logs(out, "part_reassigned")
 
 
 # --------------------------------------------------------------------------- the machine
@@ -398,6 +442,30 @@ def test_the_part_gauges_read_the_stores_agents_books() -> None:
     assert ("autocell_part_stock", "chuck_bearing") in gauges
 
 
+def test_the_health_gauges_read_the_machine_agents_estimators_and_windows() -> None:
+    from sim_bridge.maintenance.metrics import families
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = negotiating(with_orders(demo_cell(), 1, 1.0))
+    cell = VirtualCell(cfg, seed=1)
+    ctl = attach(cell, "negotiated", models_from_cell(cfg))
+    cell.run(until=1230.0)          # seed 1: mill1 has asked for its window at 1 200 s
+    got = {f.name: {tuple(s.labels.values()): s.value for s in f.samples}
+           for f in families(ctl, cell.env.now)}
+    agents = {m: cell.runner.agents[m].maint  # type: ignore[attr-defined]
+              for m in ("mill1", "mill2", "lathe1")}
+    planning = {(m,): w.latest_start_at for m, w in agents.items() if w.phase != "watch"}
+    assert planning                 # a window asked for or booked, not yet done
+    # the simulator's controller has no estimator under this policy: the agents' are shown
+    assert all(pm.est is None for pm in ctl.machines.values())
+    assert got["autocell_machine_health_index"] == {
+        (m,): w.estimator.health() for m, w in agents.items()}
+    assert got["autocell_machine_remaining_life_seconds"] == {
+        (m,): q for m, w in agents.items() if math.isfinite(q := w.estimator.rul().quantile(0.5))}
+    assert got["autocell_machine_maintenance_latest_start_seconds"] == planning
+    assert got["autocell_maintenance_windows_planned"][()] == len(planning)
+
+
 def test_a_unit_the_plant_fitted_before_is_reported_gone_and_another_held() -> None:
     from agents.protocol.messages import MaintStart
 
@@ -484,6 +552,20 @@ def test_a_repairs_stock_out_holds_the_crew_until_the_eta_and_is_escalated() -> 
     assert again.attempt == 1 and w.part_serial == "spindle_bearing#s5"
 
 
+def test_a_repair_waiting_for_a_unit_on_order_asks_the_crew_when_one_is_freed() -> None:
+    from agents.protocol.messages import MaintRepair
+
+    mill, sent = _failed_mill()
+    (ask,) = [b for b in sent if isinstance(b, MaintRepair)]
+    mill.on_message(_msg("stores", PartUnavailable(ask.job, ask.part, "spindle_bearing#s5",
+                                                   2800.0, 5800.0), to="mill1"), 1000.2)
+    # another machine's unit is released: the stores give it to this repair, ready now
+    out = mill.on_message(_msg("stores", PartReserved(ask.job, ask.part, "spindle_bearing#s1",
+                                                      0.0, 2000.0), to="mill1"), 1200.0)
+    assert [b for b in _sends(out) if isinstance(b, MaintRepair)]    # at once, not at 2800
+    assert mill.maint.part_serial == "spindle_bearing#s1" and not mill.maint._part_awaited(1200.0)
+
+
 def _declined(out: list[Action]) -> bool:
     from agents.protocol.messages import MaintDone
     return any(isinstance(b, MaintDone) and b.outcome == "declined" for b in _sends(out))
@@ -497,7 +579,8 @@ def _repair(evs: list[dict[str, Any]], job: str = "mill1/r1") -> dict[str, Any]:
 
 
 def test_a_repair_takes_one_unit_from_the_stores_and_the_shelf_is_not_used() -> None:
-    evs, rep = _run(hours=1.6)                  # mill1 fails from wear at ~4 786 s (seed 1)
+    # mill1 fails from wear at ~4 786 s (seed 1) under the risk rule (ADR 75)
+    evs, rep = _run(hours=1.6, decide="risk")
     _ok(rep)
     start = _repair(evs)
     held = [e for e in evs if e["ev"] == "part_held" and e["job"] == "mill1/r1"]
@@ -522,7 +605,7 @@ def _stocked_out(evs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
 
 
 def test_a_stock_out_during_a_repair_orders_and_the_repair_waits_for_the_eta() -> None:
-    evs, rep = _run(hours=2.0, part=STOCK_OUT)
+    evs, rep = _run(hours=2.0, part=STOCK_OUT, decide="risk")
     _ok(rep)
     first = [e for e in evs if e["ev"] == "part_held" and e["job"] == "mill1/r1"]
     assert first and first[0]["ready_at"] <= first[0]["t"]     # its own window's unit
@@ -541,12 +624,12 @@ def test_a_stock_out_during_a_repair_orders_and_the_repair_waits_for_the_eta() -
 def test_a_crash_of_the_stores_during_a_repair_loses_nothing(when: str) -> None:
     from agents.cell.faults import FaultScenario
 
-    evs, _ = _run(hours=2.0, part=STOCK_OUT)
+    evs, _ = _run(hours=2.0, part=STOCK_OUT, decide="risk")
     job, held = _stocked_out(evs)
     crash_at = held["t"] + 30.0 if when == "awaiting the part" else _repair(evs, job)["t"] + 60.0
     faults = FaultScenario(name="stores-crash", mtbf_breakdowns=False,
                            crashes=[{"agent": "stores", "at_s": crash_at, "down_s": 900.0}])
-    evs, rep = _run(hours=2.0, part=STOCK_OUT, faults=faults)
+    evs, rep = _run(hours=2.0, part=STOCK_OUT, faults=faults, decide="risk")
     _ok(rep)
     start = _repair(evs, job)                   # the unit held before the crash, fitted once
     assert start["part_serial"] == held["serial"] and start["t"] >= held["ready_at"]

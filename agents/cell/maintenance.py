@@ -17,7 +17,7 @@ docs/maintenance.md.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -178,6 +178,11 @@ class MaintenanceSettings(_Model):
         default=0.05, description="A failure before this quantile of the remaining life the "
         "machine's estimator gave at its last reading is a prediction badly wrong "
         "(`maintenance_prediction_miss`).")
+    decide: Literal["cost", "risk"] = Field(
+        default="cost", description="When a machine agent asks for its window (negotiated "
+        "maintenance, ADR 75): `cost` once going on one more reading risks more, at the "
+        "cost rates above, than it earns at the age-replacement optimum's cost rate; "
+        "`risk` once the `risk` quantile of the remaining life is within `lookahead_s`.")
 
     @model_validator(mode="after")
     def _shifts_fit(self) -> MaintenanceSettings:

@@ -58,7 +58,19 @@ def bind(agent: MachineAgent) -> None:
     if w is None:
         return
     assert isinstance(agent, ResourceAgent)
-    w.first_gap = lambda now: ResourceAgent.earliest_gap(agent, now, w.plan.duration_s, now)
+    w.first_gap = lambda now: _gap(agent, w, now)
+
+
+def _gap(agent: ResourceAgent, w: MaintenanceWindow, now: float) -> float:
+    """The first gap for the job; never right at the end of the running operation: the
+    plant starts an operation when the command reaches it, so it ends a transport's delay
+    after the machine's own reckoning (under `autocell up`, by tenths of a second) — a
+    window from that instant would cut into it.  ``retry_s`` is the margin (the cost rule,
+    ADR 75, asks from now, so its window often follows the running operation)."""
+    gap = ResourceAgent.earliest_gap(agent, now, w.plan.duration_s, now)
+    if agent.running is not None and gap <= agent.busy_until_at + 1e-9:
+        return agent.busy_until_at + w.plan.retry_s
+    return gap
 
 
 def on_message(agent: MachineAgent, msg: Message, now: float) -> list[Action] | None:

@@ -25,7 +25,11 @@ the next unit (on order, or of a new order) and is told so (``part_bumped``,
 an answer with its new serial and ETA).  A planned window that has begun with
 the unit keeps it — its machine ignores the new serial — and the plant refuses
 the serial when the repair names it ("used already"): the repair reports it
-gone and holds another.
+gone and holds another.  The other way round (ADR 75): a unit freed on the shelf
+(a release, an expiry, a delivery nobody holds) goes to the need due now that
+waits for a unit on order, the earliest-waiting first (``part_reassigned``, an
+answer with the new serial, ready now); the unit on order goes back to the free
+stock.
 
 A reservation is a lease, like the crew's booking (agents/maintenance/crew.py):
 keyed by machine and job, so a repeated request is the same unit (its hold
@@ -195,6 +199,31 @@ class Stores:
             placed.append(b.order(now))
         return r, True, placed, moved
 
+    def feed(self, part: str, now: float) -> list[tuple[Reservation, str]]:
+        """Units on the shelf nobody holds go to the needs due now that wait for a unit on
+        order — the earliest-waiting first (ADR 75): a release or an expiry frees a unit
+        that a repair would otherwise wait out its order's lead time for.  The unit on
+        order goes back to the free stock (same books: one unit held per reservation).
+        Returns each (reservation as moved, the serial it held before)."""
+        b = self.bins.get(part)
+        if b is None:
+            return []
+        moved: list[tuple[Reservation, str]] = []
+        while True:
+            shelf = [u for u in b.free() if b.arrives_at[u] <= now + 1e-9]
+            waiting = sorted((r for r in self.reservations.values() if r.part == part
+                              and r.need_by_at <= now + 1e-9
+                              and b.arrives_at[r.serial] > now + 1e-9),
+                             key=lambda r: (r.need_by_at, r.key))
+            if not shelf or not waiting:
+                return moved
+            r, unit = waiting[0], shelf[0]
+            b.held.pop(r.serial, None)
+            b.held[unit] = r.key
+            new = replace(r, serial=unit, expires_at=max(r.need_by_at, now) + r.hold_s)
+            self.reservations[r.key] = new
+            moved.append((new, r.serial))
+
     def _bumpable(self, b: Bin, machine: str, now: float) -> Reservation | None:
         """Another machine's reservation for the latest need still ahead that holds a unit
         on the shelf."""
@@ -279,7 +308,7 @@ class StoresAgent(Agent):
                 self.ignored += 1
                 return []
             self.stores.drop(r.key)
-            return [self._log("part_released", r, now)]
+            return [self._log("part_released", r, now)] + self._feed(r.part, now)
         if isinstance(body, PartConsumed):
             part = body.serial.rsplit("#s", 1)[0]
             ready = self.stores.bins[part].arrives_at.get(body.serial, now) \
@@ -355,14 +384,32 @@ class StoresAgent(Agent):
             del b.orders[oid]
             return [Log("part_delivered", {"agent": self.id, "part": part, "order": oid,
                                            "qty": len(o.serials),
-                                           "on_shelf": b.on_shelf(now)})]
+                                           "on_shelf": b.on_shelf(now)})] \
+                + self._feed(part, now)
         if key == "expiry":
             self._expiry_at = None
             out: list[Action] = []
-            for r in self.stores.expire(now):
+            gone = self.stores.expire(now)
+            for r in gone:
                 out.append(self._log("part_reservation_expired", r, now))
+            for part in sorted({r.part for r in gone}):
+                out += self._feed(part, now)
             return out + self._arm_expiry()
         return []
+
+    def _feed(self, part: str, now: float) -> list[Action]:
+        """A unit freed on the shelf goes to the earliest repair waiting for one on order
+        (:meth:`Stores.feed`); its machine is told, as for a bump: an answer with the new
+        serial, ready now (agents/maintenance/window.py asks the crew at once)."""
+        out: list[Action] = []
+        for r, was in self.stores.feed(part, now):
+            out.append(Log("part_reassigned", {"agent": self.id, "machine": r.machine,
+                                               "job": r.job, "part": r.part,
+                                               "serial": r.serial, "was": was}))
+            out += [self._log("part_held", r, now),
+                    Send(r.machine, PartReserved(r.job, r.part, r.serial,
+                                                 self.stores.ready_at(r), r.expires_at), "")]
+        return out + (self._arm_expiry() if out else [])
 
     def _placed(self, o: SupplierOrder) -> Log:
         return Log("part_order_placed", {"agent": self.id, "part": o.part, "order": o.id,

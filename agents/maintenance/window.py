@@ -6,7 +6,12 @@ A machine in a cell with ``maintenance.negotiate`` holds a
 :class:`MaintenanceWindow`.  Each sensor reading goes to its estimator
 (:mod:`agents.maintenance.estimators`, the same plug-ins as the simulator's
 policies) with the operating age the machine counts itself (busy seconds since
-the part was last replaced).  When the ``risk`` quantile of the remaining life,
+the part was last replaced).  By default (``plan.cost``, ADR 75) it asks once
+maintaining now pays at the cell file's cost rates — one more reading's failure
+risk at a window ``slot_s`` ahead, times ``Cf − Cp``, reaches what the reading
+earns at the age-replacement optimum's cost rate (agents/maintenance/costs.py) —
+the latest safe start then being ``slot_s`` ahead.  With the risk rule: when
+the ``risk`` quantile of the remaining life,
 turned into clock time at the machine's recent load, comes within
 ``lookahead_s``, that instant is the **latest safe start** and the machine asks
 the crew for a window (``maint_request``) at the first gap in its own queue at
@@ -83,6 +88,7 @@ from agents.protocol.messages import (
     PartUnavailable,
 )
 
+from .costs import CostRule, job_costs
 from .crew import CREW_ID, REPAIR_SPAN
 from .estimators import Estimator, estimator
 from .rul import prior_model
@@ -120,6 +126,8 @@ class WindowPlan:
     stores: str = ""                # the stores agent to hold the part from ("": none)
     repair_s: float = 0.0           # mean corrective repair; 0: repairs not asked of the crew
     miss_quantile: float = 0.05     # a failure before this remaining-life quantile: a miss
+    cost: CostRule | None = None    # decide by cost (ADR 75); None: by the ``risk`` quantile
+    reading_s: float = 30.0         # the step between two decisions (the reading interval)
 
 
 class MaintenanceWindow:
@@ -205,13 +213,18 @@ class MaintenanceWindow:
             self.fail_by_at = now + q / max(self.load, 0.05) if math.isfinite(q) else math.inf
         if self.phase != "watch" or self._down_reason:
             return []
-        safe_busy_s = self.estimator.rul().quantile(self.plan.risk)
-        if not math.isfinite(safe_busy_s):
-            return []
-        safe_s = safe_busy_s / max(self.load, 0.05)      # operating seconds -> clock
-        if safe_s > self.plan.lookahead_s:
-            return []
-        self.latest_start_at = now + safe_s
+        if self.plan.cost is not None:
+            if not self._pays():
+                return []
+            self.latest_start_at = now + self.plan.slot_s
+        else:
+            safe_busy_s = self.estimator.rul().quantile(self.plan.risk)
+            if not math.isfinite(safe_busy_s):
+                return []
+            safe_s = safe_busy_s / max(self.load, 0.05)      # operating seconds -> clock
+            if safe_s > self.plan.lookahead_s:
+                return []
+            self.latest_start_at = now + safe_s
         self.jobs += 1
         self.job, self.attempt = f"{self.machine}/m{self.jobs}", 0
         self.phase = "asking"
@@ -388,6 +401,15 @@ class MaintenanceWindow:
             if self.inspect:
                 out += self._hold(now)
         return out
+
+    def _pays(self) -> bool:
+        """The cost rule (ADR 75, agents/maintenance/costs.py): a window asked for now starts
+        within ``slot_s``; waiting one more reading would push it a reading later.  Ask now
+        once that step's failure risk, at the cost rates, outweighs what it earns."""
+        assert self.plan.cost is not None
+        load = max(self.load, 0.05)                     # clock -> operating seconds
+        return self.plan.cost.due(self.estimator.rul(), self.plan.slot_s * load,
+                                  self.plan.reading_s * load)
 
     # -- the part ------------------------------------------------------------------------------
     @property
@@ -585,8 +607,12 @@ def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
         d = m.degradation
         if d is None:
             continue
+        model = prior_model(d)
+        rule = None
+        if s.decide == "cost":      # the plant's rates, the machine's own life (ADR 75)
+            rule = CostRule.of(model, *job_costs(d, s.costs, s.part(d.part).cost))
         plan = WindowPlan(CREW_ID, d.maintenance_s, d.part, d.restore, s.risk, s.lookahead_s,
                           retry_s, s.window_grace_s, s.window_slot_s, STORES_ID,
-                          d.repair_s, s.miss_quantile)
-        out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, prior_model(d)))
+                          d.repair_s, s.miss_quantile, rule, d.reading_interval_s)
+        out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, model))
     return out

@@ -45,14 +45,21 @@ __all__ = ["METRICS", "add_bench_parser", "demo_cell", "from_seed_log", "large_c
 DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell_maintenance.yaml"
 METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "tardiness",
            "downtime_planned", "downtime_unplanned", "technician_utilisation", "stock_outs",
-           "total_cost", "escalations", "prediction_misses")
+           "total_cost", "escalations", "prediction_misses",
+           # what total_cost is made of (ADR 75)
+           "cost_downtime", "cost_technicians", "cost_parts", "cost_tardiness",
+           "cost_expedite")
 UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
          "downtime_planned": "machine-hours", "downtime_unplanned": "machine-hours",
          "technician_utilisation": "fraction of crew time on jobs",
          "total_cost": "downtime + technicians + parts + tardiness penalty (+ expedite "
                        "surcharges), cell currency",
          "escalations": "maintenance escalations raised (docs/maintenance.md)",
-         "prediction_misses": "failures before the 5 % quantile of the predicted life"}
+         "prediction_misses": "failures before the 5 % quantile of the predicted life",
+         "cost_downtime": "machine downtime, planned and unplanned, at downtime_per_h",
+         "cost_technicians": "technician hours on jobs at technician_per_h",
+         "cost_parts": "parts fitted at their cost", "cost_tardiness": "order-hours late at "
+         "tardiness_per_h", "cost_expedite": "the stores' expedite surcharges"}
 BASELINES = ("run_to_failure", "preventive", "condition_based")
 _T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
@@ -154,6 +161,11 @@ def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthMo
                   if o.release_at < cell.env.now)
     ws = ctl.workshop.stats
     kc = rep["kpis"]["cell"]
+    parts = {"cost_downtime": (planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h,
+             "cost_technicians": float(ws.technician_cost), "cost_parts": float(ws.parts_cost),
+             "cost_tardiness": tardy_s / 3600.0 * costs.tardiness_per_h,
+             "cost_expedite": sum(float(e.get("cost", 0.0)) for e in evs
+                                  if e["ev"] == "part_expedited")}
     figures = {
         "unplanned_failures": float(sum(e["ev"] == "fault" and e.get("reason") in
                                         ("wear", "breakdown") and "machine" in e for e in evs)),
@@ -167,16 +179,13 @@ def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthMo
         "technician_utilisation": ws.technician_busy_s / (settings.technicians * cell.env.now),
         # negotiated: the stores agent's (a unit reserved that is not on the shelf)
         "stock_outs": float(ws.stock_outs + sum(e["ev"] == "part_stock_out" for e in evs)),
-        "total_cost": ((planned_s + unplanned_s) / 3600.0 * costs.downtime_per_h
-                       + ws.technician_cost + ws.parts_cost
-                       + tardy_s / 3600.0 * costs.tardiness_per_h
-                       + sum(float(e.get("cost", 0.0)) for e in evs      # expedite surcharges
-                             if e["ev"] == "part_expedited")),
+        "total_cost": sum(parts.values()),
         # the simulator's policies record them; the agents raise them to the console
         "escalations": float(len(ctl.escalations) + sum(
             e["ev"] == "escalation_raised" and str(e.get("cause", "")).startswith(
                 "maintenance_") for e in evs)),
         "prediction_misses": float(sum(e["ev"] == "prediction_miss" for e in evs)),
+        **parts,
     }
     return figures, rep
 
@@ -292,7 +301,7 @@ def from_seed_log(path: Path) -> dict[str, Any]:
         c["violations"] += line["violations"]
         for p in POLICIES:
             for m in METRICS:
-                c["per"][p][m].append(line["policies"][p][m])
+                c["per"][p][m].append(line["policies"][p].get(m, math.nan))  # older logs
     n = min((len(c["seeds"]) for c in cells.values()), default=0)
     return {"cells": {name: {**_cell_summary(c["machines"], c["per"], c["violations"]),
                              "seeds": len(c["seeds"])}

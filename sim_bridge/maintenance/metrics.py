@@ -3,7 +3,9 @@
 Like the energy gauges (ops/metrics.py), nothing is counted as it happens: a
 scrape reads the controller (sim_bridge/maintenance/policies.py) — each
 machine's estimator, its planned window, the stores' shelves (under the
-negotiated policy, the stores agent's books: agents/maintenance/stores.py) —
+negotiated policy, the machine agents' own estimators and windows,
+agents/maintenance/window.py, and the stores agent's books,
+agents/maintenance/stores.py; ADR 75) —
 so a gauge can never drift from the state it reports.  A machine without an estimator (the
 run-to-failure and preventive policies, or no trained model) has no health and
 no remaining-life sample: an absent series, never a made-up 1.0.
@@ -51,18 +53,25 @@ def families(controller: Any, now: float) -> Iterator[Metric]:
         yield from (health, rul, window, planned, stock, on_order, escalations)
         return
     n_planned = 0
+    ws = controller.workshop
+    agents = ws.windows() if getattr(ws, "windows", None) is not None else None
     for mid in sorted(controller.machines):
         pm = controller.machines[mid]
-        if pm.est is not None:
-            health.add_metric([mid], float(pm.est.health()))
-            median = pm.est.rul().quantile(0.5)
+        if agents is not None:                      # negotiated: the machine agent's own
+            w = agents.get(mid)
+            est, due = (w.estimator, w.latest_start_at if w.phase != "watch"
+                        and w.kind == "planned" else None) if w is not None else (None, None)
+        else:
+            est, due = pm.est, pm.due_at
+        if est is not None:
+            health.add_metric([mid], float(est.health()))
+            median = est.rul().quantile(0.5)
             if math.isfinite(median):
                 rul.add_metric([mid], float(median))
-        if pm.due_at is not None:
+        if due is not None and math.isfinite(due):
             n_planned += 1
-            window.add_metric([mid], float(pm.due_at))
+            window.add_metric([mid], float(due))
     planned.add_metric([], float(n_planned))
-    ws = controller.workshop
     books = ws.books() if getattr(ws, "books", None) is not None else None
     if books is not None:                   # negotiated: the stores agent's books
         for part in sorted(set(ws.settings.parts) | set(books.bins)):

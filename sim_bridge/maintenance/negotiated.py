@@ -59,6 +59,10 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
     # the part gauges read the stores agent's books at scrape time (metrics.py): the agent
     # of the moment, so a stores agent rebuilt after a crash is the one read
     workshop.books = lambda: getattr(cell.runner.agents.get(STORES_ID), "stores", None)
+    # and the health gauges the machine agents' own estimators and windows (ADR 75): the
+    # agents decide under this policy, so their estimate is the one to show
+    workshop.windows = lambda: {mid: w for mid, a in cell.runner.agents.items()
+                                if (w := getattr(a, "maint", None)) is not None}
     plant, backend = cell.plant, cell.plant.backend
     inner = plant.command
     workshop.expect_repairs()

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
-from agents.cell.maintenance import Degradation, MaintenanceCosts, MaintenanceSettings
+from agents.cell.maintenance import MaintenanceSettings
+from agents.maintenance.costs import age_replacement_optimum, job_costs
 from agents.maintenance.estimators import Estimator, ThresholdEstimator, estimator
 from agents.maintenance.rul import HealthModel
 
@@ -54,25 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["POLICIES", "Controller", "age_replacement_optimum", "attach", "job_costs"]
 
 POLICIES = ("run_to_failure", "preventive", "condition_based", "predictive", "negotiated")
-
-
-def job_costs(spec: Degradation, costs: MaintenanceCosts, part_cost: float) -> tuple[float, float]:
-    """(planned, corrective) cost of one job: downtime and technician by the hour, the part."""
-    per_s = (costs.downtime_per_h + costs.technician_per_h) / 3600.0
-    return spec.maintenance_s * per_s + part_cost, spec.repair_s * per_s + part_cost
-
-
-def age_replacement_optimum(model: HealthModel, planned: float, corrective: float) -> float:
-    """The operating age minimising the long-run cost rate; ``inf`` when replacing early
-    never pays (Weibull shape <= 1: no wear-out, or a planned job as dear as a failure)."""
-    k, lam = model.weibull_shape, model.weibull_scale_s
-    if k <= 1.0 or planned >= corrective:
-        return math.inf
-    t = np.linspace(lam / 2000.0, 3.0 * lam, 6000)
-    r = np.exp(-((t / lam) ** k))
-    integral = np.concatenate([[0.0], np.cumsum((r[1:] + r[:-1]) / 2 * np.diff(t))]) + t[0]
-    rate = (planned * r + corrective * (1 - r)) / integral
-    return float(t[int(np.argmin(rate))])
 
 
 @dataclass

@@ -135,6 +135,7 @@ class Workshop:
         self.waiting_corrective = 0
         self.fitted: set[str] = set()        # serials the stores agent issued, once each
         self.books: Any = None               # negotiated: the stores agent's books, read
+        self.windows: Any = None             # negotiated: the machine agents' window planners
         self.unbooked = 0                    # repairs that fitted a unit outside the books
         #: negotiated: until when each waiting repair waits for the crew before it counts as
         #: unbooked (put back while the machine says it awaits its part)
