@@ -93,6 +93,7 @@ READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
 RECONCILE_S = 5.0           # a running job silent this long has its state read afresh
+DOUBT_S = 300.0             # how long a start refused in doubt is watched (ADR 72)
 CLOSE_S = 10.0              # how long closing waits for a link's task to end
 
 
@@ -120,6 +121,8 @@ class _Machine:
     sent: str = ""                            # the JobOrderID whose start was last sent
     aborting: set[str] = field(default_factory=set)
     orphans: set[str] = field(default_factory=set)
+    doubtful: dict[str, float] = field(default_factory=dict)   # JobOrderID -> when refused
+                                  # while an earlier send of it was unanswered (ADR 72)
     reported_down: bool = False
     held: str = ""                            # why it is held down ("" = not held)
     item_down: bool = False
@@ -314,6 +317,11 @@ class OpcUaBackend:
                 ran = await self._started_after_all(m, jid)
                 if ran is not False:
                     return    # followed (True), or not known yet (None): still in doubt
+                # refused, yet the earlier send may still be queued in the server behind
+                # this one (ReturnStatus 3 is both "duplicate" and "busy"): should it run
+                # after all, it is aborted, or its end recorded, never reported (ADR 72)
+                m.doubtful[jid] = time.monotonic()
+                self.record("opcua_refused_in_doubt", machine=m.id, task=task, job=jid)
             return self._refused(m, why)
         m.confirmed, m.refusals = True, 0
         m.heard_at = time.monotonic()
@@ -383,7 +391,7 @@ class OpcUaBackend:
         still reported, once.  Only for profiles whose read has no side effect."""
         now = time.monotonic()
         for m in link.machines:
-            if (m.job is not None and (m.confirmed or m.sent == m.job[1])
+            if (((m.job is not None and (m.confirmed or m.sent == m.job[1])) or m.doubtful)
                     and m.profile.reconcilable
                     and not m.lock.locked() and now - m.heard_at >= RECONCILE_S):
                 m.heard_at = now
@@ -391,7 +399,12 @@ class OpcUaBackend:
 
     async def _reconcile(self, m: _Machine) -> None:
         async with m.lock:
-            if m.job is None or not (m.resolved and m.link.up):
+            if not (m.resolved and m.link.up):
+                return
+            if m.job is None:          # only refused-in-doubt starts to watch
+                states = await self._states(m.profile.read_states())
+                if states is not None:
+                    await self._settle(m, states, reconnect=False)
                 return
             jid = m.job[1]
             if not m.confirmed:       # a start still in doubt: the same JobOrderID again
@@ -425,6 +438,8 @@ class OpcUaBackend:
                 m.orphans.discard(jid)
             elif st is None:
                 m.orphans.discard(jid)
+        for jid in sorted(m.doubtful):
+            await self._watch_doubtful(m, jid, states.get(jid))
         if m.job is None:
             return
         task, jid = m.job
@@ -464,6 +479,28 @@ class OpcUaBackend:
                             why="the machine no longer knows the job")
                 self.events.stopped(m.id, task, "lost")
                 self.events.command_refused(m.id, task, "not running after restart")
+
+    async def _watch_doubtful(self, m: _Machine, jid: str, st: int | None) -> None:
+        """A start reported refused whose earlier send was unanswered (ADR 72).  Unlike an
+        orphan it stays watched while the machine does not list it — its send may come out
+        of the server's queue at any time — until it shows up: running, it is aborted (the
+        agents have called the task again elsewhere); ended, the double run is recorded
+        (``opcua_refused_ran``) for a person, since nothing can undo it."""
+        if st == jobs.RUNNING and m.profile.can_abort:
+            self.record("opcua_orphan_abort", machine=m.id, job=jid, why="refused in doubt")
+            now = await self._states(m.profile.abort(jid))
+            st = (now or {}).get(jid, st)
+        if st in (jobs.ENDED, jobs.ABORTED):
+            self.record("opcua_late_end", machine=m.id, job=jid, state=jobs.JOB_STATES[st])
+            if st == jobs.ENDED:
+                log.error("opcua: %s: job %s was reported refused and ran to its end",
+                          m.id, jid)
+                self.record("opcua_refused_ran", machine=m.id, job=jid)
+            m.doubtful.pop(jid, None)
+            await self._call(m.profile.clear(jid))
+        elif st is None and time.monotonic() - m.doubtful[jid] > DOUBT_S:
+            m.doubtful.pop(jid, None)         # no server keeps a request queued this long
+            self.record("opcua_doubt_expired", machine=m.id, job=jid)
 
     async def _call(self, coro: Coroutine[Any, Any, int]) -> None:
         try:
