@@ -28,9 +28,12 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   its task already belongs to someone else.
 * **Reconnect** re-reads the job list before anything else: the current
   job's end while the link was down is reported as ``operation_done`` (the
-  ``query_state`` semantics), a job the server no longer knows (a restarted
-  server) is handed back with ``command_refused``; then, if the machine was
-  reported down, ``repaired``.  A start whose answer was lost with the link
+  ``query_state`` semantics); a job no longer listed is looked up by its
+  response (``machinery-jobs``); one the server no longer knows at all (a
+  restarted server: it may have ended unseen) is handed back with
+  ``command_refused`` ``outcome_unknown``, which the machine agent holds
+  and escalates rather than have the work done twice (ADR 72); then, if
+  the machine was reported down, ``repaired``.  A start whose answer was lost with the link
   is sent again with the same JobOrderID, which the machine refuses if it
   has it already: nothing is started twice.  A profile whose machine does
   not refuse duplicates (``nodes``) never resends: such a job is handed back
@@ -42,6 +45,9 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   reconciliation or on reconnect — never by a job list read meanwhile.  A
   re-send the machine refuses is checked against the job list and the job's
   own response: a job the machine ran is followed, never refused (ADR 70).
+  One refused all the same (ReturnStatus 3 is also "busy") stays watched
+  for ``DOUBT_S``: its first send, still queued, may run yet; it is then
+  aborted, or its end recorded (ADR 72).
 * **Refusals.** A start the server refuses (a Bad status, or a non-zero
   ISA-95 ReturnStatus) is handed back with ``command_refused``; after
   ``refusals_to_escalate`` in a row the machine is held down with
@@ -444,6 +450,16 @@ class OpcUaBackend:
             return
         task, jid = m.job
         st = states.get(jid)
+        if st is None and reconnect and m.confirmed and profile.answers_by_id:
+            # not listed: cleared at the machine meanwhile, or a restarted server; a
+            # machine that keeps its responses says how the job ended (ADR 72)
+            try:
+                st = await profile.job_state(jid)
+            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
+                return        # the link is going: the next reconnect settles it
+            if st is not None:
+                self.record("opcua_found_by_response", machine=m.id, task=task, job=jid,
+                            state=jobs.JOB_STATES.get(st, str(st)))
         if st == jobs.ENDED:
             quality = await profile.quality(jid, m.spec.settings.quality_ok)
             m.job = None
@@ -474,11 +490,18 @@ class OpcUaBackend:
                 self.events.command_refused(m.id, task, "start not confirmed before the link "
                                                         "was lost")
             else:
+                # it ran, and the machine (restarted) no longer knows how it ended: it may
+                # have ended while the link was down.  Called again blindly, the work could
+                # be done twice; handed back as refused, silently so.  The agents hold the
+                # task and ask a person (ADR 72)
                 m.job = None
                 self.record("op_abort", machine=m.id, task=task,
                             why="the machine no longer knows the job")
-                self.events.stopped(m.id, task, "lost")
-                self.events.command_refused(m.id, task, "not running after restart")
+                self.record("opcua_outcome_unknown", machine=m.id, task=task, job=jid)
+                self.events.stopped(m.id, task, "outcome unknown")
+                self.events.command_refused(
+                    m.id, task, f"the machine no longer knows job {jid} (restarted?): it may "
+                                "have ended while the link was down", outcome_unknown=True)
 
     async def _watch_doubtful(self, m: _Machine, jid: str, st: int | None) -> None:
         """A start reported refused whose earlier send was unanswered (ADR 72).  Unlike an
