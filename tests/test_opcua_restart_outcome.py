@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 from helpers.waiting import until
+from test_equipment_outcome_unknown import machine, sent
 from test_opcua_backend import STACKS, Proxy, Rig, executions, free_port, running, server
 
+from agents.protocol.messages import Done, Escalate, Failure
 from sim_bridge.opcua.pki import OpcUaPki
 
 pytestmark = [pytest.mark.opcua, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -65,6 +67,12 @@ def test_a_job_ended_unseen_on_a_machine_restarted_since_is_an_unknown_outcome_n
                 assert "o1/0" not in rig.gateway.fence.running    # the gateway holds nothing
                 assert not rig.seen("fault")                      # within grace: no fault
                 assert rig.backend.query_state("m01")
+                # what the gateway said, as the machine agent running the task takes it:
+                # held and escalated, not handed back for the order to do it again
+                agent = machine()
+                out = agent.on_plant_event(refused[0], 50.0)
+                assert not sent(out, Failure) and not sent(out, Done)
+                assert [s.body.cause for s in sent(out, Escalate)] == ["job_outcome_unknown"]
 
         asyncio.run(scenario())
     finally:

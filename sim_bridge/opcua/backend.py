@@ -457,7 +457,9 @@ class OpcUaBackend:
                 st = await profile.job_state(jid)
             except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
                 return        # the link is going: the next reconnect settles it
-            if st is not None:
+            if st not in (jobs.ENDED, jobs.ABORTED):
+                st = None     # a response of a job still under way is no end
+            else:
                 self.record("opcua_found_by_response", machine=m.id, task=task, job=jid,
                             state=jobs.JOB_STATES.get(st, str(st)))
         if st == jobs.ENDED:
