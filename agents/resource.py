@@ -121,6 +121,7 @@ class ResourceAgent(Agent):
         self.busy_until_at = 0.0
         self._round: list[tuple[Message, CallForProposals]] = []
         self.completed: dict[str, Done] = {}   # task -> our report, re-sent if it was lost
+        self.unknown: dict[str, str] = {}      # escalation -> task whose outcome is unknown
         self._hb_armed = False
         self.ignored = 0
 
@@ -409,6 +410,8 @@ class ResourceAgent(Agent):
             done_at = data.get("done_at")
             if isinstance(done_at, str):
                 return self._done_elsewhere(ev.task, done_at, now)
+            if data.get("outcome_unknown") is True:
+                return self._outcome_unknown(ev.task, str(data.get("why", "")), now)
             out = self._refused(ev.task, str(data.get("why", "")), bool(data.get("elsewhere")),
                                 now)
             if data.get("escalate") is True:
@@ -435,17 +438,21 @@ class ResourceAgent(Agent):
         self.repair_at = repair_at
         out: list[Action] = [Log("fault", {"agent": self.id, "reason": reason,
                                            "running": self.running or ""})]
-        if self.running is not None:
+        if self.running is not None and self.running not in self.unknown.values():
             out.append(Command("abort_operation", self.id, self.running))
         self.running = None
         for tid, t in sorted(self.tasks.items()):
+            if tid in self.unknown.values():
+                continue
             live = t.state in ("committed", "running")
             t.fire("fault")              # a hold is dropped too; a released task stays so
             if live:
                 out.append(Send(t.order, Failure(tid, t.award_epoch, f"{self.id} {reason}",
                                                  repair_at=repair_at), t.conv))
                 out.append(Log("handed_back", {"agent": self.id, "task": tid, "order": t.order}))
-        self.tasks = {}
+        # a task whose outcome a person is asked for stays held (ADR 72)
+        self.tasks = {t: task for t, task in self.tasks.items() if t in self.unknown.values()}
+        self.running = next(iter(self.tasks), None)
         return out + (self._check_repeat_faults(now) if counts else [])
 
     # -- escalation: the same resource faults repeatedly ------------------------------------
@@ -511,11 +518,55 @@ class ResourceAgent(Agent):
             Log("escalate", {"agent": self.id, "escalation": esc, "cause": "equipment_refuses",
                              "resource": self.id})]
 
+    def _outcome_unknown(self, task_id: str, why: str, now: float) -> list[Action]:
+        """The plant lost track of a running task: the machine (restarted) no longer
+        knows whether it ran to its end.  Handed back, the order would have the work done
+        again — twice if it was done; counted done, a part could move on without it.  The
+        task stays ours, held (its lease renewed, the machine kept for it), and a person
+        decides: ``done`` (the part was checked) or ``redo``; the safe default, when nobody
+        answers, is ``redo``, decided and audited, never silent (ADR 72).  Without a
+        console (escalation off) it is handed back at once, logged as such."""
+        task = self.tasks.get(task_id)
+        if task is None or task.state != "running":
+            self.ignored += 1
+            return []
+        rule = self.policy.equipment_refuses
+        if rule is None:
+            return [Log("outcome_unknown", {"agent": self.id, "task": task_id, "why": why,
+                                            "then": "redo (no console)"}),
+                    *self._refused(task_id, f"outcome unknown: {why}", False, now)]
+        esc = self.raiser.next_id()
+        self.unknown[esc] = task_id
+        body = Escalate(
+            escalation=esc, priority=rule.priority, cause="job_outcome_unknown",
+            consequence=f"{self.id} no longer knows whether {task_id} of {task.order} ran to "
+                        f"its end ({why}); the task waits for you",
+            resource=self.id, order=task.order,
+            options=[{"id": "done", "label": "It was done",
+                      "effect": f"{task_id} counts as done on {self.id} (the part was "
+                                "checked); its order moves on"},
+                     {"id": "redo", "label": "Do it again",
+                      "effect": f"{task_id} is handed back; its order has it done again, "
+                                "here or elsewhere"}],
+            safe_default="redo",
+            context={"why": why, "task": task_id, "detected_at": now})
+        return self.raiser.raise_(body, None, now) + [
+            Log("escalate", {"agent": self.id, "escalation": esc, "cause": "job_outcome_unknown",
+                             "resource": self.id, "task": task_id})]
+
     def _on_decision(self, body: Decision, now: float) -> list[Action]:
         raised, out = self.raiser.decided(body.escalation)
         if raised is None:               # none open, or another one (already decided)
             self.ignored += 1
             return []
+        task_id = self.unknown.pop(body.escalation, None)
+        if task_id is not None:
+            out.append(Log("decision_applied", {"agent": self.id, "escalation": body.escalation,
+                                                "option": body.option, "user": body.user,
+                                                "task": task_id}))
+            if body.option == "done":
+                return out + self.finish(task_id, now, "ok", self.location)
+            return out + self._refused(task_id, "outcome unknown: done again", False, now)
         self.fault_times = []
         out.append(Log("decision_applied", {"agent": self.id, "escalation": body.escalation,
                                             "option": body.option, "user": body.user}))

@@ -224,10 +224,13 @@ class PlantGateway:
         self.emit(PlantEventIn("reading", resource, "", dict(values)))
 
     def command_refused(self, resource: str, task: str, why: str, *, elsewhere: bool = False,
-                        done_at: str | None = None, escalate: bool = False) -> None:
+                        done_at: str | None = None, escalate: bool = False,
+                        outcome_unknown: bool = False) -> None:
         data: dict[str, Any] = {"why": why, "elsewhere": elsewhere}
         if done_at is not None:
             data["done_at"] = done_at
         if escalate:
             data["escalate"] = True
+        if outcome_unknown:
+            data["outcome_unknown"] = True
         self.emit(PlantEventIn("command_refused", resource, task, data))

@@ -102,6 +102,12 @@ CAUSE_TITLES: dict[str, tuple[str, Sentence]] = {
         lambda order, res, c: (
             f"{equipment(res)} refuses every start ({c.get('why', 'no reason given')}); "
             "its work goes to other machines.")),
+    "job_outcome_unknown": (
+        "A machine lost track of a job",
+        lambda order, res, c: (
+            f"{equipment(res)} restarted and no longer knows whether it finished "
+            f"{c.get('task') or 'a step'} of {order or 'an order'}; check the part, then say "
+            "whether it was done or must be done again.")),
     "quality_reject": (
         "Parts keep failing inspection",
         lambda order, res, c: (

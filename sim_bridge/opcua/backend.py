@@ -28,9 +28,12 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   its task already belongs to someone else.
 * **Reconnect** re-reads the job list before anything else: the current
   job's end while the link was down is reported as ``operation_done`` (the
-  ``query_state`` semantics), a job the server no longer knows (a restarted
-  server) is handed back with ``command_refused``; then, if the machine was
-  reported down, ``repaired``.  A start whose answer was lost with the link
+  ``query_state`` semantics); a job no longer listed is looked up by its
+  response (``machinery-jobs``); one the server no longer knows at all (a
+  restarted server: it may have ended unseen) is handed back with
+  ``command_refused`` ``outcome_unknown``, which the machine agent holds
+  and escalates rather than have the work done twice (ADR 72); then, if
+  the machine was reported down, ``repaired``.  A start whose answer was lost with the link
   is sent again with the same JobOrderID, which the machine refuses if it
   has it already: nothing is started twice.  A profile whose machine does
   not refuse duplicates (``nodes``) never resends: such a job is handed back
@@ -42,6 +45,9 @@ through :class:`~sim_bridge.plant_api.PlantEvents` as it happens.
   reconciliation or on reconnect — never by a job list read meanwhile.  A
   re-send the machine refuses is checked against the job list and the job's
   own response: a job the machine ran is followed, never refused (ADR 70).
+  One refused all the same (ReturnStatus 3 is also "busy") stays watched
+  for ``DOUBT_S``: its first send, still queued, may run yet; it is then
+  aborted, or its end recorded (ADR 72).
 * **Refusals.** A start the server refuses (a Bad status, or a non-zero
   ISA-95 ReturnStatus) is handed back with ``command_refused``; after
   ``refusals_to_escalate`` in a row the machine is held down with
@@ -93,6 +99,7 @@ READINGS_PUBLISH_MS = 500   # ... of readings
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 SLOW_RETRY_S = 5.0          # after an error that retrying alone cannot fix
 RECONCILE_S = 5.0           # a running job silent this long has its state read afresh
+DOUBT_S = 300.0             # how long a start refused in doubt is watched (ADR 72)
 CLOSE_S = 10.0              # how long closing waits for a link's task to end
 
 
@@ -120,6 +127,8 @@ class _Machine:
     sent: str = ""                            # the JobOrderID whose start was last sent
     aborting: set[str] = field(default_factory=set)
     orphans: set[str] = field(default_factory=set)
+    doubtful: dict[str, float] = field(default_factory=dict)   # JobOrderID -> when refused
+                                  # while an earlier send of it was unanswered (ADR 72)
     reported_down: bool = False
     held: str = ""                            # why it is held down ("" = not held)
     item_down: bool = False
@@ -314,6 +323,11 @@ class OpcUaBackend:
                 ran = await self._started_after_all(m, jid)
                 if ran is not False:
                     return    # followed (True), or not known yet (None): still in doubt
+                # refused, yet the earlier send may still be queued in the server behind
+                # this one (ReturnStatus 3 is both "duplicate" and "busy"): should it run
+                # after all, it is aborted, or its end recorded, never reported (ADR 72)
+                m.doubtful[jid] = time.monotonic()
+                self.record("opcua_refused_in_doubt", machine=m.id, task=task, job=jid)
             return self._refused(m, why)
         m.confirmed, m.refusals = True, 0
         m.heard_at = time.monotonic()
@@ -383,7 +397,7 @@ class OpcUaBackend:
         still reported, once.  Only for profiles whose read has no side effect."""
         now = time.monotonic()
         for m in link.machines:
-            if (m.job is not None and (m.confirmed or m.sent == m.job[1])
+            if (((m.job is not None and (m.confirmed or m.sent == m.job[1])) or m.doubtful)
                     and m.profile.reconcilable
                     and not m.lock.locked() and now - m.heard_at >= RECONCILE_S):
                 m.heard_at = now
@@ -391,7 +405,12 @@ class OpcUaBackend:
 
     async def _reconcile(self, m: _Machine) -> None:
         async with m.lock:
-            if m.job is None or not (m.resolved and m.link.up):
+            if not (m.resolved and m.link.up):
+                return
+            if m.job is None:          # only refused-in-doubt starts to watch
+                states = await self._states(m.profile.read_states())
+                if states is not None:
+                    await self._settle(m, states, reconnect=False)
                 return
             jid = m.job[1]
             if not m.confirmed:       # a start still in doubt: the same JobOrderID again
@@ -425,10 +444,24 @@ class OpcUaBackend:
                 m.orphans.discard(jid)
             elif st is None:
                 m.orphans.discard(jid)
+        for jid in sorted(m.doubtful):
+            await self._watch_doubtful(m, jid, states.get(jid))
         if m.job is None:
             return
         task, jid = m.job
         st = states.get(jid)
+        if st is None and reconnect and m.confirmed and profile.answers_by_id:
+            # not listed: cleared at the machine meanwhile, or a restarted server; a
+            # machine that keeps its responses says how the job ended (ADR 72)
+            try:
+                st = await profile.job_state(jid)
+            except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
+                return        # the link is going: the next reconnect settles it
+            if st not in (jobs.ENDED, jobs.ABORTED):
+                st = None     # a response of a job still under way is no end
+            else:
+                self.record("opcua_found_by_response", machine=m.id, task=task, job=jid,
+                            state=jobs.JOB_STATES.get(st, str(st)))
         if st == jobs.ENDED:
             quality = await profile.quality(jid, m.spec.settings.quality_ok)
             m.job = None
@@ -459,11 +492,40 @@ class OpcUaBackend:
                 self.events.command_refused(m.id, task, "start not confirmed before the link "
                                                         "was lost")
             else:
+                # it ran, and the machine (restarted) no longer knows how it ended: it may
+                # have ended while the link was down.  Called again blindly, the work could
+                # be done twice; handed back as refused, silently so.  The agents hold the
+                # task and ask a person (ADR 72)
                 m.job = None
                 self.record("op_abort", machine=m.id, task=task,
                             why="the machine no longer knows the job")
-                self.events.stopped(m.id, task, "lost")
-                self.events.command_refused(m.id, task, "not running after restart")
+                self.record("opcua_outcome_unknown", machine=m.id, task=task, job=jid)
+                self.events.stopped(m.id, task, "outcome unknown")
+                self.events.command_refused(
+                    m.id, task, f"the machine no longer knows job {jid} (restarted?): it may "
+                                "have ended while the link was down", outcome_unknown=True)
+
+    async def _watch_doubtful(self, m: _Machine, jid: str, st: int | None) -> None:
+        """A start reported refused whose earlier send was unanswered (ADR 72).  Unlike an
+        orphan it stays watched while the machine does not list it — its send may come out
+        of the server's queue at any time — until it shows up: running, it is aborted (the
+        agents have called the task again elsewhere); ended, the double run is recorded
+        (``opcua_refused_ran``) for a person, since nothing can undo it."""
+        if st == jobs.RUNNING and m.profile.can_abort:
+            self.record("opcua_orphan_abort", machine=m.id, job=jid, why="refused in doubt")
+            now = await self._states(m.profile.abort(jid))
+            st = (now or {}).get(jid, st)
+        if st in (jobs.ENDED, jobs.ABORTED):
+            self.record("opcua_late_end", machine=m.id, job=jid, state=jobs.JOB_STATES[st])
+            if st == jobs.ENDED:
+                log.error("opcua: %s: job %s was reported refused and ran to its end",
+                          m.id, jid)
+                self.record("opcua_refused_ran", machine=m.id, job=jid)
+            m.doubtful.pop(jid, None)
+            await self._call(m.profile.clear(jid))
+        elif st is None and time.monotonic() - m.doubtful[jid] > DOUBT_S:
+            m.doubtful.pop(jid, None)         # no server keeps a request queued this long
+            self.record("opcua_doubt_expired", machine=m.id, job=jid)
 
     async def _call(self, coro: Coroutine[Any, Any, int]) -> None:
         try:
