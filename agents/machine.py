@@ -124,7 +124,9 @@ class MachineAgent(ResourceAgent):
         if self.power is not None:
             out = out + self.power.reconcile(self._power_wanted())
         if self.maint is not None:
-            self.maint.track(now, self.running is not None)
+            # a task held for a person's decision (ADR 72) is not the machine working
+            self.maint.track(now, self.running is not None
+                             and self.running not in self.unknown.values())
         if self.energy is not None:
             out = out + self._sleep_or_not(now)
         return out

@@ -288,7 +288,8 @@ class ResourceAgent(Agent):
         was_running = task.state == "running"
         if not self._fire(task, "cancel"):
             return []
-        out: list[Action] = [Log("cancelled", {"agent": self.id, "task": task_id, "reason": reason})]
+        out: list[Action] = [Log("cancelled", {"agent": self.id, "task": task_id, "reason": reason}),
+                             *self._settled(task_id, f"cancelled: {reason}", now)]
         if was_running:
             self.running = None
             out.append(Command("abort_operation", self.id, task_id))
@@ -379,6 +380,7 @@ class ResourceAgent(Agent):
         if task is None or task.state != "running":
             self.ignored += 1
             return []
+        settled = self._settled(task_id, "the machine reported its end", now)
         self._fire(task, "finish")
         self.running = None
         self.on_finished(task, now)
@@ -391,13 +393,17 @@ class ResourceAgent(Agent):
                              "epoch": task.award_epoch, "started_at": task.started_at,
                              "quality": quality})]
         del self.tasks[task_id]
-        return out + self._try_start(now)
+        return settled + out + self._try_start(now)
 
     def on_recover(self, now: float) -> list[Action]:
         """Back from a crash: ask the plant whether we are up and how the running task ended."""
+        # a task held for a person (its outcome unknown, ADR 72) is not asked about: the
+        # plant stopped following it, and its answer ("not running") would hand it back
+        # while the person is still asked
+        asked = "" if self.running in self._held() else self.running or ""
         return [Log("recovered", {"agent": self.id, "running": self.running or "",
                                   "tasks": len(self.tasks)}),
-                Command("query_state", self.id, self.running or "")]
+                Command("query_state", self.id, asked)]
 
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
         if ev.event == "state":          # the answer to query_state
@@ -438,11 +444,12 @@ class ResourceAgent(Agent):
         self.repair_at = repair_at
         out: list[Action] = [Log("fault", {"agent": self.id, "reason": reason,
                                            "running": self.running or ""})]
-        if self.running is not None and self.running not in self.unknown.values():
+        held = self._held()
+        if self.running is not None and self.running not in held:
             out.append(Command("abort_operation", self.id, self.running))
         self.running = None
         for tid, t in sorted(self.tasks.items()):
-            if tid in self.unknown.values():
+            if tid in held:
                 continue
             live = t.state in ("committed", "running")
             t.fire("fault")              # a hold is dropped too; a released task stays so
@@ -451,8 +458,8 @@ class ResourceAgent(Agent):
                                                  repair_at=repair_at), t.conv))
                 out.append(Log("handed_back", {"agent": self.id, "task": tid, "order": t.order}))
         # a task whose outcome a person is asked for stays held (ADR 72)
-        self.tasks = {t: task for t, task in self.tasks.items() if t in self.unknown.values()}
-        self.running = next(iter(self.tasks), None)
+        self.tasks = {t: task for t, task in self.tasks.items() if t in held}
+        self.running = next(iter(sorted(self.tasks)), None)
         return out + (self._check_repeat_faults(now) if counts else [])
 
     # -- escalation: the same resource faults repeatedly ------------------------------------
@@ -524,8 +531,9 @@ class ResourceAgent(Agent):
         again — twice if it was done; counted done, a part could move on without it.  The
         task stays ours, held (its lease renewed, the machine kept for it), and a person
         decides: ``done`` (the part was checked) or ``redo``; the safe default, when nobody
-        answers, is ``redo``, decided and audited, never silent (ADR 72).  Without a
-        console (escalation off) it is handed back at once, logged as such."""
+        answers, is ``redo``, decided and audited, never silent (ADR 72).  Without the
+        ``equipment_refuses`` rule (no console, or the rule off) it is handed back at once,
+        logged as such."""
         task = self.tasks.get(task_id)
         if task is None or task.state != "running":
             self.ignored += 1
@@ -554,11 +562,34 @@ class ResourceAgent(Agent):
             Log("escalate", {"agent": self.id, "escalation": esc, "cause": "job_outcome_unknown",
                              "resource": self.id, "task": task_id})]
 
+    def _held(self) -> set[str]:
+        """Tasks held for a person's decision (outcome unknown) and still running here."""
+        return {tid for tid in self.unknown.values()
+                if (t := self.tasks.get(tid)) is not None and t.state == "running"}
+
+    def _settled(self, task_id: str, why: str, now: float) -> list[Action]:
+        """A held task left by another way (its end reported after all, a refusal, a
+        cancel): its question is withdrawn, so a late answer acts on nothing (ADR 72)."""
+        esc = next((e for e, t in self.unknown.items() if t == task_id), None)
+        if esc is None:
+            return []
+        del self.unknown[esc]
+        return self._rearm(self.raiser.clear(esc, why), now)
+
+    def _rearm(self, out: list[Action], now: float) -> list[Action]:
+        """The re-send timer is one for all open escalations: closing one cancels it, so
+        it is armed again while another is still open."""
+        if not self.raiser.open:
+            return out
+        kept: list[Action] = [a for a in out if not isinstance(a, CancelTimer)]
+        return kept + [SetTimer(self.raiser.timer(""), now + self.raiser.resend_s)]
+
     def _on_decision(self, body: Decision, now: float) -> list[Action]:
         raised, out = self.raiser.decided(body.escalation)
         if raised is None:               # none open, or another one (already decided)
             self.ignored += 1
             return []
+        out = self._rearm(out, now)
         task_id = self.unknown.pop(body.escalation, None)
         if task_id is not None:
             out.append(Log("decision_applied", {"agent": self.id, "escalation": body.escalation,
@@ -583,11 +614,12 @@ class ResourceAgent(Agent):
         task = self.tasks.get(task_id)
         if task is None or task.state != "running":
             return []
+        settled = self._settled(task_id, f"done at {location}", now)
         self._fire(task, "finish")
         self.running = None
         del self.tasks[task_id]
         report = Done(task_id, task.award_epoch, task.started_at, now, "ok", location)
-        return [Send(task.order, report, task.conv),
+        return settled + [Send(task.order, report, task.conv),
                 Log("done_elsewhere", {"agent": self.id, "task": task_id, "order": task.order,
                                        "epoch": task.award_epoch}), *self._try_start(now)]
 
@@ -599,11 +631,12 @@ class ResourceAgent(Agent):
         task = self.tasks.get(task_id)
         if task is None or task.state != "running":
             return []
+        settled = self._settled(task_id, f"handed back: {why}", now)
         self.running = None
         self._fire(task, "fault")
         del self.tasks[task_id]
         retry_at = now + self.timing.lease_window_s if elsewhere else 0.0
-        return [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}",
+        return settled + [Send(task.order, Failure(task_id, task.award_epoch, f"plant refused: {why}",
                                          retry_at=retry_at), task.conv),
                 Log("plant_refused_task", {"agent": self.id, "task": task_id, "why": why}),
                 *self._try_start(now)]

@@ -68,7 +68,7 @@ def test_an_unknown_outcome_holds_the_task_and_asks_a_person() -> None:
     # a fault meanwhile hands the other work back, never the held task
     out = m.on_plant_event(PlantEventIn("fault", "m1", "", {"reason": "link lost"}), 55.0)
     assert not sent(out, Failure)
-    assert not [a for a in out if isinstance(a, Command) and a.name == "abort_operation"]
+    assert not [a for a in out if isinstance(a, Command) and a.command == "abort_operation"]
     assert "o1/0" in m.tasks
 
 
@@ -101,3 +101,98 @@ def test_without_a_console_it_is_handed_back_and_logged() -> None:
     assert [(s.to, s.body.task) for s in sent(out, Failure)] == [("o1", "o1/0")]
     logs = [a for a in out if isinstance(a, Log) and a.event == "outcome_unknown"]
     assert logs and logs[0].fields["then"] == "redo (no console)"
+
+
+# -- the held task and the rest of the agent's life (review of ADR 72) ----------------------
+from agents.protocol.actions import CancelTimer, SetTimer  # noqa: E402
+from agents.protocol.messages import Cancel, EscalationUpdate  # noqa: E402
+from agents.escalation.policy import Rule as _Rule  # noqa: E402
+
+
+def _updates(out: list[Action]) -> list[tuple[str, str]]:
+    return [(s.body.escalation, s.body.event) for s in sent(out, EscalationUpdate)]
+
+
+def test_a_recovered_agent_does_not_ask_the_plant_about_a_held_task() -> None:
+    """After a host restart the agent asks the plant how its running task ended; for a
+    held task the plant stopped following it and would answer "not running", handing the
+    task back while the person is still asked."""
+    m = machine()
+    raised(m)
+    out = m.on_recover(70.0)
+    asks = [a for a in out if isinstance(a, Command) and a.command == "query_state"]
+    assert len(asks) == 1 and asks[0].task == ""
+
+
+def test_a_held_task_that_leaves_otherwise_withdraws_its_question() -> None:
+    """Cancelled by its order, its escalation returns to normal, and a later answer acts
+    on nothing; a fault afterwards leaves no released task running on the machine."""
+    m = machine()
+    esc = raised(m)
+    body = Cancel(task="o1/0", award_epoch=3, reason="order cancelled")
+    out = m.on_message(Message("o1", "m1", "conv-o1", b"x", 1, 2, 0.0, body), 58.0)
+    assert _updates(out) == [(esc.escalation, "return_to_normal")]
+    assert m.unknown == {} and not m.raiser.open
+    m.on_plant_event(PlantEventIn("fault", "m1", "", {"reason": "link lost"}), 59.0)
+    assert m.running is None and "o1/0" not in m.tasks
+    assert decide(m, esc.escalation, "done") == []                # nothing to decide
+
+
+def test_the_end_reported_after_all_settles_the_question() -> None:
+    m = machine()
+    esc = raised(m)
+    out = m.on_plant_event(PlantEventIn("operation_done", "m1", "o1/0", {"quality": "ok"}),
+                           58.0)
+    assert [s.body.task for s in sent(out, Done)] == ["o1/0"]
+    assert _updates(out) == [(esc.escalation, "return_to_normal")] and m.unknown == {}
+
+
+def test_deciding_one_escalation_keeps_re_sending_the_other() -> None:
+    """The resource re-sends its open escalations on one timer; deciding the first must not
+    stop the second's re-sending (its first send may have been lost)."""
+    policy = EscalationPolicy(equipment_refuses=_Rule(priority=2),
+                              repeat_faults=_Rule(priority=2, threshold_s=600.0, count=1))
+    m = machine(policy)
+    m.tasks.clear()
+    m.running = None
+    first = [a.body for a in m.on_plant_event(PlantEventIn("fault", "m1", "", {}), 10.0)
+             if isinstance(a, Send) and isinstance(a.body, Escalate)]
+    assert [e.cause for e in first] == ["repeat_faults"]
+    m.on_plant_event(PlantEventIn("repaired", "m1", "", {}), 20.0)
+    fresh = machine(policy)                        # a running task to hold on the same agent
+    m.tasks["o1/0"], m.running = fresh.tasks["o1/0"], "o1/0"
+    second = raised(m)
+    out = decide(m, first[0].escalation, "keep_in_service")
+    assert not [a for a in out if isinstance(a, CancelTimer)]
+    assert [a.key for a in out if isinstance(a, SetTimer)] == ["escalation"]
+    assert list(m.raiser.open) == [second.escalation]
+    resent = m.on_timer("escalation", 90.0)
+    assert [s.body.escalation for s in sent(resent, Escalate)] == [second.escalation]
+
+
+class _Tracker:
+    """Stands in for the machine's maintenance window: what it is told of working time."""
+
+    job = None
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, bool]] = []
+
+    def blocks(self, start: float, duration_s: float) -> bool:
+        return False
+
+    def track(self, now: float, working: bool) -> None:
+        self.calls.append((now, working))
+
+
+def test_time_held_is_not_counted_as_work_by_the_wear_tracker() -> None:
+    """Waiting for a person is not operating time: the estimator's age would grow by the
+    whole wait and the cost rule would ask for maintenance early (ADR 75)."""
+    m = machine()
+    tracker = _Tracker()
+    m.maint = tracker            # type: ignore[assignment]
+    m._after([], 40.0)
+    raised(m)
+    m._after([], 60.0)
+    assert tracker.calls[0] == (40.0, True) and tracker.calls[-1] == (60.0, False)
+    assert all(not working for _, working in tracker.calls[1:])

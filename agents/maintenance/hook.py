@@ -69,7 +69,9 @@ def _gap(agent: ResourceAgent, w: MaintenanceWindow, now: float) -> float:
     ADR 75, asks from now, so its window often follows the running operation)."""
     gap = ResourceAgent.earliest_gap(agent, now, w.plan.duration_s, now)
     if agent.running is not None and gap <= agent.busy_until_at + 1e-9:
-        return agent.busy_until_at + w.plan.retry_s
+        # the margin may push the job into the next booked task: the first gap after it
+        return ResourceAgent.earliest_gap(agent, agent.busy_until_at + w.plan.retry_s,
+                                          w.plan.duration_s, now)
     return gap
 
 

@@ -457,11 +457,11 @@ class OpcUaBackend:
                 st = await profile.job_state(jid)
             except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError):
                 return        # the link is going: the next reconnect settles it
-            if st not in (jobs.ENDED, jobs.ABORTED):
-                st = None     # a response of a job still under way is no end
-            else:
+            if st is not None:
                 self.record("opcua_found_by_response", machine=m.id, task=task, job=jid,
                             state=jobs.JOB_STATES.get(st, str(st)))
+            if st is not None and st not in (jobs.ENDED, jobs.ABORTED):
+                return        # still under way at the machine (a list lagging): followed on
         if st == jobs.ENDED:
             quality = await profile.quality(jid, m.spec.settings.quality_ok)
             m.job = None
