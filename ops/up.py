@@ -67,8 +67,10 @@ def run_process(args: Any, kind: str) -> int:
         if args.name not in {h.name for h in cfg.hosts}:
             raise ConfigurationError(f"{args.cell}: no host named {args.name!r}; hosts: "
                                      + ", ".join(h.name for h in cfg.hosts))
+        from ops.maintenance import cell_models
         runner: Any = Host(cfg, args.name, keys_dir=keys, state_dir=state_dir, clock=clock,
-                           faults=faults, escalation=console_policy(cfg, keys))
+                           faults=faults, escalation=console_policy(cfg, keys),
+                           models=cell_models(cfg))
     else:
         runner = PlantServer(cfg, keys_dir=keys, state_dir=state_dir, clock=clock,
                              faults=faults)
@@ -175,8 +177,13 @@ def start_metrics(runner: Any, cfg: Any, kind: str, port: int, addr: str) -> Any
     metrics.add_bus(lambda: runner.bus.stats)
     if kind == "host":
         metrics.add_agents(lambda: runner.agents)
+        if cfg.maintenance is not None and cfg.maintenance.negotiate:
+            # the machine agents' health, windows and the stores' books live here (ADR 77)
+            metrics.add_maintenance_agents(lambda: runner.agents, cfg.maintenance,
+                                           runner.clock.now)
     else:
-        metrics.add_plant(runner.plant, KpiSpec.from_config(cfg), lambda: runner.env.now)
+        metrics.add_plant(runner.plant, KpiSpec.from_config(cfg), lambda: runner.env.now,
+                          agents_elsewhere=True)
     try:
         metrics.serve(port, addr)
     except ConfigurationError as exc:
