@@ -163,7 +163,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ops.maintenance import check_up_policy
+    from ops.up import check_up_policy
 
     check_up_policy(args)             # before anything is prepared or started
     if getattr(args, "ray", False):   # the same cell as Ray actors

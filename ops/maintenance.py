@@ -25,7 +25,7 @@ from agents.maintenance.training import fit_events
 from ops.paths import output_file
 from security.errors import ConfigurationError
 
-__all__ = ["add_parsers", "attach_to_run", "cell_models", "check_up_policy", "load_models", "model_file_problems",
+__all__ = ["add_parsers", "attach_to_run", "cell_models", "load_models", "model_file_problems",
            "models_from_cell", "read_events"]
 
 
@@ -153,34 +153,6 @@ def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:
         return attach(cell, policy, models)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-
-
-def check_up_policy(args: Any) -> None:
-    """``autocell up --maintenance-policy``: only ``negotiated``, on a cell that negotiates.
-    The simulator's own policies decide inside the simulator; under ``up`` the agents on the
-    hosts would not know of that decider, so they are refused, not run as something else
-    (ADR 65, ADR 77)."""
-    policy = getattr(args, "maintenance_policy", None)
-    if policy is None:
-        return
-    if policy != "negotiated":
-        raise ConfigurationError(
-            f"--maintenance-policy {policy}: the simulator's own policies run under "
-            f"`autocell run CELL --maintenance-policy {policy}` only; under `autocell up` the "
-            "machine agents decide: set `maintenance: {negotiate: true}` in the cell file "
-            "(docs/maintenance.md, \"Operations\")")
-    from ops.config import ConfigError, load_cell
-    from sim_bridge.maintenance.gateway import negotiates
-
-    try:
-        cfg = load_cell(args.cell)
-    except ConfigError:
-        return                          # `up` itself prints the cell's problems
-    if not negotiates(cfg):
-        raise ConfigurationError(
-            "--maintenance-policy negotiated: the cell file must say `maintenance: "
-            "{negotiate: true}` and have a machine with a degradation block; the agents it "
-            "builds are the ones that plan (docs/maintenance.md)")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

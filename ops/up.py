@@ -36,6 +36,34 @@ def execute_up(args: Any) -> int:
     return finish_up(start.state_dir, code, sup.report())
 
 
+def check_up_policy(args: Any) -> None:
+    """``autocell up --maintenance-policy``: only ``negotiated``, on a cell that negotiates.
+    The simulator's own policies decide inside the simulator; under ``up`` the agents on the
+    hosts would not know of that decider, so they are refused, not run as something else
+    (ADR 65, ADR 77)."""
+    policy = getattr(args, "maintenance_policy", None)
+    if policy is None:
+        return
+    if policy != "negotiated":
+        raise ConfigurationError(
+            f"--maintenance-policy {policy}: the simulator's own policies run under "
+            f"`autocell run CELL --maintenance-policy {policy}` only; under `autocell up` the "
+            "machine agents decide: set `maintenance: {negotiate: true}` in the cell file "
+            "(docs/maintenance.md, \"Operations\")")
+    from ops.config import ConfigError, load_cell
+    from sim_bridge.maintenance.gateway import negotiates
+
+    try:
+        cfg = load_cell(args.cell)
+    except ConfigError:
+        return                          # `up` itself prints the cell's problems
+    if not negotiates(cfg):
+        raise ConfigurationError(
+            "--maintenance-policy negotiated: the cell file must say `maintenance: "
+            "{negotiate: true}` and have a machine with a degradation block; the agents it "
+            "builds are the ones that plan (docs/maintenance.md)")
+
+
 def run_process(args: Any, kind: str) -> int:
     """``autocell host`` / ``autocell plant`` (``sim``) / ``autocell console-agent``: one
     process of a cell (``kind`` ``plant`` and ``sim`` are the same)."""

@@ -142,6 +142,19 @@ def test_autocell_up_refuses_a_bad_model_file_before_starting_anything(tmp_path:
     assert not list(state.glob("events-*.jsonl"))          # no process was started
 
 
+def test_autocell_run_starts_the_agents_from_the_cells_model_file_too(tmp_path: Path) -> None:
+    from ops.maintenance import attach_to_run
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = load_cell(_cell(tmp_path, _trained_mill1()))
+    cell = VirtualCell(cfg, seed=1)
+    attach_to_run(cell, "negotiated", None)         # what `autocell run` does for this cell
+    agents: Any = cell.runner.agents
+    assert agents["mill1"].maint.estimator.model == cell_models(cfg)["mill1"]
+    assert agents["mill2"].maint.estimator.model == prior_model(
+        cfg.machine("mill2").degradation)
+
+
 # -- a host starts its estimators from the file and exports their health ---------------------
 
 def _host(tmp_path: Path) -> Any:
@@ -275,7 +288,7 @@ def test_under_up_the_trained_model_reaches_the_host_and_its_gauges(tmp_path: Pa
 def test_up_refuses_the_simulators_own_policies(policy: str) -> None:
     from types import SimpleNamespace
 
-    from ops.maintenance import check_up_policy
+    from ops.up import check_up_policy
     from security.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError) as err:
@@ -286,7 +299,7 @@ def test_up_refuses_the_simulators_own_policies(policy: str) -> None:
 def test_up_takes_negotiated_only_from_a_cell_that_negotiates(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from ops.maintenance import check_up_policy
+    from ops.up import check_up_policy
     from security.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="must say `maintenance: {negotiate: true}`"):
