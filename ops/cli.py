@@ -163,6 +163,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from ops.up import check_up_policy
+
+    check_up_policy(args)             # before anything is prepared or started
     if getattr(args, "ray", False):   # the same cell as Ray actors
         from ops.ray_up import execute_up_ray
 
@@ -727,6 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--escalations-db", metavar="FILE", type=output_file,
                     help="the console agent's escalation store (default STATE_DIR/"
                          "escalations.db; an earlier run's is moved aside)")
+    sp.add_argument("--maintenance-policy", metavar="POLICY", default=None,
+                    choices=("run_to_failure", "preventive", "condition_based", "predictive",
+                             "negotiated"),
+                    help="only `negotiated`, on a cell file that says `maintenance: "
+                         "{negotiate: true}` (then the default anyway); the simulator's own "
+                         "policies are `autocell run` options (docs/maintenance.md)")
     sp.set_defaults(func=cmd_up)
     for kind, text in (("host", "run the agents of one host on the ZeroMQ bus"),
                        ("plant", "run the plant gateway: each resource's backend (the "

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
+import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from agents.maintenance.training import fit_events
 from ops.paths import output_file
 from security.errors import ConfigurationError
 
-__all__ = ["add_parsers", "attach_to_run", "load_models", "models_from_cell", "read_events"]
+__all__ = ["add_parsers", "attach_to_run", "cell_models", "load_models", "model_file_problems",
+           "models_from_cell", "read_events"]
 
 
 def _number(text: str) -> Any:
@@ -55,6 +58,69 @@ def load_models(path: Path) -> dict[str, HealthModel]:
     return {m: HealthModel.from_json(d) for m, d in data["machines"].items()}
 
 
+def model_file_problems(path: Path, wearing: Sequence[str], machines: Sequence[str],
+                        named: str = "") -> list[str]:
+    """What is wrong with the model file ``path`` for a cell whose machines are
+    ``machines``, ``wearing`` those with a ``degradation:`` block; empty when it is fine.
+    ``maintenance.models`` is checked by this when the cell file loads (ops/config/loader.py),
+    so ``autocell validate``, ``run`` and ``up`` refuse a bad file before anything starts."""
+    named = named or str(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        return [f"model file {str(path)!r} {what}; write it with `autocell maintenance fit "
+                f"LOGS... --out {named}`, or fix the path, which is relative to the cell file"]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{path}: cannot read the model file: {exc}"]
+    except json.JSONDecodeError as exc:
+        return [f"{path}:{exc.lineno}: not JSON ({exc.msg}); a model file is what "
+                "`autocell maintenance fit` writes"]
+    table = data.get("machines") if isinstance(data, dict) else None
+    if not isinstance(table, dict) or not table:
+        return [f"{path}: not a model file: expected {{\"machines\": {{ID: model, ...}}}}, "
+                "as `autocell maintenance fit` writes"]
+    out: list[str] = []
+    for mid, d in table.items():
+        if mid not in machines:
+            close = difflib.get_close_matches(str(mid), list(machines), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(f"{path}: machine {mid!r} is not a machine of the cell{hint}; "
+                       f"wearing machines: {', '.join(wearing) or 'none'}")
+            continue
+        if mid not in wearing:
+            out.append(f"{path}: machine {mid!r} has no degradation block, so nothing "
+                       "estimates its health; drop it from the file or give it one")
+            continue
+        try:
+            model = HealthModel.from_json(d)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            out.append(f"{path}: machines.{mid}: not a health model ({type(exc).__name__}: "
+                       f"{exc})")
+            continue
+        if not (0 < model.weibull_shape < math.inf and 0 < model.weibull_scale_s < math.inf):
+            out.append(f"{path}: machines.{mid}: the Weibull shape and scale must be positive "
+                       f"and finite (got {model.weibull_shape:g}, {model.weibull_scale_s:g})")
+        if any(c.per_wear == 0 for c in model.channels.values()):
+            out.append(f"{path}: machines.{mid}: a channel with per_wear 0 tells no wear")
+    return out
+
+
+def cell_models(cfg: Any) -> dict[str, HealthModel]:
+    """The trained models the cell file names (``maintenance.models``), per machine; empty
+    when it names none.  Every process of a cell reads them from the cell file as it reads
+    the rest of it — the hosts of ``autocell up`` (OS processes or Ray actors) and
+    ``autocell run`` — so a model never travels on a wire."""
+    path = cfg.maintenance_models_path()
+    if path is None:
+        return {}
+    wearing = [m.id for m in cfg.machines if m.degradation is not None]
+    problems = model_file_problems(path, wearing, [m.id for m in cfg.machines])
+    if problems:
+        raise ConfigurationError(f"{cfg.source}: maintenance.models: " + "; ".join(problems))
+    return load_models(path)
+
+
 def models_from_cell(cfg: Any) -> dict[str, HealthModel]:
     """A prior model per wearing machine from its ``degradation:`` block alone — the maker's
     figures a plant has before any history: the sensor channels as configured, and a Weibull
@@ -68,7 +134,8 @@ def models_from_cell(cfg: Any) -> dict[str, HealthModel]:
 
 def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:
     """``autocell run --maintenance-policy``: the policy over the cell's wearing machines,
-    its estimators started from MODEL (``maintenance fit``) or else from the cell file's
+    its estimators started from MODEL (``maintenance fit``), else from the file the cell
+    names (``maintenance.models``, :func:`cell_models`), else from the cell file's
     figures (:func:`models_from_cell`); its gauges on ``--metrics-port``, its escalations
     in the report (docs/maintenance.md)."""
     from sim_bridge.maintenance.policies import attach
@@ -76,7 +143,7 @@ def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:
     if not any(m.degradation is not None for m in cell.cfg.machines):
         raise ConfigurationError("--maintenance-policy: the cell has no machine with a "
                                  "degradation block (docs/maintenance.md)")
-    models = models_from_cell(cell.cfg)
+    models = {**models_from_cell(cell.cfg), **cell_models(cell.cfg)}
     if model:
         try:
             models.update(load_models(Path(model)))

@@ -217,9 +217,12 @@ class ProcessMetrics:
             yield from (queue, orders, late, tardy)
         self.registry.register(_Collect(collect))
 
-    def add_plant(self, plant: Any, spec: KpiSpec, now: Callable[[], float]) -> None:
+    def add_plant(self, plant: Any, spec: KpiSpec, now: Callable[[], float], *,
+                  agents_elsewhere: bool = False) -> None:
         """Machine states of a :class:`~sim_bridge.gateway.PlantGateway`, and the plant KPIs
-        (fed by :meth:`on_record` from the plant's event log)."""
+        (fed by :meth:`on_record` from the plant's event log).  ``agents_elsewhere``: the
+        plant process of ``autocell up``, whose hosts export the machine agents' health
+        (:meth:`add_maintenance_agents`)."""
         self._tracker = KpiTracker(spec, start_at=now())   # a restarted simulator starts anew
 
         def collect() -> Iterator[Metric]:
@@ -239,7 +242,19 @@ class ProcessMetrics:
             yield from kpi_families(k)
             yield from energy_families(power, k, spec)
             yield from maintenance_families(getattr(getattr(plant, "backend", None),
-                                                    "maintenance", None), t)
+                                                    "maintenance", None), t,
+                                            agents_elsewhere=agents_elsewhere)
+        self.registry.register(_Collect(collect))
+
+    def add_maintenance_agents(self, agents: Callable[[], Mapping[str, Any]], settings: Any,
+                               now: Callable[[], float]) -> None:
+        """A host's share of the health row (docs/maintenance.md): its machine agents'
+        health, remaining life and latest safe start, and the stores agent's books if it
+        runs here (``settings``: the cell's ``maintenance:`` section), read at scrape time."""
+        from sim_bridge.maintenance.metrics import agent_families
+
+        def collect() -> Iterator[Metric]:
+            yield from agent_families(agents(), settings, now())
         self.registry.register(_Collect(collect))
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
@@ -291,12 +306,13 @@ def energy_families(power: Mapping[str, float], k: Mapping[str, Any],
     yield head
 
 
-def maintenance_families(controller: Any, now: float) -> Iterator[Metric]:
+def maintenance_families(controller: Any, now: float, *,
+                         agents_elsewhere: bool = False) -> Iterator[Metric]:
     """Health, remaining life, planned windows and part stock of a cell with wearing
     machines, read from its maintenance policy at scrape time (docs/maintenance.md);
     families without samples (absent series) for a cell without one."""
     from sim_bridge.maintenance.metrics import families
-    yield from families(controller, now)
+    yield from families(controller, now, agents_elsewhere=agents_elsewhere)
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:

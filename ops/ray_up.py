@@ -186,8 +186,10 @@ async def _serve(proc: CellProcess, start_at: float) -> None:
         proc.runner = ConsoleService(cfg, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
                                      db_path=Path(proc.db_path), routes=proc.routes)
     elif proc.kind == "host":   # the policy and the console route exactly as under `up`
+        from ops.maintenance import cell_models   # read from the cell file, as the rest is
         proc.runner = Host(cfg, proc.name, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
-                           faults=faults, escalation=console_policy(cfg, keys))
+                           faults=faults, escalation=console_policy(cfg, keys),
+                           models=cell_models(cfg))
     else:
         proc.runner = PlantServer(cfg, keys_dir=keys, state_dir=proc.state_dir, clock=clock,
                                   faults=faults)

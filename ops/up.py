@@ -36,6 +36,34 @@ def execute_up(args: Any) -> int:
     return finish_up(start.state_dir, code, sup.report())
 
 
+def check_up_policy(args: Any) -> None:
+    """``autocell up --maintenance-policy``: only ``negotiated``, on a cell that negotiates.
+    The simulator's own policies decide inside the simulator; under ``up`` the agents on the
+    hosts would not know of that decider, so they are refused, not run as something else
+    (ADR 65, ADR 77)."""
+    policy = getattr(args, "maintenance_policy", None)
+    if policy is None:
+        return
+    if policy != "negotiated":
+        raise ConfigurationError(
+            f"--maintenance-policy {policy}: the simulator's own policies run under "
+            f"`autocell run CELL --maintenance-policy {policy}` only; under `autocell up` the "
+            "machine agents decide: set `maintenance: {negotiate: true}` in the cell file "
+            "(docs/maintenance.md, \"Operations\")")
+    from ops.config import ConfigError, load_cell
+    from sim_bridge.maintenance.gateway import negotiates
+
+    try:
+        cfg = load_cell(args.cell)
+    except ConfigError:
+        return                          # `up` itself prints the cell's problems
+    if not negotiates(cfg):
+        raise ConfigurationError(
+            "--maintenance-policy negotiated: the cell file must say `maintenance: "
+            "{negotiate: true}` and have a machine with a degradation block; the agents it "
+            "builds are the ones that plan (docs/maintenance.md)")
+
+
 def run_process(args: Any, kind: str) -> int:
     """``autocell host`` / ``autocell plant`` (``sim``) / ``autocell console-agent``: one
     process of a cell (``kind`` ``plant`` and ``sim`` are the same)."""
@@ -67,8 +95,10 @@ def run_process(args: Any, kind: str) -> int:
         if args.name not in {h.name for h in cfg.hosts}:
             raise ConfigurationError(f"{args.cell}: no host named {args.name!r}; hosts: "
                                      + ", ".join(h.name for h in cfg.hosts))
+        from ops.maintenance import cell_models
         runner: Any = Host(cfg, args.name, keys_dir=keys, state_dir=state_dir, clock=clock,
-                           faults=faults, escalation=console_policy(cfg, keys))
+                           faults=faults, escalation=console_policy(cfg, keys),
+                           models=cell_models(cfg))
     else:
         runner = PlantServer(cfg, keys_dir=keys, state_dir=state_dir, clock=clock,
                              faults=faults)
@@ -175,8 +205,13 @@ def start_metrics(runner: Any, cfg: Any, kind: str, port: int, addr: str) -> Any
     metrics.add_bus(lambda: runner.bus.stats)
     if kind == "host":
         metrics.add_agents(lambda: runner.agents)
+        if cfg.maintenance is not None and cfg.maintenance.negotiate:
+            # the machine agents' health, windows and the stores' books live here (ADR 77)
+            metrics.add_maintenance_agents(lambda: runner.agents, cfg.maintenance,
+                                           runner.clock.now)
     else:
-        metrics.add_plant(runner.plant, KpiSpec.from_config(cfg), lambda: runner.env.now)
+        metrics.add_plant(runner.plant, KpiSpec.from_config(cfg), lambda: runner.env.now,
+                          agents_elsewhere=True)
     try:
         metrics.serve(port, addr)
     except ConfigurationError as exc:

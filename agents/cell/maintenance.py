@@ -17,6 +17,7 @@ docs/maintenance.md.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -178,6 +179,11 @@ class MaintenanceSettings(_Model):
         default=0.05, description="A failure before this quantile of the remaining life the "
         "machine's estimator gave at its last reading is a prediction badly wrong "
         "(`maintenance_prediction_miss`).")
+    models: Path | None = Field(
+        default=None, description="A model file from `autocell maintenance fit` (relative to "
+        "the cell file): the machines it names start their estimators from it, under "
+        "`autocell run` and on every host of `autocell up`; the others from the cell file's "
+        "degradation figures.")
     decide: Literal["cost", "risk"] = Field(
         default="cost", description="When a machine agent asks for its window (negotiated "
         "maintenance, ADR 75): `cost` once going on one more reading risks more, at the "

@@ -800,6 +800,15 @@ class CellConfig(_Model):
         base = self._base_dir if self._base_dir is not None else Path.cwd()
         return (base / keys_dir.expanduser()).resolve()
 
+    def maintenance_models_path(self) -> Path | None:
+        """``maintenance.models`` as an absolute path, relative to the config file's
+        directory (docs/maintenance.md, "Operations")."""
+        models = self.maintenance.models if self.maintenance is not None else None
+        if models is None:
+            return None
+        base = self._base_dir if self._base_dir is not None else Path.cwd()
+        return (base / models.expanduser()).resolve()
+
     # -- lookups (linear: cells are small, and a frozen model keeps no stale index)
 
     def machine(self, machine_id: str) -> Machine:

@@ -61,7 +61,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,8 @@ from agents.base import Agent, PlantEventIn
 from agents.cell.build import build_agents, roles_of, timing_of
 from agents.escalation.burst import BurstWatch
 from agents.escalation.policy import OFF, EscalationPolicy
+from agents.maintenance.estimators import estimator
+from agents.maintenance.rul import HealthModel
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
 from agents.protocol.envelope import Opener
@@ -196,7 +198,8 @@ class Host(OnRunner):
                  clock: CellClock, seed: int | None = None,
                  faults: FaultScenario | None = None,
                  escalation: EscalationPolicy = OFF, burst_resend_s: float = 2.0,
-                 record_decisions: bool = True) -> None:
+                 record_decisions: bool = True,
+                 models: Mapping[str, HealthModel] | None = None) -> None:
         if not cfg.hosts:
             raise ValueError("the cell has no hosts section: nothing to run on a host")
         cfg = paced(cfg, clock.speed)          # the reply deadline in wall time, at least
@@ -209,10 +212,12 @@ class Host(OnRunner):
         # escalation is on when the cell runs a console agent (``autocell up`` starts one,
         # agents/runtime/console_service.py); its endpoint is then one more route
         self.escalation = escalation
+        # trained health models (``maintenance.models``, read by the caller from the cell
+        # file): the machine agents' estimators start from them, a rebuilt agent's too
+        self.models = dict(models or {})
         endpoint = next(h.endpoint for h in cfg.hosts if h.name == name)
         agents: dict[str, Agent] = {
-            a: agent for a, agent in build_agents(cfg, self.seed, escalation=escalation).items()
-            if cfg.host_of(a) == name}
+            a: agent for a, agent in self._build().items() if cfg.host_of(a) == name}
         self.journal = SqliteJournal(state_dir / f"journal-{name}.sqlite")
         self.boot = self.journal.next_boot(f"host/{name}")
         self.bus = signed_bus(cfg, keys_dir=keys_dir, state_dir=state_dir, name=name,
@@ -236,8 +241,7 @@ class Host(OnRunner):
             agents, _HostLink(self), journal=self.journal, network=network,
             rng=random.Random(f"{self.seed}/host/{name}/{self.boot}"),
             orders=[a for a, agent in agents.items() if isinstance(agent, OrderAgent)],
-            rebuild=lambda agent_id: build_agents(self.cfg, self.seed,
-                                                  escalation=self.escalation)[agent_id],
+            rebuild=lambda agent_id: self._build()[agent_id],
             on_agent_error=self._agent_failed)
         self._join_as_host(KeyDir(keys_dir))
         # the flight recorder: decisions-NAME-BOOT.jsonl, one per process boot
@@ -247,6 +251,17 @@ class Host(OnRunner):
     @property
     def agents(self) -> dict[str, Agent]:
         return self.runner.agents
+
+    def _build(self) -> dict[str, Agent]:
+        """The cell's agents as :func:`build_agents` makes them, each wearing machine's
+        estimator started from its trained model where :attr:`models` has one."""
+        agents = build_agents(self.cfg, self.seed, escalation=self.escalation)
+        m = self.cfg.maintenance
+        for mid, model in self.models.items():
+            window = getattr(agents.get(mid), "maint", None)
+            if window is not None and m is not None:
+                window.estimator = estimator(m.estimator, model)
+        return agents
 
     # -- reject bursts ----------------------------------------------------------------------
     def _join_as_host(self, kd: KeyDir) -> None:

@@ -670,6 +670,7 @@ def _cross_check(data: dict[str, Any], base_dir: Path | None, where: _Where,
     _check_strategies(data, problems)
     if base_dir is not None:
         _check_security(data, base_dir, problems)
+        _check_maintenance_models(data, base_dir, problems)
     return problems
 
 
@@ -1176,6 +1177,25 @@ def _check_strategies(data: dict[str, Any], problems: _Problems) -> None:
         if side in strategy:
             for loc, message in strategy_problems(strategy[side], side):
                 problems.append((("negotiation", "strategy", side, *loc), message))
+
+
+def _check_maintenance_models(data: dict[str, Any], base_dir: Path, problems: _Problems) -> None:
+    """A model file the cell names (``maintenance.models``) exists, is one, and names only
+    wearing machines of the cell: a host of ``autocell up`` must not be the first to find
+    out (docs/maintenance.md, "Operations")."""
+    maintenance = data.get("maintenance")
+    models = maintenance.get("models") if isinstance(maintenance, dict) else None
+    if not isinstance(models, (str, os.PathLike)):
+        return
+    from ops.maintenance import model_file_problems
+
+    machines = [item["id"] for _, item in _entries(data, "machines")
+                if isinstance(item.get("id"), str)]
+    wearing = [item["id"] for _, item in _entries(data, "machines")
+               if isinstance(item.get("id"), str) and item.get("degradation") is not None]
+    path = (base_dir / Path(models).expanduser()).resolve()
+    for message in model_file_problems(path, wearing, machines, named=str(models)):
+        problems.append((("maintenance", "models"), message))
 
 
 def _check_security(data: dict[str, Any], base_dir: Path, problems: _Problems) -> None:

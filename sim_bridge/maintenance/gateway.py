@@ -10,8 +10,10 @@ embedded backend the same workshop (technicians' hands, the shelf) and catches t
 machines' ``set_state maintenance`` in front of the gateway, by the very code the
 virtual cell uses.  Nothing here decides when to maintain: the agents do.
 
-The estimators start from the cell file's figures on the hosts (no trained model is
-shipped to them under ``up``), as a restarted machine agent does under ``run``.
+The estimators start on the hosts from the trained models the cell file names
+(``maintenance.models``, read by each host from the cell file) or else from the cell
+file's figures; the hosts export their agents' health gauges, so the gateway's
+``/metrics`` leaves those series to them (sim_bridge/maintenance/metrics.py).
 """
 
 from __future__ import annotations
