@@ -15,12 +15,12 @@ bus hands the handler one :class:`Message` per local addressee (each with
 naming no local agent is ``misdirected``.  Counters stay per addressee:
 ``sent``, ``received`` and ``dropped`` mean the same for both paths.
 
-:attr:`Bus.wire`, when set (the flight recorder's ``on_wire``,
-agents/runtime/recorder.py), is handed the signed bytes of each accepted
-envelope — payload and signature, already received and immutable — with
-the messages made from it, just before they reach the handler: a decision
-log then records what the sender signed instead of encoding the decoded
-message again.
+:attr:`Bus.wire`, when set (the flight recorder's tap,
+agents/runtime/recorder.py ``WireTap``), is left the signed bytes of each
+accepted envelope — payload and signature, already received and immutable —
+with the messages made from it, just before they reach the handler: a
+decision log then records what the sender signed instead of encoding the
+decoded message again.  It is an attribute store, not a call (ADR 79).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 from agents.protocol.envelope import MAX_ADDRESSEES, Authenticated, Opener, Sealer
 from agents.protocol.messages import Body, Message
@@ -38,18 +38,12 @@ from security.errors import Misdirected, Rejected
 
 from .transport import Transport
 
+if TYPE_CHECKING:
+    from .recorder import WireTap
+
 log = logging.getLogger("autocell.bus")
 
 MessageHandler = Callable[[Message], None]
-WireHook = Callable[[list[Message], bytes, bytes], None]
-"""(the messages of one envelope, its payload frame, its signature frame)"""
-
-
-class _Signed(NamedTuple):
-    """An authenticated envelope with its signature, kept while :attr:`Bus.wire` is set."""
-
-    auth: Authenticated
-    signature: bytes
 
 
 @dataclass
@@ -135,7 +129,7 @@ class Bus:
         # the process's own rule on top of the access table (a host admits plant events
         # from the plant only): a refusal is counted and logged like any rejection
         self.admit: Callable[[Message], Rejected | None] | None = None
-        self.wire: WireHook | None = None      # the flight recorder's (module docstring)
+        self.wire: WireTap | None = None       # the flight recorder's (module docstring)
 
     @property
     def local_agents(self) -> set[str]:
@@ -231,24 +225,26 @@ class Bus:
             self.stats.sent[sealed.type] += queued
         return queued
 
-    def _authenticate(self, frames: list[bytes]) -> Authenticated | _Signed | Exception:
-        """Stage 1 (the transport's ``prepare`` hook): never raises."""
+    def _authenticate(self, frames: list[bytes]
+                      ) -> Authenticated | tuple[Authenticated, bytes] | Exception:
+        """Stage 1 (the transport's ``prepare`` hook): never raises.  While :attr:`wire` is
+        set, the envelope comes with its signature frame (a plain pair: no Python call)."""
         try:
             auth = self.opener.authenticate(frames, self.clock())
         except Exception as exc:   # Rejected, or a bug: both handled on the loop
             return exc
-        return auth if self.wire is None else _Signed(auth, bytes(frames[2]))
+        return auth if self.wire is None else (auth, bytes(frames[2]))
 
-    def _on_item(self, item: Authenticated | _Signed | Exception) -> None:
+    def _on_item(self, item: Authenticated | tuple[Authenticated, bytes] | Exception) -> None:
         """Stage 2, on the event loop: decode, check, dispatch; never raises."""
         signature = None
         try:
             if isinstance(item, Exception):
                 raise item
-            if isinstance(item, _Signed):
-                auth, signature = item.auth, item.signature
-            else:
+            if isinstance(item, Authenticated):
                 auth = item
+            else:
+                auth, signature = item
             opened = self.opener.decode_envelope(auth, self.clock())
             msgs = opened.for_local(self._sealers)
             if not msgs:
@@ -278,11 +274,7 @@ class Bus:
         self.stats.received[opened.message.type] += len(msgs)
         wire = self.wire
         if wire is not None and signature is not None:
-            try:
-                wire(msgs, auth.payload, signature)
-            except Exception:
-                self.stats.handler_errors += 1
-                log.exception("wire hook failed")
+            wire.signed = (msgs, auth.payload, signature)
         handler = self._handler
         assert handler is not None
         for msg in msgs:

@@ -69,5 +69,5 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
                                        agents=sorted(host.runner.agents)),
                       wall_clock=time.time)
     host.runner.recorder = log
-    host.bus.wire = log.on_wire         # inputs recorded as the signed bytes they came in
+    host.bus.wire = log.tap            # inputs recorded as the signed bytes they came in
     return log

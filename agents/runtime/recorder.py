@@ -26,7 +26,8 @@ lines and at :meth:`DecisionLog.close` a *seal* line signs the chain up to
 itself with Ed25519.  :func:`verify_text_log` checks all of it and names the
 first bad line.
 
-Under a host the bus hands the log each envelope it accepts (``Bus.wire`` →
+Under a host the bus leaves the log each envelope it accepts (``Bus.wire`` =
+:attr:`DecisionLog.tap`, a :class:`WireTap`; a driver without a bus calls
 :meth:`DecisionLog.on_wire`), and a message input is recorded as the bytes
 its sender signed (``envelope``: payload and signature) rather than encoded
 again from the decoded message: the log then proves who sent each input,
@@ -249,6 +250,17 @@ class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
 
 # -- writing --------------------------------------------------------------------------------
 
+class WireTap:
+    """Where a bus leaves the signed frames of the envelope whose messages it hands over
+    next (``Bus.wire``): one attribute store per envelope, no call (ADR 79: in the
+    process, each Python call on the message path cost about 1 µs)."""
+
+    __slots__ = ("signed",)
+
+    def __init__(self) -> None:
+        self.signed: tuple[list[Message], bytes, bytes] | None = None
+
+
 @dataclass
 class _Call:
     """A call for proposals an order agent sent, and the proposals it got in time."""
@@ -287,7 +299,7 @@ class DecisionLog:
         # message entries numbered but not yet encoded, in order (see on_decision)
         self._pending: list[_Deferred] = []
         # the envelope the bus is handing over now: (its messages, payload, signature)
-        self._wire: tuple[list[Message], bytes, bytes] | None = None
+        self.tap = WireTap()
         self.closed = False
         self._begin({"k": "header", "format": self.format, "host": host,
                      "key": key.public_key.hex(), "key_id": fingerprint(key.public_key),
@@ -352,15 +364,16 @@ class DecisionLog:
 
     # -- the runner's hooks -------------------------------------------------------------------
     def on_wire(self, msgs: list[Message], payload: bytes, signature: bytes) -> None:
-        """The bus's hook (``Bus.wire``): the envelope whose messages it hands over next.
+        """The envelope whose messages a driver hands over next (a bus leaves it in
+        :attr:`tap` itself, without this call).
         An input that is one of these messages is recorded as these bytes — what its
         sender signed, already encoded and immutable — instead of being encoded again;
         any other message input (held while its agent was paused, or from a driver with
         no hook) is recorded decoded, as before."""
-        self._wire = (msgs, payload, signature)
+        self.tap.signed = (msgs, payload, signature)
 
     def _wire_of(self, m: Message) -> tuple[bytes, bytes] | None:
-        w = self._wire
+        w = self.tap.signed
         if w is None:
             return None
         for x in w[0]:
@@ -389,7 +402,7 @@ class DecisionLog:
                 call = self._calls.get((agent_id, m.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[m.sender] = (m.body, now)
-            wire = self._wire_of(m) if self._wire is not None else None
+            wire = self._wire_of(m) if self.tap.signed is not None else None
             self._pending.append((self.n, agent_id, now,
                                   m if wire is None else (m.sender, m.epoch, m.seq),
                                   None if self.wall_clock is None else self.wall_clock(), wire))
@@ -407,7 +420,7 @@ class DecisionLog:
                 call = self._calls.get((agent_id, m.conv))
                 if call is not None and now <= call.cfp.reply_by_at:
                     call.proposals[m.sender] = (body, now)
-            wire = self._wire_of(m) if self._wire is not None else None
+            wire = self._wire_of(m) if self.tap.signed is not None else None
             entry: dict[str, Any] = {
                 "k": "in", "t": now, "agent": agent_id, "out": out,
                 "in": ({"kind": "message", "type": body.TYPE, "from": m.sender, "to": m.to,

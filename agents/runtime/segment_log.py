@@ -10,7 +10,7 @@ in between evicts the encoder and the hash from the cache), and concluded
 that less work per input needs another format.  This is it:
 
 * an input the agent answered with no action, whose envelope the bus handed
-  over (``Bus.wire``), is held as a tuple of what is already there — the
+  over (``Bus.wire``, the log's tap), is held as a tuple of what is already there — the
   agent, the times, the envelope's name (sender, epoch, seq) and its payload
   and signature frames as they came in — and appended to the open segment's
   buffer as one msgpack array with the next entry or seal, in one loop: no
@@ -186,7 +186,7 @@ class SegmentLog(DecisionLog):
             if call is not None and now <= call.cfp.reply_by_at:
                 call.proposals[m.sender] = (m.body, now)
         wall_at = None if self.wall_clock is None else self.wall_clock()
-        w = self._wire
+        w = self.tap.signed
         if w is not None:
             for x in w[0]:
                 if x is m:

@@ -196,7 +196,7 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
                 recorder = SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(),
                                       host="bench", run={}, wall_clock=time.time)
             # inputs recorded as the signed bytes the bus received, as a host records them
-            bus.wire = recorder.on_wire if recorder is not None else None
+            bus.wire = recorder.tap if recorder is not None else None
             print(json.dumps({"record": arg}), flush=True)
         elif cmd == "stats":
             expected, give_up = int(arg), time.monotonic() + 60

@@ -158,7 +158,7 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
         if line.startswith(b"record "):
             recording = recorder is not None and line.strip() == b"record on"
             # the bus hands its envelopes to the log while recording, as a host's does
-            bus.wire = recorder.on_wire if recording and recorder is not None else None
+            bus.wire = recorder.tap if recording and recorder is not None else None
             print(json.dumps({"record": recording}), flush=True)
     print(json.dumps({"rejected": dict(bus.stats.rejected)}), flush=True)
     await bus.close()
@@ -302,7 +302,7 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                     await loop.run_in_executor(None, _tell_peers, peers,
                                                "record on" if on else "record off")
                 state["recording"] = on
-                bus.wire = recorder.on_wire if on and recorder is not None else None
+                bus.wire = recorder.tap if on and recorder is not None else None
                 cpu0 = time.process_time()
             task = f"{CALLER}/{k}"
             state.update(task=task, left=bidders, done=loop.create_future())

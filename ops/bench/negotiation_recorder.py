@@ -87,7 +87,7 @@ class DictEntries(SegmentLog):
             if call is not None and now <= call.cfp.reply_by_at:
                 call.proposals[m.sender] = (m.body, now)
         wall_at = None if self.wall_clock is None else self.wall_clock()
-        w = self._wire
+        w = self.tap.signed
         if w is not None:
             for x in w[0]:
                 if x is m:
