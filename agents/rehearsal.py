@@ -83,7 +83,11 @@ quote's energy cost against its finish at the order strategy's
 ``s_per_money``, report their part of the pass's cost (``explore_result_priced``)
 and keep, among the passes within ``makespan_tolerance`` of the shortest one,
 the pass of least makespan + ``s_per_money`` · the cell's cost; the
-machines' side does not change.  Without ``pricing`` nothing here changes.
+machines' side does not change.  If the pricing names ``dispatch_passes``
+(order strategy ``priced_dispatch``), more dispatch passes follow the plain
+ones, each order registering an operation only at its cheaper machines; they
+are seeds like the others (``self.seeds``).  Without ``pricing`` nothing here
+changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan

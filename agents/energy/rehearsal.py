@@ -37,6 +37,17 @@ the rehearsal started; the plan runs a rehearsal's length later (at most
 ``rehearsal_budget_share`` of the makespan), which moves no slot across a
 tariff change by more than that.
 
+**Priced dispatch passes** (order strategy ``priced_dispatch``, off by
+default): after the plain dispatch passes, each of ``PRICED_DISPATCH`` is a
+dispatch pass in which an order registers each operation only at the
+machines whose slot, weighed as duration + ``s_per_money`` · energy cost at
+the tariff's mean price (the dispatch decides the slot's time),
+is within the pass's share of the least (:meth:`PlanPricing.cheaper`).  The
+low-power machine then gets the operation where a plain dispatch gives it to
+the first machine free.  Measured on mk01–mk09 their plans were never kept:
+the keyed passes find shorter plans and these fall outside the makespan band
+(docs/energy.md, ADR 78).
+
 The order prices the quotes itself, from the cell file's power table (as it
 knows the machines' capabilities and times), rather than the machines
 pricing them on the wire: one new message for the sum, none for the quotes.
