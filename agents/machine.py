@@ -62,6 +62,11 @@ class MachineAgent(ResourceAgent):
         self.maint = maintenance
         maint_hook.bind(self)
 
+    def on_start(self, now: float) -> list[Action]:
+        """An energy-aware machine starts its idle clock now: nothing is booked before
+        the first award, however long the orders rehearse (``_sleep_or_not``)."""
+        return self._after(super().on_start(now), now) if self.energy is not None else []
+
     def on_message(self, msg: Message, now: float) -> list[Action]:
         if isinstance(msg.body, (Explore, ExploreReady, Intention, Baton)):
             if self.rehearsal is None:
@@ -200,8 +205,11 @@ class MachineAgent(ResourceAgent):
         if self.energy is None:
             return self._quote_from(cfp.earliest_start_at, cfp, now)
         e = self.energy
-        earliest = max(cfp.earliest_start_at, now + e.wake_s) if self.asleep \
-            else cfp.earliest_start_at
+        # asleep, a slot starts after the wake-up — except in a rehearsed cell: its calls
+        # carry the planned starts, and a later quote could put the machine's planned
+        # order out of line; the award wakes it, at worst ``wake_s`` late
+        earliest = max(cfp.earliest_start_at, now + e.wake_s) \
+            if self.asleep and not self.planned_order else cfp.earliest_start_at
         best = self._quote_from(earliest, cfp, now)
         best_cost = e.slot_cost(cfp.capability, best.start_at, best.setup_s, best.processing_s)
         first_cost = best_cost

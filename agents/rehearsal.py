@@ -83,7 +83,11 @@ quote's energy cost against its finish at the order strategy's
 ``s_per_money``, report their part of the pass's cost (``explore_result_priced``)
 and keep, among the passes within ``makespan_tolerance`` of the shortest one,
 the pass of least makespan + ``s_per_money`` · the cell's cost; the
-machines' side does not change.  Without ``pricing`` nothing here changes.
+machines' side does not change.  If the pricing names ``dispatch_passes``
+(order strategy ``priced_dispatch``), more dispatch passes follow the plain
+ones, each order registering an operation only at its cheaper machines; they
+are seeds like the others (``self.seeds``).  Without ``pricing`` nothing here
+changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
@@ -119,13 +123,9 @@ LEVEL = 1e9
 NOISE = 0.3
 #: The non-delay dispatch passes that open a rehearsal, in this order.
 DISPATCH_RULES = ("MWKR", "SPT", "FIFO")
-#: Passes before the forward-backward loop: the dispatch passes and one level-keyed pass.
+#: Passes before the forward-backward loop: the dispatch passes and one level-keyed pass
+#: (energy-aware orders may add priced dispatch passes: ``PlanPricing.dispatch_passes``).
 SEEDS = len(DISPATCH_RULES) + 1
-
-
-def rule_of(p: int) -> str:
-    """The dispatch rule of pass ``p``, or "" for a serial (keyed) pass."""
-    return DISPATCH_RULES[p] if p < len(DISPATCH_RULES) else ""
 
 
 def dispatch_priority(rule: str, *, ready_at: float, duration_s: float, static: float,
@@ -184,12 +184,13 @@ class Plan:
 
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
-              last: Plan | None, rng: random.Random) -> tuple[bool, list[float]]:
+              last: Plan | None, rng: random.Random, seeds: int = SEEDS
+              ) -> tuple[bool, list[float]]:
     """``(backward, keys by position)`` of serial pass ``p`` (position 0 = the first placed)."""
-    if p < SEEDS or best is None or current is None or last is None:
+    if p < seeds or best is None or current is None or last is None:
         return False, list(first)
     n = len(first)
-    step = (p - SEEDS) % 3
+    step = (p - seeds) % 3
     if step == 0:      # backward from the last plan: latest finish placed first
         return True, [-last.finish[n - 1 - i] for i in range(n)]
     if step == 1:      # forward from the mirror of the backward pass
@@ -208,6 +209,8 @@ def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | 
 class _OrderPass:
     number: int
     backward: bool
+    #: each operation's machines in this pass (a priced dispatch pass: the cheaper ones)
+    alternatives: list[list[str]]
     placed: dict[int, tuple[str, float, float]] = field(default_factory=dict)
     quotes: dict[int, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
@@ -231,6 +234,10 @@ class OrderRehearsal:
         self.budget_share = budget_share
         #: energy-aware: quotes and passes weighed with energy (agents/energy/rehearsal.py)
         self.pricing = pricing
+        #: the dispatch passes, (rule, share of the cheapest slot kept, or None: every machine)
+        self.dispatches: tuple[tuple[str, float | None], ...] = (
+            *((r, None) for r in DISPATCH_RULES), *(pricing.dispatch_passes if pricing else ()))
+        self.seeds = len(self.dispatches) + 1
         self.started_at = 0.0
         self.ended_at = 0.0        # the same for every order: the latest pass end reported
         total = sum(work_s)
@@ -268,22 +275,31 @@ class OrderRehearsal:
         self.bound = self.first_ready_at + self.work_total_s
         return self._begin(0, now)
 
+    def _rule(self, number: int) -> tuple[str, float | None]:
+        """Pass ``number``'s dispatch rule ("" for a keyed pass) and machine share."""
+        return self.dispatches[number] if number < len(self.dispatches) else ("", None)
+
     def _begin(self, number: int, now: float) -> list[Action]:
-        rule = rule_of(number)
+        rule, share = self._rule(number)
         if rule:
             backward, keys = False, [-w for w in self.remaining_s]
         else:
             backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
-                                       current=self.current, last=self.last, rng=self.rng)
-        self.now_pass = _OrderPass(number, backward)
+                                       current=self.current, last=self.last, rng=self.rng,
+                                       seeds=self.seeds)
+        alternatives = self.alternatives
+        if share is not None and self.pricing is not None:
+            alternatives = [self.pricing.cheaper(a, c, self.quantity, share)
+                            for a, c in zip(self.alternatives, self.capabilities)]
+        self.now_pass = _OrderPass(number, backward, alternatives)
         entries: dict[str, list[list[object]]] = {m: [] for m in self.machines}
         for pos in range(self.n):
             k = self._op(pos)
-            alts = self.alternatives[k]
+            alts = alternatives[k]
             for m in alts:
                 # the machines of the next operation in this pass: the machine that
                 # places this one tells them (dispatch passes, or only one machine)
-                following = list(self.alternatives[self._op(pos + 1)]) if pos + 1 < self.n \
+                following = list(alternatives[self._op(pos + 1)]) if pos + 1 < self.n \
                     else []
                 entries.setdefault(m, []).append(
                     [pos, keys[pos], self.capabilities[k], self.quantity, len(alts), list(alts),
@@ -305,7 +321,7 @@ class OrderRehearsal:
         assert self.now_pass is not None
         number = self.now_pass.number
         return [Send(m, ExploreReady(number, position, ready_at), self.conv)
-                for m in self.alternatives[self._op(position)]]
+                for m in self.now_pass.alternatives[self._op(position)]]
 
     def on_message(self, sender: str, body: Body, now: float) -> list[Action]:
         if isinstance(body, ExploreResult):
@@ -325,11 +341,13 @@ class OrderRehearsal:
                 or body.rehearsal != p.number or body.position in p.placed \
                 or not 0 <= body.position < self.n:
             return []
-        alts = self.alternatives[self._op(body.position)]
+        alts = p.alternatives[self._op(body.position)]
         if sender not in alts:
             return []
-        if rule_of(p.number):   # a dispatch pass: the machine has placed it
-            self.bound = max(self.bound, body.bound)
+        rule, share = self._rule(p.number)
+        if rule:   # a dispatch pass: the machine has placed it
+            if share is None:     # (a priced pass's machines are not all the plan could use)
+                self.bound = max(self.bound, body.bound)
             p.placed[body.position] = (sender, body.start_at, body.finish_at)
             if len(p.placed) < self.n:    # quotes may arrive in any order
                 return []
@@ -469,12 +487,12 @@ class OrderRehearsal:
             self.best = plan
         # the loop's current plan: the best seed, then every forward-from-mirror pass
         # that is no worse (ties move on, so the search can drift along a plateau)
-        seed = p.number < SEEDS
-        if (seed or (p.number - SEEDS) % 3 == 1) and (
+        seed = p.number < self.seeds
+        if (seed or (p.number - self.seeds) % 3 == 1) and (
                 self.current is None or self._rank(plan) < self._rank(self.current)
                 or (not seed and self._rank(plan) == self._rank(self.current))):
             self.current = plan
-        if p.number == SEEDS - 1:
+        if p.number == self.seeds - 1:
             self.last = self.current      # the loop starts from the best seed
 
     def _limit(self) -> float:

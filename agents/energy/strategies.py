@@ -63,18 +63,22 @@ class EnergyCost(OrderStrategy):
     among those within this share of the shortest plan found (a rule, not a weight: the
     weight trades only inside that band; agents/energy/rehearsal.py).  ``price_idle``:
     the rehearsal's price also counts the machines' time out of work (at standby where
-    sleeping pays, else idle), so a plan that leaves machines waiting pays for it."""
+    sleeping pays, else idle), so a plan that leaves machines waiting pays for it.
+    ``priced_dispatch``: the rehearsal also runs dispatch passes among each operation's
+    cheaper machines (agents/energy/rehearsal.py ``PRICED_DISPATCH``; off by default:
+    measured, they were never the plan kept, docs/energy.md)."""
 
     name = "energy_cost"
 
     def __init__(self, *, s_per_money: Annotated[float, Field(ge=0)] = 600.0,
                  lateness_weight: Annotated[float, Field(ge=0)] = 10.0,
                  makespan_tolerance: Annotated[float, Field(ge=0)] = 0.05,
-                 price_idle: bool = True) -> None:
+                 price_idle: bool = True, priced_dispatch: bool = False) -> None:
         self.s_per_money = s_per_money
         self.lateness_weight = lateness_weight
         self.makespan_tolerance = makespan_tolerance
         self.price_idle = price_idle
+        self.priced_dispatch = priced_dispatch
 
     def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
         late = max(0.0, proposal.finish_at - cfp.due_at)
