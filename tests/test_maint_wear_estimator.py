@@ -165,3 +165,16 @@ def test_a_fitted_model_without_the_process_takes_it_from_its_weibull() -> None:
     # the life it implies has about the Weibull's mean at full load
     est.load = 1.0
     assert est.rul().median_s == pytest.approx(SPEC.mttf_s, rel=0.15)
+
+
+def test_a_wear_estimate_past_the_threshold_still_gives_a_short_finite_life() -> None:
+    """Far in the truncated normal's tail (the filter says the wear is well past its mean
+    threshold but the machine is up) the gaps stay finite and the quantiles small."""
+    est = WearEstimator(prior_model(SPEC))
+    medians = []
+    for mean in (1.0, 1.5, 3.0, 10.0):
+        est.mean, est.var = mean, 1e-4
+        rul = est.rul()
+        assert 0.0 < rul.quantile(0.05) < rul.median_s < math.inf
+        medians.append(rul.median_s)
+    assert medians == sorted(medians, reverse=True) and medians[-1] < 60.0

@@ -48,7 +48,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.stats import truncnorm
 
 from agents.maintenance.rul import GammaRul, GammaWear, HealthModel, NormalRul, Rul, WeibullRul
 from agents.negotiation.params import check_params
@@ -264,10 +264,9 @@ class WearEstimator(Estimator):
         mu, sd = 1.0 - self.mean, math.sqrt(self.var + p.threshold_sd ** 2)
         if sd <= 0:
             gaps = np.full(self._u.shape, max(mu, 1e-9))
-        else:                   # equal-probability points of N(mu, sd) above 0
-            below = float(ndtr(-mu / sd))
-            gaps = mu + sd * ndtri(below + self._u * (1.0 - below))
-            gaps = np.maximum(gaps, 1e-9)
+        else:   # equal-probability points of N(mu, sd) above 0 (robust far in the tail,
+            # where the filter puts the wear past its mean threshold)
+            gaps = np.maximum(mu + sd * truncnorm.ppf(self._u, -mu / sd, np.inf), 1e-9)
         load = max(self.load, 0.05)
         return GammaRul(gaps, p.rate, p.beta, (load + p.idle_wear * (1 - load)) / load)
 

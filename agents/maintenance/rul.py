@@ -124,6 +124,8 @@ class GammaRul(Rul):
         hi = max(self._mean_s, 1.0)
         while self.p_fail_before(hi) < q:
             hi *= 2.0
+            if hi > 1e12:                     # (no finite gap is that far)
+                return math.inf
         return float(brentq(lambda t: self.p_fail_before(t) - q, 0.0, hi, xtol=1e-3))
 
 
