@@ -12,7 +12,7 @@ from a trained :class:`~agents.maintenance.rul.HealthModel` (``autocell
 maintenance fit``), which says how the sensors read on a new machine and how
 long lives last.
 
-Two ship:
+Three ship:
 
 ``threshold``
     The readings, each turned into the wear it suggests, smoothed
