@@ -221,7 +221,8 @@ def _run(hours: float = 1.6, seed: int = 1, faults: Any = None, until_h: float |
     cfg = negotiating(with_orders(demo_cell(), seed, hours))
     assert cfg.maintenance is not None     # the failures these scenarios repair come under
     cfg = cfg.model_copy(update={"maintenance": cfg.maintenance.model_copy(   # the risk rule
-        update={"decide": "risk"})})       # (ADR 75's cost rule maintains mill1 in time)
+        update={"decide": "risk",          # (ADR 75's cost rule maintains mill1 in time)
+                "estimator": "threshold"})})   # on the estimator the scenes were built on
     cell = VirtualCell(cfg, seed=seed, faults=faults)
     attach(cell, "negotiated", models_from_cell(cfg))
     cell.run(until=(until_h or hours) * 3600.0)

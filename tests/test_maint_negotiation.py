@@ -334,8 +334,10 @@ def test_after_a_refusal_the_machine_asks_for_a_later_window() -> None:
 
 def test_a_window_past_the_latest_safe_start_is_escalated_once_to_the_console() -> None:
     # one technician, asked late: a corrective repair waiting for a part holds it (the
-    # risk rule's lookahead makes the ask late on purpose; ADR 75's cost rule asks a slot ahead)
-    evs, rep = _run(hours=2.0, seed=3, technicians=1, lookahead_s=200.0, decide="risk")
+    # risk rule's lookahead makes the ask late on purpose; ADR 75's cost rule asks a slot ahead;
+    # the scene was built on the threshold estimator's quantiles, ADR 76)
+    evs, rep = _run(hours=2.0, seed=3, technicians=1, lookahead_s=200.0, decide="risk",
+                    estimator="threshold")
     assert all(rep["invariants"].values()), rep["invariant_violations"]
     raised = [e for e in evs if e["ev"] == "escalation_raised"
               and e["cause"] == "maintenance_no_window"]

@@ -446,7 +446,7 @@ def test_the_health_gauges_read_the_machine_agents_estimators_and_windows() -> N
     from sim_bridge.maintenance.metrics import families
     from sim_bridge.virtual import VirtualCell
 
-    cfg = negotiating(with_orders(demo_cell(), 1, 1.0))
+    cfg = negotiating(with_orders(demo_cell(), 1, 1.0), "threshold")
     cell = VirtualCell(cfg, seed=1)
     ctl = attach(cell, "negotiated", models_from_cell(cfg))
     cell.run(until=1230.0)          # seed 1: mill1 has asked for its window at 1 200 s

@@ -153,8 +153,9 @@ class MaintenanceSettings(_Model):
         "each wearing machine's agent plans its maintenance window from its estimator and "
         "leases it from the crew (docs/maintenance.md). Off: no crew agent, as before.")
     estimator: Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        default="threshold", description="The machines' estimator (a built-in name, an entry "
-        "point of autocell.estimators or package.module:Class), started from the cell file's "
+        default="wear", description="The machines' estimator (a built-in name — wear, the "
+        "calibrated model-based one; threshold; weibull — an entry point of "
+        "autocell.estimators or package.module:Class), started from the cell file's "
         "degradation figures.")
     risk: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.3, description="Remaining-life quantile taken as the latest safe start.")

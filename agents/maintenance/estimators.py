@@ -12,7 +12,7 @@ from a trained :class:`~agents.maintenance.rul.HealthModel` (``autocell
 maintenance fit``), which says how the sensors read on a new machine and how
 long lives last.
 
-Two ship:
+Three ship:
 
 ``threshold``
     The readings, each turned into the wear it suggests, smoothed
@@ -26,6 +26,11 @@ Two ship:
     classical survival model of reliability engineering.  It ignores the
     readings (health is the survival probability at this age), which makes it
     the yardstick a condition-aware estimator has to beat.
+``wear``
+    Model-based and calibrated: a Kalman filter over the wear level, fed by both
+    channels, with the gamma process's drift and diffusion between readings; the
+    remaining life is the process's first passage from the filtered wear to the
+    failure threshold, given the machine is still up (:class:`WearEstimator`).
 
 Writing your own: subclass :class:`Estimator`, set ``name``, implement
 ``observe``, ``health`` and ``rul`` (and ``renew`` if it keeps state), and
@@ -42,12 +47,15 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from agents.maintenance.rul import HealthModel, NormalRul, Rul, WeibullRul
+import numpy as np
+from scipy.stats import truncnorm
+
+from agents.maintenance.rul import GammaRul, GammaWear, HealthModel, NormalRul, Rul, WeibullRul
 from agents.negotiation.params import check_params
 from security.errors import ConfigurationError
 
 __all__ = ["ENTRY_POINT_GROUP", "ESTIMATORS", "Estimator", "ThresholdEstimator",
-           "WeibullEstimator", "estimator"]
+           "WearEstimator", "WeibullEstimator", "estimator"]
 
 ENTRY_POINT_GROUP = "autocell.estimators"
 
@@ -173,8 +181,105 @@ class WeibullEstimator(Estimator):
         return WeibullRul(self.model.weibull_shape, self.model.weibull_scale_s, self.age_s)
 
 
+class WearEstimator(Estimator):
+    """The wear level filtered from the readings; its first passage to the threshold.
+
+    Theory of operation
+    -------------------
+    It knows the structure of the simulator's degradation model
+    (docs/maintenance.md "The degradation model") and its figures as the cell file
+    states them (:class:`~agents.maintenance.rul.GammaWear`: the wear's mean rate and
+    gamma scale per exposure second, the threshold's spread, the idle wear share), and
+    the sensor channels of the model (levels idle and busy, rise per wear, noise) —
+    never a life's hidden path or threshold.
+
+    *Filter.*  The wear ``W`` is tracked as a normal belief (mean ``m``, variance ``v``),
+    0 and certain after a replacement.  Between two readings the machine was exposed
+    ``de`` = its busy seconds plus ``idle_wear`` x its other seconds (from the operating
+    age and the clock), so the gamma process adds ``rate·de`` to the mean and
+    ``rate·beta·de`` to the variance; each channel's reading is then a linear
+    measurement ``(value - level(busy)) / per_wear = W + noise/per_wear`` (a scalar
+    Kalman update per channel).
+
+    *Remaining life.*  Wear left to fail ``D = H - W``, ``H ~ N(1, threshold_sd)``, is
+    normal with mean ``1 - m`` and variance ``v + threshold_sd²``; the machine is up, so
+    ``D > 0`` (the truncation is the conditioning on survival: a monotone path that is
+    below the threshold now was below it before).  ``D`` is taken at ``points`` fixed
+    equal-probability points and the first passage of the gamma process over each is
+    exact (:class:`~agents.maintenance.rul.GammaRul`): deterministic, and ``quantile``
+    inverts the same ``p_fail_before``.  Operating seconds become exposure at the
+    machine's recent load (idle time wears too).
+
+    A model without :attr:`HealthModel.wear` (a fitted one) takes the process from its
+    Weibull life: mean rate ``1 / mean life``, the life's spread shared equally between
+    the wear and the threshold, no idle wear (its ages count busy seconds only)."""
+
+    name = "wear"
+
+    def __init__(self, model: HealthModel, /, *,
+                 points: Annotated[int, Field(ge=4, le=1000)] = 48) -> None:
+        super().__init__(model)
+        self.process = model.wear or self._from_weibull(model)
+        self._u = (np.arange(points) + 0.5) / points     # equal-probability bins of D
+        self._channels = {k: c for k, c in model.channels.items() if c.per_wear != 0}
+        self.mean, self.var = 0.0, 0.0
+        self.load = 0.5                       # recent busy share, smoothed per reading
+        self._last: tuple[float, float] | None = None     # (clock, operating age)
+
+    @staticmethod
+    def _from_weibull(model: HealthModel) -> GammaWear:
+        life = WeibullRul(model.weibull_shape, model.weibull_scale_s)
+        mean = life.mean_life_s
+        cv2 = (model.weibull_scale_s ** 2 * math.gamma(1 + 2 / model.weibull_shape)
+               / mean ** 2 - 1.0)
+        return GammaWear(rate=1.0 / mean, beta=max(cv2 / 2, 1e-6),
+                         threshold_sd=math.sqrt(cv2 / 2), idle_wear=0.0)
+
+    def observe(self, at: float, values: Mapping[str, float], *, busy: bool,
+                age_s: float) -> None:
+        p = self.process
+        if self._last is None:
+            de = age_s                      # first reading of a life: busy time only known
+        else:
+            dt, db = at - self._last[0], max(0.0, age_s - self._last[1])
+            de = db + p.idle_wear * max(0.0, dt - db)
+            if dt > 0:
+                self.load = 0.9 * self.load + 0.1 * min(1.0, db / dt)
+        self._last = (at, age_s)
+        self.age_s = age_s
+        self.mean += p.rate * de
+        self.var += p.rate * p.beta * de
+        for k, ch in self._channels.items():
+            if k in values:
+                r = (ch.noise / ch.per_wear) ** 2
+                gain = self.var / (self.var + r) if self.var + r > 0 else 1.0
+                self.mean += gain * (ch.wear(values[k], busy) - self.mean)
+                self.var *= 1.0 - gain
+
+    def health(self) -> float:
+        return min(1.0, max(0.0, 1.0 - self.mean))
+
+    def rul(self) -> Rul:
+        p = self.process
+        mu, sd = 1.0 - self.mean, math.sqrt(self.var + p.threshold_sd ** 2)
+        if sd <= 0:
+            gaps = np.full(self._u.shape, max(mu, 1e-9))
+        else:   # equal-probability points of N(mu, sd) above 0 (robust far in the tail,
+            # where the filter puts the wear past its mean threshold)
+            gaps = np.maximum(mu + sd * truncnorm.ppf(self._u, -mu / sd, np.inf), 1e-9)
+        load = max(self.load, 0.05)
+        return GammaRul(gaps, p.rate, p.beta, (load + p.idle_wear * (1 - load)) / load)
+
+    def renew(self, share: float = 1.0) -> None:
+        super().renew(share)
+        keep = max(0.0, 1.0 - share)
+        self.mean, self.var = self.mean * keep, self.var * keep ** 2
+        if share >= 1.0:
+            self._last = None
+
+
 ESTIMATORS: dict[str, type[Estimator]] = {c.name: c for c in (ThresholdEstimator,
-                                                             WeibullEstimator)}
+                                                             WearEstimator, WeibullEstimator)}
 
 
 def _resolve(name: str) -> type[Estimator]:

@@ -22,7 +22,11 @@ from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["Channel", "HealthModel", "NormalRul", "Rul", "WeibullRul", "prior_model"]
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import gammaincc
+
+__all__ = ["Channel", "GammaRul", "GammaWear", "HealthModel", "NormalRul", "Rul", "WeibullRul", "prior_model"]
 
 
 class Rul:
@@ -90,6 +94,41 @@ class WeibullRul(Rul):
         return self.scale_s * math.gamma(1.0 + 1.0 / self.shape)
 
 
+class GammaRul(Rul):
+    """Remaining life of a gamma wear process that must still climb ``D`` to fail.
+
+    ``D`` (threshold minus wear now) is normal, truncated to ``D > 0`` because the
+    machine is up; it is represented by ``gaps``, fixed equal-probability points (the
+    midpoints of ``len(gaps)`` quantile bins), so the distribution is deterministic.
+    A monotone process has failed by exposure ``e`` exactly when its increment over
+    ``e`` reaches the gap: ``P(T <= e) = mean_i P(Gamma(e * rate / beta, beta) >= D_i)``,
+    the regularised upper incomplete gamma.  Times are operating seconds: ``per_op``
+    exposure seconds accrue per operating second (idle wear at the recent load)."""
+
+    def __init__(self, gaps: np.ndarray, rate: float, beta: float, per_op: float) -> None:
+        self.x = gaps / beta
+        self.a_per_s = rate / beta * per_op          # gamma shape per operating second
+        self._mean_s = float(np.mean(gaps)) / (rate * per_op)
+
+    def p_fail_before(self, t_s: float) -> float:
+        if t_s <= 0:
+            return 0.0
+        if math.isinf(t_s):
+            return 1.0
+        return float(np.mean(gammaincc(self.a_per_s * t_s, self.x)))
+
+    def quantile(self, q: float) -> float:
+        if q <= 0:
+            return 0.0
+        q = min(q, 1.0 - 1e-9)
+        hi = max(self._mean_s, 1.0)
+        while self.p_fail_before(hi) < q:
+            hi *= 2.0
+            if hi > 1e12:                     # (no finite gap is that far)
+                return math.inf
+        return float(brentq(lambda t: self.p_fail_before(t) - q, 0.0, hi, xtol=1e-3))
+
+
 @dataclass(frozen=True)
 class Channel:
     """One sensor channel of a new machine: ``idle`` or ``busy`` + ``per_wear`` x wear."""
@@ -105,6 +144,28 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class GammaWear:
+    """The wear process as the cell file states it (agents/cell/maintenance.py
+    ``Degradation``): wear grows as a gamma process in *exposure* (busy seconds, idle
+    powered seconds at ``idle_wear``) with mean ``rate`` per exposure second and increments
+    of variance ``rate * beta`` per second (``beta`` the gamma scale, ``wear_cv**2``); the
+    part fails when it crosses a threshold ~ N(1, ``threshold_sd``)."""
+
+    rate: float
+    beta: float
+    threshold_sd: float
+    idle_wear: float
+
+    @classmethod
+    def of(cls, d: Any) -> GammaWear:
+        """From a ``degradation:`` block: the simulator's own parametrisation
+        (sim_bridge/degradation.py ``WearProcess``: ``alpha = (1/beta + 1/2)/mttf_s``)."""
+        beta = d.wear_cv ** 2
+        return cls(rate=(1.0 / beta + 0.5) / d.mttf_s * beta, beta=beta,
+                   threshold_sd=d.threshold_cv, idle_wear=d.idle_wear)
+
+
+@dataclass(frozen=True)
 class HealthModel:
     """A machine's trained model: its channels and its Weibull life in operating seconds."""
 
@@ -114,6 +175,7 @@ class HealthModel:
     failures: int = 0
     censored: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    wear: GammaWear | None = None     # the wear process, when known (the cell file's figures)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +186,8 @@ class HealthModel:
                    weibull_shape=float(data["weibull_shape"]),
                    weibull_scale_s=float(data["weibull_scale_s"]),
                    failures=int(data.get("failures", 0)), censored=int(data.get("censored", 0)),
-                   meta=dict(data.get("meta", {})))
+                   meta=dict(data.get("meta", {})),
+                   wear=GammaWear(**data["wear"]) if data.get("wear") else None)
 
 
 def prior_model(d: Any) -> HealthModel:
@@ -139,4 +202,4 @@ def prior_model(d: Any) -> HealthModel:
                   for name, ch in (("vibration_mm_s", d.vibration_mm_s),
                                    ("temperature_c", d.temperature_c))},
         weibull_shape=shape, weibull_scale_s=d.mttf_s / math.gamma(1.0 + 1.0 / shape),
-        meta={"source": "cell file"})
+        meta={"source": "cell file"}, wear=GammaWear.of(d))

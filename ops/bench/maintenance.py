@@ -111,10 +111,14 @@ def with_orders(cfg: CellConfig, seed: int, hours: float, load: float = 1.0) -> 
     return cell_from_dict(d)
 
 
-def negotiating(cfg: CellConfig) -> CellConfig:
-    """``cfg`` with ``maintenance.negotiate`` on: a crew agent, windows leased by machines."""
+def negotiating(cfg: CellConfig, estimator: str | None = None) -> CellConfig:
+    """``cfg`` with ``maintenance.negotiate`` on: a crew agent, windows leased by machines
+    (with ``estimator`` instead of the cell's, when given)."""
     settings = cfg.maintenance or MaintenanceSettings()
-    return cfg.model_copy(update={"maintenance": settings.model_copy(update={"negotiate": True})})
+    update: dict[str, Any] = {"negotiate": True}
+    if estimator:
+        update["estimator"] = estimator
+    return cfg.model_copy(update={"maintenance": settings.model_copy(update=update)})
 
 
 def _downtime(evs: list[dict[str, Any]], end_at: float) -> tuple[float, float]:
@@ -141,13 +145,15 @@ def _downtime(evs: list[dict[str, Any]], end_at: float) -> tuple[float, float]:
 
 
 def run_once(cfg: CellConfig, seed: int, policy: str, models: dict[str, HealthModel],
-             until_s: float) -> tuple[dict[str, float], dict[str, Any]]:
-    """One run: the figures, and the run report (invariants included)."""
+             until_s: float, estimator: str | None = None
+             ) -> tuple[dict[str, float], dict[str, Any]]:
+    """One run: the figures, and the run report (invariants included); ``estimator``: the
+    negotiating machines' (default: the cell's ``maintenance.estimator``)."""
     from sim_bridge.report import build_report
     from sim_bridge.virtual import VirtualCell
 
     if policy == "negotiated":
-        cfg = negotiating(cfg)
+        cfg = negotiating(cfg, estimator)
     cell = VirtualCell(cfg, seed=seed)
     ctl = attach(cell, policy, models)
     cell.run(until=until_s)
@@ -237,12 +243,14 @@ def _summary(xs: list[float]) -> dict[str, Any]:
 
 def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo", "large"),
         train_seeds: int = 3, progress: Callable[[str], None] | None = None,
-        seed_log: Path | None = None) -> dict[str, Any]:
+        seed_log: Path | None = None, estimator: str | None = None) -> dict[str, Any]:
     """Every policy on every seed of each cell.  ``seed_log``: each seed's figures, a JSON
     line per seed and cell as it ends, so a run stopped early still has what it measured
     (:func:`from_seed_log` summarises such a file)."""
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     out: dict[str, Any] = {"cells": {}, "seeds": seeds, "hours": hours, "units": UNITS}
+    if estimator:
+        out["estimator"] = estimator
     for name in cells:
         base = demo_cell() if name == "demo" else large_cell()
         say(f"{name}: training on {train_seeds} run-to-failure seeds")
@@ -254,9 +262,10 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
             cfg = with_orders(base, s, hours)
             line: dict[str, Any] = {"cell": base.cell, "machines": len(base.machines),
                                     "seed": s, "hours": hours, "policies": {},
+                                    "estimator": estimator or "",
                                     "violations": []}
             for policy in POLICIES:
-                figures, rep = run_once(cfg, s, policy, models, hours * 3600.0)
+                figures, rep = run_once(cfg, s, policy, models, hours * 3600.0, estimator)
                 for m in METRICS:
                     per[policy][m].append(figures[m])
                 line["policies"][policy] = figures
@@ -340,7 +349,8 @@ def cmd_bench_maintenance(args: Any) -> int:
         result = from_seed_log(Path(args.from_seed_log))
     else:
         result = run(args.seeds, hours=args.hours, cells=cells, train_seeds=args.train_seeds,
-                     seed_log=Path(args.seed_log) if args.seed_log else None)
+                     seed_log=Path(args.seed_log) if args.seed_log else None,
+                     estimator=args.estimator)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -359,6 +369,9 @@ def add_bench_parser(bsub: Any) -> None:
                     help="run-to-failure runs the models are trained on (default 3)")
     sp.add_argument("--cell", action="append", choices=["demo", "large"],
                     help="only this cell (repeatable; default both)")
+    sp.add_argument("--estimator", metavar="NAME",
+                    help="the negotiating machines' estimator instead of the cell's "
+                         "maintenance.estimator (e.g. threshold, wear)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--seed-log", metavar="FILE",
                     help="append each seed's figures to FILE (JSON lines) as it ends, so a "
