@@ -56,6 +56,9 @@ def _cell(tmp_path: Path, models: Any, *, negotiate: bool = True,
     ``models`` (a dict as JSON, a str as is, None: no file)."""
     data = yaml.safe_load(DEMO.read_text())
     data["maintenance"]["negotiate"] = negotiate
+    # the threshold estimator reads the trained channels at the first reading; the wear
+    # estimator (the default, ADR 76) trusts a machine of operating age 0 to be new
+    data["maintenance"]["estimator"] = "threshold"
     data["maintenance"]["models"] = models_key
     path = tmp_path / "cell.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
