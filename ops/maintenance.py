@@ -16,17 +16,18 @@ import difflib
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agents.maintenance.rul import HealthModel
+from agents.maintenance.rul import GammaWear, HealthModel
 from agents.maintenance.training import fit_events
 from ops.paths import output_file
 from security.errors import ConfigurationError
 
-__all__ = ["add_parsers", "attach_to_run", "cell_models", "load_models", "model_file_problems",
-           "models_from_cell", "read_events"]
+__all__ = ["add_parsers", "attach_for_run", "attach_to_run", "cell_models", "load_models", "model_file_problems",
+           "model_problems", "models_from_cell", "read_events", "with_cell_wear"]
 
 
 def _number(text: str) -> Any:
@@ -59,7 +60,7 @@ def load_models(path: Path) -> dict[str, HealthModel]:
 
 
 def model_file_problems(path: Path, wearing: Sequence[str], machines: Sequence[str],
-                        named: str = "") -> list[str]:
+                        named: str = "", relative_to: str = "the cell file") -> list[str]:
     """What is wrong with the model file ``path`` for a cell whose machines are
     ``machines``, ``wearing`` those with a ``degradation:`` block; empty when it is fine.
     ``maintenance.models`` is checked by this when the cell file loads (ops/config/loader.py),
@@ -68,7 +69,7 @@ def model_file_problems(path: Path, wearing: Sequence[str], machines: Sequence[s
     if not path.is_file():
         what = "is not a file" if path.exists() else "does not exist"
         return [f"model file {str(path)!r} {what}; write it with `autocell maintenance fit "
-                f"LOGS... --out {named}`, or fix the path, which is relative to the cell file"]
+                f"LOGS... --out {named}`, or fix the path, which is relative to {relative_to}"]
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -98,11 +99,59 @@ def model_file_problems(path: Path, wearing: Sequence[str], machines: Sequence[s
             out.append(f"{path}: machines.{mid}: not a health model ({type(exc).__name__}: "
                        f"{exc})")
             continue
-        if not (0 < model.weibull_shape < math.inf and 0 < model.weibull_scale_s < math.inf):
-            out.append(f"{path}: machines.{mid}: the Weibull shape and scale must be positive "
-                       f"and finite (got {model.weibull_shape:g}, {model.weibull_scale_s:g})")
-        if any(c.per_wear == 0 for c in model.channels.values()):
-            out.append(f"{path}: machines.{mid}: a channel with per_wear 0 tells no wear")
+        out += [f"{path}: machines.{mid}: {p}" for p in model_problems(model)]
+    return out
+
+
+def model_problems(model: HealthModel) -> list[str]:
+    """What makes ``model`` unusable by an estimator (each a sentence; empty when fine):
+    figures an estimator would divide by, overflow on or turn into NaN at its first
+    reading, refused when the file loads rather than failing every reading on a host."""
+    out: list[str] = []
+    shape, scale = model.weibull_shape, model.weibull_scale_s
+    if not (0 < shape < math.inf and 0 < scale < math.inf):
+        out.append(f"the Weibull shape and scale must be positive and finite (got {shape:g}, "
+                   f"{scale:g})")
+    else:
+        try:        # the life's second moment (the estimators' spread) must be finite
+            math.gamma(1 + 2 / shape)
+        except OverflowError:
+            out.append(f"the Weibull shape {shape:g} is too small: the life's spread "
+                       "overflows (a fitted shape is above 0.1)")
+    for name, c in model.channels.items():
+        figures = (c.idle, c.busy, c.per_wear, c.noise)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in figures):
+            out.append(f"channel {name!r}: idle, busy, per_wear and noise must be finite "
+                       f"numbers (got {figures})")
+        elif c.per_wear == 0:
+            out.append(f"channel {name!r}: per_wear 0 tells no wear")
+        elif c.noise < 0:
+            out.append(f"channel {name!r}: noise must be >= 0 (got {c.noise:g})")
+    w = model.wear
+    if w is not None:
+        figures = (w.rate, w.beta, w.threshold_sd, w.idle_wear)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in figures):
+            out.append(f"wear: rate, beta, threshold_sd and idle_wear must be finite numbers "
+                       f"(got {figures})")
+        elif not (w.rate > 0 and w.beta > 0 and w.threshold_sd >= 0
+                  and 0 <= w.idle_wear <= 1):
+            out.append(f"wear: needs rate > 0, beta > 0, threshold_sd >= 0 and 0 <= "
+                       f"idle_wear <= 1 (got rate {w.rate:g}, beta {w.beta:g}, threshold_sd "
+                       f"{w.threshold_sd:g}, idle_wear {w.idle_wear:g})")
+    return out
+
+
+def with_cell_wear(models: Mapping[str, HealthModel], cfg: Any) -> dict[str, HealthModel]:
+    """``models`` with the cell file's wear process (``degradation:``, :class:`GammaWear`)
+    given to each model that has none (one ``maintenance fit`` wrote before it fitted the
+    process): the ``wear`` estimator's own fallback, a process taken from the Weibull life,
+    ignores idle wear and is not calibrated (docs/maintenance.md, ADR 76), while the
+    trained channels with the cell file's process were (ADR 82)."""
+    out = dict(models)
+    for m in cfg.machines:
+        model = out.get(m.id)
+        if model is not None and model.wear is None and m.degradation is not None:
+            out[m.id] = replace(model, wear=GammaWear.of(m.degradation))
     return out
 
 
@@ -118,7 +167,7 @@ def cell_models(cfg: Any) -> dict[str, HealthModel]:
     problems = model_file_problems(path, wearing, [m.id for m in cfg.machines])
     if problems:
         raise ConfigurationError(f"{cfg.source}: maintenance.models: " + "; ".join(problems))
-    return load_models(path)
+    return with_cell_wear(load_models(path), cfg)
 
 
 def models_from_cell(cfg: Any) -> dict[str, HealthModel]:
@@ -130,6 +179,18 @@ def models_from_cell(cfg: Any) -> dict[str, HealthModel]:
 
     return {m.id: prior_model(m.degradation) for m in cfg.machines
             if m.degradation is not None}
+
+
+def attach_for_run(cell: Any, policy: str | None, model: str | None = None) -> Any:
+    """A run's maintenance: the policy asked for, else ``negotiated`` when the cell file
+    says ``maintenance: {negotiate: true}`` and a machine wears (the agents plan, the
+    simulator only does the work), else none (``None``) — for ``autocell run`` and each run
+    of ``autocell experiment`` alike."""
+    m = cell.cfg.maintenance
+    if not policy and m is not None and m.negotiate and any(
+            x.degradation for x in cell.cfg.machines):
+        policy = "negotiated"
+    return attach_to_run(cell, policy, model) if policy else None
 
 
 def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:
@@ -145,10 +206,14 @@ def attach_to_run(cell: Any, policy: str, model: str | None) -> Any:
                                  "degradation block (docs/maintenance.md)")
     models = {**models_from_cell(cell.cfg), **cell_models(cell.cfg)}
     if model:
-        try:
-            models.update(load_models(Path(model)))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigurationError(f"--maintenance-model {model}: {exc}") from None
+        cfg = cell.cfg
+        problems = model_file_problems(
+            Path(model), [m.id for m in cfg.machines if m.degradation is not None],
+            [m.id for m in cfg.machines], named=model,
+            relative_to="the working directory")
+        if problems:
+            raise ConfigurationError(f"--maintenance-model {model}: " + "; ".join(problems))
+        models.update(with_cell_wear(load_models(Path(model)), cfg))
     try:
         return attach(cell, policy, models)
     except ValueError as exc:

@@ -56,7 +56,7 @@ def run_header(cell: Any) -> dict[str, Any]:
     faults = cell.faults.model_dump(mode="json") if cell.faults is not None else None
     return describe_run(cell.cfg, cell.seed, driver="virtual", order_strategy=order_s,
                         resource_strategy=resource_s, escalation=cell.console is not None,
-                        clock_base_at=cell.clock_base_at, faults=faults)
+                        clock_base_at=cell.clock_base_at, faults=faults, models=cell.models)
 
 
 def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
@@ -70,15 +70,19 @@ def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) ->
 # -- rebuilding and checking ----------------------------------------------------------------
 
 def build_from_header(run: dict[str, Any]) -> dict[str, Agent]:
-    """The cell's agents, fresh, as the recorded run built them."""
+    """The cell's agents, fresh, as the recorded run built them (their estimators from the
+    trained models the header keeps)."""
     from agents.cell.build import build_agents, policy_of
     from agents.escalation.policy import OFF
+    from agents.maintenance.rul import HealthModel
     from ops.config import cell_from_dict
 
     cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
+    models = {m: HealthModel.from_json(d) for m, d in (run.get("models") or {}).items()}
     return build_agents(cfg, run["seed"], order_strategy_name=run.get("order_strategy"),
                         resource_strategy_name=run.get("resource_strategy"),
-                        escalation=policy_of(cfg) if run.get("escalation") else OFF)
+                        escalation=policy_of(cfg) if run.get("escalation") else OFF,
+                        models=models)
 
 
 @dataclass

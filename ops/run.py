@@ -113,13 +113,9 @@ def execute(args: Any) -> int:
                                  "new file")
     cell = VirtualCell(cfg, seed=args.seed, keys=keys, clock_base_at=base_at, faults=faults,
                        escalations_db=db or ":memory:")
-    policy = getattr(args, "maintenance_policy", None)
-    m = cfg.maintenance
-    if not policy and m is not None and m.negotiate and any(x.degradation for x in cfg.machines):
-        policy = "negotiated"       # the agents plan; the simulator only does the work
-    if policy:
-        from ops.maintenance import attach_to_run
-        attach_to_run(cell, policy, getattr(args, "maintenance_model", None))
+    from ops.maintenance import attach_for_run
+    attach_for_run(cell, getattr(args, "maintenance_policy", None),
+                   getattr(args, "maintenance_model", None))
     log_path = getattr(args, "decision_log", None)
     log_file, recorder = None, None
     if log_path:

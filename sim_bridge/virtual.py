@@ -54,6 +54,7 @@ from .plant import EmbeddedPlant
 if TYPE_CHECKING:
     from agents.cell.faults import FaultScenario
     from agents.cell.model import CellConfig
+    from agents.maintenance.rul import HealthModel
 
 
 @dataclass
@@ -91,6 +92,9 @@ class VirtualCell(OnRunner):
                 journal = MemoryJournal()
         self.journal = journal
         self._strategies = (order_strategy, resource_strategy)
+        # trained health models of negotiating machines (set by the negotiated maintenance
+        # policy, sim_bridge/maintenance/negotiated.py): a rebuilt agent starts from them too
+        self.models: dict[str, HealthModel] = {}
         self.seed = cfg.sim.seed if seed is None else seed
         self.env = simpy.Environment()
         self.stats = RunStats()
@@ -241,7 +245,8 @@ class VirtualCell(OnRunner):
     def _rebuild(self, agent_id: str) -> Agent:
         order_s, resource_s = self._strategies
         return build_agents(self.cfg, self.seed, order_strategy_name=order_s,
-                            resource_strategy_name=resource_s, escalation=self.policy)[agent_id]
+                            resource_strategy_name=resource_s, escalation=self.policy,
+                            models=self.models)[agent_id]
 
     def crash(self, agent_id: str) -> None:
         """The agent's process state is gone: inputs are dropped until :meth:`restart`."""

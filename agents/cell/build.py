@@ -6,6 +6,7 @@ Also the other config-to-core translators: timing, roles and the escalation poli
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from agents.base import Agent, Timing
@@ -34,6 +35,7 @@ from security.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from agents.cell.model import CellConfig
+    from agents.maintenance.rul import HealthModel
 
 
 def timing_of(cfg: CellConfig) -> Timing:
@@ -63,11 +65,14 @@ def roles_of(cfg: CellConfig) -> dict[str, str]:
 def build_agents(cfg: CellConfig, seed: int, *,
                  order_strategy_name: str | None = None,
                  resource_strategy_name: str | None = None,
-                 escalation: EscalationPolicy = OFF) -> dict[str, Agent]:
+                 escalation: EscalationPolicy = OFF,
+                 models: Mapping[str, HealthModel] | None = None) -> dict[str, Agent]:
     """One agent per machine, robot and order, each with its own seeded RNG.
 
     ``escalation``: the policy the agents escalate by (off unless the driver runs a
-    console agent to escalate to, see :mod:`agents.escalation.console`)."""
+    console agent to escalate to, see :mod:`agents.escalation.console`); ``models``: the
+    trained health models the negotiating machines' estimators start from
+    (``maintenance.models``, else the cell file's figures)."""
     timing = timing_of(cfg)
     ostrat = order_strategy(order_strategy_name or cfg.negotiation.strategy.order)
     rstrat_name = resource_strategy_name or cfg.negotiation.strategy.resource
@@ -82,7 +87,7 @@ def build_agents(cfg: CellConfig, seed: int, *,
         if problem is not None:
             raise ConfigurationError(f"{cfg.source}: {problem}")
     tariff = TimeOfUse.from_settings(cfg.energy) if cfg.energy is not None else None
-    windows = windows_of(cfg, timing.retry_s)      # negotiated maintenance, else none
+    windows = windows_of(cfg, timing.retry_s, models)     # negotiated maintenance, else none
     for m in cfg.machines:
         # the machine's optional parts: power leases, negotiated maintenance, energy awareness
         extras: dict[str, object] = (

@@ -91,7 +91,7 @@ from agents.protocol.messages import (
 from .costs import CostRule, job_costs
 from .crew import CREW_ID, REPAIR_SPAN
 from .estimators import Estimator, estimator
-from .rul import prior_model
+from .rul import HealthModel, prior_model
 from .stores import STORES_ID
 
 if TYPE_CHECKING:
@@ -596,9 +596,12 @@ class MaintenanceWindow:
             self._life_busy_s = self.busy_s(now)
 
 
-def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
+def windows_of(cfg: CellConfig, retry_s: float,
+               models: Mapping[str, HealthModel] | None = None) -> dict[str, MaintenanceWindow]:
     """A window planner per wearing machine of a cell with ``maintenance.negotiate`` (none
-    otherwise), each estimator started from the cell file's figures (:func:`prior_model`)."""
+    otherwise), each estimator started from its trained model in ``models``
+    (``maintenance.models``) or else from the cell file's figures (:func:`prior_model`);
+    the cost rule's life is the cell file's either way (ADR 77)."""
     s = cfg.maintenance
     if s is None or not s.negotiate:
         return {}
@@ -614,5 +617,6 @@ def windows_of(cfg: CellConfig, retry_s: float) -> dict[str, MaintenanceWindow]:
         plan = WindowPlan(CREW_ID, d.maintenance_s, d.part, d.restore, s.risk, s.lookahead_s,
                           retry_s, s.window_grace_s, s.window_slot_s, STORES_ID,
                           d.repair_s, s.miss_quantile, rule, d.reading_interval_s)
-        out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, model))
+        trained = (models or {}).get(m.id, model)
+        out[m.id] = MaintenanceWindow(m.id, plan, estimator(s.estimator, trained))
     return out

@@ -65,7 +65,7 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
     log = SegmentLog(path.open("wb"), key, host=host.name,
                       run=describe_run(host.cfg, host.seed, driver="host",
                                        escalation=host.escalation is not OFF,
-                                       host=host.name, boot=host.boot,
+                                       models=host.models, host=host.name, boot=host.boot,
                                        agents=sorted(host.runner.agents)),
                       wall_clock=time.time)
     host.runner.recorder = log

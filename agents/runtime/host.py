@@ -70,7 +70,6 @@ from agents.base import Agent, PlantEventIn
 from agents.cell.build import build_agents, roles_of, timing_of
 from agents.escalation.burst import BurstWatch
 from agents.escalation.policy import OFF, EscalationPolicy
-from agents.maintenance.estimators import estimator
 from agents.maintenance.rul import HealthModel
 from agents.order import OrderAgent
 from agents.protocol.actions import Command
@@ -255,13 +254,7 @@ class Host(OnRunner):
     def _build(self) -> dict[str, Agent]:
         """The cell's agents as :func:`build_agents` makes them, each wearing machine's
         estimator started from its trained model where :attr:`models` has one."""
-        agents = build_agents(self.cfg, self.seed, escalation=self.escalation)
-        m = self.cfg.maintenance
-        for mid, model in self.models.items():
-            window = getattr(agents.get(mid), "maint", None)
-            if window is not None and m is not None:
-                window.estimator = estimator(m.estimator, model)
-        return agents
+        return build_agents(self.cfg, self.seed, escalation=self.escalation, models=self.models)
 
     # -- reject bursts ----------------------------------------------------------------------
     def _join_as_host(self, kd: KeyDir) -> None:

@@ -97,15 +97,23 @@ class Recorder(Protocol):
 
 def describe_run(cfg: Any, seed: int, *, driver: str, order_strategy: str | None = None,
                  resource_strategy: str | None = None, escalation: bool = False,
-                 **extra: Any) -> dict[str, Any]:
+                 models: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The header's ``run``: what a replay needs to build the agents again — the cell as
     data (``cfg``, a :class:`agents.cell.model.CellConfig`), the seed, the strategies,
-    whether the agents escalate (a console agent ran) — and ``extra`` facts (host, boot)."""
+    whether the agents escalate (a console agent ran), the trained health models the
+    machines' estimators started from (``models``, per machine, when there are some: the
+    file ``maintenance.models`` names is the recording host's, its contents are the
+    run's) — and ``extra`` facts (host, boot)."""
     data = cfg.model_dump(mode="json", exclude_none=True)
     data.pop("security", None)      # keys directories are the recording host's business
-    return {"driver": driver, "cell": data, "cell_name": cfg.cell, "source": str(cfg.source),
-            "seed": seed, "order_strategy": order_strategy,
-            "resource_strategy": resource_strategy, "escalation": escalation, **extra}
+    if isinstance(data.get("maintenance"), dict):       # and so is the models file: its
+        data["maintenance"].pop("models", None)         # contents are kept below
+    out = {"driver": driver, "cell": data, "cell_name": cfg.cell, "source": str(cfg.source),
+           "seed": seed, "order_strategy": order_strategy,
+           "resource_strategy": resource_strategy, "escalation": escalation, **extra}
+    if models:
+        out["models"] = {m: model.to_json() for m, model in sorted(models.items())}
+    return out
 
 
 # -- the JSON form of inputs and actions ----------------------------------------------------

@@ -46,6 +46,7 @@ def execute_point(point: RunPoint) -> dict[str, Any]:
         from ops.config import cell_from_dict
         from ops.config.fault_files import check_against_cell
         from ops.experiment.results import flatten_report
+        from ops.maintenance import attach_for_run
         from ops.run import load_keys
         from sim_bridge.report import build_report
         from sim_bridge.virtual import VirtualCell
@@ -61,6 +62,7 @@ def execute_point(point: RunPoint) -> dict[str, Any]:
                 raise ConfigurationError("; ".join(m for _, m in problems))
         keys, base_at = load_keys(cfg)
         cell = VirtualCell(cfg, seed=point.seed, keys=keys, clock_base_at=base_at, faults=faults)
+        attach_for_run(cell, None)      # a negotiating cell's maintenance, as `autocell run`
         cell.run(until=point.until_s)
         report = build_report(cell)
         row.update(status="ok", error="", event_log_sha256=report["event_log_sha256"],

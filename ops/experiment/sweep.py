@@ -430,6 +430,11 @@ def expand(sweep: Sweep) -> list[RunPoint]:
         keys_dir = cfg.keys_dir_path()
         if keys_dir is not None:   # the point's cell file may be written anywhere
             raw["security"]["keys_dir"] = str(keys_dir)
+        models = cfg.maintenance_models_path()
+        models_sha = None
+        if models is not None:     # so may the model file: by path, and its contents decide
+            raw["maintenance"]["models"] = str(models)                       # the runs
+            models_sha = hashlib.sha256(models.read_bytes()).hexdigest()
         for values in itertools.product(*(sweep.grid[p] for p in paths)):
             params = dict(zip(paths, values))
             data = copy.deepcopy(raw)
@@ -452,6 +457,8 @@ def expand(sweep: Sweep) -> list[RunPoint]:
                             key = {"cell": cell_data, "faults": fault, "seed": run_seed,
                                    "until_s": sweep.until_s, "params": params,
                                    "strategy": label, "repetition": rep, "code": code}
+                            if models_sha is not None:
+                                key["models_sha256"] = models_sha
                             run_id = hashlib.sha256(json.dumps(_json_keys(key), sort_keys=True,
                                                                default=str)
                                                     .encode()).hexdigest()[:12]

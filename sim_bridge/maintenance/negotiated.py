@@ -45,12 +45,13 @@ def attach_negotiated(cell: VirtualCell, workshop: Workshop,
                       models: Mapping[str, HealthModel]) -> None:
     """Route the machines' ``set_state maintenance`` to the workshop; give the machine
     agents' estimators the trained ``models`` where there are some (a restarted agent
-    starts again from the cell file's figures)."""
+    starts from them again, and a decision log's header keeps them for the replay)."""
     settings = cell.cfg.maintenance
     if settings is None or not settings.negotiate:
         raise ValueError("the negotiated maintenance policy needs `maintenance: {negotiate: "
                          "true}` in the cell file: the machine agents plan the windows and a "
                          "crew agent books the technicians (docs/maintenance.md)")
+    cell.models = dict(models)
     for mid, model in models.items():
         agent = cell.runner.agents.get(mid)
         window = getattr(agent, "maint", None)
