@@ -13,7 +13,7 @@ import pytest
 
 from agents.cell.energy import EnergySettings, PowerDraw
 from agents.cell.tariff import TimeOfUse
-from ops.bench.energy_shift import Slot, later_shift, op_slots, slot_cost
+from ops.bench.energy_shift import Slot, later_shift, latest_starts, op_slots, slot_cost
 
 TOU = TimeOfUse.from_settings(EnergySettings.model_validate({
     "clock_at_start": "mon 21:00",
@@ -37,6 +37,7 @@ def test_the_later_cheaper_start_counts_when_the_band_reaches_past_the_fall() ->
     r = later_shift(TOU, {"m": DRAW}, [SLOT], limit_s=6000.0, run_cost=10.0)
     assert r["later_shift_bound_pct"] == pytest.approx(round(-100 * (HERE - NIGHT) / 10.0, 1))
     assert r["price_first_falls_s"] == 3600.0
+    assert r["later_shift_float_pct"] == r["later_shift_bound_pct"]   # nothing after it
     # 1200 s later for 0.22 EUR: the default 600 s per EUR (132 s) does not pay for it,
     # 10000 s per EUR (2200 s) does
     assert HERE - NIGHT == pytest.approx(0.22)
@@ -85,5 +86,23 @@ def test_the_slots_come_from_the_plant_log() -> None:
         {"t": 40.0, "ev": "op_done", "task": "o1/1"},
         {"t": 50.0, "ev": "op_start", "task": "o1/0", "order": "o1", "machine": "m"},
         {"t": 60.0, "ev": "op_abort", "task": "o1/0"})]
-    assert op_slots(Cfg, lines) == [Slot("m", "mill", 10.0, 5.0, 40.0),
-                                    Slot("m", "mill", 50.0, 0.0, 60.0)]
+    assert op_slots(Cfg, lines) == [Slot("m", "mill", 10.0, 5.0, 40.0, "o1/1"),
+                                    Slot("m", "mill", 50.0, 0.0, 60.0, "o1/0")]
+
+
+def test_the_float_keeps_the_runs_sequences() -> None:
+    """SLOT's route successor o/1 runs on machine n from 4800 s, another order's p/0
+    follows SLOT on m from 4800 s, both 1800 s long.  With the limit at 9000 s both may
+    start at 7200 s, so SLOT may end at 7200 s: start at 4800 s, in the night.  With the
+    limit at the run's end (6600 s) nothing may move, though SLOT alone (the loose
+    bound) could start up to 4200 s and so cross the fall in part."""
+    slots = [SLOT, Slot("n", "mill", 4800.0, 0.0, 6600.0, "o/1"),
+             Slot("m", "mill", 4800.0, 0.0, 6600.0, "p/0")]
+    slots[0] = Slot("m", "mill", 2400.0, 600.0, 4800.0, "o/0")
+    assert latest_starts(slots, 9000.0) == [4800.0, 7200.0, 7200.0]
+    assert latest_starts(slots, 6600.0) == [2400.0, 4800.0, 4800.0]
+    tight = later_shift(TOU, {"m": DRAW, "n": DRAW}, slots, 6600.0, 10.0)
+    assert tight["later_shift_float_pct"] == 0.0 > tight["later_shift_bound_pct"]
+    roomy = later_shift(TOU, {"m": DRAW, "n": DRAW}, slots, 9000.0, 10.0)
+    # SLOT all in the night; o/1 and p/0 are already there
+    assert roomy["later_shift_float_pct"] == pytest.approx(round(-100 * (HERE - NIGHT) / 10, 1))

@@ -14,7 +14,12 @@ measures how much it could ever buy, on the energy-aware run's own schedule:
   makespan, the makespan target), paying standby instead of its work in the slot it
   leaves — no precedence, no other operation on the machine, no due date, no wake-up.
   As a share of the run's cost (negative: a saving).  No real plan saves more.
-* ``later_shift_weighed_pct`` — the same, but each operation moved only as far as the
+* ``later_shift_float_pct`` — the same, but each operation only within its *float*:
+  the latest start that keeps the run's own sequence on every machine and along every
+  route, with every later operation as late as it can be and all done by ``limit``.
+  Each operation is still moved alone (two may spend the same float), so this too is
+  an upper bound — of what right-shifting the run's plan, unchanged, could save.
+* ``later_shift_weighed_pct`` — as the first, but each operation moved only as far as the
   order's exchange rate pays: to the start of least delay + ``s_per_money`` · cost (the
   rule a priced quote would be chosen by, agents/energy/rehearsal.py), the default
   strategy's 600 s per unit of money unless told.
@@ -39,7 +44,7 @@ from typing import Any
 from agents.cell.energy import WEEK_S, PowerDraw
 from agents.cell.tariff import TimeOfUse
 
-__all__ = ["Slot", "later_shift", "op_slots", "slot_cost"]
+__all__ = ["Slot", "later_shift", "latest_starts", "op_slots", "slot_cost"]
 
 HOUR_S = 3600.0
 
@@ -53,6 +58,7 @@ class Slot:
     start: float
     setup_s: float
     finish: float
+    task: str = ""
 
 
 def op_slots(cfg: Any, lines: Iterable[str]) -> list[Slot]:
@@ -68,7 +74,8 @@ def op_slots(cfg: Any, lines: Iterable[str]) -> list[Slot]:
             s = started.pop(ev["task"])
             k = int(s["task"].rpartition("/")[2])
             setup = min(float(s.get("setup_s", 0.0)), ev["t"] - s["t"])
-            out.append(Slot(s["machine"], caps[s["order"]][k], s["t"], setup, ev["t"]))
+            out.append(Slot(s["machine"], caps[s["order"]][k], s["t"], setup, ev["t"],
+                            s["task"]))
     return out
 
 
@@ -97,9 +104,10 @@ def later_shift(tou: TimeOfUse, draws: Mapping[str, PowerDraw], slots: Iterable[
                 limit_s: float, run_cost: float, s_per_money: float = 600.0
                 ) -> dict[str, float | None]:
     """The module docstring's figures for a run's ``slots`` and its ``run_cost``."""
+    slots = list(slots)
     top = max(band.price for band in tou.bands)
-    peak = saved = weighed = 0.0
-    for s in slots:
+    peak = saved = floated = weighed = 0.0
+    for s, late in zip(slots, latest_starts(slots, limit_s)):
         draw = draws[s.machine]
         here = slot_cost(tou, draw, s, s.start)
         peak += _peak_part(tou, draw, s, top)
@@ -109,6 +117,8 @@ def later_shift(tou: TimeOfUse, draws: Mapping[str, PowerDraw], slots: Iterable[
             saved += here - min(c for _, c in costs)
             weighed += here - min(costs, key=lambda tc: tc[0] - s.start
                                   + s_per_money * tc[1])[1]
+        if late > s.start:
+            floated += here - min(slot_cost(tou, draw, s, t) for t in _starts(tou, s, late))
     segments = list(tou.segments(0.0, WEEK_S))
     fall = next((a for (_, _, p), (a, _, q) in zip(segments, segments[1:])
                  if q.price < p.price), None)
@@ -117,8 +127,35 @@ def later_shift(tou: TimeOfUse, draws: Mapping[str, PowerDraw], slots: Iterable[
         return round(-100.0 * x / run_cost, 1) + 0.0 if run_cost else 0.0
 
     return {"peak_work_share": round(peak / run_cost, 3) if run_cost else 0.0,
-            "later_shift_bound_pct": pct(saved), "later_shift_weighed_pct": pct(weighed),
+            "later_shift_bound_pct": pct(saved), "later_shift_float_pct": pct(floated),
+            "later_shift_weighed_pct": pct(weighed),
             "price_first_falls_s": fall}
+
+
+def latest_starts(slots: list[Slot], limit_s: float) -> list[float]:
+    """Each slot's latest start (``later_shift_float_pct``): its successors on its machine
+    and on its route (task ``order/k`` → ``order/k+1``) as late as they can be, the last
+    done by ``limit_s``; never earlier than the slot's own start."""
+    order = sorted(range(len(slots)), key=lambda i: (slots[i].start, i))
+    nxt_on_machine: dict[int, int] = {}
+    last: dict[str, int] = {}
+    for i in order:
+        if slots[i].machine in last:
+            nxt_on_machine[last[slots[i].machine]] = i
+        last[slots[i].machine] = i
+    by_task = {s.task: i for i, s in enumerate(slots)}
+    late = [0.0] * len(slots)
+    for i in reversed(order):
+        s = slots[i]
+        finish = limit_s
+        order_id, _, k = s.task.rpartition("/")
+        follow = [nxt_on_machine.get(i), by_task.get(f"{order_id}/{int(k) + 1}")
+                  if k.isdigit() else None]
+        for j in follow:
+            if j is not None and slots[j].start >= s.start:
+                finish = min(finish, late[j])
+        late[i] = max(s.start, finish - (s.finish - s.start))
+    return late
 
 
 def _peak_part(tou: TimeOfUse, draw: PowerDraw, s: Slot, top: float) -> float:
