@@ -39,14 +39,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from agents.cell.energy import WEEK_S, PowerDraw
 from agents.cell.tariff import TimeOfUse
 
-__all__ = ["Slot", "later_shift", "latest_starts", "op_slots", "slot_cost"]
+__all__ = ["ShiftFigures", "Slot", "later_shift", "latest_starts", "op_slots", "slot_cost"]
 
 HOUR_S = 3600.0
+
+
+class ShiftFigures(TypedDict):
+    """:func:`later_shift`'s figures (module docstring)."""
+
+    peak_work_share: float
+    later_shift_bound_pct: float
+    later_shift_float_pct: float
+    later_shift_weighed_pct: float
+    price_first_falls_s: float | None     # None: the price never falls within a week
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,7 @@ def _starts(tou: TimeOfUse, slot: Slot, latest: float) -> list[float]:
 
 def later_shift(tou: TimeOfUse, draws: Mapping[str, PowerDraw], slots: Iterable[Slot],
                 limit_s: float, run_cost: float, s_per_money: float = 600.0
-                ) -> dict[str, float | None]:
+                ) -> ShiftFigures:
     """The module docstring's figures for a run's ``slots`` and its ``run_cost``."""
     slots = list(slots)
     top = max(band.price for band in tou.bands)
