@@ -56,6 +56,13 @@ def test_the_json_has_the_documented_keys(bench_dir: Path, capsys: pytest.Captur
     diag = entry["diagnosis"]
     assert sum(diag["prices_in_run"].values()) == pytest.approx(1.0, abs=0.01)
     assert diag["machine_choice_bound_pct"] <= 0.0 and diag["shift_bound_pct"] < 0.0
+    # moving work later (seventh round, ops/bench/energy_shift.py): the float and the
+    # order's weighing only narrow the loose bound; the run starts at 14:00, the price
+    # first falls at 21:00
+    assert diag["later_shift_bound_pct"] <= diag["later_shift_float_pct"] <= 0.0
+    assert diag["later_shift_bound_pct"] <= diag["later_shift_weighed_pct"] <= 0.0
+    assert 0.0 <= diag["peak_work_share"] <= 1.0 and diag["price_first_falls_s"] == 25200.0
+    assert "slots" not in entry["energy_aware"]
     assert "by_machine_state_kwh" not in entry["energy_blind"]
     # standby (fifth round): the blind agents never sleep; the aware ones save no more
     # than the clairvoyant best on their own schedule, and never less than nothing

@@ -51,7 +51,10 @@ working time (busy and setup), and that work moved to the cheapest stretches
 of [0, 1.05 · makespan] (no precedence, no capacity between machines, no idle,
 robots free).  It keeps the blind machine choice, so it bounds shifting work
 in time, not choosing cheaper machines: an aware run that changes machines
-can beat it (mk03 does).
+can beat it (mk03 does).  Since the seventh round (ADR 80) the diagnosis also says
+how much moving work *later*, into a cheaper period, could save on the aware run's own
+schedule (``peak_work_share``, ``later_shift_bound_pct``, ``price_first_falls_s``:
+ops/bench/energy_shift.py).
 
 Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
 ``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
@@ -78,6 +81,8 @@ from security.errors import ConfigurationError
 from sim_bridge.baselines import simulate_rule
 from sim_bridge.energy import EnergyMeter
 from sim_bridge.instances import instance_path, instance_to_cell_dict, load_bks, load_instance
+
+from .energy_shift import Slot, later_shift, op_slots
 
 __all__ = ["METHODS", "UNIT_S", "add_parsers", "diagnose", "energy_extension", "run"]
 
@@ -156,7 +161,8 @@ def run_agents(cfg: Any, method: str) -> dict[str, Any]:
     cell.run()
     r = build_report(cell)
     e = r["energy"]
-    busy_above_idle = _busy_above_idle_kwh(cell)
+    slots = op_slots(cell.cfg, cell.events)
+    busy_above_idle = _busy_above_idle_kwh(cell, slots)
     # standby on this run's own schedule (ops/bench/energy_standby.py)
     awake = never_asleep(parse(cell.events))
     out_of_work = e["by_state_kwh"]["idle"] + e["by_state_kwh"]["standby"] + e["by_state_kwh"]["wake"]
@@ -171,32 +177,21 @@ def run_agents(cfg: Any, method: str) -> dict[str, Any]:
             "standby_saved_kwh": round(if_awake - out_of_work, 4),
             "standby_clairvoyant_kwh": round(clairvoyant, 4),
             "by_machine_state_kwh": e["by_machine_state_kwh"],
-            "busy_above_idle_kwh": busy_above_idle,
+            "busy_above_idle_kwh": busy_above_idle, "slots": slots,
             "orders_completed": r["orders_completed"], "orders_total": r["orders_total"],
             "invariants_hold": all(r["invariants"].values())}
 
 
-def _busy_above_idle_kwh(cell: Any) -> float:
+def _busy_above_idle_kwh(cell: Any, slots: list[Slot]) -> float:
     """The energy the run's operations drew above idle while processing (at the capability's
     busy power; setups left out, as in the least-energy assignment it is compared with),
     from the plant's log: which machine ran what, and how long."""
-    cfg = cell.cfg
-    caps = {o.id: [s.capability for s in cfg.product(o.product).routing] for o in cfg.orders}
-    draw = {m.id: m.power_kw for m in cfg.machines}
-    started: dict[str, dict[str, Any]] = {}
+    draw = {m.id: m.power_kw for m in cell.cfg.machines}
     kwh = 0.0
-    for line in cell.events:
-        ev = json.loads(line)
-        if ev["ev"] == "op_start":
-            started[ev["task"]] = ev
-        elif ev["ev"] in ("op_done", "op_abort") and ev["task"] in started:
-            s = started.pop(ev["task"])
-            d: PowerDraw = draw[s["machine"]]
-            k = int(s["task"].rpartition("/")[2])
-            cap = caps[s["order"]][k]
-            setup_s = float(s.get("setup_s", 0.0))
-            run_s = max(0.0, ev["t"] - s["t"] - setup_s)
-            kwh += max(0.0, d.busy_by_capability.get(cap, d.busy) - d.idle) * run_s / 3600.0
+    for s in slots:
+        d: PowerDraw = draw[s.machine]
+        run_s = max(0.0, s.finish - s.start - s.setup_s)
+        kwh += max(0.0, d.busy_by_capability.get(s.capability, d.busy) - d.idle) * run_s / 3600.0
     return round(kwh, 4)
 
 
@@ -282,9 +277,11 @@ def _shift_bound_pct(cfg: Any, tou: Any, blind: dict[str, Any]) -> float:
         if blind["energy_cost"] else 0.0
 
 
-def diagnose(cfg: Any, blind: dict[str, Any]) -> dict[str, Any]:
+def diagnose(cfg: Any, blind: dict[str, Any], aware: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
     """How much an instance lets energy-aware agents save (module docstring, "Diagnosis"):
-    ``blind`` is the energy-blind run's figures (:func:`run_agents`)."""
+    ``blind`` and ``aware`` are the energy-blind and -aware runs' figures
+    (:func:`run_agents`); the time-shift figures on the aware run need ``aware``."""
     from agents.cell.tariff import TimeOfUse
 
     tou = TimeOfUse.from_settings(cfg.energy)
@@ -313,7 +310,10 @@ def diagnose(cfg: Any, blind: dict[str, Any]) -> dict[str, Any]:
     vs_blind = round(100.0 * (least - ran) / ran, 1) if ran else 0.0
     return {"prices_in_run": prices, "machine_choice_bound_pct": bound,
             "machine_choice_vs_blind_pct": vs_blind,
-            "shift_bound_pct": _shift_bound_pct(cfg, tou, blind)}
+            "shift_bound_pct": _shift_bound_pct(cfg, tou, blind),
+            **({} if aware is None else later_shift(
+                tou, {m.id: m.power_kw for m in cfg.machines}, aware["slots"],
+                1.05 * horizon_s, float(aware["energy_cost"])))}
 
 
 def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
@@ -370,12 +370,14 @@ def run(directory: Path, *, instances: list[str] | None = None, seed: int = 0,
                 on_instance(name, method, results[method])
         out.append(_entry(name, results))
         blind = results["energy_blind"]
-        assert blind is not None
-        out[-1]["diagnosis"] = diagnose(cfg, blind)
+        aware = results["energy_aware"]
+        assert blind is not None and aware is not None
+        out[-1]["diagnosis"] = diagnose(cfg, blind, aware)
         for r in results.values():
             if r is not None:
                 r.pop("by_machine_state_kwh", None)
                 r.pop("busy_above_idle_kwh", None)
+                r.pop("slots", None)
     mean: dict[str, dict[str, float]] = {}
     for method in METHODS:
         rs = [e[method] for e in out if e[method] is not None]
