@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -150,7 +150,10 @@ def lives_of(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Life]]:
         elif ev == "maintenance_done":
             tr.stop(t)
             life = e.get("life")
-            renewed = (life != tr.life_no) if life is not None else e.get("kind") == "corrective"
+            if life is None:
+                renewed = e.get("kind") == "corrective"
+            else:       # lives are numbered from 1: a job on life 1 that says 1 replaced nothing
+                renewed = life != tr.life_no if tr.life_no is not None else float(life) > 1
             tr.life_no = life
             if renewed or tr.lives[-1].failed:
                 if not tr.lives[-1].failed:
@@ -200,8 +203,14 @@ def weibull_mle(ages_s: Iterable[float], failed: Iterable[bool]) -> tuple[float,
     return k, scale
 
 
-def _segments(lives: list[Life], channels: Mapping[str, Channel]
-              ) -> list[tuple[bool, np.ndarray, np.ndarray, np.ndarray, tuple[float, float] | None]]:
+class _Stretch(NamedTuple):
+    fresh: bool                        # began with a replacement: wear 0
+    steps: np.ndarray                  # (busy, idle) seconds before each reading
+    z: np.ndarray                      # readings as wear, a column per channel (NaN: absent)
+    tail: tuple[float, float] | None   # (busy, idle) from the last reading to a failure
+
+
+def _segments(lives: list[Life], channels: Mapping[str, Channel]) -> list[_Stretch]:
     """Per stretch of one life between maintenances: whether it began new (wear 0),
     the busy and idle seconds before each reading, each reading as a wear measurement
     per channel (``(value - level) / per_wear``, NaN where absent), and for the stretch
@@ -224,15 +233,14 @@ def _segments(lives: list[Life], channels: Mapping[str, Channel]
             tail = None
             if lf.failed and seg == segs[-1]:
                 tail = (max(0.0, lf.end[0] - ages[-1, 0]), max(0.0, lf.end[1] - ages[-1, 1]))
-            out.append((fresh, np.maximum(steps, 0.0), z, tail))
+            out.append(_Stretch(fresh, np.maximum(steps, 0.0), z, tail))
     return out
 
 
 _DIFFUSE = (0.5, 4.0)          # the belief at the first reading of a stretch of unknown wear
 
 
-def _filter(seg: tuple[bool, np.ndarray, np.ndarray, tuple[float, float] | None],
-            rate: float, beta: float, idle: float, r: np.ndarray
+def _filter(seg: _Stretch, rate: float, beta: float, idle: float, r: np.ndarray
             ) -> tuple[float, float, float]:
     """Kalman-filter one stretch: (log-likelihood of its readings, mean and variance of
     the wear at its end — at the failure when it ended in one)."""
@@ -304,11 +312,11 @@ def fit_wear(lives: list[Life], channels: dict[str, Channel]
     x0 = np.array([math.log(rate0), math.log(0.1), 0.1,
                    *[math.log(max(channels[n].noise, 1e-6)) for n in names]])
     bounds = [(math.log(rate0) - 4, math.log(rate0) + 4), (math.log(1e-4), math.log(10.0)),
-              (0.0, 1.0), *[(math.log(1e-6) , math.log(max(channels[n].noise, 1e-6) * 10))
+              (0.0, 1.0), *[(math.log(1e-6), math.log(max(channels[n].noise, 1e-6) * 10))
                             for n in names]]
     res = minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
     rate, beta, idle, r = unpack(res.x)
-    ends = [_filter(sg, rate, beta, idle, r)[1:] for sg in segs if sg[3] is not None]
+    ends = [_filter(sg, rate, beta, idle, r)[1:] for sg in segs if sg.tail is not None]
     h = np.array([m for m, _ in ends])
     unit = float(h.mean())
     if not unit > 0:
