@@ -7,6 +7,7 @@ The input is a stream of event dicts, as the event log of a run writes them
 ``reading``                 the sensor values (any numeric field but ``t``)
 ``op_start`` / ``op_done`` / ``op_abort``   busy or idle, and the operating age
 ``fault`` with reason ``wear`` (or ``breakdown``)   a life that ended in failure
+``fault`` ... ``repaired``  down time (neither busy nor idle: no wear)
 ``maintenance_done``        a new life when the part was replaced (``life``
                             changes, or no ``life`` field and kind ``corrective``)
 
@@ -15,11 +16,14 @@ ends, is a *censored* observation: the part lasted at least that long.
 
 The fit: a Weibull life on operating age by maximum likelihood with right
 censoring (the profile likelihood in the shape, solved by bisection — the
-same estimator ``lifelines.WeibullFitter`` computes; numpy only, so a plant
-controller needs no scientific stack); and per channel a least-squares line
+same estimator ``lifelines.WeibullFitter`` computes); and per channel a least-squares line
 ``value ~ idle + (busy - idle) * busy + per_wear * age / life`` on the lives that
 ended in failure, age over life standing in for the wear (0 new, 1 at failure),
-with the residual standard deviation as the noise.
+with the residual standard deviation as the noise; then the gamma wear process
+the ``wear`` estimator assumes, by maximum likelihood over a Kalman filter of the
+readings (:func:`fit_wear`), which also fits each channel's noise and rescales
+its rise per wear so that failures come at wear 1 on average.  Logs may follow
+one another: where the clock goes back, a new log begins.
 """
 
 from __future__ import annotations
