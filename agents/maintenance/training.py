@@ -321,6 +321,9 @@ def fit_wear(lives: list[Life], channels: dict[str, Channel]
     res = minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
     rate, beta, idle, r = unpack(res.x)
     ends = [_filter(sg, rate, beta, idle, r)[1:] for sg in segs if sg.tail is not None]
+    if len(ends) < 2:
+        raise WearFitError(f"{len(ends)} failure(s) with readings before them; fitting the "
+                           "threshold needs at least 2")
     h = np.array([m for m, _ in ends])
     unit = float(h.mean())
     if not unit > 0:
