@@ -238,6 +238,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"{m}: Weibull shape {model.weibull_shape:.3g}, scale {model.weibull_scale_s:.6g} "
               f"operating s, from {model.failures} failures and {model.censored} censored lives; "
               f"{chans}")
+        w = model.wear
+        print(f"  wear process: rate {w.rate:.4g}/exposure s, gamma scale {w.beta:.3g}, idle "
+              f"wear {w.idle_wear:.3g}, threshold sd {w.threshold_sd:.3g}" if w else
+              f"  wear process {model.meta.get('wear', 'not fitted')} (the wear estimator "
+              "takes it from the Weibull life)")
     print(f"wrote {args.out}")
     return 0
 

@@ -210,8 +210,8 @@ class WearEstimator(Estimator):
     inverts the same ``p_fail_before``.  Operating seconds become exposure at the
     machine's recent load (idle time wears too).
 
-    A model without :attr:`HealthModel.wear` (a fitted one) takes the process from its
-    Weibull life: mean rate ``1 / mean life``, the life's spread shared equally between
+    A model without :attr:`HealthModel.wear` (fitted from too little data, or written
+    before ``maintenance fit`` fitted the process) takes it from its Weibull life: mean rate ``1 / mean life``, the life's spread shared equally between
     the wear and the threshold, no idle wear (its ages count busy seconds only)."""
 
     name = "wear"

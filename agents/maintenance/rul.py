@@ -10,8 +10,9 @@ the machine's expected load.
 
 :class:`HealthModel` is what ``autocell maintenance fit`` writes (one per
 machine): how each sensor channel reads on a new machine, idle and busy, how far
-it rises with wear, and a Weibull life distribution fitted to the lives in the
-logs.  It is plain data so that an estimator stays pure and a model file can be
+it rises with wear, a Weibull life distribution fitted to the lives in the
+logs, and the gamma wear process fitted to the readings (:class:`GammaWear`,
+``null`` when the logs hold too little).  It is plain data so that an estimator stays pure and a model file can be
 read and diffed by people.
 """
 
@@ -175,7 +176,7 @@ class HealthModel:
     failures: int = 0
     censored: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
-    wear: GammaWear | None = None     # the wear process, when known (the cell file's figures)
+    wear: GammaWear | None = None     # the wear process: the cell file's, or fitted (ADR 81)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
