@@ -144,7 +144,7 @@ def model_problems(model: HealthModel) -> list[str]:
 def with_cell_wear(models: Mapping[str, HealthModel], cfg: Any) -> dict[str, HealthModel]:
     """``models`` with the cell file's wear process (``degradation:``, :class:`GammaWear`)
     given to each model that has none (one ``maintenance fit`` wrote before it fitted the
-    process): the ``wear`` estimator's own fallback, a process taken from the Weibull life,
+    process, or for a machine with too few failures to fit it, ADR 81): the ``wear`` estimator's own fallback, a process taken from the Weibull life,
     ignores idle wear and is not calibrated (docs/maintenance.md, ADR 76), while the
     trained channels with the cell file's process were (ADR 82)."""
     out = dict(models)
