@@ -178,3 +178,33 @@ def test_a_wear_estimate_past_the_threshold_still_gives_a_short_finite_life() ->
         assert 0.0 < rul.quantile(0.05) < rul.median_s < math.inf
         medians.append(rul.median_s)
     assert medians == sorted(medians, reverse=True) and medians[-1] < 60.0
+
+
+@pytest.mark.parametrize("value", [1e20, 1e300])
+def test_an_outlying_reading_leaves_the_remaining_life_in_order(value: float) -> None:
+    """Far past its threshold the filtered wear counts as overdue (OVERDUE_SD): the quantiles
+    stay in order and finite (before: 7.9 s at 30 %, 4.7e6 s at 50 % after a reading of
+    1e20; a ValueError on every later reading after 1e300)."""
+    model = prior_model(SPEC)
+    est = WearEstimator(model)
+    est.observe(0.0, {k: c.idle for k, c in model.channels.items()}, busy=False, age_s=600.0)
+    est.observe(STEP_S, {"vibration_mm_s": value}, busy=False, age_s=600.0)
+    qs = [est.rul().quantile(q) for q in (0.05, 0.3, 0.5, 0.8, 0.95)]
+    assert all(math.isfinite(q) and q > 0 for q in qs) and qs == sorted(qs)
+    assert qs[2] < SPEC.mttf_s / 10 and est.health() == 0.0    # overdue, not new
+    est.observe(2 * STEP_S, {k: c.idle for k, c in model.channels.items()}, busy=False,
+                age_s=600.0)
+    assert math.isfinite(est.rul().quantile(0.5))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_reading_that_is_not_a_number_reads_nothing(value: float) -> None:
+    model = prior_model(SPEC)
+    plain, fed = WearEstimator(model), WearEstimator(model)
+    idle = {k: c.idle for k, c in model.channels.items()}
+    for est in (plain, fed):
+        est.observe(0.0, idle, busy=False, age_s=600.0)
+    plain.observe(STEP_S, {}, busy=False, age_s=600.0)
+    fed.observe(STEP_S, {"vibration_mm_s": value}, busy=False, age_s=600.0)
+    assert (fed.mean, fed.var) == (plain.mean, plain.var)
+    assert math.isfinite(fed.rul().quantile(0.5))

@@ -181,6 +181,11 @@ class WeibullEstimator(Estimator):
         return WeibullRul(self.model.weibull_shape, self.model.weibull_scale_s, self.age_s)
 
 
+#: How far past its threshold, in spreads of the wear left, the wear estimator's remaining
+#: life still follows the filtered wear (beyond it the machine is overdue all the same).
+OVERDUE_SD = 40.0
+
+
 class WearEstimator(Estimator):
     """The wear level filtered from the readings; its first passage to the threshold.
 
@@ -211,8 +216,13 @@ class WearEstimator(Estimator):
     machine's recent load (idle time wears too).
 
     A model without :attr:`HealthModel.wear` (fitted from too little data, or written
-    before ``maintenance fit`` fitted the process) takes it from its Weibull life: mean rate ``1 / mean life``, the life's spread shared equally between
-    the wear and the threshold, no idle wear (its ages count busy seconds only)."""
+    before ``maintenance fit`` fitted the process) takes it from its Weibull life: mean
+    rate ``1 / mean life``, the life's spread shared equally between the wear and the
+    threshold, no idle wear (its ages count busy seconds only).
+
+    A reading that is not a finite number is skipped; a wear filtered more than
+    :data:`OVERDUE_SD` spreads past the threshold counts as that far (an outlying reading
+    moves the wear, never the remaining life's order)."""
 
     name = "wear"
 
@@ -250,10 +260,11 @@ class WearEstimator(Estimator):
         self.mean += p.rate * de
         self.var += p.rate * p.beta * de
         for k, ch in self._channels.items():
-            if k in values:
+            value = values.get(k)
+            if value is not None and math.isfinite(value):   # a NaN or inf reads nothing
                 r = (ch.noise / ch.per_wear) ** 2
                 gain = self.var / (self.var + r) if self.var + r > 0 else 1.0
-                self.mean += gain * (ch.wear(values[k], busy) - self.mean)
+                self.mean += gain * (ch.wear(value, busy) - self.mean)
                 self.var *= 1.0 - gain
 
     def health(self) -> float:
@@ -261,7 +272,10 @@ class WearEstimator(Estimator):
 
     def rul(self) -> Rul:
         p = self.process
-        mu, sd = 1.0 - self.mean, math.sqrt(self.var + p.threshold_sd ** 2)
+        sd = math.sqrt(self.var + p.threshold_sd ** 2)
+        # past OVERDUE_SD spreads beyond its threshold the wear says nothing more (the
+        # machine is overdue), and the points of a normal that far in its tail would cancel
+        mu = max(1.0 - self.mean, -OVERDUE_SD * sd)
         if sd <= 0:
             gaps = np.full(self._u.shape, max(mu, 1e-9))
         else:   # equal-probability points of N(mu, sd) above 0 (robust far in the tail,
