@@ -36,7 +36,7 @@ from agents.cell.tariff import standby_saving
 
 from .aware import MachineEnergy
 
-__all__ = ["PlannedSlot", "right_shift"]
+__all__ = ["PlannedSlot", "plan_cost", "right_shift"]
 
 #: money below which two costs are the same (float noise, not a tuning knob)
 _EPS = 1e-9
@@ -98,6 +98,23 @@ def right_shift(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEner
         if best != s.start:
             out[i] = replace(s, start=best, finish=best + s.length)
     return out
+
+
+def plan_cost(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEnergy],
+              horizon: tuple[float, float]) -> float:
+    """The priced machines' energy cost of a plan beyond idle over ``horizon``, by the
+    pass's own model: each operation above idle, minus what sleeping through the gaps
+    saves.  Differences between two plans on the same horizon are what the pass lowers."""
+    total = 0.0
+    for m, energy in sorted(machines.items()):
+        line = sorted((s for s in slots if s.machine == m), key=lambda s: s.start)
+        t = horizon[0]
+        for s in line:
+            total += (energy.slot_cost(s.capability, s.start, s.setup_s, s.length - s.setup_s)
+                      - _sleep_saving(energy, t, s.start, wakes=True))
+            t = s.finish
+        total -= _sleep_saving(energy, t, horizon[1], wakes=False)
+    return total
 
 
 def _cost(energy: MachineEnergy, s: PlannedSlot, start: float, before: float,
