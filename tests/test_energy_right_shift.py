@@ -5,7 +5,7 @@ from __future__ import annotations
 from agents.cell.energy import EnergySettings, PowerDraw
 from agents.cell.tariff import TimeOfUse
 from agents.energy.aware import MachineEnergy
-from agents.energy.right_shift import PlannedSlot, right_shift
+from agents.energy.right_shift import PlannedSlot, plan_cost, right_shift
 
 # day 0.30 until 22:00, night 0.10 from 22:00; the run starts Monday 21:00: the price
 # falls at t = 3600 s
@@ -30,6 +30,11 @@ def test_an_operation_with_float_before_a_price_drop_moves_past_it() -> None:
     out = right_shift(plan, M, {}, (0.0, 7200.0))
     assert out[0].start >= 3600.0 and out[0].finish <= 7200.0     # all of it at night
     assert out[0].length == 1800.0 and out[1] == plan[1]
+    # busy 4 kW above idle for 1800 s at 0.10 instead of 0.30: 0.4 less; and the machine
+    # now sleeps (0.8 kW below idle) through the dear hour instead of a cheap one: up to
+    # 0.16 more, less its wake-ups
+    saved = plan_cost(plan, M, (0.0, 7200.0)) - plan_cost(out, M, (0.0, 7200.0))
+    assert 0.4 < saved <= 0.56
 
 
 def test_without_float_nothing_moves() -> None:

@@ -54,7 +54,9 @@ in time, not choosing cheaper machines: an aware run that changes machines
 can beat it (mk03 does).  Since the seventh round (ADR 80) the diagnosis also says
 how much moving work *later*, into a cheaper period, could save on the aware run's own
 schedule (``peak_work_share``, ``later_shift_bound_pct``, ``price_first_falls_s``:
-ops/bench/energy_shift.py).
+ops/bench/energy_shift.py); since the eighth round (ADR 83) ``right_shift_pct``, the
+priced right-justifying pass (agents/energy/right_shift.py) applied offline to that
+schedule: its cost change by the pass's model, as a share of the run's cost.
 
 Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
 ``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
