@@ -62,6 +62,8 @@ def test_the_json_has_the_documented_keys(bench_dir: Path, capsys: pytest.Captur
     assert diag["later_shift_bound_pct"] <= diag["later_shift_float_pct"] <= 0.0
     assert diag["later_shift_bound_pct"] <= diag["later_shift_weighed_pct"] <= 0.0
     assert 0.0 <= diag["peak_work_share"] <= 1.0 and diag["price_first_falls_s"] == 25200.0
+    # the priced right-justifying pass (eighth round) only takes strictly cheaper starts
+    assert diag["right_shift_pct"] <= 0.0
     assert "slots" not in entry["energy_aware"]
     assert "by_machine_state_kwh" not in entry["energy_blind"]
     # standby (fifth round): the blind agents never sleep; the aware ones save no more

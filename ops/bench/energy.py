@@ -54,7 +54,9 @@ in time, not choosing cheaper machines: an aware run that changes machines
 can beat it (mk03 does).  Since the seventh round (ADR 80) the diagnosis also says
 how much moving work *later*, into a cheaper period, could save on the aware run's own
 schedule (``peak_work_share``, ``later_shift_bound_pct``, ``price_first_falls_s``:
-ops/bench/energy_shift.py).
+ops/bench/energy_shift.py); since the eighth round (ADR 83) ``right_shift_pct``, the
+priced right-justifying pass (agents/energy/right_shift.py) applied offline to that
+schedule: its cost change by the pass's model, as a share of the run's cost.
 
 Figures: ``energy_cost`` and ``kwh`` as the run report meters them,
 ``peak_kw`` the highest 15-minute mean, ``cap_violations`` the 15-minute
@@ -313,7 +315,29 @@ def diagnose(cfg: Any, blind: dict[str, Any], aware: dict[str, Any] | None = Non
             "shift_bound_pct": _shift_bound_pct(cfg, tou, blind),
             **({} if aware is None else later_shift(
                 tou, {m.id: m.power_kw for m in cfg.machines}, aware["slots"],
-                1.05 * horizon_s, float(aware["energy_cost"])))}
+                1.05 * horizon_s, float(aware["energy_cost"]))),
+            **({} if aware is None else {"right_shift_pct": _right_shift_pct(cfg, tou, aware)})}
+
+
+def _right_shift_pct(cfg: Any, tou: Any, aware: dict[str, Any]) -> float:
+    """The priced right-justifying pass (agents/energy/right_shift.py) applied to the aware
+    run's own schedule, offline: its cost change by the pass's model, as a share of the
+    run's cost (negative: a saving).  What the pass would buy if the execution followed
+    it; the pass is not in the agents yet (ADR 83)."""
+    from agents.energy.aware import MachineEnergy
+    from agents.energy.right_shift import PlannedSlot, plan_cost, right_shift
+
+    machines = {m.id: MachineEnergy(tou, m.power_kw) for m in cfg.machines}
+    plan = []
+    for s in aware["slots"]:
+        order, _, k = s.task.rpartition("/")
+        plan.append(PlannedSlot(order, int(k), s.machine, s.capability, s.start, s.setup_s,
+                                s.finish))
+    horizon = (0.0, float(aware["makespan"]))
+    shifted = right_shift(plan, machines, {o.id: float(o.due_at) for o in cfg.orders}, horizon)
+    saved = plan_cost(shifted, machines, horizon) - plan_cost(plan, machines, horizon)
+    cost = float(aware["energy_cost"])
+    return round(100.0 * saved / cost, 1) + 0.0 if cost else 0.0
 
 
 def _entry(name: str, results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
