@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.energy_tariffs import DRAW, day_night
 
-from agents.cell.energy import EnergySettings, PowerDraw
+from agents.cell.energy import EnergySettings
 from agents.cell.tariff import TimeOfUse
 from agents.energy.aware import MachineEnergy
 from agents.energy.strategies import EnergyAwareResource, EnergyCost
@@ -26,12 +27,7 @@ AWARE = {"resource_strategy": "agents.energy.strategies:EnergyAwareResource",
          "order_strategy": "agents.energy.strategies:EnergyCost"}
 
 # night 0.10 until 07:00, day 0.30 from 07:00; the run starts Monday 06:00
-TOU = TimeOfUse.from_settings(EnergySettings.model_validate({
-    "clock_at_start": "mon 06:00",
-    "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
-                           {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
-DRAW = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standby": 0.2,
-                                 "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05}}})
+TOU = day_night("mon 06:00")
 
 
 def cfp(due_at: float = 1e6) -> CallForProposals:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from agents.cell.energy import EnergySettings, PowerDraw
-from agents.cell.tariff import TimeOfUse
+from helpers.energy_tariffs import DRAW, day_night
+
+from agents.cell.energy import PowerDraw
 from agents.energy.aware import MachineEnergy
 from agents.energy.right_shift import PlannedSlot, plan_cost, right_shift
 
 # day 0.30 until 22:00, night 0.10 from 22:00; the run starts Monday 21:00: the price
 # falls at t = 3600 s
-TOU = TimeOfUse.from_settings(EnergySettings.model_validate({
-    "clock_at_start": "mon 21:00",
-    "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
-                           {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
-DRAW = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standby": 0.2,
-                                 "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05}}})
+TOU = day_night("mon 21:00")
 # busy barely above idle, a dear wake-up: break-even 4350 s
 LAZY = PowerDraw.model_validate({"idle": 1.0, "busy": 1.05, "standby": 0.2,
                                  "wake": {"standby": {"time_s": 600, "energy_kwh": 1.0}}})

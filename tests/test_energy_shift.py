@@ -10,17 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.energy_tariffs import DRAW, day_night
 
-from agents.cell.energy import EnergySettings, PowerDraw
+from agents.cell.energy import EnergySettings
 from agents.cell.tariff import TimeOfUse
 from ops.bench.energy_shift import Slot, later_shift, latest_starts, op_slots, slot_cost
 
-TOU = TimeOfUse.from_settings(EnergySettings.model_validate({
-    "clock_at_start": "mon 21:00",
-    "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
-                           {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
-DRAW = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standby": 0.2,
-                                 "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05}}})
+TOU = day_night("mon 21:00")
 # 600 s of setup then 1800 s busy, starting 1200 s before the price falls
 SLOT = Slot("m", "mill", 2400.0, 600.0, 4800.0)
 HERE = 1.8 * 600 / 3600 * 0.30 + 4.8 * (600 / 3600 * 0.30 + 1200 / 3600 * 0.10)

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import simpy
+from helpers.machine_logs import machine_log
 from pytest import approx
 
 from agents.cell.maintenance import Degradation
-from agents.cell.specs import MachineSpec
 from agents.maintenance.estimators import WearEstimator
 from agents.maintenance.rul import GammaWear, HealthModel
 from agents.maintenance.training import (
@@ -23,10 +22,8 @@ from agents.maintenance.training import (
     fit_wear,
     lives_of,
 )
-from agents.protocol.actions import Command
 from ops.cli import main
 from ops.maintenance import load_models
-from sim_bridge.plant import EmbeddedPlant
 
 SPEC = Degradation(mttf_s=3000.0, wear_cv=0.3, threshold_cv=0.1, idle_wear=0.25,
                    reading_interval_s=60.0, maintenance_s=100.0, repair_s=600.0)
@@ -36,27 +33,8 @@ def _log(seed: int, until_s: float, spec: Degradation = SPEC) -> list[dict[str, 
     """A machine working in blocks of three 100-s operations, each followed by 0, 300,
     600 or 900 s idle in turn (so busy and idle time vary apart, and the idle wear
     is told from the busy), until ``until_s``, run to failure: its event log."""
-    env = simpy.Environment()
-    log: list[dict[str, Any]] = []
-    plant = EmbeddedPlant(env, [MachineSpec("m", location="bay", degradation=spec)], [],
-                          seed=seed, emit=lambda e: None,
-                          record=lambda ev, **f: log.append({"t": env.now, "ev": ev, **f}),
-                          breakdowns=False)
-    m = plant.backend.machines["m"]
-
-    def feed() -> Any:
-        k = 0
-        while True:
-            if m.up and not m.task:
-                k += 1
-                plant.command(Command("start_operation", "m", f"o/{k}",
-                                      {"award_epoch": 1, "duration_s": 100.0, "order": "o"}))
-                if k % 3 == 0:
-                    yield env.timeout(300.0 * (k // 3 % 4))
-            yield env.timeout(1.0 if m.task else 5.0)
-    env.process(feed())
-    env.run(until=until_s)
-    return log
+    return machine_log(seed, until_s, spec,
+                       lambda k: 300.0 * (k // 3 % 4) if k % 3 == 0 else None)
 
 
 def test_the_fit_recovers_the_simulated_wear_process() -> None:

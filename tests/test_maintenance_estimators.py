@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import simpy
+from helpers.machine_logs import machine_log
 from pytest import approx
 
-from agents.cell.specs import MachineSpec
 from agents.cell.maintenance import Degradation
 from agents.maintenance.estimators import (
     Estimator,
@@ -24,10 +23,8 @@ from agents.maintenance.estimators import (
 )
 from agents.maintenance.rul import Channel, HealthModel, NormalRul, WeibullRul
 from agents.maintenance.training import fit_events, weibull_mle
-from agents.protocol.actions import Command
 from ops.cli import main
 from security.errors import ConfigurationError
-from sim_bridge.plant import EmbeddedPlant
 
 VIB = Channel(idle=0.3, busy=2.0, per_wear=4.0, noise=0.4)
 MODEL = HealthModel(channels={"vibration_mm_s": VIB}, weibull_shape=3.0, weibull_scale_s=10_000.0)
@@ -152,27 +149,8 @@ def test_estimators_are_plug_ins_named_like_strategies() -> None:
 
 def _busy_log(seed: int, until_s: float) -> list[dict[str, Any]]:
     """A machine kept busy with 100-s operations until ``until_s``: its event log."""
-    env = simpy.Environment()
-    log: list[dict[str, Any]] = []
-    spec = Degradation(mttf_s=6000.0, reading_interval_s=60.0, maintenance_s=100.0,
-                       repair_s=600.0)
-    plant = EmbeddedPlant(env, [MachineSpec("m", location="bay", degradation=spec)], [],
-                          seed=seed, emit=lambda e: None,
-                          record=lambda ev, **f: log.append({"t": env.now, "ev": ev, **f}),
-                          breakdowns=False)
-    m = plant.backend.machines["m"]
-
-    def feed() -> Any:
-        k = 0
-        while True:
-            if m.up and not m.task:
-                k += 1
-                plant.command(Command("start_operation", "m", f"o/{k}",
-                                      {"award_epoch": 1, "duration_s": 100.0, "order": "o"}))
-            yield env.timeout(1.0 if m.task else 5.0)
-    env.process(feed())
-    env.run(until=until_s)
-    return log
+    return machine_log(seed, until_s, Degradation(mttf_s=6000.0, reading_interval_s=60.0,
+                                                  maintenance_s=100.0, repair_s=600.0))
 
 
 def test_a_model_fitted_from_event_logs_recovers_the_simulated_machine() -> None:
