@@ -10,6 +10,8 @@ rehearsed cell it quotes the planned start (a later quote would reorder the plan
 
 from __future__ import annotations
 
+import dataclasses
+
 import random
 
 import pytest
@@ -52,6 +54,18 @@ def test_the_cheaper_machines_of_an_operation() -> None:
     assert pricing(m2_s=6000.0).cheaper(["m1", "m2"], "op", 1, 0.0) == ["m1"]
     # a machine without a price: every machine stays
     assert p.cheaper(["m1", "m3"], "op", 1, 0.0) == ["m1", "m3"]
+
+
+def test_mean_cost_prices_nothing_out_of_work_with_price_idle_off() -> None:
+    """With ``price_idle`` off the operation pays setup and busy above idle only; before
+    the fix it paid the whole idle draw over the slot (the floor was 0 kW, not idle)."""
+    on = pricing()
+    off = dataclasses.replace(on, price_idle=False)
+    mean = TOU.cost(1.0, 0.0, 7 * 86400.0) / (7 * 24.0)     # money per kWh over the week
+    above_idle = (HUNGRY.busy - HUNGRY.idle) * 600.0 / 3600.0 * mean
+    assert off.mean_cost("m1", "op", 1) == pytest.approx(above_idle)
+    step = (HUNGRY.idle - HUNGRY.standby_kw) * 600.0 / 3600.0 * mean
+    assert on.mean_cost("m1", "op", 1) == pytest.approx(above_idle + step)
 
 
 def rehearse(orders: int, p: PlanPricing) -> dict[str, OrderRehearsal]:

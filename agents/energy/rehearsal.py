@@ -128,7 +128,8 @@ class PlanPricing:
         """The operation's energy cost at ``machine`` at the tariff's mean price over the
         week (the slot's time is not known yet): setup and busy above idle, and the
         step from the floor to idle over the whole slot; None if the machine has no
-        price or cannot run it."""
+        price or cannot run it.  With ``price_idle`` off nothing out of work is priced:
+        the floor is idle itself, so the step term is 0 (not the whole idle draw)."""
         energy = self.machines.get(machine)
         unit = self.durations.get(machine, {}).get(capability)
         if energy is None or unit is None:
@@ -137,7 +138,8 @@ class PlanPricing:
         setup, processing = self.setup_s.get(machine, 0.0), unit * quantity
         busy = d.busy_by_capability.get(capability, d.busy)
         kw_s = (max(0.0, d.setup_kw - d.idle) * setup + max(0.0, busy - d.idle) * processing
-                + max(0.0, d.idle - self.floor_kw(machine)) * (setup + processing))
+                + (max(0.0, d.idle - self.floor_kw(machine)) * (setup + processing)
+                   if self.price_idle else 0.0))
         return energy.tariff.cost(kw_s / WEEK_S, 0.0, WEEK_S)
 
     def cheaper(self, machines: list[str], capability: str, quantity: int,
