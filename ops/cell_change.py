@@ -368,6 +368,23 @@ def cell_change(recorded: dict[str, Any], *, cell_path: str | None = None,
     return CellChange(cfg, shown, CellDiff.of(recorded, header_cell_data(cfg)))
 
 
+def with_sets(cfg: Any, sets: list[str]) -> Any:
+    """The cell model ``cfg`` with ``sets`` (``PATH=VALUE`` texts, as ``--set`` takes them)
+    applied and validated — for commands that run a cell of their own with a change (``bench
+    maintenance --set``); :class:`ConfigurationError` as :func:`cell_change` raises it."""
+    from ops.config import ConfigError, cell_from_dict
+
+    if not sets:
+        return cfg
+    overrides = [Override.parse(s) for s in sets]
+    data = apply_overrides(header_cell_data(cfg), overrides)
+    shown = " ".join(f"--set {o.text}" for o in overrides)
+    try:
+        return cell_from_dict(data, source=f"{cfg.source} {shown}")
+    except ConfigError as exc:
+        raise ConfigurationError("\n".join(_by_id(str(i), data) for i in exc.issues)) from None
+
+
 def _by_id(text: str, data: dict[str, Any]) -> str:
     """``machines[5].setup_s`` -> ``machines.lathe2.setup_s``: the path as --set spells it."""
     def name(m: re.Match[str]) -> str:

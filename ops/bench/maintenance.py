@@ -243,16 +243,26 @@ def _summary(xs: list[float]) -> dict[str, Any]:
 
 def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo", "large"),
         train_seeds: int = 3, progress: Callable[[str], None] | None = None,
-        seed_log: Path | None = None, estimator: str | None = None) -> dict[str, Any]:
+        seed_log: Path | None = None, estimator: str | None = None,
+        sets: list[str] | None = None) -> dict[str, Any]:
     """Every policy on every seed of each cell.  ``seed_log``: each seed's figures, a JSON
     line per seed and cell as it ends, so a run stopped early still has what it measured
-    (:func:`from_seed_log` summarises such a file)."""
+    (:func:`from_seed_log` summarises such a file).  ``sets``: ``PATH=VALUE`` changes to
+    both cells, as ``replay --what-if --set`` takes them (ops/cell_change.py) — e.g.
+    ``maintenance.risk=0.1`` for the negotiating machines' risk, or a cost rate; checked
+    before anything runs."""
+    from ops.cell_change import with_sets
+
     say = progress or (lambda s: print(s, file=sys.stderr, flush=True))
     out: dict[str, Any] = {"cells": {}, "seeds": seeds, "hours": hours, "units": UNITS}
     if estimator:
         out["estimator"] = estimator
+    if sets:
+        out["sets"] = list(sets)
+    bases = {name: with_sets(demo_cell() if name == "demo" else large_cell(), sets or [])
+             for name in cells}
     for name in cells:
-        base = demo_cell() if name == "demo" else large_cell()
+        base = bases[name]
         say(f"{name}: training on {train_seeds} run-to-failure seeds")
         models = train(base, [100_000 + k for k in range(train_seeds)], max(hours, 4.0))
         per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in POLICIES}
@@ -262,7 +272,7 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
             cfg = with_orders(base, s, hours)
             line: dict[str, Any] = {"cell": base.cell, "machines": len(base.machines),
                                     "seed": s, "hours": hours, "policies": {},
-                                    "estimator": estimator or "",
+                                    "estimator": estimator or "", "sets": list(sets or []),
                                     "violations": []}
             for policy in POLICIES:
                 figures, rep = run_once(cfg, s, policy, models, hours * 3600.0, estimator)
@@ -350,7 +360,7 @@ def cmd_bench_maintenance(args: Any) -> int:
     else:
         result = run(args.seeds, hours=args.hours, cells=cells, train_seeds=args.train_seeds,
                      seed_log=Path(args.seed_log) if args.seed_log else None,
-                     estimator=args.estimator)
+                     estimator=args.estimator, sets=args.set)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -372,6 +382,10 @@ def add_bench_parser(bsub: Any) -> None:
     sp.add_argument("--estimator", metavar="NAME",
                     help="the negotiating machines' estimator instead of the cell's "
                          "maintenance.estimator (e.g. threshold, wear)")
+    sp.add_argument("--set", action="append", metavar="PATH=VALUE", default=[],
+                    help="change both cells before the runs, as `replay --what-if --set` "
+                         "does (repeatable), e.g. maintenance.risk=0.1, "
+                         "maintenance.decide=risk, maintenance.costs.downtime_per_h=2000")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--seed-log", metavar="FILE",
                     help="append each seed's figures to FILE (JSON lines) as it ends, so a "
