@@ -483,15 +483,95 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def trusted_host_key(given: str) -> bytes:
+    """``--key HEX|FILE``: the recording host's Ed25519 public key, as 64 hex digits, or a
+    file holding them or the key in PEM (``autocell keys``' ``.pub`` form)."""
+    from security.keystore import load_public_key
+
+    text = given.strip()
+    if len(text) != 64 or not all(c in "0123456789abcdefABCDEF" for c in text):
+        path = Path(given)
+        if not path.is_file():
+            raise ConfigurationError(f"--key {given}: neither 64 hex digits (an Ed25519 "
+                                     "public key) nor a file")
+        raw = path.read_bytes()
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            return load_public_key(path)
+        text = raw.decode("ascii", "replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigurationError(f"--key {given}: not an Ed25519 public key (64 hex digits, "
+                                 "or a PEM public key file)")
+    return key
+
+
+def certified_host_key(certs: str | Path, host: str) -> bytes:
+    """The public key of ``host-HOST``'s certificate in the keys directory ``certs``,
+    checked against the cell authority (a log sealed by that host must carry it)."""
+    from agents.runtime.host import host_identity
+    from security.keystore import KeyDir
+
+    kd = KeyDir(Path(certs))
+    who = host_identity(host) if host else ""
+    if not host or not kd.cert_path(who).exists():
+        raise ConfigurationError(
+            f"--certs {certs}: no certificate {who or 'host-NAME'} for the log's host "
+            f"{host or '(none named)'}, so its key cannot be tied to the host (a log of "
+            "`autocell run` is sealed with the run's own key, and a host with no key in the "
+            "keys directory seals with a key made for that boot: check those with --key)")
+    cert = kd.certificate(who)
+    if not cert.verify(kd.authority()):
+        raise ConfigurationError(f"--certs {certs}: {who}'s certificate is not signed by the "
+                                 "cell authority of that directory")
+    return cert.public_key
+
+
 def verify_decision_log(path: str | Path, as_json: bool = False,
-                        certs: str | Path | None = None) -> int:
+                        certs: str | Path | None = None, key: str | None = None) -> int:
     """``autocell audit verify LOG`` on a decision log: exit 0 intact, 1 naming the first
-    bad entry (:func:`agents.runtime.flight_log.verify_log`); with ``certs`` (a keys
-    directory) also every envelope input's sender signature (the first forged input)."""
-    rep = verify_log(path)
+    bad entry (:func:`agents.runtime.flight_log.verify_log`).
+
+    The chain and the seals are checked against the key the log's own header names, which
+    proves the log was not changed after it was sealed — not who sealed it: a log rebuilt
+    and re-sealed with a new key verifies.  ``key`` (``--key``: the recording host's public
+    key, known from elsewhere) and ``certs`` (a keys directory: the ``host-NAME``
+    certificate of the header's host) tie the log to its host: a header key that is not
+    that key fails at entry 0, naming both.  With ``certs``, every input recorded as its
+    envelope is also checked against its sender's certificate (the first forged input)."""
+    from security.crypto import fingerprint
+
+    try:
+        header = next(read_lines(path), None) if key or certs else None
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        header = None                   # verify_log names what is wrong with it
+    header = header if isinstance(header, dict) else {}
+    host, header_key = str(header.get("host", "")), str(header.get("key", ""))
+    expected: list[tuple[bytes, str]] = []      # (key, where it comes from)
+    if header and key is not None:    # (no header to tie: verify_log says what is wrong)
+        expected.append((trusted_host_key(key), "the key given with --key"))
+    if header and certs is not None:
+        expected.append((certified_host_key(certs, host),
+                         f"host-{host}'s certificate key in {certs}"))
+    mismatch = next(((k, what) for k, what in expected if k.hex() != header_key.lower()), None)
+    if mismatch is not None:
+        k, what = mismatch
+        try:
+            shown = fingerprint(bytes.fromhex(header_key))
+        except ValueError:
+            shown = repr(header_key[:16])
+        problem = (f"the log is not sealed by the key it should be: its header's key {shown} "
+                   f"is not {what} ({fingerprint(k)}); the log was re-sealed with another key "
+                   "or comes from another host")
+        rep = replace(verify_log(path), ok=False, bad_entry=0, problem=problem)
+    else:
+        rep = verify_log(path, expected[0][0] if expected else None)
     summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,
                                "segments": rep.segments, "host": rep.host,
-                               "key_id": rep.key_id, "head": rep.head}
+                               "key_id": rep.key_id, "head": rep.head,
+                               "key_checked": [what for _, what in expected]}
     if not rep.ok:
         summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem)
     elif certs is not None:
@@ -507,8 +587,11 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
         print(json.dumps(summary, indent=2))
     elif rep.ok:
         signed = summary.get("inputs_signed_by_senders")
+        tied = ("; sealed by " + " and ".join(what for _, what in expected)
+                if expected else "; sealed by the header's own key (--key or --certs ties "
+                "it to the host)")
         print(f"decision log OK: {rep.entries} entries in {rep.segments} signed segments "
-              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…"
+              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…{tied}"
               + ("" if signed is None else f"; {signed} inputs signed by their senders"))
     else:
         at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""

@@ -203,15 +203,15 @@ def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
     now = time.time()
     keys = KeyDir(tmp_path / "keys")
     keys.init(now)
-    for agent, role in (("o-1", "order"), ("m1", "machine")):
+    for agent, role in (("o-1", "order"), ("m1", "machine"), ("host-h", "host")):
         keys.issue(agent, role, now)
     opener = Opener(keys.trust_store(), None)
     sealer = Sealer("m1", keys.identity("m1")[0], epoch=1, random_bytes=os.urandom)
 
-    def record(path: Path, forge_at: int | None) -> Path:
+    def record(path: Path, forge_at: int | None, key: SigningKey | None = None) -> Path:
         with path.open("wb") as f:
-            log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=2,
-                             wall_clock=lambda: now)
+            log = SegmentLog(f, key or keys.identity("host-h")[0], host="h", run={},
+                             segment_entries=2, wall_clock=lambda: now)
             for i in range(5):
                 p = Proposal(task=f"o-1/{i}", kind="operation", start_at=1.0, finish_at=9.0,
                              hold_until_at=3.0, cost={"queue_s": 0.0})
@@ -233,6 +233,22 @@ def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
     out = json.loads(capsys.readouterr().out)
     assert out["first_bad_entry"] == 4 and "forged" in out["problem"]
     assert out["inputs_signed_by_senders"] == 3
+    # the same entries sealed with another key than host-h's: intact on their own (the
+    # header names that key), not the host's with --certs
+    other = record(tmp_path / "other.log", None, SigningKey.generate())
+    assert main(["audit", "verify", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(other), "--certs", str(tmp_path / "keys"),
+                 "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["first_bad_entry"] == 0 and "host-h's certificate key" in out["problem"]
+    assert "inputs_signed_by_senders" not in out
+    # a log of another host, or of a host the keys directory has no certificate for
+    with (tmp_path / "x.log").open("wb") as f:
+        SegmentLog(f, SigningKey.generate(), host="x", run={}).close()
+    assert main(["audit", "verify", str(tmp_path / "x.log"), "--certs",
+                 str(tmp_path / "keys")]) == 2
+    assert "no certificate host-x" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["garbage_tail", "bad_entry", "bad_seal", "no_newline"])
