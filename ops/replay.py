@@ -1,5 +1,5 @@
-"""``autocell replay LOG --check | --what-if STRATEGY|cell:PATH [--set P=V]``: a recorded
-run, re-run offline.
+"""``autocell replay LOG [--check [--until T] | --what-if STRATEGY|cell:PATH [--set P=V]]``:
+a recorded run, re-run offline.
 
 A decision log (agents/runtime/recorder.py) holds, for every input an
 agent got, the input itself and the actions the agent answered with.  The
@@ -457,7 +457,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if args.what_if or args.set:
+    what_if_given = args.what_if is not None or bool(args.set)
+    if args.check and what_if_given:
+        raise ConfigurationError(
+            "--check and --what-if/--set exclude each other: --check replays the recorded "
+            "decisions and compares them, --what-if re-runs the cell under a change and "
+            "compares the KPIs; run them one at a time")
+    if args.until is not None and what_if_given:
+        raise ConfigurationError(
+            f"--until {args.until:g} applies to --check only: --what-if compares the KPIs "
+            "of whole runs (a run cut at T would count its unfinished orders as lost)")
+    if what_if_given:
         strategy, change = what_if_args(args.log, args.what_if, args.set or [])
         w = what_if(args.log, strategy, change=change)
         if args.json:
@@ -607,9 +617,9 @@ def add_parsers(sub: Any) -> None:
     """``replay`` (called by :mod:`ops.cli`)."""
     sp = sub.add_parser("replay", help="re-run a decision log offline and check every decision")
     sp.add_argument("log", help="a decision log (autocell run --decision-log FILE)")
-    sp.add_argument("--check", action="store_true", default=True,
+    sp.add_argument("--check", action="store_true",
                     help="feed each agent its recorded inputs; report the first divergence "
-                         "(the default)")
+                         "(the default without --what-if or --set, which it excludes)")
     sp.add_argument("--what-if", metavar="STRATEGY|cell:PATH", default=None,
                     help="re-run the recorded run (same orders, seed, faults; for a log of "
                          "up or a changed cell, the plant's recorded durations, verdicts, "
@@ -621,7 +631,7 @@ def add_parsers(sub: Any) -> None:
                          "machines.lathe1.capabilities.turning=30, machines.mill2=remove "
                          "(docs/flight-recorder.md, \"What if\")")
     sp.add_argument("--until", type=float, default=None, metavar="T",
-                    help="stop at cell time T (s)")
+                    help="--check: stop at cell time T (s); not with --what-if")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_replay)
 
