@@ -117,3 +117,21 @@ def test_every_hosts_log_is_sealed_by_its_host_certificate_key(
     other = json.loads(logs[0].read_bytes().split(b"\n")[0])["key"]
     assert main(["audit", "verify", str(logs[1]), "--key", other]) == 1
     assert "not the key given with --key" in capsys.readouterr().out
+
+
+def test_plant_events_are_recorded_as_the_plants_signed_envelopes(state: Path) -> None:
+    """Each plant event a machine got is recorded as the plant process's envelope: it
+    reads back as the agent's ``plant`` input, replays, and ``--certs`` checks the sim's
+    signature on it (the senders' count includes them)."""
+    from agents.runtime.flight_log import read_lines
+    from agents.runtime.segment_log import signed_inputs
+    from ops.replay import replay_check
+
+    log = next(p for p in state_dir_logs(state) if p.name.startswith("decisions-machines-"))
+    plant = [e for e in read_lines(log) if e.get("k") == "in" and e["in"]["kind"] == "plant"]
+    done = [e for e in plant if e["in"]["event"] == "operation_done"]
+    assert len(done) == sum(1 for e in events(state, "sim") if e["ev"] == "op_done")
+    assert plant and all(e.get("env", [None])[0] == "sim" for e in plant)
+    signed = {n for n, sender, *_ in signed_inputs(log) if sender == "sim"}
+    assert {e["n"] for e in plant} <= signed
+    assert replay_check(log).ok
