@@ -264,7 +264,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if given:
         from ops.replay import is_decision_log, verify_decision_log
         if is_decision_log(given):      # a flight recorder's log (docs/flight-recorder.md)
-            return verify_decision_log(given, args.json, getattr(args, "certs", None))
+            return verify_decision_log(given, args.json, getattr(args, "certs", None),
+                                       getattr(args, "key", None))
         args.db = given
     rep = verify_file(find_db(args.db))  # read-only: verifying never writes
     summary: dict[str, Any] = {"ok": rep.ok, "entries": rep.entries, "head": rep.head}
@@ -323,6 +324,10 @@ def add_parsers(sub: Any) -> None:
     sp = common(asub.add_parser("verify", help="check the hash chain: exit 0 intact, 1 naming "
                                                "the first bad entry"))
     sp.add_argument("file", nargs="?", help="an escalation store or a decision log")
-    sp.add_argument("--certs", metavar="DIR", help="a decision log: also check every input's "
-                    "sender signature against the cell's certificates in this keys directory")
+    sp.add_argument("--certs", metavar="DIR", help="a decision log: check that its seals "
+                    "are by the host-NAME certificate's key of this keys directory, and every "
+                    "input's sender signature against the cell's certificates")
+    sp.add_argument("--key", metavar="HEX|FILE", help="a decision log: check that its seals "
+                    "are by this public key (the recording host's; 64 hex digits or a PEM "
+                    "file); without --key or --certs the header's own key is trusted")
     sp.set_defaults(func=cmd_audit_verify)

@@ -1,4 +1,4 @@
-"""``autocell explain LOG SUBJECT [--at TIME] [--json]``: why the cell did what it did, in words.
+"""``autocell explain LOG... SUBJECT [--at TIME] [--json]``: why the cell did what it did, in words.
 
 A decision log (agents/runtime/recorder.py) holds every input of every
 agent and every action it answered with; an award also holds the order
@@ -19,6 +19,17 @@ about one *subject*:
 Times are cell times (seconds) and, where the run had a wall clock, wall
 times.  ``--at TIME`` tells the story up to that cell time and says what
 the subject was doing then.  ``--json`` gives the same lines as data.
+
+One log is the whole run of ``autocell run``.  Under ``autocell up`` each
+process records only its own agents, and a story crosses them: a machine's
+awards are scored in the orders' log.  So ``LOG`` may be several logs, or a
+state directory (the logs its report.json names, :func:`state_dir_logs`),
+merged into one :class:`Recorded` — entries in cell-time order, every host
+sharing the cell clock — as the console's and the Gantt chart's stories are
+(ops/stories.py).  A host's header lists the agents it ran; a subject whose
+agent none of the given logs records is an error, not a story of silence
+("no call reached it" only means something in the log that would hold the
+call).
 """
 
 from __future__ import annotations
@@ -27,12 +38,13 @@ import argparse
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agents.runtime.flight_log import read_lines
+from agents.runtime.recorder import is_decision_log
 from security.errors import ConfigurationError
 
 IDLE_MIN_S = 1.0      # shorter gaps between jobs are hand-overs, not idleness
@@ -40,11 +52,14 @@ IDLE_MIN_S = 1.0      # shorter gaps between jobs are hand-overs, not idleness
 
 @dataclass
 class Recorded:
-    """A decision log read into memory: its header's run and its entries."""
+    """Decision logs read into memory: the run (a header's), the entries, the recording
+    host(s), the files, and the agents they record (None: every agent, a virtual run)."""
 
     run: dict[str, Any]
     entries: list[dict[str, Any]]
     host: str = ""
+    logs: list[str] = field(default_factory=list)
+    agents: frozenset[str] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Recorded:
@@ -53,15 +68,84 @@ class Recorded:
         if header is None or header.get("k") != "header":
             raise ConfigurationError(f"{path}: not a decision log (no header line); write one "
                                      "with `autocell run CELL --decision-log FILE`")
-        return cls(header.get("run", {}), [e for e in lines if e.get("k") in ("in", "rt")],
-                   str(header.get("host", "")))
+        run = header.get("run", {})
+        agents = run.get("agents")          # a host's log: the agents that process ran
+        return cls(run, [e for e in lines if e.get("k") in ("in", "rt")],
+                   str(header.get("host", "")), [str(path)],
+                   None if agents is None else frozenset(map(str, agents)))
+
+    @classmethod
+    def merged(cls, recs: Sequence[Recorded]) -> Recorded:
+        """The logs of one run's processes as one (entries in cell-time order)."""
+        if len(recs) == 1:
+            return recs[0]
+        first = recs[0]
+        for r in recs[1:]:
+            if (r.run.get("cell"), r.run.get("seed")) != (first.run.get("cell"),
+                                                          first.run.get("seed")):
+                raise ConfigurationError(f"{r.logs[0]} and {first.logs[0]} are not logs of "
+                                         "one run (their cells or seeds differ)")
+        entries = sorted((e for r in recs for e in r.entries), key=lambda e: e["t"])
+        agents = (None if any(r.agents is None for r in recs)
+                  else frozenset().union(*(r.agents or frozenset() for r in recs)))
+        return cls(first.run, entries, ", ".join(sorted({r.host for r in recs if r.host})),
+                   [p for r in recs for p in r.logs], agents)
 
     def ids(self, section: str) -> list[str]:
         return [x["id"] for x in self.run.get("cell", {}).get(section, [])]
 
+    def records(self, agent: str) -> bool:
+        """Whether these logs hold ``agent``'s decisions."""
+        return self.agents is None or agent in self.agents
+
     @property
     def end_t(self) -> float:
         return self.entries[-1]["t"] if self.entries else 0.0
+
+
+def state_dir_logs(state_dir: str | Path) -> list[Path]:
+    """The decision logs of an ``up`` state directory: those its report.json names under
+    ``decision_logs`` (docs/flight-recorder.md), else every ``decisions-*.jsonl`` in it,
+    else any decision log in it (``run --decision-log`` names its own, e.g. beside the
+    ``--escalations-db`` store)."""
+    state = Path(state_dir)
+    try:
+        report = json.loads((state / "report.json").read_text(encoding="utf-8"))
+        named = [state / Path(str(d["file"])).name for d in report.get("decision_logs", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        named = []
+    found = [p for p in named if p.is_file()]
+    return (found or sorted(state.glob("decisions-*.jsonl"))
+            or [p for p in sorted(state.glob("*.jsonl")) if is_decision_log(p)])
+
+
+def resolve(paths: Iterable[str | Path]) -> list[Path]:
+    """Logs given as files or directories: a directory stands for the logs it holds (an
+    ``up`` state directory: :func:`state_dir_logs`), a file for itself."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += state_dir_logs(p)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ConfigurationError(f"{p}: no such file or directory")
+    return out
+
+
+def logs_argument(logs: Sequence[str | Path]) -> str:
+    """How to name ``logs`` on ``autocell explain``'s command line: the one log, the state
+    directory that holds exactly them, or every one."""
+    import shlex
+
+    paths = [Path(p) for p in logs]
+    if len(paths) == 1:
+        return shlex.quote(str(paths[0]))
+    parent = paths[0].parent
+    if (all(p.parent == parent for p in paths)
+            and {q.name for q in state_dir_logs(parent)} == {p.name for p in paths}):
+        return shlex.quote(str(parent))
+    return " ".join(shlex.quote(str(p)) for p in paths)
 
 
 @dataclass
@@ -409,6 +493,9 @@ def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, A
     until = rec.end_t if at is None else at
     upto = [e for e in rec.entries if e["t"] <= until]
     orders, resources = rec.ids("orders"), rec.ids("machines") + rec.ids("robots")
+    owner = subject.split("/")[0] if "/" in subject else subject
+    if owner in orders or owner in resources:
+        _must_record(rec, owner, subject)
     mine: list[dict[str, Any]] = []
     if subject in orders:
         kind = "order"
@@ -433,10 +520,28 @@ def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, A
     lines = folded(sorted(lines, key=lambda x: x.t))
     out: dict[str, Any] = {"subject": subject, "kind": kind, "until": until,
                            "lines": [x.to_json() for x in lines]}
+    if kind == "resource" and not any(rec.records(o) for o in orders):
+        out["note"] = ("no order's log is among these, so the awards' scores and the bids "
+                       "it lost are not told; give the run's state directory")
     if at is not None:
         out["at"] = at
         out["then"] = _then(kind, lines, mine, until)
     return out
+
+
+def _must_record(rec: Recorded, agent: str, subject: str) -> None:
+    """An order's or a resource's story is told from its own decisions: refuse to tell it
+    from logs that do not hold them (a host's log holds its own agents only)."""
+    if rec.records(agent):
+        return
+    hosts = rec.run.get("cell", {}).get("hosts") or []
+    host = next((h["name"] for h in hosts if agent in (h.get("agents") or [])),
+                hosts[0]["name"] if hosts else "")
+    raise ConfigurationError(
+        f"{subject}: {agent} is in none of these logs ({', '.join(Path(p).name for p in rec.logs)}"
+        f", which record {rec.host or 'other hosts'}); its story needs the log of the "
+        + (f"host {host} (decisions-{host}-BOOT.jsonl)" if host else "host that ran it")
+        + ": give the run's state directory, or that log as well")
 
 
 def _then(kind: str, lines: list[Line], mine: list[dict[str, Any]], until: float) -> str:
@@ -465,7 +570,7 @@ def render(story: dict[str, Any]) -> str:
     head = f"{story['kind']} {story['subject']}"
     if "at" in story:
         head += f", up to t={story['at']:g} s"
-    out = [head]
+    out = [head] + ([f"  note: {story['note']}"] if "note" in story else [])
     for x in story["lines"]:
         again = (f" (and {x['repeats']} more like it until t={x['last_t']:.1f} s)"
                  if x.get("repeats") else "")
@@ -478,12 +583,28 @@ def render(story: dict[str, Any]) -> str:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ops.replay import damaged
 
+    recs = []
+    for path in resolve(args.logs):
+        try:
+            recs.append(Recorded.load(path))
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                RecursionError) as exc:
+            raise damaged(path, exc) from None
+    if not recs:
+        raise ConfigurationError(f"{' '.join(args.logs)}: no decision log there")
+    rec = Recorded.merged(recs)
     try:
-        story = explain(Recorded.load(args.log), args.subject, args.at)
-    except OSError as exc:
-        raise ConfigurationError(f"{args.log}: cannot read it ({exc.strerror or exc})") from None
+        story = explain(rec, args.subject, args.at)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
-        raise damaged(args.log, exc) from None
+        if len(rec.logs) == 1:
+            raise damaged(rec.logs[0], exc) from None
+        raise ConfigurationError(f"{logs_argument(rec.logs)}: a damaged decision log among "
+                                 f"them ({type(exc).__name__}); check each with `autocell "
+                                 "audit verify LOG`") from None
+    if len(rec.logs) > 1:
+        story["logs"] = rec.logs
     print(json.dumps(story, indent=2) if args.json else render(story))
     return 0
 
@@ -492,7 +613,10 @@ def add_parsers(sub: Any) -> None:
     """``explain`` (called by :mod:`ops.cli`)."""
     sp = sub.add_parser("explain", help="why: the story of an order, task, resource or "
                                         "escalation from a decision log")
-    sp.add_argument("log", help="a decision log (autocell run --decision-log FILE)")
+    sp.add_argument("logs", nargs="+", metavar="LOG",
+                    help="a decision log (autocell run --decision-log FILE); for an `up` "
+                         "run its state directory, or several of its decisions-*.jsonl, "
+                         "merged")
     sp.add_argument("subject", metavar="ORDER|TASK|RESOURCE|ESCALATION")
     sp.add_argument("--at", type=float, default=None, metavar="TIME",
                     help="the story up to this cell time (s), and what the subject did then")

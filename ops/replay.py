@@ -1,5 +1,5 @@
-"""``autocell replay LOG --check | --what-if STRATEGY|cell:PATH [--set P=V]``: a recorded
-run, re-run offline.
+"""``autocell replay LOG [--check [--until T] | --what-if STRATEGY|cell:PATH [--set P=V]]``:
+a recorded run, re-run offline.
 
 A decision log (agents/runtime/recorder.py) holds, for every input an
 agent got, the input itself and the actions the agent answered with.  The
@@ -457,7 +457,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if args.what_if or args.set:
+    what_if_given = args.what_if is not None or bool(args.set)
+    if args.check and what_if_given:
+        raise ConfigurationError(
+            "--check and --what-if/--set exclude each other: --check replays the recorded "
+            "decisions and compares them, --what-if re-runs the cell under a change and "
+            "compares the KPIs; run them one at a time")
+    if args.until is not None and what_if_given:
+        raise ConfigurationError(
+            f"--until {args.until:g} applies to --check only: --what-if compares the KPIs "
+            "of whole runs (a run cut at T would count its unfinished orders as lost)")
+    if what_if_given:
         strategy, change = what_if_args(args.log, args.what_if, args.set or [])
         w = what_if(args.log, strategy, change=change)
         if args.json:
@@ -483,15 +493,95 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def trusted_host_key(given: str) -> bytes:
+    """``--key HEX|FILE``: the recording host's Ed25519 public key, as 64 hex digits, or a
+    file holding them or the key in PEM (``autocell keys``' ``.pub`` form)."""
+    from security.keystore import load_public_key
+
+    text = given.strip()
+    if len(text) != 64 or not all(c in "0123456789abcdefABCDEF" for c in text):
+        path = Path(given)
+        if not path.is_file():
+            raise ConfigurationError(f"--key {given}: neither 64 hex digits (an Ed25519 "
+                                     "public key) nor a file")
+        raw = path.read_bytes()
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            return load_public_key(path)
+        text = raw.decode("ascii", "replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigurationError(f"--key {given}: not an Ed25519 public key (64 hex digits, "
+                                 "or a PEM public key file)")
+    return key
+
+
+def certified_host_key(certs: str | Path, host: str) -> bytes:
+    """The public key of ``host-HOST``'s certificate in the keys directory ``certs``,
+    checked against the cell authority (a log sealed by that host must carry it)."""
+    from agents.runtime.host import host_identity
+    from security.keystore import KeyDir
+
+    kd = KeyDir(Path(certs))
+    who = host_identity(host) if host else ""
+    if not host or not kd.cert_path(who).exists():
+        raise ConfigurationError(
+            f"--certs {certs}: no certificate {who or 'host-NAME'} for the log's host "
+            f"{host or '(none named)'}, so its key cannot be tied to the host (a log of "
+            "`autocell run` is sealed with the run's own key, and a host with no key in the "
+            "keys directory seals with a key made for that boot: check those with --key)")
+    cert = kd.certificate(who)
+    if not cert.verify(kd.authority()):
+        raise ConfigurationError(f"--certs {certs}: {who}'s certificate is not signed by the "
+                                 "cell authority of that directory")
+    return cert.public_key
+
+
 def verify_decision_log(path: str | Path, as_json: bool = False,
-                        certs: str | Path | None = None) -> int:
+                        certs: str | Path | None = None, key: str | None = None) -> int:
     """``autocell audit verify LOG`` on a decision log: exit 0 intact, 1 naming the first
-    bad entry (:func:`agents.runtime.flight_log.verify_log`); with ``certs`` (a keys
-    directory) also every envelope input's sender signature (the first forged input)."""
-    rep = verify_log(path)
+    bad entry (:func:`agents.runtime.flight_log.verify_log`).
+
+    The chain and the seals are checked against the key the log's own header names, which
+    proves the log was not changed after it was sealed — not who sealed it: a log rebuilt
+    and re-sealed with a new key verifies.  ``key`` (``--key``: the recording host's public
+    key, known from elsewhere) and ``certs`` (a keys directory: the ``host-NAME``
+    certificate of the header's host) tie the log to its host: a header key that is not
+    that key fails at entry 0, naming both.  With ``certs``, every input recorded as its
+    envelope is also checked against its sender's certificate (the first forged input)."""
+    from security.crypto import fingerprint
+
+    try:
+        header = next(read_lines(path), None) if key or certs else None
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        header = None                   # verify_log names what is wrong with it
+    header = header if isinstance(header, dict) else {}
+    host, header_key = str(header.get("host", "")), str(header.get("key", ""))
+    expected: list[tuple[bytes, str]] = []      # (key, where it comes from)
+    if header and key is not None:    # (no header to tie: verify_log says what is wrong)
+        expected.append((trusted_host_key(key), "the key given with --key"))
+    if header and certs is not None:
+        expected.append((certified_host_key(certs, host),
+                         f"host-{host}'s certificate key in {certs}"))
+    mismatch = next(((k, what) for k, what in expected if k.hex() != header_key.lower()), None)
+    if mismatch is not None:
+        k, what = mismatch
+        try:
+            shown = fingerprint(bytes.fromhex(header_key))
+        except ValueError:
+            shown = repr(header_key[:16])
+        problem = (f"the log is not sealed by the key it should be: its header's key {shown} "
+                   f"is not {what} ({fingerprint(k)}); the log was re-sealed with another key "
+                   "or comes from another host")
+        rep = replace(verify_log(path), ok=False, bad_entry=0, problem=problem)
+    else:
+        rep = verify_log(path, expected[0][0] if expected else None)
     summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,
                                "segments": rep.segments, "host": rep.host,
-                               "key_id": rep.key_id, "head": rep.head}
+                               "key_id": rep.key_id, "head": rep.head,
+                               "key_checked": [what for _, what in expected]}
     if not rep.ok:
         summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem)
     elif certs is not None:
@@ -507,8 +597,11 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
         print(json.dumps(summary, indent=2))
     elif rep.ok:
         signed = summary.get("inputs_signed_by_senders")
+        tied = ("; sealed by " + " and ".join(what for _, what in expected)
+                if expected else "; sealed by the header's own key (--key or --certs ties "
+                "it to the host)")
         print(f"decision log OK: {rep.entries} entries in {rep.segments} signed segments "
-              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…"
+              f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…{tied}"
               + ("" if signed is None else f"; {signed} inputs signed by their senders"))
     else:
         at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""
@@ -524,9 +617,9 @@ def add_parsers(sub: Any) -> None:
     """``replay`` (called by :mod:`ops.cli`)."""
     sp = sub.add_parser("replay", help="re-run a decision log offline and check every decision")
     sp.add_argument("log", help="a decision log (autocell run --decision-log FILE)")
-    sp.add_argument("--check", action="store_true", default=True,
+    sp.add_argument("--check", action="store_true",
                     help="feed each agent its recorded inputs; report the first divergence "
-                         "(the default)")
+                         "(the default without --what-if or --set, which it excludes)")
     sp.add_argument("--what-if", metavar="STRATEGY|cell:PATH", default=None,
                     help="re-run the recorded run (same orders, seed, faults; for a log of "
                          "up or a changed cell, the plant's recorded durations, verdicts, "
@@ -538,7 +631,7 @@ def add_parsers(sub: Any) -> None:
                          "machines.lathe1.capabilities.turning=30, machines.mill2=remove "
                          "(docs/flight-recorder.md, \"What if\")")
     sp.add_argument("--until", type=float, default=None, metavar="T",
-                    help="stop at cell time T (s)")
+                    help="--check: stop at cell time T (s); not with --what-if")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_replay)
 

@@ -8,8 +8,8 @@ module joins them (issue 19, item 2): given the decision logs of a run — one f
 escalation as the text lines ``autocell explain`` prints.
 
 It only *reads* explain: the logs of several processes are merged into one
-:class:`~ops.explain.Recorded` (entries in cell-time order; every host shares the cell
-clock), and each subject is told from the entries that mention it (an index built once,
+:class:`~ops.explain.Recorded` (:meth:`~ops.explain.Recorded.merged`, as ``autocell
+explain`` merges the logs it is given), and each subject is told from the entries that mention it (an index built once,
 so a chart of thousands of bars does not rescan the log per bar; explain filters the
 entries again, so the index may be generous).  A subject the log does not know has no
 story (``[]``), never an error: a view without stories is still a view.
@@ -17,14 +17,13 @@ story (``[]``), never an error: a view without stories is still a view.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.runtime.recorder import is_decision_log
-from ops.explain import Recorded, explain, render
+from ops.explain import Recorded, explain, logs_argument, render, state_dir_logs
+from ops.explain import resolve as resolve_logs
 from security.errors import ConfigurationError
 
 MAX_LINES = 40          # a story longer than this is cut, with the command that tells it all
@@ -67,19 +66,18 @@ class Stories:
     @classmethod
     def load(cls, paths: Iterable[str | Path]) -> Stories | None:
         """The stories of the logs at ``paths`` merged; None when there is no log."""
-        recs = [(str(p), Recorded.load(p)) for p in paths]
+        recs = [Recorded.load(p) for p in paths]
         if not recs:
             return None
-        run = next((r.run for _, r in recs if r.run.get("cell")), recs[0][1].run)
-        entries = sorted((e for _, r in recs for e in r.entries), key=lambda e: e["t"])
-        host = ", ".join(sorted({r.host for _, r in recs if r.host}))
-        return cls(Recorded(run, entries, host), [p for p, _ in recs])
+        rec = Recorded.merged(recs)
+        return cls(rec, rec.logs)
 
     def _story(self, subject: str) -> tuple[str, list[dict[str, Any]]]:
         """explain's kind and lines of ``subject`` (``("", [])``: the log does not know it)."""
         if subject not in self._cache:
             if subject in self._index:
-                rec = Recorded(self.rec.run, self._index[subject], self.rec.host)
+                rec = Recorded(self.rec.run, self._index[subject], self.rec.host,
+                               self.rec.logs, self.rec.agents)
             else:                              # an order or a resource: the whole log
                 rec = self.rec
             try:
@@ -97,10 +95,15 @@ class Stories:
         text = render({"subject": subject, "kind": kind, "lines": lines[:MAX_LINES]})
         out = [x.strip() for x in text.splitlines()]
         if len(lines) > MAX_LINES:
-            log = self.logs[0] if len(self.logs) == 1 else "LOG"
-            out.append(f"… {len(lines) - MAX_LINES} more lines: autocell explain {log} "
-                       f"{subject}")
+            out.append(f"… {len(lines) - MAX_LINES} more lines: {self.command(subject)}")
         return out
+
+    def command(self, subject: str) -> str:
+        """The ``autocell explain`` command that tells ``subject``'s whole story from these
+        logs (their state directory when they are all of one)."""
+        import shlex
+
+        return f"autocell explain {logs_argument(self.logs)} {shlex.quote(subject)}"
 
     def mentions(self, subject: str) -> bool:
         """Whether some entry names ``subject`` (a task or an escalation): cheap, no telling."""
@@ -122,8 +125,7 @@ class Stories:
         text = self._text(subject, kind, keep + past[:max(0, MAX_LINES - len(keep))])
         cut = len(before) - len(keep)
         if cut and text:
-            log = self.logs[0] if len(self.logs) == 1 else "LOG"
-            text.insert(1, f"… {cut} earlier lines: autocell explain {log} {subject}")
+            text.insert(1, f"… {cut} earlier lines: {self.command(subject)}")
         return text
 
     def between(self, resource: str, start: float, end: float | None) -> list[str]:
@@ -133,34 +135,14 @@ class Stories:
         return self._text(resource, kind, [x for x in lines if start - 1e-9 <= x["t"] <= stop])
 
 
-def state_dir_logs(state_dir: str | Path) -> list[Path]:
-    """The decision logs of an ``up`` state directory: those its report.json names under
-    ``decision_logs`` (docs/flight-recorder.md), else every ``decisions-*.jsonl`` in it,
-    else any decision log in it (``run --decision-log`` names its own, e.g. beside the
-    ``--escalations-db`` store)."""
-    state = Path(state_dir)
-    try:
-        report = json.loads((state / "report.json").read_text(encoding="utf-8"))
-        named = [state / Path(str(d["file"])).name for d in report.get("decision_logs", [])]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        named = []
-    found = [p for p in named if p.is_file()]
-    return (found or sorted(state.glob("decisions-*.jsonl"))
-            or [p for p in sorted(state.glob("*.jsonl")) if is_decision_log(p)])
-
-
 def resolve(paths: Iterable[str | Path]) -> list[Path]:
     """``--decision-logs DIR_OR_FILE ...``: a directory stands for the logs it holds (an
-    ``up`` state directory: :func:`state_dir_logs`), a file for itself."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += state_dir_logs(p)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise ConfigurationError(f"--decision-logs {p}: no such file or directory")
-    return out
+    ``up`` state directory: :func:`~ops.explain.state_dir_logs`), a file for itself."""
+    try:
+        return resolve_logs(paths)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--decision-logs {exc}") from None
+
 
 
 class LiveStories:
@@ -202,3 +184,6 @@ class LiveStories:
     def peek(self) -> Stories | None:
         """The stories as last read (None before the first :meth:`get`)."""
         return self._stories
+
+
+__all__ = ["LiveStories", "Stories", "resolve", "state_dir_logs"]

@@ -130,6 +130,60 @@ def test_a_log_re_signed_with_another_key_fails_against_the_trusted_key(tmp_path
     assert not rep.ok and rep.bad_entry == 0 and "not the trusted key" in rep.problem
 
 
+def re_signed(src: Path, dst: Path, key: SigningKey) -> Path:
+    """``src`` rebuilt line by line and sealed again with ``key``: the chain and the seals
+    are all consistent, only the key is another (what a forger with the file would do)."""
+    import hashlib
+
+    from agents.runtime.recorder import seal_bytes
+    from security.crypto import fingerprint
+
+    out, prev, first, fmt = [], "0" * 64, 1, ""
+    for i, line in enumerate(lines(src)):
+        obj = json.loads(line)
+        obj["prev"] = prev
+        if i == 0:
+            obj["key"], fmt = key.public_key.hex(), obj["format"]
+        if "key_id" in obj:
+            obj["key_id"] = fingerprint(key.public_key)
+        if obj["k"] == "seal":
+            obj["sig"] = key.sign(seal_bytes(obj["segment"], first, i - 1,
+                                             bool(obj.get("final")), prev, fmt)).hex()
+            first = i + 1
+        raw = canonical(obj)
+        prev = hashlib.sha256(raw).hexdigest()
+        out.append(raw.decode() + "\n")
+    return _write(dst, out)
+
+
+def test_audit_verify_key_ties_a_log_to_its_recording_key(
+        recorded: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A log rebuilt and re-sealed with a new key verifies on its own (its header names the
+    new key); ``--key`` with the recording key fails it at entry 0, naming both keys."""
+    path, report = recorded
+    header = json.loads(lines(path)[0])
+    assert header["key"] == report["decision_log"]["key"]       # the run names its key
+    forged = re_signed(path, tmp_path / "forged.jsonl", SigningKey.generate())
+    assert main(["audit", "verify", str(forged)]) == 0                 # as before: it verifies
+    assert "sealed by the header's own key" in capsys.readouterr().out
+    assert main(["audit", "verify", str(forged), "--key", header["key"], "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["first_bad_entry"] == 0 and header["key_id"] in out["problem"]
+    assert json.loads(lines(forged)[0])["key_id"] in out["problem"]
+    key_file = tmp_path / "run.key.hex"
+    key_file.write_text(header["key"] + "\n")
+    assert main(["audit", "verify", str(path), "--key", str(key_file)]) == 0
+    assert "sealed by the key given with --key" in capsys.readouterr().out
+    pem = tmp_path / "run.pub"
+    from security.keystore import write_public_key
+    write_public_key(pem, bytes.fromhex(header["key"]))
+    assert main(["audit", "verify", str(path), "--key", str(pem)]) == 0
+    assert main(["audit", "verify", str(forged), "--key", str(pem)]) == 1
+    capsys.readouterr()
+    assert main(["audit", "verify", str(path), "--key", "abc"]) == 2
+    assert "--key abc" in capsys.readouterr().err
+
+
 def test_a_log_cut_short_is_named_from_its_unsigned_tail(recorded: tuple[Path, dict],
                                                           tmp_path: Path) -> None:
     text = lines(recorded[0])

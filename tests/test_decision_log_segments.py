@@ -203,15 +203,15 @@ def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
     now = time.time()
     keys = KeyDir(tmp_path / "keys")
     keys.init(now)
-    for agent, role in (("o-1", "order"), ("m1", "machine")):
+    for agent, role in (("o-1", "order"), ("m1", "machine"), ("host-h", "host")):
         keys.issue(agent, role, now)
     opener = Opener(keys.trust_store(), None)
     sealer = Sealer("m1", keys.identity("m1")[0], epoch=1, random_bytes=os.urandom)
 
-    def record(path: Path, forge_at: int | None) -> Path:
+    def record(path: Path, forge_at: int | None, key: SigningKey | None = None) -> Path:
         with path.open("wb") as f:
-            log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=2,
-                             wall_clock=lambda: now)
+            log = SegmentLog(f, key or keys.identity("host-h")[0], host="h", run={},
+                             segment_entries=2, wall_clock=lambda: now)
             for i in range(5):
                 p = Proposal(task=f"o-1/{i}", kind="operation", start_at=1.0, finish_at=9.0,
                              hold_until_at=3.0, cost={"queue_s": 0.0})
@@ -233,6 +233,22 @@ def test_audit_verify_with_the_cells_certificates_names_the_first_forged_input(
     out = json.loads(capsys.readouterr().out)
     assert out["first_bad_entry"] == 4 and "forged" in out["problem"]
     assert out["inputs_signed_by_senders"] == 3
+    # the same entries sealed with another key than host-h's: intact on their own (the
+    # header names that key), not the host's with --certs
+    other = record(tmp_path / "other.log", None, SigningKey.generate())
+    assert main(["audit", "verify", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(other), "--certs", str(tmp_path / "keys"),
+                 "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["first_bad_entry"] == 0 and "host-h's certificate key" in out["problem"]
+    assert "inputs_signed_by_senders" not in out
+    # a log of another host, or of a host the keys directory has no certificate for
+    with (tmp_path / "x.log").open("wb") as f:
+        SegmentLog(f, SigningKey.generate(), host="x", run={}).close()
+    assert main(["audit", "verify", str(tmp_path / "x.log"), "--certs",
+                 str(tmp_path / "keys")]) == 2
+    assert "no certificate host-x" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["garbage_tail", "bad_entry", "bad_seal", "no_newline"])
@@ -360,3 +376,64 @@ def _entries_of(data: bytes) -> list[dict]:
         b = _bounds(seal, entries)
         out += [msgspec.msgpack.decode(entries[x:y]) for x, y in zip(b, b[1:])]
     return [e for e in out if isinstance(e, dict)]
+
+
+def test_a_plant_event_is_recorded_as_the_plants_envelope(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Under ``up`` a plant event is a ``plant_event`` message signed by the plant process:
+    the log keeps that envelope (``env`` names it), readers see the ``plant`` input the
+    agent got, and ``--certs`` names a plant event the plant never signed."""
+    import os
+    import time
+
+    from agents.base import PlantEventIn
+    from agents.protocol.envelope import Opener, Sealer
+    from agents.protocol.messages import PlantEvent
+    from agents.runtime.journal import PlantIn
+    from ops.replay import verify_decision_log
+    from security.keystore import KeyDir
+
+    now = time.time()
+    keys = KeyDir(tmp_path / "keys")
+    keys.init(now)
+    for agent, role in (("sim", "sim"), ("m1", "machine"), ("host-h", "host")):
+        keys.issue(agent, role, now)
+    opener = Opener(keys.trust_store(), None)
+    sealer = Sealer("sim", keys.identity("sim")[0], epoch=1, random_bytes=os.urandom)
+
+    def record(path: Path, forge_at: int | None) -> Path:
+        with path.open("wb") as f:
+            log = SegmentLog(f, keys.identity("host-h")[0], host="h", run={},
+                             segment_entries=2, wall_clock=lambda: now)
+            for i in range(3):
+                frames = sealer.seal("m1", PlantEvent("operation_done", "m1", f"o-1/{i}",
+                                                      data={"quality": "ok"}), now, f"o-1/{i}")
+                msg = opener.open(frames, now)
+                log.tap.signed = ([msg], bytes(frames[1]),
+                                  bytes(frames[2]) if i != forge_at else bytes(64))
+                ev = PlantEventIn(msg.body.event, msg.body.resource, msg.body.task,
+                                  msg.body.data)                  # as the host makes it
+                log.on_decision("m1", PlantIn(ev, float(i)), [Log("finished", {"i": i})],
+                                float(i), None)
+            # a plant input with no envelope behind it (a driver without a bus) stays plain
+            log.tap.signed = None
+            log.on_decision("m1", PlantIn(PlantEventIn("repaired", "m1", "", {}), 9.0), [],
+                            9.0, None)
+            log.close()
+        return path
+
+    good = record(tmp_path / "good.log", None)
+    entries = [e for e in read_lines(good) if e.get("k") == "in"]
+    assert [e["in"] for e in entries[:3]] == [
+        {"kind": "plant", "event": "operation_done", "resource": "m1", "task": f"o-1/{i}",
+         "data": {"quality": "ok"}} for i in range(3)]
+    assert [e["env"][0] for e in entries[:3]] == ["sim"] * 3 and "env" not in entries[3]
+    assert entries[3]["in"] == {"kind": "plant", "event": "repaired", "resource": "m1",
+                                "task": "", "data": {}}
+    assert verify_decision_log(good, certs=tmp_path / "keys") == 0
+    assert "3 inputs signed by their senders" in capsys.readouterr().out
+    forged = record(tmp_path / "forged.log", 1)
+    assert verify_log(forged).ok                  # the host sealed it...
+    assert verify_decision_log(forged, as_json=True, certs=tmp_path / "keys") == 1
+    out = json.loads(capsys.readouterr().out)     # ...but the plant never sent entry 2
+    assert out["first_bad_entry"] == 2 and "'sim'" in out["problem"]

@@ -19,12 +19,17 @@ from ops.replay import record_virtual, replay_check
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "cell_configs" / "demo_cell.yaml")
-FAULTS = ["breakdowns", "crash", "long_outage", "lossy_network", "partition"]
+FAULTS = ["breakdowns", "crash", "long_outage", "lossy_network", "partition",
+          "mispredicted_failure"]
+# a scenario played on another cell than the demo's, with the options it is written for
+PLAYED_ON = {"mispredicted_failure": (str(ROOT / "cell_configs" / "demo_cell_maintenance.yaml"),
+                                      ["--maintenance-policy", "predictive"])}
 
 
-def record(tmp_path: Path, *extra: str) -> Path:
+def record(tmp_path: Path, *extra: str, cell: str = DEMO) -> Path:
     log = tmp_path / "d.jsonl"
-    assert main(["run", DEMO, "--quiet", "--seed", "1", "--decision-log", str(log), *extra]) == 0
+    assert main(["run", cell, "--quiet", "--seed", "1", "--decision-log", str(log),
+                 "--report", str(tmp_path / "report.json"), *extra]) == 0
     return log
 
 
@@ -43,11 +48,17 @@ def test_the_demo_cell_replays_without_divergence(demo_log: Path,
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_scenario_replays_without_divergence(tmp_path: Path, fault: str) -> None:
-    log = record(tmp_path, "--faults", str(ROOT / "cell_configs" / "faults" / f"{fault}.yaml"))
+    assert sorted(FAULTS) == sorted(p.stem for p in (ROOT / "cell_configs" / "faults").glob(
+        "*.yaml"))                                  # a new scenario is replayed too
+    cell, extra = PLAYED_ON.get(fault, (DEMO, []))
+    log = record(tmp_path, "--faults", str(ROOT / "cell_configs" / "faults" / f"{fault}.yaml"),
+                 *extra, cell=cell)
     rep = replay_check(log)
     assert rep.ok, rep.divergence
     if fault == "crash":
         assert rep.restarts > 0
+    if fault == "mispredicted_failure":             # the scenario played: the miss happened
+        assert json.loads((tmp_path / "report.json").read_text())["prediction_misses"] == 1
 
 
 def test_a_chaos_seed_replays_without_divergence(tmp_path: Path) -> None:
@@ -69,6 +80,20 @@ def test_a_chaos_seed_replays_without_divergence(tmp_path: Path) -> None:
 
 def test_replay_until_stops_early(demo_log: Path) -> None:
     assert 0 < replay_check(demo_log, until=100.0).entries < replay_check(demo_log).entries
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--what-if", "lowest_cost", "--until", "100"], "--until 100 applies to --check only"),
+    (["--set", "orders.o-001.due_at=3600", "--until", "100"], "--until 100 applies to"),
+    (["--check", "--what-if", "lowest_cost"], "--check and --what-if/--set exclude each other"),
+    (["--check", "--set", "orders.o-001.due_at=3600"], "exclude each other"),
+])
+def test_options_replay_cannot_honour_are_refused(demo_log: Path, argv: list[str], words: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Before, --until was silently ignored by --what-if and --check by --what-if."""
+    assert main(["replay", str(demo_log), *argv]) == 2
+    captured = capsys.readouterr()
+    assert words in captured.err and captured.out == ""
 
 
 def test_a_tampered_plant_event_diverges_at_that_event(demo_log: Path, tmp_path: Path,

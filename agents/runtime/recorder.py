@@ -31,8 +31,11 @@ Under a host the bus leaves the log each envelope it accepts (``Bus.wire`` =
 :meth:`DecisionLog.on_wire`), and a message input is recorded as the bytes
 its sender signed (``envelope``: payload and signature) rather than encoded
 again from the decoded message: the log then proves who sent each input,
-not only that the host says so.  :func:`read_text_lines` decodes it back into the
-``message`` form, so readers see one form (format ``/2``; ``/1`` logs, with
+not only that the host says so.  A plant event under ``up`` is a signed
+``plant_event`` message from the plant process, so it is recorded the same way
+(its envelope, ``env`` naming it), and read back as the ``plant`` input the agent
+got.  :func:`read_text_lines` decodes it back into the
+``message`` (or ``plant``) form, so readers see one form (format ``/2``; ``/1`` logs, with
 no envelopes, still read and verify).
 
 A host writes format ``/3`` instead (agents/runtime/segment_log.py, ADR 67):
@@ -65,6 +68,7 @@ from agents.protocol.messages import (
     Award,
     CallForProposals,
     Message,
+    PlantEvent,
     Proposal,
     body_from_wire,
 )
@@ -438,6 +442,8 @@ class DecisionLog:
                 "env": [m.sender, m.epoch, m.seq]}
         else:
             entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause), "out": out}
+            if type(cause) is PlantIn and self.tap.signed is not None:
+                self._plant_envelope(entry, cause)
         if self.wall_clock is not None:
             entry["wall_at"] = self.wall_clock()
         if notable:
@@ -445,6 +451,18 @@ class DecisionLog:
             if why:
                 entry["why"] = why
         self._entry(entry)
+
+    def _plant_envelope(self, entry: dict[str, Any], cause: PlantIn) -> None:
+        """A plant event that came as a signed ``plant_event`` message (a host under ``up``:
+        the host hands the agent that message's body's ``data`` itself, which identifies it
+        in the envelope the bus is handing over): record the envelope instead."""
+        assert self.tap.signed is not None
+        msgs, payload, signature = self.tap.signed
+        for x in msgs:
+            if type(x.body) is PlantEvent and x.body.data is cause.ev.data:
+                entry["in"] = _EnvelopeIn("envelope", payload, signature)
+                entry["env"] = [x.sender, x.epoch, x.seq]
+                return
 
     def on_runtime(self, event: str, agent_id: str, now: float | None,
                    journal: Sequence[bytes] | None = None) -> None:
@@ -574,6 +592,9 @@ def envelope_message(payload: bytes, agent_id: str, sender: str) -> dict[str, An
         body = msgspec.to_builtins(body_from_wire(h["type"], h["body"]))
     except (Rejected, ValueError, TypeError, KeyError) as exc:    # an edited log
         raise ValueError(f"an envelope of {agent_id} does not decode ({exc})") from exc
+    if h["type"] == PlantEvent.TYPE:         # the plant input the host made of it
+        return {"kind": "plant", "event": body["event"], "resource": body["resource"],
+                "task": body["task"], "data": body["data"]}
     return {"kind": "message", "type": h["type"], "from": sender, "to": agent_id,
             "conv": h["conv"], "id": bytes(h["id"]).hex(), "epoch": h["epoch"],
             "seq": h["seq"], "ts": h["ts"], "body": body}

@@ -1,0 +1,52 @@
+"""``bench bus --decision-log`` and ``bench negotiation --decision-log``: the JSON's shape.
+
+The cost of recording is a figure for the docs (docs/flight-recorder.md, "Cost"),
+measured on a quiet host; here nothing compares it with a threshold.  One tiny run of
+each checks that the recording half ran and that the figures the docs quote exist and
+are numbers, so a change to either bench cannot drop them unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _bench(tmp_path: Path, *argv: str) -> dict:
+    exe = Path(sys.executable).with_name("autocell")
+    r = subprocess.run([str(exe), "bench", *argv, "--decision-log", "--json"], check=False,
+                       capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout            # exactly one JSON object, nothing else
+    return dict(json.loads(lines[0]))
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+@pytest.mark.timeout(180)
+def test_bench_bus_decision_log_json(tmp_path: Path) -> None:
+    d = _bench(tmp_path, "bus", "--seconds", "0.3")["decision_log"]
+    assert set(d) >= {"signed_msgs_per_s_without", "signed_msgs_per_s_with", "cost_pct",
+                      "rounds"}
+    assert _number(d["cost_pct"])
+    assert d["signed_msgs_per_s_with"] > 0 and d["signed_msgs_per_s_without"] > 0
+    assert d["rounds"] and all(x > 0 for x in d["rounds"])
+
+
+@pytest.mark.timeout(180)
+def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
+    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes",
+               "2")["decision_log"]
+    for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round"):
+        assert set(d[k]) == {"without", "with", "cost_pct"}, (k, d[k])
+        assert _number(d[k]["cost_pct"]), (k, d[k])
+        assert d[k]["without"] > 0 and d[k]["with"] > 0
+    assert d["block_rounds"] > 0
+    assert d["caller_entries"] > 0              # the caller did record
