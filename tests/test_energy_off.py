@@ -182,3 +182,57 @@ def test_the_cold_start_is_waited_for_and_paid() -> None:
     assert by["off"] == 0.0 and by["wake"] == pytest.approx(0.5, abs=1e-6)
     assert by["busy"] == pytest.approx(5.0 * 100 / H, abs=1e-6)
     assert by["idle"] == pytest.approx(1.0 * 300 / H, abs=1e-6)
+
+
+# -- in a cell -----------------------------------------------------------------------------------
+
+
+def _night_gap_cell(off: bool):  # noqa: ANN202 - a CellConfig
+    """The energy demo cell, its second dozen orders released 6 h later (a long gap with
+    nothing booked); ``off=False``: the same without any machine's cold start."""
+    import copy
+    from pathlib import Path
+
+    import yaml
+
+    from ops.config.loader import cell_from_dict
+
+    root = Path(__file__).resolve().parents[1] / "cell_configs"
+    d = copy.deepcopy(yaml.safe_load((root / "demo_cell_energy.yaml").read_text()))
+    for o in d["orders"][12:]:
+        o["release_at"] += 21600
+        o["due_at"] += 21600
+    if not off:
+        for m in d["machines"]:
+            wake = m["power_kw"].get("wake", {})
+            wake.pop("off", None)
+            wake.pop(False, None)          # YAML 1.1 reads the bare key ``off`` as false
+    return cell_from_dict(d, source="demo+night", base_dir=root)
+
+
+def test_a_cell_with_a_long_gap_switches_machines_off_under_its_cap_and_saves() -> None:
+    from sim_bridge.invariants import parse
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    aware = {"resource_strategy": "agents.energy.strategies:EnergyAwareResource",
+             "order_strategy": "agents.energy.strategies:EnergyCost"}
+    runs = {}
+    for off in (True, False):
+        # no breakdowns: a machine that breaks down asleep comes back idle with no wake-up
+        cell = VirtualCell(_night_gap_cell(off), seed=1, breakdowns=False, **aware)
+        cell.run()
+        runs[off] = (parse(cell.events), build_report(cell))
+    evs, r = runs[True]
+    assert all(r["invariants"].values()), r["invariant_violations"]     # the cap included
+    assert r["orders_completed"] == r["orders_total"]
+    went_off = {e["machine"] for e in evs if e["ev"] == "power_state" and e["state"] == "off"}
+    assert went_off and went_off <= {"mill1", "mill2"}                # lathe1: no cold start
+    woke = [e for e in evs if e["ev"] == "power_state" and e.get("from") == "off"]
+    assert woke and all(e["machine"] in went_off for e in woke)
+    # the cold start is paid: wake-up energy at least each cold start's kWh
+    assert r["energy"]["by_state_kwh"]["wake"] >= 0.5 * len(woke)
+    _, without = runs[False]
+    assert not [e for e in runs[False][0] if e["ev"] == "power_state" and e["state"] == "off"]
+    assert r["energy"]["kwh"] < without["energy"]["kwh"]
+    assert r["energy"]["cost"] < without["energy"]["cost"]
