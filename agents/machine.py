@@ -197,13 +197,15 @@ class MachineAgent(ResourceAgent):
             out.append(Command("set_state", self.id, "", {"state": self.asleep}))
         off_after = e.off_after_s
         if self.asleep == "standby" and off_after is not None:
-            deepen_at = now if known else self._gap_from + off_after
-            if known and next_at - now < off_after:  # type: ignore[operator]
-                pass                                # standby is the cheaper for what is left
-            elif deepen_at <= now:
+            # off once the gap has lasted off_after_s (its end unknown), or now if what is
+            # left of a known gap is that long; else standby is the cheaper for the rest
+            deepen_at = (self._gap_from + off_after if not known
+                         else now if next_at - now >= off_after  # type: ignore[operator]
+                         else None)
+            if deepen_at is not None and deepen_at <= now:
                 self.asleep = "off"
                 out.append(Command("set_state", self.id, "", {"state": "off"}))
-            elif deepen_at != self._deepen_at:
+            elif deepen_at is not None and deepen_at != self._deepen_at:
                 self._deepen_at = deepen_at
                 out.append(SetTimer("deepen", deepen_at))
         if e.wake_early and known:
