@@ -55,9 +55,11 @@ class MachineAgent(ResourceAgent):
                       if power_manager and power_needs is not None else None)
         # an energy-aware machine: prices slots with the tariff, sleeps through long gaps
         self.energy = energy
-        self.asleep = False
+        self.asleep = ""                          # "", or the state slept in: standby, off
         self._wake_at: float | None = None
         self._idle_since: float | None = None    # idle with nothing booked since
+        self._gap_from = 0.0                     # asleep: when the gap slept through began
+        self._deepen_at: float | None = None     # the ``deepen`` timer (standby -> off)
         # a cell with negotiated maintenance: windows leased from the crew (agents/maintenance/)
         self.maint = maintenance
         maint_hook.bind(self)
@@ -97,8 +99,11 @@ class MachineAgent(ResourceAgent):
             self._wake_at = None
             if not self.asleep:
                 return []
-            self.asleep = False
+            self.asleep = ""
             return [Command("set_state", self.id, "", {"state": "idle"})]
+        if key == "deepen" and self.energy is not None:
+            self._deepen_at = None
+            return self._after([], now)
         return self._after(super().on_timer(key, now), now)
 
     def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
@@ -146,7 +151,12 @@ class MachineAgent(ResourceAgent):
         come in a burst: a machine that slept on the first of them woke at once for the
         next).  A gap whose end is unknown — nothing booked, or the booked start already
         passed (the part is late) — is idled for the break-even first, then slept
-        through; an offer pending meanwhile does not restart that clock."""
+        through; an offer pending meanwhile does not restart that clock.
+
+        Standby or off: a known gap at least ``off_after_s`` long is slept through off;
+        asleep in standby, the machine goes off once the gap has lasted ``off_after_s``
+        (the end still unknown, a ``deepen`` timer) or when what remains of a known gap
+        is that long (agents/energy/aware.py, "Off")."""
         e = self.energy
         assert e is not None
         if not self.up or self.running is not None or (self.power and self.power.asked):
@@ -179,12 +189,28 @@ class MachineAgent(ResourceAgent):
                     return [SetTimer("idle_check", now + be)]
                 if now < self._idle_since + be:
                     return []
+            self._gap_from = now if known or self._idle_since is None else self._idle_since
             self._idle_since = None
-            self.asleep = True
-            out.append(Command("set_state", self.id, "", {"state": "standby"}))
+            self.asleep = "standby"
+            if known and e.sleep_state(next_at - now) == "off":  # type: ignore[operator]
+                self.asleep = "off"
+            out.append(Command("set_state", self.id, "", {"state": self.asleep}))
+        off_after = e.off_after_s
+        if self.asleep == "standby" and off_after is not None:
+            # off once the gap has lasted off_after_s (its end unknown), or now if what is
+            # left of a known gap is that long; else standby is the cheaper for the rest
+            deepen_at = (self._gap_from + off_after if not known
+                         else now if next_at - now >= off_after  # type: ignore[operator]
+                         else None)
+            if deepen_at is not None and deepen_at <= now:
+                self.asleep = "off"
+                out.append(Command("set_state", self.id, "", {"state": "off"}))
+            elif deepen_at is not None and deepen_at != self._deepen_at:
+                self._deepen_at = deepen_at
+                out.append(SetTimer("deepen", deepen_at))
         if e.wake_early and known:
             assert next_at is not None
-            wake_at = max(now, next_at - e.wake_s)
+            wake_at = max(now, next_at - e.wake_from(self.asleep))
             if wake_at != self._wake_at:
                 self._wake_at = wake_at
                 out.append(SetTimer("wake", wake_at))
@@ -208,7 +234,7 @@ class MachineAgent(ResourceAgent):
         # asleep, a slot starts after the wake-up — except in a rehearsed cell: its calls
         # carry the planned starts, and a later quote could put the machine's planned
         # order out of line; the award wakes it, at worst ``wake_s`` late
-        earliest = max(cfp.earliest_start_at, now + e.wake_s) \
+        earliest = max(cfp.earliest_start_at, now + e.wake_from(self.asleep)) \
             if self.asleep and not self.planned_order else cfp.earliest_start_at
         best = self._quote_from(earliest, cfp, now)
         best_cost = e.slot_cost(cfp.capability, best.start_at, best.setup_s, best.processing_s)
@@ -243,7 +269,7 @@ class MachineAgent(ResourceAgent):
                     processing, 0.0, energy)
 
     def start_command(self, task_id: str, task: Task, now: float) -> Command:
-        self.asleep = False          # the plant wakes a sleeping machine before it starts
+        self.asleep = ""             # the plant wakes a sleeping machine before it starts
         cap = task.cfp.capability
         setup = self.setup_s if cap != self.last_capability else 0.0
         processing = self.capabilities[cap] * task.cfp.quantity
@@ -266,5 +292,5 @@ class MachineAgent(ResourceAgent):
             quality = str((ev.data or {}).get("quality", "ok"))
             return self._after(self.finish(ev.task, now, quality, self.location), now)
         if ev.event in ("fault", "repaired"):
-            self.asleep = False      # a broken machine is awake when it comes back
+            self.asleep = ""         # a broken machine is awake when it comes back
         return self._after(super().on_plant_event(ev, now), now)

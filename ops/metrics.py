@@ -239,8 +239,9 @@ class ProcessMetrics:
                 t = now()
                 k = self._tracker.snapshot(t)
                 power = self._tracker.meter.power_now(t)
+                cap_kw = self._tracker.cap_now_kw
             yield from kpi_families(k)
-            yield from energy_families(power, k, spec)
+            yield from energy_families(power, k, spec, cap_kw)
             yield from maintenance_families(getattr(getattr(plant, "backend", None),
                                                     "maintenance", None), t,
                                             agents_elsewhere=agents_elsewhere)
@@ -284,9 +285,10 @@ def kpi_families(k: Mapping[str, Any]) -> Iterator[Metric]:
 
 
 def energy_families(power: Mapping[str, float], k: Mapping[str, Any],
-                    spec: KpiSpec) -> Iterator[Metric]:
+                    spec: KpiSpec, cap_kw: float | None = None) -> Iterator[Metric]:
     """Power now per machine and for the cell, the energy cost so far and, with a peak cap,
-    the headroom under it (docs/energy.md)."""
+    the headroom under the cap in force (``cap_kw``: a raise a supervisor approved, else
+    the cell's cap; docs/energy.md)."""
     machine = GaugeMetricFamily("autocell_machine_power_kw", "Per machine: power drawn now, kW",
                                 labels=["machine"])
     for mid in sorted(power):
@@ -300,9 +302,10 @@ def energy_families(power: Mapping[str, float], k: Mapping[str, Any],
         cost.add_metric([], k["cell"]["energy_cost"])
     yield cost
     head = GaugeMetricFamily("autocell_cell_power_headroom_kw",
-                             "Cell: peak cap minus power drawn now, kW (absent without a cap)")
+                             "Cell: peak cap in force (an approved raise included) minus power "
+                             "drawn now, kW (absent without a cap)")
     if spec.energy is not None and spec.energy.peak_cap_kw is not None:
-        head.add_metric([], spec.energy.peak_cap_kw - cell_kw)
+        head.add_metric([], (spec.energy.peak_cap_kw if cap_kw is None else cap_kw) - cell_kw)
     yield head
 
 

@@ -92,6 +92,9 @@ class KpiTracker:
         self.maintenance_seen = False          # planned maintenance in the log (issue 16)
         self.meter = EnergyMeter({mid: m.power_model for mid, m in spec.machines.items()},
                                  spec.energy, start_at)
+        # the cap in force now: the contracted one, or a raise a supervisor approved (the
+        # energy manager's cap_raised ... cap_restored); what the headroom gauge is under
+        self.cap_now_kw = spec.energy.peak_cap_kw if spec.energy is not None else None
 
     def on_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         for e in events:
@@ -101,6 +104,10 @@ class KpiTracker:
         ev = e.get("ev")
         if ev == "lot_split":            # a split order: each lot's operations count its units
             self.lot_units.update({str(k): int(v) for k, v in dict(e.get("lots", {})).items()})
+            return
+        if ev in ("cap_raised", "cap_restored") and self.spec.energy is not None:
+            self.cap_now_kw = (float(e["cap_kw"]) if ev == "cap_raised"
+                               else self.spec.energy.peak_cap_kw)
             return
         if ev == "order_cancelled":
             self.cancelled_orders.add(str(e.get("order", "")))

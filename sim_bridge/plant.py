@@ -162,9 +162,10 @@ class EmbeddedBackend:
         m.proc = self.env.process(late_start())
         return True
 
-    # -- power states (energy; nothing calls these yet but tests and, later, the agents) ----
+    # -- power states (energy: the energy-aware machine agents, docs/energy.md) -----------
     def set_power(self, resource: str, state: str) -> bool:
-        """Put an up, idle machine in ``standby`` or ``off``, or wake it (``idle``).
+        """Put an up, idle machine in ``standby`` or ``off`` (a machine in standby too in
+        ``off``), or wake it (``idle``).
 
         Logged as ``power_state`` events, which only this hook writes, so a run that never
         calls it keeps its event log.  Waking takes the machine's wake-up time from the
@@ -180,8 +181,8 @@ class EmbeddedBackend:
                 return False
             self._wake(m)
             return True
-        if m.power != "idle":       # standby and off are entered from idle only
-            return False
+        if m.power != "idle" and (m.power, state) != ("standby", "off"):
+            return False            # standby is entered from idle, off from idle or standby
         m.power = state
         m.wakes += 1
         self.record("power_state", machine=m.spec.id, state=state)

@@ -99,6 +99,45 @@ def healing_samples(evs: list[dict[str, Any]]
                                  "waits_no_alternative": no_alternative}
 
 
+def power_wait_figures(evs: list[dict[str, Any]], end_at: float) -> dict[str, Any]:
+    """Deliberate waits for power budget under a peak cap (docs/energy.md, "The peak cap").
+
+    A machine that asks the energy manager for a lease logs ``power_wait`` (agent,
+    task); its wait ends when the manager grants that task's lease to it
+    (``power_granted``), when the task leaves it (``handed_back``, ``reroute``,
+    ``lease_expired``), when the machine breaks down (``fault``), or at the end of the
+    run.  A repeated ``power_wait`` for a wait still open (a new attempt after a release
+    or expiry) is the same wait.  ``power_waits``: how many waits; ``power_wait_s``: their
+    total seconds — waits, not faults: they are in no fault or recovery figure."""
+    open_: dict[tuple[str, str], float] = {}       # (machine, task) -> waiting since
+    count, total = 0, 0.0
+
+    def close(key: tuple[str, str], t: float) -> None:
+        nonlocal total
+        total += t - open_.pop(key)
+
+    for e in evs:
+        ev = e["ev"]
+        if ev == "power_wait":
+            key = (str(e["agent"]), str(e["task"]))
+            if key not in open_:
+                open_[key] = e["t"]
+                count += 1
+        elif ev == "power_granted":
+            key = (str(e["machine"]), str(e["task"]))
+            if key in open_:
+                close(key, e["t"])
+        elif ev in ("handed_back", "reroute", "lease_expired"):
+            for key in [k for k in open_ if k[1] == e.get("task")]:
+                close(key, e["t"])
+        elif ev == "fault" and "machine" in e:
+            for key in [k for k in open_ if k[0] == e["machine"]]:
+                close(key, e["t"])
+    for key in list(open_):
+        close(key, end_at)
+    return {"power_waits": count, "power_wait_s": round(total, 6)}
+
+
 def escalation_figures(evs: list[dict[str, Any]], faults_total: int, scrapped: int,
                        window_s: float = 600.0) -> dict[str, Any]:
     """The report's escalation figures (docs/escalation.md, "Figures").
@@ -227,6 +266,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "lease_expiries": sum(1 for e in evs if e["ev"] == "lease_expired"),
         "restarts": sum(1 for e in evs if e["ev"] == "agent_restart"),
         **(healing := healing_figures(evs)),
+        **power_wait_figures(evs, sim_s),
         **escalation_figures(
             evs, healing["faults_total"],
             sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] != "ok"),

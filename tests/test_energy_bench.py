@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.bench.energy import FIGURES, METHODS, energy_extension, run
+from ops.bench.energy import FIGURES, METHODS, energy_extension, figures_cell, means, run
 from ops.cli import main
 from sim_bridge.instances import instance_to_cell_dict, load_instance
 
@@ -152,3 +152,30 @@ def test_the_clairvoyant_standby_saving_by_hand() -> None:
     assert all(e["ev"] != "power_state" for e in awake) and len(awake) == len(evs) - 1
     expected = (1000 - 0.2 * 940) / 3600 - 0.05 + 0.8 * 500 / 3600
     assert clairvoyant_standby_kwh(awake, {"m": d}, 3000.0) == pytest.approx(expected)
+
+
+def test_a_method_no_instance_ran_has_no_mean() -> None:
+    """The rule runs on Brandimarte instances only: on the demo cell alone its mean is null,
+    not zeros that read as a free, instant schedule."""
+    ran = {f: 1.0 for f in FIGURES} | {"cap_violations": 2}
+    entries = [{"instance": "demo", "energy_blind": ran, "energy_aware": ran,
+                "energy_aware_capped": ran, "rule": None}]
+    mean = means(entries)
+    assert mean["rule"] is None
+    assert mean["energy_blind"] == {f: 1.0 for f in FIGURES} | {"cap_violations": 2}
+    half = {f: 3.0 for f in FIGURES} | {"cap_violations": 1}
+    assert means(entries + [{"instance": "mk99", "energy_blind": half, "energy_aware": half,
+                             "energy_aware_capped": half, "rule": half}])["rule"] == half
+
+
+def test_the_human_table_shows_kwh_peak_and_tardiness(bench_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "240")
+    assert main(["bench", "energy", str(bench_dir), "--instances", "mk99"]) == 0
+    out = capsys.readouterr().out
+    assert main(["bench", "energy", str(bench_dir), "--instances", "mk99", "--json"]) == 0
+    blind = json.loads(capsys.readouterr().out)["instances"][0]["energy_blind"]
+    assert f"{blind['kwh']:.1f} kWh" in out and f"{blind['peak_kw']:.1f} kW" in out
+    assert f"tardy {blind['tardiness']:.0f}" in out
+    assert figures_cell(None) == "–"

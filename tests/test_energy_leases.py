@@ -204,3 +204,41 @@ def test_power_gauges_follow_the_run_and_the_cap() -> None:
     assert last["autocell_cell_energy_cost"] == pytest.approx(
         build_report(cell)["energy"]["cost"], abs=0.01)
     assert max(s["autocell_cell_power_kw"] for s in seen) > 3.9     # something ran
+
+
+def test_the_headroom_gauge_follows_an_approved_raise_of_the_cap() -> None:
+    """A supervisor raised the cap (the manager's ``cap_raised``): the headroom is under the
+    raised cap until ``cap_restored``, then under the contracted one again."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from agents.cell.specs import EnergySpec, KpiSpec, MachineKpiSpec, OrderSpec, PowerModel
+    from helpers.energy_tariffs import day_night
+    from ops.metrics import ProcessMetrics
+
+    class _Plant:
+        locations = {"m": "bay"}
+
+        def machine_state(self, machine: str) -> str:
+            return "idle"
+
+    now = [0.0]
+    spec = KpiSpec(machines={"m": MachineKpiSpec(power=PowerModel(2.0, 9.0))},
+                   orders={"o": OrderSpec(1, ("mill",))},
+                   energy=EnergySpec(day_night("mon 06:00"), peak_cap_kw=10.0))
+    metrics = ProcessMetrics(lambda: now[0])
+    metrics.add_plant(_Plant(), spec, lambda: now[0])
+
+    def headroom(t: float) -> float:
+        now[0] = t
+        text = generate_latest(metrics.registry).decode()
+        [v] = [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "autocell_cell_power_headroom_kw"]
+        return v
+
+    metrics.on_record({"t": 0.0, "ev": "op_start", "machine": "m", "task": "o/0", "order": "o"})
+    assert headroom(1.0) == pytest.approx(10.0 - 9.0)
+    metrics.on_record({"t": 2.0, "ev": "cap_raised", "agent": "energy", "cap_kw": 14.0})
+    assert headroom(3.0) == pytest.approx(14.0 - 9.0)
+    metrics.on_record({"t": 4.0, "ev": "cap_restored", "agent": "energy", "cap_kw": 10.0})
+    assert headroom(5.0) == pytest.approx(10.0 - 9.0)

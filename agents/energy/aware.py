@@ -28,7 +28,19 @@ plant's energy with, so a bid and the report cannot disagree on a price.
   is idled for the break-even first (agents/machine.py ``_sleep_or_not``;
   ADR 73).  Under a peak cap
   the early wake-up is left out: waking draws power, and only an operation's
-  lease covers it.  A sleeping machine quotes its slots ``wake_s`` later.
+  lease covers it.  A sleeping machine quotes its slots its wake-up later.
+* **Off.** A machine whose cell describes its cold start (``wake.off`` with a
+  time or an energy) may also be switched off.  Over a gap ``g`` standby uses
+  ``standby_kw·(g − wake_s) + wake_kwh`` and off the same with off's figures;
+  :attr:`MachineEnergy.off_after_s` is the shortest gap from which off uses
+  less than standby (the longer, dearer cold start counted) and than idle.
+  A known gap at least that long is slept through off, a shorter one past the
+  break-even in standby.  A gap whose end is unknown keeps the rule above and
+  deepens it: idle for the break-even, then standby, then off once the gap has
+  lasted ``off_after_s`` — the lower envelope of the three states' energy
+  lines, so never worse than twice the best choice in hindsight.  A machine
+  whose cell says nothing of off (its defaults, 0 kW and a free instant
+  wake-up, describe no real machine) is never switched off.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.cell.energy import PowerDraw
-from agents.cell.tariff import TimeOfUse, standby_break_even_s
+from agents.cell.tariff import HOUR_S, TimeOfUse, standby_break_even_s
 
 __all__ = ["MachineEnergy"]
 
@@ -54,7 +66,36 @@ class MachineEnergy:
 
     @property
     def wake_s(self) -> float:
+        """The wake-up from standby."""
         return self.draw.wake.standby.time_s
+
+    def wake_from(self, asleep: str) -> float:
+        """Seconds to wake from ``asleep`` (standby or off)."""
+        return self.draw.wake.off.time_s if asleep == "off" else self.wake_s
+
+    @property
+    def off_after_s(self) -> float | None:
+        """The shortest gap worth sleeping through off rather than standby or idle; None
+        if off is not described (no ``wake.off``), standby is not used, or off never pays."""
+        d = self.draw
+        cold = d.wake.off
+        if self.break_even_s is None or (cold.time_s <= 0 and cold.energy_kwh <= 0):
+            return None
+        be_off = standby_break_even_s(d.idle, d.off, cold.time_s, cold.energy_kwh)
+        if be_off is None or d.off >= d.standby_kw:
+            return None
+        # standby and off over a gap g: kw·(g − wake_s) + wake_kwh; equal at g_so
+        warm = d.wake.standby
+        g_so = ((cold.energy_kwh - warm.energy_kwh) * HOUR_S
+                - d.off * cold.time_s + d.standby_kw * warm.time_s) / (d.standby_kw - d.off)
+        return max(be_off, g_so, cold.time_s)
+
+    def sleep_state(self, gap_s: float) -> str | None:
+        """What to sleep through a known gap in: ``off``, ``standby``, or None (idle)."""
+        if not self.worth_sleeping(gap_s):
+            return None
+        off = self.off_after_s
+        return "off" if off is not None and gap_s >= off else "standby"
 
     @property
     def break_even_s(self) -> float | None:
