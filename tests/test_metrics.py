@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import urllib.request
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -159,24 +160,37 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_run_serves_metrics_while_it_runs_and_only_when_asked() -> None:
+def test_run_serves_metrics_while_it_runs_and_only_when_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run is held at its end, its endpoint still up, until the test has scraped it:
+    events, not a race between the poller and a run that may end first on a loaded host."""
+    import ops.run as run_module
     from ops.cli import main
 
     port = free_ports(1)[0]
     assert main(["run", str(DEMO), "--quiet", "--until", "60"]) == 0
     assert not _listening(port)
+    simulated, scraped = threading.Event(), threading.Event()
+    run_cell = run_module._run_cell
+
+    def held(cell: Any, args: Any, console: Any) -> None:
+        run_cell(cell, args, console)
+        simulated.set()
+        scraped.wait(120)           # a guard against a hung test, not a time budget
+
+    monkeypatch.setattr(run_module, "_run_cell", held)
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(main(
         ["run", str(DEMO), "--quiet", "--metrics-port", str(port)])))
     runner.start()
-    body = ""
-    while runner.is_alive() and "autocell_cell_oee_ratio" not in body:
-        try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                          timeout=5).read().decode()
-        except OSError:
-            time.sleep(0.02)
-    runner.join()
+    try:
+        assert simulated.wait(600)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                      timeout=30).read().decode()
+    finally:
+        scraped.set()
+        runner.join()
     assert result == [0]
+    assert "autocell_cell_oee_ratio" in body
     assert 'autocell_messages_total{outcome="sent",type="cfp"}' in body
     assert not _listening(port)       # the server ends with the run
