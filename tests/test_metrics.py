@@ -8,8 +8,8 @@ import socket
 import threading
 import time
 import urllib.request
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
