@@ -116,6 +116,59 @@ def test_the_kpis_split_planned_and_unplanned_downtime() -> None:
     assert "down_planned_s" not in plain            # no maintenance: the old keys only
 
 
+def test_the_report_counts_planned_stops_apart_from_faults(runs: dict[str, Any]) -> None:
+    """A planned stop is a ``fault`` event with reason ``maintenance``; the report's
+    ``faults`` counts failures only, as the KPIs and the bench do."""
+    import io
+
+    from rich.console import Console
+
+    from ops.run import print_summary
+
+    for policy, (fig, rep) in runs.items():
+        cell = rep["kpis"]["cell"]
+        assert rep["faults"] == cell["faults"] == fig["unplanned_failures"], policy
+        assert rep["planned_maintenances"] == cell.get("planned_maintenances", 0), policy
+    _, rep = runs["predictive"]
+    assert rep["planned_maintenances"] > 0
+    out = io.StringIO()
+    print_summary(rep, Console(file=out, width=250))
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in out.getvalue().splitlines() if line.count("│") >= 3}
+    assert rows["planned maintenance stops"] == str(rep["planned_maintenances"])
+    assert rows["faults / re-routes / lease expiries"].startswith(f"{rep['faults']} /")
+
+
+def test_the_kpi_table_shows_planned_and_unplanned_downtime_when_there_is_maintenance() -> None:
+    import io
+
+    from rich.console import Console
+
+    from ops.run import kpi_table
+    from sim_bridge.kpis import KpiSpec, compute
+
+    spec = KpiSpec.from_config(demo_cell())
+    evs = _log((100.0, "fault", {"machine": "mill1", "reason": "maintenance"}),
+               (220.0, "repaired", {"machine": "mill1"}),
+               (220.0, "maintenance_done", {"machine": "mill1", "kind": "planned"}),
+               (300.0, "fault", {"machine": "mill1", "reason": "wear"}),
+               (600.0, "repaired", {"machine": "mill1"}))
+
+    def table(events: list[dict[str, Any]]) -> dict[str, str]:
+        out = io.StringIO()
+        Console(file=out, width=250).print(kpi_table(compute(events, spec, end_at=1000.0)))
+        lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+        return {"header": next(x for x in lines if x.startswith("OEE")),
+                "mill1": next(x for x in lines if x.startswith("mill1"))}
+
+    split = table(evs)
+    assert "MTBF MTTR down plan down unpl unit/h" in split["header"]
+    # MTBF (unplanned failures only) 9.7 min, MTTR 5 min, planned 2 min, unplanned 5 min
+    assert "9.7 min 5.0 min 2.0 min 5.0 min 0.0" in split["mill1"]
+    plain = table(evs[3:])                  # a failure, no maintenance: no split
+    assert "MTBF MTTR unit/h" in plain["header"] and "plan" not in plain["header"]
+
+
 @pytest.mark.slow
 def test_the_bench_prints_the_json_of_the_issue() -> None:
     from ops.bench.maintenance import METRICS, run
