@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from agents.cell.specs import KpiSpec
+from agents.escalation.policy import OFF
 
 from .invariants import check_all, open_escalations, parse
 from .kpis import compute as compute_kpis
@@ -202,7 +203,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     capped = spec.energy is not None and spec.energy.peak_cap_kw is not None
     violations = check_all(cell.events, list(orders), cell.ended_by,
                            cell.stats.verified, cell.stats.messages_delivered,
-                           cap=spec if capped else None)
+                           cap=spec if capped else None, escalating=cell.policy != OFF)
     return {
         "cell": cfg.cell,
         "seed": cell.seed,

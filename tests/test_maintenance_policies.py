@@ -13,7 +13,7 @@ import pytest
 from agents.maintenance.rul import Channel, HealthModel
 from ops.bench.maintenance import demo_cell, run_once, with_orders
 from sim_bridge.maintenance import invariants
-from sim_bridge.maintenance.policies import POLICIES, age_replacement_optimum
+from sim_bridge.maintenance.policies import POLICIES, age_replacement_optimum, attach
 
 
 def _rate(k: float, lam: float, cp: float, cf: float, t_end: float) -> float:
@@ -73,9 +73,42 @@ def test_the_policies_do_what_they_say(runs: dict[str, Any]) -> None:
         assert f["total_cost"] > 0 and 0 <= f["technician_utilisation"] <= 1
 
 
-def test_the_predictive_window_starts_before_its_latest_safe_start(runs: dict[str, Any]) -> None:
-    _, rep = runs["predictive"]
-    assert rep["invariants"]["no_operation_inside_maintenance_window"]
+def _windows(policy: str) -> tuple[list[tuple[str, float, float]], dict[str, Any]]:
+    """(machine, start, latest safe start) of each planned job begun in a 1.5 h run of
+    ``policy`` on seed 1, and the run report."""
+    from ops.bench.maintenance import negotiating
+    from sim_bridge.report import build_report
+    from sim_bridge.virtual import VirtualCell
+
+    cfg = with_orders(demo_cell(), 1, 1.5)
+    cell = VirtualCell(negotiating(cfg) if policy == "negotiated" else cfg, seed=1)
+    attach(cell, policy, _models())
+    cell.run(until=1.5 * 3600.0)
+    latest: dict[str, float] = {}
+    out = []
+    for e in (json.loads(line) for line in cell.events):
+        if e["ev"] == "maintenance_planned":                    # the simulator's plan
+            latest[e["machine"]] = e["latest_start_at"]
+        elif e["ev"] == "maint_window":                         # the agent's lease
+            assert e["start_at"] <= e["latest_start_at"] and not e["late"], e
+            latest[e["agent"]] = e["latest_start_at"]
+        elif e["ev"] == "maintenance_start" and e["kind"] == "planned":
+            out.append((e["machine"], e["t"], latest.pop(e["machine"])))
+    return out, build_report(cell)
+
+
+@pytest.mark.parametrize("policy", ["predictive", "negotiated"])
+def test_the_predictive_window_starts_before_its_latest_safe_start(policy: str) -> None:
+    """Both predictive policies (the simulator's central one and the agents' leased
+    windows) begin each planned job no later than the latest safe start they planned
+    it for — on this seed with a free crew, so no escalation is needed."""
+    windows, rep = _windows(policy)
+    assert len(windows) >= 2, windows
+    for machine, start, latest in windows:
+        assert start <= latest + 1e-6, (machine, start, latest)
+    assert all(rep["invariants"].values()), rep["invariant_violations"]
+    if policy == "negotiated":
+        assert rep["invariants"]["window_before_latest_safe_start_or_escalated"]
 
 
 def _log(*events: tuple[float, str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,6 +130,40 @@ def test_the_invariants_catch_what_they_guard() -> None:
     assert len(found["no_part_used_twice"]) == 1
     assert invariants.check(_log((0.0, "op_start", {"machine": "m", "task": "t"}))) == {}
     assert json.dumps(found)      # plain data for the run report
+
+
+def test_a_late_leased_window_must_have_been_escalated() -> None:
+    late = (10.0, "maint_window", {"agent": "m1", "job": "m1/m1", "technician": "tech1",
+                                   "start_at": 500.0, "end_at": 800.0,
+                                   "latest_start_at": 400.0, "late": True})
+    job = [(0.0, "maintenance_start", {"machine": "m1", "technician": "tech1",
+                                       "part_serial": "p#1", "kind": "planned"}),
+           (1.0, "maint_needed", {"agent": "m1", "job": "m1/m1", "latest_start_at": 400.0})]
+
+    def found(*more: tuple[float, str, dict[str, Any]]) -> list[str]:
+        return invariants.check(_log(*job, *more))["window_before_latest_safe_start_or_escalated"]
+
+    (v,) = found(late)                                          # nobody asked: caught
+    assert "m1 booked m1/m1 from t=500.0, past its latest safe start t=400.0" in v
+    asked = (10.0, "escalate", {"agent": "m1", "escalation": "m1/e1",
+                                "cause": "maintenance_no_window", "resource": "m1"})
+    assert found(late, asked) == []                             # raised with the booking
+    no_part = (5.0, "escalate", {"agent": "m1", "escalation": "m1/e1",
+                                 "cause": "maintenance_no_part", "resource": "m1"})
+    assert found(no_part, late) == []                           # raised for the job before
+    other = (0.5, "escalate", {"agent": "m1", "escalation": "m1/e0",
+                               "cause": "repeat_faults", "resource": "m1"})
+    assert found(other, late) == []                             # a case still open
+    decided = (2.0, "decision_applied", {"agent": "m1", "escalation": "m1/e0"})
+    assert len(found(other, decided, late)) == 1                # closed before: caught
+    elsewhere = (10.0, "escalate", {"agent": "m2", "escalation": "m2/e1",
+                                    "cause": "maintenance_no_window", "resource": "m2"})
+    assert len(found(late, elsewhere)) == 1                     # another machine's case
+    on_time = (10.0, "maint_window", {**late[2], "start_at": 300.0, "late": False})
+    assert found(on_time) == []
+    # a run nobody escalates in (no console) is not asked to
+    assert "window_before_latest_safe_start_or_escalated" not in invariants.check(
+        _log(*job, late), escalating=False)
 
 
 def test_the_kpis_split_planned_and_unplanned_downtime() -> None:
