@@ -213,3 +213,28 @@ def test_an_old_seed_log_is_read_with_its_old_names(tmp_path: Path) -> None:
                                "violations": [], "keys": 3, "policies": {}}) + "\n")
     with pytest.raises(ConfigurationError, match="keys 3"):
         from_seed_log(bad)
+
+
+def test_the_bench_intervals_use_the_exact_student_t(tmp_path: Path) -> None:
+    """95 % intervals with Student t's quantile for n - 1 degrees of freedom (scipy), not a
+    rounded table: 20 seeds take t(0.975, 19) = 2.093, where the table's row for 15
+    degrees of freedom gave 2.131 (about 2 % wider)."""
+    import math
+    import statistics
+
+    from ops.bench.maintenance import METRICS, from_seed_log
+
+    xs = [float(k * k % 7) for k in range(20)]
+    lines = [{"cell": "c", "machines": 5, "seed": s, "hours": 1.0, "violations": [],
+              "keys": 2, "policies": {p: {m: xs[s] for m in METRICS}
+                                      for p in ("run_to_failure", "preventive",
+                                                "condition_based", "predictive",
+                                                "predictive_central")}}
+             for s in range(20)]
+    log = tmp_path / "seeds.jsonl"
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    got = from_seed_log(log)["cells"]["c"]["policies"]["predictive"]["oee"]
+    half = (got["ci95"][1] - got["ci95"][0]) / 2
+    se = statistics.stdev(xs) / math.sqrt(20)
+    assert half == pytest.approx(2.093024 * se, abs=2e-6)
+    assert half < 2.131 * se * 0.985

@@ -79,8 +79,6 @@ PAIRED = (*[("predictive", b) for b in (*BASELINES, "predictive_central")],
 #: the simulator's names, renamed when read
 SEED_LOG_KEYS = 2
 _SIMULATOR_NAMES = {sim: bench for bench, sim in BENCH_POLICIES.items()}
-_T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 
 
 def demo_cell() -> CellConfig:
@@ -244,11 +242,12 @@ def _eta(name: str, done: int, total: int, elapsed_s: float) -> str:
 
 
 def _t95(n: int) -> float:
+    """Student t's two-sided 95 % multiplier for ``n`` samples (nan below 2)."""
+    from scipy.stats import t as student_t
+
     if n < 2:
         return math.nan
-    df = n - 1
-    keys = [k for k in sorted(_T95) if k <= df]
-    return _T95[keys[-1]] if df <= 30 else 1.96
+    return float(student_t.ppf(0.975, n - 1))
 
 
 def _summary(xs: list[float]) -> dict[str, Any]:
