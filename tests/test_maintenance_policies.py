@@ -243,6 +243,7 @@ def test_the_bench_prints_the_json_of_the_issue() -> None:
     notes: list[str] = []
     out = run(2, hours=0.5, cells=("demo",), train_seeds=1, progress=notes.append)
     assert out["seeds"] == 2 and notes
+    assert notes[-1].startswith("demo: seed 2/2 done")     # the cell's name, not a policy's
     cell = out["cells"]["demo-cell-maintenance"]
     # the issue's keys; its "predictive" is the agents' (negotiated) policy
     baselines = ("run_to_failure", "preventive", "condition_based")

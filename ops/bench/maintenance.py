@@ -293,12 +293,12 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
                                     "keys": SEED_LOG_KEYS,
                                     "estimator": estimator or "", "sets": list(sets or []),
                                     "violations": []}
-            for name, policy in BENCH_POLICIES.items():
+            for label, policy in BENCH_POLICIES.items():
                 figures, rep = run_once(cfg, s, policy, models, hours * 3600.0, estimator)
                 for m in METRICS:
-                    per[name][m].append(figures[m])
-                line["policies"][name] = figures
-                line["violations"] += [f"{name}/seed {s}: {k}"
+                    per[label][m].append(figures[m])
+                line["policies"][label] = figures
+                line["violations"] += [f"{label}/seed {s}: {k}"
                                        for k, v in rep["invariants"].items() if not v]
             violations += line["violations"]
             if seed_log is not None:
