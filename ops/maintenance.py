@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.maintenance.rul import GammaWear, HealthModel
-from agents.maintenance.training import fit_events
+from agents.maintenance.training import fit_each, fit_events
 from ops.paths import output_file
 from security.errors import ConfigurationError
 
@@ -224,13 +224,25 @@ def cmd_fit(args: argparse.Namespace) -> int:
     def events() -> Iterator[dict[str, Any]]:
         for p in args.logs:
             yield from read_events(Path(p))
+    skipped: dict[str, str] = {}
     try:
-        models = fit_events(events(), args.machine or None)
+        if args.machine:                # named: each must be fitted
+            models = fit_events(events(), args.machine)
+        else:                           # every machine with readings that can be
+            models, skipped = fit_each(events())
     except (ConfigurationError, OSError) as exc:
         print(f"autocell maintenance fit: {exc}", file=sys.stderr)
         return 2
-    out = {"machines": {m: model.to_json() for m, model in models.items()},
-           "sources": [str(p) for p in args.logs]}
+    for m, why in skipped.items():
+        print(f"autocell maintenance fit: skipped {m}: {why}", file=sys.stderr)
+    if not models:
+        print("autocell maintenance fit: no machine could be fitted"
+              + ("" if skipped else " (no readings in the logs)"), file=sys.stderr)
+        return 2
+    out: dict[str, Any] = {"machines": {m: model.to_json() for m, model in models.items()},
+                           "sources": [str(p) for p in args.logs]}
+    if skipped:
+        out["meta"] = {"skipped": skipped}
     Path(args.out).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for m, model in models.items():
         chans = ", ".join(f"{k} +{c.per_wear:.3g}/wear (noise {c.noise:.3g})"
@@ -259,5 +271,6 @@ def add_parsers(sub: Any) -> None:
                     help="model file to write (JSON)")
     fp.add_argument("--machine", action="append", metavar="ID",
                     help="fit only this machine (repeatable; default: every machine with "
-                         "readings)")
+                         "readings that can be fitted — one that cannot, e.g. never failed, is "
+                         "named on stderr and in the file's meta.skipped; exit 2 if none can)")
     fp.set_defaults(func=cmd_fit)

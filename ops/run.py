@@ -231,6 +231,8 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
         ("operations (scrapped)", f"{r['operations']} ({r['scrapped']})"),
         ("faults / re-routes / lease expiries",
          f"{r['faults']} / {r['reroutes']} / {r['lease_expiries']}"),
+        *([("planned maintenance stops", str(r["planned_maintenances"]))]
+          if r["planned_maintenances"] else []),
         ("restarts / detection max / re-route max",
          f"{r['restarts']} / {_fmt_s(r['detection_latency']['max'])} / "
          f"{_fmt_s(r['recovery_latency']['max'])}"),
@@ -288,8 +290,11 @@ def kpi_table(k: dict[str, Any]) -> Table:
                     f"{_fmt_s(c['tardiness_s'])} ({c['tardy_orders']} tardy orders)"
                     + (f" · {cancelled} order(s) cancelled" if cancelled else ""),
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    # a run with maintenance: downtime split planned / unplanned (MTBF and MTTR are
+    # counted on unplanned failures only, sim_bridge/kpis.py)
+    split = "down_planned_s" in c
     for name in ("", "OEE", "avail", "perf", "qual", "FPY", "MTBF", "MTTR",
-                 "unit/h", "kWh/u"):
+                 *(("down plan", "down unpl") if split else ()), "unit/h", "kWh/u"):
         t.add_column(name, justify="left" if not name else "right", no_wrap=True)
 
     def pct(x: float | None) -> str:
@@ -305,6 +310,8 @@ def kpi_table(k: dict[str, Any]) -> Table:
         t.add_row(f"[bold]{name}[/]" if name == "cell" else name, pct(row["oee"]),
                   pct(row["availability"]), pct(row["performance"]), pct(row["quality"]),
                   pct(row["first_pass_yield"]), dur(row["mtbf_s"]), dur(row["mttr_s"]),
+                  *((dur(row.get("down_planned_s")), dur(row.get("down_unplanned_s")))
+                    if split else ()),
                   num(row["throughput_units_per_h"], ".1f"),
                   num(row["energy_per_unit_kwh"], ".3f"))
     return t

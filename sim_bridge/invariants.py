@@ -188,9 +188,10 @@ def cap_never_exceeded(evs: list[dict[str, Any]], spec: KpiSpec) -> list[str]:
 
 
 def check_all(events: list[str], orders: list[str], ended_by: str,
-              verified: int, delivered: int, *, cap: KpiSpec | None = None) -> dict[str, list[str]]:
+              verified: int, delivered: int, *, cap: KpiSpec | None = None,
+              escalating: bool = True) -> dict[str, list[str]]:
     """Every invariant; ``cap``: the cell's KPI spec when it has a peak cap, which adds
-    ``peak_cap_never_exceeded``."""
+    ``peak_cap_never_exceeded``; ``escalating``: the agents raise cases to a console."""
     evs = parse(events)
     return {
         "orders_accounted_for": orders_accounted(evs, orders, ended_by),
@@ -200,5 +201,6 @@ def check_all(events: list[str], orders: list[str], ended_by: str,
         "only_verified_messages_acted_on": (
             [] if delivered <= verified else [f"{delivered} delivered > {verified} verified"]),
         **({"peak_cap_never_exceeded": cap_never_exceeded(evs, cap)} if cap is not None else {}),
-        **maintenance.check(evs),       # only when the log has maintenance (issue 16)
+        # only when the log has maintenance (issue 16)
+        **maintenance.check(evs, escalating=escalating),
     }

@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from agents.cell.specs import KpiSpec
+from agents.escalation.policy import OFF
 
 from .invariants import check_all, open_escalations, parse
 from .kpis import compute as compute_kpis
@@ -230,6 +231,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     flagged = ({e["order"] for e in evs if e["ev"] == "non_routine"}
                | (set(open_escalations(evs).values()) & set(orders))) - set(completed) - cancelled
     sim_s = cell.env.now
+    stops = [e for e in evs if e["ev"] == "fault" and ("machine" in e or "robot" in e)]
     production = production_figures(evs, cfg, sim_s)
     makespan = production["makespan"]
     in_progress = [o for o in orders
@@ -240,7 +242,7 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
     capped = spec.energy is not None and spec.energy.peak_cap_kw is not None
     violations = check_all(cell.events, list(orders), cell.ended_by,
                            cell.stats.verified, cell.stats.messages_delivered,
-                           cap=spec if capped else None)
+                           cap=spec if capped else None, escalating=cell.policy != OFF)
     return {
         "cell": cfg.cell,
         "seed": cell.seed,
@@ -256,7 +258,10 @@ def build_report(cell: VirtualCell) -> dict[str, Any]:
         "tardy_orders": production["tardy_orders"],
         "operations": sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] == "ok"),
         "scrapped": sum(1 for e in evs if e["ev"] == "op_done" and e["quality"] != "ok"),
-        "faults": sum(1 for e in evs if e["ev"] == "fault" and ("machine" in e or "robot" in e)),
+        # a planned maintenance stop is recorded as a fault with reason "maintenance"
+        # (sim_bridge/degradation.py); it is no failure (issue 16)
+        "faults": sum(1 for e in stops if e.get("reason") != "maintenance"),
+        "planned_maintenances": sum(1 for e in stops if e.get("reason") == "maintenance"),
         "messages_sent": cell.stats.messages_sent,
         "messages_rejected": sum(cell.stats.rejected.values()),
         "messages_rejected_by_reason": dict(sorted(cell.stats.rejected.items())),

@@ -30,6 +30,7 @@ from helpers.waiting import CELL_RUN_BOUND_S, PROCESS_BOUND_S, wait_until
 from agents.runtime.host import routes_of
 from ops.bench.healing import loopback_cell
 from ops.config import ConfigError, load_cell
+from security.errors import ConfigurationError
 from sim_bridge.maintenance.invariants import check as maintenance_invariants
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,19 +169,72 @@ def test_negotiated_maintenance_under_up_survives_a_kill_9_of_the_technicians(
 # -- the bench's seed log (ops/bench/maintenance.py) -------------------------------------------
 
 def test_a_bench_stopped_early_is_summarised_from_its_seed_log(tmp_path: Path) -> None:
-    from ops.bench.maintenance import METRICS, from_seed_log
-    from sim_bridge.maintenance.policies import POLICIES
+    from ops.bench.maintenance import BENCH_POLICIES, METRICS, from_seed_log
 
     log = tmp_path / "seeds.jsonl"
-    lines = [{"cell": "c", "machines": 5, "seed": s, "hours": 2.0, "violations": [],
+    lines = [{"cell": "c", "machines": 5, "seed": s, "hours": 2.0, "violations": [], "keys": 2,
               "policies": {p: {m: float(s + k) for m in METRICS}
-                           for k, p in enumerate(POLICIES)}} for s in (1, 2, 3)]
+                           for k, p in enumerate(BENCH_POLICIES)}} for s in (1, 2, 3)]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = from_seed_log(log)
     cell = out["cells"]["c"]
     assert out["seeds"] == cell["seeds"] == 3
-    first, last = POLICIES[0], POLICIES[-1]
-    assert cell["policies"][first]["oee"]["mean"] == 2.0
-    assert cell["paired"]["negotiated-predictive"]["total_cost"]["mean"] == (
-        POLICIES.index("negotiated") - POLICIES.index("predictive"))
-    assert last in cell["policies"]
+    names = list(BENCH_POLICIES)
+    assert cell["policies"]["run_to_failure"]["oee"]["mean"] == 2.0
+    assert cell["paired"]["predictive-predictive_central"]["total_cost"]["mean"] == (
+        names.index("predictive") - names.index("predictive_central"))
+    assert set(cell["policies"]) == set(names)
+
+
+def test_an_old_seed_log_is_read_with_its_old_names(tmp_path: Path) -> None:
+    """Before the bench took the issue's names (no ``keys``), its lines held the
+    simulator's: ``negotiated`` (the agents', now ``predictive``) and ``predictive``
+    (the central one, now ``predictive_central``)."""
+    from ops.bench.maintenance import METRICS, from_seed_log
+    from sim_bridge.maintenance.policies import POLICIES
+
+    old = {"run_to_failure": 1.0, "preventive": 2.0, "condition_based": 3.0,
+           "predictive": 40.0, "negotiated": 50.0}
+    assert set(old) == set(POLICIES)
+    log = tmp_path / "old.jsonl"
+    log.write_text("".join(json.dumps({"cell": "c", "machines": 5, "seed": s, "hours": 2.0,
+                                       "violations": [],
+                                       "policies": {p: {m: v + s for m in METRICS}
+                                                    for p, v in old.items()}}) + "\n"
+                           for s in (1, 2)))
+    cell = from_seed_log(log)["cells"]["c"]
+    assert cell["policies"]["predictive"]["total_cost"]["mean"] == 51.5
+    assert cell["policies"]["predictive_central"]["total_cost"]["mean"] == 41.5
+    assert cell["paired"]["predictive-predictive_central"]["oee"]["mean"] == 10.0
+    assert cell["paired"]["predictive_central-run_to_failure"]["oee"]["mean"] == 39.0
+    assert "negotiated" not in json.dumps(cell)
+    bad = tmp_path / "future.jsonl"
+    bad.write_text(json.dumps({"cell": "c", "machines": 5, "seed": 1, "hours": 2.0,
+                               "violations": [], "keys": 3, "policies": {}}) + "\n")
+    with pytest.raises(ConfigurationError, match="keys 3"):
+        from_seed_log(bad)
+
+
+def test_the_bench_intervals_use_the_exact_student_t(tmp_path: Path) -> None:
+    """95 % intervals with Student t's quantile for n - 1 degrees of freedom (scipy), not a
+    rounded table: 20 seeds take t(0.975, 19) = 2.093, where the table's row for 15
+    degrees of freedom gave 2.131 (about 2 % wider)."""
+    import math
+    import statistics
+
+    from ops.bench.maintenance import METRICS, from_seed_log
+
+    xs = [float(k * k % 7) for k in range(20)]
+    lines = [{"cell": "c", "machines": 5, "seed": s, "hours": 1.0, "violations": [],
+              "keys": 2, "policies": {p: {m: xs[s] for m in METRICS}
+                                      for p in ("run_to_failure", "preventive",
+                                                "condition_based", "predictive",
+                                                "predictive_central")}}
+             for s in range(20)]
+    log = tmp_path / "seeds.jsonl"
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    got = from_seed_log(log)["cells"]["c"]["policies"]["predictive"]["oee"]
+    half = (got["ci95"][1] - got["ci95"][0]) / 2
+    se = statistics.stdev(xs) / math.sqrt(20)
+    assert half == pytest.approx(2.093024 * se, abs=2e-6)
+    assert half < 2.131 * se * 0.985

@@ -120,3 +120,33 @@ def test_too_little_data_keeps_the_weibull_fallback_and_says_why() -> None:
     fitted = fit_events(one_failure)["m"]
     assert fitted.failures == 1 and fitted.wear is None
     assert fitted.meta["wear"].startswith("not fitted:")
+
+
+def test_a_machine_that_never_failed_is_skipped_not_fatal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without ``--machine`` a machine that cannot be fitted (no failure in the logs) is
+    named and left out; the others are fitted.  Exit 2 only when none could be."""
+    failing = _log(seed=13, until_s=30_000.0)
+    assert any(e["ev"] == "fault" for e in failing)
+    healthy = [{**e, "machine": "n"} for e in _log(seed=14, until_s=2_000.0)
+               if e.get("machine") == "m"]
+    assert healthy and not any(e["ev"] == "fault" for e in healthy)
+    both, alone = tmp_path / "both.jsonl", tmp_path / "n.jsonl"
+    both.write_text("".join(json.dumps(e) + "\n" for e in failing + healthy), encoding="utf-8")
+    alone.write_text("".join(json.dumps(e) + "\n" for e in healthy), encoding="utf-8")
+    out = tmp_path / "model.json"
+    assert main(["maintenance", "fit", str(both), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped n: no failure among the lives" in err
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["machines"]) == {"m"}
+    assert set(data["meta"]["skipped"]) == {"n"}
+    assert "no failure" in data["meta"]["skipped"]["n"]
+    assert set(load_models(out)) == {"m"}
+    # nothing to fit: exit 2, no file; a machine named explicitly must be fitted
+    none = tmp_path / "none.json"
+    assert main(["maintenance", "fit", str(alone), "--out", str(none)]) == 2
+    assert "no machine could be fitted" in capsys.readouterr().err and not none.exists()
+    assert main(["maintenance", "fit", str(both), "--out", str(none), "--machine", "n"]) == 2
+    assert main(["maintenance", "fit", str(both), "--out", str(none), "--machine", "m"]) == 0
+    assert "meta" not in json.loads(none.read_text(encoding="utf-8"))

@@ -4,6 +4,7 @@ that restores, and common random numbers across policies."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -154,3 +155,30 @@ def test_the_same_seed_gives_the_same_lives_whatever_a_policy_does() -> None:
     assert len(planned.events("fault")) > len(reactive.events("fault")) / 2
     assert sum(e["reason"] == "wear" for e in planned.events("fault")) < \
         sum(e["reason"] == "wear" for e in reactive.events("fault"))
+
+
+@pytest.mark.parametrize("repair_s", [300.0, 120.0])
+def test_a_repair_no_longer_than_planned_maintenance_is_refused(repair_s: float,
+                                                                tmp_path: Any) -> None:
+    """``repair_s`` must exceed ``maintenance_s`` (agents/cell/maintenance.py): a corrective
+    repair also finds and clears the failure.  Equal or shorter is refused, by the model and
+    by the cell file's loader, which names the machine's block."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from ops.config import ConfigError, load_cell
+
+    says = f"repair_s ({repair_s:g}) must be longer than maintenance_s (300)"
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        Degradation(mttf_s=2400.0, maintenance_s=300.0, repair_s=repair_s)
+    assert Degradation(mttf_s=2400.0, maintenance_s=300.0, repair_s=301.0).repair_s == 301.0
+    demo = Path(__file__).resolve().parents[1] / "cell_configs" / "demo_cell_maintenance.yaml"
+    text = demo.read_text(encoding="utf-8")
+    assert text.count("maintenance_s: 300, repair_s: 1200") == 1
+    cell = tmp_path / "cell.yaml"
+    cell.write_text(text.replace("maintenance_s: 300, repair_s: 1200",
+                                 f"maintenance_s: 300, repair_s: {repair_s:g}"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_cell(cell)
+    assert says in str(caught.value) and "degradation" in str(caught.value)

@@ -52,6 +52,50 @@ def test_the_mispredicting_scenario_records_the_bad_prediction(mispredicted: Any
     assert all(rep["invariants"].values()), rep["invariant_violations"]
 
 
+def test_the_mispredicting_scenario_escalates_under_the_agents_policy_too() -> None:
+    """Negotiated: mill1's agent sees the injected seizure come before the 5 % quantile of
+    the life its estimator predicted, logs the miss and raises the case to the console,
+    which decides the safe default when nobody answers."""
+    from ops.bench.maintenance import negotiating
+    from ops.maintenance import models_from_cell
+
+    cfg = negotiating(with_orders(demo_cell(), 1, 1.0))
+    cell = VirtualCell(cfg, seed=1, faults=load_faults(SCENARIO, cfg))
+    attach(cell, "negotiated", models_from_cell(cfg))      # what `autocell run` does
+    cell.run(until=3600.0)
+    evs = [json.loads(line) for line in cell.events]
+    (miss,) = [e for e in evs if e["ev"] == "prediction_miss"]
+    assert (miss["agent"], miss["reason"], miss["t"]) == ("mill1", "injected", 600.0)
+    assert miss["early_by_s"] > 0 and math.isfinite(miss["fail_by"])
+    (raised,) = [e for e in evs if e["ev"] == "escalation_raised"]
+    assert (raised["cause"], raised["resource"]) == ("maintenance_prediction_miss", "mill1")
+    (decided,) = [e for e in evs if e["ev"] == "maint_decision"]
+    assert (decided["agent"], decided["option"]) == ("mill1", "stop_now")
+    rep = build_report(cell)
+    assert rep["prediction_misses"] == 1
+    assert rep["escalations_by_cause"] == {"maintenance_prediction_miss": 1}
+    assert all(rep["invariants"].values()), rep["invariant_violations"]
+
+
+def test_an_injected_failure_before_any_prediction_is_no_miss() -> None:
+    """Without a finite prediction there is nothing to miss: the same seizure at once, before
+    mill1's first reading, is a breakdown like any other."""
+    from agents.cell.faults import FaultScenario
+    from ops.bench.maintenance import negotiating
+    from ops.maintenance import models_from_cell
+
+    cfg = negotiating(with_orders(demo_cell(), 1, 0.5))
+    early = FaultScenario(name="early", breakdowns=[{"resource": "mill1", "at_s": 0.0,
+                                                     "repair_s": 900.0}])
+    cell = VirtualCell(cfg, seed=1, faults=early)
+    attach(cell, "negotiated", models_from_cell(cfg))
+    cell.run(until=1800.0)
+    evs = [json.loads(line) for line in cell.events]
+    assert [e for e in evs if e["ev"] == "fault" and e.get("machine") == "mill1"][0][
+        "reason"] == "injected"
+    assert not [e for e in evs if e["ev"] in ("prediction_miss", "escalation_raised")]
+
+
 def test_every_escalation_carries_the_options_and_a_safe_default(mispredicted: Any) -> None:
     _cell, ctl, evs = mispredicted
     raised = [e for e in evs if e["ev"] == "maintenance_escalation"]

@@ -9,6 +9,7 @@ the gate that starts nothing which would run into the window.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from agents.base import PlantEventIn
@@ -173,7 +174,10 @@ def on_plant_event(agent: MachineAgent, ev: PlantEventIn,
         return True, w.on_refused(ev.task, str(data.get("why", "")), now)
     if ev.event == "fault" and agent.up:
         reason = str(data.get("reason", "breakdown"))
-        miss = reason == "wear" and w.plan.repair_s > 0 and w.missed(now)
+        # a wear failure, or one a fault scenario injects into a machine whose estimator
+        # gave a (finite) prediction, before the miss quantile: the prediction was wrong
+        miss = w.plan.repair_s > 0 and w.missed(now) and (
+            reason == "wear" or (reason == "injected" and math.isfinite(w.fail_by_at)))
         out = _escalate_miss(agent, w, reason, now) if miss else []
         return False, out + w.on_fault(reason, now)
     if ev.event == "repaired" and not agent.up:

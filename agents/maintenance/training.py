@@ -40,7 +40,8 @@ from scipy.optimize import minimize
 from agents.maintenance.rul import Channel, GammaWear, HealthModel
 from security.errors import ConfigurationError
 
-__all__ = ["MIN_WEAR_READINGS", "Life", "WearFitError", "fit_events", "fit_machine", "fit_wear",
+__all__ = ["MIN_WEAR_READINGS", "Life", "WearFitError", "fit_each", "fit_events", "fit_machine",
+           "fit_wear",
            "lives_of", "weibull_mle"]
 
 _FAILURE_REASONS = ("wear", "breakdown")
@@ -369,6 +370,20 @@ def fit_machine(lives: list[Life]) -> HealthModel:
     return HealthModel(channels=channels, weibull_shape=shape, weibull_scale_s=scale,
                        failures=sum(lf.failed for lf in lives),
                        censored=sum(not lf.failed for lf in lives), meta=meta, wear=wear)
+
+
+def fit_each(events: Iterable[Mapping[str, Any]]
+             ) -> tuple[dict[str, HealthModel], dict[str, str]]:
+    """Every machine with readings in ``events``: the models of those that could be fitted,
+    and why each other could not (e.g. it never failed in the logs), by machine."""
+    models: dict[str, HealthModel] = {}
+    skipped: dict[str, str] = {}
+    for m, lives in sorted(lives_of(events).items()):
+        try:
+            models[m] = fit_machine(lives)
+        except ConfigurationError as exc:
+            skipped[m] = str(exc)
+    return models, skipped
 
 
 def fit_events(events: Iterable[Mapping[str, Any]],

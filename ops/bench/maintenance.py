@@ -10,13 +10,20 @@ maintenance fit``'s code, on run-to-failure runs of *other* seeds, as a plant
 would train on its history.
 
 Figures per policy: means with 95 % confidence intervals (Student t over the
-seeds); for ``predictive`` and ``negotiated``, paired differences against each
-baseline (and ``negotiated`` against ``predictive``), seed by seed, with their
-own intervals.  A figure is printed, never asserted.
+seeds); for ``predictive`` and ``predictive_central``, paired differences against
+each baseline (and ``predictive`` against ``predictive_central``), seed by seed,
+with their own intervals.  A figure is printed, never asserted.
 
-``negotiated`` is the agents' policy: the same cell with ``maintenance.negotiate``
+The bench's policy names are the issue's, an interface read from outside
+(:data:`BENCH_POLICIES` maps them to the simulator's, sim_bridge/maintenance/
+policies.py): ``predictive`` is the product's predictive maintenance, the agents'
+policy (the simulator's ``negotiated``): the same cell with ``maintenance.negotiate``
 on, so each wearing machine's agent plans its window from its estimator and leases
 it from the crew agent (agents/maintenance/); the simulator only does the work.
+``predictive_central`` is the simulator's own predictive policy (its
+``predictive``), which plans the windows centrally without negotiation.  A seed-log
+line says which names it holds (``"keys": 2``); lines without it, from before the
+rename, hold the simulator's names and are read as such.
 """
 
 from __future__ import annotations
@@ -36,11 +43,10 @@ from agents.cell.maintenance import MaintenanceSettings
 from agents.maintenance.rul import HealthModel
 from agents.maintenance.training import fit_events
 from security.errors import ConfigurationError
-from sim_bridge.maintenance.policies import POLICIES, attach
+from sim_bridge.maintenance.policies import attach
 
-__all__ = ["METRICS", "add_bench_parser", "demo_cell", "from_seed_log", "large_cell",
-           "negotiating", "run",
-           "run_once", "with_orders"]
+__all__ = ["BENCH_POLICIES", "METRICS", "add_bench_parser", "demo_cell", "from_seed_log",
+           "large_cell", "negotiating", "run", "run_once", "with_orders"]
 
 DEMO = Path(__file__).resolve().parents[2] / "cell_configs" / "demo_cell_maintenance.yaml"
 METRICS = ("unplanned_failures", "planned_maintenances", "oee", "throughput", "tardiness",
@@ -61,8 +67,18 @@ UNITS = {"throughput": "good units per hour", "tardiness": "order-hours late",
          "cost_parts": "parts fitted at their cost", "cost_tardiness": "order-hours late at "
          "tardiness_per_h", "cost_expedite": "the stores' expedite surcharges"}
 BASELINES = ("run_to_failure", "preventive", "condition_based")
-_T95 = {1: 12.71, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+#: the bench's policy names (the issue's JSON keys) -> the simulator's (POLICIES)
+BENCH_POLICIES = {"run_to_failure": "run_to_failure", "preventive": "preventive",
+                  "condition_based": "condition_based", "predictive": "negotiated",
+                  "predictive_central": "predictive"}
+#: the paired differences: the agents' policy against every other, the central one
+#: against the baselines
+PAIRED = (*[("predictive", b) for b in (*BASELINES, "predictive_central")],
+          *[("predictive_central", b) for b in BASELINES])
+#: a seed-log line's ``keys``: 2 = :data:`BENCH_POLICIES`' names; lines without it hold
+#: the simulator's names, renamed when read
+SEED_LOG_KEYS = 2
+_SIMULATOR_NAMES = {sim: bench for bench, sim in BENCH_POLICIES.items()}
 
 
 def demo_cell() -> CellConfig:
@@ -226,11 +242,12 @@ def _eta(name: str, done: int, total: int, elapsed_s: float) -> str:
 
 
 def _t95(n: int) -> float:
+    """Student t's two-sided 95 % multiplier for ``n`` samples (nan below 2)."""
+    from scipy.stats import t as student_t
+
     if n < 2:
         return math.nan
-    df = n - 1
-    keys = [k for k in sorted(_T95) if k <= df]
-    return _T95[keys[-1]] if df <= 30 else 1.96
+    return float(student_t.ppf(0.975, n - 1))
 
 
 def _summary(xs: list[float]) -> dict[str, Any]:
@@ -265,21 +282,23 @@ def run(seeds: int = 20, *, hours: float = 4.0, cells: tuple[str, ...] = ("demo"
         base = bases[name]
         say(f"{name}: training on {train_seeds} run-to-failure seeds")
         models = train(base, [100_000 + k for k in range(train_seeds)], max(hours, 4.0))
-        per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS} for p in POLICIES}
+        per: dict[str, dict[str, list[float]]] = {p: {m: [] for m in METRICS}
+                                                   for p in BENCH_POLICIES}
         violations: list[str] = []
         began = time.monotonic()
         for s in range(1, seeds + 1):
             cfg = with_orders(base, s, hours)
             line: dict[str, Any] = {"cell": base.cell, "machines": len(base.machines),
                                     "seed": s, "hours": hours, "policies": {},
+                                    "keys": SEED_LOG_KEYS,
                                     "estimator": estimator or "", "sets": list(sets or []),
                                     "violations": []}
-            for policy in POLICIES:
+            for label, policy in BENCH_POLICIES.items():
                 figures, rep = run_once(cfg, s, policy, models, hours * 3600.0, estimator)
                 for m in METRICS:
-                    per[policy][m].append(figures[m])
-                line["policies"][policy] = figures
-                line["violations"] += [f"{policy}/seed {s}: {k}"
+                    per[label][m].append(figures[m])
+                line["policies"][label] = figures
+                line["violations"] += [f"{label}/seed {s}: {k}"
                                        for k, v in rep["invariants"].items() if not v]
             violations += line["violations"]
             if seed_log is not None:
@@ -295,8 +314,7 @@ def _cell_summary(machines: int, per: dict[str, dict[str, list[float]]],
     paired = {f"{a}-{b}": {m: _summary([p - q for p, q in zip(per[a][m], per[b][m],
                                                                 strict=True)])
                               for m in METRICS}
-              for a, bs in (("predictive", BASELINES),
-                            ("negotiated", (*BASELINES, "predictive"))) for b in bs}
+              for a, b in PAIRED}
     return {"machines": machines,
             "policies": {p: {m: _summary(v) for m, v in d.items()} for p, d in per.items()},
             "paired": paired, "invariant_violations": violations}
@@ -304,7 +322,9 @@ def _cell_summary(machines: int, per: dict[str, dict[str, list[float]]],
 
 def from_seed_log(path: Path) -> dict[str, Any]:
     """The summary :func:`run` prints, from the seeds a ``--seed-log`` file holds (a run
-    stopped early: its seeds so far)."""
+    stopped early: its seeds so far).  A line without ``keys`` (before the bench took the
+    issue's names) holds the simulator's policy names: its ``negotiated`` is read as
+    ``predictive``, its ``predictive`` as ``predictive_central``."""
     cells: dict[str, dict[str, Any]] = {}
     hours = 0.0
     for raw in path.read_text(encoding="utf-8").splitlines():
@@ -315,12 +335,13 @@ def from_seed_log(path: Path) -> dict[str, Any]:
         c = cells.setdefault(line["cell"], {"machines": line["machines"], "seeds": [],
                                             "violations": [],
                                             "per": {p: {m: [] for m in METRICS}
-                                                    for p in POLICIES}})
+                                                    for p in BENCH_POLICIES}})
         c["seeds"].append(line["seed"])
         c["violations"] += line["violations"]
-        for p in POLICIES:
+        policies = _bench_names(line)
+        for p in BENCH_POLICIES:
             for m in METRICS:
-                c["per"][p][m].append(line["policies"][p].get(m, math.nan))  # older logs
+                c["per"][p][m].append(policies[p].get(m, math.nan))  # older logs
     n = min((len(c["seeds"]) for c in cells.values()), default=0)
     return {"cells": {name: {**_cell_summary(c["machines"], c["per"], c["violations"]),
                              "seeds": len(c["seeds"])}
@@ -328,14 +349,27 @@ def from_seed_log(path: Path) -> dict[str, Any]:
             "seeds": n, "hours": hours, "units": UNITS}
 
 
+def _bench_names(line: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """A seed-log line's figures per policy under the bench's names."""
+    keys = line.get("keys", 1)
+    if keys == SEED_LOG_KEYS:
+        return dict(line["policies"])
+    if keys == 1:
+        return {_SIMULATOR_NAMES[p]: f for p, f in line["policies"].items()}
+    raise ConfigurationError(f"a seed-log line with keys {keys!r}: this autocell reads "
+                             f"1 (no keys) and {SEED_LOG_KEYS}")
+
+
 def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     for cell, data in result["cells"].items():
-        t = Table(title=f"autocell bench maintenance — {cell} ({data['machines']} machines, "
-                        f"{result['seeds']} seeds x {result['hours']:g} h; mean [ci95])")
+        t = Table(title=escape(f"autocell bench maintenance — {cell} ({data['machines']} "
+                               f"machines, {result['seeds']} seeds x {result['hours']:g} h; "
+                               f"mean [ci95])"))
         t.add_column("metric")
         for p in data["policies"]:
             t.add_column(p, justify="right")

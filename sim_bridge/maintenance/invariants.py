@@ -10,7 +10,15 @@
 * no operation starts inside a window a machine leased from the crew (negotiated
   maintenance: from the machine's ``maint_window`` until its end, or until the
   window lapsed, was refused or was cancelled) — and nothing *runs into* it: an
-  operation started before the window ends before it begins.
+  operation started before the window ends before it begins;
+* a leased window starts before its latest safe start, or a person was asked: every
+  ``maint_window`` booked past it (``late``) has a matching escalation — the machine
+  raised ``maintenance_no_window`` or ``maintenance_no_part`` for that job (from its
+  ``maint_needed`` to the booking), or another case of the machine was still open
+  then (one raiser, one case at a time: agents/maintenance/hook.py).  Checked only
+  when the run's agents escalate (a cell with a console): nobody is asked otherwise.
+  The simulator's central policy is not checked here: it starts up to a reading
+  interval late by design and escalates after that (policies.py ``_check_started``).
 
 They join the run's invariants only when the log has maintenance in it, so the
 report of a cell without degrading machines keeps its keys.
@@ -18,10 +26,11 @@ report of a cell without degrading machines keeps its keys.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["check", "no_operation_in_leased_window", "no_operation_in_window", "parts_used_once",
-           "technicians_within_capacity"]
+__all__ = ["check", "late_windows_escalated", "no_operation_in_leased_window",
+           "no_operation_in_window", "parts_used_once", "technicians_within_capacity"]
 
 
 def no_operation_in_window(evs: list[dict[str, Any]]) -> list[str]:
@@ -114,8 +123,41 @@ def no_operation_in_leased_window(evs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def check(evs: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The maintenance invariants by name; empty when the log has no maintenance."""
+_LATE_CAUSES = ("maintenance_no_window", "maintenance_no_part")
+
+
+def late_windows_escalated(evs: list[dict[str, Any]]) -> list[str]:
+    """Leased windows booked past their latest safe start that nobody was asked about."""
+    needed: dict[tuple[str, str], float] = {}               # (machine, job) -> asked at
+    raised: dict[str, list[tuple[float, str, str]]] = {}    # machine -> (t, case, cause)
+    closed: dict[str, float] = {}                           # case -> decided or resolved at
+    late: list[dict[str, Any]] = []
+    for e in evs:
+        ev = e["ev"]
+        if ev == "maint_needed":
+            needed.setdefault((e["agent"], e["job"]), e["t"])
+        elif ev == "escalate" and "agent" in e:
+            raised.setdefault(e["agent"], []).append((e["t"], e["escalation"], e["cause"]))
+        elif ev in ("decision_applied", "escalation_resolved"):
+            closed.setdefault(e["escalation"], e["t"])
+        elif ev == "maint_window" and e.get("late"):
+            late.append(e)
+    out = []
+    for w in late:
+        m, t = w["agent"], w["t"]
+        since = needed.get((m, w["job"]), t)
+        if not any((cause in _LATE_CAUSES and since <= at <= t)          # for this job
+                   or (at <= t and closed.get(case, math.inf) > t)         # a case open
+                   for at, case, cause in raised.get(m, [])):
+            out.append(f"t={t}: {m} booked {w['job']} from t={w['start_at']}, past its "
+                       f"latest safe start t={w['latest_start_at']}, and asked nobody")
+    return out
+
+
+def check(evs: list[dict[str, Any]], *, escalating: bool = True) -> dict[str, list[str]]:
+    """The maintenance invariants by name; empty when the log has no maintenance.
+    ``escalating``: the run's agents raise cases to a console (a late window must then
+    have been escalated)."""
     if not any(e["ev"] in ("maintenance_start", "maintenance_done") for e in evs):
         return {}
     found = {"no_operation_inside_maintenance_window": no_operation_in_window(evs),
@@ -123,4 +165,7 @@ def check(evs: list[dict[str, Any]]) -> dict[str, list[str]]:
              "no_part_used_twice": parts_used_once(evs)}
     if any(e["ev"] == "maint_window" for e in evs):     # negotiated windows only
         found["no_operation_inside_leased_window"] = no_operation_in_leased_window(evs)
+        if escalating:
+            found["window_before_latest_safe_start_or_escalated"] = \
+                late_windows_escalated(evs)
     return found
