@@ -13,9 +13,12 @@ after it (both from the task's call for proposals: ``due_at``,
 
 * the **first gap** where the job fits (the rule before ADR 87 — or ``from_at``
   when that gap is past the latest safe start), and
-* the instant **just after each booked task** that ends in
-  ``(from_at, latest]`` (never before the running operation's end plus a
-  margin: an offer that cuts into running work is declined).
+* the instant **just after each booked task** — the running operation's
+  included, with a margin — that ends in ``(from_at, latest]``, never before
+  the running operation's end (an offer that cuts into running work is
+  declined, and asked for again: before ADR 87 a machine whose first gap was
+  past the latest safe start asked from *now* while it ran, and declined the
+  offer, and asked again, at every message hop until the operation ended).
 
 Each candidate ``t`` is scored by what the window ``[t, t + duration)`` would
 do to the queue.  The booked tasks it overlaps are handed back
@@ -120,10 +123,11 @@ def score(start_at: float, duration_s: float, queue: Queue) -> Slot:
 def choose(first_at: float, from_at: float, latest_at: float, duration_s: float,
            queue: Queue) -> Slot:
     """The least costly start among ``first_at`` (the first gap, or ``from_at``) and the
-    ends of the booked tasks in ``(from_at, latest_at]`` past the running operation."""
-    starts = {first_at} | {b.finish_at for b in queue.booked
-                           if from_at + EPS < b.finish_at <= latest_at + EPS
-                           and b.finish_at >= queue.free_from_at - EPS}
+    ends of the booked tasks and of the running operation (with its margin) in
+    ``(from_at, latest_at]``, none before the running operation's."""
+    ends = [b.finish_at for b in queue.booked] + [queue.free_from_at]
+    starts = {first_at} | {e for e in ends if from_at + EPS < e <= latest_at + EPS
+                           and e >= queue.free_from_at - EPS}
     return min((score(t, duration_s, queue) for t in sorted(starts)), key=Slot.key)
 
 
