@@ -30,8 +30,8 @@ D = 200.0          # the job's length
 LATEST = 300.0     # the latest safe start
 
 
-def _q(*booked: Booked, free_from_at: float = float("-inf")) -> Queue:
-    return Queue(tuple(booked), free_from_at)
+def _q(*booked: Booked, running_until_at: float = float("-inf")) -> Queue:
+    return Queue(tuple(booked), running_until_at, running_until_at + 5.0)
 
 
 # ------------------------------------------------------------------------------ the rule
@@ -94,16 +94,20 @@ def test_with_one_candidate_the_first_gap_holds() -> None:
 def test_no_start_cuts_into_the_running_operation_when_another_exists() -> None:
     # running until 95 (+5 margin): a start at 60 would be declined by the machine itself
     q = _q(Booked("a/0", "a", 60.0, 110.0), Booked("b/0", "b", 110.0, 600.0),
-           free_from_at=100.0)
+           running_until_at=95.0)
     slot = choose(60.0, 60.0, LATEST, D, q)
     assert slot.start_at == 110.0 and not slot.cuts_running
     assert score(60.0, D, q).cuts_running          # less work, but it cuts in
     # the running operation's end (and margin) is a candidate of its own: with the next
     # task ending past the latest safe start, it is the only start that does not cut in
-    q2 = _q(Booked("a/0", "a", 100.0, 400.0), free_from_at=100.0)
+    q2 = _q(Booked("a/0", "a", 100.0, 400.0), running_until_at=95.0)
     assert choose(60.0, 60.0, LATEST, D, q2).start_at == 100.0
     # nothing but cutting in: the rule before, unchanged
-    assert choose(60.0, 60.0, LATEST, D, _q(free_from_at=350.0)).start_at == 60.0
+    assert choose(60.0, 60.0, LATEST, D, _q(running_until_at=345.0)).start_at == 60.0
+    # an operation that overran its reckoned end: a start after that end does not cut in
+    # (the machine accepts it, hook.py), so the first gap stays the choice
+    assert not choose(50.0, 50.0, LATEST, D, _q(running_until_at=49.0)).cuts_running
+    assert choose(50.0, 50.0, LATEST, D, _q(running_until_at=49.0)).start_at == 50.0
 
 
 # ------------------------------------------------------------------------------ the window

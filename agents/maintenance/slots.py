@@ -14,7 +14,8 @@ after it (both from the task's call for proposals: ``due_at``,
 * the **first gap** where the job fits (the rule before ADR 87 — or ``from_at``
   when that gap is past the latest safe start), and
 * the instant **just after each booked task** — the running operation's
-  included, with a margin — that ends in ``(from_at, latest]``, never before
+  included, with a margin, when it is reckoned to end after ``from_at`` —
+  that ends in ``(from_at, latest]``, never before
   the running operation's end (an offer that cuts into running work is
   declined, and asked for again: before ADR 87 a machine whose first gap was
   past the latest safe start asked from *now* while it ran, and declined the
@@ -28,8 +29,9 @@ an earlier machine: the estimate is the pessimistic one the machine can make
 alone), so its order would finish at that gap's end plus its processing still
 to come.  The score, compared **lexicographically** (least first):
 
-1. whether ``t`` cuts into the running operation (such a start is declined;
-   it is only ever taken when it is the sole candidate);
+1. whether ``t`` cuts into the running operation — starts at or before its
+   reckoned end (such an offer is declined; it is only ever taken when it is
+   the sole candidate);
 2. the number of orders that would then finish past their due date — no order
    is pushed past due where a slot avoids that;
 3. the seconds of booked work handed back — least work pushed;
@@ -72,7 +74,8 @@ class Queue:
     """The machine's queue: its booked tasks and when it is free of the running one."""
 
     booked: tuple[Booked, ...] = ()
-    free_from_at: float = -math.inf     # the running operation's end plus a margin
+    running_until_at: float = -math.inf     # when the running operation ends, as reckoned
+    free_from_at: float = -math.inf         # that plus a margin: a start just after it
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def score(start_at: float, duration_s: float, queue: Queue) -> Slot:
         busy.append((again, again + length))
         if again + length + b.after_s > b.due_at + EPS:
             late.add(b.order)
-    return Slot(start_at, start_at < queue.free_from_at - EPS, tuple(sorted(late)),
+    return Slot(start_at, start_at <= queue.running_until_at + EPS, tuple(sorted(late)),
                 tuple(b.task for b in hit), sum(b.finish_at - b.start_at for b in hit))
 
 
@@ -125,9 +128,11 @@ def choose(first_at: float, from_at: float, latest_at: float, duration_s: float,
     """The least costly start among ``first_at`` (the first gap, or ``from_at``) and the
     ends of the booked tasks and of the running operation (with its margin) in
     ``(from_at, latest_at]``, none before the running operation's."""
-    ends = [b.finish_at for b in queue.booked] + [queue.free_from_at]
+    ends = [b.finish_at for b in queue.booked]
+    if queue.running_until_at >= from_at - EPS:     # a start from ``from_at`` would cut in
+        ends.append(queue.free_from_at)
     starts = {first_at} | {e for e in ends if from_at + EPS < e <= latest_at + EPS
-                           and e >= queue.free_from_at - EPS}
+                           and e > queue.running_until_at + EPS}
     return min((score(t, duration_s, queue) for t in sorted(starts)), key=Slot.key)
 
 
@@ -141,5 +146,5 @@ def queue_of(agent: ResourceAgent, margin_s: float, now: float) -> Queue:
                max(0.0, t.cfp.work_remaining_s - float(t.info.get("processing_s", 0.0))))
         for tid, t in sorted(agent.tasks.items())
         if t.state == "committed" or (t.state == "held" and t.hold_until_at >= now))
-    free = agent.busy_until_at + margin_s if agent.running is not None else -math.inf
-    return Queue(booked, free)
+    until = agent.busy_until_at if agent.running is not None else -math.inf
+    return Queue(booked, until, until + margin_s)
