@@ -30,8 +30,9 @@ D = 200.0          # the job's length
 LATEST = 300.0     # the latest safe start
 
 
-def _q(*booked: Booked, running_until_at: float = float("-inf")) -> Queue:
-    return Queue(tuple(booked), running_until_at, running_until_at + 5.0)
+def _q(*booked: Booked, running_until_at: float = float("-inf"), margin_s: float = 0.0
+       ) -> Queue:
+    return Queue(tuple(booked), running_until_at, margin_s)
 
 
 # ------------------------------------------------------------------------------ the rule
@@ -92,7 +93,7 @@ def test_with_one_candidate_the_first_gap_holds() -> None:
 
 
 def test_no_start_cuts_into_the_running_operation_when_another_exists() -> None:
-    # running until 95 (+5 margin): a start at 60 would be declined by the machine itself
+    # running until 95: a start at 60 would be declined by the machine itself
     q = _q(Booked("a/0", "a", 60.0, 110.0), Booked("b/0", "b", 110.0, 600.0),
            running_until_at=95.0)
     slot = choose(60.0, 60.0, LATEST, D, q)
@@ -100,7 +101,7 @@ def test_no_start_cuts_into_the_running_operation_when_another_exists() -> None:
     assert score(60.0, D, q).cuts_running          # less work, but it cuts in
     # the running operation's end (and margin) is a candidate of its own: with the next
     # task ending past the latest safe start, it is the only start that does not cut in
-    q2 = _q(Booked("a/0", "a", 100.0, 400.0), running_until_at=95.0)
+    q2 = _q(Booked("a/0", "a", 100.0, 400.0), running_until_at=95.0, margin_s=5.0)
     assert choose(60.0, 60.0, LATEST, D, q2).start_at == 100.0
     # nothing but cutting in: the rule before, unchanged
     assert choose(60.0, 60.0, LATEST, D, _q(running_until_at=345.0)).start_at == 60.0
@@ -191,15 +192,16 @@ def _negotiate(m: MachineAgent) -> tuple[MaintRequest, list[Any]]:
 def test_a_hand_made_cell_keeps_the_tight_order_on_time() -> None:
     m = _machine()
     assert queue_of(m, 5.0, 0.0) == _q(Booked("l/0", "l", 250.0, 600.0, 5000.0, 0.0),
-                                       Booked("t/0", "t", 100.0, 120.0, 210.0, 0.0))
+                                       Booked("t/0", "t", 100.0, 120.0, 210.0, 0.0),
+                                       margin_s=5.0)
     req, back = _negotiate(m)
-    assert req.earliest_at == 120.0
+    assert req.earliest_at == 125.0           # just after the tight task, with the margin
     # the long order's task goes back to re-negotiate; the tight one keeps its slot
     assert [b.task for b in back if isinstance(b, Failure)] == ["l/0"]
     assert m.tasks["t/0"].state == "committed" and m.tasks["t/0"].finish_at <= 210.0
     # the long order's best slot here now is after the window, well before its due date
     assert m.quote(_cfp("l/0", 5000.0, 340.0, quantity=17), 0.0).finish_at == \
-        pytest.approx(320.0 + 340.0)
+        pytest.approx(325.0 + 340.0)
 
 
 def test_the_rule_before_handed_the_tight_order_back_past_its_due_date() -> None:

@@ -13,9 +13,11 @@ after it (both from the task's call for proposals: ``due_at``,
 
 * the **first gap** where the job fits (the rule before ADR 87 — or ``from_at``
   when that gap is past the latest safe start), and
-* the instant **just after each booked task** — the running operation's
-  included, with a margin, when it is reckoned to end after ``from_at`` —
-  that ends in ``(from_at, latest]``, never before
+* the instant **just after each booked task** — its end plus a margin
+  (``retry_s``: the plant ends an operation a message hop later than the
+  machine reckons, and a window from the very end would stop it) — in
+  ``(from_at, latest]``, the running operation's included when it is
+  reckoned to end after ``from_at``; never before
   the running operation's end (an offer that cuts into running work is
   declined, and asked for again: before ADR 87 a machine whose first gap was
   past the latest safe start asked from *now* while it ran, and declined the
@@ -75,7 +77,7 @@ class Queue:
 
     booked: tuple[Booked, ...] = ()
     running_until_at: float = -math.inf     # when the running operation ends, as reckoned
-    free_from_at: float = -math.inf         # that plus a margin: a start just after it
+    margin_s: float = 0.0                   # a start "just after" a task: its end plus this
 
 
 @dataclass(frozen=True)
@@ -126,25 +128,27 @@ def score(start_at: float, duration_s: float, queue: Queue) -> Slot:
 def choose(first_at: float, from_at: float, latest_at: float, duration_s: float,
            queue: Queue) -> Slot:
     """The least costly start among ``first_at`` (the first gap, or ``from_at``) and the
-    ends of the booked tasks and of the running operation (with its margin) in
-    ``(from_at, latest_at]``, none before the running operation's."""
+    ends of the booked tasks and of the running operation, each plus the margin, in
+    ``(from_at, latest_at]``, none before the running operation's end."""
     ends = [b.finish_at for b in queue.booked]
     if queue.running_until_at >= from_at - EPS:     # a start from ``from_at`` would cut in
-        ends.append(queue.free_from_at)
-    starts = {first_at} | {e for e in ends if from_at + EPS < e <= latest_at + EPS
-                           and e > queue.running_until_at + EPS}
+        ends.append(queue.running_until_at)
+    after = (e + queue.margin_s for e in ends)
+    starts = {first_at} | {t for t in after if from_at + EPS < t <= latest_at + EPS
+                           and t > queue.running_until_at + EPS}
     return min((score(t, duration_s, queue) for t in sorted(starts)), key=Slot.key)
 
 
 def queue_of(agent: ResourceAgent, margin_s: float, now: float) -> Queue:
     """The machine's queue now: committed tasks and offers still held (the same intervals
-    :meth:`ResourceAgent.busy_intervals` counts), and the running operation's end plus
-    ``margin_s`` (agents/maintenance/hook.py ``_gap``: the plant ends it a little later
-    than the machine reckons)."""
+    :meth:`ResourceAgent.busy_intervals` counts), the running operation's reckoned end,
+    and ``margin_s`` after a task's end for a start just after it (agents/maintenance/
+    hook.py ``_gap``: the plant ends an operation a little later than the machine
+    reckons)."""
     booked = tuple(
         Booked(tid, t.order, t.start_at, t.finish_at, t.cfp.due_at,
                max(0.0, t.cfp.work_remaining_s - float(t.info.get("processing_s", 0.0))))
         for tid, t in sorted(agent.tasks.items())
         if t.state == "committed" or (t.state == "held" and t.hold_until_at >= now))
     until = agent.busy_until_at if agent.running is not None else -math.inf
-    return Queue(booked, until, until + margin_s)
+    return Queue(booked, until, margin_s)
