@@ -83,6 +83,9 @@ def test_ties_go_to_the_latest_start() -> None:
     q2 = _q(Booked("a/0", "a", 0.0, 100.0), Booked("b/0", "b", 100.0, 200.0),
             Booked("c/0", "c", 200.0, 300.0), Booked("d/0", "d", 300.0, 400.0))
     assert choose(0.0, 0.0, LATEST, 100.0, q2).start_at == 300.0
+    # the first gap just after a task is not moved by the margin to a "later" tie
+    q3 = _q(Booked("a/0", "a", 0.0, 50.0), Booked("b/0", "b", 400.0, 500.0), margin_s=5.0)
+    assert choose(50.0, 0.0, LATEST, 100.0, q3).start_at == 50.0
 
 
 def test_with_one_candidate_the_first_gap_holds() -> None:

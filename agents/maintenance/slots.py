@@ -17,7 +17,9 @@ after it (both from the task's call for proposals: ``due_at``,
   (``retry_s``: the plant ends an operation a message hop later than the
   machine reckons, and a window from the very end would stop it) — in
   ``(from_at, latest]``, the running operation's included when it is
-  reckoned to end after ``from_at``; never before
+  reckoned to end after ``from_at`` — but not the task whose end *is* the
+  first gap (that slot is the first gap's, without moving it by the margin);
+  never before
   the running operation's end (an offer that cuts into running work is
   declined, and asked for again: before ADR 87 a machine whose first gap was
   past the latest safe start asked from *now* while it ran, and declined the
@@ -133,7 +135,8 @@ def choose(first_at: float, from_at: float, latest_at: float, duration_s: float,
     ends = [b.finish_at for b in queue.booked]
     if queue.running_until_at >= from_at - EPS:     # a start from ``from_at`` would cut in
         ends.append(queue.running_until_at)
-    after = (e + queue.margin_s for e in ends)
+    # the first gap just after a task is that task's slot already (the rule before)
+    after = (e + queue.margin_s for e in ends if abs(e - first_at) > EPS)
     starts = {first_at} | {t for t in after if from_at + EPS < t <= latest_at + EPS
                            and t > queue.running_until_at + EPS}
     return min((score(t, duration_s, queue) for t in sorted(starts)), key=Slot.key)
