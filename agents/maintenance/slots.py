@@ -13,17 +13,16 @@ after it (both from the task's call for proposals: ``due_at``,
 
 * the **first gap** where the job fits (the rule before ADR 87 — or ``from_at``
   when that gap is past the latest safe start), and
-* the instant **just after each booked task** — its end plus a margin
-  (``retry_s``: the plant ends an operation a message hop later than the
-  machine reckons, and a window from the very end would stop it) — in
-  ``(from_at, latest]``, the running operation's included when it is
-  reckoned to end after ``from_at`` — but not the task whose end *is* the
-  first gap (that slot is the first gap's, without moving it by the margin);
-  never before
-  the running operation's end (an offer that cuts into running work is
-  declined, and asked for again: before ADR 87 a machine whose first gap was
-  past the latest safe start asked from *now* while it ran, and declined the
-  offer, and asked again, at every message hop until the operation ended).
+* the instant **just after each booked task** in ``(from_at, latest]``: its
+  end plus a margin (``retry_s``: the plant ends an operation a message hop
+  later than the machine reckons, and a window from the very end would stop
+  it).  The running operation counts when a start from ``from_at`` would cut
+  into it; the task whose end *is* the first gap does not (that slot is the
+  first gap's, not to be moved by the margin).  No candidate starts before
+  the running operation's end: such an offer is declined and asked for again
+  (before ADR 87 a machine whose first gap was past the latest safe start
+  asked from *now* while it ran, and declined, and asked again, at every
+  message hop until the operation ended).
 
 Each candidate ``t`` is scored by what the window ``[t, t + duration)`` would
 do to the queue.  The booked tasks it overlaps are handed back
