@@ -28,6 +28,7 @@ from agents.protocol.messages import (
 from agents.resource import ResourceAgent, Task
 
 from .cases import escalate
+from .slots import queue_of
 from .window import MaintenanceWindow
 
 
@@ -60,6 +61,7 @@ def bind(agent: MachineAgent) -> None:
         return
     assert isinstance(agent, ResourceAgent)
     w.first_gap = lambda now: _gap(agent, w, now)
+    w.queue = lambda now: queue_of(agent, w.plan.retry_s, now)    # its booked tasks
 
 
 def _gap(agent: ResourceAgent, w: MaintenanceWindow, now: float) -> float:

@@ -14,10 +14,12 @@ the latest safe start then being ``slot_s`` ahead.  With the risk rule: when
 the ``risk`` quantile of the remaining life,
 turned into clock time at the machine's recent load, comes within
 ``lookahead_s``, that instant is the **latest safe start** and the machine asks
-the crew for a window (``maint_request``) at the first gap in its own queue at
-most ``slot_s`` before it — a low-load slot that throws little life away — or
-at that instant if the gap is past the latest safe start.  It asks again every
-``retry_s`` until offered.
+the crew for a window (``maint_request``) from the start in its own queue that
+costs production least (agents/maintenance/slots.py, ADR 87): its first gap at
+most ``slot_s`` before it, or the end of one of its booked tasks up to the
+latest safe start — no order pushed past due where a start avoids it, then the
+least booked work handed back, then the latest start (the least life thrown
+away).  It asks again every ``retry_s`` until offered.
 
 The offer is a lease: the crew booked a technician from ``start_at``.  The
 machine keeps the window ``[start_at, start_at + duration_s)`` free: it quotes
@@ -92,6 +94,7 @@ from .costs import CostRule, job_costs
 from .crew import CREW_ID, REPAIR_SPAN
 from .estimators import Estimator, estimator
 from .rul import HealthModel, prior_model
+from .slots import Queue, choose
 from .stores import STORES_ID
 
 if TYPE_CHECKING:
@@ -168,6 +171,9 @@ class MaintenanceWindow:
         #: the machine's first gap in its own queue for the job, from ``now`` (set by the
         #: machine agent, agents/maintenance/hook.py ``bind``); default: now
         self.first_gap: Callable[[float], float] = lambda now: now
+        #: the machine's booked tasks and their orders' due dates, from ``now`` (set by the
+        #: machine agent, hook.py ``bind``); default: nothing booked (the first gap it is)
+        self.queue: Callable[[float], Queue] = lambda now: Queue()
 
     # -- what the machine asks ---------------------------------------------------------------
     @property
@@ -511,11 +517,14 @@ class MaintenanceWindow:
         return self.phase in ACCEPTS[what] and job == self.job and attempt == self.attempt
 
     def _ask(self, now: float) -> list[Action]:
-        """Ask (again) for a window from the machine's first gap at most ``slot_s`` before
-        the latest safe start (earlier throws life away), or from that instant when the gap
-        is past the latest safe start (the work booked there is handed back when the window
-        comes); never before ``not_before_at`` (after a refusal: what was missing takes
-        time)."""
+        """Ask (again) for a window from the start that costs production least
+        (agents/maintenance/slots.py, ADR 87): among the machine's first gap at most
+        ``slot_s`` before the latest safe start (earlier throws life away) — or that
+        instant when the gap is past the latest safe start — and the ends of its booked
+        tasks up to the latest safe start, the one that pushes no order past due where one
+        avoids it, then pushes the least booked work, then starts latest (the work booked
+        there is handed back when the window comes); never before ``not_before_at`` (after
+        a refusal: what was missing takes time)."""
         if self.kind == "corrective":
             part: list[Action] = []
             if self.plan.stores and self.part_state != "held":     # both at once
@@ -530,8 +539,15 @@ class MaintenanceWindow:
         from_at = max(now, self.not_before_at, self.latest_start_at - self.plan.slot_s,
                       self.part_ready_at)
         gap = self.first_gap(from_at)
-        self.earliest_at = gap if gap <= self.latest_start_at else from_at
-        return [Send(self.plan.crew, MaintRequest(
+        first = gap if gap <= self.latest_start_at else from_at
+        slot = choose(first, from_at, self.latest_start_at, self.plan.duration_s,
+                      self.queue(now))
+        self.earliest_at = slot.start_at
+        chose: list[Action] = [] if slot.start_at == first else [Log("maint_slot", {
+            "agent": self.machine, "job": self.job, "start_at": round(slot.start_at, 6),
+            "first_gap_at": round(first, 6), "pushed": list(slot.pushed),
+            "pushed_s": round(slot.pushed_s, 6), "late_orders": list(slot.late_orders)})]
+        return chose + [Send(self.plan.crew, MaintRequest(
                     self.job, self.earliest_at, self.latest_start_at,
                     self.plan.duration_s, self.plan.part, self.attempt)),
                 SetTimer("maint_retry", now + self.plan.retry_s)]
