@@ -41,8 +41,10 @@ def healing_samples(evs: list[dict[str, Any]]
                     ) -> tuple[list[float], list[float], dict[str, int]]:
     """Detection and recovery latencies, from the event log alone.
 
-    A *fault* is a breakdown reported by the plant (``fault``) or an injected
-    crash, host kill or pause, or partition (``fault_injected``).  The work it
+    A *fault* is a breakdown reported by the plant (``fault``; a planned
+    maintenance stop, logged as a ``fault`` with reason ``maintenance``, is not
+    one: its work was handed back on purpose, docs/maintenance.md) or an
+    injected crash, host kill or pause, or partition (``fault_injected``).  The work it
     hits is every task awarded to an affected resource and not yet ended.  The
     fault is *detected* when an order first re-negotiates one of those tasks:
     a ``reroute`` (hand-back) or a ``lease_expired`` (missed heartbeats).
@@ -67,7 +69,8 @@ def healing_samples(evs: list[dict[str, Any]]
             detections.append((e["t"], e["task"]))
         elif ev in ("wait_for_repair", "wait_for_stale_winner"):
             waits.add((e["t"], e["task"]))
-        if (ev == "fault" and ("machine" in e or "robot" in e)) or (
+        if (ev == "fault" and ("machine" in e or "robot" in e)
+                and e.get("reason") != "maintenance") or (
                 ev == "fault_injected" and e["kind"] != "breakdown"):
             agents = {e.get("machine") or e.get("robot")} if ev == "fault" else set(e["agents"])
             hits.append((e["t"], {t for t, w in held.items() if w in agents}))

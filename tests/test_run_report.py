@@ -38,3 +38,19 @@ def test_a_cancelled_order_is_cancelled_not_escalated() -> None:
     assert rows["orders cancelled (by a supervisor)"] == "1"
     assert rows["orders escalated (non-routine)"] == "0"
     assert "1 order(s) cancelled" in " ".join(out.getvalue().split())
+
+
+def test_a_planned_maintenance_stop_is_not_a_fault_for_healing() -> None:
+    """A window's stop is logged as a ``fault`` with reason ``maintenance``: the work it
+    handed back was moved on purpose, so it is no fault to detect or recover from."""
+    from sim_bridge.report import healing_samples
+
+    def log(reason: str) -> list[dict[str, object]]:
+        return [{"ev": "award", "t": 0.0, "task": "o1/0", "winner": "m1"},
+                {"ev": "fault", "t": 10.0, "machine": "m1", "reason": reason},
+                {"ev": "reroute", "t": 10.5, "task": "o1/0"},
+                {"ev": "award", "t": 11.0, "task": "o1/0", "winner": "m2"}]
+    detect, recover, counts = healing_samples(log("wear"))
+    assert counts["faults_total"] == 1 and detect == [0.5] and recover == [0.5]
+    detect, _, counts = healing_samples(log("maintenance"))
+    assert counts["faults_total"] == 0 and detect == []
