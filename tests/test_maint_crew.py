@@ -147,7 +147,7 @@ def test_a_window_past_the_shift_is_offered_late_and_escalated() -> None:
     from agents.cell.build import build_agents, policy_of
     from agents.cell.maintenance import Shift
     from agents.protocol.messages import Escalate, PartReserved
-    from tests.test_maint_negotiation import _Worn
+    from tests.helpers.worn import Worn as _Worn
 
     base = negotiating(demo_cell())
     assert base.maintenance is not None

@@ -14,39 +14,23 @@ around the booked window too (agents/machine.py ``earliest_gap``).
 
 from __future__ import annotations
 
-from typing import Any
 
 from helpers.fake_link import FakeLink
 
 from agents.base import Timing
 from agents.machine import MachineAgent
 from agents.maintenance.crew import TechnicianCrewAgent
-from agents.maintenance.estimators import Estimator
-from agents.maintenance.rul import NormalRul, Rul, prior_model
+from agents.maintenance.rul import prior_model
 from agents.maintenance.window import MaintenanceWindow, WindowPlan
 from agents.negotiation.strategies import DefaultResource, EarliestFinish
 from agents.order import OrderAgent
 from agents.protocol.messages import CallForProposals, Failure, MaintRequest
 from ops.bench.maintenance import demo_cell
+from tests.helpers.worn import Worn as _Worn
 
 TIMING = Timing()
 JOB_S = 240.0                   # the maintenance job
 OP_S = 40.0                     # one operation on m1: 10 units x 4 s
-
-
-class _Worn(Estimator):
-    """A machine close to its end: 100 operating seconds left, whatever it reads."""
-
-    name = "worn"
-
-    def observe(self, at: float, values: Any, *, busy: bool, age_s: float) -> None:
-        self.age_s = age_s
-
-    def health(self) -> float:
-        return 0.2
-
-    def rul(self) -> Rul:
-        return NormalRul(100.0, 10.0)
 
 
 def _m1() -> MachineAgent:

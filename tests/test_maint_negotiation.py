@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 from agents.base import Timing
 from agents.maintenance.crew import Roster, TechnicianCrewAgent
-from agents.maintenance.estimators import Estimator
-from agents.maintenance.rul import NormalRul, Rul, prior_model
+from agents.maintenance.rul import prior_model
 from agents.maintenance.window import MaintenanceWindow, WindowPlan
 from agents.protocol.actions import Command, SetTimer
 from agents.protocol.messages import (
@@ -39,6 +38,7 @@ from sim_bridge.maintenance.policies import attach
 from tests.helpers.actions import logs as _logs
 from tests.helpers.actions import message
 from tests.helpers.actions import sends as _sends
+from tests.helpers.worn import Worn as _Worn
 
 # --------------------------------------------------------------------------- helpers
 
@@ -115,21 +115,6 @@ def test_the_crew_sends_the_technician_and_reclaims_what_nobody_gives_back() -> 
 
 
 # --------------------------------------------------------------------------- the window
-
-
-class _Worn(Estimator):
-    """A machine close to its end: 100 operating seconds left, whatever it reads."""
-
-    name = "worn"
-
-    def observe(self, at: float, values: Any, *, busy: bool, age_s: float) -> None:
-        self.age_s = age_s
-
-    def health(self) -> float:
-        return 0.2
-
-    def rul(self) -> Rul:
-        return NormalRul(100.0, 10.0)
 
 
 def _window() -> MaintenanceWindow:

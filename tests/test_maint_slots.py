@@ -16,8 +16,7 @@ import pytest
 from agents.base import PlantEventIn, Timing
 from agents.machine import MachineAgent
 from agents.maintenance.crew import TechnicianCrewAgent
-from agents.maintenance.estimators import Estimator
-from agents.maintenance.rul import NormalRul, Rul, prior_model
+from agents.maintenance.rul import prior_model
 from agents.maintenance.slots import Booked, Queue, choose, queue_of, score
 from agents.maintenance.window import MaintenanceWindow, WindowPlan
 from agents.negotiation.strategies import DefaultResource
@@ -25,6 +24,7 @@ from agents.protocol.messages import CallForProposals, Failure, MaintOffer, Main
 from agents.resource import Task
 from ops.bench.maintenance import demo_cell
 from tests.helpers.actions import logs, message, sends
+from tests.helpers.worn import Worn
 
 D = 200.0          # the job's length
 LATEST = 300.0     # the latest safe start
@@ -117,20 +117,11 @@ def test_no_start_cuts_into_the_running_operation_when_another_exists() -> None:
 # ------------------------------------------------------------------------------ the window
 
 
-class _Worn(Estimator):
+class _Worn(Worn):
     """150 operating seconds left, exactly: at the starting load of 0.5 the latest safe
     start is 300 s ahead."""
 
-    name = "worn"
-
-    def observe(self, at: float, values: Any, *, busy: bool, age_s: float) -> None:
-        self.age_s = age_s
-
-    def health(self) -> float:
-        return 0.2
-
-    def rul(self) -> Rul:
-        return NormalRul(150.0, 0.0)
+    LEFT_S, SD_S = 150.0, 0.0
 
 
 def _window() -> MaintenanceWindow:

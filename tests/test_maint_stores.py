@@ -23,8 +23,6 @@ from hypothesis import strategies as st
 
 from agents.base import Timing
 from agents.cell.maintenance import PartStock
-from agents.maintenance.estimators import Estimator
-from agents.maintenance.rul import NormalRul, Rul
 from agents.maintenance.stores import Stores, StoresAgent
 from agents.protocol.actions import Action, SetTimer
 from agents.protocol.messages import (
@@ -45,6 +43,7 @@ from sim_bridge.maintenance.policies import attach
 from tests.helpers.actions import logs as _logs
 from tests.helpers.actions import message
 from tests.helpers.actions import sends as _sends
+from tests.helpers.worn import Worn as _Worn
 
 
 def _msg(sender: str, body: Any, to: str = "stores") -> Message:
@@ -212,21 +211,6 @@ def test_a_planned_need_still_ahead_does_not_take_a_freed_unit() -> None:
 
 
 # --------------------------------------------------------------------------- the machine
-
-
-class _Worn(Estimator):
-    """A machine close to its end: 100 operating seconds left, whatever it reads."""
-
-    name = "worn"
-
-    def observe(self, at: float, values: Any, *, busy: bool, age_s: float) -> None:
-        self.age_s = age_s
-
-    def health(self) -> float:
-        return 0.2
-
-    def rul(self) -> Rul:
-        return NormalRul(100.0, 10.0)
 
 
 def _mill() -> Any:
