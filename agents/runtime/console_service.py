@@ -92,7 +92,7 @@ class ConsoleService:
     def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
                  db_path: Path, routes: dict[str, str] | None = None,
                  look_every_s: float = 0.2) -> None:
-        from agents.runtime.host import signed_bus
+        from agents.runtime.host import paced, signed_bus
 
         self.cfg = cfg
         self.name = CONSOLE_ID         # its files: events-console.jsonl, decisions-console-*
@@ -120,7 +120,7 @@ class ConsoleService:
         self.runner = Runner({CONSOLE_ID: self.agent}, _ServiceLink(self),
                              on_agent_error=self._agent_failed)
         # the flight recorder: escalations and decisions, one log per process boot
-        self.decisions = console_decision_log(self, KeyDir(keys_dir))
+        self.decisions = console_decision_log(self, KeyDir(keys_dir), paced(cfg, clock.speed))
         self.observer: Any = None      # unused; the web console serves escalation metrics
 
     # -- what the runner's actions become ---------------------------------------------------

@@ -61,16 +61,15 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
                                      agents=sorted(host.runner.agents)))
 
 
-def console_decision_log(service: Any, keys: Any) -> DecisionLog:
+def console_decision_log(service: Any, keys: Any, cfg: Any) -> DecisionLog:
     """The decision log of the console-agent process (agents/runtime/console_service.py),
     as a host's: ``decisions-console-BOOT.jsonl``, sealed with the ``console`` key (the one
-    that signs its decisions), its header's cell the hosts' (paced to the run's speed), so
-    ``explain`` merges it with theirs.  ``replay --check`` does not re-run the console
-    agent (its state is the escalation store); the log verifies and explains like any other."""
+    that signs its decisions).  ``cfg``: the cell as the hosts run it (paced to the run's
+    speed), so the header is theirs and ``explain`` merges the logs.  ``replay --check``
+    does not re-run the console agent (its state is the escalation store); the log
+    verifies and explains like any other."""
     from agents.escalation.console import CONSOLE_ID
-    from agents.runtime.host import paced
 
-    cfg = paced(service.cfg, service.clock.speed)
     return _process_log(service, keys, CONSOLE_ID,
                         describe_run(cfg, cfg.sim.seed, driver="host",
                                      escalation=True, host=service.name, boot=service.boot,
