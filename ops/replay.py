@@ -12,7 +12,9 @@ inputs it had before (as the journal did), then it goes on.  The first
 answer that differs is the *divergence*: agent, input, expected, actual.
 
 Not replayed: the console agent (its state is the escalation store, not
-its inputs) and actions a driver carried out itself (a supervisor's).
+its inputs; under ``up`` its process keeps a log of its own, which replays
+with all its entries counted as not replayed) and actions a driver carried
+out itself (a supervisor's).
 
 This module also writes the header's ``run`` block (:func:`run_header`) and
 switches recording on for ``autocell run`` (:func:`record_virtual`), so the
@@ -518,14 +520,22 @@ def trusted_host_key(given: str) -> bytes:
     return key
 
 
-def certified_host_key(certs: str | Path, host: str) -> bytes:
-    """The public key of ``host-HOST``'s certificate in the keys directory ``certs``,
-    checked against the cell authority (a log sealed by that host must carry it)."""
+def sealing_identity(host: str) -> str:
+    """The identity whose key seals the logs of the process ``host`` under ``up``:
+    ``host-NAME`` for a host, ``console`` for the console agent's process."""
     from agents.runtime.host import host_identity
+
+    return CONSOLE_ID if host == CONSOLE_ID else host_identity(host)
+
+
+def certified_host_key(certs: str | Path, host: str) -> bytes:
+    """The public key of the certificate in the keys directory ``certs`` of the identity
+    that seals ``host``'s logs (:func:`sealing_identity`), checked against the cell
+    authority (a log sealed by that process must carry it)."""
     from security.keystore import KeyDir
 
     kd = KeyDir(Path(certs))
-    who = host_identity(host) if host else ""
+    who = sealing_identity(host) if host else ""
     if not host or not kd.cert_path(who).exists():
         raise ConfigurationError(
             f"--certs {certs}: no certificate {who or 'host-NAME'} for the log's host "
@@ -547,8 +557,8 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
     The chain and the seals are checked against the key the log's own header names, which
     proves the log was not changed after it was sealed — not who sealed it: a log rebuilt
     and re-sealed with a new key verifies.  ``key`` (``--key``: the recording host's public
-    key, known from elsewhere) and ``certs`` (a keys directory: the ``host-NAME``
-    certificate of the header's host) tie the log to its host: a header key that is not
+    key, known from elsewhere) and ``certs`` (a keys directory: the certificate of
+    the header's host, ``host-NAME`` or ``console``: :func:`sealing_identity`) tie the log to its host: a header key that is not
     that key fails at entry 0, naming both.  With ``certs``, every input recorded as its
     envelope is also checked against its sender's certificate (the first forged input)."""
     from security.crypto import fingerprint
@@ -564,7 +574,7 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
         expected.append((trusted_host_key(key), "the key given with --key"))
     if header and certs is not None:
         expected.append((certified_host_key(certs, host),
-                         f"host-{host}'s certificate key in {certs}"))
+                         f"{sealing_identity(host)}'s certificate key in {certs}"))
     mismatch = next(((k, what) for k, what in expected if k.hex() != header_key.lower()), None)
     if mismatch is not None:
         k, what = mismatch

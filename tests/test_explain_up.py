@@ -104,16 +104,18 @@ def test_a_cut_story_names_a_command_that_tells_it(state: Path,
         "autocell explain " + " ".join(str(p) for p in state_dir_logs(state)[:2]) + " x")
 
 
-def test_every_hosts_log_is_sealed_by_its_host_certificate_key(
+def test_every_processs_log_is_sealed_by_its_certificate_key(
         state: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``audit verify --certs``: each process sealed its log with its ``host-NAME`` key."""
+    """``audit verify --certs``: each host sealed its log with its ``host-NAME`` key, the
+    console-agent process with its ``console`` key."""
     logs = state_dir_logs(state)
+    assert "decisions-console-1.jsonl" in [p.name for p in logs]
     for log in logs:
         assert main(["audit", "verify", str(log), "--certs", str(state / "keys"),
                      "--json"]) == 0, log
         out = json.loads(capsys.readouterr().out)
-        assert out["key_checked"] == [f"host-{out['host']}'s certificate key in "
-                                      f"{state / 'keys'}"]
+        who = "console" if out["host"] == "console" else f"host-{out['host']}"
+        assert out["key_checked"] == [f"{who}'s certificate key in {state / 'keys'}"]
     other = json.loads(logs[0].read_bytes().split(b"\n")[0])["key"]
     assert main(["audit", "verify", str(logs[1]), "--key", other]) == 1
     assert "not the key given with --key" in capsys.readouterr().out

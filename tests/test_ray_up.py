@@ -7,7 +7,9 @@ completes; a run whose host actor is killed by the supervisor
 and so does one whose host actor process is killed from outside
 (``kill -9`` of the pid in its status file).  Each restarted host resumes
 from its journal (boot 2, agents rebuilt), and the invariants hold on the
-simulator's event log.
+simulator's event log.  A clean run leaves one decision log per process that
+runs agents (each host and the console agent), each named in report.json,
+verified against its certificate and replayed with ``--check``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,35 @@ def test_up_ray_brings_a_small_cell_to_completion(ray_local, tmp_path: Path) -> 
     # the lean local Ray left no token file behind
     token = Path.home() / ".ray" / "auth_token"
     assert not token.exists() or token.stat().st_mtime < SESSION_START
+
+
+def test_up_ray_writes_one_decision_log_per_process_and_each_replays(
+        ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every process that runs agents — each host and the console agent — keeps its own
+    log in the state directory; report.json names each, sealed by that process's
+    certificate key, and each replays with ``--check`` (the hosts' agents re-run)."""
+    from ops.config import load_cell
+    from ops.replay import replay_check
+
+    cell = loopback_cell(DEMO, tmp_path, 4)
+    state = tmp_path / "state"
+    assert up_ray(cell, state) == 0
+    r = report(state)
+    assert_all_done_once(r)
+    logs = r["decision_logs"]
+    expected = {h.name for h in load_cell(cell).hosts} | {"console"}
+    assert sorted(d["host"] for d in logs) == sorted(expected), logs
+    assert all(d["ok"] and d["boot"] == 1 and d["file"] == f"decisions-{d['host']}-1.jsonl"
+               for d in logs), logs
+    replayed = 0
+    for d in logs:
+        log = state / d["file"]
+        assert main(["audit", "verify", str(log), "--certs", str(state / "keys")]) == 0, log
+        rep = replay_check(log)
+        assert rep.ok, (log, rep.divergence)
+        replayed += rep.entries
+    capsys.readouterr()
+    assert replayed > 0
 
 
 def test_up_ray_completes_after_ray_kill_of_a_host_actor(ray_local, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ with identity ``console`` (role ``console``), bound to the cell's
 :class:`~agents.runtime.runner.Runner` like a host's agents do; the service
 is its driver (send → the bus, wake-at → ``loop.call_later`` on the cell
 clock, record → ``events-console.jsonl``; the console commands no plant)
-and, every
+and, like a host, keeps a decision log of its agent's inputs and answers,
+``decisions-console-BOOT.jsonl`` (docs/flight-recorder.md), and, every
 ``look_every_s`` of wall time, writes the cell time to the store (the clock
 of the CLI twin and the web console; with the wall time and speed, the
 heartbeat by which the web console knows the cell is alive) and, when someone else changed the
@@ -53,6 +54,7 @@ from agents.escalation.policy import OFF, EscalationPolicy
 from agents.escalation.store import EscalationStore
 from agents.protocol.actions import Action, Command
 from agents.protocol.messages import Body, Decision, Message
+from agents.runtime.flight_log import console_decision_log
 from agents.runtime.journal import SqliteJournal
 from agents.runtime.runner import Runner
 from security.keystore import KeyDir
@@ -90,9 +92,10 @@ class ConsoleService:
     def __init__(self, cfg: CellConfig, *, keys_dir: Path, state_dir: Path, clock: CellClock,
                  db_path: Path, routes: dict[str, str] | None = None,
                  look_every_s: float = 0.2) -> None:
-        from agents.runtime.host import signed_bus
+        from agents.runtime.host import paced, signed_bus
 
         self.cfg = cfg
+        self.name = CONSOLE_ID         # its files: events-console.jsonl, decisions-console-*
         self.clock = clock
         self.state_dir = state_dir
         self.look_every_s = look_every_s
@@ -116,6 +119,8 @@ class ConsoleService:
         self._head = ""
         self.runner = Runner({CONSOLE_ID: self.agent}, _ServiceLink(self),
                              on_agent_error=self._agent_failed)
+        # the flight recorder: escalations and decisions, one log per process boot
+        self.decisions = console_decision_log(self, KeyDir(keys_dir), paced(cfg, clock.speed))
         self.observer: Any = None      # unused; the web console serves escalation metrics
 
     # -- what the runner's actions become ---------------------------------------------------
@@ -184,12 +189,15 @@ class ConsoleService:
             wall = self.clock.wall()
             if wall >= next_status:
                 write_json_atomic(status_path, self.status())
+                self.decisions.seal()      # on disk and signed, at most one interval behind
                 next_status = wall + status_every_s
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.look_every_s)
             except TimeoutError:
                 pass
         self.record("console_stop")
+        self.decisions.close()
+        self.decisions.sink.close()
         self.store.stopped(self.clock.wall())   # the console shows the run has ended
         write_json_atomic(status_path, {**self.status(), "stopped": True})
         await self.bus.close()

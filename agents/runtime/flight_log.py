@@ -26,7 +26,7 @@ from agents.runtime.recorder import (
 from agents.runtime.segment_log import SegmentLog, read_entries, verify_segments
 from security.crypto import SigningKey
 
-__all__ = ["host_decision_log", "read_lines", "verify_log"]
+__all__ = ["console_decision_log", "host_decision_log", "read_lines", "verify_log"]
 
 
 def read_lines(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -52,22 +52,43 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
     ``decisions-NAME-BOOT.jsonl``, sealed with the host's key (``host-NAME`` in the keys
     directory ``keys``, when it has one; else a key made for this boot, named in the header),
     stamped with wall-clock time, switched on in its runner and handed its bus's envelopes."""
+    from agents.escalation.policy import OFF
+
+    return _process_log(host, keys, host.identity,
+                        describe_run(host.cfg, host.seed, driver="host",
+                                     escalation=host.escalation is not OFF,
+                                     models=host.models, host=host.name, boot=host.boot,
+                                     agents=sorted(host.runner.agents)))
+
+
+def console_decision_log(service: Any, keys: Any, cfg: Any) -> DecisionLog:
+    """The decision log of the console-agent process (agents/runtime/console_service.py),
+    as a host's: ``decisions-console-BOOT.jsonl``, sealed with the ``console`` key (the one
+    that signs its decisions).  ``cfg``: the cell as the hosts run it (paced to the run's
+    speed), so the header is theirs and ``explain`` merges the logs.  ``replay --check``
+    does not re-run the console agent (its state is the escalation store); the log
+    verifies and explains like any other."""
+    from agents.escalation.console import CONSOLE_ID
+
+    return _process_log(service, keys, CONSOLE_ID,
+                        describe_run(cfg, cfg.sim.seed, driver="host",
+                                     escalation=True, host=service.name, boot=service.boot,
+                                     agents=sorted(service.runner.agents)))
+
+
+def _process_log(proc: Any, keys: Any, identity: str, run: dict[str, Any]) -> DecisionLog:
+    """Open ``decisions-NAME-BOOT.jsonl`` for a process with ``state_dir``, ``name``,
+    ``boot``, ``runner`` and ``bus``, sealed with ``identity``'s key from ``keys``."""
     import time
 
-    from agents.escalation.policy import OFF
     from security.errors import ConfigurationError
 
     try:
-        key: SigningKey = keys.identity(host.identity)[0]
+        key: SigningKey = keys.identity(identity)[0]
     except (ConfigurationError, OSError, ValueError):
         key = SigningKey.generate()
-    path = Path(host.state_dir) / f"decisions-{host.name}-{host.boot}.jsonl"
-    log = SegmentLog(path.open("wb"), key, host=host.name,
-                      run=describe_run(host.cfg, host.seed, driver="host",
-                                       escalation=host.escalation is not OFF,
-                                       models=host.models, host=host.name, boot=host.boot,
-                                       agents=sorted(host.runner.agents)),
-                      wall_clock=time.time)
-    host.runner.recorder = log
-    host.bus.wire = log.tap            # inputs recorded as the signed bytes they came in
+    path = Path(proc.state_dir) / f"decisions-{proc.name}-{proc.boot}.jsonl"
+    log = SegmentLog(path.open("wb"), key, host=proc.name, run=run, wall_clock=time.time)
+    proc.runner.recorder = log
+    proc.bus.wire = log.tap            # inputs recorded as the signed bytes they came in
     return log
