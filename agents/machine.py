@@ -97,7 +97,7 @@ class MachineAgent(ResourceAgent):
             return self._after([], now)
         if key == "wake" and self.energy is not None:
             self._wake_at = None
-            if not self.asleep:
+            if not self.asleep or not self.up:   # down: woken in time once repaired
                 return []
             self.asleep = ""
             return [Command("set_state", self.id, "", {"state": "idle"})]
@@ -291,6 +291,5 @@ class MachineAgent(ResourceAgent):
         if ev.event == "operation_done":
             quality = str((ev.data or {}).get("quality", "ok"))
             return self._after(self.finish(ev.task, now, quality, self.location), now)
-        if ev.event in ("fault", "repaired"):
-            self.asleep = ""         # a broken machine is awake when it comes back
+        # a machine that breaks down asleep (or waking) comes back asleep: ``asleep`` stays
         return self._after(super().on_plant_event(ev, now), now)
