@@ -259,9 +259,9 @@ def test_a_task_won_on_a_later_cheaper_slot_waits_for_its_awarded_start() -> Non
         return Message("o1", "m1", "c", b"id", 1, 1, 0.0, body)  # type: ignore[arg-type]
 
     def machine(shift_max_s: float) -> MachineAgent:
-        return MachineAgent("m1", timing=Timing(), strategy=EnergyAwareResource(shift_max_s=shift_max_s),
-                            location="x", capabilities={"mill": 600.0}, power_idle_kw=1.0,
-                            power_busy_kw=5.0,
+        strategy = EnergyAwareResource(shift_max_s=shift_max_s)
+        return MachineAgent("m1", timing=Timing(), strategy=strategy, location="x",
+                            capabilities={"mill": 600.0}, power_idle_kw=1.0, power_busy_kw=5.0,
                             energy=MachineEnergy(evening, DRAW, shift_max_s=shift_max_s))
 
     def won(m: MachineAgent) -> tuple[float, float, list]:  # type: ignore[type-arg]
