@@ -60,6 +60,7 @@ class MachineAgent(ResourceAgent):
         self._idle_since: float | None = None    # idle with nothing booked since
         self._gap_from = 0.0                     # asleep: when the gap slept through began
         self._deepen_at: float | None = None     # the ``deepen`` timer (standby -> off)
+        self._later_slots: set[str] = set()       # tasks last quoted a later, cheaper slot
         # a cell with negotiated maintenance: windows leased from the crew (agents/maintenance/)
         self.maint = maintenance
         maint_hook.bind(self)
@@ -97,7 +98,7 @@ class MachineAgent(ResourceAgent):
             return self._after([], now)
         if key == "wake" and self.energy is not None:
             self._wake_at = None
-            if not self.asleep:
+            if not self.asleep or not self.up:   # down: woken in time once repaired
                 return []
             self.asleep = ""
             return [Command("set_state", self.id, "", {"state": "idle"})]
@@ -236,9 +237,9 @@ class MachineAgent(ResourceAgent):
         # order out of line; the award wakes it, at worst ``wake_s`` late
         earliest = max(cfp.earliest_start_at, now + e.wake_from(self.asleep)) \
             if self.asleep and not self.planned_order else cfp.earliest_start_at
-        best = self._quote_from(earliest, cfp, now)
-        best_cost = e.slot_cost(cfp.capability, best.start_at, best.setup_s, best.processing_s)
-        first_cost = best_cost
+        best = first = self._quote_from(earliest, cfp, now)
+        best_cost = first_cost = e.slot_cost(cfp.capability, first.start_at, first.setup_s,
+                                             first.processing_s)
         for t in e.shift_candidates(best.start_at)[1:]:
             later = self._quote_from(t, cfp, now)
             if later.finish_at > cfp.due_at:
@@ -247,8 +248,12 @@ class MachineAgent(ResourceAgent):
             if c < best_cost:
                 best, best_cost = later, c
         if best_cost > (1.0 - e.min_saving) * first_cost:     # not worth the wait
-            best = self._quote_from(earliest, cfp, now)
-            best_cost = first_cost
+            best, best_cost = first, first_cost
+        # a task won on a later slot is held until its start (``hold_until``)
+        if best is first:
+            self._later_slots.discard(cfp.task)
+        else:
+            self._later_slots.add(cfp.task)
         return Slot(best.start_at, best.finish_at,
                     max(0.0, best.start_at - max(now, cfp.earliest_start_at)), best.setup_s,
                     best.processing_s, 0.0, best.energy_kwh, best_cost)
@@ -268,7 +273,13 @@ class MachineAgent(ResourceAgent):
         return Slot(start, finish, max(0.0, start - max(now, cfp.earliest_start_at)), setup,
                     processing, 0.0, energy)
 
+    def hold_until(self, task_id: str, task: Task) -> float:
+        """A task won on a later, cheaper slot waits for its awarded start (when its parts
+        come earlier, the machine sleeps through the wait if that pays: ``_after``)."""
+        return task.start_at if task_id in self._later_slots else 0.0
+
     def start_command(self, task_id: str, task: Task, now: float) -> Command:
+        self._later_slots.discard(task_id)
         self.asleep = ""             # the plant wakes a sleeping machine before it starts
         cap = task.cfp.capability
         setup = self.setup_s if cap != self.last_capability else 0.0
@@ -291,6 +302,5 @@ class MachineAgent(ResourceAgent):
         if ev.event == "operation_done":
             quality = str((ev.data or {}).get("quality", "ok"))
             return self._after(self.finish(ev.task, now, quality, self.location), now)
-        if ev.event in ("fault", "repaired"):
-            self.asleep = ""         # a broken machine is awake when it comes back
+        # a machine that breaks down asleep (or waking) comes back asleep: ``asleep`` stays
         return self._after(super().on_plant_event(ev, now), now)

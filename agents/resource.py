@@ -147,6 +147,11 @@ class ResourceAgent(Agent):
     def on_finished(self, task: Task, now: float) -> None:
         """Update resource state (location, last capability) when a task ends."""
 
+    def hold_until(self, task_id: str, task: Task) -> float:
+        """When a committed ``task`` may start at the earliest (0: as soon as it is ready):
+        a machine holds a task it won on a later, cheaper slot until the awarded start."""
+        return 0.0
+
     def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
         """None: ``task`` may start now.  Otherwise the actions of waiting for a power lease
         (a machine in a cell with a peak cap, agents/energy/client.py)."""
@@ -332,8 +337,13 @@ class ResourceAgent(Agent):
         if not self.up or self.running is not None:
             return []
         pending = sorted((t.start_at, tid) for tid, t in self.tasks.items() if t.state == "committed")
+        # a task held until its awarded start (a machine's later, cheaper slot) is not yet
+        # in the queue; look again when its hold ends
+        held = [self.hold_until(tid, self.tasks[tid]) for _, tid in pending]
+        hold_ends = min((h for h in held if h > now), default=None)
+        pending = [p for p, h in zip(pending, held, strict=True) if h <= now]
         if not pending:
-            return []
+            return [] if hold_ends is None else [SetTimer("start_check", hold_ends)]
         # a strategy's dispatch rule over the booked queue, if it has one (None: planned order)
         choice = None if self.planned_order else dispatch_next(self.strategy, self.tasks,
                                                                pending, now)
@@ -356,9 +366,10 @@ class ResourceAgent(Agent):
             if any(self.tasks[tid].ready for _, tid in pending):
                 # a ready task waits for an earlier planned one: look again once the
                 # plan counts as stale, so a lost ``ready`` can't idle the machine
-                return [SetTimer("start_check", first_start + self.timing.heartbeat_interval_s
-                                 + 1e-6)]
-            return []
+                stale_at = first_start + self.timing.heartbeat_interval_s + 1e-6
+                return [SetTimer("start_check", stale_at if hold_ends is None
+                                 else min(stale_at, hold_ends))]
+            return [] if hold_ends is None else [SetTimer("start_check", hold_ends)]
         task = self.tasks[choice]
         waiting = self.power_gate(choice, task, now)
         if waiting is not None:          # a deliberate wait for power (agents/energy/)

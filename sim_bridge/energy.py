@@ -11,7 +11,10 @@ power of the operation's capability).  An event closes the segment at its time
 and opens the next: ``op_start`` → operation; ``op_done``/``op_abort`` → idle
 (unless the machine went down first: the plant logs ``fault`` before the
 aborted operation); ``fault`` → down; ``repaired`` → idle; ``power_state``
-(logged only when something uses the plant's power hook) → its state.
+(logged only when something uses the plant's power hook) → its state.  A machine
+that broke down asleep or waking is logged back in the state it slept in right
+after its ``repaired`` (sim_bridge/plant.py, ADR 89), so its wake-up is paid when
+it is next woken.
 
 Closing a segment ``[a, b)`` at ``kw`` adds ``kw·(b − a)`` to the machine's
 energy in that state; with a tariff it also adds ``tariff.cost(kw, a, b)`` and

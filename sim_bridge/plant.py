@@ -51,6 +51,8 @@ class _MachineState:
     power: str = "idle"         # idle, standby, off, wake (sim_bridge/energy.py)
     awake_at: float = 0.0       # while waking: when the machine is idle again
     wakes: int = 0              # bumped on every power change, so a stale wake-up is ignored
+    woken_from: str = ""        # while waking: the state it sleeps in (standby, off)
+    slept: str = ""             # while down: the state it slept in at the fault, back on repair
     op_at: float | None = None  # when the running operation started (wear: degradation.py)
 
 
@@ -167,10 +169,13 @@ class EmbeddedBackend:
         """Put an up, idle machine in ``standby`` or ``off`` (a machine in standby too in
         ``off``), or wake it (``idle``).
 
-        Logged as ``power_state`` events, which only this hook writes, so a run that never
-        calls it keeps its event log.  Waking takes the machine's wake-up time from the
-        state it sleeps in (``wake`` state, then ``idle``).  Returns False when the machine
-        cannot: it is down, working, or already in that state."""
+        Logged as ``power_state`` events, which only this hook (and the repair of a machine
+        that broke down asleep, :meth:`_go_up`) writes, so a run that never calls it keeps
+        its event log.  Waking takes the machine's wake-up time from the state it sleeps in
+        (``wake`` state, then ``idle``).  A machine that breaks down asleep or waking is
+        down at idle power and comes back from the repair in the state it slept in: its
+        wake-up is still to pay, when it is next woken (ADR 89).  Returns False when the
+        machine cannot: it is down, working, or already in that state."""
         m = self.machines[resource]
         if state not in ("standby", "off", "idle"):
             raise ValueError(f"unknown power state {state!r}: use standby, off or idle")
@@ -195,7 +200,7 @@ class EmbeddedBackend:
         asleep = m.power
         power = m.spec.power
         wake_s = power.wake_s.get(asleep, 0.0) if power is not None else 0.0
-        m.power, m.awake_at = "wake", self.env.now + wake_s
+        m.power, m.awake_at, m.woken_from = "wake", self.env.now + wake_s, asleep
         m.wakes += 1
         token = m.wakes
         self.record("power_state", machine=m.spec.id, state="wake", **{"from": asleep})
@@ -261,7 +266,10 @@ class EmbeddedBackend:
     # -- failures and sensors ------------------------------------------------------------------
     def _go_down(self, m: _MachineState, reason: str, repair_eta_s: float | None = None) -> None:
         m.up = False
-        if m.power != "idle":       # a repaired machine comes back idle
+        if m.power != "idle":
+            # asleep or waking: the repair hands it back in the state it slept in, so its
+            # wake-up is still to pay (ADR 89); meanwhile it is down, at idle power
+            m.slept = m.woken_from if m.power == "wake" else m.power
             m.power = "idle"
             m.wakes += 1
         m.faults += 1
@@ -278,6 +286,10 @@ class EmbeddedBackend:
         m.up = True
         m.down_s += self.env.now - m.down_since
         self.record("repaired", machine=m.spec.id)
+        if m.slept:
+            m.power, m.slept = m.slept, ""
+            m.wakes += 1
+            self.record("power_state", machine=m.spec.id, state=m.power)
         self.events.repaired(m.spec.id)
 
     def fail(self, resource: str, repair_after_s: float | None) -> None:

@@ -238,3 +238,55 @@ def test_a_late_part_is_waited_for_the_break_even_then_slept_through() -> None:
     out = m._sleep_or_not(330.0)
     assert _states(out) == ["standby"]
     assert not any(getattr(a, "key", "") == "wake" for a in out)
+
+
+def test_a_task_won_on_a_later_cheaper_slot_waits_for_its_awarded_start() -> None:
+    """``shift_max_s``: at 21:00 the machine quotes the 22:00 night slot (t = 3600 s); the
+    parts arrive at once, yet it starts at 3600 s, at the quoted energy cost, and sleeps
+    through the wait (the hour is past its 210 s break-even).  Before, it started at 0,
+    at the day price.  A task quoted its earliest slot still starts when its parts come."""
+    from agents.base import Timing
+    from agents.machine import MachineAgent
+    from agents.protocol.actions import Command, Send, SetTimer
+    from agents.protocol.messages import Award, Message, Ready
+
+    evening = TimeOfUse.from_settings(EnergySettings.model_validate({
+        "clock_at_start": "mon 21:00",
+        "tariff": {"periods": [{"from": "07:00", "to": "22:00", "price": 0.30},
+                               {"from": "22:00", "to": "07:00", "price": 0.10}]}}))
+
+    def msg(body: object) -> Message:
+        return Message("o1", "m1", "c", b"id", 1, 1, 0.0, body)  # type: ignore[arg-type]
+
+    def machine(shift_max_s: float) -> MachineAgent:
+        strategy = EnergyAwareResource(shift_max_s=shift_max_s)
+        return MachineAgent("m1", timing=Timing(), strategy=strategy, location="x",
+                            capabilities={"mill": 600.0}, power_idle_kw=1.0, power_busy_kw=5.0,
+                            energy=MachineEnergy(evening, DRAW, shift_max_s=shift_max_s))
+
+    def won(m: MachineAgent) -> tuple[float, float, list]:  # type: ignore[type-arg]
+        m.on_message(msg(cfp()), 0.0)
+        proposal = next(a.body for a in m.on_timer("round", 0.05) if isinstance(a, Send))
+        out = m.on_message(msg(Award("o1/0", 1, 60.0, proposal.start_at)), 0.5)
+        return proposal.start_at, proposal.cost["energy_cost"], \
+            out + m.on_message(msg(Ready("o1/0", 1)), 1.0)
+
+    m = machine(7200.0)
+    start_at, quoted, out = won(m)
+    assert start_at == pytest.approx(3600.0)
+    assert not [a for a in out if isinstance(a, Command) and a.command == "start_operation"]
+    assert [a.args["state"] for a in out
+            if isinstance(a, Command) and a.command == "set_state"] == ["standby"]
+    assert [a.at for a in out if isinstance(a, SetTimer) and a.key == "start_check"] == [start_at]
+    assert SetTimer("start_check", start_at) in m.on_timer("start_check", 1800.0)
+    started = [a for a in m.on_timer("start_check", start_at)
+               if isinstance(a, Command) and a.command == "start_operation"]
+    assert len(started) == 1 and m.tasks["o1/0"].started_at == start_at
+    assert m.energy is not None
+    assert m.energy.slot_cost("mill", start_at, 0.0, 600.0) == pytest.approx(quoted)
+    assert quoted == pytest.approx(4 / 6 * 0.1)                # the night price
+    # the earliest slot quoted (no shift): started as soon as the parts are there
+    m0 = machine(0.0)
+    start_at, _, out = won(m0)
+    assert start_at < 1.0
+    assert [a for a in out if isinstance(a, Command) and a.command == "start_operation"]
