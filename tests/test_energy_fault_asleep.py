@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import simpy
-from helpers.energy_tariffs import day_night
+from helpers.energy_tariffs import COLD, cold_plant, day_night
 
 from agents.base import PlantEventIn, Timing
 from agents.cell.energy import PowerDraw
@@ -27,22 +27,11 @@ from sim_bridge.plant import EmbeddedPlant
 
 H = 3600.0
 TOU = day_night("mon 06:00")
-#: idle 1 kW, standby 0.2 kW (60 s and 0.05 kWh to wake), off 0 kW (600 s and 0.5 kWh)
-COLD = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standby": 0.2,
-                                 "off": 0.0,
-                                 "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05},
-                                          "off": {"time_s": 600, "energy_kwh": 0.5}}})
 POWER = PowerModel.from_draw(COLD)
 
 
 def _plant() -> tuple[simpy.Environment, EmbeddedPlant, list[dict[str, Any]]]:
-    env = simpy.Environment()
-    log: list[dict[str, Any]] = []
-    plant = EmbeddedPlant(env, [MachineSpec("m", location="bay", power=POWER)], [], seed=0,
-                          emit=lambda e: None,
-                          record=lambda ev, **f: log.append({"t": env.now, "ev": ev, **f}),
-                          sensor_interval_s=0.0, breakdowns=False)
-    return env, plant, log
+    return cold_plant()
 
 
 def _energy(log: list[dict[str, Any]], end_at: float) -> dict[str, float]:

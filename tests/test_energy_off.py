@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import simpy
-from helpers.energy_tariffs import DRAW, day_night
+from helpers.energy_tariffs import COLD, DRAW, cold_plant, day_night
 
 from agents.base import Timing
 from agents.cell.energy import PowerDraw
@@ -32,10 +32,6 @@ H = 3600.0
 TOU = day_night("mon 06:00")
 #: DRAW (idle 1, standby 0.2 kW, 60 s and 0.05 kWh from standby) plus off: 0 kW, and a
 #: cold start of 600 s and 0.5 kWh
-COLD = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standby": 0.2,
-                                 "off": 0.0,
-                                 "wake": {"standby": {"time_s": 60, "energy_kwh": 0.05},
-                                          "off": {"time_s": 600, "energy_kwh": 0.5}}})
 # standby over g: 0.2·(g − 60) + 180 kW·s; off: 0.5·3600 = 1800 kW·s; equal at g = 8160 s
 OFF_AFTER = 8160.0
 
@@ -147,13 +143,7 @@ POWER = PowerModel.from_draw(COLD)
 
 
 def _plant() -> tuple[simpy.Environment, EmbeddedPlant, list[dict[str, Any]]]:
-    env = simpy.Environment()
-    log: list[dict[str, Any]] = []
-    plant = EmbeddedPlant(env, [MachineSpec("m", location="bay", power=POWER)], [], seed=0,
-                          emit=lambda e: None,
-                          record=lambda ev, **f: log.append({"t": env.now, "ev": ev, **f}),
-                          sensor_interval_s=0.0, breakdowns=False)
-    return env, plant, log
+    return cold_plant()
 
 
 def test_the_plant_switches_a_machine_in_standby_off() -> None:
