@@ -78,9 +78,8 @@ def console_decision_log(service: Any, keys: Any, cfg: Any) -> DecisionLog:
 
 def _process_log(proc: Any, keys: Any, identity: str, run: dict[str, Any]) -> DecisionLog:
     """Open ``decisions-NAME-BOOT.jsonl`` for a process with ``state_dir``, ``name``,
-    ``boot``, ``runner`` and ``bus``, sealed with ``identity``'s key from ``keys``."""
-    import time
-
+    ``boot``, ``runner``, ``bus`` and ``clock`` (its cell clock, whose wall time stamps the
+    entries), sealed with ``identity``'s key from ``keys``."""
     from security.errors import ConfigurationError
 
     try:
@@ -88,7 +87,7 @@ def _process_log(proc: Any, keys: Any, identity: str, run: dict[str, Any]) -> De
     except (ConfigurationError, OSError, ValueError):
         key = SigningKey.generate()
     path = Path(proc.state_dir) / f"decisions-{proc.name}-{proc.boot}.jsonl"
-    log = SegmentLog(path.open("wb"), key, host=proc.name, run=run, wall_clock=time.time)
+    log = SegmentLog(path.open("wb"), key, host=proc.name, run=run, wall_clock=proc.clock.wall)
     proc.runner.recorder = log
     proc.bus.wire = log.tap            # inputs recorded as the signed bytes they came in
     return log
