@@ -250,6 +250,7 @@ class MachineAgent(ResourceAgent):
         if best_cost > (1.0 - e.min_saving) * first_cost:     # not worth the wait
             best, best_cost = first, first_cost
         # a task won on a later slot is held until its start (``hold_until``)
+        self._later_slots.intersection_update(self.tasks)     # quoted, then lost or gone
         if best is first:
             self._later_slots.discard(cfp.task)
         else:
