@@ -10,7 +10,7 @@ from agents.energy.client import PowerClient, PowerNeeds
 from agents.maintenance import hook as maint_hook
 from agents.maintenance.window import MaintenanceWindow
 from agents.negotiation.strategies import ResourceStrategy, Slot
-from agents.protocol.actions import Action, Command, SetTimer
+from agents.protocol.actions import Action, CancelTimer, Command, SetTimer
 from agents.protocol.messages import (
     Baton,
     CallForProposals,
@@ -60,6 +60,8 @@ class MachineAgent(ResourceAgent):
         self._idle_since: float | None = None    # idle with nothing booked since
         self._gap_from = 0.0                     # asleep: when the gap slept through began
         self._deepen_at: float | None = None     # the ``deepen`` timer (standby -> off)
+        # a wake-up this agent started: the state it wakes from, and when it is awake
+        self._waking: tuple[str, float] | None = None
         self._later_slots: set[str] = set()       # tasks last quoted a later, cheaper slot
         # a cell with negotiated maintenance: windows leased from the crew (agents/maintenance/)
         self.maint = maintenance
@@ -100,7 +102,7 @@ class MachineAgent(ResourceAgent):
             self._wake_at = None
             if not self.asleep or not self.up:   # down: woken in time once repaired
                 return []
-            self.asleep = ""
+            self._woken(now)
             return [Command("set_state", self.id, "", {"state": "idle"})]
         if key == "deepen" and self.energy is not None:
             self._deepen_at = None
@@ -190,6 +192,10 @@ class MachineAgent(ResourceAgent):
                     return [SetTimer("idle_check", now + be)]
                 if now < self._idle_since + be:
                     return []
+            if self._waking is not None and now < self._waking[1]:
+                # still waking (a cold start is longer than the standby break-even): the
+                # plant puts no waking machine to sleep, so look again once it is awake
+                return out + [SetTimer("idle_check", self._waking[1])]
             self._gap_from = now if known or self._idle_since is None else self._idle_since
             self._idle_since = None
             self.asleep = "standby"
@@ -281,7 +287,7 @@ class MachineAgent(ResourceAgent):
 
     def start_command(self, task_id: str, task: Task, now: float) -> Command:
         self._later_slots.discard(task_id)
-        self.asleep = ""             # the plant wakes a sleeping machine before it starts
+        self._woken(now)             # the plant wakes a sleeping machine before it starts
         cap = task.cfp.capability
         setup = self.setup_s if cap != self.last_capability else 0.0
         processing = self.capabilities[cap] * task.cfp.quantity
@@ -293,11 +299,34 @@ class MachineAgent(ResourceAgent):
     def on_finished(self, task: Task, now: float) -> None:
         self.last_capability = task.cfp.capability
 
+    def _woken(self, now: float) -> None:
+        """The machine is being woken (by our ``wake`` timer, or by the plant for the
+        operation we start): remember from what and until when, for a fault meanwhile."""
+        if self.asleep and self.energy is not None:
+            self._waking = (self.asleep, now + self.energy.wake_from(self.asleep))
+        self.asleep = ""
+
     def on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
+        was_up = self.up
         handled, first = maint_hook.on_plant_event(self, ev, now)
-        if handled:
-            return self._after(first, now)
-        return first + self._on_plant_event(ev, now)
+        out = self._after(first, now) if handled else first + self._on_plant_event(ev, now)
+        if was_up and not self.up and self.energy is not None:
+            out += self._asleep_through_fault(now)
+        return out
+
+    def _asleep_through_fault(self, now: float) -> list[Action]:
+        """Down: a machine broken while waking is handed back from the repair in the state
+        it was waking from (the plant's rule, ADR 89), so it sleeps again in our books too,
+        and its wake-up is planned anew for its next booked start (ADR 91).  The wake-up
+        timer of a sleeping machine is dropped: the work it was for went back at the fault."""
+        waking, self._waking = self._waking, None
+        if not self.asleep and waking is not None and now < waking[1]:
+            self.asleep = waking[0]
+            self._gap_from = now
+        if not self.asleep or self._wake_at is None:
+            return []
+        self._wake_at = None
+        return [CancelTimer("wake")]
 
     def _on_plant_event(self, ev: PlantEventIn, now: float) -> list[Action]:
         if ev.event == "operation_done":

@@ -28,9 +28,10 @@ COLD = PowerDraw.model_validate({"idle": 1.0, "busy": 5.0, "setup": 2.0, "standb
                                           "off": {"time_s": 600, "energy_kwh": 0.5}}})
 
 
-def cold_plant() -> tuple[Any, Any, list[dict[str, Any]]]:
+def cold_plant(emit: Any = None) -> tuple[Any, Any, list[dict[str, Any]]]:
     """One machine ``m`` drawing :data:`COLD` on the embedded plant, no breakdowns, no
-    readings: its SimPy environment, the plant, and the plant's log (``t`` added)."""
+    readings: its SimPy environment, the plant, and the plant's log (``t`` added).
+    ``emit``: where the plant's events go (default: nowhere)."""
     import simpy
 
     from agents.cell.specs import MachineSpec, PowerModel
@@ -40,7 +41,7 @@ def cold_plant() -> tuple[Any, Any, list[dict[str, Any]]]:
     log: list[dict[str, Any]] = []
     plant = EmbeddedPlant(env, [MachineSpec("m", location="bay",
                                             power=PowerModel.from_draw(COLD))], [], seed=0,
-                          emit=lambda e: None,
+                          emit=emit or (lambda e: None),
                           record=lambda ev, **f: log.append({"t": env.now, "ev": ev, **f}),
                           sensor_interval_s=0.0, breakdowns=False)
     return env, plant, log
