@@ -81,10 +81,12 @@ def build_from_header(run: dict[str, Any]) -> dict[str, Agent]:
 
     cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
     models = {m: HealthModel.from_json(d) for m, d in (run.get("models") or {}).items()}
+    # a host's energy manager told its plant process of raised caps (ADR 91)
     return build_agents(cfg, run["seed"], order_strategy_name=run.get("order_strategy"),
                         resource_strategy_name=run.get("resource_strategy"),
                         escalation=policy_of(cfg) if run.get("escalation") else OFF,
-                        models=models)
+                        models=models,
+                        plant=cfg.sim.identity if run.get("driver") == "host" else "")
 
 
 @dataclass

@@ -43,6 +43,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "power_request": frozenset({"machine"}),
     "power_grant": frozenset({"energy"}),
     "power_release": frozenset({"machine"}),
+    "cap_in_force": frozenset({"energy"}),
     "explore_result_priced": frozenset({"order"}),
     "maint_request": frozenset({"machine"}),
     "maint_offer": frozenset({"maintenance"}),

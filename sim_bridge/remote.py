@@ -31,7 +31,9 @@ an unknown id (``set_state``) and an unknown command (``unknown_command``);
 a refused start or move is answered (``command_refused`` or ``fault``).
 The counts are the ``refused`` map of ``status-sim.json``.  Plant records
 (op starts and ends, faults, moves) go to ``events-sim.jsonl``, which the
-supervisor checks against the invariants (docs/architecture.md, Invariants).
+supervisor checks against the invariants (docs/architecture.md, Invariants);
+so do the energy manager's raises of the peak cap, which it tells the plant
+(``cap_in_force``, PROTOCOL.md §7.4), for the power headroom gauge.
 The process keeps the file names (``sim``) whatever its identity.
 """
 
@@ -53,7 +55,7 @@ import simpy
 from agents.base import PlantEventIn
 from agents.cell.specs import MachineSpec, plant_machines, plant_routes
 from agents.protocol.actions import Command
-from agents.protocol.messages import Message, PlantCommand, PlantEvent
+from agents.protocol.messages import CapInForce, Message, PlantCommand, PlantEvent
 from agents.runtime.host import (
     SIM_ID,
     CellClock,
@@ -233,6 +235,17 @@ class PlantServer:
         if self.observer is not None:
             self.observer.on_record(line)
 
+    def _cap_in_force(self, sender: str, body: CapInForce) -> None:
+        """Log the peak cap in force as the energy manager logs it (``cap_raised`` …
+        ``cap_restored``), so this process's headroom gauge (ops/metrics.py) and the
+        plant's log follow a supervisor's raise (ADR 91).  A raise that arrives after its
+        own end (reordered behind the return to the contracted cap) is not logged."""
+        if not body.raised:
+            self.record("cap_restored", agent=sender, cap_kw=body.cap_kw)
+        elif body.until_at > self.env.now:
+            self.record("cap_raised", agent=sender, cap_kw=body.cap_kw, until=body.until_at,
+                        escalation=body.escalation)
+
     def _emit(self, ev: PlantEventIn) -> None:
         self.bus.send(self.identity, ev.resource, PlantEvent(ev.event, ev.resource, ev.task,
                                                       float(self.env.now), dict(ev.data or {})))
@@ -244,6 +257,10 @@ class PlantServer:
 
     def _on_message(self, msg: Message) -> None:
         body = msg.body
+        if isinstance(body, CapInForce):          # from the energy manager (its role only)
+            self.advance()
+            self._cap_in_force(msg.sender, body)
+            return
         if not isinstance(body, PlantCommand):
             self.refused["not_a_command"] += 1
             return

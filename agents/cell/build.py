@@ -66,13 +66,16 @@ def build_agents(cfg: CellConfig, seed: int, *,
                  order_strategy_name: str | None = None,
                  resource_strategy_name: str | None = None,
                  escalation: EscalationPolicy = OFF,
-                 models: Mapping[str, HealthModel] | None = None) -> dict[str, Agent]:
+                 models: Mapping[str, HealthModel] | None = None,
+                 plant: str = "") -> dict[str, Agent]:
     """One agent per machine, robot and order, each with its own seeded RNG.
 
     ``escalation``: the policy the agents escalate by (off unless the driver runs a
     console agent to escalate to, see :mod:`agents.escalation.console`); ``models``: the
     trained health models the negotiating machines' estimators start from
-    (``maintenance.models``, else the cell file's figures)."""
+    (``maintenance.models``, else the cell file's figures); ``plant``: the plant identity
+    the energy manager tells of a raised cap, for a driver whose plant keeps its own
+    event log (``autocell up``; "" in virtual time, where the log is one)."""
     timing = timing_of(cfg)
     ostrat = order_strategy(order_strategy_name or cfg.negotiation.strategy.order)
     rstrat_name = resource_strategy_name or cfg.negotiation.strategy.resource
@@ -138,7 +141,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
             ENERGY_MANAGER_ID, timing=timing, budget_kw=budget_kw(cfg),
             cap_kw=cfg.energy.peak_cap_kw, rng=rng(ENERGY_MANAGER_ID),
             cap_escalation=cap_escalation_of(cfg, escalation, timing.lease_window_s),
-            due_at={o.id: o.due_at for o in cfg.orders}, remaining_s=remaining_work_s(cfg))
+            due_at={o.id: o.due_at for o in cfg.orders}, remaining_s=remaining_work_s(cfg),
+            plant=plant)
     if windows:
         assert cfg.maintenance is not None
         agents[CREW_ID] = TechnicianCrewAgent(

@@ -11,7 +11,10 @@ With ``cap_escalation`` (the cell's ``cap_lateness_escalate_s`` and a console),
 it also asks a supervisor when the cap would make an order late
 (:mod:`agents.energy.cap_escalation`) and applies the decision: a raise of the
 cap for a while (``cap_raised`` … ``cap_restored``, timer ``cap_raise_end``),
-the order's requests first, or nothing.
+the order's requests first, or nothing.  Built with ``plant`` (a driver whose plant keeps
+its own event log: ``autocell up``), it also tells the plant each raise and its end
+(``cap_in_force``), so the plant's log — and the headroom gauge fed from it — carries
+the cap in force (ADR 91).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from agents.base import Agent, Timing
 from agents.escalation.raiser import EscalationRaiser
 from agents.protocol.actions import Action, Log, Send, SetTimer
-from agents.protocol.messages import Message, PowerGrant, PowerRelease, PowerRequest
+from agents.protocol.messages import CapInForce, Message, PowerGrant, PowerRelease, PowerRequest
 
 from .budget import EPS_KW, Lease, PowerBudget, lease_key, order_of
 from .cap_escalation import CapEscalationPolicy, CapWatch
@@ -40,9 +43,11 @@ class EnergyManagerAgent(Agent):
     def __init__(self, agent_id: str, *, timing: Timing, budget_kw: float,
                  cap_kw: float, cap_escalation: CapEscalationPolicy | None = None,
                  due_at: dict[str, float] | None = None,
-                 remaining_s: dict[str, list[float]] | None = None, **kw: Any) -> None:
+                 remaining_s: dict[str, list[float]] | None = None, plant: str = "",
+                 **kw: Any) -> None:
         super().__init__(agent_id, timing=timing, **kw)
         self.cap_kw = cap_kw
+        self.plant = plant                       # the plant told of raises ("": nobody)
         self.budget = PowerBudget(budget_kw)
         self.convs: dict[str, str] = {}          # lease key -> conversation of the request
         self._expiry_at: float | None = None     # when the armed ``expiry`` timer fires
@@ -145,6 +150,8 @@ class EnergyManagerAgent(Agent):
                                           "extra_kw": round(extra, 9),
                                           "cap_kw": round(self.cap_kw + extra, 9),
                                           "until": until}))
+            out += self._tell_plant(CapInForce(round(self.cap_kw + extra, 9), True, until,
+                                               escalation))
             out.append(SetTimer("cap_raise_end", until))
             return out + self._granted(granted, now)
         if option == "move_other_work":
@@ -164,7 +171,13 @@ class EnergyManagerAgent(Agent):
         if not self.restoring or self.budget.in_use_kw > self.budget.base_kw + EPS_KW:
             return []
         self.restoring = False
-        return [Log("cap_restored", {"agent": self.id, "cap_kw": self.cap_kw})]
+        return [Log("cap_restored", {"agent": self.id, "cap_kw": self.cap_kw}),
+                *self._tell_plant(CapInForce(self.cap_kw, False))]
+
+    def _tell_plant(self, body: CapInForce) -> list[Action]:
+        """The cap in force, to a plant that keeps its own log (none in virtual time, where
+        the plant's log is the cell's, which has our ``cap_raised`` line already)."""
+        return [Send(self.plant, body)] if self.plant else []
 
     def _granted(self, leases: list[Lease], now: float, log: bool = True) -> list[Action]:
         out: list[Action] = []

@@ -516,6 +516,18 @@ class PowerRelease(Body, frozen=True):
     attempt: int = 0
 
 
+@message("cap_in_force")
+class CapInForce(Body, frozen=True):
+    """The energy manager tells the plant the peak cap in force: ``cap_kw`` raised by a
+    supervisor's decision on ``escalation`` until ``until_at`` (``raised``), or the
+    contracted cap again; the plant logs it, so its power headroom follows the raise."""
+
+    cap_kw: float
+    raised: bool
+    until_at: float = 0.0
+    escalation: str = ""
+
+
 # -- rehearsal with energy (agents/energy/rehearsal.py, docs/energy.md) -------------------
 
 @message("explore_result_priced")

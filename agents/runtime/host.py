@@ -254,7 +254,8 @@ class Host(OnRunner):
     def _build(self) -> dict[str, Agent]:
         """The cell's agents as :func:`build_agents` makes them, each wearing machine's
         estimator started from its trained model where :attr:`models` has one."""
-        return build_agents(self.cfg, self.seed, escalation=self.escalation, models=self.models)
+        return build_agents(self.cfg, self.seed, escalation=self.escalation, models=self.models,
+                            plant=self.cfg.sim.identity)
 
     # -- reject bursts ----------------------------------------------------------------------
     def _join_as_host(self, kd: KeyDir) -> None:
