@@ -146,3 +146,115 @@ def test_the_plant_process_logs_the_cap_in_force_and_its_headroom_gauge_follows(
     caps = [(e["ev"], e["agent"], e["cap_kw"]) for e in lines if e["ev"].startswith("cap_")]
     assert caps == [("cap_raised", "energy", 19.0), ("cap_restored", "energy", 12.0)]
     assert server.refused == {}                           # not counted as not_a_command
+
+
+# -- a real `autocell up` ------------------------------------------------------------------------
+
+
+def _escalating_cell(tmp_path: Path) -> tuple[Path, int]:
+    """The energy demo cell's first four orders, due 900 s sooner, no breakdowns or scrap,
+    o-001 eight parts long: its first operation holds the power o-002's first one needs for
+    about 220 s, so the manager asks (threshold 30 s) at about 44 s — time enough for a
+    person to decide; an approved raise lasts 300 s.  On free loopback ports, the plant's
+    metrics on one more; the cell file and that port."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["orders"] = data["orders"][:4]
+    data["orders"][0]["quantity"] = 8
+    for o in data["orders"]:
+        o["due_at"] -= 900
+    for m in data["machines"]:
+        m["scrap_rate"] = 0.0
+        m.pop("mtbf_s", None)
+        m.pop("mttr_s", None)
+    data["energy"].update(cap_lateness_escalate_s=30, cap_raise_s=300)
+    data["escalation"].update(response_deadline_s=1200, final_deadline_s=2400)
+    src = tmp_path / "src.yaml"
+    src.write_text(yaml.safe_dump(data, sort_keys=False))
+    cell = loopback_cell(src, tmp_path)
+    data = yaml.safe_load(cell.read_text())
+    [port] = free_ports(1)
+    data["sim"]["metrics_port"] = port
+    cell.write_text(yaml.safe_dump(data, sort_keys=False))
+    return cell, port
+
+
+def _cap_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [e for e in (json.loads(x) for x in path.read_text().splitlines() if x.strip())
+            if e["ev"] in ("cap_raised", "cap_restored")]
+
+
+def _in_force(text: str) -> float:
+    """The cap in force a scrape shows: headroom plus the power drawn, read together."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return values[HEADROOM] + values[POWER]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_plant_headroom_gauge_follows_a_raise_under_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_escalation_up import finish, while_running
+
+    from agents.cell.specs import KpiSpec
+    from sim_bridge.invariants import cap_never_exceeded
+
+    act_as(monkeypatch, tmp_path, "alice")
+    cell, port = _escalating_cell(tmp_path)
+    cfg = load_cell(cell)
+    state = tmp_path / "state"
+    db = state / "escalations.db"
+    sim_log = state / "events-sim.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "10", "--state-dir",
+         str(state), "--quiet", "--timeout", f"{CELL_RUN_BOUND_S:g}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def plant_says(ev: str) -> Any:
+        got = [e for e in _cap_lines(sim_log) if e["ev"] == ev]
+        if not got and proc.poll() is not None:
+            raise AssertionError(f"the cell ended (exit {proc.returncode}) and the plant "
+                                 f"never logged {ev}: {_cap_lines(sim_log)}")
+        return got[0] if got else NotYet(_cap_lines(sim_log))
+
+    def scraped() -> Any:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+        except OSError as exc:
+            return NotYet(str(exc))
+        cap = _in_force(text)
+        return cap if cap == pytest.approx(raised["cap_kw"]) else NotYet(cap)
+
+    try:
+        wait_until("the energy manager's escalation in the console agent's store",
+                   while_running(proc, db, "energy/e1"))
+        res = cli("escalations", "decide", "energy/e1", "--option", "raise_cap",
+                  "--reason", "the customer is waiting", "--user", "alice", "--db", str(db))
+        assert res.returncode == 0, res.stderr
+        raised = wait_until("cap_raised in the plant's own log", lambda: plant_says("cap_raised"))
+        assert raised["cap_kw"] > 12.0 and raised["escalation"] == "energy/e1"
+        # the plant process's gauge, scraped while the raise lasts: under the raised cap
+        wait_until("the plant's headroom gauge under the raised cap", scraped)
+    finally:
+        code, _, err = finish(proc)
+    assert code == 0, err[-3000:]
+    report = json.loads((state / "report.json").read_text())
+    assert report["orders_completed"] == report["orders_total"] == 4
+    # the plant's log has the manager's raise and its end, as the manager logged them
+    hosts = [e for p in sorted(state.glob("events-*.jsonl")) if p != sim_log
+             for e in _cap_lines(p)]
+    plant = _cap_lines(sim_log)
+    assert [(e["ev"], e["cap_kw"]) for e in plant] == [(e["ev"], e["cap_kw"]) for e in hosts] \
+        == [("cap_raised", raised["cap_kw"]), ("cap_restored", 12.0)]
+    # the plant's last metrics, written as it stopped after the raise ended: the contract
+    assert _in_force((state / "metrics-sim.prom").read_text()) == pytest.approx(12.0)
+    # the cap at every instant on the effective cap, as test_energy_up checks it: the
+    # manager's lines (the plant may log a raise a moment after a start it allowed)
+    sim = [json.loads(x) for x in sim_log.read_text().splitlines() if x.strip()]
+    merged = sorted([e for e in sim if e["ev"] not in ("cap_raised", "cap_restored")] + hosts,
+                    key=lambda e: e["t"])
+    assert cap_never_exceeded(merged, KpiSpec.from_config(cfg)) == []
