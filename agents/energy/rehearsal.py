@@ -85,6 +85,9 @@ class PlanPricing:
     durations: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     #: dispatch passes among each operation's cheaper machines, (rule, share) each
     dispatch_passes: tuple[tuple[str, float], ...] = ()
+    #: energy passes after the forward-backward loop; with any, the plan kept is the
+    #: least energy cost within the makespan band
+    energy_passes: int = 0
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
@@ -178,4 +181,4 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
                                 for aid in priced}, rate, tolerance, price_idle,
                        {aid: dict(getattr(agents[aid], "capabilities", {})) for aid in priced},
                        PRICED_DISPATCH if getattr(order_strategy, "priced_dispatch", False)
-                       else ())
+                       else (), int(getattr(order_strategy, "energy_passes", 0) or 0))

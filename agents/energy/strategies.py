@@ -73,12 +73,14 @@ class EnergyCost(OrderStrategy):
     def __init__(self, *, s_per_money: Annotated[float, Field(ge=0)] = 600.0,
                  lateness_weight: Annotated[float, Field(ge=0)] = 10.0,
                  makespan_tolerance: Annotated[float, Field(ge=0)] = 0.05,
-                 price_idle: bool = True, priced_dispatch: bool = False) -> None:
+                 price_idle: bool = True, priced_dispatch: bool = False,
+                 energy_passes: Annotated[int, Field(ge=0)] = 0) -> None:
         self.s_per_money = s_per_money
         self.lateness_weight = lateness_weight
         self.makespan_tolerance = makespan_tolerance
         self.price_idle = price_idle
         self.priced_dispatch = priced_dispatch
+        self.energy_passes = energy_passes
 
     def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
         late = max(0.0, proposal.finish_at - cfp.due_at)
