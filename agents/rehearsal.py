@@ -86,8 +86,12 @@ the pass of least makespan + ``s_per_money`` · the cell's cost; the
 machines' side does not change.  If the pricing names ``dispatch_passes``
 (order strategy ``priced_dispatch``), more dispatch passes follow the plain
 ones, each order registering an operation only at its cheaper machines; they
-are seeds like the others (``self.seeds``).  Without ``pricing`` nothing here
-changes.
+are seeds like the others (``self.seeds``).  If it names ``energy_passes`` (order
+strategy ``energy_passes``), that many *energy passes* follow the loop: the kept plan
+re-run with one operation of one order moved to a machine that uses less energy, the
+plan kept then the least energy cost within the band, the band less the time
+rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without ``pricing`` nothing
+here changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan

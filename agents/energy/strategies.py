@@ -66,7 +66,10 @@ class EnergyCost(OrderStrategy):
     sleeping pays, else idle), so a plan that leaves machines waiting pays for it.
     ``priced_dispatch``: the rehearsal also runs dispatch passes among each operation's
     cheaper machines (agents/energy/rehearsal.py ``PRICED_DISPATCH``; off by default:
-    measured, they were never the plan kept, docs/energy.md)."""
+    measured, they were never the plan kept, docs/energy.md).  ``energy_passes``: after the
+    rehearsal's loop, that many passes each try one operation on a machine that uses
+    less energy, and the plan kept is the least energy cost within the band, the band
+    less the time rehearsed (agents/energy/rehearsal.py, "Energy passes"; 0: off)."""
 
     name = "energy_cost"
 
