@@ -268,6 +268,8 @@ class OrderRehearsal:
         #: energy-aware orders with ``pricing.energy_passes``: the number of the first
         #: energy pass (None until the loop ends)
         self.energy_from: int | None = None
+        #: ... and the plan they build on: the kept plan re-timed, then each cheaper move
+        self.moved: Plan | None = None
         self.finished = False
         self.conv = f"{order}/rehearsal"
 
@@ -497,8 +499,8 @@ class OrderRehearsal:
         assert self.best is not None and self.pricing is not None \
             and self.energy_from is not None
         planned = [[m] for m in self.best.machine]
-        if self.peers and self.peers[(number - self.energy_from) % len(self.peers)] \
-                != self.order:
+        turn = number - self.energy_from - 1          # the first energy pass moves nothing
+        if turn < 0 or (self.peers and self.peers[turn % len(self.peers)] != self.order):
             return planned
         moves = []
         for k, (m, cap) in enumerate(zip(self.best.machine, self.capabilities)):
@@ -534,7 +536,7 @@ class OrderRehearsal:
                         tuple(r[2] for r in rows), score, cost)
         self.last = plan
         if self.pricing is not None:
-            self._learn_banded(plan)
+            self._learn_banded(plan, self._energy_pass(p.number))
         elif self.best is None or score < self.best.score:
             self.best = plan
         # the loop's current plan: the best seed, then every forward-from-mirror pass
@@ -565,22 +567,31 @@ class OrderRehearsal:
             return False, plan.score
         return plan.makespan > self._limit(), plan.score
 
-    def _learn_banded(self, plan: Plan) -> None:
+    def _learn_banded(self, plan: Plan, energy: bool = False) -> None:
         """Energy-aware orders: ``best`` is the least score among the passes whose makespan
         is within the band of the shortest pass (the first such on ties).  The band only
-        narrows, so a plan outside it can be forgotten."""
+        narrows, so a plan outside it can be forgotten.  Energy passes (``energy``): the
+        first re-times the kept plan as the run will (left-justified) and is the plan
+        they build on, ``moved``; a later one replaces it if it is within the band and
+        costs less; ``best`` is ``moved`` while it is within the band."""
         self.shortest = min(self.shortest, plan.makespan)
         limit = self._limit()
         self.banded = [q for q in (*self.banded, plan) if q.makespan <= limit]
-        assert self.pricing is not None
-        # with energy passes the kept plan is the least energy cost the band admits
+        # with energy passes the loop's plan kept is the least energy cost the band admits
         # (ties: the shorter), else the least score
+        assert self.pricing is not None
         rank = (lambda q: (q.cost, q.makespan)) if self.pricing.energy_passes > 0 \
             else (lambda q: (q.score,))
         best = self.banded[0]
         for q in self.banded[1:]:
             if rank(q) < rank(best):
                 best = q
+        if energy:
+            if self.moved is None or (plan.makespan <= limit
+                                      and plan.cost < self.moved.cost - 1e-12):
+                self.moved = plan
+            if self.moved.makespan <= limit:
+                best = self.moved
         self.best = best
 
     def stop(self, why: str) -> list[Action]:
