@@ -87,9 +87,9 @@ machines' side does not change.  If the pricing names ``dispatch_passes``
 (order strategy ``priced_dispatch``), more dispatch passes follow the plain
 ones, each order registering an operation only at its cheaper machines; they
 are seeds like the others (``self.seeds``).  If it names ``energy_passes`` (order
-strategy ``energy_passes``), that many *energy passes* follow the loop: the kept plan
-re-run with one operation of one order moved to a machine that uses less energy, the
-plan kept then the least energy cost within the band, the band less the time
+strategy ``energy_passes``), that many *energy passes* follow the loop: the plan
+kept re-timed, then re-run with one operation of one order moved to a machine that
+uses less energy, each kept if within the band and cheaper; the band less the time
 rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without ``pricing`` nothing
 here changes.
 

@@ -48,21 +48,22 @@ the first machine free.  Measured on mk01–mk09 their plans were never kept:
 the keyed passes find shorter plans and these fall outside the makespan band
 (docs/energy.md, ADR 78).
 
-**Energy passes** (order strategy ``energy_passes`` = N > 0; ADR 90): once the
-forward-backward loop ends, N more keyed passes search for a cheaper plan inside the
-band, one move each.  Every order sends its operations only to its machine in the
-kept plan, keyed by the kept plan's starts — the same serial schedule generation, so
-without a move the pass is the kept plan again, left-justified — except the order
-whose turn it is (the orders take turns by pass number): it moves one operation,
-drawn with its seeded RNG among those with a machine whose :meth:`mean_cost` is
-lower, to one such machine, drawn likewise.  The pass is priced and kept like any
-other; with energy passes on, the plan kept is the **least energy cost** within the
-band (ties: the shorter) rather than the least weighed score — the band, not the
-exchange rate, then bounds the makespan — and the band counts the rehearsal's own
-time: a plan must end within ``(1 + makespan_tolerance)`` · the shortest pass *less
-the time rehearsed so far*, as the run is the rehearsal and then the plan (never
-below the shortest pass).  A later pass moves from the plan kept then, so a move that
-was kept is built on.  Work: N passes of the ordinary size, whatever the instance.
+**Energy passes** (order strategy ``energy_passes`` = N > 0, off by default; ADR 90):
+once the forward-backward loop ends, N more keyed passes, each order sending its
+operations only to its machine in the plan they build on, keyed by that plan's starts
+— the same serial schedule generation the loop uses.  The first moves nothing: it
+re-times the plan kept, left-justified on its machines as the run will execute it,
+and prices it at those times (a plan kept from a backward pass was priced at its
+right-justified times, which the run does not keep).  In each later pass the order
+whose turn it is (the orders take turns by pass number) moves one operation, drawn
+with its seeded RNG among those with a machine whose :meth:`mean_cost` is lower, to
+one such machine, drawn likewise; the pass's plan replaces the one built on if it is
+within the band and costs less.  With energy passes on, the band counts the
+rehearsal's own time — a plan must end within ``(1 + makespan_tolerance)`` · the
+shortest pass *less the time rehearsed so far* (never below the shortest pass), as
+the run is the rehearsal and then the plan — and the loop's plan kept is the least
+energy cost the band admits (ties: the shorter), not the least weighed score: the
+band, not the exchange rate, bounds the makespan.  Work: N passes of the loop's size.
 
 The order prices the quotes itself, from the cell file's power table (as it
 knows the machines' capabilities and times), rather than the machines

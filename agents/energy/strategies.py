@@ -68,8 +68,9 @@ class EnergyCost(OrderStrategy):
     cheaper machines (agents/energy/rehearsal.py ``PRICED_DISPATCH``; off by default:
     measured, they were never the plan kept, docs/energy.md).  ``energy_passes``: after the
     rehearsal's loop, that many passes each try one operation on a machine that uses
-    less energy, and the plan kept is the least energy cost within the band, the band
-    less the time rehearsed (agents/energy/rehearsal.py, "Energy passes"; 0: off)."""
+    less energy, kept if the plan stays within the band and costs less; the plan kept
+    is then the least energy cost within the band, the band less the time rehearsed
+    (agents/energy/rehearsal.py, "Energy passes"; 0, the default: off)."""
 
     name = "energy_cost"
 
