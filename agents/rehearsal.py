@@ -569,11 +569,13 @@ class OrderRehearsal:
 
     def _learn_banded(self, plan: Plan, energy: bool = False) -> None:
         """Energy-aware orders: ``best`` is the least score among the passes whose makespan
-        is within the band of the shortest pass (the first such on ties).  The band only
-        narrows, so a plan outside it can be forgotten.  Energy passes (``energy``): the
-        first re-times the kept plan as the run will (left-justified) and is the plan
-        they build on, ``moved``; a later one replaces it if it is within the band and
-        costs less; ``best`` is ``moved`` while it is within the band."""
+        is within the band of the shortest pass (the first such on ties) — with energy
+        passes on, the least cost (ties: the shorter).  The band only narrows, so a plan
+        outside it can be forgotten.  Energy passes (``energy``): the first re-times the
+        kept plan as the run will (left-justified) and is the plan they build on,
+        ``moved``; a later one replaces it if it is within the band and costs less;
+        ``best`` is ``moved`` while it is within the band (once it falls out, the least
+        cost in the band, which every later plan is also compared with)."""
         self.shortest = min(self.shortest, plan.makespan)
         limit = self._limit()
         self.banded = [q for q in (*self.banded, plan) if q.makespan <= limit]
