@@ -86,8 +86,12 @@ the pass of least makespan + ``s_per_money`` · the cell's cost; the
 machines' side does not change.  If the pricing names ``dispatch_passes``
 (order strategy ``priced_dispatch``), more dispatch passes follow the plain
 ones, each order registering an operation only at its cheaper machines; they
-are seeds like the others (``self.seeds``).  Without ``pricing`` nothing here
-changes.
+are seeds like the others (``self.seeds``).  If it names ``energy_passes`` (order
+strategy ``energy_passes``), that many *energy passes* follow the loop: the plan
+kept re-timed, then re-run with one operation of one order moved to a machine that
+uses less energy, each kept if within the band and cheaper; the band less the time
+rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without ``pricing`` nothing
+here changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
@@ -181,6 +185,8 @@ class Plan:
     finish: tuple[float, ...]
     #: makespan + s_per_money · the cell's energy cost (energy-aware orders), else makespan
     score: float = 0.0
+    #: the cell's energy cost of the plan as priced (energy-aware orders), else 0
+    cost: float = 0.0
 
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
@@ -259,6 +265,11 @@ class OrderRehearsal:
         self.summaries: dict[int, tuple[float, float, float, float]] = {}
         self.now_pass: _OrderPass | None = None
         self.makespans: list[float] = []      # of every pass so far
+        #: energy-aware orders with ``pricing.energy_passes``: the number of the first
+        #: energy pass (None until the loop ends)
+        self.energy_from: int | None = None
+        #: ... and the plan they build on: the kept plan re-timed, then each cheaper move
+        self.moved: Plan | None = None
         self.finished = False
         self.conv = f"{order}/rehearsal"
 
@@ -283,12 +294,19 @@ class OrderRehearsal:
         rule, share = self._rule(number)
         if rule:
             backward, keys = False, [-w for w in self.remaining_s]
+        elif self._energy_pass(number):
+            # the kept plan again, left-justified on its own machines, but for one move
+            # (agents/energy/rehearsal.py, "Energy passes")
+            assert self.best is not None
+            backward, keys = False, list(self.best.start)
         else:
             backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
                                        current=self.current, last=self.last, rng=self.rng,
                                        seeds=self.seeds)
         alternatives = self.alternatives
-        if share is not None and self.pricing is not None:
+        if self._energy_pass(number):
+            alternatives = self._move(number)
+        elif share is not None and self.pricing is not None:
             alternatives = [self.pricing.cheaper(a, c, self.quantity, share)
                             for a, c in zip(self.alternatives, self.capabilities)]
         self.now_pass = _OrderPass(number, backward, alternatives)
@@ -450,9 +468,10 @@ class OrderRehearsal:
         makespan, self.ended_at, bound, energy = self.summaries.pop(p.number)
         self.bound = max(self.bound, bound)
         self.makespans.append(makespan)
+        cost = 0.0 if self.pricing is None else energy + self.pricing.floor_cost(
+            self.started_at, self.started_at + makespan)
         self._learn(p, makespan, makespan if self.pricing is None
-                    else self.pricing.weighed(makespan, energy + self.pricing.floor_cost(
-                        self.started_at, self.started_at + makespan)))
+                    else self.pricing.weighed(makespan, cost), cost)
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
         # can be shorter), after ``passes``, or once the rehearsal has cost more than
@@ -462,11 +481,46 @@ class OrderRehearsal:
         if self.best.makespan <= self.bound + 1e-9 and self.pricing is None:
             return self.stop("bound")
         spent = self.ended_at - self.started_at
-        if p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan:
+        if self.energy_from is None and (
+                p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan):
+            if self.pricing is None or self.pricing.energy_passes <= 0:
+                return self.stop("done")
+            self.energy_from = p.number + 1      # the loop is over: the energy passes follow
+        if self.energy_from is not None and self.pricing is not None \
+                and p.number + 1 >= self.energy_from + self.pricing.energy_passes:
             return self.stop("done")
         return self._begin(p.number + 1, now)
 
-    def _learn(self, p: _OrderPass, makespan: float, score: float) -> None:
+    def _move(self, number: int) -> list[list[str]]:
+        """An energy pass's machines: each operation at its machine in the kept plan; if
+        this order moves in pass ``number`` (the orders take turns), one operation,
+        drawn at random among those with a machine that uses less energy for it, at one
+        such machine, drawn at random."""
+        assert self.best is not None and self.pricing is not None \
+            and self.energy_from is not None
+        planned = [[m] for m in self.best.machine]
+        turn = number - self.energy_from - 1          # the first energy pass moves nothing
+        if turn < 0 or (self.peers and self.peers[turn % len(self.peers)] != self.order):
+            return planned
+        moves = []
+        for k, (m, cap) in enumerate(zip(self.best.machine, self.capabilities)):
+            here = self.pricing.mean_cost(m, cap, self.quantity)
+            costs = {a: self.pricing.mean_cost(a, cap, self.quantity)
+                     for a in self.alternatives[k] if a != m}
+            less = sorted(a for a, c in costs.items()
+                          if here is not None and c is not None and c < here - 1e-12)
+            if less:
+                moves.append((k, less))
+        if moves:
+            k, less = moves[self.rng.randrange(len(moves))]
+            planned[k] = [less[self.rng.randrange(len(less))]]
+        return planned
+
+    def _energy_pass(self, number: int) -> bool:
+        """Whether pass ``number`` is an energy pass (after the loop, energy-aware orders)."""
+        return self.energy_from is not None and number >= self.energy_from
+
+    def _learn(self, p: _OrderPass, makespan: float, score: float, cost: float = 0.0) -> None:
         """Keep the pass's plan as ``last``, and as ``best`` / ``current`` if its score
         (the makespan, or for energy-aware orders the makespan and energy cost weighed)
         is lower."""
@@ -475,14 +529,14 @@ class OrderRehearsal:
             rows = [p.placed[n - 1 - k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows),
                         tuple(makespan - r[2] for r in rows), tuple(makespan - r[1] for r in rows),
-                        score)
+                        score, cost)
         else:
             rows = [p.placed[k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
-                        tuple(r[2] for r in rows), score)
+                        tuple(r[2] for r in rows), score, cost)
         self.last = plan
         if self.pricing is not None:
-            self._learn_banded(plan)
+            self._learn_banded(plan, self._energy_pass(p.number))
         elif self.best is None or score < self.best.score:
             self.best = plan
         # the loop's current plan: the best seed, then every forward-from-mirror pass
@@ -498,7 +552,13 @@ class OrderRehearsal:
     def _limit(self) -> float:
         """The longest makespan inside the band (energy-aware orders)."""
         assert self.pricing is not None
-        return self.shortest * (1.0 + self.pricing.makespan_tolerance) + 1e-9
+        limit = self.shortest * (1.0 + self.pricing.makespan_tolerance) + 1e-9
+        if self.pricing.energy_passes > 0:
+            # the run is the rehearsal and then the plan: the rehearsal's time so far
+            # comes out of the band (it only grows, so the band still only narrows)
+            # (never below the shortest plan itself)
+            limit = max(self.shortest + 1e-9, limit - max(0.0, self.ended_at - self.started_at))
+        return limit
 
     def _rank(self, plan: Plan) -> tuple[bool, float]:
         """How a plan compares: its score; for energy-aware orders a plan outside the
@@ -507,17 +567,33 @@ class OrderRehearsal:
             return False, plan.score
         return plan.makespan > self._limit(), plan.score
 
-    def _learn_banded(self, plan: Plan) -> None:
+    def _learn_banded(self, plan: Plan, energy: bool = False) -> None:
         """Energy-aware orders: ``best`` is the least score among the passes whose makespan
-        is within the band of the shortest pass (the first such on ties).  The band only
-        narrows, so a plan outside it can be forgotten."""
+        is within the band of the shortest pass (the first such on ties) — with energy
+        passes on, the least cost (ties: the shorter).  The band only narrows, so a plan
+        outside it can be forgotten.  Energy passes (``energy``): the first re-times the
+        kept plan as the run will (left-justified) and is the plan they build on,
+        ``moved``; a later one replaces it if it is within the band and costs less;
+        ``best`` is ``moved`` while it is within the band (once it falls out, the least
+        cost in the band, which every later plan is also compared with)."""
         self.shortest = min(self.shortest, plan.makespan)
         limit = self._limit()
         self.banded = [q for q in (*self.banded, plan) if q.makespan <= limit]
+        # with energy passes the loop's plan kept is the least energy cost the band admits
+        # (ties: the shorter), else the least score
+        assert self.pricing is not None
+        rank = (lambda q: (q.cost, q.makespan)) if self.pricing.energy_passes > 0 \
+            else (lambda q: (q.score,))
         best = self.banded[0]
         for q in self.banded[1:]:
-            if q.score < best.score:
+            if rank(q) < rank(best):
                 best = q
+        if energy:
+            if self.moved is None or (plan.makespan <= limit
+                                      and plan.cost < self.moved.cost - 1e-12):
+                self.moved = plan
+            if self.moved.makespan <= limit:
+                best = self.moved
         self.best = best
 
     def stop(self, why: str) -> list[Action]:

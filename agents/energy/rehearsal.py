@@ -48,6 +48,23 @@ the first machine free.  Measured on mk01–mk09 their plans were never kept:
 the keyed passes find shorter plans and these fall outside the makespan band
 (docs/energy.md, ADR 78).
 
+**Energy passes** (order strategy ``energy_passes`` = N > 0, off by default; ADR 90):
+once the forward-backward loop ends, N more keyed passes, each order sending its
+operations only to its machine in the plan they build on, keyed by that plan's starts
+— the same serial schedule generation the loop uses.  The first moves nothing: it
+re-times the plan kept, left-justified on its machines as the run will execute it,
+and prices it at those times (a plan kept from a backward pass was priced at its
+right-justified times, which the run does not keep).  In each later pass the order
+whose turn it is (the orders take turns by pass number) moves one operation, drawn
+with its seeded RNG among those with a machine whose :meth:`mean_cost` is lower, to
+one such machine, drawn likewise; the pass's plan replaces the one built on if it is
+within the band and costs less.  With energy passes on, the band counts the
+rehearsal's own time — a plan must end within ``(1 + makespan_tolerance)`` · the
+shortest pass *less the time rehearsed so far* (never below the shortest pass), as
+the run is the rehearsal and then the plan — and the loop's plan kept is the least
+energy cost the band admits (ties: the shorter), not the least weighed score: the
+band, not the exchange rate, bounds the makespan.  Work: N passes of the loop's size.
+
 The order prices the quotes itself, from the cell file's power table (as it
 knows the machines' capabilities and times), rather than the machines
 pricing them on the wire: one new message for the sum, none for the quotes.
@@ -85,6 +102,9 @@ class PlanPricing:
     durations: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     #: dispatch passes among each operation's cheaper machines, (rule, share) each
     dispatch_passes: tuple[tuple[str, float], ...] = ()
+    #: energy passes after the forward-backward loop; with any, the plan kept is the
+    #: least energy cost within the makespan band
+    energy_passes: int = 0
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
@@ -178,4 +198,4 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
                                 for aid in priced}, rate, tolerance, price_idle,
                        {aid: dict(getattr(agents[aid], "capabilities", {})) for aid in priced},
                        PRICED_DISPATCH if getattr(order_strategy, "priced_dispatch", False)
-                       else ())
+                       else (), int(getattr(order_strategy, "energy_passes", 0) or 0))

@@ -66,19 +66,25 @@ class EnergyCost(OrderStrategy):
     sleeping pays, else idle), so a plan that leaves machines waiting pays for it.
     ``priced_dispatch``: the rehearsal also runs dispatch passes among each operation's
     cheaper machines (agents/energy/rehearsal.py ``PRICED_DISPATCH``; off by default:
-    measured, they were never the plan kept, docs/energy.md)."""
+    measured, they were never the plan kept, docs/energy.md).  ``energy_passes``: after the
+    rehearsal's loop, that many passes each try one operation on a machine that uses
+    less energy, kept if the plan stays within the band and costs less; the plan kept
+    is then the least energy cost within the band, the band less the time rehearsed
+    (agents/energy/rehearsal.py, "Energy passes"; 0, the default: off)."""
 
     name = "energy_cost"
 
     def __init__(self, *, s_per_money: Annotated[float, Field(ge=0)] = 600.0,
                  lateness_weight: Annotated[float, Field(ge=0)] = 10.0,
                  makespan_tolerance: Annotated[float, Field(ge=0)] = 0.05,
-                 price_idle: bool = True, priced_dispatch: bool = False) -> None:
+                 price_idle: bool = True, priced_dispatch: bool = False,
+                 energy_passes: Annotated[int, Field(ge=0)] = 0) -> None:
         self.s_per_money = s_per_money
         self.lateness_weight = lateness_weight
         self.makespan_tolerance = makespan_tolerance
         self.price_idle = price_idle
         self.priced_dispatch = priced_dispatch
+        self.energy_passes = energy_passes
 
     def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
         late = max(0.0, proposal.finish_at - cfp.due_at)

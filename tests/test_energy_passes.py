@@ -1,0 +1,140 @@
+"""Energy passes after the rehearsal's loop (order strategy ``energy_passes``, ADR 90).
+
+By hand, sans-io (orders and machines wired by an in-memory queue, as in
+tests/test_energy_dispatch.py): a move to a machine that uses less energy is kept when
+the plan stays within the makespan band and costs less, and not kept when it would
+break the band; the same seed gives the same plan; the rehearsal's time comes out of
+the band; the order strategy turns the passes on.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from agents.base import Timing
+from agents.cell.energy import PowerDraw
+from agents.energy.aware import MachineEnergy
+from agents.energy.rehearsal import PlanPricing, plan_pricing
+from agents.energy.strategies import EnergyAwareResource, EnergyCost
+from agents.machine import MachineAgent
+from agents.protocol.actions import Send
+from agents.rehearsal import DISPATCH_RULES, MachineRehearsal, OrderRehearsal
+
+from test_energy_aware import TOU
+from test_energy_dispatch import FRUGAL, HUNGRY
+
+#: m2: as hungry as m1 but for half a kilowatt busy — a saving too small for the loop's
+#: exchange rate to buy 50 s of makespan with, and still a saving
+MILD = PowerDraw.model_validate({**HUNGRY.model_dump(), "busy": HUNGRY.busy - 0.5})
+
+#: the loop: the dispatch passes, the level-keyed pass, one backward and one forward pass
+LOOP = len(DISPATCH_RULES) + 1 + 2
+
+
+def pricing(energy_passes: int, *, b_s: float = 650.0) -> PlanPricing:
+    """m1 hungry (9 kW above idle busy), m2 mild (8.5 kW), m3 frugal (2 kW); 600 s per
+    unit of "a" on m1 and m2, ``b_s`` of "b" on m2, 1200 s of "long" on m3."""
+    return PlanPricing({"m1": MachineEnergy(TOU, HUNGRY), "m2": MachineEnergy(TOU, MILD),
+                        "m3": MachineEnergy(TOU, FRUGAL)},
+                       {"m1": 0.0, "m2": 0.0, "m3": 0.0}, 600.0,
+                       durations={"m1": {"a": 600.0, "b": 600.0},
+                                  "m2": {"a": 600.0, "b": b_s},
+                                  "m3": {"long": 1200.0}},
+                       energy_passes=energy_passes)
+
+
+def rehearse(routes: dict[str, list[tuple[str, list[str]]]], p: PlanPricing, *,
+             seed: int = 0) -> dict[str, OrderRehearsal]:
+    """A rehearsal of ``LOOP`` passes and ``p.energy_passes`` energy passes among orders
+    whose operations are (capability, machines)."""
+    ids = sorted(routes)
+    machines = ["m1", "m2", "m3"]
+    ors = {o: OrderRehearsal(
+        o, alternatives=[ms for _, ms in routes[o]], capabilities=[c for c, _ in routes[o]],
+        quantity=1, work_s=[min(p.durations[m][c] for m in ms) for c, ms in routes[o]],
+        machines=machines, peers=ids, passes=LOOP, rng=random.Random(f"{seed}/{o}"),
+        budget_share=1.0, pricing=p) for o in ids}
+    mrs = {m: MachineRehearsal(m, orders=ids, duration_s=dict(p.durations[m]))
+           for m in machines}
+    queue: list[tuple[str, Send]] = []
+    for o, r in ors.items():
+        queue += [(o, a) for a in r.start(0.0) if isinstance(a, Send)]
+    while queue:
+        sender, a = queue.pop(0)
+        out = (ors[a.to].on_message(sender, a.body, 0.0) if a.to in ors
+               else mrs[a.to].on_message(sender, a.body, a.conv))
+        queue += [(a.to, b) for b in out if isinstance(b, Send)]
+    assert all(r.finished for r in ors.values())
+    return ors
+
+
+#: o1's operation runs on hungry m1 or milder m2; o2's only on m2; o3's only on m3,
+#: 1200 s: it sets the makespan
+ROUTES = {"o1": [("a", ["m1", "m2"])], "o2": [("b", ["m2"])], "o3": [("long", ["m3"])]}
+
+
+def test_a_move_to_a_less_hungry_machine_within_the_band_is_kept() -> None:
+    # The loop keeps o1 on m1 (1200 s): on m2, after o2, it ends at 1250 s, and 0.5 kW
+    # for 600 s is worth less than 50 s at 600 s/EUR.  With energy passes the plan kept
+    # is the least energy cost within the band (1260 s): o1 on m2.
+    loop = rehearse(ROUTES, pricing(0))
+    moved = rehearse(ROUTES, pricing(5))
+    before, after = loop["o1"].best, moved["o1"].best
+    assert before is not None and after is not None
+    assert before.machine == ("m1",) and after.machine == ("m2",)
+    assert before.makespan == 1200.0 and after.makespan == 1250.0
+    assert after.cost < before.cost and after.score > before.score
+    assert moved["o1"].energy_from == LOOP and loop["o1"].energy_from is None
+    assert len(moved["o1"].makespans) == LOOP + 5
+    # the first energy pass re-times the plan kept (o1 on m1, 1200 s); in the second,
+    # o1 (its turn first) moves its operation to m2
+    assert moved["o1"].makespans[LOOP:LOOP + 2] == [1200.0, 1250.0]
+    # every order keeps the same pass: the others' parts are where they were
+    for o in ("o2", "o3"):
+        assert moved[o].best is not None and loop[o].best is not None
+        assert moved[o].best.machine == loop[o].best.machine
+        assert moved[o].best.cost == after.cost
+
+
+def test_a_move_that_would_break_the_band_is_not_kept() -> None:
+    # o2 now takes 900 s on m2: o1 there would end at 1500 s, 25 % past the shortest plan
+    ors = rehearse(ROUTES, pricing(5, b_s=900.0))
+    best = ors["o1"].best
+    assert best is not None and best.machine == ("m1",) and best.makespan == 1200.0
+    # the move was tried (o1's turn, the second energy pass), and its plan was longer
+    assert ors["o1"].makespans[LOOP:LOOP + 2] == [1200.0, 1500.0]
+
+
+def test_the_same_seed_gives_the_same_plan() -> None:
+    routes = {"o1": [("a", ["m1", "m2"]), ("b", ["m1", "m2"])],
+              "o2": [("b", ["m2", "m1"]), ("a", ["m1", "m2"])],
+              "o3": [("long", ["m3"]), ("a", ["m1", "m2"])],
+              "o4": [("a", ["m2", "m1"])]}
+    runs = [rehearse(routes, pricing(8), seed=s) for s in (3, 3)]
+    for o in routes:
+        assert runs[0][o].best == runs[1][o].best
+        assert runs[0][o].makespans == runs[1][o].makespans
+
+
+def test_the_rehearsals_time_comes_out_of_the_band() -> None:
+    ors = rehearse(ROUTES, pricing(5))
+    r = ors["o1"]
+    assert r._limit() == pytest.approx(1200.0 * 1.05)
+    r.ended_at = r.started_at + 40.0
+    assert r._limit() == pytest.approx(1200.0 * 1.05 - 40.0)
+    r.ended_at = r.started_at + 1000.0        # never below the shortest plan
+    assert r._limit() == pytest.approx(1200.0)
+    plain = rehearse(ROUTES, pricing(0))["o1"]
+    plain.ended_at = plain.started_at + 40.0  # without energy passes: the band as before
+    assert plain._limit() == pytest.approx(1200.0 * 1.05)
+
+
+def test_the_order_strategy_turns_the_energy_passes_on() -> None:
+    machine = MachineAgent("m1", timing=Timing(), strategy=EnergyAwareResource(), location="x",
+                           capabilities={"op": 600.0}, energy=MachineEnergy(TOU, HUNGRY))
+    on = plan_pricing({"m1": machine}, EnergyCost(energy_passes=12))
+    off = plan_pricing({"m1": machine}, EnergyCost())
+    assert on is not None and on.energy_passes == 12
+    assert off is not None and off.energy_passes == 0
