@@ -8,10 +8,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import pytest
 
+from agents.base import Agent
 from agents.protocol.actions import Log, Send, SetTimer
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.flight_log import verify_log
@@ -89,7 +91,8 @@ def test_an_award_explains_its_call_and_then_forgets_it(segmented: bool) -> None
         log.on_decision("o", Inbound(msgspec.structs.replace(m, conv="o/1#0"), 1.5), (), 1.5,
                         None)
     assert set(log._calls[("o", "o/1#0")].proposals) == {"m0", "m1", "m2"}
-    why = log._why("o", [Send("m0", Award("o/1", 1, 30.0, 1.5), "o/1#0")], _Order())
+    order = cast(Agent, _Order())      # the recorder reads only its ``strategy``
+    why = log._why("o", [Send("m0", Award("o/1", 1, 30.0, 1.5), "o/1#0")], order)
     assert [c["resource"] for c in why[0]["candidates"]] == ["m0", "m1", "m2"]
     assert [c["score"] for c in why[0]["candidates"]] == [31.25, 32.25, 33.25]
     assert ("o", "o/1#0") not in log._calls
