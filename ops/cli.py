@@ -345,7 +345,7 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
         if not all(1 <= p <= args.bidders for p in layouts):
             raise ConfigurationError("--processes must be between 1 and --bidders")
     r = run(bidders=args.bidders, rounds=args.rounds, processes=layouts, cfp=args.cfp,
-            record=getattr(args, "decision_log", False))
+            record=getattr(args, "decision_log", False), award=args.award)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -608,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure the headline layout with every process recording a "
                          "decision log: the cost %%; 'caller' or 'bidders' records in those "
                          "processes only (where the cost comes from)")
+    sp.add_argument("--award", action="store_true",
+                    help="end every round with the order's award to the earliest finish, "
+                         "as a host's order does (after the round is timed)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_negotiation)
     sp = bsub.add_parser("sweep", help="speed-up of 2 workers over 1 on the same sweep (Ray)")

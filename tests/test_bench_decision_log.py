@@ -56,6 +56,18 @@ def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
+def test_bench_negotiation_decision_log_with_awards(tmp_path: Path) -> None:
+    """``--award``: each round ends with the order's award, recorded in the caller's log
+    (a call, 3 proposals, the award: 5 entries a recorded round, 10 rounds of 20 recorded)."""
+    r = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes", "2",
+               "--award")
+    d = r["decision_log"]
+    assert d["award"] is True
+    assert d["caller_entries"] == 10 * 5
+    assert r["cfp_envelopes_per_round"] == 1.0      # the awards are not counted as calls
+
+
+@pytest.mark.timeout(180)
 def test_bench_negotiation_decision_log_in_the_bidders_only(tmp_path: Path) -> None:
     """``--decision-log bidders``: the rounds alternate as with every process recording, but
     the caller keeps no log (ADR 92 splits the cost this way)."""
