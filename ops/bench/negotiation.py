@@ -317,7 +317,8 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         if state["recording"] and recorder is not None:
             recorder.on_decision(CALLER, cause, (), now, None)
         if isinstance(msg.body, Proposal) and msg.body.task == state["task"]:
-            state["bids"].append((msg.sender, msg.body))
+            if award:
+                state["bids"].append((msg.sender, msg.body))
             state["left"] -= 1
             if state["left"] == 0:
                 state["t_end"] = time.perf_counter()
