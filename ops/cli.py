@@ -345,7 +345,7 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
         if not all(1 <= p <= args.bidders for p in layouts):
             raise ConfigurationError("--processes must be between 1 and --bidders")
     r = run(bidders=args.bidders, rounds=args.rounds, processes=layouts, cfp=args.cfp,
-            record=getattr(args, "decision_log", False))
+            record=getattr(args, "decision_log", False), award=args.award)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -371,11 +371,12 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
           f"{sum(sum(x['peer_rejected'].values()) for x in r['layouts'])} (bidders)")
     if "decision_log" in r:
         d = r["decision_log"]
-        print(f"  decision log on, against off in alternate blocks of {d['block_rounds']} rounds "
-              f"({r['processes']} processes): caller CPU/round "
+        print(f"  decision log on ({d['recording']}), against off in alternate blocks of "
+              f"{d['block_rounds']} rounds ({r['processes']} processes): caller CPU/round "
               f"{d['caller_cpu_us_per_round']['cost_pct']:+.1f} %, round p50 "
               f"{d['round_p50_us']['cost_pct']:+.1f} %, p99 {d['round_p99_us']['cost_pct']:+.1f} %"
-              " (target ≤ 5 %)")
+              f" (target ≤ 5 %); the caller's reads per round {d['wakes_per_round']['without']}"
+              f" → {d['wakes_per_round']['with']}")
     print(f"target: round p99 ≤ 5 ms with {r['processes']} bidder processes "
           f"{'met' if t['round_p99_within_5_ms'] else 'MISSED'}; in every layout "
           f"{'met' if t['round_p99_within_5_ms_every_layout'] else 'MISSED'}")
@@ -602,9 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cfp", choices=["multicast", "unicast"], default="multicast",
                     help="one multicast envelope per call (default, the product path) or one "
                          "envelope per bidder")
-    sp.add_argument("--decision-log", action="store_true",
+    sp.add_argument("--decision-log", nargs="?", const="all", default=False,
+                    choices=["all", "caller", "bidders"],
                     help="also measure the headline layout with every process recording a "
-                         "decision log: the cost %%")
+                         "decision log: the cost %%; 'caller' or 'bidders' records in those "
+                         "processes only (where the cost comes from)")
+    sp.add_argument("--award", action="store_true",
+                    help="end every round with the order's award to the earliest finish, "
+                         "as a host's order does (after the round is timed)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_negotiation)
     sp = bsub.add_parser("sweep", help="speed-up of 2 workers over 1 on the same sweep (Ray)")

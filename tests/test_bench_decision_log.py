@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 
-def _bench(tmp_path: Path, *argv: str) -> dict:
+def _bench(tmp_path: Path, *argv: str, who: str = "") -> dict:
     exe = Path(sys.executable).with_name("autocell")
-    r = subprocess.run([str(exe), "bench", *argv, "--decision-log", "--json"], check=False,
+    r = subprocess.run([str(exe), "bench", *argv, "--decision-log", *([who] if who else []),
+                        "--json"], check=False,
                        capture_output=True, text=True, timeout=150, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
@@ -49,4 +50,29 @@ def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
         assert _number(d[k]["cost_pct"]), (k, d[k])
         assert d[k]["without"] > 0 and d[k]["with"] > 0
     assert d["block_rounds"] > 0
+    assert d["recording"] == "all"
     assert d["caller_entries"] > 0              # the caller did record
+    assert d["wakes_per_round"]["without"] > 0 and d["wakes_per_round"]["with"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_bench_negotiation_decision_log_with_awards(tmp_path: Path) -> None:
+    """``--award``: each round ends with the order's award, recorded in the caller's log
+    (a call, 3 proposals, the award: 5 entries a recorded round, 10 rounds of 20 recorded)."""
+    r = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes", "2",
+               "--award")
+    d = r["decision_log"]
+    assert d["award"] is True
+    assert d["caller_entries"] == 10 * 5
+    assert r["cfp_envelopes_per_round"] == 1.0      # the awards are not counted as calls
+
+
+@pytest.mark.timeout(180)
+def test_bench_negotiation_decision_log_in_the_bidders_only(tmp_path: Path) -> None:
+    """``--decision-log bidders``: the rounds alternate as with every process recording, but
+    the caller keeps no log (ADR 92 splits the cost this way)."""
+    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes",
+               "2", who="bidders")["decision_log"]
+    assert d["recording"] == "bidders"
+    assert d["caller_entries"] == 0
+    assert _number(d["caller_cpu_us_per_round"]["cost_pct"])

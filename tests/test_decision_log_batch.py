@@ -8,7 +8,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import cast
 
+import msgspec
+import pytest
+
+from agents.base import Agent
 from agents.protocol.actions import Log, Send, SetTimer
 from agents.protocol.messages import CallForProposals, Message, Proposal
 from agents.runtime.flight_log import verify_log
@@ -54,3 +59,45 @@ def test_a_deferred_message_entry_is_the_dict_form_in_order(tmp_path: Path) -> N
                         "wall_at": obj["wall_at"], "n": obj["n"], "prev": obj["prev"]}
             assert raw == canonical(expected)
     assert json.loads(lines[-1])["final"] is True
+
+
+class _Earliest:
+    name = "earliest"
+
+    def score(self, cfp: CallForProposals, p: Proposal) -> float:
+        return p.finish_at
+
+
+class _Order:
+    strategy = _Earliest()
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_an_award_explains_its_call_and_then_forgets_it(segmented: bool) -> None:
+    """ADR 92: the proposals of a call are kept until its award (its *why*: every bid held
+    by the deadline, scored), then let go — not for MAX_CALLS more calls."""
+    from agents.protocol.messages import Award
+    from agents.runtime.segment_log import SegmentLog
+
+    kind = SegmentLog if segmented else DecisionLog
+    log = kind(io.BytesIO(), SigningKey.generate(), host="h", run={})
+    cfp = CallForProposals(task="o/1", order="o", kind="operation", capability="mill",
+                           op="op-1", quantity=1, earliest_start_at=1.0, due_at=99.0,
+                           reply_by_at=2.0)
+    log.on_decision("o", Timer("go", 1.0), [Send("m0", cfp, "o/1#0"), Send("m1", cfp, "o/1#0"),
+                                            Send("m2", cfp, "o/1#0")], 1.0, None)
+    for i in range(3):
+        m = _proposal(i, "o/1")
+        log.on_decision("o", Inbound(msgspec.structs.replace(m, conv="o/1#0"), 1.5), (), 1.5,
+                        None)
+    assert set(log._calls[("o", "o/1#0")].proposals) == {"m0", "m1", "m2"}
+    order = cast(Agent, _Order())      # the recorder reads only its ``strategy``
+    why = log._why("o", [Send("m0", Award("o/1", 1, 30.0, 1.5), "o/1#0")], order)
+    assert [c["resource"] for c in why[0]["candidates"]] == ["m0", "m1", "m2"]
+    assert [c["score"] for c in why[0]["candidates"]] == [31.25, 32.25, 33.25]
+    assert ("o", "o/1#0") not in log._calls
+    # a late proposal for the awarded call is not kept for anything
+    log.on_decision("o", Inbound(msgspec.structs.replace(_proposal(3, "o/1"), conv="o/1#0"),
+                                 1.8), (), 1.8, None)
+    assert ("o", "o/1#0") not in log._calls
+    log.close()

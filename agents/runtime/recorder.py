@@ -84,9 +84,9 @@ FORMATS = ("autocell-decision-log/1", FORMAT)
 GENESIS = "0" * 64
 SEGMENT_ENTRIES = 1000
 MAX_CALLS = 4096
-"""Calls whose proposals the recorder keeps for an award's ``why``, newest first: the
-oldest is dropped beyond this (an award comes seconds after its call; without a bound a
-host recording for days would keep every proposal it ever got)."""
+"""Calls whose proposals the recorder keeps for an award's ``why``, newest first: a call
+is let go at its award, and the oldest not awarded (nobody bid, an escalation) beyond this
+(without a bound a host recording for days would keep every proposal it ever got)."""
 
 
 class Recorder(Protocol):
@@ -479,7 +479,9 @@ class DecisionLog:
 
     def _why(self, agent_id: str, sends: list[Send],
              agent: Agent | None) -> list[dict[str, Any]]:
-        """Calls sent are remembered; an award gets the strategy's score of every bid."""
+        """Calls sent are remembered; an award gets the strategy's score of every bid, and
+        its call is forgotten (keeping every proposal of the last MAX_CALLS calls cost a
+        host's recorder more than all its hashing: ADR 92)."""
         out = []
         for a in sends:
             if isinstance(a.body, CallForProposals):
@@ -490,7 +492,9 @@ class DecisionLog:
                     if len(self._calls) > MAX_CALLS:    # a host records for days
                         del self._calls[next(iter(self._calls))]
             elif isinstance(a.body, Award):
-                call = self._calls.get((agent_id, a.conv))
+                # an order awards a call once (a new attempt is a new call, under a new conv):
+                # its proposals are let go here, not kept for MAX_CALLS calls (ADR 92)
+                call = self._calls.pop((agent_id, a.conv), None)
                 strategy = getattr(agent, "strategy", None)
                 if call is None or strategy is None:
                     continue

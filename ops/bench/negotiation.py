@@ -55,6 +55,12 @@ rounds alternate in blocks of :data:`BLOCK_ROUNDS` between recording off and
 on (the bidders are switched by a line on their stdin); both halves build
 the agents' actions as a runner gets them and share the machine's load, so
 ``decision_log`` compares like with like (docs/decisions.md, ADR 58).
+``--decision-log caller`` or ``bidders`` records in those processes only, the
+rounds alternating the same way (where the cost comes from, ADR 92), and
+``wakes_per_round`` counts the caller transport's reads (its event loop's
+wake-ups for the socket) per round in each half.  ``--award`` ends every round
+as a host's order does, with the award to the earliest finish (recorded with
+its *why*, then sent; after the round is timed); the default does not award.
 
 Keys are made in memory from a seed every process derives the same way
 (:func:`security.keystore.ephemeral_cell`); they protect nothing outside the
@@ -77,10 +83,11 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
-from agents.protocol.actions import Send
-from agents.protocol.messages import CallForProposals, Message, Proposal
+from agents.negotiation.strategies import EarliestFinish
+from agents.protocol.actions import Send, SetTimer
+from agents.protocol.messages import Award, CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
-from agents.runtime.journal import Inbound
+from agents.runtime.journal import Inbound, Timer
 from agents.runtime.transport import ZmqTransport
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
@@ -151,6 +158,10 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
                 assert recorder is not None
                 recorder.on_decision(msg.to, cause, actions, now, None)
             bus.send(msg.to, msg.sender, proposal, msg.conv)
+        elif recording:         # an award (``--award``): an input answered by no action here
+            assert recorder is not None
+            now = time.time()
+            recorder.on_decision(msg.to, Inbound(msg, now), (), now, None)
 
     endpoint = await bus.start(handler)
     print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
@@ -190,6 +201,33 @@ def _cfp(task: str, now: float) -> CallForProposals:
     return CallForProposals(task=task, order=CALLER, kind="operation", capability="mill",
                             op="op-1", quantity=1, earliest_start_at=now, due_at=now + 3600.0,
                             reply_by_at=now + 1.0)
+
+
+class _Order:
+    """What the recorder reads of an order agent for an award's *why*: its strategy."""
+
+    strategy = EarliestFinish()
+
+
+_ORDER = _Order()
+
+
+def _award(bus: Bus, recorder: Any, cfp: CallForProposals,
+           bids: list[tuple[str, Proposal]]) -> None:
+    """``--award``: the order's reply deadline, as its runner gets it — a timer answered by
+    the award to the earliest finish and the lease's timer — recorded (``recorder``), then
+    the award sent.  A host's order awards every call; the recorder lets the call's
+    proposals go at its award (docs/decisions.md, ADR 92)."""
+    choice = _ORDER.strategy.choose(cfp, bids)
+    if choice is None:
+        return
+    winner, p = choice
+    now = time.time()
+    body = Award(cfp.task, 1, 30.0, p.start_at)
+    actions = [Send(winner, body, cfp.task), SetTimer(f"lease:{cfp.task}", now + 30.0)]
+    if recorder is not None:
+        recorder.on_decision(CALLER, Timer(f"deadline:{cfp.task}", now), actions, now, _ORDER)
+    bus.send(CALLER, winner, body, cfp.task)
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -245,7 +283,7 @@ def _figures(rounds_s: list[float], send_s: list[float], cpu_s: float,
 
 async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                   warmup: int, cfp_mode: str = "multicast",
-                  record: bool = False) -> dict[str, Any]:
+                  record: bool | str = False, award: bool = False) -> dict[str, Any]:
     """The rounds.  With ``record`` every process keeps a decision log, and the rounds
     alternate in blocks of :data:`BLOCK_ROUNDS` between recording off and on, in the same
     processes (the caller switches the bidders with a line on their stdin between blocks):
@@ -256,7 +294,19 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
     processes = len(peers)
     cell = ephemeral_cell(roles(bidders), seed=SEED)
     bus = _bus(cell, [CALLER])
-    recorder = _recorder("caller") if record else None
+    who = _who(record)
+    alternate = who is not None     # blocks alternate; the caller records unless "bidders"
+    recorder = _recorder("caller") if who in ("all", "caller") else None
+    wakes = {False: 0, True: 0}     # the transport's reads (loop wake-ups), per mode
+    transport = bus.transport
+    assert isinstance(transport, ZmqTransport)
+    on_readable = transport._on_readable
+
+    def counted() -> None:
+        wakes[state["recording"]] += 1
+        on_readable()
+
+    transport._on_readable = counted    # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
     state: dict[str, Any] = {"task": "", "left": 0, "done": None, "t_end": 0.0,
                              "recording": False}
@@ -264,10 +314,11 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
     def handler(msg: Message) -> None:
         now = time.time()
         cause = Inbound(msg, now)       # the order's input, as its runner hands it over
-        if state["recording"]:
-            assert recorder is not None
+        if state["recording"] and recorder is not None:
             recorder.on_decision(CALLER, cause, (), now, None)
         if isinstance(msg.body, Proposal) and msg.body.task == state["task"]:
+            if award:
+                state["bids"].append((msg.sender, msg.body))
             state["left"] -= 1
             if state["left"] == 0:
                 state["t_end"] = time.perf_counter()
@@ -294,23 +345,24 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         cpu_s = {False: 0.0, True: 0.0}
         cpu0 = 0.0
         for k in range(warmup + rounds):
-            on = recorder is not None and (k - warmup) // BLOCK_ROUNDS % 2 == 1
+            on = alternate and k >= warmup and (k - warmup) // BLOCK_ROUNDS % 2 == 1
             if k >= warmup and (k - warmup) % BLOCK_ROUNDS == 0:
                 if k > warmup:
                     cpu_s[state["recording"]] += time.process_time() - cpu0
-                if recorder is not None:
+                else:
+                    wakes[False] = 0    # the warm-up's reads are not counted
+                if alternate:
                     await loop.run_in_executor(None, _tell_peers, peers,
                                                "record on" if on else "record off")
                 state["recording"] = on
                 bus.wire = recorder.tap if on and recorder is not None else None
                 cpu0 = time.process_time()
             task = f"{CALLER}/{k}"
-            state.update(task=task, left=bidders, done=loop.create_future())
+            state.update(task=task, left=bidders, done=loop.create_future(), bids=[])
             t0 = time.perf_counter()
             cfp = _cfp(task, time.time())
             sends = [Send(b, cfp, task) for b in ids]   # the order's call, as a runner gets it
-            if on:
-                assert recorder is not None
+            if on and recorder is not None:
                 recorder.on_decision(CALLER, None, sends, cfp.earliest_start_at, None)
             if cfp_mode == "multicast":
                 bus.send_many(CALLER, ids, cfp, task)
@@ -322,10 +374,13 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
             if k >= warmup:
                 rounds_s[on].append(state["t_end"] - t0)
                 send_s[on].append(t_sent - t0)
+            if award:   # the order's deadline: award the earliest finish (not timed)
+                _award(bus, recorder if on else None, cfp, state["bids"])
         cpu_s[state["recording"]] += time.process_time() - cpu0
         rejected = dict(bus.stats.rejected)
         received = bus.stats.received["propose"]
-        cfp_envelopes = bus.sealed(CALLER)      # the caller seals nothing but cfps
+        # the caller seals nothing but cfps (and an award a round with --award)
+        cfp_envelopes = bus.sealed(CALLER) - (warmup + rounds if award else 0)
     finally:
         peer_rejected: dict[str, int] = {}
         for p in peers:
@@ -349,9 +404,11 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         # envelopes (signatures) per round for the cfp: 1 for multicast (more than 1 would
         # mean send_many fell back), B for unicast
         "cfp_envelopes_per_round": round(cfp_envelopes / (rounds + warmup), 3)}
-    if recorder is not None:
+    if alternate:
+        out["wakes_per_round"] = round(wakes[False] / max(1, len(rounds_s[False])), 2)
         out["with"] = _figures(rounds_s[True], send_s[True], cpu_s[True], len(rounds_s[True]))
-        out["with"]["entries"] = recorder.entries
+        out["with"]["entries"] = 0 if recorder is None else recorder.entries
+        out["with"]["wakes_per_round"] = round(wakes[True] / max(1, len(rounds_s[True])), 2)
     return out
 
 
@@ -371,8 +428,24 @@ def default_layouts(bidders: int) -> list[int]:
     return out
 
 
+RECORDERS = ("all", "caller", "bidders")
+"""Who records with ``--decision-log``: every process (the issue's figure), or only the
+caller or only the bidder processes (to see where the cost comes from: ADR 92)."""
+
+
+def _who(record: bool | str) -> str | None:
+    if record is True:
+        return "all"
+    if not record:
+        return None
+    if record not in RECORDERS:
+        raise ValueError(f"record must be one of {', '.join(RECORDERS)}")
+    return str(record)
+
+
 def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None = None,
-        warmup: int = 20, cfp: str = "multicast", record: bool = False) -> dict[str, Any]:
+        warmup: int = 20, cfp: str = "multicast", record: bool | str = False,
+        award: bool = False) -> dict[str, Any]:
     """Measure each layout in turn; the top-level keys are the first layout's (the
     headline), ``layouts`` has every layout's figures, ``targets`` judges both."""
     layouts = (default_layouts(bidders) if processes is None
@@ -384,18 +457,23 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
     results = []
     for procs in layouts:
         peers = _spawn_peers(bidders, procs)
-        r = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp))
+        r = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, award=award))
         r["load_average_1m"] = round(os.getloadavg()[0], 2)
         results.append(r)
     r = dict(results[0])
-    if record:      # the headline layout again, every process recording every other block
-        peers = _spawn_peers(bidders, layouts[0], record=True)
-        both = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, record=True))
+    who = _who(record)
+    if who is not None:     # the headline layout again, recording every other block
+        peers = _spawn_peers(bidders, layouts[0], record=who in ("all", "bidders"))
+        both = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, record=who,
+                                   award=award))
         r["decision_log"] = {
             k: {"without": both[k], "with": both["with"][k],
                 "cost_pct": (round(100.0 * (both["with"][k] - both[k]) / both[k], 2)
                              if both[k] else None)}
-            for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round")}
+            for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round",
+                      "wakes_per_round")}
+        r["decision_log"]["recording"] = who
+        r["decision_log"]["award"] = award
         r["decision_log"]["block_rounds"] = BLOCK_ROUNDS
         r["decision_log"]["caller_entries"] = both["with"]["entries"]
     rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
