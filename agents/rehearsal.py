@@ -261,6 +261,8 @@ class OrderRehearsal:
         self.current: Plan | None = None
         self.last: Plan | None = None
         self.results: dict[int, dict[str, tuple[float, ...]]] = {}
+        #: the collector, energy-aware orders: every order's slots per pass (gap pricing)
+        self.slots: dict[int, dict[str, list[object]]] = {}
         # makespan, at, bound, and the cell's energy cost (energy-aware orders)
         self.summaries: dict[int, tuple[float, float, float, float]] = {}
         self.now_pass: _OrderPass | None = None
@@ -351,8 +353,9 @@ class OrderRehearsal:
                                                   energy)
                 return self._maybe_next(now)
             if body.orders == 1 and self._collector(body.rehearsal) == self.order:
+                slots = body.slots if isinstance(body, ExploreResultPriced) else []
                 return self._collect(body.rehearsal, sender, (
-                    body.completion_at, body.at, body.bound, body.work_s, energy), now)
+                    body.completion_at, body.at, body.bound, body.work_s, energy), now, slots)
             return []
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
@@ -422,24 +425,52 @@ class OrderRehearsal:
         assert self.now_pass is not None
         return sum(self._price(pos, m, s, f) for pos, (m, s, f) in self.now_pass.placed.items())
 
+    def _slots(self) -> list[object]:
+        """The current pass's operations, ``[machine, start, finish]`` in its own time."""
+        assert self.now_pass is not None
+        return [[m, s, f] for _, (m, s, f) in sorted(self.now_pass.placed.items())]
+
+    def _gaps_cost(self, number: int, makespan: float, slots: list[object]) -> float:
+        """The collector: what the gaps between operations on each machine cost beyond
+        the floor (agents/energy/rehearsal.py ``PlanPricing.gaps_cost``), from every
+        order's ``slots`` of pass ``number``; a backward pass's slots mirrored about its
+        own makespan, on the cell clock.  Malformed entries are left out."""
+        assert self.pricing is not None
+        p = self.now_pass
+        backward = p is not None and p.number == number and p.backward
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for e in slots:
+            if not (isinstance(e, list) and len(e) == 3 and isinstance(e[0], str)
+                    and _number(e[1]) and _number(e[2])):
+                continue
+            a, b = float(e[1]), float(e[2])
+            if backward:
+                a, b = makespan - b, makespan - a
+            spans.setdefault(e[0], []).append((self.started_at + a, self.started_at + b))
+        return self.pricing.gaps_cost(spans)
+
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
         energy = 0.0 if self.pricing is None else self._pass_cost()
         mine = (completion_at, now, self.bound, self.work_total_s, energy)
         collector = self._collector(number)
+        slots = self._slots() if self.pricing is not None else []
         if collector == self.order:
-            return self._collect(number, self.order, mine, now)
+            return self._collect(number, self.order, mine, now, slots)
         if self.pricing is not None:
-            return [Send(collector, ExploreResultPriced(number, *mine[:4], energy_cost=energy),
-                         self.conv)]
+            return [Send(collector, ExploreResultPriced(number, *mine[:4], energy_cost=energy,
+                                                        slots=slots), self.conv)]
         return [Send(collector, ExploreResult(number, *mine[:4]), self.conv)]
 
     def _collect(self, number: int, sender: str, result: tuple[float, ...],
-                 now: float) -> list[Action]:
-        """The collector: once every order reported, tell them all (and itself) the sum."""
+                 now: float, slots: list[object] | None = None) -> list[Action]:
+        """The collector: once every order reported, tell them all (and itself) the sum
+        (energy-aware orders: with the gaps between operations on each machine priced)."""
         got = self.results.setdefault(number, {})
         got[sender] = result
+        if self.pricing is not None:
+            self.slots.setdefault(number, {})[sender] = list(slots or [])
         if len(got) < len(self.peers) or number in self.summaries:
             return []
         total = (max(r[0] for r in got.values()), max(r[1] for r in got.values()),
@@ -448,6 +479,9 @@ class OrderRehearsal:
                  sum(r[3] for r in got.values()))
         energy = sum(r[4] for r in got.values())
         del self.results[number]
+        if self.pricing is not None:
+            every = [e for _, part in sorted(self.slots.pop(number, {}).items()) for e in part]
+            energy += self._gaps_cost(number, total[0], every)
         self.summaries[number] = (*total[:3], energy)
         if self.pricing is not None:
             out: list[Action] = [

@@ -76,6 +76,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agents.cell.energy import WEEK_S
+from agents.cell.tariff import standby_saving
 
 from .aware import MachineEnergy
 
@@ -142,6 +143,41 @@ class PlanPricing:
             kw = self.floor_kw(machine)
             if kw > 0:
                 total += energy.tariff.cost(kw, start_at, finish_at)
+        return total
+
+    def gap_cost(self, machine: str, start_at: float, finish_at: float) -> float:
+        """What a gap ``[start_at, finish_at)`` (cell time) between two operations on
+        ``machine`` costs beyond its floor, which :meth:`floor_cost` already counts over
+        it: the machine's own rule (:meth:`MachineEnergy.worth_sleeping`) — a gap shorter
+        than its standby break-even is idled (idle less standby over the gap), a longer
+        one slept through in standby and woken ``wake_s`` before its end (one wake-up's
+        energy less the standby it replaces: :func:`standby_saving`).  0 where the floor
+        is idle (no break-even), without a price or with ``price_idle`` off."""
+        energy = self.machines.get(machine)
+        draw = getattr(energy, "draw", None)
+        if not self.price_idle or energy is None or draw is None or finish_at <= start_at \
+                or energy.break_even_s is None:
+            return 0.0
+        tou = energy.tariff
+        idle = tou.cost(draw.idle, start_at, finish_at)
+        if energy.worth_sleeping(finish_at - start_at):
+            saving = standby_saving(tou, start_at, finish_at, idle_kw=draw.idle,
+                                    standby_kw=draw.standby_kw, wake_s=energy.wake_s,
+                                    wake_kwh=draw.wake.standby.energy_kwh)
+            idle -= saving or 0.0
+        return idle - tou.cost(draw.standby_kw, start_at, finish_at)
+
+    def gaps_cost(self, slots: Mapping[str, list[tuple[float, float]]]) -> float:
+        """:meth:`gap_cost` of every gap between two operations of a plan, per machine
+        (``slots``: machine -> its operations' ``(start, finish)`` in cell time; the time
+        before the first and after the last stays at the floor)."""
+        total = 0.0
+        for machine, spans in sorted(slots.items()):
+            end = None
+            for a, b in sorted(spans):
+                if end is not None and a > end:
+                    total += self.gap_cost(machine, end, a)
+                end = b if end is None else max(end, b)
         return total
 
     def mean_cost(self, machine: str, capability: str, quantity: int) -> float | None:
