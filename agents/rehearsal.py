@@ -187,6 +187,8 @@ class Plan:
     score: float = 0.0
     #: the cell's energy cost of the plan as priced (energy-aware orders), else 0
     cost: float = 0.0
+    #: the plan of a backward pass, mirrored: priced at its right-justified times
+    backward: bool = False
 
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
@@ -517,13 +519,22 @@ class OrderRehearsal:
         spent = self.ended_at - self.started_at
         if self.energy_from is None and (
                 p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan):
-            if self.pricing is None or self.pricing.energy_passes <= 0:
+            if self.pricing is None or self._after_loop() <= 0:
                 return self.stop("done")
             self.energy_from = p.number + 1      # the loop is over: the energy passes follow
         if self.energy_from is not None and self.pricing is not None \
-                and p.number + 1 >= self.energy_from + self.pricing.energy_passes:
+                and p.number + 1 >= self.energy_from + self._after_loop():
             return self.stop("done")
         return self._begin(p.number + 1, now)
+
+    def _after_loop(self) -> int:
+        """How many passes follow the loop (energy-aware orders): the energy passes; else,
+        with ``pricing.retime``, one that re-times the plan kept if a backward pass gave it
+        (it was priced at its right-justified times); else none."""
+        assert self.pricing is not None
+        if self.pricing.energy_passes > 0:
+            return self.pricing.energy_passes
+        return int(self.pricing.retime and self.best is not None and self.best.backward)
 
     def _move(self, number: int) -> list[list[str]]:
         """An energy pass's machines: each operation at its machine in the kept plan; if
@@ -563,7 +574,7 @@ class OrderRehearsal:
             rows = [p.placed[n - 1 - k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows),
                         tuple(makespan - r[2] for r in rows), tuple(makespan - r[1] for r in rows),
-                        score, cost)
+                        score, cost, backward=True)
         else:
             rows = [p.placed[k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
@@ -622,7 +633,12 @@ class OrderRehearsal:
         for q in self.banded[1:]:
             if rank(q) < rank(best):
                 best = q
-        if energy:
+        if energy and self.pricing.energy_passes <= 0:
+            # the re-timing pass alone (``pricing.retime``): the backward passes' plans,
+            # priced where the run does not put them, give way to the kept one re-timed
+            self.banded = [q for q in self.banded if not q.backward]
+            best = min(self.banded, key=rank) if self.banded else plan
+        elif energy:
             if self.moved is None or (plan.makespan <= limit
                                       and plan.cost < self.moved.cost - 1e-12):
                 self.moved = plan
