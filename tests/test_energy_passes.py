@@ -141,7 +141,7 @@ def test_the_order_strategy_turns_the_energy_passes_on() -> None:
 
 
 def test_retime_replaces_a_kept_backward_plan_with_its_left_justified_timing() -> None:
-    """``retime`` (no energy passes): a plan kept from a backward pass, priced at its
+    """``retime`` (no energy passes; on by default): a plan kept from a backward pass, priced at its
     right-justified times, is re-timed in one more pass; the backward plans give way, and
     the kept plan is the least score among the forward plans and the re-timed one."""
     from agents.rehearsal import Plan
@@ -169,7 +169,7 @@ def test_retime_replaces_a_kept_backward_plan_with_its_left_justified_timing() -
     assert r._after_loop() == 0
     r = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["a"], quantity=1,
                        work_s=[600.0], machines=["m1"], peers=["o1"], passes=LOOP,
-                       rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0))
+                       rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, retime=False))
     r._learn_banded(plan(90.0, backward=True))
     assert r._after_loop() == 0
 
@@ -179,10 +179,11 @@ def test_retime_in_a_rehearsal_never_ends_on_a_backward_plan() -> None:
     routes = {"o1": [("b", ["m2", "m1"]), ("b", ["m1", "m2"])],
               "o2": [("a", ["m1", "m2"]), ("a", ["m2"])],
               "o3": [("a", ["m2", "m1"]), ("a", ["m2"]), ("a", ["m1"])]}
-    p = pricing(0)
-    plain = rehearse(routes, p)
-    retimed = rehearse(routes, PlanPricing(p.machines, p.setup_s, p.s_per_money,
-                                           durations=p.durations, retime=True))
+    p = pricing(0)                             # retime on: the default
+    plain = rehearse(routes, PlanPricing(p.machines, p.setup_s, p.s_per_money,
+                                         durations=p.durations, retime=False))
+    retimed = rehearse(routes, p)
+    assert p.retime
     was = plain["o1"].best
     assert was is not None and was.backward
     for o in routes:
@@ -195,7 +196,8 @@ def test_retime_in_a_rehearsal_never_ends_on_a_backward_plan() -> None:
         assert last is not None and last.machine == before.machine and not last.backward
         # the kept plan: the least score among the forward plans in the band
         assert b.score == min(q.score for q in retimed[o].banded)
-    assert plan_pricing({"m1": MachineAgent(
-        "m1", timing=Timing(), strategy=EnergyAwareResource(), location="x",
-        capabilities={"op": 600.0}, energy=MachineEnergy(TOU, HUNGRY))},
-        EnergyCost(retime=True)).retime   # type: ignore[union-attr]
+    machine = MachineAgent("m1", timing=Timing(), strategy=EnergyAwareResource(), location="x",
+                           capabilities={"op": 600.0}, energy=MachineEnergy(TOU, HUNGRY))
+    on, off = plan_pricing({"m1": machine}, EnergyCost()), \
+        plan_pricing({"m1": machine}, EnergyCost(retime=False))
+    assert on is not None and on.retime and off is not None and not off.retime

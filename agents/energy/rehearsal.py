@@ -108,8 +108,8 @@ class PlanPricing:
     energy_passes: int = 0
     #: without energy passes: re-time a plan kept from a backward pass, left-justified as
     #: the run executes it, in one more pass, and keep the least score among it and the
-    #: forward passes' plans (the energy passes' first pass does this already)
-    retime: bool = False
+    #: forward passes' plans (the energy passes' first pass does this already; ADR 93)
+    retime: bool = True
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
@@ -239,4 +239,4 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
                        {aid: dict(getattr(agents[aid], "capabilities", {})) for aid in priced},
                        PRICED_DISPATCH if getattr(order_strategy, "priced_dispatch", False)
                        else (), int(getattr(order_strategy, "energy_passes", 0) or 0),
-                       bool(getattr(order_strategy, "retime", False)))
+                       bool(getattr(order_strategy, "retime", True)))
