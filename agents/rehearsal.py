@@ -90,8 +90,11 @@ are seeds like the others (``self.seeds``).  If it names ``energy_passes`` (orde
 strategy ``energy_passes``), that many *energy passes* follow the loop: the plan
 kept re-timed, then re-run with one operation of one order moved to a machine that
 uses less energy, each kept if within the band and cheaper; the band less the time
-rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without ``pricing`` nothing
-here changes.
+rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without them, with ``retime``
+(the default), a plan kept from a backward pass is re-timed in one such pass that moves
+nothing.  The collector also prices the gaps between operations on each machine from
+every order's slots (``PlanPricing.gaps_cost``).  Without ``pricing`` nothing here
+changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan

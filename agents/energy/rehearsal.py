@@ -27,11 +27,16 @@ the tariff in force then.  With ``price_idle`` (the default, fourth round)
 the plan also pays for the time machines are out of work: every machine at
 its *floor* — standby if sleeping can pay (an aware machine sleeps through
 gaps past its break-even), else idle — over the plan's horizon, and each slot
-the step from the floor to idle.  The sum is exactly the cell's energy cost
-if every machine slept whenever out of work (short gaps, which stay idle, and
-the wake-ups are left out), and it splits by slot, so each order prices its
-own slots and the collector's sum stays one number; the floor over the
-horizon depends on the makespan only, so every order adds the same.  A plan
+the step from the floor to idle.  That part splits by slot, so each order
+prices its own slots; the floor over the horizon depends on the makespan only,
+so every order adds the same.  The gaps between two operations on a machine
+are priced by the pass's collector, which alone sees every order's slots
+(``explore_result_priced`` carries them; ADR 93): a gap shorter than the
+machine's standby break-even is idled (idle less the floor over it), a longer
+one slept through in standby and woken ``wake_s`` before its end (one
+wake-up's energy less the standby it replaces) — the rule the machine itself
+follows (:meth:`PlanPricing.gap_cost`).  Before the first operation and after
+the last, the machine stays at its floor.  A plan
 that packs work onto fewer machines, or ends sooner, pays less floor.  Rehearsal time 0 is priced as the cell clock at which
 the rehearsal started; the plan runs a rehearsal's length later (at most
 ``rehearsal_budget_share`` of the makespan), which moves no slot across a
@@ -47,6 +52,13 @@ low-power machine then gets the operation where a plain dispatch gives it to
 the first machine free.  Measured on mk01–mk09 their plans were never kept:
 the keyed passes find shorter plans and these fall outside the makespan band
 (docs/energy.md, ADR 78).
+
+**Re-timing the plan kept** (order strategy ``retime``, on by default; ADR 93): without
+energy passes, if the loop's plan kept came from a backward pass — priced at its mirrored,
+right-justified times, which the run does not keep — one more pass re-times it
+left-justified on its machines (the energy passes' first pass, below) and prices it there;
+the backward passes' plans then leave the band, and the plan kept is the least score
+among the forward plans and the re-timed one.
 
 **Energy passes** (order strategy ``energy_passes`` = N > 0, off by default; ADR 90):
 once the forward-backward loop ends, N more keyed passes, each order sending its
