@@ -277,6 +277,8 @@ class OrderRehearsal:
         self.energy_from: int | None = None
         #: ... and the plan they build on: the kept plan re-timed, then each cheaper move
         self.moved: Plan | None = None
+        #: ... and how many passes follow the loop (``_after_loop`` when it ended)
+        self.after_loop = 0
         self.finished = False
         self.conv = f"{order}/rehearsal"
 
@@ -525,8 +527,9 @@ class OrderRehearsal:
             if self.pricing is None or self._after_loop() <= 0:
                 return self.stop("done")
             self.energy_from = p.number + 1      # the loop is over: the energy passes follow
+            self.after_loop = self._after_loop()
         if self.energy_from is not None and self.pricing is not None \
-                and p.number + 1 >= self.energy_from + self._after_loop():
+                and p.number + 1 >= self.energy_from + self.after_loop:
             return self.stop("done")
         return self._begin(p.number + 1, now)
 
