@@ -90,8 +90,11 @@ are seeds like the others (``self.seeds``).  If it names ``energy_passes`` (orde
 strategy ``energy_passes``), that many *energy passes* follow the loop: the plan
 kept re-timed, then re-run with one operation of one order moved to a machine that
 uses less energy, each kept if within the band and cheaper; the band less the time
-rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without ``pricing`` nothing
-here changes.
+rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without them, with ``retime``
+(the default), a plan kept from a backward pass is re-timed in one such pass that moves
+nothing.  The collector also prices the gaps between operations on each machine from
+every order's slots (``PlanPricing.gaps_cost``).  Without ``pricing`` nothing here
+changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan
@@ -187,6 +190,8 @@ class Plan:
     score: float = 0.0
     #: the cell's energy cost of the plan as priced (energy-aware orders), else 0
     cost: float = 0.0
+    #: the plan of a backward pass, mirrored: priced at its right-justified times
+    backward: bool = False
 
 
 def pass_keys(p: int, *, first: list[float], best: Plan | None, current: Plan | None,
@@ -261,6 +266,8 @@ class OrderRehearsal:
         self.current: Plan | None = None
         self.last: Plan | None = None
         self.results: dict[int, dict[str, tuple[float, ...]]] = {}
+        #: the collector, energy-aware orders: every order's slots per pass (gap pricing)
+        self.slots: dict[int, dict[str, list[object]]] = {}
         # makespan, at, bound, and the cell's energy cost (energy-aware orders)
         self.summaries: dict[int, tuple[float, float, float, float]] = {}
         self.now_pass: _OrderPass | None = None
@@ -270,6 +277,8 @@ class OrderRehearsal:
         self.energy_from: int | None = None
         #: ... and the plan they build on: the kept plan re-timed, then each cheaper move
         self.moved: Plan | None = None
+        #: ... and how many passes follow the loop (``_after_loop`` when it ended)
+        self.after_loop = 0
         self.finished = False
         self.conv = f"{order}/rehearsal"
 
@@ -351,8 +360,9 @@ class OrderRehearsal:
                                                   energy)
                 return self._maybe_next(now)
             if body.orders == 1 and self._collector(body.rehearsal) == self.order:
+                slots = body.slots if isinstance(body, ExploreResultPriced) else []
                 return self._collect(body.rehearsal, sender, (
-                    body.completion_at, body.at, body.bound, body.work_s, energy), now)
+                    body.completion_at, body.at, body.bound, body.work_s, energy), now, slots)
             return []
         p = self.now_pass
         if p is None or self.finished or not isinstance(body, ExploreQuote) \
@@ -422,24 +432,52 @@ class OrderRehearsal:
         assert self.now_pass is not None
         return sum(self._price(pos, m, s, f) for pos, (m, s, f) in self.now_pass.placed.items())
 
+    def _slots(self) -> list[object]:
+        """The current pass's operations, ``[machine, start, finish]`` in its own time."""
+        assert self.now_pass is not None
+        return [[m, s, f] for _, (m, s, f) in sorted(self.now_pass.placed.items())]
+
+    def _gaps_cost(self, number: int, makespan: float, slots: list[object]) -> float:
+        """The collector: what the gaps between operations on each machine cost beyond
+        the floor (agents/energy/rehearsal.py ``PlanPricing.gaps_cost``), from every
+        order's ``slots`` of pass ``number``; a backward pass's slots mirrored about its
+        own makespan, on the cell clock.  Malformed entries are left out."""
+        assert self.pricing is not None
+        p = self.now_pass
+        backward = p is not None and p.number == number and p.backward
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for e in slots:
+            if not (isinstance(e, list) and len(e) == 3 and isinstance(e[0], str)
+                    and _number(e[1]) and _number(e[2])):
+                continue
+            a, b = float(e[1]), float(e[2])
+            if backward:
+                a, b = makespan - b, makespan - a
+            spans.setdefault(e[0], []).append((self.started_at + a, self.started_at + b))
+        return self.pricing.gaps_cost(spans)
+
     def _completed(self, completion_at: float, now: float) -> list[Action]:
         assert self.now_pass is not None
         number = self.now_pass.number
         energy = 0.0 if self.pricing is None else self._pass_cost()
         mine = (completion_at, now, self.bound, self.work_total_s, energy)
         collector = self._collector(number)
+        slots = self._slots() if self.pricing is not None else []
         if collector == self.order:
-            return self._collect(number, self.order, mine, now)
+            return self._collect(number, self.order, mine, now, slots)
         if self.pricing is not None:
-            return [Send(collector, ExploreResultPriced(number, *mine[:4], energy_cost=energy),
-                         self.conv)]
+            return [Send(collector, ExploreResultPriced(number, *mine[:4], energy_cost=energy,
+                                                        slots=slots), self.conv)]
         return [Send(collector, ExploreResult(number, *mine[:4]), self.conv)]
 
     def _collect(self, number: int, sender: str, result: tuple[float, ...],
-                 now: float) -> list[Action]:
-        """The collector: once every order reported, tell them all (and itself) the sum."""
+                 now: float, slots: list[object] | None = None) -> list[Action]:
+        """The collector: once every order reported, tell them all (and itself) the sum
+        (energy-aware orders: with the gaps between operations on each machine priced)."""
         got = self.results.setdefault(number, {})
         got[sender] = result
+        if self.pricing is not None:
+            self.slots.setdefault(number, {})[sender] = list(slots or [])
         if len(got) < len(self.peers) or number in self.summaries:
             return []
         total = (max(r[0] for r in got.values()), max(r[1] for r in got.values()),
@@ -448,6 +486,9 @@ class OrderRehearsal:
                  sum(r[3] for r in got.values()))
         energy = sum(r[4] for r in got.values())
         del self.results[number]
+        if self.pricing is not None:
+            every = [e for _, part in sorted(self.slots.pop(number, {}).items()) for e in part]
+            energy += self._gaps_cost(number, total[0], every)
         self.summaries[number] = (*total[:3], energy)
         if self.pricing is not None:
             out: list[Action] = [
@@ -483,13 +524,23 @@ class OrderRehearsal:
         spent = self.ended_at - self.started_at
         if self.energy_from is None and (
                 p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan):
-            if self.pricing is None or self.pricing.energy_passes <= 0:
+            if self.pricing is None or self._after_loop() <= 0:
                 return self.stop("done")
             self.energy_from = p.number + 1      # the loop is over: the energy passes follow
+            self.after_loop = self._after_loop()
         if self.energy_from is not None and self.pricing is not None \
-                and p.number + 1 >= self.energy_from + self.pricing.energy_passes:
+                and p.number + 1 >= self.energy_from + self.after_loop:
             return self.stop("done")
         return self._begin(p.number + 1, now)
+
+    def _after_loop(self) -> int:
+        """How many passes follow the loop (energy-aware orders): the energy passes; else,
+        with ``pricing.retime``, one that re-times the plan kept if a backward pass gave it
+        (it was priced at its right-justified times); else none."""
+        assert self.pricing is not None
+        if self.pricing.energy_passes > 0:
+            return self.pricing.energy_passes
+        return int(self.pricing.retime and self.best is not None and self.best.backward)
 
     def _move(self, number: int) -> list[list[str]]:
         """An energy pass's machines: each operation at its machine in the kept plan; if
@@ -529,7 +580,7 @@ class OrderRehearsal:
             rows = [p.placed[n - 1 - k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows),
                         tuple(makespan - r[2] for r in rows), tuple(makespan - r[1] for r in rows),
-                        score, cost)
+                        score, cost, backward=True)
         else:
             rows = [p.placed[k] for k in range(n)]
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
@@ -588,7 +639,12 @@ class OrderRehearsal:
         for q in self.banded[1:]:
             if rank(q) < rank(best):
                 best = q
-        if energy:
+        if energy and self.pricing.energy_passes <= 0:
+            # the re-timing pass alone (``pricing.retime``): the backward passes' plans,
+            # priced where the run does not put them, give way to the kept one re-timed
+            self.banded = [q for q in self.banded if not q.backward]
+            best = min(self.banded, key=rank) if self.banded else plan
+        elif energy:
             if self.moved is None or (plan.makespan <= limit
                                       and plan.cost < self.moved.cost - 1e-12):
                 self.moved = plan

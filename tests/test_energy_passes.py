@@ -46,7 +46,7 @@ def pricing(energy_passes: int, *, b_s: float = 650.0) -> PlanPricing:
 
 
 def rehearse(routes: dict[str, list[tuple[str, list[str]]]], p: PlanPricing, *,
-             seed: int = 0) -> dict[str, OrderRehearsal]:
+             seed: int = 0, passes: int = LOOP) -> dict[str, OrderRehearsal]:
     """A rehearsal of ``LOOP`` passes and ``p.energy_passes`` energy passes among orders
     whose operations are (capability, machines)."""
     ids = sorted(routes)
@@ -54,7 +54,7 @@ def rehearse(routes: dict[str, list[tuple[str, list[str]]]], p: PlanPricing, *,
     ors = {o: OrderRehearsal(
         o, alternatives=[ms for _, ms in routes[o]], capabilities=[c for c, _ in routes[o]],
         quantity=1, work_s=[min(p.durations[m][c] for m in ms) for c, ms in routes[o]],
-        machines=machines, peers=ids, passes=LOOP, rng=random.Random(f"{seed}/{o}"),
+        machines=machines, peers=ids, passes=passes, rng=random.Random(f"{seed}/{o}"),
         budget_share=1.0, pricing=p) for o in ids}
     mrs = {m: MachineRehearsal(m, orders=ids, duration_s=dict(p.durations[m]))
            for m in machines}
@@ -138,3 +138,66 @@ def test_the_order_strategy_turns_the_energy_passes_on() -> None:
     off = plan_pricing({"m1": machine}, EnergyCost())
     assert on is not None and on.energy_passes == 12
     assert off is not None and off.energy_passes == 0
+
+
+def test_retime_replaces_a_kept_backward_plan_with_its_left_justified_timing() -> None:
+    """``retime`` (no energy passes; on by default): a plan kept from a backward pass, priced at its
+    right-justified times, is re-timed in one more pass; the backward plans give way, and
+    the kept plan is the least score among the forward plans and the re-timed one."""
+    from agents.rehearsal import Plan
+
+    def plan(score: float, *, backward: bool = False) -> Plan:
+        return Plan(1000.0, ("m1",), (0.0,), (1000.0,), score, score / 600.0,
+                    backward=backward)
+
+    for retimed, kept in ((95.0, 95.0), (105.0, 100.0)):
+        r = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["a"], quantity=1,
+                           work_s=[600.0], machines=["m1"], peers=["o1"], passes=LOOP,
+                           rng=random.Random(0),
+                           pricing=PlanPricing({}, {}, 600.0, retime=True))
+        for p in (plan(100.0), plan(90.0, backward=True)):
+            r._learn_banded(p)
+        assert r.best is not None and r.best.backward and r._after_loop() == 1
+        r._learn_banded(plan(retimed), energy=True)
+        assert r.best is not None and not r.best.backward and r.best.score == kept
+        assert all(not q.backward for q in r.banded)
+    # a forward plan kept: nothing to re-time; without ``retime``: nothing either
+    r = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["a"], quantity=1,
+                       work_s=[600.0], machines=["m1"], peers=["o1"], passes=LOOP,
+                       rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, retime=True))
+    r._learn_banded(plan(100.0))
+    assert r._after_loop() == 0
+    r = OrderRehearsal("o1", alternatives=[["m1"]], capabilities=["a"], quantity=1,
+                       work_s=[600.0], machines=["m1"], peers=["o1"], passes=LOOP,
+                       rng=random.Random(0), pricing=PlanPricing({}, {}, 600.0, retime=False))
+    r._learn_banded(plan(90.0, backward=True))
+    assert r._after_loop() == 0
+
+
+def test_retime_in_a_rehearsal_never_ends_on_a_backward_plan() -> None:
+    # the loop alone (one backward, one forward pass) keeps the backward pass's plan here
+    routes = {"o1": [("b", ["m2", "m1"]), ("b", ["m1", "m2"])],
+              "o2": [("a", ["m1", "m2"]), ("a", ["m2"])],
+              "o3": [("a", ["m2", "m1"]), ("a", ["m2"]), ("a", ["m1"])]}
+    p = pricing(0)                             # retime on: the default
+    plain = rehearse(routes, PlanPricing(p.machines, p.setup_s, p.s_per_money,
+                                         durations=p.durations, retime=False))
+    retimed = rehearse(routes, p)
+    assert p.retime
+    was = plain["o1"].best
+    assert was is not None and was.backward
+    for o in routes:
+        b, before = retimed[o].best, plain[o].best
+        assert b is not None and before is not None and not b.backward
+        # one more pass, which re-times the kept plan on its own machines
+        assert len(retimed[o].makespans) == len(plain[o].makespans) + 1
+        assert retimed[o].makespans[-1] <= before.makespan + 1e-9
+        last = retimed[o].last
+        assert last is not None and last.machine == before.machine and not last.backward
+        # the kept plan: the least score among the forward plans in the band
+        assert b.score == min(q.score for q in retimed[o].banded)
+    machine = MachineAgent("m1", timing=Timing(), strategy=EnergyAwareResource(), location="x",
+                           capabilities={"op": 600.0}, energy=MachineEnergy(TOU, HUNGRY))
+    on, off = plan_pricing({"m1": machine}, EnergyCost()), \
+        plan_pricing({"m1": machine}, EnergyCost(retime=False))
+    assert on is not None and on.retime and off is not None and not off.retime

@@ -27,11 +27,16 @@ the tariff in force then.  With ``price_idle`` (the default, fourth round)
 the plan also pays for the time machines are out of work: every machine at
 its *floor* — standby if sleeping can pay (an aware machine sleeps through
 gaps past its break-even), else idle — over the plan's horizon, and each slot
-the step from the floor to idle.  The sum is exactly the cell's energy cost
-if every machine slept whenever out of work (short gaps, which stay idle, and
-the wake-ups are left out), and it splits by slot, so each order prices its
-own slots and the collector's sum stays one number; the floor over the
-horizon depends on the makespan only, so every order adds the same.  A plan
+the step from the floor to idle.  That part splits by slot, so each order
+prices its own slots; the floor over the horizon depends on the makespan only,
+so every order adds the same.  The gaps between two operations on a machine
+are priced by the pass's collector, which alone sees every order's slots
+(``explore_result_priced`` carries them; ADR 93): a gap shorter than the
+machine's standby break-even is idled (idle less the floor over it), a longer
+one slept through in standby and woken ``wake_s`` before its end (one
+wake-up's energy less the standby it replaces) — the rule the machine itself
+follows (:meth:`PlanPricing.gap_cost`).  Before the first operation and after
+the last, the machine stays at its floor.  A plan
 that packs work onto fewer machines, or ends sooner, pays less floor.  Rehearsal time 0 is priced as the cell clock at which
 the rehearsal started; the plan runs a rehearsal's length later (at most
 ``rehearsal_budget_share`` of the makespan), which moves no slot across a
@@ -47,6 +52,13 @@ low-power machine then gets the operation where a plain dispatch gives it to
 the first machine free.  Measured on mk01–mk09 their plans were never kept:
 the keyed passes find shorter plans and these fall outside the makespan band
 (docs/energy.md, ADR 78).
+
+**Re-timing the plan kept** (order strategy ``retime``, on by default; ADR 93): without
+energy passes, if the loop's plan kept came from a backward pass — priced at its mirrored,
+right-justified times, which the run does not keep — one more pass re-times it
+left-justified on its machines (the energy passes' first pass, below) and prices it there;
+the backward passes' plans then leave the band, and the plan kept is the least score
+among the forward plans and the re-timed one.
 
 **Energy passes** (order strategy ``energy_passes`` = N > 0, off by default; ADR 90):
 once the forward-backward loop ends, N more keyed passes, each order sending its
@@ -76,6 +88,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agents.cell.energy import WEEK_S
+from agents.cell.tariff import standby_saving
 
 from .aware import MachineEnergy
 
@@ -105,6 +118,10 @@ class PlanPricing:
     #: energy passes after the forward-backward loop; with any, the plan kept is the
     #: least energy cost within the makespan band
     energy_passes: int = 0
+    #: without energy passes: re-time a plan kept from a backward pass, left-justified as
+    #: the run executes it, in one more pass, and keep the least score among it and the
+    #: forward passes' plans (the energy passes' first pass does this already; ADR 93)
+    retime: bool = True
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
@@ -142,6 +159,41 @@ class PlanPricing:
             kw = self.floor_kw(machine)
             if kw > 0:
                 total += energy.tariff.cost(kw, start_at, finish_at)
+        return total
+
+    def gap_cost(self, machine: str, start_at: float, finish_at: float) -> float:
+        """What a gap ``[start_at, finish_at)`` (cell time) between two operations on
+        ``machine`` costs beyond its floor, which :meth:`floor_cost` already counts over
+        it: the machine's own rule (:meth:`MachineEnergy.worth_sleeping`) — a gap shorter
+        than its standby break-even is idled (idle less standby over the gap), a longer
+        one slept through in standby and woken ``wake_s`` before its end (one wake-up's
+        energy less the standby it replaces: :func:`standby_saving`).  0 where the floor
+        is idle (no break-even), without a price or with ``price_idle`` off."""
+        energy = self.machines.get(machine)
+        draw = getattr(energy, "draw", None)
+        if not self.price_idle or energy is None or draw is None or finish_at <= start_at \
+                or energy.break_even_s is None:
+            return 0.0
+        tou = energy.tariff
+        idle = tou.cost(draw.idle, start_at, finish_at)
+        if energy.worth_sleeping(finish_at - start_at):
+            saving = standby_saving(tou, start_at, finish_at, idle_kw=draw.idle,
+                                    standby_kw=draw.standby_kw, wake_s=energy.wake_s,
+                                    wake_kwh=draw.wake.standby.energy_kwh)
+            idle -= saving or 0.0
+        return idle - tou.cost(draw.standby_kw, start_at, finish_at)
+
+    def gaps_cost(self, slots: Mapping[str, list[tuple[float, float]]]) -> float:
+        """:meth:`gap_cost` of every gap between two operations of a plan, per machine
+        (``slots``: machine -> its operations' ``(start, finish)`` in cell time; the time
+        before the first and after the last stays at the floor)."""
+        total = 0.0
+        for machine, spans in sorted(slots.items()):
+            end = None
+            for a, b in sorted(spans):
+                if end is not None and a > end:
+                    total += self.gap_cost(machine, end, a)
+                end = b if end is None else max(end, b)
         return total
 
     def mean_cost(self, machine: str, capability: str, quantity: int) -> float | None:
@@ -198,4 +250,5 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
                                 for aid in priced}, rate, tolerance, price_idle,
                        {aid: dict(getattr(agents[aid], "capabilities", {})) for aid in priced},
                        PRICED_DISPATCH if getattr(order_strategy, "priced_dispatch", False)
-                       else (), int(getattr(order_strategy, "energy_passes", 0) or 0))
+                       else (), int(getattr(order_strategy, "energy_passes", 0) or 0),
+                       bool(getattr(order_strategy, "retime", True)))

@@ -535,11 +535,18 @@ class ExploreResultPriced(ExploreResult, frozen=True):
     """``explore_result`` with the energy cost of the sender's part of the pass.
 
     Sent instead of ``explore_result`` by energy-aware orders; the collector sums
-    ``energy_cost`` as it sums ``work_s``, and every order keeps the pass with the
-    least makespan + ``s_per_money`` · energy cost (docs/energy.md).
+    ``energy_cost`` as it sums ``work_s``, adds what the gaps between operations on
+    each machine cost beyond the machine's floor (from every order's ``slots``:
+    idle below the standby break-even, else standby and one wake-up), and every
+    order keeps the pass with the least makespan + ``s_per_money`` · energy cost
+    (docs/energy.md).
     """
 
     energy_cost: float = 0.0  # in the tariff's currency, the slots priced at the tariff
+    #: the sender's operations in the pass, ``[machine, start_at, finish_at]`` each
+    #: (rehearsal time; a backward pass's own), so the collector can price the gaps
+    #: between operations on each machine; ``[]`` in the collector's sum
+    slots: list = field(default_factory=list)
 
 
 # -- maintenance windows: a machine and the technician crew (agents/maintenance/) ----------
