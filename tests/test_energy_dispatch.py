@@ -22,9 +22,10 @@ from agents.energy.aware import MachineEnergy
 from agents.energy.rehearsal import PRICED_DISPATCH, PlanPricing
 from agents.energy.strategies import EnergyAwareResource, EnergyCost
 from agents.machine import MachineAgent
-from agents.protocol.actions import Command, Send, SetTimer
+from agents.protocol.actions import Command, SetTimer
 from agents.rehearsal import DISPATCH_RULES, MachineRehearsal, OrderRehearsal
 
+from helpers.rehearsal import pump
 from test_energy_aware import TOU, cfp
 
 #: m1 draws 9 kW above idle busy, m2 only 2 kW; both 600 s per unit of "op"
@@ -76,15 +77,7 @@ def rehearse(orders: int, p: PlanPricing) -> dict[str, OrderRehearsal]:
                              passes=len(DISPATCH_RULES) + len(p.dispatch_passes),
                              rng=random.Random(0), budget_share=1.0, pricing=p) for o in ids}
     mrs = {m: MachineRehearsal(m, orders=ids, duration_s={"op": 600.0}) for m in ("m1", "m2")}
-    queue: list[tuple[str, Send]] = []
-    for o, r in ors.items():
-        queue += [(o, a) for a in r.start(0.0) if isinstance(a, Send)]
-    while queue:
-        sender, a = queue.pop(0)
-        out = (ors[a.to].on_message(sender, a.body, 0.0) if a.to in ors
-               else mrs[a.to].on_message(sender, a.body, a.conv))
-        queue += [(a.to, b) for b in out if isinstance(b, Send)]
-    assert all(r.finished for r in ors.values())
+    pump(ors, mrs)
     return ors
 
 

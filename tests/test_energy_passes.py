@@ -19,9 +19,9 @@ from agents.energy.aware import MachineEnergy
 from agents.energy.rehearsal import PlanPricing, plan_pricing
 from agents.energy.strategies import EnergyAwareResource, EnergyCost
 from agents.machine import MachineAgent
-from agents.protocol.actions import Send
 from agents.rehearsal import DISPATCH_RULES, MachineRehearsal, OrderRehearsal
 
+from helpers.rehearsal import pump
 from test_energy_aware import TOU
 from test_energy_dispatch import FRUGAL, HUNGRY
 
@@ -58,15 +58,7 @@ def rehearse(routes: dict[str, list[tuple[str, list[str]]]], p: PlanPricing, *,
         budget_share=1.0, pricing=p) for o in ids}
     mrs = {m: MachineRehearsal(m, orders=ids, duration_s=dict(p.durations[m]))
            for m in machines}
-    queue: list[tuple[str, Send]] = []
-    for o, r in ors.items():
-        queue += [(o, a) for a in r.start(0.0) if isinstance(a, Send)]
-    while queue:
-        sender, a = queue.pop(0)
-        out = (ors[a.to].on_message(sender, a.body, 0.0) if a.to in ors
-               else mrs[a.to].on_message(sender, a.body, a.conv))
-        queue += [(a.to, b) for b in out if isinstance(b, Send)]
-    assert all(r.finished for r in ors.values())
+    pump(ors, mrs)
     return ors
 
 
