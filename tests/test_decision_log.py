@@ -71,6 +71,16 @@ def test_entries_name_their_envelope_and_awards_their_scores(recorded: tuple[Pat
         scores = {c["resource"]: c["score"] for c in w["candidates"]}
         assert w["winner"] in scores
         assert scores[w["winner"]] == min(scores.values())   # lower score wins
+    # the candidates are the proposals the order got on the call's conversation before it
+    # awarded (read from the order agent at the award, ADR 95: not kept by the recorder)
+    for e in entries:
+        for w in e.get("why", []):
+            conv = next(a[3] for a in e["out"] if a[0] == "send" and a[2] == "accept")
+            got = {x["in"]["from"] for x in entries
+                   if x.get("k") == "in" and x["n"] < e["n"] and x["agent"] == e["agent"]
+                   and x["in"]["kind"] == "message" and x["in"]["type"] == "propose"
+                   and x["in"]["conv"] == conv}
+            assert {c["resource"] for c in w["candidates"]} == got, (e["n"], conv)
     kinds = {e["in"]["kind"] for e in entries if e.get("k") == "in"}
     assert {"start", "message", "timer", "plant"} <= kinds
     outs = {a[0] for e in entries if e.get("k") == "in" for a in e["out"]}

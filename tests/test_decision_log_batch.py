@@ -69,13 +69,26 @@ class _Earliest:
 
 
 class _Order:
+    """An order as the recorder reads it: its strategy and what it weighed (``weighed``)."""
+
+    strategy = _Earliest()
+
+    def __init__(self, cfp: CallForProposals, held: list[tuple[str, Proposal]]) -> None:
+        self.cfp, self.held = cfp, held
+
+    def weighed(self, task: str) -> tuple[CallForProposals, list[tuple[str, Proposal]]] | None:
+        return (self.cfp, self.held) if task == self.cfp.task else None
+
+
+class _StrategyOnly:
     strategy = _Earliest()
 
 
 @pytest.mark.parametrize("segmented", [False, True])
-def test_an_award_explains_its_call_and_then_forgets_it(segmented: bool) -> None:
-    """ADR 92: the proposals of a call are kept until its award (its *why*: every bid held
-    by the deadline, scored), then let go — not for MAX_CALLS more calls."""
+def test_an_awards_why_scores_what_the_order_weighed(segmented: bool) -> None:
+    """ADR 95: an award's *why* scores the proposals the order agent held for the call, read
+    from the agent (``weighed``) at the award, sorted by resource; the recorder keeps no
+    proposals of its own (ADR 92 kept them until the award)."""
     from agents.protocol.messages import Award
     from agents.runtime.segment_log import SegmentLog
 
@@ -86,18 +99,21 @@ def test_an_award_explains_its_call_and_then_forgets_it(segmented: bool) -> None
                            reply_by_at=2.0)
     log.on_decision("o", Timer("go", 1.0), [Send("m0", cfp, "o/1#0"), Send("m1", cfp, "o/1#0"),
                                             Send("m2", cfp, "o/1#0")], 1.0, None)
-    for i in range(3):
-        m = _proposal(i, "o/1")
+    bids = [_proposal(i, "o/1") for i in range(3)]
+    for m in bids:
         log.on_decision("o", Inbound(msgspec.structs.replace(m, conv="o/1#0"), 1.5), (), 1.5,
                         None)
-    assert set(log._calls[("o", "o/1#0")].proposals) == {"m0", "m1", "m2"}
-    order = cast(Agent, _Order())      # the recorder reads only its ``strategy``
-    why = log._why("o", [Send("m0", Award("o/1", 1, 30.0, 1.5), "o/1#0")], order)
-    assert [c["resource"] for c in why[0]["candidates"]] == ["m0", "m1", "m2"]
-    assert [c["score"] for c in why[0]["candidates"]] == [31.25, 32.25, 33.25]
-    assert ("o", "o/1#0") not in log._calls
-    # a late proposal for the awarded call is not kept for anything
-    log.on_decision("o", Inbound(msgspec.structs.replace(_proposal(3, "o/1"), conv="o/1#0"),
-                                 1.8), (), 1.8, None)
-    assert ("o", "o/1#0") not in log._calls
+    assert not hasattr(log, "_calls")
+    # the order held m2 and m0 (m1's bid reached it after the deadline, say): those are scored
+    held = [("m2", cast(Proposal, bids[2].body)), ("m0", cast(Proposal, bids[0].body))]
+    award = [Send("m0", Award("o/1", 1, 30.0, 1.5), "o/1#0")]
+    why = log._why("o", award, cast(Agent, _Order(cfp, held)))
+    assert [c["resource"] for c in why[0]["candidates"]] == ["m0", "m2"]
+    assert [c["score"] for c in why[0]["candidates"]] == [31.25, 33.25]
+    assert why[0]["winner"] == "m0" and why[0]["strategy"] == "earliest"
+    assert why[0]["candidates"][0]["cost"] == {"setup_s": 4.0, "queue_s": 0.0}
+    # no why without a call the order knows, or from an agent that cannot say what it weighed
+    other = [Send("m0", Award("o/9", 1, 30.0, 1.5), "o/9#0")]
+    assert log._why("o", other, cast(Agent, _Order(cfp, held))) == []
+    assert log._why("o", award, cast(Agent, _StrategyOnly())) == []
     log.close()

@@ -296,20 +296,6 @@ def test_the_virtual_run_profile_records_the_same_entries_in_both_formats() -> N
     assert all(r[k]["cpu_s"] > 0 for k in ("off", "/2", "/3"))
 
 
-def test_the_calls_kept_for_why_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents.protocol.actions import Send
-    from agents.protocol.messages import CallForProposals
-
-    monkeypatch.setattr(recorder, "MAX_CALLS", 3)
-    log = SegmentLog(io.BytesIO(), SigningKey.generate(), host="h", run={})
-    for k in range(5):
-        cfp = CallForProposals(task=f"o/{k}", order="o", kind="operation", capability="mill",
-                               op="op-1", quantity=1, earliest_start_at=1.0, due_at=99.0,
-                               reply_by_at=2.0)
-        log.on_decision("o", Timer("go", 1.0), [Send("m1", cfp, f"o/{k}")], 1.0, None)
-    assert [c for _, c in log._calls] == ["o/2", "o/3", "o/4"]
-
-
 def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
     """ADR 74: a message entry with actions is encoded from a Struct, not a dict; the file
     must be byte for byte the dict form's — calls with *why*, awards, bids on the wire and
@@ -325,6 +311,11 @@ def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
 
     class Order:
         strategy = Strategy()
+        held: dict[str, tuple[CallForProposals, list[tuple[str, Proposal]]]] = {}
+
+        def weighed(self, task: str) -> tuple[CallForProposals,
+                                              list[tuple[str, Proposal]]] | None:
+            return self.held.get(task)
 
     from ops.bench.negotiation_recorder import DictEntries   # the hook before ADR 74
 
@@ -354,6 +345,7 @@ def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
                          hold_until_at=3.0, cost={"queue_s": 1.0})
             bid = Message("m1", "o-1", f"o-1/{r}", bytes([9]) * 16, 7, 50 + r, 1.6, p)
             award = Award(task=f"o-1/{r}", award_epoch=r + 1, lease_s=5.0)
+            Order.held[cfp.task] = (cfp, [("m1", p)])     # what the order weighed
             if r == 2:      # the last bid in: awarded on the message input
                 log.on_decision("o-1", Inbound(bid, 1.6), [Send("m1", award, cfp.task)],
                                 1.6, Order())

@@ -150,6 +150,16 @@ class OrderInitiator:
         return out + self._done(neg, body, now)
 
     # -- calls and awards ---------------------------------------------------------------------
+    def weighed(self, task: str) -> tuple[CallForProposals, list[tuple[str, Proposal]]] | None:
+        """The last call for ``task`` and the proposals held for it — at an award, what the
+        strategy weighed (the flight recorder's *why* of the award reads it here, so the
+        recorder keeps no proposals of its own: docs/decisions.md, ADR 95).  None when the
+        task was never called."""
+        neg = self._find(task)
+        if neg is None or neg.cfp is None:
+            return None
+        return neg.cfp, neg.proposals
+
     def _conv(self, neg: Negotiation) -> str:
         return f"{neg.task}#{neg.attempt}"
 

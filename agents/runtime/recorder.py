@@ -10,7 +10,8 @@ one entry — the agent, the cell time, the input exactly as the agent got it
 (a message names its envelope by sender, epoch and seq) and the actions the
 agent answered with (messages sent, timers, plant commands, log events).
 An award also carries *why*: the order strategy's score of every proposal
-the order held at its reply deadline.  Crashes, restarts and pauses of
+the order held at its reply deadline, read from the order agent itself at
+the award (``OrderAgent.weighed``), so the recorder keeps no proposals.  Crashes, restarts and pauses of
 agents are entries too, so the log says which inputs an agent never saw.
 
 That is enough to explain a decision (``ops/explain.py``) and to replay a
@@ -55,7 +56,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -66,7 +67,6 @@ from agents.base import Agent, PlantEventIn
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
-    CallForProposals,
     Message,
     PlantEvent,
     Proposal,
@@ -83,10 +83,6 @@ FORMATS = ("autocell-decision-log/1", FORMAT)
 §16); /3 (agents/runtime/segment_log.py) is read and verified there, dispatched from here."""
 GENESIS = "0" * 64
 SEGMENT_ENTRIES = 1000
-MAX_CALLS = 4096
-"""Calls whose proposals the recorder keeps for an award's ``why``, newest first: a call
-is let go at its award, and the oldest not awarded (nobody bid, an escalation) beyond this
-(without a bound a host recording for days would keep every proposal it ever got)."""
 
 
 class Recorder(Protocol):
@@ -180,7 +176,7 @@ def input_from_json(d: Mapping[str, Any], now: float) -> Input | None:
 def actions_json(actions: Sequence[Action],
                  notable: list[Send] | None = None) -> list[list[Any]]:
     """Actions as data; consecutive sends of one body are one ``send`` to several.
-    ``notable``: where to put the sends of calls and awards (the recorder's *why*)."""
+    ``notable``: where to put the sends of awards (the recorder's *why*)."""
     out: list[list[Any]] = []
     last: Send | None = None
     for a in actions:
@@ -191,7 +187,7 @@ def actions_json(actions: Sequence[Action],
                 out[-1][1].append(a.to)
             else:
                 out.append(["send", [a.to], a.body.TYPE, a.conv, a.body])
-                if notable is not None and type(a.body) in _NOTABLE:
+                if notable is not None and type(a.body) is Award:
                     notable.append(a)
             last = a
             continue
@@ -205,9 +201,6 @@ def actions_json(actions: Sequence[Action],
         elif isinstance(a, Log):
             out.append(["log", a.event, a.fields])
     return out
-
-
-_NOTABLE = (CallForProposals, Award)
 
 
 class _MessageIn(msgspec.Struct, frozen=True, gc=False, rename={"from_": "from"}):
@@ -260,6 +253,10 @@ class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
     why: Any = None
 
 
+def _sender(bid: tuple[str, Proposal]) -> str:
+    return bid[0]
+
+
 # -- writing --------------------------------------------------------------------------------
 
 class WireTap:
@@ -271,14 +268,6 @@ class WireTap:
 
     def __init__(self) -> None:
         self.signed: tuple[list[Message], bytes, bytes] | None = None
-
-
-@dataclass
-class _Call:
-    """A call for proposals an order agent sent, and the proposals it got in time."""
-
-    cfp: CallForProposals
-    proposals: dict[str, tuple[Proposal, float]] = field(default_factory=dict)  # sender -> (p, t)
 
 
 class DecisionLog:
@@ -306,7 +295,6 @@ class DecisionLog:
         self.segments = 0
         self._segment_first = 1
         self._now: float | None = None
-        self._calls: dict[tuple[str, str], _Call] = {}
         self._buf: list[bytes] = []
         # message entries numbered but not yet encoded, in order (see on_decision)
         self._pending: list[_Deferred] = []
@@ -410,10 +398,6 @@ class DecisionLog:
         self._now = now
         if not actions and type(cause) is Inbound:     # a message answered later, or not
             m = cause.msg
-            if self._calls and type(m.body) is Proposal:
-                call = self._calls.get((agent_id, m.conv))
-                if call is not None and now <= call.cfp.reply_by_at:
-                    call.proposals[m.sender] = (m.body, now)
             wire = self._wire_of(m) if self.tap.signed is not None else None
             self._pending.append((self.n, agent_id, now,
                                   m if wire is None else (m.sender, m.epoch, m.seq),
@@ -428,10 +412,6 @@ class DecisionLog:
         if type(cause) is Inbound:
             m = cause.msg
             body = m.body
-            if type(body) is Proposal and self._calls:
-                call = self._calls.get((agent_id, m.conv))
-                if call is not None and now <= call.cfp.reply_by_at:
-                    call.proposals[m.sender] = (body, now)
             wire = self._wire_of(m) if self.tap.signed is not None else None
             entry: dict[str, Any] = {
                 "k": "in", "t": now, "agent": agent_id, "out": out,
@@ -479,32 +459,28 @@ class DecisionLog:
 
     def _why(self, agent_id: str, sends: list[Send],
              agent: Agent | None) -> list[dict[str, Any]]:
-        """Calls sent are remembered; an award gets the strategy's score of every bid, and
-        its call is forgotten (keeping every proposal of the last MAX_CALLS calls cost a
-        host's recorder more than all its hashing: ADR 92)."""
-        out = []
+        """An award's *why*: the order strategy's score of every proposal the order held for
+        the call, read from the order agent (``weighed``) as it awards.  The recorder keeps
+        no proposals of its own: keeping them, even only until the award, cost a negotiation
+        caller more than all its hashing (ADR 92, ADR 95)."""
+        out: list[dict[str, Any]] = []
+        strategy = getattr(agent, "strategy", None)
+        weighed = getattr(agent, "weighed", None)
+        if strategy is None or weighed is None:
+            return out
         for a in sends:
-            if isinstance(a.body, CallForProposals):
-                key = (agent_id, a.conv)
-                if key not in self._calls or self._calls[key].cfp is not a.body:
-                    self._calls.pop(key, None)          # re-called: now the newest
-                    self._calls[key] = _Call(a.body)
-                    if len(self._calls) > MAX_CALLS:    # a host records for days
-                        del self._calls[next(iter(self._calls))]
-            elif isinstance(a.body, Award):
-                # an order awards a call once (a new attempt is a new call, under a new conv):
-                # its proposals are let go here, not kept for MAX_CALLS calls (ADR 92)
-                call = self._calls.pop((agent_id, a.conv), None)
-                strategy = getattr(agent, "strategy", None)
-                if call is None or strategy is None:
-                    continue
-                out.append({"award": a.body.task, "winner": a.to, "epoch": a.body.award_epoch,
-                            "strategy": getattr(strategy, "name", type(strategy).__name__),
-                            "candidates": [
-                                {"resource": s, "score": strategy.score(call.cfp, p),
-                                 "start_at": p.start_at, "finish_at": p.finish_at,
-                                 "cost": p.cost, "received_t": at}
-                                for s, (p, at) in sorted(call.proposals.items())]})
+            body = a.body
+            assert isinstance(body, Award)
+            held = weighed(body.task)
+            if held is None:
+                continue
+            cfp, proposals = held
+            out.append({"award": body.task, "winner": a.to, "epoch": body.award_epoch,
+                        "strategy": getattr(strategy, "name", type(strategy).__name__),
+                        "candidates": [
+                            {"resource": s, "score": strategy.score(cfp, p),
+                             "start_at": p.start_at, "finish_at": p.finish_at, "cost": p.cost}
+                            for s, p in sorted(proposals, key=_sender)]})
         return out
 
     # -- segments -----------------------------------------------------------------------------

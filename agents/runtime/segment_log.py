@@ -47,7 +47,7 @@ import msgspec
 
 from agents.base import Agent
 from agents.protocol.actions import Action, Send
-from agents.protocol.messages import Proposal
+from agents.protocol.messages import Award
 from agents.runtime.journal import Inbound, Input
 from agents.runtime.recorder import (
     FORMAT3,
@@ -55,7 +55,6 @@ from agents.runtime.recorder import (
     DecisionLog,
     LogReport,
     _EnvelopeIn,
-    _NOTABLE,
     actions_json,
     canonical,
     envelope_message,
@@ -181,10 +180,6 @@ class SegmentLog(DecisionLog):
             return
         m = cause.msg
         self._now = now
-        if self._calls and type(m.body) is Proposal:
-            call = self._calls.get((agent_id, m.conv))
-            if call is not None and now <= call.cfp.reply_by_at:
-                call.proposals[m.sender] = (m.body, now)
         wall_at = None if self.wall_clock is None else self.wall_clock()
         w = self.tap.signed
         if w is not None:
@@ -195,7 +190,7 @@ class SegmentLog(DecisionLog):
                 w = None
         if actions:
             a = actions[0]
-            if len(actions) == 1 and type(a) is Send and type(a.body) not in _NOTABLE:
+            if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
                 # one message answered by one message (a bid): actions_json's line
                 assert isinstance(a, Send)
                 out: list[list[Any]] = [["send", [a.to], a.body.TYPE, a.conv, a.body]]

@@ -204,9 +204,16 @@ def _cfp(task: str, now: float) -> CallForProposals:
 
 
 class _Order:
-    """What the recorder reads of an order agent for an award's *why*: its strategy."""
+    """What the recorder reads of an order agent for an award's *why*: its strategy, and the
+    call and the proposals it weighed (``weighed``, as agents/order/initiator.py has it)."""
 
     strategy = EarliestFinish()
+
+    def __init__(self) -> None:
+        self.held: tuple[CallForProposals, list[tuple[str, Proposal]]] | None = None
+
+    def weighed(self, task: str) -> tuple[CallForProposals, list[tuple[str, Proposal]]] | None:
+        return self.held if self.held is not None and self.held[0].task == task else None
 
 
 _ORDER = _Order()
@@ -218,6 +225,7 @@ def _award(bus: Bus, recorder: Any, cfp: CallForProposals,
     the award to the earliest finish and the lease's timer — recorded (``recorder``), then
     the award sent.  A host's order awards every call; the recorder lets the call's
     proposals go at its award (docs/decisions.md, ADR 92)."""
+    _ORDER.held = (cfp, bids)
     choice = _ORDER.strategy.choose(cfp, bids)
     if choice is None:
         return

@@ -82,10 +82,6 @@ class DictEntries(SegmentLog):
             return
         m = cause.msg
         self._now = now
-        if self._calls and type(m.body) is Proposal:
-            call = self._calls.get((agent_id, m.conv))
-            if call is not None and now <= call.cfp.reply_by_at:
-                call.proposals[m.sender] = (m.body, now)
         wall_at = None if self.wall_clock is None else self.wall_clock()
         w = self.tap.signed
         if w is not None:
