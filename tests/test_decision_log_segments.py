@@ -429,3 +429,50 @@ def test_a_plant_event_is_recorded_as_the_plants_envelope(
     assert verify_decision_log(forged, as_json=True, certs=tmp_path / "keys") == 1
     out = json.loads(capsys.readouterr().out)     # ...but the plant never sent entry 2
     assert out["first_bad_entry"] == 2 and "'sim'" in out["problem"]
+
+
+def test_bids_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path) -> None:
+    """ADR 95: a message on the wire answered only by sends and timers (a bid) is held and
+    encoded with the entries held before it, at the next entry encoded at once or the seal;
+    the file must be byte for byte what encoding every entry with actions at once gave (the
+    pre-ADR-74 hook, which goes through the /2 dict), and verify."""
+    from agents.protocol.actions import Send, SetTimer
+    from agents.protocol.messages import Award, Proposal
+    from ops.bench.negotiation_recorder import DictEntries
+
+    class Order:
+        def weighed(self, task: str) -> None:
+            return None
+
+    key = SigningKey.generate()
+    traffic = _traffic()
+    outs = []
+    for cls in (SegmentLog, DictEntries):
+        sink = io.BytesIO()
+        clock = iter(float(x) for x in range(10_000, 20_000))
+        log = cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),
+                  segment_entries=90)
+        for r in range(80):
+            for i, (agent, msgs, payload, sig, answered) in enumerate(traffic):
+                log.on_wire(msgs, payload, sig)
+                m = msgs[0]
+                bid = Proposal(task=m.conv, kind="operation", start_at=r, finish_at=r + 9.5,
+                               hold_until_at=r + 3.0, cost={"queue_s": float(i)})
+                actions: list = ([Send(m.sender, bid, m.conv), SetTimer(f"hold:{r}", r + 3.0)]
+                                 if answered else [])
+                if answered and i % 3 == 2:     # a log: encoded at once, between held ones
+                    actions.append(Log("bid", {"round": r}))
+                log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, Order())
+            log.on_decision("o-1", Timer("deadline", 2.0 + r),
+                            [Send("m1", Award(f"o-1/{r}", r + 1, 5.0), f"o-1/{r}")], 2.0 + r,
+                            Order())
+        log.close()
+        outs.append(sink.getvalue())
+        assert log.entries > 300 and log.segments >= 3
+    assert outs[0] == outs[1]
+    path = tmp_path / "held.log"
+    path.write_bytes(outs[0])
+    assert verify_log(path).ok
+    sends = [a for e in read_lines(path) if e.get("k") == "in" for a in e["out"]
+             if a[0] == "send" and a[2] == "propose"]
+    assert sends and all(isinstance(a[4]["cost"]["queue_s"], float) for a in sends)

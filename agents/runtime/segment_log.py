@@ -46,7 +46,7 @@ import msgpack
 import msgspec
 
 from agents.base import Agent
-from agents.protocol.actions import Action, Send
+from agents.protocol.actions import Action, CancelTimer, Send, SetTimer
 from agents.protocol.messages import Award
 from agents.runtime.journal import Inbound, Input
 from agents.runtime.recorder import (
@@ -159,11 +159,21 @@ class SegmentLog(DecisionLog):
 
     def _append_held(self) -> None:
         """Append the envelope entries held back, in order, in one tight loop (the encoder
-        stays hot in the cache: ADR 50's second round)."""
+        stays hot in the cache: ADR 50's second round).  A held entry with actions (9
+        fields: sends and timers, ADR 95) becomes the map an entry with actions is."""
         seg, offsets = self._seg, self._offsets
         for record in self._held:
             offsets.append(len(seg))
-            _encode_into(record, seg, -1)
+            if len(record) == 8:
+                _encode_into(record, seg, -1)
+                continue
+            agent_id, now, sender, epoch, seq, payload, sig, wall_at, actions = record
+            a = actions[0]
+            out = ([["send", [a.to], a.body.TYPE, a.conv, a.body]]
+                   if len(actions) == 1 and type(a) is Send else actions_json(actions))
+            _encode_into(_InEntry("in", now, agent_id, out,
+                                  _EnvelopeIn("envelope", payload, sig),
+                                  (sender, epoch, seq), wall_at, None), seg, -1)
         self._held.clear()
 
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
@@ -171,10 +181,14 @@ class SegmentLog(DecisionLog):
         """The hot path, one call per message input, kept flat (ADR 74: under a host most
         of the recorder's cost was Python calls, not encoding).  A message answered by no
         action whose envelope the bus handed over is held as a tuple of what is already
-        there (names, times, the two frames) and appended with the next entry, seal or
-        flush; a message answered with actions is encoded at once (an agent may still
-        change what it handed over) from a Struct — the same bytes as the /2 dict, whose
-        key order it keeps; any other input is the /2 entry."""
+        there (names, times, the two frames) and appended with the next entry encoded at
+        once, or the seal; so
+        is one answered only by sends and timers (a bid: ADR 95) — a message's body is a
+        value once sent, as the virtual driver, which delivers the object itself, already
+        requires.  One answered with an award (its *why* reads the order now), a command or
+        a log (whose dicts the agent may still change) is encoded at once, from a Struct —
+        the same bytes as the /2 dict, whose key order it keeps; any other input is the /2
+        entry."""
         if type(cause) is not Inbound:
             super().on_decision(agent_id, cause, actions, now, agent)
             return
@@ -189,6 +203,22 @@ class SegmentLog(DecisionLog):
             else:
                 w = None
         if actions:
+            if w is not None:
+                for a in actions:
+                    kind = type(a)
+                    if kind is Send:
+                        if type(a.body) is Award:       # type: ignore[union-attr]
+                            break
+                    elif kind is not SetTimer and kind is not CancelTimer:
+                        break
+                else:
+                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
+                                       wall_at, actions))
+                    self.n += 1
+                    self.entries += 1
+                    if self.n - self._segment_first >= self.segment_entries:
+                        self.seal()
+                    return
             a = actions[0]
             if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
                 # one message answered by one message (a bid): actions_json's line
