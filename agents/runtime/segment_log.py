@@ -134,6 +134,11 @@ class SegmentLog(DecisionLog):
     """A :class:`DecisionLog` written as format /3 (module docstring): the same entries,
     the same hooks and the same *why*; binary records buffered per segment."""
 
+    hold_bids = True
+    """Hold a message on the wire answered only by sends and timers until the next entry
+    encoded at once or the seal, as one answered by nothing (ADR 95): the round's latency
+    no longer pays its encoding; the seal pays it, in one loop."""
+
     @property
     def format(self) -> str:
         return FORMAT3
@@ -182,13 +187,12 @@ class SegmentLog(DecisionLog):
         of the recorder's cost was Python calls, not encoding).  A message answered by no
         action whose envelope the bus handed over is held as a tuple of what is already
         there (names, times, the two frames) and appended with the next entry encoded at
-        once, or the seal; so
-        is one answered only by sends and timers (a bid: ADR 95) — a message's body is a
-        value once sent, as the virtual driver, which delivers the object itself, already
-        requires.  One answered with an award (its *why* reads the order now), a command or
-        a log (whose dicts the agent may still change) is encoded at once, from a Struct —
-        the same bytes as the /2 dict, whose key order it keeps; any other input is the /2
-        entry."""
+        once, or the seal; so is one answered only by sends and timers (a bid; ADR 95,
+        :attr:`hold_bids`): a message's body is a value once sent, as the virtual driver,
+        which delivers the object itself, already requires.  One answered with an award
+        (its *why* reads the order now), a command or a log (whose dicts the agent may
+        still change) is encoded at once, from a Struct — the same bytes as the /2 dict,
+        whose key order it keeps; any other input is the /2 entry."""
         if type(cause) is not Inbound:
             super().on_decision(agent_id, cause, actions, now, agent)
             return
@@ -213,7 +217,7 @@ class SegmentLog(DecisionLog):
             else:
                 w = None
         if actions:
-            if w is not None:
+            if w is not None and self.hold_bids:
                 for a in actions:
                     kind = type(a)
                     if kind is Send:
