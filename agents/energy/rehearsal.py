@@ -123,6 +123,19 @@ class PlanPricing:
     #: forward passes' plans (the energy passes' first pass does this already; ADR 93)
     retime: bool = True
 
+    def wake_lead_s(self, idle_s: float) -> float:
+        """How much later than the award round the plan starts (ADR 94), when the machines
+        have been out of work ``idle_s`` since their start (the rehearsal): the longest
+        wake-up from standby among the machines asleep by then — an aware machine sleeps
+        once its idle clock, run from its start, reaches its break-even — and that wake
+        early (none under a peak cap, where the operation's lease covers the wake-up).
+        A machine asleep through the rehearsal is woken by its first award; without the
+        lead a plan start within its wake-up ran late by it, and so did the plan after it.
+        The same for every order: it depends on the cell file and the rehearsal's length."""
+        return max((e.wake_s for e in self.machines.values()
+                    if e.wake_early and e.break_even_s is not None
+                    and e.break_even_s <= idle_s), default=0.0)
+
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,
         whose rehearsal slots hold a setup before the processing; 0 for a machine
