@@ -77,6 +77,14 @@ the run is the rehearsal and then the plan — and the loop's plan kept is the l
 energy cost the band admits (ties: the shorter), not the least weighed score: the
 band, not the exchange rate, bounds the makespan.  Work: N passes of the loop's size.
 
+**The wake-up lead** (ADR 94): an aware machine sleeps through a rehearsal longer
+than its break-even, and is woken by its first award.  The plan's origin is put
+:meth:`PlanPricing.wake_lead_s` later — the longest wake-up among the machines
+asleep by then (and waking early: not under a peak cap) — so the booked starts
+are the times the execution reaches; without it the plan's first operations ran
+a wake-up late, so did everything after them, and a machine woken ``wake_s``
+before a booked start idled until its late part came.
+
 The order prices the quotes itself, from the cell file's power table (as it
 knows the machines' capabilities and times), rather than the machines
 pricing them on the wire: one new message for the sum, none for the quotes.
