@@ -184,7 +184,7 @@ class MachineAgent(ResourceAgent):
                 if offers:           # look again when the offer lapses, if nobody decides
                     out.append(SetTimer("offer_check", min(t.hold_until_at for t in offers)))
                 return out
-            if not known:
+            if not known and not self._plan_done():
                 # the gap's end is unknown: idle for the break-even first and sleep only if
                 # still nothing came (never worse than twice the best choice)
                 if self._idle_since is None:
@@ -222,6 +222,14 @@ class MachineAgent(ResourceAgent):
                 self._wake_at = wake_at
                 out.append(SetTimer("wake", wake_at))
         return out
+
+    def _plan_done(self) -> bool:
+        """A rehearsed cell's machine that has run its share of the plan: every operation is
+        negotiated at once when the rehearsal ends (agents/order/agent.py ``_end_rehearsal``),
+        so a machine that has finished work and holds no task — none booked, none offered —
+        has no planned work left, and the gap runs to the end of the run unless a fault
+        hands work back.  It sleeps at once rather than idling the break-even first."""
+        return self.planned_order and bool(self.completed) and not self.tasks
 
     def can_do(self, cfp: CallForProposals) -> bool:
         return cfp.kind == "operation" and cfp.capability in self.capabilities

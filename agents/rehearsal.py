@@ -74,7 +74,8 @@ makespans, so they all pick the same pass).  The real negotiation then calls
 each operation at its planned machine with ``earliest_start_at`` = plan
 origin + planned start, where the origin is the same for every order (the
 last pass's end as the collector reported it, plus two reply deadlines for
-the award round); the machines run their tasks strictly in planned order,
+the award round, plus for energy-aware orders the wake-up lead of the machines
+asleep by then: ``PlanPricing.wake_lead_s``); the machines run their tasks strictly in planned order,
 each as soon as its parts are there, so the execution is the plan shifted
 left where it can be — never later than planned, up to message latency.
 

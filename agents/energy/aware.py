@@ -26,7 +26,9 @@ plant's energy with, so a bid and the report cannot disagree on a price.
   an operation is started on it (the plant wakes it first).  A gap whose end
   is unknown (nothing booked, or the booked start passed: the part is late)
   is idled for the break-even first (agents/machine.py ``_sleep_or_not``;
-  ADR 73).  Under a peak cap
+  ADR 73) — except by a rehearsed cell's machine that has run its share of
+  the plan (it has finished work and holds no task: every operation was
+  negotiated at once when the rehearsal ended), which sleeps at once (ADR 94).  Under a peak cap
   the early wake-up is left out: waking draws power, and only an operation's
   lease covers it.  A sleeping machine quotes its slots its wake-up later.
 * **Off.** A machine whose cell describes its cold start (``wake.off`` with a

@@ -77,6 +77,14 @@ the run is the rehearsal and then the plan — and the loop's plan kept is the l
 energy cost the band admits (ties: the shorter), not the least weighed score: the
 band, not the exchange rate, bounds the makespan.  Work: N passes of the loop's size.
 
+**The wake-up lead** (ADR 94): an aware machine sleeps through a rehearsal longer
+than its break-even, and is woken by its first award.  The plan's origin is put
+:meth:`PlanPricing.wake_lead_s` later — the longest wake-up among the machines
+asleep by then (and waking early: not under a peak cap) — so the booked starts
+are the times the execution reaches; without it the plan's first operations ran
+a wake-up late, so did everything after them, and a machine woken ``wake_s``
+before a booked start idled until its late part came.
+
 The order prices the quotes itself, from the cell file's power table (as it
 knows the machines' capabilities and times), rather than the machines
 pricing them on the wire: one new message for the sum, none for the quotes.
@@ -122,6 +130,19 @@ class PlanPricing:
     #: the run executes it, in one more pass, and keep the least score among it and the
     #: forward passes' plans (the energy passes' first pass does this already; ADR 93)
     retime: bool = True
+
+    def wake_lead_s(self, idle_s: float) -> float:
+        """How much later than the award round the plan starts (ADR 94), when the machines
+        have been out of work ``idle_s`` since their start (the rehearsal): the longest
+        wake-up from standby among the machines asleep by then — an aware machine sleeps
+        once its idle clock, run from its start, reaches its break-even — and that wake
+        early (none under a peak cap, where the operation's lease covers the wake-up).
+        A machine asleep through the rehearsal is woken by its first award; without the
+        lead a plan start within its wake-up ran late by it, and so did the plan after it.
+        The same for every order: it depends on the cell file and the rehearsal's length."""
+        return max((e.wake_s for e in self.machines.values()
+                    if e.wake_early and e.break_even_s is not None
+                    and e.break_even_s <= idle_s), default=0.0)
 
     def cost(self, machine: str, capability: str, start_at: float, finish_at: float) -> float:
         """The energy cost of the slot [start_at, finish_at) (cell time) at ``machine``,

@@ -145,8 +145,13 @@ class OrderAgent(OrderInitiator, OrderExceptions, Agent):
         # Not ``now``: orders hear the last result at different times, and slots shifted
         # by one message latency would overlap at the machines and be pushed back.
         agreed = max(self.rehearsal.ended_at, self.rehearsal.started_at)
+        # energy-aware orders leave the machines time to wake up from standby first (the
+        # same lead for every order: agents/energy/rehearsal.py ``PlanPricing.wake_lead_s``)
+        pricing = self.rehearsal.pricing
         self.plan_origin_at = max(agreed, now - self.timing.reply_deadline_s) \
             + 2 * self.timing.reply_deadline_s
+        if pricing is not None:
+            self.plan_origin_at += pricing.wake_lead_s(self.plan_origin_at)
         return self._advance(now)
 
     def on_timer(self, key: str, now: float) -> list[Action]:
