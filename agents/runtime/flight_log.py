@@ -90,4 +90,6 @@ def _process_log(proc: Any, keys: Any, identity: str, run: dict[str, Any]) -> De
     log = SegmentLog(path.open("wb"), key, host=proc.name, run=run, wall_clock=proc.clock.wall)
     proc.runner.recorder = log
     proc.bus.wire = log.tap            # inputs recorded as the signed bytes they came in
+    log.idle_seals = True              # a full segment is sealed when the process idles
+    proc.bus.transport.on_idle = log.idle
     return log

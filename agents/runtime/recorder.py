@@ -360,7 +360,7 @@ class DecisionLog:
         self._write(obj)
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
-            self.seal()
+            self._segment_full()
 
     # -- the runner's hooks -------------------------------------------------------------------
     def on_wire(self, msgs: list[Message], payload: bytes, signature: bytes) -> None:
@@ -405,7 +405,7 @@ class DecisionLog:
             self.n += 1
             self.entries += 1
             if self.n - self._segment_first >= self.segment_entries:
-                self.seal()
+                self._segment_full()
             return
         notable: list[Send] = []
         out = actions_json(actions, notable) if actions else []
@@ -484,6 +484,10 @@ class DecisionLog:
         return out
 
     # -- segments -----------------------------------------------------------------------------
+    def _segment_full(self) -> None:
+        """The open segment holds ``segment_entries`` entries: seal it."""
+        self.seal()
+
     def seal(self, *, final: bool = False) -> None:
         """Sign the chain up to here: the seal names its segment's first and last line."""
         if self.n == self._segment_first and not final:

@@ -65,6 +65,10 @@ class Transport(ABC):
 
     endpoint: str
     dropped: int
+    on_idle: Callable[[], None] | None = None
+    """Called on the loop when the transport has drained what arrived and is about to wait:
+    the moment for work that should not delay a message (the flight recorder's seal,
+    ADR 95).  ZeroMQ's transport calls it when its inbound socket is empty."""
 
     @abstractmethod
     async def start(self, on_item: ItemHandler, prepare: Prepare = _identity) -> str:
@@ -208,6 +212,9 @@ class ZmqTransport(Transport):
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
+                idle = self.on_idle
+                if idle is not None:
+                    idle()
                 return
             except zmq.ZMQError as exc:
                 if not self._closed:

@@ -195,8 +195,11 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
 
                 recorder = SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(),
                                       host="bench", run={}, wall_clock=time.time)
-            # inputs recorded as the signed bytes the bus received, as a host records them
+                recorder.idle_seals = True
+            # inputs recorded as the signed bytes the bus received, and sealed when the
+            # process idles, as a host records them (agents/runtime/flight_log.py)
             bus.wire = recorder.tap if recorder is not None else None
+            bus.transport.on_idle = recorder.idle if recorder is not None else None
             print(json.dumps({"record": arg}), flush=True)
         elif cmd == "stats":
             expected, give_up = int(arg), time.monotonic() + 60

@@ -125,8 +125,10 @@ def _recorder(host: str) -> Any:
     from agents.runtime.segment_log import SegmentLog
     from security.crypto import SigningKey
 
-    return SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
-                      wall_clock=time.time)
+    log = SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
+                     wall_clock=time.time)
+    log.idle_seals = True       # as a host's (agents/runtime/flight_log.py): sealed when idle
+    return log
 
 
 async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> None:
@@ -170,6 +172,8 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
             recording = recorder is not None and line.strip() == b"record on"
             # the bus hands its envelopes to the log while recording, as a host's does
             bus.wire = recorder.tap if recording and recorder is not None else None
+            bus.transport.on_idle = recorder.idle if recording and recorder is not None \
+                else None
             print(json.dumps({"record": recording}), flush=True)
     print(json.dumps({"rejected": dict(bus.stats.rejected)}), flush=True)
     await bus.close()
@@ -364,6 +368,7 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                                                "record on" if on else "record off")
                 state["recording"] = on
                 bus.wire = recorder.tap if on and recorder is not None else None
+                bus.transport.on_idle = recorder.idle if on and recorder is not None else None
                 cpu0 = time.process_time()
             task = f"{CALLER}/{k}"
             state.update(task=task, left=bidders, done=loop.create_future(), bids=[])

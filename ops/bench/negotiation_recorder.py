@@ -92,7 +92,7 @@ class DictEntries(SegmentLog):
                     self.n += 1
                     self.entries += 1
                     if self.n - self._segment_first >= self.segment_entries:
-                        self.seal()
+                        self._segment_full()
                     return
         entry: dict[str, Any] = {"k": "in", "t": now, "agent": agent_id,
                                  "in": input_json(cause), "out": (),
@@ -102,7 +102,7 @@ class DictEntries(SegmentLog):
         self._write(entry)
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
-            self.seal()
+            self._segment_full()
 
 
 _BidRound = tuple[list[Message], bytes, bytes, list[tuple[Inbound, list[Action]]]]
