@@ -141,6 +141,12 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
                 for before in history[agent_id]:
                     apply(agents[agent_id], before)
             continue
+        if kind == "lost":      # an input the recorder could not encode (ADR 95): its
+            # decisions cannot be checked, nor can anything after it in that agent
+            rep.divergence = Divergence(e["n"], float(e.get("t") or 0.0),
+                                        str(e.get("agent", "")), {"kind": "lost"}, [],
+                                        [["lost", str(e.get("error", ""))]])
+            break
         if kind != "in":
             continue
         agent_id = e["agent"]

@@ -431,13 +431,14 @@ def test_a_plant_event_is_recorded_as_the_plants_envelope(
     assert out["first_bad_entry"] == 2 and "'sim'" in out["problem"]
 
 
-def test_bids_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path) -> None:
-    """ADR 95: a message on the wire answered only by sends and timers (a bid) is held and
-    encoded with the entries held before it, at the next entry encoded at once or the seal;
-    the file must be byte for byte what encoding every entry with actions at once gave (the
-    pre-ADR-74 hook, which goes through the /2 dict), and verify."""
-    from agents.protocol.actions import Send, SetTimer
-    from agents.protocol.messages import Award, Proposal
+def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path) -> None:
+    """ADR 95: a message on the wire answered only by timers and sends of bodies whose
+    fields are all scalars is held and encoded with the entries held before it, at the next
+    entry encoded at once or the seal; a send of a body with a dict (a proposal), an award
+    or a log is encoded at once.  The file must be byte for byte what encoding every entry
+    with actions at once gave (the pre-ADR-74 hook, through the /2 dict), and verify."""
+    from agents.protocol.actions import CancelTimer, Send, SetTimer
+    from agents.protocol.messages import Award, Proposal, Refusal
     from ops.bench.negotiation_recorder import DictEntries
 
     class Order:
@@ -446,7 +447,7 @@ def test_bids_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path) ->
 
     key = SigningKey.generate()
     traffic = _traffic()
-    outs = []
+    outs, held = [], 0
     for cls in (SegmentLog, DictEntries):
         sink = io.BytesIO()
         clock = iter(float(x) for x in range(10_000, 20_000))
@@ -456,13 +457,23 @@ def test_bids_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path) ->
             for i, (agent, msgs, payload, sig, answered) in enumerate(traffic):
                 log.on_wire(msgs, payload, sig)
                 m = msgs[0]
-                bid = Proposal(task=m.conv, kind="operation", start_at=r, finish_at=r + 9.5,
-                               hold_until_at=r + 3.0, cost={"queue_s": float(i)})
-                actions: list = ([Send(m.sender, bid, m.conv), SetTimer(f"hold:{r}", r + 3.0)]
-                                 if answered else [])
-                if answered and i % 3 == 2:     # a log: encoded at once, between held ones
-                    actions.append(Log("bid", {"round": r}))
+                actions: list = []
+                if answered:
+                    no = Refusal(task=m.conv, reason="busy", repair_at=float(r))
+                    bid = Proposal(task=m.conv, kind="operation", start_at=r,
+                                   finish_at=r + 9.5, hold_until_at=r + 3.0,
+                                   cost={"queue_s": float(i)})
+                    actions = [[Send(m.sender, no, m.conv), SetTimer(f"hold:{r}", r + 3.0)],
+                               [Send(m.sender, no, m.conv)],
+                               [Send(m.sender, bid, m.conv), SetTimer(f"hold:{r}", r + 3.0)],
+                               [SetTimer("round", r + 0.5), CancelTimer(f"hold:{r - 1}")],
+                               ][(r + i) % 4]
+                    if i == 1 and r % 3 == 0:      # a log: encoded at once
+                        actions = [*actions, Log("bid", {"round": r})]
+                before = len(log._held)
                 log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, Order())
+                if cls is SegmentLog and actions and len(log._held) == before + 1:
+                    held += 1
             log.on_decision("o-1", Timer("deadline", 2.0 + r),
                             [Send("m1", Award(f"o-1/{r}", r + 1, 5.0), f"o-1/{r}")], 2.0 + r,
                             Order())
@@ -470,9 +481,49 @@ def test_bids_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path) ->
         outs.append(sink.getvalue())
         assert log.entries > 300 and log.segments >= 3
     assert outs[0] == outs[1]
+    # of the 160 answered inputs, those without a proposal or a log were held: 3 in 4,
+    # less the logs' (the exact count: the same loop without the log and proposal cases)
+    expect = sum(1 for r in range(80) for i in (0, 1)
+                 if (r + i) % 4 != 2 and not (i == 1 and r % 3 == 0))
+    assert held == expect > 80
     path = tmp_path / "held.log"
     path.write_bytes(outs[0])
     assert verify_log(path).ok
-    sends = [a for e in read_lines(path) if e.get("k") == "in" for a in e["out"]
-             if a[0] == "send" and a[2] == "propose"]
-    assert sends and all(isinstance(a[4]["cost"]["queue_s"], float) for a in sends)
+    outs_read = [a for e in read_lines(path) if e.get("k") == "in" for a in e["out"]]
+    assert {a[0] for a in outs_read} == {"send", "timer", "cancel", "log"}
+    assert {a[2] for a in outs_read if a[0] == "send"} == {"refuse", "propose", "accept"}
+
+
+def test_an_entry_that_does_not_encode_is_recorded_lost_and_the_log_goes_on(
+        tmp_path: Path) -> None:
+    """ADR 95: a held answer whose body holds something that is not data (a str field given
+    an object: Structs do not check on construction), or a log action's, becomes a ``lost``
+    entry under its number, counted; every other entry is written and the log verifies."""
+    from agents.protocol.actions import Send, SetTimer
+    from agents.protocol.messages import Refusal
+
+    path = tmp_path / "lost.log"
+    traffic = _traffic()
+    with path.open("wb") as f:
+        log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=7)
+        for r in range(6):
+            for i, (agent, msgs, payload, sig, answered) in enumerate(traffic):
+                log.on_wire(msgs, payload, sig)
+                m = msgs[0]
+                actions: list = []
+                if answered and r == 2 and i == 0:      # held, poisoned
+                    actions = [Send(m.sender, Refusal(task=object(), reason="x"),  # type: ignore[arg-type]
+                                    m.conv), SetTimer("hold", 3.0)]
+                elif answered and r == 4 and i == 1:    # at once, poisoned
+                    actions = [Log("bid", {"obj": object()})]
+                log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, None)
+            log.on_decision("o-1", Timer("deadline", 2.0 + r), [], 2.0 + r, None)
+        log.close()
+    assert log.unencodable == 2
+    assert verify_log(path).ok
+    entries = [e for e in read_lines(path) if e.get("k") in ("in", "lost")]
+    assert [e["n"] for e in entries] == list(range(1, 6 * 5 + 1))
+    lost = [e for e in entries if e["k"] == "lost"]
+    assert [(e["n"], e["agent"], e["t"]) for e in lost] == [(11, "m1", 3.5), (22, "m2", 5.5)]
+    assert all("does not encode" in e["error"] for e in lost)
+

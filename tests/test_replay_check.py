@@ -181,3 +181,19 @@ def test_a_recorded_plant_is_the_durations_and_faults_the_log_holds(tmp_path: Pa
     again = build_report(cell)
     for k in WHAT_IF_KPIS:      # the run again, from its plant's history alone
         assert again[k] == recorded[k], k
+
+
+def test_a_lost_entry_is_where_replay_check_stops(demo_log: Path, tmp_path: Path) -> None:
+    """An input the recorder could not encode is a ``lost`` entry (ADR 95): its decisions
+    cannot be checked, so ``--check`` names it as the divergence rather than skip it."""
+    lines = demo_log.read_text().splitlines(keepends=True)
+    k = [i for i, line in enumerate(lines) if '"k":"in"' in line][60]
+    e = json.loads(lines[k])
+    lines[k] = json.dumps({"k": "lost", "n": e["n"], "t": e["t"], "agent": e["agent"],
+                           "error": "does not encode: test"}) + "\n"
+    edited = tmp_path / "lost.jsonl"
+    edited.write_text("".join(lines))
+    rep = replay_check(edited)
+    assert rep.divergence is not None
+    assert (rep.divergence.entry, rep.divergence.agent) == (e["n"], e["agent"])
+    assert rep.divergence.actual == [["lost", "does not encode: test"]]

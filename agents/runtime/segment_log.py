@@ -14,9 +14,17 @@ that less work per input needs another format.  This is it:
   agent, the times, the envelope's name (sender, epoch, seq) and its payload
   and signature frames as they came in — and appended to the open segment's
   buffer as one msgpack array with the next entry or seal, in one loop: no
-  encoding of the message, no hash on the message path;
+  encoding of the message, no hash on the message path; one answered only by
+  timers and sends of all-scalar bodies is held too, with its actions, and
+  becomes the map below when appended (ADR 95);
 * every other entry is the /2 entry (without ``n`` and ``prev``) as a
   msgpack map, appended the same way;
+* an entry that does not encode (an agent put an object that is not data in a
+  body or a log) is a ``lost`` entry under its number, saying why, and
+  counted (``unencodable``): the log stays whole, ``replay --check`` stops
+  there;
+* a host seals a full segment when its transport has drained
+  (``Transport.on_idle``), not on the input that filled it (ADR 95);
 * the hashing happens once per segment, at its seal, in one tight loop: a
   16-byte digest per entry for the index (so a bad entry is still *named*,
   not only its segment), and the segment's SHA-256 over the previous
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import struct
 import sys
 from array import array
@@ -62,6 +71,8 @@ from agents.runtime.recorder import (
 )
 from security.crypto import Verifier, fingerprint
 
+log = logging.getLogger(__name__)
+
 DIGEST_BYTES = 16
 """An index digest: the first 16 bytes of the entry's SHA-256 (it locates a bad entry;
 the segment's full SHA-256, signed, is what proves the segment)."""
@@ -69,6 +80,21 @@ the segment's full SHA-256, signed, is what proves the segment)."""
 IDLE_SEAL_SLACK = 4
 """A segment sealed at idle moments (:attr:`SegmentLog.idle_seals`) is sealed on the input
 that makes it this many times ``segment_entries`` long, idle or not."""
+
+_SCALARS = (str, int, float, bool, bytes)
+_HOLDABLE: dict[type, bool] = {Award: False}
+"""Body types a held entry may keep by reference until it is encoded (ADR 95): those whose
+fields are all scalars, which nobody can change once the body is built (a frozen Struct).
+A body with a dict or a list (``Proposal.cost``, ``Heartbeat.leases``) is encoded at once,
+as is an award (its *why* reads the order as it awards)."""
+
+
+def _holdable(cls: type) -> bool:
+    ok = _HOLDABLE.get(cls)
+    if ok is None:
+        ok = _HOLDABLE[cls] = all(f.type in _SCALARS for f in msgspec.structs.fields(cls))
+    return ok
+
 
 _LEN = struct.Struct(">I")
 _ENCODER = msgspec.msgpack.Encoder()
@@ -139,9 +165,9 @@ class SegmentLog(DecisionLog):
     the same hooks and the same *why*; binary records buffered per segment."""
 
     hold_bids = True
-    """Hold a message on the wire answered only by sends and timers until the next entry
-    encoded at once or the seal, as one answered by nothing (ADR 95): the round's latency
-    no longer pays its encoding; the seal pays it, in one loop."""
+    """Hold a message on the wire answered only by timers and sends of all-scalar bodies
+    until the next entry encoded at once or the seal, as one answered by nothing (ADR 95):
+    the answer no longer waits for its encoding; the seal pays it, in one loop."""
 
     idle_seals = False
     """Seal a full segment at the next idle moment of the process's transport (``idle``,
@@ -176,33 +202,51 @@ class SegmentLog(DecisionLog):
         # envelope entries numbered but not yet appended, in order (see on_decision)
         self._held: list[tuple[Any, ...]] = []
         self._seal_due = False
+        self.unencodable = 0                # entries recorded as ``lost`` (see _append)
 
     def _write(self, obj: dict[str, Any]) -> None:
         if self._held:
             self._append_held()
-        seg = self._seg
-        self._offsets.append(len(seg))
-        _encode_into(obj, seg, -1)
+        self._append(obj, obj.get("agent"), obj.get("t"))
         self.n += 1
+
+    def _append(self, entry: Any, agent_id: Any, t: Any) -> None:
+        """Encode one entry at the end of the open segment.  One that does not encode (an
+        agent put something in a body or a log that is not data) becomes a ``lost`` entry
+        under its number, saying why, and is counted (``unencodable``): the log stays whole
+        and verifiable, and the process records on (ADR 95)."""
+        seg = self._seg
+        at = len(seg)
+        self._offsets.append(at)
+        try:
+            _encode_into(entry, seg, -1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            del seg[at:]
+            self.unencodable += 1
+            log.error("a decision log entry does not encode; recorded as lost",
+                      extra={"ctx": {"agent": agent_id, "t": t, "error": str(exc)}})
+            _encode_into({"k": "lost", "t": t if isinstance(t, (int, float)) else None,
+                          "agent": str(agent_id), "error": f"does not encode: {exc}"},
+                         seg, -1)
 
     def _append_held(self) -> None:
         """Append the envelope entries held back, in order, in one tight loop (the encoder
         stays hot in the cache: ADR 50's second round).  A held entry with actions (9
         fields: sends and timers, ADR 95) becomes the map an entry with actions is."""
         seg, offsets = self._seg, self._offsets
-        for record in self._held:
-            offsets.append(len(seg))
+        held, self._held = self._held, []
+        for record in held:
             if len(record) == 8:
-                _encode_into(record, seg, -1)
+                offsets.append(len(seg))
+                _encode_into(record, seg, -1)       # names, numbers and bytes: it encodes
                 continue
             agent_id, now, sender, epoch, seq, payload, sig, wall_at, actions = record
             a = actions[0]
             out = ([["send", [a.to], a.body.TYPE, a.conv, a.body]]
                    if len(actions) == 1 and type(a) is Send else actions_json(actions))
-            _encode_into(_InEntry("in", now, agent_id, out,
+            self._append(_InEntry("in", now, agent_id, out,
                                   _EnvelopeIn("envelope", payload, sig),
-                                  (sender, epoch, seq), wall_at, None), seg, -1)
-        self._held.clear()
+                                  (sender, epoch, seq), wall_at, None), agent_id, now)
 
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None:
@@ -210,12 +254,13 @@ class SegmentLog(DecisionLog):
         of the recorder's cost was Python calls, not encoding).  A message answered by no
         action whose envelope the bus handed over is held as a tuple of what is already
         there (names, times, the two frames) and appended with the next entry encoded at
-        once, or the seal; so is one answered only by sends and timers (a bid; ADR 95,
-        :attr:`hold_bids`): a message's body is a value once sent, as the virtual driver,
-        which delivers the object itself, already requires.  One answered with an award
-        (its *why* reads the order now), a command or a log (whose dicts the agent may
-        still change) is encoded at once, from a Struct — the same bytes as the /2 dict,
-        whose key order it keeps; any other input is the /2 entry."""
+        once, or the seal; so is one answered only by timers and by sends of bodies whose
+        fields are all scalars (a refusal, a ``ready``; a machine's call answered by its
+        round timer: ADR 95, :attr:`hold_bids`), which nothing can change once built.  One
+        answered with an award (its *why* reads the order now), a body with a dict or a
+        list (a proposal's ``cost``), a command or a log (whose dicts the agent may still
+        change) is encoded at once, from a Struct — the same bytes as the /2 dict, whose
+        key order it keeps; any other input is the /2 entry."""
         if type(cause) is not Inbound:
             super().on_decision(agent_id, cause, actions, now, agent)
             return
@@ -241,10 +286,13 @@ class SegmentLog(DecisionLog):
                 w = None
         if actions:
             if w is not None and self.hold_bids:
+                holdable = _HOLDABLE
                 for a in actions:
                     kind = type(a)
                     if kind is Send:
-                        if type(a.body) is Award:       # type: ignore[union-attr]
+                        bt = type(a.body)                   # type: ignore[union-attr]
+                        ok = holdable.get(bt)
+                        if not (ok or ok is None and _holdable(bt)):
                             break
                     elif kind is not SetTimer and kind is not CancelTimer:
                         break
@@ -284,9 +332,7 @@ class SegmentLog(DecisionLog):
                 entry["wall_at"] = wall_at
         if self._held:
             self._append_held()
-        seg = self._seg
-        self._offsets.append(len(seg))
-        _encode_into(entry, seg, -1)
+        self._append(entry, agent_id, now)
         self.n += 1
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
