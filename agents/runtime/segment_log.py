@@ -82,18 +82,27 @@ IDLE_SEAL_SLACK = 4
 that makes it this many times ``segment_entries`` long, idle or not."""
 
 _SCALARS = (str, int, float, bool, bytes)
-_HOLDABLE: dict[type, bool] = {Award: False}
-"""Body types a held entry may keep by reference until it is encoded (ADR 95): those whose
-fields are all scalars, which nobody can change once the body is built (a frozen Struct).
-A body with a dict or a list (``Proposal.cost``, ``Heartbeat.leases``) is encoded at once,
-as is an award (its *why* reads the order as it awards)."""
+_NEVER, _SNAPSHOT, _BY_REFERENCE = 0, 1, 2
+_HOLD: dict[type, int] = {Award: _NEVER}
+"""How a held entry keeps a sent body until it is encoded (ADR 95), per body type: by
+reference when its fields are all scalars, which nobody can change once the body is built
+(a frozen Struct); encoded at once (a snapshot, ``msgspec.Raw``) when it has a dict or a
+list (``Proposal.cost``, ``Heartbeat.leases``), which its agent could still change; an
+award is never held (its *why* reads the order as it awards)."""
 
 
-def _holdable(cls: type) -> bool:
-    ok = _HOLDABLE.get(cls)
-    if ok is None:
-        ok = _HOLDABLE[cls] = all(f.type in _SCALARS for f in msgspec.structs.fields(cls))
-    return ok
+def _hold_kind(cls: type) -> int:
+    kind = _HOLD.get(cls)
+    if kind is None:
+        kind = _HOLD[cls] = (_BY_REFERENCE if all(f.type in _SCALARS
+                                                  for f in msgspec.structs.fields(cls))
+                             else _SNAPSHOT)
+    return kind
+
+
+class _Out(list):
+    """A held entry's ``out`` built when it was held (its bodies with containers encoded
+    then), rather than its actions."""
 
 
 _LEN = struct.Struct(">I")
@@ -242,7 +251,8 @@ class SegmentLog(DecisionLog):
                 continue
             agent_id, now, sender, epoch, seq, payload, sig, wall_at, actions = record
             a = actions[0]
-            out = ([["send", [a.to], a.body.TYPE, a.conv, a.body]]
+            out = (actions if type(actions) is _Out else
+                   [["send", [a.to], a.body.TYPE, a.conv, a.body]]
                    if len(actions) == 1 and type(a) is Send else actions_json(actions))
             self._append(_InEntry("in", now, agent_id, out,
                                   _EnvelopeIn("envelope", payload, sig),
@@ -254,13 +264,14 @@ class SegmentLog(DecisionLog):
         of the recorder's cost was Python calls, not encoding).  A message answered by no
         action whose envelope the bus handed over is held as a tuple of what is already
         there (names, times, the two frames) and appended with the next entry encoded at
-        once, or the seal; so is one answered only by timers and by sends of bodies whose
-        fields are all scalars (a refusal, a ``ready``; a machine's call answered by its
-        round timer: ADR 95, :attr:`hold_bids`), which nothing can change once built.  One
-        answered with an award (its *why* reads the order now), a body with a dict or a
-        list (a proposal's ``cost``), a command or a log (whose dicts the agent may still
-        change) is encoded at once, from a Struct — the same bytes as the /2 dict, whose
-        key order it keeps; any other input is the /2 entry."""
+        once, or the seal; so is one answered only by timers and sends (a machine's call
+        answered by its round timer, a refusal, a ``ready``, a bid: ADR 95,
+        :attr:`hold_bids`) — a body whose fields are all scalars by reference (nothing can
+        change it once built), one with a dict or a list (a proposal's ``cost``) encoded
+        now, as it is now (``_HOLD``).  One answered with an award (its *why* reads the
+        order now), a command or a log (whose dicts the agent may still change) is
+        encoded at once, from a Struct — the same bytes as the /2 dict, whose key order
+        it keeps; any other input is the /2 entry."""
         if type(cause) is not Inbound:
             super().on_decision(agent_id, cause, actions, now, agent)
             return
@@ -286,19 +297,30 @@ class SegmentLog(DecisionLog):
                 w = None
         if actions:
             if w is not None and self.hold_bids:
-                holdable = _HOLDABLE
+                hold = _HOLD
+                snapshot = False
                 for a in actions:
                     kind = type(a)
                     if kind is Send:
                         bt = type(a.body)                   # type: ignore[union-attr]
-                        ok = holdable.get(bt)
-                        if not (ok or ok is None and _holdable(bt)):
+                        how = hold.get(bt)
+                        if how is None:
+                            how = _hold_kind(bt)
+                        if how == _SNAPSHOT:
+                            snapshot = True
+                        elif how == _NEVER:
                             break
                     elif kind is not SetTimer and kind is not CancelTimer:
                         break
                 else:
+                    kept: Any = actions
+                    if snapshot:    # bodies with containers: encoded now, as they are now
+                        kept = _Out(actions_json(actions))
+                        for item in kept:
+                            if item[0] == "send" and hold[type(item[4])] == _SNAPSHOT:
+                                item[4] = msgspec.Raw(_ENCODER.encode(item[4]))
                     self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
-                                       wall_at, actions))
+                                       wall_at, kept))
                     self.n += 1
                     self.entries += 1
                     if self.n - self._segment_first >= self.segment_entries:
