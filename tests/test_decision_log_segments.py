@@ -8,6 +8,7 @@ header edited, a segment removed and a log cut short.  Readers see the /2 dicts.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 import json
 import struct
 from pathlib import Path
@@ -296,6 +297,18 @@ def test_the_virtual_run_profile_records_the_same_entries_in_both_formats() -> N
     assert all(r[k]["cpu_s"] > 0 for k in ("off", "/2", "/3"))
 
 
+def _both_hooks(before: type, segment_entries: int, clock_from: int
+                ) -> Iterator[tuple[type, SegmentLog, io.BytesIO]]:
+    """Format /3's hook and ``before`` (the hook before ADR 74, through the /2 dict), one
+    after the other, with the same key and wall clock: their files must be the same."""
+    key = SigningKey.generate()
+    for cls in (SegmentLog, before):
+        sink = io.BytesIO()
+        clock = iter(float(x) for x in range(clock_from, clock_from + 10_000))
+        yield cls, cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),
+                       segment_entries=segment_entries), sink
+
+
 def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
     """ADR 74: a message entry with actions is encoded from a Struct, not a dict; the file
     must be byte for byte the dict form's — calls with *why*, awards, bids on the wire and
@@ -319,14 +332,9 @@ def test_the_flat_hot_path_writes_the_bytes_of_the_dict_entries() -> None:
 
     from ops.bench.negotiation_recorder import DictEntries   # the hook before ADR 74
 
-    key = SigningKey.generate()
     traffic = _traffic()        # random message ids: the same traffic for both
     outs = []
-    for cls in (SegmentLog, DictEntries):
-        sink = io.BytesIO()
-        clock = iter(float(x) for x in range(1000, 2000))
-        log = cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),
-                  segment_entries=5)
+    for cls, log, sink in _both_hooks(DictEntries, segment_entries=5, clock_from=1000):
         for r in range(3):
             cfp = CallForProposals(task=f"o-1/{r}", order="o-1", kind="operation",
                                    capability="mill", op="op-1", quantity=1,
@@ -445,14 +453,9 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
         def weighed(self, task: str) -> None:
             return None
 
-    key = SigningKey.generate()
     traffic = _traffic()
     outs, held = [], 0
-    for cls in (SegmentLog, DictEntries):
-        sink = io.BytesIO()
-        clock = iter(float(x) for x in range(10_000, 20_000))
-        log = cls(sink, key, host="h", run={"seed": 1}, wall_clock=lambda: next(clock),
-                  segment_entries=90)
+    for cls, log, sink in _both_hooks(DictEntries, segment_entries=90, clock_from=10_000):
         for r in range(80):
             for i, (agent, msgs, payload, sig, answered) in enumerate(traffic):
                 log.on_wire(msgs, payload, sig)
