@@ -502,7 +502,7 @@ def test_an_entry_that_does_not_encode_is_recorded_lost_and_the_log_goes_on(
     an object: Structs do not check on construction), or a log action's, becomes a ``lost``
     entry under its number, counted; every other entry is written and the log verifies."""
     from agents.protocol.actions import Send, SetTimer
-    from agents.protocol.messages import Refusal
+    from agents.protocol.messages import Proposal, Refusal
 
     path = tmp_path / "lost.log"
     traffic = _traffic()
@@ -516,17 +516,22 @@ def test_an_entry_that_does_not_encode_is_recorded_lost_and_the_log_goes_on(
                 if answered and r == 2 and i == 0:      # held, poisoned
                     actions = [Send(m.sender, Refusal(task=object(), reason="x"),  # type: ignore[arg-type]
                                     m.conv), SetTimer("hold", 3.0)]
+                elif answered and r == 3 and i == 0:    # a snapshot that fails: at once
+                    bad = Proposal(task=m.conv, kind="operation", start_at=1.0, finish_at=2.0,
+                                   hold_until_at=3.0, cost={"x": object()})  # type: ignore[dict-item]
+                    actions = [Send(m.sender, bad, m.conv), SetTimer("hold", 3.0)]
                 elif answered and r == 4 and i == 1:    # at once, poisoned
                     actions = [Log("bid", {"obj": object()})]
                 log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, None)
             log.on_decision("o-1", Timer("deadline", 2.0 + r), [], 2.0 + r, None)
         log.close()
-    assert log.unencodable == 2
+    assert log.unencodable == 3
     assert verify_log(path).ok
     entries = [e for e in read_lines(path) if e.get("k") in ("in", "lost")]
     assert [e["n"] for e in entries] == list(range(1, 6 * 5 + 1))
     lost = [e for e in entries if e["k"] == "lost"]
-    assert [(e["n"], e["agent"], e["t"]) for e in lost] == [(11, "m1", 3.5), (22, "m2", 5.5)]
+    assert [(e["n"], e["agent"], e["t"]) for e in lost] == [(11, "m1", 3.5), (16, "m1", 4.5),
+                                                            (22, "m2", 5.5)]
     assert all("does not encode" in e["error"] for e in lost)
 
 

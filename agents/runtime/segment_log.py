@@ -105,6 +105,20 @@ class _Out(list):
     then), rather than its actions."""
 
 
+def _snapshot(actions: Sequence[Action]) -> _Out | None:
+    """``actions`` as the entry's ``out``, each sent body with containers encoded now
+    (``msgspec.Raw``: the same bytes later); None when one does not encode (the entry is
+    then encoded at once, and recorded ``lost``)."""
+    out = _Out(actions_json(actions))
+    try:
+        for item in out:
+            if item[0] == "send" and _HOLD[type(item[4])] == _SNAPSHOT:
+                item[4] = msgspec.Raw(_ENCODER.encode(item[4]))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return out
+
+
 _LEN = struct.Struct(">I")
 _ENCODER = msgspec.msgpack.Encoder()
 _encode_into = _ENCODER.encode_into
@@ -278,7 +292,7 @@ class SegmentLog(DecisionLog):
         m = cause.msg
         self._now = now
         w = self.tap.signed
-        if not actions and w is not None and w[0][0] is m:
+        if not actions and w is not None and w[0] and w[0][0] is m:
             # the commonest input (a bid to an order): its envelope's one message, answered
             # by nothing — the shortest path there is (ADR 95)
             self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
@@ -313,19 +327,16 @@ class SegmentLog(DecisionLog):
                     elif kind is not SetTimer and kind is not CancelTimer:
                         break
                 else:
-                    kept: Any = actions
-                    if snapshot:    # bodies with containers: encoded now, as they are now
-                        kept = _Out(actions_json(actions))
-                        for item in kept:
-                            if item[0] == "send" and hold[type(item[4])] == _SNAPSHOT:
-                                item[4] = msgspec.Raw(_ENCODER.encode(item[4]))
-                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
-                                       wall_at, kept))
-                    self.n += 1
-                    self.entries += 1
-                    if self.n - self._segment_first >= self.segment_entries:
-                        self._segment_full()
-                    return
+                    # bodies with containers: encoded now, as they are now
+                    kept = _snapshot(actions) if snapshot else actions
+                    if kept is not None:
+                        self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1],
+                                           w[2], wall_at, kept))
+                        self.n += 1
+                        self.entries += 1
+                        if self.n - self._segment_first >= self.segment_entries:
+                            self._segment_full()
+                        return
             a = actions[0]
             if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
                 # one message answered by one message (a bid): actions_json's line
