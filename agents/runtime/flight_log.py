@@ -23,7 +23,7 @@ from agents.runtime.recorder import (
     read_text_lines,
     verify_text_log,
 )
-from agents.runtime.segment_log import SegmentLog, read_entries, verify_segments
+from agents.runtime.segment_log import SegmentLog, attach, read_entries, verify_segments
 from security.crypto import SigningKey
 
 __all__ = ["console_decision_log", "host_decision_log", "read_lines", "verify_log"]
@@ -89,7 +89,5 @@ def _process_log(proc: Any, keys: Any, identity: str, run: dict[str, Any]) -> De
     path = Path(proc.state_dir) / f"decisions-{proc.name}-{proc.boot}.jsonl"
     log = SegmentLog(path.open("wb"), key, host=proc.name, run=run, wall_clock=proc.clock.wall)
     proc.runner.recorder = log
-    proc.bus.wire = log.tap            # inputs recorded as the signed bytes they came in
-    log.idle_seals = True              # a full segment is sealed when the process idles
-    proc.bus.transport.on_idle = log.idle
+    attach(proc.bus, log)      # inputs as the signed bytes they came in; sealed when idle
     return log

@@ -11,8 +11,9 @@ one entry — the agent, the cell time, the input exactly as the agent got it
 agent answered with (messages sent, timers, plant commands, log events).
 An award also carries *why*: the order strategy's score of every proposal
 the order held at its reply deadline, read from the order agent itself at
-the award (``OrderAgent.weighed``), so the recorder keeps no proposals.  Crashes, restarts and pauses of
-agents are entries too, so the log says which inputs an agent never saw.
+the award (``OrderAgent.weighed``), so the recorder keeps no proposals.
+Crashes, restarts and pauses of agents are entries too, so the log says
+which inputs an agent never saw.
 
 That is enough to explain a decision (``ops/explain.py``) and to replay a
 run (``ops/replay.py``): a fresh agent fed the recorded inputs must answer
@@ -57,6 +58,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -251,10 +253,6 @@ class _MessageEntry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True,
     t: float
     wall_at: float | None = None
     why: Any = None
-
-
-def _sender(bid: tuple[str, Proposal]) -> str:
-    return bid[0]
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -480,7 +478,7 @@ class DecisionLog:
                         "candidates": [
                             {"resource": s, "score": strategy.score(cfp, p),
                              "start_at": p.start_at, "finish_at": p.finish_at, "cost": p.cost}
-                            for s, p in sorted(proposals, key=_sender)]})
+                            for s, p in sorted(proposals, key=itemgetter(0))]})
         return out
 
     # -- segments -----------------------------------------------------------------------------

@@ -408,6 +408,19 @@ class SegmentLog(DecisionLog):
         self.sink.flush()
 
 
+def attach(bus: Any, log: SegmentLog | None) -> None:
+    """Record what ``bus`` (an agents/runtime/bus.py ``Bus``) hands over into ``log`` as a
+    host does — each input as the signed bytes it came in (``Bus.wire``), a full segment
+    sealed when the bus's transport has drained (``on_idle``) — or stop (``log`` None)."""
+    if log is None:
+        bus.wire = None
+        bus.transport.on_idle = None
+        return
+    log.idle_seals = True
+    bus.wire = log.tap
+    bus.transport.on_idle = log.idle
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 class _Segment(msgspec.Struct, frozen=True):

@@ -44,6 +44,7 @@ from agents.protocol.envelope import SIGNING_TAG, Opener, Sealer
 from agents.protocol.messages import Award, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.journal import Inbound
+from agents.runtime.segment_log import attach
 from agents.runtime.transport import MAX_FRAME_BYTES, ZmqTransport
 from security.crypto import LIBRARY
 from security.keystore import ephemeral_cell
@@ -195,11 +196,9 @@ async def _peer_main(seed: bytes, threaded: bool = False) -> None:
 
                 recorder = SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(),
                                       host="bench", run={}, wall_clock=time.time)
-                recorder.idle_seals = True
             # inputs recorded as the signed bytes the bus received, and sealed when the
             # process idles, as a host records them (agents/runtime/flight_log.py)
-            bus.wire = recorder.tap if recorder is not None else None
-            bus.transport.on_idle = recorder.idle if recorder is not None else None
+            attach(bus, recorder)
             print(json.dumps({"record": arg}), flush=True)
         elif cmd == "stats":
             expected, give_up = int(arg), time.monotonic() + 60

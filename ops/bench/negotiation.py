@@ -88,6 +88,7 @@ from agents.protocol.actions import Send, SetTimer
 from agents.protocol.messages import Award, CallForProposals, Message, Proposal
 from agents.runtime.bus import Bus
 from agents.runtime.journal import Inbound, Timer
+from agents.runtime.segment_log import attach
 from agents.runtime.transport import ZmqTransport
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
@@ -125,10 +126,8 @@ def _recorder(host: str) -> Any:
     from agents.runtime.segment_log import SegmentLog
     from security.crypto import SigningKey
 
-    log = SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
-                     wall_clock=time.time)
-    log.idle_seals = True       # as a host's (agents/runtime/flight_log.py): sealed when idle
-    return log
+    return SegmentLog(tempfile.TemporaryFile(), SigningKey.generate(), host=host, run={},
+                      wall_clock=time.time)
 
 
 async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> None:
@@ -171,9 +170,7 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
         if line.startswith(b"record "):
             recording = recorder is not None and line.strip() == b"record on"
             # the bus hands its envelopes to the log while recording, as a host's does
-            bus.wire = recorder.tap if recording and recorder is not None else None
-            bus.transport.on_idle = recorder.idle if recording and recorder is not None \
-                else None
+            attach(bus, recorder if recording else None)
             print(json.dumps({"record": recording}), flush=True)
     print(json.dumps({"rejected": dict(bus.stats.rejected)}), flush=True)
     await bus.close()
@@ -367,8 +364,7 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                     await loop.run_in_executor(None, _tell_peers, peers,
                                                "record on" if on else "record off")
                 state["recording"] = on
-                bus.wire = recorder.tap if on and recorder is not None else None
-                bus.transport.on_idle = recorder.idle if on and recorder is not None else None
+                attach(bus, recorder if on else None)
                 cpu0 = time.process_time()
             task = f"{CALLER}/{k}"
             state.update(task=task, left=bidders, done=loop.create_future(), bids=[])
