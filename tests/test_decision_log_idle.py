@@ -20,22 +20,24 @@ from agents.protocol.actions import Send, SetTimer
 from agents.protocol.messages import Proposal
 from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Inbound, Timer
-from agents.runtime.segment_log import IDLE_SEAL_SLACK, SegmentLog
+from agents.runtime.segment_log import IDLE_SEAL_SLACK, IDLE_WORK_PARTS, SegmentLog
 from agents.runtime.transport import ZmqTransport
 from security.crypto import SigningKey
 from tests.test_decision_log_wire import _traffic
 
 
-def _feed(log: SegmentLog, count: int, r: int = 0) -> None:
-    """``count`` inputs: messages on the wire, half of them answered by a bid and a timer."""
-    traffic = _traffic()
+def _feed(log: SegmentLog, count: int, r: int = 0, traffic: list | None = None) -> None:
+    """``count`` inputs: messages on the wire, half of them answered by a bid and a timer
+    (``traffic``: the envelopes to take them from, else new ones)."""
+    traffic = traffic or _traffic()
     for i in range(count):
-        agent, msgs, payload, sig, answered = traffic[i % len(traffic)]
+        agent, msgs, payload, sig, answered = traffic[(r + i) % len(traffic)]
         m = msgs[0]
         log.on_wire(msgs, payload, sig)
         bid = Proposal(task=m.conv, kind="operation", start_at=1.0, finish_at=9.0,
-                       hold_until_at=3.0, cost={"queue_s": float(i)})
-        actions: list = [Send(m.sender, bid, m.conv), SetTimer("hold", 3.0)] if i % 2 else []
+                       hold_until_at=3.0, cost={"queue_s": float(r + i)})
+        actions: list = ([Send(m.sender, bid, m.conv), SetTimer("hold", 3.0)] if (r + i) % 2
+                         else [])
         log.on_decision(agent, Inbound(m, 1.0 + r + i), actions, 1.0 + r + i, None)
 
 
@@ -66,6 +68,59 @@ def test_without_idle_seals_a_segment_seals_on_the_input_that_fills_it() -> None
     _feed(log, 7)
     assert log.segments == 1
     log.close()
+
+
+def _log_bytes(key: SigningKey, traffic: list, count: int, idle_every: int | None) -> bytes:
+    """A log of ``count`` inputs in segments of 8; ``idle_every``: the transport idles
+    after every that many inputs (None: never, the seal does all the work)."""
+    sink = io.BytesIO()
+    log = SegmentLog(sink, key, host="h", run={}, segment_entries=8)
+    log.idle_seals = idle_every is not None
+    for i in range(count):
+        _feed(log, 1, r=i, traffic=traffic)
+        if idle_every is not None and i % idle_every == idle_every - 1:
+            log.idle()
+    log.close()
+    return sink.getvalue()
+
+
+def test_the_seals_work_done_at_idle_writes_the_same_bytes(tmp_path: Path) -> None:
+    """Encoding, indexing and hashing a quarter of a segment at a time when the transport
+    idles (ADR 96) writes exactly the log the seal's one pass writes."""
+    key, traffic = SigningKey.generate(), _traffic()
+    once = _log_bytes(key, traffic, 61, None)
+    assert _log_bytes(key, traffic, 61, 1) == once     # idle after every input: same segments
+    other = _log_bytes(key, traffic, 61, 3)    # sealed later (at idle), in other segments
+    assert other != once
+    logs = []
+    for name, data in (("once", once), ("other", other)):
+        (tmp_path / name).write_bytes(data)
+        rep = verify_log(tmp_path / name)
+        assert rep.ok, rep.problem
+        logs.append([e for e in read_lines(tmp_path / name) if e.get("k") == "in"])
+    assert logs[0] == logs[1] and len(logs[0]) == 61
+
+
+def test_idle_moments_take_the_work_a_quarter_segment_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "parts.log"
+    with path.open("wb") as f:
+        log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=40)
+        log.idle_seals = True
+        part = 40 // IDLE_WORK_PARTS
+        _feed(log, part - 1)
+        log.idle()
+        assert log._hashed == 0 and log._held      # less than a part: nothing done yet
+        _feed(log, 1, r=50)
+        log.idle()
+        assert not log._held and log._hashed == len(log._seg) > 0
+        assert len(log._digests) == 16 * part       # every entry so far indexed
+        _feed(log, 3 * part, r=100)
+        log.idle()                                  # full: the seal finds a part to do
+        assert log.segments == 1 and log._hashed == 0
+        log.close()
+    rep = verify_log(path)
+    assert rep.ok and rep.segments == 2, rep.problem
+    assert [e["n"] for e in read_lines(path) if e.get("k") == "in"] == list(range(1, 41))
 
 
 @pytest.mark.timeout(120)

@@ -25,10 +25,13 @@ that less work per input needs another format.  This is it:
   there;
 * a host seals a full segment when its transport has drained
   (``Transport.on_idle``), not on the input that filled it (ADR 95);
-* the hashing happens once per segment, at its seal, in one tight loop: a
-  16-byte digest per entry for the index (so a bad entry is still *named*,
-  not only its segment), and the segment's SHA-256 over the previous
-  segment's hash, its bytes and its index, signed with Ed25519.
+* the hashing happens off the message path, in tight loops: a 16-byte digest
+  per entry for the index (so a bad entry is still *named*, not only its
+  segment), and the segment's SHA-256 over the previous segment's hash, its
+  bytes and its index, signed with Ed25519 — at the seal, or, in a host, a
+  quarter of a segment at a time when its transport idles (the held entries
+  encoded, the new ones digested and added to the segment's running hash;
+  ADR 96), so the seal itself only signs and writes.
 
 The file is a JSON header line (as /2's, so ``is_decision_log`` and a human
 still recognise it) and then one record per segment: ``u32 len(E) | E |
@@ -80,6 +83,11 @@ the segment's full SHA-256, signed, is what proves the segment)."""
 IDLE_SEAL_SLACK = 4
 """A segment sealed at idle moments (:attr:`SegmentLog.idle_seals`) is sealed on the input
 that makes it this many times ``segment_entries`` long, idle or not."""
+
+IDLE_WORK_PARTS = 4
+"""At idle moments a host's log encodes, indexes and hashes its new entries once a
+segment's ``1/IDLE_WORK_PARTS`` of them have come (:meth:`SegmentLog.idle`, ADR 96): the
+seal's work in four parts, none on the message path."""
 
 _SCALARS = (str, int, float, bool, bytes)
 _NEVER, _SNAPSHOT, _BY_REFERENCE = 0, 1, 2
@@ -196,7 +204,17 @@ class SegmentLog(DecisionLog):
     """Seal a full segment at the next idle moment of the process's transport (``idle``,
     which a host hands its transport as ``on_idle``) rather than on the input that filled
     it, up to :data:`IDLE_SEAL_SLACK` times its size (ADR 95): a seal of 1000 entries
-    costs 1–3 ms, which a bidder's proposals no longer wait for."""
+    costs 1–3 ms, which a bidder's proposals no longer wait for.  Idle moments also do
+    the seal's encoding and hashing a quarter of a segment at a time
+    (:data:`IDLE_WORK_PARTS`, ADR 96), so that no 1–3 ms burst lands in one round."""
+
+    # the open segment (_open_segment)
+    _seg: bytearray
+    _offsets: array[int]
+    _digests: bytearray
+    _hash: Any
+    _hashed: int
+    _indexed_n: int
 
     @property
     def format(self) -> str:
@@ -210,9 +228,32 @@ class SegmentLog(DecisionLog):
         self.seal()
 
     def idle(self) -> None:
-        """The process has nothing to do (its transport drained): seal a full segment."""
+        """The process has nothing to do (its transport drained): encode what is held, index
+        and hash what is new (:meth:`_index`), and seal a full segment — the seal's work
+        done a little at a time, off the message path (ADR 96)."""
         if self._seal_due:
             self.seal()
+        elif self.n - self._indexed_n >= max(1, self.segment_entries // IDLE_WORK_PARTS):
+            if self._held:
+                self._append_held()
+            self._index()
+
+    def _index(self) -> None:
+        """Digest the entries appended since the last call for the index, and add their
+        bytes to the segment's running hash: the same digests and hash as one pass over
+        the whole segment at its seal, computed while the entries are new."""
+        seg = self._seg
+        end = len(seg)
+        bounds = self._offsets[len(self._digests) // DIGEST_BYTES:].tolist()
+        bounds.append(end)
+        self._digests += index_digests(seg, bounds)
+        mv = memoryview(seg)
+        try:
+            self._hash.update(mv[self._hashed:end])
+        finally:
+            mv.release()        # the buffer grows again: no view may outlive this
+        self._hashed = end
+        self._indexed_n = self.n
 
     def _begin(self, header: dict[str, Any]) -> None:
         line = canonical(header)
@@ -220,12 +261,20 @@ class SegmentLog(DecisionLog):
         self.sink.flush()       # a process killed before its first seal leaves its header
         self._prev = _sha256(line).hexdigest()  # segment 1 chains to the header
         self.n = 1
-        self._seg = bytearray()
-        self._offsets: array[int] = array("I")
+        self._open_segment()
         # envelope entries numbered but not yet appended, in order (see on_decision)
         self._held: list[tuple[Any, ...]] = []
         self._seal_due = False
         self.unencodable = 0                # entries recorded as ``lost`` (see _append)
+
+    def _open_segment(self) -> None:
+        """An empty segment after ``_prev``: its buffer, its index, its running hash."""
+        self._seg = bytearray()
+        self._offsets = array("I")
+        self._digests = bytearray()     # the index digests of the entries indexed so far
+        self._hash = _sha256(bytes.fromhex(self._prev))   # prev, then the entries indexed
+        self._hashed = 0                # how many bytes of _seg are in _hash
+        self._indexed_n = self.n        # the first entry not yet in _hash
 
     def _write(self, obj: dict[str, Any]) -> None:
         if self._held:
@@ -380,13 +429,16 @@ class SegmentLog(DecisionLog):
             self._append_held()
         self.segments += 1
         first, last = self._segment_first, self.n - 1
-        seg, offsets = self._seg, self._offsets
-        bounds = offsets.tolist()
-        bounds.append(len(seg))
-        digests = index_digests(seg, bounds)
-        offs = _offsets_bytes(offsets)
+        if len(self._seg) != self._hashed:
+            self._index()
+        seg = self._seg
+        digests = bytes(self._digests)
+        offs = _offsets_bytes(self._offsets)
         prev = self._prev
-        hash_hex = segment_hash(prev, seg, offs, digests)
+        h = self._hash      # segment_hash(prev, seg, offs, digests), the entries hashed by now
+        h.update(offs)
+        h.update(digests)
+        hash_hex = h.hexdigest()
         sig = self.key.sign(seal_text(self.segments, first, last, final, hash_hex))
         record = _ENCODER.encode({"k": "seal", "segment": self.segments, "first": first,
                                   "last": last, "final": final, "prev": prev,
@@ -400,8 +452,7 @@ class SegmentLog(DecisionLog):
         self.sink.flush()
         self._prev = hash_hex
         self._segment_first = self.n
-        self._seg = bytearray()
-        self._offsets = array("I")
+        self._open_segment()
 
     def flush(self) -> None:
         """Entries reach the file at seals (:meth:`seal`); this only flushes the sink."""
