@@ -8,10 +8,12 @@ header edited, a segment removed and a log cut short.  Readers see the /2 dicts.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterator
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -446,7 +448,7 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
     encoded at once.  The file must be byte for byte what encoding every entry
     with actions at once gave (the pre-ADR-74 hook, through the /2 dict), and verify."""
     from agents.protocol.actions import CancelTimer, Send, SetTimer
-    from agents.protocol.messages import Award, Proposal, Refusal
+    from agents.protocol.messages import Award, CallForProposals, Proposal, Refusal
     from ops.bench.negotiation_recorder import DictEntries
 
     class Order:
@@ -454,8 +456,14 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
             return None
 
     traffic = _traffic()
-    outs, held = [], 0
+    outs = []
+    kinds: Counter[int] = Counter()     # held records appended, by shape (8, 9 or 5 fields)
     for cls, log, sink in _both_hooks(DictEntries, segment_entries=90, clock_from=10_000):
+        if cls is SegmentLog:
+            def counted(log: SegmentLog = log, append: Any = log._append_held) -> None:
+                kinds.update(len(record) for record in log._held)
+                append()
+            log._append_held = counted  # type: ignore[method-assign]
         for r in range(80):
             for i, (agent, msgs, payload, sig, answered) in enumerate(traffic):
                 log.on_wire(msgs, payload, sig)
@@ -473,10 +481,19 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
                                ][(r + i) % 4]
                     if i == 1 and r % 3 == 0:      # a log: encoded at once
                         actions = [*actions, Log("bid", {"round": r})]
-                before = len(log._held)
                 log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, Order())
-                if cls is SegmentLog and actions and len(log._held) == before + 1:
-                    held += 1
+            # ADR 96: a timer (or no input) answered by sends and timers is held too — an
+            # order's call to several machines on its timer, a machine's bid on its round
+            cfp = CallForProposals(task=f"o-1/{r}", order="o-1", kind="operation",
+                                   capability="mill", op="op-1", quantity=1,
+                                   earliest_start_at=r, due_at=r + 100.0, reply_by_at=r + 1.0)
+            bid = Proposal(task=f"o-1/{r}", kind="operation", start_at=r, finish_at=r + 9.0,
+                           hold_until_at=r + 3.0, cost={"queue_s": float(r)})
+            for cause, acts in ((Timer("call", 1.8 + r),
+                                 [*(Send(f"m{k}", cfp, cfp.task) for k in (1, 2, 3)),
+                                  SetTimer(f"deadline:{r}", r + 1.0)]),
+                                (None, [Send("o-1", bid, cfp.task)])):
+                log.on_decision("o-1", cause, acts, 1.8 + r, Order())
             log.on_decision("o-1", Timer("deadline", 2.0 + r),
                             [Send("m1", Award(f"o-1/{r}", r + 1, 5.0), f"o-1/{r}")], 2.0 + r,
                             Order())
@@ -487,13 +504,15 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
     # of the 160 answered inputs, all but those with a log were held (a proposal's body
     # encoded when held: it has a dict)
     expect = sum(1 for r in range(80) for i in (0, 1) if not (i == 1 and r % 3 == 0))
-    assert held == expect > 80
+    assert kinds[9] == expect > 80
+    assert kinds[5] == 2 * 80       # every timer's (and no input's) answer was held
     path = tmp_path / "held.log"
     path.write_bytes(outs[0])
     assert verify_log(path).ok
     outs_read = [a for e in read_lines(path) if e.get("k") == "in" for a in e["out"]]
     assert {a[0] for a in outs_read} == {"send", "timer", "cancel", "log"}
-    assert {a[2] for a in outs_read if a[0] == "send"} == {"refuse", "propose", "accept"}
+    assert {a[2] for a in outs_read if a[0] == "send"} == {"refuse", "propose", "accept",
+                                                           "cfp"}
 
 
 def test_an_entry_that_does_not_encode_is_recorded_lost_and_the_log_goes_on(

@@ -60,7 +60,7 @@ import msgspec
 from agents.base import Agent
 from agents.protocol.actions import Action, CancelTimer, Send, SetTimer
 from agents.protocol.messages import Award
-from agents.runtime.journal import Inbound, Input
+from agents.runtime.journal import Inbound, Input, Timer
 from agents.runtime.recorder import (
     FORMAT3,
     GENESIS,
@@ -111,6 +111,29 @@ def _hold_kind(cls: type) -> int:
 class _Out(list):
     """A held entry's ``out`` built when it was held (its bodies with containers encoded
     then), rather than its actions."""
+
+
+def _holdable(actions: Sequence[Action]) -> Sequence[Action] | _Out | None:
+    """What a held entry keeps of ``actions`` (ADR 95): the actions themselves when they are
+    timers and sends of all-scalar bodies, their ``out`` with the bodies that have a dict
+    or a list encoded now (:func:`_snapshot`) when there are such; None when the entry must
+    be encoded at once (an award, a command, a log, a body that does not encode)."""
+    hold = _HOLD
+    snapshot = False
+    for a in actions:
+        kind = type(a)
+        if kind is Send:
+            bt = type(a.body)                   # type: ignore[union-attr]
+            how = hold.get(bt)
+            if how is None:
+                how = _hold_kind(bt)
+            if how == _SNAPSHOT:
+                snapshot = True
+            elif how == _NEVER:
+                return None
+        elif kind is not SetTimer and kind is not CancelTimer:
+            return None
+    return _snapshot(actions) if snapshot else actions
 
 
 def _snapshot(actions: Sequence[Action]) -> _Out | None:
@@ -312,6 +335,14 @@ class SegmentLog(DecisionLog):
                 offsets.append(len(seg))
                 _encode_into(record, seg, -1)       # names, numbers and bytes: it encodes
                 continue
+            if len(record) == 5:                    # a timer's (or no input's) answer
+                agent_id, now, cause, actions, wall_at = record
+                entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause),
+                         "out": actions if type(actions) is _Out else actions_json(actions)}
+                if wall_at is not None:
+                    entry["wall_at"] = wall_at
+                self._append(entry, agent_id, now)
+                continue
             agent_id, now, sender, epoch, seq, payload, sig, wall_at, actions = record
             a = actions[0]
             out = (actions if type(actions) is _Out else
@@ -336,6 +367,19 @@ class SegmentLog(DecisionLog):
         encoded at once, from a Struct — the same bytes as the /2 dict, whose key order
         it keeps; any other input is the /2 entry."""
         if type(cause) is not Inbound:
+            if actions and self.hold_bids and (cause is None or type(cause) is Timer):
+                # a timer answered by sends and timers (a machine's bids on its round
+                # timer, an order's call): held as the rest (ADR 96)
+                kept = _holdable(actions)
+                if kept is not None:
+                    self._now = now
+                    self._held.append((agent_id, now, cause, kept,
+                                       None if self.wall_clock is None else self.wall_clock()))
+                    self.n += 1
+                    self.entries += 1
+                    if self.n - self._segment_first >= self.segment_entries:
+                        self._segment_full()
+                    return
             super().on_decision(agent_id, cause, actions, now, agent)
             return
         m = cause.msg
@@ -360,32 +404,15 @@ class SegmentLog(DecisionLog):
                 w = None
         if actions:
             if w is not None and self.hold_bids:
-                hold = _HOLD
-                snapshot = False
-                for a in actions:
-                    kind = type(a)
-                    if kind is Send:
-                        bt = type(a.body)                   # type: ignore[union-attr]
-                        how = hold.get(bt)
-                        if how is None:
-                            how = _hold_kind(bt)
-                        if how == _SNAPSHOT:
-                            snapshot = True
-                        elif how == _NEVER:
-                            break
-                    elif kind is not SetTimer and kind is not CancelTimer:
-                        break
-                else:
-                    # bodies with containers: encoded now, as they are now
-                    kept = _snapshot(actions) if snapshot else actions
-                    if kept is not None:
-                        self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1],
-                                           w[2], wall_at, kept))
-                        self.n += 1
-                        self.entries += 1
-                        if self.n - self._segment_first >= self.segment_entries:
-                            self._segment_full()
-                        return
+                kept = _holdable(actions)
+                if kept is not None:
+                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
+                                       wall_at, kept))
+                    self.n += 1
+                    self.entries += 1
+                    if self.n - self._segment_first >= self.segment_entries:
+                        self._segment_full()
+                    return
             a = actions[0]
             if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
                 # one message answered by one message (a bid): actions_json's line
