@@ -381,22 +381,6 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
           f"{'met' if t['round_p99_within_5_ms'] else 'MISSED'}; in every layout "
           f"{'met' if t['round_p99_within_5_ms_every_layout'] else 'MISSED'}")
     return EXIT_OK
-    print(f"call for proposals to {r['bidders']} bidders in {r['processes']} processes over tcp "
-          f"loopback, signing and verification on, {r['rounds']} rounds on {r['cpus']} CPUs:")
-    print(f"  round (cfp sent → all proposals verified): p50 {r['round_p50_us'] / 1000:.2f} ms, "
-          f"p99 {r['round_p99_us'] / 1000:.2f} ms, max {r['round_max_us'] / 1000:.2f} ms")
-    print(f"  caller: {r['bidders']} seals + {r['bidders']} verifies = "
-          f"{r['caller_crypto_us'] / 1000:.2f} ms of crypto per round (sign {r['sign_us']:.0f} "
-          f"µs, verify {r['verify_us']:.0f} µs); all cfps sent after "
-          f"{r['send_all_cfps_p50_us'] / 1000:.2f} ms (p50); round p50 = "
-          f"{r['round_p50_over_caller_crypto']:.2f}× the caller's crypto; the caller's CPU "
-          f"per round {r['caller_cpu_us_per_round'] / 1000:.2f} ms")
-    print(f"  load average while measuring: {r['load_average_1m']:g} on {r['cpus']} CPUs "
-          "(the figures are only as quiet as the machine)")
-    print(f"  proposals received {r['proposals_received']:,}, rejected {sum(r['rejected'].values())}"
-          f" (caller) / {sum(r['peer_rejected'].values())} (bidders)")
-    print(f"target: round p99 ≤ 5 ms {'met' if r['targets']['round_p99_within_5_ms'] else 'MISSED'}")
-    return EXIT_OK
 
 
 def cmd_bench_sim(args: argparse.Namespace) -> int:
