@@ -373,12 +373,8 @@ class SegmentLog(DecisionLog):
                 kept = _holdable(actions)
                 if kept is not None:
                     self._now = now
-                    self._held.append((agent_id, now, cause, kept,
-                                       None if self.wall_clock is None else self.wall_clock()))
-                    self.n += 1
-                    self.entries += 1
-                    if self.n - self._segment_first >= self.segment_entries:
-                        self._segment_full()
+                    self._hold((agent_id, now, cause, kept,
+                                None if self.wall_clock is None else self.wall_clock()))
                     return
             super().on_decision(agent_id, cause, actions, now, agent)
             return
@@ -406,12 +402,8 @@ class SegmentLog(DecisionLog):
             if w is not None and self.hold_bids:
                 kept = _holdable(actions)
                 if kept is not None:
-                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
-                                       wall_at, kept))
-                    self.n += 1
-                    self.entries += 1
-                    if self.n - self._segment_first >= self.segment_entries:
-                        self._segment_full()
+                    self._hold((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at,
+                                kept))
                     return
             a = actions[0]
             if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
@@ -428,11 +420,7 @@ class SegmentLog(DecisionLog):
                                   _EnvelopeIn("envelope", w[1], w[2]),
                                   (m.sender, m.epoch, m.seq), wall_at, why or None)
         elif w is not None:
-            self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at))
-            self.n += 1
-            self.entries += 1
-            if self.n - self._segment_first >= self.segment_entries:
-                self._segment_full()
+            self._hold((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at))
             return
         else:
             entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause),
@@ -442,6 +430,16 @@ class SegmentLog(DecisionLog):
         if self._held:
             self._append_held()
         self._append(entry, agent_id, now)
+        self.n += 1
+        self.entries += 1
+        if self.n - self._segment_first >= self.segment_entries:
+            self._segment_full()
+
+    def _hold(self, record: tuple[Any, ...]) -> None:
+        """Number an entry and hold it as ``record`` until the next entry encoded at once,
+        idle moment or seal (:meth:`_append_held`; the shortest path in
+        :meth:`on_decision` does this inline)."""
+        self._held.append(record)
         self.n += 1
         self.entries += 1
         if self.n - self._segment_first >= self.segment_entries:
