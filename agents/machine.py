@@ -7,10 +7,11 @@ from typing import Any
 from agents.base import Timing
 from agents.energy.aware import MachineEnergy
 from agents.energy.client import PowerClient, PowerNeeds
+from agents.energy.right_shift import PlannedSlot, right_shift
 from agents.maintenance import hook as maint_hook
 from agents.maintenance.window import MaintenanceWindow
 from agents.negotiation.strategies import ResourceStrategy, Slot
-from agents.protocol.actions import Action, CancelTimer, Command, SetTimer
+from agents.protocol.actions import Action, CancelTimer, Command, Log, SetTimer
 from agents.protocol.messages import (
     Baton,
     CallForProposals,
@@ -63,6 +64,7 @@ class MachineAgent(ResourceAgent):
         # a wake-up this agent started: the state it wakes from, and when it is awake
         self._waking: tuple[str, float] | None = None
         self._later_slots: set[str] = set()       # tasks last quoted a later, cheaper slot
+        self._retimed: set[str] = set()           # committed tasks moved later (ADR 97)
         # a cell with negotiated maintenance: windows leased from the crew (agents/maintenance/)
         self.maint = maintenance
         maint_hook.bind(self)
@@ -289,12 +291,94 @@ class MachineAgent(ResourceAgent):
                     processing, 0.0, energy)
 
     def hold_until(self, task_id: str, task: Task) -> float:
-        """A task won on a later, cheaper slot waits for its awarded start (when its parts
-        come earlier, the machine sleeps through the wait if that pays: ``_after``)."""
-        return task.start_at if task_id in self._later_slots else 0.0
+        """A task won on a later, cheaper slot, or moved later within the plan's float
+        (ADR 97), waits for its start (when its parts come earlier, the machine sleeps
+        through the wait if that pays: ``_after``)."""
+        return (task.start_at if task_id in self._later_slots or task_id in self._retimed
+                else 0.0)
+
+    def _shifts_plan(self) -> bool:
+        """Re-time the plan's work within its float (ADR 97): an energy-aware machine of
+        a rehearsed cell with ``plan_shift``, not under a peak cap."""
+        e = self.energy
+        return (e is not None and e.plan_shift and self.planned_order and self.power is None
+                and e.break_even_s is not None)
+
+    def on_committed(self, task_id: str, task: Task, now: float) -> list[Action]:
+        if not self._shifts_plan():
+            return []
+        task.info["planned_at"] = task.start_at
+        task.info["planned_s"] = task.finish_at - task.start_at
+        self._retimed.discard(task_id)
+        return self._retime(now)
+
+    def _retime(self, now: float) -> list[Action]:
+        """Move committed, not yet started tasks later within their calls'
+        ``latest_finish_at`` and before this machine's next task, where that lowers the
+        machine's energy cost (:func:`agents.energy.right_shift.right_shift` over this
+        machine's own timeline: the sequence kept, only priced moves), from the starts
+        they were awarded at, so every award re-times the whole timeline alike.  A task
+        whose call gives no bound, or that its bound does not leave room for, stays; so do
+        the slots offered and not yet decided (a plan's awards come in a burst: a task moved
+        into the next offer's place would come back with its award, the machine perhaps
+        asleep by then)."""
+        e = self.energy
+        assert e is not None
+        slots: list[PlannedSlot] = []
+        due: dict[str, float] = {}
+        for tid, t in sorted(self.tasks.items()):
+            offered = t.state == "held" and t.hold_until_at >= now
+            if t.state != "committed" and not offered:
+                continue
+            at = float(t.info.get("planned_at", t.start_at))
+            s = PlannedSlot(tid, 0, self.id, t.cfp.capability, at,
+                            float(t.info.get("setup_s", 0.0)),
+                            at + float(t.info.get("planned_s", t.finish_at - t.start_at)))
+            bound = 0.0 if offered else t.cfp.latest_finish_at
+            due[tid] = bound if bound > 0 and s.finish <= bound else s.finish
+            slots.append(s)
+        if not slots:
+            return []
+        free_at = max(now, self.busy_until_at) if self.running is not None else now
+        horizon = (min(free_at, min(s.start for s in slots)), max(due.values()))
+        out: list[Action] = []
+        # after its last task a rehearsed machine sleeps at once (ADR 94)
+        moves = right_shift(slots, {self.id: e}, due, horizon, tail_idles=False)
+        for s, moved in zip(slots, moves, strict=True):
+            t = self.tasks[s.order]
+            if t.state != "committed":
+                continue
+            if moved.start > s.start:
+                self._retimed.add(s.order)
+            else:
+                self._retimed.discard(s.order)
+            if moved.start != t.start_at:
+                out.append(Log("retimed", {"agent": self.id, "task": s.order,
+                                           "order": t.order, "planned_at": s.start,
+                                           "start_at": moved.start,
+                                           "latest_finish_at": t.cfp.latest_finish_at}))
+                t.start_at, t.finish_at = moved.start, moved.finish
+        return out
+
+    def busy_intervals(self, now: float) -> list[tuple[float, float, str]]:
+        """As a resource's, a task moved later within the plan's float counted at the
+        start it was awarded at: a call of the plan is quoted against the plan, and the
+        move is made again with it (``_retime``)."""
+        out = super().busy_intervals(now)
+        if not self._retimed:
+            return out
+        fixed = []
+        for a, b, tid in out:
+            if tid in self._retimed:
+                at = float(self.tasks[tid].info["planned_at"])
+                a, b = at, at + (b - a)
+            fixed.append((a, b, tid))
+        fixed.sort()
+        return fixed
 
     def start_command(self, task_id: str, task: Task, now: float) -> Command:
         self._later_slots.discard(task_id)
+        self._retimed.discard(task_id)
         self._woken(now)             # the plant wakes a sleeping machine before it starts
         cap = task.cfp.capability
         setup = self.setup_s if cap != self.last_capability else 0.0

@@ -152,6 +152,11 @@ class ResourceAgent(Agent):
         a machine holds a task it won on a later, cheaper slot until the awarded start."""
         return 0.0
 
+    def on_committed(self, task_id: str, task: Task, now: float) -> list[Action]:
+        """``task`` was just awarded to us (committed, not started): a machine re-times its
+        plan here (ADR 97)."""
+        return []
+
     def power_gate(self, task_id: str, task: Task, now: float) -> list[Action] | None:
         """None: ``task`` may start now.  Otherwise the actions of waiting for a power lease
         (a machine in a cell with a peak cap, agents/energy/client.py)."""
@@ -284,6 +289,7 @@ class ResourceAgent(Agent):
         if not self._hb_armed:
             self._hb_armed = True
             out.append(SetTimer("heartbeat", now + self.timing.heartbeat_interval_s))
+        out.extend(self.on_committed(award.task, task, now))
         if self.ready_on_award:
             task.ready = True
             out.extend(self._try_start(now))
@@ -341,7 +347,12 @@ class ResourceAgent(Agent):
         # in the queue; look again when its hold ends
         held = [self.hold_until(tid, self.tasks[tid]) for _, tid in pending]
         hold_ends = min((h for h in held if h > now), default=None)
-        pending = [p for p, h in zip(pending, held, strict=True) if h <= now]
+        if self.planned_order:
+            # a held task keeps its place in the plan: the tasks after it wait for it
+            cut = next((k for k, h in enumerate(held) if h > now), len(held))
+            pending = pending[:cut]
+        else:
+            pending = [p for p, h in zip(pending, held, strict=True) if h <= now]
         if not pending:
             return [] if hold_ends is None else [SetTimer("start_check", hold_ends)]
         # a strategy's dispatch rule over the booked queue, if it has one (None: planned order)

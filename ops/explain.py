@@ -338,6 +338,9 @@ def _log_text(event: str, f: dict[str, Any]) -> str:
         return f"nobody bid for {f['task']} (attempt {f.get('attempt', 0)}); retrying"
     if event == "started":
         return f"started {f['task']} for {f.get('order', '?')}"
+    if event == "retimed":
+        return (f"re-timed {f['task']} from {_s(f['planned_at'])} to {_s(f['start_at'])}"
+                f" (cheaper; the plan allows a finish by {_s(f['latest_finish_at'])})")
     if event == "finished":
         return f"finished {f['task']} ({f.get('quality', 'ok')})"
     if event == "fault":
@@ -444,12 +447,18 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
     won = sorted((t, task) for task, t in latest.items())
     started = {a[2]["task"]: e["t"] for e in mine for a in e["out"]
                if a[0] == "log" and a[1] == "started"}
+    # the start each task was last re-timed to within the plan's float (ADR 97)
+    retimed = {a[2]["task"]: (a[2]["planned_at"], a[2]["start_at"]) for e in mine
+               for a in e["out"] if a[0] == "log" and a[1] == "retimed"}
     lines = []
     for a, b in gaps:
         calls = [e for e in mine if a <= e["t"] <= b and e["in"]["kind"] == "message"
                  and e["in"]["type"] == "cfp"]
         waiting = [f"{task} (awarded at {_s(t)})" for t, task in won
                    if t < b and started.get(task, float("inf")) >= b]
+        later = [f"{task} (re-timed from {_s(p)} to {_s(q)})"
+                 for task, (p, q) in retimed.items() if q > p and q >= b - IDLE_MIN_S
+                 and p < b and any(w == task and at < b for at, w in won)]
         lost, refused = [], []
         for e in calls:
             task = e["in"]["body"]["task"]
@@ -469,16 +478,20 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
                          + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""))
         if refused:
             parts.append("it refused " + "; ".join(refused[:5]))
+        if later:
+            parts.append("it held work for a later, cheaper start: " + "; ".join(later[:3]))
         if waiting:
             parts.append("it held an award and waited for the parts (or the start) of "
                          + "; ".join(waiting[:3]))
         if not calls:
             parts.insert(0, "no call for proposals reached it (no order needed it then)")
         why = "; ".join(parts) or f"{len(calls)} call(s) reached it, none became work here"
-        data: dict[str, Any] = {"reason": "waiting_for_parts" if waiting else
+        data: dict[str, Any] = {"reason": "cheaper_later" if later else
+                                "waiting_for_parts" if waiting else
                                 "lost_bids" if lost else "refused" if refused else
                                 "no_calls" if not calls else "calls",
-                                "lost": lost, "refused": refused, "waiting": waiting}
+                                "lost": lost, "refused": refused, "waiting": waiting,
+                                "later": later}
         lines.append(Line(a, f"idle {_s(a)} – {_s(b)} ({_s(b - a)}): {why}", resource,
                           None, {"idle_from": a, "idle_to": b, **data}))
     for a, b, reason in down:

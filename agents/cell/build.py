@@ -104,7 +104,8 @@ def build_agents(cfg: CellConfig, seed: int, *,
             extras["energy"] = MachineEnergy(
                 tariff, m.power_kw, standby=bool(getattr(rstrat, "standby", True)),
                 wake_early=not capped, shift_max_s=float(getattr(rstrat, "shift_max_s", 0.0)),
-                min_saving=float(getattr(rstrat, "min_saving", 0.1)))
+                min_saving=float(getattr(rstrat, "min_saving", 0.1)),
+                plan_shift=bool(getattr(rstrat, "plan_shift", True)))
         agents[m.id] = MachineAgent(
             m.id, timing=timing, strategy=rstrat, location=m.location,
             capabilities=dict(m.capabilities), setup_s=m.setup_s,

@@ -16,6 +16,15 @@ plant's energy with, so a bid and the report cannot disagree on a price.
   starts at the next tariff changes up to ``shift_max_s`` later, and offers the
   cheapest if it saves at least ``min_saving`` of the earliest slot's cost and
   still finishes by the call's due date.
+* **The plan's float** (ADR 97). In a rehearsed cell an energy-aware order's planned
+  call says the latest its operation may finish and keep the plan
+  (``latest_finish_at``: its next operation's planned start, or the plan's end, or its
+  due date if sooner and met).  With ``plan_shift`` (the default) the machine re-times
+  its committed tasks whenever one is awarded: each moved later, within that bound and
+  before its own next task, only to a start that lowers its energy cost — the priced
+  right-justifying pass of agents/energy/right_shift.py over its own timeline, sequence
+  kept — and holds a moved task until its new start, sleeping meanwhile if that pays.
+  Not under a peak cap (the pass knows nothing of power leases).
 * **Standby.** After every input, an idle, up machine with no work that can
   start now looks at the gap to the next start it expects: its booked work and
   the slots it has offered and still holds (an offer may be awarded in the
@@ -65,6 +74,9 @@ class MachineEnergy:
     wake_early: bool = True      # False under a peak cap
     shift_max_s: float = 0.0
     min_saving: float = 0.1
+    #: in a rehearsed cell, run planned work later within the plan's float when cheaper
+    #: (agents/machine.py ``_retime``, ADR 97)
+    plan_shift: bool = True
 
     @property
     def wake_s(self) -> float:

@@ -61,10 +61,13 @@ class PlannedSlot:
 
 
 def right_shift(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEnergy],
-                due: Mapping[str, float], horizon: tuple[float, float]
-                ) -> list[PlannedSlot]:
+                due: Mapping[str, float], horizon: tuple[float, float], *,
+                tail_idles: bool = True) -> list[PlannedSlot]:
     """``slots`` after the pass (module docstring), in the same order.  ``horizon`` is the
-    plan's ``(start, makespan end)``; ``due`` each order's due date (absent: none)."""
+    plan's ``(start, makespan end)``; ``due`` each order's due date (absent: none).
+    ``tail_idles`` False: a machine sleeps at once after its last operation (a rehearsed
+    cell's machine, ADR 94) rather than idling its break-even first, so moving that
+    operation later buys nothing at the same price (ADR 97)."""
     out = list(slots)
     by_machine: dict[str, list[int]] = {}
     for i in sorted(range(len(out)), key=lambda i: (out[i].start, i)):
@@ -89,10 +92,10 @@ def right_shift(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEner
         if latest <= s.start:
             continue
         last = k + 1 == len(line)
-        here = _cost(energy, s, s.start, before, after, last)
+        here = _cost(energy, s, s.start, before, after, last, tail_idles)
         best, best_cost = s.start, here
         for t in _breakpoints(energy, s, latest, before, after):
-            c = _cost(energy, s, t, before, after, last)
+            c = _cost(energy, s, t, before, after, last, tail_idles)
             if c < best_cost - _EPS:
                 best, best_cost = t, c
         if best != s.start:
@@ -118,24 +121,28 @@ def plan_cost(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEnergy
 
 
 def _cost(energy: MachineEnergy, s: PlannedSlot, start: float, before: float,
-          after: float, last: bool) -> float:
+          after: float, last: bool, tail_idles: bool = True) -> float:
     """The machine's cost that depends on ``s`` starting at ``start``: the operation above
     idle, minus what sleeping through the gaps on either side saves (after the machine's
     ``last`` operation, the gap to the plan's end, with no wake-up)."""
     finish = start + s.length
     return (energy.slot_cost(s.capability, start, s.setup_s, s.length - s.setup_s)
             - _sleep_saving(energy, before, start, wakes=True)
-            - _sleep_saving(energy, finish, after, wakes=not last))
+            - _sleep_saving(energy, finish, after, wakes=not last, tail_idles=tail_idles))
 
 
-def _sleep_saving(energy: MachineEnergy, t0: float, t1: float, *, wakes: bool) -> float:
+def _sleep_saving(energy: MachineEnergy, t0: float, t1: float, *, wakes: bool,
+                  tail_idles: bool = True) -> float:
     """What the machine saves over the gap ``[t0, t1)`` by the rent-or-buy rule: sleeping
     if the gap is at least the break-even, else nothing.  A gap without a wake-up (no work
     after it) is idled for the break-even first, as the machines do with a gap whose end
-    they do not know (agents/energy/aware.py)."""
+    they do not know (agents/energy/aware.py) — or, with ``tail_idles`` False, slept
+    through at once (a rehearsed machine after its plan, ADR 94)."""
+    d = energy.draw
+    if not wakes and not tail_idles:
+        return energy.tariff.cost(d.idle - d.standby_kw, t0, t1) if t1 > t0 else 0.0
     if not energy.worth_sleeping(t1 - t0):
         return 0.0
-    d = energy.draw
     if not wakes:
         be = energy.break_even_s or 0.0
         return energy.tariff.cost(d.idle - d.standby_kw, t0 + be, t1)

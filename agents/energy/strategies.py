@@ -33,17 +33,20 @@ class EnergyAwareResource(DefaultResource):
 
     ``standby``: sleep through gaps longer than the break-even.  ``shift_max_s``: how much
     later than the earliest a cheaper slot may start (0: never shift).  ``min_saving``:
-    the share of the energy cost a later slot must save."""
+    the share of the energy cost a later slot must save.  ``plan_shift``: in a rehearsed
+    cell, run planned work later within the plan's float when cheaper (ADR 97)."""
 
     name = "energy_aware"
     energy_aware = True
 
     def __init__(self, *, standby: bool = True,
                  shift_max_s: Annotated[float, Field(ge=0)] = 0.0,
-                 min_saving: Annotated[float, Field(ge=0, le=1)] = 0.1) -> None:
+                 min_saving: Annotated[float, Field(ge=0, le=1)] = 0.1,
+                 plan_shift: bool = True) -> None:
         self.standby = standby
         self.shift_max_s = shift_max_s
         self.min_saving = min_saving
+        self.plan_shift = plan_shift
 
     def price(self, cfp: CallForProposals, slot: Slot) -> dict[str, float] | None:
         cost: dict[str, Any] | None = super().price(cfp, slot)

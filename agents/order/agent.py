@@ -71,6 +71,8 @@ class OrderAgent(OrderInitiator, OrderExceptions, Agent):
         self.rehearsal: OrderRehearsal | None = None
         self.plan: Plan | None = None
         self.plan_origin_at = 0.0
+        # planned calls carry the latest finish that keeps the plan (ADR 97)
+        self.plan_float = pricing is not None and not robots
         if timing.rehearsal_passes > 0 and machines and peers:
             self.rehearsal = OrderRehearsal(
                 agent_id, alternatives=[n.recipients for n in self.ops],

@@ -55,6 +55,7 @@ class OrderInitiator:
         priority: int
         plan: Plan | None
         plan_origin_at: float
+        plan_float: bool
         machine_location: dict[str, str]
         lots: dict[str, Lot]
         ignored: int
@@ -179,22 +180,42 @@ class OrderInitiator:
         planned = (self.plan is not None and neg.kind == "operation" and neg.attempt == 0
                    and not neg.lot and neg.op_index < len(self.plan.machine))
         neg.planned = planned
+        latest = 0.0
         if planned:
             assert self.plan is not None
             recipients = [self.plan.machine[neg.op_index]]
             earliest = max(now, self.plan_origin_at + self.plan.start[neg.op_index])
+            latest = self._latest_finish(self.plan, neg.op_index)
         reply_by = now + self.timing.reply_deadline_s
         work = sum(lot.work_s[neg.op_index:]) if neg.kind == "operation" else 0.0
         cfp = CallForProposals(
             task=neg.task, order=self.id, kind=neg.kind, capability=neg.capability, op=neg.op,
             quantity=lot.quantity, earliest_start_at=earliest, due_at=self.due_at,
             reply_by_at=reply_by, origin=neg.origin, destination=neg.destination,
-            attempt=neg.attempt, priority=self.priority, work_remaining_s=work)
+            attempt=neg.attempt, priority=self.priority, work_remaining_s=work,
+            latest_finish_at=latest)
         neg.cfp = cfp
         conv = self._conv(neg)
         out: list[Action] = [Send(r, cfp, conv) for r in recipients]
         out.append(SetTimer(f"deadline:{neg.task}", reply_by))
         return out
+
+    def _latest_finish(self, plan: Plan, k: int) -> float:
+        """The latest planned operation ``k`` may finish and keep the plan (ADR 97), for an
+        energy-aware order's call (``plan_float``; 0 otherwise: no bound): its next
+        operation's planned start; the last one, the plan's end — or the order's due date
+        if that is sooner and the plan meets it (a plan late already is not made later).
+        Not with robots: the rehearsal leaves transport out, so a part's move would eat
+        into the next operation's start."""
+        if not self.plan_float:
+            return 0.0
+        origin = self.plan_origin_at
+        if k + 1 < len(plan.start):
+            return origin + plan.start[k + 1]
+        finish, end = origin + plan.finish[k], origin + plan.makespan
+        if finish > self.due_at:
+            return finish
+        return min(end, self.due_at)
 
     def _deadline(self, neg: Negotiation, now: float) -> list[Action]:
         """The reply deadline: award the strategy's choice — unless there is none, waiting

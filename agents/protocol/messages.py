@@ -199,6 +199,10 @@ class CallForProposals(Body, frozen=True):
     attempt: int = 0          # re-negotiation round of this task (0 = first)
     priority: int = 1         # the order's priority (higher = more urgent)
     work_remaining_s: float = 0.0   # the order's remaining processing, this op included
+    #: the latest finish that keeps the caller's plan (a rehearsed, energy-aware order's
+    #: planned call: its next operation's planned start, or the plan's end); 0 = none.  A
+    #: machine may run the task later within it when that is cheaper (ADR 97)
+    latest_finish_at: float = 0.0
 
 
 @message("propose")
