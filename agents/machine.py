@@ -295,7 +295,7 @@ class MachineAgent(ResourceAgent):
         (ADR 97), waits for its start (when its parts come earlier, the machine sleeps
         through the wait if that pays: ``_after``)."""
         return (task.start_at if task_id in self._later_slots or task_id in self._retimed
-                else 0.0)
+                else 0.0)   # (a task re-awarded leaves _retimed first: on_committed)
 
     def _shifts_plan(self) -> bool:
         """Re-time the plan's work within its float (ADR 97): an energy-aware machine of
@@ -324,6 +324,7 @@ class MachineAgent(ResourceAgent):
         asleep by then)."""
         e = self.energy
         assert e is not None
+        self._retimed.intersection_update(self.tasks)     # handed back, cancelled, gone
         slots: list[PlannedSlot] = []
         due: dict[str, float] = {}
         for tid, t in sorted(self.tasks.items()):
@@ -369,8 +370,9 @@ class MachineAgent(ResourceAgent):
             return out
         fixed = []
         for a, b, tid in out:
-            if tid in self._retimed:
-                at = float(self.tasks[tid].info["planned_at"])
+            t = self.tasks[tid]
+            if tid in self._retimed and t.state == "committed" and "planned_at" in t.info:
+                at = float(t.info["planned_at"])
                 a, b = at, at + (b - a)
             fixed.append((a, b, tid))
         fixed.sort()

@@ -34,10 +34,11 @@ def machine(*, plan_shift: bool = True, rehearsed: bool = True) -> MachineAgent:
                         energy=MachineEnergy(TOU, DRAW, plan_shift=plan_shift))
 
 
-def call(task: str, start_at: float, latest: float = 0.0) -> CallForProposals:
+def call(task: str, start_at: float, latest: float = 0.0,
+         reply_by_at: float = 1.0) -> CallForProposals:
     return CallForProposals(task=task, order="o1", kind="operation", capability="mill",
                             op="mill", quantity=1, earliest_start_at=start_at, due_at=1e6,
-                            reply_by_at=1.0, latest_finish_at=latest)
+                            reply_by_at=reply_by_at, latest_finish_at=latest)
 
 
 def msg(body: object) -> Message:
@@ -137,6 +138,23 @@ def test_a_task_after_a_held_one_waits_for_it_in_planned_order() -> None:
     out = m.on_plant_event(PlantEventIn("operation_done", "m1", "o1/0", {"quality": "ok"}),
                            4300.0)
     assert started(out) == ["o1/1"]
+
+
+def test_a_task_handed_back_by_a_fault_and_called_again_is_quoted_afresh() -> None:
+    """A moved task handed back by a breakdown, then called again after the repair (no
+    bound: a re-call is not the plan's) is quoted, awarded and started like any other."""
+    m = machine()
+    offer(m, call("o1/0", 100.0, latest=6000.0))
+    award(m, "o1/0")
+    assert m.tasks["o1/0"].start_at > 100.0
+    out = m.on_plant_event(PlantEventIn("fault", "m1", "", {"reason": "breakdown"}), 2.0)
+    assert [a.fields["task"] for a in out if isinstance(a, Log) and a.event == "handed_back"] \
+        == ["o1/0"] and not m.tasks
+    m.on_plant_event(PlantEventIn("repaired", "m1", "", {}), 50.0)
+    offer(m, call("o1/0", 60.0, reply_by_at=51.0), now=50.0)
+    award(m, "o1/0", now=50.5)
+    assert m.tasks["o1/0"].start_at == 60.0 and m.hold_until("o1/0", m.tasks["o1/0"]) == 0.0
+    assert started(m.on_message(msg(Ready("o1/0", 1)), 51.0)) == ["o1/0"]
 
 
 def test_the_order_s_bound_is_the_next_planned_start_the_plan_end_or_its_due_date() -> None:
