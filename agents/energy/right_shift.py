@@ -72,6 +72,7 @@ def right_shift(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEner
     by_machine: dict[str, list[int]] = {}
     for i in sorted(range(len(out)), key=lambda i: (out[i].start, i)):
         by_machine.setdefault(out[i].machine, []).append(i)
+    place = {i: k for line in by_machine.values() for k, i in enumerate(line)}
     route = {(s.order, s.step): i for i, s in enumerate(out)}
     for i in sorted(range(len(out)), key=lambda i: (-out[i].start, -i)):
         s = out[i]
@@ -79,7 +80,7 @@ def right_shift(slots: Sequence[PlannedSlot], machines: Mapping[str, MachineEner
         if energy is None:
             continue
         line = by_machine[s.machine]
-        k = line.index(i)
+        k = place[i]
         before = out[line[k - 1]].finish if k > 0 else horizon[0]
         after = out[line[k + 1]].start if k + 1 < len(line) else horizon[1]
         end = after
