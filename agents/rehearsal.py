@@ -250,6 +250,18 @@ class OrderRehearsal:
         self.dispatches: tuple[tuple[str, float | None], ...] = (
             *((r, None) for r in DISPATCH_RULES), *(pricing.dispatch_passes if pricing else ()))
         self.seeds = len(self.dispatches) + 1
+        #: energy-aware orders with energy passes (and ``pricing.reference``): the loop is
+        #: first rehearsed as energy-blind orders rehearse it — the reference (ADR 98);
+        #: then the weighed loop, numbered from ``loop_from``, its budget counted from
+        #: ``phase_at``; ``ref`` is the reference's (plan makespan, rehearsal time so far)
+        self.in_reference = bool(pricing is not None and pricing.energy_passes > 0
+                                 and pricing.reference)
+        self.loop_from = 0
+        self.phase_at = 0.0
+        self.ref: tuple[float, float] | None = None
+        self._loop_seeds = (self.dispatches, self.seeds)
+        if self.in_reference:
+            self.dispatches, self.seeds = tuple((r, None) for r in DISPATCH_RULES), SEEDS
         self.started_at = 0.0
         self.ended_at = 0.0        # the same for every order: the latest pass end reported
         total = sum(work_s)
@@ -292,13 +304,14 @@ class OrderRehearsal:
         return self.n - 1 - position if self.now_pass.backward else position
 
     def start(self, now: float) -> list[Action]:
-        self.started_at = now
+        self.started_at = self.phase_at = now
         self.bound = self.first_ready_at + self.work_total_s
         return self._begin(0, now)
 
     def _rule(self, number: int) -> tuple[str, float | None]:
         """Pass ``number``'s dispatch rule ("" for a keyed pass) and machine share."""
-        return self.dispatches[number] if number < len(self.dispatches) else ("", None)
+        number -= self.loop_from
+        return self.dispatches[number] if 0 <= number < len(self.dispatches) else ("", None)
 
     def _begin(self, number: int, now: float) -> list[Action]:
         rule, share = self._rule(number)
@@ -310,7 +323,7 @@ class OrderRehearsal:
             assert self.best is not None
             backward, keys = False, list(self.best.start)
         else:
-            backward, keys = pass_keys(number, first=self.first_keys, best=self.best,
+            backward, keys = pass_keys(number - self.loop_from, first=self.first_keys, best=self.best,
                                        current=self.current, last=self.last, rng=self.rng,
                                        seeds=self.seeds)
         alternatives = self.alternatives
@@ -385,7 +398,7 @@ class OrderRehearsal:
         quotes[sender] = (body.start_at, body.finish_at)
         if len(quotes) < len(alts):
             return []
-        if self.pricing is None:
+        if self.pricing is None or self.in_reference:
             chosen = min(quotes, key=lambda m: (quotes[m][1], m))
         else:
             chosen = min(quotes, key=lambda m: (self._weighed(body.position, m, *quotes[m]), m))
@@ -512,19 +525,22 @@ class OrderRehearsal:
         self.makespans.append(makespan)
         cost = 0.0 if self.pricing is None else energy + self.pricing.floor_cost(
             self.started_at, self.started_at + makespan)
-        self._learn(p, makespan, makespan if self.pricing is None
-                    else self.pricing.weighed(makespan, cost), cost)
+        blind = self.pricing is None or self.in_reference
+        self._learn(p, makespan, makespan if blind else self.pricing.weighed(makespan, cost),
+                    cost)
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
         # can be shorter), after ``passes``, or once the rehearsal has cost more than
         # ``budget_share`` of the best plan's makespan in cell time.
         # (Energy-aware orders go on at the bound: a plan as short may cost less.)
         assert self.best is not None
-        if self.best.makespan <= self.bound + 1e-9 and self.pricing is None:
-            return self.stop("bound")
-        spent = self.ended_at - self.started_at
-        if self.energy_from is None and (
-                p.number + 1 >= self.passes or spent > self.budget_share * self.best.makespan):
+        if self.best.makespan <= self.bound + 1e-9 and blind:
+            return self.stop("bound") if self.pricing is None else self._end_reference(now)
+        spent = self.ended_at - self.phase_at
+        if self.energy_from is None and (p.number + 1 - self.loop_from >= self.passes
+                                         or spent > self.budget_share * self.best.makespan):
+            if self.in_reference:
+                return self._end_reference(now)
             if self.pricing is None or self._after_loop() <= 0:
                 return self.stop("done")
             self.energy_from = p.number + 1      # the loop is over: the energy passes follow
@@ -533,6 +549,21 @@ class OrderRehearsal:
                 and p.number + 1 >= self.energy_from + self.after_loop:
             return self.stop("done")
         return self._begin(p.number + 1, now)
+
+    def _end_reference(self, now: float) -> list[Action]:
+        """The reference is over (ADR 98): its plan — the one energy-blind orders would
+        have kept — and the rehearsal's time so far measure the band, and the plan stays a
+        candidate; the weighed loop starts afresh with its own seeds."""
+        assert self.best is not None and self.now_pass is not None
+        self.ref = (self.best.makespan, self.ended_at - self.started_at)
+        self.banded = [self.best]
+        self.shortest = self.best.makespan
+        self.best = self.current = self.last = None
+        self.in_reference = False
+        self.loop_from = self.now_pass.number + 1
+        self.phase_at = self.ended_at
+        self.dispatches, self.seeds = self._loop_seeds
+        return self._begin(self.loop_from, now)
 
     def _after_loop(self) -> int:
         """How many passes follow the loop (energy-aware orders): the energy passes; else,
@@ -587,18 +618,19 @@ class OrderRehearsal:
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                         tuple(r[2] for r in rows), score, cost)
         self.last = plan
-        if self.pricing is not None:
+        if self.pricing is not None and not self.in_reference:
             self._learn_banded(plan, self._energy_pass(p.number))
         elif self.best is None or score < self.best.score:
             self.best = plan
         # the loop's current plan: the best seed, then every forward-from-mirror pass
         # that is no worse (ties move on, so the search can drift along a plateau)
-        seed = p.number < self.seeds
-        if (seed or (p.number - self.seeds) % 3 == 1) and (
+        number = p.number - self.loop_from
+        seed = number < self.seeds
+        if (seed or (number - self.seeds) % 3 == 1) and (
                 self.current is None or self._rank(plan) < self._rank(self.current)
                 or (not seed and self._rank(plan) == self._rank(self.current))):
             self.current = plan
-        if p.number == self.seeds - 1:
+        if number == self.seeds - 1:
             self.last = self.current      # the loop starts from the best seed
 
     def _limit(self) -> float:
@@ -609,13 +641,23 @@ class OrderRehearsal:
             # the run is the rehearsal and then the plan: the rehearsal's time so far
             # comes out of the band (it only grows, so the band still only narrows)
             # (never below the shortest plan itself)
-            limit = max(self.shortest + 1e-9, limit - max(0.0, self.ended_at - self.started_at))
+            spent = max(0.0, self.ended_at - self.started_at)
+            if self.ref is not None:
+                # measured from the reference (ADR 98): the blind cell's run would be its
+                # rehearsal and its plan; this run is the whole rehearsal, the machines'
+                # wake-up lead and the plan
+                plan_s, rehearsal_s = self.ref
+                limit = (plan_s + rehearsal_s) * (1.0 + self.pricing.makespan_tolerance) \
+                    - spent - self.pricing.wake_lead_s(self.ended_at) + 1e-9
+            else:
+                limit -= spent
+            limit = max(self.shortest + 1e-9, limit)
         return limit
 
     def _rank(self, plan: Plan) -> tuple[bool, float]:
         """How a plan compares: its score; for energy-aware orders a plan outside the
         makespan band ranks after every plan inside it."""
-        if self.pricing is None:
+        if self.pricing is None or self.in_reference:
             return False, plan.score
         return plan.makespan > self._limit(), plan.score
 

@@ -130,6 +130,10 @@ class PlanPricing:
     #: the run executes it, in one more pass, and keep the least score among it and the
     #: forward passes' plans (the energy passes' first pass does this already; ADR 93)
     retime: bool = True
+    #: with energy passes: rehearse first exactly as energy-blind orders do (earliest
+    #: finish, the shortest plan kept), and measure the band from that reference — the plan
+    #: and rehearsal time of the cell the target compares with (ADR 98)
+    reference: bool = True
 
     def wake_lead_s(self, idle_s: float) -> float:
         """How much later than the award round the plan starts (ADR 94), when the machines
@@ -272,4 +276,5 @@ def plan_pricing(agents: Mapping[str, object], order_strategy: object) -> PlanPr
                        {aid: dict(getattr(agents[aid], "capabilities", {})) for aid in priced},
                        PRICED_DISPATCH if getattr(order_strategy, "priced_dispatch", False)
                        else (), int(getattr(order_strategy, "energy_passes", 0) or 0),
-                       bool(getattr(order_strategy, "retime", True)))
+                       bool(getattr(order_strategy, "retime", True)),
+                       bool(getattr(order_strategy, "reference", True)))

@@ -84,8 +84,8 @@ class EnergyCost(OrderStrategy):
                  lateness_weight: Annotated[float, Field(ge=0)] = 10.0,
                  makespan_tolerance: Annotated[float, Field(ge=0)] = 0.05,
                  price_idle: bool = True, priced_dispatch: bool = False,
-                 energy_passes: Annotated[int, Field(ge=0)] = 0,
-                 retime: bool = True) -> None:
+                 energy_passes: Annotated[int, Field(ge=0)] = 20,
+                 retime: bool = True, reference: bool = True) -> None:
         self.s_per_money = s_per_money
         self.lateness_weight = lateness_weight
         self.makespan_tolerance = makespan_tolerance
@@ -93,6 +93,7 @@ class EnergyCost(OrderStrategy):
         self.priced_dispatch = priced_dispatch
         self.energy_passes = energy_passes
         self.retime = retime
+        self.reference = reference
 
     def score(self, cfp: CallForProposals, proposal: Proposal) -> float:
         late = max(0.0, proposal.finish_at - cfp.due_at)
