@@ -91,8 +91,11 @@ are seeds like the others (``self.seeds``).  If it names ``energy_passes`` (orde
 strategy ``energy_passes``), that many *energy passes* follow the loop: the plan
 kept re-timed, then re-run with one operation of one order moved to a machine that
 uses less energy, each kept if within the band and cheaper; the band less the time
-rehearsed (agents/energy/rehearsal.py, "Energy passes").  Without them, with ``retime``
-(the default), a plan kept from a backward pass is re-timed in one such pass that moves
+rehearsed (agents/energy/rehearsal.py, "Energy passes").  With them and ``reference``
+(the defaults, ADR 98), the loop is first rehearsed exactly as without ``pricing`` —
+the reference, its passes numbered from 0, the weighed loop's from ``loop_from`` — and
+the band is measured from its plan and its rehearsal time ("The reference" there).
+Without energy passes, with ``retime``, a plan kept from a backward pass is re-timed in one such pass that moves
 nothing.  The collector also prices the gaps between operations on each machine from
 every order's slots (``PlanPricing.gaps_cost``).  Without ``pricing`` nothing here
 changes.

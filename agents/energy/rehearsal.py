@@ -60,8 +60,8 @@ left-justified on its machines (the energy passes' first pass, below) and prices
 the backward passes' plans then leave the band, and the plan kept is the least score
 among the forward plans and the re-timed one.
 
-**Energy passes** (order strategy ``energy_passes`` = N > 0, off by default; ADR 90):
-once the forward-backward loop ends, N more keyed passes, each order sending its
+**Energy passes** (order strategy ``energy_passes`` = N > 0, 20 by default since ADR 98;
+ADR 90): once the forward-backward loop ends, N more keyed passes, each order sending its
 operations only to its machine in the plan they build on, keyed by that plan's starts
 — the same serial schedule generation the loop uses.  The first moves nothing: it
 re-times the plan kept, left-justified on its machines as the run will execute it,
@@ -76,6 +76,20 @@ shortest pass *less the time rehearsed so far* (never below the shortest pass), 
 the run is the rehearsal and then the plan — and the loop's plan kept is the least
 energy cost the band admits (ties: the shorter), not the least weighed score: the
 band, not the exchange rate, bounds the makespan.  Work: N passes of the loop's size.
+
+**The reference** (``PlanPricing.reference``, order strategy ``reference``, on by
+default; ADR 98): with energy passes, the orders first rehearse exactly as energy-blind
+orders do — the same dispatch and keyed passes, quotes chosen by earliest finish, the
+shortest plan kept, stopping at the bound, the passes or the budget as they do — and
+only then run the weighed loop and the energy passes.  A weighed loop's shortest plan
+can be a time unit longer than the one a makespan search finds (mk06: 20700 s against
+20400 s), and a band measured from it let a plan past the target through.  The band is
+measured from the reference instead: a plan must end within ``(1 + makespan_tolerance)``
+· (the reference's plan + the time its rehearsal took) — the run energy-blind orders
+would have made — less the whole rehearsal's time so far and the machines' wake-up lead
+(:meth:`wake_lead_s`), never below the shortest plan; the reference's plan stays a
+candidate, so the plan kept is never outside the band.  Work: the blind rehearsal's
+passes more (few where it meets the bound).
 
 **The wake-up lead** (ADR 94): an aware machine sleeps through a rehearsal longer
 than its break-even, and is woken by its first award.  The plan's origin is put

@@ -73,7 +73,10 @@ class EnergyCost(OrderStrategy):
     rehearsal's loop, that many passes each try one operation on a machine that uses
     less energy, kept if the plan stays within the band and costs less; the plan kept
     is then the least energy cost within the band, the band less the time rehearsed
-    (agents/energy/rehearsal.py, "Energy passes"; 0, the default: off).  ``retime``:
+    (agents/energy/rehearsal.py, "Energy passes"; 20 by default since ADR 98, 0: off).
+    ``reference``: with energy passes, rehearse first as energy-blind orders do and
+    measure the band from that plan and its rehearsal time (ADR 98; on by default).
+    ``retime``:
     without energy passes, a plan kept from a backward pass is re-timed in one more pass,
     left-justified as the run executes it, and priced there (``PlanPricing.retime``; on by
     default, ADR 93: measured, it lowers the cost and breaks no target)."""
