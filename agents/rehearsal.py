@@ -528,8 +528,9 @@ class OrderRehearsal:
         self.makespans.append(makespan)
         cost = 0.0 if self.pricing is None else energy + self.pricing.floor_cost(
             self.started_at, self.started_at + makespan)
-        blind = self.pricing is None or self.in_reference
-        self._learn(p, makespan, makespan if blind else self.pricing.weighed(makespan, cost),
+        weigh = None if self.in_reference else self.pricing   # the reference: as if blind
+        blind = weigh is None
+        self._learn(p, makespan, makespan if weigh is None else weigh.weighed(makespan, cost),
                     cost)
         # Every order decides on the same numbers (pass, makespans, reported clocks and
         # bounds), so they all stop together: once the best plan meets the bound (no plan
