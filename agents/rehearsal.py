@@ -95,8 +95,8 @@ rehearsed (agents/energy/rehearsal.py, "Energy passes").  With them and ``refere
 (the defaults, ADR 98), the loop is first rehearsed exactly as without ``pricing`` —
 the reference, its passes numbered from 0, the weighed loop's from ``loop_from`` — and
 the band is measured from its plan and its rehearsal time ("The reference" there).
-Without energy passes, with ``retime``, a plan kept from a backward pass is re-timed in one such pass that moves
-nothing.  The collector also prices the gaps between operations on each machine from
+Without energy passes, with ``retime``, a plan kept from a backward pass is re-timed in
+one such pass that moves nothing.  The collector also prices the gaps between operations on each machine from
 every order's slots (``PlanPricing.gaps_cost``).  Without ``pricing`` nothing here
 changes.
 
@@ -299,6 +299,12 @@ class OrderRehearsal:
         self.conv = f"{order}/rehearsal"
 
     @property
+    def weighing(self) -> PlanPricing | None:
+        """The pricing the passes weigh energy with now: none for energy-blind orders, nor
+        while the reference is rehearsed (ADR 98: as energy-blind orders rehearse)."""
+        return None if self.in_reference else self.pricing
+
+    @property
     def n(self) -> int:
         return len(self.capabilities)
 
@@ -326,9 +332,9 @@ class OrderRehearsal:
             assert self.best is not None
             backward, keys = False, list(self.best.start)
         else:
-            backward, keys = pass_keys(number - self.loop_from, first=self.first_keys, best=self.best,
-                                       current=self.current, last=self.last, rng=self.rng,
-                                       seeds=self.seeds)
+            backward, keys = pass_keys(number - self.loop_from, first=self.first_keys,
+                                       best=self.best, current=self.current, last=self.last,
+                                       rng=self.rng, seeds=self.seeds)
         alternatives = self.alternatives
         if self._energy_pass(number):
             alternatives = self._move(number)
@@ -401,7 +407,7 @@ class OrderRehearsal:
         quotes[sender] = (body.start_at, body.finish_at)
         if len(quotes) < len(alts):
             return []
-        if self.pricing is None or self.in_reference:
+        if self.weighing is None:
             chosen = min(quotes, key=lambda m: (quotes[m][1], m))
         else:
             chosen = min(quotes, key=lambda m: (self._weighed(body.position, m, *quotes[m]), m))
@@ -528,7 +534,7 @@ class OrderRehearsal:
         self.makespans.append(makespan)
         cost = 0.0 if self.pricing is None else energy + self.pricing.floor_cost(
             self.started_at, self.started_at + makespan)
-        weigh = None if self.in_reference else self.pricing   # the reference: as if blind
+        weigh = self.weighing
         blind = weigh is None
         self._learn(p, makespan, makespan if weigh is None else weigh.weighed(makespan, cost),
                     cost)
@@ -622,7 +628,7 @@ class OrderRehearsal:
             plan = Plan(makespan, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                         tuple(r[2] for r in rows), score, cost)
         self.last = plan
-        if self.pricing is not None and not self.in_reference:
+        if self.weighing is not None:
             self._learn_banded(plan, self._energy_pass(p.number))
         elif self.best is None or score < self.best.score:
             self.best = plan
@@ -661,7 +667,7 @@ class OrderRehearsal:
     def _rank(self, plan: Plan) -> tuple[bool, float]:
         """How a plan compares: its score; for energy-aware orders a plan outside the
         makespan band ranks after every plan inside it."""
-        if self.pricing is None or self.in_reference:
+        if self.weighing is None:
             return False, plan.score
         return plan.makespan > self._limit(), plan.score
 
