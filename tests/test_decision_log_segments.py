@@ -478,7 +478,9 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
                                [Send(m.sender, no, m.conv)],
                                [Send(m.sender, bid, m.conv), SetTimer(f"hold:{r}", r + 3.0)],
                                [SetTimer("round", r + 0.5), CancelTimer(f"hold:{r - 1}")],
-                               ][(r + i) % 4]
+                               [Send(m.sender, bid, m.conv)],   # a lone bid (ADR 99's path)
+                               [Send(m.sender, no, m.conv), Send(m.sender, bid, m.conv)],
+                               ][(r + i) % 6]
                     if i == 1 and r % 3 == 0:      # a log: encoded at once
                         actions = [*actions, Log("bid", {"round": r})]
                 log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, Order())
@@ -541,24 +543,30 @@ def test_an_entry_that_does_not_encode_is_recorded_lost_and_the_log_goes_on(
                     actions = [Send(m.sender, bad, m.conv), SetTimer("hold", 3.0)]
                 elif answered and r == 4 and i == 1:    # at once, poisoned
                     actions = [Log("bid", {"obj": object()})]
+                elif answered and r == 5 and i == 0:    # a lone bid's snapshot that fails
+                    bad = Proposal(task=m.conv, kind="operation", start_at=1.0, finish_at=2.0,
+                                   hold_until_at=3.0, cost={"x": object()})  # type: ignore[dict-item]
+                    actions = [Send(m.sender, bad, m.conv)]
                 log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, None)
             log.on_decision("o-1", Timer("deadline", 2.0 + r), [], 2.0 + r, None)
         log.close()
-    assert log.unencodable == 3
+    assert log.unencodable == 4
     assert verify_log(path).ok
     entries = [e for e in read_lines(path) if e.get("k") in ("in", "lost")]
     assert [e["n"] for e in entries] == list(range(1, 6 * 5 + 1))
     lost = [e for e in entries if e["k"] == "lost"]
     assert [(e["n"], e["agent"], e["t"]) for e in lost] == [(11, "m1", 3.5), (16, "m1", 4.5),
-                                                            (22, "m2", 5.5)]
+                                                            (22, "m2", 5.5), (26, "m1", 6.5)]
     assert all("does not encode" in e["error"] for e in lost)
 
 
 
-def test_a_held_answer_keeps_its_body_as_it_was_when_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lone", [False, True], ids=["with-a-timer", "a-lone-bid"])
+def test_a_held_answer_keeps_its_body_as_it_was_when_sent(tmp_path: Path, lone: bool) -> None:
     """ADR 95: a held answer's body with a dict is encoded when held, so an agent that
     changes the dict afterwards (a bug, but it must not rewrite history) does not change
-    the log; the log shows what was sent."""
+    the log; the log shows what was sent.  A lone bid takes a shorter path (ADR 99): the
+    same."""
     from agents.protocol.actions import Send, SetTimer
     from agents.protocol.messages import Proposal
 
@@ -570,10 +578,12 @@ def test_a_held_answer_keeps_its_body_as_it_was_when_sent(tmp_path: Path) -> Non
     with path.open("wb") as f:
         log = SegmentLog(f, SigningKey.generate(), host="h", run={})
         log.on_wire(msgs, payload, sig)
-        log.on_decision(agent, Inbound(m, 1.5), [Send(m.sender, bid, m.conv),
-                                                 SetTimer("hold", 3.0)], 1.5, None)
+        log.on_decision(agent, Inbound(m, 1.5),
+                        [Send(m.sender, bid, m.conv)] if lone else
+                        [Send(m.sender, bid, m.conv), SetTimer("hold", 3.0)], 1.5, None)
         assert len(log._held) == 1
         bid.cost["queue_s"] = 999.0
         log.close()
     sent = [a for e in read_lines(path) if e.get("k") == "in" for a in e["out"]]
-    assert sent[0][4]["cost"] == {"queue_s": 1.0} and sent[1] == ["timer", "hold", 3.0]
+    assert sent[0][4]["cost"] == {"queue_s": 1.0}
+    assert sent[1:] == ([] if lone else [["timer", "hold", 3.0]])

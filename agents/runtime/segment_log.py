@@ -117,8 +117,24 @@ def _holdable(actions: Sequence[Action]) -> Sequence[Action] | _Out | None:
     """What a held entry keeps of ``actions`` (ADR 95): the actions themselves when they are
     timers and sends of all-scalar bodies, their ``out`` with the bodies that have a dict
     or a list encoded now (:func:`_snapshot`) when there are such; None when the entry must
-    be encoded at once (an award, a command, a log, a body that does not encode)."""
+    be encoded at once (an award, a command, a log, a body that does not encode).  One
+    send (a bid) takes a short path to the same result (ADR 99): it is on the message
+    path, before the bid goes out."""
     hold = _HOLD
+    if len(actions) == 1 and type(one := actions[0]) is Send:
+        body = one.body
+        how = hold.get(type(body))
+        if how is None:
+            how = _hold_kind(type(body))
+        if how == _BY_REFERENCE:
+            return actions
+        if how == _NEVER:
+            return None
+        try:
+            raw = msgspec.Raw(_ENCODER.encode(body))
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return _Out([["send", [one.to], body.TYPE, one.conv, raw]])
     snapshot = False
     for a in actions:
         kind = type(a)
@@ -348,9 +364,15 @@ class SegmentLog(DecisionLog):
             out = (actions if type(actions) is _Out else
                    [["send", [a.to], a.body.TYPE, a.conv, a.body]]
                    if len(actions) == 1 and type(a) is Send else actions_json(actions))
-            self._append(_InEntry("in", now, agent_id, out,
-                                  _EnvelopeIn("envelope", payload, sig),
-                                  (sender, epoch, seq), wall_at, None), agent_id, now)
+            answered = _InEntry("in", now, agent_id, out, _EnvelopeIn("envelope", payload, sig),
+                                (sender, epoch, seq), wall_at, None)
+            at = len(seg)
+            try:                            # _append, inline: a bid's entry (ADR 99)
+                _encode_into(answered, seg, -1)
+                offsets.append(at)
+            except (TypeError, ValueError, OverflowError):
+                del seg[at:]
+                self._append(answered, agent_id, now)   # recorded as lost, and counted
 
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None:
@@ -401,9 +423,13 @@ class SegmentLog(DecisionLog):
         if actions:
             if w is not None and self.hold_bids:
                 kept = _holdable(actions)
-                if kept is not None:
-                    self._hold((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at,
-                                kept))
+                if kept is not None:    # _hold, inline: every bid comes this way
+                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
+                                       wall_at, kept))
+                    self.n += 1
+                    self.entries += 1
+                    if self.n - self._segment_first >= self.segment_entries:
+                        self._segment_full()
                     return
             a = actions[0]
             if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
