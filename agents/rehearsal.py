@@ -75,8 +75,8 @@ each operation at its planned machine with ``earliest_start_at`` = plan
 origin + planned start, where the origin is the same for every order (the
 last pass's end as the collector reported it, plus two reply deadlines for
 the award round, plus for energy-aware orders the wake-up lead of the machines
-asleep by then: ``PlanPricing.wake_lead_s``); the machines run their tasks strictly in planned order,
-each as soon as its parts are there, so the execution is the plan shifted
+asleep by then: ``PlanPricing.wake_lead_s``); the machines run their tasks
+strictly in planned order, each as soon as its parts are there, so the execution is the plan shifted
 left where it can be — never later than planned, up to message latency.
 
 Energy-aware orders (``pricing`` set: agents/energy/rehearsal.py) weigh each
@@ -96,9 +96,9 @@ rehearsed (agents/energy/rehearsal.py, "Energy passes").  With them and ``refere
 the reference, its passes numbered from 0, the weighed loop's from ``loop_from`` — and
 the band is measured from its plan and its rehearsal time ("The reference" there).
 Without energy passes, with ``retime``, a plan kept from a backward pass is re-timed in
-one such pass that moves nothing.  The collector also prices the gaps between operations on each machine from
-every order's slots (``PlanPricing.gaps_cost``).  Without ``pricing`` nothing here
-changes.
+one such pass that moves nothing.  The collector also prices the gaps between
+operations on each machine from every order's slots (``PlanPricing.gaps_cost``).
+Without ``pricing`` nothing here changes.
 
 If a pass stalls (a lost message), the order stops rehearsing after
 ``rehearsal_pass_timeout`` and negotiates with what it has — the best plan

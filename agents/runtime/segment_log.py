@@ -364,15 +364,9 @@ class SegmentLog(DecisionLog):
             out = (actions if type(actions) is _Out else
                    [["send", [a.to], a.body.TYPE, a.conv, a.body]]
                    if len(actions) == 1 and type(a) is Send else actions_json(actions))
-            answered = _InEntry("in", now, agent_id, out, _EnvelopeIn("envelope", payload, sig),
-                                (sender, epoch, seq), wall_at, None)
-            at = len(seg)
-            try:                            # _append, inline: a bid's entry (ADR 99)
-                _encode_into(answered, seg, -1)
-                offsets.append(at)
-            except (TypeError, ValueError, OverflowError):
-                del seg[at:]
-                self._append(answered, agent_id, now)   # recorded as lost, and counted
+            self._append(_InEntry("in", now, agent_id, out,
+                                  _EnvelopeIn("envelope", payload, sig),
+                                  (sender, epoch, seq), wall_at, None), agent_id, now)
 
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
                     now: float, agent: Agent | None) -> None:
@@ -423,13 +417,9 @@ class SegmentLog(DecisionLog):
         if actions:
             if w is not None and self.hold_bids:
                 kept = _holdable(actions)
-                if kept is not None:    # _hold, inline: every bid comes this way
-                    self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2],
-                                       wall_at, kept))
-                    self.n += 1
-                    self.entries += 1
-                    if self.n - self._segment_first >= self.segment_entries:
-                        self._segment_full()
+                if kept is not None:
+                    self._hold((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at,
+                                kept))
                     return
             a = actions[0]
             if len(actions) == 1 and type(a) is Send and type(a.body) is not Award:
