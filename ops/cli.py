@@ -377,6 +377,11 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
               f"{d['round_p50_us']['cost_pct']:+.1f} %, p99 {d['round_p99_us']['cost_pct']:+.1f} %"
               f" (target ≤ 5 %); the caller's reads per round {d['wakes_per_round']['without']}"
               f" → {d['wakes_per_round']['with']}")
+        b, c = d["bidders_cpu_us_per_round"], d["cell_cpu_us_per_round"]
+        print(f"  CPU per round, every process: {c['without'] / 1000:.2f} → "
+              f"{c['with'] / 1000:.2f} ms ({c['cost_pct']:+.1f} %; the bidder processes "
+              f"{b['without'] / 1000:.2f} → {b['with'] / 1000:.2f} ms, {b['cost_pct']:+.1f} %)"
+              f" on {r['cpus']} CPUs")
     print(f"target: round p99 ≤ 5 ms with {r['processes']} bidder processes "
           f"{'met' if t['round_p99_within_5_ms'] else 'MISSED'}; in every layout "
           f"{'met' if t['round_p99_within_5_ms_every_layout'] else 'MISSED'}")

@@ -45,13 +45,19 @@ def test_bench_bus_decision_log_json(tmp_path: Path) -> None:
 def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
     d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes",
                "2")["decision_log"]
-    for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round"):
+    for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round",
+              "bidders_cpu_us_per_round", "cell_cpu_us_per_round"):
         assert set(d[k]) == {"without", "with", "cost_pct"}, (k, d[k])
         assert _number(d[k]["cost_pct"]), (k, d[k])
         assert d[k]["without"] > 0 and d[k]["with"] > 0
+    for mode in ("without", "with"):            # every process's CPU: the caller's and theirs
+        assert d["cell_cpu_us_per_round"][mode] == pytest.approx(
+            d["caller_cpu_us_per_round"][mode] + d["bidders_cpu_us_per_round"][mode], abs=0.2)
     assert d["block_rounds"] > 0
     assert d["recording"] == "all"
     assert d["caller_entries"] > 0              # the caller did record
+    # and so did the bidders: a call answered with a bid, per bidder and recorded round
+    assert d["bidders_entries"] == 3 * 10
     assert d["wakes_per_round"]["without"] > 0 and d["wakes_per_round"]["with"] > 0
 
 
@@ -75,4 +81,5 @@ def test_bench_negotiation_decision_log_in_the_bidders_only(tmp_path: Path) -> N
                "2", who="bidders")["decision_log"]
     assert d["recording"] == "bidders"
     assert d["caller_entries"] == 0
+    assert d["bidders_entries"] == 3 * 10
     assert _number(d["caller_cpu_us_per_round"]["cost_pct"])

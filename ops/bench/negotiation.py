@@ -166,13 +166,24 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
 
     endpoint = await bus.start(handler)
     print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
+    # this process's CPU seconds per mode of the caller's blocks (recording off, on), from
+    # the first control line on (the warm-up left out), as the caller counts its own
+    cpu_s = {"off": 0.0, "on": 0.0}
+    mode, cpu0 = "", 0.0
     while line := await reader.readline():
         if line.startswith(b"record "):
-            recording = recorder is not None and line.strip() == b"record on"
+            now_cpu = time.process_time()
+            if mode:
+                cpu_s[mode] += now_cpu - cpu0
+            mode, cpu0 = ("on" if line.strip() == b"record on" else "off"), now_cpu
+            recording = recorder is not None and mode == "on"
             # the bus hands its envelopes to the log while recording, as a host's does
             attach(bus, recorder if recording else None)
             print(json.dumps({"record": recording}), flush=True)
-    print(json.dumps({"rejected": dict(bus.stats.rejected)}), flush=True)
+    if mode:
+        cpu_s[mode] += time.process_time() - cpu0
+    print(json.dumps({"rejected": dict(bus.stats.rejected), "cpu_s": cpu_s,
+                      "entries": 0 if recorder is None else recorder.entries}), flush=True)
     await bus.close()
 
 
@@ -392,6 +403,8 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         cfp_envelopes = bus.sealed(CALLER) - (warmup + rounds if award else 0)
     finally:
         peer_rejected: dict[str, int] = {}
+        peer_cpu_s = {"off": 0.0, "on": 0.0}   # the bidder processes' CPU, summed, per mode
+        peer_entries = 0
         for p in peers:
             assert p.stdin is not None and p.stdout is not None
             try:
@@ -399,8 +412,12 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                 tail = p.stdout.read()
                 p.wait(timeout=5)
                 for line in tail.splitlines():
-                    for reason, n in json.loads(line).get("rejected", {}).items():
+                    last = json.loads(line)
+                    for reason, n in last.get("rejected", {}).items():
                         peer_rejected[reason] = peer_rejected.get(reason, 0) + n
+                    for mode, s in last.get("cpu_s", {}).items():
+                        peer_cpu_s[mode] += s
+                    peer_entries += last.get("entries", 0)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 p.kill()
                 p.wait()
@@ -417,7 +434,17 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         out["wakes_per_round"] = round(wakes[False] / max(1, len(rounds_s[False])), 2)
         out["with"] = _figures(rounds_s[True], send_s[True], cpu_s[True], len(rounds_s[True]))
         out["with"]["entries"] = 0 if recorder is None else recorder.entries
+        out["with"]["bidders_entries"] = peer_entries
         out["with"]["wakes_per_round"] = round(wakes[True] / max(1, len(rounds_s[True])), 2)
+        # every process's CPU per round, per mode: on a host with fewer cores than busy
+        # processes the recorder's cost to the round is roughly its CPU over the cores
+        # (docs/decisions.md, ADR 100)
+        for figures, on in ((out, False), (out["with"], True)):
+            n = max(1, len(rounds_s[on]))
+            figures["bidders_cpu_us_per_round"] = round(
+                peer_cpu_s["on" if on else "off"] / n * 1e6, 1)
+            figures["cell_cpu_us_per_round"] = round(
+                figures["caller_cpu_us_per_round"] + figures["bidders_cpu_us_per_round"], 1)
     return out
 
 
@@ -480,11 +507,13 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
                 "cost_pct": (round(100.0 * (both["with"][k] - both[k]) / both[k], 2)
                              if both[k] else None)}
             for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round",
+                      "bidders_cpu_us_per_round", "cell_cpu_us_per_round",
                       "wakes_per_round")}
         r["decision_log"]["recording"] = who
         r["decision_log"]["award"] = award
         r["decision_log"]["block_rounds"] = BLOCK_ROUNDS
         r["decision_log"]["caller_entries"] = both["with"]["entries"]
+        r["decision_log"]["bidders_entries"] = both["with"]["bidders_entries"]
     rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
     r["sign_us"] = round(rates["sign_us"], 2)
     r["verify_us"] = round(rates["verify_us"], 2)
