@@ -15,8 +15,9 @@ that less work per input needs another format.  This is it:
   and signature frames as they came in — and appended to the open segment's
   buffer as one msgpack array with the next entry or seal, in one loop: no
   encoding of the message, no hash on the message path; one answered only by
-  timers and sends of all-scalar bodies is held too, with its actions, and
-  becomes the map below when appended (ADR 95);
+  timers and sends is held too, with its actions (or, when a body has a dict or a
+  list, its ``out`` encoded then), and becomes the map below when appended (ADR 95,
+  ADR 100);
 * every other entry is the /2 entry (without ``n`` and ``prev``) as a
   msgpack map, appended the same way;
 * an entry that does not encode (an agent put an object that is not data in a
@@ -94,9 +95,11 @@ _NEVER, _SNAPSHOT, _BY_REFERENCE = 0, 1, 2
 _HOLD: dict[type, int] = {Award: _NEVER}
 """How a held entry keeps a sent body until it is encoded (ADR 95), per body type: by
 reference when its fields are all scalars, which nobody can change once the body is built
-(a frozen Struct); encoded at once (a snapshot, ``msgspec.Raw``) when it has a dict or a
-list (``Proposal.cost``, ``Heartbeat.leases``), which its agent could still change; an
-award is never held (its *why* reads the order as it awards)."""
+(a frozen Struct); encoded at once (a snapshot) when it has a dict or a list
+(``Proposal.cost``, ``Heartbeat.leases``), which its agent could still change; an award is
+never held (its *why* reads the order as it awards)."""
+
+_RAW = msgspec.Raw
 
 
 def _hold_kind(cls: type) -> int:
@@ -108,18 +111,14 @@ def _hold_kind(cls: type) -> int:
     return kind
 
 
-class _Out(list):
-    """A held entry's ``out`` built when it was held (its bodies with containers encoded
-    then), rather than its actions."""
-
-
-def _holdable(actions: Sequence[Action]) -> Sequence[Action] | _Out | None:
+def _holdable(actions: Sequence[Action]) -> Sequence[Action] | msgspec.Raw | None:
     """What a held entry keeps of ``actions`` (ADR 95): the actions themselves when they are
-    timers and sends of all-scalar bodies, their ``out`` with the bodies that have a dict
-    or a list encoded now (:func:`_snapshot`) when there are such; None when the entry must
-    be encoded at once (an award, a command, a log, a body that does not encode).  One
-    send (a bid) takes a short path to the same result (ADR 99): it is on the message
-    path, before the bid goes out."""
+    timers and sends of all-scalar bodies; when a sent body has a dict or a list, the
+    entry's whole ``out`` encoded now (a snapshot, ``msgspec.Raw``: the same bytes later,
+    and one object the collector need not follow, ADR 100); None when the entry must be
+    encoded at once (an award, a command, a log, a body that does not encode).  One send
+    (a bid) takes a short path to the same result (ADR 99): it is on the message path,
+    before the bid goes out."""
     hold = _HOLD
     if len(actions) == 1 and type(one := actions[0]) is Send:
         body = one.body
@@ -131,10 +130,9 @@ def _holdable(actions: Sequence[Action]) -> Sequence[Action] | _Out | None:
         if how == _NEVER:
             return None
         try:
-            raw = msgspec.Raw(_ENCODER.encode(body))
+            return _RAW(_ENCODER.encode([["send", [one.to], body.TYPE, one.conv, body]]))
         except (TypeError, ValueError, OverflowError):
             return None
-        return _Out([["send", [one.to], body.TYPE, one.conv, raw]])
     snapshot = False
     for a in actions:
         kind = type(a)
@@ -149,21 +147,12 @@ def _holdable(actions: Sequence[Action]) -> Sequence[Action] | _Out | None:
                 return None
         elif kind is not SetTimer and kind is not CancelTimer:
             return None
-    return _snapshot(actions) if snapshot else actions
-
-
-def _snapshot(actions: Sequence[Action]) -> _Out | None:
-    """``actions`` as the entry's ``out``, each sent body with containers encoded now
-    (``msgspec.Raw``: the same bytes later); None when one does not encode (the entry is
-    then encoded at once, and recorded ``lost``)."""
-    out = _Out(actions_json(actions))
+    if not snapshot:
+        return actions
     try:
-        for item in out:
-            if item[0] == "send" and _HOLD[type(item[4])] == _SNAPSHOT:
-                item[4] = msgspec.Raw(_ENCODER.encode(item[4]))
+        return _RAW(_ENCODER.encode(actions_json(actions)))
     except (TypeError, ValueError, OverflowError):
         return None
-    return out
 
 
 _LEN = struct.Struct(">I")
@@ -354,16 +343,18 @@ class SegmentLog(DecisionLog):
             if len(record) == 5:                    # a timer's (or no input's) answer
                 agent_id, now, cause, actions, wall_at = record
                 entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause),
-                         "out": actions if type(actions) is _Out else actions_json(actions)}
+                         "out": actions if type(actions) is _RAW else actions_json(actions)}
                 if wall_at is not None:
                     entry["wall_at"] = wall_at
                 self._append(entry, agent_id, now)
                 continue
             agent_id, now, sender, epoch, seq, payload, sig, wall_at, actions = record
-            a = actions[0]
-            out = (actions if type(actions) is _Out else
-                   [["send", [a.to], a.body.TYPE, a.conv, a.body]]
-                   if len(actions) == 1 and type(a) is Send else actions_json(actions))
+            if type(actions) is _RAW:
+                out = actions
+            else:
+                a = actions[0]
+                out = ([["send", [a.to], a.body.TYPE, a.conv, a.body]]
+                       if len(actions) == 1 and type(a) is Send else actions_json(actions))
             self._append(_InEntry("in", now, agent_id, out,
                                   _EnvelopeIn("envelope", payload, sig),
                                   (sender, epoch, seq), wall_at, None), agent_id, now)
@@ -377,8 +368,8 @@ class SegmentLog(DecisionLog):
         once, or the seal; so is one answered only by timers and sends (a machine's call
         answered by its round timer, a refusal, a ``ready``, a bid: ADR 95,
         :attr:`hold_bids`) — a body whose fields are all scalars by reference (nothing can
-        change it once built), one with a dict or a list (a proposal's ``cost``) encoded
-        now, as it is now (``_HOLD``).  One answered with an award (its *why* reads the
+        change it once built); when one has a dict or a list (a proposal's ``cost``) the
+        entry's ``out`` is encoded now, as it is now (``_HOLD``, :func:`_holdable`).  One answered with an award (its *why* reads the
         order now), a command or a log (whose dicts the agent may still change) is
         encoded at once, from a Struct — the same bytes as the /2 dict, whose key order
         it keeps; any other input is the /2 entry."""
