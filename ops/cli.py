@@ -371,17 +371,20 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
           f"{sum(sum(x['peer_rejected'].values()) for x in r['layouts'])} (bidders)")
     if "decision_log" in r:
         d = r["decision_log"]
+
+        def pct(figure: dict[str, typing.Any]) -> str:   # None: nothing measured without
+            return "n/a" if figure["cost_pct"] is None else f"{figure['cost_pct']:+.1f} %"
+
         print(f"  decision log on ({d['recording']}), against off in alternate blocks of "
               f"{d['block_rounds']} rounds ({r['processes']} processes): caller CPU/round "
-              f"{d['caller_cpu_us_per_round']['cost_pct']:+.1f} %, round p50 "
-              f"{d['round_p50_us']['cost_pct']:+.1f} %, p99 {d['round_p99_us']['cost_pct']:+.1f} %"
-              f" (target ≤ 5 %); the caller's reads per round {d['wakes_per_round']['without']}"
-              f" → {d['wakes_per_round']['with']}")
+              f"{pct(d['caller_cpu_us_per_round'])}, round p50 {pct(d['round_p50_us'])}, "
+              f"p99 {pct(d['round_p99_us'])} (target ≤ 5 %); the caller's reads per round "
+              f"{d['wakes_per_round']['without']} → {d['wakes_per_round']['with']}")
         b, c = d["bidders_cpu_us_per_round"], d["cell_cpu_us_per_round"]
         print(f"  CPU per round, every process: {c['without'] / 1000:.2f} → "
-              f"{c['with'] / 1000:.2f} ms ({c['cost_pct']:+.1f} %; the bidder processes "
-              f"{b['without'] / 1000:.2f} → {b['with'] / 1000:.2f} ms, {b['cost_pct']:+.1f} %)"
-              f" on {r['cpus']} CPUs")
+              f"{c['with'] / 1000:.2f} ms ({pct(c)}; the bidder processes "
+              f"{b['without'] / 1000:.2f} → {b['with'] / 1000:.2f} ms, {pct(b)}) on "
+              f"{r['cpus']} CPUs")
     print(f"target: round p99 ≤ 5 ms with {r['processes']} bidder processes "
           f"{'met' if t['round_p99_within_5_ms'] else 'MISSED'}; in every layout "
           f"{'met' if t['round_p99_within_5_ms_every_layout'] else 'MISSED'}")

@@ -341,14 +341,16 @@ class SegmentLog(DecisionLog):
                 _encode_into(record, seg, -1)       # names, numbers and bytes: it encodes
                 continue
             if len(record) == 5:                    # a timer's (or no input's) answer
-                agent_id, now, cause, actions, wall_at = record
-                entry = {"k": "in", "t": now, "agent": agent_id, "in": input_json(cause),
+                agent_id, now, key, actions, wall_at = record
+                entry = {"k": "in", "t": now, "agent": agent_id,
+                         "in": input_json(None if key is None else Timer(key, now)),
                          "out": actions if type(actions) is _RAW else actions_json(actions)}
                 if wall_at is not None:
                     entry["wall_at"] = wall_at
                 self._append(entry, agent_id, now)
                 continue
             agent_id, now, sender, epoch, seq, payload, sig, wall_at, actions = record
+            out: Any
             if type(actions) is _RAW:
                 out = actions
             else:
@@ -369,18 +371,20 @@ class SegmentLog(DecisionLog):
         answered by its round timer, a refusal, a ``ready``, a bid: ADR 95,
         :attr:`hold_bids`) — a body whose fields are all scalars by reference (nothing can
         change it once built); when one has a dict or a list (a proposal's ``cost``) the
-        entry's ``out`` is encoded now, as it is now (``_HOLD``, :func:`_holdable`).  One answered with an award (its *why* reads the
-        order now), a command or a log (whose dicts the agent may still change) is
-        encoded at once, from a Struct — the same bytes as the /2 dict, whose key order
-        it keeps; any other input is the /2 entry."""
+        entry's ``out`` is encoded now, as it is now (``_HOLD``, :func:`_holdable`).
+        One answered with an award (its *why* reads the order now), a command or a log
+        (whose dicts the agent may still change) is encoded at once, from a Struct — the
+        same bytes as the /2 dict, whose key order it keeps; any other input is the /2
+        entry."""
         if type(cause) is not Inbound:
             if actions and self.hold_bids and (cause is None or type(cause) is Timer):
                 # a timer answered by sends and timers (a machine's bids on its round
-                # timer, an order's call): held as the rest (ADR 96)
+                # timer, an order's call): held as the rest (ADR 96), the timer by its key
+                # (a str the collector need not follow, ADR 100)
                 kept = _holdable(actions)
                 if kept is not None:
                     self._now = now
-                    self._hold((agent_id, now, cause, kept,
+                    self._hold((agent_id, now, None if cause is None else cause.key, kept,
                                 None if self.wall_clock is None else self.wall_clock()))
                     return
             super().on_decision(agent_id, cause, actions, now, agent)

@@ -167,7 +167,9 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
     endpoint = await bus.start(handler)
     print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
     # this process's CPU seconds per mode of the caller's blocks (recording off, on), from
-    # the first control line on (the warm-up left out), as the caller counts its own
+    # the first control line on (the warm-up left out), as the caller counts its own.  With
+    # --award a block's last award may be read after the next block's line: its few µs
+    # (and its entry) then count in the other mode, about as often one way as the other
     cpu_s = {"off": 0.0, "on": 0.0}
     mode, cpu0 = "", 0.0
     while line := await reader.readline():
