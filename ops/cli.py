@@ -345,7 +345,8 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
         if not all(1 <= p <= args.bidders for p in layouts):
             raise ConfigurationError("--processes must be between 1 and --bidders")
     r = run(bidders=args.bidders, rounds=args.rounds, processes=layouts, cfp=args.cfp,
-            record=getattr(args, "decision_log", False), award=args.award)
+            record=getattr(args, "decision_log", False), award=args.award,
+            record_rounds=args.decision_log_rounds)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -373,10 +374,15 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
         d = r["decision_log"]
 
         def pct(figure: dict[str, typing.Any]) -> str:   # None: nothing measured without
-            return "n/a" if figure["cost_pct"] is None else f"{figure['cost_pct']:+.1f} %"
+            if figure["cost_pct"] is None:
+                return "n/a"
+            ci = figure.get("ci95_pct")
+            return f"{figure['cost_pct']:+.1f} %" + (
+                f" [95 % {ci[0]:+.1f}..{ci[1]:+.1f}]" if ci else "")
 
         print(f"  decision log on ({d['recording']}), against off in alternate blocks of "
-              f"{d['block_rounds']} rounds ({r['processes']} processes): caller CPU/round "
+              f"{d['block_rounds']} rounds over {d['rounds']} rounds "
+              f"({r['processes']} processes): caller CPU/round "
               f"{pct(d['caller_cpu_us_per_round'])}, round p50 {pct(d['round_p50_us'])}, "
               f"p99 {pct(d['round_p99_us'])} (target ≤ 5 %); the caller's reads per round "
               f"{d['wakes_per_round']['without']} → {d['wakes_per_round']['with']}")
@@ -600,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure the headline layout with every process recording a "
                          "decision log: the cost %%; 'caller' or 'bidders' records in those "
                          "processes only (where the cost comes from)")
+    sp.add_argument("--decision-log-rounds", type=count, default=4000, metavar="N",
+                    help="rounds of the --decision-log run, alternating in blocks with and "
+                         "without the log (default 4000: enough to tell a few per cent "
+                         "from the noise)")
     sp.add_argument("--award", action="store_true",
                     help="end every round with the order's award to the earliest finish, "
                          "as a host's order does (after the round is timed)")

@@ -43,21 +43,26 @@ def test_bench_bus_decision_log_json(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
-    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes",
+    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20",
+               "--decision-log-rounds", "40", "--processes",
                "2")["decision_log"]
     for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round",
               "bidders_cpu_us_per_round", "cell_cpu_us_per_round"):
-        assert set(d[k]) == {"without", "with", "cost_pct"}, (k, d[k])
+        assert set(d[k]) - {"ci95_pct"} == {"without", "with", "cost_pct"}, (k, d[k])
         assert _number(d[k]["cost_pct"]), (k, d[k])
         assert d[k]["without"] > 0 and d[k]["with"] > 0
     for mode in ("without", "with"):            # every process's CPU: the caller's and theirs
         assert d["cell_cpu_us_per_round"][mode] == pytest.approx(
             d["caller_cpu_us_per_round"][mode] + d["bidders_cpu_us_per_round"][mode], abs=0.2)
+    for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round"):
+        lo, hi = d[k]["ci95_pct"]                # 2 pairs of blocks of 10: an interval
+        assert lo <= hi
     assert d["block_rounds"] > 0
+    assert d["rounds"] == 40
     assert d["recording"] == "all"
     assert d["caller_entries"] > 0              # the caller did record
     # and so did the bidders: a call answered with a bid, per bidder and recorded round
-    assert d["bidders_entries"] == 3 * 10
+    assert d["bidders_entries"] == 3 * 20
     assert d["wakes_per_round"]["without"] > 0 and d["wakes_per_round"]["with"] > 0
 
 
@@ -65,7 +70,8 @@ def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
 def test_bench_negotiation_decision_log_with_awards(tmp_path: Path) -> None:
     """``--award``: each round ends with the order's award, recorded in the caller's log
     (a call, 3 proposals, the award: 5 entries a recorded round, 10 rounds of 20 recorded)."""
-    r = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes", "2",
+    r = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20",
+               "--decision-log-rounds", "20", "--processes", "2",
                "--award")
     d = r["decision_log"]
     assert d["award"] is True
@@ -77,9 +83,40 @@ def test_bench_negotiation_decision_log_with_awards(tmp_path: Path) -> None:
 def test_bench_negotiation_decision_log_in_the_bidders_only(tmp_path: Path) -> None:
     """``--decision-log bidders``: the rounds alternate as with every process recording, but
     the caller keeps no log (ADR 92 splits the cost this way)."""
-    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20", "--processes",
+    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20",
+               "--decision-log-rounds", "20", "--processes",
                "2", who="bidders")["decision_log"]
     assert d["recording"] == "bidders"
     assert d["caller_entries"] == 0
     assert d["bidders_entries"] == 3 * 10
     assert _number(d["caller_cpu_us_per_round"]["cost_pct"])
+
+
+def test_cost_intervals_bracket_a_known_cost_and_are_seeded() -> None:
+    """The bootstrap behind ``ci95_pct``: a cost that is the same in every pair of blocks
+    has a zero-width interval at it; a noisy one has an interval around the pooled figure,
+    the same for the same seed; fewer than two pairs give none."""
+    import random
+
+    from ops.bench.negotiation import BLOCK_ROUNDS, cost_intervals
+
+    pairs = 30
+    rounds = {False: [1e-3] * (pairs * BLOCK_ROUNDS), True: [1.05e-3] * (pairs * BLOCK_ROUNDS)}
+    cpu = {False: [0.02] * pairs, True: [0.021] * pairs}
+    got = cost_intervals(rounds, cpu)
+    assert got["round_p50_us"] == pytest.approx([5.0, 5.0])
+    assert got["round_p99_us"] == pytest.approx([5.0, 5.0])
+    assert got["caller_cpu_us_per_round"] == pytest.approx([5.0, 5.0])
+
+    rng = random.Random(7)
+    noisy = {mode: [(1.05e-3 if mode else 1e-3) * rng.uniform(0.8, 1.2)
+                    for _ in range(pairs * BLOCK_ROUNDS)] for mode in (False, True)}
+    cpu = {mode: [(0.021 if mode else 0.02) * rng.uniform(0.9, 1.1) for _ in range(pairs)]
+           for mode in (False, True)}
+    a, b = cost_intervals(noisy, cpu, seed=3), cost_intervals(noisy, cpu, seed=3)
+    assert a == b
+    lo, hi = a["round_p50_us"]
+    assert lo < 5.0 < hi and hi - lo < 15.0
+    assert cost_intervals(noisy, cpu, seed=4) != a
+    short = {mode: xs[:BLOCK_ROUNDS] for mode, xs in noisy.items()}
+    assert cost_intervals(short, cpu)["round_p50_us"] is None

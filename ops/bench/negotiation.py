@@ -58,7 +58,12 @@ the agents' actions as a runner gets them and share the machine's load, so
 ``--decision-log caller`` or ``bidders`` records in those processes only, the
 rounds alternating the same way (where the cost comes from, ADR 92), and
 ``wakes_per_round`` counts the caller transport's reads (its event loop's
-wake-ups for the socket) per round in each half.  ``--award`` ends every round
+wake-ups for the socket) per round in each half.  That run is
+``--decision-log-rounds`` long (default :data:`DECISION_LOG_ROUNDS`); the
+second half of its warm-up records too, untimed, so that the recorder's
+first-time costs stay out of the figures as the bus's do; the caller's
+three figures come with a 95 % interval (``ci95_pct``,
+:func:`cost_intervals`).  ``--award`` ends every round
 as a host's order does, with the award to the earliest finish (recorded with
 its *why*, then sent; after the round is timed); the default does not award.
 
@@ -171,9 +176,17 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
     # --award a block's last award may be read after the next block's line: its few µs
     # (and its entry) then count in the other mode, about as often one way as the other
     cpu_s = {"off": 0.0, "on": 0.0}
-    mode, cpu0 = "", 0.0
+    mode, cpu0, warm_entries = "", 0.0, 0
     while line := await reader.readline():
-        if line.startswith(b"record "):
+        if line.strip() == b"warm on":
+            # the warm-up's recording half (the caller's, not counted): the recorder's
+            # first-time costs stay out of the measured blocks, as the bus's do
+            recording = recorder is not None
+            attach(bus, recorder if recording else None)
+            print(json.dumps({"record": recording}), flush=True)
+        elif line.startswith(b"record "):
+            if not mode and recorder is not None:
+                warm_entries = recorder.entries
             now_cpu = time.process_time()
             if mode:
                 cpu_s[mode] += now_cpu - cpu0
@@ -185,7 +198,8 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
     if mode:
         cpu_s[mode] += time.process_time() - cpu0
     print(json.dumps({"rejected": dict(bus.stats.rejected), "cpu_s": cpu_s,
-                      "entries": 0 if recorder is None else recorder.entries}), flush=True)
+                      "entries": 0 if recorder is None else recorder.entries - warm_entries}),
+          flush=True)
     await bus.close()
 
 
@@ -255,6 +269,44 @@ def _award(bus: Bus, recorder: Any, cfp: CallForProposals,
 def _percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+
+
+RESAMPLES = 400
+"""Bootstrap resamples behind a cost's 95 % interval (:func:`cost_intervals`)."""
+
+
+def cost_intervals(rounds_s: dict[bool, list[float]], cpu_blocks: dict[bool, list[float]],
+                   seed: int = 0) -> dict[str, list[float] | None]:
+    """A 95 % interval for each cost % (round p50, round p99, the caller's CPU): the pairs
+    of blocks (an ``off`` block and the ``on`` block after it) resampled with replacement,
+    the figure recomputed each time, seeded.  Slow drift of the machine's load between
+    pairs widens it; drift between whole runs it cannot see, so it is the least the figure
+    can be trusted to within, not the most.  None when there are fewer than 2 pairs."""
+    import numpy as np
+
+    pairs = min(len(rounds_s[False]), len(rounds_s[True])) // BLOCK_ROUNDS
+    pairs = min(pairs, len(cpu_blocks[False]), len(cpu_blocks[True]))
+    names = ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round")
+    if pairs < 2:
+        return dict.fromkeys(names, None)
+    n = pairs * BLOCK_ROUNDS
+    off = np.asarray(rounds_s[False][:n]).reshape(pairs, BLOCK_ROUNDS)
+    on = np.asarray(rounds_s[True][:n]).reshape(pairs, BLOCK_ROUNDS)
+    cpu_off, cpu_on = np.asarray(cpu_blocks[False][:pairs]), np.asarray(cpu_blocks[True][:pairs])
+    pick = np.random.default_rng(seed).integers(0, pairs, size=(RESAMPLES, pairs))
+    got: dict[str, list[float]] = {k: [] for k in names}
+    for idx in pick:
+        a, b = off[idx].ravel(), on[idx].ravel()
+        for name, q in (("round_p50_us", 50), ("round_p99_us", 99)):
+            # the bench's percentile (nearest rank), so the interval brackets its figure
+            x = float(np.sort(a)[min(n - 1, max(0, round(q / 100 * n + 0.5) - 1))])
+            y = float(np.sort(b)[min(n - 1, max(0, round(q / 100 * n + 0.5) - 1))])
+            got[name].append(100.0 * (y - x) / x)
+        got["caller_cpu_us_per_round"].append(
+            100.0 * (float(cpu_on[idx].sum()) - float(cpu_off[idx].sum()))
+            / float(cpu_off[idx].sum()))
+    return {k: [round(float(np.percentile(v, 2.5)), 2), round(float(np.percentile(v, 97.5)), 2)]
+            for k, v in got.items()}
 
 
 def _spawn_peers(bidders: int, processes: int,
@@ -365,14 +417,28 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         rounds_s: dict[bool, list[float]] = {False: [], True: []}
         send_s: dict[bool, list[float]] = {False: [], True: []}
         cpu_s = {False: 0.0, True: 0.0}
+        cpu_blocks: dict[bool, list[float]] = {False: [], True: []}    # per block, in turn
         cpu0 = 0.0
+        warm_entries = 0
         for k in range(warmup + rounds):
-            on = alternate and k >= warmup and (k - warmup) // BLOCK_ROUNDS % 2 == 1
+            on = alternate and (k >= warmup and (k - warmup) // BLOCK_ROUNDS % 2 == 1
+                                or warmup // 2 <= k < warmup)
+            if alternate and k == warmup // 2 and k < warmup:
+                # the warm-up's second half records, untimed and uncounted: the recorder's
+                # first-time costs (its buffers, its caches, the file's first pages) are
+                # left out of the measured blocks, as the bus's are
+                await loop.run_in_executor(None, _tell_peers, peers, "warm on")
+                state["recording"] = True
+                attach(bus, recorder)
+            if k == warmup and recorder is not None:
+                warm_entries = recorder.entries
             if k >= warmup and (k - warmup) % BLOCK_ROUNDS == 0:
                 if k > warmup:
-                    cpu_s[state["recording"]] += time.process_time() - cpu0
+                    spent = time.process_time() - cpu0
+                    cpu_s[state["recording"]] += spent
+                    cpu_blocks[state["recording"]].append(spent)
                 else:
-                    wakes[False] = 0    # the warm-up's reads are not counted
+                    wakes[False] = wakes[True] = 0     # the warm-up's reads are not counted
                 if alternate:
                     await loop.run_in_executor(None, _tell_peers, peers,
                                                "record on" if on else "record off")
@@ -398,7 +464,9 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                 send_s[on].append(t_sent - t0)
             if award:   # the order's deadline: award the earliest finish (not timed)
                 _award(bus, recorder if on else None, cfp, state["bids"])
-        cpu_s[state["recording"]] += time.process_time() - cpu0
+        spent = time.process_time() - cpu0
+        cpu_s[state["recording"]] += spent
+        cpu_blocks[state["recording"]].append(spent)
         rejected = dict(bus.stats.rejected)
         received = bus.stats.received["propose"]
         # the caller seals nothing but cfps (and an award a round with --award)
@@ -435,9 +503,10 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
     if alternate:
         out["wakes_per_round"] = round(wakes[False] / max(1, len(rounds_s[False])), 2)
         out["with"] = _figures(rounds_s[True], send_s[True], cpu_s[True], len(rounds_s[True]))
-        out["with"]["entries"] = 0 if recorder is None else recorder.entries
+        out["with"]["entries"] = 0 if recorder is None else recorder.entries - warm_entries
         out["with"]["bidders_entries"] = peer_entries
         out["with"]["wakes_per_round"] = round(wakes[True] / max(1, len(rounds_s[True])), 2)
+        out["ci95_pct"] = cost_intervals(rounds_s, cpu_blocks)
         # every process's CPU per round, per mode: on a host with fewer cores than busy
         # processes the recorder's cost to the round is roughly its CPU over the cores
         # (docs/decisions.md, ADR 100)
@@ -481,11 +550,18 @@ def _who(record: bool | str) -> str | None:
     return str(record)
 
 
+DECISION_LOG_ROUNDS = 4000
+"""Rounds of the ``--decision-log`` run by default: 2000 a half, so that a few per cent is
+told from the noise (500, the layouts' default, leaves the p99 to its 3 slowest rounds)."""
+
+
 def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None = None,
         warmup: int = 20, cfp: str = "multicast", record: bool | str = False,
-        award: bool = False) -> dict[str, Any]:
+        award: bool = False, record_rounds: int = DECISION_LOG_ROUNDS) -> dict[str, Any]:
     """Measure each layout in turn; the top-level keys are the first layout's (the
-    headline), ``layouts`` has every layout's figures, ``targets`` judges both."""
+    headline), ``layouts`` has every layout's figures, ``targets`` judges both.  With
+    ``record``, the headline layout once more for ``record_rounds`` rounds, alternating
+    blocks with and without the decision log (``decision_log``)."""
     layouts = (default_layouts(bidders) if processes is None
                else [processes] if isinstance(processes, int) else list(processes))
     if not layouts or not all(1 <= p <= bidders for p in layouts):
@@ -502,18 +578,20 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
     who = _who(record)
     if who is not None:     # the headline layout again, recording every other block
         peers = _spawn_peers(bidders, layouts[0], record=who in ("all", "bidders"))
-        both = asyncio.run(_caller(bidders, peers, rounds, warmup, cfp, record=who,
+        both = asyncio.run(_caller(bidders, peers, record_rounds, warmup, cfp, record=who,
                                    award=award))
         r["decision_log"] = {
             k: {"without": both[k], "with": both["with"][k],
                 "cost_pct": (round(100.0 * (both["with"][k] - both[k]) / both[k], 2)
-                             if both[k] else None)}
+                             if both[k] else None),
+                **({"ci95_pct": both["ci95_pct"][k]} if k in both["ci95_pct"] else {})}
             for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round",
                       "bidders_cpu_us_per_round", "cell_cpu_us_per_round",
                       "wakes_per_round")}
         r["decision_log"]["recording"] = who
         r["decision_log"]["award"] = award
         r["decision_log"]["block_rounds"] = BLOCK_ROUNDS
+        r["decision_log"]["rounds"] = record_rounds
         r["decision_log"]["caller_entries"] = both["with"]["entries"]
         r["decision_log"]["bidders_entries"] = both["with"]["bidders_entries"]
     rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
