@@ -123,6 +123,31 @@ def test_idle_moments_take_the_work_a_quarter_segment_at_a_time(tmp_path: Path) 
     assert [e["n"] for e in read_lines(path) if e.get("k") == "in"] == list(range(1, 41))
 
 
+def test_idle_work_first_offers_the_core_to_another_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR 101: the log yields the CPU (``sched_yield``) before each piece of idle work, a
+    part or a seal, and only then: an idle moment with nothing to do costs no system call."""
+    import agents.runtime.segment_log as segment_log
+
+    events: list[str] = []
+    monkeypatch.setattr(segment_log, "_yield_cpu", lambda: events.append("yield"))
+    with (tmp_path / "y.log").open("wb") as f:
+        log = SegmentLog(f, SigningKey.generate(), host="h", run={}, segment_entries=40)
+        log.idle_seals = True
+        part = 40 // IDLE_WORK_PARTS
+        _feed(log, part - 1)
+        log.idle()
+        assert events == []                         # nothing due: no yield
+        _feed(log, 1, r=50)
+        hashed = log._hashed
+        log.idle()
+        assert events == ["yield"] and log._hashed > hashed
+        _feed(log, 3 * part, r=100)
+        log.idle()                                  # the seal: one more
+        assert events == ["yield", "yield"] and log.segments == 1
+        log.close()
+
+
 @pytest.mark.timeout(120)
 def test_the_zeromq_transport_says_idle_once_it_has_drained_what_came() -> None:
     """A real PULL socket: every message is handled, in order, and after the last of them

@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import struct
 import sys
 from array import array
@@ -100,6 +101,11 @@ reference when its fields are all scalars, which nobody can change once the body
 never held (its *why* reads the order as it awards)."""
 
 _RAW = msgspec.Raw
+
+_yield_cpu = getattr(os, "sched_yield", lambda: None)
+"""Offered before the idle work (:meth:`SegmentLog.idle`, ADR 101): a process of the cell
+that is ready to run on this core — a bidder with its bids still to send, the caller with
+its proposals to read — runs first, and the log's work fills the time after it."""
 
 
 def _hold_kind(cls: type) -> int:
@@ -258,10 +264,13 @@ class SegmentLog(DecisionLog):
     def idle(self) -> None:
         """The process has nothing to do (its transport drained): encode what is held, index
         and hash what is new (:meth:`_index`), and seal a full segment — the seal's work
-        done a little at a time, off the message path (ADR 96)."""
+        done a little at a time, off the message path (ADR 96), after offering the core to
+        any other process ready to run on it (``sched_yield``, ADR 101)."""
         if self._seal_due:
+            _yield_cpu()
             self.seal()
         elif self.n - self._indexed_n >= max(1, self.segment_entries // IDLE_WORK_PARTS):
+            _yield_cpu()
             if self._held:
                 self._append_held()
             self._index()
