@@ -480,7 +480,9 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
                                [SetTimer("round", r + 0.5), CancelTimer(f"hold:{r - 1}")],
                                [Send(m.sender, bid, m.conv)],   # a lone bid (ADR 99's path)
                                [Send(m.sender, no, m.conv), Send(m.sender, bid, m.conv)],
-                               ][(r + i) % 6]
+                               # one body to several (ADR 101's path)
+                               [Send(m.sender, no, m.conv), Send("m9", no, m.conv)],
+                               ][(r + i) % 7]
                     if i == 1 and r % 3 == 0:      # a log: encoded at once
                         actions = [*actions, Log("bid", {"round": r})]
                 log.on_decision(agent, Inbound(m, 1.5 + r), actions, 1.5 + r, Order())
@@ -494,7 +496,13 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
             for cause, acts in ((Timer("call", 1.8 + r),
                                  [*(Send(f"m{k}", cfp, cfp.task) for k in (1, 2, 3)),
                                   SetTimer(f"deadline:{r}", r + 1.0)]),
-                                (None, [Send("o-1", bid, cfp.task)])):
+                                (None, [Send("o-1", bid, cfp.task)]),
+                                # a call and nothing else: one body to several (ADR 101),
+                                # then the same body on two conversations (not merged)
+                                (Timer("call", 1.85 + r),
+                                 [Send(f"m{k}", cfp, cfp.task) for k in (1, 2, 3)]),
+                                (Timer("again", 1.9 + r),
+                                 [Send("m1", cfp, cfp.task), Send("m2", cfp, "other")])):
                 log.on_decision("o-1", cause, acts, 1.8 + r, Order())
             log.on_decision("o-1", Timer("deadline", 2.0 + r),
                             [Send("m1", Award(f"o-1/{r}", r + 1, 5.0), f"o-1/{r}")], 2.0 + r,
@@ -507,7 +515,7 @@ def test_answers_held_write_the_bytes_of_entries_encoded_at_once(tmp_path: Path)
     # encoded when held: it has a dict)
     expect = sum(1 for r in range(80) for i in (0, 1) if not (i == 1 and r % 3 == 0))
     assert kinds[9] == expect > 80
-    assert kinds[5] == 2 * 80       # every timer's (and no input's) answer was held
+    assert kinds[5] == 4 * 80       # every timer's (and no input's) answer was held
     path = tmp_path / "held.log"
     path.write_bytes(outs[0])
     assert verify_log(path).ok

@@ -124,21 +124,34 @@ def _holdable(actions: Sequence[Action]) -> Sequence[Action] | msgspec.Raw | Non
     and one object the collector need not follow, ADR 100); None when the entry must be
     encoded at once (an award, a command, a log, a body that does not encode).  One send
     (a bid) takes a short path to the same result (ADR 99): it is on the message path,
-    before the bid goes out."""
+    before the bid goes out.  So does a call, one body sent to several (ADR 101): its
+    ``out``, one ``send`` to all of them as :func:`actions_json` merges it, is encoded now,
+    whatever the body — one pass over the actions, and nothing left for the idle work but
+    to copy its bytes."""
     hold = _HOLD
-    if len(actions) == 1 and type(one := actions[0]) is Send:
+    one = actions[0]
+    if type(one) is Send:
         body = one.body
-        how = hold.get(type(body))
-        if how is None:
-            how = _hold_kind(type(body))
-        if how == _BY_REFERENCE:
-            return actions
-        if how == _NEVER:
-            return None
-        try:
-            return _RAW(_ENCODER.encode([["send", [one.to], body.TYPE, one.conv, body]]))
-        except (TypeError, ValueError, OverflowError):
-            return None
+        conv = one.conv
+        if len(actions) == 1:
+            to = [one.to]
+        else:
+            to = [a.to for a in actions                 # type: ignore[union-attr]
+                  if type(a) is Send and a.body is body and a.conv == conv]
+            if len(to) != len(actions):
+                to = []         # not one body to all: the general path below
+        if to:
+            how = hold.get(type(body))
+            if how is None:
+                how = _hold_kind(type(body))
+            if how == _BY_REFERENCE and len(to) == 1:
+                return actions
+            if how == _NEVER:
+                return None
+            try:
+                return _RAW(_ENCODER.encode([["send", to, body.TYPE, conv, body]]))
+            except (TypeError, ValueError, OverflowError):
+                return None
     snapshot = False
     for a in actions:
         kind = type(a)
