@@ -136,7 +136,7 @@ def _holdable(actions: Sequence[Action]) -> Sequence[Action] | msgspec.Raw | Non
         if len(actions) == 1:
             to = [one.to]
         else:
-            to = [a.to for a in actions                 # type: ignore[union-attr]
+            to = [a.to for a in actions
                   if type(a) is Send and a.body is body and a.conv == conv]
             if len(to) != len(actions):
                 to = []         # not one body to all: the general path below
