@@ -331,10 +331,20 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_negotiation(args: argparse.Namespace) -> int:
-    from ops.bench.negotiation import run
+    from ops.bench.negotiation import BLOCK_ROUNDS, DECISION_LOG_ROUNDS, run
 
     if args.bidders < 1 or args.rounds < 1:
         raise ConfigurationError("--bidders and --rounds must be at least 1")
+    record_rounds = DECISION_LOG_ROUNDS
+    if args.decision_log_rounds is not None:
+        if not getattr(args, "decision_log", False):
+            raise ConfigurationError("--decision-log-rounds is the length of the "
+                                     "--decision-log run: give --decision-log too")
+        if args.decision_log_rounds < 2 * BLOCK_ROUNDS:
+            raise ConfigurationError(f"--decision-log-rounds must be at least "
+                                     f"{2 * BLOCK_ROUNDS} (one block of {BLOCK_ROUNDS} "
+                                     "rounds without the log, one with it)")
+        record_rounds = args.decision_log_rounds
     layouts: list[int] | None = None
     if args.processes is not None:
         try:
@@ -346,7 +356,7 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
             raise ConfigurationError("--processes must be between 1 and --bidders")
     r = run(bidders=args.bidders, rounds=args.rounds, processes=layouts, cfp=args.cfp,
             record=getattr(args, "decision_log", False), award=args.award,
-            record_rounds=args.decision_log_rounds)
+            record_rounds=record_rounds)
     if args.json:
         print(json.dumps(r))
         return EXIT_OK
@@ -606,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure the headline layout with every process recording a "
                          "decision log: the cost %%; 'caller' or 'bidders' records in those "
                          "processes only (where the cost comes from)")
-    sp.add_argument("--decision-log-rounds", type=count, default=4000, metavar="N",
+    sp.add_argument("--decision-log-rounds", type=count, default=None, metavar="N",
                     help="rounds of the --decision-log run, alternating in blocks with and "
                          "without the log (default 4000: enough to tell a few per cent "
                          "from the noise)")

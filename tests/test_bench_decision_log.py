@@ -9,6 +9,7 @@ are numbers, so a change to either bench cannot drop them unnoticed.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
             d["caller_cpu_us_per_round"][mode] + d["bidders_cpu_us_per_round"][mode], abs=0.2)
     for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round"):
         lo, hi = d[k]["ci95_pct"]                # 2 pairs of blocks of 10: an interval
-        assert lo <= hi
+        assert _number(lo) and _number(hi), (k, d[k])
     assert d["block_rounds"] > 0
     assert d["rounds"] == 40
     assert d["recording"] == "all"
@@ -116,7 +117,27 @@ def test_cost_intervals_bracket_a_known_cost_and_are_seeded() -> None:
     a, b = cost_intervals(noisy, cpu, seed=3), cost_intervals(noisy, cpu, seed=3)
     assert a == b
     lo, hi = a["round_p50_us"]
-    assert lo < 5.0 < hi and hi - lo < 15.0
+    pooled = 100.0 * (statistics.median(noisy[True]) / statistics.median(noisy[False]) - 1)
+    assert lo < pooled < hi and lo < 5.0 < hi and hi - lo < 15.0
     assert cost_intervals(noisy, cpu, seed=4) != a
     short = {mode: xs[:BLOCK_ROUNDS] for mode, xs in noisy.items()}
     assert cost_intervals(short, cpu)["round_p50_us"] is None
+    # a partial last block (the run stopped mid-block) is left out, in rounds and in CPU
+    whole = {mode: xs[:4 * BLOCK_ROUNDS] for mode, xs in noisy.items()}
+    whole_cpu = {mode: xs[:4] for mode, xs in cpu.items()}
+    ragged = {False: noisy[False][:4 * BLOCK_ROUNDS + 5], True: whole[True]}
+    ragged_cpu = {False: cpu[False][:5], True: whole_cpu[True]}
+    assert cost_intervals(ragged, ragged_cpu) == cost_intervals(whole, whole_cpu)
+    # nothing measured without the log: no interval, no division by zero
+    idle = {False: [0.0] * pairs, True: cpu[True]}
+    assert cost_intervals(rounds, idle)["caller_cpu_us_per_round"] is None
+
+
+def test_the_recording_run_needs_two_blocks_and_the_flag_needs_the_log(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("autocell")
+    for argv, says in ((["--decision-log", "--decision-log-rounds", "10"], "at least 20"),
+                       (["--decision-log-rounds", "40"], "give --decision-log too")):
+        r = subprocess.run([str(exe), "bench", "negotiation", "--rounds", "5", *argv],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert r.returncode != 0 and says in r.stderr, (argv, r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr

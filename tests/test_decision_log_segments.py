@@ -597,6 +597,37 @@ def test_a_held_answer_keeps_its_body_as_it_was_when_sent(tmp_path: Path, lone: 
     assert sent[1:] == ([] if lone else [["timer", "hold", 3.0]])
 
 
+def test_what_a_held_answer_keeps_of_its_actions() -> None:
+    """``_holdable`` (ADR 95, 99, 101): a lone all-scalar send is kept as the agent's own
+    list; a call (one body to several, one conversation) and a lone bid as their ``out``
+    encoded, the bytes ``actions_json`` gives; an award never; one body on two
+    conversations goes the general path (the actions, by reference)."""
+    import msgspec
+
+    from agents.protocol.actions import Send, SetTimer
+    from agents.protocol.messages import Award, CallForProposals, Proposal, Refusal
+    from agents.runtime.recorder import actions_json
+    from agents.runtime.segment_log import _holdable
+
+    cfp = CallForProposals(task="o-1/1", order="o-1", kind="operation", capability="mill",
+                           op="op-1", quantity=1, earliest_start_at=0.0, due_at=9.0,
+                           reply_by_at=1.0)
+    bid = Proposal(task="o-1/1", kind="operation", start_at=0.0, finish_at=9.0,
+                   hold_until_at=3.0, cost={"queue_s": 1.0})
+    lone = [Send("o-1", Refusal(task="o-1/1", reason="busy"), "o-1/1")]
+    assert _holdable(lone) is lone
+    for acts in ([Send(f"m{k}", cfp, "o-1/1") for k in (1, 2, 3)], [Send("o-1", bid, "o-1/1")]):
+        kept = _holdable(acts)
+        assert type(kept) is msgspec.Raw
+        assert bytes(kept) == msgspec.msgpack.encode(actions_json(acts))
+    assert _holdable([Send(f"m{k}", Award("o-1/1", 1, 5.0, 0.0), "o-1/1")
+                      for k in (1, 2)]) is None
+    two_convs = [Send("m1", cfp, "a"), Send("m2", cfp, "b")]
+    assert _holdable(two_convs) is two_convs
+    with_timer = [Send("m1", cfp, "a"), SetTimer("t", 1.0)]
+    assert _holdable(with_timer) is with_timer
+
+
 @pytest.mark.parametrize("cause", ["message", "timer"])
 @pytest.mark.parametrize("lone", [False, True], ids=["with-a-timer", "a-lone-bid"])
 def test_a_held_answer_with_a_snapshot_leaves_nothing_for_the_collector(

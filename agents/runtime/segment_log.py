@@ -126,8 +126,8 @@ def _holdable(actions: Sequence[Action]) -> Sequence[Action] | msgspec.Raw | Non
     (a bid) takes a short path to the same result (ADR 99): it is on the message path,
     before the bid goes out.  So does a call, one body sent to several (ADR 101): its
     ``out``, one ``send`` to all of them as :func:`actions_json` merges it, is encoded now,
-    whatever the body — one pass over the actions, and nothing left for the idle work but
-    to copy its bytes."""
+    whatever the body (but an award's, never held) — one pass over the actions, and nothing
+    left for the idle work but to copy its bytes."""
     hold = _HOLD
     one = actions[0]
     if type(one) is Send:

@@ -172,7 +172,8 @@ async def _peer_main(bidders: int, mine: list[str], record: bool = False) -> Non
     endpoint = await bus.start(handler)
     print(json.dumps({"endpoint": endpoint, "bidders": mine}), flush=True)
     # this process's CPU seconds per mode of the caller's blocks (recording off, on), from
-    # the first control line on (the warm-up left out), as the caller counts its own.  With
+    # the first "record" line on (the warm-up left out, its recording half too), as the
+    # caller counts its own.  With
     # --award a block's last award may be read after the next block's line: its few µs
     # (and its entry) then count in the other mode, about as often one way as the other
     cpu_s = {"off": 0.0, "on": 0.0}
@@ -281,7 +282,8 @@ def cost_intervals(rounds_s: dict[bool, list[float]], cpu_blocks: dict[bool, lis
     of blocks (an ``off`` block and the ``on`` block after it) resampled with replacement,
     the figure recomputed each time, seeded.  Slow drift of the machine's load between
     pairs widens it; drift between whole runs it cannot see, so it is the least the figure
-    can be trusted to within, not the most.  None when there are fewer than 2 pairs."""
+    can be trusted to within, not the most.  None when there are fewer than 2 pairs (or a
+    resample measured nothing without)."""
     import numpy as np
 
     pairs = min(len(rounds_s[False]), len(rounds_s[True])) // BLOCK_ROUNDS
@@ -294,18 +296,19 @@ def cost_intervals(rounds_s: dict[bool, list[float]], cpu_blocks: dict[bool, lis
     on = np.asarray(rounds_s[True][:n]).reshape(pairs, BLOCK_ROUNDS)
     cpu_off, cpu_on = np.asarray(cpu_blocks[False][:pairs]), np.asarray(cpu_blocks[True][:pairs])
     pick = np.random.default_rng(seed).integers(0, pairs, size=(RESAMPLES, pairs))
+    rank = min(n - 1, max(0, round(99 / 100 * n + 0.5) - 1))
     got: dict[str, list[float]] = {k: [] for k in names}
     for idx in pick:
-        a, b = off[idx].ravel(), on[idx].ravel()
-        for name, q in (("round_p50_us", 50), ("round_p99_us", 99)):
-            # the bench's percentile (nearest rank), so the interval brackets its figure
-            x = float(np.sort(a)[min(n - 1, max(0, round(q / 100 * n + 0.5) - 1))])
-            y = float(np.sort(b)[min(n - 1, max(0, round(q / 100 * n + 0.5) - 1))])
-            got[name].append(100.0 * (y - x) / x)
-        got["caller_cpu_us_per_round"].append(
-            100.0 * (float(cpu_on[idx].sum()) - float(cpu_off[idx].sum()))
-            / float(cpu_off[idx].sum()))
-    return {k: [round(float(np.percentile(v, 2.5)), 2), round(float(np.percentile(v, 97.5)), 2)]
+        a, b = np.sort(off[idx].ravel()), np.sort(on[idx].ravel())
+        # the figures as _figures makes them: the median, the nearest-rank p99, CPU summed
+        for name, x, y in (("round_p50_us", float(np.median(a)), float(np.median(b))),
+                           ("round_p99_us", float(a[rank]), float(b[rank])),
+                           ("caller_cpu_us_per_round", float(cpu_off[idx].sum()),
+                            float(cpu_on[idx].sum()))):
+            if x > 0:
+                got[name].append(100.0 * (y - x) / x)
+    return {k: ([round(float(np.percentile(v, 2.5)), 2), round(float(np.percentile(v, 97.5)), 2)]
+                if len(v) == RESAMPLES else None)       # None: nothing measured without
             for k, v in got.items()}
 
 
@@ -437,11 +440,11 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                     spent = time.process_time() - cpu0
                     cpu_s[state["recording"]] += spent
                     cpu_blocks[state["recording"]].append(spent)
-                else:
-                    wakes[False] = wakes[True] = 0     # the warm-up's reads are not counted
                 if alternate:
                     await loop.run_in_executor(None, _tell_peers, peers,
                                                "record on" if on else "record off")
+                if k == warmup:
+                    wakes[False] = wakes[True] = 0     # the warm-up's reads are not counted
                 state["recording"] = on
                 attach(bus, recorder if on else None)
                 cpu0 = time.process_time()
@@ -576,6 +579,9 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         results.append(r)
     r = dict(results[0])
     who = _who(record)
+    if who is not None and record_rounds < 2 * BLOCK_ROUNDS:
+        raise ValueError(f"the recording run needs at least {2 * BLOCK_ROUNDS} rounds (one "
+                         "block without the log and one with it)")
     if who is not None:     # the headline layout again, recording every other block
         peers = _spawn_peers(bidders, layouts[0], record=who in ("all", "bidders"))
         both = asyncio.run(_caller(bidders, peers, record_rounds, warmup, cfp, record=who,
