@@ -71,8 +71,8 @@ orders:
   - {id: o-1, product: blank, quantity: 3, release_at: 0, due_at: 600}
 escalation:
   no_capable_resource: {max_wait_s: 60}
-  response_deadline_s: 660
-  final_deadline_s: 680
+  response_deadline_s: 1900
+  final_deadline_s: 1950
 """
 
 OUTAGE = """\
@@ -165,8 +165,10 @@ def test_supervisor_decides_in_the_browser_and_the_run_completes(scene, browser)
     vic = browser.new_context()
     for ctx in (sup, vic):
         ctx.set_default_timeout(BROWSER_BOUND_MS)
-    # both sign in before the paced run starts: its clock leaves the browser ~45 s of wall
-    # time to decide, and a loaded machine's Chromium needs it for the rest
+    # both sign in before the paced run starts: its clock leaves the browser ~125 s of
+    # wall time to decide (the deadlines, 1900 and 1950 cell seconds after the escalation,
+    # at 15×), and a machine loaded by another suite needs it for the rest; a decision in
+    # time ends the run at the repair, ~50 s, whatever the deadlines
     page = sup.new_page()
     login(page, scene.url, "sup")
     vpage = vic.new_page()
