@@ -571,6 +571,9 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         raise ValueError("processes must be between 1 and the number of bidders")
     if cfp not in ("multicast", "unicast"):
         raise ValueError("cfp must be multicast or unicast")
+    if record and record_rounds < 2 * BLOCK_ROUNDS:     # before any layout is measured
+        raise ValueError(f"the recording run needs at least {2 * BLOCK_ROUNDS} rounds (one "
+                         "block without the log and one with it)")
     results = []
     for procs in layouts:
         peers = _spawn_peers(bidders, procs)
@@ -579,9 +582,6 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         results.append(r)
     r = dict(results[0])
     who = _who(record)
-    if who is not None and record_rounds < 2 * BLOCK_ROUNDS:
-        raise ValueError(f"the recording run needs at least {2 * BLOCK_ROUNDS} rounds (one "
-                         "block without the log and one with it)")
     if who is not None:     # the headline layout again, recording every other block
         peers = _spawn_peers(bidders, layouts[0], record=who in ("all", "bidders"))
         both = asyncio.run(_caller(bidders, peers, record_rounds, warmup, cfp, record=who,
