@@ -20,7 +20,12 @@ from agents.protocol.actions import Send, SetTimer
 from agents.protocol.messages import Proposal
 from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Inbound, Timer
-from agents.runtime.segment_log import IDLE_SEAL_SLACK, IDLE_WORK_PARTS, SegmentLog
+from agents.runtime.segment_log import (
+    DIGEST_BYTES,
+    IDLE_SEAL_SLACK,
+    IDLE_WORK_PARTS,
+    SegmentLog,
+)
 from agents.runtime.transport import ZmqTransport
 from security.crypto import SigningKey
 from tests.test_decision_log_wire import _traffic
@@ -109,14 +114,14 @@ def test_idle_moments_take_the_work_a_quarter_segment_at_a_time(tmp_path: Path) 
         part = 40 // IDLE_WORK_PARTS
         _feed(log, part - 1)
         log.idle()
-        assert log._hashed == 0 and log._held      # less than a part: nothing done yet
+        assert not log._digests and log._held     # less than a part: nothing done yet
         _feed(log, 1, r=50)
         log.idle()
-        assert not log._held and log._hashed == len(log._seg) > 0
-        assert len(log._digests) == 16 * part       # every entry so far indexed
+        assert not log._held and len(log._seg) > 0
+        assert len(log._digests) == DIGEST_BYTES * part     # every entry so far indexed
         _feed(log, 3 * part, r=100)
         log.idle()                                  # full: the seal finds a part to do
-        assert log.segments == 1 and log._hashed == 0
+        assert log.segments == 1 and not log._digests
         log.close()
     rep = verify_log(path)
     assert rep.ok and rep.segments == 2, rep.problem
@@ -139,9 +144,9 @@ def test_idle_work_first_offers_the_core_to_another_process(
         log.idle()
         assert events == []                         # nothing due: no yield
         _feed(log, 1, r=50)
-        hashed = log._hashed
+        indexed = len(log._digests)
         log.idle()
-        assert events == ["yield"] and log._hashed > hashed
+        assert events == ["yield"] and len(log._digests) > indexed
         _feed(log, 3 * part, r=100)
         log.idle()                                  # the seal: one more
         assert events == ["yield", "yield"] and log.segments == 1

@@ -79,7 +79,7 @@ def test_a_fresh_log_verifies_and_reads_as_the_json_forms(tmp_path: Path) -> Non
     rep = verify_log(path)
     assert rep.ok and rep.segments == 5 and rep.entries == 25, rep
     lines = list(read_lines(path))
-    assert lines[0]["format"] == "autocell-decision-log/3" and lines[0]["n"] == 0
+    assert lines[0]["format"] == "autocell-decision-log/4" and lines[0]["n"] == 0
     entries = [e for e in lines if e["k"] in ("in", "rt")]
     assert [e["n"] for e in entries] == list(range(1, 25))
     msgs = [e for e in entries if e["k"] == "in" and e["in"]["kind"] == "message"]
@@ -91,8 +91,9 @@ def test_a_fresh_log_verifies_and_reads_as_the_json_forms(tmp_path: Path) -> Non
     assert main(["audit", "verify", str(path)]) == 0
 
 
-def _tampered(tmp_path: Path, how: str) -> Path:
-    data = _log(tmp_path / "d.log").read_bytes()
+def _tampered(tmp_path: Path, how: str, data: bytes | None = None) -> Path:
+    if data is None:
+        data = _log(tmp_path / "d.log").read_bytes()
     head, segs = _split(data)
     entries, seal = segs[1]                  # segment 2: entries 7..12
     b = _bounds(seal, entries)
@@ -133,6 +134,64 @@ def test_tampering_names_the_first_bad_entry(tmp_path: Path, capsys: pytest.Capt
     assert main(["audit", "verify", str(path), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["first_bad_entry"] == bad and out["kind"] == "decision_log"
+
+
+FORMAT3_LOG = Path(__file__).parent / "data" / "decision-log-format3.log"
+"""A log written by the format /3 writer (aa22565, ``_log(path, rounds=2)``): 13 entries in
+three segments, its segment hash over the entries' bytes and 16-byte index digests."""
+
+
+def test_a_format_4_seal_hashes_whole_digests_and_not_the_bytes_again(tmp_path: Path) -> None:
+    """docs/PROTOCOL.md §16.4 computed here with hashlib alone: the index holds each entry's
+    whole SHA-256, and the segment's hash is over the previous hash and the index."""
+    import hashlib
+
+    from security.crypto import Verifier
+
+    data = _log(tmp_path / "d.log").read_bytes()
+    head, segs = _split(data)
+    header = json.loads(head)
+    assert header["format"] == "autocell-decision-log/4"
+    prev = hashlib.sha256(head.rstrip(b"\n")).hexdigest()
+    for k, (entries, seal) in enumerate(segs, 1):
+        b = _bounds(seal, entries)
+        assert seal["digests"] == b"".join(hashlib.sha256(entries[x:y]).digest()
+                                           for x, y in zip(b, b[1:]))
+        want = hashlib.sha256(bytes.fromhex(prev) + seal["offsets"] + seal["digests"])
+        assert seal["prev"] == prev and seal["hash"] == want.hexdigest()
+        text = (f"autocell-decision-log/4 seal {k} {seal['first']} {seal['last']} "
+                f"{int(seal['final'])} {seal['hash']}").encode()
+        assert Verifier(bytes.fromhex(header["key"])).verify(text, seal["sig"])
+        prev = seal["hash"]
+
+
+def test_a_format_3_log_still_verifies_reads_and_names_its_first_bad_entry(
+        tmp_path: Path) -> None:
+    data = FORMAT3_LOG.read_bytes()
+    assert data.startswith(b'{"format":"autocell-decision-log/3"')
+    assert recorder.is_decision_log(FORMAT3_LOG)
+    rep = verify_log(FORMAT3_LOG)
+    assert rep.ok and rep.segments == 3 and rep.entries == 13, rep
+    lines = list(read_lines(FORMAT3_LOG))
+    assert [e["n"] for e in lines if e["k"] in ("in", "rt")] == list(range(1, 13))
+    for how, bad, words in [("edit", 9, "entry 9 edited"), ("remove", 9, "was removed"),
+                            ("reorder", 9, "reordered"),
+                            ("forge", 7, "segment 2 (entries 7..12): the signature")]:
+        rep = verify_log(_tampered(tmp_path, how, data))
+        assert not rep.ok and rep.bad_entry == bad and words in rep.problem, (how, rep)
+
+
+def test_a_format_4_seal_with_a_format_3_index_is_refused(tmp_path: Path) -> None:
+    """16-byte digests in a /4 seal do not pass for an index (nor would they bind the bytes)."""
+    data = _log(tmp_path / "d.log").read_bytes()
+    head, segs = _split(data)
+    entries, seal = segs[0]
+    seal["digests"] = b"".join(seal["digests"][i:i + 16]
+                               for i in range(0, len(seal["digests"]), 32))
+    path = tmp_path / "x.log"
+    path.write_bytes(_join(head, segs))
+    rep = verify_log(path)
+    assert not rep.ok and rep.bad_entry == 1 and "does not hold its 6 entries" in rep.problem
 
 
 def test_an_edit_that_keeps_the_index_consistent_breaks_the_signature(tmp_path: Path) -> None:
@@ -283,7 +342,7 @@ def test_the_recorder_profile_runs_both_formats() -> None:
     from ops.bench.negotiation_recorder import run
 
     r = run(rounds=3, bidders=4, repeats=1)
-    for fmt in ("/2", "/3", "/3 before"):
+    for fmt in ("/2", "/4", "/4 before"):
         assert set(r[fmt]) == {"call_entry_us", "proposals_us", "seal_us", "total_us",
                                "bidders_us"}
         assert r[fmt]["total_us"] > 0 and r[fmt]["bidders_us"] > 0
@@ -294,9 +353,9 @@ def test_the_virtual_run_profile_records_the_same_entries_in_both_formats() -> N
 
     root = Path(__file__).resolve().parents[1]
     r = virtual(str(root / "cell_configs" / "demo_cell.yaml"), seed=1, repeats=1)
-    assert r["off"]["entries"] == 0 and r["/2"]["entries"] == r["/3"]["entries"] > 0
-    assert r["/3"]["bytes"] > 0 and r["/2"]["bytes"] > 0
-    assert all(r[k]["cpu_s"] > 0 for k in ("off", "/2", "/3"))
+    assert r["off"]["entries"] == 0 and r["/2"]["entries"] == r["/4"]["entries"] > 0
+    assert r["/4"]["bytes"] > 0 and r["/2"]["bytes"] > 0
+    assert all(r[k]["cpu_s"] > 0 for k in ("off", "/2", "/4"))
 
 
 def _both_hooks(before: type, segment_entries: int, clock_from: int

@@ -46,8 +46,8 @@ def test_an_up_run_with_kill_9_replays_without_divergence(tmp_path: Path) -> Non
         else:
             assert v.ok, (name, v)
     assert restarts >= 5        # a restarted host's agents, rebuilt from their journals
-    # a host records its inputs as the signed bytes its bus received (format /3)
-    assert all(b'"format":"autocell-decision-log/3"' in (state / name).read_bytes()
+    # a host records its inputs as the signed bytes its bus received (format /4)
+    assert all(b'"format":"autocell-decision-log/4"' in (state / name).read_bytes()
                for name in logs), logs
     named = {x["file"]: x for x in report(state)["decision_logs"]}
     assert set(named) == set(logs)

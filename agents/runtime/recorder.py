@@ -80,9 +80,14 @@ from security.errors import Rejected
 
 FORMAT = "autocell-decision-log/2"
 FORMAT3 = "autocell-decision-log/3"
+FORMAT4 = "autocell-decision-log/4"
 FORMATS = ("autocell-decision-log/1", FORMAT)
 """JSON-lines formats read and verified: /1 has no ``envelope`` inputs (docs/PROTOCOL.md
-§16); /3 (agents/runtime/segment_log.py) is read and verified there, dispatched from here."""
+§16)."""
+SEGMENTED = (FORMAT3, FORMAT4)
+"""Binary segment formats (agents/runtime/segment_log.py), read and verified there and
+dispatched from here: /4 is written, /3 (its segment hash over the entries' bytes too,
+ADR 102) is still read and verified."""
 GENESIS = "0" * 64
 SEGMENT_ENTRIES = 1000
 
@@ -526,17 +531,19 @@ def is_decision_log(path: str | Path) -> bool:
     except OSError:
         return False
     first = head.split(b"\n", 1)[0]
-    return head.startswith(b"{") and any(f.encode() in first for f in (*FORMATS, FORMAT3))
+    return head.startswith(b"{") and any(f.encode() in first for f in (*FORMATS, *SEGMENTED))
 
 
 def _is_segmented(path: str | Path) -> bool:
-    """True when the header names format /3 (binary segments after a JSON header line)."""
+    """True when the header names format /3 or /4 (binary segments after a JSON header
+    line)."""
     try:
         with open(path, "rb") as f:
             first = f.readline(1 << 20)
     except OSError:
         return False
-    return first.startswith(b"{") and f'"format":"{FORMAT3}"'.encode() in first
+    return first.startswith(b"{") and any(f'"format":"{f}"'.encode() in first
+                                          for f in SEGMENTED)
 
 
 def read_text_lines(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Decision log format ``autocell-decision-log/3``: binary segments hashed whole, indexed.
+"""Decision log format ``autocell-decision-log/4``: binary segments, indexed, hashed by index.
 
 Theory of operation
 -------------------
@@ -26,13 +26,15 @@ that less work per input needs another format.  This is it:
   there;
 * a host seals a full segment when its transport has drained
   (``Transport.on_idle``), not on the input that filled it (ADR 95);
-* the hashing happens off the message path, in tight loops: a 16-byte digest
-  per entry for the index (so a bad entry is still *named*, not only its
-  segment), and the segment's SHA-256 over the previous segment's hash, its
-  bytes and its index, signed with Ed25519 — at the seal, or, in a host, a
-  quarter of a segment at a time when its transport idles (the held entries
-  encoded, the new ones digested and added to the segment's running hash;
-  ADR 96), so the seal itself only signs and writes.
+* the hashing happens off the message path, in tight loops: each entry's
+  SHA-256 for the index (so a bad entry is still *named*, not only its
+  segment) — at the seal, or, in a host, a quarter of a segment at a time
+  when its transport idles (the held entries encoded, the new ones digested;
+  ADR 96) — and at the seal the segment's SHA-256 over the previous segment's
+  hash and its index, signed with Ed25519.  The index holds whole digests, so
+  the segment's hash binds every entry's bytes through them and need not hash
+  the bytes a second time (ADR 102); format ``/3``, which hashed them again
+  beside 16-byte digests, is still read and verified.
 
 The file is a JSON header line (as /2's, so ``is_decision_log`` and a human
 still recognise it) and then one record per segment: ``u32 len(E) | E |
@@ -65,7 +67,9 @@ from agents.protocol.messages import Award
 from agents.runtime.journal import Inbound, Input, Timer
 from agents.runtime.recorder import (
     FORMAT3,
+    FORMAT4,
     GENESIS,
+    SEGMENTED,
     DecisionLog,
     LogReport,
     _EnvelopeIn,
@@ -78,9 +82,13 @@ from security.crypto import Verifier, fingerprint
 
 log = logging.getLogger(__name__)
 
-DIGEST_BYTES = 16
-"""An index digest: the first 16 bytes of the entry's SHA-256 (it locates a bad entry;
-the segment's full SHA-256, signed, is what proves the segment)."""
+DIGEST_BYTES = 32
+"""An index digest: the entry's SHA-256.  It locates a bad entry, and the segment's hash,
+signed, is taken over the digests, so through them it proves the entries (ADR 102)."""
+
+DIGEST_BYTES_3 = 16
+"""Format /3's index digest: the first 16 bytes of the entry's SHA-256 (its segment hash
+covers the entries' bytes themselves)."""
 
 IDLE_SEAL_SLACK = 4
 """A segment sealed at idle moments (:attr:`SegmentLog.idle_seals`) is sealed on the input
@@ -182,26 +190,33 @@ _BIG_ENDIAN = sys.byteorder == "big"
 assert array("I").itemsize == 4
 
 
-def seal_text(segment: int, first: int, last: int, final: bool, hash_hex: str) -> bytes:
-    """What a /3 seal's signature covers: plain text (docs/PROTOCOL.md §16)."""
-    return f"{FORMAT3} seal {segment} {first} {last} {int(final)} {hash_hex}".encode()
+def seal_text(segment: int, first: int, last: int, final: bool, hash_hex: str,
+              fmt: str = FORMAT4) -> bytes:
+    """What a seal's signature covers: plain text (docs/PROTOCOL.md §16)."""
+    return f"{fmt} seal {segment} {first} {last} {int(final)} {hash_hex}".encode()
 
 
 def segment_hash(prev_hex: str, entries: bytes | bytearray, offsets: bytes,
-                 digests: bytes) -> str:
-    """SHA-256 over the previous segment's hash (32 bytes), the entries and the index."""
+                 digests: bytes, fmt: str = FORMAT4) -> str:
+    """SHA-256 over the previous segment's hash (32 bytes) and the index (offsets, then
+    digests); in format /3, over the entries' bytes too, between the two."""
     h = _sha256(bytes.fromhex(prev_hex))
-    h.update(entries)
+    if fmt == FORMAT3:
+        h.update(entries)
     h.update(offsets)
     h.update(digests)
     return h.hexdigest()
 
 
-def index_digests(entries: bytes | bytearray, bounds: Sequence[int]) -> bytes:
-    """The index digests of the entries between consecutive ``bounds``."""
+def index_digests(entries: bytes | bytearray, bounds: Sequence[int],
+                  size: int = DIGEST_BYTES) -> bytes:
+    """The index digests of the entries between consecutive ``bounds``: each one's SHA-256,
+    or its first ``size`` bytes (format /3's 16)."""
     mv = memoryview(entries)
     try:
-        return b"".join([_sha256(mv[a:b]).digest()[:DIGEST_BYTES]
+        if size == DIGEST_BYTES:
+            return b"".join([_sha256(mv[a:b]).digest() for a, b in zip(bounds, bounds[1:])])
+        return b"".join([_sha256(mv[a:b]).digest()[:size]
                          for a, b in zip(bounds, bounds[1:])])
     finally:
         mv.release()
@@ -239,7 +254,7 @@ def _offsets_of(raw: bytes) -> list[int]:
 
 
 class SegmentLog(DecisionLog):
-    """A :class:`DecisionLog` written as format /3 (module docstring): the same entries,
+    """A :class:`DecisionLog` written as format /4 (module docstring): the same entries,
     the same hooks and the same *why*; binary records buffered per segment."""
 
     hold_bids = True
@@ -259,13 +274,11 @@ class SegmentLog(DecisionLog):
     _seg: bytearray
     _offsets: array[int]
     _digests: bytearray
-    _hash: Any
-    _hashed: int
     _indexed_n: int
 
     @property
     def format(self) -> str:
-        return FORMAT3
+        return FORMAT4
 
     def _segment_full(self) -> None:
         if self.idle_seals and self.n - self._segment_first < \
@@ -289,20 +302,13 @@ class SegmentLog(DecisionLog):
             self._index()
 
     def _index(self) -> None:
-        """Digest the entries appended since the last call for the index, and add their
-        bytes to the segment's running hash: the same digests and hash as one pass over
-        the whole segment at its seal, computed while the entries are new."""
+        """Digest the entries appended since the last call for the index: the same digests
+        as one pass over the whole segment at its seal, computed while the entries are
+        new."""
         seg = self._seg
-        end = len(seg)
         bounds = self._offsets[len(self._digests) // DIGEST_BYTES:].tolist()
-        bounds.append(end)
+        bounds.append(len(seg))
         self._digests += index_digests(seg, bounds)
-        mv = memoryview(seg)
-        try:
-            self._hash.update(mv[self._hashed:end])
-        finally:
-            mv.release()        # the buffer grows again: no view may outlive this
-        self._hashed = end
         self._indexed_n = self.n
 
     def _begin(self, header: dict[str, Any]) -> None:
@@ -318,13 +324,11 @@ class SegmentLog(DecisionLog):
         self.unencodable = 0                # entries recorded as ``lost`` (see _append)
 
     def _open_segment(self) -> None:
-        """An empty segment after ``_prev``: its buffer, its index, its running hash."""
+        """An empty segment after ``_prev``: its buffer and its index."""
         self._seg = bytearray()
         self._offsets = array("I")
         self._digests = bytearray()     # the index digests of the entries indexed so far
-        self._hash = _sha256(bytes.fromhex(self._prev))   # prev, then the entries indexed
-        self._hashed = 0                # how many bytes of _seg are in _hash
-        self._indexed_n = self.n        # the first entry not yet in _hash
+        self._indexed_n = self.n        # the first entry not yet digested
 
     def _write(self, obj: dict[str, Any]) -> None:
         if self._held:
@@ -487,16 +491,13 @@ class SegmentLog(DecisionLog):
             self._append_held()
         self.segments += 1
         first, last = self._segment_first, self.n - 1
-        if len(self._seg) != self._hashed:
+        if len(self._digests) != DIGEST_BYTES * len(self._offsets):
             self._index()
         seg = self._seg
         digests = bytes(self._digests)
         offs = _offsets_bytes(self._offsets)
         prev = self._prev
-        h = self._hash      # segment_hash(prev, seg, offs, digests), the entries hashed by now
-        h.update(offs)
-        h.update(digests)
-        hash_hex = h.hexdigest()
+        hash_hex = segment_hash(prev, seg, offs, digests)
         sig = self.key.sign(seal_text(self.segments, first, last, final, hash_hex))
         record = _ENCODER.encode({"k": "seal", "segment": self.segments, "first": first,
                                   "last": last, "final": final, "prev": prev,
@@ -545,8 +546,8 @@ def _header(data: bytes) -> tuple[dict[str, Any], bytes, int]:
     if not nl:
         raise ValueError("the header line is not complete")
     header = json.loads(line)
-    if not isinstance(header, dict) or header.get("format") != FORMAT3:
-        raise ValueError(f"no {FORMAT3} header")
+    if not isinstance(header, dict) or header.get("format") not in SEGMENTED:
+        raise ValueError(f"no {' or '.join(SEGMENTED)} header")
     return header, line, len(line) + 1
 
 
@@ -598,7 +599,8 @@ def entry_dict(obj: Any, n: int) -> dict[str, Any]:
 
 
 def read_entries(path: str | Path) -> Iterator[dict[str, Any]]:
-    """A /3 log as /2's :func:`~agents.runtime.recorder.read_text_lines` gives it: the header
+    """A /4 or /3 log as /2's :func:`~agents.runtime.recorder.read_text_lines` gives it: the
+    header
     (``n`` 0), the entries and a ``seal`` dict per segment.  No checking (that is
     :func:`verify_segments`); an entry that does not decode raises ValueError."""
     data = Path(path).read_bytes()
@@ -637,12 +639,13 @@ def _derive(entries: bytes) -> list[int]:
     return bounds
 
 
-def _locate(entries: bytes, index: list[bytes], first: int) -> tuple[int, str] | None:
-    """The first entry whose bytes are not what the index says, and how (edited, removed,
-    reordered); None when every entry matches."""
+def _locate(entries: bytes, index: list[bytes], first: int,
+            size: int = DIGEST_BYTES) -> tuple[int, str] | None:
+    """The first entry whose bytes are not what the index (of ``size``-byte digests) says,
+    and how (edited, removed, reordered); None when every entry matches."""
     bounds = _derive(entries)
-    derived = index_digests(entries, bounds)
-    got = [derived[i:i + DIGEST_BYTES] for i in range(0, len(derived), DIGEST_BYTES)]
+    derived = index_digests(entries, bounds, size)
+    got = [derived[i:i + size] for i in range(0, len(derived), size)]
     for i, want in enumerate(index):
         if i >= len(got):
             return first + i, (f"entry {first + i} is missing from its segment (entries "
@@ -662,8 +665,8 @@ def _locate(entries: bytes, index: list[bytes], first: int) -> tuple[int, str] |
 
 
 def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
-    """Check a /3 log: the header, every segment's entries against its index, the hash
-    chain of segments, every seal's signature, a final seal (docs/PROTOCOL.md §16)."""
+    """Check a /4 (or /3) log: the header, every segment's entries against its index, the
+    hash chain of segments, every seal's signature, a final seal (docs/PROTOCOL.md §16)."""
     data = Path(path).read_bytes()
     try:
         header, line, pos = _header(data)
@@ -672,6 +675,8 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return LogReport(False, 0, 0, f"the header does not read ({exc})")
     host, key_id = str(header.get("host", "")), fingerprint(key)
+    fmt = header["format"]
+    size = DIGEST_BYTES_3 if fmt == FORMAT3 else DIGEST_BYTES
     if trusted_key is not None and key != trusted_key:
         return LogReport(False, 0, 0, f"the header's key {key_id} is not the trusted key "
                          f"{fingerprint(trusted_key)}", GENESIS, 0, host, key_id)
@@ -698,19 +703,19 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
                     f"where segment {k}, from entry {n}, belongs (segments removed or "
                     "reordered)")
             return bad(0 if "header" in what else n, what)
-        if (count < 0 or len(offs) != 4 * count or len(digests) != DIGEST_BYTES * count):
+        if (count < 0 or len(offs) != 4 * count or len(digests) != size * count):
             return bad(n, f"the index of segment {k} does not hold its {count} entries "
                        "(the seal edited)")
-        index = [digests[i:i + DIGEST_BYTES] for i in range(0, len(digests), DIGEST_BYTES)]
-        located = _locate(seg.entries, index, n)
+        index = [digests[i:i + size] for i in range(0, len(digests), size)]
+        located = _locate(seg.entries, index, n, size)
         if located is not None:
             return bad(*located)
         if _offsets_of(offs) != _derive(seg.entries)[:-1]:
             return bad(n, f"the offsets of segment {k}'s index are not its entries' "
                        "(the seal edited)")
-        hash_hex = segment_hash(prev, seg.entries, offs, digests)
+        hash_hex = segment_hash(prev, seg.entries, offs, digests, fmt)
         if hash_hex != seal["hash"] or not verifier.verify(
-                seal_text(k, n, seal["last"], seal["final"], hash_hex), seal["sig"]):
+                seal_text(k, n, seal["last"], seal["final"], hash_hex, fmt), seal["sig"]):
             return bad(n, f"segment {k} (entries {n}..{seal['last']}): the signature does "
                        "not verify (forged or the seal edited)")
         prev, n, segments, final = hash_hex, seal["last"] + 1, k, seal["final"]
@@ -727,7 +732,7 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
 # -- the senders' signatures -----------------------------------------------------------------
 
 def signed_inputs(path: str | Path) -> Iterator[tuple[int, str, bytes, bytes, float]]:
-    """Every input recorded as its envelope (format /2's ``envelope`` or /3's), in order:
+    """Every input recorded as its envelope (format /2's ``envelope``, or /3's and /4's), in order:
     (entry number, sender, payload, signature, when it was received: ``wall_at``, else the
     sender's stamp).  No checking of the log itself (that is ``verify_log``)."""
     import base64
@@ -762,7 +767,7 @@ def signed_inputs(path: str | Path) -> Iterator[tuple[int, str, bytes, bytes, fl
 
 
 def read_entries_raw(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """A /3 log's entries as decoded msgpack objects, numbered (no conversion)."""
+    """A /4 or /3 log's entries as decoded msgpack objects, numbered (no conversion)."""
     data = Path(path).read_bytes()
     _, _, pos = _header(data)
     for seg in _segments(data, pos):

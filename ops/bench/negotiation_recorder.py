@@ -12,13 +12,13 @@ seals do later (deferred encoding, hashing, writing).  ADR 67 quotes it.
 It also measures a bidders' process's side of a round (``bidders_us``): one
 call for proposals multicast to half the bidders, each of which answers with
 its proposal — an entry *with* an action per bidder, encoded at once.  ADR 74
-made that path flat (a Struct, no dict, no layers of calls); ``/3 before``
-is format /3 with those entries built as before (the /2 dict, through the
+made that path flat (a Struct, no dict, no layers of calls); ``/4 before``
+is the segment format (now /4) with those entries built as before (the /2 dict, through the
 base class's hook), the same bytes, for the comparison in one process.
 
 ``--virtual CELL`` instead measures what each format costs a virtual run
 (``autocell run``): the run's process CPU with recording off, in ``/2`` (what
-``run --decision-log`` writes) and in ``/3``, alternated — the figure behind
+``run --decision-log`` writes) and in ``/4``, alternated — the figure behind
 docs/flight-recorder.md "Why `autocell run` keeps /2".
 """
 
@@ -71,7 +71,7 @@ def _rounds(n: int, bidders: int) -> tuple[list[str], list[_Round]]:
 
 
 class DictEntries(SegmentLog):
-    """Format /3's hook as it was before ADR 74 (kept verbatim for the comparison): an
+    """The segment format's hook as it was before ADR 74 (kept verbatim for the comparison): an
     entry with actions is built as the /2 dict through the base class; the same bytes
     (tests/test_decision_log_segments.py), the slower path."""
 
@@ -179,9 +179,9 @@ def run(rounds: int = 200, bidders: int = 20, repeats: int = 5) -> dict[str, Any
     side is half of ``bidders`` in one process, as ``bench negotiation --processes 2``."""
     ids, rs = _rounds(rounds, bidders)
     bid = _bid_rounds(rounds, max(1, bidders // 2))
-    got: dict[str, list[dict[str, float]]] = {"/2": [], "/3": [], "/3 before": []}
+    got: dict[str, list[dict[str, float]]] = {"/2": [], "/4": [], "/4 before": []}
     order: list[tuple[str, type[DecisionLog]]] = [
-        ("/2", DecisionLog), ("/3", SegmentLog), ("/3 before", DictEntries)]
+        ("/2", DecisionLog), ("/4", SegmentLog), ("/4 before", DictEntries)]
     for k in range(repeats):
         # each in every place in turn, from a collected heap: the one after another
         # pays for its garbage otherwise (the same code measured 30 % apart)
@@ -197,17 +197,17 @@ def run(rounds: int = 200, bidders: int = 20, repeats: int = 5) -> dict[str, Any
 
 
 def virtual(cell_path: str, seed: int = 2, repeats: int = 3) -> dict[str, Any]:
-    """CPU seconds of a virtual run of ``cell_path``: recording off, /2, /3 (medians of
+    """CPU seconds of a virtual run of ``cell_path``: recording off, /2, /4 (medians of
     ``repeats`` alternations), the entries and the bytes each format wrote."""
     from ops.config import load_cell
     from ops.replay import run_header
     from sim_bridge.virtual import VirtualCell
 
     cfg = load_cell(cell_path)
-    got: dict[str, list[float]] = {"off": [], "/2": [], "/3": []}
+    got: dict[str, list[float]] = {"off": [], "/2": [], "/4": []}
     size: dict[str, Any] = {}
     for _ in range(repeats):
-        for fmt, cls in (("off", None), ("/2", DecisionLog), ("/3", SegmentLog)):
+        for fmt, cls in (("off", None), ("/2", DecisionLog), ("/4", SegmentLog)):
             cell = VirtualCell(cfg, seed=seed)
             with tempfile.TemporaryFile() as sink:
                 log = None
