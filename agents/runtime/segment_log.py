@@ -214,7 +214,7 @@ def index_digests(entries: bytes | bytearray, bounds: Sequence[int],
     or its first ``size`` bytes (format /3's 16)."""
     mv = memoryview(entries)
     try:
-        if size == DIGEST_BYTES:
+        if size == DIGEST_BYTES:    # the writer's idle work: no slice of each digest
             return b"".join([_sha256(mv[a:b]).digest() for a, b in zip(bounds, bounds[1:])])
         return b"".join([_sha256(mv[a:b]).digest()[:size]
                          for a, b in zip(bounds, bounds[1:])])
@@ -600,8 +600,7 @@ def entry_dict(obj: Any, n: int) -> dict[str, Any]:
 
 def read_entries(path: str | Path) -> Iterator[dict[str, Any]]:
     """A /4 or /3 log as /2's :func:`~agents.runtime.recorder.read_text_lines` gives it: the
-    header
-    (``n`` 0), the entries and a ``seal`` dict per segment.  No checking (that is
+    header (``n`` 0), the entries and a ``seal`` dict per segment.  No checking (that is
     :func:`verify_segments`); an entry that does not decode raises ValueError."""
     data = Path(path).read_bytes()
     header, _, pos = _header(data)
@@ -732,9 +731,9 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
 # -- the senders' signatures -----------------------------------------------------------------
 
 def signed_inputs(path: str | Path) -> Iterator[tuple[int, str, bytes, bytes, float]]:
-    """Every input recorded as its envelope (format /2's ``envelope``, or /3's and /4's), in order:
-    (entry number, sender, payload, signature, when it was received: ``wall_at``, else the
-    sender's stamp).  No checking of the log itself (that is ``verify_log``)."""
+    """Every input recorded as its envelope (format /2's ``envelope``, or /3's and /4's), in
+    order: (entry number, sender, payload, signature, when it was received: ``wall_at``, else
+    the sender's stamp).  No checking of the log itself (that is ``verify_log``)."""
     import base64
 
     from agents.runtime.recorder import _is_segmented

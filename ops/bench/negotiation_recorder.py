@@ -13,8 +13,9 @@ It also measures a bidders' process's side of a round (``bidders_us``): one
 call for proposals multicast to half the bidders, each of which answers with
 its proposal — an entry *with* an action per bidder, encoded at once.  ADR 74
 made that path flat (a Struct, no dict, no layers of calls); ``/4 before``
-is the segment format (now /4) with those entries built as before (the /2 dict, through the
-base class's hook), the same bytes, for the comparison in one process.
+is the segment format (now /4) with those entries built as before (the /2
+dict, through the base class's hook), the same bytes, for the comparison in
+one process.
 
 ``--virtual CELL`` instead measures what each format costs a virtual run
 (``autocell run``): the run's process CPU with recording off, in ``/2`` (what
@@ -71,8 +72,8 @@ def _rounds(n: int, bidders: int) -> tuple[list[str], list[_Round]]:
 
 
 class DictEntries(SegmentLog):
-    """The segment format's hook as it was before ADR 74 (kept verbatim for the comparison): an
-    entry with actions is built as the /2 dict through the base class; the same bytes
+    """The segment format's hook as it was before ADR 74 (kept verbatim for the comparison):
+    an entry with actions is built as the /2 dict through the base class; the same bytes
     (tests/test_decision_log_segments.py), the slower path."""
 
     def on_decision(self, agent_id: str, cause: Input | None, actions: Sequence[Action],
