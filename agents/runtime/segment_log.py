@@ -437,6 +437,33 @@ class SegmentLog(DecisionLog):
                 w = None
         if actions:
             if w is not None and self.hold_bids:
+                if len(actions) == 1:
+                    # one message answered by one send (a bid): what _holdable keeps of
+                    # it, without the two calls (ADR 103: 1.16 → 0.99 µs a bid in a loop)
+                    a = actions[0]
+                    if type(a) is Send:
+                        body = a.body
+                        how = _HOLD.get(type(body))
+                        if how is None:
+                            how = _hold_kind(type(body))
+                        if how == _BY_REFERENCE:
+                            kept = actions
+                        elif how == _SNAPSHOT:
+                            try:
+                                kept = _RAW(_ENCODER.encode(
+                                    [["send", [a.to], body.TYPE, a.conv, body]]))
+                            except (TypeError, ValueError, OverflowError):
+                                kept = None
+                        else:
+                            kept = None
+                        if kept is not None:
+                            self._held.append((agent_id, now, m.sender, m.epoch, m.seq, w[1],
+                                               w[2], wall_at, kept))
+                            self.n += 1
+                            self.entries += 1
+                            if self.n - self._segment_first >= self.segment_entries:
+                                self._segment_full()
+                            return
                 kept = _holdable(actions)
                 if kept is not None:
                     self._hold((agent_id, now, m.sender, m.epoch, m.seq, w[1], w[2], wall_at,
