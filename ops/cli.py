@@ -401,6 +401,13 @@ def cmd_bench_negotiation(args: argparse.Namespace) -> int:
               f"{c['with'] / 1000:.2f} ms ({pct(c)}; the bidder processes "
               f"{b['without'] / 1000:.2f} → {b['with'] / 1000:.2f} ms, {pct(b)}) on "
               f"{r['cpus']} CPUs")
+        if d["caller_us_per_entry"] is not None:
+            print(f"  the recorder per entry: the caller {d['caller_us_per_entry']:.1f} µs "
+                  f"({d['caller_entries_per_round']:g} entries a round; "
+                  f"{d['caller_us_per_entry_over_verify']:.3f} of a verify)"
+                  + ("" if d["bidders_us_per_entry"] is None else
+                     f", the bidder processes {d['bidders_us_per_entry']:.1f} µs "
+                     f"({d['bidders_entries_per_round']:g} a round)"))
     print(f"target: round p99 ≤ 5 ms with {r['processes']} bidder processes "
           f"{'met' if t['round_p99_within_5_ms'] else 'MISSED'}; in every layout "
           f"{'met' if t['round_p99_within_5_ms_every_layout'] else 'MISSED'}")

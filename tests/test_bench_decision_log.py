@@ -65,6 +65,15 @@ def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
     # and so did the bidders: a call answered with a bid, per bidder and recorded round
     assert d["bidders_entries"] == 3 * 20
     assert d["wakes_per_round"]["without"] > 0 and d["wakes_per_round"]["with"] > 0
+    # what recording costs per entry (ADR 103): a round's call and its 3 proposals in the
+    # caller, a bid per bidder; the Δ of each side's CPU per round over those entries
+    assert d["caller_entries_per_round"] == 4.0
+    assert d["bidders_entries_per_round"] == 3.0
+    for side in ("caller", "bidders"):
+        cpu = d[f"{side}_cpu_us_per_round"]
+        assert d[f"{side}_us_per_entry"] == pytest.approx(
+            (cpu["with"] - cpu["without"]) / d[f"{side}_entries_per_round"], abs=0.01)
+    assert _number(d["caller_us_per_entry_over_verify"])
 
 
 @pytest.mark.timeout(180)
@@ -90,6 +99,8 @@ def test_bench_negotiation_decision_log_in_the_bidders_only(tmp_path: Path) -> N
     assert d["recording"] == "bidders"
     assert d["caller_entries"] == 0
     assert d["bidders_entries"] == 3 * 10
+    assert d["caller_us_per_entry"] is None and d["caller_us_per_entry_over_verify"] is None
+    assert _number(d["bidders_us_per_entry"])
     assert _number(d["caller_cpu_us_per_round"]["cost_pct"])
 
 

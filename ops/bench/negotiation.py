@@ -58,7 +58,11 @@ the agents' actions as a runner gets them and share the machine's load, so
 ``--decision-log caller`` or ``bidders`` records in those processes only, the
 rounds alternating the same way (where the cost comes from, ADR 92), and
 ``wakes_per_round`` counts the caller transport's reads (its event loop's
-wake-ups for the socket) per round in each half.  That run is
+wake-ups for the socket) per round in each half, and ``caller_us_per_entry`` and
+``bidders_us_per_entry`` what recording costs each side per entry it records (CPU µs:
+the Δ per round over the entries per round; the caller's also in verifies of this
+machine, ``caller_us_per_entry_over_verify``, which travels between machines as the
+relative figures do not, ADR 103).  That run is
 ``--decision-log-rounds`` long (default :data:`DECISION_LOG_ROUNDS`); the
 second half of its warm-up records too, untimed, so that the recorder's
 first-time costs stay out of the figures as the bus's do; the caller's
@@ -509,6 +513,7 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
         out["with"]["entries"] = 0 if recorder is None else recorder.entries - warm_entries
         out["with"]["bidders_entries"] = peer_entries
         out["with"]["wakes_per_round"] = round(wakes[True] / max(1, len(rounds_s[True])), 2)
+        out["with"]["rounds"] = len(rounds_s[True])
         out["ci95_pct"] = cost_intervals(rounds_s, cpu_blocks)
         # every process's CPU per round, per mode: on a host with fewer cores than busy
         # processes the recorder's cost to the round is roughly its CPU over the cores
@@ -519,6 +524,21 @@ async def _caller(bidders: int, peers: list[subprocess.Popen[str]], rounds: int,
                 peer_cpu_s["on" if on else "off"] / n * 1e6, 1)
             figures["cell_cpu_us_per_round"] = round(
                 figures["caller_cpu_us_per_round"] + figures["bidders_cpu_us_per_round"], 1)
+    return out
+
+
+def _per_entry(d: dict[str, Any], rounds_on: int) -> dict[str, float | None]:
+    """What recording costs a process per entry it records, in CPU µs (the Δ of its CPU per
+    round over its entries per round), for the caller and for the bidder processes taken
+    together: an absolute figure beside the relative ones (ADR 103).  None where a side
+    recorded nothing."""
+    out: dict[str, float | None] = {}
+    for side in ("caller", "bidders"):
+        per_round = d[f"{side}_entries"] / rounds_on if rounds_on else 0.0
+        cpu = d[f"{side}_cpu_us_per_round"]
+        out[f"{side}_entries_per_round"] = round(per_round, 2)
+        out[f"{side}_us_per_entry"] = (round((cpu["with"] - cpu["without"]) / per_round, 2)
+                                       if per_round else None)
     return out
 
 
@@ -600,6 +620,7 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         r["decision_log"]["rounds"] = record_rounds
         r["decision_log"]["caller_entries"] = both["with"]["entries"]
         r["decision_log"]["bidders_entries"] = both["with"]["bidders_entries"]
+        r["decision_log"].update(_per_entry(r["decision_log"], both["with"]["rounds"]))
     rates = crypto_rates()     # after the rounds: the bidder processes are gone by then
     r["sign_us"] = round(rates["sign_us"], 2)
     r["verify_us"] = round(rates["verify_us"], 2)
@@ -609,6 +630,12 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
     # how many rounds' worth of the caller's own crypto a round takes: the crypto rates are
     # measured in the same conditions, so the ratio travels between machines and loads
     r["round_p50_over_caller_crypto"] = round(r["round_p50_us"] / r["caller_crypto_us"], 2)
+    if "decision_log" in r:
+        # the caller's recorder per entry in verifies of this machine: the relative figures
+        # rise as the crypto gets faster, this one travels between machines (ADR 103)
+        us = r["decision_log"]["caller_us_per_entry"]
+        r["decision_log"]["caller_us_per_entry_over_verify"] = (
+            None if us is None else round(us / r["verify_us"], 3))
     r["cpus"] = os.cpu_count()
     r["layouts"] = [{k: x[k] for k in LAYOUT_KEYS} for x in results]
     r["targets"] = {"round_p99_within_5_ms": r["round_p99_us"] <= 5000.0,
