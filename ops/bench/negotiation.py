@@ -60,9 +60,9 @@ rounds alternating the same way (where the cost comes from, ADR 92), and
 ``wakes_per_round`` counts the caller transport's reads (its event loop's
 wake-ups for the socket) per round in each half, and ``caller_us_per_entry`` and
 ``bidders_us_per_entry`` what recording costs each side per entry it records (CPU µs:
-the Δ per round over the entries per round; the caller's also in verifies of this
-machine, ``caller_us_per_entry_over_verify``, which travels between machines as the
-relative figures do not, ADR 103).  That run is
+the Δ per round over the entries per round; the caller's also in verifies of the
+same machine, ``caller_us_per_entry_over_verify``: the recorder's work per input beside
+the crypto's, whose ratio sets the relative figures, ADR 103).  That run is
 ``--decision-log-rounds`` long (default :data:`DECISION_LOG_ROUNDS`); the
 second half of its warm-up records too, untimed, so that the recorder's
 first-time costs stay out of the figures as the bus's do; the caller's
@@ -632,7 +632,7 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
     r["round_p50_over_caller_crypto"] = round(r["round_p50_us"] / r["caller_crypto_us"], 2)
     if "decision_log" in r:
         # the caller's recorder per entry in verifies of this machine: the relative figures
-        # rise as the crypto gets faster, this one travels between machines (ADR 103)
+        # follow this ratio, and it rises as the crypto gets faster (ADR 103)
         us = r["decision_log"]["caller_us_per_entry"]
         r["decision_log"]["caller_us_per_entry_over_verify"] = (
             None if us is None else round(us / r["verify_us"], 3))
