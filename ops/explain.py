@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,14 @@ from agents.runtime.recorder import is_decision_log
 from security.errors import ConfigurationError
 
 IDLE_MIN_S = 1.0      # shorter gaps between jobs are hand-overs, not idleness
+
+PER_PROCESS = frozenset({"host", "boot", "agents", "escalation", "models"})
+"""The header's ``run`` facts that belong to the process that wrote a log, not to the run:
+the logs of one ``up`` run differ in these only (agents/runtime/flight_log.py)."""
+
+
+def _run_identity(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in run.items() if k not in PER_PROCESS}
 
 
 @dataclass
@@ -76,15 +85,35 @@ class Recorded:
 
     @classmethod
     def merged(cls, recs: Sequence[Recorded]) -> Recorded:
-        """The logs of one run's processes as one (entries in cell-time order)."""
+        """The logs of one run's processes as one (entries in cell-time order).  Refused:
+        two logs that each hold a whole run (``autocell run``'s), the same process's log
+        twice (one host and boot), and logs whose runs differ in anything but the facts of
+        the process that wrote them (:data:`PER_PROCESS`) — another cell, seed, fault
+        scenario or strategy would tell one story from two runs."""
         if len(recs) == 1:
             return recs[0]
         first = recs[0]
+        whole = [r for r in recs if r.agents is None]
+        if len(whole) > 1:
+            raise ConfigurationError(
+                f"{whole[0].logs[0]} and {whole[1].logs[0]} each hold a whole run (autocell "
+                "run --decision-log): explain them one at a time")
+        seen: dict[tuple[str, Any], str] = {}
+        for r in recs:
+            process = (r.host, r.run.get("boot"))
+            if process in seen:
+                raise ConfigurationError(
+                    f"{r.logs[0]} and {seen[process]} are the log of one process (host "
+                    f"{r.host or '?'}, boot {r.run.get('boot')}): give each log once")
+            seen[process] = r.logs[0]
+        mine = _run_identity(first.run)
         for r in recs[1:]:
-            if (r.run.get("cell"), r.run.get("seed")) != (first.run.get("cell"),
-                                                          first.run.get("seed")):
+            theirs = _run_identity(r.run)
+            if theirs != mine:
+                differ = sorted(k for k in set(mine) | set(theirs)
+                                if mine.get(k) != theirs.get(k))
                 raise ConfigurationError(f"{r.logs[0]} and {first.logs[0]} are not logs of "
-                                         "one run (their cells or seeds differ)")
+                                         f"one run (their {', '.join(differ)} differ)")
         entries = sorted((e for r in recs for e in r.entries), key=lambda e: e["t"])
         agents = (None if any(r.agents is None for r in recs)
                   else frozenset().union(*(r.agents or frozenset() for r in recs)))
@@ -128,8 +157,38 @@ def resolve(paths: Iterable[str | Path]) -> list[Path]:
             out += state_dir_logs(p)
         elif p.is_file():
             out.append(p)
+        elif p.exists():
+            raise ConfigurationError(f"{p}: not a regular file (a decision log is a file, "
+                                     "an `up` run's logs a state directory)")
         else:
             raise ConfigurationError(f"{p}: no such file or directory")
+    seen: dict[Path, Path] = {}
+    for p in out:
+        real = p.resolve()
+        if real in seen:
+            raise ConfigurationError(f"{p}: given twice (as {seen[real]} too)")
+        seen[real] = p
+    return out
+
+
+def intact(paths: Iterable[str | Path]) -> list[str]:
+    """A warning for each log that does not verify (cut by a kill, edited, not sealed
+    yet): its story is still told as far as it goes, but the reader should know, and
+    ``autocell audit verify`` names the first bad entry."""
+    from agents.runtime.flight_log import verify_log
+
+    out = []
+    for p in paths:
+        try:
+            report = verify_log(p)
+        except (OSError, ValueError) as exc:
+            report = None
+            problem = str(exc)
+        if report is None or not report.ok:
+            if report is not None:
+                problem = report.problem
+            out.append(f"{p} is not intact ({problem}): this story stops or skips there; "
+                       f"check it with `autocell audit verify {p}`")
     return out
 
 
@@ -169,6 +228,11 @@ _NUMBER = re.compile(r"(?<![\w/.-])\d+(?:\.\d+)?(?![\w/])")   # not inside ids: 
 
 def _shape(text: str) -> str:
     return _NUMBER.sub("#", text)
+
+
+FOLD_WINDOW = 8
+"""How many kept lines back a retry is looked for: a task's call, the refusals and the
+order's "nobody bid" are five lines a round (ADR 104)."""
 
 
 def folded(lines: list[Line], window: int = 4) -> list[Line]:
@@ -429,6 +493,29 @@ def _busy_and_down(entries: list[dict[str, Any]], end_t: float) -> tuple[
     return busy, down
 
 
+def _awards_held(mine: list[dict[str, Any]], until: float) -> list[tuple[float, float, str]]:
+    """Every award a resource held: (awarded at, until when, task).  It holds one from its
+    ``accept`` until it starts the task, is told to cancel it or is awarded it again — each
+    award on its own, so that a stretch before a later re-award still names the earlier
+    one, whatever ``--at`` cuts (ADR 104)."""
+    held: list[tuple[float, float, str]] = []
+    open_: dict[str, float] = {}
+    for e in mine:
+        i = e["in"]
+        if i["kind"] == "message" and i["type"] in ("accept", "cancel"):
+            task = i["body"]["task"]
+            if task in open_:
+                held.append((open_.pop(task), e["t"], task))
+            if i["type"] == "accept":
+                open_[task] = e["t"]
+        for a in e["out"]:
+            if a[0] == "log" and a[1] in ("started", "handed_back") and a[2]["task"] in open_:
+                task = a[2]["task"]
+                held.append((open_.pop(task), e["t"], task))
+    held += [(t, until, task) for task, t in open_.items()]
+    return sorted(held)
+
+
 def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
           until: float) -> list[Line]:
     """Every idle stretch of ``resource`` up to ``until``, with its reason."""
@@ -442,11 +529,8 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
     if until - at >= IDLE_MIN_S:
         gaps.append((at, until))
     awards = {w["award"]: w for e in rec.entries for w in e.get("why", [])}
-    latest = {e["in"]["body"]["task"]: e["t"] for e in mine if e["in"]["kind"] == "message"
-              and e["in"]["type"] == "accept"}       # a re-award replaces the award before
-    won = sorted((t, task) for task, t in latest.items())
-    started = {a[2]["task"]: e["t"] for e in mine for a in e["out"]
-               if a[0] == "log" and a[1] == "started"}
+    held = _awards_held(mine, until)
+    won = sorted((t, task) for t, _, task in held)
     # the start each task was last re-timed to within the plan's float (ADR 97)
     retimed = {a[2]["task"]: (a[2]["planned_at"], a[2]["start_at"]) for e in mine
                for a in e["out"] if a[0] == "log" and a[1] == "retimed"}
@@ -454,8 +538,8 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
     for a, b in gaps:
         calls = [e for e in mine if a <= e["t"] <= b and e["in"]["kind"] == "message"
                  and e["in"]["type"] == "cfp"]
-        waiting = [f"{task} (awarded at {_s(t)})" for t, task in won
-                   if t < b and started.get(task, float("inf")) >= b]
+        waiting = [f"{task} (awarded at {_s(t)})" for t, end, task in held
+                   if t < b and end > a]
         later = [f"{task} (re-timed from {_s(p)} to {_s(q)})"
                  for task, (p, q) in retimed.items() if q > p and q >= b - IDLE_MIN_S
                  and p < b and any(w == task and at < b for at, w in won)]
@@ -501,36 +585,70 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
     return lines
 
 
+def _kind(rec: Recorded, subject: str, orders: list[str], resources: list[str]) -> str:
+    """What ``subject`` is, from the whole log (not only up to ``--at``: an escalation
+    raised later is an escalation before it too); a name the log never mentions is an
+    error that lists what it holds."""
+    if subject in orders:
+        return "order"
+    if subject in resources:
+        return "resource"
+    entries = [e for e in rec.entries if e["k"] == "in"]
+    if any(_mentions_escalation(e, subject) for e in entries):
+        return "escalation"
+    owner = subject.split("/")[0]
+    if "/" in subject and owner in orders:
+        if any(_mentions_task(e, subject) for e in entries):
+            return "task"
+        known = sorted({t for e in entries for t in _tasks_of(e) if t.startswith(owner + "/")})
+        raise ConfigurationError(
+            f"{subject!r}: this log holds no task or escalation of that name (the tasks of "
+            f"{owner} it holds: {', '.join(known) or 'none'})")
+    raise ConfigurationError(
+        f"{subject!r} is no order, task, resource or escalation of this log (orders "
+        f"{', '.join(orders[:3])}{'…' if len(orders) > 3 else ''}; resources "
+        f"{', '.join(resources)})")
+
+
+def _tasks_of(e: dict[str, Any]) -> Iterable[str]:
+    """The tasks an entry's input and actions name."""
+    i = e["in"]
+    if i["kind"] == "message" and isinstance(i.get("body"), dict) and "task" in i["body"]:
+        yield str(i["body"]["task"])
+    if i["kind"] == "plant" and i.get("task"):
+        yield str(i["task"])
+    for a in e["out"]:
+        if a[0] == "send" and isinstance(a[4], dict) and "task" in a[4]:
+            yield str(a[4]["task"])
+
+
 def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, Any]:
     """The story of ``subject`` as data: its kind, the lines in time order, a summary."""
+    if at is not None and not (math.isfinite(at) and at >= 0):
+        raise ConfigurationError(f"--at {at}: a cell time is a finite number of seconds, "
+                                 "0 or more")
     until = rec.end_t if at is None else at
     upto = [e for e in rec.entries if e["t"] <= until]
     orders, resources = rec.ids("orders"), rec.ids("machines") + rec.ids("robots")
     owner = subject.split("/")[0] if "/" in subject else subject
     if owner in orders or owner in resources:
         _must_record(rec, owner, subject)
+    kind = _kind(rec, subject, orders, resources)
     mine: list[dict[str, Any]] = []
-    if subject in orders:
-        kind = "order"
+    if kind == "order":
         lines = _story(rec, (e for e in upto if e.get("agent") == subject), prefix=False)
-    elif subject in resources:
-        kind = "resource"
+        lines += _release(rec, subject, until)
+    elif kind == "resource":
         mine = [e for e in upto if e.get("agent") == subject]
         lines = _story(rec, mine, prefix=False) + _idle(rec, subject, mine, until)
-    elif ("/" in subject and subject.split("/")[0] in orders
-          and not any(e["k"] == "in" and _mentions_escalation(e, subject) for e in upto)):
-        kind = "task"
+    elif kind == "task":
         lines = _story(rec, (e for e in upto if e["k"] == "in" and _mentions_task(e, subject)),
                        prefix=True, task=subject)
     else:
-        kind = "escalation"
         lines = _story(rec, (e for e in upto if e["k"] == "in"
                              and _mentions_escalation(e, subject)), prefix=True)
-        if not lines:
-            raise ConfigurationError(
-                f"{subject!r} is no order, task, resource or escalation of this log (orders "
-                f"{', '.join(orders[:3])}…, resources {', '.join(resources[:5])})")
-    lines = folded(sorted(lines, key=lambda x: x.t))
+    told = sorted(lines, key=lambda x: x.t)
+    lines = folded(list(told), window=FOLD_WINDOW)
     out: dict[str, Any] = {"subject": subject, "kind": kind, "until": until,
                            "lines": [x.to_json() for x in lines]}
     if kind == "resource" and not any(rec.records(o) for o in orders):
@@ -538,8 +656,27 @@ def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, A
                        "it lost are not told; give the run's state directory")
     if at is not None:
         out["at"] = at
-        out["then"] = _then(kind, lines, mine, until)
+        out["then"] = _then(kind, told, mine, until, _order_of(rec, subject))
     return out
+
+
+def _order_of(rec: Recorded, subject: str) -> dict[str, Any] | None:
+    """The cell file's order ``subject`` (its release and due times), if it is one."""
+    return next((o for o in rec.run.get("cell", {}).get("orders", [])
+                 if o.get("id") == subject), None)
+
+
+def _release(rec: Recorded, subject: str, until: float) -> list[Line]:
+    """An order's release, with its due time, as a line of its story (the agent starts at
+    0 s and waits for it)."""
+    order = _order_of(rec, subject)
+    if order is None or float(order.get("release_at", 0.0)) > until:
+        return []
+    at = float(order.get("release_at", 0.0))
+    due = f" (due at {_s(float(order['due_at']))})" if "due_at" in order else ""
+    wall = _wall(rec.run, {"t": at})
+    return [Line(at, f"released{due}", subject, wall,
+                 {"release_at": at, "due_at": order.get("due_at")})]
 
 
 def _must_record(rec: Recorded, agent: str, subject: str) -> None:
@@ -557,8 +694,13 @@ def _must_record(rec: Recorded, agent: str, subject: str) -> None:
         + ": give the run's state directory, or that log as well")
 
 
-def _then(kind: str, lines: list[Line], mine: list[dict[str, Any]], until: float) -> str:
-    """What the subject was doing at ``--at``."""
+def _then(kind: str, lines: list[Line], mine: list[dict[str, Any]], until: float,
+          order: dict[str, Any] | None = None) -> str:
+    """What the subject was doing at ``--at``: the last line told before it (``lines`` not
+    folded, so a retry is the latest one, not the first of its kind)."""
+    if kind == "order" and order is not None and until < float(order.get("release_at", 0.0)):
+        return (f"not released yet (release at {_s(float(order['release_at']))}"
+                + (f", due at {_s(float(order['due_at']))})" if "due_at" in order else ")"))
     if kind == "resource":
         busy, down = _busy_and_down(mine, until)
         if down and down[-1][1] >= until:
@@ -584,6 +726,7 @@ def render(story: dict[str, Any]) -> str:
     if "at" in story:
         head += f", up to t={story['at']:g} s"
     out = [head] + ([f"  note: {story['note']}"] if "note" in story else [])
+    out += [f"  warning: {w}" for w in story.get("warnings", [])]
     for x in story["lines"]:
         again = (f" (and {x['repeats']} more like it until t={x['last_t']:.1f} s)"
                  if x.get("repeats") else "")
@@ -614,10 +757,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if len(rec.logs) == 1:
             raise damaged(rec.logs[0], exc) from None
         raise ConfigurationError(f"{logs_argument(rec.logs)}: a damaged decision log among "
-                                 f"them ({type(exc).__name__}); check each with `autocell "
-                                 "audit verify LOG`") from None
+                                 "them; check each with `autocell audit verify LOG`") from None
     if len(rec.logs) > 1:
         story["logs"] = rec.logs
+    warnings = intact(rec.logs)
+    if warnings:
+        story["warnings"] = warnings
     print(json.dumps(story, indent=2) if args.json else render(story))
     return 0
 
