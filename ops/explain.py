@@ -636,8 +636,8 @@ def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, A
     kind = _kind(rec, subject, orders, resources)
     mine: list[dict[str, Any]] = []
     if kind == "order":
-        lines = _story(rec, (e for e in upto if e.get("agent") == subject), prefix=False)
-        lines += _release(rec, subject, until)
+        lines = _release(rec, subject, until) + _story(
+            rec, (e for e in upto if e.get("agent") == subject), prefix=False)
     elif kind == "resource":
         mine = [e for e in upto if e.get("agent") == subject]
         lines = _story(rec, mine, prefix=False) + _idle(rec, subject, mine, until)
