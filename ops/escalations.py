@@ -34,6 +34,7 @@ import argparse
 import getpass
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -262,10 +263,15 @@ def _shelve_confirmed(args: argparse.Namespace, rec: Record, now: float,
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     given = getattr(args, "file", None)
     if given:
-        from ops.replay import is_decision_log, verify_decision_log
-        if is_decision_log(given):      # a flight recorder's log (docs/flight-recorder.md)
-            return verify_decision_log(given, args.json, getattr(args, "certs", None),
-                                       getattr(args, "key", None))
+        from agents.runtime.recorder import header_problem
+        from ops.replay import verify_decision_log
+
+        path = _regular_file(given)
+        certs = _certs_dir(getattr(args, "certs", None))
+        if _is_decision_log(path):      # a flight recorder's log (docs/flight-recorder.md)
+            if header_problem(path) is not None:    # no header, no key to tie: entry 0 is bad
+                return verify_decision_log(path, args.json)
+            return verify_decision_log(path, args.json, certs, getattr(args, "key", None))
         args.db = given
     rep = verify_file(find_db(args.db))  # read-only: verifying never writes
     summary: dict[str, Any] = {"ok": rep.ok, "entries": rep.entries, "head": rep.head}
@@ -280,6 +286,72 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"audit chain BROKEN{at}: {rep.problem} "
               f"({rep.entries} entries verified before it)")
     return 0 if rep.ok else 1
+
+
+def _regular_file(given: str) -> Path:
+    """``audit verify FILE``'s file, checked before it is opened: a named pipe would block
+    the open, and a missing file or a directory is neither a log nor a store."""
+    path = Path(given)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigurationError(f"{given}: no such file") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{given}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigurationError(_directory_hint(path))
+    if not stat.S_ISREG(mode):
+        raise ConfigurationError(f"{given}: not a regular file (a pipe, socket or device); "
+                                 "give a decision log or an escalation store")
+    return path
+
+
+def _directory_hint(path: Path) -> str:
+    """A directory given for a file: name what in it can be verified (an ``up`` state
+    directory holds the escalation store and the processes' decision logs)."""
+    logs = sorted(p.name for p in path.glob("decisions-*.jsonl"))
+    found = ([DB_NAME] if (path / DB_NAME).is_file() else []) + logs[:3]
+    more = ", …" if len(logs) > 3 else ""
+    inside = f" (it holds {', '.join(found)}{more})" if found else ""
+    return (f"{path}: is a directory{inside}; give one file in it: a decision log or the "
+            "escalation store")
+
+
+def _certs_dir(certs: str | None) -> str | None:
+    """``--certs DIR`` must be a keys directory that exists (else every log would seem to
+    lack its host's certificate)."""
+    if certs is not None and not Path(certs).is_dir():
+        what = "not a directory" if Path(certs).exists() else "no such directory"
+        raise ConfigurationError(f"--certs {certs}: {what} (give the keys directory of the "
+                                 "cell, e.g. STATE_DIR/keys)")
+    return certs
+
+
+def _is_decision_log(path: Path) -> bool:
+    """True for a decision log, even one whose header is damaged or gone; False for an
+    escalation store, known by SQLite's magic bytes alone (a damaged log must not be taken
+    for a damaged store).  Anything else is refused, in one line."""
+    from agents.runtime.recorder import SQLITE_MAGIC, looks_like_decision_log
+
+    try:
+        if looks_like_decision_log(path):
+            return True
+        with path.open("rb") as f:
+            magic = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot be read ({exc.strerror})") from None
+    if magic != SQLITE_MAGIC:
+        raise ConfigurationError(_unrelated(path))
+    return False
+
+
+def _unrelated(path: Path) -> str:
+    """The one-line refusal of a file that is neither a decision log nor a store."""
+    if path.stat().st_size == 0:
+        return f"{path}: the file is empty (neither a decision log nor an escalation store)"
+    return (f"{path}: neither a decision log (no header or entries of one) nor an escalation "
+            "store (no SQLite header); if it was one, its start is damaged: restore it from "
+            "a backup")
 
 
 def add_parsers(sub: Any) -> None:
@@ -319,7 +391,8 @@ def add_parsers(sub: Any) -> None:
             sp.add_argument("--reason", help="why, for the audit log")
     esc.set_defaults(func=cmd_escalations)
 
-    audit = sub.add_parser("audit", help="the escalation audit log")
+    audit = sub.add_parser("audit", help="verify the escalation audit log or a decision "
+                                         "log (hash chain, seals, signatures)")
     asub = audit.add_subparsers(dest="what", required=True, metavar="ACTION")
     sp = common(asub.add_parser("verify", help="check the hash chain: exit 0 intact, 1 naming "
                                                "the first bad entry"))

@@ -57,7 +57,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -534,6 +534,106 @@ def is_decision_log(path: str | Path) -> bool:
     return head.startswith(b"{") and any(f.encode() in first for f in (*FORMATS, *SEGMENTED))
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+"""The first bytes of every SQLite file (an escalation store): never a decision log."""
+_BOM = b"\xef\xbb\xbf"
+_LOG_TAG = b"autocell-decision-log/"
+_SNIFF_BYTES = 1 << 22          # a segment of 1000 entries is well under this
+
+
+def looks_like_decision_log(path: str | Path) -> bool:
+    """True when the file holds a decision log, intact or not: a header-like first line,
+    JSON lines holding ``k``, ``n`` and ``prev``, or a /3 or /4 segment record where the
+    header belongs.  ``audit verify`` dispatches on this, not on :func:`is_decision_log`,
+    so a log whose header is damaged or gone is reported BROKEN at entry 0
+    (:func:`header_problem` says why) instead of being taken for another kind of file.
+    An SQLite file (an escalation store) never is one.  ``path`` must be a regular file
+    (a named pipe would block the open)."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if head.startswith(SQLITE_MAGIC):
+        return False
+    body = head.removeprefix(_BOM)
+    first, _, rest = body.partition(b"\n")
+    second = rest.partition(b"\n")[0]
+    return (_LOG_TAG in first or _entry_like(first) or _entry_like(second)
+            or _starts_with_segment(body) or _starts_with_segment(rest))
+
+
+def _entry_like(line: bytes) -> bool:
+    """A line holding a /1 or /2 entry (``k``, ``n`` and ``prev``), even an edited one."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return all(key in line for key in (b'"k":', b'"n":', b'"prev":'))
+    return isinstance(obj, dict) and all(key in obj for key in ("k", "n", "prev"))
+
+
+def _starts_with_segment(data: bytes) -> bool:
+    """True when ``data`` starts with a /3 or /4 segment record, ``u32 len | entries | u32
+    len | seal`` (agents/runtime/segment_log.py): a binary log whose header line is gone.
+    Checked here, on the layout alone, so this module needs no import of that one."""
+    spos = 4 + int.from_bytes(data[:4], "big")
+    if len(data) < 8 or spos + 4 > len(data):
+        return False
+    slen = int.from_bytes(data[spos:spos + 4], "big")
+    if slen == 0 or spos + 4 + slen > len(data):
+        return False
+    try:
+        seal = msgpack.unpackb(data[spos + 4:spos + 4 + slen], raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return False
+    return isinstance(seal, dict) and seal.get("k") == "seal"
+
+
+def header_problem(path: str | Path) -> str | None:
+    """What is wrong with a decision log's header (entry 0), of any format, or None when it
+    reads as one.  Without a header there is no key to check the log against, so ``audit
+    verify`` reports this at entry 0 rather than checks of ``--key`` or ``--certs``."""
+    with open(path, "rb") as f:
+        return _header_problem(f.read(_SNIFF_BYTES))
+
+
+def _header_problem(data: bytes) -> str | None:
+    """:func:`header_problem` on the file's first bytes."""
+    if data.startswith(_BOM):
+        return ("the header is damaged: the file starts with a UTF-8 byte-order mark (bytes "
+                "EF BB BF, added by an editor); remove those 3 bytes")
+    line = _first_line(data)
+    if not line:
+        return "the file is empty"
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        obj = None
+    if isinstance(obj, dict) and obj.get("k") == "header":
+        fmt = obj.get("format")
+        if fmt in FORMATS or fmt in SEGMENTED:
+            return None
+        return (f"the header is damaged: it names the format {repr(fmt)[:60]}, not one this "
+                f"autocell reads ({', '.join((*FORMATS, *SEGMENTED))}): the header was "
+                "edited, or a newer autocell wrote the log")
+    if isinstance(obj, dict) and "n" in obj and "prev" in obj:
+        return (f"the header is missing: the first line is entry {repr(obj['n'])[:20]}, not "
+                "the header (the header line was removed)")
+    if _starts_with_segment(data):
+        return ("the header is missing: the file starts with a segment record (a binary "
+                "log whose header line was removed)")
+    if _LOG_TAG in line:
+        return "the header is damaged: line 1 is not a JSON header object (edited)"
+    return "the header is missing or damaged: line 1 is not a decision-log header"
+
+
+def _first_line(data: bytes) -> bytes:
+    """The first line that is not blank (the verifier skips blank lines, as readers do)."""
+    rest = data
+    while rest:
+        line, _, rest = rest.partition(b"\n")
+        if line.strip():
+            return line
+    return b""
+
+
 def _is_segmented(path: str | Path) -> bool:
     """True when the header names format /3 or /4 (binary segments after a JSON header
     line)."""
@@ -599,75 +699,215 @@ class LogReport:
     segments: int = 0
     host: str = ""
     key_id: str = ""
+    cut: bool = False
+    """Not ``ok`` only because the log stops early: everything before ``bad_entry`` verifies
+    and the rest is missing or unsigned (no final seal, a cut last line) — what a process
+    killed mid-run, or one still recording, leaves.  An edit, a removal, a reorder or a
+    forged seal is never ``cut`` (ADR 104)."""
 
 
 def verify_text_log(path: str | Path, trusted_key: bytes | None = None) -> LogReport:
     """Check a /1 or /2 decision log: the chain line by line, each seal's signature, a final
-    seal (any format: agents/runtime/flight_log.py ``verify_log``).
+    seal (any format: agents/runtime/flight_log.py ``verify_log``).  A log of any format
+    whose header is damaged or missing comes here too (its header no longer names a binary
+    format) and is reported at entry 0 (:func:`header_problem`).
 
     ``trusted_key``: the recording host's public key as known from elsewhere (its
     certificate, a report); without it the header's key is taken as given, which proves
     integrity since the header, not authorship."""
     with open(path, "rb") as f:
-        raw = [line.rstrip(b"\n") for line in f if line.strip()]
-    if not raw:
-        return LogReport(False, 0, 0, "the file is empty")
-    prev, verifier, segments, first, host, key_id = GENESIS, None, 0, 1, "", ""
-    fmt = FORMAT
-    for i, line in enumerate(raw):
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            return LogReport(False, i, i, f"line {i} is not JSON (edited)", prev, segments,
-                             host, key_id)
-        n = obj.get("n") if isinstance(obj, dict) else None
+        data = f.read()
+    return _verify_text(data, trusted_key)
+
+
+def _verify_text(data: bytes, trusted_key: bytes | None, crlf_checked: bool = False
+                 ) -> LogReport:
+    """:func:`verify_text_log` on the file's bytes."""
+    problem = _header_problem(data)
+    if problem is not None:
+        return LogReport(False, 0, 0, problem)
+    rows, cut = _rows(data)
+    whole = rows[:-1] if cut else rows
+    if not crlf_checked and whole and all(line.endswith(b"\r") for _, line in whole):
+        return _crlf_report(data, trusted_key)
+    chain = _Chain(rows, cut, trusted_key)
+    for i, (ln, line) in enumerate(rows):
+        report = chain.check(i, ln, line)
+        if report is not None:
+            return report
+    return chain.end()
+
+
+def _rows(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
+    """The lines that are not blank, each with its number as an editor counts (from 1), and
+    whether the last lacks its newline (what a process killed mid-write leaves)."""
+    parts = data.split(b"\n")
+    rows = [(ln, line) for ln, line in enumerate(parts, 1) if line.strip()]
+    return rows, bool(parts[-1].strip())
+
+
+def _crlf_report(data: bytes, trusted_key: bytes | None) -> LogReport:
+    """Every line ends in CR LF: the file was converted (an editor, a Windows copy), which
+    changes every line's hash.  Say so, and whether the log verifies converted back, rather
+    than call the header edited."""
+    back = _verify_text(data.replace(b"\r\n", b"\n"), trusted_key, crlf_checked=True)
+    then = ("converted back to LF it verifies" if back.ok else
+            f"converted back to LF it is still BROKEN at entry {back.bad_entry}: "
+            f"{back.problem}")
+    return LogReport(False, 0, 0, "the file has CRLF line endings, not the LF the log is "
+                     f"written with (converted by an editor or a copy); {then}")
+
+
+def _json_or_none(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+class _Chain:
+    """A /1 or /2 log checked line by line (:func:`verify_text_log`): the head of the chain,
+    the open segment, the header's key; :meth:`check` names the first bad entry."""
+
+    def __init__(self, rows: list[tuple[int, bytes]], cut: bool,
+                 trusted_key: bytes | None) -> None:
+        self.rows, self.cut, self.trusted_key = rows, cut, trusted_key
+        self.prev, self.fmt = GENESIS, FORMAT
+        self.segments, self.first, self.host, self.key_id = 0, 1, "", ""
+        self.verifier: Verifier | None = None
+        self.final_at: int | None = None
+
+    def fail(self, at: int, problem: str) -> LogReport:
+        return LogReport(False, at, at, problem, self.prev, self.segments, self.host,
+                         self.key_id)
+
+    def check(self, i: int, ln: int, line: bytes) -> LogReport | None:
+        """Entry ``i`` (line ``ln``): None when it chains, else the report."""
+        if self.final_at is not None:
+            return self.fail(i, self._after_final(i, ln, line))
+        if line.endswith(b"\r"):
+            return self.fail(i, f"entry {i} (line {ln}) ends with a carriage return: its line "
+                             f"ending was changed to CRLF (entry {i} edited)")
+        obj = _json_or_none(line)
+        if not isinstance(obj, dict):
+            return self._not_an_entry(i, ln, obj)
+        n = obj.get("n")
         if n != i:
-            return LogReport(False, i, i, f"entry {n!r} where entry {i} belongs (entries "
-                             "removed or reordered)", prev, segments, host, key_id)
-        if obj.get("prev") != prev and i == 0:
-            return LogReport(False, 0, 0, "the header's prev is not 64 zeros (edited)")
-        if obj.get("prev") != prev:
-            bad = i - 1
-            return LogReport(False, bad, bad, f"entry {bad} does not hash to the prev that "
-                             f"entry {i} holds (entry {bad} edited)", prev, segments, host,
-                             key_id)
-        kind = obj.get("k")
+            return self.fail(i, self._misnumbered(i, n, obj))
+        if obj.get("prev") != self.prev:
+            return self._broken_link(i, line, obj)
+        report = self._header(obj) if i == 0 else (
+            self._seal(i, obj) if obj.get("k") == "seal" else None)
+        if report is not None:
+            return report
+        self.prev = hashlib.sha256(line).hexdigest()
+        return None
+
+    def _after_final(self, i: int, ln: int, line: bytes) -> str:
+        """What follows the final seal was appended after the log was closed."""
+        obj = _json_or_none(line)
+        if isinstance(obj, dict) and obj.get("n") == i and obj.get("prev") == self.prev:
+            return (f"entry {i} (line {ln}) and any after it follow the final seal (entry "
+                    f"{self.final_at}): entries were appended after the log was closed")
+        return (f"line {ln} follows the final seal (entry {self.final_at}) and is not an entry "
+                "of this log: bytes were appended after the log was closed")
+
+    def _not_an_entry(self, i: int, ln: int, obj: Any) -> LogReport:
+        """A line that is not a JSON object: the last one, without its newline, was cut by a
+        killed writer or a truncation (not edited); any other was edited."""
+        if self.cut and i == len(self.rows) - 1 and obj is None:
+            unsigned = (f": entries {self.first}..{i - 1} before it follow the last seal "
+                        "unsigned" if self.first < i else "")
+            return replace(self.fail(self.first, f"the log was cut at entry {i} (line {ln}, "
+                                     "the last, is incomplete: no newline at its end; the "
+                                     "recording process was killed mid-write, or the file "
+                                     f"was truncated){unsigned}"), cut=True)
+        what = "not JSON" if obj is None else "not a JSON object"
+        return self.fail(i, f"entry {i} (line {ln}) is {what} (edited)")
+
+    def _misnumbered(self, i: int, n: Any, obj: dict[str, Any]) -> str:
+        """An entry under another number: removed or reordered entries, unless it chains
+        where it is, when only its number was edited."""
+        if obj.get("prev") == self.prev:
+            return f"entry {i} holds the number {n!r} though it chains there (entry {i} edited)"
+        return f"entry {n!r} where entry {i} belongs (entries removed or reordered)"
+
+    def _broken_link(self, i: int, line: bytes, obj: dict[str, Any]) -> LogReport:
+        """The link into entry ``i`` is broken: entry ``i - 1`` or entry ``i`` was edited.
+        When the link out of ``i`` is broken too, ``i`` is (an edit of its ``prev`` leaves
+        ``i - 1`` intact); when it holds, ``i - 1`` is."""
         if i == 0:
-            fmt = obj.get("format")
-            if kind != "header" or fmt not in FORMATS:
-                return LogReport(False, 0, 0, f"no {FORMAT} header")
-            try:
-                key = bytes.fromhex(obj["key"])
-                verifier = Verifier(key)
-            except (KeyError, ValueError, TypeError):
-                return LogReport(False, 0, 0, "the header's key is not an Ed25519 public key")
-            host, key_id = str(obj.get("host", "")), fingerprint(key)
-            if trusted_key is not None and key != trusted_key:
-                return LogReport(False, 0, 0, f"the header's key {key_id} is not the trusted "
-                                 f"key {fingerprint(trusted_key)}", prev, 0, host, key_id)
-        elif kind == "seal":
-            assert verifier is not None
-            try:
-                sig = bytes.fromhex(str(obj.get("sig", "")))
-            except ValueError:
-                sig = b""
-            signed = seal_bytes(obj.get("segment", 0), first, i - 1, bool(obj.get("final")),
-                                prev, fmt)
-            if (obj.get("first") != first or obj.get("last") != i - 1
-                    or not verifier.verify(signed, sig)):
-                return LogReport(False, i, i, f"seal {i} (segment {obj.get('segment')}, "
-                                 f"entries {first}..{i - 1}): the signature does not verify "
-                                 "(forged or the seal edited)", prev, segments, host, key_id)
-            segments += 1
-            first = i + 1
-        prev = hashlib.sha256(line).hexdigest()
-    last = json.loads(raw[-1])      # parsed above: an object numbered len(raw) - 1
-    if last.get("k") != "seal" or not last.get("final"):
-        return LogReport(False, first, first,
-                         f"entries {first}..{len(raw) - 1} follow the last seal unsigned "
-                         "(the recording process stopped before closing the log, or the "
-                         "final seal was removed)" if first < len(raw) else
-                         "the log has no final seal (the recording process stopped before "
-                         "closing it, or lines were cut from the end)",
-                         prev, segments, host, key_id)
-    return LogReport(True, len(raw), None, "", prev, segments, host, key_id)
+            return self.fail(0, "the header's prev is not 64 zeros (edited)")
+        if self._edited_itself(i, line, obj):
+            return self.fail(i, f"entry {i} does not chain either way: its prev is not entry "
+                             f"{i - 1}'s hash, nor its hash the prev entry {i + 1} holds "
+                             f"(entry {i} edited)")
+        bad = i - 1
+        return self.fail(bad, f"entry {bad} does not hash to the prev that entry {i} holds "
+                         f"(entry {bad} edited)")
+
+    def _edited_itself(self, i: int, line: bytes, obj: dict[str, Any]) -> bool:
+        """Whether the link out of entry ``i`` is broken too.  The last entry has none: a
+        seal there tells, as it signs the chain up to itself — when it verifies over entry
+        ``i - 1`` as the file holds it, that entry is intact."""
+        if i + 1 < len(self.rows):
+            nxt = _json_or_none(self.rows[i + 1][1])
+            return (isinstance(nxt, dict)
+                    and nxt.get("prev") != hashlib.sha256(line).hexdigest())
+        return obj.get("k") == "seal" and self._seal_signs(i, obj)
+
+    def _header(self, obj: dict[str, Any]) -> LogReport | None:
+        """Entry 0: the format, the sealing key (and ``trusted_key``'s match)."""
+        fmt = obj.get("format")
+        if obj.get("k") != "header" or fmt not in FORMATS:
+            return self.fail(0, f"no {FORMAT} header")
+        self.fmt = str(fmt)
+        try:
+            key = bytes.fromhex(obj["key"])
+            self.verifier = Verifier(key)
+        except (KeyError, ValueError, TypeError):
+            return self.fail(0, "the header's key is not an Ed25519 public key")
+        self.host, self.key_id = str(obj.get("host", "")), fingerprint(key)
+        if self.trusted_key is not None and key != self.trusted_key:
+            return self.fail(0, f"the header's key {self.key_id} is not the trusted key "
+                             f"{fingerprint(self.trusted_key)}")
+        return None
+
+    def _seal_signs(self, i: int, obj: dict[str, Any]) -> bool:
+        """Whether seal entry ``i`` signs its segment (entries ``first``..``i - 1``) and the
+        chain up to it as the file holds them."""
+        assert self.verifier is not None
+        try:
+            sig = bytes.fromhex(str(obj.get("sig", "")))
+        except ValueError:
+            sig = b""
+        signed = seal_bytes(obj.get("segment", 0), self.first, i - 1, bool(obj.get("final")),
+                            self.prev, self.fmt)
+        return (obj.get("first") == self.first and obj.get("last") == i - 1
+                and self.verifier.verify(signed, sig))
+
+    def _seal(self, i: int, obj: dict[str, Any]) -> LogReport | None:
+        """A seal: its signature, then the next segment opens (none after a final one)."""
+        if not self._seal_signs(i, obj):
+            return self.fail(i, f"seal {i} (segment {obj.get('segment')}, entries "
+                             f"{self.first}..{i - 1}): the signature does not verify (forged "
+                             "or the seal edited)")
+        self.segments += 1
+        self.first = i + 1
+        if obj.get("final"):
+            self.final_at = i
+        return None
+
+    def end(self) -> LogReport:
+        """Every line chained: the log must end with its final seal."""
+        count = len(self.rows)
+        if self.final_at is not None:
+            return LogReport(True, count, None, "", self.prev, self.segments, self.host,
+                             self.key_id)
+        return replace(self.fail(self.first,
+                                 f"entries {self.first}..{count - 1} follow the last seal "
+                                 "unsigned (the recording process stopped before closing the "
+                                 "log, or the final seal was removed)" if self.first < count
+                                 else "the log has no final seal (the recording process "
+                                 "stopped before closing it, or lines were cut from the end)"),
+                       cut=True)

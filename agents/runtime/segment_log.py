@@ -54,6 +54,7 @@ import os
 import struct
 import sys
 from array import array
+from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -701,6 +702,11 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return LogReport(False, 0, 0, f"the header does not read ({exc})")
     host, key_id = str(header.get("host", "")), fingerprint(key)
+    if line.endswith(b"\r"):
+        return LogReport(False, 0, 0, "the header line ends with CR LF: the file's line "
+                         "endings were converted (an editor or a text-mode copy), which "
+                         "damages its binary segments too: verify an unconverted copy",
+                         GENESIS, 0, host, key_id)
     fmt = header["format"]
     size = DIGEST_BYTES_3 if fmt == FORMAT3 else DIGEST_BYTES
     if trusted_key is not None and key != trusted_key:
@@ -745,13 +751,17 @@ def verify_segments(path: str | Path, trusted_key: bytes | None = None) -> LogRe
             return bad(n, f"segment {k} (entries {n}..{seal['last']}): the signature does "
                        "not verify (forged or the seal edited)")
         prev, n, segments, final = hash_hex, seal["last"] + 1, k, seal["final"]
+    if end < len(data) and final:
+        return bad(n, f"{len(data) - end} bytes follow the final seal (segment {segments}, "
+                   f"after entry {n - 1}): they were appended after the log was closed")
     if end < len(data):
-        return bad(n, f"bytes after segment {segments} do not form a whole segment: entries "
-                   f"from {n} follow the last seal unsigned (the recording process stopped "
-                   "before closing the log, or the file was cut)")
+        return replace(bad(n, f"bytes after segment {segments} do not form a whole segment: "
+                           f"entries from {n} follow the last seal unsigned (the recording "
+                           "process stopped before closing the log, or the file was cut)"),
+                       cut=True)
     if not final:
-        return bad(n, "the log has no final seal (the recording process stopped before "
-                   "closing it, or segments were cut from the end)")
+        return replace(bad(n, "the log has no final seal (the recording process stopped "
+                           "before closing it, or segments were cut from the end)"), cut=True)
     return LogReport(True, n, None, "", prev, segments, host, key_id)
 
 
