@@ -33,6 +33,13 @@ if both are given)
 A wrong path is named with the option it came from and the nearest known
 name ("did you mean"); a value the cell does not accept is named with its
 path by id, as ``autocell validate`` names it.
+
+Some keys a what-if never reads: ``sim.seed`` (the run's own seed, from the
+log's header, plays) and the plant process's bus settings of ``up``
+(``sim.identity``, ``sim.endpoint``, ``sim.metrics_port``).  ``--set`` on
+one of them is refused, saying why, rather than reported as "changed sim"
+with every KPI the same; a cell file's are listed as not used
+(:data:`UNUSED_SIM_KEYS`).
 """
 
 from __future__ import annotations
@@ -61,6 +68,21 @@ MACHINE_TIME_KEYS = ("capabilities", "setup_s", "degradation")
 
 ORDER_TIME_KEYS = ("product", "quantity")
 """An order whose entry changed in one of these has other operations than recorded."""
+
+UNUSED_SIM_KEYS = {
+    "seed": "a what-if runs on the run's own seed (the log header's) and, on the recorded "
+            "plant, the recorded durations and faults",
+    "identity": "it names the plant process of `autocell up` on the bus; a what-if runs its "
+                "plant in virtual time, in one process",
+    "endpoint": "it is where the plant process of `autocell up` listens; a what-if runs its "
+                "plant in virtual time, in one process",
+    "metrics_port": "it is the plant process's /metrics port under `autocell up`; a what-if "
+                    "runs its plant in virtual time, in one process",
+}
+"""``sim`` keys a what-if never reads, and why: ``--set`` on one is refused (it would say
+"changed sim" and change nothing), and a cell file's are left out of the comparison.
+``sim.network`` and ``sim.sensor_interval_s`` do count: the virtual network and the sensor
+readings the maintenance agents get are run again."""
 
 
 def _did_you_mean(value: str, known: list[str]) -> str:
@@ -228,6 +250,20 @@ def _routing_capabilities(data: dict[str, Any]) -> list[str]:
                    for step in p.get("routing", []) or [] if isinstance(step, dict)})
 
 
+def refuse_unused(base: dict[str, Any], overrides: list[Override]) -> None:
+    """Refuse an override that changes a ``sim`` key a what-if never reads
+    (:data:`UNUSED_SIM_KEYS`): it would be reported as a change and change nothing.  The
+    same value as the cell's, or another ``sim`` key, passes."""
+    for o in overrides:
+        if o.path[0] != "sim":
+            continue
+        before = base.get("sim") or {}
+        after = apply_overrides(base, [o]).get("sim") or {}
+        for key, why in UNUSED_SIM_KEYS.items():
+            if before.get(key) != after.get(key):
+                raise o.fail(f"sim.{key} changes nothing in a what-if: {why}")
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[Override]) -> dict[str, Any]:
     """A copy of the cell ``data`` with ``overrides`` applied in order; an entry removed is
     also taken off the hosts' agent lists."""
@@ -253,6 +289,7 @@ class CellDiff:
     removed: dict[str, list[str]] = field(default_factory=dict)
     changed: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     sections: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)     # sim keys that differ, not read
 
     @classmethod
     def of(cls, before: dict[str, Any], after: dict[str, Any]) -> CellDiff:
@@ -272,6 +309,10 @@ class CellDiff:
         skip = {"cell", "description", "source", "layout", *(p[0] for p in ENTRY_LISTS)}
         d.sections = sorted(k for k in set(before) | set(after)
                             if k not in skip and before.get(k) != after.get(k))
+        sim_b, sim_a = before.get("sim") or {}, after.get("sim") or {}
+        d.unused = [f"sim.{k}" for k in UNUSED_SIM_KEYS if sim_b.get(k) != sim_a.get(k)]
+        if "sim" in d.sections and _used_sim(sim_b) == _used_sim(sim_a):
+            d.sections.remove("sim")
         layout_b = {k: v for k, v in (before.get("layout") or {}).items() if k != "locations"}
         layout_a = {k: v for k, v in (after.get("layout") or {}).items() if k != "locations"}
         if layout_b != layout_a:
@@ -288,11 +329,20 @@ class CellDiff:
         out += [f"changed {k}.{i}: {', '.join(keys)}" for k, c in self.changed.items()
                 for i, keys in c.items()]
         out += [f"changed {s}" for s in self.sections]
-        return out or ["no change"]
+        out = out or ["no change"]
+        if self.unused:
+            out.append(f"not used by a what-if: {', '.join(self.unused)} (the run's seed "
+                       "and plant are replayed)")
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"added": self.added, "removed": self.removed, "changed": self.changed,
-                "sections": self.sections}
+                "sections": self.sections, "unused": self.unused}
+
+
+def _used_sim(sim: dict[str, Any]) -> dict[str, Any]:
+    """The ``sim`` block without the keys a what-if never reads (:data:`UNUSED_SIM_KEYS`)."""
+    return {k: v for k, v in sim.items() if k not in UNUSED_SIM_KEYS}
 
 
 def _entries(data: dict[str, Any], path: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -359,6 +409,7 @@ def cell_change(recorded: dict[str, Any], *, cell_path: str | None = None,
     else:
         base = recorded
     data = apply_overrides(base, overrides)
+    refuse_unused(base, overrides)
     shown = " ".join([*([f"cell:{cell_path}"] if cell_path else []),
                       *(f"--set {o.text}" for o in overrides)])
     try:

@@ -328,7 +328,8 @@ def _in_text(e: dict[str, Any]) -> str | None:
     if t == "inform_done":
         return f"{who} reported {b['task']} done ({b.get('quality', 'ok')})"
     if t == "cfp":
-        return f"called by {who} for {b['task']} ({b['op']}, {b['quantity']} units)"
+        units = "unit" if b["quantity"] == 1 else "units"
+        return f"called by {who} for {b['task']} ({b['op']}, {b['quantity']} {units})"
     if t == "accept":
         return f"awarded {b['task']} by {who} (epoch {b['award_epoch']}, lease {_s(b['lease_s'])})"
     if t == "reject":

@@ -16,6 +16,20 @@ its inputs; under ``up`` its process keeps a log of its own, which replays
 with all its entries counted as not replayed) and actions a driver carried
 out itself (a supervisor's).
 
+Replay reads what it can, but a log is only as good as its chain: every
+replay also verifies the log as ``autocell audit verify`` does
+(:func:`agents.runtime.flight_log.verify_log`) and, when it is not intact —
+cut, edited, entries removed or reordered, no final seal — says so
+(``log_intact: false`` and the problem in ``--json``) and points to ``audit
+verify``.  A log that is only *cut* (everything verifies up to where it
+stops: no final seal, an unsigned or incomplete tail — what a process killed
+with ``kill -9`` leaves, ``LogReport.cut``) is still ``replay OK`` when every
+decision matched, with a line saying where the signed part ends (``log_cut``
+in ``--json``): the issue's ``up`` run with kill -9 restarts must replay.
+Any other damage makes ``--check`` say ``INCOMPLETE`` and exit 1 even if
+every decision it could replay matched: a check cannot vouch for entries
+whose chain is broken.  An intact log adds nothing to the output (ADR 104).
+
 This module also writes the header's ``run`` block (:func:`run_header`) and
 switches recording on for ``autocell run`` (:func:`record_virtual`), so the
 two ends of the format live together.
@@ -26,6 +40,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -35,6 +50,7 @@ from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Input, apply, decode
 from agents.runtime.recorder import (
     DecisionLog,
+    LogReport,
     actions_json,
     canonical,
     describe_run,
@@ -110,14 +126,45 @@ class ReplayReport:
     skipped: dict[str, int] = field(default_factory=dict)   # agent -> entries not replayed
     restarts: int = 0
     divergence: Divergence | None = None
+    verified: LogReport | None = None   # what ``audit verify`` finds of the log
 
     @property
     def ok(self) -> bool:
+        """No decision differed (whether the log is whole is :attr:`log_intact`)."""
         return self.divergence is None
+
+    @property
+    def log_intact(self) -> bool:
+        return self.verified is None or self.verified.ok
+
+    @property
+    def log_whole_as_far_as_it_goes(self) -> bool:
+        """Intact, or only cut short (a killed process's log): nothing in it was changed."""
+        return self.verified is None or self.verified.ok or self.verified.cut
+
+    def integrity_json(self) -> dict[str, Any]:
+        return integrity_json(self.verified)
+
+
+def integrity_json(verified: LogReport | None) -> dict[str, Any]:
+    """``log_intact``, and for a log that is not, where and what ``audit verify`` finds."""
+    if verified is None or verified.ok:
+        return {"log_intact": True}
+    return {"log_intact": False, "log_cut": verified.cut, "log_bad_entry": verified.bad_entry,
+            "log_problem": verified.problem}
+
+
+def not_intact(path: str | Path, bad_entry: int | None, problem: str) -> str:
+    """One line on a log that does not verify: a replay of it shows only what it holds."""
+    at = f" at entry {bad_entry}" if bad_entry is not None else ""
+    return (f"the log is not intact{at}: {problem}; a replay vouches only for what the log "
+            f"now holds — check it with `autocell audit verify {path}`")
 
 
 def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
-    """Feed each agent its recorded inputs; stop at the first decision that differs."""
+    """Feed each agent its recorded inputs; stop at the first decision that differs.  The
+    log is verified too (:attr:`ReplayReport.verified`): a cut or edited log replays as far
+    as it reads, and the report says it is not intact."""
     lines = read_lines(path)
     header = next(lines, None)
     if header is None or header.get("k") != "header":
@@ -125,7 +172,7 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
     run = header["run"]
     agents = build_from_header(run)
     history: dict[str, list[Input]] = {a: [] for a in agents}
-    rep = ReplayReport()
+    rep = ReplayReport(verified=verify_log(path))
     fed: set[str] = set()
     for e in lines:
         kind = e.get("k")
@@ -198,6 +245,8 @@ def what_if(path: str | Path, order_strategy: str | None = None, *,
     from ops.config import cell_from_dict
     from ops.recorded_plant import read_recorded_plant, run_logs
 
+    if order_strategy is not None:
+        check_order_strategy(order_strategy)
     lines = read_lines(path)
     header = next(lines, None)
     if header is None or header.get("k") != "header":
@@ -240,7 +289,9 @@ def what_if(path: str | Path, order_strategy: str | None = None, *,
            "kpis": {k: {label: r.get(k) for label, r in reports.items()} for k in WHAT_IF_KPIS},
            "utilisation": {label: r["utilisation"] for label, r in reports.items()},
            "invariants": {label: all(r["invariants"].values()) for label, r in reports.items()},
-           "orders_changed": changed_lateness(late["recorded"], late["what_if"], what_cfg)}
+           "orders_changed": changed_lateness(late["recorded"], late["what_if"], cfg,
+                                              what_cfg),
+           **logs_integrity([Path(p) for p in history.logs] if history else [Path(path)])}
     if change is not None:
         resources, orders, quality = change.fresh()
         out["change"] = {"given": change.label, **change.diff.to_json(),
@@ -256,6 +307,16 @@ def what_if(path: str | Path, order_strategy: str | None = None, *,
                           "faults": len(history.breakdowns) + len(history.wear_faults),
                           "wear_faults": len(history.wear_faults), "until_t": history.end_t}
     return out
+
+
+def logs_integrity(paths: list[Path]) -> dict[str, Any]:
+    """``log_intact`` over the logs a what-if read, and the first one that is not with its
+    problem: a cut log's run, or recorded plant, is only the part it holds."""
+    for path in paths:
+        verified = verify_log(path)
+        if not verified.ok:
+            return {**integrity_json(verified), "log_file": str(path)}
+    return {"log_intact": True}
 
 
 def _what_if_cell(cfg: Any, run: dict[str, Any], strategy: str | None, faults: Any,
@@ -293,16 +354,20 @@ def order_lateness(cell: Any) -> dict[str, float | None]:
 
 
 def changed_lateness(before: dict[str, float | None], after: dict[str, float | None],
-                     cfg: Any) -> list[dict[str, Any]]:
+                     recorded_cfg: Any, what_if_cfg: Any) -> list[dict[str, Any]]:
     """The orders late by another amount (or done in one column only), in order-id order:
-    ``recorded_late_s`` / ``what_if_late_s`` (None: not completed)."""
-    due = {o.id: o.due_at for o in cfg.orders}
+    ``recorded_late_s`` / ``what_if_late_s`` (None: not completed), and each column's due
+    date, ``recorded_due_at`` / ``what_if_due_at`` (None: no such order in that cell) — a
+    change may move a due date, or run a cell without the recorded orders."""
+    due_r = {o.id: o.due_at for o in recorded_cfg.orders}
+    due_w = {o.id: o.due_at for o in what_if_cfg.orders}
     out = []
     for order in sorted(set(before) | set(after)):
         x, y = before.get(order), after.get(order)
         if (x is None) != (y is None) or (x is not None and y is not None
                                           and abs(x - y) > 1e-6):
-            out.append({"order": order, "due_at": due.get(order),
+            out.append({"order": order, "recorded_due_at": due_r.get(order),
+                        "what_if_due_at": due_w.get(order),
                         "recorded_late_s": None if x is None else round(x, 3),
                         "what_if_late_s": None if y is None else round(y, 3)})
     return out
@@ -334,12 +399,16 @@ def print_what_if(w: dict[str, Any]) -> None:
     t.add_row("invariants hold", *(str(w["invariants"][x]) for x in ("recorded", "what_if")))
     h = w.get("history")
     if h is not None:       # the plant as the logs recorded it
-        t.caption = (f"both on the recorded plant: {h['operations']} operation durations, "
-                     f"{h['verdicts']} quality verdicts, {h['drives']} robot drives and "
-                     f"{h['faults']} faults with their repair times, from "
-                     f"{', '.join(h['logs'])} (cell time 0–{h['until_t']:.0f} s)")
+        t.caption = (f"both on the recorded plant: {_n(h['operations'], 'operation duration')}"
+                     f", {_n(h['verdicts'], 'quality verdict')}, "
+                     f"{_n(h['drives'], 'robot drive')} and {_n(h['faults'], 'fault')} with "
+                     f"their repair times, from {', '.join(h['logs'])} "
+                     f"(cell time 0–{h['until_t']:.0f} s)")
     console = Console()
     console.print(t)
+    if not w.get("log_intact", True):
+        console.print(not_intact(w.get("log_file", ""), w.get("log_bad_entry"),
+                                 w.get("log_problem", "")), markup=False)
     if change is not None:
         console.print("the change: " + "; ".join(change["lines"]))
         if change["nominal_times"] or change["nominal_orders"]:
@@ -349,17 +418,38 @@ def print_what_if(w: dict[str, Any]) -> None:
     if not rows:
         console.print("no order's lateness changed")
         return
+    console.print(_orders_table(rows))
+
+
+def _orders_table(rows: list[dict[str, Any]]) -> Any:
+    """The orders whose lateness changed.  One "due at" column while every listed order
+    is due when it was; a due date the change moved (or an order only one cell has) gets a
+    column per run, so neither date is shown as the other's."""
+    from rich.table import Table
+
+    one_due = all(r["recorded_due_at"] == r["what_if_due_at"] for r in rows)
     o = Table(title="orders whose lateness changed (s late; — not completed)")
-    for name in ("order", "due at", "recorded", "what if"):
+    names = ("order", "due at", "recorded", "what if") if one_due else (
+        "order", "due at (recorded)", "due at (what if)", "recorded", "what if")
+    for name in names:
         o.add_column(name, justify="left" if name == "order" else "right")
+
+    def due(x: float | None) -> str:
+        return "—" if x is None else f"{x:g}"
 
     def late(x: float | None) -> str:
         return "—" if x is None else ("on time" if x == 0 else f"{x:.0f}")
 
     for r in rows:
-        o.add_row(r["order"], fmt(r["due_at"]), late(r["recorded_late_s"]),
-                  late(r["what_if_late_s"]))
-    console.print(o)
+        dues = [due(r["recorded_due_at"])] if one_due else [
+            due(r["recorded_due_at"]), due(r["what_if_due_at"])]
+        o.add_row(r["order"], *dues, late(r["recorded_late_s"]), late(r["what_if_late_s"]))
+    return o
+
+
+def _n(count: int, noun: str, plural: str = "") -> str:
+    """``1 entry``, ``2 entries``: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def decision_logs(state_dir: str | Path) -> list[dict[str, Any]]:
@@ -416,7 +506,7 @@ def _first_difference(expected: list[Any], actual: list[Any]) -> str:
         if x != y:
             return f"action {i}: expected {json.dumps(x)}, got {json.dumps(y)}"
     if len(expected) != len(actual):
-        return (f"expected {len(expected)} actions, got {len(actual)}; first unmatched: "
+        return (f"expected {_n(len(expected), 'action')}, got {len(actual)}; first unmatched: "
                 + json.dumps((expected + actual)[min(len(expected), len(actual))]))
     return "same actions"
 
@@ -433,9 +523,80 @@ def _describe_input(d: dict[str, Any]) -> str:
 
 
 def damaged(path: str | Path, exc: Exception) -> ConfigurationError:
-    """A log that does not read as one: say so, and how to find out what is wrong."""
-    return ConfigurationError(f"{path}: not a decision log, or a damaged one ({type(exc).__name__}"
-                              f"); check it with `autocell audit verify {path}`")
+    """A log that does not read as one: say so, and how to find out what is wrong.  What
+    ``audit verify`` finds (the first bad entry) tells a reader more than the class of the
+    exception reading it raised (``exc``), which is an implementation detail."""
+    try:
+        verified: LogReport | None = verify_log(path)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        verified = None
+    if verified is not None and not verified.ok:
+        at = f" at entry {verified.bad_entry}" if verified.bad_entry is not None else ""
+        found = f"it is broken{at}: {verified.problem}"
+    else:
+        found = "an entry lacks what a decision log entry holds"
+    return ConfigurationError(f"{path}: not a decision log, or a damaged one ({found}); "
+                              f"check it with `autocell audit verify {path}`")
+
+
+def plugin_kinds() -> dict[str, str]:
+    """Each installed strategy plug-in and what it is: ``order strategy``, ``resource
+    strategy``, or neither / not loadable — so a suggestion offers only what works where it
+    is offered (a resource strategy such as ``slack_bidding`` is no ``--what-if``)."""
+    from importlib.metadata import entry_points
+
+    from agents.negotiation.strategies import ENTRY_POINT_GROUP, OrderStrategy, ResourceStrategy
+
+    kinds: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception:       # a broken plug-in is named as such, never offered
+            kinds[ep.name] = "plug-in that does not load"
+            continue
+        is_a = isinstance(cls, type)
+        kinds[ep.name] = ("order strategy" if is_a and issubclass(cls, OrderStrategy) else
+                          "resource strategy" if is_a and issubclass(cls, ResourceStrategy)
+                          else "plug-in that is no strategy")
+    return dict(sorted(kinds.items()))
+
+
+def check_order_strategy(name: str) -> None:
+    """Refuse, before anything runs, a ``--what-if`` name that is no order strategy: empty
+    (it would compare the recorded strategy with itself), unknown, or another kind of
+    plug-in.  The suggestions name only order strategies; other plug-ins are named with
+    their kind, so nothing offered fails when tried."""
+    from agents.negotiation.strategies import ORDER_STRATEGIES, strategy_class
+
+    if not name.strip():
+        raise ConfigurationError(
+            f"--what-if: no strategy given; name an order strategy "
+            f"({', '.join(sorted(ORDER_STRATEGIES))}, …) or a cell file as cell:PATH")
+    try:
+        strategy_class(name, "order")
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--what-if {name}: {_strategy_problem(name, exc)}") from None
+
+
+def _strategy_problem(name: str, exc: ConfigurationError) -> str:
+    import difflib
+
+    from agents.negotiation.strategies import ORDER_STRATEGIES
+
+    kinds = plugin_kinds()
+    usable = [*sorted(ORDER_STRATEGIES), *(k for k, v in kinds.items() if v == "order strategy")]
+    others = {k: v for k, v in kinds.items() if v != "order strategy"}
+    if name in others:
+        return (f"the installed plug-in {name!r} is a {others[name]}, not an order strategy; "
+                f"--what-if takes one of {', '.join(usable)}")
+    if ":" in name:                 # package.module:Class: the loader's own words
+        return str(exc)
+    close = difflib.get_close_matches(name, usable, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    aside = ("; installed plug-ins of other kinds: "
+             + ", ".join(f"{k} ({v})" for k, v in others.items())) if others else ""
+    return (f"unknown order strategy {name!r}{hint}: use one of {', '.join(usable)}, or a "
+            f"dotted path 'package.module:Class'{aside}")
 
 
 def what_if_args(log: str | Path, given: str | None,
@@ -466,7 +627,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise damaged(args.log, exc) from None
 
 
+def check_until(until: float | None) -> None:
+    """``--until T`` is a cell time: NaN compared false with every entry's time (so it
+    replayed everything), a negative one stopped before the first (so 0 inputs "OK")."""
+    if until is not None and not (math.isfinite(until) and until >= 0):
+        raise ConfigurationError(f"--until {until:g}: give a cell time in seconds, finite "
+                                 "and not negative (e.g. --until 600)")
+
+
 def _replay(args: argparse.Namespace) -> int:
+    check_until(args.until)
     what_if_given = args.what_if is not None or bool(args.set)
     if args.check and what_if_given:
         raise ConfigurationError(
@@ -489,18 +659,36 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": rep.ok, "entries": rep.entries, "agents": rep.agents,
                           "restarts": rep.restarts, "skipped": rep.skipped,
-                          "divergence": rep.divergence.to_json() if rep.divergence else None},
-                         indent=2))
-    elif rep.divergence is None:
-        skipped = sum(rep.skipped.values())
-        print(f"replay OK: {rep.entries} inputs to {rep.agents} agents gave the recorded "
-              f"decisions ({rep.restarts} restarts; {skipped} entries not replayed: "
-              f"{', '.join(sorted(rep.skipped)) or 'none'})")
+                          "divergence": rep.divergence.to_json() if rep.divergence else None,
+                          **rep.integrity_json()}, indent=2))
     else:
-        d = rep.divergence
-        print(f"replay DIVERGES at entry {d.entry} (t={d.t:g} s): agent {d.agent}, input "
-              f"{_describe_input(d.input)}: {_first_difference(d.expected, d.actual)}")
-    return 0 if rep.ok else 1
+        for line in check_lines(args.log, rep):
+            print(line)
+    return 0 if rep.ok and rep.log_whole_as_far_as_it_goes else 1
+
+
+def check_lines(log: str | Path, rep: ReplayReport) -> list[str]:
+    """What ``replay --check`` prints: OK, INCOMPLETE (every decision read matched, but the
+    log is not intact, so "OK" would vouch for what it does not hold) or DIVERGES, and for
+    a log that is not intact, what ``audit verify`` finds."""
+    d = rep.divergence
+    if d is not None:
+        lines = [f"replay DIVERGES at entry {d.entry} (t={d.t:g} s): agent {d.agent}, input "
+                 f"{_describe_input(d.input)}: {_first_difference(d.expected, d.actual)}"]
+    else:
+        skipped = sum(rep.skipped.values())
+        verdict = "OK" if rep.log_whole_as_far_as_it_goes else "INCOMPLETE"
+        lines = [f"replay {verdict}: {_n(rep.entries, 'input')} to {_n(rep.agents, 'agent')} "
+                 f"gave the recorded decisions ({_n(rep.restarts, 'restart')}; "
+                 f"{_n(skipped, 'entry', 'entries')} not replayed: "
+                 f"{', '.join(sorted(rep.skipped)) or 'none'})"]
+    v = rep.verified
+    if v is not None and v.cut:
+        lines.append(f"the log ends before its final seal: {v.problem}; what precedes entry "
+                     f"{v.bad_entry} verifies, and the replay checked every entry it holds")
+    elif v is not None and not v.ok:
+        lines.append(not_intact(log, v.bad_entry, v.problem))
+    return lines
 
 
 def trusted_host_key(given: str) -> bytes:
@@ -618,9 +806,10 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
         tied = ("; sealed by " + " and ".join(what for _, what in expected)
                 if expected else "; sealed by the header's own key (--key or --certs ties "
                 "it to the host)")
-        print(f"decision log OK: {rep.entries} entries in {rep.segments} signed segments "
+        print(f"decision log OK: {_n(rep.entries, 'entry', 'entries')} in "
+              f"{_n(rep.segments, 'signed segment')} "
               f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…{tied}"
-              + ("" if signed is None else f"; {signed} inputs signed by their senders"))
+              + ("" if signed is None else f"; {_n(signed, 'input')} signed by their senders"))
     else:
         at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""
         print(f"decision log BROKEN{at}: {rep.problem}")
@@ -634,7 +823,8 @@ __all__ = ["is_decision_log", "verify_decision_log", "replay_check", "record_vir
 def add_parsers(sub: Any) -> None:
     """``replay`` (called by :mod:`ops.cli`)."""
     sp = sub.add_parser("replay", help="re-run a decision log offline and check every decision")
-    sp.add_argument("log", help="a decision log (autocell run --decision-log FILE)")
+    sp.add_argument("log", help="a decision log: autocell run --decision-log FILE, or one "
+                                "process's decisions-*.jsonl of an `up` run's state directory")
     sp.add_argument("--check", action="store_true",
                     help="feed each agent its recorded inputs; report the first divergence "
                          "(the default without --what-if or --set, which it excludes)")
@@ -649,7 +839,8 @@ def add_parsers(sub: Any) -> None:
                          "machines.lathe1.capabilities.turning=30, machines.mill2=remove "
                          "(docs/flight-recorder.md, \"What if\")")
     sp.add_argument("--until", type=float, default=None, metavar="T",
-                    help="--check: stop at cell time T (s); not with --what-if")
+                    help="--check: stop at cell time T (s, finite, not negative); not with "
+                         "--what-if or --set")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_replay)
 

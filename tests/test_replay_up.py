@@ -43,6 +43,7 @@ def test_an_up_run_with_kill_9_replays_without_divergence(tmp_path: Path) -> Non
         v = verify_log(state / name)
         if name.endswith("-1.jsonl") and name.split("-")[1] in ("machines", "orders"):
             assert v.ok or "unsigned" in v.problem or "stopped before closing" in v.problem, v
+            assert v.ok or v.cut, v        # only cut: `replay --check` says OK (ADR 104)
         else:
             assert v.ok, (name, v)
     assert restarts >= 5        # a restarted host's agents, rebuilt from their journals
