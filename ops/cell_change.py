@@ -413,7 +413,7 @@ def cell_change(recorded: dict[str, Any], *, cell_path: str | None = None,
     shown = " ".join([*([f"cell:{cell_path}"] if cell_path else []),
                       *(f"--set {o.text}" for o in overrides)])
     try:
-        cfg = cell_from_dict(data, source=f"--what-if {shown}")
+        cfg = cell_from_dict(data, source=f"--what-if {shown}" if cell_path else shown)
     except ConfigError as exc:
         raise ConfigurationError("\n".join(_by_id(str(i), data) for i in exc.issues)) from None
     return CellChange(cfg, shown, CellDiff.of(recorded, header_cell_data(cfg)))
