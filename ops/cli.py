@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import typing
@@ -859,6 +860,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autocell: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`autocell explain … | head`): what it read was all it
+        # wanted; stop quietly, as a Unix tool does, and keep Python's exit-time flush of
+        # stdout from raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -98,14 +98,6 @@ class Recorded:
             raise ConfigurationError(
                 f"{whole[0].logs[0]} and {whole[1].logs[0]} each hold a whole run (autocell "
                 "run --decision-log): explain them one at a time")
-        seen: dict[tuple[str, Any], str] = {}
-        for r in recs:
-            process = (r.host, r.run.get("boot"))
-            if process in seen:
-                raise ConfigurationError(
-                    f"{r.logs[0]} and {seen[process]} are the log of one process (host "
-                    f"{r.host or '?'}, boot {r.run.get('boot')}): give each log once")
-            seen[process] = r.logs[0]
         mine = _run_identity(first.run)
         for r in recs[1:]:
             theirs = _run_identity(r.run)
@@ -114,6 +106,14 @@ class Recorded:
                                 if mine.get(k) != theirs.get(k))
                 raise ConfigurationError(f"{r.logs[0]} and {first.logs[0]} are not logs of "
                                          f"one run (their {', '.join(differ)} differ)")
+        seen: dict[tuple[str, Any], str] = {}
+        for r in recs:
+            process = (r.host, r.run.get("boot"))
+            if process in seen:
+                raise ConfigurationError(
+                    f"{r.logs[0]} and {seen[process]} are the log of one process (host "
+                    f"{r.host or '?'}, boot {r.run.get('boot')}): give each log once")
+            seen[process] = r.logs[0]
         entries = sorted((e for r in recs for e in r.entries), key=lambda e: e["t"])
         agents = (None if any(r.agents is None for r in recs)
                   else frozenset().union(*(r.agents or frozenset() for r in recs)))
@@ -187,8 +187,13 @@ def intact(paths: Iterable[str | Path]) -> list[str]:
         if report is None or not report.ok:
             if report is not None:
                 problem = report.problem
-            out.append(f"{p} is not intact ({problem}): this story stops or skips there; "
-                       f"check it with `autocell audit verify {p}`")
+            if report is not None and report.cut:
+                out.append(f"{p} ends before its final seal ({problem}): its process was "
+                           "killed or is still recording, so its last decisions may be "
+                           f"missing; `autocell audit verify {p}` says where it ends")
+            else:
+                out.append(f"{p} is not intact ({problem}): this story stops or skips "
+                           f"there; check it with `autocell audit verify {p}`")
     return out
 
 
@@ -502,6 +507,8 @@ def _awards_held(mine: list[dict[str, Any]], until: float) -> list[tuple[float, 
     held: list[tuple[float, float, str]] = []
     open_: dict[str, float] = {}
     for e in mine:
+        if e["k"] != "in":          # a process's crash or restart ("rt")
+            continue
         i = e["in"]
         if i["kind"] == "message" and i["type"] in ("accept", "cancel"):
             task = i["body"]["task"]
@@ -521,6 +528,7 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
           until: float) -> list[Line]:
     """Every idle stretch of ``resource`` up to ``until``, with its reason."""
     busy, down = _busy_and_down(mine, until)
+    mine = [e for e in mine if e["k"] == "in"]      # not its process's crashes ("rt")
     taken = sorted([(a, b) for a, b, _ in busy] + [(a, b) for a, b, _ in down])
     gaps, at = [], 0.0
     for a, b in taken:
@@ -539,7 +547,7 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
     for a, b in gaps:
         calls = [e for e in mine if a <= e["t"] <= b and e["in"]["kind"] == "message"
                  and e["in"]["type"] == "cfp"]
-        waiting = [f"{task} (awarded at {_s(t)})" for t, end, task in held
+        waiting = [f"{task} (from its award at {_s(t)})" for t, end, task in held
                    if t < b and end > a]
         later = [f"{task} (re-timed from {_s(p)} to {_s(q)})"
                  for task, (p, q) in retimed.items() if q > p and q >= b - IDLE_MIN_S
@@ -594,6 +602,7 @@ def _kind(rec: Recorded, subject: str, orders: list[str], resources: list[str]) 
         return "order"
     if subject in resources:
         return "resource"
+    these = "these logs hold" if len(rec.logs) > 1 else "this log holds"
     entries = [e for e in rec.entries if e["k"] == "in"]
     if any(_mentions_escalation(e, subject) for e in entries):
         return "escalation"
@@ -603,38 +612,49 @@ def _kind(rec: Recorded, subject: str, orders: list[str], resources: list[str]) 
             return "task"
         known = sorted({t for e in entries for t in _tasks_of(e) if t.startswith(owner + "/")})
         raise ConfigurationError(
-            f"{subject!r}: this log holds no task or escalation of that name (the tasks of "
-            f"{owner} it holds: {', '.join(known) or 'none'})")
+            f"{subject!r}: {these} no task or escalation of that name (the tasks and "
+            f"escalations of {owner} {these.split()[0]} hold: {', '.join(known) or 'none'})")
     raise ConfigurationError(
-        f"{subject!r} is no order, task, resource or escalation of this log (orders "
+        f"{subject!r} is no order, task, resource or escalation of {these.split()[0]} "
+        f"log{'s' if len(rec.logs) > 1 else ''} (orders "
         f"{', '.join(orders[:3])}{'…' if len(orders) > 3 else ''}; resources "
         f"{', '.join(resources)})")
 
 
 def _tasks_of(e: dict[str, Any]) -> Iterable[str]:
-    """The tasks an entry's input and actions name."""
+    """The tasks and escalations an entry's input and actions name."""
     i = e["in"]
-    if i["kind"] == "message" and isinstance(i.get("body"), dict) and "task" in i["body"]:
-        yield str(i["body"]["task"])
+    if i["kind"] == "message" and isinstance(i.get("body"), dict):
+        for key in ("task", "escalation"):
+            if key in i["body"]:
+                yield str(i["body"][key])
     if i["kind"] == "plant" and i.get("task"):
         yield str(i["task"])
     for a in e["out"]:
-        if a[0] == "send" and isinstance(a[4], dict) and "task" in a[4]:
-            yield str(a[4]["task"])
+        if a[0] == "send" and isinstance(a[4], dict):
+            for key in ("task", "escalation"):
+                if key in a[4]:
+                    yield str(a[4][key])
 
 
 def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, Any]:
     """The story of ``subject`` as data: its kind, the lines in time order, a summary."""
-    if at is not None and not (math.isfinite(at) and at >= 0):
-        raise ConfigurationError(f"--at {at}: a cell time is a finite number of seconds, "
-                                 "0 or more")
+    if at is not None and not math.isfinite(at):
+        raise ConfigurationError(f"--at {at}: a cell time is a finite number of seconds "
+                                 "(negative before the cell clock's start, when an `up` "
+                                 "run's processes start)")
     until = rec.end_t if at is None else at
     upto = [e for e in rec.entries if e["t"] <= until]
     orders, resources = rec.ids("orders"), rec.ids("machines") + rec.ids("robots")
     owner = subject.split("/")[0] if "/" in subject else subject
-    if owner in orders or owner in resources:
-        _must_record(rec, owner, subject)
-    kind = _kind(rec, subject, orders, resources)
+    try:
+        kind = _kind(rec, subject, orders, resources)
+    except ConfigurationError:
+        if owner in orders or owner in resources:
+            _must_record(rec, owner, subject)    # the log that would hold it is missing
+        raise
+    if kind != "escalation" and (owner in orders or owner in resources):
+        _must_record(rec, owner, subject)       # an escalation is told from any side
     mine: list[dict[str, Any]] = []
     if kind == "order":
         lines = _release(rec, subject, until) + _story(
@@ -652,6 +672,10 @@ def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, A
     lines = folded(list(told), window=FOLD_WINDOW)
     out: dict[str, Any] = {"subject": subject, "kind": kind, "until": until,
                            "lines": [x.to_json() for x in lines]}
+    if kind == "escalation" and not rec.records("console"):
+        out["note"] = ("the console's log is not among these, so the supervisor's side (the "
+                       "escalation as raised, its decision) is told only as other agents "
+                       "saw it; give the run's state directory")
     if kind == "resource" and not any(rec.records(o) for o in orders):
         out["note"] = ("no order's log is among these, so the awards' scores and the bids "
                        "it lost are not told; give the run's state directory")

@@ -157,7 +157,7 @@ def integrity_json(verified: LogReport | None) -> dict[str, Any]:
 def not_intact(path: str | Path, bad_entry: int | None, problem: str) -> str:
     """One line on a log that does not verify: a replay of it shows only what it holds."""
     at = f" at entry {bad_entry}" if bad_entry is not None else ""
-    return (f"the log is not intact{at}: {problem}; a replay vouches only for what the log "
+    return (f"{path} is not intact{at}: {problem}; a replay vouches only for what the log "
             f"now holds — check it with `autocell audit verify {path}`")
 
 
@@ -463,7 +463,7 @@ def decision_logs(state_dir: str | Path) -> list[dict[str, Any]]:
         out.append({"file": path.name, "host": rep.host or name,
                     "boot": int(boot) if boot.isdigit() else None,
                     "verified_lines": rep.entries, "key_id": rep.key_id, "ok": rep.ok,
-                    **({"problem": rep.problem} if not rep.ok else {})})
+                    **({"cut": rep.cut, "problem": rep.problem} if not rep.ok else {})})
     return out
 
 
@@ -627,6 +627,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise damaged(args.log, exc) from None
 
 
+def _regular_file(path: str | Path) -> None:
+    """A decision log is a regular file: a FIFO would block the read forever, a device or
+    a directory is no log (ADR 104)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigurationError(f"{p}: a directory; replay takes one decision log (an `up` "
+                                 "run's are its decisions-*.jsonl)")
+    if p.exists() and not p.is_file():
+        raise ConfigurationError(f"{p}: not a regular file (a pipe, socket or device)")
+
+
 def check_until(until: float | None) -> None:
     """``--until T`` is a cell time: NaN compared false with every entry's time (so it
     replayed everything), a negative one stopped before the first (so 0 inputs "OK")."""
@@ -637,6 +648,7 @@ def check_until(until: float | None) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     check_until(args.until)
+    _regular_file(args.log)
     what_if_given = args.what_if is not None or bool(args.set)
     if args.check and what_if_given:
         raise ConfigurationError(
@@ -700,8 +712,14 @@ def trusted_host_key(given: str) -> bytes:
     if len(text) != 64 or not all(c in "0123456789abcdefABCDEF" for c in text):
         path = Path(given)
         if not path.is_file():
-            raise ConfigurationError(f"--key {given}: neither 64 hex digits (an Ed25519 "
-                                     "public key) nor a file")
+            fp = len(text) == 16 and all(c in "0123456789abcdefABCDEF" for c in text)
+            raise ConfigurationError(
+                f"--key {given}: " + ("16 hex digits are a key_id, the key's fingerprint "
+                                      "(report.json names a log's key by it); --key takes "
+                                      "the whole key, 64 hex digits (report.json's "
+                                      "decision_log.key for `run`), or use --certs DIR"
+                                      if fp else "neither 64 hex digits (an Ed25519 public "
+                                      "key) nor a file"))
         raw = path.read_bytes()
         if raw.lstrip().startswith(b"-----BEGIN"):
             return load_public_key(path)
@@ -784,21 +802,23 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
         rep = replace(verify_log(path), ok=False, bad_entry=0, problem=problem)
     else:
         rep = verify_log(path, expected[0][0] if expected else None)
-    summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": rep.entries,
+    entries = max(0, rep.entries - 1)           # the numbered entries (the header is 0)
+    summary: dict[str, Any] = {"ok": rep.ok, "kind": "decision_log", "entries": entries,
                                "segments": rep.segments, "host": rep.host,
                                "key_id": rep.key_id, "head": rep.head,
                                "key_checked": [what for _, what in expected]}
     if not rep.ok:
-        summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem)
-    elif certs is not None:
+        summary.update(first_bad_entry=rep.bad_entry, problem=rep.problem, cut=rep.cut)
+    if certs is not None and (rep.ok or rep.cut) and not mismatch:
+        # a killed host's log (cut) is checked too: what it sealed must be what was sent
         from agents.runtime.segment_log import verify_senders
         from security.keystore import KeyDir
 
         checked, bad, problem = verify_senders(path, KeyDir(Path(certs)).trust_store())
         summary["inputs_signed_by_senders"] = checked
         if problem:
-            rep = replace(rep, ok=False, bad_entry=bad, problem=problem)
-            summary.update(ok=False, first_bad_entry=bad, problem=problem)
+            rep = replace(rep, ok=False, bad_entry=bad, problem=problem, cut=False)
+            summary.update(ok=False, first_bad_entry=bad, problem=problem, cut=False)
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rep.ok:
@@ -806,10 +826,16 @@ def verify_decision_log(path: str | Path, as_json: bool = False,
         tied = ("; sealed by " + " and ".join(what for _, what in expected)
                 if expected else "; sealed by the header's own key (--key or --certs ties "
                 "it to the host)")
-        print(f"decision log OK: {_n(rep.entries, 'entry', 'entries')} in "
+        print(f"decision log OK: {_n(entries, 'entry', 'entries')} in "
               f"{_n(rep.segments, 'signed segment')} "
               f"(host {rep.host}, key {rep.key_id}), head {rep.head[:16]}…{tied}"
               + ("" if signed is None else f"; {_n(signed, 'input')} signed by their senders"))
+    elif rep.cut:
+        signed = summary.get("inputs_signed_by_senders")
+        print(f"decision log CUT at entry {rep.bad_entry}: {rep.problem}; what precedes "
+              f"entry {rep.bad_entry} verifies"
+              + ("" if signed is None else f" ({_n(signed, 'input')} signed by their "
+                 "senders)"))
     else:
         at = f" at entry {rep.bad_entry}" if rep.bad_entry is not None else ""
         print(f"decision log BROKEN{at}: {rep.problem}")

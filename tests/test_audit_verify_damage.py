@@ -37,7 +37,7 @@ def text_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 @pytest.fixture(scope="module")
 def binary_log(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A /4 log: 25 entries in five segments."""
+    """A /4 log: the header and 24 entries in five segments."""
     return _log(tmp_path_factory.mktemp("seg") / "d.log").read_bytes()
 
 
@@ -276,3 +276,44 @@ def test_missing_files_and_directories_are_named_as_such(
     err = refused(log, capsys, "--certs", str(tmp_path / "nonexistdir"))
     assert "--certs " in err and "nonexistdir: no such directory" in err
     assert "not a directory" in refused(log, capsys, "--certs", str(log))
+
+
+def test_entries_are_counted_without_the_header(text_log: bytes, binary_log: bytes,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The count is of numbered entries (the header is entry 0): a /4 log of 24 entries
+    says 24 (it said 25), a /2 log as many as its lines after the header (its seals are
+    numbered lines)."""
+    path = tmp_path / "d.log"
+    path.write_bytes(binary_log)
+    code, out = verify(path, capsys)
+    assert code == 0 and out["entries"] == 24
+    assert main(["audit", "verify", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("decision log OK: 24 entries in 5 signed")
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(text_log)
+    assert verify(path, capsys)[1]["entries"] == len(lines(text_log)) - 1
+
+
+def test_a_cut_log_is_cut_not_broken(text_log: bytes, binary_log: bytes, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """What a killed process leaves is said as such — CUT, where its signed part ends —
+    not BROKEN; still exit 1 (the log is not closed), and ``cut`` in ``--json``."""
+    for name, data in (("d.jsonl", text_log[:len(text_log) // 2]),
+                       ("d.log", binary_log[:-7])):
+        path = tmp_path / name
+        path.write_bytes(data)
+        code, out = verify(path, capsys)
+        assert code == 1 and out["cut"] is True and not out["ok"], out
+        assert main(["audit", "verify", str(path)]) == 1
+        said = capsys.readouterr().out
+        assert said.startswith(f"decision log CUT at entry {out['first_bad_entry']}: "), said
+        assert said.rstrip().endswith(f"what precedes entry {out['first_bad_entry']} verifies")
+    flipped = bytearray(text_log)
+    flipped[len(flipped) // 2] ^= 0x01
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(bytes(flipped))
+    code, out = verify(path, capsys)
+    assert code == 1 and out["cut"] is False
+    assert main(["audit", "verify", str(path)]) == 1
+    assert capsys.readouterr().out.startswith("decision log BROKEN at entry ")

@@ -86,6 +86,9 @@ def test_hosts_logs_merge_only_when_they_are_one_runs() -> None:
     with pytest.raises(ConfigurationError, match=r"their faults differ"):
         Recorded.merged([_host_log("h1", 1, {"o-1"}, faults={"name": "a"}),
                          _host_log("h2", 1, {"m1"}, faults={"name": "b"})])
+    with pytest.raises(ConfigurationError, match=r"their clock differ"):    # another run
+        Recorded.merged([_host_log("h1", 1, {"o-1"}, clock={"start_at": 1.0, "speed": 10.0}),
+                         _host_log("h2", 1, {"m1"}, clock={"start_at": 2.0, "speed": 10.0})])
     with pytest.raises(ConfigurationError, match=r"their seed differ"):
         Recorded.merged([_host_log("h1", 1, {"o-1"}), _host_log("h2", 1, {"m1"}, seed=2)])
     with pytest.raises(ConfigurationError, match=r"the log of one process \(host h1, boot 1\)"):
@@ -114,6 +117,50 @@ def test_a_task_the_log_never_saw_is_an_error_that_lists_the_orders_tasks(
     assert re.search(r"resources .*\bagv1\b.*\bagv2\b", err)  # robots are resources too
 
 
+def test_an_unknown_escalation_lists_the_orders_escalations_too(
+        logs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    err = _error(capsys, str(logs["outage"]), "o-011/e9")
+    assert "o-011/e1" in err and "o-011/0" in err
+
+
+def test_an_escalation_told_without_the_consoles_log_says_so(logs: dict[str, Path]) -> None:
+    rec = Recorded.load(logs["outage"])
+    esc = "o-011/e1"
+    assert "note" not in explain(rec, esc)          # a virtual run's log holds every agent
+    orders = frozenset(rec.ids("orders"))           # as the orders' host's log would
+    story = explain(Recorded(rec.run, rec.entries, "orders", ["decisions-orders-1.jsonl"],
+                             orders), esc)
+    assert story["kind"] == "escalation" and story["lines"]
+    assert story["note"].startswith("the console's log is not among these")
+
+
+def test_a_resource_that_crashed_and_restarted_has_its_story(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A crash or restart is a runtime entry ("rt", no input): every view of a resource
+    must read past it (before, an idle stretch's reasons raised KeyError on it)."""
+    log = str(_record(tmp_path / "crash.jsonl", "crash"))
+    for resource in ("mill1", "mill2", "lathe1", "drill1", "station1", "agv2"):
+        story = _json(capsys, log, resource)
+        assert any(x["text"] == f"{resource}: process crash" for x in story["lines"]), resource
+        assert any(x["text"] == f"{resource}: process restart" for x in story["lines"])
+        assert any(x.get("data", {}).get("idle_from") is not None for x in story["lines"])
+
+
+def test_a_reader_that_goes_away_is_no_traceback(logs: dict[str, Path]) -> None:
+    """`autocell explain LOG lathe1 | head -1`: the reader closes the pipe before the story
+    is written; the command stops quietly with 141, as a Unix tool does."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "ops.cli", "explain", str(logs["breakdowns"]),
+                          "lathe1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
 def test_an_escalation_is_an_escalation_before_it_is_raised(
         logs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     rec = Recorded.load(logs["outage"])
@@ -125,11 +172,13 @@ def test_an_escalation_is_an_escalation_before_it_is_raised(
     assert early["then"] == "nothing yet"
 
 
-@pytest.mark.parametrize("at", ["nan", "inf", "-5"])
+@pytest.mark.parametrize("at", ["nan", "inf", "-inf"])
 def test_at_must_be_a_cell_time(logs: dict[str, Path], capsys: pytest.CaptureFixture,
                                 at: str) -> None:
     err = _error(capsys, str(logs["breakdowns"]), "lathe1", f"--at={at}")
-    assert "a cell time is a finite number of seconds, 0 or more" in err
+    assert "a cell time is a finite number of seconds" in err
+    # an `up` run's processes start before the cell clock's 0: a negative time is one
+    assert _json(capsys, str(logs["breakdowns"]), "lathe1", "--at=-5")["until"] == -5
 
 
 def test_a_tasks_retries_are_told_once_and_at_names_the_latest(
@@ -170,7 +219,7 @@ def test_an_idle_stretchs_reason_does_not_depend_on_at(
                     if 700 < x.get("data", {}).get("idle_from", -1) < 800)
 
     whole, cut = stretch(), stretch("--at", "850")
-    assert "o-011/0 (awarded at 840.2 s)" in whole["waiting"]
+    assert "o-011/0 (from its award at 840.2 s)" in whole["waiting"]
     assert whole["waiting"] == cut["waiting"] and whole["lost"] == cut["lost"]
 
 
@@ -180,8 +229,13 @@ def test_a_cut_log_is_told_with_a_warning(logs: dict[str, Path], tmp_path: Path,
     cut.write_bytes(logs["breakdowns"].read_bytes()[:100_000])   # mid-line, as kill -9 does
     story = _json(capsys, str(cut), "o-001")
     assert len(story["warnings"]) == 1
-    assert story["warnings"][0].startswith(f"{cut} is not intact (")
+    assert story["warnings"][0].startswith(f"{cut} ends before its final seal (")
     assert f"autocell audit verify {cut}" in story["warnings"][0]
+    edited = tmp_path / "edited.jsonl"                # an entry removed: not just cut
+    lines = logs["breakdowns"].read_text().splitlines(keepends=True)
+    edited.write_text("".join(lines[:500] + lines[501:]))
+    warning = _json(capsys, str(edited), "o-001")["warnings"][0]
+    assert warning.startswith(f"{edited} is not intact (")
     capsys.readouterr()
     assert main(["explain", str(cut), "o-001"]) == 0
     assert "  warning: " in capsys.readouterr().out

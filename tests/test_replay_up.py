@@ -15,7 +15,7 @@ import pytest
 import yaml
 from test_processes import assert_all_done_once, faults, report, small_cell, up
 
-from agents.runtime.flight_log import verify_log
+from agents.runtime.flight_log import read_lines, verify_log
 from ops.replay import replay_check
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,12 @@ def test_an_up_run_with_kill_9_replays_without_divergence(tmp_path: Path) -> Non
                for name in logs), logs
     named = {x["file"]: x for x in report(state)["decision_logs"]}
     assert set(named) == set(logs)
+    # one run's cell clock in every process's header, restarts included: what tells this
+    # run's logs from another run's of the same cell (ADR 104)
+    clocks = {tuple(sorted(next(read_lines(state / name))["run"]["clock"].items()))
+              for name in logs}
+    assert len(clocks) == 1, clocks
+    assert {x.get("cut") for x in named.values() if not x["ok"]} <= {True}
     assert named["decisions-logistics-1.jsonl"]["ok"]     # closed at the end: final seal
 
 

@@ -58,7 +58,8 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
                         describe_run(host.cfg, host.seed, driver="host",
                                      escalation=host.escalation is not OFF,
                                      models=host.models, host=host.name, boot=host.boot,
-                                     agents=sorted(host.runner.agents)))
+                                     agents=sorted(host.runner.agents),
+                                     clock=_clock_of(host)))
 
 
 def console_decision_log(service: Any, keys: Any, cfg: Any) -> DecisionLog:
@@ -73,7 +74,15 @@ def console_decision_log(service: Any, keys: Any, cfg: Any) -> DecisionLog:
     return _process_log(service, keys, CONSOLE_ID,
                         describe_run(cfg, cfg.sim.seed, driver="host",
                                      escalation=True, host=service.name, boot=service.boot,
-                                     agents=sorted(service.runner.agents)))
+                                     agents=sorted(service.runner.agents),
+                                     clock=_clock_of(service)))
+
+
+def _clock_of(proc: Any) -> dict[str, float]:
+    """The run's cell clock, which every process of one ``up`` run shares (its start and
+    speed): what tells the logs of one run from another's of the same cell and seed, so
+    that ``explain`` merges only one run's (ADR 104)."""
+    return {"start_at": float(proc.clock.start_at), "speed": float(proc.clock.speed)}
 
 
 def _process_log(proc: Any, keys: Any, identity: str, run: dict[str, Any]) -> DecisionLog:
