@@ -406,7 +406,11 @@ def print_what_if(w: dict[str, Any]) -> None:
                      f"(cell time 0–{h['until_t']:.0f} s)")
     console = Console()
     console.print(t)
-    if not w.get("log_intact", True):
+    if w.get("log_cut"):
+        console.print(f"{w.get('log_file', '')} ends before its final seal (its process was "
+                      f"killed or is still recording): {w.get('log_problem', '')}; what "
+                      f"precedes entry {w.get('log_bad_entry')} verifies", markup=False)
+    elif not w.get("log_intact", True):
         console.print(not_intact(w.get("log_file", ""), w.get("log_bad_entry"),
                                  w.get("log_problem", "")), markup=False)
     if change is not None:

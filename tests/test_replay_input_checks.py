@@ -156,9 +156,16 @@ def test_what_if_on_a_cut_log_says_it_is_not_intact(log: Path, tmp_path: Path,
     bad.write_text(_cut(log.read_text().splitlines(keepends=True))[0])
     w = what_if(bad, "lowest_cost")
     assert w["log_intact"] is False and w["log_problem"] == verify_log(bad).problem
+    assert w["log_cut"] is True
     print_what_if(w)
-    assert f"{bad} is not intact" in " ".join(capsys.readouterr().out.split())
+    assert f"{bad} ends before its final seal" in " ".join(capsys.readouterr().out.split())
     assert what_if(log, "lowest_cost")["log_intact"] is True
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(_removed(log.read_text().splitlines(keepends=True))))
+    w = what_if(edited, "lowest_cost")
+    assert w["log_intact"] is False and w["log_cut"] is False
+    print_what_if(w)
+    assert f"{edited} is not intact" in " ".join(capsys.readouterr().out.split())
 
 
 # -- 3, 4: the strategy -------------------------------------------------------------------------
