@@ -34,7 +34,6 @@ import argparse
 import getpass
 import json
 import os
-import stat
 import sys
 import time
 from collections.abc import Callable
@@ -291,18 +290,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _regular_file(given: str) -> Path:
     """``audit verify FILE``'s file, checked before it is opened: a named pipe would block
     the open, and a missing file or a directory is neither a log nor a store."""
+    from ops.paths import input_kind
+
     path = Path(given)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigurationError(f"{given}: no such file") from None
-    except OSError as exc:
-        raise ConfigurationError(f"{given}: cannot be read ({exc.strerror})") from None
-    if stat.S_ISDIR(mode):
+    kind = input_kind(path)
+    if kind == "missing":
+        raise ConfigurationError(f"{given}: no such file")
+    if kind == "dir":
         raise ConfigurationError(_directory_hint(path))
-    if not stat.S_ISREG(mode):
-        raise ConfigurationError(f"{given}: not a regular file (a pipe, socket or device); "
-                                 "give a decision log or an escalation store")
     return path
 
 

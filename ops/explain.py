@@ -152,14 +152,14 @@ def resolve(paths: Iterable[str | Path]) -> list[Path]:
     """Logs given as files or directories: a directory stands for the logs it holds (an
     ``up`` state directory: :func:`state_dir_logs`), a file for itself."""
     out: list[Path] = []
+    from ops.paths import input_kind
+
     for p in map(Path, paths):
-        if p.is_dir():
+        kind = input_kind(p)
+        if kind == "dir":
             out += state_dir_logs(p)
-        elif p.is_file():
+        elif kind == "file":
             out.append(p)
-        elif p.exists():
-            raise ConfigurationError(f"{p}: not a regular file (a decision log is a file, "
-                                     "an `up` run's logs a state directory)")
         else:
             raise ConfigurationError(f"{p}: no such file or directory")
     seen: dict[Path, Path] = {}

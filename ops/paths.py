@@ -14,12 +14,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from pathlib import Path
 
 from security.errors import ConfigurationError
 from security.untrusted import shown
 
-__all__ = ["make_state_dir", "output_dir_problem", "output_file", "output_file_problem"]
+__all__ = ["input_kind", "make_state_dir", "output_dir_problem", "output_file",
+           "output_file_problem"]
+
+
+def input_kind(path: Path) -> str:
+    """What a path named on the command line for reading is, found without opening it:
+    ``"file"``, ``"dir"`` or ``"missing"``.  Anything else — a FIFO, whose open would
+    block for ever, a socket, a device — is refused here, one line and exit 2 (ADR 104)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    raise ConfigurationError(f"{path}: not a regular file (a pipe, socket or device)")
 
 
 def output_file_problem(path: Path) -> str | None:

@@ -634,12 +634,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _regular_file(path: str | Path) -> None:
     """A decision log is a regular file: a FIFO would block the read forever, a device or
     a directory is no log (ADR 104)."""
+    from ops.paths import input_kind
+
     p = Path(path)
-    if p.is_dir():
+    if input_kind(p) == "dir":
         raise ConfigurationError(f"{p}: a directory; replay takes one decision log (an `up` "
                                  "run's are its decisions-*.jsonl)")
-    if p.exists() and not p.is_file():
-        raise ConfigurationError(f"{p}: not a regular file (a pipe, socket or device)")
 
 
 def check_until(until: float | None) -> None:
