@@ -348,6 +348,22 @@ def test_the_recorder_profile_runs_both_formats() -> None:
         assert r[fmt]["total_us"] > 0 and r[fmt]["bidders_us"] > 0
 
 
+def test_the_cold_profile_records_every_round_it_measures_and_restores_the_parts() -> None:
+    from agents.runtime import segment_log
+    from ops.bench.negotiation_recorder import cold, main
+
+    before = segment_log.IDLE_WORK_PARTS
+    r = cold(rounds=4, bidders=3, repeats=3, evict_mb=1, parts=2)
+    # 3 repeats of 4 rounds, each a call and 3 proposals, recorded in the "on" halves only
+    assert r["entries"] == 3 * 4 * (1 + 3)
+    assert r["off_us_per_round"] > 0 and r["on_us_per_round"] > 0
+    assert abs(r["recorder_us_per_round"]
+               - (r["on_us_per_round"] - r["off_us_per_round"])) <= 0.11    # each rounded
+    assert r["idle_work_parts"] == 2 and segment_log.IDLE_WORK_PARTS == before
+    with pytest.raises(SystemExit):
+        main(["--cold", "--evict-mb", "-1"])
+
+
 def test_the_virtual_run_profile_records_the_same_entries_in_both_formats() -> None:
     from ops.bench.negotiation_recorder import virtual
 

@@ -21,6 +21,14 @@ one process.
 (``autocell run``): the run's process CPU with recording off, in ``/2`` (what
 ``run --decision-log`` writes) and in ``/4``, alternated — the figure behind
 docs/flight-recorder.md "Why `autocell run` keeps /2".
+
+``--cold`` measures the caller's recorder as its process meets it (ADR 105): each
+proposal opened (its signature verified, its body decoded) just before its hook, and
+``--evict-mb`` megabytes touched once a round, one byte a cache line, as the other
+processes sharing its cores and the kernel do between two of its wake-ups; rounds with
+the log and without it alternated, the log kept as a host keeps it (sealed and worked at
+idle moments, here once a round).  The difference per round is the recorder's, on cold
+caches: the loop's figure without eviction, about the process's with it.
 """
 
 from __future__ import annotations
@@ -49,8 +57,12 @@ CALLER = "o-1"
 _Round = tuple[CallForProposals, list[tuple[Message, bytes, bytes]]]
 
 
-def _rounds(n: int, bidders: int) -> tuple[list[str], list[_Round]]:
-    """``n`` rounds of a call to ``bidders`` and their proposals, sealed and opened."""
+_Sealed = tuple[CallForProposals, list[list[bytes]]]
+
+
+def _sealed_rounds(n: int, bidders: int) -> tuple[list[str], Opener, list[_Sealed]]:
+    """``n`` rounds of a call to ``bidders`` and their proposals' envelopes (frames), sealed
+    by the bidders' keys, with an opener that trusts them."""
     ids = [f"m{i}" for i in range(bidders)]
     cell = ephemeral_cell({CALLER: "order", **{b: "machine" for b in ids}}, seed=b"recorder")
     opener = Opener(cell.trust, None)
@@ -61,14 +73,18 @@ def _rounds(n: int, bidders: int) -> tuple[list[str], list[_Round]]:
         cfp = CallForProposals(task=task, order=CALLER, kind="operation", capability="mill",
                                op="op-1", quantity=1, earliest_start_at=1.0, due_at=100.0,
                                reply_by_at=1e12)
-        proposals = []
-        for i, b in enumerate(ids):
-            p = Proposal(task=task, kind="operation", start_at=1.0, finish_at=10.0 + i,
-                         hold_until_at=3.0, cost={"queue_s": 0.0, "processing_s": 9.0 + i})
-            frames = sealers[b].seal(CALLER, p, 1.5, task)
-            proposals.append((opener.open(frames, 1.5), bytes(frames[1]), bytes(frames[2])))
-        out.append((cfp, proposals))
-    return ids, out
+        out.append((cfp, [[bytes(f) for f in sealers[b].seal(CALLER, Proposal(
+            task=task, kind="operation", start_at=1.0, finish_at=10.0 + i,
+            hold_until_at=3.0, cost={"queue_s": 0.0, "processing_s": 9.0 + i}), 1.5, task)]
+            for i, b in enumerate(ids)]))
+    return ids, opener, out
+
+
+def _rounds(n: int, bidders: int) -> tuple[list[str], list[_Round]]:
+    """``n`` rounds of a call to ``bidders`` and their proposals, sealed and opened."""
+    ids, opener, sealed = _sealed_rounds(n, bidders)
+    return ids, [(cfp, [(opener.open(frames, 1.5), frames[1], frames[2]) for frames in fs])
+                 for cfp, fs in sealed]
 
 
 class DictEntries(SegmentLog):
@@ -230,16 +246,83 @@ def virtual(cell_path: str, seed: int = 2, repeats: int = 3) -> dict[str, Any]:
                       if k != "off" else {})} for k in got}}
 
 
+def cold(rounds: int = 300, bidders: int = 20, repeats: int = 7, evict_mb: int = 8,
+         parts: int | None = None) -> dict[str, Any]:
+    """µs of process CPU per caller round with the recorder off and on (medians of
+    ``repeats`` alternations), each proposal opened before its hook and ``evict_mb`` MB
+    touched between rounds (module docstring); ``parts`` overrides
+    :data:`~agents.runtime.segment_log.IDLE_WORK_PARTS` for the run."""
+    from agents.runtime import segment_log
+
+    ids, opener, rs = _sealed_rounds(rounds, bidders)
+    big = bytearray(evict_mb << 20)
+    saved = segment_log.IDLE_WORK_PARTS
+    if parts is not None:
+        segment_log.IDLE_WORK_PARTS = parts
+    try:
+        with tempfile.TemporaryFile() as sink:
+            log = SegmentLog(sink, SigningKey.generate(), host="bench", run={},
+                             wall_clock=time.time)
+            log.idle_seals = True
+
+            def once(record: bool) -> float:
+                t0 = time.process_time()
+                for cfp, proposals in rs:
+                    sends = [Send(b, cfp, cfp.task) for b in ids]
+                    if record:
+                        log.on_decision(CALLER, None, sends, 1.0, None)
+                    for frames in proposals:
+                        m = opener.open(frames, 1.5)
+                        cause = Inbound(m, 1.5)
+                        if record:
+                            log.tap.signed = ([m], frames[1], frames[2])
+                            log.on_decision(CALLER, cause, (), 1.5, None)
+                    if evict_mb:
+                        _ = big[::64]   # a byte a line: the caches the others leave
+                    if record:
+                        log.idle()
+                return (time.process_time() - t0) / rounds * 1e6
+
+            got: dict[bool, list[float]] = {False: [], True: []}
+            for k in range(repeats):
+                for record in ((False, True) if k % 2 == 0 else (True, False)):
+                    gc.collect()
+                    got[record].append(once(record))
+            log.close()
+            entries = log.entries
+    finally:
+        segment_log.IDLE_WORK_PARTS = saved
+    off, on = (sorted(got[x])[len(got[x]) // 2] for x in (False, True))
+    return {"rounds": rounds, "bidders": bidders, "repeats": repeats, "evict_mb": evict_mb,
+            "idle_work_parts": segment_log.IDLE_WORK_PARTS if parts is None else parts,
+            "load_average_1m": round(os.getloadavg()[0], 2), "entries": entries,
+            "off_us_per_round": round(off, 1), "on_us_per_round": round(on, 1),
+            "recorder_us_per_round": round(on - off, 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m ops.bench.negotiation_recorder",
                                 description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--rounds", type=int, help="rounds (default 200; 300 with --cold)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--virtual", metavar="CELL", help="measure a virtual run of CELL instead")
     p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--cold", action="store_true",
+                   help="the caller's recorder on cold caches, each proposal opened first")
+    p.add_argument("--evict-mb", type=int, default=8, metavar="MB",
+                   help="with --cold: MB touched between rounds (0: none; default 8)")
+    p.add_argument("--parts", type=int, metavar="N",
+                   help="with --cold: the idle work in N parts of a segment (default 4)")
     a = p.parse_args(argv)
+    if (a.rounds is not None and a.rounds < 1 or a.repeats < 1 or a.evict_mb < 0
+            or a.parts is not None and a.parts < 1):
+        p.error("--rounds, --repeats and --parts must be at least 1, --evict-mb at least 0")
+    if a.cold:
+        print(json.dumps(cold(a.rounds or 300, repeats=a.repeats, evict_mb=a.evict_mb,
+                              parts=a.parts)))
+        return
     print(json.dumps(virtual(a.virtual, a.seed, a.repeats) if a.virtual
-                     else run(a.rounds, repeats=a.repeats)))
+                     else run(a.rounds or 200, repeats=a.repeats)))
 
 
 if __name__ == "__main__":
