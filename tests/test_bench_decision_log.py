@@ -40,13 +40,18 @@ def test_bench_bus_decision_log_json(tmp_path: Path) -> None:
     assert _number(d["cost_pct"])
     assert d["signed_msgs_per_s_with"] > 0 and d["signed_msgs_per_s_without"] > 0
     assert d["rounds"] and all(x > 0 for x in d["rounds"])
+    assert d["within_5_pct"] is (d["cost_pct"] <= 5.0)
 
 
 @pytest.mark.timeout(180)
 def test_bench_negotiation_decision_log_json(tmp_path: Path) -> None:
-    d = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20",
-               "--decision-log-rounds", "40", "--processes",
-               "2")["decision_log"]
+    r = _bench(tmp_path, "negotiation", "--bidders", "3", "--rounds", "20",
+               "--decision-log-rounds", "40", "--processes", "2")
+    d = r["decision_log"]
+    # issue 19's verdict, from the three figures it names
+    assert r["targets"]["decision_log_within_5_pct"] is all(
+        d[k]["cost_pct"] <= 5.0 for k in ("round_p50_us", "round_p99_us",
+                                          "caller_cpu_us_per_round"))
     for k in ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round",
               "bidders_cpu_us_per_round", "cell_cpu_us_per_round"):
         assert set(d[k]) - {"ci95_pct"} == {"without", "with", "cost_pct"}, (k, d[k])
@@ -102,6 +107,21 @@ def test_bench_negotiation_decision_log_in_the_bidders_only(tmp_path: Path) -> N
     assert d["caller_us_per_entry"] is None and d["caller_us_per_entry_over_verify"] is None
     assert _number(d["bidders_us_per_entry"])
     assert _number(d["caller_cpu_us_per_round"]["cost_pct"])
+
+
+def test_the_decision_log_verdict_needs_every_figure_within_5_pct() -> None:
+    from ops.bench.negotiation import decision_log_within
+
+    def d(p50: float | None, p99: float | None, cpu: float | None) -> dict:
+        return {"round_p50_us": {"cost_pct": p50}, "round_p99_us": {"cost_pct": p99},
+                "caller_cpu_us_per_round": {"cost_pct": cpu},
+                "bidders_cpu_us_per_round": {"cost_pct": 40.0}}    # not a target figure
+
+    assert decision_log_within(d(4.9, 5.0, -1.0))
+    assert not decision_log_within(d(4.9, 5.01, 1.0))
+    assert not decision_log_within(d(6.0, 1.0, 1.0))
+    assert not decision_log_within(d(1.0, 1.0, 5.5))
+    assert not decision_log_within(d(1.0, None, 1.0))     # not measured: not met
 
 
 def test_cost_intervals_bracket_a_known_cost_and_are_seeded() -> None:
