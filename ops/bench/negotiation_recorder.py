@@ -27,8 +27,9 @@ proposal opened (its signature verified, its body decoded) just before its hook,
 ``--evict-mb`` megabytes touched once a round, one byte a cache line, as the other
 processes sharing its cores and the kernel do between two of its wake-ups; rounds with
 the log and without it alternated, the log kept as a host keeps it (sealed and worked at
-idle moments, here once a round).  The difference per round is the recorder's, on cold
-caches: the loop's figure without eviction, about the process's with it.
+idle moments, here once a round).  The difference per round is the recorder's, between
+the other work a caller does: closer to what it costs in the process than the plain loop
+(ADR 105 has both).
 """
 
 from __future__ import annotations
