@@ -104,6 +104,8 @@ from agents.runtime.transport import ZmqTransport
 from security.keystore import ephemeral_cell
 from security.replay import ReplayGuard
 
+from ops.bench import DECISION_LOG_TARGET_PCT
+
 CALLER = "order-0"
 SEED = b"autocell-bench-negotiation"
 
@@ -648,9 +650,6 @@ def run(bidders: int = 20, rounds: int = 500, processes: int | list[int] | None 
         r["targets"]["decision_log_within_5_pct"] = decision_log_within(r["decision_log"])
     return r
 
-
-DECISION_LOG_TARGET_PCT = 5.0
-"""What recording may cost the round p50, the round p99 and the caller's CPU (issue 19)."""
 
 DECISION_LOG_TARGET_FIGURES = ("round_p50_us", "round_p99_us", "caller_cpu_us_per_round")
 
