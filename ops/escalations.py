@@ -42,7 +42,7 @@ from typing import Any
 
 from agents.escalation.lifecycle import EscalationError, Record
 from agents.escalation.store import EscalationStore, open_readonly, verify_file
-from ops.console.users import User, UserStore, role_allows
+from ops.console.users import DEFAULT_USERS, USERS_ENV, User, UserStore, role_allows, users_path
 from security.errors import ConfigurationError
 from security.untrusted import shown
 
@@ -72,21 +72,14 @@ def find_db(given: str | None) -> Path:
     return path
 
 
-DEFAULT_USERS = ".autocell/users.db"
-
-
 class Refused(ConfigurationError):
     """The person acting could not be authenticated as a supervisor (exit 2)."""
-
-
-def users_db(given: str | None) -> Path:
-    return Path(given or os.environ.get("AUTOCELL_USERS_DB") or DEFAULT_USERS)
 
 
 def authenticate(args: argparse.Namespace, *, os_account: Callable[[], str] = getpass.getuser,
                  ask: Callable[[str], str] = getpass.getpass) -> str:
     """The verified console user acting, or :class:`Refused` saying why and how to fix it."""
-    users = UserStore(users_db(args.users))
+    users = UserStore(users_path(args.users))
     claimed = (args.user or os.environ.get("AUTOCELL_USER", "")).strip()
     if not users.path.is_file():
         raise Refused(f"no users database at {users.path}: actions are taken by console users "
@@ -373,7 +366,7 @@ def add_parsers(sub: Any) -> None:
                         help="read --user's password from the first line of standard input "
                              "(else asked on a terminal, or the OS account's mapping)")
         sp.add_argument("--users", metavar="FILE", help="console users database (default "
-                        f"$AUTOCELL_USERS_DB, else {DEFAULT_USERS})")
+                        f"${USERS_ENV}, else {DEFAULT_USERS})")
         if name == "shelve":
             sp.add_argument("--reason", help="why (required)")
             sp.add_argument("--for", dest="duration_s", type=float, required=True,

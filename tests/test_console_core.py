@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from ops.cli import main
+from ops.cli import build_parser, main
 from ops.console.backend import (
     EscalationNotFound,
     IllegalAction,
@@ -107,6 +107,34 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     assert "correct horse" not in out
     assert main(["users", "remove", "ann", "--users", db]) == 0
     assert main(["users", "remove", "ann", "--users", db]) == 2
+
+
+def test_users_and_console_honour_autocell_users_db_like_the_cli_twin(tmp_path, monkeypatch,
+                                                                     capsys):
+    """`autocell users`, `autocell console` and `autocell escalations` find one users file:
+    --users, else $AUTOCELL_USERS_DB, else .autocell/users.db."""
+    from ops.console.server import _users
+    from ops.escalations import authenticate
+
+    env_db = tmp_path / "env" / "users.db"
+    env_db.parent.mkdir(mode=0o700)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOCELL_USERS_DB", str(env_db))
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["users", "add", "ann", "--role", "supervisor", "--password-stdin"]) == 0
+    assert f"to {env_db}" in capsys.readouterr().out
+    assert UserStore(env_db).get("ann").role == "supervisor"
+    assert not (tmp_path / ".autocell").exists()
+    assert main(["users", "list"]) == 0 and "ann" in capsys.readouterr().out
+    args = build_parser().parse_args(["console", "--demo"])
+    assert _users(args).path == env_db                       # the web console's
+    twin = build_parser().parse_args(["escalations", "ack", "e1", "--user", "ann",
+                                      "--password-stdin"])
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert authenticate(twin) == "ann"                       # the CLI twin's
+    other = tmp_path / "other.db"                            # --users still wins
+    assert _users(build_parser().parse_args(["console", "--demo", "--users",
+                                             str(other)])).path == other
 
 
 # -- sessions and throttling -------------------------------------------------------------

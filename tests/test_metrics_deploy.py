@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 from ops.cli import build_parser
+from ops.prometheus.config import CONSOLE_TARGET
 
 SYSTEMD = Path(__file__).resolve().parents[1] / "ops" / "systemd"
 
@@ -53,7 +54,17 @@ def test_host_and_sim_units_run_commands_the_cli_accepts() -> None:
             assert args.name == "machines"
 
 
-def test_console_unit_and_target_exist() -> None:
-    argv = exec_argv(unit("autocell-console.service"), "")
-    assert argv[1] == "console" and "--metrics-port" in argv and "--log-level" in argv
+def test_console_unit_runs_a_command_the_cli_accepts_on_the_agents_store() -> None:
+    console, agent = unit("autocell-console.service"), unit("autocell-console-agent.service")
+    argv = exec_argv(console, "")
+    assert argv[1] == "console"
+    args = build_parser().parse_args(argv[1:])            # exits 2 on a flag we don't have
+    # the store the console agent writes (its --state-dir), and the users beside it
+    state = exec_argv(agent, "")
+    state_dir = state[state.index("--state-dir") + 1]
+    assert args.db == f"{state_dir}/escalations.db" and args.users == f"{state_dir}/users.db"
+    # the port `autocell ops prometheus-config` scrapes by default
+    assert f"127.0.0.1:{args.metrics_port}" == CONSOLE_TARGET
+    assert console["Service"]["UMask"] == ["0077"]
+    assert console["Install"]["WantedBy"] == ["autocell.target"]
     assert "Install" in unit("autocell.target")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.console.backend import EscalationBackend, demo_backend
-from ops.console.users import ROLES, UserError, UserStore
+from ops.console.users import DEFAULT_USERS, ROLES, USERS_ENV, UserError, UserStore, users_path
 from security.errors import ConfigurationError
 from security.untrusted import read_regular_file, shown
 
@@ -40,7 +40,6 @@ __all__ = ["DEFAULT_USERS", "ProtocolNoise", "add_arguments", "check_tls", "cmd_
            "cmd_users_add", "cmd_users_list", "cmd_users_map_os", "cmd_users_remove",
            "cmd_users_unmap_os", "server_config"]
 
-DEFAULT_USERS = ".autocell/users.db"
 #: The largest TLS certificate chain or key file read (a chain of a few PEM certificates).
 MAX_TLS_FILE_BYTES = 1024 * 1024
 
@@ -105,7 +104,8 @@ def server_config(app: Any, args: argparse.Namespace) -> Any:
 
 
 def _users(args: argparse.Namespace) -> UserStore:
-    return UserStore(Path(args.users), make_parent=args.users == DEFAULT_USERS)
+    path = users_path(args.users)
+    return UserStore(path, make_parent=str(path) == DEFAULT_USERS)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -135,12 +135,13 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    users = _users(args).list()
+    store = _users(args)
+    users = store.list()
     if args.json:
         print(json.dumps([{"name": u.name, "role": u.role, "created_at": u.created_at}
                           for u in users]))
         return 0
-    print(f"{args.users}: {len(users)} user(s)")
+    print(f"{store.path}: {len(users)} user(s)")
     for u in users:
         print(f"  {u.name:<24} {u.role:<10} since "
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(u.created_at))}")
@@ -148,8 +149,9 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    _users(args).remove(args.name)
-    print(f"removed {args.name!r} from {args.users}")
+    store = _users(args)
+    store.remove(args.name)
+    print(f"removed {args.name!r} from {store.path}")
     return 0
 
 
@@ -223,8 +225,9 @@ def cmd_users_map_os(args: argparse.Namespace) -> int:
 
 
 def cmd_users_unmap_os(args: argparse.Namespace) -> int:
-    _users(args).unmap_os(args.os_name)
-    print(f"OS account {args.os_name!r} no longer mapped ({args.users})")
+    store = _users(args)
+    store.unmap_os(args.os_name)
+    print(f"OS account {args.os_name!r} no longer mapped ({store.path})")
     return 0
 
 
@@ -396,8 +399,8 @@ def add_arguments(sub: Any) -> None:
     sp.add_argument("--port", type=int, default=8600, help="TCP port (default 8600)")
     sp.add_argument("--db", metavar="FILE", help="escalation store (default .autocell/CELL/"
                                                  "escalations.db)")
-    sp.add_argument("--users", metavar="FILE", default=DEFAULT_USERS,
-                    help=f"users database (default {DEFAULT_USERS})")
+    sp.add_argument("--users", metavar="FILE",
+                    help=f"users database (default ${USERS_ENV}, else {DEFAULT_USERS})")
     sp.add_argument("--demo", action="store_true",
                     help="serve a few made-up escalations, no cell needed")
     sp.add_argument("--idle-timeout", type=float, default=15.0, metavar="MIN",
@@ -417,12 +420,12 @@ def add_arguments(sub: Any) -> None:
                          "on 127.0.0.1:PORT")
     sp.set_defaults(func=cmd_console)
 
-    users = sub.add_parser("users", help="console users: add, list, remove")
+    users = sub.add_parser("users", help="console users: add, list, remove, map-os, unmap-os")
     usub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
 
     def with_file(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--users", metavar="FILE", default=DEFAULT_USERS,
-                       help=f"users database (default {DEFAULT_USERS})")
+        p.add_argument("--users", metavar="FILE",
+                       help=f"users database (default ${USERS_ENV}, else {DEFAULT_USERS})")
         return p
 
     p = with_file(usub.add_parser("add", help="add a user (asks for the password)"))

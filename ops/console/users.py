@@ -36,7 +36,18 @@ from pathlib import Path
 
 from security.errors import ConfigurationError
 
-__all__ = ["MIN_PASSWORD_LEN", "ROLES", "User", "UserError", "UserStore", "role_allows"]
+__all__ = ["DEFAULT_USERS", "MIN_PASSWORD_LEN", "ROLES", "USERS_ENV", "User", "UserError",
+           "UserStore", "role_allows", "users_path"]
+
+DEFAULT_USERS = ".autocell/users.db"
+USERS_ENV = "AUTOCELL_USERS_DB"
+
+
+def users_path(given: str | None) -> Path:
+    """The users database: ``--users FILE``, else ``$AUTOCELL_USERS_DB``, else
+    :data:`DEFAULT_USERS` — the same lookup for the console, ``autocell users`` and the CLI
+    twin, so that they all work on one file."""
+    return Path(given or os.environ.get(USERS_ENV) or DEFAULT_USERS)
 
 #: Roles in increasing power; a role may do everything the roles before it may.
 ROLES: tuple[str, ...] = ("viewer", "supervisor", "admin")
