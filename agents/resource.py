@@ -37,7 +37,8 @@ from agents.negotiation.contract_net import (
     ParticipantState,
     step,
 )
-from agents.negotiation.strategies import ResourceStrategy, Slot, dispatch_next
+from agents.negotiation.strategies import (ResourceStrategy, Slot, dispatch_next, price_of,
+                                           rank_calls)
 from agents.protocol.actions import Action, CancelTimer, Command, Log, Send, SetTimer
 from agents.protocol.messages import (
     Award,
@@ -233,7 +234,7 @@ class ResourceAgent(Agent):
 
     def _bid_round(self, now: float) -> list[Action]:
         calls, self._round = self._round, []
-        calls.sort(key=lambda mc: self.strategy.rank(mc[1]))
+        rank_calls(self.strategy, calls)
         out: list[Action] = []
         for msg, cfp in calls:
             old = self.tasks.get(cfp.task)
@@ -252,7 +253,7 @@ class ResourceAgent(Agent):
                                 if not self.up else Refusal(cfp.task, "late"), msg.conv))
                 continue
             slot = self.quote(cfp, now)
-            cost = self.strategy.price(cfp, slot)
+            cost = price_of(self.strategy, cfp, slot)
             if cost is None:
                 out.append(Send(msg.sender, Refusal(cfp.task, "strategy declined"), msg.conv))
                 continue

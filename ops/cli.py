@@ -870,6 +870,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout from raising again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as exc:     # last: the clauses above come first
+        from ops.config import ConfigError   # a cell file read deep inside a command: the
+        if not isinstance(exc, ConfigError):  # log's cell in `replay`, a sweep's cells …
+            raise
+        print(f"autocell: error: {safe_lines(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+import math
+import numbers
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
@@ -41,12 +46,55 @@ from pydantic import Field
 from agents.negotiation.params import Problems, check_params, params_model
 from agents.protocol.messages import CallForProposals, Proposal
 from security.errors import ConfigurationError
+from security.untrusted import escape_controls
 from security.untrusted import shown as echoed
 
 __all__ = ["ENTRY_POINT_GROUP", "ORDER_STRATEGIES", "RESOURCE_STRATEGIES", "DefaultResource",
            "EarliestFinish", "FirstComeResource", "LowestCost", "OrderStrategy",
-           "QUEUE_RULES", "QueueRule", "QueuedTask", "ResourceStrategy", "dispatch_next", "Slot", "StrategyChoice", "order_strategy", "params_model",
-           "plugin_names", "resource_strategy", "strategy_class", "strategy_problems"]
+           "QUEUE_RULES", "QueueRule", "QueuedTask", "ResourceStrategy", "Slot",
+           "StrategyChoice",
+           "StrategyError", "choose_of", "dispatch_next", "order_strategy", "params_model",
+           "plugin_names", "price_of", "rank_calls", "resource_strategy", "score_of",
+           "strategy_class", "strategy_label", "strategy_problems"]
+
+
+class StrategyError(ConfigurationError):
+    """A strategy broke its contract while the cell ran: a method raised, or returned a
+    value of the wrong type.  Raised where the call is made, naming the strategy, the
+    method, the task and, for an exception, the line of the strategy's code that raised —
+    so a plug-in's bug stops the run with one line (exit 2) instead of a livelock of
+    malformed bids or a silent fall-back to the tie-breaks."""
+
+
+def strategy_label(strategy: object) -> str:
+    """``package.module:Class`` of a strategy instance: the dotted path a config names."""
+    cls = type(strategy)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _raised(strategy: object, method: str, subject: str, exc: Exception) -> StrategyError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    try:
+        own = inspect.getsourcefile(type(strategy))
+    except TypeError:                         # a class with no source file
+        own = None
+    mine = [f for f in frames if f.filename == own] or frames
+    where = f" at {mine[-1].filename}:{mine[-1].lineno}" if mine else ""
+    return StrategyError(f"strategy {strategy_label(strategy)}: {method}() raised "
+                         f"{type(exc).__name__}: {escape_controls(str(exc))[:200]}{where} "
+                         f"({subject})")
+
+
+def _wrong(strategy: object, method: str, subject: str, got: object,
+           expected: str) -> StrategyError:
+    return StrategyError(f"strategy {strategy_label(strategy)}: {method}() returned "
+                         f"{type(got).__name__} {echoed(got, 80)}; expected {expected} "
+                         f"({subject})")
+
+
+def _real(x: object) -> bool:
+    t = type(x)
+    return t is float or t is int or (isinstance(x, numbers.Real) and t is not bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +123,8 @@ class OrderStrategy:
                proposals: list[tuple[str, Proposal]]) -> tuple[str, Proposal] | None:
         if not proposals:
             return None
-        return min(proposals, key=lambda sp: (self.score(cfp, sp[1]), sp[1].finish_at, sp[0]))
+        return min(proposals,
+                   key=lambda sp: (score_of(self, cfp, sp[1]), sp[1].finish_at, sp[0]))
 
 
 class EarliestFinish(OrderStrategy):
@@ -202,6 +251,65 @@ RESOURCE_STRATEGIES: dict[str, type[ResourceStrategy]] = {
     c.name: c for c in (DefaultResource, FirstComeResource, QueueRule)}
 
 
+def score_of(strategy: OrderStrategy, cfp: CallForProposals, proposal: Proposal) -> float:
+    """``strategy.score(cfp, proposal)``, checked: a real number, not NaN (a NaN makes the
+    lowest score depend on the proposals' order); :class:`StrategyError` otherwise."""
+    try:
+        score = strategy.score(cfp, proposal)
+    except Exception as exc:
+        raise _raised(strategy, "score", f"task {cfp.task}", exc) from exc
+    if not _real(score) or score != score:
+        raise _wrong(strategy, "score", f"task {cfp.task}", score, "a number, not NaN")
+    return score
+
+
+def choose_of(strategy: OrderStrategy, cfp: CallForProposals,
+              proposals: list[tuple[str, Proposal]]) -> tuple[str, Proposal] | None:
+    """``strategy.choose(cfp, proposals)``, checked: None or one of ``proposals``."""
+    try:
+        choice = strategy.choose(cfp, proposals)
+    except StrategyError:
+        raise
+    except Exception as exc:
+        raise _raised(strategy, "choose", f"task {cfp.task}", exc) from exc
+    if choice is not None and choice not in proposals:
+        raise _wrong(strategy, "choose", f"task {cfp.task}", choice,
+                     "None or one of the (sender, proposal) pairs it was given")
+    return choice
+
+
+def rank_calls(strategy: ResourceStrategy, calls: list[tuple[Any, CallForProposals]]) -> None:
+    """Sort one bidding round's ``(message, call)`` pairs by ``strategy.rank``, in place;
+    a rank that raises, or keys that do not compare, is a :class:`StrategyError`."""
+    def key(mc: tuple[Any, CallForProposals]) -> Any:
+        try:
+            return strategy.rank(mc[1])
+        except Exception as exc:
+            raise _raised(strategy, "rank", f"task {mc[1].task}", exc) from exc
+    try:
+        calls.sort(key=key)
+    except TypeError as exc:                  # keys of kinds that do not compare
+        raise _raised(strategy, "rank", f"tasks {', '.join(c.task for _, c in calls)}",
+                      exc) from exc
+
+
+def price_of(strategy: ResourceStrategy, cfp: CallForProposals,
+             slot: Slot) -> dict[str, float] | None:
+    """``strategy.price(cfp, slot)``, checked: None (refuse) or cost terms, a mapping of
+    names to finite numbers — what a proposal's ``cost`` may hold (docs/PROTOCOL.md)."""
+    try:
+        cost = strategy.price(cfp, slot)
+    except Exception as exc:
+        raise _raised(strategy, "price", f"task {cfp.task}", exc) from exc
+    if cost is None:
+        return None
+    if not isinstance(cost, Mapping) or not all(
+            type(k) is str and _real(v) and math.isfinite(v) for k, v in cost.items()):
+        raise _wrong(strategy, "price", f"task {cfp.task}", cost,
+                     "None or a dict of cost terms, names to finite numbers")
+    return cost if type(cost) is dict else dict(cost)
+
+
 def dispatch_next(strategy: ResourceStrategy, tasks: Mapping[str, Any],
                   pending: Sequence[tuple[float, str]], now: float) -> str | None:
     """The booked task ``strategy``'s dispatch rule starts now, or None: the planned order.
@@ -214,11 +322,19 @@ def dispatch_next(strategy: ResourceStrategy, tasks: Mapping[str, Any],
         return None
     queue = tuple(QueuedTask(tid, t.cfp, t.start_at, t.finish_at - t.start_at, t.ready)
                   for _, tid in pending for t in (tasks[tid],))
-    order = strategy.sequence(queue, now)
+    subject = f"{len(queue)} booked task(s) at t={now:.1f} s"
+    try:
+        order = strategy.sequence(queue, now)
+    except Exception as exc:
+        raise _raised(strategy, "sequence", subject, exc) from exc
     if order is None:
         return None
+    ids = None if isinstance(order, (str, bytes)) or not isinstance(order, Iterable) \
+        else list(order)
+    if ids is None or not all(type(t) is str for t in ids):
+        raise _wrong(strategy, "sequence", subject, order, "None or a list of task ids")
     ready = [q.task for q in queue if q.ready]
-    ranked = {tid: i for i, tid in enumerate(order)}
+    ranked = {tid: i for i, tid in enumerate(ids)}
     ready.sort(key=lambda tid: ranked.get(tid, len(ranked)))   # stable: unlisted keep planned order
     return ready[0] if ready else None
 
@@ -283,10 +399,24 @@ def _resolve(spec: str, registry: dict[str, Any], base: type) -> type:
         try:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"cannot load strategy {spec!r}: {exc}") from exc
+            raise ConfigurationError(f"cannot load strategy {spec!r}: {exc}"
+                                     f"{_import_hint(module, exc)}") from exc
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigurationError(f"strategy {spec!r} is not a subclass of {base.__name__}")
     return cls
+
+
+def _import_hint(module: str, exc: Exception) -> str:
+    """Why a plug-in's own package is not found, when it is beside the user: the current
+    directory is not on the import path of an installed ``autocell`` command."""
+    top = module.split(".")[0]
+    if not (isinstance(exc, ModuleNotFoundError) and exc.name == top):
+        return ""
+    here = Path.cwd()
+    if (here / top).is_dir() or (here / f"{top}.py").is_file():
+        return (f" ({top!r} is in the current directory, which is not on the import path: "
+                "run with PYTHONPATH=. or install your package with `pip install -e`)")
+    return " (set PYTHONPATH to the directory that holds it, or `pip install -e` it)"
 
 
 def _split(spec: StrategyChoice) -> tuple[str, Mapping[str, Any]]:

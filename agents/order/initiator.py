@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agents.negotiation.contract_net import IGNORED, InitiatorEvent
+from agents.negotiation.strategies import choose_of
 from agents.order.lots import Lot
 from agents.order.negotiation import Negotiation
 from agents.protocol.actions import Action, CancelTimer, Log, Send, SetTimer
@@ -227,7 +228,7 @@ class OrderInitiator:
             # called for the whole lot before a split: the bids are for the wrong quantity
             neg.fire("deadline_none")
             return [*self._reject_all(neg), *self._call(neg, now)]
-        choice = self.strategy.choose(neg.cfp, neg.proposals)
+        choice = choose_of(self.strategy, neg.cfp, neg.proposals)
         if choice is None:
             return self._no_proposals(neg, now)
         winner, proposal = choice
