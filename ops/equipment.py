@@ -52,7 +52,7 @@ def _keys_dir(args: argparse.Namespace) -> Path:
 def _settings(args: argparse.Namespace) -> Any:
     from agents.cell.equipment import OpcUaEquipment, OpcUaSecurity
 
-    return OpcUaEquipment(endpoint=args.url, insecure=args.insecure,
+    return OpcUaEquipment(endpoint=args.url, insecure=getattr(args, "insecure", False),
                           user=getattr(args, "user", None),
                           security=OpcUaSecurity(policy=args.policy, mode=args.mode))
 
@@ -205,10 +205,11 @@ def add_parsers(sub: Any) -> None:
                         help="with a cell without security.keys_dir: its state directory "
                              "(default .autocell/CELL), whose keys/ `up` uses")
 
-    def link(sp: argparse.ArgumentParser) -> None:
+    def link(sp: argparse.ArgumentParser, *, insecure: bool) -> None:
         sp.add_argument("url", help="the server's endpoint, opc.tcp://HOST:PORT")
-        sp.add_argument("--insecure", action="store_true",
-                        help="security policy None (a test bench only)")
+        if insecure:            # `trust` has no use for it: policy None exchanges no certificate
+            sp.add_argument("--insecure", action="store_true",
+                            help="security policy None (a test bench only)")
         sp.add_argument("--policy", default="Basic256Sha256",
                         choices=["Basic256Sha256", "Aes128_Sha256_RsaOaep",
                                  "Aes256_Sha256_RsaPss"], help="default Basic256Sha256")
@@ -217,7 +218,7 @@ def add_parsers(sub: Any) -> None:
 
     sp = esub.add_parser("browse", help="list the machines of an OPC UA server and print a "
                                         "cell-file snippet")
-    link(sp)
+    link(sp, insecure=True)
     keys(sp, cell=True)
     sp.add_argument("--user", help="entry of the secrets file to log in as (default anonymous)")
     sp.add_argument("--secrets", metavar="FILE",
@@ -233,7 +234,7 @@ def add_parsers(sub: Any) -> None:
     sp.set_defaults(func=cmd_check)
 
     sp = esub.add_parser("trust", help="show an OPC UA server's certificate and trust it")
-    link(sp)
+    link(sp, insecure=False)
     keys(sp, cell=True)
     sp.add_argument("--yes", action="store_true", help="trust without asking")
     sp.set_defaults(func=cmd_trust)
