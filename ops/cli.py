@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ops.flags import cell_time, count, seed
+from ops.flags import cell_time, count, limit, seed, speed, wall_seconds
 from ops.paths import output_file
 from security.errors import ConfigurationError
 from security.untrusted import escape_controls, safe_lines
@@ -733,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def process_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("cell", help="cell YAML with a hosts section")
-        sp.add_argument("--speed", type=float, default=1.0,
+        sp.add_argument("--speed", type=speed, default=1.0,
                         help="cell seconds per wall second (default 1)")
         sp.add_argument("--faults", metavar="FILE", help="fault scenario to play")
         sp.add_argument("--state-dir", metavar="DIR",
@@ -745,10 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "supervised")
     process_args(sp)
     sp.add_argument("--until", type=cell_time, default=None, help="stop at this cell time (s)")
-    sp.add_argument("--timeout", type=float, default=None, help="give up after this wall time")
-    sp.add_argument("--max-restarts", type=int, default=5,
+    sp.add_argument("--timeout", type=wall_seconds, default=None, metavar="S",
+                    help="give up after this many wall-clock seconds (exit 1)")
+    sp.add_argument("--max-restarts", type=limit, default=5,
                     help="restarts allowed within the window before giving up (default 5)")
-    sp.add_argument("--restart-window", type=float, default=60.0,
+    sp.add_argument("--restart-window", type=wall_seconds, default=60.0,
                     help="restart intensity window, wall seconds (default 60)")
     sp.add_argument("--quiet", action="store_true", help="no progress lines")
     sp.add_argument("--ray", action="store_true",

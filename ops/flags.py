@@ -15,7 +15,7 @@ import math
 from agents.cell.limits import MAX_SECONDS, MAX_SEED
 from security.untrusted import shown
 
-__all__ = ["cell_time", "count", "seed"]
+__all__ = ["cell_time", "count", "limit", "seed", "speed", "wall_seconds"]
 
 
 def cell_time(text: str) -> float:
@@ -52,3 +52,33 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{shown(text)}: must be at least 1")
     return value
+
+
+def limit(text: str) -> int:
+    """A limit that may be zero (``up --max-restarts 0``: none tolerated)."""
+    value = _integer(text, "a limit")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{shown(text)}: must be 0 or more")
+    return value
+
+
+def _positive(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number ({what})") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)}: {what} is a finite number above 0, up to {MAX_SECONDS:g}")
+    return value
+
+
+def speed(text: str) -> float:
+    """A cell's pace, cell seconds per wall second: finite and above 0 (``nan`` or ``inf``
+    would make the cell clock NaN or infinite on every host)."""
+    return _positive(text, "a speed in cell seconds per wall second")
+
+
+def wall_seconds(text: str) -> float:
+    """A span of wall-clock time, seconds: finite and above 0."""
+    return _positive(text, "a wall time in seconds")

@@ -709,8 +709,10 @@ def start_up(args: Any) -> UpStart | int:
     if not cfg.hosts:
         raise ConfigurationError(f"{args.cell}: the cell has no `hosts` section; `autocell up` "
                                  "needs one (see cell_configs/demo_cell.yaml)")
-    if args.speed <= 0:
+    if not args.speed > 0:                       # also NaN (a caller without the parser)
         raise ConfigurationError("--speed must be positive")
+    if getattr(args, "until", None) is not None and args.until <= 0:
+        raise ConfigurationError("--until must be a positive number of cell seconds")
     use_ray = getattr(args, "ray", False)
     if getattr(args, "address", None) and not use_ray:
         raise ConfigurationError("--address joins a Ray cluster: it needs --ray")

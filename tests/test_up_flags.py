@@ -1,0 +1,47 @@
+"""`autocell up`, `host` and `console-agent` check their numbers before a process starts:
+a NaN or infinite speed made every host's cell clock NaN or infinite (a run that never
+ended and filled its logs), a negative --until ran nothing and exited 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ops.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "cell_configs" / "demo_cell.yaml")
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["up", DEMO, "--speed", "nan"], "argument --speed: 'nan': a speed in cell seconds"),
+    (["up", DEMO, "--speed", "inf"], "argument --speed: 'inf': a speed in cell seconds"),
+    (["up", DEMO, "--speed", "0"], "is a finite number above 0"),
+    (["up", DEMO, "--timeout", "0"], "argument --timeout: '0': a wall time in seconds"),
+    (["up", DEMO, "--timeout", "-5"], "argument --timeout: '-5'"),
+    (["up", DEMO, "--restart-window", "nan"], "argument --restart-window: 'nan'"),
+    (["up", DEMO, "--max-restarts", "-1"], "argument --max-restarts: '-1': must be 0 or more"),
+    (["host", DEMO, "machines", "--speed", "inf"], "argument --speed: 'inf'"),
+    (["console-agent", DEMO, "--speed", "nan"], "argument --speed: 'nan'"),
+])
+def test_bad_numbers_exit_2_at_the_parser(argv: list[str], says: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--state-dir", str(tmp_path / "state")])
+    assert stop.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()                # nothing started, nothing written
+
+
+def test_up_until_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up", DEMO, "--until", "-5", "--state-dir", str(tmp_path / "state")]) == 2
+    assert "--until must be a positive number of cell seconds" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
+def test_max_restarts_zero_is_allowed() -> None:
+    from ops.cli import build_parser
+
+    args = build_parser().parse_args(["up", DEMO, "--max-restarts", "0", "--timeout", "2.5"])
+    assert args.max_restarts == 0 and args.timeout == 2.5 and args.speed == 1.0
