@@ -74,6 +74,7 @@ from ops.supervisor import (
     announce_store,
     ensure_keys,
     finish_up,
+    stoppable,
     start_up,
 )
 from security.errors import ConfigurationError
@@ -420,8 +421,9 @@ def execute_up_ray(args: Any) -> int:
     start = start_up(args)
     if isinstance(start, int):
         return start
-    code, report = run_up_ray(args, start.cfg, start.faults, start.state_dir, start.log)
-    return finish_up(start.state_dir, code, report)
+    with stoppable():
+        code, report = run_up_ray(args, start.cfg, start.faults, start.state_dir, start.log)
+        return finish_up(start.state_dir, code, report)
 
 
 def run_up_ray(args: Any, cfg: Any, faults: Any, state_dir: Path,

@@ -60,7 +60,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,9 +322,14 @@ class Supervisor:
                     self.note("timeout", wall_s=round(time.time() - t0, 1))
                     code = 1
                     break
-        except KeyboardInterrupt:
-            self.note("interrupted")
-            code = 130
+        except KeyboardInterrupt as exc:
+            hold_signals()        # a 2nd Ctrl-C or a SIGTERM while stopping: still a report
+            if isinstance(exc, Terminated):
+                self.note("terminated")
+                code = 128 + signal.SIGTERM
+            else:
+                self.note("interrupted")
+                code = 130
         finally:
             self.stop()
             if self.link is not None:
@@ -692,6 +698,35 @@ class UpStart:
     keys: Path
     escalations_db: Path
     log: Callable[[str], None]
+
+
+class Terminated(KeyboardInterrupt):
+    """``autocell up`` got SIGTERM (systemd, ``timeout``, ``kill``): it stops as on Ctrl-C —
+    children stopped, logs sealed, ``report.json`` written — and exits 143."""
+
+
+def hold_signals() -> None:
+    """Ignore SIGINT and SIGTERM from here on (until :func:`stoppable` ends): the stop, the
+    report and the summary are bounded (5 s for the children), and a second Ctrl-C must not
+    lose them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextmanager
+def stoppable() -> Iterator[None]:
+    """Around a supervised run and its report: SIGTERM raises :class:`Terminated` in the
+    main thread, as SIGINT raises KeyboardInterrupt; both handlers are restored after."""
+    def term(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
 
 
 def start_up(args: Any) -> UpStart | int:

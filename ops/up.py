@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ops.paths import make_state_dir
-from ops.supervisor import Supervisor, announce_store, ensure_keys, finish_up, start_up
+from ops.supervisor import (
+    Supervisor,
+    announce_store,
+    ensure_keys,
+    finish_up,
+    start_up,
+    stoppable,
+)
 from security.errors import ConfigurationError
 
 
@@ -32,8 +39,9 @@ def execute_up(args: Any) -> int:
                      timeout_s=args.timeout, log_level=getattr(args, "log_level", "info"),
                      log=start.log, keys_dir=start.keys, escalations_db=start.escalations_db)
     announce_store(sup.escalations_db, args.cell)
-    code = sup.run()
-    return finish_up(start.state_dir, code, sup.report())
+    with stoppable():
+        code = sup.run()
+        return finish_up(start.state_dir, code, sup.report())
 
 
 def check_up_policy(args: Any) -> None:

@@ -155,6 +155,46 @@ def test_ctrl_c_stops_every_process_within_seconds_leaving_no_orphans(tmp_path: 
     assert "interrupted" in err
 
 
+def test_sigterm_stops_like_ctrl_c_and_a_second_signal_does_not_lose_the_report(
+        tmp_path: Path) -> None:
+    """SIGTERM is what systemd, `timeout` and `kill` send: the children are stopped, the
+    decision logs sealed and report.json written, exit 143; a Ctrl-C while it stops changes
+    nothing."""
+    from ops.cli import main
+
+    cell = small_cell(tmp_path)
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "up", str(cell), "--speed", "1",
+                             "--state-dir", str(state)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 (no threads started)
+    assert proc.stderr is not None
+    seen: list[str] = []
+    try:
+        names = ["orders", "machines", "logistics"]      # every host is recording
+        wait_until("every host's decision log", lambda: all(
+            list(state.glob(f"decisions-{n}-*.jsonl")) for n in names))
+        assert proc.poll() is None, "the cell finished before SIGTERM"
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stderr:
+            seen.append(line)
+            if " terminated" in line:
+                break
+        proc.send_signal(signal.SIGINT)          # impatient: a Ctrl-C while it stops
+        out, err = proc.communicate(timeout=PROCESS_BOUND_S)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    err = "".join(seen) + err
+    assert proc.returncode == 143, err[-2000:]
+    assert " stopped" in err and (state / "report.json").is_file(), err[-2000:]
+    logs = sorted(state.glob("decisions-*.jsonl"))
+    assert logs and report(state)["decision_logs"]
+    for log in logs:                             # every process closed its log with a seal
+        assert main(["audit", "verify", str(log)]) == 0, log
+
+
 def test_restart_intensity_exceeded_gives_up_loudly(tmp_path: Path) -> None:
     cell = small_cell(tmp_path)
     f = faults(tmp_path, [{"host": "machines", "action": "kill", "at_s": t}
