@@ -74,6 +74,7 @@ from agents.protocol.messages import Body
 from agents.runtime.runner import Runner
 from ops.paths import make_state_dir
 from security.errors import ConfigurationError
+from security.untrusted import safe_lines
 
 EXIT_GAVE_UP = 3
 #: A child's exit code for bad input (a damaged journal, a bad flag): restarting cannot help.
@@ -386,7 +387,12 @@ class Supervisor:
                          f"it would not help; its log: {log_path})")
                 return True
             exceeded = self.budget.death(now)
-            self.note("process_died", process=child.name, returncode=rc)
+            if rc > 0:      # it exited by itself: what it said last (a kill says nothing)
+                self.note("process_died", process=child.name, returncode=rc,
+                          error=safe_lines(last_error(self.state_dir / f"{child.name}.log",
+                                                      "no error line"), 300))
+            else:
+                self.note("process_died", process=child.name, returncode=rc)
             if exceeded:
                 if self._escalate(child, rc):
                     continue
@@ -644,17 +650,18 @@ class Supervisor:
             store.close()
 
 
-def last_error(log_path: Path) -> str:
-    """The error a child printed last (``autocell: error: ...``) from the end of its log."""
+def last_error(log_path: Path, missing: str = "exit code 2 (bad input)") -> str:
+    """The error a child printed last (``autocell: error: ...``, else its last line: a
+    traceback's exception) from the end of its log; ``missing`` when it printed none."""
     try:
         with log_path.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return "exit code 2 (bad input); no log"
+        return f"{missing}; no log"
     errors = [ln for ln in lines if ln.startswith("autocell: error: ")]
     last = errors[-1][len("autocell: error: "):] if errors else next(
-        (ln for ln in reversed(lines) if ln.strip()), "exit code 2 (bad input)")
+        (ln for ln in reversed(lines) if ln.strip()), missing)
     return last[:1000]
 
 

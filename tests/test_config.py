@@ -250,6 +250,16 @@ CASES = [
     ("duplicate host name", 40,
      '  - {name: h1, endpoint: "tcp://127.0.0.1:5602", agents: [drill1]}', 40,
      "hosts[1].name", "duplicate host name 'h1'"),
+    ("host on the simulator's endpoint", 40,
+     '  - {name: h2, endpoint: "tcp://127.0.0.1:5600", agents: [drill1]}', 40,
+     "hosts[1].endpoint", "duplicate host endpoint 'tcp://127.0.0.1:5600', already used by "
+     "sim.endpoint (its default); each process needs its own"),
+    ("one port under two names", 40,
+     '  - {name: h2, endpoint: "tcp://localhost:5601", agents: [drill1]}', 40,
+     "hosts[1].endpoint", "already used by hosts[0].endpoint (line 39)"),
+    ("simulator on the console agent's endpoint", 44, '  endpoint: "tcp://*:5599"', 44,
+     "sim.endpoint", "endpoint 'tcp://*:5599' is already bound by escalation.console_endpoint "
+     "(its default); each process needs its own"),
     ("bad endpoint", 40, '  - {name: h2, endpoint: "udp://x", agents: [drill1]}', 40,
      "hosts[1].endpoint", "ZeroMQ endpoint"),
     ("keys dir missing", 41, "security: {keys_dir: ./no-keys}", 41, "security.keys_dir",

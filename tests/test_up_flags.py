@@ -45,3 +45,20 @@ def test_max_restarts_zero_is_allowed() -> None:
 
     args = build_parser().parse_args(["up", DEMO, "--max-restarts", "0", "--timeout", "2.5"])
     assert args.max_restarts == 0 and args.timeout == 2.5 and args.speed == 1.0
+
+
+def test_a_child_that_died_by_itself_is_told_by_its_last_error_line(tmp_path: Path) -> None:
+    """`process_died` names what the child said last: a traceback's exception line (a port
+    taken by another program), or its `autocell: error:` line."""
+    from ops.supervisor import last_error
+
+    log = tmp_path / "sim.log"
+    log.write_text('{"level":"info","msg":"starting"}\n'
+                   "Traceback (most recent call last):\n"
+                   '  File "agents/runtime/transport.py", line 171, in start\n'
+                   "OSError: cannot bind tcp://127.0.0.1:5600: Address already in use\n\n")
+    assert last_error(log, "no error line") == \
+        "OSError: cannot bind tcp://127.0.0.1:5600: Address already in use"
+    log.write_text("autocell: error: cell.yaml: no such file\nbye\n")
+    assert last_error(log) == "cell.yaml: no such file"
+    assert last_error(tmp_path / "gone.log", "no error line") == "no error line; no log"

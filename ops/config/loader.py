@@ -1015,15 +1015,30 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where,
     placed: dict[str, Loc] = {}
     names: dict[str, Loc] = {}
     endpoints: dict[str, Loc] = {}
+    defaults: dict[Loc, str] = {}
+    for loc, endpoint, given in _process_endpoints(data, config):  # the simulator, the console
+        key = _bind_key(endpoint)
+        if not given:
+            defaults[loc] = f"{'.'.join(map(str, loc))} (its default)"
+        if key in endpoints:
+            problems.append((loc, f"endpoint {endpoint!r} is already bound by "
+                                  f"{defaults.get(endpoints[key]) or where(endpoints[key])}; "
+                                  "each process needs its own"))
+        else:
+            endpoints[key] = loc
     for i, host in _entries(data, "hosts"):
         for key, seen in (("name", names), ("endpoint", endpoints)):
             value = _text(host.get(key))
             if value is None:
                 continue
+            value = _bind_key(value) if key == "endpoint" else value
             if value in seen:
                 problems.append(
-                    (("hosts", i, key), f"duplicate host {key} {value!r}, already used by "
-                                        f"{where(seen[value])}; each host needs its own")
+                    (("hosts", i, key), f"duplicate host {key} {_text(host.get(key))!r}, "
+                                        "already used by "
+                                        f"{defaults.get(seen[value]) or where(seen[value])}; "
+                                        f"each {'host' if key == 'name' else 'process'} "
+                                        "needs its own")
                 )
             else:
                 seen[value] = ("hosts", i, key)
@@ -1044,6 +1059,32 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where,
                 )
             else:
                 placed[agent] = loc
+
+
+def _process_endpoints(data: dict[str, Any],
+                       config: CellConfig | None) -> list[tuple[Loc, str, bool]]:
+    """The endpoints `autocell up` binds besides the hosts': the simulator's and the console
+    agent's, as written (True) or, with a valid model, their defaults (False)."""
+    out: list[tuple[Loc, str, bool]] = []
+    for section, key in (("sim", "endpoint"), ("escalation", "console_endpoint")):
+        given = data.get(section)
+        value = _text(given.get(key)) if isinstance(given, dict) else None
+        if value is not None:
+            out.append(((section, key), value, True))
+        elif config is not None:
+            out.append(((section, key), getattr(getattr(config, section), key), False))
+    return sorted(out, key=lambda e: e[2])        # a clash is told where it was written
+
+
+def _bind_key(endpoint: str) -> str:
+    """Endpoints that bind the same socket compare equal: ``tcp://127.0.0.1:5601``,
+    ``tcp://localhost:5601``, ``tcp://*:5601`` and ``tcp://0.0.0.0:5601`` on one PC."""
+    scheme, sep, rest = endpoint.partition("://")
+    host, colon, port = rest.rpartition(":")
+    if scheme == "tcp" and sep and colon and host in ("127.0.0.1", "localhost", "*",
+                                                       "0.0.0.0"):
+        return f"tcp://*:{port}"
+    return endpoint
 
 
 def _service_agents() -> dict[str, str]:
