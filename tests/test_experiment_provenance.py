@@ -137,7 +137,8 @@ def test_resume_after_a_plugin_changed_runs_its_points_again(
     again = run_sweep(load_sweep(sweep_file), out, workers=1, resume=True)
     assert (again["ran"], again["skipped"], again["stale"]) == (2, 2, 2)
     err = capsys.readouterr().err
-    assert "strategy 'lifo': its strategy code changed" in err and "run again" in err
+    assert "strategy 'lifo': its strategy code changed" in err
+    assert "2 point(s) run again" in err and "reuse" not in err
     assert "'base'" not in err
     rows = rows_of(out / "runs.csv")
     assert len(rows) == 4   # the stale rows are replaced, not added
@@ -145,6 +146,12 @@ def test_resume_after_a_plugin_changed_runs_its_points_again(
     new = {p.strategy: p.code for p in expand(load_sweep(sweep_file))}
     assert codes == new
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6   # the journal keeps all
+
+    plugin(PLUGIN_V1)                    # put back: the first rows are current again
+    back = run_sweep(load_sweep(sweep_file), out, workers=1, resume=True)
+    assert (back["ran"], back["skipped"]) == (0, 4)
+    err = capsys.readouterr().err
+    assert "2 point(s) reuse rows recorded earlier with code" in err and "run again" not in err
 
 
 def test_validate_catches_a_strategy_typo_in_a_cell_file(

@@ -74,16 +74,21 @@ def _dims(sweep: Sweep, points: list[RunPoint]) -> dict[str, list[Any]]:
     return dims
 
 
-def stale_note(label: str, entry: dict[str, Any]) -> str:
-    """Why ``--resume`` runs again what ``runs.jsonl`` already holds for one strategy label."""
+def stale_note(label: str, entry: dict[str, Any], *, rerun: int, reused: int) -> str:
+    """Why rows ``runs.jsonl`` holds for one strategy label are stale on ``--resume``, and
+    what happens to their points: ``rerun`` run again, ``reused`` found done already under
+    the current code (recorded before: a strategy edited and then put back)."""
     old = ", ".join(sorted(entry["old"]))
     if entry["new"] in entry["old"] and len(entry["old"]) == 1:
         why = "its cell, fault scenario or settings changed"
     else:
         why = f"its strategy code changed (code {old} -> {entry['new']})"
+    then = [f"{rerun} point(s) run again"] if rerun else []
+    if reused:
+        then.append(f"{reused} point(s) reuse rows recorded earlier with code {entry['new']}")
     return (f"resume: strategy {label!r}: {why} since {entry['runs']} run(s) were recorded; "
-            "those rows are stale and are run again (the old rows stay in runs.jsonl, "
-            "not in runs.csv or the summary)")
+            f"those rows are stale (they stay in runs.jsonl, not in runs.csv or the summary): "
+            f"{' and '.join(then) or 'nothing to run'}")
 
 
 def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = None,
@@ -102,7 +107,10 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
     done = store.completed() if resume else set()
     todo = [p for p in points if p.run_id not in done]
     stale = store.stale(points) if resume else {}
-    notes = [stale_note(label, entry) for label, entry in stale.items()]
+    notes = [stale_note(label, entry,
+                        rerun=sum(p.strategy == label for p in todo),
+                        reused=sum(p.strategy == label and p.run_id in done for p in points))
+             for label, entry in stale.items()]
     console = console or Console(stderr=True)
     for note in notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
