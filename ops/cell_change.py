@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -280,6 +281,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[Override]) -> dict[str
 
 # -- what changed -----------------------------------------------------------------------------
 
+def _leaf_changes(path: str, old: Any, new: Any, limit: int = 6) -> list[str]:
+    """``changed PATH: OLD -> NEW`` for each value that differs below ``path`` (a section
+    such as ``negotiation``), at most ``limit`` of them; a key only one side has is shown
+    as ``(unset)`` there."""
+    out: list[str] = []
+
+    def walk(p: str, a: Any, b: Any) -> None:
+        if len(out) > limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(f"{p}.{k}", a.get(k, _UNSET), b.get(k, _UNSET))
+        elif a != b:
+            out.append(f"changed {p}: {_shown(a)} -> {_shown(b)}")
+
+    walk(path, old if old is not None else {}, new if new is not None else {})
+    return out[:limit] + (["…"] if len(out) > limit else [])
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    if value is _UNSET:
+        return "(unset)"
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 @dataclass
 class CellDiff:
     """The changed cell against the recorded one: entries added, removed, changed (with the
@@ -290,10 +320,12 @@ class CellDiff:
     changed: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     sections: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)     # sim keys that differ, not read
+    before: dict[str, Any] = field(default_factory=dict, repr=False)
+    after: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, before: dict[str, Any], after: dict[str, Any]) -> CellDiff:
-        d = cls()
+        d = cls(before=before, after=after)
         for path, what in ENTRY_LISTS.items():
             old, new = _entries(before, path), _entries(after, path)
             name = ".".join(path)
@@ -328,7 +360,8 @@ class CellDiff:
         out += [f"removed {k}: {', '.join(v)}" for k, v in self.removed.items()]
         out += [f"changed {k}.{i}: {', '.join(keys)}" for k, c in self.changed.items()
                 for i, keys in c.items()]
-        out += [f"changed {s}" for s in self.sections]
+        for s in self.sections:
+            out += _leaf_changes(s, self.before.get(s), self.after.get(s)) or [f"changed {s}"]
         out = out or ["no change"]
         if self.unused:
             out.append(f"not used by a what-if: {', '.join(self.unused)} (the run's seed "

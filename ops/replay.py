@@ -590,11 +590,19 @@ def _strategy_problem(name: str, exc: ConfigurationError) -> str:
     kinds = plugin_kinds()
     usable = [*sorted(ORDER_STRATEGIES), *(k for k, v in kinds.items() if v == "order strategy")]
     others = {k: v for k, v in kinds.items() if v != "order strategy"}
+    resource_hint = (f"; to try it on the resources, keep the order strategy and pass "
+                     f"--set negotiation.strategy.resource={name}")
     if name in others:
         return (f"the installed plug-in {name!r} is a {others[name]}, not an order strategy; "
-                f"--what-if takes one of {', '.join(usable)}")
+                f"--what-if takes one of {', '.join(usable)}"
+                + (resource_hint if others[name] == "resource strategy" else ""))
     if ":" in name:                 # package.module:Class: the loader's own words
-        return str(exc)
+        from agents.negotiation.strategies import strategy_class
+        try:
+            strategy_class(name, "resource")
+        except ConfigurationError:
+            return str(exc)
+        return f"{name!r} is a resource strategy, not an order strategy{resource_hint}"
     close = difflib.get_close_matches(name, usable, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     aside = ("; installed plug-ins of other kinds: "

@@ -195,7 +195,12 @@ def test_a_resource_strategy_plugin_is_named_as_one(log: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     err = refused(capsys, str(log), "--what-if", "slack_bidding")
     assert "'slack_bidding' is a resource strategy, not an order strategy" in err
+    assert "pass --set negotiation.strategy.resource=slack_bidding" in err   # what works
     assert "not a subclass" not in err
+    dotted = "agents.negotiation.slack:SlackBidding"      # the same class by its path
+    err = refused(capsys, str(log), "--what-if", dotted)
+    assert f"'{dotted}' is a resource strategy, not an order strategy" in err
+    assert f"--set negotiation.strategy.resource={dotted}" in err and "subclass" not in err
     with pytest.raises(ConfigurationError, match="resource strategy"):
         what_if(log, "slack_bidding")
 
@@ -257,7 +262,10 @@ def test_sim_keys_that_matter_or_do_not_change_pass(log: Path) -> None:
     same = cell_change(recorded, sets=[f"sim.seed={recorded['sim']['seed']}"])
     assert same.diff.lines() == ["no change"]
     loss = cell_change(recorded, sets=["sim.network.loss=0.1"])
-    assert loss.diff.lines() == ["changed sim"]
+    assert loss.diff.lines() == ["changed sim.network.loss: 0.0 -> 0.1"]
+    resource = cell_change(recorded, sets=["negotiation.strategy.resource=slack_bidding"])
+    assert resource.diff.lines() == [
+        'changed negotiation.strategy.resource: "default" -> "slack_bidding"']
 
 
 def test_a_cell_file_with_another_seed_is_no_change(log: Path, tmp_path: Path) -> None:
