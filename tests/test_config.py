@@ -239,6 +239,9 @@ CASES = [
      "greater than or equal to 0 (got -1)"),
     ("strategy form unknown key", 37, "  strategy: {order: {name: lowest_cost, parms: {}}}", 37,
      "negotiation.strategy.order.parms", "unknown key 'parms' (did you mean 'params'?)"),
+    ("strategy with a dot before its class", 37, "  strategy: {order: mylab.strategies.Mine}",
+     37, "negotiation.strategy.order",
+     "(did you mean 'mylab.strategies:Mine'? the class comes after a colon)"),
     ("strategy form without name", 37, "  strategy: {order: {params: {}}}", 37,
      "negotiation.strategy.order.name", "required key is missing"),
     ("host lists unknown agent", 40,
@@ -290,6 +293,14 @@ def test_each_error_points_at_file_line_and_path(
     matching = [row for row in report.splitlines() if row.startswith(prefix)]
     assert matching, f"no issue starting {prefix!r} in:\n{report}"
     assert any(fragment in row for row in matching), report
+
+
+def test_a_strategy_name_the_schema_refuses_is_told_once(tmp_path: Path) -> None:
+    path = write_cell(tmp_path, edit(37, "  strategy: {order: mylab.strategies.Mine}"))
+    code, report = validate_command(path)
+    assert code == 2
+    assert len([r for r in report.splitlines() if "negotiation.strategy.order" in r]) == 1
+    assert "slack_bidding" not in report        # no resource plug-in offered to the order side
 
 
 def test_strategy_params_in_block_style_point_at_their_own_lines(

@@ -92,14 +92,14 @@ AGENT_ID_MAX_BYTES = 64
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _CELL_PATTERN = r"^[a-z0-9_.-]+$"
 # A built-in strategy name ("earliest_finish") or an import path ("pkg.mod:Class").
-_STRATEGY_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*)$"
+STRATEGY_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*)$"
 _ENDPOINT_PATTERN = r"^(tcp|ipc|inproc)://\S+$"
 
 #: What each pattern means in words, for error messages (a regex is no help to a person).
 PATTERN_HELP: dict[str, str] = {
     _NAME_PATTERN: "use letters, digits, '_', '.' and '-', starting with a letter or digit",
     _CELL_PATTERN: "use lower-case letters, digits, '_', '.' and '-'",
-    _STRATEGY_PATTERN: "use a built-in name like 'earliest_finish' or an import path "
+    STRATEGY_PATTERN: "use a built-in name like 'earliest_finish' or an import path "
     "like 'my_pkg.strategies:MyStrategy'",
     _ENDPOINT_PATTERN: "use a ZeroMQ endpoint such as 'tcp://127.0.0.1:5601' (tcp, ipc or inproc)",
 }
@@ -110,7 +110,7 @@ Name = Annotated[
 """Identifier of a location, machine, robot, product, operation, order, capability or host."""
 
 CellId = Annotated[str, StringConstraints(pattern=_CELL_PATTERN, min_length=1, max_length=64)]
-StrategyRef = Annotated[str, StringConstraints(pattern=_STRATEGY_PATTERN)]
+StrategyRef = Annotated[str, StringConstraints(pattern=STRATEGY_PATTERN)]
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
 PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 Fraction = Annotated[float, Field(ge=0, le=1)]

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from agents.cell.limits import MAX_SECONDS
-from agents.cell.model import PATTERN_HELP, CellConfig, NegotiationSettings
+from agents.cell.model import PATTERN_HELP, STRATEGY_PATTERN, CellConfig, NegotiationSettings
 from agents.cell.routes import Edge, Node, RouteGraph
 from ops.config import hints
 from security.untrusted import (
@@ -552,6 +552,15 @@ def _data_loc(error_loc: Loc, data: Any) -> Loc:
     return tuple(out)
 
 
+def _colon_hint(value: Any) -> str:
+    """A dotted path written with a dot before the class: ``mylab.strategies.Mine``."""
+    if isinstance(value, str) and "." in value and ":" not in value:
+        module, _, cls = value.rpartition(".")
+        if module and cls:
+            return f" (did you mean {echoed(module + ':' + cls)}? the class comes after a colon)"
+    return ""
+
+
 def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellConfig) -> str:
     kind = error["type"]
     message = str(error["msg"])
@@ -571,7 +580,7 @@ def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellCo
     if kind == "string_pattern_mismatch":
         pattern = str(error.get("ctx", {}).get("pattern", ""))
         help_text = PATTERN_HELP.get(pattern, f"it must match {pattern}")
-        return f"{echoed(value)} is not allowed here: {help_text}"
+        return f"{echoed(value)} is not allowed here: {help_text}{_colon_hint(value)}"
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind != "value_error" and not isinstance(value, (dict, list)):
         message += f" (got {echoed(value)})"
@@ -1216,7 +1225,11 @@ def _check_strategies(data: dict[str, Any], problems: _Problems) -> None:
         return
     for side in ("order", "resource"):
         if side in strategy:
-            for loc, message in strategy_problems(strategy[side], side):
+            given = strategy[side]
+            name = given.get("name") if isinstance(given, dict) else given
+            if isinstance(name, str) and not re.fullmatch(STRATEGY_PATTERN, name):
+                continue                # the schema's message says it, with the fix
+            for loc, message in strategy_problems(given, side):
                 problems.append((("negotiation", "strategy", side, *loc), message))
 
 
