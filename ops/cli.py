@@ -515,9 +515,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             code, text = 2, str(exc)
         else:
-            text += (f"\n{args.faults}: OK — scenario {f.name!r}: {len(f.breakdowns)} breakdowns, "
-                     f"{len(f.crashes)} crashes, {len(f.hosts)} host faults, "
-                     f"{len(f.partitions)} partitions, {len(f.clock_skew)} clock skews")
+            counts = ((f.breakdowns, "breakdown"), (f.crashes, "crash"), (f.hosts, "host fault"),
+                      (f.partitions, "partition"), (f.clock_skew, "clock skew"))
+            text += (f"\n{args.faults}: OK — scenario {f.name!r}: " + ", ".join(
+                f"{len(items)} {noun}{'' if len(items) == 1 else 'es' if noun == 'crash' else 's'}"
+                for items, noun in counts))
     print(text, file=sys.stdout if code == 0 else sys.stderr)
     return code
 
