@@ -135,6 +135,9 @@ def execute(args: Any) -> int:
             recorder.close()
             log_file.close()
     report = build_report(cell)
+    benchmark = best_known(args.cell, report["makespan"])
+    if benchmark is not None:
+        report["benchmark"] = benchmark
     if recorder is not None:
         report["decision_log"] = {"path": str(log_path), "host": recorder.host,
                                   "key": recorder.key.public_key.hex(), "lines": recorder.n,
@@ -159,6 +162,31 @@ def execute(args: Any) -> int:
         print(f"autocell: {len(failed)} invariant(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def best_known(path: str | Path, makespan: float) -> dict[str, Any] | None:
+    """An FJSP/JSSP instance's published bounds from the ``bks.csv`` beside it, and this
+    run's makespan against them (``gap_pct``: over the best known upper bound); None for a
+    cell file, or an instance with no row there.  A bad ``bks.csv`` is only a note."""
+    from sim_bridge.instances import SUPPORTED_EXTENSIONS, InstanceError, load_bks
+
+    path = Path(path)
+    bks = path.parent / "bks.csv"
+    if path.suffix not in SUPPORTED_EXTENSIONS or not bks.is_file():
+        return None
+    try:
+        rows = {r.instance: r for r in load_bks(bks)}
+    except (InstanceError, OSError, ValueError) as exc:
+        print(f"note: {bks} not read ({exc}); no best-known makespan to compare with",
+              file=sys.stderr)
+        return None
+    row = rows.get(path.stem)
+    if row is None or row.extension != path.suffix:
+        return None
+    return {"instance": row.instance, "bks_csv": str(bks), "lower_bound": row.lower_bound,
+            "best_known_upper": row.best_known_upper, "source": row.source,
+            "gap_pct": round(100.0 * (makespan - row.best_known_upper)
+                             / row.best_known_upper, 2)}
 
 
 class _RunBusStats:
@@ -213,6 +241,12 @@ def _fmt_s(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
 
+def _vs_best_known(makespan: float, b: dict[str, Any]) -> str:
+    bounds = (f"{b['best_known_upper']}" if b["lower_bound"] == b["best_known_upper"]
+              else f"{b['best_known_upper']} (lower bound {b['lower_bound']})")
+    return f"{makespan:.1f} vs {bounds}: {b['gap_pct']:+.1f} %"
+
+
 def print_summary(r: dict[str, Any], console: Console) -> None:
     t = Table(title=f"cell {r['cell']} · seed {r['seed']} · {r['ended_by']}")
     t.add_column("KPI")
@@ -226,6 +260,8 @@ def print_summary(r: dict[str, Any], console: Console) -> None:
          f"{r['escalations_raised']} ({r['escalation_groups']}), "
          f"{r['auto_handled_ratio']:.0%} of disruptions"),
         ("makespan", _fmt_s(r["makespan"])),
+        *([("makespan against the best known", _vs_best_known(r["makespan"], r["benchmark"]))]
+          if "benchmark" in r else []),
         ("mean flow time", _fmt_s(r["mean_flow_time"])),
         ("tardiness total (tardy orders)", f"{_fmt_s(r['tardiness_total'])} ({r['tardy_orders']})"),
         ("operations (scrapped)", f"{r['operations']} ({r['scrapped']})"),

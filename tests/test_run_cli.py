@@ -245,3 +245,27 @@ def test_schema_equals_the_shipped_file(capsys: pytest.CaptureFixture[str],
     dest = tmp_path / "s.json"
     code, out, err = run_main(capsys, "schema", "--out", str(dest))
     assert code == 0 and out == "" and dest.read_text() == shipped
+
+
+def test_an_instance_run_is_compared_with_the_best_known_makespan_beside_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = ROOT / "cell_configs" / "benchmarks" / "fjsp"
+    report = tmp_path / "r.json"
+    assert main(["run", str(shipped / "mk01.fjs"), "--report", str(report)]) == 0
+    r = json.loads(report.read_text())
+    b = r["benchmark"]
+    assert (b["instance"], b["lower_bound"], b["best_known_upper"]) == ("mk01", 40, 40)
+    assert b["gap_pct"] == round(100.0 * (r["makespan"] - 40) / 40, 2) and b["gap_pct"] >= 0
+    out = capsys.readouterr().out
+    assert f"{r['makespan']:.1f} vs 40: {b['gap_pct']:+.1f} %" in out
+    # no bks.csv beside it, a bks.csv without its row, a damaged one: no comparison
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "mk01.fjs").write_text((shipped / "mk01.fjs").read_text())
+    for bks in (None, "instance,format,jobs,machines,lower_bound,best_known_upper,source\n"
+                      "mk02,fjs,10,6,26,26,x\n", "not,a,bks\n1,2,3\n"):
+        if bks is not None:
+            (alone / "bks.csv").write_text(bks)
+        assert main(["run", str(alone / "mk01.fjs"), "--quiet", "--report", str(report)]) == 0
+        assert "benchmark" not in json.loads(report.read_text())
+    assert "bks.csv not read" in capsys.readouterr().err
