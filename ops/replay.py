@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agents.base import Agent
+from agents.negotiation.fingerprint import run_fingerprints
 from agents.runtime.flight_log import read_lines, verify_log
 from agents.runtime.journal import Input, apply, decode
 from agents.runtime.recorder import (
@@ -74,7 +75,8 @@ def run_header(cell: Any) -> dict[str, Any]:
     faults = cell.faults.model_dump(mode="json") if cell.faults is not None else None
     return describe_run(cell.cfg, cell.seed, driver="virtual", order_strategy=order_s,
                         resource_strategy=resource_s, escalation=cell.console is not None,
-                        clock_base_at=cell.clock_base_at, faults=faults, models=cell.models)
+                        clock_base_at=cell.clock_base_at, faults=faults, models=cell.models,
+                        strategy_code=run_fingerprints(cell.cfg, order_s, resource_s))
 
 
 def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
@@ -127,6 +129,7 @@ class ReplayReport:
     restarts: int = 0
     divergence: Divergence | None = None
     verified: LogReport | None = None   # what ``audit verify`` finds of the log
+    code_changed: list[str] = field(default_factory=list)   # strategies edited since
 
     @property
     def ok(self) -> bool:
@@ -161,6 +164,30 @@ def not_intact(path: str | Path, bad_entry: int | None, problem: str) -> str:
             f"now holds — check it with `autocell audit verify {path}`")
 
 
+def code_changes(run: dict[str, Any]) -> list[str]:
+    """The strategies whose code differs from the recording's (the header's
+    ``strategy_code``): a divergence is then no sign that the run does not reproduce.
+    A log without fingerprints (recorded before they were kept) says nothing."""
+    recorded = run.get("strategy_code")
+    if not isinstance(recorded, dict):
+        return []
+    from ops.config import cell_from_dict
+
+    cfg = cell_from_dict(run["cell"], source=f"{run.get('source', '<log>')} (from the log)")
+    now = run_fingerprints(cfg, run.get("order_strategy"), run.get("resource_strategy"))
+    out = []
+    for side, fp in now.items():
+        then = recorded.get(side) or {}
+        for key in ("class", "version", "source_sha256"):
+            if then.get(key) != fp.get(key):
+                was, now_ = (str(v)[:12] if key == "source_sha256" else v
+                             for v in (then.get(key), fp.get(key)))
+                out.append(f"the {side} strategy {fp['class']}: {key} {was} recorded, "
+                           f"{now_} now")
+                break
+    return out
+
+
 def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
     """Feed each agent its recorded inputs; stop at the first decision that differs.  The
     log is verified too (:attr:`ReplayReport.verified`): a cut or edited log replays as far
@@ -172,7 +199,7 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
     run = header["run"]
     agents = build_from_header(run)
     history: dict[str, list[Input]] = {a: [] for a in agents}
-    rep = ReplayReport(verified=verify_log(path))
+    rep = ReplayReport(verified=verify_log(path), code_changed=code_changes(run))
     fed: set[str] = set()
     for e in lines:
         kind = e.get("k")
@@ -684,6 +711,7 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": rep.ok, "entries": rep.entries, "agents": rep.agents,
                           "restarts": rep.restarts, "skipped": rep.skipped,
                           "divergence": rep.divergence.to_json() if rep.divergence else None,
+                          "code_changed": rep.code_changed,
                           **rep.integrity_json()}, indent=2))
     else:
         for line in check_lines(args.log, rep):
@@ -699,6 +727,8 @@ def check_lines(log: str | Path, rep: ReplayReport) -> list[str]:
     if d is not None:
         lines = [f"replay DIVERGES at entry {d.entry} (t={d.t:g} s): agent {d.agent}, input "
                  f"{_describe_input(d.input)}: {_first_difference(d.expected, d.actual)}"]
+        lines += [f"note: {c} — the code changed since the recording, which may be why"
+                  for c in rep.code_changed]
     else:
         skipped = sum(rep.skipped.values())
         verdict = "OK" if rep.log_whole_as_far_as_it_goes else "INCOMPLETE"

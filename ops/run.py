@@ -135,6 +135,8 @@ def execute(args: Any) -> int:
             recorder.close()
             log_file.close()
     report = build_report(cell)
+    from agents.negotiation.fingerprint import run_fingerprints
+    report["strategies"] = run_fingerprints(cfg, *cell._strategies)   # which code made it
     benchmark = best_known(args.cell, report["makespan"])
     if benchmark is not None:
         report["benchmark"] = benchmark

@@ -4,6 +4,7 @@ livelock of malformed bids, a silent fall-back to the tie-breaks, or a traceback
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -156,3 +157,30 @@ def test_replay_of_a_log_whose_plugin_is_gone_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert "(from the log)" in err and "cannot load strategy 'lab.broken:Fine'" in err
     assert "Traceback" not in err
+
+
+def test_the_report_and_the_log_name_the_strategy_code_and_replay_says_when_it_changed(
+        lab: Path, capsys) -> None:
+    log, report = lab / "run.jsonl", lab / "r.json"
+    cell = cell_with(lab, "order", "lab.broken:Fine")
+    assert main(["run", str(cell), "--quiet", "--decision-log", str(log),
+                 "--report", str(report)]) == 0
+    code = json.loads(report.read_text())["strategies"]
+    assert code["order"]["class"] == "lab.broken:Fine" and code["order"]["source_sha256"]
+    assert code["resource"]["class"] == "agents.negotiation.strategies:DefaultResource"
+    header = json.loads(log.read_bytes().split(b"\n", 1)[0])
+    assert header["run"]["strategy_code"] == code
+    assert main(["replay", str(log), "--check"]) == 0
+    capsys.readouterr()
+    # the plug-in edited after the recording: the divergence comes with its reason
+    broken = lab / "lab" / "broken.py"
+    broken.write_text(broken.read_text().replace(
+        "return proposal.finish_at + 0.5 * proposal.cost.get(\"setup_s\", 0.0)",
+        "return -proposal.finish_at"))
+    forget("lab")
+    assert main(["replay", str(log), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "replay DIVERGES" in out
+    assert (f"note: the order strategy lab.broken:Fine: source_sha256 "
+            f"{code['order']['source_sha256'][:12]} recorded") in out
+    assert "the code changed since the recording, which may be why" in out

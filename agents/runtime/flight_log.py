@@ -53,13 +53,15 @@ def host_decision_log(host: Any, keys: Any) -> DecisionLog:
     directory ``keys``, when it has one; else a key made for this boot, named in the header),
     stamped with wall-clock time, switched on in its runner and handed its bus's envelopes."""
     from agents.escalation.policy import OFF
+    from agents.negotiation.fingerprint import run_fingerprints
 
     return _process_log(host, keys, host.identity,
                         describe_run(host.cfg, host.seed, driver="host",
                                      escalation=host.escalation is not OFF,
                                      models=host.models, host=host.name, boot=host.boot,
                                      agents=sorted(host.runner.agents),
-                                     clock=_clock_of(host)))
+                                     clock=_clock_of(host),
+                                     strategy_code=run_fingerprints(host.cfg)))
 
 
 def console_decision_log(service: Any, keys: Any, cfg: Any) -> DecisionLog:

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
-import linecache
 import platform
 import shutil
 import subprocess
@@ -42,6 +40,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from agents.negotiation.fingerprint import strategy_fingerprint
 
 __all__ = ["MANIFEST", "autocell_version", "code_hash", "git_commit", "side_choice",
            "strategy_fingerprint", "utc_now", "write_manifest"]
@@ -55,41 +55,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@functools.lru_cache(maxsize=1)
-def _module_distributions() -> dict[str, list[str]]:
-    return dict(metadata.packages_distributions())
-
-
-def _distribution(cls: type) -> tuple[str | None, str | None]:
-    """(distribution name, version) of the installed package that provides ``cls``."""
-    top = cls.__module__.split(".", 1)[0]
-    for name in _module_distributions().get(top, []):
-        try:
-            return name, metadata.version(name)
-        except metadata.PackageNotFoundError:   # pragma: no cover - a half-removed package
-            continue
-    return None, None
-
-
-def _source_sha256(cls: type) -> str | None:
-    """SHA-256 of the source of ``cls`` and its bases (object excluded), as on disk now."""
-    digest = hashlib.sha256()
-    for klass in cls.__mro__:
-        if klass is object:
-            continue
-        try:
-            path = inspect.getsourcefile(klass)
-            if path:
-                linecache.checkcache(path)
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            if klass is cls:
-                return None
-            continue
-        digest.update(f"{klass.__module__}:{klass.__qualname__}\n{source}\n".encode())
-    return digest.hexdigest()
-
-
 def side_choice(cell_data: dict[str, Any], side: str) -> Any:
     """The strategy a point's cell names for ``side``, or the cell model's default."""
     from agents.cell.model import Strategy
@@ -99,17 +64,6 @@ def side_choice(cell_data: dict[str, Any], side: str) -> Any:
     if isinstance(strategy, dict) and strategy.get(side) is not None:
         return strategy[side]
     return Strategy.model_fields[side].default
-
-
-def strategy_fingerprint(choice: Any, side: str) -> dict[str, Any]:
-    """Import path, providing package and version, and source hash of one strategy."""
-    from agents.negotiation.strategies import strategy_class
-
-    cls = strategy_class(choice, side)
-    package, version = _distribution(cls)
-    return {"name": choice if isinstance(choice, str) else choice.get("name"),
-            "class": f"{cls.__module__}:{cls.__qualname__}",
-            "package": package, "version": version, "source_sha256": _source_sha256(cls)}
 
 
 def code_hash(fingerprints: dict[str, dict[str, Any]]) -> str:
