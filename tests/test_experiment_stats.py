@@ -11,7 +11,7 @@ import pytest
 
 from ops.config import ConfigError
 from ops.experiment.results import mean_ci95, summarise, t_quantile
-from ops.experiment.stats import bootstrap_ci95, paired_differences
+from ops.experiment.stats import MIN_BOOTSTRAP_RUNS, bootstrap_ci95, paired_differences
 from ops.experiment.sweep import load_sweep
 
 MINIMAL = Path(__file__).resolve().parents[1] / "cell_configs" / "minimal_cell.yaml"
@@ -77,13 +77,31 @@ def test_bootstrap_agrees_with_t_on_a_large_symmetric_sample() -> None:
 
 
 def test_summary_uses_bootstrap_for_non_negative_kpis_and_t_otherwise() -> None:
-    rows = [row("s", i, v) for i, v in enumerate([0.0, 0.0, 0.0, 0.0, 10.0])]
-    for r, d in zip(rows, [-3.0, 1.0, 2.0, -1.0, 4.0]):
+    makespans = [0.0] * 9 + [10.0]
+    deltas = [-3.0, 1.0, 2.0, -1.0, 4.0, 0.5, -0.5, 2.0, 1.0, -2.0]
+    rows = [row("s", i, v) for i, v in enumerate(makespans)]
+    for r, d in zip(rows, deltas):
         r["delta"] = d
     (g,) = summarise(rows, [], ["makespan", "delta"])
+    assert (g["makespan_lo"], g["makespan_hi"]) == tuple(round(x, 6)
+                                                       for x in bootstrap_ci95(makespans))
     assert g["makespan_lo"] >= 0 and g["makespan_hi"] <= 10
-    mean, half = mean_ci95([-3.0, 1.0, 2.0, -1.0, 4.0])
+    mean, half = mean_ci95(deltas)
     assert (g["delta_lo"], g["delta_hi"]) == (round(mean - half, 6), round(mean + half, 6))
+
+
+def test_few_runs_get_the_t_interval_cut_at_zero_not_the_range_of_the_runs() -> None:
+    """Two runs: the bootstrap's bounds would be the two values, an interval that covers
+    the mean about half the time."""
+    assert MIN_BOOTSTRAP_RUNS == 10
+    (g,) = summarise([row("s", 0, 2857.2), row("s", 1, 2914.2)], [], ["makespan"])
+    mean, half = mean_ci95([2857.2, 2914.2])
+    assert (g["makespan_lo"], g["makespan_hi"]) == (round(mean - half, 6),
+                                                   round(mean + half, 6))
+    assert g["makespan_lo"] < 2857.2 and g["makespan_hi"] > 2914.2
+    (g,) = summarise([row("s", i, v) for i, v in enumerate([0.0, 0.0, 0.0, 0.0, 10.0])],
+                     [], ["makespan"])
+    assert g["makespan_lo"] == 0.0 and g["makespan_hi"] > 10.0 / 5
 
 
 def test_baseline_must_name_a_strategy_label(tmp_path: Path) -> None:

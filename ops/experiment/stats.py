@@ -19,7 +19,10 @@ instead of mean ± t·s/√n: resampled means of non-negative values are
 non-negative, so the interval never claims a negative tardiness is
 plausible, and it is lopsided where the data are (mostly zeros and one late
 seed).  The resampling is seeded (:data:`BOOTSTRAP_SEED`) so a summary is
-reproducible byte for byte.  Other KPIs keep the t interval.
+reproducible byte for byte.  A group of fewer than :data:`MIN_BOOTSTRAP_RUNS`
+runs gets the t interval cut at 0 instead: with so few runs the bootstrap's
+bounds are barely more than the extreme runs (two runs: exactly those).
+Other KPIs keep the t interval.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 
-__all__ = ["mean_ci95", "t_quantile", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "bootstrap_ci95", "interval",
-           "paired_differences"]
+__all__ = ["mean_ci95", "t_quantile", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED",
+           "MIN_BOOTSTRAP_RUNS", "bootstrap_ci95", "interval", "paired_differences"]
 
 #: Resamples of a bootstrap interval, and the seed of the generator that draws them.
 BOOTSTRAP_RESAMPLES = 2000
@@ -121,12 +124,22 @@ def bootstrap_ci95(xs: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
     return lo, hi
 
 
+#: Fewest runs a percentile bootstrap is used on.  Below it the bootstrap's bounds are
+#: little more than the smallest and largest run (two runs: exactly those, an interval
+#: that covers the mean about half the time, not 95 %), so a non-negative KPI gets the
+#: Student-t interval cut at 0 instead: wide, as so few runs should be.
+MIN_BOOTSTRAP_RUNS = 10
+
+
 def interval(xs: Sequence[float], non_negative: bool) -> tuple[float, float, float, str]:
-    """(mean, lower, upper, method) of one group's KPI: ``bootstrap`` or ``t``."""
+    """(mean, lower, upper, method) of one group's KPI: ``bootstrap``, ``t`` or ``t≥0``
+    (a non-negative KPI with fewer than :data:`MIN_BOOTSTRAP_RUNS` runs)."""
     mean, half = mean_ci95(xs)
-    if non_negative:
+    if non_negative and len(xs) >= MIN_BOOTSTRAP_RUNS:
         lo, hi = bootstrap_ci95(xs)
         return mean, lo, hi, "bootstrap"
+    if non_negative:
+        return mean, max(0.0, mean - half), mean + half, "t≥0"
     return mean, mean - half, mean + half, "t"
 
 
