@@ -277,13 +277,24 @@ def _terms(cost: dict[str, Any]) -> str:
 
 # -- what one entry says ------------------------------------------------------------------
 
+def _scores(values: list[Any]) -> list[str]:
+    """Scores as text, with as many significant digits (4 at least, 12 at most) as it takes
+    for scores that differ to read differently: 1559.5 and 1559.6 are not a tie."""
+    for digits in range(4, 13):
+        shown = [f"{v:.{digits}g}" if isinstance(v, (int, float)) else str(v) for v in values]
+        if len(set(shown)) == len(set(values)):
+            return shown
+    return shown
+
+
 def _award_text(w: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     cands = w["candidates"]
     win = next((c for c in cands if c["resource"] == w["winner"]), None)
-    others = ", ".join(f"{c['resource']} {c['score']:.4g}" for c in cands
+    shown = dict(zip((c["resource"] for c in cands), _scores([c["score"] for c in cands])))
+    others = ", ".join(f"{c['resource']} {shown[c['resource']]}" for c in cands
                        if c["resource"] != w["winner"]) or "no other bid"
     text = f"awarded {w['award']} to {w['winner']} ({w['strategy']}: score "
-    text += f"{win['score']:.4g}" if win else "?"
+    text += shown[win["resource"]] if win else "?"
     text += f" vs {others})"
     earliest = min(cands, key=lambda c: c["finish_at"]) if cands else None
     data: dict[str, Any] = {"award": w}
@@ -562,9 +573,9 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
             if w and w["winner"] != resource:
                 mine_c = next((c for c in w["candidates"] if c["resource"] == resource), None)
                 win_c = next((c for c in w["candidates"] if c["resource"] == w["winner"]), None)
+                pair = _scores([win_c["score"], mine_c["score"]]) if mine_c and win_c else []
                 lost.append(f"{task} to {w['winner']}" + (
-                    f" (score {win_c['score']:.4g} vs its {mine_c['score']:.4g})"
-                    if mine_c and win_c else ""))
+                    f" (score {pair[0]} vs its {pair[1]})" if pair else ""))
         parts = []
         if lost:
             parts.append("it bid and lost " + "; ".join(lost[:5])

@@ -134,3 +134,15 @@ def test_an_escalation(tmp_path: Path) -> None:
 def test_an_unknown_subject_is_an_error(tmp_path: Path) -> None:
     log = record(tmp_path, load_cell(CELLS / "minimal_cell.yaml"), 1, "min")
     assert main(["explain", str(log), "nobody"]) == 2
+
+
+def test_scores_that_differ_never_read_as_a_tie() -> None:
+    from ops.explain import _award_text
+
+    w = {"award": "o-017/0/m1", "winner": "agv2", "strategy": "earliest_finish",
+         "candidates": [{"resource": "agv1", "score": 1559.6, "finish_at": 1559.6},
+                        {"resource": "agv2", "score": 1559.5, "finish_at": 1559.5}]}
+    text, _ = _award_text(w)
+    assert "score 1559.5 vs agv1 1559.6" in text
+    w["candidates"][0]["score"] = 1200.25           # far apart: four digits are enough
+    assert "score 1560 vs agv1 1200" in _award_text(w)[0]
