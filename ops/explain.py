@@ -50,7 +50,8 @@ from security.errors import ConfigurationError
 
 IDLE_MIN_S = 1.0      # shorter gaps between jobs are hand-overs, not idleness
 
-PER_PROCESS = frozenset({"host", "boot", "agents", "escalation", "models"})
+PER_PROCESS = frozenset({"host", "boot", "agents", "escalation", "models",
+                         "strategy_code"})
 """The header's ``run`` facts that belong to the process that wrote a log, not to the run:
 the logs of one ``up`` run differ in these only (agents/runtime/flight_log.py)."""
 
@@ -535,6 +536,58 @@ def _awards_held(mine: list[dict[str, Any]], until: float) -> list[tuple[float, 
     return sorted(held)
 
 
+def _split_at(gaps: list[tuple[float, float]],
+              cuts: list[float]) -> list[tuple[float, float]]:
+    """Idle stretches cut where the resource took an award, so the time before it is not
+    told as waiting for it; a piece shorter than :data:`IDLE_MIN_S` stays with the next."""
+    out = []
+    for a, b in gaps:
+        start = a
+        for c in cuts:
+            if start + IDLE_MIN_S <= c <= b - IDLE_MIN_S:
+                out.append((start, c))
+                start = c
+        out.append((start, b))
+    return out
+
+
+def _late_start(rec: Recorded, task: str, upto: list[dict[str, Any]]) -> list[Line]:
+    """Why a task started later than its winner proposed: the winner's other work and
+    faults in between, and when the task's parts were there.  Told from the award's
+    *why* (the order's log) and the winner's own log; nothing when either is missing or
+    the start kept its promise (within :data:`IDLE_MIN_S`)."""
+    award = None
+    for e in upto:
+        for w in e.get("why", []):
+            if w["award"] == task:
+                award = w
+    if award is None:
+        return []
+    winner = award["winner"]
+    promised = next((c["start_at"] for c in award["candidates"]
+                     if c["resource"] == winner and "start_at" in c), None)
+    mine = [e for e in upto if e.get("agent") == winner and e["k"] == "in"]
+    started = next((e for e in mine for a in e["out"] if a[0] == "log"
+                    and a[1] == "started" and a[2].get("task") == task), None)
+    if promised is None or started is None or started["t"] - promised < IDLE_MIN_S:
+        return []
+    t_s = started["t"]
+    busy, down = _busy_and_down(mine, t_s)
+    reasons = [f"{winner} ran {other} first ({_s(max(a, promised))} – {_s(b)})"
+               for a, b, other in busy if other != task and b > promised and a < t_s]
+    reasons += [f"{winner} was down ({why}) {_s(a)} – {_s(b)}"
+                for a, b, why in down if b > promised and a < t_s]
+    ready = [e["t"] for e in mine if e["in"]["kind"] == "message"
+             and e["in"]["type"] == "ready" and e["in"]["body"].get("task") == task]
+    if ready and ready[-1] > promised + IDLE_MIN_S:
+        reasons.append(f"its parts were there at {_s(ready[-1])}")
+    text = (f"{winner}: started {task} {_s(t_s - promised)} after the start it proposed "
+            f"({_s(promised)})" + (": " + "; ".join(reasons[:4]) if reasons else ""))
+    return [Line(t_s, text, winner, _wall(rec.run, started),
+                 {"late_start_s": t_s - promised, "promised_start_at": promised,
+                  "started_at": t_s, "reasons": reasons})]
+
+
 def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
           until: float) -> list[Line]:
     """Every idle stretch of ``resource`` up to ``until``, with its reason."""
@@ -549,7 +602,9 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
     if until - at >= IDLE_MIN_S:
         gaps.append((at, until))
     awards = {w["award"]: w for e in rec.entries for w in e.get("why", [])}
+    awarded_at = {w["award"]: e["t"] for e in rec.entries for w in e.get("why", [])}
     held = _awards_held(mine, until)
+    gaps = _split_at(gaps, sorted({t for t, _, _ in held}))
     won = sorted((t, task) for t, _, task in held)
     # the start each task was last re-timed to within the plan's float (ADR 97)
     retimed = {a[2]["task"]: (a[2]["planned_at"], a[2]["start_at"]) for e in mine
@@ -563,14 +618,16 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
         later = [f"{task} (re-timed from {_s(p)} to {_s(q)})"
                  for task, (p, q) in retimed.items() if q > p and q >= b - IDLE_MIN_S
                  and p < b and any(w == task and at < b for at, w in won)]
-        lost, refused = [], []
+        lost, refused, bid_won = [], [], []
         for e in calls:
             task = e["in"]["body"]["task"]
             for o in e["out"]:
                 if o[0] == "send" and o[2] == "refuse":
                     refused.append(f"{task} ({o[4].get('reason') or '?'})")
             w = awards.get(task)
-            if w and w["winner"] != resource:
+            if w and w["winner"] == resource and awarded_at[task] >= e["t"]:
+                bid_won.append(f"{task} (awarded at {_s(awarded_at[task])})")
+            elif w and w["winner"] != resource:
                 mine_c = next((c for c in w["candidates"] if c["resource"] == resource), None)
                 win_c = next((c for c in w["candidates"] if c["resource"] == w["winner"]), None)
                 pair = _scores([win_c["score"], mine_c["score"]]) if mine_c and win_c else []
@@ -584,18 +641,22 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
             parts.append("it refused " + "; ".join(refused[:5]))
         if later:
             parts.append("it held work for a later, cheaper start: " + "; ".join(later[:3]))
+        if bid_won:
+            parts.append("it bid and won " + "; ".join(bid_won[:5])
+                         + (f" and {len(bid_won) - 5} more" if len(bid_won) > 5 else ""))
         if waiting:
             parts.append("it held an award and waited for the parts (or the start) of "
                          + "; ".join(waiting[:3]))
-        if not calls:
+        if not calls and not waiting:
             parts.insert(0, "no call for proposals reached it (no order needed it then)")
         why = "; ".join(parts) or f"{len(calls)} call(s) reached it, none became work here"
         data: dict[str, Any] = {"reason": "cheaper_later" if later else
                                 "waiting_for_parts" if waiting else
+                                "won_bids" if bid_won else
                                 "lost_bids" if lost else "refused" if refused else
                                 "no_calls" if not calls else "calls",
                                 "lost": lost, "refused": refused, "waiting": waiting,
-                                "later": later}
+                                "later": later, "won": bid_won}
         lines.append(Line(a, f"idle {_s(a)} – {_s(b)} ({_s(b - a)}): {why}", resource,
                           None, {"idle_from": a, "idle_to": b, **data}))
     for a, b, reason in down:
@@ -675,7 +736,7 @@ def explain(rec: Recorded, subject: str, at: float | None = None) -> dict[str, A
         lines = _story(rec, mine, prefix=False) + _idle(rec, subject, mine, until)
     elif kind == "task":
         lines = _story(rec, (e for e in upto if e["k"] == "in" and _mentions_task(e, subject)),
-                       prefix=True, task=subject)
+                       prefix=True, task=subject) + _late_start(rec, subject, upto)
     else:
         lines = _story(rec, (e for e in upto if e["k"] == "in"
                              and _mentions_escalation(e, subject)), prefix=True)

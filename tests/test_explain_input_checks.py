@@ -213,12 +213,16 @@ def test_an_idle_stretchs_reason_does_not_depend_on_at(
     again after its repair, which must not hide the first award from the stretch before."""
     log = str(logs["breakdowns"])
 
-    def stretch(*at: str) -> dict[str, Any]:
+    def stretch(lo: float, hi: float, *at: str) -> dict[str, Any]:
         story = _json(capsys, log, "lathe1", *at)
         return next(x["data"] for x in story["lines"]
-                    if 700 < x.get("data", {}).get("idle_from", -1) < 800)
+                    if lo < x.get("data", {}).get("idle_from", -1) < hi)
 
-    whole, cut = stretch(), stretch("--at", "850")
+    # the stretch is cut where the award came: before it, lathe1 waited for nothing
+    before, before_cut = stretch(700, 800), stretch(700, 800, "--at", "850")
+    assert round(before["idle_to"], 1) == 840.2 and before["waiting"] == []
+    assert before == {**before_cut, "idle_to": before["idle_to"]}
+    whole, cut = stretch(840, 841), stretch(840, 841, "--at", "850")
     assert "o-011/0 (from its award at 840.2 s)" in whole["waiting"]
     assert whole["waiting"] == cut["waiting"] and whole["lost"] == cut["lost"]
 
@@ -240,3 +244,32 @@ def test_a_cut_log_is_told_with_a_warning(logs: dict[str, Path], tmp_path: Path,
     assert main(["explain", str(cut), "o-001"]) == 0
     assert "  warning: " in capsys.readouterr().out
     assert "warnings" not in _json(capsys, str(logs["breakdowns"]), "o-001")
+
+
+def test_a_task_that_started_later_than_promised_says_why(
+        logs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """o-017/0: lathe1 proposed to start at 1540.1 s and started at 1581.9 s — it ran
+    o-014/1 first, and o-017/0's parts came at 1559.5 s."""
+    story = _json(capsys, str(logs["breakdowns"]), "o-017/0")
+    (late,) = [x for x in story["lines"] if "late_start_s" in x.get("data", {})]
+    d = late["data"]
+    assert late["agent"] == "lathe1" and round(d["promised_start_at"], 1) == 1540.1
+    assert round(d["started_at"] - d["promised_start_at"], 1) == round(d["late_start_s"], 1)
+    assert any(r.startswith("lathe1 ran o-014/1 first") for r in d["reasons"])
+    assert any(r.startswith("its parts were there at 1559") for r in d["reasons"])
+    assert late["text"].startswith("lathe1: started o-017/0 41.9 s after the start it "
+                                   "proposed (1540.1 s): lathe1 ran o-014/1 first")
+    # a task that started as proposed has no such line
+    on_time = [t for t in ("o-001/2", "o-003/2", "o-005/2", "o-007/2")
+               if not any("late_start_s" in x.get("data", {}) for x in
+                          _json(capsys, str(logs["breakdowns"]), t)["lines"])]
+    assert on_time
+
+
+def test_an_idle_stretch_never_says_no_order_needed_it_while_it_held_an_award(
+        logs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    for resource in ("lathe1", "mill1", "mill2", "drill1", "agv1", "agv2"):
+        for x in _json(capsys, str(logs["breakdowns"]), resource)["lines"]:
+            if "idle_from" in x.get("data", {}):
+                assert not ("no order needed it" in x["text"] and "held an award" in x["text"])
+                assert not (x["data"]["won"] and "none became work here" in x["text"])
