@@ -330,6 +330,24 @@ def test_strategy_params_in_block_style_point_at_their_own_lines(
                                                 {"priority_weight_s": 600, "work_weight": 2})
 
 
+def test_a_boolean_for_a_number_is_listed_with_the_other_problems(tmp_path: Path) -> None:
+    """`priority: true` used to be told only once every other type error was fixed."""
+    text = BASE.replace("quantity: 2, release_at: 0, due_at: 900, priority: 1",
+                        "quantity: 2.5, release_at: 0, due_at: 900, priority: true"
+                        ).replace("lease_s: 30", "lease_s: false")
+    assert text != BASE and "priority: true" in text and "lease_s: false" in text
+    code, report = validate_command(write_cell(tmp_path, text))
+    assert code == 2
+    assert "quantity: Input should be a valid integer" in report
+    assert "priority: expected a number, got true" in report
+    assert "negotiation.lease_s: expected a number, got false" in report
+    # alone, each is told the same way as before (from the built model)
+    alone = BASE.replace("lease_s: 30", "lease_s: false")
+    code, report = validate_command(write_cell(tmp_path, alone, name="alone.yaml"))
+    assert code == 2 and report.strip().endswith("negotiation.lease_s: expected a number, "
+                                                 "got false")
+
+
 def test_every_issue_is_collected_in_one_go() -> None:
     path = BAD / "many_errors.yaml"
     issues = issues_of(path)

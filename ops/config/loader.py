@@ -452,7 +452,9 @@ def _build(
     except ValidationError as exc:
         for loc, message in _field_problems(exc, data):
             issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
-    for loc, message in _booleans_as_numbers(config, data):
+    booleans = (_booleans_as_numbers(config, data) if config is not None
+                else _booleans_by_type(CellConfig, data))   # every problem in one go
+    for loc, message in booleans:
         issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
 
     def where(loc: Loc) -> str:
@@ -492,6 +494,52 @@ def _booleans_as_numbers(value: Any, raw: Any, loc: Loc = ()) -> _Problems:
             if key in value:
                 out += _booleans_as_numbers(value[key], raw_item, (*loc, key))
     return out
+
+
+def _booleans_by_type(tp: Any, raw: Any, loc: Loc = ()) -> _Problems:
+    """:func:`_booleans_as_numbers` for a file the models refused for another reason: the
+    same ``true``/``false`` written for a number, found from the fields' declared types,
+    so that it is listed with the other problems rather than after they are fixed."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _booleans_by_type(typing.get_args(tp)[0], raw, loc)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if isinstance(raw, bool):
+            numeric = any(_strip(a) in (int, float) for a in members)
+            return ([(loc, f"expected a number, got {str(raw).lower()}")]
+                    if numeric and not any(_strip(a) is bool for a in members) else [])
+        out: _Problems = []
+        for a in members:
+            out = _booleans_by_type(a, raw, loc)
+            if out:
+                break
+        return out
+    if isinstance(raw, bool):
+        return ([(loc, f"expected a number, got {str(raw).lower()}")]
+                if tp in (int, float) else [])
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(raw, dict):
+        found: _Problems = []
+        for name, field in tp.model_fields.items():
+            key = field.alias or name
+            if key in raw:
+                found += _booleans_by_type(field.annotation, raw[key], (*loc, key))
+        return found
+    args = typing.get_args(tp)
+    if origin in (list, tuple) and isinstance(raw, list) and args:
+        return [p for i, item in enumerate(raw)
+                for p in _booleans_by_type(args[0], item, (*loc, i))]
+    if origin is dict and isinstance(raw, dict) and len(args) == 2:
+        return [p for key, item in raw.items()
+                for p in _booleans_by_type(args[1], item, (*loc, key))]
+    return []
+
+
+def _strip(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> ``X``."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
 
 
 def _line_of(loc: Loc, lines: _LineMap) -> int | None:
