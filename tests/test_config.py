@@ -348,6 +348,17 @@ def test_a_boolean_for_a_number_is_listed_with_the_other_problems(tmp_path: Path
                                                  "got false")
 
 
+def test_a_duplicate_key_is_told_before_what_follows_from_it(tmp_path: Path) -> None:
+    """A second `machines:` at the end replaces the first: the capabilities and agents it
+    took away are consequences, listed after the cause."""
+    text = BASE + "machines:\n  - {id: saw1, location: bay1, capabilities: {sawing: 10}}\n"
+    code, report = validate_command(write_cell(tmp_path, text))
+    rows = report.splitlines()
+    assert code == 2 and len(rows) > 1
+    assert "machines: duplicate key (first at line" in rows[0]
+    assert any("no machine offers capability" in r for r in rows[1:])
+
+
 def test_every_issue_is_collected_in_one_go() -> None:
     path = BAD / "many_errors.yaml"
     issues = issues_of(path)

@@ -186,10 +186,20 @@ def load_model(path: str | Path, model: type[M],
     for loc, message in (cross_check(data) if cross_check is not None else []):
         issues.append(ConfigIssue(shown, _line_of(loc, lines), format_path(loc), message))
     if issues or result is None:
-        unique = list(dict.fromkeys(issues))
-        unique.sort(key=lambda issue: issue.line or 0)
-        raise ConfigError(unique)
+        raise ConfigError(_in_order(issues))
     return result
+
+
+DUPLICATE_KEY = "duplicate key (first at line"
+
+
+def _in_order(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """Each issue once, by line — a duplicate key first: YAML dropped the first of the
+    two, and what is missing because of it (an unknown machine, a capability no machine
+    offers) follows from it, so the cause must not hide among its consequences."""
+    unique = list(dict.fromkeys(issues))
+    unique.sort(key=lambda i: (not i.message.startswith(DUPLICATE_KEY), i.line or 0))
+    return unique
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -412,7 +422,7 @@ def _index(
                         shown,
                         line,
                         format_path(loc + (key,)),
-                        f"duplicate key (first at line {seen[key]}); YAML keeps only the last "
+                        f"{DUPLICATE_KEY} {seen[key]}); YAML keeps only the last "
                         "one, so remove or rename one of them",
                     )
                 )
@@ -465,9 +475,7 @@ def _build(
         issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
 
     if issues or config is None:
-        unique = list(dict.fromkeys(issues))
-        unique.sort(key=lambda issue: issue.line or 0)
-        raise ConfigError(unique)
+        raise ConfigError(_in_order(issues))
     config._source = source
     config._base_dir = base_dir
     return config
