@@ -239,6 +239,10 @@ CASES = [
      "greater than or equal to 0 (got -1)"),
     ("strategy form unknown key", 37, "  strategy: {order: {name: lowest_cost, parms: {}}}", 37,
      "negotiation.strategy.order.parms", "unknown key 'parms' (did you mean 'params'?)"),
+    ("a time with its unit", 33,
+     "  - {id: o-001, product: bracket, quantity: 2, release_at: 0, due_at: 15min}", 33,
+     "orders[0].due_at", "due_at is a number of seconds, without a unit: write `due_at: 900` "
+     "(got '15min')"),
     ("strategy with a dot before its class", 37, "  strategy: {order: mylab.strategies.Mine}",
      37, "negotiation.strategy.order",
      "(did you mean 'mylab.strategies:Mine'? the class comes after a colon)"),

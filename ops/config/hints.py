@@ -50,7 +50,28 @@ def rewrite(kind: str, value: Any, key: str, field: FieldInfo | None,
         return _not_a_mapping(value, key, field)
     if kind in _BOUND_ERRORS and _is_fraction(field):
         return _fraction(value, key, message)
+    if kind in ("float_parsing", "int_parsing") and isinstance(value, str):
+        return _with_unit(value, key, kind)
     return None
+
+
+#: A number written with a time unit: ``15min``, ``20 s``, ``1.5h``.
+_TIMED = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|sec|secs|min|mins|h|hr|hrs)\s*$",
+                    re.IGNORECASE)
+_UNIT_S = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "min": 60, "mins": 60, "h": 3600,
+           "hr": 3600, "hrs": 3600}
+
+
+def _with_unit(value: str, key: str, kind: str) -> str | None:
+    """A time written with its unit (``15min`` for ``due_at``): the plain number of
+    seconds to write; None for other text (the generic message)."""
+    whole = "a whole number" if kind == "int_parsing" else "a number"
+    timed = _TIMED.match(value)
+    if timed is None or not (key.endswith("_s") or key.endswith("_at")):
+        return None
+    seconds = float(timed[1]) * _UNIT_S[timed[2].lower()]
+    return (f"{key} is {whole} of seconds, without a unit: write `{key}: {seconds:g}` "
+            f"(got {echoed(value)})")
 
 
 def _not_a_mapping(value: Any, key: str, field: FieldInfo) -> str | None:
