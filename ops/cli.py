@@ -153,9 +153,7 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ops.run import execute
 
-    if not Path(args.cell).exists():
-        raise ConfigurationError(f"{args.cell}: no such file")
-    return execute(args)
+    return execute(args)        # a missing file: the loader's message, as validate's
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -684,7 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_bench_sim)
 
-    sp = sub.add_parser("run", help="run a cell (or an .fjs/.jsp instance) in virtual time")
+    sp = sub.add_parser("run", help="run a cell (or an .fjs/.jsp instance) in virtual time",
+                        epilog="exit codes: 0 the run ended and every invariant holds; 1 an "
+                               "invariant is violated; 2 bad input (the cell, a flag, a fault "
+                               "scenario, a strategy that broke its contract); 130 Ctrl-C")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
     sp.add_argument("--seed", type=seed, default=None, help="run seed (default: the cell's sim.seed)")
     sp.add_argument("--until", type=cell_time, default=None, help="stop at this simulated time (s)")
@@ -744,7 +745,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON log lines at this level and above, on stderr (default info)")
 
     sp = sub.add_parser("up", help="run the cell as processes: the simulator and every host, "
-                                   "supervised")
+                                   "supervised",
+                        epilog="exit codes: 0 every order completed (or --until reached) and "
+                               "every invariant holds; 1 an invariant is violated, or --timeout "
+                               "struck; 2 bad input; 3 restart intensity exceeded (or stop_cell "
+                               "decided); 130 Ctrl-C; 143 SIGTERM. Every host writes a decision "
+                               "log into the state directory (decisions-NAME-BOOT.jsonl)")
     process_args(sp)
     sp.add_argument("--until", type=cell_time, default=None, help="stop at this cell time (s)")
     sp.add_argument("--timeout", type=wall_seconds, default=None, metavar="S",
@@ -834,12 +840,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ops.prometheus import cli as prometheus_cli
     prometheus_cli.add_parsers(osub)              # ops prometheus-rules
 
-    sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE")
+    sp = sub.add_parser("validate", help="check a cell file; list every error as FILE:LINE",
+                        epilog="exit codes: 0 valid; 2 every problem listed as "
+                               "FILE:LINE: path: message")
     sp.add_argument("cell", help="cell YAML, or an .fjs/.jsp benchmark instance")
     sp.add_argument("--faults", metavar="FILE", help="also check a fault scenario against the cell")
     sp.set_defaults(func=cmd_validate)
     sp = sub.add_parser("schema", help="print the JSON Schema of cell files")
-    sp.add_argument("--out", type=output_file, help="write to this file instead of stdout")
+    sp.add_argument("--out", type=output_file, metavar="FILE",
+                    help="write the schema to FILE instead of stdout")
     sp.set_defaults(func=cmd_schema)
 
     from ops.console.server import add_arguments as console_arguments

@@ -383,7 +383,11 @@ def add_parsers(sub: Any) -> None:
                                          "log (hash chain, seals, signatures)")
     asub = audit.add_subparsers(dest="what", required=True, metavar="ACTION")
     sp = common(asub.add_parser("verify", help="check the hash chain: exit 0 intact, 1 naming "
-                                               "the first bad entry"))
+                                               "the first bad entry",
+                                epilog="exit codes: 0 intact; 1 an entry edited, removed or "
+                                       "reordered, a bad seal or signature, or a log cut "
+                                       "short (the first bad entry named); 2 not a store or "
+                                       "a log, or bad input"))
     sp.add_argument("file", nargs="?", help="an escalation store or a decision log")
     sp.add_argument("--certs", metavar="DIR", help="a decision log: check that its seals "
                     "are by the host-NAME certificate's key of this keys directory, and every "

@@ -867,7 +867,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     """``explain`` (called by :mod:`ops.cli`)."""
     sp = sub.add_parser("explain", help="why: the story of an order, task, resource or "
-                                        "escalation from a decision log")
+                                        "escalation from a decision log",
+                        epilog="exit codes: 0 the story told; 2 bad input (not a decision "
+                               "log, a subject the log never mentions, logs of two runs)")
     sp.add_argument("logs", nargs="+", metavar="LOG",
                     help="a decision log (autocell run --decision-log FILE); for an `up` "
                          "run its state directory, or several of its decisions-*.jsonl, "

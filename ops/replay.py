@@ -890,7 +890,11 @@ __all__ = ["is_decision_log", "verify_decision_log", "replay_check", "record_vir
 
 def add_parsers(sub: Any) -> None:
     """``replay`` (called by :mod:`ops.cli`)."""
-    sp = sub.add_parser("replay", help="re-run a decision log offline and check every decision")
+    sp = sub.add_parser("replay", help="re-run a decision log offline and check every decision",
+                        epilog="exit codes: 0 every decision replayed as recorded (--check) or "
+                               "the what-if compared; 1 a decision diverged, or the log is not "
+                               "intact; 2 bad input (not a decision log, a strategy that cannot "
+                               "be loaded, a bad --set)")
     sp.add_argument("log", help="a decision log: autocell run --decision-log FILE, or one "
                                 "process's decisions-*.jsonl of an `up` run's state directory")
     sp.add_argument("--check", action="store_true",
