@@ -556,7 +556,13 @@ def _describe_input(d: dict[str, Any]) -> str:
 def damaged(path: str | Path, exc: Exception) -> ConfigurationError:
     """A log that does not read as one: say so, and how to find out what is wrong.  What
     ``audit verify`` finds (the first bad entry) tells a reader more than the class of the
-    exception reading it raised (``exc``), which is an implementation detail."""
+    exception reading it raised (``exc``), which is an implementation detail.  A cell
+    file given in its place is told as one, with how to record a log of it."""
+    if Path(path).suffix.lower() in (".yaml", ".yml", ".fjs", ".jsp"):
+        return ConfigurationError(
+            f"{path}: a cell file, not a decision log; record one with `autocell run {path} "
+            "--decision-log run.jsonl` (under `autocell up` each process writes its "
+            "decisions-*.jsonl into the state directory)")
     try:
         verified: LogReport | None = verify_log(path)
     except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):

@@ -273,3 +273,14 @@ def test_an_idle_stretch_never_says_no_order_needed_it_while_it_held_an_award(
             if "idle_from" in x.get("data", {}):
                 assert not ("no order needed it" in x["text"] and "held an award" in x["text"])
                 assert not (x["data"]["won"] and "none became work here" in x["text"])
+
+
+def test_a_cell_file_given_for_a_log_says_how_to_record_one(
+        capsys: pytest.CaptureFixture) -> None:
+    cell = str(CELLS / "demo_cell.yaml")
+    for argv in (["explain", cell, "o-001"], ["replay", cell, "--check"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{cell}: a cell file, not a decision log; record one with `autocell run " \
+               f"{cell} --decision-log run.jsonl`" in err
+        assert "audit verify" not in err
