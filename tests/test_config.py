@@ -243,6 +243,10 @@ CASES = [
      "  - {id: o-001, product: bracket, quantity: 2, release_at: 0, due_at: 15min}", 33,
      "orders[0].due_at", "due_at is a number of seconds, without a unit: write `due_at: 900` "
      "(got '15min')"),
+    ("a machine named where its capability goes", 30, "      - {op: cut, capability: mill1}",
+     30, "products[0].routing[0].capability",
+     "no machine offers capability 'mill1'; 'mill1' is a machine: a routing names the "
+     "capability a machine offers (milling"),
     ("strategy with a dot before its class", 37, "  strategy: {order: mylab.strategies.Mine}",
      37, "negotiation.strategy.order",
      "(did you mean 'mylab.strategies:Mine'? the class comes after a colon)"),

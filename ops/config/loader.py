@@ -1001,6 +1001,13 @@ def _check_work(data: dict[str, Any], problems: _Problems, where: _Where) -> Non
             capability = _text(step.get("capability"))
             if capability is not None and machines_ok and capability not in offered:
                 fix = "add it to a machine's capabilities or fix the routing"
+                caps = next((_capability_names(m.get("capabilities"))
+                             for _, m in _entries(data, "machines")
+                             if _text(m.get("id")) == capability), None)
+                if caps is not None:        # a machine's id where its capability goes
+                    fix = (f"{echoed(capability)} is a machine: a routing names the capability "
+                           f"a machine offers ({shown_list([str(c) for c in caps])}), and "
+                           "the machines that offer it bid for the step")
                 problems.append(
                     (loc + ("capability",),
                      _unknown("capability", capability, offered, fix, lead="no machine offers"))
