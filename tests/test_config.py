@@ -245,8 +245,8 @@ CASES = [
      "(got '15min')"),
     ("a machine named where its capability goes", 30, "      - {op: cut, capability: mill1}",
      30, "products[0].routing[0].capability",
-     "no machine offers capability 'mill1'; 'mill1' is a machine: a routing names the "
-     "capability a machine offers (milling"),
+     "'mill1' is a machine: a routing names the capability a machine offers (milling, "
+     "deburr)"),
     ("strategy with a dot before its class", 37, "  strategy: {order: mylab.strategies.Mine}",
      37, "negotiation.strategy.order",
      "(did you mean 'mylab.strategies:Mine'? the class comes after a colon)"),
