@@ -222,11 +222,13 @@ class Line:
     data: dict[str, Any] = field(default_factory=dict)
     repeats: int = 0                  # the same again this many times (retries), ...
     last_t: float | None = None       # ... the last at this time
+    last_text: str = ""               # ... saying this (its numbers may differ)
 
     def to_json(self) -> dict[str, Any]:
         return {"t": self.t, "wall_at": self.wall_at, "agent": self.agent, "text": self.text,
                 **({"data": self.data} if self.data else {}),
-                **({"repeats": self.repeats, "last_t": self.last_t} if self.repeats else {})}
+                **({"repeats": self.repeats, "last_t": self.last_t,
+                    "last_text": self.last_text} if self.repeats else {})}
 
 
 _NUMBER = re.compile(r"(?<![\w/.-])\d+(?:\.\d+)?(?![\w/])")   # not inside ids: agv1, o-011/0
@@ -241,6 +243,11 @@ FOLD_WINDOW = 8
 order's "nobody bid" are five lines a round (ADR 104)."""
 
 
+FOLD_SHOW_LAST = 2
+"""A fold of this many lines or fewer shows the last one's text too: a re-bid is a retry
+by its shape, but its numbers (a new start) may be what explains the story."""
+
+
 def folded(lines: list[Line], window: int = 4) -> list[Line]:
     """Retries told once: a line shaped like one of the last ``window`` kept (numbers
     aside) is counted on that one instead of repeated."""
@@ -251,6 +258,7 @@ def folded(lines: list[Line], window: int = 4) -> list[Line]:
         if same is not None and not x.data:
             same.repeats += 1
             same.last_t = x.t
+            same.last_text = x.text
             continue
         out.append(x)
     return out
@@ -827,6 +835,10 @@ def render(story: dict[str, Any]) -> str:
     for x in story["lines"]:
         again = (f" (and {x['repeats']} more like it until t={x['last_t']:.1f} s)"
                  if x.get("repeats") else "")
+        last = x.get("last_text", "")
+        if x.get("repeats", 0) <= FOLD_SHOW_LAST and last and last != x["text"]:
+            again = (f" (and {x['repeats']} more like it; the last at t={x['last_t']:.1f} s: "
+                     f"{last})")
         out.append(f"  {_clock(x['t'], x['wall_at'])}  {x['text']}{again}")
     if "then" in story:
         out.append(f"at t={story['at']:g} s: {story['then']}")

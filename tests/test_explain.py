@@ -146,3 +146,18 @@ def test_scores_that_differ_never_read_as_a_tie() -> None:
     assert "score 1559.5 vs agv1 1559.6" in text
     w["candidates"][0]["score"] = 1200.25           # far apart: four digits are enough
     assert "score 1560 vs agv1 1200" in _award_text(w)[0]
+
+
+def test_a_short_fold_shows_its_last_line_whose_numbers_may_matter() -> None:
+    from ops.explain import Line, folded, render
+
+    bids = [Line(1445.1, "proposed o-014/1 to o-014: finish 1540.1 s (queue 55 s)", "lathe1"),
+            Line(1500.1, "proposed o-014/1 to o-014: finish 1540.1 s (queue 0 s)", "lathe1")]
+    (one,) = folded(bids)
+    text = render({"kind": "resource", "subject": "lathe1", "lines": [one.to_json()]})
+    assert "(and 1 more like it; the last at t=1500.1 s: proposed o-014/1 to o-014: " \
+           "finish 1540.1 s (queue 0 s))" in text
+    calls = [Line(900.0 + i, f"called lathe1 (attempt {i})", "o-011") for i in range(1, 60)]
+    (many,) = folded(calls)                  # a long retry stays one short line
+    text = render({"kind": "order", "subject": "o-011", "lines": [many.to_json()]})
+    assert text.endswith("(and 58 more like it until t=959.0 s)")
