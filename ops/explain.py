@@ -436,6 +436,10 @@ def _log_text(event: str, f: dict[str, Any]) -> str:
     if event == "fault":
         return f"down: {f.get('reason', '?')}" + (f", {f['running']} interrupted"
                                                   if f.get("running") else "")
+    if event == "non_routine" and f.get("cause") == "no_capable_resource":
+        return (f"flagged {f.get('task', '?')} as non-routine: no machine offering "
+                f"{f.get('capability', '?')} bid; it keeps calling (an escalation to a "
+                "supervisor, if one follows, is told on its own line)")
     rest = ", ".join(f"{k} {v}" for k, v in f.items() if k not in ("order", "agent"))
     return f"{event.replace('_', ' ')}" + (f": {rest}" if rest else "")
 

@@ -161,3 +161,12 @@ def test_a_short_fold_shows_its_last_line_whose_numbers_may_matter() -> None:
     (many,) = folded(calls)                  # a long retry stays one short line
     text = render({"kind": "order", "subject": "o-011", "lines": [many.to_json()]})
     assert text.endswith("(and 58 more like it until t=959.0 s)")
+
+
+def test_a_non_routine_flag_is_told_as_what_it_is_not_as_an_escalation() -> None:
+    from ops.explain import _log_text
+
+    text = _log_text("non_routine", {"order": "o-017", "task": "o-017/2",
+                                     "cause": "no_capable_resource", "capability": "assembly"})
+    assert text.startswith("flagged o-017/2 as non-routine: no machine offering assembly bid")
+    assert "escalation to a supervisor, if one follows, is told on its own line" in text
