@@ -247,6 +247,9 @@ CASES = [
      30, "products[0].routing[0].capability",
      "'mill1' is a machine: a routing names the capability a machine offers (milling, "
      "deburr)"),
+    ("an agent misspelt beside the one it resembles", 39,
+     '  - {name: h1, endpoint: "tcp://127.0.0.1:5601", agents: [mill1, mil1, o-001]}', 39,
+     "hosts[0].agents[1]", "unknown agent 'mil1' (did you mean 'drill1'?)"),
     ("strategy with a dot before its class", 37, "  strategy: {order: mylab.strategies.Mine}",
      37, "negotiation.strategy.order",
      "(did you mean 'mylab.strategies:Mine'? the class comes after a colon)"),

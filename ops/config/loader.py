@@ -767,11 +767,13 @@ def _number(value: Any) -> float | None:
 
 
 def _unknown(
-    kind: str, value: str, known: Sequence[str], fix: str, lead: str = "unknown"
+    kind: str, value: str, known: Sequence[str], fix: str, lead: str = "unknown",
+    taken: Sequence[str] = ()
 ) -> str:
+    """``taken``: known names the value cannot have meant (already listed beside it)."""
     known = list(dict.fromkeys(known))
-    return (f"{lead} {kind} {echoed(value)}{_did_you_mean(value, known)}; {fix} "
-            f"(known: {shown_list(known)})")
+    meant = _did_you_mean(value, [k for k in known if k not in taken])
+    return f"{lead} {kind} {echoed(value)}{meant}; {fix} (known: {shown_list(known)})"
 
 
 def _check_layout(data: dict[str, Any], problems: _Problems, where: _Where) -> list[str]:
@@ -1122,7 +1124,8 @@ def _check_hosts(data: dict[str, Any], problems: _Problems, where: _Where,
             if agent not in agents:
                 fix = ("list the agents the cell builds (machine, robot and order ids, "
                        "and the service agents it turns on)")
-                problems.append((loc, _unknown("agent", agent, agents, fix)
+                beside = [a for a in listed or [] if isinstance(a, str)]
+                problems.append((loc, _unknown("agent", agent, agents, fix, taken=beside)
                                  + _service_hint(agent)))
             elif agent in placed:
                 problems.append(
