@@ -873,7 +873,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"autocell: error: {safe_lines(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from ops.supervisor import EXIT_TERMINATED, Terminated
+        if isinstance(exc, Terminated):        # SIGTERM to `up` before its stop began
+            print("autocell: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         print("autocell: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

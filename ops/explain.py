@@ -290,7 +290,8 @@ def _scores(values: list[Any]) -> list[str]:
     """Scores as text, with as many significant digits (4 at least, 12 at most) as it takes
     for scores that differ to read differently: 1559.5 and 1559.6 are not a tie."""
     for digits in range(4, 13):
-        shown = [f"{v:.{digits}g}" if isinstance(v, (int, float)) else str(v) for v in values]
+        shown = [f"{v:.{digits}g}" if isinstance(v, (int, float)) else
+                 "—" if v is None else str(v) for v in values]
         if len(set(shown)) == len(set(values)):
             return shown
     return shown

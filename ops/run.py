@@ -116,6 +116,8 @@ def execute(args: Any) -> int:
     from ops.maintenance import attach_for_run
     attach_for_run(cell, getattr(args, "maintenance_policy", None),
                    getattr(args, "maintenance_model", None))
+    from agents.negotiation.fingerprint import run_fingerprints
+    strategies = run_fingerprints(cfg, *cell._strategies)
     log_path = getattr(args, "decision_log", None)
     log_file, recorder = None, None
     if log_path:
@@ -135,11 +137,10 @@ def execute(args: Any) -> int:
             recorder.close()
             log_file.close()
     report = build_report(cell)
-    from agents.negotiation.fingerprint import run_fingerprints
-    report["strategies"] = run_fingerprints(cfg, *cell._strategies)   # which code made it
+    report["strategies"] = strategies          # which code made it, read before it ran
     benchmark = best_known(args.cell, report["makespan"])
-    if benchmark is not None:
-        report["benchmark"] = benchmark
+    if benchmark is not None and report["ended_by"] == "completed":   # a cut run's makespan
+        report["benchmark"] = benchmark                               # is no schedule's
     if recorder is not None:
         report["decision_log"] = {"path": str(log_path), "host": recorder.host,
                                   "key": recorder.key.public_key.hex(), "lines": recorder.n,

@@ -81,7 +81,7 @@ EXIT_GAVE_UP = 3
 EXIT_USAGE = 2
 RESEND_S = 2.0        # wall seconds between re-sends of an unanswered escalation
 STATE_FILES = ("journal-*.sqlite*", "replay-*.sqlite*", "sim.sqlite*", "events-*.jsonl",
-               "status-*.json", "report.json", "decisions-*.jsonl", "ready-*", "start.json*",
+               "status-*.json", "report.json*", "decisions-*.jsonl", "ready-*", "start.json*",
                "metrics-*.prom")
 #: Where ``up`` writes the cell's start time once every child is ready (``--start-at-file``).
 START_FILE = "start.json"
@@ -164,6 +164,7 @@ class Child:
     held: bool = False                 # restart intensity exceeded: awaiting a decision
     respawns: int = 0                  # started again after a death
     restarts: list[float] = field(default_factory=list)   # restart latencies, seconds
+    log_from: int = 0                  # where this incarnation's lines start in NAME.log
 
 
 class Supervisor:
@@ -240,6 +241,7 @@ class Supervisor:
 
     def spawn(self, child: Child) -> None:
         out = (self.state_dir / f"{child.name}.log").open("ab")
+        child.log_from = out.tell()
         child.proc = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT,
                                       preexec_fn=_die_with_parent)  # noqa: PLW1509 (libc preloaded)
         out.close()
@@ -282,17 +284,17 @@ class Supervisor:
         self.children["console"].argv += ["--route", f"{SUPERVISOR_ID}={endpoint}"]
 
     def run(self) -> int:
-        if "console" in self.children:
-            self._start_link()
-            self.log(f"autocell up: escalations go to the console agent; store "
-                     f"{self.escalations_db}")
-        for child in self.children.values():
-            self.spawn(child)
         total = len(self.cfg.orders)
         code = 0
         t0 = time.time()
         last_progress = -1
         try:
+            if "console" in self.children:
+                self._start_link()
+                self.log(f"autocell up: escalations go to the console agent; store "
+                         f"{self.escalations_db}")
+            for child in self.children.values():
+                self.spawn(child)
             if self.barrier and not self._start_clock():
                 return EXIT_USAGE if self.refused is not None else EXIT_GAVE_UP
             self.note("started", processes=len(self.children), speed=self.speed,
@@ -327,11 +329,12 @@ class Supervisor:
             hold_signals()        # a 2nd Ctrl-C or a SIGTERM while stopping: still a report
             if isinstance(exc, Terminated):
                 self.note("terminated")
-                code = 128 + signal.SIGTERM
+                code = EXIT_TERMINATED
             else:
                 self.note("interrupted")
                 code = 130
         finally:
+            hold_signals()        # however it ended: the stop and the report come whole
             self.stop()
             if self.link is not None:
                 self.link.close()
@@ -390,7 +393,7 @@ class Supervisor:
             if rc > 0:      # it exited by itself: what it said last (a kill says nothing)
                 self.note("process_died", process=child.name, returncode=rc,
                           error=safe_lines(last_error(self.state_dir / f"{child.name}.log",
-                                                      "no error line"), 300))
+                                                      "no error line", child.log_from), 300))
             else:
                 self.note("process_died", process=child.name, returncode=rc)
             if exceeded:
@@ -650,12 +653,14 @@ class Supervisor:
             store.close()
 
 
-def last_error(log_path: Path, missing: str = "exit code 2 (bad input)") -> str:
+def last_error(log_path: Path, missing: str = "exit code 2 (bad input)",
+               since: int = 0) -> str:
     """The error a child printed last (``autocell: error: ...``, else its last line: a
-    traceback's exception) from the end of its log; ``missing`` when it printed none."""
+    traceback's exception) from the end of its log, after offset ``since`` (where the
+    process that died began writing); ``missing`` when it printed none."""
     try:
         with log_path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            f.seek(max(since, f.seek(0, os.SEEK_END) - 8192))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return f"{missing}; no log"
@@ -712,26 +717,38 @@ class Terminated(KeyboardInterrupt):
     children stopped, logs sealed, ``report.json`` written — and exits 143."""
 
 
+#: ``up``'s exit code on SIGTERM (128 + the signal's number, as a shell reports it).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+_stoppable = False      # inside stoppable(): hold_signals() may change the handlers
+
+
 def hold_signals() -> None:
-    """Ignore SIGINT and SIGTERM from here on (until :func:`stoppable` ends): the stop, the
+    """Ignore SIGINT and SIGTERM from here on, until :func:`stoppable` ends: the stop, the
     report and the summary are bounded (5 s for the children), and a second Ctrl-C must not
-    lose them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    lose them.  Outside :func:`stoppable` (a caller of :meth:`Supervisor.run` in a process
+    of its own making) it changes nothing."""
+    if _stoppable:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @contextmanager
 def stoppable() -> Iterator[None]:
     """Around a supervised run and its report: SIGTERM raises :class:`Terminated` in the
     main thread, as SIGINT raises KeyboardInterrupt; both handlers are restored after."""
+    global _stoppable
+
     def term(signum: int, frame: Any) -> None:
         raise Terminated()
 
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, term)
+    _stoppable = True
     try:
         yield
     finally:
+        _stoppable = False
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
 
@@ -770,7 +787,9 @@ def start_up(args: Any) -> UpStart | int:
 def finish_up(state_dir: Path, code: int, report: dict[str, Any]) -> int:
     """Write ``report.json``, print the one-line summary; the exit code (1 if an invariant
     failed in a run that otherwise ended well)."""
-    (state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    tmp = state_dir / "report.json.tmp"          # whole, or not at all
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, state_dir / "report.json")
     ok = all(report["invariants"].values())
     oee = report.get("kpis", {}).get("cell", {}).get("oee")
     print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "

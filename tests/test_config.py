@@ -359,6 +359,30 @@ def test_a_boolean_for_a_number_is_listed_with_the_other_problems(tmp_path: Path
                                                  "got false")
 
 
+def test_endpoints_clash_only_where_up_would_bind_them(tmp_path: Path) -> None:
+    """Without hosts nothing binds the simulator's or the console's endpoint; without an
+    escalation rule on, `up` starts no console agent."""
+    no_hosts = BASE.split("hosts:")[0] + BASE.split("security:")[1].join(["security:", ""])
+    no_hosts = no_hosts.replace("  seed: 1\n", '  seed: 1\n  endpoint: "tcp://127.0.0.1:5599"\n')
+    assert "hosts:" not in no_hosts and "5599" in no_hosts
+    assert validate_command(write_cell(tmp_path, no_hosts, name="a.yaml"))[0] == 0
+    quiet = BASE.replace("  seed: 1\n", '  seed: 1\n  endpoint: "tcp://127.0.0.1:5599"\n') + \
+        "escalation: {no_capable_resource: {enabled: false}, late_reroute: {enabled: false}," \
+        " repeat_faults: {enabled: false}, restart_intensity: {enabled: false}," \
+        " quality_reject: {enabled: false}, reject_burst: {enabled: false}}\n"
+    code, report = validate_command(write_cell(tmp_path, quiet, name="b.yaml"))
+    assert code == 0, report
+    loud = BASE.replace("  seed: 1\n", '  seed: 1\n  endpoint: "tcp://127.0.0.1:5599"\n')
+    code, report = validate_command(write_cell(tmp_path, loud, name="c.yaml"))
+    assert code == 2 and "already bound by escalation.console_endpoint (its default)" in report
+
+
+def test_the_colon_hint_is_for_strategies_only(tmp_path: Path) -> None:
+    code, report = validate_command(write_cell(tmp_path, BASE.replace("cell: base-cell",
+                                                                      "cell: My.Cell")))
+    assert code == 2 and "did you mean" not in report and "after a colon" not in report
+
+
 def test_a_duplicate_key_is_told_before_what_follows_from_it(tmp_path: Path) -> None:
     """A second `machines:` at the end replaces the first: the capabilities and agents it
     took away are consequences, listed after the cause."""

@@ -100,7 +100,7 @@ def _raised_causes() -> dict[str, str]:
 
 def test_every_cause_an_agent_raises_has_words():
     from agents.maintenance.cases import CASES
-    from agents.runtime.console_service import RULES
+    from agents.escalation.policy import RULES
 
     raised = _raised_causes()
     assert {"no_capable_resource", "cap_makes_order_late", "maintenance_no_part",

@@ -150,3 +150,11 @@ kpis:
     from ops.experiment.sweep import expand   # the energy cell's `off:` keys hash too
 
     assert len(expand(load_sweep(sweep))) == 1
+
+
+def test_one_run_or_none_has_no_interval_at_all() -> None:
+    from ops.experiment.stats import interval
+
+    for xs in ([5.0], []):
+        _, lo, hi, _ = interval(xs, non_negative=True)
+        assert math.isnan(lo) and math.isnan(hi)

@@ -269,3 +269,8 @@ def test_an_instance_run_is_compared_with_the_best_known_makespan_beside_it(
         assert main(["run", str(alone / "mk01.fjs"), "--quiet", "--report", str(report)]) == 0
         assert "benchmark" not in json.loads(report.read_text())
     assert "bks.csv not read" in capsys.readouterr().err
+    # a run cut by --until has no schedule's makespan: no comparison
+    assert main(["run", str(shipped / "mk01.fjs"), "--quiet", "--until", "20",
+                 "--report", str(report)]) == 0
+    cut = json.loads(report.read_text())
+    assert cut["ended_by"] == "until" and "benchmark" not in cut

@@ -66,6 +66,20 @@ BROKEN = textwrap.dedent('''\
         def sequence(self, queue, now):
             return "o-001/0"
 
+    class PriceHuge(ResourceStrategy):
+        def price(self, cfp, slot):
+            return {"queue_s": 10 ** 400}
+
+    class PriceNumpy(ResourceStrategy):
+        def price(self, cfp, slot):
+            import numpy as np
+            terms = super().price(cfp, slot)
+            return {k: np.float64(v) for k, v in terms.items()} | {"extra": np.int64(3)}
+
+    class FirstBid(OrderStrategy):
+        def choose(self, cfp, proposals):
+            return proposals[0] if proposals else None
+
     class Fine(OrderStrategy):
         def score(self, cfp, proposal):
             return proposal.finish_at + 0.5 * proposal.cost.get("setup_s", 0.0)
@@ -100,6 +114,7 @@ def cell_with(tmp_path: Path, side: str, spec: str) -> Path:
 @pytest.mark.parametrize("side,cls,says", [
     ("resource", "PriceInt", "price() returned int 42; expected None or a dict of cost terms"),
     ("resource", "PriceNaN", "price() returned dict {'queue_s': nan}; expected None or a dict"),
+    ("resource", "PriceHuge", "price() returned dict {'queue_s': 1000000000"),
     ("order", "ScoreStr", "score() returned str 'fast'; expected a number, not NaN"),
     ("order", "ScoreNone", "score() returned NoneType None; expected a number"),
     ("order", "ScoreNaN", "score() returned float nan; expected a number, not NaN"),
@@ -184,3 +199,25 @@ def test_the_report_and_the_log_name_the_strategy_code_and_replay_says_when_it_c
     assert (f"note: the order strategy lab.broken:Fine: source_sha256 "
             f"{code['order']['source_sha256'][:12]} recorded") in out
     assert "the code changed since the recording, which may be why" in out
+
+
+def test_numbers_of_other_kinds_are_sent_as_floats(lab: Path, capsys) -> None:
+    """numpy's numbers pass the check and go on the wire as plain floats (msgpack cannot
+    pack numpy.int64)."""
+    report = lab / "r.json"
+    assert main(["run", str(cell_with(lab, "resource", "lab.broken:PriceNumpy")), "--quiet",
+                 "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["orders_completed"] > 0
+
+
+def test_a_strategy_that_only_chooses_records_its_awards_without_scores(
+        lab: Path, capsys) -> None:
+    log = lab / "run.jsonl"
+    assert main(["run", str(cell_with(lab, "order", "lab.broken:FirstBid")), "--quiet",
+                 "--decision-log", str(log)]) == 0
+    whys = [w for line in log.read_text().splitlines()
+            for w in json.loads(line).get("why", [])]
+    assert whys and all(c["score"] is None for w in whys for c in w["candidates"])
+    capsys.readouterr()
+    assert main(["explain", str(log), "o-001/0"]) == 0
+    assert "(lab.broken:FirstBid: score — vs " in capsys.readouterr().out

@@ -62,3 +62,40 @@ def test_a_child_that_died_by_itself_is_told_by_its_last_error_line(tmp_path: Pa
     log.write_text("autocell: error: cell.yaml: no such file\nbye\n")
     assert last_error(log) == "cell.yaml: no such file"
     assert last_error(tmp_path / "gone.log", "no error line") == "no error line; no log"
+
+
+def test_sigterm_raises_inside_stoppable_and_is_held_once_stopping() -> None:
+    """What `up` runs in: SIGTERM is KeyboardInterrupt's twin until the stop begins; from
+    then on neither signal can cut the stop or the report; afterwards all is as before."""
+    import os
+    import signal
+
+    from ops.supervisor import Terminated, hold_signals, stoppable
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    hold_signals()                                   # outside: changes nothing
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with stoppable():
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):                    # the handler runs between bytecodes
+                pass
+        hold_signals()
+        os.kill(os.getpid(), signal.SIGTERM)         # ignored: the stop goes on
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_sigterm_that_escapes_up_exits_143(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from ops import up
+    from ops.supervisor import Terminated
+
+    def killed(args: object) -> int:
+        raise Terminated()
+
+    monkeypatch.setattr(up, "start_up", killed)
+    assert main(["up", DEMO]) == 143
+    assert "autocell: terminated" in capsys.readouterr().err

@@ -38,3 +38,13 @@ class EscalationPolicy:
 
 OFF = EscalationPolicy()
 """Every rule off: agents handle everything alone (the behaviour before escalations)."""
+
+
+#: The rules whose being on makes a deployed cell run a console agent.
+RULES = ("no_capable_resource", "late_reroute", "repeat_faults", "restart_intensity",
+         "quality_reject", "reject_burst")
+
+
+def policy_on(policy: EscalationPolicy) -> bool:
+    """True if any rule of the policy escalates."""
+    return any(getattr(policy, r) is not None for r in RULES)

@@ -76,7 +76,7 @@ def _raised(strategy: object, method: str, subject: str, exc: Exception) -> Stra
     frames = traceback.extract_tb(exc.__traceback__)
     try:
         own = inspect.getsourcefile(type(strategy))
-    except TypeError:                         # a class with no source file
+    except (TypeError, OSError):              # a class with no source file (`python -c`)
         own = None
     mine = [f for f in frames if f.filename == own] or frames
     where = f" at {mine[-1].filename}:{mine[-1].lineno}" if mine else ""
@@ -303,11 +303,19 @@ def price_of(strategy: ResourceStrategy, cfp: CallForProposals,
         raise _raised(strategy, "price", f"task {cfp.task}", exc) from exc
     if cost is None:
         return None
-    if not isinstance(cost, Mapping) or not all(
-            type(k) is str and _real(v) and math.isfinite(v) for k, v in cost.items()):
+    if type(cost) is dict and all(type(v) is float and v - v == 0.0 for v in cost.values()) \
+            and all(type(k) is str for k in cost):
+        return cost                       # the common case: names to finite floats
+    try:
+        terms = {k: float(v) for k, v in cost.items()
+                 if type(k) is str and _real(v)} if isinstance(cost, Mapping) else None
+    except (OverflowError, ValueError, TypeError):
+        terms = None
+    if terms is None or len(terms) != len(cost) or not all(
+            math.isfinite(v) for v in terms.values()):
         raise _wrong(strategy, "price", f"task {cfp.task}", cost,
                      "None or a dict of cost terms, names to finite numbers")
-    return cost if type(cost) is dict else dict(cost)
+    return terms                          # numpy's numbers, fractions, ints: plain floats
 
 
 def dispatch_next(strategy: ResourceStrategy, tasks: Mapping[str, Any],
@@ -322,17 +330,18 @@ def dispatch_next(strategy: ResourceStrategy, tasks: Mapping[str, Any],
         return None
     queue = tuple(QueuedTask(tid, t.cfp, t.start_at, t.finish_at - t.start_at, t.ready)
                   for _, tid in pending for t in (tasks[tid],))
-    subject = f"{len(queue)} booked task(s) at t={now:.1f} s"
     try:
         order = strategy.sequence(queue, now)
     except Exception as exc:
-        raise _raised(strategy, "sequence", subject, exc) from exc
+        raise _raised(strategy, "sequence", f"{len(queue)} booked task(s) at t={now:.1f} s",
+                      exc) from exc
     if order is None:
         return None
     ids = None if isinstance(order, (str, bytes)) or not isinstance(order, Iterable) \
         else list(order)
     if ids is None or not all(type(t) is str for t in ids):
-        raise _wrong(strategy, "sequence", subject, order, "None or a list of task ids")
+        raise _wrong(strategy, "sequence", f"{len(queue)} booked task(s) at t={now:.1f} s",
+                     order, "None or a list of task ids")
     ready = [q.task for q in queue if q.ready]
     ranked = {tid: i for i, tid in enumerate(ids)}
     ready.sort(key=lambda tid: ranked.get(tid, len(ranked)))   # stable: unlisted keep planned order

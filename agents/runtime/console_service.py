@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from agents.cell.build import policy_of, timing_of
 from agents.escalation.console import CONSOLE_ID, ConsoleAgent
 from agents.escalation.intensity import SUPERVISOR_ID
-from agents.escalation.policy import OFF, EscalationPolicy
+from agents.escalation.policy import OFF, EscalationPolicy, policy_on
 from agents.escalation.store import EscalationStore
 from agents.protocol.actions import Action, Command
 from agents.protocol.messages import Body, Decision, Message
@@ -65,15 +65,6 @@ if TYPE_CHECKING:
     from agents.runtime.host import CellClock
 
 log = logging.getLogger("autocell.console")
-
-
-RULES = ("no_capable_resource", "late_reroute", "repeat_faults", "restart_intensity",
-         "quality_reject", "reject_burst")
-
-
-def policy_on(policy: EscalationPolicy) -> bool:
-    """True if any rule of the policy escalates."""
-    return any(getattr(policy, r) is not None for r in RULES)
 
 
 def console_policy(cfg: CellConfig, keys_dir: Path) -> EscalationPolicy:

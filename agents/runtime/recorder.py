@@ -123,6 +123,32 @@ def describe_run(cfg: Any, seed: int, *, driver: str, order_strategy: str | None
     return out
 
 
+def _name(strategy: Any) -> str:
+    """A strategy's name for the *why*: its ``name``, or its dotted path when it left the
+    base class's (a plug-in's ``base`` would tell a reader nothing)."""
+    name = getattr(strategy, "name", None)
+    if not isinstance(name, str) or name == "base":
+        cls = type(strategy)
+        return f"{cls.__module__}:{cls.__qualname__}"
+    return name
+
+
+def _score(strategy: Any, cfp: Any, proposal: Any) -> float | None:
+    """The strategy's score of a candidate for an award's *why*, or None when it has none
+    to give: a strategy that overrides ``choose`` need not score (``score`` raises), and a
+    score that is not a number would not encode.  The award itself was checked by
+    ``choose_of`` (agents/negotiation/strategies.py); the why only reports."""
+    try:
+        value = strategy.score(cfp, proposal)
+    except Exception:
+        return None
+    if type(value) is float or type(value) is int:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)                 # numpy's and other numbers: plain ones
+    return None
+
+
 # -- the JSON form of inputs and actions ----------------------------------------------------
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
@@ -479,9 +505,9 @@ class DecisionLog:
                 continue
             cfp, proposals = held
             out.append({"award": body.task, "winner": a.to, "epoch": body.award_epoch,
-                        "strategy": getattr(strategy, "name", type(strategy).__name__),
+                        "strategy": _name(strategy),
                         "candidates": [
-                            {"resource": s, "score": strategy.score(cfp, p),
+                            {"resource": s, "score": _score(strategy, cfp, p),
                              "start_at": p.start_at, "finish_at": p.finish_at, "cost": p.cost}
                             for s, p in sorted(proposals, key=itemgetter(0))]})
         return out

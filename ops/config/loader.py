@@ -457,14 +457,15 @@ def _build(
         )
 
     config: CellConfig | None = None
+    refused: _Problems = []
     try:
         config = CellConfig.model_validate(data)
     except ValidationError as exc:
-        for loc, message in _field_problems(exc, data):
-            issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
+        refused = _field_problems(exc, data)
     booleans = (_booleans_as_numbers(config, data) if config is not None
                 else _booleans_by_type(CellConfig, data))   # every problem in one go
-    for loc, message in booleans:
+    flagged = {loc for loc, _ in booleans}      # `false` for a number: said once, as that
+    for loc, message in [*((lc, m) for lc, m in refused if lc not in flagged), *booleans]:
         issues.append(ConfigIssue(source, line_of(loc), format_path(loc), message))
 
     def where(loc: Loc) -> str:
@@ -636,7 +637,8 @@ def _describe(error: Mapping[str, Any], loc: Loc, root: type[BaseModel] = CellCo
     if kind == "string_pattern_mismatch":
         pattern = str(error.get("ctx", {}).get("pattern", ""))
         help_text = PATTERN_HELP.get(pattern, f"it must match {pattern}")
-        return f"{echoed(value)} is not allowed here: {help_text}{_colon_hint(value)}"
+        hint = _colon_hint(value) if pattern == STRATEGY_PATTERN else ""
+        return f"{echoed(value)} is not allowed here: {help_text}{hint}"
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind != "value_error" and not isinstance(value, (dict, list)):
         message += f" (got {echoed(value)})"
@@ -1141,7 +1143,12 @@ def _process_endpoints(data: dict[str, Any],
     """The endpoints `autocell up` binds besides the hosts': the simulator's and the console
     agent's, as written (True) or, with a valid model, their defaults (False)."""
     out: list[tuple[Loc, str, bool]] = []
-    for section, key in (("sim", "endpoint"), ("escalation", "console_endpoint")):
+    if not data.get("hosts"):           # no `up`: nothing binds these
+        return out
+    sections = [("sim", "endpoint")]
+    if config is None or _escalates(config):      # the console agent runs only then
+        sections.append(("escalation", "console_endpoint"))
+    for section, key in sections:
         given = data.get(section)
         value = _text(given.get(key)) if isinstance(given, dict) else None
         if value is not None:
@@ -1149,6 +1156,14 @@ def _process_endpoints(data: dict[str, Any],
         elif config is not None:
             out.append(((section, key), getattr(getattr(config, section), key), False))
     return sorted(out, key=lambda e: e[2])        # a clash is told where it was written
+
+
+def _escalates(config: CellConfig) -> bool:
+    """Whether some escalation rule is on: `up` starts a console agent only then."""
+    from agents.cell.build import policy_of
+    from agents.escalation.policy import policy_on
+
+    return policy_on(policy_of(config))
 
 
 def _bind_key(endpoint: str) -> str:

@@ -107,9 +107,9 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int, address: str | None = No
     done = store.completed() if resume else set()
     todo = [p for p in points if p.run_id not in done]
     stale = store.stale(points) if resume else {}
-    notes = [stale_note(label, entry,
-                        rerun=sum(p.strategy == label for p in todo),
-                        reused=sum(p.strategy == label and p.run_id in done for p in points))
+    todo_ids = {p.run_id for p in todo}
+    notes = [stale_note(label, entry, rerun=len(entry["points"] & todo_ids),
+                        reused=len(entry["points"] & done))
              for label, entry in stale.items()]
     console = console or Console(stderr=True)
     for note in notes:

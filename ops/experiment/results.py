@@ -140,7 +140,8 @@ class ResultStore:
     def stale(self, points: Sequence[Any]) -> dict[str, dict[str, Any]]:
         """Recorded ok rows that a current point replaces: same identity (cell, strategy,
         scenario, seed, repetition, grid values), another run id.  Per strategy label:
-        how many, and the old and new ``code`` (equal: the cell or the faults changed)."""
+        how many, the old and new ``code`` (equal: the cell or the faults changed), and
+        the run ids of the current points they stand for (``points``)."""
         current = {p.identity(): p for p in points}
         ids = {p.run_id for p in points}
         out: dict[str, dict[str, Any]] = {}
@@ -153,9 +154,11 @@ class ResultStore:
             point = current.get(key)
             if point is None:
                 continue
-            entry = out.setdefault(point.strategy, {"runs": 0, "old": set(), "new": point.code})
+            entry = out.setdefault(point.strategy, {"runs": 0, "old": set(), "new": point.code,
+                                                    "points": set()})
             entry["runs"] += 1
             entry["old"].add(row.get("code") or "none")
+            entry["points"].add(point.run_id)      # the current points those rows were
         return out
 
     def add(self, row: dict[str, Any], order: Sequence[str]) -> None:

@@ -138,8 +138,9 @@ def interval(xs: Sequence[float], non_negative: bool) -> tuple[float, float, flo
     if non_negative and len(xs) >= MIN_BOOTSTRAP_RUNS:
         lo, hi = bootstrap_ci95(xs)
         return mean, lo, hi, "bootstrap"
-    if non_negative:
-        return mean, max(0.0, mean - half), mean + half, "t≥0"
+    if non_negative:                     # (NaN for fewer than 2 runs stays NaN)
+        lo = mean - half
+        return mean, lo if math.isnan(lo) else max(0.0, lo), mean + half, "t≥0"
     return mean, mean - half, mean + half, "t"
 
 
