@@ -303,9 +303,12 @@ def price_of(strategy: ResourceStrategy, cfp: CallForProposals,
         raise _raised(strategy, "price", f"task {cfp.task}", exc) from exc
     if cost is None:
         return None
-    if type(cost) is dict and all(type(v) is float and v - v == 0.0 for v in cost.values()) \
-            and all(type(k) is str for k in cost):
-        return cost                       # the common case: names to finite floats
+    if type(cost) is dict:                # the common case: names to finite floats
+        for k, v in cost.items():
+            if type(v) is not float or type(k) is not str or v - v != 0.0:
+                break
+        else:
+            return cost
     try:
         terms = {k: float(v) for k, v in cost.items()
                  if type(k) is str and _real(v)} if isinstance(cost, Mapping) else None
