@@ -144,16 +144,18 @@ def test_a_strategy_keeping_its_contract_runs(lab: Path, capsys) -> None:
 
 def test_a_plugin_beside_the_user_but_not_importable_says_how_to_fix_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    (tmp_path / "mylab").mkdir()
-    (tmp_path / "mylab" / "__init__.py").write_text("")
-    (tmp_path / "mylab" / "s.py").write_text(BROKEN)
-    cell = cell_with(tmp_path, "order", "mylab.s:Fine")
+    pkg = "contract_trial_lab"                       # a name no other test imports
+    forget(pkg)
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / pkg / "s.py").write_text(BROKEN)
+    cell = cell_with(tmp_path, "order", f"{pkg}.s:Fine")
     monkeypatch.chdir(tmp_path)                      # not on sys.path: the installed command
     assert main(["validate", str(cell)]) == 2
     err = capsys.readouterr().err
-    assert "No module named 'mylab'" in err
-    assert "'mylab' is in the current directory, which is not on the import path: run with " \
-           "PYTHONPATH=." in err
+    assert f"No module named '{pkg}'" in err
+    assert f"'{pkg}' is in the current directory, which is not on the import path: run " \
+           "with PYTHONPATH=." in err
     monkeypatch.chdir(ROOT)
     assert main(["validate", str(cell)]) == 2
     assert "(set PYTHONPATH to the directory that holds it" in capsys.readouterr().err

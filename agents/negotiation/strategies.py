@@ -422,8 +422,9 @@ def _import_hint(module: str, exc: Exception) -> str:
     """Why a plug-in's own package is not found, when it is beside the user: the current
     directory is not on the import path of an installed ``autocell`` command."""
     top = module.split(".")[0]
-    if not (isinstance(exc, ModuleNotFoundError) and exc.name == top):
-        return ""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (module == missing or module.startswith(missing + ".")):
+        return ""                        # not the plug-in's own module: its own bug
     here = Path.cwd()
     if (here / top).is_dir() or (here / f"{top}.py").is_file():
         return (f" ({top!r} is in the current directory, which is not on the import path: "
