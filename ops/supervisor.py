@@ -383,7 +383,7 @@ class Supervisor:
                 continue
             if rc == EXIT_USAGE:   # bad input, a damaged journal: the same again on restart
                 log_path = self.state_dir / f"{child.name}.log"
-                self.refused = last_error(log_path)
+                self.refused = last_error(log_path, since=child.log_from)
                 self.note("process_refused", process=child.name, returncode=rc,
                           error=self.refused)
                 self.log(f"autocell up: {child.name} cannot start: {self.refused} (restarting "
