@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ops.flags import cell_time, count, limit, seed, speed, wall_seconds
 from ops.paths import output_file
+from ops.words import counted
 from security.errors import ConfigurationError
 from security.untrusted import escape_controls, safe_lines
 
@@ -513,11 +514,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             code, text = 2, str(exc)
         else:
-            counts = ((f.breakdowns, "breakdown"), (f.crashes, "crash"), (f.hosts, "host fault"),
-                      (f.partitions, "partition"), (f.clock_skew, "clock skew"))
-            text += (f"\n{args.faults}: OK — scenario {f.name!r}: " + ", ".join(
-                f"{len(items)} {noun}{'' if len(items) == 1 else 'es' if noun == 'crash' else 's'}"
-                for items, noun in counts))
+            text += (f"\n{args.faults}: OK — scenario {f.name!r}: "
+                     f"{counted(len(f.breakdowns), 'breakdown')}, "
+                     f"{counted(len(f.crashes), 'crash', 'crashes')}, "
+                     f"{counted(len(f.hosts), 'host fault')}, "
+                     f"{counted(len(f.partitions), 'partition')}, "
+                     f"{counted(len(f.clock_skew), 'clock skew')}")
     print(text, file=sys.stdout if code == 0 else sys.stderr)
     return code
 

@@ -601,6 +601,10 @@ def _late_start(rec: Recorded, task: str, upto: list[dict[str, Any]]) -> list[Li
                   "started_at": t_s, "reasons": reasons})]
 
 
+def _first_five(items: list[str]) -> str:
+    return "; ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
 def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
           until: float) -> list[Line]:
     """Every idle stretch of ``resource`` up to ``until``, with its reason."""
@@ -614,8 +618,11 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
         at = max(at, b)
     if until - at >= IDLE_MIN_S:
         gaps.append((at, until))
-    awards = {w["award"]: w for e in rec.entries for w in e.get("why", [])}
-    awarded_at = {w["award"]: e["t"] for e in rec.entries for w in e.get("why", [])}
+    awards: dict[str, dict[str, Any]] = {}
+    awarded_at: dict[str, float] = {}
+    for e in rec.entries:
+        for w in e.get("why", []):
+            awards[w["award"]], awarded_at[w["award"]] = w, e["t"]
     held = _awards_held(mine, until)
     gaps = _split_at(gaps, sorted({t for t, _, _ in held}))
     won = sorted((t, task) for t, _, task in held)
@@ -648,15 +655,13 @@ def _idle(rec: Recorded, resource: str, mine: list[dict[str, Any]],
                     f" (score {pair[0]} vs its {pair[1]})" if pair else ""))
         parts = []
         if lost:
-            parts.append("it bid and lost " + "; ".join(lost[:5])
-                         + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""))
+            parts.append("it bid and lost " + _first_five(lost))
         if refused:
             parts.append("it refused " + "; ".join(refused[:5]))
         if later:
             parts.append("it held work for a later, cheaper start: " + "; ".join(later[:3]))
         if bid_won:
-            parts.append("it bid and won " + "; ".join(bid_won[:5])
-                         + (f" and {len(bid_won) - 5} more" if len(bid_won) > 5 else ""))
+            parts.append("it bid and won " + _first_five(bid_won))
         if waiting:
             parts.append("it held an award and waited for the parts (or the start) of "
                          + "; ".join(waiting[:3]))

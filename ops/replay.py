@@ -58,6 +58,7 @@ from agents.runtime.recorder import (
     input_from_json,
     is_decision_log,
 )
+from ops.words import counted as _n
 from security.crypto import SigningKey
 from security.errors import ConfigurationError
 
@@ -69,20 +70,24 @@ CONSOLE_ID = "console"
 
 # -- the run a log records ------------------------------------------------------------------
 
-def run_header(cell: Any) -> dict[str, Any]:
-    """The header's ``run`` of a :class:`sim_bridge.virtual.VirtualCell`."""
+def run_header(cell: Any, strategy_code: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The header's ``run`` of a :class:`sim_bridge.virtual.VirtualCell`
+    (``strategy_code``: its strategies' fingerprints, when the caller has them already)."""
     order_s, resource_s = cell._strategies
     faults = cell.faults.model_dump(mode="json") if cell.faults is not None else None
     return describe_run(cell.cfg, cell.seed, driver="virtual", order_strategy=order_s,
                         resource_strategy=resource_s, escalation=cell.console is not None,
                         clock_base_at=cell.clock_base_at, faults=faults, models=cell.models,
-                        strategy_code=run_fingerprints(cell.cfg, order_s, resource_s))
+                        strategy_code=strategy_code or run_fingerprints(cell.cfg, order_s,
+                                                                        resource_s))
 
 
-def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None) -> DecisionLog:
+def record_virtual(cell: Any, sink: IO[bytes], key: SigningKey | None = None,
+                   strategy_code: dict[str, Any] | None = None) -> DecisionLog:
     """Switch recording on for a :class:`sim_bridge.virtual.VirtualCell` (before it runs);
     ``key``: the run key that signs the seals (default: a fresh one)."""
-    log = DecisionLog(sink, key or SigningKey.generate(), host="virtual", run=run_header(cell))
+    log = DecisionLog(sink, key or SigningKey.generate(), host="virtual",
+                      run=run_header(cell, strategy_code))
     cell.runner.recorder = log
     return log
 
@@ -199,7 +204,7 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
     run = header["run"]
     agents = build_from_header(run)
     history: dict[str, list[Input]] = {a: [] for a in agents}
-    rep = ReplayReport(verified=verify_log(path), code_changed=code_changes(run))
+    rep = ReplayReport(verified=verify_log(path))
     fed: set[str] = set()
     for e in lines:
         kind = e.get("k")
@@ -239,6 +244,8 @@ def replay_check(path: str | Path, until: float | None = None) -> ReplayReport:
             rep.divergence = Divergence(e["n"], e["t"], agent_id, e["in"], e["out"], actual)
             break
     rep.agents = len(fed)
+    if rep.divergence is not None:       # only then can edited code be the reason
+        rep.code_changed = code_changes(run)
     return rep
 
 
@@ -476,11 +483,6 @@ def _orders_table(rows: list[dict[str, Any]]) -> Any:
             due(r["recorded_due_at"]), due(r["what_if_due_at"])]
         o.add_row(r["order"], *dues, late(r["recorded_late_s"]), late(r["what_if_late_s"]))
     return o
-
-
-def _n(count: int, noun: str, plural: str = "") -> str:
-    """``1 entry``, ``2 entries``: a count with its noun in the right number."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def decision_logs(state_dir: str | Path) -> list[dict[str, Any]]:

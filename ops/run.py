@@ -123,7 +123,7 @@ def execute(args: Any) -> int:
     if log_path:
         from ops.replay import record_virtual
         log_file = open(log_path, "wb")   # noqa: SIM115 - closed below
-        recorder = record_virtual(cell, log_file)
+        recorder = record_virtual(cell, log_file, strategy_code=strategies)
     server = None
     if getattr(args, "metrics_port", None) is not None:
         server = virtual_metrics(cell).serve(args.metrics_port)

@@ -73,6 +73,7 @@ from agents.protocol.actions import Command
 from agents.protocol.messages import Body
 from agents.runtime.runner import Runner
 from ops.paths import make_state_dir
+from ops.words import counted
 from security.errors import ConfigurationError
 from security.untrusted import safe_lines
 
@@ -795,7 +796,7 @@ def finish_up(state_dir: Path, code: int, report: dict[str, Any]) -> int:
     print(f"cell {report['cell']}: {report['orders_completed']}/{report['orders_total']} orders "
           f"completed, {report['operations']} operations"
           + (f", makespan {report['makespan']:.1f} s, OEE {oee:.0%}" if oee is not None else "")
-          + f", {report['restarts']} restart{'' if report['restarts'] == 1 else 's'} "
+          + f", {counted(report['restarts'], 'restart')} "
           f"(restart p95 {report['restart_s']['p95']} s), invariants "
           f"{'hold' if ok else 'VIOLATED'}; report: {state_dir / 'report.json'}")
     if code == 0 and not ok:

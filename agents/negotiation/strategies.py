@@ -333,18 +333,19 @@ def dispatch_next(strategy: ResourceStrategy, tasks: Mapping[str, Any],
         return None
     queue = tuple(QueuedTask(tid, t.cfp, t.start_at, t.finish_at - t.start_at, t.ready)
                   for _, tid in pending for t in (tasks[tid],))
+    def subject() -> str:                 # built only when there is something to say
+        return f"{len(queue)} booked task(s) at t={now:.1f} s"
+
     try:
         order = strategy.sequence(queue, now)
     except Exception as exc:
-        raise _raised(strategy, "sequence", f"{len(queue)} booked task(s) at t={now:.1f} s",
-                      exc) from exc
+        raise _raised(strategy, "sequence", subject(), exc) from exc
     if order is None:
         return None
     ids = None if isinstance(order, (str, bytes)) or not isinstance(order, Iterable) \
         else list(order)
     if ids is None or not all(type(t) is str for t in ids):
-        raise _wrong(strategy, "sequence", f"{len(queue)} booked task(s) at t={now:.1f} s",
-                     order, "None or a list of task ids")
+        raise _wrong(strategy, "sequence", subject(), order, "None or a list of task ids")
     ready = [q.task for q in queue if q.ready]
     ranked = {tid: i for i, tid in enumerate(ids)}
     ready.sort(key=lambda tid: ranked.get(tid, len(ranked)))   # stable: unlisted keep planned order

@@ -56,6 +56,7 @@ from agents.cell.limits import MAX_SECONDS
 from agents.cell.model import PATTERN_HELP, STRATEGY_PATTERN, CellConfig, NegotiationSettings
 from agents.cell.routes import Edge, Node, RouteGraph
 from ops.config import hints
+from ops.words import counted
 from security.untrusted import (
     UnreadableFile,
     escape_controls,
@@ -230,7 +231,7 @@ def validate_command(path: str | Path) -> tuple[int, str]:
     except ConfigError as exc:
         return 2, "\n".join(str(issue) for issue in exc.issues)
     counts = ", ".join(
-        _plural(len(items), noun)
+        counted(len(items), noun)
         for items, noun in (
             (config.machines, "machine"),
             (config.robots, "robot"),
@@ -569,10 +570,6 @@ def _issue_from_text(source: str, text: str) -> ConfigIssue:
         return ConfigIssue(source, None, "", text)
     line = int(match["line"]) or None
     return ConfigIssue(match["file"], line, "", match["message"])
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 # --------------------------------------------------------------------------- step 2
